@@ -1,0 +1,912 @@
+//! The configuration file: TOML text → a validated [`Config`], in two layers (STYLE habit 6).
+//!
+//! Layer one is the `Raw*` serde structs (`deny_unknown_fields`, values kept as written and
+//! wrapped in [`toml::Spanned`] so later checks can name the line). Layer two, `Validator`,
+//! turns them into the typed structs: durations, byte sizes, URLs, paths resolved against the
+//! config file's directory, vendor defaults filled in, and secrets resolved from `"${ENV}"`,
+//! `<key>_file` or a literal into [`SecretString`]. Nothing outside this file sees a raw struct.
+//!
+//! Every mistake is one [`ConfigError`] naming the file, the line and the key path. Messages never
+//! quote a secret, nor a TOML source line (the line might hold one). This module does no network
+//! I/O and knows nothing of how sources or sinks use their settings.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::num::NonZeroU32;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use chrono::{DateTime, SecondsFormat, Utc};
+use secrecy::SecretString;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from; relative paths inside it were resolved against its directory.
+    pub origin: PathBuf,
+    pub state_dir: PathBuf,
+    pub queue: QueueSettings,
+    pub sources: Vec<SourceConfig>,
+    pub sinks: Vec<SinkConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// Size cap of the queue database; when reached, sources pause (DESIGN invariant 4).
+    pub max_bytes: u64,
+}
+
+/// One vendor organization to pull from. Window fields follow DESIGN "the loop owns windows".
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    pub vendor: VendorSettings,
+    pub base_url: url::Url,
+    /// Where the first sweep starts when there is no checkpoint yet.
+    pub start: StartAt,
+    /// Records newer than `now - lag` are not asked for yet (vendors index late).
+    pub lag: Duration,
+    /// Each window starts this much before the checkpoint; always `< max_span`.
+    pub overlap: Duration,
+    /// The longest window asked for in one sweep.
+    pub max_span: Duration,
+    pub poll_interval: Duration,
+    pub request_timeout: Duration,
+    pub rate_limit: RateLimit,
+    pub backoff: Backoff,
+    /// A longer `Retry-After` is capped to this (and logged).
+    pub max_retry_after: Duration,
+}
+
+/// Vendor-specific settings; one variant per vendor (STYLE habit 3).
+#[derive(Debug, Clone)]
+pub enum VendorSettings {
+    Aitronos(AitronosSettings),
+}
+
+impl VendorSettings {
+    /// The `vendor = "…"` value.
+    pub fn vendor_name(&self) -> &'static str {
+        match self {
+            VendorSettings::Aitronos(_) => "aitronos",
+        }
+    }
+
+    pub fn organization_id(&self) -> &str {
+        match self {
+            VendorSettings::Aitronos(a) => &a.organization_id,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AitronosSettings {
+    pub organization_id: String,
+    pub credential: AitronosCredential,
+    /// The `limit` query parameter, 1..=100 (vendors/README.md 4.3).
+    pub page_size: u32,
+}
+
+/// Aitronos accepts either header (vendors/README.md 4.2).
+#[derive(Debug, Clone)]
+pub enum AitronosCredential {
+    /// Sent as `X-API-Key`.
+    ApiKey(SecretString),
+    /// Sent as `Authorization: Bearer`.
+    Bearer(SecretString),
+}
+
+/// First-run start of a source.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StartAt {
+    /// This long before the moment the source first runs.
+    Ago(Duration),
+    At(DateTime<Utc>),
+}
+
+impl StartAt {
+    /// The start instant given the current time; an absurdly long `Ago` saturates.
+    pub fn resolve(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            StartAt::At(t) => *t,
+            StartAt::Ago(d) => chrono::TimeDelta::from_std(*d)
+                .ok()
+                .and_then(|d| now.checked_sub_signed(d))
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
+        }
+    }
+}
+
+/// The proactive limit: `requests` per `per`, with up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: NonZeroU32,
+    pub per: Duration,
+    pub burst: NonZeroU32,
+}
+
+/// Exponential retry back-off with full jitter; `0 < initial <= max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub name: String,
+    pub kind: SinkKind,
+    pub batch_max_events: usize,
+    pub batch_max_bytes: usize,
+    pub backoff: Backoff,
+}
+
+/// One variant per sink protocol (STYLE habit 3).
+#[derive(Debug, Clone)]
+pub enum SinkKind {
+    File(FileSinkSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct FileSinkSettings {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read config file: {io}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        io: std::io::Error,
+    },
+    /// `line` is 1-based; `key` is a path such as `sources[0].lag` (empty for a syntax error).
+    #[error("{}", invalid_text(file, *line, key, message))]
+    Invalid { file: PathBuf, line: Option<usize>, key: String, message: String },
+}
+
+fn invalid_text(file: &Path, line: Option<usize>, key: &str, message: &str) -> String {
+    let mut s = file.display().to_string();
+    if let Some(line) = line {
+        let _ = write!(s, ":{line}");
+    }
+    if !key.is_empty() {
+        let _ = write!(s, ": {key}");
+    }
+    let _ = write!(s, ": {message}");
+    s
+}
+
+impl Config {
+    /// Reads and validates `path`, taking `${NAME}` secrets from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let read_err = |io| ConfigError::Read { path: path.to_path_buf(), io };
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        let origin = std::path::absolute(path).map_err(read_err)?;
+        Config::parse_with_env(&text, &origin, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates `text` as if read from `origin`; `env` answers `${NAME}` lookups.
+    pub fn parse_with_env(
+        text: &str,
+        origin: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let v = Validator { text, file: origin, dir: origin.parent().unwrap_or(Path::new("")), env };
+        let de = toml::Deserializer::parse(text).map_err(|e| v.toml_err("", &e))?;
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(de).map_err(|e| v.toml_err(&key_path(e.path()), e.inner()))?;
+        v.config(raw)
+    }
+
+    /// Human-readable resolved config for `auditrelay check`, every secret shown as
+    /// "[redacted]" (a TOML-like listing with all defaults filled in).
+    pub fn render_redacted(&self) -> String {
+        let d = |d: Duration| format!("{:?}", humantime::format_duration(d).to_string());
+        let b = |b: &Backoff| format!("{{ initial = {}, max = {} }}", d(b.initial), d(b.max));
+        let p = |p: &Path| format!("{:?}", p.display().to_string());
+        let size = |n: u64| format!("{n}  # {}", ByteSize(n).display().iec());
+        let mut o = format!("# resolved from {}\n", self.origin.display());
+        let mut kv = |k: &str, v: String| {
+            let _ = writeln!(o, "{k} = {v}");
+        };
+        kv("state_dir", p(&self.state_dir));
+        kv("\n[queue]\nmax_bytes", size(self.queue.max_bytes));
+        for s in &self.sources {
+            kv("\n[[sources]]\nname", format!("{:?}", s.name));
+            kv("vendor", format!("{:?}", s.vendor.vendor_name()));
+            match &s.vendor {
+                VendorSettings::Aitronos(a) => {
+                    kv("organization_id", format!("{:?}", a.organization_id));
+                    let key = match a.credential {
+                        AitronosCredential::ApiKey(_) => "api_key",
+                        AitronosCredential::Bearer(_) => "bearer_token",
+                    };
+                    kv(key, "\"[redacted]\"".to_owned());
+                    kv("page_size", a.page_size.to_string());
+                }
+            }
+            kv("base_url", format!("{:?}", crate::redact::url(&s.base_url)));
+            kv(
+                "start",
+                match s.start {
+                    StartAt::Ago(a) => d(a),
+                    StartAt::At(t) => {
+                        format!("{:?}", t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+                    }
+                },
+            );
+            kv("lag", d(s.lag));
+            kv("overlap", d(s.overlap));
+            kv("max_span", d(s.max_span));
+            kv("poll_interval", d(s.poll_interval));
+            kv("request_timeout", d(s.request_timeout));
+            let RateLimit { requests, per, burst } = s.rate_limit;
+            let per = d(per);
+            kv("rate_limit", format!("{{ requests = {requests}, per = {per}, burst = {burst} }}"));
+            kv("backoff", b(&s.backoff));
+            kv("max_retry_after", d(s.max_retry_after));
+        }
+        for s in &self.sinks {
+            kv("\n[[sinks]]\nname", format!("{:?}", s.name));
+            match &s.kind {
+                SinkKind::File(f) => {
+                    kv("type", "\"file\"".to_owned());
+                    kv("path", p(&f.path));
+                }
+            }
+            kv("batch_max_events", s.batch_max_events.to_string());
+            kv("batch_max_bytes", size(s.batch_max_bytes as u64));
+            kv("backoff", b(&s.backoff));
+        }
+        o
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layer one: the file as written.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Spanned<String>,
+    #[serde(default)]
+    queue: RawQueue,
+    #[serde(default)]
+    sources: Vec<Spanned<RawSource>>,
+    #[serde(default)]
+    sinks: Vec<Spanned<RawSink>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    max_bytes: Option<Spanned<RawSize>>,
+}
+
+/// Flat rather than a serde-tagged enum: tagged enums buffer their content and lose the spans.
+/// Vendor-specific keys are `Option`s checked per vendor in [`Validator::source`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: Spanned<String>,
+    vendor: RawVendor,
+    organization_id: Option<Spanned<String>>,
+    api_key: Option<Spanned<String>>,
+    api_key_file: Option<Spanned<String>>,
+    bearer_token: Option<Spanned<String>>,
+    bearer_token_file: Option<Spanned<String>>,
+    page_size: Option<Spanned<u32>>,
+    base_url: Option<Spanned<String>>,
+    /// A string, or an unquoted TOML offset date-time.
+    start: Option<Spanned<toml::Value>>,
+    lag: Option<Spanned<String>>,
+    overlap: Option<Spanned<String>>,
+    max_span: Option<Spanned<String>>,
+    poll_interval: Option<Spanned<String>>,
+    request_timeout: Option<Spanned<String>>,
+    rate_limit: Option<RawRateLimit>,
+    backoff: Option<Spanned<RawBackoff>>,
+    max_retry_after: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawVendor {
+    Aitronos,
+}
+
+/// Integer bytes or a `bytesize` string such as "1 MiB", parsed in [`Validator::bytes`].
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "expected integer bytes or a size such as \"1 MiB\"")]
+enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table such as { requests = 100, per = \"1m\" }")]
+struct RawRateLimit {
+    requests: Option<NonZeroU32>,
+    per: Option<Spanned<String>>,
+    burst: Option<NonZeroU32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table such as { initial = \"1s\", max = \"5m\" }")]
+struct RawBackoff {
+    initial: Option<Spanned<String>>,
+    max: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSink {
+    name: Spanned<String>,
+    #[serde(rename = "type")]
+    kind: RawSinkType,
+    path: Option<Spanned<String>>,
+    batch_max_events: Option<Spanned<usize>>,
+    batch_max_bytes: Option<Spanned<RawSize>>,
+    backoff: Option<Spanned<RawBackoff>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawSinkType {
+    File,
+}
+
+/// A vendor's documented defaults (vendors/README.md, "Rate limiting" and "Client algorithm").
+struct VendorDefaults {
+    base_url: &'static str,
+    max_span: Duration,
+    requests: NonZeroU32,
+    per: Duration,
+}
+
+fn vendor_defaults(vendor: RawVendor) -> VendorDefaults {
+    match vendor {
+        // 4.6: standard tier 100 requests per minute.
+        RawVendor::Aitronos => VendorDefaults {
+            base_url: "https://api.aitronos.com",
+            max_span: Duration::from_secs(86_400),
+            requests: match NonZeroU32::new(100) {
+                Some(n) => n,
+                None => NonZeroU32::MIN,
+            },
+            per: MINUTE,
+        },
+    }
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+/// Default retry back-off `[initial, max]` of sources and sinks.
+const SOURCE_BACKOFF: [Duration; 2] = [SECOND, Duration::from_secs(300)];
+const SINK_BACKOFF: [Duration; 2] = [SECOND, MINUTE];
+
+// ---------------------------------------------------------------------------------------------
+// Layer two: validation.
+
+struct Validator<'a> {
+    text: &'a str,
+    file: &'a Path,
+    /// Relative paths in the file (state_dir, sink paths, secret files) are relative to this.
+    dir: &'a Path,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+type Res<T> = Result<T, ConfigError>;
+type Text = Option<Spanned<String>>;
+
+impl Validator<'_> {
+    fn err(&self, span: impl Into<Option<Range<usize>>>, key: &str, msg: impl Into<String>) -> ConfigError {
+        let line = span.into().map(|s| {
+            let upto = self.text.as_bytes().get(..s.start).unwrap_or(self.text.as_bytes());
+            upto.iter().filter(|b| **b == b'\n').count() + 1
+        });
+        let (file, key, message) = (self.file.to_path_buf(), key.to_owned(), msg.into());
+        ConfigError::Invalid { file, line, key, message }
+    }
+
+    fn fail<T>(&self, span: impl Into<Option<Range<usize>>>, key: &str, msg: impl Into<String>) -> Res<T> {
+        Err(self.err(span, key, msg))
+    }
+
+    /// Only the toml message and span: its Display would quote the source line, maybe a secret.
+    fn toml_err(&self, key: &str, e: &toml::de::Error) -> ConfigError {
+        self.err(e.span(), key, e.message().trim_end())
+    }
+
+    fn config(&self, raw: RawConfig) -> Res<Config> {
+        let state_dir = self.path(&raw.state_dir, "state_dir")?;
+        let max_bytes = self.bytes(&raw.queue.max_bytes, "queue.max_bytes", bytesize::GIB)?;
+        if raw.sources.is_empty() {
+            return self.fail(None, "sources", "at least one [[sources]] table is required");
+        }
+        if raw.sinks.is_empty() {
+            return self.fail(None, "sinks", "at least one [[sinks]] table is required");
+        }
+        self.unique(raw.sources.iter().map(|s| &s.get_ref().name), "sources")?;
+        self.unique(raw.sinks.iter().map(|s| &s.get_ref().name), "sinks")?;
+        let sources = raw.sources.into_iter().enumerate();
+        let sources = sources.map(|(i, s)| self.source(i, s)).collect::<Res<_>>()?;
+        let sinks = raw.sinks.into_iter().enumerate();
+        let sinks = sinks.map(|(i, s)| self.sink(i, s)).collect::<Res<_>>()?;
+        let queue = QueueSettings { max_bytes };
+        Ok(Config { origin: self.file.to_path_buf(), state_dir, queue, sources, sinks })
+    }
+
+    fn source(&self, i: usize, raw: Spanned<RawSource>) -> Res<SourceConfig> {
+        let (table, r) = (raw.span(), raw.into_inner());
+        let at = |k: &str| format!("sources[{i}].{k}");
+        let dur = |v: &Text, k: &str, default, positive| self.duration(v, &at(k), default, positive);
+        let d = vendor_defaults(r.vendor);
+        let vendor = match r.vendor {
+            // A later vendor must reject the Aitronos-only keys it does not use.
+            RawVendor::Aitronos => {
+                let Some(org) = r.organization_id.as_ref().filter(|o| !o.get_ref().is_empty()) else {
+                    let span = r.organization_id.as_ref().map_or(table, Spanned::span);
+                    return self.fail(span, &at("organization_id"), "required for aitronos");
+                };
+                let one_of = "api_key / api_key_file / bearer_token / bearer_token_file";
+                let api = r.api_key.is_some() || r.api_key_file.is_some();
+                let bearer = r.bearer_token.as_ref().or(r.bearer_token_file.as_ref());
+                let credential = match (api, bearer.map(Spanned::span)) {
+                    (true, None) => {
+                        AitronosCredential::ApiKey(self.secret(&at("api_key"), &r.api_key, &r.api_key_file)?)
+                    }
+                    (false, Some(_)) => AitronosCredential::Bearer(self.secret(
+                        &at("bearer_token"),
+                        &r.bearer_token,
+                        &r.bearer_token_file,
+                    )?),
+                    (true, Some(span)) => {
+                        let msg = format!("set exactly one of {one_of}");
+                        return self.fail(span, &at("bearer_token"), msg);
+                    }
+                    (false, None) => {
+                        let msg = format!("exactly one of {one_of} is required");
+                        return self.fail(table, &at("api_key"), msg);
+                    }
+                };
+                let page_size = match &r.page_size {
+                    None => 100,
+                    Some(p) if (1..=100).contains(p.get_ref()) => *p.get_ref(),
+                    Some(p) => {
+                        let msg = format!("{} is out of range 1..=100 (the API's maximum)", p.get_ref());
+                        return self.fail(p.span(), &at("page_size"), msg);
+                    }
+                };
+                let organization_id = org.get_ref().clone();
+                VendorSettings::Aitronos(AitronosSettings { organization_id, credential, page_size })
+            }
+        };
+        let overlap = dur(&r.overlap, "overlap", 5 * MINUTE, false)?;
+        let max_span = dur(&r.max_span, "max_span", d.max_span, true)?;
+        if overlap >= max_span {
+            let span = r.overlap.as_ref().or(r.max_span.as_ref()).map(Spanned::span);
+            let (o, m) = (humantime::format_duration(overlap), humantime::format_duration(max_span));
+            let msg = format!("overlap ({o}) must be shorter than max_span ({m})");
+            return self.fail(span, &at("overlap"), msg);
+        }
+        let rl = r.rate_limit.unwrap_or(RawRateLimit { requests: None, per: None, burst: None });
+        let rate_limit = RateLimit {
+            requests: rl.requests.unwrap_or(d.requests),
+            per: dur(&rl.per, "rate_limit.per", d.per, true)?,
+            burst: rl.burst.unwrap_or(NonZeroU32::MIN),
+        };
+        Ok(SourceConfig {
+            name: self.name(&r.name, &at("name"))?,
+            vendor,
+            base_url: self.url(&r.base_url, &at("base_url"), d.base_url)?,
+            start: self.start(&r.start, &at("start"))?,
+            lag: dur(&r.lag, "lag", 2 * MINUTE, false)?,
+            overlap,
+            max_span,
+            poll_interval: dur(&r.poll_interval, "poll_interval", MINUTE, true)?,
+            request_timeout: dur(&r.request_timeout, "request_timeout", 30 * SECOND, true)?,
+            rate_limit,
+            backoff: self.backoff(&r.backoff, &at("backoff"), SOURCE_BACKOFF)?,
+            max_retry_after: dur(&r.max_retry_after, "max_retry_after", 60 * MINUTE, true)?,
+        })
+    }
+
+    fn sink(&self, i: usize, raw: Spanned<RawSink>) -> Res<SinkConfig> {
+        let (table, r) = (raw.span(), raw.into_inner());
+        let at = |k: &str| format!("sinks[{i}].{k}");
+        let kind = match r.kind {
+            RawSinkType::File => {
+                let Some(path) = &r.path else {
+                    return self.fail(table, &at("path"), "required for type \"file\"");
+                };
+                SinkKind::File(FileSinkSettings { path: self.path(path, &at("path"))? })
+            }
+        };
+        let batch_max_events = match &r.batch_max_events {
+            None => 500,
+            Some(n) if *n.get_ref() >= 1 => *n.get_ref(),
+            Some(n) => return self.fail(n.span(), &at("batch_max_events"), "must be at least 1"),
+        };
+        let bytes = self.bytes(&r.batch_max_bytes, &at("batch_max_bytes"), bytesize::MIB)?;
+        let Ok(batch_max_bytes) = usize::try_from(bytes) else {
+            let span = r.batch_max_bytes.as_ref().map(Spanned::span);
+            return self.fail(span, &at("batch_max_bytes"), "too large for this platform");
+        };
+        Ok(SinkConfig {
+            name: self.name(&r.name, &at("name"))?,
+            kind,
+            batch_max_events,
+            batch_max_bytes,
+            backoff: self.backoff(&r.backoff, &at("backoff"), SINK_BACKOFF)?,
+        })
+    }
+
+    fn unique<'n>(&self, names: impl Iterator<Item = &'n Spanned<String>>, what: &str) -> Res<()> {
+        let mut seen = HashMap::new();
+        for (i, n) in names.enumerate() {
+            if let Some(first) = seen.insert(n.get_ref(), i) {
+                let msg = format!("duplicate name {:?} (also {what}[{first}])", n.get_ref());
+                return self.fail(n.span(), &format!("{what}[{i}].name"), msg);
+            }
+        }
+        Ok(())
+    }
+
+    fn name(&self, v: &Spanned<String>, key: &str) -> Res<String> {
+        let s = v.get_ref();
+        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+        if s.is_empty() || s.len() > 64 || !s.chars().all(ok) {
+            let msg = format!("invalid name {s:?}: use 1 to 64 of A-Z a-z 0-9 _ . -");
+            return self.fail(v.span(), key, msg);
+        }
+        Ok(s.clone())
+    }
+
+    fn path(&self, v: &Spanned<String>, key: &str) -> Res<PathBuf> {
+        if v.get_ref().is_empty() {
+            return self.fail(v.span(), key, "must not be empty");
+        }
+        Ok(self.dir.join(v.get_ref()))
+    }
+
+    fn duration(&self, v: &Text, key: &str, default: Duration, positive: bool) -> Res<Duration> {
+        let Some(v) = v else { return Ok(default) };
+        let d = humantime::parse_duration(v.get_ref())
+            .map_err(|e| self.err(v.span(), key, format!("invalid duration {:?}: {e}", v.get_ref())))?;
+        if positive && d.is_zero() {
+            return self.fail(v.span(), key, "must be greater than zero");
+        }
+        Ok(d)
+    }
+
+    fn start(&self, v: &Option<Spanned<toml::Value>>, key: &str) -> Res<StartAt> {
+        let Some(v) = v else {
+            return Ok(StartAt::Ago(7 * 24 * 60 * MINUTE));
+        };
+        let text = match v.get_ref() {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Datetime(t) => t.to_string(),
+            other => {
+                return self.fail(v.span(), key, format!("expected a string, found {}", other.type_str()));
+            }
+        };
+        if let Ok(ago) = humantime::parse_duration(&text) {
+            return Ok(StartAt::Ago(ago));
+        }
+        match DateTime::parse_from_rfc3339(&text) {
+            Ok(t) => Ok(StartAt::At(t.with_timezone(&Utc))),
+            Err(_) => self.fail(
+                v.span(),
+                key,
+                format!(
+                    "invalid start {text:?}: expected a duration ago such as \"7d\" or an RFC 3339 \
+                 time with offset such as \"2025-01-01T00:00:00Z\""
+                ),
+            ),
+        }
+    }
+
+    fn bytes(&self, v: &Option<Spanned<RawSize>>, key: &str, default: u64) -> Res<u64> {
+        let Some(v) = v else { return Ok(default) };
+        let n = match v.get_ref() {
+            RawSize::Bytes(n) => *n,
+            RawSize::Text(s) => match s.parse::<ByteSize>() {
+                Ok(b) => b.as_u64(),
+                Err(e) => return self.fail(v.span(), key, format!("invalid size {s:?}: {e}")),
+            },
+        };
+        if n == 0 {
+            return self.fail(v.span(), key, "must be greater than zero");
+        }
+        Ok(n)
+    }
+
+    fn backoff(&self, v: &Option<Spanned<RawBackoff>>, key: &str, default: [Duration; 2]) -> Res<Backoff> {
+        let Some(raw) = v else {
+            return Ok(Backoff { initial: default[0], max: default[1] });
+        };
+        let b = raw.get_ref();
+        let initial = self.duration(&b.initial, &format!("{key}.initial"), default[0], true)?;
+        let max = self.duration(&b.max, &format!("{key}.max"), default[1], true)?;
+        if initial > max {
+            let (i, m) = (humantime::format_duration(initial), humantime::format_duration(max));
+            let msg = format!("initial ({i}) must not exceed max ({m})");
+            return self.fail(raw.span(), key, msg);
+        }
+        Ok(Backoff { initial, max })
+    }
+
+    fn url(&self, v: &Text, key: &str, default: &str) -> Res<url::Url> {
+        let (text, span) = v.as_ref().map_or((default, None), |v| (v.get_ref().as_str(), Some(v.span())));
+        // Messages never echo the URL itself: a pasted one may carry credentials.
+        let u = url::Url::parse(text).map_err(|e| self.err(span.clone(), key, format!("invalid URL: {e}")))?;
+        if !matches!(u.scheme(), "http" | "https") || !u.has_host() {
+            let msg = format!("must be an http(s) URL with a host, not {:?}", u.scheme());
+            return self.fail(span, key, msg);
+        }
+        if !u.username().is_empty() || u.password().is_some() {
+            return self.fail(span, key, "must not hold credentials; use api_key or bearer_token");
+        }
+        Ok(u)
+    }
+
+    /// Resolves `key` (a literal or `"${NAME}"`) or `key_file`; exactly one must be set.
+    fn secret(&self, key: &str, value: &Text, file: &Text) -> Res<SecretString> {
+        let file_key = format!("{key}_file");
+        let (text, span, shown_key) = match (value, file) {
+            (Some(_), Some(f)) => {
+                let msg = format!("set either {key} or {file_key}, not both");
+                return self.fail(f.span(), &file_key, msg);
+            }
+            (None, None) => return self.fail(None, key, "missing"),
+            (Some(v), None) => {
+                let s = v.get_ref();
+                let var_ok = |var: &str| !var.is_empty() && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                let text = match s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+                    None => s.clone(),
+                    Some(var) if !var_ok(var) => {
+                        let msg = format!("invalid environment variable reference {s:?}");
+                        return self.fail(v.span(), key, msg);
+                    }
+                    Some(var) => (self.env)(var)
+                        .ok_or_else(|| self.err(v.span(), key, format!("environment variable {var} is not set")))?,
+                };
+                (text, v.span(), key)
+            }
+            (None, Some(f)) => {
+                let path = self.dir.join(f.get_ref());
+                let mut text = std::fs::read_to_string(&path).map_err(|e| {
+                    let msg = format!("cannot read secret file {}: {e}", path.display());
+                    self.err(f.span(), &file_key, msg)
+                })?;
+                warn_if_shared(&path);
+                text.truncate(text.trim_end_matches(['\n', '\r']).len());
+                (text, f.span(), file_key.as_str())
+            }
+        };
+        if text.is_empty() {
+            return self.fail(span, shown_key, "the secret is empty");
+        }
+        Ok(SecretString::from(text))
+    }
+}
+
+/// `sources[0].lag` from serde_path_to_error's path, without the segments `Spanned` adds.
+fn key_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut key = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => {
+                let _ = write!(key, "[{index}]");
+            }
+            Segment::Map { key: k } if k.starts_with("$__serde_spanned") => {}
+            Segment::Map { key: k } | Segment::Enum { variant: k } => {
+                key.push_str(if key.is_empty() { "" } else { "." });
+                key.push_str(k);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    key
+}
+
+/// A secret file readable by group or others is accepted, but the operator should know.
+fn warn_if_shared(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(path = %path.display(), "secret file is readable by group or others; chmod 600 it");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret as _;
+
+    const SECRET: &str = "ak_SuperSecretValue0123456789abcdefghijklmn";
+    const FILE: &str = "/etc/auditrelay/auditrelay.toml";
+    const SINK: &str = "[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"out.ndjson\"\n";
+
+    fn env(name: &str) -> Option<String> {
+        (name == "AITRONOS_API_KEY").then(|| SECRET.to_owned())
+    }
+
+    fn parse_at(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        Config::parse_with_env(text, origin, &env)
+    }
+
+    /// A config with one aitronos source whose body is `source` (after name and vendor).
+    fn with_source(source: &str) -> String {
+        format!("state_dir = \"state\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\n{source}\n{SINK}")
+    }
+
+    const MINIMAL: &str = "organization_id = \"ORG_A\"\napi_key = \"${AITRONOS_API_KEY}\"";
+
+    /// Parsing `text` fails with a message containing every `expected` piece and no secret.
+    fn check_err(text: &str, expected: &[&str]) {
+        let e = parse_at(text, Path::new(FILE)).expect_err("config must be rejected").to_string();
+        for piece in expected {
+            assert!(e.contains(piece), "{e:?} lacks {piece:?}");
+        }
+        assert!(!e.contains(SECRET), "{e:?} leaks the secret");
+        assert!(!e.contains('\n'), "{e:?} is not one line");
+    }
+
+    #[test]
+    fn example_config_parses_and_validates() {
+        let text = include_str!("../config/auditrelay.example.toml");
+        let c = parse_at(text, Path::new("/etc/auditrelay/auditrelay.toml")).expect("example is valid");
+        assert_eq!(c.state_dir, Path::new("/var/lib/auditrelay"));
+        assert_eq!(c.queue.max_bytes, 1 << 30);
+        let s = &c.sources[0];
+        assert_eq!((s.name.as_str(), s.vendor.vendor_name()), ("aitronos-acme", "aitronos"));
+        assert_eq!(s.vendor.organization_id(), "ORG_7F3KQ9ZP2M4XW8RT");
+        let VendorSettings::Aitronos(a) = &s.vendor;
+        assert!(matches!(&a.credential, AitronosCredential::ApiKey(k) if k.expose_secret() == SECRET));
+        assert_eq!(s.start, StartAt::Ago(Duration::from_secs(7 * 86_400)));
+        assert_eq!(s.backoff, Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(300) });
+        let SinkKind::File(f) = &c.sinks[0].kind;
+        assert_eq!(f.path, Path::new("/var/lib/auditrelay/events.ndjson"));
+        assert_eq!((c.sinks[0].batch_max_events, c.sinks[0].batch_max_bytes), (500, 1 << 20));
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let c = parse_at(&with_source(MINIMAL), Path::new(FILE)).expect("valid");
+        let s = &c.sources[0];
+        assert_eq!(s.base_url.as_str(), "https://api.aitronos.com/");
+        assert_eq!((s.lag, s.overlap, s.max_span), (2 * MINUTE, 5 * MINUTE, Duration::from_secs(86_400)));
+        assert_eq!((s.poll_interval, s.request_timeout), (MINUTE, Duration::from_secs(30)));
+        assert_eq!(s.max_retry_after, Duration::from_secs(3600));
+        let rl = RateLimit { requests: NonZeroU32::new(100).expect("nonzero"), per: MINUTE, burst: NonZeroU32::MIN };
+        assert_eq!(s.rate_limit, rl);
+        let VendorSettings::Aitronos(a) = &s.vendor;
+        assert_eq!(a.page_size, 100);
+        assert_eq!(c.queue.max_bytes, 1 << 30);
+        assert_eq!(c.state_dir, Path::new("/etc/auditrelay/state"));
+        assert_eq!(c.sinks[0].backoff, Backoff { initial: Duration::from_secs(1), max: MINUTE });
+        let partial = with_source(&format!("{MINIMAL}\nrate_limit = {{ requests = 1000 }}"));
+        let c = parse_at(&partial, Path::new(FILE)).expect("valid");
+        assert_eq!((c.sources[0].rate_limit.requests.get(), c.sources[0].rate_limit.per), (1000, MINUTE));
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        check_err(&format!("state_dir = \"s\"\n\nbogus = 1\n{SINK}"), &[FILE, ":3:", "bogus"]);
+        check_err(&with_source(&format!("{MINIMAL}\nlagg = \"1m\"")), &[FILE, ":7:", "sources[0]", "lagg"]);
+        check_err(&with_source(&format!("{MINIMAL}\nbackoff = {{ inital = \"1s\" }}")), &[":7:", "inital"]);
+    }
+
+    #[test]
+    fn bad_values_name_file_line_and_key() {
+        let bad_lag = with_source(&format!("{MINIMAL}\nlag = \"5x\""));
+        check_err(&bad_lag, &[&format!("{FILE}:7: sources[0].lag: invalid duration \"5x\"")]);
+        check_err(&with_source(&format!("{MINIMAL}\npage_size = 101")), &[":7: sources[0].page_size:", "101"]);
+        check_err(&with_source(&format!("{MINIMAL}\npage_size = 0")), &[":7: sources[0].page_size:"]);
+        check_err(&with_source(&format!("{MINIMAL}\npage_size = \"x\"")), &[":7:", "sources[0].page_size"]);
+        check_err(&with_source(&format!("{MINIMAL}\noverlap = \"1d\"")), &[":7: sources[0].overlap:", "max_span"]);
+        check_err(&with_source(&format!("{MINIMAL}\nmax_span = \"5m\"")), &["sources[0].overlap", "max_span"]);
+        check_err(&with_source(&format!("{MINIMAL}\npoll_interval = \"0s\"")), &[":7: sources[0].poll_interval:"]);
+        check_err(&with_source(&format!("{MINIMAL}\nstart = \"yesterday\"")), &[":7: sources[0].start:"]);
+        check_err(&with_source(&format!("{MINIMAL}\nbase_url = \"ftp://x\"")), &[":7: sources[0].base_url:"]);
+        check_err(&with_source(&format!("{MINIMAL}\nrate_limit = {{ requests = 0 }}")), &[":7:", "requests"]);
+        let backoff = format!("{MINIMAL}\nbackoff = {{ initial = \"2m\", max = \"1m\" }}");
+        check_err(&with_source(&backoff), &[":7: sources[0].backoff:", "initial"]);
+        check_err(&with_source("vendor2 = 1"), &["sources[0]", "vendor2"]);
+        check_err(&with_source("api_key = \"k\""), &[":2: sources[0].organization_id: required"]);
+        check_err(&with_source("organization_id = \"ORG_A\""), &["sources[0].api_key", "exactly one"]);
+        check_err(&format!("state_dir = \"s\"\n[queue]\nmax_bytes = 0\n{SINK}"), &[":3: queue.max_bytes:"]);
+        check_err(
+            &format!("state_dir = \"s\"\n[queue]\nmax_bytes = \"1 XB\"\n{SINK}"),
+            &[":3: queue.max_bytes: invalid size \"1 XB\""],
+        );
+        check_err("state_dir = \"s\"\nsources = [", &[FILE, ":2:"]);
+        check_err(&format!("state_dir = \"s\"\n{SINK}"), &[": sources: at least one"]);
+        let vendor = with_source(MINIMAL).replace("\"aitronos\"", "\"okta\"");
+        check_err(&vendor, &[":4: sources[0].vendor:", "okta"]);
+    }
+
+    #[test]
+    fn duplicate_names_and_bad_names_are_rejected() {
+        let two = format!("{}\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\n{MINIMAL}", with_source(MINIMAL));
+        check_err(&two, &["sources[1].name", "duplicate", "\"a\""]);
+        check_err(&format!("{}{SINK}", with_source(MINIMAL)), &["sinks[1].name", "duplicate"]);
+        check_err(&with_source(MINIMAL).replace("name = \"a\"", "name = \"a b\""), &[":3: sources[0].name:"]);
+    }
+
+    #[test]
+    fn missing_env_var_names_variable_and_key_but_no_secret() {
+        // The first source holds a literal secret; the error about the second must not show it.
+        let text = with_source(&format!(
+            "organization_id = \"ORG_A\"\napi_key = \"{SECRET}\"\n[[sources]]\nname = \"b\"\n\
+             vendor = \"aitronos\"\norganization_id = \"ORG_B\"\nbearer_token = \"${{NOPE_TOKEN}}\""
+        ));
+        check_err(&text, &[FILE, ":11:", "sources[1].bearer_token", "NOPE_TOKEN"]);
+        check_err(&with_source("organization_id = \"O\"\napi_key = \"${}\""), &["sources[0].api_key", "invalid"]);
+    }
+
+    #[test]
+    fn secret_files_are_read_trimmed_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let origin = dir.path().join("auditrelay.toml");
+        std::fs::write(dir.path().join("token"), format!("{SECRET}\r\n")).expect("write");
+        let c =
+            parse_at(&with_source("organization_id = \"O\"\nbearer_token_file = \"token\""), &origin).expect("valid");
+        let VendorSettings::Aitronos(a) = &c.sources[0].vendor;
+        assert!(matches!(&a.credential, AitronosCredential::Bearer(t) if t.expose_secret() == SECRET));
+
+        let missing = dir.path().join("absent");
+        let text = with_source(&format!("organization_id = \"O\"\napi_key_file = {:?}", missing.display().to_string()));
+        let e = parse_at(&text, &origin).expect_err("unreadable").to_string();
+        assert!(e.contains(":6: sources[0].api_key_file:") && e.contains(&missing.display().to_string()), "{e}");
+
+        std::fs::write(dir.path().join("empty"), "\n").expect("write");
+        let e = parse_at(&with_source("organization_id = \"O\"\napi_key_file = \"empty\""), &origin);
+        assert!(e.expect_err("empty").to_string().contains("sources[0].api_key_file: the secret is empty"));
+
+        let both = with_source("organization_id = \"O\"\napi_key = \"k\"\napi_key_file = \"token\"");
+        check_err(&both, &[":7: sources[0].api_key_file:", "not both"]);
+        let mixed = with_source("organization_id = \"O\"\napi_key = \"k\"\nbearer_token_file = \"token\"");
+        check_err(&mixed, &[":7: sources[0].bearer_token:", "exactly one"]);
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_render() {
+        let text = include_str!("../config/auditrelay.example.toml");
+        let c = parse_at(text, Path::new(FILE)).expect("valid");
+        assert!(!format!("{c:?}").contains(SECRET));
+        let shown = c.render_redacted();
+        assert!(!shown.contains(SECRET), "{shown}");
+        assert!(shown.contains("api_key = \"[redacted]\""), "{shown}");
+        assert!(shown.contains("max_span = \"1day\"") && shown.contains("per = \"1m\""), "{shown}");
+    }
+
+    #[test]
+    fn load_reads_a_file_and_reports_a_missing_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.toml");
+        let text = with_source("organization_id = \"O\"\napi_key = \"literal\"\nstart = 2025-01-01T02:00:00+02:00");
+        std::fs::write(&path, text).expect("write");
+        let c = Config::load(&path).expect("valid");
+        assert_eq!(c.state_dir, dir.path().join("state"));
+        let t0 = DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z").expect("time").with_timezone(&Utc);
+        assert_eq!(c.sources[0].start.resolve(Utc::now()), t0);
+        assert_eq!(StartAt::Ago(MINUTE).resolve(t0), t0 - chrono::TimeDelta::minutes(1));
+        let e = Config::load(&dir.path().join("nope.toml")).expect_err("missing").to_string();
+        assert!(e.contains("nope.toml") && e.contains("cannot read"), "{e}");
+    }
+}

@@ -1,0 +1,14 @@
+//! auditrelay: pulls SaaS vendors' audit logs under their rate limits, keeps every record in a
+//! durable SQLite queue and forwards it to a SIEM. See ARCHITECTURE.md for the map.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod ocsf;
+pub mod queue;
+pub mod redact;
+pub mod sim;
+pub mod sinks;
+pub mod sources;

@@ -1,0 +1,959 @@
+//! The queue and state database: one SQLite file, `auditrelay.db` in `state_dir`, holding the
+//! queued OCSF events, their dedupe keys, each source's checkpoint, each sink's cursor and the
+//! dead letters.
+//!
+//! It owns the schema and its version, the transactions that keep DESIGN.md invariants 1–4 true
+//! (a page's events, dedupe keys and checkpoint commit together; a cursor only moves forward; a
+//! row leaves only once every configured sink is past it; nothing is dropped for room), the byte
+//! count behind the size cap, and the one thread that talks to SQLite.
+//!
+//! It leaves to others what a checkpoint means (an opaque string the source serializes), what a
+//! dedupe key is and how long to keep it (the source says what to prune), what a body is (OCSF
+//! JSON from `ocsf/`), when to stop fetching (sources check `is_full` / `wait_for_room`) and how
+//! to deliver (sinks `read_batch`, send, then `ack`).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::types::FromSql;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params};
+use tokio::sync::{oneshot, watch};
+
+const DB_FILE: &str = "auditrelay.db";
+/// The `PRAGMA user_version` this code writes and understands.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+-- AUTOINCREMENT: an id is never reused, even after every row was deleted. A reused id at or
+-- below a sink's cursor would be skipped by that sink.
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    event_time_ms INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dedupe (
+    source TEXT NOT NULL,
+    key TEXT NOT NULL,
+    event_time_ms INTEGER NOT NULL,
+    PRIMARY KEY (source, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedupe_by_time ON dedupe (source, event_time_ms);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    source TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sink_cursors (sink TEXT PRIMARY KEY, last_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    key TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    raw BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    UNIQUE (source, key)
+);
+PRAGMA user_version = 1;
+";
+
+/// What the queue needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct QueueOptions {
+    /// The size cap on queued event bodies. Reaching it stops sources; it never drops events.
+    pub max_bytes: u64,
+    /// Every configured sink. A row is deleted once all of them acked it, so this must be the
+    /// full list: a sink missing here loses its cursor at open (see [`Queue::open`]).
+    pub sinks: Vec<String>,
+}
+
+/// A handle to the queue; clones share the one database thread.
+#[derive(Clone)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    max_bytes: u64,
+    /// A std channel because the receiving end is a plain thread blocking on it; its `Sender` is
+    /// `Sync`, so no lock is needed here.
+    commands: mpsc::Sender<Command>,
+    watches: Arc<Watches>,
+    /// Taken by the first `close`; a later `close` on another clone has nothing left to do.
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Published by the database thread right after each commit, before it replies, so a caller that
+/// got its reply already sees the new values. `watch::Sender` works from any thread.
+struct Watches {
+    bytes: watch::Sender<u64>,
+    newest_id: watch::Sender<i64>,
+}
+
+/// One source page, written in one transaction (invariants 1 and 2).
+#[derive(Debug, Clone, Default)]
+pub struct PageWrite {
+    pub source: String,
+    pub events: Vec<NewEvent>,
+    pub dead_letters: Vec<NewDeadLetter>,
+    /// The source's serialized checkpoint after this page; `None` leaves it unchanged.
+    pub checkpoint: Option<String>,
+    /// Delete this source's dedupe keys older than this event time (ms since the epoch).
+    pub prune_dedupe_before_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub dedupe_key: String,
+    pub event_time_ms: i64,
+    /// The OCSF event, serialized.
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDeadLetter {
+    pub key: String,
+    pub reason: String,
+    pub raw: Vec<u8>,
+}
+
+/// What a `store_page` did; `dead_lettered` counts only dead letters not recorded before.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOutcome {
+    pub stored: usize,
+    pub duplicates: usize,
+    pub dead_lettered: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueuedEvent {
+    pub id: i64,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueStats {
+    pub events: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub dead_letters: u64,
+    /// (sink, last acked id), by sink name.
+    pub sink_cursors: Vec<(String, i64)>,
+    /// (source, serialized checkpoint), by source name.
+    pub checkpoints: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub source: String,
+    pub key: String,
+    pub reason: String,
+    pub raw: Vec<u8>,
+    pub created_at_ms: i64,
+}
+
+const MOVE_ASIDE: &str = "move it aside; the agent will start with an empty state and refetch from `start`";
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("cannot create state directory {}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open queue database {}: {source}", path.display())]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("{} is not a SQLite database (or is corrupt): {MOVE_ASIDE}", path.display())]
+    NotADatabase { path: PathBuf },
+    #[error(
+        "queue database {} has schema version {found}, newer than version {supported} known to \
+         this auditrelay: run a newer auditrelay, or {MOVE_ASIDE}",
+        path.display()
+    )]
+    NewerSchema { path: PathBuf, found: i64, supported: i64 },
+    #[error("queue database {}: cannot {op}: {source}", path.display())]
+    Sqlite { path: PathBuf, op: &'static str, source: rusqlite::Error },
+    #[error("sink {sink:?} is not among the sinks queue database {} was opened with", path.display())]
+    UnknownSink { path: PathBuf, sink: String },
+    #[error("cannot start the queue database thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("the queue is closed")]
+    Closed,
+}
+
+/// Names the failed operation and the database in a SQLite error.
+trait SqliteContext<T> {
+    fn op(self, path: &Path, op: &'static str) -> Result<T, QueueError>;
+}
+
+impl<T> SqliteContext<T> for rusqlite::Result<T> {
+    fn op(self, path: &Path, op: &'static str) -> Result<T, QueueError> {
+        self.map_err(|source| QueueError::Sqlite { path: path.to_owned(), op, source })
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
+
+/// Everything the database thread does, dispatched in `Writer::run`.
+enum Command {
+    Checkpoint {
+        source: String,
+        reply: Reply<Option<String>>,
+    },
+    StorePage {
+        page: PageWrite,
+        reply: Reply<StoreOutcome>,
+    },
+    ReadBatch {
+        sink: String,
+        max_events: usize,
+        max_bytes: usize,
+        reply: Reply<Vec<QueuedEvent>>,
+    },
+    Ack {
+        sink: String,
+        upto_id: i64,
+        reply: Reply<()>,
+    },
+    Backlog {
+        sink: String,
+        reply: Reply<u64>,
+    },
+    Stats {
+        reply: Reply<QueueStats>,
+    },
+    DeadLetters {
+        limit: usize,
+        reply: Reply<Vec<DeadLetter>>,
+    },
+    #[cfg(test)]
+    Synchronous {
+        reply: Reply<i64>,
+    },
+    Close {
+        reply: Reply<()>,
+    },
+}
+
+impl Queue {
+    /// Creates `state_dir` if missing, opens or creates the database and spawns its thread.
+    ///
+    /// Blocking (it runs SQLite on the caller's thread); call it at startup. Configured sinks
+    /// without a cursor start at 0 (they get every event still queued); cursors of sinks no
+    /// longer configured are deleted with a warning so they do not pin the queue.
+    pub fn open(state_dir: &Path, opts: QueueOptions) -> Result<Queue, QueueError> {
+        std::fs::create_dir_all(state_dir)
+            .map_err(|source| QueueError::CreateDir { path: state_dir.to_owned(), source })?;
+        let path = state_dir.join(DB_FILE);
+        let sinks: BTreeSet<String> = opts.sinks.into_iter().collect();
+        let conn = open_connection(&path, &sinks)?;
+        let (bytes, newest_id) = conn
+            .query_row(
+                // sqlite_sequence keeps the last id issued even when the table is empty.
+                "SELECT (SELECT COALESCE(SUM(length(body)), 0) FROM events),
+                        MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+                            COALESCE((SELECT MAX(id) FROM events), 0))",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .op(&path, "measure the queue")?;
+        let watches =
+            Arc::new(Watches { bytes: watch::Sender::new(to_u64(bytes)), newest_id: watch::Sender::new(newest_id) });
+        let writer = Writer { conn, path: path.clone(), sinks, newest_id, watches: watches.clone() };
+        let (commands, receiver) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("auditrelay-queue".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(QueueError::Thread)?;
+        let inner = Inner { path, max_bytes: opts.max_bytes, commands, watches, thread: Mutex::new(Some(thread)) };
+        Ok(Queue { inner: Arc::new(inner) })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The source's last stored checkpoint, as it was serialized.
+    pub async fn checkpoint(&self, source: &str) -> Result<Option<String>, QueueError> {
+        self.call(|reply| Command::Checkpoint { source: source.to_owned(), reply }).await
+    }
+
+    /// Stores one page in ONE transaction: prune old dedupe keys (if asked), then for each event
+    /// insert its dedupe key (a key already present means a duplicate: the event is skipped,
+    /// also within the page), insert the new events and dead letters (one already recorded for
+    /// the same source and key is ignored), upsert the checkpoint (if any), commit. Never refused
+    /// for lack of room. If the future is dropped after sending, the page is still written.
+    pub async fn store_page(&self, page: PageWrite) -> Result<StoreOutcome, QueueError> {
+        self.call(|reply| Command::StorePage { page, reply }).await
+    }
+
+    /// Events after this sink's cursor, by ascending id: at most `max_events` (0 counts as 1)
+    /// and stopping before the bodies exceed `max_bytes`, but at least one if any is queued.
+    pub async fn read_batch(
+        &self,
+        sink: &str,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<QueuedEvent>, QueueError> {
+        let sink = sink.to_owned();
+        self.call(|reply| Command::ReadBatch { sink, max_events, max_bytes, reply }).await
+    }
+
+    /// Moves the sink's cursor to `upto_id` (never backwards, never past the newest id stored),
+    /// then deletes the events every configured sink is past; one transaction.
+    pub async fn ack(&self, sink: &str, upto_id: i64) -> Result<(), QueueError> {
+        self.call(|reply| Command::Ack { sink: sink.to_owned(), upto_id, reply }).await
+    }
+
+    /// Bytes of event bodies currently queued.
+    pub fn queued_bytes(&self) -> u64 {
+        *self.inner.watches.bytes.borrow()
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.inner.max_bytes
+    }
+
+    /// True when sources must not fetch: `queued_bytes() >= max_bytes()`.
+    pub fn is_full(&self) -> bool {
+        self.queued_bytes() >= self.inner.max_bytes
+    }
+
+    /// Resolves once `queued_bytes() < max_bytes()` (at once if so already). Cancel-safe. It
+    /// waits on sinks' acks, so callers select it against their shutdown signal.
+    pub async fn wait_for_room(&self) {
+        let max = self.inner.max_bytes;
+        let mut bytes = self.inner.watches.bytes.subscribe();
+        // Err only if the sender is gone, and `self` holds it.
+        let _ = bytes.wait_for(|b| *b < max).await;
+    }
+
+    /// The newest event id stored (at open: the last id ever issued, or 0); sinks await changes.
+    pub fn subscribe_new_events(&self) -> watch::Receiver<i64> {
+        self.inner.watches.newest_id.subscribe()
+    }
+
+    /// Number of events after this sink's cursor.
+    pub async fn backlog(&self, sink: &str) -> Result<u64, QueueError> {
+        self.call(|reply| Command::Backlog { sink: sink.to_owned(), reply }).await
+    }
+
+    pub async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let mut stats = self.call(|reply| Command::Stats { reply }).await?;
+        stats.max_bytes = self.inner.max_bytes;
+        Ok(stats)
+    }
+
+    /// Up to `limit` dead letters, oldest first.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        self.call(|reply| Command::DeadLetters { limit, reply }).await
+    }
+
+    /// Runs the commands already sent, checkpoints the WAL into the main file (TRUNCATE), closes
+    /// the database and joins its thread. Other clones then get `QueueError::Closed`.
+    pub async fn close(self) -> Result<(), QueueError> {
+        let thread = self.inner.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let Some(thread) = thread else { return Ok(()) };
+        let closed = self.call(|reply| Command::Close { reply }).await;
+        // The thread replies after closing the connection, so this join is immediate.
+        thread.join().map_err(|_| QueueError::Closed)?;
+        closed
+    }
+
+    async fn call<T: Send + 'static>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, QueueError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner.commands.send(command(reply)).map_err(|_| QueueError::Closed)?;
+        // Wait on the blocking pool, not with `answer.await`: tokio's paused test clock jumps to
+        // the next timer whenever the runtime idles, unless a `spawn_blocking` task is running.
+        // Our thread is invisible to it, so a plain await would let timeouts around a queue call
+        // fire early in every paused-time test of sources and sinks.
+        let answer = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(move || answer.blocking_recv()).await.map_err(|_| QueueError::Closed)?
+            }
+            Err(_) => answer.await,
+        };
+        answer.map_err(|_| QueueError::Closed)?
+    }
+
+    #[cfg(test)]
+    async fn synchronous(&self) -> Result<i64, QueueError> {
+        self.call(|reply| Command::Synchronous { reply }).await
+    }
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("path", &self.inner.path)
+            .field("queued_bytes", &self.queued_bytes())
+            .field("max_bytes", &self.inner.max_bytes)
+            .finish()
+    }
+}
+
+/// Opens the file, checks what it is, sets the pragmas, creates the schema and reconciles the
+/// sink cursors with the configured sinks.
+fn open_connection(path: &Path, sinks: &BTreeSet<String>) -> Result<Connection, QueueError> {
+    // SQLite opens lazily: a foreign file shows up at the first read, as NOTADB (or CORRUPT).
+    let fail = |source: rusqlite::Error| match source.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            QueueError::NotADatabase { path: path.to_owned() }
+        }
+        _ => QueueError::Open { path: path.to_owned(), source },
+    };
+    let mut conn = Connection::open(path).map_err(fail)?;
+    // Only an operator's `sqlite3` could hold a lock; wait for it rather than fail at once.
+    conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(fail)?;
+    if found > SCHEMA_VERSION {
+        return Err(QueueError::NewerSchema { path: path.to_owned(), found, supported: SCHEMA_VERSION });
+    }
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(fail)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        // E.g. a filesystem without shared memory. FULL sync keeps commits durable; only slower.
+        tracing::warn!(path = %path.display(), mode, "queue database cannot use WAL journal mode");
+    }
+    // FULL: a commit is on disk before we reply, so a checkpoint never outruns its events.
+    conn.pragma_update(None, "synchronous", "FULL").map_err(fail)?;
+
+    let tx = conn.transaction().map_err(fail)?;
+    if found < SCHEMA_VERSION {
+        tx.execute_batch(SCHEMA).op(path, "create the schema")?;
+    }
+    let known: Vec<String> = tx
+        .prepare("SELECT sink FROM sink_cursors")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .op(path, "read sink cursors")?;
+    for sink in known.iter().filter(|s| !sinks.contains(*s)) {
+        tracing::warn!(sink, path = %path.display(),
+            "sink is no longer configured; deleting its cursor so it does not hold queued events");
+        tx.execute("DELETE FROM sink_cursors WHERE sink = ?1", [sink]).op(path, "drop a cursor")?;
+    }
+    for sink in sinks {
+        tx.execute("INSERT OR IGNORE INTO sink_cursors (sink, last_id) VALUES (?1, 0)", [sink])
+            .op(path, "add a sink cursor")?;
+    }
+    // A removed sink may have been the one holding rows back.
+    delete_acked(&tx).op(path, "delete acknowledged events")?;
+    tx.commit().op(path, "commit the schema and sink cursors")?;
+    Ok(conn)
+}
+
+/// Deletes the events every remaining cursor is past; returns the body bytes freed. The cursor
+/// table holds exactly the configured sinks (`open_connection` and `Writer::ack` see to it).
+/// With no sink configured nothing is deleted: nobody has taken the events yet.
+fn delete_acked(tx: &Transaction<'_>) -> rusqlite::Result<u64> {
+    let floor: Option<i64> = tx.query_row("SELECT MIN(last_id) FROM sink_cursors", [], |r| r.get(0))?;
+    let Some(floor) = floor else { return Ok(0) };
+    let mut delete = tx.prepare_cached("DELETE FROM events WHERE id <= ?1 RETURNING length(body)")?;
+    let freed: i64 = delete.query_map([floor], |r| r.get::<_, i64>(0))?.sum::<rusqlite::Result<_>>()?;
+    Ok(to_u64(freed))
+}
+
+/// Owns the connection; lives on the database thread.
+struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    sinks: BTreeSet<String>,
+    /// The last event id issued; acks are clamped to it.
+    newest_id: i64,
+    watches: Arc<Watches>,
+}
+
+impl Writer {
+    fn run(mut self, commands: mpsc::Receiver<Command>) {
+        // Replies are dropped silently when the caller stopped waiting; the work is done anyway.
+        while let Ok(command) = commands.recv() {
+            match command {
+                Command::Checkpoint { source, reply } => {
+                    let _ = reply.send(self.checkpoint(&source));
+                }
+                Command::StorePage { page, reply } => {
+                    let _ = reply.send(self.store_page(page));
+                }
+                Command::ReadBatch { sink, max_events, max_bytes, reply } => {
+                    let _ = reply.send(self.read_batch(&sink, max_events, max_bytes));
+                }
+                Command::Ack { sink, upto_id, reply } => {
+                    let _ = reply.send(self.ack(&sink, upto_id));
+                }
+                Command::Backlog { sink, reply } => {
+                    let _ = reply.send(self.backlog(&sink));
+                }
+                Command::Stats { reply } => {
+                    let _ = reply.send(self.stats());
+                }
+                Command::DeadLetters { limit, reply } => {
+                    let _ = reply.send(self.dead_letters(limit));
+                }
+                #[cfg(test)]
+                Command::Synchronous { reply } => {
+                    let value = self.conn.pragma_query_value(None, "synchronous", |r| r.get(0));
+                    let _ = reply.send(value.op(&self.path, "read synchronous"));
+                }
+                Command::Close { reply } => {
+                    let _ = reply.send(self.close());
+                    return;
+                }
+            }
+        }
+        // Every handle dropped without `close`: dropping the connection still checkpoints the WAL.
+    }
+
+    fn checkpoint(&self, source: &str) -> Result<Option<String>, QueueError> {
+        self.conn
+            .query_row("SELECT state FROM checkpoints WHERE source = ?1", [source], |r| r.get(0))
+            .optional()
+            .op(&self.path, "read a checkpoint")
+    }
+
+    fn store_page(&mut self, page: PageWrite) -> Result<StoreOutcome, QueueError> {
+        let mut outcome = StoreOutcome::default();
+        let mut added = 0u64;
+        let mut newest_id = self.newest_id;
+        let mut write = |tx: &Transaction<'_>| -> rusqlite::Result<()> {
+            // Prune before inserting: a late record older than the bound keeps its new key
+            // until the next page, so a refetch of it is still recognised.
+            if let Some(before) = page.prune_dedupe_before_ms {
+                tx.execute(
+                    "DELETE FROM dedupe WHERE source = ?1 AND event_time_ms < ?2",
+                    params![page.source, before],
+                )?;
+            }
+            let mut key =
+                tx.prepare_cached("INSERT OR IGNORE INTO dedupe (source, key, event_time_ms) VALUES (?1, ?2, ?3)")?;
+            let mut event =
+                tx.prepare_cached("INSERT INTO events (source, event_time_ms, body) VALUES (?1, ?2, ?3)")?;
+            for e in &page.events {
+                if key.execute(params![page.source, e.dedupe_key, e.event_time_ms])? == 0 {
+                    outcome.duplicates += 1;
+                    continue;
+                }
+                event.execute(params![page.source, e.event_time_ms, e.body])?;
+                newest_id = tx.last_insert_rowid();
+                outcome.stored += 1;
+                added += e.body.len() as u64;
+            }
+            let mut dead = tx.prepare_cached(
+                "INSERT OR IGNORE INTO dead_letters (source, key, reason, raw, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for d in &page.dead_letters {
+                outcome.dead_lettered += dead.execute(params![page.source, d.key, d.reason, d.raw, now_ms()])?;
+            }
+            if let Some(state) = &page.checkpoint {
+                tx.execute(
+                    "INSERT INTO checkpoints (source, state, updated_at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (source) DO UPDATE
+                     SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
+                    params![page.source, state, now_ms()],
+                )?;
+            }
+            Ok(())
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .op(&self.path, "begin storing a page")?;
+        write(&tx).op(&self.path, "store a page")?;
+        tx.commit().op(&self.path, "commit a page")?;
+        self.newest_id = newest_id;
+        self.watches.bytes.send_modify(|b| *b += added);
+        self.watches.newest_id.send_if_modified(|id| std::mem::replace(id, newest_id) != newest_id);
+        Ok(outcome)
+    }
+
+    fn cursor(&self, sink: &str) -> Result<i64, QueueError> {
+        if !self.sinks.contains(sink) {
+            return Err(QueueError::UnknownSink { path: self.path.clone(), sink: sink.to_owned() });
+        }
+        self.conn
+            .query_row("SELECT last_id FROM sink_cursors WHERE sink = ?1", [sink], |r| r.get(0))
+            .op(&self.path, "read a sink cursor")
+    }
+
+    fn read_batch(&self, sink: &str, max_events: usize, max_bytes: usize) -> Result<Vec<QueuedEvent>, QueueError> {
+        let after = self.cursor(sink)?;
+        let read = || -> rusqlite::Result<Vec<QueuedEvent>> {
+            let mut stmt =
+                self.conn.prepare_cached("SELECT id, body FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+            let limit = i64::try_from(max_events.max(1)).unwrap_or(i64::MAX);
+            let mut rows = stmt.query(params![after, limit])?;
+            let (mut batch, mut bytes) = (Vec::new(), 0usize);
+            while let Some(row) = rows.next()? {
+                let body: Vec<u8> = row.get(1)?;
+                bytes = bytes.saturating_add(body.len());
+                if bytes > max_bytes && !batch.is_empty() {
+                    break;
+                }
+                batch.push(QueuedEvent { id: row.get(0)?, body });
+            }
+            Ok(batch)
+        };
+        read().op(&self.path, "read a batch")
+    }
+
+    fn ack(&mut self, sink: &str, upto_id: i64) -> Result<(), QueueError> {
+        self.cursor(sink)?;
+        // Never past the last id issued: a cursor ahead of it would skip the next events.
+        let upto = upto_id.min(self.newest_id);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).op(&self.path, "begin an ack")?;
+        tx.execute("UPDATE sink_cursors SET last_id = MAX(last_id, ?2) WHERE sink = ?1", params![sink, upto])
+            .op(&self.path, "move a sink cursor")?;
+        let freed = delete_acked(&tx).op(&self.path, "delete acknowledged events")?;
+        tx.commit().op(&self.path, "commit an ack")?;
+        if freed > 0 {
+            self.watches.bytes.send_modify(|b| *b = b.saturating_sub(freed));
+        }
+        Ok(())
+    }
+
+    fn backlog(&self, sink: &str) -> Result<u64, QueueError> {
+        let after = self.cursor(sink)?;
+        self.conn
+            .query_row("SELECT COUNT(*) FROM events WHERE id > ?1", [after], |r| r.get(0))
+            .map(to_u64)
+            .op(&self.path, "count a backlog")
+    }
+
+    fn stats(&self) -> Result<QueueStats, QueueError> {
+        let read = || -> rusqlite::Result<QueueStats> {
+            let count = |sql: &str| self.conn.query_row(sql, [], |r| r.get(0)).map(to_u64);
+            fn pairs<A: FromSql, B: FromSql>(c: &Connection, sql: &str) -> rusqlite::Result<Vec<(A, B)>> {
+                c.prepare(sql)?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+            }
+            Ok(QueueStats {
+                events: count("SELECT COUNT(*) FROM events")?,
+                bytes: *self.watches.bytes.borrow(),
+                max_bytes: 0, // filled in by `Queue::stats`, which knows the cap
+                dead_letters: count("SELECT COUNT(*) FROM dead_letters")?,
+                sink_cursors: pairs(&self.conn, "SELECT sink, last_id FROM sink_cursors ORDER BY sink")?,
+                checkpoints: pairs(&self.conn, "SELECT source, state FROM checkpoints ORDER BY source")?,
+            })
+        };
+        read().op(&self.path, "read stats")
+    }
+
+    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        let read = || -> rusqlite::Result<Vec<DeadLetter>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT id, source, key, reason, raw, created_at_ms FROM dead_letters
+                 ORDER BY id LIMIT ?1",
+            )?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            stmt.query_map([limit], |r| {
+                Ok(DeadLetter {
+                    id: r.get(0)?,
+                    source: r.get(1)?,
+                    key: r.get(2)?,
+                    reason: r.get(3)?,
+                    raw: r.get(4)?,
+                    created_at_ms: r.get(5)?,
+                })
+            })?
+            .collect()
+        };
+        read().op(&self.path, "read dead letters")
+    }
+
+    fn close(self) -> Result<(), QueueError> {
+        // Fold the WAL into the main file so the database is one self-contained file at rest.
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).op(&self.path, "checkpoint the WAL")?;
+        self.conn.close().map_err(|(_, e)| e).op(&self.path, "close")
+    }
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// Wall time for `updated_at_ms` / `created_at_ms`: informational only, never compared.
+fn now_ms() -> i64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::time::timeout;
+
+    fn opts(sinks: &[&str], max_bytes: u64) -> QueueOptions {
+        QueueOptions { max_bytes, sinks: sinks.iter().map(|s| s.to_string()).collect() }
+    }
+
+    fn ev(key: &str, time_ms: i64, body: &str) -> NewEvent {
+        NewEvent { dedupe_key: key.into(), event_time_ms: time_ms, body: body.into() }
+    }
+
+    fn page(source: &str, events: Vec<NewEvent>) -> PageWrite {
+        PageWrite { source: source.into(), events, ..PageWrite::default() }
+    }
+
+    fn bodies(batch: &[QueuedEvent]) -> Vec<String> {
+        batch.iter().map(|e| String::from_utf8_lossy(&e.body).into_owned()).collect()
+    }
+
+    async fn all(q: &Queue, sink: &str) -> Vec<String> {
+        bodies(&q.read_batch(sink, 1000, usize::MAX).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn open_sets_wal_full_sync_and_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("state"), opts(&["a"], 1000)).unwrap();
+        assert_eq!(q.path(), dir.path().join("state").join("auditrelay.db"));
+        assert_eq!(q.synchronous().await.unwrap(), 2, "synchronous=FULL on the writer");
+        let other = Connection::open(q.path()).unwrap();
+        let mode: String = other.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        let version: i64 = other.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!((mode.as_str(), version), ("wal", 1));
+        q.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn rows_leave_only_after_every_sink_acked() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["fast", "slow"], 1 << 20)).unwrap();
+        let mut news = q.subscribe_new_events();
+        let evs = vec![ev("k1", 1, "one"), ev("k2", 2, "two"), ev("k3", 3, "three")];
+        let out = q.store_page(page("okta", evs)).await.unwrap();
+        assert_eq!(out, StoreOutcome { stored: 3, duplicates: 0, dead_lettered: 0 });
+        assert!(news.has_changed().unwrap());
+        let newest = *news.borrow_and_update();
+        assert_eq!(q.queued_bytes(), 11);
+
+        let batch = q.read_batch("fast", 10, usize::MAX).await.unwrap();
+        assert_eq!(bodies(&batch), ["one", "two", "three"]);
+        assert_eq!(batch[2].id, newest);
+        q.ack("fast", newest).await.unwrap();
+        q.ack("fast", 1).await.unwrap(); // never backwards
+        assert_eq!(q.backlog("fast").await.unwrap(), 0);
+        assert_eq!(q.stats().await.unwrap().events, 3, "slow has not acked");
+        assert_eq!(all(&q, "slow").await, ["one", "two", "three"]);
+
+        q.ack("slow", batch[0].id).await.unwrap();
+        let stats = q.stats().await.unwrap();
+        assert_eq!((stats.events, stats.bytes, q.queued_bytes()), (2, 8, 8));
+        assert_eq!(all(&q, "slow").await, ["two", "three"]);
+        q.ack("slow", newest).await.unwrap();
+        let stats = q.stats().await.unwrap();
+        assert_eq!((stats.events, stats.bytes), (0, 0));
+        assert_eq!(stats.sink_cursors, [("fast".into(), newest), ("slow".into(), newest)]);
+        assert!(matches!(q.ack("nobody", 1).await, Err(QueueError::UnknownSink { .. })));
+        q.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn ids_are_not_reused_after_the_queue_emptied_and_acks_stop_at_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
+        q.store_page(page("okta", vec![ev("a", 1, "a")])).await.unwrap();
+        q.ack("s", i64::MAX).await.unwrap();
+        q.close().await.unwrap();
+        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
+        assert_eq!(*q.subscribe_new_events().borrow(), 1);
+        q.store_page(page("okta", vec![ev("b", 2, "b")])).await.unwrap();
+        let batch = q.read_batch("s", 10, 1000).await.unwrap();
+        assert_eq!((bodies(&batch), batch[0].id), (vec!["b".to_string()], 2));
+        q.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn duplicates_are_skipped_within_a_page_across_pages_and_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
+        let first = vec![ev("a", 1, "a"), ev("b", 2, "b"), ev("a", 1, "a again")];
+        let out = q.store_page(page("okta", first)).await.unwrap();
+        assert_eq!((out.stored, out.duplicates), (2, 1));
+        let out = q.store_page(page("okta", vec![ev("b", 2, "b"), ev("c", 3, "c")])).await.unwrap();
+        assert_eq!((out.stored, out.duplicates), (1, 1));
+        // Keys are per source.
+        let out = q.store_page(page("github", vec![ev("a", 1, "gh a")])).await.unwrap();
+        assert_eq!(out.stored, 1);
+        q.close().await.unwrap();
+
+        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
+        let out = q.store_page(page("okta", vec![ev("a", 1, "a"), ev("d", 4, "d")])).await.unwrap();
+        assert_eq!((out.stored, out.duplicates), (1, 1));
+        assert_eq!(all(&q, "s").await, ["a", "b", "c", "gh a", "d"]);
+        q.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn checkpoint_is_committed_with_its_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
+        assert_eq!(q.checkpoint("okta").await.unwrap(), None);
+        let mut p = page("okta", vec![ev("a", 1, "a"), ev("b", 2, "b")]);
+        p.checkpoint = Some(r#"{"until":2}"#.into());
+        q.store_page(p).await.unwrap();
+        // A page without a checkpoint leaves it alone; an empty page may still advance it.
+        q.store_page(page("okta", vec![ev("c", 3, "c")])).await.unwrap();
+        q.close().await.unwrap();
+
+        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
+        assert_eq!(q.checkpoint("okta").await.unwrap().as_deref(), Some(r#"{"until":2}"#));
+        assert_eq!(q.backlog("s").await.unwrap(), 3);
+        let mut p = page("okta", vec![]);
+        p.checkpoint = Some(r#"{"until":9}"#.into());
+        q.store_page(p).await.unwrap();
+        let stats = q.stats().await.unwrap();
+        assert_eq!(stats.checkpoints, [("okta".into(), r#"{"until":9}"#.into())]);
+        q.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_refetched_bad_record_is_dead_lettered_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
+        let bad = |reason: &str| NewDeadLetter { key: "x".into(), reason: reason.into(), raw: b"{".to_vec() };
+        for (reason, expected) in [("truncated JSON", 1), ("again", 0)] {
+            let p = PageWrite { dead_letters: vec![bad(reason)], ..page("okta", vec![]) };
+            assert_eq!(q.store_page(p).await.unwrap().dead_lettered, expected);
+        }
+        let letters = q.dead_letters(10).await.unwrap();
+        assert_eq!(letters.len(), 1);
+        let (l, stats) = (&letters[0], q.stats().await.unwrap());
+        assert_eq!((l.source.as_str(), l.key.as_str(), l.reason.as_str()), ("okta", "x", "truncated JSON"));
+        assert_eq!((l.raw.as_slice(), stats.dead_letters, stats.events), (&b"{"[..], 1, 0));
+        q.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn prune_forgets_only_this_sources_older_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
+        q.store_page(page("okta", vec![ev("old", 10, "1"), ev("new", 20, "2")])).await.unwrap();
+        q.store_page(page("github", vec![ev("old", 10, "3")])).await.unwrap();
+        let p = PageWrite { prune_dedupe_before_ms: Some(15), ..page("okta", vec![]) };
+        q.store_page(p).await.unwrap();
+        let refetch = || vec![ev("old", 10, "1"), ev("new", 20, "2")];
+        let out = q.store_page(page("okta", refetch())).await.unwrap();
+        assert_eq!((out.stored, out.duplicates), (1, 1), "old key forgotten, new kept");
+        let out = q.store_page(page("github", vec![ev("old", 10, "3")])).await.unwrap();
+        assert_eq!(out.duplicates, 1, "other sources untouched");
+        q.close().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_queue_waits_for_room_until_an_ack_frees_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["s"], 10)).unwrap();
+        timeout(Duration::from_millis(1), q.wait_for_room()).await.unwrap();
+        // Never refused for the cap: the page that crosses it is stored whole.
+        let out = q.store_page(page("okta", vec![ev("a", 1, "123456"), ev("b", 2, "123456")])).await;
+        assert_eq!(out.unwrap().stored, 2);
+        assert!(q.is_full());
+        assert_eq!((q.queued_bytes(), q.max_bytes()), (12, 10));
+        assert!(timeout(Duration::from_secs(3600), q.wait_for_room()).await.is_err());
+
+        let waiter = tokio::spawn({
+            let q = q.clone();
+            async move { q.wait_for_room().await }
+        });
+        let first = q.read_batch("s", 1, usize::MAX).await.unwrap();
+        q.ack("s", first[0].id).await.unwrap();
+        timeout(Duration::from_millis(1), waiter).await.unwrap().unwrap();
+        assert!(!q.is_full());
+        q.close().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paused_time_does_not_jump_while_a_call_is_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
+        let started = tokio::time::Instant::now();
+        for i in 0..20 {
+            let p = page("okta", vec![ev(&format!("k{i}"), i, "x")]);
+            timeout(Duration::from_millis(1), q.store_page(p)).await.unwrap().unwrap();
+        }
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        q.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn read_batch_respects_limits_but_returns_at_least_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
+        let evs = vec![ev("a", 1, "aaaa"), ev("b", 2, "bbbb"), ev("c", 3, "cccc")];
+        q.store_page(page("okta", evs)).await.unwrap();
+        for (max_events, max_bytes, expected) in [
+            (2, usize::MAX, vec!["aaaa", "bbbb"]),
+            (10, 8, vec!["aaaa", "bbbb"]),
+            (10, 7, vec!["aaaa"]),
+            (10, 1, vec!["aaaa"]),
+            (0, usize::MAX, vec!["aaaa"]),
+        ] {
+            let batch = q.read_batch("s", max_events, max_bytes).await.unwrap();
+            assert_eq!(bodies(&batch), expected, "max_events {max_events}, max_bytes {max_bytes}");
+        }
+        q.ack("s", i64::MAX).await.unwrap();
+        assert!(q.read_batch("s", 10, 10).await.unwrap().is_empty());
+        q.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_removed_sink_loses_its_cursor_and_stops_pinning_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["kept", "gone"], 1000)).unwrap();
+        q.store_page(page("okta", vec![ev("a", 1, "a"), ev("b", 2, "b")])).await.unwrap();
+        q.ack("kept", 1).await.unwrap();
+        assert_eq!(q.stats().await.unwrap().events, 2, "gone pins both");
+        q.close().await.unwrap();
+
+        // "gone" no longer pins anything; "added" starts at 0 and gets what is still queued.
+        let q = Queue::open(dir.path(), opts(&["kept", "added"], 1000)).unwrap();
+        let stats = q.stats().await.unwrap();
+        assert_eq!(stats.sink_cursors, [("added".into(), 0), ("kept".into(), 1)]);
+        assert!(matches!(q.backlog("gone").await, Err(QueueError::UnknownSink { .. })));
+        assert_eq!(all(&q, "added").await, ["a", "b"]);
+        q.ack("added", 2).await.unwrap();
+        assert_eq!(q.stats().await.unwrap().events, 1, "a deleted, b waits for kept");
+        q.close().await.unwrap();
+
+        let q = Queue::open(dir.path(), opts(&["kept"], 1000)).unwrap();
+        assert_eq!(q.stats().await.unwrap().events, 1);
+        q.ack("kept", 2).await.unwrap();
+        assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (0, 0));
+        q.close().await.unwrap();
+    }
+
+    #[test]
+    fn a_foreign_file_is_not_a_database_and_the_error_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auditrelay.db");
+        std::fs::write(&path, "this is not a database\n".repeat(200)).unwrap();
+        let err = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap_err();
+        assert!(matches!(&err, QueueError::NotADatabase { path: p } if *p == path), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()) && msg.contains("move it aside"), "{msg}");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auditrelay.db");
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        let err = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap_err();
+        assert!(matches!(err, QueueError::NewerSchema { found: 99, supported: 1, .. }), "{err:?}");
+        assert!(err.to_string().contains(&path.display().to_string()));
+    }
+
+    #[tokio::test]
+    async fn calls_after_close_fail_as_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
+        let other = q.clone();
+        q.close().await.unwrap();
+        assert!(matches!(other.backlog("s").await, Err(QueueError::Closed)));
+        other.close().await.unwrap();
+        let wal = std::fs::metadata(dir.path().join("auditrelay.db-wal"));
+        assert_eq!(wal.map(|m| m.len()).unwrap_or(0), 0, "WAL folded into the database");
+    }
+}

@@ -1,0 +1,46 @@
+//! Secret-free renderings of URLs for logs and error messages (DESIGN invariant 7).
+//!
+//! Vendor credentials travel in headers, never in URLs, but an operator may paste a base URL
+//! with user-info or a token query parameter; whatever ends up in a message goes through here.
+
+use url::Url;
+
+/// Query parameter names whose values are never shown (compared case-insensitively, by substring).
+const SECRET_PARAMS: &[&str] = &["token", "key", "secret", "password", "signature", "auth"];
+
+/// The URL with any password, user name and secret-looking query values replaced by `REDACTED`.
+pub fn url(u: &Url) -> String {
+    let mut shown = u.clone();
+    if !shown.username().is_empty() {
+        let _ = shown.set_username("REDACTED");
+    }
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("REDACTED"));
+    }
+    if shown.query().is_some() {
+        let pairs: Vec<(String, String)> = shown
+            .query_pairs()
+            .map(|(k, v)| {
+                let lower = k.to_ascii_lowercase();
+                let secret = SECRET_PARAMS.iter().any(|s| lower.contains(s));
+                (k.into_owned(), if secret { "REDACTED".to_owned() } else { v.into_owned() })
+            })
+            .collect();
+        shown.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    shown.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_redacts_userinfo_and_secret_params_only() {
+        let u = Url::parse("https://bob:hunter2@api.example.com/v1/x?api_key=abc&skip=100&accessToken=t0k").unwrap();
+        let shown = url(&u);
+        assert!(!shown.contains("hunter2") && !shown.contains("abc") && !shown.contains("t0k"));
+        assert!(!shown.contains("bob"));
+        assert!(shown.contains("skip=100"), "{shown}");
+    }
+}

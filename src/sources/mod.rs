@@ -1,0 +1,867 @@
+//! The shared source loop: everything about *when* and *how often* to ask a vendor.
+//!
+//! One [`Source`] per configured organization. The loop owns the rate limiter (governor), the
+//! pause-until gate fed by `Retry-After` and the vendor's reset headers, retries with full-jitter
+//! exponential back-off, time windows (`start`, `lag`, `overlap`, `max_span`, the window end
+//! frozen for a whole paged sweep), checkpoints and the hand-over to the queue. A vendor file
+//! (`aitronos.rs`, …) only says how to ask for one page and how to read it: a vendor never
+//! sleeps, retries, or writes a checkpoint itself.
+//!
+//! Invariants kept here (DESIGN.md): the checkpoint moves only in the transaction that stores
+//! the page it covers (1); after a 429 the *same page* is asked again, never earlier than the
+//! vendor allowed (5); a malformed answer is an error naming the source and the URL, retried
+//! with back-off, and never moves the checkpoint (6).
+
+pub mod aitronos;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use governor::{Quota, RateLimiter, middleware::NoOpMiddleware, state::InMemoryState, state::NotKeyed};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::clock::Clock;
+use crate::config::{Backoff, SourceConfig, VendorSettings};
+use crate::queue::{NewDeadLetter, NewEvent, PageWrite, Queue, QueueError};
+use crate::{ocsf, redact};
+
+/// A vendor answer larger than this is refused rather than buffered (a hostile or broken
+/// vendor must not exhaust memory). Aitronos pages are ≤ 100 records, far below it.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Dedupe keys are kept this long behind the next window's start, on top of the overlap, so
+/// records a vendor publishes late are still recognised.
+const DEDUPE_MARGIN: chrono::Duration = chrono::Duration::days(1);
+
+/// A time range asked of a vendor; both ends are whole seconds, frozen for a whole sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// Where the next page of a sweep starts. A closed set: every paging scheme our vendors use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PageCursor {
+    /// `skip`/`limit` paging (Aitronos).
+    Offset { skip: u64 },
+}
+
+/// What a source has durably done, stored with the events it covers (one JSON string).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Every record up to this time has been stored (the last completed window's end).
+    pub done_until: Option<DateTime<Utc>>,
+    /// A sweep in progress: its frozen window and the next page to ask.
+    pub sweep: Option<Sweep>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sweep {
+    pub window: Window,
+    pub page: PageCursor,
+}
+
+/// One record read from a page: its dedupe key, event time and the vendor's bytes verbatim.
+#[derive(Debug)]
+pub struct Record {
+    pub key: String,
+    pub time: DateTime<Utc>,
+    pub raw: Box<RawValue>,
+}
+
+/// A record the vendor sent that cannot become an event; it goes to the dead-letter table.
+#[derive(Debug)]
+pub struct Rejected {
+    pub key: String,
+    pub reason: String,
+    pub raw: Vec<u8>,
+}
+
+/// One page as the vendor file read it.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub records: Vec<Record>,
+    pub rejected: Vec<Rejected>,
+    /// The next page of the same sweep, or `None` when the sweep is complete.
+    pub next: Option<PageCursor>,
+}
+
+/// A page that cannot be read at all; the whole answer is retried.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadPage(pub String);
+
+/// The vendors, a closed set dispatched in one `match` each (STYLE habit 4).
+#[derive(Debug)]
+pub enum Vendor {
+    Aitronos(aitronos::Aitronos),
+}
+
+impl Vendor {
+    pub fn from_settings(settings: &VendorSettings) -> Vendor {
+        match settings {
+            VendorSettings::Aitronos(s) => Vendor::Aitronos(aitronos::Aitronos::new(s)),
+        }
+    }
+
+    fn first_page(&self) -> PageCursor {
+        match self {
+            Vendor::Aitronos(_) => aitronos::Aitronos::first_page(),
+        }
+    }
+
+    fn request(
+        &self,
+        http: &reqwest::Client,
+        base: &url::Url,
+        window: &Window,
+        page: &PageCursor,
+    ) -> reqwest::RequestBuilder {
+        match self {
+            Vendor::Aitronos(v) => v.request(http, base, window, page),
+        }
+    }
+
+    fn read_page(&self, body: &[u8], page: &PageCursor) -> Result<Page, BadPage> {
+        match self {
+            Vendor::Aitronos(v) => v.read_page(body, page),
+        }
+    }
+}
+
+/// How to treat one HTTP answer. Decided by [`classify`] alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// 2xx: read the page.
+    Ok,
+    /// The vendor's rate limit: wait this long (from `Retry-After` or a reset header), or
+    /// back off when it said nothing. The same page is asked again.
+    RateLimited(Option<Duration>),
+    /// A passing fault (5xx, 408): back off (or wait what `Retry-After` said) and ask again.
+    Retryable(Option<Duration>),
+    /// The request itself is wrong (bad credentials, no access, validation): an operator must act.
+    Fatal,
+}
+
+/// THE retry policy for vendor answers; a test pins its table. Transport errors (timeouts,
+/// refused connections, truncated bodies) never reach here: they are always retryable.
+pub fn classify(status: StatusCode, headers: &HeaderMap, now: DateTime<Utc>) -> Verdict {
+    let retry_after = retry_after(headers, now);
+    match status.as_u16() {
+        200..=299 => Verdict::Ok,
+        429 => Verdict::RateLimited(retry_after.or_else(|| reset_delay(headers, now))),
+        408 | 500..=599 => Verdict::Retryable(retry_after),
+        _ => Verdict::Fatal,
+    }
+}
+
+/// `Retry-After` as delta-seconds or an HTTP-date (RFC 9110 §10.2.3); a date in the past is 0.
+pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at: DateTime<Utc> = httpdate::parse_http_date(value).ok()?.into();
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Remaining-budget / reset header pairs the vendors use (ConfigCat, Aitronos' two spellings).
+const LIMIT_HEADERS: &[(&str, &str)] = &[
+    ("x-ratelimit-remaining", "x-ratelimit-reset"),
+    ("x-rate-limit-remaining", "x-rate-limit-reset"),
+    ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
+];
+
+/// Time until the vendor's rate-limit period resets, from the first reset header present.
+fn reset_delay(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    LIMIT_HEADERS.iter().find_map(|(_, reset)| parse_reset(headers.get(*reset)?.to_str().ok()?, now))
+}
+
+/// When an answer says the budget is spent (remaining = 0), how long to pause *before* the
+/// next request so we never draw a 429 at all.
+pub fn budget_pause(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    LIMIT_HEADERS.iter().find_map(|(remaining, reset)| {
+        let left: i64 = headers.get(*remaining)?.to_str().ok()?.trim().parse().ok()?;
+        if left > 0 {
+            return None;
+        }
+        parse_reset(headers.get(*reset)?.to_str().ok()?, now)
+    })
+}
+
+/// A reset value in any form vendors use: delta-seconds, epoch seconds, an HTTP-date,
+/// RFC 3339, or a Go-style duration ("6m0s").
+pub fn parse_reset(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    let until = |at: DateTime<Utc>| (at - now).to_std().unwrap_or(Duration::ZERO);
+    if let Ok(n) = value.parse::<f64>() {
+        if !n.is_finite() || n < 0.0 {
+            return None;
+        }
+        // Anything past 2001-09-09 as epoch seconds cannot be a sane delta.
+        return if n >= 1e9 {
+            Some(until(Utc.timestamp_opt(n as i64, 0).single()?))
+        } else {
+            Some(Duration::from_secs_f64(n))
+        };
+    }
+    if let Ok(at) = httpdate::parse_http_date(value) {
+        return Some(until(at.into()));
+    }
+    if let Ok(at) = DateTime::parse_from_rfc3339(value) {
+        return Some(until(at.with_timezone(&Utc)));
+    }
+    humantime::parse_duration(value).ok()
+}
+
+/// Exponential back-off with full jitter: uniform in `[0, min(max, initial · 2^attempt)]`.
+pub fn full_jitter(backoff: &Backoff, attempt: u32, rng: &mut fastrand::Rng) -> Duration {
+    let ceiling = backoff.initial.saturating_mul(1u32 << attempt.min(20)).min(backoff.max);
+    let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(rng.u64(0..=ms))
+}
+
+/// Parses a vendor's event time in every form we have seen or been told to assume: RFC 3339
+/// with or without fraction or offset, naive date-times as UTC, and bare dates (UTC midnight).
+pub fn parse_event_time(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, fmt) {
+            return Some(t.and_utc());
+        }
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%.f%z"] {
+        if let Ok(t) = DateTime::parse_from_str(text, fmt) {
+            return Some(t.with_timezone(&Utc));
+        }
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc())
+}
+
+/// A stable key for a record that has no usable id: a name-based UUID over its bytes.
+pub fn content_key(raw: &[u8]) -> String {
+    let ns = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, b"https://auditrelay.dev/record");
+    format!("sha1:{}", uuid::Uuid::new_v5(&ns, raw).simple())
+}
+
+/// Counters of one source, shared with the daemon's summary (and later the metrics endpoint).
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    pub requests: AtomicU64,
+    pub pages: AtomicU64,
+    pub fetched: AtomicU64,
+    pub stored: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub retries: AtomicU64,
+    pub queue_full_waits: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceStatsSnapshot {
+    pub requests: u64,
+    pub pages: u64,
+    pub fetched: u64,
+    pub stored: u64,
+    pub duplicates: u64,
+    pub dead_lettered: u64,
+    pub rate_limited: u64,
+    pub retries: u64,
+    pub queue_full_waits: u64,
+}
+
+impl SourceStats {
+    pub fn snapshot(&self) -> SourceStatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SourceStatsSnapshot {
+            requests: get(&self.requests),
+            pages: get(&self.pages),
+            fetched: get(&self.fetched),
+            stored: get(&self.stored),
+            duplicates: get(&self.duplicates),
+            dead_lettered: get(&self.dead_lettered),
+            rate_limited: get(&self.rate_limited),
+            retries: get(&self.retries),
+            queue_full_waits: get(&self.queue_full_waits),
+        }
+    }
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// What a source is doing now; observable through [`Source::subscribe_state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceState {
+    Starting,
+    /// Asking for or storing pages.
+    Fetching,
+    /// Waiting out a 429, a reset header or a back-off.
+    Paused,
+    /// The queue is at `queue.max_bytes`: no request until sinks free room.
+    QueueFull,
+    /// Caught up: waiting for the next poll.
+    Idle,
+    Stopped,
+}
+
+/// How long a source runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// The daemon: poll forever.
+    Follow,
+    /// Stop once less than one poll interval of data is left to ask for (`run --once`, demo).
+    CatchUp,
+}
+
+/// Why a source's loop ended.
+#[derive(Debug)]
+pub enum SourceExit {
+    Shutdown,
+    CaughtUp,
+    Failed(SourceError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source {name}: {url} answered {status}: {detail}")]
+    Rejected { name: String, url: String, status: u16, detail: String },
+    #[error(
+        "source {name}: its checkpoint in the state database is unreadable ({detail}); refusing to start over silently — see README \"Damaged state\""
+    )]
+    BadCheckpoint { name: String, detail: String },
+    #[error("source {name}: {err}")]
+    Queue { name: String, err: QueueError },
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, Clock, NoOpMiddleware<std::time::Instant>>;
+
+/// One configured organization of one vendor, with its own limiter, pause gate and checkpoint.
+pub struct Source {
+    cfg: SourceConfig,
+    vendor: Vendor,
+    http: reqwest::Client,
+    queue: Queue,
+    clock: Clock,
+    limiter: Limiter,
+    /// No request leaves before this instant (fed by 429s, reset headers and back-offs).
+    paused_until: tokio::time::Instant,
+    rng: fastrand::Rng,
+    stats: Arc<SourceStats>,
+    state: tokio::sync::watch::Sender<SourceState>,
+}
+
+/// How one attempt at a page ended, when it did not give a page.
+enum Attempt {
+    Page(Page),
+    Retry { delay: Duration, rate_limited: bool },
+    Fatal(SourceError),
+}
+
+impl Source {
+    pub fn new(cfg: SourceConfig, http: reqwest::Client, queue: Queue, clock: Clock) -> Source {
+        let rl = cfg.rate_limit;
+        // One request every `per / requests`, at most `burst` back to back: with the default
+        // burst of 1 a fixed-window vendor never sees more than its limit in any window.
+        let interval = rl.per / rl.requests.get();
+        let quota = Quota::with_period(interval.max(Duration::from_nanos(1)))
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(rl.burst);
+        Source {
+            vendor: Vendor::from_settings(&cfg.vendor),
+            limiter: RateLimiter::direct_with_clock(quota, clock.clone()),
+            paused_until: clock.now(),
+            rng: fastrand::Rng::new(),
+            stats: Arc::default(),
+            state: tokio::sync::watch::Sender::new(SourceState::Starting),
+            cfg,
+            http,
+            queue,
+            clock,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    pub fn stats(&self) -> Arc<SourceStats> {
+        Arc::clone(&self.stats)
+    }
+
+    pub fn subscribe_state(&self) -> tokio::sync::watch::Receiver<SourceState> {
+        self.state.subscribe()
+    }
+
+    /// Runs the loop, then marks the source stopped.
+    pub async fn run(self, mode: RunMode, shutdown: CancellationToken) -> SourceExit {
+        let state = self.state.clone();
+        let exit = self.run_loop(mode, shutdown).await;
+        state.send_replace(SourceState::Stopped);
+        exit
+    }
+
+    /// Runs until shutdown, until caught up (in [`RunMode::CatchUp`]), or until a fatal error
+    /// in catch-up mode. Cancellation is only observed while waiting or talking to the vendor,
+    /// never between receiving a page and committing it.
+    async fn run_loop(mut self, mode: RunMode, shutdown: CancellationToken) -> SourceExit {
+        let name = self.cfg.name.clone();
+        let mut checkpoint = match self.load_checkpoint().await {
+            Ok(c) => c,
+            Err(e) => return SourceExit::Failed(e),
+        };
+        loop {
+            if shutdown.is_cancelled() {
+                return SourceExit::Shutdown;
+            }
+            if self.queue.is_full() {
+                self.state.send_replace(SourceState::QueueFull);
+                bump(&self.stats.queue_full_waits, 1);
+                warn!(source = %name, queued_bytes = self.queue.queued_bytes(), max_bytes = self.queue.max_bytes(),
+                    "queue is full: fetching paused (checkpoint kept; the data waits at the vendor)");
+                tokio::select! {
+                    _ = self.queue.wait_for_room() => info!(source = %name, "queue has room again: fetching resumed"),
+                    _ = shutdown.cancelled() => return SourceExit::Shutdown,
+                }
+            }
+            let sweep = match &checkpoint.sweep {
+                Some(s) => s.clone(),
+                None => match self.next_window(&checkpoint) {
+                    Ok(window) => Sweep { window, page: self.vendor.first_page() },
+                    Err(wait) => {
+                        if mode == RunMode::CatchUp {
+                            return SourceExit::CaughtUp;
+                        }
+                        self.state.send_replace(SourceState::Idle);
+                        tokio::select! {
+                            _ = self.clock.sleep(wait) => continue,
+                            _ = shutdown.cancelled() => return SourceExit::Shutdown,
+                        }
+                    }
+                },
+            };
+            let page = match self.fetch_page(&sweep, mode, &shutdown).await {
+                Some(Ok(page)) => page,
+                Some(Err(e)) => return SourceExit::Failed(e),
+                None => return SourceExit::Shutdown,
+            };
+            let next = match &page.next {
+                Some(cursor) => Checkpoint {
+                    done_until: checkpoint.done_until,
+                    sweep: Some(Sweep { window: sweep.window, page: cursor.clone() }),
+                },
+                None => Checkpoint { done_until: Some(sweep.window.to), sweep: None },
+            };
+            if let Err(e) = self.store(page, &sweep, &next, &shutdown).await {
+                return e;
+            }
+            checkpoint = next;
+        }
+    }
+
+    async fn load_checkpoint(&self) -> Result<Checkpoint, SourceError> {
+        let name = &self.cfg.name;
+        let stored = self.queue.checkpoint(name).await.map_err(|err| SourceError::Queue { name: name.clone(), err })?;
+        match stored {
+            None => {
+                let start = self.cfg.start.resolve(self.clock.now_utc());
+                info!(source = %name, %start, "no checkpoint yet: first run starts at `start`");
+                Ok(Checkpoint::default())
+            }
+            Some(text) => serde_json::from_str(&text)
+                .map_err(|e| SourceError::BadCheckpoint { name: name.clone(), detail: e.to_string() }),
+        }
+    }
+
+    /// The next window to sweep, or how long to wait before one is due (less than one poll
+    /// interval of new data would be asked).
+    fn next_window(&self, cp: &Checkpoint) -> Result<Window, Duration> {
+        let now = self.clock.now_utc();
+        let horizon = whole_second(now - chrono_dur(self.cfg.lag));
+        let poll = chrono_dur(self.cfg.poll_interval);
+        let from = match cp.done_until {
+            Some(done) => {
+                let due = done + poll;
+                if horizon < due {
+                    return Err((due - horizon).to_std().unwrap_or(self.cfg.poll_interval).max(Duration::from_secs(1)));
+                }
+                done - chrono_dur(self.cfg.overlap)
+            }
+            None => {
+                let from = whole_second(self.cfg.start.resolve(now));
+                if horizon <= from {
+                    return Err(self.cfg.poll_interval);
+                }
+                from
+            }
+        };
+        let to = horizon.min(from + chrono_dur(self.cfg.max_span));
+        Ok(Window { from, to })
+    }
+
+    /// Asks for one page until it arrives readable. `None` on shutdown; an error only for a
+    /// fatal answer in catch-up mode (the daemon waits the maximum back-off and asks again).
+    async fn fetch_page(
+        &mut self,
+        sweep: &Sweep,
+        mode: RunMode,
+        shutdown: &CancellationToken,
+    ) -> Option<Result<Page, SourceError>> {
+        let mut failures = 0u32;
+        loop {
+            if self.paused_until > self.clock.now() {
+                self.state.send_replace(SourceState::Paused);
+            }
+            tokio::select! {
+                _ = self.wait_turn() => {}
+                _ = shutdown.cancelled() => return None,
+            }
+            self.state.send_replace(SourceState::Fetching);
+            let attempt = tokio::select! {
+                a = self.attempt(sweep, failures) => a,
+                _ = shutdown.cancelled() => return None,
+            };
+            let (delay, rate_limited) = match attempt {
+                Attempt::Page(page) => return Some(Ok(page)),
+                Attempt::Fatal(e) if mode == RunMode::CatchUp => return Some(Err(e)),
+                Attempt::Fatal(e) => {
+                    error!(error = %e, retry_in = ?self.cfg.backoff.max, "operator action needed; the data waits at the vendor");
+                    (self.cfg.backoff.max, false)
+                }
+                Attempt::Retry { delay, rate_limited } => (delay, rate_limited),
+            };
+            bump(&self.stats.retries, 1);
+            if rate_limited {
+                bump(&self.stats.rate_limited, 1);
+            }
+            self.pause_for(delay);
+            failures = failures.saturating_add(1);
+        }
+    }
+
+    /// One request for the page, classified.
+    async fn attempt(&mut self, sweep: &Sweep, failures: u32) -> Attempt {
+        let name = self.cfg.name.clone();
+        let request = self
+            .vendor
+            .request(&self.http, &self.cfg.base_url, &sweep.window, &sweep.page)
+            .timeout(self.cfg.request_timeout)
+            .build();
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                return Attempt::Fatal(SourceError::Rejected {
+                    name,
+                    url: redact::url(&self.cfg.base_url),
+                    status: 0,
+                    detail: format!("cannot build the request: {}", e.without_url()),
+                });
+            }
+        };
+        let url = redact::url(request.url());
+        bump(&self.stats.requests, 1);
+        debug!(source = %name, %url, "request");
+        let backoff = full_jitter(&self.cfg.backoff, failures, &mut self.rng);
+        let (status, headers, body) = match read_answer(&self.http, request).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                warn!(source = %name, %url, error = %e, retry_in = ?backoff, "request failed; retrying the same page");
+                return Attempt::Retry { delay: backoff, rate_limited: false };
+            }
+        };
+        let now = self.clock.now_utc();
+        if let Some(pause) = budget_pause(&headers, now) {
+            debug!(source = %name, ?pause, "vendor says the rate budget is spent: pausing before the next request");
+            self.pause_for(self.capped(pause));
+        }
+        match classify(status, &headers, now) {
+            Verdict::Ok => match self.vendor.read_page(&body, &sweep.page) {
+                Ok(page) => Attempt::Page(page),
+                Err(e) => {
+                    warn!(source = %name, %url, error = %e, retry_in = ?backoff, "malformed page; retrying the same page");
+                    Attempt::Retry { delay: backoff, rate_limited: false }
+                }
+            },
+            Verdict::RateLimited(wait) => {
+                let delay = self.capped(wait.unwrap_or(backoff));
+                info!(source = %name, %url, ?delay, "rate limited (429): pausing, then asking the same page again");
+                Attempt::Retry { delay, rate_limited: true }
+            }
+            Verdict::Retryable(wait) => {
+                let delay = self.capped(wait.unwrap_or(backoff));
+                warn!(source = %name, %url, status = status.as_u16(), retry_in = ?delay, "vendor error; retrying the same page");
+                Attempt::Retry { delay, rate_limited: false }
+            }
+            Verdict::Fatal => Attempt::Fatal(SourceError::Rejected {
+                name,
+                url,
+                status: status.as_u16(),
+                detail: body_excerpt(&body),
+            }),
+        }
+    }
+
+    /// A vendor's wait, capped by `max_retry_after` (a far-future `Retry-After` is reported).
+    fn capped(&self, wait: Duration) -> Duration {
+        if wait > self.cfg.max_retry_after {
+            warn!(source = %self.cfg.name, asked = ?wait, capped = ?self.cfg.max_retry_after,
+                "vendor asked for a longer pause than max_retry_after; capping it");
+            return self.cfg.max_retry_after;
+        }
+        wait
+    }
+
+    fn pause_for(&mut self, d: Duration) {
+        self.paused_until = self.paused_until.max(self.clock.now() + d);
+    }
+
+    /// Waits out the pause gate, then the proactive rate limiter.
+    async fn wait_turn(&self) {
+        self.clock.sleep_until(self.paused_until).await;
+        while let Err(not_until) = self.limiter.check() {
+            let now = governor::clock::Clock::now(&self.clock);
+            self.clock.sleep(not_until.wait_time_from(now)).await;
+        }
+    }
+
+    /// Maps the page and commits it with its checkpoint. A failing commit (disk full, I/O
+    /// error) is retried with back-off while the page stays in memory; nothing advances.
+    async fn store(
+        &mut self,
+        page: Page,
+        sweep: &Sweep,
+        next: &Checkpoint,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SourceExit> {
+        let name = self.cfg.name.clone();
+        let vendor = self.cfg.vendor.vendor_name();
+        let org = self.cfg.vendor.organization_id().to_owned();
+        bump(&self.stats.pages, 1);
+        bump(&self.stats.fetched, (page.records.len() + page.rejected.len()) as u64);
+        let events = page
+            .records
+            .iter()
+            .map(|r| NewEvent {
+                dedupe_key: r.key.clone(),
+                event_time_ms: r.time.timestamp_millis(),
+                body: ocsf::map_record(&ocsf::RecordRef {
+                    vendor,
+                    organization: &org,
+                    source: &name,
+                    dedupe_key: &r.key,
+                    time: r.time,
+                    raw: &r.raw,
+                }),
+            })
+            .collect::<Vec<_>>();
+        let dead_letters = page
+            .rejected
+            .into_iter()
+            .map(|r| {
+                warn!(source = %name, key = %r.key, reason = %r.reason, "record dead-lettered");
+                NewDeadLetter { key: r.key, reason: r.reason, raw: r.raw }
+            })
+            .collect::<Vec<_>>();
+        let prune = next
+            .sweep
+            .is_none()
+            .then(|| (sweep.window.to - chrono_dur(self.cfg.overlap) - DEDUPE_MARGIN).timestamp_millis());
+        let state = serde_json::to_string(next).unwrap_or_default();
+        let mut failures = 0u32;
+        loop {
+            let write = PageWrite {
+                source: name.clone(),
+                events: events.clone(),
+                dead_letters: dead_letters.clone(),
+                checkpoint: Some(state.clone()),
+                prune_dedupe_before_ms: prune,
+            };
+            match self.queue.store_page(write).await {
+                Ok(outcome) => {
+                    bump(&self.stats.stored, outcome.stored as u64);
+                    bump(&self.stats.duplicates, outcome.duplicates as u64);
+                    bump(&self.stats.dead_lettered, outcome.dead_lettered as u64);
+                    debug!(source = %name, stored = outcome.stored, duplicates = outcome.duplicates, "page committed");
+                    return Ok(());
+                }
+                Err(QueueError::Closed) => return Err(SourceExit::Shutdown),
+                Err(e) => {
+                    let wait = full_jitter(&self.cfg.backoff, failures, &mut self.rng);
+                    error!(source = %name, error = %e, retry_in = ?wait,
+                        "cannot commit the page to the queue (disk full?); fetching stopped, checkpoint unchanged");
+                    failures = failures.saturating_add(1);
+                    tokio::select! {
+                        _ = self.clock.sleep(wait) => {}
+                        _ = shutdown.cancelled() => return Err(SourceExit::Shutdown),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends the request and reads the whole body, refusing bodies over [`MAX_BODY_BYTES`].
+async fn read_answer(
+    http: &reqwest::Client,
+    request: reqwest::Request,
+) -> Result<(StatusCode, HeaderMap, Vec<u8>), String> {
+    let mut resp = http.execute(request).await.map_err(|e| e.without_url().to_string())?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.without_url().to_string())? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(format!("answer larger than {MAX_BODY_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, headers, body))
+}
+
+/// The start of a vendor's error body, printable and short, for an operator's message.
+fn body_excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if clean.trim().is_empty() { "(empty body)".to_owned() } else { clean.trim().to_owned() }
+}
+
+fn chrono_dur(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    Utc.timestamp_opt(t.timestamp(), 0).single().unwrap_or(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    /// Pins the retry policy: change this table only with a reason.
+    #[test]
+    fn test_classify_table() {
+        let now = at("2026-03-18T08:00:00Z");
+        let none = HeaderMap::new();
+        let ra = headers(&[("retry-after", "7")]);
+        let date = headers(&[("retry-after", "Wed, 18 Mar 2026 08:00:30 GMT")]);
+        let reset = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1773820845")]);
+        let secs = |s| Some(Duration::from_secs(s));
+        let table: &[(u16, &HeaderMap, Verdict)] = &[
+            (200, &none, Verdict::Ok),
+            (204, &none, Verdict::Ok),
+            (429, &ra, Verdict::RateLimited(secs(7))),
+            (429, &date, Verdict::RateLimited(secs(30))),
+            (429, &reset, Verdict::RateLimited(secs(45))),
+            (429, &none, Verdict::RateLimited(None)),
+            (408, &none, Verdict::Retryable(None)),
+            (500, &none, Verdict::Retryable(None)),
+            (502, &none, Verdict::Retryable(None)),
+            (503, &ra, Verdict::Retryable(secs(7))),
+            (504, &none, Verdict::Retryable(None)),
+            (301, &none, Verdict::Fatal),
+            (400, &none, Verdict::Fatal),
+            (401, &none, Verdict::Fatal),
+            (403, &none, Verdict::Fatal),
+            (404, &none, Verdict::Fatal),
+            (422, &none, Verdict::Fatal),
+        ];
+        for (status, h, want) in table {
+            let got = classify(StatusCode::from_u16(*status).unwrap(), h, now);
+            assert_eq!(got, *want, "status {status}");
+        }
+    }
+
+    #[test]
+    fn test_retry_after_forms() {
+        let now = at("2026-03-18T08:00:00Z");
+        assert_eq!(retry_after(&headers(&[("retry-after", " 120 ")]), now), Some(Duration::from_secs(120)));
+        let past = headers(&[("retry-after", "Wed, 18 Mar 2026 07:00:00 GMT")]);
+        assert_eq!(retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);
+        assert_eq!(retry_after(&headers(&[("retry-after", "-3")]), now), None);
+    }
+
+    #[test]
+    fn test_reset_forms_and_budget_pause() {
+        let now = at("2026-03-18T08:00:00Z");
+        assert_eq!(parse_reset("30", now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_reset("1773820860", now), Some(Duration::from_secs(60)));
+        assert_eq!(parse_reset("2026-03-18T08:00:10Z", now), Some(Duration::from_secs(10)));
+        assert_eq!(parse_reset("Wed, 18 Mar 2026 08:00:05 GMT", now), Some(Duration::from_secs(5)));
+        assert_eq!(parse_reset("6m0s", now), Some(Duration::from_secs(360)));
+        assert_eq!(parse_reset("NaN", now), None);
+        let spent = headers(&[("x-rate-limit-remaining", "0"), ("x-rate-limit-reset", "2026-03-18T08:00:20Z")]);
+        assert_eq!(budget_pause(&spent, now), Some(Duration::from_secs(20)));
+        let left = headers(&[("x-rate-limit-remaining", "3"), ("x-rate-limit-reset", "20")]);
+        assert_eq!(budget_pause(&left, now), None);
+    }
+
+    #[test]
+    fn test_full_jitter_stays_under_the_exponential_ceiling() {
+        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(5) };
+        let mut rng = fastrand::Rng::with_seed(7);
+        for attempt in 0..40 {
+            let ceiling = Duration::from_millis(100).saturating_mul(1 << attempt.min(20)).min(b.max);
+            assert!(full_jitter(&b, attempt, &mut rng) <= ceiling);
+        }
+    }
+
+    #[test]
+    fn test_event_time_forms() {
+        let want = at("2026-04-02T14:07:51.204915Z");
+        for text in [
+            "2026-04-02T14:07:51.204915Z",
+            "2026-04-02T14:07:51.204915+00:00",
+            "2026-04-02T16:07:51.204915+02:00",
+            "2026-04-02T14:07:51.204915",
+            "2026-04-02 14:07:51.204915",
+        ] {
+            assert_eq!(parse_event_time(text), Some(want), "{text}");
+        }
+        assert_eq!(parse_event_time("2026-04-02T14:07:51Z"), Some(at("2026-04-02T14:07:51Z")));
+        assert_eq!(parse_event_time("2026-04-02"), Some(at("2026-04-02T00:00:00Z")));
+        assert_eq!(parse_event_time("yesterday"), None);
+        assert_eq!(parse_event_time(""), None);
+    }
+
+    #[test]
+    fn test_checkpoint_round_trips_as_json() {
+        let cp = Checkpoint {
+            done_until: Some(at("2026-03-18T08:00:00Z")),
+            sweep: Some(Sweep {
+                window: Window { from: at("2026-03-18T07:55:00Z"), to: at("2026-03-18T09:00:00Z") },
+                page: PageCursor::Offset { skip: 300 },
+            }),
+        };
+        let text = serde_json::to_string(&cp).unwrap();
+        assert_eq!(serde_json::from_str::<Checkpoint>(&text).unwrap(), cp);
+    }
+}

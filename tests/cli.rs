@@ -1,0 +1,75 @@
+//! The binary's commands as a user runs them: `check`, `demo`, `--help`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::process::Command;
+
+fn auditrelay() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+}
+
+#[test]
+fn test_check_prints_the_resolved_config_with_secrets_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("aitronos.key");
+    std::fs::write(&key_file, "ak_supersecretvalue0000000000000000000000\n").unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    std::fs::write(
+        &config,
+        r#"state_dir = "state"
+[[sources]]
+name = "acme"
+vendor = "aitronos"
+organization_id = "ORG_7F3KQ9ZP2M4XW8RT"
+api_key_file = "aitronos.key"
+[[sinks]]
+name = "out"
+type = "file"
+path = "out.ndjson"
+"#,
+    )
+    .unwrap();
+    let out = auditrelay().args(["check", "-c"]).arg(&config).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("acme") && stdout.contains("[redacted]"), "{stdout}");
+    assert!(!stdout.contains("supersecret") && !stderr.contains("supersecret"));
+}
+
+#[test]
+fn test_check_names_file_line_and_key_of_a_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\napi_key = \"${AUDITRELAY_TEST_UNSET_VARIABLE}\"\n[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = \"o\"\n",
+    )
+    .unwrap();
+    let out =
+        auditrelay().args(["check", "-c"]).arg(&config).env_remove("AUDITRELAY_TEST_UNSET_VARIABLE").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.toml:6"), "{stderr}");
+    assert!(stderr.contains("api_key") && stderr.contains("AUDITRELAY_TEST_UNSET_VARIABLE"), "{stderr}");
+}
+
+#[test]
+fn test_help_lists_every_command() {
+    let out = auditrelay().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["run", "check", "demo", "simulate"] {
+        assert!(text.contains(cmd), "{text}");
+    }
+}
+
+#[test]
+fn test_demo_delivers_every_record_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = auditrelay().current_dir(dir.path()).args(["demo", "--records", "1500"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("OK: all 1500 seeded records delivered exactly once"), "{stdout}");
+    let events = std::fs::read_to_string(dir.path().join("auditrelay-demo/events.ndjson")).unwrap();
+    assert_eq!(events.lines().count(), 1500);
+    assert!(stdout.contains("429"), "{stdout}");
+}
