@@ -1,7 +1,7 @@
 //! `auditrelay demo`: the agent against its built-in simulator, end to end, in one command.
 //!
-//! Starts the simulator on an ephemeral 127.0.0.1 port (with a rate limit tighter than the
-//! agent's quota, a few 5xx and malformed pages, so back-off and 429 handling show), writes a
+//! Starts the simulator on an ephemeral 127.0.0.1 port (with an unannounced rate limit tighter
+//! than the agent's quota, a few 5xx and malformed pages, so 429 handling and back-off show), writes a
 //! real configuration file for it, runs the agent in catch-up mode with its state in a
 //! temporary directory, then checks the output file against the simulator's record store and
 //! prints a summary. It exits 0 only when every seeded record was delivered exactly once.
@@ -26,10 +26,13 @@ pub async fn run(records: usize, out_dir: &Path, shutdown: CancellationToken) ->
     let clock = Clock::system();
     let mut opts = SimOptions::default();
     opts.aitronos.records = records;
-    opts.faults.rate_limit = Some((10, Duration::from_secs(1)));
+    // A budget the vendor does not announce (as when other integrations share it): the agent
+    // meets real 429s and must wait out each Retry-After.
+    opts.faults.rate_limit = Some((20, Duration::from_secs(1)));
+    opts.faults.limit_headers = false;
     opts.faults.retry_after = RetryAfterMode::Seconds;
-    opts.faults.error_rate = 0.03;
-    opts.faults.malformed_rate = 0.02;
+    opts.faults.error_rate = 0.05;
+    opts.faults.malformed_rate = 0.05;
     let sim = Sim::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), opts, clock.clone())
         .await
         .context("cannot start the simulator on 127.0.0.1")?;
@@ -86,7 +89,7 @@ pub async fn run(records: usize, out_dir: &Path, shutdown: CancellationToken) ->
 }
 
 fn demo_config(sim: &Sim, state_dir: &Path, events: &Path) -> String {
-    // The agent's quota (20/s) is deliberately above the simulator's limit (10/s) so that the
+    // The agent's quota (40/s) is deliberately above the simulator's limit (20/s) so that the
     // demo shows 429s being honoured; a real configuration keeps the vendor's documented limit.
     format!(
         r#"# Written by `auditrelay demo`: the agent against its built-in simulator.
@@ -102,7 +105,7 @@ organization_id = {org:?}
 api_key = {key:?}
 base_url = {base:?}
 start = "2d"
-rate_limit = {{ requests = 20, per = "1s" }}
+rate_limit = {{ requests = 40, per = "1s" }}
 backoff = {{ initial = "100ms", max = "2s" }}
 
 [[sinks]]
