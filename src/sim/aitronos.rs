@@ -27,7 +27,7 @@ use serde_json::json;
 use super::{RequestCtx, ServedRecords, Shared, chrono_duration};
 
 /// The demo key (a simulator credential, printed by `auditrelay simulate`; not a secret).
-pub const DEFAULT_API_KEY: &str = "ak_demo0000000000000000000000000000000000";
+pub const DEFAULT_API_KEY: &str = "ak_demo000000000000000000000000000000000000";
 pub const DEFAULT_ORGANIZATION_ID: &str = "ORG_DEMO000000000001";
 
 /// Aitronos-specific knobs.

@@ -131,10 +131,7 @@ pub async fn run_sink(
         };
         loop {
             match sink.send(&batch).await {
-                Ok(()) => {
-                    failures = 0;
-                    break;
-                }
+                Ok(()) => break,
                 Err(e) => {
                     let wait = full_jitter(&cfg.backoff, failures, &mut rng);
                     failures = failures.saturating_add(1);
@@ -150,11 +147,18 @@ pub async fn run_sink(
                 }
             }
         }
-        if let Err(e) = queue.ack(name, last).await {
-            // Delivered but not recorded: it will be sent again after a restart (at-least-once).
-            error!(sink = name, error = %e, "cannot move the sink's cursor; the batch may be delivered twice");
-            break;
+        // Delivered: record it. Retried rather than re-read, which would resend the batch; if it
+        // never succeeds (shutdown deadline), the batch is sent again after a restart.
+        while let Err(e) = queue.ack(name, last).await {
+            let wait = full_jitter(&cfg.backoff, failures, &mut rng);
+            failures = failures.saturating_add(1);
+            error!(sink = name, error = %e, retry_in = ?wait, "batch delivered but the sink's cursor cannot be moved");
+            tokio::select! {
+                _ = clock.sleep(wait) => {}
+                _ = control.abort.cancelled() => break 'batches,
+            }
         }
+        failures = 0;
         stats.events.fetch_add(batch.len() as u64, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
         debug!(sink = name, events = batch.len(), upto = last, "batch delivered");
