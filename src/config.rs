@@ -66,6 +66,9 @@ pub struct SourceConfig {
 #[derive(Debug, Clone)]
 pub enum VendorSettings {
     Aitronos(AitronosSettings),
+    Astronomer(AstronomerSettings),
+    ConfigCat(ConfigCatSettings),
+    Datafold(DatafoldSettings),
 }
 
 impl VendorSettings {
@@ -73,14 +76,60 @@ impl VendorSettings {
     pub fn vendor_name(&self) -> &'static str {
         match self {
             VendorSettings::Aitronos(_) => "aitronos",
+            VendorSettings::Astronomer(_) => "astronomer",
+            VendorSettings::ConfigCat(_) => "configcat",
+            VendorSettings::Datafold(_) => "datafold",
         }
     }
 
+    /// The tenant the records belong to (Datafold has no organization id in its API: there it
+    /// is `organization_id` if set, else the deployment's host).
     pub fn organization_id(&self) -> &str {
         match self {
             VendorSettings::Aitronos(a) => &a.organization_id,
+            VendorSettings::Astronomer(a) => &a.organization_id,
+            VendorSettings::ConfigCat(c) => &c.organization_id,
+            VendorSettings::Datafold(d) => &d.organization_id,
         }
     }
+}
+
+#[derive(Debug, Clone)]
+pub struct AstronomerSettings {
+    pub organization_id: String,
+    /// An Organization API token with the Owner role, sent as `Authorization: Bearer` (2.2).
+    pub token: SecretString,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConfigCatSettings {
+    pub organization_id: String,
+    /// Public API credentials, sent as HTTP Basic auth (vendors/README.md 1.2).
+    pub username: SecretString,
+    pub password: SecretString,
+    /// `pageSize`, 1..=100 (1.3).
+    pub page_size: u32,
+    pub api_version: ConfigCatApi,
+}
+
+/// Which audit-log endpoint to call (1.1): v2 pages; the deprecated v1 answers a bare array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigCatApi {
+    V1,
+    V2,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatafoldSettings {
+    /// A label for the deployment (`organization_id`, default: the base URL's host).
+    pub organization_id: String,
+    /// Sent as `Authorization: Key <api_key>` (3.2).
+    pub api_key: SecretString,
+    /// A window whose answer holds more records than this is split in two and asked again
+    /// (answers are unbounded, 3.4).
+    pub max_records: usize,
+    /// Likewise for an answer body larger than this many bytes.
+    pub max_response_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -229,6 +278,27 @@ impl Config {
                     kv(key, "\"[redacted]\"".to_owned());
                     kv("page_size", a.page_size.to_string());
                 }
+                VendorSettings::Astronomer(a) => {
+                    kv("organization_id", format!("{:?}", a.organization_id));
+                    kv("bearer_token", "\"[redacted]\"".to_owned());
+                }
+                VendorSettings::ConfigCat(c) => {
+                    kv("organization_id", format!("{:?}", c.organization_id));
+                    kv("username", "\"[redacted]\"".to_owned());
+                    kv("password", "\"[redacted]\"".to_owned());
+                    kv("page_size", c.page_size.to_string());
+                    let v = match c.api_version {
+                        ConfigCatApi::V1 => "v1",
+                        ConfigCatApi::V2 => "v2",
+                    };
+                    kv("api_version", format!("{v:?}"));
+                }
+                VendorSettings::Datafold(df) => {
+                    kv("organization_id", format!("{:?}", df.organization_id));
+                    kv("api_key", "\"[redacted]\"".to_owned());
+                    kv("max_records", df.max_records.to_string());
+                    kv("max_response_bytes", size(df.max_response_bytes as u64));
+                }
             }
             kv("base_url", format!("{:?}", crate::redact::url(&s.base_url)));
             kv(
@@ -300,6 +370,13 @@ struct RawSource {
     api_key_file: Option<Spanned<String>>,
     bearer_token: Option<Spanned<String>>,
     bearer_token_file: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
+    username_file: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    api_version: Option<Spanned<String>>,
+    max_records: Option<Spanned<usize>>,
+    max_response_bytes: Option<Spanned<RawSize>>,
     page_size: Option<Spanned<u32>>,
     base_url: Option<Spanned<String>>,
     /// A string, or an unquoted TOML offset date-time.
@@ -318,6 +395,9 @@ struct RawSource {
 #[serde(rename_all = "lowercase")]
 enum RawVendor {
     Aitronos,
+    Astronomer,
+    ConfigCat,
+    Datafold,
 }
 
 /// Integer bytes or a `bytesize` string such as "1 MiB", parsed in [`Validator::bytes`].
@@ -365,6 +445,7 @@ enum RawSinkType {
 struct VendorDefaults {
     base_url: &'static str,
     max_span: Duration,
+    poll_interval: Duration,
     requests: NonZeroU32,
     per: Duration,
 }
@@ -375,7 +456,44 @@ fn vendor_defaults(vendor: RawVendor) -> VendorDefaults {
         RawVendor::Aitronos => VendorDefaults {
             base_url: "https://api.aitronos.com",
             max_span: Duration::from_secs(86_400),
+            poll_interval: MINUTE,
             requests: match NonZeroU32::new(100) {
+                Some(n) => n,
+                None => NonZeroU32::MIN,
+            },
+            per: MINUTE,
+        },
+        // 2.6: 2 requests a minute; 2.8: poll every 5 minutes or more, windows of a day at most
+        // (the whole window comes back in one answer).
+        RawVendor::Astronomer => VendorDefaults {
+            base_url: "https://api.astronomer.io",
+            max_span: DAY,
+            poll_interval: 5 * MINUTE,
+            requests: match NonZeroU32::new(2) {
+                Some(n) => n,
+                None => NonZeroU32::MIN,
+            },
+            per: MINUTE,
+        },
+        // 1.6: limits undocumented; 60 requests a minute per credential assumed. 1.3: a
+        // window may not exceed 30 days.
+        RawVendor::ConfigCat => VendorDefaults {
+            base_url: "https://api.configcat.com",
+            max_span: 30 * DAY,
+            poll_interval: MINUTE,
+            requests: match NonZeroU32::new(60) {
+                Some(n) => n,
+                None => NonZeroU32::MIN,
+            },
+            per: MINUTE,
+        },
+        // 3.6: limits undocumented, 60 a minute assumed; 3.8: answers are unbounded, so
+        // windows of at most one hour.
+        RawVendor::Datafold => VendorDefaults {
+            base_url: "https://app.datafold.com",
+            max_span: 60 * MINUTE,
+            poll_interval: MINUTE,
+            requests: match NonZeroU32::new(60) {
                 Some(n) => n,
                 None => NonZeroU32::MIN,
             },
@@ -384,8 +502,19 @@ fn vendor_defaults(vendor: RawVendor) -> VendorDefaults {
     }
 }
 
+/// The longest window each vendor accepts in one request (`max_span` may not exceed it).
+fn vendor_max_span(vendor: RawVendor) -> Option<Duration> {
+    match vendor {
+        RawVendor::Aitronos => None,
+        RawVendor::Astronomer => Some(DAY),
+        RawVendor::ConfigCat => Some(30 * DAY),
+        RawVendor::Datafold => Some(60 * MINUTE),
+    }
+}
+
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
+const DAY: Duration = Duration::from_secs(86_400);
 /// Default retry back-off `[initial, max]` of sources and sinks.
 const SOURCE_BACKOFF: [Duration; 2] = [SECOND, Duration::from_secs(300)];
 const SINK_BACKOFF: [Duration; 2] = [SECOND, MINUTE];
@@ -447,13 +576,26 @@ impl Validator<'_> {
         let at = |k: &str| format!("sources[{i}].{k}");
         let dur = |v: &Text, k: &str, default, positive| self.duration(v, &at(k), default, positive);
         let d = vendor_defaults(r.vendor);
+        self.vendor_keys(i, &r)?;
+        let base_url = self.url(&r.base_url, &at("base_url"), d.base_url)?;
+        let page_size = match &r.page_size {
+            None => 100,
+            Some(p) if (1..=100).contains(p.get_ref()) => *p.get_ref(),
+            Some(p) => {
+                let msg = format!("{} is out of range 1..=100 (the API's maximum)", p.get_ref());
+                return self.fail(p.span(), &at("page_size"), msg);
+            }
+        };
+        let required_org = |vendor: &str| match r.organization_id.as_ref().filter(|o| !o.get_ref().is_empty()) {
+            Some(org) => Ok(org.get_ref().clone()),
+            None => {
+                let span = r.organization_id.as_ref().map_or(table.clone(), Spanned::span);
+                self.fail(span, &at("organization_id"), format!("required for {vendor}"))
+            }
+        };
         let vendor = match r.vendor {
-            // A later vendor must reject the Aitronos-only keys it does not use.
             RawVendor::Aitronos => {
-                let Some(org) = r.organization_id.as_ref().filter(|o| !o.get_ref().is_empty()) else {
-                    let span = r.organization_id.as_ref().map_or(table, Spanned::span);
-                    return self.fail(span, &at("organization_id"), "required for aitronos");
-                };
+                let organization_id = required_org("aitronos")?;
                 let one_of = "api_key / api_key_file / bearer_token / bearer_token_file";
                 let api = r.api_key.is_some() || r.api_key_file.is_some();
                 let bearer = r.bearer_token.as_ref().or(r.bearer_token_file.as_ref());
@@ -475,20 +617,61 @@ impl Validator<'_> {
                         return self.fail(table, &at("api_key"), msg);
                     }
                 };
-                let page_size = match &r.page_size {
-                    None => 100,
-                    Some(p) if (1..=100).contains(p.get_ref()) => *p.get_ref(),
-                    Some(p) => {
-                        let msg = format!("{} is out of range 1..=100 (the API's maximum)", p.get_ref());
-                        return self.fail(p.span(), &at("page_size"), msg);
+                VendorSettings::Aitronos(AitronosSettings { organization_id, credential, page_size })
+            }
+            RawVendor::Astronomer => {
+                let organization_id = required_org("astronomer")?;
+                let token = self.required_secret(&at("bearer_token"), &r.bearer_token, &r.bearer_token_file, &table)?;
+                VendorSettings::Astronomer(AstronomerSettings { organization_id, token })
+            }
+            RawVendor::ConfigCat => {
+                let organization_id = required_org("configcat")?;
+                let username = self.required_secret(&at("username"), &r.username, &r.username_file, &table)?;
+                let password = self.required_secret(&at("password"), &r.password, &r.password_file, &table)?;
+                let api_version = match r.api_version.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+                    None | Some(("v2", _)) => ConfigCatApi::V2,
+                    Some(("v1", _)) => ConfigCatApi::V1,
+                    Some((other, span)) => {
+                        return self.fail(span, &at("api_version"), format!("{other:?} is not \"v2\" or \"v1\""));
                     }
                 };
-                let organization_id = org.get_ref().clone();
-                VendorSettings::Aitronos(AitronosSettings { organization_id, credential, page_size })
+                VendorSettings::ConfigCat(ConfigCatSettings {
+                    organization_id,
+                    username,
+                    password,
+                    page_size,
+                    api_version,
+                })
+            }
+            RawVendor::Datafold => {
+                let api_key = self.required_secret(&at("api_key"), &r.api_key, &r.api_key_file, &table)?;
+                let organization_id = match r.organization_id.as_ref().filter(|o| !o.get_ref().is_empty()) {
+                    Some(org) => org.get_ref().clone(),
+                    None => base_url.host_str().unwrap_or("datafold").to_owned(),
+                };
+                let max_records = match &r.max_records {
+                    None => 10_000,
+                    Some(n) if *n.get_ref() > 0 => *n.get_ref(),
+                    Some(n) => return self.fail(n.span(), &at("max_records"), "must be at least 1"),
+                };
+                let bytes = self.bytes(&r.max_response_bytes, &at("max_response_bytes"), 32 * bytesize::MIB)?;
+                let max_response_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+                VendorSettings::Datafold(DatafoldSettings { organization_id, api_key, max_records, max_response_bytes })
             }
         };
         let overlap = dur(&r.overlap, "overlap", 5 * MINUTE, false)?;
         let max_span = dur(&r.max_span, "max_span", d.max_span, true)?;
+        if let Some(limit) = vendor_max_span(r.vendor)
+            && max_span > limit
+        {
+            let span = r.max_span.as_ref().map(Spanned::span);
+            let msg = format!(
+                "{} exceeds what the vendor accepts in one request ({})",
+                span_text(max_span),
+                span_text(limit)
+            );
+            return self.fail(span, &at("max_span"), msg);
+        }
         if overlap >= max_span {
             let span = r.overlap.as_ref().or(r.max_span.as_ref()).map(Spanned::span);
             let (o, m) = (humantime::format_duration(overlap), humantime::format_duration(max_span));
@@ -504,17 +687,74 @@ impl Validator<'_> {
         Ok(SourceConfig {
             name: self.name(&r.name, &at("name"))?,
             vendor,
-            base_url: self.url(&r.base_url, &at("base_url"), d.base_url)?,
+            base_url,
             start: self.start(&r.start, &at("start"))?,
             lag: dur(&r.lag, "lag", 2 * MINUTE, false)?,
             overlap,
             max_span,
-            poll_interval: dur(&r.poll_interval, "poll_interval", MINUTE, true)?,
+            poll_interval: dur(&r.poll_interval, "poll_interval", d.poll_interval, true)?,
             request_timeout: dur(&r.request_timeout, "request_timeout", 30 * SECOND, true)?,
             rate_limit,
             backoff: self.backoff(&r.backoff, &at("backoff"), SOURCE_BACKOFF)?,
             max_retry_after: dur(&r.max_retry_after, "max_retry_after", 60 * MINUTE, true)?,
         })
+    }
+
+    /// Rejects vendor-specific keys the chosen vendor does not use (a likely mix-up).
+    fn vendor_keys(&self, i: usize, r: &RawSource) -> Res<()> {
+        let given: [(&str, Option<Range<usize>>); 13] = [
+            ("organization_id", r.organization_id.as_ref().map(Spanned::span)),
+            ("api_key", r.api_key.as_ref().map(Spanned::span)),
+            ("api_key_file", r.api_key_file.as_ref().map(Spanned::span)),
+            ("bearer_token", r.bearer_token.as_ref().map(Spanned::span)),
+            ("bearer_token_file", r.bearer_token_file.as_ref().map(Spanned::span)),
+            ("username", r.username.as_ref().map(Spanned::span)),
+            ("username_file", r.username_file.as_ref().map(Spanned::span)),
+            ("password", r.password.as_ref().map(Spanned::span)),
+            ("password_file", r.password_file.as_ref().map(Spanned::span)),
+            ("api_version", r.api_version.as_ref().map(Spanned::span)),
+            ("max_records", r.max_records.as_ref().map(Spanned::span)),
+            ("max_response_bytes", r.max_response_bytes.as_ref().map(Spanned::span)),
+            ("page_size", r.page_size.as_ref().map(Spanned::span)),
+        ];
+        let (name, allowed): (&str, &[&str]) = match r.vendor {
+            RawVendor::Aitronos => (
+                "aitronos",
+                &["organization_id", "api_key", "api_key_file", "bearer_token", "bearer_token_file", "page_size"],
+            ),
+            RawVendor::Astronomer => ("astronomer", &["organization_id", "bearer_token", "bearer_token_file"]),
+            RawVendor::ConfigCat => (
+                "configcat",
+                &[
+                    "organization_id",
+                    "username",
+                    "username_file",
+                    "password",
+                    "password_file",
+                    "page_size",
+                    "api_version",
+                ],
+            ),
+            RawVendor::Datafold => {
+                ("datafold", &["organization_id", "api_key", "api_key_file", "max_records", "max_response_bytes"])
+            }
+        };
+        for (key, at) in given {
+            if let Some(at) = at
+                && !allowed.contains(&key)
+            {
+                return self.fail(at, &format!("sources[{i}].{key}"), format!("is not used by vendor {name}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Like [`Validator::secret`], but a missing pair points at the source's table.
+    fn required_secret(&self, key: &str, value: &Text, file: &Text, table: &Range<usize>) -> Res<SecretString> {
+        if value.is_none() && file.is_none() {
+            return self.fail(table.clone(), key, format!("required (or {key}_file)"));
+        }
+        self.secret(key, value, file)
     }
 
     fn sink(&self, i: usize, raw: Spanned<RawSink>) -> Res<SinkConfig> {
@@ -697,6 +937,16 @@ impl Validator<'_> {
     }
 }
 
+/// A span as an operator wrote it: whole days or hours plainly ("31d"), else humantime's form
+/// (which would print 31 days as "1month 13h 26m 24s").
+fn span_text(d: Duration) -> String {
+    match d.as_secs() {
+        s if s > 0 && s % 86_400 == 0 && d.subsec_nanos() == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3600 == 0 && d.subsec_nanos() == 0 => format!("{}h", s / 3600),
+        _ => humantime::format_duration(d).to_string(),
+    }
+}
+
 /// `sources[0].lag` from serde_path_to_error's path, without the segments `Spanned` adds.
 fn key_path(path: &serde_path_to_error::Path) -> String {
     use serde_path_to_error::Segment;
@@ -742,7 +992,9 @@ mod tests {
     const SINK: &str = "[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"out.ndjson\"\n";
 
     fn env(name: &str) -> Option<String> {
-        (name == "AITRONOS_API_KEY").then(|| SECRET.to_owned())
+        ["AITRONOS_API_KEY", "ASTRONOMER_TOKEN", "CONFIGCAT_USERNAME", "CONFIGCAT_PASSWORD", "DATAFOLD_API_KEY"]
+            .contains(&name)
+            .then(|| SECRET.to_owned())
     }
 
     fn parse_at(text: &str, origin: &Path) -> Result<Config, ConfigError> {
@@ -775,13 +1027,72 @@ mod tests {
         let s = &c.sources[0];
         assert_eq!((s.name.as_str(), s.vendor.vendor_name()), ("aitronos-acme", "aitronos"));
         assert_eq!(s.vendor.organization_id(), "ORG_7F3KQ9ZP2M4XW8RT");
-        let VendorSettings::Aitronos(a) = &s.vendor;
+        let VendorSettings::Aitronos(a) = &s.vendor else { panic!("not aitronos") };
         assert!(matches!(&a.credential, AitronosCredential::ApiKey(k) if k.expose_secret() == SECRET));
         assert_eq!(s.start, StartAt::Ago(Duration::from_secs(7 * 86_400)));
         assert_eq!(s.backoff, Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(300) });
+        let vendors: Vec<_> = c.sources.iter().map(|s| s.vendor.vendor_name()).collect();
+        assert_eq!(vendors, ["aitronos", "astronomer", "configcat", "datafold"]);
         let SinkKind::File(f) = &c.sinks[0].kind;
         assert_eq!(f.path, Path::new("/var/lib/auditrelay/events.ndjson"));
         assert_eq!((c.sinks[0].batch_max_events, c.sinks[0].batch_max_bytes), (500, 1 << 20));
+    }
+
+    fn source_of(vendor: &str, body: &str) -> String {
+        format!("state_dir = \"state\"\n[[sources]]\nname = \"a\"\nvendor = \"{vendor}\"\n{body}\n{SINK}")
+    }
+
+    const CONFIGCAT: &str =
+        "organization_id = \"08d86d63\"\nusername = \"${CONFIGCAT_USERNAME}\"\npassword = \"${CONFIGCAT_PASSWORD}\"";
+
+    #[test]
+    fn configcat_and_datafold_get_their_vendor_defaults() {
+        let c = parse_at(&source_of("configcat", CONFIGCAT), Path::new(FILE)).expect("valid");
+        let s = &c.sources[0];
+        assert_eq!(s.base_url.as_str(), "https://api.configcat.com/");
+        assert_eq!(s.max_span, Duration::from_secs(30 * 86_400));
+        assert_eq!((s.rate_limit.requests.get(), s.rate_limit.per), (60, Duration::from_secs(60)));
+        let VendorSettings::ConfigCat(cc) = &s.vendor else { panic!("not configcat") };
+        assert_eq!((cc.page_size, cc.api_version), (100, ConfigCatApi::V2));
+        assert_eq!(cc.password.expose_secret(), SECRET);
+
+        let df = "api_key = \"${DATAFOLD_API_KEY}\"\nbase_url = \"https://datafold.acme.example\"";
+        let c = parse_at(&source_of("datafold", df), Path::new(FILE)).expect("valid");
+        let s = &c.sources[0];
+        assert_eq!(s.max_span, Duration::from_secs(3600));
+        assert_eq!(s.vendor.organization_id(), "datafold.acme.example");
+        let VendorSettings::Datafold(d) = &s.vendor else { panic!("not datafold") };
+        assert_eq!((d.max_records, d.max_response_bytes), (10_000, 32 << 20));
+    }
+
+    #[test]
+    fn astronomer_gets_its_documented_limits() {
+        let body = "organization_id = \"clq4n7x2a000008jz5b1c3e7f\"\nbearer_token = \"${DATAFOLD_API_KEY}\"";
+        let c = parse_at(&source_of("astronomer", body), Path::new(FILE)).expect("valid");
+        let s = &c.sources[0];
+        assert_eq!(s.base_url.as_str(), "https://api.astronomer.io/");
+        assert_eq!((s.rate_limit.requests.get(), s.rate_limit.per), (2, Duration::from_secs(60)));
+        assert_eq!((s.max_span, s.poll_interval), (Duration::from_secs(86_400), Duration::from_secs(300)));
+        check_err(
+            &source_of("astronomer", &format!("{body}\nmax_span = \"2d\"")),
+            &["sources[0].max_span: 2d exceeds"],
+        );
+        check_err(&source_of("astronomer", "organization_id = \"o\""), &["sources[0].bearer_token: required"]);
+        check_err(&source_of("astronomer", &format!("{body}\npage_size = 5")), &["not used by vendor astronomer"]);
+    }
+
+    #[test]
+    fn vendor_specific_mistakes_are_named() {
+        let cc = |extra: &str| source_of("configcat", &format!("{CONFIGCAT}\n{extra}"));
+        check_err(&cc("max_span = \"31d\""), &[":8: sources[0].max_span: 31d exceeds", "(30d)"]);
+        check_err(&cc("api_version = \"v3\""), &[":8: sources[0].api_version:", "v3"]);
+        check_err(&cc("api_key = \"k\""), &[":8: sources[0].api_key: is not used by vendor configcat"]);
+        check_err(&source_of("configcat", "organization_id = \"o\"\nusername = \"u\""), &["sources[0].password"]);
+        let df = |extra: &str| source_of("datafold", &format!("api_key = \"k\"\n{extra}"));
+        check_err(&df("max_span = \"2h\""), &[":6: sources[0].max_span:"]);
+        check_err(&df("max_records = 0"), &[":6: sources[0].max_records:"]);
+        check_err(&df("page_size = 10"), &["sources[0].page_size: is not used by vendor datafold"]);
+        check_err(&with_source(&format!("{MINIMAL}\nusername = \"u\"")), &["sources[0].username", "aitronos"]);
     }
 
     #[test]
@@ -794,7 +1105,7 @@ mod tests {
         assert_eq!(s.max_retry_after, Duration::from_secs(3600));
         let rl = RateLimit { requests: NonZeroU32::new(100).expect("nonzero"), per: MINUTE, burst: NonZeroU32::MIN };
         assert_eq!(s.rate_limit, rl);
-        let VendorSettings::Aitronos(a) = &s.vendor;
+        let VendorSettings::Aitronos(a) = &s.vendor else { panic!("not aitronos") };
         assert_eq!(a.page_size, 100);
         assert_eq!(c.queue.max_bytes, 1 << 30);
         assert_eq!(c.state_dir, Path::new("/etc/auditrelay/state"));
@@ -866,7 +1177,7 @@ mod tests {
         std::fs::write(dir.path().join("token"), format!("{SECRET}\r\n")).expect("write");
         let c =
             parse_at(&with_source("organization_id = \"O\"\nbearer_token_file = \"token\""), &origin).expect("valid");
-        let VendorSettings::Aitronos(a) = &c.sources[0].vendor;
+        let VendorSettings::Aitronos(a) = &c.sources[0].vendor else { panic!("not aitronos") };
         assert!(matches!(&a.credential, AitronosCredential::Bearer(t) if t.expose_secret() == SECRET));
 
         let missing = dir.path().join("absent");

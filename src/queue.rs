@@ -24,7 +24,7 @@ use tokio::sync::{oneshot, watch};
 
 const DB_FILE: &str = "auditrelay.db";
 /// The `PRAGMA user_version` this code writes and understands.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 -- AUTOINCREMENT: an id is never reused, even after every row was deleted. A reused id at or
@@ -57,7 +57,20 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     created_at_ms INTEGER NOT NULL,
     UNIQUE (source, key)
 );
-PRAGMA user_version = 1;
+-- Version 2: records of a streamed answer (Astronomer's one-window export) wait here until the
+-- whole answer was read; then one transaction moves them into the queue with the checkpoint.
+-- Sinks never see them; a stream that breaks leaves nothing half-stored in `events`.
+CREATE TABLE IF NOT EXISTS staged (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    dead INTEGER NOT NULL,          -- 0: an event; 1: a dead letter
+    key TEXT NOT NULL,
+    event_time_ms INTEGER NOT NULL,
+    body BLOB NOT NULL,             -- the event body, or the dead letter's raw bytes
+    reason TEXT                     -- dead letters only
+);
+CREATE INDEX IF NOT EXISTS staged_by_source ON staged (source, seq);
+PRAGMA user_version = 2;
 ";
 
 /// What the queue needs from the configuration.
@@ -104,6 +117,16 @@ pub struct PageWrite {
     pub checkpoint: Option<String>,
     /// Delete this source's dedupe keys older than this event time (ms since the epoch).
     pub prune_dedupe_before_ms: Option<i64>,
+}
+
+/// Where a committing transaction takes its records from.
+enum Content<'a> {
+    Memory {
+        events: &'a [NewEvent],
+        dead_letters: &'a [NewDeadLetter],
+    },
+    /// Everything staged for the source, in order (then the staging area is cleared).
+    Staged,
 }
 
 #[derive(Debug, Clone)]
@@ -228,6 +251,22 @@ enum Command {
         limit: usize,
         reply: Reply<Vec<DeadLetter>>,
     },
+    Stage {
+        source: String,
+        events: Vec<NewEvent>,
+        dead_letters: Vec<NewDeadLetter>,
+        reply: Reply<()>,
+    },
+    CommitStaged {
+        source: String,
+        checkpoint: Option<String>,
+        prune_dedupe_before_ms: Option<i64>,
+        reply: Reply<StoreOutcome>,
+    },
+    DiscardStaged {
+        source: String,
+        reply: Reply<u64>,
+    },
     #[cfg(test)]
     Synchronous {
         reply: Reply<i64>,
@@ -306,6 +345,38 @@ impl Queue {
     /// then deletes the events every configured sink is past; one transaction.
     pub async fn ack(&self, sink: &str, upto_id: i64) -> Result<(), QueueError> {
         self.call(|reply| Command::Ack { sink: sink.to_owned(), upto_id, reply }).await
+    }
+
+    /// Appends a chunk of a streamed answer to `source`'s staging area: committed, so memory
+    /// stays bounded, but invisible to sinks until [`Queue::commit_staged`].
+    pub async fn stage(
+        &self,
+        source: &str,
+        events: Vec<NewEvent>,
+        dead_letters: Vec<NewDeadLetter>,
+    ) -> Result<(), QueueError> {
+        let source = source.to_owned();
+        self.call(|reply| Command::Stage { source, events, dead_letters, reply }).await
+    }
+
+    /// ONE transaction: everything staged for `source` enters the queue exactly like
+    /// [`Queue::store_page`] would store it (dedupe, dead letters), with the checkpoint, and
+    /// the staging area is cleared.
+    pub async fn commit_staged(
+        &self,
+        source: &str,
+        checkpoint: Option<String>,
+        prune_dedupe_before_ms: Option<i64>,
+    ) -> Result<StoreOutcome, QueueError> {
+        let source = source.to_owned();
+        self.call(|reply| Command::CommitStaged { source, checkpoint, prune_dedupe_before_ms, reply }).await
+    }
+
+    /// Forgets whatever is staged for `source` (a stream that broke, or was cut by a crash);
+    /// returns how many records were dropped from staging (they will be fetched again).
+    pub async fn discard_staged(&self, source: &str) -> Result<u64, QueueError> {
+        let source = source.to_owned();
+        self.call(|reply| Command::DiscardStaged { source, reply }).await
     }
 
     /// Bytes of event bodies currently queued.
@@ -473,7 +544,10 @@ impl Writer {
                     let _ = reply.send(self.checkpoint(&source));
                 }
                 Command::StorePage { page, reply } => {
-                    let _ = reply.send(self.store_page(page));
+                    let content = Content::Memory { events: &page.events, dead_letters: &page.dead_letters };
+                    let outcome =
+                        self.commit(&page.source, content, page.checkpoint.as_deref(), page.prune_dedupe_before_ms);
+                    let _ = reply.send(outcome);
                 }
                 Command::ReadBatch { sink, max_events, max_bytes, reply } => {
                     let _ = reply.send(self.read_batch(&sink, max_events, max_bytes));
@@ -489,6 +563,16 @@ impl Writer {
                 }
                 Command::DeadLetters { limit, reply } => {
                     let _ = reply.send(self.dead_letters(limit));
+                }
+                Command::Stage { source, events, dead_letters, reply } => {
+                    let _ = reply.send(self.stage(&source, &events, &dead_letters));
+                }
+                Command::CommitStaged { source, checkpoint, prune_dedupe_before_ms, reply } => {
+                    let content = Content::Staged;
+                    let _ = reply.send(self.commit(&source, content, checkpoint.as_deref(), prune_dedupe_before_ms));
+                }
+                Command::DiscardStaged { source, reply } => {
+                    let _ = reply.send(self.discard_staged(&source));
                 }
                 #[cfg(test)]
                 Command::Synchronous { reply } => {
@@ -511,46 +595,76 @@ impl Writer {
             .op(&self.path, "read a checkpoint")
     }
 
-    fn store_page(&mut self, page: PageWrite) -> Result<StoreOutcome, QueueError> {
+    /// ONE transaction: prune old dedupe keys (if asked), add the page's events (skipping keys
+    /// already seen) and dead letters, and set the checkpoint.
+    fn commit(
+        &mut self,
+        source: &str,
+        content: Content<'_>,
+        checkpoint: Option<&str>,
+        prune_dedupe_before_ms: Option<i64>,
+    ) -> Result<StoreOutcome, QueueError> {
         let mut outcome = StoreOutcome::default();
         let mut added = 0u64;
         let mut newest_id = self.newest_id;
         let mut write = |tx: &Transaction<'_>| -> rusqlite::Result<()> {
             // Prune before inserting: a late record older than the bound keeps its new key
             // until the next page, so a refetch of it is still recognised.
-            if let Some(before) = page.prune_dedupe_before_ms {
-                tx.execute(
-                    "DELETE FROM dedupe WHERE source = ?1 AND event_time_ms < ?2",
-                    params![page.source, before],
-                )?;
+            if let Some(before) = prune_dedupe_before_ms {
+                tx.execute("DELETE FROM dedupe WHERE source = ?1 AND event_time_ms < ?2", params![source, before])?;
             }
             let mut key =
                 tx.prepare_cached("INSERT OR IGNORE INTO dedupe (source, key, event_time_ms) VALUES (?1, ?2, ?3)")?;
             let mut event =
                 tx.prepare_cached("INSERT INTO events (source, event_time_ms, body) VALUES (?1, ?2, ?3)")?;
-            for e in &page.events {
-                if key.execute(params![page.source, e.dedupe_key, e.event_time_ms])? == 0 {
-                    outcome.duplicates += 1;
-                    continue;
-                }
-                event.execute(params![page.source, e.event_time_ms, e.body])?;
-                newest_id = tx.last_insert_rowid();
-                outcome.stored += 1;
-                added += e.body.len() as u64;
-            }
             let mut dead = tx.prepare_cached(
                 "INSERT OR IGNORE INTO dead_letters (source, key, reason, raw, created_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            for d in &page.dead_letters {
-                outcome.dead_lettered += dead.execute(params![page.source, d.key, d.reason, d.raw, now_ms()])?;
+            let mut put_event = |k: &str, time_ms: i64, body: &[u8]| -> rusqlite::Result<()> {
+                if key.execute(params![source, k, time_ms])? == 0 {
+                    outcome.duplicates += 1;
+                    return Ok(());
+                }
+                event.execute(params![source, time_ms, body])?;
+                newest_id = tx.last_insert_rowid();
+                outcome.stored += 1;
+                added += body.len() as u64;
+                Ok(())
+            };
+            match content {
+                Content::Memory { events, dead_letters } => {
+                    for e in events {
+                        put_event(&e.dedupe_key, e.event_time_ms, &e.body)?;
+                    }
+                    for d in dead_letters {
+                        outcome.dead_lettered += dead.execute(params![source, d.key, d.reason, d.raw, now_ms()])?;
+                    }
+                }
+                Content::Staged => {
+                    let mut staged = tx.prepare_cached(
+                        "SELECT dead, key, event_time_ms, body, reason FROM staged WHERE source = ?1 ORDER BY seq",
+                    )?;
+                    let mut rows = staged.query([source])?;
+                    while let Some(row) = rows.next()? {
+                        let (is_dead, k, time_ms): (bool, String, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+                        let body = row.get_ref(3)?.as_blob()?;
+                        if is_dead {
+                            let reason: String = row.get(4)?;
+                            outcome.dead_lettered += dead.execute(params![source, k, reason, body, now_ms()])?;
+                        } else {
+                            put_event(&k, time_ms, body)?;
+                        }
+                    }
+                    tx.execute("DELETE FROM staged WHERE source = ?1", [source])?;
+                }
             }
-            if let Some(state) = &page.checkpoint {
+            if let Some(state) = checkpoint {
                 tx.execute(
                     "INSERT INTO checkpoints (source, state, updated_at_ms) VALUES (?1, ?2, ?3)
                      ON CONFLICT (source) DO UPDATE
                      SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
-                    params![page.source, state, now_ms()],
+                    params![source, state, now_ms()],
                 )?;
             }
             Ok(())
@@ -565,6 +679,33 @@ impl Writer {
         self.watches.bytes.send_modify(|b| *b += added);
         self.watches.newest_id.send_if_modified(|id| std::mem::replace(id, newest_id) != newest_id);
         Ok(outcome)
+    }
+
+    /// Appends a chunk to the source's staging area in its own (small) transaction.
+    fn stage(&mut self, source: &str, events: &[NewEvent], dead_letters: &[NewDeadLetter]) -> Result<(), QueueError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).op(&self.path, "begin staging")?;
+        {
+            let mut put = tx
+                .prepare_cached(
+                    "INSERT INTO staged (source, dead, key, event_time_ms, body, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .op(&self.path, "prepare staging")?;
+            for e in events {
+                put.execute(params![source, false, e.dedupe_key, e.event_time_ms, e.body, None::<String>])
+                    .op(&self.path, "stage an event")?;
+            }
+            for d in dead_letters {
+                put.execute(params![source, true, d.key, 0, d.raw, d.reason]).op(&self.path, "stage a dead letter")?;
+            }
+        }
+        tx.commit().op(&self.path, "commit staged records")
+    }
+
+    fn discard_staged(&mut self, source: &str) -> Result<u64, QueueError> {
+        self.conn
+            .execute("DELETE FROM staged WHERE source = ?1", [source])
+            .map(|n| n as u64)
+            .op(&self.path, "discard staged records")
     }
 
     fn cursor(&self, sink: &str) -> Result<i64, QueueError> {
@@ -712,7 +853,7 @@ mod tests {
         let other = Connection::open(q.path()).unwrap();
         let mode: String = other.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
         let version: i64 = other.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-        assert_eq!((mode.as_str(), version), ("wal", 1));
+        assert_eq!((mode.as_str(), version), ("wal", SCHEMA_VERSION));
         q.close().await.unwrap();
     }
 
@@ -805,6 +946,36 @@ mod tests {
         q.store_page(p).await.unwrap();
         let stats = q.stats().await.unwrap();
         assert_eq!(stats.checkpoints, [("okta".into(), r#"{"until":9}"#.into())]);
+        q.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn staged_records_enter_the_queue_only_when_committed_with_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["s"], 1_000_000)).unwrap();
+        q.store_page(page("astro", vec![ev("old", 1, "old")])).await.unwrap();
+        let dead = || vec![NewDeadLetter { key: "bad".into(), reason: "not JSON".into(), raw: b"{x".to_vec() }];
+        q.stage("astro", vec![ev("a", 2, "a"), ev("old", 1, "old")], dead()).await.unwrap();
+        q.stage("astro", vec![ev("b", 3, "b"), ev("a", 2, "a")], vec![]).await.unwrap();
+        // Staged records are invisible: sinks see only the earlier page.
+        assert_eq!(all(&q, "s").await, ["old"]);
+        // A broken stream: discard, and nothing of it ever reaches the queue.
+        assert_eq!(q.discard_staged("astro").await.unwrap(), 5);
+        let none = q.commit_staged("astro", Some("{\"w\":0}".into()), None).await.unwrap();
+        assert_eq!(none, StoreOutcome::default());
+
+        q.stage("astro", vec![ev("a", 2, "a"), ev("old", 1, "old")], dead()).await.unwrap();
+        q.stage("astro", vec![ev("b", 3, "b"), ev("a", 2, "a")], vec![]).await.unwrap();
+        q.stage("other", vec![ev("z", 9, "z")], vec![]).await.unwrap();
+        let outcome = q.commit_staged("astro", Some("{\"w\":1}".into()), None).await.unwrap();
+        assert_eq!(outcome, StoreOutcome { stored: 2, duplicates: 2, dead_lettered: 1 });
+        assert_eq!(all(&q, "s").await, ["old", "a", "b"]);
+        assert_eq!(q.checkpoint("astro").await.unwrap().as_deref(), Some("{\"w\":1}"));
+        assert_eq!(q.dead_letters(10).await.unwrap().len(), 1);
+        // Another source's staging is untouched, and survives a reopen until discarded.
+        q.close().await.unwrap();
+        let q = Queue::open(dir.path(), opts(&["s"], 1_000_000)).unwrap();
+        assert_eq!(q.discard_staged("other").await.unwrap(), 1);
         q.close().await.unwrap();
     }
 
@@ -935,13 +1106,34 @@ mod tests {
         assert!(msg.contains(&path.display().to_string()) && msg.contains("move it aside"), "{msg}");
     }
 
+    #[tokio::test]
+    async fn a_version_1_database_gains_the_staging_table_and_keeps_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
+        q.store_page(page("a", vec![ev("k", 1, "x")])).await.unwrap();
+        q.close().await.unwrap();
+        let old = Connection::open(dir.path().join("auditrelay.db")).unwrap();
+        old.execute_batch("DROP TABLE staged; PRAGMA user_version = 1;").unwrap();
+        drop(old);
+        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
+        q.stage("a", vec![ev("k2", 2, "y")], vec![]).await.unwrap();
+        q.commit_staged("a", None, None).await.unwrap();
+        assert_eq!(all(&q, "s").await, ["x", "y"]);
+        q.close().await.unwrap();
+        let version: i64 = Connection::open(dir.path().join("auditrelay.db"))
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
     #[test]
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("auditrelay.db");
         Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
         let err = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap_err();
-        assert!(matches!(err, QueueError::NewerSchema { found: 99, supported: 1, .. }), "{err:?}");
+        assert!(matches!(err, QueueError::NewerSchema { found: 99, supported: SCHEMA_VERSION, .. }), "{err:?}");
         assert!(err.to_string().contains(&path.display().to_string()));
     }
 

@@ -11,9 +11,23 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use auditrelay::clock::Clock;
-use auditrelay::sim::SimOptions;
+use auditrelay::sim::{RateLimitSetting, SimOptions};
 use harness::*;
 use tokio::process::Command;
+
+/// Every seeded record arrived; a record arrived twice only if the sink wrote its batch and was
+/// killed before the cursor moved (at-least-once, DESIGN invariant 3): at most one batch.
+fn assert_delivered_allowing_one_batch_in_flight(sim: &auditrelay::sim::Sim, out: &std::path::Path) {
+    let got = delivered(out);
+    let mut ids = sim.aitronos_ids();
+    ids.sort();
+    let mut keys: Vec<_> = got.keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, ids, "every record, and only those");
+    let twice = got.values().filter(|n| **n > 1).count();
+    assert!(got.values().all(|n| *n <= 2), "a record delivered three times");
+    assert!(twice <= 500, "{twice} records delivered twice: more than the one batch in flight (500)");
+}
 
 /// One window holds every seeded record, and the quota is no bottleneck (the default, the
 /// vendor's 100 requests a minute, would make these real-time tests take a minute).
@@ -36,7 +50,7 @@ async fn test_killed_between_pages_restart_fetches_nothing_twice_and_misses_noth
     let mut opts = SimOptions::default();
     opts.aitronos.records = 1000;
     opts.faults.stall_at_request = Some(4);
-    opts.faults.rate_limit = None;
+    opts.faults.rate_limit = RateLimitSetting::Off;
     let sim = start_sim(opts, &clock).await;
     let dir = tempfile::tempdir().unwrap();
     // One window holds every record, so the sweep pages through all of them: 10 pages.
@@ -67,7 +81,7 @@ async fn test_killed_between_pages_restart_fetches_nothing_twice_and_misses_noth
     assert_eq!(stalled.status, 0);
     assert!(stalled.query.contains("skip=300"), "{}", stalled.query);
     assert_eq!(log[4].query, stalled.query, "the restart resumes the interrupted sweep");
-    assert_exactly_once(&sim, &out_path(dir.path()));
+    assert_delivered_allowing_one_batch_in_flight(&sim, &out_path(dir.path()));
     sim.shutdown().await;
 }
 
@@ -76,7 +90,7 @@ async fn test_sigterm_stops_fetching_lets_sinks_finish_and_exits_0() {
     let clock = Clock::system();
     let mut opts = SimOptions::default();
     opts.aitronos.records = 3000;
-    opts.faults.rate_limit = None;
+    opts.faults.rate_limit = RateLimitSetting::Off;
     // Slow pages keep the agent mid-sweep when the signal comes.
     opts.faults.page_latency = Duration::from_millis(50);
     let sim = start_sim(opts, &clock).await;
@@ -112,7 +126,7 @@ async fn test_malformed_pages_are_reported_with_source_and_url_and_retried() {
     let clock = Clock::system();
     let mut opts = SimOptions::default();
     opts.aitronos.records = 500;
-    opts.faults.rate_limit = None;
+    opts.faults.rate_limit = RateLimitSetting::Off;
     opts.faults.malformed_rate = 0.5;
     let sim = start_sim(opts, &clock).await;
     let dir = tempfile::tempdir().unwrap();

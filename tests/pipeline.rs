@@ -11,7 +11,7 @@ use std::time::Duration;
 use auditrelay::clock::Clock;
 use auditrelay::daemon::{self, RunOptions, RunReport, SourceOutcome};
 use auditrelay::queue::{Queue, QueueOptions};
-use auditrelay::sim::{RetryAfterMode, Sim, SimOptions};
+use auditrelay::sim::{RateLimitSetting, RetryAfterMode, Sim, SimOptions};
 use auditrelay::sources::{RunMode, Source, SourceExit, SourceState};
 use harness::*;
 use tokio_util::sync::CancellationToken;
@@ -67,7 +67,7 @@ async fn rate_limited_run(mode: RetryAfterMode) {
     let clock = Clock::starting_at(test_start());
     let mut opts = SimOptions::default();
     opts.aitronos.records = 1500;
-    opts.faults.rate_limit = Some((3, Duration::from_secs(20)));
+    opts.faults.rate_limit = RateLimitSetting::Fixed { requests: 3, per: Duration::from_secs(20) };
     opts.faults.retry_after = mode;
     // The budget vanishes unannounced (shared with other integrations): 429s will come.
     opts.faults.limit_headers = false;
@@ -105,7 +105,7 @@ async fn test_remaining_zero_pauses_before_the_budget_is_spent() {
     let clock = Clock::starting_at(test_start());
     let mut opts = SimOptions::default();
     opts.aitronos.records = 1500;
-    opts.faults.rate_limit = Some((3, Duration::from_secs(20)));
+    opts.faults.rate_limit = RateLimitSetting::Fixed { requests: 3, per: Duration::from_secs(20) };
     let sim = start_sim(opts, &clock).await;
     let dir = tempfile::tempdir().unwrap();
     // Same over-generous quota as above, but the vendor announces its budget on every answer:

@@ -28,6 +28,8 @@ pub struct RecordRef<'a> {
     pub dedupe_key: &'a str,
     pub time: DateTime<Utc>,
     pub raw: &'a RawValue,
+    /// The vendor cut the record for size; the envelope says so.
+    pub truncated: bool,
 }
 
 #[derive(Serialize)]
@@ -39,6 +41,8 @@ struct Envelope<'a> {
     source: &'a str,
     dedupe_key: &'a str,
     time: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
     raw: &'a RawValue,
 }
 
@@ -52,6 +56,7 @@ pub fn map_record(r: &RecordRef<'_>) -> Vec<u8> {
         source: r.source,
         dedupe_key: r.dedupe_key,
         time: r.time.to_rfc3339_opts(SecondsFormat::Micros, true),
+        truncated: r.truncated,
         raw: r.raw,
     };
     // Serializing strings and an already-valid RawValue cannot fail.
@@ -81,6 +86,7 @@ mod tests {
             dedupe_key: "x",
             time,
             raw: &raw,
+            truncated: false,
         });
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains(r#""raw":{"id":"x","n":1.50}"#), "{text}");

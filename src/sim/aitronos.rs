@@ -8,6 +8,10 @@
 //! the `{"success":false,"error":{...}}` envelope of §4.7. Rate-limit headers, 429s and other
 //! faults are added by `mod.rs`; this file never sleeps and keeps no counters.
 //!
+//! Several organizations can be served, each with its own key and store: the first has the
+//! configured id and key, the others count their trailing number up (`ORG_DEMO000000000002`). A key
+//! reaches only its own organization (another one's id → 403 `ORGANIZATION_ACCESS_DENIED`).
+//!
 //! Records are generated from the seed: record `i` depends only on the seed and `i`, so the same
 //! seed always yields the same ids. Names are made up, mail domains are example.ch/example.com.
 
@@ -24,7 +28,7 @@ use fastrand::Rng;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{RequestCtx, ServedRecords, Shared, chrono_duration};
+use super::{RequestCtx, ServedRecords, Shared, SimCredential, SimVendor, Tenant, chrono_duration, nth_id, record_rng};
 
 /// The demo key (a simulator credential, printed by `auditrelay simulate`; not a secret).
 pub const DEFAULT_API_KEY: &str = "ak_demo000000000000000000000000000000000000";
@@ -33,8 +37,11 @@ pub const DEFAULT_ORGANIZATION_ID: &str = "ORG_DEMO000000000001";
 /// Aitronos-specific knobs.
 #[derive(Clone, Debug)]
 pub struct AitronosSimOptions {
-    /// Records seeded at start.
+    /// Organizations served, each with its own key, store and rate-limit window.
+    pub organizations: usize,
+    /// Records seeded at start, per organization.
     pub records: usize,
+    /// Key and id of the first organization.
     pub api_key: String,
     pub organization_id: String,
     /// Seeded records lie in `[now - records_span, now - records_min_age]` (now = the clock at
@@ -51,6 +58,7 @@ pub struct AitronosSimOptions {
 impl Default for AitronosSimOptions {
     fn default() -> Self {
         AitronosSimOptions {
+            organizations: 1,
             records: 1000,
             api_key: DEFAULT_API_KEY.to_owned(),
             organization_id: DEFAULT_ORGANIZATION_ID.to_owned(),
@@ -61,6 +69,16 @@ impl Default for AitronosSimOptions {
             clamp_limit: false,
         }
     }
+}
+
+/// The organizations `opts` describes, with their keys.
+pub(super) fn tenants(opts: &AitronosSimOptions) -> Vec<Tenant> {
+    (0..opts.organizations)
+        .map(|i| Tenant {
+            id: nth_id(&opts.organization_id, i),
+            credential: SimCredential::ApiKey(nth_id(&opts.api_key, i)),
+        })
+        .collect()
 }
 
 pub(super) fn routes() -> Router<Arc<Shared>> {
@@ -139,7 +157,7 @@ fn token(rng: &mut Rng, prefix: &str, len: usize) -> String {
 }
 
 impl Store {
-    pub(super) fn generate(seed: u64, opts: &AitronosSimOptions, now: DateTime<Utc>) -> Store {
+    pub(super) fn generate(seed: u64, opts: &AitronosSimOptions, organization_id: &str, now: DateTime<Utc>) -> Store {
         let end = opts.records_end.unwrap_or(now - chrono_duration(opts.records_min_age));
         let start = opts.records_start.unwrap_or(now - chrono_duration(opts.records_span));
         let span_us = (end - start).num_microseconds().unwrap_or(0).max(0) as u64;
@@ -147,7 +165,7 @@ impl Store {
         let mut store = Store {
             records: Vec::with_capacity(opts.records),
             seed,
-            organization_id: opts.organization_id.clone(),
+            organization_id: organization_id.to_owned(),
             next: 0,
             people: PEOPLE.iter().map(|_| token(&mut names, "usr", 16)).collect(),
             departments: DEPARTMENTS.iter().map(|_| token(&mut names, "DEPT", 16)).collect(),
@@ -239,11 +257,6 @@ impl Store {
             at,
         }
     }
-}
-
-/// The random stream of record `i` for a `purpose` (1: its time, 2: its content).
-fn record_rng(seed: u64, i: u64, purpose: u64) -> Rng {
-    Rng::with_seed(seed.rotate_left(17) ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ purpose)
 }
 
 /// Exact-match filters of §4.3 that the simulator honours.
@@ -342,10 +355,12 @@ async fn audit_log(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let opts = &shared.aitronos;
-    if !authenticated(&headers, &opts.api_key) {
+    let Some(org) = presented_keys(&headers)
+        .find_map(|key| shared.tenant_of(SimVendor::Aitronos, &SimCredential::ApiKey(key.to_owned())))
+    else {
         return error_response(StatusCode::UNAUTHORIZED, "INVALID_API_KEY", "Your API key is invalid", &ctx);
-    }
-    if organization_id != opts.organization_id {
+    };
+    if shared.tenant_index(SimVendor::Aitronos, &organization_id) != Some(org) {
         return error_response(
             StatusCode::FORBIDDEN,
             "ORGANIZATION_ACCESS_DENIED",
@@ -368,7 +383,9 @@ async fn audit_log(
     };
     let (items, total) = {
         let mut st = shared.state();
-        let store = &mut st.aitronos;
+        let Some(store) = st.aitronos.get_mut(org) else {
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "No store", &ctx);
+        };
         let total = store.records.iter().filter(|r| q.matches(r)).count();
         let items: Vec<AuditEntry> =
             store.records.iter().filter(|r| q.matches(r)).skip(q.skip).take(q.limit).cloned().collect();
@@ -385,11 +402,12 @@ async fn audit_log(
     resp
 }
 
-/// `X-API-Key: <key>` (primary) or `Authorization: Bearer <key>` (§4.2).
-fn authenticated(headers: &HeaderMap, key: &str) -> bool {
+/// The keys a request presents: `X-API-Key: <key>` (primary) and `Authorization: Bearer <key>`
+/// (§4.2); either may authenticate it.
+fn presented_keys(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     let get = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    get(header::HeaderName::from_static("x-api-key")) == Some(key)
-        || get(header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer ")) == Some(key)
+    let bearer = get(header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
+    get(header::HeaderName::from_static("x-api-key")).into_iter().chain(bearer)
 }
 
 /// The §4.7 error envelope without details.

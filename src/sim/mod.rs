@@ -1,17 +1,23 @@
 //! The vendor simulator: an HTTP server on loopback that serves the vendors' audit-log contracts
-//! (`../shared/vendors/README.md`) from a seeded, deterministic record store, with fault knobs.
+//! (`../shared/vendors/README.md`) from seeded, deterministic record stores, with fault knobs.
 //!
 //! This file owns what every vendor shares: starting and stopping the server, the knobs, the
-//! fixed-window rate limiter, fault injection (stalls, latency, 5xx, malformed bodies), the request
-//! log and the counters. A vendor file (`aitronos.rs`) owns only its routes, its record store, its
-//! authentication and its error envelope. Every wait goes through [`Clock`], so tests that pause
-//! tokio's time are deterministic; every fault is decided by hashing the seed with the request
-//! number, so a run with the same seed fails the same requests.
+//! organizations (tenants) each vendor serves and their credentials, the fixed-window rate limiter
+//! (one window per vendor *and* organization or credential: several organizations of one vendor
+//! are independent clients), fault injection (stalls, latency, 5xx, malformed bodies), the request
+//! log and the counters. A vendor file (`aitronos.rs`, `astronomer.rs`, `configcat.rs`,
+//! `datafold.rs`) owns only its routes, its record store, its authentication, its error envelope
+//! and its own contract knobs. Every wait goes through [`Clock`], so tests that pause tokio's time
+//! are deterministic; every fault is decided by hashing the seed with the request number, so a run
+//! with the same seed fails the same requests.
 //!
 //! It deliberately does not bind anything but loopback from the command line (`run_simulate`), and
 //! it never sleeps on the real clock.
 
 pub mod aitronos;
+pub mod astronomer;
+pub mod configcat;
+pub mod datafold;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,33 +26,251 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 pub use aitronos::AitronosSimOptions;
+pub use astronomer::{AstronomerEncoding, AstronomerSimOptions};
+pub use configcat::ConfigCatSimOptions;
+pub use datafold::DatafoldSimOptions;
 
-/// Everything the simulator can be told; `Default` is a well-behaved vendor with the documented
-/// rate limit.
+/// Everything the simulator can be told; `Default` is four well-behaved vendors, one organization
+/// each, with their documented (or assumed) rate limits.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
     /// Seeds the record stores and every fault decision.
     pub seed: u64,
     pub aitronos: AitronosSimOptions,
+    pub astronomer: AstronomerSimOptions,
+    pub configcat: ConfigCatSimOptions,
+    pub datafold: DatafoldSimOptions,
     pub faults: Faults,
 }
 
 impl Default for SimOptions {
     fn default() -> Self {
-        SimOptions { seed: 42, aitronos: AitronosSimOptions::default(), faults: Faults::default() }
+        SimOptions {
+            seed: 42,
+            aitronos: AitronosSimOptions::default(),
+            astronomer: AstronomerSimOptions::default(),
+            configcat: ConfigCatSimOptions::default(),
+            datafold: DatafoldSimOptions::default(),
+            faults: Faults::default(),
+        }
     }
+}
+
+/// The vendors the simulator serves. Each has its own routes, error envelope, rate-limit signals
+/// and default limit; its rate-limit windows are kept per organization (or, for Datafold, whose
+/// path names no organization, per API key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SimVendor {
+    Aitronos,
+    Astronomer,
+    Datafold,
+    #[value(name = "configcat")]
+    ConfigCat,
+}
+
+impl SimVendor {
+    pub const ALL: [SimVendor; 4] =
+        [SimVendor::Aitronos, SimVendor::Astronomer, SimVendor::Datafold, SimVendor::ConfigCat];
+
+    /// Lower-case name, as in `/_sim/records/{name}` and the `simulate` output.
+    pub fn name(self) -> &'static str {
+        match self {
+            SimVendor::Aitronos => "aitronos",
+            SimVendor::Astronomer => "astronomer",
+            SimVendor::Datafold => "datafold",
+            SimVendor::ConfigCat => "configcat",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<SimVendor> {
+        SimVendor::ALL.into_iter().find(|v| v.name() == name)
+    }
+
+    /// The limit the simulator enforces unless told otherwise: Aitronos 100/min (§4.6),
+    /// Astronomer 2/min (§2.6, documented), Datafold and ConfigCat 60/min ([assume] §3.6, §1.6).
+    pub fn default_rate_limit(self) -> (u32, Duration) {
+        let per_minute = match self {
+            SimVendor::Aitronos => 100,
+            SimVendor::Astronomer => 2,
+            SimVendor::Datafold | SimVendor::ConfigCat => 60,
+        };
+        (per_minute, Duration::from_secs(60))
+    }
+
+    /// Path of the organization's audit-log endpoint (Datafold's names no organization: the key
+    /// decides).
+    pub fn audit_log_path(self, organization: &str) -> String {
+        match self {
+            SimVendor::Aitronos => format!("/v1/organizations/{organization}/audit-log"),
+            SimVendor::Astronomer => format!("/v1/organizations/{organization}/audit-logs"),
+            SimVendor::Datafold => "/api/v1/audit_logs".to_owned(),
+            SimVendor::ConfigCat => format!("/v2/organizations/{organization}/auditlogs"),
+        }
+    }
+
+    /// The vendor's error answer for `status` with its machine `code` (used only by Aitronos).
+    fn error(self, status: StatusCode, code: &str, ctx: &RequestCtx) -> Response {
+        let message = status.canonical_reason().unwrap_or("Error");
+        match self {
+            SimVendor::Aitronos => aitronos::error_response(status, code, message, ctx),
+            SimVendor::Astronomer => astronomer::error_response(status, message, ctx),
+            SimVendor::Datafold => datafold::error_response(status, message),
+            SimVendor::ConfigCat => configcat::error_response(status, message),
+        }
+    }
+
+    /// Announces the budget on an answer, in the vendor's own headers. Astronomer and Datafold
+    /// document none (§2.6, §3.6), so they announce nothing.
+    fn announce_limit(self, h: &mut HeaderMap, max: u32, remaining: u32, end: DateTime<Utc>) {
+        match self {
+            SimVendor::Aitronos => {
+                for (name, value) in [
+                    ("x-ratelimit-limit", max.to_string()),
+                    ("x-ratelimit-remaining", remaining.to_string()),
+                    ("x-ratelimit-reset", ceil_secs(end).to_string()),
+                ] {
+                    put(h, name, &value);
+                }
+            }
+            // §1.6: remaining as an integer, reset as [assume] an RFC 3339 UTC timestamp.
+            SimVendor::ConfigCat => {
+                let reset = DateTime::from_timestamp(ceil_secs(end), 0).unwrap_or(end);
+                put(h, "x-rate-limit-remaining", &remaining.to_string());
+                put(h, "x-rate-limit-reset", &reset.to_rfc3339_opts(SecondsFormat::Secs, true));
+            }
+            SimVendor::Astronomer | SimVendor::Datafold => {}
+        }
+    }
+
+    /// Whose budget a request spends: the organization in the path, or Datafold's API key.
+    fn client_key(self, req: &Request) -> String {
+        match self {
+            SimVendor::Datafold => {
+                req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+            }
+            _ => {
+                let mut segments = req.uri().path().split('/');
+                segments.find(|s| *s == "organizations");
+                segments.next().unwrap_or_default().to_owned()
+            }
+        }
+    }
+}
+
+/// How a client authenticates to one simulated organization. Simulator credentials are made up
+/// and printed by `auditrelay simulate`; they are not secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SimCredential {
+    /// Aitronos `X-API-Key: <key>` (or `Authorization: Bearer <key>`); Datafold
+    /// `Authorization: Key <key>`.
+    ApiKey(String),
+    /// Astronomer `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// ConfigCat `Authorization: Basic base64(username:password)`.
+    Basic { username: String, password: String },
+}
+
+impl SimCredential {
+    /// The credential of an unknown organization: of the right kind, and accepted nowhere.
+    fn none_for(v: SimVendor) -> SimCredential {
+        match v {
+            SimVendor::Aitronos | SimVendor::Datafold => SimCredential::ApiKey(String::new()),
+            SimVendor::Astronomer => SimCredential::Bearer(String::new()),
+            SimVendor::ConfigCat => SimCredential::Basic { username: String::new(), password: String::new() },
+        }
+    }
+}
+
+/// One simulated organization of a vendor: its id and the credential that reaches it.
+#[derive(Clone, Debug)]
+struct Tenant {
+    id: String,
+    credential: SimCredential,
+}
+
+/// The `i`-th (0-based) of a series of ids or credentials starting at `base`: `base` itself for
+/// the first, then the trailing decimal number counted up with its width kept
+/// (`ORG_DEMO000000000001` → `ORG_DEMO000000000002`), or `-2`, `-3`, … appended when `base` ends
+/// in no number.
+fn nth_id(base: &str, i: usize) -> String {
+    if i == 0 {
+        return base.to_owned();
+    }
+    let head = base.trim_end_matches(|c: char| c.is_ascii_digit());
+    let digits = &base[head.len()..];
+    match digits.parse::<u128>() {
+        Ok(n) if !digits.is_empty() => format!("{head}{:0width$}", n + i as u128, width = digits.len()),
+        _ => format!("{base}-{}", i + 1),
+    }
+}
+
+/// The seed of organization `org` of `vendor`. Aitronos' first organization keeps the plain seed,
+/// so its ids are those it had when it was the only one.
+fn org_seed(seed: u64, vendor: SimVendor, org: usize) -> u64 {
+    if vendor == SimVendor::Aitronos && org == 0 {
+        return seed;
+    }
+    seed ^ ((vendor as u64 + 1) << 56) ^ (org as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)
+}
+
+/// Seeded records lie in `[now - span, now - min_age]`.
+fn seeded_range(now: DateTime<Utc>, span: Duration, min_age: Duration) -> (DateTime<Utc>, DateTime<Utc>) {
+    (now - chrono_duration(span), now - chrono_duration(min_age))
+}
+
+/// The random stream of record `i` of a store seeded with `seed`, for a `purpose` (1: its time,
+/// 2: its content).
+fn record_rng(seed: u64, i: u64, purpose: u64) -> fastrand::Rng {
+    fastrand::Rng::with_seed(seed.rotate_left(17) ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ purpose)
+}
+
+/// `count` instants in `[start, end]` drawn from the records' time streams, truncated to
+/// `precision_us` (1000 for millisecond timestamps), in record order.
+fn seeded_times(
+    seed: u64,
+    count: usize,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
+    precision_us: i64,
+) -> Vec<DateTime<Utc>> {
+    let span_us = (end - start).num_microseconds().unwrap_or(0).max(0) as u64;
+    (0..count as u64)
+        .map(|i| {
+            let t = start + chrono::Duration::microseconds(record_rng(seed, i, 1).u64(..=span_us) as i64);
+            truncate_to(t, precision_us)
+        })
+        .collect()
+}
+
+/// `t` rounded down to a multiple of `precision_us` microseconds.
+fn truncate_to(t: DateTime<Utc>, precision_us: i64) -> DateTime<Utc> {
+    let us = t.timestamp_micros();
+    DateTime::from_timestamp_micros(us - us.rem_euclid(precision_us.max(1))).unwrap_or(t)
+}
+
+/// A rate limit: the vendor's own, none, or a fixed window of `requests` per `per`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RateLimitSetting {
+    /// [`SimVendor::default_rate_limit`].
+    #[default]
+    VendorDefault,
+    Off,
+    Fixed {
+        requests: u32,
+        per: Duration,
+    },
 }
 
 /// Fault knobs, applied to every vendor endpoint (not to `/_sim/*`).
@@ -54,22 +278,27 @@ impl Default for SimOptions {
 pub struct Faults {
     /// Each answer waits this long on the clock before it is sent.
     pub page_latency: Duration,
-    /// Fixed window: at most `.0` requests per `.1`; `None` disables the limit. Default 100/min,
-    /// the simulator default of README §4.6.
-    pub rate_limit: Option<(u32, Duration)>,
+    /// Fixed window per vendor and organization (or credential); by default each vendor's own
+    /// limit ([`SimVendor::default_rate_limit`]).
+    pub rate_limit: RateLimitSetting,
+    /// Overrides `rate_limit` for one vendor.
+    pub vendor_rate_limits: HashMap<SimVendor, RateLimitSetting>,
     /// How a 429 says when to come back.
     pub retry_after: RetryAfterMode,
     /// Share (0..=1) of requests answered 500, 502 or 503.
     pub error_rate: f64,
-    /// Share (0..=1) of 200 answers whose body is replaced by a malformed one.
+    /// Share (0..=1) of 200 answers whose whole body is replaced by a malformed one.
     pub malformed_rate: f64,
-    /// After each page served, this many new records arrive with `created_at` = now.
+    /// After each answer served (each page, for paged vendors), this many new records arrive in
+    /// the organization's store with event time = now.
     pub arrivals_per_page: usize,
-    /// The N-th vendor request (1-based) is never answered (until the server shuts down).
+    /// The N-th vendor request (1-based, over all vendors) is never answered (until the server
+    /// shuts down).
     pub stall_at_request: Option<u64>,
-    /// `X-RateLimit-*` on every answer (default). When false the budget vanishes unannounced
-    /// (as when the limit is shared with other integrations) and a 429 says when to return
-    /// only through `Retry-After` — or, with `RetryAfterMode::Omit`, through `X-RateLimit-Reset`.
+    /// Budget headers on every answer (default), for the vendors that document some (Aitronos
+    /// `X-RateLimit-*`, ConfigCat `X-Rate-Limit-*`). When false the budget vanishes unannounced
+    /// (as when the limit is shared with other integrations) and a 429 says when to return only
+    /// through `Retry-After` — or, with `RetryAfterMode::Omit`, through the reset header.
     pub limit_headers: bool,
 }
 
@@ -77,13 +306,25 @@ impl Default for Faults {
     fn default() -> Self {
         Faults {
             page_latency: Duration::ZERO,
-            rate_limit: Some((100, Duration::from_secs(60))),
+            rate_limit: RateLimitSetting::VendorDefault,
+            vendor_rate_limits: HashMap::new(),
             retry_after: RetryAfterMode::Seconds,
             error_rate: 0.0,
             malformed_rate: 0.0,
             arrivals_per_page: 0,
             stall_at_request: None,
             limit_headers: true,
+        }
+    }
+}
+
+impl Faults {
+    /// The window in force for `vendor`: `(requests, period)`, or `None` when there is no limit.
+    pub fn rate_limit_for(&self, vendor: SimVendor) -> Option<(u32, Duration)> {
+        match self.vendor_rate_limits.get(&vendor).copied().unwrap_or(self.rate_limit) {
+            RateLimitSetting::VendorDefault => Some(vendor.default_rate_limit()),
+            RateLimitSetting::Off => None,
+            RateLimitSetting::Fixed { requests, per } => Some((requests, per)),
         }
     }
 }
@@ -96,11 +337,13 @@ pub enum RetryAfterMode {
     Seconds,
     /// The window end as an HTTP-date, rounded up to the next whole second.
     HttpDate,
-    /// No `Retry-After`; only `X-RateLimit-Reset` says when.
+    /// No `Retry-After`; only the vendor's reset header (if it has one) says when. Astronomer and
+    /// Datafold have none: clients fall back to their own wait (README §2.6: 60 s).
     Omit,
 }
 
-/// Counters, readable in-process ([`Sim::stats`]) or as JSON at `GET /_sim/stats`.
+/// Counters, readable in-process ([`Sim::stats`], [`Sim::vendor_stats`]) or as JSON at
+/// `GET /_sim/stats` and `GET /_sim/stats/{vendor}`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SimStats {
     /// Vendor requests received (stalled ones included).
@@ -111,27 +354,32 @@ pub struct SimStats {
     pub rate_limited: u64,
     /// 5xx answers (injected faults).
     pub server_errors: u64,
-    /// 200 answers whose body was replaced by a malformed one.
+    /// 200 answers whose body was replaced by a malformed one, or (Astronomer) cut short.
     pub malformed: u64,
     /// 401 and 403 answers.
     pub unauthorized: u64,
-    /// Requests that arrived before the instant the previous 429 announced.
+    /// Requests that arrived before the instant the previous 429 (to the same vendor and
+    /// organization) announced.
     pub retry_after_violations: u64,
-    /// Records in intact 200 pages.
+    /// Records in intact 200 answers (Astronomer: lines that are records, not injected garbage).
     pub served_records: u64,
 }
 
 /// One vendor request, as it arrived.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RequestRecord {
+    pub vendor: SimVendor,
     pub at: DateTime<Utc>,
     pub path: String,
     pub query: String,
+    /// The request body (Datafold sends its window as JSON on a GET), lossily as UTF-8.
+    pub body: String,
     /// The status sent; 0 while (or if) the request is never answered.
     pub status: u16,
 }
 
-/// The command line of `auditrelay simulate`: one flag per knob.
+/// The command line of `auditrelay simulate`: one flag per knob. The vendors' own flags sit in
+/// one group each (boxed, so that the `Command` enum holding these stays small).
 #[derive(Clone, Debug, clap::Args)]
 pub struct SimulateArgs {
     /// Address to serve on; loopback only.
@@ -140,28 +388,19 @@ pub struct SimulateArgs {
     /// Seed of the record stores and of every fault decision.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Number of seeded Aitronos records.
-    #[arg(long, default_value_t = 1000)]
-    pub aitronos_records: usize,
-    /// The oldest seeded Aitronos record is at most this old at start.
+    /// The oldest seeded record (of every vendor) is at most this old at start.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     pub records_span: Duration,
     /// The newest seeded record is this old at start.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub records_min_age: Duration,
-    #[arg(long, default_value = aitronos::DEFAULT_API_KEY)]
-    pub aitronos_api_key: String,
-    #[arg(long, default_value = aitronos::DEFAULT_ORGANIZATION_ID)]
-    pub aitronos_organization_id: String,
-    /// Clamp `limit > 100` to 100 instead of answering 422.
-    #[arg(long)]
-    pub clamp_limit: bool,
     /// Delay of every answer, e.g. `250ms`.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub page_latency: Duration,
-    /// Fixed-window limit `REQUESTS/PERIOD` (e.g. `100/1m`), or `off`.
-    #[arg(long, default_value = "100/1m", value_parser = parse_rate_limit)]
-    pub rate_limit: RateLimitArg,
+    /// Fixed-window limit of every vendor, per organization: `vendor` (each vendor's own: Aitronos
+    /// 100/1m, Astronomer 2/1m, ConfigCat and Datafold 60/1m), `off`, or `REQUESTS/PERIOD`.
+    #[arg(long, default_value = "vendor", value_parser = parse_rate_limit)]
+    pub rate_limit: RateLimitSetting,
     #[arg(long, value_enum, default_value_t = RetryAfterMode::Seconds)]
     pub retry_after: RetryAfterMode,
     /// Share (0..=1) of requests answered 500/502/503.
@@ -170,33 +409,144 @@ pub struct SimulateArgs {
     /// Share (0..=1) of 200 answers with a malformed body.
     #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
     pub malformed_rate: f64,
-    /// New records added after each page served.
+    /// New records added after each answer served.
     #[arg(long, default_value_t = 0)]
     pub arrivals_per_page: usize,
     /// The N-th request (1-based) is never answered.
     #[arg(long)]
     pub stall_at_request: Option<u64>,
-    /// No `X-RateLimit-*` headers (the budget vanishes unannounced); a 429 then says when to
-    /// return only by `Retry-After`, or by `X-RateLimit-Reset` with `--retry-after omit`.
+    /// No budget headers (the budget vanishes unannounced); a 429 then says when to return only
+    /// by `Retry-After`, or by the reset header with `--retry-after omit`.
     #[arg(long)]
     pub no_limit_headers: bool,
+    #[command(flatten)]
+    pub aitronos: Box<AitronosArgs>,
+    #[command(flatten)]
+    pub astronomer: Box<AstronomerArgs>,
+    #[command(flatten)]
+    pub configcat: Box<ConfigCatArgs>,
+    #[command(flatten)]
+    pub datafold: Box<DatafoldArgs>,
 }
 
-/// `--rate-limit`: `None` for `off`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateLimitArg(pub Option<(u32, Duration)>);
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Aitronos")]
+pub struct AitronosArgs {
+    /// Seeded Aitronos records per organization.
+    #[arg(long, default_value_t = 1000)]
+    pub aitronos_records: usize,
+    /// Aitronos organizations, each with its own key, records and rate-limit window.
+    #[arg(long, default_value_t = 1)]
+    pub aitronos_organizations: usize,
+    /// Key of the first organization (the others count its trailing number up).
+    #[arg(long, default_value = aitronos::DEFAULT_API_KEY)]
+    pub aitronos_api_key: String,
+    #[arg(long, default_value = aitronos::DEFAULT_ORGANIZATION_ID)]
+    pub aitronos_organization_id: String,
+    /// Clamp `limit > 100` to 100 instead of answering 422.
+    #[arg(long)]
+    pub clamp_limit: bool,
+    /// Overrides `--rate-limit` for Aitronos.
+    #[arg(long, value_parser = parse_rate_limit)]
+    pub aitronos_rate_limit: Option<RateLimitSetting>,
+}
 
-fn parse_rate_limit(s: &str) -> Result<RateLimitArg, String> {
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Astronomer")]
+pub struct AstronomerArgs {
+    /// Seeded Astronomer records per organization.
+    #[arg(long, default_value_t = 1000)]
+    pub astronomer_records: usize,
+    #[arg(long, default_value_t = 1)]
+    pub astronomer_organizations: usize,
+    #[arg(long, default_value = astronomer::DEFAULT_ORGANIZATION_ID)]
+    pub astronomer_organization_id: String,
+    #[arg(long, default_value = astronomer::DEFAULT_TOKEN)]
+    pub astronomer_token: String,
+    /// How the gzipped NDJSON is sent.
+    #[arg(long, value_enum, default_value_t = AstronomerEncoding::ContentEncoding)]
+    pub astronomer_encoding: AstronomerEncoding,
+    /// Share (0..=1) of 200 answers whose gzip stream is cut off.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub astronomer_truncated_rate: f64,
+    /// Share (0..=1) of lines replaced by a line that is not JSON.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub astronomer_malformed_lines_rate: f64,
+    /// Share (0..=1) of lines preceded by a blank line.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub astronomer_blank_lines_rate: f64,
+    /// Tokens lack the Organization Owner role: every request is answered 403.
+    #[arg(long)]
+    pub astronomer_tokens_lack_owner_role: bool,
+    /// Overrides `--rate-limit` for Astronomer.
+    #[arg(long, value_parser = parse_rate_limit)]
+    pub astronomer_rate_limit: Option<RateLimitSetting>,
+}
+
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "ConfigCat")]
+pub struct ConfigCatArgs {
+    /// Seeded ConfigCat records per organization.
+    #[arg(long, default_value_t = 1000)]
+    pub configcat_records: usize,
+    #[arg(long, default_value_t = 1)]
+    pub configcat_organizations: usize,
+    #[arg(long, default_value = configcat::DEFAULT_ORGANIZATION_ID)]
+    pub configcat_organization_id: String,
+    #[arg(long, default_value = configcat::DEFAULT_USERNAME)]
+    pub configcat_username: String,
+    #[arg(long, default_value = configcat::DEFAULT_PASSWORD)]
+    pub configcat_password: String,
+    /// The legacy v1 path answers 302 to v2 (post-2026-06-01 behaviour) instead of a bare array.
+    #[arg(long)]
+    pub configcat_v1_redirects: bool,
+    /// Emit the ≤ mid-2025 record schema (`changeSetId`, no `modelVersion`).
+    #[arg(long)]
+    pub configcat_legacy_schema: bool,
+    /// Overrides `--rate-limit` for ConfigCat.
+    #[arg(long, value_parser = parse_rate_limit)]
+    pub configcat_rate_limit: Option<RateLimitSetting>,
+}
+
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Datafold")]
+pub struct DatafoldArgs {
+    /// Seeded Datafold records per organization (API key).
+    #[arg(long, default_value_t = 1000)]
+    pub datafold_records: usize,
+    #[arg(long, default_value_t = 1)]
+    pub datafold_organizations: usize,
+    #[arg(long, default_value = datafold::DEFAULT_API_KEY)]
+    pub datafold_api_key: String,
+    /// Share (0..=1) of timestamps without a UTC offset.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub datafold_naive_times: f64,
+    /// A missing `start_date` means all history instead of the last 24 h.
+    #[arg(long)]
+    pub datafold_default_all_history: bool,
+    /// Keys are not an admin's: every request is answered 403.
+    #[arg(long)]
+    pub datafold_non_admin_keys: bool,
+    /// Overrides `--rate-limit` for Datafold.
+    #[arg(long, value_parser = parse_rate_limit)]
+    pub datafold_rate_limit: Option<RateLimitSetting>,
+}
+
+/// `--rate-limit`: `vendor`, `off` or `REQUESTS/PERIOD`.
+fn parse_rate_limit(s: &str) -> Result<RateLimitSetting, String> {
     if s.eq_ignore_ascii_case("off") {
-        return Ok(RateLimitArg(None));
+        return Ok(RateLimitSetting::Off);
     }
-    let (n, per) = s.split_once('/').ok_or("expected REQUESTS/PERIOD (e.g. 100/1m) or off")?;
+    if s.eq_ignore_ascii_case("vendor") {
+        return Ok(RateLimitSetting::VendorDefault);
+    }
+    let (n, per) = s.split_once('/').ok_or("expected REQUESTS/PERIOD (e.g. 100/1m), vendor or off")?;
     let n: u32 = n.trim().parse().map_err(|e| format!("bad request count {n:?}: {e}"))?;
     let per = humantime::parse_duration(per.trim()).map_err(|e| format!("bad period {per:?}: {e}"))?;
     if n == 0 || per.is_zero() {
         return Err("requests and period must be positive".into());
     }
-    Ok(RateLimitArg(Some((n, per))))
+    Ok(RateLimitSetting::Fixed { requests: n, per })
 }
 
 fn parse_share(s: &str) -> Result<f64, String> {
@@ -209,20 +559,66 @@ fn parse_share(s: &str) -> Result<f64, String> {
 impl SimulateArgs {
     /// The options these flags describe.
     pub fn options(&self) -> SimOptions {
+        let (a, s, c, d) = (&self.aitronos, &self.astronomer, &self.configcat, &self.datafold);
+        let vendor_rate_limits = [
+            (SimVendor::Aitronos, a.aitronos_rate_limit),
+            (SimVendor::Astronomer, s.astronomer_rate_limit),
+            (SimVendor::ConfigCat, c.configcat_rate_limit),
+            (SimVendor::Datafold, d.datafold_rate_limit),
+        ]
+        .into_iter()
+        .filter_map(|(v, setting)| Some((v, setting?)))
+        .collect();
         SimOptions {
             seed: self.seed,
             aitronos: AitronosSimOptions {
-                records: self.aitronos_records,
-                api_key: self.aitronos_api_key.clone(),
-                organization_id: self.aitronos_organization_id.clone(),
+                organizations: a.aitronos_organizations,
+                records: a.aitronos_records,
+                api_key: a.aitronos_api_key.clone(),
+                organization_id: a.aitronos_organization_id.clone(),
                 records_span: self.records_span,
                 records_min_age: self.records_min_age,
-                clamp_limit: self.clamp_limit,
+                clamp_limit: a.clamp_limit,
                 ..AitronosSimOptions::default()
+            },
+            astronomer: AstronomerSimOptions {
+                organizations: s.astronomer_organizations,
+                records: s.astronomer_records,
+                organization_id: s.astronomer_organization_id.clone(),
+                token: s.astronomer_token.clone(),
+                records_span: self.records_span,
+                records_min_age: self.records_min_age,
+                encoding: s.astronomer_encoding,
+                truncated_rate: s.astronomer_truncated_rate,
+                malformed_lines_rate: s.astronomer_malformed_lines_rate,
+                blank_lines_rate: s.astronomer_blank_lines_rate,
+                tokens_lack_owner_role: s.astronomer_tokens_lack_owner_role,
+            },
+            configcat: ConfigCatSimOptions {
+                organizations: c.configcat_organizations,
+                records: c.configcat_records,
+                organization_id: c.configcat_organization_id.clone(),
+                username: c.configcat_username.clone(),
+                password: c.configcat_password.clone(),
+                records_span: self.records_span,
+                records_min_age: self.records_min_age,
+                v1_redirects: c.configcat_v1_redirects,
+                legacy_schema: c.configcat_legacy_schema,
+            },
+            datafold: DatafoldSimOptions {
+                organizations: d.datafold_organizations,
+                records: d.datafold_records,
+                api_key: d.datafold_api_key.clone(),
+                records_span: self.records_span,
+                records_min_age: self.records_min_age,
+                naive_times: d.datafold_naive_times,
+                default_all_history: d.datafold_default_all_history,
+                non_admin_keys: d.datafold_non_admin_keys,
             },
             faults: Faults {
                 page_latency: self.page_latency,
-                rate_limit: self.rate_limit.0,
+                rate_limit: self.rate_limit,
+                vendor_rate_limits,
                 retry_after: self.retry_after,
                 error_rate: self.error_rate,
                 malformed_rate: self.malformed_rate,
@@ -242,9 +638,7 @@ pub async fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let sim = Sim::start(args.listen, args.options(), Clock::system())
         .await
         .map_err(|e| anyhow::anyhow!("simulator: cannot listen on {}: {e}", args.listen))?;
-    println!("base_url={}", sim.base_url());
-    println!("aitronos_api_key={}", sim.aitronos_api_key());
-    println!("aitronos_organization_id={}", sim.aitronos_organization_id());
+    print!("{}", sim.describe());
     let stopped = shutdown_signal().await;
     sim.shutdown().await;
     stopped.map_err(|e| anyhow::anyhow!("simulator: waiting for a signal: {e}"))
@@ -279,34 +673,62 @@ impl Sim {
         let addr = listener.local_addr()?;
         let base_url = url::Url::parse(&format!("http://{addr}/")).map_err(std::io::Error::other)?;
         let now = clock.now_utc();
+        let tenants = Tenants {
+            aitronos: aitronos::tenants(&opts.aitronos),
+            astronomer: astronomer::tenants(&opts.astronomer),
+            configcat: configcat::tenants(&opts.configcat),
+            datafold: datafold::tenants(&opts.datafold),
+        };
+        let seed = |v: SimVendor, i: usize| org_seed(opts.seed, v, i);
+        let state = Mutable {
+            stats: SimStats::default(),
+            vendor_stats: HashMap::new(),
+            log: Vec::new(),
+            gates: HashMap::new(),
+            malformed_turn: 0,
+            aitronos: (tenants.aitronos.iter().enumerate())
+                .map(|(i, t)| aitronos::Store::generate(seed(SimVendor::Aitronos, i), &opts.aitronos, &t.id, now))
+                .collect(),
+            astronomer: (tenants.astronomer.iter().enumerate())
+                .map(|(i, t)| {
+                    astronomer::Store::generate(seed(SimVendor::Astronomer, i), &opts.astronomer, i, &t.id, now)
+                })
+                .collect(),
+            configcat: (0..tenants.configcat.len())
+                .map(|i| configcat::Store::generate(seed(SimVendor::ConfigCat, i), &opts.configcat, i, now))
+                .collect(),
+            datafold: (0..tenants.datafold.len())
+                .map(|i| datafold::Store::generate(seed(SimVendor::Datafold, i), &opts.datafold, now))
+                .collect(),
+        };
         let shared = Arc::new(Shared {
-            state: Mutex::new(Mutable {
-                stats: SimStats::default(),
-                log: Vec::new(),
-                gates: HashMap::new(),
-                malformed_turn: 0,
-                aitronos: aitronos::Store::generate(opts.seed, &opts.aitronos, now),
-            }),
+            state: Mutex::new(state),
             clock,
             seed: opts.seed,
             aitronos: opts.aitronos,
+            astronomer: opts.astronomer,
+            configcat: opts.configcat,
+            datafold: opts.datafold,
+            tenants,
             faults: opts.faults,
             shutdown: CancellationToken::new(),
             arrived: watch::Sender::new(0),
         });
-        let vendor = |v: Vendor, routes: Router<Arc<Shared>>| {
+        let vendor = |v: SimVendor, routes: Router<Arc<Shared>>| {
             routes.route_layer(middleware::from_fn_with_state((shared.clone(), v), gate))
         };
         let app = Router::new()
-            .merge(vendor(Vendor::Aitronos, aitronos::routes()))
+            .merge(vendor(SimVendor::Aitronos, aitronos::routes()))
+            .merge(vendor(SimVendor::Astronomer, astronomer::routes()))
+            .merge(vendor(SimVendor::ConfigCat, configcat::routes()))
+            .merge(vendor(SimVendor::Datafold, datafold::routes()))
             .route(
                 "/_sim/stats",
                 get(|State(s): State<Arc<Shared>>| async move { axum::Json(s.state().stats.clone()) }),
             )
-            .route(
-                "/_sim/records/aitronos",
-                get(|State(s): State<Arc<Shared>>| async move { axum::Json(s.state().aitronos.ids()) }),
-            )
+            .route("/_sim/stats/{vendor}", get(vendor_stats))
+            .route("/_sim/records/{vendor}", get(first_org_keys))
+            .route("/_sim/records/{vendor}/{organization}", get(org_keys))
             .with_state(shared.clone());
         let stop = shared.shutdown.clone();
         let server =
@@ -321,33 +743,75 @@ impl Sim {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT/`
+    /// `http://127.0.0.1:PORT/`, the base of every vendor's API.
     pub fn base_url(&self) -> url::Url {
         self.base_url.clone()
     }
 
+    /// `base_url` joined with [`SimVendor::audit_log_path`].
+    pub fn audit_log_url(&self, v: SimVendor, organization: &str) -> url::Url {
+        let mut url = self.base_url.clone();
+        url.set_path(&v.audit_log_path(organization));
+        url
+    }
+
+    /// Counters over every vendor.
     pub fn stats(&self) -> SimStats {
         self.shared.state().stats.clone()
+    }
+
+    /// Counters of one vendor's requests.
+    pub fn vendor_stats(&self, v: SimVendor) -> SimStats {
+        self.shared.state().vendor_stats.get(&v).cloned().unwrap_or_default()
     }
 
     pub fn request_log(&self) -> Vec<RequestRecord> {
         self.shared.state().log.clone()
     }
 
-    /// Records currently in the Aitronos store, arrivals included.
+    /// The vendor's organization ids, first one first (Datafold: labels, one per API key).
+    pub fn organizations(&self, v: SimVendor) -> Vec<String> {
+        self.shared.tenants.of(v).iter().map(|t| t.id.clone()).collect()
+    }
+
+    /// How to authenticate to `organization`; for an unknown one a credential of the right kind
+    /// that every request fails with.
+    pub fn credential(&self, v: SimVendor, organization: &str) -> SimCredential {
+        let tenant = self.shared.tenants.of(v).iter().find(|t| t.id == organization);
+        tenant.map_or_else(|| SimCredential::none_for(v), |t| t.credential.clone())
+    }
+
+    /// The dedupe key of every record in the organization's store, arrivals included, in the
+    /// order the vendor serves them: Aitronos `id`, ConfigCat `auditLogId` (decimal), Datafold
+    /// `event_uuid`; Astronomer has no id, so its raw NDJSON lines ([`Sim::astronomer_lines`]).
+    /// Empty for an unknown organization.
+    pub fn record_keys(&self, v: SimVendor, organization: &str) -> Vec<String> {
+        let Some(i) = self.shared.tenant_index(v, organization) else { return Vec::new() };
+        self.shared.state().keys(v, i)
+    }
+
+    /// Every record of an Astronomer organization as its NDJSON line (without the `\n`), oldest
+    /// first, exactly as an intact answer carries it.
+    pub fn astronomer_lines(&self, organization: &str) -> Vec<String> {
+        self.record_keys(SimVendor::Astronomer, organization)
+    }
+
+    /// Records currently in the first Aitronos organization's store, arrivals included.
     pub fn aitronos_seeded(&self) -> usize {
-        self.shared.state().aitronos.len()
+        self.shared.state().aitronos.first().map_or(0, aitronos::Store::len)
     }
 
-    /// Every record id in the Aitronos store, newest first.
+    /// Every record id in the first Aitronos organization's store, newest first.
     pub fn aitronos_ids(&self) -> Vec<String> {
-        self.shared.state().aitronos.ids()
+        self.shared.state().aitronos.first().map(aitronos::Store::ids).unwrap_or_default()
     }
 
+    /// The first Aitronos organization's key.
     pub fn aitronos_api_key(&self) -> &str {
         &self.shared.aitronos.api_key
     }
 
+    /// The first Aitronos organization's id.
     pub fn aitronos_organization_id(&self) -> &str {
         &self.shared.aitronos.organization_id
     }
@@ -368,30 +832,86 @@ impl Sim {
             Err(e) => tracing::warn!(error = %e, "simulator server task failed"),
         }
     }
+
+    /// What `auditrelay simulate` prints: the base URL, then per vendor and organization the
+    /// endpoint and the credential, one `key=value` line each.
+    fn describe(&self) -> String {
+        let mut out = format!("base_url={}\n", self.base_url);
+        out += &format!(
+            "aitronos_api_key={}\naitronos_organization_id={}\n",
+            self.aitronos_api_key(),
+            self.aitronos_organization_id()
+        );
+        for v in SimVendor::ALL {
+            for org in self.organizations(v) {
+                let auth = match self.credential(v, &org) {
+                    SimCredential::ApiKey(k) if v == SimVendor::Datafold => format!("Authorization: Key {k}"),
+                    SimCredential::ApiKey(k) => format!("X-API-Key: {k}"),
+                    SimCredential::Bearer(t) => format!("Authorization: Bearer {t}"),
+                    SimCredential::Basic { username, password } => format!("Basic {username}:{password}"),
+                };
+                out += &format!(
+                    "vendor={} organization={org} url={} auth={auth:?}\n",
+                    v.name(),
+                    self.audit_log_url(v, &org)
+                );
+            }
+        }
+        out
+    }
 }
 
-/// The vendors the simulator serves; each has its own rate-limit window and error envelope.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Vendor {
-    Aitronos,
+async fn vendor_stats(State(s): State<Arc<Shared>>, Path(vendor): Path<String>) -> Response {
+    match SimVendor::from_name(&vendor) {
+        Some(v) => axum::Json(s.state().vendor_stats.get(&v).cloned().unwrap_or_default()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
-impl Vendor {
-    /// The vendor's error answer for `status` with its machine `code`.
-    fn error(self, status: StatusCode, code: &str, ctx: &RequestCtx) -> Response {
-        let message = status.canonical_reason().unwrap_or("Error");
-        match self {
-            Vendor::Aitronos => aitronos::error_response(status, code, message, ctx),
+async fn first_org_keys(State(s): State<Arc<Shared>>, Path(vendor): Path<String>) -> Response {
+    match SimVendor::from_name(&vendor).filter(|v| !s.tenants.of(*v).is_empty()) {
+        Some(v) => axum::Json(s.state().keys(v, 0)).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn org_keys(State(s): State<Arc<Shared>>, Path((vendor, org)): Path<(String, String)>) -> Response {
+    match SimVendor::from_name(&vendor).and_then(|v| Some((v, s.tenant_index(v, &org)?))) {
+        Some((v, i)) => axum::Json(s.state().keys(v, i)).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// Every vendor's organizations, index-aligned with the stores in [`Mutable`].
+struct Tenants {
+    aitronos: Vec<Tenant>,
+    astronomer: Vec<Tenant>,
+    configcat: Vec<Tenant>,
+    datafold: Vec<Tenant>,
+}
+
+impl Tenants {
+    fn of(&self, v: SimVendor) -> &[Tenant] {
+        match v {
+            SimVendor::Aitronos => &self.aitronos,
+            SimVendor::Astronomer => &self.astronomer,
+            SimVendor::ConfigCat => &self.configcat,
+            SimVendor::Datafold => &self.datafold,
         }
     }
 }
 
-/// State shared by all handlers. Knobs are immutable; what changes sits behind a std `Mutex`,
-/// which is never held across an `.await` (every critical section is a few field updates).
+/// State shared by all handlers. Knobs and tenants are immutable; what changes sits behind a std
+/// `Mutex`, which is never held across an `.await` (every critical section is a few field updates
+/// or one store scan).
 struct Shared {
     clock: Clock,
     seed: u64,
     aitronos: AitronosSimOptions,
+    astronomer: AstronomerSimOptions,
+    configcat: ConfigCatSimOptions,
+    datafold: DatafoldSimOptions,
+    tenants: Tenants,
     faults: Faults,
     /// Cancelled by [`Sim::shutdown`]: stops the server and releases a stalled request.
     shutdown: CancellationToken,
@@ -405,19 +925,54 @@ impl Shared {
     fn state(&self) -> MutexGuard<'_, Mutable> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Index of the organization `id` of `v` (and of its store).
+    fn tenant_index(&self, v: SimVendor, id: &str) -> Option<usize> {
+        self.tenants.of(v).iter().position(|t| t.id == id)
+    }
+
+    /// Index of the organization `credential` belongs to.
+    fn tenant_of(&self, v: SimVendor, credential: &SimCredential) -> Option<usize> {
+        self.tenants.of(v).iter().position(|t| &t.credential == credential)
+    }
 }
 
 /// What requests change.
 struct Mutable {
     stats: SimStats,
+    vendor_stats: HashMap<SimVendor, SimStats>,
     log: Vec<RequestRecord>,
-    gates: HashMap<Vendor, Gate>,
+    /// Keyed by vendor and [`SimVendor::client_key`].
+    gates: HashMap<(SimVendor, String), Gate>,
     /// Which kind of malformed body comes next (they alternate).
     malformed_turn: u64,
-    aitronos: aitronos::Store,
+    /// One store per organization, index-aligned with [`Tenants`].
+    aitronos: Vec<aitronos::Store>,
+    astronomer: Vec<astronomer::Store>,
+    configcat: Vec<configcat::Store>,
+    datafold: Vec<datafold::Store>,
 }
 
-/// Per-vendor rate-limit window and the back-off the last 429 announced.
+impl Mutable {
+    /// Record keys of store `i` of `v` (see [`Sim::record_keys`]).
+    fn keys(&self, v: SimVendor, i: usize) -> Vec<String> {
+        let keys = match v {
+            SimVendor::Aitronos => self.aitronos.get(i).map(aitronos::Store::ids),
+            SimVendor::Astronomer => self.astronomer.get(i).map(astronomer::Store::lines),
+            SimVendor::ConfigCat => self.configcat.get(i).map(configcat::Store::ids),
+            SimVendor::Datafold => self.datafold.get(i).map(datafold::Store::ids),
+        };
+        keys.unwrap_or_default()
+    }
+
+    /// Applies `f` to the global counters and to `v`'s.
+    fn count(&mut self, v: SimVendor, f: impl Fn(&mut SimStats)) {
+        f(&mut self.stats);
+        f(self.vendor_stats.entry(v).or_default());
+    }
+}
+
+/// Rate-limit window of one vendor and organization, and the back-off the last 429 announced.
 #[derive(Default)]
 struct Gate {
     window: Option<Window>,
@@ -432,14 +987,21 @@ struct Window {
 /// What the handler of one request knows about it.
 #[derive(Clone, Debug)]
 struct RequestCtx {
+    /// 1-based over all vendor requests; seeds a handler's own fault decisions.
+    number: u64,
     request_id: String,
-    /// Arrival time, for the error envelopes' `timestamp`.
+    /// Arrival time: the vendors' "now" and the error envelopes' `timestamp`.
     now: DateTime<Utc>,
 }
 
-/// Set by a vendor handler on a page answer: how many records it carries.
+/// Set by a vendor handler on an answer: how many records it carries.
 #[derive(Clone, Copy, Debug)]
 struct ServedRecords(usize);
+
+/// Set by a vendor handler on a 200 answer it corrupted itself (a cut gzip stream): counted as
+/// malformed, not ok.
+#[derive(Clone, Copy, Debug)]
+struct CorruptBody;
 
 fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
@@ -455,22 +1017,38 @@ fn roll(seed: u64, n: u64, salt: u64) -> f64 {
     fastrand::Rng::with_seed(seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt).f64()
 }
 
+/// A request body larger than this is read as empty (no vendor request carries more than a few
+/// hundred bytes).
+const MAX_REQUEST_BODY: usize = 1 << 20;
+
 /// Middleware in front of every vendor route: counts and logs the request, then applies the rate
 /// limit and the fault knobs, and lets the vendor handler answer only what is left.
-async fn gate(State((shared, vendor)): State<(Arc<Shared>, Vendor)>, mut req: Request, next: Next) -> Response {
+async fn gate(State((shared, vendor)): State<(Arc<Shared>, SimVendor)>, req: Request, next: Next) -> Response {
     let faults = &shared.faults;
     let now = shared.clock.now_utc();
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().unwrap_or_default().to_owned();
+    // Datafold's GET carries its window as a JSON body (§3.3): read it here for the request log,
+    // then hand the same bytes on to the handler.
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, MAX_REQUEST_BODY).await.unwrap_or_default();
+    let mut req = Request::from_parts(parts, Body::from(body.clone()));
+    let client = vendor.client_key(&req);
+    let record = RequestRecord {
+        vendor,
+        at: now,
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().unwrap_or_default().to_owned(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+        status: 0,
+    };
     let (number, log_index, limit) = {
         let mut st = shared.state();
-        st.stats.requests += 1;
+        st.count(vendor, |s| s.requests += 1);
         let number = st.stats.requests;
-        st.log.push(RequestRecord { at: now, path, query, status: 0 });
+        st.log.push(record);
         let log_index = st.log.len() - 1;
-        let g = st.gates.entry(vendor).or_default();
+        let g = st.gates.entry((vendor, client.clone())).or_default();
         let early = g.not_before.is_some_and(|nb| now < nb);
-        let limit = faults.rate_limit.map(|(max, period)| {
+        let limit = faults.rate_limit_for(vendor).map(|(max, period)| {
             let w = match &mut g.window {
                 Some(w) if now < w.end => w,
                 // The first request after a window ended opens the next one.
@@ -481,13 +1059,13 @@ async fn gate(State((shared, vendor)): State<(Arc<Shared>, Vendor)>, mut req: Re
             (max, max - w.used, w.end, admitted)
         });
         if early {
-            st.stats.retry_after_violations += 1;
+            st.count(vendor, |s| s.retry_after_violations += 1);
         }
         // Sent under the lock, so the count seen by `wait_for_requests` never goes backwards.
         shared.arrived.send_replace(number);
         (number, log_index, limit)
     };
-    let ctx = RequestCtx { request_id: request_id(shared.seed, number), now };
+    let ctx = RequestCtx { number, request_id: request_id(shared.seed, number), now };
 
     if faults.stall_at_request == Some(number) {
         tracing::debug!(number, "simulator stalls this request until shutdown");
@@ -512,6 +1090,8 @@ async fn gate(State((shared, vendor)): State<(Arc<Shared>, Vendor)>, mut req: Re
                 put(resp.headers_mut(), "retry-after", &httpdate::fmt_http_date(at.into()));
                 at
             }
+            // The reset header says when (for the vendors that have one); the others leave the
+            // client to its own fallback, which is early only if it returns inside the window.
             RetryAfterMode::Omit => DateTime::from_timestamp(ceil_secs(end), 0).unwrap_or(end),
         };
         retry_at = Some(announced);
@@ -536,24 +1116,23 @@ async fn gate(State((shared, vendor)): State<(Arc<Shared>, Vendor)>, mut req: Re
     };
 
     let served = resp.extensions().get::<ServedRecords>().map_or(0, |s| s.0);
-    let malformed = resp.status() == StatusCode::OK && roll(shared.seed, number, 0xBAD) < faults.malformed_rate;
-    if malformed {
+    let corrupt = resp.extensions().get::<CorruptBody>().is_some();
+    let inject =
+        resp.status() == StatusCode::OK && !corrupt && roll(shared.seed, number, 0xBAD) < faults.malformed_rate;
+    if inject {
         let turn = {
             let mut st = shared.state();
             st.malformed_turn += 1;
             st.malformed_turn
         };
-        resp = malform(resp, turn).await;
+        resp = malform(resp, vendor, turn).await;
     }
+    let malformed = resp.status() == StatusCode::OK && (corrupt || inject);
     // Without `limit_headers`, only a 429 whose Retry-After is omitted says when to return, so
     // each Retry-After form is the sole signal a client can honour.
     let announce = |admitted: bool| faults.limit_headers || (!admitted && faults.retry_after == RetryAfterMode::Omit);
     if let Some((max, remaining, end, _)) = limit.filter(|(.., admitted)| announce(*admitted)) {
-        for (name, value) in
-            [("limit", max.to_string()), ("remaining", remaining.to_string()), ("reset", ceil_secs(end).to_string())]
-        {
-            put(resp.headers_mut(), &format!("x-ratelimit-{name}"), &value);
-        }
+        vendor.announce_limit(resp.headers_mut(), max, remaining, end);
     }
     put(resp.headers_mut(), "x-request-id", &ctx.request_id);
 
@@ -562,20 +1141,19 @@ async fn gate(State((shared, vendor)): State<(Arc<Shared>, Vendor)>, mut req: Re
     if let Some(rec) = st.log.get_mut(log_index) {
         rec.status = status.as_u16();
     }
-    let s = &mut st.stats;
     match status.as_u16() {
-        200 if malformed => s.malformed += 1,
-        200 => {
+        200 if malformed => st.count(vendor, |s| s.malformed += 1),
+        200 => st.count(vendor, |s| {
             s.ok += 1;
             s.served_records += served as u64;
-        }
-        401 | 403 => s.unauthorized += 1,
-        429 => s.rate_limited += 1,
-        500..=599 => s.server_errors += 1,
+        }),
+        401 | 403 => st.count(vendor, |s| s.unauthorized += 1),
+        429 => st.count(vendor, |s| s.rate_limited += 1),
+        500..=599 => st.count(vendor, |s| s.server_errors += 1),
         _ => {}
     }
     if let Some(at) = retry_at {
-        st.gates.entry(vendor).or_default().not_before = Some(at);
+        st.gates.entry((vendor, client)).or_default().not_before = Some(at);
     }
     resp
 }
@@ -586,18 +1164,29 @@ fn put(h: &mut HeaderMap, name: &str, value: &str) {
     }
 }
 
-/// Deterministic `x-request-id` (also the error envelopes' `trace_id`).
+/// Deterministic `x-request-id` (also the error envelopes' `trace_id` / `requestId`).
 fn request_id(seed: u64, number: u64) -> String {
     let name = format!("auditrelay-sim/{seed}/{number}");
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).to_string()
 }
 
-/// Replaces a 200 body by one of three malformations, in turn: not JSON at all, JSON of the wrong
-/// shape, the real body cut in half.
-async fn malform(resp: Response, turn: u64) -> Response {
+/// Replaces a 200 body by one of three malformations, in turn: an HTML page, a body of the wrong
+/// kind, the real body cut in half. For JSON vendors the wrong kind is JSON of the wrong shape;
+/// for Astronomer, whose body is gzip, it is a gzip header followed by junk (a JSON line would be
+/// a valid NDJSON record), and the HTML page comes without `Content-Encoding`, as a proxy's would.
+async fn malform(resp: Response, vendor: SimVendor, turn: u64) -> Response {
     let (mut parts, body) = resp.into_parts();
     let body: Vec<u8> = match turn % 3 {
-        1 => b"<html><body>Service temporarily unavailable</body></html>".to_vec(),
+        1 => {
+            if vendor == SimVendor::Astronomer {
+                parts.headers.remove(header::CONTENT_ENCODING);
+                parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            }
+            b"<html><body>Service temporarily unavailable</body></html>".to_vec()
+        }
+        2 if vendor == SimVendor::Astronomer => {
+            b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xffnot a deflate stream".to_vec()
+        }
         2 => br#"{"data":[{"unexpected":true}],"next":null}"#.to_vec(),
         _ => {
             let full = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
@@ -617,12 +1206,20 @@ pub(crate) mod tests {
         DateTime::from_timestamp(1_773_820_800, 0).unwrap()
     }
 
-    /// Options with `records` records and no rate limit (tests that want one set it).
+    /// Options with `records` records per organization of every vendor and no rate limit (tests
+    /// that want one set it).
     pub(crate) fn opts(records: usize) -> SimOptions {
         let mut o = SimOptions::default();
         o.aitronos.records = records;
-        o.faults.rate_limit = None;
+        o.astronomer.records = records;
+        o.configcat.records = records;
+        o.datafold.records = records;
+        o.faults.rate_limit = RateLimitSetting::Off;
         o
+    }
+
+    pub(crate) fn fixed(requests: u32, secs: u64) -> RateLimitSetting {
+        RateLimitSetting::Fixed { requests, per: Duration::from_secs(secs) }
     }
 
     pub(crate) async fn start(opts: SimOptions, clock: Clock) -> Sim {
@@ -656,17 +1253,50 @@ pub(crate) mod tests {
 
     /// GET `path_and_query` with `X-API-Key: key` (none if `None`).
     pub(crate) async fn get(sim: &Sim, path_and_query: &str, key: Option<&str>) -> Answer {
-        let url = sim.base_url().join(path_and_query).unwrap();
+        call(sim, path_and_query, |req| match key {
+            Some(key) => req.header("x-api-key", key),
+            None => req,
+        })
+        .await
+    }
+
+    /// GET `path_and_query` as `build` shapes the request, following redirects; the body is not
+    /// decompressed (reqwest is built without gzip).
+    pub(crate) async fn call(
+        sim: &Sim,
+        path_and_query: &str,
+        build: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Answer {
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        let mut req = client.get(url);
-        if let Some(key) = key {
-            req = req.header("x-api-key", key);
-        }
+        send(build(client.get(sim.base_url().join(path_and_query).unwrap()))).await
+    }
+
+    pub(crate) async fn send(req: reqwest::RequestBuilder) -> Answer {
         let resp = req.send().await.unwrap();
         let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
         let body = resp.bytes().await.unwrap().to_vec();
         let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
         Answer { status, headers, body, json }
+    }
+
+    /// Adds `credential` the way vendor `v` expects it.
+    pub(crate) fn authed(
+        v: SimVendor,
+        credential: SimCredential,
+        req: reqwest::RequestBuilder,
+    ) -> reqwest::RequestBuilder {
+        match credential {
+            SimCredential::ApiKey(key) if v == SimVendor::Datafold => req.header("authorization", format!("Key {key}")),
+            SimCredential::ApiKey(key) => req.header("x-api-key", key),
+            SimCredential::Bearer(token) => req.bearer_auth(token),
+            SimCredential::Basic { username, password } => req.basic_auth(username, Some(password)),
+        }
+    }
+
+    /// GET the audit log of `org` of `v` with its own credential and `query`.
+    pub(crate) async fn fetch(sim: &Sim, v: SimVendor, org: &str, query: &str) -> Answer {
+        let path = format!("{}?{query}", v.audit_log_path(org));
+        call(sim, &path[1..], |req| authed(v, sim.credential(v, org), req)).await
     }
 
     /// One page of the default organization's audit log.
@@ -675,14 +1305,14 @@ pub(crate) mod tests {
         get(sim, &path, Some(sim.aitronos_api_key())).await
     }
 
-    fn header<'a>(a: &'a Answer, name: &str) -> &'a str {
+    pub(crate) fn header<'a>(a: &'a Answer, name: &str) -> &'a str {
         a.headers.get(name).map_or("", |v| v.to_str().unwrap())
     }
 
     #[tokio::test(start_paused = true)]
     async fn test_rate_limit_429_and_retry_after_violation() {
         let mut o = opts(10);
-        o.faults.rate_limit = Some((2, Duration::from_secs(60)));
+        o.faults.rate_limit = fixed(2, 60);
         let sim = start(o, Clock::starting_at(t0())).await;
         let reset = (t0().timestamp() + 60).to_string();
         for remaining in ["1", "0"] {
@@ -715,7 +1345,7 @@ pub(crate) mod tests {
     #[tokio::test(start_paused = true)]
     async fn test_retry_after_http_date_is_rounded_up() {
         let mut o = opts(10);
-        o.faults.rate_limit = Some((1, Duration::from_secs(60)));
+        o.faults.rate_limit = fixed(1, 60);
         o.faults.retry_after = RetryAfterMode::HttpDate;
         let sim = start(o, Clock::starting_at(t0() + chrono::Duration::milliseconds(250))).await;
         assert_eq!(page(&sim, "").await.status, 200);
@@ -732,7 +1362,7 @@ pub(crate) mod tests {
     #[tokio::test(start_paused = true)]
     async fn test_retry_after_omitted_uses_reset_header() {
         let mut o = opts(10);
-        o.faults.rate_limit = Some((1, Duration::from_secs(10)));
+        o.faults.rate_limit = fixed(1, 10);
         o.faults.retry_after = RetryAfterMode::Omit;
         let sim = start(o, Clock::starting_at(t0())).await;
         page(&sim, "").await;
@@ -834,16 +1464,28 @@ pub(crate) mod tests {
     #[test]
     fn test_simulate_args_parse_every_knob() {
         let flags = "--rate-limit 5/10s --retry-after http-date --error-rate 0.25 \
-            --page-latency 250ms --stall-at-request 3 --clamp-limit";
+            --page-latency 250ms --stall-at-request 3 --clamp-limit --astronomer-rate-limit vendor \
+            --configcat-organizations 3 --configcat-v1-redirects --configcat-legacy-schema \
+            --astronomer-encoding double-compressed --astronomer-truncated-rate 0.5 \
+            --astronomer-malformed-lines-rate 0.1 --datafold-naive-times 0.3 --datafold-records 7 \
+            --datafold-default-all-history --aitronos-organizations 2";
         let o = parse(flags).unwrap().options();
-        assert_eq!(o.faults.rate_limit, Some((5, Duration::from_secs(10))));
+        assert_eq!(o.faults.rate_limit, fixed(5, 10));
+        assert_eq!(o.faults.rate_limit_for(SimVendor::ConfigCat), Some((5, Duration::from_secs(10))));
+        assert_eq!(o.faults.rate_limit_for(SimVendor::Astronomer), Some((2, Duration::from_secs(60))));
+        assert!(o.configcat.v1_redirects && o.configcat.legacy_schema && o.configcat.organizations == 3);
+        assert_eq!(o.astronomer.encoding, AstronomerEncoding::DoubleCompressed);
+        assert_eq!((o.astronomer.truncated_rate, o.astronomer.malformed_lines_rate), (0.5, 0.1));
+        assert_eq!((o.datafold.naive_times, o.datafold.records), (0.3, 7));
+        assert!(o.datafold.default_all_history && o.aitronos.organizations == 2);
         assert_eq!(o.faults.retry_after, RetryAfterMode::HttpDate);
         assert_eq!((o.faults.error_rate, o.faults.stall_at_request), (0.25, Some(3)));
         assert!(o.aitronos.clamp_limit && o.faults.page_latency == Duration::from_millis(250));
         let default = parse("").unwrap();
         assert_eq!(default.listen.to_string(), "127.0.0.1:8089");
         assert_eq!(default.options().faults.rate_limit, Faults::default().rate_limit);
-        assert_eq!(parse("--rate-limit off").unwrap().rate_limit, RateLimitArg(None));
+        assert_eq!(default.options().faults.rate_limit_for(SimVendor::Aitronos), Some((100, Duration::from_secs(60))));
+        assert_eq!(parse("--rate-limit off").unwrap().rate_limit, RateLimitSetting::Off);
         assert!(parse("--error-rate 1.5").is_err());
     }
 
@@ -852,5 +1494,161 @@ pub(crate) mod tests {
         let args = parse("--listen 0.0.0.0:0").unwrap();
         let err = run_simulate(args).await.unwrap_err().to_string();
         assert!(err.contains("loopback"), "{err}");
+    }
+
+    #[test]
+    fn test_nth_id_counts_the_trailing_number_up() {
+        assert_eq!(nth_id("ORG_DEMO000000000001", 0), "ORG_DEMO000000000001");
+        assert_eq!(nth_id("ORG_DEMO000000000001", 1), "ORG_DEMO000000000002");
+        assert_eq!(
+            nth_id("ak_demo000000000000000000000000000000000000", 11),
+            "ak_demo000000000000000000000000000000000011"
+        );
+        assert_eq!(nth_id("examplecorp", 2), "examplecorp-3");
+        assert_eq!(nth_id("key9", 1), "key10");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn test_organizations_and_credentials_of_every_vendor() {
+        let mut o = opts(3);
+        o.aitronos.organizations = 2;
+        o.astronomer.organizations = 2;
+        o.configcat.organizations = 2;
+        o.datafold.organizations = 2;
+        let sim = start(o, Clock::starting_at(t0())).await;
+        assert_eq!(sim.organizations(SimVendor::Aitronos), ["ORG_DEMO000000000001", "ORG_DEMO000000000002"]);
+        assert_eq!(sim.organizations(SimVendor::Aitronos)[0], sim.aitronos_organization_id());
+        assert_eq!(
+            sim.credential(SimVendor::Aitronos, "ORG_DEMO000000000001"),
+            SimCredential::ApiKey(sim.aitronos_api_key().into())
+        );
+        assert_eq!(sim.record_keys(SimVendor::Aitronos, "ORG_DEMO000000000001"), sim.aitronos_ids());
+        let description = sim.describe();
+        for v in SimVendor::ALL {
+            let orgs = sim.organizations(v);
+            assert_eq!(orgs.len(), 2, "{v:?}");
+            assert_ne!(orgs[0], orgs[1]);
+            assert_ne!(sim.credential(v, &orgs[0]), sim.credential(v, &orgs[1]));
+            let (a, b) = (sim.record_keys(v, &orgs[0]), sim.record_keys(v, &orgs[1]));
+            assert_eq!((a.len(), b.len()), (3, 3), "{v:?}");
+            assert!(a.iter().all(|k| !b.contains(k)), "{v:?}: organizations share records");
+            for org in &orgs {
+                assert_eq!(fetch(&sim, v, org, "").await.status, 200, "{v:?} {org}");
+                assert!(description.contains(&format!("vendor={} organization={org} ", v.name())), "{description}");
+            }
+            // Another organization's credential does not reach this one.
+            let other =
+                call(&sim, &v.audit_log_path(&orgs[1])[1..], |r| authed(v, sim.credential(v, &orgs[0]), r)).await;
+            if v != SimVendor::Datafold {
+                assert!([403, 404].contains(&other.status), "{v:?}: {}", other.status);
+            }
+            assert_eq!(sim.vendor_stats(v).ok, if v == SimVendor::Datafold { 3 } else { 2 }, "{v:?}");
+        }
+        assert_eq!(
+            sim.credential(SimVendor::ConfigCat, "nope"),
+            SimCredential::Basic { username: String::new(), password: String::new() }
+        );
+        assert!(sim.record_keys(SimVendor::Datafold, "nope").is_empty());
+        let keys =
+            get(&sim, &format!("_sim/records/configcat/{}", sim.organizations(SimVendor::ConfigCat)[1]), None).await;
+        assert_eq!(keys.json.as_array().map(Vec::len), Some(3));
+        let stats = get(&sim, "_sim/stats/astronomer", None).await.json;
+        assert_eq!(stats["ok"], 2);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn test_each_vendor_and_organization_has_its_own_window() {
+        let mut o = opts(3);
+        o.faults.rate_limit = RateLimitSetting::VendorDefault;
+        o.astronomer.organizations = 2;
+        o.configcat.organizations = 2;
+        o.datafold.organizations = 2;
+        o.faults.vendor_rate_limits.insert(SimVendor::ConfigCat, fixed(3, 60));
+        let sim = start(o, Clock::starting_at(t0())).await;
+        // Astronomer's documented 2/min, per organization.
+        let astro = sim.organizations(SimVendor::Astronomer);
+        for org in [&astro[0], &astro[0], &astro[1], &astro[1]] {
+            assert_eq!(fetch(&sim, SimVendor::Astronomer, org, "").await.status, 200);
+        }
+        let limited = fetch(&sim, SimVendor::Astronomer, &astro[0], "").await;
+        assert_eq!((limited.status, header(&limited, "retry-after")), (429, "60"));
+        assert_eq!(limited.json["statusCode"], 429);
+        // ConfigCat's override, per organization; Aitronos and Datafold untouched.
+        let cc = sim.organizations(SimVendor::ConfigCat);
+        for _ in 0..3 {
+            assert_eq!(fetch(&sim, SimVendor::ConfigCat, &cc[0], "").await.status, 200);
+        }
+        assert_eq!(fetch(&sim, SimVendor::ConfigCat, &cc[0], "").await.status, 429);
+        assert_eq!(fetch(&sim, SimVendor::ConfigCat, &cc[1], "").await.status, 200);
+        let page = fetch(&sim, SimVendor::Aitronos, sim.aitronos_organization_id(), "").await;
+        assert_eq!((page.status, header(&page, "x-ratelimit-limit")), (200, "100"));
+        // Datafold: 60/min per key.
+        let df = sim.organizations(SimVendor::Datafold);
+        for _ in 0..60 {
+            assert_eq!(fetch(&sim, SimVendor::Datafold, &df[0], "").await.status, 200);
+        }
+        let limited = fetch(&sim, SimVendor::Datafold, &df[0], "").await;
+        assert_eq!((limited.status, &limited.json), (429, &serde_json::json!({"detail": "Too Many Requests"})));
+        assert!(!header(&limited, "retry-after").is_empty());
+        assert_eq!(fetch(&sim, SimVendor::Datafold, &df[1], "").await.status, 200);
+        // After the window, Astronomer serves again.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(fetch(&sim, SimVendor::Astronomer, &astro[0], "").await.status, 200);
+        let s = sim.vendor_stats(SimVendor::Astronomer);
+        assert_eq!((s.requests, s.ok, s.rate_limited, s.retry_after_violations), (6, 5, 1, 0));
+        assert_eq!(sim.stats().rate_limited, 3);
+        let log = sim.request_log();
+        assert!(log.iter().filter(|r| r.vendor == SimVendor::Datafold).count() == 62);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn test_retry_after_omitted_without_reset_header_counts_the_window() {
+        // Astronomer has no budget headers: with Retry-After omitted, nothing says when; a client
+        // that falls back to 60 s is never early.
+        let mut o = opts(3);
+        o.faults.rate_limit = RateLimitSetting::VendorDefault;
+        o.faults.retry_after = RetryAfterMode::Omit;
+        let sim = start(o, Clock::starting_at(t0())).await;
+        let org = sim.organizations(SimVendor::Astronomer)[0].clone();
+        fetch(&sim, SimVendor::Astronomer, &org, "").await;
+        fetch(&sim, SimVendor::Astronomer, &org, "").await;
+        let limited = fetch(&sim, SimVendor::Astronomer, &org, "").await;
+        assert_eq!(limited.status, 429);
+        assert!(limited.headers.get("retry-after").is_none() && limited.headers.get("x-ratelimit-reset").is_none());
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(fetch(&sim, SimVendor::Astronomer, &org, "").await.status, 200);
+        assert_eq!(sim.stats().retry_after_violations, 0);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn test_faults_apply_to_every_vendor() {
+        let mut o = opts(5);
+        o.faults.error_rate = 1.0;
+        let sim = start(o, Clock::starting_at(t0())).await;
+        for v in SimVendor::ALL {
+            let org = sim.organizations(v)[0].clone();
+            let a = fetch(&sim, v, &org, "").await;
+            assert!([500, 502, 503].contains(&a.status), "{v:?}: {}", a.status);
+            assert_eq!(sim.vendor_stats(v).server_errors, 1);
+        }
+        sim.shutdown().await;
+
+        let mut o = opts(5);
+        o.faults.malformed_rate = 1.0;
+        let sim = start(o, Clock::starting_at(t0())).await;
+        for v in [SimVendor::ConfigCat, SimVendor::Datafold] {
+            let org = sim.organizations(v)[0].clone();
+            for _ in 0..3 {
+                let a = fetch(&sim, v, &org, "").await;
+                assert_eq!(a.status, 200);
+                let intact = a.json.get("logs").or_else(|| a.json.get("paging")).is_some();
+                assert!(!intact, "{v:?}: {}", String::from_utf8_lossy(&a.body));
+            }
+            assert_eq!(sim.vendor_stats(v).malformed, 3);
+        }
+        sim.shutdown().await;
     }
 }

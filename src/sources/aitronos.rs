@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{BadPage, Page, PageCursor, Record, Rejected, Window, content_key, parse_event_time};
+use super::{BadPage, Page, PageCursor, Window, read_record};
 use crate::config::{AitronosCredential, AitronosSettings};
 
 #[derive(Debug)]
@@ -30,13 +30,6 @@ struct Envelope<'a> {
     #[serde(borrow)]
     items: Vec<&'a RawValue>,
     has_more: bool,
-}
-
-/// The two fields the loop needs from a record; everything else stays in the raw bytes.
-#[derive(Deserialize)]
-struct Head {
-    id: Option<serde_json::Value>,
-    created_at: Option<serde_json::Value>,
 }
 
 impl Aitronos {
@@ -59,7 +52,10 @@ impl Aitronos {
         window: &Window,
         page: &PageCursor,
     ) -> reqwest::RequestBuilder {
-        let PageCursor::Offset { skip } = page;
+        let skip = match page {
+            PageCursor::Offset { skip } => *skip,
+            _ => 0,
+        };
         let mut url = base.clone();
         if let Ok(mut segments) = url.path_segments_mut() {
             segments.pop_if_empty().extend(["v1", "organizations", &self.organization_id, "audit-log"]);
@@ -78,13 +74,16 @@ impl Aitronos {
     }
 
     pub fn read_page(&self, body: &[u8], page: &PageCursor) -> Result<Page, BadPage> {
-        let PageCursor::Offset { skip } = page;
+        let skip = match page {
+            PageCursor::Offset { skip } => *skip,
+            _ => 0,
+        };
         let envelope: Envelope<'_> =
             serde_json::from_slice(body).map_err(|e| BadPage(format!("not an Aitronos audit-log page ({e})")))?;
         let mut out = Page::default();
         let count = envelope.items.len() as u64;
         for raw in envelope.items {
-            match read_record(raw) {
+            match read_record(raw, "id", "created_at") {
                 Ok(record) => out.records.push(record),
                 Err(rejected) => out.rejected.push(rejected),
             }
@@ -97,27 +96,6 @@ impl Aitronos {
         }
         Ok(out)
     }
-}
-
-fn read_record(raw: &RawValue) -> Result<Record, Rejected> {
-    let text = raw.get();
-    let reject = |key: String, reason: String| Rejected { key, reason, raw: text.as_bytes().to_vec() };
-    let head: Head = serde_json::from_str(text)
-        .map_err(|e| reject(content_key(text.as_bytes()), format!("record is not a JSON object ({e})")))?;
-    let key = match head.id {
-        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s,
-        Some(serde_json::Value::Number(n)) => n.to_string(),
-        _ => return Err(reject(content_key(text.as_bytes()), "record has no usable `id`".into())),
-    };
-    let time = match &head.created_at {
-        Some(serde_json::Value::String(s)) => parse_event_time(s),
-        _ => None,
-    };
-    let Some(time) = time else {
-        let shown = head.created_at.map(|v| v.to_string()).unwrap_or_else(|| "missing".into());
-        return Err(reject(key, format!("`created_at` is not a date-time: {shown}")));
-    };
-    Ok(Record { key, time, raw: raw.to_owned() })
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@
 //! with back-off, and never moves the checkpoint (6).
 
 pub mod aitronos;
+pub mod astronomer;
+pub mod configcat;
+pub mod datafold;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -54,7 +57,22 @@ pub struct Window {
 pub enum PageCursor {
     /// `skip`/`limit` paging (Aitronos).
     Offset { skip: u64 },
+    /// 1-based page numbers (ConfigCat v2).
+    Number { page: u32 },
+    /// One answer holds the whole window (Datafold, ConfigCat v1): no paging. Such a window is
+    /// split in two when its answer exceeds the vendor's [`AnswerLimits`].
+    Whole,
 }
+
+/// When an unpaged answer is too big to take at once (the window is halved and asked again).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AnswerLimits {
+    pub max_records: Option<usize>,
+    pub max_bytes: Option<usize>,
+}
+
+/// A window is never split below this.
+const MIN_SPLIT_SPAN: chrono::Duration = chrono::Duration::seconds(1);
 
 /// What a source has durably done, stored with the events it covers (one JSON string).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +95,8 @@ pub struct Record {
     pub key: String,
     pub time: DateTime<Utc>,
     pub raw: Box<RawValue>,
+    /// The vendor cut the record for size (ConfigCat's `truncated`); passed through, flagged.
+    pub truncated: bool,
 }
 
 /// A record the vendor sent that cannot become an event; it goes to the dead-letter table.
@@ -94,6 +114,9 @@ pub struct Page {
     pub rejected: Vec<Rejected>,
     /// The next page of the same sweep, or `None` when the sweep is complete.
     pub next: Option<PageCursor>,
+    /// A streamed answer: its records already sit in the queue's staging area (counted here)
+    /// and enter the queue with the checkpoint.
+    pub staged: Option<astronomer::Decoded>,
 }
 
 /// A page that cannot be read at all; the whole answer is retried.
@@ -105,18 +128,49 @@ pub struct BadPage(pub String);
 #[derive(Debug)]
 pub enum Vendor {
     Aitronos(aitronos::Aitronos),
+    Astronomer(astronomer::Astronomer),
+    ConfigCat(configcat::ConfigCat),
+    Datafold(datafold::Datafold),
 }
 
 impl Vendor {
     pub fn from_settings(settings: &VendorSettings) -> Vendor {
         match settings {
             VendorSettings::Aitronos(s) => Vendor::Aitronos(aitronos::Aitronos::new(s)),
+            VendorSettings::Astronomer(s) => Vendor::Astronomer(astronomer::Astronomer::new(s)),
+            VendorSettings::ConfigCat(s) => Vendor::ConfigCat(configcat::ConfigCat::new(s)),
+            VendorSettings::Datafold(s) => Vendor::Datafold(datafold::Datafold::new(s)),
         }
     }
 
     fn first_page(&self) -> PageCursor {
         match self {
             Vendor::Aitronos(_) => aitronos::Aitronos::first_page(),
+            Vendor::ConfigCat(v) => v.first_page(),
+            Vendor::Astronomer(_) | Vendor::Datafold(_) => PageCursor::Whole,
+        }
+    }
+
+    /// How long a 429 that names no time means, when the vendor documents it (Astronomer: 60 s);
+    /// otherwise the loop backs off exponentially.
+    fn bare_429_wait(&self) -> Option<Duration> {
+        match self {
+            Vendor::Astronomer(_) => Some(astronomer::BARE_429_WAIT),
+            Vendor::Aitronos(_) | Vendor::ConfigCat(_) | Vendor::Datafold(_) => None,
+        }
+    }
+
+    /// Whether answers are decoded as a stream and staged ([`Source::stream`]) rather than
+    /// read whole and parsed by `read_page`.
+    fn streams(&self) -> bool {
+        matches!(self, Vendor::Astronomer(_))
+    }
+
+    fn answer_limits(&self) -> AnswerLimits {
+        match self {
+            Vendor::Aitronos(_) | Vendor::ConfigCat(_) => AnswerLimits::default(),
+            Vendor::Astronomer(_) => astronomer::Astronomer::answer_limits(),
+            Vendor::Datafold(v) => v.answer_limits(),
         }
     }
 
@@ -129,12 +183,19 @@ impl Vendor {
     ) -> reqwest::RequestBuilder {
         match self {
             Vendor::Aitronos(v) => v.request(http, base, window, page),
+            Vendor::ConfigCat(v) => v.request(http, base, window, page),
+            Vendor::Astronomer(v) => v.request(http, base, window),
+            Vendor::Datafold(v) => v.request(http, base, window),
         }
     }
 
     fn read_page(&self, body: &[u8], page: &PageCursor) -> Result<Page, BadPage> {
         match self {
             Vendor::Aitronos(v) => v.read_page(body, page),
+            Vendor::ConfigCat(v) => v.read_page(body, page),
+            Vendor::Datafold(v) => v.read_page(body),
+            // Never called: `streams()` sends these answers through `Source::stream`.
+            Vendor::Astronomer(_) => Err(BadPage("Astronomer answers are decoded as a stream".into())),
         }
     }
 }
@@ -251,6 +312,33 @@ pub fn parse_event_time(text: &str) -> Option<DateTime<Utc>> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc())
 }
 
+/// Reads one record of a page: its dedupe key from the top-level field `id_field` (a non-empty
+/// string or a number), its event time from `time_field` (any form [`parse_event_time`]
+/// knows), and ConfigCat-style `"truncated": true`. A record without a usable id or time is
+/// rejected (dead-lettered) with its raw bytes; the rest of the page goes on.
+pub fn read_record(raw: &RawValue, id_field: &str, time_field: &str) -> Result<Record, Rejected> {
+    let text = raw.get();
+    let reject = |key: String, reason: String| Rejected { key, reason, raw: text.as_bytes().to_vec() };
+    let fields: std::collections::HashMap<String, &RawValue> = serde_json::from_str(text)
+        .map_err(|e| reject(content_key(text.as_bytes()), format!("record is not a JSON object ({e})")))?;
+    let field = |name: &str| fields.get(name).map(|v| serde_json::from_str::<serde_json::Value>(v.get()));
+    let key = match field(id_field) {
+        Some(Ok(serde_json::Value::String(s))) if !s.trim().is_empty() => s,
+        Some(Ok(serde_json::Value::Number(n))) => n.to_string(),
+        _ => return Err(reject(content_key(text.as_bytes()), format!("record has no usable `{id_field}`"))),
+    };
+    let time = match field(time_field) {
+        Some(Ok(serde_json::Value::String(s))) => parse_event_time(&s),
+        _ => None,
+    };
+    let Some(time) = time else {
+        let shown = fields.get(time_field).map_or("missing", |v| v.get());
+        return Err(reject(key, format!("`{time_field}` is not a date-time: {shown}")));
+    };
+    let truncated = fields.get("truncated").is_some_and(|v| v.get() == "true");
+    Ok(Record { key, time, raw: raw.to_owned(), truncated })
+}
+
 /// A stable key for a record that has no usable id: a name-based UUID over its bytes.
 pub fn content_key(raw: &[u8]) -> String {
     let ns = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, b"https://auditrelay.dev/record");
@@ -269,6 +357,9 @@ pub struct SourceStats {
     pub rate_limited: AtomicU64,
     pub retries: AtomicU64,
     pub queue_full_waits: AtomicU64,
+    pub window_splits: AtomicU64,
+    /// Answers that could not be read: malformed pages, broken or oversized bodies, cut streams.
+    pub bad_answers: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -282,6 +373,8 @@ pub struct SourceStatsSnapshot {
     pub rate_limited: u64,
     pub retries: u64,
     pub queue_full_waits: u64,
+    pub window_splits: u64,
+    pub bad_answers: u64,
 }
 
 impl SourceStats {
@@ -297,6 +390,8 @@ impl SourceStats {
             rate_limited: get(&self.rate_limited),
             retries: get(&self.retries),
             queue_full_waits: get(&self.queue_full_waits),
+            window_splits: get(&self.window_splits),
+            bad_answers: get(&self.bad_answers),
         }
     }
 }
@@ -364,12 +459,20 @@ pub struct Source {
     rng: fastrand::Rng,
     stats: Arc<SourceStats>,
     state: tokio::sync::watch::Sender<SourceState>,
+    /// The span new windows get: `max_span`, or less after an unpaged answer was too large
+    /// (doubling back towards `max_span` while answers stay small).
+    span: Duration,
 }
 
-/// How one attempt at a page ended, when it did not give a page.
+/// How one attempt at a page ended.
 enum Attempt {
     Page(Page),
-    Retry { delay: Duration, rate_limited: bool },
+    /// The unpaged answer exceeded the vendor's limits: halve the window and ask again.
+    Split(&'static str),
+    Retry {
+        delay: Duration,
+        rate_limited: bool,
+    },
     Fatal(SourceError),
 }
 
@@ -389,6 +492,7 @@ impl Source {
             rng: fastrand::Rng::new(),
             stats: Arc::default(),
             state: tokio::sync::watch::Sender::new(SourceState::Starting),
+            span: cfg.max_span,
             cfg,
             http,
             queue,
@@ -439,7 +543,7 @@ impl Source {
                     _ = shutdown.cancelled() => return SourceExit::Shutdown,
                 }
             }
-            let sweep = match &checkpoint.sweep {
+            let mut sweep = match &checkpoint.sweep {
                 Some(s) => s.clone(),
                 None => match self.next_window(&checkpoint) {
                     Ok(window) => Sweep { window, page: self.vendor.first_page() },
@@ -455,7 +559,7 @@ impl Source {
                     }
                 },
             };
-            let page = match self.fetch_page(&sweep, mode, &shutdown).await {
+            let page = match self.fetch_page(&mut sweep, mode, &shutdown).await {
                 Some(Ok(page)) => page,
                 Some(Err(e)) => return SourceExit::Failed(e),
                 None => return SourceExit::Shutdown,
@@ -476,6 +580,12 @@ impl Source {
 
     async fn load_checkpoint(&self) -> Result<Checkpoint, SourceError> {
         let name = &self.cfg.name;
+        // Records staged by a stream a crash interrupted never entered the queue: drop them.
+        let dropped =
+            self.queue.discard_staged(name).await.map_err(|err| SourceError::Queue { name: name.clone(), err })?;
+        if dropped > 0 {
+            info!(source = %name, dropped, "discarded records staged by an interrupted answer; the window is asked again");
+        }
         let stored = self.queue.checkpoint(name).await.map_err(|err| SourceError::Queue { name: name.clone(), err })?;
         match stored {
             None => {
@@ -510,7 +620,7 @@ impl Source {
                 from
             }
         };
-        let to = horizon.min(from + chrono_dur(self.cfg.max_span));
+        let to = horizon.min(from + chrono_dur(self.span));
         Ok(Window { from, to })
     }
 
@@ -518,7 +628,7 @@ impl Source {
     /// fatal answer in catch-up mode (the daemon waits the maximum back-off and asks again).
     async fn fetch_page(
         &mut self,
-        sweep: &Sweep,
+        sweep: &mut Sweep,
         mode: RunMode,
         shutdown: &CancellationToken,
     ) -> Option<Result<Page, SourceError>> {
@@ -538,6 +648,15 @@ impl Source {
             };
             let (delay, rate_limited) = match attempt {
                 Attempt::Page(page) => return Some(Ok(page)),
+                Attempt::Split(why) => {
+                    let w = sweep.window;
+                    let half = whole_second(w.from + (w.to - w.from) / 2).max(w.from + MIN_SPLIT_SPAN);
+                    sweep.window.to = half;
+                    self.span = (half - w.from).to_std().unwrap_or(self.span).min(self.cfg.max_span);
+                    bump(&self.stats.window_splits, 1);
+                    info!(source = %self.cfg.name, why, from = %w.from, to = %half, "answer too large: asking half the window");
+                    continue;
+                }
                 Attempt::Fatal(e) if mode == RunMode::CatchUp => return Some(Err(e)),
                 Attempt::Fatal(e) => {
                     error!(error = %e, retry_in = ?self.cfg.backoff.max, "operator action needed; the data waits at the vendor");
@@ -577,28 +696,61 @@ impl Source {
         bump(&self.stats.requests, 1);
         debug!(source = %name, %url, "request");
         let backoff = full_jitter(&self.cfg.backoff, failures, &mut self.rng);
-        let (status, headers, body) = match read_answer(&self.http, request).await {
-            Ok(answer) => answer,
+        let limits = self.vendor.answer_limits();
+        let w = sweep.window;
+        let splittable = sweep.page == PageCursor::Whole && w.to - w.from >= MIN_SPLIT_SPAN * 2;
+        let resp = match self.http.execute(request).await {
+            Ok(resp) => resp,
             Err(e) => {
-                warn!(source = %name, %url, error = %e, retry_in = ?backoff, "request failed; retrying the same page");
+                warn!(source = %name, %url, error = %e.without_url(), retry_in = ?backoff, "request failed; retrying the same page");
                 return Attempt::Retry { delay: backoff, rate_limited: false };
             }
         };
+        let (status, headers) = (resp.status(), resp.headers().clone());
         let now = self.clock.now_utc();
         if let Some(pause) = budget_pause(&headers, now) {
             debug!(source = %name, ?pause, "vendor says the rate budget is spent: pausing before the next request");
             self.pause_for(self.capped(pause));
         }
         match classify(status, &headers, now) {
-            Verdict::Ok => match self.vendor.read_page(&body, &sweep.page) {
-                Ok(page) => Attempt::Page(page),
-                Err(e) => {
-                    warn!(source = %name, %url, error = %e, retry_in = ?backoff, "malformed page; retrying the same page");
-                    Attempt::Retry { delay: backoff, rate_limited: false }
+            Verdict::Ok if self.vendor.streams() => self.stream(resp, &url, splittable, backoff).await,
+            Verdict::Ok => {
+                let cap = limits.max_bytes.filter(|_| splittable).map_or(MAX_BODY_BYTES, |b| b.min(MAX_BODY_BYTES));
+                let body = match read_body(resp, cap).await {
+                    Ok(body) => body,
+                    Err(AnswerError::TooLarge) if splittable => {
+                        return Attempt::Split("more bytes than max_response_bytes");
+                    }
+                    Err(e) => {
+                        bump(&self.stats.bad_answers, 1);
+                        warn!(source = %name, %url, error = %e, retry_in = ?backoff, "answer not read; retrying the same page");
+                        return Attempt::Retry { delay: backoff, rate_limited: false };
+                    }
+                };
+                match self.vendor.read_page(&body, &sweep.page) {
+                    Ok(page)
+                        if splittable
+                            && limits.max_records.is_some_and(|m| page.records.len() + page.rejected.len() > m) =>
+                    {
+                        Attempt::Split("more records than max_records")
+                    }
+                    Ok(page) => {
+                        // Small answers let the span grow back towards max_span.
+                        let n = page.records.len() + page.rejected.len();
+                        if sweep.page == PageCursor::Whole && limits.max_records.is_some_and(|m| n * 4 < m) {
+                            self.span = self.span.saturating_mul(2).min(self.cfg.max_span);
+                        }
+                        Attempt::Page(page)
+                    }
+                    Err(e) => {
+                        bump(&self.stats.bad_answers, 1);
+                        warn!(source = %name, %url, error = %e, retry_in = ?backoff, "malformed page; retrying the same page");
+                        Attempt::Retry { delay: backoff, rate_limited: false }
+                    }
                 }
-            },
+            }
             Verdict::RateLimited(wait) => {
-                let delay = self.capped(wait.unwrap_or(backoff));
+                let delay = self.capped(wait.or(self.vendor.bare_429_wait()).unwrap_or(backoff));
                 info!(source = %name, %url, ?delay, "rate limited (429): pausing, then asking the same page again");
                 Attempt::Retry { delay, rate_limited: true }
             }
@@ -607,13 +759,99 @@ impl Source {
                 warn!(source = %name, %url, status = status.as_u16(), retry_in = ?delay, "vendor error; retrying the same page");
                 Attempt::Retry { delay, rate_limited: false }
             }
-            Verdict::Fatal => Attempt::Fatal(SourceError::Rejected {
-                name,
-                url,
-                status: status.as_u16(),
-                detail: body_excerpt(&body),
-            }),
+            Verdict::Fatal => {
+                let body = read_body(resp, ERROR_BODY_BYTES).await.unwrap_or_default();
+                Attempt::Fatal(SourceError::Rejected {
+                    name,
+                    url,
+                    status: status.as_u16(),
+                    detail: body_excerpt(&body),
+                })
+            }
         }
+    }
+
+    /// Decodes a streamed answer (Astronomer's gzipped NDJSON) on a blocking thread and stages
+    /// its records chunk by chunk. Only a stream read to its clean end counts: anything else
+    /// discards what was staged and asks the window again (a truncated gzip stores nothing).
+    async fn stream(&mut self, resp: reqwest::Response, url: &str, splittable: bool, backoff: Duration) -> Attempt {
+        use futures_util::TryStreamExt as _;
+        let name = self.cfg.name.clone();
+        let retry = Attempt::Retry { delay: backoff, rate_limited: false };
+        if let Err(e) = self.queue.discard_staged(&name).await {
+            error!(source = %name, error = %e, "cannot clear the staging area");
+            return retry;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<Record>, Vec<Rejected>)>(2);
+        let body = tokio_util::io::StreamReader::new(resp.bytes_stream().map_err(std::io::Error::other));
+        let reader = tokio_util::io::SyncIoBridge::new(body);
+        let decoder = tokio::task::spawn_blocking(move || {
+            astronomer::decode(reader, |records, rejected| tx.blocking_send((records, rejected)).is_ok())
+        });
+        let mut staging_failed = None;
+        while let Some((records, rejected)) = rx.recv().await {
+            let (events, dead) = (self.events(&records), self.dead_letters(rejected));
+            if let Err(e) = self.queue.stage(&name, events, dead).await {
+                staging_failed = Some(e);
+                break;
+            }
+        }
+        drop(rx);
+        let decoded = decoder.await;
+        let outcome = match (staging_failed, decoded) {
+            (None, Ok(Ok(seen))) => return Attempt::Page(Page { staged: Some(seen), ..Page::default() }),
+            (Some(e), _) => {
+                error!(source = %name, %url, error = %e, "cannot stage the answer (disk full?); asking the window again");
+                retry
+            }
+            (None, Ok(Err(astronomer::DecodeError::TooLarge))) if splittable => {
+                Attempt::Split("decoded answer too large")
+            }
+            (None, Ok(Err(e))) => {
+                bump(&self.stats.bad_answers, 1);
+                warn!(source = %name, %url, error = %e, retry_in = ?backoff, "broken answer; nothing of it stored, asking the window again");
+                retry
+            }
+            (None, Err(e)) => {
+                error!(source = %name, %url, error = %e, "the answer decoder failed; asking the window again");
+                retry
+            }
+        };
+        if let Err(e) = self.queue.discard_staged(&name).await {
+            error!(source = %name, error = %e, "cannot clear the staging area");
+        }
+        outcome
+    }
+
+    /// The queue's form of a page's records: mapped events keyed for dedupe.
+    fn events(&self, records: &[Record]) -> Vec<NewEvent> {
+        let (name, vendor, org) = (&self.cfg.name, self.cfg.vendor.vendor_name(), self.cfg.vendor.organization_id());
+        records
+            .iter()
+            .map(|r| NewEvent {
+                dedupe_key: r.key.clone(),
+                event_time_ms: r.time.timestamp_millis(),
+                body: ocsf::map_record(&ocsf::RecordRef {
+                    vendor,
+                    organization: org,
+                    source: name,
+                    dedupe_key: &r.key,
+                    time: r.time,
+                    raw: &r.raw,
+                    truncated: r.truncated,
+                }),
+            })
+            .collect()
+    }
+
+    fn dead_letters(&self, rejected: Vec<Rejected>) -> Vec<NewDeadLetter> {
+        rejected
+            .into_iter()
+            .map(|r| {
+                warn!(source = %self.cfg.name, key = %r.key, reason = %r.reason, "record dead-lettered");
+                NewDeadLetter { key: r.key, reason: r.reason, raw: r.raw }
+            })
+            .collect()
     }
 
     /// A vendor's wait, capped by `max_retry_after` (a far-future `Retry-After` is reported).
@@ -639,8 +877,9 @@ impl Source {
         }
     }
 
-    /// Maps the page and commits it with its checkpoint. A failing commit (disk full, I/O
-    /// error) is retried with back-off while the page stays in memory; nothing advances.
+    /// Maps the page and commits it with its checkpoint (a streamed page: commits what was
+    /// staged). A failing commit (disk full, I/O error) is retried with back-off while the page
+    /// stays in memory (or in staging); nothing advances.
     async fn store(
         &mut self,
         page: Page,
@@ -649,34 +888,12 @@ impl Source {
         shutdown: &CancellationToken,
     ) -> Result<(), SourceExit> {
         let name = self.cfg.name.clone();
-        let vendor = self.cfg.vendor.vendor_name();
-        let org = self.cfg.vendor.organization_id().to_owned();
         bump(&self.stats.pages, 1);
-        bump(&self.stats.fetched, (page.records.len() + page.rejected.len()) as u64);
-        let events = page
-            .records
-            .iter()
-            .map(|r| NewEvent {
-                dedupe_key: r.key.clone(),
-                event_time_ms: r.time.timestamp_millis(),
-                body: ocsf::map_record(&ocsf::RecordRef {
-                    vendor,
-                    organization: &org,
-                    source: &name,
-                    dedupe_key: &r.key,
-                    time: r.time,
-                    raw: &r.raw,
-                }),
-            })
-            .collect::<Vec<_>>();
-        let dead_letters = page
-            .rejected
-            .into_iter()
-            .map(|r| {
-                warn!(source = %name, key = %r.key, reason = %r.reason, "record dead-lettered");
-                NewDeadLetter { key: r.key, reason: r.reason, raw: r.raw }
-            })
-            .collect::<Vec<_>>();
+        let fetched = page.staged.map_or(page.records.len() + page.rejected.len(), |s| s.records + s.rejected);
+        bump(&self.stats.fetched, fetched as u64);
+        let staged = page.staged.is_some();
+        let events = self.events(&page.records);
+        let dead_letters = self.dead_letters(page.rejected);
         let prune = next
             .sweep
             .is_none()
@@ -684,14 +901,19 @@ impl Source {
         let state = serde_json::to_string(next).unwrap_or_default();
         let mut failures = 0u32;
         loop {
-            let write = PageWrite {
-                source: name.clone(),
-                events: events.clone(),
-                dead_letters: dead_letters.clone(),
-                checkpoint: Some(state.clone()),
-                prune_dedupe_before_ms: prune,
+            let committed = if staged {
+                self.queue.commit_staged(&name, Some(state.clone()), prune).await
+            } else {
+                let write = PageWrite {
+                    source: name.clone(),
+                    events: events.clone(),
+                    dead_letters: dead_letters.clone(),
+                    checkpoint: Some(state.clone()),
+                    prune_dedupe_before_ms: prune,
+                };
+                self.queue.store_page(write).await
             };
-            match self.queue.store_page(write).await {
+            match committed {
                 Ok(outcome) => {
                     bump(&self.stats.stored, outcome.stored as u64);
                     bump(&self.stats.duplicates, outcome.duplicates as u64);
@@ -715,23 +937,28 @@ impl Source {
     }
 }
 
-/// Sends the request and reads the whole body, refusing bodies over [`MAX_BODY_BYTES`].
-async fn read_answer(
-    http: &reqwest::Client,
-    request: reqwest::Request,
-) -> Result<(StatusCode, HeaderMap, Vec<u8>), String> {
-    let mut resp = http.execute(request).await.map_err(|e| e.without_url().to_string())?;
-    let status = resp.status();
-    let headers = resp.headers().clone();
+#[derive(Debug, thiserror::Error)]
+enum AnswerError {
+    #[error("{0}")]
+    Transport(String),
+    #[error("answer larger than the limit; stopped reading")]
+    TooLarge,
+}
+
+/// Reads a whole answer body, stopping at `cap` bytes.
+async fn read_body(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, AnswerError> {
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| e.without_url().to_string())? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(format!("answer larger than {MAX_BODY_BYTES} bytes"));
+    while let Some(chunk) = resp.chunk().await.map_err(|e| AnswerError::Transport(e.without_url().to_string()))? {
+        if body.len() + chunk.len() > cap {
+            return Err(AnswerError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }
-    Ok((status, headers, body))
+    Ok(body)
 }
+
+/// How much of an error answer is read, for the operator's message.
+const ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// The start of a vendor's error body, printable and short, for an operator's message.
 fn body_excerpt(body: &[u8]) -> String {

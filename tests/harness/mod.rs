@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use auditrelay::clock::Clock;
 use auditrelay::config::Config;
-use auditrelay::sim::{Sim, SimOptions};
+use auditrelay::sim::{Sim, SimCredential, SimOptions, SimVendor};
 use chrono::{DateTime, Utc};
 
 /// The fixed wall time tests start at.
@@ -80,4 +80,56 @@ pub fn assert_exactly_once(sim: &Sim, path: &Path) {
     assert_eq!(keys, ids);
     let dups: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
     assert!(dups.is_empty(), "delivered more than once: {dups:?}");
+}
+
+/// A `[[sources]]` table for organization `org` of vendor `v` on `sim`, with `extra` lines.
+pub fn source_block(sim: &Sim, v: SimVendor, org: &str, name: &str, extra: &str) -> String {
+    let credential = match sim.credential(v, org) {
+        SimCredential::ApiKey(key) => format!("api_key = {key:?}"),
+        SimCredential::Bearer(token) => format!("bearer_token = {token:?}"),
+        SimCredential::Basic { username, password } => format!("username = {username:?}\npassword = {password:?}"),
+    };
+    format!(
+        "[[sources]]\nname = {name:?}\nvendor = {vendor:?}\norganization_id = {org:?}\n{credential}\nbase_url = {base:?}\n{extra}\n",
+        vendor = v.name(),
+        base = sim.base_url().to_string(),
+    )
+}
+
+/// A whole configuration: these source tables and one file sink.
+pub fn config_with_sources(dir: &Path, sources: &[String]) -> String {
+    format!(
+        "state_dir = {state:?}\n\n{sources}\n[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = {out:?}\n",
+        state = dir.join("state").display().to_string(),
+        sources = sources.join("\n"),
+        out = out_path(dir).display().to_string(),
+    )
+}
+
+/// For each source: dedupe key -> times delivered.
+pub fn delivered_by_source(path: &Path) -> HashMap<String, HashMap<String, usize>> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out: HashMap<String, HashMap<String, usize>> = HashMap::new();
+    for line in text.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        let source = event["source"].as_str().unwrap().to_owned();
+        let key = event["dedupe_key"].as_str().unwrap().to_owned();
+        *out.entry(source).or_default().entry(key).or_insert(0) += 1;
+    }
+    out
+}
+
+/// The vendor records a source delivered, each in canonical JSON (keys sorted).
+pub fn delivered_raw(path: &Path, source: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|e| e["source"] == source)
+        .map(|e| serde_json::to_string(&e["raw"]).unwrap())
+        .collect()
+}
+
+/// A JSON text in canonical form (keys sorted), to compare records however they were spelled.
+pub fn canonical(json: &str) -> String {
+    serde_json::to_string(&serde_json::from_str::<serde_json::Value>(json).unwrap()).unwrap()
 }
