@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytesize::ByteSize;
+
+use crate::ocsf::event::Severity;
 use chrono::{DateTime, SecondsFormat, Utc};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -32,6 +34,31 @@ pub struct Config {
     pub queue: QueueSettings,
     pub sources: Vec<SourceConfig>,
     pub sinks: Vec<SinkConfig>,
+    /// Severity overrides by vendor and event code, on top of the mappings' defaults.
+    pub severity: SeverityPolicy,
+}
+
+/// `[severity]`: the severity of events by `"<vendor>:<event code>"` (the event's
+/// `metadata.event_code`), overriding the mapping's default (MAPPING.md's suggested raised
+/// severities: MFA disabled, SSO/SAML, API keys, admin grants, support-user access).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeverityPolicy {
+    overrides: HashMap<(String, String), Severity>,
+}
+
+impl SeverityPolicy {
+    /// The configured severity for this vendor's event code, if any.
+    pub fn get(&self, vendor: &str, event_code: &str) -> Option<Severity> {
+        self.overrides.get(&(vendor.to_owned(), event_code.to_owned())).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.overrides.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.overrides.is_empty()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -321,6 +348,15 @@ impl Config {
             kv("backoff", b(&s.backoff));
             kv("max_retry_after", d(s.max_retry_after));
         }
+        if !self.severity.is_empty() {
+            let mut list: Vec<_> = self.severity.overrides.iter().collect();
+            list.sort_by(|a, b| a.0.cmp(b.0));
+            let items: Vec<String> = list
+                .iter()
+                .map(|((v, c), s)| format!("{:?} = {:?}", format!("{v}:{c}"), s.caption().to_ascii_lowercase()))
+                .collect();
+            kv("\n[severity]\noverrides", format!("{{ {} }}", items.join(", ")));
+        }
         for s in &self.sinks {
             kv("\n[[sinks]]\nname", format!("{:?}", s.name));
             match &s.kind {
@@ -350,6 +386,15 @@ struct RawConfig {
     sources: Vec<Spanned<RawSource>>,
     #[serde(default)]
     sinks: Vec<Spanned<RawSink>>,
+    #[serde(default)]
+    severity: RawSeverity,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSeverity {
+    #[serde(default)]
+    overrides: std::collections::BTreeMap<String, Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -568,7 +613,8 @@ impl Validator<'_> {
         let sinks = raw.sinks.into_iter().enumerate();
         let sinks = sinks.map(|(i, s)| self.sink(i, s)).collect::<Res<_>>()?;
         let queue = QueueSettings { max_bytes };
-        Ok(Config { origin: self.file.to_path_buf(), state_dir, queue, sources, sinks })
+        let severity = self.severity(&raw.severity)?;
+        Ok(Config { origin: self.file.to_path_buf(), state_dir, queue, sources, sinks, severity })
     }
 
     fn source(&self, i: usize, raw: Spanned<RawSource>) -> Res<SourceConfig> {
@@ -698,6 +744,33 @@ impl Validator<'_> {
             backoff: self.backoff(&r.backoff, &at("backoff"), SOURCE_BACKOFF)?,
             max_retry_after: dur(&r.max_retry_after, "max_retry_after", 60 * MINUTE, true)?,
         })
+    }
+
+    /// `[severity] overrides = { "vendor:event_code" = "high" | 4, … }`.
+    fn severity(&self, raw: &RawSeverity) -> Res<SeverityPolicy> {
+        const VENDORS: [&str; 4] = ["aitronos", "astronomer", "configcat", "datafold"];
+        const NAMES: [&str; 7] = ["unknown", "informational", "low", "medium", "high", "critical", "fatal"];
+        let mut overrides = HashMap::new();
+        for (key, value) in &raw.overrides {
+            let at = format!("severity.overrides.{key:?}");
+            let Some((vendor, code)) = key.split_once(':').filter(|(v, c)| VENDORS.contains(v) && !c.is_empty()) else {
+                let msg = format!("keys are \"<vendor>:<event code>\" with vendor one of {}", VENDORS.join(", "));
+                return self.fail(value.span(), &at, msg);
+            };
+            let severity = match value.get_ref() {
+                toml::Value::String(name) => {
+                    NAMES.iter().position(|n| n.eq_ignore_ascii_case(name)).and_then(|i| Severity::from_id(i as u8))
+                }
+                toml::Value::Integer(id) => u8::try_from(*id).ok().and_then(Severity::from_id),
+                _ => None,
+            };
+            let Some(severity) = severity else {
+                let msg = format!("must be one of {} or 0 to 6", NAMES.join(", "));
+                return self.fail(value.span(), &at, msg);
+            };
+            overrides.insert((vendor.to_owned(), code.to_owned()), severity);
+        }
+        Ok(SeverityPolicy { overrides })
     }
 
     /// Rejects vendor-specific keys the chosen vendor does not use (a likely mix-up).
@@ -1079,6 +1152,26 @@ mod tests {
         );
         check_err(&source_of("astronomer", "organization_id = \"o\""), &["sources[0].bearer_token: required"]);
         check_err(&source_of("astronomer", &format!("{body}\npage_size = 5")), &["not used by vendor astronomer"]);
+    }
+
+    #[test]
+    fn severity_overrides_are_read_and_checked() {
+        let text = format!(
+            "{}\n[severity]\noverrides = {{ \"configcat:apiKeyAdded\" = \"high\", \"aitronos:user.deleted\" = 3 }}\n",
+            with_source(MINIMAL)
+        );
+        let c = parse_at(&text, Path::new(FILE)).expect("valid");
+        assert_eq!(c.severity.get("configcat", "apiKeyAdded"), Some(Severity::High));
+        assert_eq!(c.severity.get("aitronos", "user.deleted"), Some(Severity::Medium));
+        assert_eq!(c.severity.get("aitronos", "user.created"), None);
+        assert!(c.render_redacted().contains("\"configcat:apiKeyAdded\" = \"high\""));
+        let bad = |o: &str| format!("{}\n[severity]\noverrides = {{ {o} }}\n", with_source(MINIMAL));
+        check_err(&bad("\"okta:x\" = \"high\""), &[":13: severity.overrides.\"okta:x\":", "<vendor>:<event code>"]);
+        check_err(
+            &bad("\"datafold:login\" = \"severe\""),
+            &[":13: severity.overrides.\"datafold:login\":", "informational"],
+        );
+        check_err(&bad("\"datafold:login\" = 9"), &["0 to 6"]);
     }
 
     #[test]

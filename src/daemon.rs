@@ -118,7 +118,7 @@ pub async fn run(
     let mut sources: Vec<SourceReport> = Vec::new();
     let mut source_stats = Vec::new();
     for (i, cfg) in config.sources.iter().enumerate() {
-        let source = Source::new(cfg.clone(), http.clone(), queue.clone(), clock.clone());
+        let source = Source::new(cfg.clone(), http.clone(), queue.clone(), clock.clone(), config.severity.clone());
         source_stats.push(source.stats());
         sources.push(SourceReport {
             name: cfg.name.clone(),

@@ -152,6 +152,16 @@ struct Delivered {
     lines: u64,
 }
 
+/// The OCSF `metadata.product.name` each vendor's events carry.
+fn product(v: SimVendor) -> &'static str {
+    match v {
+        SimVendor::Aitronos => "Aitronos",
+        SimVendor::Astronomer => "Astro",
+        SimVendor::ConfigCat => "ConfigCat",
+        SimVendor::Datafold => "Datafold",
+    }
+}
+
 fn read_delivered(path: &Path) -> anyhow::Result<Delivered> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -163,10 +173,13 @@ fn read_delivered(path: &Path) -> anyhow::Result<Delivered> {
         let event: serde_json::Value =
             serde_json::from_str(line).with_context(|| format!("{}:{}: not a JSON event", path.display(), n + 1))?;
         out.lines += 1;
-        let source = event.get("source").and_then(|s| s.as_str()).unwrap_or("?").to_owned();
-        let record = match event.get("vendor").and_then(|v| v.as_str()) {
-            Some("astronomer") => event.get("raw").map(|r| r.to_string()),
-            _ => event.get("dedupe_key").and_then(|k| k.as_str()).map(str::to_owned),
+        let metadata = &event["metadata"];
+        let vendor = SimVendor::ALL.into_iter().find(|v| metadata["product"]["name"] == product(*v));
+        let source = vendor.map_or_else(|| "?".to_owned(), source_name);
+        // The vendor's id, or (Astronomer, which has none) the record itself.
+        let record = match metadata["original_event_uid"].as_str() {
+            Some(id) => Some(id.to_owned()),
+            None => event["raw_data"].as_str().and_then(canonical),
         };
         out.records.entry(source).or_default().extend(record);
     }

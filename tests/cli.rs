@@ -1,6 +1,8 @@
 //! The binary's commands as a user runs them: `check`, `demo`, `--help`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
+mod harness;
+
 use std::process::Command;
 
 fn auditrelay() -> Command {
@@ -69,8 +71,12 @@ fn test_demo_delivers_every_record_and_says_so() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("OK: all 4000 seeded records delivered exactly once"), "{stdout}");
-    let events = std::fs::read_to_string(dir.path().join("auditrelay-demo/events.ndjson")).unwrap();
-    assert_eq!(events.lines().count(), 4000);
+    // Every event is valid OCSF 1.8.0, and all four vendors are there.
+    let events = harness::events(&dir.path().join("auditrelay-demo/events.ndjson"));
+    assert_eq!(events.len(), 4000);
+    let products: std::collections::BTreeSet<_> =
+        events.iter().map(|e| e["metadata"]["product"]["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(products.into_iter().collect::<Vec<_>>(), ["Aitronos", "Astro", "ConfigCat", "Datafold"]);
     // The demo's vendor limit is tighter than the agent's quota: 429s come, and are honoured.
     let sim_line = stdout.lines().find(|l| l.starts_with("simulator:")).expect("the simulator's summary line");
     let count = |label: &str| -> u64 {

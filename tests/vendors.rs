@@ -42,26 +42,20 @@ fn options(v: SimVendor, records: usize) -> SimOptions {
     opts
 }
 
-/// Every record of `org` was delivered by source `name`, exactly once (ids compared as sets;
-/// Astronomer records, which have no id, compared by content).
-fn assert_org_delivered_once(sim: &Sim, v: SimVendor, org: &str, name: &str, dir: &std::path::Path) {
-    let out = out_path(dir);
-    let by_source = delivered_by_source(&out);
-    let got = by_source.get(name).cloned().unwrap_or_default();
+/// Every record of `org` was delivered exactly once (ids compared as sets; Astronomer records,
+/// which have no id, compared by content).
+fn assert_org_delivered_once(sim: &Sim, v: SimVendor, org: &str, dir: &std::path::Path) {
+    let got = delivered_for(&out_path(dir), v, org);
     let dups: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(dups.is_empty(), "{name}: delivered more than once: {:?}", &dups[..dups.len().min(3)]);
-    if v == SimVendor::Astronomer {
-        let want: HashSet<String> = sim.astronomer_lines(org).iter().map(|l| canonical(l)).collect();
-        let have: HashSet<String> = delivered_raw(&out, name).into_iter().collect();
-        assert_eq!(have.len(), want.len(), "{name}: delivered {} of {}", have.len(), want.len());
-        assert!(have == want, "{name}: delivered records differ from the vendor's");
-    } else {
-        let want: HashSet<String> = sim.record_keys(v, org).into_iter().collect();
-        let have: HashSet<String> = got.keys().cloned().collect();
-        let missing = want.difference(&have).count();
-        let extra = have.difference(&want).count();
-        assert!(missing == 0 && extra == 0, "{name}: {missing} missing, {extra} unexpected of {}", want.len());
-    }
+    assert!(dups.is_empty(), "{v:?} {org}: delivered more than once: {:?}", &dups[..dups.len().min(3)]);
+    let want: HashSet<String> = match v {
+        SimVendor::Astronomer => sim.astronomer_lines(org).iter().map(|l| canonical(l)).collect(),
+        _ => sim.record_keys(v, org).into_iter().collect(),
+    };
+    let have: HashSet<String> = got.into_keys().collect();
+    let missing = want.difference(&have).count();
+    let extra = have.difference(&want).count();
+    assert!(missing == 0 && extra == 0, "{v:?} {org}: {missing} missing, {extra} unexpected of {}", want.len());
 }
 
 /// 10,000 records over a day, collected from a start several windows back.
@@ -72,7 +66,7 @@ async fn ten_thousand(v: SimVendor, extra: &str) -> RunReport {
     let org = sim.organizations(v)[0].clone();
     let report = run_once(&sim, dir.path(), &[source_block(&sim, v, &org, "src", extra)]).await;
     assert_eq!(report.sources[0].outcome, SourceOutcome::CaughtUp, "{report:?}");
-    assert_org_delivered_once(&sim, v, &org, "src", dir.path());
+    assert_org_delivered_once(&sim, v, &org, dir.path());
     let stats = sim.vendor_stats(v);
     assert_eq!(stats.retry_after_violations, 0, "{stats:?}");
     report
@@ -104,7 +98,7 @@ async fn test_configcat_v1_bare_array_and_v1_redirected_to_v2() {
         let report = run_once(&sim, dir.path(), &[block]).await;
         assert_eq!(report.sources[0].outcome, SourceOutcome::CaughtUp, "{report:?}");
         // Either way every record arrives: redirected answers are continued on v2 by page.
-        assert_org_delivered_once(&sim, SimVendor::ConfigCat, &org, "src", dir.path());
+        assert_org_delivered_once(&sim, SimVendor::ConfigCat, &org, dir.path());
     }
 }
 
@@ -139,7 +133,7 @@ async fn test_astronomer_every_encoding() {
         let dir = tempfile::tempdir().unwrap();
         let org = sim.organizations(SimVendor::Astronomer)[0].clone();
         run_once(&sim, dir.path(), &[source_block(&sim, SimVendor::Astronomer, &org, "src", "start = \"2d\"")]).await;
-        assert_org_delivered_once(&sim, SimVendor::Astronomer, &org, "src", dir.path());
+        assert_org_delivered_once(&sim, SimVendor::Astronomer, &org, dir.path());
     }
 }
 
@@ -154,7 +148,7 @@ async fn test_astronomer_truncated_gzip_refetches_the_window_and_stores_nothing_
     let extra = "start = \"2d\"\nbackoff = { initial = \"1s\", max = \"5s\" }";
     let report = run_once(&sim, dir.path(), &[source_block(&sim, SimVendor::Astronomer, &org, "src", extra)]).await;
     assert!(sim.vendor_stats(SimVendor::Astronomer).malformed > 0, "some answers must be cut");
-    assert_org_delivered_once(&sim, SimVendor::Astronomer, &org, "src", dir.path());
+    assert_org_delivered_once(&sim, SimVendor::Astronomer, &org, dir.path());
     // Had a cut answer been half-stored, its refetch would have met those records again.
     assert_eq!(report.sources[0].stats.duplicates, 0, "{report:?}");
 }
@@ -173,7 +167,8 @@ async fn test_astronomer_malformed_line_is_dead_lettered_and_the_rest_stored() {
     let stats = report.sources[0].stats;
     assert!(stats.dead_lettered > 0, "{stats:?}");
     let lines: HashSet<String> = sim.astronomer_lines(&org).iter().map(|l| canonical(l)).collect();
-    let delivered = delivered_raw(&out_path(dir.path()), "src");
+    let delivered: Vec<String> =
+        delivered_for(&out_path(dir.path()), SimVendor::Astronomer, &org).into_keys().collect();
     assert!(delivered.iter().all(|r| lines.contains(r)), "a delivered record is not the vendor's");
     // Each line the vendor sent is either delivered or dead-lettered with its raw text.
     assert_eq!(delivered.len() as u64 + stats.dead_lettered, lines.len() as u64, "{stats:?}");
@@ -216,7 +211,7 @@ async fn test_429s_are_honoured_for_every_vendor() {
             } else {
                 assert_eq!(stats.retry_after_violations, 0, "{mode:?} {v:?}: a request inside a Retry-After window");
             }
-            assert_org_delivered_once(&sim, v, &sim.organizations(v)[0], v.name(), dir.path());
+            assert_org_delivered_once(&sim, v, &sim.organizations(v)[0], dir.path());
         }
         assert!(report.sources.iter().all(|s| s.outcome == SourceOutcome::CaughtUp), "{report:?}");
     }
@@ -245,7 +240,7 @@ async fn test_5xx_and_malformed_answers_are_retried_for_every_vendor() {
     let stats = sim.stats();
     assert!(stats.server_errors > 0 && stats.malformed > 0, "{stats:?}");
     for v in SimVendor::ALL {
-        assert_org_delivered_once(&sim, v, &sim.organizations(v)[0], v.name(), dir.path());
+        assert_org_delivered_once(&sim, v, &sim.organizations(v)[0], dir.path());
     }
     // Every unreadable answer was counted.
     let bad: u64 = report.sources.iter().map(|s| s.stats.bad_answers).sum();
@@ -266,7 +261,7 @@ async fn test_configcat_budget_headers_pause_before_the_budget_is_spent() {
     let stats = sim.vendor_stats(SimVendor::ConfigCat);
     assert!(stats.requests >= 30, "{stats:?}");
     assert_eq!((stats.rate_limited, stats.retry_after_violations), (0, 0), "{stats:?}");
-    assert_org_delivered_once(&sim, SimVendor::ConfigCat, &org, "src", dir.path());
+    assert_org_delivered_once(&sim, SimVendor::ConfigCat, &org, dir.path());
 }
 
 #[tokio::test(start_paused = true)]
@@ -288,8 +283,8 @@ async fn test_several_organizations_of_one_vendor_each_with_own_limiter_and_chec
     let report = run_once(&sim, dir.path(), &sources).await;
     assert!(report.sources.iter().all(|s| s.outcome == SourceOutcome::CaughtUp), "{report:?}");
     for v in [SimVendor::ConfigCat, SimVendor::Aitronos] {
-        for (i, org) in sim.organizations(v).iter().enumerate() {
-            assert_org_delivered_once(&sim, v, org, &format!("{}-{i}", v.name()), dir.path());
+        for org in &sim.organizations(v) {
+            assert_org_delivered_once(&sim, v, org, dir.path());
         }
         assert_eq!(sim.vendor_stats(v).retry_after_violations, 0);
     }
@@ -316,7 +311,7 @@ async fn test_401_and_403_stop_that_source_with_a_clear_error_while_the_others_g
     let not_owner = source_block(&sim, SimVendor::Astronomer, &org(SimVendor::Astronomer), "astro", "start = \"2d\"");
     let report = run_once(&sim, dir.path(), &[good, wrong_password, not_admin, not_owner]).await;
     assert_eq!(report.sources[0].outcome, SourceOutcome::CaughtUp);
-    assert_org_delivered_once(&sim, SimVendor::Aitronos, &org(SimVendor::Aitronos), "good", dir.path());
+    assert_org_delivered_once(&sim, SimVendor::Aitronos, &org(SimVendor::Aitronos), dir.path());
     for (i, name, status) in [(1, "cc", "401"), (2, "df", "403"), (3, "astro", "403")] {
         let SourceOutcome::Failed(msg) = &report.sources[i].outcome else { panic!("{report:?}") };
         assert!(msg.contains(&format!("source {name}:")) && msg.contains(status), "{msg}");
@@ -346,12 +341,7 @@ async fn test_records_arriving_mid_sweep_are_collected_by_the_next_sweep() {
         };
         tokio::time::advance(Duration::from_secs(600)).await;
         daemon::run(&config, clock, opts, CancellationToken::new()).await.unwrap();
-        let out = out_path(dir.path());
-        let have: HashSet<String> = if v == SimVendor::Astronomer {
-            delivered_raw(&out, "src").into_iter().collect()
-        } else {
-            delivered_by_source(&out).remove("src").unwrap_or_default().into_keys().collect()
-        };
+        let have: HashSet<String> = delivered_for(&out_path(dir.path()), v, &org).into_keys().collect();
         let missing = snapshot.iter().filter(|k| !have.contains(*k)).count();
         assert_eq!(missing, 0, "{v:?}: {missing} records that existed after the first run were not collected");
     }

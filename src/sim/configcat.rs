@@ -137,7 +137,7 @@ pub const AUDIT_LOG_TYPES: &[&str] = &[
     "changeRequestSettingDeleted", "changeRequestNeedsAttentionFixed", "changeRequestOwnershipClaimed",
 ];
 /// Removed since 2024, still in old data (§1.7).
-const REMOVED_TYPES: &[&str] =
+pub const REMOVED_TYPES: &[&str] =
     &["productOwnershipTransferred", "organizationRemoved", "domainSamlConfigured", "domainSamlDeleted"];
 /// Not (yet) in any list: the set is open and clients must keep unknown values.
 const FUTURE_TYPES: &[&str] = &["aiFlagCleanupSuggested", "settingArchived", "scheduledRolloutPaused"];

@@ -170,7 +170,7 @@ fn read_line(text: &[u8], number: usize) -> Result<Record, Rejected> {
         .ok()
         .and_then(|s| RawValue::from_string(s.to_owned()).ok())
         .ok_or_else(|| reject(key.clone(), format!("line {number} is not UTF-8")))?;
-    Ok(Record { key, time, raw, truncated: false })
+    Ok(Record { key, time, raw })
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
-use crate::config::{Backoff, SourceConfig, VendorSettings};
+use crate::config::{Backoff, SeverityPolicy, SourceConfig, VendorSettings};
 use crate::queue::{NewDeadLetter, NewEvent, PageWrite, Queue, QueueError};
 use crate::{ocsf, redact};
 
@@ -95,8 +95,6 @@ pub struct Record {
     pub key: String,
     pub time: DateTime<Utc>,
     pub raw: Box<RawValue>,
-    /// The vendor cut the record for size (ConfigCat's `truncated`); passed through, flagged.
-    pub truncated: bool,
 }
 
 /// A record the vendor sent that cannot become an event; it goes to the dead-letter table.
@@ -314,8 +312,8 @@ pub fn parse_event_time(text: &str) -> Option<DateTime<Utc>> {
 
 /// Reads one record of a page: its dedupe key from the top-level field `id_field` (a non-empty
 /// string or a number), its event time from `time_field` (any form [`parse_event_time`]
-/// knows), and ConfigCat-style `"truncated": true`. A record without a usable id or time is
-/// rejected (dead-lettered) with its raw bytes; the rest of the page goes on.
+/// knows). A record without a usable id or time is rejected (dead-lettered) with its raw
+/// bytes; the rest of the page goes on.
 pub fn read_record(raw: &RawValue, id_field: &str, time_field: &str) -> Result<Record, Rejected> {
     let text = raw.get();
     let reject = |key: String, reason: String| Rejected { key, reason, raw: text.as_bytes().to_vec() };
@@ -335,8 +333,7 @@ pub fn read_record(raw: &RawValue, id_field: &str, time_field: &str) -> Result<R
         let shown = fields.get(time_field).map_or("missing", |v| v.get());
         return Err(reject(key, format!("`{time_field}` is not a date-time: {shown}")));
     };
-    let truncated = fields.get("truncated").is_some_and(|v| v.get() == "true");
-    Ok(Record { key, time, raw: raw.to_owned(), truncated })
+    Ok(Record { key, time, raw: raw.to_owned() })
 }
 
 /// A stable key for a record that has no usable id: a name-based UUID over its bytes.
@@ -462,6 +459,8 @@ pub struct Source {
     /// The span new windows get: `max_span`, or less after an unpaged answer was too large
     /// (doubling back towards `max_span` while answers stay small).
     span: Duration,
+    mapper: ocsf::Mapper,
+    severity: SeverityPolicy,
 }
 
 /// How one attempt at a page ended.
@@ -477,7 +476,13 @@ enum Attempt {
 }
 
 impl Source {
-    pub fn new(cfg: SourceConfig, http: reqwest::Client, queue: Queue, clock: Clock) -> Source {
+    pub fn new(
+        cfg: SourceConfig,
+        http: reqwest::Client,
+        queue: Queue,
+        clock: Clock,
+        severity: SeverityPolicy,
+    ) -> Source {
         let rl = cfg.rate_limit;
         // One request every `per / requests`, at most `burst` back to back: with the default
         // burst of 1 a fixed-window vendor never sees more than its limit in any window.
@@ -493,6 +498,13 @@ impl Source {
             stats: Arc::default(),
             state: tokio::sync::watch::Sender::new(SourceState::Starting),
             span: cfg.max_span,
+            mapper: match &cfg.vendor {
+                VendorSettings::Aitronos(_) => ocsf::Mapper::Aitronos,
+                VendorSettings::Astronomer(_) => ocsf::Mapper::Astronomer,
+                VendorSettings::ConfigCat(_) => ocsf::Mapper::ConfigCat,
+                VendorSettings::Datafold(_) => ocsf::Mapper::Datafold,
+            },
+            severity,
             cfg,
             http,
             queue,
@@ -789,8 +801,9 @@ impl Source {
             astronomer::decode(reader, |records, rejected| tx.blocking_send((records, rejected)).is_ok())
         });
         let mut staging_failed = None;
-        while let Some((records, rejected)) = rx.recv().await {
-            let (events, dead) = (self.events(&records), self.dead_letters(rejected));
+        while let Some((records, mut rejected)) = rx.recv().await {
+            let events = self.events(records, &mut rejected);
+            let dead = self.dead_letters(rejected);
             if let Err(e) = self.queue.stage(&name, events, dead).await {
                 staging_failed = Some(e);
                 break;
@@ -823,25 +836,23 @@ impl Source {
         outcome
     }
 
-    /// The queue's form of a page's records: mapped events keyed for dedupe.
-    fn events(&self, records: &[Record]) -> Vec<NewEvent> {
-        let (name, vendor, org) = (&self.cfg.name, self.cfg.vendor.vendor_name(), self.cfg.vendor.organization_id());
-        records
-            .iter()
-            .map(|r| NewEvent {
-                dedupe_key: r.key.clone(),
-                event_time_ms: r.time.timestamp_millis(),
-                body: ocsf::map_record(&ocsf::RecordRef {
-                    vendor,
-                    organization: org,
-                    source: name,
-                    dedupe_key: &r.key,
-                    time: r.time,
-                    raw: &r.raw,
-                    truncated: r.truncated,
+    /// The queue's form of a page's records: OCSF events keyed for dedupe; a record the
+    /// mapping cannot turn into an event becomes a dead letter with the reason.
+    fn events(&self, records: Vec<Record>, rejected: &mut Vec<Rejected>) -> Vec<NewEvent> {
+        let org = self.cfg.vendor.organization_id();
+        let mut events = Vec::with_capacity(records.len());
+        for r in records {
+            let ctx = ocsf::Context { organization: org, dedupe_key: &r.key, time: r.time, raw: r.raw.get() };
+            match ocsf::map_record(self.mapper, &ctx, &self.severity) {
+                Ok(body) => events.push(NewEvent { dedupe_key: r.key, event_time_ms: r.time.timestamp_millis(), body }),
+                Err(e) => rejected.push(Rejected {
+                    key: r.key,
+                    reason: format!("cannot map to OCSF: {e}"),
+                    raw: r.raw.get().as_bytes().to_vec(),
                 }),
-            })
-            .collect()
+            }
+        }
+        events
     }
 
     fn dead_letters(&self, rejected: Vec<Rejected>) -> Vec<NewDeadLetter> {
@@ -892,8 +903,9 @@ impl Source {
         let fetched = page.staged.map_or(page.records.len() + page.rejected.len(), |s| s.records + s.rejected);
         bump(&self.stats.fetched, fetched as u64);
         let staged = page.staged.is_some();
-        let events = self.events(&page.records);
-        let dead_letters = self.dead_letters(page.rejected);
+        let mut rejected = page.rejected;
+        let events = self.events(page.records, &mut rejected);
+        let dead_letters = self.dead_letters(rejected);
         let prune = next
             .sweep
             .is_none()

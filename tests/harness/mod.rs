@@ -2,6 +2,10 @@
 //! for it, and readers for what the file sink delivered.
 #![allow(dead_code)]
 
+/// The OCSF 1.8.0 check the unit tests use too: every event an end-to-end test reads is valid.
+#[path = "../ocsf_schema/mod.rs"]
+pub mod ocsf_schema;
+
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -57,14 +61,31 @@ pub fn parse_config(text: &str, sim: &Sim, dir: &Path) -> Config {
     Config::parse_with_env(text, &dir.join("auditrelay.toml"), &env).unwrap()
 }
 
-/// dedupe key -> how many times it was delivered.
-pub fn delivered(path: &Path) -> HashMap<String, usize> {
+/// Every OCSF event in the file sink's output, each checked against the OCSF 1.8.0 schema of
+/// its class (a test that reads the output thereby proves every event it produced is valid).
+pub fn events(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
+    let events: Vec<serde_json::Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    for event in &events {
+        ocsf_schema::assert_valid(event);
+    }
+    events
+}
+
+/// The vendor's id of an event (`metadata.original_event_uid`), or for records without one
+/// (Astronomer) the record itself in canonical JSON, from `raw_data`.
+pub fn record_key(event: &serde_json::Value) -> String {
+    match event["metadata"]["original_event_uid"].as_str() {
+        Some(id) => id.to_owned(),
+        None => canonical(event["raw_data"].as_str().unwrap()),
+    }
+}
+
+/// Vendor record id -> how many times it was delivered.
+pub fn delivered(path: &Path) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
-    for line in text.lines() {
-        let event: serde_json::Value = serde_json::from_str(line).unwrap();
-        let key = event["dedupe_key"].as_str().unwrap().to_owned();
-        *counts.entry(key).or_insert(0) += 1;
+    for event in events(path) {
+        *counts.entry(record_key(&event)).or_insert(0) += 1;
     }
     counts
 }
@@ -106,27 +127,25 @@ pub fn config_with_sources(dir: &Path, sources: &[String]) -> String {
     )
 }
 
-/// For each source: dedupe key -> times delivered.
-pub fn delivered_by_source(path: &Path) -> HashMap<String, HashMap<String, usize>> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut out: HashMap<String, HashMap<String, usize>> = HashMap::new();
-    for line in text.lines() {
-        let event: serde_json::Value = serde_json::from_str(line).unwrap();
-        let source = event["source"].as_str().unwrap().to_owned();
-        let key = event["dedupe_key"].as_str().unwrap().to_owned();
-        *out.entry(source).or_default().entry(key).or_insert(0) += 1;
+/// The OCSF `metadata.product.name` of each simulated vendor.
+pub fn product(v: SimVendor) -> &'static str {
+    match v {
+        SimVendor::Aitronos => "Aitronos",
+        SimVendor::Astronomer => "Astro",
+        SimVendor::ConfigCat => "ConfigCat",
+        SimVendor::Datafold => "Datafold",
     }
-    out
 }
 
-/// The vendor records a source delivered, each in canonical JSON (keys sorted).
-pub fn delivered_raw(path: &Path, source: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .filter(|e| e["source"] == source)
-        .map(|e| serde_json::to_string(&e["raw"]).unwrap())
-        .collect()
+/// For one vendor organization (product and `metadata.tenant_uid`): record key -> times delivered.
+pub fn delivered_for(path: &Path, v: SimVendor, org: &str) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for event in events(path) {
+        if event["metadata"]["product"]["name"] == product(v) && event["metadata"]["tenant_uid"] == org {
+            *out.entry(record_key(&event)).or_insert(0) += 1;
+        }
+    }
+    out
 }
 
 /// A JSON text in canonical form (keys sorted), to compare records however they were spelled.

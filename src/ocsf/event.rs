@@ -1,0 +1,813 @@
+//! OCSF 1.8.0 events: the classes and objects auditrelay emits, as serde structs.
+//!
+//! One struct per class holds that class's own attributes; the attributes a class *requires*
+//! are plain fields (a mapping cannot forget them), everything else is an `Option` skipped when
+//! absent (OCSF's schemas reject `null`). Activities are one closed enum per class. The
+//! classification attributes — `class_uid`/`class_name`, `category_*`, `activity_*`,
+//! `type_uid`/`type_name`, `severity` — are derived in [`Event::new`] from the same caption
+//! tables, never written by a mapping, so ids and captions cannot disagree.
+//! Sources: `ocsf/MAPPING.md` §2 (shared notes) and the OCSF 1.8.0 schema.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Every event carries this `metadata.version`.
+pub const OCSF_VERSION: &str = "1.8.0";
+
+/// Declares a class's activity enum: its ids, captions, and the `Other(String)` escape (id 99)
+/// that carries the vendor's own verb as `activity_name`.
+macro_rules! activities {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $id:literal, $caption:literal;)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum $name {
+            $($variant,)*
+            /// 99: the vendor's verb, shown as `activity_name`.
+            Other(String),
+        }
+
+        impl $name {
+            pub fn id(&self) -> u8 {
+                match self {
+                    $($name::$variant => $id,)*
+                    $name::Other(_) => 99,
+                }
+            }
+
+            /// `activity_name`: the caption, or the vendor's verb for `Other`.
+            pub fn caption(&self) -> &str {
+                match self {
+                    $($name::$variant => $caption,)*
+                    $name::Other(verb) => verb,
+                }
+            }
+
+            /// The caption of the id itself ("Other" for 99), as `type_name` needs it.
+            pub fn id_caption(&self) -> &'static str {
+                match self {
+                    $($name::$variant => $caption,)*
+                    $name::Other(_) => "Other",
+                }
+            }
+        }
+    };
+}
+
+activities!(
+    /// 6003 API Activity.
+    ApiActivityId { Unknown = 0, "Unknown"; Create = 1, "Create"; Read = 2, "Read"; Update = 3, "Update"; Delete = 4, "Delete"; }
+);
+activities!(
+    /// 3001 Account Change.
+    AccountChangeId {
+        Unknown = 0, "Unknown"; Create = 1, "Create"; Enable = 2, "Enable"; PasswordChange = 3, "Password Change";
+        PasswordReset = 4, "Password Reset"; Disable = 5, "Disable"; Delete = 6, "Delete";
+        AttachPolicy = 7, "Attach Policy"; DetachPolicy = 8, "Detach Policy"; Lock = 9, "Lock";
+        MfaFactorEnable = 10, "MFA Factor Enable"; MfaFactorDisable = 11, "MFA Factor Disable"; Unlock = 12, "Unlock";
+    }
+);
+activities!(
+    /// 3002 Authentication.
+    AuthenticationId {
+        Unknown = 0, "Unknown"; Logon = 1, "Logon"; Logoff = 2, "Logoff"; AuthenticationTicket = 3, "Authentication Ticket";
+        ServiceTicketRequest = 4, "Service Ticket Request"; ServiceTicketRenew = 5, "Service Ticket Renew";
+        Preauth = 6, "Preauth"; AccountSwitch = 7, "Account Switch";
+    }
+);
+activities!(
+    /// 3004 Entity Management.
+    EntityManagementId {
+        Unknown = 0, "Unknown"; Create = 1, "Create"; Read = 2, "Read"; Update = 3, "Update"; Delete = 4, "Delete";
+        Move = 5, "Move"; Enroll = 6, "Enroll"; Unenroll = 7, "Unenroll"; Enable = 8, "Enable"; Disable = 9, "Disable";
+        Activate = 10, "Activate"; Deactivate = 11, "Deactivate"; Suspend = 12, "Suspend"; Resume = 13, "Resume";
+    }
+);
+activities!(
+    /// 3005 User Access Management.
+    UserAccessId { Unknown = 0, "Unknown"; AssignPrivileges = 1, "Assign Privileges"; RevokePrivileges = 2, "Revoke Privileges"; }
+);
+activities!(
+    /// 3006 Group Management.
+    GroupManagementId {
+        Unknown = 0, "Unknown"; AssignPrivileges = 1, "Assign Privileges"; RevokePrivileges = 2, "Revoke Privileges";
+        AddUser = 3, "Add User"; RemoveUser = 4, "Remove User"; Delete = 5, "Delete"; Create = 6, "Create";
+        AddSubgroup = 7, "Add Subgroup"; RemoveSubgroup = 8, "Remove Subgroup";
+    }
+);
+
+/// An API request's verb as an Entity Management activity (the fallback class when an API
+/// Activity's required source endpoint is missing, MAPPING.md §3 rule 7).
+impl From<ApiActivityId> for EntityManagementId {
+    fn from(activity: ApiActivityId) -> Self {
+        match activity {
+            ApiActivityId::Unknown => EntityManagementId::Unknown,
+            ApiActivityId::Create => EntityManagementId::Create,
+            ApiActivityId::Read => EntityManagementId::Read,
+            ApiActivityId::Update => EntityManagementId::Update,
+            ApiActivityId::Delete => EntityManagementId::Delete,
+            ApiActivityId::Other(verb) => EntityManagementId::Other(verb),
+        }
+    }
+}
+
+/// The class of an event with its class-specific attributes, flattened into the event when
+/// serialized (the activity is not repeated: it is `activity_id`/`activity_name`).
+// One event is built per record and serialized at once: boxing the larger variants would only
+// add an allocation per event.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Class {
+    ApiActivity(ApiActivity),
+    AccountChange(AccountChange),
+    Authentication(Authentication),
+    EntityManagement(EntityManagement),
+    UserAccess(UserAccess),
+    GroupManagement(GroupManagement),
+}
+
+impl Class {
+    pub fn uid(&self) -> u32 {
+        match self {
+            Class::ApiActivity(_) => 6003,
+            Class::AccountChange(_) => 3001,
+            Class::Authentication(_) => 3002,
+            Class::EntityManagement(_) => 3004,
+            Class::UserAccess(_) => 3005,
+            Class::GroupManagement(_) => 3006,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Class::ApiActivity(_) => "API Activity",
+            Class::AccountChange(_) => "Account Change",
+            Class::Authentication(_) => "Authentication",
+            Class::EntityManagement(_) => "Entity Management",
+            Class::UserAccess(_) => "User Access Management",
+            Class::GroupManagement(_) => "Group Management",
+        }
+    }
+
+    /// `category_uid` is the class uid's thousands: 3 IAM, 6 Application Activity.
+    pub fn category_uid(&self) -> u32 {
+        self.uid() / 1000
+    }
+
+    pub fn category_name(&self) -> &'static str {
+        match self.category_uid() {
+            3 => "Identity & Access Management",
+            _ => "Application Activity",
+        }
+    }
+
+    pub fn activity_id(&self) -> u8 {
+        match self {
+            Class::ApiActivity(c) => c.activity.id(),
+            Class::AccountChange(c) => c.activity.id(),
+            Class::Authentication(c) => c.activity.id(),
+            Class::EntityManagement(c) => c.activity.id(),
+            Class::UserAccess(c) => c.activity.id(),
+            Class::GroupManagement(c) => c.activity.id(),
+        }
+    }
+
+    /// The caption of the activity id ("Other" for 99), for `type_name`.
+    pub fn activity_id_caption(&self) -> &'static str {
+        match self {
+            Class::ApiActivity(c) => c.activity.id_caption(),
+            Class::AccountChange(c) => c.activity.id_caption(),
+            Class::Authentication(c) => c.activity.id_caption(),
+            Class::EntityManagement(c) => c.activity.id_caption(),
+            Class::UserAccess(c) => c.activity.id_caption(),
+            Class::GroupManagement(c) => c.activity.id_caption(),
+        }
+    }
+
+    pub fn activity_name(&self) -> &str {
+        match self {
+            Class::ApiActivity(c) => c.activity.caption(),
+            Class::AccountChange(c) => c.activity.caption(),
+            Class::Authentication(c) => c.activity.caption(),
+            Class::EntityManagement(c) => c.activity.caption(),
+            Class::UserAccess(c) => c.activity.caption(),
+            Class::GroupManagement(c) => c.activity.caption(),
+        }
+    }
+}
+
+/// `severity_id` with its caption (MAPPING.md §2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Unknown = 0,
+    Informational = 1,
+    Low = 2,
+    Medium = 3,
+    High = 4,
+    Critical = 5,
+    Fatal = 6,
+}
+
+impl Severity {
+    pub fn caption(self) -> &'static str {
+        match self {
+            Severity::Unknown => "Unknown",
+            Severity::Informational => "Informational",
+            Severity::Low => "Low",
+            Severity::Medium => "Medium",
+            Severity::High => "High",
+            Severity::Critical => "Critical",
+            Severity::Fatal => "Fatal",
+        }
+    }
+
+    pub fn from_id(id: u8) -> Option<Severity> {
+        [
+            Severity::Unknown,
+            Severity::Informational,
+            Severity::Low,
+            Severity::Medium,
+            Severity::High,
+            Severity::Critical,
+            Severity::Fatal,
+        ]
+        .into_iter()
+        .find(|s| *s as u8 == id)
+    }
+}
+
+/// `status_id` (MAPPING.md §2.6): the vendor's own word goes with `Other`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Unknown,
+    Success,
+    Failure,
+    Other(String),
+}
+
+impl Status {
+    fn id(&self) -> u8 {
+        match self {
+            Status::Unknown => 0,
+            Status::Success => 1,
+            Status::Failure => 2,
+            Status::Other(_) => 99,
+        }
+    }
+
+    fn caption(&self) -> &str {
+        match self {
+            Status::Unknown => "Unknown",
+            Status::Success => "Success",
+            Status::Failure => "Failure",
+            Status::Other(word) => word,
+        }
+    }
+}
+
+/// What a mapping fills in; [`Event::new`] derives the classification from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventParts {
+    pub class: Class,
+    pub severity: Severity,
+    /// Event time, epoch milliseconds.
+    pub time: i64,
+    pub metadata: Metadata,
+    pub status: Option<Status>,
+    pub status_code: Option<String>,
+    pub status_detail: Option<String>,
+    pub message: Option<String>,
+    /// The vendor record verbatim, as a JSON string.
+    pub raw_data: String,
+    /// Vendor fields with no OCSF home, under their own names.
+    pub unmapped: Option<Map<String, Value>>,
+}
+
+/// An OCSF event ready to serialize. Built only by [`Event::new`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    class_uid: u32,
+    class_name: &'static str,
+    category_uid: u32,
+    category_name: &'static str,
+    activity_id: u8,
+    activity_name: String,
+    type_uid: u64,
+    type_name: String,
+    severity_id: u8,
+    severity: &'static str,
+    time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_id: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    metadata: Metadata,
+    #[serde(flatten)]
+    class: Class,
+    raw_data: String,
+    raw_data_size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unmapped: Option<Map<String, Value>>,
+}
+
+impl Event {
+    pub fn new(parts: EventParts) -> Event {
+        let class = &parts.class;
+        let (class_uid, activity_id) = (class.uid(), class.activity_id());
+        let activity_name = class.activity_name().to_owned();
+        Event {
+            class_uid,
+            class_name: class.name(),
+            category_uid: class.category_uid(),
+            category_name: class.category_name(),
+            activity_id,
+            type_uid: u64::from(class_uid) * 100 + u64::from(activity_id),
+            // The caption of the type_uid: "Other" for 99, whatever the vendor's verb.
+            type_name: format!("{}: {}", class.name(), class.activity_id_caption()),
+            activity_name,
+            severity_id: parts.severity as u8,
+            severity: parts.severity.caption(),
+            time: parts.time,
+            status_id: parts.status.as_ref().map(Status::id),
+            status: parts.status.as_ref().map(|s| s.caption().to_owned()),
+            status_code: parts.status_code,
+            status_detail: parts.status_detail,
+            message: parts.message,
+            metadata: parts.metadata,
+            raw_data_size: parts.raw_data.len() as u64,
+            raw_data: parts.raw_data,
+            unmapped: parts.unmapped.filter(|m| !m.is_empty()),
+            class: parts.class,
+        }
+    }
+
+    pub fn class_uid(&self) -> u32 {
+        self.class_uid
+    }
+
+    pub fn type_uid(&self) -> u64 {
+        self.type_uid
+    }
+
+    pub fn severity_id(&self) -> u8 {
+        self.severity_id
+    }
+
+    pub fn activity_id(&self) -> u8 {
+        self.activity_id
+    }
+}
+
+// ---- classes -------------------------------------------------------------------------------
+
+/// 6003 API Activity: `actor`, `api` and `src_endpoint` are required.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiActivity {
+    #[serde(skip)]
+    pub activity: ApiActivityId,
+    pub actor: Actor,
+    pub api: Api,
+    pub src_endpoint: NetworkEndpoint,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_request: Option<HttpRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_response: Option<HttpResponse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Vec<ResourceDetails>>,
+}
+
+/// 3001 Account Change: `user` (the target account) is required.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccountChange {
+    #[serde(skip)]
+    pub activity: AccountChangeId,
+    pub user: User,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_result: Option<User>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_endpoint: Option<NetworkEndpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_request: Option<HttpRequest>,
+}
+
+/// 3002 Authentication: `user` is required, and one of `service`/`dst_endpoint`; we always
+/// name the vendor's product as the service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Authentication {
+    #[serde(skip)]
+    pub activity: AuthenticationId,
+    pub user: User,
+    pub service: Service,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_endpoint: Option<NetworkEndpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_request: Option<HttpRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_mfa: Option<bool>,
+}
+
+/// 3004 Entity Management: `entity` is required.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EntityManagement {
+    #[serde(skip)]
+    pub activity: EntityManagementId,
+    pub entity: ManagedEntity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity_result: Option<ManagedEntity>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_endpoint: Option<NetworkEndpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_request: Option<HttpRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// 3005 User Access Management: `user` and `privileges` are required.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserAccess {
+    #[serde(skip)]
+    pub activity: UserAccessId,
+    pub user: User,
+    pub privileges: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Vec<ResourceDetails>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_endpoint: Option<NetworkEndpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_request: Option<HttpRequest>,
+}
+
+/// 3006 Group Management: `group` is required.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupManagement {
+    #[serde(skip)]
+    pub activity: GroupManagementId,
+    pub group: Group,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub privileges: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_endpoint: Option<NetworkEndpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_request: Option<HttpRequest>,
+}
+
+// ---- objects -------------------------------------------------------------------------------
+
+/// `metadata` (MAPPING.md §2.4).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Metadata {
+    pub version: &'static str,
+    pub product: Product,
+    /// The id of this OCSF event: UUIDv5 over vendor, organization and dedupe key.
+    pub uid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_event_uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_provider: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+    pub loggers: Vec<Logger>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Product {
+    pub name: String,
+    pub vendor_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// `metadata.loggers[]`: the agent that collected and mapped the record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Logger {
+    pub name: String,
+    pub product: Product,
+}
+
+impl Logger {
+    /// auditrelay itself, with its version.
+    pub fn auditrelay() -> Logger {
+        let product = Product {
+            name: "auditrelay".into(),
+            vendor_name: "auditrelay".into(),
+            version: Some(env!("CARGO_PKG_VERSION").into()),
+        };
+        Logger { name: "auditrelay".into(), product }
+    }
+}
+
+/// `actor`: at least one of user, app_name, app_uid (we use those).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Actor {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_uid: Option<String>,
+}
+
+/// `user`: at least one of name, uid (or account).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct User {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_name: Option<String>,
+    /// Only a syntactically plausible address (OCSF's `email_t` is pattern-checked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub type_id: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<Group>>,
+}
+
+impl User {
+    /// Whether it identifies anyone (OCSF: at least one of name, uid, account).
+    pub fn is_identified(&self) -> bool {
+        self.uid.is_some() || self.name.is_some()
+    }
+}
+
+/// `network_endpoint`; we fill `ip` (pattern-checked by OCSF, so only a parsed address).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NetworkEndpoint {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub svc_name: Option<String>,
+}
+
+/// `api`: `operation` is required.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Api {
+    pub operation: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<Service>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<ApiRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<ApiResponse>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiRequest {
+    pub uid: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiResponse {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Service {
+    pub name: String,
+}
+
+/// `http_request`; `http_method` upper case.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HttpRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<Url>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referrer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+impl HttpRequest {
+    pub fn is_empty(&self) -> bool {
+        *self == HttpRequest::default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HttpResponse {
+    pub code: i64,
+}
+
+/// `url`: at least one of url_string, path.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Url {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url_string: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// `resource_details`: at least one of name, uid.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResourceDetails {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+/// `managed_entity`: at least one of name, uid, group, user, org, …
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ManagedEntity {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// 1 Device, 2 User, 3 Group, 4 Organization, 5 Policy, 99 Other (then `type`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub type_id: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<Group>,
+}
+
+/// `group`: at least one of name, uid.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Group {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub privileges: Option<Vec<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata() -> Metadata {
+        Metadata {
+            version: OCSF_VERSION,
+            product: Product { name: "Aitronos".into(), vendor_name: "Aitronos".into(), version: None },
+            uid: "u".into(),
+            original_event_uid: None,
+            correlation_uid: None,
+            event_code: None,
+            original_time: None,
+            tenant_uid: None,
+            log_provider: None,
+            labels: None,
+            loggers: vec![Logger::auditrelay()],
+        }
+    }
+
+    fn parts(class: Class) -> EventParts {
+        EventParts {
+            class,
+            severity: Severity::Low,
+            time: 1_748_948_553_000,
+            metadata: metadata(),
+            status: Some(Status::Success),
+            status_code: None,
+            status_detail: None,
+            message: None,
+            raw_data: "{}".into(),
+            unmapped: Some(Map::new()),
+        }
+    }
+
+    #[test]
+    fn test_classification_is_derived_and_nothing_is_null() {
+        let user = User { uid: Some("usr_1".into()), ..User::default() };
+        let class = Class::UserAccess(UserAccess {
+            activity: UserAccessId::AssignPrivileges,
+            user,
+            privileges: vec!["Admin".into()],
+            resources: None,
+            actor: None,
+            src_endpoint: None,
+            http_request: None,
+        });
+        let json = serde_json::to_value(Event::new(parts(class))).unwrap();
+        assert_eq!(json["class_uid"], 3005);
+        assert_eq!(json["category_uid"], 3);
+        assert_eq!(json["category_name"], "Identity & Access Management");
+        assert_eq!(json["activity_id"], 1);
+        assert_eq!(json["activity_name"], "Assign Privileges");
+        assert_eq!(json["type_uid"], 300501);
+        assert_eq!(json["type_name"], "User Access Management: Assign Privileges");
+        assert_eq!((json["severity_id"].clone(), json["severity"].clone()), (2.into(), "Low".into()));
+        assert_eq!((json["status_id"].clone(), json["status"].clone()), (1.into(), "Success".into()));
+        assert_eq!(json["privileges"], serde_json::json!(["Admin"]));
+        assert_eq!(json["raw_data_size"], 2);
+        assert!(json.get("unmapped").is_none(), "an empty unmapped is left out");
+        assert!(!serde_json::to_string(&json).unwrap().contains("null"));
+    }
+
+    #[test]
+    fn test_other_activity_carries_the_vendor_verb() {
+        let class = Class::EntityManagement(EntityManagement {
+            activity: EntityManagementId::Other("teamMemberInvitationResent".into()),
+            entity: ManagedEntity { name: Some("x".into()), ..ManagedEntity::default() },
+            entity_result: None,
+            actor: None,
+            src_endpoint: None,
+            http_request: None,
+            comment: None,
+        });
+        let event = Event::new(parts(class));
+        assert_eq!((event.class_uid(), event.activity_id(), event.type_uid()), (3004, 99, 300499));
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["activity_name"], "teamMemberInvitationResent");
+        assert_eq!(json["type_name"], "Entity Management: Other");
+    }
+
+    #[test]
+    fn test_every_class_has_its_uid_and_category() {
+        let user = User { uid: Some("u".into()), ..User::default() };
+        let actor = Actor { user: Some(user.clone()), app_name: None, app_uid: None };
+        let classes = [
+            Class::ApiActivity(ApiActivity {
+                activity: ApiActivityId::Read,
+                actor,
+                api: Api { operation: "op".into(), service: None, request: None, response: None },
+                src_endpoint: NetworkEndpoint { ip: Some("198.51.100.7".into()), ..NetworkEndpoint::default() },
+                http_request: None,
+                http_response: None,
+                resources: None,
+            }),
+            Class::Authentication(Authentication {
+                activity: AuthenticationId::Logon,
+                user: user.clone(),
+                service: Service { name: "Datafold".into() },
+                actor: None,
+                src_endpoint: None,
+                http_request: None,
+                is_mfa: None,
+            }),
+            Class::GroupManagement(GroupManagement {
+                activity: GroupManagementId::AddUser,
+                group: Group { name: Some("g".into()), ..Group::default() },
+                user: Some(user),
+                privileges: None,
+                actor: None,
+                src_endpoint: None,
+                http_request: None,
+            }),
+        ];
+        let want = [(6003, 6, 600302), (3002, 3, 300201), (3006, 3, 300603)];
+        for (class, (uid, category, type_uid)) in classes.into_iter().zip(want) {
+            assert_eq!((class.uid(), class.category_uid()), (uid, category));
+            assert_eq!(Event::new(parts(class)).type_uid(), type_uid);
+        }
+    }
+}
