@@ -379,3 +379,41 @@ async fn test_datafold_422_is_not_retried_and_quotes_the_validation_detail() {
     assert!(msg.contains("422") && msg.contains("invalid datetime format"), "{msg}");
     assert_eq!(hits.load(Ordering::SeqCst), 1, "a 422 must not be retried");
 }
+
+/// A record that reaches the mapping but cannot become an OCSF event (here an Aitronos entry
+/// without `action_type`) is dead-lettered with its reason and counted; the rest are stored.
+#[tokio::test(start_paused = true)]
+async fn test_unmappable_record_is_dead_lettered_with_its_reason() {
+    let page = r#"{"items":[
+        {"id":"a1","entity_type":"user","action_type":"created","actor_id":"usr_1","actor_name":"A",
+         "actor_email":"a@example.com","target_id":"usr_2","target_name":"B","organization_id":"ORG_X",
+         "created_at":"2026-03-18T08:00:00Z"},
+        {"id":"a2","entity_type":"user","organization_id":"ORG_X","created_at":"2026-03-18T08:01:00Z"}
+    ],"total":2,"skip":0,"limit":100,"has_more":false}"#;
+    let app = axum::Router::new().route(
+        "/v1/organizations/ORG_X/audit-log",
+        axum::routing::get(move || async move { ([("content-type", "application/json")], page) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let block = format!(
+        "[[sources]]\nname = \"ait\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\napi_key = \"k\"\n\
+         base_url = \"http://{addr}/\"\nstart = \"2026-03-18T00:00:00Z\"\nmax_span = \"3d\"\n"
+    );
+    let text = config_with_sources(dir.path(), &[block]);
+    let config = auditrelay::config::Config::parse_with_env(&text, &dir.path().join("a.toml"), &|_| None).unwrap();
+    let opts = RunOptions { mode: RunMode::CatchUp, ..RunOptions::default() };
+    let report = daemon::run(&config, Clock::starting_at(test_start()), opts, CancellationToken::new()).await.unwrap();
+    assert_eq!((report.sources[0].stats.stored, report.sources[0].stats.dead_lettered), (1, 1), "{report:?}");
+    assert_eq!(events(&out_path(dir.path())).len(), 1);
+    let queue = Queue::open(&dir.path().join("state"), QueueOptions { max_bytes: 1 << 30, sinks: vec!["file".into()] })
+        .unwrap();
+    let dead = queue.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].key, "a2");
+    assert!(dead[0].reason.starts_with("cannot map to OCSF:"), "{}", dead[0].reason);
+    assert!(String::from_utf8_lossy(&dead[0].raw).contains("\"id\":\"a2\""));
+    queue.close().await.unwrap();
+}
