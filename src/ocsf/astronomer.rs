@@ -13,9 +13,9 @@ use serde_json::{Map, Value};
 
 use super::event::{
     Actor, Api, ApiActivity, ApiActivityId, ApiRequest, Class, EntityManagement, EntityManagementId, EventParts,
-    HttpRequest, HttpResponse, ManagedEntity, NetworkEndpoint, ResourceDetails, Service, Severity, Status, Url, User,
+    HttpRequest, HttpResponse, ManagedEntity, ResourceDetails, Service, Severity, Status, Url, User,
 };
-use super::{Context, Unmappable, http_method, ip, status_from_http, status_from_word, text, unmapped};
+use super::{Context, Unmappable, http_method, src_endpoint, status_from_http, status_from_word, text, unmapped};
 
 /// Fields that get an OCSF home below; every other non-null field goes to `unmapped`.
 /// `subjectType` is mapped *and* kept there (MAPPING §4.1 field map).
@@ -131,7 +131,7 @@ pub fn map(record: &Map<String, Value>, ctx: &Context<'_>) -> Result<EventParts,
     let organization = organization.filter(|o| !o.is_empty());
     let http_request = http_request(record, category, method, path);
     let keys: Vec<&str> = record.keys().map(String::as_str).filter(|k| !MAPPED.contains(k)).collect();
-    let class = match (actor(record), src_endpoint(record)) {
+    let class = match (actor(record), src_endpoint(record, "sourceIp")) {
         (Some(actor), Some(src_endpoint)) => Class::ApiActivity(ApiActivity {
             activity,
             actor,
@@ -269,17 +269,6 @@ fn actor(record: &Map<String, Value>) -> Option<Actor> {
     }
     let app_name = text(record, "graphqlClientName").or_else(|| text(record, "astroClient"))?;
     Some(Actor { user: None, app_name: Some(app_name), app_uid: None })
-}
-
-/// `src_endpoint`: the first valid address of `sourceIp` (a proxy may list several); a value
-/// that is no address is kept as the endpoint's `name` rather than dropped.
-fn src_endpoint(record: &Map<String, Value>) -> Option<NetworkEndpoint> {
-    let raw = text(record, "sourceIp")?;
-    let endpoint = match raw.split(',').find_map(|part| ip(Some(part.to_owned()))) {
-        Some(addr) => NetworkEndpoint { ip: Some(addr), ..NetworkEndpoint::default() },
-        None => NetworkEndpoint { name: Some(raw.trim().to_owned()), ..NetworkEndpoint::default() },
-    };
-    Some(endpoint)
 }
 
 fn http_request(

@@ -17,10 +17,9 @@ use serde_json::{Map, Value};
 
 use super::event::{
     Actor, Api, ApiActivity, ApiActivityId, Authentication, AuthenticationId, Class, EntityManagement,
-    EntityManagementId, EventParts, HttpRequest, ManagedEntity, NetworkEndpoint, ResourceDetails, Service, Severity,
-    Status, Url, User,
+    EntityManagementId, EventParts, HttpRequest, ManagedEntity, ResourceDetails, Service, Severity, Status, Url, User,
 };
-use super::{Context, Unmappable, email, http_method, ip, status_from_word, text, unmapped};
+use super::{Context, Unmappable, email, http_method, src_endpoint, status_from_word, text, unmapped};
 
 /// Fields that always get an OCSF home; `object_id`/`object_type` do when they make a resource
 /// or entity. Everything else (`payload`, `source`, `is_support_user`, ...) goes to `unmapped`.
@@ -67,7 +66,7 @@ pub fn map(record: &Map<String, Value>, ctx: &Context<'_>) -> Result<EventParts,
     let reason = record.get("payload").and_then(Value::as_object).and_then(|p| text(p, "reason"));
     let status_detail = reason.filter(|_| status == Some(Status::Failure));
     let user = user(record);
-    let src_endpoint = src_endpoint(record);
+    let src_endpoint = src_endpoint(record, "client_ip");
     let http_request = Some(http_request(record, method.clone(), path)).filter(|h| !h.is_empty());
     let mut mapped = MAPPED.to_vec();
     if method.is_none() {
@@ -225,17 +224,6 @@ fn actor(record: &Map<String, Value>, user: Option<User>) -> Option<Actor> {
     }
     let app_name = text(record, "source").or_else(|| text(record, "user_agent"))?;
     Some(Actor { user: None, app_name: Some(app_name), app_uid: None })
-}
-
-/// `src_endpoint`: the first valid address in `client_ip` (a proxy may list several); a value
-/// that is no address is kept as the endpoint's `name` rather than dropped.
-fn src_endpoint(record: &Map<String, Value>) -> Option<NetworkEndpoint> {
-    let raw = text(record, "client_ip")?;
-    let endpoint = match raw.split(',').find_map(|part| ip(Some(part.to_owned()))) {
-        Some(addr) => NetworkEndpoint { ip: Some(addr), ..NetworkEndpoint::default() },
-        None => NetworkEndpoint { name: Some(raw.trim().to_owned()), ..NetworkEndpoint::default() },
-    };
-    Some(endpoint)
 }
 
 fn http_request(record: &Map<String, Value>, method: Option<String>, url: Option<String>) -> HttpRequest {

@@ -124,6 +124,17 @@ pub fn ip(value: Option<String>) -> Option<String> {
     value.and_then(|v| v.trim().parse::<std::net::IpAddr>().ok()).map(|a| a.to_string())
 }
 
+/// `src_endpoint` from a record's client-address field: the first valid address (a proxy may
+/// list several); a value that is no address is kept as the endpoint's `name`, not dropped.
+pub fn src_endpoint(record: &Map<String, Value>, key: &str) -> Option<event::NetworkEndpoint> {
+    let raw = text(record, key)?;
+    let endpoint = match raw.split(',').find_map(|part| ip(Some(part.to_owned()))) {
+        Some(addr) => event::NetworkEndpoint { ip: Some(addr), ..Default::default() },
+        None => event::NetworkEndpoint { name: Some(raw.trim().to_owned()), ..Default::default() },
+    };
+    Some(endpoint)
+}
+
 /// An HTTP method as OCSF's `http_request.http_method` enum spells it (upper case, one of the
 /// nine methods), else `None`.
 pub fn http_method(value: Option<String>) -> Option<String> {
