@@ -2,8 +2,8 @@
 # Checks that what `auditrelay demo` writes is valid OCSF 1.8.0, with the shared Python
 # validator (../shared/ocsf/validate-ocsf beside the checkout), as CI's last step.
 #
-#   scripts/validate-demo-ocsf.sh                 run the demo (300 records, dev profile: the
-#                                                 build the tests made), validate its events.ndjson
+#   scripts/validate-demo-ocsf.sh                 run the demo (300 records, with the binary the
+#                                                 tests built), validate its events.ndjson
 #   OCSF_FILE=x.ndjson scripts/validate-demo-ocsf.sh   validate x.ndjson instead, no demo run
 #
 # Passes only when the validator's summary says "N valid, 0 invalid" with N > 0; it runs with
@@ -53,8 +53,11 @@ if [ -n "${OCSF_FILE:-}" ]; then
 else
   out=$(mktemp -d)
   trap 'rm -rf "$out"' EXIT
-  echo "==> cargo run -- demo --records 300 --out $out"
-  cargo run --locked --quiet -- demo --records 300 --out "$out"
+  # The binary the tests built (same profile and features; `cargo run` would build the graph
+  # again without the dev-dependency features). `--no-run` only makes sure it is up to date.
+  cargo test --locked --quiet --no-run --test cli >/dev/null 2>&1 || cargo test --locked --no-run --test cli
+  echo "==> target/debug/auditrelay demo --records 300 --out $out"
+  target/debug/auditrelay demo --records 300 --out "$out"
   events=$out/events.ndjson
   echo "==> validating $events"
 fi
