@@ -226,7 +226,7 @@ enum Command {
         reply: Reply<Option<String>>,
     },
     StorePage {
-        page: PageWrite,
+        page: Arc<PageWrite>,
         reply: Reply<StoreOutcome>,
     },
     ReadBatch {
@@ -325,7 +325,10 @@ impl Queue {
     /// also within the page), insert the new events and dead letters (one already recorded for
     /// the same source and key is ignored), upsert the checkpoint (if any), commit. Never refused
     /// for lack of room. If the future is dropped after sending, the page is still written.
-    pub async fn store_page(&self, page: PageWrite) -> Result<StoreOutcome, QueueError> {
+    ///
+    /// The page is shared, not copied: a caller that retries a failed commit keeps its `Arc`.
+    pub async fn store_page(&self, page: impl Into<Arc<PageWrite>>) -> Result<StoreOutcome, QueueError> {
+        let page = page.into();
         self.call(|reply| Command::StorePage { page, reply }).await
     }
 

@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{BadPage, Page, PageCursor, Window, read_record};
+use super::{BadPage, Page, PageCursor, Window};
 use crate::config::{AitronosCredential, AitronosSettings};
 
 #[derive(Debug)]
@@ -80,14 +80,8 @@ impl Aitronos {
         };
         let envelope: Envelope<'_> =
             serde_json::from_slice(body).map_err(|e| BadPage(format!("not an Aitronos audit-log page ({e})")))?;
-        let mut out = Page::default();
         let count = envelope.items.len() as u64;
-        for raw in envelope.items {
-            match read_record(raw, "id", "created_at") {
-                Ok(record) => out.records.push(record),
-                Err(rejected) => out.rejected.push(rejected),
-            }
-        }
+        let mut out = Page::of_records(envelope.items, "id", "created_at");
         if envelope.has_more {
             if count == 0 {
                 return Err(BadPage("has_more is true but the page is empty; refusing to page forever".into()));

@@ -18,7 +18,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{BadPage, Page, PageCursor, Window, read_record};
+use super::{BadPage, Page, PageCursor, Window};
 use crate::config::{ConfigCatApi, ConfigCatSettings};
 
 #[derive(Debug)]
@@ -105,14 +105,8 @@ impl ConfigCat {
                 (e.data, e.paging.has_next)
             }
         };
-        let mut out = Page::default();
         let count = items.len();
-        for raw in items {
-            match read_record(raw, "auditLogId", "auditLogDateTime") {
-                Ok(record) => out.records.push(record),
-                Err(rejected) => out.rejected.push(rejected),
-            }
-        }
+        let mut out = Page::of_records(items, "auditLogId", "auditLogDateTime");
         if has_next {
             // A v1 request redirected to v2 got page 1 with v2's default page size (100).
             let page = match page {

@@ -17,7 +17,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{AnswerLimits, BadPage, Page, Window, read_record};
+use super::{AnswerLimits, BadPage, Page, Window};
 use crate::config::DatafoldSettings;
 
 #[derive(Debug)]
@@ -64,14 +64,7 @@ impl Datafold {
     pub fn read_page(&self, body: &[u8]) -> Result<Page, BadPage> {
         let answer: Answer<'_> =
             serde_json::from_slice(body).map_err(|e| BadPage(format!("not a Datafold audit-log answer ({e})")))?;
-        let mut out = Page::default();
-        for raw in answer.logs {
-            match read_record(raw, "event_uuid", "timestamp") {
-                Ok(record) => out.records.push(record),
-                Err(rejected) => out.rejected.push(rejected),
-            }
-        }
-        Ok(out)
+        Ok(Page::of_records(answer.logs, "event_uuid", "timestamp"))
     }
 }
 

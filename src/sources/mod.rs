@@ -117,6 +117,21 @@ pub struct Page {
     pub staged: Option<astronomer::Decoded>,
 }
 
+impl Page {
+    /// A page of JSON records, each read by [`read_record`] with the vendor's id and time
+    /// fields: readable ones become records, the others rejected (dead letters). No next page.
+    pub fn of_records(items: Vec<&RawValue>, id_field: &str, time_field: &str) -> Page {
+        let mut page = Page::default();
+        for raw in items {
+            match read_record(raw, id_field, time_field) {
+                Ok(record) => page.records.push(record),
+                Err(rejected) => page.rejected.push(rejected),
+            }
+        }
+        page
+    }
+}
+
 /// A page that cannot be read at all; the whole answer is retried.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -911,19 +926,20 @@ impl Source {
             .is_none()
             .then(|| (sweep.window.to - chrono_dur(self.cfg.overlap) - DEDUPE_MARGIN).timestamp_millis());
         let state = serde_json::to_string(next).unwrap_or_default();
+        // Built once; a retried commit shares it rather than copying the page.
+        let write = Arc::new(PageWrite {
+            source: name.clone(),
+            events,
+            dead_letters,
+            checkpoint: Some(state.clone()),
+            prune_dedupe_before_ms: prune,
+        });
         let mut failures = 0u32;
         loop {
             let committed = if staged {
                 self.queue.commit_staged(&name, Some(state.clone()), prune).await
             } else {
-                let write = PageWrite {
-                    source: name.clone(),
-                    events: events.clone(),
-                    dead_letters: dead_letters.clone(),
-                    checkpoint: Some(state.clone()),
-                    prune_dedupe_before_ms: prune,
-                };
-                self.queue.store_page(write).await
+                self.queue.store_page(Arc::clone(&write)).await
             };
             match committed {
                 Ok(outcome) => {
