@@ -6,9 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the build and the tests need. A C compiler builds the bundled SQLite and
-# the TLS library. (Receivers such as rsyslog are added here as the sinks that need them land.)
+# the TLS library. The syslog tests start a real rsyslog (Debian's) with its GnuTLS and OpenSSL
+# network drivers; its system service is never started (the tests run their own rsyslogd).
 packages=()
 command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev)
+for pkg in rsyslog rsyslog-gnutls rsyslog-openssl; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || packages+=("$pkg")
+done
 if ((${#packages[@]})); then
   echo "==> installing: ${packages[*]}"
   sudo_cmd=()

@@ -38,6 +38,11 @@ pub enum Command {
     Check {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Also reach every sink: open the file sink's file, connect to syslog receivers (TCP
+        /// connect and, for TLS, the whole handshake with certificate checks). Prints one line
+        /// per sink and exits 1 if any fails. Sends no event.
+        #[arg(long)]
+        connect: bool,
     },
     /// Run the agent against its built-in vendor simulator on 127.0.0.1, writing events to
     /// ./auditrelay-demo/events.ndjson, and print a summary. Exits 0 once every simulated record

@@ -225,11 +225,86 @@ pub struct SinkConfig {
 #[derive(Debug, Clone)]
 pub enum SinkKind {
     File(FileSinkSettings),
+    Syslog(SyslogSinkSettings),
 }
 
 #[derive(Debug, Clone)]
 pub struct FileSinkSettings {
     pub path: PathBuf,
+}
+
+/// `type = "syslog"`: RFC 5424 (or legacy RFC 3164) messages over TLS, TCP or UDP.
+#[derive(Debug, Clone)]
+pub struct SyslogSinkSettings {
+    /// The receiver's DNS name or IP address, and port (`address = "host:port"`).
+    pub host: String,
+    pub port: u16,
+    pub transport: SyslogTransport,
+    /// TCP and TLS only; UDP sends one message per datagram.
+    pub framing: SyslogFraming,
+    pub format: SyslogFormat,
+    /// 0..=23 (RFC 5424 table 1).
+    pub facility: u8,
+    /// HOSTNAME; `None`: this machine's name, read when the sink starts.
+    pub hostname: Option<String>,
+    pub app_name: String,
+    /// SD-ID of the structured-data element (`name@<PEN>`); `None` sends `-`.
+    pub sd_id: Option<String>,
+    /// Largest message (without framing); larger events follow `oversize`.
+    pub max_message_size: usize,
+    pub oversize: Oversize,
+    /// Limit on connecting (TCP and TLS handshake) and on writing one batch.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum SyslogTransport {
+    /// RFC 5425.
+    Tls(TlsSettings),
+    Tcp,
+    /// RFC 5426: best effort, never a proof of delivery.
+    Udp,
+}
+
+/// Outbound TLS; the server is always verified.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// PEM CA certificates to trust instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// The name the server's certificate must carry (default: the host of `address`).
+    pub server_name: String,
+    /// PEM client certificate chain and key, for mutual TLS.
+    pub client_auth: Option<ClientAuth>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogFraming {
+    /// RFC 5425 / RFC 6587 3.4.1: `MSG-LEN SP MSG`.
+    OctetCounting,
+    /// RFC 6587 3.4.2 (legacy): each message ends with LF.
+    Lf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogFormat {
+    Rfc5424,
+    /// Legacy BSD format, for receivers that cannot parse RFC 5424.
+    Rfc3164,
+}
+
+/// What happens to an event whose message exceeds `max_message_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oversize {
+    /// Sent cut short, with a marker.
+    Truncate,
+    /// Kept whole in the dead-letter table instead of being sent.
+    DeadLetter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -364,6 +439,55 @@ impl Config {
                     kv("type", "\"file\"".to_owned());
                     kv("path", p(&f.path));
                 }
+                SinkKind::Syslog(sl) => {
+                    kv("type", "\"syslog\"".to_owned());
+                    let host = if sl.host.contains(':') { format!("[{}]", sl.host) } else { sl.host.clone() };
+                    kv("address", format!("{:?}", format!("{host}:{}", sl.port)));
+                    let transport = match &sl.transport {
+                        SyslogTransport::Tls(_) => "tls",
+                        SyslogTransport::Tcp => "tcp",
+                        SyslogTransport::Udp => "udp",
+                    };
+                    kv("transport", format!("{transport:?}"));
+                    if let SyslogTransport::Tls(t) = &sl.transport {
+                        if let Some(ca) = &t.ca_file {
+                            kv("ca_file", p(ca));
+                        }
+                        kv("server_name", format!("{:?}", t.server_name));
+                        if let Some(c) = &t.client_auth {
+                            kv("client_cert_file", p(&c.cert_file));
+                            kv("client_key_file", p(&c.key_file));
+                        }
+                    }
+                    if !matches!(sl.transport, SyslogTransport::Udp) {
+                        let framing = match sl.framing {
+                            SyslogFraming::OctetCounting => "octet_counting",
+                            SyslogFraming::Lf => "lf",
+                        };
+                        kv("framing", format!("{framing:?}"));
+                    }
+                    let format = match sl.format {
+                        SyslogFormat::Rfc5424 => "rfc5424",
+                        SyslogFormat::Rfc3164 => "rfc3164",
+                    };
+                    kv("format", format!("{format:?}"));
+                    let facility = FACILITIES.iter().find(|f| f.1 == sl.facility).map_or("?", |f| f.0);
+                    kv("facility", format!("{facility:?}"));
+                    if let Some(h) = &sl.hostname {
+                        kv("hostname", format!("{h:?}"));
+                    }
+                    kv("app_name", format!("{:?}", sl.app_name));
+                    if let Some(id) = &sl.sd_id {
+                        kv("sd_id", format!("{id:?}"));
+                    }
+                    kv("max_message_size", size(sl.max_message_size as u64));
+                    let oversize = match sl.oversize {
+                        Oversize::Truncate => "truncate",
+                        Oversize::DeadLetter => "dead_letter",
+                    };
+                    kv("oversize", format!("{oversize:?}"));
+                    kv("timeout", d(sl.timeout));
+                }
             }
             kv("batch_max_events", s.batch_max_events.to_string());
             kv("batch_max_bytes", size(s.batch_max_bytes as u64));
@@ -475,16 +599,95 @@ struct RawSink {
     #[serde(rename = "type")]
     kind: RawSinkType,
     path: Option<Spanned<String>>,
+    address: Option<Spanned<String>>,
+    transport: Option<Spanned<RawTransport>>,
+    framing: Option<Spanned<RawFraming>>,
+    format: Option<Spanned<RawFormat>>,
+    facility: Option<Spanned<toml::Value>>,
+    hostname: Option<Spanned<String>>,
+    app_name: Option<Spanned<String>>,
+    sd_id: Option<Spanned<String>>,
+    max_message_size: Option<Spanned<RawSize>>,
+    oversize: Option<Spanned<RawOversize>>,
+    timeout: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    server_name: Option<Spanned<String>>,
+    client_cert_file: Option<Spanned<String>>,
+    client_key_file: Option<Spanned<String>>,
     batch_max_events: Option<Spanned<usize>>,
     batch_max_bytes: Option<Spanned<RawSize>>,
     backoff: Option<Spanned<RawBackoff>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 enum RawSinkType {
     File,
+    Syslog,
 }
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawTransport {
+    Tls,
+    Tcp,
+    Udp,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawFraming {
+    OctetCounting,
+    Lf,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawFormat {
+    Rfc5424,
+    Rfc3164,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawOversize {
+    Truncate,
+    DeadLetter,
+}
+
+/// RFC 5424 table 1, by the names syslog.conf uses; `security` is an old alias of `auth`.
+const FACILITIES: [(&str, u8); 25] = [
+    ("kern", 0),
+    ("user", 1),
+    ("mail", 2),
+    ("daemon", 3),
+    ("auth", 4),
+    ("security", 4),
+    ("syslog", 5),
+    ("lpr", 6),
+    ("news", 7),
+    ("uucp", 8),
+    ("cron", 9),
+    ("authpriv", 10),
+    ("ftp", 11),
+    ("ntp", 12),
+    ("audit", 13),
+    ("alert", 14),
+    ("clock", 15),
+    ("local0", 16),
+    ("local1", 17),
+    ("local2", 18),
+    ("local3", 19),
+    ("local4", 20),
+    ("local5", 21),
+    ("local6", 22),
+    ("local7", 23),
+];
+
+/// The largest UDP payload over IPv4 (65,535 − 8 − 20).
+const MAX_UDP_PAYLOAD: u64 = 65_507;
+/// RFC 5424 6.1: every receiver must accept 480 octets; smaller caps would cut every event.
+const MIN_MESSAGE_SIZE: u64 = 480;
 
 /// A vendor's documented defaults (vendors/README.md, "Rate limiting" and "Client algorithm").
 struct VendorDefaults {
@@ -833,6 +1036,7 @@ impl Validator<'_> {
     fn sink(&self, i: usize, raw: Spanned<RawSink>) -> Res<SinkConfig> {
         let (table, r) = (raw.span(), raw.into_inner());
         let at = |k: &str| format!("sinks[{i}].{k}");
+        self.sink_keys(i, &r)?;
         let kind = match r.kind {
             RawSinkType::File => {
                 let Some(path) = &r.path else {
@@ -840,6 +1044,7 @@ impl Validator<'_> {
                 };
                 SinkKind::File(FileSinkSettings { path: self.path(path, &at("path"))? })
             }
+            RawSinkType::Syslog => SinkKind::Syslog(self.syslog(i, &r, &table)?),
         };
         let batch_max_events = match &r.batch_max_events {
             None => 500,
@@ -858,6 +1063,199 @@ impl Validator<'_> {
             batch_max_bytes,
             backoff: self.backoff(&r.backoff, &at("backoff"), SINK_BACKOFF)?,
         })
+    }
+
+    /// Keys set on a sink whose type does not use them are mistakes, not silently ignored.
+    fn sink_keys(&self, i: usize, r: &RawSink) -> Res<()> {
+        use RawSinkType::{File, Syslog};
+        let tls = matches!(r.transport.as_ref().map(|t| *t.get_ref()), None | Some(RawTransport::Tls));
+        let span = |v: &Option<Spanned<String>>| v.as_ref().map(Spanned::span);
+        let keys: [(&str, Option<Range<usize>>, bool); 16] = [
+            ("path", span(&r.path), r.kind == File),
+            ("address", span(&r.address), r.kind == Syslog),
+            ("transport", r.transport.as_ref().map(Spanned::span), r.kind == Syslog),
+            ("framing", r.framing.as_ref().map(Spanned::span), r.kind == Syslog),
+            ("format", r.format.as_ref().map(Spanned::span), r.kind == Syslog),
+            ("facility", r.facility.as_ref().map(Spanned::span), r.kind == Syslog),
+            ("hostname", span(&r.hostname), r.kind == Syslog),
+            ("app_name", span(&r.app_name), r.kind == Syslog),
+            ("sd_id", span(&r.sd_id), r.kind == Syslog),
+            ("max_message_size", r.max_message_size.as_ref().map(Spanned::span), r.kind == Syslog),
+            ("oversize", r.oversize.as_ref().map(Spanned::span), r.kind == Syslog),
+            ("timeout", span(&r.timeout), r.kind == Syslog),
+            ("ca_file", span(&r.ca_file), r.kind == Syslog && tls),
+            ("server_name", span(&r.server_name), r.kind == Syslog && tls),
+            ("client_cert_file", span(&r.client_cert_file), r.kind == Syslog && tls),
+            ("client_key_file", span(&r.client_key_file), r.kind == Syslog && tls),
+        ];
+        for (key, set, used) in keys {
+            if let (Some(span), false) = (set, used) {
+                let what = if r.kind == Syslog { "transport" } else { "sink type" };
+                return self.fail(span, &format!("sinks[{i}].{key}"), format!("not used by this {what}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn syslog(&self, i: usize, r: &RawSink, table: &Range<usize>) -> Res<SyslogSinkSettings> {
+        let at = |k: &str| format!("sinks[{i}].{k}");
+        let transport = r.transport.as_ref().map_or(RawTransport::Tls, |t| *t.get_ref());
+        let Some(address) = &r.address else {
+            return self.fail(table.clone(), &at("address"), "required for type \"syslog\" (\"host:port\")");
+        };
+        let default_port = match transport {
+            RawTransport::Tls => 6514,
+            RawTransport::Tcp | RawTransport::Udp => 514,
+        };
+        let (host, port) = self.host_port(address, &at("address"), default_port)?;
+        let transport = match transport {
+            RawTransport::Tcp => SyslogTransport::Tcp,
+            RawTransport::Udp => SyslogTransport::Udp,
+            RawTransport::Tls => {
+                let server_name = match &r.server_name {
+                    Some(n) => n.get_ref().clone(),
+                    None => host.clone(),
+                };
+                if rustls::pki_types::ServerName::try_from(server_name.as_str()).is_err() {
+                    let span = r.server_name.as_ref().map_or(address.span(), Spanned::span);
+                    let msg = format!("{server_name:?} is not a valid TLS server name (a DNS name or IP address)");
+                    return self.fail(span, &at("server_name"), msg);
+                }
+                let ca_file = r.ca_file.as_ref().map(|p| self.path(p, &at("ca_file"))).transpose()?;
+                let client_auth = match (&r.client_cert_file, &r.client_key_file) {
+                    (None, None) => None,
+                    (Some(cert), Some(key)) => Some(ClientAuth {
+                        cert_file: self.path(cert, &at("client_cert_file"))?,
+                        key_file: self.path(key, &at("client_key_file"))?,
+                    }),
+                    (Some(c), None) => {
+                        return self.fail(c.span(), &at("client_key_file"), "required with client_cert_file");
+                    }
+                    (None, Some(k)) => {
+                        return self.fail(k.span(), &at("client_cert_file"), "required with client_key_file");
+                    }
+                };
+                SyslogTransport::Tls(TlsSettings { ca_file, server_name, client_auth })
+            }
+        };
+        let udp = matches!(transport, SyslogTransport::Udp);
+        if let (true, Some(f)) = (udp, &r.framing) {
+            return self.fail(f.span(), &at("framing"), "not used by transport \"udp\" (one message per datagram)");
+        }
+        let framing = match r.framing.as_ref().map(|f| *f.get_ref()) {
+            None | Some(RawFraming::OctetCounting) => SyslogFraming::OctetCounting,
+            Some(RawFraming::Lf) => SyslogFraming::Lf,
+        };
+        let format = match r.format.as_ref().map(|f| *f.get_ref()) {
+            None | Some(RawFormat::Rfc5424) => SyslogFormat::Rfc5424,
+            Some(RawFormat::Rfc3164) => SyslogFormat::Rfc3164,
+        };
+        let facility = match &r.facility {
+            None => 10, // authpriv: security and authorization messages
+            Some(v) => self.facility(v, &at("facility"))?,
+        };
+        let hostname = match &r.hostname {
+            None => None,
+            Some(h) => Some(self.header_field(h, &at("hostname"), 255)?),
+        };
+        let app_name = match &r.app_name {
+            None => "auditrelay".to_owned(),
+            Some(a) => self.header_field(a, &at("app_name"), 48)?,
+        };
+        let sd_id = match &r.sd_id {
+            None => None,
+            Some(v) => {
+                let s = v.get_ref();
+                let ok = |c: char| c.is_ascii_graphic() && !matches!(c, '=' | ']' | '"');
+                if s.is_empty() || s.len() > 32 || !s.chars().all(ok) {
+                    let msg = format!(
+                        "invalid SD-ID {s:?}: 1 to 32 printable ASCII characters without = ] \" or space, \
+                         such as \"ocsf@32473\" (name@<your IANA Private Enterprise Number>)"
+                    );
+                    return self.fail(v.span(), &at("sd_id"), msg);
+                }
+                Some(s.clone())
+            }
+        };
+        let (default_size, limit) = if udp { (8 * 1024, MAX_UDP_PAYLOAD) } else { (64 * 1024, u64::from(u32::MAX)) };
+        let key = at("max_message_size");
+        let max = self.bytes(&r.max_message_size, &key, default_size)?;
+        if !(MIN_MESSAGE_SIZE..=limit).contains(&max) {
+            let span = r.max_message_size.as_ref().map(Spanned::span);
+            let why = if udp { " (the largest UDP datagram)" } else { "" };
+            return self.fail(span, &key, format!("must be between {MIN_MESSAGE_SIZE} and {limit} bytes{why}"));
+        }
+        let max_message_size = usize::try_from(max).unwrap_or(usize::MAX);
+        let oversize = match r.oversize.as_ref().map(|o| *o.get_ref()) {
+            None | Some(RawOversize::DeadLetter) => Oversize::DeadLetter,
+            Some(RawOversize::Truncate) => Oversize::Truncate,
+        };
+        let timeout = self.duration(&r.timeout, &at("timeout"), 30 * SECOND, true)?;
+        Ok(SyslogSinkSettings {
+            host,
+            port,
+            transport,
+            framing,
+            format,
+            facility,
+            hostname,
+            app_name,
+            sd_id,
+            max_message_size,
+            oversize,
+            timeout,
+        })
+    }
+
+    /// `host:port`, `[v6]:port`, or a bare host taking `default_port`.
+    fn host_port(&self, v: &Spanned<String>, key: &str, default_port: u16) -> Res<(String, u16)> {
+        let s = v.get_ref().as_str();
+        let bad = |why: &str| self.err(v.span(), key, format!("invalid address {s:?}: {why}"));
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (h, after) = rest.split_once(']').ok_or_else(|| bad("missing ]"))?;
+            match after {
+                "" => (h, None),
+                p => (h, Some(p.strip_prefix(':').ok_or_else(|| bad("expected :port after ]"))?)),
+            }
+        } else {
+            match s.split_once(':') {
+                Some((_, p)) if p.contains(':') => {
+                    return Err(bad("write an IPv6 address in brackets: \"[::1]:6514\""));
+                }
+                Some((h, p)) => (h, Some(p)),
+                None => (s, None),
+            }
+        };
+        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(bad("expected \"host:port\""));
+        }
+        let port = match port {
+            None => default_port,
+            Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| bad("the port must be 1 to 65535"))?,
+        };
+        Ok((host.to_owned(), port))
+    }
+
+    fn facility(&self, v: &Spanned<toml::Value>, key: &str) -> Res<u8> {
+        let found = match v.get_ref() {
+            toml::Value::Integer(n) => u8::try_from(*n).ok().filter(|n| *n <= 23),
+            toml::Value::String(s) => FACILITIES.iter().find(|(name, _)| name.eq_ignore_ascii_case(s)).map(|f| f.1),
+            _ => None,
+        };
+        found.ok_or_else(|| {
+            let names: Vec<&str> = FACILITIES.iter().map(|f| f.0).collect();
+            self.err(v.span(), key, format!("expected 0 to 23 or one of {}", names.join(", ")))
+        })
+    }
+
+    /// A syslog header field: printable ASCII without spaces, at most `max` bytes (RFC 5424 6).
+    fn header_field(&self, v: &Spanned<String>, key: &str, max: usize) -> Res<String> {
+        let s = v.get_ref();
+        if s.is_empty() || s.len() > max || !s.chars().all(|c| c.is_ascii_graphic()) {
+            let msg = format!("invalid value {s:?}: 1 to {max} printable ASCII characters, no spaces");
+            return self.fail(v.span(), key, msg);
+        }
+        Ok(s.clone())
     }
 
     fn unique<'n>(&self, names: impl Iterator<Item = &'n Spanned<String>>, what: &str) -> Res<()> {
@@ -1041,7 +1439,7 @@ fn key_path(path: &serde_path_to_error::Path) -> String {
 }
 
 /// A secret file readable by group or others is accepted, but the operator should know.
-fn warn_if_shared(path: &Path) {
+pub(crate) fn warn_if_shared(path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -1106,9 +1504,82 @@ mod tests {
         assert_eq!(s.backoff, Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(300) });
         let vendors: Vec<_> = c.sources.iter().map(|s| s.vendor.vendor_name()).collect();
         assert_eq!(vendors, ["aitronos", "astronomer", "configcat", "datafold"]);
-        let SinkKind::File(f) = &c.sinks[0].kind;
+        let SinkKind::File(f) = &c.sinks[0].kind else { panic!("not a file sink") };
         assert_eq!(f.path, Path::new("/var/lib/auditrelay/events.ndjson"));
         assert_eq!((c.sinks[0].batch_max_events, c.sinks[0].batch_max_bytes), (500, 1 << 20));
+        let SinkKind::Syslog(sl) = &c.sinks[1].kind else { panic!("not a syslog sink") };
+        assert_eq!((sl.host.as_str(), sl.port, sl.facility), ("siem.example.com", 6514, 10));
+        let SyslogTransport::Tls(tls) = &sl.transport else { panic!("not tls") };
+        assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/etc/auditrelay/siem-ca.pem")));
+        assert_eq!((tls.server_name.as_str(), tls.client_auth.is_none()), ("siem.example.com", true));
+        assert_eq!(
+            (sl.sd_id.as_deref(), sl.max_message_size, sl.oversize),
+            (Some("ocsf@32473"), 65_536, Oversize::DeadLetter)
+        );
+    }
+
+    fn syslog_sink(body: &str) -> String {
+        with_source(MINIMAL).replace(SINK, &format!("[[sinks]]\nname = \"s\"\ntype = \"syslog\"\n{body}\n"))
+    }
+
+    fn syslog_settings(body: &str) -> SyslogSinkSettings {
+        let c = parse_at(&syslog_sink(body), Path::new(FILE)).expect("valid");
+        let SinkKind::Syslog(sl) = &c.sinks[0].kind else { panic!("not a syslog sink") };
+        sl.clone()
+    }
+
+    #[test]
+    fn syslog_sinks_get_defaults_per_transport() {
+        let tls = syslog_settings("address = \"siem.example.com\"");
+        assert_eq!((tls.port, tls.framing, tls.format), (6514, SyslogFraming::OctetCounting, SyslogFormat::Rfc5424));
+        assert_eq!((tls.facility, tls.app_name.as_str(), tls.hostname.as_ref()), (10, "auditrelay", None));
+        assert_eq!((tls.max_message_size, tls.oversize, tls.timeout), (65_536, Oversize::DeadLetter, 30 * SECOND));
+        let SyslogTransport::Tls(t) = &tls.transport else { panic!("not tls") };
+        assert_eq!((t.server_name.as_str(), t.ca_file.is_none()), ("siem.example.com", true));
+        let udp = syslog_settings("address = \"10.0.0.1\"\ntransport = \"udp\"\nfacility = 16");
+        assert_eq!((udp.port, udp.max_message_size, udp.facility), (514, 8192, 16));
+        let v6 =
+            syslog_settings("address = \"[::1]:1514\"\ntransport = \"tcp\"\nframing = \"lf\"\nfacility = \"local7\"");
+        assert_eq!((v6.host.as_str(), v6.port, v6.framing, v6.facility), ("::1", 1514, SyslogFraming::Lf, 23));
+        let mtls = syslog_settings(
+            "address = \"127.0.0.1:6514\"\nserver_name = \"localhost\"\nca_file = \"ca.pem\"\n\
+             client_cert_file = \"c.pem\"\nclient_key_file = \"c.key\"\noversize = \"truncate\"",
+        );
+        let SyslogTransport::Tls(t) = &mtls.transport else { panic!("not tls") };
+        let auth = t.client_auth.as_ref().expect("client auth");
+        assert_eq!(
+            (t.server_name.as_str(), auth.key_file.as_path()),
+            ("localhost", Path::new("/etc/auditrelay/c.key"))
+        );
+        assert_eq!(mtls.oversize, Oversize::Truncate);
+        let render = parse_at(&syslog_sink("address = \"[::1]:1514\"\nsd_id = \"x@1\""), Path::new(FILE))
+            .expect("valid")
+            .render_redacted();
+        assert!(render.contains("address = \"[::1]:1514\"") && render.contains("sd_id = \"x@1\""), "{render}");
+    }
+
+    #[test]
+    fn syslog_mistakes_are_named() {
+        check_err(&syslog_sink(""), &["sinks[0].address", "required"]);
+        check_err(&syslog_sink("address = \"h:0\""), &[":10: sinks[0].address:", "port"]);
+        check_err(&syslog_sink("address = \"::1:514\""), &["sinks[0].address", "brackets"]);
+        check_err(&syslog_sink("address = \"h\"\ntransport = \"sctp\""), &["sinks[0].transport", "sctp"]);
+        check_err(
+            &syslog_sink("address = \"h\"\ntransport = \"udp\"\nca_file = \"x\""),
+            &["sinks[0].ca_file", "not used"],
+        );
+        check_err(&syslog_sink("address = \"h\"\ntransport = \"udp\"\nframing = \"lf\""), &["sinks[0].framing", "udp"]);
+        let big_udp = "address = \"h\"\ntransport = \"udp\"\nmax_message_size = \"64 KiB\"";
+        check_err(&syslog_sink(big_udp), &["sinks[0].max_message_size", "65507"]);
+        check_err(&syslog_sink("address = \"h\"\nmax_message_size = 100"), &["sinks[0].max_message_size", "480"]);
+        check_err(&syslog_sink("address = \"h\"\nfacility = \"local9\""), &["sinks[0].facility", "local7"]);
+        check_err(&syslog_sink("address = \"h\"\nfacility = 24"), &["sinks[0].facility"]);
+        check_err(&syslog_sink("address = \"h\"\nhostname = \"a b\""), &["sinks[0].hostname", "printable"]);
+        check_err(&syslog_sink("address = \"h\"\nsd_id = \"a=b\""), &["sinks[0].sd_id", "SD-ID"]);
+        check_err(&syslog_sink("address = \"h\"\nclient_cert_file = \"c\""), &["sinks[0].client_key_file", "required"]);
+        check_err(&syslog_sink("address = \"h\"\nserver_name = \"bad name\""), &["sinks[0].server_name"]);
+        check_err(&syslog_sink("address = \"h\"\npath = \"x\""), &["sinks[0].path", "not used"]);
+        check_err(&format!("{}\ntimeout = \"1s\"", with_source(MINIMAL)), &["sinks[0].timeout", "not used"]);
     }
 
     fn source_of(vendor: &str, body: &str) -> String {

@@ -78,6 +78,8 @@ pub enum DaemonError {
     Queue(#[from] QueueError),
     #[error("cannot set up the HTTP client: {0}")]
     Http(String),
+    #[error("cannot set up {0}")]
+    Sink(#[from] sinks::OpenError),
 }
 
 /// Runs the agent described by `config` until `shutdown` fires (or, in catch-up mode, until
@@ -89,6 +91,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<RunReport, DaemonError> {
     let started = clock.now();
+    // Certificates and keys are read before anything else: a sink that cannot work stops the
+    // start with its name and cause, instead of retrying forever.
+    let opened: Vec<Sink> = config.sinks.iter().map(Sink::open).collect::<Result<_, _>>()?;
     let queue = Queue::open(
         &config.state_dir,
         QueueOptions {
@@ -106,10 +111,9 @@ pub async fn run(
     let control = SinkControl::default();
     let mut sink_tasks = JoinSet::new();
     let mut sink_stats: Vec<(String, Arc<SinkStats>)> = Vec::new();
-    for cfg in &config.sinks {
+    for (cfg, sink) in config.sinks.iter().zip(opened) {
         let stats = Arc::new(SinkStats::default());
         sink_stats.push((cfg.name.clone(), Arc::clone(&stats)));
-        let sink = Sink::open(cfg);
         sink_tasks.spawn(sinks::run_sink(cfg.clone(), sink, queue.clone(), clock.clone(), stats, control.clone()));
     }
 

@@ -11,7 +11,7 @@ use auditrelay::clock::Clock;
 use auditrelay::config::Config;
 use auditrelay::daemon::{self, RunOptions};
 use auditrelay::sources::RunMode;
-use auditrelay::{demo, sim};
+use auditrelay::{demo, sim, sinks};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -51,11 +51,24 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     .context("the agent could not start")?;
             Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
-        Command::Check { config } => {
+        Command::Check { config, connect } => {
             let config = Config::load(&config)?;
             print!("{}", config.render_redacted());
             println!("# configuration OK: {} source(s), {} sink(s)", config.sources.len(), config.sinks.len());
-            Ok(ExitCode::SUCCESS)
+            if !connect {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut failed = 0;
+            for probe in sinks::probe_all(&config).await {
+                match probe.outcome {
+                    Ok(what) => println!("# sink {:?}: ok: {what}", probe.sink),
+                    Err(why) => {
+                        failed += 1;
+                        println!("# sink {:?}: FAILED: {why}", probe.sink);
+                    }
+                }
+            }
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Demo { records, out } => demo::run(records, &out, shutdown_on_signal()).await,
         Command::Simulate(args) => {

@@ -24,7 +24,7 @@ use tokio::sync::{oneshot, watch};
 
 const DB_FILE: &str = "auditrelay.db";
 /// The `PRAGMA user_version` this code writes and understands.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 -- AUTOINCREMENT: an id is never reused, even after every row was deleted. A reused id at or
@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     updated_at_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS sink_cursors (sink TEXT PRIMARY KEY, last_id INTEGER NOT NULL);
+-- A record a source could not turn into an event (sink NULL; raw = the vendor's bytes), or, since
+-- version 3, an event a sink refused for good (raw = the OCSF event; key = <sink>#<event id>).
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     source TEXT NOT NULL,
@@ -55,6 +57,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     reason TEXT NOT NULL,
     raw BLOB NOT NULL,
     created_at_ms INTEGER NOT NULL,
+    sink TEXT,
     UNIQUE (source, key)
 );
 -- Version 2: records of a streamed answer (Astronomer's one-window export) wait here until the
@@ -70,8 +73,11 @@ CREATE TABLE IF NOT EXISTS staged (
     reason TEXT                     -- dead letters only
 );
 CREATE INDEX IF NOT EXISTS staged_by_source ON staged (source, seq);
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;
 ";
+
+/// Run before `SCHEMA` on a version 1 or 2 database, whose `dead_letters` lacks the `sink` column.
+const ADD_DEAD_LETTER_SINK: &str = "ALTER TABLE dead_letters ADD COLUMN sink TEXT;";
 
 /// What the queue needs from the configuration.
 #[derive(Debug, Clone)]
@@ -158,6 +164,13 @@ pub struct QueuedEvent {
     pub body: Vec<u8>,
 }
 
+/// An event a sink will never deliver (too large, refused by the receiver as invalid).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedEvent {
+    pub id: i64,
+    pub reason: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct QueueStats {
     pub events: u64,
@@ -174,6 +187,8 @@ pub struct QueueStats {
 pub struct DeadLetter {
     pub id: i64,
     pub source: String,
+    /// The sink that refused this event; `None` for a record its source could not map.
+    pub sink: Option<String>,
     pub key: String,
     pub reason: String,
     pub raw: Vec<u8>,
@@ -238,6 +253,7 @@ enum Command {
     Ack {
         sink: String,
         upto_id: i64,
+        refused: Vec<RefusedEvent>,
         reply: Reply<()>,
     },
     Backlog {
@@ -347,7 +363,13 @@ impl Queue {
     /// Moves the sink's cursor to `upto_id` (never backwards, never past the newest id stored),
     /// then deletes the events every configured sink is past; one transaction.
     pub async fn ack(&self, sink: &str, upto_id: i64) -> Result<(), QueueError> {
-        self.call(|reply| Command::Ack { sink: sink.to_owned(), upto_id, reply }).await
+        self.ack_refusing(sink, upto_id, Vec::new()).await
+    }
+
+    /// Like [`Queue::ack`], and in the same transaction copies each refused event (at or before
+    /// `upto_id`) into the dead-letter table with its reason, so passing it never loses it.
+    pub async fn ack_refusing(&self, sink: &str, upto_id: i64, refused: Vec<RefusedEvent>) -> Result<(), QueueError> {
+        self.call(|reply| Command::Ack { sink: sink.to_owned(), upto_id, refused, reply }).await
     }
 
     /// Appends a chunk of a streamed answer to `source`'s staging area: committed, so memory
@@ -495,6 +517,9 @@ fn open_connection(path: &Path, sinks: &BTreeSet<String>) -> Result<Connection, 
     conn.pragma_update(None, "synchronous", "FULL").map_err(fail)?;
 
     let tx = conn.transaction().map_err(fail)?;
+    if (1..3).contains(&found) {
+        tx.execute_batch(ADD_DEAD_LETTER_SINK).op(path, "add the dead_letters.sink column")?;
+    }
     if found < SCHEMA_VERSION {
         tx.execute_batch(SCHEMA).op(path, "create the schema")?;
     }
@@ -555,8 +580,8 @@ impl Writer {
                 Command::ReadBatch { sink, max_events, max_bytes, reply } => {
                     let _ = reply.send(self.read_batch(&sink, max_events, max_bytes));
                 }
-                Command::Ack { sink, upto_id, reply } => {
-                    let _ = reply.send(self.ack(&sink, upto_id));
+                Command::Ack { sink, upto_id, refused, reply } => {
+                    let _ = reply.send(self.ack(&sink, upto_id, &refused));
                 }
                 Command::Backlog { sink, reply } => {
                     let _ = reply.send(self.backlog(&sink));
@@ -741,11 +766,24 @@ impl Writer {
         read().op(&self.path, "read a batch")
     }
 
-    fn ack(&mut self, sink: &str, upto_id: i64) -> Result<(), QueueError> {
+    fn ack(&mut self, sink: &str, upto_id: i64, refused: &[RefusedEvent]) -> Result<(), QueueError> {
         self.cursor(sink)?;
         // Never past the last id issued: a cursor ahead of it would skip the next events.
         let upto = upto_id.min(self.newest_id);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).op(&self.path, "begin an ack")?;
+        if !refused.is_empty() {
+            // Copied from the row itself, before the delete below can remove it. An event this
+            // sink already passed (or that is gone) is not copied twice: the key is unique.
+            let mut copy = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO dead_letters (source, key, reason, raw, created_at_ms, sink)
+                     SELECT source, ?1 || '#' || id, ?2, body, ?3, ?1 FROM events WHERE id = ?4",
+                )
+                .op(&self.path, "prepare a dead letter")?;
+            for r in refused.iter().filter(|r| r.id <= upto) {
+                copy.execute(params![sink, r.reason, now_ms(), r.id]).op(&self.path, "dead-letter a refused event")?;
+            }
+        }
         tx.execute("UPDATE sink_cursors SET last_id = MAX(last_id, ?2) WHERE sink = ?1", params![sink, upto])
             .op(&self.path, "move a sink cursor")?;
         let freed = delete_acked(&tx).op(&self.path, "delete acknowledged events")?;
@@ -785,7 +823,7 @@ impl Writer {
     fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
         let read = || -> rusqlite::Result<Vec<DeadLetter>> {
             let mut stmt = self.conn.prepare(
-                "SELECT id, source, key, reason, raw, created_at_ms FROM dead_letters
+                "SELECT id, source, key, reason, raw, created_at_ms, sink FROM dead_letters
                  ORDER BY id LIMIT ?1",
             )?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -797,6 +835,7 @@ impl Writer {
                     reason: r.get(3)?,
                     raw: r.get(4)?,
                     created_at_ms: r.get(5)?,
+                    sink: r.get(6)?,
                 })
             })?
             .collect()
@@ -1110,13 +1149,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_ack_refusing_events_dead_letters_them_with_the_sink_in_one_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["syslog", "file"], 1 << 20)).unwrap();
+        q.store_page(page("okta", vec![ev("a", 1, "small"), ev("b", 2, "huge"), ev("c", 3, "small2")])).await.unwrap();
+        let batch = q.read_batch("syslog", 10, 1 << 20).await.unwrap();
+        let huge = batch[1].id;
+        let refused = vec![RefusedEvent { id: huge, reason: "too large".into() }];
+        q.ack_refusing("syslog", batch[2].id, refused.clone()).await.unwrap();
+        // Acking again (a retried ack) records nothing twice.
+        q.ack_refusing("syslog", batch[2].id, refused).await.unwrap();
+        let letters = q.dead_letters(10).await.unwrap();
+        assert_eq!(letters.len(), 1);
+        let l = &letters[0];
+        assert_eq!((l.source.as_str(), l.sink.as_deref(), l.reason.as_str()), ("okta", Some("syslog"), "too large"));
+        assert_eq!((l.raw.as_slice(), l.key.clone()), (&b"huge"[..], format!("syslog#{huge}")));
+        // The other sink still gets every event, the refused one included.
+        assert_eq!(all(&q, "file").await, ["small", "huge", "small2"]);
+        assert_eq!(q.backlog("syslog").await.unwrap(), 0);
+    }
+
+    #[tokio::test]
     async fn a_version_1_database_gains_the_staging_table_and_keeps_its_data() {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
         q.store_page(page("a", vec![ev("k", 1, "x")])).await.unwrap();
         q.close().await.unwrap();
         let old = Connection::open(dir.path().join("auditrelay.db")).unwrap();
-        old.execute_batch("DROP TABLE staged; PRAGMA user_version = 1;").unwrap();
+        old.execute_batch("DROP TABLE staged; ALTER TABLE dead_letters DROP COLUMN sink; PRAGMA user_version = 1;")
+            .unwrap();
         drop(old);
         let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
         q.stage("a", vec![ev("k2", 2, "y")], vec![]).await.unwrap();

@@ -86,3 +86,21 @@ fn test_demo_delivers_every_record_and_says_so() {
     assert!(count(" answered 429") > 0, "{sim_line}");
     assert_eq!(count(" requests inside a Retry-After window"), 0, "{sim_line}");
 }
+
+#[test]
+fn test_run_refuses_to_start_with_an_unreadable_ca_file_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\napi_key = \"k\"\n\
+         [[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"127.0.0.1:6514\"\nca_file = \"missing-ca.pem\"\n",
+    )
+    .unwrap();
+    let out = auditrelay().args(["run", "--once", "-c"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let missing = dir.path().join("missing-ca.pem");
+    assert!(stderr.contains("sink \"siem\"") && stderr.contains(&missing.display().to_string()), "{stderr}");
+    assert!(!dir.path().join("state").exists(), "nothing started: {stderr}");
+}

@@ -15,5 +15,5 @@ fn test_readme_config_example_is_valid() {
         Config::parse_with_env(&readme[start..start + len], Path::new("/etc/auditrelay/auditrelay.toml"), &env)
             .unwrap_or_else(|e| panic!("README.md's configuration example: {e}"));
     assert_eq!(config.sources.len(), 1);
-    assert_eq!(config.sinks.len(), 1);
+    assert_eq!(config.sinks.len(), 2);
 }

@@ -40,9 +40,14 @@ impl FileSink {
                 self.file = Some(file);
                 Ok(())
             }
-            Ok(Err(e)) => Err(SendError(format!("file {}: {e}", self.path.display()))),
-            Err(e) => Err(SendError(format!("file {}: writer task failed: {e}", self.path.display()))),
+            Ok(Err(e)) => Err(SendError::transient(format!("file {}: {e}", self.path.display()))),
+            Err(e) => Err(SendError::transient(format!("file {}: writer task failed: {e}", self.path.display()))),
         }
+    }
+
+    /// Opens (creating, repairing) the file without writing an event.
+    pub async fn probe(&mut self) -> Result<String, SendError> {
+        self.send(&[]).await.map(|()| format!("file {} is writable", self.path.display()))
     }
 
     pub async fn close(&mut self) {

@@ -2,56 +2,145 @@
 //!
 //! A worker reads a batch after its cursor, hands it to its sink, and moves the cursor (in its
 //! own transaction) only after the sink says the receiver accepted the batch (DESIGN invariant
-//! 3). A failed batch is resent, with full-jitter back-off, until it is accepted: a dead
-//! receiver stalls only its own worker; the queue and the other sinks carry on. Protocol files
-//! (`file.rs`, later syslog, HEC, OTLP) only say how to send one batch; they never touch the
-//! queue, never sleep and never retry.
+//! 3). A failed batch is resent, with full-jitter back-off (or the receiver's `Retry-After`),
+//! until it is accepted: a dead receiver stalls only its own worker; the queue and the other
+//! sinks carry on. An event a sink can never deliver (too large, refused as invalid) is moved to
+//! the dead-letter table in the same transaction that moves the cursor past it, so it is never
+//! lost (invariant 7). Protocol files (`file.rs`, `syslog.rs`, later HEC, OTLP) only say how to
+//! send one batch and what the answer means; they never touch the queue, never sleep and never
+//! retry.
 
 pub mod file;
+pub mod syslog;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
 use crate::config::{SinkConfig, SinkKind};
-use crate::queue::{Queue, QueuedEvent};
+use crate::queue::{Queue, QueuedEvent, RefusedEvent};
 use crate::sources::full_jitter;
 
-/// Why a batch was not delivered. Every variant is retried by the loop; the message names the
-/// sink's destination (path, URL with secrets redacted) and the cause.
+/// Why a batch was not delivered. The loop resends it; the message names the sink's destination
+/// (path, address, URL with secrets redacted) and the cause.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SendError(pub String);
+#[error("{message}")]
+pub struct SendError {
+    pub message: String,
+    pub class: Failure,
+    /// The receiver asked for this pause (`Retry-After`, `RetryInfo`) before the next attempt.
+    pub retry_after: Option<Duration>,
+}
+
+/// What a failure means for the operator; the batch is kept and resent in both cases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The receiver is down, busy or unreachable: back off and resend.
+    Transient,
+    /// Only an operator can fix it (certificate not trusted, token refused): logged as an error
+    /// and retried at the longest back-off, so a fixed receiver is picked up without a restart.
+    Config,
+}
+
+impl SendError {
+    pub fn transient(message: impl Into<String>) -> SendError {
+        SendError { message: message.into(), class: Failure::Transient, retry_after: None }
+    }
+
+    pub fn config(message: impl Into<String>) -> SendError {
+        SendError { message: message.into(), class: Failure::Config, retry_after: None }
+    }
+}
+
+/// What became of a batch the receiver took.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Events that will never be delivered by this sink, with the reason; they go to the
+    /// dead-letter table as the cursor passes them.
+    pub refused: Vec<RefusedEvent>,
+    /// Events sent cut short (syslog `oversize = "truncate"`).
+    pub truncated: u64,
+}
+
+/// A sink whose configuration cannot work (an unreadable CA or key file, …): the daemon refuses
+/// to start rather than retry forever.
+#[derive(Debug, thiserror::Error)]
+#[error("sink {sink:?}: {message}")]
+pub struct OpenError {
+    pub sink: String,
+    pub message: String,
+}
 
 /// The protocols, a closed set dispatched in one `match` each (STYLE habit 4).
 #[derive(Debug)]
 pub enum Sink {
     File(file::FileSink),
+    Syslog(Box<syslog::SyslogSink>),
 }
 
 impl Sink {
-    pub fn open(cfg: &SinkConfig) -> Sink {
-        match &cfg.kind {
+    /// Prepares the sink (reads certificates and keys); connects lazily, on the first batch.
+    pub fn open(cfg: &SinkConfig) -> Result<Sink, OpenError> {
+        let fail = |message: String| OpenError { sink: cfg.name.clone(), message };
+        Ok(match &cfg.kind {
             SinkKind::File(s) => Sink::File(file::FileSink::new(s.path.clone())),
-        }
+            SinkKind::Syslog(s) => Sink::Syslog(Box::new(syslog::SyslogSink::new(s).map_err(fail)?)),
+        })
     }
 
     /// Delivers the whole batch, or fails without acknowledging any of it.
-    async fn send(&mut self, batch: &[QueuedEvent]) -> Result<(), SendError> {
+    async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
         match self {
-            Sink::File(s) => s.send(batch).await,
+            Sink::File(s) => s.send(batch).await.map(|()| Delivery::default()),
+            Sink::Syslog(s) => s.send(batch).await,
+        }
+    }
+
+    /// Proves the receiver can be reached (`check --connect`): opens the file or connection
+    /// (TCP, TLS handshake) without sending an event; the error names the cause.
+    pub async fn probe(&mut self) -> Result<String, SendError> {
+        match self {
+            Sink::File(s) => s.probe().await,
+            Sink::Syslog(s) => s.probe().await,
         }
     }
 
     /// Releases the connection or file cleanly (flush, `close_notify`, …).
-    async fn close(&mut self) {
+    pub async fn close(&mut self) {
         match self {
             Sink::File(s) => s.close().await,
+            Sink::Syslog(s) => s.close().await,
         }
     }
+}
+
+/// The result of reaching one sink for `check --connect`.
+#[derive(Debug)]
+pub struct Probe {
+    pub sink: String,
+    /// What was proven, or why it failed.
+    pub outcome: Result<String, String>,
+}
+
+/// Opens and probes every configured sink in turn, sending no event.
+pub async fn probe_all(config: &crate::config::Config) -> Vec<Probe> {
+    let mut probes = Vec::new();
+    for cfg in &config.sinks {
+        let outcome = match Sink::open(cfg) {
+            Err(e) => Err(e.message),
+            Ok(mut sink) => {
+                let outcome = sink.probe().await.map_err(|e| e.message);
+                sink.close().await;
+                outcome
+            }
+        };
+        probes.push(Probe { sink: cfg.name.clone(), outcome });
+    }
+    probes
 }
 
 /// Counters of one sink, shared with the daemon's summary (and later the metrics endpoint).
@@ -60,6 +149,9 @@ pub struct SinkStats {
     pub events: AtomicU64,
     pub batches: AtomicU64,
     pub retries: AtomicU64,
+    /// Events moved to the dead-letter table instead of being delivered.
+    pub dead_lettered: AtomicU64,
+    pub truncated: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,6 +159,8 @@ pub struct SinkStatsSnapshot {
     pub events: u64,
     pub batches: u64,
     pub retries: u64,
+    pub dead_lettered: u64,
+    pub truncated: u64,
 }
 
 impl SinkStats {
@@ -75,6 +169,8 @@ impl SinkStats {
             events: self.events.load(Ordering::Relaxed),
             batches: self.batches.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            truncated: self.truncated.load(Ordering::Relaxed),
         }
     }
 }
@@ -129,14 +225,26 @@ pub async fn run_sink(
             }
             continue;
         };
-        loop {
+        let delivery = loop {
             match sink.send(&batch).await {
-                Ok(()) => break,
+                Ok(d) => break d,
                 Err(e) => {
-                    let wait = full_jitter(&cfg.backoff, failures, &mut rng);
+                    let wait = match e.class {
+                        Failure::Transient => full_jitter(&cfg.backoff, failures, &mut rng),
+                        Failure::Config => cfg.backoff.max,
+                    };
+                    let wait = e.retry_after.unwrap_or(wait);
                     failures = failures.saturating_add(1);
                     stats.retries.fetch_add(1, Ordering::Relaxed);
-                    warn!(sink = name, error = %e, events = batch.len(), retry_in = ?wait, "batch not delivered; resending it");
+                    match e.class {
+                        Failure::Transient => {
+                            warn!(sink = name, error = %e, events = batch.len(), retry_in = ?wait, "batch not delivered; resending it")
+                        }
+                        Failure::Config => {
+                            error!(sink = name, error = %e, events = batch.len(), retry_in = ?wait,
+                                "batch not delivered and an operator must act; the events stay queued")
+                        }
+                    }
                     tokio::select! {
                         _ = clock.sleep(wait) => {}
                         _ = control.abort.cancelled() => {
@@ -146,10 +254,13 @@ pub async fn run_sink(
                     }
                 }
             }
-        }
+        };
         // Delivered: record it. Retried rather than re-read, which would resend the batch; if it
         // never succeeds (shutdown deadline), the batch is sent again after a restart.
-        while let Err(e) = queue.ack(name, last).await {
+        for r in &delivery.refused {
+            warn!(sink = name, event_id = r.id, reason = %r.reason, "event dead-lettered: this sink will not deliver it");
+        }
+        while let Err(e) = queue.ack_refusing(name, last, delivery.refused.clone()).await {
             let wait = full_jitter(&cfg.backoff, failures, &mut rng);
             failures = failures.saturating_add(1);
             error!(sink = name, error = %e, retry_in = ?wait, "batch delivered but the sink's cursor cannot be moved");
@@ -159,7 +270,10 @@ pub async fn run_sink(
             }
         }
         failures = 0;
-        stats.events.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let refused = delivery.refused.len() as u64;
+        stats.dead_lettered.fetch_add(refused, Ordering::Relaxed);
+        stats.truncated.fetch_add(delivery.truncated, Ordering::Relaxed);
+        stats.events.fetch_add(batch.len() as u64 - refused, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
         debug!(sink = name, events = batch.len(), upto = last, "batch delivered");
     }

@@ -1,0 +1,527 @@
+//! Syslog sink: each OCSF event as one RFC 5424 message (or legacy RFC 3164), over TLS (RFC 5425),
+//! plain TCP (RFC 6587) or UDP (RFC 5426).
+//!
+//! It owns the connection, the framing (octet counting, or LF for legacy receivers), the message
+//! size cap and what "delivered" means here. Syslog has no application-level acknowledgement, so
+//! a batch counts as delivered once `write_all` and `flush` returned on a connection that was
+//! still open before the write; three checks keep that from acknowledging into the void:
+//! - before each batch the connection is polled without blocking: a receiver that closed or
+//!   reset it (restarted, crashed) is noticed and the batch goes over a new connection instead
+//!   of into a half-closed socket;
+//! - after a TLS 1.3 handshake the sink listens briefly before the first write, because TLS 1.3
+//!   servers refuse a client certificate only after the client has finished its handshake;
+//! - any error drops the connection, and the loop in `sinks/mod.rs` resends the whole batch.
+//!
+//! Bytes the receiver's kernel acknowledged but its process never read (a receiver killed with
+//! data in its socket buffer) cannot be seen from here: that is the limit of plain syslog, and
+//! why HEC and OTLP (acknowledged by the receiver) exist beside it.
+//!
+//! Formatting is `format.rs`, a pure function. Certificates and keys are read when the sink is
+//! opened (an unreadable file stops the start); the connection is made lazily and kept open.
+//! TLS is rustls only; the server is always verified, against `ca_file` or the system's roots.
+
+pub mod format;
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, ReadBuf};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use self::format::Header;
+use super::{Delivery, SendError};
+use crate::config::{Oversize, SyslogFraming, SyslogSinkSettings, SyslogTransport, TlsSettings};
+use crate::queue::{QueuedEvent, RefusedEvent};
+
+/// How long a new TLS 1.3 connection is watched for the server refusing our certificate before
+/// the first batch is written (the verdict comes one round trip after the handshake).
+const TLS13_SETTLE: Duration = Duration::from_millis(300);
+
+#[derive(Debug)]
+pub struct SyslogSink {
+    /// `tls://host:port`, for messages.
+    target: String,
+    host: String,
+    port: u16,
+    transport: Transport,
+    framing: SyslogFraming,
+    header: Header,
+    max_message_size: usize,
+    oversize: Oversize,
+    timeout: Duration,
+    conn: Option<Conn>,
+    /// The wire bytes of a batch (stream transports), reused between batches.
+    wire: Vec<u8>,
+    /// One message being formatted, reused.
+    message: Vec<u8>,
+}
+
+enum Transport {
+    Tls { connector: TlsConnector, server_name: ServerName<'static> },
+    Tcp,
+    Udp,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transport::Tls { server_name, .. } => write!(f, "Tls({server_name:?})"),
+            Transport::Tcp => f.write_str("Tcp"),
+            Transport::Udp => f.write_str("Udp"),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Conn {
+    Tls(Box<TlsStream<TcpStream>>),
+    Tcp(TcpStream),
+    Udp(UdpSocket),
+}
+
+impl SyslogSink {
+    /// Reads the CA, certificate and key files; an error names the file and what is wrong.
+    pub fn new(cfg: &SyslogSinkSettings) -> Result<SyslogSink, String> {
+        let (scheme, transport) = match &cfg.transport {
+            SyslogTransport::Tls(tls) => {
+                let connector = TlsConnector::from(Arc::new(client_config(tls)?));
+                let server_name = ServerName::try_from(tls.server_name.clone())
+                    .map_err(|e| format!("invalid TLS server name {:?}: {e}", tls.server_name))?;
+                ("tls", Transport::Tls { connector, server_name })
+            }
+            SyslogTransport::Tcp => ("tcp", Transport::Tcp),
+            SyslogTransport::Udp => ("udp", Transport::Udp),
+        };
+        let host_text = if cfg.host.contains(':') { format!("[{}]", cfg.host) } else { cfg.host.clone() };
+        let hostname = match &cfg.hostname {
+            Some(h) => h.clone(),
+            None => gethostname::gethostname().to_string_lossy().into_owned(),
+        };
+        let procid = std::process::id().to_string();
+        let header = Header::new(cfg.format, cfg.facility, &hostname, &cfg.app_name, &procid, cfg.sd_id.as_deref());
+        Ok(SyslogSink {
+            target: format!("{scheme}://{host_text}:{}", cfg.port),
+            host: cfg.host.clone(),
+            port: cfg.port,
+            transport,
+            framing: cfg.framing,
+            header,
+            max_message_size: cfg.max_message_size,
+            oversize: cfg.oversize,
+            timeout: cfg.timeout,
+            conn: None,
+            wire: Vec::new(),
+            message: Vec::new(),
+        })
+    }
+
+    pub async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
+        let mut delivery = Delivery::default();
+        // UDP: (start, end) of each datagram in `wire`.
+        let mut datagrams = Vec::new();
+        self.wire.clear();
+        for event in batch {
+            self.message.clear();
+            match format::format_event(
+                &self.header,
+                &event.body,
+                self.max_message_size,
+                self.oversize,
+                &mut self.message,
+            ) {
+                Ok(format::Fit::Whole) => {}
+                Ok(format::Fit::Truncated { original_len }) => {
+                    delivery.truncated += 1;
+                    tracing::warn!(sink = %self.target, event_id = event.id, original_len, max = self.max_message_size,
+                        "event too large for max_message_size: sent truncated");
+                }
+                Err(e) => {
+                    delivery.refused.push(RefusedEvent { id: event.id, reason: e.to_string() });
+                    continue;
+                }
+            }
+            let start = self.wire.len();
+            match (&self.transport, self.framing) {
+                (Transport::Udp, _) => self.wire.extend_from_slice(&self.message),
+                (_, SyslogFraming::OctetCounting) => {
+                    self.wire.extend_from_slice(self.message.len().to_string().as_bytes());
+                    self.wire.push(b' ');
+                    self.wire.extend_from_slice(&self.message);
+                }
+                (_, SyslogFraming::Lf) => {
+                    self.wire.extend_from_slice(&self.message);
+                    self.wire.push(b'\n');
+                }
+            }
+            datagrams.push((start, self.wire.len()));
+        }
+        if datagrams.is_empty() {
+            return Ok(delivery);
+        }
+        let result = match self.write_wire(&datagrams).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::transient(format!(
+                "syslog {}: writing {} bytes took longer than timeout {}",
+                self.target,
+                self.wire.len(),
+                humantime::format_duration(self.timeout)
+            ))),
+        };
+        if result.is_err() {
+            // Never reuse a connection after an error: what it holds is unknown.
+            self.conn = None;
+        }
+        result.map(|()| delivery)
+    }
+
+    /// Connects if needed and writes the batch, all within `timeout`.
+    async fn write_wire(
+        &mut self,
+        datagrams: &[(usize, usize)],
+    ) -> Result<Result<(), SendError>, tokio::time::error::Elapsed> {
+        let timeout = self.timeout;
+        let wire = std::mem::take(&mut self.wire);
+        let result = tokio::time::timeout(timeout, async {
+            let conn = self.connected().await?;
+            let written = match conn {
+                Conn::Tls(s) => s.write_all(&wire).await.and(s.flush().await),
+                Conn::Tcp(s) => s.write_all(&wire).await.and(s.flush().await),
+                Conn::Udp(s) => {
+                    let mut sent = Ok(());
+                    for &(start, end) in datagrams {
+                        if let Err(e) = s.send(&wire[start..end]).await {
+                            sent = Err(e);
+                            break;
+                        }
+                    }
+                    sent
+                }
+            };
+            written.map_err(|e| SendError::transient(format!("syslog {}: write failed: {e}", self.target)))
+        })
+        .await;
+        self.wire = wire;
+        result
+    }
+
+    /// The open connection, after checking the receiver has not closed it; else a new one.
+    async fn connected(&mut self) -> Result<&mut Conn, SendError> {
+        if let Some(conn) = &mut self.conn
+            && let Some(why) = closed_by_peer(conn)
+        {
+            tracing::info!(sink = %self.target, reason = %why, "receiver closed the connection; reconnecting");
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let conn = self.connect().await?;
+            tracing::info!(sink = %self.target, "connected");
+            self.conn = Some(conn);
+        }
+        match &mut self.conn {
+            Some(conn) => Ok(conn),
+            None => Err(SendError::transient(format!("syslog {}: not connected", self.target))),
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, SendError> {
+        let target = &self.target;
+        let refused = |e: io::Error| SendError::transient(format!("syslog {target}: cannot connect: {e}"));
+        match &self.transport {
+            Transport::Udp => {
+                let addr = tokio::net::lookup_host((self.host.as_str(), self.port))
+                    .await
+                    .map_err(refused)?
+                    .next()
+                    .ok_or_else(|| SendError::transient(format!("syslog {target}: {} has no address", self.host)))?;
+                let local = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+                let socket = UdpSocket::bind(local).await.map_err(refused)?;
+                socket.connect(addr).await.map_err(refused)?;
+                Ok(Conn::Udp(socket))
+            }
+            Transport::Tcp => {
+                let tcp = TcpStream::connect((self.host.as_str(), self.port)).await.map_err(refused)?;
+                let _ = tcp.set_nodelay(true);
+                Ok(Conn::Tcp(tcp))
+            }
+            Transport::Tls { connector, server_name } => {
+                let tcp = TcpStream::connect((self.host.as_str(), self.port)).await.map_err(refused)?;
+                let _ = tcp.set_nodelay(true);
+                let mut tls = connector
+                    .connect(server_name.clone(), tcp)
+                    .await
+                    .map_err(|e| tls_error(target, server_name, "TLS handshake failed", &e))?;
+                if tls.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
+                    settle(&mut tls).await.map_err(|e| {
+                        tls_error(target, server_name, "server closed the connection after the TLS handshake", &e)
+                    })?;
+                }
+                Ok(Conn::Tls(Box::new(tls)))
+            }
+        }
+    }
+
+    /// Connects (and shakes hands) without sending an event, for `check --connect`.
+    pub async fn probe(&mut self) -> Result<String, SendError> {
+        self.conn = None;
+        let conn = match tokio::time::timeout(self.timeout, self.connect()).await {
+            Ok(conn) => conn?,
+            Err(_) => {
+                let t = humantime::format_duration(self.timeout);
+                return Err(SendError::transient(format!("syslog {}: no connection within timeout {t}", self.target)));
+            }
+        };
+        let what = match &conn {
+            Conn::Tls(tls) => {
+                let c = tls.get_ref().1;
+                let version = c.protocol_version().map_or_else(|| "TLS".to_owned(), |v| format!("{v:?}"));
+                let suite = c.negotiated_cipher_suite().map_or_else(String::new, |s| format!(", {:?}", s.suite()));
+                format!("syslog {}: TLS handshake done ({version}{suite}); server certificate verified", self.target)
+            }
+            Conn::Tcp(_) => format!("syslog {}: TCP connection accepted", self.target),
+            Conn::Udp(_) => format!("syslog {}: UDP socket ready (UDP cannot prove a receiver listens)", self.target),
+        };
+        self.conn = Some(conn);
+        self.close().await;
+        Ok(what)
+    }
+
+    /// Ends the connection cleanly: TLS `close_notify`, then the TCP FIN.
+    pub async fn close(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        let closing = async {
+            match conn {
+                Conn::Tls(mut s) => s.shutdown().await,
+                Conn::Tcp(mut s) => s.shutdown().await,
+                Conn::Udp(_) => Ok(()),
+            }
+        };
+        match tokio::time::timeout(self.timeout, closing).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(sink = %self.target, error = %e, "closing the connection"),
+            Err(_) => tracing::debug!(sink = %self.target, "closing the connection timed out"),
+        }
+    }
+}
+
+/// Polls the connection once without waiting: `Some(reason)` if the receiver closed or reset it.
+/// A syslog receiver never sends anything, so readable data is a close, an alert or an error.
+fn closed_by_peer(conn: &mut Conn) -> Option<String> {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut byte = [0u8; 512];
+    let mut buf = ReadBuf::new(&mut byte);
+    let polled = match conn {
+        Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(&mut cx, &mut buf),
+        Conn::Tcp(s) => Pin::new(s).poll_read(&mut cx, &mut buf),
+        // A connected UDP socket reports an ICMP "port unreachable" on the next send instead.
+        Conn::Udp(_) => return None,
+    };
+    match polled {
+        Poll::Pending => None,
+        Poll::Ready(Ok(())) if buf.filled().is_empty() => Some("end of stream".to_owned()),
+        Poll::Ready(Ok(())) => Some(format!("unexpected {} bytes from the receiver", buf.filled().len())),
+        Poll::Ready(Err(e)) => Some(e.to_string()),
+    }
+}
+
+/// Waits [`TLS13_SETTLE`] for the server to refuse the handshake it just finished (TLS 1.3 sends
+/// the verdict on our client certificate after our Finished). Session tickets are consumed by
+/// rustls and yield no data, so a healthy server leaves the read pending until the timer ends it.
+async fn settle(tls: &mut TlsStream<TcpStream>) -> io::Result<()> {
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(TLS13_SETTLE, tls.read(&mut byte)).await {
+        Err(_) => Ok(()),
+        Ok(Ok(0)) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "end of stream")),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e),
+    }
+}
+
+/// A TLS failure, classified: a certificate or alert problem needs an operator (wrong CA, wrong
+/// name, client certificate refused); anything else is the network.
+fn tls_error(target: &str, server_name: &ServerName<'_>, what: &str, e: &io::Error) -> SendError {
+    let name = server_name.to_str();
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(tls) => {
+            let hint = match tls {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+                    "; the receiver's certificate is not signed by a trusted CA: set ca_file to the CA that signed it"
+                }
+                rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForName | rustls::CertificateError::NotValidForNameContext { .. },
+                ) => "; the certificate does not name the server: check server_name",
+                rustls::Error::AlertReceived(_) => {
+                    "; the receiver refused us: does it require a client certificate (client_cert_file, client_key_file) signed by a CA it trusts?"
+                }
+                _ => "",
+            };
+            SendError::config(format!("syslog {target} (server name {name}): {what}: {tls}{hint}"))
+        }
+        None => SendError::transient(format!("syslog {target} (server name {name}): {what}: {e}")),
+    }
+}
+
+/// The rustls client configuration: TLS 1.3 and 1.2 (RFC 9662), aws-lc-rs, the server verified
+/// against `ca_file` or the platform's roots, and the client certificate for mutual TLS.
+fn client_config(tls: &TlsSettings) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS set-up: {e}"))?;
+    let builder = match &tls.ca_file {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("ca_file {}: cannot read PEM certificates: {e}", path.display()))?;
+            let (added, ignored) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!(
+                    "ca_file {}: holds no usable CA certificate ({ignored} unparsable)",
+                    path.display()
+                ));
+            }
+            builder.with_root_certificates(roots)
+        }
+        None => rustls_platform_verifier::BuilderVerifierExt::with_platform_verifier(builder)
+            .map_err(|e| format!("cannot load the system's trusted CA certificates: {e}"))?,
+    };
+    match &tls.client_auth {
+        None => Ok(builder.with_no_client_auth()),
+        Some(auth) => {
+            let chain = CertificateDer::pem_file_iter(&auth.cert_file)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    format!("client_cert_file {}: cannot read PEM certificates: {e}", auth.cert_file.display())
+                })?;
+            if chain.is_empty() {
+                return Err(format!("client_cert_file {}: holds no certificate", auth.cert_file.display()));
+            }
+            crate::config::warn_if_shared(&auth.key_file);
+            let key = PrivateKeyDer::from_pem_file(&auth.key_file).map_err(|e| {
+                format!("client_key_file {}: cannot read a PEM private key: {e}", auth.key_file.display())
+            })?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                format!(
+                    "client_cert_file {} and client_key_file {}: {e}",
+                    auth.cert_file.display(),
+                    auth.key_file.display()
+                )
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{SyslogFormat, SyslogFraming};
+    use tokio::net::TcpListener;
+
+    fn settings(port: u16) -> SyslogSinkSettings {
+        SyslogSinkSettings {
+            host: "127.0.0.1".into(),
+            port,
+            transport: SyslogTransport::Tcp,
+            framing: SyslogFraming::Lf,
+            format: SyslogFormat::Rfc5424,
+            facility: 10,
+            hostname: Some("h".into()),
+            app_name: "auditrelay".into(),
+            sd_id: None,
+            max_message_size: 4096,
+            oversize: Oversize::DeadLetter,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn batch(ids: std::ops::Range<i64>) -> Vec<QueuedEvent> {
+        ids.map(|id| QueuedEvent {
+            id,
+            body: format!(r#"{{"class_uid":6003,"severity_id":1,"time":1795292810597,"metadata":{{"uid":"u{id}"}}}}"#)
+                .into_bytes(),
+        })
+        .collect()
+    }
+
+    /// Reads one connection until the client's batch of `n` lines arrived.
+    async fn read_lines(conn: &mut TcpStream, n: usize) -> Vec<String> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while got.iter().filter(|b| **b == b'\n').count() < n {
+            let read = conn.read(&mut buf).await.unwrap();
+            assert!(read > 0, "the client closed early");
+            got.extend_from_slice(&buf[..read]);
+        }
+        String::from_utf8(got).unwrap().lines().map(str::to_owned).collect()
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_receiver_closed_is_replaced_before_the_next_batch() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut sink = SyslogSink::new(&settings(listener.local_addr().unwrap().port())).unwrap();
+        let first = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let lines = read_lines(&mut conn, 2).await;
+            drop(conn); // the receiver restarts: its end of the connection closes
+            (listener, lines)
+        });
+        assert_eq!(sink.send(&batch(1..3)).await.unwrap(), Delivery::default());
+        let (listener, lines) = first.await.unwrap();
+        assert!(lines[0].contains("\"u1\"") && lines[1].contains("\"u2\""), "{lines:?}");
+
+        // Writing into the half-closed socket would "succeed" and lose the batch: the sink must
+        // notice the close and use a new connection. The FIN is in before the next batch here.
+        let second = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            read_lines(&mut conn, 2).await
+        });
+        sink.send(&batch(3..5)).await.unwrap();
+        let lines = tokio::time::timeout(Duration::from_secs(10), second).await.expect("a new connection").unwrap();
+        assert!(lines[0].contains("\"u3\"") && lines[1].contains("\"u4\""), "{lines:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_transient_error_naming_the_receiver() {
+        let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+        let mut sink = SyslogSink::new(&settings(port)).unwrap();
+        let err = sink.send(&batch(1..2)).await.unwrap_err();
+        assert_eq!(err.class, super::super::Failure::Transient);
+        assert!(err.message.contains(&format!("syslog tcp://127.0.0.1:{port}: cannot connect")), "{err}");
+    }
+
+    #[tokio::test]
+    async fn events_too_large_or_not_events_are_refused_without_connecting() {
+        let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+        let mut sink = SyslogSink::new(&settings(port)).unwrap();
+        let mut events = batch(1..2);
+        events[0].body = format!(r#"{{"class_uid":6003,"message":"{}"}}"#, "x".repeat(5000)).into_bytes();
+        events.push(QueuedEvent { id: 2, body: b"not json".to_vec() });
+        let delivery = sink.send(&events).await.expect("nothing to send, so no connection needed");
+        let ids: Vec<i64> = delivery.refused.iter().map(|r| r.id).collect();
+        assert_eq!(ids, [1, 2]);
+        assert!(delivery.refused[0].reason.contains("exceeds max_message_size 4096"), "{:?}", delivery.refused);
+    }
+
+    #[test]
+    fn unreadable_tls_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = settings(6514);
+        let missing = dir.path().join("missing-ca.pem");
+        let tls = TlsSettings { ca_file: Some(missing.clone()), server_name: "localhost".into(), client_auth: None };
+        cfg.transport = SyslogTransport::Tls(tls);
+        let err = SyslogSink::new(&cfg).unwrap_err();
+        assert!(err.contains("ca_file") && err.contains(&missing.display().to_string()), "{err}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let tls = TlsSettings { ca_file: Some(empty), server_name: "localhost".into(), client_auth: None };
+        cfg.transport = SyslogTransport::Tls(tls);
+        assert!(SyslogSink::new(&cfg).unwrap_err().contains("no usable CA certificate"));
+    }
+}
