@@ -226,11 +226,131 @@ pub struct SinkConfig {
 pub enum SinkKind {
     File(FileSinkSettings),
     Syslog(SyslogSinkSettings),
+    Hec(HecSinkSettings),
+    Otlp(OtlpSinkSettings),
 }
 
 #[derive(Debug, Clone)]
 pub struct FileSinkSettings {
     pub path: PathBuf,
+}
+
+/// `type = "hec"`: Splunk HTTP Event Collector, `/services/collector/event`.
+#[derive(Debug, Clone)]
+pub struct HecSinkSettings {
+    /// The collector's base URL (`https://splunk.example.com:8088`); paths are appended.
+    pub url: url::Url,
+    /// Sent as `Authorization: Splunk <token>`.
+    pub token: SecretString,
+    /// PEM CA certificates to trust instead of the system's roots (https only).
+    pub ca_file: Option<PathBuf>,
+    /// Envelope metadata; `index` `None` leaves it to the token's default index.
+    pub index: Option<String>,
+    pub source: String,
+    pub sourcetype: String,
+    /// `host`; `None`: this machine's name.
+    pub host: Option<String>,
+    /// Indexed fields sent in each envelope's flat `fields` object.
+    pub fields: Vec<EventField>,
+    /// `Content-Encoding: gzip` request bodies.
+    pub gzip: bool,
+    /// Indexer acknowledgement (the token has `useACK` on); `None`: a 200 is delivery.
+    pub acks: Option<HecAcks>,
+    /// Limit on one HTTP request (connect, send, answer).
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HecAcks {
+    /// Pause between two `/services/collector/ack` polls for a batch.
+    pub poll_interval: Duration,
+    /// A batch not acknowledged as indexed within this is sent again.
+    pub timeout: Duration,
+}
+
+/// An attribute of the OCSF event a sink can copy out of it (HEC indexed fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventField {
+    ClassUid,
+    ClassName,
+    CategoryUid,
+    ActivityId,
+    SeverityId,
+    /// `metadata.product.vendor_name`.
+    Vendor,
+    /// `metadata.product.name`.
+    Product,
+    /// `metadata.tenant_uid`.
+    Tenant,
+    /// `metadata.event_code`.
+    EventCode,
+}
+
+impl EventField {
+    /// The name used in the configuration and as the HEC field name.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventField::ClassUid => "class_uid",
+            EventField::ClassName => "class_name",
+            EventField::CategoryUid => "category_uid",
+            EventField::ActivityId => "activity_id",
+            EventField::SeverityId => "severity_id",
+            EventField::Vendor => "vendor",
+            EventField::Product => "product",
+            EventField::Tenant => "tenant",
+            EventField::EventCode => "event_code",
+        }
+    }
+
+    pub const ALL: [EventField; 9] = [
+        EventField::ClassUid,
+        EventField::ClassName,
+        EventField::CategoryUid,
+        EventField::ActivityId,
+        EventField::SeverityId,
+        EventField::Vendor,
+        EventField::Product,
+        EventField::Tenant,
+        EventField::EventCode,
+    ];
+}
+
+/// `type = "otlp"`: OpenTelemetry logs (`ExportLogsServiceRequest`).
+#[derive(Debug, Clone)]
+pub struct OtlpSinkSettings {
+    /// HTTP: the full URL requests go to (`/v1/logs` appended when the URL has no path);
+    /// gRPC: the server's URL (its path is not used).
+    pub endpoint: url::Url,
+    pub protocol: OtlpProtocol,
+    /// Extra request headers (HTTP) or metadata (gRPC), e.g. a hosted backend's API key.
+    pub headers: Vec<(String, SecretString)>,
+    /// PEM CA certificates to trust instead of the system's roots (https only).
+    pub ca_file: Option<PathBuf>,
+    pub gzip: bool,
+    pub body: OtlpBody,
+    /// Resource `host.name`; `None`: this machine's name.
+    pub host_name: Option<String>,
+    /// Limit on one export (connect, send, answer).
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/HTTP, binary protobuf (the default).
+    HttpProtobuf,
+    /// OTLP/HTTP, JSON (OTLP's JSON mapping).
+    HttpJson,
+    /// OTLP/gRPC, `LogsService/Export`.
+    Grpc,
+}
+
+/// How a LogRecord's body carries the OCSF event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpBody {
+    /// An AnyValue kvlist mirroring the JSON object (the default).
+    Structured,
+    /// The JSON text as a string AnyValue.
+    JsonString,
 }
 
 /// `type = "syslog"`: RFC 5424 (or legacy RFC 3164) messages over TLS, TCP or UDP.
@@ -488,6 +608,59 @@ impl Config {
                     kv("oversize", format!("{oversize:?}"));
                     kv("timeout", d(sl.timeout));
                 }
+                SinkKind::Hec(h) => {
+                    kv("type", "\"hec\"".to_owned());
+                    kv("url", format!("{:?}", crate::redact::url(&h.url)));
+                    kv("token", "\"[redacted]\"".to_owned());
+                    if let Some(ca) = &h.ca_file {
+                        kv("ca_file", p(ca));
+                    }
+                    if let Some(index) = &h.index {
+                        kv("index", format!("{index:?}"));
+                    }
+                    kv("source", format!("{:?}", h.source));
+                    kv("sourcetype", format!("{:?}", h.sourcetype));
+                    if let Some(host) = &h.host {
+                        kv("hostname", format!("{host:?}"));
+                    }
+                    let fields: Vec<String> = h.fields.iter().map(|f| format!("{:?}", f.name())).collect();
+                    kv("fields", format!("[{}]", fields.join(", ")));
+                    kv("gzip", h.gzip.to_string());
+                    kv("indexer_ack", h.acks.is_some().to_string());
+                    if let Some(acks) = &h.acks {
+                        kv("ack_poll_interval", d(acks.poll_interval));
+                        kv("ack_timeout", d(acks.timeout));
+                    }
+                    kv("timeout", d(h.timeout));
+                }
+                SinkKind::Otlp(o) => {
+                    kv("type", "\"otlp\"".to_owned());
+                    kv("endpoint", format!("{:?}", crate::redact::url(&o.endpoint)));
+                    let protocol = match o.protocol {
+                        OtlpProtocol::HttpProtobuf => "http_protobuf",
+                        OtlpProtocol::HttpJson => "http_json",
+                        OtlpProtocol::Grpc => "grpc",
+                    };
+                    kv("protocol", format!("{protocol:?}"));
+                    if !o.headers.is_empty() {
+                        let names: Vec<String> =
+                            o.headers.iter().map(|(n, _)| format!("{n:?} = \"[redacted]\"")).collect();
+                        kv("headers", format!("{{ {} }}", names.join(", ")));
+                    }
+                    if let Some(ca) = &o.ca_file {
+                        kv("ca_file", p(ca));
+                    }
+                    kv("gzip", o.gzip.to_string());
+                    let body = match o.body {
+                        OtlpBody::Structured => "structured",
+                        OtlpBody::JsonString => "json_string",
+                    };
+                    kv("body", format!("{body:?}"));
+                    if let Some(host) = &o.host_name {
+                        kv("hostname", format!("{host:?}"));
+                    }
+                    kv("timeout", d(o.timeout));
+                }
             }
             kv("batch_max_events", s.batch_max_events.to_string());
             kv("batch_max_bytes", size(s.batch_max_bytes as u64));
@@ -614,6 +787,21 @@ struct RawSink {
     server_name: Option<Spanned<String>>,
     client_cert_file: Option<Spanned<String>>,
     client_key_file: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    token: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    index: Option<Spanned<String>>,
+    source: Option<Spanned<String>>,
+    sourcetype: Option<Spanned<String>>,
+    fields: Option<Spanned<Vec<String>>>,
+    gzip: Option<Spanned<bool>>,
+    indexer_ack: Option<Spanned<bool>>,
+    ack_poll_interval: Option<Spanned<String>>,
+    ack_timeout: Option<Spanned<String>>,
+    endpoint: Option<Spanned<String>>,
+    protocol: Option<Spanned<RawProtocol>>,
+    headers: Option<Spanned<std::collections::BTreeMap<String, String>>>,
+    body: Option<Spanned<RawBody>>,
     batch_max_events: Option<Spanned<usize>>,
     batch_max_bytes: Option<Spanned<RawSize>>,
     backoff: Option<Spanned<RawBackoff>>,
@@ -624,6 +812,23 @@ struct RawSink {
 enum RawSinkType {
     File,
     Syslog,
+    Hec,
+    Otlp,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawProtocol {
+    HttpProtobuf,
+    HttpJson,
+    Grpc,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawBody {
+    Structured,
+    JsonString,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -1045,6 +1250,8 @@ impl Validator<'_> {
                 SinkKind::File(FileSinkSettings { path: self.path(path, &at("path"))? })
             }
             RawSinkType::Syslog => SinkKind::Syslog(self.syslog(i, &r, &table)?),
+            RawSinkType::Hec => SinkKind::Hec(self.hec(i, &r, &table)?),
+            RawSinkType::Otlp => SinkKind::Otlp(self.otlp(i, &r, &table)?),
         };
         let batch_max_events = match &r.batch_max_events {
             None => 500,
@@ -1067,34 +1274,182 @@ impl Validator<'_> {
 
     /// Keys set on a sink whose type does not use them are mistakes, not silently ignored.
     fn sink_keys(&self, i: usize, r: &RawSink) -> Res<()> {
-        use RawSinkType::{File, Syslog};
+        use RawSinkType::{File, Hec, Otlp, Syslog};
         let tls = matches!(r.transport.as_ref().map(|t| *t.get_ref()), None | Some(RawTransport::Tls));
+        let syslog_tls: &[RawSinkType] = if tls { &[Syslog] } else { &[] };
         let span = |v: &Option<Spanned<String>>| v.as_ref().map(Spanned::span);
-        let keys: [(&str, Option<Range<usize>>, bool); 16] = [
-            ("path", span(&r.path), r.kind == File),
-            ("address", span(&r.address), r.kind == Syslog),
-            ("transport", r.transport.as_ref().map(Spanned::span), r.kind == Syslog),
-            ("framing", r.framing.as_ref().map(Spanned::span), r.kind == Syslog),
-            ("format", r.format.as_ref().map(Spanned::span), r.kind == Syslog),
-            ("facility", r.facility.as_ref().map(Spanned::span), r.kind == Syslog),
-            ("hostname", span(&r.hostname), r.kind == Syslog),
-            ("app_name", span(&r.app_name), r.kind == Syslog),
-            ("sd_id", span(&r.sd_id), r.kind == Syslog),
-            ("max_message_size", r.max_message_size.as_ref().map(Spanned::span), r.kind == Syslog),
-            ("oversize", r.oversize.as_ref().map(Spanned::span), r.kind == Syslog),
-            ("timeout", span(&r.timeout), r.kind == Syslog),
-            ("ca_file", span(&r.ca_file), r.kind == Syslog && tls),
-            ("server_name", span(&r.server_name), r.kind == Syslog && tls),
-            ("client_cert_file", span(&r.client_cert_file), r.kind == Syslog && tls),
-            ("client_key_file", span(&r.client_key_file), r.kind == Syslog && tls),
+        // (key, where it is set, the sink types that use it)
+        type KeyUse<'k> = (&'static str, Option<Range<usize>>, &'k [RawSinkType]);
+        let keys: [KeyUse<'_>; 31] = [
+            ("path", span(&r.path), &[File]),
+            ("address", span(&r.address), &[Syslog]),
+            ("transport", r.transport.as_ref().map(Spanned::span), &[Syslog]),
+            ("framing", r.framing.as_ref().map(Spanned::span), &[Syslog]),
+            ("format", r.format.as_ref().map(Spanned::span), &[Syslog]),
+            ("facility", r.facility.as_ref().map(Spanned::span), &[Syslog]),
+            ("hostname", span(&r.hostname), &[Syslog, Hec, Otlp]),
+            ("app_name", span(&r.app_name), &[Syslog]),
+            ("sd_id", span(&r.sd_id), &[Syslog]),
+            ("max_message_size", r.max_message_size.as_ref().map(Spanned::span), &[Syslog]),
+            ("oversize", r.oversize.as_ref().map(Spanned::span), &[Syslog]),
+            ("timeout", span(&r.timeout), &[Syslog, Hec, Otlp]),
+            ("ca_file", span(&r.ca_file), if tls { &[Syslog, Hec, Otlp] } else { &[Hec, Otlp] }),
+            ("server_name", span(&r.server_name), syslog_tls),
+            ("client_cert_file", span(&r.client_cert_file), syslog_tls),
+            ("client_key_file", span(&r.client_key_file), syslog_tls),
+            ("url", span(&r.url), &[Hec]),
+            ("token", span(&r.token), &[Hec]),
+            ("token_file", span(&r.token_file), &[Hec]),
+            ("index", span(&r.index), &[Hec]),
+            ("source", span(&r.source), &[Hec]),
+            ("sourcetype", span(&r.sourcetype), &[Hec]),
+            ("fields", r.fields.as_ref().map(Spanned::span), &[Hec]),
+            ("gzip", r.gzip.as_ref().map(Spanned::span), &[Hec, Otlp]),
+            ("indexer_ack", r.indexer_ack.as_ref().map(Spanned::span), &[Hec]),
+            ("ack_poll_interval", span(&r.ack_poll_interval), &[Hec]),
+            ("ack_timeout", span(&r.ack_timeout), &[Hec]),
+            ("endpoint", span(&r.endpoint), &[Otlp]),
+            ("protocol", r.protocol.as_ref().map(Spanned::span), &[Otlp]),
+            ("headers", r.headers.as_ref().map(Spanned::span), &[Otlp]),
+            ("body", r.body.as_ref().map(Spanned::span), &[Otlp]),
         ];
-        for (key, set, used) in keys {
-            if let (Some(span), false) = (set, used) {
-                let what = if r.kind == Syslog { "transport" } else { "sink type" };
+        for (key, set, used_by) in keys {
+            if let Some(span) = set
+                && !used_by.contains(&r.kind)
+            {
+                let what = if r.kind == Syslog && !tls { "transport" } else { "sink type" };
                 return self.fail(span, &format!("sinks[{i}].{key}"), format!("not used by this {what}"));
             }
         }
         Ok(())
+    }
+
+    fn hec(&self, i: usize, r: &RawSink, table: &Range<usize>) -> Res<HecSinkSettings> {
+        let at = |k: &str| format!("sinks[{i}].{k}");
+        if r.url.is_none() {
+            let msg = "required for type \"hec\" (such as \"https://splunk.example.com:8088\")";
+            return self.fail(table.clone(), &at("url"), msg);
+        }
+        let url = self.url(&r.url, &at("url"), "")?;
+        let token = self.required_secret(&at("token"), &r.token, &r.token_file, table)?;
+        let text = |v: &Text, key: &str, default: Option<&str>| -> Res<Option<String>> {
+            match v {
+                None => Ok(default.map(str::to_owned)),
+                Some(t) if t.get_ref().trim().is_empty() => self.fail(t.span(), &at(key), "must not be empty"),
+                Some(t) => Ok(Some(t.get_ref().clone())),
+            }
+        };
+        let index = text(&r.index, "index", None)?;
+        let source = text(&r.source, "source", Some("auditrelay"))?.unwrap_or_default();
+        let sourcetype = text(&r.sourcetype, "sourcetype", Some("ocsf"))?.unwrap_or_default();
+        let host = text(&r.hostname, "hostname", None)?;
+        let fields = match &r.fields {
+            None => vec![EventField::ClassUid, EventField::Vendor, EventField::Tenant],
+            Some(list) => {
+                let mut fields = Vec::new();
+                for name in list.get_ref() {
+                    let Some(f) = EventField::ALL.into_iter().find(|f| f.name() == name) else {
+                        let names: Vec<&str> = EventField::ALL.iter().map(|f| f.name()).collect();
+                        let msg = format!("unknown field {name:?}; choose from {}", names.join(", "));
+                        return self.fail(list.span(), &at("fields"), msg);
+                    };
+                    if !fields.contains(&f) {
+                        fields.push(f);
+                    }
+                }
+                fields
+            }
+        };
+        let ack_on = r.indexer_ack.as_ref().is_some_and(|a| *a.get_ref());
+        let acks = if ack_on {
+            let poll_interval = self.duration(&r.ack_poll_interval, &at("ack_poll_interval"), 2 * SECOND, true)?;
+            let timeout = self.duration(&r.ack_timeout, &at("ack_timeout"), 5 * MINUTE, true)?;
+            if poll_interval >= timeout {
+                let span = r.ack_timeout.as_ref().map(Spanned::span);
+                return self.fail(span, &at("ack_timeout"), "must be longer than ack_poll_interval");
+            }
+            Some(HecAcks { poll_interval, timeout })
+        } else {
+            for (key, v) in [("ack_poll_interval", &r.ack_poll_interval), ("ack_timeout", &r.ack_timeout)] {
+                if let Some(v) = v {
+                    return self.fail(v.span(), &at(key), "only used with indexer_ack = true");
+                }
+            }
+            None
+        };
+        Ok(HecSinkSettings {
+            ca_file: self.https_ca_file(r, &url, &at("ca_file"))?,
+            url,
+            token,
+            index,
+            source,
+            sourcetype,
+            host,
+            fields,
+            gzip: r.gzip.as_ref().is_none_or(|g| *g.get_ref()),
+            acks,
+            timeout: self.duration(&r.timeout, &at("timeout"), 30 * SECOND, true)?,
+        })
+    }
+
+    fn otlp(&self, i: usize, r: &RawSink, table: &Range<usize>) -> Res<OtlpSinkSettings> {
+        let at = |k: &str| format!("sinks[{i}].{k}");
+        let protocol = match r.protocol.as_ref().map(|p| *p.get_ref()) {
+            None | Some(RawProtocol::HttpProtobuf) => OtlpProtocol::HttpProtobuf,
+            Some(RawProtocol::HttpJson) => OtlpProtocol::HttpJson,
+            Some(RawProtocol::Grpc) => OtlpProtocol::Grpc,
+        };
+        if r.endpoint.is_none() {
+            let msg = "required for type \"otlp\" (such as \"https://collector.example.com:4318\")";
+            return self.fail(table.clone(), &at("endpoint"), msg);
+        }
+        let mut endpoint = self.url(&r.endpoint, &at("endpoint"), "")?;
+        if protocol != OtlpProtocol::Grpc && matches!(endpoint.path(), "" | "/") {
+            endpoint.set_path("/v1/logs");
+        }
+        let mut headers = Vec::new();
+        if let Some(map) = &r.headers {
+            for (name, value) in map.get_ref() {
+                let key = at(&format!("headers.{name}"));
+                let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+                if name.is_empty() || !name.chars().all(ok) {
+                    let msg = format!("invalid header name {name:?}: use A-Z a-z 0-9 - _ .");
+                    return self.fail(map.span(), &key, msg);
+                }
+                // Values are secrets (API keys): "${ENV}" or a literal, never shown.
+                let value = Some(Spanned::new(map.span(), value.clone()));
+                headers.push((name.to_ascii_lowercase(), self.secret(&key, &value, &None)?));
+            }
+        }
+        let body = match r.body.as_ref().map(|b| *b.get_ref()) {
+            None | Some(RawBody::Structured) => OtlpBody::Structured,
+            Some(RawBody::JsonString) => OtlpBody::JsonString,
+        };
+        let host_name = match &r.hostname {
+            Some(h) if h.get_ref().trim().is_empty() => {
+                return self.fail(h.span(), &at("hostname"), "must not be empty");
+            }
+            h => h.as_ref().map(|h| h.get_ref().clone()),
+        };
+        Ok(OtlpSinkSettings {
+            ca_file: self.https_ca_file(r, &endpoint, &at("ca_file"))?,
+            endpoint,
+            protocol,
+            headers,
+            gzip: r.gzip.as_ref().is_none_or(|g| *g.get_ref()),
+            body,
+            host_name,
+            timeout: self.duration(&r.timeout, &at("timeout"), 30 * SECOND, true)?,
+        })
+    }
+
+    /// `ca_file` of an HTTP sink: only meaningful for an https URL.
+    fn https_ca_file(&self, r: &RawSink, url: &url::Url, key: &str) -> Res<Option<PathBuf>> {
+        match &r.ca_file {
+            None => Ok(None),
+            Some(p) if url.scheme() == "https" => Ok(Some(self.path(p, key)?)),
+            Some(p) => self.fail(p.span(), key, "only used with an https URL"),
+        }
     }
 
     fn syslog(&self, i: usize, r: &RawSink, table: &Range<usize>) -> Res<SyslogSinkSettings> {
@@ -1362,7 +1717,7 @@ impl Validator<'_> {
             return self.fail(span, key, msg);
         }
         if !u.username().is_empty() || u.password().is_some() {
-            return self.fail(span, key, "must not hold credentials; use api_key or bearer_token");
+            return self.fail(span, key, "must not hold credentials (user:password@); use the credential keys");
         }
         Ok(u)
     }
@@ -1463,9 +1818,16 @@ mod tests {
     const SINK: &str = "[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"out.ndjson\"\n";
 
     fn env(name: &str) -> Option<String> {
-        ["AITRONOS_API_KEY", "ASTRONOMER_TOKEN", "CONFIGCAT_USERNAME", "CONFIGCAT_PASSWORD", "DATAFOLD_API_KEY"]
-            .contains(&name)
-            .then(|| SECRET.to_owned())
+        [
+            "AITRONOS_API_KEY",
+            "ASTRONOMER_TOKEN",
+            "CONFIGCAT_USERNAME",
+            "CONFIGCAT_PASSWORD",
+            "DATAFOLD_API_KEY",
+            "SPLUNK_HEC_TOKEN",
+        ]
+        .contains(&name)
+        .then(|| SECRET.to_owned())
     }
 
     fn parse_at(text: &str, origin: &Path) -> Result<Config, ConfigError> {
@@ -1516,6 +1878,16 @@ mod tests {
             (sl.sd_id.as_deref(), sl.max_message_size, sl.oversize),
             (Some("ocsf@32473"), 65_536, Oversize::DeadLetter)
         );
+        let SinkKind::Hec(h) = &c.sinks[2].kind else { panic!("not a hec sink") };
+        assert_eq!(
+            (h.url.as_str(), h.index.as_deref(), h.acks),
+            ("https://splunk.example.com:8088/", Some("audit"), None)
+        );
+        let SinkKind::Otlp(o) = &c.sinks[3].kind else { panic!("not an otlp sink") };
+        assert_eq!(
+            (o.endpoint.as_str(), o.protocol),
+            ("https://otel.example.com:4318/v1/logs", OtlpProtocol::HttpProtobuf)
+        );
     }
 
     fn syslog_sink(body: &str) -> String {
@@ -1556,6 +1928,97 @@ mod tests {
             .expect("valid")
             .render_redacted();
         assert!(render.contains("address = \"[::1]:1514\"") && render.contains("sd_id = \"x@1\""), "{render}");
+    }
+
+    fn sink_of(kind: &str, body: &str) -> String {
+        with_source(MINIMAL).replace(SINK, &format!("[[sinks]]\nname = \"s\"\ntype = \"{kind}\"\n{body}\n"))
+    }
+
+    fn sink_kind(kind: &str, body: &str) -> SinkKind {
+        parse_at(&sink_of(kind, body), Path::new(FILE)).expect("valid").sinks.remove(0).kind
+    }
+
+    #[test]
+    fn hec_sinks_get_defaults_and_read_their_token() {
+        let SinkKind::Hec(h) =
+            sink_kind("hec", "url = \"https://splunk.example.com:8088\"\ntoken = \"${AITRONOS_API_KEY}\"")
+        else {
+            panic!("not hec")
+        };
+        assert_eq!((h.url.as_str(), h.token.expose_secret()), ("https://splunk.example.com:8088/", SECRET));
+        assert_eq!((h.source.as_str(), h.sourcetype.as_str(), h.index.as_deref()), ("auditrelay", "ocsf", None));
+        assert_eq!(h.fields, [EventField::ClassUid, EventField::Vendor, EventField::Tenant]);
+        assert_eq!((h.gzip, h.acks, h.timeout, h.host.as_deref()), (true, None, 30 * SECOND, None));
+        let body = "url = \"http://127.0.0.1:8088\"\ntoken = \"t\"\nindex = \"audit\"\nfields = [\"class_name\", \"event_code\"]\n\
+                    gzip = false\nindexer_ack = true\nack_poll_interval = \"500ms\"\nhostname = \"collector-1\"";
+        let SinkKind::Hec(h) = sink_kind("hec", body) else { panic!("not hec") };
+        assert_eq!((h.index.as_deref(), h.gzip, h.host.as_deref()), (Some("audit"), false, Some("collector-1")));
+        assert_eq!(h.fields, [EventField::ClassName, EventField::EventCode]);
+        assert_eq!(h.acks, Some(HecAcks { poll_interval: Duration::from_millis(500), timeout: 5 * MINUTE }));
+        let render = parse_at(&sink_of("hec", body), Path::new(FILE)).expect("valid").render_redacted();
+        assert!(render.contains("token = \"[redacted]\"") && !render.contains("\"t\""), "{render}");
+    }
+
+    #[test]
+    fn otlp_sinks_get_defaults_and_keep_header_values_secret() {
+        let SinkKind::Otlp(o) = sink_kind("otlp", "endpoint = \"https://collector.example.com:4318\"") else {
+            panic!("not otlp")
+        };
+        assert_eq!(
+            (o.endpoint.as_str(), o.protocol),
+            ("https://collector.example.com:4318/v1/logs", OtlpProtocol::HttpProtobuf)
+        );
+        assert_eq!((o.gzip, o.body, o.headers.len(), o.timeout), (true, OtlpBody::Structured, 0, 30 * SECOND));
+        let body = "endpoint = \"http://127.0.0.1:4317\"\nprotocol = \"grpc\"\nbody = \"json_string\"\n\
+                    headers = { \"X-Api-Key\" = \"${AITRONOS_API_KEY}\" }";
+        let SinkKind::Otlp(o) = sink_kind("otlp", body) else { panic!("not otlp") };
+        assert_eq!(
+            (o.endpoint.as_str(), o.protocol, o.body),
+            ("http://127.0.0.1:4317/", OtlpProtocol::Grpc, OtlpBody::JsonString)
+        );
+        assert_eq!((o.headers[0].0.as_str(), o.headers[0].1.expose_secret()), ("x-api-key", SECRET));
+        let custom = "endpoint = \"http://127.0.0.1:4318/custom/path\"\nprotocol = \"http_json\"";
+        let SinkKind::Otlp(o) = sink_kind("otlp", custom) else { panic!("not otlp") };
+        assert_eq!(o.endpoint.as_str(), "http://127.0.0.1:4318/custom/path");
+        let render = parse_at(&sink_of("otlp", body), Path::new(FILE)).expect("valid").render_redacted();
+        assert!(render.contains("\"x-api-key\" = \"[redacted]\"") && !render.contains(SECRET), "{render}");
+    }
+
+    #[test]
+    fn hec_and_otlp_mistakes_are_named() {
+        check_err(&sink_of("hec", "token = \"t\""), &["sinks[0].url", "required"]);
+        check_err(&sink_of("hec", "url = \"https://h:8088\""), &["sinks[0].token", "required"]);
+        check_err(&sink_of("hec", "url = \"ftp://h\"\ntoken = \"t\""), &[":10: sinks[0].url:", "http"]);
+        check_err(&sink_of("hec", "url = \"https://u:p@h\"\ntoken = \"t\""), &["sinks[0].url", "credentials"]);
+        check_err(
+            &sink_of("hec", "url = \"http://h\"\ntoken = \"t\"\nfields = [\"nope\"]"),
+            &["sinks[0].fields", "class_uid"],
+        );
+        check_err(
+            &sink_of("hec", "url = \"http://h\"\ntoken = \"t\"\nack_timeout = \"1m\""),
+            &["sinks[0].ack_timeout", "indexer_ack"],
+        );
+        check_err(
+            &sink_of("hec", "url = \"http://h\"\ntoken = \"t\"\nca_file = \"ca.pem\""),
+            &["sinks[0].ca_file", "https"],
+        );
+        check_err(
+            &sink_of("hec", "url = \"http://h\"\ntoken = \"t\"\naddress = \"h:1\""),
+            &["sinks[0].address", "not used"],
+        );
+        let slow_poll = "url = \"http://h\"\ntoken = \"t\"\nindexer_ack = true\nack_poll_interval = \"10m\"";
+        check_err(&sink_of("hec", slow_poll), &["sinks[0].ack_timeout", "ack_poll_interval"]);
+        check_err(&sink_of("otlp", ""), &["sinks[0].endpoint", "required"]);
+        check_err(&sink_of("otlp", "endpoint = \"http://h\"\nprotocol = \"thrift\""), &["sinks[0].protocol", "thrift"]);
+        check_err(
+            &sink_of("otlp", "endpoint = \"http://h\"\nheaders = { \"a b\" = \"x\" }"),
+            &["sinks[0].headers.a b", "header name"],
+        );
+        check_err(
+            &sink_of("otlp", "endpoint = \"http://h\"\nheaders = { a = \"${NOPE_UNSET}\" }"),
+            &["sinks[0].headers.a", "NOPE_UNSET"],
+        );
+        check_err(&sink_of("otlp", "endpoint = \"http://h\"\ntoken = \"t\""), &["sinks[0].token", "not used"]);
     }
 
     #[test]

@@ -12,3 +12,4 @@ pub mod redact;
 pub mod sim;
 pub mod sinks;
 pub mod sources;
+pub mod tls;

@@ -24,7 +24,7 @@ use tokio::sync::{oneshot, watch};
 
 const DB_FILE: &str = "auditrelay.db";
 /// The `PRAGMA user_version` this code writes and understands.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 -- AUTOINCREMENT: an id is never reused, even after every row was deleted. A reused id at or
@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     source TEXT NOT NULL,
     event_time_ms INTEGER NOT NULL,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    collected_ms INTEGER NOT NULL DEFAULT 0 -- since version 4: when the page was stored
 );
 CREATE TABLE IF NOT EXISTS dedupe (
     source TEXT NOT NULL,
@@ -73,11 +74,16 @@ CREATE TABLE IF NOT EXISTS staged (
     reason TEXT                     -- dead letters only
 );
 CREATE INDEX IF NOT EXISTS staged_by_source ON staged (source, seq);
-PRAGMA user_version = 3;
+-- Version 4: a sink's identity towards its receiver that must survive restarts (the HEC
+-- indexer-acknowledgement channel).
+CREATE TABLE IF NOT EXISTS sink_channels (sink TEXT PRIMARY KEY, channel TEXT NOT NULL);
+PRAGMA user_version = 4;
 ";
 
 /// Run before `SCHEMA` on a version 1 or 2 database, whose `dead_letters` lacks the `sink` column.
 const ADD_DEAD_LETTER_SINK: &str = "ALTER TABLE dead_letters ADD COLUMN sink TEXT;";
+/// Run before `SCHEMA` on a version 1 to 3 database, whose `events` lacks `collected_ms`.
+const ADD_COLLECTED_MS: &str = "ALTER TABLE events ADD COLUMN collected_ms INTEGER NOT NULL DEFAULT 0;";
 
 /// What the queue needs from the configuration.
 #[derive(Debug, Clone)]
@@ -162,6 +168,8 @@ pub struct StoreOutcome {
 pub struct QueuedEvent {
     pub id: i64,
     pub body: Vec<u8>,
+    /// When the agent stored it (ms since the epoch; 0 for events queued before version 4).
+    pub collected_ms: i64,
 }
 
 /// An event a sink will never deliver (too large, refused by the receiver as invalid).
@@ -259,6 +267,10 @@ enum Command {
     Backlog {
         sink: String,
         reply: Reply<u64>,
+    },
+    SinkChannel {
+        sink: String,
+        reply: Reply<String>,
     },
     Stats {
         reply: Reply<QueueStats>,
@@ -370,6 +382,13 @@ impl Queue {
     /// `upto_id`) into the dead-letter table with its reason, so passing it never loses it.
     pub async fn ack_refusing(&self, sink: &str, upto_id: i64, refused: Vec<RefusedEvent>) -> Result<(), QueueError> {
         self.call(|reply| Command::Ack { sink: sink.to_owned(), upto_id, refused, reply }).await
+    }
+
+    /// The sink's stored channel id (HEC indexer acknowledgement), created (a random UUID) and
+    /// stored on first use, so it stays the same across restarts.
+    pub async fn sink_channel(&self, sink: &str) -> Result<String, QueueError> {
+        let sink = sink.to_owned();
+        self.call(|reply| Command::SinkChannel { sink, reply }).await
     }
 
     /// Appends a chunk of a streamed answer to `source`'s staging area: committed, so memory
@@ -520,6 +539,9 @@ fn open_connection(path: &Path, sinks: &BTreeSet<String>) -> Result<Connection, 
     if (1..3).contains(&found) {
         tx.execute_batch(ADD_DEAD_LETTER_SINK).op(path, "add the dead_letters.sink column")?;
     }
+    if (1..4).contains(&found) {
+        tx.execute_batch(ADD_COLLECTED_MS).op(path, "add the events.collected_ms column")?;
+    }
     if found < SCHEMA_VERSION {
         tx.execute_batch(SCHEMA).op(path, "create the schema")?;
     }
@@ -583,6 +605,9 @@ impl Writer {
                 Command::Ack { sink, upto_id, refused, reply } => {
                     let _ = reply.send(self.ack(&sink, upto_id, &refused));
                 }
+                Command::SinkChannel { sink, reply } => {
+                    let _ = reply.send(self.sink_channel(&sink));
+                }
                 Command::Backlog { sink, reply } => {
                     let _ = reply.send(self.backlog(&sink));
                 }
@@ -643,8 +668,10 @@ impl Writer {
             }
             let mut key =
                 tx.prepare_cached("INSERT OR IGNORE INTO dedupe (source, key, event_time_ms) VALUES (?1, ?2, ?3)")?;
-            let mut event =
-                tx.prepare_cached("INSERT INTO events (source, event_time_ms, body) VALUES (?1, ?2, ?3)")?;
+            let mut event = tx.prepare_cached(
+                "INSERT INTO events (source, event_time_ms, body, collected_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let collected_ms = now_ms();
             let mut dead = tx.prepare_cached(
                 "INSERT OR IGNORE INTO dead_letters (source, key, reason, raw, created_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -654,7 +681,7 @@ impl Writer {
                     outcome.duplicates += 1;
                     return Ok(());
                 }
-                event.execute(params![source, time_ms, body])?;
+                event.execute(params![source, time_ms, body, collected_ms])?;
                 newest_id = tx.last_insert_rowid();
                 outcome.stored += 1;
                 added += body.len() as u64;
@@ -748,8 +775,9 @@ impl Writer {
     fn read_batch(&self, sink: &str, max_events: usize, max_bytes: usize) -> Result<Vec<QueuedEvent>, QueueError> {
         let after = self.cursor(sink)?;
         let read = || -> rusqlite::Result<Vec<QueuedEvent>> {
-            let mut stmt =
-                self.conn.prepare_cached("SELECT id, body FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT id, body, collected_ms FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")?;
             let limit = i64::try_from(max_events.max(1)).unwrap_or(i64::MAX);
             let mut rows = stmt.query(params![after, limit])?;
             let (mut batch, mut bytes) = (Vec::new(), 0usize);
@@ -759,7 +787,7 @@ impl Writer {
                 if bytes > max_bytes && !batch.is_empty() {
                     break;
                 }
-                batch.push(QueuedEvent { id: row.get(0)?, body });
+                batch.push(QueuedEvent { id: row.get(0)?, body, collected_ms: row.get(2)? });
             }
             Ok(batch)
         };
@@ -792,6 +820,17 @@ impl Writer {
             self.watches.bytes.send_modify(|b| *b = b.saturating_sub(freed));
         }
         Ok(())
+    }
+
+    fn sink_channel(&mut self, sink: &str) -> Result<String, QueueError> {
+        self.cursor(sink)?;
+        let fresh = uuid::Uuid::new_v4().to_string();
+        self.conn
+            .execute("INSERT OR IGNORE INTO sink_channels (sink, channel) VALUES (?1, ?2)", params![sink, fresh])
+            .op(&self.path, "store a sink channel")?;
+        self.conn
+            .query_row("SELECT channel FROM sink_channels WHERE sink = ?1", [sink], |r| r.get(0))
+            .op(&self.path, "read a sink channel")
     }
 
     fn backlog(&self, sink: &str) -> Result<u64, QueueError> {
@@ -1170,14 +1209,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_sink_channel_is_made_once_and_kept_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["hec", "other"], 1000)).unwrap();
+        let channel = q.sink_channel("hec").await.unwrap();
+        assert!(uuid::Uuid::parse_str(&channel).is_ok(), "{channel}");
+        assert_eq!(q.sink_channel("hec").await.unwrap(), channel);
+        assert_ne!(q.sink_channel("other").await.unwrap(), channel);
+        q.close().await.unwrap();
+        let q = Queue::open(dir.path(), opts(&["hec"], 1000)).unwrap();
+        assert_eq!(q.sink_channel("hec").await.unwrap(), channel);
+        assert!(matches!(q.sink_channel("nope").await, Err(QueueError::UnknownSink { .. })));
+    }
+
+    #[tokio::test]
     async fn a_version_1_database_gains_the_staging_table_and_keeps_its_data() {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
         q.store_page(page("a", vec![ev("k", 1, "x")])).await.unwrap();
         q.close().await.unwrap();
         let old = Connection::open(dir.path().join("auditrelay.db")).unwrap();
-        old.execute_batch("DROP TABLE staged; ALTER TABLE dead_letters DROP COLUMN sink; PRAGMA user_version = 1;")
-            .unwrap();
+        old.execute_batch(
+            "DROP TABLE staged; DROP TABLE sink_channels; ALTER TABLE dead_letters DROP COLUMN sink;
+             ALTER TABLE events DROP COLUMN collected_ms; PRAGMA user_version = 1;",
+        )
+        .unwrap();
         drop(old);
         let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
         q.stage("a", vec![ev("k2", 2, "y")], vec![]).await.unwrap();

@@ -11,19 +11,12 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpStream, UdpSocket};
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use auditrelay::clock::Clock;
-use auditrelay::config::{Config, SinkConfig};
-use auditrelay::daemon::{self, RunOptions};
-use auditrelay::queue::{NewEvent, PageWrite, Queue, QueueOptions};
-use auditrelay::sim::{SimOptions, SimVendor};
-use auditrelay::sinks::{Failure, Sink, SinkControl, SinkStats, SinkStatsSnapshot, run_sink};
-use auditrelay::sources::RunMode;
-use harness::{config_with_sources, out_path, parse_config, source_block, start_sim, test_start};
+use auditrelay::sinks::{Failure, Sink};
+use harness::sinks::{assert_nothing_acknowledged, ocsf_events, queue_with, sink_config, start_worker, store, uid};
 use rsyslog::Record;
-use tokio_util::sync::CancellationToken;
 
 use rsyslog::{Listener, Pki, Rsyslog, TlsDriver, make_pki};
 use rustls::ClientConfig;
@@ -217,69 +210,6 @@ fn test_kill_and_restart_keep_the_port_and_append() {
 // by the whole pipeline against the simulator, in paused time), stored in a fresh queue and
 // delivered by the same worker loop the daemon runs, in real time (rsyslog is another process).
 
-/// Real OCSF events of all four vendors: the pipeline's output over the simulator.
-fn ocsf_events() -> &'static [Vec<u8>] {
-    static EVENTS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
-    EVENTS.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
-        rt.block_on(async {
-            let clock = Clock::starting_at(test_start());
-            let mut opts = SimOptions::default();
-            opts.aitronos.records = 60;
-            opts.astronomer.records = 60;
-            opts.configcat.records = 60;
-            opts.datafold.records = 60;
-            let sim = start_sim(opts, &clock).await;
-            let dir = tempfile::tempdir().unwrap();
-            let sources: Vec<String> = SimVendor::ALL
-                .into_iter()
-                .map(|v| {
-                    let org = sim.organizations(v)[0].clone();
-                    source_block(&sim, v, &org, v.name(), "start = \"2d\"")
-                })
-                .collect();
-            let config = parse_config(&config_with_sources(dir.path(), &sources), &sim, dir.path());
-            let opts = RunOptions { mode: RunMode::CatchUp, ..RunOptions::default() };
-            daemon::run(&config, clock, opts, CancellationToken::new()).await.unwrap();
-            let text = std::fs::read_to_string(out_path(dir.path())).unwrap();
-            let events: Vec<Vec<u8>> = text.lines().map(|l| l.as_bytes().to_vec()).collect();
-            assert_eq!(events.len(), 240, "the simulator's records, mapped");
-            events
-        })
-    })
-}
-
-fn uid(body: &[u8]) -> String {
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
-    v["metadata"]["uid"].as_str().unwrap().to_owned()
-}
-
-/// A queue in `dir` holding `events`, for the one sink named "syslog".
-async fn queue_with(dir: &Path, events: &[Vec<u8>]) -> Queue {
-    let queue =
-        Queue::open(&dir.join("state"), QueueOptions { max_bytes: 1 << 30, sinks: vec!["syslog".into()] }).unwrap();
-    store(&queue, events).await;
-    queue
-}
-
-async fn store(queue: &Queue, events: &[Vec<u8>]) {
-    let events =
-        events.iter().map(|body| NewEvent { dedupe_key: uid(body), event_time_ms: 0, body: body.clone() }).collect();
-    queue.store_page(PageWrite { source: "test".into(), events, ..PageWrite::default() }).await.unwrap();
-}
-
-/// The sink "syslog" from these TOML lines (address and the rest), with quick back-off.
-fn sink_config(dir: &Path, lines: &str) -> SinkConfig {
-    let text = format!(
-        "state_dir = \"state\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\norganization_id = \"ORG_A\"\n\
-         api_key = \"k\"\n[[sinks]]\nname = \"syslog\"\ntype = \"syslog\"\nbatch_max_events = 50\n\
-         backoff = {{ initial = \"20ms\", max = \"200ms\" }}\ntimeout = \"5s\"\n{lines}\n"
-    );
-    let path = dir.join("auditrelay.toml");
-    std::fs::write(&path, &text).unwrap();
-    Config::load(&path).unwrap().sinks.remove(0)
-}
-
 fn tls_lines(rsyslog: &Rsyslog, ca: &Path) -> String {
     format!(
         "address = \"127.0.0.1:{}\"\nserver_name = \"localhost\"\nca_file = {:?}\n",
@@ -288,65 +218,12 @@ fn tls_lines(rsyslog: &Rsyslog, ca: &Path) -> String {
     )
 }
 
-/// A running sink worker and the handles to watch and stop it.
-struct Worker {
-    stats: Arc<SinkStats>,
-    control: SinkControl,
-    task: tokio::task::JoinHandle<()>,
-}
-
-fn start_worker(cfg: SinkConfig, queue: &Queue) -> Worker {
-    let stats = Arc::new(SinkStats::default());
-    let control = SinkControl::default();
-    let sink = Sink::open(&cfg).unwrap();
-    let task = tokio::spawn(run_sink(cfg, sink, queue.clone(), Clock::system(), Arc::clone(&stats), control.clone()));
-    Worker { stats, control, task }
-}
-
-impl Worker {
-    /// Drains what is queued, then stops.
-    async fn drain(self) -> SinkStatsSnapshot {
-        self.control.drain.cancel();
-        tokio::time::timeout(Duration::from_secs(60), self.task).await.expect("sink drained in time").unwrap();
-        self.stats.snapshot()
-    }
-
-    async fn abort(self) -> SinkStatsSnapshot {
-        self.control.stop.cancel();
-        self.control.abort.cancel();
-        self.task.await.unwrap();
-        self.stats.snapshot()
-    }
-
-    /// Waits until the worker has failed `n` sends.
-    async fn wait_for_retries(&self, n: u64) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while self.stats.snapshot().retries < n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the sink never failed {n} times: {:?}",
-                self.stats.snapshot()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
 /// A temporary directory holding the test PKI and a TLS rsyslog.
 fn tls_receiver(driver: TlsDriver, mutual: bool) -> (tempfile::TempDir, Pki, Rsyslog) {
     let dir = tempfile::tempdir().unwrap();
     let pki = make_pki(dir.path());
     let rsyslog = Rsyslog::start(&dir.path().join("rsyslog"), Listener::Tls { driver, mutual }, Some(&pki));
     (dir, pki, rsyslog)
-}
-
-/// The worker fails at least twice against its receiver and acknowledges none of the `queued`.
-async fn assert_nothing_acknowledged(cfg: SinkConfig, queue: &Queue, queued: usize) {
-    let worker = start_worker(cfg, queue);
-    worker.wait_for_retries(2).await;
-    let stats = worker.abort().await;
-    assert_eq!(stats.events, 0, "{stats:?}");
-    assert_eq!(queue.backlog("syslog").await.unwrap(), queued as u64, "nothing acknowledged");
 }
 
 /// What rsyslog must have made of the event `body` sent with `facility` and the default header.
@@ -397,8 +274,8 @@ fn tls_delivers_every_event_parsed_right_gnutls_receiver() {
     let (dir, pki, rsyslog) = tls_receiver(TlsDriver::Gtls, false);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let stats = rt.block_on(async {
-        let queue = queue_with(dir.path(), events).await;
-        let cfg = sink_config(dir.path(), &format!("{}{HEADER}", tls_lines(&rsyslog, &pki.ca_pem)));
+        let queue = queue_with(dir.path(), &["syslog"], events).await;
+        let cfg = sink_config(dir.path(), "syslog", &format!("{}{HEADER}", tls_lines(&rsyslog, &pki.ca_pem)));
         let stats = start_worker(cfg, &queue).drain().await;
         assert_eq!(queue.backlog("syslog").await.unwrap(), 0);
         stats
@@ -420,9 +297,9 @@ fn mutual_tls_is_accepted_with_a_client_certificate_and_refused_without() {
     let (dir, pki, rsyslog) = tls_receiver(TlsDriver::Ossl, true);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let queue = queue_with(dir.path(), events).await;
+        let queue = queue_with(dir.path(), &["syslog"], events).await;
         // Without a client certificate: refused, and not one event acknowledged.
-        let cfg = sink_config(dir.path(), &format!("{}{HEADER}", tls_lines(&rsyslog, &pki.ca_pem)));
+        let cfg = sink_config(dir.path(), "syslog", &format!("{}{HEADER}", tls_lines(&rsyslog, &pki.ca_pem)));
         let mut probe = Sink::open(&cfg).unwrap();
         let err = probe.probe().await.unwrap_err();
         assert_eq!(err.class, Failure::Config, "{err}");
@@ -436,7 +313,7 @@ fn mutual_tls_is_accepted_with_a_client_certificate_and_refused_without() {
             pki.client_cert.display().to_string(),
             pki.client_key.display().to_string()
         );
-        let cfg = sink_config(dir.path(), &format!("{}{HEADER}{client}", tls_lines(&rsyslog, &pki.ca_pem)));
+        let cfg = sink_config(dir.path(), "syslog", &format!("{}{HEADER}{client}", tls_lines(&rsyslog, &pki.ca_pem)));
         let stats = start_worker(cfg, &queue).drain().await;
         assert_eq!(stats.events, events.len() as u64);
     });
@@ -450,8 +327,8 @@ fn a_receiver_signed_by_another_ca_is_a_clear_tls_error_and_nothing_is_acknowled
     let (dir, pki, rsyslog) = tls_receiver(TlsDriver::Gtls, false);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let queue = queue_with(dir.path(), events).await;
-        let cfg = sink_config(dir.path(), &format!("{}{HEADER}", tls_lines(&rsyslog, &pki.other_ca_pem)));
+        let queue = queue_with(dir.path(), &["syslog"], events).await;
+        let cfg = sink_config(dir.path(), "syslog", &format!("{}{HEADER}", tls_lines(&rsyslog, &pki.other_ca_pem)));
         let err = Sink::open(&cfg).unwrap().probe().await.unwrap_err();
         assert_eq!(err.class, Failure::Config);
         for piece in ["TLS handshake failed", "UnknownIssuer", "ca_file", &format!("127.0.0.1:{}", rsyslog.port())] {
@@ -479,8 +356,8 @@ fn killed_and_restarted_mid_stream_loses_nothing(tls: bool) {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let queue = queue_with(dir.path(), first).await;
-        let cfg = sink_config(dir.path(), &format!("{address}{HEADER}"));
+        let queue = queue_with(dir.path(), &["syslog"], first).await;
+        let cfg = sink_config(dir.path(), "syslog", &format!("{address}{HEADER}"));
         let worker = start_worker(cfg, &queue);
         rsyslog.wait_for_records_async(first.len(), Duration::from_secs(30)).await;
         // The receiver dies with the agent's connection open; the next events are written
@@ -524,8 +401,8 @@ fn plain_tcp_with_octet_counting_lf_framing_and_rfc3164() {
     rt.block_on(async {
         for (part, extra) in [(a, ""), (b, "framing = \"lf\"\n"), (c, "framing = \"lf\"\nformat = \"rfc3164\"\n")] {
             let sub = tempfile::tempdir().unwrap();
-            let queue = queue_with(sub.path(), part).await;
-            let cfg = sink_config(sub.path(), &format!("{address}{HEADER}{extra}"));
+            let queue = queue_with(sub.path(), &["syslog"], part).await;
+            let cfg = sink_config(sub.path(), "syslog", &format!("{address}{HEADER}{extra}"));
             assert_eq!(start_worker(cfg, &queue).drain().await.events, part.len() as u64);
         }
     });
@@ -550,9 +427,9 @@ fn udp_delivers_one_message_per_datagram() {
     let rsyslog = Rsyslog::start(&dir.path().join("rsyslog"), Listener::Udp, None);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let queue = queue_with(dir.path(), events).await;
+        let queue = queue_with(dir.path(), &["syslog"], events).await;
         let lines = format!("address = \"127.0.0.1:{}\"\ntransport = \"udp\"\n{HEADER}", rsyslog.port());
-        let cfg = sink_config(dir.path(), &lines);
+        let cfg = sink_config(dir.path(), "syslog", &lines);
         assert_eq!(start_worker(cfg, &queue).drain().await.events, events.len() as u64);
     });
     let records = rsyslog.wait_for_records(events.len(), Duration::from_secs(30));
@@ -582,8 +459,8 @@ fn oversized_events_are_dead_lettered_or_truncated_as_configured() {
     rt.block_on(async {
         // Dead-lettered: kept whole, with the sink and the reason, and counted.
         let sub = tempfile::tempdir().unwrap();
-        let queue = queue_with(sub.path(), &events).await;
-        let stats = start_worker(sink_config(sub.path(), &address), &queue).drain().await;
+        let queue = queue_with(sub.path(), &["syslog"], &events).await;
+        let stats = start_worker(sink_config(sub.path(), "syslog", &address), &queue).drain().await;
         assert_eq!((stats.events, stats.dead_lettered, stats.truncated), (8, 2, 0), "{stats:?}");
         let letters = queue.dead_letters(10).await.unwrap();
         assert_eq!(letters.len(), 2);
@@ -593,8 +470,8 @@ fn oversized_events_are_dead_lettered_or_truncated_as_configured() {
         }
         // Truncated: sent, cut to the cap, marked, counted.
         let sub = tempfile::tempdir().unwrap();
-        let queue = queue_with(sub.path(), &events).await;
-        let cfg = sink_config(sub.path(), &format!("{address}oversize = \"truncate\"\n"));
+        let queue = queue_with(sub.path(), &["syslog"], &events).await;
+        let cfg = sink_config(sub.path(), "syslog", &format!("{address}oversize = \"truncate\"\n"));
         let stats = start_worker(cfg, &queue).drain().await;
         assert_eq!((stats.events, stats.dead_lettered, stats.truncated), (10, 0, 2), "{stats:?}");
         assert!(queue.dead_letters(10).await.unwrap().is_empty());
@@ -650,10 +527,10 @@ fn tls_1_2_and_1_3_both_deliver() {
         let rsyslog = Rsyslog::start(&sub.path().join("rsyslog"), Listener::Tls { driver, mutual: false }, Some(&pki));
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let cfg = sink_config(sub.path(), &format!("{}{HEADER}", tls_lines(&rsyslog, &pki.ca_pem)));
+            let cfg = sink_config(sub.path(), "syslog", &format!("{}{HEADER}", tls_lines(&rsyslog, &pki.ca_pem)));
             let probe = Sink::open(&cfg).unwrap().probe().await.unwrap();
             assert!(probe.contains(&format!("TLS handshake done ({version}")), "{driver:?}: {probe}");
-            let queue = queue_with(sub.path(), events).await;
+            let queue = queue_with(sub.path(), &["syslog"], events).await;
             assert_eq!(start_worker(cfg, &queue).drain().await.events, events.len() as u64);
         });
         let records = rsyslog.wait_for_records(events.len(), Duration::from_secs(30));

@@ -17,6 +17,7 @@ pub mod event;
 pub(crate) mod schema_check;
 #[cfg(test)]
 mod schema_check_tests;
+pub mod summary;
 
 /// What the vendor mappings' tests check of every event besides the schema.
 #[cfg(test)]

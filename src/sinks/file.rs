@@ -109,7 +109,11 @@ mod tests {
     use super::*;
 
     fn events(bodies: &[&str]) -> Vec<QueuedEvent> {
-        bodies.iter().enumerate().map(|(i, b)| QueuedEvent { id: i as i64 + 1, body: b.as_bytes().to_vec() }).collect()
+        bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| QueuedEvent { id: i as i64 + 1, body: b.as_bytes().to_vec(), collected_ms: 0 })
+            .collect()
     }
 
     #[tokio::test]

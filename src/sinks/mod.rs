@@ -6,11 +6,13 @@
 //! until it is accepted: a dead receiver stalls only its own worker; the queue and the other
 //! sinks carry on. An event a sink can never deliver (too large, refused as invalid) is moved to
 //! the dead-letter table in the same transaction that moves the cursor past it, so it is never
-//! lost (invariant 7). Protocol files (`file.rs`, `syslog.rs`, later HEC, OTLP) only say how to
-//! send one batch and what the answer means; they never touch the queue, never sleep and never
-//! retry.
+//! lost (invariant 7). Protocol files (`file.rs`, `syslog.rs`, `hec.rs`, `otlp.rs`) only say how
+//! to send one batch and what the answer means; they never touch the queue and never retry a
+//! failed batch (HEC's wait for its indexer acknowledgement is the one wait inside a send).
 
 pub mod file;
+pub mod hec;
+pub mod otlp;
 pub mod syslog;
 
 use std::sync::Arc;
@@ -64,6 +66,9 @@ pub struct Delivery {
     pub refused: Vec<RefusedEvent>,
     /// Events sent cut short (syslog `oversize = "truncate"`).
     pub truncated: u64,
+    /// Events the receiver took but reported as rejected (OTLP partial success): counted and
+    /// logged; the protocol forbids sending them again.
+    pub rejected: u64,
 }
 
 /// A sink whose configuration cannot work (an unreadable CA or key file, …): the daemon refuses
@@ -80,6 +85,8 @@ pub struct OpenError {
 pub enum Sink {
     File(file::FileSink),
     Syslog(Box<syslog::SyslogSink>),
+    Hec(Box<hec::HecSink>),
+    Otlp(Box<otlp::OtlpSink>),
 }
 
 impl Sink {
@@ -89,7 +96,18 @@ impl Sink {
         Ok(match &cfg.kind {
             SinkKind::File(s) => Sink::File(file::FileSink::new(s.path.clone())),
             SinkKind::Syslog(s) => Sink::Syslog(Box::new(syslog::SyslogSink::new(s).map_err(fail)?)),
+            SinkKind::Hec(s) => Sink::Hec(Box::new(hec::HecSink::new(s).map_err(fail)?)),
+            SinkKind::Otlp(s) => Sink::Otlp(Box::new(otlp::OtlpSink::new(s).map_err(fail)?)),
         })
+    }
+
+    /// Gives the sink what it keeps in the queue database across restarts (the HEC channel).
+    async fn attach(&mut self, name: &str, queue: &Queue) -> Result<(), crate::queue::QueueError> {
+        match self {
+            Sink::Hec(s) => s.set_channel(queue.sink_channel(name).await?),
+            Sink::File(_) | Sink::Syslog(_) | Sink::Otlp(_) => {}
+        }
+        Ok(())
     }
 
     /// Delivers the whole batch, or fails without acknowledging any of it.
@@ -97,6 +115,8 @@ impl Sink {
         match self {
             Sink::File(s) => s.send(batch).await.map(|()| Delivery::default()),
             Sink::Syslog(s) => s.send(batch).await,
+            Sink::Hec(s) => s.send(batch).await,
+            Sink::Otlp(s) => s.send(batch).await,
         }
     }
 
@@ -106,6 +126,8 @@ impl Sink {
         match self {
             Sink::File(s) => s.probe().await,
             Sink::Syslog(s) => s.probe().await,
+            Sink::Hec(s) => s.probe().await,
+            Sink::Otlp(s) => s.probe().await,
         }
     }
 
@@ -114,6 +136,8 @@ impl Sink {
         match self {
             Sink::File(s) => s.close().await,
             Sink::Syslog(s) => s.close().await,
+            Sink::Hec(s) => s.close().await,
+            Sink::Otlp(s) => s.close().await,
         }
     }
 }
@@ -152,6 +176,8 @@ pub struct SinkStats {
     /// Events moved to the dead-letter table instead of being delivered.
     pub dead_lettered: AtomicU64,
     pub truncated: AtomicU64,
+    /// Events the receiver reported rejected after taking them (OTLP partial success).
+    pub rejected: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -161,6 +187,7 @@ pub struct SinkStatsSnapshot {
     pub retries: u64,
     pub dead_lettered: u64,
     pub truncated: u64,
+    pub rejected: u64,
 }
 
 impl SinkStats {
@@ -171,6 +198,7 @@ impl SinkStats {
             retries: self.retries.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             truncated: self.truncated.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
         }
     }
 }
@@ -199,6 +227,16 @@ pub async fn run_sink(
     let mut new_events = queue.subscribe_new_events();
     let mut rng = fastrand::Rng::new();
     let mut failures = 0u32;
+    // What the sink keeps in the database (the HEC channel), before its first batch.
+    while let Err(e) = sink.attach(name, &queue).await {
+        let wait = full_jitter(&cfg.backoff, failures, &mut rng);
+        failures = failures.saturating_add(1);
+        error!(sink = name, error = %e, retry_in = ?wait, "cannot read the sink's state from the queue");
+        tokio::select! {
+            _ = clock.sleep(wait) => {}
+            _ = control.stop.cancelled() => return,
+        }
+    }
     'batches: while !control.stop.is_cancelled() && !control.abort.is_cancelled() {
         // Mark what we have seen before reading, so an event stored meanwhile wakes us.
         new_events.borrow_and_update();
@@ -273,6 +311,7 @@ pub async fn run_sink(
         let refused = delivery.refused.len() as u64;
         stats.dead_lettered.fetch_add(refused, Ordering::Relaxed);
         stats.truncated.fetch_add(delivery.truncated, Ordering::Relaxed);
+        stats.rejected.fetch_add(delivery.rejected, Ordering::Relaxed);
         stats.events.fetch_add(batch.len() as u64 - refused, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
         debug!(sink = name, events = batch.len(), upto = last, "batch delivered");

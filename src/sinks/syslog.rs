@@ -28,8 +28,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, ReadBuf};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_rustls::TlsConnector;
@@ -37,7 +36,7 @@ use tokio_rustls::client::TlsStream;
 
 use self::format::Header;
 use super::{Delivery, SendError};
-use crate::config::{Oversize, SyslogFraming, SyslogSinkSettings, SyslogTransport, TlsSettings};
+use crate::config::{Oversize, SyslogFraming, SyslogSinkSettings, SyslogTransport};
 use crate::queue::{QueuedEvent, RefusedEvent};
 
 /// How long a new TLS 1.3 connection is watched for the server refusing our certificate before
@@ -91,7 +90,8 @@ impl SyslogSink {
     pub fn new(cfg: &SyslogSinkSettings) -> Result<SyslogSink, String> {
         let (scheme, transport) = match &cfg.transport {
             SyslogTransport::Tls(tls) => {
-                let connector = TlsConnector::from(Arc::new(client_config(tls)?));
+                let config = crate::tls::client_config(tls.ca_file.as_deref(), tls.client_auth.as_ref())?;
+                let connector = TlsConnector::from(Arc::new(config));
                 let server_name = ServerName::try_from(tls.server_name.clone())
                     .map_err(|e| format!("invalid TLS server name {:?}: {e}", tls.server_name))?;
                 ("tls", Transport::Tls { connector, server_name })
@@ -349,79 +349,17 @@ fn tls_error(target: &str, server_name: &ServerName<'_>, what: &str, e: &io::Err
     let name = server_name.to_str();
     match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
         Some(tls) => {
-            let hint = match tls {
-                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
-                    "; the receiver's certificate is not signed by a trusted CA: set ca_file to the CA that signed it"
-                }
-                rustls::Error::InvalidCertificate(
-                    rustls::CertificateError::NotValidForName | rustls::CertificateError::NotValidForNameContext { .. },
-                ) => "; the certificate does not name the server: check server_name",
-                rustls::Error::AlertReceived(_) => {
-                    "; the receiver refused us: does it require a client certificate (client_cert_file, client_key_file) signed by a CA it trusts?"
-                }
-                _ => "",
-            };
+            let hint = crate::tls::handshake_hint(tls);
             SendError::config(format!("syslog {target} (server name {name}): {what}: {tls}{hint}"))
         }
         None => SendError::transient(format!("syslog {target} (server name {name}): {what}: {e}")),
     }
 }
 
-/// The rustls client configuration: TLS 1.3 and 1.2 (RFC 9662), aws-lc-rs, the server verified
-/// against `ca_file` or the platform's roots, and the client certificate for mutual TLS.
-fn client_config(tls: &TlsSettings) -> Result<rustls::ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("TLS set-up: {e}"))?;
-    let builder = match &tls.ca_file {
-        Some(path) => {
-            let mut roots = rustls::RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("ca_file {}: cannot read PEM certificates: {e}", path.display()))?;
-            let (added, ignored) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err(format!(
-                    "ca_file {}: holds no usable CA certificate ({ignored} unparsable)",
-                    path.display()
-                ));
-            }
-            builder.with_root_certificates(roots)
-        }
-        None => rustls_platform_verifier::BuilderVerifierExt::with_platform_verifier(builder)
-            .map_err(|e| format!("cannot load the system's trusted CA certificates: {e}"))?,
-    };
-    match &tls.client_auth {
-        None => Ok(builder.with_no_client_auth()),
-        Some(auth) => {
-            let chain = CertificateDer::pem_file_iter(&auth.cert_file)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| {
-                    format!("client_cert_file {}: cannot read PEM certificates: {e}", auth.cert_file.display())
-                })?;
-            if chain.is_empty() {
-                return Err(format!("client_cert_file {}: holds no certificate", auth.cert_file.display()));
-            }
-            crate::config::warn_if_shared(&auth.key_file);
-            let key = PrivateKeyDer::from_pem_file(&auth.key_file).map_err(|e| {
-                format!("client_key_file {}: cannot read a PEM private key: {e}", auth.key_file.display())
-            })?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| {
-                format!(
-                    "client_cert_file {} and client_key_file {}: {e}",
-                    auth.cert_file.display(),
-                    auth.key_file.display()
-                )
-            })
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{SyslogFormat, SyslogFraming};
+    use crate::config::{SyslogFormat, SyslogFraming, TlsSettings};
     use tokio::net::TcpListener;
 
     fn settings(port: u16) -> SyslogSinkSettings {
@@ -446,6 +384,7 @@ mod tests {
             id,
             body: format!(r#"{{"class_uid":6003,"severity_id":1,"time":1795292810597,"metadata":{{"uid":"u{id}"}}}}"#)
                 .into_bytes(),
+            collected_ms: 0,
         })
         .collect()
     }
@@ -502,7 +441,7 @@ mod tests {
         let mut sink = SyslogSink::new(&settings(port)).unwrap();
         let mut events = batch(1..2);
         events[0].body = format!(r#"{{"class_uid":6003,"message":"{}"}}"#, "x".repeat(5000)).into_bytes();
-        events.push(QueuedEvent { id: 2, body: b"not json".to_vec() });
+        events.push(QueuedEvent { id: 2, body: b"not json".to_vec(), collected_ms: 0 });
         let delivery = sink.send(&events).await.expect("nothing to send, so no connection needed");
         let ids: Vec<i64> = delivery.refused.iter().map(|r| r.id).collect();
         assert_eq!(ids, [1, 2]);

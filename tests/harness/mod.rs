@@ -5,6 +5,8 @@
 /// The OCSF 1.8.0 check the unit tests use too: every event an end-to-end test reads is valid.
 #[path = "../ocsf_schema/mod.rs"]
 pub mod ocsf_schema;
+pub mod pki;
+pub mod sinks;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -9,12 +9,10 @@
 //! and the SD-ID syntax belongs to `config.rs` (we still sanitise, so a bad value cannot produce an
 //! unparseable message).
 
-use std::borrow::Cow;
-
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use serde::Deserialize;
 
 use crate::config::{Oversize, SyslogFormat};
+use crate::ocsf::summary::{Summary, summarize};
 
 /// Appended to a cut message so a reader of the SIEM sees why the JSON is incomplete.
 pub const TRUNCATION_MARKER: &str = "...[truncated by auditrelay]";
@@ -91,40 +89,6 @@ pub enum FormatError {
     NotAnEvent(String),
 }
 
-/// The event fields a message needs; everything else in the body is skipped, not parsed.
-///
-/// A field of the wrong type (say a string `time`) makes the body `NotAnEvent`: bodies are
-/// written by our own OCSF mappers, so that is a bug to surface, not vendor data to tolerate.
-#[derive(Deserialize)]
-struct Fields<'a> {
-    /// OCSF `timestamp_t`: milliseconds since the epoch.
-    time: Option<i64>,
-    severity_id: Option<u64>,
-    class_uid: Option<u64>,
-    activity_id: Option<u64>,
-    #[serde(borrow)]
-    metadata: Option<Meta<'a>>,
-}
-
-// `Cow`, not `&str`: a JSON string with escapes cannot be borrowed from the body. (Inside an
-// `Option` serde does not borrow even unescaped strings; three short strings per event are not
-// worth a custom deserializer.)
-#[derive(Deserialize)]
-struct Meta<'a> {
-    #[serde(borrow)]
-    product: Option<Product<'a>>,
-    #[serde(borrow)]
-    tenant_uid: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    uid: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Product<'a> {
-    #[serde(borrow)]
-    vendor_name: Option<Cow<'a, str>>,
-}
-
 /// Syslog severity (RFC 5424 table 2) for an OCSF `severity_id`.
 ///
 /// OCSF's "Informational" and "Unknown" are routine audit records, so they map to syslog
@@ -160,11 +124,7 @@ pub fn format_event(
     // MSG is declared UTF-8 (the BOM) and is cut at character boundaries, so check it up front;
     // serde_json does not validate the strings it skips.
     let body = std::str::from_utf8(body).map_err(|e| FormatError::NotAnEvent(e.to_string()))?;
-    // A derived struct also deserializes from a JSON array; an event is always an object.
-    if !body.trim_start().starts_with('{') {
-        return Err(FormatError::NotAnEvent("not a JSON object".to_owned()));
-    }
-    let fields: Fields<'_> = serde_json::from_str(body).map_err(|e| FormatError::NotAnEvent(e.to_string()))?;
+    let fields = summarize(body.as_bytes()).map_err(FormatError::NotAnEvent)?;
     let prefix = match header.format {
         SyslogFormat::Rfc5424 => prefix_5424(header, &fields),
         SyslogFormat::Rfc3164 => prefix_3164(header, &fields),
@@ -173,7 +133,7 @@ pub fn format_event(
 }
 
 /// Everything before the JSON: `HEADER SP STRUCTURED-DATA SP BOM`.
-fn prefix_5424(header: &Header, fields: &Fields<'_>) -> String {
+fn prefix_5424(header: &Header, fields: &Summary<'_>) -> String {
     let pri = pri(header.facility, fields.severity_id);
     let timestamp = event_time(fields.time).map_or_else(|| NILVALUE.to_owned(), |t| rfc3339_micros(&t));
     // A class uid is at most 20 digits, so MSGID stays within its 32-character limit.
@@ -191,7 +151,7 @@ fn prefix_5424(header: &Header, fields: &Fields<'_>) -> String {
 /// must be told so. An event without a usable time gets neither TIMESTAMP nor HOSTNAME, the
 /// form RFC 3164 §4.3.2 tells relays and collectors to complete with their own (inventing a
 /// date would be worse). The MSG carries no BOM: 3164 receivers predate it.
-fn prefix_3164(header: &Header, fields: &Fields<'_>) -> String {
+fn prefix_3164(header: &Header, fields: &Summary<'_>) -> String {
     let pri = pri(header.facility, fields.severity_id);
     let tag: String = header.app_name.chars().filter(char::is_ascii_alphanumeric).take(TAG_MAX).collect();
     let tag = if tag.is_empty() { TAG_FALLBACK } else { tag.as_str() };
@@ -248,7 +208,7 @@ fn push_one_line(body: &str, out: &mut Vec<u8>) {
 
 /// The STRUCTURED-DATA field: `-`, or one element with the event's identifying fields (each
 /// param only when the event has it), so a SIEM can route and filter without parsing the JSON.
-fn push_structured_data(out: &mut String, sd_id: Option<&str>, fields: &Fields<'_>) {
+fn push_structured_data(out: &mut String, sd_id: Option<&str>, fields: &Summary<'_>) {
     let Some(sd_id) = sd_id else {
         out.push_str(NILVALUE);
         return;
@@ -262,12 +222,7 @@ fn push_structured_data(out: &mut String, sd_id: Option<&str>, fields: &Fields<'
             out.push_str(&format!(" {name}=\"{value}\""));
         }
     }
-    let meta = fields.metadata.as_ref();
-    let texts = [
-        ("vendor", meta.and_then(|m| m.product.as_ref()).and_then(|p| p.vendor_name.as_deref())),
-        ("tenant", meta.and_then(|m| m.tenant_uid.as_deref())),
-        ("uid", meta.and_then(|m| m.uid.as_deref())),
-    ];
+    let texts = [("vendor", fields.vendor()), ("tenant", fields.tenant()), ("uid", fields.uid())];
     for (name, value) in texts {
         if let Some(value) = value {
             out.push(' ');

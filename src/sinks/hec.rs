@@ -1,0 +1,529 @@
+//! Splunk HTTP Event Collector sink: `POST /services/collector/event` with stacked JSON
+//! envelopes (`time` in epoch seconds with milliseconds, `host`, `source`, `sourcetype`,
+//! `index`, `event` = the OCSF object, flat indexed `fields`), `Authorization: Splunk <token>`,
+//! gzip, and optional indexer acknowledgement.
+//!
+//! It owns the envelope, the answer table of PROTOCOLS.md §1a (one function, [`classify`], and
+//! a test pinning it) and what "delivered" means: the collector answered `code 0`, and with
+//! `indexer_ack` on, `/services/collector/ack` has said the request's `ackId` was indexed. Until
+//! then the batch is not delivered: after `ack_timeout` it is sent again (Splunk documents that
+//! an unacknowledged batch may be resent; receivers deduplicate on `metadata.uid`). The ack
+//! channel is a GUID kept in the queue database, so it survives restarts.
+//!
+//! Within one batch it repairs what the collector names: an invalid event (codes 6, 12, 13, 15
+//! with `invalid-event-number`) is refused (dead-lettered by the loop) and the rest sent again;
+//! an answer 413 splits the request in halves (a single event still too large is refused).
+//! Everything else goes back to the loop as a [`SendError`]: 429 and 5xx transient (honouring
+//! `Retry-After`), 401, 403 and configuration-class 400s (codes 7, 10, 11, 14, 16) as needing an
+//! operator, the data kept. A batch that fails after part of it was accepted is resent whole, so
+//! that part may arrive twice (at least once, never lost). The only waiting done here is the ack
+//! poll; retries and back-off belong to the loop.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{Delivery, SendError};
+use crate::config::{EventField, HecAcks, HecSinkSettings};
+use crate::ocsf::summary::summarize;
+use crate::queue::{QueuedEvent, RefusedEvent};
+
+/// Answers longer than this are not read (an HEC answer is a few dozen bytes).
+const MAX_ANSWER: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub struct HecSink {
+    /// The collector's base URL, for messages (no secret in it: config rejects credentials).
+    target: String,
+    event_url: url::Url,
+    ack_url: url::Url,
+    health_url: url::Url,
+    http: reqwest::Client,
+    token: SecretString,
+    index: Option<String>,
+    source: String,
+    sourcetype: String,
+    host: String,
+    fields: Vec<EventField>,
+    gzip: bool,
+    acks: Option<HecAcks>,
+    /// The indexer-acknowledgement channel, from the queue database (`set_channel`).
+    channel: Option<String>,
+}
+
+/// What one answer of `/services/collector/event` means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Code 0; `ack_id` when indexer acknowledgement is on.
+    Accepted { ack_id: Option<u64> },
+    /// The request's event number `index` is invalid; the others are not at fault.
+    InvalidEvent { index: usize },
+    /// 413: the request is larger than the collector's `max_content_length`.
+    TooLarge,
+    /// Busy, unavailable, or a proxy in the way: send again later.
+    Retry,
+    /// Token, index or channel set-up: only an operator can fix it. The data is kept.
+    Operator,
+}
+
+/// PROTOCOLS.md §1a, in one place. `invalid_event` is the answer's `invalid-event-number`.
+pub fn classify(status: u16, code: Option<u64>, invalid_event: Option<usize>) -> Answer {
+    match (status, code) {
+        (200..=299, Some(0) | None) => Answer::Accepted { ack_id: None },
+        // Invalid data format, event field required or blank, bad indexed fields: that event.
+        (400, Some(6 | 12 | 13 | 15)) => match invalid_event {
+            Some(index) => Answer::InvalidEvent { index },
+            // Without the event number nothing says which event; no resend can succeed.
+            None => Answer::Operator,
+        },
+        // 5 "No data" cannot happen for a non-empty request; treat it like the rest of the 400s:
+        // incorrect index (7), channel missing or invalid (10, 11), ack disabled (14), query
+        // string auth (16), and any 400 this table does not know.
+        (400, _) => Answer::Operator,
+        (401 | 403, _) => Answer::Operator,
+        (413, _) => Answer::TooLarge,
+        (408 | 429, _) => Answer::Retry,
+        (500..=599, _) => Answer::Retry,
+        // 404 (a wrong URL path), 405, … : the configuration points at something else.
+        _ => Answer::Operator,
+    }
+}
+
+/// The HEC answer body: `{"text": "...", "code": N, "ackId": N, "invalid-event-number": N}`.
+#[derive(Debug, Default, Deserialize)]
+struct AnswerBody {
+    #[serde(default)]
+    text: String,
+    code: Option<u64>,
+    #[serde(rename = "ackId")]
+    ack_id: Option<u64>,
+    #[serde(rename = "invalid-event-number")]
+    invalid_event: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time: Option<Box<RawValue>>,
+    host: &'a str,
+    source: &'a str,
+    sourcetype: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<&'a str>,
+    event: &'a RawValue,
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "fields_map")]
+    fields: Vec<(&'static str, String)>,
+}
+
+/// `fields` as a flat JSON object of strings (HEC rejects nested values, code 15).
+fn fields_map<S: serde::Serializer>(fields: &[(&'static str, String)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap as _;
+    let mut map = s.serialize_map(Some(fields.len()))?;
+    for (k, v) in fields {
+        map.serialize_entry(k, v)?;
+    }
+    map.end()
+}
+
+/// Epoch seconds with exactly three decimals, written as digits (no float rounding). A time
+/// before 1970 is left out: the collector then stamps the event with its arrival.
+fn hec_time(ms: i64) -> Option<Box<RawValue>> {
+    if ms < 0 {
+        return None;
+    }
+    let text = format!("{}.{:03}", ms / 1000, ms % 1000);
+    RawValue::from_string(text).ok()
+}
+
+impl HecSink {
+    pub fn new(cfg: &HecSinkSettings) -> Result<HecSink, String> {
+        let join = |path: &str| {
+            let mut url = cfg.url.clone();
+            let base = url.path().trim_end_matches('/').to_owned();
+            url.set_path(&format!("{base}{path}"));
+            url
+        };
+        let mut http = reqwest::Client::builder()
+            .user_agent(concat!("auditrelay/", env!("CARGO_PKG_VERSION")))
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout);
+        if cfg.url.scheme() == "https" {
+            http = http.tls_backend_preconfigured(crate::tls::client_config(cfg.ca_file.as_deref(), None)?);
+        }
+        let http = http.build().map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        Ok(HecSink {
+            target: format!("hec {}", crate::redact::url(&cfg.url)),
+            event_url: join("/services/collector/event"),
+            ack_url: join("/services/collector/ack"),
+            health_url: join("/services/collector/health"),
+            http,
+            token: cfg.token.clone(),
+            index: cfg.index.clone(),
+            source: cfg.source.clone(),
+            sourcetype: cfg.sourcetype.clone(),
+            host: cfg.host.clone().unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+            fields: cfg.fields.clone(),
+            gzip: cfg.gzip,
+            acks: cfg.acks,
+            channel: None,
+        })
+    }
+
+    /// The indexer-acknowledgement channel this sink keeps across restarts.
+    pub fn set_channel(&mut self, channel: String) {
+        self.channel = Some(channel);
+    }
+
+    pub async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
+        let mut delivery = Delivery::default();
+        let mut envelopes = Vec::with_capacity(batch.len());
+        for event in batch {
+            match self.envelope(&event.body) {
+                Ok(bytes) => envelopes.push((event.id, bytes)),
+                Err(reason) => delivery.refused.push(RefusedEvent { id: event.id, reason }),
+            }
+        }
+        // Requests still to make, each a run of envelopes; split and trimmed as answers say.
+        let mut requests = vec![envelopes];
+        while let Some(request) = requests.pop() {
+            if request.is_empty() {
+                continue;
+            }
+            match self.post(&request).await? {
+                Answer::Accepted { ack_id } => {
+                    if let (Some(acks), Some(id)) = (self.acks, ack_id) {
+                        self.wait_for_ack(id, acks).await?;
+                    }
+                }
+                Answer::InvalidEvent { index } => {
+                    let mut rest = request;
+                    if index >= rest.len() {
+                        let msg = format!(
+                            "{}: the collector names event {index} of a request of {} as invalid",
+                            self.target,
+                            rest.len()
+                        );
+                        return Err(SendError::config(msg));
+                    }
+                    let (id, _) = rest.remove(index);
+                    let reason =
+                        format!("{}: the collector refused the event as invalid (HEC codes 6/12/13/15)", self.target);
+                    tracing::warn!(sink = %self.target, event_id = id, "collector refused an event as invalid; sending the rest again");
+                    delivery.refused.push(RefusedEvent { id, reason });
+                    requests.push(rest);
+                }
+                Answer::TooLarge if request.len() > 1 => {
+                    let mut first = request;
+                    let second = first.split_off(first.len() / 2);
+                    // Popped from the end: the first half goes first.
+                    requests.push(second);
+                    requests.push(first);
+                }
+                Answer::TooLarge => {
+                    let (id, bytes) = &request[0];
+                    let reason = format!(
+                        "{}: an envelope of {} bytes alone exceeds the collector's max_content_length (413)",
+                        self.target,
+                        bytes.len()
+                    );
+                    delivery.refused.push(RefusedEvent { id: *id, reason });
+                }
+                Answer::Retry | Answer::Operator => {
+                    // `post` turns these into errors; kept for exhaustiveness.
+                    return Err(SendError::transient(format!("{}: request not accepted", self.target)));
+                }
+            }
+        }
+        Ok(delivery)
+    }
+
+    /// One envelope of `/services/collector/event`, or why this body cannot be one.
+    fn envelope(&self, body: &[u8]) -> Result<Vec<u8>, String> {
+        let summary = summarize(body).map_err(|e| format!("queued body is not an OCSF event: {e}"))?;
+        let text = std::str::from_utf8(body).map_err(|e| format!("queued body is not UTF-8: {e}"))?;
+        let event: &RawValue = serde_json::from_str(text).map_err(|e| format!("queued body is not JSON: {e}"))?;
+        let fields = self.fields.iter().filter_map(|f| summary.field(*f).map(|v| (f.name(), v.to_string()))).collect();
+        let envelope = Envelope {
+            time: summary.time.and_then(hec_time),
+            host: &self.host,
+            source: &self.source,
+            sourcetype: &self.sourcetype,
+            index: self.index.as_deref(),
+            event,
+            fields,
+        };
+        serde_json::to_vec(&envelope).map_err(|e| format!("cannot write the envelope: {e}"))
+    }
+
+    /// Posts one request of envelopes and reads what the collector said. Retry and
+    /// operator-class answers come back as errors, with the collector's text.
+    async fn post(&self, request: &[(i64, Vec<u8>)]) -> Result<Answer, SendError> {
+        let mut body = Vec::with_capacity(request.iter().map(|(_, e)| e.len() + 1).sum());
+        for (_, envelope) in request {
+            body.extend_from_slice(envelope);
+            body.push(b'\n');
+        }
+        let mut post = self.http.post(self.event_url.clone()).header("authorization", self.authorization());
+        if self.gzip {
+            let mut gz = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
+            body = gz
+                .write_all(&body)
+                .and_then(|()| gz.finish())
+                .map_err(|e| SendError::transient(format!("{}: gzip: {e}", self.target)))?;
+            post = post.header("content-encoding", "gzip");
+        }
+        if self.acks.is_some() {
+            post = post.header("x-splunk-request-channel", self.channel());
+        }
+        let response = post
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| SendError::transient(format!("{}: request failed: {}", self.target, e.without_url())))?;
+        let status = response.status().as_u16();
+        let retry_after =
+            response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let answer_body = read_answer(response).await;
+        let mut answer = classify(status, answer_body.code, answer_body.invalid_event);
+        if let Answer::Accepted { ack_id } = &mut answer {
+            *ack_id = answer_body.ack_id;
+            if self.acks.is_some() && ack_id.is_none() {
+                let msg = format!(
+                    "{}: indexer_ack is on but the answer has no ackId: is useACK enabled on the token?",
+                    self.target
+                );
+                return Err(SendError::config(msg));
+            }
+        }
+        let said = format!(
+            "{}: answered {status} (code {}, {:?})",
+            self.target,
+            answer_body.code.map_or("-".to_owned(), |c| c.to_string()),
+            answer_body.text
+        );
+        match answer {
+            Answer::Retry => Err(SendError { retry_after, ..SendError::transient(said) }),
+            Answer::Operator => Err(SendError::config(format!("{said}{}", hint(status, answer_body.code)))),
+            other => Ok(other),
+        }
+    }
+
+    /// Polls `/services/collector/ack` until `ack_id` is indexed, or fails after the timeout
+    /// (the loop then sends the batch again).
+    async fn wait_for_ack(&self, ack_id: u64, acks: HecAcks) -> Result<(), SendError> {
+        let deadline = tokio::time::Instant::now() + acks.timeout;
+        loop {
+            tokio::time::sleep(acks.poll_interval).await;
+            let last_problem = match self.poll_ack(ack_id).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => String::from("not yet indexed"),
+                Err(e) if e.class == super::Failure::Config => return Err(e),
+                Err(e) => e.message,
+            };
+            if tokio::time::Instant::now() >= deadline {
+                let t = humantime::format_duration(acks.timeout);
+                let msg = format!(
+                    "{}: ackId {ack_id} not acknowledged as indexed within ack_timeout {t} ({last_problem}); sending the batch again",
+                    self.target
+                );
+                return Err(SendError::transient(msg));
+            }
+        }
+    }
+
+    async fn poll_ack(&self, ack_id: u64) -> Result<bool, SendError> {
+        let mut url = self.ack_url.clone();
+        url.query_pairs_mut().append_pair("channel", &self.channel());
+        let response = self
+            .http
+            .post(url)
+            .header("authorization", self.authorization())
+            .header("x-splunk-request-channel", self.channel())
+            .header("content-type", "application/json")
+            .body(format!("{{\"acks\":[{ack_id}]}}"))
+            .send()
+            .await
+            .map_err(|e| SendError::transient(format!("{}: ack poll failed: {}", self.target, e.without_url())))?;
+        let status = response.status().as_u16();
+        let bytes = read_limited(response).await;
+        if status != 200 {
+            let answer: AnswerBody = serde_json::from_slice(&bytes).unwrap_or_default();
+            let said = format!(
+                "{}: ack poll answered {status} (code {}, {:?})",
+                self.target,
+                answer.code.map_or("-".to_owned(), |c| c.to_string()),
+                answer.text
+            );
+            return Err(match classify(status, answer.code, None) {
+                Answer::Operator => SendError::config(format!("{said}{}", hint(status, answer.code))),
+                _ => SendError::transient(said),
+            });
+        }
+        #[derive(Deserialize)]
+        struct Acks {
+            acks: std::collections::HashMap<String, bool>,
+        }
+        let acks: Acks = serde_json::from_slice(&bytes)
+            .map_err(|e| SendError::transient(format!("{}: unreadable ack answer: {e}", self.target)))?;
+        Ok(acks.acks.get(&ack_id.to_string()).copied().unwrap_or(false))
+    }
+
+    /// `GET /services/collector/health`, then an empty `POST` that a valid token answers with
+    /// code 5 ("No data") and a refused one with 401/403: proves reachability, TLS and the token
+    /// without sending an event.
+    pub async fn probe(&mut self) -> Result<String, SendError> {
+        let mut health = self.health_url.clone();
+        if self.acks.is_some() {
+            health.query_pairs_mut().append_pair("ack", "true");
+        }
+        let response =
+            self.http.get(health).header("authorization", self.authorization()).send().await.map_err(|e| {
+                SendError::transient(format!("{}: health check failed: {}", self.target, e.without_url()))
+            })?;
+        let status = response.status().as_u16();
+        let answer = read_answer(response).await;
+        match status {
+            200 => {}
+            // Splunk answers a health check with a wrong token "400 Invalid HEC token".
+            400 | 401 | 403 => {
+                let said = format!("{}: health answered {status} ({:?})", self.target, answer.text);
+                return Err(SendError::config(format!("{said}{}", hint(401, None))));
+            }
+            _ => {
+                return Err(SendError::transient(format!(
+                    "{}: health answered {status} ({:?})",
+                    self.target, answer.text
+                )));
+            }
+        }
+        let mut post = self.http.post(self.event_url.clone()).header("authorization", self.authorization());
+        if self.acks.is_some() {
+            post = post.header("x-splunk-request-channel", self.channel());
+        }
+        let response =
+            post.body(Vec::new()).send().await.map_err(|e| {
+                SendError::transient(format!("{}: token check failed: {}", self.target, e.without_url()))
+            })?;
+        let status = response.status().as_u16();
+        let token = read_answer(response).await;
+        match (status, token.code) {
+            (400, Some(5)) | (200, _) => Ok(format!("{}: healthy ({:?}); token accepted", self.target, answer.text)),
+            _ => Err(SendError::config(format!(
+                "{}: token check answered {status} (code {}, {:?}){}",
+                self.target,
+                token.code.map_or("-".to_owned(), |c| c.to_string()),
+                token.text,
+                hint(status, token.code)
+            ))),
+        }
+    }
+
+    pub async fn close(&mut self) {}
+
+    fn authorization(&self) -> String {
+        format!("Splunk {}", self.token.expose_secret())
+    }
+
+    fn channel(&self) -> String {
+        // Set by the loop before the first batch; a probe without one uses a fresh GUID.
+        self.channel.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+    }
+}
+
+/// What an operator should look at for a configuration-class answer.
+fn hint(status: u16, code: Option<u64>) -> &'static str {
+    match (status, code) {
+        (401, _) | (403, _) => ": the token is missing, disabled or wrong (check token / token_file)",
+        (400, Some(7)) => ": the token may not write to this index (check index)",
+        (400, Some(10 | 11)) => ": the collector wants an indexer-ack channel (set indexer_ack = true?)",
+        (400, Some(14)) => ": indexer acknowledgement is off for this token (set indexer_ack = false)",
+        (404, _) => ": no collector at this URL (url should be the HEC base, e.g. https://host:8088)",
+        _ => "",
+    }
+}
+
+/// `Retry-After` as delta-seconds or an HTTP-date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    if let Ok(secs) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value.trim()).ok()?;
+    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+async fn read_answer(response: reqwest::Response) -> AnswerBody {
+    serde_json::from_slice(&read_limited(response).await).unwrap_or_default()
+}
+
+/// At most [`MAX_ANSWER`] bytes of the answer; a broken answer reads as empty.
+async fn read_limited(mut response: reqwest::Response) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > MAX_ANSWER {
+            bytes.truncate(MAX_ANSWER);
+            break;
+        }
+    }
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_answer_table_of_protocols_1a() {
+        use Answer::*;
+        let cases: &[(u16, Option<u64>, Option<usize>, Answer)] = &[
+            (200, Some(0), None, Accepted { ack_id: None }),
+            (200, None, None, Accepted { ack_id: None }),
+            (400, Some(5), None, Operator),
+            (400, Some(6), Some(3), InvalidEvent { index: 3 }),
+            (400, Some(12), Some(0), InvalidEvent { index: 0 }),
+            (400, Some(13), Some(1), InvalidEvent { index: 1 }),
+            (400, Some(15), Some(2), InvalidEvent { index: 2 }),
+            (400, Some(6), None, Operator),
+            (400, Some(7), None, Operator),
+            (400, Some(10), None, Operator),
+            (400, Some(11), None, Operator),
+            (400, Some(14), None, Operator),
+            (400, Some(16), None, Operator),
+            (401, Some(2), None, Operator),
+            (401, Some(3), None, Operator),
+            (403, Some(1), None, Operator),
+            (403, Some(4), None, Operator),
+            (404, None, None, Operator),
+            (408, None, None, Retry),
+            (413, None, None, TooLarge),
+            (429, None, None, Retry),
+            (500, Some(8), None, Retry),
+            (502, None, None, Retry),
+            (503, Some(9), None, Retry),
+            (504, None, None, Retry),
+        ];
+        for (status, code, invalid, expected) in cases {
+            assert_eq!(classify(*status, *code, *invalid), *expected, "{status} code {code:?}");
+        }
+    }
+
+    #[test]
+    fn time_is_epoch_seconds_with_three_decimals() {
+        assert_eq!(hec_time(1_795_292_810_597).unwrap().get(), "1795292810.597");
+        assert_eq!(hec_time(1_795_292_810_007).unwrap().get(), "1795292810.007");
+        assert!(hec_time(-1).is_none());
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -1,0 +1,1304 @@
+//! OTLP logs sink: each OCSF event as one OpenTelemetry `LogRecord`, a batch as one
+//! `ExportLogsServiceRequest`, over OTLP/HTTP (`POST /v1/logs`, binary protobuf or OTLP/JSON) or
+//! OTLP/gRPC (`LogsService/Export`), optionally gzipped, over rustls.
+//!
+//! It owns three things:
+//! - the mapping of an event to a `LogRecord` (`log_record`): the event's own time, the time we
+//!   collected it, the severity (`severity`), the body (the event as a kvlist, or its JSON text),
+//!   a few `ocsf.*` attributes and the event name;
+//! - the transports: reqwest for HTTP and tonic for gRPC, both verifying the receiver against
+//!   `ca_file` or the system's roots with one rustls verifier (`tls::server_verifier`), both sending
+//!   the operator's headers (API keys: never logged, marked sensitive);
+//! - what the receiver's answer means: `verdict` is the one place the retry policy of the OTLP
+//!   specification lives, and its test pins it.
+//!
+//! The OpenTelemetry SDK's batch exporter is deliberately not used: it drops a failed batch and
+//! reports only an opaque error, while the queue must know whether each batch was taken
+//! (PROTOCOLS §3a). Like every sink it never sleeps, never retries and never touches the queue:
+//! a refused batch is an `Err` for the loop in `sinks/mod.rs` to resend, and a batch the receiver
+//! will never take (HTTP 400, gRPC `INVALID_ARGUMENT`, …) comes back as `Delivery::refused`, so
+//! the loop moves it to the dead-letter table instead of discarding it as the specification would.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value,
+};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message as _;
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
+use rustls::client::danger::ServerCertVerifier;
+use secrecy::ExposeSecret as _;
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic_types::StatusExt as _;
+use tracing::{debug, warn};
+
+use super::{Delivery, SendError};
+use crate::config::{OtlpBody, OtlpProtocol, OtlpSinkSettings};
+use crate::ocsf::summary::{Summary, summarize};
+use crate::queue::{QueuedEvent, RefusedEvent};
+
+/// The most of a response body read, and the largest gRPC response decoded: the specification's
+/// advice ("limit response parsing to 4 MiB"); an answer is a status and a message.
+const MAX_RESPONSE_BYTES: usize = 4 << 20;
+
+/// The longest pause a receiver can impose with `Retry-After` or `RetryInfo`: a wrong header
+/// ("wait a day") must not stall the sink for longer; a receiver still busy then just asks again.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// The receiver's message is quoted up to this many characters in errors and dead letters.
+const MAX_MESSAGE_CHARS: usize = 500;
+
+const USER_AGENT: &str = concat!("auditrelay/", env!("CARGO_PKG_VERSION"));
+/// `service.name` and the instrumentation scope's name.
+const SERVICE_NAME: &str = "auditrelay";
+
+pub struct OtlpSink {
+    /// `otlp http_protobuf https://collector:4318/v1/logs` (secret query values redacted), for
+    /// messages.
+    target: String,
+    transport: Transport,
+    gzip: bool,
+    body: OtlpBody,
+    /// `service.*` and `host.name`, the same for every request.
+    resource: Resource,
+    scope: InstrumentationScope,
+    /// Limit on one export: connecting, TLS, sending and reading the answer.
+    timeout: Duration,
+}
+
+// By hand: the transports hold the operator's headers, which are secrets.
+impl fmt::Debug for OtlpSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtlpSink").field("target", &self.target).finish_non_exhaustive()
+    }
+}
+
+enum Transport {
+    Http { client: reqwest::Client, url: url::Url, json: bool },
+    Grpc(Box<Grpc>),
+}
+
+struct Grpc {
+    endpoint: Endpoint,
+    /// The operator's headers, sent as metadata on every call.
+    metadata: MetadataMap,
+    /// Made on the first export (a channel needs the runtime); it reconnects by itself.
+    client: Option<LogsServiceClient<Channel>>,
+}
+
+/// The receiver's answer to one export, before [`verdict`] says what it means.
+enum Answer {
+    /// Taken (HTTP 2xx, gRPC OK), with what `partial_success` reported.
+    Accepted { rejected: i64, message: String },
+    /// Not taken: what decides the verdict, the details for the operator, and the pause the
+    /// receiver asked for.
+    Refused { refusal: Refusal, detail: String, retry_after: Option<Duration> },
+}
+
+/// What a failed export ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// An HTTP status other than 2xx.
+    Http(u16),
+    /// A gRPC status the receiver (or a proxy in front of it) sent; `retry_info`: the status
+    /// details carry a `google.rpc.RetryInfo`.
+    Grpc { code: tonic::Code, retry_info: bool },
+    /// No answer: cannot connect, connection lost, timeout.
+    NoAnswer,
+    /// The TLS handshake failed on a certificate or an alert: the receiver is not who the
+    /// configuration trusts, or refuses us.
+    Untrusted,
+}
+
+/// What the loop must do with a batch that was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Back off (or wait what the receiver asked) and send it again.
+    Resend,
+    /// Only an operator can fix it (credentials, certificate, endpoint moved): keep the data,
+    /// report an error, retry at the longest back-off.
+    Pause,
+    /// Too large for the receiver: send it again in halves; an event too large alone is
+    /// dead-lettered.
+    Split,
+    /// The receiver will never take this batch: dead-letter every event of it.
+    DeadLetter,
+}
+
+/// The retry policy, from the OTLP specification ("Failures", "Throttling"), in one place.
+///
+/// - HTTP 429, 502, 503, 504 and gRPC `CANCELLED`, `DEADLINE_EXCEEDED`, `ABORTED`,
+///   `OUT_OF_RANGE`, `UNAVAILABLE`, `DATA_LOSS` are retryable; `RESOURCE_EXHAUSTED` only with
+///   `RetryInfo` (without it the request is too large and will never fit).
+/// - Authentication refusals (HTTP 401, 403, gRPC `UNAUTHENTICATED`, `PERMISSION_DENIED`) are not
+///   retryable by the specification, but they say nothing about the data: the sink pauses and
+///   keeps it until an operator fixes the credentials.
+/// - A redirect is not followed (our headers carry API keys, which must not travel to another
+///   host); it means the endpoint moved, an operator's job too. So do 404, 405, 415 and gRPC
+///   `UNIMPLEMENTED`: the endpoint, path or protocol is wrong, not the data.
+/// - HTTP 413 and `RESOURCE_EXHAUSTED` without `RetryInfo` say the request is too large: it is
+///   sent again in halves (the specification only says not to resend it unchanged).
+/// - Everything else "MUST NOT be retried": where the specification drops the data, we
+///   dead-letter it.
+fn verdict(refusal: Refusal) -> Verdict {
+    use tonic::Code as C;
+    match refusal {
+        Refusal::NoAnswer => Verdict::Resend,
+        Refusal::Untrusted => Verdict::Pause,
+        Refusal::Http(429 | 502 | 503 | 504) => Verdict::Resend,
+        Refusal::Http(401 | 403 | 404 | 405 | 415 | 300..=399) => Verdict::Pause,
+        Refusal::Http(413) => Verdict::Split,
+        Refusal::Http(_) => Verdict::DeadLetter,
+        Refusal::Grpc {
+            code: C::Cancelled | C::DeadlineExceeded | C::Aborted | C::OutOfRange | C::Unavailable | C::DataLoss,
+            ..
+        } => Verdict::Resend,
+        Refusal::Grpc { code: C::ResourceExhausted, retry_info: true } => Verdict::Resend,
+        Refusal::Grpc { code: C::ResourceExhausted, retry_info: false } => Verdict::Split,
+        Refusal::Grpc { code: C::Unauthenticated | C::PermissionDenied | C::Unimplemented, .. } => Verdict::Pause,
+        Refusal::Grpc { .. } => Verdict::DeadLetter,
+    }
+}
+
+impl OtlpSink {
+    /// Reads the CA file and checks the headers; connects lazily, on the first export. An error
+    /// names the file or header at fault (never a header's value).
+    pub fn new(cfg: &OtlpSinkSettings) -> Result<OtlpSink, String> {
+        let https = cfg.endpoint.scheme() == "https";
+        let verifier = if https { Some(crate::tls::server_verifier(cfg.ca_file.as_deref())?) } else { None };
+        let (protocol, transport) = match cfg.protocol {
+            OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
+                let json = cfg.protocol == OtlpProtocol::HttpJson;
+                let client = http_client(cfg, verifier)?;
+                let name = if json { "http_json" } else { "http_protobuf" };
+                (name, Transport::Http { client, url: cfg.endpoint.clone(), json })
+            }
+            OtlpProtocol::Grpc => {
+                let endpoint = grpc_endpoint(cfg, verifier)?;
+                ("grpc", Transport::Grpc(Box::new(Grpc { endpoint, metadata: grpc_metadata(cfg)?, client: None })))
+            }
+        };
+        let host_name = match &cfg.host_name {
+            Some(h) => h.clone(),
+            None => gethostname::gethostname().to_string_lossy().into_owned(),
+        };
+        let version = env!("CARGO_PKG_VERSION");
+        let resource = Resource {
+            attributes: vec![
+                text_attribute("service.name", SERVICE_NAME),
+                text_attribute("service.version", version),
+                text_attribute("host.name", &host_name),
+            ],
+            ..Resource::default()
+        };
+        let scope =
+            InstrumentationScope { name: SERVICE_NAME.to_owned(), version: version.to_owned(), ..Default::default() };
+        Ok(OtlpSink {
+            target: format!("otlp {protocol} {}", crate::redact::url(&cfg.endpoint)),
+            transport,
+            gzip: cfg.gzip,
+            body: cfg.body,
+            resource,
+            scope,
+            timeout: cfg.timeout,
+        })
+    }
+
+    pub async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
+        let mut delivery = Delivery::default();
+        let mut records = Vec::with_capacity(batch.len());
+        let mut sent = Vec::with_capacity(batch.len());
+        for event in batch {
+            match log_record(event, self.body) {
+                Ok(record) => {
+                    records.push(record);
+                    sent.push(event);
+                }
+                Err(reason) => delivery.refused.push(RefusedEvent { id: event.id, reason }),
+            }
+        }
+        // Exports still to make: events, and their records when already built (a request split
+        // after a 413 rebuilds its halves' records rather than cloning every batch's up front).
+        let mut exports = vec![(sent, Some(records))];
+        while let Some((events, records)) = exports.pop() {
+            if events.is_empty() {
+                continue;
+            }
+            let records = match records {
+                Some(r) => r,
+                None => events.iter().filter_map(|e| log_record(e, self.body).ok()).collect(),
+            };
+            let answer = match self.export(self.request(records)).await {
+                Ok(answer) => answer,
+                Err(unencodable) => {
+                    delivery
+                        .refused
+                        .extend(events.iter().map(|e| RefusedEvent { id: e.id, reason: unencodable.clone() }));
+                    continue;
+                }
+            };
+            match answer {
+                Answer::Accepted { rejected, message } => {
+                    if rejected > 0 {
+                        // The specification forbids sending these again: count them and say why.
+                        let rejected = u64::try_from(rejected).unwrap_or(0).min(events.len() as u64);
+                        delivery.rejected += rejected;
+                        warn!(sink = %self.target, rejected, sent = events.len(), receiver_message = %message,
+                            "the receiver rejected part of the batch (OTLP partial success); it is not sent again");
+                    } else if !message.is_empty() {
+                        warn!(sink = %self.target, receiver_message = %message, "the receiver took the batch with a warning");
+                    }
+                }
+                Answer::Refused { refusal, detail, retry_after } => match verdict(refusal) {
+                    Verdict::Resend => {
+                        let mut e = SendError::transient(format!("{}: {detail}", self.target));
+                        e.retry_after = retry_after;
+                        return Err(e);
+                    }
+                    Verdict::Pause => return Err(SendError::config(format!("{}: {detail}", self.target))),
+                    Verdict::Split if events.len() > 1 => {
+                        let mut first = events;
+                        let second = first.split_off(first.len() / 2);
+                        // Popped from the end: the first half goes first.
+                        exports.push((second, None));
+                        exports.push((first, None));
+                    }
+                    Verdict::Split | Verdict::DeadLetter => {
+                        let reason = format!("{} refused it for good: {detail}", self.target);
+                        delivery
+                            .refused
+                            .extend(events.iter().map(|e| RefusedEvent { id: e.id, reason: reason.clone() }));
+                    }
+                },
+            }
+        }
+        delivery.refused.sort_by_key(|r| r.id);
+        Ok(delivery)
+    }
+
+    /// Sends an empty export request: proves the receiver is reachable, its certificate
+    /// trusted, our headers accepted and the endpoint an OTLP logs endpoint, without sending an
+    /// event (the specification has servers answer an empty request with success).
+    pub async fn probe(&mut self) -> Result<String, SendError> {
+        let answer = match self.export(ExportLogsServiceRequest::default()).await {
+            Ok(answer) => answer,
+            Err(e) => return Err(SendError::config(format!("{}: {e}", self.target))),
+        };
+        match answer {
+            Answer::Accepted { .. } => {
+                let tls = match &self.transport {
+                    Transport::Http { url, .. } if url.scheme() == "https" => "; TLS certificate verified",
+                    Transport::Grpc(grpc) if grpc.endpoint.uri().scheme_str() == Some("https") => {
+                        "; TLS certificate verified"
+                    }
+                    _ => "",
+                };
+                Ok(format!("{}: an empty export was accepted{tls}", self.target))
+            }
+            Answer::Refused { refusal, detail, retry_after } => {
+                let message = format!("{}: {detail}", self.target);
+                match verdict(refusal) {
+                    Verdict::Resend => {
+                        let mut e = SendError::transient(message);
+                        e.retry_after = retry_after;
+                        Err(e)
+                    }
+                    Verdict::Pause | Verdict::Split | Verdict::DeadLetter => Err(SendError::config(message)),
+                }
+            }
+        }
+    }
+
+    /// Drops the gRPC channel (HTTP connections close with the client's pool).
+    pub async fn close(&mut self) {
+        if let Transport::Grpc(grpc) = &mut self.transport {
+            grpc.client = None;
+        }
+    }
+
+    /// One resource, one scope, the batch's records.
+    fn request(&self, log_records: Vec<LogRecord>) -> ExportLogsServiceRequest {
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(self.resource.clone()),
+                scope_logs: vec![ScopeLogs { scope: Some(self.scope.clone()), log_records, schema_url: String::new() }],
+                schema_url: String::new(),
+            }],
+        }
+    }
+
+    /// Sends one export request within `timeout`. `Err` only if the request cannot be encoded.
+    async fn export(&mut self, request: ExportLogsServiceRequest) -> Result<Answer, String> {
+        let timeout = self.timeout;
+        let gzip = self.gzip;
+        let exported = match &mut self.transport {
+            Transport::Http { client, url, json } => {
+                let body = encode_http(&request, *json, gzip)?;
+                tokio::time::timeout(timeout, post(client, url, *json, gzip, body)).await
+            }
+            Transport::Grpc(grpc) => {
+                let Grpc { endpoint, metadata, client } = grpc.as_mut();
+                let client = client.get_or_insert_with(|| grpc_client(endpoint, gzip));
+                let mut call = tonic::Request::new(request);
+                *call.metadata_mut() = metadata.clone();
+                // Tells the receiver our deadline (`grpc-timeout`).
+                call.set_timeout(timeout);
+                tokio::time::timeout(timeout, grpc_export(client, call)).await
+            }
+        };
+        Ok(exported.unwrap_or_else(|_| Answer::Refused {
+            refusal: Refusal::NoAnswer,
+            detail: format!("no answer within timeout {}", humantime::format_duration(timeout)),
+            retry_after: None,
+        }))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events to LogRecords
+
+/// The event as a `LogRecord`; `Err`: the reason it can never be sent (it is not an event).
+fn log_record(event: &QueuedEvent, mode: OtlpBody) -> Result<LogRecord, String> {
+    let not_an_event = |e: String| format!("not an OCSF event: {e}");
+    let summary = summarize(&event.body).map_err(not_an_event)?;
+    let body = match mode {
+        OtlpBody::Structured => {
+            serde_json::from_slice::<JsonAnyValue>(&event.body).map_err(|e| not_an_event(e.to_string()))?.0
+        }
+        OtlpBody::JsonString => {
+            let text = std::str::from_utf8(&event.body).map_err(|e| not_an_event(e.to_string()))?;
+            AnyValue { value: Some(any_value::Value::StringValue(text.to_owned())) }
+        }
+    };
+    let (severity_number, severity_text) = severity(summary.severity_id);
+    // Queued before the queue recorded it (version < 4): our send time is when OpenTelemetry
+    // "observed" it, and the field must be set.
+    let observed_ms = if event.collected_ms > 0 { event.collected_ms } else { now_ms() };
+    Ok(LogRecord {
+        time_unix_nano: unix_nanos(summary.time),
+        observed_time_unix_nano: unix_nanos(Some(observed_ms)),
+        severity_number: severity_number as i32,
+        severity_text: severity_text.to_owned(),
+        body: Some(body),
+        attributes: attributes(&summary),
+        event_name: event_name(&summary),
+        ..LogRecord::default()
+    })
+}
+
+/// OCSF `severity_id` as an OTLP severity number, and the OCSF caption as the severity text.
+///
+/// | OCSF | caption       | OTLP                |
+/// |------|---------------|---------------------|
+/// | 1    | Informational | 9 INFO              |
+/// | 2    | Low           | 10 INFO2            |
+/// | 3    | Medium        | 13 WARN             |
+/// | 4    | High          | 17 ERROR            |
+/// | 5    | Critical      | 21 FATAL            |
+/// | 6    | Fatal         | 23 FATAL3           |
+/// | 0    | Unknown       | 0 UNSPECIFIED       |
+/// | 99   | Other         | 0 UNSPECIFIED       |
+/// | none or another id | "" | 0 UNSPECIFIED   |
+///
+/// "Low" stays in the INFO range (a notice, not a warning); "Fatal" sits above "Critical"
+/// within FATAL. Unknown and Other have no level, so they are UNSPECIFIED, as OTLP intends for
+/// "not known" (the text still says which).
+fn severity(severity_id: Option<u64>) -> (SeverityNumber, &'static str) {
+    match severity_id {
+        Some(1) => (SeverityNumber::Info, "Informational"),
+        Some(2) => (SeverityNumber::Info2, "Low"),
+        Some(3) => (SeverityNumber::Warn, "Medium"),
+        Some(4) => (SeverityNumber::Error, "High"),
+        Some(5) => (SeverityNumber::Fatal, "Critical"),
+        Some(6) => (SeverityNumber::Fatal3, "Fatal"),
+        Some(0) => (SeverityNumber::Unspecified, "Unknown"),
+        Some(99) => (SeverityNumber::Unspecified, "Other"),
+        _ => (SeverityNumber::Unspecified, ""),
+    }
+}
+
+/// `ocsf.<class name, lower case, spaces as underscores>` (`ocsf.api_activity`); without a
+/// class name, `ocsf.<class_uid>`; without either, none.
+fn event_name(s: &Summary<'_>) -> String {
+    match (&s.class_name, s.class_uid) {
+        (Some(name), _) => format!("ocsf.{}", name.trim().to_lowercase().replace(' ', "_")),
+        (None, Some(uid)) => format!("ocsf.{uid}"),
+        (None, None) => String::new(),
+    }
+}
+
+/// The attributes a backend indexes or filters on; an attribute the event lacks is left out.
+/// `ocsf.uid` (`metadata.uid`) identifies the event, for de-duplicating resent batches.
+fn attributes(s: &Summary<'_>) -> Vec<KeyValue> {
+    let mut out = Vec::with_capacity(7);
+    let mut int = |key: &str, v: Option<u64>| {
+        if let Some(v) = v.and_then(|v| i64::try_from(v).ok()) {
+            out.push(KeyValue {
+                key: key.to_owned(),
+                value: Some(AnyValue { value: Some(any_value::Value::IntValue(v)) }),
+                ..KeyValue::default()
+            });
+        }
+    };
+    int("ocsf.class_uid", s.class_uid);
+    int("ocsf.activity_id", s.activity_id);
+    int("ocsf.severity_id", s.severity_id);
+    let texts = [
+        ("ocsf.class_name", s.class_name.as_deref()),
+        ("ocsf.uid", s.uid()),
+        ("vendor", s.vendor()),
+        ("tenant", s.tenant()),
+    ];
+    out.extend(texts.into_iter().filter_map(|(key, v)| v.map(|v| text_attribute(key, v))));
+    out
+}
+
+fn text_attribute(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.to_owned())) }),
+        ..KeyValue::default()
+    }
+}
+
+/// Milliseconds since the epoch as nanoseconds; absent or negative is 0, "unknown" in OTLP.
+fn unix_nanos(ms: Option<i64>) -> u64 {
+    ms.and_then(|ms| u64::try_from(ms).ok()).and_then(|ms| ms.checked_mul(1_000_000)).unwrap_or(0)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A JSON value read straight into an OTLP `AnyValue`, keeping the object's key order:
+/// object → kvlist, array → array, string → string, true/false → bool, integer → int (an
+/// unsigned one above `i64::MAX` → its decimal string, to stay exact), other number → double,
+/// null → the empty `AnyValue` (OTLP's "no value"; the key is kept, and array positions too).
+struct JsonAnyValue(AnyValue);
+
+impl<'de> Deserialize<'de> for JsonAnyValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(JsonAnyValueVisitor)
+    }
+}
+
+struct JsonAnyValueVisitor;
+
+fn any(value: any_value::Value) -> JsonAnyValue {
+    JsonAnyValue(AnyValue { value: Some(value) })
+}
+
+impl<'de> Visitor<'de> for JsonAnyValueVisitor {
+    type Value = JsonAnyValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<JsonAnyValue, E> {
+        Ok(any(any_value::Value::BoolValue(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<JsonAnyValue, E> {
+        Ok(any(any_value::Value::IntValue(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<JsonAnyValue, E> {
+        Ok(any(match i64::try_from(v) {
+            Ok(i) => any_value::Value::IntValue(i),
+            Err(_) => any_value::Value::StringValue(v.to_string()),
+        }))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<JsonAnyValue, E> {
+        Ok(any(any_value::Value::DoubleValue(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<JsonAnyValue, E> {
+        Ok(any(any_value::Value::StringValue(v.to_owned())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<JsonAnyValue, E> {
+        Ok(any(any_value::Value::StringValue(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<JsonAnyValue, E> {
+        Ok(JsonAnyValue(AnyValue { value: None }))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonAnyValue, A::Error> {
+        let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(JsonAnyValue(v)) = seq.next_element()? {
+            values.push(v);
+        }
+        Ok(any(any_value::Value::ArrayValue(ArrayValue { values })))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonAnyValue, A::Error> {
+        let mut values = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        while let Some((key, JsonAnyValue(v))) = map.next_entry::<String, JsonAnyValue>()? {
+            values.push(KeyValue { key, value: Some(v), ..KeyValue::default() });
+        }
+        Ok(any(any_value::Value::KvlistValue(KeyValueList { values })))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// OTLP/HTTP
+
+fn http_client(
+    cfg: &OtlpSinkSettings,
+    verifier: Option<Arc<dyn ServerCertVerifier>>,
+) -> Result<reqwest::Client, String> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in &cfg.headers {
+        let key = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("headers.{name}: not a valid HTTP header name"))?;
+        let mut value = HeaderValue::from_str(value.expose_secret())
+            .map_err(|_| format!("headers.{name}: the value is not a valid HTTP header value (visible ASCII only)"))?;
+        value.set_sensitive(true);
+        headers.insert(key, value);
+    }
+    let mut builder = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .default_headers(headers)
+        // A redirect is reported, not followed: our headers must not travel to another host.
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(cfg.timeout);
+    if let Some(verifier) = verifier {
+        let mut tls = crate::tls::client_config_with(verifier, None)?;
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        builder = builder.tls_backend_preconfigured(tls);
+    }
+    builder.build().map_err(|e| format!("HTTP client set-up: {e}"))
+}
+
+/// The request body: binary protobuf or OTLP/JSON, gzipped if configured.
+fn encode_http(request: &ExportLogsServiceRequest, json: bool, gzip: bool) -> Result<Vec<u8>, String> {
+    // opentelemetry-proto's serde follows the OTLP/JSON rules for requests: lowerCamelCase
+    // keys, 64-bit integers as strings, enums as integers, ids as hex (a unit test pins it).
+    let body = match json {
+        true => serde_json::to_vec(request).map_err(|e| format!("cannot encode the batch as OTLP/JSON: {e}"))?,
+        false => request.encode_to_vec(),
+    };
+    if !gzip {
+        return Ok(body);
+    }
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::default());
+    encoder.write_all(&body).and_then(|()| encoder.finish()).map_err(|e| format!("cannot gzip the batch: {e}"))
+}
+
+async fn post(client: &reqwest::Client, url: &url::Url, json: bool, gzip: bool, body: Vec<u8>) -> Answer {
+    let content_type = if json { "application/json" } else { "application/x-protobuf" };
+    let mut request = client.post(url.clone()).header(CONTENT_TYPE, content_type).body(body);
+    if gzip {
+        request = request.header(CONTENT_ENCODING, "gzip");
+    }
+    let response = match request.send().await {
+        Ok(r) => r,
+        Err(e) => return unanswered(&e.without_url()),
+    };
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = read_limited(response).await;
+    // The answer is in the encoding it says it is in (the specification has it match ours).
+    let answer_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or(content_type);
+    let answer_json = answer_type.starts_with("application/json");
+    let answer_protobuf = answer_type.starts_with("application/x-protobuf");
+    if status.is_success() {
+        // The status is the answer: a body cut short or unreadable does not undo it.
+        let body = body.unwrap_or_else(|e| {
+            debug!(error = %e, "cannot read the body of a success answer");
+            Vec::new()
+        });
+        let (rejected, message) = match (answer_json, answer_protobuf) {
+            (true, _) => json_partial_success(&body),
+            (false, true) => protobuf_partial_success(&body),
+            (false, false) => (0, String::new()),
+        };
+        return Answer::Accepted { rejected, message };
+    }
+    let body = body.unwrap_or_default();
+    let message = receiver_message(&body, answer_json, answer_protobuf);
+    let code = status.as_u16();
+    let mut detail = format!("HTTP {status}");
+    if !message.is_empty() {
+        detail = format!("{detail}: {message}");
+    }
+    let retry_after =
+        headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, SystemTime::now()));
+    match code {
+        401 | 403 => detail.push_str("; check the headers (API key, token) this receiver requires"),
+        300..=399 => {
+            let to = headers.get(LOCATION).and_then(|v| v.to_str().ok()).and_then(|v| url::Url::parse(v).ok());
+            match to {
+                Some(to) => detail.push_str(&format!(" to {}; set endpoint to it", crate::redact::url(&to))),
+                None => detail.push_str("; check endpoint"),
+            }
+        }
+        _ => {}
+    }
+    Answer::Refused { refusal: Refusal::Http(code), detail, retry_after }
+}
+
+/// Reads at most [`MAX_RESPONSE_BYTES`] of the answer's body.
+async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_RESPONSE_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == MAX_RESPONSE_BYTES {
+            break;
+        }
+    }
+    Ok(body)
+}
+
+fn protobuf_partial_success(body: &[u8]) -> (i64, String) {
+    match ExportLogsServiceResponse::decode(body) {
+        Ok(r) => r.partial_success.map_or((0, String::new()), |p| (p.rejected_log_records, shown(&p.error_message))),
+        Err(e) => {
+            debug!(error = %e, "the success answer is not an ExportLogsServiceResponse; taken as full success");
+            (0, String::new())
+        }
+    }
+}
+
+/// Read by hand, not with opentelemetry-proto's serde: that one wants `rejectedLogRecords` as a
+/// JSON number, but OTLP/JSON (proto3 JSON) encodes int64 as a string, as collectors send it.
+fn json_partial_success(body: &[u8]) -> (i64, String) {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Response {
+        partial_success: Option<Partial>,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    struct Partial {
+        rejected_log_records: Option<Int64>,
+        error_message: Option<String>,
+    }
+    /// proto3 JSON accepts both.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Int64 {
+        Number(i64),
+        Text(String),
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return (0, String::new());
+    }
+    match serde_json::from_slice::<Response>(body) {
+        Ok(Response { partial_success: Some(p) }) => {
+            let rejected = match p.rejected_log_records {
+                Some(Int64::Number(n)) => n,
+                Some(Int64::Text(t)) => t.trim().parse().unwrap_or(0),
+                None => 0,
+            };
+            (rejected, shown(p.error_message.as_deref().unwrap_or("")))
+        }
+        Ok(Response { partial_success: None }) => (0, String::new()),
+        Err(e) => {
+            debug!(error = %e, "the success answer is not an ExportLogsServiceResponse; taken as full success");
+            (0, String::new())
+        }
+    }
+}
+
+/// The receiver's explanation of a refusal: the `message` of the `google.rpc.Status` the
+/// specification has as the body of 4xx/5xx answers, else the body's text (a proxy's page).
+fn receiver_message(body: &[u8], json: bool, protobuf: bool) -> String {
+    #[derive(Deserialize)]
+    struct JsonStatus {
+        #[serde(default)]
+        message: String,
+    }
+    let message = if json {
+        serde_json::from_slice::<JsonStatus>(body).ok().map(|s| s.message)
+    } else if protobuf {
+        tonic_types::Status::decode(body).ok().map(|s| s.message)
+    } else {
+        None
+    };
+    match message {
+        Some(m) => shown(&m),
+        None => shown(&String::from_utf8_lossy(body)),
+    }
+}
+
+/// Text from the receiver, made safe to quote: one line, at most [`MAX_MESSAGE_CHARS`].
+fn shown(text: &str) -> String {
+    let text = text.trim();
+    let mut out: String = text.chars().take(MAX_MESSAGE_CHARS).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if text.chars().nth(MAX_MESSAGE_CHARS).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// `Retry-After`: delta-seconds or an HTTP-date, capped at [`MAX_RETRY_AFTER`].
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => httpdate::parse_http_date(value).ok()?.duration_since(now).unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+// ---------------------------------------------------------------------------------------------
+// OTLP/gRPC
+
+fn grpc_endpoint(cfg: &OtlpSinkSettings, verifier: Option<Arc<dyn ServerCertVerifier>>) -> Result<Endpoint, String> {
+    let url = &cfg.endpoint;
+    let host = url.host_str().ok_or_else(|| "endpoint: has no host".to_owned())?;
+    let port = url.port_or_known_default().map(|p| format!(":{p}")).unwrap_or_default();
+    let endpoint = Endpoint::from_shared(format!("{}://{host}{port}", url.scheme()))
+        .map_err(|e| format!("endpoint: not usable for gRPC: {e}"))?
+        .connect_timeout(cfg.timeout)
+        .user_agent(USER_AGENT)
+        .map_err(|e| format!("gRPC set-up: {e}"))?;
+    match verifier {
+        None => Ok(endpoint),
+        Some(verifier) => {
+            // `host_str` keeps an IPv6 address's brackets; the certificate names it without.
+            let name = host.trim_start_matches('[').trim_end_matches(']');
+            let tls = ClientTlsConfig::new().domain_name(name).timeout(cfg.timeout);
+            endpoint.tls_config_with_verifier(tls, verifier).map_err(|e| format!("gRPC TLS set-up: {e}"))
+        }
+    }
+}
+
+fn grpc_metadata(cfg: &OtlpSinkSettings) -> Result<MetadataMap, String> {
+    let mut metadata = MetadataMap::new();
+    for (name, value) in &cfg.headers {
+        let key = MetadataKey::from_bytes(name.as_bytes())
+            .map_err(|_| format!("headers.{name}: not a valid gRPC metadata name"))?;
+        let mut value = MetadataValue::try_from(value.expose_secret())
+            .map_err(|_| format!("headers.{name}: the value is not valid gRPC metadata (visible ASCII only)"))?;
+        value.set_sensitive(true);
+        metadata.insert(key, value);
+    }
+    Ok(metadata)
+}
+
+fn grpc_client(endpoint: &Endpoint, gzip: bool) -> LogsServiceClient<Channel> {
+    let client = LogsServiceClient::new(endpoint.connect_lazy())
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_RESPONSE_BYTES);
+    if gzip { client.send_compressed(CompressionEncoding::Gzip) } else { client }
+}
+
+async fn grpc_export(
+    client: &mut LogsServiceClient<Channel>,
+    call: tonic::Request<ExportLogsServiceRequest>,
+) -> Answer {
+    let status = match client.export(call).await {
+        Ok(response) => {
+            let (rejected, message) = response
+                .into_inner()
+                .partial_success
+                .map_or((0, String::new()), |p| (p.rejected_log_records, shown(&p.error_message)));
+            return Answer::Accepted { rejected, message };
+        }
+        Err(status) => status,
+    };
+    // tonic keeps the error it made a status from (connect, TLS, reset, …) as the source; a
+    // status the receiver sent has none.
+    if let Some(cause) = status.source() {
+        return unanswered(cause);
+    }
+    let code = status.code();
+    let retry_info = status.get_details_retry_info();
+    let retry_after = retry_info.as_ref().and_then(|r| r.retry_delay).map(|d| d.min(MAX_RETRY_AFTER));
+    let mut detail = format!("gRPC status {code:?}");
+    let message = shown(status.message());
+    if !message.is_empty() {
+        detail = format!("{detail}: {message}");
+    }
+    if matches!(code, tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) {
+        detail.push_str("; check the headers (API key, token) this receiver requires");
+    }
+    Answer::Refused { refusal: Refusal::Grpc { code, retry_info: retry_info.is_some() }, detail, retry_after }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS and transport failures
+
+/// An export that got no answer: a TLS refusal (certificate, alert) needs an operator, anything
+/// else is the network.
+fn unanswered(error: &(dyn StdError + 'static)) -> Answer {
+    let chain = error_chain(error);
+    let (refusal, detail) = match find_tls_error(error) {
+        Some(tls) => {
+            let hint = crate::tls::handshake_hint(tls);
+            (Refusal::Untrusted, format!("TLS handshake failed: {chain}{hint}"))
+        }
+        None => (Refusal::NoAnswer, format!("no answer: {chain}")),
+    };
+    Answer::Refused { refusal, detail, retry_after: None }
+}
+
+/// The rustls error somewhere in `error`'s chain. `io::Error::source` skips the error it wraps,
+/// so each `io::Error` is opened by hand.
+fn find_tls_error<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        next = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+/// `error: its cause: its cause`, each text once.
+fn error_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut out = String::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        next = e.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OtlpBody;
+    use serde_json::{Value, json};
+
+    /// The OCSF JSON back from an `AnyValue`, to compare with the event.
+    fn to_json(v: &AnyValue) -> Value {
+        match &v.value {
+            None => Value::Null,
+            Some(any_value::Value::StringValue(s)) => json!(s),
+            Some(any_value::Value::BoolValue(b)) => json!(b),
+            Some(any_value::Value::IntValue(i)) => json!(i),
+            Some(any_value::Value::DoubleValue(d)) => json!(d),
+            Some(any_value::Value::ArrayValue(a)) => Value::Array(a.values.iter().map(to_json).collect()),
+            Some(any_value::Value::KvlistValue(kv)) => Value::Object(
+                kv.values.iter().map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(Value::Null, to_json))).collect(),
+            ),
+            Some(other) => panic!("unexpected {other:?}"),
+        }
+    }
+
+    const EVENT: &str = r#"{"time":1795292810597,"class_uid":6003,"class_name":"API Activity","activity_id":2,
+        "severity_id":3,"category_uid":6,"message":"a \"quoted\" line\n","count":-4,"ratio":0.25,"big":18446744073709551615,
+        "ok":true,"missing":null,"list":[1,"two",null,{"x":[]}],
+        "metadata":{"uid":"u-1","tenant_uid":"org-1","product":{"name":"Astro","vendor_name":"Astronomer"}}}"#;
+
+    fn event(body: &str) -> QueuedEvent {
+        QueuedEvent { id: 7, body: body.as_bytes().to_vec(), collected_ms: 1_795_292_811_000 }
+    }
+
+    fn attribute<'a>(r: &'a LogRecord, key: &str) -> Option<&'a any_value::Value> {
+        r.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()?.value.as_ref())
+    }
+
+    #[test]
+    fn an_event_becomes_a_log_record_with_its_times_severity_attributes_and_name() {
+        let r = log_record(&event(EVENT), OtlpBody::Structured).unwrap();
+        assert_eq!(r.time_unix_nano, 1_795_292_810_597_000_000);
+        assert_eq!(r.observed_time_unix_nano, 1_795_292_811_000_000_000);
+        assert_eq!((r.severity_number, r.severity_text.as_str()), (SeverityNumber::Warn as i32, "Medium"));
+        assert_eq!(r.event_name, "ocsf.api_activity");
+        use any_value::Value::{IntValue, StringValue};
+        assert_eq!(attribute(&r, "ocsf.class_uid"), Some(&IntValue(6003)));
+        assert_eq!(attribute(&r, "ocsf.activity_id"), Some(&IntValue(2)));
+        assert_eq!(attribute(&r, "ocsf.severity_id"), Some(&IntValue(3)));
+        assert_eq!(attribute(&r, "ocsf.class_name"), Some(&StringValue("API Activity".into())));
+        assert_eq!(attribute(&r, "ocsf.uid"), Some(&StringValue("u-1".into())));
+        assert_eq!(attribute(&r, "vendor"), Some(&StringValue("Astronomer".into())));
+        assert_eq!(attribute(&r, "tenant"), Some(&StringValue("org-1".into())));
+        assert_eq!(r.attributes.len(), 7);
+    }
+
+    #[test]
+    fn the_structured_body_mirrors_the_json_in_order_with_nulls_kept() {
+        let r = log_record(&event(EVENT), OtlpBody::Structured).unwrap();
+        let body = r.body.unwrap();
+        let mut expected: Value = serde_json::from_str(EVENT).unwrap();
+        // u64 above i64::MAX travels as its decimal string, exactly.
+        expected["big"] = json!("18446744073709551615");
+        assert_eq!(to_json(&body), expected);
+        let Some(any_value::Value::KvlistValue(kv)) = &body.value else { panic!("{body:?}") };
+        let keys: Vec<&str> = kv.values.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(&keys[..4], ["time", "class_uid", "class_name", "activity_id"], "the event's key order");
+        let missing = kv.values.iter().find(|kv| kv.key == "missing").unwrap();
+        assert_eq!(missing.value, Some(AnyValue { value: None }), "null is the empty AnyValue");
+        assert!(matches!(kv.values.iter().find(|kv| kv.key == "ratio").unwrap().value.as_ref().unwrap().value,
+            Some(any_value::Value::DoubleValue(d)) if d == 0.25));
+    }
+
+    #[test]
+    fn the_json_string_body_is_the_event_text_unchanged() {
+        let r = log_record(&event(EVENT), OtlpBody::JsonString).unwrap();
+        assert_eq!(r.body.unwrap().value, Some(any_value::Value::StringValue(EVENT.to_owned())));
+    }
+
+    #[test]
+    fn missing_attributes_are_left_out_and_non_events_refused() {
+        let r =
+            log_record(&QueuedEvent { id: 1, body: b"{}".to_vec(), collected_ms: 5 }, OtlpBody::Structured).unwrap();
+        assert!(r.attributes.is_empty());
+        assert_eq!((r.time_unix_nano, r.observed_time_unix_nano), (0, 5_000_000));
+        assert_eq!((r.severity_number, r.severity_text.as_str(), r.event_name.as_str()), (0, "", ""));
+        let r = log_record(&event(r#"{"class_uid":3002}"#), OtlpBody::Structured).unwrap();
+        assert_eq!(r.event_name, "ocsf.3002");
+        for body in ["not json", "[1,2]", r#"{"time":"yesterday"}"#, r#"{"class_uid":1} trailing"#] {
+            let err = log_record(&event(body), OtlpBody::Structured).unwrap_err();
+            assert!(err.starts_with("not an OCSF event: "), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn severity_table() {
+        use SeverityNumber as S;
+        let table = [
+            (Some(0), S::Unspecified, "Unknown"),
+            (Some(1), S::Info, "Informational"),
+            (Some(2), S::Info2, "Low"),
+            (Some(3), S::Warn, "Medium"),
+            (Some(4), S::Error, "High"),
+            (Some(5), S::Fatal, "Critical"),
+            (Some(6), S::Fatal3, "Fatal"),
+            (Some(99), S::Unspecified, "Other"),
+            (Some(7), S::Unspecified, ""),
+            (None, S::Unspecified, ""),
+        ];
+        for (id, number, text) in table {
+            assert_eq!(severity(id), (number, text), "severity_id {id:?}");
+        }
+        assert_eq!(
+            (S::Info as i32, S::Info2 as i32, S::Warn as i32, S::Error as i32, S::Fatal as i32, S::Fatal3 as i32),
+            (9, 10, 13, 17, 21, 23)
+        );
+    }
+
+    /// The OTLP retry policy (specification "Failures" and "Throttling"), pinned.
+    #[test]
+    fn retry_policy() {
+        use Verdict::{DeadLetter, Pause, Resend, Split};
+        use tonic::Code as C;
+        let grpc = [
+            (C::Cancelled, Resend, Resend),
+            (C::Unknown, DeadLetter, DeadLetter),
+            (C::InvalidArgument, DeadLetter, DeadLetter),
+            (C::DeadlineExceeded, Resend, Resend),
+            (C::NotFound, DeadLetter, DeadLetter),
+            (C::AlreadyExists, DeadLetter, DeadLetter),
+            (C::PermissionDenied, Pause, Pause),
+            (C::ResourceExhausted, Split, Resend),
+            (C::FailedPrecondition, DeadLetter, DeadLetter),
+            (C::Aborted, Resend, Resend),
+            (C::OutOfRange, Resend, Resend),
+            (C::Unimplemented, Pause, Pause),
+            (C::Internal, DeadLetter, DeadLetter),
+            (C::Unavailable, Resend, Resend),
+            (C::DataLoss, Resend, Resend),
+            (C::Unauthenticated, Pause, Pause),
+        ];
+        for (code, without, with) in grpc {
+            assert_eq!(verdict(Refusal::Grpc { code, retry_info: false }), without, "{code:?}");
+            assert_eq!(verdict(Refusal::Grpc { code, retry_info: true }), with, "{code:?} with RetryInfo");
+        }
+        let http = [
+            (301, Pause),
+            (307, Pause),
+            (308, Pause),
+            (400, DeadLetter),
+            (401, Pause),
+            (403, Pause),
+            (404, Pause),
+            (405, Pause),
+            (408, DeadLetter),
+            (413, Split),
+            (415, Pause),
+            (429, Resend),
+            (500, DeadLetter),
+            (501, DeadLetter),
+            (502, Resend),
+            (503, Resend),
+            (504, Resend),
+            (507, DeadLetter),
+        ];
+        for (status, expected) in http {
+            assert_eq!(verdict(Refusal::Http(status)), expected, "HTTP {status}");
+        }
+        assert_eq!(verdict(Refusal::NoAnswer), Resend);
+        assert_eq!(verdict(Refusal::Untrusted), Pause);
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date_and_capped() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(parse_retry_after("1", now), Some(Duration::from_secs(1)));
+        assert_eq!(parse_retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        let in_30s = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&in_30s, now), Some(Duration::from_secs(30)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("86400", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-1", now), None);
+    }
+
+    /// opentelemetry-proto's serde against the OTLP/JSON rules (PROTOCOLS §1c).
+    #[test]
+    fn otlp_json_follows_the_specification() {
+        let cfg = OtlpSinkSettings {
+            endpoint: url::Url::parse("http://127.0.0.1:4318/v1/logs").unwrap(),
+            protocol: OtlpProtocol::HttpJson,
+            headers: Vec::new(),
+            ca_file: None,
+            gzip: false,
+            body: OtlpBody::Structured,
+            host_name: Some("h".into()),
+            timeout: Duration::from_secs(5),
+        };
+        let sink = OtlpSink::new(&cfg).unwrap();
+        let request = sink.request(vec![log_record(&event(EVENT), OtlpBody::Structured).unwrap()]);
+        let text = String::from_utf8(encode_http(&request, true, false).unwrap()).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let record = &v["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0];
+        assert_eq!(record["timeUnixNano"], json!("1795292810597000000"), "64-bit integers are strings");
+        assert_eq!(record["observedTimeUnixNano"], json!("1795292811000000000"));
+        assert_eq!(record["severityNumber"], json!(13), "enums are integers");
+        assert_eq!(record["severityText"], json!("Medium"));
+        assert_eq!(record["eventName"], json!("ocsf.api_activity"), "lowerCamelCase keys");
+        assert_eq!(record["traceId"], json!(""), "ids are hex (empty: none)");
+        assert_eq!(record["attributes"][0], json!({"key": "ocsf.class_uid", "value": {"intValue": "6003"}}));
+        let body = &record["body"]["kvlistValue"]["values"];
+        assert_eq!(body[0], json!({"key": "time", "value": {"intValue": "1795292810597"}}));
+        let by_key = |k: &str| body.as_array().unwrap().iter().find(|kv| kv["key"] == k).unwrap()["value"].clone();
+        assert_eq!(by_key("missing"), json!({}), "an empty AnyValue is an empty object");
+        assert_eq!(by_key("ratio"), json!({"doubleValue": 0.25}));
+        assert_eq!(by_key("ok"), json!({"boolValue": true}));
+        assert_eq!(by_key("list")["arrayValue"]["values"][2], json!({}));
+        assert_eq!(v["resourceLogs"][0]["scopeLogs"][0]["scope"]["name"], json!("auditrelay"));
+        for snake in ["time_unix_nano", "severity_number", "event_name", "resource_logs", "kvlist_value"] {
+            assert!(!text.contains(snake), "{snake} in {text}");
+        }
+        // And it reads back as the same request.
+        let back: ExportLogsServiceRequest = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, request);
+    }
+
+    #[test]
+    fn partial_success_answers_are_read_in_both_encodings() {
+        let spec = br#"{"partialSuccess":{"rejectedLogRecords":"3","errorMessage":"bad\nrecords"}}"#;
+        assert_eq!(json_partial_success(spec), (3, "bad records".to_owned()));
+        assert_eq!(json_partial_success(br#"{"partialSuccess":{"rejectedLogRecords":2}}"#), (2, String::new()));
+        assert_eq!(json_partial_success(br#"{"partialSuccess":{"errorMessage":"w"},"x":1}"#), (0, "w".to_owned()));
+        assert_eq!(json_partial_success(b"{}"), (0, String::new()));
+        assert_eq!(json_partial_success(b""), (0, String::new()));
+        let response = ExportLogsServiceResponse {
+            partial_success: Some(opentelemetry_proto::tonic::collector::logs::v1::ExportLogsPartialSuccess {
+                rejected_log_records: 4,
+                error_message: "too old".into(),
+            }),
+        };
+        assert_eq!(protobuf_partial_success(&response.encode_to_vec()), (4, "too old".to_owned()));
+        assert_eq!(protobuf_partial_success(b""), (0, String::new()));
+    }
+
+    #[test]
+    fn the_receivers_message_is_read_from_a_status_or_the_text() {
+        let status = tonic_types::Status { code: 3, message: "field x: bad".into(), details: Vec::new() };
+        assert_eq!(receiver_message(&status.encode_to_vec(), false, true), "field x: bad");
+        assert_eq!(receiver_message(br#"{"code":3,"message":"bad json"}"#, true, false), "bad json");
+        assert_eq!(receiver_message(b"404 page not found\n", false, false), "404 page not found");
+        let long = "x".repeat(2 * MAX_MESSAGE_CHARS);
+        assert_eq!(receiver_message(long.as_bytes(), false, false).chars().count(), MAX_MESSAGE_CHARS + 1);
+    }
+
+    #[test]
+    fn bad_headers_and_ca_files_are_named_without_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = OtlpSinkSettings {
+            endpoint: url::Url::parse("https://collector.example.test:4318/v1/logs").unwrap(),
+            protocol: OtlpProtocol::HttpProtobuf,
+            headers: vec![("x-api-key".into(), "s3cret\nvalue".into())],
+            ca_file: None,
+            gzip: true,
+            body: OtlpBody::Structured,
+            host_name: None,
+            timeout: Duration::from_secs(5),
+        };
+        for protocol in [OtlpProtocol::HttpProtobuf, OtlpProtocol::Grpc] {
+            cfg.protocol = protocol;
+            let err = OtlpSink::new(&cfg).unwrap_err();
+            assert!(err.contains("headers.x-api-key") && !err.contains("s3cret"), "{err}");
+        }
+        cfg.headers = vec![("x-api-key".into(), "s3cret".into())];
+        let sink = OtlpSink::new(&cfg).unwrap();
+        assert!(!format!("{sink:?}").contains("s3cret"));
+        let missing = dir.path().join("missing.pem");
+        cfg.ca_file = Some(missing.clone());
+        let err = OtlpSink::new(&cfg).unwrap_err();
+        assert!(err.contains("ca_file") && err.contains(&missing.display().to_string()), "{err}");
+    }
+
+    fn settings(protocol: OtlpProtocol, endpoint: &str, timeout: Duration) -> OtlpSinkSettings {
+        OtlpSinkSettings {
+            endpoint: url::Url::parse(endpoint).unwrap(),
+            protocol,
+            headers: Vec::new(),
+            ca_file: None,
+            gzip: false,
+            body: OtlpBody::Structured,
+            host_name: None,
+            timeout,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_receiver_is_a_transient_error_naming_it() {
+        let port = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+        for (protocol, name, path) in
+            [(OtlpProtocol::HttpProtobuf, "http_protobuf", "/v1/logs"), (OtlpProtocol::Grpc, "grpc", "/")]
+        {
+            let endpoint = format!("http://127.0.0.1:{port}{path}");
+            let mut sink = OtlpSink::new(&settings(protocol, &endpoint, Duration::from_secs(5))).unwrap();
+            let err = sink.send(&[event(EVENT)]).await.unwrap_err();
+            assert_eq!(err.class, super::super::Failure::Transient, "{err}");
+            assert!(err.message.starts_with(&format!("otlp {name} http://127.0.0.1:{port}")), "{err}");
+            assert!(err.message.contains("no answer") && err.message.contains("refused"), "{err}");
+            let err = sink.probe().await.unwrap_err();
+            assert_eq!(err.class, super::super::Failure::Transient, "{err}");
+        }
+    }
+
+    /// A server on 127.0.0.1 that answers every connection with `response` (raw HTTP/1.1),
+    /// or holds it without a word.
+    async fn raw_http(response: Option<String>) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let response = response.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 1 << 16];
+                    let _ = conn.read(&mut buf).await;
+                    match response {
+                        Some(r) => {
+                            let _ = conn.write_all(r.as_bytes()).await;
+                            let _ = conn.shutdown().await;
+                        }
+                        None => tokio::time::sleep(Duration::from_secs(60)).await,
+                    }
+                });
+            }
+        });
+        base
+    }
+
+    #[tokio::test]
+    async fn a_silent_receiver_times_out_as_a_transient_error() {
+        let base = raw_http(None).await;
+        for (protocol, path) in [(OtlpProtocol::HttpJson, "/v1/logs"), (OtlpProtocol::Grpc, "")] {
+            let cfg = settings(protocol, &format!("{base}{path}"), Duration::from_millis(300));
+            let started = std::time::Instant::now();
+            let err = OtlpSink::new(&cfg).unwrap().send(&[event(EVENT)]).await.unwrap_err();
+            assert_eq!(err.class, super::super::Failure::Transient, "{err}");
+            // Our timer or tonic's own (the same length) ends it, whichever fires first.
+            assert!(err.message.contains("no answer"), "{err}");
+            assert!(started.elapsed() < Duration::from_secs(3));
+        }
+    }
+
+    #[tokio::test]
+    async fn http_answers_outside_the_otlp_table() {
+        let send = |response: String| async move {
+            let base = raw_http(Some(response)).await;
+            let cfg = settings(OtlpProtocol::HttpProtobuf, &format!("{base}/v1/logs"), Duration::from_secs(5));
+            OtlpSink::new(&cfg).unwrap().send(&[event(EVENT), event(EVENT)]).await
+        };
+        // A redirect is not followed (our headers would go along): the operator must move the
+        // endpoint; the data stays queued.
+        let err = send(
+            "HTTP/1.1 308 Permanent Redirect\r\nLocation: https://elsewhere.example.test/v1/logs?token=abc\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+                .into(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.class, super::super::Failure::Config, "{err}");
+        assert!(
+            err.message.contains(
+                "HTTP 308 Permanent Redirect to https://elsewhere.example.test/v1/logs?token=REDACTED; set endpoint"
+            ),
+            "{err}"
+        );
+
+        // A plain-text 404 (a web server, not a collector): the endpoint is wrong, not the data.
+        let err = send(
+            "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 19\r\nConnection: close\r\n\r\n\
+             404 page not found\n"
+                .into(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.class, super::super::Failure::Config, "{err}");
+        assert!(err.message.contains("HTTP 404 Not Found: 404 page not found"), "{err}");
+
+        // A plain-text 422: refused for good, dead-lettered with its text.
+        let delivery = send(
+            "HTTP/1.1 422 Unprocessable Entity\r\nContent-Type: text/plain\r\nContent-Length: 11\r\nConnection: close\r\n\r\n\
+             bad record\n"
+                .into(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(delivery.refused.len(), 2);
+        assert!(
+            delivery.refused[0].reason.contains("refused it for good: HTTP 422 Unprocessable Entity: bad record"),
+            "{delivery:?}"
+        );
+
+        // 429 with an HTTP-date: the pause until then.
+        let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
+        let err = send(format!(
+            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {date}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ))
+        .await
+        .unwrap_err();
+        assert_eq!(err.class, super::super::Failure::Transient, "{err}");
+        let wait = err.retry_after.unwrap();
+        assert!(wait > Duration::from_secs(100) && wait <= Duration::from_secs(120), "{wait:?}");
+
+        // A 200 whose body is not an ExportLogsServiceResponse is still a success.
+        let delivery = send(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".into(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(delivery, Delivery::default());
+    }
+}
