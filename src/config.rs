@@ -36,6 +36,14 @@ pub struct Config {
     pub sinks: Vec<SinkConfig>,
     /// Severity overrides by vendor and event code, on top of the mappings' defaults.
     pub severity: SeverityPolicy,
+    pub telemetry: TelemetrySettings,
+}
+
+/// `[telemetry]`: where `/metrics` (Prometheus text), `/health` and `/ready` are served.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TelemetrySettings {
+    /// `None`: no listener (the section or its `listen` key is absent).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[severity]`: the severity of events by `"<vendor>:<event code>"` (the event's
@@ -487,6 +495,9 @@ impl Config {
         };
         kv("state_dir", p(&self.state_dir));
         kv("\n[queue]\nmax_bytes", size(self.queue.max_bytes));
+        if let Some(listen) = self.telemetry.listen {
+            kv("\n[telemetry]\nlisten", format!("{:?}", listen.to_string()));
+        }
         for s in &self.sources {
             kv("\n[[sources]]\nname", format!("{:?}", s.name));
             kv("vendor", format!("{:?}", s.vendor.vendor_name()));
@@ -685,6 +696,14 @@ struct RawConfig {
     sinks: Vec<Spanned<RawSink>>,
     #[serde(default)]
     severity: RawSeverity,
+    #[serde(default)]
+    telemetry: RawTelemetry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1022,7 +1041,20 @@ impl Validator<'_> {
         let sinks = sinks.map(|(i, s)| self.sink(i, s)).collect::<Res<_>>()?;
         let queue = QueueSettings { max_bytes };
         let severity = self.severity(&raw.severity)?;
-        Ok(Config { origin: self.file.to_path_buf(), state_dir, queue, sources, sinks, severity })
+        let telemetry = self.telemetry(&raw.telemetry)?;
+        Ok(Config { origin: self.file.to_path_buf(), state_dir, queue, sources, sinks, severity, telemetry })
+    }
+
+    fn telemetry(&self, raw: &RawTelemetry) -> Res<TelemetrySettings> {
+        let Some(listen) = &raw.listen else { return Ok(TelemetrySettings::default()) };
+        let addr: std::net::SocketAddr = listen.get_ref().parse().map_err(|_| {
+            self.err(listen.span(), "telemetry.listen", format!("invalid address {:?}: expected \"IP:port\" such as \"127.0.0.1:9464\"", listen.get_ref()))
+        })?;
+        if !addr.ip().is_loopback() {
+            // Metrics name sources, sinks and receivers: not for the network at large.
+            tracing::warn!(listen = %addr, "telemetry.listen is not a loopback address: /metrics is reachable from other hosts");
+        }
+        Ok(TelemetrySettings { listen: Some(addr) })
     }
 
     fn source(&self, i: usize, raw: Spanned<RawSource>) -> Res<SourceConfig> {
@@ -1857,6 +1889,7 @@ mod tests {
         let c = parse_at(text, Path::new("/etc/auditrelay/auditrelay.toml")).expect("example is valid");
         assert_eq!(c.state_dir, Path::new("/var/lib/auditrelay"));
         assert_eq!(c.queue.max_bytes, 1 << 30);
+        assert_eq!(c.telemetry.listen, Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))));
         let s = &c.sources[0];
         assert_eq!((s.name.as_str(), s.vendor.vendor_name()), ("aitronos-acme", "aitronos"));
         assert_eq!(s.vendor.organization_id(), "ORG_7F3KQ9ZP2M4XW8RT");

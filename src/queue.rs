@@ -203,6 +203,15 @@ pub struct DeadLetter {
     pub created_at_ms: i64,
 }
 
+/// How many dead letters one source has, from one origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterCount {
+    pub source: String,
+    /// `None`: records the source could not map; `Some(sink)`: events that sink refused.
+    pub sink: Option<String>,
+    pub count: u64,
+}
+
 const MOVE_ASIDE: &str = "move it aside; the agent will start with an empty state and refetch from `start`";
 
 #[derive(Debug, thiserror::Error)]
@@ -278,6 +287,9 @@ enum Command {
     DeadLetters {
         limit: usize,
         reply: Reply<Vec<DeadLetter>>,
+    },
+    DeadLetterCounts {
+        reply: Reply<Vec<DeadLetterCount>>,
     },
     Stage {
         source: String,
@@ -462,6 +474,12 @@ impl Queue {
         Ok(stats)
     }
 
+    /// Dead letters counted by source and by who refused them (`None`: the source could not
+    /// map the record; `Some(sink)`: that sink refused the event).
+    pub async fn dead_letter_counts(&self) -> Result<Vec<DeadLetterCount>, QueueError> {
+        self.call(|reply| Command::DeadLetterCounts { reply }).await
+    }
+
     /// Up to `limit` dead letters, oldest first.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
         self.call(|reply| Command::DeadLetters { limit, reply }).await
@@ -604,6 +622,9 @@ impl Writer {
                 }
                 Command::Ack { sink, upto_id, refused, reply } => {
                     let _ = reply.send(self.ack(&sink, upto_id, &refused));
+                }
+                Command::DeadLetterCounts { reply } => {
+                    let _ = reply.send(self.dead_letter_counts());
                 }
                 Command::SinkChannel { sink, reply } => {
                     let _ = reply.send(self.sink_channel(&sink));
@@ -820,6 +841,19 @@ impl Writer {
             self.watches.bytes.send_modify(|b| *b = b.saturating_sub(freed));
         }
         Ok(())
+    }
+
+    fn dead_letter_counts(&self) -> Result<Vec<DeadLetterCount>, QueueError> {
+        let read = || -> rusqlite::Result<Vec<DeadLetterCount>> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT source, sink, COUNT(*) FROM dead_letters GROUP BY source, sink ORDER BY source, sink",
+            )?;
+            stmt.query_map([], |r| {
+                Ok(DeadLetterCount { source: r.get(0)?, sink: r.get(1)?, count: r.get::<_, i64>(2).map(to_u64)? })
+            })?
+            .collect()
+        };
+        read().op(&self.path, "count dead letters")
     }
 
     fn sink_channel(&mut self, sink: &str) -> Result<String, QueueError> {
@@ -1203,6 +1237,8 @@ mod tests {
         let l = &letters[0];
         assert_eq!((l.source.as_str(), l.sink.as_deref(), l.reason.as_str()), ("okta", Some("syslog"), "too large"));
         assert_eq!((l.raw.as_slice(), l.key.clone()), (&b"huge"[..], format!("syslog#{huge}")));
+        let counts = q.dead_letter_counts().await.unwrap();
+        assert_eq!(counts, [DeadLetterCount { source: "okta".into(), sink: Some("syslog".into()), count: 1 }]);
         // The other sink still gets every event, the refused one included.
         assert_eq!(all(&q, "file").await, ["small", "huge", "small2"]);
         assert_eq!(q.backlog("syslog").await.unwrap(), 0);

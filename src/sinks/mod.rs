@@ -16,7 +16,7 @@ pub mod otlp;
 pub mod syslog;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -178,6 +178,11 @@ pub struct SinkStats {
     pub truncated: AtomicU64,
     /// Events the receiver reported rejected after taking them (OTLP partial success).
     pub rejected: AtomicU64,
+    /// Failed sends by class: the receiver unreachable or busy, or an operator must act.
+    pub errors_transient: AtomicU64,
+    pub errors_config: AtomicU64,
+    /// Wall time (ms since the epoch) of the last delivered batch; 0 before the first.
+    pub last_delivery_ms: AtomicI64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -188,6 +193,9 @@ pub struct SinkStatsSnapshot {
     pub dead_lettered: u64,
     pub truncated: u64,
     pub rejected: u64,
+    pub errors_transient: u64,
+    pub errors_config: u64,
+    pub last_delivery_ms: i64,
 }
 
 impl SinkStats {
@@ -199,6 +207,9 @@ impl SinkStats {
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             truncated: self.truncated.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
+            errors_transient: self.errors_transient.load(Ordering::Relaxed),
+            errors_config: self.errors_config.load(Ordering::Relaxed),
+            last_delivery_ms: self.last_delivery_ms.load(Ordering::Relaxed),
         }
     }
 }
@@ -274,6 +285,11 @@ pub async fn run_sink(
                     let wait = e.retry_after.unwrap_or(wait);
                     failures = failures.saturating_add(1);
                     stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let counter = match e.class {
+                        Failure::Transient => &stats.errors_transient,
+                        Failure::Config => &stats.errors_config,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
                     match e.class {
                         Failure::Transient => {
                             warn!(sink = name, error = %e, events = batch.len(), retry_in = ?wait, "batch not delivered; resending it")
@@ -314,6 +330,7 @@ pub async fn run_sink(
         stats.rejected.fetch_add(delivery.rejected, Ordering::Relaxed);
         stats.events.fetch_add(batch.len() as u64 - refused, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.last_delivery_ms.store(clock.now_utc().timestamp_millis(), Ordering::Relaxed);
         debug!(sink = name, events = batch.len(), upto = last, "batch delivered");
     }
     sink.close().await;

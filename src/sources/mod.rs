@@ -17,9 +17,10 @@ pub mod astronomer;
 pub mod configcat;
 pub mod datafold;
 
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
@@ -372,6 +373,13 @@ pub struct SourceStats {
     pub window_splits: AtomicU64,
     /// Answers that could not be read: malformed pages, broken or oversized bodies, cut streams.
     pub bad_answers: AtomicU64,
+    /// Wall time (ms since the epoch) of the last page committed; 0 before the first.
+    pub last_success_ms: AtomicI64,
+    /// The checkpoint's `done_until` (ms since the epoch): everything before it is collected;
+    /// 0 before the first sweep ends.
+    pub checkpoint_ms: AtomicI64,
+    /// Answers by HTTP status; 0 counts requests that got no answer (connection, timeout).
+    statuses: Mutex<BTreeMap<u16, u64>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -390,6 +398,17 @@ pub struct SourceStatsSnapshot {
 }
 
 impl SourceStats {
+    /// Requests by the status they were answered with (0: no answer), by status.
+    pub fn statuses(&self) -> Vec<(u16, u64)> {
+        let statuses = self.statuses.lock().unwrap_or_else(PoisonError::into_inner);
+        statuses.iter().map(|(s, n)| (*s, *n)).collect()
+    }
+
+    fn count_status(&self, status: u16) {
+        let mut statuses = self.statuses.lock().unwrap_or_else(PoisonError::into_inner);
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+
     pub fn snapshot(&self) -> SourceStatsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         SourceStatsSnapshot {
@@ -556,6 +575,7 @@ impl Source {
             Ok(c) => c,
             Err(e) => return SourceExit::Failed(e),
         };
+        self.publish_checkpoint(&checkpoint);
         loop {
             if shutdown.is_cancelled() {
                 return SourceExit::Shutdown;
@@ -601,7 +621,15 @@ impl Source {
             if let Err(e) = self.store(page, &sweep, &next, &shutdown).await {
                 return e;
             }
+            self.stats.last_success_ms.store(self.clock.now_utc().timestamp_millis(), Ordering::Relaxed);
+            self.publish_checkpoint(&next);
             checkpoint = next;
+        }
+    }
+
+    fn publish_checkpoint(&self, cp: &Checkpoint) {
+        if let Some(done) = cp.done_until {
+            self.stats.checkpoint_ms.store(done.timestamp_millis(), Ordering::Relaxed);
         }
     }
 
@@ -729,11 +757,13 @@ impl Source {
         let resp = match self.http.execute(request).await {
             Ok(resp) => resp,
             Err(e) => {
+                self.stats.count_status(0);
                 warn!(source = %name, %url, error = %e.without_url(), retry_in = ?backoff, "request failed; retrying the same page");
                 return Attempt::Retry { delay: backoff, rate_limited: false };
             }
         };
         let (status, headers) = (resp.status(), resp.headers().clone());
+        self.stats.count_status(status.as_u16());
         let now = self.clock.now_utc();
         if let Some(pause) = budget_pause(&headers, now) {
             debug!(source = %name, ?pause, "vendor says the rate budget is spent: pausing before the next request");
