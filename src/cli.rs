@@ -11,6 +11,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "auditrelay", version, propagate_version = true)]
 pub struct Cli {
+    /// Log line format on stderr: `auto` (journald under systemd, else text), `text`, `journald`
+    /// (priority prefixes, no timestamps), `json` (one object per line).
+    #[arg(long, global = true, value_enum, default_value = "auto", env = "AUDITRELAY_LOG_FORMAT")]
+    pub log_format: crate::logging::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -55,6 +59,140 @@ pub enum Command {
         #[arg(long, value_name = "DIR", default_value = "auditrelay-demo")]
         out: PathBuf,
     },
+    /// Collect one source's history over [--since, --until) and deliver it to every sink, then
+    /// exit. Runs as its own source `<name>.backfill` (its own checkpoint: the live source's is
+    /// untouched), so an interrupted backfill resumes when the same command runs again. Stop
+    /// the service first (one agent per state directory). Records the live source already
+    /// collected in the range arrive again with the same metadata.uid: choose --until at or
+    /// before the live source's `start`. Shows a progress bar on a terminal.
+    Backfill {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// The `name` of the [[sources]] table to backfill.
+        #[arg(long, value_name = "NAME")]
+        source: String,
+        /// RFC 3339 time or date (2025-01-01 means its midnight UTC).
+        #[arg(long, value_name = "DATE", value_parser = parse_date)]
+        since: chrono::DateTime<chrono::Utc>,
+        /// End of the range (exclusive); default now.
+        #[arg(long, value_name = "DATE", value_parser = parse_date)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// Run the vendor simulator alone (for tests, benchmarks and trying configurations).
     Simulate(crate::sim::SimulateArgs),
+    /// See and act on what is queued and what failed: stats, dead letters, replay, purge.
+    ///
+    /// `stats` and `dead-letters` only read (safe while the agent runs); `replay` and
+    /// `purge-dead-letters` change the database and refuse to run beside an agent.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+}
+
+/// `auditrelay queue …`: look at the state database and act on dead letters.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Show what is queued and what failed (read-only: safe while the agent runs).
+    ///
+    /// Events and their bytes against `queue.max_bytes`, each sink's cursor and backlog, each
+    /// source's checkpoint, and dead letters counted by source and origin. Opens the database
+    /// read-only and takes no lock.
+    Stats {
+        /// The agent's configuration file (TOML); its `state_dir` names the database.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// List dead letters, oldest first (read-only: safe while the agent runs).
+    ///
+    /// Each with its id, when it was recorded, source, origin (`source`: a vendor record the
+    /// source could not map to OCSF, raw = the vendor's bytes; `sink NAME`: an OCSF event that
+    /// sink refused for good, raw = the event), reason and a preview of the raw bytes.
+    DeadLetters {
+        /// The agent's configuration file (TOML); its `state_dir` names the database.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Show at most this many (0: all).
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: usize,
+        /// Only this source's dead letters.
+        #[arg(long, value_name = "SOURCE")]
+        source: Option<String>,
+        /// Only the events this sink refused.
+        #[arg(long, value_name = "SINK")]
+        sink: Option<String>,
+        /// One JSON object per line, with the whole raw record: "raw" (text) if it is UTF-8,
+        /// else "raw_hex".
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue events that a sink refused again, as new events (the agent must be stopped).
+    ///
+    /// Each selected event gets a new id and its dead letter is removed, in one transaction.
+    /// Every configured sink receives a replayed event again, so sinks that had already
+    /// delivered it send a duplicate (receivers deduplicate on `metadata.uid`). Fix what made
+    /// the sink refuse it first (e.g. raise `max_message_size`). Vendor records a source could
+    /// not map are not replayed (this command cannot map them again): they are counted and
+    /// stay. Takes the state directory's lock, so it refuses to run beside an agent.
+    Replay {
+        /// The agent's configuration file (TOML): its `state_dir` and sinks.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        #[command(flatten)]
+        selection: DeadLetterSelectionArgs,
+    },
+    /// Delete dead letters for good (the agent must be stopped).
+    ///
+    /// Without --yes, only says how many would be deleted and exits 1. Takes the state
+    /// directory's lock, so it refuses to run beside an agent.
+    PurgeDeadLetters {
+        /// The agent's configuration file (TOML): its `state_dir` and sinks.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        #[command(flatten)]
+        selection: DeadLetterSelectionArgs,
+        /// Really delete them.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Which dead letters `replay` and `purge-dead-letters` act on: at least one of these is
+/// required; all given must hold.
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "selection", required = true, multiple = true)]
+pub struct DeadLetterSelectionArgs {
+    /// This dead letter (repeat for several; ids as `queue dead-letters` shows them).
+    #[arg(long = "id", value_name = "ID")]
+    pub ids: Vec<i64>,
+    /// Every dead letter (narrowed by --source, --sink and --before when given).
+    #[arg(long, conflicts_with = "ids")]
+    pub all: bool,
+    /// Only this source's dead letters.
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<String>,
+    /// Only the events this sink refused.
+    #[arg(long, value_name = "SINK")]
+    pub sink: Option<String>,
+    /// Only those recorded before this time (RFC 3339, e.g. 2026-03-18T12:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = parse_rfc3339)]
+    pub before: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn parse_rfc3339(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.to_utc())
+        .map_err(|e| format!("not an RFC 3339 time such as 2026-03-18T12:00:00Z ({e})"))
+}
+
+/// `--since` / `--until`: an RFC 3339 time, or a date meaning its midnight UTC.
+fn parse_date(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| format!("{text:?} is neither an RFC 3339 time (2025-01-01T00:00:00Z) nor a date (2025-01-01)"))
 }

@@ -95,6 +95,9 @@ pub struct SourceConfig {
     pub backoff: Backoff,
     /// A longer `Retry-After` is capped to this (and logged).
     pub max_retry_after: Duration,
+    /// Backfill only (`auditrelay backfill --until`): no window reaches past this, and the
+    /// source is done once its checkpoint does. Never set from the file.
+    pub until: Option<DateTime<Utc>>,
 }
 
 /// Vendor-specific settings; one variant per vendor (STYLE habit 3).
@@ -182,6 +185,47 @@ pub enum AitronosCredential {
     ApiKey(SecretString),
     /// Sent as `Authorization: Bearer`.
     Bearer(SecretString),
+}
+
+impl SourceConfig {
+    /// Changes whenever anything in this source's configuration does, secrets included (a
+    /// rotated token file), without keeping a secret: a SHA-256 over the settings and secrets.
+    /// A reload restarts only the sources whose fingerprint changed.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let secrets: Vec<&SecretString> = match &self.vendor {
+            VendorSettings::Aitronos(a) => match &a.credential {
+                AitronosCredential::ApiKey(k) | AitronosCredential::Bearer(k) => vec![k],
+            },
+            VendorSettings::Astronomer(a) => vec![&a.token],
+            VendorSettings::ConfigCat(c) => vec![&c.username, &c.password],
+            VendorSettings::Datafold(d) => vec![&d.api_key],
+        };
+        fingerprint(&format!("{self:?}"), &secrets)
+    }
+}
+
+impl SinkConfig {
+    /// As [`SourceConfig::fingerprint`], for sinks.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let secrets: Vec<&SecretString> = match &self.kind {
+            SinkKind::File(_) | SinkKind::Syslog(_) => vec![],
+            SinkKind::Hec(h) => vec![&h.token],
+            SinkKind::Otlp(o) => o.headers.iter().map(|(_, v)| v).collect(),
+        };
+        fingerprint(&format!("{self:?}"), &secrets)
+    }
+}
+
+fn fingerprint(debug: &str, secrets: &[&SecretString]) -> [u8; 32] {
+    use secrecy::ExposeSecret as _;
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    hash.update(debug.as_bytes());
+    for secret in secrets {
+        hash.update([0u8]);
+        hash.update(secret.expose_secret().as_bytes());
+    }
+    hash.finalize().into()
 }
 
 /// First-run start of a source.
@@ -469,13 +513,36 @@ impl Config {
         Config::parse_with_env(&text, &origin, &|name| std::env::var(name).ok())
     }
 
+    /// Like [`Config::load`] but reads no secret (neither `${ENV}` nor `*_file`): every secret
+    /// is left empty. For commands that only look at the state directory (`queue …`), which
+    /// must work where the service's credentials are not available (systemd `LoadCredential=`
+    /// exposes them only to the running service).
+    pub fn load_without_secrets(path: &Path) -> Result<Config, ConfigError> {
+        let read_err = |io| ConfigError::Read { path: path.to_path_buf(), io };
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        let origin = std::path::absolute(path).map_err(read_err)?;
+        let env = |_: &str| None;
+        let v = Validator {
+            text: &text,
+            file: &origin,
+            dir: origin.parent().unwrap_or(Path::new("")),
+            env: &env,
+            read_secrets: false,
+        };
+        let de = toml::Deserializer::parse(&text).map_err(|e| v.toml_err("", &e))?;
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(de).map_err(|e| v.toml_err(&key_path(e.path()), e.inner()))?;
+        v.config(raw)
+    }
+
     /// Parses and validates `text` as if read from `origin`; `env` answers `${NAME}` lookups.
     pub fn parse_with_env(
         text: &str,
         origin: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let v = Validator { text, file: origin, dir: origin.parent().unwrap_or(Path::new("")), env };
+        let v =
+            Validator { text, file: origin, dir: origin.parent().unwrap_or(Path::new("")), env, read_secrets: true };
         let de = toml::Deserializer::parse(text).map_err(|e| v.toml_err("", &e))?;
         let raw: RawConfig =
             serde_path_to_error::deserialize(de).map_err(|e| v.toml_err(&key_path(e.path()), e.inner()))?;
@@ -1000,6 +1067,8 @@ struct Validator<'a> {
     /// Relative paths in the file (state_dir, sink paths, secret files) are relative to this.
     dir: &'a Path,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// `false`: secrets are checked for shape (one of `key` / `key_file`) but not read.
+    read_secrets: bool,
 }
 
 type Res<T> = Result<T, ConfigError>;
@@ -1048,7 +1117,11 @@ impl Validator<'_> {
     fn telemetry(&self, raw: &RawTelemetry) -> Res<TelemetrySettings> {
         let Some(listen) = &raw.listen else { return Ok(TelemetrySettings::default()) };
         let addr: std::net::SocketAddr = listen.get_ref().parse().map_err(|_| {
-            self.err(listen.span(), "telemetry.listen", format!("invalid address {:?}: expected \"IP:port\" such as \"127.0.0.1:9464\"", listen.get_ref()))
+            self.err(
+                listen.span(),
+                "telemetry.listen",
+                format!("invalid address {:?}: expected \"IP:port\" such as \"127.0.0.1:9464\"", listen.get_ref()),
+            )
         })?;
         if !addr.ip().is_loopback() {
             // Metrics name sources, sinks and receivers: not for the network at large.
@@ -1183,6 +1256,7 @@ impl Validator<'_> {
             rate_limit,
             backoff: self.backoff(&r.backoff, &at("backoff"), SOURCE_BACKOFF)?,
             max_retry_after: dur(&r.max_retry_after, "max_retry_after", 60 * MINUTE, true)?,
+            until: None,
         })
     }
 
@@ -1763,6 +1837,7 @@ impl Validator<'_> {
                 return self.fail(f.span(), &file_key, msg);
             }
             (None, None) => return self.fail(None, key, "missing"),
+            _ if !self.read_secrets => return Ok(SecretString::from(String::new())),
             (Some(v), None) => {
                 let s = v.get_ref();
                 let var_ok = |var: &str| !var.is_empty() && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -2253,6 +2328,19 @@ mod tests {
         check_err(&both, &[":7: sources[0].api_key_file:", "not both"]);
         let mixed = with_source("organization_id = \"O\"\napi_key = \"k\"\nbearer_token_file = \"token\"");
         check_err(&mixed, &[":7: sources[0].bearer_token:", "exactly one"]);
+    }
+
+    #[test]
+    fn fingerprints_change_with_settings_and_secrets_only() {
+        let text = |key: &str, lag: &str| {
+            with_source(&format!("organization_id = \"ORG_A\"\napi_key = \"{key}\"\nlag = \"{lag}\""))
+        };
+        let parse = |t: &str| parse_at(t, Path::new(FILE)).expect("valid");
+        let (a, same) = (parse(&text("k1", "2m")), parse(&text("k1", "2m")));
+        assert_eq!(a.sources[0].fingerprint(), same.sources[0].fingerprint());
+        assert_eq!(a.sinks[0].fingerprint(), same.sinks[0].fingerprint());
+        assert_ne!(a.sources[0].fingerprint(), parse(&text("k2", "2m")).sources[0].fingerprint(), "a rotated key");
+        assert_ne!(a.sources[0].fingerprint(), parse(&text("k1", "3m")).sources[0].fingerprint());
     }
 
     #[test]

@@ -1,38 +1,65 @@
-//! Wiring: opens the queue, starts one task per source and per sink, and stops them in order.
+//! Wiring: takes the state directory's lock, opens the queue, starts one task per source and per
+//! sink, serves telemetry, talks to systemd, applies reloads, and stops everything in order.
+//!
+//! Start: sinks are opened first (an unreadable certificate stops the start before anything is
+//! touched), then the lock, the queue, the telemetry listener, the sink workers and the sources;
+//! then systemd hears `READY=1`.
+//!
+//! Reload ([`RunOptions::reload`], SIGHUP): the file is read again; an invalid file leaves the
+//! running configuration in place with an error. Otherwise each source or sink whose settings
+//! changed (secrets included) is stopped the way a shutdown stops it and started again with the
+//! new settings; removed ones are stopped; added ones started; unchanged ones are not touched (a
+//! source keeps its rate limiter and any 429 pause). The queue keeps every event and checkpoint:
+//! a new sink starts with what is still queued, a removed sink's cursor is dropped so it no
+//! longer holds events back. `state_dir`, `[queue]` and `[telemetry]` need a restart.
 //!
 //! Shutdown order, top-down, in one place ([`run`]):
 //! 1. the shutdown token fires (SIGTERM/SIGINT) — or, in catch-up mode, every source is done;
+//!    systemd hears `STOPPING=1`;
 //! 2. sources stop: a page already received is committed first (a source observes cancellation
 //!    only while waiting or talking to the vendor, never between a page and its commit);
 //! 3. sinks finish the batch in hand (on shutdown) or drain the queue (catch-up), within
 //!    `drain_timeout` after a shutdown; an undelivered batch simply stays queued;
-//! 4. the queue closes (WAL checkpoint) and the report is returned.
+//! 4. telemetry stops, the queue closes (WAL checkpoint), the lock is released and the report
+//!    is returned.
 //!
 //! It knows nothing of vendors' or protocols' details: those live in `sources/` and `sinks/`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
+use tokio::sync::Notify;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, SinkConfig, SinkKind, SourceConfig};
+use crate::lock::{LockError, StateLock};
 use crate::queue::{Queue, QueueError, QueueOptions};
 use crate::sinks::{self, Sink, SinkControl, SinkStats, SinkStatsSnapshot};
-use crate::sources::{RunMode, Source, SourceExit, SourceStatsSnapshot};
+use crate::sources::{RunMode, Source, SourceExit, SourceStats, SourceStatsSnapshot};
+use crate::telemetry::{SinkProbe, SourceProbe, Telemetry};
 
-#[derive(Debug, Clone, Copy)]
+/// Receives the running sources' names and counters ([`RunOptions::observe`]).
+pub type SourceObserver = tokio::sync::watch::Sender<Vec<(String, Arc<SourceStats>)>>;
+
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     pub mode: RunMode,
     /// How long sinks may keep trying to deliver the batch in hand after a shutdown.
     pub drain_timeout: Duration,
+    /// Notified to reload the configuration from `Config::origin` (SIGHUP); `None`: never.
+    pub reload: Option<Arc<Notify>>,
+    /// Told the running sources and their counters whenever the set changes (`backfill`'s
+    /// progress display).
+    pub observe: Option<Arc<SourceObserver>>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { mode: RunMode::Follow, drain_timeout: Duration::from_secs(30) }
+        RunOptions { mode: RunMode::Follow, drain_timeout: Duration::from_secs(30), reload: None, observe: None }
     }
 }
 
@@ -80,6 +107,10 @@ pub enum DaemonError {
     Http(String),
     #[error("cannot set up {0}")]
     Sink(#[from] sinks::OpenError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("cannot listen for telemetry on {addr}: {source}")]
+    Telemetry { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
 /// Runs the agent described by `config` until `shutdown` fires (or, in catch-up mode, until
@@ -94,6 +125,7 @@ pub async fn run(
     // Certificates and keys are read before anything else: a sink that cannot work stops the
     // start with its name and cause, instead of retrying forever.
     let opened: Vec<Sink> = config.sinks.iter().map(Sink::open).collect::<Result<_, _>>()?;
+    let lock = StateLock::acquire(&config.state_dir, "run")?;
     let queue = Queue::open(
         &config.state_dir,
         QueueOptions {
@@ -107,98 +139,375 @@ pub async fn run(
         .connect_timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| DaemonError::Http(e.to_string()))?;
+    let telemetry = Telemetry::new(queue.clone(), clock.clone());
+    let stop_telemetry = CancellationToken::new();
+    let telemetry_task = match config.telemetry.listen {
+        None => None,
+        Some(addr) => {
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.map_err(|source| DaemonError::Telemetry { addr, source })?;
+            info!(listen = %addr, "serving /metrics, /health and /ready");
+            Some(tokio::spawn(telemetry.clone().serve(listener, stop_telemetry.clone())))
+        }
+    };
 
-    let control = SinkControl::default();
-    let mut sink_tasks = JoinSet::new();
-    let mut sink_stats: Vec<(String, Arc<SinkStats>)> = Vec::new();
+    let mut agent = Agent {
+        clock: clock.clone(),
+        queue: queue.clone(),
+        http,
+        mode: opts.mode,
+        drain_timeout: opts.drain_timeout,
+        config: config.clone(),
+        sinks: BTreeMap::new(),
+        sources: BTreeMap::new(),
+        source_tasks: JoinSet::new(),
+        generation: 0,
+        finished_sources: Vec::new(),
+        stop_sources: CancellationToken::new(),
+    };
     for (cfg, sink) in config.sinks.iter().zip(opened) {
-        let stats = Arc::new(SinkStats::default());
-        sink_stats.push((cfg.name.clone(), Arc::clone(&stats)));
-        sink_tasks.spawn(sinks::run_sink(cfg.clone(), sink, queue.clone(), clock.clone(), stats, control.clone()));
+        agent.start_sink(cfg.clone(), sink);
     }
-
-    let stop_sources = CancellationToken::new();
-    let mut source_tasks = JoinSet::new();
-    let mut sources: Vec<SourceReport> = Vec::new();
-    let mut source_stats = Vec::new();
-    for (i, cfg) in config.sources.iter().enumerate() {
-        let source = Source::new(cfg.clone(), http.clone(), queue.clone(), clock.clone(), config.severity.clone());
-        source_stats.push(source.stats());
-        sources.push(SourceReport {
-            name: cfg.name.clone(),
-            vendor: cfg.vendor.vendor_name(),
-            stats: SourceStatsSnapshot::default(),
-            outcome: SourceOutcome::Shutdown,
-        });
-        let token = stop_sources.clone();
-        source_tasks.spawn(async move { (i, source.run(opts.mode, token).await) });
+    for cfg in &config.sources {
+        agent.start_source(cfg.clone());
     }
+    agent.publish(&telemetry, opts.observe.as_deref());
+    telemetry.set_ready(true);
+    notify(&[sd_notify::NotifyState::Ready]);
+    notify_status(&format!("collecting: {} source(s), {} sink(s)", config.sources.len(), config.sinks.len()));
+    let watchdog = spawn_watchdog(queue.clone());
 
-    // 1–2: wait for the sources to end, stopping them on shutdown.
+    // 1–2: wait for the sources to end, stopping them on shutdown; reload on request.
+    let reload = opts.reload.clone().unwrap_or_default();
     loop {
         tokio::select! {
-            done = source_tasks.join_next() => match done {
+            done = agent.source_tasks.join_next() => match done {
                 None => break,
-                Some(Ok((i, exit))) => {
-                    let name = &sources[i].name;
-                    sources[i].outcome = match exit {
-                        SourceExit::CaughtUp => { info!(source = %name, "caught up"); SourceOutcome::CaughtUp }
-                        SourceExit::Shutdown => SourceOutcome::Shutdown,
-                        SourceExit::Failed(e) => { error!(source = %name, error = %e, "source stopped"); SourceOutcome::Failed(e.to_string()) }
-                    };
-                }
+                Some(Ok((name, generation, exit))) => agent.source_ended(name, generation, exit),
                 Some(Err(e)) => error!(error = %e, "a source task ended abnormally"),
             },
-            _ = shutdown.cancelled(), if !stop_sources.is_cancelled() => {
+            _ = shutdown.cancelled(), if !agent.stop_sources.is_cancelled() => {
                 info!("shutting down: stopping sources");
-                stop_sources.cancel();
+                telemetry.set_ready(false);
+                notify(&[sd_notify::NotifyState::Stopping]);
+                agent.stop_sources.cancel();
+            }
+            _ = reload.notified(), if !agent.stop_sources.is_cancelled() => {
+                agent.reload().await;
+                agent.publish(&telemetry, opts.observe.as_deref());
             }
         }
     }
 
     // 3: sinks finish the batch in hand (shutdown) or drain the queue (catch-up).
-    if shutdown.is_cancelled() {
-        control.stop.cancel();
-    } else {
-        control.drain.cancel();
+    telemetry.set_ready(false);
+    let sinks_done = agent.stop_sinks(!shutdown.is_cancelled(), &shutdown).await;
+
+    // 4: report, then close the database.
+    if let Some(w) = watchdog {
+        w.abort();
     }
-    let mut deadline_armed = shutdown.is_cancelled();
-    let deadline = tokio::time::sleep(opts.drain_timeout);
-    tokio::pin!(deadline);
-    if deadline_armed {
-        deadline.as_mut().reset(clock.now() + opts.drain_timeout);
+    stop_telemetry.cancel();
+    if let Some(t) = telemetry_task {
+        let _ = t.await;
     }
-    loop {
-        tokio::select! {
-            done = sink_tasks.join_next() => match done {
-                None => break,
-                Some(Err(e)) => error!(error = %e, "a sink task ended abnormally"),
-                Some(Ok(())) => {}
-            },
-            _ = shutdown.cancelled(), if !deadline_armed => {
-                info!("shutting down: sinks finish the batch in hand");
-                control.stop.cancel();
-                deadline_armed = true;
-                deadline.as_mut().reset(clock.now() + opts.drain_timeout);
+    let mut sinks = Vec::new();
+    for (name, stats) in sinks_done {
+        let backlog = queue.backlog(&name).await.unwrap_or(0);
+        sinks.push(SinkReport { name, stats: stats.snapshot(), backlog });
+    }
+    // In the configuration's order, as the operator wrote them.
+    let order: Vec<&str> = agent.config.sources.iter().map(|s| s.name.as_str()).collect();
+    let mut sources = std::mem::take(&mut agent.finished_sources);
+    sources.sort_by_key(|s| order.iter().position(|n| *n == s.name).unwrap_or(usize::MAX));
+    drop(agent.queue);
+    queue.close().await?;
+    drop(lock);
+    let elapsed = clock.now().saturating_duration_since(started);
+    info!(?elapsed, "agent stopped");
+    Ok(RunReport { sources, sinks, elapsed })
+}
+
+/// The running set of sources and sinks, and how to change it.
+struct Agent {
+    clock: Clock,
+    queue: Queue,
+    http: reqwest::Client,
+    mode: RunMode,
+    drain_timeout: Duration,
+    /// The configuration in force (the last valid one loaded).
+    config: Config,
+    sinks: BTreeMap<String, RunningSink>,
+    sources: BTreeMap<String, RunningSource>,
+    /// Each source task returns its name and generation: a task stopped by a reload belongs to
+    /// an older generation than the source now running under that name.
+    source_tasks: JoinSet<(String, u64, SourceExit)>,
+    generation: u64,
+    /// Sources that ended (caught up, failed, or shut down), in the order they did.
+    finished_sources: Vec<SourceReport>,
+    /// Cancelled on shutdown: stops every source, present and future.
+    stop_sources: CancellationToken,
+}
+
+struct RunningSource {
+    cfg: SourceConfig,
+    generation: u64,
+    stop: CancellationToken,
+    stats: Arc<SourceStats>,
+    state: tokio::sync::watch::Receiver<crate::sources::SourceState>,
+}
+
+struct RunningSink {
+    cfg: SinkConfig,
+    control: SinkControl,
+    stats: Arc<SinkStats>,
+    task: JoinHandle<()>,
+}
+
+impl Agent {
+    fn start_source(&mut self, cfg: SourceConfig) {
+        self.generation += 1;
+        let generation = self.generation;
+        let source = Source::new(
+            cfg.clone(),
+            self.http.clone(),
+            self.queue.clone(),
+            self.clock.clone(),
+            self.config.severity.clone(),
+        );
+        let stop = self.stop_sources.child_token();
+        let (stats, state) = (source.stats(), source.subscribe_state());
+        let (name, mode, token) = (cfg.name.clone(), self.mode, stop.clone());
+        self.source_tasks.spawn(async move { (name, generation, source.run(mode, token).await) });
+        self.sources.insert(cfg.name.clone(), RunningSource { cfg, generation, stop, stats, state });
+    }
+
+    fn source_ended(&mut self, name: String, generation: u64, exit: SourceExit) {
+        let current = self.sources.get(&name).is_some_and(|s| s.generation == generation);
+        if !current {
+            info!(source = %name, "source stopped for the reload");
+            return;
+        }
+        let Some(running) = self.sources.remove(&name) else { return };
+        let outcome = match exit {
+            SourceExit::CaughtUp => {
+                info!(source = %name, "caught up");
+                SourceOutcome::CaughtUp
             }
-            _ = &mut deadline, if deadline_armed && !control.abort.is_cancelled() => {
-                warn!(timeout = ?opts.drain_timeout, "drain deadline reached: undelivered batches stay queued");
-                control.abort.cancel();
+            SourceExit::Shutdown => SourceOutcome::Shutdown,
+            SourceExit::Failed(e) => {
+                error!(source = %name, error = %e, "source stopped");
+                SourceOutcome::Failed(e.to_string())
+            }
+        };
+        let vendor = running.cfg.vendor.vendor_name();
+        self.finished_sources.push(SourceReport { name, vendor, stats: running.stats.snapshot(), outcome });
+    }
+
+    fn start_sink(&mut self, cfg: SinkConfig, sink: Sink) {
+        let stats = Arc::new(SinkStats::default());
+        let control = SinkControl::default();
+        let task = tokio::spawn(sinks::run_sink(
+            cfg.clone(),
+            sink,
+            self.queue.clone(),
+            self.clock.clone(),
+            Arc::clone(&stats),
+            control.clone(),
+        ));
+        self.sinks.insert(cfg.name.clone(), RunningSink { cfg, control, stats, task });
+    }
+
+    /// Stops one sink's worker after the batch in hand (within `drain_timeout`).
+    async fn stop_sink(&mut self, name: &str) {
+        let Some(running) = self.sinks.remove(name) else { return };
+        running.control.stop.cancel();
+        let mut task = running.task;
+        tokio::select! {
+            _ = &mut task => {}
+            _ = self.clock.sleep(self.drain_timeout) => {
+                warn!(sink = %name, "drain deadline reached: the batch in hand stays queued");
+                running.control.abort.cancel();
+                let _ = task.await;
             }
         }
     }
 
-    // 4: report, then close the database.
-    for (report, stats) in sources.iter_mut().zip(&source_stats) {
-        report.stats = stats.snapshot();
+    /// Step 3 of the shutdown: every sink drains (catch-up) or finishes its batch (shutdown),
+    /// and a later shutdown signal still bounds a drain by `drain_timeout`.
+    async fn stop_sinks(&mut self, drain: bool, shutdown: &CancellationToken) -> Vec<(String, Arc<SinkStats>)> {
+        let running: Vec<RunningSink> = std::mem::take(&mut self.sinks).into_values().collect();
+        for r in &running {
+            if drain { r.control.drain.cancel() } else { r.control.stop.cancel() }
+        }
+        let mut deadline_armed = !drain;
+        let deadline = self.clock.sleep(self.drain_timeout);
+        tokio::pin!(deadline);
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut done = Vec::new();
+        let mut controls = Vec::new();
+        for r in running {
+            controls.push(r.control.clone());
+            done.push((r.cfg.name.clone(), r.stats));
+            tasks.spawn(async move {
+                let _ = r.task.await;
+            });
+        }
+        let mut aborted = false;
+        loop {
+            tokio::select! {
+                next = tasks.join_next() => if next.is_none() { break },
+                _ = shutdown.cancelled(), if !deadline_armed => {
+                    info!("shutting down: sinks finish the batch in hand");
+                    notify(&[sd_notify::NotifyState::Stopping]);
+                    controls.iter().for_each(|c| c.stop.cancel());
+                    deadline_armed = true;
+                    deadline.as_mut().set(self.clock.sleep(self.drain_timeout));
+                }
+                _ = &mut deadline, if deadline_armed && !aborted => {
+                    warn!(timeout = ?self.drain_timeout, "drain deadline reached: undelivered batches stay queued");
+                    controls.iter().for_each(|c| c.abort.cancel());
+                    aborted = true;
+                }
+            }
+        }
+        done.sort_by(|a, b| a.0.cmp(&b.0));
+        done
     }
-    let mut sinks = Vec::new();
-    for (name, stats) in sink_stats {
-        let backlog = queue.backlog(&name).await.unwrap_or(0);
-        sinks.push(SinkReport { name, stats: stats.snapshot(), backlog });
+
+    /// Reads the configuration file again and applies the differences (module docs).
+    async fn reload(&mut self) {
+        let path = self.config.origin.clone();
+        let new = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(error = %e, "reload refused: the configuration file is invalid; the running configuration stays");
+                notify_status("reload refused: invalid configuration (see the log)");
+                return;
+            }
+        };
+        if new.state_dir != self.config.state_dir {
+            error!(old = %self.config.state_dir.display(), new = %new.state_dir.display(),
+                "reload refused: state_dir changed; restart the agent to move it");
+            return;
+        }
+        if new.queue.max_bytes != self.config.queue.max_bytes || new.telemetry != self.config.telemetry {
+            warn!("[queue] and [telemetry] changes take effect at the next restart");
+        }
+        // Sinks that cannot open (unreadable certificate) refuse the whole reload, before any
+        // change is made.
+        let mut opened = BTreeMap::new();
+        for cfg in &new.sinks {
+            let changed = self.sinks.get(&cfg.name).is_none_or(|r| r.cfg.fingerprint() != cfg.fingerprint());
+            if changed {
+                match Sink::open(cfg) {
+                    Ok(sink) => {
+                        opened.insert(cfg.name.clone(), sink);
+                    }
+                    Err(e) => {
+                        error!(error = %e, "reload refused: the running configuration stays");
+                        return;
+                    }
+                }
+            }
+        }
+        let names: Vec<String> = new.sinks.iter().map(|s| s.name.clone()).collect();
+        // Sinks: stop the removed and changed ones first (a worker must be gone before another
+        // reads the same cursor), then update the cursors, then start the new ones.
+        let stale: Vec<String> =
+            self.sinks.keys().filter(|n| !names.contains(n) || opened.contains_key(*n)).cloned().collect();
+        for name in &stale {
+            self.stop_sink(name).await;
+        }
+        if let Err(e) = self.queue.set_sinks(names).await {
+            error!(error = %e, "reload: cannot update the sink cursors; restart the agent");
+        }
+        for cfg in &new.sinks {
+            if let Some(sink) = opened.remove(&cfg.name) {
+                self.start_sink(cfg.clone(), sink);
+            }
+        }
+        // Sources: removed and changed ones stop (their next start resumes from the checkpoint).
+        let keep: BTreeMap<&str, [u8; 32]> = new.sources.iter().map(|s| (s.name.as_str(), s.fingerprint())).collect();
+        let stale: Vec<String> = self
+            .sources
+            .iter()
+            .filter(|(n, r)| keep.get(n.as_str()).is_none_or(|f| *f != r.cfg.fingerprint()))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in &stale {
+            if let Some(r) = self.sources.remove(name) {
+                r.stop.cancel();
+            }
+        }
+        for cfg in &new.sources {
+            if !self.sources.contains_key(&cfg.name) {
+                self.start_source(cfg.clone());
+            }
+        }
+        let (sources, sinks) = (new.sources.len(), new.sinks.len());
+        info!(sources, sinks, restarted_sources = stale.len(), "configuration reloaded");
+        notify_status(&format!("collecting: {sources} source(s), {sinks} sink(s) (reloaded)"));
+        self.config = new;
     }
-    queue.close().await?;
-    let elapsed = clock.now().saturating_duration_since(started);
-    info!(?elapsed, "agent stopped");
-    Ok(RunReport { sources, sinks, elapsed })
+
+    /// Tells the telemetry endpoint (and an observer) what runs now.
+    fn publish(&self, telemetry: &Telemetry, observe: Option<&SourceObserver>) {
+        if let Some(observe) = observe {
+            observe.send_replace(self.sources.iter().map(|(n, r)| (n.clone(), Arc::clone(&r.stats))).collect());
+        }
+        telemetry.set_sources(
+            self.sources
+                .iter()
+                .map(|(name, r)| SourceProbe {
+                    name: name.clone(),
+                    vendor: r.cfg.vendor.vendor_name(),
+                    stats: Arc::clone(&r.stats),
+                    state: r.state.clone(),
+                })
+                .collect(),
+        );
+        telemetry.set_sinks(
+            self.sinks
+                .iter()
+                .map(|(name, r)| SinkProbe { name: name.clone(), kind: sink_kind(&r.cfg), stats: Arc::clone(&r.stats) })
+                .collect(),
+        );
+    }
+}
+
+fn sink_kind(cfg: &SinkConfig) -> &'static str {
+    match cfg.kind {
+        SinkKind::File(_) => "file",
+        SinkKind::Syslog(_) => "syslog",
+        SinkKind::Hec(_) => "hec",
+        SinkKind::Otlp(_) => "otlp",
+    }
+}
+
+/// Tells systemd (when it started us with `Type=notify`; a no-op otherwise).
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "cannot notify systemd");
+    }
+}
+
+fn notify_status(status: &str) {
+    notify(&[sd_notify::NotifyState::Status(status)]);
+}
+
+/// With `WatchdogSec=` set, pings systemd at half the interval while the queue's database
+/// thread still answers: a wedged agent stops pinging and systemd restarts it.
+fn spawn_watchdog(queue: Queue) -> Option<JoinHandle<()>> {
+    let every = sd_notify::watchdog_enabled().filter(|d| !d.is_zero())? / 2;
+    Some(tokio::spawn(async move {
+        loop {
+            match tokio::time::timeout(every, queue.stats()).await {
+                Ok(Ok(_)) => notify(&[sd_notify::NotifyState::Watchdog]),
+                Ok(Err(e)) => warn!(error = %e, "watchdog: the queue does not answer; not pinging systemd"),
+                Err(_) => warn!("watchdog: the queue is slow to answer; not pinging systemd"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    }))
 }

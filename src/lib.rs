@@ -1,15 +1,20 @@
 //! auditrelay: pulls SaaS vendors' audit logs under their rate limits, keeps every record in a
 //! durable SQLite queue and forwards it to a SIEM. See ARCHITECTURE.md for the map.
 
+pub mod backfill;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod lock;
+pub mod logging;
 pub mod ocsf;
+pub mod ops;
 pub mod queue;
 pub mod redact;
 pub mod sim;
 pub mod sinks;
 pub mod sources;
+pub mod telemetry;
 pub mod tls;

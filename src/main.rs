@@ -15,15 +15,7 @@ use auditrelay::{demo, sim, sinks};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: under systemd the journal would store escape codes.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    auditrelay::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -45,10 +37,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run { config, once, drain_timeout } => {
             let config = Config::load(&config)?;
             let mode = if once { RunMode::CatchUp } else { RunMode::Follow };
-            let report =
-                daemon::run(&config, Clock::system(), RunOptions { mode, drain_timeout }, shutdown_on_signal())
-                    .await
-                    .context("the agent could not start")?;
+            let opts = RunOptions { mode, drain_timeout, reload: Some(reload_on_sighup()), observe: None };
+            let report = daemon::run(&config, Clock::system(), opts, shutdown_on_signal())
+                .await
+                .context("the agent could not start")?;
             Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
         Command::Check { config, connect } => {
@@ -58,24 +50,71 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             if !connect {
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut failed = 0;
+            // One row per source (its credential, with the cheapest request) and per sink.
+            let http = reqwest::Client::builder()
+                .user_agent(concat!("auditrelay/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .build()
+                .context("cannot set up the HTTP client")?;
+            let clock = Clock::system();
+            let mut rows = Vec::new();
+            for source in &config.sources {
+                rows.push(("source", source.name.clone(), auditrelay::sources::probe(source, &http, &clock).await));
+            }
             for probe in sinks::probe_all(&config).await {
-                match probe.outcome {
-                    Ok(what) => println!("# sink {:?}: ok: {what}", probe.sink),
+                rows.push(("sink", probe.sink, probe.outcome));
+            }
+            let width = rows.iter().map(|r| r.1.len()).max().unwrap_or(4).max(4);
+            println!("\n{:<6}  {:<width$}  {:<6}  DETAIL", "KIND", "NAME", "RESULT");
+            let mut failed = 0;
+            for (kind, name, outcome) in &rows {
+                let (result, detail) = match outcome {
+                    Ok(what) => ("ok", what.as_str()),
                     Err(why) => {
                         failed += 1;
-                        println!("# sink {:?}: FAILED: {why}", probe.sink);
+                        ("FAILED", why.as_str())
                     }
-                }
+                };
+                println!("{kind:<6}  {name:<width$}  {result:<6}  {detail}");
             }
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Demo { records, out } => demo::run(records, &out, shutdown_on_signal()).await,
+        Command::Backfill { config, source, since, until } => {
+            let args = auditrelay::backfill::Backfill { config, source, since, until };
+            auditrelay::backfill::run(args, shutdown_on_signal()).await
+        }
         Command::Simulate(args) => {
             sim::run_simulate(args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Queue { command } => {
+            print!("{}", auditrelay::ops::run(command).await?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Notified on every SIGHUP: the daemon then reloads its configuration file.
+fn reload_on_sighup() -> std::sync::Arc<tokio::sync::Notify> {
+    let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let fire = std::sync::Arc::clone(&reload);
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        fire.notify_one();
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP: reload needs a restart"),
+        }
+    }
+    reload
 }
 
 /// A token cancelled by the first SIGTERM or SIGINT.

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::FromSql;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::{oneshot, watch};
 
 const DB_FILE: &str = "auditrelay.db";
@@ -228,6 +228,14 @@ pub enum QueueError {
         path.display()
     )]
     NewerSchema { path: PathBuf, found: i64, supported: i64 },
+    #[error("no queue database at {}: no agent has run with this state_dir yet", path.display())]
+    Missing { path: PathBuf },
+    #[error(
+        "queue database {} has schema version {found}, older than version {supported} of this \
+         auditrelay: start this version's agent once (it upgrades the database), then look again",
+        path.display()
+    )]
+    OlderSchema { path: PathBuf, found: i64, supported: i64 },
     #[error("queue database {}: cannot {op}: {source}", path.display())]
     Sqlite { path: PathBuf, op: &'static str, source: rusqlite::Error },
     #[error("sink {sink:?} is not among the sinks queue database {} was opened with", path.display())]
@@ -281,6 +289,10 @@ enum Command {
         sink: String,
         reply: Reply<String>,
     },
+    SetSinks {
+        sinks: Vec<String>,
+        reply: Reply<()>,
+    },
     Stats {
         reply: Reply<QueueStats>,
     },
@@ -305,6 +317,19 @@ enum Command {
     },
     DiscardStaged {
         source: String,
+        reply: Reply<u64>,
+    },
+    // Operator commands (`auditrelay queue replay`, `purge-dead-letters`): see "Operator commands".
+    SelectDeadLetters {
+        selection: DeadLetterSelection,
+        reply: Reply<Vec<DeadLetter>>,
+    },
+    RequeueDeadLetters {
+        items: Vec<RequeueItem>,
+        reply: Reply<Vec<Requeued>>,
+    },
+    PurgeDeadLetters {
+        selection: DeadLetterSelection,
         reply: Reply<u64>,
     },
     #[cfg(test)]
@@ -394,6 +419,13 @@ impl Queue {
     /// `upto_id`) into the dead-letter table with its reason, so passing it never loses it.
     pub async fn ack_refusing(&self, sink: &str, upto_id: i64, refused: Vec<RefusedEvent>) -> Result<(), QueueError> {
         self.call(|reply| Command::Ack { sink: sink.to_owned(), upto_id, refused, reply }).await
+    }
+
+    /// Makes `sinks` the configured set (a reload): a new sink gets a cursor at 0 (it receives
+    /// every event still queued); a removed sink's cursor is deleted so it no longer holds
+    /// events back, and the events every remaining sink has passed are deleted.
+    pub async fn set_sinks(&self, sinks: Vec<String>) -> Result<(), QueueError> {
+        self.call(|reply| Command::SetSinks { sinks, reply }).await
     }
 
     /// The sink's stored channel id (HEC indexer acknowledgement), created (a random UUID) and
@@ -563,6 +595,15 @@ fn open_connection(path: &Path, sinks: &BTreeSet<String>) -> Result<Connection, 
     if found < SCHEMA_VERSION {
         tx.execute_batch(SCHEMA).op(path, "create the schema")?;
     }
+    reconcile_cursors(&tx, path, sinks)?;
+    tx.commit().op(path, "commit the schema and sink cursors")?;
+    Ok(conn)
+}
+
+/// Makes the cursor table hold exactly `sinks`: new ones start at 0, removed ones are deleted
+/// (with a warning), then the events every remaining cursor is past are deleted (a removed
+/// sink may have been the one holding them back). Returns the body bytes freed.
+fn reconcile_cursors(tx: &Transaction<'_>, path: &Path, sinks: &BTreeSet<String>) -> Result<u64, QueueError> {
     let known: Vec<String> = tx
         .prepare("SELECT sink FROM sink_cursors")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
@@ -576,10 +617,7 @@ fn open_connection(path: &Path, sinks: &BTreeSet<String>) -> Result<Connection, 
         tx.execute("INSERT OR IGNORE INTO sink_cursors (sink, last_id) VALUES (?1, 0)", [sink])
             .op(path, "add a sink cursor")?;
     }
-    // A removed sink may have been the one holding rows back.
-    delete_acked(&tx).op(path, "delete acknowledged events")?;
-    tx.commit().op(path, "commit the schema and sink cursors")?;
-    Ok(conn)
+    delete_acked(tx).op(path, "delete acknowledged events")
 }
 
 /// Deletes the events every remaining cursor is past; returns the body bytes freed. The cursor
@@ -626,6 +664,9 @@ impl Writer {
                 Command::DeadLetterCounts { reply } => {
                     let _ = reply.send(self.dead_letter_counts());
                 }
+                Command::SetSinks { sinks, reply } => {
+                    let _ = reply.send(self.set_sinks(sinks));
+                }
                 Command::SinkChannel { sink, reply } => {
                     let _ = reply.send(self.sink_channel(&sink));
                 }
@@ -647,6 +688,15 @@ impl Writer {
                 }
                 Command::DiscardStaged { source, reply } => {
                     let _ = reply.send(self.discard_staged(&source));
+                }
+                Command::SelectDeadLetters { selection, reply } => {
+                    let _ = reply.send(self.select_dead_letters(&selection));
+                }
+                Command::RequeueDeadLetters { items, reply } => {
+                    let _ = reply.send(self.requeue_dead_letters(&items));
+                }
+                Command::PurgeDeadLetters { selection, reply } => {
+                    let _ = reply.send(self.purge_dead_letters(&selection));
                 }
                 #[cfg(test)]
                 Command::Synchronous { reply } => {
@@ -856,6 +906,21 @@ impl Writer {
         read().op(&self.path, "count dead letters")
     }
 
+    fn set_sinks(&mut self, sinks: Vec<String>) -> Result<(), QueueError> {
+        let sinks: BTreeSet<String> = sinks.into_iter().collect();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .op(&self.path, "begin a sink change")?;
+        let freed = reconcile_cursors(&tx, &self.path, &sinks)?;
+        tx.commit().op(&self.path, "commit a sink change")?;
+        if freed > 0 {
+            self.watches.bytes.send_modify(|b| *b = b.saturating_sub(freed));
+        }
+        self.sinks = sinks;
+        Ok(())
+    }
+
     fn sink_channel(&mut self, sink: &str) -> Result<String, QueueError> {
         self.cursor(sink)?;
         let fresh = uuid::Uuid::new_v4().to_string();
@@ -922,6 +987,320 @@ impl Writer {
         self.conn.close().map_err(|(_, e)| e).op(&self.path, "close")
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Operator commands (`auditrelay queue …`): a read-only view of the database for `stats` and
+// `dead-letters`, and, through the writer thread, selecting, replaying and purging dead letters.
+// The commands that write take the state directory's lock first (`lock.rs`), so no agent runs.
+// ---------------------------------------------------------------------------------------------
+
+/// Which dead letters an operator command acts on: every criterion given must hold; none given
+/// selects them all (callers decide whether that needs saying twice, like `--all`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterSelection {
+    /// Only these ids (empty: any).
+    pub ids: Vec<i64>,
+    /// Only this source's.
+    pub source: Option<String>,
+    /// Only events this sink refused (which excludes records a source could not map).
+    pub sink: Option<String>,
+    /// Only those recorded before this time (ms since the epoch).
+    pub before_ms: Option<i64>,
+}
+
+/// A dead letter to put back into the queue, and the event time to queue it with (the caller
+/// reads it from the event: the queue does not interpret bodies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequeueItem {
+    pub dead_letter_id: i64,
+    pub event_time_ms: i64,
+}
+
+/// A dead letter that became a new event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requeued {
+    pub dead_letter_id: i64,
+    pub event_id: i64,
+}
+
+/// Where one sink stands, as `queue stats` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkPosition {
+    pub sink: String,
+    /// The last event id this sink acknowledged.
+    pub cursor: i64,
+    /// Events after the cursor.
+    pub backlog: u64,
+    /// When the first of them was stored (ms since the epoch; 0 for events queued before
+    /// schema version 4); `None` when the backlog is empty.
+    pub oldest_pending_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceCheckpoint {
+    pub source: String,
+    /// As the source serialized it.
+    pub state: String,
+    pub updated_at_ms: i64,
+}
+
+/// Everything `queue stats` shows, read in one transaction (a consistent snapshot even while
+/// the agent writes).
+#[derive(Debug, Clone)]
+pub struct QueueOverview {
+    pub events: u64,
+    /// Bytes of queued event bodies (what `queue.max_bytes` caps).
+    pub bytes: u64,
+    /// The last event id ever issued (0: none yet); cursors never pass it.
+    pub newest_id: i64,
+    /// By sink name: the sinks that have a cursor in the database.
+    pub sinks: Vec<SinkPosition>,
+    /// By source name.
+    pub checkpoints: Vec<SourceCheckpoint>,
+    pub dead_letters: Vec<DeadLetterCount>,
+    /// Records of streamed answers in the staging area: an agent mid-download, or one stopped
+    /// mid-stream (its next start discards them and asks the window again).
+    pub staged: u64,
+}
+
+/// The database file in `state_dir`.
+pub fn database_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(DB_FILE)
+}
+
+/// A read-only connection to the queue database, for looking without changing anything: it
+/// never creates the file or the directory, migrates the schema or reconciles sink cursors
+/// (all of which [`Queue::open`] does), and it reads beside a running agent (WAL allows readers
+/// next to the writer).
+pub struct QueueView {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// `?1`: a JSON array of ids or NULL; `?2` source; `?3` sink; `?4` created before (ms).
+const SELECTED: &str = "(?1 IS NULL OR id IN (SELECT value FROM json_each(?1)))
+    AND (?2 IS NULL OR source = ?2) AND (?3 IS NULL OR sink = ?3) AND (?4 IS NULL OR created_at_ms < ?4)";
+
+impl DeadLetterSelection {
+    fn params(&self) -> (Option<String>, Option<&str>, Option<&str>, Option<i64>) {
+        let ids = (!self.ids.is_empty())
+            .then(|| format!("[{}]", self.ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")));
+        (ids, self.source.as_deref(), self.sink.as_deref(), self.before_ms)
+    }
+}
+
+/// The selected dead letters, oldest first, at most `limit`.
+fn read_dead_letters(
+    conn: &Connection,
+    selection: &DeadLetterSelection,
+    limit: Option<usize>,
+) -> rusqlite::Result<Vec<DeadLetter>> {
+    let sql = format!(
+        "SELECT id, source, key, reason, raw, created_at_ms, sink FROM dead_letters WHERE {SELECTED}
+         ORDER BY id LIMIT ?5"
+    );
+    let (ids, source, sink, before) = selection.params();
+    // SQLite reads a negative LIMIT as none.
+    let limit = limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(params![ids, source, sink, before, limit], |r| {
+        Ok(DeadLetter {
+            id: r.get(0)?,
+            source: r.get(1)?,
+            key: r.get(2)?,
+            reason: r.get(3)?,
+            raw: r.get(4)?,
+            created_at_ms: r.get(5)?,
+            sink: r.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
+fn count_dead_letters(conn: &Connection, selection: &DeadLetterSelection) -> rusqlite::Result<u64> {
+    let (ids, source, sink, before) = selection.params();
+    let sql = format!("SELECT COUNT(*) FROM dead_letters WHERE {SELECTED}");
+    conn.query_row(&sql, params![ids, source, sink, before], |r| r.get(0)).map(to_u64)
+}
+
+fn dead_letter_counts_of(conn: &Connection) -> rusqlite::Result<Vec<DeadLetterCount>> {
+    let mut stmt =
+        conn.prepare("SELECT source, sink, COUNT(*) FROM dead_letters GROUP BY source, sink ORDER BY source, sink")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(DeadLetterCount { source: r.get(0)?, sink: r.get(1)?, count: r.get::<_, i64>(2).map(to_u64)? })
+    })?;
+    rows.collect()
+}
+
+impl QueueView {
+    /// Opens `state_dir`'s database read-only. A missing database, a foreign file and a schema
+    /// of another version are errors naming the file (an older schema is upgraded by starting
+    /// the agent, which this view never does).
+    pub fn open(state_dir: &Path) -> Result<QueueView, QueueError> {
+        let path = database_path(state_dir);
+        if !path.exists() {
+            return Err(QueueError::Missing { path });
+        }
+        let fail = |source: rusqlite::Error| match source.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+                QueueError::NotADatabase { path: path.clone() }
+            }
+            _ => QueueError::Open { path: path.clone(), source },
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).map_err(fail)?;
+        // The agent's commits are short; wait through one rather than fail.
+        conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
+        let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(fail)?;
+        if found > SCHEMA_VERSION {
+            return Err(QueueError::NewerSchema { path, found, supported: SCHEMA_VERSION });
+        }
+        if found < SCHEMA_VERSION {
+            return Err(QueueError::OlderSchema { path, found, supported: SCHEMA_VERSION });
+        }
+        Ok(QueueView { conn, path })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Counts, cursors, backlogs, checkpoints and dead-letter counts, as of one instant.
+    pub fn overview(&mut self) -> Result<QueueOverview, QueueError> {
+        let tx = self.conn.transaction().op(&self.path, "begin reading")?;
+        let read = |tx: &Transaction<'_>| -> rusqlite::Result<QueueOverview> {
+            let (events, bytes, newest_id) = tx.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(length(body)), 0),
+                        MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+                            COALESCE(MAX(id), 0))
+                 FROM events",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+            )?;
+            let sinks = tx
+                .prepare(
+                    "SELECT c.sink, c.last_id,
+                            (SELECT COUNT(*) FROM events WHERE id > c.last_id),
+                            (SELECT collected_ms FROM events WHERE id > c.last_id ORDER BY id LIMIT 1)
+                     FROM sink_cursors c ORDER BY c.sink",
+                )?
+                .query_map([], |r| {
+                    Ok(SinkPosition {
+                        sink: r.get(0)?,
+                        cursor: r.get(1)?,
+                        backlog: r.get::<_, i64>(2).map(to_u64)?,
+                        oldest_pending_ms: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let checkpoints = tx
+                .prepare("SELECT source, state, updated_at_ms FROM checkpoints ORDER BY source")?
+                .query_map([], |r| {
+                    Ok(SourceCheckpoint { source: r.get(0)?, state: r.get(1)?, updated_at_ms: r.get(2)? })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let staged = tx.query_row("SELECT COUNT(*) FROM staged", [], |r| r.get(0)).map(to_u64)?;
+            Ok(QueueOverview {
+                events: to_u64(events),
+                bytes: to_u64(bytes),
+                newest_id,
+                sinks,
+                checkpoints,
+                dead_letters: dead_letter_counts_of(tx)?,
+                staged,
+            })
+        };
+        read(&tx).op(&self.path, "read the queue's state")
+        // The read transaction ends (rolls back: nothing to undo) when `tx` drops.
+    }
+
+    /// The selected dead letters, oldest first; at most `limit` (`None`: all).
+    pub fn dead_letters(
+        &self,
+        selection: &DeadLetterSelection,
+        limit: Option<usize>,
+    ) -> Result<Vec<DeadLetter>, QueueError> {
+        read_dead_letters(&self.conn, selection, limit).op(&self.path, "read dead letters")
+    }
+
+    /// How many dead letters the selection picks.
+    pub fn count_dead_letters(&self, selection: &DeadLetterSelection) -> Result<u64, QueueError> {
+        count_dead_letters(&self.conn, selection).op(&self.path, "count dead letters")
+    }
+}
+
+impl Queue {
+    /// The selected dead letters, oldest first (through the writer, for a command that then
+    /// replays or purges them).
+    pub async fn select_dead_letters(&self, selection: DeadLetterSelection) -> Result<Vec<DeadLetter>, QueueError> {
+        self.call(|reply| Command::SelectDeadLetters { selection, reply }).await
+    }
+
+    /// ONE transaction: each listed dead letter that a sink refused becomes a new event (a new
+    /// id, above every cursor, so every configured sink gets it again; collected now) and
+    /// leaves the dead-letter table. Ids not found, and records a source could not map (they are
+    /// not events), are skipped. Returns what was requeued, in the order given.
+    pub async fn requeue_dead_letters(&self, items: Vec<RequeueItem>) -> Result<Vec<Requeued>, QueueError> {
+        self.call(|reply| Command::RequeueDeadLetters { items, reply }).await
+    }
+
+    /// Deletes the selected dead letters; returns how many.
+    pub async fn purge_dead_letters(&self, selection: DeadLetterSelection) -> Result<u64, QueueError> {
+        self.call(|reply| Command::PurgeDeadLetters { selection, reply }).await
+    }
+}
+
+impl Writer {
+    fn select_dead_letters(&self, selection: &DeadLetterSelection) -> Result<Vec<DeadLetter>, QueueError> {
+        read_dead_letters(&self.conn, selection, None).op(&self.path, "read dead letters")
+    }
+
+    fn requeue_dead_letters(&mut self, items: &[RequeueItem]) -> Result<Vec<Requeued>, QueueError> {
+        let (mut requeued, mut added, mut newest_id) = (Vec::new(), 0u64, self.newest_id);
+        let tx =
+            self.conn.transaction_with_behavior(TransactionBehavior::Immediate).op(&self.path, "begin a replay")?;
+        let mut write = || -> rusqlite::Result<()> {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (source, event_time_ms, body, collected_ms)
+                 SELECT source, ?2, raw, ?3 FROM dead_letters WHERE id = ?1 AND sink IS NOT NULL
+                 RETURNING id, length(body)",
+            )?;
+            let mut delete = tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?;
+            for item in items {
+                let row = insert
+                    .query_row(params![item.dead_letter_id, item.event_time_ms, now_ms()], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                    })
+                    .optional()?;
+                let Some((event_id, len)) = row else { continue };
+                delete.execute([item.dead_letter_id])?;
+                requeued.push(Requeued { dead_letter_id: item.dead_letter_id, event_id });
+                (newest_id, added) = (event_id, added + to_u64(len));
+            }
+            Ok(())
+        };
+        write().op(&self.path, "replay dead letters")?;
+        tx.commit().op(&self.path, "commit a replay")?;
+        self.newest_id = newest_id;
+        self.watches.bytes.send_modify(|b| *b += added);
+        self.watches.newest_id.send_if_modified(|id| std::mem::replace(id, newest_id) != newest_id);
+        Ok(requeued)
+    }
+
+    fn purge_dead_letters(&mut self, selection: &DeadLetterSelection) -> Result<u64, QueueError> {
+        let (ids, source, sink, before) = selection.params();
+        let sql = format!("DELETE FROM dead_letters WHERE {SELECTED}");
+        self.conn
+            .execute(&sql, params![ids, source, sink, before])
+            .map(|n| n as u64)
+            .op(&self.path, "purge dead letters")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// End of the operator commands.
+// ---------------------------------------------------------------------------------------------
 
 fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
@@ -1303,5 +1682,155 @@ mod tests {
         other.close().await.unwrap();
         let wal = std::fs::metadata(dir.path().join("auditrelay.db-wal"));
         assert_eq!(wal.map(|m| m.len()).unwrap_or(0), 0, "WAL folded into the database");
+    }
+
+    // Operator commands: the read-only view, replay (requeue) and purge of dead letters.
+
+    /// Events "a", "b", "c" of "okta"; sink "s" refused "b" and acked all three (so the queue is
+    /// empty); one unmappable record of "okta" and one of "github". Dead letters: 1 and 2 the
+    /// records, 3 the refused event.
+    async fn with_dead_letters(dir: &Path) -> Queue {
+        let q = Queue::open(dir, opts(&["s", "t"], 1 << 20)).unwrap();
+        let bad = |key: &str| NewDeadLetter { key: key.into(), reason: "no id".into(), raw: b"{}".to_vec() };
+        let p = PageWrite {
+            dead_letters: vec![bad("x")],
+            ..page("okta", vec![ev("a", 1, "a"), ev("b", 2, "bb"), ev("c", 3, "c")])
+        };
+        q.store_page(p).await.unwrap();
+        q.store_page(PageWrite { dead_letters: vec![bad("y")], ..page("github", vec![]) }).await.unwrap();
+        for sink in ["s", "t"] {
+            let refused = if sink == "s" { vec![RefusedEvent { id: 2, reason: "too large".into() }] } else { vec![] };
+            q.ack_refusing(sink, 3, refused).await.unwrap();
+        }
+        q
+    }
+
+    fn ids(letters: &[DeadLetter]) -> Vec<i64> {
+        letters.iter().map(|l| l.id).collect()
+    }
+
+    #[tokio::test]
+    async fn a_view_reads_beside_the_writer_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(QueueView::open(&dir.path().join("none")), Err(QueueError::Missing { .. })));
+        assert!(!dir.path().join("none").exists(), "the view creates nothing");
+        let q = with_dead_letters(dir.path()).await;
+        let mut p = page("okta", vec![ev("d", 4, "dddd")]);
+        p.checkpoint = Some("{\"w\":1}".into());
+        q.store_page(p).await.unwrap();
+        q.ack("s", 4).await.unwrap();
+        q.stage("astro", vec![ev("z", 9, "z")], vec![]).await.unwrap();
+
+        // The writer is open and its last commits are in the WAL only.
+        let mut view = QueueView::open(dir.path()).unwrap();
+        assert_eq!(view.path(), database_path(dir.path()));
+        let o = view.overview().unwrap();
+        assert_eq!((o.events, o.bytes, o.newest_id, o.staged), (1, 4, 4, 1));
+        assert_eq!(o.sinks.len(), 2);
+        assert_eq!(
+            (o.sinks[0].sink.as_str(), o.sinks[0].cursor, o.sinks[0].backlog, o.sinks[0].oldest_pending_ms),
+            ("s", 4, 0, None)
+        );
+        assert_eq!((o.sinks[1].sink.as_str(), o.sinks[1].cursor, o.sinks[1].backlog), ("t", 3, 1));
+        assert!(o.sinks[1].oldest_pending_ms.is_some_and(|ms| ms > 0));
+        assert_eq!(o.checkpoints.len(), 1);
+        assert_eq!((o.checkpoints[0].source.as_str(), o.checkpoints[0].state.as_str()), ("okta", "{\"w\":1}"));
+        assert_eq!(o.dead_letters, q.dead_letter_counts().await.unwrap());
+        assert!(view.dead_letters(&DeadLetterSelection::default(), None).unwrap().len() == 3);
+
+        // A read-only connection cannot write, even by mistake.
+        let write = view.conn.execute("DELETE FROM dead_letters", []);
+        assert_eq!(write.unwrap_err().sqlite_error_code(), Some(ErrorCode::ReadOnly));
+        q.close().await.unwrap();
+        // And after the writer closed (the WAL folded away) it still reads.
+        let mut view = QueueView::open(dir.path()).unwrap();
+        assert_eq!(view.overview().unwrap().events, 1);
+    }
+
+    #[tokio::test]
+    async fn a_view_refuses_other_schema_versions_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
+        q.close().await.unwrap();
+        let path = database_path(dir.path());
+        for (version, older) in [(3, true), (SCHEMA_VERSION + 1, false)] {
+            Connection::open(&path).unwrap().pragma_update(None, "user_version", version).unwrap();
+            let err = QueueView::open(dir.path()).err().unwrap();
+            match err {
+                QueueError::OlderSchema { found, .. } if older => assert_eq!(found, 3),
+                QueueError::NewerSchema { .. } if !older => {}
+                other => panic!("{other:?}"),
+            }
+            let msg = QueueView::open(dir.path()).err().unwrap().to_string();
+            assert!(msg.contains(&path.display().to_string()), "{msg}");
+        }
+    }
+
+    #[tokio::test]
+    async fn dead_letters_are_selected_by_id_source_sink_and_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = with_dead_letters(dir.path()).await;
+        let view = QueueView::open(dir.path()).unwrap();
+        let select = |selection: DeadLetterSelection| ids(&view.dead_letters(&selection, None).unwrap());
+        let all = DeadLetterSelection::default();
+        assert_eq!(select(all.clone()), [1, 2, 3]);
+        assert_eq!(ids(&view.dead_letters(&all, Some(2)).unwrap()), [1, 2]);
+        assert_eq!(select(DeadLetterSelection { ids: vec![3, 1, 99], ..all.clone() }), [1, 3]);
+        assert_eq!(select(DeadLetterSelection { source: Some("okta".into()), ..all.clone() }), [1, 3]);
+        assert_eq!(select(DeadLetterSelection { sink: Some("s".into()), ..all.clone() }), [3]);
+        let okta_records = DeadLetterSelection { ids: vec![1, 2], source: Some("okta".into()), ..all.clone() };
+        assert_eq!(select(okta_records.clone()), [1]);
+        assert_eq!(view.count_dead_letters(&okta_records).unwrap(), 1);
+        assert!(select(DeadLetterSelection { before_ms: Some(1), ..all.clone() }).is_empty());
+        assert_eq!(select(DeadLetterSelection { before_ms: Some(i64::MAX), ..all.clone() }), [1, 2, 3]);
+        assert_eq!(ids(&q.select_dead_letters(okta_records).await.unwrap()), [1]);
+        q.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_requeued_dead_letter_is_a_new_event_for_every_sink_and_leaves_the_table_in_one_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = with_dead_letters(dir.path()).await;
+        let mut news = q.subscribe_new_events();
+        news.borrow_and_update();
+        assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (0, 0));
+        let items = [3, 1, 99].map(|id| RequeueItem { dead_letter_id: id, event_time_ms: 2 }).to_vec();
+        // Only the refused event: 1 is a record no source could map, 99 does not exist.
+        let requeued = q.requeue_dead_letters(items).await.unwrap();
+        assert_eq!(requeued, [Requeued { dead_letter_id: 3, event_id: 4 }]);
+        assert_eq!(*news.borrow_and_update(), 4, "sinks are woken");
+        assert_eq!(q.queued_bytes(), 2);
+        assert_eq!(ids(&q.dead_letters(10).await.unwrap()), [1, 2]);
+        // Both sinks get it, the one that refused it too; then it leaves like any event.
+        for sink in ["s", "t"] {
+            let batch = q.read_batch(sink, 10, usize::MAX).await.unwrap();
+            assert_eq!((bodies(&batch), batch[0].id), (vec!["bb".to_string()], 4), "{sink}");
+            assert!(batch[0].collected_ms > 0);
+            q.ack(sink, 4).await.unwrap();
+        }
+        assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (0, 0));
+        // Replaying it again finds nothing: the dead letter is gone.
+        assert!(
+            q.requeue_dead_letters(vec![RequeueItem { dead_letter_id: 3, event_time_ms: 2 }]).await.unwrap().is_empty()
+        );
+        q.close().await.unwrap();
+        // The new id survives a restart as the newest issued.
+        let q = Queue::open(dir.path(), opts(&["s", "t"], 1 << 20)).unwrap();
+        assert_eq!(*q.subscribe_new_events().borrow(), 4);
+        q.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn purge_deletes_only_the_selection() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = with_dead_letters(dir.path()).await;
+        let okta = DeadLetterSelection { source: Some("okta".into()), ..DeadLetterSelection::default() };
+        let none = DeadLetterSelection { ids: vec![99], ..DeadLetterSelection::default() };
+        assert_eq!(q.purge_dead_letters(none).await.unwrap(), 0);
+        assert_eq!(q.purge_dead_letters(okta).await.unwrap(), 2);
+        assert_eq!(ids(&q.dead_letters(10).await.unwrap()), [2]);
+        assert_eq!(q.purge_dead_letters(DeadLetterSelection::default()).await.unwrap(), 1);
+        assert!(q.dead_letters(10).await.unwrap().is_empty());
+        q.close().await.unwrap();
     }
 }

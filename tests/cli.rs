@@ -104,3 +104,84 @@ fn test_run_refuses_to_start_with_an_unreadable_ca_file_and_names_it() {
     assert!(stderr.contains("sink \"siem\"") && stderr.contains(&missing.display().to_string()), "{stderr}");
     assert!(!dir.path().join("state").exists(), "nothing started: {stderr}");
 }
+
+#[test]
+fn test_check_connect_tries_each_vendor_credential_and_names_a_refused_one() {
+    let (_rt, sim, source) = harness::sinks::simulated_source();
+    let key = sim.aitronos_api_key().to_owned();
+    let wrong = source.replace(&key, "ak_not_the_right_key_0000000000000000000000");
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("out.ndjson").display().to_string();
+    let run = |block: &str| {
+        let config = dir.path().join("auditrelay.toml");
+        let sink = format!("[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = {out_file:?}\n");
+        std::fs::write(&config, format!("state_dir = \"state\"\n{block}\n{sink}")).unwrap();
+        let out = auditrelay().args(["check", "--connect", "-c"]).arg(&config).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, stdout) = run(&source);
+    assert_eq!(code, Some(0), "{stdout}");
+    let row = |stdout: &str, kind: &str| stdout.lines().find(|l| l.starts_with(kind)).unwrap_or_default().to_owned();
+    assert!(
+        row(&stdout, "source").contains(" ok ") && row(&stdout, "source").contains("credential accepted"),
+        "{stdout}"
+    );
+    assert!(row(&stdout, "sink").contains(" ok "), "{stdout}");
+    let (code, stdout) = run(&wrong);
+    assert_eq!(code, Some(1), "{stdout}");
+    let source_row = row(&stdout, "source");
+    assert!(
+        source_row.contains("FAILED") && source_row.contains("401") && source_row.contains("credential is refused"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("ak_not_the_right_key"), "the key is never shown: {stdout}");
+}
+
+#[test]
+fn test_backfill_collects_a_range_reports_progress_and_resumes_from_its_own_checkpoint() {
+    let (_rt, sim, source) = harness::sinks::simulated_source();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let config = dir.path().join("auditrelay.toml");
+    let sink = format!("[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = {:?}\n", out.display().to_string());
+    std::fs::write(&config, format!("state_dir = \"state\"\n{source}\n{sink}")).unwrap();
+    let now = chrono::Utc::now();
+    let backfill = |until: chrono::DateTime<chrono::Utc>| {
+        let since = (now - chrono::Duration::days(2)).to_rfc3339();
+        let out = auditrelay()
+            .args(["backfill", "--source", "a", "--since", &since, "--until", &until.to_rfc3339(), "-c"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The simulator's 1000 records span the last day: half of them first…
+    let (code, stdout, stderr) = backfill(now - chrono::Duration::hours(12));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("backfill a.backfill: done:"), "{stdout}");
+    assert!(stderr.contains("backfill: ") && stderr.contains("windows "), "progress lines on a non-terminal: {stderr}");
+    let first = harness::delivered(&out);
+    assert!(first.len() > 300 && first.len() < 700, "about half: {}", first.len());
+    // …then the same backfill to now resumes from its checkpoint: the rest, nothing twice.
+    let (code, stdout, stderr) = backfill(now);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let all = harness::delivered(&out);
+    assert_eq!(
+        all.len(),
+        sim.record_keys(
+            auditrelay::sim::SimVendor::Aitronos,
+            &sim.organizations(auditrelay::sim::SimVendor::Aitronos)[0]
+        )
+        .len()
+    );
+    assert!(all.values().all(|n| *n == 1), "every record once");
+    // The live source's checkpoint was never written.
+    let stats = auditrelay().args(["queue", "stats", "-c"]).arg(&config).output().unwrap();
+    let stats = String::from_utf8_lossy(&stats.stdout);
+    let live = stats.lines().find(|l| l.starts_with("a ")).unwrap_or_default();
+    assert!(stats.contains("a.backfill") && live.contains("no checkpoint yet"), "{stats}");
+}

@@ -513,14 +513,13 @@ async fn busy_answers_and_broken_connections_are_retried_honouring_retry_after()
 
 #[test]
 fn check_connect_reports_the_collector_and_the_token() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (rt, _sim, source) = harness::sinks::simulated_source();
     let hec = rt.block_on(HecEmulator::start(HecOptions::default()));
     let dir = tempfile::tempdir().unwrap();
     let run = |token: &str| {
         let path = dir.path().join("auditrelay.toml");
         let text = format!(
-            "state_dir = \"state\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\norganization_id = \"ORG_A\"\n\
-             api_key = \"k\"\n[[sinks]]\nname = \"splunk\"\ntype = \"hec\"\nurl = {:?}\ntoken = {token:?}\n",
+            "state_dir = \"state\"\n{source}\n[[sinks]]\nname = \"splunk\"\ntype = \"hec\"\nurl = {:?}\ntoken = {token:?}\n",
             hec.url()
         );
         std::fs::write(&path, text).unwrap();
@@ -533,13 +532,13 @@ fn check_connect_reports_the_collector_and_the_token() {
     };
     let (code, stdout) = run(TOKEN);
     assert_eq!(code, Some(0), "{stdout}");
-    assert!(stdout.contains("sink \"splunk\": ok:") && stdout.contains("token accepted"), "{stdout}");
+    let (result, detail) = connect_row(&stdout, "sink", "splunk");
+    assert!(result == "ok" && detail.contains("token accepted"), "{stdout}");
     let (code, stdout) = run("not-the-token");
     assert_eq!(code, Some(1), "{stdout}");
-    assert!(
-        stdout.contains("sink \"splunk\": FAILED") && stdout.contains("token is missing, disabled or wrong"),
-        "{stdout}"
-    );
+    let (result, detail) = connect_row(&stdout, "sink", "splunk");
+    assert!(result == "FAILED" && detail.contains("token is missing, disabled or wrong"), "{stdout}");
+    assert_eq!(connect_row(&stdout, "source", "a").0, "ok", "the simulated vendor took the key: {stdout}");
     assert!(!stdout.contains("not-the-token"), "{stdout}");
 }
 
@@ -576,4 +575,15 @@ async fn a_dead_collector_stalls_only_its_own_sink() {
     assert_all_indexed(&down, events, true);
     assert_all_indexed(&up, events, true);
     assert_eq!(queue.stats().await.unwrap().events, 0, "freed once both sinks have every event");
+}
+
+/// The `check --connect` table row for `kind` `name`: (result, detail).
+fn connect_row(stdout: &str, kind: &str, name: &str) -> (String, String) {
+    let line = stdout
+        .lines()
+        .find(|l| l.split_whitespace().take(2).eq([kind, name]))
+        .unwrap_or_else(|| panic!("no {kind} {name} row in {stdout}"));
+    let mut words = line.split_whitespace().skip(2);
+    let result = words.next().unwrap_or_default().to_owned();
+    (result, words.collect::<Vec<_>>().join(" "))
 }

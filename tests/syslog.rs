@@ -487,11 +487,11 @@ fn oversized_events_are_dead_lettered_or_truncated_as_configured() {
 #[test]
 fn check_connect_reports_a_failed_tls_handshake() {
     let (dir, pki, rsyslog) = tls_receiver(TlsDriver::Gtls, false);
+    let (_rt, _sim, source) = harness::sinks::simulated_source();
     let config = |ca: &Path| {
         let path = dir.path().join("auditrelay.toml");
         let text = format!(
-            "state_dir = \"state\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\norganization_id = \"ORG_A\"\n\
-             api_key = \"k\"\n[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\n{}",
+            "state_dir = \"state\"\n{source}\n[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\n{}",
             tls_lines(&rsyslog, ca)
         );
         std::fs::write(&path, text).unwrap();
@@ -507,12 +507,16 @@ fn check_connect_reports_a_failed_tls_handshake() {
     let bad = run(&config(&pki.other_ca_pem));
     let stdout = String::from_utf8_lossy(&bad.stdout);
     assert_eq!(bad.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("sink \"siem\": FAILED") && stdout.contains("UnknownIssuer"), "{stdout}");
+    let (result, detail) = connect_row(&stdout, "sink", "siem");
+    assert!(result == "FAILED" && detail.contains("UnknownIssuer"), "{stdout}");
     assert!(stdout.contains("set ca_file to the CA that signed it"), "{stdout}");
     let good = run(&config(&pki.ca_pem));
     let stdout = String::from_utf8_lossy(&good.stdout);
     assert_eq!(good.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("sink \"siem\": ok: syslog tls://127.0.0.1") && stdout.contains("verified"), "{stdout}");
+    let (result, detail) = connect_row(&stdout, "sink", "siem");
+    assert!(result == "ok" && detail.starts_with("syslog tls://127.0.0.1") && detail.contains("verified"), "{stdout}");
+    let (result, detail) = connect_row(&stdout, "source", "a");
+    assert!(result == "ok" && detail.contains("credential accepted"), "{stdout}");
 }
 
 /// rsyslog's GnuTLS driver settles on TLS 1.2 with rustls, its OpenSSL driver on TLS 1.3: the
@@ -540,4 +544,15 @@ fn tls_1_2_and_1_3_both_deliver() {
         let diagnostics = rsyslog.diagnostics();
         assert!(!diagnostics.to_lowercase().contains("unexpected eof"), "{driver:?}: {diagnostics}");
     }
+}
+
+/// The `check --connect` table row for `kind` `name`: (result, detail).
+fn connect_row(stdout: &str, kind: &str, name: &str) -> (String, String) {
+    let line = stdout
+        .lines()
+        .find(|l| l.split_whitespace().take(2).eq([kind, name]))
+        .unwrap_or_else(|| panic!("no {kind} {name} row in {stdout}"));
+    let mut words = line.split_whitespace().skip(2);
+    let result = words.next().unwrap_or_default().to_owned();
+    (result, words.collect::<Vec<_>>().join(" "))
 }

@@ -331,7 +331,7 @@ async fn test_records_arriving_mid_sweep_are_collected_by_the_next_sweep() {
         let sources = [source_block(&sim, v, &org, "src", "start = \"2d\"\nlag = \"0s\"\npoll_interval = \"1m\"")];
         let config = parse_config(&config_with_sources(dir.path(), &sources), &sim, dir.path());
         let opts = RunOptions { mode: RunMode::CatchUp, ..RunOptions::default() };
-        daemon::run(&config, clock.clone(), opts, CancellationToken::new()).await.unwrap();
+        daemon::run(&config, clock.clone(), opts.clone(), CancellationToken::new()).await.unwrap();
         let existing = sim.record_keys(v, &org).len();
         assert!(existing > 400, "{v:?}: records must arrive during the sweep");
         let snapshot: Vec<String> = if v == SimVendor::Astronomer {

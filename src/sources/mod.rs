@@ -427,6 +427,38 @@ impl SourceStats {
     }
 }
 
+/// `check --connect`: one request for the last minute's first page, the cheapest question
+/// the vendor's audit API answers, read for its status only. `Ok`: what was proven;
+/// `Err`: why the source cannot work (a refused credential names no secret).
+pub async fn probe(cfg: &SourceConfig, http: &reqwest::Client, clock: &Clock) -> Result<String, String> {
+    let vendor = Vendor::from_settings(&cfg.vendor);
+    let to = whole_second(clock.now_utc());
+    let window = Window { from: to - chrono::Duration::minutes(1), to };
+    let request = vendor
+        .request(http, &cfg.base_url, &window, &vendor.first_page())
+        .timeout(cfg.request_timeout)
+        .build()
+        .map_err(|e| format!("cannot build the request: {}", e.without_url()))?;
+    let url = redact::url(request.url());
+    let response = http.execute(request).await.map_err(|e| format!("{url}: {}", e.without_url()))?;
+    let status = response.status();
+    match classify(status, response.headers(), clock.now_utc()) {
+        Verdict::Ok => Ok(format!("{url}: answered {status}; credential accepted")),
+        Verdict::RateLimited(_) => {
+            Ok(format!("{url}: answered {status} (rate limited now; the credential was not refused)"))
+        }
+        Verdict::Retryable(_) => Err(format!("{url}: answered {status}: the vendor is unavailable; try again later")),
+        Verdict::Fatal => {
+            let hint = match status.as_u16() {
+                401 | 403 => ": the credential is refused (check the key, its role and the organization_id)",
+                404 => ": no such organization or endpoint (check organization_id and base_url)",
+                _ => "",
+            };
+            Err(format!("{url}: answered {status}{hint}"))
+        }
+    }
+}
+
 fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
@@ -657,12 +689,20 @@ impl Source {
     /// interval of new data would be asked).
     fn next_window(&self, cp: &Checkpoint) -> Result<Window, Duration> {
         let now = self.clock.now_utc();
-        let horizon = whole_second(now - chrono_dur(self.cfg.lag));
-        let poll = chrono_dur(self.cfg.poll_interval);
+        let mut horizon = whole_second(now - chrono_dur(self.cfg.lag));
+        let mut poll = chrono_dur(self.cfg.poll_interval);
+        if let Some(until) = self.cfg.until {
+            // A backfill: everything up to `until`, then done (no waiting for more data).
+            if cp.done_until.is_some_and(|done| done >= until) || until <= self.cfg.start.resolve(now) {
+                return Err(self.cfg.poll_interval);
+            }
+            horizon = horizon.min(whole_second(until));
+            poll = chrono::Duration::zero();
+        }
         let from = match cp.done_until {
             Some(done) => {
                 let due = done + poll;
-                if horizon < due {
+                if horizon <= done || horizon < due {
                     return Err((due - horizon).to_std().unwrap_or(self.cfg.poll_interval).max(Duration::from_secs(1)));
                 }
                 done - chrono_dur(self.cfg.overlap)

@@ -143,3 +143,13 @@ pub async fn assert_nothing_acknowledged(cfg: SinkConfig, queue: &Queue, queued:
     let backlog = queue.backlog(&cfg_name).await.unwrap();
     assert_eq!(backlog, queued as u64, "nothing acknowledged");
 }
+
+/// A running simulator (on its own runtime, for synchronous tests) and a `[[sources]]` table
+/// named "a" for its Aitronos organization: `check --connect` then probes a loopback vendor.
+pub fn simulated_source() -> (tokio::runtime::Runtime, auditrelay::sim::Sim, String) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sim = rt.block_on(start_sim(SimOptions::default(), &Clock::system()));
+    let org = sim.organizations(SimVendor::Aitronos)[0].clone();
+    let block = source_block(&sim, SimVendor::Aitronos, &org, "a", "");
+    (rt, sim, block)
+}

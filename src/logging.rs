@@ -1,0 +1,137 @@
+//! Where log lines go and what they look like: one `tracing` subscriber on stderr, in one of
+//! three shapes.
+//!
+//! - `text`: for a terminal — local timestamps, level, target, fields; colours only on a TTY.
+//! - `journald`: under systemd (chosen by `auto` when `JOURNAL_STREAM` says stderr is the
+//!   journal) — no timestamp (the journal stamps every line) and no colours, and each line starts
+//!   with its syslog priority, `<3>` … `<7>` (sd-daemon(3)), so `journalctl -p err` filters by
+//!   level.
+//! - `json`: one JSON object per line, for log shippers.
+//!
+//! Levels carry meaning (STYLE: ERROR only when data is at risk or an operator must act; WARN
+//! for what the agent recovers from by itself; INFO for state changes; DEBUG per request). The
+//! filter is `RUST_LOG` (default `info`). This module decides nothing about what is logged.
+
+use std::fmt;
+
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::{Format, Full, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{EnvFilter, fmt as tfmt};
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `journald` when stderr is connected to the systemd journal, else `text`.
+    Auto,
+    Text,
+    Journald,
+    Json,
+}
+
+impl LogFormat {
+    /// `Auto` resolved by the environment: systemd sets `JOURNAL_STREAM` for a service whose
+    /// stderr goes to the journal.
+    pub fn resolve(self, journal_stream: Option<&str>) -> LogFormat {
+        match (self, journal_stream) {
+            (LogFormat::Auto, Some(s)) if !s.is_empty() => LogFormat::Journald,
+            (LogFormat::Auto, _) => LogFormat::Text,
+            (other, _) => other,
+        }
+    }
+}
+
+/// Installs the subscriber for the whole process.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let journal = std::env::var("JOURNAL_STREAM").ok();
+    let builder = tfmt().with_writer(std::io::stderr).with_env_filter(filter);
+    // `try_init`: a second call (tests) keeps the first subscriber instead of panicking.
+    let _ = match format.resolve(journal.as_deref()) {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Journald => {
+            builder.with_ansi(false).event_format(Journald(tfmt::format().without_time())).try_init()
+        }
+        LogFormat::Text | LogFormat::Auto => {
+            builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init()
+        }
+    };
+}
+
+/// The syslog priority journald reads from a `<N>` line prefix.
+pub fn priority(level: &Level) -> u8 {
+    match *level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        Level::DEBUG | Level::TRACE => 7,
+    }
+}
+
+/// The default line format, without time, behind a priority prefix.
+struct Journald(Format<Full, ()>);
+
+impl<S, N> FormatEvent<S, N> for Journald
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        write!(writer, "<{}>", priority(event.metadata().level()))?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn auto_means_journald_only_under_the_journal() {
+        assert_eq!(LogFormat::Auto.resolve(Some("8:12345")), LogFormat::Journald);
+        assert_eq!(LogFormat::Auto.resolve(None), LogFormat::Text);
+        assert_eq!(LogFormat::Auto.resolve(Some("")), LogFormat::Text);
+        assert_eq!(LogFormat::Json.resolve(Some("8:1")), LogFormat::Json);
+        assert_eq!(LogFormat::Text.resolve(Some("8:1")), LogFormat::Text);
+    }
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn journald_lines_carry_the_priority_and_no_timestamp() {
+        let buffer = Buffer::default();
+        let out = buffer.clone();
+        let subscriber = tfmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .event_format(Journald(tfmt::format().without_time()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(sink = "siem", "batch not delivered");
+            tracing::warn!("retrying");
+            tracing::info!(source = "acme", "caught up");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[0].starts_with("<3>") && lines[0].contains("ERROR") && lines[0].contains("sink=\"siem\""),
+            "{text}"
+        );
+        assert!(lines[1].starts_with("<4>") && lines[2].starts_with("<6>"), "{text}");
+        assert!(!text.contains("2026-") && !text.contains('\u{1b}'), "no timestamp, no colour: {text}");
+    }
+}

@@ -1,0 +1,1113 @@
+//! The operator's window on the agent: `/metrics` (Prometheus text format 0.0.4), `/health` and
+//! `/ready`, served on `[telemetry] listen` (a loopback address: the metrics name sources, sinks
+//! and their counts).
+//!
+//! Owns the metric names, their help texts and the exposition. It only reads: every value is
+//! read when scraped from what the agent already keeps (the counters of `SourceStats` and
+//! `SinkStats`, the state each source publishes, the queue's own counts), so there is no second
+//! set of counters to keep in step and nothing here can lose a count. It leaves the wiring (which
+//! sources and sinks exist, when the agent is ready) to `daemon.rs`.
+//!
+//! Deliberately hand-written, not a metrics library. `prometheus-client` (the official Rust
+//! client) encodes only OpenMetrics 1.0 text (`# TYPE x counter` for samples named `x_total`,
+//! `# UNIT`, `# EOF`), which must not be served as `text/plain; version=0.0.4`; and its
+//! `Collector::encode` is synchronous while the queue answers asynchronously, so it would encode
+//! a snapshot we had read already: the crate would contribute the escaping of three characters.
+//! `metrics` + `metrics-exporter-prometheus` keep values in a global recorder that something would
+//! have to copy ours into before each scrape. This exposition has counters and gauges only (no
+//! histograms), written family by family in one place ([`expose`]).
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::queue::{DeadLetterCount, Queue, QueueError, QueueStats};
+use crate::sinks::{SinkStats, SinkStatsSnapshot};
+use crate::sources::{SourceState, SourceStats, SourceStatsSnapshot};
+
+/// The content type of the Prometheus text format, version 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// How long a scrape or a health check waits for the queue's database thread. It answers in
+/// milliseconds unless a large transaction holds it; past this the scrape reports
+/// `auditrelay_queue_up 0` (and `/health` 503) rather than letting the scraper time out on us.
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the metrics read of one source.
+pub struct SourceProbe {
+    pub name: String,
+    pub vendor: &'static str,
+    pub stats: Arc<SourceStats>,
+    pub state: tokio::sync::watch::Receiver<SourceState>,
+}
+
+/// What the metrics read of one sink.
+pub struct SinkProbe {
+    pub name: String,
+    /// `"file"`, `"syslog"`, `"hec"` or `"otlp"`: the `type` label.
+    pub kind: &'static str,
+    pub stats: Arc<SinkStats>,
+}
+
+/// The metrics and health endpoints; clones share the same sets of sources and sinks.
+#[derive(Clone)]
+pub struct Telemetry {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    queue: Queue,
+    clock: Clock,
+    /// std `Mutex`es: held only to swap or clone the `Arc`, never across an `.await`. A scrape
+    /// renders the set it cloned, so a reload in the middle of it is seen by the next one.
+    sources: Mutex<Arc<[SourceProbe]>>,
+    sinks: Mutex<Arc<[SinkProbe]>>,
+    ready: AtomicBool,
+}
+
+impl Telemetry {
+    /// No sources, no sinks, not ready.
+    pub fn new(queue: Queue, clock: Clock) -> Telemetry {
+        Telemetry {
+            shared: Arc::new(Shared {
+                queue,
+                clock,
+                sources: Mutex::new(Arc::from([])),
+                sinks: Mutex::new(Arc::from([])),
+                ready: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Replaces the set of sources (at start and after a reload).
+    pub fn set_sources(&self, sources: Vec<SourceProbe>) {
+        *self.shared.sources.lock().unwrap_or_else(PoisonError::into_inner) = sources.into();
+    }
+
+    /// Replaces the set of sinks (at start and after a reload).
+    pub fn set_sinks(&self, sinks: Vec<SinkProbe>) {
+        *self.shared.sinks.lock().unwrap_or_else(PoisonError::into_inner) = sinks.into();
+    }
+
+    /// `/ready` answers 200 only while this is true: set once configuration, database and
+    /// workers are up, cleared when shutting down.
+    pub fn set_ready(&self, ready: bool) {
+        self.shared.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of everything, read now. Never fails: what the queue
+    /// cannot tell is left out and `auditrelay_queue_up` says 0.
+    pub async fn render(&self) -> String {
+        let sources = Arc::clone(&self.shared.sources.lock().unwrap_or_else(PoisonError::into_inner));
+        let sinks = Arc::clone(&self.shared.sinks.lock().unwrap_or_else(PoisonError::into_inner));
+        let queue = read_queue(&self.shared.queue, &sinks).await;
+        let now_ms = self.shared.clock.now_utc().timestamp_millis();
+        expose(&sources, &sinks, &queue, now_ms)
+    }
+
+    /// Serves `GET /metrics`, `/health` and `/ready` on `listener` until `shutdown` is cancelled,
+    /// then lets requests in progress finish (each is bounded by the queue timeout).
+    pub async fn serve(self, listener: tokio::net::TcpListener, shutdown: CancellationToken) {
+        let listen = listener.local_addr().ok();
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .route("/health", get(health))
+            .route("/ready", get(ready))
+            .with_state(self);
+        tracing::info!(listen = ?listen, "serving /metrics, /health and /ready");
+        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+        if let Err(e) = served {
+            // Metrics are lost to the operator, no event is: not an ERROR.
+            tracing::warn!(listen = ?listen, error = %e, "the telemetry server stopped");
+        }
+    }
+
+    /// `Ok` while the queue answers.
+    async fn health(&self) -> Result<(), String> {
+        match tokio::time::timeout(QUEUE_TIMEOUT, self.shared.queue.stats()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("queue: {e}")),
+            Err(_) => Err(format!("queue: no answer within {}s", QUEUE_TIMEOUT.as_secs())),
+        }
+    }
+}
+
+async fn metrics(State(telemetry): State<Telemetry>) -> Response {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], telemetry.render().await).into_response()
+}
+
+async fn health(State(telemetry): State<Telemetry>) -> (StatusCode, String) {
+    match telemetry.health().await {
+        Ok(()) => (StatusCode::OK, "ok".to_owned()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+async fn ready(State(telemetry): State<Telemetry>) -> (StatusCode, &'static str) {
+    if telemetry.shared.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+/// What one scrape read from the queue.
+#[derive(Debug, Default)]
+struct QueueView {
+    /// False if any read failed or timed out.
+    up: bool,
+    stats: Option<QueueStats>,
+    /// Each sink's backlog, in the order of the sinks; `None` if it could not be read.
+    backlogs: Vec<Option<u64>>,
+    dead_letters: Option<Vec<DeadLetterCount>>,
+}
+
+/// Reads the queue's counts, the sinks' backlogs and the dead letters, within `QUEUE_TIMEOUT`.
+async fn read_queue(queue: &Queue, sinks: &[SinkProbe]) -> QueueView {
+    let read = async {
+        let mut failed = None;
+        let mut fail = |e: QueueError| {
+            failed.get_or_insert(e);
+        };
+        let stats = queue.stats().await.map_err(&mut fail).ok();
+        let mut backlogs = Vec::with_capacity(sinks.len());
+        for sink in sinks {
+            backlogs.push(match queue.backlog(&sink.name).await {
+                Ok(n) => Some(n),
+                // A sink the queue was not opened with (a reload racing the scrape) says nothing
+                // about the queue's health: leave its series out.
+                Err(QueueError::UnknownSink { .. }) => None,
+                Err(e) => {
+                    fail(e);
+                    None
+                }
+            });
+        }
+        let dead_letters = queue.dead_letter_counts().await.map_err(&mut fail).ok();
+        if let Some(e) = &failed {
+            // Logged at debug: a scrape every few seconds would repeat it; the gauge and
+            // `/health` report it, and the queue's users log its failures where they matter.
+            tracing::debug!(error = %e, "telemetry: cannot read the queue");
+        }
+        QueueView { up: failed.is_none(), stats, backlogs, dead_letters }
+    };
+    // Timed out: nothing is known, the queue counts as down.
+    tokio::time::timeout(QUEUE_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_elapsed| QueueView { up: false, ..QueueView::default() })
+}
+
+/// The exposition of one scrape, from what was read (no I/O, no clock: tests pin it exactly).
+fn expose(sources: &[SourceProbe], sinks: &[SinkProbe], queue: &QueueView, now_ms: i64) -> String {
+    let mut out = Exposition::default();
+    out.family(
+        "auditrelay_build_info",
+        Kind::Gauge,
+        "The running auditrelay's version (the value is always 1).",
+        vec![(labels([("version", env!("CARGO_PKG_VERSION"))]), Value::Count(1))],
+    );
+
+    let sources: Vec<SourceRow<'_>> = sources.iter().map(SourceRow::read).collect();
+    out.family(
+        "auditrelay_source_requests_total",
+        Kind::Counter,
+        "Requests to the vendor's API by the HTTP status of the answer; status \"0\" counts requests \
+         that got no answer (connection failure, timeout).",
+        sources
+            .iter()
+            .flat_map(|s| {
+                s.statuses.iter().map(|(status, n)| (s.labels_and([("status", status.to_string())]), Value::Count(*n)))
+            })
+            .collect(),
+    );
+    type SourceCounter = (&'static str, &'static str, fn(&SourceStatsSnapshot) -> u64);
+    let source_counters: [SourceCounter; 10] = [
+        (
+            "auditrelay_source_rate_limited_total",
+            "Answers HTTP 429: the source paused, then asked the same page again.",
+            |s| s.rate_limited,
+        ),
+        ("auditrelay_source_pages_total", "Pages (or whole-window answers) committed to the queue.", |s| s.pages),
+        ("auditrelay_source_records_fetched_total", "Records read from the vendor's answers.", |s| s.fetched),
+        ("auditrelay_source_records_stored_total", "Records stored in the queue as new events.", |s| s.stored),
+        (
+            "auditrelay_source_duplicates_total",
+            "Records already stored before (dedupe hits), as expected where windows overlap.",
+            |s| s.duplicates,
+        ),
+        (
+            "auditrelay_source_dead_lettered_total",
+            "Records that could not be mapped, kept in the dead-letter table.",
+            |s| s.dead_lettered,
+        ),
+        (
+            "auditrelay_source_retries_total",
+            "Requests repeated after a 429, a vendor error, a failed connection or an unreadable answer.",
+            |s| s.retries,
+        ),
+        (
+            "auditrelay_source_bad_answers_total",
+            "Answers that could not be read: malformed pages, broken or oversized bodies, cut streams.",
+            |s| s.bad_answers,
+        ),
+        (
+            "auditrelay_source_queue_full_waits_total",
+            "Times the source stopped fetching because the queue was at queue.max_bytes.",
+            |s| s.queue_full_waits,
+        ),
+        (
+            "auditrelay_source_window_splits_total",
+            "Windows halved because the vendor's answer exceeded its record or byte cap.",
+            |s| s.window_splits,
+        ),
+    ];
+    for (name, help, count) in source_counters {
+        let samples = sources.iter().map(|s| (s.labels(), Value::Count(count(&s.stats)))).collect();
+        out.family(name, Kind::Counter, help, samples);
+    }
+    out.family(
+        "auditrelay_source_lag_seconds",
+        Kind::Gauge,
+        "Now minus the source's checkpoint: everything older is collected. At least the configured \
+         lag; absent until the first sweep ends.",
+        sources
+            .iter()
+            .filter(|s| s.checkpoint_ms != 0)
+            // A wall clock stepped back would make it negative: none of the data is missing then.
+            .map(|s| (s.labels(), Value::Millis(now_ms.saturating_sub(s.checkpoint_ms).max(0))))
+            .collect(),
+    );
+    out.family(
+        "auditrelay_source_last_success_timestamp_seconds",
+        Kind::Gauge,
+        "When the source last committed a page to the queue (Unix time); absent before the first.",
+        sources
+            .iter()
+            .filter(|s| s.last_success_ms != 0)
+            .map(|s| (s.labels(), Value::Millis(s.last_success_ms)))
+            .collect(),
+    );
+    out.family(
+        "auditrelay_source_state",
+        Kind::Gauge,
+        "What the source is doing: 1 for its current state, 0 for the others.",
+        sources
+            .iter()
+            .flat_map(|s| {
+                ALL_STATES.iter().map(|state| {
+                    (
+                        s.labels_and([("state", state_name(*state).to_owned())]),
+                        Value::Count(u64::from(*state == s.state)),
+                    )
+                })
+            })
+            .collect(),
+    );
+
+    let sinks: Vec<SinkRow<'_>> =
+        sinks.iter().enumerate().map(|(i, p)| SinkRow::read(p, queue.backlogs.get(i).copied().flatten())).collect();
+    type SinkCounter = (&'static str, &'static str, fn(&SinkStatsSnapshot) -> u64);
+    let sink_counters: [SinkCounter; 6] = [
+        ("auditrelay_sink_events_total", "Events delivered (accepted by the receiver).", |s| s.events),
+        ("auditrelay_sink_batches_total", "Batches delivered.", |s| s.batches),
+        ("auditrelay_sink_retries_total", "Batches sent again after a failed send.", |s| s.retries),
+        (
+            "auditrelay_sink_dead_lettered_total",
+            "Events this sink can never deliver, moved to the dead-letter table.",
+            |s| s.dead_lettered,
+        ),
+        ("auditrelay_sink_truncated_total", "Events delivered truncated to the receiver's size limit.", |s| {
+            s.truncated
+        }),
+        (
+            "auditrelay_sink_rejected_total",
+            "Events the receiver reported rejected after taking them (OTLP partial success).",
+            |s| s.rejected,
+        ),
+    ];
+    for (name, help, count) in sink_counters {
+        let samples = sinks.iter().map(|s| (s.labels(), Value::Count(count(&s.stats)))).collect();
+        out.family(name, Kind::Counter, help, samples);
+    }
+    out.family(
+        "auditrelay_sink_errors_total",
+        Kind::Counter,
+        "Failed sends by class: \"transient\" (receiver unreachable or busy: resent with back-off) or \
+         \"operator\" (configuration, credentials, certificates: an operator must act).",
+        sinks
+            .iter()
+            .flat_map(|s| {
+                [("transient", s.stats.errors_transient), ("operator", s.stats.errors_config)]
+                    .map(|(class, n)| (s.labels_and([("class", class.to_owned())]), Value::Count(n)))
+            })
+            .collect(),
+    );
+    out.family(
+        "auditrelay_sink_backlog_events",
+        Kind::Gauge,
+        "Events queued after the sink's cursor: stored but not yet delivered by this sink.",
+        sinks.iter().filter_map(|s| Some((s.labels(), Value::Count(s.backlog?)))).collect(),
+    );
+    out.family(
+        "auditrelay_sink_last_delivery_timestamp_seconds",
+        Kind::Gauge,
+        "When the sink last delivered a batch (Unix time); absent before the first.",
+        sinks
+            .iter()
+            .filter(|s| s.stats.last_delivery_ms != 0)
+            .map(|s| (s.labels(), Value::Millis(s.stats.last_delivery_ms)))
+            .collect(),
+    );
+
+    out.family(
+        "auditrelay_queue_up",
+        Kind::Gauge,
+        "1 if the queue database answered this scrape's reads, 0 if not (queue metrics are then absent).",
+        vec![(Vec::new(), Value::Count(u64::from(queue.up)))],
+    );
+    if let Some(stats) = &queue.stats {
+        let gauges = [
+            ("auditrelay_queue_events", "Events in the queue (not yet delivered by every sink).", stats.events),
+            ("auditrelay_queue_bytes", "Bytes of queued event bodies, counted against queue.max_bytes.", stats.bytes),
+            (
+                "auditrelay_queue_max_bytes",
+                "The configured cap (queue.max_bytes): at it, sources stop fetching.",
+                stats.max_bytes,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            out.family(name, Kind::Gauge, help, vec![(Vec::new(), Value::Count(value))]);
+        }
+    }
+    // By origin, not by reason: reasons are free text (a vendor's field name, a receiver's
+    // message), and a label of unbounded values would make a new series per message.
+    // `auditrelay dead-letters` shows the reasons.
+    out.family(
+        "auditrelay_dead_letters",
+        Kind::Gauge,
+        "Records in the dead-letter table, by source and origin: \"source\" (the source could not map \
+         the record) or \"sink:<name>\" (that sink refused the event).",
+        queue
+            .dead_letters
+            .iter()
+            .flatten()
+            .map(|d| {
+                let origin = d.sink.as_ref().map_or_else(|| "source".to_owned(), |sink| format!("sink:{sink}"));
+                (
+                    vec![("source", Cow::Borrowed(d.source.as_str())), ("origin", Cow::Owned(origin))],
+                    Value::Count(d.count),
+                )
+            })
+            .collect(),
+    );
+    out.text
+}
+
+/// Every state, for `auditrelay_source_state`; `state_name`'s match is the exhaustive check.
+const ALL_STATES: [SourceState; 6] = [
+    SourceState::Starting,
+    SourceState::Fetching,
+    SourceState::Paused,
+    SourceState::QueueFull,
+    SourceState::Idle,
+    SourceState::Stopped,
+];
+
+fn state_name(state: SourceState) -> &'static str {
+    match state {
+        SourceState::Starting => "starting",
+        SourceState::Fetching => "fetching",
+        SourceState::Paused => "paused",
+        SourceState::QueueFull => "queue_full",
+        SourceState::Idle => "idle",
+        SourceState::Stopped => "stopped",
+    }
+}
+
+/// One source's values, read once per scrape so every family shows the same moment.
+struct SourceRow<'a> {
+    name: &'a str,
+    vendor: &'static str,
+    stats: SourceStatsSnapshot,
+    statuses: Vec<(u16, u64)>,
+    state: SourceState,
+    last_success_ms: i64,
+    checkpoint_ms: i64,
+}
+
+impl<'a> SourceRow<'a> {
+    fn read(probe: &'a SourceProbe) -> SourceRow<'a> {
+        SourceRow {
+            name: &probe.name,
+            vendor: probe.vendor,
+            stats: probe.stats.snapshot(),
+            statuses: probe.stats.statuses(),
+            state: *probe.state.borrow(),
+            last_success_ms: probe.stats.last_success_ms.load(Ordering::Relaxed),
+            checkpoint_ms: probe.stats.checkpoint_ms.load(Ordering::Relaxed),
+        }
+    }
+
+    fn labels(&self) -> Labels<'a> {
+        labels([("source", self.name), ("vendor", self.vendor)])
+    }
+
+    fn labels_and<const N: usize>(&self, more: [(&'static str, String); N]) -> Labels<'a> {
+        let mut labels = self.labels();
+        labels.extend(more.map(|(k, v)| (k, Cow::Owned(v))));
+        labels
+    }
+}
+
+struct SinkRow<'a> {
+    name: &'a str,
+    kind: &'static str,
+    stats: SinkStatsSnapshot,
+    backlog: Option<u64>,
+}
+
+impl<'a> SinkRow<'a> {
+    fn read(probe: &'a SinkProbe, backlog: Option<u64>) -> SinkRow<'a> {
+        SinkRow { name: &probe.name, kind: probe.kind, stats: probe.stats.snapshot(), backlog }
+    }
+
+    fn labels(&self) -> Labels<'a> {
+        labels([("sink", self.name), ("type", self.kind)])
+    }
+
+    fn labels_and<const N: usize>(&self, more: [(&'static str, String); N]) -> Labels<'a> {
+        let mut labels = self.labels();
+        labels.extend(more.map(|(k, v)| (k, Cow::Owned(v))));
+        labels
+    }
+}
+
+type Labels<'a> = Vec<(&'static str, Cow<'a, str>)>;
+type Sample<'a> = (Labels<'a>, Value);
+
+fn labels<'a, const N: usize>(pairs: [(&'static str, &'a str); N]) -> Labels<'a> {
+    pairs.into_iter().map(|(k, v)| (k, Cow::Borrowed(v))).collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Count(u64),
+    /// Milliseconds, written as seconds with three decimals: exact, no float rounding.
+    Millis(i64),
+}
+
+/// The text being built. Each family is written whole by one [`Exposition::family`] call, so
+/// its HELP and TYPE lines appear once and its samples stay together, as the format requires.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    /// Writes one family; a family without samples is left out entirely.
+    fn family(&mut self, name: &str, kind: Kind, help: &str, samples: Vec<Sample<'_>>) {
+        if samples.is_empty() {
+            return;
+        }
+        let t = &mut self.text;
+        t.push_str("# HELP ");
+        t.push_str(name);
+        t.push(' ');
+        escape_into(t, help, false);
+        t.push_str("\n# TYPE ");
+        t.push_str(name);
+        t.push_str(match kind {
+            Kind::Counter => " counter\n",
+            Kind::Gauge => " gauge\n",
+        });
+        for (labels, value) in samples {
+            t.push_str(name);
+            if !labels.is_empty() {
+                t.push('{');
+                for (i, (key, value)) in labels.iter().enumerate() {
+                    if i > 0 {
+                        t.push(',');
+                    }
+                    t.push_str(key);
+                    t.push_str("=\"");
+                    escape_into(t, value, true);
+                    t.push('"');
+                }
+                t.push('}');
+            }
+            t.push(' ');
+            match value {
+                Value::Count(n) => t.push_str(&n.to_string()),
+                Value::Millis(ms) => {
+                    if ms < 0 {
+                        t.push('-');
+                    }
+                    let ms = ms.unsigned_abs();
+                    t.push_str(&format!("{}.{:03}", ms / 1000, ms % 1000));
+                }
+            }
+            t.push('\n');
+        }
+    }
+}
+
+/// The text format's escaping: backslash and line feed everywhere, the double quote in label
+/// values only (a HELP text keeps its quotes).
+fn escape_into(out: &mut String, s: &str, label_value: bool) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if label_value => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+    use super::*;
+    use crate::queue::{NewDeadLetter, NewEvent, PageWrite, QueueOptions, RefusedEvent};
+    use crate::sinks::SinkStats;
+    use chrono::{DateTime, Utc};
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::atomic::AtomicU64;
+
+    fn start() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-03-18T12:00:00Z").unwrap().with_timezone(&Utc)
+    }
+
+    fn open_queue(dir: &std::path::Path) -> Queue {
+        let sinks = vec!["siem".to_owned(), "archive".to_owned()];
+        Queue::open(dir, QueueOptions { max_bytes: 1_000_000, sinks }).unwrap()
+    }
+
+    /// Three events from `acme` (one body of 10 bytes each), one unmappable record, and `siem`
+    /// past the first two with the second refused; `archive` delivered nothing yet.
+    async fn fill(queue: &Queue) {
+        let event = |i: u32| NewEvent { dedupe_key: format!("k{i}"), event_time_ms: 1, body: b"0123456789".to_vec() };
+        let page = PageWrite {
+            source: "acme".into(),
+            events: (0..3).map(event).collect(),
+            dead_letters: vec![NewDeadLetter { key: "bad".into(), reason: "no `id`".into(), raw: b"{}".to_vec() }],
+            ..PageWrite::default()
+        };
+        queue.store_page(page).await.unwrap();
+        let batch = queue.read_batch("siem", 2, usize::MAX).await.unwrap();
+        let refused = vec![RefusedEvent { id: batch[1].id, reason: "too large".into() }];
+        queue.ack_refusing("siem", batch[1].id, refused).await.unwrap();
+    }
+
+    /// A source whose counters are `scale` times known, distinct counts.
+    fn source_probe(name: &str, vendor: &'static str, state: SourceState, scale: u64) -> SourceProbe {
+        let stats = Arc::new(SourceStats::default());
+        let counters: [(&AtomicU64, u64); 11] = [
+            (&stats.requests, 12),
+            (&stats.pages, 11),
+            (&stats.fetched, 1000),
+            (&stats.stored, 990),
+            (&stats.duplicates, 7),
+            (&stats.dead_lettered, 3),
+            (&stats.rate_limited, 2),
+            (&stats.retries, 4),
+            (&stats.queue_full_waits, 5),
+            (&stats.window_splits, 6),
+            (&stats.bad_answers, 1),
+        ];
+        for (counter, n) in counters {
+            counter.store(n * scale, Ordering::Relaxed);
+        }
+        let (_, state) = tokio::sync::watch::channel(state);
+        SourceProbe { name: name.into(), vendor, stats, state }
+    }
+
+    /// A sink whose counters are `scale` times known, distinct counts.
+    fn sink_probe(name: &str, kind: &'static str, scale: u64) -> SinkProbe {
+        let stats = Arc::new(SinkStats::default());
+        let counters: [(&AtomicU64, u64); 8] = [
+            (&stats.events, 100),
+            (&stats.batches, 10),
+            (&stats.retries, 9),
+            (&stats.dead_lettered, 8),
+            (&stats.truncated, 7),
+            (&stats.rejected, 6),
+            (&stats.errors_transient, 5),
+            (&stats.errors_config, 4),
+        ];
+        for (counter, n) in counters {
+            counter.store(n * scale, Ordering::Relaxed);
+        }
+        SinkProbe { name: name.into(), kind, stats }
+    }
+
+    /// Two sources (one collecting, one just started) and two sinks over a real queue holding
+    /// the events of [`fill`], read at a fixed wall time.
+    async fn fixture(dir: &std::path::Path) -> Telemetry {
+        let clock = Clock::starting_at(start());
+        let queue = open_queue(dir);
+        fill(&queue).await;
+        let telemetry = Telemetry::new(queue, clock);
+        let acme = source_probe("acme", "aitronos", SourceState::Idle, 1);
+        // Checkpoint 90.5 s ago; last page committed 2.25 s ago.
+        acme.stats.checkpoint_ms.store(start().timestamp_millis() - 90_500, Ordering::Relaxed);
+        acme.stats.last_success_ms.store(start().timestamp_millis() - 2_250, Ordering::Relaxed);
+        let fresh = source_probe("beta.prod", "configcat", SourceState::Starting, 0);
+        telemetry.set_sources(vec![acme, fresh]);
+        let siem = sink_probe("siem", "hec", 1);
+        siem.stats.last_delivery_ms.store(start().timestamp_millis() - 1_000, Ordering::Relaxed);
+        telemetry.set_sinks(vec![siem, sink_probe("archive", "file", 0)]);
+        telemetry
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn test_render_pins_the_exposition() {
+        let dir = tempfile::tempdir().unwrap();
+        let telemetry = fixture(dir.path()).await;
+        let text = telemetry.render().await;
+        let version = env!("CARGO_PKG_VERSION");
+        let expected = EXPECTED.replace("{version}", version);
+        if text != expected {
+            for (i, (got, want)) in text.lines().zip(expected.lines()).enumerate() {
+                assert_eq!(got, want, "line {}", i + 1);
+            }
+        }
+        assert_eq!(text, expected);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn test_render_parses_with_every_family_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let telemetry = fixture(dir.path()).await;
+        let families = parse(&telemetry.render().await);
+        let value = |name: &str, labels: &[(&str, &str)]| -> Option<f64> {
+            let want: BTreeMap<String, String> =
+                labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            families[name].samples.iter().find(|(l, _)| *l == want).map(|(_, v)| *v)
+        };
+        let acme = [("source", "acme"), ("vendor", "aitronos")];
+        let with = |base: &[(&'static str, &'static str)], more: (&'static str, &'static str)| {
+            let mut l = base.to_vec();
+            l.push(more);
+            l
+        };
+        assert_eq!(value("auditrelay_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
+        assert_eq!(value("auditrelay_source_rate_limited_total", &acme), Some(2.0));
+        assert_eq!(value("auditrelay_source_records_fetched_total", &acme), Some(1000.0));
+        assert_eq!(value("auditrelay_source_records_stored_total", &acme), Some(990.0));
+        assert_eq!(value("auditrelay_source_duplicates_total", &acme), Some(7.0));
+        assert_eq!(value("auditrelay_source_dead_lettered_total", &acme), Some(3.0));
+        assert_eq!(value("auditrelay_source_retries_total", &acme), Some(4.0));
+        assert_eq!(value("auditrelay_source_bad_answers_total", &acme), Some(1.0));
+        assert_eq!(value("auditrelay_source_queue_full_waits_total", &acme), Some(5.0));
+        assert_eq!(value("auditrelay_source_lag_seconds", &acme), Some(90.5));
+        let last = (start().timestamp_millis() - 2_250) as f64 / 1000.0;
+        assert_eq!(value("auditrelay_source_last_success_timestamp_seconds", &acme), Some(last));
+        assert_eq!(value("auditrelay_source_state", &with(&acme, ("state", "idle"))), Some(1.0));
+        assert_eq!(value("auditrelay_source_state", &with(&acme, ("state", "fetching"))), Some(0.0));
+        let beta = [("source", "beta.prod"), ("vendor", "configcat")];
+        assert_eq!(value("auditrelay_source_state", &with(&beta, ("state", "starting"))), Some(1.0));
+        // A source before its first sweep ends has no lag and no last success yet.
+        assert_eq!(value("auditrelay_source_lag_seconds", &beta), None);
+        assert_eq!(value("auditrelay_source_last_success_timestamp_seconds", &beta), None);
+        assert_eq!(families["auditrelay_source_state"].samples.len(), 2 * ALL_STATES.len());
+
+        let siem = [("sink", "siem"), ("type", "hec")];
+        let archive = [("sink", "archive"), ("type", "file")];
+        assert_eq!(value("auditrelay_sink_events_total", &siem), Some(100.0));
+        assert_eq!(value("auditrelay_sink_batches_total", &siem), Some(10.0));
+        assert_eq!(value("auditrelay_sink_retries_total", &siem), Some(9.0));
+        assert_eq!(value("auditrelay_sink_dead_lettered_total", &siem), Some(8.0));
+        assert_eq!(value("auditrelay_sink_truncated_total", &siem), Some(7.0));
+        assert_eq!(value("auditrelay_sink_rejected_total", &siem), Some(6.0));
+        assert_eq!(value("auditrelay_sink_errors_total", &with(&siem, ("class", "transient"))), Some(5.0));
+        assert_eq!(value("auditrelay_sink_errors_total", &with(&siem, ("class", "operator"))), Some(4.0));
+        // siem acked 2 of 3 events, archive none.
+        assert_eq!(value("auditrelay_sink_backlog_events", &siem), Some(1.0));
+        assert_eq!(value("auditrelay_sink_backlog_events", &archive), Some(3.0));
+        let delivered = (start().timestamp_millis() - 1_000) as f64 / 1000.0;
+        assert_eq!(value("auditrelay_sink_last_delivery_timestamp_seconds", &siem), Some(delivered));
+        assert_eq!(value("auditrelay_sink_last_delivery_timestamp_seconds", &archive), None);
+
+        assert_eq!(value("auditrelay_queue_up", &[]), Some(1.0));
+        assert_eq!(value("auditrelay_queue_events", &[]), Some(3.0));
+        assert_eq!(value("auditrelay_queue_bytes", &[]), Some(30.0));
+        assert_eq!(value("auditrelay_queue_max_bytes", &[]), Some(1_000_000.0));
+        assert_eq!(value("auditrelay_dead_letters", &[("source", "acme"), ("origin", "source")]), Some(1.0));
+        assert_eq!(value("auditrelay_dead_letters", &[("source", "acme"), ("origin", "sink:siem")]), Some(1.0));
+        assert_eq!(families["auditrelay_dead_letters"].samples.len(), 2);
+
+        // Every family we promise, each with HELP and TYPE (`parse` checked they came once).
+        let names: BTreeSet<&str> = families.keys().map(String::as_str).collect();
+        for family in &families {
+            assert!(family.1.help.is_some() && family.1.kind.is_some(), "{}", family.0);
+        }
+        let expected: BTreeSet<&str> =
+            EXPECTED.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+        assert_eq!(names, expected);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn test_closed_queue_renders_the_rest_and_says_queue_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let telemetry = fixture(dir.path()).await;
+        telemetry.shared.queue.clone().close().await.unwrap();
+        let text = telemetry.render().await;
+        let families = parse(&text);
+        assert_eq!(families["auditrelay_queue_up"].samples, vec![(BTreeMap::new(), 0.0)]);
+        for absent in [
+            "auditrelay_queue_events",
+            "auditrelay_queue_bytes",
+            "auditrelay_sink_backlog_events",
+            "auditrelay_dead_letters",
+        ] {
+            assert!(!families.contains_key(absent), "{absent} without a queue");
+        }
+        assert_eq!(families["auditrelay_source_records_stored_total"].samples.len(), 2);
+        assert_eq!(families["auditrelay_sink_events_total"].samples.len(), 2);
+        let err = telemetry.health().await.unwrap_err();
+        assert_eq!(err, "queue: the queue is closed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn test_a_sink_unknown_to_the_queue_is_left_out_not_a_queue_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let telemetry = fixture(dir.path()).await;
+        telemetry.set_sinks(vec![sink_probe("gone", "syslog", 1), sink_probe("archive", "file", 0)]);
+        let families = parse(&telemetry.render().await);
+        assert_eq!(families["auditrelay_queue_up"].samples[0].1, 1.0);
+        let backlogs = &families["auditrelay_sink_backlog_events"].samples;
+        assert_eq!(backlogs.len(), 1);
+        assert_eq!(backlogs[0].0["sink"], "archive");
+        assert_eq!(families["auditrelay_sink_events_total"].samples.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn test_set_sources_replaces_the_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let telemetry = fixture(dir.path()).await;
+        telemetry.set_sources(vec![source_probe("gamma", "datafold", SourceState::Fetching, 1)]);
+        telemetry.set_sinks(Vec::new());
+        let families = parse(&telemetry.render().await);
+        let sources: BTreeSet<&str> =
+            families["auditrelay_source_pages_total"].samples.iter().map(|(l, _)| l["source"].as_str()).collect();
+        assert_eq!(sources, BTreeSet::from(["gamma"]));
+        assert!(!families.keys().any(|name| name.starts_with("auditrelay_sink_")), "no sink, no sink family");
+    }
+
+    #[test]
+    fn test_label_values_and_help_are_escaped() {
+        let stats = Arc::new(SinkStats::default());
+        let weird = SinkProbe { name: "a\\b\"c\nd".into(), kind: "file", stats };
+        let view = QueueView { up: true, ..QueueView::default() };
+        let text = expose(&[], &[weird], &view, 0);
+        assert!(text.contains("auditrelay_sink_events_total{sink=\"a\\\\b\\\"c\\nd\",type=\"file\"} 0\n"), "{text}");
+        let families = parse(&text);
+        assert_eq!(families["auditrelay_sink_events_total"].samples[0].0["sink"], "a\\b\"c\nd");
+
+        let mut help = String::new();
+        escape_into(&mut help, "say \"0\" \\ twice\nthen", false);
+        assert_eq!(help, "say \"0\" \\\\ twice\\nthen");
+    }
+
+    #[test]
+    fn test_millis_are_written_as_exact_seconds() {
+        let mut out = Exposition::default();
+        let samples = [0, 7, 1_500, -1_500, 1_773_835_197_750].map(|ms| (labels([("ms", "x")]), Value::Millis(ms)));
+        out.family("t_seconds", Kind::Gauge, "h", samples.to_vec());
+        let values: Vec<&str> = out.text.lines().skip(2).map(|l| l.rsplit_once(' ').unwrap().1).collect();
+        assert_eq!(values, ["0.000", "0.007", "1.500", "-1.500", "1773835197.750"]);
+    }
+
+    /// The server over a real socket: routes, status codes, bodies, content type, shutdown.
+    #[tokio::test]
+    async fn test_serve_answers_metrics_health_and_ready_until_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let telemetry = fixture(dir.path()).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(telemetry.clone().serve(listener, shutdown.clone()));
+        let http = reqwest::Client::new();
+        let get = |path: &str| {
+            let request = http.get(format!("{base}{path}"));
+            async move {
+                let answer = request.send().await.unwrap();
+                let status = answer.status().as_u16();
+                let content_type =
+                    answer.headers().get(reqwest::header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_owned());
+                (status, content_type, answer.text().await.unwrap())
+            }
+        };
+
+        let (status, _, body) = get("/ready").await;
+        assert_eq!((status, body.as_str()), (503, "not ready"));
+        telemetry.set_ready(true);
+        let (status, _, body) = get("/ready").await;
+        assert_eq!((status, body.as_str()), (200, "ready"));
+        telemetry.set_ready(false);
+        assert_eq!(get("/ready").await.0, 503);
+
+        let (status, _, body) = get("/health").await;
+        assert_eq!((status, body.as_str()), (200, "ok"));
+
+        let (status, content_type, body) = get("/metrics").await;
+        assert_eq!(status, 200);
+        assert_eq!(content_type.as_deref(), Some(CONTENT_TYPE));
+        assert_eq!(parse(&body)["auditrelay_queue_events"].samples[0].1, 3.0);
+
+        assert_eq!(get("/nothing").await.0, 404);
+        let post = http.post(format!("{base}/metrics")).send().await.unwrap();
+        assert_eq!(post.status().as_u16(), 405);
+
+        telemetry.shared.queue.clone().close().await.unwrap();
+        let (status, _, body) = get("/health").await;
+        assert_eq!((status, body.as_str()), (503, "queue: the queue is closed"));
+
+        shutdown.cancel();
+        server.await.unwrap();
+        assert!(http.get(format!("{base}/health")).send().await.is_err(), "still listening after shutdown");
+    }
+
+    /// What [`fixture`] renders (`{version}`: the crate's). `promtool check metrics` accepts it.
+    const EXPECTED: &str = r##"# HELP auditrelay_build_info The running auditrelay's version (the value is always 1).
+# TYPE auditrelay_build_info gauge
+auditrelay_build_info{version="{version}"} 1
+# HELP auditrelay_source_rate_limited_total Answers HTTP 429: the source paused, then asked the same page again.
+# TYPE auditrelay_source_rate_limited_total counter
+auditrelay_source_rate_limited_total{source="acme",vendor="aitronos"} 2
+auditrelay_source_rate_limited_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_pages_total Pages (or whole-window answers) committed to the queue.
+# TYPE auditrelay_source_pages_total counter
+auditrelay_source_pages_total{source="acme",vendor="aitronos"} 11
+auditrelay_source_pages_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_records_fetched_total Records read from the vendor's answers.
+# TYPE auditrelay_source_records_fetched_total counter
+auditrelay_source_records_fetched_total{source="acme",vendor="aitronos"} 1000
+auditrelay_source_records_fetched_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_records_stored_total Records stored in the queue as new events.
+# TYPE auditrelay_source_records_stored_total counter
+auditrelay_source_records_stored_total{source="acme",vendor="aitronos"} 990
+auditrelay_source_records_stored_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_duplicates_total Records already stored before (dedupe hits), as expected where windows overlap.
+# TYPE auditrelay_source_duplicates_total counter
+auditrelay_source_duplicates_total{source="acme",vendor="aitronos"} 7
+auditrelay_source_duplicates_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_dead_lettered_total Records that could not be mapped, kept in the dead-letter table.
+# TYPE auditrelay_source_dead_lettered_total counter
+auditrelay_source_dead_lettered_total{source="acme",vendor="aitronos"} 3
+auditrelay_source_dead_lettered_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_retries_total Requests repeated after a 429, a vendor error, a failed connection or an unreadable answer.
+# TYPE auditrelay_source_retries_total counter
+auditrelay_source_retries_total{source="acme",vendor="aitronos"} 4
+auditrelay_source_retries_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_bad_answers_total Answers that could not be read: malformed pages, broken or oversized bodies, cut streams.
+# TYPE auditrelay_source_bad_answers_total counter
+auditrelay_source_bad_answers_total{source="acme",vendor="aitronos"} 1
+auditrelay_source_bad_answers_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_queue_full_waits_total Times the source stopped fetching because the queue was at queue.max_bytes.
+# TYPE auditrelay_source_queue_full_waits_total counter
+auditrelay_source_queue_full_waits_total{source="acme",vendor="aitronos"} 5
+auditrelay_source_queue_full_waits_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_window_splits_total Windows halved because the vendor's answer exceeded its record or byte cap.
+# TYPE auditrelay_source_window_splits_total counter
+auditrelay_source_window_splits_total{source="acme",vendor="aitronos"} 6
+auditrelay_source_window_splits_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_lag_seconds Now minus the source's checkpoint: everything older is collected. At least the configured lag; absent until the first sweep ends.
+# TYPE auditrelay_source_lag_seconds gauge
+auditrelay_source_lag_seconds{source="acme",vendor="aitronos"} 90.500
+# HELP auditrelay_source_last_success_timestamp_seconds When the source last committed a page to the queue (Unix time); absent before the first.
+# TYPE auditrelay_source_last_success_timestamp_seconds gauge
+auditrelay_source_last_success_timestamp_seconds{source="acme",vendor="aitronos"} 1773835197.750
+# HELP auditrelay_source_state What the source is doing: 1 for its current state, 0 for the others.
+# TYPE auditrelay_source_state gauge
+auditrelay_source_state{source="acme",vendor="aitronos",state="starting"} 0
+auditrelay_source_state{source="acme",vendor="aitronos",state="fetching"} 0
+auditrelay_source_state{source="acme",vendor="aitronos",state="paused"} 0
+auditrelay_source_state{source="acme",vendor="aitronos",state="queue_full"} 0
+auditrelay_source_state{source="acme",vendor="aitronos",state="idle"} 1
+auditrelay_source_state{source="acme",vendor="aitronos",state="stopped"} 0
+auditrelay_source_state{source="beta.prod",vendor="configcat",state="starting"} 1
+auditrelay_source_state{source="beta.prod",vendor="configcat",state="fetching"} 0
+auditrelay_source_state{source="beta.prod",vendor="configcat",state="paused"} 0
+auditrelay_source_state{source="beta.prod",vendor="configcat",state="queue_full"} 0
+auditrelay_source_state{source="beta.prod",vendor="configcat",state="idle"} 0
+auditrelay_source_state{source="beta.prod",vendor="configcat",state="stopped"} 0
+# HELP auditrelay_sink_events_total Events delivered (accepted by the receiver).
+# TYPE auditrelay_sink_events_total counter
+auditrelay_sink_events_total{sink="siem",type="hec"} 100
+auditrelay_sink_events_total{sink="archive",type="file"} 0
+# HELP auditrelay_sink_batches_total Batches delivered.
+# TYPE auditrelay_sink_batches_total counter
+auditrelay_sink_batches_total{sink="siem",type="hec"} 10
+auditrelay_sink_batches_total{sink="archive",type="file"} 0
+# HELP auditrelay_sink_retries_total Batches sent again after a failed send.
+# TYPE auditrelay_sink_retries_total counter
+auditrelay_sink_retries_total{sink="siem",type="hec"} 9
+auditrelay_sink_retries_total{sink="archive",type="file"} 0
+# HELP auditrelay_sink_dead_lettered_total Events this sink can never deliver, moved to the dead-letter table.
+# TYPE auditrelay_sink_dead_lettered_total counter
+auditrelay_sink_dead_lettered_total{sink="siem",type="hec"} 8
+auditrelay_sink_dead_lettered_total{sink="archive",type="file"} 0
+# HELP auditrelay_sink_truncated_total Events delivered truncated to the receiver's size limit.
+# TYPE auditrelay_sink_truncated_total counter
+auditrelay_sink_truncated_total{sink="siem",type="hec"} 7
+auditrelay_sink_truncated_total{sink="archive",type="file"} 0
+# HELP auditrelay_sink_rejected_total Events the receiver reported rejected after taking them (OTLP partial success).
+# TYPE auditrelay_sink_rejected_total counter
+auditrelay_sink_rejected_total{sink="siem",type="hec"} 6
+auditrelay_sink_rejected_total{sink="archive",type="file"} 0
+# HELP auditrelay_sink_errors_total Failed sends by class: "transient" (receiver unreachable or busy: resent with back-off) or "operator" (configuration, credentials, certificates: an operator must act).
+# TYPE auditrelay_sink_errors_total counter
+auditrelay_sink_errors_total{sink="siem",type="hec",class="transient"} 5
+auditrelay_sink_errors_total{sink="siem",type="hec",class="operator"} 4
+auditrelay_sink_errors_total{sink="archive",type="file",class="transient"} 0
+auditrelay_sink_errors_total{sink="archive",type="file",class="operator"} 0
+# HELP auditrelay_sink_backlog_events Events queued after the sink's cursor: stored but not yet delivered by this sink.
+# TYPE auditrelay_sink_backlog_events gauge
+auditrelay_sink_backlog_events{sink="siem",type="hec"} 1
+auditrelay_sink_backlog_events{sink="archive",type="file"} 3
+# HELP auditrelay_sink_last_delivery_timestamp_seconds When the sink last delivered a batch (Unix time); absent before the first.
+# TYPE auditrelay_sink_last_delivery_timestamp_seconds gauge
+auditrelay_sink_last_delivery_timestamp_seconds{sink="siem",type="hec"} 1773835199.000
+# HELP auditrelay_queue_up 1 if the queue database answered this scrape's reads, 0 if not (queue metrics are then absent).
+# TYPE auditrelay_queue_up gauge
+auditrelay_queue_up 1
+# HELP auditrelay_queue_events Events in the queue (not yet delivered by every sink).
+# TYPE auditrelay_queue_events gauge
+auditrelay_queue_events 3
+# HELP auditrelay_queue_bytes Bytes of queued event bodies, counted against queue.max_bytes.
+# TYPE auditrelay_queue_bytes gauge
+auditrelay_queue_bytes 30
+# HELP auditrelay_queue_max_bytes The configured cap (queue.max_bytes): at it, sources stop fetching.
+# TYPE auditrelay_queue_max_bytes gauge
+auditrelay_queue_max_bytes 1000000
+# HELP auditrelay_dead_letters Records in the dead-letter table, by source and origin: "source" (the source could not map the record) or "sink:<name>" (that sink refused the event).
+# TYPE auditrelay_dead_letters gauge
+auditrelay_dead_letters{source="acme",origin="source"} 1
+auditrelay_dead_letters{source="acme",origin="sink:siem"} 1
+"##;
+
+    /// One family as parsed back from the text.
+    #[derive(Debug, Default)]
+    struct Family {
+        help: Option<String>,
+        kind: Option<String>,
+        /// (labels, value) per sample.
+        samples: Vec<(BTreeMap<String, String>, f64)>,
+    }
+
+    /// A strict reader of the text format 0.0.4 (the subset we write: counters and gauges). It
+    /// fails the test on anything malformed: a bad name, a bad escape, HELP or TYPE twice or
+    /// after samples, a family split in two, a counter not named `_total`, a duplicate series.
+    fn parse(text: &str) -> BTreeMap<String, Family> {
+        let name_ok = |n: &str| {
+            let mut chars = n.chars();
+            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        };
+        assert!(text.ends_with('\n'), "the exposition must end with a line feed");
+        let mut families: BTreeMap<String, Family> = BTreeMap::new();
+        let mut finished = BTreeSet::new();
+        let mut current: Option<String> = None;
+        let mut series = BTreeSet::new();
+        let mut enter = |name: &str, current: &mut Option<String>| {
+            if current.as_deref() != Some(name) {
+                if let Some(previous) = current.take() {
+                    finished.insert(previous);
+                }
+                assert!(!finished.contains(name), "family {name} is split in two");
+                *current = Some(name.to_owned());
+            }
+        };
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').unwrap();
+                enter(name, &mut current);
+                let family = families.entry(name.into()).or_default();
+                assert!(family.help.is_none() && family.kind.is_none() && family.samples.is_empty(), "{line}");
+                assert!(!help.contains('\n') && !help.is_empty());
+                family.help = Some(help.to_owned());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                enter(name, &mut current);
+                let family = families.entry(name.into()).or_default();
+                assert!(family.kind.is_none() && family.samples.is_empty(), "{line}");
+                assert!(kind == "counter" || kind == "gauge", "{line}");
+                assert_eq!(
+                    name.ends_with("_total"),
+                    kind == "counter",
+                    "counters, and only they, end in _total: {line}"
+                );
+                family.kind = Some(kind.to_owned());
+            } else {
+                assert!(!line.starts_with('#'), "unexpected comment {line}");
+                let (name, labels, value) = parse_sample(line);
+                assert!(name_ok(&name), "{line}");
+                for key in labels.keys() {
+                    assert!(name_ok(key) && !key.contains(':'), "label name {key:?} in {line}");
+                }
+                enter(&name, &mut current);
+                let family = families.entry(name).or_default();
+                assert!(family.help.is_some() && family.kind.is_some(), "sample before HELP and TYPE: {line}");
+                assert!(series.insert(line.rsplit_once(' ').unwrap().0.to_owned()), "series twice: {line}");
+                family.samples.push((labels, value));
+            }
+        }
+        families
+    }
+
+    /// `name{key="value",...} value`, label values unescaped.
+    fn parse_sample(line: &str) -> (String, BTreeMap<String, String>, f64) {
+        let name_end = line.find(['{', ' ']).unwrap_or_else(|| panic!("no value in {line}"));
+        let mut rest = &line[name_end..];
+        let mut labels = BTreeMap::new();
+        if let Some(mut inner) = rest.strip_prefix('{') {
+            loop {
+                let (key, after) = inner.split_once("=\"").unwrap_or_else(|| panic!("bad label in {line}"));
+                let mut value = String::new();
+                let mut chars = after.char_indices();
+                let end = loop {
+                    match chars.next().unwrap_or_else(|| panic!("unterminated label value in {line}")) {
+                        (i, '"') => break i,
+                        (_, '\\') => match chars.next().map(|(_, c)| c) {
+                            Some('\\') => value.push('\\'),
+                            Some('"') => value.push('"'),
+                            Some('n') => value.push('\n'),
+                            other => panic!("bad escape {other:?} in {line}"),
+                        },
+                        (_, c) => value.push(c),
+                    }
+                };
+                assert!(labels.insert(key.to_owned(), value).is_none(), "label {key} twice in {line}");
+                let tail = &after[end + 1..];
+                match tail.strip_prefix(',') {
+                    Some(next) => inner = next,
+                    None => {
+                        rest = tail.strip_prefix('}').unwrap_or_else(|| panic!("expected , or }} in {line}"));
+                        break;
+                    }
+                }
+            }
+        }
+        let value = rest.strip_prefix(' ').unwrap_or_else(|| panic!("no value in {line}"));
+        let value = value.parse().unwrap_or_else(|_| panic!("bad value in {line}"));
+        (line[..name_end].to_owned(), labels, value)
+    }
+}
