@@ -894,16 +894,7 @@ impl Writer {
     }
 
     fn dead_letter_counts(&self) -> Result<Vec<DeadLetterCount>, QueueError> {
-        let read = || -> rusqlite::Result<Vec<DeadLetterCount>> {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT source, sink, COUNT(*) FROM dead_letters GROUP BY source, sink ORDER BY source, sink",
-            )?;
-            stmt.query_map([], |r| {
-                Ok(DeadLetterCount { source: r.get(0)?, sink: r.get(1)?, count: r.get::<_, i64>(2).map(to_u64)? })
-            })?
-            .collect()
-        };
-        read().op(&self.path, "count dead letters")
+        dead_letter_counts_of(&self.conn).op(&self.path, "count dead letters")
     }
 
     fn set_sinks(&mut self, sinks: Vec<String>) -> Result<(), QueueError> {
@@ -965,18 +956,7 @@ impl Writer {
                  ORDER BY id LIMIT ?1",
             )?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            stmt.query_map([limit], |r| {
-                Ok(DeadLetter {
-                    id: r.get(0)?,
-                    source: r.get(1)?,
-                    key: r.get(2)?,
-                    reason: r.get(3)?,
-                    raw: r.get(4)?,
-                    created_at_ms: r.get(5)?,
-                    sink: r.get(6)?,
-                })
-            })?
-            .collect()
+            stmt.query_map([limit], dead_letter_row)?.collect()
         };
         read().op(&self.path, "read dead letters")
     }
@@ -1103,18 +1083,21 @@ fn read_dead_letters(
     // SQLite reads a negative LIMIT as none.
     let limit = limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(params![ids, source, sink, before, limit], |r| {
-        Ok(DeadLetter {
-            id: r.get(0)?,
-            source: r.get(1)?,
-            key: r.get(2)?,
-            reason: r.get(3)?,
-            raw: r.get(4)?,
-            created_at_ms: r.get(5)?,
-            sink: r.get(6)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![ids, source, sink, before, limit], dead_letter_row)?;
     rows.collect()
+}
+
+/// A row of `SELECT id, source, key, reason, raw, created_at_ms, sink FROM dead_letters`.
+fn dead_letter_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetter> {
+    Ok(DeadLetter {
+        id: r.get(0)?,
+        source: r.get(1)?,
+        key: r.get(2)?,
+        reason: r.get(3)?,
+        raw: r.get(4)?,
+        created_at_ms: r.get(5)?,
+        sink: r.get(6)?,
+    })
 }
 
 fn count_dead_letters(conn: &Connection, selection: &DeadLetterSelection) -> rusqlite::Result<u64> {

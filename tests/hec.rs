@@ -12,7 +12,9 @@ use std::io::Write;
 use std::time::Duration;
 
 use auditrelay::sinks::{Failure, Sink};
-use harness::sinks::{assert_nothing_acknowledged, ocsf_events, queue_with, sink_config, start_worker, store, uid};
+use harness::sinks::{
+    assert_nothing_acknowledged, connect_row, ocsf_events, queue_with, sink_config, start_worker, store, uid,
+};
 use hec_emulator::{Fault, HecEmulator, HecOptions};
 use serde_json::{Value, json};
 
@@ -575,15 +577,4 @@ async fn a_dead_collector_stalls_only_its_own_sink() {
     assert_all_indexed(&down, events, true);
     assert_all_indexed(&up, events, true);
     assert_eq!(queue.stats().await.unwrap().events, 0, "freed once both sinks have every event");
-}
-
-/// The `check --connect` table row for `kind` `name`: (result, detail).
-fn connect_row(stdout: &str, kind: &str, name: &str) -> (String, String) {
-    let line = stdout
-        .lines()
-        .find(|l| l.split_whitespace().take(2).eq([kind, name]))
-        .unwrap_or_else(|| panic!("no {kind} {name} row in {stdout}"));
-    let mut words = line.split_whitespace().skip(2);
-    let result = words.next().unwrap_or_default().to_owned();
-    (result, words.collect::<Vec<_>>().join(" "))
 }

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auditrelay::sinks::{Failure, Sink};
-use harness::sinks::{assert_nothing_acknowledged, ocsf_events, queue_with, sink_config, start_worker, store, uid};
+use harness::sinks::{
+    assert_nothing_acknowledged, connect_row, ocsf_events, queue_with, sink_config, start_worker, store, uid,
+};
 use rsyslog::Record;
 
 use rsyslog::{Listener, Pki, Rsyslog, TlsDriver, make_pki};
@@ -544,15 +546,4 @@ fn tls_1_2_and_1_3_both_deliver() {
         let diagnostics = rsyslog.diagnostics();
         assert!(!diagnostics.to_lowercase().contains("unexpected eof"), "{driver:?}: {diagnostics}");
     }
-}
-
-/// The `check --connect` table row for `kind` `name`: (result, detail).
-fn connect_row(stdout: &str, kind: &str, name: &str) -> (String, String) {
-    let line = stdout
-        .lines()
-        .find(|l| l.split_whitespace().take(2).eq([kind, name]))
-        .unwrap_or_else(|| panic!("no {kind} {name} row in {stdout}"));
-    let mut words = line.split_whitespace().skip(2);
-    let result = words.next().unwrap_or_default().to_owned();
-    (result, words.collect::<Vec<_>>().join(" "))
 }

@@ -153,3 +153,14 @@ pub fn simulated_source() -> (tokio::runtime::Runtime, auditrelay::sim::Sim, Str
     let block = source_block(&sim, SimVendor::Aitronos, &org, "a", "");
     (rt, sim, block)
 }
+
+/// The `check --connect` table row for `kind` `name`: (result, detail).
+pub fn connect_row(stdout: &str, kind: &str, name: &str) -> (String, String) {
+    let line = stdout
+        .lines()
+        .find(|l| l.split_whitespace().take(2).eq([kind, name]))
+        .unwrap_or_else(|| panic!("no {kind} {name} row in {stdout}"));
+    let mut words = line.split_whitespace().skip(2);
+    let result = words.next().unwrap_or_default().to_owned();
+    (result, words.collect::<Vec<_>>().join(" "))
+}
