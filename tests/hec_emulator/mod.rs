@@ -404,6 +404,18 @@ fn check_envelope(opts: &HecOptions, envelope: &Value, i: usize) -> Result<(), A
 }
 
 impl EmuState {
+    /// The success answer: with indexer acknowledgement, a new ackId on the request's channel
+    /// (`never_ack`: one that never turns true).
+    fn success(&mut self, opts: &HecOptions, channel: Option<&str>, never_ack: bool) -> Answer {
+        match channel {
+            Some(channel) if opts.use_ack => {
+                let id = self.issue_ack(channel, never_ack);
+                (200, json!({ "text": "Success", "code": 0, "ackId": id }))
+            }
+            _ => (200, hec(0, "Success")),
+        }
+    }
+
     fn issue_ack(&mut self, channel: &str, never: bool) -> u64 {
         let acks = self.channels.entry(channel.to_owned()).or_default();
         let id = acks.next_id;
@@ -527,13 +539,7 @@ fn process_events(
         if let Some(answer) = failure {
             return Err(answer);
         }
-        match channel {
-            Some(channel) if opts.use_ack => {
-                let id = state.issue_ack(channel, matches!(fault, Some(Fault::NeverAck)));
-                Ok((200, json!({ "text": "Success", "code": 0, "ackId": id })))
-            }
-            _ => Ok((200, hec(0, "Success"))),
-        }
+        Ok(state.success(opts, channel, matches!(fault, Some(Fault::NeverAck))))
     };
     run().unwrap_or_else(|answer| answer)
 }
@@ -576,13 +582,7 @@ async fn raw_endpoint(
             envelope.insert("event".to_owned(), json!(line));
             state.indexed.push(Indexed { envelope: Value::Object(envelope), channel: channel.clone() });
         }
-        match channel.as_deref() {
-            Some(ch) if opts.use_ack => {
-                let id = state.issue_ack(ch, false);
-                Ok((200, json!({ "text": "Success", "code": 0, "ackId": id })))
-            }
-            _ => Ok((200, hec(0, "Success"))),
-        }
+        Ok(state.success(opts, channel.as_deref(), false))
     };
     reply(run().unwrap_or_else(|answer| answer))
 }
