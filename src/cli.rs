@@ -155,6 +155,29 @@ pub enum QueueCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Set a source's checkpoint by hand (the agent must be stopped).
+    ///
+    /// The recovery when the agent refuses to start because a checkpoint is missing or damaged
+    /// (README "Damaged state"), and a way to skip or refetch a range. Everything before TIME
+    /// then counts as collected: the source's next window starts at TIME minus its `overlap`
+    /// (an unfinished sweep is dropped). Choose TIME no later than the newest event your SIEM
+    /// has from this source: earlier only refetches (duplicates keep their `metadata.uid`),
+    /// later skips records for good. Without --yes, only shows the current and the new
+    /// checkpoint and exits 1. Takes the state directory's lock.
+    SetCheckpoint {
+        /// The agent's configuration file (TOML): its `state_dir`, sources and sinks.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// A configured source's name (or `NAME.backfill` for a backfill's own checkpoint).
+        #[arg(long, value_name = "SOURCE")]
+        source: String,
+        /// RFC 3339, e.g. 2026-11-20T00:00:00Z.
+        #[arg(long, value_name = "TIME", value_parser = parse_rfc3339)]
+        done_until: chrono::DateTime<chrono::Utc>,
+        /// Really write it.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// Which dead letters `replay` and `purge-dead-letters` act on: at least one of these is

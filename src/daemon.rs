@@ -99,18 +99,32 @@ impl RunReport {
     }
 }
 
+/// Each message already holds its cause's text, so none of them also reports it as a
+/// `source()` (an error chain printed with `{:#}` would say it twice).
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("cannot open the state database: {0}")]
-    Queue(#[from] QueueError),
+    Queue(QueueError),
     #[error("cannot set up the HTTP client: {0}")]
     Http(String),
     #[error("cannot set up {0}")]
-    Sink(#[from] sinks::OpenError),
+    Sink(sinks::OpenError),
     #[error(transparent)]
     Lock(#[from] LockError),
-    #[error("cannot listen for telemetry on {addr}: {source}")]
-    Telemetry { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot listen for telemetry on {addr}: {error}")]
+    Telemetry { addr: std::net::SocketAddr, error: std::io::Error },
+}
+
+impl From<QueueError> for DaemonError {
+    fn from(e: QueueError) -> Self {
+        DaemonError::Queue(e)
+    }
+}
+
+impl From<sinks::OpenError> for DaemonError {
+    fn from(e: sinks::OpenError) -> Self {
+        DaemonError::Sink(e)
+    }
 }
 
 /// Runs the agent described by `config` until `shutdown` fires (or, in catch-up mode, until
@@ -126,6 +140,7 @@ pub async fn run(
     // start with its name and cause, instead of retrying forever.
     let opened: Vec<Sink> = config.sinks.iter().map(Sink::open).collect::<Result<_, _>>()?;
     let lock = StateLock::acquire(&config.state_dir, "run")?;
+    notify_status("checking the state database");
     let queue = Queue::open(
         &config.state_dir,
         QueueOptions {
@@ -134,18 +149,16 @@ pub async fn run(
         },
     )?;
     info!(db = %queue.path().display(), sources = config.sources.len(), sinks = config.sinks.len(), "agent starting");
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("auditrelay/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| DaemonError::Http(e.to_string()))?;
+    // Each source's HTTP client (its CA file is read here): one that cannot be made stops the start.
+    let clients: Vec<reqwest::Client> =
+        config.sources.iter().map(crate::sources::http_client).collect::<Result<_, _>>().map_err(DaemonError::Http)?;
     let telemetry = Telemetry::new(queue.clone(), clock.clone());
     let stop_telemetry = CancellationToken::new();
     let telemetry_task = match config.telemetry.listen {
         None => None,
         Some(addr) => {
             let listener =
-                tokio::net::TcpListener::bind(addr).await.map_err(|source| DaemonError::Telemetry { addr, source })?;
+                tokio::net::TcpListener::bind(addr).await.map_err(|error| DaemonError::Telemetry { addr, error })?;
             info!(listen = %addr, "serving /metrics, /health and /ready");
             Some(tokio::spawn(telemetry.clone().serve(listener, stop_telemetry.clone())))
         }
@@ -154,7 +167,6 @@ pub async fn run(
     let mut agent = Agent {
         clock: clock.clone(),
         queue: queue.clone(),
-        http,
         mode: opts.mode,
         drain_timeout: opts.drain_timeout,
         config: config.clone(),
@@ -168,8 +180,8 @@ pub async fn run(
     for (cfg, sink) in config.sinks.iter().zip(opened) {
         agent.start_sink(cfg.clone(), sink);
     }
-    for cfg in &config.sources {
-        agent.start_source(cfg.clone());
+    for (cfg, http) in config.sources.iter().zip(clients) {
+        agent.start_source(cfg.clone(), http);
     }
     agent.publish(&telemetry, opts.observe.as_deref());
     telemetry.set_ready(true);
@@ -232,7 +244,6 @@ pub async fn run(
 struct Agent {
     clock: Clock,
     queue: Queue,
-    http: reqwest::Client,
     mode: RunMode,
     drain_timeout: Duration,
     /// The configuration in force (the last valid one loaded).
@@ -265,16 +276,11 @@ struct RunningSink {
 }
 
 impl Agent {
-    fn start_source(&mut self, cfg: SourceConfig) {
+    fn start_source(&mut self, cfg: SourceConfig, http: reqwest::Client) {
         self.generation += 1;
         let generation = self.generation;
-        let source = Source::new(
-            cfg.clone(),
-            self.http.clone(),
-            self.queue.clone(),
-            self.clock.clone(),
-            self.config.severity.clone(),
-        );
+        let source =
+            Source::new(cfg.clone(), http, self.queue.clone(), self.clock.clone(), self.config.severity.clone());
         let stop = self.stop_sources.child_token();
         let (stats, state) = (source.stats(), source.subscribe_state());
         let (name, mode, token) = (cfg.name.clone(), self.mode, stop.clone());
@@ -411,6 +417,22 @@ impl Agent {
                 }
             }
         }
+        // So do sources whose HTTP client cannot be made (an unreadable `ca_file`).
+        let mut clients = BTreeMap::new();
+        for cfg in &new.sources {
+            let changed = self.sources.get(&cfg.name).is_none_or(|r| r.cfg.fingerprint() != cfg.fingerprint());
+            if changed {
+                match crate::sources::http_client(cfg) {
+                    Ok(http) => {
+                        clients.insert(cfg.name.clone(), http);
+                    }
+                    Err(e) => {
+                        error!(error = %e, "reload refused: the running configuration stays");
+                        return;
+                    }
+                }
+            }
+        }
         let names: Vec<String> = new.sinks.iter().map(|s| s.name.clone()).collect();
         // Sinks: stop the removed and changed ones first (a worker must be gone before another
         // reads the same cursor), then update the cursors, then start the new ones.
@@ -441,8 +463,10 @@ impl Agent {
             }
         }
         for cfg in &new.sources {
-            if !self.sources.contains_key(&cfg.name) {
-                self.start_source(cfg.clone());
+            if !self.sources.contains_key(&cfg.name)
+                && let Some(http) = clients.remove(&cfg.name)
+            {
+                self.start_source(cfg.clone(), http);
             }
         }
         let (sources, sinks) = (new.sources.len(), new.sinks.len());

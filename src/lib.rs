@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod fuzzing;
 pub mod lock;
 pub mod logging;
 pub mod ocsf;

@@ -26,10 +26,24 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each cause added only if the text so far does not already hold
+/// it (most of our messages quote their cause; `{:#}` would print it twice).
+fn report(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !out.contains(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    out
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
@@ -51,15 +65,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             // One row per source (its credential, with the cheapest request) and per sink.
-            let http = reqwest::Client::builder()
-                .user_agent(concat!("auditrelay/", env!("CARGO_PKG_VERSION")))
-                .connect_timeout(std::time::Duration::from_secs(10))
-                .build()
-                .context("cannot set up the HTTP client")?;
             let clock = Clock::system();
             let mut rows = Vec::new();
             for source in &config.sources {
-                rows.push(("source", source.name.clone(), auditrelay::sources::probe(source, &http, &clock).await));
+                let outcome = match auditrelay::sources::http_client(source) {
+                    Ok(http) => auditrelay::sources::probe(source, &http, &clock).await,
+                    Err(e) => Err(e),
+                };
+                rows.push(("source", source.name.clone(), outcome));
             }
             for probe in sinks::probe_all(&config).await {
                 rows.push(("sink", probe.sink, probe.outcome));

@@ -19,7 +19,7 @@
 use std::fmt::Write as _;
 
 use anyhow::{Context as _, bail};
-use chrono::{DateTime, SecondsFormat};
+use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::cli::{DeadLetterSelectionArgs, QueueCommand};
 use crate::config::Config;
@@ -45,6 +45,9 @@ pub async fn run(command: QueueCommand) -> anyhow::Result<String> {
         QueueCommand::Replay { config, selection } => replay(&Config::load_without_secrets(&config)?, &selection).await,
         QueueCommand::PurgeDeadLetters { config, selection, yes } => {
             purge(&Config::load_without_secrets(&config)?, &selection, yes).await
+        }
+        QueueCommand::SetCheckpoint { config, source, done_until, yes } => {
+            set_checkpoint(&Config::load_without_secrets(&config)?, &source, done_until, yes).await
         }
     }
 }
@@ -268,12 +271,38 @@ async fn purge(config: &Config, args: &DeadLetterSelectionArgs, yes: bool) -> an
     result
 }
 
+async fn set_checkpoint(config: &Config, source: &str, done_until: DateTime<Utc>, yes: bool) -> anyhow::Result<String> {
+    let configured = |name: &str| config.sources.iter().any(|s| s.name == name);
+    if !configured(source) && !source.strip_suffix(".backfill").is_some_and(configured) {
+        let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+        bail!("no source named {source:?} in the configuration (sources: {})", names.join(", "));
+    }
+    let new = crate::sources::Checkpoint { done_until: Some(done_until), sweep: None };
+    let text = serde_json::to_string(&new)?;
+    let current = QueueView::open(&config.state_dir)?
+        .overview()?
+        .checkpoints
+        .into_iter()
+        .find(|c| c.source == source)
+        .map_or_else(|| "none".to_owned(), |c| c.state);
+    if !yes {
+        bail!("source {source}: checkpoint now {current}; would become {text}: run again with --yes to write it");
+    }
+    let (_lock, queue) = open_for_change(config, "queue set-checkpoint")?;
+    let page =
+        crate::queue::PageWrite { source: source.to_owned(), checkpoint: Some(text.clone()), ..Default::default() };
+    let result = queue.store_page(page).await;
+    queue.close().await?;
+    result?;
+    Ok(format!("source {source}: checkpoint was {current}; now {text}\n"))
+}
+
 /// The lock first (no agent may run), then the queue as the agent would open it.
 fn open_for_change(config: &Config, what: &str) -> anyhow::Result<(StateLock, Queue)> {
     // Not a state directory yet: say so rather than create one (taking the lock would).
     let db = database_path(&config.state_dir);
     if !db.exists() {
-        return Err(crate::queue::QueueError::Missing { path: db }.into());
+        return Err(crate::queue::absent(&config.state_dir).into());
     }
     let lock = StateLock::acquire(&config.state_dir, what)?;
     let opts = QueueOptions {

@@ -230,7 +230,7 @@ fn expose(sources: &[SourceProbe], sinks: &[SinkProbe], queue: &QueueView, now_m
             .collect(),
     );
     type SourceCounter = (&'static str, &'static str, fn(&SourceStatsSnapshot) -> u64);
-    let source_counters: [SourceCounter; 10] = [
+    let source_counters: [SourceCounter; 11] = [
         (
             "auditrelay_source_rate_limited_total",
             "Answers HTTP 429: the source paused, then asked the same page again.",
@@ -268,6 +268,11 @@ fn expose(sources: &[SourceProbe], sinks: &[SinkProbe], queue: &QueueView, now_m
             "auditrelay_source_window_splits_total",
             "Windows halved because the vendor's answer exceeded its record or byte cap.",
             |s| s.window_splits,
+        ),
+        (
+            "auditrelay_source_retry_after_capped_total",
+            "Waits the vendor asked for (Retry-After, rate-limit reset) longer than max_retry_after, cut to it.",
+            |s| s.retry_after_capped,
         ),
     ];
     for (name, help, count) in source_counters {
@@ -618,7 +623,7 @@ mod tests {
     /// A source whose counters are `scale` times known, distinct counts.
     fn source_probe(name: &str, vendor: &'static str, state: SourceState, scale: u64) -> SourceProbe {
         let stats = Arc::new(SourceStats::default());
-        let counters: [(&AtomicU64, u64); 11] = [
+        let counters: [(&AtomicU64, u64); 12] = [
             (&stats.requests, 12),
             (&stats.pages, 11),
             (&stats.fetched, 1000),
@@ -630,6 +635,7 @@ mod tests {
             (&stats.queue_full_waits, 5),
             (&stats.window_splits, 6),
             (&stats.bad_answers, 1),
+            (&stats.retry_after_capped, 8),
         ];
         for (counter, n) in counters {
             counter.store(n * scale, Ordering::Relaxed);
@@ -716,6 +722,7 @@ mod tests {
         assert_eq!(value("auditrelay_source_retries_total", &acme), Some(4.0));
         assert_eq!(value("auditrelay_source_bad_answers_total", &acme), Some(1.0));
         assert_eq!(value("auditrelay_source_queue_full_waits_total", &acme), Some(5.0));
+        assert_eq!(value("auditrelay_source_retry_after_capped_total", &acme), Some(8.0));
         assert_eq!(value("auditrelay_source_lag_seconds", &acme), Some(90.5));
         let last = (start().timestamp_millis() - 2_250) as f64 / 1000.0;
         assert_eq!(value("auditrelay_source_last_success_timestamp_seconds", &acme), Some(last));
@@ -929,6 +936,10 @@ auditrelay_source_queue_full_waits_total{source="beta.prod",vendor="configcat"} 
 # TYPE auditrelay_source_window_splits_total counter
 auditrelay_source_window_splits_total{source="acme",vendor="aitronos"} 6
 auditrelay_source_window_splits_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_retry_after_capped_total Waits the vendor asked for (Retry-After, rate-limit reset) longer than max_retry_after, cut to it.
+# TYPE auditrelay_source_retry_after_capped_total counter
+auditrelay_source_retry_after_capped_total{source="acme",vendor="aitronos"} 8
+auditrelay_source_retry_after_capped_total{source="beta.prod",vendor="configcat"} 0
 # HELP auditrelay_source_lag_seconds Now minus the source's checkpoint: everything older is collected. At least the configured lag; absent until the first sweep ends.
 # TYPE auditrelay_source_lag_seconds gauge
 auditrelay_source_lag_seconds{source="acme",vendor="aitronos"} 90.500

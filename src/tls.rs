@@ -89,6 +89,31 @@ pub fn client_config_with(
     }
 }
 
+/// An HTTP client error for an operator: reqwest's text and every cause below it (reqwest's own
+/// text alone says only "error sending request"), without the URL (it may carry secrets; the
+/// caller names the redacted URL), plus [`handshake_hint`] when a certificate was refused.
+pub fn http_error(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    // The rustls error sits behind boxed connector errors that cannot be downcast; its
+    // Display names the variant.
+    let refused = [
+        ("UnknownIssuer", rustls::CertificateError::UnknownIssuer),
+        ("NotValidForName", rustls::CertificateError::NotValidForName),
+        ("Expired", rustls::CertificateError::Expired),
+    ];
+    if let Some((_, kind)) = refused.into_iter().find(|(name, _)| text.contains(name)) {
+        text.push_str(handshake_hint(&rustls::Error::InvalidCertificate(kind)));
+    }
+    text
+}
+
 /// What an operator should check after a handshake failed with `e`, as a clause to append.
 pub fn handshake_hint(e: &rustls::Error) -> &'static str {
     match e {

@@ -280,12 +280,9 @@ impl HecSink {
         if self.acks.is_some() {
             post = post.header("x-splunk-request-channel", self.channel());
         }
-        let response = post
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| SendError::transient(format!("{}: request failed: {}", self.target, e.without_url())))?;
+        let response = post.header("content-type", "application/json").body(body).send().await.map_err(|e| {
+            SendError::transient(format!("{}: request failed: {}", self.target, crate::tls::http_error(e)))
+        })?;
         let status = response.status().as_u16();
         let retry_after =
             response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
@@ -349,7 +346,9 @@ impl HecSink {
             .body(format!("{{\"acks\":[{ack_id}]}}"))
             .send()
             .await
-            .map_err(|e| SendError::transient(format!("{}: ack poll failed: {}", self.target, e.without_url())))?;
+            .map_err(|e| {
+                SendError::transient(format!("{}: ack poll failed: {}", self.target, crate::tls::http_error(e)))
+            })?;
         let status = response.status().as_u16();
         let bytes = read_limited(response).await;
         if status != 200 {
@@ -384,7 +383,7 @@ impl HecSink {
         }
         let response =
             self.http.get(health).header("authorization", self.authorization()).send().await.map_err(|e| {
-                SendError::transient(format!("{}: health check failed: {}", self.target, e.without_url()))
+                SendError::transient(format!("{}: health check failed: {}", self.target, crate::tls::http_error(e)))
             })?;
         let status = response.status().as_u16();
         let answer = read_answer(response).await;
@@ -406,10 +405,9 @@ impl HecSink {
         if self.acks.is_some() {
             post = post.header("x-splunk-request-channel", self.channel());
         }
-        let response =
-            post.body(Vec::new()).send().await.map_err(|e| {
-                SendError::transient(format!("{}: token check failed: {}", self.target, e.without_url()))
-            })?;
+        let response = post.body(Vec::new()).send().await.map_err(|e| {
+            SendError::transient(format!("{}: token check failed: {}", self.target, crate::tls::http_error(e)))
+        })?;
         let status = response.status().as_u16();
         let token = read_answer(response).await;
         match (status, token.code) {

@@ -29,8 +29,17 @@ use crate::config::AstronomerSettings;
 /// A 429 without `Retry-After` means a minute (§2.6: "fall back to 60 s").
 pub const BARE_429_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Records handed to the queue per chunk while a stream is decoded.
+/// Records handed to the queue per chunk while a stream is decoded (or fewer: [`CHUNK_BYTES`]).
 pub const CHUNK: usize = 500;
+
+/// A chunk is handed over once its lines reach this many bytes, so the records in flight stay
+/// bounded however large each line is.
+pub const CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+/// An NDJSON line longer than this is no audit record: the answer is refused as broken (asked
+/// again) instead of the line being buffered — a gzip bomb of one endless line (zeros) would
+/// otherwise fill memory up to [`MAX_DECODED_BYTES`].
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Decoded NDJSON larger than this is not read further: the window is split instead (and a
 /// decompression bomb stops here).
@@ -89,8 +98,9 @@ fn is_gzip(head: &[u8]) -> bool {
 }
 
 /// Decodes an answer body: gunzips (at most twice) while it starts with gzip's magic, then
-/// reads NDJSON lines, calling `emit` with every [`CHUNK`] records (and the rejected lines).
-/// `emit` returns false to stop. Blocking: run it on a blocking thread.
+/// reads NDJSON lines, calling `emit` with every [`CHUNK`] records or [`CHUNK_BYTES`] of lines
+/// (and the rejected lines). `emit` returns false to stop. Memory is bounded by the line and
+/// chunk caps, never by the answer's size. Blocking: run it on a blocking thread.
 pub fn decode(
     body: impl Read,
     mut emit: impl FnMut(Vec<Record>, Vec<Rejected>) -> bool,
@@ -112,9 +122,11 @@ pub fn decode(
     let mut line = Vec::new();
     let mut number = 0usize;
     let mut decoded = 0usize;
+    let mut chunk_bytes = 0usize;
     loop {
         line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(broken)?;
+        // One byte more than the cap tells a line of exactly the cap from a longer one.
+        let n = (&mut reader).take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut line).map_err(broken)?;
         if n == 0 {
             break;
         }
@@ -123,6 +135,13 @@ pub fn decode(
             return Err(DecodeError::TooLarge);
         }
         number += 1;
+        if line.len() > MAX_LINE_BYTES && line.last() != Some(&b'\n') {
+            return Err(DecodeError::Broken(format!(
+                "line {number} is longer than {MAX_LINE_BYTES} bytes: not an audit record (a decompression bomb?); \
+                 stopped decoding"
+            )));
+        }
+        chunk_bytes += n;
         let text = line.trim_ascii();
         if text.is_empty() {
             seen.blank += 1;
@@ -132,7 +151,8 @@ pub fn decode(
             Ok(r) => records.push(r),
             Err(r) => rejected.push(r),
         }
-        if records.len() + rejected.len() >= CHUNK {
+        if records.len() + rejected.len() >= CHUNK || chunk_bytes >= CHUNK_BYTES {
+            chunk_bytes = 0;
             seen.records += records.len();
             seen.rejected += rejected.len();
             if !emit(std::mem::take(&mut records), std::mem::take(&mut rejected)) {
@@ -256,6 +276,36 @@ mod tests {
         assert_eq!(key(a), key(b));
         assert_ne!(key(a), key(c));
         assert!(key(a).starts_with("sha256:") && key(a).len() == 7 + 64);
+    }
+
+    #[test]
+    fn test_an_endless_line_stops_at_the_line_cap_and_big_lines_come_in_small_chunks() {
+        // A gzip bomb of zeros: one line, never ended. Stops after the cap, not at the decoded cap.
+        let zeros = std::io::repeat(0).take(MAX_DECODED_BYTES as u64);
+        let mut emitted = 0;
+        let err = decode(zeros, |r, j| {
+            emitted += r.len() + j.len();
+            true
+        })
+        .unwrap_err();
+        assert!(matches!(&err, DecodeError::Broken(m) if m.contains("line 1 is longer than 16777216 bytes")), "{err}");
+        assert_eq!(emitted, 0);
+        // A line of exactly the cap (newline aside) is still read.
+        let pad = MAX_LINE_BYTES - r#"{"timestamp":"2026-06-03T14:22:08Z","p":""}"#.len();
+        let line = format!(r#"{{"timestamp":"2026-06-03T14:22:08Z","p":"{}"}}"#, "x".repeat(pad));
+        assert_eq!(line.len(), MAX_LINE_BYTES);
+        let (records, _, _) = collect(format!("{line}\n").as_bytes()).unwrap();
+        assert_eq!(records.len(), 1);
+        // Lines of 1 MiB: handed over 8 at a time (CHUNK_BYTES), not 500.
+        let big = format!(r#"{{"timestamp":"2026-06-03T14:22:08Z","n":N,"p":"{}"}}"#, "y".repeat(1 << 20));
+        let body: String = (0..20).map(|i| big.replace('N', &i.to_string()) + "\n").collect();
+        let mut chunks = Vec::new();
+        decode(body.as_bytes(), |r, _| {
+            chunks.push(r.len());
+            true
+        })
+        .unwrap();
+        assert_eq!(chunks, [8, 8, 4]);
     }
 
     #[test]

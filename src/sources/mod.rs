@@ -88,6 +88,11 @@ pub struct Checkpoint {
 pub struct Sweep {
     pub window: Window,
     pub page: PageCursor,
+    /// Pages of this sweep already stored; the sweep stops with an error rather than ask more
+    /// than `max_pages` (a vendor that never stops paging). 0 in checkpoints written before
+    /// the count existed: those sweeps count from where they resume.
+    #[serde(default)]
+    pub pages: u32,
 }
 
 /// One record read from a page: its dedupe key, event time and the vendor's bytes verbatim.
@@ -373,6 +378,9 @@ pub struct SourceStats {
     pub window_splits: AtomicU64,
     /// Answers that could not be read: malformed pages, broken or oversized bodies, cut streams.
     pub bad_answers: AtomicU64,
+    /// Waits a vendor asked for (`Retry-After`, a reset header) longer than `max_retry_after`,
+    /// cut to it.
+    pub retry_after_capped: AtomicU64,
     /// Wall time (ms since the epoch) of the last page committed; 0 before the first.
     pub last_success_ms: AtomicI64,
     /// The checkpoint's `done_until` (ms since the epoch): everything before it is collected;
@@ -395,6 +403,7 @@ pub struct SourceStatsSnapshot {
     pub queue_full_waits: u64,
     pub window_splits: u64,
     pub bad_answers: u64,
+    pub retry_after_capped: u64,
 }
 
 impl SourceStats {
@@ -423,8 +432,23 @@ impl SourceStats {
             queue_full_waits: get(&self.queue_full_waits),
             window_splits: get(&self.window_splits),
             bad_answers: get(&self.bad_answers),
+            retry_after_capped: get(&self.retry_after_capped),
         }
     }
+}
+
+/// The HTTP client of one source: the project's one rustls set-up (TLS 1.3 and 1.2, the
+/// vendor's certificate always verified, against `ca_file` when set, else the system's roots).
+/// The error names the source and the CA file.
+pub fn http_client(cfg: &SourceConfig) -> Result<reqwest::Client, String> {
+    let tls =
+        crate::tls::client_config(cfg.ca_file.as_deref(), None).map_err(|e| format!("source {}: {e}", cfg.name))?;
+    reqwest::Client::builder()
+        .user_agent(concat!("auditrelay/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|e| format!("source {}: cannot set up its HTTP client: {e}", cfg.name))
 }
 
 /// `check --connect`: one request for the last minute's first page, the cheapest question
@@ -440,7 +464,7 @@ pub async fn probe(cfg: &SourceConfig, http: &reqwest::Client, clock: &Clock) ->
         .build()
         .map_err(|e| format!("cannot build the request: {}", e.without_url()))?;
     let url = redact::url(request.url());
-    let response = http.execute(request).await.map_err(|e| format!("{url}: {}", e.without_url()))?;
+    let response = http.execute(request).await.map_err(|e| format!("{url}: {}", transport_error(e)))?;
     let status = response.status();
     match classify(status, response.headers(), clock.now_utc()) {
         Verdict::Ok => Ok(format!("{url}: answered {status}; credential accepted")),
@@ -500,11 +524,17 @@ pub enum SourceError {
     #[error("source {name}: {url} answered {status}: {detail}")]
     Rejected { name: String, url: String, status: u16, detail: String },
     #[error(
-        "source {name}: its checkpoint in the state database is unreadable ({detail}); refusing to start over silently — see README \"Damaged state\""
+        "source {name}: its checkpoint in the state database is damaged ({detail}); refusing to start over silently — see README \"Damaged state\""
     )]
     BadCheckpoint { name: String, detail: String },
     #[error("source {name}: {err}")]
     Queue { name: String, err: QueueError },
+    #[error(
+        "source {name}: paging did not end after {pages} pages (max_pages) of the window {from} to {to}; \
+         not asking {url}; the records of those pages are stored and the checkpoint stays on this window — \
+         raise max_pages if the vendor really holds that much"
+    )]
+    TooManyPages { name: String, url: String, from: String, to: String, pages: u32 },
 }
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, Clock, NoOpMiddleware<std::time::Instant>>;
@@ -625,7 +655,7 @@ impl Source {
             let mut sweep = match &checkpoint.sweep {
                 Some(s) => s.clone(),
                 None => match self.next_window(&checkpoint) {
-                    Ok(window) => Sweep { window, page: self.vendor.first_page() },
+                    Ok(window) => Sweep { window, page: self.vendor.first_page(), pages: 0 },
                     Err(wait) => {
                         if mode == RunMode::CatchUp {
                             return SourceExit::CaughtUp;
@@ -646,7 +676,11 @@ impl Source {
             let next = match &page.next {
                 Some(cursor) => Checkpoint {
                     done_until: checkpoint.done_until,
-                    sweep: Some(Sweep { window: sweep.window, page: cursor.clone() }),
+                    sweep: Some(Sweep {
+                        window: sweep.window,
+                        page: cursor.clone(),
+                        pages: sweep.pages.saturating_add(1),
+                    }),
                 },
                 None => Checkpoint { done_until: Some(sweep.window.to), sweep: None },
             };
@@ -674,14 +708,26 @@ impl Source {
             info!(source = %name, dropped, "discarded records staged by an interrupted answer; the window is asked again");
         }
         let stored = self.queue.checkpoint(name).await.map_err(|err| SourceError::Queue { name: name.clone(), err })?;
+        let bad = |detail: String| SourceError::BadCheckpoint { name: name.clone(), detail };
         match stored {
             None => {
+                // Records are stored only together with a checkpoint: records without one mean
+                // the checkpoint was lost, and starting over would refetch from `start`.
+                let history =
+                    self.queue.has_history(name).await.map_err(|err| SourceError::Queue { name: name.clone(), err })?;
+                if history {
+                    return Err(bad("it is missing, yet the database holds records of this source".into()));
+                }
                 let start = self.cfg.start.resolve(self.clock.now_utc());
                 info!(source = %name, %start, "no checkpoint yet: first run starts at `start`");
                 Ok(Checkpoint::default())
             }
-            Some(text) => serde_json::from_str(&text)
-                .map_err(|e| SourceError::BadCheckpoint { name: name.clone(), detail: e.to_string() }),
+            Some(text) => match serde_json::from_str::<Checkpoint>(&text) {
+                // Every checkpoint written says how far the source got; an empty one is damage.
+                Ok(cp) if cp == Checkpoint::default() => Err(bad(format!("it is empty ({text:?})"))),
+                Ok(cp) => Ok(cp),
+                Err(e) => Err(bad(format!("{e}; stored text {:?}", excerpt(&text)))),
+            },
         }
     }
 
@@ -788,6 +834,16 @@ impl Source {
             }
         };
         let url = redact::url(request.url());
+        if sweep.pages >= self.cfg.max_pages {
+            let time = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            return Attempt::Fatal(SourceError::TooManyPages {
+                name,
+                url,
+                from: time(sweep.window.from),
+                to: time(sweep.window.to),
+                pages: sweep.pages,
+            });
+        }
         bump(&self.stats.requests, 1);
         debug!(source = %name, %url, "request");
         let backoff = full_jitter(&self.cfg.backoff, failures, &mut self.rng);
@@ -798,24 +854,28 @@ impl Source {
             Ok(resp) => resp,
             Err(e) => {
                 self.stats.count_status(0);
-                warn!(source = %name, %url, error = %e.without_url(), retry_in = ?backoff, "request failed; retrying the same page");
+                warn!(source = %name, %url, error = %transport_error(e), retry_in = ?backoff, "request failed; retrying the same page");
                 return Attempt::Retry { delay: backoff, rate_limited: false };
             }
         };
         let (status, headers) = (resp.status(), resp.headers().clone());
         self.stats.count_status(status.as_u16());
         let now = self.clock.now_utc();
-        if let Some(pause) = budget_pause(&headers, now) {
+        let verdict = classify(status, &headers, now);
+        // A 429 waits for the longer of its own wait and the spent budget's reset, capped (and
+        // reported) once, in its arm below.
+        let budget = budget_pause(&headers, now);
+        if let Some(pause) = budget.filter(|_| !matches!(verdict, Verdict::RateLimited(_))) {
             debug!(source = %name, ?pause, "vendor says the rate budget is spent: pausing before the next request");
             self.pause_for(self.capped(pause));
         }
-        match classify(status, &headers, now) {
+        match verdict {
             Verdict::Ok if self.vendor.streams() => self.stream(resp, &url, splittable, backoff).await,
             Verdict::Ok => {
                 let cap = limits.max_bytes.filter(|_| splittable).map_or(MAX_BODY_BYTES, |b| b.min(MAX_BODY_BYTES));
                 let body = match read_body(resp, cap).await {
                     Ok(body) => body,
-                    Err(AnswerError::TooLarge) if splittable => {
+                    Err(AnswerError::TooLarge { .. }) if splittable => {
                         return Attempt::Split("more bytes than max_response_bytes");
                     }
                     Err(e) => {
@@ -847,7 +907,8 @@ impl Source {
                 }
             }
             Verdict::RateLimited(wait) => {
-                let delay = self.capped(wait.or(self.vendor.bare_429_wait()).unwrap_or(backoff));
+                let wait = wait.or(self.vendor.bare_429_wait()).unwrap_or(backoff);
+                let delay = self.capped(wait.max(budget.unwrap_or_default()));
                 info!(source = %name, %url, ?delay, "rate limited (429): pausing, then asking the same page again");
                 Attempt::Retry { delay, rate_limited: true }
             }
@@ -880,7 +941,9 @@ impl Source {
             return retry;
         }
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<Record>, Vec<Rejected>)>(2);
-        let body = tokio_util::io::StreamReader::new(resp.bytes_stream().map_err(std::io::Error::other));
+        let body = tokio_util::io::StreamReader::new(
+            resp.bytes_stream().map_err(|e| std::io::Error::other(transport_error(e))),
+        );
         let reader = tokio_util::io::SyncIoBridge::new(body);
         let decoder = tokio::task::spawn_blocking(move || {
             astronomer::decode(reader, |records, rejected| tx.blocking_send((records, rejected)).is_ok())
@@ -953,6 +1016,7 @@ impl Source {
     /// A vendor's wait, capped by `max_retry_after` (a far-future `Retry-After` is reported).
     fn capped(&self, wait: Duration) -> Duration {
         if wait > self.cfg.max_retry_after {
+            bump(&self.stats.retry_after_capped, 1);
             warn!(source = %self.cfg.name, asked = ?wait, capped = ?self.cfg.max_retry_after,
                 "vendor asked for a longer pause than max_retry_after; capping it");
             return self.cfg.max_retry_after;
@@ -1023,7 +1087,7 @@ impl Source {
                 Err(e) => {
                     let wait = full_jitter(&self.cfg.backoff, failures, &mut self.rng);
                     error!(source = %name, error = %e, retry_in = ?wait,
-                        "cannot commit the page to the queue (disk full?); fetching stopped, checkpoint unchanged");
+                        "cannot commit the page to the queue; fetching stopped, checkpoint unchanged");
                     failures = failures.saturating_add(1);
                     tokio::select! {
                         _ = self.clock.sleep(wait) => {}
@@ -1039,20 +1103,36 @@ impl Source {
 enum AnswerError {
     #[error("{0}")]
     Transport(String),
-    #[error("answer larger than the limit; stopped reading")]
-    TooLarge,
+    #[error("answer larger than the limit of {cap} bytes{announced}; not read further")]
+    TooLarge { cap: usize, announced: String },
 }
 
-/// Reads a whole answer body, stopping at `cap` bytes.
+/// Reads a whole answer body, stopping at `cap` bytes (at once when `Content-Length` says more).
 async fn read_body(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, AnswerError> {
+    if let Some(len) = resp.content_length().filter(|len| *len > cap as u64) {
+        return Err(AnswerError::TooLarge { cap, announced: format!(" (Content-Length: {len})") });
+    }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| AnswerError::Transport(e.without_url().to_string()))? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| AnswerError::Transport(transport_error(e)))? {
         if body.len() + chunk.len() > cap {
-            return Err(AnswerError::TooLarge);
+            return Err(AnswerError::TooLarge { cap, announced: String::new() });
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// A transport failure in an operator's words, never with the URL (it may carry secrets):
+/// reqwest's own text says only "error sending request" or "request or response body error",
+/// so the causes follow ("… connection refused"), and a timeout says so.
+fn transport_error(e: reqwest::Error) -> String {
+    let timeout = if e.is_timeout() { " (no complete answer within request_timeout)" } else { "" };
+    format!("{}{timeout}", crate::tls::http_error(e))
+}
+
+/// The first 80 characters of a stored text, for an error message.
+fn excerpt(text: &str) -> &str {
+    text.char_indices().nth(80).map_or(text, |(i, _)| &text[..i])
 }
 
 /// How much of an error answer is read, for the operator's message.
@@ -1184,9 +1264,87 @@ mod tests {
             sweep: Some(Sweep {
                 window: Window { from: at("2026-03-18T07:55:00Z"), to: at("2026-03-18T09:00:00Z") },
                 page: PageCursor::Offset { skip: 300 },
+                pages: 3,
             }),
         };
         let text = serde_json::to_string(&cp).unwrap();
         assert_eq!(serde_json::from_str::<Checkpoint>(&text).unwrap(), cp);
+        // Written before sweeps counted their pages: still loads, counting from 0.
+        let old = r#"{"done_until":null,"sweep":{"window":{"from":"2026-03-18T07:55:00Z","to":"2026-03-18T09:00:00Z"},
+            "page":{"kind":"number","page":4}}}"#;
+        let sweep = serde_json::from_str::<Checkpoint>(old).unwrap().sweep.unwrap();
+        assert_eq!((sweep.page, sweep.pages), (PageCursor::Number { page: 4 }, 0));
+    }
+
+    /// A sweep that would need more than `max_pages` pages stops with an error naming the
+    /// source, the window, the next page's URL and the cap, after exactly `max_pages` requests;
+    /// what those pages held is stored, and the checkpoint stays on the window with its page
+    /// count, so a larger cap resumes the same sweep where it stopped and loses nothing.
+    #[tokio::test(start_paused = true)]
+    async fn test_page_cap_stops_the_sweep_keeps_what_was_stored_and_resumes() {
+        use crate::config::Config;
+        use crate::queue::QueueOptions;
+        use crate::sim::{RateLimitSetting, Sim, SimOptions};
+
+        let clock = Clock::starting_at(at("2026-03-18T12:00:00Z"));
+        let mut opts = SimOptions::default();
+        opts.aitronos.records = 50;
+        opts.faults.rate_limit = RateLimitSetting::Off;
+        let sim = Sim::start(([127, 0, 0, 1], 0).into(), opts, clock.clone()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = |max_pages: u32| {
+            let text = format!(
+                "state_dir = {state:?}\n[[sources]]\nname = \"capped\"\nvendor = \"aitronos\"\n\
+                 organization_id = {org:?}\napi_key = {key:?}\nbase_url = {base:?}\nstart = \"2d\"\n\
+                 max_span = \"3d\"\npage_size = 5\nrate_limit = {{ requests = 1000, per = \"1s\" }}\n\
+                 max_pages = {max_pages}\n[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"out.ndjson\"\n",
+                state = dir.path().display().to_string(),
+                org = sim.aitronos_organization_id(),
+                key = sim.aitronos_api_key(),
+                base = sim.base_url().to_string(),
+            );
+            Config::parse_with_env(&text, &dir.path().join("a.toml"), &|_: &str| None).unwrap().sources[0].clone()
+        };
+        let queue = Queue::open(dir.path(), QueueOptions { max_bytes: 1 << 30, sinks: vec!["file".into()] }).unwrap();
+        let run = |max_pages| {
+            let source = Source::new(
+                config(max_pages),
+                reqwest::Client::new(),
+                queue.clone(),
+                clock.clone(),
+                SeverityPolicy::default(),
+            );
+            let stats = source.stats();
+            async move { (source.run(RunMode::CatchUp, CancellationToken::new()).await, stats.snapshot()) }
+        };
+
+        // 50 records in pages of 5: ten pages, three allowed.
+        let (exit, stats) = run(3).await;
+        let SourceExit::Failed(e @ SourceError::TooManyPages { .. }) = exit else {
+            panic!("not the page cap: {exit:?}")
+        };
+        let msg = e.to_string();
+        for piece in ["source capped:", "after 3 pages (max_pages)", "skip=15", "raise max_pages", "T12:00:00Z"] {
+            assert!(msg.contains(piece), "{msg:?} lacks {piece:?}");
+        }
+        assert_eq!(sim.request_log().len(), 3, "asked exactly max_pages pages");
+        assert_eq!((stats.requests, stats.pages, stats.stored), (3, 3, 15), "{stats:?}");
+        let cp: Checkpoint = serde_json::from_str(&queue.checkpoint("capped").await.unwrap().unwrap()).unwrap();
+        let sweep = cp.sweep.expect("the unfinished sweep stays in the checkpoint");
+        assert_eq!((cp.done_until, sweep.page, sweep.pages), (None, PageCursor::Offset { skip: 15 }, 3));
+
+        // A larger cap resumes at page 4 of the same window: seven more requests, all 50 stored.
+        let (exit, stats) = run(100).await;
+        assert!(matches!(exit, SourceExit::CaughtUp), "{exit:?}");
+        let log = sim.request_log();
+        assert_eq!(log.len(), 10, "{log:?}");
+        let resumed = &log[3].query;
+        let window_end = sweep.window.to.format("to_date=%Y-%m-%dT%H%%3A%M%%3A%SZ").to_string();
+        assert!(resumed.contains("skip=15") && resumed.contains(&window_end), "not the same sweep resumed: {resumed}");
+        assert_eq!(stats.stored, 35, "{stats:?}");
+        let cp: Checkpoint = serde_json::from_str(&queue.checkpoint("capped").await.unwrap().unwrap()).unwrap();
+        assert_eq!((cp.done_until, cp.sweep), (Some(sweep.window.to), None));
+        queue.close().await.unwrap();
+        sim.shutdown().await;
     }
 }

@@ -173,6 +173,11 @@ impl HecEmulator {
         self.shared.lock().indexed.clone()
     }
 
+    /// How many events are indexed so far (cheaper than [`HecEmulator::indexed`] in a poll loop).
+    pub fn indexed_count(&self) -> usize {
+        self.shared.lock().indexed.len()
+    }
+
     /// The `event` field of every indexed envelope, in order.
     pub fn indexed_events(&self) -> Vec<Value> {
         self.shared.lock().indexed.iter().map(|i| i.envelope["event"].clone()).collect()
