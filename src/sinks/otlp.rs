@@ -373,14 +373,18 @@ impl OtlpSink {
 fn log_record(event: &QueuedEvent, mode: OtlpBody) -> Result<LogRecord, String> {
     let not_an_event = |e: String| format!("not an OCSF event: {e}");
     let summary = summarize(&event.body).map_err(not_an_event)?;
+    let json_string = || {
+        let text = std::str::from_utf8(&event.body).map_err(|e| not_an_event(e.to_string()))?;
+        Ok::<_, String>(AnyValue { value: Some(any_value::Value::StringValue(text.to_owned())) })
+    };
     let body = match mode {
-        OtlpBody::Structured => {
-            serde_json::from_slice::<JsonAnyValue>(&event.body).map_err(|e| not_an_event(e.to_string()))?.0
-        }
-        OtlpBody::JsonString => {
-            let text = std::str::from_utf8(&event.body).map_err(|e| not_an_event(e.to_string()))?;
-            AnyValue { value: Some(any_value::Value::StringValue(text.to_owned())) }
-        }
+        // The event summarized, so it is JSON; one nested deeper than serde_json's recursion
+        // limit (a vendor record nested ~127 levels) still goes out, as its JSON text.
+        OtlpBody::Structured => match serde_json::from_slice::<JsonAnyValue>(&event.body) {
+            Ok(value) => value.0,
+            Err(_) => json_string()?,
+        },
+        OtlpBody::JsonString => json_string()?,
     };
     let (severity_number, severity_text) = severity(summary.severity_id);
     // Queued before the queue recorded it (version < 4): our send time is when OpenTelemetry
@@ -973,6 +977,16 @@ mod tests {
             let err = log_record(&event(body), OtlpBody::Structured).unwrap_err();
             assert!(err.starts_with("not an OCSF event: "), "{body}: {err}");
         }
+    }
+
+    /// An event nested deeper than serde_json's recursion limit (a vendor record ~127 levels
+    /// deep) is still sent, as its JSON text, rather than refused (found by `cargo fuzz`).
+    #[test]
+    fn an_event_too_deep_for_a_kvlist_goes_as_its_json_text() {
+        let deep = format!(r#"{{"class_uid":3002,"unmapped":{{"x":{}1{}}}}}"#, "[".repeat(130), "]".repeat(130));
+        let r = log_record(&event(&deep), OtlpBody::Structured).unwrap();
+        assert_eq!(r.body.unwrap().value, Some(any_value::Value::StringValue(deep.clone())));
+        assert_eq!(r.event_name, "ocsf.3002");
     }
 
     #[test]
