@@ -1,7 +1,7 @@
 //! The crash proof (DESIGN invariants 1–3) on the real binary: the agent collects every record
 //! of all four simulated vendors into two receivers (the HEC emulator and a file sink) while
-//! this test kills it with SIGKILL at random moments and starts it again; half-way, the HEC
-//! receiver goes down for a while. In the end:
+//! this test kills it with SIGKILL at random moments and starts it again; two-thirds of the
+//! way through the kills, the HEC receiver goes down for a while. In the end:
 //! - the `metadata.uid` set each receiver got equals the set of seeded records' uids;
 //! - a record arrived twice only from a batch in flight at a kill (at most one batch per sink
 //!   per kill), never from the queue: the queue issued exactly one event id per record;
@@ -207,7 +207,7 @@ async fn test_sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_fli
     let requests_per_kill = (4 * per_vendor / 100 / (2 * target_kills)).max(2) as u64;
     let events_per_kill = (4 * per_vendor / (4 * target_kills)).max(BATCH);
     loop {
-        // Half-way: HEC goes down; the file sink must get everything meanwhile.
+        // Two-thirds of the way: HEC goes down; the file sink must get everything meanwhile.
         if kills >= target_kills * 2 / 3 && !outage_checked {
             hec.stop().await;
             let indexed_before = hec.indexed_count();
