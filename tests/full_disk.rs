@@ -10,14 +10,13 @@ mod harness;
 mod hec_emulator;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use auditrelay::clock::Clock;
 use auditrelay::sim::{RateLimitSetting, SimOptions, SimVendor};
+use harness::agent::Agent;
 use harness::*;
 use hec_emulator::{HecEmulator, HecOptions};
-use tokio::process::Command;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -59,23 +58,6 @@ impl Drop for Tmpfs {
     }
 }
 
-fn count(log: &Path, needle: &str) -> usize {
-    std::fs::read_to_string(log).unwrap_or_default().matches(needle).count()
-}
-
-/// Polls `cond` (every 20 ms) until it holds; panics with `what` after [`LIMIT`].
-async fn until(what: &str, log: &Path, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LIMIT;
-    while !cond() {
-        if Instant::now() > deadline {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            panic!("waited {LIMIT:?} for {what}; agent log (newest first):\n{}", tail.join("\n"));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn test_full_disk_stops_fetching_keeps_everything_and_resumes_when_space_returns() {
     let mut opts = SimOptions::default();
@@ -108,38 +90,26 @@ async fn test_full_disk_stops_fetching_keeps_everything_and_resumes_when_space_r
         ),
     )
     .unwrap();
-    let log = dir.path().join("agent.log");
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_auditrelay"))
-        .args(["run", "--once", "-c"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut agent = Agent::start(&config, true);
 
     // The filesystem fills: the commit fails with a clear error.
     let full = "cannot commit the page to the queue";
-    until("the disk-full error", &log, || count(&log, full) > 0).await;
-    let text = std::fs::read_to_string(&log).unwrap();
-    let line = text.lines().find(|l| l.contains(full)).unwrap();
+    agent.until("the disk-full error", LIMIT, |a| a.count(full) > 0).await;
+    let line = agent.lines_with(&[full]).remove(0);
     assert!(line.contains("disk is full") && line.contains("aitronos-test"), "not a clear error: {line}");
     assert!(line.contains(&state.display().to_string()), "the error does not name the database: {line}");
 
     // Fetching stops: the page in hand is retried, no new page is asked for.
     let requests = sim.stats().requests;
-    let errors = count(&log, full);
-    until("two more commit attempts", &log, || count(&log, full) >= errors + 2).await;
+    let errors = agent.count(full);
+    agent.until("two more commit attempts", LIMIT, |a| a.count(full) >= errors + 2).await;
     assert_eq!(sim.stats().requests, requests, "the agent went on fetching with a full disk");
-    assert!(agent.try_wait().unwrap().is_none(), "the agent exited on a full disk");
 
     // Space returns, and so does the SIEM: everything arrives, nothing twice.
     fs.resize("64m");
     hec.restart().await;
-    let status = tokio::time::timeout(LIMIT, agent.wait()).await.expect("the agent finished").unwrap();
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(status.success(), "the agent failed after space returned:\n{text}");
+    let status = agent.exit(LIMIT).await;
+    assert!(status.success(), "the agent failed after space returned:\n{}", agent.log());
     let mut got: Vec<String> =
         hec.indexed_events().iter().map(|e| e["metadata"]["original_event_uid"].as_str().unwrap().to_owned()).collect();
     got.sort();

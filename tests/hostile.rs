@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use harness::agent::{Agent, until};
 use harness::{canonical, delivered, out_path};
 use hostile::*;
 

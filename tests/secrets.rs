@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use auditrelay::clock::Clock;
 use auditrelay::sim::{RateLimitSetting, SimOptions, SimVendor};
+use harness::agent::Agent;
 use harness::*;
 use hec_emulator::{HecEmulator, HecOptions};
 
@@ -230,16 +231,8 @@ backoff = {{ initial = "100ms", max = "300ms" }}
     // failing part failed at least twice; then /metrics, then SIGTERM.
     for format in ["text", "json"] {
         let log = d.join(format!("agent-{format}.log"));
-        let mut agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
-            .args(["--log-format", format, "run", "--drain-timeout", "1s", "-c"])
-            .arg(&config)
-            .env("RUST_LOG", "trace")
-            .env("TEST_DATAFOLD_KEY", DATAFOLD_KEY)
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let env = [("RUST_LOG", "trace"), ("TEST_DATAFOLD_KEY", DATAFOLD_KEY)];
+        let mut agent = Agent::spawn(&["--log-format", format, "run", "--drain-timeout", "1s"], &config, &log, &env);
         let deadline = Instant::now() + Duration::from_secs(120);
         let refused_before = refusing_hec.requests().len();
         let url = format!("http://127.0.0.1:{port}/metrics");
@@ -258,19 +251,16 @@ backoff = {{ initial = "100ms", max = "300ms" }}
                 assert_no_secret("/metrics", &metrics);
                 break;
             }
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
             assert!(
                 Instant::now() < deadline,
                 "the agent did not get there; indexed {}\n{metrics}",
                 hec.indexed_count()
             );
-            assert!(agent.try_wait().unwrap().is_none(), "the agent exited:\n{text}");
+            assert!(agent.exited().is_none(), "the agent exited:\n{}", agent.tail());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let pid = agent.id().unwrap().to_string();
-        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let status = tokio::time::timeout(Duration::from_secs(60), agent.wait()).await.unwrap().unwrap();
-        let text = std::fs::read_to_string(&log).unwrap();
+        let status = agent.terminate(Duration::from_secs(60)).await;
+        let text = agent.log();
         assert!(status.code().is_some(), "the agent was not killed by a signal: {status}");
         let traced = text.lines().filter(|l| l.contains("TRACE") || l.contains("\"level\":\"TRACE\"")).count();
         assert!(traced > 20, "expected a trace-level log ({traced} TRACE lines):\n{}", &text[..text.len().min(3000)]);

@@ -19,15 +19,14 @@ mod hec_emulator;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use auditrelay::clock::Clock;
 use auditrelay::sim::{RateLimitSetting, Sim, SimOptions, SimVendor};
+use harness::agent::Agent;
 use harness::*;
 use hec_emulator::{HecEmulator, HecOptions};
 use sha2::{Digest, Sha256};
-use tokio::process::{Child, Command};
 
 /// Events per batch for both sinks: the bound on duplicates per kill and sink.
 const BATCH: usize = 200;
@@ -111,20 +110,6 @@ fn config(sim: &Sim, dir: &Path, hec: &HecEmulator) -> String {
     )
 }
 
-fn start_agent(config: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_auditrelay"))
-        .args(["run", "--once", "-c"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
-
 /// What moves while the agent works; a kill fires when one of them passed its random mark.
 #[derive(Clone, Copy, Debug)]
 enum Trigger {
@@ -149,7 +134,8 @@ fn file_len(path: &Path) -> u64 {
 async fn run_until(sim: &Sim, hec: &HecEmulator, config: &Path, log: &Path, trigger: Trigger) -> bool {
     let out = out_path(config.parent().unwrap());
     let (requests0, indexed0, bytes0) = (sim.stats().requests, hec.indexed_count(), file_len(&out));
-    let mut agent = start_agent(config, log);
+    // One log over all runs (appended): the history of every kill.
+    let mut agent = Agent::spawn(&["run", "--once"], config, log, &[]);
     let deadline = Instant::now() + PHASE_LIMIT;
     loop {
         let fired = match trigger {
@@ -158,15 +144,12 @@ async fn run_until(sim: &Sim, hec: &HecEmulator, config: &Path, log: &Path, trig
             Trigger::FileBytes(n) => file_len(&out) >= bytes0 + n,
         };
         if fired {
-            agent.start_kill().unwrap(); // SIGKILL
-            let status = agent.wait().await.unwrap();
+            let status = agent.kill().await; // SIGKILL
             // It may have finished in the same instant; a kill is a kill only if it landed.
             return !status.success();
         }
-        if let Some(status) = agent.try_wait().unwrap() {
-            let tail = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: String = tail.lines().rev().take(20).collect::<Vec<_>>().join("\n");
-            assert!(status.success(), "the agent failed on its own ({status}); last log lines:\n{tail}");
+        if let Some(status) = agent.exited() {
+            assert!(status.success(), "the agent failed on its own ({status}); last log lines:\n{}", agent.tail());
             return false;
         }
         assert!(Instant::now() < deadline, "no progress within {PHASE_LIMIT:?} under {trigger:?}");
@@ -217,21 +200,13 @@ async fn test_sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_fli
                 kills += 1;
             }
             runs += 1;
-            let mut agent = start_agent(&config_path, &log);
+            let mut agent = Agent::spawn(&["run", "--once"], &config_path, &log, &[]);
             runs += 1;
-            let deadline = Instant::now() + PHASE_LIMIT;
-            loop {
-                // Cheap test first (lines), then the full uid check.
-                if lines(&out) >= expected.len() && file_uids(&out).len() == expected.len() {
-                    break;
-                }
-                assert!(agent.try_wait().unwrap().is_none(), "the agent exited while HEC was down");
-                assert!(Instant::now() < deadline, "the file sink stalled while HEC was down");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            // Cheap test first (lines), then the full uid check.
+            let all = |_: &Agent| lines(&out) >= expected.len() && file_uids(&out).len() == expected.len();
+            agent.until("the file sink to receive every record while HEC is down", PHASE_LIMIT, all).await;
             assert_eq!(hec.indexed_count(), indexed_before, "HEC was down, yet indexed events");
-            agent.start_kill().unwrap();
-            agent.wait().await.unwrap();
+            agent.kill().await;
             kills += 1;
             hec.restart().await;
             outage_checked = true;
@@ -252,8 +227,9 @@ async fn test_sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_fli
         }
         let Some(trigger) = rng.choice(marks) else {
             // Everything was received; one last run confirms the agent has nothing left to do.
-            let last = start_agent(&config_path, &log).wait_with_output().await.unwrap();
-            assert!(last.status.success(), "the final run failed");
+            let mut last = Agent::spawn(&["run", "--once"], &config_path, &log, &[]);
+            let status = last.exit(PHASE_LIMIT).await;
+            assert!(status.success(), "the final run failed ({status}):\n{}", last.tail());
             runs += 1;
             break;
         };

@@ -19,10 +19,11 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use auditrelay::clock::Clock;
 use auditrelay::sim::{RateLimitSetting, SimOptions, SimVendor};
+use harness::agent::Agent;
 use harness::pki::{Pki, make_pki};
 use harness::sinks::connect_row;
 use harness::*;
@@ -133,28 +134,10 @@ async fn test_vendor_over_https_is_refused_unless_its_ca_is_configured() {
     assert!(detail.contains("UnknownIssuer") && detail.contains("set ca_file"), "no reason or hint: {detail}");
 
     // A running agent: refuses every connection, asks the vendor nothing, collects nothing.
-    let log = dir.path().join("agent.log");
-    let mut agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
-        .args(["run", "-c"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.matches("UnknownIssuer").count() >= 3 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no certificate error logged:\n{text}");
-        assert!(agent.try_wait().unwrap().is_none(), "the agent exited:\n{text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    agent.start_kill().unwrap();
-    agent.wait().await.unwrap();
+    let mut agent = Agent::start(&config, false);
+    let limit = Duration::from_secs(60);
+    agent.until("three certificate errors logged", limit, |a| a.count("UnknownIssuer") >= 3).await;
+    agent.kill().await;
     assert_eq!(front.handshakes(), 0, "a TLS session was established with an untrusted certificate");
     assert_eq!(sim.stats().requests, 0, "a request reached the vendor over an untrusted connection");
     assert!(events(&out_path(dir.path())).is_empty());

@@ -1,4 +1,4 @@
-//! A hostile vendor for `tests/hostile.rs`, and the real agent run against it.
+//! A hostile vendor for `tests/hostile.rs`.
 //!
 //! The vendor is raw HTTP/1.1 over tokio TCP on 127.0.0.1 (loopback only, ever), so every byte,
 //! pause and close is the test's choice: one connection per request (`Connection: close`), the
@@ -6,13 +6,11 @@
 //! when each request arrived, when its answer's head was sent, how many body bytes the agent took
 //! and whether the agent hung up before the end.
 //!
-//! The agent is the real binary (`CARGO_BIN_EXE_auditrelay`) with its log in a file, so the test
-//! can read the log and `/proc/<pid>/status` while it runs.
+//! The agent run against it is `harness::agent::Agent`.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -447,81 +445,4 @@ pub fn astronomer_source(vendor: &Hostile, extra: &str) -> String {
          backoff = {{ initial = \"10ms\", max = \"100ms\" }}\n{extra}",
         base = vendor.base_url(),
     )
-}
-
-/// The real agent, running.
-pub struct Agent {
-    child: tokio::process::Child,
-    log: PathBuf,
-    pid: u32,
-}
-
-impl Agent {
-    /// `auditrelay run --once -c config` (`once`), or `run` (follow).
-    pub fn start(config: &Path, once: bool) -> Agent {
-        let log = config.with_file_name("agent.log");
-        let stderr = std::fs::File::create(&log).unwrap();
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"));
-        cmd.arg("run");
-        if once {
-            cmd.arg("--once");
-        }
-        cmd.arg("-c")
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .kill_on_drop(true);
-        let child = cmd.spawn().unwrap();
-        let pid = child.id().unwrap();
-        Agent { child, log, pid }
-    }
-
-    /// Everything the agent logged so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The log lines containing every one of `pieces`.
-    pub fn lines_with(&self, pieces: &[&str]) -> Vec<String> {
-        self.log().lines().filter(|l| pieces.iter().all(|p| l.contains(p))).map(str::to_owned).collect()
-    }
-
-    /// The agent's peak resident memory so far (`VmHWM`), in bytes.
-    pub fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .unwrap_or_else(|e| panic!("the agent (pid {}) is not running: {e}", self.pid));
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/<pid>/status");
-        let kib: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmHWM in kB");
-        kib * 1024
-    }
-
-    /// Waits for the agent to exit on its own (at most `limit`).
-    pub async fn exit(&mut self, limit: Duration) -> ExitStatus {
-        match tokio::time::timeout(limit, self.child.wait()).await {
-            Ok(status) => status.unwrap(),
-            Err(_) => panic!("the agent did not exit within {limit:?}; its log:\n{}", self.log()),
-        }
-    }
-
-    /// SIGTERM, then waits for the exit.
-    pub async fn terminate(&mut self, limit: Duration) -> ExitStatus {
-        let sent = std::process::Command::new("kill").args(["-TERM", &self.pid.to_string()]).status().unwrap();
-        assert!(sent.success(), "kill -TERM {} failed", self.pid);
-        self.exit(limit).await
-    }
-}
-
-/// Polls `done` every 10 ms until it holds; panics naming `what` after `limit`.
-pub async fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let poll = async {
-        while !done() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    if tokio::time::timeout(limit, poll).await.is_err() {
-        panic!("timed out after {limit:?} waiting for {what}");
-    }
 }

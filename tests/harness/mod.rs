@@ -2,6 +2,7 @@
 //! for it, and readers for what the file sink delivered.
 #![allow(dead_code)]
 
+pub mod agent;
 /// The OCSF 1.8.0 check the unit tests use too: every event an end-to-end test reads is valid.
 #[path = "../ocsf_schema/mod.rs"]
 pub mod ocsf_schema;

@@ -1,0 +1,142 @@
+//! The real agent (`CARGO_BIN_EXE_auditrelay`) running as a child process, its log (stderr) in a
+//! file so a test can read it, and `/proc/<pid>/status`, while the agent runs. Waits poll a
+//! condition under a deadline; none sleeps to wait.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Lines of the log a failure message shows.
+const TAIL_LINES: usize = 20;
+
+/// The real agent, running.
+pub struct Agent {
+    child: tokio::process::Child,
+    log: PathBuf,
+    pid: u32,
+}
+
+impl Agent {
+    /// `auditrelay run --once -c config` (`once`), or `run` (follow), logging at `info` to
+    /// `agent.log` beside the configuration (emptied first).
+    pub fn start(config: &Path, once: bool) -> Agent {
+        let log = config.with_file_name("agent.log");
+        let _ = std::fs::remove_file(&log);
+        let args: &[&str] = if once { &["run", "--once"] } else { &["run"] };
+        Agent::spawn(args, config, &log, &[])
+    }
+
+    /// `auditrelay <args> -c config` with `RUST_LOG=info` unless `env` sets it, appending its
+    /// stderr to `log`.
+    pub fn spawn(args: &[&str], config: &Path, log: &Path, env: &[(&str, &str)]) -> Agent {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("cannot open the agent's log {}: {e}", log.display()));
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"));
+        cmd.args(args)
+            .arg("-c")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .env_remove("JOURNAL_STREAM")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true);
+        let child = cmd.spawn().unwrap();
+        let pid = child.id().unwrap();
+        Agent { child, log: log.to_owned(), pid }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Everything the agent logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last lines of the log, newest last: for failure messages.
+    pub fn tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+    }
+
+    /// How often `needle` occurs in the log.
+    pub fn count(&self, needle: &str) -> usize {
+        self.log().matches(needle).count()
+    }
+
+    /// The log lines containing every one of `pieces`.
+    pub fn lines_with(&self, pieces: &[&str]) -> Vec<String> {
+        self.log().lines().filter(|l| pieces.iter().all(|p| l.contains(p))).map(str::to_owned).collect()
+    }
+
+    /// The agent's peak resident memory so far (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .unwrap_or_else(|e| panic!("the agent (pid {}) is not running: {e}", self.pid));
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/<pid>/status");
+        let kib: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmHWM in kB");
+        kib * 1024
+    }
+
+    /// Its exit status if it has exited, without waiting.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Polls `done` every 10 ms until it holds, while the agent keeps running; panics naming
+    /// `what`, with the log's tail, if the agent exits first or `limit` passes.
+    pub async fn until(&mut self, what: &str, limit: Duration, mut done: impl FnMut(&Agent) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done(self) {
+            if let Some(status) = self.exited() {
+                panic!("the agent exited ({status}) before {what}; its log ends:\n{}", self.tail());
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {limit:?} waiting for {what}; the agent's log ends:\n{}", self.tail());
+            }
+            // The observer's polling interval, not a wait for the condition.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits for the agent to exit on its own (at most `limit`).
+    pub async fn exit(&mut self, limit: Duration) -> ExitStatus {
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => panic!("the agent did not exit within {limit:?}; its log ends:\n{}", self.tail()),
+        }
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub async fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        let sent = std::process::Command::new("kill").args(["-TERM", &self.pid.to_string()]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {} failed", self.pid);
+        self.exit(limit).await
+    }
+
+    /// SIGKILL, then waits for the exit.
+    pub async fn kill(&mut self) -> ExitStatus {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap()
+    }
+}
+
+/// Polls `done` every 10 ms until it holds; panics naming `what` after `limit`.
+pub async fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let poll = async {
+        while !done() {
+            // The observer's polling interval, not a wait for the condition.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    if tokio::time::timeout(limit, poll).await.is_err() {
+        panic!("timed out after {limit:?} waiting for {what}");
+    }
+}
