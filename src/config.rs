@@ -57,6 +57,9 @@ pub struct SeverityPolicy {
 impl SeverityPolicy {
     /// The configured severity for this vendor's event code, if any.
     pub fn get(&self, vendor: &str, event_code: &str) -> Option<Severity> {
+        if self.overrides.is_empty() {
+            return None; // the common case, without building a key for every event
+        }
         self.overrides.get(&(vendor.to_owned(), event_code.to_owned())).copied()
     }
 

@@ -29,7 +29,7 @@ const MARKER_FILE: &str = "auditrelay.db.created";
 /// How many problems `PRAGMA quick_check` lists before it stops.
 const QUICK_CHECK_PROBLEMS: u32 = 5;
 /// The `PRAGMA user_version` this code writes and understands.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 -- AUTOINCREMENT: an id is never reused, even after every row was deleted. A reused id at or
@@ -41,13 +41,16 @@ CREATE TABLE IF NOT EXISTS events (
     body BLOB NOT NULL,
     collected_ms INTEGER NOT NULL DEFAULT 0 -- since version 4: when the page was stored
 );
+-- Version 5: keyed by event time first. A record is the same record when its source, time and
+-- key are; keys arriving in time order then fill the b-tree at one end (vendor ids are random,
+-- so a (source, key) key scattered every page's inserts over the whole table), and pruning by
+-- time needs no second index.
 CREATE TABLE IF NOT EXISTS dedupe (
     source TEXT NOT NULL,
-    key TEXT NOT NULL,
     event_time_ms INTEGER NOT NULL,
-    PRIMARY KEY (source, key)
+    key TEXT NOT NULL,
+    PRIMARY KEY (source, event_time_ms, key)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dedupe_by_time ON dedupe (source, event_time_ms);
 CREATE TABLE IF NOT EXISTS checkpoints (
     source TEXT PRIMARY KEY,
     state TEXT NOT NULL,
@@ -82,13 +85,26 @@ CREATE INDEX IF NOT EXISTS staged_by_source ON staged (source, seq);
 -- Version 4: a sink's identity towards its receiver that must survive restarts (the HEC
 -- indexer-acknowledgement channel).
 CREATE TABLE IF NOT EXISTS sink_channels (sink TEXT PRIMARY KEY, channel TEXT NOT NULL);
-PRAGMA user_version = 4;
+PRAGMA user_version = 5;
 ";
 
 /// Run before `SCHEMA` on a version 1 or 2 database, whose `dead_letters` lacks the `sink` column.
 const ADD_DEAD_LETTER_SINK: &str = "ALTER TABLE dead_letters ADD COLUMN sink TEXT;";
 /// Run before `SCHEMA` on a version 1 to 3 database, whose `events` lacks `collected_ms`.
 const ADD_COLLECTED_MS: &str = "ALTER TABLE events ADD COLUMN collected_ms INTEGER NOT NULL DEFAULT 0;";
+/// Run before `SCHEMA` on a version 1 to 4 database: the dedupe keys move to the version 5
+/// table, keyed by time first (its old index goes with the old table).
+const DEDUPE_BY_TIME: &str = "
+CREATE TABLE dedupe_v5 (
+    source TEXT NOT NULL,
+    event_time_ms INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (source, event_time_ms, key)
+) WITHOUT ROWID;
+INSERT INTO dedupe_v5 (source, event_time_ms, key) SELECT source, event_time_ms, key FROM dedupe;
+DROP TABLE dedupe;
+ALTER TABLE dedupe_v5 RENAME TO dedupe;
+";
 
 /// What the queue needs from the configuration.
 #[derive(Debug, Clone)]
@@ -283,10 +299,14 @@ trait SqliteContext<T> {
 
 impl<T> SqliteContext<T> for rusqlite::Result<T> {
     fn op(self, path: &Path, op: &'static str) -> Result<T, QueueError> {
-        self.map_err(|source| match source.sqlite_error_code() {
-            Some(ErrorCode::DiskFull) => QueueError::DiskFull { path: path.to_owned(), op },
-            _ => QueueError::Sqlite { path: path.to_owned(), op, source },
-        })
+        self.map_err(|source| sqlite_error(source, path, op))
+    }
+}
+
+fn sqlite_error(source: rusqlite::Error, path: &Path, op: &'static str) -> QueueError {
+    match source.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => QueueError::DiskFull { path: path.to_owned(), op },
+        _ => QueueError::Sqlite { path: path.to_owned(), op, source },
     }
 }
 
@@ -373,6 +393,16 @@ enum Command {
     Synchronous {
         reply: Reply<i64>,
     },
+    /// Blocks the database thread until `resume` sends (or is dropped), so commands pile up.
+    #[cfg(test)]
+    Pause {
+        resume: std::sync::mpsc::Receiver<()>,
+    },
+    /// How many write transactions (groups) were committed so far.
+    #[cfg(test)]
+    Groups {
+        reply: Reply<u64>,
+    },
     Close {
         reply: Reply<()>,
     },
@@ -414,7 +444,17 @@ impl Queue {
             .op(&path, "measure the queue")?;
         let watches =
             Arc::new(Watches { bytes: watch::Sender::new(to_u64(bytes)), newest_id: watch::Sender::new(newest_id) });
-        let writer = Writer { conn, path: path.clone(), sinks, newest_id, watches: watches.clone() };
+        let writer = Writer {
+            conn,
+            path: path.clone(),
+            sinks,
+            newest_id,
+            watches: watches.clone(),
+            durable: true,
+            checkpointer: Some(Checkpointer::start(&path)?),
+            #[cfg(test)]
+            groups: 0,
+        };
         let (commands, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("auditrelay-queue".into())
@@ -642,6 +682,7 @@ fn open_connection(path: &Path, sinks: &BTreeSet<String>) -> Result<Connection, 
     }
     // FULL: a commit is on disk before we reply, so a checkpoint never outruns its events.
     conn.pragma_update(None, "synchronous", "FULL").map_err(fail)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES).map_err(fail)?;
 
     let tx = conn.transaction().map_err(fail)?;
     if (1..3).contains(&found) {
@@ -649,6 +690,9 @@ fn open_connection(path: &Path, sinks: &BTreeSet<String>) -> Result<Connection, 
     }
     if (1..4).contains(&found) {
         tx.execute_batch(ADD_COLLECTED_MS).op(path, "add the events.collected_ms column")?;
+    }
+    if (1..5).contains(&found) {
+        tx.execute_batch(DEDUPE_BY_TIME).op(path, "key the dedupe table by time")?;
     }
     if found < SCHEMA_VERSION {
         tx.execute_batch(SCHEMA).op(path, "create the schema")?;
@@ -720,14 +764,259 @@ fn reconcile_cursors(tx: &Transaction<'_>, path: &Path, sinks: &BTreeSet<String>
 }
 
 /// Deletes the events every remaining cursor is past; returns the body bytes freed. The cursor
-/// table holds exactly the configured sinks (`open_connection` and `Writer::ack` see to it).
+/// table holds exactly the configured sinks (`open_connection` and `write_group` see to it).
 /// With no sink configured nothing is deleted: nobody has taken the events yet.
-fn delete_acked(tx: &Transaction<'_>) -> rusqlite::Result<u64> {
+fn delete_acked(tx: &Connection) -> rusqlite::Result<u64> {
     let floor: Option<i64> = tx.query_row("SELECT MIN(last_id) FROM sink_cursors", [], |r| r.get(0))?;
     let Some(floor) = floor else { return Ok(0) };
     let mut delete = tx.prepare_cached("DELETE FROM events WHERE id <= ?1 RETURNING length(body)")?;
     let freed: i64 = delete.query_map([floor], |r| r.get::<_, i64>(0))?.sum::<rusqlite::Result<_>>()?;
     Ok(to_u64(freed))
+}
+
+/// What one grouped write did: a page's outcome and the body bytes it added, or the body
+/// bytes an ack freed.
+enum Written {
+    Page(StoreOutcome, u64),
+    Ack(u64),
+    Staged,
+}
+
+/// Writes that may share a transaction: at most this many per group.
+const MAX_GROUP: usize = 64;
+
+impl Command {
+    fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Command::StorePage { .. } | Command::CommitStaged { .. } | Command::Ack { .. } | Command::Stage { .. }
+        )
+    }
+
+    /// A page commit: it moves a checkpoint, so it must be on disk before the reply (acks and
+    /// staging need not be: see [`Writer::write_group`]).
+    fn moves_a_checkpoint(&self) -> bool {
+        matches!(self, Command::StorePage { .. } | Command::CommitStaged { .. })
+    }
+
+    /// Answers a grouped write.
+    fn answer(self, result: Result<Written, QueueError>) {
+        match self {
+            Command::StorePage { reply, .. } | Command::CommitStaged { reply, .. } => {
+                let _ = reply.send(result.map(|w| match w {
+                    Written::Page(outcome, _) => outcome,
+                    Written::Ack(_) | Written::Staged => StoreOutcome::default(),
+                }));
+            }
+            Command::Ack { reply, .. } | Command::Stage { reply, .. } => {
+                let _ = reply.send(result.map(|_| ()));
+            }
+            _ => {}
+        }
+    }
+
+    fn fail(self, e: QueueError) {
+        self.answer(Err(e));
+    }
+}
+
+/// A copy of a SQLite error (which is not `Clone`): its code and message.
+fn copy_sqlite(e: &rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, message) => rusqlite::Error::SqliteFailure(*code, message.clone()),
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
+    }
+}
+
+/// A copy of a grouped write's error, for the other writes of its group.
+fn copy_error(e: &QueueError, path: &Path) -> QueueError {
+    match e {
+        QueueError::DiskFull { path, op } => QueueError::DiskFull { path: path.clone(), op },
+        QueueError::Sqlite { path, op, source } => {
+            QueueError::Sqlite { path: path.clone(), op, source: copy_sqlite(source) }
+        }
+        other => sqlite_error(
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                Some(other.to_string()),
+            ),
+            path,
+            "write",
+        ),
+    }
+}
+
+/// One page (its events, or everything staged for its source) with its checkpoint, inside the
+/// caller's transaction (invariants 1 and 2). Returns the outcome and the body bytes added;
+/// `newest_id` follows the ids issued.
+fn write_page(
+    tx: &Connection,
+    source: &str,
+    content: Content<'_>,
+    checkpoint: Option<&str>,
+    prune_dedupe_before_ms: Option<i64>,
+    newest_id: &mut i64,
+) -> rusqlite::Result<(StoreOutcome, u64)> {
+    let mut outcome = StoreOutcome::default();
+    let mut added = 0u64;
+    // Prune before inserting: a late record older than the bound keeps its new key until the
+    // next page, so a refetch of it is still recognised.
+    if let Some(before) = prune_dedupe_before_ms {
+        tx.execute("DELETE FROM dedupe WHERE source = ?1 AND event_time_ms < ?2", params![source, before])?;
+    }
+    let mut key = tx.prepare_cached("INSERT OR IGNORE INTO dedupe (source, event_time_ms, key) VALUES (?1, ?2, ?3)")?;
+    let mut event =
+        tx.prepare_cached("INSERT INTO events (source, event_time_ms, body, collected_ms) VALUES (?1, ?2, ?3, ?4)")?;
+    let collected_ms = now_ms();
+    let mut dead = tx.prepare_cached(
+        "INSERT OR IGNORE INTO dead_letters (source, key, reason, raw, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let mut put_event = |k: &str, time_ms: i64, body: &[u8]| -> rusqlite::Result<()> {
+        if key.execute(params![source, time_ms, k])? == 0 {
+            outcome.duplicates += 1;
+            return Ok(());
+        }
+        event.execute(params![source, time_ms, body, collected_ms])?;
+        *newest_id = tx.last_insert_rowid();
+        outcome.stored += 1;
+        added += body.len() as u64;
+        Ok(())
+    };
+    match content {
+        Content::Memory { events, dead_letters } => {
+            for e in events {
+                put_event(&e.dedupe_key, e.event_time_ms, &e.body)?;
+            }
+            for d in dead_letters {
+                outcome.dead_lettered += dead.execute(params![source, d.key, d.reason, d.raw, now_ms()])?;
+            }
+        }
+        Content::Staged => {
+            let mut staged = tx.prepare_cached(
+                "SELECT dead, key, event_time_ms, body, reason FROM staged WHERE source = ?1 ORDER BY seq",
+            )?;
+            let mut rows = staged.query([source])?;
+            while let Some(row) = rows.next()? {
+                let (is_dead, k, time_ms): (bool, String, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+                let body = row.get_ref(3)?.as_blob()?;
+                if is_dead {
+                    let reason: String = row.get(4)?;
+                    outcome.dead_lettered += dead.execute(params![source, k, reason, body, now_ms()])?;
+                } else {
+                    put_event(&k, time_ms, body)?;
+                }
+            }
+            tx.execute("DELETE FROM staged WHERE source = ?1", [source])?;
+        }
+    }
+    if let Some(state) = checkpoint {
+        tx.execute(
+            "INSERT INTO checkpoints (source, state, updated_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (source) DO UPDATE
+             SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
+            params![source, state, now_ms()],
+        )?;
+    }
+    Ok((outcome, added))
+}
+
+/// Appends a chunk to the source's staging area inside the caller's transaction.
+fn write_stage(
+    tx: &Connection,
+    source: &str,
+    events: &[NewEvent],
+    dead_letters: &[NewDeadLetter],
+) -> rusqlite::Result<()> {
+    let mut put = tx.prepare_cached(
+        "INSERT INTO staged (source, dead, key, event_time_ms, body, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for e in events {
+        put.execute(params![source, false, e.dedupe_key, e.event_time_ms, e.body, None::<String>])?;
+    }
+    for d in dead_letters {
+        put.execute(params![source, true, d.key, 0, d.raw, d.reason])?;
+    }
+    Ok(())
+}
+
+/// Moves `sink`'s cursor to `upto` inside the caller's transaction, dead-letters the events it
+/// refused, and deletes what every sink has passed; returns the body bytes freed.
+fn write_ack(tx: &Connection, sink: &str, upto: i64, refused: &[RefusedEvent]) -> rusqlite::Result<u64> {
+    if !refused.is_empty() {
+        // Copied from the row itself, before the delete below can remove it. An event this sink
+        // already passed (or that is gone) is not copied twice: the key is unique.
+        let mut copy = tx.prepare_cached(
+            "INSERT OR IGNORE INTO dead_letters (source, key, reason, raw, created_at_ms, sink)
+             SELECT source, ?1 || '#' || id, ?2, body, ?3, ?1 FROM events WHERE id = ?4",
+        )?;
+        for r in refused.iter().filter(|r| r.id <= upto) {
+            copy.execute(params![sink, r.reason, now_ms(), r.id])?;
+        }
+    }
+    tx.execute("UPDATE sink_cursors SET last_id = MAX(last_id, ?2) WHERE sink = ?1", params![sink, upto])?;
+    delete_acked(tx)
+}
+
+/// The writer's own automatic checkpoint, in WAL pages: only a backstop (64 MiB of WAL) for when
+/// the [`Checkpointer`] falls behind or fails.
+const WRITER_AUTOCHECKPOINT_PAGES: i64 = 16_384;
+
+/// At most one checkpoint per this interval; frames written meanwhile go with the next.
+const CHECKPOINT_PACE: Duration = Duration::from_millis(50);
+
+/// Copies the WAL into the database file on its own thread and connection (`PRAGMA
+/// wal_checkpoint(PASSIVE)`, which never blocks the writer), so commits, and the sources and
+/// sinks waiting on them, do not stop for it; it also runs on the other core. Woken after each
+/// write group.
+struct Checkpointer {
+    wake: mpsc::SyncSender<()>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer, QueueError> {
+        let conn = Connection::open(path).op(path, "open the checkpoint connection")?;
+        conn.busy_timeout(Duration::from_secs(5)).op(path, "open the checkpoint connection")?;
+        conn.pragma_update(None, "synchronous", "FULL").op(path, "open the checkpoint connection")?;
+        let (wake, woken) = mpsc::sync_channel::<()>(1);
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (path, stop) = (path.to_owned(), Arc::clone(&stopping));
+        let thread = std::thread::Builder::new()
+            .name("auditrelay-wal".into())
+            .spawn(move || {
+                while woken.recv().is_ok() {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(path = %path.display(), error = %e,
+                            "cannot checkpoint the queue database's WAL; the writer's own checkpoints take over");
+                    }
+                    if stop.load(std::sync::atomic::Ordering::Acquire) {
+                        return;
+                    }
+                    // The pace; `stop` cuts it short.
+                    std::thread::park_timeout(CHECKPOINT_PACE);
+                }
+            })
+            .map_err(QueueError::Thread)?;
+        Ok(Checkpointer { wake, stopping, thread })
+    }
+
+    /// Asks for a checkpoint; one already asked for is enough.
+    fn wake(&self) {
+        let _ = self.wake.try_send(());
+    }
+
+    /// Lets the thread finish the checkpoint it may be running, and joins it.
+    fn stop(self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::Release);
+        drop(self.wake);
+        self.thread.thread().unpark();
+        let _ = self.thread.join();
+    }
 }
 
 /// Owns the connection; lives on the database thread.
@@ -738,30 +1027,61 @@ struct Writer {
     /// The last event id issued; acks are clamped to it.
     newest_id: i64,
     watches: Arc<Watches>,
+    /// The connection's `synchronous` is FULL (else NORMAL); see [`Writer::write_group`].
+    durable: bool,
+    checkpointer: Option<Checkpointer>,
+    #[cfg(test)]
+    groups: u64,
 }
 
 impl Writer {
     fn run(mut self, commands: mpsc::Receiver<Command>) {
-        // Replies are dropped silently when the caller stopped waiting; the work is done anyway.
-        while let Ok(command) = commands.recv() {
+        // A command taken while gathering a group, handled right after it.
+        let mut held = None;
+        loop {
+            let command = match held.take() {
+                Some(command) => command,
+                None => match commands.recv() {
+                    Ok(command) => command,
+                    // Every handle dropped without `close`: dropping the connection still
+                    // checkpoints the WAL.
+                    Err(_) => return,
+                },
+            };
+            if command.is_write() {
+                // Group commit: the writes already waiting (pages of other sources, acks of the
+                // sinks) join this one's transaction, so they share one sync to disk. Each keeps
+                // its own savepoint, so one that fails alone is rolled back alone.
+                let mut group = vec![command];
+                while group.len() < MAX_GROUP {
+                    match commands.try_recv() {
+                        Ok(next) if next.is_write() => group.push(next),
+                        Ok(next) => {
+                            held = Some(next);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                self.write_group(group);
+                continue;
+            }
+            // Replies are dropped silently when the caller stopped waiting; the work is done anyway.
             match command {
+                Command::StorePage { .. }
+                | Command::CommitStaged { .. }
+                | Command::Ack { .. }
+                | Command::Stage { .. } => {
+                    unreachable!("writes go through write_group")
+                }
                 Command::Checkpoint { source, reply } => {
                     let _ = reply.send(self.checkpoint(&source));
                 }
                 Command::History { source, reply } => {
                     let _ = reply.send(self.has_history(&source));
                 }
-                Command::StorePage { page, reply } => {
-                    let content = Content::Memory { events: &page.events, dead_letters: &page.dead_letters };
-                    let outcome =
-                        self.commit(&page.source, content, page.checkpoint.as_deref(), page.prune_dedupe_before_ms);
-                    let _ = reply.send(outcome);
-                }
                 Command::ReadBatch { sink, max_events, max_bytes, reply } => {
                     let _ = reply.send(self.read_batch(&sink, max_events, max_bytes));
-                }
-                Command::Ack { sink, upto_id, refused, reply } => {
-                    let _ = reply.send(self.ack(&sink, upto_id, &refused));
                 }
                 Command::DeadLetterCounts { reply } => {
                     let _ = reply.send(self.dead_letter_counts());
@@ -781,13 +1101,6 @@ impl Writer {
                 Command::DeadLetters { limit, reply } => {
                     let _ = reply.send(self.dead_letters(limit));
                 }
-                Command::Stage { source, events, dead_letters, reply } => {
-                    let _ = reply.send(self.stage(&source, &events, &dead_letters));
-                }
-                Command::CommitStaged { source, checkpoint, prune_dedupe_before_ms, reply } => {
-                    let content = Content::Staged;
-                    let _ = reply.send(self.commit(&source, content, checkpoint.as_deref(), prune_dedupe_before_ms));
-                }
                 Command::DiscardStaged { source, reply } => {
                     let _ = reply.send(self.discard_staged(&source));
                 }
@@ -805,13 +1118,139 @@ impl Writer {
                     let value = self.conn.pragma_query_value(None, "synchronous", |r| r.get(0));
                     let _ = reply.send(value.op(&self.path, "read synchronous"));
                 }
+                #[cfg(test)]
+                Command::Pause { resume } => {
+                    let _ = resume.recv();
+                }
+                #[cfg(test)]
+                Command::Groups { reply } => {
+                    let _ = reply.send(Ok(self.groups));
+                }
                 Command::Close { reply } => {
                     let _ = reply.send(self.close());
                     return;
                 }
             }
         }
-        // Every handle dropped without `close`: dropping the connection still checkpoints the WAL.
+    }
+
+    /// Page commits, acks and staged chunks in one transaction, each in its own savepoint;
+    /// replies once the transaction is committed. A write that fails is rolled back to its
+    /// savepoint and answered with its error; the others still commit. A failing BEGIN or
+    /// COMMIT fails them all, and none took effect.
+    ///
+    /// A group with a page commit is committed durably (`synchronous = FULL`: the WAL is synced
+    /// before the reply, invariant 1). A group of only acks and staged chunks is committed
+    /// without a sync (`NORMAL`): it becomes durable with the next synced commit, which syncs
+    /// the WAL up to its end. Losing it to a power cut loses nothing: an ack lost means its
+    /// batch is sent again (at least once), and staged records are discarded at the next
+    /// attempt anyway.
+    fn write_group(&mut self, group: Vec<Command>) {
+        let durable = group.iter().any(Command::moves_a_checkpoint);
+        if let Err(e) = self.set_durability(durable) {
+            for command in group {
+                command.fail(copy_error(&e, &self.path));
+            }
+            return;
+        }
+        self.commit_group(group);
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.wake();
+        }
+        // Back to FULL for everything else the thread writes (a failure here is retried by the
+        // next page commit, which fails if it cannot be durable).
+        if let Err(e) = self.set_durability(true) {
+            tracing::warn!(error = %e, "cannot return the queue database to synchronous = FULL");
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Command>) {
+        #[cfg(test)]
+        {
+            self.groups += 1;
+        }
+        let Writer { conn, path, sinks, newest_id, watches, .. } = self;
+        let mut newest = *newest_id;
+        let mut results: Vec<Result<Written, QueueError>> = Vec::with_capacity(group.len());
+        let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                for command in group {
+                    command.fail(sqlite_error(copy_sqlite(&e), path, "begin a write"));
+                }
+                return;
+            }
+        };
+        for command in &group {
+            let written = (|| -> Result<Written, QueueError> {
+                let sp = tx.savepoint().op(path, "begin a savepoint")?;
+                let mut newest_here = newest;
+                let written = match command {
+                    Command::StorePage { page, .. } => {
+                        let content = Content::Memory { events: &page.events, dead_letters: &page.dead_letters };
+                        let checkpoint = page.checkpoint.as_deref();
+                        let prune = page.prune_dedupe_before_ms;
+                        write_page(&sp, &page.source, content, checkpoint, prune, &mut newest_here)
+                            .map(|(outcome, added)| Written::Page(outcome, added))
+                            .op(path, "store a page")?
+                    }
+                    Command::CommitStaged { source, checkpoint, prune_dedupe_before_ms, .. } => {
+                        let checkpoint = checkpoint.as_deref();
+                        write_page(&sp, source, Content::Staged, checkpoint, *prune_dedupe_before_ms, &mut newest_here)
+                            .map(|(outcome, added)| Written::Page(outcome, added))
+                            .op(path, "store a page")?
+                    }
+                    Command::Ack { sink, upto_id, refused, .. } => {
+                        if !sinks.contains(sink) {
+                            return Err(QueueError::UnknownSink { path: path.clone(), sink: sink.clone() });
+                        }
+                        // Never past the last id issued: a cursor ahead of it would skip the
+                        // next events.
+                        let upto = (*upto_id).min(newest);
+                        write_ack(&sp, sink, upto, refused).map(Written::Ack).op(path, "acknowledge a batch")?
+                    }
+                    Command::Stage { source, events, dead_letters, .. } => {
+                        write_stage(&sp, source, events, dead_letters)
+                            .map(|()| Written::Staged)
+                            .op(path, "stage records")?
+                    }
+                    _ => unreachable!("only writes are grouped"),
+                };
+                sp.commit().op(path, "release a savepoint")?;
+                newest = newest_here;
+                Ok(written)
+            })();
+            // Some errors (a full disk, I/O) make SQLite roll back the whole transaction, not
+            // just the statement: then nothing of the group stands, and each write is failed.
+            if let Err(e) = &written
+                && tx.is_autocommit()
+            {
+                for command in group {
+                    command.fail(copy_error(e, path));
+                }
+                return;
+            }
+            results.push(written);
+        }
+        if let Err(e) = tx.commit() {
+            for command in group {
+                command.fail(sqlite_error(copy_sqlite(&e), path, "commit a write"));
+            }
+            return;
+        }
+        *newest_id = newest;
+        let (added, freed) = results.iter().fold((0u64, 0u64), |(a, f), r| match r {
+            Ok(Written::Page(_, bytes)) => (a + bytes, f),
+            Ok(Written::Ack(bytes)) => (a, f + bytes),
+            Ok(Written::Staged) | Err(_) => (a, f),
+        });
+        if added != freed {
+            watches.bytes.send_modify(|b| *b = (*b + added).saturating_sub(freed));
+        }
+        watches.newest_id.send_if_modified(|id| std::mem::replace(id, newest) != newest);
+        for (command, result) in group.into_iter().zip(results) {
+            command.answer(result);
+        }
     }
 
     fn checkpoint(&self, source: &str) -> Result<Option<String>, QueueError> {
@@ -835,110 +1274,14 @@ impl Writer {
 
     /// ONE transaction: prune old dedupe keys (if asked), add the page's events (skipping keys
     /// already seen) and dead letters, and set the checkpoint.
-    fn commit(
-        &mut self,
-        source: &str,
-        content: Content<'_>,
-        checkpoint: Option<&str>,
-        prune_dedupe_before_ms: Option<i64>,
-    ) -> Result<StoreOutcome, QueueError> {
-        let mut outcome = StoreOutcome::default();
-        let mut added = 0u64;
-        let mut newest_id = self.newest_id;
-        let mut write = |tx: &Transaction<'_>| -> rusqlite::Result<()> {
-            // Prune before inserting: a late record older than the bound keeps its new key
-            // until the next page, so a refetch of it is still recognised.
-            if let Some(before) = prune_dedupe_before_ms {
-                tx.execute("DELETE FROM dedupe WHERE source = ?1 AND event_time_ms < ?2", params![source, before])?;
-            }
-            let mut key =
-                tx.prepare_cached("INSERT OR IGNORE INTO dedupe (source, key, event_time_ms) VALUES (?1, ?2, ?3)")?;
-            let mut event = tx.prepare_cached(
-                "INSERT INTO events (source, event_time_ms, body, collected_ms) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            let collected_ms = now_ms();
-            let mut dead = tx.prepare_cached(
-                "INSERT OR IGNORE INTO dead_letters (source, key, reason, raw, created_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            let mut put_event = |k: &str, time_ms: i64, body: &[u8]| -> rusqlite::Result<()> {
-                if key.execute(params![source, k, time_ms])? == 0 {
-                    outcome.duplicates += 1;
-                    return Ok(());
-                }
-                event.execute(params![source, time_ms, body, collected_ms])?;
-                newest_id = tx.last_insert_rowid();
-                outcome.stored += 1;
-                added += body.len() as u64;
-                Ok(())
-            };
-            match content {
-                Content::Memory { events, dead_letters } => {
-                    for e in events {
-                        put_event(&e.dedupe_key, e.event_time_ms, &e.body)?;
-                    }
-                    for d in dead_letters {
-                        outcome.dead_lettered += dead.execute(params![source, d.key, d.reason, d.raw, now_ms()])?;
-                    }
-                }
-                Content::Staged => {
-                    let mut staged = tx.prepare_cached(
-                        "SELECT dead, key, event_time_ms, body, reason FROM staged WHERE source = ?1 ORDER BY seq",
-                    )?;
-                    let mut rows = staged.query([source])?;
-                    while let Some(row) = rows.next()? {
-                        let (is_dead, k, time_ms): (bool, String, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
-                        let body = row.get_ref(3)?.as_blob()?;
-                        if is_dead {
-                            let reason: String = row.get(4)?;
-                            outcome.dead_lettered += dead.execute(params![source, k, reason, body, now_ms()])?;
-                        } else {
-                            put_event(&k, time_ms, body)?;
-                        }
-                    }
-                    tx.execute("DELETE FROM staged WHERE source = ?1", [source])?;
-                }
-            }
-            if let Some(state) = checkpoint {
-                tx.execute(
-                    "INSERT INTO checkpoints (source, state, updated_at_ms) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (source) DO UPDATE
-                     SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
-                    params![source, state, now_ms()],
-                )?;
-            }
-            Ok(())
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .op(&self.path, "begin storing a page")?;
-        write(&tx).op(&self.path, "store a page")?;
-        tx.commit().op(&self.path, "commit a page")?;
-        self.newest_id = newest_id;
-        self.watches.bytes.send_modify(|b| *b += added);
-        self.watches.newest_id.send_if_modified(|id| std::mem::replace(id, newest_id) != newest_id);
-        Ok(outcome)
-    }
-
-    /// Appends a chunk to the source's staging area in its own (small) transaction.
-    fn stage(&mut self, source: &str, events: &[NewEvent], dead_letters: &[NewDeadLetter]) -> Result<(), QueueError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).op(&self.path, "begin staging")?;
-        {
-            let mut put = tx
-                .prepare_cached(
-                    "INSERT INTO staged (source, dead, key, event_time_ms, body, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .op(&self.path, "prepare staging")?;
-            for e in events {
-                put.execute(params![source, false, e.dedupe_key, e.event_time_ms, e.body, None::<String>])
-                    .op(&self.path, "stage an event")?;
-            }
-            for d in dead_letters {
-                put.execute(params![source, true, d.key, 0, d.raw, d.reason]).op(&self.path, "stage a dead letter")?;
-            }
+    /// `synchronous = FULL` (`durable`) or `NORMAL` for the next commits.
+    fn set_durability(&mut self, durable: bool) -> Result<(), QueueError> {
+        if durable != self.durable {
+            let level = if durable { "FULL" } else { "NORMAL" };
+            self.conn.pragma_update(None, "synchronous", level).op(&self.path, "set synchronous")?;
+            self.durable = durable;
         }
-        tx.commit().op(&self.path, "commit staged records")
+        Ok(())
     }
 
     fn discard_staged(&mut self, source: &str) -> Result<u64, QueueError> {
@@ -977,34 +1320,6 @@ impl Writer {
             Ok(batch)
         };
         read().op(&self.path, "read a batch")
-    }
-
-    fn ack(&mut self, sink: &str, upto_id: i64, refused: &[RefusedEvent]) -> Result<(), QueueError> {
-        self.cursor(sink)?;
-        // Never past the last id issued: a cursor ahead of it would skip the next events.
-        let upto = upto_id.min(self.newest_id);
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).op(&self.path, "begin an ack")?;
-        if !refused.is_empty() {
-            // Copied from the row itself, before the delete below can remove it. An event this
-            // sink already passed (or that is gone) is not copied twice: the key is unique.
-            let mut copy = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO dead_letters (source, key, reason, raw, created_at_ms, sink)
-                     SELECT source, ?1 || '#' || id, ?2, body, ?3, ?1 FROM events WHERE id = ?4",
-                )
-                .op(&self.path, "prepare a dead letter")?;
-            for r in refused.iter().filter(|r| r.id <= upto) {
-                copy.execute(params![sink, r.reason, now_ms(), r.id]).op(&self.path, "dead-letter a refused event")?;
-            }
-        }
-        tx.execute("UPDATE sink_cursors SET last_id = MAX(last_id, ?2) WHERE sink = ?1", params![sink, upto])
-            .op(&self.path, "move a sink cursor")?;
-        let freed = delete_acked(&tx).op(&self.path, "delete acknowledged events")?;
-        tx.commit().op(&self.path, "commit an ack")?;
-        if freed > 0 {
-            self.watches.bytes.send_modify(|b| *b = b.saturating_sub(freed));
-        }
-        Ok(())
     }
 
     fn dead_letter_counts(&self) -> Result<Vec<DeadLetterCount>, QueueError> {
@@ -1075,7 +1390,10 @@ impl Writer {
         read().op(&self.path, "read dead letters")
     }
 
-    fn close(self) -> Result<(), QueueError> {
+    fn close(mut self) -> Result<(), QueueError> {
+        if let Some(checkpointer) = self.checkpointer.take() {
+            checkpointer.stop();
+        }
         // Fold the WAL into the main file so the database is one self-contained file at rest.
         self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).op(&self.path, "checkpoint the WAL")?;
         self.conn.close().map_err(|(_, e)| e).op(&self.path, "close")
@@ -1525,6 +1843,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn writes_waiting_together_share_one_transaction_and_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["a"], 1 << 20)).unwrap();
+        q.store_page(page("s1", vec![ev("k0", 1, "e0")])).await.unwrap();
+        let before = q.call(|reply| Command::Groups { reply }).await.unwrap();
+        // Hold the thread while two sources' pages and two acks (one of an unknown sink) queue up.
+        let (resume, paused) = std::sync::mpsc::channel();
+        q.inner.commands.send(Command::Pause { resume: paused }).unwrap();
+        let mut p1 = page("s1", vec![ev("k1", 2, "e1"), ev("k0", 1, "e0")]);
+        p1.checkpoint = Some("cp-s1".into());
+        let mut p2 = page("s2", vec![ev("k2", 3, "e2")]);
+        p2.checkpoint = Some("cp-s2".into());
+        // Sent straight into the channel (as `Queue::call` does), so all four wait together.
+        let send = |command: Command| q.inner.commands.send(command).unwrap();
+        let (r1, a1) = oneshot::channel();
+        send(Command::StorePage { page: Arc::new(p1), reply: r1 });
+        let (r2, a2) = oneshot::channel();
+        send(Command::StorePage { page: Arc::new(p2), reply: r2 });
+        let (r3, a3) = oneshot::channel();
+        send(Command::Ack { sink: "nobody".into(), upto_id: 1, refused: Vec::new(), reply: r3 });
+        let (r4, a4) = oneshot::channel();
+        send(Command::Ack { sink: "a".into(), upto_id: 1, refused: Vec::new(), reply: r4 });
+        resume.send(()).unwrap();
+        let (r1, r2, r3, r4) = (a1.await.unwrap(), a2.await.unwrap(), a3.await.unwrap(), a4.await.unwrap());
+        assert_eq!(r1.unwrap(), StoreOutcome { stored: 1, duplicates: 1, dead_lettered: 0 });
+        assert_eq!(r2.unwrap(), StoreOutcome { stored: 1, duplicates: 0, dead_lettered: 0 });
+        assert!(matches!(r3, Err(QueueError::UnknownSink { .. })), "{r3:?}");
+        r4.unwrap();
+        let after = q.call(|reply| Command::Groups { reply }).await.unwrap();
+        assert_eq!(after - before, 1, "four waiting writes, one transaction");
+        assert_eq!(q.checkpoint("s1").await.unwrap().as_deref(), Some("cp-s1"));
+        assert_eq!(q.checkpoint("s2").await.unwrap().as_deref(), Some("cp-s2"));
+        assert_eq!(all(&q, "a").await, vec!["e1", "e2"], "event 1 acked, the rest queued");
+        // An ack alone commits without a sync, then the connection is durable again.
+        q.ack("a", 2).await.unwrap();
+        assert_eq!(q.synchronous().await.unwrap(), 2, "synchronous=FULL after an ack-only group");
+        q.close().await.unwrap();
+    }
+
+    #[tokio::test]
     async fn checkpoint_is_committed_with_its_events() {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
@@ -1764,6 +2122,36 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[tokio::test]
+    async fn a_version_4_database_keeps_its_dedupe_keys_in_the_time_keyed_table() {
+        let dir = tempfile::tempdir().unwrap();
+        Queue::open(dir.path(), opts(&["s"], 1000)).unwrap().close().await.unwrap();
+        let old = Connection::open(dir.path().join("auditrelay.db")).unwrap();
+        old.execute_batch(
+            "DROP TABLE dedupe;
+             CREATE TABLE dedupe (source TEXT NOT NULL, key TEXT NOT NULL, event_time_ms INTEGER NOT NULL,
+                                  PRIMARY KEY (source, key)) WITHOUT ROWID;
+             CREATE INDEX dedupe_by_time ON dedupe (source, event_time_ms);
+             INSERT INTO dedupe VALUES ('a', 'k1', 1), ('a', 'k2', 2);
+             PRAGMA user_version = 4;",
+        )
+        .unwrap();
+        drop(old);
+        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
+        let outcome = q.store_page(page("a", vec![ev("k1", 1, "x"), ev("k3", 3, "y")])).await.unwrap();
+        assert_eq!((outcome.stored, outcome.duplicates), (1, 1), "k1 was known before the upgrade");
+        let mut pruned = page("a", vec![ev("k2", 2, "z")]);
+        pruned.prune_dedupe_before_ms = Some(3);
+        assert_eq!(q.store_page(pruned).await.unwrap().stored, 1, "keys older than the bound are pruned first");
+        q.close().await.unwrap();
+        let db = Connection::open(dir.path().join("auditrelay.db")).unwrap();
+        let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let index: i64 =
+            db.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'dedupe_by_time'", [], |r| r.get(0)).unwrap();
+        assert_eq!(index, 0, "the old index went with the old table");
     }
 
     #[test]

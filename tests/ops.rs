@@ -177,7 +177,7 @@ async fn test_stats_shows_events_cursors_checkpoints_and_dead_letters_and_change
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &Vendor::unreachable());
     make_state(dir.path()).await;
-    // An agent is running: its writer holds the database open, the last page still in the WAL.
+    // An agent is running: its writer holds the database open.
     let q = open_queue(dir.path());
     let body = &ocsf_events()[4];
     let page = PageWrite {
@@ -187,7 +187,25 @@ async fn test_stats_shows_events_cursors_checkpoints_and_dead_letters_and_change
     };
     q.store_page(page).await.unwrap();
     let db = state_dir(dir.path()).join("auditrelay.db");
-    let before = std::fs::read(&db).unwrap();
+    let wal = state_dir(dir.path()).join("auditrelay.db-wal");
+    // The agent's checkpoint thread folds the WAL into the file when it likes: fold it all in
+    // first (retried while that thread holds the checkpoint lock: busy = 1), so that only
+    // `stats` could change either file afterwards.
+    let settle = rusqlite::Connection::open(&db).unwrap();
+    settle.busy_timeout(Duration::from_secs(5)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (busy, log, done): (i64, i64, i64) =
+            settle.query_row("PRAGMA wal_checkpoint(FULL)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+        if busy == 0 && log == done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the WAL was never checkpointed whole: busy {busy}, {done} of {log} frames");
+        // The observer's polling interval, not a wait for the condition.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(settle);
+    let before = (std::fs::read(&db).unwrap(), std::fs::read(&wal).unwrap());
 
     let text = assert_ok(&queue_cmd(&config, &["stats"]));
     let line = |start: &str| text.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("{start}: {text}"));
@@ -219,8 +237,15 @@ async fn test_stats_shows_events_cursors_checkpoints_and_dead_letters_and_change
         "{text}"
     );
 
-    // Read-only: the database file is as it was, and the agent's writer goes on.
-    assert_eq!(std::fs::read(&db).unwrap(), before);
+    // Read-only: the database and its WAL are as they were, and the agent's writer goes on.
+    let after = (std::fs::read(&db).unwrap(), std::fs::read(&wal).unwrap());
+    let first_change = |a: &[u8], b: &[u8]| a.iter().zip(b).position(|(x, y)| x != y).map(|i| (i, a.len(), b.len()));
+    assert!(
+        after == before,
+        "`queue stats` changed the database (first changed byte, lengths): file {:?}, WAL {:?}",
+        first_change(&before.0, &after.0),
+        first_change(&before.1, &after.1)
+    );
     assert_eq!(q.backlog(SINK).await.unwrap(), 2);
     q.close().await.unwrap();
 }

@@ -231,7 +231,10 @@ pub fn unmapped(record: &Map<String, Value>, keys: &[&str]) -> Map<String, Value
 
 /// Namespace for event uids: UUIDv5(NAMESPACE_URL, "https://auditrelay.dev/event").
 fn uid_namespace() -> uuid::Uuid {
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, b"https://auditrelay.dev/event")
+    // Derived once (a SHA-1), not for every event.
+    static NAMESPACE: std::sync::LazyLock<uuid::Uuid> =
+        std::sync::LazyLock::new(|| uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, b"https://auditrelay.dev/event"));
+    *NAMESPACE
 }
 
 /// The deterministic id of one vendor record: the same record always gets the same uid.

@@ -176,6 +176,11 @@ impl Store {
         self.records.iter().map(|r| r.event_uuid.clone()).collect()
     }
 
+    /// Every record as the JSON text of its object in an answer's `logs`, oldest first.
+    pub(super) fn records_json(&self) -> Vec<String> {
+        self.records.iter().map(|r| serde_json::to_string(r).unwrap_or_default()).collect()
+    }
+
     /// Generates the next record (an arrival) at `at` and inserts it in order.
     fn add(&mut self, at: DateTime<Utc>) {
         let log = self.log(self.next, super::truncate_to(at, 1));

@@ -170,6 +170,38 @@ impl SimVendor {
     }
 }
 
+/// The instant [`sample_records`] seeds its stores at: 2026-03-18T12:00:00Z.
+const SAMPLE_NOW_SECS: i64 = 1_773_835_200;
+
+/// `n` records of `vendor`, each as the exact JSON text an intact answer carries it: the record
+/// object of an Aitronos `items`, ConfigCat `data` or Datafold `logs` array, or an Astronomer
+/// NDJSON line (without its `\n`). They are the records of the vendor's first organization
+/// that [`Sim::start`] seeds with `SimOptions { seed, .. }`, default vendor knobs and `records = n`
+/// on a clock at 2026-03-18T12:00:00Z, in the order the vendor serves them (the vendor's own
+/// generator and serialization, no server). For benchmarks and tests of reading and mapping.
+pub fn sample_records(vendor: SimVendor, n: usize, seed: u64) -> Vec<String> {
+    let now = DateTime::from_timestamp(SAMPLE_NOW_SECS, 0).unwrap_or_default();
+    let seed = org_seed(seed, vendor, 0);
+    match vendor {
+        SimVendor::Aitronos => {
+            let opts = AitronosSimOptions { records: n, ..AitronosSimOptions::default() };
+            aitronos::Store::generate(seed, &opts, &opts.organization_id, now).records_json()
+        }
+        SimVendor::Astronomer => {
+            let opts = AstronomerSimOptions { records: n, ..AstronomerSimOptions::default() };
+            astronomer::Store::generate(seed, &opts, 0, &opts.organization_id, now).lines()
+        }
+        SimVendor::ConfigCat => {
+            let opts = ConfigCatSimOptions { records: n, ..ConfigCatSimOptions::default() };
+            configcat::Store::generate(seed, &opts, 0, now).records_json()
+        }
+        SimVendor::Datafold => {
+            let opts = DatafoldSimOptions { records: n, ..DatafoldSimOptions::default() };
+            datafold::Store::generate(seed, &opts, now).records_json()
+        }
+    }
+}
+
 /// How a client authenticates to one simulated organization. Simulator credentials are made up
 /// and printed by `auditrelay simulate`; they are not secrets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1494,6 +1526,41 @@ pub(crate) mod tests {
         let args = parse("--listen 0.0.0.0:0").unwrap();
         let err = run_simulate(args).await.unwrap_err().to_string();
         assert!(err.contains("loopback"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn test_sample_records_are_the_records_the_simulator_serves() {
+        let n = 40;
+        let mut o = opts(n);
+        o.seed = 7;
+        let sim = start(o, Clock::starting_at(DateTime::from_timestamp(SAMPLE_NOW_SECS, 0).unwrap())).await;
+        for v in SimVendor::ALL {
+            let samples = sample_records(v, n, 7);
+            assert_eq!(samples.len(), n, "{v:?}");
+            let parsed: Vec<serde_json::Value> = samples.iter().map(|s| serde_json::from_str(s).unwrap()).collect();
+            assert!(parsed.iter().all(serde_json::Value::is_object), "{v:?}");
+            let id = |field: &str| -> Vec<String> {
+                parsed.iter().map(|r| r[field].as_str().map_or_else(|| r[field].to_string(), str::to_owned)).collect()
+            };
+            let keys = match v {
+                SimVendor::Aitronos => id("id"),
+                SimVendor::ConfigCat => id("auditLogId"),
+                SimVendor::Datafold => id("event_uuid"),
+                SimVendor::Astronomer => samples.clone(),
+            };
+            let org = sim.organizations(v)[0].clone();
+            assert_eq!(keys.iter().collect::<std::collections::HashSet<_>>().len(), n, "{v:?}: keys are distinct");
+            assert_eq!(keys, sim.record_keys(v, &org), "{v:?}");
+            if v != SimVendor::Astronomer {
+                // A page carries each record's text verbatim (Astronomer's lines are its keys).
+                let page = fetch(&sim, v, &org, "").await;
+                let body = String::from_utf8(page.body).unwrap();
+                assert!(samples.iter().all(|s| body.contains(s.as_str())), "{v:?}: {body}");
+            }
+        }
+        assert_eq!(sample_records(SimVendor::ConfigCat, 3, 1), sample_records(SimVendor::ConfigCat, 3, 1));
+        assert_ne!(sample_records(SimVendor::ConfigCat, 3, 1), sample_records(SimVendor::ConfigCat, 3, 2));
+        sim.shutdown().await;
     }
 
     #[test]

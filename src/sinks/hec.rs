@@ -115,7 +115,7 @@ struct Envelope<'a> {
     sourcetype: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     index: Option<&'a str>,
-    event: &'a RawValue,
+    // `event` follows, added as the queued bytes (see `HecSink::envelope`).
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "fields_map")]
     fields: Vec<(&'static str, String)>,
 }
@@ -245,8 +245,7 @@ impl HecSink {
     /// One envelope of `/services/collector/event`, or why this body cannot be one.
     fn envelope(&self, body: &[u8]) -> Result<Vec<u8>, String> {
         let summary = summarize(body).map_err(|e| format!("queued body is not an OCSF event: {e}"))?;
-        let text = std::str::from_utf8(body).map_err(|e| format!("queued body is not UTF-8: {e}"))?;
-        let event: &RawValue = serde_json::from_str(text).map_err(|e| format!("queued body is not JSON: {e}"))?;
+        std::str::from_utf8(body).map_err(|e| format!("queued body is not UTF-8: {e}"))?;
         let fields = self.fields.iter().filter_map(|f| summary.field(*f).map(|v| (f.name(), v.to_string()))).collect();
         let envelope = Envelope {
             time: summary.time.and_then(hec_time),
@@ -254,10 +253,17 @@ impl HecSink {
             source: &self.source,
             sourcetype: &self.sourcetype,
             index: self.index.as_deref(),
-            event,
             fields,
         };
-        serde_json::to_vec(&envelope).map_err(|e| format!("cannot write the envelope: {e}"))
+        let mut out = Vec::with_capacity(body.len() + 256);
+        serde_json::to_writer(&mut out, &envelope).map_err(|e| format!("cannot write the envelope: {e}"))?;
+        // The event goes in as the queued bytes, not parsed again: `summarize` just read them
+        // whole as one JSON object. The envelope always has `host`, so a comma joins it.
+        out.pop(); // its closing brace
+        out.extend_from_slice(b",\"event\":");
+        out.extend_from_slice(body);
+        out.push(b'}');
+        Ok(out)
     }
 
     /// Posts one request of envelopes and reads what the collector said. Retry and

@@ -338,23 +338,83 @@ pub fn parse_event_time(text: &str) -> Option<DateTime<Utc>> {
 pub fn read_record(raw: &RawValue, id_field: &str, time_field: &str) -> Result<Record, Rejected> {
     let text = raw.get();
     let reject = |key: String, reason: String| Rejected { key, reason, raw: text.as_bytes().to_vec() };
-    let fields: std::collections::HashMap<String, &RawValue> = serde_json::from_str(text)
+    let mut de = serde_json::Deserializer::from_str(text);
+    let fields = serde::Deserializer::deserialize_any(&mut de, TwoFields { id_field, time_field })
         .map_err(|e| reject(content_key(text.as_bytes()), format!("record is not a JSON object ({e})")))?;
-    let field = |name: &str| fields.get(name).map(|v| serde_json::from_str::<serde_json::Value>(v.get()));
-    let key = match field(id_field) {
+    let field = |v: Option<&RawValue>| v.map(|v| serde_json::from_str::<serde_json::Value>(v.get()));
+    let key = match field(fields.id) {
         Some(Ok(serde_json::Value::String(s))) if !s.trim().is_empty() => s,
         Some(Ok(serde_json::Value::Number(n))) => n.to_string(),
         _ => return Err(reject(content_key(text.as_bytes()), format!("record has no usable `{id_field}`"))),
     };
-    let time = match field(time_field) {
+    let time = match field(fields.time) {
         Some(Ok(serde_json::Value::String(s))) => parse_event_time(&s),
         _ => None,
     };
     let Some(time) = time else {
-        let shown = fields.get(time_field).map_or("missing", |v| v.get());
+        let shown = fields.time.map_or("missing", RawValue::get);
         return Err(reject(key, format!("`{time_field}` is not a date-time: {shown}")));
     };
     Ok(Record { key, time, raw: raw.to_owned() })
+}
+
+/// The two top-level members [`read_record`] needs, borrowed from the record's text; every
+/// other member is only skipped (a record is read without building a map of it). As with a
+/// map, the last of repeated names wins; anything but an object is an error.
+struct TwoFields<'f> {
+    id_field: &'f str,
+    time_field: &'f str,
+}
+
+/// A member name, borrowed from the text unless it has escapes (serde's own `Cow` impl always
+/// copies).
+struct Name<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Name<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Name<'de>, E> {
+                Ok(Name(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
+}
+
+#[derive(Default)]
+struct Fields<'a> {
+    id: Option<&'a RawValue>,
+    time: Option<&'a RawValue>,
+}
+
+impl<'de> serde::de::Visitor<'de> for TwoFields<'_> {
+    type Value = Fields<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Fields<'de>, M::Error> {
+        let mut fields = Fields::default();
+        while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
+            if name == self.id_field {
+                fields.id = Some(map.next_value()?);
+            } else if name == self.time_field {
+                fields.time = Some(map.next_value()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(fields)
+    }
 }
 
 /// A stable key for a record that has no usable id: a name-based UUID over its bytes.
@@ -1051,6 +1111,7 @@ impl Source {
         bump(&self.stats.pages, 1);
         let fetched = page.staged.map_or(page.records.len() + page.rejected.len(), |s| s.records + s.rejected);
         bump(&self.stats.fetched, fetched as u64);
+        debug!(source = %name, records = fetched, "page read; mapping and committing it");
         let staged = page.staged.is_some();
         let mut rejected = page.rejected;
         let events = self.events(page.records, &mut rejected);
@@ -1237,6 +1298,24 @@ mod tests {
             let ceiling = Duration::from_millis(100).saturating_mul(1 << attempt.min(20)).min(b.max);
             assert!(full_jitter(&b, attempt, &mut rng) <= ceiling);
         }
+    }
+
+    #[test]
+    fn test_read_record_takes_the_two_top_level_fields_however_spelled() {
+        let read = |text: &str| {
+            let raw: Box<RawValue> = serde_json::from_str(text).unwrap();
+            read_record(&raw, "id", "time").map(|r| (r.key, r.time)).map_err(|r| r.reason)
+        };
+        let t = at("2026-03-18T10:00:00Z");
+        // An escaped member name, a nested `id` that is not the record's, a numeric id.
+        assert_eq!(read(r#"{"x":{"id":"inner"},"i\u0064":"k1","time":"2026-03-18T10:00:00Z"}"#), Ok(("k1".into(), t)));
+        assert_eq!(read(r#"{"id":42,"time":"2026-03-18T10:00:00Z"}"#), Ok(("42".into(), t)));
+        // The last of repeated names wins, as in a map.
+        assert_eq!(read(r#"{"id":"a","time":"x","id":"b","time":"2026-03-18T10:00:00Z"}"#), Ok(("b".into(), t)));
+        assert!(read(r#"[1,2]"#).unwrap_err().contains("not a JSON object"));
+        assert!(read(r#"{"id":" ","time":"2026-03-18T10:00:00Z"}"#).unwrap_err().contains("no usable `id`"));
+        assert!(read(r#"{"id":"k"}"#).unwrap_err().contains("`time` is not a date-time: missing"));
+        assert!(read(r#"{"id":"k","time":5}"#).unwrap_err().contains("`time` is not a date-time: 5"));
     }
 
     #[test]

@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 /// Lines of the log a failure message shows.
 const TAIL_LINES: usize = 20;
 
+/// `sysconf(_SC_CLK_TCK)`: 100 on every Linux architecture the project builds for (the unit of
+/// `/proc/<pid>/stat` times).
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
 /// The real agent, running.
 pub struct Agent {
     child: tokio::process::Child,
@@ -27,14 +31,16 @@ impl Agent {
     }
 
     /// `auditrelay <args> -c config` with `RUST_LOG=info` unless `env` sets it, appending its
-    /// stderr to `log`.
+    /// stderr to `log`. The binary is cargo's build of this package, or `$AUDITRELAY_BIN`.
     pub fn spawn(args: &[&str], config: &Path, log: &Path, env: &[(&str, &str)]) -> Agent {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .unwrap_or_else(|e| panic!("cannot open the agent's log {}: {e}", log.display()));
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"));
+        // `AUDITRELAY_BIN` runs another build instead (benchmarks compare builds with it).
+        let binary = std::env::var_os("AUDITRELAY_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_auditrelay").into());
+        let mut cmd = tokio::process::Command::new(binary);
         cmd.args(args)
             .arg("-c")
             .arg(config)
@@ -78,11 +84,42 @@ impl Agent {
 
     /// The agent's peak resident memory so far (`VmHWM`), in bytes.
     pub fn peak_rss(&self) -> u64 {
+        self.status_kib("VmHWM") * 1024
+    }
+
+    /// The agent's resident memory now (`VmRSS`), in bytes.
+    pub fn rss(&self) -> u64 {
+        self.status_kib("VmRSS") * 1024
+    }
+
+    /// What the resident memory is now, in bytes: anonymous (heap, stacks), file-backed (the
+    /// binary's pages, mapped files), shared memory (SQLite's WAL index); and the thread count.
+    pub fn rss_parts(&self) -> (u64, u64, u64, u64) {
+        let kib = |key| self.status_kib(key) * 1024;
+        (kib("RssAnon"), kib("RssFile"), kib("RssShmem"), self.status_kib("Threads"))
+    }
+
+    /// A number line of `/proc/<pid>/status` (most are in kB).
+    fn status_kib(&self, key: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
             .unwrap_or_else(|e| panic!("the agent (pid {}) is not running: {e}", self.pid));
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/<pid>/status");
-        let kib: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmHWM in kB");
-        kib * 1024
+        let line = status
+            .lines()
+            .find(|l| l.strip_prefix(key).is_some_and(|rest| rest.starts_with(':')))
+            .unwrap_or_else(|| panic!("no {key} in /proc/{}/status", self.pid));
+        line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}: not kB"))
+    }
+
+    /// CPU time the agent used so far, user and system (`/proc/<pid>/stat` fields 14 and 15),
+    /// in seconds.
+    pub fn cpu_seconds(&self) -> (f64, f64) {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .unwrap_or_else(|e| panic!("the agent (pid {}) is not running: {e}", self.pid));
+        // The command name (field 2) is in parentheses and may hold spaces: count after it.
+        let after = &stat[stat.rfind(')').expect("a /proc/<pid>/stat line") + 2..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| fields[i].parse::<f64>().expect("clock ticks") / CLOCK_TICKS_PER_SECOND;
+        (ticks(11), ticks(12))
     }
 
     /// Its exit status if it has exited, without waiting.

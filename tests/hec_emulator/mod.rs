@@ -76,6 +76,19 @@ pub struct HecOptions {
     /// An ackId reports `true` only once this many `/ack` polls asking for it have answered
     /// `false` (0: `true` at the first poll; 2: false, false, true).
     pub ack_delay_polls: u32,
+    /// What is kept of what arrives.
+    pub retain: Retain,
+}
+
+/// What the emulator keeps of indexed events and requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retain {
+    /// Every envelope and every request body (for tests that inspect them).
+    Everything,
+    /// Only each indexed event's `metadata.uid` (benchmarks of a million events): an envelope
+    /// is read only as far as that uid, and neither it nor the request body is kept. Faults
+    /// still apply; `/raw` keeps everything.
+    Uids,
 }
 
 impl Default for HecOptions {
@@ -86,6 +99,7 @@ impl Default for HecOptions {
             allowed_indexes: Vec::new(),
             max_content_length: 1024 * 1024,
             ack_delay_polls: 0,
+            retain: Retain::Everything,
         }
     }
 }
@@ -175,7 +189,17 @@ impl HecEmulator {
 
     /// How many events are indexed so far (cheaper than [`HecEmulator::indexed`] in a poll loop).
     pub fn indexed_count(&self) -> usize {
-        self.shared.lock().indexed.len()
+        self.shared.lock().count
+    }
+
+    /// The `event.metadata.uid` of every indexed event, in order (with [`Retain::Uids`]; with
+    /// [`Retain::Everything`], read from the kept envelopes).
+    pub fn indexed_uids(&self) -> Vec<String> {
+        let state = self.shared.lock();
+        match self.shared.opts.retain {
+            Retain::Uids => state.uids.clone(),
+            Retain::Everything => state.indexed.iter().map(|i| uid_of(&i.envelope)).collect(),
+        }
     }
 
     /// The `event` field of every indexed envelope, in order.
@@ -271,6 +295,9 @@ struct Shared {
 struct EmuState {
     faults: VecDeque<Fault>,
     indexed: Vec<Indexed>,
+    /// Events indexed (also with [`Retain::Uids`]).
+    count: usize,
+    uids: Vec<String>,
     requests: Vec<HecRequest>,
     ack_polls: usize,
     channels: HashMap<String, ChannelAcks>,
@@ -296,6 +323,42 @@ impl Shared {
 
 /// An HTTP status and a JSON body.
 type Answer = (u16, Value);
+
+/// [`Retain::Uids`] without a fault: each envelope is read only as far as its event's uid, so
+/// that a million events cost the receiver little (the full checks are the tests' business).
+fn index_uids(shared: &Shared, opts: &HecOptions, channel: Option<&str>, body: &[u8]) -> Answer {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        event: EventUid,
+    }
+    let mut uids = Vec::new();
+    for (i, item) in serde_json::Deserializer::from_slice(body).into_iter::<Envelope>().enumerate() {
+        match item {
+            Ok(envelope) => uids.push(envelope.event.metadata.uid),
+            Err(_) => return bad_event(6, "Invalid data format", i),
+        }
+    }
+    let mut state = shared.lock();
+    state.count += uids.len();
+    state.uids.extend(uids);
+    state.success(opts, channel, false)
+}
+
+/// An OCSF event read only as far as its `metadata.uid`.
+#[derive(serde::Deserialize)]
+pub struct EventUid {
+    pub metadata: UidOnly,
+}
+
+#[derive(serde::Deserialize)]
+pub struct UidOnly {
+    pub uid: String,
+}
+
+/// An envelope's `event.metadata.uid` ("" when it has none).
+fn uid_of(envelope: &Value) -> String {
+    envelope["event"]["metadata"]["uid"].as_str().unwrap_or_default().to_owned()
+}
 
 fn hec(code: u32, text: &str) -> Value {
     json!({ "text": text, "code": code })
@@ -464,7 +527,10 @@ async fn event_endpoint(
         channel: channel_of(&headers, &query),
         content_type: header(&headers, CONTENT_TYPE),
         raw_len: raw.len(),
-        body: decode(&headers, &raw, usize::MAX).unwrap_or_else(|_| raw.to_vec()),
+        body: match opts.retain {
+            Retain::Everything => decode(&headers, &raw, usize::MAX).unwrap_or_else(|_| raw.to_vec()),
+            Retain::Uids => Vec::new(),
+        },
         status: 0,
     };
     let response = match fault {
@@ -511,6 +577,9 @@ fn process_events(
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err((400, hec(5, "No data")));
         }
+        if opts.retain == Retain::Uids && fault.is_none() {
+            return Ok(index_uids(shared, opts, channel, &body));
+        }
         let fail_at = match fault {
             Some(Fault::InvalidEvent { index }) => Some(*index),
             _ => None,
@@ -539,8 +608,16 @@ fn process_events(
             failure = Some(bad_event(6, "Invalid data format", index));
         }
         let mut state = shared.lock();
-        let owned_channel = channel.map(str::to_owned);
-        state.indexed.extend(accepted.into_iter().map(|envelope| Indexed { envelope, channel: owned_channel.clone() }));
+        state.count += accepted.len();
+        match opts.retain {
+            Retain::Everything => {
+                let owned_channel = channel.map(str::to_owned);
+                state
+                    .indexed
+                    .extend(accepted.into_iter().map(|envelope| Indexed { envelope, channel: owned_channel.clone() }));
+            }
+            Retain::Uids => state.uids.extend(accepted.iter().map(uid_of)),
+        }
         if let Some(answer) = failure {
             return Err(answer);
         }
@@ -585,6 +662,7 @@ async fn raw_endpoint(
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let mut envelope = meta.clone();
             envelope.insert("event".to_owned(), json!(line));
+            state.count += 1;
             state.indexed.push(Indexed { envelope: Value::Object(envelope), channel: channel.clone() });
         }
         Ok(state.success(opts, channel.as_deref(), false))
