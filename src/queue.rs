@@ -109,7 +109,8 @@ ALTER TABLE dedupe_v5 RENAME TO dedupe;
 /// What the queue needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct QueueOptions {
-    /// The size cap on queued event bodies. Reaching it stops sources; it never drops events.
+    /// The size cap on queued event bodies and dead letters. Reaching it stops sources; it never
+    /// drops events.
     pub max_bytes: u64,
     /// Every configured sink. A row is deleted once all of them acked it, so this must be the
     /// full list: a sink missing here loses its cursor at open (see [`Queue::open`]).
@@ -434,8 +435,10 @@ impl Queue {
         }
         let (bytes, newest_id) = conn
             .query_row(
-                // sqlite_sequence keeps the last id issued even when the table is empty.
-                "SELECT (SELECT COALESCE(SUM(length(body)), 0) FROM events),
+                // sqlite_sequence keeps the last id issued even when the table is empty. Dead
+                // letters count against max_bytes too: they are on the same disk, for good.
+                "SELECT (SELECT COALESCE(SUM(length(body)), 0) FROM events)
+                        + (SELECT COALESCE(SUM(length(raw)), 0) FROM dead_letters),
                         MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
                             COALESCE((SELECT MAX(id) FROM events), 0))",
                 [],
@@ -563,7 +566,7 @@ impl Queue {
         self.call(|reply| Command::DiscardStaged { source, reply }).await
     }
 
-    /// Bytes of event bodies currently queued.
+    /// Bytes of event bodies currently queued, and of dead letters (kept until purged).
     pub fn queued_bytes(&self) -> u64 {
         *self.inner.watches.bytes.borrow()
     }
@@ -778,7 +781,8 @@ fn delete_acked(tx: &Connection) -> rusqlite::Result<u64> {
 /// bytes an ack freed.
 enum Written {
     Page(StoreOutcome, u64),
-    Ack(u64),
+    /// Dead-letter bytes added, event bytes freed.
+    Ack(u64, u64),
     Staged,
 }
 
@@ -805,7 +809,7 @@ impl Command {
             Command::StorePage { reply, .. } | Command::CommitStaged { reply, .. } => {
                 let _ = reply.send(result.map(|w| match w {
                     Written::Page(outcome, _) => outcome,
-                    Written::Ack(_) | Written::Staged => StoreOutcome::default(),
+                    Written::Ack(..) | Written::Staged => StoreOutcome::default(),
                 }));
             }
             Command::Ack { reply, .. } | Command::Stage { reply, .. } => {
@@ -875,6 +879,8 @@ fn write_page(
         "INSERT OR IGNORE INTO dead_letters (source, key, reason, raw, created_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
+    // Dead letters count against `max_bytes` too.
+    let mut dead_bytes = 0u64;
     let mut put_event = |k: &str, time_ms: i64, body: &[u8]| -> rusqlite::Result<()> {
         if key.execute(params![source, time_ms, k])? == 0 {
             outcome.duplicates += 1;
@@ -892,7 +898,9 @@ fn write_page(
                 put_event(&e.dedupe_key, e.event_time_ms, &e.body)?;
             }
             for d in dead_letters {
-                outcome.dead_lettered += dead.execute(params![source, d.key, d.reason, d.raw, now_ms()])?;
+                let stored = dead.execute(params![source, d.key, d.reason, d.raw, now_ms()])?;
+                outcome.dead_lettered += stored;
+                dead_bytes += (stored as u64) * d.raw.len() as u64;
             }
         }
         Content::Staged => {
@@ -905,7 +913,9 @@ fn write_page(
                 let body = row.get_ref(3)?.as_blob()?;
                 if is_dead {
                     let reason: String = row.get(4)?;
-                    outcome.dead_lettered += dead.execute(params![source, k, reason, body, now_ms()])?;
+                    let stored = dead.execute(params![source, k, reason, body, now_ms()])?;
+                    outcome.dead_lettered += stored;
+                    dead_bytes += (stored as u64) * body.len() as u64;
                 } else {
                     put_event(&k, time_ms, body)?;
                 }
@@ -921,7 +931,7 @@ fn write_page(
             params![source, state, now_ms()],
         )?;
     }
-    Ok((outcome, added))
+    Ok((outcome, added + dead_bytes))
 }
 
 /// Appends a chunk to the source's staging area inside the caller's transaction.
@@ -944,21 +954,25 @@ fn write_stage(
 }
 
 /// Moves `sink`'s cursor to `upto` inside the caller's transaction, dead-letters the events it
-/// refused, and deletes what every sink has passed; returns the body bytes freed.
-fn write_ack(tx: &Connection, sink: &str, upto: i64, refused: &[RefusedEvent]) -> rusqlite::Result<u64> {
+/// refused, and deletes what every sink has passed; returns the dead-letter bytes added and the
+/// event body bytes freed (both count against `max_bytes`).
+fn write_ack(tx: &Connection, sink: &str, upto: i64, refused: &[RefusedEvent]) -> rusqlite::Result<(u64, u64)> {
+    let mut added = 0u64;
     if !refused.is_empty() {
         // Copied from the row itself, before the delete below can remove it. An event this sink
         // already passed (or that is gone) is not copied twice: the key is unique.
         let mut copy = tx.prepare_cached(
             "INSERT OR IGNORE INTO dead_letters (source, key, reason, raw, created_at_ms, sink)
-             SELECT source, ?1 || '#' || id, ?2, body, ?3, ?1 FROM events WHERE id = ?4",
+             SELECT source, ?1 || '#' || id, ?2, body, ?3, ?1 FROM events WHERE id = ?4
+             RETURNING length(raw)",
         )?;
         for r in refused.iter().filter(|r| r.id <= upto) {
-            copy.execute(params![sink, r.reason, now_ms(), r.id])?;
+            let len = copy.query_row(params![sink, r.reason, now_ms(), r.id], |row| row.get::<_, i64>(0)).optional()?;
+            added += len.map_or(0, to_u64);
         }
     }
     tx.execute("UPDATE sink_cursors SET last_id = MAX(last_id, ?2) WHERE sink = ?1", params![sink, upto])?;
-    delete_acked(tx)
+    Ok((added, delete_acked(tx)?))
 }
 
 /// The writer's own automatic checkpoint, in WAL pages: only a backstop (64 MiB of WAL) for when
@@ -1207,7 +1221,9 @@ impl Writer {
                         // Never past the last id issued: a cursor ahead of it would skip the
                         // next events.
                         let upto = (*upto_id).min(newest);
-                        write_ack(&sp, sink, upto, refused).map(Written::Ack).op(path, "acknowledge a batch")?
+                        write_ack(&sp, sink, upto, refused)
+                            .map(|(added, freed)| Written::Ack(added, freed))
+                            .op(path, "acknowledge a batch")?
                     }
                     Command::Stage { source, events, dead_letters, .. } => {
                         write_stage(&sp, source, events, dead_letters)
@@ -1241,7 +1257,7 @@ impl Writer {
         *newest_id = newest;
         let (added, freed) = results.iter().fold((0u64, 0u64), |(a, f), r| match r {
             Ok(Written::Page(_, bytes)) => (a + bytes, f),
-            Ok(Written::Ack(bytes)) => (a, f + bytes),
+            Ok(Written::Ack(dead, bytes)) => (a + dead, f + bytes),
             Ok(Written::Staged) | Err(_) => (a, f),
         });
         if added != freed {
@@ -1679,7 +1695,7 @@ impl Writer {
     }
 
     fn requeue_dead_letters(&mut self, items: &[RequeueItem]) -> Result<Vec<Requeued>, QueueError> {
-        let (mut requeued, mut added, mut newest_id) = (Vec::new(), 0u64, self.newest_id);
+        let (mut requeued, mut newest_id) = (Vec::new(), self.newest_id);
         let tx =
             self.conn.transaction_with_behavior(TransactionBehavior::Immediate).op(&self.path, "begin a replay")?;
         let mut write = || -> rusqlite::Result<()> {
@@ -1695,28 +1711,33 @@ impl Writer {
                         Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
                     })
                     .optional()?;
-                let Some((event_id, len)) = row else { continue };
+                let Some((event_id, _len)) = row else { continue };
                 delete.execute([item.dead_letter_id])?;
                 requeued.push(Requeued { dead_letter_id: item.dead_letter_id, event_id });
-                (newest_id, added) = (event_id, added + to_u64(len));
+                newest_id = event_id;
             }
             Ok(())
         };
         write().op(&self.path, "replay dead letters")?;
         tx.commit().op(&self.path, "commit a replay")?;
         self.newest_id = newest_id;
-        self.watches.bytes.send_modify(|b| *b += added);
+        // `queued_bytes` is unchanged: the bytes moved from a dead letter to an event.
         self.watches.newest_id.send_if_modified(|id| std::mem::replace(id, newest_id) != newest_id);
         Ok(requeued)
     }
 
     fn purge_dead_letters(&mut self, selection: &DeadLetterSelection) -> Result<u64, QueueError> {
         let (ids, source, sink, before) = selection.params();
-        let sql = format!("DELETE FROM dead_letters WHERE {SELECTED}");
-        self.conn
-            .execute(&sql, params![ids, source, sink, before])
-            .map(|n| n as u64)
-            .op(&self.path, "purge dead letters")
+        let sql = format!("DELETE FROM dead_letters WHERE {SELECTED} RETURNING length(raw)");
+        let purge = || -> rusqlite::Result<(u64, u64)> {
+            let mut statement = self.conn.prepare(&sql)?;
+            let mut lengths = statement.query_map(params![ids, source, sink, before], |r| r.get::<_, i64>(0))?;
+            lengths.try_fold((0u64, 0u64), |(n, bytes), len| Ok((n + 1, bytes + to_u64(len?))))
+        };
+        let (purged, freed) = purge().op(&self.path, "purge dead letters")?;
+        // The room they took under `max_bytes` is free again.
+        self.watches.bytes.send_modify(|b| *b = b.saturating_sub(freed));
+        Ok(purged)
     }
 }
 
@@ -1988,6 +2009,41 @@ mod tests {
         q.ack("s", first[0].id).await.unwrap();
         timeout(Duration::from_millis(1), waiter).await.unwrap().unwrap();
         assert!(!q.is_full());
+        q.close().await.unwrap();
+    }
+
+    /// Dead letters live in the same database and disk: they count against `max_bytes` (issue
+    /// 15, point 11), from a source's page, from a sink's refusal, and across a restart; a
+    /// purge frees their room, a replay moves it back to the events.
+    #[tokio::test(start_paused = true)]
+    async fn dead_letters_count_against_max_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["s"], 20)).unwrap();
+        let mut p = page("okta", vec![ev("a", 1, "12345"), ev("b", 2, "67890")]);
+        p.dead_letters =
+            vec![NewDeadLetter { key: "bad".into(), reason: "unmappable".into(), raw: b"0123456789".to_vec() }];
+        q.store_page(p).await.unwrap();
+        assert_eq!(q.queued_bytes(), 20, "10 bytes of events + 10 of the source's dead letter");
+        assert!(q.is_full());
+
+        // The sink refuses event "a" and delivers "b": "a" is freed from events but kept as a
+        // dead letter, so only "b"'s 5 bytes leave.
+        let batch = q.read_batch("s", 10, usize::MAX).await.unwrap();
+        let refused = vec![RefusedEvent { id: batch[0].id, reason: "refused".into() }];
+        q.ack_refusing("s", batch[1].id, refused).await.unwrap();
+        assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (0, 15));
+        q.close().await.unwrap();
+
+        let q = Queue::open(dir.path(), opts(&["s"], 20)).unwrap();
+        assert_eq!(q.queued_bytes(), 15, "measured at open too");
+        let letters = q.dead_letters(10).await.unwrap();
+        let refused = letters.iter().find(|l| l.sink.is_some()).unwrap();
+        let items = vec![RequeueItem { dead_letter_id: refused.id, event_time_ms: 1 }];
+        q.requeue_dead_letters(items).await.unwrap();
+        assert_eq!(q.queued_bytes(), 15, "a replay moves the bytes from dead letters to events");
+        let selection = DeadLetterSelection { source: Some("okta".into()), ..DeadLetterSelection::default() };
+        assert_eq!(q.purge_dead_letters(selection).await.unwrap(), 1);
+        assert_eq!(q.queued_bytes(), 5, "a purge frees the room");
         q.close().await.unwrap();
     }
 
@@ -2285,13 +2341,14 @@ mod tests {
         let q = with_dead_letters(dir.path()).await;
         let mut news = q.subscribe_new_events();
         news.borrow_and_update();
-        assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (0, 0));
+        // No event left, but three dead letters of 2 bytes each count against max_bytes.
+        assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (0, 6));
         let items = [3, 1, 99].map(|id| RequeueItem { dead_letter_id: id, event_time_ms: 2 }).to_vec();
         // Only the refused event: 1 is a record no source could map, 99 does not exist.
         let requeued = q.requeue_dead_letters(items).await.unwrap();
         assert_eq!(requeued, [Requeued { dead_letter_id: 3, event_id: 4 }]);
         assert_eq!(*news.borrow_and_update(), 4, "sinks are woken");
-        assert_eq!(q.queued_bytes(), 2);
+        assert_eq!(q.queued_bytes(), 6, "the replayed bytes moved from a dead letter to an event");
         assert_eq!(ids(&q.dead_letters(10).await.unwrap()), [1, 2]);
         // Both sinks get it, the one that refused it too; then it leaves like any event.
         for sink in ["s", "t"] {
@@ -2300,7 +2357,7 @@ mod tests {
             assert!(batch[0].collected_ms > 0);
             q.ack(sink, 4).await.unwrap();
         }
-        assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (0, 0));
+        assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (0, 4), "the two unmappable records");
         // Replaying it again finds nothing: the dead letter is gone.
         assert!(
             q.requeue_dead_letters(vec![RequeueItem { dead_letter_id: 3, event_time_ms: 2 }]).await.unwrap().is_empty()

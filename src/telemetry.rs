@@ -321,7 +321,7 @@ fn expose(sources: &[SourceProbe], sinks: &[SinkProbe], queue: &QueueView, now_m
     let sinks: Vec<SinkRow<'_>> =
         sinks.iter().enumerate().map(|(i, p)| SinkRow::read(p, queue.backlogs.get(i).copied().flatten())).collect();
     type SinkCounter = (&'static str, &'static str, fn(&SinkStatsSnapshot) -> u64);
-    let sink_counters: [SinkCounter; 6] = [
+    let sink_counters: [SinkCounter; 8] = [
         ("auditrelay_sink_events_total", "Events delivered (accepted by the receiver).", |s| s.events),
         ("auditrelay_sink_batches_total", "Batches delivered.", |s| s.batches),
         ("auditrelay_sink_retries_total", "Batches sent again after a failed send.", |s| s.retries),
@@ -338,6 +338,16 @@ fn expose(sources: &[SourceProbe], sinks: &[SinkProbe], queue: &QueueView, now_m
             "Events the receiver reported rejected after taking them (OTLP partial success).",
             |s| s.rejected,
         ),
+        (
+            "auditrelay_sink_splits_total",
+            "Parts of a batch the receiver refused as a whole, split in two to find the events at fault.",
+            |s| s.splits,
+        ),
+        (
+            "auditrelay_sink_liveness_resends_total",
+            "Delivered events sent again to prove the receiver alive before dead-lettering a poison event.",
+            |s| s.liveness_resends,
+        ),
     ];
     for (name, help, count) in sink_counters {
         let samples = sinks.iter().map(|s| (s.labels(), Value::Count(count(&s.stats)))).collect();
@@ -346,13 +356,20 @@ fn expose(sources: &[SourceProbe], sinks: &[SinkProbe], queue: &QueueView, now_m
     out.family(
         "auditrelay_sink_errors_total",
         Kind::Counter,
-        "Failed sends by class: \"transient\" (receiver unreachable or busy: resent with back-off) or \
-         \"operator\" (configuration, credentials, certificates: an operator must act).",
+        "Failed sends by class: \"transient\" (receiver unreachable or busy: resent with back-off), \
+         \"operator\" (configuration, credentials, certificates, redirects: an operator must act), \
+         \"refused\" (the request refused for its content: bisected) or \"server\" (a server error: \
+         backed off and bisected, never dead-lettered without proof the receiver is up).",
         sinks
             .iter()
             .flat_map(|s| {
-                [("transient", s.stats.errors_transient), ("operator", s.stats.errors_config)]
-                    .map(|(class, n)| (s.labels_and([("class", class.to_owned())]), Value::Count(n)))
+                [
+                    ("transient", s.stats.errors_transient),
+                    ("operator", s.stats.errors_config),
+                    ("refused", s.stats.errors_refused),
+                    ("server", s.stats.errors_server),
+                ]
+                .map(|(class, n)| (s.labels_and([("class", class.to_owned())]), Value::Count(n)))
             })
             .collect(),
     );
@@ -382,7 +399,11 @@ fn expose(sources: &[SourceProbe], sinks: &[SinkProbe], queue: &QueueView, now_m
     if let Some(stats) = &queue.stats {
         let gauges = [
             ("auditrelay_queue_events", "Events in the queue (not yet delivered by every sink).", stats.events),
-            ("auditrelay_queue_bytes", "Bytes of queued event bodies, counted against queue.max_bytes.", stats.bytes),
+            (
+                "auditrelay_queue_bytes",
+                "Bytes of queued event bodies and dead letters, counted against queue.max_bytes.",
+                stats.bytes,
+            ),
             (
                 "auditrelay_queue_max_bytes",
                 "The configured cap (queue.max_bytes): at it, sources stop fetching.",
@@ -647,7 +668,7 @@ mod tests {
     /// A sink whose counters are `scale` times known, distinct counts.
     fn sink_probe(name: &str, kind: &'static str, scale: u64) -> SinkProbe {
         let stats = Arc::new(SinkStats::default());
-        let counters: [(&AtomicU64, u64); 8] = [
+        let counters: [(&AtomicU64, u64); 12] = [
             (&stats.events, 100),
             (&stats.batches, 10),
             (&stats.retries, 9),
@@ -656,6 +677,10 @@ mod tests {
             (&stats.rejected, 6),
             (&stats.errors_transient, 5),
             (&stats.errors_config, 4),
+            (&stats.errors_refused, 3),
+            (&stats.errors_server, 2),
+            (&stats.splits, 11),
+            (&stats.liveness_resends, 12),
         ];
         for (counter, n) in counters {
             counter.store(n * scale, Ordering::Relaxed);
@@ -745,6 +770,10 @@ mod tests {
         assert_eq!(value("auditrelay_sink_rejected_total", &siem), Some(6.0));
         assert_eq!(value("auditrelay_sink_errors_total", &with(&siem, ("class", "transient"))), Some(5.0));
         assert_eq!(value("auditrelay_sink_errors_total", &with(&siem, ("class", "operator"))), Some(4.0));
+        assert_eq!(value("auditrelay_sink_errors_total", &with(&siem, ("class", "refused"))), Some(3.0));
+        assert_eq!(value("auditrelay_sink_errors_total", &with(&siem, ("class", "server"))), Some(2.0));
+        assert_eq!(value("auditrelay_sink_splits_total", &siem), Some(11.0));
+        assert_eq!(value("auditrelay_sink_liveness_resends_total", &siem), Some(12.0));
         // siem acked 2 of 3 events, archive none.
         assert_eq!(value("auditrelay_sink_backlog_events", &siem), Some(1.0));
         assert_eq!(value("auditrelay_sink_backlog_events", &archive), Some(3.0));
@@ -754,7 +783,8 @@ mod tests {
 
         assert_eq!(value("auditrelay_queue_up", &[]), Some(1.0));
         assert_eq!(value("auditrelay_queue_events", &[]), Some(3.0));
-        assert_eq!(value("auditrelay_queue_bytes", &[]), Some(30.0));
+        // 30 bytes of events, 2 of the unmappable record, 10 of the refused event.
+        assert_eq!(value("auditrelay_queue_bytes", &[]), Some(42.0));
         assert_eq!(value("auditrelay_queue_max_bytes", &[]), Some(1_000_000.0));
         assert_eq!(value("auditrelay_dead_letters", &[("source", "acme"), ("origin", "source")]), Some(1.0));
         assert_eq!(value("auditrelay_dead_letters", &[("source", "acme"), ("origin", "sink:siem")]), Some(1.0));
@@ -984,12 +1014,24 @@ auditrelay_sink_truncated_total{sink="archive",type="file"} 0
 # TYPE auditrelay_sink_rejected_total counter
 auditrelay_sink_rejected_total{sink="siem",type="hec"} 6
 auditrelay_sink_rejected_total{sink="archive",type="file"} 0
-# HELP auditrelay_sink_errors_total Failed sends by class: "transient" (receiver unreachable or busy: resent with back-off) or "operator" (configuration, credentials, certificates: an operator must act).
+# HELP auditrelay_sink_splits_total Parts of a batch the receiver refused as a whole, split in two to find the events at fault.
+# TYPE auditrelay_sink_splits_total counter
+auditrelay_sink_splits_total{sink="siem",type="hec"} 11
+auditrelay_sink_splits_total{sink="archive",type="file"} 0
+# HELP auditrelay_sink_liveness_resends_total Delivered events sent again to prove the receiver alive before dead-lettering a poison event.
+# TYPE auditrelay_sink_liveness_resends_total counter
+auditrelay_sink_liveness_resends_total{sink="siem",type="hec"} 12
+auditrelay_sink_liveness_resends_total{sink="archive",type="file"} 0
+# HELP auditrelay_sink_errors_total Failed sends by class: "transient" (receiver unreachable or busy: resent with back-off), "operator" (configuration, credentials, certificates, redirects: an operator must act), "refused" (the request refused for its content: bisected) or "server" (a server error: backed off and bisected, never dead-lettered without proof the receiver is up).
 # TYPE auditrelay_sink_errors_total counter
 auditrelay_sink_errors_total{sink="siem",type="hec",class="transient"} 5
 auditrelay_sink_errors_total{sink="siem",type="hec",class="operator"} 4
+auditrelay_sink_errors_total{sink="siem",type="hec",class="refused"} 3
+auditrelay_sink_errors_total{sink="siem",type="hec",class="server"} 2
 auditrelay_sink_errors_total{sink="archive",type="file",class="transient"} 0
 auditrelay_sink_errors_total{sink="archive",type="file",class="operator"} 0
+auditrelay_sink_errors_total{sink="archive",type="file",class="refused"} 0
+auditrelay_sink_errors_total{sink="archive",type="file",class="server"} 0
 # HELP auditrelay_sink_backlog_events Events queued after the sink's cursor: stored but not yet delivered by this sink.
 # TYPE auditrelay_sink_backlog_events gauge
 auditrelay_sink_backlog_events{sink="siem",type="hec"} 1
@@ -1003,9 +1045,9 @@ auditrelay_queue_up 1
 # HELP auditrelay_queue_events Events in the queue (not yet delivered by every sink).
 # TYPE auditrelay_queue_events gauge
 auditrelay_queue_events 3
-# HELP auditrelay_queue_bytes Bytes of queued event bodies, counted against queue.max_bytes.
+# HELP auditrelay_queue_bytes Bytes of queued event bodies and dead letters, counted against queue.max_bytes.
 # TYPE auditrelay_queue_bytes gauge
-auditrelay_queue_bytes 30
+auditrelay_queue_bytes 42
 # HELP auditrelay_queue_max_bytes The configured cap (queue.max_bytes): at it, sources stop fetching.
 # TYPE auditrelay_queue_max_bytes gauge
 auditrelay_queue_max_bytes 1000000

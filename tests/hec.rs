@@ -578,3 +578,187 @@ async fn a_dead_collector_stalls_only_its_own_sink() {
     assert_all_indexed(&up, events, true);
     assert_eq!(queue.stats().await.unwrap().events, 0, "freed once both sinks have every event");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Only the collector's own "yes" is acceptance (issue 15, point 3)
+
+/// Drains within a bound: a sink that can never finish fails here rather than hanging.
+async fn drain_in_time(worker: harness::sinks::Worker) -> auditrelay::sinks::SinkStatsSnapshot {
+    tokio::time::timeout(Duration::from_secs(30), worker.drain()).await.expect("the sink drained the queue")
+}
+
+/// A proxy redirecting to its login page, which answers 200 with HTML: never followed (the
+/// token would go along, and the POST would become a GET of the page), an operator error, the
+/// events kept and delivered once the collector answers itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_a_login_page_is_not_acceptance() {
+    let events = &ocsf_events()[..50];
+    let hec = HecEmulator::start(HecOptions::default()).await;
+    for status in [302, 303, 307] {
+        let location = format!("{}{}?next=%2F&token=s3cret", hec.url(), hec_emulator::LOGIN_PATH);
+        hec.push_fault(Fault::Redirect { status, location });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with(dir.path(), &["hec"], events).await;
+    let stats = drain_in_time(start_worker(sink_config(dir.path(), "hec", &hec_lines(&hec, "")), &queue)).await;
+    assert_eq!(hec.login_hits(), 0, "a redirect is never followed");
+    assert_eq!((stats.events, stats.dead_lettered, stats.errors_config), (50, 0, 3), "{stats:?}");
+    assert_all_indexed(&hec, events, true);
+}
+
+/// The message of a redirect names where it pointed, with secrets redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_reported_with_its_location_redacted() {
+    let hec = HecEmulator::start(HecOptions::default()).await;
+    let location = format!("{}{}?token=s3cret", hec.url(), hec_emulator::LOGIN_PATH);
+    hec.push_fault(Fault::Redirect { status: 302, location });
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with(dir.path(), &["hec"], &ocsf_events()[..2]).await;
+    let batch = queue.read_batch("hec", 10, 1 << 20).await.unwrap();
+    let Sink::Hec(mut sink) = Sink::open(&sink_config(dir.path(), "hec", &hec_lines(&hec, ""))).unwrap() else {
+        panic!("not a HEC sink")
+    };
+    let err = sink.send(&batch).await.unwrap_err();
+    assert_eq!(err.class, Failure::Config, "{err}");
+    assert!(err.message.contains("a redirect to http://127.0.0.1:"), "{err}");
+    assert!(err.message.contains("/login?token=REDACTED"), "{err}");
+    assert!(!err.message.contains("s3cret"), "{err}");
+    assert_eq!(hec.login_hits(), 0);
+}
+
+/// 2xx answers without HEC's code 0 (an empty body, an HTML page, JSON of another shape): not
+/// acceptance; the events stay queued and arrive once the collector itself answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_without_a_hec_code_is_not_acceptance() {
+    let events = &ocsf_events()[..50];
+    let hec = HecEmulator::start(HecOptions::default()).await;
+    let raw = |status: u16, content_type: &str, body: &str| Fault::Raw {
+        status,
+        content_type: content_type.into(),
+        body: body.into(),
+    };
+    hec.push_fault(raw(200, "text/plain", ""));
+    hec.push_fault(raw(200, "text/html", "<html><body>Sign in</body></html>"));
+    hec.push_fault(raw(200, "application/json", r#"{"status":"ok"}"#));
+    hec.push_fault(raw(204, "text/plain", ""));
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with(dir.path(), &["hec"], events).await;
+    let stats = drain_in_time(start_worker(sink_config(dir.path(), "hec", &hec_lines(&hec, "")), &queue)).await;
+    assert_eq!((stats.events, stats.dead_lettered, stats.errors_config), (50, 0, 4), "{stats:?}");
+    assert_all_indexed(&hec, events, true);
+}
+
+/// One event makes the collector refuse its whole request (400 code 6 without an event number):
+/// the batch is bisected, that event alone is dead-lettered, the 49 others are indexed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_refused_with_400_is_isolated_and_its_neighbours_delivered() {
+    let events = &ocsf_events()[..50];
+    let hec = HecEmulator::start(HecOptions::default()).await;
+    hec.refuse_requests_with(&uid(&events[17]), 400, Some(6));
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with(dir.path(), &["hec"], events).await;
+    let stats = drain_in_time(start_worker(sink_config(dir.path(), "hec", &hec_lines(&hec, "")), &queue)).await;
+    assert_eq!((stats.events, stats.dead_lettered), (49, 1), "{stats:?}");
+    let letters = queue.dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].raw, events[17]);
+    assert!(letters[0].reason.contains("answered 400 (code 6"), "{}", letters[0].reason);
+    let mut rest = events.to_vec();
+    rest.remove(17);
+    assert_all_indexed(&hec, &rest, true);
+    assert!(stats.splits >= 5, "{stats:?}");
+}
+
+/// One event draws a 500 while every other request passes: after proof that the collector
+/// takes the rest, that event alone is dead-lettered; its 49 neighbours are indexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_drawing_500_is_isolated_while_others_pass() {
+    let events = &ocsf_events()[..50];
+    let hec = HecEmulator::start(HecOptions::default()).await;
+    hec.refuse_requests_with(&uid(&events[49]), 500, Some(8));
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with(dir.path(), &["hec"], events).await;
+    let stats = drain_in_time(start_worker(sink_config(dir.path(), "hec", &hec_lines(&hec, "")), &queue)).await;
+    assert_eq!((stats.events, stats.dead_lettered), (49, 1), "{stats:?}");
+    let letters = queue.dead_letters(10).await.unwrap();
+    assert_eq!(letters[0].raw, events[49]);
+    assert!(letters[0].reason.contains("failed alone 3 times"), "{}", letters[0].reason);
+    let mut rest = events.to_vec();
+    rest.remove(49);
+    assert_all_indexed(&hec, &rest, false);
+    // Only the events resent to prove the collector alive arrive twice.
+    let twice: usize = indexed_uids(&hec).values().map(|n| n - 1).sum();
+    assert_eq!(twice as u64, stats.liveness_resends, "{stats:?}");
+}
+
+/// A collector answering 500 to everything for a while: nothing is dead-lettered, everything
+/// arrives when it recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_of_500s_dead_letters_nothing() {
+    let events = &ocsf_events()[..50];
+    let hec = HecEmulator::start(HecOptions::default()).await;
+    for _ in 0..25 {
+        hec.push_fault(Fault::Status {
+            status: 500,
+            code: Some(8),
+            text: "Internal server error".into(),
+            retry_after: None,
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with(dir.path(), &["hec"], events).await;
+    let stats = drain_in_time(start_worker(sink_config(dir.path(), "hec", &hec_lines(&hec, "")), &queue)).await;
+    assert_eq!((stats.events, stats.dead_lettered, stats.errors_server), (50, 0, 25), "{stats:?}");
+    assert_all_indexed(&hec, events, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stop deadline holds inside a send (issue 15, point 11)
+
+/// SIGTERM while the HEC sink waits for an indexer acknowledgement that does not come (and
+/// `ack_timeout` is ten minutes away): the agent exits within `--drain-timeout` plus a margin,
+/// the batch stays queued, and the next start delivers every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_an_ack_wait_exits_within_the_drain_timeout_and_loses_nothing() {
+    use auditrelay::clock::Clock;
+    use auditrelay::sim::{RateLimitSetting, SimOptions};
+    use harness::agent::Agent;
+
+    let mut opts = SimOptions::default();
+    opts.aitronos.records = 120;
+    opts.faults.rate_limit = RateLimitSetting::Off;
+    let sim = harness::start_sim(opts, &Clock::system()).await;
+    let hec = HecEmulator::start(HecOptions { use_ack: true, ..HecOptions::default() }).await;
+    // The first request is indexed, but its ackId never turns true.
+    hec.push_fault(Fault::NeverAck);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    let text = format!(
+        "{}\n[[sinks]]\nname = \"hec\"\ntype = \"hec\"\n{}indexer_ack = true\nack_poll_interval = \"100ms\"\n\
+         ack_timeout = \"10m\"\n",
+        harness::config_text(&sim, dir.path(), ""),
+        hec_lines(&hec, "")
+    );
+    std::fs::write(&config, text).unwrap();
+    let env = [("TEST_AITRONOS_KEY", sim.aitronos_api_key())];
+    let log = dir.path().join("agent.log");
+
+    let mut agent = Agent::spawn(&["run", "--drain-timeout", "2s"], &config, &log, &env);
+    agent.until("the HEC sink waits for its ack", Duration::from_secs(30), |_| hec.ack_polls() >= 3).await;
+    let status = agent.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit {status}:\n{}", agent.tail());
+    assert!(agent.log().contains("shutdown deadline inside a send"), "{}", agent.tail());
+
+    let mut agent = Agent::spawn(&["run", "--once"], &config, &log, &env);
+    let status = agent.exit(Duration::from_secs(60)).await;
+    assert!(status.success(), "exit {status}:\n{}", agent.tail());
+    let file_uids: std::collections::HashSet<String> = harness::events(&harness::out_path(dir.path()))
+        .iter()
+        .map(|e| e["metadata"]["uid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(file_uids.len(), 120);
+    let hec_uids = indexed_uids(&hec);
+    let missing: Vec<&String> = file_uids.iter().filter(|u| !hec_uids.contains_key(*u)).collect();
+    assert!(missing.is_empty(), "never indexed: {missing:?}");
+    sim.shutdown().await;
+}

@@ -450,7 +450,14 @@ fn refused_data_is_dead_lettered_with_the_receivers_reason() {
             let cfg = sink_config(dir.path(), "otlp", &lines(&receiver, protocol, ""));
             let stats = start_worker(cfg, &queue).drain().await;
             assert_eq!((stats.events, stats.dead_lettered, stats.retries), (0, 60, 0), "{protocol}: {stats:?}");
-            assert_eq!(receiver.exports().len(), 2, "{protocol}: each batch sent once, never resent");
+            // Refused whole, each batch is bisected down to single events, each refused once.
+            let exports = receiver.exports();
+            assert!(exports.iter().all(|e| e.reply == Reply::BadData), "{protocol}");
+            let size = |e: &Export| -> usize {
+                e.request.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum()
+            };
+            let singles = exports.iter().filter(|e| size(e) == 1).count();
+            assert_eq!(singles, 60, "{protocol}: each event refused alone, once");
             let letters = queue.dead_letters(100).await.unwrap();
             assert_eq!(letters.len(), events.len());
             let uids: std::collections::HashSet<String> = letters.iter().map(|l| uid(&l.raw)).collect();
@@ -563,6 +570,107 @@ fn probe_sends_an_empty_export_with_the_headers() {
             assert_eq!(exports[0].transport, transport(protocol));
             assert!(exports[0].request.resource_logs.is_empty(), "no event sent");
             assert_eq!(exports[0].headers.get("x-api-key").map(String::as_str), Some(API_KEY));
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// An outage is never a refusal; a refusal is bisected (issue 15, point 3)
+
+/// `metadata.uid` of every accepted record, with how often it arrived.
+fn delivered_uids(receiver: &Receiver) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for r in records(&receiver.exports()) {
+        if let Some(Value::String(uid)) = attributes(&r.attributes).get("ocsf.uid") {
+            *seen.entry(uid.clone()).or_insert(0) += 1;
+        }
+    }
+    seen
+}
+
+/// A collector answering 500, 408, gRPC `UNKNOWN` or `INTERNAL` for a long stretch (as one that
+/// crashes, restarts or sits behind a proxy does): nothing is dead-lettered, everything is
+/// delivered once it recovers.
+#[test]
+fn server_errors_during_an_outage_dead_letter_nothing() {
+    use tonic::Code;
+    let events = &ocsf_events()[..60];
+    run(async {
+        let receiver = Receiver::start(None).await;
+        for (protocol, http, grpc) in [
+            ("http_protobuf", 500, Code::Internal),
+            ("http_json", 408, Code::Unknown),
+            ("grpc", 500, Code::Internal),
+            ("grpc", 500, Code::Unknown),
+        ] {
+            receiver.clear();
+            receiver.set(Behaviour::Failing { times: 40, http, grpc });
+            let dir = tempfile::tempdir().unwrap();
+            let queue = queue_with(dir.path(), &["otlp"], events).await;
+            let cfg = sink_config(dir.path(), "otlp", &lines(&receiver, protocol, ""));
+            let worker = start_worker(cfg, &queue);
+            let stats = tokio::time::timeout(Duration::from_secs(60), worker.drain()).await.expect("drained");
+            let case = format!("{protocol} {http}/{grpc:?}");
+            assert_eq!((stats.events, stats.dead_lettered), (60, 0), "{case}: {stats:?}");
+            assert!(queue.dead_letters(100).await.unwrap().is_empty(), "{case}");
+            let seen = delivered_uids(&receiver);
+            assert!(events.iter().all(|e| seen.get(&uid(e)) == Some(&1)), "{case}: every event once: {seen:?}");
+        }
+    });
+}
+
+/// One event makes the receiver refuse its whole request (HTTP 400 / `INVALID_ARGUMENT`): it
+/// alone is dead-lettered; the 49 others of its batch are delivered, each once.
+#[test]
+fn a_poison_event_refused_whole_is_isolated_and_its_neighbours_delivered() {
+    use tonic::Code;
+    let events = &ocsf_events()[..50];
+    run(async {
+        let receiver = Receiver::start(None).await;
+        for protocol in ["grpc", "http_protobuf", "http_json"] {
+            receiver.clear();
+            receiver.set(Behaviour::Poison { uid: uid(&events[17]), http: 400, grpc: Code::InvalidArgument });
+            let dir = tempfile::tempdir().unwrap();
+            let queue = queue_with(dir.path(), &["otlp"], events).await;
+            let cfg = sink_config(dir.path(), "otlp", &lines(&receiver, protocol, ""));
+            let stats = tokio::time::timeout(Duration::from_secs(60), start_worker(cfg, &queue).drain())
+                .await
+                .expect("drained");
+            assert_eq!((stats.events, stats.dead_lettered), (49, 1), "{protocol}: {stats:?}");
+            let letters = queue.dead_letters(100).await.unwrap();
+            assert_eq!(letters.len(), 1, "{protocol}");
+            assert_eq!(letters[0].raw, events[17], "{protocol}");
+            assert!(letters[0].reason.contains("receiver failure (injected)"), "{protocol}: {}", letters[0].reason);
+            let seen = delivered_uids(&receiver);
+            assert_eq!(seen.len(), 49, "{protocol}");
+            assert!(seen.values().all(|n| *n == 1), "{protocol}: each once");
+        }
+    });
+}
+
+/// One event draws a 500 / `INTERNAL` while other requests pass: after proof that the receiver
+/// takes the others, it alone is dead-lettered; its neighbours are delivered.
+#[test]
+fn a_poison_event_drawing_500_is_isolated_while_others_pass() {
+    use tonic::Code;
+    let events = &ocsf_events()[..50];
+    run(async {
+        let receiver = Receiver::start(None).await;
+        for protocol in ["grpc", "http_protobuf"] {
+            receiver.clear();
+            receiver.set(Behaviour::Poison { uid: uid(&events[3]), http: 500, grpc: Code::Internal });
+            let dir = tempfile::tempdir().unwrap();
+            let queue = queue_with(dir.path(), &["otlp"], events).await;
+            let cfg = sink_config(dir.path(), "otlp", &lines(&receiver, protocol, ""));
+            let stats = tokio::time::timeout(Duration::from_secs(60), start_worker(cfg, &queue).drain())
+                .await
+                .expect("drained");
+            assert_eq!((stats.events, stats.dead_lettered), (49, 1), "{protocol}: {stats:?}");
+            let letters = queue.dead_letters(100).await.unwrap();
+            assert_eq!(letters[0].raw, events[3], "{protocol}");
+            assert!(letters[0].reason.contains("failed alone 3 times"), "{protocol}: {}", letters[0].reason);
+            let seen = delivered_uids(&receiver);
+            assert_eq!(seen.len(), 49, "{protocol}");
         }
     });
 }

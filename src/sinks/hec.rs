@@ -13,11 +13,17 @@
 //! Within one batch it repairs what the collector names: an invalid event (codes 6, 12, 13, 15
 //! with `invalid-event-number`) is refused (dead-lettered by the loop) and the rest sent again;
 //! an answer 413 splits the request in halves (a single event still too large is refused).
-//! Everything else goes back to the loop as a [`SendError`]: 429 and 5xx transient (honouring
-//! `Retry-After`), 401, 403 and configuration-class 400s (codes 7, 10, 11, 14, 16) as needing an
-//! operator, the data kept. A batch that fails after part of it was accepted is resent whole, so
-//! that part may arrive twice (at least once, never lost). The only waiting done here is the ack
-//! poll; retries and back-off belong to the loop.
+//! Everything else goes back to the loop as a [`SendError`]: 429, 502, 503, 504 transient
+//! (honouring `Retry-After`); 500 and other 5xx a server error (an outage or a poison event: the
+//! loop backs off and bisects); an invalid-data 400 without an event number a refusal of the
+//! whole request (the loop bisects it); 401, 403 and configuration-class 400s (codes 7, 10, 11,
+//! 14, 16) as needing an operator, the data kept. Only the collector's own "yes" is acceptance
+//! (PROTOCOLS §1a): a 2xx without HEC `code` 0 (a proxy's or login page's HTML, an empty body,
+//! JSON of another shape) is not, and a redirect is never followed (the token would go along,
+//! and reqwest would turn the POST into a GET of a page that answers 200): both are operator
+//! errors that keep the data. A batch that fails after part of it was accepted is resent whole,
+//! so that part may arrive twice (at least once, never lost). The only waiting done here is the
+//! ack poll; retries and back-off belong to the loop.
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -67,6 +73,12 @@ pub enum Answer {
     TooLarge,
     /// Busy, unavailable, or a proxy in the way: send again later.
     Retry,
+    /// 500 (code 8) and 5xx other than 502/503/504: an outage or an event the collector chokes
+    /// on; the loop backs off and bisects.
+    ServerError,
+    /// Invalid data (codes 6, 12, 13, 15) without `invalid-event-number`: the request is
+    /// refused, but not which event; the loop bisects it.
+    Refused,
     /// Token, index or channel set-up: only an operator can fix it. The data is kept.
     Operator,
 }
@@ -74,12 +86,17 @@ pub enum Answer {
 /// PROTOCOLS.md §1a, in one place. `invalid_event` is the answer's `invalid-event-number`.
 pub fn classify(status: u16, code: Option<u64>, invalid_event: Option<usize>) -> Answer {
     match (status, code) {
-        (200..=299, Some(0) | None) => Answer::Accepted { ack_id: None },
+        (200..=299, Some(0)) => Answer::Accepted { ack_id: None },
+        // A 2xx without the collector's code 0 is a proxy, a load balancer or a login page
+        // answering in its place (PROTOCOLS §1a): not acceptance.
+        (200..=299, _) => Answer::Operator,
+        // Never followed (the client has no redirect policy): an operator must fix the URL.
+        (300..=399, _) => Answer::Operator,
         // Invalid data format, event field required or blank, bad indexed fields: that event.
         (400, Some(6 | 12 | 13 | 15)) => match invalid_event {
             Some(index) => Answer::InvalidEvent { index },
-            // Without the event number nothing says which event; no resend can succeed.
-            None => Answer::Operator,
+            // Without the event number nothing says which event: the loop bisects the request.
+            None => Answer::Refused,
         },
         // 5 "No data" cannot happen for a non-empty request; treat it like the rest of the 400s:
         // incorrect index (7), channel missing or invalid (10, 11), ack disabled (14), query
@@ -88,7 +105,8 @@ pub fn classify(status: u16, code: Option<u64>, invalid_event: Option<usize>) ->
         (401 | 403, _) => Answer::Operator,
         (413, _) => Answer::TooLarge,
         (408 | 429, _) => Answer::Retry,
-        (500..=599, _) => Answer::Retry,
+        (502..=504, _) => Answer::Retry,
+        (500..=599, _) => Answer::ServerError,
         // 404 (a wrong URL path), 405, … : the configuration points at something else.
         _ => Answer::Operator,
     }
@@ -150,6 +168,9 @@ impl HecSink {
         };
         let mut http = reqwest::Client::builder()
             .user_agent(concat!("auditrelay/", env!("CARGO_PKG_VERSION")))
+            // A redirect is an answer, not an instruction: the token must not follow it, and a
+            // followed POST becomes a GET of whatever page answers 200.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout);
         if cfg.url.scheme() == "https" {
@@ -233,7 +254,7 @@ impl HecSink {
                     );
                     delivery.refused.push(RefusedEvent { id: *id, reason });
                 }
-                Answer::Retry | Answer::Operator => {
+                Answer::Retry | Answer::Operator | Answer::ServerError | Answer::Refused => {
                     // `post` turns these into errors; kept for exhaustiveness.
                     return Err(SendError::transient(format!("{}: request not accepted", self.target)));
                 }
@@ -292,6 +313,7 @@ impl HecSink {
         let status = response.status().as_u16();
         let retry_after =
             response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let location = redirect_target(&response);
         let answer_body = read_answer(response).await;
         let mut answer = classify(status, answer_body.code, answer_body.invalid_event);
         if let Answer::Accepted { ack_id } = &mut answer {
@@ -312,6 +334,19 @@ impl HecSink {
         );
         match answer {
             Answer::Retry => Err(SendError { retry_after, ..SendError::transient(said) }),
+            Answer::ServerError => Err(SendError { retry_after, ..SendError::server_error(said) }),
+            Answer::Refused => Err(SendError::refused(format!(
+                "{said}: the collector refused the request as invalid without naming the event"
+            ))),
+            Answer::Operator if (300..=399).contains(&status) => Err(SendError::config(format!(
+                "{}: answered {status}, a redirect to {location}: not followed (the token would go along); \
+                 set url to the collector itself; the events stay queued",
+                self.target
+            ))),
+            Answer::Operator if (200..=299).contains(&status) => Err(SendError::config(format!(
+                "{said}: a {status} without HEC's code 0 is not the collector's acceptance (a proxy, load \
+                 balancer or login page in the way?); the events stay queued"
+            ))),
             Answer::Operator => Err(SendError::config(format!("{said}{}", hint(status, answer_body.code)))),
             other => Ok(other),
         }
@@ -392,9 +427,16 @@ impl HecSink {
                 SendError::transient(format!("{}: health check failed: {}", self.target, crate::tls::http_error(e)))
             })?;
         let status = response.status().as_u16();
+        let location = redirect_target(&response);
         let answer = read_answer(response).await;
         match status {
             200 => {}
+            300..=399 => {
+                return Err(SendError::config(format!(
+                    "{}: health answered {status}, a redirect to {location}: not followed; set url to the collector itself",
+                    self.target
+                )));
+            }
             // Splunk answers a health check with a wrong token "400 Invalid HEC token".
             400 | 401 | 403 => {
                 let said = format!("{}: health answered {status} ({:?})", self.target, answer.text);
@@ -417,7 +459,9 @@ impl HecSink {
         let status = response.status().as_u16();
         let token = read_answer(response).await;
         match (status, token.code) {
-            (400, Some(5)) | (200, _) => Ok(format!("{}: healthy ({:?}); token accepted", self.target, answer.text)),
+            (400, Some(5)) | (200, Some(0)) => {
+                Ok(format!("{}: healthy ({:?}); token accepted", self.target, answer.text))
+            }
             _ => Err(SendError::config(format!(
                 "{}: token check answered {status} (code {}, {:?}){}",
                 self.target,
@@ -449,6 +493,16 @@ fn hint(status: u16, code: Option<u64>) -> &'static str {
         (400, Some(14)) => ": indexer acknowledgement is off for this token (set indexer_ack = false)",
         (404, _) => ": no collector at this URL (url should be the HEC base, e.g. https://host:8088)",
         _ => "",
+    }
+}
+
+/// A redirect's `Location`, redacted for messages ("nowhere" without one).
+fn redirect_target(response: &reqwest::Response) -> String {
+    let location = response.headers().get("location").and_then(|v| v.to_str().ok());
+    match location.map(|l| response.url().join(l)) {
+        Some(Ok(to)) => crate::redact::url(&to),
+        Some(Err(_)) => String::from("an unreadable Location"),
+        None => String::from("nowhere (no Location)"),
     }
 }
 
@@ -487,13 +541,19 @@ mod tests {
         use Answer::*;
         let cases: &[(u16, Option<u64>, Option<usize>, Answer)] = &[
             (200, Some(0), None, Accepted { ack_id: None }),
-            (200, None, None, Accepted { ack_id: None }),
+            (200, None, None, Operator),
+            (200, Some(5), None, Operator),
+            (204, None, None, Operator),
+            (302, None, None, Operator),
+            (303, None, None, Operator),
+            (307, None, None, Operator),
             (400, Some(5), None, Operator),
             (400, Some(6), Some(3), InvalidEvent { index: 3 }),
             (400, Some(12), Some(0), InvalidEvent { index: 0 }),
             (400, Some(13), Some(1), InvalidEvent { index: 1 }),
             (400, Some(15), Some(2), InvalidEvent { index: 2 }),
-            (400, Some(6), None, Operator),
+            (400, Some(6), None, Refused),
+            (400, Some(12), None, Refused),
             (400, Some(7), None, Operator),
             (400, Some(10), None, Operator),
             (400, Some(11), None, Operator),
@@ -507,7 +567,9 @@ mod tests {
             (408, None, None, Retry),
             (413, None, None, TooLarge),
             (429, None, None, Retry),
-            (500, Some(8), None, Retry),
+            (500, Some(8), None, ServerError),
+            (500, None, None, ServerError),
+            (501, None, None, ServerError),
             (502, None, None, Retry),
             (503, Some(9), None, Retry),
             (504, None, None, Retry),

@@ -9,6 +9,29 @@
 //! lost (invariant 7). Protocol files (`file.rs`, `syslog.rs`, `hec.rs`, `otlp.rs`) only say how
 //! to send one batch and what the answer means; they never touch the queue and never retry a
 //! failed batch (HEC's wait for its indexer acknowledgement is the one wait inside a send).
+//!
+//! **Bisection, once for every sink.** A protocol file that cannot tell which events a refusal
+//! is about says so with the failure's class, and this loop finds them:
+//! - [`Failure::Refused`] (OTLP 400 / `INVALID_ARGUMENT`, HEC 400 "invalid data" without an
+//!   event number): the request itself is refused. The part is split in halves at once, each
+//!   sent on its own; an event refused alone is dead-lettered with the receiver's words.
+//! - [`Failure::ServerError`] (HTTP 500, 408, gRPC `UNKNOWN`/`INTERNAL`): an outage or an event
+//!   that breaks the receiver, which one answer cannot tell apart. The part is split too, but
+//!   after the back-off, and an event failing alone is dead-lettered only on proof that it is
+//!   the event and not the receiver: [`POISON_STRIKES`] failures alone, each one after the
+//!   receiver accepted other events of the same batch since the event's previous failure (when
+//!   none is left to send, one already delivered event of the batch is sent again as that proof,
+//!   `auditrelay_sink_liveness_resends_total`). An outage fails every part, so it never gives
+//!   that proof: whatever its length it dead-letters nothing. A batch with no other event to
+//!   prove the receiver alive waits for the receiver, like an outage.
+//! - every other failure resends the same part after the back-off.
+//!
+//! The cursor moves over a resolved prefix of the batch (delivered or dead-lettered) as soon as
+//! there is one, so a restart in the middle of a bisection resends only the unresolved rest.
+//!
+//! **Shutdown.** `SinkControl::abort` (the drain deadline) ends a worker even inside a send (a
+//! HEC indexer-ack wait, a receiver that drips its answer): the part in hand stays queued, and
+//! the sink is dropped without its polite close, which could itself wait on the receiver.
 
 pub mod file;
 pub mod hec;
@@ -38,15 +61,28 @@ pub struct SendError {
     pub retry_after: Option<Duration>,
 }
 
-/// What a failure means for the operator; the batch is kept and resent in both cases.
+/// What a failure means for the batch and the operator (module docs: bisection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     /// The receiver is down, busy or unreachable: back off and resend.
     Transient,
-    /// Only an operator can fix it (certificate not trusted, token refused): logged as an error
-    /// and retried at the longest back-off, so a fixed receiver is picked up without a restart.
+    /// Only an operator can fix it (certificate not trusted, token refused, a redirect, a 2xx
+    /// that is not the protocol's "yes"): logged as an error and retried at the longest
+    /// back-off, so a fixed receiver is picked up without a restart. The data is kept.
     Config,
+    /// The receiver refused the request as a whole for what it holds, without naming the
+    /// events at fault: the loop bisects it; an event refused alone is dead-lettered.
+    Refused,
+    /// The receiver failed on the request without blaming it (HTTP 500, 408, gRPC `UNKNOWN`,
+    /// `INTERNAL`): an outage or a poison event. Backed off and bisected; an event alone is
+    /// dead-lettered only on proof that the receiver is alive ([`POISON_STRIKES`]).
+    ServerError,
 }
+
+/// Failures alone, each after fresh proof that the receiver takes other events, that make an
+/// event failing with [`Failure::ServerError`] a poison event (dead-lettered). Three, so that
+/// a receiver failing some requests at random does not lose an event to one unlucky draw.
+pub const POISON_STRIKES: u32 = 3;
 
 impl SendError {
     pub fn transient(message: impl Into<String>) -> SendError {
@@ -55,6 +91,14 @@ impl SendError {
 
     pub fn config(message: impl Into<String>) -> SendError {
         SendError { message: message.into(), class: Failure::Config, retry_after: None }
+    }
+
+    pub fn refused(message: impl Into<String>) -> SendError {
+        SendError { message: message.into(), class: Failure::Refused, retry_after: None }
+    }
+
+    pub fn server_error(message: impl Into<String>) -> SendError {
+        SendError { message: message.into(), class: Failure::ServerError, retry_after: None }
     }
 }
 
@@ -87,6 +131,9 @@ pub enum Sink {
     Syslog(Box<syslog::SyslogSink>),
     Hec(Box<hec::HecSink>),
     Otlp(Box<otlp::OtlpSink>),
+    /// A receiver whose answers a unit test scripts.
+    #[cfg(test)]
+    Scripted(tests::Scripted),
 }
 
 impl Sink {
@@ -106,6 +153,8 @@ impl Sink {
         match self {
             Sink::Hec(s) => s.set_channel(queue.sink_channel(name).await?),
             Sink::File(_) | Sink::Syslog(_) | Sink::Otlp(_) => {}
+            #[cfg(test)]
+            Sink::Scripted(_) => {}
         }
         Ok(())
     }
@@ -117,6 +166,8 @@ impl Sink {
             Sink::Syslog(s) => s.send(batch).await,
             Sink::Hec(s) => s.send(batch).await,
             Sink::Otlp(s) => s.send(batch).await,
+            #[cfg(test)]
+            Sink::Scripted(s) => s.send(batch).await,
         }
     }
 
@@ -128,6 +179,8 @@ impl Sink {
             Sink::Syslog(s) => s.probe().await,
             Sink::Hec(s) => s.probe().await,
             Sink::Otlp(s) => s.probe().await,
+            #[cfg(test)]
+            Sink::Scripted(_) => Ok(String::new()),
         }
     }
 
@@ -138,6 +191,8 @@ impl Sink {
             Sink::Syslog(s) => s.close().await,
             Sink::Hec(s) => s.close().await,
             Sink::Otlp(s) => s.close().await,
+            #[cfg(test)]
+            Sink::Scripted(_) => {}
         }
     }
 }
@@ -181,6 +236,13 @@ pub struct SinkStats {
     /// Failed sends by class: the receiver unreachable or busy, or an operator must act.
     pub errors_transient: AtomicU64,
     pub errors_config: AtomicU64,
+    /// Failed sends the receiver blamed on the request (bisected) or on itself (500, …).
+    pub errors_refused: AtomicU64,
+    pub errors_server: AtomicU64,
+    /// Parts of a refused batch split in two (bisection steps).
+    pub splits: AtomicU64,
+    /// Delivered events sent again to prove the receiver alive while isolating a poison event.
+    pub liveness_resends: AtomicU64,
     /// Wall time (ms since the epoch) of the last delivered batch; 0 before the first.
     pub last_delivery_ms: AtomicI64,
 }
@@ -195,6 +257,10 @@ pub struct SinkStatsSnapshot {
     pub rejected: u64,
     pub errors_transient: u64,
     pub errors_config: u64,
+    pub errors_refused: u64,
+    pub errors_server: u64,
+    pub splits: u64,
+    pub liveness_resends: u64,
     pub last_delivery_ms: i64,
 }
 
@@ -209,12 +275,16 @@ impl SinkStats {
             rejected: self.rejected.load(Ordering::Relaxed),
             errors_transient: self.errors_transient.load(Ordering::Relaxed),
             errors_config: self.errors_config.load(Ordering::Relaxed),
+            errors_refused: self.errors_refused.load(Ordering::Relaxed),
+            errors_server: self.errors_server.load(Ordering::Relaxed),
+            splits: self.splits.load(Ordering::Relaxed),
+            liveness_resends: self.liveness_resends.load(Ordering::Relaxed),
             last_delivery_ms: self.last_delivery_ms.load(Ordering::Relaxed),
         }
     }
 }
 
-/// When a worker stops. Checked only between batches, except `abort`.
+/// When a worker stops. Checked only between batches, except `abort`, which also ends a send.
 #[derive(Clone, Debug, Default)]
 pub struct SinkControl {
     /// Stop after the batch in hand is delivered (SIGTERM).
@@ -248,7 +318,7 @@ pub async fn run_sink(
             _ = control.stop.cancelled() => return,
         }
     }
-    'batches: while !control.stop.is_cancelled() && !control.abort.is_cancelled() {
+    while !control.stop.is_cancelled() && !control.abort.is_cancelled() {
         // Mark what we have seen before reading, so an event stored meanwhile wakes us.
         new_events.borrow_and_update();
         let batch = match queue.read_batch(name, cfg.batch_max_events, cfg.batch_max_bytes).await {
@@ -263,7 +333,7 @@ pub async fn run_sink(
                 }
             }
         };
-        let Some(last) = batch.last().map(|e| e.id) else {
+        if batch.is_empty() {
             if control.drain.is_cancelled() {
                 break;
             }
@@ -273,66 +343,547 @@ pub async fn run_sink(
                 _ = control.drain.cancelled() => {}
             }
             continue;
-        };
-        let delivery = loop {
-            match sink.send(&batch).await {
-                Ok(d) => break d,
-                Err(e) => {
-                    let wait = match e.class {
-                        Failure::Transient => full_jitter(&cfg.backoff, failures, &mut rng),
-                        Failure::Config => cfg.backoff.max,
-                    };
-                    let wait = e.retry_after.unwrap_or(wait);
-                    failures = failures.saturating_add(1);
-                    stats.retries.fetch_add(1, Ordering::Relaxed);
-                    let counter = match e.class {
-                        Failure::Transient => &stats.errors_transient,
-                        Failure::Config => &stats.errors_config,
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    match e.class {
-                        Failure::Transient => {
-                            warn!(sink = name, error = %e, events = batch.len(), retry_in = ?wait, "batch not delivered; resending it")
-                        }
-                        Failure::Config => {
-                            error!(sink = name, error = %e, events = batch.len(), retry_in = ?wait,
-                                "batch not delivered and an operator must act; the events stay queued")
-                        }
-                    }
-                    tokio::select! {
-                        _ = clock.sleep(wait) => {}
-                        _ = control.abort.cancelled() => {
-                            warn!(sink = name, events = batch.len(), "shutdown deadline: batch left in the queue for next start");
-                            break 'batches;
-                        }
-                    }
-                }
-            }
-        };
-        // Delivered: record it. Retried rather than re-read, which would resend the batch; if it
-        // never succeeds (shutdown deadline), the batch is sent again after a restart.
-        for r in &delivery.refused {
-            warn!(sink = name, event_id = r.id, reason = %r.reason, "event dead-lettered: this sink will not deliver it");
         }
-        while let Err(e) = queue.ack_refusing(name, last, delivery.refused.clone()).await {
-            let wait = full_jitter(&cfg.backoff, failures, &mut rng);
-            failures = failures.saturating_add(1);
-            error!(sink = name, error = %e, retry_in = ?wait, "batch delivered but the sink's cursor cannot be moved");
-            tokio::select! {
-                _ = clock.sleep(wait) => {}
-                _ = control.abort.cancelled() => break 'batches,
+        let mut delivery = Delivering {
+            name,
+            cfg: &cfg,
+            queue: &queue,
+            clock: &clock,
+            stats: &stats,
+            control: &control,
+            failures: &mut failures,
+            rng: &mut rng,
+        };
+        match delivery.deliver(&mut sink, &batch).await {
+            Ended::Delivered => {
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+            }
+            Ended::Aborted => break,
+            Ended::AbortedInSend => {
+                // Not `close`: a half-sent request or frame is abandoned, and a polite close
+                // could wait on the very receiver that held us past the deadline.
+                info!(sink = name, "sink stopped inside a send at the shutdown deadline");
+                return;
             }
         }
-        failures = 0;
-        let refused = delivery.refused.len() as u64;
-        stats.dead_lettered.fetch_add(refused, Ordering::Relaxed);
-        stats.truncated.fetch_add(delivery.truncated, Ordering::Relaxed);
-        stats.rejected.fetch_add(delivery.rejected, Ordering::Relaxed);
-        stats.events.fetch_add(batch.len() as u64 - refused, Ordering::Relaxed);
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats.last_delivery_ms.store(clock.now_utc().timestamp_millis(), Ordering::Relaxed);
-        debug!(sink = name, events = batch.len(), upto = last, "batch delivered");
     }
     sink.close().await;
     info!(sink = name, "sink stopped");
+}
+
+/// How the delivery of one batch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Every event delivered or dead-lettered, and the cursor moved past them.
+    Delivered,
+    /// The shutdown deadline passed between sends; the unresolved rest stays queued.
+    Aborted,
+    /// The shutdown deadline passed during a send, which was dropped; the part stays queued.
+    AbortedInSend,
+}
+
+/// A part of the batch still to deliver: `batch[range]`; for a single event that failed with a
+/// server error, how often it did so after fresh proof that the receiver is alive.
+#[derive(Debug, Clone)]
+struct Part {
+    range: std::ops::Range<usize>,
+    strikes: u32,
+    /// How many parts of the batch the receiver had accepted when this event last failed alone
+    /// with a server error: proof is fresh when it has accepted more since.
+    failed_at: Option<u64>,
+}
+
+impl Part {
+    fn new(range: std::ops::Range<usize>) -> Part {
+        Part { range, strikes: 0, failed_at: None }
+    }
+}
+
+/// One batch's delivery: the worker's context, borrowed.
+struct Delivering<'a> {
+    name: &'a str,
+    cfg: &'a SinkConfig,
+    queue: &'a Queue,
+    clock: &'a Clock,
+    stats: &'a SinkStats,
+    control: &'a SinkControl,
+    failures: &'a mut u32,
+    rng: &'a mut fastrand::Rng,
+}
+
+impl Delivering<'_> {
+    /// Sends the batch, bisecting what the receiver refuses as a whole (module docs), and moves
+    /// the cursor over each resolved prefix.
+    async fn deliver(&mut self, sink: &mut Sink, batch: &[QueuedEvent]) -> Ended {
+        let name = self.name;
+        let mut parts = std::collections::VecDeque::from([Part::new(0..batch.len())]);
+        let mut resolved = vec![false; batch.len()];
+        // Refused events not yet written with an ack, and how far the cursor has moved.
+        let mut refused: Vec<RefusedEvent> = Vec::new();
+        let mut acked = 0usize;
+        // Parts the receiver accepted in this batch, and the last event of one (liveness proof).
+        let mut accepted = 0u64;
+        let mut delivered_event: Option<usize> = None;
+        while let Some(mut part) = parts.pop_front() {
+            // An event under suspicion, and the receiver took nothing since it last failed: prove
+            // the receiver alive first, with an event of this batch it already took.
+            let probe = delivered_event.filter(|_| part.failed_at == Some(accepted));
+            let range = match probe {
+                Some(i) => {
+                    parts.push_front(part.clone());
+                    self.stats.liveness_resends.fetch_add(1, Ordering::Relaxed);
+                    i..i + 1
+                }
+                None => part.range.clone(),
+            };
+            let sent = tokio::select! {
+                sent = sink.send(&batch[range.clone()]) => sent,
+                _ = self.control.abort.cancelled() => {
+                    warn!(sink = name, events = batch.len() - acked, "shutdown deadline inside a send: the batch stays queued for next start");
+                    return Ended::AbortedInSend;
+                }
+            };
+            let e = match sent {
+                Ok(d) => {
+                    accepted += 1;
+                    if let Some(i) = range.clone().rev().find(|i| d.refused.iter().all(|r| r.id != batch[*i].id)) {
+                        delivered_event = Some(i);
+                    }
+                    *self.failures = 0;
+                    if probe.is_some() {
+                        debug!(sink = name, "receiver alive: it took an event of this batch again");
+                        continue;
+                    }
+                    resolved[range].iter_mut().for_each(|r| *r = true);
+                    refused.extend(d.refused);
+                    self.stats.truncated.fetch_add(d.truncated, Ordering::Relaxed);
+                    self.stats.rejected.fetch_add(d.rejected, Ordering::Relaxed);
+                    if !self.ack_prefix(batch, &resolved, &mut acked, &mut refused).await {
+                        return Ended::Aborted;
+                    }
+                    continue;
+                }
+                Err(e) => e,
+            };
+            // A refused part is not sent again as it was: its halves are (`splits`).
+            if e.class != Failure::Refused {
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            let counter = match e.class {
+                Failure::Transient => &self.stats.errors_transient,
+                Failure::Config => &self.stats.errors_config,
+                Failure::Refused => &self.stats.errors_refused,
+                Failure::ServerError => &self.stats.errors_server,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let events = range.len();
+            if probe.is_some() {
+                // The receiver failed an event it took before: no proof; the suspect waits.
+                warn!(sink = name, error = %e, "receiver failed again on an event it took before: treated as an outage");
+            } else {
+                match e.class {
+                    Failure::Refused | Failure::ServerError if events > 1 => {
+                        let mid = part.range.start + events / 2;
+                        self.stats.splits.fetch_add(1, Ordering::Relaxed);
+                        warn!(sink = name, error = %e, events, "receiver refused the batch as a whole; sending it in halves");
+                        parts.push_front(Part::new(mid..part.range.end));
+                        parts.push_front(Part::new(part.range.start..mid));
+                        if e.class == Failure::Refused {
+                            continue;
+                        }
+                    }
+                    Failure::Refused => {
+                        let id = batch[part.range.start].id;
+                        refused.push(RefusedEvent { id, reason: e.message.clone() });
+                        resolved[part.range.start] = true;
+                        if !self.ack_prefix(batch, &resolved, &mut acked, &mut refused).await {
+                            return Ended::Aborted;
+                        }
+                        continue;
+                    }
+                    Failure::ServerError => {
+                        // A strike only on fresh proof that the receiver takes other events.
+                        if accepted > part.failed_at.unwrap_or(0) {
+                            part.strikes += 1;
+                        }
+                        part.failed_at = Some(accepted);
+                        if part.strikes >= POISON_STRIKES {
+                            let id = batch[part.range.start].id;
+                            let reason = format!(
+                                "{} (failed alone {POISON_STRIKES} times while the receiver took the rest of its batch)",
+                                e.message
+                            );
+                            refused.push(RefusedEvent { id, reason });
+                            resolved[part.range.start] = true;
+                            if !self.ack_prefix(batch, &resolved, &mut acked, &mut refused).await {
+                                return Ended::Aborted;
+                            }
+                            continue;
+                        }
+                        // Behind the rest of the batch, whose delivery is the proof it needs.
+                        parts.push_back(part);
+                    }
+                    Failure::Transient | Failure::Config => parts.push_front(part),
+                }
+            }
+            let wait = match e.class {
+                Failure::Config => self.cfg.backoff.max,
+                _ => full_jitter(&self.cfg.backoff, *self.failures, self.rng),
+            };
+            let wait = e.retry_after.unwrap_or(wait);
+            *self.failures = self.failures.saturating_add(1);
+            match e.class {
+                Failure::Config => error!(sink = name, error = %e, events, retry_in = ?wait,
+                    "batch not delivered and an operator must act; the events stay queued"),
+                _ => warn!(sink = name, error = %e, events, retry_in = ?wait, "batch not delivered; resending it"),
+            }
+            tokio::select! {
+                _ = self.clock.sleep(wait) => {}
+                _ = self.control.abort.cancelled() => {
+                    warn!(sink = name, events = batch.len() - acked, "shutdown deadline: batch left in the queue for next start");
+                    return Ended::Aborted;
+                }
+            }
+        }
+        Ended::Delivered
+    }
+
+    /// Moves the cursor over the resolved prefix of the batch, if it grew, with the refused
+    /// events in it dead-lettered in the same transaction. False: the shutdown deadline passed
+    /// before the queue took it (the prefix is sent again after a restart).
+    async fn ack_prefix(
+        &mut self,
+        batch: &[QueuedEvent],
+        resolved: &[bool],
+        acked: &mut usize,
+        refused: &mut Vec<RefusedEvent>,
+    ) -> bool {
+        let name = self.name;
+        let upto = *acked + resolved[*acked..].iter().take_while(|r| **r).count();
+        if upto == *acked {
+            return true;
+        }
+        let last = batch[upto - 1].id;
+        let (now, later): (Vec<RefusedEvent>, Vec<RefusedEvent>) = refused.drain(..).partition(|r| r.id <= last);
+        *refused = later;
+        for r in &now {
+            warn!(sink = name, event_id = r.id, reason = %r.reason, "event dead-lettered: this sink will not deliver it");
+        }
+        // Retried rather than re-read, which would resend the events; if it never succeeds
+        // (shutdown deadline), they are sent again after a restart.
+        while let Err(e) = self.queue.ack_refusing(name, last, now.clone()).await {
+            let wait = full_jitter(&self.cfg.backoff, *self.failures, self.rng);
+            *self.failures = self.failures.saturating_add(1);
+            error!(sink = name, error = %e, retry_in = ?wait, "events delivered but the sink's cursor cannot be moved");
+            tokio::select! {
+                _ = self.clock.sleep(wait) => {}
+                _ = self.control.abort.cancelled() => return false,
+            }
+        }
+        let dead = now.len() as u64;
+        self.stats.dead_lettered.fetch_add(dead, Ordering::Relaxed);
+        self.stats.events.fetch_add((upto - *acked) as u64 - dead, Ordering::Relaxed);
+        self.stats.last_delivery_ms.store(self.clock.now_utc().timestamp_millis(), Ordering::Relaxed);
+        debug!(sink = name, events = upto - *acked, upto = last, "events delivered");
+        *acked = upto;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The delivery loop's rules on paused time, against a scripted receiver.
+    use std::collections::BTreeSet;
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::queue::{NewEvent, PageWrite, QueueOptions};
+
+    /// What the scripted receiver does with one request.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Answer {
+        Accept,
+        Fail(Failure),
+        /// Never answers (a receiver holding the request, an ack that never comes).
+        Hang,
+    }
+
+    type Script = dyn FnMut(&[i64]) -> Answer + Send;
+
+    /// A receiver answering as its script says, keeping the ids of every request it saw and of
+    /// every event it accepted.
+    pub struct Scripted {
+        script: Box<Script>,
+        log: Arc<Mutex<Log>>,
+    }
+
+    #[derive(Debug, Default)]
+    struct Log {
+        requests: Vec<Vec<i64>>,
+        accepted: Vec<i64>,
+    }
+
+    impl fmt::Debug for Scripted {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("Scripted").finish_non_exhaustive()
+        }
+    }
+    use std::fmt;
+
+    impl Scripted {
+        pub async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
+            let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
+            let answer = (self.script)(&ids);
+            {
+                let mut log = self.log.lock().unwrap();
+                log.requests.push(ids.clone());
+                if answer == Answer::Accept {
+                    log.accepted.extend(&ids);
+                }
+            }
+            match answer {
+                Answer::Accept => Ok(Delivery::default()),
+                Answer::Fail(class) => {
+                    Err(SendError { message: format!("scripted {class:?}"), class, retry_after: None })
+                }
+                Answer::Hang => std::future::pending().await,
+            }
+        }
+    }
+
+    struct Run {
+        queue: Queue,
+        log: Arc<Mutex<Log>>,
+        stats: Arc<SinkStats>,
+        control: SinkControl,
+        task: tokio::task::JoinHandle<()>,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A queue of `n` events (ids 1..=n) and the worker loop over it with `script`.
+    async fn start(n: usize, script: impl FnMut(&[i64]) -> Answer + Send + 'static) -> Run {
+        let dir = tempfile::tempdir().unwrap();
+        let queue =
+            Queue::open(&dir.path().join("state"), QueueOptions { max_bytes: 1 << 30, sinks: vec!["s".into()] })
+                .unwrap();
+        let events = (1..=n)
+            .map(|i| NewEvent { dedupe_key: format!("k{i}"), event_time_ms: 0, body: format!("{{\"n\":{i}}}").into() })
+            .collect();
+        queue.store_page(PageWrite { source: "t".into(), events, ..PageWrite::default() }).await.unwrap();
+        let text = "state_dir = \"state\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\n\
+                    organization_id = \"O\"\napi_key = \"k\"\n[[sinks]]\nname = \"s\"\ntype = \"file\"\n\
+                    path = \"out.ndjson\"\nbatch_max_events = 50\nbackoff = { initial = \"1s\", max = \"30s\" }\n";
+        let cfg =
+            crate::config::Config::parse_with_env(text, Path::new("/etc/a.toml"), &|_| None).unwrap().sinks.remove(0);
+        let log = Arc::new(Mutex::new(Log::default()));
+        let sink = Sink::Scripted(Scripted { script: Box::new(script), log: Arc::clone(&log) });
+        let (stats, control) = (Arc::new(SinkStats::default()), SinkControl::default());
+        let task =
+            tokio::spawn(run_sink(cfg, sink, queue.clone(), Clock::system(), Arc::clone(&stats), control.clone()));
+        Run { queue, log, stats, control, task, _dir: dir }
+    }
+
+    impl Run {
+        /// Drains the queue and returns the dead-lettered ids.
+        async fn drain(self) -> (Vec<i64>, Log, SinkStatsSnapshot, Queue) {
+            self.control.drain.cancel();
+            self.task.await.unwrap();
+            let dead = self.queue.dead_letters(1000).await.unwrap();
+            let ids = dead.iter().map(|d| d.key.rsplit('#').next().unwrap().parse().unwrap()).collect();
+            assert_eq!(self.queue.backlog("s").await.unwrap(), 0, "everything resolved");
+            let log = std::mem::take(&mut *self.log.lock().unwrap());
+            (ids, log, self.stats.snapshot(), self.queue)
+        }
+    }
+
+    fn each_once(accepted: &[i64], n: i64, except: &[i64]) {
+        let mut sorted = accepted.to_vec();
+        sorted.sort_unstable();
+        let expected: Vec<i64> = (1..=n).filter(|i| !except.contains(i)).collect();
+        assert_eq!(sorted, expected, "every good event delivered exactly once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_refused_whole_is_bisected_to_the_culprit() {
+        let run = start(50, |ids| match ids.contains(&17) {
+            true => Answer::Fail(Failure::Refused),
+            false => Answer::Accept,
+        })
+        .await;
+        let (dead, log, stats, _) = run.drain().await;
+        assert_eq!(dead, [17]);
+        each_once(&log.accepted, 50, &[17]);
+        assert_eq!((stats.events, stats.dead_lettered), (49, 1), "{stats:?}");
+        assert!(stats.splits >= 5 && stats.splits <= 6, "log2(50) halvings: {stats:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_culprits_in_one_batch_are_both_found() {
+        let run = start(50, |ids| match ids.contains(&1) || ids.contains(&50) {
+            true => Answer::Fail(Failure::Refused),
+            false => Answer::Accept,
+        })
+        .await;
+        let (dead, log, _, _) = run.drain().await;
+        assert_eq!(dead, [1, 50]);
+        each_once(&log.accepted, 50, &[1, 50]);
+    }
+
+    /// A receiver answering 500 to everything for a long time, then recovering: nothing is
+    /// dead-lettered, everything is delivered.
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_of_server_errors_dead_letters_nothing() {
+        let mut calls = 0;
+        let run = start(50, move |_| {
+            calls += 1;
+            if calls <= 500 { Answer::Fail(Failure::ServerError) } else { Answer::Accept }
+        })
+        .await;
+        let (dead, log, stats, _) = run.drain().await;
+        assert_eq!(dead, Vec::<i64>::new(), "an outage dead-letters nothing");
+        each_once(&log.accepted, 50, &[]);
+        assert_eq!(stats.errors_server, 500, "{stats:?}");
+    }
+
+    /// One event draws a server error while the others pass: it alone is dead-lettered, after
+    /// `POISON_STRIKES` failures each following proof that the receiver takes other events.
+    #[tokio::test(start_paused = true)]
+    async fn a_server_error_that_persists_for_one_event_dead_letters_it_alone() {
+        for poison in [1, 17, 50] {
+            let run = start(50, move |ids| match ids.contains(&poison) {
+                true => Answer::Fail(Failure::ServerError),
+                false => Answer::Accept,
+            })
+            .await;
+            let (dead, log, stats, queue) = run.drain().await;
+            assert_eq!(dead, [poison]);
+            let letters = queue.dead_letters(10).await.unwrap();
+            assert!(letters[0].reason.contains("failed alone 3 times"), "{}", letters[0].reason);
+            // The resent events that proved the receiver alive are the only duplicates.
+            let mut once = log.accepted.clone();
+            once.sort_unstable();
+            once.dedup();
+            each_once(&once, 50, &[poison]);
+            assert_eq!(log.accepted.len() as u64 - 49, stats.liveness_resends, "{stats:?}");
+            let alone = log.requests.iter().filter(|r| r.as_slice() == [poison]).count();
+            assert!(alone >= POISON_STRIKES as usize, "{poison}: {alone} {stats:?}");
+        }
+    }
+
+    /// A receiver that goes down while a poison event is being isolated gives no proof: the
+    /// suspect is not dead-lettered during the outage, only after the receiver is back.
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_during_an_isolation_dead_letters_nothing_more() {
+        let mut accepted = 0;
+        let mut down = 0;
+        let run = start(50, move |ids| {
+            // After the first acceptance the receiver is down for 300 requests.
+            if accepted > 0 && down < 300 {
+                down += 1;
+                return Answer::Fail(Failure::ServerError);
+            }
+            if ids.contains(&30) {
+                return Answer::Fail(Failure::ServerError);
+            }
+            accepted += 1;
+            Answer::Accept
+        })
+        .await;
+        let (dead, log, _, _) = run.drain().await;
+        assert_eq!(dead, [30]);
+        let mut once = log.accepted.clone();
+        once.sort_unstable();
+        once.dedup();
+        each_once(&once, 50, &[30]);
+    }
+
+    /// Transient and operator failures resend the same batch whole, never split it.
+    #[tokio::test(start_paused = true)]
+    async fn transient_and_operator_failures_resend_the_batch_whole() {
+        let mut calls = 0;
+        let run = start(50, move |_| {
+            calls += 1;
+            match calls {
+                1..=3 => Answer::Fail(Failure::Transient),
+                4..=5 => Answer::Fail(Failure::Config),
+                _ => Answer::Accept,
+            }
+        })
+        .await;
+        let (dead, log, stats, _) = run.drain().await;
+        assert!(dead.is_empty());
+        assert!(log.requests.iter().all(|r| r.len() == 50), "{:?}", log.requests);
+        assert_eq!((stats.splits, stats.errors_transient, stats.errors_config), (0, 3, 2));
+    }
+
+    /// The drain deadline ends a send that never returns; the batch stays queued.
+    #[tokio::test(start_paused = true)]
+    async fn abort_ends_a_send_that_never_returns() {
+        let run = start(10, |_| Answer::Hang).await;
+        while run.log.lock().unwrap().requests.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        run.control.stop.cancel();
+        run.control.abort.cancel();
+        run.task.await.unwrap();
+        assert_eq!(run.queue.backlog("s").await.unwrap(), 10, "nothing acknowledged");
+        let ids: BTreeSet<i64> = run.log.lock().unwrap().requests.concat().into_iter().collect();
+        assert_eq!(ids.len(), 10);
+    }
+
+    /// A resolved prefix is acknowledged while the rest is still being isolated.
+    #[tokio::test(start_paused = true)]
+    async fn the_cursor_moves_over_the_resolved_prefix() {
+        let run = start(50, |ids| match ids.contains(&40) {
+            true => Answer::Hang,
+            false => Answer::Accept,
+        })
+        .await;
+        // The whole batch hangs: nothing resolved. Abort, then restart with a refusing script.
+        while run.log.lock().unwrap().requests.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        run.control.abort.cancel();
+        run.task.await.unwrap();
+        assert_eq!(run.queue.backlog("s").await.unwrap(), 50);
+
+        let mut refusals = 0;
+        let queue = run.queue.clone();
+        let log = Arc::new(Mutex::new(Log::default()));
+        let script = move |ids: &[i64]| {
+            if ids.contains(&40) {
+                refusals += 1;
+                // Refused while being isolated; then never answered.
+                return if refusals <= 3 { Answer::Fail(Failure::Refused) } else { Answer::Hang };
+            }
+            Answer::Accept
+        };
+        let cfg = crate::config::Config::parse_with_env(
+            "state_dir = \"state\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\norganization_id = \"O\"\n\
+             api_key = \"k\"\n[[sinks]]\nname = \"s\"\ntype = \"file\"\npath = \"o\"\nbatch_max_events = 50\n",
+            Path::new("/etc/a.toml"),
+            &|_| None,
+        )
+        .unwrap()
+        .sinks
+        .remove(0);
+        let control = SinkControl::default();
+        let sink = Sink::Scripted(Scripted { script: Box::new(script), log: Arc::clone(&log) });
+        let task = tokio::spawn(run_sink(
+            cfg,
+            sink,
+            queue.clone(),
+            Clock::system(),
+            Arc::new(SinkStats::default()),
+            control.clone(),
+        ));
+        // 50 → 25 ok, [26..50] refused → [26..37] ok, [38..50] refused → [38..43] refused → hang.
+        while log.lock().unwrap().requests.len() < 6 {
+            tokio::task::yield_now().await;
+        }
+        control.abort.cancel();
+        task.await.unwrap();
+        assert_eq!(queue.backlog("s").await.unwrap(), 13, "events 1..=37 acknowledged: {:?}", log.lock().unwrap());
+    }
 }

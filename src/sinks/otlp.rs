@@ -15,9 +15,11 @@
 //! The OpenTelemetry SDK's batch exporter is deliberately not used: it drops a failed batch and
 //! reports only an opaque error, while the queue must know whether each batch was taken
 //! (PROTOCOLS §3a). Like every sink it never sleeps, never retries and never touches the queue:
-//! a refused batch is an `Err` for the loop in `sinks/mod.rs` to resend, and a batch the receiver
-//! will never take (HTTP 400, gRPC `INVALID_ARGUMENT`, …) comes back as `Delivery::refused`, so
-//! the loop moves it to the dead-letter table instead of discarding it as the specification would.
+//! a refused batch is an `Err` for the loop in `sinks/mod.rs` to resend. A batch the receiver
+//! refuses for what it holds (HTTP 400, gRPC `INVALID_ARGUMENT`) is an `Err` of class
+//! `Refused`, and one it fails on without saying why (500, 408, `UNKNOWN`, `INTERNAL`, …) of
+//! class `ServerError`: the loop bisects them, so that only the events at fault reach the
+//! dead-letter table, where the specification would drop the whole batch, and an outage none.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -133,8 +135,12 @@ enum Verdict {
     /// Too large for the receiver: send it again in halves; an event too large alone is
     /// dead-lettered.
     Split,
-    /// The receiver will never take this batch: dead-letter every event of it.
-    DeadLetter,
+    /// The receiver refuses what the request holds: the loop bisects it (`Failure::Refused`).
+    Refused,
+    /// The receiver failed without blaming the request, as a crashing or restarting collector
+    /// or a proxy in front of it does: back off and bisect; dead-letter an event only on proof
+    /// that the receiver takes the others (`Failure::ServerError`).
+    ServerError,
 }
 
 /// The retry policy, from the OTLP specification ("Failures", "Throttling"), in one place.
@@ -150,8 +156,12 @@ enum Verdict {
 ///   `UNIMPLEMENTED`: the endpoint, path or protocol is wrong, not the data.
 /// - HTTP 413 and `RESOURCE_EXHAUSTED` without `RetryInfo` say the request is too large: it is
 ///   sent again in halves (the specification only says not to resend it unchanged).
-/// - Everything else "MUST NOT be retried": where the specification drops the data, we
-///   dead-letter it.
+/// - Everything else "MUST NOT be retried", and the specification drops the data. We do not
+///   (PROTOCOLS §1c, "our policy is stricter"): a refusal of the request's content (HTTP 400,
+///   422, gRPC `INVALID_ARGUMENT`) is bisected down to the events at fault; any other failure
+///   (500, 408, `UNKNOWN`, `INTERNAL`, …), which a collector that is down or restarting, or a
+///   proxy in front of it, answers just as well, is a server error: resent with back-off, and
+///   an event is dead-lettered only once the receiver has proven it takes the others.
 fn verdict(refusal: Refusal) -> Verdict {
     use tonic::Code as C;
     match refusal {
@@ -160,7 +170,8 @@ fn verdict(refusal: Refusal) -> Verdict {
         Refusal::Http(429 | 502 | 503 | 504) => Verdict::Resend,
         Refusal::Http(401 | 403 | 404 | 405 | 415 | 300..=399) => Verdict::Pause,
         Refusal::Http(413) => Verdict::Split,
-        Refusal::Http(_) => Verdict::DeadLetter,
+        Refusal::Http(400 | 422) => Verdict::Refused,
+        Refusal::Http(_) => Verdict::ServerError,
         Refusal::Grpc {
             code: C::Cancelled | C::DeadlineExceeded | C::Aborted | C::OutOfRange | C::Unavailable | C::DataLoss,
             ..
@@ -168,7 +179,8 @@ fn verdict(refusal: Refusal) -> Verdict {
         Refusal::Grpc { code: C::ResourceExhausted, retry_info: true } => Verdict::Resend,
         Refusal::Grpc { code: C::ResourceExhausted, retry_info: false } => Verdict::Split,
         Refusal::Grpc { code: C::Unauthenticated | C::PermissionDenied | C::Unimplemented, .. } => Verdict::Pause,
-        Refusal::Grpc { .. } => Verdict::DeadLetter,
+        Refusal::Grpc { code: C::InvalidArgument, .. } => Verdict::Refused,
+        Refusal::Grpc { .. } => Verdict::ServerError,
     }
 }
 
@@ -275,7 +287,15 @@ impl OtlpSink {
                         exports.push((second, None));
                         exports.push((first, None));
                     }
-                    Verdict::Split | Verdict::DeadLetter => {
+                    Verdict::Refused => {
+                        return Err(SendError::refused(format!("{}: refused the request: {detail}", self.target)));
+                    }
+                    Verdict::ServerError => {
+                        let mut e = SendError::server_error(format!("{}: {detail}", self.target));
+                        e.retry_after = retry_after;
+                        return Err(e);
+                    }
+                    Verdict::Split => {
                         let reason = format!("{} refused it for good: {detail}", self.target);
                         delivery
                             .refused
@@ -310,12 +330,12 @@ impl OtlpSink {
             Answer::Refused { refusal, detail, retry_after } => {
                 let message = format!("{}: {detail}", self.target);
                 match verdict(refusal) {
-                    Verdict::Resend => {
+                    Verdict::Resend | Verdict::ServerError => {
                         let mut e = SendError::transient(message);
                         e.retry_after = retry_after;
                         Err(e)
                     }
-                    Verdict::Pause | Verdict::Split | Verdict::DeadLetter => Err(SendError::config(message)),
+                    Verdict::Pause | Verdict::Split | Verdict::Refused => Err(SendError::config(message)),
                 }
             }
         }
@@ -1016,22 +1036,22 @@ mod tests {
     /// The OTLP retry policy (specification "Failures" and "Throttling"), pinned.
     #[test]
     fn retry_policy() {
-        use Verdict::{DeadLetter, Pause, Resend, Split};
+        use Verdict::{Pause, Refused, Resend, ServerError, Split};
         use tonic::Code as C;
         let grpc = [
             (C::Cancelled, Resend, Resend),
-            (C::Unknown, DeadLetter, DeadLetter),
-            (C::InvalidArgument, DeadLetter, DeadLetter),
+            (C::Unknown, ServerError, ServerError),
+            (C::InvalidArgument, Refused, Refused),
             (C::DeadlineExceeded, Resend, Resend),
-            (C::NotFound, DeadLetter, DeadLetter),
-            (C::AlreadyExists, DeadLetter, DeadLetter),
+            (C::NotFound, ServerError, ServerError),
+            (C::AlreadyExists, ServerError, ServerError),
             (C::PermissionDenied, Pause, Pause),
             (C::ResourceExhausted, Split, Resend),
-            (C::FailedPrecondition, DeadLetter, DeadLetter),
+            (C::FailedPrecondition, ServerError, ServerError),
             (C::Aborted, Resend, Resend),
             (C::OutOfRange, Resend, Resend),
             (C::Unimplemented, Pause, Pause),
-            (C::Internal, DeadLetter, DeadLetter),
+            (C::Internal, ServerError, ServerError),
             (C::Unavailable, Resend, Resend),
             (C::DataLoss, Resend, Resend),
             (C::Unauthenticated, Pause, Pause),
@@ -1044,21 +1064,22 @@ mod tests {
             (301, Pause),
             (307, Pause),
             (308, Pause),
-            (400, DeadLetter),
+            (400, Refused),
             (401, Pause),
             (403, Pause),
             (404, Pause),
             (405, Pause),
-            (408, DeadLetter),
+            (408, ServerError),
             (413, Split),
             (415, Pause),
             (429, Resend),
-            (500, DeadLetter),
-            (501, DeadLetter),
+            (422, Refused),
+            (500, ServerError),
+            (501, ServerError),
             (502, Resend),
             (503, Resend),
             (504, Resend),
-            (507, DeadLetter),
+            (507, ServerError),
         ];
         for (status, expected) in http {
             assert_eq!(verdict(Refusal::Http(status)), expected, "HTTP {status}");
@@ -1282,19 +1303,22 @@ mod tests {
         assert_eq!(err.class, super::super::Failure::Config, "{err}");
         assert!(err.message.contains("HTTP 404 Not Found: 404 page not found"), "{err}");
 
-        // A plain-text 422: refused for good, dead-lettered with its text.
-        let delivery = send(
+        // A plain-text 422: the request refused with its text; the loop bisects it.
+        let err = send(
             "HTTP/1.1 422 Unprocessable Entity\r\nContent-Type: text/plain\r\nContent-Length: 11\r\nConnection: close\r\n\r\n\
              bad record\n"
                 .into(),
         )
         .await
-        .unwrap();
-        assert_eq!(delivery.refused.len(), 2);
-        assert!(
-            delivery.refused[0].reason.contains("refused it for good: HTTP 422 Unprocessable Entity: bad record"),
-            "{delivery:?}"
-        );
+        .unwrap_err();
+        assert_eq!(err.class, super::super::Failure::Refused, "{err}");
+        assert!(err.message.contains("refused the request: HTTP 422 Unprocessable Entity: bad record"), "{err}");
+
+        // A plain-text 500 (a collector restarting, a proxy): a server error, never a refusal.
+        let err = send("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into())
+            .await
+            .unwrap_err();
+        assert_eq!(err.class, super::super::Failure::ServerError, "{err}");
 
         // 429 with an HTTP-date: the pause until then.
         let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));

@@ -24,6 +24,14 @@
 //!    emulation (PROTOCOLS §1a), the envelopes before it stay indexed and the rest are dropped;
 //! 6. success: `{"text":"Success","code":0}`, plus `"ackId":N` when acknowledgement is on.
 //!
+//! What a real installation puts in front of a collector, as knobs (PROTOCOLS §1a, "2xx without
+//! a HEC code, or any 3xx"; EDGES.md "a proxy or load balancer in the way"): [`Fault::Redirect`]
+//! (a 302/303/307 to `/login`, a page that answers 200 with HTML to any method), [`Fault::Raw`]
+//! (any status, content type and body: a 200 with an empty body, HTML, or JSON of another
+//! shape), and [`HecEmulator::refuse_requests_with`] (every request holding one event is
+//! answered with a status and code but no `invalid-event-number`, the others pass: the "poison"
+//! event a batch is bisected to find).
+//!
 //! Indexed envelopes are kept exactly as received (no defaults filled in), together with the
 //! channel they came on. [`HecEmulator::stop`] closes the port and every open connection;
 //! [`HecEmulator::restart`] serves again on the same port with everything kept (indexed events,
@@ -125,7 +133,16 @@ pub enum Fault {
     /// Drop the connection without answering: the client sees a transport error. Recorded in
     /// [`HecEmulator::requests`] with status 0.
     Disconnect,
+    /// Answer `status` (3xx) with `Location: location` and an empty body, as a proxy sending an
+    /// unauthenticated client to its login page does. Nothing is indexed.
+    Redirect { status: u16, location: String },
+    /// Answer `status` with this `Content-Type` and body, as a proxy or load balancer in front
+    /// of the collector may. Nothing is indexed.
+    Raw { status: u16, content_type: String, body: String },
 }
+
+/// The login page a [`Fault::Redirect`] may point at: 200 with HTML for any method.
+pub const LOGIN_PATH: &str = "/login";
 
 /// One indexed event: the envelope exactly as received, and the channel of its request.
 #[derive(Clone, Debug)]
@@ -222,6 +239,18 @@ impl HecEmulator {
         self.shared.lock().channels.iter().map(|(ch, acks)| (ch.clone(), acks.next_id)).collect()
     }
 
+    /// From now on, every `/event` request holding an event whose `metadata.uid` is `uid` is
+    /// answered `status` with `{"text": ..., "code": code}` and no `invalid-event-number`;
+    /// nothing of it is indexed. Other requests are processed normally.
+    pub fn refuse_requests_with(&self, uid: &str, status: u16, code: Option<u32>) {
+        self.shared.lock().refusals.push((uid.to_owned(), status, code));
+    }
+
+    /// How many requests reached the login page ([`LOGIN_PATH`]).
+    pub fn login_hits(&self) -> usize {
+        self.shared.lock().login_hits
+    }
+
     /// `false` makes `/health` answer 503 code 18 "HEC is unhealthy, queues are full" (the data
     /// endpoints are not affected: script those with [`Fault::Status`]).
     pub fn set_healthy(&self, healthy: bool) {
@@ -301,6 +330,10 @@ struct EmuState {
     requests: Vec<HecRequest>,
     ack_polls: usize,
     channels: HashMap<String, ChannelAcks>,
+    /// Uids whose requests are refused whole: (uid, status, code).
+    refusals: Vec<(String, u16, Option<u32>)>,
+    /// Requests to the login page.
+    login_hits: usize,
 }
 
 #[derive(Default)]
@@ -508,6 +541,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/services/collector/ack", post(ack_endpoint))
         .route("/services/collector/health", get(health_endpoint))
         .route("/services/collector/health/1.0", get(health_endpoint))
+        .route(LOGIN_PATH, get(login_page).post(login_page))
         .layer(DefaultBodyLimit::disable())
         .with_state(shared)
 }
@@ -552,7 +586,30 @@ async fn event_endpoint(
             }
             response
         }
+        Some(Fault::Redirect { status, location }) => {
+            record.status = status;
+            let mut response = StatusCode::from_u16(status).unwrap().into_response();
+            response.headers_mut().insert(axum::http::header::LOCATION, HeaderValue::from_str(&location).unwrap());
+            response
+        }
+        Some(Fault::Raw { status, content_type, body }) => {
+            record.status = status;
+            let mut response = (StatusCode::from_u16(status).unwrap(), body).into_response();
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_str(&content_type).unwrap());
+            response
+        }
         other => {
+            let decoded = decode(&headers, &raw, usize::MAX).unwrap_or_default();
+            let refusal = shared.lock().refusals.iter().find(|(uid, ..)| contains(&decoded, uid.as_bytes())).cloned();
+            if let Some((_, status, code)) = refusal {
+                let mut body = json!({ "text": "Refused (injected)" });
+                if let Some(code) = code {
+                    body["code"] = json!(code);
+                }
+                record.status = status;
+                shared.lock().requests.push(record);
+                return reply((status, body));
+            }
             let answer = process_events(&shared, opts, &headers, record.channel.as_deref(), &raw, other.as_ref());
             record.status = answer.0;
             reply(answer)
@@ -560,6 +617,16 @@ async fn event_endpoint(
     };
     shared.lock().requests.push(record);
     response
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn login_page(State(shared): State<Arc<Shared>>) -> Response {
+    shared.lock().login_hits += 1;
+    ([(CONTENT_TYPE, "text/html; charset=utf-8")], "<!doctype html><html><body><form>Sign in</form></body></html>")
+        .into_response()
 }
 
 fn process_events(

@@ -69,6 +69,14 @@ pub enum Behaviour {
     /// A request of more than `max_records` log records is too large: HTTP 413 / gRPC
     /// `RESOURCE_EXHAUSTED` without `RetryInfo`; smaller ones are accepted.
     TooLarge { max_records: usize },
+    /// The next `times` requests fail with HTTP `http` / gRPC `grpc` (a `google.rpc.Status`
+    /// body), then back to `Accept`: a collector crashing or restarting, or a proxy in front of
+    /// it, answers 500, 408, `UNKNOWN` or `INTERNAL` during an outage (PROTOCOLS §1c).
+    Failing { times: usize, http: u16, grpc: Code },
+    /// Every request holding a log record whose `ocsf.uid` attribute is `uid` fails with HTTP
+    /// `http` / gRPC `grpc`, as a whole (no partial success); the others are accepted: a
+    /// "poison" event in a batch.
+    Poison { uid: String, http: u16, grpc: Code },
 }
 
 /// What the receiver answered one request.
@@ -81,6 +89,7 @@ pub enum Reply {
     PermissionDenied,
     BadData,
     TooLarge,
+    Failed { http: u16, grpc: Code },
 }
 
 /// One request the receiver decoded.
@@ -129,6 +138,30 @@ impl State {
                 Behaviour::Unauthenticated => Reply::Unauthenticated,
                 Behaviour::PermissionDenied => Reply::PermissionDenied,
                 Behaviour::BadData => Reply::BadData,
+                Behaviour::Failing { times, http, grpc } => {
+                    let reply = Reply::Failed { http: *http, grpc: *grpc };
+                    *times = times.saturating_sub(1);
+                    if *times == 0 {
+                        *behaviour = Behaviour::Accept;
+                    }
+                    reply
+                }
+                Behaviour::Poison { uid, http, grpc } => {
+                    let poisoned = request
+                        .resource_logs
+                        .iter()
+                        .flat_map(|r| &r.scope_logs)
+                        .flat_map(|s| &s.log_records)
+                        .flat_map(|r| &r.attributes)
+                        .any(|kv| {
+                            kv.key == "ocsf.uid"
+                                && kv.value.as_ref().and_then(|v| v.value.as_ref())
+                                    == Some(&opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                                        uid.clone(),
+                                    ))
+                        });
+                    if poisoned { Reply::Failed { http: *http, grpc: *grpc } } else { Reply::Accepted }
+                }
                 Behaviour::TooLarge { max_records } => {
                     let records: usize =
                         request.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum();
@@ -257,6 +290,7 @@ impl LogsService for GrpcLogs {
             Reply::PermissionDenied => Err(Status::permission_denied("this key may not write logs (injected)")),
             Reply::BadData => Err(Status::invalid_argument("log record 0: invalid body (injected)")),
             Reply::TooLarge => Err(Status::resource_exhausted("request too large (injected)")),
+            Reply::Failed { grpc, .. } => Err(Status::new(grpc, "receiver failure (injected)")),
         }
     }
 }
@@ -361,6 +395,9 @@ async fn http_logs(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap, 
             "request too large (injected)",
             None,
         ),
+        Reply::Failed { http, grpc } => {
+            status_response(StatusCode::from_u16(http).unwrap(), json, grpc, "receiver failure (injected)", None)
+        }
     }
 }
 
