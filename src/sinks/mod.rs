@@ -399,6 +399,18 @@ impl Part {
     }
 }
 
+/// Clears every part's suspicion and joins neighbouring parts into one.
+fn forget_and_join(parts: &mut std::collections::VecDeque<Part>) {
+    let mut sorted: Vec<Part> = parts.drain(..).collect();
+    sorted.sort_by_key(|p| p.range.start);
+    for part in sorted {
+        match parts.back_mut() {
+            Some(last) if last.range.end == part.range.start => last.range.end = part.range.end,
+            _ => parts.push_back(Part::new(part.range)),
+        }
+    }
+}
+
 /// One batch's delivery: the worker's context, borrowed.
 struct Delivering<'a> {
     name: &'a str,
@@ -455,6 +467,13 @@ impl Delivering<'_> {
                         continue;
                     }
                     resolved[range].iter_mut().for_each(|r| *r = true);
+                    if accepted == 1 {
+                        // The receiver's first "yes" in this batch: what failed before it proves
+                        // nothing about the events (an outage fails every part). Forget it, and
+                        // send the unresolved rest in as few parts as their order allows, not
+                        // one event at a time as an outage left them.
+                        forget_and_join(&mut parts);
+                    }
                     refused.extend(d.refused);
                     self.stats.truncated.fetch_add(d.truncated, Ordering::Relaxed);
                     self.stats.rejected.fetch_add(d.rejected, Ordering::Relaxed);
@@ -715,7 +734,8 @@ mod tests {
         assert_eq!(dead, [17]);
         each_once(&log.accepted, 50, &[17]);
         assert_eq!((stats.events, stats.dead_lettered), (49, 1), "{stats:?}");
-        assert!(stats.splits >= 5 && stats.splits <= 6, "log2(50) halvings: {stats:?}");
+        // log2(50) halvings, at most twice (the rest is joined again after the first "yes").
+        assert!(stats.splits >= 6 && stats.splits <= 12, "{stats:?}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -744,6 +764,9 @@ mod tests {
         assert_eq!(dead, Vec::<i64>::new(), "an outage dead-letters nothing");
         each_once(&log.accepted, 50, &[]);
         assert_eq!(stats.errors_server, 500, "{stats:?}");
+        // The outage left the batch in single events; once the receiver answers, the rest goes
+        // in one request again.
+        assert!(log.requests.len() <= 503, "{:?}", &log.requests[500..]);
     }
 
     /// One event draws a server error while the others pass: it alone is dead-lettered, after
