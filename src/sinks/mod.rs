@@ -26,8 +26,11 @@
 //!   prove the receiver alive waits for the receiver, like an outage.
 //! - every other failure resends the same part after the back-off.
 //!
-//! The cursor moves over a resolved prefix of the batch (delivered or dead-lettered) as soon as
-//! there is one, so a restart in the middle of a bisection resends only the unresolved rest.
+//! The receiver's first "yes" in a batch clears what failed before it (an outage fails every
+//! part and proves nothing about the events) and joins neighbouring parts again, so a batch an
+//! outage cut into single events is not then delivered one event per request. The cursor moves
+//! over a resolved prefix of the batch (delivered or dead-lettered) as soon as there is one, so
+//! a restart in the middle of a bisection resends only the unresolved rest.
 //!
 //! **Shutdown.** `SinkControl::abort` (the drain deadline) ends a worker even inside a send (a
 //! HEC indexer-ack wait, a receiver that drips its answer): the part in hand stays queued, and
