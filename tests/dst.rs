@@ -1069,8 +1069,9 @@ fn early_requests(sim: &Sim) -> Vec<String> {
     out
 }
 
-/// Runs `seeds` and reports every failure with its replay command; panics if any failed.
-fn run_many(seeds: impl Iterator<Item = u64>, families: &[Family]) {
+/// Runs `seeds` and reports every failure with its trace and replay command; returns the
+/// failures.
+fn run_many(seeds: impl Iterator<Item = u64>, families: &[Family]) -> Vec<(u64, &'static str)> {
     let list = family_list(families);
     let started = std::time::Instant::now();
     let (mut passed, mut failures) = (0u64, Vec::new());
@@ -1117,7 +1118,7 @@ fn run_many(seeds: impl Iterator<Item = u64>, families: &[Family]) {
         slowest.1,
         slowest.0
     );
-    assert!(failures.is_empty(), "seeds violating an invariant (replay commands above): {failures:?}");
+    failures
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -1130,20 +1131,23 @@ fn env_u64(name: &str) -> Option<u64> {
 fn seeds() {
     let n = env_u64("AUDITRELAY_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
     let first = env_u64("AUDITRELAY_SIM_FIRST_SEED").unwrap_or(0);
-    run_many(first..first + n, &families_from_env());
+    let failures = run_many(first..first + n, &families_from_env());
+    assert!(failures.is_empty(), "seeds violating an invariant (replay commands above): {failures:?}");
 }
 
 /// Every kept seed whose families are all enabled must pass.
 #[test]
 fn regression_seeds() {
     let enabled = families_from_env();
+    let mut failures = Vec::new();
     for (seed, families, found) in REGRESSION_SEEDS {
         let families = parse_families(families);
         if families.iter().all(|f| enabled.contains(f)) {
             eprintln!("regression seed {seed} ({found})");
-            run_many(std::iter::once(*seed), &families);
+            failures.extend(run_many(std::iter::once(*seed), &families));
         }
     }
+    assert!(failures.is_empty(), "regression seeds violating an invariant (replay commands above): {failures:?}");
 }
 
 /// `AUDITRELAY_SIM_SEED=<seed>`: one seed, with its trace printed even when it passes.

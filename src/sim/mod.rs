@@ -1373,6 +1373,46 @@ pub(crate) mod tests {
         a.headers.get(name).map_or("", |v| v.to_str().unwrap())
     }
 
+    /// Arrivals are stamped within `arrival_lateness` before now; a share of requests is
+    /// answered 401 although the key is valid, and the same seed answers the same ones.
+    #[tokio::test(start_paused = true)]
+    async fn test_late_arrivals_and_spurious_401() {
+        let mut o = opts(0);
+        o.faults.arrivals_per_page = 5;
+        o.faults.arrival_lateness = Duration::from_secs(600);
+        let sim = start(o, Clock::starting_at(t0())).await;
+        assert_eq!(page(&sim, "").await.items(), 0);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let a = page(&sim, "").await;
+        let times: Vec<DateTime<Utc>> = a.json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| DateTime::parse_from_rfc3339(i["created_at"].as_str().unwrap()).unwrap().with_timezone(&Utc))
+            .collect();
+        assert_eq!(times.len(), 5);
+        assert!(times.iter().all(|t| *t <= t0() && *t >= t0() - chrono::Duration::seconds(600)), "{times:?}");
+        assert!(times.iter().any(|t| *t < t0()), "no arrival was late: {times:?}");
+        sim.shutdown().await;
+
+        let statuses = |seed| async move {
+            let mut o = opts(3);
+            o.seed = seed;
+            o.faults.spurious_unauthorized_rate = 0.5;
+            let sim = start(o, Clock::starting_at(t0())).await;
+            let mut out = Vec::new();
+            for _ in 0..20 {
+                out.push(page(&sim, "").await.status);
+            }
+            assert_eq!(sim.stats().unauthorized, out.iter().filter(|s| **s == 401).count() as u64);
+            sim.shutdown().await;
+            out
+        };
+        let first = statuses(9).await;
+        assert!(first.contains(&401) && first.contains(&200), "{first:?}");
+        assert_eq!(first, statuses(9).await);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn test_rate_limit_429_and_retry_after_violation() {
         let mut o = opts(10);
@@ -1403,6 +1443,8 @@ pub(crate) mod tests {
         assert_eq!((s.requests, s.ok, s.rate_limited, s.retry_after_violations), (5, 3, 2, 1));
         let statuses: Vec<u16> = sim.request_log().iter().map(|r| r.status).collect();
         assert_eq!(statuses, [200, 200, 429, 429, 200]);
+        let early: Vec<bool> = sim.request_log().iter().map(|r| r.early).collect();
+        assert_eq!(early, [false, false, false, true, false]);
         sim.shutdown().await;
     }
 
