@@ -399,10 +399,11 @@ async fn audit_log(
         let total = range.iter().filter(|r| q.matches(r)).count();
         let items: Vec<AuditEntry> =
             range.iter().filter(|r| q.matches(r)).skip(q.skip).take(q.limit).cloned().collect();
-        // New records arrive between pages (README "Simulator conventions"), at the current time.
+        // New records arrive between pages (README "Simulator conventions"), at the current time
+        // (or up to `arrival_lateness` before it).
         let now = shared.clock.now_utc();
         for _ in 0..shared.faults.arrivals_per_page {
-            store.add(now);
+            store.add(shared.arrival_at(now));
         }
         (items, total)
     };

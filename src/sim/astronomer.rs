@@ -447,10 +447,11 @@ async fn audit_logs(
             return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", &ctx);
         };
         let lines = store.lines.iter().filter(|(at, _)| start <= *at && *at < end).map(|(_, l)| l.clone()).collect();
-        // New records arrive after each answer (README "Simulator conventions"), at the current time.
+        // New records arrive after each answer (README "Simulator conventions"), at the current time
+        // (or up to `arrival_lateness` before it).
         let now = shared.clock.now_utc();
         for _ in 0..shared.faults.arrivals_per_page {
-            store.add(now);
+            store.add(shared.arrival_at(now));
         }
         lines
     };

@@ -529,10 +529,11 @@ fn select(shared: &Shared, org: usize, q: &Query, page: Option<(usize, usize)>) 
     let total = range.iter().filter(|r| q.matches(r)).count();
     let (skip, take) = page.map_or((0, usize::MAX), |(number, size)| ((number - 1).saturating_mul(size), size));
     let data = range.iter().filter(|r| q.matches(r)).skip(skip).take(take).cloned().collect();
-    // New records arrive between pages (README "Simulator conventions"), at the current time.
+    // New records arrive between pages (README "Simulator conventions"), at the current time
+    // (or up to `arrival_lateness` before it).
     let now = shared.clock.now_utc();
     for _ in 0..shared.faults.arrivals_per_page {
-        store.add(now);
+        store.add(shared.arrival_at(now));
     }
     Some((data, total))
 }

@@ -344,10 +344,11 @@ async fn audit_logs(
             return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
         };
         let logs = store.records.iter().filter(|r| start.is_none_or(|s| s <= r.at) && r.at < end).cloned().collect();
-        // New records arrive after each answer (README "Simulator conventions"), at the current time.
+        // New records arrive after each answer (README "Simulator conventions"), at the current time
+        // (or up to `arrival_lateness` before it).
         let now = shared.clock.now_utc();
         for _ in 0..shared.faults.arrivals_per_page {
-            store.add(now);
+            store.add(shared.arrival_at(now));
         }
         logs
     };

@@ -21,6 +21,7 @@ pub mod datafold;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -332,6 +333,12 @@ pub struct Faults {
     /// (as when the limit is shared with other integrations) and a 429 says when to return only
     /// through `Retry-After` — or, with `RetryAfterMode::Omit`, through the reset header.
     pub limit_headers: bool,
+    /// Arrivals (`arrivals_per_page`) are stamped up to this long before "now" (a vendor that
+    /// indexes records late): each arrival's event time is drawn from `[now - lateness, now]`.
+    pub arrival_lateness: Duration,
+    /// Share (0..=1) of requests answered 401 although the credential is valid (a key rotation
+    /// at the vendor, an authentication backend hiccup).
+    pub spurious_unauthorized_rate: f64,
 }
 
 impl Default for Faults {
@@ -346,6 +353,8 @@ impl Default for Faults {
             arrivals_per_page: 0,
             stall_at_request: None,
             limit_headers: true,
+            arrival_lateness: Duration::ZERO,
+            spurious_unauthorized_rate: 0.0,
         }
     }
 }
@@ -408,6 +417,9 @@ pub struct RequestRecord {
     pub body: String,
     /// The status sent; 0 while (or if) the request is never answered.
     pub status: u16,
+    /// It arrived before the instant the previous 429 (to the same vendor and organization)
+    /// announced: one of [`SimStats::retry_after_violations`].
+    pub early: bool,
 }
 
 /// The command line of `auditrelay simulate`: one flag per knob. The vendors' own flags sit in
@@ -657,6 +669,7 @@ impl SimulateArgs {
                 arrivals_per_page: self.arrivals_per_page,
                 stall_at_request: self.stall_at_request,
                 limit_headers: !self.no_limit_headers,
+                ..Faults::default()
             },
         }
     }
@@ -745,6 +758,7 @@ impl Sim {
             faults: opts.faults,
             shutdown: CancellationToken::new(),
             arrived: watch::Sender::new(0),
+            arrivals: AtomicU64::new(0),
         });
         let vendor = |v: SimVendor, routes: Router<Arc<Shared>>| {
             routes.route_layer(middleware::from_fn_with_state((shared.clone(), v), gate))
@@ -949,6 +963,8 @@ struct Shared {
     shutdown: CancellationToken,
     /// Number of vendor requests arrived so far, for [`Sim::wait_for_requests`].
     arrived: watch::Sender<u64>,
+    /// Arrivals so far, over all vendors: seeds each arrival's lateness.
+    arrivals: AtomicU64,
     state: Mutex<Mutable>,
 }
 
@@ -956,6 +972,16 @@ impl Shared {
     /// A poisoned lock only means a test panicked elsewhere; the counters are still usable.
     fn state(&self) -> MutexGuard<'_, Mutable> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The event time of the next arrival: `now`, or up to `arrival_lateness` before it.
+    fn arrival_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let late = self.faults.arrival_lateness;
+        if late.is_zero() {
+            return now;
+        }
+        let n = self.arrivals.fetch_add(1, Ordering::Relaxed);
+        now - chrono_duration(late.mul_f64(roll(self.seed, n, 0x1A7E)))
     }
 
     /// Index of the organization `id` of `v` (and of its store).
@@ -1071,6 +1097,7 @@ async fn gate(State((shared, vendor)): State<(Arc<Shared>, SimVendor)>, req: Req
         query: req.uri().query().unwrap_or_default().to_owned(),
         body: String::from_utf8_lossy(&body).into_owned(),
         status: 0,
+        early: false,
     };
     let (number, log_index, limit) = {
         let mut st = shared.state();
@@ -1092,6 +1119,9 @@ async fn gate(State((shared, vendor)): State<(Arc<Shared>, SimVendor)>, req: Req
         });
         if early {
             st.count(vendor, |s| s.retry_after_violations += 1);
+            if let Some(rec) = st.log.get_mut(log_index) {
+                rec.early = true;
+            }
         }
         // Sent under the lock, so the count seen by `wait_for_requests` never goes backwards.
         shared.arrived.send_replace(number);
@@ -1142,6 +1172,8 @@ async fn gate(State((shared, vendor)): State<(Arc<Shared>, SimVendor)>, req: Req
                 .into_response(),
             _ => vendor.error(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", &ctx),
         }
+    } else if roll(shared.seed, number, 0x0401) < faults.spurious_unauthorized_rate {
+        vendor.error(StatusCode::UNAUTHORIZED, "INVALID_API_KEY", &ctx)
     } else {
         req.extensions_mut().insert(ctx.clone());
         next.run(req).await
@@ -1341,6 +1373,46 @@ pub(crate) mod tests {
         a.headers.get(name).map_or("", |v| v.to_str().unwrap())
     }
 
+    /// Arrivals are stamped within `arrival_lateness` before now; a share of requests is
+    /// answered 401 although the key is valid, and the same seed answers the same ones.
+    #[tokio::test(start_paused = true)]
+    async fn test_late_arrivals_and_spurious_401() {
+        let mut o = opts(0);
+        o.faults.arrivals_per_page = 5;
+        o.faults.arrival_lateness = Duration::from_secs(600);
+        let sim = start(o, Clock::starting_at(t0())).await;
+        assert_eq!(page(&sim, "").await.items(), 0);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let a = page(&sim, "").await;
+        let times: Vec<DateTime<Utc>> = a.json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| DateTime::parse_from_rfc3339(i["created_at"].as_str().unwrap()).unwrap().with_timezone(&Utc))
+            .collect();
+        assert_eq!(times.len(), 5);
+        assert!(times.iter().all(|t| *t <= t0() && *t >= t0() - chrono::Duration::seconds(600)), "{times:?}");
+        assert!(times.iter().any(|t| *t < t0()), "no arrival was late: {times:?}");
+        sim.shutdown().await;
+
+        let statuses = |seed| async move {
+            let mut o = opts(3);
+            o.seed = seed;
+            o.faults.spurious_unauthorized_rate = 0.5;
+            let sim = start(o, Clock::starting_at(t0())).await;
+            let mut out = Vec::new();
+            for _ in 0..20 {
+                out.push(page(&sim, "").await.status);
+            }
+            assert_eq!(sim.stats().unauthorized, out.iter().filter(|s| **s == 401).count() as u64);
+            sim.shutdown().await;
+            out
+        };
+        let first = statuses(9).await;
+        assert!(first.contains(&401) && first.contains(&200), "{first:?}");
+        assert_eq!(first, statuses(9).await);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn test_rate_limit_429_and_retry_after_violation() {
         let mut o = opts(10);
@@ -1371,6 +1443,8 @@ pub(crate) mod tests {
         assert_eq!((s.requests, s.ok, s.rate_limited, s.retry_after_violations), (5, 3, 2, 1));
         let statuses: Vec<u16> = sim.request_log().iter().map(|r| r.status).collect();
         assert_eq!(statuses, [200, 200, 429, 429, 200]);
+        let early: Vec<bool> = sim.request_log().iter().map(|r| r.early).collect();
+        assert_eq!(early, [false, false, false, true, false]);
         sim.shutdown().await;
     }
 
