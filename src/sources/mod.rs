@@ -1713,7 +1713,8 @@ mod tests {
                 window: Window { from: at("2026-03-18T07:55:00Z"), to: at("2026-03-18T09:00:00Z") },
                 page: PageCursor::Offset { skip: 300 },
                 pages: 3,
-                last_page: None,
+                // Kept across restarts, so a repeated page is recognised after one too.
+                last_page: Some("0123456789abcdef".into()),
             }),
         };
         let text = serde_json::to_string(&cp).unwrap();
