@@ -238,7 +238,7 @@ async fn store_source(queue: Queue, source: String, events: usize, page: usize, 
             .collect();
         done += n;
         pages += 1;
-        let sweep = Sweep { window, page: PageCursor::Offset { skip: done as u64 }, pages };
+        let sweep = Sweep { window, page: PageCursor::Offset { skip: done as u64 }, pages, last_page: None };
         let checkpoint = Checkpoint { done_until: Some(from), sweep: Some(sweep) };
         let write = PageWrite {
             source: source.clone(),
@@ -246,6 +246,7 @@ async fn store_source(queue: Queue, source: String, events: usize, page: usize, 
             dead_letters: Vec::new(),
             checkpoint: Some(serde_json::to_string(&checkpoint).unwrap()),
             prune_dedupe_before_ms: Some(prune),
+            done_until_ms: Some(from.timestamp_millis()),
         };
         let start = Instant::now();
         let outcome = queue.store_page(write).await.unwrap();

@@ -29,7 +29,7 @@ const MARKER_FILE: &str = "auditrelay.db.created";
 /// How many problems `PRAGMA quick_check` lists before it stops.
 const QUICK_CHECK_PROBLEMS: u32 = 5;
 /// The `PRAGMA user_version` this code writes and understands.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = "
 -- AUTOINCREMENT: an id is never reused, even after every row was deleted. A reused id at or
@@ -85,7 +85,11 @@ CREATE INDEX IF NOT EXISTS staged_by_source ON staged (source, seq);
 -- Version 4: a sink's identity towards its receiver that must survive restarts (the HEC
 -- indexer-acknowledgement channel).
 CREATE TABLE IF NOT EXISTS sink_channels (sink TEXT PRIMARY KEY, channel TEXT NOT NULL);
-PRAGMA user_version = 5;
+-- Version 6: each source's checkpoint time (`done_until`, ms since the epoch) as a number beside
+-- its opaque checkpoint text, so the queue can refuse a checkpoint that moves backwards without
+-- reading the source's JSON (invariant 1).
+CREATE TABLE IF NOT EXISTS source_progress (source TEXT PRIMARY KEY, done_until_ms INTEGER NOT NULL);
+PRAGMA user_version = 6;
 ";
 
 /// Run before `SCHEMA` on a version 1 or 2 database, whose `dead_letters` lacks the `sink` column.
@@ -151,6 +155,11 @@ pub struct PageWrite {
     pub checkpoint: Option<String>,
     /// Delete this source's dedupe keys older than this event time (ms since the epoch).
     pub prune_dedupe_before_ms: Option<i64>,
+    /// The new checkpoint's `done_until` (ms since the epoch). `Some`: the write is refused
+    /// ([`QueueError::CheckpointBackwards`]) when it is earlier than the one last stored for the
+    /// source. `None` with a checkpoint: no assertion and the stored time is forgotten (an
+    /// operator's `queue set-checkpoint`, which may move it back on purpose).
+    pub done_until_ms: Option<i64>,
 }
 
 /// Where a committing transaction takes its records from.
@@ -291,6 +300,12 @@ pub enum QueueError {
     Thread(#[source] std::io::Error),
     #[error("the queue is closed")]
     Closed,
+    #[error(
+        "queue database {}: refusing to move source {source_name}'s checkpoint backwards, from done_until {stored_ms} \
+         to {new_ms} (ms since the epoch); nothing of this page was stored",
+        path.display()
+    )]
+    CheckpointBackwards { path: PathBuf, source_name: String, stored_ms: i64, new_ms: i64 },
 }
 
 /// Names the failed operation and the database in a SQLite error.
@@ -370,6 +385,7 @@ enum Command {
     CommitStaged {
         source: String,
         checkpoint: Option<String>,
+        done_until_ms: Option<i64>,
         prune_dedupe_before_ms: Option<i64>,
         reply: Reply<StoreOutcome>,
     },
@@ -555,8 +571,21 @@ impl Queue {
         checkpoint: Option<String>,
         prune_dedupe_before_ms: Option<i64>,
     ) -> Result<StoreOutcome, QueueError> {
+        self.commit_staged_at(source, checkpoint, None, prune_dedupe_before_ms).await
+    }
+
+    /// [`Queue::commit_staged`] with the checkpoint's `done_until` (ms since the epoch), checked
+    /// as [`PageWrite::done_until_ms`] is: never earlier than the one stored.
+    pub async fn commit_staged_at(
+        &self,
+        source: &str,
+        checkpoint: Option<String>,
+        done_until_ms: Option<i64>,
+        prune_dedupe_before_ms: Option<i64>,
+    ) -> Result<StoreOutcome, QueueError> {
         let source = source.to_owned();
-        self.call(|reply| Command::CommitStaged { source, checkpoint, prune_dedupe_before_ms, reply }).await
+        self.call(|reply| Command::CommitStaged { source, checkpoint, done_until_ms, prune_dedupe_before_ms, reply })
+            .await
     }
 
     /// Forgets whatever is staged for `source` (a stream that broke, or was cut by a crash);
@@ -934,6 +963,32 @@ fn write_page(
     Ok((outcome, added + dead_bytes))
 }
 
+/// Records a checkpoint's `done_until` inside the caller's transaction, refusing one earlier than
+/// the stored one (invariant 1: a checkpoint never moves backwards); `None` forgets it (an
+/// operator's explicit `queue set-checkpoint`). The refusal is the caller's: its savepoint is
+/// rolled back, so nothing of the page is stored.
+fn write_progress(tx: &Connection, path: &Path, source: &str, done_until_ms: Option<i64>) -> Result<(), QueueError> {
+    let Some(new_ms) = done_until_ms else {
+        tx.execute("DELETE FROM source_progress WHERE source = ?1", [source]).op(path, "store a page")?;
+        return Ok(());
+    };
+    let stored: Option<i64> = tx
+        .query_row("SELECT done_until_ms FROM source_progress WHERE source = ?1", [source], |r| r.get(0))
+        .optional()
+        .op(path, "store a page")?;
+    if let Some(stored_ms) = stored.filter(|stored| *stored > new_ms) {
+        let source_name = source.to_owned();
+        return Err(QueueError::CheckpointBackwards { path: path.to_owned(), source_name, stored_ms, new_ms });
+    }
+    tx.execute(
+        "INSERT INTO source_progress (source, done_until_ms) VALUES (?1, ?2)
+         ON CONFLICT (source) DO UPDATE SET done_until_ms = excluded.done_until_ms",
+        params![source, new_ms],
+    )
+    .op(path, "store a page")?;
+    Ok(())
+}
+
 /// Appends a chunk to the source's staging area inside the caller's transaction.
 fn write_stage(
     tx: &Connection,
@@ -1201,6 +1256,9 @@ impl Writer {
                 let mut newest_here = newest;
                 let written = match command {
                     Command::StorePage { page, .. } => {
+                        if page.checkpoint.is_some() {
+                            write_progress(&sp, path, &page.source, page.done_until_ms)?;
+                        }
                         let content = Content::Memory { events: &page.events, dead_letters: &page.dead_letters };
                         let checkpoint = page.checkpoint.as_deref();
                         let prune = page.prune_dedupe_before_ms;
@@ -1208,7 +1266,10 @@ impl Writer {
                             .map(|(outcome, added)| Written::Page(outcome, added))
                             .op(path, "store a page")?
                     }
-                    Command::CommitStaged { source, checkpoint, prune_dedupe_before_ms, .. } => {
+                    Command::CommitStaged { source, checkpoint, done_until_ms, prune_dedupe_before_ms, .. } => {
+                        if checkpoint.is_some() {
+                            write_progress(&sp, path, source, *done_until_ms)?;
+                        }
                         let checkpoint = checkpoint.as_deref();
                         write_page(&sp, source, Content::Staged, checkpoint, *prune_dedupe_before_ms, &mut newest_here)
                             .map(|(outcome, added)| Written::Page(outcome, added))
@@ -1923,6 +1984,38 @@ mod tests {
         q.store_page(p).await.unwrap();
         let stats = q.stats().await.unwrap();
         assert_eq!(stats.checkpoints, [("okta".into(), r#"{"until":9}"#.into())]);
+        q.close().await.unwrap();
+    }
+
+    /// Invariant 1: a checkpoint never moves backwards. A page whose checkpoint time is earlier
+    /// than the stored one is refused whole (its events too), in memory or staged; an equal or
+    /// later one passes; an operator's write without a time forgets the stored one.
+    #[tokio::test]
+    async fn a_checkpoint_that_moves_backwards_is_refused_with_its_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["s"], 1_000_000)).unwrap();
+        let at = |ms: i64, events: Vec<NewEvent>| PageWrite {
+            checkpoint: Some(format!("{{\"until\":{ms}}}")),
+            done_until_ms: Some(ms),
+            ..page("df", events)
+        };
+        q.store_page(at(2000, vec![ev("a", 1, "a")])).await.unwrap();
+        q.store_page(at(2000, vec![])).await.unwrap();
+        let err = q.store_page(at(1000, vec![ev("b", 2, "b")])).await.unwrap_err();
+        assert!(matches!(err, QueueError::CheckpointBackwards { stored_ms: 2000, new_ms: 1000, .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("source df") && msg.contains("backwards"), "{msg}");
+        assert_eq!(q.checkpoint("df").await.unwrap().as_deref(), Some(r#"{"until":2000}"#));
+        assert_eq!(all(&q, "s").await, ["a"], "the refused page stored nothing");
+        q.stage("df", vec![ev("c", 3, "c")], vec![]).await.unwrap();
+        let err = q.commit_staged_at("df", Some("{}".into()), Some(1999), None).await.unwrap_err();
+        assert!(matches!(err, QueueError::CheckpointBackwards { .. }), "{err}");
+        q.commit_staged_at("df", Some(r#"{"until":3000}"#.into()), Some(3000), None).await.unwrap();
+        assert_eq!(all(&q, "s").await, ["a", "c"]);
+        // `queue set-checkpoint`: no time, on purpose earlier; then the source goes on from there.
+        q.store_page(PageWrite { done_until_ms: None, ..at(500, vec![]) }).await.unwrap();
+        q.store_page(at(600, vec![])).await.unwrap();
+        assert_eq!(q.checkpoint("df").await.unwrap().as_deref(), Some(r#"{"until":600}"#));
         q.close().await.unwrap();
     }
 

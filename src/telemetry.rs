@@ -279,6 +279,33 @@ fn expose(sources: &[SourceProbe], sinks: &[SinkProbe], queue: &QueueView, now_m
         let samples = sources.iter().map(|s| (s.labels(), Value::Count(count(&s.stats)))).collect();
         out.family(name, Kind::Counter, help, samples);
     }
+    // Issue 15 (points 1, 8, 10): what a source did at the edges of a vendor's contract.
+    let edge_counters: [SourceCounter; 4] = [
+        (
+            "auditrelay_source_overlap_skipped_total",
+            "Windows asked without their overlap because the whole answer was too large (late records in it not re-asked).",
+            |s| s.overlap_skipped,
+        ),
+        (
+            "auditrelay_source_oversized_taken_total",
+            "Answers over the vendor's caps taken whole because their window could not be split further.",
+            |s| s.oversized_taken,
+        ),
+        (
+            "auditrelay_source_repeated_pages_total",
+            "Sweeps ended because the vendor sent the same page twice while saying there were more.",
+            |s| s.repeated_pages,
+        ),
+        (
+            "auditrelay_source_redirects_refused_total",
+            "Redirects not followed: to another origin (credentials never leave theirs) or past the limit.",
+            |s| s.redirects_refused,
+        ),
+    ];
+    for (name, help, count) in edge_counters {
+        let samples = sources.iter().map(|s| (s.labels(), Value::Count(count(&s.stats)))).collect();
+        out.family(name, Kind::Counter, help, samples);
+    }
     out.family(
         "auditrelay_source_lag_seconds",
         Kind::Gauge,
@@ -970,6 +997,22 @@ auditrelay_source_window_splits_total{source="beta.prod",vendor="configcat"} 0
 # TYPE auditrelay_source_retry_after_capped_total counter
 auditrelay_source_retry_after_capped_total{source="acme",vendor="aitronos"} 8
 auditrelay_source_retry_after_capped_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_overlap_skipped_total Windows asked without their overlap because the whole answer was too large (late records in it not re-asked).
+# TYPE auditrelay_source_overlap_skipped_total counter
+auditrelay_source_overlap_skipped_total{source="acme",vendor="aitronos"} 0
+auditrelay_source_overlap_skipped_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_oversized_taken_total Answers over the vendor's caps taken whole because their window could not be split further.
+# TYPE auditrelay_source_oversized_taken_total counter
+auditrelay_source_oversized_taken_total{source="acme",vendor="aitronos"} 0
+auditrelay_source_oversized_taken_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_repeated_pages_total Sweeps ended because the vendor sent the same page twice while saying there were more.
+# TYPE auditrelay_source_repeated_pages_total counter
+auditrelay_source_repeated_pages_total{source="acme",vendor="aitronos"} 0
+auditrelay_source_repeated_pages_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_redirects_refused_total Redirects not followed: to another origin (credentials never leave theirs) or past the limit.
+# TYPE auditrelay_source_redirects_refused_total counter
+auditrelay_source_redirects_refused_total{source="acme",vendor="aitronos"} 0
+auditrelay_source_redirects_refused_total{source="beta.prod",vendor="configcat"} 0
 # HELP auditrelay_source_lag_seconds Now minus the source's checkpoint: everything older is collected. At least the configured lag; absent until the first sweep ends.
 # TYPE auditrelay_source_lag_seconds gauge
 auditrelay_source_lag_seconds{source="acme",vendor="aitronos"} 90.500

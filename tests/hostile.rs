@@ -622,3 +622,140 @@ async fn test_gzip_bombs_stop_at_the_decompression_caps_with_bounded_memory() {
     assert!(window(2).1 < window(1).1, "the window after the blank lines is not split: {:?}", window(2));
     assert_lines_delivered_once(dir.path(), &lines, &log);
 }
+
+/// Issue 15 point 1: an Astronomer export that never finishes within `request_timeout`, twice
+/// for the same window: the third request asks half of it (a timeout counts toward splitting a
+/// whole-window vendor), the rest follows in later windows, and every line arrives once.
+#[tokio::test]
+async fn test_whole_window_timing_out_twice_is_split() {
+    let lines = astronomer_lines();
+    let good = lines.clone();
+    let never = Gate::default();
+    let vendor = Hostile::start(move |r| match r.n {
+        0 | 1 => Reply::Gated(never.clone(), Box::new(astronomer_answer(r, &good))),
+        _ => astronomer_answer(r, &good),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "", &astronomer_source(&vendor, "request_timeout = \"1s\""));
+    let mut agent = Agent::start(&config, true);
+    let status = agent.exit(RUN_LIMIT).await;
+    let log = agent.log();
+    assert!(status.success(), "run --once failed ({status}):\n{log}");
+    let served = vendor.log();
+    let window = |n: usize| (served[n].request.time("startDate"), served[n].request.time("endDate"));
+    assert_eq!(window(1), window(0), "after one timeout the same window is asked again:\n{log}");
+    assert_eq!(window(2).0, window(0).0);
+    assert!(
+        window(2).1 < window(0).1,
+        "after two timeouts the window is not split: {:?} then {:?}",
+        window(0),
+        window(2)
+    );
+    let split =
+        agent.lines_with(&["asking half the window", "no complete answer within request_timeout", "source=hostile"]);
+    assert_eq!(split.len(), 1, "one split for the two timeouts:\n{log}");
+    assert_lines_delivered_once(dir.path(), &lines, &log);
+}
+
+/// Issue 15 point 8: a vendor whose `has_more` never turns false and repeats its last page.
+/// The repeated page ends the sweep with a warning: three requests, not `max_pages`; the run
+/// succeeds (the window is complete and the checkpoint moved on) and each record arrives once.
+#[tokio::test]
+async fn test_a_repeated_page_ends_the_sweep() {
+    let records = aitronos_records("repeat", 10);
+    let served = records.clone();
+    let vendor = Hostile::start(move |r| {
+        // skip=0: the first five; skip=5 and every later skip: the same second page, "more".
+        let skip: usize = r.param("skip").parse().unwrap();
+        let at = skip.min(5);
+        json(aitronos_page(&served[at..at + 5], at, 5, true))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "", &aitronos_source(&vendor, "max_pages = 40"));
+    let mut agent = Agent::start(&config, true);
+    let status = agent.exit(RUN_LIMIT).await;
+    let log = agent.log();
+    assert!(status.success(), "run --once failed ({status}):\n{log}");
+    let skips: Vec<String> = vendor.log().iter().map(|s| s.request.param("skip").to_owned()).collect();
+    assert_eq!(skips, ["0", "5", "10"], "the repeated page must end the sweep:\n{log}");
+    let warned = agent.lines_with(&["WARN", "the vendor sent the same page twice", "source=hostile"]);
+    assert_eq!(warned.len(), 1, "one warning for the repeated page:\n{log}");
+    assert_delivered_once(dir.path(), &records, &log);
+}
+
+/// Issue 15 point 9: bounded work per answer. A 4 MB Aitronos page of `[1,1,…]` (two million
+/// items that are not objects) and a page of 500 records when 5 were asked are malformed pages
+/// (one warning each, asked again); a page whose three records have no id writes one log line
+/// for its three dead letters. The agent's peak memory stays under 100 MiB.
+#[tokio::test]
+async fn test_a_page_of_millions_of_items_is_malformed_with_bounded_memory_and_logs() {
+    let records = aitronos_records("bounded", 12);
+    let mut served = records.clone();
+    for i in 0..3 {
+        let mut bad = aitronos_record(&format!("noid-{i}"), Utc::now() - minutes(61));
+        bad.as_object_mut().unwrap().remove("id");
+        served.insert(0, bad);
+    }
+    let many: Vec<_> = (0..500).map(|i| aitronos_record(&format!("many-{i:03}"), Utc::now() - minutes(50))).collect();
+    let good_gate = Gate::default();
+    let gate = good_gate.clone();
+    let vendor = Hostile::start(move |r| match r.n {
+        0 => {
+            let ones = vec!["1"; 2_000_000].join(",");
+            json(format!(r#"{{"items":[{ones}],"total":2000000,"skip":0,"limit":5,"has_more":false}}"#).into_bytes())
+        }
+        1 => json(aitronos_page(&many, 0, 5, false)),
+        2 => Reply::Gated(gate.clone(), Box::new(aitronos_answer(r, &served))),
+        _ => aitronos_answer(r, &served),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "", &aitronos_source(&vendor, ""));
+    let mut agent = Agent::start(&config, true);
+    until("the agent to give up on both hostile pages", RUN_LIMIT, || vendor.requests() >= 3).await;
+    let peak = agent.peak_rss();
+    println!("4 MB page of [1,1,…]: peak RSS {} MiB", peak / MIB);
+    good_gate.open();
+    let status = agent.exit(RUN_LIMIT).await;
+    let log = agent.log();
+    assert!(status.success(), "run --once failed ({status}):\n{}", &log[..log.len().min(5000)]);
+    assert!(peak < 100 * MIB, "peak RSS {} MiB reading a 4 MB page of two million items", peak / MIB);
+    assert!(log.lines().count() < 100, "{} log lines for a few pages", log.lines().count());
+    let bad = agent.lines_with(&["malformed page; retrying the same page", "source=hostile"]);
+    assert_eq!(bad.len(), 2, "one malformed-page warning per hostile page:\n{log}");
+    assert!(bad[0].contains("item 1 is not a JSON object: 1"), "{}", bad[0]);
+    assert!(bad[1].contains("500 items on a page of 5"), "{}", bad[1]);
+    let dead = agent.lines_with(&["dead-lettered", "source=hostile"]);
+    assert_eq!(dead.len(), 1, "one line for a page's three dead letters:\n{log}");
+    assert!(dead[0].contains("count=3") && dead[0].contains("no usable `id`"), "{}", dead[0]);
+    assert_delivered_once(dir.path(), &records, &log);
+    assert_eq!(dead_letters(&config).await.len(), 3, "each dead letter is kept");
+}
+
+/// Issue 15 point 10: a vendor that redirects to another origin (another port of 127.0.0.1)
+/// is not followed: the other listener never sees a request (nor the `X-API-Key`), the run
+/// fails with an error naming the source and both URLs, and the redirect is counted.
+#[tokio::test]
+async fn test_a_cross_origin_redirect_is_not_followed() {
+    let thief = Hostile::start(|r| aitronos_answer(r, &[])).await;
+    let target = thief.base_url();
+    let vendor = Hostile::start(move |r| {
+        let location = format!("{target}v1/organizations/{ORG}/audit-log?skip={}", r.param("skip"));
+        status(302, &[("Location", location)], "")
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "", &aitronos_source(&vendor, ""));
+    let mut agent = Agent::start(&config, true);
+    let status = agent.exit(RUN_LIMIT).await;
+    let log = agent.log();
+    assert_eq!(thief.requests(), 0, "the credential followed a redirect to another origin:\n{log}");
+    assert!(!status.success(), "run --once must fail on a cross-origin redirect:\n{log}");
+    let error = agent.lines_with(&["is not followed", "source hostile"]);
+    assert!(!error.is_empty(), "no refused-redirect error:\n{log}");
+    assert!(error[0].contains(&vendor.base_url()) && error[0].contains(&thief.base_url()), "{}", error[0]);
+    assert!(error[0].contains("302"), "{}", error[0]);
+    assert!(!log.contains("ak_hostile_test"), "the API key leaked into the log");
+}

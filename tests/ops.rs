@@ -142,6 +142,7 @@ async fn make_state(dir: &Path) -> Made {
         }],
         checkpoint: Some(r#"{"done_until":"2026-03-18T12:00:00Z","sweep":null}"#.into()),
         prune_dedupe_before_ms: None,
+        done_until_ms: None,
     };
     q.store_page(page).await.unwrap();
     let binary =

@@ -417,3 +417,59 @@ async fn test_unmappable_record_is_dead_lettered_with_its_reason() {
     assert!(String::from_utf8_lossy(&dead[0].raw).contains("\"id\":\"a2\""));
     queue.close().await.unwrap();
 }
+
+/// Issue 15 point 1: a dense burst — 1,200 Datafold records within 4 minutes, `max_records =
+/// 1000` — is collected whole. Every window split ends past the checkpoint, so the checkpoint
+/// only moves forward and `run --once` catches up in a bounded number of requests (the old code
+/// asked the same window for ever: 410 requests, nothing stored, when this test cut it). The
+/// run is cut after 400 requests, so a stall fails the test instead of hanging it. Then the
+/// same 1,200 records all in one instant: no window can hold fewer, so the one-second window is
+/// taken whole (an error and a counter) rather than asked for ever.
+#[tokio::test(start_paused = true)]
+async fn test_dense_burst_in_one_overlap_is_split_past_the_checkpoint_and_collected() {
+    let within_4_minutes = dense_burst(Duration::from_secs(14 * 60)).await;
+    assert_eq!(within_4_minutes.oversized_taken, 0, "{within_4_minutes:?}");
+    let one_instant = dense_burst(Duration::from_secs(10 * 60)).await;
+    assert_eq!(one_instant.oversized_taken, 1, "{one_instant:?}");
+}
+
+/// 1,200 Datafold records between `span` and 10 minutes ago, collected with `max_records =
+/// 1000`; returns the source's counters.
+async fn dense_burst(span: Duration) -> auditrelay::sources::SourceStatsSnapshot {
+    let clock = Clock::starting_at(test_start());
+    let mut opts = options(SimVendor::Datafold, 1200);
+    opts.datafold.records_span = span;
+    opts.datafold.records_min_age = Duration::from_secs(10 * 60);
+    opts.faults.rate_limit = RateLimitSetting::Off;
+    let sim = start_sim(opts, &clock).await;
+    let dir = tempfile::tempdir().unwrap();
+    let org = sim.organizations(SimVendor::Datafold)[0].clone();
+    let extra = "start = \"3h\"\nmax_records = 1000\nrate_limit = { requests = 100, per = \"1s\" }";
+    let config = parse_config(
+        &config_with_sources(dir.path(), &[source_block(&sim, SimVendor::Datafold, &org, "src", extra)]),
+        &sim,
+        dir.path(),
+    );
+    let opts = RunOptions { mode: RunMode::CatchUp, ..RunOptions::default() };
+    let cut = CancellationToken::new();
+    let run = daemon::run(&config, clock.clone(), opts, cut.clone());
+    tokio::pin!(run);
+    let report = loop {
+        tokio::select! {
+            report = &mut run => break report.unwrap(),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if sim.vendor_stats(SimVendor::Datafold).requests > 400 {
+                    cut.cancel();
+                }
+            }
+        }
+    };
+    let requests = sim.vendor_stats(SimVendor::Datafold).requests;
+    assert!(!cut.is_cancelled(), "stalled: still asking after {requests} requests; {report:?}");
+    assert_eq!(report.sources[0].outcome, SourceOutcome::CaughtUp, "{report:?}");
+    assert_org_delivered_once(&sim, SimVendor::Datafold, &org, dir.path());
+    let stats = report.sources[0].stats;
+    assert!(stats.window_splits > 0, "the burst must have been split: {stats:?}");
+    println!("dense burst over {span:?}: {requests} requests, {stats:?}");
+    stats
+}

@@ -11,9 +11,8 @@
 use chrono::SecondsFormat;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
-use super::{BadPage, Page, PageCursor, Window};
+use super::{BadPage, Items, Page, PageCursor, Window, page_items};
 use crate::config::{AitronosCredential, AitronosSettings};
 
 #[derive(Debug)]
@@ -28,7 +27,7 @@ pub struct Aitronos {
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow)]
-    items: Vec<&'a RawValue>,
+    items: Items<'a>,
     has_more: bool,
 }
 
@@ -80,8 +79,10 @@ impl Aitronos {
         };
         let envelope: Envelope<'_> =
             serde_json::from_slice(body).map_err(|e| BadPage(format!("not an Aitronos audit-log page ({e})")))?;
-        let count = envelope.items.len() as u64;
-        let mut out = Page::of_records(envelope.items, "id", "created_at");
+        // At most `limit` items were asked for (plus slack): more is not a page of this API.
+        let items = page_items(envelope.items, self.page_size)?;
+        let count = items.len() as u64;
+        let mut out = Page::of_records(items, "id", "created_at");
         if envelope.has_more {
             if count == 0 {
                 return Err(BadPage("has_more is true but the page is empty; refusing to page forever".into()));
@@ -141,14 +142,29 @@ mod tests {
     #[test]
     fn test_bad_records_are_rejected_not_fatal() {
         let body = br#"{"items":[{"id":"a","created_at":"2026-03-18T08:15:42Z"},{"created_at":"2026-03-18T08:15:42Z"},
-            {"id":"c","created_at":"last tuesday"},{"id":"d"},[1,2]],"total":5,"skip":0,"limit":100,"has_more":false}"#;
+            {"id":"c","created_at":"last tuesday"},{"id":"d"}],"total":4,"skip":0,"limit":100,"has_more":false}"#;
         let v = vendor(AitronosCredential::ApiKey(SecretString::from("k")));
         let page = v.read_page(body, &Aitronos::first_page()).unwrap();
         assert_eq!(page.records.len(), 1);
-        assert_eq!(page.rejected.len(), 4);
+        assert_eq!(page.rejected.len(), 3);
         assert_eq!(page.rejected[1].key, "c");
         assert!(page.rejected[1].reason.contains("last tuesday"));
         assert_eq!(page.next, None);
+    }
+
+    /// Issue 15 point 9: an item that is not an object, or more items than the page size plus
+    /// slack, make the page malformed (retried) instead of one dead letter per item.
+    #[test]
+    fn test_non_objects_and_overfull_pages_are_malformed() {
+        let v = vendor(AitronosCredential::ApiKey(SecretString::from("k")));
+        let body = br#"{"items":[{"id":"a","created_at":"2026-03-18T08:15:42Z"},[1,2]],"has_more":false}"#;
+        let err = v.read_page(body, &Aitronos::first_page()).unwrap_err().0;
+        assert!(err.contains("item 2 is not a JSON object: [1,2]"), "{err}");
+        let item = r#"{"id":"a","created_at":"2026-03-18T08:15:42Z"}"#;
+        let page = |n: usize| format!(r#"{{"items":[{}],"has_more":false}}"#, vec![item; n].join(","));
+        assert!(v.read_page(page(200).as_bytes(), &Aitronos::first_page()).is_ok());
+        let err = v.read_page(page(201).as_bytes(), &Aitronos::first_page()).unwrap_err().0;
+        assert!(err.contains("201 items on a page of 100"), "{err}");
     }
 
     #[test]

@@ -16,10 +16,12 @@
 use chrono::SecondsFormat;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
-use super::{BadPage, Page, PageCursor, Window};
+use super::{BadPage, Items, MAX_ANSWER_ITEMS, Page, PageCursor, Window, page_items};
 use crate::config::{ConfigCatApi, ConfigCatSettings};
+
+/// v2's page size when none is asked (a v1 request redirected to v2, §1.1).
+const V2_DEFAULT_PAGE_SIZE: u32 = 100;
 
 #[derive(Debug)]
 pub struct ConfigCat {
@@ -36,7 +38,7 @@ pub struct ConfigCat {
 struct Envelope<'a> {
     paging: Paging,
     #[serde(borrow)]
-    data: Vec<&'a RawValue>,
+    data: Items<'a>,
 }
 
 #[derive(Deserialize)]
@@ -99,10 +101,22 @@ impl ConfigCat {
         // first byte: serde's untagged enums cannot hold borrowed raw values.
         let bad = |e: serde_json::Error| BadPage(format!("not a ConfigCat audit-log answer ({e})"));
         let (items, has_next) = match body.iter().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'[') => (serde_json::from_slice::<Vec<&RawValue>>(body).map_err(bad)?, false),
+            Some(b'[') => {
+                // v1's whole window: bounded by MAX_ANSWER_ITEMS only.
+                let items: Items<'_> = serde_json::from_slice(body).map_err(bad)?;
+                if items.overflow {
+                    return Err(BadPage(format!("more than {MAX_ANSWER_ITEMS} items in one answer: not read")));
+                }
+                (items.list, false)
+            }
             _ => {
                 let e: Envelope<'_> = serde_json::from_slice(body).map_err(bad)?;
-                (e.data, e.paging.has_next)
+                // A page holds at most pageSize items (v2's default 100 on a redirected v1 answer).
+                let size = match page {
+                    PageCursor::Number { .. } => self.page_size,
+                    _ => V2_DEFAULT_PAGE_SIZE,
+                };
+                (page_items(e.data, size)?, e.paging.has_next)
             }
         };
         let count = items.len();

@@ -15,9 +15,8 @@
 use chrono::SecondsFormat;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
-use super::{AnswerLimits, BadPage, Page, Window};
+use super::{AnswerLimits, BadPage, Items, Page, Window};
 use crate::config::DatafoldSettings;
 
 #[derive(Debug)]
@@ -30,7 +29,7 @@ pub struct Datafold {
 #[derive(Deserialize)]
 struct Answer<'a> {
     #[serde(borrow)]
-    logs: Vec<&'a RawValue>,
+    logs: Items<'a>,
 }
 
 impl Datafold {
@@ -64,7 +63,9 @@ impl Datafold {
     pub fn read_page(&self, body: &[u8]) -> Result<Page, BadPage> {
         let answer: Answer<'_> =
             serde_json::from_slice(body).map_err(|e| BadPage(format!("not a Datafold audit-log answer ({e})")))?;
-        Ok(Page::of_records(answer.logs, "event_uuid", "timestamp"))
+        // No page size: an answer past MAX_ANSWER_ITEMS is marked, and the loop splits the window.
+        let oversized = answer.logs.overflow;
+        Ok(Page { oversized, ..Page::of_records(answer.logs.list, "event_uuid", "timestamp") })
     }
 }
 

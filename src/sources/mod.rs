@@ -75,6 +75,88 @@ pub struct AnswerLimits {
 /// A window is never split below this.
 const MIN_SPLIT_SPAN: chrono::Duration = chrono::Duration::seconds(1);
 
+/// Timeouts in a row of one whole window (Astronomer's export, Datafold) before half of it is
+/// asked instead: an answer too slow to finish is, like one too large, too much at once.
+const TIMEOUTS_BEFORE_SPLIT: u32 = 2;
+
+/// The smaller window asked when `w`'s whole answer was too much, or `None` when it cannot be
+/// split. Invariant 1: the result always ends strictly after `done` (the checkpoint), so storing
+/// it moves the checkpoint forward. A window reaching back into the overlap (`from < done`)
+/// first loses the overlap: that part holds records already stored (only late ones would be
+/// new), and halving a window whose overlap alone is too large would never get past `done`.
+/// Then the window is halved, down to [`MIN_SPLIT_SPAN`].
+fn split_window(w: Window, done: Option<DateTime<Utc>>) -> Option<Window> {
+    if let Some(done) = done
+        && w.from < done
+        && done < w.to
+    {
+        return Some(Window { from: done, to: w.to });
+    }
+    if w.to - w.from < MIN_SPLIT_SPAN * 2 {
+        return None;
+    }
+    let half = whole_second(w.from + (w.to - w.from) / 2).max(w.from + MIN_SPLIT_SPAN);
+    Some(Window { from: w.from, to: half })
+}
+
+/// The end of the next window starting at `from` (`done − overlap`): `span` of new data past
+/// `done` (a span shrunk by splits may be shorter than the overlap: the window must still reach
+/// past `done`, or storing it would move the checkpoint backwards), never longer than
+/// `max_span` in all.
+fn window_end(
+    from: DateTime<Utc>,
+    done: Option<DateTime<Utc>>,
+    span: chrono::Duration,
+    max_span: chrono::Duration,
+) -> DateTime<Utc> {
+    match done {
+        Some(done) => (done + span).min(from + max_span).max(done + MIN_SPLIT_SPAN),
+        None => from + span,
+    }
+}
+
+/// A short digest of a page's record keys, in order: two pages with the same digest are the
+/// same page sent twice.
+fn page_digest(page: &Page) -> String {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    for key in page.records.iter().map(|r| &r.key).chain(page.rejected.iter().map(|r| &r.key)) {
+        hash.update(key.as_bytes());
+        hash.update([0]);
+    }
+    hash.finalize().iter().take(8).fold(String::with_capacity(16), |mut s, b| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// The dead letters of one answer, logged as one line (a count, the first key and reason)
+/// rather than one per record: a page of a million bad items must not write a million lines.
+#[derive(Debug, Default)]
+struct DeadSummary {
+    count: usize,
+    first: Option<(String, String)>,
+}
+
+impl DeadSummary {
+    fn add(&mut self, rejected: &[Rejected]) {
+        if self.first.is_none()
+            && let Some(r) = rejected.first()
+        {
+            self.first = Some((r.key.clone(), r.reason.clone()));
+        }
+        self.count += rejected.len();
+    }
+
+    fn log(&self, source: &str, url: &str) {
+        if let Some((key, reason)) = &self.first {
+            warn!(source = %source, %url, count = self.count, first_key = %key, first_reason = %reason,
+                "records dead-lettered (kept with their raw bytes: `auditrelay queue dead-letters`)");
+        }
+    }
+}
+
 /// What a source has durably done, stored with the events it covers (one JSON string).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -93,6 +175,10 @@ pub struct Sweep {
     /// the count existed: those sweeps count from where they resume.
     #[serde(default)]
     pub pages: u32,
+    /// A digest of the last stored page's record keys ([`page_digest`]): a page that repeats it
+    /// ends the sweep (a vendor whose `has_more` never turns false). Kept across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_page: Option<String>,
 }
 
 /// One record read from a page: its dedupe key, event time and the vendor's bytes verbatim.
@@ -121,6 +207,69 @@ pub struct Page {
     /// A streamed answer: its records already sit in the queue's staging area (counted here)
     /// and enter the queue with the checkpoint.
     pub staged: Option<astronomer::Decoded>,
+    /// A whole-window answer held more than [`MAX_ANSWER_ITEMS`] items: only the first were
+    /// read, so the page cannot be taken; the loop splits the window (or retries if it cannot).
+    pub oversized: bool,
+}
+
+/// The most items one answer is read for, whatever the vendor sends: the body cap alone does not
+/// bound the work (a 4 MB page of `[1,1,…]` is two million items). A paged vendor's page is
+/// further bounded by its page size ([`page_items`]); a whole-window answer beyond this is split.
+pub const MAX_ANSWER_ITEMS: usize = 100_000;
+
+/// How many items more than the page size asked for a page may hold before it is malformed (a
+/// vendor rounding its page size up, records inserted while paging), never hundreds more.
+pub const PAGE_SLACK: usize = 100;
+
+/// The item array of an answer, read without trusting its length or its items' shape: the first
+/// item that is not a JSON object makes the whole answer malformed (at once, before anything is
+/// built for the items), and items past [`MAX_ANSWER_ITEMS`] are skipped unread (`overflow`).
+#[derive(Debug, Default)]
+pub struct Items<'a> {
+    pub list: Vec<&'a RawValue>,
+    /// More items than [`MAX_ANSWER_ITEMS`]: the rest were skipped.
+    pub overflow: bool,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Items<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Items<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of JSON objects")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Items<'a>, A::Error> {
+                let mut items = Items::default();
+                let mut n = 0usize;
+                while let Some(raw) = seq.next_element::<&'a RawValue>()? {
+                    n += 1;
+                    if !raw.get().starts_with('{') {
+                        let shown = excerpt(raw.get());
+                        return Err(serde::de::Error::custom(format!("item {n} is not a JSON object: {shown}")));
+                    }
+                    if items.list.len() < MAX_ANSWER_ITEMS {
+                        items.list.push(raw);
+                    } else {
+                        items.overflow = true;
+                    }
+                }
+                Ok(items)
+            }
+        }
+        d.deserialize_seq(Visit(std::marker::PhantomData))
+    }
+}
+
+/// A paged vendor's items, refused as a malformed page when there are more than the page size
+/// asked for plus [`PAGE_SLACK`].
+pub fn page_items(items: Items<'_>, page_size: u32) -> Result<Vec<&RawValue>, BadPage> {
+    let cap = page_size as usize + PAGE_SLACK;
+    if items.overflow || items.list.len() > cap {
+        let n = if items.overflow { format!("more than {MAX_ANSWER_ITEMS}") } else { items.list.len().to_string() };
+        return Err(BadPage(format!("{n} items on a page of {page_size} (at most {cap} taken): not a page")));
+    }
+    Ok(items.list)
 }
 
 impl Page {
@@ -441,6 +590,17 @@ pub struct SourceStats {
     /// Waits a vendor asked for (`Retry-After`, a reset header) longer than `max_retry_after`,
     /// cut to it.
     pub retry_after_capped: AtomicU64,
+    /// Windows whose overlap (records already stored) was left out because the whole window's
+    /// answer was too large: records indexed late into that overlap are not asked again.
+    pub overlap_skipped: AtomicU64,
+    /// Whole-window answers over the vendor's caps taken as they were, because their window was
+    /// already the smallest (`MIN_SPLIT_SPAN`) and they had been read whole.
+    pub oversized_taken: AtomicU64,
+    /// Sweeps ended because a page repeated the one before it (same ids): a vendor paging bug.
+    pub repeated_pages: AtomicU64,
+    /// Redirects not followed because they led to another origin (scheme, host, port) or past
+    /// the redirect limit: the credential never leaves its origin.
+    pub redirects_refused: AtomicU64,
     /// Wall time (ms since the epoch) of the last page committed; 0 before the first.
     pub last_success_ms: AtomicI64,
     /// The checkpoint's `done_until` (ms since the epoch): everything before it is collected;
@@ -464,6 +624,10 @@ pub struct SourceStatsSnapshot {
     pub window_splits: u64,
     pub bad_answers: u64,
     pub retry_after_capped: u64,
+    pub overlap_skipped: u64,
+    pub oversized_taken: u64,
+    pub repeated_pages: u64,
+    pub redirects_refused: u64,
 }
 
 impl SourceStats {
@@ -493,6 +657,10 @@ impl SourceStats {
             window_splits: get(&self.window_splits),
             bad_answers: get(&self.bad_answers),
             retry_after_capped: get(&self.retry_after_capped),
+            overlap_skipped: get(&self.overlap_skipped),
+            oversized_taken: get(&self.oversized_taken),
+            repeated_pages: get(&self.repeated_pages),
+            redirects_refused: get(&self.redirects_refused),
         }
     }
 }
@@ -506,9 +674,25 @@ pub fn http_client(cfg: &SourceConfig) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .user_agent(concat!("auditrelay/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
+        .redirect(same_origin_redirects())
         .tls_backend_preconfigured(tls)
         .build()
         .map_err(|e| format!("source {}: cannot set up its HTTP client: {e}", cfg.name))
+}
+
+/// Redirects followed in one request, at most (all on the request's own origin).
+pub const MAX_REDIRECTS: usize = 5;
+
+/// Sources follow a redirect only on the origin (scheme, host, port) of the request they sent,
+/// at most [`MAX_REDIRECTS`] times (ConfigCat's documented v1 → v2 is one such). reqwest strips
+/// only `Authorization` and `Cookie` on a cross-origin hop, so `X-API-Key` would follow a 30x to
+/// any host, even over plain http: such a redirect is not followed at all. The 30x answer is
+/// returned as it is; the loop refuses it ([`classify`]: fatal) naming both URLs.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same = attempt.previous().first().is_some_and(|first| first.origin() == attempt.url().origin());
+        if same && attempt.previous().len() <= MAX_REDIRECTS { attempt.follow() } else { attempt.stop() }
+    })
 }
 
 /// `check --connect`: one request for the last minute's first page, the cheapest question
@@ -627,6 +811,8 @@ enum Attempt {
     Retry {
         delay: Duration,
         rate_limited: bool,
+        /// No complete answer within `request_timeout` (counts toward splitting a whole window).
+        timed_out: bool,
     },
     Fatal(SourceError),
 }
@@ -715,7 +901,7 @@ impl Source {
             let mut sweep = match &checkpoint.sweep {
                 Some(s) => s.clone(),
                 None => match self.next_window(&checkpoint) {
-                    Ok(window) => Sweep { window, page: self.vendor.first_page(), pages: 0 },
+                    Ok(window) => Sweep { window, page: self.vendor.first_page(), pages: 0, last_page: None },
                     Err(wait) => {
                         if mode == RunMode::CatchUp {
                             return SourceExit::CaughtUp;
@@ -728,21 +914,35 @@ impl Source {
                     }
                 },
             };
-            let page = match self.fetch_page(&mut sweep, mode, &shutdown).await {
+            let page = match self.fetch_page(&mut sweep, checkpoint.done_until, mode, &shutdown).await {
                 Some(Ok(page)) => page,
                 Some(Err(e)) => return SourceExit::Failed(e),
                 None => return SourceExit::Shutdown,
             };
+            let digest = page.next.is_some().then(|| page_digest(&page));
+            let repeated = digest.is_some() && digest == sweep.last_page;
+            if repeated {
+                bump(&self.stats.repeated_pages, 1);
+                warn!(source = %name, from = %sweep.window.from, to = %sweep.window.to, pages = sweep.pages + 1,
+                    "the vendor sent the same page twice (same ids) and says there are more: ending this window's \
+                     sweep here (its records are stored); a vendor paging bug");
+            }
             let next = match &page.next {
-                Some(cursor) => Checkpoint {
+                Some(cursor) if !repeated => Checkpoint {
                     done_until: checkpoint.done_until,
                     sweep: Some(Sweep {
                         window: sweep.window,
                         page: cursor.clone(),
                         pages: sweep.pages.saturating_add(1),
+                        last_page: digest,
                     }),
                 },
-                None => Checkpoint { done_until: Some(sweep.window.to), sweep: None },
+                // The window is done: the checkpoint moves to its end, never backwards (a split
+                // window always ends past `done_until`; `max` keeps that true whatever happens).
+                _ => Checkpoint {
+                    done_until: Some(checkpoint.done_until.map_or(sweep.window.to, |done| done.max(sweep.window.to))),
+                    sweep: None,
+                },
             };
             if let Err(e) = self.store(page, &sweep, &next, &shutdown).await {
                 return e;
@@ -821,7 +1021,7 @@ impl Source {
                 from
             }
         };
-        let to = horizon.min(from + chrono_dur(self.span));
+        let to = horizon.min(window_end(from, cp.done_until, chrono_dur(self.span), chrono_dur(self.cfg.max_span)));
         Ok(Window { from, to })
     }
 
@@ -830,10 +1030,13 @@ impl Source {
     async fn fetch_page(
         &mut self,
         sweep: &mut Sweep,
+        done: Option<DateTime<Utc>>,
         mode: RunMode,
         shutdown: &CancellationToken,
     ) -> Option<Result<Page, SourceError>> {
         let mut failures = 0u32;
+        // Timeouts in a row of this (whole) window: the second asks half of it.
+        let mut timeouts = 0u32;
         loop {
             if self.paused_until > self.clock.now() {
                 self.state.send_replace(SourceState::Paused);
@@ -844,18 +1047,16 @@ impl Source {
             }
             self.state.send_replace(SourceState::Fetching);
             let attempt = tokio::select! {
-                a = self.attempt(sweep, failures) => a,
+                a = self.attempt(sweep, done, failures) => a,
                 _ = shutdown.cancelled() => return None,
             };
             let (delay, rate_limited) = match attempt {
                 Attempt::Page(page) => return Some(Ok(page)),
                 Attempt::Split(why) => {
-                    let w = sweep.window;
-                    let half = whole_second(w.from + (w.to - w.from) / 2).max(w.from + MIN_SPLIT_SPAN);
-                    sweep.window.to = half;
-                    self.span = (half - w.from).to_std().unwrap_or(self.span).min(self.cfg.max_span);
-                    bump(&self.stats.window_splits, 1);
-                    info!(source = %self.cfg.name, why, from = %w.from, to = %half, "answer too large: asking half the window");
+                    // A smaller window, asked at once: splits are bounded (each ends strictly
+                    // past `done_until` and halves what is left, down to MIN_SPLIT_SPAN).
+                    self.split(sweep, done, why);
+                    timeouts = 0;
                     continue;
                 }
                 Attempt::Fatal(e) if mode == RunMode::CatchUp => return Some(Err(e)),
@@ -863,7 +1064,18 @@ impl Source {
                     error!(error = %e, retry_in = ?self.cfg.backoff.max, "operator action needed; the data waits at the vendor");
                     (self.cfg.backoff.max, false)
                 }
-                Attempt::Retry { delay, rate_limited } => (delay, rate_limited),
+                Attempt::Retry { delay, rate_limited, timed_out } => {
+                    timeouts = if timed_out { timeouts + 1 } else { 0 };
+                    // A whole window the vendor cannot answer within request_timeout, twice:
+                    // ask half of it (after the back-off), as for an answer too large.
+                    if timeouts >= TIMEOUTS_BEFORE_SPLIT
+                        && sweep.page == PageCursor::Whole
+                        && self.split(sweep, done, "no complete answer within request_timeout, twice")
+                    {
+                        timeouts = 0;
+                    }
+                    (delay, rate_limited)
+                }
             };
             bump(&self.stats.retries, 1);
             if rate_limited {
@@ -875,7 +1087,7 @@ impl Source {
     }
 
     /// One request for the page, classified.
-    async fn attempt(&mut self, sweep: &Sweep, failures: u32) -> Attempt {
+    async fn attempt(&mut self, sweep: &Sweep, done: Option<DateTime<Utc>>, failures: u32) -> Attempt {
         let name = self.cfg.name.clone();
         let request = self
             .vendor
@@ -909,13 +1121,14 @@ impl Source {
         let backoff = full_jitter(&self.cfg.backoff, failures, &mut self.rng);
         let limits = self.vendor.answer_limits();
         let w = sweep.window;
-        let splittable = sweep.page == PageCursor::Whole && w.to - w.from >= MIN_SPLIT_SPAN * 2;
+        let splittable = sweep.page == PageCursor::Whole && split_window(w, done).is_some();
         let resp = match self.http.execute(request).await {
             Ok(resp) => resp,
             Err(e) => {
                 self.stats.count_status(0);
+                let timed_out = e.is_timeout();
                 warn!(source = %name, %url, error = %transport_error(e), retry_in = ?backoff, "request failed; retrying the same page");
-                return Attempt::Retry { delay: backoff, rate_limited: false };
+                return Attempt::Retry { delay: backoff, rate_limited: false, timed_out };
             }
         };
         let (status, headers) = (resp.status(), resp.headers().clone());
@@ -931,6 +1144,25 @@ impl Source {
         }
         match verdict {
             Verdict::Ok if self.vendor.streams() => self.stream(resp, &url, splittable, backoff).await,
+            _ if status.is_redirection() => {
+                // Not followed by the client (`same_origin_redirects`): another origin, or too many.
+                bump(&self.stats.redirects_refused, 1);
+                let location = headers
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .and_then(|l| resp.url().join(l).ok())
+                    .map_or_else(|| "(no usable Location)".to_owned(), |l| redact::url(&l));
+                Attempt::Fatal(SourceError::Rejected {
+                    name,
+                    url: redact::url(resp.url()),
+                    status: status.as_u16(),
+                    detail: format!(
+                        "a redirect to {location} is not followed: sources follow redirects only on their own \
+                         origin (scheme, host, port), at most {MAX_REDIRECTS}, so credentials never leave it; \
+                         check base_url"
+                    ),
+                })
+            }
             Verdict::Ok => {
                 let cap = limits.max_bytes.filter(|_| splittable).map_or(MAX_BODY_BYTES, |b| b.min(MAX_BODY_BYTES));
                 let body = match read_body(resp, cap).await {
@@ -940,18 +1172,37 @@ impl Source {
                     }
                     Err(e) => {
                         bump(&self.stats.bad_answers, 1);
+                        let timed_out = matches!(e, AnswerError::Transport(_, true));
                         warn!(source = %name, %url, error = %e, retry_in = ?backoff, "answer not read; retrying the same page");
-                        return Attempt::Retry { delay: backoff, rate_limited: false };
+                        return Attempt::Retry { delay: backoff, rate_limited: false, timed_out };
                     }
                 };
+                let over_records = |page: &Page| {
+                    page.oversized || limits.max_records.is_some_and(|m| page.records.len() + page.rejected.len() > m)
+                };
                 match self.vendor.read_page(&body, &sweep.page) {
-                    Ok(page)
-                        if splittable
-                            && limits.max_records.is_some_and(|m| page.records.len() + page.rejected.len() > m) =>
-                    {
-                        Attempt::Split("more records than max_records")
+                    Ok(page) if splittable && over_records(&page) => Attempt::Split("more records than max_records"),
+                    Ok(page) if page.oversized => {
+                        // Only part of it was read: it cannot be taken, and this window cannot
+                        // be split further. Asked again after the back-off, never at full rate.
+                        bump(&self.stats.bad_answers, 1);
+                        error!(source = %name, %url, max_items = MAX_ANSWER_ITEMS, retry_in = ?backoff,
+                            "answer holds more items than are read at once, for a window that cannot be split further; \
+                             retrying the same window");
+                        Attempt::Retry { delay: backoff, rate_limited: false, timed_out: false }
                     }
                     Ok(page) => {
+                        if sweep.page == PageCursor::Whole
+                            && (over_records(&page) || limits.max_bytes.is_some_and(|b| body.len() > b))
+                        {
+                            // The vendor cannot give this second in smaller answers: it was read
+                            // whole, so it is stored as it is rather than asked for ever.
+                            bump(&self.stats.oversized_taken, 1);
+                            error!(source = %name, %url, records = page.records.len() + page.rejected.len(),
+                                bytes = body.len(), from = %w.from, to = %w.to,
+                                "answer over max_records/max_response_bytes for a window that cannot be split further; \
+                                 taking it as it is");
+                        }
                         // Small answers let the span grow back towards max_span.
                         let n = page.records.len() + page.rejected.len();
                         if sweep.page == PageCursor::Whole && limits.max_records.is_some_and(|m| n * 4 < m) {
@@ -962,7 +1213,7 @@ impl Source {
                     Err(e) => {
                         bump(&self.stats.bad_answers, 1);
                         warn!(source = %name, %url, error = %e, retry_in = ?backoff, "malformed page; retrying the same page");
-                        Attempt::Retry { delay: backoff, rate_limited: false }
+                        Attempt::Retry { delay: backoff, rate_limited: false, timed_out: false }
                     }
                 }
             }
@@ -970,12 +1221,12 @@ impl Source {
                 let wait = wait.or(self.vendor.bare_429_wait()).unwrap_or(backoff);
                 let delay = self.capped(wait.max(budget.unwrap_or_default()));
                 info!(source = %name, %url, ?delay, "rate limited (429): pausing, then asking the same page again");
-                Attempt::Retry { delay, rate_limited: true }
+                Attempt::Retry { delay, rate_limited: true, timed_out: false }
             }
             Verdict::Retryable(wait) => {
                 let delay = self.capped(wait.unwrap_or(backoff));
                 warn!(source = %name, %url, status = status.as_u16(), retry_in = ?delay, "vendor error; retrying the same page");
-                Attempt::Retry { delay, rate_limited: false }
+                Attempt::Retry { delay, rate_limited: false, timed_out: false }
             }
             Verdict::Fatal => {
                 let body = read_body(resp, ERROR_BODY_BYTES).await.unwrap_or_default();
@@ -995,22 +1246,32 @@ impl Source {
     async fn stream(&mut self, resp: reqwest::Response, url: &str, splittable: bool, backoff: Duration) -> Attempt {
         use futures_util::TryStreamExt as _;
         let name = self.cfg.name.clone();
-        let retry = Attempt::Retry { delay: backoff, rate_limited: false };
+        let retry = |timed_out| Attempt::Retry { delay: backoff, rate_limited: false, timed_out };
         if let Err(e) = self.queue.discard_staged(&name).await {
             error!(source = %name, error = %e, "cannot clear the staging area");
-            return retry;
+            return retry(false);
         }
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<Record>, Vec<Rejected>)>(2);
-        let body = tokio_util::io::StreamReader::new(
-            resp.bytes_stream().map_err(|e| std::io::Error::other(transport_error(e))),
-        );
+        // Set when the body stopped at request_timeout: that counts toward splitting the window.
+        let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let body = tokio_util::io::StreamReader::new(resp.bytes_stream().map_err({
+            let timed_out = Arc::clone(&timed_out);
+            move |e| {
+                if e.is_timeout() {
+                    timed_out.store(true, Ordering::Relaxed);
+                }
+                std::io::Error::other(transport_error(e))
+            }
+        }));
         let reader = tokio_util::io::SyncIoBridge::new(body);
         let decoder = tokio::task::spawn_blocking(move || {
             astronomer::decode(reader, |records, rejected| tx.blocking_send((records, rejected)).is_ok())
         });
         let mut staging_failed = None;
+        let mut dead_summary = DeadSummary::default();
         while let Some((records, mut rejected)) = rx.recv().await {
             let events = self.events(records, &mut rejected);
+            dead_summary.add(&rejected);
             let dead = self.dead_letters(rejected);
             if let Err(e) = self.queue.stage(&name, events, dead).await {
                 staging_failed = Some(e);
@@ -1020,10 +1281,13 @@ impl Source {
         drop(rx);
         let decoded = decoder.await;
         let outcome = match (staging_failed, decoded) {
-            (None, Ok(Ok(seen))) => return Attempt::Page(Page { staged: Some(seen), ..Page::default() }),
+            (None, Ok(Ok(seen))) => {
+                dead_summary.log(&name, url);
+                return Attempt::Page(Page { staged: Some(seen), ..Page::default() });
+            }
             (Some(e), _) => {
                 error!(source = %name, %url, error = %e, "cannot stage the answer (disk full?); asking the window again");
-                retry
+                retry(false)
             }
             (None, Ok(Err(astronomer::DecodeError::TooLarge))) if splittable => {
                 Attempt::Split("decoded answer too large")
@@ -1031,11 +1295,11 @@ impl Source {
             (None, Ok(Err(e))) => {
                 bump(&self.stats.bad_answers, 1);
                 warn!(source = %name, %url, error = %e, retry_in = ?backoff, "broken answer; nothing of it stored, asking the window again");
-                retry
+                retry(timed_out.load(Ordering::Relaxed))
             }
             (None, Err(e)) => {
                 error!(source = %name, %url, error = %e, "the answer decoder failed; asking the window again");
-                retry
+                retry(false)
             }
         };
         if let Err(e) = self.queue.discard_staged(&name).await {
@@ -1063,14 +1327,31 @@ impl Source {
         events
     }
 
+    /// The queue's form of rejected records; logged by the caller once per page
+    /// ([`DeadSummary`]), never once per record.
     fn dead_letters(&self, rejected: Vec<Rejected>) -> Vec<NewDeadLetter> {
-        rejected
-            .into_iter()
-            .map(|r| {
-                warn!(source = %self.cfg.name, key = %r.key, reason = %r.reason, "record dead-lettered");
-                NewDeadLetter { key: r.key, reason: r.reason, raw: r.raw }
-            })
-            .collect()
+        rejected.into_iter().map(|r| NewDeadLetter { key: r.key, reason: r.reason, raw: r.raw }).collect()
+    }
+
+    /// Makes `sweep` ask a smaller window ([`split_window`]) and remembers the smaller span of
+    /// new data for the windows that follow; false when the window cannot be split.
+    fn split(&mut self, sweep: &mut Sweep, done: Option<DateTime<Utc>>, why: &'static str) -> bool {
+        let w = sweep.window;
+        let Some(part) = split_window(w, done) else { return false };
+        sweep.window = part;
+        let fresh = part.to - done.map_or(part.from, |d| d.max(part.from));
+        self.span = fresh.to_std().unwrap_or(self.span).min(self.cfg.max_span);
+        bump(&self.stats.window_splits, 1);
+        let name = &self.cfg.name;
+        if part.from > w.from {
+            bump(&self.stats.overlap_skipped, 1);
+            warn!(source = %name, why, from = %part.from, to = %part.to, skipped_from = %w.from,
+                "answer too large: asking the window without its overlap (records already stored); records indexed \
+                 late into the overlap are not asked again");
+        } else {
+            info!(source = %name, why, from = %w.from, to = %part.to, "answer too large: asking half the window");
+        }
+        true
     }
 
     /// A vendor's wait, capped by `max_retry_after` (a far-future `Retry-After` is reported).
@@ -1115,6 +1396,9 @@ impl Source {
         let staged = page.staged.is_some();
         let mut rejected = page.rejected;
         let events = self.events(page.records, &mut rejected);
+        let mut dead_summary = DeadSummary::default();
+        dead_summary.add(&rejected);
+        dead_summary.log(&name, &redact::url(&self.cfg.base_url));
         let dead_letters = self.dead_letters(rejected);
         let prune = next
             .sweep
@@ -1122,17 +1406,19 @@ impl Source {
             .then(|| (sweep.window.to - chrono_dur(self.cfg.overlap) - DEDUPE_MARGIN).timestamp_millis());
         let state = serde_json::to_string(next).unwrap_or_default();
         // Built once; a retried commit shares it rather than copying the page.
+        let done_until_ms = next.done_until.map(|t| t.timestamp_millis());
         let write = Arc::new(PageWrite {
             source: name.clone(),
             events,
             dead_letters,
             checkpoint: Some(state.clone()),
             prune_dedupe_before_ms: prune,
+            done_until_ms,
         });
         let mut failures = 0u32;
         loop {
             let committed = if staged {
-                self.queue.commit_staged(&name, Some(state.clone()), prune).await
+                self.queue.commit_staged_at(&name, Some(state.clone()), done_until_ms, prune).await
             } else {
                 self.queue.store_page(Arc::clone(&write)).await
             };
@@ -1145,6 +1431,10 @@ impl Source {
                     return Ok(());
                 }
                 Err(QueueError::Closed) => return Err(SourceExit::Shutdown),
+                // A bug, not a passing fault: retrying cannot help, and storing would lose data.
+                Err(err @ QueueError::CheckpointBackwards { .. }) => {
+                    return Err(SourceExit::Failed(SourceError::Queue { name, err }));
+                }
                 Err(e) => {
                     let wait = full_jitter(&self.cfg.backoff, failures, &mut self.rng);
                     error!(source = %name, error = %e, retry_in = ?wait,
@@ -1162,8 +1452,9 @@ impl Source {
 
 #[derive(Debug, thiserror::Error)]
 enum AnswerError {
+    /// The text, and whether it was request_timeout.
     #[error("{0}")]
-    Transport(String),
+    Transport(String, bool),
     #[error("answer larger than the limit of {cap} bytes{announced}; not read further")]
     TooLarge { cap: usize, announced: String },
 }
@@ -1174,7 +1465,10 @@ async fn read_body(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, A
         return Err(AnswerError::TooLarge { cap, announced: format!(" (Content-Length: {len})") });
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| AnswerError::Transport(transport_error(e)))? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| {
+        let timeout = e.is_timeout();
+        AnswerError::Transport(transport_error(e), timeout)
+    })? {
         if body.len() + chunk.len() > cap {
             return Err(AnswerError::TooLarge { cap, announced: String::new() });
         }
@@ -1318,6 +1612,81 @@ mod tests {
         assert!(read(r#"{"id":"k","time":5}"#).unwrap_err().contains("`time` is not a date-time: 5"));
     }
 
+    /// Invariant 1 for every split and every next window: whatever the window, the checkpoint
+    /// and the span shrunk by earlier splits, a window ends strictly after `done_until`, a split
+    /// is a strictly smaller part of its window, and a split window reaches past the checkpoint.
+    #[test]
+    fn test_splits_and_next_windows_always_end_past_the_checkpoint() {
+        let t0 = at("2026-03-18T08:00:00Z");
+        let s = chrono::Duration::seconds;
+        for overlap in [0, 1, 60, 300] {
+            for span in [1, 2, 7, 59, 60, 299, 300, 3600] {
+                let done = t0;
+                let from = done - s(overlap);
+                let to = window_end(from, Some(done), s(span), s(3600).max(s(overlap + 1)));
+                assert!(to > done, "overlap {overlap}, span {span}: window ends at {to}, not past {done}");
+                assert!(to - from <= s(3600).max(s(overlap + 1)), "longer than max_span");
+                let mut w = Window { from, to };
+                let mut splits = 0;
+                while let Some(part) = split_window(w, Some(done)) {
+                    assert!(
+                        part.to > done,
+                        "overlap {overlap}, span {span}: split {part:?} of {w:?} ends at or before {done}"
+                    );
+                    assert!(part.from >= w.from && part.to <= w.to && part != w, "{part:?} is not a part of {w:?}");
+                    w = part;
+                    splits += 1;
+                }
+                assert!(w.to - w.from <= s(1) && w.from == done, "stopped splitting at {w:?}");
+                assert!(splits <= 14, "{splits} splits");
+            }
+        }
+        // No checkpoint yet: plain halving from the start.
+        let w = Window { from: t0, to: t0 + s(10) };
+        assert_eq!(split_window(w, None), Some(Window { from: t0, to: t0 + s(5) }));
+        assert_eq!(split_window(Window { from: t0, to: t0 + s(1) }, None), None);
+    }
+
+    /// A page digest tells a repeated page from the next one, by its keys in order.
+    #[test]
+    fn test_page_digest_is_the_keys() {
+        let page = |keys: &[&str]| Page {
+            records: keys
+                .iter()
+                .map(|k| Record {
+                    key: (*k).into(),
+                    time: at("2026-03-18T08:00:00Z"),
+                    raw: RawValue::from_string("{}".into()).unwrap(),
+                })
+                .collect(),
+            ..Page::default()
+        };
+        assert_eq!(page_digest(&page(&["a", "b"])), page_digest(&page(&["a", "b"])));
+        assert_ne!(page_digest(&page(&["a", "b"])), page_digest(&page(&["b", "a"])));
+        assert_ne!(page_digest(&page(&["ab"])), page_digest(&page(&["a", "b"])));
+        assert_eq!(page_digest(&page(&[])).len(), 16);
+    }
+
+    /// Bounded work per answer: the first item that is not an object fails the whole array at
+    /// once; items past MAX_ANSWER_ITEMS are skipped unread; a paged vendor allows its page size
+    /// plus PAGE_SLACK.
+    #[test]
+    fn test_items_are_objects_and_bounded() {
+        let read = |text: &str| serde_json::from_str::<Items<'_>>(text).map(|i| (i.list.len(), i.overflow));
+        assert_eq!(read(r#"[{"a":1}, {}]"#).unwrap(), (2, false));
+        let err = read("[{},1,1,1]").unwrap_err().to_string();
+        assert!(err.contains("item 2 is not a JSON object: 1"), "{err}");
+        assert!(read(r#"["x"]"#).is_err() && read("[[{}]]").is_err() && read("{}").is_err());
+        let many = format!("[{}]", vec!["{}"; MAX_ANSWER_ITEMS + 3].join(","));
+        assert_eq!(read(&many).unwrap(), (MAX_ANSWER_ITEMS, true));
+        let page = |n: usize| {
+            let text = format!("[{}]", vec!["{}"; n].join(","));
+            page_items(serde_json::from_str(&text).unwrap(), 5).map(|l| l.len()).map_err(|e| e.0)
+        };
+        assert_eq!(page(5 + PAGE_SLACK), Ok(5 + PAGE_SLACK));
+        assert!(page(6 + PAGE_SLACK).unwrap_err().contains("106 items on a page of 5"));
+    }
+
     #[test]
     fn test_event_time_forms() {
         let want = at("2026-04-02T14:07:51.204915Z");
@@ -1344,6 +1713,8 @@ mod tests {
                 window: Window { from: at("2026-03-18T07:55:00Z"), to: at("2026-03-18T09:00:00Z") },
                 page: PageCursor::Offset { skip: 300 },
                 pages: 3,
+                // Kept across restarts, so a repeated page is recognised after one too.
+                last_page: Some("0123456789abcdef".into()),
             }),
         };
         let text = serde_json::to_string(&cp).unwrap();
