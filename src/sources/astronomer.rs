@@ -147,8 +147,19 @@ pub fn decode(
             seen.blank += 1;
             continue;
         }
+        // A proxy's HTML page served with 200 is no answer at all, not a window of one bad line.
+        if records.is_empty() && rejected.is_empty() && seen.records + seen.rejected == 0 && text.starts_with(b"<") {
+            return Err(DecodeError::Broken(format!(
+                "line {number} starts with `<`: an HTML or XML page, not the NDJSON answer"
+            )));
+        }
         match read_line(text, number) {
             Ok(r) => records.push(r),
+            // Every line ends with `\n` (the contract); a last line without it that is not even
+            // JSON is a body cut short: the records after the cut were never received.
+            Err(_) if line.last() != Some(&b'\n') && serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err() => {
+                return Err(DecodeError::Broken(format!("the answer ends inside line {number}: cut short")));
+            }
             Err(r) => rejected.push(r),
         }
         if records.len() + rejected.len() >= CHUNK || chunk_bytes >= CHUNK_BYTES {
@@ -265,6 +276,29 @@ mod tests {
         assert!(matches!(collect(cut), Err(DecodeError::Broken(_))));
         // Cut inside the trailer: still not a clean end.
         assert!(matches!(collect(&body[..body.len() - 3]), Err(DecodeError::Broken(_))));
+    }
+
+    #[test]
+    fn test_a_body_cut_inside_its_last_line_is_an_error() {
+        // A proxy or a dropped connection that cuts a plain (not gzipped) body: the last line
+        // ends without its `\n` and is not JSON. Taking the rest as the whole window would lose
+        // every record after the cut (found by the deterministic simulation, seed 12).
+        let body = SAMPLE.repeat(3);
+        let cut = &body.as_bytes()[..body.len() / 2];
+        assert!(matches!(collect(cut), Err(DecodeError::Broken(_))), "{:?}", collect(cut).map(|r| r.2));
+        // A last line that is whole JSON without its newline is still a record.
+        let unterminated = SAMPLE.trim_end();
+        assert_eq!(collect(unterminated.as_bytes()).unwrap().0.len(), 5);
+    }
+
+    #[test]
+    fn test_an_html_page_is_not_an_answer() {
+        // A proxy's error page served with 200 (and without gzip): not NDJSON at all, so not an
+        // empty window with one bad line.
+        for page in ["<html><body>Service temporarily unavailable</body></html>", "\n<!DOCTYPE html>\n<html>\n"] {
+            assert!(matches!(collect(page.as_bytes()), Err(DecodeError::Broken(_))), "{page}");
+            assert!(matches!(collect(&gzip(page.as_bytes())), Err(DecodeError::Broken(_))), "{page}");
+        }
     }
 
     #[test]
