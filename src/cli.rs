@@ -60,8 +60,10 @@ pub enum Command {
         out: PathBuf,
     },
     /// Collect one source's history over [--since, --until) and deliver it to every sink, then
-    /// exit. Runs as its own source `<name>.backfill` (its own checkpoint: the live source's is
-    /// untouched), so an interrupted backfill resumes when the same command runs again. Stop
+    /// exit. Each range runs as its own source `<name>.backfill.<from>-<until>` (its own
+    /// checkpoint: the live source's is untouched); a re-run asks only what earlier runs did not
+    /// cover (or says "already covered"), and an interrupted backfill resumes when the same
+    /// command runs again. Stop
     /// the service first (one agent per state directory). Records the live source already
     /// collected in the range arrive again with the same metadata.uid: choose --until at or
     /// before the live source's `start`. Shows a progress bar on a terminal.
@@ -168,7 +170,8 @@ pub enum QueueCommand {
         /// The agent's configuration file (TOML): its `state_dir`, sources and sinks.
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
-        /// A configured source's name (or `NAME.backfill` for a backfill's own checkpoint).
+        /// A configured source's name (or `NAME.backfill.<from>-<until>`, as `queue stats` lists
+        /// it, for a backfill's own checkpoint).
         #[arg(long, value_name = "SOURCE")]
         source: String,
         /// RFC 3339, e.g. 2026-11-20T00:00:00Z.

@@ -52,6 +52,35 @@ pub async fn run(command: QueueCommand) -> anyhow::Result<String> {
     }
 }
 
+/// What `check` says of the configured sinks against the queue's cursors: a renamed sink whose
+/// backlog moves to its new name, and a removed sink that still has a backlog (discarded for it
+/// at the next start or reload, unless it is restored). Read-only; no database yet: nothing.
+pub fn sink_changes(config: &Config) -> anyhow::Result<Vec<String>> {
+    if !database_path(&config.state_dir).exists() {
+        return Ok(Vec::new());
+    }
+    let view = QueueView::open(&config.state_dir)?;
+    let names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
+    let mut notes = Vec::new();
+    for o in view.orphan_backlogs(&names)? {
+        let renamed = config.sinks.iter().find(|s| s.renamed_from.as_deref() == Some(o.sink.as_str()));
+        notes.push(match renamed {
+            Some(to) => format!(
+                "sink {:?} is renamed {:?} (renamed_from): its {} queued events ({} bytes) go to {:?}",
+                o.sink, to.name, o.events, o.bytes, to.name
+            ),
+            None if o.events == 0 => continue,
+            None => format!(
+                "WARNING: sink {:?} was removed from the configuration and still has {} queued events ({} bytes); \
+                 they will be discarded for it at the next start or reload unless it is restored \
+                 (or renamed: renamed_from = {:?} in the sink that replaces it)",
+                o.sink, o.events, o.bytes, o.sink
+            ),
+        });
+    }
+    Ok(notes)
+}
+
 fn stats(config: &Config) -> anyhow::Result<String> {
     let mut view = QueueView::open(&config.state_dir)?;
     let o = view.overview()?;
@@ -273,7 +302,8 @@ async fn purge(config: &Config, args: &DeadLetterSelectionArgs, yes: bool) -> an
 
 async fn set_checkpoint(config: &Config, source: &str, done_until: DateTime<Utc>, yes: bool) -> anyhow::Result<String> {
     let configured = |name: &str| config.sources.iter().any(|s| s.name == name);
-    if !configured(source) && !source.strip_suffix(".backfill").is_some_and(configured) {
+    let backfill = source.strip_suffix(".backfill").or_else(|| source.split_once(".backfill.").map(|(n, _)| n));
+    if !configured(source) && !backfill.is_some_and(configured) {
         let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
         bail!("no source named {source:?} in the configuration (sources: {})", names.join(", "));
     }
@@ -309,6 +339,10 @@ fn open_for_change(config: &Config, what: &str) -> anyhow::Result<(StateLock, Qu
         max_bytes: config.queue.max_bytes,
         sinks: config.sinks.iter().map(|s| s.name.clone()).collect(),
     };
+    let renames: Vec<(String, String)> =
+        config.sinks.iter().filter_map(|s| Some((s.renamed_from.clone()?, s.name.clone()))).collect();
+    crate::queue::rename_sink_cursors(&config.state_dir, &renames)
+        .context("cannot carry renamed sinks' cursors over")?;
     let queue = Queue::open(&config.state_dir, opts).context("cannot open the state database")?;
     Ok((lock, queue))
 }
