@@ -344,8 +344,13 @@ impl Agent {
             _ = self.clock.sleep(self.drain_timeout) => {
                 warn!(sink = %name, "drain deadline reached: the batch in hand stays queued");
                 running.control.abort.cancel();
-                let _ = (&mut running.task).await;
-                true
+                tokio::select! {
+                    _ = &mut running.task => true,
+                    _ = shutdown.cancelled() => {
+                        self.retiring_sinks.push(running);
+                        false
+                    }
+                }
             }
             _ = shutdown.cancelled() => {
                 warn!(sink = %name, "shutdown during a reload: the sink being stopped leaves its batch in the queue");

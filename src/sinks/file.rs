@@ -15,7 +15,10 @@
 //!   already deleted (its link count is 0 after the write), is written again at the path: at
 //!   least once, never into the void (events carry `metadata.uid` for the rare duplicate);
 //! - **`copytruncate`** (the file shrank under us): writes append at the file's current end
-//!   (`O_APPEND`), and a tail cut in mid-line is cut back to its last complete line first;
+//!   (`O_APPEND`), and a tail cut in mid-line is cut back to its last complete line first. A
+//!   batch written between logrotate's copy and its truncation is in neither file, and no
+//!   writer can see that happen (logrotate(8) says so of copytruncate): prefer the default
+//!   move-and-create, which loses nothing;
 //! - **SIGHUP** (a `postrotate` that signals us): [`request_reopen`] makes every file sink
 //!   close and reopen its path before its next batch, whatever it found.
 //!
