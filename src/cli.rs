@@ -157,6 +157,22 @@ pub enum QueueCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Give a sink's queue cursor (what it has not delivered yet) and HEC channel to its new
+    /// name, after renaming it in the configuration (the agent must be stopped; the same as
+    /// `renamed_from = "OLD"` in the sink's table, without editing the file). Run it before the
+    /// agent starts with the new name: a start without either drops the old name's cursor.
+    /// Takes the state directory's lock.
+    RenameSink {
+        /// The agent's configuration file (TOML): its `state_dir` and sinks.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// The sink's former name (no longer configured).
+        #[arg(long, value_name = "OLD")]
+        from: String,
+        /// Its name in the configuration now.
+        #[arg(long, value_name = "NEW")]
+        to: String,
+    },
     /// Set a source's checkpoint by hand (the agent must be stopped).
     ///
     /// The recovery when the agent refuses to start because a checkpoint is missing or damaged

@@ -196,3 +196,34 @@ async fn test_a_reload_renaming_a_sink_keeps_its_backlog_and_logs_a_removed_ones
     assert_eq!(delivered(&moved).len(), 20);
     assert!(delivered(&moved).values().all(|n| *n == 1));
 }
+
+#[tokio::test]
+async fn test_queue_rename_sink_gives_the_backlog_to_the_new_name() {
+    let served = records("cmd", 20);
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "");
+    let config = config_with(dir.path(), &source, &syslog_sink("down", closed_port(), ""));
+    let log = config.with_file_name("agent.log");
+    let mut agent = Agent::spawn(&["run", "--drain-timeout", "1s"], &config, &log, &[]);
+    agent.until("the syslog sink's failures", RUN_LIMIT, |a| a.count("batch not delivered") >= 2).await;
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+
+    let renamed = config_with(dir.path(), &source, &file_sink(dir.path(), "moved", "moved.ndjson", ""));
+    let rename = |from: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+            .args(["queue", "rename-sink", "--from", from, "--to", "moved", "-c"])
+            .arg(&renamed)
+            .output()
+            .unwrap()
+    };
+    let out = rename("down");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sink down is now moved"));
+    // Again: nothing left under the old name, and it says so.
+    let again = rename("down");
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("has no cursor"));
+    let mut agent = Agent::start(&renamed, true);
+    assert!(agent.exit(RUN_LIMIT).await.success(), "{}", agent.log());
+    assert_eq!(delivered(&dir.path().join("moved.ndjson")).len(), 20, "{}", agent.log());
+}
