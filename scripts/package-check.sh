@@ -225,6 +225,18 @@ for f in /usr/bin/auditrelay "$unit_path" /usr/lib/sysusers.d/auditrelay.conf /u
 done
 [ -x /usr/bin/auditrelay ] || fail "/usr/bin/auditrelay is not executable"
 cmp -s "$unit_path" packaging/systemd/auditrelay.service || fail "$unit_path differs from packaging/systemd/auditrelay.service"
+logrotate_conf=/etc/logrotate.d/auditrelay
+[ -f "$logrotate_conf" ] || fail "$logrotate_conf is not installed"
+cmp -s "$logrotate_conf" packaging/logrotate/auditrelay || fail "$logrotate_conf differs from packaging/logrotate/auditrelay"
+echo "$conffiles" | awk '{print $1}' | grep -qx "$logrotate_conf" || fail "$logrotate_conf is not a conffile of the package"
+if command -v logrotate >/dev/null 2>&1; then
+  # -d: parse and show what would be done, change nothing.
+  lr_out=$(as_root logrotate -d "$logrotate_conf" 2>&1) || fail "logrotate -d $logrotate_conf failed: $lr_out"
+  if echo "$lr_out" | grep -qi "error"; then fail "logrotate -d $logrotate_conf reports an error: $lr_out"; fi
+  ok "$logrotate_conf parses (logrotate -d)"
+else
+  echo "package-check: logrotate is not installed; $logrotate_conf not parsed" >&2
+fi
 ok "binary, unit, sysusers.d, tmpfiles.d, docs"
 if compgen -G "/etc/systemd/system/*.wants/auditrelay.service" >/dev/null; then
   fail "installing enabled auditrelay.service; the operator must configure it first"

@@ -60,8 +60,10 @@ pub enum Command {
         out: PathBuf,
     },
     /// Collect one source's history over [--since, --until) and deliver it to every sink, then
-    /// exit. Runs as its own source `<name>.backfill` (its own checkpoint: the live source's is
-    /// untouched), so an interrupted backfill resumes when the same command runs again. Stop
+    /// exit. Each range runs as its own source `<name>.backfill.<from>-<until>` (its own
+    /// checkpoint: the live source's is untouched); a re-run asks only what earlier runs did not
+    /// cover (or says "already covered"), and an interrupted backfill resumes when the same
+    /// command runs again. Stop
     /// the service first (one agent per state directory). Records the live source already
     /// collected in the range arrive again with the same metadata.uid: choose --until at or
     /// before the live source's `start`. Shows a progress bar on a terminal.
@@ -155,6 +157,22 @@ pub enum QueueCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Give a sink's queue cursor (what it has not delivered yet) and HEC channel to its new
+    /// name, after renaming it in the configuration (the agent must be stopped; the same as
+    /// `renamed_from = "OLD"` in the sink's table, without editing the file). Run it before the
+    /// agent starts with the new name: a start without either drops the old name's cursor.
+    /// Takes the state directory's lock.
+    RenameSink {
+        /// The agent's configuration file (TOML): its `state_dir` and sinks.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// The sink's former name (no longer configured).
+        #[arg(long, value_name = "OLD")]
+        from: String,
+        /// Its name in the configuration now.
+        #[arg(long, value_name = "NEW")]
+        to: String,
+    },
     /// Set a source's checkpoint by hand (the agent must be stopped).
     ///
     /// The recovery when the agent refuses to start because a checkpoint is missing or damaged
@@ -168,7 +186,8 @@ pub enum QueueCommand {
         /// The agent's configuration file (TOML): its `state_dir`, sources and sinks.
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
-        /// A configured source's name (or `NAME.backfill` for a backfill's own checkpoint).
+        /// A configured source's name (or `NAME.backfill.<from>-<until>`, as `queue stats` lists
+        /// it, for a backfill's own checkpoint).
         #[arg(long, value_name = "SOURCE")]
         source: String,
         /// RFC 3339, e.g. 2026-11-20T00:00:00Z.

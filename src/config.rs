@@ -280,6 +280,9 @@ pub struct SinkConfig {
     pub batch_max_events: usize,
     pub batch_max_bytes: usize,
     pub backoff: Backoff,
+    /// The sink's former name (`renamed_from`): its queue cursor (and HEC channel) are carried
+    /// over to this name at start and at reload, so a rename keeps its backlog.
+    pub renamed_from: Option<String>,
 }
 
 /// One variant per sink protocol (STYLE habit 3).
@@ -645,6 +648,9 @@ impl Config {
         }
         for s in &self.sinks {
             kv("\n[[sinks]]\nname", format!("{:?}", s.name));
+            if let Some(from) = &s.renamed_from {
+                kv("renamed_from", format!("{from:?}"));
+            }
             match &s.kind {
                 SinkKind::File(f) => {
                     kv("type", "\"file\"".to_owned());
@@ -906,6 +912,7 @@ struct RawSink {
     batch_max_events: Option<Spanned<usize>>,
     batch_max_bytes: Option<Spanned<RawSize>>,
     backoff: Option<Spanned<RawBackoff>>,
+    renamed_from: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -1125,6 +1132,7 @@ impl Validator<'_> {
         }
         self.unique(raw.sources.iter().map(|s| &s.get_ref().name), "sources")?;
         self.unique(raw.sinks.iter().map(|s| &s.get_ref().name), "sinks")?;
+        self.renames(&raw.sinks)?;
         let sources = raw.sources.into_iter().enumerate();
         let sources = sources.map(|(i, s)| self.source(i, s)).collect::<Res<_>>()?;
         let sinks = raw.sinks.into_iter().enumerate();
@@ -1408,7 +1416,30 @@ impl Validator<'_> {
             batch_max_events,
             batch_max_bytes,
             backoff: self.backoff(&r.backoff, &at("backoff"), SINK_BACKOFF)?,
+            renamed_from: r.renamed_from.as_ref().map(|n| self.name(n, &at("renamed_from"))).transpose()?,
         })
+    }
+
+    /// `renamed_from` names a sink that is no longer configured, and only one sink claims it:
+    /// a current sink's cursor must never be taken over by another.
+    fn renames(&self, sinks: &[Spanned<RawSink>]) -> Res<()> {
+        let mut claimed: HashMap<&str, usize> = HashMap::new();
+        for (i, raw) in sinks.iter().enumerate() {
+            let Some(from) = &raw.get_ref().renamed_from else { continue };
+            let key = format!("sinks[{i}].renamed_from");
+            if let Some(j) = sinks.iter().position(|s| s.get_ref().name.get_ref() == from.get_ref()) {
+                let msg = format!(
+                    "{:?} is a configured sink (sinks[{j}]); renamed_from names a sink's former name",
+                    from.get_ref()
+                );
+                return self.fail(from.span(), &key, msg);
+            }
+            if let Some(first) = claimed.insert(from.get_ref(), i) {
+                let msg = format!("{:?} is already renamed by sinks[{first}]", from.get_ref());
+                return self.fail(from.span(), &key, msg);
+            }
+        }
+        Ok(())
     }
 
     /// Keys set on a sink whose type does not use them are mistakes, not silently ignored.
@@ -2349,6 +2380,24 @@ mod tests {
         check_err(&two, &["sources[1].name", "duplicate", "\"a\""]);
         check_err(&format!("{}{SINK}", with_source(MINIMAL)), &["sinks[1].name", "duplicate"]);
         check_err(&with_source(MINIMAL).replace("name = \"a\"", "name = \"a b\""), &[":3: sources[0].name:"]);
+    }
+
+    #[test]
+    fn renamed_from_names_a_former_sink_claimed_once() {
+        let renamed = format!("{}renamed_from = \"old\"\n", with_source(MINIMAL));
+        let c = parse_at(&renamed, Path::new(FILE)).expect("valid");
+        assert_eq!(c.sinks[0].renamed_from.as_deref(), Some("old"));
+        assert!(c.render_redacted().contains("renamed_from = \"old\""));
+        // A current sink's cursor is never taken over.
+        let current = format!("{}{SINK}", with_source(MINIMAL)).replacen("name = \"f\"", "name = \"g\"", 1);
+        let current = format!("{current}renamed_from = \"g\"\n");
+        check_err(&current, &["sinks[1].renamed_from", "\"g\" is a configured sink"]);
+        let twice = format!("{renamed}{}renamed_from = \"old\"\n", SINK.replace("\"f\"", "\"h\""));
+        check_err(&twice, &["sinks[1].renamed_from", "already renamed by sinks[0]"]);
+        check_err(
+            &format!("{}renamed_from = \"a b\"\n", with_source(MINIMAL)),
+            &["sinks[0].renamed_from", "invalid name"],
+        );
     }
 
     #[test]

@@ -141,6 +141,10 @@ pub async fn run(
     let opened: Vec<Sink> = config.sinks.iter().map(Sink::open).collect::<Result<_, _>>()?;
     let lock = StateLock::acquire(&config.state_dir, "run")?;
     notify_status("checking the state database");
+    // A renamed sink's cursor moves to its new name before opening drops unknown cursors.
+    for r in crate::queue::rename_sink_cursors(&config.state_dir, &sink_renames(&config.sinks))? {
+        info!(from = %r.from, to = %r.to, after_id = r.cursor, "sink renamed: its cursor and backlog carried over");
+    }
     let queue = Queue::open(
         &config.state_dir,
         QueueOptions {
@@ -173,6 +177,7 @@ pub async fn run(
         sinks: BTreeMap::new(),
         sources: BTreeMap::new(),
         source_tasks: JoinSet::new(),
+        retiring_sinks: Vec::new(),
         generation: 0,
         finished_sources: Vec::new(),
         stop_sources: CancellationToken::new(),
@@ -205,7 +210,8 @@ pub async fn run(
                 agent.stop_sources.cancel();
             }
             _ = reload.notified(), if !agent.stop_sources.is_cancelled() => {
-                agent.reload().await;
+                // A SIGTERM during the reload interrupts it (the loop then shuts down).
+                agent.reload(&shutdown).await;
                 agent.publish(&telemetry, opts.observe.as_deref());
             }
         }
@@ -253,6 +259,9 @@ struct Agent {
     /// Each source task returns its name and generation: a task stopped by a reload belongs to
     /// an older generation than the source now running under that name.
     source_tasks: JoinSet<(String, u64, SourceExit)>,
+    /// Sink workers a reload was stopping when a shutdown interrupted it: told to abort, and
+    /// awaited with the others at step 3.
+    retiring_sinks: Vec<RunningSink>,
     generation: u64,
     /// Sources that ended (caught up, failed, or shut down), in the order they did.
     finished_sources: Vec<SourceReport>,
@@ -324,19 +333,53 @@ impl Agent {
         self.sinks.insert(cfg.name.clone(), RunningSink { cfg, control, stats, task });
     }
 
-    /// Stops one sink's worker after the batch in hand (within `drain_timeout`).
-    async fn stop_sink(&mut self, name: &str) {
-        let Some(running) = self.sinks.remove(name) else { return };
+    /// Stops one sink's worker after the batch in hand (within `drain_timeout`). A shutdown
+    /// meanwhile aborts it at once (the batch stays queued) and returns `false` without waiting:
+    /// step 3 of the shutdown awaits it with the others.
+    async fn stop_sink(&mut self, name: &str, shutdown: &CancellationToken) -> bool {
+        let Some(mut running) = self.sinks.remove(name) else { return true };
         running.control.stop.cancel();
-        let mut task = running.task;
         tokio::select! {
-            _ = &mut task => {}
+            _ = &mut running.task => true,
             _ = self.clock.sleep(self.drain_timeout) => {
                 warn!(sink = %name, "drain deadline reached: the batch in hand stays queued");
                 running.control.abort.cancel();
-                let _ = task.await;
+                tokio::select! {
+                    _ = &mut running.task => true,
+                    _ = shutdown.cancelled() => {
+                        self.retiring_sinks.push(running);
+                        false
+                    }
+                }
+            }
+            _ = shutdown.cancelled() => {
+                warn!(sink = %name, "shutdown during a reload: the sink being stopped leaves its batch in the queue");
+                running.control.abort.cancel();
+                self.retiring_sinks.push(running);
+                false
             }
         }
+    }
+
+    /// Waits until the tasks of these stopped sources (name, generation) have ended, handling
+    /// any other source that ends meanwhile; `false` if a shutdown came first.
+    async fn await_stopped_sources(&mut self, mut waiting: Vec<(String, u64)>, shutdown: &CancellationToken) -> bool {
+        while !waiting.is_empty() {
+            tokio::select! {
+                done = self.source_tasks.join_next() => match done {
+                    None => break,
+                    Some(Ok((name, generation, exit))) => {
+                        waiting.retain(|w| *w != (name.clone(), generation));
+                        self.source_ended(name, generation, exit);
+                    }
+                    // A task that panicked cannot say which it was: it ended either way, and
+                    // the others are still awaited.
+                    Some(Err(e)) => error!(error = %e, "a source task ended abnormally"),
+                },
+                _ = shutdown.cancelled() => return false,
+            }
+        }
+        true
     }
 
     /// Step 3 of the shutdown: every sink drains (catch-up) or finishes its batch (shutdown),
@@ -352,6 +395,13 @@ impl Agent {
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut done = Vec::new();
         let mut controls = Vec::new();
+        for r in std::mem::take(&mut self.retiring_sinks) {
+            // A sink a reload was stopping: already aborted, it only has to leave its send.
+            controls.push(r.control.clone());
+            tasks.spawn(async move {
+                let _ = r.task.await;
+            });
+        }
         for r in running {
             controls.push(r.control.clone());
             done.push((r.cfg.name.clone(), r.stats));
@@ -381,8 +431,11 @@ impl Agent {
         done
     }
 
-    /// Reads the configuration file again and applies the differences (module docs).
-    async fn reload(&mut self) {
+    /// Reads the configuration file again and applies the differences (module docs). Every
+    /// wait in it (a sink finishing its batch, a source ending) gives way to `shutdown`.
+    async fn reload(&mut self, shutdown: &CancellationToken) {
+        // What a logrotate `postrotate` expects of SIGHUP, whatever the file now says.
+        sinks::file::request_reopen();
         let path = self.config.origin.clone();
         let new = match Config::load(&path) {
             Ok(c) => c,
@@ -439,9 +492,23 @@ impl Agent {
         let stale: Vec<String> =
             self.sinks.keys().filter(|n| !names.contains(n) || opened.contains_key(*n)).cloned().collect();
         for name in &stale {
-            self.stop_sink(name).await;
+            if !self.stop_sink(name, shutdown).await {
+                warn!("reload interrupted by a shutdown");
+                return;
+            }
         }
-        if let Err(e) = self.queue.set_sinks(names).await {
+        let renames = sink_renames(&new.sinks);
+        let mut keep = names;
+        match self.queue.rename_sinks(renames.clone()).await {
+            Ok(done) => done.iter().for_each(|r| {
+                info!(from = %r.from, to = %r.to, after_id = r.cursor, "sink renamed: its cursor and backlog carried over")
+            }),
+            Err(e) => {
+                error!(error = %e, "reload: cannot carry renamed sinks' cursors over; their backlog is kept under the old name until the next start");
+                keep.extend(renames.into_iter().map(|(from, _)| from));
+            }
+        }
+        if let Err(e) = self.queue.set_sinks(keep).await {
             error!(error = %e, "reload: cannot update the sink cursors; restart the agent");
         }
         for cfg in &new.sinks {
@@ -457,10 +524,18 @@ impl Agent {
             .filter(|(n, r)| keep.get(n.as_str()).is_none_or(|f| *f != r.cfg.fingerprint()))
             .map(|(n, _)| n.clone())
             .collect();
+        let mut stopped = Vec::new();
         for name in &stale {
             if let Some(r) = self.sources.remove(name) {
                 r.stop.cancel();
+                stopped.push((name.clone(), r.generation));
             }
+        }
+        // The old task must be gone before its replacement starts: it may still be committing
+        // its last page, and the new one begins by discarding the source's staged records.
+        if !self.await_stopped_sources(stopped, shutdown).await {
+            warn!("reload interrupted by a shutdown: changed sources are not restarted");
+            return;
         }
         for cfg in &new.sources {
             if !self.sources.contains_key(&cfg.name)
@@ -498,6 +573,11 @@ impl Agent {
                 .collect(),
         );
     }
+}
+
+/// `(renamed_from, name)` of every sink that says it was renamed.
+fn sink_renames(sinks: &[SinkConfig]) -> Vec<(String, String)> {
+    sinks.iter().filter_map(|s| Some((s.renamed_from.clone()?, s.name.clone()))).collect()
 }
 
 fn sink_kind(cfg: &SinkConfig) -> &'static str {

@@ -61,6 +61,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let config = Config::load(&config)?;
             print!("{}", config.render_redacted());
             println!("# configuration OK: {} source(s), {} sink(s)", config.sources.len(), config.sinks.len());
+            // Removed or renamed sinks against the queue's cursors (read-only; beside a running agent).
+            match auditrelay::ops::sink_changes(&config) {
+                Ok(notes) => notes.iter().for_each(|n| println!("# {n}")),
+                Err(e) => println!(
+                    "# note: cannot read the state database, so removed sinks' backlogs are not checked: {e:#}"
+                ),
+            }
             if !connect {
                 return Ok(ExitCode::SUCCESS);
             }

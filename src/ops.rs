@@ -2,10 +2,11 @@
 //! and does with dead letters (`replay`, `purge-dead-letters`).
 //!
 //! Looking never changes anything: `stats` and `dead-letters` open the database read-only
-//! ([`QueueView`]) and take no lock, so they work beside a running agent. `replay` and
-//! `purge-dead-letters` change the queue: they take the state directory's lock
-//! ([`StateLock`]) first, so they run only while no agent does, and each change is one
-//! transaction of the queue's writer ([`Queue`]). Opening it with the configuration's sinks does
+//! ([`QueueView`]) and take no lock, so they work beside a running agent. `replay`,
+//! `purge-dead-letters`, `set-checkpoint` and `rename-sink` change the queue: they take the
+//! state directory's lock ([`StateLock`]) first, so they run only while no agent does, and each
+//! change is one transaction (of the queue's writer, [`Queue`], or for `rename-sink` before the
+//! queue is opened). Opening it with the configuration's sinks does
 //! what the next agent start would do anyway (cursors of removed sinks dropped, new ones at 0).
 //!
 //! A dead letter a sink refused is an OCSF event: replaying it queues it again under a new id,
@@ -46,10 +47,42 @@ pub async fn run(command: QueueCommand) -> anyhow::Result<String> {
         QueueCommand::PurgeDeadLetters { config, selection, yes } => {
             purge(&Config::load_without_secrets(&config)?, &selection, yes).await
         }
+        QueueCommand::RenameSink { config, from, to } => {
+            rename_sink(&Config::load_without_secrets(&config)?, &from, &to)
+        }
         QueueCommand::SetCheckpoint { config, source, done_until, yes } => {
             set_checkpoint(&Config::load_without_secrets(&config)?, &source, done_until, yes).await
         }
     }
+}
+
+/// What `check` says of the configured sinks against the queue's cursors: a renamed sink whose
+/// backlog moves to its new name, and a removed sink that still has a backlog (discarded for it
+/// at the next start or reload, unless it is restored). Read-only; no database yet: nothing.
+pub fn sink_changes(config: &Config) -> anyhow::Result<Vec<String>> {
+    if !database_path(&config.state_dir).exists() {
+        return Ok(Vec::new());
+    }
+    let view = QueueView::open(&config.state_dir)?;
+    let names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
+    let mut notes = Vec::new();
+    for o in view.orphan_backlogs(&names)? {
+        let renamed = config.sinks.iter().find(|s| s.renamed_from.as_deref() == Some(o.sink.as_str()));
+        notes.push(match renamed {
+            Some(to) => format!(
+                "sink {:?} is renamed {:?} (renamed_from): its {} queued events ({} bytes) go to {:?}",
+                o.sink, to.name, o.events, o.bytes, to.name
+            ),
+            None if o.events == 0 => continue,
+            None => format!(
+                "WARNING: sink {:?} was removed from the configuration and still has {} queued events ({} bytes); \
+                 they will be discarded for it at the next start or reload unless it is restored \
+                 (or renamed: renamed_from = {:?} in the sink that replaces it)",
+                o.sink, o.events, o.bytes, o.sink
+            ),
+        });
+    }
+    Ok(notes)
 }
 
 fn stats(config: &Config) -> anyhow::Result<String> {
@@ -273,7 +306,8 @@ async fn purge(config: &Config, args: &DeadLetterSelectionArgs, yes: bool) -> an
 
 async fn set_checkpoint(config: &Config, source: &str, done_until: DateTime<Utc>, yes: bool) -> anyhow::Result<String> {
     let configured = |name: &str| config.sources.iter().any(|s| s.name == name);
-    if !configured(source) && !source.strip_suffix(".backfill").is_some_and(configured) {
+    let backfill = source.strip_suffix(".backfill").or_else(|| source.split_once(".backfill.").map(|(n, _)| n));
+    if !configured(source) && !backfill.is_some_and(configured) {
         let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
         bail!("no source named {source:?} in the configuration (sources: {})", names.join(", "));
     }
@@ -298,6 +332,30 @@ async fn set_checkpoint(config: &Config, source: &str, done_until: DateTime<Utc>
 }
 
 /// The lock first (no agent may run), then the queue as the agent would open it.
+/// `queue rename-sink`: the renamed sink's cursor and channel move to its configured name.
+fn rename_sink(config: &Config, from: &str, to: &str) -> anyhow::Result<String> {
+    let names: Vec<&str> = config.sinks.iter().map(|s| s.name.as_str()).collect();
+    if !names.contains(&to) {
+        bail!("--to {to:?}: no sink of that name in the configuration (sinks: {})", names.join(", "));
+    }
+    if names.contains(&from) {
+        bail!("--from {from:?} is a configured sink: only a former name can be renamed");
+    }
+    if !database_path(&config.state_dir).exists() {
+        return Err(crate::queue::absent(&config.state_dir).into());
+    }
+    let _lock = StateLock::acquire(&config.state_dir, "queue rename-sink")?;
+    let renames = [(from.to_owned(), to.to_owned())];
+    let done = crate::queue::rename_sink_cursors(&config.state_dir, &renames).context("cannot rename the sink")?;
+    match done.first() {
+        Some(r) => Ok(format!("sink {from} is now {to}: it continues after event id {}\n", r.cursor)),
+        None => bail!(
+            "sink {from:?} has no cursor in {} (already renamed, or never run)",
+            database_path(&config.state_dir).display()
+        ),
+    }
+}
+
 fn open_for_change(config: &Config, what: &str) -> anyhow::Result<(StateLock, Queue)> {
     // Not a state directory yet: say so rather than create one (taking the lock would).
     let db = database_path(&config.state_dir);
@@ -309,6 +367,10 @@ fn open_for_change(config: &Config, what: &str) -> anyhow::Result<(StateLock, Qu
         max_bytes: config.queue.max_bytes,
         sinks: config.sinks.iter().map(|s| s.name.clone()).collect(),
     };
+    let renames: Vec<(String, String)> =
+        config.sinks.iter().filter_map(|s| Some((s.renamed_from.clone()?, s.name.clone()))).collect();
+    crate::queue::rename_sink_cursors(&config.state_dir, &renames)
+        .context("cannot carry renamed sinks' cursors over")?;
     let queue = Queue::open(&config.state_dir, opts).context("cannot open the state database")?;
     Ok((lock, queue))
 }

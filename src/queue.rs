@@ -366,6 +366,10 @@ enum Command {
         sinks: Vec<String>,
         reply: Reply<()>,
     },
+    RenameSinks {
+        renames: Vec<(String, String)>,
+        reply: Reply<Vec<SinkRename>>,
+    },
     Stats {
         reply: Reply<QueueStats>,
     },
@@ -539,6 +543,13 @@ impl Queue {
     /// Makes `sinks` the configured set (a reload): a new sink gets a cursor at 0 (it receives
     /// every event still queued); a removed sink's cursor is deleted so it no longer holds
     /// events back, and the events every remaining sink has passed are deleted.
+    /// Carries each `(old, new)` sink's cursor and HEC channel over to its new name (see
+    /// [`rename_sink_cursors`]); call it after the old name's worker stopped and before
+    /// [`Queue::set_sinks`] drops the old cursor.
+    pub async fn rename_sinks(&self, renames: Vec<(String, String)>) -> Result<Vec<SinkRename>, QueueError> {
+        self.call(|reply| Command::RenameSinks { renames, reply }).await
+    }
+
     pub async fn set_sinks(&self, sinks: Vec<String>) -> Result<(), QueueError> {
         self.call(|reply| Command::SetSinks { sinks, reply }).await
     }
@@ -784,8 +795,9 @@ fn reconcile_cursors(tx: &Transaction<'_>, path: &Path, sinks: &BTreeSet<String>
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .op(path, "read sink cursors")?;
     for sink in known.iter().filter(|s| !sinks.contains(*s)) {
-        tracing::warn!(sink, path = %path.display(),
-            "sink is no longer configured; deleting its cursor so it does not hold queued events");
+        let (events, bytes) = backlog_of(tx, sink).op(path, "measure a removed sink's backlog")?;
+        tracing::warn!(sink, path = %path.display(), discarded_events = events, discarded_bytes = bytes,
+            "sink is no longer configured; deleting its cursor so it does not hold queued events: the events it had not delivered are discarded for it");
         tx.execute("DELETE FROM sink_cursors WHERE sink = ?1", [sink]).op(path, "drop a cursor")?;
     }
     for sink in sinks {
@@ -793,6 +805,116 @@ fn reconcile_cursors(tx: &Transaction<'_>, path: &Path, sinks: &BTreeSet<String>
             .op(path, "add a sink cursor")?;
     }
     delete_acked(tx).op(path, "delete acknowledged events")
+}
+
+/// The events (and their body bytes) queued after `sink`'s cursor.
+fn backlog_of(tx: &Connection, sink: &str) -> rusqlite::Result<(u64, u64)> {
+    tx.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM events
+         WHERE id > (SELECT last_id FROM sink_cursors WHERE sink = ?1)",
+        [sink],
+        |r| Ok((to_u64(r.get(0)?), to_u64(r.get(1)?))),
+    )
+}
+
+/// A sink's cursor carried over to its new name (`renamed_from`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkRename {
+    pub from: String,
+    pub to: String,
+    /// The id the renamed sink continues after.
+    pub cursor: i64,
+}
+
+/// Moves each `(old, new)` sink's cursor and HEC channel to the new name. Idempotent: an old
+/// name without a cursor (renamed at an earlier start, or never run) changes nothing. If both
+/// names have a cursor, the new name keeps the lower one, so it skips nothing (at least once).
+fn apply_renames(tx: &Connection, path: &Path, renames: &[(String, String)]) -> Result<Vec<SinkRename>, QueueError> {
+    let mut done = Vec::new();
+    for (from, to) in renames {
+        let cursor = |sink: &str| {
+            tx.query_row("SELECT last_id FROM sink_cursors WHERE sink = ?1", [sink], |r| r.get::<_, i64>(0))
+                .optional()
+                .op(path, "read a sink cursor")
+        };
+        let Some(old) = cursor(from)? else { continue };
+        let at = cursor(to)?.map_or(old, |new| new.min(old));
+        tx.execute(
+            "INSERT INTO sink_cursors (sink, last_id) VALUES (?1, ?2)
+             ON CONFLICT(sink) DO UPDATE SET last_id = excluded.last_id",
+            params![to, at],
+        )
+        .op(path, "carry a sink cursor over")?;
+        tx.execute("DELETE FROM sink_cursors WHERE sink = ?1", [from]).op(path, "drop a renamed cursor")?;
+        let channels: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sink_channels')",
+                [],
+                |r| r.get(0),
+            )
+            .op(path, "look for the sink channels")?;
+        if channels {
+            // The HEC channel goes with the cursor: acknowledgements pending on it stay valid.
+            tx.execute("UPDATE OR IGNORE sink_channels SET sink = ?2 WHERE sink = ?1", params![from, to])
+                .op(path, "carry a sink channel over")?;
+            tx.execute("DELETE FROM sink_channels WHERE sink = ?1", [from]).op(path, "drop a renamed channel")?;
+        }
+        done.push(SinkRename { from: from.clone(), to: to.clone(), cursor: at });
+    }
+    Ok(done)
+}
+
+/// Before the queue is opened with the new sink names (which drops the cursors of names no
+/// longer configured), carries each `(old, new)` renamed sink's cursor and HEC channel over to
+/// its new name in `state_dir`'s database. No database yet, or one of a newer schema (which
+/// [`Queue::open`] then refuses): nothing to do. The caller holds the state directory's lock.
+pub fn rename_sink_cursors(state_dir: &Path, renames: &[(String, String)]) -> Result<Vec<SinkRename>, QueueError> {
+    let path = database_path(state_dir);
+    if renames.is_empty() || !path.exists() {
+        return Ok(Vec::new());
+    }
+    let mut conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(|source| QueueError::Open { path: path.clone(), source })?;
+    conn.busy_timeout(Duration::from_secs(5)).op(&path, "set the busy timeout")?;
+    let found: i64 =
+        conn.pragma_query_value(None, "user_version", |r| r.get(0)).op(&path, "read the schema version")?;
+    if found > SCHEMA_VERSION || found == 0 {
+        return Ok(Vec::new());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).op(&path, "begin a sink rename")?;
+    let done = apply_renames(&tx, &path, renames)?;
+    tx.commit().op(&path, "commit a sink rename")?;
+    Ok(done)
+}
+
+/// A sink with a cursor in the database that the configuration no longer names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrphanBacklog {
+    pub sink: String,
+    /// Events queued after its cursor, and their body bytes.
+    pub events: u64,
+    pub bytes: u64,
+}
+
+impl QueueView {
+    /// Sinks the database has a cursor for but `configured` does not name, with their backlog
+    /// (`check`: a removed sink's undelivered events are discarded for it at the next start).
+    pub fn orphan_backlogs(&self, configured: &[String]) -> Result<Vec<OrphanBacklog>, QueueError> {
+        let read = || -> rusqlite::Result<Vec<OrphanBacklog>> {
+            let known: Vec<String> = self
+                .conn
+                .prepare("SELECT sink FROM sink_cursors ORDER BY sink")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut out = Vec::new();
+            for sink in known.into_iter().filter(|s| !configured.contains(s)) {
+                let (events, bytes) = backlog_of(&self.conn, &sink)?;
+                out.push(OrphanBacklog { sink, events, bytes });
+            }
+            Ok(out)
+        };
+        read().op(&self.path, "read the sink cursors")
+    }
 }
 
 /// Deletes the events every remaining cursor is past; returns the body bytes freed. The cursor
@@ -1158,6 +1280,9 @@ impl Writer {
                 Command::SetSinks { sinks, reply } => {
                     let _ = reply.send(self.set_sinks(sinks));
                 }
+                Command::RenameSinks { renames, reply } => {
+                    let _ = reply.send(self.rename_sinks(&renames));
+                }
                 Command::SinkChannel { sink, reply } => {
                     let _ = reply.send(self.sink_channel(&sink));
                 }
@@ -1416,6 +1541,21 @@ impl Writer {
         }
         self.sinks = sinks;
         Ok(())
+    }
+
+    fn rename_sinks(&mut self, renames: &[(String, String)]) -> Result<Vec<SinkRename>, QueueError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .op(&self.path, "begin a sink rename")?;
+        let done = apply_renames(&tx, &self.path, renames)?;
+        tx.commit().op(&self.path, "commit a sink rename")?;
+        for r in &done {
+            if self.sinks.remove(&r.from) {
+                self.sinks.insert(r.to.clone());
+            }
+        }
+        Ok(done)
     }
 
     fn sink_channel(&mut self, sink: &str) -> Result<String, QueueError> {

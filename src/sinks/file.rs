@@ -1,29 +1,74 @@
 //! File sink: one event per line (NDJSON), appended, `fsync`ed once per batch.
 //!
-//! A batch counts as delivered only after `write_all` and `sync_data` returned. A write that
-//! fails half-way is cut back to the last complete batch so a resend never leaves a torn line;
-//! a torn tail left by a crash or power loss is cut back the same way when the file is opened
-//! (its events were never acknowledged, so they are sent again). Blocking file I/O runs on
-//! tokio's blocking pool. Rotation is left to the operator's tools (copytruncate or move + the
-//! next batch re-creates the file, since the file is reopened after any error).
+//! A batch counts as delivered only after `write_all` and `sync_data` returned on a file that
+//! still has a name: written into a file that was deleted meanwhile, it is written again at the
+//! path. A write that fails half-way is cut back to the last complete batch so a resend never
+//! leaves a torn line; a torn tail left by a crash or power loss is cut back the same way when
+//! the file is opened (its events were never acknowledged, so they are sent again). Blocking
+//! file I/O runs on tokio's blocking pool.
+//!
+//! Rotation (logrotate, by hand) is noticed before every batch, not left to chance:
+//! - **moved or deleted** (logrotate's default, `rotate 0`, `delete`): the path no longer names
+//!   the open file (device + inode, or nothing at all): the old file is synced and closed and
+//!   the path created again. A batch written in the instant between that check and the rotation
+//!   went into the moved file (it is there, as the events before it are) or, if that file was
+//!   already deleted (its link count is 0 after the write), is written again at the path: at
+//!   least once, never into the void (events carry `metadata.uid` for the rare duplicate);
+//! - **`copytruncate`** (the file shrank under us): writes append at the file's current end
+//!   (`O_APPEND`), and a tail cut in mid-line is cut back to its last complete line first. A
+//!   batch written between logrotate's copy and its truncation is in neither file, and no
+//!   writer can see that happen (logrotate(8) says so of copytruncate): prefer the default
+//!   move-and-create, which loses nothing;
+//! - **SIGHUP** (a `postrotate` that signals us): [`request_reopen`] makes every file sink
+//!   close and reopen its path before its next batch, whatever it found.
+//!
+//! The logrotate configuration for the default path is `packaging/logrotate/auditrelay`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::SendError;
 use crate::queue::QueuedEvent;
+
+/// Bumped by [`request_reopen`]; each sink compares it with the value it last saw. One counter
+/// for the process: a reopen is harmless, so a request meant for one agent reaching another in
+/// the same process (tests) costs a reopen and nothing else.
+static REOPEN_REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+/// Asks every file sink to close and reopen its path before its next batch (SIGHUP).
+pub fn request_reopen() {
+    REOPEN_REQUESTS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How often a sink whose freshly written file was deleted at once writes the batch again
+/// before it reports a (transient) failure to the delivery loop.
+const MAX_REWRITES: usize = 3;
 
 #[derive(Debug)]
 pub struct FileSink {
     path: PathBuf,
     /// Open between batches; dropped after any error so the next batch reopens (and repairs) it.
-    file: Option<File>,
+    file: Option<OpenFile>,
+    /// The value of [`REOPEN_REQUESTS`] this sink has honoured.
+    reopen_seen: u64,
+}
+
+/// The open file and what names it.
+#[derive(Debug)]
+struct OpenFile {
+    file: File,
+    dev: u64,
+    ino: u64,
+    /// The file's length after our last write: a shorter file was truncated under us.
+    end: u64,
 }
 
 impl FileSink {
     pub fn new(path: PathBuf) -> FileSink {
-        FileSink { path, file: None }
+        FileSink { path, file: None, reopen_seen: REOPEN_REQUESTS.load(Ordering::Relaxed) }
     }
 
     pub async fn send(&mut self, batch: &[QueuedEvent]) -> Result<(), SendError> {
@@ -34,10 +79,13 @@ impl FileSink {
         }
         let path = self.path.clone();
         let file = self.file.take();
-        let result = tokio::task::spawn_blocking(move || append(&path, file, &buf)).await;
+        let requested = REOPEN_REQUESTS.load(Ordering::Relaxed);
+        let reopen = requested != self.reopen_seen;
+        let result = tokio::task::spawn_blocking(move || append(&path, file, reopen, &buf)).await;
         match result {
             Ok(Ok(file)) => {
                 self.file = Some(file);
+                self.reopen_seen = requested;
                 Ok(())
             }
             Ok(Err(e)) => Err(SendError::transient(format!("file {}: {e}", self.path.display()))),
@@ -55,36 +103,92 @@ impl FileSink {
     }
 }
 
-/// Appends `buf` durably, returning the open file for the next batch.
-fn append(path: &Path, file: Option<File>, buf: &[u8]) -> std::io::Result<File> {
+/// Appends `buf` durably at `path`, returning the open file for the next batch.
+fn append(path: &Path, file: Option<OpenFile>, reopen: bool, buf: &[u8]) -> std::io::Result<OpenFile> {
     let mut file = match file {
-        Some(f) => f,
+        Some(open) => match rotated(path, &open, reopen)? {
+            None => open,
+            Some(reason) => {
+                // What was written to the old file is already synced; close it and start anew.
+                drop(open);
+                tracing::info!(path = %path.display(), reason, "file sink: reopened its file");
+                open_repaired(path)?
+            }
+        },
         None => open_repaired(path)?,
     };
-    let before = file.seek(SeekFrom::End(0))?;
-    let written = file.write_all(buf).and_then(|()| file.sync_data());
+    for _ in 0..MAX_REWRITES {
+        write_batch(path, &mut file, buf)?;
+        // Deleted between our check and the write (`mv` then `rm` at once): the batch is in a
+        // file nobody can read. Write it again where the path now points.
+        if file.file.metadata()?.nlink() > 0 {
+            return Ok(file);
+        }
+        tracing::warn!(path = %path.display(), bytes = buf.len(),
+            "file sink: the file was deleted while a batch was written to it; writing the batch again at the path");
+        file = open_repaired(path)?;
+    }
+    Err(std::io::Error::other("the file was deleted during each of the last writes"))
+}
+
+/// Why the open file must be replaced before the next batch, if it must.
+fn rotated(path: &Path, open: &OpenFile, reopen: bool) -> std::io::Result<Option<&'static str>> {
+    if reopen {
+        return Ok(Some("reopen requested (SIGHUP)"));
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if (m.dev(), m.ino()) == (open.dev, open.ino) => Ok(None),
+        Ok(_) => Ok(Some("the path names another file (rotated)")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some("the file was moved or deleted")),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes one batch at the end of the file and syncs it; a failed write is cut back.
+fn write_batch(path: &Path, open: &mut OpenFile, buf: &[u8]) -> std::io::Result<()> {
+    let len = open.file.metadata()?.len();
+    let before = if len == open.end {
+        len
+    } else {
+        // Shrunk (`copytruncate`) or written by someone else: start on a line boundary.
+        if len < open.end {
+            tracing::info!(path = %path.display(), was = open.end, now = len, "file sink: the file was truncated (copytruncate); appending at its new end");
+        }
+        repair_tail(path, &mut open.file)?
+    };
+    // `O_APPEND`: the write lands at the end even if the file is truncated at this instant.
+    let written = open.file.write_all(buf).and_then(|()| open.file.sync_data());
     if let Err(e) = written {
         // Best effort: leave no torn line behind for the resend to follow.
-        let _ = file.set_len(before);
+        let _ = open.file.set_len(before);
+        open.end = before;
         return Err(e);
     }
-    Ok(file)
+    open.end = open.file.metadata()?.len();
+    Ok(())
 }
 
 /// Opens (creating) the file for appending and cuts any torn last line.
-fn open_repaired(path: &Path) -> std::io::Result<File> {
+fn open_repaired(path: &Path) -> std::io::Result<OpenFile> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+    let mut file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
+    let end = repair_tail(path, &mut file)?;
+    let m = file.metadata()?;
+    Ok(OpenFile { file, dev: m.dev(), ino: m.ino(), end })
+}
+
+/// Cuts a torn last line (one without its newline); returns the file's length after it.
+fn repair_tail(path: &Path, file: &mut File) -> std::io::Result<u64> {
     let len = file.seek(SeekFrom::End(0))?;
-    let keep = complete_prefix_len(&mut file, len)?;
+    let keep = complete_prefix_len(file, len)?;
     if keep < len {
         tracing::warn!(path = %path.display(), cut = len - keep, "file sink: removing a torn last line left by an interrupted write");
         file.set_len(keep)?;
         file.sync_data()?;
     }
-    Ok(file)
+    Ok(keep)
 }
 
 /// Length of the file up to and including its last newline (0 if it has none).
@@ -135,6 +239,49 @@ mod tests {
         std::fs::write(&path, "{\"a\":1}\n{\"b\":").unwrap();
         let mut sink = FileSink::new(path.clone());
         sink.send(&events(&["{\"b\":2}"])).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n{\"b\":2}\n");
+    }
+
+    #[tokio::test]
+    async fn test_a_moved_or_deleted_file_is_reopened_at_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ndjson");
+        let rotated = dir.path().join("out.ndjson.1");
+        let mut sink = FileSink::new(path.clone());
+        sink.send(&events(&["{\"a\":1}"])).await.unwrap();
+        std::fs::rename(&path, &rotated).unwrap();
+        sink.send(&events(&["{\"b\":2}"])).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "{\"a\":1}\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"b\":2}\n");
+        std::fs::remove_file(&path).unwrap();
+        sink.send(&events(&["{\"c\":3}"])).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"c\":3}\n");
+    }
+
+    #[tokio::test]
+    async fn test_a_truncated_file_is_appended_to_on_a_line_boundary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ndjson");
+        let mut sink = FileSink::new(path.clone());
+        sink.send(&events(&["{\"a\":1}", "{\"b\":2}"])).await.unwrap();
+        // copytruncate empties it; another tool might cut it mid-line.
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+        sink.send(&events(&["{\"c\":3}"])).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"c\":3}\n");
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(4).unwrap();
+        sink.send(&events(&["{\"d\":4}"])).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"d\":4}\n");
+    }
+
+    #[tokio::test]
+    async fn test_a_reopen_request_reopens_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ndjson");
+        let mut sink = FileSink::new(path.clone());
+        sink.send(&events(&["{\"a\":1}"])).await.unwrap();
+        request_reopen();
+        sink.send(&events(&["{\"b\":2}"])).await.unwrap();
+        assert_eq!(sink.reopen_seen, REOPEN_REQUESTS.load(Ordering::Relaxed));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n{\"b\":2}\n");
     }
 
