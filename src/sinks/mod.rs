@@ -361,6 +361,8 @@ pub async fn run_sink(
             Ended::Delivered => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
             }
+            // Read again from the cursor: newer events may have joined a lone suspect.
+            Ended::Reread => {}
             Ended::Aborted => break,
             Ended::AbortedInSend => {
                 // Not `close`: a half-sent request or frame is abandoned, and a polite close
@@ -381,6 +383,10 @@ enum Ended {
     Delivered,
     /// The shutdown deadline passed between sends; the unresolved rest stays queued.
     Aborted,
+    /// Only a suspect event is left and nothing in this batch proved the receiver alive: the
+    /// batch is read again after the back-off, so that events queued since come with it (a
+    /// lone poison event would otherwise hold the sink for good).
+    Reread,
     /// The shutdown deadline passed during a send, which was dropped; the part stays queued.
     AbortedInSend,
 }
@@ -542,7 +548,19 @@ impl Delivering<'_> {
                             }
                             continue;
                         }
-                        // Behind the rest of the batch, whose delivery is the proof it needs.
+                        // Behind the rest of the batch, whose delivery is the proof it needs;
+                        // with no rest and no proof, newer events must be read in (`Reread`).
+                        if parts.is_empty() && delivered_event.is_none() {
+                            let wait =
+                                e.retry_after.unwrap_or(full_jitter(&self.cfg.backoff, *self.failures, self.rng));
+                            *self.failures = self.failures.saturating_add(1);
+                            warn!(sink = name, error = %e, retry_in = ?wait,
+                                "event failed alone with no other event to prove the receiver alive; reading the batch again after the back-off");
+                            tokio::select! {
+                                _ = self.clock.sleep(wait) => return Ended::Reread,
+                                _ = self.control.abort.cancelled() => return Ended::Aborted,
+                            }
+                        }
                         parts.push_back(part);
                     }
                     Failure::Transient | Failure::Config => parts.push_front(part),
@@ -822,6 +840,32 @@ mod tests {
         once.sort_unstable();
         once.dedup();
         each_once(&once, 50, &[30]);
+    }
+
+    /// A poison event that is alone in its batch (the only one queued when it was read) has no
+    /// neighbour to prove the receiver alive; once newer events are queued they must be read in
+    /// with it, or the sink stalls behind it for good.
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_poison_event_does_not_stall_the_sink_once_others_are_queued() {
+        let run = start(1, |ids| match ids.contains(&1) {
+            true => Answer::Fail(Failure::ServerError),
+            false => Answer::Accept,
+        })
+        .await;
+        // The lone event fails for a while, as in an outage: nothing is dead-lettered.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(run.queue.dead_letters(10).await.unwrap().len(), 0, "no proof yet: nothing dead-lettered");
+        let events = (2..=20)
+            .map(|i| NewEvent { dedupe_key: format!("k{i}"), event_time_ms: 0, body: format!("{{\"n\":{i}}}").into() })
+            .collect();
+        run.queue.store_page(PageWrite { source: "t".into(), events, ..PageWrite::default() }).await.unwrap();
+        let drained = tokio::time::timeout(Duration::from_secs(24 * 3600), run.drain()).await;
+        let (dead, log, _, _) = drained.expect("the sink is stalled behind a lone poison event");
+        assert_eq!(dead, [1]);
+        let mut once = log.accepted.clone();
+        once.sort_unstable();
+        once.dedup();
+        each_once(&once, 20, &[1]);
     }
 
     /// Transient and operator failures resend the same batch whole, never split it.
