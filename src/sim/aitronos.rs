@@ -401,8 +401,9 @@ async fn audit_log(
             range.iter().filter(|r| q.matches(r)).skip(q.skip).take(q.limit).cloned().collect();
         // New records arrive between pages (README "Simulator conventions"), at the current time.
         let now = shared.clock.now_utc();
+        let at = now - chrono::Duration::from_std(shared.faults.arrivals_age).unwrap_or_default();
         for _ in 0..shared.faults.arrivals_per_page {
-            store.add(now);
+            store.add(at);
         }
         (items, total)
     };
