@@ -334,6 +334,46 @@ mod tests {
         assert_eq!(sink_retry_after(&headers(&[("retry-after", "soon")]), ahead), None);
     }
 
+    fn source(name: &str, key: &str, base: &str, per: &str) -> SourceConfig {
+        let text = format!(
+            "state_dir = \"/tmp/x\"\n[[sources]]\nname = {name:?}\nvendor = \"aitronos\"\norganization_id = \"ORG\"\n\
+             api_key = {key:?}\nbase_url = {base:?}\nrate_limit = {{ requests = 1, per = {per:?} }}\n\
+             [[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"/tmp/x/out\"\n"
+        );
+        let path = std::path::Path::new("/etc/auditrelay/auditrelay.toml");
+        crate::config::Config::parse_with_env(&text, path, &|_: &str| None).unwrap().sources.remove(0)
+    }
+
+    /// One gate per credential (vendor, base URL, secret): shared by the sources on it, kept
+    /// with its pause when a reload brings a new quota; the key never holds the secret.
+    #[tokio::test(start_paused = true)]
+    async fn test_gates_are_per_credential_and_keep_their_pause() {
+        let clock = Clock::starting_at(at("2026-03-18T08:00:00Z"));
+        let gates = Gates::default();
+        let a = gates.gate(&source("a", "ak_secret_one", "https://api.aitronos.com", "1s"), &clock);
+        let b = gates.gate(&source("b", "ak_secret_one", "https://api.aitronos.com", "1s"), &clock);
+        let other_key = gates.gate(&source("c", "ak_secret_two", "https://api.aitronos.com", "1s"), &clock);
+        let other_url = gates.gate(&source("d", "ak_secret_one", "https://eu.aitronos.com", "1s"), &clock);
+        assert!(Arc::ptr_eq(&a, &b), "two sources on one credential share its gate");
+        assert!(!Arc::ptr_eq(&a, &other_key) && !Arc::ptr_eq(&a, &other_url));
+        assert!(a.key().starts_with("aitronos:") && !a.key().contains("secret"), "{}", a.key());
+
+        // One's 429 pauses the other; the shared limiter lets one request through per second.
+        let until = clock.now() + secs(120);
+        a.pause_until(until);
+        assert_eq!(b.paused_until(), until);
+        assert!(a.limiter().check().is_ok());
+        assert!(b.limiter().check().is_err(), "the second request in the same second waits");
+
+        // A reload with another rate_limit: a new quota, the same pause.
+        let reloaded = gates.gate(&source("a", "ak_secret_one", "https://api.aitronos.com", "2s"), &clock);
+        assert!(Arc::ptr_eq(&a, &reloaded));
+        assert_eq!(reloaded.paused_until(), until);
+        assert!(!a.has_worked());
+        b.mark_worked();
+        assert!(a.has_worked(), "a 2xx on the credential counts for every source on it");
+    }
+
     #[test]
     fn test_cap() {
         assert_eq!(cap(secs(10), secs(60)), (secs(10), false));
