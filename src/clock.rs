@@ -5,6 +5,8 @@
 //! too, so paused time moves it. Wall time is `SystemTime::now()` in production; a test clock
 //! anchors wall time to a fixed instant and lets it move with tokio's (paused) clock.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -14,28 +16,39 @@ use chrono::{DateTime, Utc};
 pub struct Clock {
     /// `None`: the system's wall clock. `Some`: wall time = anchor + tokio time elapsed since.
     anchor: Option<(DateTime<Utc>, tokio::time::Instant)>,
+    /// Milliseconds added to wall time by [`Clock::step_wall`] (shared by clones): a clock
+    /// step that moves wall time but not monotonic time. Always 0 outside tests.
+    step_ms: Arc<AtomicI64>,
 }
 
 impl Clock {
     /// The real clock: wall time from the operating system.
     pub fn system() -> Self {
-        Clock { anchor: None }
+        Clock { anchor: None, step_ms: Arc::default() }
     }
 
     /// A test clock: wall time starts at `wall` and advances with tokio's clock (paused or not).
     pub fn starting_at(wall: DateTime<Utc>) -> Self {
-        Clock { anchor: Some((wall, tokio::time::Instant::now())) }
+        Clock { anchor: Some((wall, tokio::time::Instant::now())), step_ms: Arc::default() }
     }
 
     /// Wall time, for vendor windows, checkpoints and HTTP dates.
     pub fn now_utc(&self) -> DateTime<Utc> {
-        match self.anchor {
+        let wall = match self.anchor {
             None => Utc::now(),
             Some((wall, at)) => {
                 let elapsed = tokio::time::Instant::now().saturating_duration_since(at);
                 wall + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::MAX)
             }
-        }
+        };
+        wall + chrono::Duration::milliseconds(self.step_ms.load(Ordering::Relaxed))
+    }
+
+    /// A step of the wall clock, as an NTP step or a VM resumed after hours makes it: wall time
+    /// (of this clock and its clones) jumps by `by`, monotonic time — waits, deadlines, the rate
+    /// limiter — does not. For tests; nothing in the agent calls it.
+    pub fn step_wall(&self, by: chrono::Duration) {
+        self.step_ms.fetch_add(by.num_milliseconds(), Ordering::Relaxed);
     }
 
     /// Monotonic time, for deadlines and pauses.
@@ -75,5 +88,10 @@ mod tests {
         let clock = Clock::starting_at(start);
         clock.sleep(Duration::from_secs(90)).await;
         assert_eq!((clock.now_utc() - start).num_seconds(), 90);
+        let copy = clock.clone();
+        let before = clock.now();
+        copy.step_wall(chrono::Duration::hours(1));
+        assert_eq!((clock.now_utc() - start).num_seconds(), 3690, "a clone's step moves the wall clock");
+        assert_eq!(clock.now(), before, "a step moves no monotonic time");
     }
 }

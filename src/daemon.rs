@@ -181,6 +181,7 @@ pub async fn run(
         generation: 0,
         finished_sources: Vec::new(),
         stop_sources: CancellationToken::new(),
+        gates: crate::sources::ratelimit::Gates::default(),
     };
     for (cfg, sink) in config.sinks.iter().zip(opened) {
         agent.start_sink(cfg.clone(), sink);
@@ -267,6 +268,9 @@ struct Agent {
     finished_sources: Vec<SourceReport>,
     /// Cancelled on shutdown: stops every source, present and future.
     stop_sources: CancellationToken,
+    /// Every credential's limiter and rate-limit pause, kept across reloads: a source restarted
+    /// by a reload shares them again instead of starting with a fresh budget.
+    gates: crate::sources::ratelimit::Gates,
 }
 
 struct RunningSource {
@@ -288,8 +292,14 @@ impl Agent {
     fn start_source(&mut self, cfg: SourceConfig, http: reqwest::Client) {
         self.generation += 1;
         let generation = self.generation;
-        let source =
-            Source::new(cfg.clone(), http, self.queue.clone(), self.clock.clone(), self.config.severity.clone());
+        let source = Source::with_gate(
+            cfg.clone(),
+            http,
+            self.queue.clone(),
+            self.clock.clone(),
+            self.config.severity.clone(),
+            self.gates.gate(&cfg, &self.clock),
+        );
         let stop = self.stop_sources.child_token();
         let (stats, state) = (source.stats(), source.subscribe_state());
         let (name, mode, token) = (cfg.name.clone(), self.mode, stop.clone());

@@ -89,6 +89,10 @@ CREATE TABLE IF NOT EXISTS sink_channels (sink TEXT PRIMARY KEY, channel TEXT NO
 -- its opaque checkpoint text, so the queue can refuse a checkpoint that moves backwards without
 -- reading the source's JSON (invariant 1).
 CREATE TABLE IF NOT EXISTS source_progress (source TEXT PRIMARY KEY, done_until_ms INTEGER NOT NULL);
+-- Version 6: a vendor's rate-limit pause (429 Retry-After, spent budget), per credential
+-- (`sources::ratelimit::credential_key`: vendor and a hash, never the secret), in wall-clock ms,
+-- so that a restart or reload inside it sends nothing until it ends.
+CREATE TABLE IF NOT EXISTS rate_pauses (credential TEXT PRIMARY KEY, until_ms INTEGER NOT NULL);
 PRAGMA user_version = 6;
 ";
 
@@ -330,6 +334,20 @@ type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
 
 /// Everything the database thread does, dispatched in `Writer::run`.
 enum Command {
+    RatePause {
+        credential: String,
+        reply: Reply<Option<i64>>,
+    },
+    SetRatePause {
+        credential: String,
+        until_ms: i64,
+        reply: Reply<()>,
+    },
+    UnknownKeys {
+        source: String,
+        keys: Vec<(i64, String)>,
+        reply: Reply<Vec<(i64, String)>>,
+    },
     Checkpoint {
         source: String,
         reply: Reply<Option<String>>,
@@ -490,6 +508,21 @@ impl Queue {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The rate-limit pause stored for a credential key: until when (wall-clock ms), if any.
+    pub async fn rate_pause(&self, credential: &str) -> Result<Option<i64>, QueueError> {
+        self.call(|reply| Command::RatePause { credential: credential.to_owned(), reply }).await
+    }
+
+    /// Stores (replaces) a credential's rate-limit pause, durably, before it returns.
+    pub async fn set_rate_pause(&self, credential: &str, until_ms: i64) -> Result<(), QueueError> {
+        self.call(|reply| Command::SetRatePause { credential: credential.to_owned(), until_ms, reply }).await
+    }
+
+    /// Which of these `(event time ms, dedupe key)` pairs the source has not stored yet.
+    pub async fn unknown_keys(&self, source: &str, keys: Vec<(i64, String)>) -> Result<Vec<(i64, String)>, QueueError> {
+        self.call(|reply| Command::UnknownKeys { source: source.to_owned(), keys, reply }).await
     }
 
     /// The source's last stored checkpoint, as it was serialized.
@@ -1268,6 +1301,15 @@ impl Writer {
                 Command::Checkpoint { source, reply } => {
                     let _ = reply.send(self.checkpoint(&source));
                 }
+                Command::RatePause { credential, reply } => {
+                    let _ = reply.send(self.rate_pause(&credential));
+                }
+                Command::SetRatePause { credential, until_ms, reply } => {
+                    let _ = reply.send(self.set_rate_pause(&credential, until_ms));
+                }
+                Command::UnknownKeys { source, keys, reply } => {
+                    let _ = reply.send(self.unknown_keys(&source, keys));
+                }
                 Command::History { source, reply } => {
                     let _ = reply.send(self.has_history(&source));
                 }
@@ -1453,6 +1495,43 @@ impl Writer {
         for (command, result) in group.into_iter().zip(results) {
             command.answer(result);
         }
+    }
+
+    fn rate_pause(&self, credential: &str) -> Result<Option<i64>, QueueError> {
+        self.conn
+            .query_row("SELECT until_ms FROM rate_pauses WHERE credential = ?1", [credential], |r| r.get(0))
+            .optional()
+            .op(&self.path, "read a rate-limit pause")
+    }
+
+    /// One small autocommit write between page groups (synchronous=FULL: on disk when it returns).
+    fn set_rate_pause(&self, credential: &str, until_ms: i64) -> Result<(), QueueError> {
+        self.conn
+            .execute(
+                "INSERT INTO rate_pauses (credential, until_ms) VALUES (?1, ?2)
+                 ON CONFLICT (credential) DO UPDATE SET until_ms = excluded.until_ms",
+                params![credential, until_ms],
+            )
+            .map(|_| ())
+            .op(&self.path, "store a rate-limit pause")
+    }
+
+    fn unknown_keys(&self, source: &str, keys: Vec<(i64, String)>) -> Result<Vec<(i64, String)>, QueueError> {
+        let mut known = self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM dedupe WHERE source = ?1 AND event_time_ms = ?2 AND key = ?3)",
+            )
+            .op(&self.path, "look up dedupe keys")?;
+        let mut unknown = Vec::new();
+        for (time_ms, key) in keys {
+            let seen: bool =
+                known.query_row(params![source, time_ms, key], |r| r.get(0)).op(&self.path, "look up a dedupe key")?;
+            if !seen {
+                unknown.push((time_ms, key));
+            }
+        }
+        Ok(unknown)
     }
 
     fn checkpoint(&self, source: &str) -> Result<Option<String>, QueueError> {

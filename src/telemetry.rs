@@ -306,6 +306,7 @@ fn expose(sources: &[SourceProbe], sinks: &[SinkProbe], queue: &QueueView, now_m
         let samples = sources.iter().map(|s| (s.labels(), Value::Count(count(&s.stats)))).collect();
         out.family(name, Kind::Counter, help, samples);
     }
+    expose_lateness_and_clocks(&mut out, &sources);
     out.family(
         "auditrelay_source_lag_seconds",
         Kind::Gauge,
@@ -486,6 +487,59 @@ fn state_name(state: SourceState) -> &'static str {
     }
 }
 
+/// Late records, transient refusals, clock steps and stored pauses (issue 15 points 5 and 6):
+/// what tells an operator to raise `overlap` or to fix a host's clock.
+fn expose_lateness_and_clocks(out: &mut Exposition, sources: &[SourceRow<'_>]) {
+    type SourceCounter = (&'static str, &'static str, fn(&SourceStatsSnapshot) -> u64);
+    let counters: [SourceCounter; 5] = [
+        (
+            "auditrelay_source_late_records_total",
+            "Records stored only thanks to the overlap: dated before the checkpoint their window started from.",
+            |s| s.late_records,
+        ),
+        (
+            "auditrelay_source_auth_retries_total",
+            "401/403 answers to a credential that has worked, asked again before the refusal is taken as final.",
+            |s| s.auth_retries,
+        ),
+        (
+            "auditrelay_source_clock_skew_warnings_total",
+            "Times the vendor's clock (its answers' Date) was found more than a minute from ours.",
+            |s| s.clock_skew_warnings,
+        ),
+        (
+            "auditrelay_source_checkpoints_clamped_total",
+            "Checkpoints kept at the vendor's clock because the window ended in its future (our clock ran ahead).",
+            |s| s.checkpoints_clamped,
+        ),
+        (
+            "auditrelay_source_pauses_restored_total",
+            "Rate-limit pauses found stored at start (a restart or reload inside one) and honoured.",
+            |s| s.pauses_restored,
+        ),
+    ];
+    for (name, help, count) in counters {
+        let samples = sources.iter().map(|s| (s.labels(), Value::Count(count(&s.stats)))).collect();
+        out.family(name, Kind::Counter, help, samples);
+    }
+    out.family(
+        "auditrelay_source_max_lateness_seconds",
+        Kind::Gauge,
+        "The largest lateness of a record found only thanks to the overlap (checkpoint minus its event \
+         time); close to the configured overlap means records later still are being missed: raise it.",
+        sources
+            .iter()
+            .map(|s| (s.labels(), Value::Millis(i64::try_from(s.stats.max_lateness_ms).unwrap_or(i64::MAX))))
+            .collect(),
+    );
+    out.family(
+        "auditrelay_source_vendor_clock_offset_seconds",
+        Kind::Gauge,
+        "The vendor's clock (its last answer's Date, whole seconds) minus ours; 0 before the first answer.",
+        sources.iter().map(|s| (s.labels(), Value::Millis(s.vendor_clock_offset_ms))).collect(),
+    );
+}
+
 /// One source's values, read once per scrape so every family shows the same moment.
 struct SourceRow<'a> {
     name: &'a str,
@@ -495,6 +549,7 @@ struct SourceRow<'a> {
     state: SourceState,
     last_success_ms: i64,
     checkpoint_ms: i64,
+    vendor_clock_offset_ms: i64,
 }
 
 impl<'a> SourceRow<'a> {
@@ -507,6 +562,7 @@ impl<'a> SourceRow<'a> {
             state: *probe.state.borrow(),
             last_success_ms: probe.stats.last_success_ms.load(Ordering::Relaxed),
             checkpoint_ms: probe.stats.checkpoint_ms.load(Ordering::Relaxed),
+            vendor_clock_offset_ms: probe.stats.vendor_clock_offset_ms.load(Ordering::Relaxed),
         }
     }
 
@@ -1013,6 +1069,34 @@ auditrelay_source_repeated_pages_total{source="beta.prod",vendor="configcat"} 0
 # TYPE auditrelay_source_redirects_refused_total counter
 auditrelay_source_redirects_refused_total{source="acme",vendor="aitronos"} 0
 auditrelay_source_redirects_refused_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_late_records_total Records stored only thanks to the overlap: dated before the checkpoint their window started from.
+# TYPE auditrelay_source_late_records_total counter
+auditrelay_source_late_records_total{source="acme",vendor="aitronos"} 0
+auditrelay_source_late_records_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_auth_retries_total 401/403 answers to a credential that has worked, asked again before the refusal is taken as final.
+# TYPE auditrelay_source_auth_retries_total counter
+auditrelay_source_auth_retries_total{source="acme",vendor="aitronos"} 0
+auditrelay_source_auth_retries_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_clock_skew_warnings_total Times the vendor's clock (its answers' Date) was found more than a minute from ours.
+# TYPE auditrelay_source_clock_skew_warnings_total counter
+auditrelay_source_clock_skew_warnings_total{source="acme",vendor="aitronos"} 0
+auditrelay_source_clock_skew_warnings_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_checkpoints_clamped_total Checkpoints kept at the vendor's clock because the window ended in its future (our clock ran ahead).
+# TYPE auditrelay_source_checkpoints_clamped_total counter
+auditrelay_source_checkpoints_clamped_total{source="acme",vendor="aitronos"} 0
+auditrelay_source_checkpoints_clamped_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_pauses_restored_total Rate-limit pauses found stored at start (a restart or reload inside one) and honoured.
+# TYPE auditrelay_source_pauses_restored_total counter
+auditrelay_source_pauses_restored_total{source="acme",vendor="aitronos"} 0
+auditrelay_source_pauses_restored_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_max_lateness_seconds The largest lateness of a record found only thanks to the overlap (checkpoint minus its event time); close to the configured overlap means records later still are being missed: raise it.
+# TYPE auditrelay_source_max_lateness_seconds gauge
+auditrelay_source_max_lateness_seconds{source="acme",vendor="aitronos"} 0.000
+auditrelay_source_max_lateness_seconds{source="beta.prod",vendor="configcat"} 0.000
+# HELP auditrelay_source_vendor_clock_offset_seconds The vendor's clock (its last answer's Date, whole seconds) minus ours; 0 before the first answer.
+# TYPE auditrelay_source_vendor_clock_offset_seconds gauge
+auditrelay_source_vendor_clock_offset_seconds{source="acme",vendor="aitronos"} 0.000
+auditrelay_source_vendor_clock_offset_seconds{source="beta.prod",vendor="configcat"} 0.000
 # HELP auditrelay_source_lag_seconds Now minus the source's checkpoint: everything older is collected. At least the configured lag; absent until the first sweep ends.
 # TYPE auditrelay_source_lag_seconds gauge
 auditrelay_source_lag_seconds{source="acme",vendor="aitronos"} 90.500

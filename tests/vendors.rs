@@ -145,7 +145,9 @@ async fn test_astronomer_truncated_gzip_refetches_the_window_and_stores_nothing_
     let sim = start_sim(opts, &clock).await;
     let dir = tempfile::tempdir().unwrap();
     let org = sim.organizations(SimVendor::Astronomer)[0].clone();
-    let extra = "start = \"2d\"\nbackoff = { initial = \"1s\", max = \"5s\" }";
+    // The overlap pinned to 5 minutes, where the seeded records leave it empty (Astronomer's
+    // default is 10): every duplicate below could then only come from a half-stored answer.
+    let extra = "start = \"2d\"\noverlap = \"5m\"\nbackoff = { initial = \"1s\", max = \"5s\" }";
     let report = run_once(&sim, dir.path(), &[source_block(&sim, SimVendor::Astronomer, &org, "src", extra)]).await;
     assert!(sim.vendor_stats(SimVendor::Astronomer).malformed > 0, "some answers must be cut");
     assert_org_delivered_once(&sim, SimVendor::Astronomer, &org, dir.path());

@@ -402,8 +402,9 @@ async fn audit_log(
         // New records arrive between pages (README "Simulator conventions"), at the current time
         // (or up to `arrival_lateness` before it).
         let now = shared.clock.now_utc();
+        let at = now - chrono::Duration::from_std(shared.faults.arrivals_age).unwrap_or_default();
         for _ in 0..shared.faults.arrivals_per_page {
-            store.add(shared.arrival_at(now));
+            store.add(shared.arrival_at(at));
         }
         (items, total)
     };

@@ -325,6 +325,9 @@ pub struct Faults {
     /// After each answer served (each page, for paged vendors), this many new records arrive in
     /// the organization's store with event time = now.
     pub arrivals_per_page: usize,
+    /// Aitronos' arrivals carry an event time this long before the moment they arrive: late
+    /// records, indexed after their event time (found only by a window's overlap).
+    pub arrivals_age: Duration,
     /// The N-th vendor request (1-based, over all vendors) is never answered (until the server
     /// shuts down).
     pub stall_at_request: Option<u64>,
@@ -339,6 +342,9 @@ pub struct Faults {
     /// Share (0..=1) of requests answered 401 although the credential is valid (a key rotation
     /// at the vendor, an authentication backend hiccup).
     pub spurious_unauthorized_rate: f64,
+    /// These vendor requests (1-based numbers, over all vendors) are answered 401 although the
+    /// credential is valid: a vendor's auth layer during key rotation or a cache miss.
+    pub spurious_unauthorized: Vec<u64>,
 }
 
 impl Default for Faults {
@@ -351,10 +357,12 @@ impl Default for Faults {
             error_rate: 0.0,
             malformed_rate: 0.0,
             arrivals_per_page: 0,
+            arrivals_age: Duration::ZERO,
             stall_at_request: None,
             limit_headers: true,
             arrival_lateness: Duration::ZERO,
             spurious_unauthorized_rate: 0.0,
+            spurious_unauthorized: Vec::new(),
         }
     }
 }
@@ -463,6 +471,10 @@ pub struct SimulateArgs {
     /// by `Retry-After`, or by the reset header with `--retry-after omit`.
     #[arg(long)]
     pub no_limit_headers: bool,
+    /// These requests (1-based, comma-separated) are answered 401 although the credential is
+    /// valid (a transient refusal during key rotation).
+    #[arg(long, value_delimiter = ',')]
+    pub spurious_unauthorized: Vec<u64>,
     #[command(flatten)]
     pub aitronos: Box<AitronosArgs>,
     #[command(flatten)]
@@ -667,8 +679,10 @@ impl SimulateArgs {
                 error_rate: self.error_rate,
                 malformed_rate: self.malformed_rate,
                 arrivals_per_page: self.arrivals_per_page,
+                arrivals_age: Duration::ZERO,
                 stall_at_request: self.stall_at_request,
                 limit_headers: !self.no_limit_headers,
+                spurious_unauthorized: self.spurious_unauthorized.clone(),
                 ..Faults::default()
             },
         }
@@ -1160,6 +1174,8 @@ async fn gate(State((shared, vendor)): State<(Arc<Shared>, SimVendor)>, req: Req
         resp
     } else if shared.shutdown.is_cancelled() {
         vendor.error(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", &ctx)
+    } else if faults.spurious_unauthorized.contains(&number) {
+        vendor.error(StatusCode::UNAUTHORIZED, "INVALID_API_KEY", &ctx)
     } else if roll(shared.seed, number, 0x5E5E) < faults.error_rate {
         match roll(shared.seed, number, 0xC0DE) {
             r if r < 1.0 / 3.0 => vendor.error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", &ctx),
@@ -1199,6 +1215,9 @@ async fn gate(State((shared, vendor)): State<(Arc<Shared>, SimVendor)>, req: Req
         vendor.announce_limit(resp.headers_mut(), max, remaining, end);
     }
     put(resp.headers_mut(), "x-request-id", &ctx.request_id);
+    // The vendor's own clock (hyper would stamp the host's, which a test clock does not move):
+    // clients measure `Retry-After` dates and resets against it, and cut windows by it.
+    put(resp.headers_mut(), "date", &httpdate::fmt_http_date(shared.clock.now_utc().into()));
 
     let status = resp.status();
     let mut st = shared.state();

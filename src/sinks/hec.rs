@@ -506,13 +506,12 @@ fn redirect_target(response: &reqwest::Response) -> String {
     }
 }
 
-/// `Retry-After` as delta-seconds or an HTTP-date.
+/// `Retry-After` as delta-seconds or an HTTP-date, read and capped by the one reader every
+/// vendor and sink shares (`sources::ratelimit`).
 fn parse_retry_after(value: &str) -> Option<Duration> {
-    if let Ok(secs) = value.trim().parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value.trim()).ok()?;
-    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+    use crate::sources::ratelimit;
+    let wait = ratelimit::retry_after_value(value, chrono::Utc::now())?;
+    Some(ratelimit::cap(wait, ratelimit::SINK_MAX_RETRY_AFTER).0)
 }
 
 async fn read_answer(response: reqwest::Response) -> AnswerBody {
@@ -591,5 +590,13 @@ mod tests {
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    /// Regression (issue 15 point 5): a HEC `Retry-After` a day away stalled delivery for a day;
+    /// it is capped like every other wait.
+    #[test]
+    fn retry_after_is_capped() {
+        let day = parse_retry_after("86400").expect("a wait");
+        assert!(day <= Duration::from_secs(15 * 60), "HEC's Retry-After: 86400 was taken as {day:?}");
     }
 }

@@ -1,7 +1,8 @@
 //! The shared source loop: everything about *when* and *how often* to ask a vendor.
 //!
-//! One [`Source`] per configured organization. The loop owns the rate limiter (governor), the
-//! pause-until gate fed by `Retry-After` and the vendor's reset headers, retries with full-jitter
+//! One [`Source`] per configured organization. The loop waits on its credential's gate
+//! ([`ratelimit::Gate`]: the governor limiter and the pause fed by `Retry-After` and the
+//! vendor's reset headers, shared by every source on the credential), retries with full-jitter
 //! exponential back-off, time windows (`start`, `lag`, `overlap`, `max_span`, the window end
 //! frozen for a whole paged sweep), checkpoints and the hand-over to the queue. A vendor file
 //! (`aitronos.rs`, …) only says how to ask for one page and how to read it: a vendor never
@@ -16,16 +17,14 @@ pub mod aitronos;
 pub mod astronomer;
 pub mod configcat;
 pub mod datafold;
+pub mod ratelimit;
 
 use std::collections::BTreeMap;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
-use governor::{Quota, RateLimiter, middleware::NoOpMiddleware, state::InMemoryState, state::NotKeyed};
-use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -368,90 +367,7 @@ impl Vendor {
     }
 }
 
-/// How to treat one HTTP answer. Decided by [`classify`] alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// 2xx: read the page.
-    Ok,
-    /// The vendor's rate limit: wait this long (from `Retry-After` or a reset header), or
-    /// back off when it said nothing. The same page is asked again.
-    RateLimited(Option<Duration>),
-    /// A passing fault (5xx, 408): back off (or wait what `Retry-After` said) and ask again.
-    Retryable(Option<Duration>),
-    /// The request itself is wrong (bad credentials, no access, validation): an operator must act.
-    Fatal,
-}
-
-/// THE retry policy for vendor answers; a test pins its table. Transport errors (timeouts,
-/// refused connections, truncated bodies) never reach here: they are always retryable.
-pub fn classify(status: StatusCode, headers: &HeaderMap, now: DateTime<Utc>) -> Verdict {
-    let retry_after = retry_after(headers, now);
-    match status.as_u16() {
-        200..=299 => Verdict::Ok,
-        429 => Verdict::RateLimited(retry_after.or_else(|| reset_delay(headers, now))),
-        408 | 500..=599 => Verdict::Retryable(retry_after),
-        _ => Verdict::Fatal,
-    }
-}
-
-/// `Retry-After` as delta-seconds or an HTTP-date (RFC 9110 §10.2.3); a date in the past is 0.
-pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at: DateTime<Utc> = httpdate::parse_http_date(value).ok()?.into();
-    Some((at - now).to_std().unwrap_or(Duration::ZERO))
-}
-
-/// Remaining-budget / reset header pairs the vendors use (ConfigCat, Aitronos' two spellings).
-const LIMIT_HEADERS: &[(&str, &str)] = &[
-    ("x-ratelimit-remaining", "x-ratelimit-reset"),
-    ("x-rate-limit-remaining", "x-rate-limit-reset"),
-    ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
-];
-
-/// Time until the vendor's rate-limit period resets, from the first reset header present.
-fn reset_delay(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    LIMIT_HEADERS.iter().find_map(|(_, reset)| parse_reset(headers.get(*reset)?.to_str().ok()?, now))
-}
-
-/// When an answer says the budget is spent (remaining = 0), how long to pause *before* the
-/// next request so we never draw a 429 at all.
-pub fn budget_pause(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    LIMIT_HEADERS.iter().find_map(|(remaining, reset)| {
-        let left: i64 = headers.get(*remaining)?.to_str().ok()?.trim().parse().ok()?;
-        if left > 0 {
-            return None;
-        }
-        parse_reset(headers.get(*reset)?.to_str().ok()?, now)
-    })
-}
-
-/// A reset value in any form vendors use: delta-seconds, epoch seconds, an HTTP-date,
-/// RFC 3339, or a Go-style duration ("6m0s").
-pub fn parse_reset(value: &str, now: DateTime<Utc>) -> Option<Duration> {
-    let value = value.trim();
-    let until = |at: DateTime<Utc>| (at - now).to_std().unwrap_or(Duration::ZERO);
-    if let Ok(n) = value.parse::<f64>() {
-        if !n.is_finite() || n < 0.0 {
-            return None;
-        }
-        // Anything past 2001-09-09 as epoch seconds cannot be a sane delta.
-        return if n >= 1e9 {
-            Some(until(Utc.timestamp_opt(n as i64, 0).single()?))
-        } else {
-            Some(Duration::from_secs_f64(n))
-        };
-    }
-    if let Ok(at) = httpdate::parse_http_date(value) {
-        return Some(until(at.into()));
-    }
-    if let Ok(at) = DateTime::parse_from_rfc3339(value) {
-        return Some(until(at.with_timezone(&Utc)));
-    }
-    humantime::parse_duration(value).ok()
-}
+pub use ratelimit::{Verdict, budget_pause, classify, parse_reset, retry_after};
 
 /// Exponential back-off with full jitter: uniform in `[0, min(max, initial · 2^attempt)]`.
 pub fn full_jitter(backoff: &Backoff, attempt: u32, rng: &mut fastrand::Rng) -> Duration {
@@ -606,6 +522,21 @@ pub struct SourceStats {
     /// The checkpoint's `done_until` (ms since the epoch): everything before it is collected;
     /// 0 before the first sweep ends.
     pub checkpoint_ms: AtomicI64,
+    /// Records stored only thanks to the overlap: their event time lies before the checkpoint
+    /// the window started from (the vendor published them late).
+    pub late_records: AtomicU64,
+    /// The largest lateness seen (checkpoint minus event time of a late record), in ms.
+    pub max_lateness_ms: AtomicU64,
+    /// 401/403 answers to a credential that has worked, asked again after a back-off.
+    pub auth_retries: AtomicU64,
+    /// Times the vendor's clock (its answers' `Date`) was found more than a minute from ours.
+    pub clock_skew_warnings: AtomicU64,
+    /// Checkpoints cut back to the vendor's clock because the window ended in its future.
+    pub checkpoints_clamped: AtomicU64,
+    /// Rate-limit pauses found stored at start (a restart or reload inside one) and honoured.
+    pub pauses_restored: AtomicU64,
+    /// The vendor's clock minus ours, in ms, from its last answer with a `Date` (0 before).
+    pub vendor_clock_offset_ms: AtomicI64,
     /// Answers by HTTP status; 0 counts requests that got no answer (connection, timeout).
     statuses: Mutex<BTreeMap<u16, u64>>,
 }
@@ -628,6 +559,12 @@ pub struct SourceStatsSnapshot {
     pub oversized_taken: u64,
     pub repeated_pages: u64,
     pub redirects_refused: u64,
+    pub late_records: u64,
+    pub max_lateness_ms: u64,
+    pub auth_retries: u64,
+    pub clock_skew_warnings: u64,
+    pub checkpoints_clamped: u64,
+    pub pauses_restored: u64,
 }
 
 impl SourceStats {
@@ -661,6 +598,12 @@ impl SourceStats {
             oversized_taken: get(&self.oversized_taken),
             repeated_pages: get(&self.repeated_pages),
             redirects_refused: get(&self.redirects_refused),
+            late_records: get(&self.late_records),
+            max_lateness_ms: get(&self.max_lateness_ms),
+            auth_retries: get(&self.auth_retries),
+            clock_skew_warnings: get(&self.clock_skew_warnings),
+            checkpoints_clamped: get(&self.checkpoints_clamped),
+            pauses_restored: get(&self.pauses_restored),
         }
     }
 }
@@ -716,7 +659,7 @@ pub async fn probe(cfg: &SourceConfig, http: &reqwest::Client, clock: &Clock) ->
             Ok(format!("{url}: answered {status} (rate limited now; the credential was not refused)"))
         }
         Verdict::Retryable(_) => Err(format!("{url}: answered {status}: the vendor is unavailable; try again later")),
-        Verdict::Fatal => {
+        Verdict::Unauthorized | Verdict::Fatal => {
             let hint = match status.as_u16() {
                 401 | 403 => ": the credential is refused (check the key, its role and the organization_id)",
                 404 => ": no such organization or endpoint (check organization_id and base_url)",
@@ -781,18 +724,38 @@ pub enum SourceError {
     TooManyPages { name: String, url: String, from: String, to: String, pages: u32 },
 }
 
-type Limiter = RateLimiter<NotKeyed, InMemoryState, Clock, NoOpMiddleware<std::time::Instant>>;
+/// How far a checkpoint may lie beyond the vendor's clock (its last `Date`, whole seconds,
+/// plus the time since): the answer's latency and the header's rounding, nothing more.
+const CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(5);
 
-/// One configured organization of one vendor, with its own limiter, pause gate and checkpoint.
+/// The vendor's clock and ours may differ this much before a warning says so.
+const CLOCK_WARN: chrono::Duration = chrono::Duration::minutes(1);
+
+/// One configured organization of one vendor, with its checkpoint and its credential's gate
+/// (limiter and rate-limit pause, shared with every source on the same credential).
 pub struct Source {
     cfg: SourceConfig,
     vendor: Vendor,
     http: reqwest::Client,
     queue: Queue,
     clock: Clock,
-    limiter: Limiter,
-    /// No request leaves before this instant (fed by 429s, reset headers and back-offs).
+    /// The credential's limiter and rate-limit pause (429s, spent budgets), shared.
+    gate: Arc<ratelimit::Gate>,
+    /// This source's own back-off: no request leaves before this instant (errors, not limits).
     paused_until: tokio::time::Instant,
+    /// The vendor's clock: the `Date` of its last answer and when (monotonic) it arrived.
+    vendor_clock: Option<(DateTime<Utc>, tokio::time::Instant)>,
+    /// The vendor's clock was more than [`CLOCK_WARN`] from ours at the last answer (warned).
+    clock_skewed: bool,
+    /// The credential was accepted before: this process had a 2xx, or the source has a
+    /// checkpoint (written only after a 2xx). A 401/403 then may be transient.
+    worked_before: bool,
+    /// The checkpoint the current window started from: a record dated before it was published
+    /// late and is found only thanks to the overlap.
+    late_before: Option<DateTime<Utc>>,
+    /// Late records of the page being stored (count, largest lateness in ms), counted once
+    /// their page is committed.
+    pending_late: (u64, u64),
     rng: fastrand::Rng,
     stats: Arc<SourceStats>,
     state: tokio::sync::watch::Sender<SourceState>,
@@ -814,6 +777,8 @@ enum Attempt {
         /// No complete answer within `request_timeout` (counts toward splitting a whole window).
         timed_out: bool,
     },
+    /// 401/403: final unless the credential has worked ([`ratelimit::AUTH_RETRIES`]).
+    Unauthorized(SourceError),
     Fatal(SourceError),
 }
 
@@ -825,17 +790,28 @@ impl Source {
         clock: Clock,
         severity: SeverityPolicy,
     ) -> Source {
-        let rl = cfg.rate_limit;
-        // One request every `per / requests`, at most `burst` back to back: with the default
-        // burst of 1 a fixed-window vendor never sees more than its limit in any window.
-        let interval = rl.per / rl.requests.get();
-        let quota = Quota::with_period(interval.max(Duration::from_nanos(1)))
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-            .allow_burst(rl.burst);
+        let gate = Arc::new(ratelimit::Gate::new(&cfg, &clock));
+        Source::with_gate(cfg, http, queue, clock, severity, gate)
+    }
+
+    /// A source whose credential's gate is shared with other sources ([`ratelimit::Gates`]).
+    pub fn with_gate(
+        cfg: SourceConfig,
+        http: reqwest::Client,
+        queue: Queue,
+        clock: Clock,
+        severity: SeverityPolicy,
+        gate: Arc<ratelimit::Gate>,
+    ) -> Source {
         Source {
             vendor: Vendor::from_settings(&cfg.vendor),
-            limiter: RateLimiter::direct_with_clock(quota, clock.clone()),
+            gate,
             paused_until: clock.now(),
+            vendor_clock: None,
+            clock_skewed: false,
+            worked_before: false,
+            late_before: None,
+            pending_late: (0, 0),
             rng: fastrand::Rng::new(),
             stats: Arc::default(),
             state: tokio::sync::watch::Sender::new(SourceState::Starting),
@@ -884,6 +860,8 @@ impl Source {
             Err(e) => return SourceExit::Failed(e),
         };
         self.publish_checkpoint(&checkpoint);
+        self.worked_before = checkpoint != Checkpoint::default();
+        self.restore_pause().await;
         loop {
             if shutdown.is_cancelled() {
                 return SourceExit::Shutdown;
@@ -914,6 +892,7 @@ impl Source {
                     }
                 },
             };
+            self.late_before = checkpoint.done_until;
             let page = match self.fetch_page(&mut sweep, checkpoint.done_until, mode, &shutdown).await {
                 Some(Ok(page)) => page,
                 Some(Err(e)) => return SourceExit::Failed(e),
@@ -937,10 +916,14 @@ impl Source {
                         last_page: digest,
                     }),
                 },
-                // The window is done: the checkpoint moves to its end, never backwards (a split
-                // window always ends past `done_until`; `max` keeps that true whatever happens).
+                // The window is done: the checkpoint moves to its end (kept at the vendor's clock
+                // when ours ran ahead), never backwards (a split window always ends past
+                // `done_until`; `max` keeps that true whatever happens).
                 _ => Checkpoint {
-                    done_until: Some(checkpoint.done_until.map_or(sweep.window.to, |done| done.max(sweep.window.to))),
+                    done_until: Some({
+                        let end = self.bounded_by_vendor(&sweep.window, checkpoint.done_until);
+                        checkpoint.done_until.map_or(end, |done| done.max(end))
+                    }),
                     sweep: None,
                 },
             };
@@ -956,6 +939,130 @@ impl Source {
     fn publish_checkpoint(&self, cp: &Checkpoint) {
         if let Some(done) = cp.done_until {
             self.stats.checkpoint_ms.store(done.timestamp_millis(), Ordering::Relaxed);
+        }
+    }
+
+    /// The vendor's clock now: the `Date` of its last answer plus the (monotonic) time since,
+    /// so a step of our wall clock does not move it.
+    fn vendor_now(&self) -> Option<DateTime<Utc>> {
+        let (date, at) = self.vendor_clock?;
+        Some(date + chrono_dur(self.clock.now().saturating_duration_since(at)))
+    }
+
+    /// "Now" for cutting windows: ours, or the vendor's where that is earlier.
+    fn window_now(&self) -> DateTime<Utc> {
+        let local = self.clock.now_utc();
+        self.vendor_now().map_or(local, |vendor| vendor.min(local))
+    }
+
+    /// Reads the vendor's clock from an answer's `Date`; warns (once per change, counted) when
+    /// it is more than a minute from ours.
+    fn observe_vendor_clock(&mut self, headers: &HeaderMap) {
+        let Some(date) = ratelimit::answer_date(headers) else { return };
+        let local = self.clock.now_utc();
+        self.vendor_clock = Some((date, self.clock.now()));
+        let offset = date - local;
+        self.stats.vendor_clock_offset_ms.store(offset.num_milliseconds(), Ordering::Relaxed);
+        let skewed = offset.abs() > CLOCK_WARN;
+        if skewed && !self.clock_skewed {
+            bump(&self.stats.clock_skew_warnings, 1);
+            warn!(source = %self.cfg.name, vendor_date = %date, local = %local, offset_seconds = offset.num_seconds(),
+                "the vendor's clock (its answers' Date) and ours differ by more than a minute; \
+                 windows are cut by the earlier of the two and no checkpoint passes the vendor's");
+        } else if !skewed && self.clock_skewed {
+            info!(source = %self.cfg.name, offset_seconds = offset.num_seconds(), "the vendor's clock and ours agree again");
+        }
+        self.clock_skewed = skewed;
+    }
+
+    /// The `done_until` a completed window may store: its end, unless that lies beyond the
+    /// vendor's clock (our clock ran ahead when the window was cut), then the vendor's now —
+    /// never before the previous checkpoint or the window's start.
+    fn bounded_by_vendor(&self, window: &Window, previous: Option<DateTime<Utc>>) -> DateTime<Utc> {
+        let Some(vendor) = self.vendor_now() else { return window.to };
+        if window.to <= vendor + CLOCK_SKEW {
+            return window.to;
+        }
+        let bounded = whole_second(vendor).max(window.from).max(previous.unwrap_or(window.from)).min(window.to);
+        bump(&self.stats.checkpoints_clamped, 1);
+        warn!(source = %self.cfg.name, window_end = %window.to, vendor_now = %vendor, checkpoint = %bounded,
+            "the window ended in the vendor's future (our clock ran ahead): checkpoint kept at the vendor's clock");
+        bounded
+    }
+
+    /// A rate-limit pause stored by an earlier run (or a source stopped by a reload) that is
+    /// not over: honoured before the first request. Measured by the wall clock, and capped by
+    /// `max_retry_after` (a clock stepped back must not make an enormous pause).
+    async fn restore_pause(&self) {
+        let name = &self.cfg.name;
+        let until_ms = match self.queue.rate_pause(self.gate.key()).await {
+            Ok(Some(until_ms)) => until_ms,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(source = %name, error = %e, "cannot read the stored rate-limit pause; starting without it");
+                return;
+            }
+        };
+        let left_ms = until_ms.saturating_sub(self.clock.now_utc().timestamp_millis());
+        let Ok(left_ms) = u64::try_from(left_ms) else { return };
+        if left_ms == 0 {
+            return;
+        }
+        let (left, _) = ratelimit::cap(Duration::from_millis(left_ms), self.cfg.max_retry_after);
+        self.gate.pause_until(self.clock.now() + left);
+        bump(&self.stats.pauses_restored, 1);
+        info!(source = %name, credential = %self.gate.key(), pause = ?left,
+            "honouring a stored rate-limit pause: no request before it ends");
+    }
+
+    /// Pauses every source on this credential for `d` (a 429, a spent budget); a pause long
+    /// enough to outlive a restart is stored with the source's state.
+    async fn pause_credential(&mut self, d: Duration) {
+        let until = self.gate.pause_until(self.clock.now() + d);
+        let left = until.saturating_duration_since(self.clock.now());
+        if left < ratelimit::MIN_STORED_PAUSE {
+            return;
+        }
+        let until_ms = (self.clock.now_utc() + chrono_dur(left)).timestamp_millis();
+        if let Err(e) = self.queue.set_rate_pause(self.gate.key(), until_ms).await {
+            warn!(source = %self.cfg.name, error = %e,
+                "cannot store the rate-limit pause; a restart inside it would not honour it");
+        }
+    }
+
+    /// Counts, among these events, the records dated before the checkpoint the window started
+    /// from that the queue does not hold yet: found only thanks to the overlap. Added to
+    /// [`Source::pending_late`]; counted in the stats once their page is committed.
+    async fn count_late(&mut self, events: &[NewEvent]) {
+        let Some(before) = self.late_before else { return };
+        let before_ms = before.timestamp_millis();
+        let candidates: Vec<(i64, String)> = events
+            .iter()
+            .filter(|e| e.event_time_ms < before_ms)
+            .map(|e| (e.event_time_ms, e.dedupe_key.clone()))
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        match self.queue.unknown_keys(&self.cfg.name, candidates).await {
+            Ok(new) => {
+                for (time_ms, _) in new {
+                    let lateness = u64::try_from(before_ms - time_ms).unwrap_or(0);
+                    self.pending_late = (self.pending_late.0 + 1, self.pending_late.1.max(lateness));
+                }
+            }
+            // Only a metric is lost; the page itself is stored as always.
+            Err(e) => debug!(source = %self.cfg.name, error = %e, "cannot count late records"),
+        }
+    }
+
+    /// Publishes the late records of a committed page.
+    fn publish_late(&mut self) {
+        let (late, lateness) = std::mem::take(&mut self.pending_late);
+        if late > 0 {
+            bump(&self.stats.late_records, late);
+            self.stats.max_lateness_ms.fetch_max(lateness, Ordering::Relaxed);
+            debug!(source = %self.cfg.name, late, lateness_ms = lateness, "records found only thanks to the overlap");
         }
     }
 
@@ -994,7 +1101,9 @@ impl Source {
     /// The next window to sweep, or how long to wait before one is due (less than one poll
     /// interval of new data would be asked).
     fn next_window(&self, cp: &Checkpoint) -> Result<Window, Duration> {
-        let now = self.clock.now_utc();
+        // Cut by the earlier of the two clocks: a local clock stepped ahead must not ask for
+        // (and checkpoint) the vendor's future (invariant 8).
+        let now = self.window_now();
         let mut horizon = whole_second(now - chrono_dur(self.cfg.lag));
         let mut poll = chrono_dur(self.cfg.poll_interval);
         if let Some(until) = self.cfg.until {
@@ -1037,8 +1146,9 @@ impl Source {
         let mut failures = 0u32;
         // Timeouts in a row of this (whole) window: the second asks half of it.
         let mut timeouts = 0u32;
+        let mut auth_failures = 0u32;
         loop {
-            if self.paused_until > self.clock.now() {
+            if self.paused_until.max(self.gate.paused_until()) > self.clock.now() {
                 self.state.send_replace(SourceState::Paused);
             }
             tokio::select! {
@@ -1059,8 +1169,20 @@ impl Source {
                     timeouts = 0;
                     continue;
                 }
-                Attempt::Fatal(e) if mode == RunMode::CatchUp => return Some(Err(e)),
-                Attempt::Fatal(e) => {
+                // A vendor's auth layer may refuse a valid key for a moment (key rotation, a
+                // cache miss): a credential that has worked gets a few more tries.
+                Attempt::Unauthorized(e)
+                    if (self.worked_before || self.gate.has_worked()) && auth_failures < ratelimit::AUTH_RETRIES =>
+                {
+                    auth_failures += 1;
+                    bump(&self.stats.auth_retries, 1);
+                    let delay = full_jitter(&self.cfg.backoff, failures, &mut self.rng);
+                    warn!(error = %e, attempt = auth_failures, of = ratelimit::AUTH_RETRIES, retry_in = ?delay,
+                        "the vendor refused a credential that has worked; asking again before taking it as final");
+                    (delay, false)
+                }
+                Attempt::Unauthorized(e) | Attempt::Fatal(e) if mode == RunMode::CatchUp => return Some(Err(e)),
+                Attempt::Unauthorized(e) | Attempt::Fatal(e) => {
                     error!(error = %e, retry_in = ?self.cfg.backoff.max, "operator action needed; the data waits at the vendor");
                     (self.cfg.backoff.max, false)
                 }
@@ -1079,9 +1201,11 @@ impl Source {
             };
             bump(&self.stats.retries, 1);
             if rate_limited {
+                // The credential's gate already holds (and has stored) this pause.
                 bump(&self.stats.rate_limited, 1);
+            } else {
+                self.pause_for(delay);
             }
-            self.pause_for(delay);
             failures = failures.saturating_add(1);
         }
     }
@@ -1133,6 +1257,7 @@ impl Source {
         };
         let (status, headers) = (resp.status(), resp.headers().clone());
         self.stats.count_status(status.as_u16());
+        self.observe_vendor_clock(&headers);
         let now = self.clock.now_utc();
         let verdict = classify(status, &headers, now);
         // A 429 waits for the longer of its own wait and the spent budget's reset, capped (and
@@ -1140,7 +1265,10 @@ impl Source {
         let budget = budget_pause(&headers, now);
         if let Some(pause) = budget.filter(|_| !matches!(verdict, Verdict::RateLimited(_))) {
             debug!(source = %name, ?pause, "vendor says the rate budget is spent: pausing before the next request");
-            self.pause_for(self.capped(pause));
+            self.pause_credential(self.capped(pause)).await;
+        }
+        if verdict == Verdict::Ok {
+            self.gate.mark_worked();
         }
         match verdict {
             Verdict::Ok if self.vendor.streams() => self.stream(resp, &url, splittable, backoff).await,
@@ -1220,6 +1348,8 @@ impl Source {
             Verdict::RateLimited(wait) => {
                 let wait = wait.or(self.vendor.bare_429_wait()).unwrap_or(backoff);
                 let delay = self.capped(wait.max(budget.unwrap_or_default()));
+                // Stored before it is reported: a restart right after still honours it.
+                self.pause_credential(delay).await;
                 info!(source = %name, %url, ?delay, "rate limited (429): pausing, then asking the same page again");
                 Attempt::Retry { delay, rate_limited: true, timed_out: false }
             }
@@ -1228,14 +1358,10 @@ impl Source {
                 warn!(source = %name, %url, status = status.as_u16(), retry_in = ?delay, "vendor error; retrying the same page");
                 Attempt::Retry { delay, rate_limited: false, timed_out: false }
             }
-            Verdict::Fatal => {
+            Verdict::Unauthorized | Verdict::Fatal => {
                 let body = read_body(resp, ERROR_BODY_BYTES).await.unwrap_or_default();
-                Attempt::Fatal(SourceError::Rejected {
-                    name,
-                    url,
-                    status: status.as_u16(),
-                    detail: body_excerpt(&body),
-                })
+                let e = SourceError::Rejected { name, url, status: status.as_u16(), detail: body_excerpt(&body) };
+                if verdict == Verdict::Unauthorized { Attempt::Unauthorized(e) } else { Attempt::Fatal(e) }
             }
         }
     }
@@ -1247,6 +1373,7 @@ impl Source {
         use futures_util::TryStreamExt as _;
         let name = self.cfg.name.clone();
         let retry = |timed_out| Attempt::Retry { delay: backoff, rate_limited: false, timed_out };
+        self.pending_late = (0, 0);
         if let Err(e) = self.queue.discard_staged(&name).await {
             error!(source = %name, error = %e, "cannot clear the staging area");
             return retry(false);
@@ -1272,6 +1399,7 @@ impl Source {
         while let Some((records, mut rejected)) = rx.recv().await {
             let events = self.events(records, &mut rejected);
             dead_summary.add(&rejected);
+            self.count_late(&events).await;
             let dead = self.dead_letters(rejected);
             if let Err(e) = self.queue.stage(&name, events, dead).await {
                 staging_failed = Some(e);
@@ -1369,12 +1497,23 @@ impl Source {
         self.paused_until = self.paused_until.max(self.clock.now() + d);
     }
 
-    /// Waits out the pause gate, then the proactive rate limiter.
+    /// Waits out this source's back-off and its credential's pause, then the credential's
+    /// proactive limiter. The pause is read again after every wait: another source on the
+    /// same credential may have drawn a 429 meanwhile.
     async fn wait_turn(&self) {
-        self.clock.sleep_until(self.paused_until).await;
-        while let Err(not_until) = self.limiter.check() {
-            let now = governor::clock::Clock::now(&self.clock);
-            self.clock.sleep(not_until.wait_time_from(now)).await;
+        loop {
+            let until = self.paused_until.max(self.gate.paused_until());
+            if until > self.clock.now() {
+                self.clock.sleep_until(until).await;
+                continue;
+            }
+            match self.gate.limiter().check() {
+                Ok(()) => return,
+                Err(not_until) => {
+                    let now = governor::clock::Clock::now(&self.clock);
+                    self.clock.sleep(not_until.wait_time_from(now)).await;
+                }
+            }
         }
     }
 
@@ -1399,6 +1538,10 @@ impl Source {
         let mut dead_summary = DeadSummary::default();
         dead_summary.add(&rejected);
         dead_summary.log(&name, &redact::url(&self.cfg.base_url));
+        if !staged {
+            self.pending_late = (0, 0);
+            self.count_late(&events).await;
+        }
         let dead_letters = self.dead_letters(rejected);
         let prune = next
             .sweep
@@ -1428,6 +1571,7 @@ impl Source {
                     bump(&self.stats.duplicates, outcome.duplicates as u64);
                     bump(&self.stats.dead_lettered, outcome.dead_lettered as u64);
                     debug!(source = %name, stored = outcome.stored, duplicates = outcome.duplicates, "page committed");
+                    self.publish_late();
                     return Ok(());
                 }
                 Err(QueueError::Closed) => return Err(SourceExit::Shutdown),
@@ -1511,6 +1655,7 @@ fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::StatusCode;
     use reqwest::header::HeaderValue;
 
     fn at(s: &str) -> DateTime<Utc> {
@@ -1548,8 +1693,9 @@ mod tests {
             (504, &none, Verdict::Retryable(None)),
             (301, &none, Verdict::Fatal),
             (400, &none, Verdict::Fatal),
-            (401, &none, Verdict::Fatal),
-            (403, &none, Verdict::Fatal),
+            // Final only for a credential that never worked (the loop decides, AUTH_RETRIES).
+            (401, &none, Verdict::Unauthorized),
+            (403, &none, Verdict::Unauthorized),
             (404, &none, Verdict::Fatal),
             (422, &none, Verdict::Fatal),
         ];
@@ -1582,6 +1728,40 @@ mod tests {
         assert_eq!(budget_pause(&spent, now), Some(Duration::from_secs(20)));
         let left = headers(&[("x-rate-limit-remaining", "3"), ("x-rate-limit-reset", "20")]);
         assert_eq!(budget_pause(&left, now), None);
+    }
+
+    /// Regression (issue 15 point 5): an agent whose clock runs 10 minutes ahead measured an
+    /// HTTP-date `Retry-After` (and absolute resets) against its own clock, found them in the
+    /// past and came back at once. Against the answer's `Date` they are the vendor's 30 s.
+    #[test]
+    fn test_absolute_waits_are_measured_against_the_answers_date() {
+        let ahead = at("2026-03-18T08:10:00Z");
+        let date = ("date", "Wed, 18 Mar 2026 08:00:00 GMT");
+        let ra = headers(&[date, ("retry-after", "Wed, 18 Mar 2026 08:00:30 GMT")]);
+        assert_eq!(classify(StatusCode::TOO_MANY_REQUESTS, &ra, ahead), Verdict::RateLimited(Some(secs(30))));
+        let epoch = headers(&[date, ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1773820830")]);
+        assert_eq!(budget_pause(&epoch, ahead), Some(secs(30)));
+        assert_eq!(classify(StatusCode::TOO_MANY_REQUESTS, &epoch, ahead), Verdict::RateLimited(Some(secs(30))));
+        let rfc = headers(&[date, ("x-rate-limit-remaining", "0"), ("x-rate-limit-reset", "2026-03-18T08:00:30Z")]);
+        assert_eq!(budget_pause(&rfc, ahead), Some(secs(30)));
+        // Without a Date, our own clock is all there is.
+        let bare = headers(&[("retry-after", "Wed, 18 Mar 2026 08:00:30 GMT")]);
+        assert_eq!(retry_after(&bare, at("2026-03-18T08:00:00Z")), Some(secs(30)));
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    /// Regression (issue 15 point 5): Aitronos' `X-RateLimit-Retry-After` (§4.6) was ignored on
+    /// a 429 that carried no `Retry-After`.
+    #[test]
+    fn test_aitronos_x_ratelimit_retry_after_is_honoured() {
+        let now = at("2026-03-18T08:00:00Z");
+        let only = headers(&[("x-ratelimit-retry-after", "42")]);
+        assert_eq!(classify(StatusCode::TOO_MANY_REQUESTS, &only, now), Verdict::RateLimited(Some(secs(42))));
+        let both = headers(&[("retry-after", "10"), ("x-ratelimit-retry-after", "42")]);
+        assert_eq!(retry_after(&both, now), Some(secs(42)), "the longer of the two");
     }
 
     #[test]

@@ -1,0 +1,382 @@
+//! Rate-limit signals and the credential gate: the one place that reads *when* a vendor (or a
+//! receiver) lets us ask again.
+//!
+//! Owns: the retry policy for vendor answers ([`classify`], pinned by a test table), every form
+//! of `Retry-After` (delta-seconds, HTTP-date) and of the vendors' reset headers
+//! (`X-RateLimit-Reset`, `X-Rate-Limit-Reset`, `x-ratelimit-reset-requests`, Aitronos'
+//! `X-RateLimit-Retry-After`), absolute times measured against the answer's own `Date` (an agent
+//! whose clock runs ahead must not come back early), the cap on any of them ([`cap`]), and the
+//! [`Gate`] of a credential: its proactive limiter (governor) and its pause-until, shared by
+//! every source that uses the credential and kept by [`Gates`] across reloads.
+//!
+//! Leaves to others: storing a pause (the queue's `rate_pauses` table, written and read by the
+//! source loop), back-off after errors that are not rate limits (each source's own), and what a
+//! sink does with its wait (`sinks/`). Nothing here does I/O or reads the wall clock.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use governor::{Quota, RateLimiter, middleware::NoOpMiddleware, state::InMemoryState, state::NotKeyed};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+
+use crate::clock::Clock;
+use crate::config::{AitronosCredential, RateLimit, SourceConfig, VendorSettings};
+
+/// A rate-limit pause at least this long is stored in the queue database, so that a restart
+/// (systemd's `Restart=` comes back in seconds) or a reload inside it still honours it.
+pub const MIN_STORED_PAUSE: Duration = Duration::from_secs(5);
+
+/// The longest wait a sink's receiver can impose with `Retry-After` (a wrong or hostile header
+/// must not stall delivery for days); the same bound OTLP's `RetryInfo` has.
+pub const SINK_MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// How to treat one HTTP answer. Decided by [`classify`] alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// 2xx: read the page.
+    Ok,
+    /// The vendor's rate limit: wait this long (from `Retry-After` or a reset header), or
+    /// back off when it said nothing. The same page is asked again.
+    RateLimited(Option<Duration>),
+    /// A passing fault (5xx, 408): back off (or wait what `Retry-After` said) and ask again.
+    Retryable(Option<Duration>),
+    /// The credential was refused (401, 403). Final for a credential that never worked; one
+    /// that has worked may be in a vendor's key rotation or cache miss, and is asked again a
+    /// few times ([`AUTH_RETRIES`]) before the source treats it as refused.
+    Unauthorized,
+    /// The request itself is wrong (no such organization, validation): an operator must act.
+    Fatal,
+}
+
+/// How many times a refused (401/403) credential that has worked before is asked again, with
+/// back-off, before the refusal is taken as final.
+pub const AUTH_RETRIES: u32 = 3;
+
+/// THE retry policy for vendor answers; a test pins its table. Transport errors (timeouts,
+/// refused connections, truncated bodies) never reach here: they are always retryable. `now`
+/// is the local wall clock, used only when the answer carries no `Date`.
+pub fn classify(status: StatusCode, headers: &HeaderMap, now: DateTime<Utc>) -> Verdict {
+    let retry_after = retry_after(headers, now);
+    match status.as_u16() {
+        200..=299 => Verdict::Ok,
+        429 => Verdict::RateLimited(retry_after.or_else(|| reset_delay(headers, now))),
+        408 | 500..=599 => Verdict::Retryable(retry_after),
+        401 | 403 => Verdict::Unauthorized,
+        _ => Verdict::Fatal,
+    }
+}
+
+/// The answer's `Date` header (RFC 9110 §6.6.1), the vendor's own clock.
+pub fn answer_date(headers: &HeaderMap) -> Option<DateTime<Utc>> {
+    let value = headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    httpdate::parse_http_date(value.trim()).ok().map(DateTime::<Utc>::from)
+}
+
+/// The instant absolute times in an answer are measured from: its `Date` when it has one
+/// (the vendor's clock, consistent with its own reset times), else our `now`.
+fn reference(headers: &HeaderMap, now: DateTime<Utc>) -> DateTime<Utc> {
+    answer_date(headers).unwrap_or(now)
+}
+
+/// How long an answer asks us to wait: `Retry-After` (delta-seconds or an HTTP-date, RFC 9110
+/// §10.2.3) and Aitronos' `X-RateLimit-Retry-After` (§4.6); the longer when both are present.
+/// A date is measured against the answer's `Date`; one in the past is 0.
+pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let reference = reference(headers, now);
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let standard = header("retry-after").and_then(|v| retry_after_value(v, reference));
+    let vendor = header("x-ratelimit-retry-after").and_then(|v| parse_reset(v, reference));
+    standard.max(vendor)
+}
+
+/// One `Retry-After` value: delta-seconds or an HTTP-date measured from `reference` (the
+/// answer's `Date`, or the reader's clock when it has none). Also the sinks' reader.
+pub fn retry_after_value(value: &str, reference: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at: DateTime<Utc> = httpdate::parse_http_date(value).ok()?.into();
+    Some((at - reference).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// A sink receiver's `Retry-After` (HEC, OTLP/HTTP): measured against the answer's `Date` when
+/// it has one, and capped at [`SINK_MAX_RETRY_AFTER`] like every vendor's wait.
+pub fn sink_retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let wait = retry_after_value(value, reference(headers, now))?;
+    Some(cap(wait, SINK_MAX_RETRY_AFTER).0)
+}
+
+/// A wait cut to `max`; `true` when it had to be cut (the caller counts and reports that).
+pub fn cap(wait: Duration, max: Duration) -> (Duration, bool) {
+    if wait > max { (max, true) } else { (wait, false) }
+}
+
+/// Remaining-budget / reset header pairs the vendors use (ConfigCat, Aitronos' two spellings).
+const LIMIT_HEADERS: &[(&str, &str)] = &[
+    ("x-ratelimit-remaining", "x-ratelimit-reset"),
+    ("x-rate-limit-remaining", "x-rate-limit-reset"),
+    ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
+];
+
+/// Time until the vendor's rate-limit period resets, from the first reset header present.
+fn reset_delay(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let reference = reference(headers, now);
+    LIMIT_HEADERS.iter().find_map(|(_, reset)| parse_reset(headers.get(*reset)?.to_str().ok()?, reference))
+}
+
+/// When an answer says the budget is spent (remaining = 0), how long to pause *before* the
+/// next request so we never draw a 429 at all.
+pub fn budget_pause(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let reference = reference(headers, now);
+    LIMIT_HEADERS.iter().find_map(|(remaining, reset)| {
+        let left: i64 = headers.get(*remaining)?.to_str().ok()?.trim().parse().ok()?;
+        if left > 0 {
+            return None;
+        }
+        parse_reset(headers.get(*reset)?.to_str().ok()?, reference)
+    })
+}
+
+/// A reset value in any form vendors use: delta-seconds, epoch seconds, an HTTP-date,
+/// RFC 3339, or a Go-style duration ("6m0s"). Absolute forms are measured from `reference`.
+pub fn parse_reset(value: &str, reference: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    let until = |at: DateTime<Utc>| (at - reference).to_std().unwrap_or(Duration::ZERO);
+    if let Ok(n) = value.parse::<f64>() {
+        if !n.is_finite() || n < 0.0 {
+            return None;
+        }
+        // Anything past 2001-09-09 as epoch seconds cannot be a sane delta.
+        return if n >= 1e9 {
+            Some(until(Utc.timestamp_opt(n as i64, 0).single()?))
+        } else {
+            Some(Duration::from_secs_f64(n))
+        };
+    }
+    if let Ok(at) = httpdate::parse_http_date(value) {
+        return Some(until(at.into()));
+    }
+    if let Ok(at) = DateTime::parse_from_rfc3339(value) {
+        return Some(until(at.with_timezone(&Utc)));
+    }
+    humantime::parse_duration(value).ok()
+}
+
+/// Who a vendor counts requests against: vendor, base URL and a SHA-256 of the credential
+/// material, as `<vendor>:<hex>`. Never the secret itself: the key is stored in the database
+/// (`rate_pauses`) and may be logged.
+pub fn credential_key(cfg: &SourceConfig) -> String {
+    let secrets: Vec<&str> = match &cfg.vendor {
+        VendorSettings::Aitronos(a) => match &a.credential {
+            AitronosCredential::ApiKey(k) => vec!["api_key", k.expose_secret()],
+            AitronosCredential::Bearer(t) => vec!["bearer", t.expose_secret()],
+        },
+        VendorSettings::Astronomer(a) => vec![a.token.expose_secret()],
+        VendorSettings::ConfigCat(c) => vec![c.username.expose_secret(), c.password.expose_secret()],
+        VendorSettings::Datafold(d) => vec![d.api_key.expose_secret()],
+    };
+    let vendor = cfg.vendor.vendor_name();
+    let mut hash = Sha256::new();
+    for part in [vendor, cfg.base_url.as_str()].into_iter().chain(secrets) {
+        hash.update(part.as_bytes());
+        hash.update([0u8]);
+    }
+    let digest = hash.finalize();
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("{vendor}:{hex}")
+}
+
+pub type Limiter = RateLimiter<NotKeyed, InMemoryState, Clock, NoOpMiddleware<std::time::Instant>>;
+
+/// The quota a source's `rate_limit` means: one request every `per / requests`, at most `burst`
+/// back to back; with the default burst of 1 a fixed-window vendor never sees more than its
+/// limit in any window.
+fn quota(rl: RateLimit) -> Quota {
+    let interval = rl.per / rl.requests.get();
+    Quota::with_period(interval.max(Duration::from_nanos(1)))
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(rl.burst)
+}
+
+/// One credential's rate state, shared by every source using it: the proactive limiter and
+/// the pause a 429 or a spent budget set. A std `Mutex` because no lock is held across an
+/// `.await` (each critical section copies or replaces one value).
+pub struct Gate {
+    key: String,
+    limiter: Mutex<(Quota, Arc<Limiter>)>,
+    paused_until: Mutex<tokio::time::Instant>,
+    /// The vendor has answered 2xx to this credential in this process.
+    worked: AtomicBool,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate").field("key", &self.key).field("paused_until", &self.paused_until()).finish()
+    }
+}
+
+impl Gate {
+    /// A gate of its own for `cfg` (not shared with any other source).
+    pub fn new(cfg: &SourceConfig, clock: &Clock) -> Gate {
+        let quota = quota(cfg.rate_limit);
+        Gate {
+            key: credential_key(cfg),
+            limiter: Mutex::new((quota, Arc::new(RateLimiter::direct_with_clock(quota, clock.clone())))),
+            paused_until: Mutex::new(clock.now()),
+            worked: AtomicBool::new(false),
+        }
+    }
+
+    /// The credential key (see [`credential_key`]), safe to store and log.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// No request on this credential leaves before this instant.
+    pub fn paused_until(&self) -> tokio::time::Instant {
+        *self.paused_until.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Extends the pause to at least `until` (a pause never shortens: the longest word wins).
+    pub fn pause_until(&self, until: tokio::time::Instant) -> tokio::time::Instant {
+        let mut paused = self.paused_until.lock().unwrap_or_else(PoisonError::into_inner);
+        *paused = (*paused).max(until);
+        *paused
+    }
+
+    pub fn limiter(&self) -> Arc<Limiter> {
+        Arc::clone(&self.limiter.lock().unwrap_or_else(PoisonError::into_inner).1)
+    }
+
+    /// A reload may change `rate_limit`: the newest configuration's quota applies (sources that
+    /// share a credential should configure the same one). The pause is kept.
+    fn set_quota(&self, rl: RateLimit, clock: &Clock) {
+        let quota = quota(rl);
+        let mut limiter = self.limiter.lock().unwrap_or_else(PoisonError::into_inner);
+        if limiter.0 != quota {
+            *limiter = (quota, Arc::new(RateLimiter::direct_with_clock(quota, clock.clone())));
+        }
+    }
+
+    pub fn mark_worked(&self) {
+        self.worked.store(true, Ordering::Relaxed);
+    }
+
+    pub fn has_worked(&self) -> bool {
+        self.worked.load(Ordering::Relaxed)
+    }
+}
+
+/// Every credential's [`Gate`], created once by the daemon and kept across reloads, so that a
+/// reload neither resets a pause nor gives a restarted source a fresh budget.
+#[derive(Debug, Default)]
+pub struct Gates {
+    gates: Mutex<HashMap<String, Arc<Gate>>>,
+}
+
+impl Gates {
+    /// The gate of `cfg`'s credential, made on first use.
+    pub fn gate(&self, cfg: &SourceConfig, clock: &Clock) -> Arc<Gate> {
+        let key = credential_key(cfg);
+        let mut gates = self.gates.lock().unwrap_or_else(PoisonError::into_inner);
+        match gates.get(&key) {
+            Some(gate) => {
+                gate.set_quota(cfg.rate_limit, clock);
+                Arc::clone(gate)
+            }
+            None => {
+                let gate = Arc::new(Gate::new(cfg, clock));
+                gates.insert(key, Arc::clone(&gate));
+                gate
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    /// A sink's `Retry-After` is read against the answer's `Date` and capped like a vendor's.
+    #[test]
+    fn test_sink_retry_after_uses_date_and_the_cap() {
+        let ahead = at("2026-03-18T08:10:00Z");
+        let hec =
+            headers(&[("date", "Wed, 18 Mar 2026 08:00:00 GMT"), ("retry-after", "Wed, 18 Mar 2026 08:00:30 GMT")]);
+        assert_eq!(sink_retry_after(&hec, ahead), Some(secs(30)));
+        assert_eq!(sink_retry_after(&headers(&[("retry-after", "86400")]), ahead), Some(SINK_MAX_RETRY_AFTER));
+        assert_eq!(sink_retry_after(&headers(&[("retry-after", "soon")]), ahead), None);
+    }
+
+    fn source(name: &str, key: &str, base: &str, per: &str) -> SourceConfig {
+        let text = format!(
+            "state_dir = \"/tmp/x\"\n[[sources]]\nname = {name:?}\nvendor = \"aitronos\"\norganization_id = \"ORG\"\n\
+             api_key = {key:?}\nbase_url = {base:?}\nrate_limit = {{ requests = 1, per = {per:?} }}\n\
+             [[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"/tmp/x/out\"\n"
+        );
+        let path = std::path::Path::new("/etc/auditrelay/auditrelay.toml");
+        crate::config::Config::parse_with_env(&text, path, &|_: &str| None).unwrap().sources.remove(0)
+    }
+
+    /// One gate per credential (vendor, base URL, secret): shared by the sources on it, kept
+    /// with its pause when a reload brings a new quota; the key never holds the secret.
+    #[tokio::test(start_paused = true)]
+    async fn test_gates_are_per_credential_and_keep_their_pause() {
+        let clock = Clock::starting_at(at("2026-03-18T08:00:00Z"));
+        let gates = Gates::default();
+        let a = gates.gate(&source("a", "ak_secret_one", "https://api.aitronos.com", "1s"), &clock);
+        let b = gates.gate(&source("b", "ak_secret_one", "https://api.aitronos.com", "1s"), &clock);
+        let other_key = gates.gate(&source("c", "ak_secret_two", "https://api.aitronos.com", "1s"), &clock);
+        let other_url = gates.gate(&source("d", "ak_secret_one", "https://eu.aitronos.com", "1s"), &clock);
+        assert!(Arc::ptr_eq(&a, &b), "two sources on one credential share its gate");
+        assert!(!Arc::ptr_eq(&a, &other_key) && !Arc::ptr_eq(&a, &other_url));
+        assert!(a.key().starts_with("aitronos:") && !a.key().contains("secret"), "{}", a.key());
+
+        // One's 429 pauses the other; the shared limiter lets one request through per second.
+        let until = clock.now() + secs(120);
+        a.pause_until(until);
+        assert_eq!(b.paused_until(), until);
+        assert!(a.limiter().check().is_ok());
+        assert!(b.limiter().check().is_err(), "the second request in the same second waits");
+
+        // A reload with another rate_limit: a new quota, the same pause.
+        let reloaded = gates.gate(&source("a", "ak_secret_one", "https://api.aitronos.com", "2s"), &clock);
+        assert!(Arc::ptr_eq(&a, &reloaded));
+        assert_eq!(reloaded.paused_until(), until);
+        assert!(!a.has_worked());
+        b.mark_worked();
+        assert!(a.has_worked(), "a 2xx on the credential counts for every source on it");
+    }
+
+    #[test]
+    fn test_cap() {
+        assert_eq!(cap(secs(10), secs(60)), (secs(10), false));
+        assert_eq!(cap(secs(3600), secs(60)), (secs(60), true));
+    }
+}
