@@ -239,7 +239,7 @@ async fn store_source(queue: Queue, source: String, events: usize, page: usize, 
         done += n;
         pages += 1;
         let sweep = Sweep { window, page: PageCursor::Offset { skip: done as u64 }, pages, last_page: None };
-        let checkpoint = Checkpoint { done_until: Some(from), sweep: Some(sweep) };
+        let checkpoint = Checkpoint { done_until: Some(from), sweep: Some(sweep), ..Checkpoint::default() };
         let write = PageWrite {
             source: source.clone(),
             events: batch,

@@ -357,8 +357,10 @@ mod tests {
     fn test_range_names_round_trip_and_only_finished_runs_are_complete() {
         let name = range_source_name("a", t(0), t(10));
         assert_eq!(name, "a.backfill.20260318T120000Z-20260318T220000Z");
-        let done = serde_json::to_string(&Checkpoint { done_until: Some(t(10)), sweep: None }).expect("json");
-        let half = serde_json::to_string(&Checkpoint { done_until: Some(t(4)), sweep: None }).expect("json");
+        let done =
+            serde_json::to_string(&Checkpoint { done_until: Some(t(10)), ..Checkpoint::default() }).expect("json");
+        let half =
+            serde_json::to_string(&Checkpoint { done_until: Some(t(4)), ..Checkpoint::default() }).expect("json");
         let other = range_source_name("ab", t(0), t(10));
         let runs = range_runs(
             "a",

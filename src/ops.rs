@@ -311,7 +311,7 @@ async fn set_checkpoint(config: &Config, source: &str, done_until: DateTime<Utc>
         let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
         bail!("no source named {source:?} in the configuration (sources: {})", names.join(", "));
     }
-    let new = crate::sources::Checkpoint { done_until: Some(done_until), sweep: None };
+    let new = crate::sources::Checkpoint { done_until: Some(done_until), ..Default::default() };
     let text = serde_json::to_string(&new)?;
     let current = QueueView::open(&config.state_dir)?
         .overview()?

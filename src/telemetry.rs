@@ -282,9 +282,9 @@ fn expose(sources: &[SourceProbe], sinks: &[SinkProbe], queue: &QueueView, now_m
     // Issue 15 (points 1, 8, 10): what a source did at the edges of a vendor's contract.
     let edge_counters: [SourceCounter; 4] = [
         (
-            "auditrelay_source_overlap_skipped_total",
-            "Windows asked without their overlap because the whole answer was too large (late records in it not re-asked).",
-            |s| s.overlap_skipped,
+            "auditrelay_source_overlap_pieces_total",
+            "Pieces of an overlap asked again on their own because the whole answer was too large (the overlap is still asked whole, for late records).",
+            |s| s.overlap_pieces,
         ),
         (
             "auditrelay_source_oversized_taken_total",
@@ -1053,10 +1053,10 @@ auditrelay_source_window_splits_total{source="beta.prod",vendor="configcat"} 0
 # TYPE auditrelay_source_retry_after_capped_total counter
 auditrelay_source_retry_after_capped_total{source="acme",vendor="aitronos"} 8
 auditrelay_source_retry_after_capped_total{source="beta.prod",vendor="configcat"} 0
-# HELP auditrelay_source_overlap_skipped_total Windows asked without their overlap because the whole answer was too large (late records in it not re-asked).
-# TYPE auditrelay_source_overlap_skipped_total counter
-auditrelay_source_overlap_skipped_total{source="acme",vendor="aitronos"} 0
-auditrelay_source_overlap_skipped_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_overlap_pieces_total Pieces of an overlap asked again on their own because the whole answer was too large (the overlap is still asked whole, for late records).
+# TYPE auditrelay_source_overlap_pieces_total counter
+auditrelay_source_overlap_pieces_total{source="acme",vendor="aitronos"} 0
+auditrelay_source_overlap_pieces_total{source="beta.prod",vendor="configcat"} 0
 # HELP auditrelay_source_oversized_taken_total Answers over the vendor's caps taken whole because their window could not be split further.
 # TYPE auditrelay_source_oversized_taken_total counter
 auditrelay_source_oversized_taken_total{source="acme",vendor="aitronos"} 0

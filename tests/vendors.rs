@@ -421,18 +421,20 @@ async fn test_unmappable_record_is_dead_lettered_with_its_reason() {
 }
 
 /// Issue 15 point 1: a dense burst — 1,200 Datafold records within 4 minutes, `max_records =
-/// 1000` — is collected whole. Every window split ends past the checkpoint, so the checkpoint
-/// only moves forward and `run --once` catches up in a bounded number of requests (the old code
-/// asked the same window for ever: 410 requests, nothing stored, when this test cut it). The
-/// run is cut after 400 requests, so a stall fails the test instead of hanging it. Then the
-/// same 1,200 records all in one instant: no window can hold fewer, so the one-second window is
-/// taken whole (an error and a counter) rather than asked for ever.
+/// 1000` — is collected whole. Every split makes progress (a piece of the overlap moves
+/// `rechecked_until`, anything else the checkpoint), so the checkpoint only moves forward and
+/// `run --once` catches up in a bounded number of requests (the old code asked the same window
+/// for ever: 410 requests, nothing stored, when this test cut it). The run is cut after 400
+/// requests, so a stall fails the test instead of hanging it. Then the same 1,200 records all
+/// in one instant: no window can hold fewer, so the one-second window is taken whole (an error
+/// and a counter) rather than asked for ever — each time an overlap holding that instant is
+/// asked again (the overlap is always asked again whole, for records indexed late into it).
 #[tokio::test(start_paused = true)]
 async fn test_dense_burst_in_one_overlap_is_split_past_the_checkpoint_and_collected() {
     let within_4_minutes = dense_burst(Duration::from_secs(14 * 60)).await;
     assert_eq!(within_4_minutes.oversized_taken, 0, "{within_4_minutes:?}");
     let one_instant = dense_burst(Duration::from_secs(10 * 60)).await;
-    assert_eq!(one_instant.oversized_taken, 1, "{one_instant:?}");
+    assert!(one_instant.oversized_taken >= 1, "{one_instant:?}");
 }
 
 /// 1,200 Datafold records between `span` and 10 minutes ago, collected with `max_records =

@@ -78,19 +78,12 @@ const MIN_SPLIT_SPAN: chrono::Duration = chrono::Duration::seconds(1);
 /// asked instead: an answer too slow to finish is, like one too large, too much at once.
 const TIMEOUTS_BEFORE_SPLIT: u32 = 2;
 
-/// The smaller window asked when `w`'s whole answer was too much, or `None` when it cannot be
-/// split. Invariant 1: the result always ends strictly after `done` (the checkpoint), so storing
-/// it moves the checkpoint forward. A window reaching back into the overlap (`from < done`)
-/// first loses the overlap: that part holds records already stored (only late ones would be
-/// new), and halving a window whose overlap alone is too large would never get past `done`.
-/// Then the window is halved, down to [`MIN_SPLIT_SPAN`].
-fn split_window(w: Window, done: Option<DateTime<Utc>>) -> Option<Window> {
-    if let Some(done) = done
-        && w.from < done
-        && done < w.to
-    {
-        return Some(Window { from: done, to: w.to });
-    }
+/// The smaller window asked when `w`'s whole answer was too much: its first half, down to
+/// [`MIN_SPLIT_SPAN`]; `None` when it cannot be split. A half that ends at or before the
+/// checkpoint is a piece of the overlap: storing it leaves `done_until` and moves
+/// `Checkpoint::rechecked_until` instead ([`completed`]), so every split makes progress and the
+/// overlap is still asked again whole, in pieces (records indexed late into it are not lost).
+fn split_window(w: Window) -> Option<Window> {
     if w.to - w.from < MIN_SPLIT_SPAN * 2 {
         return None;
     }
@@ -163,6 +156,42 @@ pub struct Checkpoint {
     pub done_until: Option<DateTime<Utc>>,
     /// A sweep in progress: its frozen window and the next page to ask.
     pub sweep: Option<Sweep>,
+    /// The overlap below `done_until` is being asked again in pieces (its whole answer was too
+    /// large) and has been up to here: the next window starts here instead of at
+    /// `done_until − overlap`. Absent otherwise (and in checkpoints written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rechecked_until: Option<DateTime<Utc>>,
+}
+
+/// Where the window after checkpoint `cp` starts, for a source with a checkpoint time:
+/// `done_until − overlap`, or where a re-ask of that overlap in pieces has got to. The second
+/// value says whether such a re-ask is in progress (it goes on at once, without waiting for the
+/// next poll).
+fn window_start(
+    done: DateTime<Utc>,
+    rechecked: Option<DateTime<Utc>>,
+    overlap: chrono::Duration,
+) -> (DateTime<Utc>, bool) {
+    let from = done - overlap;
+    // Re-asked up to `done` itself: the overlap is done, the window goes on from `done`.
+    match rechecked.filter(|r| *r <= done) {
+        Some(r) => (r.max(from), true),
+        None => (from, false),
+    }
+}
+
+/// The checkpoint after `window` was stored whole, `end` being its end as the vendor's clock
+/// allows ([`Source::bounded_by_vendor`]). Past `done` the checkpoint moves to `end`, never
+/// backwards; a piece of the overlap (ending at or before `done`) leaves `done` and records how
+/// far the overlap has been asked again.
+fn completed(done: Option<DateTime<Utc>>, window: &Window, end: DateTime<Utc>) -> Checkpoint {
+    match done {
+        Some(done) if window.to <= done => {
+            Checkpoint { done_until: Some(done), sweep: None, rechecked_until: Some(window.to) }
+        }
+        Some(done) => Checkpoint { done_until: Some(done.max(end)), sweep: None, rechecked_until: None },
+        None => Checkpoint { done_until: Some(end), sweep: None, rechecked_until: None },
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -506,9 +535,9 @@ pub struct SourceStats {
     /// Waits a vendor asked for (`Retry-After`, a reset header) longer than `max_retry_after`,
     /// cut to it.
     pub retry_after_capped: AtomicU64,
-    /// Windows whose overlap (records already stored) was left out because the whole window's
-    /// answer was too large: records indexed late into that overlap are not asked again.
-    pub overlap_skipped: AtomicU64,
+    /// Pieces of an overlap asked again on their own because the whole window's answer was too
+    /// large (`Checkpoint::rechecked_until`): the overlap is still asked whole, for late records.
+    pub overlap_pieces: AtomicU64,
     /// Whole-window answers over the vendor's caps taken as they were, because their window was
     /// already the smallest (`MIN_SPLIT_SPAN`) and they had been read whole.
     pub oversized_taken: AtomicU64,
@@ -555,7 +584,7 @@ pub struct SourceStatsSnapshot {
     pub window_splits: u64,
     pub bad_answers: u64,
     pub retry_after_capped: u64,
-    pub overlap_skipped: u64,
+    pub overlap_pieces: u64,
     pub oversized_taken: u64,
     pub repeated_pages: u64,
     pub redirects_refused: u64,
@@ -594,7 +623,7 @@ impl SourceStats {
             window_splits: get(&self.window_splits),
             bad_answers: get(&self.bad_answers),
             retry_after_capped: get(&self.retry_after_capped),
-            overlap_skipped: get(&self.overlap_skipped),
+            overlap_pieces: get(&self.overlap_pieces),
             oversized_taken: get(&self.oversized_taken),
             repeated_pages: get(&self.repeated_pages),
             redirects_refused: get(&self.redirects_refused),
@@ -909,6 +938,7 @@ impl Source {
             let next = match &page.next {
                 Some(cursor) if !repeated => Checkpoint {
                     done_until: checkpoint.done_until,
+                    rechecked_until: checkpoint.rechecked_until,
                     sweep: Some(Sweep {
                         window: sweep.window,
                         page: cursor.clone(),
@@ -917,15 +947,13 @@ impl Source {
                     }),
                 },
                 // The window is done: the checkpoint moves to its end (kept at the vendor's clock
-                // when ours ran ahead), never backwards (a split window always ends past
-                // `done_until`; `max` keeps that true whatever happens).
-                _ => Checkpoint {
-                    done_until: Some({
-                        let end = self.bounded_by_vendor(&sweep.window, checkpoint.done_until);
-                        checkpoint.done_until.map_or(end, |done| done.max(end))
-                    }),
-                    sweep: None,
-                },
+                // when ours ran ahead), never backwards; a piece of the overlap moves only how far
+                // the overlap was asked again.
+                _ => completed(
+                    checkpoint.done_until,
+                    &sweep.window,
+                    self.bounded_by_vendor(&sweep.window, checkpoint.done_until),
+                ),
             };
             if let Err(e) = self.store(page, &sweep, &next, &shutdown).await {
                 return e;
@@ -1116,11 +1144,12 @@ impl Source {
         }
         let from = match cp.done_until {
             Some(done) => {
+                let (from, rechecking) = window_start(done, cp.rechecked_until, chrono_dur(self.cfg.overlap));
                 let due = done + poll;
-                if horizon <= done || horizon < due {
+                if !rechecking && (horizon <= done || horizon < due) {
                     return Err((due - horizon).to_std().unwrap_or(self.cfg.poll_interval).max(Duration::from_secs(1)));
                 }
-                done - chrono_dur(self.cfg.overlap)
+                from
             }
             None => {
                 let from = whole_second(self.cfg.start.resolve(now));
@@ -1131,6 +1160,9 @@ impl Source {
             }
         };
         let to = horizon.min(window_end(from, cp.done_until, chrono_dur(self.span), chrono_dur(self.cfg.max_span)));
+        if to <= from {
+            return Err(self.cfg.poll_interval);
+        }
         Ok(Window { from, to })
     }
 
@@ -1245,7 +1277,7 @@ impl Source {
         let backoff = full_jitter(&self.cfg.backoff, failures, &mut self.rng);
         let limits = self.vendor.answer_limits();
         let w = sweep.window;
-        let splittable = sweep.page == PageCursor::Whole && split_window(w, done).is_some();
+        let splittable = sweep.page == PageCursor::Whole && split_window(w).is_some();
         let resp = match self.http.execute(request).await {
             Ok(resp) => resp,
             Err(e) => {
@@ -1465,17 +1497,19 @@ impl Source {
     /// new data for the windows that follow; false when the window cannot be split.
     fn split(&mut self, sweep: &mut Sweep, done: Option<DateTime<Utc>>, why: &'static str) -> bool {
         let w = sweep.window;
-        let Some(part) = split_window(w, done) else { return false };
+        let Some(part) = split_window(w) else { return false };
         sweep.window = part;
+        // The span of new data windows get from now on (a piece of the overlap has none).
         let fresh = part.to - done.map_or(part.from, |d| d.max(part.from));
-        self.span = fresh.to_std().unwrap_or(self.span).min(self.cfg.max_span);
+        if fresh > chrono::Duration::zero() {
+            self.span = fresh.to_std().unwrap_or(self.span).min(self.cfg.max_span);
+        }
         bump(&self.stats.window_splits, 1);
         let name = &self.cfg.name;
-        if part.from > w.from {
-            bump(&self.stats.overlap_skipped, 1);
-            warn!(source = %name, why, from = %part.from, to = %part.to, skipped_from = %w.from,
-                "answer too large: asking the window without its overlap (records already stored); records indexed \
-                 late into the overlap are not asked again");
+        if done.is_some_and(|d| part.to <= d) {
+            bump(&self.stats.overlap_pieces, 1);
+            info!(source = %name, why, from = %part.from, to = %part.to,
+                "answer too large: asking the overlap again in pieces (for records indexed late into it)");
         } else {
             info!(source = %name, why, from = %w.from, to = %part.to, "answer too large: asking half the window");
         }
@@ -1796,35 +1830,74 @@ mod tests {
     /// and the span shrunk by earlier splits, a window ends strictly after `done_until`, a split
     /// is a strictly smaller part of its window, and a split window reaches past the checkpoint.
     #[test]
-    fn test_splits_and_next_windows_always_end_past_the_checkpoint() {
+    fn test_splits_always_progress_and_the_overlap_is_still_asked_whole() {
+        // The loop's window rules as pure functions, against a vendor whose answers are too
+        // large while a window holds more than `cap` of a dense burst of records. Every stored
+        // window must move the checkpoint or the re-ask cursor forward, and after the first
+        // window the stored windows must cover the overlap and everything past it: the old rule
+        // (drop the overlap when splitting) never asked the overlap again, so records indexed
+        // late into it were lost (DST seed 72).
         let t0 = at("2026-03-18T08:00:00Z");
         let s = chrono::Duration::seconds;
-        for overlap in [0, 1, 60, 300] {
-            for span in [1, 2, 7, 59, 60, 299, 300, 3600] {
-                let done = t0;
-                let from = done - s(overlap);
-                let to = window_end(from, Some(done), s(span), s(3600).max(s(overlap + 1)));
-                assert!(to > done, "overlap {overlap}, span {span}: window ends at {to}, not past {done}");
-                assert!(to - from <= s(3600).max(s(overlap + 1)), "longer than max_span");
-                let mut w = Window { from, to };
-                let mut splits = 0;
-                while let Some(part) = split_window(w, Some(done)) {
-                    assert!(
-                        part.to > done,
-                        "overlap {overlap}, span {span}: split {part:?} of {w:?} ends at or before {done}"
-                    );
-                    assert!(part.from >= w.from && part.to <= w.to && part != w, "{part:?} is not a part of {w:?}");
-                    w = part;
-                    splits += 1;
+        for (overlap, span, burst_at, burst_len) in
+            [(300, 3600, -200, 60), (300, 3600, -10, 20), (60, 60, -30, 120), (600, 7200, 100, 30)]
+        {
+            let records: Vec<DateTime<Utc>> = (0..1200).map(|i| t0 + s(burst_at) + s(burst_len) * i / 1200).collect();
+            let cap = 1000;
+            let fits = |w: &Window| records.iter().filter(|t| **t >= w.from && **t < w.to).count() <= cap;
+            let horizon = t0 + s(4 * 3600);
+            let mut cp = Checkpoint { done_until: Some(t0), ..Checkpoint::default() };
+            let mut span_now = s(span);
+            let mut covered: Vec<Window> = Vec::new();
+            for step in 0.. {
+                assert!(step < 400, "overlap {overlap}: no end after 400 windows: {cp:?}");
+                let done = cp.done_until.unwrap();
+                if done >= horizon {
+                    break;
                 }
-                assert!(w.to - w.from <= s(1) && w.from == done, "stopped splitting at {w:?}");
-                assert!(splits <= 14, "{splits} splits");
+                let (from, _) = window_start(done, cp.rechecked_until, s(overlap));
+                let mut w = Window {
+                    from,
+                    to: horizon.min(window_end(from, Some(done), span_now, s(3600).max(s(overlap + 1)))),
+                };
+                assert!(w.to > w.from, "empty window {w:?}");
+                while !fits(&w) {
+                    match split_window(w) {
+                        Some(part) => {
+                            assert!(part.from == w.from && part.to < w.to, "{part:?} is not the first half of {w:?}");
+                            if part.to > done {
+                                span_now = part.to - done;
+                            }
+                            w = part;
+                        }
+                        None => break, // taken whole (oversized_taken)
+                    }
+                }
+                // Small answers let the span grow back (as `attempt` does).
+                if records.iter().filter(|t| **t >= w.from && **t < w.to).count() * 4 < cap {
+                    span_now = (span_now * 2).min(s(3600));
+                }
+                let next = completed(cp.done_until, &w, w.to);
+                let before = (cp.done_until, cp.rechecked_until.unwrap_or(from));
+                let after = (next.done_until, next.rechecked_until.unwrap_or(next.done_until.unwrap()));
+                assert!(next.done_until >= cp.done_until, "checkpoint moved backwards: {cp:?} -> {next:?}");
+                assert!(after > before, "no progress: {cp:?} -> {next:?} after {w:?}");
+                covered.push(w);
+                cp = next;
             }
+            // The stored windows cover [t0 − overlap, horizon) without a gap.
+            covered.sort_by_key(|w| w.from);
+            let mut reach = t0 - s(overlap);
+            for w in &covered {
+                assert!(w.from <= reach, "overlap {overlap}, burst {burst_at}: [{reach}, {}) never asked", w.from);
+                reach = reach.max(w.to);
+            }
+            assert!(reach >= horizon, "asked up to {reach} only");
         }
         // No checkpoint yet: plain halving from the start.
         let w = Window { from: t0, to: t0 + s(10) };
-        assert_eq!(split_window(w, None), Some(Window { from: t0, to: t0 + s(5) }));
-        assert_eq!(split_window(Window { from: t0, to: t0 + s(1) }, None), None);
+        assert_eq!(split_window(w), Some(Window { from: t0, to: t0 + s(5) }));
+        assert_eq!(split_window(Window { from: t0, to: t0 + s(1) }), None);
     }
 
     /// A page digest tells a repeated page from the next one, by its keys in order.
@@ -1896,6 +1969,7 @@ mod tests {
                 // Kept across restarts, so a repeated page is recognised after one too.
                 last_page: Some("0123456789abcdef".into()),
             }),
+            rechecked_until: Some(at("2026-03-18T07:57:30Z")),
         };
         let text = serde_json::to_string(&cp).unwrap();
         assert_eq!(serde_json::from_str::<Checkpoint>(&text).unwrap(), cp);
