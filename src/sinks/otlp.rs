@@ -114,6 +114,10 @@ enum Answer {
 enum Refusal {
     /// An HTTP status other than 2xx.
     Http(u16),
+    /// An HTTP answer that is not OTLP's: a 2xx or a 400/422 whose `Content-Type` is neither
+    /// of OTLP's encodings (a proxy's or SSO gateway's HTML page). Neither acceptance nor a
+    /// refusal of the data: an operator must look at what stands in front of the receiver.
+    NotOtlp(u16),
     /// A gRPC status the receiver (or a proxy in front of it) sent; `retry_info`: the status
     /// details carry a `google.rpc.RetryInfo`.
     Grpc { code: tonic::Code, retry_info: bool },
@@ -166,7 +170,7 @@ fn verdict(refusal: Refusal) -> Verdict {
     use tonic::Code as C;
     match refusal {
         Refusal::NoAnswer => Verdict::Resend,
-        Refusal::Untrusted => Verdict::Pause,
+        Refusal::Untrusted | Refusal::NotOtlp(_) => Verdict::Pause,
         Refusal::Http(429 | 502 | 503 | 504) => Verdict::Resend,
         Refusal::Http(401 | 403 | 404 | 405 | 415 | 300..=399) => Verdict::Pause,
         Refusal::Http(413) => Verdict::Split,
@@ -638,9 +642,26 @@ async fn post(client: &reqwest::Client, url: &url::Url, json: bool, gzip: bool, 
     let headers = response.headers().clone();
     let body = read_limited(response).await;
     // The answer is in the encoding it says it is in (the specification has it match ours).
-    let answer_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or(content_type);
+    let declared = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let answer_type = declared.unwrap_or(content_type);
     let answer_json = answer_type.starts_with("application/json");
     let answer_protobuf = answer_type.starts_with("application/x-protobuf");
+    // Only the receiver's own answer counts (invariant 3): a success comes in one of OTLP's
+    // encodings (the specification has the server set `Content-Type`), or as an empty body
+    // without a type; a proxy's or login page's 200 is no acceptance. A refusal of the data as
+    // an HTML page is a proxy's too (nginx's "plain HTTP request sent to HTTPS port"): bisecting
+    // it would dead-letter the whole backlog, event by event.
+    let empty_untyped = declared.is_none() && body.as_ref().is_ok_and(Vec::is_empty);
+    let otlp_shaped = answer_json || answer_protobuf || empty_untyped;
+    let html = answer_type.starts_with("text/html");
+    if (status.is_success() && !otlp_shaped) || (matches!(status.as_u16(), 400 | 422) && html) {
+        let shown_type = declared.unwrap_or("none");
+        let detail = format!(
+            "HTTP {status} with Content-Type {shown_type}: not an OTLP answer (a proxy or login page in front of the \
+             receiver?); the events are kept until it answers as OTLP"
+        );
+        return Answer::Refused { refusal: Refusal::NotOtlp(status.as_u16()), detail, retry_after: None };
+    }
     if status.is_success() {
         // The status is the answer: a body cut short or unreadable does not undo it.
         let body = body.unwrap_or_else(|e| {
@@ -1331,12 +1352,18 @@ mod tests {
         let wait = err.retry_after.unwrap();
         assert!(wait > Duration::from_secs(100) && wait <= Duration::from_secs(120), "{wait:?}");
 
-        // A 200 whose body is not an ExportLogsServiceResponse is still a success.
-        let delivery = send(
+        // A 200 in neither of OTLP's encodings (a proxy's "ok", a login page) is no acceptance
+        // (issue 15 point 3): an operator error, the events kept.
+        let err = send(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".into(),
         )
         .await
-        .unwrap();
+        .unwrap_err();
+        assert_eq!(err.class, super::super::Failure::Config, "{err}");
+        assert!(err.message.contains("not an OTLP answer"), "{err}");
+        // An empty 200 without a type, and a protobuf body that does not decode, are the
+        // receiver's own success.
+        let delivery = send("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()).await.unwrap();
         assert_eq!(delivery, Delivery::default());
     }
 }
