@@ -321,10 +321,17 @@ pub async fn run_sink(
             _ = control.stop.cancelled() => return,
         }
     }
+    let mut widen = false;
     while !control.stop.is_cancelled() && !control.abort.is_cancelled() {
         // Mark what we have seen before reading, so an event stored meanwhile wakes us.
         new_events.borrow_and_update();
-        let batch = match queue.read_batch(name, cfg.batch_max_events, cfg.batch_max_bytes).await {
+        // After a lone suspect event (`Ended::Reread`), at least one more event comes with it,
+        // whatever `batch_max_events` says: only another event can prove the receiver alive.
+        let (max_events, max_bytes) = match widen {
+            true => (cfg.batch_max_events.max(2), cfg.batch_max_bytes.saturating_mul(2)),
+            false => (cfg.batch_max_events, cfg.batch_max_bytes),
+        };
+        let batch = match queue.read_batch(name, max_events, max_bytes).await {
             Ok(b) => b,
             Err(e) => {
                 let wait = full_jitter(&cfg.backoff, failures, &mut rng);
@@ -360,9 +367,13 @@ pub async fn run_sink(
         match delivery.deliver(&mut sink, &batch).await {
             Ended::Delivered => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
+                widen = false;
             }
             // Read again from the cursor: newer events may have joined a lone suspect.
-            Ended::Reread => {}
+            Ended::Reread => {
+                widen = true;
+                continue;
+            }
             Ended::Aborted => break,
             Ended::AbortedInSend => {
                 // Not `close`: a half-sent request or frame is abandoned, and a polite close
