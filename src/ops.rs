@@ -94,16 +94,33 @@ fn stats(config: &Config) -> anyhow::Result<String> {
 fn render_stats(config: &Config, db: &std::path::Path, o: &QueueOverview) -> String {
     let mut out = String::new();
     let cap = config.queue.max_bytes;
-    let percent = if cap == 0 { 0.0 } else { o.bytes as f64 * 100.0 / cap as f64 };
+    // Dead letters count against the cap (ARCHITECTURE invariant 4): a cap they fill stops
+    // collection until they are purged.
+    let used = o.bytes.saturating_add(o.dead_letter_bytes);
+    let percent = if cap == 0 { 0.0 } else { used as f64 * 100.0 / cap as f64 };
     let _ = writeln!(out, "database  {}", db.display());
     let _ = writeln!(
         out,
-        "events    {} queued, {} of {} cap ({percent:.1}%); newest id {}",
+        "events    {} queued, {} + {} of dead letters = {} of {} cap ({percent:.1}%); newest id {}",
         o.events,
         bytesize::ByteSize(o.bytes),
+        bytesize::ByteSize(o.dead_letter_bytes),
+        bytesize::ByteSize(used),
         bytesize::ByteSize(cap),
         o.newest_id
     );
+    if cap > 0 && used >= cap {
+        let _ = writeln!(
+            out,
+            "          FULL: sources are not fetching (the data waits at the vendor){}",
+            if o.dead_letter_bytes > 0 {
+                "; dead letters count against the cap: read them with `queue dead-letters`, then stop the agent \
+                 and `queue purge-dead-letters` (or raise queue.max_bytes)"
+            } else {
+                ""
+            }
+        );
+    }
     if o.staged > 0 {
         let _ = writeln!(out, "staged    {} records of a streamed answer not yet committed", o.staged);
     }

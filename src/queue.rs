@@ -1757,8 +1757,10 @@ pub struct SourceCheckpoint {
 #[derive(Debug, Clone)]
 pub struct QueueOverview {
     pub events: u64,
-    /// Bytes of queued event bodies (what `queue.max_bytes` caps).
+    /// Bytes of queued event bodies.
     pub bytes: u64,
+    /// Bytes of dead letters' raw records: with `bytes`, what `queue.max_bytes` caps.
+    pub dead_letter_bytes: u64,
     /// The last event id ever issued (0: none yet); cursors never pass it.
     pub newest_id: i64,
     /// By sink name: the sinks that have a cursor in the database.
@@ -1919,9 +1921,13 @@ impl QueueView {
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             let staged = tx.query_row("SELECT COUNT(*) FROM staged", [], |r| r.get(0)).map(to_u64)?;
+            let dead_letter_bytes = tx
+                .query_row("SELECT COALESCE(SUM(length(raw)), 0) FROM dead_letters", [], |r| r.get::<_, i64>(0))
+                .map(to_u64)?;
             Ok(QueueOverview {
                 events: to_u64(events),
                 bytes: to_u64(bytes),
+                dead_letter_bytes,
                 newest_id,
                 sinks,
                 checkpoints,

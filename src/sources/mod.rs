@@ -899,7 +899,9 @@ impl Source {
                 self.state.send_replace(SourceState::QueueFull);
                 bump(&self.stats.queue_full_waits, 1);
                 warn!(source = %name, queued_bytes = self.queue.queued_bytes(), max_bytes = self.queue.max_bytes(),
-                    "queue is full: fetching paused (checkpoint kept; the data waits at the vendor)");
+                    "queue is full: fetching paused (checkpoint kept; the data waits at the vendor); queued events and dead \
+                     letters count against queue.max_bytes: `auditrelay queue stats` shows which, and dead letters are \
+                     purged with `auditrelay queue purge-dead-letters` (agent stopped)");
                 tokio::select! {
                     _ = self.queue.wait_for_room() => info!(source = %name, "queue has room again: fetching resumed"),
                     _ = shutdown.cancelled() => return SourceExit::Shutdown,
