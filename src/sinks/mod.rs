@@ -19,7 +19,9 @@
 //!   that breaks the receiver, which one answer cannot tell apart. The part is split too, but
 //!   after the back-off, and an event failing alone is dead-lettered only on proof that it is
 //!   the event and not the receiver: [`POISON_STRIKES`] failures alone, each one after the
-//!   receiver accepted other events of the same batch since the event's previous failure (when
+//!   receiver accepted other events of the same batch since the event's previous failure, and
+//!   failed nothing else meanwhile (a receiver failing other requests too, as a load balancer
+//!   with one broken indexer does at random, clears the strikes) (when
 //!   none is left to send, one already delivered event of the batch is sent again as that proof,
 //!   `auditrelay_sink_liveness_resends_total`). An outage fails every part, so it never gives
 //!   that proof: whatever its length it dead-letters nothing. A batch with no other event to
@@ -82,10 +84,11 @@ pub enum Failure {
     ServerError,
 }
 
-/// Failures alone, each after fresh proof that the receiver takes other events, that make an
-/// event failing with [`Failure::ServerError`] a poison event (dead-lettered). Three, so that
-/// a receiver failing some requests at random does not lose an event to one unlucky draw.
-pub const POISON_STRIKES: u32 = 3;
+/// Failures alone, each after fresh proof that the receiver takes other events and with no
+/// other failure in between, that make an event failing with [`Failure::ServerError`] a poison
+/// event (dead-lettered). Six: a receiver failing half its requests at random would have to
+/// fail this event and pass its proof six times running (about 1 in 8,000) to lose it.
+pub const POISON_STRIKES: u32 = 6;
 
 impl SendError {
     pub fn transient(message: impl Into<String>) -> SendError {
@@ -411,11 +414,14 @@ struct Part {
     /// How many parts of the batch the receiver had accepted when this event last failed alone
     /// with a server error: proof is fresh when it has accepted more since.
     failed_at: Option<u64>,
+    /// How many server errors the batch had drawn when this event last failed alone: any more
+    /// before its next failure means the receiver fails other requests too (no proof).
+    errors_at: u64,
 }
 
 impl Part {
     fn new(range: std::ops::Range<usize>) -> Part {
-        Part { range, strikes: 0, failed_at: None }
+        Part { range, strikes: 0, failed_at: None, errors_at: 0 }
     }
 }
 
@@ -456,6 +462,8 @@ impl Delivering<'_> {
         // Parts the receiver accepted in this batch, and the last event of one (liveness proof).
         let mut accepted = 0u64;
         let mut delivered_event: Option<usize> = None;
+        // Server errors the batch drew: a suspect's strike needs none but its own since its last.
+        let mut server_errors = 0u64;
         while let Some(mut part) = parts.pop_front() {
             // An event under suspicion, and the receiver took nothing since it last failed: prove
             // the receiver alive first, with an event of this batch it already took.
@@ -504,6 +512,9 @@ impl Delivering<'_> {
                 }
                 Err(e) => e,
             };
+            if e.class == Failure::ServerError {
+                server_errors += 1;
+            }
             // A refused part is not sent again as it was: its halves are (`splits`).
             if e.class != Failure::Refused {
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -541,11 +552,18 @@ impl Delivering<'_> {
                         continue;
                     }
                     Failure::ServerError => {
-                        // A strike only on fresh proof that the receiver takes other events.
-                        if accepted > part.failed_at.unwrap_or(0) {
+                        // A strike only on fresh proof that the receiver takes other events, and
+                        // none of them failed since this one last did; a receiver that fails
+                        // other requests too is flaky, not proof: the strikes start over.
+                        let fresh = accepted > part.failed_at.unwrap_or(0);
+                        let clean = part.failed_at.is_some() && part.errors_at + 1 == server_errors;
+                        if !clean {
+                            part.strikes = 0;
+                        } else if fresh {
                             part.strikes += 1;
                         }
                         part.failed_at = Some(accepted);
+                        part.errors_at = server_errors;
                         if part.strikes >= POISON_STRIKES {
                             let id = batch[part.range.start].id;
                             let reason = format!(
@@ -814,7 +832,11 @@ mod tests {
             let (dead, log, stats, queue) = run.drain().await;
             assert_eq!(dead, [poison]);
             let letters = queue.dead_letters(10).await.unwrap();
-            assert!(letters[0].reason.contains("failed alone 3 times"), "{}", letters[0].reason);
+            assert!(
+                letters[0].reason.contains(&format!("failed alone {POISON_STRIKES} times")),
+                "{}",
+                letters[0].reason
+            );
             // The resent events that proved the receiver alive are the only duplicates.
             let mut once = log.accepted.clone();
             once.sort_unstable();

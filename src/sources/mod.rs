@@ -1191,7 +1191,7 @@ impl Source {
             }
             self.state.send_replace(SourceState::Fetching);
             let attempt = tokio::select! {
-                a = self.attempt(sweep, done, failures) => a,
+                a = self.attempt(sweep, failures) => a,
                 _ = shutdown.cancelled() => return None,
             };
             let (delay, rate_limited) = match attempt {
@@ -1245,7 +1245,7 @@ impl Source {
     }
 
     /// One request for the page, classified.
-    async fn attempt(&mut self, sweep: &Sweep, done: Option<DateTime<Utc>>, failures: u32) -> Attempt {
+    async fn attempt(&mut self, sweep: &Sweep, failures: u32) -> Attempt {
         let name = self.cfg.name.clone();
         let request = self
             .vendor
