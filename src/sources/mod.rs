@@ -1694,11 +1694,11 @@ mod tests {
     use reqwest::StatusCode;
     use reqwest::header::HeaderValue;
 
-    fn at(s: &str) -> DateTime<Utc> {
+    pub(super) fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    pub(super) fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
             h.insert(*k, HeaderValue::from_str(v).unwrap());
