@@ -96,6 +96,19 @@ impl ConfigCat {
             .basic_auth(self.username.expose_secret(), Some(self.password.expose_secret()))
     }
 
+    /// v1 redirected to v2 (§1.1, since 2026-06-01): ask v2 directly from now on, so the
+    /// redirect does not spend a request of the rate budget on every window. A window in
+    /// progress (`PageCursor::Whole`) goes on as the redirected answer began it: v2 with its
+    /// default paging.
+    pub fn redirected_to(&mut self, to: &url::Url) -> bool {
+        let v2 = to.path_segments().is_some_and(|mut s| s.any(|part| part == "v2"));
+        if self.api == ConfigCatApi::V1 && v2 {
+            self.api = ConfigCatApi::V2;
+            return true;
+        }
+        false
+    }
+
     pub fn read_page(&self, body: &[u8], page: &PageCursor) -> Result<Page, BadPage> {
         // v1 answers a bare array; v2 (or v1 redirected to v2) the envelope. Told apart by the
         // first byte: serde's untagged enums cannot hold borrowed raw values.
@@ -172,6 +185,23 @@ mod tests {
         let req = v1.request(&http, &base, &window(), &v1.first_page()).build().unwrap();
         assert!(req.url().path().starts_with("/v1/organizations/"));
         assert!(!req.url().as_str().contains("pageNumber"));
+    }
+
+    /// DST seed 32: under a budget of one request per window, following v1's redirect to v2 on
+    /// every window spent the budget on the redirect and drew a 429 on v2, for ever.
+    #[test]
+    fn test_a_redirect_from_v1_to_v2_is_learned_once() {
+        let http = reqwest::Client::new();
+        let base = url::Url::parse("https://api.configcat.com").unwrap();
+        let mut v = vendor(ConfigCatApi::V1);
+        let to = url::Url::parse("https://api.configcat.com/v2/organizations/o/auditlogs?a=1").unwrap();
+        assert!(!v.redirected_to(&url::Url::parse("https://api.configcat.com/v1/other").unwrap()));
+        assert!(v.redirected_to(&to));
+        assert!(!v.redirected_to(&to), "learned once");
+        assert_eq!(v.first_page(), PageCursor::Number { page: 1 });
+        let req = v.request(&http, &base, &window(), &PageCursor::Whole).build().unwrap();
+        assert!(req.url().path().starts_with("/v2/organizations/"), "{}", req.url());
+        assert!(!vendor(ConfigCatApi::V2).redirected_to(&to));
     }
 
     #[test]

@@ -385,6 +385,16 @@ impl Vendor {
         }
     }
 
+    /// A same-origin redirect was followed to `to`: a vendor whose documented redirect means
+    /// "ask there from now on" (ConfigCat v1 → v2) learns it, so the redirect does not spend a
+    /// second request of the budget on every window. True when it changed anything.
+    fn redirected_to(&mut self, to: &url::Url) -> bool {
+        match self {
+            Vendor::ConfigCat(v) => v.redirected_to(to),
+            Vendor::Aitronos(_) | Vendor::Astronomer(_) | Vendor::Datafold(_) => false,
+        }
+    }
+
     fn read_page(&self, body: &[u8], page: &PageCursor) -> Result<Page, BadPage> {
         match self {
             Vendor::Aitronos(v) => v.read_page(body, page),
@@ -1280,7 +1290,13 @@ impl Source {
         let limits = self.vendor.answer_limits();
         let w = sweep.window;
         let splittable = sweep.page == PageCursor::Whole && split_window(w).is_some();
+        let asked = request.url().clone();
         let resp = match self.http.execute(request).await {
+            Ok(resp) if resp.url() != &asked && self.vendor.redirected_to(resp.url()) => {
+                info!(source = %name, from = %url, to = %redact::url(resp.url()),
+                    "the vendor redirected to its newer API: asking it directly from now on");
+                resp
+            }
             Ok(resp) => resp,
             Err(e) => {
                 self.stats.count_status(0);
