@@ -238,7 +238,7 @@ async fn store_source(queue: Queue, source: String, events: usize, page: usize, 
             .collect();
         done += n;
         pages += 1;
-        let sweep = Sweep { window, page: PageCursor::Offset { skip: done as u64 }, pages, last_page: None };
+        let sweep = Sweep { pages, ..Sweep::new(window, PageCursor::Offset { skip: done as u64 }) };
         let checkpoint = Checkpoint { done_until: Some(from), sweep: Some(sweep), ..Checkpoint::default() };
         let write = PageWrite {
             source: source.clone(),

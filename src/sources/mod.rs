@@ -207,6 +207,38 @@ pub struct Sweep {
     /// ends the sweep (a vendor whose `has_more` never turns false). Kept across restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_page: Option<String>,
+    /// Digests of the pages before `last_page` (at most [`PAGE_MEMORY`]): a page repeating one
+    /// of them is a cycle (A, B, A, B …), a repeat too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_pages: Vec<String>,
+    /// The sweep was started again from its first page after a repeat: records inserted into
+    /// the window while paging (late ones, newest first) shift every later page by their count,
+    /// so a repeat may be a shifted page, not a vendor bug. A second repeat ends the sweep.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restarted: bool,
+    /// The vendor's clock when the sweep's first page was stored: a window cut by a local clock
+    /// ahead of the vendor's is checkpointed no later than this, since records arriving during
+    /// the sweep landed on pages already read (newest first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor_start: Option<DateTime<Utc>>,
+}
+
+/// How many page digests a sweep keeps to recognise a repeat or a cycle.
+const PAGE_MEMORY: usize = 16;
+
+impl Sweep {
+    /// A sweep of `window` from `page`, nothing of it stored yet.
+    pub fn new(window: Window, page: PageCursor) -> Sweep {
+        Sweep {
+            window,
+            page,
+            pages: 0,
+            last_page: None,
+            earlier_pages: Vec::new(),
+            restarted: false,
+            vendor_start: None,
+        }
+    }
 }
 
 /// One record read from a page: its dedupe key, event time and the vendor's bytes verbatim.
@@ -920,7 +952,7 @@ impl Source {
             let mut sweep = match &checkpoint.sweep {
                 Some(s) => s.clone(),
                 None => match self.next_window(&checkpoint) {
-                    Ok(window) => Sweep { window, page: self.vendor.first_page(), pages: 0, last_page: None },
+                    Ok(window) => Sweep::new(window, self.vendor.first_page()),
                     Err(wait) => {
                         if mode == RunMode::CatchUp {
                             return SourceExit::CaughtUp;
@@ -940,12 +972,20 @@ impl Source {
                 None => return SourceExit::Shutdown,
             };
             let digest = page.next.is_some().then(|| page_digest(&page));
-            let repeated = digest.is_some() && digest == sweep.last_page;
+            let repeated =
+                digest.as_ref().is_some_and(|d| sweep.last_page.as_ref() == Some(d) || sweep.earlier_pages.contains(d));
             if repeated {
                 bump(&self.stats.repeated_pages, 1);
-                warn!(source = %name, from = %sweep.window.from, to = %sweep.window.to, pages = sweep.pages + 1,
-                    "the vendor sent the same page twice (same ids) and says there are more: ending this window's \
-                     sweep here (its records are stored); a vendor paging bug");
+                if sweep.restarted {
+                    warn!(source = %name, from = %sweep.window.from, to = %sweep.window.to, pages = sweep.pages + 1,
+                        "the vendor sent a page it had sent before (same ids) again, after the window was asked \
+                         again from its first page, and says there are more: ending this window's sweep here (its \
+                         records are stored); a vendor paging bug");
+                } else {
+                    warn!(source = %name, from = %sweep.window.from, to = %sweep.window.to, pages = sweep.pages + 1,
+                        "the vendor sent a page it had sent before (same ids) and says there are more: asking the \
+                         window again from its first page (records inserted while paging shift the pages)");
+                }
             }
             let next = match &page.next {
                 Some(cursor) if !repeated => Checkpoint {
@@ -955,8 +995,24 @@ impl Source {
                         window: sweep.window,
                         page: cursor.clone(),
                         pages: sweep.pages.saturating_add(1),
+                        earlier_pages: {
+                            let mut earlier = sweep.earlier_pages.clone();
+                            earlier.extend(sweep.last_page.clone());
+                            let excess = earlier.len().saturating_sub(PAGE_MEMORY);
+                            earlier.drain(..excess);
+                            earlier
+                        },
                         last_page: digest,
+                        restarted: sweep.restarted,
+                        vendor_start: sweep.vendor_start.or_else(|| self.vendor_now()),
                     }),
+                },
+                // A first repeat: the same window again from its first page (the page just read
+                // is stored; dedupe drops what the second pass finds again).
+                Some(_) if !sweep.restarted => Checkpoint {
+                    done_until: checkpoint.done_until,
+                    rechecked_until: checkpoint.rechecked_until,
+                    sweep: Some(Sweep { restarted: true, ..Sweep::new(sweep.window, self.vendor.first_page()) }),
                 },
                 // The window is done: the checkpoint moves to its end (kept at the vendor's clock
                 // when ours ran ahead), never backwards; a piece of the overlap moves only how far
@@ -964,7 +1020,7 @@ impl Source {
                 _ => completed(
                     checkpoint.done_until,
                     &sweep.window,
-                    self.bounded_by_vendor(&sweep.window, checkpoint.done_until),
+                    self.bounded_by_vendor(&sweep, checkpoint.done_until),
                 ),
             };
             if let Err(e) = self.store(page, &sweep, &next, &shutdown).await {
@@ -1016,10 +1072,12 @@ impl Source {
     }
 
     /// The `done_until` a completed window may store: its end, unless that lies beyond the
-    /// vendor's clock (our clock ran ahead when the window was cut), then the vendor's now —
-    /// never before the previous checkpoint or the window's start.
-    fn bounded_by_vendor(&self, window: &Window, previous: Option<DateTime<Utc>>) -> DateTime<Utc> {
-        let Some(vendor) = self.vendor_now() else { return window.to };
+    /// vendor's clock (our clock ran ahead when the window was cut), then the vendor's clock
+    /// when the sweep's first page was stored (records arriving during a longer sweep landed on
+    /// pages already read) or now — never before the previous checkpoint or the window's start.
+    fn bounded_by_vendor(&self, sweep: &Sweep, previous: Option<DateTime<Utc>>) -> DateTime<Utc> {
+        let window = &sweep.window;
+        let Some(vendor) = sweep.vendor_start.or_else(|| self.vendor_now()) else { return window.to };
         if window.to <= vendor + CLOCK_SKEW {
             return window.to;
         }
@@ -1405,6 +1463,11 @@ impl Source {
             }
             Verdict::Retryable(wait) => {
                 let delay = self.capped(wait.unwrap_or(backoff));
+                // A wait the vendor announced (a 503's `Retry-After`) binds the credential like a
+                // 429's: shared with every source on it, and stored so a restart honours it.
+                if wait.is_some() {
+                    self.pause_credential(delay).await;
+                }
                 warn!(source = %name, %url, status = status.as_u16(), retry_in = ?delay, "vendor error; retrying the same page");
                 Attempt::Retry { delay, rate_limited: false, timed_out: false }
             }
@@ -1986,6 +2049,9 @@ mod tests {
                 pages: 3,
                 // Kept across restarts, so a repeated page is recognised after one too.
                 last_page: Some("0123456789abcdef".into()),
+                earlier_pages: vec!["fedcba9876543210".into()],
+                restarted: true,
+                vendor_start: Some(at("2026-03-18T09:00:03Z")),
             }),
             rechecked_until: Some(at("2026-03-18T07:57:30Z")),
         };
