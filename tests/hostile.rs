@@ -659,8 +659,10 @@ async fn test_whole_window_timing_out_twice_is_split() {
 }
 
 /// Issue 15 point 8: a vendor whose `has_more` never turns false and repeats its last page.
-/// The repeated page ends the sweep with a warning: three requests, not `max_pages`; the run
-/// succeeds (the window is complete and the checkpoint moved on) and each record arrives once.
+/// The first repeat asks the window again from its first page (late inserts shift pages, so a
+/// repeat may be a shifted page); the second ends the sweep with a warning: six requests, not
+/// `max_pages`; the run succeeds (the window is complete and the checkpoint moved on) and each
+/// record arrives once.
 #[tokio::test]
 async fn test_a_repeated_page_ends_the_sweep() {
     let records = aitronos_records("repeat", 10);
@@ -679,9 +681,10 @@ async fn test_a_repeated_page_ends_the_sweep() {
     let log = agent.log();
     assert!(status.success(), "run --once failed ({status}):\n{log}");
     let skips: Vec<String> = vendor.log().iter().map(|s| s.request.param("skip").to_owned()).collect();
-    assert_eq!(skips, ["0", "5", "10"], "the repeated page must end the sweep:\n{log}");
-    let warned = agent.lines_with(&["WARN", "the vendor sent the same page twice", "source=hostile"]);
-    assert_eq!(warned.len(), 1, "one warning for the repeated page:\n{log}");
+    assert_eq!(skips, ["0", "5", "10", "0", "5", "10"], "the repeated page must end the sweep:\n{log}");
+    let warned = agent.lines_with(&["WARN", "the vendor sent a page it had sent before", "source=hostile"]);
+    assert_eq!(warned.len(), 2, "one warning for each repeat:\n{log}");
+    assert_eq!(agent.lines_with(&["ending this window's sweep", "source=hostile"]).len(), 1, "{log}");
     assert_delivered_once(dir.path(), &records, &log);
 }
 
