@@ -798,42 +798,6 @@ async fn test_an_a_b_a_b_page_cycle_ends_the_sweep() {
     assert_delivered_once(dir.path(), &records, &log);
 }
 
-/// Point 5, "never a request inside a vendor's back-off": a 503 with `Retry-After: 120` (a vendor
-/// in maintenance, or Aitronos' gateway shedding load) is a pause the vendor announced exactly
-/// like a 429's. It is held only in the source's memory (`pause_for`), not stored with the
-/// credential (`pause_credential` is called for 429 and spent budgets only), so an agent
-/// restarted inside it (systemd `Restart=`) asks at once.
-#[tokio::test]
-async fn test_a_restart_inside_a_503_retry_after_asks_nothing_until_it_ends() {
-    let records = aitronos_records("maint", 5);
-    let vendor = Hostile::start(move |r| match r.n {
-        0 => status(503, &[("Retry-After", "120".into())], "maintenance"),
-        _ => aitronos_answer(r, &records),
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "", &aitronos_source(&vendor, ""));
-
-    let mut agent = Agent::start(&config, false);
-    agent.until("the 503", RUN_LIMIT, |a| a.count("vendor error; retrying the same page") == 1).await;
-    let exit = agent.terminate(RUN_LIMIT).await;
-    assert!(exit.success(), "SIGTERM: exit {exit}:\n{}", agent.log());
-
-    let mut agent = Agent::start(&config, false);
-    agent
-        .until("the restarted agent to honour the pause (or to ask the vendor)", RUN_LIMIT, |a| {
-            a.count("honouring a stored rate-limit pause") == 1 || vendor.requests() > 1
-        })
-        .await;
-    assert_eq!(
-        vendor.requests(),
-        1,
-        "the restarted agent asked the vendor inside the 503's Retry-After: 120 window; its log:\n{}",
-        agent.log()
-    );
-    let _ = agent.terminate(RUN_LIMIT).await;
-}
-
 /// Point 8's rule ("a page with the same ids as the one before ends the sweep") against
 /// EDGES' "records inserted while we page (offsets shift)": Aitronos pages newest first by
 /// `skip`. Between the first and second page the vendor indexes exactly one page's worth of

@@ -34,44 +34,48 @@ const ONE_WINDOW: &str = "max_span = \"3d\"";
 
 /// Regression: after a 429 with `Retry-After: 120`, the agent is stopped and started again
 /// (systemd's `Restart=` comes back in seconds). The restarted agent must not ask the vendor
-/// before the 120 s are up; the old one asked at once and drew another 429.
+/// before the 120 s are up; the old one asked at once and drew another 429. The same holds for
+/// a 503 with `Retry-After` (a vendor in maintenance): a pause the vendor announced, which
+/// review R1 found kept only in the source's memory.
 #[tokio::test]
 async fn test_a_restart_inside_a_retry_after_asks_nothing_until_it_ends() {
-    let t0 = Utc::now() - chrono::Duration::minutes(60);
-    let records: Vec<_> =
-        (0..5).map(|i| aitronos_record(&format!("pause-{i}"), t0 + chrono::Duration::seconds(i))).collect();
-    let vendor = Hostile::start(move |r| match r.n {
-        0 => status(429, &[("Retry-After", "120".into())], "slow down"),
-        _ => aitronos_answer(r, &records),
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = hostile::write_config(dir.path(), "", &aitronos_source(&vendor, ""));
-
-    let mut agent = Agent::start(&config, false);
-    agent.until("the 429", RUN_LIMIT, |a| a.count("rate limited (429)") == 1).await;
-    let exit = agent.terminate(RUN_LIMIT).await;
-    assert!(exit.success(), "SIGTERM: exit {exit}:\n{}", agent.log());
-
-    // Restarted inside the 120 s: it either honours the stored pause or asks the vendor.
-    let mut agent = Agent::start(&config, false);
-    agent
-        .until("the restarted agent to honour the pause (or to ask the vendor)", RUN_LIMIT, |a| {
-            a.count("honouring a stored rate-limit pause") == 1 || vendor.requests() > 1
+    for (code, seen) in [(429, "rate limited (429)"), (503, "vendor error; retrying the same page")] {
+        let t0 = Utc::now() - chrono::Duration::minutes(60);
+        let records: Vec<_> =
+            (0..5).map(|i| aitronos_record(&format!("pause-{i}"), t0 + chrono::Duration::seconds(i))).collect();
+        let vendor = Hostile::start(move |r| match r.n {
+            0 => status(code, &[("Retry-After", "120".into())], "slow down"),
+            _ => aitronos_answer(r, &records),
         })
         .await;
-    assert_eq!(
-        vendor.requests(),
-        1,
-        "the restarted agent asked the vendor inside the Retry-After: 120 window; its log:\n{}",
-        agent.log()
-    );
-    let line = agent.lines_with(&["honouring a stored rate-limit pause", "source=hostile"]);
-    assert_eq!(line.len(), 1, "{}", agent.log());
-    assert!(!line[0].contains("ak_hostile_test"), "the credential leaked into the log: {}", line[0]);
-    let exit = agent.terminate(RUN_LIMIT).await;
-    assert!(exit.success(), "SIGTERM: exit {exit}:\n{}", agent.log());
-    assert_eq!(vendor.requests(), 1);
+        let dir = tempfile::tempdir().unwrap();
+        let config = hostile::write_config(dir.path(), "", &aitronos_source(&vendor, ""));
+
+        let mut agent = Agent::start(&config, false);
+        agent.until("the first answer", RUN_LIMIT, |a| a.count(seen) == 1).await;
+        let exit = agent.terminate(RUN_LIMIT).await;
+        assert!(exit.success(), "{code}: SIGTERM: exit {exit}:\n{}", agent.log());
+
+        // Restarted inside the 120 s: it either honours the stored pause or asks the vendor.
+        let mut agent = Agent::start(&config, false);
+        agent
+            .until("the restarted agent to honour the pause (or to ask the vendor)", RUN_LIMIT, |a| {
+                a.count("honouring a stored rate-limit pause") == 1 || vendor.requests() > 1
+            })
+            .await;
+        assert_eq!(
+            vendor.requests(),
+            1,
+            "the restarted agent asked the vendor inside the {code}'s Retry-After: 120 window; its log:\n{}",
+            agent.log()
+        );
+        let line = agent.lines_with(&["honouring a stored rate-limit pause", "source=hostile"]);
+        assert_eq!(line.len(), 1, "{}", agent.log());
+        assert!(!line[0].contains("ak_hostile_test"), "the credential leaked into the log: {}", line[0]);
+        let exit = agent.terminate(RUN_LIMIT).await;
+        assert!(exit.success(), "{code}: SIGTERM: exit {exit}:\n{}", agent.log());
+        assert_eq!(vendor.requests(), 1);
+    }
 }
 
 fn catch_up() -> RunOptions {
