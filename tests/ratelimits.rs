@@ -275,3 +275,62 @@ async fn test_records_found_only_by_the_overlap_are_counted_as_late() {
     assert_eq!(stored_keys(&queue).await.len(), 52);
     queue.close().await.unwrap();
 }
+
+/// Regression (found by review R1): the agent (re)starts with its wall clock an hour ahead (a VM
+/// resumed, then the service restarted). Its first window is cut by that clock (no vendor
+/// `Date` seen yet), so the frozen window reaches past the vendor's now and records *arriving
+/// during the sweep* land on page 1 (Aitronos pages newest first), already read. The checkpoint
+/// was clamped to the vendor's clock at the *end* of the sweep, so with a sweep longer than the
+/// overlap (here `overlap = "30s"` and a few pages at 3/min) those arrivals fell behind the next
+/// window's start for good. It is now kept at the vendor's clock of the sweep's first page.
+#[tokio::test(start_paused = true)]
+async fn test_arrivals_during_a_sweep_cut_by_a_clock_ahead_are_not_lost() {
+    let vendor_clock = Clock::starting_at(test_start());
+    let agent_clock = Clock::starting_at(test_start());
+    let mut opts = SimOptions::default();
+    opts.aitronos.records = 30;
+    opts.faults.rate_limit = RateLimitSetting::Off;
+    opts.faults.arrivals_per_page = 2;
+    let sim = start_sim(opts, &vendor_clock).await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "max_span = \"3d\"\noverlap = \"30s\"\npage_size = 5\nrate_limit = { requests = 3, per = \"1m\" }";
+    let config = parse_config(&config_text(&sim, dir.path(), extra), &sim, dir.path());
+    let queue = Queue::open(&dir.path().join("state"), QueueOptions { max_bytes: 1 << 30, sinks: vec!["test".into()] })
+        .unwrap();
+    let run = || {
+        let source = Source::new(
+            config.sources[0].clone(),
+            reqwest::Client::new(),
+            queue.clone(),
+            agent_clock.clone(),
+            config.severity.clone(),
+        );
+        async move {
+            let exit = source.run(RunMode::CatchUp, CancellationToken::new()).await;
+            assert!(matches!(exit, SourceExit::CaughtUp), "{exit:?}");
+        }
+    };
+    run().await;
+
+    agent_clock.step_wall(chrono::Duration::hours(1));
+    tokio::time::advance(Duration::from_secs(60)).await;
+    run().await;
+
+    // NTP corrects the step; time goes on; the agent runs twice more.
+    agent_clock.step_wall(chrono::Duration::hours(-1));
+    tokio::time::advance(Duration::from_secs(600)).await;
+    run().await;
+    tokio::time::advance(Duration::from_secs(600)).await;
+    let before_last = sim.aitronos_ids();
+    run().await;
+    let stored = stored_keys(&queue).await;
+    let missing: Vec<&String> = before_last.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} records never asked for after the clock step, e.g. {:?}",
+        missing.len(),
+        before_last.len(),
+        missing.first()
+    );
+    queue.close().await.unwrap();
+}
