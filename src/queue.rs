@@ -29,7 +29,7 @@ const MARKER_FILE: &str = "auditrelay.db.created";
 /// How many problems `PRAGMA quick_check` lists before it stops.
 const QUICK_CHECK_PROBLEMS: u32 = 5;
 /// The `PRAGMA user_version` this code writes and understands.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = "
 -- AUTOINCREMENT: an id is never reused, even after every row was deleted. A reused id at or
@@ -92,9 +92,20 @@ CREATE TABLE IF NOT EXISTS source_progress (source TEXT PRIMARY KEY, done_until_
 -- Version 6: a vendor's rate-limit pause (429 Retry-After, spent budget), per credential
 -- (`sources::ratelimit::credential_key`: vendor and a hash, never the secret), in wall-clock ms,
 -- so that a restart or reload inside it sends nothing until it ends.
-CREATE TABLE IF NOT EXISTS rate_pauses (credential TEXT PRIMARY KEY, until_ms INTEGER NOT NULL);
-PRAGMA user_version = 6;
+-- Version 7: also against time since boot (`boot_id`, `boot_until_ms`: CLOCK_BOOTTIME in ms),
+-- which a wall-clock step does not move; the wall time serves only after a reboot.
+CREATE TABLE IF NOT EXISTS rate_pauses (
+    credential TEXT PRIMARY KEY,
+    until_ms INTEGER NOT NULL,
+    boot_id TEXT,
+    boot_until_ms INTEGER
+);
+PRAGMA user_version = 7;
 ";
+
+/// Run before `SCHEMA` on a version 6 database, whose `rate_pauses` has only the wall time.
+const ADD_BOOT_PAUSE: &str = "ALTER TABLE rate_pauses ADD COLUMN boot_id TEXT;
+ALTER TABLE rate_pauses ADD COLUMN boot_until_ms INTEGER;";
 
 /// Run before `SCHEMA` on a version 1 or 2 database, whose `dead_letters` lacks the `sink` column.
 const ADD_DEAD_LETTER_SINK: &str = "ALTER TABLE dead_letters ADD COLUMN sink TEXT;";
@@ -330,17 +341,25 @@ fn sqlite_error(source: rusqlite::Error, path: &Path, op: &'static str) -> Queue
     }
 }
 
+/// A credential's rate-limit pause as stored: until when by the wall clock (ms since the
+/// epoch), and by time since boot (the boot's id, ms since it) where the machine tells.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPause {
+    pub until_ms: i64,
+    pub boot: Option<(String, i64)>,
+}
+
 type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
 
 /// Everything the database thread does, dispatched in `Writer::run`.
 enum Command {
     RatePause {
         credential: String,
-        reply: Reply<Option<i64>>,
+        reply: Reply<Option<StoredPause>>,
     },
     SetRatePause {
         credential: String,
-        until_ms: i64,
+        pause: StoredPause,
         reply: Reply<()>,
     },
     UnknownKeys {
@@ -510,14 +529,14 @@ impl Queue {
         &self.inner.path
     }
 
-    /// The rate-limit pause stored for a credential key: until when (wall-clock ms), if any.
-    pub async fn rate_pause(&self, credential: &str) -> Result<Option<i64>, QueueError> {
+    /// The rate-limit pause stored for a credential key, if any.
+    pub async fn rate_pause(&self, credential: &str) -> Result<Option<StoredPause>, QueueError> {
         self.call(|reply| Command::RatePause { credential: credential.to_owned(), reply }).await
     }
 
     /// Stores (replaces) a credential's rate-limit pause, durably, before it returns.
-    pub async fn set_rate_pause(&self, credential: &str, until_ms: i64) -> Result<(), QueueError> {
-        self.call(|reply| Command::SetRatePause { credential: credential.to_owned(), until_ms, reply }).await
+    pub async fn set_rate_pause(&self, credential: &str, pause: StoredPause) -> Result<(), QueueError> {
+        self.call(|reply| Command::SetRatePause { credential: credential.to_owned(), pause, reply }).await
     }
 
     /// Which of these `(event time ms, dedupe key)` pairs the source has not stored yet.
@@ -769,6 +788,9 @@ fn open_connection(path: &Path, sinks: &BTreeSet<String>) -> Result<Connection, 
     }
     if (1..5).contains(&found) {
         tx.execute_batch(DEDUPE_BY_TIME).op(path, "key the dedupe table by time")?;
+    }
+    if found == 6 {
+        tx.execute_batch(ADD_BOOT_PAUSE).op(path, "add the rate_pauses boot columns")?;
     }
     if found < SCHEMA_VERSION {
         tx.execute_batch(SCHEMA).op(path, "create the schema")?;
@@ -1304,8 +1326,8 @@ impl Writer {
                 Command::RatePause { credential, reply } => {
                     let _ = reply.send(self.rate_pause(&credential));
                 }
-                Command::SetRatePause { credential, until_ms, reply } => {
-                    let _ = reply.send(self.set_rate_pause(&credential, until_ms));
+                Command::SetRatePause { credential, pause, reply } => {
+                    let _ = reply.send(self.set_rate_pause(&credential, &pause));
                 }
                 Command::UnknownKeys { source, keys, reply } => {
                     let _ = reply.send(self.unknown_keys(&source, keys));
@@ -1497,20 +1519,32 @@ impl Writer {
         }
     }
 
-    fn rate_pause(&self, credential: &str) -> Result<Option<i64>, QueueError> {
+    fn rate_pause(&self, credential: &str) -> Result<Option<StoredPause>, QueueError> {
         self.conn
-            .query_row("SELECT until_ms FROM rate_pauses WHERE credential = ?1", [credential], |r| r.get(0))
+            .query_row(
+                "SELECT until_ms, boot_id, boot_until_ms FROM rate_pauses WHERE credential = ?1",
+                [credential],
+                |r| {
+                    let boot = match (r.get::<_, Option<String>>(1)?, r.get::<_, Option<i64>>(2)?) {
+                        (Some(id), Some(until_ms)) => Some((id, until_ms)),
+                        _ => None,
+                    };
+                    Ok(StoredPause { until_ms: r.get(0)?, boot })
+                },
+            )
             .optional()
             .op(&self.path, "read a rate-limit pause")
     }
 
     /// One small autocommit write between page groups (synchronous=FULL: on disk when it returns).
-    fn set_rate_pause(&self, credential: &str, until_ms: i64) -> Result<(), QueueError> {
+    fn set_rate_pause(&self, credential: &str, pause: &StoredPause) -> Result<(), QueueError> {
+        let (boot_id, boot_until_ms) = pause.boot.as_ref().map(|(id, ms)| (id.as_str(), *ms)).unzip();
         self.conn
             .execute(
-                "INSERT INTO rate_pauses (credential, until_ms) VALUES (?1, ?2)
-                 ON CONFLICT (credential) DO UPDATE SET until_ms = excluded.until_ms",
-                params![credential, until_ms],
+                "INSERT INTO rate_pauses (credential, until_ms, boot_id, boot_until_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (credential) DO UPDATE SET until_ms = excluded.until_ms,
+                     boot_id = excluded.boot_id, boot_until_ms = excluded.boot_until_ms",
+                params![credential, pause.until_ms, boot_id, boot_until_ms],
             )
             .map(|_| ())
             .op(&self.path, "store a rate-limit pause")
@@ -2526,6 +2560,33 @@ mod tests {
         let index: i64 =
             db.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'dedupe_by_time'", [], |r| r.get(0)).unwrap();
         assert_eq!(index, 0, "the old index went with the old table");
+    }
+
+    #[tokio::test]
+    async fn a_version_6_database_keeps_its_wall_clock_pauses_and_gains_the_boot_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        Queue::open(dir.path(), opts(&["s"], 1000)).unwrap().close().await.unwrap();
+        let old = Connection::open(dir.path().join("auditrelay.db")).unwrap();
+        old.execute_batch(
+            "DROP TABLE rate_pauses;
+             CREATE TABLE rate_pauses (credential TEXT PRIMARY KEY, until_ms INTEGER NOT NULL);
+             INSERT INTO rate_pauses VALUES ('aitronos:abc', 1234);
+             PRAGMA user_version = 6;",
+        )
+        .unwrap();
+        drop(old);
+        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
+        let kept = q.rate_pause("aitronos:abc").await.unwrap();
+        assert_eq!(kept, Some(StoredPause { until_ms: 1234, boot: None }), "a pause stored before the upgrade");
+        let both = StoredPause { until_ms: 5678, boot: Some(("boot-1".into(), 42)) };
+        q.set_rate_pause("aitronos:abc", both.clone()).await.unwrap();
+        assert_eq!(q.rate_pause("aitronos:abc").await.unwrap(), Some(both));
+        q.close().await.unwrap();
+        let version: i64 = Connection::open(dir.path().join("auditrelay.db"))
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
 use crate::config::{Backoff, SeverityPolicy, SourceConfig, VendorSettings};
-use crate::queue::{NewDeadLetter, NewEvent, PageWrite, Queue, QueueError};
+use crate::queue::{NewDeadLetter, NewEvent, PageWrite, Queue, QueueError, StoredPause};
 use crate::{ocsf, redact};
 
 /// A vendor answer larger than this is refused rather than buffered (a hostile or broken
@@ -1072,36 +1072,46 @@ impl Source {
     }
 
     /// The `done_until` a completed window may store: its end, unless that lies beyond the
-    /// vendor's clock (our clock ran ahead when the window was cut), then the vendor's clock
-    /// when the sweep's first page was stored (records arriving during a longer sweep landed on
+    /// vendor's clock less `lag` (our clock ran ahead when the window was cut), then the vendor's
+    /// clock less `lag` as of when the sweep's first page was stored (records arriving during a longer sweep landed on
     /// pages already read) or now — never before the previous checkpoint or the window's start.
     fn bounded_by_vendor(&self, sweep: &Sweep, previous: Option<DateTime<Utc>>) -> DateTime<Utc> {
         let window = &sweep.window;
         let Some(vendor) = sweep.vendor_start.or_else(|| self.vendor_now()) else { return window.to };
-        if window.to <= vendor + CLOCK_SKEW {
+        // The vendor's horizon, as a window cut by its clock would have ended: records dated
+        // within `lag` of its clock may still be arriving there.
+        let horizon = vendor - chrono_dur(self.cfg.lag);
+        if window.to <= horizon + CLOCK_SKEW {
             return window.to;
         }
-        let bounded = whole_second(vendor).max(window.from).max(previous.unwrap_or(window.from)).min(window.to);
+        let bounded = whole_second(horizon).max(window.from).max(previous.unwrap_or(window.from)).min(window.to);
         bump(&self.stats.checkpoints_clamped, 1);
         warn!(source = %self.cfg.name, window_end = %window.to, vendor_now = %vendor, checkpoint = %bounded,
-            "the window ended in the vendor's future (our clock ran ahead): checkpoint kept at the vendor's clock");
+            "the window ended in the vendor's future (our clock ran ahead): checkpoint kept at the vendor's clock less lag");
         bounded
     }
 
     /// A rate-limit pause stored by an earlier run (or a source stopped by a reload) that is
-    /// not over: honoured before the first request. Measured by the wall clock, and capped by
-    /// `max_retry_after` (a clock stepped back must not make an enormous pause).
+    /// not over: honoured before the first request. Measured by time since boot when stored in
+    /// this boot (a wall-clock step across the restart does not shorten or stretch it), else by
+    /// the wall clock; capped by `max_retry_after` (a clock stepped back must not make an
+    /// enormous pause).
     async fn restore_pause(&self) {
         let name = &self.cfg.name;
-        let until_ms = match self.queue.rate_pause(self.gate.key()).await {
-            Ok(Some(until_ms)) => until_ms,
+        let stored = match self.queue.rate_pause(self.gate.key()).await {
+            Ok(Some(stored)) => stored,
             Ok(None) => return,
             Err(e) => {
                 warn!(source = %name, error = %e, "cannot read the stored rate-limit pause; starting without it");
                 return;
             }
         };
-        let left_ms = until_ms.saturating_sub(self.clock.now_utc().timestamp_millis());
+        let left_ms = match (&stored.boot, self.clock.since_boot()) {
+            (Some((boot_id, until_ms)), Some(now)) if *boot_id == now.boot_id => {
+                until_ms.saturating_sub(duration_ms(now.elapsed))
+            }
+            _ => stored.until_ms.saturating_sub(self.clock.now_utc().timestamp_millis()),
+        };
         let Ok(left_ms) = u64::try_from(left_ms) else { return };
         if left_ms == 0 {
             return;
@@ -1122,7 +1132,8 @@ impl Source {
             return;
         }
         let until_ms = (self.clock.now_utc() + chrono_dur(left)).timestamp_millis();
-        if let Err(e) = self.queue.set_rate_pause(self.gate.key(), until_ms).await {
+        let boot = self.clock.since_boot().map(|b| (b.boot_id, duration_ms(b.elapsed + left)));
+        if let Err(e) = self.queue.set_rate_pause(self.gate.key(), StoredPause { until_ms, boot }).await {
             warn!(source = %self.cfg.name, error = %e,
                 "cannot store the rate-limit pause; a restart inside it would not honour it");
         }
@@ -1757,6 +1768,11 @@ fn body_excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
     let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     if clean.trim().is_empty() { "(empty body)".to_owned() } else { clean.trim().to_owned() }
+}
+
+/// Milliseconds of `d`, saturating (for times stored as integers).
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn chrono_dur(d: Duration) -> chrono::Duration {
