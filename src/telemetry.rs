@@ -368,7 +368,7 @@ fn expose(sources: &[SourceProbe], sinks: &[SinkProbe], queue: &QueueView, now_m
         ),
         (
             "auditrelay_sink_splits_total",
-            "Parts of a batch the receiver refused as a whole, split in two to find the events at fault.",
+            "Parts of a batch the receiver refused as a whole (to find the events at fault) or found too large, split in two.",
             |s| s.splits,
         ),
         (
@@ -386,7 +386,7 @@ fn expose(sources: &[SourceProbe], sinks: &[SinkProbe], queue: &QueueView, now_m
         Kind::Counter,
         "Failed sends by class: \"transient\" (receiver unreachable or busy: resent with back-off), \
          \"operator\" (configuration, credentials, certificates, redirects: an operator must act), \
-         \"refused\" (the request refused for its content: bisected) or \"server\" (a server error: \
+         \"refused\" (the request refused for its content or its size: bisected) or \"server\" (a server error: \
          backed off and bisected, never dead-lettered without proof the receiver is up).",
         sinks
             .iter()
@@ -1141,7 +1141,7 @@ auditrelay_sink_truncated_total{sink="archive",type="file"} 0
 # TYPE auditrelay_sink_rejected_total counter
 auditrelay_sink_rejected_total{sink="siem",type="hec"} 6
 auditrelay_sink_rejected_total{sink="archive",type="file"} 0
-# HELP auditrelay_sink_splits_total Parts of a batch the receiver refused as a whole, split in two to find the events at fault.
+# HELP auditrelay_sink_splits_total Parts of a batch the receiver refused as a whole (to find the events at fault) or found too large, split in two.
 # TYPE auditrelay_sink_splits_total counter
 auditrelay_sink_splits_total{sink="siem",type="hec"} 11
 auditrelay_sink_splits_total{sink="archive",type="file"} 0
@@ -1149,7 +1149,7 @@ auditrelay_sink_splits_total{sink="archive",type="file"} 0
 # TYPE auditrelay_sink_liveness_resends_total counter
 auditrelay_sink_liveness_resends_total{sink="siem",type="hec"} 12
 auditrelay_sink_liveness_resends_total{sink="archive",type="file"} 0
-# HELP auditrelay_sink_errors_total Failed sends by class: "transient" (receiver unreachable or busy: resent with back-off), "operator" (configuration, credentials, certificates, redirects: an operator must act), "refused" (the request refused for its content: bisected) or "server" (a server error: backed off and bisected, never dead-lettered without proof the receiver is up).
+# HELP auditrelay_sink_errors_total Failed sends by class: "transient" (receiver unreachable or busy: resent with back-off), "operator" (configuration, credentials, certificates, redirects: an operator must act), "refused" (the request refused for its content or its size: bisected) or "server" (a server error: backed off and bisected, never dead-lettered without proof the receiver is up).
 # TYPE auditrelay_sink_errors_total counter
 auditrelay_sink_errors_total{sink="siem",type="hec",class="transient"} 5
 auditrelay_sink_errors_total{sink="siem",type="hec",class="operator"} 4

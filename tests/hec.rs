@@ -491,6 +491,46 @@ async fn a_request_too_large_is_split_and_a_single_huge_event_dead_lettered() {
     assert!(letters[0].reason.contains("max_content_length"), "{}", letters[0].reason);
 }
 
+/// Regression (adversarial review of the 413 split): a batch answered 413 was split inside
+/// `HecSink::send`; when the collector indexed the first half and answered the second one 503
+/// (busy), `send` failed the whole batch and the loop sent all of it again, so the first half
+/// was indexed twice, silently. Each part the collector takes must be acknowledged as it is
+/// taken, and only the rest sent again. The same with indexer acknowledgement (the first half
+/// acknowledged as indexed) and with or without `Retry-After`.
+#[tokio::test(start_paused = true)]
+async fn a_413_split_then_a_busy_collector_indexes_the_taken_half_once() {
+    let events = &ocsf_events()[..50];
+    // Room for about three quarters of the batch's events: the batch is too large, a half fits.
+    let limit = events.iter().map(Vec::len).sum::<usize>() * 3 / 4;
+    for (use_ack, retry_after) in [(false, None), (false, Some(1)), (true, None)] {
+        let case = format!("indexer_ack {use_ack}, Retry-After {retry_after:?}");
+        let hec = HecEmulator::start(HecOptions { max_content_length: limit, use_ack, ..HecOptions::default() }).await;
+        // The batch (413 by size), its first half (indexed), then the next request: busy.
+        hec.push_fault(Fault::Pass);
+        hec.push_fault(Fault::Pass);
+        hec.push_fault(Fault::Status { status: 503, code: Some(9), text: "Server is busy".into(), retry_after });
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue_with(dir.path(), &["hec"], events).await;
+        let acks = if use_ack { "indexer_ack = true\nack_poll_interval = \"20ms\"\n" } else { "" };
+        let cfg = sink_config(dir.path(), "hec", &hec_lines(&hec, &format!("gzip = false\n{acks}")));
+        let stats = start_worker(cfg, &queue).drain().await;
+
+        let requests = hec.requests();
+        let statuses: Vec<u16> = requests.iter().map(|r| r.status).collect();
+        assert_eq!(statuses[..3], [413, 200, 503], "{case}: the scenario");
+        assert_eq!((stats.events, stats.dead_lettered), (50, 0), "{case}: {stats:?}");
+        assert!(queue.dead_letters(10).await.unwrap().is_empty(), "{case}: nothing dead-lettered");
+        let seen = indexed_uids(&hec);
+        let missing = events.iter().filter(|e| !seen.contains_key(&uid(e))).count();
+        let twice = seen.values().filter(|n| **n > 1).count();
+        assert_eq!((missing, twice), (0, 0), "{case}: (never indexed, indexed twice); requests answered {statuses:?}");
+        assert_eq!(hec.indexed().len(), 50, "{case}: requests answered {statuses:?}");
+        // Only the half not yet taken is sent again.
+        assert_eq!(statuses, [413, 200, 503, 200], "{case}");
+        assert_eq!(requests[1].body.len() + requests[3].body.len(), requests[0].body.len(), "{case}: two halves");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_answers_and_broken_connections_are_retried_honouring_retry_after() {
     let events = &ocsf_events()[..30];

@@ -495,6 +495,37 @@ fn a_request_too_large_is_sent_again_in_halves() {
     });
 }
 
+/// Regression (the HEC 413 review, same hazard here): a batch answered 413 /
+/// `RESOURCE_EXHAUSTED` was split inside `OtlpSink::send`; when the receiver took the first half
+/// and then answered busy, `send` failed the whole batch and the loop sent all of it again, so
+/// the first half arrived twice, silently. Each part taken is acknowledged as it is taken and
+/// only the rest is sent again.
+#[tokio::test(start_paused = true)]
+async fn a_split_batch_whose_second_half_meets_a_busy_receiver_delivers_the_first_half_once() {
+    let events = &ocsf_events()[..50];
+    let receiver = Receiver::start(None).await;
+    for protocol in ["grpc", "http_protobuf", "http_json"] {
+        receiver.clear();
+        let retry_after = Duration::from_secs(1);
+        receiver.set(Behaviour::TooLargeThenBusy { max_records: 30, accepts: 1, retry_after });
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue_with(dir.path(), &["otlp"], events).await;
+        let cfg = sink_config(dir.path(), "otlp", &lines(&receiver, protocol, ""));
+        let stats = start_worker(cfg, &queue).drain().await;
+
+        let replies: Vec<Reply> = receiver.exports().iter().map(|e| e.reply.clone()).collect();
+        assert_eq!(replies[..3], [Reply::TooLarge, Reply::Accepted, Reply::Busy(retry_after)], "{protocol}");
+        assert_eq!((stats.events, stats.dead_lettered), (50, 0), "{protocol}: {stats:?}");
+        assert!(queue.dead_letters(10).await.unwrap().is_empty(), "{protocol}: nothing dead-lettered");
+        let seen = delivered_uids(&receiver);
+        let missing = events.iter().filter(|e| !seen.contains_key(&uid(e))).count();
+        let twice = seen.values().filter(|n| **n > 1).count();
+        assert_eq!((missing, twice), (0, 0), "{protocol}: (missing, delivered twice); replies {replies:?}");
+        // Only the half not yet taken is sent again.
+        assert_eq!(replies.len(), 4, "{protocol}: {replies:?}");
+    }
+}
+
 #[test]
 fn an_event_that_is_not_an_event_is_dead_lettered_and_the_rest_delivered() {
     let mut events = ocsf_events()[..10].to_vec();

@@ -11,8 +11,12 @@
 //! channel is a GUID kept in the queue database, so it survives restarts.
 //!
 //! Within one batch it repairs what the collector names: an invalid event (codes 6, 12, 13, 15
-//! with `invalid-event-number`) is refused (dead-lettered by the loop) and the rest sent again;
-//! an answer 413 splits the request in halves (a single event still too large is refused).
+//! with `invalid-event-number`) is refused (dead-lettered by the loop) and the rest sent again.
+//! It never splits a batch: a 413 (larger than the collector's `max_content_length`) goes back
+//! to the loop as [`Failure::TooLarge`](super::Failure::TooLarge), which sends the part again in
+//! halves and acknowledges each half the collector takes as it takes it (a single event still
+//! too large is dead-lettered). Splitting here, a second half answered 503 after the first was
+//! indexed failed the whole batch, and the loop indexed the first half twice.
 //! Everything else goes back to the loop as a [`SendError`]: 429, 502, 503, 504 transient
 //! (honouring `Retry-After`); 500 and other 5xx a server error (an outage or a poison event: the
 //! loop backs off and bisects); an invalid-data 400 without an event number a refusal of the
@@ -21,9 +25,13 @@
 //! (PROTOCOLS §1a): a 2xx without HEC `code` 0 (a proxy's or login page's HTML, an empty body,
 //! JSON of another shape) is not, and a redirect is never followed (the token would go along,
 //! and reqwest would turn the POST into a GET of a page that answers 200): both are operator
-//! errors that keep the data. A batch that fails after part of it was accepted is resent whole,
-//! so that part may arrive twice (at least once, never lost). The only waiting done here is the
-//! ack poll; retries and back-off belong to the loop.
+//! errors that keep the data. A send is one request, repeated only without an event the
+//! collector named invalid, so no failure follows an acceptance of part of the batch. Two
+//! exceptions make a request indexed twice (at least once, never lost): an indexer
+//! acknowledgement that never comes (the request is sent again after `ack_timeout`), and, if the
+//! collector indexes the events before the one it names invalid (Vector's emulation does;
+//! PROTOCOLS §1a asks to confirm on real Splunk), the repeat without it. The only waiting done
+//! here is the ack poll; retries and back-off belong to the loop.
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -69,7 +77,8 @@ pub enum Answer {
     Accepted { ack_id: Option<u64> },
     /// The request's event number `index` is invalid; the others are not at fault.
     InvalidEvent { index: usize },
-    /// 413: the request is larger than the collector's `max_content_length`.
+    /// 413: the request is larger than the collector's `max_content_length`; the loop sends it
+    /// again in halves.
     TooLarge,
     /// Busy, unavailable, or a proxy in the way: send again later.
     Retry,
@@ -209,50 +218,43 @@ impl HecSink {
                 Err(reason) => delivery.refused.push(RefusedEvent { id: event.id, reason }),
             }
         }
-        // Requests still to make, each a run of envelopes; split and trimmed as answers say.
-        let mut requests = vec![envelopes];
-        while let Some(request) = requests.pop() {
-            if request.is_empty() {
-                continue;
-            }
+        // One request, sent again without each event the collector names as invalid. Never split
+        // here (module docs): a 413 goes back to the loop.
+        let mut request = envelopes;
+        while !request.is_empty() {
             match self.post(&request).await? {
                 Answer::Accepted { ack_id } => {
                     if let (Some(acks), Some(id)) = (self.acks, ack_id) {
                         self.wait_for_ack(id, acks).await?;
                     }
+                    break;
                 }
                 Answer::InvalidEvent { index } => {
-                    let mut rest = request;
-                    if index >= rest.len() {
+                    if index >= request.len() {
                         let msg = format!(
                             "{}: the collector names event {index} of a request of {} as invalid",
                             self.target,
-                            rest.len()
+                            request.len()
                         );
                         return Err(SendError::config(msg));
                     }
-                    let (id, _) = rest.remove(index);
+                    let (id, _) = request.remove(index);
                     let reason =
                         format!("{}: the collector refused the event as invalid (HEC codes 6/12/13/15)", self.target);
                     tracing::warn!(sink = %self.target, event_id = id, "collector refused an event as invalid; sending the rest again");
                     delivery.refused.push(RefusedEvent { id, reason });
-                    requests.push(rest);
-                }
-                Answer::TooLarge if request.len() > 1 => {
-                    let mut first = request;
-                    let second = first.split_off(first.len() / 2);
-                    // Popped from the end: the first half goes first.
-                    requests.push(second);
-                    requests.push(first);
                 }
                 Answer::TooLarge => {
-                    let (id, bytes) = &request[0];
-                    let reason = format!(
-                        "{}: an envelope of {} bytes alone exceeds the collector's max_content_length (413)",
-                        self.target,
-                        bytes.len()
-                    );
-                    delivery.refused.push(RefusedEvent { id: *id, reason });
+                    // Also the dead-letter reason of an event too large alone.
+                    let bytes: usize = request.iter().map(|(_, e)| e.len() + 1).sum();
+                    let what = match request.len() {
+                        1 => String::from("an envelope"),
+                        n => format!("a request of {n} envelopes"),
+                    };
+                    return Err(SendError::too_large(format!(
+                        "{}: answered 413: {what} of {bytes} bytes exceeds the collector's max_content_length",
+                        self.target
+                    )));
                 }
                 Answer::Retry | Answer::Operator | Answer::ServerError | Answer::Refused => {
                     // `post` turns these into errors; kept for exhaustiveness.

@@ -9,12 +9,21 @@
 //! lost (invariant 7). Protocol files (`file.rs`, `syslog.rs`, `hec.rs`, `otlp.rs`) only say how
 //! to send one batch and what the answer means; they never touch the queue and never retry a
 //! failed batch (HEC's wait for its indexer acknowledgement is the one wait inside a send).
+//! Nor do they split a batch into several requests: a send that fails after the receiver took
+//! part of its batch would have this loop send that part again, a silent duplicate. A send is
+//! one request (HEC repeats it only without an event the collector named invalid); what must
+//! be cut is cut here, where each part taken moves the cursor before the next is sent.
 //!
 //! **Bisection, once for every sink.** A protocol file that cannot tell which events a refusal
 //! is about says so with the failure's class, and this loop finds them:
 //! - [`Failure::Refused`] (OTLP 400 / `INVALID_ARGUMENT`, HEC 400 "invalid data" without an
 //!   event number): the request itself is refused. The part is split in halves at once, each
 //!   sent on its own; an event refused alone is dead-lettered with the receiver's words.
+//! - [`Failure::TooLarge`] (HTTP 413, gRPC `RESOURCE_EXHAUSTED` without `RetryInfo`): the same,
+//!   for the request's size: halves at once, an event too large alone dead-lettered. Each half
+//!   the receiver takes is acknowledged as it is taken, so a half refused later (busy, down)
+//!   resends only itself, never what was already taken. Halves found too large are never
+//!   joined again (below).
 //! - [`Failure::ServerError`] (HTTP 500, 408, gRPC `UNKNOWN`/`INTERNAL`): an outage or an event
 //!   that breaks the receiver, which one answer cannot tell apart. The part is split too, but
 //!   after the back-off, and an event failing alone is dead-lettered only on proof that it is
@@ -30,9 +39,10 @@
 //!
 //! The receiver's first "yes" in a batch clears what failed before it (an outage fails every
 //! part and proves nothing about the events) and joins neighbouring parts again, so a batch an
-//! outage cut into single events is not then delivered one event per request. The cursor moves
-//! over a resolved prefix of the batch (delivered or dead-lettered) as soon as there is one, so
-//! a restart in the middle of a bisection resends only the unresolved rest.
+//! outage cut into single events is not then delivered one event per request (parts cut because
+//! the receiver found them too large stay as they are: joined, they would be too large again).
+//! The cursor moves over a resolved prefix of the batch (delivered or dead-lettered) as soon as
+//! there is one, so a restart in the middle of a bisection resends only the unresolved rest.
 //!
 //! **Shutdown.** `SinkControl::abort` (the drain deadline) ends a worker even inside a send (a
 //! HEC indexer-ack wait, a receiver that drips its answer): the part in hand stays queued, and
@@ -78,6 +88,10 @@ pub enum Failure {
     /// The receiver refused the request as a whole for what it holds, without naming the
     /// events at fault: the loop bisects it; an event refused alone is dead-lettered.
     Refused,
+    /// The request is larger than the receiver takes (HTTP 413, gRPC `RESOURCE_EXHAUSTED`
+    /// without `RetryInfo`): the loop sends it again in halves at once, acknowledging each as it
+    /// is taken; an event too large alone is dead-lettered. Counted with the refusals.
+    TooLarge,
     /// The receiver failed on the request without blaming it (HTTP 500, 408, gRPC `UNKNOWN`,
     /// `INTERNAL`): an outage or a poison event. Backed off and bisected; an event alone is
     /// dead-lettered only on proof that the receiver is alive ([`POISON_STRIKES`]).
@@ -101,6 +115,11 @@ impl SendError {
 
     pub fn refused(message: impl Into<String>) -> SendError {
         SendError { message: message.into(), class: Failure::Refused, retry_after: None }
+    }
+
+    /// The message is the dead-letter reason of an event too large alone: say what the limit is.
+    pub fn too_large(message: impl Into<String>) -> SendError {
+        SendError { message: message.into(), class: Failure::TooLarge, retry_after: None }
     }
 
     pub fn server_error(message: impl Into<String>) -> SendError {
@@ -165,7 +184,8 @@ impl Sink {
         Ok(())
     }
 
-    /// Delivers the whole batch, or fails without acknowledging any of it.
+    /// Delivers the whole batch, or fails with the receiver having taken none of it (module
+    /// docs: a sink never splits a batch itself).
     async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
         match self {
             Sink::File(s) => s.send(batch).await.map(|()| Delivery::default()),
@@ -242,10 +262,11 @@ pub struct SinkStats {
     /// Failed sends by class: the receiver unreachable or busy, or an operator must act.
     pub errors_transient: AtomicU64,
     pub errors_config: AtomicU64,
-    /// Failed sends the receiver blamed on the request (bisected) or on itself (500, …).
+    /// Failed sends the receiver blamed on the request, its content or its size (bisected), or
+    /// on itself (500, …).
     pub errors_refused: AtomicU64,
     pub errors_server: AtomicU64,
-    /// Parts of a refused batch split in two (bisection steps).
+    /// Parts of a refused or too large batch split in two (bisection steps).
     pub splits: AtomicU64,
     /// Delivered events sent again to prove the receiver alive while isolating a poison event.
     pub liveness_resends: AtomicU64,
@@ -417,22 +438,28 @@ struct Part {
     /// How many server errors the batch had drawn when this event last failed alone: any more
     /// before its next failure means the receiver fails other requests too (no proof).
     errors_at: u64,
+    /// Cut from a part the receiver found too large ([`Failure::TooLarge`]): never joined with
+    /// its neighbours again.
+    sized: bool,
 }
 
 impl Part {
     fn new(range: std::ops::Range<usize>) -> Part {
-        Part { range, strikes: 0, failed_at: None, errors_at: 0 }
+        Part { range, strikes: 0, failed_at: None, errors_at: 0, sized: false }
     }
 }
 
-/// Clears every part's suspicion and joins neighbouring parts into one.
+/// Clears every part's suspicion and joins neighbouring parts into one, except parts cut for
+/// their size.
 fn forget_and_join(parts: &mut std::collections::VecDeque<Part>) {
     let mut sorted: Vec<Part> = parts.drain(..).collect();
     sorted.sort_by_key(|p| p.range.start);
     for part in sorted {
         match parts.back_mut() {
-            Some(last) if last.range.end == part.range.start => last.range.end = part.range.end,
-            _ => parts.push_back(Part::new(part.range)),
+            Some(last) if last.range.end == part.range.start && !last.sized && !part.sized => {
+                last.range.end = part.range.end
+            }
+            _ => parts.push_back(Part { sized: part.sized, ..Part::new(part.range) }),
         }
     }
 }
@@ -515,14 +542,15 @@ impl Delivering<'_> {
             if e.class == Failure::ServerError {
                 server_errors += 1;
             }
-            // A refused part is not sent again as it was: its halves are (`splits`).
-            if e.class != Failure::Refused {
+            // A refused or too large part is not sent again as it was: its halves are (`splits`).
+            let cut_at_once = matches!(e.class, Failure::Refused | Failure::TooLarge);
+            if !cut_at_once {
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
             }
             let counter = match e.class {
                 Failure::Transient => &self.stats.errors_transient,
                 Failure::Config => &self.stats.errors_config,
-                Failure::Refused => &self.stats.errors_refused,
+                Failure::Refused | Failure::TooLarge => &self.stats.errors_refused,
                 Failure::ServerError => &self.stats.errors_server,
             };
             counter.fetch_add(1, Ordering::Relaxed);
@@ -532,17 +560,23 @@ impl Delivering<'_> {
                 warn!(sink = name, error = %e, "receiver failed again on an event it took before: treated as an outage");
             } else {
                 match e.class {
-                    Failure::Refused | Failure::ServerError if events > 1 => {
+                    Failure::Refused | Failure::TooLarge | Failure::ServerError if events > 1 => {
                         let mid = part.range.start + events / 2;
                         self.stats.splits.fetch_add(1, Ordering::Relaxed);
-                        warn!(sink = name, error = %e, events, "receiver refused the batch as a whole; sending it in halves");
-                        parts.push_front(Part::new(mid..part.range.end));
-                        parts.push_front(Part::new(part.range.start..mid));
-                        if e.class == Failure::Refused {
+                        let sized = part.sized || e.class == Failure::TooLarge;
+                        match e.class {
+                            Failure::TooLarge => warn!(sink = name, error = %e, events,
+                                "request too large for the receiver; sending it in halves"),
+                            _ => warn!(sink = name, error = %e, events,
+                                "receiver refused the batch as a whole; sending it in halves"),
+                        }
+                        parts.push_front(Part { sized, ..Part::new(mid..part.range.end) });
+                        parts.push_front(Part { sized, ..Part::new(part.range.start..mid) });
+                        if cut_at_once {
                             continue;
                         }
                     }
-                    Failure::Refused => {
+                    Failure::Refused | Failure::TooLarge => {
                         let id = batch[part.range.start].id;
                         refused.push(RefusedEvent { id, reason: e.message.clone() });
                         resolved[part.range.start] = true;
@@ -899,6 +933,49 @@ mod tests {
         once.sort_unstable();
         once.dedup();
         each_once(&once, 20, &[1]);
+    }
+
+    /// A part the receiver finds too large is halved at once and each half acknowledged as it
+    /// is taken, so a busy answer to the second half resends only that half (regression: HEC
+    /// and OTLP halved a batch inside their send, and a busy second half had the whole batch,
+    /// the half already taken with it, sent again). Halves cut for size are not joined again
+    /// after the receiver's first "yes".
+    #[tokio::test(start_paused = true)]
+    async fn a_part_too_large_is_halved_and_each_half_acknowledged_as_it_is_taken() {
+        let mut busy = 1;
+        let run = start(50, move |ids| {
+            if ids.len() > 13 {
+                return Answer::Fail(Failure::TooLarge);
+            }
+            if ids[0] > 25 && busy > 0 {
+                busy -= 1;
+                return Answer::Fail(Failure::Transient);
+            }
+            Answer::Accept
+        })
+        .await;
+        let (dead, log, stats, _) = run.drain().await;
+        assert!(dead.is_empty(), "{dead:?}");
+        each_once(&log.accepted, 50, &[]);
+        let sizes: Vec<usize> = log.requests.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [50, 25, 12, 13, 25, 12, 12, 13], "{:?}", log.requests);
+        assert_eq!((stats.splits, stats.errors_refused, stats.retries, stats.errors_transient), (3, 3, 1, 1));
+    }
+
+    /// An event too large alone is dead-lettered with the receiver's words; its neighbours are
+    /// delivered once.
+    #[tokio::test(start_paused = true)]
+    async fn an_event_too_large_alone_is_dead_lettered() {
+        let run = start(50, |ids| match ids.contains(&7) || ids.len() > 25 {
+            true => Answer::Fail(Failure::TooLarge),
+            false => Answer::Accept,
+        })
+        .await;
+        let (dead, log, stats, queue) = run.drain().await;
+        assert_eq!(dead, [7]);
+        assert!(queue.dead_letters(10).await.unwrap()[0].reason.contains("TooLarge"));
+        each_once(&log.accepted, 50, &[7]);
+        assert_eq!((stats.events, stats.dead_lettered, stats.retries), (49, 1, 0), "{stats:?}");
     }
 
     /// Transient and operator failures resend the same batch whole, never split it.

@@ -20,6 +20,10 @@
 //! `Refused`, and one it fails on without saying why (500, 408, `UNKNOWN`, `INTERNAL`, …) of
 //! class `ServerError`: the loop bisects them, so that only the events at fault reach the
 //! dead-letter table, where the specification would drop the whole batch, and an outage none.
+//! A request too large (HTTP 413, `RESOURCE_EXHAUSTED` without `RetryInfo`) is an `Err` of class
+//! `TooLarge`, halved by the loop too, never here: each batch is one export, so no failure
+//! follows the receiver taking part of it (a half taken, then the other half answered busy,
+//! would otherwise have the loop send the taken half again).
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -136,8 +140,8 @@ enum Verdict {
     /// Only an operator can fix it (credentials, certificate, endpoint moved): keep the data,
     /// report an error, retry at the longest back-off.
     Pause,
-    /// Too large for the receiver: send it again in halves; an event too large alone is
-    /// dead-lettered.
+    /// Too large for the receiver: the loop sends it again in halves (`Failure::TooLarge`); an
+    /// event too large alone is dead-lettered.
     Split,
     /// The receiver refuses what the request holds: the loop bisects it (`Failure::Refused`).
     Refused,
@@ -158,8 +162,8 @@ enum Verdict {
 /// - A redirect is not followed (our headers carry API keys, which must not travel to another
 ///   host); it means the endpoint moved, an operator's job too. So do 404, 405, 415 and gRPC
 ///   `UNIMPLEMENTED`: the endpoint, path or protocol is wrong, not the data.
-/// - HTTP 413 and `RESOURCE_EXHAUSTED` without `RetryInfo` say the request is too large: it is
-///   sent again in halves (the specification only says not to resend it unchanged).
+/// - HTTP 413 and `RESOURCE_EXHAUSTED` without `RetryInfo` say the request is too large: the
+///   loop sends it again in halves (the specification only says not to resend it unchanged).
 /// - Everything else "MUST NOT be retried", and the specification drops the data. We do not
 ///   (PROTOCOLS §1c, "our policy is stricter"): a refusal of the request's content (HTTP 400,
 ///   422, gRPC `INVALID_ARGUMENT`) is bisected down to the events at fault; any other failure
@@ -245,68 +249,58 @@ impl OtlpSink {
                 Err(reason) => delivery.refused.push(RefusedEvent { id: event.id, reason }),
             }
         }
-        // Exports still to make: events, and their records when already built (a request split
-        // after a 413 rebuilds its halves' records rather than cloning every batch's up front).
-        let mut exports = vec![(sent, Some(records))];
-        while let Some((events, records)) = exports.pop() {
-            if events.is_empty() {
-                continue;
+        if sent.is_empty() {
+            return Ok(delivery);
+        }
+        // One export, never split here: a part taken before another failed would be sent again by
+        // the loop. Too large goes back to the loop (`Failure::TooLarge`), which halves it.
+        let answer = match self.export(self.request(records)).await {
+            Ok(answer) => answer,
+            Err(unencodable) => {
+                delivery.refused.extend(sent.iter().map(|e| RefusedEvent { id: e.id, reason: unencodable.clone() }));
+                delivery.refused.sort_by_key(|r| r.id);
+                return Ok(delivery);
             }
-            let records = match records {
-                Some(r) => r,
-                None => events.iter().filter_map(|e| log_record(e, self.body).ok()).collect(),
-            };
-            let answer = match self.export(self.request(records)).await {
-                Ok(answer) => answer,
-                Err(unencodable) => {
-                    delivery
-                        .refused
-                        .extend(events.iter().map(|e| RefusedEvent { id: e.id, reason: unencodable.clone() }));
-                    continue;
+        };
+        match answer {
+            Answer::Accepted { rejected, message } => {
+                if rejected > 0 {
+                    // The specification forbids sending these again: count them and say why.
+                    let rejected = u64::try_from(rejected).unwrap_or(0).min(sent.len() as u64);
+                    delivery.rejected += rejected;
+                    warn!(sink = %self.target, rejected, sent = sent.len(), receiver_message = %message,
+                        "the receiver rejected part of the batch (OTLP partial success); it is not sent again");
+                } else if !message.is_empty() {
+                    warn!(sink = %self.target, receiver_message = %message, "the receiver took the batch with a warning");
                 }
-            };
-            match answer {
-                Answer::Accepted { rejected, message } => {
-                    if rejected > 0 {
-                        // The specification forbids sending these again: count them and say why.
-                        let rejected = u64::try_from(rejected).unwrap_or(0).min(events.len() as u64);
-                        delivery.rejected += rejected;
-                        warn!(sink = %self.target, rejected, sent = events.len(), receiver_message = %message,
-                            "the receiver rejected part of the batch (OTLP partial success); it is not sent again");
-                    } else if !message.is_empty() {
-                        warn!(sink = %self.target, receiver_message = %message, "the receiver took the batch with a warning");
-                    }
-                }
-                Answer::Refused { refusal, detail, retry_after } => match verdict(refusal) {
-                    Verdict::Resend => {
-                        let mut e = SendError::transient(format!("{}: {detail}", self.target));
-                        e.retry_after = retry_after;
-                        return Err(e);
-                    }
-                    Verdict::Pause => return Err(SendError::config(format!("{}: {detail}", self.target))),
-                    Verdict::Split if events.len() > 1 => {
-                        let mut first = events;
-                        let second = first.split_off(first.len() / 2);
-                        // Popped from the end: the first half goes first.
-                        exports.push((second, None));
-                        exports.push((first, None));
-                    }
-                    Verdict::Refused => {
-                        return Err(SendError::refused(format!("{}: refused the request: {detail}", self.target)));
-                    }
-                    Verdict::ServerError => {
-                        let mut e = SendError::server_error(format!("{}: {detail}", self.target));
-                        e.retry_after = retry_after;
-                        return Err(e);
-                    }
-                    Verdict::Split => {
-                        let reason = format!("{} refused it for good: {detail}", self.target);
-                        delivery
-                            .refused
-                            .extend(events.iter().map(|e| RefusedEvent { id: e.id, reason: reason.clone() }));
-                    }
-                },
             }
+            Answer::Refused { refusal, detail, retry_after } => match verdict(refusal) {
+                Verdict::Resend => {
+                    let mut e = SendError::transient(format!("{}: {detail}", self.target));
+                    e.retry_after = retry_after;
+                    return Err(e);
+                }
+                Verdict::Pause => return Err(SendError::config(format!("{}: {detail}", self.target))),
+                Verdict::Split => {
+                    // Also the dead-letter reason of an event too large alone.
+                    let what = match sent.len() {
+                        1 => String::from("the event"),
+                        n => format!("a request of {n} events"),
+                    };
+                    return Err(SendError::too_large(format!(
+                        "{}: {what} is too large for the receiver: {detail}",
+                        self.target
+                    )));
+                }
+                Verdict::Refused => {
+                    return Err(SendError::refused(format!("{}: refused the request: {detail}", self.target)));
+                }
+                Verdict::ServerError => {
+                    let mut e = SendError::server_error(format!("{}: {detail}", self.target));
+                    e.retry_after = retry_after;
+                    return Err(e);
+                }
+            },
         }
         delivery.refused.sort_by_key(|r| r.id);
         Ok(delivery)

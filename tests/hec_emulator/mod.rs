@@ -117,6 +117,9 @@ impl Default for HecOptions {
 /// A fault is used up even when the request then fails for another reason (a bad token, say).
 #[derive(Clone, Debug)]
 pub enum Fault {
+    /// Nothing scripted: the request is processed as it would be without a fault (a place
+    /// holder, so that a later fault hits a later request).
+    Pass,
     /// Answer with this HTTP status and the HEC JSON body `{"text":..., "code":...}` (`code`
     /// left out when `None`); `retry_after` adds a `Retry-After: <seconds>` header. Nothing is
     /// checked or indexed.
@@ -599,6 +602,7 @@ async fn event_endpoint(
             response
         }
         other => {
+            let other = other.filter(|f| !matches!(f, Fault::Pass));
             let decoded = decode(&headers, &raw, usize::MAX).unwrap_or_default();
             let refusal = shared.lock().refusals.iter().find(|(uid, ..)| contains(&decoded, uid.as_bytes())).cloned();
             if let Some((_, status, code)) = refusal {

@@ -69,6 +69,10 @@ pub enum Behaviour {
     /// A request of more than `max_records` log records is too large: HTTP 413 / gRPC
     /// `RESOURCE_EXHAUSTED` without `RetryInfo`; smaller ones are accepted.
     TooLarge { max_records: usize },
+    /// As `TooLarge`, except that once `accepts` requests that fit were accepted, the next one
+    /// that fits is answered busy (as [`Behaviour::Busy`]) and the receiver goes on as
+    /// `TooLarge`: half of a split batch taken, the other half turned away for now.
+    TooLargeThenBusy { max_records: usize, accepts: usize, retry_after: Duration },
     /// The next `times` requests fail with HTTP `http` / gRPC `grpc` (a `google.rpc.Status`
     /// body), then back to `Accept`: a collector crashing or restarting, or a proxy in front of
     /// it, answers 500, 408, `UNKNOWN` or `INTERNAL` during an outage (PROTOCOLS §1c).
@@ -163,9 +167,24 @@ impl State {
                     if poisoned { Reply::Failed { http: *http, grpc: *grpc } } else { Reply::Accepted }
                 }
                 Behaviour::TooLarge { max_records } => {
-                    let records: usize =
-                        request.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum();
-                    if records > *max_records { Reply::TooLarge } else { Reply::Accepted }
+                    if records(&request) > *max_records {
+                        Reply::TooLarge
+                    } else {
+                        Reply::Accepted
+                    }
+                }
+                Behaviour::TooLargeThenBusy { max_records, accepts, retry_after } => {
+                    let max_records = *max_records;
+                    if records(&request) > max_records {
+                        Reply::TooLarge
+                    } else if *accepts > 0 {
+                        *accepts -= 1;
+                        Reply::Accepted
+                    } else {
+                        let reply = Reply::Busy(*retry_after);
+                        *behaviour = Behaviour::TooLarge { max_records };
+                        reply
+                    }
                 }
             }
         };
@@ -177,6 +196,11 @@ impl State {
         self.exports.lock().unwrap().push(export);
         reply
     }
+}
+
+/// How many log records the request holds.
+fn records(request: &ExportLogsServiceRequest) -> usize {
+    request.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum()
 }
 
 pub use crate::harness::pki::{Pki, make_pki};
