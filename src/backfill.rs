@@ -64,8 +64,20 @@ pub fn range_source_name(source: &str, from: DateTime<Utc>, until: DateTime<Utc>
 pub struct RangeRun {
     pub from: DateTime<Utc>,
     pub until: DateTime<Utc>,
+    /// Its checkpoint's `done_until`: everything before it is stored (`None`: not one window yet).
+    pub done: Option<DateTime<Utc>>,
+}
+
+impl RangeRun {
     /// Its checkpoint reached `until`.
-    pub complete: bool,
+    pub fn complete(&self) -> bool {
+        self.done.is_some_and(|d| d >= self.until)
+    }
+
+    /// Where its checkpoint stands: `from` before its first window.
+    fn reached(&self) -> DateTime<Utc> {
+        self.done.unwrap_or(self.from).clamp(self.from, self.until)
+    }
 }
 
 /// The `[from, until)` of a range source name of `source`, if `name` is one.
@@ -83,14 +95,16 @@ pub fn range_runs<'a>(source: &str, checkpoints: impl IntoIterator<Item = (&'a s
     for (name, state) in checkpoints {
         let Some((from, until)) = parse_range_name(source, name) else { continue };
         let done = serde_json::from_str::<Checkpoint>(state).ok().and_then(|cp| cp.done_until);
-        runs.push(RangeRun { from, until, complete: done.is_some_and(|d| d >= until) });
+        runs.push(RangeRun { from, until, done });
     }
     runs
 }
 
-/// The completed ranges merged into disjoint intervals, in order.
+/// What the runs stored, merged into disjoint intervals, in order: a completed run's range, and
+/// of an unfinished one the part its checkpoint passed (`[from, done_until)`): asking that part
+/// again under another range's name would store its records twice.
 fn covered(runs: &[RangeRun]) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
-    let mut spans: Vec<_> = runs.iter().filter(|r| r.complete).map(|r| (r.from, r.until)).collect();
+    let mut spans: Vec<_> = runs.iter().map(|r| (r.from, r.reached())).filter(|(from, to)| from < to).collect();
     spans.sort();
     let mut merged: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
     for (from, until) in spans {
@@ -102,9 +116,11 @@ fn covered(runs: &[RangeRun]) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
     merged
 }
 
-/// The ranges to run for `[since, until)`: what the completed runs did not cover, each
-/// beginning with the unfinished run that started at the same instant (if one fits), so an
-/// interrupted backfill resumes from its checkpoint. Empty: the whole range is covered.
+/// The ranges to run for `[since, until)`, as `(from, until)` of the range source each runs as:
+/// what earlier runs did not cover ([`covered`]), each part beginning with the unfinished run
+/// whose checkpoint stands where the part starts (if one ends inside it), resumed under its own
+/// name from its checkpoint (its dedupe keys hold what its overlap asks again). Empty: the whole
+/// range is covered.
 pub fn plan(since: DateTime<Utc>, until: DateTime<Utc>, runs: &[RangeRun]) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
     let mut missing = Vec::new();
     let mut at = since;
@@ -124,12 +140,11 @@ pub fn plan(since: DateTime<Utc>, until: DateTime<Utc>, runs: &[RangeRun]) -> Ve
     for (mut from, to) in missing {
         while let Some(resume) = runs
             .iter()
-            .filter(|r| !r.complete && r.from == from && r.until > from && r.until <= to)
-            .map(|r| r.until)
-            .max()
+            .filter(|r| !r.complete() && r.reached() == from && r.until > from && r.until <= to)
+            .max_by_key(|r| r.until)
         {
-            parts.push((from, resume));
-            from = resume;
+            parts.push((resume.from, resume.until));
+            from = resume.until;
         }
         if from < to {
             parts.push((from, to));
@@ -163,15 +178,29 @@ pub async fn run(args: Backfill, shutdown: CancellationToken) -> anyhow::Result<
     let clock = Clock::system();
     // Whole seconds: the range is written into the source's name and read back exactly.
     let since = args.since.trunc_subsecs(0);
-    let until = args.until.unwrap_or_else(|| clock.now_utc()).trunc_subsecs(0);
+    let now = clock.now_utc().trunc_subsecs(0);
+    // Nothing exists past now: a range named with a later end could never be completed (no
+    // checkpoint passes now), so a wider re-run would ask it all again. It is named, run and
+    // remembered as ending now.
+    let asked = args.until.map(|u| u.trunc_subsecs(0));
+    let clamped = asked.filter(|u| *u > now);
+    let until = asked.map_or(now, |u| u.min(now));
     if since >= until {
-        bail!("--since ({}) must be before --until ({until})", args.since);
+        match clamped {
+            Some(asked) => {
+                bail!("--since ({}) must be before now ({now}; --until {asked} is in the future)", args.since)
+            }
+            None => bail!("--since ({}) must be before --until ({until})", args.since),
+        }
     }
     let Some(live) = config.sources.iter().find(|s| s.name == args.source).cloned() else {
         let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
         bail!("{}: no source named {:?} (sources: {})", args.config.display(), args.source, names.join(", "));
     };
     let label = format!("{}.backfill", args.source);
+    if let Some(asked) = clamped {
+        eprintln!("backfill {label}: --until {asked} is in the future: clamped to now, {until}");
+    }
     let checkpoints = stored_checkpoints(&config)?;
     let runs = range_runs(&args.source, checkpoints.iter().map(|(n, s)| (n.as_str(), s.as_str())));
     let parts = plan(since, until, &runs);
@@ -185,7 +214,8 @@ pub async fn run(args: Backfill, shutdown: CancellationToken) -> anyhow::Result<
         eprintln!("backfill {label}: earlier runs covered part of the range; collecting {}", asked.join(", "));
     }
     for (from, to) in parts {
-        let code = run_range(&config, &live, &label, from, to, shutdown.clone()).await?;
+        let clamped = clamped.filter(|_| to == until);
+        let code = run_range(&config, &live, &label, from, to, clamped, shutdown.clone()).await?;
         if code != ExitCode::SUCCESS {
             return Ok(code);
         }
@@ -193,13 +223,22 @@ pub async fn run(args: Backfill, shutdown: CancellationToken) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs the backfill of one range to its end (or its interruption), printing its outcome.
+/// Where the checkpoint of the range `[since, until)` of `source` stands now.
+fn range_reached(config: &Config, source: &str, since: DateTime<Utc>, until: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let checkpoints = stored_checkpoints(config).ok()?;
+    let runs = range_runs(source, checkpoints.iter().map(|(n, s)| (n.as_str(), s.as_str())));
+    runs.into_iter().find(|r| r.from == since && r.until == until).map(|r| r.reached())
+}
+
+/// Runs the backfill of one range to its end (or its interruption), printing its outcome;
+/// `clamped`: the `--until` asked, in the future, that `until` (now) replaced.
 async fn run_range(
     config: &Config,
     live: &SourceConfig,
     label: &str,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
+    clamped: Option<DateTime<Utc>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let mut config = config.clone();
@@ -246,8 +285,21 @@ async fn run_range(
         report.sinks.iter().map(|s| format!("{} {} (backlog {})", s.name, s.stats.events, s.backlog)).collect();
     match source.map(|s| &s.outcome) {
         Some(SourceOutcome::CaughtUp) => {
+            // No window passes the vendor's clock: where it is behind ours, the range ends
+            // short of `until`, and says where (the same command later resumes it from there).
+            let reached = range_reached(&config, &live.name, since, until).unwrap_or(until);
+            let end = if reached < until {
+                format!(
+                    "{reached} (not {until}: no window passes the vendor's clock, which is behind ours; run the same \
+                     command again later for the rest)"
+                )
+            } else if let Some(asked) = clamped {
+                format!("{until} (clamped to now: --until {asked} is in the future)")
+            } else {
+                until.to_string()
+            };
             println!(
-                "backfill {label}: done: {} records stored ({} duplicates skipped) from {since} to {until}; delivered: {}",
+                "backfill {label}: done: {} records stored ({} duplicates skipped) from {since} to {end}; delivered: {}",
                 stats.stored,
                 stats.duplicates,
                 delivered.join(", ")
@@ -327,7 +379,12 @@ mod tests {
     }
 
     fn run(from: i64, until: i64, complete: bool) -> RangeRun {
-        RangeRun { from: t(from), until: t(until), complete }
+        RangeRun { from: t(from), until: t(until), done: complete.then(|| t(until)) }
+    }
+
+    /// An unfinished run whose checkpoint stands at `done`.
+    fn partial(from: i64, until: i64, done: i64) -> RangeRun {
+        RangeRun { from: t(from), until: t(until), done: Some(t(done)) }
     }
 
     #[test]
@@ -351,6 +408,25 @@ mod tests {
         assert_eq!(plan(t(0), t(6), &[run(0, 4, false)]), [(t(0), t(4)), (t(4), t(6))]);
         // An unfinished run that does not start where a missing part does is not resumed.
         assert_eq!(plan(t(0), t(6), &[run(1, 4, false)]), [(t(0), t(6))]);
+        // Interrupted at 2: the same command resumes it under its own name, from its checkpoint.
+        assert_eq!(plan(t(0), t(4), &[partial(0, 4, 2)]), [(t(0), t(4))]);
+        assert_eq!(plan(t(0), t(6), &[partial(0, 4, 2)]), [(t(0), t(4)), (t(4), t(6))]);
+    }
+
+    #[test]
+    fn test_plan_never_asks_again_what_an_unfinished_run_stored() {
+        // [2, 8) stopped at 5 (interrupted, or a vendor clock behind ours): a wider range asks
+        // [0, 2), then resumes [2, 8) from its checkpoint, then [8, 10).
+        let stopped = [partial(2, 8, 5)];
+        assert_eq!(plan(t(0), t(10), &stopped), [(t(0), t(2)), (t(2), t(8)), (t(8), t(10))]);
+        // It cannot be resumed inside a narrower range: [5, 7) starts afresh where it stopped,
+        // and [2, 5) is not asked again.
+        assert_eq!(plan(t(0), t(7), &stopped), [(t(0), t(2)), (t(5), t(7))]);
+        assert!(plan(t(3), t(5), &stopped).is_empty());
+        assert_eq!(covering(t(3), t(5), &stopped), Some((t(2), t(5))));
+        // Covered past its checkpoint by another run: not resumed (it would ask [5, 6) again).
+        let overtaken = [partial(2, 8, 5), run(5, 6, true)];
+        assert_eq!(plan(t(0), t(10), &overtaken), [(t(0), t(2)), (t(6), t(10))]);
     }
 
     #[test]
@@ -367,7 +443,10 @@ mod tests {
             [(name.as_str(), done.as_str()), ("a.backfill", done.as_str()), (other.as_str(), done.as_str())],
         );
         assert_eq!(runs, [run(0, 10, true)]);
+        assert!(runs[0].complete());
         let half_name = range_source_name("a", t(0), t(10));
-        assert_eq!(range_runs("a", [(half_name.as_str(), half.as_str())]), [run(0, 10, false)]);
+        let half_run = range_runs("a", [(half_name.as_str(), half.as_str())]);
+        assert_eq!(half_run, [partial(0, 10, 4)]);
+        assert!(!half_run[0].complete());
     }
 }

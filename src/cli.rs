@@ -76,7 +76,7 @@ pub enum Command {
         /// RFC 3339 time or date (2025-01-01 means its midnight UTC).
         #[arg(long, value_name = "DATE", value_parser = parse_date)]
         since: chrono::DateTime<chrono::Utc>,
-        /// End of the range (exclusive); default now.
+        /// End of the range (exclusive); default now. A time in the future is clamped to now.
         #[arg(long, value_name = "DATE", value_parser = parse_date)]
         until: Option<chrono::DateTime<chrono::Utc>>,
     },

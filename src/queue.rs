@@ -12,7 +12,7 @@
 //! JSON from `ocsf/`), when to stop fetching (sources check `is_full` / `wait_for_room`) and how
 //! to deliver (sinks `read_batch`, send, then `ack`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
@@ -158,6 +158,19 @@ struct Inner {
 struct Watches {
     bytes: watch::Sender<u64>,
     newest_id: watch::Sender<i64>,
+    /// Events discarded for each sink removed from the configuration (at open or by
+    /// [`Queue::set_sinks`]) since the queue was opened, by sink name.
+    discarded: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Watches {
+    /// Adds what removing these sinks discarded (after its commit).
+    fn add_discarded(&self, removed: &[(String, u64)]) {
+        let mut discarded = self.discarded.lock().unwrap_or_else(PoisonError::into_inner);
+        for (sink, events) in removed {
+            *discarded.entry(sink.clone()).or_insert(0) += events;
+        }
+    }
 }
 
 /// One source page, written in one transaction (invariants 1 and 2).
@@ -481,7 +494,7 @@ impl Queue {
             return Err(QueueError::Lost { path, marker });
         }
         let sinks: BTreeSet<String> = opts.sinks.into_iter().collect();
-        let conn = open_connection(&path, &sinks)?;
+        let (conn, removed) = open_connection(&path, &sinks)?;
         if !marker.exists() {
             let note = format!(
                 "auditrelay {} created {DB_FILE} in this directory. While this file exists, a missing \
@@ -502,8 +515,12 @@ impl Queue {
                 |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
             )
             .op(&path, "measure the queue")?;
-        let watches =
-            Arc::new(Watches { bytes: watch::Sender::new(to_u64(bytes)), newest_id: watch::Sender::new(newest_id) });
+        let watches = Arc::new(Watches {
+            bytes: watch::Sender::new(to_u64(bytes)),
+            newest_id: watch::Sender::new(newest_id),
+            discarded: Mutex::default(),
+        });
+        watches.add_discarded(&removed);
         let writer = Writer {
             conn,
             path: path.clone(),
@@ -658,6 +675,13 @@ impl Queue {
         self.call(|reply| Command::DiscardStaged { source, reply }).await
     }
 
+    /// For each sink removed from the configuration since the queue was opened (at open, or by
+    /// [`Queue::set_sinks`]), the events it had not delivered, discarded for it; by sink name.
+    pub fn discarded_events(&self) -> Vec<(String, u64)> {
+        let discarded = self.inner.watches.discarded.lock().unwrap_or_else(PoisonError::into_inner);
+        discarded.iter().map(|(sink, n)| (sink.clone(), *n)).collect()
+    }
+
     /// Bytes of event bodies currently queued, and of dead letters (kept until purged).
     pub fn queued_bytes(&self) -> u64 {
         *self.inner.watches.bytes.borrow()
@@ -753,7 +777,9 @@ impl std::fmt::Debug for Queue {
 
 /// Opens the file, checks what it is, sets the pragmas, creates the schema and reconciles the
 /// sink cursors with the configured sinks.
-fn open_connection(path: &Path, sinks: &BTreeSet<String>) -> Result<Connection, QueueError> {
+/// The connection, and the sinks no longer configured whose cursors it deleted, with the events
+/// each had not delivered ([`reconcile_cursors`]).
+fn open_connection(path: &Path, sinks: &BTreeSet<String>) -> Result<(Connection, Vec<(String, u64)>), QueueError> {
     // SQLite opens lazily: a foreign file shows up at the first read, as NOTADB (or CORRUPT).
     let fail = |source: rusqlite::Error| match source.sqlite_error_code() {
         Some(ErrorCode::NotADatabase) => QueueError::NotADatabase { path: path.to_owned() },
@@ -795,9 +821,9 @@ fn open_connection(path: &Path, sinks: &BTreeSet<String>) -> Result<Connection, 
     if found < SCHEMA_VERSION {
         tx.execute_batch(SCHEMA).op(path, "create the schema")?;
     }
-    reconcile_cursors(&tx, path, sinks)?;
+    let (_, removed) = reconcile_cursors(&tx, path, sinks)?;
     tx.commit().op(path, "commit the schema and sink cursors")?;
-    Ok(conn)
+    Ok((conn, removed))
 }
 
 /// `PRAGMA quick_check` (every page and index structure, O(size): about 1 s per GiB cached,
@@ -843,23 +869,32 @@ fn readable_checkpoints(conn: &Connection) -> String {
 
 /// Makes the cursor table hold exactly `sinks`: new ones start at 0, removed ones are deleted
 /// (with a warning), then the events every remaining cursor is past are deleted (a removed
-/// sink may have been the one holding them back). Returns the body bytes freed.
-fn reconcile_cursors(tx: &Transaction<'_>, path: &Path, sinks: &BTreeSet<String>) -> Result<u64, QueueError> {
+/// sink may have been the one holding them back). Returns the body bytes freed, and each
+/// removed sink with the events it had not delivered (discarded for it); the caller counts
+/// them once the transaction is committed.
+fn reconcile_cursors(
+    tx: &Transaction<'_>,
+    path: &Path,
+    sinks: &BTreeSet<String>,
+) -> Result<(u64, Vec<(String, u64)>), QueueError> {
     let known: Vec<String> = tx
         .prepare("SELECT sink FROM sink_cursors")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .op(path, "read sink cursors")?;
+    let mut removed = Vec::new();
     for sink in known.iter().filter(|s| !sinks.contains(*s)) {
         let (events, bytes) = backlog_of(tx, sink).op(path, "measure a removed sink's backlog")?;
         tracing::warn!(sink, path = %path.display(), discarded_events = events, discarded_bytes = bytes,
             "sink is no longer configured; deleting its cursor so it does not hold queued events: the events it had not delivered are discarded for it");
         tx.execute("DELETE FROM sink_cursors WHERE sink = ?1", [sink]).op(path, "drop a cursor")?;
+        removed.push((sink.clone(), events));
     }
     for sink in sinks {
         tx.execute("INSERT OR IGNORE INTO sink_cursors (sink, last_id) VALUES (?1, 0)", [sink])
             .op(path, "add a sink cursor")?;
     }
-    delete_acked(tx).op(path, "delete acknowledged events")
+    let freed = delete_acked(tx).op(path, "delete acknowledged events")?;
+    Ok((freed, removed))
 }
 
 /// The events (and their body bytes) queued after `sink`'s cursor.
@@ -1647,8 +1682,9 @@ impl Writer {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .op(&self.path, "begin a sink change")?;
-        let freed = reconcile_cursors(&tx, &self.path, &sinks)?;
+        let (freed, removed) = reconcile_cursors(&tx, &self.path, &sinks)?;
         tx.commit().op(&self.path, "commit a sink change")?;
+        self.watches.add_discarded(&removed);
         if freed > 0 {
             self.watches.bytes.send_modify(|b| *b = b.saturating_sub(freed));
         }
@@ -2440,19 +2476,26 @@ mod tests {
         q.store_page(page("okta", vec![ev("a", 1, "a"), ev("b", 2, "b")])).await.unwrap();
         q.ack("kept", 1).await.unwrap();
         assert_eq!(q.stats().await.unwrap().events, 2, "gone pins both");
+        assert!(q.discarded_events().is_empty());
         q.close().await.unwrap();
 
-        // "gone" no longer pins anything; "added" starts at 0 and gets what is still queued.
+        // "gone" no longer pins anything (its 2 events are counted as discarded for it);
+        // "added" starts at 0 and gets what is still queued.
         let q = Queue::open(dir.path(), opts(&["kept", "added"], 1000)).unwrap();
+        assert_eq!(q.discarded_events(), [("gone".to_owned(), 2)]);
         let stats = q.stats().await.unwrap();
         assert_eq!(stats.sink_cursors, [("added".into(), 0), ("kept".into(), 1)]);
         assert!(matches!(q.backlog("gone").await, Err(QueueError::UnknownSink { .. })));
         assert_eq!(all(&q, "added").await, ["a", "b"]);
         q.ack("added", 2).await.unwrap();
         assert_eq!(q.stats().await.unwrap().events, 1, "a deleted, b waits for kept");
+        // Removed while open (a reload): counted too, added to what is counted already.
+        q.set_sinks(vec!["kept".into()]).await.unwrap();
+        assert_eq!(q.discarded_events(), [("added".to_owned(), 0), ("gone".to_owned(), 2)]);
         q.close().await.unwrap();
 
         let q = Queue::open(dir.path(), opts(&["kept"], 1000)).unwrap();
+        assert!(q.discarded_events().is_empty(), "counted since the queue was opened");
         assert_eq!(q.stats().await.unwrap().events, 1);
         q.ack("kept", 2).await.unwrap();
         assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (0, 0));

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::queue::{DeadLetterCount, Queue, QueueError, QueueStats};
+use crate::sinks::file::Reopen;
 use crate::sinks::{SinkStats, SinkStatsSnapshot};
 use crate::sources::{SourceState, SourceStats, SourceStatsSnapshot};
 
@@ -169,6 +170,9 @@ struct QueueView {
     /// Each sink's backlog, in the order of the sinks; `None` if it could not be read.
     backlogs: Vec<Option<u64>>,
     dead_letters: Option<Vec<DeadLetterCount>>,
+    /// Events discarded for each sink removed from the configuration (kept in memory: known
+    /// even when the database does not answer).
+    discarded: Vec<(String, u64)>,
 }
 
 /// Reads the queue's counts, the sinks' backlogs and the dead letters, within `QUEUE_TIMEOUT`.
@@ -198,12 +202,13 @@ async fn read_queue(queue: &Queue, sinks: &[SinkProbe]) -> QueueView {
             // `/health` report it, and the queue's users log its failures where they matter.
             tracing::debug!(error = %e, "telemetry: cannot read the queue");
         }
-        QueueView { up: failed.is_none(), stats, backlogs, dead_letters }
+        QueueView { up: failed.is_none(), stats, backlogs, dead_letters, discarded: Vec::new() }
     };
     // Timed out: nothing is known, the queue counts as down.
-    tokio::time::timeout(QUEUE_TIMEOUT, read)
+    let view = tokio::time::timeout(QUEUE_TIMEOUT, read)
         .await
-        .unwrap_or_else(|_elapsed| QueueView { up: false, ..QueueView::default() })
+        .unwrap_or_else(|_elapsed| QueueView { up: false, ..QueueView::default() });
+    QueueView { discarded: queue.discarded_events(), ..view }
 }
 
 /// The exposition of one scrape, from what was read (no I/O, no clock: tests pin it exactly).
@@ -399,6 +404,33 @@ fn expose(sources: &[SourceProbe], sinks: &[SinkProbe], queue: &QueueView, now_m
                 ]
                 .map(|(class, n)| (s.labels_and([("class", class.to_owned())]), Value::Count(n)))
             })
+            .collect(),
+    );
+    out.family(
+        "auditrelay_sink_reopens_total",
+        Kind::Counter,
+        "File sinks: rotations of the file the sink noticed and followed, by reason: \"moved\" or \
+         \"deleted\" (the path no longer named its file: reopened at the path), \"truncated\" \
+         (copytruncate: appended at the new end, on a line boundary) or \"sighup\" (reopen requested).",
+        sinks
+            .iter()
+            .filter(|s| s.kind == "file")
+            .flat_map(|s| {
+                Reopen::ALL.map(|why| {
+                    (s.labels_and([("reason", why.label().to_owned())]), Value::Count(s.stats.reopens[why.index()]))
+                })
+            })
+            .collect(),
+    );
+    out.family(
+        "auditrelay_sink_discarded_events_total",
+        Kind::Counter,
+        "Events a sink removed from the configuration had not delivered, discarded for it when it was \
+         removed (at start or at a reload; a renamed sink keeps its backlog), since the agent started.",
+        queue
+            .discarded
+            .iter()
+            .map(|(sink, n)| (vec![("sink", Cow::Borrowed(sink.as_str()))], Value::Count(*n)))
             .collect(),
     );
     out.family(
@@ -704,7 +736,11 @@ mod tests {
     }
 
     fn open_queue(dir: &std::path::Path) -> Queue {
-        let sinks = vec!["siem".to_owned(), "archive".to_owned()];
+        open_queue_for(dir, &["siem", "archive"])
+    }
+
+    fn open_queue_for(dir: &std::path::Path, sinks: &[&str]) -> Queue {
+        let sinks = sinks.iter().map(|s| (*s).to_owned()).collect();
         Queue::open(dir, QueueOptions { max_bytes: 1_000_000, sinks }).unwrap()
     }
 
@@ -772,11 +808,14 @@ mod tests {
     }
 
     /// Two sources (one collecting, one just started) and two sinks over a real queue holding
-    /// the events of [`fill`], read at a fixed wall time.
+    /// the events of [`fill`], read at a fixed wall time; a third sink, `retired`, was removed
+    /// with the 3 events it had not delivered; `archive` followed rotations of its file.
     async fn fixture(dir: &std::path::Path) -> Telemetry {
         let clock = Clock::starting_at(start());
-        let queue = open_queue(dir);
+        let queue = open_queue_for(dir, &["siem", "archive", "retired"]);
         fill(&queue).await;
+        queue.close().await.unwrap();
+        let queue = open_queue(dir);
         let telemetry = Telemetry::new(queue, clock);
         let acme = source_probe("acme", "aitronos", SourceState::Idle, 1);
         // Checkpoint 90.5 s ago; last page committed 2.25 s ago.
@@ -786,7 +825,11 @@ mod tests {
         telemetry.set_sources(vec![acme, fresh]);
         let siem = sink_probe("siem", "hec", 1);
         siem.stats.last_delivery_ms.store(start().timestamp_millis() - 1_000, Ordering::Relaxed);
-        telemetry.set_sinks(vec![siem, sink_probe("archive", "file", 0)]);
+        let archive = sink_probe("archive", "file", 0);
+        for (why, n) in [(Reopen::Moved, 4), (Reopen::Deleted, 3), (Reopen::Truncated, 2), (Reopen::Sighup, 1)] {
+            archive.stats.reopens[why.index()].store(n, Ordering::Relaxed);
+        }
+        telemetry.set_sinks(vec![siem, archive]);
         telemetry
     }
 
@@ -863,6 +906,13 @@ mod tests {
         let delivered = (start().timestamp_millis() - 1_000) as f64 / 1000.0;
         assert_eq!(value("auditrelay_sink_last_delivery_timestamp_seconds", &siem), Some(delivered));
         assert_eq!(value("auditrelay_sink_last_delivery_timestamp_seconds", &archive), None);
+        // Rotations: file sinks only, each reason.
+        for (reason, n) in [("moved", 4.0), ("deleted", 3.0), ("truncated", 2.0), ("sighup", 1.0)] {
+            assert_eq!(value("auditrelay_sink_reopens_total", &with(&archive, ("reason", reason))), Some(n));
+        }
+        assert_eq!(families["auditrelay_sink_reopens_total"].samples.len(), 4, "no series for the HEC sink");
+        assert_eq!(value("auditrelay_sink_discarded_events_total", &[("sink", "retired")]), Some(3.0));
+        assert_eq!(families["auditrelay_sink_discarded_events_total"].samples.len(), 1);
 
         assert_eq!(value("auditrelay_queue_up", &[]), Some(1.0));
         assert_eq!(value("auditrelay_queue_events", &[]), Some(3.0));
@@ -928,7 +978,9 @@ mod tests {
         let sources: BTreeSet<&str> =
             families["auditrelay_source_pages_total"].samples.iter().map(|(l, _)| l["source"].as_str()).collect();
         assert_eq!(sources, BTreeSet::from(["gamma"]));
-        assert!(!families.keys().any(|name| name.starts_with("auditrelay_sink_")), "no sink, no sink family");
+        // No sink, no sink family, but what removed sinks left behind: they are gone already.
+        let sink_families: Vec<&String> = families.keys().filter(|name| name.starts_with("auditrelay_sink_")).collect();
+        assert_eq!(sink_families, ["auditrelay_sink_discarded_events_total"]);
     }
 
     #[test]
@@ -1159,6 +1211,15 @@ auditrelay_sink_errors_total{sink="archive",type="file",class="transient"} 0
 auditrelay_sink_errors_total{sink="archive",type="file",class="operator"} 0
 auditrelay_sink_errors_total{sink="archive",type="file",class="refused"} 0
 auditrelay_sink_errors_total{sink="archive",type="file",class="server"} 0
+# HELP auditrelay_sink_reopens_total File sinks: rotations of the file the sink noticed and followed, by reason: "moved" or "deleted" (the path no longer named its file: reopened at the path), "truncated" (copytruncate: appended at the new end, on a line boundary) or "sighup" (reopen requested).
+# TYPE auditrelay_sink_reopens_total counter
+auditrelay_sink_reopens_total{sink="archive",type="file",reason="moved"} 4
+auditrelay_sink_reopens_total{sink="archive",type="file",reason="deleted"} 3
+auditrelay_sink_reopens_total{sink="archive",type="file",reason="truncated"} 2
+auditrelay_sink_reopens_total{sink="archive",type="file",reason="sighup"} 1
+# HELP auditrelay_sink_discarded_events_total Events a sink removed from the configuration had not delivered, discarded for it when it was removed (at start or at a reload; a renamed sink keeps its backlog), since the agent started.
+# TYPE auditrelay_sink_discarded_events_total counter
+auditrelay_sink_discarded_events_total{sink="retired"} 3
 # HELP auditrelay_sink_backlog_events Events queued after the sink's cursor: stored but not yet delivered by this sink.
 # TYPE auditrelay_sink_backlog_events gauge
 auditrelay_sink_backlog_events{sink="siem",type="hec"} 1

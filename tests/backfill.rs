@@ -58,3 +58,46 @@ fn test_a_rerun_with_an_earlier_since_collects_what_the_first_did_not_and_a_cove
     assert!(stdout.contains("already covered: ") && stdout.contains(" to "), "{stdout}");
     assert_eq!(harness::delivered(&out).len(), total, "nothing more");
 }
+
+/// The end a `done:` line names ("… from <since> to <end>; delivered …"), as a time.
+fn done_end(stdout: &str) -> DateTime<Utc> {
+    let line = stdout.lines().find(|l| l.contains(": done: ")).unwrap_or_else(|| panic!("no done line: {stdout}"));
+    let end = line.split(" to ").nth(1).and_then(|rest| rest.split(" UTC").next()).unwrap();
+    chrono::NaiveDateTime::parse_from_str(end, "%Y-%m-%d %H:%M:%S").unwrap().and_utc()
+}
+
+#[test]
+fn test_a_future_until_is_clamped_to_now_and_a_wider_rerun_delivers_each_record_once() {
+    let (_rt, sim, source) = harness::sinks::simulated_source();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let config = dir.path().join("auditrelay.toml");
+    let sink = format!("[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = {:?}\n", out.display().to_string());
+    std::fs::write(&config, format!("state_dir = \"state\"\n{source}\n{sink}")).unwrap();
+    let org = sim.organizations(SimVendor::Aitronos)[0].clone();
+    let total = sim.record_keys(SimVendor::Aitronos, &org).len();
+    let before = Utc::now();
+    let (t1, t2) = (before - chrono::Duration::days(2), before - chrono::Duration::hours(12));
+
+    // [T2, an hour from now): nothing exists past now, so the range ends now, and says so.
+    let future = before + chrono::Duration::hours(1);
+    let (code, stdout, stderr) = backfill(&config, t2, future);
+    let after = Utc::now();
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("clamped"), "the output says the future --until was clamped: {stdout}");
+    let end = done_end(&stdout);
+    assert!(
+        end >= before - chrono::Duration::seconds(1) && end <= after,
+        "the done line names the clamped end (now, {before} to {after}), not {future}: {stdout}"
+    );
+    let first = harness::delivered(&out);
+    assert!(first.len() > 300 && first.len() < total, "about half: {} of {total}", first.len());
+
+    // A wider range, [T1, now): only what the first did not cover, so each record once.
+    let (code, stdout, stderr) = backfill(&config, t1, Utc::now());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let all = harness::delivered(&out);
+    let twice = all.values().filter(|n| **n > 1).count();
+    assert_eq!(twice, 0, "{twice} of {} records delivered more than once: {stdout}{stderr}", all.len());
+    assert_eq!(all.len(), total, "every record: {stdout}");
+}

@@ -212,10 +212,7 @@ async fn test_far_future_retry_after_is_capped_reported_and_counted() {
     assert!(capped[1].contains("capped=1s"), "{}", capped[1]);
 
     // The metrics endpoint (port 0: the log names the one it got).
-    let log = agent.log();
-    let at = log.find("Some(127.0.0.1:").expect("the telemetry listen address in the log") + "Some(".len();
-    let addr: String = log[at..].chars().take_while(|c| *c != ')').collect();
-    let metrics = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = agent.metrics().await;
     let sample = |name: &str| {
         let prefix = format!("{name}{{source=\"hostile\",vendor=\"aitronos\"}} ");
         metrics.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {prefix} in:\n{metrics}"))

@@ -2,7 +2,7 @@
 //! credential, a transient refusal of a working credential is not final, records the vendor
 //! publishes late are counted, and a step of the local wall clock loses nothing.
 //!
-//! The restart test runs the real binary against a raw HTTP vendor in this process
+//! The restart and reload tests run the real binary against a raw HTTP vendor in this process
 //! (`harness/hostile.rs`); the others run in process against the simulator on tokio's paused
 //! clock (waiting moves it; nothing sleeps for real).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
@@ -13,7 +13,7 @@ mod harness;
 mod hostile;
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use auditrelay::clock::Clock;
 use auditrelay::daemon::{self, RunOptions, SourceOutcome};
@@ -76,6 +76,68 @@ async fn test_a_restart_inside_a_retry_after_asks_nothing_until_it_ends() {
         assert!(exit.success(), "{code}: SIGTERM: exit {exit}:\n{}", agent.log());
         assert_eq!(vendor.requests(), 1);
     }
+}
+
+/// A reload (SIGHUP) inside a 429's `Retry-After` window sends nothing before the window ends:
+/// neither one that changes the source (its `page_size`: its task is replaced by a new one)
+/// nor one that changes nothing, and collection resumes once the window is over. The window
+/// is 3 s, under `MIN_STORED_PAUSE`: only the credential's gate, which the daemon keeps
+/// across reloads, holds it (a longer one is also stored, as the restart test proves).
+#[tokio::test]
+async fn test_a_reload_inside_a_retry_after_asks_nothing_until_it_ends() {
+    const RETRY_AFTER: Duration = Duration::from_secs(3);
+    let t0 = Utc::now() - chrono::Duration::minutes(60);
+    let records: Vec<_> =
+        (0..5).map(|i| aitronos_record(&format!("reload-{i}"), t0 + chrono::Duration::seconds(i))).collect();
+    let vendor = Hostile::start(move |r| match r.n {
+        0 => status(429, &[("Retry-After", RETRY_AFTER.as_secs().to_string())], "slow down"),
+        _ => aitronos_answer(r, &records),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "");
+    let config = hostile::write_config(dir.path(), "", &source);
+    let hup = |agent: &Agent| {
+        let sent = std::process::Command::new("kill").args(["-HUP", &agent.pid().to_string()]).status().unwrap();
+        assert!(sent.success(), "kill -HUP {}", agent.pid());
+    };
+
+    let mut agent = Agent::start(&config, false);
+    agent.until("the 429", RUN_LIMIT, |a| a.count("rate limited (429)") == 1).await;
+    // A changed source: stopped and started again, inside the window.
+    hostile::write_config(dir.path(), "", &source.replace("page_size = 5", "page_size = 7"));
+    hup(&agent);
+    agent.until("the reload changing the source", RUN_LIMIT, |a| a.count("configuration reloaded") == 1).await;
+    assert_eq!(agent.count("source stopped for the reload"), 1, "the source was replaced:\n{}", agent.log());
+    // And a reload that changes nothing.
+    hup(&agent);
+    agent.until("the reload changing nothing", RUN_LIMIT, |a| a.count("configuration reloaded") == 2).await;
+    let reloaded = Instant::now();
+    let window_end = vendor.log()[0].head_sent.expect("the 429 was sent") + RETRY_AFTER;
+    assert!(
+        reloaded < window_end,
+        "both reloads must land inside the Retry-After window for this test to prove anything"
+    );
+
+    // Collection resumes after the window: every record, each once, and nothing asked before.
+    agent.until("the records after the window", RUN_LIMIT, |_| delivered(&out_path(dir.path())).len() == 5).await;
+    let served = vendor.log();
+    let early: Vec<String> = served[1..]
+        .iter()
+        .filter(|s| s.arrived < window_end)
+        .map(|s| {
+            format!("request {} {:.3} s before the window ended", s.request.n, (window_end - s.arrived).as_secs_f64())
+        })
+        .collect();
+    assert!(
+        early.is_empty(),
+        "asked the vendor inside the Retry-After window after a reload: {early:?}\n{}",
+        agent.log()
+    );
+    assert_eq!(served[1].status, 200, "the request after the window is answered");
+    let exit = agent.terminate(RUN_LIMIT).await;
+    assert!(exit.success(), "SIGTERM: exit {exit}:\n{}", agent.log());
+    assert!(delivered(&out_path(dir.path())).values().all(|n| *n == 1), "every record once");
 }
 
 fn catch_up() -> RunOptions {

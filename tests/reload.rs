@@ -1,6 +1,6 @@
 //! Issue 15 points 7 and 11 (reload part), on the real binary: a reloaded source's old task has
 //! ended before its replacement starts; renaming a sink keeps its backlog; a removed sink's
-//! discarded backlog is logged with counts; a SIGTERM during a reload that waits on a sink is
+//! discarded backlog is logged with counts and counted on /metrics; a SIGTERM during a reload that waits on a sink is
 //! honoured at once.
 //!
 //! The vendor is `harness/hostile.rs` on 127.0.0.1; the agent is `auditrelay run` with its log
@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::Utc;
-use harness::agent::Agent;
+use harness::agent::{Agent, sample};
 use harness::{delivered, out_path};
 use hostile::*;
 
@@ -173,7 +173,8 @@ async fn test_a_reload_renaming_a_sink_keeps_its_backlog_and_logs_a_removed_ones
     let dir = tempfile::tempdir().unwrap();
     let source = aitronos_source(&vendor, "");
     let port = closed_port();
-    let stuck = format!("{}{}", syslog_sink("down", port, ""), syslog_sink("gone", port, ""));
+    let telemetry = "\n[telemetry]\nlisten = \"127.0.0.1:0\"\n";
+    let stuck = format!("{}{}{telemetry}", syslog_sink("down", port, ""), syslog_sink("gone", port, ""));
     let config = config_with(dir.path(), &source, &stuck);
     let log = config.with_file_name("agent.log");
     let mut agent = Agent::spawn(&["run", "--drain-timeout", "1s"], &config, &log, &[]);
@@ -181,7 +182,8 @@ async fn test_a_reload_renaming_a_sink_keeps_its_backlog_and_logs_a_removed_ones
     agent.until("both syslog sinks' failures", RUN_LIMIT, |a| a.count("batch not delivered") >= 4).await;
 
     // `down` becomes the file sink `moved`; `gone` is removed with its 20 events.
-    config_with(dir.path(), &source, &file_sink(dir.path(), "moved", "moved.ndjson", "renamed_from = \"down\""));
+    let moved_sink = file_sink(dir.path(), "moved", "moved.ndjson", "renamed_from = \"down\"");
+    config_with(dir.path(), &source, &format!("{moved_sink}{telemetry}"));
     hup(&agent);
     let moved = dir.path().join("moved.ndjson");
     agent.until("the renamed sink's backlog", RUN_LIMIT, |_| lines(&moved) >= 20).await;
@@ -192,6 +194,10 @@ async fn test_a_reload_renaming_a_sink_keeps_its_backlog_and_logs_a_removed_ones
         "the discard is logged with its count:\n{}",
         agent.log()
     );
+    // And counted on /metrics: the removed sink's 20, nothing for the renamed one.
+    let metrics = agent.metrics().await;
+    assert_eq!(sample(&metrics, r#"auditrelay_sink_discarded_events_total{sink="gone"}"#), Some(20.0), "{metrics}");
+    assert!(!metrics.contains(r#"auditrelay_sink_discarded_events_total{sink="down"}"#), "{metrics}");
     assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
     assert_eq!(delivered(&moved).len(), 20);
     assert!(delivered(&moved).values().all(|n| *n == 1));

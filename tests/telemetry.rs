@@ -14,17 +14,9 @@ use auditrelay::sim::{RateLimitSetting, RetryAfterMode, SimOptions};
 use auditrelay::sinks::{Sink, SinkControl, SinkStats, run_sink};
 use auditrelay::sources::{RunMode, Source, SourceExit};
 use auditrelay::telemetry::{CONTENT_TYPE, SinkProbe, SourceProbe, Telemetry};
+use harness::agent::sample;
 use harness::*;
 use tokio_util::sync::CancellationToken;
-
-/// The value of the one sample whose name and labels are exactly `series`
-/// (`name{label="value",...}`, in the order the exposition writes them).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (s, value) = l.rsplit_once(' ')?;
-        (s == series).then(|| value.parse().unwrap())
-    })
-}
 
 #[tokio::test(start_paused = true)]
 async fn test_metrics_agree_with_the_simulator_and_the_sink() {

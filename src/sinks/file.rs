@@ -22,15 +22,19 @@
 //! - **SIGHUP** (a `postrotate` that signals us): [`request_reopen`] makes every file sink
 //!   close and reopen its path before its next batch, whatever it found.
 //!
+//! Each is logged and counted by [`Reopen`] reason in the sink's `SinkStats`
+//! (`auditrelay_sink_reopens_total` on `/metrics`).
+//!
 //! The logrotate configuration for the default path is `packaging/logrotate/auditrelay`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::SendError;
+use super::{SendError, SinkStats};
 use crate::queue::QueuedEvent;
 
 /// Bumped by [`request_reopen`]; each sink compares it with the value it last saw. One counter
@@ -41,6 +45,58 @@ static REOPEN_REQUESTS: AtomicU64 = AtomicU64::new(0);
 /// Asks every file sink to close and reopen its path before its next batch (SIGHUP).
 pub fn request_reopen() {
     REOPEN_REQUESTS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Why the file sink left the file it had open, or (truncated) found it cut under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reopen {
+    /// The file was renamed (it still has a name elsewhere): reopened at the path.
+    Moved,
+    /// The file was deleted (no name left), before a batch or while one was written to it:
+    /// reopened at the path (the batch written again).
+    Deleted,
+    /// The file shrank under us (`copytruncate`): appended at its new end, on a line boundary.
+    Truncated,
+    /// [`request_reopen`] (SIGHUP): closed and reopened whatever was found.
+    Sighup,
+}
+
+impl Reopen {
+    pub const ALL: [Reopen; 4] = [Reopen::Moved, Reopen::Deleted, Reopen::Truncated, Reopen::Sighup];
+
+    /// The `reason` label on `/metrics` and in the log.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reopen::Moved => "moved",
+            Reopen::Deleted => "deleted",
+            Reopen::Truncated => "truncated",
+            Reopen::Sighup => "sighup",
+        }
+    }
+
+    /// Its index in `SinkStats::reopens`.
+    pub fn index(self) -> usize {
+        match self {
+            Reopen::Moved => 0,
+            Reopen::Deleted => 1,
+            Reopen::Truncated => 2,
+            Reopen::Sighup => 3,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Reopen::Moved => "the file was moved (rotated)",
+            Reopen::Deleted => "the file was deleted",
+            Reopen::Truncated => "the file was truncated (copytruncate)",
+            Reopen::Sighup => "reopen requested (SIGHUP)",
+        }
+    }
+}
+
+/// Counts `why` in `stats`.
+fn count(stats: &SinkStats, why: Reopen) {
+    stats.reopens[why.index()].fetch_add(1, Ordering::Relaxed);
 }
 
 /// How often a sink whose freshly written file was deleted at once writes the batch again
@@ -54,6 +110,8 @@ pub struct FileSink {
     file: Option<OpenFile>,
     /// The value of [`REOPEN_REQUESTS`] this sink has honoured.
     reopen_seen: u64,
+    /// Where its reopens are counted: the worker's (see [`FileSink::count_into`]).
+    stats: Arc<SinkStats>,
 }
 
 /// The open file and what names it.
@@ -68,7 +126,12 @@ struct OpenFile {
 
 impl FileSink {
     pub fn new(path: PathBuf) -> FileSink {
-        FileSink { path, file: None, reopen_seen: REOPEN_REQUESTS.load(Ordering::Relaxed) }
+        FileSink { path, file: None, reopen_seen: REOPEN_REQUESTS.load(Ordering::Relaxed), stats: Arc::default() }
+    }
+
+    /// Counts its reopens in `stats` (the worker's, which `/metrics` reads).
+    pub fn count_into(&mut self, stats: Arc<SinkStats>) {
+        self.stats = stats;
     }
 
     pub async fn send(&mut self, batch: &[QueuedEvent]) -> Result<(), SendError> {
@@ -81,7 +144,8 @@ impl FileSink {
         let file = self.file.take();
         let requested = REOPEN_REQUESTS.load(Ordering::Relaxed);
         let reopen = requested != self.reopen_seen;
-        let result = tokio::task::spawn_blocking(move || append(&path, file, reopen, &buf)).await;
+        let stats = Arc::clone(&self.stats);
+        let result = tokio::task::spawn_blocking(move || append(&path, file, reopen, &buf, &stats)).await;
         match result {
             Ok(Ok(file)) => {
                 self.file = Some(file);
@@ -103,27 +167,36 @@ impl FileSink {
     }
 }
 
-/// Appends `buf` durably at `path`, returning the open file for the next batch.
-fn append(path: &Path, file: Option<OpenFile>, reopen: bool, buf: &[u8]) -> std::io::Result<OpenFile> {
+/// Appends `buf` durably at `path`, returning the open file for the next batch; reopens are
+/// counted in `stats`.
+fn append(
+    path: &Path,
+    file: Option<OpenFile>,
+    reopen: bool,
+    buf: &[u8],
+    stats: &SinkStats,
+) -> std::io::Result<OpenFile> {
     let mut file = match file {
         Some(open) => match rotated(path, &open, reopen)? {
             None => open,
-            Some(reason) => {
+            Some(why) => {
                 // What was written to the old file is already synced; close it and start anew.
                 drop(open);
-                tracing::info!(path = %path.display(), reason, "file sink: reopened its file");
+                count(stats, why);
+                tracing::info!(path = %path.display(), reason = why.describe(), "file sink: reopened its file");
                 open_repaired(path)?
             }
         },
         None => open_repaired(path)?,
     };
     for _ in 0..MAX_REWRITES {
-        write_batch(path, &mut file, buf)?;
+        write_batch(path, &mut file, buf, stats)?;
         // Deleted between our check and the write (`mv` then `rm` at once): the batch is in a
         // file nobody can read. Write it again where the path now points.
         if file.file.metadata()?.nlink() > 0 {
             return Ok(file);
         }
+        count(stats, Reopen::Deleted);
         tracing::warn!(path = %path.display(), bytes = buf.len(),
             "file sink: the file was deleted while a batch was written to it; writing the batch again at the path");
         file = open_repaired(path)?;
@@ -131,27 +204,34 @@ fn append(path: &Path, file: Option<OpenFile>, reopen: bool, buf: &[u8]) -> std:
     Err(std::io::Error::other("the file was deleted during each of the last writes"))
 }
 
-/// Why the open file must be replaced before the next batch, if it must.
-fn rotated(path: &Path, open: &OpenFile, reopen: bool) -> std::io::Result<Option<&'static str>> {
+/// Why the open file must be replaced before the next batch, if it must: the path names
+/// another file or none, and the open file has a name left (moved) or none (deleted).
+fn rotated(path: &Path, open: &OpenFile, reopen: bool) -> std::io::Result<Option<Reopen>> {
     if reopen {
-        return Ok(Some("reopen requested (SIGHUP)"));
+        return Ok(Some(Reopen::Sighup));
     }
     match std::fs::metadata(path) {
         Ok(m) if (m.dev(), m.ino()) == (open.dev, open.ino) => Ok(None),
-        Ok(_) => Ok(Some("the path names another file (rotated)")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some("the file was moved or deleted")),
+        Ok(_) => Ok(Some(gone_how(open)?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(gone_how(open)?)),
         Err(e) => Err(e),
     }
 }
 
+/// Whether the open file, no longer at the path, still has a name somewhere.
+fn gone_how(open: &OpenFile) -> std::io::Result<Reopen> {
+    Ok(if open.file.metadata()?.nlink() > 0 { Reopen::Moved } else { Reopen::Deleted })
+}
+
 /// Writes one batch at the end of the file and syncs it; a failed write is cut back.
-fn write_batch(path: &Path, open: &mut OpenFile, buf: &[u8]) -> std::io::Result<()> {
+fn write_batch(path: &Path, open: &mut OpenFile, buf: &[u8], stats: &SinkStats) -> std::io::Result<()> {
     let len = open.file.metadata()?.len();
     let before = if len == open.end {
         len
     } else {
         // Shrunk (`copytruncate`) or written by someone else: start on a line boundary.
         if len < open.end {
+            count(stats, Reopen::Truncated);
             tracing::info!(path = %path.display(), was = open.end, now = len, "file sink: the file was truncated (copytruncate); appending at its new end");
         }
         repair_tail(path, &mut open.file)?
@@ -283,6 +363,33 @@ mod tests {
         sink.send(&events(&["{\"b\":2}"])).await.unwrap();
         assert_eq!(sink.reopen_seen, REOPEN_REQUESTS.load(Ordering::Relaxed));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n{\"b\":2}\n");
+    }
+
+    /// Each way the file is rotated is counted under its own reason (`append` is called
+    /// directly: a reopen requested by another test of this process cannot interfere).
+    #[test]
+    fn test_each_rotation_is_counted_by_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ndjson");
+        let stats = SinkStats::default();
+        let counts = || Reopen::ALL.map(|why| stats.reopens[why.index()].load(Ordering::Relaxed));
+        // Opening the file the first time is no reopen.
+        let file = append(&path, None, false, b"a\n", &stats).unwrap();
+        assert_eq!(counts(), [0, 0, 0, 0]);
+        std::fs::rename(&path, dir.path().join("out.ndjson.1")).unwrap();
+        let file = append(&path, Some(file), false, b"b\n", &stats).unwrap();
+        assert_eq!(counts(), [1, 0, 0, 0], "moved");
+        std::fs::remove_file(&path).unwrap();
+        let file = append(&path, Some(file), false, b"c\n", &stats).unwrap();
+        assert_eq!(counts(), [1, 1, 0, 0], "deleted");
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+        let file = append(&path, Some(file), false, b"d\n", &stats).unwrap();
+        assert_eq!(counts(), [1, 1, 1, 0], "truncated");
+        let file = append(&path, Some(file), true, b"e\n", &stats).unwrap();
+        assert_eq!(counts(), [1, 1, 1, 1], "reopen requested");
+        append(&path, Some(file), false, b"f\n", &stats).unwrap();
+        assert_eq!(counts(), [1, 1, 1, 1], "nothing happened");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "d\ne\nf\n");
     }
 
     #[tokio::test]

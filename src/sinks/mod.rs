@@ -173,11 +173,18 @@ impl Sink {
         })
     }
 
-    /// Gives the sink what it keeps in the queue database across restarts (the HEC channel).
-    async fn attach(&mut self, name: &str, queue: &Queue) -> Result<(), crate::queue::QueueError> {
+    /// Gives the sink what it keeps in the queue database across restarts (the HEC channel),
+    /// and the worker's counters (the file sink counts its reopens there).
+    async fn attach(
+        &mut self,
+        name: &str,
+        queue: &Queue,
+        stats: &Arc<SinkStats>,
+    ) -> Result<(), crate::queue::QueueError> {
         match self {
             Sink::Hec(s) => s.set_channel(queue.sink_channel(name).await?),
-            Sink::File(_) | Sink::Syslog(_) | Sink::Otlp(_) => {}
+            Sink::File(s) => s.count_into(Arc::clone(stats)),
+            Sink::Syslog(_) | Sink::Otlp(_) => {}
             #[cfg(test)]
             Sink::Scripted(_) => {}
         }
@@ -272,6 +279,8 @@ pub struct SinkStats {
     pub liveness_resends: AtomicU64,
     /// Wall time (ms since the epoch) of the last delivered batch; 0 before the first.
     pub last_delivery_ms: AtomicI64,
+    /// File sinks: rotations followed, by [`file::Reopen`] (indexed by `Reopen::index`).
+    pub reopens: [AtomicU64; 4],
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -289,6 +298,8 @@ pub struct SinkStatsSnapshot {
     pub splits: u64,
     pub liveness_resends: u64,
     pub last_delivery_ms: i64,
+    /// By [`file::Reopen::index`].
+    pub reopens: [u64; 4],
 }
 
 impl SinkStats {
@@ -307,6 +318,7 @@ impl SinkStats {
             splits: self.splits.load(Ordering::Relaxed),
             liveness_resends: self.liveness_resends.load(Ordering::Relaxed),
             last_delivery_ms: self.last_delivery_ms.load(Ordering::Relaxed),
+            reopens: self.reopens.each_ref().map(|n| n.load(Ordering::Relaxed)),
         }
     }
 }
@@ -336,7 +348,7 @@ pub async fn run_sink(
     let mut rng = fastrand::Rng::new();
     let mut failures = 0u32;
     // What the sink keeps in the database (the HEC channel), before its first batch.
-    while let Err(e) = sink.attach(name, &queue).await {
+    while let Err(e) = sink.attach(name, &queue, &stats).await {
         let wait = full_jitter(&cfg.backoff, failures, &mut rng);
         failures = failures.saturating_add(1);
         error!(sink = name, error = %e, retry_in = ?wait, "cannot read the sink's state from the queue");

@@ -1225,7 +1225,12 @@ impl Source {
         }
         let from = match cp.done_until {
             Some(done) => {
-                let (from, rechecking) = window_start(done, cp.rechecked_until, chrono_dur(self.cfg.overlap));
+                let (mut from, rechecking) = window_start(done, cp.rechecked_until, chrono_dur(self.cfg.overlap));
+                if self.cfg.until.is_some() {
+                    // A backfill range's overlap stays inside the range: what lies before its
+                    // `start` is another range's (stored under that range's dedupe keys).
+                    from = from.max(whole_second(self.cfg.start.resolve(now)));
+                }
                 let due = done + poll;
                 if !rechecking && (horizon <= done || horizon < due) {
                     return Err((due - horizon).to_std().unwrap_or(self.cfg.poll_interval).max(Duration::from_secs(1)));
@@ -2078,6 +2083,38 @@ mod tests {
             "page":{"kind":"number","page":4}}}"#;
         let sweep = serde_json::from_str::<Checkpoint>(old).unwrap().sweep.unwrap();
         assert_eq!((sweep.page, sweep.pages), (PageCursor::Number { page: 4 }, 0));
+    }
+
+    /// A backfill range resumed near its start asks its overlap again only from its start: what
+    /// lies before belongs to another range (its records are under that range's dedupe keys, so
+    /// asking it here would store them twice). Further in, the overlap is the usual one.
+    #[tokio::test(start_paused = true)]
+    async fn test_a_backfill_ranges_overlap_stays_inside_the_range() {
+        use crate::config::{Config, StartAt};
+        use crate::queue::QueueOptions;
+
+        let clock = Clock::starting_at(at("2026-03-18T12:00:00Z"));
+        let dir = tempfile::tempdir().unwrap();
+        let text = "state_dir = \"state\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\n\
+                    organization_id = \"ORG_A\"\napi_key = \"k\"\n[[sinks]]\nname = \"file\"\ntype = \"file\"\n\
+                    path = \"out.ndjson\"\n";
+        let mut cfg =
+            Config::parse_with_env(text, &dir.path().join("a.toml"), &|_: &str| None).unwrap().sources[0].clone();
+        let start = at("2026-03-17T00:00:00Z");
+        cfg.name = "a.backfill.20260317T000000Z-20260318T000000Z".into();
+        (cfg.start, cfg.until, cfg.lag) = (StartAt::At(start), Some(at("2026-03-18T00:00:00Z")), Duration::ZERO);
+        let overlap = chrono_dur(cfg.overlap);
+        let queue = Queue::open(dir.path(), QueueOptions { max_bytes: 1 << 30, sinks: vec!["file".into()] }).unwrap();
+        let source = Source::new(cfg, reqwest::Client::new(), queue.clone(), clock, SeverityPolicy::default());
+        let from = |done| {
+            let cp = Checkpoint { done_until: Some(done), ..Checkpoint::default() };
+            source.next_window(&cp).map(|w| w.from)
+        };
+        assert_eq!(from(start + chrono::Duration::minutes(2)), Ok(start), "not before the range's start");
+        let later = start + chrono::Duration::hours(1);
+        assert_eq!(from(later), Ok(later - overlap));
+        drop(source);
+        queue.close().await.unwrap();
     }
 
     /// A sweep that would need more than `max_pages` pages stops with an error naming the

@@ -122,6 +122,18 @@ impl Agent {
         (ticks(11), ticks(12))
     }
 
+    /// Its `/metrics` text, from the telemetry listener its log names (`[telemetry] listen =
+    /// "127.0.0.1:0"`: the log says which port it got).
+    pub async fn metrics(&self) -> String {
+        let log = self.log();
+        let at = log
+            .find("Some(127.0.0.1:")
+            .unwrap_or_else(|| panic!("no telemetry listen address in the agent's log; it ends:\n{}", self.tail()))
+            + "Some(".len();
+        let addr: String = log[at..].chars().take_while(|c| *c != ')').collect();
+        reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap()
+    }
+
     /// Its exit status if it has exited, without waiting.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().unwrap()
@@ -163,6 +175,15 @@ impl Agent {
         self.child.start_kill().unwrap();
         self.child.wait().await.unwrap()
     }
+}
+
+/// The value of the one sample of a `/metrics` text whose name and labels are exactly `series`
+/// (`name{label="value",...}`, in the order the exposition writes them).
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (s, value) = l.rsplit_once(' ')?;
+        (s == series).then(|| value.parse().unwrap())
+    })
 }
 
 /// Polls `done` every 10 ms until it holds; panics naming `what` after `limit`.
