@@ -705,3 +705,40 @@ fn a_poison_event_drawing_500_is_isolated_while_others_pass() {
         }
     });
 }
+
+/// Adversarial review (dev-review2): a gRPC receiver that throttles for a moment answers
+/// `RESOURCE_EXHAUSTED` without `RetryInfo` (go-grpc-middleware's ratelimit interceptor, Envoy's
+/// `rate_limited_as_resource_exhausted`, a cloud quota), which says nothing about the size of
+/// the events: a 20-request burst of it must not move events the receiver took in far larger
+/// requests moments before to the dead-letter table. Halving is done at once (no back-off), so
+/// 20 refusals are spent in milliseconds, down to single events, each dead-lettered as "too
+/// large alone".
+#[test]
+fn review2_a_short_throttle_answered_resource_exhausted_dead_letters_nothing() {
+    use tonic::Code;
+    let events = &ocsf_events()[..60];
+    run(async {
+        let receiver = Receiver::start(None).await;
+        let mut lost = Vec::new();
+        for protocol in ["grpc", "http_protobuf"] {
+            receiver.clear();
+            receiver.set(Behaviour::Failing { times: 20, http: 413, grpc: Code::ResourceExhausted });
+            let dir = tempfile::tempdir().unwrap();
+            let queue = queue_with(dir.path(), &["otlp"], events).await;
+            let cfg = sink_config(dir.path(), "otlp", &lines(&receiver, protocol, ""));
+            let started = std::time::Instant::now();
+            let stats = tokio::time::timeout(Duration::from_secs(60), start_worker(cfg, &queue).drain())
+                .await
+                .expect("drained");
+            let letters = queue.dead_letters(100).await.unwrap();
+            eprintln!(
+                "{protocol}: {stats:?} in {:?}; {} dead letters, first reason: {:?}",
+                started.elapsed(),
+                letters.len(),
+                letters.first().map(|l| l.reason.clone())
+            );
+            lost.push((protocol, stats.events, stats.dead_lettered));
+        }
+        assert_eq!(lost, [("grpc", 60, 0), ("http_protobuf", 60, 0)], "(protocol, delivered, dead-lettered)");
+    });
+}
