@@ -802,3 +802,26 @@ async fn sigterm_during_an_ack_wait_exits_within_the_drain_timeout_and_loses_not
     assert!(missing.is_empty(), "never indexed: {missing:?}");
     sim.shutdown().await;
 }
+
+/// Adversarial review (dev-review2): a collector (or the load balancer in front of it) that
+/// answers 413 to 20 requests in a row for a moment, after taking requests far larger than one
+/// event: the loop halves at once, without back-off, spends the 20 answers in milliseconds and
+/// dead-letters single events "too large alone" that are a fraction of what the collector took
+/// just before.
+#[tokio::test(start_paused = true)]
+async fn review2_a_burst_of_413_after_larger_requests_were_taken_dead_letters_nothing() {
+    let events = &ocsf_events()[..60];
+    let hec = HecEmulator::start(HecOptions::default()).await;
+    hec.push_fault(Fault::Pass);
+    for _ in 0..20 {
+        hec.push_fault(Fault::Status { status: 413, code: None, text: "Content-Length too large".into(), retry_after: None });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with(dir.path(), &["hec"], events).await;
+    let cfg = sink_config(dir.path(), "hec", &hec_lines(&hec, "gzip = false\n"));
+    let stats = start_worker(cfg, &queue).drain().await;
+    let statuses: Vec<u16> = hec.requests().iter().map(|r| r.status).collect();
+    let letters = queue.dead_letters(100).await.unwrap();
+    eprintln!("{stats:?}\nstatuses {statuses:?}\nfirst reason {:?}", letters.first().map(|l| l.reason.clone()));
+    assert_eq!((stats.events, stats.dead_lettered), (60, 0), "{stats:?}");
+}
