@@ -742,3 +742,23 @@ fn review2_a_short_throttle_answered_resource_exhausted_dead_letters_nothing() {
         assert_eq!(lost, [("grpc", 60, 0), ("http_protobuf", 60, 0)], "(protocol, delivered, dead-lettered)");
     });
 }
+
+/// Adversarial review (dev-review2): a receiver over quota for a while (every request answered
+/// `RESOURCE_EXHAUSTED` without `RetryInfo`): how fast the backlog goes to the dead-letter table.
+#[test]
+fn review2_a_receiver_over_quota_dead_letters_the_whole_backlog_at_full_speed() {
+    use tonic::Code;
+    let events = ocsf_events();
+    let events = &events[..events.len().min(500)];
+    run(async {
+        let receiver = Receiver::start(None).await;
+        receiver.set(Behaviour::Failing { times: usize::MAX, http: 413, grpc: Code::ResourceExhausted });
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue_with(dir.path(), &["otlp"], events).await;
+        let cfg = sink_config(dir.path(), "otlp", &lines(&receiver, "grpc", ""));
+        let started = std::time::Instant::now();
+        let stats = tokio::time::timeout(Duration::from_secs(60), start_worker(cfg, &queue).drain()).await.expect("drained");
+        eprintln!("{} events: {stats:?} in {:?}, {} requests", events.len(), started.elapsed(), receiver.exports().len());
+        assert_eq!(stats.dead_lettered, 0, "{stats:?}");
+    });
+}
