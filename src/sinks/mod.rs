@@ -23,7 +23,9 @@
 //!   for the request's size: halves at once, an event too large alone dead-lettered. Each half
 //!   the receiver takes is acknowledged as it is taken, so a half refused later (busy, down)
 //!   resends only itself, never what was already taken. Halves found too large are never
-//!   joined again (below).
+//!   joined again (below). Believed only for a request larger (in event bytes) than the largest
+//!   the receiver has taken since the worker started: a throttle or quota answering 413 or
+//!   `RESOURCE_EXHAUSTED` for less, or before anything was taken, is a server error (next).
 //! - [`Failure::ServerError`] (HTTP 500, 408, gRPC `UNKNOWN`/`INTERNAL`): an outage or an event
 //!   that breaks the receiver, which one answer cannot tell apart. The part is split too, but
 //!   after the back-off, and an event failing alone is dead-lettered only on proof that it is
@@ -358,6 +360,9 @@ pub async fn run_sink(
         }
     }
     let mut widen = false;
+    // The largest request (event bytes) the receiver has taken since this worker started: a
+    // "too large" answer for less than that is not about size (module docs).
+    let mut largest_taken = 0usize;
     while !control.stop.is_cancelled() && !control.abort.is_cancelled() {
         // Mark what we have seen before reading, so an event stored meanwhile wakes us.
         new_events.borrow_and_update();
@@ -399,6 +404,7 @@ pub async fn run_sink(
             control: &control,
             failures: &mut failures,
             rng: &mut rng,
+            largest_taken: &mut largest_taken,
         };
         match delivery.deliver(&mut sink, &batch).await {
             Ended::Delivered => {
@@ -486,6 +492,8 @@ struct Delivering<'a> {
     control: &'a SinkControl,
     failures: &'a mut u32,
     rng: &'a mut fastrand::Rng,
+    /// The largest request, in event bytes, the receiver has taken (kept across batches).
+    largest_taken: &'a mut usize,
 }
 
 impl Delivering<'_> {
@@ -529,6 +537,8 @@ impl Delivering<'_> {
                         delivered_event = Some(i);
                     }
                     *self.failures = 0;
+                    let bytes = batch[range.clone()].iter().map(|e| e.body.len()).sum::<usize>();
+                    *self.largest_taken = (*self.largest_taken).max(bytes);
                     if probe.is_some() {
                         debug!(sink = name, "receiver alive: it took an event of this batch again");
                         continue;
@@ -551,6 +561,29 @@ impl Delivering<'_> {
                 }
                 Err(e) => e,
             };
+            // "Too large" is believed only for a request larger than the largest the receiver
+            // has taken (so once it has taken one): a rate limiter or quota answering 413 /
+            // RESOURCE_EXHAUSTED says nothing about size, and must not cut the backlog to single
+            // events and dead-letter them at full speed. Otherwise it is handled as a server
+            // error: halves after the back-off, and an event failing alone needs proof that it is
+            // the event, not the receiver ([`POISON_STRIKES`]).
+            let mut e = e;
+            // Halves cut after a "too large", believed or not, are never joined again: joined,
+            // they would draw it again.
+            let size_refused = e.class == Failure::TooLarge;
+            if e.class == Failure::TooLarge {
+                let bytes = batch[range.clone()].iter().map(|e| e.body.len()).sum::<usize>();
+                let believed = *self.largest_taken > 0 && bytes > *self.largest_taken;
+                if !believed {
+                    debug!(
+                        sink = name,
+                        bytes,
+                        largest_taken = *self.largest_taken,
+                        "too large for the receiver, though it took larger requests: treated as a server error"
+                    );
+                    e.class = Failure::ServerError;
+                }
+            }
             if e.class == Failure::ServerError {
                 server_errors += 1;
             }
@@ -575,7 +608,7 @@ impl Delivering<'_> {
                     Failure::Refused | Failure::TooLarge | Failure::ServerError if events > 1 => {
                         let mid = part.range.start + events / 2;
                         self.stats.splits.fetch_add(1, Ordering::Relaxed);
-                        let sized = part.sized || e.class == Failure::TooLarge;
+                        let sized = part.sized || size_refused;
                         match e.class {
                             Failure::TooLarge => warn!(sink = name, error = %e, events,
                                 "request too large for the receiver; sending it in halves"),
@@ -778,12 +811,25 @@ mod tests {
 
     /// A queue of `n` events (ids 1..=n) and the worker loop over it with `script`.
     async fn start(n: usize, script: impl FnMut(&[i64]) -> Answer + Send + 'static) -> Run {
+        start_padded(n, |_| 0, script).await
+    }
+
+    /// As [`start`], event `i`'s body padded with `pad(i)` bytes.
+    async fn start_padded(
+        n: usize,
+        pad: impl Fn(usize) -> usize,
+        script: impl FnMut(&[i64]) -> Answer + Send + 'static,
+    ) -> Run {
         let dir = tempfile::tempdir().unwrap();
         let queue =
             Queue::open(&dir.path().join("state"), QueueOptions { max_bytes: 1 << 30, sinks: vec!["s".into()] })
                 .unwrap();
         let events = (1..=n)
-            .map(|i| NewEvent { dedupe_key: format!("k{i}"), event_time_ms: 0, body: format!("{{\"n\":{i}}}").into() })
+            .map(|i| NewEvent {
+                dedupe_key: format!("k{i}"),
+                event_time_ms: 0,
+                body: format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(pad(i))).into(),
+            })
             .collect();
         queue.store_page(PageWrite { source: "t".into(), events, ..PageWrite::default() }).await.unwrap();
         let text = "state_dir = \"state\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\n\
@@ -971,14 +1017,21 @@ mod tests {
         each_once(&log.accepted, 50, &[]);
         let sizes: Vec<usize> = log.requests.iter().map(Vec::len).collect();
         assert_eq!(sizes, [50, 25, 12, 13, 25, 12, 12, 13], "{:?}", log.requests);
-        assert_eq!((stats.splits, stats.errors_refused, stats.retries, stats.errors_transient), (3, 3, 1, 1));
+        // Before the receiver took anything, "too large" is not believed: the first two halvings
+        // wait the back-off (server errors, retries); the third, for 25 events when it took 13,
+        // is believed and cut at once.
+        assert_eq!(
+            (stats.splits, stats.errors_refused, stats.errors_server, stats.retries, stats.errors_transient),
+            (3, 1, 2, 3, 1)
+        );
     }
 
-    /// An event too large alone is dead-lettered with the receiver's words; its neighbours are
-    /// delivered once.
+    /// An event too large alone (larger than any request the receiver took) is dead-lettered
+    /// with the receiver's words; its neighbours are delivered once.
     #[tokio::test(start_paused = true)]
     async fn an_event_too_large_alone_is_dead_lettered() {
-        let run = start(50, |ids| match ids.contains(&7) || ids.len() > 25 {
+        let pad = |i| if i == 7 { 100_000 } else { 0 };
+        let run = start_padded(50, pad, |ids| match ids.contains(&7) || ids.len() > 25 {
             true => Answer::Fail(Failure::TooLarge),
             false => Answer::Accept,
         })
@@ -987,7 +1040,37 @@ mod tests {
         assert_eq!(dead, [7]);
         assert!(queue.dead_letters(10).await.unwrap()[0].reason.contains("TooLarge"));
         each_once(&log.accepted, 50, &[7]);
-        assert_eq!((stats.events, stats.dead_lettered, stats.retries), (49, 1, 0), "{stats:?}");
+        assert_eq!((stats.events, stats.dead_lettered), (49, 1), "{stats:?}");
+    }
+
+    /// Regression (review R3): a throttle or quota answering 413 / `RESOURCE_EXHAUSTED` for
+    /// requests no larger than the receiver took before cut the batch to single events at full
+    /// speed and dead-lettered them "too large alone". Such an answer is a server error: the
+    /// sink backs off, an outage of it dead-letters nothing, and every event arrives once.
+    #[tokio::test(start_paused = true)]
+    async fn a_too_large_answer_for_what_the_receiver_took_before_dead_letters_nothing() {
+        let mut calls = 0;
+        let run = start(50, move |_| {
+            calls += 1;
+            match calls {
+                1 => Answer::Accept,
+                2..=40 => Answer::Fail(Failure::TooLarge),
+                _ => Answer::Accept,
+            }
+        })
+        .await;
+        // The first batch (all 50) is taken; the next 50 meet the throttle.
+        let events = (51..=100)
+            .map(|i| NewEvent { dedupe_key: format!("k{i}"), event_time_ms: 0, body: format!("{{\"n\":{i}}}").into() })
+            .collect();
+        run.queue.store_page(PageWrite { source: "t".into(), events, ..PageWrite::default() }).await.unwrap();
+        let (dead, log, stats, _) = run.drain().await;
+        assert!(dead.is_empty(), "{dead:?}: dead-lettered for a throttle");
+        let mut once = log.accepted.clone();
+        once.sort_unstable();
+        once.dedup();
+        assert_eq!(once.len(), 100);
+        assert_eq!(stats.errors_refused, 0, "{stats:?}");
     }
 
     /// Transient and operator failures resend the same batch whole, never split it.
