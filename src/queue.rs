@@ -92,12 +92,14 @@ CREATE TABLE IF NOT EXISTS source_progress (source TEXT PRIMARY KEY, done_until_
 -- Version 6: a vendor's rate-limit pause (429 Retry-After, spent budget), per credential
 -- (`sources::ratelimit::credential_key`: vendor and a hash, never the secret), in wall-clock ms,
 -- so that a restart or reload inside it sends nothing until it ends.
--- Version 7: also against time since boot (`boot_id`, `boot_until_ms`: CLOCK_BOOTTIME in ms),
--- which a wall-clock step does not move; the wall time serves only after a reboot.
+-- Version 7: also against time since boot (`boot_id`; `boot_at_ms`, `boot_until_ms`: CLOCK_BOOTTIME
+-- in ms when stored and at the end), which a wall-clock step does not move; the wall time serves
+-- only after a reboot (another boot id, or an uptime below `boot_at_ms`).
 CREATE TABLE IF NOT EXISTS rate_pauses (
     credential TEXT PRIMARY KEY,
     until_ms INTEGER NOT NULL,
     boot_id TEXT,
+    boot_at_ms INTEGER,
     boot_until_ms INTEGER
 );
 PRAGMA user_version = 7;
@@ -105,6 +107,7 @@ PRAGMA user_version = 7;
 
 /// Run before `SCHEMA` on a version 6 database, whose `rate_pauses` has only the wall time.
 const ADD_BOOT_PAUSE: &str = "ALTER TABLE rate_pauses ADD COLUMN boot_id TEXT;
+ALTER TABLE rate_pauses ADD COLUMN boot_at_ms INTEGER;
 ALTER TABLE rate_pauses ADD COLUMN boot_until_ms INTEGER;";
 
 /// Run before `SCHEMA` on a version 1 or 2 database, whose `dead_letters` lacks the `sink` column.
@@ -355,11 +358,19 @@ fn sqlite_error(source: rusqlite::Error, path: &Path, op: &'static str) -> Queue
 }
 
 /// A credential's rate-limit pause as stored: until when by the wall clock (ms since the
-/// epoch), and by time since boot (the boot's id, ms since it) where the machine tells.
+/// epoch), and by time since boot where the machine tells.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredPause {
     pub until_ms: i64,
-    pub boot: Option<(String, i64)>,
+    pub boot: Option<BootPause>,
+}
+
+/// A pause by time since boot: the boot's id, and its uptime (ms) when stored and at the end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootPause {
+    pub id: String,
+    pub at_ms: i64,
+    pub until_ms: i64,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
@@ -1557,11 +1568,11 @@ impl Writer {
     fn rate_pause(&self, credential: &str) -> Result<Option<StoredPause>, QueueError> {
         self.conn
             .query_row(
-                "SELECT until_ms, boot_id, boot_until_ms FROM rate_pauses WHERE credential = ?1",
+                "SELECT until_ms, boot_id, boot_at_ms, boot_until_ms FROM rate_pauses WHERE credential = ?1",
                 [credential],
                 |r| {
-                    let boot = match (r.get::<_, Option<String>>(1)?, r.get::<_, Option<i64>>(2)?) {
-                        (Some(id), Some(until_ms)) => Some((id, until_ms)),
+                    let boot = match (r.get::<_, Option<String>>(1)?, r.get(2)?, r.get(3)?) {
+                        (Some(id), Some(at_ms), Some(until_ms)) => Some(BootPause { id, at_ms, until_ms }),
                         _ => None,
                     };
                     Ok(StoredPause { until_ms: r.get(0)?, boot })
@@ -1573,13 +1584,20 @@ impl Writer {
 
     /// One small autocommit write between page groups (synchronous=FULL: on disk when it returns).
     fn set_rate_pause(&self, credential: &str, pause: &StoredPause) -> Result<(), QueueError> {
-        let (boot_id, boot_until_ms) = pause.boot.as_ref().map(|(id, ms)| (id.as_str(), *ms)).unzip();
+        let boot = pause.boot.as_ref();
         self.conn
             .execute(
-                "INSERT INTO rate_pauses (credential, until_ms, boot_id, boot_until_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (credential) DO UPDATE SET until_ms = excluded.until_ms,
-                     boot_id = excluded.boot_id, boot_until_ms = excluded.boot_until_ms",
-                params![credential, pause.until_ms, boot_id, boot_until_ms],
+                "INSERT INTO rate_pauses (credential, until_ms, boot_id, boot_at_ms, boot_until_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (credential) DO UPDATE SET until_ms = excluded.until_ms, boot_id = excluded.boot_id,
+                     boot_at_ms = excluded.boot_at_ms, boot_until_ms = excluded.boot_until_ms",
+                params![
+                    credential,
+                    pause.until_ms,
+                    boot.map(|b| b.id.as_str()),
+                    boot.map(|b| b.at_ms),
+                    boot.map(|b| b.until_ms)
+                ],
             )
             .map(|_| ())
             .op(&self.path, "store a rate-limit pause")
@@ -2621,7 +2639,8 @@ mod tests {
         let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
         let kept = q.rate_pause("aitronos:abc").await.unwrap();
         assert_eq!(kept, Some(StoredPause { until_ms: 1234, boot: None }), "a pause stored before the upgrade");
-        let both = StoredPause { until_ms: 5678, boot: Some(("boot-1".into(), 42)) };
+        let both =
+            StoredPause { until_ms: 5678, boot: Some(BootPause { id: "boot-1".into(), at_ms: 40, until_ms: 42 }) };
         q.set_rate_pause("aitronos:abc", both.clone()).await.unwrap();
         assert_eq!(q.rate_pause("aitronos:abc").await.unwrap(), Some(both));
         q.close().await.unwrap();

@@ -403,7 +403,7 @@ async fn audit_log(
         // (or up to `arrival_lateness` before it).
         let now = shared.clock.now_utc();
         let at = now - chrono::Duration::from_std(shared.faults.arrivals_age).unwrap_or_default();
-        for _ in 0..shared.faults.arrivals_per_page {
+        for _ in 0..shared.arrivals_per_answer() {
             store.add(shared.arrival_at(at));
         }
         (items, total)

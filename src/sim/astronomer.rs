@@ -450,7 +450,7 @@ async fn audit_logs(
         // New records arrive after each answer (README "Simulator conventions"), at the current time
         // (or up to `arrival_lateness` before it).
         let now = shared.clock.now_utc();
-        for _ in 0..shared.faults.arrivals_per_page {
+        for _ in 0..shared.arrivals_per_answer() {
             store.add(shared.arrival_at(now));
         }
         lines

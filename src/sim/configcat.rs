@@ -532,7 +532,7 @@ fn select(shared: &Shared, org: usize, q: &Query, page: Option<(usize, usize)>) 
     // New records arrive between pages (README "Simulator conventions"), at the current time
     // (or up to `arrival_lateness` before it).
     let now = shared.clock.now_utc();
-    for _ in 0..shared.faults.arrivals_per_page {
+    for _ in 0..shared.arrivals_per_answer() {
         store.add(shared.arrival_at(now));
     }
     Some((data, total))

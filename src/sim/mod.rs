@@ -21,7 +21,7 @@ pub mod datafold;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -773,6 +773,7 @@ impl Sim {
             shutdown: CancellationToken::new(),
             arrived: watch::Sender::new(0),
             arrivals: AtomicU64::new(0),
+            arrivals_closed: AtomicBool::new(false),
         });
         let vendor = |v: SimVendor, routes: Router<Arc<Shared>>| {
             routes.route_layer(middleware::from_fn_with_state((shared.clone(), v), gate))
@@ -862,6 +863,12 @@ impl Sim {
     }
 
     /// Every record id in the first Aitronos organization's store, newest first.
+    /// No more records arrive (`arrivals_per_page` ends): a test's stop, after which a vendor
+    /// that adds records on every answer would otherwise outrun any client its limits allow.
+    pub fn close_arrivals(&self) {
+        self.shared.arrivals_closed.store(true, Ordering::Relaxed);
+    }
+
     pub fn aitronos_ids(&self) -> Vec<String> {
         self.shared.state().aitronos.first().map(aitronos::Store::ids).unwrap_or_default()
     }
@@ -979,6 +986,8 @@ struct Shared {
     arrived: watch::Sender<u64>,
     /// Arrivals so far, over all vendors: seeds each arrival's lateness.
     arrivals: AtomicU64,
+    /// Set by [`Sim::close_arrivals`]: no more records arrive.
+    arrivals_closed: AtomicBool,
     state: Mutex<Mutable>,
 }
 
@@ -986,6 +995,14 @@ impl Shared {
     /// A poisoned lock only means a test panicked elsewhere; the counters are still usable.
     fn state(&self) -> MutexGuard<'_, Mutable> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many records arrive after this answer (`arrivals_per_page`, 0 once closed).
+    fn arrivals_per_answer(&self) -> usize {
+        match self.arrivals_closed.load(Ordering::Relaxed) {
+            true => 0,
+            false => self.faults.arrivals_per_page,
+        }
     }
 
     /// The event time of the next arrival: `now`, or up to `arrival_lateness` before it.

@@ -33,7 +33,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
 use crate::config::{Backoff, SeverityPolicy, SourceConfig, VendorSettings};
-use crate::queue::{NewDeadLetter, NewEvent, PageWrite, Queue, QueueError, StoredPause};
+use crate::queue::{BootPause, NewDeadLetter, NewEvent, PageWrite, Queue, QueueError, StoredPause};
 use crate::{ocsf, redact};
 
 /// A vendor answer larger than this is refused rather than buffered (a hostile or broken
@@ -89,6 +89,19 @@ fn split_window(w: Window) -> Option<Window> {
     }
     let half = whole_second(w.from + (w.to - w.from) / 2).max(w.from + MIN_SPLIT_SPAN);
     Some(Window { from: w.from, to: half })
+}
+
+/// The smaller window asked instead of a too large `w`, for a source whose checkpoint is
+/// `done`. A window straddling the checkpoint is cut there first: the overlap (asked again for
+/// late records) alone, then the new data. Halving it instead let a dense second inside the
+/// overlap shrink the span of new data every poll asks, so the source crept past it a few
+/// seconds per poll, for hours (simulation seed 3 with dense bursts). Otherwise
+/// [`split_window`].
+fn first_part(w: Window, done: Option<DateTime<Utc>>) -> Option<Window> {
+    match done {
+        Some(d) if w.from + MIN_SPLIT_SPAN <= d && d < w.to => Some(Window { from: w.from, to: d }),
+        _ => split_window(w),
+    }
 }
 
 /// The end of the next window starting at `from` (`done − overlap`): `span` of new data past
@@ -161,17 +174,28 @@ pub struct Checkpoint {
     /// `done_until − overlap`. Absent otherwise (and in checkpoints written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rechecked_until: Option<DateTime<Utc>>,
+    /// Everything up to `done_until` was asked when it was already older than `lag + overlap` on
+    /// the vendor's clock (a window of history, catching up): no record there can still arrive
+    /// late, so the next window starts at `done_until` and does not ask the overlap again. A
+    /// source far behind on dense data would otherwise spend most of its requests re-asking
+    /// overlaps it read a moment before (simulation seed 41 with dense bursts).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub settled: bool,
 }
 
 /// Where the window after checkpoint `cp` starts, for a source with a checkpoint time:
-/// `done_until − overlap`, or where a re-ask of that overlap in pieces has got to. The second
-/// value says whether such a re-ask is in progress (it goes on at once, without waiting for the
-/// next poll).
+/// `done_until − overlap`, or where a re-ask of that overlap in pieces has got to, or
+/// `done_until` itself when what lies before it was settled when asked. The second value says
+/// whether such a re-ask is in progress (it goes on at once, without waiting for the next poll).
 fn window_start(
     done: DateTime<Utc>,
     rechecked: Option<DateTime<Utc>>,
     overlap: chrono::Duration,
+    settled: bool,
 ) -> (DateTime<Utc>, bool) {
+    if settled {
+        return (done, false);
+    }
     let from = done - overlap;
     // Re-asked up to `done` itself: the overlap is done, the window goes on from `done`.
     match rechecked.filter(|r| *r <= done) {
@@ -183,14 +207,20 @@ fn window_start(
 /// The checkpoint after `window` was stored whole, `end` being its end as the vendor's clock
 /// allows ([`Source::bounded_by_vendor`]). Past `done` the checkpoint moves to `end`, never
 /// backwards; a piece of the overlap (ending at or before `done`) leaves `done` and records how
-/// far the overlap has been asked again.
-fn completed(done: Option<DateTime<Utc>>, window: &Window, end: DateTime<Utc>) -> Checkpoint {
+/// far the overlap has been asked again. `settled`: the window was asked when its end was
+/// already older than `lag + overlap` ([`Checkpoint::settled`]).
+fn completed(done: Option<DateTime<Utc>>, window: &Window, end: DateTime<Utc>, settled: bool) -> Checkpoint {
     match done {
         Some(done) if window.to <= done => {
-            Checkpoint { done_until: Some(done), sweep: None, rechecked_until: Some(window.to) }
+            Checkpoint { done_until: Some(done), sweep: None, rechecked_until: Some(window.to), settled: false }
         }
-        Some(done) => Checkpoint { done_until: Some(done.max(end)), sweep: None, rechecked_until: None },
-        None => Checkpoint { done_until: Some(end), sweep: None, rechecked_until: None },
+        Some(done) => Checkpoint {
+            done_until: Some(done.max(end)),
+            sweep: None,
+            rechecked_until: None,
+            settled: settled && end >= done,
+        },
+        None => Checkpoint { done_until: Some(end), sweep: None, rechecked_until: None, settled },
     }
 }
 
@@ -799,6 +829,11 @@ pub enum SourceError {
 /// plus the time since): the answer's latency and the header's rounding, nothing more.
 const CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(5);
 
+/// How long a stopping source (shutdown, reload) still waits for the answer to a request in
+/// flight, so that a pause it announces is not lost with it (review R1: a reload during a
+/// request drew a second 429 from the replacement).
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(5);
+
 /// The vendor's clock and ours may differ this much before a warning says so.
 const CLOCK_WARN: chrono::Duration = chrono::Duration::minutes(1);
 
@@ -991,6 +1026,7 @@ impl Source {
                 Some(cursor) if !repeated => Checkpoint {
                     done_until: checkpoint.done_until,
                     rechecked_until: checkpoint.rechecked_until,
+                    settled: checkpoint.settled,
                     sweep: Some(Sweep {
                         window: sweep.window,
                         page: cursor.clone(),
@@ -1012,16 +1048,25 @@ impl Source {
                 Some(_) if !sweep.restarted => Checkpoint {
                     done_until: checkpoint.done_until,
                     rechecked_until: checkpoint.rechecked_until,
+                    settled: checkpoint.settled,
                     sweep: Some(Sweep { restarted: true, ..Sweep::new(sweep.window, self.vendor.first_page()) }),
                 },
                 // The window is done: the checkpoint moves to its end (kept at the vendor's clock
                 // when ours ran ahead), never backwards; a piece of the overlap moves only how far
                 // the overlap was asked again.
-                _ => completed(
-                    checkpoint.done_until,
-                    &sweep.window,
-                    self.bounded_by_vendor(&sweep, checkpoint.done_until),
-                ),
+                _ => {
+                    // Settled if, when the vendor answered the sweep's first page, the window's
+                    // end was already older than lag + overlap: nothing there can still arrive.
+                    let asked = sweep.vendor_start.or_else(|| self.vendor_now());
+                    let age = chrono_dur(self.cfg.lag) + chrono_dur(self.cfg.overlap);
+                    let settled = asked.is_some_and(|at| sweep.window.to <= at - age);
+                    completed(
+                        checkpoint.done_until,
+                        &sweep.window,
+                        self.bounded_by_vendor(&sweep, checkpoint.done_until),
+                        settled,
+                    )
+                }
             };
             if let Err(e) = self.store(page, &sweep, &next, &shutdown).await {
                 return e;
@@ -1106,12 +1151,7 @@ impl Source {
                 return;
             }
         };
-        let left_ms = match (&stored.boot, self.clock.since_boot()) {
-            (Some((boot_id, until_ms)), Some(now)) if *boot_id == now.boot_id => {
-                until_ms.saturating_sub(duration_ms(now.elapsed))
-            }
-            _ => stored.until_ms.saturating_sub(self.clock.now_utc().timestamp_millis()),
-        };
+        let left_ms = pause_left_ms(&stored, self.clock.since_boot().as_ref(), self.clock.now_utc().timestamp_millis());
         let Ok(left_ms) = u64::try_from(left_ms) else { return };
         if left_ms == 0 {
             return;
@@ -1132,7 +1172,11 @@ impl Source {
             return;
         }
         let until_ms = (self.clock.now_utc() + chrono_dur(left)).timestamp_millis();
-        let boot = self.clock.since_boot().map(|b| (b.boot_id, duration_ms(b.elapsed + left)));
+        let boot = self.clock.since_boot().map(|b| BootPause {
+            id: b.boot_id,
+            at_ms: duration_ms(b.elapsed),
+            until_ms: duration_ms(b.elapsed + left),
+        });
         if let Err(e) = self.queue.set_rate_pause(self.gate.key(), StoredPause { until_ms, boot }).await {
             warn!(source = %self.cfg.name, error = %e,
                 "cannot store the rate-limit pause; a restart inside it would not honour it");
@@ -1225,7 +1269,8 @@ impl Source {
         }
         let from = match cp.done_until {
             Some(done) => {
-                let (mut from, rechecking) = window_start(done, cp.rechecked_until, chrono_dur(self.cfg.overlap));
+                let (mut from, rechecking) =
+                    window_start(done, cp.rechecked_until, chrono_dur(self.cfg.overlap), cp.settled);
                 if self.cfg.until.is_some() {
                     // A backfill range's overlap stays inside the range: what lies before its
                     // `start` is another range's (stored under that range's dedupe keys).
@@ -1274,10 +1319,25 @@ impl Source {
                 _ = shutdown.cancelled() => return None,
             }
             self.state.send_replace(SourceState::Fetching);
-            let attempt = tokio::select! {
-                a = self.attempt(sweep, failures) => a,
-                _ = shutdown.cancelled() => return None,
+            let clock = self.clock.clone();
+            let attempt = {
+                let attempt = self.attempt(sweep, failures);
+                tokio::pin!(attempt);
+                tokio::select! {
+                    a = &mut attempt => Some(a),
+                    _ = shutdown.cancelled() => {
+                        // A request in flight may draw a 429 whose `Retry-After` a reloaded or
+                        // restarted source must honour: its answer is read (the pause stored
+                        // and shared) for a moment before it is dropped, its page never stored.
+                        tokio::select! {
+                            _ = &mut attempt => {}
+                            _ = clock.sleep(IN_FLIGHT_GRACE) => {}
+                        }
+                        None
+                    }
+                }
             };
+            let Some(attempt) = attempt else { return None };
             let (delay, rate_limited) = match attempt {
                 Attempt::Page(page) => return Some(Ok(page)),
                 Attempt::Split(why) => {
@@ -1594,7 +1654,7 @@ impl Source {
     /// new data for the windows that follow; false when the window cannot be split.
     fn split(&mut self, sweep: &mut Sweep, done: Option<DateTime<Utc>>, why: &'static str) -> bool {
         let w = sweep.window;
-        let Some(part) = split_window(w) else { return false };
+        let Some(part) = first_part(w, done) else { return false };
         sweep.window = part;
         // The span of new data windows get from now on (a piece of the overlap has none).
         let fresh = part.to - done.map_or(part.from, |d| d.max(part.from));
@@ -1775,6 +1835,18 @@ fn body_excerpt(body: &[u8]) -> String {
     if clean.trim().is_empty() { "(empty body)".to_owned() } else { clean.trim().to_owned() }
 }
 
+/// What is left of a stored pause: by time since boot when stored in this boot (its id, and an
+/// uptime not below the one it was stored at: a container whose `/proc/uptime` is its own, as
+/// under lxcfs, restarts it under the host's boot id), else by the wall clock.
+fn pause_left_ms(stored: &StoredPause, now: Option<&crate::clock::SinceBoot>, wall_ms: i64) -> i64 {
+    match (&stored.boot, now) {
+        (Some(boot), Some(now)) if boot.id == now.boot_id && duration_ms(now.elapsed) >= boot.at_ms => {
+            boot.until_ms.saturating_sub(duration_ms(now.elapsed))
+        }
+        _ => stored.until_ms.saturating_sub(wall_ms),
+    }
+}
+
 /// Milliseconds of `d`, saturating (for times stored as integers).
 fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -1941,8 +2013,11 @@ mod tests {
         // late into it were lost (DST seed 72).
         let t0 = at("2026-03-18T08:00:00Z");
         let s = chrono::Duration::seconds;
-        for (overlap, span, burst_at, burst_len) in
-            [(300, 3600, -200, 60), (300, 3600, -10, 20), (60, 60, -30, 120), (600, 7200, 100, 30)]
+        // The last figure bounds the requests: cut at the checkpoint first ([`first_part`]), a
+        // burst in the overlap costs a few pieces per poll; halved instead, it shrank the span of
+        // new data too, and the same ranges took 14, 79, 12 and 81 requests.
+        for (overlap, span, burst_at, burst_len, most) in
+            [(300, 3600, -200, 60, 10), (300, 3600, -10, 20, 10), (60, 60, -30, 120, 14), (600, 7200, 100, 30, 40)]
         {
             let records: Vec<DateTime<Utc>> = (0..1200).map(|i| t0 + s(burst_at) + s(burst_len) * i / 1200).collect();
             let cap = 1000;
@@ -1951,22 +2026,24 @@ mod tests {
             let mut cp = Checkpoint { done_until: Some(t0), ..Checkpoint::default() };
             let mut span_now = s(span);
             let mut covered: Vec<Window> = Vec::new();
+            let mut requests = 0;
             for step in 0.. {
                 assert!(step < 400, "overlap {overlap}: no end after 400 windows: {cp:?}");
                 let done = cp.done_until.unwrap();
                 if done >= horizon {
                     break;
                 }
-                let (from, _) = window_start(done, cp.rechecked_until, s(overlap));
+                let (from, _) = window_start(done, cp.rechecked_until, s(overlap), false);
                 let mut w = Window {
                     from,
                     to: horizon.min(window_end(from, Some(done), span_now, s(3600).max(s(overlap + 1)))),
                 };
                 assert!(w.to > w.from, "empty window {w:?}");
                 while !fits(&w) {
-                    match split_window(w) {
+                    requests += 1;
+                    match first_part(w, Some(done)) {
                         Some(part) => {
-                            assert!(part.from == w.from && part.to < w.to, "{part:?} is not the first half of {w:?}");
+                            assert!(part.from == w.from && part.to < w.to, "{part:?} is not the first part of {w:?}");
                             if part.to > done {
                                 span_now = part.to - done;
                             }
@@ -1979,14 +2056,16 @@ mod tests {
                 if records.iter().filter(|t| **t >= w.from && **t < w.to).count() * 4 < cap {
                     span_now = (span_now * 2).min(s(3600));
                 }
-                let next = completed(cp.done_until, &w, w.to);
+                let next = completed(cp.done_until, &w, w.to, false);
                 let before = (cp.done_until, cp.rechecked_until.unwrap_or(from));
                 let after = (next.done_until, next.rechecked_until.unwrap_or(next.done_until.unwrap()));
                 assert!(next.done_until >= cp.done_until, "checkpoint moved backwards: {cp:?} -> {next:?}");
                 assert!(after > before, "no progress: {cp:?} -> {next:?} after {w:?}");
                 covered.push(w);
+                requests += 1;
                 cp = next;
             }
+            assert!(requests <= most, "overlap {overlap}, burst {burst_at}+{burst_len}: {requests} requests");
             // The stored windows cover [t0 − overlap, horizon) without a gap.
             covered.sort_by_key(|w| w.from);
             let mut reach = t0 - s(overlap);
@@ -2060,6 +2139,47 @@ mod tests {
         assert_eq!(parse_event_time(""), None);
     }
 
+    /// A window asked when its end was already older than `lag + overlap` is settled: the next
+    /// starts at its end without asking the overlap again; otherwise (near now) the overlap is
+    /// asked as before, and a piece of the overlap is never settled.
+    #[test]
+    fn test_a_settled_window_is_not_asked_again() {
+        let overlap = chrono::Duration::minutes(5);
+        let w = Window { from: at("2026-03-18T08:00:00Z"), to: at("2026-03-18T09:00:00Z") };
+        let settled = completed(Some(w.from), &w, w.to, true);
+        assert!(settled.settled);
+        assert_eq!(window_start(w.to, settled.rechecked_until, overlap, settled.settled), (w.to, false));
+        let fresh = completed(Some(w.from), &w, w.to, false);
+        assert_eq!(window_start(w.to, fresh.rechecked_until, overlap, fresh.settled), (w.to - overlap, false));
+        let piece = Window { from: at("2026-03-18T07:55:00Z"), to: at("2026-03-18T07:58:00Z") };
+        assert!(!completed(Some(w.from), &piece, piece.to, true).settled);
+        let text = serde_json::to_string(&fresh).unwrap();
+        assert!(!text.contains("settled"), "not written when false (older agents read it): {text}");
+    }
+
+    /// A stored pause is measured by time since boot in the same boot, whatever the wall clock
+    /// did; by the wall clock after a reboot (another id) or when the uptime went back under the
+    /// same id (review: lxcfs gives a container its own uptime, and a 60 s pause became an hour).
+    #[test]
+    fn test_a_stored_pause_is_measured_by_the_boot_it_was_stored_in() {
+        use crate::clock::SinceBoot;
+        let stored = StoredPause {
+            until_ms: 1_000_060_000,
+            boot: Some(BootPause { id: "b1".into(), at_ms: 500_000, until_ms: 560_000 }),
+        };
+        let up = |id: &str, ms: u64| SinceBoot { boot_id: id.into(), elapsed: Duration::from_millis(ms) };
+        // 20 s later in the same boot, the wall clock stepped an hour ahead: 40 s left.
+        assert_eq!(pause_left_ms(&stored, Some(&up("b1", 520_000)), 1_003_620_000), 40_000);
+        // Another boot: the wall clock (10 s after storing: 50 s left).
+        assert_eq!(pause_left_ms(&stored, Some(&up("b2", 5_000)), 1_000_010_000), 50_000);
+        // The same id with an uptime below the stored one: not that boot; the wall clock.
+        assert_eq!(pause_left_ms(&stored, Some(&up("b1", 50_000)), 1_000_010_000), 50_000);
+        // No boot time here, or none stored: the wall clock.
+        assert_eq!(pause_left_ms(&stored, None, 1_000_030_000), 30_000);
+        let wall_only = StoredPause { boot: None, ..stored.clone() };
+        assert_eq!(pause_left_ms(&wall_only, Some(&up("b1", 520_000)), 1_000_030_000), 30_000);
+    }
+
     #[test]
     fn test_checkpoint_round_trips_as_json() {
         let cp = Checkpoint {
@@ -2075,6 +2195,7 @@ mod tests {
                 vendor_start: Some(at("2026-03-18T09:00:03Z")),
             }),
             rechecked_until: Some(at("2026-03-18T07:57:30Z")),
+            settled: true,
         };
         let text = serde_json::to_string(&cp).unwrap();
         assert_eq!(serde_json::from_str::<Checkpoint>(&text).unwrap(), cp);
