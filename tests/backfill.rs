@@ -101,3 +101,52 @@ fn test_a_future_until_is_clamped_to_now_and_a_wider_rerun_delivers_each_record_
     assert_eq!(twice, 0, "{twice} of {} records delivered more than once: {stdout}{stderr}", all.len());
     assert_eq!(all.len(), total, "every record: {stdout}");
 }
+
+/// Review of issue 15 point 4 (adversarial): a backfill interrupted inside its *first* window
+/// (pages stored, `done_until` still `None`) and re-run with an earlier `--since` and the same
+/// `--until` must not deliver the pages the interrupted sweep stored a second time. `plan` counts
+/// an unfinished run as covered only up to its `done_until` and resumes it only where a missing
+/// part starts at its checkpoint; neither holds here, so the wider range asks the window again
+/// under another source name (other dedupe keys).
+#[test]
+fn test_review_an_interrupted_first_window_rerun_wider_delivers_each_record_once() {
+    use auditrelay::clock::Clock;
+    use auditrelay::sim::SimOptions;
+    use std::time::Duration;
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut opts = SimOptions::default();
+    opts.aitronos.records = 3000;
+    // Pages 1-4 are answered, the 5th never: the backfill is interrupted mid-sweep.
+    opts.faults.stall_at_request = Some(5);
+    let sim = rt.block_on(harness::start_sim(opts, &Clock::system()));
+    let org = sim.organizations(SimVendor::Aitronos)[0].clone();
+    let source = harness::source_block(&sim, SimVendor::Aitronos, &org, "a", "");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let config = dir.path().join("auditrelay.toml");
+    let sink = format!("[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = {:?}\n", out.display().to_string());
+    std::fs::write(&config, format!("state_dir = \"state\"\n{source}\n{sink}")).unwrap();
+    let total = sim.record_keys(SimVendor::Aitronos, &org).len();
+    let until = Utc::now();
+    let (t1, t2) = (until - chrono::Duration::days(2), until - chrono::Duration::hours(12));
+
+    let log = dir.path().join("first.log");
+    let since = t2.to_rfc3339();
+    let until_arg = until.to_rfc3339();
+    let args = ["backfill", "--source", "a", "--since", since.as_str(), "--until", until_arg.as_str()];
+    rt.block_on(async {
+        let mut agent = harness::agent::Agent::spawn(&args, &config, &log, &[]);
+        agent.until("four pages delivered", Duration::from_secs(60), |_| harness::delivered(&out).len() >= 400).await;
+        agent.terminate(Duration::from_secs(30)).await;
+    });
+    let first = harness::delivered(&out);
+    assert_eq!(first.len(), 400, "four pages of the first window");
+
+    let (code, stdout, stderr) = backfill(&config, t1, until);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let all = harness::delivered(&out);
+    let twice = all.values().filter(|n| **n > 1).count();
+    assert_eq!(all.len(), total, "every record: {stdout}");
+    assert_eq!(twice, 0, "{twice} of {} records delivered twice: {stdout}", all.len());
+}
