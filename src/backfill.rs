@@ -14,12 +14,20 @@
 //!
 //! Interrupted (Ctrl-C, SIGTERM, a crash), the same command resumes: a range started at the same
 //! `from` and not finished is taken up from its checkpoint (also when `--until` defaulted to a
-//! later "now"). A backfill of a narrower or shifted range after an interruption starts that range
-//! from its beginning, so records the interrupted run had stored may arrive twice (with the same
-//! `metadata.uid`). A checkpoint of the older form `<name>.backfill` (no range) is left alone and
-//! covers nothing. It takes the state directory's lock like the daemon, so the service is stopped
-//! while it runs. Records the live source already collected in the same range arrive again (with
-//! the same `metadata.uid`): choose `--until` at or before the live source's `start` to avoid that.
+//! later "now"). A range interrupted *inside* a window (its checkpoint holds a sweep in progress:
+//! pages of that window are stored, and only its own dedupe keys know them) is never asked again
+//! under another name: any later backfill whose missing part meets what it has left is resumed
+//! under its own name, whole, even where it reaches outside the range asked (a narrower or shifted
+//! re-run collects it to its end, and says so on stderr); the rest of the new range runs around it.
+//! A range interrupted between windows covers what its checkpoint passed; a narrower or shifted
+//! range starts where it stopped, as a range of its own. Limit: a sweep in progress left by an
+//! earlier version, whose range a later run already overlapped, cannot be resumed without asking
+//! that overlap again; its window is then asked afresh, and the records its sweep had stored may
+//! arrive twice (with the same `metadata.uid`). A checkpoint of the older form `<name>.backfill`
+//! (no range) is left alone and covers nothing. It takes the state directory's lock like the
+//! daemon, so the service is stopped while it runs. Records the live source already collected in
+//! the same range arrive again (with the same `metadata.uid`): choose `--until` at or before the
+//! live source's `start` to avoid that.
 //!
 //! Progress goes to stderr: a bar (windows done of the total, records, rate, ETA) on a
 //! terminal, a plain line every ten seconds otherwise.
@@ -66,6 +74,11 @@ pub struct RangeRun {
     pub until: DateTime<Utc>,
     /// Its checkpoint's `done_until`: everything before it is stored (`None`: not one window yet).
     pub done: Option<DateTime<Utc>>,
+    /// Its checkpoint holds a sweep in progress: pages of the window after `done` (after `from`
+    /// before its first window) may be stored, and only this run, resumed under its own name
+    /// (its own dedupe keys, its sweep going on from its next page), can ask that window without
+    /// storing them twice.
+    pub sweeping: bool,
 }
 
 impl RangeRun {
@@ -94,8 +107,10 @@ pub fn range_runs<'a>(source: &str, checkpoints: impl IntoIterator<Item = (&'a s
     let mut runs = Vec::new();
     for (name, state) in checkpoints {
         let Some((from, until)) = parse_range_name(source, name) else { continue };
-        let done = serde_json::from_str::<Checkpoint>(state).ok().and_then(|cp| cp.done_until);
-        runs.push(RangeRun { from, until, done });
+        let checkpoint = serde_json::from_str::<Checkpoint>(state).ok();
+        let done = checkpoint.as_ref().and_then(|cp| cp.done_until);
+        let sweeping = checkpoint.is_some_and(|cp| cp.sweep.is_some());
+        runs.push(RangeRun { from, until, done, sweeping });
     }
     runs
 }
@@ -117,37 +132,61 @@ fn covered(runs: &[RangeRun]) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
 }
 
 /// The ranges to run for `[since, until)`, as `(from, until)` of the range source each runs as:
-/// what earlier runs did not cover ([`covered`]), each part beginning with the unfinished run
-/// whose checkpoint stands where the part starts (if one ends inside it), resumed under its own
-/// name from its checkpoint (its dedupe keys hold what its overlap asks again). Empty: the whole
-/// range is covered.
+/// what earlier runs did not cover ([`covered`]), with unfinished runs resumed under their own
+/// name from their checkpoint where they can be (their dedupe keys hold what their overlap asks
+/// again, their sweep in progress goes on from its next page). Empty: the whole range is covered.
+///
+/// A run stopped inside a window ([`RangeRun::sweeping`]) whose rest (`[reached, until)`) meets
+/// a missing part is resumed whole, even where its range reaches outside `[since, until)`: asking
+/// any of its window under another name would store the pages it stored twice. A run stopped
+/// between windows is resumed where a missing part starts at its checkpoint and holds its rest,
+/// unless its rest meets the window of a run stopped inside one; otherwise the part is asked as
+/// a new range (it stored nothing past its checkpoint). A run whose rest meets what another run
+/// stored is not resumed (it would ask that again).
 pub fn plan(since: DateTime<Utc>, until: DateTime<Utc>, runs: &[RangeRun]) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let covered = covered(runs);
+    let meets = |a: (DateTime<Utc>, DateTime<Utc>), b: (DateTime<Utc>, DateTime<Utc>)| a.0 < b.1 && b.0 < a.1;
+    // What a run resumed from its checkpoint asks.
+    let rest = |r: &RangeRun| (r.reached(), r.until);
+    let sweeping: Vec<&RangeRun> =
+        runs.iter().filter(|r| r.sweeping && !r.complete() && !covered.iter().any(|c| meets(*c, rest(r)))).collect();
     let mut missing = Vec::new();
     let mut at = since;
-    for (from, to) in covered(runs) {
-        if to <= at || from >= until {
+    for (from, to) in &covered {
+        if *to <= at || *from >= until {
             continue;
         }
-        if from > at {
-            missing.push((at, from));
+        if *from > at {
+            missing.push((at, *from));
         }
-        at = at.max(to);
+        at = at.max(*to);
     }
     if at < until {
         missing.push((at, until));
     }
     let mut parts = Vec::new();
-    for (mut from, to) in missing {
-        while let Some(resume) = runs
-            .iter()
-            .filter(|r| !r.complete() && r.reached() == from && r.until > from && r.until <= to)
-            .max_by_key(|r| r.until)
-        {
+    // Everything before it is planned (a resumed run may reach past the part it was met in).
+    let mut planned = since;
+    for (from, to) in missing {
+        let mut from = from.max(planned);
+        while from < to {
+            let between = runs
+                .iter()
+                .filter(|r| !r.complete() && r.reached() == from && r.until > from && r.until <= to)
+                .filter(|r| !sweeping.iter().any(|s| meets(rest(s), rest(r))))
+                .max_by_key(|r| r.until);
+            let inside = sweeping.iter().copied().filter(|r| meets(rest(r), (from, to))).min_by_key(|r| r.reached());
+            // A run resumed between windows ends before any sweeping one's rest starts.
+            let Some(resume) = between.or(inside) else {
+                parts.push((from, to));
+                break;
+            };
+            if resume.reached() > from {
+                parts.push((from, resume.reached()));
+            }
             parts.push((resume.from, resume.until));
             from = resume.until;
-        }
-        if from < to {
-            parts.push((from, to));
+            planned = planned.max(resume.until);
         }
     }
     parts
@@ -212,6 +251,12 @@ pub async fn run(args: Backfill, shutdown: CancellationToken) -> anyhow::Result<
     if parts != [(since, until)] {
         let asked: Vec<String> = parts.iter().map(|(f, t)| format!("{f} to {t}")).collect();
         eprintln!("backfill {label}: earlier runs covered part of the range; collecting {}", asked.join(", "));
+    }
+    for (from, to) in parts.iter().filter(|(from, to)| *from < since || *to > until) {
+        eprintln!(
+            "backfill {label}: resuming the interrupted range {from} to {to} whole, past the range asked: it stopped \
+             inside a window, and only it can ask the rest of that window without storing records twice"
+        );
     }
     for (from, to) in parts {
         let clamped = clamped.filter(|_| to == until);
@@ -379,12 +424,18 @@ mod tests {
     }
 
     fn run(from: i64, until: i64, complete: bool) -> RangeRun {
-        RangeRun { from: t(from), until: t(until), done: complete.then(|| t(until)) }
+        RangeRun { from: t(from), until: t(until), done: complete.then(|| t(until)), sweeping: false }
     }
 
     /// An unfinished run whose checkpoint stands at `done`.
     fn partial(from: i64, until: i64, done: i64) -> RangeRun {
-        RangeRun { from: t(from), until: t(until), done: Some(t(done)) }
+        RangeRun { from: t(from), until: t(until), done: Some(t(done)), sweeping: false }
+    }
+
+    /// An unfinished run interrupted inside a window: its checkpoint stands at `done` (`None`:
+    /// inside its first window) and holds a sweep in progress.
+    fn mid_sweep(from: i64, until: i64, done: Option<i64>) -> RangeRun {
+        RangeRun { from: t(from), until: t(until), done: done.map(t), sweeping: true }
     }
 
     #[test]
@@ -430,6 +481,56 @@ mod tests {
     }
 
     #[test]
+    fn test_plan_resumes_a_run_interrupted_inside_its_first_window_under_its_own_name() {
+        // [2, 8) interrupted inside its first window (pages stored, no `done_until`): a wider
+        // range asks [0, 2) as a new range and resumes [2, 8) from its sweep, never asking its
+        // window under another name (other dedupe keys).
+        let first = [mid_sweep(2, 8, None)];
+        assert_eq!(plan(t(0), t(8), &first), [(t(0), t(2)), (t(2), t(8))]);
+        assert_eq!(plan(t(0), t(10), &first), [(t(0), t(2)), (t(2), t(8)), (t(8), t(10))]);
+        // The same command resumes it.
+        assert_eq!(plan(t(2), t(8), &first), [(t(2), t(8))]);
+        // Narrower: resumed whole, past the range asked.
+        assert_eq!(plan(t(3), t(5), &first), [(t(2), t(8))]);
+        // Shifted either way: resumed whole, the rest of the new range around it.
+        assert_eq!(plan(t(4), t(10), &first), [(t(2), t(8)), (t(8), t(10))]);
+        assert_eq!(plan(t(0), t(5), &first), [(t(0), t(2)), (t(2), t(8))]);
+        // A range it does not meet is asked as it is.
+        assert_eq!(plan(t(8), t(12), &first), [(t(8), t(12))]);
+        assert_eq!(plan(t(0), t(2), &first), [(t(0), t(2))]);
+    }
+
+    #[test]
+    fn test_plan_resumes_a_run_interrupted_inside_a_later_window_under_its_own_name() {
+        // [2, 8) stopped inside the window after 5: unlike one stopped between windows, the
+        // rest is not asked as a new range, not by a narrower or shifted range either.
+        let mid = [mid_sweep(2, 8, Some(5))];
+        assert_eq!(plan(t(0), t(10), &mid), [(t(0), t(2)), (t(2), t(8)), (t(8), t(10))]);
+        assert_eq!(plan(t(0), t(7), &mid), [(t(0), t(2)), (t(2), t(8))]);
+        assert_eq!(plan(t(0), t(7), &[partial(2, 8, 5)]), [(t(0), t(2)), (t(5), t(7))]);
+        assert_eq!(plan(t(6), t(7), &mid), [(t(2), t(8))]);
+        assert_eq!(plan(t(5), t(12), &mid), [(t(2), t(8)), (t(8), t(12))]);
+        // What its checkpoint passed is covered: a range inside it asks nothing.
+        assert!(plan(t(3), t(5), &mid).is_empty());
+        assert_eq!(covering(t(3), t(5), &mid), Some((t(2), t(5))));
+    }
+
+    #[test]
+    fn test_plan_never_resumes_a_run_across_the_window_of_one_interrupted_inside_it() {
+        // [5, 8) not started and [6, 7) interrupted inside its window: resuming [5, 8) would ask
+        // [6, 7) under another name, so [5, 6) is a new range and [6, 7) resumes.
+        let runs = [run(5, 8, false), mid_sweep(6, 7, None)];
+        assert_eq!(plan(t(5), t(10), &runs), [(t(5), t(6)), (t(6), t(7)), (t(7), t(10))]);
+        // [2, 8) stopped between windows at 5, then [5, 7) interrupted inside its window: [5, 7)
+        // resumes, [2, 8) is left (it stored nothing past 5), [7, 10) is new.
+        let runs = [partial(2, 8, 5), mid_sweep(5, 7, None)];
+        assert_eq!(plan(t(0), t(10), &runs), [(t(0), t(2)), (t(5), t(7)), (t(7), t(10))]);
+        // Two runs inside windows, in order: each resumed, the gaps new.
+        let runs = [mid_sweep(6, 7, None), mid_sweep(2, 4, Some(3))];
+        assert_eq!(plan(t(0), t(10), &runs), [(t(0), t(2)), (t(2), t(4)), (t(4), t(6)), (t(6), t(7)), (t(7), t(10))]);
+    }
+
+    #[test]
     fn test_range_names_round_trip_and_only_finished_runs_are_complete() {
         let name = range_source_name("a", t(0), t(10));
         assert_eq!(name, "a.backfill.20260318T120000Z-20260318T220000Z");
@@ -448,5 +549,10 @@ mod tests {
         let half_run = range_runs("a", [(half_name.as_str(), half.as_str())]);
         assert_eq!(half_run, [partial(0, 10, 4)]);
         assert!(!half_run[0].complete());
+        // Interrupted inside its first window: no `done_until`, a sweep in progress.
+        let window = crate::sources::Window { from: t(0), to: t(1) };
+        let sweep = crate::sources::Sweep::new(window, crate::sources::PageCursor::Offset { skip: 400 });
+        let first = serde_json::to_string(&Checkpoint { sweep: Some(sweep), ..Checkpoint::default() }).expect("json");
+        assert_eq!(range_runs("a", [(name.as_str(), first.as_str())]), [mid_sweep(0, 10, None)]);
     }
 }

@@ -102,14 +102,13 @@ fn test_a_future_until_is_clamped_to_now_and_a_wider_rerun_delivers_each_record_
     assert_eq!(all.len(), total, "every record: {stdout}");
 }
 
-/// Review of issue 15 point 4 (adversarial): a backfill interrupted inside its *first* window
-/// (pages stored, `done_until` still `None`) and re-run with an earlier `--since` and the same
-/// `--until` must not deliver the pages the interrupted sweep stored a second time. `plan` counts
-/// an unfinished run as covered only up to its `done_until` and resumes it only where a missing
-/// part starts at its checkpoint; neither holds here, so the wider range asks the window again
-/// under another source name (other dedupe keys).
+/// A backfill interrupted inside its *first* window (pages stored and delivered, `done_until`
+/// still `None`, a sweep in progress in its checkpoint) and re-run with an earlier `--since`
+/// and the same `--until` delivers every record once: the interrupted range is resumed under
+/// its own name from its sweep (its own dedupe keys), and only the older part is asked as a
+/// new range, rather than the whole window again under another name.
 #[test]
-fn test_review_an_interrupted_first_window_rerun_wider_delivers_each_record_once() {
+fn test_a_backfill_interrupted_inside_its_first_window_rerun_wider_delivers_each_record_once() {
     use auditrelay::clock::Clock;
     use auditrelay::sim::SimOptions;
     use std::time::Duration;
