@@ -51,11 +51,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use auditrelay::clock::Clock;
-use auditrelay::sources::ratelimit::Gates;
 use auditrelay::config::{Config, SinkConfig, SourceConfig};
 use auditrelay::queue::{Queue, QueueOptions};
 use auditrelay::sim::{RateLimitSetting, RetryAfterMode, Sim, SimCredential, SimOptions, SimVendor};
 use auditrelay::sinks::{self, Sink, SinkControl, SinkStats};
+use auditrelay::sources::ratelimit::Gates;
 use auditrelay::sources::{self, Checkpoint, RunMode, Source};
 use chrono::{DateTime, Utc};
 use receiver::{Receiver, ReceiverModel};
