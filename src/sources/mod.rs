@@ -1337,7 +1337,7 @@ impl Source {
                     }
                 }
             };
-            let Some(attempt) = attempt else { return None };
+            let attempt = attempt?;
             let (delay, rate_limited) = match attempt {
                 Attempt::Page(page) => return Some(Ok(page)),
                 Attempt::Split(why) => {
