@@ -1073,6 +1073,91 @@ mod tests {
         assert_eq!(stats.errors_refused, 0, "{stats:?}");
     }
 
+    /// Review R4 (failing): a rate limiter answering 413 / `RESOURCE_EXHAUSTED` that lets one
+    /// request in five through, whatever its size. The worker has just started (a restart), so
+    /// nothing was taken yet: the first refusals are server errors and the batch is halved
+    /// after back-offs down to small parts; the limiter lets one small part through, and from
+    /// then on every part larger than it is "believed" too large, cut at once and its single
+    /// events dead-lettered at full speed, though the receiver takes any of them a moment later.
+    #[tokio::test(start_paused = true)]
+    async fn review_r4_a_413_rate_limiter_after_a_small_yes_dead_letters_nothing() {
+        let mut calls = 0;
+        // Event sizes vary (as real audit records do): 20 to 2,000 bytes of padding.
+        let pad = |i: usize| 20 + (i * 397) % 2000;
+        let run = start_padded(50, pad, move |_| {
+            calls += 1;
+            if calls % 5 == 0 { Answer::Accept } else { Answer::Fail(Failure::TooLarge) }
+        })
+        .await;
+        let (queue, log_handle, stats_handle) = (run.queue.clone(), Arc::clone(&run.log), Arc::clone(&run.stats));
+        // Virtual time (paused clock): a day is more than any back-off schedule needs.
+        let drained = tokio::time::timeout(Duration::from_secs(86_400), run.drain()).await;
+        let dead = queue.dead_letters(1000).await.unwrap();
+        let requests = log_handle.lock().unwrap().requests.len();
+        assert!(
+            dead.is_empty(),
+            "{} of 50 events dead-lettered by a throttle after {requests} requests: {:?} {:?}",
+            dead.len(),
+            dead.iter().map(|d| d.key.clone()).collect::<Vec<_>>(),
+            stats_handle.snapshot()
+        );
+        let Ok((_, log, _, _)) = drained else {
+            let log = log_handle.lock().unwrap();
+            let mut taken = log.accepted.clone();
+            taken.sort_unstable();
+            taken.dedup();
+            let tail: Vec<usize> = log.requests.iter().rev().take(12).map(Vec::len).collect();
+            panic!(
+                "stalled: not drained within a virtual day: {requests} requests, {} of 50 events taken, \
+                 backlog {}, last request sizes {tail:?}, {:?}",
+                taken.len(),
+                queue.backlog("s").await.unwrap(),
+                stats_handle.snapshot()
+            );
+        };
+        each_once(&log.accepted, 50, &[]);
+    }
+
+    /// Review R4b (failing): a proxy rate limiter in front of the receiver, as nginx's
+    /// `limit_req` (no burst) is by default: one request per 10 s passes, any other is answered
+    /// 503 (a server error). The receiver takes every event it is given. The worker must deliver
+    /// the 50 events; it must not resend an already delivered event as a "liveness proof"
+    /// without end (each one a duplicate at the receiver).
+    #[tokio::test(start_paused = true)]
+    async fn review_r4b_a_503_limit_req_proxy_stalls_the_sink_and_duplicates_its_probe() {
+        let mut last: Option<tokio::time::Instant> = None;
+        let run = start(50, move |_| {
+            let now = tokio::time::Instant::now();
+            // Another client of the proxy has just used the first slot.
+            let t = *last.get_or_insert(now);
+            match now.duration_since(t) < Duration::from_secs(10) {
+                true => Answer::Fail(Failure::ServerError),
+                false => {
+                    last = Some(now);
+                    Answer::Accept
+                }
+            }
+        })
+        .await;
+        let (queue, log_handle, stats_handle) = (run.queue.clone(), Arc::clone(&run.log), Arc::clone(&run.stats));
+        let drained = tokio::time::timeout(Duration::from_secs(86_400), run.drain()).await;
+        let log = log_handle.lock().unwrap();
+        let mut taken = log.accepted.clone();
+        taken.sort_unstable();
+        let total = taken.len();
+        taken.dedup();
+        assert!(
+            drained.is_ok() && total - taken.len() < 50,
+            "after a virtual day: {} requests, {} distinct of 50 taken, {} deliveries ({} duplicates), backlog {}, {:?}",
+            log.requests.len(),
+            taken.len(),
+            total,
+            total - taken.len(),
+            queue.backlog("s").await.unwrap(),
+            stats_handle.snapshot()
+        );
+    }
+
     /// Transient and operator failures resend the same batch whole, never split it.
     #[tokio::test(start_paused = true)]
     async fn transient_and_operator_failures_resend_the_batch_whole() {
