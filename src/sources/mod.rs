@@ -1057,8 +1057,11 @@ impl Source {
                 _ => {
                     // Settled if, when the vendor answered the sweep's first page, the window's
                     // end was already older than lag + overlap: nothing there can still arrive.
+                    // The answer's `Date` may be written up to `request_timeout` after the
+                    // vendor read its data (a slow export): that much more age is asked for.
                     let asked = sweep.vendor_start.or_else(|| self.vendor_now());
-                    let age = chrono_dur(self.cfg.lag) + chrono_dur(self.cfg.overlap);
+                    let age =
+                        chrono_dur(self.cfg.lag) + chrono_dur(self.cfg.overlap) + chrono_dur(self.cfg.request_timeout);
                     let settled = asked.is_some_and(|at| sweep.window.to <= at - age);
                     completed(
                         checkpoint.done_until,
