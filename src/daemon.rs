@@ -197,6 +197,8 @@ pub async fn run(
 
     // 1–2: wait for the sources to end, stopping them on shutdown; reload on request.
     let reload = opts.reload.clone().unwrap_or_default();
+    // When the shutdown signal came: the sinks' drain deadline counts from it.
+    let mut stopping_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             done = agent.source_tasks.join_next() => match done {
@@ -205,6 +207,7 @@ pub async fn run(
                 Some(Err(e)) => error!(error = %e, "a source task ended abnormally"),
             },
             _ = shutdown.cancelled(), if !agent.stop_sources.is_cancelled() => {
+                stopping_since = Some(clock.now());
                 info!("shutting down: stopping sources");
                 telemetry.set_ready(false);
                 notify(&[sd_notify::NotifyState::Stopping]);
@@ -220,7 +223,7 @@ pub async fn run(
 
     // 3: sinks finish the batch in hand (shutdown) or drain the queue (catch-up).
     telemetry.set_ready(false);
-    let sinks_done = agent.stop_sinks(!shutdown.is_cancelled(), &shutdown).await;
+    let sinks_done = agent.stop_sinks(!shutdown.is_cancelled(), &shutdown, stopping_since).await;
 
     // 4: report, then close the database.
     if let Some(w) = watchdog {
@@ -393,14 +396,21 @@ impl Agent {
     }
 
     /// Step 3 of the shutdown: every sink drains (catch-up) or finishes its batch (shutdown),
-    /// and a later shutdown signal still bounds a drain by `drain_timeout`.
-    async fn stop_sinks(&mut self, drain: bool, shutdown: &CancellationToken) -> Vec<(String, Arc<SinkStats>)> {
+    /// and a later shutdown signal still bounds a drain by `drain_timeout`. The deadline counts
+    /// from the shutdown signal (`since`), so the time sources took to stop (a request in flight
+    /// read for its pause) is inside `drain_timeout`, not added to it.
+    async fn stop_sinks(
+        &mut self,
+        drain: bool,
+        shutdown: &CancellationToken,
+        since: Option<tokio::time::Instant>,
+    ) -> Vec<(String, Arc<SinkStats>)> {
         let running: Vec<RunningSink> = std::mem::take(&mut self.sinks).into_values().collect();
         for r in &running {
             if drain { r.control.drain.cancel() } else { r.control.stop.cancel() }
         }
         let mut deadline_armed = !drain;
-        let deadline = self.clock.sleep(self.drain_timeout);
+        let deadline = self.clock.sleep_until(since.unwrap_or_else(|| self.clock.now()) + self.drain_timeout);
         tokio::pin!(deadline);
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut done = Vec::new();
@@ -428,7 +438,7 @@ impl Agent {
                     notify(&[sd_notify::NotifyState::Stopping]);
                     controls.iter().for_each(|c| c.stop.cancel());
                     deadline_armed = true;
-                    deadline.as_mut().set(self.clock.sleep(self.drain_timeout));
+                    deadline.as_mut().set(self.clock.sleep_until(self.clock.now() + self.drain_timeout));
                 }
                 _ = &mut deadline, if deadline_armed && !aborted => {
                     warn!(timeout = ?self.drain_timeout, "drain deadline reached: undelivered batches stay queued");
