@@ -6,11 +6,22 @@
 
 mod harness;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use auditrelay::sim::SimVendor;
 use chrono::{DateTime, Utc};
+
+/// A state directory with a configuration of `source` and one file sink: (the directory, the
+/// sink's file, the configuration file).
+fn with_file_sink(source: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let config = dir.path().join("auditrelay.toml");
+    let sink = format!("[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = {:?}\n", out.display().to_string());
+    std::fs::write(&config, format!("state_dir = \"state\"\n{source}\n{sink}")).unwrap();
+    (dir, out, config)
+}
 
 fn backfill(config: &Path, since: DateTime<Utc>, until: DateTime<Utc>) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_auditrelay"))
@@ -28,11 +39,7 @@ fn backfill(config: &Path, since: DateTime<Utc>, until: DateTime<Utc>) -> (Optio
 #[test]
 fn test_a_rerun_with_an_earlier_since_collects_what_the_first_did_not_and_a_covered_range_says_so() {
     let (_rt, sim, source) = harness::sinks::simulated_source();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.ndjson");
-    let config = dir.path().join("auditrelay.toml");
-    let sink = format!("[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = {:?}\n", out.display().to_string());
-    std::fs::write(&config, format!("state_dir = \"state\"\n{source}\n{sink}")).unwrap();
+    let (_dir, out, config) = with_file_sink(&source);
     let org = sim.organizations(SimVendor::Aitronos)[0].clone();
     let total = sim.record_keys(SimVendor::Aitronos, &org).len();
     let now = Utc::now();
@@ -69,11 +76,7 @@ fn done_end(stdout: &str) -> DateTime<Utc> {
 #[test]
 fn test_a_future_until_is_clamped_to_now_and_a_wider_rerun_delivers_each_record_once() {
     let (_rt, sim, source) = harness::sinks::simulated_source();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.ndjson");
-    let config = dir.path().join("auditrelay.toml");
-    let sink = format!("[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = {:?}\n", out.display().to_string());
-    std::fs::write(&config, format!("state_dir = \"state\"\n{source}\n{sink}")).unwrap();
+    let (_dir, out, config) = with_file_sink(&source);
     let org = sim.organizations(SimVendor::Aitronos)[0].clone();
     let total = sim.record_keys(SimVendor::Aitronos, &org).len();
     let before = Utc::now();
@@ -121,11 +124,7 @@ fn test_a_backfill_interrupted_inside_its_first_window_rerun_wider_delivers_each
     let sim = rt.block_on(harness::start_sim(opts, &Clock::system()));
     let org = sim.organizations(SimVendor::Aitronos)[0].clone();
     let source = harness::source_block(&sim, SimVendor::Aitronos, &org, "a", "");
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.ndjson");
-    let config = dir.path().join("auditrelay.toml");
-    let sink = format!("[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = {:?}\n", out.display().to_string());
-    std::fs::write(&config, format!("state_dir = \"state\"\n{source}\n{sink}")).unwrap();
+    let (dir, out, config) = with_file_sink(&source);
     let total = sim.record_keys(SimVendor::Aitronos, &org).len();
     let until = Utc::now();
     let (t1, t2) = (until - chrono::Duration::days(2), until - chrono::Duration::hours(12));
