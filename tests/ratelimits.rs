@@ -222,6 +222,30 @@ async fn stored_keys(queue: &Queue) -> HashSet<String> {
         .collect()
 }
 
+/// NTP corrects a step of an hour ahead; time goes on and the agent runs twice more: every record
+/// the vendor held before the last run must be stored.
+async fn corrected_then_nothing_missing<F, Fut>(agent_clock: &Clock, sim: &auditrelay::sim::Sim, queue: &Queue, run: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future,
+{
+    agent_clock.step_wall(chrono::Duration::hours(-1));
+    tokio::time::advance(Duration::from_secs(600)).await;
+    run().await;
+    tokio::time::advance(Duration::from_secs(600)).await;
+    let before_last = sim.aitronos_ids();
+    run().await;
+    let stored = stored_keys(queue).await;
+    let missing: Vec<&String> = before_last.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} records never asked for after the clock step, e.g. {:?}",
+        missing.len(),
+        before_last.len(),
+        missing.first()
+    );
+}
+
 async fn checkpoint(queue: &Queue, source: &str) -> Checkpoint {
     serde_json::from_str(&queue.checkpoint(source).await.unwrap().unwrap()).unwrap()
 }
@@ -281,21 +305,7 @@ async fn test_a_wall_clock_step_forward_then_back_loses_no_record() {
     assert!(stepped.clock_skew_warnings >= 1, "{stepped:?}");
     assert!(stepped.checkpoints_clamped >= 1, "{stepped:?}");
 
-    // NTP corrects the step; time goes on.
-    agent_clock.step_wall(chrono::Duration::hours(-1));
-    tokio::time::advance(Duration::from_secs(600)).await;
-    run().await;
-    tokio::time::advance(Duration::from_secs(600)).await;
-    let before_last = sim.aitronos_ids();
-    run().await;
-    let stored = stored_keys(&queue).await;
-    let missing: Vec<&String> = before_last.iter().filter(|id| !stored.contains(*id)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} records never asked for after the clock step, e.g. {:?}",
-        missing.len(),
-        missing.first()
-    );
+    corrected_then_nothing_missing(&agent_clock, &sim, &queue, run).await;
     queue.close().await.unwrap();
 }
 
@@ -385,22 +395,7 @@ async fn test_arrivals_during_a_sweep_cut_by_a_clock_ahead_are_not_lost() {
     tokio::time::advance(Duration::from_secs(60)).await;
     run().await;
 
-    // NTP corrects the step; time goes on; the agent runs twice more.
-    agent_clock.step_wall(chrono::Duration::hours(-1));
-    tokio::time::advance(Duration::from_secs(600)).await;
-    run().await;
-    tokio::time::advance(Duration::from_secs(600)).await;
-    let before_last = sim.aitronos_ids();
-    run().await;
-    let stored = stored_keys(&queue).await;
-    let missing: Vec<&String> = before_last.iter().filter(|id| !stored.contains(*id)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} records never asked for after the clock step, e.g. {:?}",
-        missing.len(),
-        before_last.len(),
-        missing.first()
-    );
+    corrected_then_nothing_missing(&agent_clock, &sim, &queue, run).await;
     queue.close().await.unwrap();
 }
 
