@@ -3,12 +3,12 @@
 //! Records come from the vendor simulator's own generators (`sim::sample_records`), as the exact
 //! JSON text a page carries. Two measurements per vendor, each over every record:
 //!
-//! - **map**: `ocsf::map_record` alone over records already read (what `Source::events` does per
+//! - **map**: `vendors::map_record` alone over records already read (what `Source::events` does per
 //!   record: parse the record, build the OCSF event, serialize it once); `(parse ns)` is its first
 //!   step alone, the record's text parsed into a `serde_json` map, for scale;
 //! - **read + map**: what a page costs after its body arrived: each record's text parsed to a
 //!   `&RawValue` (the envelope parse), `sources::read_record` with the vendor's id and time fields
-//!   (Astronomer: `sources::astronomer::decode` over the plain NDJSON, which hashes each line's
+//!   (Astronomer: `vendors::astronomer::source::decode` over the plain NDJSON, which hashes each line's
 //!   canonical form for its key), then `map_record`.
 //!
 //! One warm-up round, then [`PASSES`] timed rounds, the three measurements interleaved in each
@@ -26,10 +26,10 @@ use machine::machine;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use auditrelay::config::SeverityPolicy;
-use auditrelay::ocsf::{self, Context, Mapper};
+use auditrelay::ocsf::{Context, SeverityPolicy};
 use auditrelay::sim::{self, SimVendor};
 use auditrelay::sources::{self, Record};
+use auditrelay::vendors::{self, VendorId};
 use serde_json::value::RawValue;
 
 /// Timed passes per measurement (after one warm-up round).
@@ -97,7 +97,7 @@ impl Reader {
     /// Reads every record, handing each to `each` (in chunks for Astronomer, as the source gets them).
     fn read(&self, mut each: impl FnMut(Record)) {
         if self.vendor == SimVendor::Astronomer {
-            sources::astronomer::decode(&self.ndjson[..], |records, rejected| {
+            vendors::astronomer::source::decode(&self.ndjson[..], |records, rejected| {
                 assert!(rejected.is_empty(), "rejected lines: {:?}", rejected.first().map(|r| &r.reason));
                 records.into_iter().for_each(&mut each);
                 true
@@ -117,9 +117,9 @@ impl Reader {
 }
 
 /// Maps one record as `Source::events` does; returns the serialized event's length.
-fn map(mapper: Mapper, organization: &str, severity: &SeverityPolicy, r: &Record) -> usize {
+fn map(mapper: VendorId, organization: &str, severity: &SeverityPolicy, r: &Record) -> usize {
     let ctx = Context { organization, dedupe_key: &r.key, time: r.time, raw: r.raw.get() };
-    match ocsf::map_record(mapper, &ctx, severity) {
+    match vendors::map_record(mapper, &ctx, severity) {
         Ok(body) => black_box(body).len(),
         Err(e) => panic!("{}: record {} does not map: {e}", mapper.name(), r.key),
     }
@@ -152,7 +152,7 @@ fn bench_vendor(v: SimVendor, n: usize) {
         Vec::new()
     };
     let reader = Reader { vendor: v, texts, ndjson };
-    let mapper = Mapper::for_vendor(v.name()).unwrap();
+    let mapper = VendorId::from_name(v.name()).unwrap();
     let (org, severity) = (organization(v), SeverityPolicy::default());
 
     let mut records = Vec::with_capacity(n);

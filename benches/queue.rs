@@ -2,7 +2,7 @@
 //!
 //! `Queue` is SQLite in WAL mode with `synchronous=FULL`, so every `store_page` and every `ack`
 //! is in a transaction that is on disk (fsync) before it returns. Bodies are real OCSF events:
-//! simulated records of the four vendors mapped by `ocsf::map_record`, reused round-robin, each
+//! simulated records of the four vendors mapped by `vendors::map_record`, reused round-robin, each
 //! event with its own dedupe key. Each page carries its source's checkpoint (a `Checkpoint` as
 //! the sources serialize it) and a dedupe prune bound, as the sources send them. Scenarios, each
 //! on a fresh queue in a temporary directory on the disk (`std::env::temp_dir()`):
@@ -32,11 +32,11 @@ use machine::{filesystem, machine};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use auditrelay::config::SeverityPolicy;
-use auditrelay::ocsf::{self, Context, Mapper};
+use auditrelay::ocsf::{Context, SeverityPolicy};
 use auditrelay::queue::{NewEvent, PageWrite, Queue, QueueOptions};
 use auditrelay::sim::{self, SimVendor};
 use auditrelay::sources::{Checkpoint, PageCursor, Sweep, Window};
+use auditrelay::vendors::{self, VendorId};
 use chrono::{DateTime, Utc};
 
 /// Simulated records per vendor mapped into the body pool.
@@ -269,11 +269,11 @@ fn body_pool() -> Vec<Vec<u8>> {
     let severity = SeverityPolicy::default();
     let mut pool = Vec::new();
     for v in SimVendor::ALL {
-        let mapper = Mapper::for_vendor(v.name()).unwrap();
+        let mapper = VendorId::from_name(v.name()).unwrap();
         for (i, raw) in sim::sample_records(v, POOL_PER_VENDOR, 42).iter().enumerate() {
             let key = format!("pool-{i}");
             let ctx = Context { organization: "bench-org", dedupe_key: &key, time, raw };
-            pool.push(ocsf::map_record(mapper, &ctx, &severity).unwrap());
+            pool.push(vendors::map_record(mapper, &ctx, &severity).unwrap());
         }
     }
     pool

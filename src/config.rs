@@ -25,6 +25,10 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::ocsf::SeverityPolicy;
+use crate::ocsf::summary::EventField;
+use crate::vendors::VendorId;
+
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -44,32 +48,6 @@ pub struct Config {
 pub struct TelemetrySettings {
     /// `None`: no listener (the section or its `listen` key is absent).
     pub listen: Option<std::net::SocketAddr>,
-}
-
-/// `[severity]`: the severity of events by `"<vendor>:<event code>"` (the event's
-/// `metadata.event_code`), overriding the mapping's default (MAPPING.md's suggested raised
-/// severities: MFA disabled, SSO/SAML, API keys, admin grants, support-user access).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SeverityPolicy {
-    overrides: HashMap<(String, String), Severity>,
-}
-
-impl SeverityPolicy {
-    /// The configured severity for this vendor's event code, if any.
-    pub fn get(&self, vendor: &str, event_code: &str) -> Option<Severity> {
-        if self.overrides.is_empty() {
-            return None; // the common case, without building a key for every event
-        }
-        self.overrides.get(&(vendor.to_owned(), event_code.to_owned())).copied()
-    }
-
-    pub fn len(&self) -> usize {
-        self.overrides.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.overrides.is_empty()
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -109,107 +87,14 @@ pub struct SourceConfig {
     pub until: Option<DateTime<Utc>>,
 }
 
-/// Vendor-specific settings; one variant per vendor (STYLE habit 3).
-#[derive(Debug, Clone)]
-pub enum VendorSettings {
-    Aitronos(AitronosSettings),
-    Astronomer(AstronomerSettings),
-    ConfigCat(ConfigCatSettings),
-    Datafold(DatafoldSettings),
-}
-
-impl VendorSettings {
-    /// The `vendor = "…"` value.
-    pub fn vendor_name(&self) -> &'static str {
-        match self {
-            VendorSettings::Aitronos(_) => "aitronos",
-            VendorSettings::Astronomer(_) => "astronomer",
-            VendorSettings::ConfigCat(_) => "configcat",
-            VendorSettings::Datafold(_) => "datafold",
-        }
-    }
-
-    /// The tenant the records belong to (Datafold has no organization id in its API: there it
-    /// is `organization_id` if set, else the deployment's host).
-    pub fn organization_id(&self) -> &str {
-        match self {
-            VendorSettings::Aitronos(a) => &a.organization_id,
-            VendorSettings::Astronomer(a) => &a.organization_id,
-            VendorSettings::ConfigCat(c) => &c.organization_id,
-            VendorSettings::Datafold(d) => &d.organization_id,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct AstronomerSettings {
-    pub organization_id: String,
-    /// An Organization API token with the Owner role, sent as `Authorization: Bearer` (2.2).
-    pub token: SecretString,
-}
-
-#[derive(Debug, Clone)]
-pub struct ConfigCatSettings {
-    pub organization_id: String,
-    /// Public API credentials, sent as HTTP Basic auth (vendors/README.md 1.2).
-    pub username: SecretString,
-    pub password: SecretString,
-    /// `pageSize`, 1..=100 (1.3).
-    pub page_size: u32,
-    pub api_version: ConfigCatApi,
-}
-
-/// Which audit-log endpoint to call (1.1): v2 pages; the deprecated v1 answers a bare array.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigCatApi {
-    V1,
-    V2,
-}
-
-#[derive(Debug, Clone)]
-pub struct DatafoldSettings {
-    /// A label for the deployment (`organization_id`, default: the base URL's host).
-    pub organization_id: String,
-    /// Sent as `Authorization: Key <api_key>` (3.2).
-    pub api_key: SecretString,
-    /// A window whose answer holds more records than this is split in two and asked again
-    /// (answers are unbounded, 3.4).
-    pub max_records: usize,
-    /// Likewise for an answer body larger than this many bytes.
-    pub max_response_bytes: usize,
-}
-
-#[derive(Debug, Clone)]
-pub struct AitronosSettings {
-    pub organization_id: String,
-    pub credential: AitronosCredential,
-    /// The `limit` query parameter, 1..=100 (vendors/README.md 4.3).
-    pub page_size: u32,
-}
-
-/// Aitronos accepts either header (vendors/README.md 4.2).
-#[derive(Debug, Clone)]
-pub enum AitronosCredential {
-    /// Sent as `X-API-Key`.
-    ApiKey(SecretString),
-    /// Sent as `Authorization: Bearer`.
-    Bearer(SecretString),
-}
+pub use crate::vendors::VendorSettings;
 
 impl SourceConfig {
     /// Changes whenever anything in this source's configuration does, secrets included (a
     /// rotated token file), without keeping a secret: a SHA-256 over the settings and secrets.
     /// A reload restarts only the sources whose fingerprint changed.
     pub fn fingerprint(&self) -> [u8; 32] {
-        let secrets: Vec<&SecretString> = match &self.vendor {
-            VendorSettings::Aitronos(a) => match &a.credential {
-                AitronosCredential::ApiKey(k) | AitronosCredential::Bearer(k) => vec![k],
-            },
-            VendorSettings::Astronomer(a) => vec![&a.token],
-            VendorSettings::ConfigCat(c) => vec![&c.username, &c.password],
-            VendorSettings::Datafold(d) => vec![&d.api_key],
-        };
-        fingerprint(&format!("{self:?}"), &secrets)
+        fingerprint(&format!("{self:?}"), &self.vendor.secrets())
     }
 }
 
@@ -330,53 +215,6 @@ pub struct HecAcks {
     pub poll_interval: Duration,
     /// A batch not acknowledged as indexed within this is sent again.
     pub timeout: Duration,
-}
-
-/// An attribute of the OCSF event a sink can copy out of it (HEC indexed fields).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventField {
-    ClassUid,
-    ClassName,
-    CategoryUid,
-    ActivityId,
-    SeverityId,
-    /// `metadata.product.vendor_name`.
-    Vendor,
-    /// `metadata.product.name`.
-    Product,
-    /// `metadata.tenant_uid`.
-    Tenant,
-    /// `metadata.event_code`.
-    EventCode,
-}
-
-impl EventField {
-    /// The name used in the configuration and as the HEC field name.
-    pub fn name(self) -> &'static str {
-        match self {
-            EventField::ClassUid => "class_uid",
-            EventField::ClassName => "class_name",
-            EventField::CategoryUid => "category_uid",
-            EventField::ActivityId => "activity_id",
-            EventField::SeverityId => "severity_id",
-            EventField::Vendor => "vendor",
-            EventField::Product => "product",
-            EventField::Tenant => "tenant",
-            EventField::EventCode => "event_code",
-        }
-    }
-
-    pub const ALL: [EventField; 9] = [
-        EventField::ClassUid,
-        EventField::ClassName,
-        EventField::CategoryUid,
-        EventField::ActivityId,
-        EventField::SeverityId,
-        EventField::Vendor,
-        EventField::Product,
-        EventField::Tenant,
-        EventField::EventCode,
-    ];
 }
 
 /// `type = "otlp"`: OpenTelemetry logs (`ExportLogsServiceRequest`).
@@ -541,10 +379,7 @@ impl Config {
             env: &env,
             read_secrets: false,
         };
-        let de = toml::Deserializer::parse(&text).map_err(|e| v.toml_err("", &e))?;
-        let raw: RawConfig =
-            serde_path_to_error::deserialize(de).map_err(|e| v.toml_err(&key_path(e.path()), e.inner()))?;
-        v.config(raw)
+        v.parse(&text)
     }
 
     /// Parses and validates `text` as if read from `origin`; `env` answers `${NAME}` lookups.
@@ -555,10 +390,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let v =
             Validator { text, file: origin, dir: origin.parent().unwrap_or(Path::new("")), env, read_secrets: true };
-        let de = toml::Deserializer::parse(text).map_err(|e| v.toml_err("", &e))?;
-        let raw: RawConfig =
-            serde_path_to_error::deserialize(de).map_err(|e| v.toml_err(&key_path(e.path()), e.inner()))?;
-        v.config(raw)
+        v.parse(text)
     }
 
     /// Human-readable resolved config for `auditrelay check`, every secret shown as
@@ -567,7 +399,7 @@ impl Config {
         let d = |d: Duration| format!("{:?}", humantime::format_duration(d).to_string());
         let b = |b: &Backoff| format!("{{ initial = {}, max = {} }}", d(b.initial), d(b.max));
         let p = |p: &Path| format!("{:?}", p.display().to_string());
-        let size = |n: u64| format!("{n}  # {}", ByteSize(n).display().iec());
+        let size = size_text;
         let mut o = format!("# resolved from {}\n", self.origin.display());
         let mut kv = |k: &str, v: String| {
             let _ = writeln!(o, "{k} = {v}");
@@ -580,38 +412,7 @@ impl Config {
         for s in &self.sources {
             kv("\n[[sources]]\nname", format!("{:?}", s.name));
             kv("vendor", format!("{:?}", s.vendor.vendor_name()));
-            match &s.vendor {
-                VendorSettings::Aitronos(a) => {
-                    kv("organization_id", format!("{:?}", a.organization_id));
-                    let key = match a.credential {
-                        AitronosCredential::ApiKey(_) => "api_key",
-                        AitronosCredential::Bearer(_) => "bearer_token",
-                    };
-                    kv(key, "\"[redacted]\"".to_owned());
-                    kv("page_size", a.page_size.to_string());
-                }
-                VendorSettings::Astronomer(a) => {
-                    kv("organization_id", format!("{:?}", a.organization_id));
-                    kv("bearer_token", "\"[redacted]\"".to_owned());
-                }
-                VendorSettings::ConfigCat(c) => {
-                    kv("organization_id", format!("{:?}", c.organization_id));
-                    kv("username", "\"[redacted]\"".to_owned());
-                    kv("password", "\"[redacted]\"".to_owned());
-                    kv("page_size", c.page_size.to_string());
-                    let v = match c.api_version {
-                        ConfigCatApi::V1 => "v1",
-                        ConfigCatApi::V2 => "v2",
-                    };
-                    kv("api_version", format!("{v:?}"));
-                }
-                VendorSettings::Datafold(df) => {
-                    kv("organization_id", format!("{:?}", df.organization_id));
-                    kv("api_key", "\"[redacted]\"".to_owned());
-                    kv("max_records", df.max_records.to_string());
-                    kv("max_response_bytes", size(df.max_response_bytes as u64));
-                }
-            }
+            s.vendor.render(&mut kv);
             kv("base_url", format!("{:?}", crate::redact::url(&s.base_url)));
             kv(
                 "start",
@@ -638,7 +439,7 @@ impl Config {
             }
         }
         if !self.severity.is_empty() {
-            let mut list: Vec<_> = self.severity.overrides.iter().collect();
+            let mut list: Vec<_> = self.severity.overrides().collect();
             list.sort_by(|a, b| a.0.cmp(b.0));
             let items: Vec<String> = list
                 .iter()
@@ -777,8 +578,6 @@ struct RawConfig {
     #[serde(default)]
     queue: RawQueue,
     #[serde(default)]
-    sources: Vec<Spanned<RawSource>>,
-    #[serde(default)]
     sinks: Vec<Spanned<RawSink>>,
     #[serde(default)]
     severity: RawSeverity,
@@ -802,29 +601,15 @@ struct RawSeverity {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawQueue {
-    max_bytes: Option<Spanned<RawSize>>,
+    max_bytes: Option<Spanned<Size>>,
 }
 
-/// Flat rather than a serde-tagged enum: tagged enums buffer their content and lose the spans.
-/// Vendor-specific keys are `Option`s checked per vendor in [`Validator::source`].
+/// The keys common to every vendor's `[[sources]]` table; the vendor's own keys are split off
+/// first and read by its module ([`crate::vendors::Vendor::Keys`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSource {
     name: Spanned<String>,
-    vendor: RawVendor,
-    organization_id: Option<Spanned<String>>,
-    api_key: Option<Spanned<String>>,
-    api_key_file: Option<Spanned<String>>,
-    bearer_token: Option<Spanned<String>>,
-    bearer_token_file: Option<Spanned<String>>,
-    username: Option<Spanned<String>>,
-    username_file: Option<Spanned<String>>,
-    password: Option<Spanned<String>>,
-    password_file: Option<Spanned<String>>,
-    api_version: Option<Spanned<String>>,
-    max_records: Option<Spanned<usize>>,
-    max_response_bytes: Option<Spanned<RawSize>>,
-    page_size: Option<Spanned<u32>>,
     base_url: Option<Spanned<String>>,
     /// A string, or an unquoted TOML offset date-time.
     start: Option<Spanned<toml::Value>>,
@@ -840,19 +625,10 @@ struct RawSource {
     ca_file: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum RawVendor {
-    Aitronos,
-    Astronomer,
-    ConfigCat,
-    Datafold,
-}
-
 /// Integer bytes or a `bytesize` string such as "1 MiB", parsed in [`Validator::bytes`].
 #[derive(Deserialize)]
 #[serde(untagged, expecting = "expected integer bytes or a size such as \"1 MiB\"")]
-enum RawSize {
+pub enum Size {
     Bytes(u64),
     Text(String),
 }
@@ -887,7 +663,7 @@ struct RawSink {
     hostname: Option<Spanned<String>>,
     app_name: Option<Spanned<String>>,
     sd_id: Option<Spanned<String>>,
-    max_message_size: Option<Spanned<RawSize>>,
+    max_message_size: Option<Spanned<Size>>,
     oversize: Option<Spanned<RawOversize>>,
     timeout: Option<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
@@ -910,7 +686,7 @@ struct RawSink {
     headers: Option<Spanned<std::collections::BTreeMap<String, String>>>,
     body: Option<Spanned<RawBody>>,
     batch_max_events: Option<Spanned<usize>>,
-    batch_max_bytes: Option<Spanned<RawSize>>,
+    batch_max_bytes: Option<Spanned<Size>>,
     backoff: Option<Spanned<RawBackoff>>,
     renamed_from: Option<Spanned<String>>,
 }
@@ -1002,90 +778,8 @@ const MAX_UDP_PAYLOAD: u64 = 65_507;
 /// RFC 5424 6.1: every receiver must accept 480 octets; smaller caps would cut every event.
 const MIN_MESSAGE_SIZE: u64 = 480;
 
-/// A vendor's documented defaults (vendors/README.md, "Rate limiting" and "Client algorithm").
-struct VendorDefaults {
-    base_url: &'static str,
-    max_span: Duration,
-    poll_interval: Duration,
-    requests: NonZeroU32,
-    per: Duration,
-}
-
-fn vendor_defaults(vendor: RawVendor) -> VendorDefaults {
-    match vendor {
-        // 4.6: standard tier 100 requests per minute.
-        RawVendor::Aitronos => VendorDefaults {
-            base_url: "https://api.aitronos.com",
-            max_span: Duration::from_secs(86_400),
-            poll_interval: MINUTE,
-            requests: match NonZeroU32::new(100) {
-                Some(n) => n,
-                None => NonZeroU32::MIN,
-            },
-            per: MINUTE,
-        },
-        // 2.6: 2 requests a minute; 2.8: poll every 5 minutes or more, windows of a day at most
-        // (the whole window comes back in one answer).
-        RawVendor::Astronomer => VendorDefaults {
-            base_url: "https://api.astronomer.io",
-            max_span: DAY,
-            poll_interval: 5 * MINUTE,
-            requests: match NonZeroU32::new(2) {
-                Some(n) => n,
-                None => NonZeroU32::MIN,
-            },
-            per: MINUTE,
-        },
-        // 1.6: limits undocumented; 60 requests a minute per credential assumed. 1.3: a
-        // window may not exceed 30 days.
-        RawVendor::ConfigCat => VendorDefaults {
-            base_url: "https://api.configcat.com",
-            max_span: 30 * DAY,
-            poll_interval: MINUTE,
-            requests: match NonZeroU32::new(60) {
-                Some(n) => n,
-                None => NonZeroU32::MIN,
-            },
-            per: MINUTE,
-        },
-        // 3.6: limits undocumented, 60 a minute assumed; 3.8: answers are unbounded, so
-        // windows of at most one hour.
-        RawVendor::Datafold => VendorDefaults {
-            base_url: "https://app.datafold.com",
-            max_span: 60 * MINUTE,
-            poll_interval: MINUTE,
-            requests: match NonZeroU32::new(60) {
-                Some(n) => n,
-                None => NonZeroU32::MIN,
-            },
-            per: MINUTE,
-        },
-    }
-}
-
-/// The longest window each vendor accepts in one request (`max_span` may not exceed it).
-fn vendor_max_span(vendor: RawVendor) -> Option<Duration> {
-    match vendor {
-        RawVendor::Aitronos => None,
-        RawVendor::Astronomer => Some(DAY),
-        RawVendor::ConfigCat => Some(30 * DAY),
-        RawVendor::Datafold => Some(60 * MINUTE),
-    }
-}
-
-/// Each vendor's default `overlap`, from its contract's recommended client algorithm
-/// (vendors/README.md): how far behind the checkpoint a window starts again, for records the
-/// vendor publishes late. Astronomer's export asks for 10 minutes (§2.8); the others 5.
-fn vendor_overlap(vendor: RawVendor) -> Duration {
-    match vendor {
-        RawVendor::Astronomer => 10 * MINUTE,
-        RawVendor::Aitronos | RawVendor::ConfigCat | RawVendor::Datafold => 5 * MINUTE,
-    }
-}
-
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
-const DAY: Duration = Duration::from_secs(86_400);
 /// Default retry back-off `[initial, max]` of sources and sinks.
 const SOURCE_BACKOFF: [Duration; 2] = [SECOND, Duration::from_secs(300)];
 const SINK_BACKOFF: [Duration; 2] = [SECOND, MINUTE];
@@ -1131,19 +825,88 @@ impl Validator<'_> {
         self.err(e.span(), key, e.message().trim_end())
     }
 
-    fn config(&self, raw: RawConfig) -> Res<Config> {
+    /// Layer one: the document, its `[[sources]]` tables split off (each is read in two parts,
+    /// see [`Validator::source_table`]) and the rest read as [`RawConfig`].
+    fn parse(&self, text: &str) -> Res<Config> {
+        let mut root = toml::de::DeTable::parse(text).map_err(|e| self.toml_err("", &e))?;
+        let sources = root.get_mut().remove("sources");
+        let raw: RawConfig = serde_path_to_error::deserialize(toml::de::Deserializer::from(root))
+            .map_err(|e| self.toml_err(&key_path(e.path()), e.inner()))?;
+        let tables = match sources.map(|s| (s.span(), s.into_inner())) {
+            None => vec![],
+            Some((_, toml::de::DeValue::Array(list))) => list.into_iter().collect(),
+            Some((span, other)) => {
+                return self.fail(span, "sources", format!("expected [[sources]] tables, found {}", other.type_str()));
+            }
+        };
+        let sources = tables.into_iter().enumerate().map(|(i, t)| self.source_table(i, t)).collect::<Res<_>>()?;
+        self.config(raw, sources)
+    }
+
+    /// Splits one `[[sources]]` table: the keys its vendor owns (kept for the vendor's module)
+    /// and the common keys, read as [`RawSource`]. Another vendor's key is refused by name.
+    fn source_table<'i>(&self, i: usize, table: Spanned<toml::de::DeValue<'i>>) -> Res<SourceTable<'i>> {
+        let at = |k: &str| format!("sources[{i}].{k}");
+        let (span, table) = match (table.span(), table.into_inner()) {
+            (span, toml::de::DeValue::Table(t)) => (span, t),
+            (span, other) => {
+                return self.fail(
+                    span,
+                    &format!("sources[{i}]"),
+                    format!("expected a table, found {}", other.type_str()),
+                );
+            }
+        };
+        let vendor = match table.get("vendor").map(|v| (v.span(), v.get_ref())) {
+            None => return self.fail(span, &format!("sources[{i}]"), "missing field `vendor`"),
+            Some((vspan, toml::de::DeValue::String(name))) => match VendorId::from_name(name) {
+                Some(id) => id,
+                None => {
+                    let names: Vec<String> = VendorId::ALL.iter().map(|v| format!("`{}`", v.name())).collect();
+                    let msg = format!("unknown variant `{name}`, expected one of {}", names.join(", "));
+                    return self.fail(vspan, &at("vendor"), msg);
+                }
+            },
+            Some((vspan, other)) => {
+                return self.fail(
+                    vspan,
+                    &at("vendor"),
+                    format!("invalid type: {}, expected a string", other.type_str()),
+                );
+            }
+        };
+        let (mut common, mut own) = (toml::de::DeTable::new(), toml::de::DeTable::new());
+        for (key, value) in table {
+            if key.get_ref() == "vendor" {
+                continue; // read above
+            } else if vendor.keys().contains(&key.get_ref().as_ref()) {
+                own.insert(key, value);
+            } else if VendorId::ALL.iter().any(|v| v.keys().contains(&key.get_ref().as_ref())) {
+                let msg = format!("is not used by vendor {}", vendor.name());
+                return self.fail(value.span(), &at(key.get_ref()), msg);
+            } else {
+                common.insert(key, value);
+            }
+        }
+        let raw: RawSource =
+            serde_path_to_error::deserialize(toml::de::Deserializer::from(Spanned::new(span.clone(), common)))
+                .map_err(|e| self.toml_err(&at(&key_path(e.path())), e.inner()))?;
+        Ok(SourceTable { span: span.clone(), vendor, raw, own: Spanned::new(span, own) })
+    }
+
+    fn config(&self, raw: RawConfig, sources: Vec<SourceTable<'_>>) -> Res<Config> {
         let state_dir = self.path(&raw.state_dir, "state_dir")?;
         let max_bytes = self.bytes(&raw.queue.max_bytes, "queue.max_bytes", bytesize::GIB)?;
-        if raw.sources.is_empty() {
+        if sources.is_empty() {
             return self.fail(None, "sources", "at least one [[sources]] table is required");
         }
         if raw.sinks.is_empty() {
             return self.fail(None, "sinks", "at least one [[sinks]] table is required");
         }
-        self.unique(raw.sources.iter().map(|s| &s.get_ref().name), "sources")?;
+        self.unique(sources.iter().map(|s| &s.raw.name), "sources")?;
         self.unique(raw.sinks.iter().map(|s| &s.get_ref().name), "sinks")?;
         self.renames(&raw.sinks)?;
-        let sources = raw.sources.into_iter().enumerate();
+        let sources = sources.into_iter().enumerate();
         let sources = sources.map(|(i, s)| self.source(i, s)).collect::<Res<_>>()?;
         let sinks = raw.sinks.into_iter().enumerate();
         let sinks = sinks.map(|(i, s)| self.sink(i, s)).collect::<Res<_>>()?;
@@ -1169,97 +932,18 @@ impl Validator<'_> {
         Ok(TelemetrySettings { listen: Some(addr) })
     }
 
-    fn source(&self, i: usize, raw: Spanned<RawSource>) -> Res<SourceConfig> {
-        let (table, r) = (raw.span(), raw.into_inner());
+    fn source(&self, i: usize, t: SourceTable<'_>) -> Res<SourceConfig> {
+        let (table, r) = (t.span, t.raw);
         let at = |k: &str| format!("sources[{i}].{k}");
         let dur = |v: &Text, k: &str, default, positive| self.duration(v, &at(k), default, positive);
-        let d = vendor_defaults(r.vendor);
-        self.vendor_keys(i, &r)?;
+        let d = t.vendor.defaults();
         let base_url = self.url(&r.base_url, &at("base_url"), d.base_url)?;
-        let page_size = match &r.page_size {
-            None => 100,
-            Some(p) if (1..=100).contains(p.get_ref()) => *p.get_ref(),
-            Some(p) => {
-                let msg = format!("{} is out of range 1..=100 (the API's maximum)", p.get_ref());
-                return self.fail(p.span(), &at("page_size"), msg);
-            }
-        };
-        let required_org = |vendor: &str| match r.organization_id.as_ref().filter(|o| !o.get_ref().is_empty()) {
-            Some(org) => Ok(org.get_ref().clone()),
-            None => {
-                let span = r.organization_id.as_ref().map_or(table.clone(), Spanned::span);
-                self.fail(span, &at("organization_id"), format!("required for {vendor}"))
-            }
-        };
-        let vendor = match r.vendor {
-            RawVendor::Aitronos => {
-                let organization_id = required_org("aitronos")?;
-                let one_of = "api_key / api_key_file / bearer_token / bearer_token_file";
-                let api = r.api_key.is_some() || r.api_key_file.is_some();
-                let bearer = r.bearer_token.as_ref().or(r.bearer_token_file.as_ref());
-                let credential = match (api, bearer.map(Spanned::span)) {
-                    (true, None) => {
-                        AitronosCredential::ApiKey(self.secret(&at("api_key"), &r.api_key, &r.api_key_file)?)
-                    }
-                    (false, Some(_)) => AitronosCredential::Bearer(self.secret(
-                        &at("bearer_token"),
-                        &r.bearer_token,
-                        &r.bearer_token_file,
-                    )?),
-                    (true, Some(span)) => {
-                        let msg = format!("set exactly one of {one_of}");
-                        return self.fail(span, &at("bearer_token"), msg);
-                    }
-                    (false, None) => {
-                        let msg = format!("exactly one of {one_of} is required");
-                        return self.fail(table, &at("api_key"), msg);
-                    }
-                };
-                VendorSettings::Aitronos(AitronosSettings { organization_id, credential, page_size })
-            }
-            RawVendor::Astronomer => {
-                let organization_id = required_org("astronomer")?;
-                let token = self.required_secret(&at("bearer_token"), &r.bearer_token, &r.bearer_token_file, &table)?;
-                VendorSettings::Astronomer(AstronomerSettings { organization_id, token })
-            }
-            RawVendor::ConfigCat => {
-                let organization_id = required_org("configcat")?;
-                let username = self.required_secret(&at("username"), &r.username, &r.username_file, &table)?;
-                let password = self.required_secret(&at("password"), &r.password, &r.password_file, &table)?;
-                let api_version = match r.api_version.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
-                    None | Some(("v2", _)) => ConfigCatApi::V2,
-                    Some(("v1", _)) => ConfigCatApi::V1,
-                    Some((other, span)) => {
-                        return self.fail(span, &at("api_version"), format!("{other:?} is not \"v2\" or \"v1\""));
-                    }
-                };
-                VendorSettings::ConfigCat(ConfigCatSettings {
-                    organization_id,
-                    username,
-                    password,
-                    page_size,
-                    api_version,
-                })
-            }
-            RawVendor::Datafold => {
-                let api_key = self.required_secret(&at("api_key"), &r.api_key, &r.api_key_file, &table)?;
-                let organization_id = match r.organization_id.as_ref().filter(|o| !o.get_ref().is_empty()) {
-                    Some(org) => org.get_ref().clone(),
-                    None => base_url.host_str().unwrap_or("datafold").to_owned(),
-                };
-                let max_records = match &r.max_records {
-                    None => 10_000,
-                    Some(n) if *n.get_ref() > 0 => *n.get_ref(),
-                    Some(n) => return self.fail(n.span(), &at("max_records"), "must be at least 1"),
-                };
-                let bytes = self.bytes(&r.max_response_bytes, &at("max_response_bytes"), 32 * bytesize::MIB)?;
-                let max_response_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
-                VendorSettings::Datafold(DatafoldSettings { organization_id, api_key, max_records, max_response_bytes })
-            }
-        };
-        let overlap = dur(&r.overlap, "overlap", vendor_overlap(r.vendor), false)?;
+        let keys =
+            SourceKeys { v: self, index: i, table: table.clone(), base_url: &base_url, vendor: t.vendor, own: t.own };
+        let vendor = t.vendor.settings(&keys)?;
+        let overlap = dur(&r.overlap, "overlap", d.overlap, false)?;
         let max_span = dur(&r.max_span, "max_span", d.max_span, true)?;
-        if let Some(limit) = vendor_max_span(r.vendor)
+        if let Some(limit) = d.span_limit
             && max_span > limit
         {
             let span = r.max_span.as_ref().map(Spanned::span);
@@ -1278,7 +962,7 @@ impl Validator<'_> {
         }
         let rl = r.rate_limit.unwrap_or(RawRateLimit { requests: None, per: None, burst: None });
         let rate_limit = RateLimit {
-            requests: rl.requests.unwrap_or(d.requests),
+            requests: rl.requests.or(NonZeroU32::new(d.requests)).unwrap_or(NonZeroU32::MIN),
             per: dur(&rl.per, "rate_limit.per", d.per, true)?,
             burst: rl.burst.unwrap_or(NonZeroU32::MIN),
         };
@@ -1313,13 +997,13 @@ impl Validator<'_> {
 
     /// `[severity] overrides = { "vendor:event_code" = "high" | 4, … }`.
     fn severity(&self, raw: &RawSeverity) -> Res<SeverityPolicy> {
-        const VENDORS: [&str; 4] = ["aitronos", "astronomer", "configcat", "datafold"];
+        let vendors: Vec<&str> = VendorId::ALL.iter().map(|v| v.name()).collect();
         const NAMES: [&str; 7] = ["unknown", "informational", "low", "medium", "high", "critical", "fatal"];
         let mut overrides = HashMap::new();
         for (key, value) in &raw.overrides {
             let at = format!("severity.overrides.{key:?}");
-            let Some((vendor, code)) = key.split_once(':').filter(|(v, c)| VENDORS.contains(v) && !c.is_empty()) else {
-                let msg = format!("keys are \"<vendor>:<event code>\" with vendor one of {}", VENDORS.join(", "));
+            let Some((vendor, code)) = key.split_once(':').filter(|(v, c)| vendors.contains(v) && !c.is_empty()) else {
+                let msg = format!("keys are \"<vendor>:<event code>\" with vendor one of {}", vendors.join(", "));
                 return self.fail(value.span(), &at, msg);
             };
             let severity = match value.get_ref() {
@@ -1335,56 +1019,7 @@ impl Validator<'_> {
             };
             overrides.insert((vendor.to_owned(), code.to_owned()), severity);
         }
-        Ok(SeverityPolicy { overrides })
-    }
-
-    /// Rejects vendor-specific keys the chosen vendor does not use (a likely mix-up).
-    fn vendor_keys(&self, i: usize, r: &RawSource) -> Res<()> {
-        let given: [(&str, Option<Range<usize>>); 13] = [
-            ("organization_id", r.organization_id.as_ref().map(Spanned::span)),
-            ("api_key", r.api_key.as_ref().map(Spanned::span)),
-            ("api_key_file", r.api_key_file.as_ref().map(Spanned::span)),
-            ("bearer_token", r.bearer_token.as_ref().map(Spanned::span)),
-            ("bearer_token_file", r.bearer_token_file.as_ref().map(Spanned::span)),
-            ("username", r.username.as_ref().map(Spanned::span)),
-            ("username_file", r.username_file.as_ref().map(Spanned::span)),
-            ("password", r.password.as_ref().map(Spanned::span)),
-            ("password_file", r.password_file.as_ref().map(Spanned::span)),
-            ("api_version", r.api_version.as_ref().map(Spanned::span)),
-            ("max_records", r.max_records.as_ref().map(Spanned::span)),
-            ("max_response_bytes", r.max_response_bytes.as_ref().map(Spanned::span)),
-            ("page_size", r.page_size.as_ref().map(Spanned::span)),
-        ];
-        let (name, allowed): (&str, &[&str]) = match r.vendor {
-            RawVendor::Aitronos => (
-                "aitronos",
-                &["organization_id", "api_key", "api_key_file", "bearer_token", "bearer_token_file", "page_size"],
-            ),
-            RawVendor::Astronomer => ("astronomer", &["organization_id", "bearer_token", "bearer_token_file"]),
-            RawVendor::ConfigCat => (
-                "configcat",
-                &[
-                    "organization_id",
-                    "username",
-                    "username_file",
-                    "password",
-                    "password_file",
-                    "page_size",
-                    "api_version",
-                ],
-            ),
-            RawVendor::Datafold => {
-                ("datafold", &["organization_id", "api_key", "api_key_file", "max_records", "max_response_bytes"])
-            }
-        };
-        for (key, at) in given {
-            if let Some(at) = at
-                && !allowed.contains(&key)
-            {
-                return self.fail(at, &format!("sources[{i}].{key}"), format!("is not used by vendor {name}"));
-            }
-        }
-        Ok(())
+        Ok(SeverityPolicy::from_overrides(overrides))
     }
 
     /// Like [`Validator::secret`], but a missing pair points at the source's table.
@@ -1858,11 +1493,11 @@ impl Validator<'_> {
         }
     }
 
-    fn bytes(&self, v: &Option<Spanned<RawSize>>, key: &str, default: u64) -> Res<u64> {
+    fn bytes(&self, v: &Option<Spanned<Size>>, key: &str, default: u64) -> Res<u64> {
         let Some(v) = v else { return Ok(default) };
         let n = match v.get_ref() {
-            RawSize::Bytes(n) => *n,
-            RawSize::Text(s) => match s.parse::<ByteSize>() {
+            Size::Bytes(n) => *n,
+            Size::Text(s) => match s.parse::<ByteSize>() {
                 Ok(b) => b.as_u64(),
                 Err(e) => return self.fail(v.span(), key, format!("invalid size {s:?}: {e}")),
             },
@@ -1944,6 +1579,82 @@ impl Validator<'_> {
     }
 }
 
+/// One `[[sources]]` table split by [`Validator::source_table`].
+struct SourceTable<'i> {
+    span: Range<usize>,
+    vendor: VendorId,
+    raw: RawSource,
+    own: Spanned<toml::de::DeTable<'i>>,
+}
+
+/// What a vendor's module sees of its `[[sources]]` table: its own keys, and the checks that
+/// name file, line and key (`sources[<i>].<key>`) in what it reports.
+pub struct SourceKeys<'a> {
+    v: &'a Validator<'a>,
+    index: usize,
+    table: Range<usize>,
+    base_url: &'a url::Url,
+    vendor: VendorId,
+    own: Spanned<toml::de::DeTable<'a>>,
+}
+
+impl SourceKeys<'_> {
+    /// The vendor's keys as its raw struct.
+    pub fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Res<T> {
+        let de = toml::de::Deserializer::from(self.own.clone());
+        serde_path_to_error::deserialize(de).map_err(|e| self.v.toml_err(&self.key(&key_path(e.path())), e.inner()))
+    }
+
+    /// `sources[<i>].<key>`.
+    pub fn key(&self, key: &str) -> String {
+        format!("sources[{}].{key}", self.index)
+    }
+
+    /// The span of the whole table, for a missing key.
+    pub fn table(&self) -> Range<usize> {
+        self.table.clone()
+    }
+
+    pub fn base_url(&self) -> &url::Url {
+        self.base_url
+    }
+
+    pub fn fail<T>(&self, span: Range<usize>, key: &str, msg: impl Into<String>) -> Res<T> {
+        self.v.fail(span, &self.key(key), msg)
+    }
+
+    /// A secret from `key` (a literal or `"${NAME}"`) or `<key>_file`: exactly one must be set.
+    pub fn secret(&self, key: &str, value: &Text, file: &Text) -> Res<SecretString> {
+        self.v.secret(&self.key(key), value, file)
+    }
+
+    /// Like [`SourceKeys::secret`], but a missing pair points at the table.
+    pub fn required_secret(&self, key: &str, value: &Text, file: &Text) -> Res<SecretString> {
+        self.v.required_secret(&self.key(key), value, file, &self.table)
+    }
+
+    /// A non-empty `organization_id`, required.
+    pub fn required_org(&self, org: Option<&Spanned<String>>) -> Res<String> {
+        match org.filter(|o| !o.get_ref().is_empty()) {
+            Some(org) => Ok(org.get_ref().clone()),
+            None => {
+                let span = org.map_or(self.table.clone(), Spanned::span);
+                self.v.fail(span, &self.key("organization_id"), format!("required for {}", self.vendor.name()))
+            }
+        }
+    }
+
+    /// A byte size (integer or "1 MiB"), `default` when absent.
+    pub fn bytes(&self, value: &Option<Spanned<Size>>, key: &str, default: u64) -> Res<u64> {
+        self.v.bytes(value, &self.key(key), default)
+    }
+}
+
+/// A byte count as `check` shows it: `1048576  # 1 MiB`.
+pub(crate) fn size_text(n: u64) -> String {
+    format!("{n}  # {}", ByteSize(n).display().iec())
+}
+
 /// A span as an operator wrote it: whole days or hours plainly ("31d"), else humantime's form
 /// (which would print 31 days as "1month 13h 26m 24s").
 fn span_text(d: Duration) -> String {
@@ -1992,6 +1703,8 @@ pub(crate) fn warn_if_shared(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vendors::aitronos::AitronosCredential;
+    use crate::vendors::configcat::ConfigCatApi;
     use secrecy::ExposeSecret as _;
 
     const SECRET: &str = "ak_SuperSecretValue0123456789abcdefghijklmn";

@@ -32,13 +32,14 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::config::{
-    AitronosCredential, AitronosSettings, Config, ConfigCatApi, ConfigCatSettings, DatafoldSettings, SeverityPolicy,
-    SourceConfig, VendorSettings,
-};
-use crate::ocsf::{self, Mapper};
-use crate::sources::astronomer::{self, DecodeError};
-use crate::sources::{self, Page, PageCursor, Record, Rejected, Verdict};
+use crate::config::{Config, SourceConfig};
+use crate::ocsf::{self, SeverityPolicy};
+use crate::sources::{self, DecodeError, Page, PageCursor, Record, Rejected, Verdict};
+use crate::vendors::aitronos::{Aitronos, AitronosCredential};
+use crate::vendors::astronomer::source as astronomer;
+use crate::vendors::configcat::{ConfigCat, ConfigCatApi};
+use crate::vendors::datafold::Datafold;
+use crate::vendors::{self, VendorId};
 
 /// A fuzz target: takes any bytes; panics on a finding.
 pub type Target = fn(&[u8]);
@@ -73,12 +74,11 @@ pub fn aitronos_page(data: &[u8]) {
         #[serde(rename = "has_more")]
         _has_more: bool,
     }
-    let settings = AitronosSettings {
+    let vendor = Aitronos {
         organization_id: "ORG_7F3KQ9ZP2M4XW8RT".into(),
         credential: AitronosCredential::ApiKey(SecretString::from("ak_fuzz")),
         page_size: 100,
     };
-    let vendor = sources::aitronos::Aitronos::new(&settings);
     for skip in [0, 200] {
         let Ok(page) = vendor.read_page(data, &PageCursor::Offset { skip }) else { continue };
         let items = serde_json::from_slice::<Items<'_>>(data).map(|i| i.items.len());
@@ -100,15 +100,14 @@ pub fn configcat_page(data: &[u8]) {
         #[serde(borrow)]
         data: Vec<&'a RawValue>,
     }
-    let settings = |api_version| ConfigCatSettings {
+    let settings = |api_version| ConfigCat {
         organization_id: "08d86d63-2721-4da6-8c06-584521d516bc".into(),
         username: SecretString::from("user"),
         password: SecretString::from("pass"),
         page_size: 100,
         api_version,
     };
-    let v2 = sources::configcat::ConfigCat::new(&settings(ConfigCatApi::V2));
-    let v1 = sources::configcat::ConfigCat::new(&settings(ConfigCatApi::V1));
+    let (v2, v1) = (settings(ConfigCatApi::V2), settings(ConfigCatApi::V1));
     let asks = [(&v2, PageCursor::Number { page: 1 }), (&v2, PageCursor::Number { page: 7 }), (&v1, PageCursor::Whole)];
     for (vendor, cursor) in asks {
         let Ok(page) = vendor.read_page(data, &cursor) else { continue };
@@ -140,13 +139,12 @@ pub fn datafold_page(data: &[u8]) {
         #[serde(borrow)]
         logs: Vec<&'a RawValue>,
     }
-    let settings = DatafoldSettings {
+    let vendor = Datafold {
         organization_id: "app.datafold.com".into(),
         api_key: SecretString::from("dfk_fuzz"),
         max_records: 10_000,
         max_response_bytes: 1 << 20,
     };
-    let vendor = sources::datafold::Datafold::new(&settings);
     let Ok(page) = vendor.read_page(data) else { return };
     let items = serde_json::from_slice::<Logs<'_>>(data).map(|l| l.logs.len());
     assert!(items.is_ok(), "an answer was read but its `logs` are not an array");
@@ -230,7 +228,7 @@ fn decode(body: &[u8]) -> Decoding {
             Ok(seen)
         }
         Err(DecodeError::Stopped) => panic!("stopped although the receiver never asked to"),
-        Err(e @ (DecodeError::Broken(_) | DecodeError::TooLarge)) => Err(e.to_string()),
+        Err(e @ (DecodeError::Broken(_) | DecodeError::TooLarge(_))) => Err(e.to_string()),
     };
     Decoding { seen, keys, rejected: rejected_keys }
 }
@@ -455,17 +453,7 @@ fn first_request(source: &SourceConfig) {
     let Some(now) = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).single() else { return };
     let window = sources::Window { from: source.start.resolve(now).min(now), to: now };
     let base = &source.base_url;
-    let request = match &source.vendor {
-        VendorSettings::Aitronos(s) => {
-            sources::aitronos::Aitronos::new(s).request(http, base, &window, &sources::aitronos::Aitronos::first_page())
-        }
-        VendorSettings::Astronomer(s) => sources::astronomer::Astronomer::new(s).request(http, base, &window),
-        VendorSettings::ConfigCat(s) => {
-            let vendor = sources::configcat::ConfigCat::new(s);
-            vendor.request(http, base, &window, &vendor.first_page())
-        }
-        VendorSettings::Datafold(s) => sources::datafold::Datafold::new(s).request(http, base, &window),
-    };
+    let request = source.vendor.request(http, base, &window, &source.vendor.first_page());
     let _ = request.build();
 }
 
@@ -479,10 +467,10 @@ fn first_request(source: &SourceConfig) {
 pub fn ocsf_map(data: &[u8]) {
     let Ok(raw) = serde_json::from_slice::<&RawValue>(data) else { return };
     let mappers = [
-        (Mapper::Aitronos, "id", "created_at"),
-        (Mapper::Astronomer, "id", "timestamp"),
-        (Mapper::ConfigCat, "auditLogId", "auditLogDateTime"),
-        (Mapper::Datafold, "event_uuid", "timestamp"),
+        (VendorId::Aitronos, "id", "created_at"),
+        (VendorId::Astronomer, "id", "timestamp"),
+        (VendorId::ConfigCat, "auditLogId", "auditLogDateTime"),
+        (VendorId::Datafold, "event_uuid", "timestamp"),
     ];
     let fallback = DateTime::from_timestamp(1_780_000_000, 0).unwrap_or_default();
     for (mapper, id_field, time_field) in mappers {
@@ -491,7 +479,7 @@ pub fn ocsf_map(data: &[u8]) {
             Err(_) => (sources::content_key(raw.get().as_bytes()), fallback),
         };
         let ctx = ocsf::Context { organization: "ORG_FUZZ", dedupe_key: &key, time, raw: raw.get() };
-        let Ok(body) = ocsf::map_record(mapper, &ctx, &SeverityPolicy::default()) else { continue };
+        let Ok(body) = vendors::map_record(mapper, &ctx, &SeverityPolicy::default()) else { continue };
         let summary = ocsf::summary::summarize(&body);
         assert!(summary.is_ok(), "a mapped event cannot be summarized: {summary:?}");
         if let Ok(summary) = summary {

@@ -19,3 +19,4 @@ pub mod sinks;
 pub mod sources;
 pub mod telemetry;
 pub mod tls;
+pub mod vendors;

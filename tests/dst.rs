@@ -636,7 +636,7 @@ impl World {
             .unwrap_or_else(|e| panic!("seed {}: the harness wrote a bad config: {e}\n{text}", self.sc.seed))
     }
 
-    fn source_cfg(&self, i: usize) -> (SourceConfig, auditrelay::config::SeverityPolicy) {
+    fn source_cfg(&self, i: usize) -> (SourceConfig, auditrelay::ocsf::SeverityPolicy) {
         let config = self.config();
         (config.sources[i].clone(), config.severity)
     }

@@ -7,10 +7,6 @@
 //! invariant 3), so a SIEM can drop the rare duplicate after a crash mid-send. A record that
 //! cannot be mapped at all is an [`Unmappable`] error: the source dead-letters it.
 
-pub mod aitronos;
-pub mod astronomer;
-pub mod configcat;
-pub mod datafold;
 pub mod event;
 #[cfg(test)]
 #[path = "../../tests/ocsf_schema/mod.rs"]
@@ -43,11 +39,12 @@ pub(crate) mod event_checks {
     }
 }
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::config::SeverityPolicy;
-use event::{Event, Logger, Metadata, OCSF_VERSION, Product, Status};
+use event::{Event, EventParts, Logger, Metadata, OCSF_VERSION, Product, Severity, Status};
 
 /// A record that cannot become an event at all; it is dead-lettered with this reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -164,10 +161,10 @@ pub fn status_from_http(code: i64) -> Status {
 /// A record being mapped, remembering which fields found an OCSF home: every other field goes
 /// to `unmapped` under its vendor name (Aitronos, ConfigCat, whose records are flat).
 pub struct Fields<'a> {
-    record: &'a Map<String, Value>,
-    placed: Vec<&'static str>,
+    pub(crate) record: &'a Map<String, Value>,
+    pub(crate) placed: Vec<&'static str>,
     /// Fields kept in `unmapped` even when also placed (the vendor's own vocabulary).
-    always_unmapped: &'static [&'static str],
+    pub(crate) always_unmapped: &'static [&'static str],
 }
 
 impl<'a> Fields<'a> {
@@ -243,46 +240,54 @@ pub fn event_uid(vendor: &str, organization: &str, dedupe_key: &str) -> uuid::Uu
     uuid::Uuid::new_v5(&uid_namespace(), name.as_bytes())
 }
 
-/// The vendors whose records map to OCSF, a closed set (one mapping file each).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mapper {
-    Aitronos,
-    Astronomer,
-    ConfigCat,
-    Datafold,
+/// `[severity]`: the severity of events by `"<vendor>:<event code>"` (the event's
+/// `metadata.event_code`), overriding the mapping's default (MAPPING.md's suggested raised
+/// severities: MFA disabled, SSO/SAML, API keys, admin grants, support-user access).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeverityPolicy {
+    overrides: HashMap<(String, String), Severity>,
 }
 
-impl Mapper {
-    /// The vendor name used in uids and in `[severity]` keys.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mapper::Aitronos => "aitronos",
-            Mapper::Astronomer => "astronomer",
-            Mapper::ConfigCat => "configcat",
-            Mapper::Datafold => "datafold",
+impl SeverityPolicy {
+    /// The configured severity for this vendor's event code, if any.
+    pub fn get(&self, vendor: &str, event_code: &str) -> Option<Severity> {
+        if self.overrides.is_empty() {
+            return None; // the common case, without building a key for every event
         }
+        self.overrides.get(&(vendor.to_owned(), event_code.to_owned())).copied()
     }
 
-    pub fn for_vendor(name: &str) -> Option<Mapper> {
-        [Mapper::Aitronos, Mapper::Astronomer, Mapper::ConfigCat, Mapper::Datafold]
-            .into_iter()
-            .find(|m| m.name() == name)
+    pub fn from_overrides(overrides: HashMap<(String, String), Severity>) -> SeverityPolicy {
+        SeverityPolicy { overrides }
+    }
+
+    /// Every override: `(vendor, event code)` and its severity.
+    pub fn overrides(&self) -> impl Iterator<Item = (&(String, String), &Severity)> {
+        self.overrides.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.overrides.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.overrides.is_empty()
     }
 }
 
-/// Maps one record to the OCSF event the queue stores (serialized once, here), applying the
-/// configured severity overrides. An error means the record cannot become an event at all:
-/// the caller dead-letters it with the reason.
-pub fn map_record(mapper: Mapper, ctx: &Context<'_>, severity: &SeverityPolicy) -> Result<Vec<u8>, Unmappable> {
+/// Maps one record to the OCSF event the queue stores (serialized once, here) with `map`, the
+/// mapping of `vendor`, applying the configured severity overrides. An error means the record
+/// cannot become an event at all: the caller dead-letters it with the reason.
+pub fn map_record(
+    vendor: &str,
+    map: impl FnOnce(&Map<String, Value>, &Context<'_>) -> Result<EventParts, Unmappable>,
+    ctx: &Context<'_>,
+    severity: &SeverityPolicy,
+) -> Result<Vec<u8>, Unmappable> {
     let record: Map<String, Value> =
         serde_json::from_str(ctx.raw).map_err(|e| Unmappable(format!("record is not a JSON object ({e})")))?;
-    let mut parts = match mapper {
-        Mapper::Aitronos => aitronos::map(&record, ctx)?,
-        Mapper::Astronomer => astronomer::map(&record, ctx)?,
-        Mapper::ConfigCat => configcat::map(&record, ctx)?,
-        Mapper::Datafold => datafold::map(&record, ctx)?,
-    };
-    if let Some(level) = parts.metadata.event_code.as_deref().and_then(|code| severity.get(mapper.name(), code)) {
+    let mut parts = map(&record, ctx)?;
+    if let Some(level) = parts.metadata.event_code.as_deref().and_then(|code| severity.get(vendor, code)) {
         parts.severity = level;
     }
     serde_json::to_vec(&Event::new(parts)).map_err(|e| Unmappable(format!("cannot serialize the event ({e})")))
@@ -310,33 +315,5 @@ mod tests {
         assert_eq!(ip(Some(" 198.51.100.61 ".into())).as_deref(), Some("198.51.100.61"));
         assert_eq!(ip(Some("2001:db8::1".into())).as_deref(), Some("2001:db8::1"));
         assert_eq!(ip(Some("10.0.0.999".into())), None);
-    }
-
-    #[test]
-    fn test_severity_policy_overrides_the_mapping_default() {
-        let raw = r#"{"id":"r1","entity_type":"user","action_type":"deleted","actor_id":"usr_1","actor_name":"A",
-            "actor_email":"a@example.com","target_id":"usr_2","target_name":"B","organization_id":"ORG_1",
-            "created_at":"2026-03-18T08:15:42Z"}"#;
-        let time = DateTime::parse_from_rfc3339("2026-03-18T08:15:42Z").unwrap().to_utc();
-        let ctx = Context { organization: "ORG_1", dedupe_key: "r1", time, raw };
-        let default = map_record(Mapper::Aitronos, &ctx, &SeverityPolicy::default()).unwrap();
-        let default: Value = serde_json::from_slice(&default).unwrap();
-        let text = "state_dir = \"s\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\norganization_id = \"O\"\n\
-                    api_key = \"k\"\n[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"o\"\n\
-                    [severity]\noverrides = { \"aitronos:user.deleted\" = \"critical\" }\n";
-        let config = crate::config::Config::parse_with_env(text, std::path::Path::new("/c.toml"), &|_| None).unwrap();
-        let raised = map_record(Mapper::Aitronos, &ctx, &config.severity).unwrap();
-        let raised: Value = serde_json::from_slice(&raised).unwrap();
-        assert_ne!(default["severity_id"], 5);
-        assert_eq!((raised["severity_id"].clone(), raised["severity"].clone()), (5.into(), "Critical".into()));
-        assert_eq!(raised["metadata"]["uid"], event_uid("aitronos", "ORG_1", "r1").to_string());
-    }
-
-    #[test]
-    fn test_a_record_that_is_not_an_object_is_unmappable() {
-        let time = DateTime::parse_from_rfc3339("2026-03-18T08:15:42Z").unwrap().to_utc();
-        let ctx = Context { organization: "o", dedupe_key: "k", time, raw: "[1,2]" };
-        let err = map_record(Mapper::Datafold, &ctx, &SeverityPolicy::default()).unwrap_err();
-        assert!(err.0.contains("not a JSON object"), "{err}");
     }
 }

@@ -12,8 +12,6 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use crate::config::EventField;
-
 /// The envelope-relevant attributes of one event; every one may be absent.
 #[derive(Debug, Default, Deserialize)]
 pub struct Summary<'a> {
@@ -110,6 +108,53 @@ impl Summary<'_> {
             EventField::EventCode => self.event_code().map(Value::Text),
         }
     }
+}
+
+/// An attribute of the OCSF event a sink can copy out of it (HEC indexed fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventField {
+    ClassUid,
+    ClassName,
+    CategoryUid,
+    ActivityId,
+    SeverityId,
+    /// `metadata.product.vendor_name`.
+    Vendor,
+    /// `metadata.product.name`.
+    Product,
+    /// `metadata.tenant_uid`.
+    Tenant,
+    /// `metadata.event_code`.
+    EventCode,
+}
+
+impl EventField {
+    /// The name used in the configuration and as the HEC field name.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventField::ClassUid => "class_uid",
+            EventField::ClassName => "class_name",
+            EventField::CategoryUid => "category_uid",
+            EventField::ActivityId => "activity_id",
+            EventField::SeverityId => "severity_id",
+            EventField::Vendor => "vendor",
+            EventField::Product => "product",
+            EventField::Tenant => "tenant",
+            EventField::EventCode => "event_code",
+        }
+    }
+
+    pub const ALL: [EventField; 9] = [
+        EventField::ClassUid,
+        EventField::ClassName,
+        EventField::CategoryUid,
+        EventField::ActivityId,
+        EventField::SeverityId,
+        EventField::Vendor,
+        EventField::Product,
+        EventField::Tenant,
+        EventField::EventCode,
+    ];
 }
 
 #[cfg(test)]

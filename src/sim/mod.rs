@@ -14,10 +14,10 @@
 //! It deliberately does not bind anything but loopback from the command line (`run_simulate`), and
 //! it never sleeps on the real clock.
 
-pub mod aitronos;
-pub mod astronomer;
-pub mod configcat;
-pub mod datafold;
+pub use crate::vendors::aitronos::sim as aitronos;
+pub use crate::vendors::astronomer::sim as astronomer;
+pub use crate::vendors::configcat::sim as configcat;
+pub use crate::vendors::datafold::sim as datafold;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -229,16 +229,16 @@ impl SimCredential {
 
 /// One simulated organization of a vendor: its id and the credential that reaches it.
 #[derive(Clone, Debug)]
-struct Tenant {
-    id: String,
-    credential: SimCredential,
+pub(crate) struct Tenant {
+    pub(crate) id: String,
+    pub(crate) credential: SimCredential,
 }
 
 /// The `i`-th (0-based) of a series of ids or credentials starting at `base`: `base` itself for
 /// the first, then the trailing decimal number counted up with its width kept
 /// (`ORG_DEMO000000000001` → `ORG_DEMO000000000002`), or `-2`, `-3`, … appended when `base` ends
 /// in no number.
-fn nth_id(base: &str, i: usize) -> String {
+pub(crate) fn nth_id(base: &str, i: usize) -> String {
     if i == 0 {
         return base.to_owned();
     }
@@ -260,19 +260,19 @@ fn org_seed(seed: u64, vendor: SimVendor, org: usize) -> u64 {
 }
 
 /// Seeded records lie in `[now - span, now - min_age]`.
-fn seeded_range(now: DateTime<Utc>, span: Duration, min_age: Duration) -> (DateTime<Utc>, DateTime<Utc>) {
+pub(crate) fn seeded_range(now: DateTime<Utc>, span: Duration, min_age: Duration) -> (DateTime<Utc>, DateTime<Utc>) {
     (now - chrono_duration(span), now - chrono_duration(min_age))
 }
 
 /// The random stream of record `i` of a store seeded with `seed`, for a `purpose` (1: its time,
 /// 2: its content).
-fn record_rng(seed: u64, i: u64, purpose: u64) -> fastrand::Rng {
+pub(crate) fn record_rng(seed: u64, i: u64, purpose: u64) -> fastrand::Rng {
     fastrand::Rng::with_seed(seed.rotate_left(17) ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ purpose)
 }
 
 /// `count` instants in `[start, end]` drawn from the records' time streams, truncated to
 /// `precision_us` (1000 for millisecond timestamps), in record order.
-fn seeded_times(
+pub(crate) fn seeded_times(
     seed: u64,
     count: usize,
     (start, end): (DateTime<Utc>, DateTime<Utc>),
@@ -288,7 +288,7 @@ fn seeded_times(
 }
 
 /// `t` rounded down to a multiple of `precision_us` microseconds.
-fn truncate_to(t: DateTime<Utc>, precision_us: i64) -> DateTime<Utc> {
+pub(crate) fn truncate_to(t: DateTime<Utc>, precision_us: i64) -> DateTime<Utc> {
     let us = t.timestamp_micros();
     DateTime::from_timestamp_micros(us - us.rem_euclid(precision_us.max(1))).unwrap_or(t)
 }
@@ -950,7 +950,7 @@ async fn org_keys(State(s): State<Arc<Shared>>, Path((vendor, org)): Path<(Strin
 }
 
 /// Every vendor's organizations, index-aligned with the stores in [`Mutable`].
-struct Tenants {
+pub(crate) struct Tenants {
     aitronos: Vec<Tenant>,
     astronomer: Vec<Tenant>,
     configcat: Vec<Tenant>,
@@ -958,7 +958,7 @@ struct Tenants {
 }
 
 impl Tenants {
-    fn of(&self, v: SimVendor) -> &[Tenant] {
+    pub(crate) fn of(&self, v: SimVendor) -> &[Tenant] {
         match v {
             SimVendor::Aitronos => &self.aitronos,
             SimVendor::Astronomer => &self.astronomer,
@@ -971,34 +971,34 @@ impl Tenants {
 /// State shared by all handlers. Knobs and tenants are immutable; what changes sits behind a std
 /// `Mutex`, which is never held across an `.await` (every critical section is a few field updates
 /// or one store scan).
-struct Shared {
-    clock: Clock,
-    seed: u64,
-    aitronos: AitronosSimOptions,
-    astronomer: AstronomerSimOptions,
-    configcat: ConfigCatSimOptions,
-    datafold: DatafoldSimOptions,
-    tenants: Tenants,
-    faults: Faults,
+pub(crate) struct Shared {
+    pub(crate) clock: Clock,
+    pub(crate) seed: u64,
+    pub(crate) aitronos: AitronosSimOptions,
+    pub(crate) astronomer: AstronomerSimOptions,
+    pub(crate) configcat: ConfigCatSimOptions,
+    pub(crate) datafold: DatafoldSimOptions,
+    pub(crate) tenants: Tenants,
+    pub(crate) faults: Faults,
     /// Cancelled by [`Sim::shutdown`]: stops the server and releases a stalled request.
-    shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     /// Number of vendor requests arrived so far, for [`Sim::wait_for_requests`].
-    arrived: watch::Sender<u64>,
+    pub(crate) arrived: watch::Sender<u64>,
     /// Arrivals so far, over all vendors: seeds each arrival's lateness.
-    arrivals: AtomicU64,
+    pub(crate) arrivals: AtomicU64,
     /// Set by [`Sim::close_arrivals`]: no more records arrive.
-    arrivals_closed: AtomicBool,
-    state: Mutex<Mutable>,
+    pub(crate) arrivals_closed: AtomicBool,
+    pub(crate) state: Mutex<Mutable>,
 }
 
 impl Shared {
     /// A poisoned lock only means a test panicked elsewhere; the counters are still usable.
-    fn state(&self) -> MutexGuard<'_, Mutable> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, Mutable> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// How many records arrive after this answer (`arrivals_per_page`, 0 once closed).
-    fn arrivals_per_answer(&self) -> usize {
+    pub(crate) fn arrivals_per_answer(&self) -> usize {
         match self.arrivals_closed.load(Ordering::Relaxed) {
             true => 0,
             false => self.faults.arrivals_per_page,
@@ -1006,7 +1006,7 @@ impl Shared {
     }
 
     /// The event time of the next arrival: `now`, or up to `arrival_lateness` before it.
-    fn arrival_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+    pub(crate) fn arrival_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         let late = self.faults.arrival_lateness;
         if late.is_zero() {
             return now;
@@ -1016,18 +1016,18 @@ impl Shared {
     }
 
     /// Index of the organization `id` of `v` (and of its store).
-    fn tenant_index(&self, v: SimVendor, id: &str) -> Option<usize> {
+    pub(crate) fn tenant_index(&self, v: SimVendor, id: &str) -> Option<usize> {
         self.tenants.of(v).iter().position(|t| t.id == id)
     }
 
     /// Index of the organization `credential` belongs to.
-    fn tenant_of(&self, v: SimVendor, credential: &SimCredential) -> Option<usize> {
+    pub(crate) fn tenant_of(&self, v: SimVendor, credential: &SimCredential) -> Option<usize> {
         self.tenants.of(v).iter().position(|t| &t.credential == credential)
     }
 }
 
 /// What requests change.
-struct Mutable {
+pub(crate) struct Mutable {
     stats: SimStats,
     vendor_stats: HashMap<SimVendor, SimStats>,
     log: Vec<RequestRecord>,
@@ -1036,10 +1036,10 @@ struct Mutable {
     /// Which kind of malformed body comes next (they alternate).
     malformed_turn: u64,
     /// One store per organization, index-aligned with [`Tenants`].
-    aitronos: Vec<aitronos::Store>,
-    astronomer: Vec<astronomer::Store>,
-    configcat: Vec<configcat::Store>,
-    datafold: Vec<datafold::Store>,
+    pub(crate) aitronos: Vec<aitronos::Store>,
+    pub(crate) astronomer: Vec<astronomer::Store>,
+    pub(crate) configcat: Vec<configcat::Store>,
+    pub(crate) datafold: Vec<datafold::Store>,
 }
 
 impl Mutable {
@@ -1075,24 +1075,24 @@ struct Window {
 
 /// What the handler of one request knows about it.
 #[derive(Clone, Debug)]
-struct RequestCtx {
+pub(crate) struct RequestCtx {
     /// 1-based over all vendor requests; seeds a handler's own fault decisions.
-    number: u64,
-    request_id: String,
+    pub(crate) number: u64,
+    pub(crate) request_id: String,
     /// Arrival time: the vendors' "now" and the error envelopes' `timestamp`.
-    now: DateTime<Utc>,
+    pub(crate) now: DateTime<Utc>,
 }
 
 /// Set by a vendor handler on an answer: how many records it carries.
 #[derive(Clone, Copy, Debug)]
-struct ServedRecords(usize);
+pub(crate) struct ServedRecords(pub(crate) usize);
 
 /// Set by a vendor handler on a 200 answer it corrupted itself (a cut gzip stream): counted as
 /// malformed, not ok.
 #[derive(Clone, Copy, Debug)]
-struct CorruptBody;
+pub(crate) struct CorruptBody;
 
-fn chrono_duration(d: Duration) -> chrono::Duration {
+pub(crate) fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
@@ -1102,7 +1102,7 @@ fn ceil_secs(t: DateTime<Utc>) -> i64 {
 }
 
 /// A reproducible number in `[0, 1)` for request `n` and a purpose `salt`.
-fn roll(seed: u64, n: u64, salt: u64) -> f64 {
+pub(crate) fn roll(seed: u64, n: u64, salt: u64) -> f64 {
     fastrand::Rng::with_seed(seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt).f64()
 }
 

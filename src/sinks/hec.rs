@@ -43,7 +43,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{Delivery, SendError};
-use crate::config::{EventField, HecAcks, HecSinkSettings};
+use crate::config::{HecAcks, HecSinkSettings};
+use crate::ocsf::summary::EventField;
 use crate::ocsf::summary::summarize;
 use crate::queue::{QueuedEvent, RefusedEvent};
 

@@ -13,10 +13,6 @@
 //! vendor allowed (5); a malformed answer is an error naming the source and the URL, retried
 //! with back-off, and never moves the checkpoint (6).
 
-pub mod aitronos;
-pub mod astronomer;
-pub mod configcat;
-pub mod datafold;
 pub mod ratelimit;
 
 use std::collections::BTreeMap;
@@ -32,8 +28,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
-use crate::config::{Backoff, SeverityPolicy, SourceConfig, VendorSettings};
+use crate::config::{Backoff, SourceConfig};
+use crate::ocsf::SeverityPolicy;
 use crate::queue::{BootPause, NewDeadLetter, NewEvent, PageWrite, Queue, QueueError, StoredPause};
+use crate::vendors::{VendorId, VendorSettings};
 use crate::{ocsf, redact};
 
 /// A vendor answer larger than this is refused rather than buffered (a hostile or broken
@@ -296,7 +294,7 @@ pub struct Page {
     pub next: Option<PageCursor>,
     /// A streamed answer: its records already sit in the queue's staging area (counted here)
     /// and enter the queue with the checkpoint.
-    pub staged: Option<astronomer::Decoded>,
+    pub staged: Option<Decoded>,
     /// A whole-window answer held more than [`MAX_ANSWER_ITEMS`] items: only the first were
     /// read, so the page cannot be taken; the loop splits the window (or retries if it cannot).
     pub oversized: bool,
@@ -377,96 +375,32 @@ impl Page {
     }
 }
 
+/// Why decoding stopped before the end of the answer.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Broken or truncated gzip, or the connection failed mid-body: the window is asked again.
+    #[error("{0}")]
+    Broken(String),
+    /// More decoded bytes than the vendor's cap: the window is split.
+    #[error("decoded answer larger than {0} bytes")]
+    TooLarge(usize),
+    /// The receiving side went away (shutdown, or the queue failed).
+    #[error("stopped by the receiver")]
+    Stopped,
+}
+
+/// What one decoded stream held.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Decoded {
+    pub records: usize,
+    pub rejected: usize,
+    pub blank: usize,
+}
+
 /// A page that cannot be read at all; the whole answer is retried.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct BadPage(pub String);
-
-/// The vendors, a closed set dispatched in one `match` each (STYLE habit 4).
-#[derive(Debug)]
-pub enum Vendor {
-    Aitronos(aitronos::Aitronos),
-    Astronomer(astronomer::Astronomer),
-    ConfigCat(configcat::ConfigCat),
-    Datafold(datafold::Datafold),
-}
-
-impl Vendor {
-    pub fn from_settings(settings: &VendorSettings) -> Vendor {
-        match settings {
-            VendorSettings::Aitronos(s) => Vendor::Aitronos(aitronos::Aitronos::new(s)),
-            VendorSettings::Astronomer(s) => Vendor::Astronomer(astronomer::Astronomer::new(s)),
-            VendorSettings::ConfigCat(s) => Vendor::ConfigCat(configcat::ConfigCat::new(s)),
-            VendorSettings::Datafold(s) => Vendor::Datafold(datafold::Datafold::new(s)),
-        }
-    }
-
-    fn first_page(&self) -> PageCursor {
-        match self {
-            Vendor::Aitronos(_) => aitronos::Aitronos::first_page(),
-            Vendor::ConfigCat(v) => v.first_page(),
-            Vendor::Astronomer(_) | Vendor::Datafold(_) => PageCursor::Whole,
-        }
-    }
-
-    /// How long a 429 that names no time means, when the vendor documents it (Astronomer: 60 s);
-    /// otherwise the loop backs off exponentially.
-    fn bare_429_wait(&self) -> Option<Duration> {
-        match self {
-            Vendor::Astronomer(_) => Some(astronomer::BARE_429_WAIT),
-            Vendor::Aitronos(_) | Vendor::ConfigCat(_) | Vendor::Datafold(_) => None,
-        }
-    }
-
-    /// Whether answers are decoded as a stream and staged ([`Source::stream`]) rather than
-    /// read whole and parsed by `read_page`.
-    fn streams(&self) -> bool {
-        matches!(self, Vendor::Astronomer(_))
-    }
-
-    fn answer_limits(&self) -> AnswerLimits {
-        match self {
-            Vendor::Aitronos(_) | Vendor::ConfigCat(_) => AnswerLimits::default(),
-            Vendor::Astronomer(_) => astronomer::Astronomer::answer_limits(),
-            Vendor::Datafold(v) => v.answer_limits(),
-        }
-    }
-
-    fn request(
-        &self,
-        http: &reqwest::Client,
-        base: &url::Url,
-        window: &Window,
-        page: &PageCursor,
-    ) -> reqwest::RequestBuilder {
-        match self {
-            Vendor::Aitronos(v) => v.request(http, base, window, page),
-            Vendor::ConfigCat(v) => v.request(http, base, window, page),
-            Vendor::Astronomer(v) => v.request(http, base, window),
-            Vendor::Datafold(v) => v.request(http, base, window),
-        }
-    }
-
-    /// A same-origin redirect was followed to `to`: a vendor whose documented redirect means
-    /// "ask there from now on" (ConfigCat v1 → v2) learns it, so the redirect does not spend a
-    /// second request of the budget on every window. True when it changed anything.
-    fn redirected_to(&mut self, to: &url::Url) -> bool {
-        match self {
-            Vendor::ConfigCat(v) => v.redirected_to(to),
-            Vendor::Aitronos(_) | Vendor::Astronomer(_) | Vendor::Datafold(_) => false,
-        }
-    }
-
-    fn read_page(&self, body: &[u8], page: &PageCursor) -> Result<Page, BadPage> {
-        match self {
-            Vendor::Aitronos(v) => v.read_page(body, page),
-            Vendor::ConfigCat(v) => v.read_page(body, page),
-            Vendor::Datafold(v) => v.read_page(body),
-            // Never called: `streams()` sends these answers through `Source::stream`.
-            Vendor::Astronomer(_) => Err(BadPage("Astronomer answers are decoded as a stream".into())),
-        }
-    }
-}
 
 pub use ratelimit::{Verdict, budget_pause, classify, parse_reset, retry_after};
 
@@ -743,7 +677,7 @@ fn same_origin_redirects() -> reqwest::redirect::Policy {
 /// the vendor's audit API answers, read for its status only. `Ok`: what was proven;
 /// `Err`: why the source cannot work (a refused credential names no secret).
 pub async fn probe(cfg: &SourceConfig, http: &reqwest::Client, clock: &Clock) -> Result<String, String> {
-    let vendor = Vendor::from_settings(&cfg.vendor);
+    let vendor = &cfg.vendor;
     let to = whole_second(clock.now_utc());
     let window = Window { from: to - chrono::Duration::minutes(1), to };
     let request = vendor
@@ -841,7 +775,7 @@ const CLOCK_WARN: chrono::Duration = chrono::Duration::minutes(1);
 /// (limiter and rate-limit pause, shared with every source on the same credential).
 pub struct Source {
     cfg: SourceConfig,
-    vendor: Vendor,
+    vendor: VendorSettings,
     http: reqwest::Client,
     queue: Queue,
     clock: Clock,
@@ -868,7 +802,7 @@ pub struct Source {
     /// The span new windows get: `max_span`, or less after an unpaged answer was too large
     /// (doubling back towards `max_span` while answers stay small).
     span: Duration,
-    mapper: ocsf::Mapper,
+    mapper: VendorId,
     severity: SeverityPolicy,
 }
 
@@ -910,7 +844,7 @@ impl Source {
         gate: Arc<ratelimit::Gate>,
     ) -> Source {
         Source {
-            vendor: Vendor::from_settings(&cfg.vendor),
+            vendor: cfg.vendor.clone(),
             gate,
             paused_until: clock.now(),
             vendor_clock: None,
@@ -922,12 +856,7 @@ impl Source {
             stats: Arc::default(),
             state: tokio::sync::watch::Sender::new(SourceState::Starting),
             span: cfg.max_span,
-            mapper: match &cfg.vendor {
-                VendorSettings::Aitronos(_) => ocsf::Mapper::Aitronos,
-                VendorSettings::Astronomer(_) => ocsf::Mapper::Astronomer,
-                VendorSettings::ConfigCat(_) => ocsf::Mapper::ConfigCat,
-                VendorSettings::Datafold(_) => ocsf::Mapper::Datafold,
-            },
+            mapper: cfg.vendor.id(),
             severity,
             cfg,
             http,
@@ -1583,8 +1512,10 @@ impl Source {
             }
         }));
         let reader = tokio_util::io::SyncIoBridge::new(body);
+        let vendor = self.vendor.clone();
         let decoder = tokio::task::spawn_blocking(move || {
-            astronomer::decode(reader, |records, rejected| tx.blocking_send((records, rejected)).is_ok())
+            let mut reader = reader;
+            vendor.decode(&mut reader, &mut |records, rejected| tx.blocking_send((records, rejected)).is_ok())
         });
         let mut staging_failed = None;
         let mut dead_summary = DeadSummary::default();
@@ -1609,9 +1540,7 @@ impl Source {
                 error!(source = %name, %url, error = %e, "cannot stage the answer (disk full?); asking the window again");
                 retry(false)
             }
-            (None, Ok(Err(astronomer::DecodeError::TooLarge))) if splittable => {
-                Attempt::Split("decoded answer too large")
-            }
+            (None, Ok(Err(DecodeError::TooLarge(_)))) if splittable => Attempt::Split("decoded answer too large"),
             (None, Ok(Err(e))) => {
                 bump(&self.stats.bad_answers, 1);
                 warn!(source = %name, %url, error = %e, retry_in = ?backoff, "broken answer; nothing of it stored, asking the window again");
@@ -1635,7 +1564,7 @@ impl Source {
         let mut events = Vec::with_capacity(records.len());
         for r in records {
             let ctx = ocsf::Context { organization: org, dedupe_key: &r.key, time: r.time, raw: r.raw.get() };
-            match ocsf::map_record(self.mapper, &ctx, &self.severity) {
+            match crate::vendors::map_record(self.mapper, &ctx, &self.severity) {
                 Ok(body) => events.push(NewEvent { dedupe_key: r.key, event_time_ms: r.time.timestamp_millis(), body }),
                 Err(e) => rejected.push(Rejected {
                     key: r.key,

@@ -23,11 +23,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use governor::{Quota, RateLimiter, middleware::NoOpMiddleware, state::InMemoryState, state::NotKeyed};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
-use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
-use crate::config::{AitronosCredential, RateLimit, SourceConfig, VendorSettings};
+use crate::config::{RateLimit, SourceConfig};
 
 /// A rate-limit pause at least this long is stored in the queue database, so that a restart
 /// (systemd's `Restart=` comes back in seconds) or a reload inside it still honours it.
@@ -175,15 +174,7 @@ pub fn parse_reset(value: &str, reference: DateTime<Utc>) -> Option<Duration> {
 /// material, as `<vendor>:<hex>`. Never the secret itself: the key is stored in the database
 /// (`rate_pauses`) and may be logged.
 pub fn credential_key(cfg: &SourceConfig) -> String {
-    let secrets: Vec<&str> = match &cfg.vendor {
-        VendorSettings::Aitronos(a) => match &a.credential {
-            AitronosCredential::ApiKey(k) => vec!["api_key", k.expose_secret()],
-            AitronosCredential::Bearer(t) => vec!["bearer", t.expose_secret()],
-        },
-        VendorSettings::Astronomer(a) => vec![a.token.expose_secret()],
-        VendorSettings::ConfigCat(c) => vec![c.username.expose_secret(), c.password.expose_secret()],
-        VendorSettings::Datafold(d) => vec![d.api_key.expose_secret()],
-    };
+    let secrets = cfg.vendor.credential_parts();
     let vendor = cfg.vendor.vendor_name();
     let mut hash = Sha256::new();
     for part in [vendor, cfg.base_url.as_str()].into_iter().chain(secrets) {

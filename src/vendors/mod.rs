@@ -1,0 +1,328 @@
+//! The vendors, one folder each. A vendor's folder holds everything about it: its settings and
+//! config keys with their defaults and caps (`mod.rs`), how it asks for a page and reads one
+//! (`source.rs`), its OCSF mapping (`ocsf.rs`, pure: no I/O, no clock), its simulator
+//! (`sim.rs`) and its sample records (`fixtures/`). The rest of the crate reaches a vendor only
+//! through the [`Vendor`] trait, dispatched in one place: the [`vendors!`] list at the bottom of
+//! this file, which generates the closed enums [`VendorId`] and [`VendorSettings`].
+//!
+//! Adding a vendor: its folder, one line in that list, and its simulator's lines in `sim/`.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::config::{ConfigError, SourceKeys};
+use crate::ocsf::event::EventParts;
+use crate::ocsf::{Context, SeverityPolicy, Unmappable};
+use crate::sources::{AnswerLimits, BadPage, DecodeError, Decoded, Page, PageCursor, Record, Rejected, Window};
+
+/// A vendor's documented defaults (vendors/README.md, "Rate limiting" and "Client algorithm").
+#[derive(Debug, Clone, Copy)]
+pub struct Defaults {
+    pub base_url: &'static str,
+    /// The default `max_span`.
+    pub max_span: Duration,
+    /// The longest window the vendor accepts in one request (`max_span` may not exceed it).
+    pub span_limit: Option<Duration>,
+    /// The default `overlap`: how far behind the checkpoint a window starts again, for records
+    /// the vendor publishes late (each contract's recommended client algorithm).
+    pub overlap: Duration,
+    pub poll_interval: Duration,
+    /// The default `rate_limit`: `requests` per `per`.
+    pub requests: u32,
+    pub per: Duration,
+}
+
+pub(crate) const MINUTE: Duration = Duration::from_secs(60);
+pub(crate) const DAY: Duration = Duration::from_secs(86_400);
+
+/// One vendor: its configuration, its audit-log protocol and its OCSF mapping. A value is one
+/// configured organization (a `[[sources]]` table); a source keeps its own copy, which may learn
+/// (see [`Vendor::redirected_to`]).
+pub trait Vendor: std::fmt::Debug + Clone + Send + Sync + Sized + 'static {
+    /// The `vendor = "…"` value, also the vendor's name in event uids and `[severity]` keys.
+    const NAME: &'static str;
+    const DEFAULTS: Defaults;
+    /// The keys of a `[[sources]]` table this vendor reads besides the common ones; exactly the
+    /// fields of [`Vendor::Keys`]. Another vendor's key in this vendor's table is refused.
+    const KEYS: &'static [&'static str];
+    /// Those keys as written (`serde`, `deny_unknown_fields`, `Spanned` values for messages).
+    type Keys: DeserializeOwned;
+
+    /// Validates the vendor's keys into its settings; errors name file, line and key.
+    fn from_keys(keys: Self::Keys, cx: &SourceKeys<'_>) -> Result<Self, ConfigError>;
+    /// The tenant the records belong to.
+    fn organization_id(&self) -> &str;
+    /// Every secret, for the fingerprint that tells a reload what changed.
+    fn secrets(&self) -> Vec<&SecretString>;
+    /// The credential material a vendor counts requests against, hashed into the rate-limit key
+    /// stored in the queue (`rate_pauses`): never change what a vendor returns here, or a
+    /// pause recorded before an upgrade is forgotten.
+    fn credential_parts(&self) -> Vec<&str> {
+        use secrecy::ExposeSecret as _;
+        self.secrets().into_iter().map(|s| s.expose_secret()).collect()
+    }
+    /// The vendor's keys for `auditrelay check`, secrets shown as "[redacted]".
+    fn render(&self, kv: &mut dyn FnMut(&str, String));
+
+    /// The cursor of a window's first request.
+    fn first_page(&self) -> PageCursor {
+        PageCursor::Whole
+    }
+    /// How long a 429 that names no time means, when the vendor documents it; otherwise the
+    /// loop backs off exponentially.
+    fn bare_429_wait(&self) -> Option<Duration> {
+        None
+    }
+    /// The caps on one answer: a window whose answer exceeds them is split.
+    fn answer_limits(&self) -> AnswerLimits {
+        AnswerLimits::default()
+    }
+    fn request(
+        &self,
+        http: &reqwest::Client,
+        base: &url::Url,
+        window: &Window,
+        page: &PageCursor,
+    ) -> reqwest::RequestBuilder;
+    /// A same-origin redirect was followed to `to`: a vendor whose documented redirect means
+    /// "ask there from now on" learns it. True when it changed anything.
+    fn redirected_to(&mut self, _to: &url::Url) -> bool {
+        false
+    }
+    /// Whether answers are decoded as a stream ([`Vendor::decode`]) and staged, rather than read
+    /// whole and parsed by [`Vendor::read_page`].
+    fn streams(&self) -> bool {
+        false
+    }
+    fn read_page(&self, body: &[u8], page: &PageCursor) -> Result<Page, BadPage>;
+    /// Decodes a streamed answer, handing on records in chunks (`emit` false: stop).
+    fn decode(
+        &self,
+        _body: &mut dyn std::io::Read,
+        _emit: &mut dyn FnMut(Vec<Record>, Vec<Rejected>) -> bool,
+    ) -> Result<Decoded, DecodeError> {
+        Err(DecodeError::Broken(format!("{} answers are not streamed", Self::NAME)))
+    }
+
+    /// The OCSF event of one record (pure: no I/O, no clock).
+    fn map(record: &Map<String, Value>, ctx: &Context<'_>) -> Result<EventParts, Unmappable>;
+}
+
+/// Maps one record of `vendor` to the OCSF event the queue stores (serialized once, here),
+/// applying the configured severity overrides. An error means the record cannot become an event
+/// at all: the caller dead-letters it with the reason.
+pub fn map_record(vendor: VendorId, ctx: &Context<'_>, severity: &SeverityPolicy) -> Result<Vec<u8>, Unmappable> {
+    crate::ocsf::map_record(vendor.name(), |record, ctx| vendor.map(record, ctx), ctx, severity)
+}
+
+/// Generates, from the list of vendor modules, the module declarations and the two closed enums
+/// through which the rest of the crate reaches a vendor: [`VendorId`] (which vendor) and
+/// [`VendorSettings`] (one configured organization of it).
+macro_rules! vendors {
+    ($($module:ident :: $ty:ident),+ $(,)?) => {
+        $(pub mod $module;)+
+
+        /// Which vendor, a closed set.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum VendorId {
+            $($ty,)+
+        }
+
+        impl VendorId {
+            pub const ALL: &'static [VendorId] = &[$(VendorId::$ty,)+];
+
+            /// The `vendor = "…"` value.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(VendorId::$ty => <$module::$ty as Vendor>::NAME,)+
+                }
+            }
+
+            pub fn from_name(name: &str) -> Option<VendorId> {
+                VendorId::ALL.iter().copied().find(|v| v.name() == name)
+            }
+
+            pub fn defaults(self) -> Defaults {
+                match self {
+                    $(VendorId::$ty => <$module::$ty as Vendor>::DEFAULTS,)+
+                }
+            }
+
+            pub fn keys(self) -> &'static [&'static str] {
+                match self {
+                    $(VendorId::$ty => <$module::$ty as Vendor>::KEYS,)+
+                }
+            }
+
+            pub fn map(self, record: &Map<String, Value>, ctx: &Context<'_>) -> Result<EventParts, Unmappable> {
+                match self {
+                    $(VendorId::$ty => <$module::$ty as Vendor>::map(record, ctx),)+
+                }
+            }
+
+            /// Validates the vendor's own keys of a `[[sources]]` table.
+            pub fn settings(self, cx: &SourceKeys<'_>) -> Result<VendorSettings, ConfigError> {
+                match self {
+                    $(VendorId::$ty => {
+                        let keys = cx.deserialize()?;
+                        Ok(VendorSettings::$ty(<$module::$ty as Vendor>::from_keys(keys, cx)?))
+                    })+
+                }
+            }
+        }
+
+        /// One configured organization of a vendor, a closed set dispatched here.
+        #[derive(Debug, Clone)]
+        pub enum VendorSettings {
+            $($ty($module::$ty),)+
+        }
+
+        impl VendorSettings {
+            pub fn id(&self) -> VendorId {
+                match self {
+                    $(VendorSettings::$ty(_) => VendorId::$ty,)+
+                }
+            }
+
+            /// The `vendor = "…"` value.
+            pub fn vendor_name(&self) -> &'static str {
+                self.id().name()
+            }
+
+            pub fn organization_id(&self) -> &str {
+                match self {
+                    $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::organization_id(v),)+
+                }
+            }
+
+            pub fn secrets(&self) -> Vec<&SecretString> {
+                match self {
+                    $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::secrets(v),)+
+                }
+            }
+
+            pub fn credential_parts(&self) -> Vec<&str> {
+                match self {
+                    $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::credential_parts(v),)+
+                }
+            }
+
+            pub fn render(&self, kv: &mut dyn FnMut(&str, String)) {
+                match self {
+                    $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::render(v, kv),)+
+                }
+            }
+
+            pub fn first_page(&self) -> PageCursor {
+                match self {
+                    $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::first_page(v),)+
+                }
+            }
+
+            pub fn bare_429_wait(&self) -> Option<Duration> {
+                match self {
+                    $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::bare_429_wait(v),)+
+                }
+            }
+
+            pub fn answer_limits(&self) -> AnswerLimits {
+                match self {
+                    $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::answer_limits(v),)+
+                }
+            }
+
+            pub fn request(
+                &self,
+                http: &reqwest::Client,
+                base: &url::Url,
+                window: &Window,
+                page: &PageCursor,
+            ) -> reqwest::RequestBuilder {
+                match self {
+                    $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::request(v, http, base, window, page),)+
+                }
+            }
+
+            pub fn redirected_to(&mut self, to: &url::Url) -> bool {
+                match self {
+                    $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::redirected_to(v, to),)+
+                }
+            }
+
+            pub fn streams(&self) -> bool {
+                match self {
+                    $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::streams(v),)+
+                }
+            }
+
+            pub fn read_page(&self, body: &[u8], page: &PageCursor) -> Result<Page, BadPage> {
+                match self {
+                    $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::read_page(v, body, page),)+
+                }
+            }
+
+            pub fn decode(
+                &self,
+                body: &mut dyn std::io::Read,
+                emit: &mut dyn FnMut(Vec<Record>, Vec<Rejected>) -> bool,
+            ) -> Result<Decoded, DecodeError> {
+                match self {
+                    $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::decode(v, body, emit),)+
+                }
+            }
+        }
+    };
+}
+
+vendors!(aitronos::Aitronos, astronomer::Astronomer, configcat::ConfigCat, datafold::Datafold);
+
+/// `page_size` as Aitronos and ConfigCat read it: 1..=100, default 100 (the APIs' maximum).
+pub(crate) fn page_size(value: Option<&toml::Spanned<u32>>, cx: &SourceKeys<'_>) -> Result<u32, ConfigError> {
+    match value {
+        None => Ok(100),
+        Some(p) if (1..=100).contains(p.get_ref()) => Ok(*p.get_ref()),
+        Some(p) => {
+            let msg = format!("{} is out of range 1..=100 (the API's maximum)", p.get_ref());
+            cx.fail(p.span(), "page_size", msg)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::DateTime;
+
+    use super::*;
+    use crate::ocsf::event_uid;
+
+    #[test]
+    fn test_severity_policy_overrides_the_mapping_default() {
+        let raw = r#"{"id":"r1","entity_type":"user","action_type":"deleted","actor_id":"usr_1","actor_name":"A",
+            "actor_email":"a@example.com","target_id":"usr_2","target_name":"B","organization_id":"ORG_1",
+            "created_at":"2026-03-18T08:15:42Z"}"#;
+        let time = DateTime::parse_from_rfc3339("2026-03-18T08:15:42Z").unwrap().to_utc();
+        let ctx = Context { organization: "ORG_1", dedupe_key: "r1", time, raw };
+        let default = map_record(VendorId::Aitronos, &ctx, &SeverityPolicy::default()).unwrap();
+        let default: Value = serde_json::from_slice(&default).unwrap();
+        let text = "state_dir = \"s\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\norganization_id = \"O\"\n\
+                    api_key = \"k\"\n[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"o\"\n\
+                    [severity]\noverrides = { \"aitronos:user.deleted\" = \"critical\" }\n";
+        let config = crate::config::Config::parse_with_env(text, std::path::Path::new("/c.toml"), &|_| None).unwrap();
+        let raised = map_record(VendorId::Aitronos, &ctx, &config.severity).unwrap();
+        let raised: Value = serde_json::from_slice(&raised).unwrap();
+        assert_ne!(default["severity_id"], 5);
+        assert_eq!((raised["severity_id"].clone(), raised["severity"].clone()), (5.into(), "Critical".into()));
+        assert_eq!(raised["metadata"]["uid"], event_uid("aitronos", "ORG_1", "r1").to_string());
+    }
+
+    #[test]
+    fn test_a_record_that_is_not_an_object_is_unmappable() {
+        let time = DateTime::parse_from_rfc3339("2026-03-18T08:15:42Z").unwrap().to_utc();
+        let ctx = Context { organization: "o", dedupe_key: "k", time, raw: "[1,2]" };
+        let err = map_record(VendorId::Datafold, &ctx, &SeverityPolicy::default()).unwrap_err();
+        assert!(err.0.contains("not a JSON object"), "{err}");
+    }
+}
