@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 
+#[cfg(doc)]
+use super::Queue;
 use super::schema::SCHEMA_VERSION;
 use super::{QueueError, SqliteContext, database_path, to_u64};
 
