@@ -145,13 +145,15 @@ pub async fn run(
     for r in crate::queue::rename_sink_cursors(&config.state_dir, &sink_renames(&config.sinks))? {
         info!(from = %r.from, to = %r.to, after_id = r.cursor, "sink renamed: its cursor and backlog carried over");
     }
-    let queue = Queue::open(
+    let queue = Queue::open_with_clock(
         &config.state_dir,
         QueueOptions {
             max_bytes: config.queue.max_bytes,
             sinks: config.sinks.iter().map(|s| s.name.clone()).collect(),
         },
-    )?;
+        clock.clone(),
+    )
+    .map_err(crate::sources::describe_damaged)?;
     info!(db = %queue.path().display(), sources = config.sources.len(), sinks = config.sinks.len(), "agent starting");
     // Each source's HTTP client (its CA file is read here): one that cannot be made stops the start.
     let clients: Vec<reqwest::Client> =

@@ -14,7 +14,7 @@
 //! was never mapped; mapping it again needs its vendor's record reader (id and time fields,
 //! Astronomer's line hash), which belongs to `sources/`, so replay refuses those and says so.
 //!
-//! It leaves the SQL to `queue.rs` and reading an event's time to `ocsf::summary`. Output is
+//! It leaves the SQL to `queue/` and reading an event's time to `ocsf::summary`. Output is
 //! aligned tables for people; `dead-letters --json` is one JSON object per line.
 
 use std::fmt::Write as _;
@@ -388,7 +388,9 @@ fn open_for_change(config: &Config, what: &str) -> anyhow::Result<(StateLock, Qu
         config.sinks.iter().filter_map(|s| Some((s.renamed_from.clone()?, s.name.clone()))).collect();
     crate::queue::rename_sink_cursors(&config.state_dir, &renames)
         .context("cannot carry renamed sinks' cursors over")?;
-    let queue = Queue::open(&config.state_dir, opts).context("cannot open the state database")?;
+    let queue = Queue::open(&config.state_dir, opts)
+        .map_err(crate::sources::describe_damaged)
+        .context("cannot open the state database")?;
     Ok((lock, queue))
 }
 

@@ -181,6 +181,26 @@ pub struct Checkpoint {
     pub settled: bool,
 }
 
+/// What a stored checkpoint says, for an operator reading about a damaged database: "collected
+/// up to <done_until>", as stored; `None` when it has no `done_until` text (then it is shown as
+/// stored). Read loosely, as JSON, so a checkpoint this version could not load still helps.
+pub fn describe_checkpoint(state: &str) -> Option<String> {
+    let value = serde_json::from_str::<serde_json::Value>(state).ok()?;
+    let done = value.get("done_until")?.as_str()?;
+    Some(format!("collected up to {done}"))
+}
+
+/// [`describe_checkpoint`] for each checkpoint a damaged database's error lists (the queue keeps
+/// them opaque); any other error passes unchanged. For the callers of [`Queue::open`].
+pub fn describe_damaged(mut e: QueueError) -> QueueError {
+    if let QueueError::Damaged { checkpoints, .. } = &mut e {
+        for checkpoint in checkpoints {
+            checkpoint.described = describe_checkpoint(&checkpoint.state);
+        }
+    }
+    e
+}
+
 /// Where the window after checkpoint `cp` starts, for a source with a checkpoint time:
 /// `done_until − overlap`, or where a re-ask of that overlap in pieces has got to, or
 /// `done_until` itself when what lies before it was settled when asked. The second value says
