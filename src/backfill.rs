@@ -37,7 +37,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, NaiveDateTime, SubsecRound as _, Utc};
@@ -379,10 +379,10 @@ async fn show_progress(
         let at = stats.checkpoint_ms.load(Ordering::Relaxed);
         if at <= 0 { 0 } else { (at - since.timestamp_millis()).clamp(0, span_ms) }
     };
-    let started = Instant::now();
+    let started = clock.now();
     let line = |done: i64| {
         let records = stats.stored.load(Ordering::Relaxed);
-        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let secs = clock.now().saturating_duration_since(started).as_secs_f64().max(0.001);
         let windows_done = (done as f64 / span_ms as f64 * windows as f64).floor() as u64;
         format!("windows {windows_done}/{windows}, {records} records, {:.0}/s", records as f64 / secs)
     };

@@ -127,6 +127,12 @@ impl Clock {
     pub async fn sleep_until(&self, deadline: tokio::time::Instant) {
         tokio::time::sleep_until(deadline).await
     }
+
+    /// `work`, given at most `limit` of monotonic time: `Err` when the time ran out first (in
+    /// paused tests the limit passes in virtual time).
+    pub fn timeout<F: std::future::IntoFuture>(&self, limit: Duration, work: F) -> tokio::time::Timeout<F::IntoFuture> {
+        tokio::time::timeout(limit, work)
+    }
 }
 
 /// governor reads the same (possibly paused) tokio clock, so a test that advances time also

@@ -195,7 +195,7 @@ pub async fn run(
     telemetry.set_ready(true);
     notify(&[sd_notify::NotifyState::Ready]);
     notify_status(&format!("collecting: {} source(s), {} sink(s)", config.sources.len(), config.sinks.len()));
-    let watchdog = spawn_watchdog(queue.clone());
+    let watchdog = spawn_watchdog(queue.clone(), clock.clone());
 
     // 1–2: wait for the sources to end, stopping them on shutdown; reload on request.
     let reload = opts.reload.clone().unwrap_or_default();
@@ -624,16 +624,16 @@ fn notify_status(status: &str) {
 
 /// With `WatchdogSec=` set, pings systemd at half the interval while the queue's database
 /// thread still answers: a wedged agent stops pinging and systemd restarts it.
-fn spawn_watchdog(queue: Queue) -> Option<JoinHandle<()>> {
+fn spawn_watchdog(queue: Queue, clock: Clock) -> Option<JoinHandle<()>> {
     let every = sd_notify::watchdog_enabled().filter(|d| !d.is_zero())? / 2;
     Some(tokio::spawn(async move {
         loop {
-            match tokio::time::timeout(every, queue.stats()).await {
+            match clock.timeout(every, queue.stats()).await {
                 Ok(Ok(_)) => notify(&[sd_notify::NotifyState::Watchdog]),
                 Ok(Err(e)) => warn!(error = %e, "watchdog: the queue does not answer; not pinging systemd"),
                 Err(_) => warn!("watchdog: the queue is slow to answer; not pinging systemd"),
             }
-            tokio::time::sleep(every).await;
+            clock.sleep(every).await;
         }
     }))
 }

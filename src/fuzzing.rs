@@ -307,9 +307,9 @@ pub fn retry_headers(data: &[u8]) {
     let nows = [Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).single(), DateTime::from_timestamp(0, 0)];
     for now in nows.into_iter().flatten() {
         for part in &parts {
-            let _ = sources::parse_reset(&String::from_utf8_lossy(part), now);
+            let _ = crate::backoff::parse_reset(&String::from_utf8_lossy(part), now);
         }
-        let retry = sources::retry_after(&headers, now);
+        let retry = crate::backoff::retry_after(&headers, now);
         if let Some(secs) = headers.get("retry-after").and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok()) {
             assert_eq!(retry, Some(std::time::Duration::from_secs(secs)));
         }

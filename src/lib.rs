@@ -2,12 +2,14 @@
 //! durable SQLite queue and forwards it to a SIEM. See ARCHITECTURE.md for the map.
 
 pub mod backfill;
+pub mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod fuzzing;
+pub mod http;
 pub mod lock;
 pub mod logging;
 pub mod ocsf;

@@ -72,7 +72,8 @@ impl StateLock {
         let note = format!(
             "pid={}\ncommand={what}\nstarted={}\n",
             std::process::id(),
-            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            // The machine's wall time, for the operator reading the file (not a test clock's).
+            crate::clock::Clock::system().now_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
         // Freshly opened and never read, so the cursor is at 0. Informational only: not synced.
         file.set_len(0).map_err(io)?;

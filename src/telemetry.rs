@@ -110,7 +110,7 @@ impl Telemetry {
     pub async fn render(&self) -> String {
         let sources = Arc::clone(&self.shared.sources.lock().unwrap_or_else(PoisonError::into_inner));
         let sinks = Arc::clone(&self.shared.sinks.lock().unwrap_or_else(PoisonError::into_inner));
-        let queue = read_queue(&self.shared.queue, &sinks).await;
+        let queue = read_queue(&self.shared.queue, &sinks, &self.shared.clock).await;
         let now_ms = self.shared.clock.now_utc().timestamp_millis();
         expose(&sources, &sinks, &queue, now_ms)
     }
@@ -134,7 +134,7 @@ impl Telemetry {
 
     /// `Ok` while the queue answers.
     async fn health(&self) -> Result<(), String> {
-        match tokio::time::timeout(QUEUE_TIMEOUT, self.shared.queue.stats()).await {
+        match self.shared.clock.timeout(QUEUE_TIMEOUT, self.shared.queue.stats()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("queue: {e}")),
             Err(_) => Err(format!("queue: no answer within {}s", QUEUE_TIMEOUT.as_secs())),
@@ -176,7 +176,7 @@ struct QueueView {
 }
 
 /// Reads the queue's counts, the sinks' backlogs and the dead letters, within `QUEUE_TIMEOUT`.
-async fn read_queue(queue: &Queue, sinks: &[SinkProbe]) -> QueueView {
+async fn read_queue(queue: &Queue, sinks: &[SinkProbe], clock: &Clock) -> QueueView {
     let read = async {
         let mut failed = None;
         let mut fail = |e: QueueError| {
@@ -205,7 +205,8 @@ async fn read_queue(queue: &Queue, sinks: &[SinkProbe]) -> QueueView {
         QueueView { up: failed.is_none(), stats, backlogs, dead_letters, discarded: Vec::new() }
     };
     // Timed out: nothing is known, the queue counts as down.
-    let view = tokio::time::timeout(QUEUE_TIMEOUT, read)
+    let view = clock
+        .timeout(QUEUE_TIMEOUT, read)
         .await
         .unwrap_or_else(|_elapsed| QueueView { up: false, ..QueueView::default() });
     QueueView { discarded: queue.discarded_events(), ..view }

@@ -15,8 +15,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use crate::config::ClientAuth;
 
 /// How a server's certificate is checked: against the CA certificates of `ca_file` only, or
-/// the platform's verifier (the system's trusted roots). tonic takes it directly; the other
-/// sinks through [`client_config`].
+/// the platform's verifier (the system's trusted roots). tonic takes it directly; every HTTP
+/// client through `http::client` ([`client_config_with`]), syslog through [`client_config`].
 pub fn server_verifier(ca_file: Option<&Path>) -> Result<Arc<dyn ServerCertVerifier>, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     match ca_file {

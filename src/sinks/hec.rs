@@ -34,7 +34,6 @@
 //! here is the ack poll; retries and back-off belong to the loop.
 
 use std::io::Write as _;
-use std::time::Duration;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -43,7 +42,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{Delivery, SendError};
+use crate::backoff::{self, MeasureFrom};
+use crate::clock::Clock;
 use crate::config::{HecAcks, HecSinkSettings};
+use crate::http::{BodyError, ClientError, ClientOptions, Overflow, Redirects};
 use crate::ocsf::summary::EventField;
 use crate::ocsf::summary::summarize;
 use crate::queue::{QueuedEvent, RefusedEvent};
@@ -69,6 +71,9 @@ pub struct HecSink {
     acks: Option<HecAcks>,
     /// The indexer-acknowledgement channel, from the queue database (`set_channel`).
     channel: Option<String>,
+    /// The ack poll's waits and the "now" a `Retry-After` date is measured from: the system's
+    /// until the worker gives its own (`set_clock`).
+    clock: Clock,
 }
 
 /// What one answer of `/services/collector/event` means.
@@ -176,17 +181,23 @@ impl HecSink {
             url.set_path(&format!("{base}{path}"));
             url
         };
-        let mut http = reqwest::Client::builder()
-            .user_agent(concat!("auditrelay/", env!("CARGO_PKG_VERSION")))
-            // A redirect is an answer, not an instruction: the token must not follow it, and a
-            // followed POST becomes a GET of whatever page answers 200.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout);
-        if cfg.url.scheme() == "https" {
-            http = http.tls_backend_preconfigured(crate::tls::client_config(cfg.ca_file.as_deref(), None)?);
-        }
-        let http = http.build().map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        let verifier = match cfg.url.scheme() {
+            "https" => Some(crate::tls::server_verifier(cfg.ca_file.as_deref())?),
+            _ => None,
+        };
+        let http = crate::http::client(ClientOptions {
+            // A redirect is an answer, not an instruction: the token must not follow it.
+            redirects: Redirects::Never,
+            verifier,
+            offer_h2: false,
+            connect_timeout: cfg.timeout,
+            timeout: Some(cfg.timeout),
+            headers: reqwest::header::HeaderMap::new(),
+        })
+        .map_err(|e| match e {
+            ClientError::Tls(e) => e,
+            ClientError::Build(e) => format!("cannot set up the HTTP client: {e}"),
+        })?;
         Ok(HecSink {
             target: format!("hec {}", crate::redact::url(&cfg.url)),
             event_url: join("/services/collector/event"),
@@ -202,12 +213,18 @@ impl HecSink {
             gzip: cfg.gzip,
             acks: cfg.acks,
             channel: None,
+            clock: Clock::system(),
         })
     }
 
     /// The indexer-acknowledgement channel this sink keeps across restarts.
     pub fn set_channel(&mut self, channel: String) {
         self.channel = Some(channel);
+    }
+
+    /// The agent's clock, for the ack poll's waits and `Retry-After` dates.
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
     }
 
     pub async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
@@ -314,8 +331,8 @@ impl HecSink {
             SendError::transient(format!("{}: request failed: {}", self.target, crate::tls::http_error(e)))
         })?;
         let status = response.status().as_u16();
-        let retry_after =
-            response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        // Measured from our clock, not the answer's `Date`, as this sink always has.
+        let retry_after = backoff::receiver_retry_after(response.headers(), self.clock.now_utc(), MeasureFrom::Now);
         let location = redirect_target(&response);
         let answer_body = read_answer(response).await;
         let mut answer = classify(status, answer_body.code, answer_body.invalid_event);
@@ -358,16 +375,16 @@ impl HecSink {
     /// Polls `/services/collector/ack` until `ack_id` is indexed, or fails after the timeout
     /// (the loop then sends the batch again).
     async fn wait_for_ack(&self, ack_id: u64, acks: HecAcks) -> Result<(), SendError> {
-        let deadline = tokio::time::Instant::now() + acks.timeout;
+        let deadline = self.clock.now() + acks.timeout;
         loop {
-            tokio::time::sleep(acks.poll_interval).await;
+            self.clock.sleep(acks.poll_interval).await;
             let last_problem = match self.poll_ack(ack_id).await {
                 Ok(true) => return Ok(()),
                 Ok(false) => String::from("not yet indexed"),
                 Err(e) if e.class == super::Failure::Config => return Err(e),
                 Err(e) => e.message,
             };
-            if tokio::time::Instant::now() >= deadline {
+            if self.clock.now() >= deadline {
                 let t = humantime::format_duration(acks.timeout);
                 let msg = format!(
                     "{}: ackId {ack_id} not acknowledged as indexed within ack_timeout {t} ({last_problem}); sending the batch again",
@@ -509,34 +526,26 @@ fn redirect_target(response: &reqwest::Response) -> String {
     }
 }
 
-/// `Retry-After` as delta-seconds or an HTTP-date, read and capped by the one reader every
-/// vendor and sink shares (`sources::ratelimit`).
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    use crate::sources::ratelimit;
-    let wait = ratelimit::retry_after_value(value, chrono::Utc::now())?;
-    Some(ratelimit::cap(wait, ratelimit::SINK_MAX_RETRY_AFTER).0)
-}
-
 async fn read_answer(response: reqwest::Response) -> AnswerBody {
     serde_json::from_slice(&read_limited(response).await).unwrap_or_default()
 }
 
-/// At most [`MAX_ANSWER`] bytes of the answer; a broken answer reads as empty.
-async fn read_limited(mut response: reqwest::Response) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        bytes.extend_from_slice(&chunk);
-        if bytes.len() > MAX_ANSWER {
-            bytes.truncate(MAX_ANSWER);
-            break;
-        }
-    }
-    bytes
+/// At most [`MAX_ANSWER`] bytes of the answer; of a broken answer, what arrived before it broke.
+async fn read_limited(response: reqwest::Response) -> Vec<u8> {
+    crate::http::read_capped(response, MAX_ANSWER, Overflow::Truncate).await.unwrap_or_else(BodyError::into_read)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// A collector's `Retry-After` value as `post` reads it, against the system clock now.
+    fn parse_retry_after(value: &str) -> Option<Duration> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::RETRY_AFTER, value.parse().ok()?);
+        backoff::receiver_retry_after(&headers, Clock::system().now_utc(), MeasureFrom::Now)
+    }
 
     #[test]
     fn the_answer_table_of_protocols_1a() {

@@ -63,10 +63,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::backoff::full_jitter;
 use crate::clock::Clock;
 use crate::config::{SinkConfig, SinkKind};
 use crate::queue::{Queue, QueuedEvent, RefusedEvent};
-use crate::sources::full_jitter;
 
 /// Why a batch was not delivered. The loop resends it; the message names the sink's destination
 /// (path, address, URL with secrets redacted) and the cause.
@@ -184,17 +184,23 @@ impl Sink {
     }
 
     /// Gives the sink what it keeps in the queue database across restarts (the HEC channel),
-    /// and the worker's counters (the file sink counts its reopens there).
+    /// the worker's counters (the file sink counts its reopens there) and the agent's clock
+    /// (a sink opened for `check --connect` keeps the system's).
     async fn attach(
         &mut self,
         name: &str,
         queue: &Queue,
         stats: &Arc<SinkStats>,
+        clock: &Clock,
     ) -> Result<(), crate::queue::QueueError> {
         match self {
-            Sink::Hec(s) => s.set_channel(queue.sink_channel(name).await?),
+            Sink::Hec(s) => {
+                s.set_clock(clock.clone());
+                s.set_channel(queue.sink_channel(name).await?);
+            }
             Sink::File(s) => s.count_into(Arc::clone(stats)),
-            Sink::Syslog(_) | Sink::Otlp(_) => {}
+            Sink::Syslog(s) => s.set_clock(clock.clone()),
+            Sink::Otlp(s) => s.set_clock(clock.clone()),
             #[cfg(test)]
             Sink::Scripted(_) => {}
         }
@@ -358,7 +364,7 @@ pub async fn run_sink(
     let mut rng = fastrand::Rng::new();
     let mut failures = 0u32;
     // What the sink keeps in the database (the HEC channel), before its first batch.
-    while let Err(e) = sink.attach(name, &queue, &stats).await {
+    while let Err(e) = sink.attach(name, &queue, &stats, &clock).await {
         let wait = full_jitter(&cfg.backoff, failures, &mut rng);
         failures = failures.saturating_add(1);
         error!(sink = name, error = %e, retry_in = ?wait, "cannot read the sink's state from the queue");

@@ -6,7 +6,8 @@
 //! - the mapping of an event to a `LogRecord` (`log_record`): the event's own time, the time we
 //!   collected it, the severity (`severity`), the body (the event as a kvlist, or its JSON text),
 //!   a few `ocsf.*` attributes and the event name;
-//! - the transports: reqwest for HTTP and tonic for gRPC, both verifying the receiver against
+//! - the transports: reqwest for HTTP (set up by `crate::http::client`, as every HTTP client of
+//!   the agent) and tonic for gRPC (its own channel), both verifying the receiver against
 //!   `ca_file` or the system's roots with one rustls verifier (`tls::server_verifier`), both sending
 //!   the operator's headers (API keys: never logged, marked sensitive);
 //! - what the receiver's answer means: `verdict` is the one place the retry policy of the OTLP
@@ -29,7 +30,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::io::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
@@ -39,7 +40,7 @@ use opentelemetry_proto::tonic::common::v1::{
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
-use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION};
 use rustls::client::danger::ServerCertVerifier;
 use secrecy::ExposeSecret as _;
 use serde::Deserialize;
@@ -51,7 +52,10 @@ use tonic_types::StatusExt as _;
 use tracing::{debug, warn};
 
 use super::{Delivery, SendError};
+use crate::backoff::MeasureFrom;
+use crate::clock::Clock;
 use crate::config::{OtlpBody, OtlpProtocol, OtlpSinkSettings};
+use crate::http::{ClientError, ClientOptions, Overflow, Redirects, USER_AGENT};
 use crate::ocsf::summary::{Summary, summarize};
 use crate::queue::{QueuedEvent, RefusedEvent};
 
@@ -61,12 +65,12 @@ const MAX_RESPONSE_BYTES: usize = 4 << 20;
 
 /// The longest pause a receiver can impose with `Retry-After` or `RetryInfo`: a wrong header
 /// ("wait a day") must not stall the sink for longer; a receiver still busy then just asks again.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+/// Every sink's bound (`backoff::receiver_retry_after` applies it to `Retry-After`).
+const MAX_RETRY_AFTER: Duration = crate::backoff::SINK_MAX_RETRY_AFTER;
 
 /// The receiver's message is quoted up to this many characters in errors and dead letters.
 const MAX_MESSAGE_CHARS: usize = 500;
 
-const USER_AGENT: &str = concat!("auditrelay/", env!("CARGO_PKG_VERSION"));
 /// `service.name` and the instrumentation scope's name.
 const SERVICE_NAME: &str = "auditrelay";
 
@@ -82,6 +86,9 @@ pub struct OtlpSink {
     scope: InstrumentationScope,
     /// Limit on one export: connecting, TLS, sending and reading the answer.
     timeout: Duration,
+    /// The export's timer, and the "now" of `Retry-After` dates and of an observed time the
+    /// queue did not record: the system's until the worker gives its own (`set_clock`).
+    clock: Clock,
 }
 
 // By hand: the transports hold the operator's headers, which are secrets.
@@ -233,7 +240,13 @@ impl OtlpSink {
             resource,
             scope,
             timeout: cfg.timeout,
+            clock: Clock::system(),
         })
+    }
+
+    /// The agent's clock (see the field).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
     }
 
     pub async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
@@ -241,7 +254,7 @@ impl OtlpSink {
         let mut records = Vec::with_capacity(batch.len());
         let mut sent = Vec::with_capacity(batch.len());
         for event in batch {
-            match log_record(event, self.body) {
+            match log_record(event, self.body, &self.clock) {
                 Ok(record) => {
                     records.push(record);
                     sent.push(event);
@@ -361,10 +374,11 @@ impl OtlpSink {
     async fn export(&mut self, request: ExportLogsServiceRequest) -> Result<Answer, String> {
         let timeout = self.timeout;
         let gzip = self.gzip;
+        let clock = &self.clock;
         let exported = match &mut self.transport {
             Transport::Http { client, url, json } => {
                 let body = encode_http(&request, *json, gzip)?;
-                tokio::time::timeout(timeout, post(client, url, *json, gzip, body)).await
+                clock.timeout(timeout, post(client, url, *json, gzip, body, clock)).await
             }
             Transport::Grpc(grpc) => {
                 let Grpc { endpoint, metadata, client } = grpc.as_mut();
@@ -373,7 +387,7 @@ impl OtlpSink {
                 *call.metadata_mut() = metadata.clone();
                 // Tells the receiver our deadline (`grpc-timeout`).
                 call.set_timeout(timeout);
-                tokio::time::timeout(timeout, grpc_export(client, call)).await
+                clock.timeout(timeout, grpc_export(client, call)).await
             }
         };
         Ok(exported.unwrap_or_else(|_| Answer::Refused {
@@ -388,7 +402,7 @@ impl OtlpSink {
 // Events to LogRecords
 
 /// The event as a `LogRecord`; `Err`: the reason it can never be sent (it is not an event).
-fn log_record(event: &QueuedEvent, mode: OtlpBody) -> Result<LogRecord, String> {
+fn log_record(event: &QueuedEvent, mode: OtlpBody, clock: &Clock) -> Result<LogRecord, String> {
     let not_an_event = |e: String| format!("not an OCSF event: {e}");
     let summary = summarize(&event.body).map_err(not_an_event)?;
     let json_string = || {
@@ -407,7 +421,7 @@ fn log_record(event: &QueuedEvent, mode: OtlpBody) -> Result<LogRecord, String> 
     let (severity_number, severity_text) = severity(summary.severity_id);
     // Queued before the queue recorded it (version < 4): our send time is when OpenTelemetry
     // "observed" it, and the field must be set.
-    let observed_ms = if event.collected_ms > 0 { event.collected_ms } else { now_ms() };
+    let observed_ms = if event.collected_ms > 0 { event.collected_ms } else { clock.now_utc().timestamp_millis() };
     Ok(LogRecord {
         time_unix_nano: unix_nanos(summary.time),
         observed_time_unix_nano: unix_nanos(Some(observed_ms)),
@@ -500,10 +514,6 @@ fn unix_nanos(ms: Option<i64>) -> u64 {
     ms.and_then(|ms| u64::try_from(ms).ok()).and_then(|ms| ms.checked_mul(1_000_000)).unwrap_or(0)
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// A JSON value read straight into an OTLP `AnyValue`, keeping the object's key order:
 /// object → kvlist, array → array, string → string, true/false → bool, integer → int (an
 /// unsigned one above `i64::MAX` → its decimal string, to stay exact), other number → double,
@@ -580,6 +590,9 @@ impl<'de> Visitor<'de> for JsonAnyValueVisitor {
 // ---------------------------------------------------------------------------------------------
 // OTLP/HTTP
 
+/// The OTLP/HTTP client ([`crate::http::client`]): the operator's headers on every request
+/// (marked sensitive: never logged), HTTP/2 offered by ALPN, no redirect followed (our headers
+/// must not travel to another host), the whole export bounded by the sink's own timer.
 fn http_client(
     cfg: &OtlpSinkSettings,
     verifier: Option<Arc<dyn ServerCertVerifier>>,
@@ -593,18 +606,18 @@ fn http_client(
         value.set_sensitive(true);
         headers.insert(key, value);
     }
-    let mut builder = reqwest::Client::builder()
-        .user_agent(USER_AGENT)
-        .default_headers(headers)
-        // A redirect is reported, not followed: our headers must not travel to another host.
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(cfg.timeout);
-    if let Some(verifier) = verifier {
-        let mut tls = crate::tls::client_config_with(verifier, None)?;
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        builder = builder.tls_backend_preconfigured(tls);
-    }
-    builder.build().map_err(|e| format!("HTTP client set-up: {e}"))
+    let opts = ClientOptions {
+        redirects: Redirects::Never,
+        verifier,
+        offer_h2: true,
+        connect_timeout: cfg.timeout,
+        timeout: None,
+        headers,
+    };
+    crate::http::client(opts).map_err(|e| match e {
+        ClientError::Tls(e) => e,
+        ClientError::Build(e) => format!("HTTP client set-up: {e}"),
+    })
 }
 
 /// The request body: binary protobuf or OTLP/JSON, gzipped if configured.
@@ -622,7 +635,14 @@ fn encode_http(request: &ExportLogsServiceRequest, json: bool, gzip: bool) -> Re
     encoder.write_all(&body).and_then(|()| encoder.finish()).map_err(|e| format!("cannot gzip the batch: {e}"))
 }
 
-async fn post(client: &reqwest::Client, url: &url::Url, json: bool, gzip: bool, body: Vec<u8>) -> Answer {
+async fn post(
+    client: &reqwest::Client,
+    url: &url::Url,
+    json: bool,
+    gzip: bool,
+    body: Vec<u8>,
+    clock: &Clock,
+) -> Answer {
     let content_type = if json { "application/json" } else { "application/x-protobuf" };
     let mut request = client.post(url.clone()).header(CONTENT_TYPE, content_type).body(body);
     if gzip {
@@ -634,7 +654,7 @@ async fn post(client: &reqwest::Client, url: &url::Url, json: bool, gzip: bool, 
     };
     let status = response.status();
     let headers = response.headers().clone();
-    let body = read_limited(response).await;
+    let body = crate::http::read_capped(response, MAX_RESPONSE_BYTES, Overflow::Truncate).await;
     // The answer is in the encoding it says it is in (the specification has it match ours).
     let declared = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let answer_type = declared.unwrap_or(content_type);
@@ -676,8 +696,8 @@ async fn post(client: &reqwest::Client, url: &url::Url, json: bool, gzip: bool, 
     if !message.is_empty() {
         detail = format!("{detail}: {message}");
     }
-    let retry_after =
-        headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, SystemTime::now()));
+    // Measured from our clock, not the answer's `Date`, as this sink always has.
+    let retry_after = crate::backoff::receiver_retry_after(&headers, clock.now_utc(), MeasureFrom::Now);
     match code {
         401 | 403 => detail.push_str("; check the headers (API key, token) this receiver requires"),
         300..=399 => {
@@ -690,19 +710,6 @@ async fn post(client: &reqwest::Client, url: &url::Url, json: bool, gzip: bool, 
         _ => {}
     }
     Answer::Refused { refusal: Refusal::Http(code), detail, retry_after }
-}
-
-/// Reads at most [`MAX_RESPONSE_BYTES`] of the answer's body.
-async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_RESPONSE_BYTES - body.len();
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() == MAX_RESPONSE_BYTES {
-            break;
-        }
-    }
-    Ok(body)
 }
 
 fn protobuf_partial_success(body: &[u8]) -> (i64, String) {
@@ -787,19 +794,12 @@ fn shown(text: &str) -> String {
     out
 }
 
-/// `Retry-After`: delta-seconds or an HTTP-date, capped at [`MAX_RETRY_AFTER`].
-fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    let wait = match value.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => httpdate::parse_http_date(value).ok()?.duration_since(now).unwrap_or(Duration::ZERO),
-    };
-    Some(wait.min(MAX_RETRY_AFTER))
-}
-
 // ---------------------------------------------------------------------------------------------
 // OTLP/gRPC
 
+/// The OTLP/gRPC endpoint. Not [`crate::http::client`]: tonic's channel has its own connector
+/// (HTTP/2 only, its own TLS set-up), so it shares what can be shared: the rustls verifier
+/// (`tls::server_verifier`, the same one the HTTP transport would use) and [`USER_AGENT`].
 fn grpc_endpoint(cfg: &OtlpSinkSettings, verifier: Option<Arc<dyn ServerCertVerifier>>) -> Result<Endpoint, String> {
     let url = &cfg.endpoint;
     let host = url.host_str().ok_or_else(|| "endpoint: has no host".to_owned())?;
@@ -927,7 +927,21 @@ fn error_chain(error: &(dyn StdError + 'static)) -> String {
 mod tests {
     use super::*;
     use crate::config::OtlpBody;
+    use reqwest::header::RETRY_AFTER;
     use serde_json::{Value, json};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    /// An event's `LogRecord` as `send` makes it, on the system clock.
+    fn log_record(event: &QueuedEvent, mode: OtlpBody) -> Result<LogRecord, String> {
+        super::log_record(event, mode, &Clock::system())
+    }
+
+    /// A receiver's `Retry-After` value as `post` reads it, measured from `now`.
+    fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, value.parse().ok()?);
+        crate::backoff::receiver_retry_after(&headers, now.into(), MeasureFrom::Now)
+    }
 
     /// The OCSF JSON back from an `AnyValue`, to compare with the event.
     fn to_json(v: &AnyValue) -> Value {

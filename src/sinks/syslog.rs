@@ -36,6 +36,7 @@ use tokio_rustls::client::TlsStream;
 
 use self::format::Header;
 use super::{Delivery, SendError};
+use crate::clock::Clock;
 use crate::config::{Oversize, SyslogFraming, SyslogSinkSettings, SyslogTransport};
 use crate::queue::{QueuedEvent, RefusedEvent};
 
@@ -55,6 +56,9 @@ pub struct SyslogSink {
     max_message_size: usize,
     oversize: Oversize,
     timeout: Duration,
+    /// The timers of connecting, writing and closing: the system's until the worker gives its
+    /// own (`set_clock`).
+    clock: Clock,
     conn: Option<Conn>,
     /// The wire bytes of a batch (stream transports), reused between batches.
     wire: Vec<u8>,
@@ -116,10 +120,16 @@ impl SyslogSink {
             max_message_size: cfg.max_message_size,
             oversize: cfg.oversize,
             timeout: cfg.timeout,
+            clock: Clock::system(),
             conn: None,
             wire: Vec::new(),
             message: Vec::new(),
         })
+    }
+
+    /// The agent's clock (see the field).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
     }
 
     pub async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
@@ -186,27 +196,28 @@ impl SyslogSink {
         &mut self,
         datagrams: &[(usize, usize)],
     ) -> Result<Result<(), SendError>, tokio::time::error::Elapsed> {
-        let timeout = self.timeout;
+        let (timeout, clock) = (self.timeout, self.clock.clone());
         let wire = std::mem::take(&mut self.wire);
-        let result = tokio::time::timeout(timeout, async {
-            let conn = self.connected().await?;
-            let written = match conn {
-                Conn::Tls(s) => s.write_all(&wire).await.and(s.flush().await),
-                Conn::Tcp(s) => s.write_all(&wire).await.and(s.flush().await),
-                Conn::Udp(s) => {
-                    let mut sent = Ok(());
-                    for &(start, end) in datagrams {
-                        if let Err(e) = s.send(&wire[start..end]).await {
-                            sent = Err(e);
-                            break;
+        let result = clock
+            .timeout(timeout, async {
+                let conn = self.connected().await?;
+                let written = match conn {
+                    Conn::Tls(s) => s.write_all(&wire).await.and(s.flush().await),
+                    Conn::Tcp(s) => s.write_all(&wire).await.and(s.flush().await),
+                    Conn::Udp(s) => {
+                        let mut sent = Ok(());
+                        for &(start, end) in datagrams {
+                            if let Err(e) = s.send(&wire[start..end]).await {
+                                sent = Err(e);
+                                break;
+                            }
                         }
+                        sent
                     }
-                    sent
-                }
-            };
-            written.map_err(|e| SendError::transient(format!("syslog {}: write failed: {e}", self.target)))
-        })
-        .await;
+                };
+                written.map_err(|e| SendError::transient(format!("syslog {}: write failed: {e}", self.target)))
+            })
+            .await;
         self.wire = wire;
         result
     }
@@ -258,7 +269,7 @@ impl SyslogSink {
                     .await
                     .map_err(|e| tls_error(target, server_name, "TLS handshake failed", &e))?;
                 if tls.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
-                    settle(&mut tls).await.map_err(|e| {
+                    settle(&mut tls, &self.clock).await.map_err(|e| {
                         tls_error(target, server_name, "server closed the connection after the TLS handshake", &e)
                     })?;
                 }
@@ -270,7 +281,7 @@ impl SyslogSink {
     /// Connects (and shakes hands) without sending an event, for `check --connect`.
     pub async fn probe(&mut self) -> Result<String, SendError> {
         self.conn = None;
-        let conn = match tokio::time::timeout(self.timeout, self.connect()).await {
+        let conn = match self.clock.timeout(self.timeout, self.connect()).await {
             Ok(conn) => conn?,
             Err(_) => {
                 let t = humantime::format_duration(self.timeout);
@@ -302,7 +313,7 @@ impl SyslogSink {
                 Conn::Udp(_) => Ok(()),
             }
         };
-        match tokio::time::timeout(self.timeout, closing).await {
+        match self.clock.timeout(self.timeout, closing).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::debug!(sink = %self.target, error = %e, "closing the connection"),
             Err(_) => tracing::debug!(sink = %self.target, "closing the connection timed out"),
@@ -333,9 +344,9 @@ fn closed_by_peer(conn: &mut Conn) -> Option<String> {
 /// Waits [`TLS13_SETTLE`] for the server to refuse the handshake it just finished (TLS 1.3 sends
 /// the verdict on our client certificate after our Finished). Session tickets are consumed by
 /// rustls and yield no data, so a healthy server leaves the read pending until the timer ends it.
-async fn settle(tls: &mut TlsStream<TcpStream>) -> io::Result<()> {
+async fn settle(tls: &mut TlsStream<TcpStream>, clock: &Clock) -> io::Result<()> {
     let mut byte = [0u8; 1];
-    match tokio::time::timeout(TLS13_SETTLE, tls.read(&mut byte)).await {
+    match clock.timeout(TLS13_SETTLE, tls.read(&mut byte)).await {
         Err(_) => Ok(()),
         Ok(Ok(0)) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "end of stream")),
         Ok(Ok(_)) => Ok(()),

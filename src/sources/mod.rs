@@ -27,8 +27,10 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::backoff::full_jitter;
 use crate::clock::Clock;
-use crate::config::{Backoff, SourceConfig};
+use crate::config::SourceConfig;
+use crate::http::{BodyError, ClientError, ClientOptions, MAX_REDIRECTS, Overflow, Redirects, read_capped};
 use crate::ocsf::SeverityPolicy;
 use crate::queue::{BootPause, NewDeadLetter, NewEvent, PageWrite, Queue, QueueError, StoredPause};
 use crate::vendors::{VendorId, VendorSettings};
@@ -422,14 +424,7 @@ pub struct Decoded {
 #[error("{0}")]
 pub struct BadPage(pub String);
 
-pub use ratelimit::{Verdict, budget_pause, classify, parse_reset, retry_after};
-
-/// Exponential back-off with full jitter: uniform in `[0, min(max, initial · 2^attempt)]`.
-pub fn full_jitter(backoff: &Backoff, attempt: u32, rng: &mut fastrand::Rng) -> Duration {
-    let ceiling = backoff.initial.saturating_mul(1u32 << attempt.min(20)).min(backoff.max);
-    let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rng.u64(0..=ms))
-}
+pub use ratelimit::{Verdict, budget_pause, classify};
 
 /// Parses a vendor's event time in every form we have seen or been told to assume: RFC 3339
 /// with or without fraction or offset, naive date-times as UTC, and bare dates (UTC midnight).
@@ -663,33 +658,24 @@ impl SourceStats {
     }
 }
 
-/// The HTTP client of one source: the project's one rustls set-up (TLS 1.3 and 1.2, the
-/// vendor's certificate always verified, against `ca_file` when set, else the system's roots).
-/// The error names the source and the CA file.
+/// The HTTP client of one source ([`crate::http::client`]): the vendor's certificate always
+/// verified, against `ca_file` when set, else the system's roots; redirects followed only on the
+/// request's own origin ([`Redirects::SameOrigin`]); `request_timeout` set on each request. The
+/// error names the source and the CA file.
 pub fn http_client(cfg: &SourceConfig) -> Result<reqwest::Client, String> {
-    let tls =
-        crate::tls::client_config(cfg.ca_file.as_deref(), None).map_err(|e| format!("source {}: {e}", cfg.name))?;
-    reqwest::Client::builder()
-        .user_agent(concat!("auditrelay/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10))
-        .redirect(same_origin_redirects())
-        .tls_backend_preconfigured(tls)
-        .build()
-        .map_err(|e| format!("source {}: cannot set up its HTTP client: {e}", cfg.name))
-}
-
-/// Redirects followed in one request, at most (all on the request's own origin).
-pub const MAX_REDIRECTS: usize = 5;
-
-/// Sources follow a redirect only on the origin (scheme, host, port) of the request they sent,
-/// at most [`MAX_REDIRECTS`] times (ConfigCat's documented v1 → v2 is one such). reqwest strips
-/// only `Authorization` and `Cookie` on a cross-origin hop, so `X-API-Key` would follow a 30x to
-/// any host, even over plain http: such a redirect is not followed at all. The 30x answer is
-/// returned as it is; the loop refuses it ([`classify`]: fatal) naming both URLs.
-fn same_origin_redirects() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let same = attempt.previous().first().is_some_and(|first| first.origin() == attempt.url().origin());
-        if same && attempt.previous().len() <= MAX_REDIRECTS { attempt.follow() } else { attempt.stop() }
+    let verifier =
+        crate::tls::server_verifier(cfg.ca_file.as_deref()).map_err(|e| format!("source {}: {e}", cfg.name))?;
+    let opts = ClientOptions {
+        redirects: Redirects::SameOrigin,
+        verifier: Some(verifier),
+        offer_h2: false,
+        connect_timeout: Duration::from_secs(10),
+        timeout: None,
+        headers: HeaderMap::new(),
+    };
+    crate::http::client(opts).map_err(|e| match e {
+        ClientError::Tls(e) => format!("source {}: {e}", cfg.name),
+        ClientError::Build(e) => format!("source {}: cannot set up its HTTP client: {e}", cfg.name),
     })
 }
 
@@ -1051,7 +1037,7 @@ impl Source {
     /// Reads the vendor's clock from an answer's `Date`; warns (once per change, counted) when
     /// it is more than a minute from ours.
     fn observe_vendor_clock(&mut self, headers: &HeaderMap) {
-        let Some(date) = ratelimit::answer_date(headers) else { return };
+        let Some(date) = crate::backoff::answer_date(headers) else { return };
         let local = self.clock.now_utc();
         self.vendor_clock = Some((date, self.clock.now()));
         let offset = date - local;
@@ -1108,7 +1094,7 @@ impl Source {
         if left_ms == 0 {
             return;
         }
-        let (left, _) = ratelimit::cap(Duration::from_millis(left_ms), self.cfg.max_retry_after);
+        let (left, _) = crate::backoff::cap(Duration::from_millis(left_ms), self.cfg.max_retry_after);
         self.gate.pause_until(self.clock.now() + left);
         bump(&self.stats.pauses_restored, 1);
         info!(source = %name, credential = %self.gate.key(), pause = ?left,
@@ -1409,7 +1395,7 @@ impl Source {
         match verdict {
             Verdict::Ok if self.vendor.streams() => self.stream(resp, &url, splittable, backoff).await,
             _ if status.is_redirection() => {
-                // Not followed by the client (`same_origin_redirects`): another origin, or too many.
+                // Not followed by the client (`Redirects::SameOrigin`): another origin, or too many.
                 bump(&self.stats.redirects_refused, 1);
                 let location = headers
                     .get(reqwest::header::LOCATION)
@@ -1429,7 +1415,7 @@ impl Source {
             }
             Verdict::Ok => {
                 let cap = limits.max_bytes.filter(|_| splittable).map_or(MAX_BODY_BYTES, |b| b.min(MAX_BODY_BYTES));
-                let body = match read_body(resp, cap).await {
+                let body = match read_capped(resp, cap, Overflow::Refuse).await.map_err(AnswerError::from) {
                     Ok(body) => body,
                     Err(AnswerError::TooLarge { .. }) if splittable => {
                         return Attempt::Split("more bytes than max_response_bytes");
@@ -1500,7 +1486,7 @@ impl Source {
                 Attempt::Retry { delay, rate_limited: false, timed_out: false }
             }
             Verdict::Unauthorized | Verdict::Fatal => {
-                let body = read_body(resp, ERROR_BODY_BYTES).await.unwrap_or_default();
+                let body = read_capped(resp, ERROR_BODY_BYTES, Overflow::Refuse).await.unwrap_or_default();
                 let e = SourceError::Rejected { name, url, status: status.as_u16(), detail: body_excerpt(&body) };
                 if verdict == Verdict::Unauthorized { Attempt::Unauthorized(e) } else { Attempt::Fatal(e) }
             }
@@ -1746,22 +1732,21 @@ enum AnswerError {
     TooLarge { cap: usize, announced: String },
 }
 
-/// Reads a whole answer body, stopping at `cap` bytes (at once when `Content-Length` says more).
-async fn read_body(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, AnswerError> {
-    if let Some(len) = resp.content_length().filter(|len| *len > cap as u64) {
-        return Err(AnswerError::TooLarge { cap, announced: format!(" (Content-Length: {len})") });
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| {
-        let timeout = e.is_timeout();
-        AnswerError::Transport(transport_error(e), timeout)
-    })? {
-        if body.len() + chunk.len() > cap {
-            return Err(AnswerError::TooLarge { cap, announced: String::new() });
+/// A vendor's answer read whole ([`read_capped`], [`Overflow::Refuse`]), or why not, in the
+/// source's words.
+impl From<BodyError> for AnswerError {
+    fn from(e: BodyError) -> AnswerError {
+        match e {
+            BodyError::TooLarge { cap, announced } => AnswerError::TooLarge {
+                cap,
+                announced: announced.map_or_else(String::new, |len| format!(" (Content-Length: {len})")),
+            },
+            BodyError::Broken { error, .. } => {
+                let timeout = error.is_timeout();
+                AnswerError::Transport(transport_error(error), timeout)
+            }
         }
-        body.extend_from_slice(&chunk);
     }
-    Ok(body)
 }
 
 /// A transport failure in an operator's words, never with the URL (it may carry secrets):
@@ -1815,6 +1800,7 @@ fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backoff::{parse_reset, retry_after};
     use reqwest::StatusCode;
     use reqwest::header::HeaderValue;
 
@@ -1922,16 +1908,6 @@ mod tests {
         assert_eq!(classify(StatusCode::TOO_MANY_REQUESTS, &only, now), Verdict::RateLimited(Some(secs(42))));
         let both = headers(&[("retry-after", "10"), ("x-ratelimit-retry-after", "42")]);
         assert_eq!(retry_after(&both, now), Some(secs(42)), "the longer of the two");
-    }
-
-    #[test]
-    fn test_full_jitter_stays_under_the_exponential_ceiling() {
-        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(5) };
-        let mut rng = fastrand::Rng::with_seed(7);
-        for attempt in 0..40 {
-            let ceiling = Duration::from_millis(100).saturating_mul(1 << attempt.min(20)).min(b.max);
-            assert!(full_jitter(&b, attempt, &mut rng) <= ceiling);
-        }
     }
 
     #[test]

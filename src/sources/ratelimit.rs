@@ -1,17 +1,16 @@
-//! Rate-limit signals and the credential gate: the one place that reads *when* a vendor (or a
-//! receiver) lets us ask again.
+//! Rate-limit signals and the credential gate: the one place that decides what a vendor's
+//! answer means for *when* we may ask it again.
 //!
-//! Owns: the retry policy for vendor answers ([`classify`], pinned by a test table), every form
-//! of `Retry-After` (delta-seconds, HTTP-date) and of the vendors' reset headers
-//! (`X-RateLimit-Reset`, `X-Rate-Limit-Reset`, `x-ratelimit-reset-requests`, Aitronos'
-//! `X-RateLimit-Retry-After`), absolute times measured against the answer's own `Date` (an agent
-//! whose clock runs ahead must not come back early), the cap on any of them ([`cap`]), and the
-//! [`Gate`] of a credential: its proactive limiter (governor) and its pause-until, shared by
-//! every source that uses the credential and kept by [`Gates`] across reloads.
+//! Owns: the retry policy for vendor answers ([`classify`], pinned by a test table), the pause
+//! before a spent budget runs dry ([`budget_pause`]), and the [`Gate`] of a credential: its
+//! proactive limiter (governor) and its pause-until, shared by every source that uses the
+//! credential and kept by [`Gates`] across reloads.
 //!
-//! Leaves to others: storing a pause (the queue's `rate_pauses` table, written and read by the
-//! source loop), back-off after errors that are not rate limits (each source's own), and what a
-//! sink does with its wait (`sinks/`). Nothing here does I/O or reads the wall clock.
+//! Leaves to others: reading the headers themselves (`Retry-After`, the vendors' reset headers,
+//! the answer's `Date`: [`crate::backoff`], shared with the sinks), storing a pause (the queue's
+//! `rate_pauses` table, written and read by the source loop), back-off after errors that are not
+//! rate limits (each source's own), and what a sink does with its wait (`sinks/`). Nothing here
+//! does I/O or reads the wall clock.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -19,22 +18,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use governor::{Quota, RateLimiter, middleware::NoOpMiddleware, state::InMemoryState, state::NotKeyed};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use sha2::{Digest, Sha256};
 
+use crate::backoff::{self, LIMIT_HEADERS, MeasureFrom, parse_reset, reset_delay, retry_after};
 use crate::clock::Clock;
 use crate::config::{RateLimit, SourceConfig};
 
 /// A rate-limit pause at least this long is stored in the queue database, so that a restart
 /// (systemd's `Restart=` comes back in seconds) or a reload inside it still honours it.
 pub const MIN_STORED_PAUSE: Duration = Duration::from_secs(5);
-
-/// The longest wait a sink's receiver can impose with `Retry-After` (a wrong or hostile header
-/// must not stall delivery for days); the same bound OTLP's `RetryInfo` has.
-pub const SINK_MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// How to treat one HTTP answer. Decided by [`classify`] alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,70 +68,10 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, now: DateTime<Utc>) -> 
     }
 }
 
-/// The answer's `Date` header (RFC 9110 §6.6.1), the vendor's own clock.
-pub fn answer_date(headers: &HeaderMap) -> Option<DateTime<Utc>> {
-    let value = headers.get(reqwest::header::DATE)?.to_str().ok()?;
-    httpdate::parse_http_date(value.trim()).ok().map(DateTime::<Utc>::from)
-}
-
-/// The instant absolute times in an answer are measured from: its `Date` when it has one
-/// (the vendor's clock, consistent with its own reset times), else our `now`.
-fn reference(headers: &HeaderMap, now: DateTime<Utc>) -> DateTime<Utc> {
-    answer_date(headers).unwrap_or(now)
-}
-
-/// How long an answer asks us to wait: `Retry-After` (delta-seconds or an HTTP-date, RFC 9110
-/// §10.2.3) and Aitronos' `X-RateLimit-Retry-After` (§4.6); the longer when both are present.
-/// A date is measured against the answer's `Date`; one in the past is 0.
-pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    let reference = reference(headers, now);
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let standard = header("retry-after").and_then(|v| retry_after_value(v, reference));
-    let vendor = header("x-ratelimit-retry-after").and_then(|v| parse_reset(v, reference));
-    standard.max(vendor)
-}
-
-/// One `Retry-After` value: delta-seconds or an HTTP-date measured from `reference` (the
-/// answer's `Date`, or the reader's clock when it has none). Also the sinks' reader.
-pub fn retry_after_value(value: &str, reference: DateTime<Utc>) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at: DateTime<Utc> = httpdate::parse_http_date(value).ok()?.into();
-    Some((at - reference).to_std().unwrap_or(Duration::ZERO))
-}
-
-/// A sink receiver's `Retry-After` (HEC, OTLP/HTTP): measured against the answer's `Date` when
-/// it has one, and capped at [`SINK_MAX_RETRY_AFTER`] like every vendor's wait.
-pub fn sink_retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    let wait = retry_after_value(value, reference(headers, now))?;
-    Some(cap(wait, SINK_MAX_RETRY_AFTER).0)
-}
-
-/// A wait cut to `max`; `true` when it had to be cut (the caller counts and reports that).
-pub fn cap(wait: Duration, max: Duration) -> (Duration, bool) {
-    if wait > max { (max, true) } else { (wait, false) }
-}
-
-/// Remaining-budget / reset header pairs the vendors use (ConfigCat, Aitronos' two spellings).
-const LIMIT_HEADERS: &[(&str, &str)] = &[
-    ("x-ratelimit-remaining", "x-ratelimit-reset"),
-    ("x-rate-limit-remaining", "x-rate-limit-reset"),
-    ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
-];
-
-/// Time until the vendor's rate-limit period resets, from the first reset header present.
-fn reset_delay(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    let reference = reference(headers, now);
-    LIMIT_HEADERS.iter().find_map(|(_, reset)| parse_reset(headers.get(*reset)?.to_str().ok()?, reference))
-}
-
 /// When an answer says the budget is spent (remaining = 0), how long to pause *before* the
 /// next request so we never draw a 429 at all.
 pub fn budget_pause(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    let reference = reference(headers, now);
+    let reference = backoff::reference(headers, now, MeasureFrom::AnswerDate);
     LIMIT_HEADERS.iter().find_map(|(remaining, reset)| {
         let left: i64 = headers.get(*remaining)?.to_str().ok()?.trim().parse().ok()?;
         if left > 0 {
@@ -143,31 +79,6 @@ pub fn budget_pause(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration>
         }
         parse_reset(headers.get(*reset)?.to_str().ok()?, reference)
     })
-}
-
-/// A reset value in any form vendors use: delta-seconds, epoch seconds, an HTTP-date,
-/// RFC 3339, or a Go-style duration ("6m0s"). Absolute forms are measured from `reference`.
-pub fn parse_reset(value: &str, reference: DateTime<Utc>) -> Option<Duration> {
-    let value = value.trim();
-    let until = |at: DateTime<Utc>| (at - reference).to_std().unwrap_or(Duration::ZERO);
-    if let Ok(n) = value.parse::<f64>() {
-        if !n.is_finite() || n < 0.0 {
-            return None;
-        }
-        // Anything past 2001-09-09 as epoch seconds cannot be a sane delta.
-        return if n >= 1e9 {
-            Some(until(Utc.timestamp_opt(n as i64, 0).single()?))
-        } else {
-            Some(Duration::from_secs_f64(n))
-        };
-    }
-    if let Ok(at) = httpdate::parse_http_date(value) {
-        return Some(until(at.into()));
-    }
-    if let Ok(at) = DateTime::parse_from_rfc3339(value) {
-        return Some(until(at.with_timezone(&Utc)));
-    }
-    humantime::parse_duration(value).ok()
 }
 
 /// Who a vendor counts requests against: vendor, base URL and a SHA-256 of the credential
@@ -296,21 +207,10 @@ impl Gates {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::tests::{at, headers};
+    use crate::sources::tests::at;
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
-    }
-
-    /// A sink's `Retry-After` is read against the answer's `Date` and capped like a vendor's.
-    #[test]
-    fn test_sink_retry_after_uses_date_and_the_cap() {
-        let ahead = at("2026-03-18T08:10:00Z");
-        let hec =
-            headers(&[("date", "Wed, 18 Mar 2026 08:00:00 GMT"), ("retry-after", "Wed, 18 Mar 2026 08:00:30 GMT")]);
-        assert_eq!(sink_retry_after(&hec, ahead), Some(secs(30)));
-        assert_eq!(sink_retry_after(&headers(&[("retry-after", "86400")]), ahead), Some(SINK_MAX_RETRY_AFTER));
-        assert_eq!(sink_retry_after(&headers(&[("retry-after", "soon")]), ahead), None);
     }
 
     fn source(name: &str, key: &str, base: &str, per: &str) -> SourceConfig {
@@ -351,11 +251,5 @@ mod tests {
         assert!(!a.has_worked());
         b.mark_worked();
         assert!(a.has_worked(), "a 2xx on the credential counts for every source on it");
-    }
-
-    #[test]
-    fn test_cap() {
-        assert_eq!(cap(secs(10), secs(60)), (secs(10), false));
-        assert_eq!(cap(secs(3600), secs(60)), (secs(60), true));
     }
 }

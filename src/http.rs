@@ -1,0 +1,234 @@
+//! Outbound HTTP: the one reqwest client set-up for every HTTP connection the agent makes (a
+//! source's vendor API, the HEC sink, the OTLP/HTTP sink), and the one size-capped reader of an
+//! answer's body.
+//!
+//! Every client is the same in what matters for safety: the user agent ([`USER_AGENT`]), rustls
+//! as [`crate::tls`] sets it up (the server always verified, against `ca_file` or the system's
+//! roots; no option turns that off), and reqwest's own proxy handling, which nothing in the
+//! agent configures: the environment's `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`.
+//! What differs between callers is a field of [`ClientOptions`] each: the redirect policy
+//! (sources follow a few on their own origin, sinks none), the timeouts, ALPN and default
+//! headers.
+//!
+//! Leaves to others: OTLP/gRPC, whose tonic channel has its own connector (it shares the rustls
+//! verifier, `tls::server_verifier`, and [`USER_AGENT`]: `sinks::otlp::grpc_endpoint`); syslog's
+//! TLS stream (`sinks::syslog`); building requests and saying what an answer means (each
+//! caller's own).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use rustls::client::danger::ServerCertVerifier;
+
+/// `User-Agent` of every request (HTTP and gRPC).
+pub const USER_AGENT: &str = concat!("auditrelay/", env!("CARGO_PKG_VERSION"));
+
+/// Redirects followed in one request, at most (all on the request's own origin).
+pub const MAX_REDIRECTS: usize = 5;
+
+/// Which redirects a client follows. A 30x it does not follow is returned as the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redirects {
+    /// Sources: only on the origin (scheme, host, port) of the request sent, at most
+    /// [`MAX_REDIRECTS`] times (ConfigCat's documented v1 → v2 is one such). reqwest strips only
+    /// `Authorization` and `Cookie` on a cross-origin hop, so `X-API-Key` would follow a 30x to
+    /// any host, even over plain http: such a redirect is not followed at all (the source loop
+    /// refuses it, naming both URLs).
+    SameOrigin,
+    /// Sinks: none. A redirect is an answer, not an instruction: the token or API keys must not
+    /// follow it, and a followed POST becomes a GET of whatever page answers 200.
+    Never,
+}
+
+impl Redirects {
+    fn policy(self) -> reqwest::redirect::Policy {
+        match self {
+            Redirects::SameOrigin => reqwest::redirect::Policy::custom(|attempt| {
+                let same = attempt.previous().first().is_some_and(|first| first.origin() == attempt.url().origin());
+                if same && attempt.previous().len() <= MAX_REDIRECTS { attempt.follow() } else { attempt.stop() }
+            }),
+            Redirects::Never => reqwest::redirect::Policy::none(),
+        }
+    }
+}
+
+/// What differs between the agent's HTTP clients (module docs).
+pub struct ClientOptions {
+    pub redirects: Redirects,
+    /// How the server's certificate is checked (`tls::server_verifier`). `None`: no TLS set-up
+    /// at all, for a sink whose URL is `http://` (as the sinks always did).
+    pub verifier: Option<Arc<dyn ServerCertVerifier>>,
+    /// Offer HTTP/2 by ALPN, then HTTP/1.1 (OTLP/HTTP). Otherwise no ALPN, so HTTP/1.1, as the
+    /// sources and HEC have always spoken.
+    pub offer_h2: bool,
+    /// Limit on connecting (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// Limit on a whole request, answer read included (HEC). `None`: the caller bounds it (a
+    /// source's per-request `request_timeout`, the OTLP sink's own timer).
+    pub timeout: Option<Duration>,
+    /// Headers sent with every request (OTLP's operator headers, marked sensitive).
+    pub headers: HeaderMap,
+}
+
+/// Why a client could not be made. Each caller words it as it always has.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The rustls set-up (client certificate, protocol versions); the text names the file.
+    #[error("{0}")]
+    Tls(String),
+    /// reqwest refused the set-up.
+    #[error("{0}")]
+    Build(reqwest::Error),
+}
+
+/// THE HTTP client set-up (module docs).
+pub fn client(opts: ClientOptions) -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .default_headers(opts.headers)
+        .redirect(opts.redirects.policy())
+        .connect_timeout(opts.connect_timeout);
+    if let Some(timeout) = opts.timeout {
+        builder = builder.timeout(timeout);
+    }
+    if let Some(verifier) = opts.verifier {
+        let mut tls = crate::tls::client_config_with(verifier, None).map_err(ClientError::Tls)?;
+        if opts.offer_h2 {
+            tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        }
+        builder = builder.tls_backend_preconfigured(tls);
+    }
+    builder.build().map_err(ClientError::Build)
+}
+
+/// What [`read_capped`] does with a body longer than its cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Keep the first `cap` bytes and stop reading: a receiver's answer (HEC, OTLP), whose start
+    /// says all we need.
+    Truncate,
+    /// Refuse it ([`BodyError::TooLarge`]), before reading anything when `Content-Length`
+    /// announces more: a vendor's page cut short is no page (sources).
+    Refuse,
+}
+
+/// Why a body was not read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Longer than the cap ([`Overflow::Refuse`] only); `announced`: its `Content-Length`, when
+    /// that said so before a byte was read.
+    #[error("answer larger than the limit of {cap} bytes{}; not read further", announced.map_or_else(String::new, |len| format!(" (Content-Length: {len})")))]
+    TooLarge { cap: usize, announced: Option<u64> },
+    /// The body broke off (connection, timeout, decoding); `read`: what arrived before.
+    #[error("{error}")]
+    Broken { error: reqwest::Error, read: Vec<u8> },
+}
+
+impl BodyError {
+    /// What was read before the body broke off (nothing of a body refused as too large).
+    pub fn into_read(self) -> Vec<u8> {
+        match self {
+            BodyError::TooLarge { .. } => Vec::new(),
+            BodyError::Broken { read, .. } => read,
+        }
+    }
+}
+
+/// Reads an answer's body, at most `cap` bytes of it; what happens to a longer one is `overflow`.
+/// Memory never holds more than `cap` bytes of it, whatever the server sends.
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+    overflow: Overflow,
+) -> Result<Vec<u8>, BodyError> {
+    if overflow == Overflow::Refuse
+        && let Some(len) = response.content_length().filter(|len| *len > cap as u64)
+    {
+        return Err(BodyError::TooLarge { cap, announced: Some(len) });
+    }
+    let mut body = Vec::new();
+    loop {
+        let chunk = match response.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return Ok(body),
+            Err(error) => return Err(BodyError::Broken { error, read: body }),
+        };
+        let room = cap.saturating_sub(body.len());
+        if chunk.len() > room {
+            return match overflow {
+                Overflow::Refuse => Err(BodyError::TooLarge { cap, announced: None }),
+                Overflow::Truncate => {
+                    body.extend_from_slice(&chunk[..room]);
+                    Ok(body)
+                }
+            };
+        }
+        body.extend_from_slice(&chunk);
+        if overflow == Overflow::Truncate && body.len() == cap {
+            return Ok(body);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server on 127.0.0.1 answering every request with a 200 of `body`, sent in `chunks`
+    /// writes, announcing its length or not.
+    async fn serve(body: Vec<u8>, chunks: usize, announce: bool) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 1 << 16];
+            let _ = conn.read(&mut buf).await;
+            let head = match announce {
+                true => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()),
+                false => String::from("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"),
+            };
+            let _ = conn.write_all(head.as_bytes()).await;
+            for part in body.chunks(body.len().div_ceil(chunks).max(1)) {
+                let _ = conn.write_all(part).await;
+                let _ = conn.flush().await;
+            }
+            let _ = conn.shutdown().await;
+        });
+        url
+    }
+
+    async fn read(
+        body: &[u8],
+        chunks: usize,
+        announce: bool,
+        cap: usize,
+        overflow: Overflow,
+    ) -> Result<Vec<u8>, BodyError> {
+        let url = serve(body.to_vec(), chunks, announce).await;
+        let response = reqwest::get(url).await.unwrap();
+        read_capped(response, cap, overflow).await
+    }
+
+    /// Pins the two behaviours: a receiver's answer is cut to its first `cap` bytes, a vendor's
+    /// page longer than `cap` is refused (at once when its `Content-Length` says so).
+    #[tokio::test]
+    async fn bodies_are_cut_or_refused_at_the_cap() {
+        let body: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        for chunks in [1, 7] {
+            let whole = read(&body, chunks, false, 10_000, Overflow::Refuse).await.unwrap();
+            assert_eq!(whole, body);
+            let cut = read(&body, chunks, false, 4_000, Overflow::Truncate).await.unwrap();
+            assert_eq!(cut, body[..4_000]);
+            let refused = read(&body, chunks, false, 4_000, Overflow::Refuse).await.unwrap_err();
+            assert!(matches!(refused, BodyError::TooLarge { cap: 4_000, announced: None }), "{refused}");
+        }
+        let announced = read(&body, 1, true, 4_000, Overflow::Refuse).await.unwrap_err();
+        assert_eq!(
+            announced.to_string(),
+            "answer larger than the limit of 4000 bytes (Content-Length: 10000); not read further"
+        );
+        assert_eq!(read(&body, 1, true, 4_000, Overflow::Truncate).await.unwrap(), body[..4_000]);
+    }
+}
