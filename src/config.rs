@@ -26,8 +26,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::ocsf::SeverityPolicy;
-use crate::ocsf::summary::EventField;
 use crate::vendors::VendorId;
+use toml::de::DeValue;
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
@@ -101,11 +101,7 @@ impl SourceConfig {
 impl SinkConfig {
     /// As [`SourceConfig::fingerprint`], for sinks.
     pub fn fingerprint(&self) -> [u8; 32] {
-        let secrets: Vec<&SecretString> = match &self.kind {
-            SinkKind::File(_) | SinkKind::Syslog(_) => vec![],
-            SinkKind::Hec(h) => vec![&h.token],
-            SinkKind::Otlp(o) => o.headers.iter().map(|(_, v)| v).collect(),
-        };
+        let secrets = self.kind.secrets();
         fingerprint(&format!("{self:?}"), &secrets)
     }
 }
@@ -170,164 +166,7 @@ pub struct SinkConfig {
     pub renamed_from: Option<String>,
 }
 
-/// One variant per sink protocol (STYLE habit 3).
-#[derive(Debug, Clone)]
-pub enum SinkKind {
-    File(FileSinkSettings),
-    Syslog(SyslogSinkSettings),
-    Hec(HecSinkSettings),
-    Otlp(OtlpSinkSettings),
-}
-
-#[derive(Debug, Clone)]
-pub struct FileSinkSettings {
-    pub path: PathBuf,
-}
-
-/// `type = "hec"`: Splunk HTTP Event Collector, `/services/collector/event`.
-#[derive(Debug, Clone)]
-pub struct HecSinkSettings {
-    /// The collector's base URL (`https://splunk.example.com:8088`); paths are appended.
-    pub url: url::Url,
-    /// Sent as `Authorization: Splunk <token>`.
-    pub token: SecretString,
-    /// PEM CA certificates to trust instead of the system's roots (https only).
-    pub ca_file: Option<PathBuf>,
-    /// Envelope metadata; `index` `None` leaves it to the token's default index.
-    pub index: Option<String>,
-    pub source: String,
-    pub sourcetype: String,
-    /// `host`; `None`: this machine's name.
-    pub host: Option<String>,
-    /// Indexed fields sent in each envelope's flat `fields` object.
-    pub fields: Vec<EventField>,
-    /// `Content-Encoding: gzip` request bodies.
-    pub gzip: bool,
-    /// Indexer acknowledgement (the token has `useACK` on); `None`: a 200 is delivery.
-    pub acks: Option<HecAcks>,
-    /// Limit on one HTTP request (connect, send, answer).
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HecAcks {
-    /// Pause between two `/services/collector/ack` polls for a batch.
-    pub poll_interval: Duration,
-    /// A batch not acknowledged as indexed within this is sent again.
-    pub timeout: Duration,
-}
-
-/// `type = "otlp"`: OpenTelemetry logs (`ExportLogsServiceRequest`).
-#[derive(Debug, Clone)]
-pub struct OtlpSinkSettings {
-    /// HTTP: the full URL requests go to (`/v1/logs` appended when the URL has no path);
-    /// gRPC: the server's URL (its path is not used).
-    pub endpoint: url::Url,
-    pub protocol: OtlpProtocol,
-    /// Extra request headers (HTTP) or metadata (gRPC), e.g. a hosted backend's API key.
-    pub headers: Vec<(String, SecretString)>,
-    /// PEM CA certificates to trust instead of the system's roots (https only).
-    pub ca_file: Option<PathBuf>,
-    pub gzip: bool,
-    pub body: OtlpBody,
-    /// Resource `host.name`; `None`: this machine's name.
-    pub host_name: Option<String>,
-    /// Limit on one export (connect, send, answer).
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OtlpProtocol {
-    /// OTLP/HTTP, binary protobuf (the default).
-    HttpProtobuf,
-    /// OTLP/HTTP, JSON (OTLP's JSON mapping).
-    HttpJson,
-    /// OTLP/gRPC, `LogsService/Export`.
-    Grpc,
-}
-
-/// How a LogRecord's body carries the OCSF event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OtlpBody {
-    /// An AnyValue kvlist mirroring the JSON object (the default).
-    Structured,
-    /// The JSON text as a string AnyValue.
-    JsonString,
-}
-
-/// `type = "syslog"`: RFC 5424 (or legacy RFC 3164) messages over TLS, TCP or UDP.
-#[derive(Debug, Clone)]
-pub struct SyslogSinkSettings {
-    /// The receiver's DNS name or IP address, and port (`address = "host:port"`).
-    pub host: String,
-    pub port: u16,
-    pub transport: SyslogTransport,
-    /// TCP and TLS only; UDP sends one message per datagram.
-    pub framing: SyslogFraming,
-    pub format: SyslogFormat,
-    /// 0..=23 (RFC 5424 table 1).
-    pub facility: u8,
-    /// HOSTNAME; `None`: this machine's name, read when the sink starts.
-    pub hostname: Option<String>,
-    pub app_name: String,
-    /// SD-ID of the structured-data element (`name@<PEN>`); `None` sends `-`.
-    pub sd_id: Option<String>,
-    /// Largest message (without framing); larger events follow `oversize`.
-    pub max_message_size: usize,
-    pub oversize: Oversize,
-    /// Limit on connecting (TCP and TLS handshake) and on writing one batch.
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub enum SyslogTransport {
-    /// RFC 5425.
-    Tls(TlsSettings),
-    Tcp,
-    /// RFC 5426: best effort, never a proof of delivery.
-    Udp,
-}
-
-/// Outbound TLS; the server is always verified.
-#[derive(Debug, Clone)]
-pub struct TlsSettings {
-    /// PEM CA certificates to trust instead of the system's roots.
-    pub ca_file: Option<PathBuf>,
-    /// The name the server's certificate must carry (default: the host of `address`).
-    pub server_name: String,
-    /// PEM client certificate chain and key, for mutual TLS.
-    pub client_auth: Option<ClientAuth>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ClientAuth {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyslogFraming {
-    /// RFC 5425 / RFC 6587 3.4.1: `MSG-LEN SP MSG`.
-    OctetCounting,
-    /// RFC 6587 3.4.2 (legacy): each message ends with LF.
-    Lf,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyslogFormat {
-    Rfc5424,
-    /// Legacy BSD format, for receivers that cannot parse RFC 5424.
-    Rfc3164,
-}
-
-/// What happens to an event whose message exceeds `max_message_size`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Oversize {
-    /// Sent cut short, with a marker.
-    Truncate,
-    /// Kept whole in the dead-letter table instead of being sent.
-    DeadLetter,
-}
+pub use crate::sinks::SinkKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -452,114 +291,7 @@ impl Config {
             if let Some(from) = &s.renamed_from {
                 kv("renamed_from", format!("{from:?}"));
             }
-            match &s.kind {
-                SinkKind::File(f) => {
-                    kv("type", "\"file\"".to_owned());
-                    kv("path", p(&f.path));
-                }
-                SinkKind::Syslog(sl) => {
-                    kv("type", "\"syslog\"".to_owned());
-                    let host = if sl.host.contains(':') { format!("[{}]", sl.host) } else { sl.host.clone() };
-                    kv("address", format!("{:?}", format!("{host}:{}", sl.port)));
-                    let transport = match &sl.transport {
-                        SyslogTransport::Tls(_) => "tls",
-                        SyslogTransport::Tcp => "tcp",
-                        SyslogTransport::Udp => "udp",
-                    };
-                    kv("transport", format!("{transport:?}"));
-                    if let SyslogTransport::Tls(t) = &sl.transport {
-                        if let Some(ca) = &t.ca_file {
-                            kv("ca_file", p(ca));
-                        }
-                        kv("server_name", format!("{:?}", t.server_name));
-                        if let Some(c) = &t.client_auth {
-                            kv("client_cert_file", p(&c.cert_file));
-                            kv("client_key_file", p(&c.key_file));
-                        }
-                    }
-                    if !matches!(sl.transport, SyslogTransport::Udp) {
-                        let framing = match sl.framing {
-                            SyslogFraming::OctetCounting => "octet_counting",
-                            SyslogFraming::Lf => "lf",
-                        };
-                        kv("framing", format!("{framing:?}"));
-                    }
-                    let format = match sl.format {
-                        SyslogFormat::Rfc5424 => "rfc5424",
-                        SyslogFormat::Rfc3164 => "rfc3164",
-                    };
-                    kv("format", format!("{format:?}"));
-                    let facility = FACILITIES.iter().find(|f| f.1 == sl.facility).map_or("?", |f| f.0);
-                    kv("facility", format!("{facility:?}"));
-                    if let Some(h) = &sl.hostname {
-                        kv("hostname", format!("{h:?}"));
-                    }
-                    kv("app_name", format!("{:?}", sl.app_name));
-                    if let Some(id) = &sl.sd_id {
-                        kv("sd_id", format!("{id:?}"));
-                    }
-                    kv("max_message_size", size(sl.max_message_size as u64));
-                    let oversize = match sl.oversize {
-                        Oversize::Truncate => "truncate",
-                        Oversize::DeadLetter => "dead_letter",
-                    };
-                    kv("oversize", format!("{oversize:?}"));
-                    kv("timeout", d(sl.timeout));
-                }
-                SinkKind::Hec(h) => {
-                    kv("type", "\"hec\"".to_owned());
-                    kv("url", format!("{:?}", crate::redact::url(&h.url)));
-                    kv("token", "\"[redacted]\"".to_owned());
-                    if let Some(ca) = &h.ca_file {
-                        kv("ca_file", p(ca));
-                    }
-                    if let Some(index) = &h.index {
-                        kv("index", format!("{index:?}"));
-                    }
-                    kv("source", format!("{:?}", h.source));
-                    kv("sourcetype", format!("{:?}", h.sourcetype));
-                    if let Some(host) = &h.host {
-                        kv("hostname", format!("{host:?}"));
-                    }
-                    let fields: Vec<String> = h.fields.iter().map(|f| format!("{:?}", f.name())).collect();
-                    kv("fields", format!("[{}]", fields.join(", ")));
-                    kv("gzip", h.gzip.to_string());
-                    kv("indexer_ack", h.acks.is_some().to_string());
-                    if let Some(acks) = &h.acks {
-                        kv("ack_poll_interval", d(acks.poll_interval));
-                        kv("ack_timeout", d(acks.timeout));
-                    }
-                    kv("timeout", d(h.timeout));
-                }
-                SinkKind::Otlp(o) => {
-                    kv("type", "\"otlp\"".to_owned());
-                    kv("endpoint", format!("{:?}", crate::redact::url(&o.endpoint)));
-                    let protocol = match o.protocol {
-                        OtlpProtocol::HttpProtobuf => "http_protobuf",
-                        OtlpProtocol::HttpJson => "http_json",
-                        OtlpProtocol::Grpc => "grpc",
-                    };
-                    kv("protocol", format!("{protocol:?}"));
-                    if !o.headers.is_empty() {
-                        let names: Vec<String> =
-                            o.headers.iter().map(|(n, _)| format!("{n:?} = \"[redacted]\"")).collect();
-                        kv("headers", format!("{{ {} }}", names.join(", ")));
-                    }
-                    if let Some(ca) = &o.ca_file {
-                        kv("ca_file", p(ca));
-                    }
-                    kv("gzip", o.gzip.to_string());
-                    let body = match o.body {
-                        OtlpBody::Structured => "structured",
-                        OtlpBody::JsonString => "json_string",
-                    };
-                    kv("body", format!("{body:?}"));
-                    if let Some(host) = &o.host_name {
-                        kv("hostname", format!("{host:?}"));
-                    }
-                    kv("timeout", d(o.timeout));
-                }
-            }
+            s.kind.render(&mut kv);
             kv("batch_max_events", s.batch_max_events.to_string());
             kv("batch_max_bytes", size(s.batch_max_bytes as u64));
             kv("backoff", b(&s.backoff));
@@ -577,8 +309,6 @@ struct RawConfig {
     state_dir: Spanned<String>,
     #[serde(default)]
     queue: RawQueue,
-    #[serde(default)]
-    sinks: Vec<Spanned<RawSink>>,
     #[serde(default)]
     severity: RawSeverity,
     #[serde(default)]
@@ -648,135 +378,17 @@ struct RawBackoff {
     max: Option<Spanned<String>>,
 }
 
+/// The keys common to every `[[sinks]]` table; the protocol's own keys are split off first and
+/// read by its module ([`crate::sinks::Protocol::Keys`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSink {
     name: Spanned<String>,
-    #[serde(rename = "type")]
-    kind: RawSinkType,
-    path: Option<Spanned<String>>,
-    address: Option<Spanned<String>>,
-    transport: Option<Spanned<RawTransport>>,
-    framing: Option<Spanned<RawFraming>>,
-    format: Option<Spanned<RawFormat>>,
-    facility: Option<Spanned<toml::Value>>,
-    hostname: Option<Spanned<String>>,
-    app_name: Option<Spanned<String>>,
-    sd_id: Option<Spanned<String>>,
-    max_message_size: Option<Spanned<Size>>,
-    oversize: Option<Spanned<RawOversize>>,
-    timeout: Option<Spanned<String>>,
-    ca_file: Option<Spanned<String>>,
-    server_name: Option<Spanned<String>>,
-    client_cert_file: Option<Spanned<String>>,
-    client_key_file: Option<Spanned<String>>,
-    url: Option<Spanned<String>>,
-    token: Option<Spanned<String>>,
-    token_file: Option<Spanned<String>>,
-    index: Option<Spanned<String>>,
-    source: Option<Spanned<String>>,
-    sourcetype: Option<Spanned<String>>,
-    fields: Option<Spanned<Vec<String>>>,
-    gzip: Option<Spanned<bool>>,
-    indexer_ack: Option<Spanned<bool>>,
-    ack_poll_interval: Option<Spanned<String>>,
-    ack_timeout: Option<Spanned<String>>,
-    endpoint: Option<Spanned<String>>,
-    protocol: Option<Spanned<RawProtocol>>,
-    headers: Option<Spanned<std::collections::BTreeMap<String, String>>>,
-    body: Option<Spanned<RawBody>>,
     batch_max_events: Option<Spanned<usize>>,
     batch_max_bytes: Option<Spanned<Size>>,
     backoff: Option<Spanned<RawBackoff>>,
     renamed_from: Option<Spanned<String>>,
 }
-
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-enum RawSinkType {
-    File,
-    Syslog,
-    Hec,
-    Otlp,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "snake_case")]
-enum RawProtocol {
-    HttpProtobuf,
-    HttpJson,
-    Grpc,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "snake_case")]
-enum RawBody {
-    Structured,
-    JsonString,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum RawTransport {
-    Tls,
-    Tcp,
-    Udp,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "snake_case")]
-enum RawFraming {
-    OctetCounting,
-    Lf,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum RawFormat {
-    Rfc5424,
-    Rfc3164,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "snake_case")]
-enum RawOversize {
-    Truncate,
-    DeadLetter,
-}
-
-/// RFC 5424 table 1, by the names syslog.conf uses; `security` is an old alias of `auth`.
-const FACILITIES: [(&str, u8); 25] = [
-    ("kern", 0),
-    ("user", 1),
-    ("mail", 2),
-    ("daemon", 3),
-    ("auth", 4),
-    ("security", 4),
-    ("syslog", 5),
-    ("lpr", 6),
-    ("news", 7),
-    ("uucp", 8),
-    ("cron", 9),
-    ("authpriv", 10),
-    ("ftp", 11),
-    ("ntp", 12),
-    ("audit", 13),
-    ("alert", 14),
-    ("clock", 15),
-    ("local0", 16),
-    ("local1", 17),
-    ("local2", 18),
-    ("local3", 19),
-    ("local4", 20),
-    ("local5", 21),
-    ("local6", 22),
-    ("local7", 23),
-];
-
-/// The largest UDP payload over IPv4 (65,535 − 8 − 20).
-const MAX_UDP_PAYLOAD: u64 = 65_507;
-/// RFC 5424 6.1: every receiver must accept 480 octets; smaller caps would cut every event.
-const MIN_MESSAGE_SIZE: u64 = 480;
 
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
@@ -803,8 +415,10 @@ struct Validator<'a> {
     read_secrets: bool,
 }
 
-type Res<T> = Result<T, ConfigError>;
-type Text = Option<Spanned<String>>;
+/// A validation step's result.
+pub type Res<T> = Result<T, ConfigError>;
+/// An optional string key as written.
+pub type Text = Option<Spanned<String>>;
 
 impl Validator<'_> {
     fn err(&self, span: impl Into<Option<Range<usize>>>, key: &str, msg: impl Into<String>) -> ConfigError {
@@ -825,90 +439,112 @@ impl Validator<'_> {
         self.err(e.span(), key, e.message().trim_end())
     }
 
-    /// Layer one: the document, its `[[sources]]` tables split off (each is read in two parts,
-    /// see [`Validator::source_table`]) and the rest read as [`RawConfig`].
+    /// Layer one: the document, its `[[sources]]` and `[[sinks]]` tables split off (each is
+    /// read in two parts, see [`Validator::split`]) and the rest read as [`RawConfig`].
     fn parse(&self, text: &str) -> Res<Config> {
         let mut root = toml::de::DeTable::parse(text).map_err(|e| self.toml_err("", &e))?;
         let sources = root.get_mut().remove("sources");
+        let sinks = root.get_mut().remove("sinks");
         let raw: RawConfig = serde_path_to_error::deserialize(toml::de::Deserializer::from(root))
             .map_err(|e| self.toml_err(&key_path(e.path()), e.inner()))?;
-        let tables = match sources.map(|s| (s.span(), s.into_inner())) {
-            None => vec![],
-            Some((_, toml::de::DeValue::Array(list))) => list.into_iter().collect(),
-            Some((span, other)) => {
-                return self.fail(span, "sources", format!("expected [[sources]] tables, found {}", other.type_str()));
-            }
-        };
-        let sources = tables.into_iter().enumerate().map(|(i, t)| self.source_table(i, t)).collect::<Res<_>>()?;
-        self.config(raw, sources)
+        let sources = self.tables(sources, "sources")?.into_iter().enumerate();
+        let sources = sources.map(|(i, t)| self.split(Section::Sources, i, t)).collect::<Res<_>>()?;
+        let sinks = self.tables(sinks, "sinks")?.into_iter().enumerate();
+        let sinks = sinks.map(|(i, t)| self.split(Section::Sinks, i, t)).collect::<Res<_>>()?;
+        self.config(raw, sources, sinks)
     }
 
-    /// Splits one `[[sources]]` table: the keys its vendor owns (kept for the vendor's module)
-    /// and the common keys, read as [`RawSource`]. Another vendor's key is refused by name.
-    fn source_table<'i>(&self, i: usize, table: Spanned<toml::de::DeValue<'i>>) -> Res<SourceTable<'i>> {
-        let at = |k: &str| format!("sources[{i}].{k}");
+    /// The tables of an array of tables (`[[sources]]`), none when absent.
+    fn tables<'i>(&self, list: Option<Spanned<DeValue<'i>>>, key: &str) -> Res<Vec<Spanned<DeValue<'i>>>> {
+        match list.map(|s| (s.span(), s.into_inner())) {
+            None => Ok(vec![]),
+            Some((_, DeValue::Array(list))) => Ok(list.into_iter().collect()),
+            Some((span, other)) => {
+                self.fail(span, key, format!("expected [[{key}]] tables, found {}", other.type_str()))
+            }
+        }
+    }
+
+    /// Splits one `[[sources]]` (`[[sinks]]`) table by its `vendor` (`type`): the keys that
+    /// vendor's (protocol's) module owns, kept for it, and the common rest, read as
+    /// [`RawSource`] ([`RawSink`]). Another vendor's (protocol's) key is refused by name.
+    fn split<'i, R: serde::de::DeserializeOwned>(
+        &self,
+        section: Section,
+        i: usize,
+        table: Spanned<DeValue<'i>>,
+    ) -> Res<Split<'i, R>> {
+        let what = section.name();
+        let at = |k: &str| format!("{what}[{i}].{k}");
         let (span, table) = match (table.span(), table.into_inner()) {
-            (span, toml::de::DeValue::Table(t)) => (span, t),
+            (span, DeValue::Table(t)) => (span, t),
             (span, other) => {
                 return self.fail(
                     span,
-                    &format!("sources[{i}]"),
+                    &format!("{what}[{i}]"),
                     format!("expected a table, found {}", other.type_str()),
                 );
             }
         };
-        let vendor = match table.get("vendor").map(|v| (v.span(), v.get_ref())) {
-            None => return self.fail(span, &format!("sources[{i}]"), "missing field `vendor`"),
-            Some((vspan, toml::de::DeValue::String(name))) => match VendorId::from_name(name) {
-                Some(id) => id,
+        let tag = section.tag();
+        let names = section.names();
+        let owner = match table.get(tag).map(|v| (v.span(), v.get_ref())) {
+            None => return self.fail(span, &format!("{what}[{i}]"), format!("missing field `{tag}`")),
+            Some((vspan, DeValue::String(name))) => match names.iter().find(|n| **n == name.as_ref()) {
+                Some(owner) => *owner,
                 None => {
-                    let names: Vec<String> = VendorId::ALL.iter().map(|v| format!("`{}`", v.name())).collect();
+                    let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
                     let msg = format!("unknown variant `{name}`, expected one of {}", names.join(", "));
-                    return self.fail(vspan, &at("vendor"), msg);
+                    return self.fail(vspan, &at(tag), msg);
                 }
             },
             Some((vspan, other)) => {
-                return self.fail(
-                    vspan,
-                    &at("vendor"),
-                    format!("invalid type: {}, expected a string", other.type_str()),
-                );
+                return self.fail(vspan, &at(tag), format!("invalid type: {}, expected a string", other.type_str()));
             }
         };
+        let own_keys = section.keys_of(owner);
         let (mut common, mut own) = (toml::de::DeTable::new(), toml::de::DeTable::new());
         for (key, value) in table {
-            if key.get_ref() == "vendor" {
+            let name: &str = key.get_ref();
+            if name == tag {
                 continue; // read above
-            } else if vendor.keys().contains(&key.get_ref().as_ref()) {
+            } else if own_keys.contains(&name) {
                 own.insert(key, value);
-            } else if VendorId::ALL.iter().any(|v| v.keys().contains(&key.get_ref().as_ref())) {
-                let msg = format!("is not used by vendor {}", vendor.name());
-                return self.fail(value.span(), &at(key.get_ref()), msg);
+            } else if names.iter().any(|n| section.keys_of(n).contains(&name)) {
+                return self.fail(value.span(), &at(name), section.not_used(owner));
+            } else if !section.common_keys().contains(&name) {
+                let known = section.common_keys().iter().chain(own_keys).map(|k| format!("`{k}`"));
+                let msg = format!("unknown field `{name}`, expected one of {}", known.collect::<Vec<_>>().join(", "));
+                return self.fail(key.span(), &at(name), msg);
             } else {
                 common.insert(key, value);
             }
         }
-        let raw: RawSource =
-            serde_path_to_error::deserialize(toml::de::Deserializer::from(Spanned::new(span.clone(), common)))
-                .map_err(|e| self.toml_err(&at(&key_path(e.path())), e.inner()))?;
-        Ok(SourceTable { span: span.clone(), vendor, raw, own: Spanned::new(span, own) })
+        let raw: R = serde_path_to_error::deserialize(toml::de::Deserializer::from(Spanned::new(span.clone(), common)))
+            .map_err(|e| self.toml_err(&at(&key_path(e.path())), e.inner()))?;
+        Ok(Split { span: span.clone(), owner, raw, own: Spanned::new(span, own) })
     }
 
-    fn config(&self, raw: RawConfig, sources: Vec<SourceTable<'_>>) -> Res<Config> {
+    fn config(
+        &self,
+        raw: RawConfig,
+        sources: Vec<Split<'_, RawSource>>,
+        sinks: Vec<Split<'_, RawSink>>,
+    ) -> Res<Config> {
         let state_dir = self.path(&raw.state_dir, "state_dir")?;
         let max_bytes = self.bytes(&raw.queue.max_bytes, "queue.max_bytes", bytesize::GIB)?;
         if sources.is_empty() {
             return self.fail(None, "sources", "at least one [[sources]] table is required");
         }
-        if raw.sinks.is_empty() {
+        if sinks.is_empty() {
             return self.fail(None, "sinks", "at least one [[sinks]] table is required");
         }
         self.unique(sources.iter().map(|s| &s.raw.name), "sources")?;
-        self.unique(raw.sinks.iter().map(|s| &s.get_ref().name), "sinks")?;
-        self.renames(&raw.sinks)?;
+        self.unique(sinks.iter().map(|s| &s.raw.name), "sinks")?;
+        self.renames(&sinks)?;
         let sources = sources.into_iter().enumerate();
         let sources = sources.map(|(i, s)| self.source(i, s)).collect::<Res<_>>()?;
-        let sinks = raw.sinks.into_iter().enumerate();
+        let sinks = sinks.into_iter().enumerate();
         let sinks = sinks.map(|(i, s)| self.sink(i, s)).collect::<Res<_>>()?;
         let queue = QueueSettings { max_bytes };
         let severity = self.severity(&raw.severity)?;
@@ -932,15 +568,19 @@ impl Validator<'_> {
         Ok(TelemetrySettings { listen: Some(addr) })
     }
 
-    fn source(&self, i: usize, t: SourceTable<'_>) -> Res<SourceConfig> {
+    fn source(&self, i: usize, t: Split<'_, RawSource>) -> Res<SourceConfig> {
         let (table, r) = (t.span, t.raw);
         let at = |k: &str| format!("sources[{i}].{k}");
         let dur = |v: &Text, k: &str, default, positive| self.duration(v, &at(k), default, positive);
-        let d = t.vendor.defaults();
+        let Some(vendor) = VendorId::from_name(t.owner) else {
+            return self.fail(table, &at("vendor"), format!("unknown vendor {:?}", t.owner));
+        };
+        let d = vendor.defaults();
         let base_url = self.url(&r.base_url, &at("base_url"), d.base_url)?;
-        let keys =
-            SourceKeys { v: self, index: i, table: table.clone(), base_url: &base_url, vendor: t.vendor, own: t.own };
-        let vendor = t.vendor.settings(&keys)?;
+        let section = Section::Sources;
+        let (index, owner, own) = (i, t.owner, t.own);
+        let keys = TableKeys { v: self, section, index, table: table.clone(), base_url: Some(&base_url), owner, own };
+        let vendor = vendor.settings(&keys)?;
         let overlap = dur(&r.overlap, "overlap", d.overlap, false)?;
         let max_span = dur(&r.max_span, "max_span", d.max_span, true)?;
         if let Some(limit) = d.span_limit
@@ -1030,21 +670,15 @@ impl Validator<'_> {
         self.secret(key, value, file)
     }
 
-    fn sink(&self, i: usize, raw: Spanned<RawSink>) -> Res<SinkConfig> {
-        let (table, r) = (raw.span(), raw.into_inner());
+    fn sink(&self, i: usize, t: Split<'_, RawSink>) -> Res<SinkConfig> {
+        let (table, r) = (t.span, t.raw);
         let at = |k: &str| format!("sinks[{i}].{k}");
-        self.sink_keys(i, &r)?;
-        let kind = match r.kind {
-            RawSinkType::File => {
-                let Some(path) = &r.path else {
-                    return self.fail(table, &at("path"), "required for type \"file\"");
-                };
-                SinkKind::File(FileSinkSettings { path: self.path(path, &at("path"))? })
-            }
-            RawSinkType::Syslog => SinkKind::Syslog(self.syslog(i, &r, &table)?),
-            RawSinkType::Hec => SinkKind::Hec(self.hec(i, &r, &table)?),
-            RawSinkType::Otlp => SinkKind::Otlp(self.otlp(i, &r, &table)?),
+        let keys =
+            TableKeys { v: self, section: Section::Sinks, index: i, table, base_url: None, owner: t.owner, own: t.own };
+        let Some(kind) = SinkKind::from_keys(t.owner, &keys) else {
+            return self.fail(None, &at("type"), format!("unknown sink type {:?}", t.owner));
         };
+        let kind = kind?;
         let batch_max_events = match &r.batch_max_events {
             None => 500,
             Some(n) if *n.get_ref() >= 1 => *n.get_ref(),
@@ -1067,12 +701,12 @@ impl Validator<'_> {
 
     /// `renamed_from` names a sink that is no longer configured, and only one sink claims it:
     /// a current sink's cursor must never be taken over by another.
-    fn renames(&self, sinks: &[Spanned<RawSink>]) -> Res<()> {
+    fn renames(&self, sinks: &[Split<'_, RawSink>]) -> Res<()> {
         let mut claimed: HashMap<&str, usize> = HashMap::new();
-        for (i, raw) in sinks.iter().enumerate() {
-            let Some(from) = &raw.get_ref().renamed_from else { continue };
+        for (i, sink) in sinks.iter().enumerate() {
+            let Some(from) = &sink.raw.renamed_from else { continue };
             let key = format!("sinks[{i}].renamed_from");
-            if let Some(j) = sinks.iter().position(|s| s.get_ref().name.get_ref() == from.get_ref()) {
+            if let Some(j) = sinks.iter().position(|s| s.raw.name.get_ref() == from.get_ref()) {
                 let msg = format!(
                     "{:?} is a configured sink (sinks[{j}]); renamed_from names a sink's former name",
                     from.get_ref()
@@ -1085,347 +719,6 @@ impl Validator<'_> {
             }
         }
         Ok(())
-    }
-
-    /// Keys set on a sink whose type does not use them are mistakes, not silently ignored.
-    fn sink_keys(&self, i: usize, r: &RawSink) -> Res<()> {
-        use RawSinkType::{File, Hec, Otlp, Syslog};
-        let tls = matches!(r.transport.as_ref().map(|t| *t.get_ref()), None | Some(RawTransport::Tls));
-        let syslog_tls: &[RawSinkType] = if tls { &[Syslog] } else { &[] };
-        let span = |v: &Option<Spanned<String>>| v.as_ref().map(Spanned::span);
-        // (key, where it is set, the sink types that use it)
-        type KeyUse<'k> = (&'static str, Option<Range<usize>>, &'k [RawSinkType]);
-        let keys: [KeyUse<'_>; 31] = [
-            ("path", span(&r.path), &[File]),
-            ("address", span(&r.address), &[Syslog]),
-            ("transport", r.transport.as_ref().map(Spanned::span), &[Syslog]),
-            ("framing", r.framing.as_ref().map(Spanned::span), &[Syslog]),
-            ("format", r.format.as_ref().map(Spanned::span), &[Syslog]),
-            ("facility", r.facility.as_ref().map(Spanned::span), &[Syslog]),
-            ("hostname", span(&r.hostname), &[Syslog, Hec, Otlp]),
-            ("app_name", span(&r.app_name), &[Syslog]),
-            ("sd_id", span(&r.sd_id), &[Syslog]),
-            ("max_message_size", r.max_message_size.as_ref().map(Spanned::span), &[Syslog]),
-            ("oversize", r.oversize.as_ref().map(Spanned::span), &[Syslog]),
-            ("timeout", span(&r.timeout), &[Syslog, Hec, Otlp]),
-            ("ca_file", span(&r.ca_file), if tls { &[Syslog, Hec, Otlp] } else { &[Hec, Otlp] }),
-            ("server_name", span(&r.server_name), syslog_tls),
-            ("client_cert_file", span(&r.client_cert_file), syslog_tls),
-            ("client_key_file", span(&r.client_key_file), syslog_tls),
-            ("url", span(&r.url), &[Hec]),
-            ("token", span(&r.token), &[Hec]),
-            ("token_file", span(&r.token_file), &[Hec]),
-            ("index", span(&r.index), &[Hec]),
-            ("source", span(&r.source), &[Hec]),
-            ("sourcetype", span(&r.sourcetype), &[Hec]),
-            ("fields", r.fields.as_ref().map(Spanned::span), &[Hec]),
-            ("gzip", r.gzip.as_ref().map(Spanned::span), &[Hec, Otlp]),
-            ("indexer_ack", r.indexer_ack.as_ref().map(Spanned::span), &[Hec]),
-            ("ack_poll_interval", span(&r.ack_poll_interval), &[Hec]),
-            ("ack_timeout", span(&r.ack_timeout), &[Hec]),
-            ("endpoint", span(&r.endpoint), &[Otlp]),
-            ("protocol", r.protocol.as_ref().map(Spanned::span), &[Otlp]),
-            ("headers", r.headers.as_ref().map(Spanned::span), &[Otlp]),
-            ("body", r.body.as_ref().map(Spanned::span), &[Otlp]),
-        ];
-        for (key, set, used_by) in keys {
-            if let Some(span) = set
-                && !used_by.contains(&r.kind)
-            {
-                let what = if r.kind == Syslog && !tls { "transport" } else { "sink type" };
-                return self.fail(span, &format!("sinks[{i}].{key}"), format!("not used by this {what}"));
-            }
-        }
-        Ok(())
-    }
-
-    fn hec(&self, i: usize, r: &RawSink, table: &Range<usize>) -> Res<HecSinkSettings> {
-        let at = |k: &str| format!("sinks[{i}].{k}");
-        if r.url.is_none() {
-            let msg = "required for type \"hec\" (such as \"https://splunk.example.com:8088\")";
-            return self.fail(table.clone(), &at("url"), msg);
-        }
-        let url = self.url(&r.url, &at("url"), "")?;
-        let token = self.required_secret(&at("token"), &r.token, &r.token_file, table)?;
-        let text = |v: &Text, key: &str, default: Option<&str>| -> Res<Option<String>> {
-            match v {
-                None => Ok(default.map(str::to_owned)),
-                Some(t) if t.get_ref().trim().is_empty() => self.fail(t.span(), &at(key), "must not be empty"),
-                Some(t) => Ok(Some(t.get_ref().clone())),
-            }
-        };
-        let index = text(&r.index, "index", None)?;
-        let source = text(&r.source, "source", Some("auditrelay"))?.unwrap_or_default();
-        let sourcetype = text(&r.sourcetype, "sourcetype", Some("ocsf"))?.unwrap_or_default();
-        let host = text(&r.hostname, "hostname", None)?;
-        let fields = match &r.fields {
-            None => vec![EventField::ClassUid, EventField::Vendor, EventField::Tenant],
-            Some(list) => {
-                let mut fields = Vec::new();
-                for name in list.get_ref() {
-                    let Some(f) = EventField::ALL.into_iter().find(|f| f.name() == name) else {
-                        let names: Vec<&str> = EventField::ALL.iter().map(|f| f.name()).collect();
-                        let msg = format!("unknown field {name:?}; choose from {}", names.join(", "));
-                        return self.fail(list.span(), &at("fields"), msg);
-                    };
-                    if !fields.contains(&f) {
-                        fields.push(f);
-                    }
-                }
-                fields
-            }
-        };
-        let ack_on = r.indexer_ack.as_ref().is_some_and(|a| *a.get_ref());
-        let acks = if ack_on {
-            let poll_interval = self.duration(&r.ack_poll_interval, &at("ack_poll_interval"), 2 * SECOND, true)?;
-            let timeout = self.duration(&r.ack_timeout, &at("ack_timeout"), 5 * MINUTE, true)?;
-            if poll_interval >= timeout {
-                let span = r.ack_timeout.as_ref().map(Spanned::span);
-                return self.fail(span, &at("ack_timeout"), "must be longer than ack_poll_interval");
-            }
-            Some(HecAcks { poll_interval, timeout })
-        } else {
-            for (key, v) in [("ack_poll_interval", &r.ack_poll_interval), ("ack_timeout", &r.ack_timeout)] {
-                if let Some(v) = v {
-                    return self.fail(v.span(), &at(key), "only used with indexer_ack = true");
-                }
-            }
-            None
-        };
-        Ok(HecSinkSettings {
-            ca_file: self.https_ca_file(r, &url, &at("ca_file"))?,
-            url,
-            token,
-            index,
-            source,
-            sourcetype,
-            host,
-            fields,
-            gzip: r.gzip.as_ref().is_none_or(|g| *g.get_ref()),
-            acks,
-            timeout: self.duration(&r.timeout, &at("timeout"), 30 * SECOND, true)?,
-        })
-    }
-
-    fn otlp(&self, i: usize, r: &RawSink, table: &Range<usize>) -> Res<OtlpSinkSettings> {
-        let at = |k: &str| format!("sinks[{i}].{k}");
-        let protocol = match r.protocol.as_ref().map(|p| *p.get_ref()) {
-            None | Some(RawProtocol::HttpProtobuf) => OtlpProtocol::HttpProtobuf,
-            Some(RawProtocol::HttpJson) => OtlpProtocol::HttpJson,
-            Some(RawProtocol::Grpc) => OtlpProtocol::Grpc,
-        };
-        if r.endpoint.is_none() {
-            let msg = "required for type \"otlp\" (such as \"https://collector.example.com:4318\")";
-            return self.fail(table.clone(), &at("endpoint"), msg);
-        }
-        let mut endpoint = self.url(&r.endpoint, &at("endpoint"), "")?;
-        if protocol != OtlpProtocol::Grpc && matches!(endpoint.path(), "" | "/") {
-            endpoint.set_path("/v1/logs");
-        }
-        let mut headers = Vec::new();
-        if let Some(map) = &r.headers {
-            for (name, value) in map.get_ref() {
-                let key = at(&format!("headers.{name}"));
-                let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-                if name.is_empty() || !name.chars().all(ok) {
-                    let msg = format!("invalid header name {name:?}: use A-Z a-z 0-9 - _ .");
-                    return self.fail(map.span(), &key, msg);
-                }
-                // Values are secrets (API keys): "${ENV}" or a literal, never shown.
-                let value = Some(Spanned::new(map.span(), value.clone()));
-                headers.push((name.to_ascii_lowercase(), self.secret(&key, &value, &None)?));
-            }
-        }
-        let body = match r.body.as_ref().map(|b| *b.get_ref()) {
-            None | Some(RawBody::Structured) => OtlpBody::Structured,
-            Some(RawBody::JsonString) => OtlpBody::JsonString,
-        };
-        let host_name = match &r.hostname {
-            Some(h) if h.get_ref().trim().is_empty() => {
-                return self.fail(h.span(), &at("hostname"), "must not be empty");
-            }
-            h => h.as_ref().map(|h| h.get_ref().clone()),
-        };
-        Ok(OtlpSinkSettings {
-            ca_file: self.https_ca_file(r, &endpoint, &at("ca_file"))?,
-            endpoint,
-            protocol,
-            headers,
-            gzip: r.gzip.as_ref().is_none_or(|g| *g.get_ref()),
-            body,
-            host_name,
-            timeout: self.duration(&r.timeout, &at("timeout"), 30 * SECOND, true)?,
-        })
-    }
-
-    /// `ca_file` of an HTTP sink: only meaningful for an https URL.
-    fn https_ca_file(&self, r: &RawSink, url: &url::Url, key: &str) -> Res<Option<PathBuf>> {
-        match &r.ca_file {
-            None => Ok(None),
-            Some(p) if url.scheme() == "https" => Ok(Some(self.path(p, key)?)),
-            Some(p) => self.fail(p.span(), key, "only used with an https URL"),
-        }
-    }
-
-    fn syslog(&self, i: usize, r: &RawSink, table: &Range<usize>) -> Res<SyslogSinkSettings> {
-        let at = |k: &str| format!("sinks[{i}].{k}");
-        let transport = r.transport.as_ref().map_or(RawTransport::Tls, |t| *t.get_ref());
-        let Some(address) = &r.address else {
-            return self.fail(table.clone(), &at("address"), "required for type \"syslog\" (\"host:port\")");
-        };
-        let default_port = match transport {
-            RawTransport::Tls => 6514,
-            RawTransport::Tcp | RawTransport::Udp => 514,
-        };
-        let (host, port) = self.host_port(address, &at("address"), default_port)?;
-        let transport = match transport {
-            RawTransport::Tcp => SyslogTransport::Tcp,
-            RawTransport::Udp => SyslogTransport::Udp,
-            RawTransport::Tls => {
-                let server_name = match &r.server_name {
-                    Some(n) => n.get_ref().clone(),
-                    None => host.clone(),
-                };
-                if rustls::pki_types::ServerName::try_from(server_name.as_str()).is_err() {
-                    let span = r.server_name.as_ref().map_or(address.span(), Spanned::span);
-                    let msg = format!("{server_name:?} is not a valid TLS server name (a DNS name or IP address)");
-                    return self.fail(span, &at("server_name"), msg);
-                }
-                let ca_file = r.ca_file.as_ref().map(|p| self.path(p, &at("ca_file"))).transpose()?;
-                let client_auth = match (&r.client_cert_file, &r.client_key_file) {
-                    (None, None) => None,
-                    (Some(cert), Some(key)) => Some(ClientAuth {
-                        cert_file: self.path(cert, &at("client_cert_file"))?,
-                        key_file: self.path(key, &at("client_key_file"))?,
-                    }),
-                    (Some(c), None) => {
-                        return self.fail(c.span(), &at("client_key_file"), "required with client_cert_file");
-                    }
-                    (None, Some(k)) => {
-                        return self.fail(k.span(), &at("client_cert_file"), "required with client_key_file");
-                    }
-                };
-                SyslogTransport::Tls(TlsSettings { ca_file, server_name, client_auth })
-            }
-        };
-        let udp = matches!(transport, SyslogTransport::Udp);
-        if let (true, Some(f)) = (udp, &r.framing) {
-            return self.fail(f.span(), &at("framing"), "not used by transport \"udp\" (one message per datagram)");
-        }
-        let framing = match r.framing.as_ref().map(|f| *f.get_ref()) {
-            None | Some(RawFraming::OctetCounting) => SyslogFraming::OctetCounting,
-            Some(RawFraming::Lf) => SyslogFraming::Lf,
-        };
-        let format = match r.format.as_ref().map(|f| *f.get_ref()) {
-            None | Some(RawFormat::Rfc5424) => SyslogFormat::Rfc5424,
-            Some(RawFormat::Rfc3164) => SyslogFormat::Rfc3164,
-        };
-        let facility = match &r.facility {
-            None => 10, // authpriv: security and authorization messages
-            Some(v) => self.facility(v, &at("facility"))?,
-        };
-        let hostname = match &r.hostname {
-            None => None,
-            Some(h) => Some(self.header_field(h, &at("hostname"), 255)?),
-        };
-        let app_name = match &r.app_name {
-            None => "auditrelay".to_owned(),
-            Some(a) => self.header_field(a, &at("app_name"), 48)?,
-        };
-        let sd_id = match &r.sd_id {
-            None => None,
-            Some(v) => {
-                let s = v.get_ref();
-                let ok = |c: char| c.is_ascii_graphic() && !matches!(c, '=' | ']' | '"');
-                if s.is_empty() || s.len() > 32 || !s.chars().all(ok) {
-                    let msg = format!(
-                        "invalid SD-ID {s:?}: 1 to 32 printable ASCII characters without = ] \" or space, \
-                         such as \"ocsf@32473\" (name@<your IANA Private Enterprise Number>)"
-                    );
-                    return self.fail(v.span(), &at("sd_id"), msg);
-                }
-                Some(s.clone())
-            }
-        };
-        let (default_size, limit) = if udp { (8 * 1024, MAX_UDP_PAYLOAD) } else { (64 * 1024, u64::from(u32::MAX)) };
-        let key = at("max_message_size");
-        let max = self.bytes(&r.max_message_size, &key, default_size)?;
-        if !(MIN_MESSAGE_SIZE..=limit).contains(&max) {
-            let span = r.max_message_size.as_ref().map(Spanned::span);
-            let why = if udp { " (the largest UDP datagram)" } else { "" };
-            return self.fail(span, &key, format!("must be between {MIN_MESSAGE_SIZE} and {limit} bytes{why}"));
-        }
-        let max_message_size = usize::try_from(max).unwrap_or(usize::MAX);
-        let oversize = match r.oversize.as_ref().map(|o| *o.get_ref()) {
-            None | Some(RawOversize::DeadLetter) => Oversize::DeadLetter,
-            Some(RawOversize::Truncate) => Oversize::Truncate,
-        };
-        let timeout = self.duration(&r.timeout, &at("timeout"), 30 * SECOND, true)?;
-        Ok(SyslogSinkSettings {
-            host,
-            port,
-            transport,
-            framing,
-            format,
-            facility,
-            hostname,
-            app_name,
-            sd_id,
-            max_message_size,
-            oversize,
-            timeout,
-        })
-    }
-
-    /// `host:port`, `[v6]:port`, or a bare host taking `default_port`.
-    fn host_port(&self, v: &Spanned<String>, key: &str, default_port: u16) -> Res<(String, u16)> {
-        let s = v.get_ref().as_str();
-        let bad = |why: &str| self.err(v.span(), key, format!("invalid address {s:?}: {why}"));
-        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (h, after) = rest.split_once(']').ok_or_else(|| bad("missing ]"))?;
-            match after {
-                "" => (h, None),
-                p => (h, Some(p.strip_prefix(':').ok_or_else(|| bad("expected :port after ]"))?)),
-            }
-        } else {
-            match s.split_once(':') {
-                Some((_, p)) if p.contains(':') => {
-                    return Err(bad("write an IPv6 address in brackets: \"[::1]:6514\""));
-                }
-                Some((h, p)) => (h, Some(p)),
-                None => (s, None),
-            }
-        };
-        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
-            return Err(bad("expected \"host:port\""));
-        }
-        let port = match port {
-            None => default_port,
-            Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| bad("the port must be 1 to 65535"))?,
-        };
-        Ok((host.to_owned(), port))
-    }
-
-    fn facility(&self, v: &Spanned<toml::Value>, key: &str) -> Res<u8> {
-        let found = match v.get_ref() {
-            toml::Value::Integer(n) => u8::try_from(*n).ok().filter(|n| *n <= 23),
-            toml::Value::String(s) => FACILITIES.iter().find(|(name, _)| name.eq_ignore_ascii_case(s)).map(|f| f.1),
-            _ => None,
-        };
-        found.ok_or_else(|| {
-            let names: Vec<&str> = FACILITIES.iter().map(|f| f.0).collect();
-            self.err(v.span(), key, format!("expected 0 to 23 or one of {}", names.join(", ")))
-        })
-    }
-
-    /// A syslog header field: printable ASCII without spaces, at most `max` bytes (RFC 5424 6).
-    fn header_field(&self, v: &Spanned<String>, key: &str, max: usize) -> Res<String> {
-        let s = v.get_ref();
-        if s.is_empty() || s.len() > max || !s.chars().all(|c| c.is_ascii_graphic()) {
-            let msg = format!("invalid value {s:?}: 1 to {max} printable ASCII characters, no spaces");
-            return self.fail(v.span(), key, msg);
-        }
-        Ok(s.clone())
     }
 
     fn unique<'n>(&self, names: impl Iterator<Item = &'n Spanned<String>>, what: &str) -> Res<()> {
@@ -1579,27 +872,99 @@ impl Validator<'_> {
     }
 }
 
-/// One `[[sources]]` table split by [`Validator::source_table`].
-struct SourceTable<'i> {
+/// Which array of tables: sources are told apart by `vendor`, sinks by `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Sources,
+    Sinks,
+}
+
+impl Section {
+    fn name(self) -> &'static str {
+        match self {
+            Section::Sources => "sources",
+            Section::Sinks => "sinks",
+        }
+    }
+
+    /// The key that names the module owning the rest of the table.
+    fn tag(self) -> &'static str {
+        match self {
+            Section::Sources => "vendor",
+            Section::Sinks => "type",
+        }
+    }
+
+    fn names(self) -> Vec<&'static str> {
+        match self {
+            Section::Sources => VendorId::ALL.iter().map(|v| v.name()).collect(),
+            Section::Sinks => SinkKind::TYPES.to_vec(),
+        }
+    }
+
+    fn keys_of(self, owner: &str) -> &'static [&'static str] {
+        match self {
+            Section::Sources => VendorId::from_name(owner).map_or(&[], |v| v.keys()),
+            Section::Sinks => SinkKind::keys_of(owner).unwrap_or(&[]),
+        }
+    }
+
+    /// The keys every table of the section has (the fields of [`RawSource`], [`RawSink`]),
+    /// its tag included.
+    fn common_keys(self) -> &'static [&'static str] {
+        match self {
+            Section::Sources => &[
+                "name",
+                "vendor",
+                "base_url",
+                "start",
+                "lag",
+                "overlap",
+                "max_span",
+                "poll_interval",
+                "request_timeout",
+                "rate_limit",
+                "backoff",
+                "max_retry_after",
+                "max_pages",
+                "ca_file",
+            ],
+            Section::Sinks => &["name", "type", "batch_max_events", "batch_max_bytes", "backoff", "renamed_from"],
+        }
+    }
+
+    fn not_used(self, owner: &str) -> String {
+        match self {
+            Section::Sources => format!("is not used by vendor {owner}"),
+            Section::Sinks => "not used by this sink type".to_owned(),
+        }
+    }
+}
+
+/// One `[[sources]]` or `[[sinks]]` table split by [`Validator::split`].
+struct Split<'i, R> {
     span: Range<usize>,
-    vendor: VendorId,
-    raw: RawSource,
+    /// The vendor (sink type) named by the table.
+    owner: &'static str,
+    raw: R,
     own: Spanned<toml::de::DeTable<'i>>,
 }
 
-/// What a vendor's module sees of its `[[sources]]` table: its own keys, and the checks that
-/// name file, line and key (`sources[<i>].<key>`) in what it reports.
-pub struct SourceKeys<'a> {
+/// What a vendor's (sink protocol's) module sees of its table: its own keys, and the checks
+/// that name file, line and key (`sources[<i>].<key>`) in what they report.
+pub struct TableKeys<'a> {
     v: &'a Validator<'a>,
+    section: Section,
     index: usize,
     table: Range<usize>,
-    base_url: &'a url::Url,
-    vendor: VendorId,
+    /// A source's `base_url`.
+    base_url: Option<&'a url::Url>,
+    owner: &'static str,
     own: Spanned<toml::de::DeTable<'a>>,
 }
 
-impl SourceKeys<'_> {
-    /// The vendor's keys as its raw struct.
+impl TableKeys<'_> {
+    /// The module's keys as its raw struct.
     pub fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Res<T> {
         let de = toml::de::Deserializer::from(self.own.clone());
         serde_path_to_error::deserialize(de).map_err(|e| self.v.toml_err(&self.key(&key_path(e.path())), e.inner()))
@@ -1607,7 +972,7 @@ impl SourceKeys<'_> {
 
     /// `sources[<i>].<key>`.
     pub fn key(&self, key: &str) -> String {
-        format!("sources[{}].{key}", self.index)
+        format!("{}[{}].{key}", self.section.name(), self.index)
     }
 
     /// The span of the whole table, for a missing key.
@@ -1615,11 +980,16 @@ impl SourceKeys<'_> {
         self.table.clone()
     }
 
-    pub fn base_url(&self) -> &url::Url {
+    /// A source's `base_url` (none for a sink).
+    pub fn base_url(&self) -> Option<&url::Url> {
         self.base_url
     }
 
-    pub fn fail<T>(&self, span: Range<usize>, key: &str, msg: impl Into<String>) -> Res<T> {
+    pub fn err(&self, span: impl Into<Option<Range<usize>>>, key: &str, msg: impl Into<String>) -> ConfigError {
+        self.v.err(span, &self.key(key), msg)
+    }
+
+    pub fn fail<T>(&self, span: impl Into<Option<Range<usize>>>, key: &str, msg: impl Into<String>) -> Res<T> {
         self.v.fail(span, &self.key(key), msg)
     }
 
@@ -1628,7 +998,7 @@ impl SourceKeys<'_> {
         self.v.secret(&self.key(key), value, file)
     }
 
-    /// Like [`SourceKeys::secret`], but a missing pair points at the table.
+    /// Like [`TableKeys::secret`], but a missing pair points at the table.
     pub fn required_secret(&self, key: &str, value: &Text, file: &Text) -> Res<SecretString> {
         self.v.required_secret(&self.key(key), value, file, &self.table)
     }
@@ -1639,15 +1009,40 @@ impl SourceKeys<'_> {
             Some(org) => Ok(org.get_ref().clone()),
             None => {
                 let span = org.map_or(self.table.clone(), Spanned::span);
-                self.v.fail(span, &self.key("organization_id"), format!("required for {}", self.vendor.name()))
+                self.v.fail(span, &self.key("organization_id"), format!("required for {}", self.owner))
             }
         }
     }
 
-    /// A byte size (integer or "1 MiB"), `default` when absent.
+    /// A byte size (integer or "1 MiB"), `default` when absent; never zero.
     pub fn bytes(&self, value: &Option<Spanned<Size>>, key: &str, default: u64) -> Res<u64> {
         self.v.bytes(value, &self.key(key), default)
     }
+
+    /// A duration ("30s"), `default` when absent; `positive`: never zero.
+    pub fn duration(&self, value: &Text, key: &str, default: Duration, positive: bool) -> Res<Duration> {
+        self.v.duration(value, &self.key(key), default, positive)
+    }
+
+    /// A path, relative to the config file's directory.
+    pub fn path(&self, value: &Spanned<String>, key: &str) -> Res<PathBuf> {
+        self.v.path(value, &self.key(key))
+    }
+
+    /// An http(s) URL with a host and no credentials (`default` when absent).
+    pub fn url(&self, value: &Text, key: &str, default: &str) -> Res<url::Url> {
+        self.v.url(value, &self.key(key), default)
+    }
+}
+
+/// A duration as `check` shows it (quoted humantime).
+pub(crate) fn duration_text(d: Duration) -> String {
+    format!("{:?}", humantime::format_duration(d).to_string())
+}
+
+/// A path as `check` shows it (quoted).
+pub(crate) fn path_text(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
 }
 
 /// A byte count as `check` shows it: `1048576  # 1 MiB`.
@@ -1703,6 +1098,10 @@ pub(crate) fn warn_if_shared(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ocsf::summary::EventField;
+    use crate::sinks::hec::HecAcks;
+    use crate::sinks::otlp::{OtlpBody, OtlpProtocol};
+    use crate::sinks::syslog::{Oversize, SyslogFormat, SyslogFraming, SyslogSinkSettings, SyslogTransport};
     use crate::vendors::aitronos::AitronosCredential;
     use crate::vendors::configcat::ConfigCatApi;
     use secrecy::ExposeSecret as _;
@@ -1743,6 +1142,23 @@ mod tests {
         }
         assert!(!e.contains(SECRET), "{e:?} leaks the secret");
         assert!(!e.contains('\n'), "{e:?} is not one line");
+    }
+
+    /// The common keys the split keeps apart from a vendor's or sink's are exactly the fields
+    /// of the raw structs (serde names them when it meets an unknown one).
+    #[test]
+    fn split_common_keys_are_the_raw_structs_fields() {
+        fn fields<T: serde::de::DeserializeOwned>() -> Vec<String> {
+            let Err(e) = toml::from_str::<T>("zz_unknown = 1") else { panic!("accepted") };
+            let msg = e.message().to_owned();
+            let list = msg.split("expected one of").nth(1).unwrap_or_else(|| panic!("{msg}"));
+            list.split('`').skip(1).step_by(2).map(str::to_owned).collect()
+        }
+        for (section, raw) in [(Section::Sources, fields::<RawSource>()), (Section::Sinks, fields::<RawSink>())] {
+            let common: Vec<String> =
+                section.common_keys().iter().filter(|k| **k != section.tag()).map(|k| (*k).to_owned()).collect();
+            assert_eq!(common, raw, "{section:?}");
+        }
     }
 
     #[test]

@@ -4,15 +4,13 @@
 //! files and naming the file at fault; connecting and classifying handshake errors stay with
 //! each sink.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-use crate::config::ClientAuth;
 
 /// How a server's certificate is checked: against the CA certificates of `ca_file` only, or
 /// the platform's verifier (the system's trusted roots). tonic takes it directly; every HTTP
@@ -43,6 +41,13 @@ pub fn server_verifier(ca_file: Option<&Path>) -> Result<Arc<dyn ServerCertVerif
             Ok(Arc::new(verifier))
         }
     }
+}
+
+/// A PEM client certificate chain and its key, for mutual TLS.
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// The rustls client configuration: TLS 1.3 and 1.2 (RFC 9662), aws-lc-rs, the server checked

@@ -34,8 +34,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{SendError, SinkStats};
-use crate::queue::QueuedEvent;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Attach, Delivery, Protocol, SendError, SinkStats};
+use crate::config::{Res, TableKeys, path_text};
+use crate::queue::{QueueError, QueuedEvent};
 
 /// Bumped by [`request_reopen`]; each sink compares it with the value it last saw. One counter
 /// for the process: a reopen is harmless, so a request meant for one agent reaching another in
@@ -134,7 +138,7 @@ impl FileSink {
         self.stats = stats;
     }
 
-    pub async fn send(&mut self, batch: &[QueuedEvent]) -> Result<(), SendError> {
+    pub async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
         let mut buf = Vec::with_capacity(batch.iter().map(|e| e.body.len() + 1).sum());
         for event in batch {
             buf.extend_from_slice(&event.body);
@@ -150,7 +154,7 @@ impl FileSink {
             Ok(Ok(file)) => {
                 self.file = Some(file);
                 self.reopen_seen = requested;
-                Ok(())
+                Ok(Delivery::default())
             }
             Ok(Err(e)) => Err(SendError::transient(format!("file {}: {e}", self.path.display()))),
             Err(e) => Err(SendError::transient(format!("file {}: writer task failed: {e}", self.path.display()))),
@@ -159,7 +163,7 @@ impl FileSink {
 
     /// Opens (creating, repairing) the file without writing an event.
     pub async fn probe(&mut self) -> Result<String, SendError> {
-        self.send(&[]).await.map(|()| format!("file {} is writable", self.path.display()))
+        self.send(&[]).await.map(|_| format!("file {} is writable", self.path.display()))
     }
 
     pub async fn close(&mut self) {
@@ -286,6 +290,59 @@ fn complete_prefix_len(file: &mut File, len: u64) -> std::io::Result<u64> {
         end = start;
     }
     Ok(0)
+}
+
+/// `type = "file"`: NDJSON appended to a local file.
+#[derive(Debug, Clone)]
+pub struct FileSinkSettings {
+    pub path: PathBuf,
+}
+
+/// The keys of a `type = "file"` table besides the common ones.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keys {
+    path: Option<Spanned<String>>,
+}
+
+impl Protocol for FileSink {
+    const TYPE: &'static str = "file";
+    const KEYS: &'static [&'static str] = &["path"];
+    type Keys = Keys;
+    type Settings = FileSinkSettings;
+
+    fn settings(k: Keys, cx: &TableKeys<'_>) -> Res<FileSinkSettings> {
+        let Some(path) = &k.path else {
+            return cx.fail(cx.table(), "path", "required for type \"file\"");
+        };
+        Ok(FileSinkSettings { path: cx.path(path, "path")? })
+    }
+
+    fn render(f: &FileSinkSettings, kv: &mut dyn FnMut(&str, String)) {
+        kv("type", "\"file\"".to_owned());
+        kv("path", path_text(&f.path));
+    }
+
+    fn open(s: &FileSinkSettings) -> Result<FileSink, String> {
+        Ok(FileSink::new(s.path.clone()))
+    }
+
+    async fn attach(&mut self, a: Attach<'_>) -> Result<(), QueueError> {
+        self.count_into(Arc::clone(a.stats));
+        Ok(())
+    }
+
+    async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
+        FileSink::send(self, batch).await
+    }
+
+    async fn probe(&mut self) -> Result<String, SendError> {
+        FileSink::probe(self).await
+    }
+
+    async fn close(&mut self) {
+        FileSink::close(self).await
+    }
 }
 
 #[cfg(test)]

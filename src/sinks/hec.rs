@@ -34,17 +34,25 @@
 //! here is the ack poll; retries and back-off belong to the loop.
 
 use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use toml::Spanned;
 
 use super::{Delivery, SendError};
 use crate::backoff::{self, MeasureFrom};
 use crate::clock::Clock;
-use crate::config::{HecAcks, HecSinkSettings};
+use crate::config::{Res, TableKeys, Text, duration_text, path_text};
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+use crate::queue::QueueError;
+use crate::sinks::{Attach, Protocol};
 use crate::http::{BodyError, ClientError, ClientOptions, Overflow, Redirects};
 use crate::ocsf::summary::EventField;
 use crate::ocsf::summary::summarize;
@@ -533,6 +541,204 @@ async fn read_answer(response: reqwest::Response) -> AnswerBody {
 /// At most [`MAX_ANSWER`] bytes of the answer; of a broken answer, what arrived before it broke.
 async fn read_limited(response: reqwest::Response) -> Vec<u8> {
     crate::http::read_capped(response, MAX_ANSWER, Overflow::Truncate).await.unwrap_or_else(BodyError::into_read)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration: `type = "hec"` keys, defaults and checks.
+
+/// `type = "hec"`: Splunk HTTP Event Collector, `/services/collector/event`.
+#[derive(Debug, Clone)]
+pub struct HecSinkSettings {
+    /// The collector's base URL (`https://splunk.example.com:8088`); paths are appended.
+    pub url: url::Url,
+    /// Sent as `Authorization: Splunk <token>`.
+    pub token: SecretString,
+    /// PEM CA certificates to trust instead of the system's roots (https only).
+    pub ca_file: Option<PathBuf>,
+    /// Envelope metadata; `index` `None` leaves it to the token's default index.
+    pub index: Option<String>,
+    pub source: String,
+    pub sourcetype: String,
+    /// `host`; `None`: this machine's name.
+    pub host: Option<String>,
+    /// Indexed fields sent in each envelope's flat `fields` object.
+    pub fields: Vec<EventField>,
+    /// `Content-Encoding: gzip` request bodies.
+    pub gzip: bool,
+    /// Indexer acknowledgement (the token has `useACK` on); `None`: a 200 is delivery.
+    pub acks: Option<HecAcks>,
+    /// Limit on one HTTP request (connect, send, answer).
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HecAcks {
+    /// Pause between two `/services/collector/ack` polls for a batch.
+    pub poll_interval: Duration,
+    /// A batch not acknowledged as indexed within this is sent again.
+    pub timeout: Duration,
+}
+
+/// The keys of a `type = "hec"` table besides the common ones.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keys {
+    url: Option<Spanned<String>>,
+    token: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    index: Option<Spanned<String>>,
+    source: Option<Spanned<String>>,
+    sourcetype: Option<Spanned<String>>,
+    hostname: Option<Spanned<String>>,
+    fields: Option<Spanned<Vec<String>>>,
+    gzip: Option<Spanned<bool>>,
+    indexer_ack: Option<Spanned<bool>>,
+    ack_poll_interval: Option<Spanned<String>>,
+    ack_timeout: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+}
+
+impl Protocol for HecSink {
+    const TYPE: &'static str = "hec";
+    const KEYS: &'static [&'static str] = &[
+        "url",
+        "token",
+        "token_file",
+        "ca_file",
+        "index",
+        "source",
+        "sourcetype",
+        "hostname",
+        "fields",
+        "gzip",
+        "indexer_ack",
+        "ack_poll_interval",
+        "ack_timeout",
+        "timeout",
+    ];
+    type Keys = Keys;
+    type Settings = HecSinkSettings;
+
+    fn settings(r: Keys, cx: &TableKeys<'_>) -> Res<HecSinkSettings> {
+        if r.url.is_none() {
+            let msg = "required for type \"hec\" (such as \"https://splunk.example.com:8088\")";
+            return cx.fail(cx.table(), "url", msg);
+        }
+        let url = cx.url(&r.url, "url", "")?;
+        let token = cx.required_secret("token", &r.token, &r.token_file)?;
+        let text = |v: &Text, key: &str, default: Option<&str>| -> Res<Option<String>> {
+            match v {
+                None => Ok(default.map(str::to_owned)),
+                Some(t) if t.get_ref().trim().is_empty() => cx.fail(t.span(), key, "must not be empty"),
+                Some(t) => Ok(Some(t.get_ref().clone())),
+            }
+        };
+        let index = text(&r.index, "index", None)?;
+        let source = text(&r.source, "source", Some("auditrelay"))?.unwrap_or_default();
+        let sourcetype = text(&r.sourcetype, "sourcetype", Some("ocsf"))?.unwrap_or_default();
+        let host = text(&r.hostname, "hostname", None)?;
+        let fields = match &r.fields {
+            None => vec![EventField::ClassUid, EventField::Vendor, EventField::Tenant],
+            Some(list) => {
+                let mut fields = Vec::new();
+                for name in list.get_ref() {
+                    let Some(f) = EventField::ALL.into_iter().find(|f| f.name() == name) else {
+                        let names: Vec<&str> = EventField::ALL.iter().map(|f| f.name()).collect();
+                        let msg = format!("unknown field {name:?}; choose from {}", names.join(", "));
+                        return cx.fail(list.span(), "fields", msg);
+                    };
+                    if !fields.contains(&f) {
+                        fields.push(f);
+                    }
+                }
+                fields
+            }
+        };
+        let ack_on = r.indexer_ack.as_ref().is_some_and(|a| *a.get_ref());
+        let acks = if ack_on {
+            let poll_interval = cx.duration(&r.ack_poll_interval, "ack_poll_interval", 2 * SECOND, true)?;
+            let timeout = cx.duration(&r.ack_timeout, "ack_timeout", 5 * MINUTE, true)?;
+            if poll_interval >= timeout {
+                let span = r.ack_timeout.as_ref().map(Spanned::span);
+                return cx.fail(span, "ack_timeout", "must be longer than ack_poll_interval");
+            }
+            Some(HecAcks { poll_interval, timeout })
+        } else {
+            for (key, v) in [("ack_poll_interval", &r.ack_poll_interval), ("ack_timeout", &r.ack_timeout)] {
+                if let Some(v) = v {
+                    return cx.fail(v.span(), key, "only used with indexer_ack = true");
+                }
+            }
+            None
+        };
+        Ok(HecSinkSettings {
+            ca_file: crate::sinks::https_ca_file(cx, &r.ca_file, &url)?,
+            url,
+            token,
+            index,
+            source,
+            sourcetype,
+            host,
+            fields,
+            gzip: r.gzip.as_ref().is_none_or(|g| *g.get_ref()),
+            acks,
+            timeout: cx.duration(&r.timeout, "timeout", 30 * SECOND, true)?,
+        })
+    }
+
+    fn secrets(s: &HecSinkSettings) -> Vec<&SecretString> {
+        vec![&s.token]
+    }
+
+    fn render(h: &HecSinkSettings, kv: &mut dyn FnMut(&str, String)) {
+        let (d, p) = (duration_text, path_text);
+        kv("type", "\"hec\"".to_owned());
+        kv("url", format!("{:?}", crate::redact::url(&h.url)));
+        kv("token", "\"[redacted]\"".to_owned());
+        if let Some(ca) = &h.ca_file {
+            kv("ca_file", p(ca));
+        }
+        if let Some(index) = &h.index {
+            kv("index", format!("{index:?}"));
+        }
+        kv("source", format!("{:?}", h.source));
+        kv("sourcetype", format!("{:?}", h.sourcetype));
+        if let Some(host) = &h.host {
+            kv("hostname", format!("{host:?}"));
+        }
+        let fields: Vec<String> = h.fields.iter().map(|f| format!("{:?}", f.name())).collect();
+        kv("fields", format!("[{}]", fields.join(", ")));
+        kv("gzip", h.gzip.to_string());
+        kv("indexer_ack", h.acks.is_some().to_string());
+        if let Some(acks) = &h.acks {
+            kv("ack_poll_interval", d(acks.poll_interval));
+            kv("ack_timeout", d(acks.timeout));
+        }
+        kv("timeout", d(h.timeout));
+    }
+
+    fn open(s: &HecSinkSettings) -> Result<HecSink, String> {
+        HecSink::new(s)
+    }
+
+    async fn attach(&mut self, a: Attach<'_>) -> Result<(), QueueError> {
+        self.set_clock(a.clock.clone());
+        self.set_channel(a.queue.sink_channel(a.name).await?);
+        Ok(())
+    }
+
+    async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
+        HecSink::send(self, batch).await
+    }
+
+    async fn probe(&mut self) -> Result<String, SendError> {
+        HecSink::probe(self).await
+    }
+
+    async fn close(&mut self) {
+        HecSink::close(self).await
+    }
 }
 
 #[cfg(test)]

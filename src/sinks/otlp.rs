@@ -51,10 +51,13 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_types::StatusExt as _;
 use tracing::{debug, warn};
 
+mod config;
+
+pub use config::{Keys, OtlpBody, OtlpProtocol, OtlpSinkSettings};
+
 use super::{Delivery, SendError};
 use crate::backoff::MeasureFrom;
 use crate::clock::Clock;
-use crate::config::{OtlpBody, OtlpProtocol, OtlpSinkSettings};
 use crate::http::{ClientError, ClientOptions, Overflow, Redirects, USER_AGENT};
 use crate::ocsf::summary::{Summary, summarize};
 use crate::queue::{QueuedEvent, RefusedEvent};
@@ -926,7 +929,7 @@ fn error_chain(error: &(dyn StdError + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::OtlpBody;
+    use super::OtlpBody;
     use reqwest::header::RETRY_AFTER;
     use serde_json::{Value, json};
     use std::time::{SystemTime, UNIX_EPOCH};

@@ -20,7 +20,10 @@
 //! opened (an unreadable file stops the start); the connection is made lazily and kept open.
 //! TLS is rustls only; the server is always verified, against `ca_file` or the system's roots.
 
+mod config;
 pub mod format;
+
+pub use config::{Keys, Oversize, SyslogFormat, SyslogFraming, SyslogSinkSettings, SyslogTransport, TlsSettings};
 
 use std::io;
 use std::pin::Pin;
@@ -37,7 +40,6 @@ use tokio_rustls::client::TlsStream;
 use self::format::Header;
 use super::{Delivery, SendError};
 use crate::clock::Clock;
-use crate::config::{Oversize, SyslogFraming, SyslogSinkSettings, SyslogTransport};
 use crate::queue::{QueuedEvent, RefusedEvent};
 
 /// How long a new TLS 1.3 connection is watched for the server refusing our certificate before
@@ -370,7 +372,7 @@ fn tls_error(target: &str, server_name: &ServerName<'_>, what: &str, e: &io::Err
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{SyslogFormat, SyslogFraming, TlsSettings};
+    use super::{SyslogFormat, SyslogFraming, TlsSettings};
     use tokio::net::TcpListener;
 
     fn settings(port: u16) -> SyslogSinkSettings {

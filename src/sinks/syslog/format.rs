@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
-use crate::config::{Oversize, SyslogFormat};
+use super::{Oversize, SyslogFormat};
 use crate::ocsf::summary::{Summary, summarize};
 
 /// Appended to a cut message so a reader of the SIEM sees why the JSON is incomplete.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{Defaults, MINUTE, Vendor};
-use crate::config::{ConfigError, SourceKeys};
+use crate::config::{ConfigError, TableKeys};
 use crate::sources::{AnswerLimits, BadPage, Page, PageCursor, Window};
 
 /// One Aitronos organization.
@@ -59,7 +59,7 @@ impl Vendor for Aitronos {
         &["organization_id", "api_key", "api_key_file", "bearer_token", "bearer_token_file", "page_size"];
     type Keys = Keys;
 
-    fn from_keys(k: Keys, cx: &SourceKeys<'_>) -> Result<Self, ConfigError> {
+    fn from_keys(k: Keys, cx: &TableKeys<'_>) -> Result<Self, ConfigError> {
         let page_size = super::page_size(k.page_size.as_ref(), cx)?;
         let organization_id = cx.required_org(k.organization_id.as_ref())?;
         let one_of = "api_key / api_key_file / bearer_token / bearer_token_file";

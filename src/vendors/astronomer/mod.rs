@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use toml::Spanned;
 
 use super::{DAY, Defaults, MINUTE, Vendor};
-use crate::config::{ConfigError, SourceKeys};
+use crate::config::{ConfigError, TableKeys};
 use crate::ocsf::event::EventParts;
 use crate::ocsf::{Context, Unmappable};
 use crate::sources::{AnswerLimits, BadPage, DecodeError, Decoded, Page, PageCursor, Record, Rejected, Window};
@@ -50,7 +50,7 @@ impl Vendor for Astronomer {
     const KEYS: &'static [&'static str] = &["organization_id", "bearer_token", "bearer_token_file"];
     type Keys = Keys;
 
-    fn from_keys(k: Keys, cx: &SourceKeys<'_>) -> Result<Self, ConfigError> {
+    fn from_keys(k: Keys, cx: &TableKeys<'_>) -> Result<Self, ConfigError> {
         let organization_id = cx.required_org(k.organization_id.as_ref())?;
         let token = cx.required_secret("bearer_token", &k.bearer_token, &k.bearer_token_file)?;
         Ok(Astronomer { organization_id, token })

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use toml::Spanned;
 
 use super::{DAY, Defaults, MINUTE, Vendor};
-use crate::config::{ConfigError, SourceKeys};
+use crate::config::{ConfigError, TableKeys};
 use crate::ocsf::event::EventParts;
 use crate::ocsf::{Context, Unmappable};
 use crate::sources::{BadPage, Page, PageCursor, Window};
@@ -67,7 +67,7 @@ impl Vendor for ConfigCat {
         &["organization_id", "username", "username_file", "password", "password_file", "page_size", "api_version"];
     type Keys = Keys;
 
-    fn from_keys(k: Keys, cx: &SourceKeys<'_>) -> Result<Self, ConfigError> {
+    fn from_keys(k: Keys, cx: &TableKeys<'_>) -> Result<Self, ConfigError> {
         let page_size = super::page_size(k.page_size.as_ref(), cx)?;
         let organization_id = cx.required_org(k.organization_id.as_ref())?;
         let username = cx.required_secret("username", &k.username, &k.username_file)?;

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use toml::Spanned;
 
 use super::{Defaults, MINUTE, Vendor};
-use crate::config::{ConfigError, Size, SourceKeys};
+use crate::config::{ConfigError, Size, TableKeys};
 use crate::ocsf::event::EventParts;
 use crate::ocsf::{Context, Unmappable};
 use crate::sources::{AnswerLimits, BadPage, Page, PageCursor, Window};
@@ -58,12 +58,12 @@ impl Vendor for Datafold {
         &["organization_id", "api_key", "api_key_file", "max_records", "max_response_bytes"];
     type Keys = Keys;
 
-    fn from_keys(k: Keys, cx: &SourceKeys<'_>) -> Result<Self, ConfigError> {
+    fn from_keys(k: Keys, cx: &TableKeys<'_>) -> Result<Self, ConfigError> {
         let api_key = cx.required_secret("api_key", &k.api_key, &k.api_key_file)?;
         // Datafold's API names no organization: the deployment's host unless one is given.
         let organization_id = match k.organization_id.as_ref().filter(|o| !o.get_ref().is_empty()) {
             Some(org) => org.get_ref().clone(),
-            None => cx.base_url().host_str().unwrap_or("datafold").to_owned(),
+            None => cx.base_url().and_then(url::Url::host_str).unwrap_or("datafold").to_owned(),
         };
         let max_records = match &k.max_records {
             None => 10_000,
