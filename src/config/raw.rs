@@ -1,0 +1,95 @@
+//! Layer one: the file as written. `serde` structs with `deny_unknown_fields`, every value kept
+//! as written and wrapped in [`toml::Spanned`] so later checks can name its line. A source's
+//! (sink's) own keys are not here: its vendor's (protocol's) module reads them.
+
+use std::num::NonZeroU32;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) state_dir: Spanned<String>,
+    #[serde(default)]
+    pub(super) queue: RawQueue,
+    #[serde(default)]
+    pub(super) severity: RawSeverity,
+    #[serde(default)]
+    pub(super) telemetry: RawTelemetry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTelemetry {
+    pub(super) listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSeverity {
+    #[serde(default)]
+    pub(super) overrides: std::collections::BTreeMap<String, Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQueue {
+    pub(super) max_bytes: Option<Spanned<Size>>,
+}
+
+/// The keys common to every vendor's `[[sources]]` table; the vendor's own keys are split off
+/// first and read by its module ([`crate::vendors::Vendor::Keys`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSource {
+    pub(super) name: Spanned<String>,
+    pub(super) base_url: Option<Spanned<String>>,
+    /// A string, or an unquoted TOML offset date-time.
+    pub(super) start: Option<Spanned<toml::Value>>,
+    pub(super) lag: Option<Spanned<String>>,
+    pub(super) overlap: Option<Spanned<String>>,
+    pub(super) max_span: Option<Spanned<String>>,
+    pub(super) poll_interval: Option<Spanned<String>>,
+    pub(super) request_timeout: Option<Spanned<String>>,
+    pub(super) rate_limit: Option<RawRateLimit>,
+    pub(super) backoff: Option<Spanned<RawBackoff>>,
+    pub(super) max_retry_after: Option<Spanned<String>>,
+    pub(super) max_pages: Option<Spanned<u32>>,
+    pub(super) ca_file: Option<Spanned<String>>,
+}
+
+/// Integer bytes or a `bytesize` string such as "1 MiB", parsed in [`Validator::bytes`].
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "expected integer bytes or a size such as \"1 MiB\"")]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table such as { requests = 100, per = \"1m\" }")]
+pub(super) struct RawRateLimit {
+    pub(super) requests: Option<NonZeroU32>,
+    pub(super) per: Option<Spanned<String>>,
+    pub(super) burst: Option<NonZeroU32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table such as { initial = \"1s\", max = \"5m\" }")]
+pub(super) struct RawBackoff {
+    pub(super) initial: Option<Spanned<String>>,
+    pub(super) max: Option<Spanned<String>>,
+}
+
+/// The keys common to every `[[sinks]]` table; the protocol's own keys are split off first and
+/// read by its module ([`crate::sinks::Protocol::Keys`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSink {
+    pub(super) name: Spanned<String>,
+    pub(super) batch_max_events: Option<Spanned<usize>>,
+    pub(super) batch_max_bytes: Option<Spanned<Size>>,
+    pub(super) backoff: Option<Spanned<RawBackoff>>,
+    pub(super) renamed_from: Option<Spanned<String>>,
+}

@@ -1,0 +1,510 @@
+//! The configuration's tests: every default, every mistake named by file, line and key.
+
+use super::raw::{RawSink, RawSource};
+use super::validate::Section;
+use super::*;
+use crate::ocsf::event::Severity;
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+use crate::ocsf::summary::EventField;
+use crate::sinks::hec::HecAcks;
+use crate::sinks::otlp::{OtlpBody, OtlpProtocol};
+use crate::sinks::syslog::{Oversize, SyslogFormat, SyslogFraming, SyslogSinkSettings, SyslogTransport};
+use crate::vendors::aitronos::AitronosCredential;
+use crate::vendors::configcat::ConfigCatApi;
+use secrecy::ExposeSecret as _;
+
+const SECRET: &str = "ak_SuperSecretValue0123456789abcdefghijklmn";
+const FILE: &str = "/etc/auditrelay/auditrelay.toml";
+const SINK: &str = "[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"out.ndjson\"\n";
+
+fn env(name: &str) -> Option<String> {
+    [
+        "AITRONOS_API_KEY",
+        "ASTRONOMER_TOKEN",
+        "CONFIGCAT_USERNAME",
+        "CONFIGCAT_PASSWORD",
+        "DATAFOLD_API_KEY",
+        "SPLUNK_HEC_TOKEN",
+    ]
+    .contains(&name)
+    .then(|| SECRET.to_owned())
+}
+
+fn parse_at(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    Config::parse_with_env(text, origin, &env)
+}
+
+/// A config with one aitronos source whose body is `source` (after name and vendor).
+fn with_source(source: &str) -> String {
+    format!("state_dir = \"state\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\n{source}\n{SINK}")
+}
+
+const MINIMAL: &str = "organization_id = \"ORG_A\"\napi_key = \"${AITRONOS_API_KEY}\"";
+
+/// Parsing `text` fails with a message containing every `expected` piece and no secret.
+fn check_err(text: &str, expected: &[&str]) {
+    let e = parse_at(text, Path::new(FILE)).expect_err("config must be rejected").to_string();
+    for piece in expected {
+        assert!(e.contains(piece), "{e:?} lacks {piece:?}");
+    }
+    assert!(!e.contains(SECRET), "{e:?} leaks the secret");
+    assert!(!e.contains('\n'), "{e:?} is not one line");
+}
+
+/// The common keys the split keeps apart from a vendor's or sink's are exactly the fields
+/// of the raw structs (serde names them when it meets an unknown one).
+#[test]
+fn split_common_keys_are_the_raw_structs_fields() {
+    fn fields<T: serde::de::DeserializeOwned>() -> Vec<String> {
+        let Err(e) = toml::from_str::<T>("zz_unknown = 1") else { panic!("accepted") };
+        let msg = e.message().to_owned();
+        let list = msg.split("expected one of").nth(1).unwrap_or_else(|| panic!("{msg}"));
+        list.split('`').skip(1).step_by(2).map(str::to_owned).collect()
+    }
+    for (section, raw) in [(Section::Sources, fields::<RawSource>()), (Section::Sinks, fields::<RawSink>())] {
+        let common: Vec<String> =
+            section.common_keys().iter().filter(|k| **k != section.tag()).map(|k| (*k).to_owned()).collect();
+        assert_eq!(common, raw, "{section:?}");
+    }
+}
+
+#[test]
+fn example_config_parses_and_validates() {
+    let text = include_str!("../../config/auditrelay.example.toml");
+    let c = parse_at(text, Path::new("/etc/auditrelay/auditrelay.toml")).expect("example is valid");
+    assert_eq!(c.state_dir, Path::new("/var/lib/auditrelay"));
+    assert_eq!(c.queue.max_bytes, 1 << 30);
+    assert_eq!(c.telemetry.listen, Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))));
+    let s = &c.sources[0];
+    assert_eq!((s.name.as_str(), s.vendor.vendor_name()), ("aitronos-acme", "aitronos"));
+    assert_eq!(s.vendor.organization_id(), "ORG_7F3KQ9ZP2M4XW8RT");
+    let VendorSettings::Aitronos(a) = &s.vendor else { panic!("not aitronos") };
+    assert!(matches!(&a.credential, AitronosCredential::ApiKey(k) if k.expose_secret() == SECRET));
+    assert_eq!(s.start, StartAt::Ago(Duration::from_secs(7 * 86_400)));
+    assert_eq!(s.backoff, Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(300) });
+    let vendors: Vec<_> = c.sources.iter().map(|s| s.vendor.vendor_name()).collect();
+    assert_eq!(vendors, ["aitronos", "astronomer", "configcat", "datafold"]);
+    let SinkKind::File(f) = &c.sinks[0].kind else { panic!("not a file sink") };
+    assert_eq!(f.path, Path::new("/var/lib/auditrelay/events.ndjson"));
+    assert_eq!((c.sinks[0].batch_max_events, c.sinks[0].batch_max_bytes), (500, 1 << 20));
+    let SinkKind::Syslog(sl) = &c.sinks[1].kind else { panic!("not a syslog sink") };
+    assert_eq!((sl.host.as_str(), sl.port, sl.facility), ("siem.example.com", 6514, 10));
+    let SyslogTransport::Tls(tls) = &sl.transport else { panic!("not tls") };
+    assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/etc/auditrelay/siem-ca.pem")));
+    assert_eq!((tls.server_name.as_str(), tls.client_auth.is_none()), ("siem.example.com", true));
+    assert_eq!(
+        (sl.sd_id.as_deref(), sl.max_message_size, sl.oversize),
+        (Some("ocsf@32473"), 65_536, Oversize::DeadLetter)
+    );
+    let SinkKind::Hec(h) = &c.sinks[2].kind else { panic!("not a hec sink") };
+    assert_eq!((h.url.as_str(), h.index.as_deref(), h.acks), ("https://splunk.example.com:8088/", Some("audit"), None));
+    let SinkKind::Otlp(o) = &c.sinks[3].kind else { panic!("not an otlp sink") };
+    assert_eq!(
+        (o.endpoint.as_str(), o.protocol),
+        ("https://otel.example.com:4318/v1/logs", OtlpProtocol::HttpProtobuf)
+    );
+}
+
+fn syslog_sink(body: &str) -> String {
+    with_source(MINIMAL).replace(SINK, &format!("[[sinks]]\nname = \"s\"\ntype = \"syslog\"\n{body}\n"))
+}
+
+fn syslog_settings(body: &str) -> SyslogSinkSettings {
+    let c = parse_at(&syslog_sink(body), Path::new(FILE)).expect("valid");
+    let SinkKind::Syslog(sl) = &c.sinks[0].kind else { panic!("not a syslog sink") };
+    sl.clone()
+}
+
+#[test]
+fn syslog_sinks_get_defaults_per_transport() {
+    let tls = syslog_settings("address = \"siem.example.com\"");
+    assert_eq!((tls.port, tls.framing, tls.format), (6514, SyslogFraming::OctetCounting, SyslogFormat::Rfc5424));
+    assert_eq!((tls.facility, tls.app_name.as_str(), tls.hostname.as_ref()), (10, "auditrelay", None));
+    assert_eq!((tls.max_message_size, tls.oversize, tls.timeout), (65_536, Oversize::DeadLetter, 30 * SECOND));
+    let SyslogTransport::Tls(t) = &tls.transport else { panic!("not tls") };
+    assert_eq!((t.server_name.as_str(), t.ca_file.is_none()), ("siem.example.com", true));
+    let udp = syslog_settings("address = \"10.0.0.1\"\ntransport = \"udp\"\nfacility = 16");
+    assert_eq!((udp.port, udp.max_message_size, udp.facility), (514, 8192, 16));
+    let v6 = syslog_settings("address = \"[::1]:1514\"\ntransport = \"tcp\"\nframing = \"lf\"\nfacility = \"local7\"");
+    assert_eq!((v6.host.as_str(), v6.port, v6.framing, v6.facility), ("::1", 1514, SyslogFraming::Lf, 23));
+    let mtls = syslog_settings(
+        "address = \"127.0.0.1:6514\"\nserver_name = \"localhost\"\nca_file = \"ca.pem\"\n\
+         client_cert_file = \"c.pem\"\nclient_key_file = \"c.key\"\noversize = \"truncate\"",
+    );
+    let SyslogTransport::Tls(t) = &mtls.transport else { panic!("not tls") };
+    let auth = t.client_auth.as_ref().expect("client auth");
+    assert_eq!((t.server_name.as_str(), auth.key_file.as_path()), ("localhost", Path::new("/etc/auditrelay/c.key")));
+    assert_eq!(mtls.oversize, Oversize::Truncate);
+    let render = parse_at(&syslog_sink("address = \"[::1]:1514\"\nsd_id = \"x@1\""), Path::new(FILE))
+        .expect("valid")
+        .render_redacted();
+    assert!(render.contains("address = \"[::1]:1514\"") && render.contains("sd_id = \"x@1\""), "{render}");
+}
+
+fn sink_of(kind: &str, body: &str) -> String {
+    with_source(MINIMAL).replace(SINK, &format!("[[sinks]]\nname = \"s\"\ntype = \"{kind}\"\n{body}\n"))
+}
+
+fn sink_kind(kind: &str, body: &str) -> SinkKind {
+    parse_at(&sink_of(kind, body), Path::new(FILE)).expect("valid").sinks.remove(0).kind
+}
+
+#[test]
+fn hec_sinks_get_defaults_and_read_their_token() {
+    let SinkKind::Hec(h) =
+        sink_kind("hec", "url = \"https://splunk.example.com:8088\"\ntoken = \"${AITRONOS_API_KEY}\"")
+    else {
+        panic!("not hec")
+    };
+    assert_eq!((h.url.as_str(), h.token.expose_secret()), ("https://splunk.example.com:8088/", SECRET));
+    assert_eq!((h.source.as_str(), h.sourcetype.as_str(), h.index.as_deref()), ("auditrelay", "ocsf", None));
+    assert_eq!(h.fields, [EventField::ClassUid, EventField::Vendor, EventField::Tenant]);
+    assert_eq!((h.gzip, h.acks, h.timeout, h.host.as_deref()), (true, None, 30 * SECOND, None));
+    let body = "url = \"http://127.0.0.1:8088\"\ntoken = \"t\"\nindex = \"audit\"\nfields = [\"class_name\", \"event_code\"]\n\
+                gzip = false\nindexer_ack = true\nack_poll_interval = \"500ms\"\nhostname = \"collector-1\"";
+    let SinkKind::Hec(h) = sink_kind("hec", body) else { panic!("not hec") };
+    assert_eq!((h.index.as_deref(), h.gzip, h.host.as_deref()), (Some("audit"), false, Some("collector-1")));
+    assert_eq!(h.fields, [EventField::ClassName, EventField::EventCode]);
+    assert_eq!(h.acks, Some(HecAcks { poll_interval: Duration::from_millis(500), timeout: 5 * MINUTE }));
+    let render = parse_at(&sink_of("hec", body), Path::new(FILE)).expect("valid").render_redacted();
+    assert!(render.contains("token = \"[redacted]\"") && !render.contains("\"t\""), "{render}");
+}
+
+#[test]
+fn otlp_sinks_get_defaults_and_keep_header_values_secret() {
+    let SinkKind::Otlp(o) = sink_kind("otlp", "endpoint = \"https://collector.example.com:4318\"") else {
+        panic!("not otlp")
+    };
+    assert_eq!(
+        (o.endpoint.as_str(), o.protocol),
+        ("https://collector.example.com:4318/v1/logs", OtlpProtocol::HttpProtobuf)
+    );
+    assert_eq!((o.gzip, o.body, o.headers.len(), o.timeout), (true, OtlpBody::Structured, 0, 30 * SECOND));
+    let body = "endpoint = \"http://127.0.0.1:4317\"\nprotocol = \"grpc\"\nbody = \"json_string\"\n\
+                headers = { \"X-Api-Key\" = \"${AITRONOS_API_KEY}\" }";
+    let SinkKind::Otlp(o) = sink_kind("otlp", body) else { panic!("not otlp") };
+    assert_eq!(
+        (o.endpoint.as_str(), o.protocol, o.body),
+        ("http://127.0.0.1:4317/", OtlpProtocol::Grpc, OtlpBody::JsonString)
+    );
+    assert_eq!((o.headers[0].0.as_str(), o.headers[0].1.expose_secret()), ("x-api-key", SECRET));
+    let custom = "endpoint = \"http://127.0.0.1:4318/custom/path\"\nprotocol = \"http_json\"";
+    let SinkKind::Otlp(o) = sink_kind("otlp", custom) else { panic!("not otlp") };
+    assert_eq!(o.endpoint.as_str(), "http://127.0.0.1:4318/custom/path");
+    let render = parse_at(&sink_of("otlp", body), Path::new(FILE)).expect("valid").render_redacted();
+    assert!(render.contains("\"x-api-key\" = \"[redacted]\"") && !render.contains(SECRET), "{render}");
+}
+
+#[test]
+fn hec_and_otlp_mistakes_are_named() {
+    check_err(&sink_of("hec", "token = \"t\""), &["sinks[0].url", "required"]);
+    check_err(&sink_of("hec", "url = \"https://h:8088\""), &["sinks[0].token", "required"]);
+    check_err(&sink_of("hec", "url = \"ftp://h\"\ntoken = \"t\""), &[":10: sinks[0].url:", "http"]);
+    check_err(&sink_of("hec", "url = \"https://u:p@h\"\ntoken = \"t\""), &["sinks[0].url", "credentials"]);
+    check_err(
+        &sink_of("hec", "url = \"http://h\"\ntoken = \"t\"\nfields = [\"nope\"]"),
+        &["sinks[0].fields", "class_uid"],
+    );
+    check_err(
+        &sink_of("hec", "url = \"http://h\"\ntoken = \"t\"\nack_timeout = \"1m\""),
+        &["sinks[0].ack_timeout", "indexer_ack"],
+    );
+    check_err(
+        &sink_of("hec", "url = \"http://h\"\ntoken = \"t\"\nca_file = \"ca.pem\""),
+        &["sinks[0].ca_file", "https"],
+    );
+    check_err(
+        &sink_of("hec", "url = \"http://h\"\ntoken = \"t\"\naddress = \"h:1\""),
+        &["sinks[0].address", "not used"],
+    );
+    let slow_poll = "url = \"http://h\"\ntoken = \"t\"\nindexer_ack = true\nack_poll_interval = \"10m\"";
+    check_err(&sink_of("hec", slow_poll), &["sinks[0].ack_timeout", "ack_poll_interval"]);
+    check_err(&sink_of("otlp", ""), &["sinks[0].endpoint", "required"]);
+    check_err(&sink_of("otlp", "endpoint = \"http://h\"\nprotocol = \"thrift\""), &["sinks[0].protocol", "thrift"]);
+    check_err(
+        &sink_of("otlp", "endpoint = \"http://h\"\nheaders = { \"a b\" = \"x\" }"),
+        &["sinks[0].headers.a b", "header name"],
+    );
+    check_err(
+        &sink_of("otlp", "endpoint = \"http://h\"\nheaders = { a = \"${NOPE_UNSET}\" }"),
+        &["sinks[0].headers.a", "NOPE_UNSET"],
+    );
+    check_err(&sink_of("otlp", "endpoint = \"http://h\"\ntoken = \"t\""), &["sinks[0].token", "not used"]);
+}
+
+#[test]
+fn syslog_mistakes_are_named() {
+    check_err(&syslog_sink(""), &["sinks[0].address", "required"]);
+    check_err(&syslog_sink("address = \"h:0\""), &[":10: sinks[0].address:", "port"]);
+    check_err(&syslog_sink("address = \"::1:514\""), &["sinks[0].address", "brackets"]);
+    check_err(&syslog_sink("address = \"h\"\ntransport = \"sctp\""), &["sinks[0].transport", "sctp"]);
+    check_err(&syslog_sink("address = \"h\"\ntransport = \"udp\"\nca_file = \"x\""), &["sinks[0].ca_file", "not used"]);
+    check_err(&syslog_sink("address = \"h\"\ntransport = \"udp\"\nframing = \"lf\""), &["sinks[0].framing", "udp"]);
+    let big_udp = "address = \"h\"\ntransport = \"udp\"\nmax_message_size = \"64 KiB\"";
+    check_err(&syslog_sink(big_udp), &["sinks[0].max_message_size", "65507"]);
+    check_err(&syslog_sink("address = \"h\"\nmax_message_size = 100"), &["sinks[0].max_message_size", "480"]);
+    check_err(&syslog_sink("address = \"h\"\nfacility = \"local9\""), &["sinks[0].facility", "local7"]);
+    check_err(&syslog_sink("address = \"h\"\nfacility = 24"), &["sinks[0].facility"]);
+    check_err(&syslog_sink("address = \"h\"\nhostname = \"a b\""), &["sinks[0].hostname", "printable"]);
+    check_err(&syslog_sink("address = \"h\"\nsd_id = \"a=b\""), &["sinks[0].sd_id", "SD-ID"]);
+    check_err(&syslog_sink("address = \"h\"\nclient_cert_file = \"c\""), &["sinks[0].client_key_file", "required"]);
+    check_err(&syslog_sink("address = \"h\"\nserver_name = \"bad name\""), &["sinks[0].server_name"]);
+    check_err(&syslog_sink("address = \"h\"\npath = \"x\""), &["sinks[0].path", "not used"]);
+    check_err(&format!("{}\ntimeout = \"1s\"", with_source(MINIMAL)), &["sinks[0].timeout", "not used"]);
+}
+
+fn source_of(vendor: &str, body: &str) -> String {
+    format!("state_dir = \"state\"\n[[sources]]\nname = \"a\"\nvendor = \"{vendor}\"\n{body}\n{SINK}")
+}
+
+const CONFIGCAT: &str =
+    "organization_id = \"08d86d63\"\nusername = \"${CONFIGCAT_USERNAME}\"\npassword = \"${CONFIGCAT_PASSWORD}\"";
+
+#[test]
+fn configcat_and_datafold_get_their_vendor_defaults() {
+    let c = parse_at(&source_of("configcat", CONFIGCAT), Path::new(FILE)).expect("valid");
+    let s = &c.sources[0];
+    assert_eq!(s.base_url.as_str(), "https://api.configcat.com/");
+    assert_eq!(s.max_span, Duration::from_secs(30 * 86_400));
+    assert_eq!((s.rate_limit.requests.get(), s.rate_limit.per), (60, Duration::from_secs(60)));
+    let VendorSettings::ConfigCat(cc) = &s.vendor else { panic!("not configcat") };
+    assert_eq!((cc.page_size, cc.api_version), (100, ConfigCatApi::V2));
+    assert_eq!(cc.password.expose_secret(), SECRET);
+
+    let df = "api_key = \"${DATAFOLD_API_KEY}\"\nbase_url = \"https://datafold.acme.example\"";
+    let c = parse_at(&source_of("datafold", df), Path::new(FILE)).expect("valid");
+    let s = &c.sources[0];
+    assert_eq!(s.max_span, Duration::from_secs(3600));
+    assert_eq!(s.vendor.organization_id(), "datafold.acme.example");
+    let VendorSettings::Datafold(d) = &s.vendor else { panic!("not datafold") };
+    assert_eq!((d.max_records, d.max_response_bytes), (10_000, 32 << 20));
+}
+
+#[test]
+fn astronomer_gets_its_documented_limits() {
+    let body = "organization_id = \"clq4n7x2a000008jz5b1c3e7f\"\nbearer_token = \"${DATAFOLD_API_KEY}\"";
+    let c = parse_at(&source_of("astronomer", body), Path::new(FILE)).expect("valid");
+    let s = &c.sources[0];
+    assert_eq!(s.base_url.as_str(), "https://api.astronomer.io/");
+    assert_eq!((s.rate_limit.requests.get(), s.rate_limit.per), (2, Duration::from_secs(60)));
+    assert_eq!((s.max_span, s.poll_interval), (Duration::from_secs(86_400), Duration::from_secs(300)));
+    // Regression (issue 15 point 6): §2.8 asks for a 10-minute overlap, not the generic 5.
+    assert_eq!(s.overlap, 10 * MINUTE, "Astronomer's documented overlap");
+    let set = parse_at(&source_of("astronomer", &format!("{body}\noverlap = \"15m\"")), Path::new(FILE));
+    assert_eq!(set.expect("valid").sources[0].overlap, 15 * MINUTE, "a configured overlap wins");
+    check_err(&source_of("astronomer", &format!("{body}\nmax_span = \"2d\"")), &["sources[0].max_span: 2d exceeds"]);
+    check_err(&source_of("astronomer", "organization_id = \"o\""), &["sources[0].bearer_token: required"]);
+    check_err(&source_of("astronomer", &format!("{body}\npage_size = 5")), &["not used by vendor astronomer"]);
+}
+
+#[test]
+fn severity_overrides_are_read_and_checked() {
+    let text = format!(
+        "{}\n[severity]\noverrides = {{ \"configcat:apiKeyAdded\" = \"high\", \"aitronos:user.deleted\" = 3 }}\n",
+        with_source(MINIMAL)
+    );
+    let c = parse_at(&text, Path::new(FILE)).expect("valid");
+    assert_eq!(c.severity.get("configcat", "apiKeyAdded"), Some(Severity::High));
+    assert_eq!(c.severity.get("aitronos", "user.deleted"), Some(Severity::Medium));
+    assert_eq!(c.severity.get("aitronos", "user.created"), None);
+    assert!(c.render_redacted().contains("\"configcat:apiKeyAdded\" = \"high\""));
+    let bad = |o: &str| format!("{}\n[severity]\noverrides = {{ {o} }}\n", with_source(MINIMAL));
+    check_err(&bad("\"okta:x\" = \"high\""), &[":13: severity.overrides.\"okta:x\":", "<vendor>:<event code>"]);
+    check_err(
+        &bad("\"datafold:login\" = \"severe\""),
+        &[":13: severity.overrides.\"datafold:login\":", "informational"],
+    );
+    check_err(&bad("\"datafold:login\" = 9"), &["0 to 6"]);
+}
+
+#[test]
+fn vendor_specific_mistakes_are_named() {
+    let cc = |extra: &str| source_of("configcat", &format!("{CONFIGCAT}\n{extra}"));
+    check_err(&cc("max_span = \"31d\""), &[":8: sources[0].max_span: 31d exceeds", "(30d)"]);
+    check_err(&cc("api_version = \"v3\""), &[":8: sources[0].api_version:", "v3"]);
+    check_err(&cc("api_key = \"k\""), &[":8: sources[0].api_key: is not used by vendor configcat"]);
+    check_err(&source_of("configcat", "organization_id = \"o\"\nusername = \"u\""), &["sources[0].password"]);
+    let df = |extra: &str| source_of("datafold", &format!("api_key = \"k\"\n{extra}"));
+    check_err(&df("max_span = \"2h\""), &[":6: sources[0].max_span:"]);
+    check_err(&df("max_records = 0"), &[":6: sources[0].max_records:"]);
+    check_err(&df("page_size = 10"), &["sources[0].page_size: is not used by vendor datafold"]);
+    check_err(&with_source(&format!("{MINIMAL}\nusername = \"u\"")), &["sources[0].username", "aitronos"]);
+}
+
+#[test]
+fn defaults_are_filled_in() {
+    let c = parse_at(&with_source(MINIMAL), Path::new(FILE)).expect("valid");
+    let s = &c.sources[0];
+    assert_eq!(s.base_url.as_str(), "https://api.aitronos.com/");
+    assert_eq!((s.lag, s.overlap, s.max_span), (2 * MINUTE, 5 * MINUTE, Duration::from_secs(86_400)));
+    assert_eq!((s.poll_interval, s.request_timeout), (MINUTE, Duration::from_secs(30)));
+    assert_eq!(s.max_retry_after, Duration::from_secs(3600));
+    assert_eq!(s.max_pages, 10_000);
+    let rl = RateLimit { requests: NonZeroU32::new(100).expect("nonzero"), per: MINUTE, burst: NonZeroU32::MIN };
+    assert_eq!(s.rate_limit, rl);
+    let VendorSettings::Aitronos(a) = &s.vendor else { panic!("not aitronos") };
+    assert_eq!(a.page_size, 100);
+    assert_eq!(c.queue.max_bytes, 1 << 30);
+    assert_eq!(c.state_dir, Path::new("/etc/auditrelay/state"));
+    assert_eq!(c.sinks[0].backoff, Backoff { initial: Duration::from_secs(1), max: MINUTE });
+    let partial = with_source(&format!("{MINIMAL}\nrate_limit = {{ requests = 1000 }}"));
+    let c = parse_at(&partial, Path::new(FILE)).expect("valid");
+    assert_eq!((c.sources[0].rate_limit.requests.get(), c.sources[0].rate_limit.per), (1000, MINUTE));
+}
+
+#[test]
+fn source_ca_file_is_resolved_and_only_taken_for_https() {
+    let c = parse_at(&with_source(&format!("{MINIMAL}\nca_file = \"proxy-ca.pem\"")), Path::new(FILE)).expect("valid");
+    assert_eq!(c.sources[0].ca_file.as_deref(), Some(Path::new("/etc/auditrelay/proxy-ca.pem")));
+    assert!(c.render_redacted().contains("ca_file = \"/etc/auditrelay/proxy-ca.pem\""), "{}", c.render_redacted());
+    let http = format!("{MINIMAL}\nbase_url = \"http://127.0.0.1:8089/\"\nca_file = \"x.pem\"");
+    check_err(&with_source(&http), &[":8: sources[0].ca_file: only used with an https base_url"]);
+}
+
+#[test]
+fn max_pages_is_read_checked_and_rendered() {
+    let c = parse_at(&with_source(&format!("{MINIMAL}\nmax_pages = 5")), Path::new(FILE)).expect("valid");
+    assert_eq!(c.sources[0].max_pages, 5);
+    assert!(c.render_redacted().contains("\nmax_pages = 5\n"), "{}", c.render_redacted());
+    let zero = with_source(&format!("{MINIMAL}\nmax_pages = 0"));
+    check_err(&zero, &[":7: sources[0].max_pages: must be at least 1"]);
+    check_err(&with_source(&format!("{MINIMAL}\nmax_pages = -1")), &[":7:", "sources[0].max_pages"]);
+    // Vendor-neutral: accepted for an unpaged vendor too (where one answer is one page).
+    let df = source_of("datafold", "api_key = \"k\"\nmax_pages = 3");
+    assert_eq!(parse_at(&df, Path::new(FILE)).expect("valid").sources[0].max_pages, 3);
+}
+
+#[test]
+fn unknown_keys_are_named_with_their_line() {
+    check_err(&format!("state_dir = \"s\"\n\nbogus = 1\n{SINK}"), &[FILE, ":3:", "bogus"]);
+    check_err(&with_source(&format!("{MINIMAL}\nlagg = \"1m\"")), &[FILE, ":7:", "sources[0]", "lagg"]);
+    check_err(&with_source(&format!("{MINIMAL}\nbackoff = {{ inital = \"1s\" }}")), &[":7:", "inital"]);
+}
+
+#[test]
+fn bad_values_name_file_line_and_key() {
+    let bad_lag = with_source(&format!("{MINIMAL}\nlag = \"5x\""));
+    check_err(&bad_lag, &[&format!("{FILE}:7: sources[0].lag: invalid duration \"5x\"")]);
+    check_err(&with_source(&format!("{MINIMAL}\npage_size = 101")), &[":7: sources[0].page_size:", "101"]);
+    check_err(&with_source(&format!("{MINIMAL}\npage_size = 0")), &[":7: sources[0].page_size:"]);
+    check_err(&with_source(&format!("{MINIMAL}\npage_size = \"x\"")), &[":7:", "sources[0].page_size"]);
+    check_err(&with_source(&format!("{MINIMAL}\noverlap = \"1d\"")), &[":7: sources[0].overlap:", "max_span"]);
+    check_err(&with_source(&format!("{MINIMAL}\nmax_span = \"5m\"")), &["sources[0].overlap", "max_span"]);
+    check_err(&with_source(&format!("{MINIMAL}\npoll_interval = \"0s\"")), &[":7: sources[0].poll_interval:"]);
+    check_err(&with_source(&format!("{MINIMAL}\nstart = \"yesterday\"")), &[":7: sources[0].start:"]);
+    check_err(&with_source(&format!("{MINIMAL}\nbase_url = \"ftp://x\"")), &[":7: sources[0].base_url:"]);
+    check_err(&with_source(&format!("{MINIMAL}\nrate_limit = {{ requests = 0 }}")), &[":7:", "requests"]);
+    let backoff = format!("{MINIMAL}\nbackoff = {{ initial = \"2m\", max = \"1m\" }}");
+    check_err(&with_source(&backoff), &[":7: sources[0].backoff:", "initial"]);
+    check_err(&with_source("vendor2 = 1"), &["sources[0]", "vendor2"]);
+    check_err(&with_source("api_key = \"k\""), &[":2: sources[0].organization_id: required"]);
+    check_err(&with_source("organization_id = \"ORG_A\""), &["sources[0].api_key", "exactly one"]);
+    check_err(&format!("state_dir = \"s\"\n[queue]\nmax_bytes = 0\n{SINK}"), &[":3: queue.max_bytes:"]);
+    check_err(
+        &format!("state_dir = \"s\"\n[queue]\nmax_bytes = \"1 XB\"\n{SINK}"),
+        &[":3: queue.max_bytes: invalid size \"1 XB\""],
+    );
+    check_err("state_dir = \"s\"\nsources = [", &[FILE, ":2:"]);
+    check_err(&format!("state_dir = \"s\"\n{SINK}"), &[": sources: at least one"]);
+    let vendor = with_source(MINIMAL).replace("\"aitronos\"", "\"okta\"");
+    check_err(&vendor, &[":4: sources[0].vendor:", "okta"]);
+}
+
+#[test]
+fn duplicate_names_and_bad_names_are_rejected() {
+    let two = format!("{}\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\n{MINIMAL}", with_source(MINIMAL));
+    check_err(&two, &["sources[1].name", "duplicate", "\"a\""]);
+    check_err(&format!("{}{SINK}", with_source(MINIMAL)), &["sinks[1].name", "duplicate"]);
+    check_err(&with_source(MINIMAL).replace("name = \"a\"", "name = \"a b\""), &[":3: sources[0].name:"]);
+}
+
+#[test]
+fn renamed_from_names_a_former_sink_claimed_once() {
+    let renamed = format!("{}renamed_from = \"old\"\n", with_source(MINIMAL));
+    let c = parse_at(&renamed, Path::new(FILE)).expect("valid");
+    assert_eq!(c.sinks[0].renamed_from.as_deref(), Some("old"));
+    assert!(c.render_redacted().contains("renamed_from = \"old\""));
+    // A current sink's cursor is never taken over.
+    let current = format!("{}{SINK}", with_source(MINIMAL)).replacen("name = \"f\"", "name = \"g\"", 1);
+    let current = format!("{current}renamed_from = \"g\"\n");
+    check_err(&current, &["sinks[1].renamed_from", "\"g\" is a configured sink"]);
+    let twice = format!("{renamed}{}renamed_from = \"old\"\n", SINK.replace("\"f\"", "\"h\""));
+    check_err(&twice, &["sinks[1].renamed_from", "already renamed by sinks[0]"]);
+    check_err(&format!("{}renamed_from = \"a b\"\n", with_source(MINIMAL)), &["sinks[0].renamed_from", "invalid name"]);
+}
+
+#[test]
+fn missing_env_var_names_variable_and_key_but_no_secret() {
+    // The first source holds a literal secret; the error about the second must not show it.
+    let text = with_source(&format!(
+        "organization_id = \"ORG_A\"\napi_key = \"{SECRET}\"\n[[sources]]\nname = \"b\"\n\
+         vendor = \"aitronos\"\norganization_id = \"ORG_B\"\nbearer_token = \"${{NOPE_TOKEN}}\""
+    ));
+    check_err(&text, &[FILE, ":11:", "sources[1].bearer_token", "NOPE_TOKEN"]);
+    check_err(&with_source("organization_id = \"O\"\napi_key = \"${}\""), &["sources[0].api_key", "invalid"]);
+}
+
+#[test]
+fn secret_files_are_read_trimmed_and_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let origin = dir.path().join("auditrelay.toml");
+    std::fs::write(dir.path().join("token"), format!("{SECRET}\r\n")).expect("write");
+    let c = parse_at(&with_source("organization_id = \"O\"\nbearer_token_file = \"token\""), &origin).expect("valid");
+    let VendorSettings::Aitronos(a) = &c.sources[0].vendor else { panic!("not aitronos") };
+    assert!(matches!(&a.credential, AitronosCredential::Bearer(t) if t.expose_secret() == SECRET));
+
+    let missing = dir.path().join("absent");
+    let text = with_source(&format!("organization_id = \"O\"\napi_key_file = {:?}", missing.display().to_string()));
+    let e = parse_at(&text, &origin).expect_err("unreadable").to_string();
+    assert!(e.contains(":6: sources[0].api_key_file:") && e.contains(&missing.display().to_string()), "{e}");
+
+    std::fs::write(dir.path().join("empty"), "\n").expect("write");
+    let e = parse_at(&with_source("organization_id = \"O\"\napi_key_file = \"empty\""), &origin);
+    assert!(e.expect_err("empty").to_string().contains("sources[0].api_key_file: the secret is empty"));
+
+    let both = with_source("organization_id = \"O\"\napi_key = \"k\"\napi_key_file = \"token\"");
+    check_err(&both, &[":7: sources[0].api_key_file:", "not both"]);
+    let mixed = with_source("organization_id = \"O\"\napi_key = \"k\"\nbearer_token_file = \"token\"");
+    check_err(&mixed, &[":7: sources[0].bearer_token:", "exactly one"]);
+}
+
+#[test]
+fn fingerprints_change_with_settings_and_secrets_only() {
+    let text = |key: &str, lag: &str| {
+        with_source(&format!("organization_id = \"ORG_A\"\napi_key = \"{key}\"\nlag = \"{lag}\""))
+    };
+    let parse = |t: &str| parse_at(t, Path::new(FILE)).expect("valid");
+    let (a, same) = (parse(&text("k1", "2m")), parse(&text("k1", "2m")));
+    assert_eq!(a.sources[0].fingerprint(), same.sources[0].fingerprint());
+    assert_eq!(a.sinks[0].fingerprint(), same.sinks[0].fingerprint());
+    assert_ne!(a.sources[0].fingerprint(), parse(&text("k2", "2m")).sources[0].fingerprint(), "a rotated key");
+    assert_ne!(a.sources[0].fingerprint(), parse(&text("k1", "3m")).sources[0].fingerprint());
+}
+
+#[test]
+fn secrets_never_show_in_debug_or_render() {
+    let text = include_str!("../../config/auditrelay.example.toml");
+    let c = parse_at(text, Path::new(FILE)).expect("valid");
+    assert!(!format!("{c:?}").contains(SECRET));
+    let shown = c.render_redacted();
+    assert!(!shown.contains(SECRET), "{shown}");
+    assert!(shown.contains("api_key = \"[redacted]\""), "{shown}");
+    assert!(shown.contains("max_span = \"1day\"") && shown.contains("per = \"1m\""), "{shown}");
+}
+
+#[test]
+fn load_reads_a_file_and_reports_a_missing_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("a.toml");
+    let text = with_source("organization_id = \"O\"\napi_key = \"literal\"\nstart = 2025-01-01T02:00:00+02:00");
+    std::fs::write(&path, text).expect("write");
+    let c = Config::load(&path).expect("valid");
+    assert_eq!(c.state_dir, dir.path().join("state"));
+    let t0 = DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z").expect("time").with_timezone(&Utc);
+    assert_eq!(c.sources[0].start.resolve(Utc::now()), t0);
+    assert_eq!(StartAt::Ago(MINUTE).resolve(t0), t0 - chrono::TimeDelta::minutes(1));
+    let e = Config::load(&dir.path().join("nope.toml")).expect_err("missing").to_string();
+    assert!(e.contains("nope.toml") && e.contains("cannot read"), "{e}");
+}

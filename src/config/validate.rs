@@ -1,0 +1,711 @@
+//! Layer two: validation. [`Validator`] turns the raw structs into the typed ones: durations,
+//! byte sizes, URLs, paths resolved against the config file's directory, defaults filled in,
+//! secrets resolved from `"${ENV}"`, `<key>_file` or a literal into [`SecretString`]. Each
+//! `[[sources]]` (`[[sinks]]`) table is split by its `vendor` (`type`): the common keys are
+//! checked here, the rest by the vendor's (protocol's) module through [`TableKeys`].
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::num::NonZeroU32;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use toml::Spanned;
+use toml::de::DeValue;
+
+use super::raw::{RawBackoff, RawConfig, RawRateLimit, RawSeverity, RawSink, RawSource, RawTelemetry, Size};
+use super::*;
+use crate::ocsf::SeverityPolicy;
+use crate::ocsf::event::Severity;
+use crate::vendors::VendorId;
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+/// Default retry back-off `[initial, max]` of sources and sinks.
+const SOURCE_BACKOFF: [Duration; 2] = [SECOND, Duration::from_secs(300)];
+const SINK_BACKOFF: [Duration; 2] = [SECOND, MINUTE];
+/// Default `max_pages`: 10,000 pages of at most 100 records (Aitronos' and ConfigCat's largest
+/// page) is a million records in one window, far beyond any organization's audit log for a day
+/// (ConfigCat: 30 days), and 100 minutes of requests at Aitronos' documented 100 a minute. A
+/// vendor still saying "more" after that is broken or hostile: followed, it would never let
+/// the window end.
+const DEFAULT_MAX_PAGES: u32 = 10_000;
+
+pub(super) struct Validator<'a> {
+    pub(super) text: &'a str,
+    pub(super) file: &'a Path,
+    /// Relative paths in the file (state_dir, sink paths, secret files) are relative to this.
+    pub(super) dir: &'a Path,
+    pub(super) env: &'a dyn Fn(&str) -> Option<String>,
+    /// `false`: secrets are checked for shape (one of `key` / `key_file`) but not read.
+    pub(super) read_secrets: bool,
+}
+
+/// A validation step's result.
+pub type Res<T> = Result<T, ConfigError>;
+/// An optional string key as written.
+pub type Text = Option<Spanned<String>>;
+
+impl Validator<'_> {
+    fn err(&self, span: impl Into<Option<Range<usize>>>, key: &str, msg: impl Into<String>) -> ConfigError {
+        let line = span.into().map(|s| {
+            let upto = self.text.as_bytes().get(..s.start).unwrap_or(self.text.as_bytes());
+            upto.iter().filter(|b| **b == b'\n').count() + 1
+        });
+        let (file, key, message) = (self.file.to_path_buf(), key.to_owned(), msg.into());
+        ConfigError::Invalid { file, line, key, message }
+    }
+
+    fn fail<T>(&self, span: impl Into<Option<Range<usize>>>, key: &str, msg: impl Into<String>) -> Res<T> {
+        Err(self.err(span, key, msg))
+    }
+
+    /// Only the toml message and span: its Display would quote the source line, maybe a secret.
+    fn toml_err(&self, key: &str, e: &toml::de::Error) -> ConfigError {
+        self.err(e.span(), key, e.message().trim_end())
+    }
+
+    /// Layer one: the document, its `[[sources]]` and `[[sinks]]` tables split off (each is
+    /// read in two parts, see [`Validator::split`]) and the rest read as [`RawConfig`].
+    pub(super) fn parse(&self, text: &str) -> Res<Config> {
+        let mut root = toml::de::DeTable::parse(text).map_err(|e| self.toml_err("", &e))?;
+        let sources = root.get_mut().remove("sources");
+        let sinks = root.get_mut().remove("sinks");
+        let raw: RawConfig = serde_path_to_error::deserialize(toml::de::Deserializer::from(root))
+            .map_err(|e| self.toml_err(&key_path(e.path()), e.inner()))?;
+        let sources = self.tables(sources, "sources")?.into_iter().enumerate();
+        let sources = sources.map(|(i, t)| self.split(Section::Sources, i, t)).collect::<Res<_>>()?;
+        let sinks = self.tables(sinks, "sinks")?.into_iter().enumerate();
+        let sinks = sinks.map(|(i, t)| self.split(Section::Sinks, i, t)).collect::<Res<_>>()?;
+        self.config(raw, sources, sinks)
+    }
+
+    /// The tables of an array of tables (`[[sources]]`), none when absent.
+    fn tables<'i>(&self, list: Option<Spanned<DeValue<'i>>>, key: &str) -> Res<Vec<Spanned<DeValue<'i>>>> {
+        match list.map(|s| (s.span(), s.into_inner())) {
+            None => Ok(vec![]),
+            Some((_, DeValue::Array(list))) => Ok(list.into_iter().collect()),
+            Some((span, other)) => {
+                self.fail(span, key, format!("expected [[{key}]] tables, found {}", other.type_str()))
+            }
+        }
+    }
+
+    /// Splits one `[[sources]]` (`[[sinks]]`) table by its `vendor` (`type`): the keys that
+    /// vendor's (protocol's) module owns, kept for it, and the common rest, read as
+    /// [`RawSource`] ([`RawSink`]). Another vendor's (protocol's) key is refused by name.
+    fn split<'i, R: serde::de::DeserializeOwned>(
+        &self,
+        section: Section,
+        i: usize,
+        table: Spanned<DeValue<'i>>,
+    ) -> Res<Split<'i, R>> {
+        let what = section.name();
+        let at = |k: &str| format!("{what}[{i}].{k}");
+        let (span, table) = match (table.span(), table.into_inner()) {
+            (span, DeValue::Table(t)) => (span, t),
+            (span, other) => {
+                return self.fail(
+                    span,
+                    &format!("{what}[{i}]"),
+                    format!("expected a table, found {}", other.type_str()),
+                );
+            }
+        };
+        let tag = section.tag();
+        let names = section.names();
+        let owner = match table.get(tag).map(|v| (v.span(), v.get_ref())) {
+            None => return self.fail(span, &format!("{what}[{i}]"), format!("missing field `{tag}`")),
+            Some((vspan, DeValue::String(name))) => match names.iter().find(|n| **n == name.as_ref()) {
+                Some(owner) => *owner,
+                None => {
+                    let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+                    let msg = format!("unknown variant `{name}`, expected one of {}", names.join(", "));
+                    return self.fail(vspan, &at(tag), msg);
+                }
+            },
+            Some((vspan, other)) => {
+                return self.fail(vspan, &at(tag), format!("invalid type: {}, expected a string", other.type_str()));
+            }
+        };
+        let own_keys = section.keys_of(owner);
+        let (mut common, mut own) = (toml::de::DeTable::new(), toml::de::DeTable::new());
+        for (key, value) in table {
+            let name: &str = key.get_ref();
+            if name == tag {
+                continue; // read above
+            } else if own_keys.contains(&name) {
+                own.insert(key, value);
+            } else if names.iter().any(|n| section.keys_of(n).contains(&name)) {
+                return self.fail(value.span(), &at(name), section.not_used(owner));
+            } else if !section.common_keys().contains(&name) {
+                let known = section.common_keys().iter().chain(own_keys).map(|k| format!("`{k}`"));
+                let msg = format!("unknown field `{name}`, expected one of {}", known.collect::<Vec<_>>().join(", "));
+                return self.fail(key.span(), &at(name), msg);
+            } else {
+                common.insert(key, value);
+            }
+        }
+        let raw: R = serde_path_to_error::deserialize(toml::de::Deserializer::from(Spanned::new(span.clone(), common)))
+            .map_err(|e| self.toml_err(&at(&key_path(e.path())), e.inner()))?;
+        Ok(Split { span: span.clone(), owner, raw, own: Spanned::new(span, own) })
+    }
+
+    fn config(
+        &self,
+        raw: RawConfig,
+        sources: Vec<Split<'_, RawSource>>,
+        sinks: Vec<Split<'_, RawSink>>,
+    ) -> Res<Config> {
+        let state_dir = self.path(&raw.state_dir, "state_dir")?;
+        let max_bytes = self.bytes(&raw.queue.max_bytes, "queue.max_bytes", bytesize::GIB)?;
+        if sources.is_empty() {
+            return self.fail(None, "sources", "at least one [[sources]] table is required");
+        }
+        if sinks.is_empty() {
+            return self.fail(None, "sinks", "at least one [[sinks]] table is required");
+        }
+        self.unique(sources.iter().map(|s| &s.raw.name), "sources")?;
+        self.unique(sinks.iter().map(|s| &s.raw.name), "sinks")?;
+        self.renames(&sinks)?;
+        let sources = sources.into_iter().enumerate();
+        let sources = sources.map(|(i, s)| self.source(i, s)).collect::<Res<_>>()?;
+        let sinks = sinks.into_iter().enumerate();
+        let sinks = sinks.map(|(i, s)| self.sink(i, s)).collect::<Res<_>>()?;
+        let queue = QueueSettings { max_bytes };
+        let severity = self.severity(&raw.severity)?;
+        let telemetry = self.telemetry(&raw.telemetry)?;
+        Ok(Config { origin: self.file.to_path_buf(), state_dir, queue, sources, sinks, severity, telemetry })
+    }
+
+    fn telemetry(&self, raw: &RawTelemetry) -> Res<TelemetrySettings> {
+        let Some(listen) = &raw.listen else { return Ok(TelemetrySettings::default()) };
+        let addr: std::net::SocketAddr = listen.get_ref().parse().map_err(|_| {
+            self.err(
+                listen.span(),
+                "telemetry.listen",
+                format!("invalid address {:?}: expected \"IP:port\" such as \"127.0.0.1:9464\"", listen.get_ref()),
+            )
+        })?;
+        if !addr.ip().is_loopback() {
+            // Metrics name sources, sinks and receivers: not for the network at large.
+            tracing::warn!(listen = %addr, "telemetry.listen is not a loopback address: /metrics is reachable from other hosts");
+        }
+        Ok(TelemetrySettings { listen: Some(addr) })
+    }
+
+    fn source(&self, i: usize, t: Split<'_, RawSource>) -> Res<SourceConfig> {
+        let (table, r) = (t.span, t.raw);
+        let at = |k: &str| format!("sources[{i}].{k}");
+        let dur = |v: &Text, k: &str, default, positive| self.duration(v, &at(k), default, positive);
+        let Some(vendor) = VendorId::from_name(t.owner) else {
+            return self.fail(table, &at("vendor"), format!("unknown vendor {:?}", t.owner));
+        };
+        let d = vendor.defaults();
+        let base_url = self.url(&r.base_url, &at("base_url"), d.base_url)?;
+        let section = Section::Sources;
+        let (index, owner, own) = (i, t.owner, t.own);
+        let keys = TableKeys { v: self, section, index, table: table.clone(), base_url: Some(&base_url), owner, own };
+        let vendor = vendor.settings(&keys)?;
+        let overlap = dur(&r.overlap, "overlap", d.overlap, false)?;
+        let max_span = dur(&r.max_span, "max_span", d.max_span, true)?;
+        if let Some(limit) = d.span_limit
+            && max_span > limit
+        {
+            let span = r.max_span.as_ref().map(Spanned::span);
+            let msg = format!(
+                "{} exceeds what the vendor accepts in one request ({})",
+                span_text(max_span),
+                span_text(limit)
+            );
+            return self.fail(span, &at("max_span"), msg);
+        }
+        if overlap >= max_span {
+            let span = r.overlap.as_ref().or(r.max_span.as_ref()).map(Spanned::span);
+            let (o, m) = (humantime::format_duration(overlap), humantime::format_duration(max_span));
+            let msg = format!("overlap ({o}) must be shorter than max_span ({m})");
+            return self.fail(span, &at("overlap"), msg);
+        }
+        let rl = r.rate_limit.unwrap_or(RawRateLimit { requests: None, per: None, burst: None });
+        let rate_limit = RateLimit {
+            requests: rl.requests.or(NonZeroU32::new(d.requests)).unwrap_or(NonZeroU32::MIN),
+            per: dur(&rl.per, "rate_limit.per", d.per, true)?,
+            burst: rl.burst.unwrap_or(NonZeroU32::MIN),
+        };
+        let max_pages = match &r.max_pages {
+            None => DEFAULT_MAX_PAGES,
+            Some(n) if *n.get_ref() > 0 => *n.get_ref(),
+            Some(n) => return self.fail(n.span(), &at("max_pages"), "must be at least 1"),
+        };
+        let ca_file = match &r.ca_file {
+            None => None,
+            Some(p) if base_url.scheme() == "https" => Some(self.path(p, &at("ca_file"))?),
+            Some(p) => return self.fail(p.span(), &at("ca_file"), "only used with an https base_url"),
+        };
+        Ok(SourceConfig {
+            name: self.name(&r.name, &at("name"))?,
+            vendor,
+            base_url,
+            start: self.start(&r.start, &at("start"))?,
+            lag: dur(&r.lag, "lag", 2 * MINUTE, false)?,
+            overlap,
+            max_span,
+            poll_interval: dur(&r.poll_interval, "poll_interval", d.poll_interval, true)?,
+            request_timeout: dur(&r.request_timeout, "request_timeout", 30 * SECOND, true)?,
+            rate_limit,
+            backoff: self.backoff(&r.backoff, &at("backoff"), SOURCE_BACKOFF)?,
+            max_retry_after: dur(&r.max_retry_after, "max_retry_after", 60 * MINUTE, true)?,
+            max_pages,
+            ca_file,
+            until: None,
+        })
+    }
+
+    /// `[severity] overrides = { "vendor:event_code" = "high" | 4, … }`.
+    fn severity(&self, raw: &RawSeverity) -> Res<SeverityPolicy> {
+        let vendors: Vec<&str> = VendorId::ALL.iter().map(|v| v.name()).collect();
+        const NAMES: [&str; 7] = ["unknown", "informational", "low", "medium", "high", "critical", "fatal"];
+        let mut overrides = HashMap::new();
+        for (key, value) in &raw.overrides {
+            let at = format!("severity.overrides.{key:?}");
+            let Some((vendor, code)) = key.split_once(':').filter(|(v, c)| vendors.contains(v) && !c.is_empty()) else {
+                let msg = format!("keys are \"<vendor>:<event code>\" with vendor one of {}", vendors.join(", "));
+                return self.fail(value.span(), &at, msg);
+            };
+            let severity = match value.get_ref() {
+                toml::Value::String(name) => {
+                    NAMES.iter().position(|n| n.eq_ignore_ascii_case(name)).and_then(|i| Severity::from_id(i as u8))
+                }
+                toml::Value::Integer(id) => u8::try_from(*id).ok().and_then(Severity::from_id),
+                _ => None,
+            };
+            let Some(severity) = severity else {
+                let msg = format!("must be one of {} or 0 to 6", NAMES.join(", "));
+                return self.fail(value.span(), &at, msg);
+            };
+            overrides.insert((vendor.to_owned(), code.to_owned()), severity);
+        }
+        Ok(SeverityPolicy::from_overrides(overrides))
+    }
+
+    /// Like [`Validator::secret`], but a missing pair points at the source's table.
+    fn required_secret(&self, key: &str, value: &Text, file: &Text, table: &Range<usize>) -> Res<SecretString> {
+        if value.is_none() && file.is_none() {
+            return self.fail(table.clone(), key, format!("required (or {key}_file)"));
+        }
+        self.secret(key, value, file)
+    }
+
+    fn sink(&self, i: usize, t: Split<'_, RawSink>) -> Res<SinkConfig> {
+        let (table, r) = (t.span, t.raw);
+        let at = |k: &str| format!("sinks[{i}].{k}");
+        let keys =
+            TableKeys { v: self, section: Section::Sinks, index: i, table, base_url: None, owner: t.owner, own: t.own };
+        let Some(kind) = SinkKind::from_keys(t.owner, &keys) else {
+            return self.fail(None, &at("type"), format!("unknown sink type {:?}", t.owner));
+        };
+        let kind = kind?;
+        let batch_max_events = match &r.batch_max_events {
+            None => 500,
+            Some(n) if *n.get_ref() >= 1 => *n.get_ref(),
+            Some(n) => return self.fail(n.span(), &at("batch_max_events"), "must be at least 1"),
+        };
+        let bytes = self.bytes(&r.batch_max_bytes, &at("batch_max_bytes"), bytesize::MIB)?;
+        let Ok(batch_max_bytes) = usize::try_from(bytes) else {
+            let span = r.batch_max_bytes.as_ref().map(Spanned::span);
+            return self.fail(span, &at("batch_max_bytes"), "too large for this platform");
+        };
+        Ok(SinkConfig {
+            name: self.name(&r.name, &at("name"))?,
+            kind,
+            batch_max_events,
+            batch_max_bytes,
+            backoff: self.backoff(&r.backoff, &at("backoff"), SINK_BACKOFF)?,
+            renamed_from: r.renamed_from.as_ref().map(|n| self.name(n, &at("renamed_from"))).transpose()?,
+        })
+    }
+
+    /// `renamed_from` names a sink that is no longer configured, and only one sink claims it:
+    /// a current sink's cursor must never be taken over by another.
+    fn renames(&self, sinks: &[Split<'_, RawSink>]) -> Res<()> {
+        let mut claimed: HashMap<&str, usize> = HashMap::new();
+        for (i, sink) in sinks.iter().enumerate() {
+            let Some(from) = &sink.raw.renamed_from else { continue };
+            let key = format!("sinks[{i}].renamed_from");
+            if let Some(j) = sinks.iter().position(|s| s.raw.name.get_ref() == from.get_ref()) {
+                let msg = format!(
+                    "{:?} is a configured sink (sinks[{j}]); renamed_from names a sink's former name",
+                    from.get_ref()
+                );
+                return self.fail(from.span(), &key, msg);
+            }
+            if let Some(first) = claimed.insert(from.get_ref(), i) {
+                let msg = format!("{:?} is already renamed by sinks[{first}]", from.get_ref());
+                return self.fail(from.span(), &key, msg);
+            }
+        }
+        Ok(())
+    }
+
+    fn unique<'n>(&self, names: impl Iterator<Item = &'n Spanned<String>>, what: &str) -> Res<()> {
+        let mut seen = HashMap::new();
+        for (i, n) in names.enumerate() {
+            if let Some(first) = seen.insert(n.get_ref(), i) {
+                let msg = format!("duplicate name {:?} (also {what}[{first}])", n.get_ref());
+                return self.fail(n.span(), &format!("{what}[{i}].name"), msg);
+            }
+        }
+        Ok(())
+    }
+
+    fn name(&self, v: &Spanned<String>, key: &str) -> Res<String> {
+        let s = v.get_ref();
+        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+        if s.is_empty() || s.len() > 64 || !s.chars().all(ok) {
+            let msg = format!("invalid name {s:?}: use 1 to 64 of A-Z a-z 0-9 _ . -");
+            return self.fail(v.span(), key, msg);
+        }
+        Ok(s.clone())
+    }
+
+    fn path(&self, v: &Spanned<String>, key: &str) -> Res<PathBuf> {
+        if v.get_ref().is_empty() {
+            return self.fail(v.span(), key, "must not be empty");
+        }
+        Ok(self.dir.join(v.get_ref()))
+    }
+
+    fn duration(&self, v: &Text, key: &str, default: Duration, positive: bool) -> Res<Duration> {
+        let Some(v) = v else { return Ok(default) };
+        let d = humantime::parse_duration(v.get_ref())
+            .map_err(|e| self.err(v.span(), key, format!("invalid duration {:?}: {e}", v.get_ref())))?;
+        if positive && d.is_zero() {
+            return self.fail(v.span(), key, "must be greater than zero");
+        }
+        Ok(d)
+    }
+
+    fn start(&self, v: &Option<Spanned<toml::Value>>, key: &str) -> Res<StartAt> {
+        let Some(v) = v else {
+            return Ok(StartAt::Ago(7 * 24 * 60 * MINUTE));
+        };
+        let text = match v.get_ref() {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Datetime(t) => t.to_string(),
+            other => {
+                return self.fail(v.span(), key, format!("expected a string, found {}", other.type_str()));
+            }
+        };
+        if let Ok(ago) = humantime::parse_duration(&text) {
+            return Ok(StartAt::Ago(ago));
+        }
+        match DateTime::parse_from_rfc3339(&text) {
+            Ok(t) => Ok(StartAt::At(t.with_timezone(&Utc))),
+            Err(_) => self.fail(
+                v.span(),
+                key,
+                format!(
+                    "invalid start {text:?}: expected a duration ago such as \"7d\" or an RFC 3339 \
+                 time with offset such as \"2025-01-01T00:00:00Z\""
+                ),
+            ),
+        }
+    }
+
+    fn bytes(&self, v: &Option<Spanned<Size>>, key: &str, default: u64) -> Res<u64> {
+        let Some(v) = v else { return Ok(default) };
+        let n = match v.get_ref() {
+            Size::Bytes(n) => *n,
+            Size::Text(s) => match s.parse::<ByteSize>() {
+                Ok(b) => b.as_u64(),
+                Err(e) => return self.fail(v.span(), key, format!("invalid size {s:?}: {e}")),
+            },
+        };
+        if n == 0 {
+            return self.fail(v.span(), key, "must be greater than zero");
+        }
+        Ok(n)
+    }
+
+    fn backoff(&self, v: &Option<Spanned<RawBackoff>>, key: &str, default: [Duration; 2]) -> Res<Backoff> {
+        let Some(raw) = v else {
+            return Ok(Backoff { initial: default[0], max: default[1] });
+        };
+        let b = raw.get_ref();
+        let initial = self.duration(&b.initial, &format!("{key}.initial"), default[0], true)?;
+        let max = self.duration(&b.max, &format!("{key}.max"), default[1], true)?;
+        if initial > max {
+            let (i, m) = (humantime::format_duration(initial), humantime::format_duration(max));
+            let msg = format!("initial ({i}) must not exceed max ({m})");
+            return self.fail(raw.span(), key, msg);
+        }
+        Ok(Backoff { initial, max })
+    }
+
+    fn url(&self, v: &Text, key: &str, default: &str) -> Res<url::Url> {
+        let (text, span) = v.as_ref().map_or((default, None), |v| (v.get_ref().as_str(), Some(v.span())));
+        // Messages never echo the URL itself: a pasted one may carry credentials.
+        let u = url::Url::parse(text).map_err(|e| self.err(span.clone(), key, format!("invalid URL: {e}")))?;
+        if !matches!(u.scheme(), "http" | "https") || !u.has_host() {
+            let msg = format!("must be an http(s) URL with a host, not {:?}", u.scheme());
+            return self.fail(span, key, msg);
+        }
+        if !u.username().is_empty() || u.password().is_some() {
+            return self.fail(span, key, "must not hold credentials (user:password@); use the credential keys");
+        }
+        Ok(u)
+    }
+
+    /// Resolves `key` (a literal or `"${NAME}"`) or `key_file`; exactly one must be set.
+    fn secret(&self, key: &str, value: &Text, file: &Text) -> Res<SecretString> {
+        let file_key = format!("{key}_file");
+        let (text, span, shown_key) = match (value, file) {
+            (Some(_), Some(f)) => {
+                let msg = format!("set either {key} or {file_key}, not both");
+                return self.fail(f.span(), &file_key, msg);
+            }
+            (None, None) => return self.fail(None, key, "missing"),
+            _ if !self.read_secrets => return Ok(SecretString::from(String::new())),
+            (Some(v), None) => {
+                let s = v.get_ref();
+                let var_ok = |var: &str| !var.is_empty() && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                let text = match s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+                    None => s.clone(),
+                    Some(var) if !var_ok(var) => {
+                        let msg = format!("invalid environment variable reference {s:?}");
+                        return self.fail(v.span(), key, msg);
+                    }
+                    Some(var) => (self.env)(var)
+                        .ok_or_else(|| self.err(v.span(), key, format!("environment variable {var} is not set")))?,
+                };
+                (text, v.span(), key)
+            }
+            (None, Some(f)) => {
+                let path = self.dir.join(f.get_ref());
+                let mut text = std::fs::read_to_string(&path).map_err(|e| {
+                    let msg = format!("cannot read secret file {}: {e}", path.display());
+                    self.err(f.span(), &file_key, msg)
+                })?;
+                warn_if_shared(&path);
+                text.truncate(text.trim_end_matches(['\n', '\r']).len());
+                (text, f.span(), file_key.as_str())
+            }
+        };
+        if text.is_empty() {
+            return self.fail(span, shown_key, "the secret is empty");
+        }
+        Ok(SecretString::from(text))
+    }
+}
+
+/// Which array of tables: sources are told apart by `vendor`, sinks by `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Section {
+    Sources,
+    Sinks,
+}
+
+impl Section {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Section::Sources => "sources",
+            Section::Sinks => "sinks",
+        }
+    }
+
+    /// The key that names the module owning the rest of the table.
+    pub(super) fn tag(self) -> &'static str {
+        match self {
+            Section::Sources => "vendor",
+            Section::Sinks => "type",
+        }
+    }
+
+    pub(super) fn names(self) -> Vec<&'static str> {
+        match self {
+            Section::Sources => VendorId::ALL.iter().map(|v| v.name()).collect(),
+            Section::Sinks => SinkKind::TYPES.to_vec(),
+        }
+    }
+
+    pub(super) fn keys_of(self, owner: &str) -> &'static [&'static str] {
+        match self {
+            Section::Sources => VendorId::from_name(owner).map_or(&[], |v| v.keys()),
+            Section::Sinks => SinkKind::keys_of(owner).unwrap_or(&[]),
+        }
+    }
+
+    /// The keys every table of the section has (the fields of [`RawSource`], [`RawSink`]),
+    /// its tag included.
+    pub(super) fn common_keys(self) -> &'static [&'static str] {
+        match self {
+            Section::Sources => &[
+                "name",
+                "vendor",
+                "base_url",
+                "start",
+                "lag",
+                "overlap",
+                "max_span",
+                "poll_interval",
+                "request_timeout",
+                "rate_limit",
+                "backoff",
+                "max_retry_after",
+                "max_pages",
+                "ca_file",
+            ],
+            Section::Sinks => &["name", "type", "batch_max_events", "batch_max_bytes", "backoff", "renamed_from"],
+        }
+    }
+
+    pub(super) fn not_used(self, owner: &str) -> String {
+        match self {
+            Section::Sources => format!("is not used by vendor {owner}"),
+            Section::Sinks => "not used by this sink type".to_owned(),
+        }
+    }
+}
+
+/// One `[[sources]]` or `[[sinks]]` table split by [`Validator::split`].
+struct Split<'i, R> {
+    span: Range<usize>,
+    /// The vendor (sink type) named by the table.
+    owner: &'static str,
+    raw: R,
+    own: Spanned<toml::de::DeTable<'i>>,
+}
+
+/// What a vendor's (sink protocol's) module sees of its table: its own keys, and the checks
+/// that name file, line and key (`sources[<i>].<key>`) in what they report.
+pub struct TableKeys<'a> {
+    v: &'a Validator<'a>,
+    section: Section,
+    index: usize,
+    table: Range<usize>,
+    /// A source's `base_url`.
+    base_url: Option<&'a url::Url>,
+    owner: &'static str,
+    own: Spanned<toml::de::DeTable<'a>>,
+}
+
+impl TableKeys<'_> {
+    /// The module's keys as its raw struct.
+    pub fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Res<T> {
+        let de = toml::de::Deserializer::from(self.own.clone());
+        serde_path_to_error::deserialize(de).map_err(|e| self.v.toml_err(&self.key(&key_path(e.path())), e.inner()))
+    }
+
+    /// `sources[<i>].<key>`.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}[{}].{key}", self.section.name(), self.index)
+    }
+
+    /// The span of the whole table, for a missing key.
+    pub fn table(&self) -> Range<usize> {
+        self.table.clone()
+    }
+
+    /// A source's `base_url` (none for a sink).
+    pub fn base_url(&self) -> Option<&url::Url> {
+        self.base_url
+    }
+
+    pub fn err(&self, span: impl Into<Option<Range<usize>>>, key: &str, msg: impl Into<String>) -> ConfigError {
+        self.v.err(span, &self.key(key), msg)
+    }
+
+    pub fn fail<T>(&self, span: impl Into<Option<Range<usize>>>, key: &str, msg: impl Into<String>) -> Res<T> {
+        self.v.fail(span, &self.key(key), msg)
+    }
+
+    /// A secret from `key` (a literal or `"${NAME}"`) or `<key>_file`: exactly one must be set.
+    pub fn secret(&self, key: &str, value: &Text, file: &Text) -> Res<SecretString> {
+        self.v.secret(&self.key(key), value, file)
+    }
+
+    /// Like [`TableKeys::secret`], but a missing pair points at the table.
+    pub fn required_secret(&self, key: &str, value: &Text, file: &Text) -> Res<SecretString> {
+        self.v.required_secret(&self.key(key), value, file, &self.table)
+    }
+
+    /// A non-empty `organization_id`, required.
+    pub fn required_org(&self, org: Option<&Spanned<String>>) -> Res<String> {
+        match org.filter(|o| !o.get_ref().is_empty()) {
+            Some(org) => Ok(org.get_ref().clone()),
+            None => {
+                let span = org.map_or(self.table.clone(), Spanned::span);
+                self.v.fail(span, &self.key("organization_id"), format!("required for {}", self.owner))
+            }
+        }
+    }
+
+    /// A byte size (integer or "1 MiB"), `default` when absent; never zero.
+    pub fn bytes(&self, value: &Option<Spanned<Size>>, key: &str, default: u64) -> Res<u64> {
+        self.v.bytes(value, &self.key(key), default)
+    }
+
+    /// A duration ("30s"), `default` when absent; `positive`: never zero.
+    pub fn duration(&self, value: &Text, key: &str, default: Duration, positive: bool) -> Res<Duration> {
+        self.v.duration(value, &self.key(key), default, positive)
+    }
+
+    /// A path, relative to the config file's directory.
+    pub fn path(&self, value: &Spanned<String>, key: &str) -> Res<PathBuf> {
+        self.v.path(value, &self.key(key))
+    }
+
+    /// An http(s) URL with a host and no credentials (`default` when absent).
+    pub fn url(&self, value: &Text, key: &str, default: &str) -> Res<url::Url> {
+        self.v.url(value, &self.key(key), default)
+    }
+}
+
+/// A span as an operator wrote it: whole days or hours plainly ("31d"), else humantime's form
+/// (which would print 31 days as "1month 13h 26m 24s").
+fn span_text(d: Duration) -> String {
+    match d.as_secs() {
+        s if s > 0 && s % 86_400 == 0 && d.subsec_nanos() == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3600 == 0 && d.subsec_nanos() == 0 => format!("{}h", s / 3600),
+        _ => humantime::format_duration(d).to_string(),
+    }
+}
+
+/// `sources[0].lag` from serde_path_to_error's path, without the segments `Spanned` adds.
+fn key_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut key = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => {
+                let _ = write!(key, "[{index}]");
+            }
+            Segment::Map { key: k } if k.starts_with("$__serde_spanned") => {}
+            Segment::Map { key: k } | Segment::Enum { variant: k } => {
+                key.push_str(if key.is_empty() { "" } else { "." });
+                key.push_str(k);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    key
+}
+
+/// A secret file readable by group or others is accepted, but the operator should know.
+pub(crate) fn warn_if_shared(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(path = %path.display(), "secret file is readable by group or others; chmod 600 it");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
