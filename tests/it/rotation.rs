@@ -80,6 +80,21 @@ async fn rotate_mid_run(rotation: Rotation, hup: bool) -> Rotated {
     let lines = |p: &Path| std::fs::read_to_string(p).unwrap_or_default().lines().count();
     agent.until("the records before the gate in the file", RUN_LIMIT, |_| lines(&path) >= BEFORE).await;
     assert_eq!(lines(&path), BEFORE, "nothing passes the gate before it opens");
+    // Acknowledged, not only written: a file deleted before the sink checked it after writing
+    // its batch (`sinks::file::append`) has that batch written again at the path, rightly, and
+    // the records would count twice.
+    let acknowledged = r#"auditrelay_sink_events_total{sink="file",type="file"}"#;
+    let deadline = std::time::Instant::now() + RUN_LIMIT;
+    while sample(&agent.metrics().await, acknowledged).unwrap_or(0.0) < BEFORE as f64 {
+        assert!(agent.exited().is_none(), "the agent exited before acknowledging; its log ends:\n{}", agent.tail());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first {BEFORE} records were not acknowledged within {RUN_LIMIT:?}; the agent's log ends:\n{}",
+            agent.tail()
+        );
+        // The observer's polling interval, not a wait for the condition.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     match rotation {
         Rotation::MoveAndDelete => {
