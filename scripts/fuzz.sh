@@ -87,7 +87,7 @@ if ((${#failed[@]})); then
     echo "$t: $input"
     echo "    reproduce:  cargo +nightly fuzz run $t $input"
     echo "    keep it:    cp $input tests/fixtures/fuzz/$t/<what-it-is>"
-    echo "    then fix the parser until: cargo test --test fuzz_regressions"
+    echo "    then fix the parser until: cargo test --test it fuzz_regressions::"
   done
   exit 1
 fi

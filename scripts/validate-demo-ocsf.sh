@@ -55,7 +55,7 @@ else
   trap 'rm -rf "$out"' EXIT
   # The binary the tests built (same profile and features; `cargo run` would build the graph
   # again without the dev-dependency features). `--no-run` only makes sure it is up to date.
-  cargo test --locked --quiet --no-run --test cli >/dev/null 2>&1 || cargo test --locked --no-run --test cli
+  cargo test --locked --quiet --no-run --test it >/dev/null 2>&1 || cargo test --locked --no-run --test it
   echo "==> target/debug/auditrelay demo --records 300 --out $out"
   target/debug/auditrelay demo --records 300 --out "$out"
   events=$out/events.ndjson

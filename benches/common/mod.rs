@@ -4,9 +4,9 @@
 //! profile (`CARGO_BIN_EXE_auditrelay`), run through the tests' `Agent` wrapper.
 #![allow(dead_code)]
 
-#[path = "../../tests/harness/mod.rs"]
+#[path = "../../tests/it/harness/mod.rs"]
 pub mod harness;
-#[path = "../../tests/hec_emulator/mod.rs"]
+#[path = "../../tests/it/hec_emulator/mod.rs"]
 pub mod hec_emulator;
 pub mod machine;
 

@@ -174,7 +174,7 @@ pub(crate) static TABLE: LazyLock<Table> = LazyLock::new(|| match serde_json::fr
     Err(e) => panic!("tests/fixtures/ocsf-schema/attributes.json: {e}"),
 });
 
-/// Each class's validator, compiled once for the whole test binary.
+/// Each class's validator, compiled once per test binary (the unit tests' and the integration tests').
 pub(crate) static CLASSES: LazyLock<HashMap<u64, Class>> = LazyLock::new(|| {
     SCHEMAS
         .iter()

@@ -1,0 +1,187 @@
+//! The binary's commands as a user runs them: `check`, `demo`, `--help`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use crate::harness;
+
+use std::process::Command;
+
+fn auditrelay() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+}
+
+#[test]
+fn test_check_prints_the_resolved_config_with_secrets_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("aitronos.key");
+    std::fs::write(&key_file, "ak_supersecretvalue0000000000000000000000\n").unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    std::fs::write(
+        &config,
+        r#"state_dir = "state"
+[[sources]]
+name = "acme"
+vendor = "aitronos"
+organization_id = "ORG_7F3KQ9ZP2M4XW8RT"
+api_key_file = "aitronos.key"
+[[sinks]]
+name = "out"
+type = "file"
+path = "out.ndjson"
+"#,
+    )
+    .unwrap();
+    let out = auditrelay().args(["check", "-c"]).arg(&config).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("acme") && stdout.contains("[redacted]"), "{stdout}");
+    assert!(!stdout.contains("supersecret") && !stderr.contains("supersecret"));
+}
+
+#[test]
+fn test_check_names_file_line_and_key_of_a_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\napi_key = \"${AUDITRELAY_TEST_UNSET_VARIABLE}\"\n[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = \"o\"\n",
+    )
+    .unwrap();
+    let out =
+        auditrelay().args(["check", "-c"]).arg(&config).env_remove("AUDITRELAY_TEST_UNSET_VARIABLE").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.toml:6"), "{stderr}");
+    assert!(stderr.contains("api_key") && stderr.contains("AUDITRELAY_TEST_UNSET_VARIABLE"), "{stderr}");
+}
+
+#[test]
+fn test_help_lists_every_command() {
+    let out = auditrelay().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["run", "check", "demo", "simulate"] {
+        assert!(text.contains(cmd), "{text}");
+    }
+}
+
+#[test]
+fn test_demo_delivers_every_record_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = auditrelay().current_dir(dir.path()).args(["demo", "--records", "1000"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("OK: all 4000 seeded records delivered exactly once"), "{stdout}");
+    // Every event is valid OCSF 1.8.0, and all four vendors are there.
+    let events = harness::events(&dir.path().join("auditrelay-demo/events.ndjson"));
+    assert_eq!(events.len(), 4000);
+    let products: std::collections::BTreeSet<_> =
+        events.iter().map(|e| e["metadata"]["product"]["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(products.into_iter().collect::<Vec<_>>(), ["Aitronos", "Astro", "ConfigCat", "Datafold"]);
+    // The demo's vendor limit is tighter than the agent's quota: 429s come, and are honoured.
+    let sim_line = stdout.lines().find(|l| l.starts_with("simulator:")).expect("the simulator's summary line");
+    let count = |label: &str| -> u64 {
+        let before = &sim_line[..sim_line.find(label).unwrap_or_else(|| panic!("{label} in {sim_line}"))];
+        before.trim_end().rsplit([' ', ',']).next().unwrap().parse().unwrap()
+    };
+    assert!(count(" answered 429") > 0, "{sim_line}");
+    assert_eq!(count(" requests inside a Retry-After window"), 0, "{sim_line}");
+}
+
+#[test]
+fn test_run_refuses_to_start_with_an_unreadable_ca_file_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\napi_key = \"k\"\n\
+         [[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"127.0.0.1:6514\"\nca_file = \"missing-ca.pem\"\n",
+    )
+    .unwrap();
+    let out = auditrelay().args(["run", "--once", "-c"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let missing = dir.path().join("missing-ca.pem");
+    assert!(stderr.contains("sink \"siem\"") && stderr.contains(&missing.display().to_string()), "{stderr}");
+    assert!(!dir.path().join("state").exists(), "nothing started: {stderr}");
+}
+
+#[test]
+fn test_check_connect_tries_each_vendor_credential_and_names_a_refused_one() {
+    let (_rt, sim, source) = harness::sinks::simulated_source();
+    let key = sim.aitronos_api_key().to_owned();
+    let wrong = source.replace(&key, "ak_not_the_right_key_0000000000000000000000");
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("out.ndjson").display().to_string();
+    let run = |block: &str| {
+        let config = dir.path().join("auditrelay.toml");
+        let sink = format!("[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = {out_file:?}\n");
+        std::fs::write(&config, format!("state_dir = \"state\"\n{block}\n{sink}")).unwrap();
+        let out = auditrelay().args(["check", "--connect", "-c"]).arg(&config).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, stdout) = run(&source);
+    assert_eq!(code, Some(0), "{stdout}");
+    let row = |stdout: &str, kind: &str| stdout.lines().find(|l| l.starts_with(kind)).unwrap_or_default().to_owned();
+    assert!(
+        row(&stdout, "source").contains(" ok ") && row(&stdout, "source").contains("credential accepted"),
+        "{stdout}"
+    );
+    assert!(row(&stdout, "sink").contains(" ok "), "{stdout}");
+    let (code, stdout) = run(&wrong);
+    assert_eq!(code, Some(1), "{stdout}");
+    let source_row = row(&stdout, "source");
+    assert!(
+        source_row.contains("FAILED") && source_row.contains("401") && source_row.contains("credential is refused"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("ak_not_the_right_key"), "the key is never shown: {stdout}");
+}
+
+#[test]
+fn test_backfill_collects_a_range_reports_progress_and_resumes_from_its_own_checkpoint() {
+    let (_rt, sim, source) = harness::sinks::simulated_source();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let config = dir.path().join("auditrelay.toml");
+    let sink = format!("[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = {:?}\n", out.display().to_string());
+    std::fs::write(&config, format!("state_dir = \"state\"\n{source}\n{sink}")).unwrap();
+    let now = chrono::Utc::now();
+    let backfill = |until: chrono::DateTime<chrono::Utc>| {
+        let since = (now - chrono::Duration::days(2)).to_rfc3339();
+        let out = auditrelay()
+            .args(["backfill", "--source", "a", "--since", &since, "--until", &until.to_rfc3339(), "-c"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The simulator's 1000 records span the last day: half of them first…
+    let (code, stdout, stderr) = backfill(now - chrono::Duration::hours(12));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("backfill a.backfill: done:"), "{stdout}");
+    assert!(stderr.contains("backfill: ") && stderr.contains("windows "), "progress lines on a non-terminal: {stderr}");
+    let first = harness::delivered(&out);
+    assert!(first.len() > 300 && first.len() < 700, "about half: {}", first.len());
+    // …then the same backfill to now resumes from its checkpoint: the rest, nothing twice.
+    let (code, stdout, stderr) = backfill(now);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let all = harness::delivered(&out);
+    assert_eq!(
+        all.len(),
+        sim.record_keys(
+            auditrelay::sim::SimVendor::Aitronos,
+            &sim.organizations(auditrelay::sim::SimVendor::Aitronos)[0]
+        )
+        .len()
+    );
+    assert!(all.values().all(|n| *n == 1), "every record once");
+    // The live source's checkpoint was never written.
+    let stats = auditrelay().args(["queue", "stats", "-c"]).arg(&config).output().unwrap();
+    let stats = String::from_utf8_lossy(&stats.stdout);
+    let live = stats.lines().find(|l| l.starts_with("a ")).unwrap_or_default();
+    assert!(stats.contains("a.backfill") && live.contains("no checkpoint yet"), "{stats}");
+}

@@ -1,0 +1,1264 @@
+//! Deterministic simulation testing of the whole collection and delivery path (issue 15,
+//! point 12), in the manner of FoundationDB's simulator and TigerBeetle's VOPR.
+//!
+//! **The model.** One seed decides everything of a run ([`Scenario::from_seed`]): which vendors
+//! are collected (the in-process simulator, `src/sim`, serving all four contracts from seeded
+//! stores), their records and fault knobs, the sources' and sinks' settings, the receiver model
+//! (`dst/receiver.rs`, a seeded HEC collector) and a schedule of segments, each ended by a
+//! crash or a reload. The *real* parts run in process on a current-thread tokio runtime with
+//! the clock paused ([`run_seed`]): `sources::Source` (its loop), `queue::Queue` (SQLite on
+//! tmpfs), `sinks::run_sink` with a real file sink and a real HEC sink. Virtual time advances
+//! only when every task waits, so hours of polling, back-offs and `Retry-After` windows take
+//! milliseconds. `fastrand`'s thread-local generator is seeded too, so the agent's own jitter
+//! repeats. (Interleavings with the database thread and loopback sockets are up to the OS;
+//! runs of one seed have been identical in practice, and the trace shows what happened.)
+//!
+//! **Fault families** ([`Family`]), each on or off per run (an enabled family is drawn in for
+//! half the seeds): vendor side — dense bursts, late records (within lag + overlap), inserts
+//! while paging, rate limits (429 in every `Retry-After` form, budgets announced or not), 5xx
+//! and slow answers, malformed and truncated answers, redirects (ConfigCat v1 → v2), spurious
+//! 401s, clock steps (the agent's clock jumps at a restart); receiver side — outages and 429s,
+//! slow answers, 2xx that is not an acceptance (a proxy's 200 page, a 302 to a login page),
+//! per-event refusal, whole-batch refusal, file rotation; agent side — crashes (every task
+//! dropped at a seeded point, the database reopened), reloads (one source or sink stopped and
+//! restarted with changed settings), a small queue cap.
+//!
+//! **Invariants**, checked after each run ([`check`]):
+//! (a) every record the vendor model held at the stop, and did not mark as poison, is at every
+//! sink (by record key; at least once); (b) no vendor request arrived inside a `Retry-After`
+//! window the vendor announced, across restarts (the simulator outlives the agent's crashes);
+//! (c) no source's checkpoint `done_until` ever moved backwards (sampled every few virtual
+//! seconds and at every reopen); (d) nothing is dead-lettered that the model did not mark as
+//! poison; (e) memory bounded: queued bytes stay within `max_bytes` plus one answer, and no
+//! request to the receiver holds more events than the sink's `batch_max_events`.
+//!
+//! **Running it.** `cargo test --test it dst::` runs [`DEFAULT_SEEDS`] seeds with the families that
+//! hold on today's code ([`DEFAULT_FAMILIES`]); `AUDITRELAY_SIM_SEEDS=N` runs N seeds,
+//! `AUDITRELAY_SIM_FAMILIES=all` (or a comma list) chooses the families. A failing seed prints
+//! its trace and the one command that replays it:
+//! `AUDITRELAY_SIM_SEED=<seed> AUDITRELAY_SIM_FAMILIES=<families> cargo test --test it dst::replay -- --nocapture`.
+//! Every seed that found a bug is kept in [`REGRESSION_SEEDS`], with the families it needs.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+mod receiver;
+mod record;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use auditrelay::clock::Clock;
+use auditrelay::config::{Config, SinkConfig, SourceConfig};
+use auditrelay::queue::{Queue, QueueOptions};
+use auditrelay::sim::{RateLimitSetting, RetryAfterMode, Sim, SimCredential, SimOptions, SimVendor};
+use auditrelay::sinks::{self, Sink, SinkControl, SinkStats};
+use auditrelay::sources::ratelimit::Gates;
+use auditrelay::sources::{self, Checkpoint, RunMode, Source};
+use chrono::{DateTime, Utc};
+use receiver::{Receiver, ReceiverModel};
+use record::{raw_key, record_key, store_key};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Seeds per CI run: sized to stay well under two minutes on the project's 2-core machine
+/// (ARCHITECTURE.md "Deterministic simulation" has the measurement).
+const DEFAULT_SEEDS: u64 = 200;
+
+/// The fault families, each a switch of [`Scenario::from_seed`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Family {
+    DenseBursts,
+    LateRecords,
+    InsertsWhilePaging,
+    RateLimits,
+    ServerErrors,
+    Malformed,
+    Redirects,
+    Spurious401,
+    ClockSteps,
+    ReceiverOutages,
+    ReceiverSlow,
+    FakeAcceptance,
+    EventRefusal,
+    BatchRefusal,
+    FileRotation,
+    Crashes,
+    Reloads,
+    SmallQueue,
+    RestartsInPauses,
+    TightBudget,
+}
+
+impl Family {
+    const ALL: [Family; 20] = [
+        Family::DenseBursts,
+        Family::LateRecords,
+        Family::InsertsWhilePaging,
+        Family::RateLimits,
+        Family::ServerErrors,
+        Family::Malformed,
+        Family::Redirects,
+        Family::Spurious401,
+        Family::ClockSteps,
+        Family::ReceiverOutages,
+        Family::ReceiverSlow,
+        Family::FakeAcceptance,
+        Family::EventRefusal,
+        Family::BatchRefusal,
+        Family::FileRotation,
+        Family::Crashes,
+        Family::Reloads,
+        Family::SmallQueue,
+        Family::RestartsInPauses,
+        Family::TightBudget,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Family::DenseBursts => "dense_bursts",
+            Family::LateRecords => "late_records",
+            Family::InsertsWhilePaging => "inserts_while_paging",
+            Family::RateLimits => "rate_limits",
+            Family::ServerErrors => "server_errors",
+            Family::Malformed => "malformed",
+            Family::Redirects => "redirects",
+            Family::Spurious401 => "spurious_401",
+            Family::ClockSteps => "clock_steps",
+            Family::ReceiverOutages => "receiver_outages",
+            Family::ReceiverSlow => "receiver_slow",
+            Family::FakeAcceptance => "fake_acceptance",
+            Family::EventRefusal => "event_refusal",
+            Family::BatchRefusal => "batch_refusal",
+            Family::FileRotation => "file_rotation",
+            Family::Crashes => "crashes",
+            Family::Reloads => "reloads",
+            Family::SmallQueue => "small_queue",
+            Family::RestartsInPauses => "restarts_in_pauses",
+            Family::TightBudget => "tight_budget",
+        }
+    }
+}
+
+/// The families enabled in CI: every one. `fake_acceptance` and `batch_refusal` hold since
+/// point 3 landed, `malformed` since an Astronomer HTML page or cut body is a broken answer
+/// (seed 12), `restarts_in_pauses` and `clock_steps` since a stored pause is measured by time
+/// since boot and a clamped checkpoint keeps `lag` (seeds 21, 55, 66, 76), `dense_bursts` and
+/// `tight_budget` since a window is cut at the checkpoint first and a settled one is not asked
+/// again (seeds 2, 3, 41: 200 seeds of every family went from over 13 minutes to about 2).
+const DEFAULT_FAMILIES: &[Family] = &Family::ALL;
+
+/// Every family but `dense_bursts` and `tight_budget`, as the regression seeds found with it
+/// name it (the default set before those two were fast enough for CI).
+const ALL_BUT_SLOW: &str = "late_records,inserts_while_paging,rate_limits,server_errors,redirects,\
+    spurious_401,receiver_outages,receiver_slow,event_refusal,file_rotation,crashes,reloads,small_queue,\
+    fake_acceptance,batch_refusal,malformed,restarts_in_pauses,clock_steps";
+
+/// Seeds that found a bug, with the families they were run with and what they showed. The
+/// regression test runs those whose families are all enabled (so today's default set skips
+/// the ones still open; `AUDITRELAY_SIM_FAMILIES=all` runs every one).
+const REGRESSION_SEEDS: &[(u64, &str, &str)] = &[
+    (
+        0,
+        "dense_bursts",
+        "(c) Datafold: once a burst halves the window below the overlap, the next window ends before \
+         done_until, which moves backwards; the source loops without progress (point 1)",
+    ),
+    (
+        2,
+        "fake_acceptance",
+        "(a) HEC: a 200 without `code` (a proxy's page, or a 302 to a login page) is taken as \
+         acceptance; the batch is acknowledged and lost (point 3)",
+    ),
+    (
+        2,
+        "batch_refusal",
+        "(a) HEC: 400 code 6 without an event number is retried forever; that batch and everything \
+         behind it never reach the receiver (point 3: bisection)",
+    ),
+    (
+        3,
+        "rate_limits,crashes,reloads,restarts_in_pauses",
+        "(b) a source restarted (crash or reload) inside a 429's Retry-After asks at once: the pause \
+         is not stored (point 5)",
+    ),
+    (
+        8,
+        "clock_steps,inserts_while_paging,crashes",
+        "(a) ConfigCat: after the agent's clock stepped at a restart, records the vendor added \
+         meanwhile fall before the next window and are never collected (point 6)",
+    ),
+    (
+        32,
+        "rate_limits,redirects,tight_budget",
+        "(a) ConfigCat v1: every page is a 302 to v2 that spends the one request of the window, so \
+         v2 answers 429, forever: the source stalls and collects nothing",
+    ),
+    (12, "malformed", "(a) Astronomer: a record never collected after malformed answers (HTML 200, cut gzip)"),
+    (
+        61,
+        "late_records,inserts_while_paging,rate_limits,server_errors,redirects,spurious_401,receiver_outages,\
+         receiver_slow,event_refusal,file_rotation,crashes,reloads,small_queue,fake_acceptance,batch_refusal",
+        "(a) a small queue filled by the HEC sink's dead letters (they count against max_bytes) stops \
+         collection for good: the harness now purges them as the operator would",
+    ),
+    // Found after points 5 and 6 landed, with `restarts_in_pauses` and `clock_steps` on (10 of
+    // 200 seeds failed; these four stand for the two kinds).
+    (
+        21,
+        ALL_BUT_SLOW,
+        "(b) Astronomer asked 7.2 s after its 429, across a restart with a clock step: the stored \
+         pause was wall-clock time (now time since boot, with the boot id)",
+    ),
+    (66, ALL_BUT_SLOW, "(b) Datafold asked 60.3 s after its 429, across a restart with a clock step (as 21)"),
+    (
+        55,
+        ALL_BUT_SLOW,
+        "(a) 1 of 256 Aitronos records never collected: restarted with the clock ahead, the checkpoint \
+         was clamped to the vendor's clock, not that clock less `lag`, so a record indexed late fell \
+         before the next window",
+    ),
+    (76, ALL_BUT_SLOW, "(a) 4 of 308 ConfigCat records never collected (as 55)"),
+    (
+        3,
+        "late_records,inserts_while_paging,rate_limits,server_errors,redirects,spurious_401,receiver_outages,\
+         receiver_slow,event_refusal,file_rotation,crashes,reloads,small_queue,fake_acceptance,batch_refusal,\
+         malformed,restarts_in_pauses,clock_steps,dense_bursts",
+        "(stall) Datafold: a dense second inside the overlap halved every poll's window, shrinking the span \
+         of new data: after 6 h the source had crept 40 s past the burst, 162 of 651 records uncollected \
+         (windows straddling the checkpoint are now cut there first; seed 2 alike)",
+    ),
+    (
+        41,
+        "all",
+        "(stall) Datafold far behind on dense data re-asked the whole overlap in pieces before every \
+         few seconds of history: 2,034 of 4,674 records uncollected after 6 h (a window already older \
+         than lag + overlap when asked is now settled: the next starts at its end; seeds 2, 3, 44 alike)",
+    ),
+    (
+        767,
+        ALL_BUT_SLOW,
+        "(b) a reload while an Astronomer request was in flight dropped its 429 unread; the replacement \
+         asked at once (a stopping source now reads an answer in flight for up to 5 s; the harness keeps \
+         credential gates across reloads as the daemon does; seeds 47, 182, 278 alike)",
+    ),
+    (
+        72,
+        "late_records,inserts_while_paging,server_errors,event_refusal,dense_bursts,malformed",
+        "(a) Datafold: a window split past its overlap never asks the overlap again, so a record indexed late \
+         into it is lost",
+    ),
+];
+
+/// The families named by `AUDITRELAY_SIM_FAMILIES` (`all`, `default`, or a comma list).
+fn families_from_env() -> Vec<Family> {
+    match std::env::var("AUDITRELAY_SIM_FAMILIES") {
+        Ok(list) => parse_families(&list),
+        Err(_) => DEFAULT_FAMILIES.to_vec(),
+    }
+}
+
+fn parse_families(list: &str) -> Vec<Family> {
+    match list.trim() {
+        "all" => Family::ALL.to_vec(),
+        "default" | "" => DEFAULT_FAMILIES.to_vec(),
+        list => list
+            .split(',')
+            .map(|name| {
+                Family::ALL
+                    .into_iter()
+                    .find(|f| f.name() == name.trim())
+                    .unwrap_or_else(|| panic!("unknown fault family {name:?}"))
+            })
+            .collect(),
+    }
+}
+
+fn family_list(families: &[Family]) -> String {
+    if families.len() == Family::ALL.len() {
+        return "all".into();
+    }
+    families.iter().map(|f| f.name()).collect::<Vec<_>>().join(",")
+}
+
+/// One collected vendor organization and the settings of its source.
+#[derive(Clone, Debug)]
+struct SourceSpec {
+    vendor: SimVendor,
+    lag: u64,
+    overlap: u64,
+    max_span: &'static str,
+    poll: u64,
+    page_size: u32,
+    /// Requests per minute of the agent's own limiter, and its burst.
+    quota: (u32, u32),
+    max_records: Option<usize>,
+    configcat_v1: bool,
+}
+
+#[derive(Clone, Debug)]
+struct SinkSpec {
+    name: &'static str,
+    batch_max_events: usize,
+}
+
+/// How a segment of the run ends.
+#[derive(Clone, Debug)]
+enum SegmentEnd {
+    /// Every task dropped where it stands, the database closed and reopened; the agent's clock
+    /// may jump (seconds; 0: no step).
+    Crash { clock_step: i64 },
+    /// The source (index) stopped and started again with other settings.
+    ReloadSource(usize),
+    /// The sink (index) stopped and started again with another batch size.
+    ReloadSink(usize),
+    /// Nothing: the run goes on to its stop.
+    Continue,
+}
+
+#[derive(Clone, Debug)]
+enum Trigger {
+    /// After this much virtual time.
+    After(Duration),
+    /// After the vendors received this many more requests (at most an hour).
+    VendorRequests(u64),
+    /// After the receiver got this many more requests (at most an hour).
+    ReceiverRequests(u64),
+}
+
+/// Everything a seed decides.
+#[derive(Clone, Debug)]
+struct Scenario {
+    seed: u64,
+    active: Vec<Family>,
+    sim: SimOptions,
+    sources: Vec<SourceSpec>,
+    sinks: Vec<SinkSpec>,
+    receiver: Option<ReceiverModel>,
+    max_bytes: u64,
+    segments: Vec<(Trigger, SegmentEnd)>,
+    /// Virtual times (from the start) at which the file sink's file is renamed aside.
+    rotations: Vec<Duration>,
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+impl Scenario {
+    fn from_seed(seed: u64, enabled: &[Family]) -> Scenario {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut active: Vec<Family> = enabled.iter().copied().filter(|_| rng.bool()).collect();
+        // Crashes and reloads land inside announced rate-limit pauses only with this family.
+        if active.contains(&Family::RateLimits) && !active.contains(&Family::RestartsInPauses) {
+            active.retain(|f| !matches!(f, Family::Crashes | Family::Reloads | Family::ClockSteps));
+        }
+        let on = |f: Family| active.contains(&f);
+        let mut sim = SimOptions { seed, ..SimOptions::default() };
+        let mut vendors: Vec<SimVendor> = SimVendor::ALL.into_iter().filter(|_| rng.u32(..10) < 6).collect();
+        if vendors.is_empty() {
+            vendors.push(SimVendor::ALL[rng.usize(..4)]);
+        }
+        // Records: a day of history, or a burst of many records inside seconds.
+        let burst = on(Family::DenseBursts);
+        let records = |rng: &mut fastrand::Rng| if burst { rng.usize(50..300) } else { rng.usize(5..150) };
+        let span = |rng: &mut fastrand::Rng| if burst { secs(rng.u64(1..30)) } else { secs(rng.u64(3600..86_400)) };
+        let min_age = |rng: &mut fastrand::Rng| secs(rng.u64(0..900));
+        sim.aitronos.records = records(&mut rng);
+        (sim.aitronos.records_span, sim.aitronos.records_min_age) = (span(&mut rng), min_age(&mut rng));
+        sim.astronomer.records = records(&mut rng);
+        (sim.astronomer.records_span, sim.astronomer.records_min_age) = (span(&mut rng), min_age(&mut rng));
+        sim.configcat.records = records(&mut rng);
+        (sim.configcat.records_span, sim.configcat.records_min_age) = (span(&mut rng), min_age(&mut rng));
+        sim.datafold.records = records(&mut rng);
+        (sim.datafold.records_span, sim.datafold.records_min_age) = (span(&mut rng), min_age(&mut rng));
+
+        let mut sources = Vec::new();
+        for vendor in vendors {
+            let lag = rng.u64(0..180);
+            let (max_span, span_secs) = match vendor {
+                SimVendor::Datafold if burst => ("10m", 600),
+                SimVendor::Datafold => ("1h", 3600),
+                _ => [("1h", 3600), ("6h", 6 * 3600), ("1d", 86_400)][rng.usize(..3)],
+            };
+            // At most half the span: a window then always advances by half of it at least.
+            let overlap = rng.u64(0..600.min(span_secs / 2));
+            let (requests, _) = vendor.default_rate_limit();
+            sources.push(SourceSpec {
+                vendor,
+                lag,
+                overlap,
+                max_span,
+                poll: rng.u64(30..300),
+                page_size: rng.u32(5..=100),
+                quota: if on(Family::RateLimits) { (rng.u32(100..1000), rng.u32(1..10)) } else { (requests, 1) },
+                max_records: (burst && vendor == SimVendor::Datafold).then(|| rng.usize(10..80)),
+                configcat_v1: vendor == SimVendor::ConfigCat && on(Family::Redirects),
+            });
+        }
+        sim.configcat.v1_redirects = on(Family::Redirects);
+        let f = &mut sim.faults;
+        f.rate_limit = RateLimitSetting::VendorDefault;
+        if on(Family::RateLimits) {
+            // One request per window is tighter than a redirected request (two requests) fits.
+            let least = if on(Family::TightBudget) { 1 } else { 2 };
+            f.rate_limit = RateLimitSetting::Fixed { requests: rng.u32(least..6), per: secs(rng.u64(5..90)) };
+            f.retry_after = [RetryAfterMode::Seconds, RetryAfterMode::HttpDate, RetryAfterMode::Omit][rng.usize(..3)];
+            f.limit_headers = rng.bool();
+            if f.retry_after == RetryAfterMode::Omit {
+                // Astronomer and Datafold have no reset header: a 429 without Retry-After announces
+                // nothing the simulator's bookkeeping could hold the agent to (it counts from its
+                // window's end rounded up, Astronomer documents 60 s from the 429), so they are
+                // not limited and the agent keeps Datafold under its limit.
+                f.vendor_rate_limits.insert(SimVendor::Astronomer, RateLimitSetting::Off);
+                f.vendor_rate_limits.insert(SimVendor::Datafold, RateLimitSetting::VendorDefault);
+                for s in sources.iter_mut().filter(|s| s.vendor == SimVendor::Datafold) {
+                    s.quota = (SimVendor::Datafold.default_rate_limit().0, 1);
+                }
+            }
+        }
+        if on(Family::ServerErrors) {
+            f.error_rate = rng.f64() * 0.3;
+            f.page_latency = Duration::from_millis(rng.u64(0..5000));
+        }
+        if on(Family::Malformed) {
+            f.malformed_rate = rng.f64() * 0.3;
+            sim.astronomer.truncated_rate = rng.f64() * 0.3;
+        }
+        if on(Family::InsertsWhilePaging) || on(Family::LateRecords) {
+            f.arrivals_per_page = rng.usize(1..6);
+        }
+        if on(Family::LateRecords) {
+            // Late, but within every source's lag + overlap: the contract the agent is built for.
+            let bound = sources.iter().map(|s| s.lag + s.overlap).min().unwrap_or(0);
+            f.arrival_lateness = secs(bound);
+        }
+        if on(Family::Spurious401) {
+            f.spurious_unauthorized_rate = rng.f64() * 0.1;
+        }
+
+        let mut sinks = vec![SinkSpec { name: "file", batch_max_events: rng.usize(1..300) }];
+        let receiver = rng.bool().then(|| {
+            sinks.push(SinkSpec { name: "hec", batch_max_events: rng.usize(1..300) });
+            let mut m = ReceiverModel { seed, ..ReceiverModel::default() };
+            if on(Family::ReceiverOutages) {
+                for _ in 0..rng.usize(1..4) {
+                    let start = secs(rng.u64(0..7200));
+                    m.outages.push((start, start + secs(rng.u64(10..1800))));
+                }
+                m.busy_rate = rng.f64() * 0.2;
+            }
+            if on(Family::ReceiverSlow) {
+                m.slow_rate = rng.f64() * 0.5;
+                m.max_delay = secs(rng.u64(1..45));
+            }
+            if on(Family::FakeAcceptance) {
+                m.fake_ok_rate = rng.f64() * 0.2;
+            }
+            if on(Family::EventRefusal) || on(Family::BatchRefusal) {
+                m.poison_permille = rng.u64(1..30);
+                m.whole_batch_refusal = on(Family::BatchRefusal) && (!on(Family::EventRefusal) || rng.bool());
+            }
+            m
+        });
+        let max_bytes = if on(Family::SmallQueue) { rng.u64(20_000..300_000) } else { 1 << 30 };
+
+        let mut segments = Vec::new();
+        for _ in 0..rng.usize(1..6) {
+            let trigger = match rng.u32(..3) {
+                0 => Trigger::VendorRequests(rng.u64(1..40)),
+                1 if receiver.is_some() => Trigger::ReceiverRequests(rng.u64(1..20)),
+                _ => Trigger::After(Duration::from_millis(rng.u64(100..1_800_000))),
+            };
+            let mut ends = vec![SegmentEnd::Continue];
+            if on(Family::Crashes) {
+                let step = if on(Family::ClockSteps) { rng.i64(-900..900) } else { 0 };
+                ends.push(SegmentEnd::Crash { clock_step: step });
+                ends.push(SegmentEnd::Crash { clock_step: 0 });
+            } else if on(Family::ClockSteps) {
+                ends.push(SegmentEnd::Crash { clock_step: rng.i64(-900..900) });
+            }
+            if on(Family::Reloads) {
+                ends.push(SegmentEnd::ReloadSource(rng.usize(..sources.len())));
+                ends.push(SegmentEnd::ReloadSink(rng.usize(..sinks.len())));
+            }
+            segments.push((trigger, ends[rng.usize(..ends.len())].clone()));
+        }
+        let rotations = if on(Family::FileRotation) {
+            (0..rng.usize(1..4)).map(|_| Duration::from_millis(rng.u64(0..3_600_000))).collect()
+        } else {
+            Vec::new()
+        };
+        Scenario { seed, active, sim, sources, sinks, receiver, max_bytes, segments, rotations }
+    }
+}
+
+/// An invariant that did not hold, with what the run did.
+#[derive(Debug)]
+struct Violation {
+    invariant: &'static str,
+    detail: String,
+    trace: Vec<String>,
+}
+
+/// What a passing run did, for the summary.
+#[derive(Debug, Default)]
+struct Report {
+    vendor_requests: u64,
+    records: usize,
+    crashes: usize,
+    reloads: usize,
+    virtual_secs: u64,
+}
+
+/// Samples taken while the agent runs: checkpoints (c) and queued bytes (e).
+#[derive(Default)]
+struct Monitor {
+    done_until: HashMap<String, DateTime<Utc>>,
+    backwards: Vec<String>,
+    peak_bytes: u64,
+}
+
+/// A running task of the agent and how to stop it gracefully.
+enum Stop {
+    Source(CancellationToken),
+    Sink(SinkControl),
+    Monitor,
+}
+
+struct Agent {
+    queue: Queue,
+    clock: Clock,
+    /// Each credential's limiter and pause, kept across reloads as the daemon keeps them (a crash
+    /// loses them: only stored pauses outlive it).
+    gates: Gates,
+    tasks: Vec<(String, Stop, JoinHandle<()>)>,
+}
+
+/// The world of one run: the vendor model, the receiver model, the agent's state directory.
+struct World {
+    sc: Scenario,
+    dir: tempfile::TempDir,
+    sim: Sim,
+    receiver: Option<Receiver>,
+    vendor_clock: Clock,
+    /// The agent's clock minus the vendors', in seconds (clock steps).
+    offset: i64,
+    monitor: Arc<Mutex<Monitor>>,
+    trace: Vec<String>,
+    started: tokio::time::Instant,
+    /// Dead letters the operator purged during the run (checked by (d) with the rest).
+    purged: Vec<auditrelay::queue::DeadLetter>,
+    /// The vendor's clock at each crash: a 429 answered at that instant went to a process that
+    /// died with the request in flight, and announced nothing any agent could honour.
+    crashes_at: Vec<DateTime<Utc>>,
+}
+
+/// Virtual seconds since the run started, for the trace.
+fn stamp(started: tokio::time::Instant) -> String {
+    format!("{:>8.1}s", tokio::time::Instant::now().saturating_duration_since(started).as_secs_f64())
+}
+
+impl World {
+    fn log(&mut self, what: String) {
+        self.trace.push(format!("{} {what}", stamp(self.started)));
+    }
+
+    fn out_dir(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn config(&self) -> Config {
+        let mut text = format!("state_dir = {:?}\n", self.state_dir().display().to_string());
+        for s in &self.sc.sources {
+            let org = self.sim.organizations(s.vendor)[0].clone();
+            let credential = match self.sim.credential(s.vendor, &org) {
+                SimCredential::ApiKey(key) => format!("api_key = {key:?}"),
+                SimCredential::Bearer(token) => format!("bearer_token = {token:?}"),
+                SimCredential::Basic { username, password } => {
+                    format!("username = {username:?}\npassword = {password:?}")
+                }
+            };
+            text += &format!(
+                "[[sources]]\nname = {name:?}\nvendor = {name:?}\norganization_id = {org:?}\n{credential}\n\
+                 base_url = {base:?}\nstart = \"26h\"\nlag = \"{lag}s\"\noverlap = \"{overlap}s\"\n\
+                 max_span = {span:?}\npoll_interval = \"{poll}s\"\nrequest_timeout = \"30s\"\n\
+                 rate_limit = {{ requests = {rq}, per = \"1m\", burst = {burst} }}\n\
+                 backoff = {{ initial = \"1s\", max = \"60s\" }}\n",
+                name = s.vendor.name(),
+                base = self.sim.base_url().to_string(),
+                lag = s.lag,
+                overlap = s.overlap,
+                span = s.max_span,
+                poll = s.poll,
+                rq = s.quota.0,
+                burst = s.quota.1,
+            );
+            match s.vendor {
+                SimVendor::Aitronos => text += &format!("page_size = {}\n", s.page_size),
+                SimVendor::ConfigCat if s.configcat_v1 => text += "api_version = \"v1\"\n",
+                SimVendor::ConfigCat => text += &format!("page_size = {}\n", s.page_size),
+                SimVendor::Datafold => {
+                    if let Some(n) = s.max_records {
+                        text += &format!("max_records = {n}\n");
+                    }
+                }
+                SimVendor::Astronomer => {}
+            }
+        }
+        for k in &self.sc.sinks {
+            text += &format!(
+                "[[sinks]]\nname = {:?}\nbatch_max_events = {}\nbackoff = {{ initial = \"1s\", max = \"30s\" }}\n",
+                k.name, k.batch_max_events
+            );
+            match (k.name, &self.receiver) {
+                ("hec", Some(r)) => {
+                    text += &format!(
+                        "type = \"hec\"\nurl = {:?}\ntoken = \"dst-token\"\ngzip = false\ntimeout = \"30s\"\n",
+                        r.url()
+                    )
+                }
+                _ => {
+                    text += &format!(
+                        "type = \"file\"\npath = {:?}\n",
+                        self.out_dir().join("events.ndjson").display().to_string()
+                    )
+                }
+            }
+        }
+        Config::parse_with_env(&text, &self.dir.path().join("dst.toml"), &|_: &str| None)
+            .unwrap_or_else(|e| panic!("seed {}: the harness wrote a bad config: {e}\n{text}", self.sc.seed))
+    }
+
+    fn source_cfg(&self, i: usize) -> (SourceConfig, auditrelay::ocsf::SeverityPolicy) {
+        let config = self.config();
+        (config.sources[i].clone(), config.severity)
+    }
+
+    fn sink_cfg(&self, i: usize) -> SinkConfig {
+        self.config().sinks[i].clone()
+    }
+
+    /// Opens the database and starts every source, every sink and the monitor.
+    async fn start_agent(&mut self) -> Agent {
+        let names = self.sc.sinks.iter().map(|k| k.name.to_owned()).collect();
+        let queue = Queue::open(&self.state_dir(), QueueOptions { max_bytes: self.sc.max_bytes, sinks: names })
+            .unwrap_or_else(|e| panic!("seed {}: cannot reopen the queue: {e}", self.sc.seed));
+        let wall = self.vendor_clock.now_utc() + chrono::Duration::seconds(self.offset);
+        // The same machine, restarted: time since boot goes on (the vendor clock's stands for it).
+        let clock = self.vendor_clock.restarted_at(wall);
+        let mut agent = Agent { queue, clock, gates: Gates::default(), tasks: Vec::new() };
+        self.sample_checkpoints(&agent.queue, "reopen").await;
+        for i in 0..self.sc.sources.len() {
+            self.start_source(&mut agent, i);
+        }
+        for i in 0..self.sc.sinks.len() {
+            self.start_sink(&mut agent, i);
+        }
+        let (queue, monitor, names) = (agent.queue.clone(), self.monitor.clone(), self.source_names());
+        let handle = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(secs(5)).await;
+                let bytes = queue.queued_bytes();
+                {
+                    let mut m = monitor.lock().unwrap();
+                    m.peak_bytes = m.peak_bytes.max(bytes);
+                }
+                for name in &names {
+                    if let Ok(Some(text)) = queue.checkpoint(name).await {
+                        note_checkpoint(&monitor, name, &text, "while running");
+                    }
+                }
+            }
+        });
+        agent.tasks.push(("monitor".into(), Stop::Monitor, handle));
+        agent
+    }
+
+    fn source_names(&self) -> Vec<String> {
+        self.sc.sources.iter().map(|s| s.vendor.name().to_owned()).collect()
+    }
+
+    fn start_source(&mut self, agent: &mut Agent, i: usize) {
+        let (cfg, severity) = self.source_cfg(i);
+        let http = sources::http_client(&cfg).expect("source HTTP client");
+        let gate = agent.gates.gate(&cfg, &agent.clock);
+        let source = Source::with_gate(cfg.clone(), http, agent.queue.clone(), agent.clock.clone(), severity, gate);
+        let token = CancellationToken::new();
+        let run = source.run(RunMode::Follow, token.clone());
+        let name = cfg.name.clone();
+        agent.tasks.push((name, Stop::Source(token), tokio::spawn(async move { drop(run.await) })));
+    }
+
+    fn start_sink(&mut self, agent: &mut Agent, i: usize) {
+        let cfg = self.sink_cfg(i);
+        let sink = Sink::open(&cfg).expect("sink opens");
+        let control = SinkControl::default();
+        let name = cfg.name.clone();
+        let run = sinks::run_sink(
+            cfg,
+            sink,
+            agent.queue.clone(),
+            agent.clock.clone(),
+            Arc::new(SinkStats::default()),
+            control.clone(),
+        );
+        agent.tasks.push((name, Stop::Sink(control), tokio::spawn(run)));
+    }
+
+    async fn sample_checkpoints(&mut self, queue: &Queue, when: &str) {
+        for name in self.source_names() {
+            if let Ok(Some(text)) = queue.checkpoint(&name).await {
+                note_checkpoint(&self.monitor, &name, &text, when);
+            }
+        }
+    }
+
+    /// A crash: every task dropped where it stands; the database thread finishes what it was
+    /// handed (a commit either happened or not) and the file is closed.
+    async fn crash(&mut self, agent: Agent) {
+        for (_, _, handle) in &agent.tasks {
+            handle.abort();
+        }
+        for (_, _, handle) in agent.tasks {
+            let _ = handle.await;
+        }
+        agent.queue.close().await.unwrap_or_else(|e| panic!("seed {}: queue close: {e}", self.sc.seed));
+    }
+
+    /// A reload of one task: stopped as the daemon stops it (sink: after its batch in hand, or
+    /// given up after 30 s), then started with its new settings.
+    async fn reload(&mut self, agent: &mut Agent, name: &str) {
+        let Some(pos) = agent.tasks.iter().position(|(n, ..)| n == name) else { return };
+        let (_, stop, handle) = agent.tasks.remove(pos);
+        match stop {
+            Stop::Source(token) => token.cancel(),
+            Stop::Sink(control) => {
+                control.stop.cancel();
+                let abort = control.abort.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(secs(30)).await;
+                    abort.cancel();
+                });
+            }
+            Stop::Monitor => {}
+        }
+        let _ = handle.await;
+    }
+}
+
+fn note_checkpoint(monitor: &Mutex<Monitor>, name: &str, text: &str, when: &str) {
+    let Ok(cp) = serde_json::from_str::<Checkpoint>(text) else {
+        monitor.lock().unwrap().backwards.push(format!("{name}: unreadable checkpoint {text:?} ({when})"));
+        return;
+    };
+    let Some(done) = cp.done_until else { return };
+    let mut m = monitor.lock().unwrap();
+    match m.done_until.get(name) {
+        Some(prev) if done < *prev => {
+            if m.backwards.len() < 3 {
+                let msg = format!("{name}: done_until went back from {prev} to {done} ({when})");
+                m.backwards.push(msg);
+            }
+        }
+        _ => {
+            m.done_until.insert(name.to_owned(), done);
+        }
+    }
+}
+
+/// Runs one seed with the families `enabled` and checks the invariants.
+fn run_seed(seed: u64, enabled: &[Family]) -> Result<Report, Violation> {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().expect("a tokio runtime");
+    // The agent's own jitter (`fastrand::Rng::new()`) forks this thread's generator.
+    fastrand::seed(seed);
+    let scenario = Scenario::from_seed(seed, enabled);
+    runtime.block_on(simulate(scenario))
+}
+
+const T0: &str = "2026-03-18T12:00:00Z";
+
+async fn simulate(sc: Scenario) -> Result<Report, Violation> {
+    let wall: DateTime<Utc> = DateTime::parse_from_rfc3339(T0).unwrap().with_timezone(&Utc);
+    let vendor_clock = Clock::starting_at(wall);
+    let sim = Sim::start("127.0.0.1:0".parse().unwrap(), sc.sim.clone(), vendor_clock.clone()).await.unwrap();
+    let receiver = match &sc.receiver {
+        Some(m) => Some(Receiver::start(m.clone()).await),
+        None => None,
+    };
+    let tmp = if Path::new("/dev/shm").is_dir() { tempfile::tempdir_in("/dev/shm") } else { tempfile::tempdir() };
+    let dir = tmp.expect("a temporary directory");
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    let mut w = World {
+        dir,
+        sim,
+        receiver,
+        vendor_clock,
+        offset: 0,
+        monitor: Arc::default(),
+        trace: Vec::new(),
+        purged: Vec::new(),
+        crashes_at: Vec::new(),
+        started: tokio::time::Instant::now(),
+        sc,
+    };
+    w.log(format!("families {}", family_list(&w.sc.active)));
+    let srcs: Vec<String> = w
+        .sc
+        .sources
+        .iter()
+        .map(|s| {
+            format!("{} (lag {}s overlap {}s span {} poll {}s)", s.vendor.name(), s.lag, s.overlap, s.max_span, s.poll)
+        })
+        .collect();
+    let f = &w.sc.sim.faults;
+    w.log(format!(
+        "vendor faults: limit {:?} retry_after {:?} limit_headers {} error_rate {:.2} latency {:?} malformed {:.2} \
+         arrivals {} lateness {:?} spurious_401 {:.2}; receiver {:?}",
+        f.rate_limit,
+        f.retry_after,
+        f.limit_headers,
+        f.error_rate,
+        f.page_latency,
+        f.malformed_rate,
+        f.arrivals_per_page,
+        f.arrival_lateness,
+        f.spurious_unauthorized_rate,
+        w.sc.receiver
+    ));
+    let msg = format!("sources {}; sinks {:?}; max_bytes {}", srcs.join(", "), w.sc.sinks, w.sc.max_bytes);
+    w.log(msg);
+    let (mut crashes, mut reloads) = (0, 0);
+
+    // Rotations run beside the agent, on their own schedule.
+    let rotations = {
+        let (out, mut at) = (w.out_dir(), w.sc.rotations.clone());
+        at.sort();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let mut done = Vec::new();
+            for (n, t) in at.into_iter().enumerate() {
+                tokio::time::sleep_until(start + t).await;
+                let from = out.join("events.ndjson");
+                if std::fs::rename(&from, out.join(format!("events.ndjson.{n}"))).is_ok() {
+                    done.push(format!("rotated to events.ndjson.{n}"));
+                }
+            }
+            done
+        })
+    };
+
+    let mut agent = w.start_agent().await;
+    for (trigger, end) in w.sc.segments.clone() {
+        let before = w.sim.stats().requests;
+        match trigger {
+            Trigger::After(d) => tokio::time::sleep(d).await,
+            Trigger::VendorRequests(n) => {
+                tokio::select! {
+                    _ = w.sim.wait_for_requests(before + n) => {}
+                    _ = tokio::time::sleep(secs(3600)) => {}
+                }
+            }
+            Trigger::ReceiverRequests(n) => {
+                let target = w.receiver.as_ref().map_or(0, |r| r.with(|s| s.requests)) + n;
+                let deadline = tokio::time::Instant::now() + secs(3600);
+                while w.receiver.as_ref().map_or(0, |r| r.with(|s| s.requests)) < target
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        match end {
+            SegmentEnd::Continue => {}
+            SegmentEnd::Crash { clock_step } => {
+                crashes += 1;
+                w.crashes_at.push(w.vendor_clock.now_utc());
+                w.crash(agent).await;
+                w.offset += clock_step;
+                let msg = format!("crash: every task dropped, database reopened; agent clock offset now {}s", w.offset);
+                w.log(msg);
+                agent = w.start_agent().await;
+            }
+            SegmentEnd::ReloadSource(i) => {
+                reloads += 1;
+                let name = w.sc.sources[i].vendor.name().to_owned();
+                w.reload(&mut agent, &name).await;
+                let mut rng = fastrand::Rng::with_seed(w.sc.seed ^ (reloads as u64) << 32);
+                let s = &mut w.sc.sources[i];
+                (s.poll, s.page_size) = (rng.u64(30..300), rng.u32(5..=100));
+                let msg = format!("reload: source {name} restarted (poll {}s, page_size {})", s.poll, s.page_size);
+                w.log(msg);
+                w.start_source(&mut agent, i);
+            }
+            SegmentEnd::ReloadSink(i) => {
+                reloads += 1;
+                let name = w.sc.sinks[i].name;
+                w.reload(&mut agent, name).await;
+                let mut rng = fastrand::Rng::with_seed(w.sc.seed ^ (reloads as u64) << 32);
+                w.sc.sinks[i].batch_max_events = rng.usize(1..300);
+                let msg =
+                    format!("reload: sink {name} restarted (batch_max_events {})", w.sc.sinks[i].batch_max_events);
+                w.log(msg);
+                w.start_sink(&mut agent, i);
+            }
+        }
+    }
+
+    // The stop: what the vendors hold now must reach every sink once the agent has had time to
+    // collect past it (lag, poll interval, back-offs, outages).
+    let stop_vendor = w.vendor_clock.now_utc();
+    // The vendors go quiet: records that kept arriving with every answer would make a dense
+    // burst a workload no client within the rate limit could ever catch up with (the invariant
+    // is about what was there at the stop).
+    w.sim.close_arrivals();
+    let expected = expected_records(&w);
+    w.log(format!("stop: {} records at the vendors; settling", expected.values().map(HashSet::len).sum::<usize>()));
+    let settle_deadline = tokio::time::Instant::now() + secs(6 * 3600);
+    loop {
+        tokio::time::sleep(secs(60)).await;
+        // Dead letters count against `max_bytes`: a small queue they fill stops collection (the
+        // data waits at the vendor) until the operator purges them, as README "Dead letters" says.
+        if agent.queue.is_full() && sinks_drained(&w, &agent).await {
+            let dead = agent.queue.dead_letters(1_000_000).await.unwrap();
+            let purged =
+                agent.queue.purge_dead_letters(auditrelay::queue::DeadLetterSelection::default()).await.unwrap();
+            w.log(format!("operator: the queue is full of dead letters; purged {purged} after reading them"));
+            w.purged.extend(dead);
+        }
+        if settled(&w, &agent, stop_vendor).await || tokio::time::Instant::now() >= settle_deadline {
+            break;
+        }
+    }
+    w.log("settled (or gave up after 6 h)".to_owned());
+    let rotated = {
+        rotations.abort();
+        rotations.await.unwrap_or_default()
+    };
+    for r in rotated {
+        w.trace.push(format!("         (file sink {r})"));
+    }
+    let outcome = check(&mut w, &agent, &expected).await;
+    let virtual_secs = tokio::time::Instant::now().saturating_duration_since(w.started).as_secs();
+    w.crash(agent).await;
+    if let Some(r) = &w.receiver {
+        r.stop();
+    }
+    let vendor_requests = w.sim.stats().requests;
+    w.sim.shutdown().await;
+    outcome?;
+    Ok(Report { vendor_requests, records: expected.values().map(HashSet::len).sum(), crashes, reloads, virtual_secs })
+}
+
+/// Record names the vendor model holds now, by vendor collected.
+fn expected_records(w: &World) -> BTreeMap<SimVendor, HashSet<String>> {
+    let mut out = BTreeMap::new();
+    for s in &w.sc.sources {
+        let org = w.sim.organizations(s.vendor)[0].clone();
+        let keys = w.sim.record_keys(s.vendor, &org).iter().map(|k| store_key(s.vendor, k)).collect();
+        out.insert(s.vendor, keys);
+    }
+    out
+}
+
+/// Every source's checkpoint is past the stop and every sink has nothing left to send.
+async fn settled(w: &World, agent: &Agent, stop: DateTime<Utc>) -> bool {
+    for name in w.source_names() {
+        let Ok(Some(text)) = agent.queue.checkpoint(&name).await else { return false };
+        let Ok(cp) = serde_json::from_str::<Checkpoint>(&text) else { return false };
+        if cp.done_until.is_none_or(|d| d < stop) || cp.sweep.is_some() {
+            return false;
+        }
+    }
+    sinks_drained(w, agent).await
+}
+
+/// Every sink has nothing left to send.
+async fn sinks_drained(w: &World, agent: &Agent) -> bool {
+    for k in &w.sc.sinks {
+        if agent.queue.backlog(k.name).await.map_or(true, |n| n > 0) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Record names in every file the file sink wrote (rotated ones too).
+fn file_sink_records(dir: &Path) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines() {
+            if let Ok(event) = serde_json::from_str::<serde_json::Value>(line) {
+                out.insert(record_key(&event));
+            }
+        }
+    }
+    out
+}
+
+/// The invariants, after the run.
+async fn check(w: &mut World, agent: &Agent, expected: &BTreeMap<SimVendor, HashSet<String>>) -> Result<(), Violation> {
+    let seed = w.sc.seed;
+    let poison_permille = w.sc.receiver.as_ref().map_or(0, |m| m.poison_permille);
+    let fail = |w: &World, invariant: &'static str, detail: String| {
+        let mut trace = w.trace.clone();
+        trace.push(format!("vendor answers: {:?}", statuses(&w.sim)));
+        if let Some(r) = &w.receiver {
+            trace.push(format!("receiver answers: {:?}", r.with(|s| s.answers.clone())));
+        }
+        Err(Violation { invariant, detail, trace })
+    };
+
+    // (b) No request inside an announced Retry-After window, across restarts.
+    let early: Vec<String> = early_requests(&w.sim, &w.crashes_at);
+    if !early.is_empty() {
+        let detail = format!(
+            "{} vendor request(s) arrived inside a Retry-After window the vendor announced: {}",
+            early.len(),
+            early.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+        );
+        return fail(w, "(b) no request inside Retry-After", detail);
+    }
+
+    // (c) Checkpoints never move backwards.
+    w.sample_checkpoints(&agent.queue, "end").await;
+    let backwards = w.monitor.lock().unwrap().backwards.clone();
+    if !backwards.is_empty() {
+        return fail(w, "(c) checkpoint never backwards", backwards.join("; "));
+    }
+
+    // (a) Everything the vendors held at the stop is at every sink.
+    let at_file = file_sink_records(&w.out_dir());
+    let at_hec = w.receiver.as_ref().map(|r| r.with(|s| s.indexed.clone()));
+    for (vendor, keys) in expected {
+        let missing_file: Vec<&String> = keys.iter().filter(|k| !at_file.contains(*k)).collect();
+        if !missing_file.is_empty() {
+            let product = format!("{}:", record::product(*vendor));
+            let there: Vec<&String> = at_file.iter().filter(|k| k.starts_with(&product)).collect();
+            let detail = format!(
+                "{} of {} {} records never reached the file sink, e.g. {} (it holds {} of this vendor{})",
+                missing_file.len(),
+                keys.len(),
+                vendor.name(),
+                short(missing_file[0]),
+                there.len(),
+                there.first().map_or(String::new(), |k| format!(", e.g. {}", short(k)))
+            );
+            return fail(w, "(a) every record at every sink", detail);
+        }
+        if let Some(at_hec) = &at_hec {
+            let missing: Vec<&String> = keys
+                .iter()
+                .filter(|k| !at_hec.contains(*k) && !receiver::is_poison(seed, poison_permille, k))
+                .collect();
+            if !missing.is_empty() {
+                let detail = format!(
+                    "{} of {} {} records never reached the HEC receiver (never answered code 0 for them), e.g. {}",
+                    missing.len(),
+                    keys.len(),
+                    vendor.name(),
+                    short(missing[0])
+                );
+                return fail(w, "(a) every record at every sink", detail);
+            }
+        }
+    }
+
+    // (d) Nothing dead-lettered that the model did not mark as poison.
+    let mut dead = agent.queue.dead_letters(1_000_000).await.unwrap();
+    dead.extend(w.purged.iter().cloned());
+    for d in &dead {
+        let legitimate = match &d.sink {
+            // A source's dead letter: garbage the vendor model injected is one; a real record is not.
+            None => {
+                let vendor = SimVendor::ALL.into_iter().find(|v| v.name() == d.source);
+                let key = vendor.and_then(|v| raw_key(v, &d.raw));
+                !key.is_some_and(|k| expected.values().any(|keys| keys.contains(&k)))
+            }
+            Some(sink) => {
+                let key =
+                    serde_json::from_slice::<serde_json::Value>(&d.raw).map(|e| record_key(&e)).unwrap_or_default();
+                sink == "hec" && receiver::is_poison(seed, poison_permille, &key)
+            }
+        };
+        if !legitimate {
+            let detail = format!(
+                "source {} sink {:?} dead-lettered a record the model did not mark as poison: {} ({})",
+                d.source,
+                d.sink,
+                short(&String::from_utf8_lossy(&d.raw)),
+                d.reason
+            );
+            return fail(w, "(d) no dead letter without poison", detail);
+        }
+    }
+
+    // (e) Bounded: queued bytes within the cap plus one answer; batches within their cap.
+    const ONE_ANSWER: u64 = 8 << 20;
+    let peak = w.monitor.lock().unwrap().peak_bytes;
+    if peak > w.sc.max_bytes + ONE_ANSWER {
+        let detail = format!("queued bytes reached {peak}, over max_bytes {} + one answer", w.sc.max_bytes);
+        return fail(w, "(e) memory bounded", detail);
+    }
+    if let Some(r) = &w.receiver {
+        let cap = w.sc.sinks.iter().filter(|k| k.name == "hec").map(|k| k.batch_max_events).max().unwrap_or(0);
+        let biggest = r.with(|s| s.max_batch);
+        // A reload may have lowered the cap after bigger batches went out: the largest cap of any
+        // generation bounds them all.
+        if biggest > cap.max(300) {
+            return fail(w, "(e) memory bounded", format!("a HEC request held {biggest} events (cap {cap})"));
+        }
+    }
+    Ok(())
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(160).collect()
+}
+
+/// Vendor answers by vendor and status over the run.
+fn statuses(sim: &Sim) -> BTreeMap<String, BTreeMap<u16, u64>> {
+    let mut out: BTreeMap<String, BTreeMap<u16, u64>> = BTreeMap::new();
+    for r in sim.request_log() {
+        *out.entry(r.vendor.name().to_owned()).or_default().entry(r.status).or_insert(0) += 1;
+    }
+    out
+}
+
+/// The requests that arrived inside an announced window, each with the 429 before it.
+/// Requests inside a window announced by a 429, except one announced to a process that crashed
+/// with that request in flight (answered at a crash's instant: never read).
+fn early_requests(sim: &Sim, crashes_at: &[DateTime<Utc>]) -> Vec<String> {
+    let log = sim.request_log();
+    let mut out = Vec::new();
+    for (i, r) in log.iter().enumerate().filter(|(_, r)| r.early) {
+        let limited = log[..i].iter().rev().find(|p| p.vendor == r.vendor && p.path == r.path && p.status == 429);
+        if limited.is_some_and(|p| crashes_at.iter().any(|c| (*c - p.at).num_milliseconds().abs() <= 1)) {
+            continue;
+        }
+        let after =
+            limited.map_or("?".to_owned(), |p| format!("{:.3}s", (r.at - p.at).num_milliseconds() as f64 / 1000.0));
+        out.push(format!("{} {} at {} ({after} after its 429; answered {})", r.vendor.name(), r.path, r.at, r.status));
+    }
+    out
+}
+
+/// Runs `seeds` and reports every failure with its trace and replay command; returns the
+/// failures.
+fn run_many(seeds: impl Iterator<Item = u64>, families: &[Family]) -> Vec<(u64, &'static str)> {
+    let list = family_list(families);
+    let started = std::time::Instant::now();
+    let (mut passed, mut failures) = (0u64, Vec::new());
+    let mut totals = Report::default();
+    let mut slowest = (0.0, 0);
+    for seed in seeds {
+        let t = std::time::Instant::now();
+        let outcome = run_seed(seed, families);
+        if t.elapsed().as_secs_f64() > slowest.0 {
+            slowest = (t.elapsed().as_secs_f64(), seed);
+        }
+        match outcome {
+            Ok(r) => {
+                passed += 1;
+                totals.vendor_requests += r.vendor_requests;
+                totals.records += r.records;
+                totals.crashes += r.crashes;
+                totals.reloads += r.reloads;
+                totals.virtual_secs += r.virtual_secs;
+            }
+            Err(v) => {
+                eprintln!("\nseed {seed} violated {}: {}", v.invariant, v.detail);
+                eprintln!("trace of seed {seed}:");
+                for line in &v.trace {
+                    eprintln!("  {line}");
+                }
+                eprintln!(
+                    "replay: AUDITRELAY_SIM_SEED={seed} AUDITRELAY_SIM_FAMILIES={list} cargo test --test it dst::replay -- --nocapture"
+                );
+                failures.push((seed, v.invariant));
+            }
+        }
+    }
+    eprintln!(
+        "dst: {passed} seeds passed, {} failed, families {list}; {} records, {} vendor requests, {} crashes, {} reloads, \
+         {} h virtual, {:.1} s real (slowest: seed {} in {:.1} s)",
+        failures.len(),
+        totals.records,
+        totals.vendor_requests,
+        totals.crashes,
+        totals.reloads,
+        totals.virtual_secs / 3600,
+        started.elapsed().as_secs_f64(),
+        slowest.1,
+        slowest.0
+    );
+    failures
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
+}
+
+/// The CI batch: `AUDITRELAY_SIM_SEEDS` seeds (default [`DEFAULT_SEEDS`]) from
+/// `AUDITRELAY_SIM_FIRST_SEED` (default 0).
+#[test]
+fn seeds() {
+    let n = env_u64("AUDITRELAY_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    let first = env_u64("AUDITRELAY_SIM_FIRST_SEED").unwrap_or(0);
+    let failures = run_many(first..first + n, &families_from_env());
+    assert!(failures.is_empty(), "seeds violating an invariant (replay commands above): {failures:?}");
+}
+
+/// Every kept seed whose families are all enabled must pass.
+#[test]
+fn regression_seeds() {
+    let enabled = families_from_env();
+    let mut failures = Vec::new();
+    for (seed, families, found) in REGRESSION_SEEDS {
+        let families = parse_families(families);
+        if families.iter().all(|f| enabled.contains(f)) {
+            eprintln!("regression seed {seed} ({found})");
+            failures.extend(run_many(std::iter::once(*seed), &families));
+        }
+    }
+    assert!(failures.is_empty(), "regression seeds violating an invariant (replay commands above): {failures:?}");
+}
+
+/// `AUDITRELAY_SIM_SEED=<seed>`: one seed, with its trace printed even when it passes.
+#[test]
+fn replay() {
+    // Without a seed named, seed 0: the command itself stays proven to work.
+    let seed = env_u64("AUDITRELAY_SIM_SEED").unwrap_or(0);
+    let families = families_from_env();
+    // `RUST_LOG=auditrelay=debug` shows what the agent did (on the virtual clock).
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    match run_seed(seed, &families) {
+        Ok(r) => eprintln!("seed {seed} passed: {r:?}"),
+        Err(v) => {
+            for line in &v.trace {
+                eprintln!("  {line}");
+            }
+            panic!("seed {seed} violated {}: {}", v.invariant, v.detail);
+        }
+    }
+}
+
+/// The same seed decides the same scenario: what makes a printed seed worth replaying.
+#[test]
+fn a_seed_decides_its_scenario() {
+    let all = Family::ALL.to_vec();
+    let (a, b) = (Scenario::from_seed(7, &all), Scenario::from_seed(7, &all));
+    assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    assert_ne!(format!("{a:?}"), format!("{:?}", Scenario::from_seed(8, &all)));
+}

@@ -1,0 +1,49 @@
+//! Every integration test, in one binary (`autotests = false`, one `[[test]]` in `Cargo.toml`):
+//! the crate is linked once for all of them instead of once per file. Each module is what was
+//! a test file of its own; `cargo test --test it <module>::` runs one of them, `cargo test
+//! --test it <module>::<test>` one test.
+//!
+//! The shared set-up is declared here once: `harness` (simulator, configurations, the agent as
+//! a child process, certificates, the hostile vendor), the receivers (`hec_emulator`,
+//! `otlp_receiver`, `rsyslog`) and, through `harness`, the OCSF check `tests/ocsf_schema/`
+//! (which stays there: the unit tests include it by path too).
+//!
+//! One process runs every module's tests side by side, so none may change process-wide state
+//! (environment variables, the working directory, the umask, a global tracing subscriber that
+//! a test reads) or measure the whole process: the agent's memory, CPU and threads are read from
+//! its own child process (`harness::agent::Agent`), and in-process agents get a directory,
+//! a clock and ports of their own.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+// Shared set-up.
+mod harness;
+mod hec_emulator;
+mod otlp_receiver;
+mod rsyslog;
+
+// The tests, one module per area.
+mod backfill;
+mod cli;
+mod crash;
+mod daemon;
+mod damaged;
+mod docs;
+mod dst;
+mod full_disk;
+mod fuzz_regressions;
+mod hec;
+mod hostile;
+mod ops;
+mod otlp;
+mod pipeline;
+mod ratelimits;
+mod receivers_at_the_edge;
+mod reload;
+mod rotation;
+mod secrets;
+mod soak;
+mod syslog;
+mod systemd_unit;
+mod telemetry;
+mod tls;
+mod vendors;

@@ -1,0 +1,253 @@
+//! Receivers at the edge (issue 15 point 3, found by its adversarial review): what a proxy, a
+//! load balancer or a collector answers that is not the protocol's own "yes" or "no", a lone
+//! poison event, and a queue filled by dead letters. Each test that was a finding failed on the
+//! code under review and is its regression test. Each test runs the daemon's worker loop (`run_sink`) with the real HEC / OTLP sink over a real
+//! loopback socket, against a scripted HTTP receiver defined here (axum), so the answer can be
+//! anything a proxy, a load balancer or a collector sends.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use crate::harness;
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use harness::sinks::{ocsf_events, queue_with, sink_config, start_worker, store, uid};
+
+fn run<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Runtime::new().unwrap().block_on(f)
+}
+
+/// What the scripted receiver answers one request body: (status, content type, body).
+type Script = dyn FnMut(&[u8]) -> (u16, &'static str, String) + Send;
+
+struct Scripted {
+    script: Mutex<Box<Script>>,
+    requests: Mutex<Vec<Vec<u8>>>,
+}
+
+async fn answer(State(s): State<Arc<Scripted>>, body: Bytes) -> Response {
+    s.requests.lock().unwrap().push(body.to_vec());
+    let (status, content_type, text) = (s.script.lock().unwrap())(&body);
+    (StatusCode::from_u16(status).unwrap(), [(header::CONTENT_TYPE, content_type)], text).into_response()
+}
+
+/// A receiver on 127.0.0.1 answering every POST (any path) as `script` says.
+async fn receiver(
+    script: impl FnMut(&[u8]) -> (u16, &'static str, String) + Send + 'static,
+) -> (SocketAddr, Arc<Scripted>) {
+    let state = Arc::new(Scripted { script: Mutex::new(Box::new(script)), requests: Mutex::new(Vec::new()) });
+    let app = Router::new()
+        .route("/{*path}", post(answer))
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
+        .with_state(Arc::clone(&state));
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, state)
+}
+
+const HEC_OK: (u16, &str, &str) = (200, "application/json", r#"{"text":"Success","code":0}"#);
+const HEC_500: (u16, &str, &str) = (500, "application/json", r#"{"text":"Internal server error","code":8}"#);
+
+fn hec_lines(addr: SocketAddr, extra: &str) -> String {
+    format!("url = \"http://{addr}\"\ntoken = \"00000000-0000-0000-0000-000000000000\"\ngzip = false\n{extra}")
+}
+
+fn otlp_lines(addr: SocketAddr) -> String {
+    format!("endpoint = \"http://{addr}/v1/logs\"\nprotocol = \"http_json\"\ngzip = false\n")
+}
+
+/// Point 3 / EDGES "a login page that answers 200 with HTML": a proxy in front of the OTLP
+/// collector (an SSO gateway, a captive portal) answers 200 with an HTML page. HEC now requires
+/// its `code 0`; the OTLP sink takes any 2xx as acceptance (`otlp.rs` `export_http`:
+/// `if status.is_success() { … Answer::Accepted }` whatever the content type), so the whole
+/// queue is acknowledged and exists nowhere.
+#[test]
+fn otlp_a_200_html_page_from_a_proxy_is_not_acceptance() {
+    let events = &ocsf_events()[..60];
+    run(async {
+        let (addr, _rx) = receiver(|_| (200, "text/html", "<html><body>Please sign in</body></html>".into())).await;
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue_with(dir.path(), &["otlp"], events).await;
+        let worker = start_worker(sink_config(dir.path(), "otlp", &otlp_lines(addr)), &queue);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let stats = worker.abort().await;
+        assert_eq!(
+            stats.events, 0,
+            "a 200 text/html login page acknowledged {} events as delivered: {stats:?}",
+            stats.events
+        );
+    });
+}
+
+/// Point 3 "a receiver outage of any length moves nothing to dead letters": a reverse proxy in
+/// front of the collector that answers every request with its own 400 HTML page (nginx's "The
+/// plain HTTP request was sent to HTTPS port", "Request Header Or Cookie Too Large", a WAF)
+/// refuses the *request*, not the data. `verdict` maps every HTTP 400 to `Refused` without
+/// looking at the body, and `Delivering::deliver` bisects refusals without any back-off and
+/// dead-letters each event refused alone: the whole backlog goes to dead letters at full speed.
+/// (HEC, by contrast, classifies a 400 without a HEC code as an operator error and keeps the data.)
+#[test]
+fn otlp_a_proxy_400_page_for_every_request_dead_letters_nothing() {
+    let events = &ocsf_events()[..60];
+    run(async {
+        let page = "<html><head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\
+                    <body><center><h1>400 Bad Request</h1></center><hr><center>nginx</center></body></html>";
+        let (addr, _rx) = receiver(move |_| (400, "text/html", page.into())).await;
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue_with(dir.path(), &["otlp"], events).await;
+        let worker = start_worker(sink_config(dir.path(), "otlp", &otlp_lines(addr)), &queue);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let stats = worker.abort().await;
+        let letters = queue.dead_letters(1000).await.unwrap();
+        assert_eq!(
+            (stats.dead_lettered, letters.len()),
+            (0, 0),
+            "a proxy's 400 page for every request dead-lettered the backlog: {stats:?}"
+        );
+    });
+}
+
+/// Point 3 "a lone poison event: does it stall the sink forever?" — yes. An event that makes
+/// HEC answer 500 (code 8) is dead-lettered only on proof that the receiver takes *other events
+/// of the same batch*; when it was read alone (a daemon's trickle: one event stored, the worker
+/// woke, read a batch of one), there is no such proof, the batch is resent forever, and every
+/// event stored after it waits behind it. The batch is never re-read to take the later events in
+/// (`Delivering::deliver`: `parts.push_back(part)` with `delivered_event == None`).
+#[test]
+fn hec_a_lone_poison_event_does_not_stall_the_sink_forever() {
+    let events = &ocsf_events()[..10];
+    let poison = uid(&events[0]);
+    run(async {
+        let p = poison.clone();
+        let (addr, _rx) = receiver(move |body| {
+            let text = String::from_utf8_lossy(body);
+            let (s, c, b) = if text.contains(&p) { HEC_500 } else { HEC_OK };
+            (s, c, b.into())
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        // The poison event arrives alone; nine more arrive a moment later.
+        let queue = queue_with(dir.path(), &["hec"], &events[..1]).await;
+        let worker = start_worker(sink_config(dir.path(), "hec", &hec_lines(addr, "")), &queue);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        store(&queue, &events[1..]).await;
+        // Back-off is 20 ms .. 200 ms: 10 s is dozens of attempts.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let stats = worker.abort().await;
+        assert_eq!(
+            stats.events + stats.dead_lettered,
+            10,
+            "the sink is stuck on one poison event; the 9 good events behind it were never sent: {stats:?}"
+        );
+    });
+}
+
+/// Same stall without any timing: `batch_max_events = 1` (a valid setting) makes every batch a
+/// lone event, so any event drawing a 500 blocks the sink for good.
+#[test]
+fn hec_a_poison_event_with_batch_max_events_1_does_not_stall_the_sink_forever() {
+    let events = &ocsf_events()[..10];
+    let poison = uid(&events[2]);
+    run(async {
+        let (addr, _rx) = receiver(move |body| {
+            let (s, c, b) = if String::from_utf8_lossy(body).contains(&poison) { HEC_500 } else { HEC_OK };
+            (s, c, b.into())
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue_with(dir.path(), &["hec"], events).await;
+        let mut cfg = sink_config(dir.path(), "hec", &hec_lines(addr, ""));
+        cfg.batch_max_events = 1; // as `batch_max_events = 1` in the sink's table
+        let worker = start_worker(cfg, &queue);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let stats = worker.abort().await;
+        assert_eq!(stats.events + stats.dead_lettered, 10, "stuck on event 3 of 10: {stats:?}");
+    });
+}
+
+/// Point 3 "receivers that fail at random" / DST invariant "nothing is dead-lettered that the
+/// model did not mark as poison": two HEC indexers behind a load balancer, one of them broken
+/// (every request it gets answers 500 code 8), i.e. half the requests fail at random whatever
+/// they hold. Bisection isolates single good events; each needs only three unlucky draws
+/// (`POISON_STRIKES`, with a liveness resend in between) to be dead-lettered, and after the
+/// batch's first "yes" (`accepted == 1`) strikes are never forgotten again.
+#[test]
+fn hec_a_load_balancer_with_one_broken_indexer_dead_letters_nothing() {
+    let events = &ocsf_events()[..240];
+    run(async {
+        let mut rng = fastrand::Rng::with_seed(15);
+        let (addr, _rx) = receiver(move |_| {
+            let (s, c, b) = if rng.bool() { HEC_500 } else { HEC_OK };
+            (s, c, b.into())
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue_with(dir.path(), &["hec"], events).await;
+        let worker = start_worker(sink_config(dir.path(), "hec", &hec_lines(addr, "")), &queue);
+        let stats = worker.drain().await;
+        let letters = queue.dead_letters(1000).await.unwrap();
+        assert_eq!(
+            (stats.dead_lettered, letters.len()),
+            (0, 0),
+            "good events dead-lettered by a receiver failing half its requests at random: {stats:?}"
+        );
+    });
+}
+
+/// Point 11, "can dead letters now stall collection forever? is the operator told?": dead
+/// letters count against `queue.max_bytes`, so once a sink has dead-lettered more than the cap
+/// (one proxy answering 400, above, does it in seconds) every source stops fetching for good:
+/// no sink will ever free that room, `run --once` never ends (reproduced on the binary: killed
+/// after 15 s, log "queue is full: fetching paused … queued_bytes=1867270 max_bytes=102400"),
+/// and the log says neither that dead letters fill it nor how to get out (stop the agent,
+/// `queue purge-dead-letters` or `replay`). Worse, `auditrelay queue stats` — where an operator
+/// looks — reports the queue empty: "0 B of 1.0 KiB cap (0.0%)" (`ops::render_stats` shows
+/// only event bytes).
+#[test]
+fn queue_stats_shows_the_cap_taken_by_dead_letters() {
+    use auditrelay::queue::{Queue, QueueOptions, RefusedEvent};
+    let dir = tempfile::tempdir().unwrap();
+    let events = &ocsf_events()[..20];
+    run(async {
+        let queue =
+            Queue::open(&dir.path().join("state"), QueueOptions { max_bytes: 1024, sinks: vec!["file".into()] })
+                .unwrap();
+        store(&queue, events).await;
+        let batch = queue.read_batch("file", 100, 1 << 20).await.unwrap();
+        let refused = batch.iter().map(|e| RefusedEvent { id: e.id, reason: "refused (test)".into() }).collect();
+        queue.ack_refusing("file", batch.last().unwrap().id, refused).await.unwrap();
+        assert!(queue.is_full(), "dead letters over the cap: the agent's sources stop fetching");
+        queue.close().await.unwrap();
+    });
+    let config = dir.path().join("a.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[queue]\nmax_bytes = \"1 KiB\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\n\
+             organization_id = \"ORG_A\"\napi_key = \"k\"\n[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = {:?}\n",
+            dir.path().join("state").display().to_string(),
+            dir.path().join("out.ndjson").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+        .args(["queue", "stats", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let cap_line = stdout.lines().find(|l| l.contains("cap")).unwrap_or("");
+    assert!(
+        !cap_line.contains("(0.0%)"),
+        "the agent is stalled on a full queue, but `queue stats` says: {cap_line:?}\n{stdout}"
+    );
+}

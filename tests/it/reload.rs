@@ -1,0 +1,233 @@
+//! Issue 15 points 7 and 11 (reload part), on the real binary: a reloaded source's old task has
+//! ended before its replacement starts; renaming a sink keeps its backlog; a removed sink's
+//! discarded backlog is logged with counts and counted on /metrics; a SIGTERM during a reload that waits on a sink is
+//! honoured at once.
+//!
+//! The vendor is `harness/hostile.rs` on 127.0.0.1; the agent is `auditrelay run` with its log
+//! in a file. Waits are conditions polled under deadlines.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use crate::harness;
+use crate::harness::hostile;
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::Utc;
+use harness::agent::{Agent, sample};
+use harness::{delivered, out_path};
+use hostile::*;
+
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+fn records(prefix: &str, n: usize) -> Vec<serde_json::Value> {
+    let t0 = Utc::now() - chrono::Duration::minutes(60);
+    (0..n).map(|i| aitronos_record(&format!("{prefix}-{i:03}"), t0 + chrono::Duration::seconds(i as i64))).collect()
+}
+
+fn lines(p: &Path) -> usize {
+    std::fs::read_to_string(p).unwrap_or_default().lines().count()
+}
+
+fn hup(agent: &Agent) {
+    let sent = std::process::Command::new("kill").args(["-HUP", &agent.pid().to_string()]).status().unwrap();
+    assert!(sent.success());
+}
+
+/// A TCP port on 127.0.0.1 where nothing listens (bound, then released).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A syslog sink table (plain TCP) for `port`, quick back-off.
+fn syslog_sink(name: &str, port: u16, extra: &str) -> String {
+    format!(
+        "\n[[sinks]]\nname = {name:?}\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\ntransport = \"tcp\"\n\
+         backoff = {{ initial = \"10ms\", max = \"50ms\" }}\n{extra}\n"
+    )
+}
+
+#[tokio::test]
+async fn test_a_reloaded_source_has_ended_before_its_replacement_starts() {
+    let served = records("order", 40);
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "poll_interval = \"1s\"");
+    let config = write_config(dir.path(), "", &source);
+    let mut agent = Agent::start(&config, false);
+    agent.until("the first records", RUN_LIMIT, |_| lines(&out_path(dir.path())) >= 40).await;
+
+    // A changed setting restarts the source.
+    write_config(dir.path(), "", &source.replace("page_size = 5", "page_size = 7"));
+    hup(&agent);
+    agent.until("the reload", RUN_LIMIT, |a| a.count("configuration reloaded") >= 1).await;
+    let log = agent.log();
+    let stopped = log.find("source stopped for the reload");
+    let reloaded = log.find("configuration reloaded");
+    assert!(
+        stopped.is_some_and(|s| reloaded.is_some_and(|r| s < r)),
+        "the old source task must have ended before the reload started its replacement:\n{log}"
+    );
+    let status = agent.terminate(RUN_LIMIT).await;
+    assert!(status.success(), "{}", agent.log());
+    assert_eq!(delivered(&out_path(dir.path())).len(), 40);
+}
+
+#[tokio::test]
+async fn test_sigterm_during_a_reload_waiting_on_a_sink_is_honoured_at_once() {
+    let served = records("term", 20);
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "");
+    let port = closed_port();
+    let top = "";
+    let config = write_config(dir.path(), top, &source);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}{}", syslog_sink("down", port, ""))).unwrap();
+    // The sink being removed keeps failing: stopping it waits up to the drain timeout (10 min).
+    let log = config.with_file_name("agent.log");
+    let mut agent = Agent::spawn(&["run", "--drain-timeout", "10m"], &config, &log, &[]);
+    agent.until("the file sink's records", RUN_LIMIT, |_| lines(&out_path(dir.path())) >= 20).await;
+    agent.until("the syslog sink's failures", RUN_LIMIT, |a| a.count("batch not delivered") >= 2).await;
+
+    write_config(dir.path(), top, &source);
+    hup(&agent);
+    agent.until("the reload to begin", RUN_LIMIT, |a| a.count("SIGHUP: reloading") >= 1).await;
+    // SIGTERM while the reload waits for the removed sink: the agent stops now, not after
+    // the drain timeout.
+    let status = agent.terminate(RUN_LIMIT).await;
+    assert!(status.success(), "{}", agent.log());
+    assert!(agent.log().contains("reload interrupted by a shutdown"), "{}", agent.log());
+}
+
+/// A configuration of the hostile Aitronos source, the file sink `out` (events.ndjson) and
+/// `extra` sink tables.
+fn config_with(dir: &Path, source: &str, extra: &str) -> std::path::PathBuf {
+    let config = write_config(dir, "", source);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}{extra}")).unwrap();
+    config
+}
+
+fn file_sink(dir: &Path, name: &str, file: &str, extra: &str) -> String {
+    format!(
+        "\n[[sinks]]\nname = {name:?}\ntype = \"file\"\npath = {:?}\n{extra}\n",
+        dir.join(file).display().to_string()
+    )
+}
+
+fn check(config: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+        .args(["check", "-c"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+#[tokio::test]
+async fn test_a_renamed_sink_keeps_its_backlog_and_check_flags_a_removed_one() {
+    let served = records("ren", 20);
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "");
+    let port = closed_port();
+    // 1. `down` cannot deliver: its 20 events stay queued for it.
+    let config = config_with(dir.path(), &source, &syslog_sink("down", port, ""));
+    let log = config.with_file_name("agent.log");
+    let mut agent = Agent::spawn(&["run", "--drain-timeout", "1s"], &config, &log, &[]);
+    agent.until("the file sink's records", RUN_LIMIT, |_| lines(&out_path(dir.path())) >= 20).await;
+    agent.until("the syslog sink's failures", RUN_LIMIT, |a| a.count("batch not delivered") >= 2).await;
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+
+    // 2. `check` of a configuration without it: the backlog it would discard, with counts.
+    let removed = config_with(dir.path(), &source, "");
+    let said = check(&removed);
+    assert!(said.contains("sink \"down\" was removed from the configuration and still has 20 queued events"), "{said}");
+
+    // 3. Renamed (and moved to a file): `check` says where its backlog goes, the agent delivers it.
+    let renamed =
+        config_with(dir.path(), &source, &file_sink(dir.path(), "moved", "moved.ndjson", "renamed_from = \"down\""));
+    let said = check(&renamed);
+    assert!(said.contains("sink \"down\" is renamed \"moved\""), "{said}");
+    let mut agent = Agent::start(&renamed, true);
+    let status = agent.exit(RUN_LIMIT).await;
+    assert!(status.success(), "{}", agent.log());
+    let moved = delivered(&dir.path().join("moved.ndjson"));
+    assert_eq!(moved.len(), 20, "the renamed sink delivers its whole backlog:\n{}", agent.log());
+    assert!(moved.values().all(|n| *n == 1));
+    assert!(agent.log().contains("sink renamed"), "{}", agent.log());
+    // Its former name is gone for good: nothing left to discard.
+    assert!(!check(&renamed).contains("was removed"));
+}
+
+#[tokio::test]
+async fn test_a_reload_renaming_a_sink_keeps_its_backlog_and_logs_a_removed_ones_discard() {
+    let served = records("rel", 20);
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "");
+    let port = closed_port();
+    let telemetry = "\n[telemetry]\nlisten = \"127.0.0.1:0\"\n";
+    let stuck = format!("{}{}{telemetry}", syslog_sink("down", port, ""), syslog_sink("gone", port, ""));
+    let config = config_with(dir.path(), &source, &stuck);
+    let log = config.with_file_name("agent.log");
+    let mut agent = Agent::spawn(&["run", "--drain-timeout", "1s"], &config, &log, &[]);
+    agent.until("the file sink's records", RUN_LIMIT, |_| lines(&out_path(dir.path())) >= 20).await;
+    agent.until("both syslog sinks' failures", RUN_LIMIT, |a| a.count("batch not delivered") >= 4).await;
+
+    // `down` becomes the file sink `moved`; `gone` is removed with its 20 events.
+    let moved_sink = file_sink(dir.path(), "moved", "moved.ndjson", "renamed_from = \"down\"");
+    config_with(dir.path(), &source, &format!("{moved_sink}{telemetry}"));
+    hup(&agent);
+    let moved = dir.path().join("moved.ndjson");
+    agent.until("the renamed sink's backlog", RUN_LIMIT, |_| lines(&moved) >= 20).await;
+    let discarded = agent.lines_with(&["\"gone\"", "no longer configured"]);
+    let discarded = if discarded.is_empty() { agent.lines_with(&["gone", "no longer configured"]) } else { discarded };
+    assert!(
+        discarded.iter().any(|l| l.contains("discarded_events=20")),
+        "the discard is logged with its count:\n{}",
+        agent.log()
+    );
+    // And counted on /metrics: the removed sink's 20, nothing for the renamed one.
+    let metrics = agent.metrics().await;
+    assert_eq!(sample(&metrics, r#"auditrelay_sink_discarded_events_total{sink="gone"}"#), Some(20.0), "{metrics}");
+    assert!(!metrics.contains(r#"auditrelay_sink_discarded_events_total{sink="down"}"#), "{metrics}");
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+    assert_eq!(delivered(&moved).len(), 20);
+    assert!(delivered(&moved).values().all(|n| *n == 1));
+}
+
+#[tokio::test]
+async fn test_queue_rename_sink_gives_the_backlog_to_the_new_name() {
+    let served = records("cmd", 20);
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "");
+    let config = config_with(dir.path(), &source, &syslog_sink("down", closed_port(), ""));
+    let log = config.with_file_name("agent.log");
+    let mut agent = Agent::spawn(&["run", "--drain-timeout", "1s"], &config, &log, &[]);
+    agent.until("the syslog sink's failures", RUN_LIMIT, |a| a.count("batch not delivered") >= 2).await;
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+
+    let renamed = config_with(dir.path(), &source, &file_sink(dir.path(), "moved", "moved.ndjson", ""));
+    let rename = |from: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+            .args(["queue", "rename-sink", "--from", from, "--to", "moved", "-c"])
+            .arg(&renamed)
+            .output()
+            .unwrap()
+    };
+    let out = rename("down");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sink down is now moved"));
+    // Again: nothing left under the old name, and it says so.
+    let again = rename("down");
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("has no cursor"));
+    let mut agent = Agent::start(&renamed, true);
+    assert!(agent.exit(RUN_LIMIT).await.success(), "{}", agent.log());
+    assert_eq!(delivered(&dir.path().join("moved.ndjson")).len(), 20, "{}", agent.log());
+}
