@@ -6,7 +6,7 @@
 //! invariant or any panic is a finding.
 //!
 //! The same function serves the `cargo fuzz` target of that name (`fuzz/fuzz_targets/*.rs`,
-//! one line each) and the regression test `tests/fuzz_regressions.rs`, which runs every input
+//! one line each) and the regression test `tests/it/fuzz_regressions.rs`, which runs every input
 //! kept under `tests/fixtures/fuzz/<target>/` and every seed under `fuzz/seeds/<target>/` on the
 //! stable toolchain.
 //!
@@ -19,7 +19,7 @@
 //!
 //! A crash leaves its input under `fuzz/artifacts/<target>/`; copy it to
 //! `tests/fixtures/fuzz/<target>/` (it becomes a regression test), fix the parser, and run
-//! `cargo test --test fuzz_regressions`. See `fuzz/README.md`.
+//! `cargo test --test it fuzz_regressions::`. See `fuzz/README.md`.
 
 use std::io::Write as _;
 use std::path::Path;

@@ -22,6 +22,7 @@ mod otlp_receiver;
 mod rsyslog;
 
 // The tests, one module per area.
+mod architecture;
 mod backfill;
 mod cli;
 mod crash;
