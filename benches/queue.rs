@@ -14,8 +14,8 @@
 //!    each has acked every event; the time is until the last sink acked the last event.
 //!
 //! "Commits" are the writes asked for: `store_page` and `ack` calls (`read_batch` is a read). A
-//! page is on disk when `store_page` returns; an ack with the next page commit (ARCHITECTURE.md
-//! "Performance"). The queue may group writes waiting together into one SQLite
+//! page is on disk when `store_page` returns; an ack with the next page commit (BENCHMARKS.md
+//! "How the code is made cheap"). The queue may group writes waiting together into one SQLite
 //! transaction (one sync), so the table also counts the flush requests the queue's block device
 //! completed meanwhile (/proc/diskstats; system-wide, so another process's syncs count too), and
 //! each scenario's detail line gives the call-to-reply latencies. Tokio: multi-thread runtime with

@@ -6,7 +6,7 @@
 //! `max_message_size`. It is pure: no I/O, no clock (the timestamp is the event's own `time`, never
 //! the send time) and no configuration parsing. Framing (octet counting or LF), transports,
 //! batching, retries and the dead-letter table belong to `syslog.rs`; validating the facility range
-//! and the SD-ID syntax belongs to `config.rs` (we still sanitise, so a bad value cannot produce an
+//! and the SD-ID syntax belongs to `syslog/config.rs` (we still sanitise, so a bad value cannot produce an
 //! unparseable message).
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
@@ -34,13 +34,13 @@ const TAG_FALLBACK: &str = "auditrelay";
 #[derive(Debug, Clone)]
 pub struct Header {
     pub format: SyslogFormat,
-    /// 0..=23, validated by `config.rs`.
+    /// 0..=23, validated by `syslog/config.rs`.
     pub facility: u8,
     pub hostname: String,
     pub app_name: String,
     /// `"-"` for none.
     pub procid: String,
-    /// SD-ID like `ocsf@32473`, validated by `config.rs`; `None` sends `-` as STRUCTURED-DATA.
+    /// SD-ID like `ocsf@32473`, validated by `syslog/config.rs`; `None` sends `-` as STRUCTURED-DATA.
     pub sd_id: Option<String>,
 }
 
