@@ -27,10 +27,7 @@ use crate::sources::RunMode;
 pub async fn run(records: usize, out_dir: &Path, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     let clock = Clock::system();
     let mut opts = SimOptions::default();
-    opts.aitronos.records = records;
-    opts.astronomer.records = records;
-    opts.configcat.records = records;
-    opts.datafold.records = records;
+    opts.set_records(records);
     // A budget the vendor does not announce (as when other integrations share it): the agent
     // meets real 429s and must wait out each Retry-After.
     opts.faults.rate_limit = RateLimitSetting::Fixed { requests: 20, per: Duration::from_secs(1) };
@@ -38,7 +35,7 @@ pub async fn run(records: usize, out_dir: &Path, shutdown: CancellationToken) ->
     opts.faults.retry_after = RetryAfterMode::Seconds;
     opts.faults.error_rate = 0.05;
     opts.faults.malformed_rate = 0.05;
-    opts.astronomer.truncated_rate = 0.2;
+    opts.demo_faults();
     let sim = Sim::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), opts, clock.clone())
         .await
         .context("cannot start the simulator on 127.0.0.1")?;
@@ -70,9 +67,11 @@ pub async fn run(records: usize, out_dir: &Path, shutdown: CancellationToken) ->
     let sim_stats = sim.stats();
     let expected: HashMap<String, HashSet<String>> =
         SimVendor::ALL.into_iter().map(|v| (source_name(v), expected_records(&sim, v))).collect();
+    let tenants: HashMap<String, SimVendor> =
+        SimVendor::ALL.into_iter().map(|v| (first_organization(&sim, v), v)).collect();
     sim.shutdown().await;
 
-    let delivered = read_delivered(&events_path)?;
+    let delivered = read_delivered(&events_path, &tenants)?;
     print!("{}", summary(&report, &delivered, &expected, &events_path));
     println!(
         "simulator: {} requests, {} answered 429, {} answered 5xx, {} malformed or truncated answers, \
@@ -100,13 +99,18 @@ fn source_name(v: SimVendor) -> String {
     format!("{}-demo", v.name())
 }
 
-/// What the vendor holds, as the demo compares it: dedupe keys, or for Astronomer (whose
-/// records have no id) the records themselves in canonical JSON.
+/// The organization the demo reads of `v` (its first).
+fn first_organization(sim: &Sim, v: SimVendor) -> String {
+    sim.organizations(v).into_iter().next().unwrap_or_default()
+}
+
+/// What the vendor holds, as the demo compares it: dedupe keys, or for a vendor whose records
+/// have no id (Astronomer) the records themselves in canonical JSON.
 fn expected_records(sim: &Sim, v: SimVendor) -> HashSet<String> {
-    let org = sim.organizations(v).into_iter().next().unwrap_or_default();
-    match v {
-        SimVendor::Astronomer => sim.astronomer_lines(&org).iter().filter_map(|l| canonical(l)).collect(),
-        _ => sim.record_keys(v, &org).into_iter().collect(),
+    let keys = sim.record_keys(v, &first_organization(sim, v));
+    match v.keys_are_records() {
+        true => keys.iter().filter_map(|l| canonical(l)).collect(),
+        false => keys.into_iter().collect(),
     }
 }
 
@@ -121,7 +125,7 @@ fn demo_config(sim: &Sim, state_dir: &Path, events: &Path) -> String {
         state_dir.display().to_string()
     );
     for v in SimVendor::ALL {
-        let org = sim.organizations(v).into_iter().next().unwrap_or_default();
+        let org = first_organization(sim, v);
         let credential = match sim.credential(v, &org) {
             SimCredential::ApiKey(key) => format!("api_key = {key:?}"),
             SimCredential::Bearer(token) => format!("bearer_token = {token:?}"),
@@ -152,17 +156,9 @@ struct Delivered {
     lines: u64,
 }
 
-/// The OCSF `metadata.product.name` each vendor's events carry.
-fn product(v: SimVendor) -> &'static str {
-    match v {
-        SimVendor::Aitronos => "Aitronos",
-        SimVendor::Astronomer => "Astro",
-        SimVendor::ConfigCat => "ConfigCat",
-        SimVendor::Datafold => "Datafold",
-    }
-}
-
-fn read_delivered(path: &Path) -> anyhow::Result<Delivered> {
+/// Reads the output file; an event belongs to the source of the vendor whose organization its
+/// `metadata.tenant_uid` names (`tenants`: each vendor's demo organization).
+fn read_delivered(path: &Path, tenants: &HashMap<String, SimVendor>) -> anyhow::Result<Delivered> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -174,8 +170,8 @@ fn read_delivered(path: &Path) -> anyhow::Result<Delivered> {
             serde_json::from_str(line).with_context(|| format!("{}:{}: not a JSON event", path.display(), n + 1))?;
         out.lines += 1;
         let metadata = &event["metadata"];
-        let vendor = SimVendor::ALL.into_iter().find(|v| metadata["product"]["name"] == product(*v));
-        let source = vendor.map_or_else(|| "?".to_owned(), source_name);
+        let vendor = metadata["tenant_uid"].as_str().and_then(|t| tenants.get(t));
+        let source = vendor.map_or_else(|| "?".to_owned(), |v| source_name(*v));
         // The vendor's id, or (Astronomer, which has none) the record itself.
         let record = match metadata["original_event_uid"].as_str() {
             Some(id) => Some(id.to_owned()),

@@ -5,19 +5,16 @@
 //! organizations (tenants) each vendor serves and their credentials, the fixed-window rate limiter
 //! (one window per vendor *and* organization or credential: several organizations of one vendor
 //! are independent clients), fault injection (stalls, latency, 5xx, malformed bodies), the request
-//! log and the counters. A vendor file (`aitronos.rs`, `astronomer.rs`, `configcat.rs`,
-//! `datafold.rs`) owns only its routes, its record store, its authentication, its error envelope
-//! and its own contract knobs. Every wait goes through [`Clock`], so tests that pause tokio's time
-//! are deterministic; every fault is decided by hashing the seed with the request number, so a run
-//! with the same seed fails the same requests.
+//! log and the counters. A vendor's simulator half is its `sim.rs` (`src/vendors/<name>/sim.rs`,
+//! reachable here as `sim::<name>`): its routes, its record store, its authentication, its error
+//! envelope, its own contract knobs and `simulate` flags. This file reaches a vendor only through
+//! the [`SimContract`] trait, dispatched in one place: the [`sim_vendors!`] list below. Every wait
+//! goes through [`Clock`], so tests that pause tokio's time are deterministic; every fault is
+//! decided by hashing the seed with the request number, so a run with the same seed fails the
+//! same requests.
 //!
 //! It deliberately does not bind anything but loopback from the command line (`run_simulate`), and
 //! it never sleeps on the real clock.
-
-pub use crate::vendors::aitronos::sim as aitronos;
-pub use crate::vendors::astronomer::sim as astronomer;
-pub use crate::vendors::configcat::sim as configcat;
-pub use crate::vendors::datafold::sim as datafold;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,142 +29,354 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-pub use aitronos::AitronosSimOptions;
-pub use astronomer::{AstronomerEncoding, AstronomerSimOptions};
-pub use configcat::ConfigCatSimOptions;
-pub use datafold::DatafoldSimOptions;
+use crate::vendors::Vendor;
 
-/// Everything the simulator can be told; `Default` is four well-behaved vendors, one organization
-/// each, with their documented (or assumed) rate limits.
-#[derive(Clone, Debug)]
-pub struct SimOptions {
-    /// Seeds the record stores and every fault decision.
-    pub seed: u64,
-    pub aitronos: AitronosSimOptions,
-    pub astronomer: AstronomerSimOptions,
-    pub configcat: ConfigCatSimOptions,
-    pub datafold: DatafoldSimOptions,
-    pub faults: Faults,
-}
+// The vendors' own types under their former names (`sim::AitronosSimOptions`, …); a new vendor's
+// are reached through its module (`sim::<name>::…`) and need no line here.
+pub use aitronos::{AitronosArgs, AitronosSimOptions};
+pub use astronomer::{AstronomerArgs, AstronomerEncoding, AstronomerSimOptions};
+pub use configcat::{ConfigCatArgs, ConfigCatSimOptions};
+pub use datafold::{DatafoldArgs, DatafoldSimOptions};
 
-impl Default for SimOptions {
-    fn default() -> Self {
-        SimOptions {
-            seed: 42,
-            aitronos: AitronosSimOptions::default(),
-            astronomer: AstronomerSimOptions::default(),
-            configcat: ConfigCatSimOptions::default(),
-            datafold: DatafoldSimOptions::default(),
-            faults: Faults::default(),
-        }
+/// One vendor's simulator: everything this file needs to serve it. Implemented in the vendor's
+/// `sim.rs` on its [`Vendor`] type, and listed once in [`sim_vendors!`].
+pub trait SimContract: Vendor {
+    /// The vendor's own knobs: the field `SimOptions.<module>`.
+    type Options: Clone + std::fmt::Debug + Default + Send + Sync + 'static;
+    /// One organization's records (and what it needs to generate arrivals).
+    type Store: Send + 'static;
+    /// The vendor's `auditrelay simulate` flags, under its own help heading
+    /// (`#[command(next_help_heading = "…")]`).
+    type Args: clap::Args + clap::FromArgMatches + Clone + std::fmt::Debug + Send + Sync + 'static;
+
+    /// The limit the simulator enforces unless told otherwise: `requests` per `period`.
+    const RATE_LIMIT: (u32, Duration);
+    /// The first organization keeps the plain seed (see [`org_seed`]).
+    const FIRST_ORGANIZATION_KEEPS_SEED: bool = false;
+    /// An answer's body is gzip: a malformed one is gzip-shaped junk, and its HTML page comes
+    /// without `Content-Encoding`.
+    const GZIP_BODY: bool = false;
+    /// The records have no id: their keys ([`Sim::record_keys`]) are the records themselves.
+    const KEYS_ARE_RECORDS: bool = false;
+
+    /// Path of the organization's audit-log endpoint.
+    fn audit_log_path(organization: &str) -> String;
+    /// The vendor's routes; every one sits behind the shared gate (rate limit, faults, log).
+    fn routes() -> Router<Arc<Shared>>;
+    /// The organizations `opts` describes, with their credentials.
+    fn tenants(opts: &Self::Options) -> Vec<Tenant>;
+    /// The credential of an unknown organization: of the right kind, and accepted nowhere.
+    fn no_credential() -> SimCredential;
+    /// How `auditrelay simulate` shows a credential.
+    fn describe_credential(credential: &SimCredential) -> String {
+        credential.describe()
     }
+    /// Lines `auditrelay simulate` prints before the organizations (`key=value\n` each).
+    fn describe(_opts: &Self::Options) -> String {
+        String::new()
+    }
+    /// The records of organization `index` (`organization` its id), seeded with `seed`, at `now`.
+    fn generate(seed: u64, opts: &Self::Options, index: usize, organization: &str, now: DateTime<Utc>) -> Self::Store;
+    /// Sets the records seeded per organization.
+    fn set_records(opts: &mut Self::Options, records: usize);
+    /// The dedupe key of every record in `store`, in the order the vendor serves them.
+    fn record_keys(store: &Self::Store) -> Vec<String>;
+    /// Every record in `store` as the exact JSON text an intact answer carries it, in the order
+    /// the vendor serves them.
+    fn records_json(store: &Self::Store) -> Vec<String>;
+    /// The vendor's error answer for `status`, with the machine `code` (for the vendors that have
+    /// one) and the text `message`.
+    fn error(status: StatusCode, code: &str, message: &str, ctx: &RequestCtx) -> Response;
+    /// Announces the budget on an answer, in the vendor's own headers; by default none.
+    fn announce_limit(_headers: &mut HeaderMap, _max: u32, _remaining: u32, _end: DateTime<Utc>) {}
+    /// Whose budget a request spends: by default the organization in the path.
+    fn client_key(req: &Request) -> String {
+        let mut segments = req.uri().path().split('/');
+        segments.find(|s| *s == "organizations");
+        segments.next().unwrap_or_default().to_owned()
+    }
+    /// The vendor's own faults `auditrelay demo` turns on, besides the shared ones.
+    fn demo_faults(_opts: &mut Self::Options) {}
+    /// The options `args` describe; `common` holds the flags every vendor shares
+    /// (`--records-span`, `--records-min-age`).
+    fn options(args: &Self::Args, common: &SimulateArgs) -> Self::Options;
+    /// The vendor's `--<name>-rate-limit`, which overrides `--rate-limit`.
+    fn rate_limit(args: &Self::Args) -> Option<RateLimitSetting>;
 }
 
-/// The vendors the simulator serves. Each has its own routes, error envelope, rate-limit signals
-/// and default limit; its rate-limit windows are kept per organization (or, for Datafold, whose
-/// path names no organization, per API key).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum SimVendor {
-    Aitronos,
-    Astronomer,
-    Datafold,
-    #[value(name = "configcat")]
-    ConfigCat,
+/// Generates, from the list of vendors the simulator serves, everything that names each of them:
+/// the modules `sim::<name>`, the closed enum [`SimVendor`] and its dispatch to [`SimContract`],
+/// the fields `SimOptions.<name>` and `VendorArgs.<name>`, each vendor's organizations and stores,
+/// and its routes. Each entry is `module::Type = number`: the number orders [`SimVendor::ALL`] and
+/// seeds the vendor's records ([`org_seed`]), so it never changes; a new vendor takes the next one.
+macro_rules! sim_vendors {
+    ($($module:ident :: $ty:ident = $number:literal),+ $(,)?) => {
+        $(pub use crate::vendors::$module::sim as $module;)+
+
+        /// The vendors the simulator serves. Each has its own routes, error envelope, rate-limit
+        /// signals and default limit; its rate-limit windows are kept per organization (or, for a
+        /// vendor whose path names no organization, per credential).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum SimVendor {
+            $($ty = $number,)+
+        }
+
+        impl SimVendor {
+            /// Every vendor, by number (the order they joined the simulator).
+            pub const ALL: [SimVendor; [$(SimVendor::$ty),+].len()] = by_number([$(SimVendor::$ty),+]);
+
+            /// Lower-case name, as in `/_sim/records/{name}` and the `simulate` output.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(SimVendor::$ty => <crate::vendors::$module::$ty as Vendor>::NAME,)+
+                }
+            }
+
+            /// The limit the simulator enforces unless told otherwise ([`SimContract::RATE_LIMIT`]).
+            pub fn default_rate_limit(self) -> (u32, Duration) {
+                match self {
+                    $(SimVendor::$ty => <crate::vendors::$module::$ty as SimContract>::RATE_LIMIT,)+
+                }
+            }
+
+            /// Path of the organization's audit-log endpoint (a vendor whose path names no
+            /// organization ignores it: the credential decides).
+            pub fn audit_log_path(self, organization: &str) -> String {
+                match self {
+                    $(SimVendor::$ty => <crate::vendors::$module::$ty as SimContract>::audit_log_path(organization),)+
+                }
+            }
+
+            /// Whether the vendor's record keys are the records themselves (they have no id).
+            pub fn keys_are_records(self) -> bool {
+                match self {
+                    $(SimVendor::$ty => <crate::vendors::$module::$ty as SimContract>::KEYS_ARE_RECORDS,)+
+                }
+            }
+
+            fn first_organization_keeps_seed(self) -> bool {
+                match self {
+                    $(SimVendor::$ty => <crate::vendors::$module::$ty as SimContract>::FIRST_ORGANIZATION_KEEPS_SEED,)+
+                }
+            }
+
+            fn gzip_body(self) -> bool {
+                match self {
+                    $(SimVendor::$ty => <crate::vendors::$module::$ty as SimContract>::GZIP_BODY,)+
+                }
+            }
+
+            /// The vendor's error answer for `status` with its machine `code`.
+            fn error(self, status: StatusCode, code: &str, ctx: &RequestCtx) -> Response {
+                let message = status.canonical_reason().unwrap_or("Error");
+                match self {
+                    $(SimVendor::$ty => <crate::vendors::$module::$ty as SimContract>::error(status, code, message, ctx),)+
+                }
+            }
+
+            /// Announces the budget on an answer, in the vendor's own headers.
+            fn announce_limit(self, h: &mut HeaderMap, max: u32, remaining: u32, end: DateTime<Utc>) {
+                match self {
+                    $(SimVendor::$ty => <crate::vendors::$module::$ty as SimContract>::announce_limit(h, max, remaining, end),)+
+                }
+            }
+
+            /// Whose budget a request spends ([`SimContract::client_key`]).
+            fn client_key(self, req: &Request) -> String {
+                match self {
+                    $(SimVendor::$ty => <crate::vendors::$module::$ty as SimContract>::client_key(req),)+
+                }
+            }
+
+            fn no_credential(self) -> SimCredential {
+                match self {
+                    $(SimVendor::$ty => <crate::vendors::$module::$ty as SimContract>::no_credential(),)+
+                }
+            }
+
+            fn describe_credential(self, credential: &SimCredential) -> String {
+                match self {
+                    $(SimVendor::$ty => <crate::vendors::$module::$ty as SimContract>::describe_credential(credential),)+
+                }
+            }
+
+            /// See [`sample_records`]; `seed` is the organization's.
+            fn sample_records(self, n: usize, seed: u64, now: DateTime<Utc>) -> Vec<String> {
+                match self {
+                    $(SimVendor::$ty => sample::<crate::vendors::$module::$ty>(n, seed, now),)+
+                }
+            }
+        }
+
+        /// Everything the simulator can be told; `Default` is every vendor well-behaved, one
+        /// organization each, with its documented (or assumed) rate limit.
+        #[derive(Clone, Debug)]
+        pub struct SimOptions {
+            /// Seeds the record stores and every fault decision.
+            pub seed: u64,
+            $(
+                #[doc = concat!("The knobs of ", stringify!($ty), " (`sim::", stringify!($module), "`).")]
+                pub $module: <crate::vendors::$module::$ty as SimContract>::Options,
+            )+
+            pub faults: Faults,
+        }
+
+        impl Default for SimOptions {
+            fn default() -> Self {
+                SimOptions {
+                    seed: 42,
+                    $($module: Default::default(),)+
+                    faults: Faults::default(),
+                }
+            }
+        }
+
+        impl SimOptions {
+            /// Seeds `records` records per organization of every vendor.
+            pub fn set_records(&mut self, records: usize) {
+                $(<crate::vendors::$module::$ty as SimContract>::set_records(&mut self.$module, records);)+
+            }
+
+            /// Turns on every vendor's own faults of `auditrelay demo`
+            /// ([`SimContract::demo_faults`]).
+            pub fn demo_faults(&mut self) {
+                $(<crate::vendors::$module::$ty as SimContract>::demo_faults(&mut self.$module);)+
+            }
+
+            /// The vendors' lines of `auditrelay simulate` before the organizations.
+            fn describe_vendors(&self) -> String {
+                let mut out = String::new();
+                $(out += &<crate::vendors::$module::$ty as SimContract>::describe(&self.$module);)+
+                out
+            }
+        }
+
+        /// The vendors' own `simulate` flags, one help heading each (boxed, so that the `Command`
+        /// enum holding these stays small).
+        #[derive(Clone, Debug, clap::Args)]
+        pub struct VendorArgs {
+            $(
+                #[command(flatten)]
+                pub $module: Box<<crate::vendors::$module::$ty as SimContract>::Args>,
+            )+
+        }
+
+        impl VendorArgs {
+            /// Sets each vendor's options and rate-limit override in `o` from its flags.
+            fn apply(&self, common: &SimulateArgs, o: &mut SimOptions) {
+                $(
+                    o.$module = <crate::vendors::$module::$ty as SimContract>::options(&self.$module, common);
+                    if let Some(limit) = <crate::vendors::$module::$ty as SimContract>::rate_limit(&self.$module) {
+                        o.faults.vendor_rate_limits.insert(SimVendor::$ty, limit);
+                    }
+                )+
+            }
+        }
+
+        /// Every vendor's organizations, index-aligned with its [`Stores`].
+        pub(crate) struct Tenants {
+            $($module: Vec<Tenant>,)+
+        }
+
+        impl Tenants {
+            fn new(opts: &SimOptions) -> Tenants {
+                Tenants {
+                    $($module: <crate::vendors::$module::$ty as SimContract>::tenants(&opts.$module),)+
+                }
+            }
+
+            pub(crate) fn of(&self, v: SimVendor) -> &[Tenant] {
+                match v {
+                    $(SimVendor::$ty => &self.$module,)+
+                }
+            }
+        }
+
+        /// Every vendor's record stores, one per organization, index-aligned with [`Tenants`].
+        pub(crate) struct Stores {
+            $(pub(crate) $module: Vec<<crate::vendors::$module::$ty as SimContract>::Store>,)+
+        }
+
+        impl Stores {
+            /// Seeds every organization's store at `now`.
+            fn generate(opts: &SimOptions, tenants: &Tenants, now: DateTime<Utc>) -> Stores {
+                Stores {
+                    $(
+                        $module: (tenants.$module.iter().enumerate())
+                            .map(|(i, t)| {
+                                let seed = org_seed(opts.seed, SimVendor::$ty, i);
+                                <crate::vendors::$module::$ty as SimContract>::generate(seed, &opts.$module, i, &t.id, now)
+                            })
+                            .collect(),
+                    )+
+                }
+            }
+
+            /// Record keys of store `i` of `v` (see [`Sim::record_keys`]).
+            fn keys(&self, v: SimVendor, i: usize) -> Vec<String> {
+                let keys = match v {
+                    $(SimVendor::$ty => self.$module.get(i).map(<crate::vendors::$module::$ty as SimContract>::record_keys),)+
+                };
+                keys.unwrap_or_default()
+            }
+        }
+
+        /// Every vendor's routes, each behind the [`gate`] of its vendor.
+        fn vendor_routes(shared: &Arc<Shared>) -> Router<Arc<Shared>> {
+            let vendor = |v: SimVendor, routes: Router<Arc<Shared>>| {
+                routes.route_layer(middleware::from_fn_with_state((shared.clone(), v), gate))
+            };
+            Router::new()
+                $(.merge(vendor(SimVendor::$ty, <crate::vendors::$module::$ty as SimContract>::routes())))+
+        }
+    };
+}
+
+sim_vendors!(aitronos::Aitronos = 0, astronomer::Astronomer = 1, configcat::ConfigCat = 3, datafold::Datafold = 2);
+
+/// `all` ordered by number (the vendors' discriminants), in a const context.
+const fn by_number<const N: usize>(mut all: [SimVendor; N]) -> [SimVendor; N] {
+    let mut i = 1;
+    while i < N {
+        let mut j = i;
+        while j > 0 && (all[j - 1] as u8) > (all[j] as u8) {
+            let swap = all[j];
+            all[j] = all[j - 1];
+            all[j - 1] = swap;
+            j -= 1;
+        }
+        i += 1;
+    }
+    all
 }
 
 impl SimVendor {
-    pub const ALL: [SimVendor; 4] =
-        [SimVendor::Aitronos, SimVendor::Astronomer, SimVendor::Datafold, SimVendor::ConfigCat];
-
-    /// Lower-case name, as in `/_sim/records/{name}` and the `simulate` output.
-    pub fn name(self) -> &'static str {
-        match self {
-            SimVendor::Aitronos => "aitronos",
-            SimVendor::Astronomer => "astronomer",
-            SimVendor::Datafold => "datafold",
-            SimVendor::ConfigCat => "configcat",
-        }
-    }
-
     fn from_name(name: &str) -> Option<SimVendor> {
         SimVendor::ALL.into_iter().find(|v| v.name() == name)
     }
+}
 
-    /// The limit the simulator enforces unless told otherwise: Aitronos 100/min (§4.6),
-    /// Astronomer 2/min (§2.6, documented), Datafold and ConfigCat 60/min ([assume] §3.6, §1.6).
-    pub fn default_rate_limit(self) -> (u32, Duration) {
-        let per_minute = match self {
-            SimVendor::Aitronos => 100,
-            SimVendor::Astronomer => 2,
-            SimVendor::Datafold | SimVendor::ConfigCat => 60,
-        };
-        (per_minute, Duration::from_secs(60))
+/// As its lower-case name (the request log, `GET /_sim/…` answers).
+impl Serialize for SimVendor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_unit_variant("SimVendor", *self as u32, self.name())
+    }
+}
+
+/// Its lower-case name, as a command-line value.
+impl clap::ValueEnum for SimVendor {
+    fn value_variants<'a>() -> &'a [Self] {
+        &SimVendor::ALL
     }
 
-    /// Path of the organization's audit-log endpoint (Datafold's names no organization: the key
-    /// decides).
-    pub fn audit_log_path(self, organization: &str) -> String {
-        match self {
-            SimVendor::Aitronos => format!("/v1/organizations/{organization}/audit-log"),
-            SimVendor::Astronomer => format!("/v1/organizations/{organization}/audit-logs"),
-            SimVendor::Datafold => "/api/v1/audit_logs".to_owned(),
-            SimVendor::ConfigCat => format!("/v2/organizations/{organization}/auditlogs"),
-        }
-    }
-
-    /// The vendor's error answer for `status` with its machine `code` (used only by Aitronos).
-    fn error(self, status: StatusCode, code: &str, ctx: &RequestCtx) -> Response {
-        let message = status.canonical_reason().unwrap_or("Error");
-        match self {
-            SimVendor::Aitronos => aitronos::error_response(status, code, message, ctx),
-            SimVendor::Astronomer => astronomer::error_response(status, message, ctx),
-            SimVendor::Datafold => datafold::error_response(status, message),
-            SimVendor::ConfigCat => configcat::error_response(status, message),
-        }
-    }
-
-    /// Announces the budget on an answer, in the vendor's own headers. Astronomer and Datafold
-    /// document none (§2.6, §3.6), so they announce nothing.
-    fn announce_limit(self, h: &mut HeaderMap, max: u32, remaining: u32, end: DateTime<Utc>) {
-        match self {
-            SimVendor::Aitronos => {
-                for (name, value) in [
-                    ("x-ratelimit-limit", max.to_string()),
-                    ("x-ratelimit-remaining", remaining.to_string()),
-                    ("x-ratelimit-reset", ceil_secs(end).to_string()),
-                ] {
-                    put(h, name, &value);
-                }
-            }
-            // §1.6: remaining as an integer, reset as [assume] an RFC 3339 UTC timestamp.
-            SimVendor::ConfigCat => {
-                let reset = DateTime::from_timestamp(ceil_secs(end), 0).unwrap_or(end);
-                put(h, "x-rate-limit-remaining", &remaining.to_string());
-                put(h, "x-rate-limit-reset", &reset.to_rfc3339_opts(SecondsFormat::Secs, true));
-            }
-            SimVendor::Astronomer | SimVendor::Datafold => {}
-        }
-    }
-
-    /// Whose budget a request spends: the organization in the path, or Datafold's API key.
-    fn client_key(self, req: &Request) -> String {
-        match self {
-            SimVendor::Datafold => {
-                req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
-            }
-            _ => {
-                let mut segments = req.uri().path().split('/');
-                segments.find(|s| *s == "organizations");
-                segments.next().unwrap_or_default().to_owned()
-            }
-        }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
     }
 }
 
@@ -182,25 +391,15 @@ const SAMPLE_NOW_SECS: i64 = 1_773_835_200;
 /// generator and serialization, no server). For benchmarks and tests of reading and mapping.
 pub fn sample_records(vendor: SimVendor, n: usize, seed: u64) -> Vec<String> {
     let now = DateTime::from_timestamp(SAMPLE_NOW_SECS, 0).unwrap_or_default();
-    let seed = org_seed(seed, vendor, 0);
-    match vendor {
-        SimVendor::Aitronos => {
-            let opts = AitronosSimOptions { records: n, ..AitronosSimOptions::default() };
-            aitronos::Store::generate(seed, &opts, &opts.organization_id, now).records_json()
-        }
-        SimVendor::Astronomer => {
-            let opts = AstronomerSimOptions { records: n, ..AstronomerSimOptions::default() };
-            astronomer::Store::generate(seed, &opts, 0, &opts.organization_id, now).lines()
-        }
-        SimVendor::ConfigCat => {
-            let opts = ConfigCatSimOptions { records: n, ..ConfigCatSimOptions::default() };
-            configcat::Store::generate(seed, &opts, 0, now).records_json()
-        }
-        SimVendor::Datafold => {
-            let opts = DatafoldSimOptions { records: n, ..DatafoldSimOptions::default() };
-            datafold::Store::generate(seed, &opts, now).records_json()
-        }
-    }
+    vendor.sample_records(n, org_seed(seed, vendor, 0), now)
+}
+
+/// [`sample_records`] of `V`: the store of its first organization, default knobs but `n` records.
+fn sample<V: SimContract>(n: usize, seed: u64, now: DateTime<Utc>) -> Vec<String> {
+    let mut opts = V::Options::default();
+    V::set_records(&mut opts, n);
+    let tenants = V::tenants(&opts);
+    tenants.first().map(|t| V::records_json(&V::generate(seed, &opts, 0, &t.id, now))).unwrap_or_default()
 }
 
 /// How a client authenticates to one simulated organization. Simulator credentials are made up
@@ -217,19 +416,20 @@ pub enum SimCredential {
 }
 
 impl SimCredential {
-    /// The credential of an unknown organization: of the right kind, and accepted nowhere.
-    fn none_for(v: SimVendor) -> SimCredential {
-        match v {
-            SimVendor::Aitronos | SimVendor::Datafold => SimCredential::ApiKey(String::new()),
-            SimVendor::Astronomer => SimCredential::Bearer(String::new()),
-            SimVendor::ConfigCat => SimCredential::Basic { username: String::new(), password: String::new() },
+    /// How `auditrelay simulate` shows it, unless the vendor shows it its own way
+    /// ([`SimContract::describe_credential`]).
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            SimCredential::ApiKey(k) => format!("X-API-Key: {k}"),
+            SimCredential::Bearer(t) => format!("Authorization: Bearer {t}"),
+            SimCredential::Basic { username, password } => format!("Basic {username}:{password}"),
         }
     }
 }
 
 /// One simulated organization of a vendor: its id and the credential that reaches it.
 #[derive(Clone, Debug)]
-pub(crate) struct Tenant {
+pub struct Tenant {
     pub(crate) id: String,
     pub(crate) credential: SimCredential,
 }
@@ -250,10 +450,11 @@ pub(crate) fn nth_id(base: &str, i: usize) -> String {
     }
 }
 
-/// The seed of organization `org` of `vendor`. Aitronos' first organization keeps the plain seed,
-/// so its ids are those it had when it was the only one.
+/// The seed of organization `org` of `vendor`. The first organization of a vendor that asks for
+/// it ([`SimContract::FIRST_ORGANIZATION_KEEPS_SEED`]: the first vendor) keeps the plain seed, so
+/// its ids are those it had when it was the only one.
 fn org_seed(seed: u64, vendor: SimVendor, org: usize) -> u64 {
-    if vendor == SimVendor::Aitronos && org == 0 {
+    if vendor.first_organization_keeps_seed() && org == 0 {
         return seed;
     }
     seed ^ ((vendor as u64 + 1) << 56) ^ (org as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)
@@ -431,7 +632,7 @@ pub struct RequestRecord {
 }
 
 /// The command line of `auditrelay simulate`: one flag per knob. The vendors' own flags sit in
-/// one group each (boxed, so that the `Command` enum holding these stays small).
+/// one group each ([`VendorArgs`], after the shared ones).
 #[derive(Clone, Debug, clap::Args)]
 pub struct SimulateArgs {
     /// Address to serve on; loopback only.
@@ -476,120 +677,11 @@ pub struct SimulateArgs {
     #[arg(long, value_delimiter = ',')]
     pub spurious_unauthorized: Vec<u64>,
     #[command(flatten)]
-    pub aitronos: Box<AitronosArgs>,
-    #[command(flatten)]
-    pub astronomer: Box<AstronomerArgs>,
-    #[command(flatten)]
-    pub configcat: Box<ConfigCatArgs>,
-    #[command(flatten)]
-    pub datafold: Box<DatafoldArgs>,
-}
-
-#[derive(Clone, Debug, clap::Args)]
-#[command(next_help_heading = "Aitronos")]
-pub struct AitronosArgs {
-    /// Seeded Aitronos records per organization.
-    #[arg(long, default_value_t = 1000)]
-    pub aitronos_records: usize,
-    /// Aitronos organizations, each with its own key, records and rate-limit window.
-    #[arg(long, default_value_t = 1)]
-    pub aitronos_organizations: usize,
-    /// Key of the first organization (the others count its trailing number up).
-    #[arg(long, default_value = aitronos::DEFAULT_API_KEY)]
-    pub aitronos_api_key: String,
-    #[arg(long, default_value = aitronos::DEFAULT_ORGANIZATION_ID)]
-    pub aitronos_organization_id: String,
-    /// Clamp `limit > 100` to 100 instead of answering 422.
-    #[arg(long)]
-    pub clamp_limit: bool,
-    /// Overrides `--rate-limit` for Aitronos.
-    #[arg(long, value_parser = parse_rate_limit)]
-    pub aitronos_rate_limit: Option<RateLimitSetting>,
-}
-
-#[derive(Clone, Debug, clap::Args)]
-#[command(next_help_heading = "Astronomer")]
-pub struct AstronomerArgs {
-    /// Seeded Astronomer records per organization.
-    #[arg(long, default_value_t = 1000)]
-    pub astronomer_records: usize,
-    #[arg(long, default_value_t = 1)]
-    pub astronomer_organizations: usize,
-    #[arg(long, default_value = astronomer::DEFAULT_ORGANIZATION_ID)]
-    pub astronomer_organization_id: String,
-    #[arg(long, default_value = astronomer::DEFAULT_TOKEN)]
-    pub astronomer_token: String,
-    /// How the gzipped NDJSON is sent.
-    #[arg(long, value_enum, default_value_t = AstronomerEncoding::ContentEncoding)]
-    pub astronomer_encoding: AstronomerEncoding,
-    /// Share (0..=1) of 200 answers whose gzip stream is cut off.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
-    pub astronomer_truncated_rate: f64,
-    /// Share (0..=1) of lines replaced by a line that is not JSON.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
-    pub astronomer_malformed_lines_rate: f64,
-    /// Share (0..=1) of lines preceded by a blank line.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
-    pub astronomer_blank_lines_rate: f64,
-    /// Tokens lack the Organization Owner role: every request is answered 403.
-    #[arg(long)]
-    pub astronomer_tokens_lack_owner_role: bool,
-    /// Overrides `--rate-limit` for Astronomer.
-    #[arg(long, value_parser = parse_rate_limit)]
-    pub astronomer_rate_limit: Option<RateLimitSetting>,
-}
-
-#[derive(Clone, Debug, clap::Args)]
-#[command(next_help_heading = "ConfigCat")]
-pub struct ConfigCatArgs {
-    /// Seeded ConfigCat records per organization.
-    #[arg(long, default_value_t = 1000)]
-    pub configcat_records: usize,
-    #[arg(long, default_value_t = 1)]
-    pub configcat_organizations: usize,
-    #[arg(long, default_value = configcat::DEFAULT_ORGANIZATION_ID)]
-    pub configcat_organization_id: String,
-    #[arg(long, default_value = configcat::DEFAULT_USERNAME)]
-    pub configcat_username: String,
-    #[arg(long, default_value = configcat::DEFAULT_PASSWORD)]
-    pub configcat_password: String,
-    /// The legacy v1 path answers 302 to v2 (post-2026-06-01 behaviour) instead of a bare array.
-    #[arg(long)]
-    pub configcat_v1_redirects: bool,
-    /// Emit the ≤ mid-2025 record schema (`changeSetId`, no `modelVersion`).
-    #[arg(long)]
-    pub configcat_legacy_schema: bool,
-    /// Overrides `--rate-limit` for ConfigCat.
-    #[arg(long, value_parser = parse_rate_limit)]
-    pub configcat_rate_limit: Option<RateLimitSetting>,
-}
-
-#[derive(Clone, Debug, clap::Args)]
-#[command(next_help_heading = "Datafold")]
-pub struct DatafoldArgs {
-    /// Seeded Datafold records per organization (API key).
-    #[arg(long, default_value_t = 1000)]
-    pub datafold_records: usize,
-    #[arg(long, default_value_t = 1)]
-    pub datafold_organizations: usize,
-    #[arg(long, default_value = datafold::DEFAULT_API_KEY)]
-    pub datafold_api_key: String,
-    /// Share (0..=1) of timestamps without a UTC offset.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
-    pub datafold_naive_times: f64,
-    /// A missing `start_date` means all history instead of the last 24 h.
-    #[arg(long)]
-    pub datafold_default_all_history: bool,
-    /// Keys are not an admin's: every request is answered 403.
-    #[arg(long)]
-    pub datafold_non_admin_keys: bool,
-    /// Overrides `--rate-limit` for Datafold.
-    #[arg(long, value_parser = parse_rate_limit)]
-    pub datafold_rate_limit: Option<RateLimitSetting>,
+    pub vendors: VendorArgs,
 }
 
 /// `--rate-limit`: `vendor`, `off` or `REQUESTS/PERIOD`.
-fn parse_rate_limit(s: &str) -> Result<RateLimitSetting, String> {
+pub(crate) fn parse_rate_limit(s: &str) -> Result<RateLimitSetting, String> {
     if s.eq_ignore_ascii_case("off") {
         return Ok(RateLimitSetting::Off);
     }
@@ -605,7 +697,7 @@ fn parse_rate_limit(s: &str) -> Result<RateLimitSetting, String> {
     Ok(RateLimitSetting::Fixed { requests: n, per })
 }
 
-fn parse_share(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_share(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
         _ => Err(format!("{s:?} is not a share between 0 and 1")),
@@ -615,66 +707,12 @@ fn parse_share(s: &str) -> Result<f64, String> {
 impl SimulateArgs {
     /// The options these flags describe.
     pub fn options(&self) -> SimOptions {
-        let (a, s, c, d) = (&self.aitronos, &self.astronomer, &self.configcat, &self.datafold);
-        let vendor_rate_limits = [
-            (SimVendor::Aitronos, a.aitronos_rate_limit),
-            (SimVendor::Astronomer, s.astronomer_rate_limit),
-            (SimVendor::ConfigCat, c.configcat_rate_limit),
-            (SimVendor::Datafold, d.datafold_rate_limit),
-        ]
-        .into_iter()
-        .filter_map(|(v, setting)| Some((v, setting?)))
-        .collect();
-        SimOptions {
+        let mut o = SimOptions {
             seed: self.seed,
-            aitronos: AitronosSimOptions {
-                organizations: a.aitronos_organizations,
-                records: a.aitronos_records,
-                api_key: a.aitronos_api_key.clone(),
-                organization_id: a.aitronos_organization_id.clone(),
-                records_span: self.records_span,
-                records_min_age: self.records_min_age,
-                clamp_limit: a.clamp_limit,
-                ..AitronosSimOptions::default()
-            },
-            astronomer: AstronomerSimOptions {
-                organizations: s.astronomer_organizations,
-                records: s.astronomer_records,
-                organization_id: s.astronomer_organization_id.clone(),
-                token: s.astronomer_token.clone(),
-                records_span: self.records_span,
-                records_min_age: self.records_min_age,
-                encoding: s.astronomer_encoding,
-                truncated_rate: s.astronomer_truncated_rate,
-                malformed_lines_rate: s.astronomer_malformed_lines_rate,
-                blank_lines_rate: s.astronomer_blank_lines_rate,
-                tokens_lack_owner_role: s.astronomer_tokens_lack_owner_role,
-            },
-            configcat: ConfigCatSimOptions {
-                organizations: c.configcat_organizations,
-                records: c.configcat_records,
-                organization_id: c.configcat_organization_id.clone(),
-                username: c.configcat_username.clone(),
-                password: c.configcat_password.clone(),
-                records_span: self.records_span,
-                records_min_age: self.records_min_age,
-                v1_redirects: c.configcat_v1_redirects,
-                legacy_schema: c.configcat_legacy_schema,
-            },
-            datafold: DatafoldSimOptions {
-                organizations: d.datafold_organizations,
-                records: d.datafold_records,
-                api_key: d.datafold_api_key.clone(),
-                records_span: self.records_span,
-                records_min_age: self.records_min_age,
-                naive_times: d.datafold_naive_times,
-                default_all_history: d.datafold_default_all_history,
-                non_admin_keys: d.datafold_non_admin_keys,
-            },
             faults: Faults {
                 page_latency: self.page_latency,
                 rate_limit: self.rate_limit,
-                vendor_rate_limits,
+                vendor_rate_limits: HashMap::new(),
                 retry_after: self.retry_after,
                 error_rate: self.error_rate,
                 malformed_rate: self.malformed_rate,
@@ -685,7 +723,10 @@ impl SimulateArgs {
                 spurious_unauthorized: self.spurious_unauthorized.clone(),
                 ..Faults::default()
             },
-        }
+            ..SimOptions::default()
+        };
+        self.vendors.apply(self, &mut o);
+        o
     }
 }
 
@@ -732,57 +773,26 @@ impl Sim {
         let addr = listener.local_addr()?;
         let base_url = url::Url::parse(&format!("http://{addr}/")).map_err(std::io::Error::other)?;
         let now = clock.now_utc();
-        let tenants = Tenants {
-            aitronos: aitronos::tenants(&opts.aitronos),
-            astronomer: astronomer::tenants(&opts.astronomer),
-            configcat: configcat::tenants(&opts.configcat),
-            datafold: datafold::tenants(&opts.datafold),
-        };
-        let seed = |v: SimVendor, i: usize| org_seed(opts.seed, v, i);
+        let tenants = Tenants::new(&opts);
         let state = Mutable {
             stats: SimStats::default(),
             vendor_stats: HashMap::new(),
             log: Vec::new(),
             gates: HashMap::new(),
             malformed_turn: 0,
-            aitronos: (tenants.aitronos.iter().enumerate())
-                .map(|(i, t)| aitronos::Store::generate(seed(SimVendor::Aitronos, i), &opts.aitronos, &t.id, now))
-                .collect(),
-            astronomer: (tenants.astronomer.iter().enumerate())
-                .map(|(i, t)| {
-                    astronomer::Store::generate(seed(SimVendor::Astronomer, i), &opts.astronomer, i, &t.id, now)
-                })
-                .collect(),
-            configcat: (0..tenants.configcat.len())
-                .map(|i| configcat::Store::generate(seed(SimVendor::ConfigCat, i), &opts.configcat, i, now))
-                .collect(),
-            datafold: (0..tenants.datafold.len())
-                .map(|i| datafold::Store::generate(seed(SimVendor::Datafold, i), &opts.datafold, now))
-                .collect(),
+            stores: Stores::generate(&opts, &tenants, now),
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             clock,
-            seed: opts.seed,
-            aitronos: opts.aitronos,
-            astronomer: opts.astronomer,
-            configcat: opts.configcat,
-            datafold: opts.datafold,
+            opts,
             tenants,
-            faults: opts.faults,
             shutdown: CancellationToken::new(),
             arrived: watch::Sender::new(0),
             arrivals: AtomicU64::new(0),
             arrivals_closed: AtomicBool::new(false),
         });
-        let vendor = |v: SimVendor, routes: Router<Arc<Shared>>| {
-            routes.route_layer(middleware::from_fn_with_state((shared.clone(), v), gate))
-        };
-        let app = Router::new()
-            .merge(vendor(SimVendor::Aitronos, aitronos::routes()))
-            .merge(vendor(SimVendor::Astronomer, astronomer::routes()))
-            .merge(vendor(SimVendor::ConfigCat, configcat::routes()))
-            .merge(vendor(SimVendor::Datafold, datafold::routes()))
+        let app = vendor_routes(&shared)
             .route(
                 "/_sim/stats",
                 get(|State(s): State<Arc<Shared>>| async move { axum::Json(s.state().stats.clone()) }),
@@ -807,6 +817,10 @@ impl Sim {
     /// `http://127.0.0.1:PORT/`, the base of every vendor's API.
     pub fn base_url(&self) -> url::Url {
         self.base_url.clone()
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     /// `base_url` joined with [`SimVendor::audit_log_path`].
@@ -839,7 +853,7 @@ impl Sim {
     /// that every request fails with.
     pub fn credential(&self, v: SimVendor, organization: &str) -> SimCredential {
         let tenant = self.shared.tenants.of(v).iter().find(|t| t.id == organization);
-        tenant.map_or_else(|| SimCredential::none_for(v), |t| t.credential.clone())
+        tenant.map_or_else(|| v.no_credential(), |t| t.credential.clone())
     }
 
     /// The dedupe key of every record in the organization's store, arrivals included, in the
@@ -848,39 +862,13 @@ impl Sim {
     /// Empty for an unknown organization.
     pub fn record_keys(&self, v: SimVendor, organization: &str) -> Vec<String> {
         let Some(i) = self.shared.tenant_index(v, organization) else { return Vec::new() };
-        self.shared.state().keys(v, i)
+        self.shared.state().stores.keys(v, i)
     }
 
-    /// Every record of an Astronomer organization as its NDJSON line (without the `\n`), oldest
-    /// first, exactly as an intact answer carries it.
-    pub fn astronomer_lines(&self, organization: &str) -> Vec<String> {
-        self.record_keys(SimVendor::Astronomer, organization)
-    }
-
-    /// Records currently in the first Aitronos organization's store, arrivals included.
-    pub fn aitronos_seeded(&self) -> usize {
-        self.shared.state().aitronos.first().map_or(0, aitronos::Store::len)
-    }
-
-    /// Every record id in the first Aitronos organization's store, newest first.
     /// No more records arrive (`arrivals_per_page` ends): a test's stop, after which a vendor
     /// that adds records on every answer would otherwise outrun any client its limits allow.
     pub fn close_arrivals(&self) {
         self.shared.arrivals_closed.store(true, Ordering::Relaxed);
-    }
-
-    pub fn aitronos_ids(&self) -> Vec<String> {
-        self.shared.state().aitronos.first().map(aitronos::Store::ids).unwrap_or_default()
-    }
-
-    /// The first Aitronos organization's key.
-    pub fn aitronos_api_key(&self) -> &str {
-        &self.shared.aitronos.api_key
-    }
-
-    /// The first Aitronos organization's id.
-    pub fn aitronos_organization_id(&self) -> &str {
-        &self.shared.aitronos.organization_id
     }
 
     /// Returns once at least `n` vendor requests have arrived (answered or not).
@@ -904,19 +892,10 @@ impl Sim {
     /// endpoint and the credential, one `key=value` line each.
     fn describe(&self) -> String {
         let mut out = format!("base_url={}\n", self.base_url);
-        out += &format!(
-            "aitronos_api_key={}\naitronos_organization_id={}\n",
-            self.aitronos_api_key(),
-            self.aitronos_organization_id()
-        );
+        out += &self.shared.opts.describe_vendors();
         for v in SimVendor::ALL {
             for org in self.organizations(v) {
-                let auth = match self.credential(v, &org) {
-                    SimCredential::ApiKey(k) if v == SimVendor::Datafold => format!("Authorization: Key {k}"),
-                    SimCredential::ApiKey(k) => format!("X-API-Key: {k}"),
-                    SimCredential::Bearer(t) => format!("Authorization: Bearer {t}"),
-                    SimCredential::Basic { username, password } => format!("Basic {username}:{password}"),
-                };
+                let auth = v.describe_credential(&self.credential(v, &org));
                 out += &format!(
                     "vendor={} organization={org} url={} auth={auth:?}\n",
                     v.name(),
@@ -937,49 +916,26 @@ async fn vendor_stats(State(s): State<Arc<Shared>>, Path(vendor): Path<String>) 
 
 async fn first_org_keys(State(s): State<Arc<Shared>>, Path(vendor): Path<String>) -> Response {
     match SimVendor::from_name(&vendor).filter(|v| !s.tenants.of(*v).is_empty()) {
-        Some(v) => axum::Json(s.state().keys(v, 0)).into_response(),
+        Some(v) => axum::Json(s.state().stores.keys(v, 0)).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
 async fn org_keys(State(s): State<Arc<Shared>>, Path((vendor, org)): Path<(String, String)>) -> Response {
     match SimVendor::from_name(&vendor).and_then(|v| Some((v, s.tenant_index(v, &org)?))) {
-        Some((v, i)) => axum::Json(s.state().keys(v, i)).into_response(),
+        Some((v, i)) => axum::Json(s.state().stores.keys(v, i)).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
-    }
-}
-
-/// Every vendor's organizations, index-aligned with the stores in [`Mutable`].
-pub(crate) struct Tenants {
-    aitronos: Vec<Tenant>,
-    astronomer: Vec<Tenant>,
-    configcat: Vec<Tenant>,
-    datafold: Vec<Tenant>,
-}
-
-impl Tenants {
-    pub(crate) fn of(&self, v: SimVendor) -> &[Tenant] {
-        match v {
-            SimVendor::Aitronos => &self.aitronos,
-            SimVendor::Astronomer => &self.astronomer,
-            SimVendor::ConfigCat => &self.configcat,
-            SimVendor::Datafold => &self.datafold,
-        }
     }
 }
 
 /// State shared by all handlers. Knobs and tenants are immutable; what changes sits behind a std
 /// `Mutex`, which is never held across an `.await` (every critical section is a few field updates
 /// or one store scan).
-pub(crate) struct Shared {
+pub struct Shared {
     pub(crate) clock: Clock,
-    pub(crate) seed: u64,
-    pub(crate) aitronos: AitronosSimOptions,
-    pub(crate) astronomer: AstronomerSimOptions,
-    pub(crate) configcat: ConfigCatSimOptions,
-    pub(crate) datafold: DatafoldSimOptions,
+    /// The seed, every vendor's knobs (`opts.<vendor>`) and the faults.
+    pub(crate) opts: SimOptions,
     pub(crate) tenants: Tenants,
-    pub(crate) faults: Faults,
     /// Cancelled by [`Sim::shutdown`]: stops the server and releases a stalled request.
     pub(crate) shutdown: CancellationToken,
     /// Number of vendor requests arrived so far, for [`Sim::wait_for_requests`].
@@ -1001,18 +957,18 @@ impl Shared {
     pub(crate) fn arrivals_per_answer(&self) -> usize {
         match self.arrivals_closed.load(Ordering::Relaxed) {
             true => 0,
-            false => self.faults.arrivals_per_page,
+            false => self.opts.faults.arrivals_per_page,
         }
     }
 
     /// The event time of the next arrival: `now`, or up to `arrival_lateness` before it.
     pub(crate) fn arrival_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        let late = self.faults.arrival_lateness;
+        let late = self.opts.faults.arrival_lateness;
         if late.is_zero() {
             return now;
         }
         let n = self.arrivals.fetch_add(1, Ordering::Relaxed);
-        now - chrono_duration(late.mul_f64(roll(self.seed, n, 0x1A7E)))
+        now - chrono_duration(late.mul_f64(roll(self.opts.seed, n, 0x1A7E)))
     }
 
     /// Index of the organization `id` of `v` (and of its store).
@@ -1035,25 +991,12 @@ pub(crate) struct Mutable {
     gates: HashMap<(SimVendor, String), Gate>,
     /// Which kind of malformed body comes next (they alternate).
     malformed_turn: u64,
-    /// One store per organization, index-aligned with [`Tenants`].
-    pub(crate) aitronos: Vec<aitronos::Store>,
-    pub(crate) astronomer: Vec<astronomer::Store>,
-    pub(crate) configcat: Vec<configcat::Store>,
-    pub(crate) datafold: Vec<datafold::Store>,
+    /// One store per organization of each vendor (`stores.<vendor>`), index-aligned with
+    /// [`Tenants`].
+    pub(crate) stores: Stores,
 }
 
 impl Mutable {
-    /// Record keys of store `i` of `v` (see [`Sim::record_keys`]).
-    fn keys(&self, v: SimVendor, i: usize) -> Vec<String> {
-        let keys = match v {
-            SimVendor::Aitronos => self.aitronos.get(i).map(aitronos::Store::ids),
-            SimVendor::Astronomer => self.astronomer.get(i).map(astronomer::Store::lines),
-            SimVendor::ConfigCat => self.configcat.get(i).map(configcat::Store::ids),
-            SimVendor::Datafold => self.datafold.get(i).map(datafold::Store::ids),
-        };
-        keys.unwrap_or_default()
-    }
-
     /// Applies `f` to the global counters and to `v`'s.
     fn count(&mut self, v: SimVendor, f: impl Fn(&mut SimStats)) {
         f(&mut self.stats);
@@ -1075,7 +1018,7 @@ struct Window {
 
 /// What the handler of one request knows about it.
 #[derive(Clone, Debug)]
-pub(crate) struct RequestCtx {
+pub struct RequestCtx {
     /// 1-based over all vendor requests; seeds a handler's own fault decisions.
     pub(crate) number: u64,
     pub(crate) request_id: String,
@@ -1097,7 +1040,7 @@ pub(crate) fn chrono_duration(d: Duration) -> chrono::Duration {
 }
 
 /// Seconds since the epoch, rounded up: a client that waits until then is never early.
-fn ceil_secs(t: DateTime<Utc>) -> i64 {
+pub(crate) fn ceil_secs(t: DateTime<Utc>) -> i64 {
     t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0)
 }
 
@@ -1113,7 +1056,7 @@ const MAX_REQUEST_BODY: usize = 1 << 20;
 /// Middleware in front of every vendor route: counts and logs the request, then applies the rate
 /// limit and the fault knobs, and lets the vendor handler answer only what is left.
 async fn gate(State((shared, vendor)): State<(Arc<Shared>, SimVendor)>, req: Request, next: Next) -> Response {
-    let faults = &shared.faults;
+    let faults = &shared.opts.faults;
     let now = shared.clock.now_utc();
     // Datafold's GET carries its window as a JSON body (§3.3): read it here for the request log,
     // then hand the same bytes on to the handler.
@@ -1158,7 +1101,7 @@ async fn gate(State((shared, vendor)): State<(Arc<Shared>, SimVendor)>, req: Req
         shared.arrived.send_replace(number);
         (number, log_index, limit)
     };
-    let ctx = RequestCtx { number, request_id: request_id(shared.seed, number), now };
+    let ctx = RequestCtx { number, request_id: request_id(shared.opts.seed, number), now };
 
     if faults.stall_at_request == Some(number) {
         tracing::debug!(number, "simulator stalls this request until shutdown");
@@ -1193,8 +1136,8 @@ async fn gate(State((shared, vendor)): State<(Arc<Shared>, SimVendor)>, req: Req
         vendor.error(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", &ctx)
     } else if faults.spurious_unauthorized.contains(&number) {
         vendor.error(StatusCode::UNAUTHORIZED, "INVALID_API_KEY", &ctx)
-    } else if roll(shared.seed, number, 0x5E5E) < faults.error_rate {
-        match roll(shared.seed, number, 0xC0DE) {
+    } else if roll(shared.opts.seed, number, 0x5E5E) < faults.error_rate {
+        match roll(shared.opts.seed, number, 0xC0DE) {
             r if r < 1.0 / 3.0 => vendor.error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", &ctx),
             // A 502 comes from the load balancer, not the API: HTML, no envelope.
             r if r < 2.0 / 3.0 => (
@@ -1205,7 +1148,7 @@ async fn gate(State((shared, vendor)): State<(Arc<Shared>, SimVendor)>, req: Req
                 .into_response(),
             _ => vendor.error(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", &ctx),
         }
-    } else if roll(shared.seed, number, 0x0401) < faults.spurious_unauthorized_rate {
+    } else if roll(shared.opts.seed, number, 0x0401) < faults.spurious_unauthorized_rate {
         vendor.error(StatusCode::UNAUTHORIZED, "INVALID_API_KEY", &ctx)
     } else {
         req.extensions_mut().insert(ctx.clone());
@@ -1215,7 +1158,7 @@ async fn gate(State((shared, vendor)): State<(Arc<Shared>, SimVendor)>, req: Req
     let served = resp.extensions().get::<ServedRecords>().map_or(0, |s| s.0);
     let corrupt = resp.extensions().get::<CorruptBody>().is_some();
     let inject =
-        resp.status() == StatusCode::OK && !corrupt && roll(shared.seed, number, 0xBAD) < faults.malformed_rate;
+        resp.status() == StatusCode::OK && !corrupt && roll(shared.opts.seed, number, 0xBAD) < faults.malformed_rate;
     if inject {
         let turn = {
             let mut st = shared.state();
@@ -1258,7 +1201,7 @@ async fn gate(State((shared, vendor)): State<(Arc<Shared>, SimVendor)>, req: Req
     resp
 }
 
-fn put(h: &mut HeaderMap, name: &str, value: &str) {
+pub(crate) fn put(h: &mut HeaderMap, name: &str, value: &str) {
     if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::from_str(value)) {
         h.insert(n, v);
     }
@@ -1272,21 +1215,20 @@ fn request_id(seed: u64, number: u64) -> String {
 
 /// Replaces a 200 body by one of three malformations, in turn: an HTML page, a body of the wrong
 /// kind, the real body cut in half. For JSON vendors the wrong kind is JSON of the wrong shape;
-/// for Astronomer, whose body is gzip, it is a gzip header followed by junk (a JSON line would be
-/// a valid NDJSON record), and the HTML page comes without `Content-Encoding`, as a proxy's would.
+/// for a vendor whose body is gzip (Astronomer), it is a gzip header followed by junk (a JSON line
+/// would be a valid NDJSON record), and the HTML page comes without `Content-Encoding`, as a
+/// proxy's would.
 async fn malform(resp: Response, vendor: SimVendor, turn: u64) -> Response {
     let (mut parts, body) = resp.into_parts();
     let body: Vec<u8> = match turn % 3 {
         1 => {
-            if vendor == SimVendor::Astronomer {
+            if vendor.gzip_body() {
                 parts.headers.remove(header::CONTENT_ENCODING);
                 parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
             }
             b"<html><body>Service temporarily unavailable</body></html>".to_vec()
         }
-        2 if vendor == SimVendor::Astronomer => {
-            b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xffnot a deflate stream".to_vec()
-        }
+        2 if vendor.gzip_body() => b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xffnot a deflate stream".to_vec(),
         2 => br#"{"data":[{"unexpected":true}],"next":null}"#.to_vec(),
         _ => {
             let full = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
@@ -1310,10 +1252,7 @@ pub(crate) mod tests {
     /// that want one set it).
     pub(crate) fn opts(records: usize) -> SimOptions {
         let mut o = SimOptions::default();
-        o.aitronos.records = records;
-        o.astronomer.records = records;
-        o.configcat.records = records;
-        o.datafold.records = records;
+        o.set_records(records);
         o.faults.rate_limit = RateLimitSetting::Off;
         o
     }

@@ -28,7 +28,11 @@ use fastrand::Rng;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::sim::{RequestCtx, ServedRecords, Shared, SimCredential, SimVendor, Tenant, chrono_duration, nth_id, record_rng};
+use super::Aitronos;
+use crate::sim::{
+    RateLimitSetting, RequestCtx, ServedRecords, Shared, Sim, SimContract, SimCredential, SimVendor, SimulateArgs, Tenant,
+    ceil_secs, chrono_duration, nth_id, parse_rate_limit, put, record_rng,
+};
 
 /// The demo key (a simulator credential, printed by `auditrelay simulate`; not a secret).
 pub const DEFAULT_API_KEY: &str = "ak_demo000000000000000000000000000000000000";
@@ -71,18 +75,134 @@ impl Default for AitronosSimOptions {
     }
 }
 
-/// The organizations `opts` describes, with their keys.
-pub(crate) fn tenants(opts: &AitronosSimOptions) -> Vec<Tenant> {
-    (0..opts.organizations)
-        .map(|i| Tenant {
-            id: nth_id(&opts.organization_id, i),
-            credential: SimCredential::ApiKey(nth_id(&opts.api_key, i)),
-        })
-        .collect()
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Aitronos")]
+pub struct AitronosArgs {
+    /// Seeded Aitronos records per organization.
+    #[arg(long, default_value_t = 1000)]
+    pub aitronos_records: usize,
+    /// Aitronos organizations, each with its own key, records and rate-limit window.
+    #[arg(long, default_value_t = 1)]
+    pub aitronos_organizations: usize,
+    /// Key of the first organization (the others count its trailing number up).
+    #[arg(long, default_value = DEFAULT_API_KEY)]
+    pub aitronos_api_key: String,
+    #[arg(long, default_value = DEFAULT_ORGANIZATION_ID)]
+    pub aitronos_organization_id: String,
+    /// Clamp `limit > 100` to 100 instead of answering 422.
+    #[arg(long)]
+    pub clamp_limit: bool,
+    /// Overrides `--rate-limit` for Aitronos.
+    #[arg(long, value_parser = parse_rate_limit)]
+    pub aitronos_rate_limit: Option<RateLimitSetting>,
 }
 
-pub(crate) fn routes() -> Router<Arc<Shared>> {
-    Router::new().route("/v1/organizations/{organization_id}/audit-log", get(audit_log))
+impl SimContract for Aitronos {
+    type Options = AitronosSimOptions;
+    type Store = Store;
+    type Args = AitronosArgs;
+
+    /// 100/min (§4.6).
+    const RATE_LIMIT: (u32, Duration) = (100, Duration::from_secs(60));
+    /// Aitronos was the simulator's first vendor: its first organization keeps the ids it had then.
+    const FIRST_ORGANIZATION_KEEPS_SEED: bool = true;
+
+    fn audit_log_path(organization: &str) -> String {
+        format!("/v1/organizations/{organization}/audit-log")
+    }
+
+    fn routes() -> Router<Arc<Shared>> {
+        Router::new().route("/v1/organizations/{organization_id}/audit-log", get(audit_log))
+    }
+
+    /// The organizations `opts` describes, with their keys.
+    fn tenants(opts: &AitronosSimOptions) -> Vec<Tenant> {
+        (0..opts.organizations)
+            .map(|i| Tenant {
+                id: nth_id(&opts.organization_id, i),
+                credential: SimCredential::ApiKey(nth_id(&opts.api_key, i)),
+            })
+            .collect()
+    }
+
+    fn no_credential() -> SimCredential {
+        SimCredential::ApiKey(String::new())
+    }
+
+    /// The first organization's key and id, as `aitronos_api_key=…` and `aitronos_organization_id=…`.
+    fn describe(opts: &AitronosSimOptions) -> String {
+        format!("aitronos_api_key={}\naitronos_organization_id={}\n", opts.api_key, opts.organization_id)
+    }
+
+    fn generate(seed: u64, opts: &AitronosSimOptions, _index: usize, organization: &str, now: DateTime<Utc>) -> Store {
+        Store::generate(seed, opts, organization, now)
+    }
+
+    fn set_records(opts: &mut AitronosSimOptions, records: usize) {
+        opts.records = records;
+    }
+
+    fn record_keys(store: &Store) -> Vec<String> {
+        store.ids()
+    }
+
+    fn records_json(store: &Store) -> Vec<String> {
+        store.records_json()
+    }
+
+    fn error(status: StatusCode, code: &str, message: &str, ctx: &RequestCtx) -> Response {
+        error_response(status, code, message, ctx)
+    }
+
+    /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (epoch seconds).
+    fn announce_limit(h: &mut HeaderMap, max: u32, remaining: u32, end: DateTime<Utc>) {
+        for (name, value) in [
+            ("x-ratelimit-limit", max.to_string()),
+            ("x-ratelimit-remaining", remaining.to_string()),
+            ("x-ratelimit-reset", ceil_secs(end).to_string()),
+        ] {
+            put(h, name, &value);
+        }
+    }
+
+    fn options(a: &AitronosArgs, common: &SimulateArgs) -> AitronosSimOptions {
+        AitronosSimOptions {
+            organizations: a.aitronos_organizations,
+            records: a.aitronos_records,
+            api_key: a.aitronos_api_key.clone(),
+            organization_id: a.aitronos_organization_id.clone(),
+            records_span: common.records_span,
+            records_min_age: common.records_min_age,
+            clamp_limit: a.clamp_limit,
+            ..AitronosSimOptions::default()
+        }
+    }
+
+    fn rate_limit(a: &AitronosArgs) -> Option<RateLimitSetting> {
+        a.aitronos_rate_limit
+    }
+}
+
+impl Sim {
+    /// Records currently in the first Aitronos organization's store, arrivals included.
+    pub fn aitronos_seeded(&self) -> usize {
+        self.shared().state().stores.aitronos.first().map_or(0, Store::len)
+    }
+
+    /// Every record id in the first Aitronos organization's store, newest first.
+    pub fn aitronos_ids(&self) -> Vec<String> {
+        self.shared().state().stores.aitronos.first().map(Store::ids).unwrap_or_default()
+    }
+
+    /// The first Aitronos organization's key.
+    pub fn aitronos_api_key(&self) -> &str {
+        &self.shared().opts.aitronos.api_key
+    }
+
+    /// The first Aitronos organization's id.
+    pub fn aitronos_organization_id(&self) -> &str {
+        &self.shared().opts.aitronos.organization_id
+    }
 }
 
 /// Entity types of §4.3, each with its id prefix and the actions it sees. `exported` is not in
@@ -138,7 +258,7 @@ struct AuditEntry {
 }
 
 /// The seeded records, newest first, plus what is needed to generate arrivals.
-pub(crate) struct Store {
+pub struct Store {
     records: Vec<AuditEntry>,
     seed: u64,
     organization_id: String,
@@ -359,7 +479,7 @@ async fn audit_log(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let opts = &shared.aitronos;
+    let opts = &shared.opts.aitronos;
     let Some(org) = presented_keys(&headers)
         .find_map(|key| shared.tenant_of(SimVendor::Aitronos, &SimCredential::ApiKey(key.to_owned())))
     else {
@@ -388,7 +508,7 @@ async fn audit_log(
     };
     let (items, total) = {
         let mut st = shared.state();
-        let Some(store) = st.aitronos.get_mut(org) else {
+        let Some(store) = st.stores.aitronos.get_mut(org) else {
             return error_response(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "No store", &ctx);
         };
         // The records are newest first: only the slice of the asked time range is filtered (a
@@ -402,7 +522,7 @@ async fn audit_log(
         // New records arrive between pages (README "Simulator conventions"), at the current time
         // (or up to `arrival_lateness` before it).
         let now = shared.clock.now_utc();
-        let at = now - chrono::Duration::from_std(shared.faults.arrivals_age).unwrap_or_default();
+        let at = now - chrono::Duration::from_std(shared.opts.faults.arrivals_age).unwrap_or_default();
         for _ in 0..shared.arrivals_per_answer() {
             store.add(shared.arrival_at(at));
         }

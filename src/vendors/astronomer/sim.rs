@@ -37,9 +37,11 @@ use fastrand::Rng;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::Astronomer;
 use crate::sim::{
-    CorruptBody, RequestCtx, ServedRecords, Shared, SimCredential, SimVendor, Tenant, nth_id, record_rng, roll,
-    seeded_range, seeded_times, truncate_to,
+    CorruptBody, RateLimitSetting, RequestCtx, ServedRecords, Shared, Sim, SimContract, SimCredential, SimVendor,
+    SimulateArgs, Tenant, nth_id, parse_rate_limit, parse_share, record_rng, roll, seeded_range, seeded_times,
+    truncate_to,
 };
 
 /// The first organization's id and token (simulator credentials, printed by `auditrelay simulate`).
@@ -102,18 +104,124 @@ impl Default for AstronomerSimOptions {
     }
 }
 
-/// The organizations `opts` describes, with their tokens.
-pub(crate) fn tenants(opts: &AstronomerSimOptions) -> Vec<Tenant> {
-    (0..opts.organizations)
-        .map(|i| Tenant {
-            id: nth_id(&opts.organization_id, i),
-            credential: SimCredential::Bearer(nth_id(&opts.token, i)),
-        })
-        .collect()
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Astronomer")]
+pub struct AstronomerArgs {
+    /// Seeded Astronomer records per organization.
+    #[arg(long, default_value_t = 1000)]
+    pub astronomer_records: usize,
+    #[arg(long, default_value_t = 1)]
+    pub astronomer_organizations: usize,
+    #[arg(long, default_value = DEFAULT_ORGANIZATION_ID)]
+    pub astronomer_organization_id: String,
+    #[arg(long, default_value = DEFAULT_TOKEN)]
+    pub astronomer_token: String,
+    /// How the gzipped NDJSON is sent.
+    #[arg(long, value_enum, default_value_t = AstronomerEncoding::ContentEncoding)]
+    pub astronomer_encoding: AstronomerEncoding,
+    /// Share (0..=1) of 200 answers whose gzip stream is cut off.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub astronomer_truncated_rate: f64,
+    /// Share (0..=1) of lines replaced by a line that is not JSON.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub astronomer_malformed_lines_rate: f64,
+    /// Share (0..=1) of lines preceded by a blank line.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub astronomer_blank_lines_rate: f64,
+    /// Tokens lack the Organization Owner role: every request is answered 403.
+    #[arg(long)]
+    pub astronomer_tokens_lack_owner_role: bool,
+    /// Overrides `--rate-limit` for Astronomer.
+    #[arg(long, value_parser = parse_rate_limit)]
+    pub astronomer_rate_limit: Option<RateLimitSetting>,
 }
 
-pub(crate) fn routes() -> Router<Arc<Shared>> {
-    Router::new().route("/v1/organizations/{organization_id}/audit-logs", get(audit_logs))
+impl SimContract for Astronomer {
+    type Options = AstronomerSimOptions;
+    type Store = Store;
+    type Args = AstronomerArgs;
+
+    /// 2/min (§2.6, documented). No budget headers (§2.6): it announces nothing.
+    const RATE_LIMIT: (u32, Duration) = (2, Duration::from_secs(60));
+    const GZIP_BODY: bool = true;
+    /// The records have no id: the keys are the raw NDJSON lines.
+    const KEYS_ARE_RECORDS: bool = true;
+
+    fn audit_log_path(organization: &str) -> String {
+        format!("/v1/organizations/{organization}/audit-logs")
+    }
+
+    fn routes() -> Router<Arc<Shared>> {
+        Router::new().route("/v1/organizations/{organization_id}/audit-logs", get(audit_logs))
+    }
+
+    /// The organizations `opts` describes, with their tokens.
+    fn tenants(opts: &AstronomerSimOptions) -> Vec<Tenant> {
+        (0..opts.organizations)
+            .map(|i| Tenant {
+                id: nth_id(&opts.organization_id, i),
+                credential: SimCredential::Bearer(nth_id(&opts.token, i)),
+            })
+            .collect()
+    }
+
+    fn no_credential() -> SimCredential {
+        SimCredential::Bearer(String::new())
+    }
+
+    fn generate(seed: u64, opts: &AstronomerSimOptions, index: usize, organization: &str, now: DateTime<Utc>) -> Store {
+        Store::generate(seed, opts, index, organization, now)
+    }
+
+    fn set_records(opts: &mut AstronomerSimOptions, records: usize) {
+        opts.records = records;
+    }
+
+    fn record_keys(store: &Store) -> Vec<String> {
+        store.lines()
+    }
+
+    /// The NDJSON lines (without their `\n`).
+    fn records_json(store: &Store) -> Vec<String> {
+        store.lines()
+    }
+
+    fn error(status: StatusCode, _code: &str, message: &str, ctx: &RequestCtx) -> Response {
+        error_response(status, message, ctx)
+    }
+
+    /// Some truncated gzip streams.
+    fn demo_faults(opts: &mut AstronomerSimOptions) {
+        opts.truncated_rate = 0.2;
+    }
+
+    fn options(s: &AstronomerArgs, common: &SimulateArgs) -> AstronomerSimOptions {
+        AstronomerSimOptions {
+            organizations: s.astronomer_organizations,
+            records: s.astronomer_records,
+            organization_id: s.astronomer_organization_id.clone(),
+            token: s.astronomer_token.clone(),
+            records_span: common.records_span,
+            records_min_age: common.records_min_age,
+            encoding: s.astronomer_encoding,
+            truncated_rate: s.astronomer_truncated_rate,
+            malformed_lines_rate: s.astronomer_malformed_lines_rate,
+            blank_lines_rate: s.astronomer_blank_lines_rate,
+            tokens_lack_owner_role: s.astronomer_tokens_lack_owner_role,
+        }
+    }
+
+    fn rate_limit(s: &AstronomerArgs) -> Option<RateLimitSetting> {
+        s.astronomer_rate_limit
+    }
+}
+
+impl Sim {
+    /// Every record of an Astronomer organization as its NDJSON line (without the `\n`), oldest
+    /// first, exactly as an intact answer carries it.
+    pub fn astronomer_lines(&self, organization: &str) -> Vec<String> {
+        self.record_keys(SimVendor::Astronomer, organization)
+    }
 }
 
 /// Longest window one request may ask for: the retention (§2.3 [assume]).
@@ -206,7 +314,7 @@ fn cuid(rng: &mut Rng) -> String {
 
 /// One organization's records as NDJSON lines (without `\n`), oldest first, plus what is needed
 /// to generate arrivals.
-pub(crate) struct Store {
+pub struct Store {
     lines: Vec<(DateTime<Utc>, String)>,
     seed: u64,
     organization_id: String,
@@ -414,7 +522,7 @@ async fn audit_logs(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let opts = &shared.astronomer;
+    let opts = &shared.opts.astronomer;
     let token =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let Some(org) =
@@ -443,7 +551,7 @@ async fn audit_logs(
     };
     let lines: Vec<String> = {
         let mut st = shared.state();
-        let Some(store) = st.astronomer.get_mut(org) else {
+        let Some(store) = st.stores.astronomer.get_mut(org) else {
             return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", &ctx);
         };
         let lines = store.lines.iter().filter(|(at, _)| start <= *at && *at < end).map(|(_, l)| l.clone()).collect();
@@ -456,7 +564,7 @@ async fn audit_logs(
         lines
     };
 
-    let (ndjson, intact) = ndjson(&lines, shared.seed, ctx.number, opts);
+    let (ndjson, intact) = ndjson(&lines, shared.opts.seed, ctx.number, opts);
     let compressed = gzip(&ndjson).and_then(|gz| match opts.encoding {
         AstronomerEncoding::DoubleCompressed => gzip(&gz),
         AstronomerEncoding::ContentEncoding | AstronomerEncoding::PlainGzipFile => Ok(gz),
@@ -464,7 +572,7 @@ async fn audit_logs(
     let Ok(mut body) = compressed else {
         return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", &ctx);
     };
-    let truncated = roll(shared.seed, ctx.number, 0x7C07) < opts.truncated_rate;
+    let truncated = roll(shared.opts.seed, ctx.number, 0x7C07) < opts.truncated_rate;
     if truncated {
         // The stream ends mid-way (a dropped upstream): valid HTTP, a gzip stream without its end.
         body.truncate(body.len() / 2);

@@ -34,12 +34,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::json;
 
+use super::ConfigCat;
 use crate::sim::{
-    RequestCtx, ServedRecords, Shared, SimCredential, SimVendor, Tenant, nth_id, record_rng, seeded_range, seeded_times,
+    RateLimitSetting, RequestCtx, ServedRecords, Shared, SimContract, SimCredential, SimVendor, SimulateArgs, Tenant,
+    ceil_secs, nth_id, parse_rate_limit, put, record_rng, seeded_range, seeded_times,
 };
 
 /// Simulator credentials (printed by `auditrelay simulate`; not secrets).
@@ -83,23 +85,110 @@ impl Default for ConfigCatSimOptions {
     }
 }
 
-/// The organizations `opts` describes, with their credentials.
-pub(crate) fn tenants(opts: &ConfigCatSimOptions) -> Vec<Tenant> {
-    (0..opts.organizations)
-        .map(|i| Tenant {
-            id: nth_id(&opts.organization_id, i),
-            credential: SimCredential::Basic {
-                username: nth_id(&opts.username, i),
-                password: nth_id(&opts.password, i),
-            },
-        })
-        .collect()
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "ConfigCat")]
+pub struct ConfigCatArgs {
+    /// Seeded ConfigCat records per organization.
+    #[arg(long, default_value_t = 1000)]
+    pub configcat_records: usize,
+    #[arg(long, default_value_t = 1)]
+    pub configcat_organizations: usize,
+    #[arg(long, default_value = DEFAULT_ORGANIZATION_ID)]
+    pub configcat_organization_id: String,
+    #[arg(long, default_value = DEFAULT_USERNAME)]
+    pub configcat_username: String,
+    #[arg(long, default_value = DEFAULT_PASSWORD)]
+    pub configcat_password: String,
+    /// The legacy v1 path answers 302 to v2 (post-2026-06-01 behaviour) instead of a bare array.
+    #[arg(long)]
+    pub configcat_v1_redirects: bool,
+    /// Emit the ≤ mid-2025 record schema (`changeSetId`, no `modelVersion`).
+    #[arg(long)]
+    pub configcat_legacy_schema: bool,
+    /// Overrides `--rate-limit` for ConfigCat.
+    #[arg(long, value_parser = parse_rate_limit)]
+    pub configcat_rate_limit: Option<RateLimitSetting>,
 }
 
-pub(crate) fn routes() -> Router<Arc<Shared>> {
-    Router::new()
-        .route("/v2/organizations/{organization_id}/auditlogs", get(audit_logs_v2))
-        .route("/v1/organizations/{organization_id}/auditlogs", get(audit_logs_v1))
+impl SimContract for ConfigCat {
+    type Options = ConfigCatSimOptions;
+    type Store = Store;
+    type Args = ConfigCatArgs;
+
+    /// [assume] 60/min (§1.6).
+    const RATE_LIMIT: (u32, Duration) = (60, Duration::from_secs(60));
+
+    fn audit_log_path(organization: &str) -> String {
+        format!("/v2/organizations/{organization}/auditlogs")
+    }
+
+    fn routes() -> Router<Arc<Shared>> {
+        Router::new()
+            .route("/v2/organizations/{organization_id}/auditlogs", get(audit_logs_v2))
+            .route("/v1/organizations/{organization_id}/auditlogs", get(audit_logs_v1))
+    }
+
+    /// The organizations `opts` describes, with their credentials.
+    fn tenants(opts: &ConfigCatSimOptions) -> Vec<Tenant> {
+        (0..opts.organizations)
+            .map(|i| Tenant {
+                id: nth_id(&opts.organization_id, i),
+                credential: SimCredential::Basic {
+                    username: nth_id(&opts.username, i),
+                    password: nth_id(&opts.password, i),
+                },
+            })
+            .collect()
+    }
+
+    fn no_credential() -> SimCredential {
+        SimCredential::Basic { username: String::new(), password: String::new() }
+    }
+
+    fn generate(seed: u64, opts: &ConfigCatSimOptions, index: usize, _organization: &str, now: DateTime<Utc>) -> Store {
+        Store::generate(seed, opts, index, now)
+    }
+
+    fn set_records(opts: &mut ConfigCatSimOptions, records: usize) {
+        opts.records = records;
+    }
+
+    fn record_keys(store: &Store) -> Vec<String> {
+        store.ids()
+    }
+
+    fn records_json(store: &Store) -> Vec<String> {
+        store.records_json()
+    }
+
+    fn error(status: StatusCode, _code: &str, message: &str, _ctx: &RequestCtx) -> Response {
+        error_response(status, message)
+    }
+
+    /// §1.6: remaining as an integer, reset as [assume] an RFC 3339 UTC timestamp.
+    fn announce_limit(h: &mut HeaderMap, _max: u32, remaining: u32, end: DateTime<Utc>) {
+        let reset = DateTime::from_timestamp(ceil_secs(end), 0).unwrap_or(end);
+        put(h, "x-rate-limit-remaining", &remaining.to_string());
+        put(h, "x-rate-limit-reset", &reset.to_rfc3339_opts(SecondsFormat::Secs, true));
+    }
+
+    fn options(c: &ConfigCatArgs, common: &SimulateArgs) -> ConfigCatSimOptions {
+        ConfigCatSimOptions {
+            organizations: c.configcat_organizations,
+            records: c.configcat_records,
+            organization_id: c.configcat_organization_id.clone(),
+            username: c.configcat_username.clone(),
+            password: c.configcat_password.clone(),
+            records_span: common.records_span,
+            records_min_age: common.records_min_age,
+            v1_redirects: c.configcat_v1_redirects,
+            legacy_schema: c.configcat_legacy_schema,
+        }
+    }
+
+    fn rate_limit(c: &ConfigCatArgs) -> Option<RateLimitSetting> {
+        c.configcat_rate_limit
+    }
 }
 
 /// `auditLogTypeEnum`, the current list of §1.7.
@@ -195,7 +284,7 @@ struct AuditLogItem {
 }
 
 /// One organization's records, newest first, plus what is needed to generate arrivals.
-pub(crate) struct Store {
+pub struct Store {
     records: Vec<AuditLogItem>,
     seed: u64,
     organization_name: String,
@@ -494,7 +583,7 @@ async fn audit_logs_v1(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    if shared.configcat.v1_redirects {
+    if shared.opts.configcat.v1_redirects {
         // "Redirected to the V2 endpoints with default pagination parameters": the filters stay.
         let query = raw.map(|q| format!("?{q}")).unwrap_or_default();
         let location = format!("/v2/organizations/{organization_id}/auditlogs{query}");
@@ -520,7 +609,7 @@ async fn audit_logs_v1(
 /// `(number, size)`) and how many match; then the arrivals. `None` if the store is missing.
 fn select(shared: &Shared, org: usize, q: &Query, page: Option<(usize, usize)>) -> Option<(Vec<AuditLogItem>, usize)> {
     let mut st = shared.state();
-    let store = st.configcat.get_mut(org)?;
+    let store = st.stores.configcat.get_mut(org)?;
     // The records are newest first: only the slice of [from, to) is filtered (a benchmark's
     // 250,000 records are not scanned for every page).
     let lo = store.records.partition_point(|r| r.at >= q.to);

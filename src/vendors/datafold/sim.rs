@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Extension, State};
+use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -34,8 +34,10 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::Datafold;
 use crate::sim::{
-    RequestCtx, ServedRecords, Shared, SimCredential, SimVendor, Tenant, nth_id, record_rng, seeded_range, seeded_times,
+    RateLimitSetting, RequestCtx, ServedRecords, Shared, SimContract, SimCredential, SimVendor, SimulateArgs, Tenant,
+    nth_id, parse_rate_limit, parse_share, record_rng, seeded_range, seeded_times,
 };
 
 /// The first organization's key (a simulator credential, printed by `auditrelay simulate`).
@@ -78,18 +80,110 @@ impl Default for DatafoldSimOptions {
     }
 }
 
-/// The organizations (keys) `opts` describes.
-pub(crate) fn tenants(opts: &DatafoldSimOptions) -> Vec<Tenant> {
-    (0..opts.organizations)
-        .map(|i| Tenant {
-            id: nth_id(DEFAULT_ORGANIZATION, i),
-            credential: SimCredential::ApiKey(nth_id(&opts.api_key, i)),
-        })
-        .collect()
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Datafold")]
+pub struct DatafoldArgs {
+    /// Seeded Datafold records per organization (API key).
+    #[arg(long, default_value_t = 1000)]
+    pub datafold_records: usize,
+    #[arg(long, default_value_t = 1)]
+    pub datafold_organizations: usize,
+    #[arg(long, default_value = DEFAULT_API_KEY)]
+    pub datafold_api_key: String,
+    /// Share (0..=1) of timestamps without a UTC offset.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub datafold_naive_times: f64,
+    /// A missing `start_date` means all history instead of the last 24 h.
+    #[arg(long)]
+    pub datafold_default_all_history: bool,
+    /// Keys are not an admin's: every request is answered 403.
+    #[arg(long)]
+    pub datafold_non_admin_keys: bool,
+    /// Overrides `--rate-limit` for Datafold.
+    #[arg(long, value_parser = parse_rate_limit)]
+    pub datafold_rate_limit: Option<RateLimitSetting>,
 }
 
-pub(crate) fn routes() -> Router<Arc<Shared>> {
-    Router::new().route("/api/v1/audit_logs", get(audit_logs))
+impl SimContract for Datafold {
+    type Options = DatafoldSimOptions;
+    type Store = Store;
+    type Args = DatafoldArgs;
+
+    /// [assume] 60/min (§3.6), per API key. No budget headers (§3.6): it announces nothing.
+    const RATE_LIMIT: (u32, Duration) = (60, Duration::from_secs(60));
+
+    /// The path names no organization: the key decides.
+    fn audit_log_path(_organization: &str) -> String {
+        "/api/v1/audit_logs".to_owned()
+    }
+
+    fn routes() -> Router<Arc<Shared>> {
+        Router::new().route("/api/v1/audit_logs", get(audit_logs))
+    }
+
+    /// The organizations (keys) `opts` describes.
+    fn tenants(opts: &DatafoldSimOptions) -> Vec<Tenant> {
+        (0..opts.organizations)
+            .map(|i| Tenant {
+                id: nth_id(DEFAULT_ORGANIZATION, i),
+                credential: SimCredential::ApiKey(nth_id(&opts.api_key, i)),
+            })
+            .collect()
+    }
+
+    fn no_credential() -> SimCredential {
+        SimCredential::ApiKey(String::new())
+    }
+
+    /// `Authorization: Key <key>`.
+    fn describe_credential(credential: &SimCredential) -> String {
+        match credential {
+            SimCredential::ApiKey(k) => format!("Authorization: Key {k}"),
+            other => other.describe(),
+        }
+    }
+
+    fn generate(seed: u64, opts: &DatafoldSimOptions, _index: usize, _organization: &str, now: DateTime<Utc>) -> Store {
+        Store::generate(seed, opts, now)
+    }
+
+    fn set_records(opts: &mut DatafoldSimOptions, records: usize) {
+        opts.records = records;
+    }
+
+    fn record_keys(store: &Store) -> Vec<String> {
+        store.ids()
+    }
+
+    fn records_json(store: &Store) -> Vec<String> {
+        store.records_json()
+    }
+
+    fn error(status: StatusCode, _code: &str, message: &str, _ctx: &RequestCtx) -> Response {
+        error_response(status, message)
+    }
+
+    /// The path names no organization: a request spends its API key's budget.
+    fn client_key(req: &Request) -> String {
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+    }
+
+    fn options(d: &DatafoldArgs, common: &SimulateArgs) -> DatafoldSimOptions {
+        DatafoldSimOptions {
+            organizations: d.datafold_organizations,
+            records: d.datafold_records,
+            api_key: d.datafold_api_key.clone(),
+            records_span: common.records_span,
+            records_min_age: common.records_min_age,
+            naive_times: d.datafold_naive_times,
+            default_all_history: d.datafold_default_all_history,
+            non_admin_keys: d.datafold_non_admin_keys,
+        }
+    }
+
+    fn rate_limit(d: &DatafoldArgs) -> Option<RateLimitSetting> {
+        d.datafold_rate_limit
+    }
 }
 
 /// `(action, object_type, request_type, url, log_entry)`: the illustrative vocabulary of the sample.
@@ -146,7 +240,7 @@ struct AuditLog {
 }
 
 /// One organization's records, oldest first, plus what is needed to generate arrivals.
-pub(crate) struct Store {
+pub struct Store {
     records: Vec<AuditLog>,
     seed: u64,
     naive_times: f64,
@@ -319,7 +413,7 @@ async fn audit_logs(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let opts = &shared.datafold;
+    let opts = &shared.opts.datafold;
     let presented = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let Some(presented) = presented else {
         return error_response(StatusCode::UNAUTHORIZED, "Not authenticated");
@@ -340,7 +434,7 @@ async fn audit_logs(
     };
     let logs: Vec<AuditLog> = {
         let mut st = shared.state();
-        let Some(store) = st.datafold.get_mut(org) else {
+        let Some(store) = st.stores.datafold.get_mut(org) else {
             return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
         };
         let logs = store.records.iter().filter(|r| start.is_none_or(|s| s <= r.at) && r.at < end).cloned().collect();
