@@ -21,25 +21,25 @@
 //! `tests/fixtures/fuzz/<target>/` (it becomes a regression test), fix the parser, and run
 //! `cargo test --test it fuzz_regressions::`. See `fuzz/README.md`.
 
-use std::io::Write as _;
 use std::path::Path;
 use std::sync::OnceLock;
 
 use chrono::{DateTime, Datelike as _, SecondsFormat, TimeZone as _, Utc};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use secrecy::SecretString;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::config::{Config, SourceConfig};
 use crate::ocsf::{self, SeverityPolicy};
-use crate::sources::{self, DecodeError, Page, PageCursor, Record, Rejected, Verdict};
-use crate::vendors::aitronos::{Aitronos, AitronosCredential};
-use crate::vendors::astronomer::source as astronomer;
-use crate::vendors::configcat::{ConfigCat, ConfigCatApi};
-use crate::vendors::datafold::Datafold;
+use crate::sources::{self, Page, Record, Rejected, Verdict};
 use crate::vendors::{self, VendorId};
+
+// Each vendor's own targets live in its folder (`vendors/<name>/fuzz.rs`); named here as the
+// `cargo fuzz` targets and the corpora know them.
+pub use crate::vendors::aitronos::fuzz::page as aitronos_page;
+pub use crate::vendors::astronomer::fuzz::ndjson as astronomer_ndjson;
+pub use crate::vendors::configcat::fuzz::page as configcat_page;
+pub use crate::vendors::datafold::fuzz::page as datafold_page;
 
 /// A fuzz target: takes any bytes; panics on a finding.
 pub type Target = fn(&[u8]);
@@ -57,103 +57,12 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("retry_headers", retry_headers),
 ];
 
-/// Each vendor's dedupe-key and event-time fields.
-const RECORD_FIELDS: [(&str, &str); 4] =
-    [("id", "created_at"), ("auditLogId", "auditLogDateTime"), ("event_uuid", "timestamp"), ("id", "timestamp")];
-
 // ---------------------------------------------------------------------------------------------
-// Vendor pages.
-
-/// Aitronos: `read_page` at the first offset and at a later one.
-pub fn aitronos_page(data: &[u8]) {
-    // The envelope's shape again (serde also reads a struct from a JSON array of its fields).
-    #[derive(Deserialize)]
-    struct Items<'a> {
-        #[serde(borrow)]
-        items: Vec<&'a RawValue>,
-        #[serde(rename = "has_more")]
-        _has_more: bool,
-    }
-    let vendor = Aitronos {
-        organization_id: "ORG_7F3KQ9ZP2M4XW8RT".into(),
-        credential: AitronosCredential::ApiKey(SecretString::from("ak_fuzz")),
-        page_size: 100,
-    };
-    for skip in [0, 200] {
-        let Ok(page) = vendor.read_page(data, &PageCursor::Offset { skip }) else { continue };
-        let items = serde_json::from_slice::<Items<'_>>(data).map(|i| i.items.len());
-        assert!(items.is_ok(), "a page was read but its `items` are not an array");
-        let count = items.unwrap_or_default();
-        check_page(&page, count, "id", "created_at");
-        if let Some(next) = &page.next {
-            assert!(count > 0, "a next page after an empty one");
-            assert_eq!(*next, PageCursor::Offset { skip: skip + count as u64 });
-        }
-    }
-}
-
-/// ConfigCat: `read_page` as v2 (pages 1 and 7) and as v1 (the whole window; an envelope is a
-/// v1 request redirected to v2).
-pub fn configcat_page(data: &[u8]) {
-    #[derive(Deserialize)]
-    struct Data<'a> {
-        #[serde(borrow)]
-        data: Vec<&'a RawValue>,
-    }
-    let settings = |api_version| ConfigCat {
-        organization_id: "08d86d63-2721-4da6-8c06-584521d516bc".into(),
-        username: SecretString::from("user"),
-        password: SecretString::from("pass"),
-        page_size: 100,
-        api_version,
-    };
-    let (v2, v1) = (settings(ConfigCatApi::V2), settings(ConfigCatApi::V1));
-    let asks = [(&v2, PageCursor::Number { page: 1 }), (&v2, PageCursor::Number { page: 7 }), (&v1, PageCursor::Whole)];
-    for (vendor, cursor) in asks {
-        let Ok(page) = vendor.read_page(data, &cursor) else { continue };
-        let bare = data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-        let items = if bare {
-            serde_json::from_slice::<Vec<&RawValue>>(data).map(|i| i.len())
-        } else {
-            serde_json::from_slice::<Data<'_>>(data).map(|d| d.data.len())
-        };
-        assert!(items.is_ok(), "a page was read but its records are not an array");
-        let count = items.unwrap_or_default();
-        check_page(&page, count, "auditLogId", "auditLogDateTime");
-        if let Some(next) = &page.next {
-            assert!(!bare, "a bare array (v1) has no next page");
-            assert!(count > 0, "a next page after an empty one");
-            let page = match cursor {
-                PageCursor::Number { page } => page,
-                _ => 1,
-            };
-            assert_eq!(*next, PageCursor::Number { page: page + 1 });
-        }
-    }
-}
-
-/// Datafold: `read_page` (one unpaged answer).
-pub fn datafold_page(data: &[u8]) {
-    #[derive(Deserialize)]
-    struct Logs<'a> {
-        #[serde(borrow)]
-        logs: Vec<&'a RawValue>,
-    }
-    let vendor = Datafold {
-        organization_id: "app.datafold.com".into(),
-        api_key: SecretString::from("dfk_fuzz"),
-        max_records: 10_000,
-        max_response_bytes: 1 << 20,
-    };
-    let Ok(page) = vendor.read_page(data) else { return };
-    let items = serde_json::from_slice::<Logs<'_>>(data).map(|l| l.logs.len());
-    assert!(items.is_ok(), "an answer was read but its `logs` are not an array");
-    check_page(&page, items.unwrap_or_default(), "event_uuid", "timestamp");
-    assert!(page.next.is_none(), "Datafold answers are not paged");
-}
+// Vendor pages: each vendor's own target is in its folder (`vendors/<name>/fuzz.rs`); here what
+// every page must satisfy.
 
 /// What every page read by a vendor file must satisfy.
-fn check_page(page: &Page, items: usize, id_field: &str, time_field: &str) {
+pub(crate) fn check_page(page: &Page, items: usize, id_field: &str, time_field: &str) {
     assert_eq!(page.records.len() + page.rejected.len(), items, "records + rejected != items on the page");
     assert!(page.staged.is_none());
     for record in &page.records {
@@ -167,12 +76,12 @@ fn check_page(page: &Page, items: usize, id_field: &str, time_field: &str) {
     page.rejected.iter().for_each(check_rejected);
 }
 
-fn check_record(record: &Record) {
+pub(crate) fn check_record(record: &Record) {
     assert!(!record.key.trim().is_empty(), "a record with an empty dedupe key");
     check_time(record.time);
 }
 
-fn check_rejected(rejected: &Rejected) {
+pub(crate) fn check_rejected(rejected: &Rejected) {
     assert!(!rejected.key.is_empty(), "a dead letter without a key");
     assert!(!rejected.reason.is_empty(), "a dead letter without a reason");
 }
@@ -184,90 +93,6 @@ fn check_time(time: DateTime<Utc>) {
     if (0..=9999).contains(&time.year()) {
         let shown = time.to_rfc3339_opts(SecondsFormat::AutoSi, true);
         assert_eq!(sources::parse_event_time(&shown), Some(time), "{shown} does not read back");
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Astronomer's gzipped NDJSON.
-
-/// What one `decode` produced, for comparing two runs.
-#[derive(Debug, PartialEq, Eq)]
-struct Decoding {
-    seen: Result<astronomer::Decoded, String>,
-    keys: Vec<String>,
-    rejected: Vec<String>,
-}
-
-fn decode(body: &[u8]) -> Decoding {
-    let (mut keys, mut rejected_keys) = (Vec::new(), Vec::new());
-    let (mut records, mut rejected, mut bytes) = (0usize, 0usize, 0usize);
-    let seen = astronomer::decode(body, |chunk, bad| {
-        let n = chunk.len() + bad.len();
-        assert!(n > 0 && n <= astronomer::CHUNK, "a chunk of {n} lines");
-        for r in &chunk {
-            assert!(r.key.starts_with("sha256:") && r.key.len() == 7 + 64, "key {}", r.key);
-            check_record(r);
-            bytes += r.raw.get().len();
-        }
-        for r in &bad {
-            check_rejected(r);
-            assert!(!r.raw.is_empty() && r.raw.trim_ascii().len() == r.raw.len(), "a rejected line is not trimmed");
-            bytes += r.raw.len();
-        }
-        records += chunk.len();
-        rejected += bad.len();
-        keys.extend(chunk.into_iter().map(|r| r.key));
-        rejected_keys.extend(bad.into_iter().map(|r| r.key));
-        true
-    });
-    // The cap holds: nothing past MAX_DECODED_BYTES was ever handed on.
-    assert!(bytes <= astronomer::MAX_DECODED_BYTES, "{bytes} decoded bytes handed on");
-    let seen = match seen {
-        Ok(seen) => {
-            assert_eq!((seen.records, seen.rejected), (records, rejected), "counts differ from what was emitted");
-            Ok(seen)
-        }
-        Err(DecodeError::Stopped) => panic!("stopped although the receiver never asked to"),
-        Err(e @ (DecodeError::Broken(_) | DecodeError::TooLarge(_))) => Err(e.to_string()),
-    };
-    Decoding { seen, keys, rejected: rejected_keys }
-}
-
-fn gzip(data: &[u8]) -> Option<Vec<u8>> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(data).ok()?;
-    encoder.finish().ok()
-}
-
-/// Astronomer: [`astronomer::decode`] over the bytes as they are (gzip is detected by the
-/// decoder itself, so gzip-looking inputs fuzz the inflater) and, for plain NDJSON, the same
-/// bytes gzipped here (same records expected), and a receiver that stops at once.
-pub fn astronomer_ndjson(data: &[u8]) {
-    let plain = decode(data);
-    if data.starts_with(&[0x1f, 0x8b]) {
-        return;
-    }
-    // Plain NDJSON: a slice reads without error, and every line is a record, rejected or blank;
-    // except a body that is no answer: an HTML page (its first line starts with `<`) or a body
-    // cut inside its last line (unterminated and not JSON).
-    let lines = data.split(|b| *b == b'\n').count() - usize::from(data.is_empty() || data.ends_with(b"\n"));
-    let first = data.split(|b| *b == b'\n').map(<[u8]>::trim_ascii).find(|l| !l.is_empty());
-    let last = data.rsplit(|b| *b == b'\n').next().map(<[u8]>::trim_ascii).unwrap_or_default();
-    let cut =
-        !data.ends_with(b"\n") && !last.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(last).is_err();
-    let page = first.is_some_and(|l| l.starts_with(b"<"));
-    match &plain.seen {
-        Ok(seen) => assert_eq!(seen.records + seen.rejected + seen.blank, lines, "lines lost"),
-        Err(e) => assert!(data.len() > astronomer::MAX_DECODED_BYTES || cut || page, "plain NDJSON failed: {e}"),
-    }
-    if let Some(gz) = gzip(data) {
-        assert_eq!(decode(&gz), plain, "gzipped NDJSON decodes differently from the plain bytes");
-    }
-    let stopped = astronomer::decode(data, |_, _| false);
-    match plain.seen {
-        Ok(seen) if seen.records + seen.rejected > 0 => assert!(matches!(stopped, Err(DecodeError::Stopped))),
-        Ok(_) => assert!(stopped.is_ok()),
-        Err(_) => {}
     }
 }
 
@@ -347,7 +172,7 @@ pub fn event_time(data: &[u8]) {
     if let Some(time) = sources::parse_event_time(&text) {
         check_time(time);
     }
-    for (id, time) in RECORD_FIELDS {
+    for (id, time) in VendorId::ALL.iter().map(|v| v.record_fields()) {
         let record = serde_json::json!({ id: text, time: text });
         if let Ok(raw) = serde_json::value::to_raw_value(&record) {
             read_one(&raw, id, time);
@@ -466,12 +291,7 @@ fn first_request(source: &SourceConfig) {
 /// still not panic). A mapped event must be readable back by the sinks' summary.
 pub fn ocsf_map(data: &[u8]) {
     let Ok(raw) = serde_json::from_slice::<&RawValue>(data) else { return };
-    let mappers = [
-        (VendorId::Aitronos, "id", "created_at"),
-        (VendorId::Astronomer, "id", "timestamp"),
-        (VendorId::ConfigCat, "auditLogId", "auditLogDateTime"),
-        (VendorId::Datafold, "event_uuid", "timestamp"),
-    ];
+    let mappers = VendorId::ALL.iter().map(|v| (*v, v.record_fields().0, v.record_fields().1));
     let fallback = DateTime::from_timestamp(1_780_000_000, 0).unwrap_or_default();
     for (mapper, id_field, time_field) in mappers {
         let (key, time) = match sources::read_record(raw, id_field, time_field) {

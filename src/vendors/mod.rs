@@ -1,7 +1,7 @@
 //! The vendors, one folder each. A vendor's folder holds everything about it: its settings and
 //! config keys with their defaults and caps (`mod.rs`), how it asks for a page and reads one
 //! (`source.rs`), its OCSF mapping (`ocsf.rs`, pure: no I/O, no clock), its simulator
-//! (`sim.rs`) and its sample records (`fixtures/`). The rest of the crate reaches a vendor only
+//! (`sim.rs`), its fuzz targets (`fuzz.rs`) and its sample records (`fixtures/`). The rest of the crate reaches a vendor only
 //! through the [`Vendor`] trait, dispatched in one place: the [`vendors!`] list at the bottom of
 //! this file, which generates the closed enums [`VendorId`] and [`VendorSettings`].
 //!
@@ -48,6 +48,10 @@ pub trait Vendor: std::fmt::Debug + Clone + Send + Sync + Sized + 'static {
     /// The keys of a `[[sources]]` table this vendor reads besides the common ones; exactly the
     /// fields of [`Vendor::Keys`]. Another vendor's key in this vendor's table is refused.
     const KEYS: &'static [&'static str];
+    /// The fields of a record holding its dedupe key and its event time, as
+    /// [`crate::sources::read_record`] reads them (Astronomer's lines have no id: their key is a
+    /// hash of the line, and `id` is only what the fuzzer tries).
+    const RECORD_FIELDS: (&'static str, &'static str);
     /// Those keys as written (`serde`, `deny_unknown_fields`, `Spanned` values for messages).
     type Keys: DeserializeOwned;
 
@@ -148,6 +152,12 @@ macro_rules! vendors {
             pub fn defaults(self) -> Defaults {
                 match self {
                     $(VendorId::$ty => <$module::$ty as Vendor>::DEFAULTS,)+
+                }
+            }
+
+            pub fn record_fields(self) -> (&'static str, &'static str) {
+                match self {
+                    $(VendorId::$ty => <$module::$ty as Vendor>::RECORD_FIELDS,)+
                 }
             }
 

@@ -1,5 +1,6 @@
 //! Aitronos (Freddy API): organization audit log, paged by `skip`/`limit` (vendors README §4).
 
+pub mod fuzz;
 pub mod ocsf;
 pub mod sim;
 pub mod source;
@@ -57,6 +58,7 @@ impl Vendor for Aitronos {
     };
     const KEYS: &'static [&'static str] =
         &["organization_id", "api_key", "api_key_file", "bearer_token", "bearer_token_file", "page_size"];
+    const RECORD_FIELDS: (&'static str, &'static str) = ("id", "created_at");
     type Keys = Keys;
 
     fn from_keys(k: Keys, cx: &TableKeys<'_>) -> Result<Self, ConfigError> {

@@ -1,6 +1,7 @@
 //! Astronomer (Astro API v1): organization audit logs, one gzipped NDJSON answer per window
 //! (vendors README §2).
 
+pub mod fuzz;
 pub mod ocsf;
 pub mod sim;
 pub mod source;
@@ -48,6 +49,7 @@ impl Vendor for Astronomer {
         per: MINUTE,
     };
     const KEYS: &'static [&'static str] = &["organization_id", "bearer_token", "bearer_token_file"];
+    const RECORD_FIELDS: (&'static str, &'static str) = ("id", "timestamp");
     type Keys = Keys;
 
     fn from_keys(k: Keys, cx: &TableKeys<'_>) -> Result<Self, ConfigError> {

@@ -1,6 +1,7 @@
 //! ConfigCat (Public Management API): organization audit log, paged by page number
 //! (vendors README §1).
 
+pub mod fuzz;
 pub mod ocsf;
 pub mod sim;
 pub mod source;
@@ -65,6 +66,7 @@ impl Vendor for ConfigCat {
     };
     const KEYS: &'static [&'static str] =
         &["organization_id", "username", "username_file", "password", "password_file", "page_size", "api_version"];
+    const RECORD_FIELDS: (&'static str, &'static str) = ("auditLogId", "auditLogDateTime");
     type Keys = Keys;
 
     fn from_keys(k: Keys, cx: &TableKeys<'_>) -> Result<Self, ConfigError> {

@@ -17,6 +17,7 @@ use chrono::SecondsFormat;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
+use super::super::Vendor;
 use super::{ConfigCat, ConfigCatApi};
 use crate::sources::{BadPage, Items, MAX_ANSWER_ITEMS, Page, PageCursor, Window, page_items};
 
@@ -114,7 +115,7 @@ impl ConfigCat {
             }
         };
         let count = items.len();
-        let mut out = Page::of_records(items, "auditLogId", "auditLogDateTime");
+        let mut out = Page::of_records(items, <ConfigCat as Vendor>::RECORD_FIELDS.0, <ConfigCat as Vendor>::RECORD_FIELDS.1);
         if has_next {
             // A v1 request redirected to v2 got page 1 with v2's default page size (100).
             let page = match page {

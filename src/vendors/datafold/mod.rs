@@ -1,5 +1,6 @@
 //! Datafold: audit logs of one deployment, the whole window in one answer (vendors README §3).
 
+pub mod fuzz;
 pub mod ocsf;
 pub mod sim;
 pub mod source;
@@ -56,6 +57,7 @@ impl Vendor for Datafold {
     };
     const KEYS: &'static [&'static str] =
         &["organization_id", "api_key", "api_key_file", "max_records", "max_response_bytes"];
+    const RECORD_FIELDS: (&'static str, &'static str) = ("event_uuid", "timestamp");
     type Keys = Keys;
 
     fn from_keys(k: Keys, cx: &TableKeys<'_>) -> Result<Self, ConfigError> {
