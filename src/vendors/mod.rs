@@ -1,11 +1,13 @@
 //! The vendors, one folder each. A vendor's folder holds everything about it: its settings and
 //! config keys with their defaults and caps (`mod.rs`), how it asks for a page and reads one
 //! (`source.rs`), its OCSF mapping (`ocsf.rs`, pure: no I/O, no clock), its simulator
-//! (`sim.rs`), its fuzz targets (`fuzz.rs`) and its sample records (`fixtures/`). The rest of the crate reaches a vendor only
-//! through the [`Vendor`] trait, dispatched in one place: the [`vendors!`] list at the bottom of
-//! this file, which generates the closed enums [`VendorId`] and [`VendorSettings`].
+//! (`sim.rs`), its fuzz target (`fuzz.rs`) and its sample records (`fixtures/`). The rest of the
+//! crate reaches a vendor only through the [`Vendor`] trait, dispatched in one place: the
+//! [`vendors!`] list at the bottom of this file, which generates the closed enums [`VendorId`]
+//! and [`VendorSettings`].
 //!
-//! Adding a vendor: its folder, one line in that list, and its simulator's lines in `sim/`.
+//! Adding a vendor: its folder, one line in that list, and one in the simulator's
+//! (`sim_vendors!` in `sim/mod.rs`).
 
 use std::time::Duration;
 
