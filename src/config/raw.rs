@@ -13,6 +13,12 @@ pub(super) struct RawConfig {
     pub(super) state_dir: Spanned<String>,
     #[serde(default)]
     pub(super) queue: RawQueue,
+    /// Split off before the rest is read (`Validator::split`); named here so that serde's
+    /// "expected one of" lists them for a misspelt table such as `[[source]]`.
+    #[serde(default, rename = "sources")]
+    pub(super) _sources: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "sinks")]
+    pub(super) _sinks: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     pub(super) severity: RawSeverity,
     #[serde(default)]

@@ -77,10 +77,12 @@ impl Validator<'_> {
         let sinks = root.get_mut().remove("sinks");
         let raw: RawConfig = serde_path_to_error::deserialize(toml::de::Deserializer::from(root))
             .map_err(|e| self.toml_err(&key_path(e.path()), e.inner()))?;
-        let sources = self.tables(sources, "sources")?.into_iter().enumerate();
-        let sources = sources.map(|(i, t)| self.split(Section::Sources, i, t)).collect::<Res<_>>()?;
+        // Sinks first: serde met them first (its tables are sorted by key), so a file with
+        // mistakes in both is reported as before.
         let sinks = self.tables(sinks, "sinks")?.into_iter().enumerate();
         let sinks = sinks.map(|(i, t)| self.split(Section::Sinks, i, t)).collect::<Res<_>>()?;
+        let sources = self.tables(sources, "sources")?.into_iter().enumerate();
+        let sources = sources.map(|(i, t)| self.split(Section::Sources, i, t)).collect::<Res<_>>()?;
         self.config(raw, sources, sinks)
     }
 
@@ -105,7 +107,7 @@ impl Validator<'_> {
         table: Spanned<DeValue<'i>>,
     ) -> Res<Split<'i, R>> {
         let what = section.name();
-        let at = |k: &str| format!("{what}[{i}].{k}");
+        let at = |k: &str| if k.is_empty() { format!("{what}[{i}]") } else { format!("{what}[{i}].{k}") };
         let (span, table) = match (table.span(), table.into_inner()) {
             (span, DeValue::Table(t)) => (span, t),
             (span, other) => {
@@ -120,14 +122,17 @@ impl Validator<'_> {
         let names = section.names();
         let owner = match table.get(tag).map(|v| (v.span(), v.get_ref())) {
             None => return self.fail(span, &format!("{what}[{i}]"), format!("missing field `{tag}`")),
-            Some((vspan, DeValue::String(name))) => match names.iter().find(|n| **n == name.as_ref()) {
-                Some(owner) => *owner,
-                None => {
-                    let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
-                    let msg = format!("unknown variant `{name}`, expected one of {}", names.join(", "));
-                    return self.fail(vspan, &at(tag), msg);
+            Some((vspan, value)) if tag_name(value).is_some() => {
+                match names.iter().find(|n| Some(**n) == tag_name(value)) {
+                    Some(owner) => *owner,
+                    None => {
+                        let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+                        let name = tag_name(value).unwrap_or_default();
+                        let msg = format!("unknown variant `{name}`, expected one of {}", names.join(", "));
+                        return self.fail(vspan, &at(tag), msg);
+                    }
                 }
-            },
+            }
             Some((vspan, other)) => {
                 return self.fail(vspan, &at(tag), format!("invalid type: {}, expected a string", other.type_str()));
             }
@@ -499,6 +504,19 @@ impl Validator<'_> {
             return self.fail(span, shown_key, "the secret is empty");
         }
         Ok(SecretString::from(text))
+    }
+}
+
+/// The name a `vendor` or `type` value gives: a string, or serde's table form of an enum's
+/// unit variant (`{ aitronos = {} }`), which the file was read as before the table split.
+fn tag_name<'v>(value: &'v DeValue<'_>) -> Option<&'v str> {
+    match value {
+        DeValue::String(name) => Some(name.as_ref()),
+        DeValue::Table(t) if t.len() == 1 => match t.iter().next() {
+            Some((name, inner)) if matches!(inner.get_ref(), DeValue::Table(t) if t.is_empty()) => Some(name.get_ref()),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

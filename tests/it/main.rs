@@ -25,6 +25,7 @@ mod rsyslog;
 mod architecture;
 mod backfill;
 mod cli;
+mod config_regressions;
 mod crash;
 mod daemon;
 mod damaged;
