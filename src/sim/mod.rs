@@ -434,6 +434,16 @@ pub struct Tenant {
     pub(crate) credential: SimCredential,
 }
 
+/// `n` organizations with ids numbered from `organization` ([`nth_id`]), the `i`-th reached by
+/// `credential(i)`.
+pub(crate) fn numbered_tenants(
+    n: usize,
+    organization: &str,
+    credential: impl Fn(usize) -> SimCredential,
+) -> Vec<Tenant> {
+    (0..n).map(|i| Tenant { id: nth_id(organization, i), credential: credential(i) }).collect()
+}
+
 /// The `i`-th (0-based) of a series of ids or credentials starting at `base`: `base` itself for
 /// the first, then the trailing decimal number counted up with its width kept
 /// (`ORG_DEMO000000000001` → `ORG_DEMO000000000002`), or `-2`, `-3`, … appended when `base` ends

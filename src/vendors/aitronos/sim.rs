@@ -29,7 +29,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::Aitronos;
-use crate::sim::{
+use crate::sim::{numbered_tenants, 
     RateLimitSetting, RequestCtx, ServedRecords, Shared, Sim, SimContract, SimCredential, SimVendor, SimulateArgs, Tenant,
     ceil_secs, chrono_duration, nth_id, parse_rate_limit, put, record_rng,
 };
@@ -117,12 +117,7 @@ impl SimContract for Aitronos {
 
     /// The organizations `opts` describes, with their keys.
     fn tenants(opts: &AitronosSimOptions) -> Vec<Tenant> {
-        (0..opts.organizations)
-            .map(|i| Tenant {
-                id: nth_id(&opts.organization_id, i),
-                credential: SimCredential::ApiKey(nth_id(&opts.api_key, i)),
-            })
-            .collect()
+        numbered_tenants(opts.organizations, &opts.organization_id, |i| SimCredential::ApiKey(nth_id(&opts.api_key, i)))
     }
 
     fn no_credential() -> SimCredential {

@@ -38,7 +38,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::Astronomer;
-use crate::sim::{
+use crate::sim::{numbered_tenants, 
     CorruptBody, RateLimitSetting, RequestCtx, ServedRecords, Shared, Sim, SimContract, SimCredential, SimVendor,
     SimulateArgs, Tenant, nth_id, parse_rate_limit, parse_share, record_rng, roll, seeded_range, seeded_times,
     truncate_to,
@@ -157,12 +157,7 @@ impl SimContract for Astronomer {
 
     /// The organizations `opts` describes, with their tokens.
     fn tenants(opts: &AstronomerSimOptions) -> Vec<Tenant> {
-        (0..opts.organizations)
-            .map(|i| Tenant {
-                id: nth_id(&opts.organization_id, i),
-                credential: SimCredential::Bearer(nth_id(&opts.token, i)),
-            })
-            .collect()
+        numbered_tenants(opts.organizations, &opts.organization_id, |i| SimCredential::Bearer(nth_id(&opts.token, i)))
     }
 
     fn no_credential() -> SimCredential {

@@ -39,7 +39,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::ConfigCat;
-use crate::sim::{
+use crate::sim::{numbered_tenants, 
     RateLimitSetting, RequestCtx, ServedRecords, Shared, SimContract, SimCredential, SimVendor, SimulateArgs, Tenant,
     ceil_secs, nth_id, parse_rate_limit, put, record_rng, seeded_range, seeded_times,
 };
@@ -130,15 +130,10 @@ impl SimContract for ConfigCat {
 
     /// The organizations `opts` describes, with their credentials.
     fn tenants(opts: &ConfigCatSimOptions) -> Vec<Tenant> {
-        (0..opts.organizations)
-            .map(|i| Tenant {
-                id: nth_id(&opts.organization_id, i),
-                credential: SimCredential::Basic {
-                    username: nth_id(&opts.username, i),
-                    password: nth_id(&opts.password, i),
-                },
-            })
-            .collect()
+        numbered_tenants(opts.organizations, &opts.organization_id, |i| SimCredential::Basic {
+            username: nth_id(&opts.username, i),
+            password: nth_id(&opts.password, i),
+        })
     }
 
     fn no_credential() -> SimCredential {

@@ -35,7 +35,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::Datafold;
-use crate::sim::{
+use crate::sim::{numbered_tenants, 
     RateLimitSetting, RequestCtx, ServedRecords, Shared, SimContract, SimCredential, SimVendor, SimulateArgs, Tenant,
     nth_id, parse_rate_limit, parse_share, record_rng, seeded_range, seeded_times,
 };
@@ -123,12 +123,7 @@ impl SimContract for Datafold {
 
     /// The organizations (keys) `opts` describes.
     fn tenants(opts: &DatafoldSimOptions) -> Vec<Tenant> {
-        (0..opts.organizations)
-            .map(|i| Tenant {
-                id: nth_id(DEFAULT_ORGANIZATION, i),
-                credential: SimCredential::ApiKey(nth_id(&opts.api_key, i)),
-            })
-            .collect()
+        numbered_tenants(opts.organizations, DEFAULT_ORGANIZATION, |i| SimCredential::ApiKey(nth_id(&opts.api_key, i)))
     }
 
     fn no_credential() -> SimCredential {
