@@ -65,8 +65,14 @@ impl Validator<'_> {
     }
 
     /// Only the toml message and span: its Display would quote the source line, maybe a secret.
+    /// For a secret's key, without the value serde quotes in a type error (`invalid type:
+    /// integer `1234`…`): a secret written unquoted must not reach the log.
     fn toml_err(&self, key: &str, e: &toml::de::Error) -> ConfigError {
-        self.err(e.span(), key, e.message().trim_end())
+        let message = e.message().trim_end();
+        if names_secret(key) {
+            return self.err(e.span(), key, without_quoted_values(message));
+        }
+        self.err(e.span(), key, message)
     }
 
     /// Layer one: the document, its `[[sources]]` and `[[sinks]]` tables split off (each is
@@ -505,6 +511,29 @@ impl Validator<'_> {
         }
         Ok(SecretString::from(text))
     }
+}
+
+/// Keys whose values are secrets: a vendor's credentials, a HEC token, an OTLP header's value.
+const SECRET_KEYS: [&str; 5] = ["api_key", "bearer_token", "username", "password", "token"];
+
+fn names_secret(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    SECRET_KEYS.contains(&last) || key.contains(".headers.") || key.ends_with(".headers")
+}
+
+/// `message` with every value serde quotes (`` `…` `` or `"…"`) left out.
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quote = None;
+    for c in message.chars() {
+        match (quote, c) {
+            (None, '`' | '"') => quote = Some(c),
+            (None, c) => out.push(c),
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ").replace(" ,", ",")
 }
 
 /// The name a `vendor` or `type` value gives: a string, or serde's table form of an enum's
