@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
-use crate::config::{Config, SinkConfig, SinkKind, SourceConfig};
+use crate::config::{Config, SinkConfig, SourceConfig};
 use crate::lock::{LockError, StateLock};
 use crate::queue::{Queue, QueueError, QueueOptions};
 use crate::sinks::{self, Sink, SinkControl, SinkStats, SinkStatsSnapshot};
@@ -603,12 +603,7 @@ fn sink_renames(sinks: &[SinkConfig]) -> Vec<(String, String)> {
 }
 
 fn sink_kind(cfg: &SinkConfig) -> &'static str {
-    match cfg.kind {
-        SinkKind::File(_) => "file",
-        SinkKind::Syslog(_) => "syslog",
-        SinkKind::Hec(_) => "hec",
-        SinkKind::Otlp(_) => "otlp",
-    }
+    cfg.kind.type_name()
 }
 
 /// Tells systemd (when it started us with `Type=notify`; a no-op otherwise).
