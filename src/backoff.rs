@@ -98,12 +98,6 @@ pub fn receiver_retry_after(headers: &HeaderMap, now: DateTime<Utc>, from: Measu
     Some(cap(wait, SINK_MAX_RETRY_AFTER).0)
 }
 
-/// [`receiver_retry_after`] measured against the answer's `Date`. No sink reads its receiver
-/// this way yet: HEC and OTLP/HTTP measure from [`MeasureFrom::Now`], as they always have.
-pub fn sink_retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    receiver_retry_after(headers, now, MeasureFrom::AnswerDate)
-}
-
 /// Remaining-budget / reset header pairs the vendors use (ConfigCat, Aitronos' two spellings).
 pub const LIMIT_HEADERS: &[(&str, &str)] = &[
     ("x-ratelimit-remaining", "x-ratelimit-reset"),
@@ -169,6 +163,7 @@ mod tests {
         let ahead = at("2026-03-18T08:10:00Z");
         let hec =
             headers(&[("date", "Wed, 18 Mar 2026 08:00:00 GMT"), ("retry-after", "Wed, 18 Mar 2026 08:00:30 GMT")]);
+        let sink_retry_after = |h: &HeaderMap, now| receiver_retry_after(h, now, MeasureFrom::AnswerDate);
         assert_eq!(sink_retry_after(&hec, ahead), Some(secs(30)));
         assert_eq!(sink_retry_after(&headers(&[("retry-after", "86400")]), ahead), Some(SINK_MAX_RETRY_AFTER));
         assert_eq!(sink_retry_after(&headers(&[("retry-after", "soon")]), ahead), None);

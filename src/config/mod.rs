@@ -27,11 +27,11 @@ mod render;
 mod tests;
 mod validate;
 
-pub use raw::Size;
+pub use raw::{SecretText, Size};
 pub(crate) use render::{duration_text, path_text, size_text};
 use validate::Validator;
 pub(crate) use validate::warn_if_shared;
-pub use validate::{Res, TableKeys, Text};
+pub use validate::{Res, Secret, TableKeys, Text};
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]

@@ -99,3 +99,42 @@ pub(super) struct RawSink {
     pub(super) backoff: Option<Spanned<RawBackoff>>,
     pub(super) renamed_from: Option<Spanned<String>>,
 }
+
+/// A secret as written (`api_key`, `token`, an OTLP header's value, …): a string, a literal or
+/// `"${NAME}"`. A value of another type is refused without being shown, as a secret written
+/// unquoted (`password = 12345678`) would be by serde's type error. A vendor's or sink's keys
+/// take secrets as this type, since [`crate::config::TableKeys::secret`] reads only it.
+pub struct SecretText(pub(crate) String);
+
+impl<'de> Deserialize<'de> for SecretText {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<SecretText, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = SecretText;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SecretText, E> {
+                Ok(SecretText(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<SecretText, E> {
+                Ok(SecretText(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<SecretText, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<SecretText, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<SecretText, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<SecretText, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+        }
+        de.deserialize_string(Text)
+    }
+}
+
+const NOT_A_STRING: &str = "expected a string (in quotes; the value is not shown)";

@@ -516,12 +516,12 @@ fn a_secret_of_the_wrong_type_is_not_shown_in_the_error() {
     let configcat = "[[sources]]\nname = \"c\"\nvendor = \"configcat\"\norganization_id = \"O\"\nusername = \"u\"\n\
                      password = 987654321\n";
     let e = parse_at(&format!("state_dir = \"s\"\n{configcat}{SINK}"), Path::new(FILE)).unwrap_err().to_string();
-    assert!(e.contains("sources[0].password: invalid type: integer") && !e.contains("987654321"), "{e}");
+    assert!(e.contains("sources[0].password: expected a string") && !e.contains("987654321"), "{e}");
     let otlp =
         "[[sinks]]\nname = \"o\"\ntype = \"otlp\"\nendpoint = \"http://x\"\nheaders = { authorization = 55555 }\n";
     let e = parse_at(&with_source(MINIMAL).replace(SINK, otlp), Path::new(FILE)).unwrap_err().to_string();
-    assert!(e.contains("sinks[0].headers.authorization: invalid type: integer") && !e.contains("55555"), "{e}");
+    assert!(e.contains("sinks[0].headers.authorization: expected a string") && !e.contains("55555"), "{e}");
     let hec = "[[sinks]]\nname = \"h\"\ntype = \"hec\"\nurl = \"http://x\"\ntoken = 4242424242\n";
     let e = parse_at(&with_source(MINIMAL).replace(SINK, hec), Path::new(FILE)).unwrap_err().to_string();
-    assert!(e.contains("sinks[0].token: invalid type: integer") && !e.contains("4242424242"), "{e}");
+    assert!(e.contains("sinks[0].token: expected a string") && !e.contains("4242424242"), "{e}");
 }

@@ -17,7 +17,9 @@ use secrecy::SecretString;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use super::raw::{RawBackoff, RawConfig, RawRateLimit, RawSeverity, RawSink, RawSource, RawTelemetry, Size};
+use super::raw::{
+    RawBackoff, RawConfig, RawRateLimit, RawSeverity, RawSink, RawSource, RawTelemetry, SecretText, Size,
+};
 use super::*;
 use crate::ocsf::SeverityPolicy;
 use crate::ocsf::event::Severity;
@@ -49,6 +51,8 @@ pub(super) struct Validator<'a> {
 pub type Res<T> = Result<T, ConfigError>;
 /// An optional string key as written.
 pub type Text = Option<Spanned<String>>;
+/// An optional secret key as written.
+pub type Secret = Option<Spanned<SecretText>>;
 
 impl Validator<'_> {
     fn err(&self, span: impl Into<Option<Range<usize>>>, key: &str, msg: impl Into<String>) -> ConfigError {
@@ -65,14 +69,9 @@ impl Validator<'_> {
     }
 
     /// Only the toml message and span: its Display would quote the source line, maybe a secret.
-    /// For a secret's key, without the value serde quotes in a type error (`invalid type:
-    /// integer `1234`…`): a secret written unquoted must not reach the log.
+    /// Only the toml message and span: its Display would quote the source line, maybe a secret.
     fn toml_err(&self, key: &str, e: &toml::de::Error) -> ConfigError {
-        let message = e.message().trim_end();
-        if names_secret(key) {
-            return self.err(e.span(), key, without_quoted_values(message));
-        }
-        self.err(e.span(), key, message)
+        self.err(e.span(), key, e.message().trim_end())
     }
 
     /// Layer one: the document, its `[[sources]]` and `[[sinks]]` tables split off (each is
@@ -304,7 +303,7 @@ impl Validator<'_> {
     }
 
     /// Like [`Validator::secret`], but a missing pair points at the source's table.
-    fn required_secret(&self, key: &str, value: &Text, file: &Text, table: &Range<usize>) -> Res<SecretString> {
+    fn required_secret(&self, key: &str, value: &Secret, file: &Text, table: &Range<usize>) -> Res<SecretString> {
         if value.is_none() && file.is_none() {
             return self.fail(table.clone(), key, format!("required (or {key}_file)"));
         }
@@ -472,7 +471,7 @@ impl Validator<'_> {
     }
 
     /// Resolves `key` (a literal or `"${NAME}"`) or `key_file`; exactly one must be set.
-    fn secret(&self, key: &str, value: &Text, file: &Text) -> Res<SecretString> {
+    fn secret(&self, key: &str, value: &Secret, file: &Text) -> Res<SecretString> {
         let file_key = format!("{key}_file");
         let (text, span, shown_key) = match (value, file) {
             (Some(_), Some(f)) => {
@@ -482,7 +481,7 @@ impl Validator<'_> {
             (None, None) => return self.fail(None, key, "missing"),
             _ if !self.read_secrets => return Ok(SecretString::from(String::new())),
             (Some(v), None) => {
-                let s = v.get_ref();
+                let s = &v.get_ref().0;
                 let var_ok = |var: &str| !var.is_empty() && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 let text = match s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
                     None => s.clone(),
@@ -511,29 +510,6 @@ impl Validator<'_> {
         }
         Ok(SecretString::from(text))
     }
-}
-
-/// Keys whose values are secrets: a vendor's credentials, a HEC token, an OTLP header's value.
-const SECRET_KEYS: [&str; 5] = ["api_key", "bearer_token", "username", "password", "token"];
-
-fn names_secret(key: &str) -> bool {
-    let last = key.rsplit('.').next().unwrap_or(key);
-    SECRET_KEYS.contains(&last) || key.contains(".headers.") || key.ends_with(".headers")
-}
-
-/// `message` with every value serde quotes (`` `…` `` or `"…"`) left out.
-fn without_quoted_values(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut quote = None;
-    for c in message.chars() {
-        match (quote, c) {
-            (None, '`' | '"') => quote = Some(c),
-            (None, c) => out.push(c),
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-        }
-    }
-    out.split_whitespace().collect::<Vec<_>>().join(" ").replace(" ,", ",")
 }
 
 /// The name a `vendor` or `type` value gives: a string, or serde's table form of an enum's
@@ -671,12 +647,12 @@ impl TableKeys<'_> {
     }
 
     /// A secret from `key` (a literal or `"${NAME}"`) or `<key>_file`: exactly one must be set.
-    pub fn secret(&self, key: &str, value: &Text, file: &Text) -> Res<SecretString> {
+    pub fn secret(&self, key: &str, value: &Secret, file: &Text) -> Res<SecretString> {
         self.v.secret(&self.key(key), value, file)
     }
 
     /// Like [`TableKeys::secret`], but a missing pair points at the table.
-    pub fn required_secret(&self, key: &str, value: &Text, file: &Text) -> Res<SecretString> {
+    pub fn required_secret(&self, key: &str, value: &Secret, file: &Text) -> Res<SecretString> {
         self.v.required_secret(&self.key(key), value, file, &self.table)
     }
 

@@ -47,7 +47,7 @@ use toml::Spanned;
 use super::{Delivery, SendError};
 use crate::backoff::{self, MeasureFrom};
 use crate::clock::Clock;
-use crate::config::{Res, TableKeys, Text, duration_text, path_text};
+use crate::config::{Res, SecretText, TableKeys, Text, duration_text, path_text};
 
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
@@ -584,7 +584,7 @@ pub struct HecAcks {
 #[serde(deny_unknown_fields)]
 pub struct Keys {
     url: Option<Spanned<String>>,
-    token: Option<Spanned<String>>,
+    token: Option<Spanned<SecretText>>,
     token_file: Option<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
     index: Option<Spanned<String>>,

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::OtlpSink;
-use crate::config::{Res, TableKeys, duration_text, path_text};
+use crate::config::{Res, SecretText, TableKeys, duration_text, path_text};
 use crate::queue::{QueueError, QueuedEvent};
 use crate::sinks::{Attach, Delivery, Protocol, SendError};
 
@@ -73,7 +73,7 @@ enum RawBody {
 pub struct Keys {
     endpoint: Option<Spanned<String>>,
     protocol: Option<Spanned<RawProtocol>>,
-    headers: Option<Spanned<std::collections::BTreeMap<String, String>>>,
+    headers: Option<Spanned<std::collections::BTreeMap<String, Spanned<SecretText>>>>,
     ca_file: Option<Spanned<String>>,
     gzip: Option<Spanned<bool>>,
     body: Option<Spanned<RawBody>>,
@@ -112,7 +112,7 @@ impl Protocol for OtlpSink {
                     return cx.fail(map.span(), &key, msg);
                 }
                 // Values are secrets (API keys): "${ENV}" or a literal, never shown.
-                let value = Some(Spanned::new(map.span(), value.clone()));
+                let value = Some(Spanned::new(map.span(), SecretText(value.get_ref().0.clone())));
                 headers.push((name.to_ascii_lowercase(), cx.secret(&key, &value, &None)?));
             }
         }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{Defaults, MINUTE, Vendor};
-use crate::config::{ConfigError, TableKeys};
+use crate::config::{SecretText, ConfigError, TableKeys};
 use crate::sources::{AnswerLimits, BadPage, Page, PageCursor, Window};
 
 /// One Aitronos organization.
@@ -37,9 +37,9 @@ pub enum AitronosCredential {
 #[serde(deny_unknown_fields)]
 pub struct Keys {
     organization_id: Option<Spanned<String>>,
-    api_key: Option<Spanned<String>>,
+    api_key: Option<Spanned<SecretText>>,
     api_key_file: Option<Spanned<String>>,
-    bearer_token: Option<Spanned<String>>,
+    bearer_token: Option<Spanned<SecretText>>,
     bearer_token_file: Option<Spanned<String>>,
     page_size: Option<Spanned<u32>>,
 }
@@ -66,8 +66,8 @@ impl Vendor for Aitronos {
         let organization_id = cx.required_org(k.organization_id.as_ref())?;
         let one_of = "api_key / api_key_file / bearer_token / bearer_token_file";
         let api = k.api_key.is_some() || k.api_key_file.is_some();
-        let bearer = k.bearer_token.as_ref().or(k.bearer_token_file.as_ref());
-        let credential = match (api, bearer.map(Spanned::span)) {
+        let bearer = k.bearer_token.as_ref().map(Spanned::span).or(k.bearer_token_file.as_ref().map(Spanned::span));
+        let credential = match (api, bearer) {
             (true, None) => AitronosCredential::ApiKey(cx.secret("api_key", &k.api_key, &k.api_key_file)?),
             (false, Some(_)) => {
                 AitronosCredential::Bearer(cx.secret("bearer_token", &k.bearer_token, &k.bearer_token_file)?)

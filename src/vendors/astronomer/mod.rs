@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use toml::Spanned;
 
 use super::{DAY, Defaults, MINUTE, Vendor};
-use crate::config::{ConfigError, TableKeys};
+use crate::config::{SecretText, ConfigError, TableKeys};
 use crate::ocsf::event::EventParts;
 use crate::ocsf::{Context, Unmappable};
 use crate::sources::{AnswerLimits, BadPage, DecodeError, Decoded, Page, PageCursor, Record, Rejected, Window};
@@ -31,7 +31,7 @@ pub struct Astronomer {
 #[serde(deny_unknown_fields)]
 pub struct Keys {
     organization_id: Option<Spanned<String>>,
-    bearer_token: Option<Spanned<String>>,
+    bearer_token: Option<Spanned<SecretText>>,
     bearer_token_file: Option<Spanned<String>>,
 }
 

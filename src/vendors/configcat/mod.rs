@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use toml::Spanned;
 
 use super::{DAY, Defaults, MINUTE, Vendor};
-use crate::config::{ConfigError, TableKeys};
+use crate::config::{SecretText, ConfigError, TableKeys};
 use crate::ocsf::event::EventParts;
 use crate::ocsf::{Context, Unmappable};
 use crate::sources::{BadPage, Page, PageCursor, Window};
@@ -43,9 +43,9 @@ pub enum ConfigCatApi {
 #[serde(deny_unknown_fields)]
 pub struct Keys {
     organization_id: Option<Spanned<String>>,
-    username: Option<Spanned<String>>,
+    username: Option<Spanned<SecretText>>,
     username_file: Option<Spanned<String>>,
-    password: Option<Spanned<String>>,
+    password: Option<Spanned<SecretText>>,
     password_file: Option<Spanned<String>>,
     page_size: Option<Spanned<u32>>,
     api_version: Option<Spanned<String>>,

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use toml::Spanned;
 
 use super::{Defaults, MINUTE, Vendor};
-use crate::config::{ConfigError, Size, TableKeys};
+use crate::config::{SecretText, ConfigError, Size, TableKeys};
 use crate::ocsf::event::EventParts;
 use crate::ocsf::{Context, Unmappable};
 use crate::sources::{AnswerLimits, BadPage, Page, PageCursor, Window};
@@ -36,7 +36,7 @@ pub struct Datafold {
 #[serde(deny_unknown_fields)]
 pub struct Keys {
     organization_id: Option<Spanned<String>>,
-    api_key: Option<Spanned<String>>,
+    api_key: Option<Spanned<SecretText>>,
     api_key_file: Option<Spanned<String>>,
     max_records: Option<Spanned<usize>>,
     max_response_bytes: Option<Spanned<Size>>,
