@@ -26,7 +26,7 @@ use machine::machine;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use auditrelay::ocsf::{Context, SeverityPolicy};
+use auditrelay::ocsf::{Context, Policy};
 use auditrelay::sim::{self, SimVendor};
 use auditrelay::sources::{self, Record};
 use auditrelay::vendors::{self, VendorId};
@@ -117,8 +117,15 @@ impl Reader {
 }
 
 /// Maps one record as `Source::events` does; returns the serialized event's length.
-fn map(mapper: VendorId, organization: &str, severity: &SeverityPolicy, r: &Record) -> usize {
-    let ctx = Context { organization, dedupe_key: &r.key, time: r.time, raw: r.raw.get() };
+fn map(mapper: VendorId, organization: &str, severity: &Policy, r: &Record) -> usize {
+    let ctx = Context {
+        organization,
+        dedupe_key: &r.key,
+        time: r.time,
+        raw: r.raw.get(),
+        log_name: "saas-audit",
+        processed_ms: 1_780_000_000_000,
+    };
     match vendors::map_record(mapper, &ctx, severity) {
         Ok(body) => black_box(body).len(),
         Err(e) => panic!("{}: record {} does not map: {e}", mapper.name(), r.key),
@@ -153,7 +160,7 @@ fn bench_vendor(v: SimVendor, n: usize) {
     };
     let reader = Reader { vendor: v, texts, ndjson };
     let mapper = VendorId::from_name(v.name()).unwrap();
-    let (org, severity) = (organization(v), SeverityPolicy::default());
+    let (org, severity) = (organization(v), Policy::default());
 
     let mut records = Vec::with_capacity(n);
     reader.read(|r| records.push(r));

@@ -32,7 +32,7 @@ use machine::{filesystem, machine};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use auditrelay::ocsf::{Context, SeverityPolicy};
+use auditrelay::ocsf::{Context, Policy};
 use auditrelay::queue::{NewEvent, PageWrite, Queue, QueueOptions};
 use auditrelay::sim::{self, SimVendor};
 use auditrelay::sources::{Checkpoint, PageCursor, Sweep, Window};
@@ -266,13 +266,20 @@ fn spread(mut times: Vec<Duration>) -> String {
 /// OCSF event bodies: `POOL_PER_VENDOR` simulated records of each vendor, mapped.
 fn body_pool() -> Vec<Vec<u8>> {
     let time: DateTime<Utc> = DateTime::from_timestamp(1_773_835_200, 0).unwrap();
-    let severity = SeverityPolicy::default();
+    let severity = Policy::default();
     let mut pool = Vec::new();
     for v in SimVendor::ALL {
         let mapper = VendorId::from_name(v.name()).unwrap();
         for (i, raw) in sim::sample_records(v, POOL_PER_VENDOR, 42).iter().enumerate() {
             let key = format!("pool-{i}");
-            let ctx = Context { organization: "bench-org", dedupe_key: &key, time, raw };
+            let ctx = Context {
+                organization: "bench-org",
+                dedupe_key: &key,
+                time,
+                raw,
+                log_name: "saas-audit",
+                processed_ms: 1_780_000_000_000,
+            };
             pool.push(vendors::map_record(mapper, &ctx, &severity).unwrap());
         }
     }

@@ -302,7 +302,6 @@ impl Agent {
             http,
             self.queue.clone(),
             self.clock.clone(),
-            self.config.severity.clone(),
             self.gates.gate(&cfg, &self.clock),
         );
         let stop = self.stop_sources.child_token();

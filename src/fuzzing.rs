@@ -30,7 +30,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::value::RawValue;
 
 use crate::config::{Config, SourceConfig};
-use crate::ocsf::{self, SeverityPolicy};
+use crate::ocsf::{self, Policy};
 use crate::sources::{self, Page, Record, Rejected, Verdict};
 use crate::vendors::{self, VendorId};
 
@@ -298,8 +298,15 @@ pub fn ocsf_map(data: &[u8]) {
             Ok(record) => (record.key, record.time),
             Err(_) => (sources::content_key(raw.get().as_bytes()), fallback),
         };
-        let ctx = ocsf::Context { organization: "ORG_FUZZ", dedupe_key: &key, time, raw: raw.get() };
-        let Ok(body) = vendors::map_record(mapper, &ctx, &SeverityPolicy::default()) else { continue };
+        let ctx = ocsf::Context {
+            organization: "ORG_FUZZ",
+            dedupe_key: &key,
+            time,
+            raw: raw.get(),
+            log_name: "fuzz",
+            processed_ms: 0,
+        };
+        let Ok(body) = vendors::map_record(mapper, &ctx, &Policy::default()) else { continue };
         let summary = ocsf::summary::summarize(&body);
         assert!(summary.is_ok(), "a mapped event cannot be summarized: {summary:?}");
         if let Ok(summary) = summary {

@@ -19,7 +19,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
-use crate::ocsf::SeverityPolicy;
+use crate::ocsf::event::RawData;
+use crate::ocsf::{Policy, SeverityPolicy};
 
 mod raw;
 mod render;
@@ -44,6 +45,8 @@ pub struct Config {
     pub sinks: Vec<SinkConfig>,
     /// Severity overrides by vendor and event code, on top of the mappings' defaults.
     pub severity: SeverityPolicy,
+    /// `[ocsf] raw_data`: how much of the vendor record each event carries.
+    pub raw_data: RawData,
     pub telemetry: TelemetrySettings,
 }
 
@@ -64,6 +67,11 @@ pub struct QueueSettings {
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
     pub name: String,
+    /// `metadata.log_name` of its events: the `log_name` key, by default the source's name.
+    pub log_name: String,
+    /// `[severity]` and `[ocsf]`, as its events are shaped (here so that a reload changing
+    /// them restarts the source: they are part of its fingerprint).
+    pub ocsf: Policy,
     pub vendor: VendorSettings,
     pub base_url: url::Url,
     /// Where the first sweep starts when there is no checkpoint yet.

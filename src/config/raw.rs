@@ -22,7 +22,16 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) severity: RawSeverity,
     #[serde(default)]
+    pub(super) ocsf: RawOcsf,
+    #[serde(default)]
     pub(super) telemetry: RawTelemetry,
+}
+
+/// `[ocsf]`: how much of the vendor record every event carries.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOcsf {
+    pub(super) raw_data: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -50,6 +59,7 @@ pub(super) struct RawQueue {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSource {
     pub(super) name: Spanned<String>,
+    pub(super) log_name: Option<Spanned<String>>,
     pub(super) base_url: Option<Spanned<String>>,
     /// A string, or an unquoted TOML offset date-time.
     pub(super) start: Option<Spanned<toml::Value>>,

@@ -9,6 +9,7 @@ use bytesize::ByteSize;
 use chrono::SecondsFormat;
 
 use super::{Backoff, Config, RateLimit, StartAt};
+use crate::ocsf::event::RawData;
 
 impl Config {
     /// Human-readable resolved config for `auditrelay check`, every secret shown as
@@ -27,8 +28,12 @@ impl Config {
         if let Some(listen) = self.telemetry.listen {
             kv("\n[telemetry]\nlisten", format!("{:?}", listen.to_string()));
         }
+        if self.raw_data != RawData::Full {
+            kv("\n[ocsf]\nraw_data", format!("{:?}", self.raw_data.name()));
+        }
         for s in &self.sources {
             kv("\n[[sources]]\nname", format!("{:?}", s.name));
+            kv("log_name", format!("{:?}", s.log_name));
             kv("vendor", format!("{:?}", s.vendor.vendor_name()));
             s.vendor.render(&mut kv);
             kv("base_url", format!("{:?}", crate::redact::url(&s.base_url)));

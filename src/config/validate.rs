@@ -18,11 +18,12 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use super::raw::{
-    RawBackoff, RawConfig, RawRateLimit, RawSeverity, RawSink, RawSource, RawTelemetry, SecretText, Size,
+    RawBackoff, RawConfig, RawOcsf, RawRateLimit, RawSeverity, RawSink, RawSource, RawTelemetry, SecretText, Size,
 };
 use super::*;
-use crate::ocsf::SeverityPolicy;
+use crate::ocsf::event::RawData;
 use crate::ocsf::event::Severity;
+use crate::ocsf::{Policy, SeverityPolicy};
 use crate::vendors::VendorId;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -182,14 +183,31 @@ impl Validator<'_> {
         self.unique(sources.iter().map(|s| &s.raw.name), "sources")?;
         self.unique(sinks.iter().map(|s| &s.raw.name), "sinks")?;
         self.renames(&sinks)?;
+        let severity = self.severity(&raw.severity)?;
+        let raw_data = self.raw_data(&raw.ocsf)?;
+        let policy = Policy { severity: severity.clone(), raw_data };
         let sources = sources.into_iter().enumerate();
-        let sources = sources.map(|(i, s)| self.source(i, s)).collect::<Res<_>>()?;
+        let sources = sources.map(|(i, s)| self.source(i, s, &policy)).collect::<Res<_>>()?;
         let sinks = sinks.into_iter().enumerate();
         let sinks = sinks.map(|(i, s)| self.sink(i, s)).collect::<Res<_>>()?;
         let queue = QueueSettings { max_bytes };
-        let severity = self.severity(&raw.severity)?;
         let telemetry = self.telemetry(&raw.telemetry)?;
-        Ok(Config { origin: self.file.to_path_buf(), state_dir, queue, sources, sinks, severity, telemetry })
+        Ok(Config { origin: self.file.to_path_buf(), state_dir, queue, sources, sinks, severity, raw_data, telemetry })
+    }
+
+    /// `[ocsf] raw_data = "full" | "hash" | "off"`.
+    fn raw_data(&self, raw: &RawOcsf) -> Res<RawData> {
+        let Some(value) = &raw.raw_data else { return Ok(RawData::Full) };
+        match value.get_ref().to_ascii_lowercase().as_str() {
+            "full" => Ok(RawData::Full),
+            "hash" => Ok(RawData::Hash),
+            "off" => Ok(RawData::Off),
+            other => self.fail(
+                value.span(),
+                "ocsf.raw_data",
+                format!("{other:?} is not one of \"full\" (the record verbatim), \"hash\" (its SHA-256) or \"off\""),
+            ),
+        }
     }
 
     fn telemetry(&self, raw: &RawTelemetry) -> Res<TelemetrySettings> {
@@ -208,7 +226,7 @@ impl Validator<'_> {
         Ok(TelemetrySettings { listen: Some(addr) })
     }
 
-    fn source(&self, i: usize, t: Split<'_, RawSource>) -> Res<SourceConfig> {
+    fn source(&self, i: usize, t: Split<'_, RawSource>, policy: &Policy) -> Res<SourceConfig> {
         let (table, r) = (t.span, t.raw);
         let at = |k: &str| format!("sources[{i}].{k}");
         let dur = |v: &Text, k: &str, default, positive| self.duration(v, &at(k), default, positive);
@@ -256,8 +274,16 @@ impl Validator<'_> {
             Some(p) if base_url.scheme() == "https" => Some(self.path(p, &at("ca_file"))?),
             Some(p) => return self.fail(p.span(), &at("ca_file"), "only used with an https base_url"),
         };
+        let name = self.name(&r.name, &at("name"))?;
+        let log_name = match &r.log_name {
+            None => name.clone(),
+            Some(n) if !n.get_ref().trim().is_empty() => n.get_ref().trim().to_owned(),
+            Some(n) => return self.fail(n.span(), &at("log_name"), "must not be empty"),
+        };
         Ok(SourceConfig {
-            name: self.name(&r.name, &at("name"))?,
+            name,
+            log_name,
+            ocsf: policy.clone(),
             vendor,
             base_url,
             start: self.start(&r.start, &at("start"))?,
@@ -568,6 +594,7 @@ impl Section {
         match self {
             Section::Sources => &[
                 "name",
+                "log_name",
                 "vendor",
                 "base_url",
                 "start",

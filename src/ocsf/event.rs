@@ -9,7 +9,6 @@
 //! Sources: `ocsf/MAPPING.md` §2 (shared notes) and the OCSF 1.8.0 schema.
 
 use serde::Serialize;
-use serde_json::{Map, Value};
 
 /// Every event carries this `metadata.version`.
 pub const OCSF_VERSION: &str = "1.8.0";
@@ -184,6 +183,43 @@ impl Class {
         }
     }
 
+    /// Every user object of the class with its attribute path (for `observables`).
+    pub fn users(&self) -> Vec<(&'static str, &User)> {
+        fn actor(a: &Option<Actor>) -> Option<(&'static str, &User)> {
+            a.as_ref().and_then(|a| a.user.as_ref()).map(|u| ("actor.user", u))
+        }
+        fn entity<'a>(path: &'static str, e: Option<&'a ManagedEntity>) -> Option<(&'static str, &'a User)> {
+            e.and_then(|e| e.user.as_ref()).map(|u| (path, u))
+        }
+        let users = match self {
+            Class::ApiActivity(c) => vec![c.actor.user.as_ref().map(|u| ("actor.user", u))],
+            Class::AccountChange(c) => {
+                vec![actor(&c.actor), Some(("user", &c.user)), c.user_result.as_ref().map(|u| ("user_result", u))]
+            }
+            Class::Authentication(c) => vec![actor(&c.actor), Some(("user", &c.user))],
+            Class::EntityManagement(c) => vec![
+                actor(&c.actor),
+                entity("entity.user", Some(&c.entity)),
+                entity("entity_result.user", c.entity_result.as_ref()),
+            ],
+            Class::UserAccess(c) => vec![actor(&c.actor), Some(("user", &c.user))],
+            Class::GroupManagement(c) => vec![actor(&c.actor), c.user.as_ref().map(|u| ("user", u))],
+        };
+        users.into_iter().flatten().collect()
+    }
+
+    /// `src_endpoint` and `http_request`, where the class has them.
+    pub fn endpoint_and_request(&self) -> (Option<&NetworkEndpoint>, Option<&HttpRequest>) {
+        match self {
+            Class::ApiActivity(c) => (Some(&c.src_endpoint), c.http_request.as_ref()),
+            Class::AccountChange(c) => (c.src_endpoint.as_ref(), c.http_request.as_ref()),
+            Class::Authentication(c) => (c.src_endpoint.as_ref(), c.http_request.as_ref()),
+            Class::EntityManagement(c) => (c.src_endpoint.as_ref(), c.http_request.as_ref()),
+            Class::UserAccess(c) => (c.src_endpoint.as_ref(), c.http_request.as_ref()),
+            Class::GroupManagement(c) => (c.src_endpoint.as_ref(), c.http_request.as_ref()),
+        }
+    }
+
     pub fn activity_name(&self) -> &str {
         match self {
             Class::ApiActivity(c) => c.activity.caption(),
@@ -279,8 +315,35 @@ pub struct EventParts {
     pub message: Option<String>,
     /// The vendor record verbatim, as a JSON string.
     pub raw_data: String,
-    /// Vendor fields with no OCSF home, under their own names.
-    pub unmapped: Option<Map<String, Value>>,
+    /// Vendor fields with no OCSF home, under their own names, each as text
+    /// ([`crate::ocsf::as_text`]): one JSON type per path whatever the vendor sends.
+    pub unmapped: Option<Unmapped>,
+}
+
+/// `unmapped`: vendor field name → its value as text.
+pub type Unmapped = std::collections::BTreeMap<String, String>;
+
+/// What of the vendor record the event carries (`[ocsf] raw_data`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawData {
+    /// `raw_data`: the record verbatim (and `raw_data_size`).
+    #[default]
+    Full,
+    /// `raw_data_hash` (SHA-256) and `raw_data_size`, not the record.
+    Hash,
+    /// Neither the record nor its hash (`raw_data_size` only).
+    Off,
+}
+
+impl RawData {
+    pub fn name(self) -> &'static str {
+        match self {
+            RawData::Full => "full",
+            RawData::Hash => "hash",
+            RawData::Off => "off",
+        }
+    }
 }
 
 /// An OCSF event ready to serialize. Built only by [`Event::new`].
@@ -307,17 +370,41 @@ pub struct Event {
     status_detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<String>,
-    metadata: Metadata,
+    /// Minutes the vendor's timestamp is ahead of UTC (0 for UTC and for naive times, which
+    /// are read as UTC).
+    timezone_offset: i32,
     #[serde(flatten)]
     class: Class,
-    raw_data: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observables: Option<Vec<Observable>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_data: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_data_hash: Option<Fingerprint>,
     raw_data_size: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    unmapped: Option<Map<String, Value>>,
+    unmapped: Option<Unmapped>,
+    /// Last, and its `loggers` last in it: a sink stamps the send time at the event's end
+    /// ([`crate::ocsf::stamp_transmit_time`]).
+    metadata: Metadata,
 }
 
 impl Event {
+    /// The event with the record verbatim in `raw_data`.
     pub fn new(parts: EventParts) -> Event {
+        Event::with_raw_data(parts, RawData::Full)
+    }
+
+    /// The event carrying as much of the record as `raw_data` says.
+    pub fn with_raw_data(parts: EventParts, raw_data: RawData) -> Event {
+        let observables = observables(&parts.class);
+        let timezone_offset = parts.metadata.original_time.as_deref().map_or(0, timezone_offset);
+        let raw_data_size = parts.raw_data.len() as u64;
+        let (raw_data, raw_data_hash) = match raw_data {
+            RawData::Full => (Some(parts.raw_data), None),
+            RawData::Hash => (None, Some(Fingerprint::sha256(parts.raw_data.as_bytes()))),
+            RawData::Off => (None, None),
+        };
         let class = &parts.class;
         let (class_uid, activity_id) = (class.uid(), class.activity_id());
         let activity_name = class.activity_name().to_owned();
@@ -339,9 +426,12 @@ impl Event {
             status_code: parts.status_code,
             status_detail: parts.status_detail,
             message: parts.message,
+            timezone_offset,
+            observables: Some(observables).filter(|o| !o.is_empty()),
             metadata: parts.metadata,
-            raw_data_size: parts.raw_data.len() as u64,
-            raw_data: parts.raw_data,
+            raw_data_size,
+            raw_data,
+            raw_data_hash,
             unmapped: parts.unmapped.filter(|m| !m.is_empty()),
             class: parts.class,
         }
@@ -492,6 +582,13 @@ pub struct Metadata {
     pub log_provider: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
+    /// The consumer-side name of the log (the source's `log_name`, by default its name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_name: Option<String>,
+    /// When auditrelay mapped the record, epoch ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processed_time: Option<i64>,
+    /// Last: see [`Event`]'s `metadata`.
     pub loggers: Vec<Logger>,
 }
 
@@ -503,23 +600,113 @@ pub struct Product {
     pub version: Option<String>,
 }
 
-/// `metadata.loggers[]`: the agent that collected and mapped the record.
+/// `metadata.loggers[]`: the agent that collected and mapped the record. `transmit_time` is
+/// not here: the sink adds it when it sends ([`crate::ocsf::stamp_transmit_time`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Logger {
     pub name: String,
     pub product: Product,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_name: Option<String>,
+    /// When auditrelay logged (mapped and stored) the event, epoch ms. Last.
+    pub logged_time: i64,
 }
 
 impl Logger {
-    /// auditrelay itself, with its version.
-    pub fn auditrelay() -> Logger {
+    /// auditrelay itself, with its version, logging at `logged_time` (epoch ms).
+    pub fn auditrelay(log_name: Option<String>, logged_time: i64) -> Logger {
         let product = Product {
             name: "auditrelay".into(),
             vendor_name: "auditrelay".into(),
             version: Some(env!("CARGO_PKG_VERSION").into()),
         };
-        Logger { name: "auditrelay".into(), product }
+        Logger { name: "auditrelay".into(), product, log_name, logged_time }
     }
+}
+
+/// `fingerprint` (`raw_data_hash`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fingerprint {
+    /// 3 SHA-256.
+    pub algorithm_id: u8,
+    pub algorithm: &'static str,
+    pub value: String,
+}
+
+impl Fingerprint {
+    pub fn sha256(bytes: &[u8]) -> Fingerprint {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(bytes);
+        let value = digest.iter().map(|b| format!("{b:02x}")).collect();
+        Fingerprint { algorithm_id: 3, algorithm: "SHA-256", value }
+    }
+}
+
+/// `observable`: a value SIEM content pivots on, with the path of the attribute holding it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Observable {
+    pub name: String,
+    pub type_id: u8,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub value: String,
+}
+
+/// The observable types auditrelay reports (OCSF 1.8.0 `observable.type_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObservableType {
+    IpAddress = 2,
+    UserName = 4,
+    EmailAddress = 5,
+    UserAgent = 16,
+    UserUid = 31,
+}
+
+impl ObservableType {
+    pub fn caption(self) -> &'static str {
+        match self {
+            ObservableType::IpAddress => "IP Address",
+            ObservableType::UserName => "User Name",
+            ObservableType::EmailAddress => "Email Address",
+            ObservableType::UserAgent => "HTTP User-Agent",
+            ObservableType::UserUid => "User Object: uid",
+        }
+    }
+}
+
+/// Every IP address, user name, e-mail address, user agent and user uid the event's class
+/// attributes hold, once per (attribute, value), in attribute order.
+fn observables(class: &Class) -> Vec<Observable> {
+    let mut out: Vec<Observable> = Vec::new();
+    let mut add = |name: String, kind: ObservableType, value: &Option<String>| {
+        let Some(value) = value.as_ref().filter(|v| !v.is_empty()) else { return };
+        if !out.iter().any(|o| o.name == name && o.value == *value) {
+            out.push(Observable { name, type_id: kind as u8, kind: kind.caption(), value: value.clone() });
+        }
+    };
+    for (path, user) in class.users() {
+        add(format!("{path}.uid"), ObservableType::UserUid, &user.uid);
+        add(format!("{path}.name"), ObservableType::UserName, &user.name);
+        add(format!("{path}.email_addr"), ObservableType::EmailAddress, &user.email_addr);
+    }
+    let (src, http) = class.endpoint_and_request();
+    if let Some(src) = src {
+        add("src_endpoint.ip".into(), ObservableType::IpAddress, &src.ip);
+    }
+    if let Some(http) = http {
+        add("http_request.user_agent".into(), ObservableType::UserAgent, &http.user_agent);
+    }
+    out
+}
+
+/// `timezone_offset` of a vendor timestamp: the minutes of its RFC 3339 offset, within OCSF's
+/// ±1080; 0 when it has none (naive times are read as UTC) or is not RFC 3339.
+fn timezone_offset(original_time: &str) -> i32 {
+    chrono::DateTime::parse_from_rfc3339(original_time.trim())
+        .map(|t| t.offset().local_minus_utc() / 60)
+        .ok()
+        .filter(|m| (-1080..=1080).contains(m))
+        .unwrap_or(0)
 }
 
 /// `actor`: at least one of user, app_name, app_uid (we use those).
@@ -554,7 +741,51 @@ pub struct User {
     pub groups: Option<Vec<Group>>,
 }
 
+/// `user.type_id` (OCSF 1.8.0): the same kinds of actor are typed the same way for every vendor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserType {
+    /// 1: a person.
+    User,
+    /// 2: a person acting as an administrator, where the record says so.
+    Admin,
+    /// 3: the vendor's own system (automation, scheduled jobs).
+    System,
+    /// 4: a credential acting on its own: API key, token, service account.
+    Service,
+    /// 99: the vendor's own subject type.
+    Other(String),
+}
+
+impl UserType {
+    pub fn id(&self) -> u8 {
+        match self {
+            UserType::User => 1,
+            UserType::Admin => 2,
+            UserType::System => 3,
+            UserType::Service => 4,
+            UserType::Other(_) => 99,
+        }
+    }
+
+    pub fn caption(&self) -> &str {
+        match self {
+            UserType::User => "User",
+            UserType::Admin => "Admin",
+            UserType::System => "System",
+            UserType::Service => "Service",
+            UserType::Other(kind) => kind,
+        }
+    }
+}
+
 impl User {
+    /// The user with `type_id` and `type` set from `kind`.
+    pub fn typed(mut self, kind: UserType) -> User {
+        self.type_id = Some(kind.id());
+        self.kind = Some(kind.caption().to_owned());
+        self
+    }
+
     /// Whether it identifies anyone (OCSF: at least one of name, uid, account).
     pub fn is_identified(&self) -> bool {
         self.uid.is_some() || self.name.is_some()
@@ -651,8 +882,9 @@ pub struct ResourceDetails {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[serde(rename = "type")]
     pub kind: Option<String>,
+    /// The vendor's value as JSON text ([`crate::ocsf::as_text`]): one type whatever it holds.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
+    pub data: Option<String>,
 }
 
 /// `managed_entity`: at least one of name, uid, group, user, org, …
@@ -668,12 +900,43 @@ pub struct ManagedEntity {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[serde(rename = "type")]
     pub kind: Option<String>,
+    /// The vendor's value as JSON text ([`crate::ocsf::as_text`]): one type whatever it holds.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
+    pub data: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<User>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<Group>,
+    /// Set with `type_id` 4 (Organization).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org: Option<Organization>,
+}
+
+/// `organization`: at least one of name, uid.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Organization {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ManagedEntity {
+    /// An organization entity (`type_id` 4, `type` "Organization", `entity.org`), named by
+    /// its uid and/or name; `None` when neither is known.
+    pub fn organization(uid: Option<String>, name: Option<String>) -> Option<ManagedEntity> {
+        if uid.is_none() && name.is_none() {
+            return None;
+        }
+        Some(ManagedEntity {
+            uid: uid.clone(),
+            name: name.clone(),
+            type_id: Some(4),
+            kind: Some("Organization".into()),
+            org: Some(Organization { uid, name }),
+            ..ManagedEntity::default()
+        })
+    }
 }
 
 /// `group`: at least one of name, uid.
@@ -706,7 +969,9 @@ mod tests {
             tenant_uid: None,
             log_provider: None,
             labels: None,
-            loggers: vec![Logger::auditrelay()],
+            log_name: None,
+            processed_time: None,
+            loggers: vec![Logger::auditrelay(None, 1_780_000_000_000)],
         }
     }
 
@@ -721,7 +986,7 @@ mod tests {
             status_detail: None,
             message: None,
             raw_data: "{}".into(),
-            unmapped: Some(Map::new()),
+            unmapped: Some(Unmapped::new()),
         }
     }
 

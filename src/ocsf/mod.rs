@@ -39,12 +39,14 @@ pub(crate) mod event_checks {
     }
 }
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use event::{Event, EventParts, Logger, Metadata, OCSF_VERSION, Product, Severity, Status};
+use event::{Event, EventParts, Logger, Metadata, OCSF_VERSION, Product, RawData, Severity, Status, Unmapped};
+
+pub mod paths;
 
 /// A record that cannot become an event at all; it is dead-lettered with this reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +64,11 @@ pub struct Context<'a> {
     pub time: DateTime<Utc>,
     /// The record exactly as the vendor sent it.
     pub raw: &'a str,
+    /// `metadata.log_name`: the source's `log_name` (by default its name); empty for none.
+    pub log_name: &'a str,
+    /// When the record was mapped (the page was stored), epoch ms: `metadata.processed_time`
+    /// and the logger's `logged_time`.
+    pub processed_ms: i64,
 }
 
 impl Context<'_> {
@@ -74,6 +81,7 @@ impl Context<'_> {
     /// and the agent as logger. The vendor mapping adds its codes (`event_code`,
     /// `original_event_uid`, `original_time`, `correlation_uid`, `labels`).
     pub fn metadata(&self, vendor: &str, product: &str, vendor_name: &str, log_provider: &str) -> Metadata {
+        let log_name = Some(self.log_name.to_owned()).filter(|n| !n.is_empty());
         Metadata {
             version: OCSF_VERSION,
             product: Product { name: product.into(), vendor_name: vendor_name.into(), version: None },
@@ -85,8 +93,21 @@ impl Context<'_> {
             tenant_uid: Some(self.organization.to_owned()).filter(|o| !o.is_empty()),
             log_provider: Some(log_provider.to_owned()),
             labels: None,
-            loggers: vec![Logger::auditrelay()],
+            log_name: log_name.clone(),
+            processed_time: Some(self.processed_ms),
+            loggers: vec![Logger::auditrelay(log_name, self.processed_ms)],
         }
+    }
+}
+
+/// A vendor value as text, for `unmapped` and `*.data`: a string as it is, anything else as
+/// its compact JSON (`true`, `12`, `{"a":1}`); `None` for `null`. Free-form vendor values
+/// take this form so each attribute path has one JSON type whatever the vendor sends.
+pub fn as_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
     }
 }
 
@@ -159,18 +180,16 @@ pub fn status_from_http(code: i64) -> Status {
 }
 
 /// A record being mapped, remembering which fields found an OCSF home: every other field goes
-/// to `unmapped` under its vendor name (Aitronos, ConfigCat, whose records are flat).
+/// to `unmapped` under its vendor name, and a placed one never does (MAPPING §5a rule 9).
 pub struct Fields<'a> {
     pub(crate) record: &'a Map<String, Value>,
     pub(crate) placed: Vec<&'static str>,
-    /// Fields kept in `unmapped` even when also placed (the vendor's own vocabulary).
-    pub(crate) always_unmapped: &'static [&'static str],
 }
 
 impl<'a> Fields<'a> {
     /// `action` is the field that chose the mapping: placed from the start.
-    pub fn new(record: &'a Map<String, Value>, always_unmapped: &'static [&'static str], action: &'static str) -> Self {
-        Fields { record, placed: vec![action], always_unmapped }
+    pub fn new(record: &'a Map<String, Value>, action: &'static str) -> Self {
+        Fields { record, placed: vec![action] }
     }
 
     pub fn get(&self, key: &str) -> Option<String> {
@@ -180,22 +199,24 @@ impl<'a> Fields<'a> {
     /// The field's text, now placed (it leaves `unmapped`).
     pub fn take(&mut self, key: &'static str) -> Option<String> {
         let value = self.get(key);
-        if value.is_some() && !self.always_unmapped.contains(&key) {
+        if value.is_some() {
             self.placed.push(key);
         }
         value
     }
 
-    /// A stringified value (e.g. `previous_value`/`new_value`), as JSON when it holds an object
-    /// or array, else as the string; placed.
-    pub fn take_value(&mut self, key: &'static str) -> Option<Value> {
-        self.take(key).map(|s| {
-            if s.trim_start().starts_with(['{', '[']) {
-                serde_json::from_str(&s).unwrap_or(Value::String(s))
-            } else {
-                Value::String(s)
-            }
-        })
+    /// Marks a field placed (its value went somewhere [`Fields::take`] does not see).
+    pub fn place(&mut self, key: &'static str) {
+        if self.record.contains_key(key) {
+            self.placed.push(key);
+        }
+    }
+
+    /// A value as text ([`as_text`]: an object or array as its JSON), for `*.data`; placed.
+    pub fn take_value(&mut self, key: &'static str) -> Option<String> {
+        let value = self.record.get(key).and_then(as_text).filter(|s| !s.trim().is_empty())?;
+        self.placed.push(key);
+        Some(value)
     }
 
     /// A stringified value that is a plain word or name, not JSON; not placed.
@@ -203,27 +224,17 @@ impl<'a> Fields<'a> {
         self.get(key).filter(|s| !s.trim_start().starts_with(['{', '[']))
     }
 
-    /// Every field not placed, under its own name, without nulls.
-    pub fn unmapped(&self) -> Map<String, Value> {
+    /// Every field not placed, under its own name, as text; nulls left out.
+    pub fn unmapped(&self) -> Unmapped {
         let rest: Vec<&str> = self.record.keys().map(String::as_str).filter(|k| !self.placed.contains(k)).collect();
         unmapped(self.record, &rest)
     }
 }
 
-/// The listed fields of a record, under their vendor names (OCSF `unmapped`), without nulls
-/// at any depth: events never carry `null`, and `raw_data` keeps the record as sent.
-pub fn unmapped(record: &Map<String, Value>, keys: &[&str]) -> Map<String, Value> {
-    fn strip(value: Value) -> Option<Value> {
-        match value {
-            Value::Null => None,
-            Value::Array(items) => Some(Value::Array(items.into_iter().filter_map(strip).collect())),
-            Value::Object(map) => {
-                Some(Value::Object(map.into_iter().filter_map(|(k, v)| Some((k, strip(v)?))).collect()))
-            }
-            other => Some(other),
-        }
-    }
-    keys.iter().filter_map(|k| Some(((*k).to_owned(), strip(record.get(*k)?.clone())?))).collect()
+/// The listed fields of a record, under their vendor names (OCSF `unmapped`), each as text
+/// ([`as_text`]); nulls left out (`raw_data` keeps the record as sent).
+pub fn unmapped(record: &Map<String, Value>, keys: &[&str]) -> Unmapped {
+    keys.iter().filter_map(|k| Some(((*k).to_owned(), as_text(record.get(*k)?)?))).collect()
 }
 
 /// Namespace for event uids: UUIDv5(NAMESPACE_URL, "https://auditrelay.dev/event").
@@ -245,7 +256,8 @@ pub fn event_uid(vendor: &str, organization: &str, dedupe_key: &str) -> uuid::Uu
 /// severities: MFA disabled, SSO/SAML, API keys, admin grants, support-user access).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SeverityPolicy {
-    overrides: HashMap<(String, String), Severity>,
+    // Ordered, so that `Debug` (a source's fingerprint) is the same for the same overrides.
+    overrides: BTreeMap<(String, String), Severity>,
 }
 
 impl SeverityPolicy {
@@ -257,8 +269,8 @@ impl SeverityPolicy {
         self.overrides.get(&(vendor.to_owned(), event_code.to_owned())).copied()
     }
 
-    pub fn from_overrides(overrides: HashMap<(String, String), Severity>) -> SeverityPolicy {
-        SeverityPolicy { overrides }
+    pub fn from_overrides(overrides: impl IntoIterator<Item = ((String, String), Severity)>) -> SeverityPolicy {
+        SeverityPolicy { overrides: overrides.into_iter().collect() }
     }
 
     /// Every override: `(vendor, event code)` and its severity.
@@ -282,15 +294,104 @@ pub fn map_record(
     vendor: &str,
     map: impl FnOnce(&Map<String, Value>, &Context<'_>) -> Result<EventParts, Unmappable>,
     ctx: &Context<'_>,
-    severity: &SeverityPolicy,
+    policy: &Policy,
 ) -> Result<Vec<u8>, Unmappable> {
     let record: Map<String, Value> =
         serde_json::from_str(ctx.raw).map_err(|e| Unmappable(format!("record is not a JSON object ({e})")))?;
     let mut parts = map(&record, ctx)?;
-    if let Some(level) = parts.metadata.event_code.as_deref().and_then(|code| severity.get(vendor, code)) {
+    if let Some(level) = parts.metadata.event_code.as_deref().and_then(|code| policy.severity.get(vendor, code)) {
         parts.severity = level;
     }
-    serde_json::to_vec(&Event::new(parts)).map_err(|e| Unmappable(format!("cannot serialize the event ({e})")))
+    serde_json::to_vec(&Event::with_raw_data(parts, policy.raw_data))
+        .map_err(|e| Unmappable(format!("cannot serialize the event ({e})")))
+}
+
+/// How events are shaped beyond the vendor's mapping (`[severity]`, `[ocsf]`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Policy {
+    pub severity: SeverityPolicy,
+    pub raw_data: RawData,
+}
+
+/// The kinds of security action every vendor names in its own words; the same kind gets the
+/// same default severity whichever vendor logged it (MAPPING §2.6 and the vendor tables'
+/// suggestions, made one table). `[severity]` overrides any of them per event code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// An API key, token or signing key created, connected or regenerated.
+    CredentialCreated,
+    /// An API key or token rotated (a new secret for an existing credential).
+    CredentialRotated,
+    /// An API key or token deleted or revoked.
+    CredentialDeleted,
+    /// A role or permission that makes the user an administrator (owner, admin) granted.
+    AdminGranted,
+    /// An administrator role or permission taken away.
+    AdminRevoked,
+    /// Any other role, permission or grant given.
+    PrivilegeGranted,
+    /// Any other role, permission or grant taken away.
+    PrivilegeRevoked,
+    /// MFA turned off for an account.
+    MfaDisabled,
+    /// MFA turned on for an account.
+    MfaEnabled,
+    /// SSO / SAML / identity-provider or provisioning (SCIM) configuration created, changed or removed.
+    SsoChanged,
+    /// The vendor's own staff acting in the tenant (support access).
+    SupportAccess,
+    /// A password reset (by an admin or a reset flow).
+    PasswordReset,
+    /// An account locked, disabled or deleted.
+    AccountDisabled,
+    /// A failed sign-in.
+    LoginFailed,
+}
+
+impl Signal {
+    pub fn severity(self) -> Severity {
+        match self {
+            Signal::AdminGranted | Signal::MfaDisabled | Signal::SsoChanged | Signal::SupportAccess => Severity::Medium,
+            Signal::CredentialCreated
+            | Signal::CredentialRotated
+            | Signal::AdminRevoked
+            | Signal::PrivilegeGranted
+            | Signal::PasswordReset
+            | Signal::AccountDisabled
+            | Signal::LoginFailed => Severity::Low,
+            Signal::CredentialDeleted | Signal::PrivilegeRevoked | Signal::MfaEnabled => Severity::Informational,
+        }
+    }
+}
+
+/// Whether a role or permission name makes its holder an administrator (`Org Admin`,
+/// `ORGANIZATION_OWNER`, `admin`, `Workspace Owner`, …).
+pub fn is_admin_privilege(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    ["admin", "owner", "superuser", "root"].iter().any(|w| lower.contains(w))
+}
+
+/// Adds the send time to a stored event: `metadata.loggers[-1].transmit_time` and
+/// `metadata.transmit_time`, written into `out` with the event. The event must end as
+/// [`Event`] serializes it (`…"logged_time":N}]}}`); anything else (an event stored by an
+/// older version) is written unchanged. No parse: a splice at the event's end.
+pub fn stamp_transmit_time(event: &[u8], transmit_ms: i64, out: &mut Vec<u8>) {
+    const TAIL: &[u8] = b"}]}}";
+    let stampable = event.ends_with(TAIL) && {
+        // The last logger's last key must be `logged_time`: `"logged_time":<digits>}]}}`.
+        let head = &event[..event.len() - TAIL.len()];
+        let digits = head.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+        digits > 0 && head[..head.len() - digits].ends_with(b"\"logged_time\":")
+    };
+    if !stampable {
+        out.extend_from_slice(event);
+        return;
+    }
+    out.extend_from_slice(&event[..event.len() - TAIL.len()]);
+    let _ = std::io::Write::write_fmt(
+        out,
+        format_args!(",\"transmit_time\":{transmit_ms}}}],\"transmit_time\":{transmit_ms}}}}}"),
+    );
 }
 
 #[cfg(test)]

@@ -255,6 +255,8 @@ fn parts(class: EventClass) -> EventParts {
         dedupe_key: "evt_1",
         time: Utc.timestamp_millis_opt(1_748_948_553_000).unwrap(),
         raw,
+        log_name: "saas-audit",
+        processed_ms: 1_780_000_000_000,
     };
     let mut metadata = context.metadata("aitronos", "Aitronos", "Aitronos", "Aitronos audit-log");
     metadata.original_event_uid = Some("evt_1".into());
@@ -271,7 +273,7 @@ fn parts(class: EventClass) -> EventParts {
         status_detail: Some("forbidden".into()),
         message: Some("m".into()),
         raw_data: raw.into(),
-        unmapped: Some(serde_json::from_str(r#"{"payload":{"old":null}}"#).unwrap()),
+        unmapped: Some([("payload".to_owned(), r#"{"old":null}"#.to_owned())].into()),
     }
 }
 
@@ -324,7 +326,7 @@ fn test_events_built_with_the_crate_types_are_valid() {
                 uid: Some("dep_1".into()),
                 name: None,
                 kind: Some("deployment".into()),
-                data: Some(json!({"replicas": null})),
+                data: Some(r#"{"replicas":null}"#.into()),
             }]),
         }),
         EventClass::AccountChange(AccountChange {
@@ -356,9 +358,10 @@ fn test_events_built_with_the_crate_types_are_valid() {
                 name: Some("isNewCheckoutEnabled".into()),
                 type_id: Some(99),
                 kind: Some("setting".into()),
-                data: Some(json!({"value": true})),
+                data: Some(r#"{"value":true}"#.into()),
                 user: None,
                 group: None,
+                org: None,
             },
             entity_result: Some(ManagedEntity { name: Some("renamed".into()), ..ManagedEntity::default() }),
             actor: Some(actor()),

@@ -31,7 +31,6 @@ use crate::backoff::full_jitter;
 use crate::clock::Clock;
 use crate::config::SourceConfig;
 use crate::http::{BodyError, ClientError, ClientOptions, MAX_REDIRECTS, Overflow, Redirects, read_capped};
-use crate::ocsf::SeverityPolicy;
 use crate::queue::{BootPause, NewDeadLetter, NewEvent, PageWrite, Queue, QueueError, StoredPause};
 use crate::vendors::{VendorId, VendorSettings};
 use crate::{ocsf, redact};
@@ -809,7 +808,6 @@ pub struct Source {
     /// (doubling back towards `max_span` while answers stay small).
     span: Duration,
     mapper: VendorId,
-    severity: SeverityPolicy,
 }
 
 /// How one attempt at a page ended.
@@ -829,15 +827,9 @@ enum Attempt {
 }
 
 impl Source {
-    pub fn new(
-        cfg: SourceConfig,
-        http: reqwest::Client,
-        queue: Queue,
-        clock: Clock,
-        severity: SeverityPolicy,
-    ) -> Source {
+    pub fn new(cfg: SourceConfig, http: reqwest::Client, queue: Queue, clock: Clock) -> Source {
         let gate = Arc::new(ratelimit::Gate::new(&cfg, &clock));
-        Source::with_gate(cfg, http, queue, clock, severity, gate)
+        Source::with_gate(cfg, http, queue, clock, gate)
     }
 
     /// A source whose credential's gate is shared with other sources ([`ratelimit::Gates`]).
@@ -846,7 +838,6 @@ impl Source {
         http: reqwest::Client,
         queue: Queue,
         clock: Clock,
-        severity: SeverityPolicy,
         gate: Arc<ratelimit::Gate>,
     ) -> Source {
         Source {
@@ -863,7 +854,6 @@ impl Source {
             state: tokio::sync::watch::Sender::new(SourceState::Starting),
             span: cfg.max_span,
             mapper: cfg.vendor.id(),
-            severity,
             cfg,
             http,
             queue,
@@ -1567,10 +1557,18 @@ impl Source {
     /// mapping cannot turn into an event becomes a dead letter with the reason.
     fn events(&self, records: Vec<Record>, rejected: &mut Vec<Rejected>) -> Vec<NewEvent> {
         let org = self.cfg.vendor.organization_id();
+        let processed_ms = self.clock.now_utc().timestamp_millis();
         let mut events = Vec::with_capacity(records.len());
         for r in records {
-            let ctx = ocsf::Context { organization: org, dedupe_key: &r.key, time: r.time, raw: r.raw.get() };
-            match crate::vendors::map_record(self.mapper, &ctx, &self.severity) {
+            let ctx = ocsf::Context {
+                organization: org,
+                dedupe_key: &r.key,
+                time: r.time,
+                raw: r.raw.get(),
+                log_name: &self.cfg.log_name,
+                processed_ms,
+            };
+            match crate::vendors::map_record(self.mapper, &ctx, &self.cfg.ocsf) {
                 Ok(body) => events.push(NewEvent { dedupe_key: r.key, event_time_ms: r.time.timestamp_millis(), body }),
                 Err(e) => rejected.push(Rejected {
                     key: r.key,
@@ -2154,7 +2152,7 @@ mod tests {
         (cfg.start, cfg.until, cfg.lag) = (StartAt::At(start), Some(at("2026-03-18T00:00:00Z")), Duration::ZERO);
         let overlap = chrono_dur(cfg.overlap);
         let queue = Queue::open(dir.path(), QueueOptions { max_bytes: 1 << 30, sinks: vec!["file".into()] }).unwrap();
-        let source = Source::new(cfg, reqwest::Client::new(), queue.clone(), clock, SeverityPolicy::default());
+        let source = Source::new(cfg, reqwest::Client::new(), queue.clone(), clock);
         let from = |done| {
             let cp = Checkpoint { done_until: Some(done), ..Checkpoint::default() };
             source.next_window(&cp).map(|w| w.from)
@@ -2197,13 +2195,7 @@ mod tests {
         };
         let queue = Queue::open(dir.path(), QueueOptions { max_bytes: 1 << 30, sinks: vec!["file".into()] }).unwrap();
         let run = |max_pages| {
-            let source = Source::new(
-                config(max_pages),
-                reqwest::Client::new(),
-                queue.clone(),
-                clock.clone(),
-                SeverityPolicy::default(),
-            );
+            let source = Source::new(config(max_pages), reqwest::Client::new(), queue.clone(), clock.clone());
             let stats = source.stats();
             async move { (source.run(RunMode::CatchUp, CancellationToken::new()).await, stats.snapshot()) }
         };

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{ConfigError, TableKeys};
 use crate::ocsf::event::EventParts;
-use crate::ocsf::{Context, SeverityPolicy, Unmappable};
+use crate::ocsf::{Context, Policy, Unmappable};
 use crate::sources::{AnswerLimits, BadPage, DecodeError, Decoded, Page, PageCursor, Record, Rejected, Window};
 
 /// A vendor's documented defaults (vendors/README.md, "Rate limiting" and "Client algorithm").
@@ -120,8 +120,8 @@ pub trait Vendor: std::fmt::Debug + Clone + Send + Sync + Sized + 'static {
 /// Maps one record of `vendor` to the OCSF event the queue stores (serialized once, here),
 /// applying the configured severity overrides. An error means the record cannot become an event
 /// at all: the caller dead-letters it with the reason.
-pub fn map_record(vendor: VendorId, ctx: &Context<'_>, severity: &SeverityPolicy) -> Result<Vec<u8>, Unmappable> {
-    crate::ocsf::map_record(vendor.name(), |record, ctx| vendor.map(record, ctx), ctx, severity)
+pub fn map_record(vendor: VendorId, ctx: &Context<'_>, policy: &Policy) -> Result<Vec<u8>, Unmappable> {
+    crate::ocsf::map_record(vendor.name(), |record, ctx| vendor.map(record, ctx), ctx, policy)
 }
 
 /// Generates, from the list of vendor modules, the module declarations and the two closed enums
@@ -316,14 +316,14 @@ mod tests {
             "actor_email":"a@example.com","target_id":"usr_2","target_name":"B","organization_id":"ORG_1",
             "created_at":"2026-03-18T08:15:42Z"}"#;
         let time = DateTime::parse_from_rfc3339("2026-03-18T08:15:42Z").unwrap().to_utc();
-        let ctx = Context { organization: "ORG_1", dedupe_key: "r1", time, raw };
-        let default = map_record(VendorId::Aitronos, &ctx, &SeverityPolicy::default()).unwrap();
+        let ctx = Context { organization: "ORG_1", dedupe_key: "r1", time, raw, log_name: "a", processed_ms: 0 };
+        let default = map_record(VendorId::Aitronos, &ctx, &Policy::default()).unwrap();
         let default: Value = serde_json::from_slice(&default).unwrap();
         let text = "state_dir = \"s\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\norganization_id = \"O\"\n\
                     api_key = \"k\"\n[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"o\"\n\
                     [severity]\noverrides = { \"aitronos:user.deleted\" = \"critical\" }\n";
         let config = crate::config::Config::parse_with_env(text, std::path::Path::new("/c.toml"), &|_| None).unwrap();
-        let raised = map_record(VendorId::Aitronos, &ctx, &config.severity).unwrap();
+        let raised = map_record(VendorId::Aitronos, &ctx, &config.sources[0].ocsf).unwrap();
         let raised: Value = serde_json::from_slice(&raised).unwrap();
         assert_ne!(default["severity_id"], 5);
         assert_eq!((raised["severity_id"].clone(), raised["severity"].clone()), (5.into(), "Critical".into()));
@@ -333,8 +333,8 @@ mod tests {
     #[test]
     fn test_a_record_that_is_not_an_object_is_unmappable() {
         let time = DateTime::parse_from_rfc3339("2026-03-18T08:15:42Z").unwrap().to_utc();
-        let ctx = Context { organization: "o", dedupe_key: "k", time, raw: "[1,2]" };
-        let err = map_record(VendorId::Datafold, &ctx, &SeverityPolicy::default()).unwrap_err();
+        let ctx = Context { organization: "o", dedupe_key: "k", time, raw: "[1,2]", log_name: "", processed_ms: 0 };
+        let err = map_record(VendorId::Datafold, &ctx, &Policy::default()).unwrap_err();
         assert!(err.0.contains("not a JSON object"), "{err}");
     }
 }

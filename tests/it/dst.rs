@@ -634,9 +634,9 @@ impl World {
             .unwrap_or_else(|e| panic!("seed {}: the harness wrote a bad config: {e}\n{text}", self.sc.seed))
     }
 
-    fn source_cfg(&self, i: usize) -> (SourceConfig, auditrelay::ocsf::SeverityPolicy) {
+    fn source_cfg(&self, i: usize) -> SourceConfig {
         let config = self.config();
-        (config.sources[i].clone(), config.severity)
+        config.sources[i].clone()
     }
 
     fn sink_cfg(&self, i: usize) -> SinkConfig {
@@ -684,10 +684,10 @@ impl World {
     }
 
     fn start_source(&mut self, agent: &mut Agent, i: usize) {
-        let (cfg, severity) = self.source_cfg(i);
+        let cfg = self.source_cfg(i);
         let http = sources::http_client(&cfg).expect("source HTTP client");
         let gate = agent.gates.gate(&cfg, &agent.clock);
-        let source = Source::with_gate(cfg.clone(), http, agent.queue.clone(), agent.clock.clone(), severity, gate);
+        let source = Source::with_gate(cfg.clone(), http, agent.queue.clone(), agent.clock.clone(), gate);
         let token = CancellationToken::new();
         let run = source.run(RunMode::Follow, token.clone());
         let name = cfg.name.clone();

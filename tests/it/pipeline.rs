@@ -178,13 +178,7 @@ async fn test_full_queue_stops_fetching_and_resumes_when_room_returns() {
     // Room for less than one page of events: after one page the queue is full.
     let queue =
         Queue::open(&dir.path().join("state"), QueueOptions { max_bytes: 20_000, sinks: vec!["test".into()] }).unwrap();
-    let source = Source::new(
-        config.sources[0].clone(),
-        reqwest::Client::new(),
-        queue.clone(),
-        clock.clone(),
-        config.severity.clone(),
-    );
+    let source = Source::new(config.sources[0].clone(), reqwest::Client::new(), queue.clone(), clock.clone());
     let mut state = source.subscribe_state();
     let stats = source.stats();
     let task = tokio::spawn(source.run(RunMode::CatchUp, CancellationToken::new()));

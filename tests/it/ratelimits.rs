@@ -274,13 +274,7 @@ async fn test_a_wall_clock_step_forward_then_back_loses_no_record() {
     let queue = Queue::open(&dir.path().join("state"), QueueOptions { max_bytes: 1 << 30, sinks: vec!["test".into()] })
         .unwrap();
     let run = || {
-        let source = Source::new(
-            config.sources[0].clone(),
-            reqwest::Client::new(),
-            queue.clone(),
-            agent_clock.clone(),
-            config.severity.clone(),
-        );
+        let source = Source::new(config.sources[0].clone(), reqwest::Client::new(), queue.clone(), agent_clock.clone());
         let stats = source.stats();
         async move {
             let exit = source.run(RunMode::CatchUp, CancellationToken::new()).await;
@@ -324,13 +318,7 @@ async fn test_records_found_only_by_the_overlap_are_counted_as_late() {
     let queue = Queue::open(&dir.path().join("state"), QueueOptions { max_bytes: 1 << 30, sinks: vec!["test".into()] })
         .unwrap();
     let run = || {
-        let source = Source::new(
-            config.sources[0].clone(),
-            reqwest::Client::new(),
-            queue.clone(),
-            clock.clone(),
-            config.severity.clone(),
-        );
+        let source = Source::new(config.sources[0].clone(), reqwest::Client::new(), queue.clone(), clock.clone());
         let stats = source.stats();
         async move {
             let exit = source.run(RunMode::CatchUp, CancellationToken::new()).await;
@@ -375,13 +363,7 @@ async fn test_arrivals_during_a_sweep_cut_by_a_clock_ahead_are_not_lost() {
     let queue = Queue::open(&dir.path().join("state"), QueueOptions { max_bytes: 1 << 30, sinks: vec!["test".into()] })
         .unwrap();
     let run = || {
-        let source = Source::new(
-            config.sources[0].clone(),
-            reqwest::Client::new(),
-            queue.clone(),
-            agent_clock.clone(),
-            config.severity.clone(),
-        );
+        let source = Source::new(config.sources[0].clone(), reqwest::Client::new(), queue.clone(), agent_clock.clone());
         async move {
             let exit = source.run(RunMode::CatchUp, CancellationToken::new()).await;
             assert!(matches!(exit, SourceExit::CaughtUp), "{exit:?}");
@@ -421,13 +403,7 @@ async fn test_a_stored_pause_holds_across_a_restart_with_the_clock_stepped_forwa
     let queue = Queue::open(&dir.path().join("state"), QueueOptions { max_bytes: 1 << 30, sinks: vec!["test".into()] })
         .unwrap();
     let run = |clock: Clock, stop: CancellationToken| {
-        let source = Source::new(
-            config.sources[0].clone(),
-            reqwest::Client::new(),
-            queue.clone(),
-            clock,
-            config.severity.clone(),
-        );
+        let source = Source::new(config.sources[0].clone(), reqwest::Client::new(), queue.clone(), clock);
         source.run(RunMode::CatchUp, stop)
     };
 

@@ -40,8 +40,7 @@ async fn test_metrics_agree_with_the_simulator_and_the_sink() {
     .unwrap();
 
     let source_cfg = config.sources[0].clone();
-    let source =
-        Source::new(source_cfg.clone(), reqwest::Client::new(), queue.clone(), clock.clone(), config.severity.clone());
+    let source = Source::new(source_cfg.clone(), reqwest::Client::new(), queue.clone(), clock.clone());
     let sink_stats = Arc::new(SinkStats::default());
     let telemetry = Telemetry::new(queue.clone(), clock.clone());
     telemetry.set_sources(vec![SourceProbe {

@@ -24,10 +24,6 @@ const VENDOR: &str = "aitronos";
 const PRODUCT: &str = "Aitronos";
 const LOG_PROVIDER: &str = "Aitronos API audit-log";
 
-/// Fields that always stay in `unmapped` even when their value also fills an OCSF attribute:
-/// the vendor's own object model, which OCSF has no place for (MAPPING §4.3 example).
-const ALWAYS_UNMAPPED: [&str; 3] = ["entity_type", "entity_id", "metadata"];
-
 /// What a row of MAPPING §4.3 makes of the record; 3004 rows take their activity from the verb.
 #[derive(Debug, Clone, PartialEq)]
 enum Target {
@@ -109,7 +105,7 @@ pub fn map(record: &Map<String, Value>, ctx: &Context<'_>) -> Result<EventParts,
         return Err(Unmappable("Aitronos audit entry without action_type".into()));
     };
     let entity_type = text(record, "entity_type");
-    let mut f = Fields::new(record, &ALWAYS_UNMAPPED, "action_type");
+    let mut f = Fields::new(record, "action_type");
 
     let mut metadata = ctx.metadata(VENDOR, PRODUCT, PRODUCT, LOG_PROVIDER);
     metadata.event_code = Some(match &entity_type {
@@ -451,7 +447,7 @@ mod tests {
         let time = text(record, "created_at").and_then(|t| DateTime::parse_from_rfc3339(&t).ok());
         let time = time.map_or(DateTime::<Utc>::UNIX_EPOCH, |t| t.with_timezone(&Utc));
         let key = text(record, "id").unwrap_or_default();
-        let ctx = Context { organization: "ORG_7F3KQ9ZP2M4XW8RT", dedupe_key: &key, time, raw };
+        let ctx = Context { organization: "ORG_7F3KQ9ZP2M4XW8RT", dedupe_key: &key, time, raw, log_name: "saas-audit", processed_ms: 1_780_000_000_000 };
         let json = serde_json::to_value(Event::new(map(record, &ctx).unwrap())).unwrap();
         crate::ocsf::schema_check::assert_valid(&json);
         crate::ocsf::event_checks::assert_complete(&json, &["event_code", "original_event_uid"]);
@@ -593,7 +589,7 @@ mod tests {
     fn test_a_record_without_action_type_is_unmappable() {
         let mut record = samples().swap_remove(0).0;
         record.remove("action_type");
-        let ctx = Context { organization: "o", dedupe_key: "k", time: DateTime::<Utc>::UNIX_EPOCH, raw: "{}" };
+        let ctx = Context { organization: "o", dedupe_key: "k", time: DateTime::<Utc>::UNIX_EPOCH, raw: "{}", log_name: "saas-audit", processed_ms: 1_780_000_000_000 };
         assert!(map(&record, &ctx).is_err());
         record.insert("action_type".into(), "archived".into());
         record.remove("entity_type");

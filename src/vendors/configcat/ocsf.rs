@@ -23,9 +23,6 @@ const VENDOR: &str = "configcat";
 const PRODUCT: &str = "ConfigCat";
 const LOG_PROVIDER: &str = "ConfigCat Public Management API audit log";
 
-/// Fields with no OCSF home, kept in `unmapped` even when also used (MAPPING §4.4 field map).
-const ALWAYS_UNMAPPED: [&str; 4] = ["where", "details", "truncated", "modelVersion"];
-
 /// One row of the table: what the event becomes and its suggested severity.
 #[derive(Debug, Clone, PartialEq)]
 struct Row {
@@ -262,7 +259,7 @@ pub fn map(record: &Map<String, Value>, ctx: &Context<'_>) -> Result<EventParts,
     let Some(kind) = text(record, "auditLogTypeEnum") else {
         return Err(Unmappable("ConfigCat audit-log item without auditLogTypeEnum".into()));
     };
-    let mut f = Fields::new(record, &ALWAYS_UNMAPPED, "auditLogTypeEnum");
+    let mut f = Fields::new(record, "auditLogTypeEnum");
     let mut metadata = ctx.metadata(VENDOR, PRODUCT, PRODUCT, LOG_PROVIDER);
     metadata.event_code = Some(kind.clone());
     metadata.original_event_uid = f.take("auditLogId");
@@ -498,7 +495,7 @@ mod tests {
         let time = text(record, "auditLogDateTime").and_then(|t| DateTime::parse_from_rfc3339(&t).ok());
         let time = time.map_or(DateTime::<Utc>::UNIX_EPOCH, |t| t.with_timezone(&Utc));
         let key = text(record, "auditLogId").unwrap_or_default();
-        let ctx = Context { organization: "08d8a3f5-0000-4d4d-8e2e-1a2b3c4d5e6f", dedupe_key: &key, time, raw };
+        let ctx = Context { organization: "08d8a3f5-0000-4d4d-8e2e-1a2b3c4d5e6f", dedupe_key: &key, time, raw, log_name: "saas-audit", processed_ms: 1_780_000_000_000 };
         let json = serde_json::to_value(Event::new(map(record, &ctx).unwrap())).unwrap();
         crate::ocsf::schema_check::assert_valid(&json);
         crate::ocsf::event_checks::assert_complete(&json, &["event_code", "original_event_uid"]);
@@ -634,7 +631,7 @@ mod tests {
     fn test_a_record_without_audit_log_type_enum_is_unmappable() {
         let mut record = samples().swap_remove(0).0;
         record.insert("auditLogTypeEnum".into(), Value::Null);
-        let ctx = Context { organization: "o", dedupe_key: "k", time: DateTime::<Utc>::UNIX_EPOCH, raw: "{}" };
+        let ctx = Context { organization: "o", dedupe_key: "k", time: DateTime::<Utc>::UNIX_EPOCH, raw: "{}", log_name: "saas-audit", processed_ms: 1_780_000_000_000 };
         assert!(map(&record, &ctx).is_err());
     }
 }
