@@ -504,6 +504,39 @@ pub struct Authentication {
     pub http_request: Option<HttpRequest>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub is_mfa: Option<bool>,
+    /// `auth_protocol_id` with its caption `auth_protocol`, where the record shows it.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub auth_protocol: Option<AuthProtocol>,
+}
+
+/// `auth_protocol_id` / `auth_protocol` of 3002 (OCSF 1.8.0 values used by the vendors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthProtocol {
+    OpenId = 4,
+    Saml = 5,
+    OAuth2 = 6,
+    Basic = 11,
+}
+
+impl AuthProtocol {
+    pub fn caption(self) -> &'static str {
+        match self {
+            AuthProtocol::OpenId => "OpenID",
+            AuthProtocol::Saml => "SAML",
+            AuthProtocol::OAuth2 => "OAUTH 2.0",
+            AuthProtocol::Basic => "Basic Authentication",
+        }
+    }
+}
+
+impl Serialize for AuthProtocol {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("auth_protocol_id", &(*self as u8))?;
+        map.serialize_entry("auth_protocol", self.caption())?;
+        map.end()
+    }
 }
 
 /// 3004 Entity Management: `entity` is required.
@@ -1058,6 +1091,7 @@ mod tests {
                 src_endpoint: None,
                 http_request: None,
                 is_mfa: None,
+                auth_protocol: None,
             }),
             Class::GroupManagement(GroupManagement {
                 activity: GroupManagementId::AddUser,

@@ -85,6 +85,7 @@ pub fn map(record: &Map<String, Value>, ctx: &Context<'_>) -> Result<EventParts,
             src_endpoint,
             http_request,
             is_mfa: None,
+            auth_protocol: None,
         }),
         // Everything else, and a login naming no user at all (MAPPING §3 rule 7), is 6003.
         _ => {
