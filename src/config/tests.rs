@@ -320,6 +320,66 @@ fn severity_overrides_are_read_and_checked() {
 }
 
 #[test]
+fn raw_data_and_log_name_are_read_checked_and_shown() {
+    let c = parse_at(&with_source(MINIMAL), Path::new(FILE)).expect("valid");
+    assert_eq!((c.raw_data, c.sources[0].ocsf.raw_data), (RawData::Full, RawData::Full));
+    assert_eq!(c.sources[0].log_name, "a", "the source's name by default");
+    let text = format!(
+        "{}
+[ocsf]
+raw_data = \"hash\"\n",
+        with_source(&format!("{MINIMAL}\nlog_name = \"splunk:saas\""))
+    );
+    let c = parse_at(&text, Path::new(FILE)).expect("valid");
+    assert_eq!((c.raw_data, c.sources[0].ocsf.raw_data), (RawData::Hash, RawData::Hash));
+    assert_eq!(c.sources[0].log_name, "splunk:saas");
+    let shown = c.render_redacted();
+    assert!(shown.contains("[ocsf]\nraw_data = \"hash\"") && shown.contains("log_name = \"splunk:saas\""), "{shown}");
+    let bad = format!(
+        "{}
+[ocsf]
+raw_data = \"sha1\"\n",
+        with_source(MINIMAL)
+    );
+    check_err(&bad, &[":13: ocsf.raw_data:", "\"sha1\"", "full", "hash", "off"]);
+    check_err(&with_source(&format!("{MINIMAL}\nlog_name = \" \"")), &[":7: sources[0].log_name: must not be empty"]);
+    check_err(
+        &format!(
+            "{}
+[ocsf]
+raw = \"off\"\n",
+            with_source(MINIMAL)
+        ),
+        &["ocsf", "raw"],
+    );
+}
+
+/// A reload restarts a source whose events change shape: `[severity]` and `[ocsf]` are part of
+/// its fingerprint. Before, they were not, so a reload kept mapping with the old overrides.
+#[test]
+fn a_sources_fingerprint_covers_severity_and_raw_data() {
+    let parse = |extra: &str| {
+        parse_at(
+            &format!(
+                "{}
+{extra}",
+                with_source(MINIMAL)
+            ),
+            Path::new(FILE),
+        )
+        .expect("valid")
+    };
+    let base = parse("").sources[0].fingerprint();
+    let raised = parse("[severity]\noverrides = { \"aitronos:user.deleted\" = \"high\" }\n").sources[0].fingerprint();
+    let hashed = parse("[ocsf]\nraw_data = \"hash\"\n").sources[0].fingerprint();
+    assert!(base != raised && base != hashed && raised != hashed);
+    // The same overrides, written in another order, are the same settings.
+    let two = |a: &str, b: &str| parse(&format!("[severity]\noverrides = {{ {a}, {b} }}\n")).sources[0].fingerprint();
+    let (x, y) = ("\"aitronos:user.deleted\" = \"high\"", "\"configcat:apiKeyAdded\" = 2");
+    assert_eq!(two(x, y), two(y, x));
+}
+
+#[test]
 fn vendor_specific_mistakes_are_named() {
     let cc = |extra: &str| source_of("configcat", &format!("{CONFIGCAT}\n{extra}"));
     check_err(&cc("max_span = \"31d\""), &[":8: sources[0].max_span: 31d exceeds", "(30d)"]);

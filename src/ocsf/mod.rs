@@ -406,6 +406,119 @@ mod tests {
         assert_eq!(a.get_version_num(), 5);
     }
 
+    /// A whole event as the pipeline stores it, from a small Aitronos record.
+    fn stored(policy: &Policy, created_at: &str) -> Vec<u8> {
+        let raw = format!(
+            r#"{{"id":"r1","entity_type":"user","action_type":"deleted","actor_id":"usr_1","actor_name":"Ann Admin",
+            "actor_email":"ann@example.com","target_id":"usr_2","target_name":"Bo","created_at":"{created_at}",
+            "metadata":{{"ip_address":"198.51.100.7","user_agent":"curl/8.5"}}}}"#
+        );
+        let time = DateTime::parse_from_rfc3339(created_at).unwrap().to_utc();
+        let ctx = Context {
+            organization: "ORG_1",
+            dedupe_key: "r1",
+            time,
+            raw: &raw,
+            log_name: "aitronos-prod",
+            processed_ms: time.timestamp_millis() + 5_000,
+        };
+        crate::vendors::map_record(crate::vendors::VendorId::Aitronos, &ctx, policy).unwrap()
+    }
+
+    #[test]
+    fn test_a_sink_stamps_the_send_time_into_a_stored_event_and_nothing_else() {
+        let body = stored(&Policy::default(), "2026-03-18T08:15:42Z");
+        let mut sent = Vec::new();
+        stamp_transmit_time(&body, 1_773_821_800_000, &mut sent);
+        let event: Value = serde_json::from_slice(&sent).unwrap();
+        schema_check::assert_valid(&event);
+        let metadata = &event["metadata"];
+        assert_eq!(metadata["transmit_time"], 1_773_821_800_000_i64);
+        assert_eq!(metadata["loggers"][0]["transmit_time"], 1_773_821_800_000_i64);
+        assert_eq!(metadata["loggers"][0]["logged_time"], metadata["processed_time"]);
+        assert_eq!(
+            (metadata["log_name"].as_str(), metadata["loggers"][0]["log_name"].as_str()),
+            (Some("aitronos-prod"), Some("aitronos-prod"))
+        );
+        // Everything else is the stored event, byte for byte.
+        let mut unstamped: Value = serde_json::from_slice(&sent).unwrap();
+        unstamped["metadata"].as_object_mut().unwrap().remove("transmit_time");
+        unstamped["metadata"]["loggers"][0].as_object_mut().unwrap().remove("transmit_time");
+        assert_eq!(unstamped, serde_json::from_slice::<Value>(&body).unwrap());
+        // A body of another shape (an older version's event, a test's) goes out unchanged.
+        for other in [&br#"{"n":1}"#[..], br#"{"metadata":{"loggers":[{"name":"x"}]}}"#, b"", b"}]}}"] {
+            let mut out = Vec::new();
+            stamp_transmit_time(other, 1, &mut out);
+            assert_eq!(out, other);
+        }
+    }
+
+    #[test]
+    fn test_raw_data_is_kept_hashed_or_left_out_as_configured() {
+        let full: Value = serde_json::from_slice(&stored(&Policy::default(), "2026-03-18T08:15:42Z")).unwrap();
+        let raw = full["raw_data"].as_str().unwrap().to_owned();
+        let size = full["raw_data_size"].clone();
+        assert_eq!(size, raw.len());
+        let hashed = Policy { raw_data: RawData::Hash, ..Policy::default() };
+        let hashed: Value = serde_json::from_slice(&stored(&hashed, "2026-03-18T08:15:42Z")).unwrap();
+        schema_check::assert_valid(&hashed);
+        assert!(hashed.get("raw_data").is_none());
+        use sha2::Digest as _;
+        let want: String = sha2::Sha256::digest(raw.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hashed["raw_data_hash"],
+            serde_json::json!({"algorithm_id": 3, "algorithm": "SHA-256", "value": want})
+        );
+        assert_eq!(hashed["raw_data_size"], size);
+        let off: Value = serde_json::from_slice(&stored(
+            &Policy { raw_data: RawData::Off, ..Policy::default() },
+            "2026-03-18T08:15:42Z",
+        ))
+        .unwrap();
+        schema_check::assert_valid(&off);
+        assert!(off.get("raw_data").is_none() && off.get("raw_data_hash").is_none());
+        assert_eq!(off["raw_data_size"], size);
+    }
+
+    #[test]
+    fn test_timezone_offset_is_the_vendor_timestamps_own() {
+        let offset = |t: &str| -> Value {
+            serde_json::from_slice::<Value>(&stored(&Policy::default(), t)).unwrap()["timezone_offset"].clone()
+        };
+        assert_eq!(offset("2026-03-18T08:15:42Z"), 0);
+        assert_eq!(offset("2026-03-18T10:15:42+02:00"), 120);
+        assert_eq!(offset("2026-03-18T02:45:42-05:30"), -330);
+    }
+
+    #[test]
+    fn test_observables_name_each_ip_user_and_agent() {
+        let event: Value = serde_json::from_slice(&stored(&Policy::default(), "2026-03-18T08:15:42Z")).unwrap();
+        schema_check::assert_observables(&event);
+        let values: Vec<(&str, u64)> = event["observables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| (o["value"].as_str().unwrap(), o["type_id"].as_u64().unwrap()))
+            .collect();
+        for want in [("198.51.100.7", 2), ("curl/8.5", 16), ("ann@example.com", 5), ("usr_1", 31), ("usr_2", 31)] {
+            assert!(values.contains(&want), "{want:?} in {values:?}");
+        }
+    }
+
+    #[test]
+    fn test_the_same_kind_of_action_has_the_same_severity_and_admins_are_told_apart() {
+        assert_eq!(Signal::MfaDisabled.severity(), Signal::AdminGranted.severity());
+        assert!(Signal::AdminGranted.severity() > Signal::PrivilegeGranted.severity());
+        assert!(Signal::PrivilegeGranted.severity() > Signal::PrivilegeRevoked.severity());
+        assert!(Signal::CredentialCreated.severity() > Signal::CredentialDeleted.severity());
+        for admin in ["Org Admin", "ORGANIZATION_OWNER", "workspace-admin", "Superuser"] {
+            assert!(is_admin_privilege(admin), "{admin}");
+        }
+        for plain in ["Member", "read", "Billing Viewer", "knowledge.write"] {
+            assert!(!is_admin_privilege(plain), "{plain}");
+        }
+    }
+
     #[test]
     fn test_email_and_ip_follow_the_ocsf_patterns() {
         let e = |v: &str| email(Some(v.to_owned()));

@@ -527,6 +527,18 @@ pub async fn run_sink(
     info!(sink = name, "sink stopped");
 }
 
+/// The events as sent now: each OCSF event with its `transmit_time` ([`crate::ocsf::stamp_transmit_time`]).
+fn stamp_transmit_time(events: &[QueuedEvent], now_ms: i64) -> Vec<QueuedEvent> {
+    events
+        .iter()
+        .map(|e| {
+            let mut body = Vec::with_capacity(e.body.len() + 64);
+            crate::ocsf::stamp_transmit_time(&e.body, now_ms, &mut body);
+            QueuedEvent { id: e.id, body, collected_ms: e.collected_ms }
+        })
+        .collect()
+}
+
 /// How the delivery of one batch ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ended {
@@ -631,8 +643,10 @@ impl Delivering<'_> {
                 }
                 None => part.range.clone(),
             };
+            // Each attempt carries its own send time (`loggers[].transmit_time`).
+            let stamped = stamp_transmit_time(&batch[range.clone()], self.clock.now_utc().timestamp_millis());
             let sent = tokio::select! {
-                sent = sink.send(&batch[range.clone()]) => sent,
+                sent = sink.send(&stamped) => sent,
                 _ = self.control.abort.cancelled() => {
                     warn!(sink = name, events = batch.len() - acked, "shutdown deadline inside a send: the batch stays queued for next start");
                     return Ended::AbortedInSend;

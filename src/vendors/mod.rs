@@ -330,6 +330,41 @@ mod tests {
         assert_eq!(raised["metadata"]["uid"], event_uid("aitronos", "ORG_1", "r1").to_string());
     }
 
+    /// Every snapshot of every vendor (the mapping tables' rows and the samples) as JSON.
+    fn snapshot_events() -> Vec<(String, Value)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/vendors");
+        let mut out = Vec::new();
+        for vendor in VendorId::ALL {
+            let dir = root.join(vendor.name()).join("snapshots");
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "snap") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    // insta: a `---` header, then the JSON.
+                    let body = text.splitn(3, "---\n").nth(2).unwrap();
+                    out.push((path.display().to_string(), serde_json::from_str(body).unwrap()));
+                }
+            }
+        }
+        assert!(out.len() > 200, "{} snapshots", out.len());
+        out
+    }
+
+    #[test]
+    fn test_every_attribute_has_one_json_type_across_all_vendors_snapshots() {
+        let events = snapshot_events();
+        crate::ocsf::schema_check::assert_one_type_per_path(events.iter().map(|(_, e)| e));
+    }
+
+    #[test]
+    fn test_every_snapshot_has_its_observables_and_no_placed_value_in_unmapped() {
+        for (path, event) in snapshot_events() {
+            eprintln!("{path}");
+            crate::ocsf::schema_check::assert_observables(&event);
+            crate::ocsf::schema_check::assert_unmapped_not_placed(&event);
+        }
+    }
+
     #[test]
     fn test_a_record_that_is_not_an_object_is_unmappable() {
         let time = DateTime::parse_from_rfc3339("2026-03-18T08:15:42Z").unwrap().to_utc();

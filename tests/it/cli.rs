@@ -77,6 +77,22 @@ fn test_demo_delivers_every_record_and_says_so() {
     let products: std::collections::BTreeSet<_> =
         events.iter().map(|e| e["metadata"]["product"]["name"].as_str().unwrap().to_owned()).collect();
     assert_eq!(products.into_iter().collect::<Vec<_>>(), ["Aitronos", "Astro", "ConfigCat", "Datafold"]);
+    // What a detection engineer's index needs (issue 17): one JSON type per attribute path (an
+    // Elasticsearch index with dynamic mapping takes every event), the observables, nothing
+    // placed twice, and the times that measure ingest lag: vendor time ≤ processed ≤ sent.
+    harness::ocsf_schema::assert_one_type_per_path(&events);
+    for event in &events {
+        harness::ocsf_schema::assert_observables(event);
+        harness::ocsf_schema::assert_unmapped_not_placed(event);
+        let metadata = &event["metadata"];
+        let (processed, logger) = (metadata["processed_time"].as_i64().unwrap(), &metadata["loggers"][0]);
+        assert_eq!(logger["logged_time"].as_i64(), Some(processed), "{event}");
+        let sent = logger["transmit_time"].as_i64().unwrap();
+        assert_eq!(metadata["transmit_time"].as_i64(), Some(sent), "{event}");
+        assert!(event["time"].as_i64().unwrap() <= processed && processed <= sent, "{event}");
+        assert_eq!(metadata["log_name"], logger["log_name"], "{event}");
+        assert!(event["timezone_offset"].is_i64(), "{event}");
+    }
     // The demo's vendor limit is tighter than the agent's quota: 429s come, and are honoured.
     let sim_line = stdout.lines().find(|l| l.starts_with("simulator:")).expect("the simulator's summary line");
     let count = |label: &str| -> u64 {

@@ -231,3 +231,39 @@ async fn test_queue_rename_sink_gives_the_backlog_to_the_new_name() {
     assert!(agent.exit(RUN_LIMIT).await.success(), "{}", agent.log());
     assert_eq!(delivered(&dir.path().join("moved.ndjson")).len(), 20, "{}", agent.log());
 }
+
+/// A reload that changes `[severity]` applies it to the events mapped afterwards. Before, a
+/// source's fingerprint left the overrides out: the reload said "configuration reloaded" and
+/// the running source went on with the old ones until the agent was restarted.
+#[tokio::test]
+async fn test_a_reload_changing_severity_overrides_applies_them_to_new_events() {
+    let served = std::sync::Arc::new(std::sync::Mutex::new(records("plain", 10)));
+    let serving = served.clone();
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &serving.lock().unwrap())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "poll_interval = \"1s\"");
+    let config = write_config(dir.path(), "", &source);
+    let mut agent = Agent::start(&config, false);
+    let out = out_path(dir.path());
+    agent.until("the first records", RUN_LIMIT, |_| lines(&out) >= 10).await;
+
+    let raise = "[severity]\noverrides = { \"aitronos:department.created\" = \"critical\" }";
+    write_config(dir.path(), raise, &source);
+    hup(&agent);
+    agent.until("the reload", RUN_LIMIT, |a| a.count("configuration reloaded") >= 1).await;
+    // Records the vendor has only now: inside the next window (past the lag, within the overlap).
+    let t = Utc::now() - chrono::Duration::seconds(150);
+    let later = (0..10).map(|i| aitronos_record(&format!("raised-{i:03}"), t + chrono::Duration::milliseconds(i)));
+    served.lock().unwrap().extend(later);
+    agent.until("the records after the reload", RUN_LIMIT, |_| lines(&out) >= 20).await;
+    let status = agent.terminate(RUN_LIMIT).await;
+    assert!(status.success(), "{}", agent.log());
+
+    let events = harness::events(&out);
+    assert_eq!(events.len(), 20);
+    for event in &events {
+        let id = event["metadata"]["original_event_uid"].as_str().unwrap();
+        let want = if id.starts_with("raised-") { 5 } else { 1 };
+        assert_eq!(event["severity_id"], want, "{id}: {event}");
+    }
+}

@@ -393,3 +393,122 @@ fn json_type(value: &Value) -> &'static str {
         Value::Object(_) => "object",
     }
 }
+
+/// The JSON types seen at each attribute path over many events (`resources[].uid`: arrays
+/// collapse to `[]`), for [`assert_one_type_per_path`]. Integers and floats are one type
+/// (`number`), as Elasticsearch's dynamic mapping takes either into one numeric field.
+#[derive(Debug, Default)]
+pub struct PathTypes {
+    seen: std::collections::BTreeMap<String, std::collections::BTreeMap<&'static str, usize>>,
+}
+
+impl PathTypes {
+    pub fn add(&mut self, event: &Value) {
+        self.walk(event, String::new());
+    }
+
+    fn walk(&mut self, value: &Value, path: String) {
+        let kind = match value {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        *self.seen.entry(path.clone()).or_default().entry(kind).or_default() += 1;
+        match value {
+            Value::Object(o) => {
+                for (k, v) in o {
+                    self.walk(v, if path.is_empty() { k.clone() } else { format!("{path}.{k}") });
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| self.walk(v, format!("{path}[]"))),
+            _ => {}
+        }
+    }
+
+    /// Every path with more than one type, with the count of each.
+    pub fn conflicts(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter(|(_, kinds)| kinds.len() > 1)
+            .map(|(path, kinds)| format!("{path}: {kinds:?}"))
+            .collect()
+    }
+}
+
+/// Panics naming each attribute path whose JSON type differs between `events` (what
+/// Elasticsearch's dynamic mapping would refuse: the second type's document is rejected).
+#[track_caller]
+pub fn assert_one_type_per_path<'a>(events: impl IntoIterator<Item = &'a Value>) {
+    let mut types = PathTypes::default();
+    events.into_iter().for_each(|e| types.add(e));
+    let conflicts = types.conflicts();
+    assert!(conflicts.is_empty(), "attribute paths with more than one JSON type:\n{}", conflicts.join("\n"));
+}
+
+/// Panics unless `observables` lists every IP address, user name, e-mail address, user agent
+/// and user uid the event holds at the places auditrelay fills (MAPPING §5a rule 6), each with
+/// its OCSF type id, and nothing that is not in the event.
+#[track_caller]
+pub fn assert_observables(event: &Value) {
+    const USERS: [&str; 5] = ["actor.user", "user", "user_result", "entity.user", "entity_result.user"];
+    let at = |path: &str| path.split('.').try_fold(event, |v, k| v.get(k)).and_then(Value::as_str).map(str::to_owned);
+    let mut want: Vec<(String, u64, String)> = Vec::new();
+    for user in USERS {
+        for (field, type_id) in [("uid", 31), ("name", 4), ("email_addr", 5)] {
+            let path = format!("{user}.{field}");
+            want.extend(at(&path).map(|v| (path, type_id, v)));
+        }
+    }
+    want.extend(at("src_endpoint.ip").map(|v| ("src_endpoint.ip".to_owned(), 2, v)));
+    want.extend(at("http_request.user_agent").map(|v| ("http_request.user_agent".to_owned(), 16, v)));
+    let empty = Vec::new();
+    let got: Vec<(String, u64, String)> = event
+        .get("observables")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty)
+        .iter()
+        .map(|o| {
+            let name = o["name"].as_str().unwrap_or_default().to_owned();
+            (name, o["type_id"].as_u64().unwrap_or_default(), o["value"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    for w in &want {
+        assert!(got.contains(w), "observable {w:?} missing in {event}");
+    }
+    for g in &got {
+        assert_eq!(at(&g.0).as_deref(), Some(g.2.as_str()), "observable {g:?} is not the event's value: {event}");
+    }
+}
+
+/// Panics when a value in `unmapped` is also an attribute value elsewhere in the event
+/// (MAPPING §5a rule 9: `unmapped` holds only vendor fields placed nowhere else). `raw_data`
+/// and `observables` (copies by design) are not looked at; values shorter than 4 characters
+/// (`true`, `0`, `ui`) are too common to tell.
+#[track_caller]
+pub fn assert_unmapped_not_placed(event: &Value) {
+    fn leaves<'v>(value: &'v Value, out: &mut Vec<&'v str>) {
+        match value {
+            Value::String(s) => out.push(s),
+            Value::Array(items) => items.iter().for_each(|v| leaves(v, out)),
+            Value::Object(o) => o.values().for_each(|v| leaves(v, out)),
+            _ => {}
+        }
+    }
+    let Some(unmapped) = event.get("unmapped").and_then(Value::as_object) else { return };
+    let mut placed = Vec::new();
+    for (key, value) in event.as_object().into_iter().flatten() {
+        if !["raw_data", "unmapped", "observables"].contains(&key.as_str()) {
+            leaves(value, &mut placed);
+        }
+    }
+    for (key, value) in unmapped {
+        let Some(text) = value.as_str() else { panic!("unmapped.{key} is not text: {event}") };
+        assert!(
+            text.chars().count() < 4 || !placed.contains(&text),
+            "unmapped.{key} = {text:?} is also placed elsewhere in the event: {event}"
+        );
+    }
+}
