@@ -37,14 +37,21 @@ pub fn template(path: &str) -> Templated {
     Templated { path: out, ids }
 }
 
-/// Whether a path segment is an id rather than a name of the API: all digits; a UUID; or a
+/// Whether a path segment is an id rather than a name of the API: all digits; a UUID; an
+/// e-mail address, IP address or percent-encoded value; or a
 /// token of 8 or more letters and digits with at least one digit and one letter and no word
 /// separators (cuids such as `clmh57jtm000008lb58fe2wmv`, `usr_…`-style ids with one `_`).
 pub fn is_id(segment: &str) -> bool {
     if segment.is_empty() || is_version(segment) {
         return false;
     }
-    if segment.bytes().all(|b| b.is_ascii_digit()) || uuid::Uuid::parse_str(segment).is_ok() {
+    // Digits, a UUID, or a value no API names a route after: an e-mail address, a
+    // percent-encoded value, an IP address.
+    if segment.bytes().all(|b| b.is_ascii_digit())
+        || uuid::Uuid::parse_str(segment).is_ok()
+        || segment.contains(['@', '%'])
+        || segment.parse::<std::net::IpAddr>().is_ok()
+    {
         return true;
     }
     let body = match segment.split_once('_') {
