@@ -24,6 +24,10 @@
 //! [`ConfigCatSimOptions::legacy_schema`] the ≤ mid-2025 one (`changeSetId`, no `modelVersion`).
 //! Types come from the whole §1.7 list, now and then a removed or a not-yet-known one; a few records
 //! have `truncated: true` with a cut `details`; SCIM and scheduler actions have `userEmail: null`.
+//! A product's team events name the product in `where`; a permission-group change names the
+//! member's old and new group in `details` (a diff or text), an e-mail or full-name change the
+//! old and new value; `userFullNameChanged` and `teamMemberRemoved` name the member by display
+//! name, the other member events by address.
 //! Names are made up, mail domains are example.com/example.net.
 
 use std::sync::Arc;
@@ -353,7 +357,19 @@ impl Store {
         } else {
             (actor.0, Some(actor.1))
         };
-        let location = if has(&["setting", "predefinedVariations", "changeRequest", "webHook", "webhookSigning"]) {
+        // A product's team (its members and their permission groups) is named by the product.
+        let product_team = has(&["organizationMemberProduct"])
+            || matches!(
+                kind,
+                "teamMemberJoined"
+                    | "teamMemberRemoved"
+                    | "teamMemberLeft"
+                    | "teamMemberAddedToProduct"
+                    | "teamMemberPermissionGroupChanged"
+            );
+        let location = if product_team {
+            product.to_owned()
+        } else if has(&["setting", "predefinedVariations", "changeRequest", "webHook", "webhookSigning"]) {
             format!("{product} / {config} / {environment}")
         } else if has(&["config"]) {
             format!("{product} / {config}")
@@ -380,6 +396,8 @@ impl Store {
             "https://hooks.example.com/configcat".to_owned()
         } else if has(&["domain"]) {
             "example.com".to_owned()
+        } else if matches!(kind, "userFullNameChanged" | "teamMemberRemoved") {
+            target_person.0.to_owned() // a member named by their display name, not an address
         } else if has(&["team", "organizationMember", "organizationAdmin", "user", "sync", "twoFactor"]) {
             target_person.1.to_owned()
         } else {
@@ -397,6 +415,22 @@ impl Store {
             let after = json!({"value": false, "percentageOptions": [
                 {"percentage": percentage, "value": true}, {"percentage": 100 - percentage, "value": false}]});
             (diff(json!({"value": false, "percentageOptions": []}), after).to_string(), false)
+        } else if kind == "teamMemberPermissionGroupChanged" {
+            // The member's old and new permission group, as a diff or as text by turns.
+            let old = GROUPS[(GROUPS.iter().position(|g| *g == group).unwrap_or(0) + 1) % GROUPS.len()];
+            if i.is_multiple_of(2) {
+                (diff(json!({"permissionGroup": old}), json!({"permissionGroup": group})).to_string(), false)
+            } else {
+                (format!("Permission group changed from '{old}' to '{group}' in '{product}'"), false)
+            }
+        } else if kind == "userEmailChanged" {
+            let (local, _) = target_person.1.split_once('@').unwrap_or((target_person.1, ""));
+            let new = format!("{local}@example.org");
+            (diff(json!({"email": target_person.1}), json!({"email": new})).to_string(), false)
+        } else if kind == "userFullNameChanged" {
+            let (first, last) = target_person.0.split_once(' ').unwrap_or((target_person.0, ""));
+            let new = format!("{}. {last}", first.chars().next().unwrap_or('X'));
+            (diff(json!({"fullName": target_person.0}), json!({"fullName": new})).to_string(), false)
         } else if kind.ends_with("Changed") {
             (
                 diff(json!({"name": action_target}), json!({"name": format!("{action_target} (renamed)")})).to_string(),
