@@ -346,6 +346,10 @@ pub enum Signal {
     AccountDisabled,
     /// A failed sign-in.
     LoginFailed,
+    /// An account's e-mail address changed (where password resets go: a takeover's step).
+    EmailChanged,
+    /// An organization, or a product holding its configuration, deleted; or its ownership moved.
+    TenantDeleted,
 }
 
 impl Signal {
@@ -358,7 +362,9 @@ impl Signal {
             | Signal::PrivilegeGranted
             | Signal::PasswordReset
             | Signal::AccountDisabled
-            | Signal::LoginFailed => Severity::Low,
+            | Signal::LoginFailed
+            | Signal::EmailChanged
+            | Signal::TenantDeleted => Severity::Low,
             Signal::CredentialDeleted | Signal::PrivilegeRevoked | Signal::MfaEnabled => Severity::Informational,
         }
     }

@@ -27,9 +27,8 @@
 //! §4.4's suggested severities: provisioning/SCIM configuration (Low there) is SsoChanged
 //! (Medium), `apiKeyConnected` and `proxyNotificationSigningKeyAdded` are CredentialCreated
 //! (Low), `syncUserDeleted` is AccountDisabled (Low), a move to an administrators' permission
-//! group is AdminGranted (Medium); `productDeleted`, `productOwnershipTransferred`,
-//! `organizationRemoved` and `userEmailChanged` (Low there) are no kind of the table:
-//! Informational (a `[severity]` override raises them).
+//! group is AdminGranted (Medium). `productDeleted`, `productOwnershipTransferred` and
+//! `organizationRemoved` are TenantDeleted, `userEmailChanged` EmailChanged (Low, as there).
 //!
 //! Not here: the severity override (applied by the caller, keyed on `metadata.event_code`), the
 //! event uid and loggers ([`Context::metadata`]), observables ([`crate::ocsf::event::Event`]),
@@ -139,7 +138,7 @@ fn row(kind: &str) -> Option<Row> {
     use GroupManagementId as Gm;
     use Signal::{
         AccountDisabled, AdminGranted, AdminRevoked, CredentialCreated, CredentialDeleted, CredentialRotated,
-        MfaDisabled, PrivilegeGranted, SsoChanged,
+        EmailChanged, MfaDisabled, PrivilegeGranted, SsoChanged, TenantDeleted,
     };
     use UserAccessId as Ua;
     let other = || Em::Other(kind.to_owned());
@@ -147,8 +146,8 @@ fn row(kind: &str) -> Option<Row> {
     match kind {
         "productCreated" => entity(Em::Create, "product", None),
         "productChanged" => entity(Em::Update, "product", None),
-        "productOwnershipTransferred" => entity(Em::Update, "product", None),
-        "productDeleted" => entity(Em::Delete, "product", None),
+        "productOwnershipTransferred" => entity(Em::Update, "product", Some(TenantDeleted)),
+        "productDeleted" => entity(Em::Delete, "product", Some(TenantDeleted)),
         "productsReordered" => entity(Em::Update, "product", None),
         "productPreferencesUpdated" => entity(Em::Update, "product_preferences", None), // not in MAPPING
         "teamMemberInvited" => account(Ac::Create, None, None),
@@ -195,7 +194,7 @@ fn row(kind: &str) -> Option<Row> {
         "integrationLinkAdded" => entity(Em::Create, "integration_link", None),
         "integrationLinkRemoved" => entity(Em::Delete, "integration_link", None),
         "organizationAdded" => entity(Em::Create, "organization", None),
-        "organizationRemoved" => entity(Em::Delete, "organization", None),
+        "organizationRemoved" => entity(Em::Delete, "organization", Some(TenantDeleted)),
         "organizationChanged" => entity(Em::Update, "organization", None),
         "organizationSubscriptionTypeChanged" => entity(Em::Update, "organization", None),
         "organizationAdminChanged" => access(Ua::AssignPrivileges, Who::Target, Privilege::OrganizationAdmin, AdminGranted),
@@ -238,7 +237,7 @@ fn row(kind: &str) -> Option<Row> {
         "syncGroupsReordered" => entity(Em::Update, "sync_group", SsoChanged),
         "syncUserProvisioningEnabled" => entity(Em::Enable, "user_provisioning", SsoChanged),
         "syncUserProvisioningDisabled" => entity(Em::Disable, "user_provisioning", SsoChanged),
-        "userEmailChanged" => account(Ac::Other(kind.to_owned()), Some(Attribute::Email), None),
+        "userEmailChanged" => account(Ac::Other(kind.to_owned()), Some(Attribute::Email), Some(EmailChanged)),
         "userFullNameChanged" => account(Ac::Other(kind.to_owned()), Some(Attribute::FullName), None),
         "userDisabled" => account(Ac::Disable, None, AccountDisabled),
         "awsConnected" => entity(Em::Create, "aws", None),
@@ -866,6 +865,10 @@ mod tests {
             ("userDisabled", AccountDisabled),
             ("syncUserDeleted", AccountDisabled),
             ("organizationMemberRemoved", AccountDisabled),
+            ("productDeleted", TenantDeleted),
+            ("productOwnershipTransferred", TenantDeleted),
+            ("organizationRemoved", TenantDeleted),
+            ("userEmailChanged", EmailChanged),
         ];
         for (kind, signal) in signals {
             assert_eq!(case(kind)["severity_id"], signal.severity() as u8, "{kind}: {signal:?}");
