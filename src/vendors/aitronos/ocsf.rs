@@ -423,13 +423,19 @@ fn http_request(f: &mut Fields<'_>, context: &mut ContextObject<'_>) -> Option<H
     Some(HttpRequest { user_agent: Some(user_agent), ..HttpRequest::default() })
 }
 
-/// An identified person from an id / display-name pair of fields, placing them; `None` places
-/// nothing. The display name is `full_name`; `name` only when there is no id.
+/// A target account (a `user` entity, a member, a grantee that is no department): a person,
+/// typed User, by its id and display name (`full_name`; `name` too only when there is no id).
+fn target_user(uid: Option<String>, display: Option<String>) -> User {
+    let mut user = User { uid, ..User::default() };
+    person(&mut user, None, display);
+    user.typed(UserType::User)
+}
+
+/// An identified target account from an id / display-name pair of fields, placing them; `None`
+/// places nothing.
 fn user_from(f: &mut Fields<'_>, id: &'static str, name: &'static str) -> Option<User> {
     f.get(id).or(f.get(name))?;
-    let mut user = User { uid: f.take(id), ..User::default() };
-    person(&mut user, None, f.take(name));
-    Some(user)
+    Some(target_user(f.take(id), f.take(name)))
 }
 
 /// A department as an OCSF group; `department_id` is placed when it names the same one.
@@ -457,8 +463,7 @@ fn account(f: &mut Fields<'_>, activity: &AccountChangeId, c: &Common) -> Option
             user
         }
         None => {
-            let mut user = User { uid: f.get("entity_id"), ..User::default() };
-            person(&mut user, None, f.get("entity_name"));
+            let user = target_user(f.get("entity_id"), f.get("entity_name"));
             f.take("entity_name");
             Some(user).filter(User::is_identified)?
         }
@@ -494,7 +499,7 @@ fn account(f: &mut Fields<'_>, activity: &AccountChangeId, c: &Common) -> Option
 /// has an OCSF attribute.
 fn changed_user(user: &User, new_value: Option<String>) -> Option<User> {
     let new_value = new_value?;
-    let base = User { uid: user.uid.clone(), ..User::default() };
+    let base = target_user(user.uid.clone(), None);
     let mut after = base.clone();
     match serde_json::from_str::<Value>(&new_value) {
         Ok(Value::Object(o)) => {
@@ -507,7 +512,10 @@ fn changed_user(user: &User, new_value: Option<String>) -> Option<User> {
             after.name = after.email_addr.clone();
         }
     }
-    (after != base).then_some(after)
+    if !after.is_identified() {
+        after.name = after.full_name.clone(); // no uid nor account: the display name names it
+    }
+    (after != base && after.is_identified()).then_some(after)
 }
 
 /// 3006 create/delete: the entity is the department.
@@ -676,11 +684,7 @@ fn entity(f: &mut Fields<'_>, entity_type: &str, activity: EntityManagementId, c
     match kind {
         "user" => {
             (e.type_id, e.kind) = (Some(2), Some("User".into()));
-            e.user = identified.then(|| {
-                let mut user = User { uid, ..User::default() };
-                person(&mut user, None, name);
-                user
-            });
+            e.user = identified.then(|| target_user(uid, name));
         }
         "department" => {
             (e.type_id, e.kind) = (Some(3), Some("Group".into()));
@@ -1025,7 +1029,17 @@ mod tests {
         let lena = json!({"uid": "usr_8Hq2LmN4pR7sT1vX", "name": "lena.fischer@example.ch",
             "full_name": "Lena Fischer", "email_addr": "lena.fischer@example.ch", "type_id": 1, "type": "User"});
         assert_eq!(json["actor"]["user"], lena);
-        assert_eq!(json["user"], json!({"uid": "usr_3Kd9WfB6yQ2hJ5nP", "full_name": "Marco Bianchi"}));
+        let marco = json!({"uid": "usr_3Kd9WfB6yQ2hJ5nP", "full_name": "Marco Bianchi", "type_id": 1, "type": "User"});
+        assert_eq!(json["user"], marco);
+        // Every target account is a person too: a member, an account changed, a user entity.
+        for (entity_type, action, path) in [
+            ("department_membership", "membership_added", "/user"),
+            ("user", "locked", "/user"),
+            ("user", "exported", "/entity/user"),
+        ] {
+            let json = of(entity_type, action, &json!({}));
+            assert_eq!(json.pointer(&format!("{path}/type_id")), Some(&json!(1)), "{entity_type}.{action}");
+        }
         // An invitee's address is its account name.
         let (record, raw) = samples().swap_remove(2);
         let json = event(&record, &raw);
@@ -1049,6 +1063,16 @@ mod tests {
         // A person known only by a display name keeps it as the name too.
         let json = of("role", "created", &json!({"actor_id": null, "actor_email": null}));
         assert_eq!(json["actor"]["user"]["name"], "Lena Fischer");
+    }
+
+    /// A user updated without a uid still has an identified `user_result` (or none).
+    #[test]
+    fn test_user_result_without_uid_is_identified() {
+        let patch = json!({"target_id": null, "entity_id": null, "new_value": r#"{"name":"Noah K."}"#});
+        let json = of("user", "updated", &patch);
+        assert_eq!(json["user_result"]["name"], "Noah K.");
+        let patch = json!({"target_id": null, "entity_id": null, "new_value": "not an address"});
+        assert!(of("user", "updated", &patch).get("user_result").is_none());
     }
 
     /// One severity table (MAPPING §5a, `Signal`): the same kind of action, the same default.
