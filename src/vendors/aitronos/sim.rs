@@ -29,9 +29,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::Aitronos;
-use crate::sim::{numbered_tenants, 
-    RateLimitSetting, RequestCtx, ServedRecords, Shared, Sim, SimContract, SimCredential, SimVendor, SimulateArgs, Tenant,
-    ceil_secs, chrono_duration, nth_id, parse_rate_limit, put, record_rng,
+use crate::sim::{
+    RateLimitSetting, RequestCtx, ServedRecords, Shared, Sim, SimContract, SimCredential, SimVendor, SimulateArgs,
+    Tenant, ceil_secs, chrono_duration, nth_id, numbered_tenants, parse_rate_limit, put, record_rng,
 };
 
 /// The demo key (a simulator credential, printed by `auditrelay simulate`; not a secret).
@@ -200,10 +200,28 @@ impl Sim {
     }
 }
 
-/// Entity types of §4.3, each with its id prefix and the actions it sees. `exported` is not in
-/// the documented list: the action set is open ("and more") and clients must cope.
+/// Entity types of §4.3, each with its id prefix and the actions it sees. `exported` and the
+/// account-security verbs of `user` (password, MFA, lock) are not in the documented list: the
+/// action set is open ("and more") and clients must cope.
 const ENTITIES: &[(&str, &str, &[&str])] = &[
-    ("user", "usr", &["invited", "created", "updated", "deactivated", "reactivated", "deleted"]),
+    (
+        "user",
+        "usr",
+        &[
+            "invited",
+            "created",
+            "updated",
+            "deactivated",
+            "reactivated",
+            "deleted",
+            "password_reset",
+            "password_changed",
+            "mfa_enabled",
+            "mfa_disabled",
+            "locked",
+            "unlocked",
+        ],
+    ),
     ("department", "DEPT", &["created", "updated", "deleted", "reparented"]),
     ("role", "role", &["created", "updated", "deleted"]),
     ("role_assignment", "ra", &["assigned", "unassigned"]),
@@ -338,6 +356,8 @@ impl Store {
             "updated" => (Some(format!("{entity_name} (old)")), Some(entity_name.to_owned())),
             "deactivated" => (Some("active".to_owned()), Some("inactive".to_owned())),
             "reactivated" => (Some("inactive".to_owned()), Some("active".to_owned())),
+            "locked" => (Some("active".to_owned()), Some("locked".to_owned())),
+            "unlocked" => (Some("locked".to_owned()), Some("active".to_owned())),
             "assigned" => (Some("Member".to_owned()), Some(entity_name.to_owned())),
             "reparented" => {
                 (Some(self.departments[(dept + 1) % DEPARTMENTS.len()].clone()), Some(self.departments[dept].clone()))
@@ -556,10 +576,10 @@ fn envelope(status: StatusCode, code: &str, message: &str, details: serde_json::
 mod tests {
     use std::collections::BTreeSet;
 
-    use crate::sim::Sim;
-    use crate::sim::tests::{get, opts, page, start, t0};
     use super::*;
     use crate::clock::Clock;
+    use crate::sim::Sim;
+    use crate::sim::tests::{get, opts, page, start, t0};
 
     /// Every item of every page, following `has_more` with `limit`.
     async fn all_items(sim: &Sim, query: &str, limit: usize) -> Vec<serde_json::Value> {
@@ -720,6 +740,21 @@ mod tests {
         let newest = page(&sim, "limit=1").await;
         assert_eq!(created_at(&newest.json["items"][0]), t0());
         assert_eq!(newest.json["total"], 129);
+        sim.shutdown().await;
+    }
+
+    /// The demo shows the account-security actions a detection engineer looks for (issue 17).
+    #[tokio::test(start_paused = true)]
+    async fn test_user_security_verbs_are_generated() {
+        let sim = start(opts(1000), Clock::starting_at(t0())).await;
+        let items = all_items(&sim, "entity_type=user", 100).await;
+        let verbs: BTreeSet<&str> = items.iter().map(|i| i["action_type"].as_str().unwrap()).collect();
+        for verb in ["password_reset", "password_changed", "mfa_enabled", "mfa_disabled", "locked", "unlocked"] {
+            assert!(verbs.contains(verb), "{verb} not in {verbs:?}");
+        }
+        for verb in ["invited", "created", "updated", "deactivated", "reactivated", "deleted"] {
+            assert!(verbs.contains(verb), "{verb} not in {verbs:?}");
+        }
         sim.shutdown().await;
     }
 
