@@ -346,6 +346,8 @@ pub enum Signal {
     AccountDisabled,
     /// A failed sign-in.
     LoginFailed,
+    /// What a role or permission grants changed (every holder's privileges change with it).
+    RoleChanged,
     /// An account's e-mail address changed (where password resets go: a takeover's step).
     EmailChanged,
     /// An organization, or a product holding its configuration, deleted; or its ownership moved.
@@ -364,7 +366,8 @@ impl Signal {
             | Signal::AccountDisabled
             | Signal::LoginFailed
             | Signal::EmailChanged
-            | Signal::TenantDeleted => Severity::Low,
+            | Signal::TenantDeleted
+            | Signal::RoleChanged => Severity::Low,
             Signal::CredentialDeleted | Signal::PrivilegeRevoked | Signal::MfaEnabled => Severity::Informational,
         }
     }

@@ -51,12 +51,12 @@ use crate::config::{Res, SecretText, TableKeys, Text, duration_text, path_text};
 
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
-use crate::queue::QueueError;
-use crate::sinks::{Attach, Protocol};
 use crate::http::{BodyError, ClientError, ClientOptions, Overflow, Redirects};
 use crate::ocsf::summary::EventField;
 use crate::ocsf::summary::summarize;
+use crate::queue::QueueError;
 use crate::queue::{QueuedEvent, RefusedEvent};
+use crate::sinks::{Attach, Protocol};
 
 /// Answers longer than this are not read (an HEC answer is a few dozen bytes).
 const MAX_ANSWER: usize = 64 * 1024;

@@ -928,8 +928,8 @@ fn error_chain(error: &(dyn StdError + 'static)) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::OtlpBody;
+    use super::*;
     use reqwest::header::RETRY_AFTER;
     use serde_json::{Value, json};
     use std::time::{SystemTime, UNIX_EPOCH};

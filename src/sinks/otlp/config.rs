@@ -153,8 +153,7 @@ impl Protocol for OtlpSink {
         };
         kv("protocol", format!("{protocol:?}"));
         if !o.headers.is_empty() {
-            let names: Vec<String> =
-                o.headers.iter().map(|(n, _)| format!("{n:?} = \"[redacted]\"")).collect();
+            let names: Vec<String> = o.headers.iter().map(|(n, _)| format!("{n:?} = \"[redacted]\"")).collect();
             kv("headers", format!("{{ {} }}", names.join(", ")));
         }
         if let Some(ca) = &o.ca_file {

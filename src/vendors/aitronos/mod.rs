@@ -12,7 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{Defaults, MINUTE, Vendor};
-use crate::config::{SecretText, ConfigError, TableKeys};
+use crate::config::{ConfigError, SecretText, TableKeys};
 use crate::sources::{AnswerLimits, BadPage, Page, PageCursor, Window};
 
 /// One Aitronos organization.
@@ -115,8 +115,13 @@ impl Vendor for Aitronos {
         AnswerLimits::default()
     }
 
-    fn request(&self, http: &reqwest::Client, base: &url::Url, window: &Window, page: &PageCursor)
-    -> reqwest::RequestBuilder {
+    fn request(
+        &self,
+        http: &reqwest::Client,
+        base: &url::Url,
+        window: &Window,
+        page: &PageCursor,
+    ) -> reqwest::RequestBuilder {
         Aitronos::request(self, http, base, window, page)
     }
 

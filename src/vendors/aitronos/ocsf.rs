@@ -208,6 +208,10 @@ fn signal(entity_type: &str, verb: &str, target: &Target, privilege: Option<&str
             "deleted" | "removed" | "revoked" | "deactivated" | "expired" => Some(Signal::CredentialDeleted),
             _ => None,
         },
+        // A role's or permission's definition changed: what every holder may do changed.
+        Target::Entity if matches!(entity_type, "role" | "permission") && verb == "updated" => {
+            Some(Signal::RoleChanged)
+        }
         // MFA turned on or off for something other than one account (the organization).
         Target::Entity if is_mfa(&squashed(verb)) => match account_verb(verb) {
             Some(Ac::MfaFactorDisable) => Some(Signal::MfaDisabled),
@@ -1097,7 +1101,7 @@ mod tests {
             ("api_key.rotated", 2),
             ("api_key.deleted", 1),
             ("api_key.deactivated", 1),
-            ("role.updated", 1),
+            ("role.updated", 2), // RoleChanged: what every holder may do changed
             ("department.created", 1),
         ] {
             assert_eq!(severity(name), want, "{name}");

@@ -68,7 +68,8 @@ impl Aitronos {
         // At most `limit` items were asked for (plus slack): more is not a page of this API.
         let items = page_items(envelope.items, self.page_size)?;
         let count = items.len() as u64;
-        let mut out = Page::of_records(items, <Aitronos as Vendor>::RECORD_FIELDS.0, <Aitronos as Vendor>::RECORD_FIELDS.1);
+        let mut out =
+            Page::of_records(items, <Aitronos as Vendor>::RECORD_FIELDS.0, <Aitronos as Vendor>::RECORD_FIELDS.1);
         if envelope.has_more {
             if count == 0 {
                 return Err(BadPage("has_more is true but the page is empty; refusing to page forever".into()));

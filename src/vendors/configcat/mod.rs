@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use toml::Spanned;
 
 use super::{DAY, Defaults, MINUTE, Vendor};
-use crate::config::{SecretText, ConfigError, TableKeys};
+use crate::config::{ConfigError, SecretText, TableKeys};
 use crate::ocsf::event::EventParts;
 use crate::ocsf::{Context, Unmappable};
 use crate::sources::{BadPage, Page, PageCursor, Window};
@@ -106,8 +106,13 @@ impl Vendor for ConfigCat {
         ConfigCat::first_page(self)
     }
 
-    fn request(&self, http: &reqwest::Client, base: &url::Url, window: &Window, page: &PageCursor)
-    -> reqwest::RequestBuilder {
+    fn request(
+        &self,
+        http: &reqwest::Client,
+        base: &url::Url,
+        window: &Window,
+        page: &PageCursor,
+    ) -> reqwest::RequestBuilder {
         ConfigCat::request(self, http, base, window, page)
     }
 

@@ -436,8 +436,12 @@ fn build(f: &mut Fields<'_>, action: &Action, actor: &Actor, tenant: Option<&str
                 }
                 Privilege::NewPermissionGroup => {
                     let group = new_permission_group(f, &user);
-                    let scope = product(f)
-                        .map(|name| ResourceDetails { uid: None, name: Some(name), kind: Some("product".into()), data: None });
+                    let scope = product(f).map(|name| ResourceDetails {
+                        uid: None,
+                        name: Some(name),
+                        kind: Some("product".into()),
+                        data: None,
+                    });
                     (group, scope)
                 }
             };
@@ -630,7 +634,14 @@ mod tests {
         let time = text(record, "auditLogDateTime").and_then(|t| DateTime::parse_from_rfc3339(&t).ok());
         let time = time.map_or(DateTime::<Utc>::UNIX_EPOCH, |t| t.with_timezone(&Utc));
         let key = text(record, "auditLogId").unwrap_or_default();
-        let ctx = Context { organization: "08d8a3f5-0000-4d4d-8e2e-1a2b3c4d5e6f", dedupe_key: &key, time, raw, log_name: "saas-audit", processed_ms: 1_780_000_000_000 };
+        let ctx = Context {
+            organization: "08d8a3f5-0000-4d4d-8e2e-1a2b3c4d5e6f",
+            dedupe_key: &key,
+            time,
+            raw,
+            log_name: "saas-audit",
+            processed_ms: 1_780_000_000_000,
+        };
         let json = serde_json::to_value(Event::new(map(record, &ctx).unwrap())).unwrap();
         crate::ocsf::schema_check::assert_valid(&json);
         crate::ocsf::event_checks::assert_complete(&json, &["event_code", "original_event_uid"]);
@@ -814,11 +825,26 @@ mod tests {
             (json!({"details": format!("Team member permission group changed: '{member}'")}), "permission group"),
             (json!({"details": format!("'{member}' moved to '{member}'")}), "permission group"),
             (json!({"details": cut, "truncated": true}), "permission group"),
-            (json!({"details": r#"{"before":{"permissionGroup":"Developers"},"after":{"permissionGroup":"Read only"}}"#}), "Read only"),
-            (json!({"details": r#"{"after":{"permissionGroup":{"permissionGroupId":7,"name":"Product Owners"}}}"#}), "Product Owners"),
-            (json!({"details": r#"{"before":{"permissionGroupName":"Developers"},"after":{"permissionGroupName":"Administrators"}}"#}), "Administrators"),
-            (json!({"details": "Permission group changed from 'Developers' to 'Admins' in 'Checkout Service'"}), "Admins"),
-            (json!({"details": "Permission group changed", "auditLogType": "Permission group changed to 'Read only'"}), "Read only"),
+            (
+                json!({"details": r#"{"before":{"permissionGroup":"Developers"},"after":{"permissionGroup":"Read only"}}"#}),
+                "Read only",
+            ),
+            (
+                json!({"details": r#"{"after":{"permissionGroup":{"permissionGroupId":7,"name":"Product Owners"}}}"#}),
+                "Product Owners",
+            ),
+            (
+                json!({"details": r#"{"before":{"permissionGroupName":"Developers"},"after":{"permissionGroupName":"Administrators"}}"#}),
+                "Administrators",
+            ),
+            (
+                json!({"details": "Permission group changed from 'Developers' to 'Admins' in 'Checkout Service'"}),
+                "Admins",
+            ),
+            (
+                json!({"details": "Permission group changed", "auditLogType": "Permission group changed to 'Read only'"}),
+                "Read only",
+            ),
         ];
         for (patch, privilege) in cases {
             let json = patched("teamMemberPermissionGroupChanged", patch.clone());
@@ -873,7 +899,8 @@ mod tests {
         for (kind, signal) in signals {
             assert_eq!(case(kind)["severity_id"], signal.severity() as u8, "{kind}: {signal:?}");
         }
-        let member = |group: &str| json!({"details": format!("Permission group changed from 'Administrators' to '{group}'")});
+        let member =
+            |group: &str| json!({"details": format!("Permission group changed from 'Administrators' to '{group}'")});
         let granted = patched("teamMemberPermissionGroupChanged", member("Developers"));
         assert_eq!(granted["severity_id"], PrivilegeGranted.severity() as u8);
         for kind in values().into_iter().filter(|v| !signals.iter().any(|(k, _)| k == v)) {
@@ -920,11 +947,17 @@ mod tests {
     /// Conventions 4: an organization entity is type 4 with `entity.org`.
     #[test]
     fn test_organization_entities_carry_the_org() {
-        for kind in ["organizationAdded", "organizationChanged", "organizationSubscriptionTypeChanged", "organizationRemoved"] {
+        for kind in
+            ["organizationAdded", "organizationChanged", "organizationSubscriptionTypeChanged", "organizationRemoved"]
+        {
             let entity = &case(kind)["entity"];
             assert_eq!((&entity["type_id"], &entity["type"]), (&json!(4), &json!("Organization")), "{kind}");
             assert_eq!(entity["org"], json!({"uid": entity["uid"], "name": entity["name"]}), "{kind}");
-            assert_eq!((&entity["uid"], &entity["name"]), (&json!("08d8a3f5-0000-4d4d-8e2e-1a2b3c4d5e6f"), &json!("Example Org")), "{kind}");
+            assert_eq!(
+                (&entity["uid"], &entity["name"]),
+                (&json!("08d8a3f5-0000-4d4d-8e2e-1a2b3c4d5e6f"), &json!("Example Org")),
+                "{kind}"
+            );
         }
     }
 
@@ -937,12 +970,17 @@ mod tests {
             match v {
                 Value::String(s) => out.push(s),
                 Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
-                Value::Object(o) => o.iter().filter(|(k, _)| *k != "unmapped" && *k != "raw_data").for_each(|(_, x)| strings(x, out)),
+                Value::Object(o) => {
+                    o.iter().filter(|(k, _)| *k != "unmapped" && *k != "raw_data").for_each(|(_, x)| strings(x, out))
+                }
                 _ => {}
             }
         }
-        let mut events: Vec<(String, Value)> = cases().into_iter().map(|(n, r)| (n, event(&r, &serde_json::to_string(&r).unwrap()))).collect();
-        events.extend(samples().into_iter().enumerate().map(|(i, (r, raw))| (format!("sample_{}", i + 1), event(&r, &raw))));
+        let mut events: Vec<(String, Value)> =
+            cases().into_iter().map(|(n, r)| (n, event(&r, &serde_json::to_string(&r).unwrap()))).collect();
+        events.extend(
+            samples().into_iter().enumerate().map(|(i, (r, raw))| (format!("sample_{}", i + 1), event(&r, &raw))),
+        );
         for (name, json) in &events {
             let unmapped = json["unmapped"].as_object().cloned().unwrap_or_default();
             assert!(!unmapped.contains_key("truncated"), "{name}: truncated is the label");
@@ -966,7 +1004,8 @@ mod tests {
     fn test_simulated_records_map_as_documented() {
         use crate::sim::configcat::{ConfigCatSimOptions, Store};
         let opts = ConfigCatSimOptions { records: 4000, ..ConfigCatSimOptions::default() };
-        let store = Store::generate(7, &opts, 0, DateTime::parse_from_rfc3339("2026-05-13T00:00:00Z").unwrap().to_utc());
+        let store =
+            Store::generate(7, &opts, 0, DateTime::parse_from_rfc3339("2026-05-13T00:00:00Z").unwrap().to_utc());
         let (mut changes, mut named) = (0, 0);
         for raw in store.records_json() {
             let record: Map<String, Value> = serde_json::from_str(&raw).unwrap();
@@ -976,12 +1015,20 @@ mod tests {
                 changes += 1;
                 assert_eq!((&json["class_uid"], &json["activity_id"]), (&json!(3005), &json!(1)), "{raw}");
                 let privilege = json["privileges"][0].as_str().unwrap();
-                assert!(["Developers", "Product Owners", "Read only", "Administrators", "permission group"].contains(&privilege), "{raw}");
+                assert!(
+                    ["Developers", "Product Owners", "Read only", "Administrators", "permission group"]
+                        .contains(&privilege),
+                    "{raw}"
+                );
                 named += usize::from(privilege != "permission group");
                 assert_eq!(json["resources"][0]["type"], "product", "{raw}");
             }
             if ["teamMemberJoined", "teamMemberRemoved", "teamMemberLeft", "teamMemberAddedToProduct"].contains(&kind) {
-                assert!(["Checkout Service", "Mobile App", "Marketing Site"].contains(&json["group"]["name"].as_str().unwrap()), "{raw}");
+                assert!(
+                    ["Checkout Service", "Mobile App", "Marketing Site"]
+                        .contains(&json["group"]["name"].as_str().unwrap()),
+                    "{raw}"
+                );
             }
         }
         assert!(changes > 10 && named * 10 > changes * 8, "{named} of {changes} name their group");
@@ -991,7 +1038,14 @@ mod tests {
     fn test_a_record_without_audit_log_type_enum_is_unmappable() {
         let mut record = samples().swap_remove(0).0;
         record.insert("auditLogTypeEnum".into(), Value::Null);
-        let ctx = Context { organization: "o", dedupe_key: "k", time: DateTime::<Utc>::UNIX_EPOCH, raw: "{}", log_name: "saas-audit", processed_ms: 1_780_000_000_000 };
+        let ctx = Context {
+            organization: "o",
+            dedupe_key: "k",
+            time: DateTime::<Utc>::UNIX_EPOCH,
+            raw: "{}",
+            log_name: "saas-audit",
+            processed_ms: 1_780_000_000_000,
+        };
         assert!(map(&record, &ctx).is_err());
     }
 }

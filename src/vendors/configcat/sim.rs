@@ -43,9 +43,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::ConfigCat;
-use crate::sim::{numbered_tenants, 
+use crate::sim::{
     RateLimitSetting, RequestCtx, ServedRecords, Shared, SimContract, SimCredential, SimVendor, SimulateArgs, Tenant,
-    ceil_secs, nth_id, parse_rate_limit, put, record_rng, seeded_range, seeded_times,
+    ceil_secs, nth_id, numbered_tenants, parse_rate_limit, put, record_rng, seeded_range, seeded_times,
 };
 
 /// Simulator credentials (printed by `auditrelay simulate`; not secrets).
@@ -721,10 +721,10 @@ mod tests {
 
     use serde_json::Value;
 
-    use crate::sim::tests::{Answer, authed, call, fetch, fixed, header, opts, send, start, t0};
-    use crate::sim::{RateLimitSetting, Sim, SimOptions};
     use super::*;
     use crate::clock::Clock;
+    use crate::sim::tests::{Answer, authed, call, fetch, fixed, header, opts, send, start, t0};
+    use crate::sim::{RateLimitSetting, Sim, SimOptions};
 
     const V: SimVendor = SimVendor::ConfigCat;
 

@@ -115,7 +115,8 @@ impl ConfigCat {
             }
         };
         let count = items.len();
-        let mut out = Page::of_records(items, <ConfigCat as Vendor>::RECORD_FIELDS.0, <ConfigCat as Vendor>::RECORD_FIELDS.1);
+        let mut out =
+            Page::of_records(items, <ConfigCat as Vendor>::RECORD_FIELDS.0, <ConfigCat as Vendor>::RECORD_FIELDS.1);
         if has_next {
             // A v1 request redirected to v2 got page 1 with v2's default page size (100).
             let page = match page {
