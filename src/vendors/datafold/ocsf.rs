@@ -397,7 +397,7 @@ mod tests {
         assert_valid(&json);
         assert_eq!(json["metadata"]["labels"], json!(["support_user"]));
         assert_eq!(json["severity_id"], 3);
-        assert_eq!(json["unmapped"]["is_support_user"], true);
+        assert_eq!(json["unmapped"]["is_support_user"], "true");
     }
 
     #[test]
