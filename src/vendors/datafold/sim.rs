@@ -19,7 +19,11 @@
 //! Records are `AuditLogs` (§3.5) with `timestamp` like `2026-04-02T14:07:51.204915+00:00`; knob
 //! [`DatafoldSimOptions::naive_times`] makes a share of them naive (no offset, meaning UTC).
 //! Vocabularies (`action`, `object_type`, `source`, `status`) are the illustrative ones of the
-//! sample; names are made up.
+//! sample; names are made up. Sign-ins come by SAML SSO (`/api/internal/auth/saml/acs`, "via
+//! SAML SSO") or password (`/api/internal/auth/login`); a fifth fail, `user_id` null, and half
+//! the failed SAML ones name nobody at all (no `user_email`, `payload.reason`
+//! `invalid_saml_response`); about 3 % of records are a support user's (`is_support_user`),
+//! their sign-ins and -outs kept as such, anything else they do logged as `impersonate`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,9 +39,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::Datafold;
-use crate::sim::{numbered_tenants, 
+use crate::sim::{
     RateLimitSetting, RequestCtx, ServedRecords, Shared, SimContract, SimCredential, SimVendor, SimulateArgs, Tenant,
-    nth_id, parse_rate_limit, parse_share, record_rng, seeded_range, seeded_times,
+    nth_id, numbered_tenants, parse_rate_limit, parse_share, record_rng, seeded_range, seeded_times,
 };
 
 /// The first organization's key (a simulator credential, printed by `auditrelay simulate`).
@@ -182,6 +186,7 @@ impl SimContract for Datafold {
 }
 
 /// `(action, object_type, request_type, url, log_entry)`: the illustrative vocabulary of the sample.
+/// A `login` is by SAML SSO (as here) or, for 30 %, by password (`Store::log`).
 const ACTIONS: &[(&str, &str, &str, &str, &str)] = &[
     ("login", "user", "POST", "/api/internal/auth/saml/acs", "User signed in via SAML SSO"),
     ("logout", "user", "POST", "/api/internal/auth/logout", "User signed out"),
@@ -301,8 +306,10 @@ impl Store {
         };
         let name = format!("datafold/{}/{i}", self.seed);
         let naive = rng.f64() < self.naive_times;
-        AuditLog {
-            action: Some(if support { "impersonate" } else { action }),
+        // A support user's sign-in or -out stays one; anything else they do is "impersonate".
+        let support_action = if ["login", "logout"].contains(&action) { action } else { "impersonate" };
+        let mut log = AuditLog {
+            action: Some(if support { support_action } else { action }),
             client_ip: format!("{}.{}", if api { "198.51.100" } else { "203.0.113" }, rng.u8(1..=254)),
             event_uuid: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).to_string(),
             // Unknown for failed logins (no user), as in the sample.
@@ -332,7 +339,21 @@ impl Store {
                 Some(user_id)
             },
             at,
+        };
+        // Sign-ins, drawn after everything else so that every other record stays as it was:
+        // 30 % by password, the rest through the SAML ACS; half the failed SAML ones name
+        // nobody (the assertion was rejected before a user was known).
+        if action == "login" {
+            let password = rng.u32(..100) < 30;
+            if password {
+                log.url = "/api/internal/auth/login".to_owned();
+                log.log_entry = Some(if failed_login { "Failed sign-in attempt" } else { "User signed in" }.to_owned());
+            } else if failed_login && rng.bool() {
+                log.user_email = None;
+                log.payload = Some(json!({ "reason": "invalid_saml_response" }));
+            }
         }
+        log
     }
 }
 
@@ -461,10 +482,10 @@ pub(crate) fn error_response(status: StatusCode, detail: &str) -> Response {
 mod tests {
     use std::collections::BTreeSet;
 
-    use crate::sim::tests::{Answer, authed, call, opts, start, t0};
-    use crate::sim::{Sim, SimOptions};
     use super::*;
     use crate::clock::Clock;
+    use crate::sim::tests::{Answer, authed, call, opts, start, t0};
+    use crate::sim::{Sim, SimOptions};
 
     const V: SimVendor = SimVendor::Datafold;
 
@@ -493,6 +514,27 @@ mod tests {
 
     fn z(t: DateTime<Utc>) -> String {
         t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    }
+
+    /// The records the mapping rules are about (issue 17): SAML and password sign-ins, failed
+    /// sign-ins naming nobody (no `user_id`, no `user_email`), support-user sign-ins.
+    #[test]
+    fn test_generates_the_sign_ins_the_mapping_rules_are_about() {
+        let opts = DatafoldSimOptions { records: 3000, ..Default::default() };
+        let store = Store::generate(7, &opts, t0());
+        assert_eq!(store.records.len(), 3000);
+        let logins: Vec<&AuditLog> = store.records.iter().filter(|r| r.action == Some("login")).collect();
+        let count = |f: &dyn Fn(&AuditLog) -> bool| logins.iter().filter(|r| f(r)).count();
+        let saml = count(&|r| r.url.contains("/saml/") && r.log_entry.as_deref().is_some_and(|e| e.contains("SAML")));
+        let password = count(&|r| r.url == "/api/internal/auth/login");
+        let nobody = count(&|r| r.status == Some("failure") && r.user_id.is_none() && r.user_email.is_none());
+        let support = count(&|r| r.is_support_user == Some(true) && r.status == Some("success"));
+        assert!(saml > 50 && password > 20 && nobody > 5 && support > 0, "{saml} {password} {nobody} {support}");
+        // An anonymous failure says why, and nothing else.
+        let anonymous = logins.iter().find(|r| r.user_email.is_none()).unwrap();
+        assert_eq!(anonymous.payload, Some(json!({"reason": "invalid_saml_response"})));
+        // Same seed, same records.
+        assert_eq!(Store::generate(7, &opts, t0()).records_json(), store.records_json());
     }
 
     #[tokio::test(start_paused = true)]
