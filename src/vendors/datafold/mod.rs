@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use toml::Spanned;
 
 use super::{Defaults, MINUTE, Vendor};
-use crate::config::{SecretText, ConfigError, Size, TableKeys};
+use crate::config::{ConfigError, SecretText, Size, TableKeys};
 use crate::ocsf::event::EventParts;
 use crate::ocsf::{Context, Unmappable};
 use crate::sources::{AnswerLimits, BadPage, Page, PageCursor, Window};
@@ -96,8 +96,13 @@ impl Vendor for Datafold {
         Datafold::answer_limits(self)
     }
 
-    fn request(&self, http: &reqwest::Client, base: &url::Url, window: &Window, _page: &PageCursor)
-    -> reqwest::RequestBuilder {
+    fn request(
+        &self,
+        http: &reqwest::Client,
+        base: &url::Url,
+        window: &Window,
+        _page: &PageCursor,
+    ) -> reqwest::RequestBuilder {
         Datafold::request(self, http, base, window)
     }
 

@@ -53,7 +53,14 @@ impl Datafold {
             serde_json::from_slice(body).map_err(|e| BadPage(format!("not a Datafold audit-log answer ({e})")))?;
         // No page size: an answer past MAX_ANSWER_ITEMS is marked, and the loop splits the window.
         let oversized = answer.logs.overflow;
-        Ok(Page { oversized, ..Page::of_records(answer.logs.list, <Datafold as Vendor>::RECORD_FIELDS.0, <Datafold as Vendor>::RECORD_FIELDS.1) })
+        Ok(Page {
+            oversized,
+            ..Page::of_records(
+                answer.logs.list,
+                <Datafold as Vendor>::RECORD_FIELDS.0,
+                <Datafold as Vendor>::RECORD_FIELDS.1,
+            )
+        })
     }
 }
 
