@@ -717,7 +717,8 @@ fn observables(class: &Class) -> Vec<Observable> {
             out.push(Observable { name, type_id: kind as u8, kind: kind.caption(), value: value.clone() });
         }
     };
-    for (path, user) in class.users() {
+    // A user of type 0 is a placeholder for nobody named: nothing to pivot on.
+    for (path, user) in class.users().into_iter().filter(|(_, u)| u.type_id != Some(0)) {
         add(format!("{path}.uid"), ObservableType::UserUid, &user.uid);
         add(format!("{path}.name"), ObservableType::UserName, &user.name);
         add(format!("{path}.email_addr"), ObservableType::EmailAddress, &user.email_addr);
@@ -777,6 +778,9 @@ pub struct User {
 /// `user.type_id` (OCSF 1.8.0): the same kinds of actor are typed the same way for every vendor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserType {
+    /// 0: nobody the record names (a failed sign-in with no identity): `name` is a placeholder,
+    /// so the user yields no observable.
+    Unknown,
     /// 1: a person.
     User,
     /// 2: a person acting as an administrator, where the record says so.
@@ -792,6 +796,7 @@ pub enum UserType {
 impl UserType {
     pub fn id(&self) -> u8 {
         match self {
+            UserType::Unknown => 0,
             UserType::User => 1,
             UserType::Admin => 2,
             UserType::System => 3,
@@ -802,6 +807,7 @@ impl UserType {
 
     pub fn caption(&self) -> &str {
         match self {
+            UserType::Unknown => "Unknown",
             UserType::User => "User",
             UserType::Admin => "Admin",
             UserType::System => "System",

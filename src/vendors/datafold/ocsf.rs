@@ -462,7 +462,7 @@ fn person(fields: &mut Fields<'_>) -> Option<User> {
 
 /// The `user` of a sign-in that names nobody: OCSF needs a name or uid, and we know neither.
 fn unknown_user() -> User {
-    User { name: Some(UNKNOWN_USER.to_owned()), type_id: Some(0), kind: Some("Unknown".to_owned()), ..User::default() }
+    User { name: Some(UNKNOWN_USER.to_owned()), ..User::default() }.typed(UserType::Unknown)
 }
 
 /// Datafold's own system as the actor.
