@@ -20,8 +20,12 @@
 //! ([`AstronomerSimOptions::blank_lines_rate`]). It never sleeps and keeps no counters.
 //!
 //! Records are heterogeneous (§2.5): v2 REST events, v1 GraphQL events, Airflow UI access,
-//! container-registry access and Astro CLI calls, by users and API tokens. They have no id: the
-//! store keeps each record as its exact NDJSON line, which is what a client hashes for its key.
+//! container-registry access and Astro CLI calls, by users and API tokens. They include the
+//! security actions detections are about: role changes (REST `users/{id}/roles` with
+//! organization and workspace roles, GraphQL `workspaceUserRoleUpdate`), users removed, API
+//! tokens (the organization's service keys) created, rotated and deleted over REST and GraphQL,
+//! SSO connections created and changed, and invitations. They have no id: the store keeps each
+//! record as its exact NDJSON line, which is what a client hashes for its key.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -223,7 +227,7 @@ impl Sim {
 const MAX_SPAN_DAYS: i64 = 90;
 
 /// v2 REST paths of the "Audit logs reference" (`{org}` is the organization's short name).
-const REST: &[(&str, &str)] = &[
+pub(crate) const REST: &[(&str, &str)] = &[
     ("POST", "/v1alpha1/organizations/{org}/invites"),
     ("PATCH", "/v1alpha1/organizations/{org}"),
     ("POST", "/v1alpha1/organizations/{org}/domains"),
@@ -233,8 +237,14 @@ const REST: &[(&str, &str)] = &[
     ("POST", "/v1alpha1/organizations/{org}/workspaces"),
     ("DELETE", "/v1alpha1/organizations/{org}/workspaces/{ws}"),
     ("POST", "/v1alpha1/organizations/{org}/workspaces/{ws}/api-tokens"),
+    ("POST", "/v1alpha1/organizations/{org}/workspaces/{ws}/api-tokens/{token}/rotate"),
+    ("DELETE", "/v1alpha1/organizations/{org}/workspaces/{ws}/api-tokens/{token}"),
     ("POST", "/v1beta1/organizations/{org}/api-tokens"),
-    ("POST", "/v1beta1/organizations/{org}/api-tokens/{id}/rotate"),
+    ("POST", "/v1beta1/organizations/{org}/api-tokens/{token}/rotate"),
+    ("DELETE", "/v1beta1/organizations/{org}/api-tokens/{token}"),
+    // SSO connections: the reference lists "SSO" paths without their shape [assume this one].
+    ("POST", "/v1alpha1/organizations/{org}/sso-connections"),
+    ("PATCH", "/v1alpha1/organizations/{org}/sso-connections/{id}"),
     ("POST", "/v1beta1/organizations/{org}/deployments"),
     ("POST", "/v1beta1/organizations/{org}/deployments/{dep}"),
     ("POST", "/v1beta1/organizations/{org}/clusters"),
@@ -246,14 +256,21 @@ const REST: &[(&str, &str)] = &[
     ("POST", "/v1alpha1/organizations/{org}/deployments/{dep}/dags/{dag}/clearTaskInstances"),
     ("POST", "/v1alpha1/organizations/{org}/projects/{id}/pipelines/{id}/cells"),
 ];
-const GRAPHQL: &[&str] = &[
+pub(crate) const GRAPHQL: &[&str] = &[
     "createUserInvite",
     "workspaceCreate",
     "createDeployment",
     "updateDeployment",
     "updateDeploymentVariables",
     "ImageCreate",
+    "workspaceUserRoleUpdate",
+    "createApiToken",
+    "rotateApiToken",
+    "deleteApiToken",
 ];
+/// Roles a user is given (vendors README §2.5: users/roles paths; the Astro IAM API's names).
+const ORGANIZATION_ROLES: &[&str] = &["ORGANIZATION_MEMBER", "ORGANIZATION_BILLING_ADMIN", "ORGANIZATION_OWNER"];
+const WORKSPACE_ROLES: &[&str] = &["WORKSPACE_MEMBER", "WORKSPACE_OPERATOR", "WORKSPACE_OWNER"];
 const AIRFLOW_PAGES: &[&str] = &["home", "configuration", "dags/etl_orders/grid", "connection/list/", "variable/list/"];
 const DAGS: &[&str] = &["etl_orders", "refresh_dashboards", "sync_crm"];
 const BROWSER: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) \
@@ -421,7 +438,21 @@ impl Store {
                 event.request_body = Some(json!(format!(
                     "mutation {operation}($input: {operation}Input!) {{ {operation}(input: $input) {{ id }} }}"
                 )));
-                event.request_input = Some(json!({ "workspaceId": workspace, "deploymentId": deployment.0 }));
+                // What each operation's input names (role changes their user and role, token
+                // operations their token, invites the invitee).
+                event.request_input = Some(match operation {
+                    "workspaceUserRoleUpdate" => json!({
+                        "workspaceId": workspace, "userId": pick(&mut rng, &self.users),
+                        "role": WORKSPACE_ROLES[rng.usize(..WORKSPACE_ROLES.len())],
+                    }),
+                    "createApiToken" => json!({ "workspaceId": workspace, "name": "ci-deploy", "role": "WORKSPACE_OPERATOR" }),
+                    "rotateApiToken" | "deleteApiToken" => json!({ "apiTokenId": pick(&mut rng, &self.service_keys) }),
+                    "createUserInvite" => json!({
+                        "workspaceId": workspace, "email": format!("new.engineer{}@example.com", rng.u8(..100)),
+                        "role": WORKSPACE_ROLES[rng.usize(..WORKSPACE_ROLES.len())],
+                    }),
+                    _ => json!({ "workspaceId": workspace, "deploymentId": deployment.0 }),
+                });
             }
             // Airflow UI access.
             65..80 => {
@@ -454,13 +485,28 @@ impl Store {
                     .replace("{dep}", &deployment.0)
                     .replace("{dag}", dag)
                     .replace("{user}", &pick(&mut rng, &self.users))
+                    .replace("{token}", &pick(&mut rng, &self.service_keys))
                     .replace("{id}", &cuid(&mut rng));
                 let body = if path.ends_with("/invites") {
                     json!({ "inviteEmail": format!("new.engineer{}@example.com", rng.u8(..100)), "role": "ORGANIZATION_MEMBER" })
                 } else if path.ends_with("/api-tokens") {
                     json!({ "name": "siem-reader", "role": "WORKSPACE_MEMBER", "tokenExpiryPeriodInDays": 90 })
                 } else if path.ends_with("/roles") {
-                    json!({ "organizationRole": "ORGANIZATION_BILLING_ADMIN" })
+                    let role = ORGANIZATION_ROLES[rng.usize(..ORGANIZATION_ROLES.len())];
+                    if rng.bool() {
+                        json!({ "organizationRole": role })
+                    } else {
+                        let workspace_role = WORKSPACE_ROLES[rng.usize(..WORKSPACE_ROLES.len())];
+                        json!({ "organizationRole": role, "workspaceRoles": [{ "workspaceId": workspace, "role": workspace_role }] })
+                    }
+                } else if path.contains("/sso-connections") {
+                    if method == "POST" {
+                        json!({ "name": "okta-saml", "type": "SAML", "idpMetadataUrl": "https://example.okta.com/app/sso/saml/metadata" })
+                    } else {
+                        json!({ "enabled": rng.bool() })
+                    }
+                } else if path.ends_with("/rotate") {
+                    json!({})
                 } else if path.contains("/dags/") && method == "PATCH" {
                     json!({ "isPaused": rng.bool() })
                 } else if method == "POST" {
