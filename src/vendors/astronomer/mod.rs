@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use toml::Spanned;
 
 use super::{DAY, Defaults, MINUTE, Vendor};
-use crate::config::{SecretText, ConfigError, TableKeys};
+use crate::config::{ConfigError, SecretText, TableKeys};
 use crate::ocsf::event::EventParts;
 use crate::ocsf::{Context, Unmappable};
 use crate::sources::{AnswerLimits, BadPage, DecodeError, Decoded, Page, PageCursor, Record, Rejected, Window};
@@ -79,8 +79,13 @@ impl Vendor for Astronomer {
         Astronomer::answer_limits()
     }
 
-    fn request(&self, http: &reqwest::Client, base: &url::Url, window: &Window, _page: &PageCursor)
-    -> reqwest::RequestBuilder {
+    fn request(
+        &self,
+        http: &reqwest::Client,
+        base: &url::Url,
+        window: &Window,
+        _page: &PageCursor,
+    ) -> reqwest::RequestBuilder {
         Astronomer::request(self, http, base, window)
     }
 

@@ -41,12 +41,12 @@ use serde_json::{Map, Value};
 
 use crate::ocsf::event::{
     AccountChange, AccountChangeId, Actor, Api, ApiActivity, ApiActivityId, ApiRequest, Class, EntityManagement,
-    EntityManagementId, EventParts, HttpRequest, HttpResponse, ManagedEntity, ResourceDetails,
-    Service, Severity, Status, Url, User, UserAccess, UserAccessId, UserType,
+    EntityManagementId, EventParts, HttpRequest, HttpResponse, ManagedEntity, ResourceDetails, Service, Severity,
+    Status, Url, User, UserAccess, UserAccessId, UserType,
 };
 use crate::ocsf::{
-    Context, Fields, Signal, Unmappable, email, http_method, is_admin_privilege, paths, src_endpoint,
-    status_from_http, status_from_word, text,
+    Context, Fields, Signal, Unmappable, email, http_method, is_admin_privilege, paths, src_endpoint, status_from_http,
+    status_from_word, text,
 };
 
 /// The kinds of Astro audit record (vendors README §2.5). Astro does not label them, so they
@@ -169,7 +169,8 @@ pub fn map(record: &Map<String, Value>, ctx: &Context<'_>) -> Result<EventParts,
         }
     }
 
-    let request = Request { record, category, method: method.as_deref(), path: rest_path.as_ref(), operation: &operation };
+    let request =
+        Request { record, category, method: method.as_deref(), path: rest_path.as_ref(), operation: &operation };
     let action = match category {
         Category::Rest => rest_action(&request),
         Category::GraphQl => graphql_action(&request),
@@ -333,7 +334,8 @@ impl RestPath {
             let core_id = if value != seg { ids.next() } else { None };
             let named = COLLECTIONS.iter().find(|(collection, _)| collection.eq_ignore_ascii_case(before(1)));
             // `/scim/v2/<organization>/…`.
-            let version = before(1).strip_prefix(['v', 'V']).is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()));
+            let version =
+                before(1).strip_prefix(['v', 'V']).is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()));
             let scim_org = version && before(2).eq_ignore_ascii_case("scim");
             let (placeholder, id) = if !value.is_empty() && scim_org {
                 ("{org}", Some((value.to_owned(), "organization".to_owned())))
@@ -526,8 +528,16 @@ fn graphql_action(req: &Request<'_>) -> Action {
                 _ => return Action::Api { signal: None },
             }
         };
-        const IDS: &[&str] =
-            &["apiTokenId", "tokenId", "apiKeyId", "serviceAccountId", "serviceAccountUuid", "serviceKeyId", "id", "uuid"];
+        const IDS: &[&str] = &[
+            "apiTokenId",
+            "tokenId",
+            "apiKeyId",
+            "serviceAccountId",
+            "serviceAccountUuid",
+            "serviceKeyId",
+            "id",
+            "uuid",
+        ];
         let uid = IDS.iter().find_map(|k| text(&input, k));
         let name = text(&input, "name").or_else(|| text(&input, "label"));
         return entity(activity, signal, uid, name, "api_token", "requestInput");
@@ -588,7 +598,8 @@ fn entity(
     if uid.is_none() && name.is_none() {
         return Action::Api { signal };
     }
-    let entity = ManagedEntity { uid, name, type_id: Some(99), kind: Some(kind.to_owned()), ..ManagedEntity::default() };
+    let entity =
+        ManagedEntity { uid, name, type_id: Some(99), kind: Some(kind.to_owned()), ..ManagedEntity::default() };
     Action::Entity { activity, signal, entity, data: Some(data) }
 }
 
@@ -654,7 +665,8 @@ fn roles(m: &Map<String, Value>, plain: bool) -> Roles {
             used.push("role");
         }
         for item in m.get("roles").and_then(Value::as_array).into_iter().flatten() {
-            out.privileges.extend(item.as_str().map(str::to_owned).or_else(|| item.as_object().and_then(|o| text(o, "role"))));
+            out.privileges
+                .extend(item.as_str().map(str::to_owned).or_else(|| item.as_object().and_then(|o| text(o, "role"))));
             used.push("roles");
         }
     }
@@ -687,8 +699,11 @@ fn words(name: &str) -> Vec<String> {
         let prev = i.checked_sub(1).map(|j| chars[j]);
         let next = chars.get(i + 1);
         let hump = c.is_ascii_uppercase()
-            && prev.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit()
-                || (p.is_ascii_uppercase() && next.is_some_and(char::is_ascii_lowercase)));
+            && prev.is_some_and(|p| {
+                p.is_ascii_lowercase()
+                    || p.is_ascii_digit()
+                    || (p.is_ascii_uppercase() && next.is_some_and(char::is_ascii_lowercase))
+            });
         if hump && !current.is_empty() {
             out.push(std::mem::take(&mut current));
         }
@@ -849,7 +864,8 @@ fn resources(
             let ids = req.path.into_iter().flat_map(RestPath::ids);
             for (value, kind) in ids.filter(|(v, k)| *k != "organization" && !(*k == "user" && Some(*v) == skip_user)) {
                 // A Cloud IDE project is named so apart from any other kind of project.
-                let kind = if req.category == Category::CloudIde && kind == "project" { "cloud_ide_project" } else { kind };
+                let kind =
+                    if req.category == Category::CloudIde && kind == "project" { "cloud_ide_project" } else { kind };
                 out.push(resource(Some(value.to_owned()), None, kind));
             }
         }
@@ -910,7 +926,8 @@ mod tests {
         let record: Value = serde_json::from_str(raw).unwrap();
         let time = record["timestamp"].as_str().and_then(|t| t.parse().ok());
         let time = time.unwrap_or_else(|| "2026-06-03T12:00:00Z".parse().unwrap());
-        let ctx = Context { organization, dedupe_key, time, raw, log_name: "saas-audit", processed_ms: 1_780_000_000_000 };
+        let ctx =
+            Context { organization, dedupe_key, time, raw, log_name: "saas-audit", processed_ms: 1_780_000_000_000 };
         let parts = map(record.as_object().unwrap(), &ctx)?;
         Ok(serde_json::to_value(Event::new(parts)).unwrap())
     }
@@ -997,7 +1014,9 @@ mod tests {
                         ("method", json!("POST")),
                         (
                             "path",
-                            json!("/v1alpha1/organizations/examplecorp/deployments/clw3b6d1e000308kz4f7g2h5j/dags/etl_orders/dagRuns"),
+                            json!(
+                                "/v1alpha1/organizations/examplecorp/deployments/clw3b6d1e000308kz4f7g2h5j/dags/etl_orders/dagRuns"
+                            ),
                         ),
                     ],
                 ),
@@ -1049,7 +1068,10 @@ mod tests {
                     &rest,
                     &[
                         ("method", json!("POST")),
-                        ("path", json!("/v1beta1/organizations/examplecorp/api-tokens/cm1x2y3z4000108l5abcd9efg/rotate")),
+                        (
+                            "path",
+                            json!("/v1beta1/organizations/examplecorp/api-tokens/cm1x2y3z4000108l5abcd9efg/rotate"),
+                        ),
                         ("requestBody", json!({})),
                     ],
                 ),
@@ -1084,7 +1106,10 @@ mod tests {
                     &rest,
                     &[
                         ("method", json!("PATCH")),
-                        ("path", json!("/v1alpha1/organizations/examplecorp/sso-connections/cm9s8o7c6000108l5ssoconn1")),
+                        (
+                            "path",
+                            json!("/v1alpha1/organizations/examplecorp/sso-connections/cm9s8o7c6000108l5ssoconn1"),
+                        ),
                         ("requestBody", json!({"enabled": false})),
                     ],
                 ),
@@ -1232,10 +1257,17 @@ mod tests {
         // A DAG is named by its DAG id (a name, not an id): still a placeholder.
         let dag = format!("/v1alpha1/organizations/examplecorp/deployments/{TOKEN_ID}/dags/etl_orders/dagRuns");
         let json = event(&rest("POST", &dag, json!({})));
-        assert_eq!(json["metadata"]["event_code"], "POST /v1alpha1/organizations/{org}/deployments/{id}/dags/{id}/dagRuns");
+        assert_eq!(
+            json["metadata"]["event_code"],
+            "POST /v1alpha1/organizations/{org}/deployments/{id}/dags/{id}/dagRuns"
+        );
         assert!(has_resource(&json, "etl_orders", "dag") && has_resource(&json, TOKEN_ID, "deployment"), "{json}");
         // An id of a known collection is an id whatever it looks like (a cuid without a digit).
-        let json = event(&rest("GET", "/v1alpha1/organizations/examplecorp/sso-connections/cvgixucihrvileknyykxyznlo", json!({})));
+        let json = event(&rest(
+            "GET",
+            "/v1alpha1/organizations/examplecorp/sso-connections/cvgixucihrvileknyykxyznlo",
+            json!({}),
+        ));
         assert_eq!(json["metadata"]["event_code"], "GET /v1alpha1/organizations/{org}/sso-connections/{id}");
         assert!(has_resource(&json, "cvgixucihrvileknyykxyznlo", "sso_connection"), "{json}");
         // SCIM paths name the organization after the version.
@@ -1366,12 +1398,27 @@ mod tests {
         for (subject, type_id, caption) in [("USER", 1, "User"), ("SERVICEKEY", 4, "Service"), ("ROBOT", 99, "ROBOT")] {
             let record = with(&graphql("getDeployment", json!({})), &[("subjectType", json!(subject))]);
             let json = event(&record);
-            assert_eq!((&json["actor"]["user"]["type_id"], &json["actor"]["user"]["type"]), (&json!(type_id), &json!(caption)));
+            assert_eq!(
+                (&json["actor"]["user"]["type_id"], &json["actor"]["user"]["type"]),
+                (&json!(type_id), &json!(caption))
+            );
             assert_eq!(json["actor"]["app_name"], "cli");
         }
         let placed = [
-            "subjectId", "subjectType", "organizationId", "timestamp", "sourceIp", "userAgent", "correlationId",
-            "graphqlClientName", "operationName", "method", "path", "requestId", "responseStatus", "targetUrl",
+            "subjectId",
+            "subjectType",
+            "organizationId",
+            "timestamp",
+            "sourceIp",
+            "userAgent",
+            "correlationId",
+            "graphqlClientName",
+            "operationName",
+            "method",
+            "path",
+            "requestId",
+            "responseStatus",
+            "targetUrl",
             "deploymentId",
         ];
         // An input whose every key became a resource is not repeated; one with more is kept.

@@ -42,10 +42,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::Astronomer;
-use crate::sim::{numbered_tenants, 
+use crate::sim::{
     CorruptBody, RateLimitSetting, RequestCtx, ServedRecords, Shared, Sim, SimContract, SimCredential, SimVendor,
-    SimulateArgs, Tenant, nth_id, parse_rate_limit, parse_share, record_rng, roll, seeded_range, seeded_times,
-    truncate_to,
+    SimulateArgs, Tenant, nth_id, numbered_tenants, parse_rate_limit, parse_share, record_rng, roll, seeded_range,
+    seeded_times, truncate_to,
 };
 
 /// The first organization's id and token (simulator credentials, printed by `auditrelay simulate`).
@@ -445,7 +445,9 @@ impl Store {
                         "workspaceId": workspace, "userId": pick(&mut rng, &self.users),
                         "role": WORKSPACE_ROLES[rng.usize(..WORKSPACE_ROLES.len())],
                     }),
-                    "createApiToken" => json!({ "workspaceId": workspace, "name": "ci-deploy", "role": "WORKSPACE_OPERATOR" }),
+                    "createApiToken" => {
+                        json!({ "workspaceId": workspace, "name": "ci-deploy", "role": "WORKSPACE_OPERATOR" })
+                    }
                     "rotateApiToken" | "deleteApiToken" => json!({ "apiTokenId": pick(&mut rng, &self.service_keys) }),
                     "createUserInvite" => json!({
                         "workspaceId": workspace, "email": format!("new.engineer{}@example.com", rng.u8(..100)),
@@ -673,10 +675,10 @@ mod tests {
     use std::collections::BTreeSet;
     use std::io::Read as _;
 
-    use crate::sim::tests::{Answer, authed, call, fetch, header, opts, start, t0};
-    use crate::sim::{Sim, SimOptions};
     use super::*;
     use crate::clock::Clock;
+    use crate::sim::tests::{Answer, authed, call, fetch, header, opts, start, t0};
+    use crate::sim::{Sim, SimOptions};
 
     const V: SimVendor = SimVendor::Astronomer;
 
