@@ -350,6 +350,64 @@ mod tests {
         out
     }
 
+    /// The same kind of security action has the same default severity whichever vendor logged
+    /// it (issue 17 point 2): the pinned event of each vendor's case, by kind.
+    #[test]
+    fn test_the_same_security_action_has_the_same_severity_across_vendors() {
+        use crate::ocsf::Signal::{self, *};
+        let snapshot = |vendor: &str, case: &str| -> Value {
+            let path = format!(
+                "{}/src/vendors/{vendor}/snapshots/auditrelay__vendors__{vendor}__ocsf__tests__{case}.snap",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            serde_json::from_str(text.splitn(3, "---\n").nth(2).unwrap()).unwrap()
+        };
+        let kinds: [(Signal, &[(&str, &str)]); 7] = [
+            (
+                CredentialCreated,
+                &[
+                    ("aitronos", "api_key.created"),
+                    ("astronomer", "graphql_token_create"),
+                    ("configcat", "apiKeyAdded"),
+                    ("configcat", "publicApiAccessTokenAdded"),
+                    ("datafold", "api_key_created"),
+                ],
+            ),
+            (CredentialRotated, &[("aitronos", "api_key.rotated"), ("astronomer", "rest_token_rotate")]),
+            (
+                CredentialDeleted,
+                &[("aitronos", "api_key.deleted"), ("astronomer", "rest_token_delete"), ("configcat", "apiKeyRemoved")],
+            ),
+            (MfaDisabled, &[("aitronos", "user.mfa_disabled"), ("configcat", "twoFactorDisabledForMember")]),
+            (
+                AdminGranted,
+                &[
+                    ("aitronos", "role_assignment.assigned"),
+                    ("astronomer", "rest_role_change"),
+                    ("configcat", "organizationAdminChanged"),
+                ],
+            ),
+            (PrivilegeGranted, &[("astronomer", "graphql_role_change"), ("aitronos", "permission.assigned")]),
+            (
+                SsoChanged,
+                &[
+                    ("astronomer", "rest_sso_change"),
+                    ("configcat", "samlIdpConfigurationUpdated"),
+                    ("configcat", "domainSamlConfigured"),
+                ],
+            ),
+        ];
+        for (signal, cases) in kinds {
+            for (vendor, case) in cases {
+                let event = snapshot(vendor, case);
+                assert_eq!(event["severity_id"], signal.severity() as u8, "{vendor} {case} is {signal:?}: {event}");
+            }
+        }
+        let support = snapshot("datafold", "support_user_sign_in");
+        assert_eq!(support["severity_id"], SupportAccess.severity() as u8);
+    }
+
     #[test]
     fn test_every_attribute_has_one_json_type_across_all_vendors_snapshots() {
         let events = snapshot_events();
