@@ -224,9 +224,23 @@ impl<'a> Fields<'a> {
         self.get(key).filter(|s| !s.trim_start().starts_with(['{', '[']))
     }
 
-    /// Every field not placed, under its own name, as text; nulls left out.
+    /// Every field not placed, under its own name, as text; nulls left out. A field whose text
+    /// is a placed field's (ConfigCat's `where` naming the organization its `actionTarget`
+    /// already names) says nothing new and is left out too; short values (`true`, `2`) are
+    /// kept, being equal by chance.
     pub fn unmapped(&self) -> Unmapped {
-        let rest: Vec<&str> = self.record.keys().map(String::as_str).filter(|k| !self.placed.contains(k)).collect();
+        let placed: Vec<&str> = self
+            .placed
+            .iter()
+            .filter_map(|k| self.record.get(*k)?.as_str())
+            .filter(|v| v.chars().count() >= 4)
+            .collect();
+        let rest: Vec<&str> = self
+            .record
+            .iter()
+            .filter(|(k, v)| !self.placed.contains(&k.as_str()) && !v.as_str().is_some_and(|v| placed.contains(&v)))
+            .map(|(k, _)| k.as_str())
+            .collect();
         unmapped(self.record, &rest)
     }
 }
@@ -526,6 +540,22 @@ mod tests {
         for plain in ["Member", "read", "Billing Viewer", "knowledge.write"] {
             assert!(!is_admin_privilege(plain), "{plain}");
         }
+    }
+
+    /// Found by the demo test: ConfigCat's `where` named the organization its `actionTarget`
+    /// (placed as the entity's name) already named, and stayed in `unmapped`.
+    #[test]
+    fn test_a_field_repeating_a_placed_fields_value_is_not_unmapped() {
+        let record: Map<String, Value> = serde_json::from_str(
+            r#"{"kind":"x","actionTarget":"Example Org","where":"Example Org","other":"Example Org 2","truncated":false,"flag":false}"#,
+        )
+        .unwrap();
+        let mut f = Fields::new(&record, "kind");
+        f.take("actionTarget");
+        f.place("truncated");
+        let unmapped = f.unmapped();
+        let keys: Vec<&str> = unmapped.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["flag", "other"], "{unmapped:?}");
     }
 
     #[test]
