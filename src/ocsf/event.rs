@@ -504,6 +504,9 @@ pub struct Authentication {
     pub http_request: Option<HttpRequest>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub is_mfa: Option<bool>,
+    /// A sign-in to a SaaS service over the network is remote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_remote: Option<bool>,
     /// `auth_protocol_id` with its caption `auth_protocol`, where the record shows it.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub auth_protocol: Option<AuthProtocol>,
@@ -1097,6 +1100,7 @@ mod tests {
                 src_endpoint: None,
                 http_request: None,
                 is_mfa: None,
+                is_remote: None,
                 auth_protocol: None,
             }),
             Class::GroupManagement(GroupManagement {

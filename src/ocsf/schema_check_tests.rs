@@ -350,6 +350,7 @@ fn test_events_built_with_the_crate_types_are_valid() {
             src_endpoint: Some(endpoint()),
             http_request: None,
             is_mfa: Some(true),
+            is_remote: Some(true),
             auth_protocol: Some(crate::ocsf::event::AuthProtocol::Saml),
         }),
         EventClass::EntityManagement(EntityManagement {

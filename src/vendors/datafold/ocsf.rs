@@ -147,6 +147,8 @@ pub fn map(record: &Map<String, Value>, ctx: &Context<'_>) -> Result<EventParts,
             src_endpoint,
             http_request,
             is_mfa: None,
+            // Every sign-in to Datafold, a SaaS service, comes over the network.
+            is_remote: Some(true),
             auth_protocol: auth_protocol(&said),
         })
     } else {
