@@ -65,7 +65,7 @@ pub fn is_id(segment: &str) -> bool {
 }
 
 /// An API version segment: `v1`, `v1beta1`, `v2alpha3`.
-fn is_version(segment: &str) -> bool {
+pub fn is_version(segment: &str) -> bool {
     let Some(rest) = segment.strip_prefix(['v', 'V']) else { return false };
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
     let tail = &rest[digits..];

@@ -334,9 +334,7 @@ impl RestPath {
             let core_id = if value != seg { ids.next() } else { None };
             let named = COLLECTIONS.iter().find(|(collection, _)| collection.eq_ignore_ascii_case(before(1)));
             // `/scim/v2/<organization>/…`.
-            let version =
-                before(1).strip_prefix(['v', 'V']).is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()));
-            let scim_org = version && before(2).eq_ignore_ascii_case("scim");
+            let scim_org = paths::is_version(before(1)) && before(2).eq_ignore_ascii_case("scim");
             let (placeholder, id) = if !value.is_empty() && scim_org {
                 ("{org}", Some((value.to_owned(), "organization".to_owned())))
             } else if let Some(id) = core_id {
