@@ -79,8 +79,8 @@ enum Granted {
 /// | `department` | created / deleted | 3006 / 6 Create, 5 Delete |
 /// | `department_membership` | membership_added, created, assigned | 3006 / 3 Add User |
 /// | `department_membership` | membership_removed, deleted, removed, unassigned | 3006 / 4 Remove User |
-/// | a grant¹ | assigned, created | 3005 / 1 Assign Privileges (to a department 3006 / 1) |
-/// | a grant¹ | unassigned, deleted, removed | 3005 / 2 Revoke Privileges (department 3006 / 2) |
+/// | a grant¹ | assigned, created, granted, added | 3005 / 1 Assign Privileges (to a department 3006 / 1) |
+/// | a grant¹ | unassigned, deleted, removed, revoked | 3005 / 2 Revoke Privileges (department 3006 / 2) |
 /// | any other pair² | by verb | 3004 ([`entity_activity`]) |
 ///
 /// ¹ `role_assignment`, `permission`, `knowledge_grant`, whatever their values say (§5a rule 1).
@@ -103,10 +103,12 @@ fn row(entity_type: &str, verb: &str) -> Target {
         ("department_membership", "membership_removed" | "deleted" | "removed" | "unassigned") => {
             Target::Membership(Gm::RemoveUser)
         }
-        ("role_assignment" | "permission" | "knowledge_grant", "assigned" | "created") => Target::Grant(granted, true),
-        ("role_assignment" | "permission" | "knowledge_grant", "unassigned" | "deleted" | "removed") => {
-            Target::Grant(granted, false)
-        }
+        // Grant verbs in any case or separator style (`Revoked`, `un-assigned`), like account verbs.
+        ("role_assignment" | "permission" | "knowledge_grant", _) => match squashed(verb).as_str() {
+            "assigned" | "created" | "granted" | "added" => Target::Grant(granted, true),
+            "unassigned" | "deleted" | "removed" | "revoked" => Target::Grant(granted, false),
+            _ => Target::Entity,
+        },
         // department updated (entity.group) and reparented (Move); role created/updated/deleted;
         // permission updated; knowledge_slice / vector_store / knowledge_composite; any other.
         _ => Target::Entity,
@@ -983,6 +985,33 @@ mod tests {
             "target_id": null, "target_name": null, "department_id": null});
         let json = of("knowledge_grant", "removed", &nobody);
         assert_eq!((json["class_uid"].as_u64(), json["activity_id"].as_u64()), (Some(3004), Some(4)));
+    }
+
+    /// MAPPING §5a rule 1 (adversarial review): the action set is open ("and more", vendors
+    /// README §4.3) and this file reads `revoked` as a delete verb elsewhere; a grant entry
+    /// spelled `revoked` / `granted` (or in another case or separator style, as account verbs
+    /// are accepted) must keep its IAM class, not fall to 3004 with the grantee in `unmapped`.
+    #[test]
+    fn test_grant_verbs_in_other_spellings_keep_their_class() {
+        let no_values = json!({"previous_value": null, "new_value": null});
+        for (entity_type, action, activity) in [
+            ("role_assignment", "revoked", 2),
+            ("knowledge_grant", "revoked", 2),
+            ("permission", "revoked", 2),
+            ("role_assignment", "granted", 1),
+            ("knowledge_grant", "granted", 1),
+            ("role_assignment", "Unassigned", 2),
+            ("role_assignment", "un-assigned", 2),
+        ] {
+            let json = of(entity_type, action, &no_values);
+            let what = format!("{entity_type}.{action}");
+            assert_eq!(
+                (json["class_uid"].as_u64(), json["activity_id"].as_u64()),
+                (Some(3005), Some(activity)),
+                "{what}"
+            );
+            assert!(json["unmapped"].get("target_id").is_none(), "{what}: the grantee is placed");
+        }
     }
 
     /// MAPPING §5a rule 2: account-security verbs of a `user` entry, in the spellings a vendor

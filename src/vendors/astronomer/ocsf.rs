@@ -327,11 +327,17 @@ impl RestPath {
         let mut ids = core.ids.into_iter();
         let mut template = Vec::new();
         let mut segments = Vec::new();
+        let mut previous = "";
         for (i, seg) in core.path.split('/').enumerate() {
             let value = raw.get(i).copied().unwrap_or(seg);
             let before = |n: usize| i.checked_sub(n).and_then(|j| raw.get(j)).copied().unwrap_or_default();
-            // The core replaced exactly the segments that differ from the path's.
-            let core_id = if value != seg { ids.next() } else { None };
+            // The core replaced exactly the segments that differ from the path's, and an
+            // organization segment that is literally `{org}` (it is in the core's ids too).
+            let replaced = value != seg || (value == "{org}" && previous.eq_ignore_ascii_case("organizations"));
+            let core_id = if replaced { ids.next() } else { None };
+            if !value.is_empty() {
+                previous = value;
+            }
             let named = COLLECTIONS.iter().find(|(collection, _)| collection.eq_ignore_ascii_case(before(1)));
             // `/scim/v2/<organization>/…`.
             let scim_org = paths::is_version(before(1)) && before(2).eq_ignore_ascii_case("scim");
@@ -1213,6 +1219,43 @@ mod tests {
             "requestBody": format!("mutation {operation}($input: {operation}Input!) {{ {operation}(input: $input) {{ id }} }}"),
             "requestInput": input,
         })
+    }
+
+    /// Adversarial review of issue 17 (MAPPING §5a rules 1 and 4): a GraphQL `operationName` is
+    /// chosen by the client, and may be absent (an anonymous operation). The operation that ran is
+    /// the root field of the document in `requestBody`. A role grant sent anonymously, or named
+    /// like a read, is still a 3005 grant; and the event code is the root field, not a name the
+    /// client made up per request. Fails today: both are 6003 Informational ("unknown" / the name).
+    #[test]
+    #[ignore = "adversarial finding: GraphQL classification trusts the client-chosen operationName"]
+    fn test_a_graphql_grant_is_found_by_its_root_field_whatever_the_operation_is_named() {
+        let input = json!({"userId": TARGET, "role": "ORGANIZATION_OWNER"});
+        let document = "mutation { updateUserRole(input: $input) { id } }";
+        let mut anonymous = graphql("updateUserRole", input.clone());
+        anonymous["operationName"] = Value::Null;
+        anonymous["requestBody"] = json!(document);
+        let mut misnamed = graphql("updateUserRole", input);
+        misnamed["operationName"] = json!("GetDeployments_1733490000123");
+        misnamed["requestBody"] =
+            json!("mutation GetDeployments_1733490000123 { updateUserRole(input: $input) { id } }");
+        for record in [anonymous, misnamed] {
+            let json = event(&record);
+            assert_eq!((kind(&json).0, kind(&json).1), (3005, 1), "{record}");
+            assert_eq!(json["privileges"], json!(["ORGANIZATION_OWNER"]), "{record}");
+            assert_eq!(json["metadata"]["event_code"], "updateUserRole", "{record}");
+        }
+    }
+
+    /// Adversarial review of issue 17: a path segment that is literally a placeholder (`{org}`,
+    /// sent by a client that forgot to fill its template, and logged by Astro with the 4xx) must
+    /// not shift the ids onto the wrong segments: the user is the user in the path, never "{org}".
+    #[test]
+    fn test_a_literal_placeholder_in_a_path_does_not_shift_the_ids() {
+        let path = format!("/v1alpha1/organizations/{{org}}/users/{TARGET}/roles");
+        let json = event(&rest("POST", &path, json!({"organizationRole": "ORGANIZATION_OWNER"})));
+        assert_eq!((kind(&json).0, kind(&json).1), (3005, 1));
+        assert_eq!(json["user"]["uid"], TARGET, "{json}");
+        assert_eq!(json["metadata"]["event_code"], "POST /v1alpha1/organizations/{org}/users/{id}/roles");
     }
 
     fn event(record: &Value) -> Value {
