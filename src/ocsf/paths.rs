@@ -38,9 +38,11 @@ pub fn template(path: &str) -> Templated {
 }
 
 /// Whether a path segment is an id rather than a name of the API: all digits; a UUID; an
-/// e-mail address, IP address or percent-encoded value; or a
-/// token of 8 or more letters and digits with at least one digit and one letter and no word
-/// separators (cuids such as `clmh57jtm000008lb58fe2wmv`, `usr_…`-style ids with one `_`).
+/// e-mail address, IP address or percent-encoded value; a date (`2024-06-01…`); a dotted
+/// object name (`prod_db.public.orders`); a token of 16 or more of `[A-Za-z0-9_-]` with a digit
+/// (invitation and reset tokens); or 8 or more letters and digits with two or more digits and no
+/// word separators (cuids such as `clmh57jtm000008lb58fe2wmv`, `usr_…`-style ids with one `_`)
+/// — but not an API word with a digit in it (`oauth2callback`).
 pub fn is_id(segment: &str) -> bool {
     if segment.is_empty() || is_version(segment) {
         return false;
@@ -51,7 +53,13 @@ pub fn is_id(segment: &str) -> bool {
         || uuid::Uuid::parse_str(segment).is_ok()
         || segment.contains(['@', '%'])
         || segment.parse::<std::net::IpAddr>().is_ok()
+        || segment.get(..10).is_some_and(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok())
+        || segment.matches('.').count() >= 2
     {
+        return true;
+    }
+    let token_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    if segment.len() >= 16 && segment.bytes().all(token_byte) && segment.bytes().any(|b| b.is_ascii_digit()) {
         return true;
     }
     let body = match segment.split_once('_') {
@@ -60,7 +68,7 @@ pub fn is_id(segment: &str) -> bool {
     };
     body.len() >= 8
         && body.bytes().all(|b| b.is_ascii_alphanumeric())
-        && body.bytes().any(|b| b.is_ascii_digit())
+        && body.bytes().filter(u8::is_ascii_digit).count() >= 2
         && body.bytes().any(|b| b.is_ascii_alphabetic())
 }
 
@@ -117,12 +125,25 @@ mod tests {
 
     #[test]
     fn test_what_counts_as_an_id() {
-        for id in ["1432", "clmh57jtm000008lb58fe2wmv", "usr_6Tz1RcM8vN3kL9wQ", "9a7e2b1d-4c6e-4a3f-8e7d-6c5b4a21f0c9"]
-        {
+        for id in [
+            "1432",
+            "clmh57jtm000008lb58fe2wmv",
+            "usr_6Tz1RcM8vN3kL9wQ",
+            "9a7e2b1d-4c6e-4a3f-8e7d-6c5b4a21f0c9",
+            "alice@example.com",
+            "alice%40example.com",
+            "198.51.100.7",
+            "2024-06-01",
+            "prod_db.public.orders",
+            "Zx8-kL_pQ2mN7vR4tY6uW",
+            "dzl9chy4",
+        ] {
             assert!(is_id(id), "{id}");
         }
         for name in
             ["v1beta1", "v1alpha1", "v22", "api-tokens", "organizations", "rotate", "data_sources", "v2", "oauth2", ""]
+                .into_iter()
+                .chain(["oauth2callback", "openapi.json", "sso-connections", "dataSources", "taskInstances"])
         {
             assert!(!is_id(name), "{name}");
         }
