@@ -323,9 +323,29 @@ impl Validator<'_> {
                 let msg = format!("must be one of {} or 0 to 6", NAMES.join(", "));
                 return self.fail(value.span(), &at, msg);
             };
+            if let Some(templated) = Self::templated_code(code) {
+                // Event codes of REST requests name the endpoint, never one object's ids: this
+                // key can never match (an override written before codes were templated).
+                tracing::warn!(
+                    key = %at,
+                    "this override names a request with ids and never matches: event codes are templated; use {:?}",
+                    format!("{vendor}:{templated}")
+                );
+            }
             overrides.insert((vendor.to_owned(), code.to_owned()), severity);
         }
         Ok(SeverityPolicy::from_overrides(overrides))
+    }
+
+    /// The event code a `"METHOD /path"` code becomes once its ids are templated
+    /// ([`crate::ocsf::paths::template`]), when that differs from the code as written.
+    fn templated_code(code: &str) -> Option<String> {
+        let (method, path) = code.split_once(' ')?;
+        if !path.starts_with('/') || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+            return None;
+        }
+        let templated = crate::ocsf::paths::template(path).path;
+        (templated != path).then(|| format!("{method} {templated}"))
     }
 
     /// Like [`Validator::secret`], but a missing pair points at the source's table.

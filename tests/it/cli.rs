@@ -55,6 +55,27 @@ fn test_check_names_file_line_and_key_of_a_mistake() {
     assert!(stderr.contains("api_key") && stderr.contains("AUDITRELAY_TEST_UNSET_VARIABLE"), "{stderr}");
 }
 
+/// An override written for a request code with ids (as codes were before they were templated)
+/// can never match: `check` says so and names the code to use (adversarial review F4).
+#[test]
+fn test_check_warns_of_a_severity_override_that_names_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\napi_key = \"k\"\n\
+         [[sinks]]\nname = \"out\"\ntype = \"file\"\npath = \"o\"\n[severity]\noverrides = { \
+         \"astronomer:POST /v1beta1/organizations/examplecorp/api-tokens\" = \"high\", \"aitronos:user.deleted\" = \"high\" }\n",
+    )
+    .unwrap();
+    let out = auditrelay().args(["check", "-c"]).arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("never matches"), "{stderr}");
+    assert!(stderr.contains("astronomer:POST /v1beta1/organizations/{org}/api-tokens"), "{stderr}");
+    assert_eq!(stderr.matches("never matches").count(), 1, "only the code with ids: {stderr}");
+}
+
 #[test]
 fn test_help_lists_every_command() {
     let out = auditrelay().arg("--help").output().unwrap();
