@@ -720,15 +720,22 @@ fn observables(class: &Class) -> Vec<Observable> {
             out.push(Observable { name, type_id: kind as u8, kind: kind.caption(), value: value.clone() });
         }
     };
-    // A user of type 0 is a placeholder for nobody named: nothing to pivot on.
+    // A user of type 0 is a placeholder for nobody named: nothing to pivot on. A System user
+    // (3) is the vendor's automation: its name is a label ("ConfigCat", "Scheduler"), not an
+    // account a rule pivots on; its uid, where the record has one, is kept.
     for (path, user) in class.users().into_iter().filter(|(_, u)| u.type_id != Some(0)) {
         add(format!("{path}.uid"), ObservableType::UserUid, &user.uid);
-        add(format!("{path}.name"), ObservableType::UserName, &user.name);
+        if user.type_id != Some(3) {
+            add(format!("{path}.name"), ObservableType::UserName, &user.name);
+        }
         add(format!("{path}.email_addr"), ObservableType::EmailAddress, &user.email_addr);
     }
     let (src, http) = class.endpoint_and_request();
     if let Some(src) = src {
         add("src_endpoint.ip".into(), ObservableType::IpAddress, &src.ip);
+        for other in src.intermediate_ips.iter().flatten() {
+            add("src_endpoint.intermediate_ips".into(), ObservableType::IpAddress, &Some(other.clone()));
+        }
     }
     if let Some(http) = http {
         add("http_request.user_agent".into(), ObservableType::UserAgent, &http.user_agent);
@@ -839,6 +846,9 @@ impl User {
 pub struct NetworkEndpoint {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// The other addresses of a forwarded-for list (proxies, or a client's claim).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intermediate_ips: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

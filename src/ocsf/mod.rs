@@ -143,15 +143,28 @@ pub fn ip(value: Option<String>) -> Option<String> {
     value.and_then(|v| v.trim().parse::<std::net::IpAddr>().ok()).map(|a| a.to_string())
 }
 
-/// `src_endpoint` from a record's client-address field: the first valid address (a proxy may
-/// list several); a value that is no address is kept as the endpoint's `name`, not dropped.
+/// `src_endpoint` from a record's client-address field ([`endpoint`]).
 pub fn src_endpoint(record: &Map<String, Value>, key: &str) -> Option<event::NetworkEndpoint> {
-    let raw = text(record, key)?;
-    let endpoint = match raw.split(',').find_map(|part| ip(Some(part.to_owned()))) {
-        Some(addr) => event::NetworkEndpoint { ip: Some(addr), ..Default::default() },
+    Some(endpoint(&text(record, key)?))
+}
+
+/// An endpoint from a client-address value: a forwarded-for list (`client, proxy1, proxy2`)
+/// keeps its first address as `ip` and every other as `intermediate_ips`, so none is lost
+/// (whichever a rule trusts) even without `raw_data`; a value that is no address is kept as
+/// the endpoint's `name`, not dropped.
+pub fn endpoint(raw: &str) -> event::NetworkEndpoint {
+    let mut addresses = raw.split(',').filter_map(|part| ip(Some(part.to_owned())));
+    match addresses.next() {
+        Some(first) => {
+            let rest: Vec<String> = addresses.collect();
+            event::NetworkEndpoint {
+                ip: Some(first),
+                intermediate_ips: Some(rest).filter(|r| !r.is_empty()),
+                ..Default::default()
+            }
+        }
         None => event::NetworkEndpoint { name: Some(raw.trim().to_owned()), ..Default::default() },
-    };
-    Some(endpoint)
+    }
 }
 
 /// An HTTP method as OCSF's `http_request.http_method` enum spells it (upper case, one of the
@@ -570,6 +583,18 @@ mod tests {
         let unmapped = f.unmapped();
         let keys: Vec<&str> = unmapped.keys().map(String::as_str).collect();
         assert_eq!(keys, ["flag", "other"], "{unmapped:?}");
+    }
+
+    /// A forwarded-for list keeps every address: the first as `ip`, the others as
+    /// `intermediate_ips`, each an observable (adversarial review F9: the others were dropped,
+    /// and with `raw_data = "hash"` gone for good).
+    #[test]
+    fn test_a_forwarded_for_list_keeps_every_address() {
+        let e = endpoint(" 203.0.113.9, 10.0.0.1 ,not-an-ip, 2001:db8::1");
+        assert_eq!(e.ip.as_deref(), Some("203.0.113.9"));
+        assert_eq!(e.intermediate_ips, Some(vec!["10.0.0.1".to_owned(), "2001:db8::1".to_owned()]));
+        assert_eq!(endpoint("198.51.100.7").intermediate_ips, None);
+        assert_eq!(endpoint("gateway").name.as_deref(), Some("gateway"));
     }
 
     #[test]

@@ -457,17 +457,26 @@ pub fn assert_observables(event: &Value) {
     let at = |path: &str| path.split('.').try_fold(event, |v, k| v.get(k)).and_then(Value::as_str).map(str::to_owned);
     let mut want: Vec<(String, u64, String)> = Vec::new();
     for user in USERS {
-        // Type 0 (Unknown): a placeholder for nobody the record names, no observable.
-        let unknown = user.split('.').try_fold(event, |v, k| v.get(k)).is_some_and(|u| u["type_id"] == 0);
-        if unknown {
+        // Type 0 (Unknown): a placeholder for nobody the record names, no observable; type 3
+        // (System): the vendor's own automation, whose name is a label, not an account.
+        let kind = user.split('.').try_fold(event, |v, k| v.get(k)).and_then(|u| u["type_id"].as_u64());
+        if kind == Some(0) {
             continue;
         }
         for (field, type_id) in [("uid", 31), ("name", 4), ("email_addr", 5)] {
+            if kind == Some(3) && field == "name" {
+                continue;
+            }
             let path = format!("{user}.{field}");
             want.extend(at(&path).map(|v| (path, type_id, v)));
         }
     }
     want.extend(at("src_endpoint.ip").map(|v| ("src_endpoint.ip".to_owned(), 2, v)));
+    let intermediate: Vec<String> = event["src_endpoint"]["intermediate_ips"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
+    want.extend(intermediate.iter().map(|v| ("src_endpoint.intermediate_ips".to_owned(), 2, v.clone())));
     want.extend(at("http_request.user_agent").map(|v| ("http_request.user_agent".to_owned(), 16, v)));
     let empty = Vec::new();
     let got: Vec<(String, u64, String)> = event
@@ -484,6 +493,10 @@ pub fn assert_observables(event: &Value) {
         assert!(got.contains(w), "observable {w:?} missing in {event}");
     }
     for g in &got {
+        if g.0 == "src_endpoint.intermediate_ips" {
+            assert!(intermediate.contains(&g.2), "observable {g:?} is not the event's value: {event}");
+            continue;
+        }
         assert_eq!(at(&g.0).as_deref(), Some(g.2.as_str()), "observable {g:?} is not the event's value: {event}");
     }
 }

@@ -32,7 +32,7 @@ use crate::ocsf::event::{
     GroupManagement, GroupManagementId, HttpRequest, ManagedEntity, NetworkEndpoint, ResourceDetails, Severity, Status,
     User, UserAccess, UserAccessId, UserType,
 };
-use crate::ocsf::{Context, Fields, Signal, Unmappable, as_text, email, ip, is_admin_privilege, text};
+use crate::ocsf::{Context, Fields, Signal, Unmappable, as_text, email, is_admin_privilege, text};
 
 const VENDOR: &str = "aitronos";
 const PRODUCT: &str = "Aitronos";
@@ -418,10 +418,7 @@ fn person(user: &mut User, account: Option<String>, display: Option<String>) {
 /// address of a list; a value that is no address is kept as the endpoint's name.
 fn src_endpoint(f: &mut Fields<'_>, context: &mut ContextObject<'_>) -> Option<NetworkEndpoint> {
     let raw = context.take(f, &["ip_address", "ipAddress"])?;
-    Some(match raw.split(',').find_map(|part| ip(Some(part.to_owned()))) {
-        Some(addr) => NetworkEndpoint { ip: Some(addr), ..NetworkEndpoint::default() },
-        None => NetworkEndpoint { name: Some(raw.trim().to_owned()), ..NetworkEndpoint::default() },
-    })
+    Some(crate::ocsf::endpoint(&raw))
 }
 
 fn http_request(f: &mut Fields<'_>, context: &mut ContextObject<'_>) -> Option<HttpRequest> {
