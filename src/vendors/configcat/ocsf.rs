@@ -557,8 +557,10 @@ fn changed_user(user: &User, attribute: Attribute, details: Option<&str>) -> Opt
 
 /// The new permission group of `teamMemberPermissionGroupChanged` (MAPPING §5a rules 1 and 5):
 /// a permission-group field of `after` in a JSON diff in `details`, else quoted text naming one
-/// in `details` or `auditLogType` ("… to 'Admins'", "permission group 'Admins'"); a candidate
-/// that is the member's name or any address is no group. Without one, the type label.
+/// in `details` or `auditLogType` ("permission group changed … to 'Admins'", "permission group
+/// 'Admins'"; "… to '…'" only in a text that speaks of a permission group, so a member renamed
+/// "to 'Bob (renamed)'" is never the group); a candidate that is the member's name or any
+/// address is no group. Without one, the type label.
 fn new_permission_group(f: &Fields<'_>, member: &User) -> String {
     let is_member = |g: &str| {
         [&member.name, &member.full_name, &member.email_addr].iter().any(|n| n.as_deref() == Some(g))
@@ -568,7 +570,9 @@ fn new_permission_group(f: &Fields<'_>, member: &User) -> String {
         .iter()
         .filter_map(|key| f.get(key))
         .flat_map(|text| {
-            [permission_group_field(&text), quoted_after(&text, " to '"), quoted_after(&text, "permission group '")]
+            let about_groups = text.to_ascii_lowercase().contains("permission group");
+            let to = if about_groups { quoted_after(&text, " to '") } else { None };
+            [permission_group_field(&text), to, quoted_after(&text, "permission group '")]
         })
         .flatten()
         .find(|g| !is_member(g))
@@ -824,6 +828,8 @@ mod tests {
             (json!({"details": null}), "permission group"),
             (json!({"details": format!("Team member permission group changed: '{member}'")}), "permission group"),
             (json!({"details": format!("'{member}' moved to '{member}'")}), "permission group"),
+            // A display name the record does not give us, renamed (adversarial review F10).
+            (json!({"details": "Member 'Bob Builder' moved to 'Bob Builder (renamed)'"}), "permission group"),
             (json!({"details": cut, "truncated": true}), "permission group"),
             (
                 json!({"details": r#"{"before":{"permissionGroup":"Developers"},"after":{"permissionGroup":"Read only"}}"#}),
