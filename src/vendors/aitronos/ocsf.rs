@@ -57,6 +57,8 @@ enum Target {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Granted {
     Role,
+    /// A role assignment changed to another role: the new role (`new_value`) is what is given.
+    RoleChange,
     Permission,
     Knowledge,
 }
@@ -81,6 +83,7 @@ enum Granted {
 /// | `department_membership` | membership_removed, deleted, removed, unassigned | 3006 / 4 Remove User |
 /// | a grant¹ | assigned, created, granted, added | 3005 / 1 Assign Privileges (to a department 3006 / 1) |
 /// | a grant¹ | unassigned, deleted, removed, revoked | 3005 / 2 Revoke Privileges (department 3006 / 2) |
+/// | `role_assignment` | updated, changed | 3005 / 1 Assign Privileges: the new role (`new_value`) |
 /// | any other pair² | by verb | 3004 ([`entity_activity`]) |
 ///
 /// ¹ `role_assignment`, `permission`, `knowledge_grant`, whatever their values say (§5a rule 1).
@@ -107,6 +110,8 @@ fn row(entity_type: &str, verb: &str) -> Target {
         ("role_assignment" | "permission" | "knowledge_grant", _) => match squashed(verb).as_str() {
             "assigned" | "created" | "granted" | "added" => Target::Grant(granted, true),
             "unassigned" | "deleted" | "removed" | "revoked" => Target::Grant(granted, false),
+            // A user's role changed (`Member` → `Org Admin`): the new role is assigned.
+            "updated" | "changed" if granted == Granted::Role => Target::Grant(Granted::RoleChange, true),
             _ => Target::Entity,
         },
         // department updated (entity.group) and reparented (Move); role created/updated/deleted;
@@ -605,7 +610,7 @@ fn privilege(f: &Fields<'_>, what: Granted, assign: bool, entity_type: &str) -> 
     let (name, value) = (f.get("entity_name"), f.plain(value_key));
     let (first, second) = match what {
         Granted::Role | Granted::Permission => ((name.clone(), "entity_name"), (value.clone(), value_key)),
-        Granted::Knowledge => ((value.clone(), value_key), (name.clone(), "entity_name")),
+        Granted::RoleChange | Granted::Knowledge => ((value.clone(), value_key), (name.clone(), "entity_name")),
     };
     let Some(privilege) = first.0.clone().or(second.0.clone()) else {
         return (entity_type.to_owned(), Vec::new());
@@ -632,7 +637,7 @@ fn resources(
     };
     match what {
         Granted::Knowledge => entity(f, "knowledge").into_iter().collect(),
-        Granted::Role | Granted::Permission => {
+        Granted::Role | Granted::RoleChange | Granted::Permission => {
             let scope = match f.take("department_id") {
                 Some(department) => Some(resource(Some(department), None, "department")),
                 None => organization.map(|org| resource(Some(org), None, "organization")),
@@ -1008,6 +1013,19 @@ mod tests {
                 "{what}"
             );
             assert!(json["unmapped"].get("target_id").is_none(), "{what}: the grantee is placed");
+        }
+    }
+
+    /// A user's role changed from Member to Org Admin is a privilege given: 3005 Assign with the
+    /// new role, AdminGranted — not 3004 Update with the user in `unmapped` (adversarial review).
+    #[test]
+    fn test_a_role_assignment_changed_to_admin_is_an_admin_grant() {
+        let patch = json!({"entity_name": "Member", "previous_value": "Member", "new_value": "Org Admin"});
+        for action in ["updated", "changed"] {
+            let json = of("role_assignment", action, &patch);
+            assert_eq!(class_activity_severity(&json), (3005, 1, 3), "{json}");
+            assert_eq!(json["privileges"], json!(["Org Admin"]));
+            assert_eq!(json["user"]["uid"], "usr_3Kd9WfB6yQ2hJ5nP");
         }
     }
 
