@@ -137,6 +137,11 @@ fn account_verb(verb: &str) -> Option<AccountChangeId> {
     use AccountChangeId as Ac;
     let v = squashed(verb);
     let has = |w: &str| v.contains(w);
+    // A request, reminder or notice about a change is not the change (`password_reset_requested`,
+    // `mfa_enrollment_reminder_sent`): no account change, the entry stays 3004 by its verb.
+    if ["request", "remind", "notif", "sent", "expir", "attempt"].iter().any(|w| has(w)) {
+        return None;
+    }
     if is_mfa(&v) {
         if has("disabl") || has("deactivat") || has("remov") || has("delet") || has("unenrol") || has("reset") {
             return Some(Ac::MfaFactorDisable);
@@ -158,8 +163,9 @@ fn account_verb(verb: &str) -> Option<AccountChangeId> {
     if has("unlock") || has("unblock") {
         return Some(Ac::Unlock);
     }
-    if has("lock") {
-        return Some(Ac::Lock); // locked, lockedout, blocked
+    // locked, lockedout, accountlocked, blocked — not any word ending in "lock" (`clock_synced`).
+    if v.starts_with("lock") || v.starts_with("block") || v.ends_with("locked") && !v.ends_with("clocked") {
+        return Some(Ac::Lock);
     }
     Some(match v.as_str() {
         "created" | "invited" => Ac::Create,
@@ -1047,6 +1053,9 @@ mod tests {
             ("2fa-disabled", 11, medium),
             ("mfa_reset", 11, medium),
             ("locked", 9, low),
+            ("locked_out", 9, low),
+            ("account_locked", 9, low),
+            ("blocked", 9, low),
             ("unlocked", 12, info),
             ("deactivated", 5, low),
             ("disabled", 5, low),
@@ -1066,6 +1075,12 @@ mod tests {
         // Not an account: MFA turned off organization-wide is still MFA disabled.
         let json = of("organization", "mfa_disabled", &json!({}));
         assert_eq!(json["severity_id"], 3);
+        // A request, reminder or notice about a change is not the change, and a word ending in
+        // "lock" is no lock (adversarial review).
+        for verb in ["password_reset_requested", "mfa_enrollment_reminder_sent", "clock_synced", "unlock_attempted"] {
+            let json = of("user", verb, &json!({}));
+            assert_eq!(json["class_uid"], 3004, "{verb}: {json}");
+        }
     }
 
     /// MAPPING §5a rule 7: `name` is the account (the e-mail address), the display name is
