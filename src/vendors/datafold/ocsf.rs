@@ -161,9 +161,13 @@ pub fn map(record: &Map<String, Value>, ctx: &Context<'_>) -> Result<EventParts,
         match src_endpoint {
             Some(src_endpoint) => {
                 let object = text(record, "object_id").map(|uid| (uid, text(record, "object_type")));
-                if object.is_some() {
+                if let Some((_, kind)) = &object {
                     fields.place("object_id");
-                    fields.place("object_type");
+                    // Placed only when it became the resource's type: an `object_type` of another
+                    // shape (an object) stays in `unmapped`, not lost (adversarial review).
+                    if kind.is_some() {
+                        fields.place("object_type");
+                    }
                 }
                 let ids = code.ids.iter().chain(templated.iter().flat_map(|t| t.ids.iter()));
                 let resources = resources(object, ids);
@@ -977,6 +981,17 @@ mod tests {
                 assert!(!unmapped.contains_key("object_id") && !unmapped.contains_key("object_type"), "{name}");
             }
         }
+    }
+
+    /// An `object_type` that is no name (an object) did not become the resource's type: it stays
+    /// in `unmapped`, not dropped (adversarial review: it was marked placed and lost).
+    #[test]
+    fn test_an_object_type_of_another_shape_stays_in_unmapped() {
+        let (_, raw, _) = cases().into_iter().find(|(_, raw, _)| raw.contains("\"object_id\"")).unwrap();
+        let mut record: Value = serde_json::from_str(&raw).unwrap();
+        record["object_type"] = json!({"kind": "dataset"});
+        let json = convert(&record.to_string(), ORG).unwrap();
+        assert_eq!(json["unmapped"]["object_type"], r#"{"kind":"dataset"}"#, "{json}");
     }
 
     /// Every attribute path with the JSON types it takes over `events` (`[]` for array items).
