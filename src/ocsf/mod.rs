@@ -407,27 +407,76 @@ pub fn is_admin_privilege(name: &str) -> bool {
     ["admin", "owner", "superuser", "root"].iter().any(|w| lower.contains(w))
 }
 
+/// The end of an event as [`Event`] serializes it: its last logger's `logged_time`, then the
+/// end of `loggers`, of `metadata` and of the event.
+const STORED_TAIL: &[u8] = b"}]}}";
+/// What [`stamp_transmit_time`] writes before each of the two closing brackets it splices at.
+const TRANSMIT_KEY: &[u8] = b",\"transmit_time\":";
+/// The start of the logger [`Event`] writes (`Logger::auditrelay`), and a key every event of
+/// this shape has before `metadata`: structural keys, never inside a string (whose quotes are
+/// escaped), so the last of each in an event is the event's own.
+const LOGGER_START: &[u8] = b"\"loggers\":[{\"name\":\"auditrelay\",\"product\":";
+const RAW_DATA_SIZE: &[u8] = b"\"raw_data_size\":";
+
 /// Adds the send time to a stored event: `metadata.loggers[-1].transmit_time` and
 /// `metadata.transmit_time`, written into `out` with the event. The event must end as
-/// [`Event`] serializes it (`…"logged_time":N}]}}`); anything else (an event stored by an
-/// older version) is written unchanged. No parse: a splice at the event's end.
+/// [`Event`] serializes it (`…"logged_time":N}]}}`, with `metadata` after `raw_data_size`);
+/// anything else (an event stored by an older version, which put `metadata` first and
+/// `unmapped` last) is written unchanged. No parse: a splice at the event's end.
 pub fn stamp_transmit_time(event: &[u8], transmit_ms: i64, out: &mut Vec<u8>) {
-    const TAIL: &[u8] = b"}]}}";
-    let stampable = event.ends_with(TAIL) && {
-        // The last logger's last key must be `logged_time`: `"logged_time":<digits>}]}}`.
-        let head = &event[..event.len() - TAIL.len()];
-        let digits = head.iter().rev().take_while(|b| b.is_ascii_digit()).count();
-        digits > 0 && head[..head.len() - digits].ends_with(b"\"logged_time\":")
-    };
-    if !stampable {
+    if !stampable(event) {
         out.extend_from_slice(event);
         return;
     }
-    out.extend_from_slice(&event[..event.len() - TAIL.len()]);
+    out.extend_from_slice(&event[..event.len() - STORED_TAIL.len()]);
     let _ = std::io::Write::write_fmt(
         out,
         format_args!(",\"transmit_time\":{transmit_ms}}}],\"transmit_time\":{transmit_ms}}}}}"),
     );
+}
+
+/// The stored event `sent` was made from by [`stamp_transmit_time`], or `None` if `sent` is not
+/// a stamped event (it then went out as stored). Removes exactly the splice: stamping the result
+/// again with the same time gives `sent` back. For a sink whose size limit the stamp would
+/// push an event over.
+pub fn strip_transmit_time(sent: &[u8]) -> Option<Vec<u8>> {
+    fn trailing_number(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+        let digits = bytes.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+        (digits > 0).then(|| bytes.split_at(bytes.len() - digits))
+    }
+    let (rest, outer) = trailing_number(sent.strip_suffix(b"}}")?)?;
+    let (rest, inner) = trailing_number(rest.strip_suffix(TRANSMIT_KEY)?.strip_suffix(b"}]")?)?;
+    let head = rest.strip_suffix(TRANSMIT_KEY)?;
+    let transmit_ms: i64 = std::str::from_utf8(inner).ok()?.parse().ok()?;
+    if inner != outer {
+        return None;
+    }
+    let mut stored = Vec::with_capacity(head.len() + STORED_TAIL.len());
+    stored.extend_from_slice(head);
+    stored.extend_from_slice(STORED_TAIL);
+    let mut again = Vec::with_capacity(sent.len());
+    stamp_transmit_time(&stored, transmit_ms, &mut again);
+    (again == sent).then_some(stored)
+}
+
+/// Whether `event` ends as [`Event`] serializes it: `"logged_time":<digits>}]}}` closing the
+/// logger [`Event`] writes, which comes after the event's `raw_data_size` (an older version's
+/// event has `metadata` first, so its last `raw_data_size` comes after its logger; whatever
+/// follows it there is `unmapped`, vendor values that may end in anything).
+fn stampable(event: &[u8]) -> bool {
+    let Some(head) = event.strip_suffix(STORED_TAIL) else { return false };
+    let digits = head.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || !head[..head.len() - digits].ends_with(b"\"logged_time\":") {
+        return false;
+    }
+    // Searched from the end: for an event of this shape, only its `metadata` (and `unmapped`).
+    let Some(logger) = rfind(event, LOGGER_START) else { return false };
+    rfind(&event[logger..], RAW_DATA_SIZE).is_none() && rfind(&event[..logger], RAW_DATA_SIZE).is_some()
+}
+
+/// The start of the last occurrence of `needle` in `haystack`.
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
 }
 
 #[cfg(test)]
@@ -493,14 +542,30 @@ mod tests {
     /// `unmapped` last, vendor values kept as raw JSON there) whose last unmapped field is an
     /// array of objects ending in a numeric `logged_time` ends exactly like a stampable event:
     /// the splice writes `transmit_time` into the vendor's data. The docs promise such an event
-    /// goes out unchanged. Fails today.
+    /// goes out unchanged.
     #[test]
-    #[ignore = "adversarial finding: the splice trusts the last 4 bytes of older events"]
     fn test_an_older_versions_event_is_never_spliced() {
         let old = br#"{"class_uid":6003,"metadata":{"version":"1.8.0","uid":"u","loggers":[{"name":"auditrelay"}]},"raw_data":"{}","raw_data_size":2,"unmapped":{"payload":[{"logged_time":1}]}}"#;
         let mut out = Vec::new();
         stamp_transmit_time(old, 1_773_821_800_000, &mut out);
         assert_eq!(String::from_utf8(out).unwrap(), String::from_utf8(old.to_vec()).unwrap());
+    }
+
+    #[test]
+    fn test_stripping_the_send_time_gives_back_exactly_the_stored_event() {
+        let body = stored(&Policy::default(), "2026-03-18T08:15:42Z");
+        let mut sent = Vec::new();
+        stamp_transmit_time(&body, 1_773_821_800_000, &mut sent);
+        assert_eq!(strip_transmit_time(&sent).as_deref(), Some(&body[..]));
+        // Only a stamp as the splice writes it: not a stored event, not one stamped twice over,
+        // not two different times, not an older version's event that happens to end alike.
+        let old = br#"{"metadata":{"loggers":[{"name":"auditrelay"}]},"raw_data_size":2,"unmapped":{"p":[{"logged_time":1,"transmit_time":5}],"transmit_time":5}}"#;
+        let other_times = String::from_utf8(sent.clone()).unwrap().replacen("1773821800000", "1773821800001", 1);
+        for not_stamped in
+            [&body[..], old, other_times.as_bytes(), b"", b"}}", b",\"transmit_time\":1}],\"transmit_time\":1}}"]
+        {
+            assert_eq!(strip_transmit_time(not_stamped), None, "{}", String::from_utf8_lossy(not_stamped));
+        }
     }
 
     #[test]

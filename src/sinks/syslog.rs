@@ -2,7 +2,8 @@
 //! plain TCP (RFC 6587) or UDP (RFC 5426).
 //!
 //! It owns the connection, the framing (octet counting, or LF for legacy receivers), the message
-//! size cap and what "delivered" means here. Syslog has no application-level acknowledgement, so
+//! size cap (an event over it only by the send time the worker stamps goes without that stamp)
+//! and what "delivered" means here. Syslog has no application-level acknowledgement, so
 //! a batch counts as delivered once `write_all` and `flush` returned on a connection that was
 //! still open before the write; three checks keep that from acknowledging into the void:
 //! - before each batch the connection is polled without blocking: a receiver that closed or
@@ -141,13 +142,7 @@ impl SyslogSink {
         self.wire.clear();
         for event in batch {
             self.message.clear();
-            match format::format_event(
-                &self.header,
-                &event.body,
-                self.max_message_size,
-                self.oversize,
-                &mut self.message,
-            ) {
+            match format_sent(&self.header, &event.body, self.max_message_size, self.oversize, &mut self.message) {
                 Ok(format::Fit::Whole) => {}
                 Ok(format::Fit::Truncated { original_len }) => {
                     delivery.truncated += 1;
@@ -323,6 +318,30 @@ impl SyslogSink {
     }
 }
 
+/// [`format::format_event`] for an event as the worker sends it, stamped with its send time
+/// ([`crate::ocsf::stamp_transmit_time`], about 60 bytes). An event whose message fits
+/// `max_len` as stored but not with the stamp goes without the stamp: the send time must not
+/// cost an event its delivery (dead-lettered, and again at each `queue replay`, where it is
+/// stamped anew) nor a cut. Larger still, the stamped event is dead-lettered or cut as configured.
+fn format_sent(
+    header: &Header,
+    sent: &[u8],
+    max_len: usize,
+    oversize: Oversize,
+    out: &mut Vec<u8>,
+) -> Result<format::Fit, format::FormatError> {
+    match format::format_event(header, sent, max_len, Oversize::DeadLetter, out) {
+        Err(format::FormatError::TooLarge { .. }) => {}
+        fit => return fit,
+    }
+    if let Some(stored) = crate::ocsf::strip_transmit_time(sent)
+        && let Ok(fit) = format::format_event(header, &stored, max_len, Oversize::DeadLetter, out)
+    {
+        return Ok(fit);
+    }
+    format::format_event(header, sent, max_len, oversize, out)
+}
+
 /// Polls the connection once without waiting: `Some(reason)` if the receiver closed or reset it.
 /// A syslog receiver never sends anything, so readable data is a close, an alert or an error.
 fn closed_by_peer(conn: &mut Conn) -> Option<String> {
@@ -459,6 +478,44 @@ mod tests {
         let ids: Vec<i64> = delivery.refused.iter().map(|r| r.id).collect();
         assert_eq!(ids, [1, 2]);
         assert!(delivery.refused[0].reason.contains("exceeds max_message_size 4096"), "{:?}", delivery.refused);
+    }
+
+    /// Adversarial review of issue 17 (F7): the worker stamps `transmit_time` (about 60 bytes)
+    /// into each event it sends. An event that fits `max_message_size` as stored must not be
+    /// dead-lettered for the stamp (nor again at each `queue replay`): it goes without it.
+    #[tokio::test]
+    async fn an_event_that_fits_only_without_its_send_time_is_sent_without_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stored = concat!(
+            r#"{"class_uid":6003,"severity_id":1,"time":1795292810597,"raw_data":"{}","raw_data_size":2,"#,
+            r#""metadata":{"version":"1.8.0","uid":"u1","loggers":[{"name":"auditrelay","#,
+            r#""product":{"name":"auditrelay","vendor_name":"auditrelay"},"logged_time":1795292815597}]}}"#
+        );
+        let mut sent = Vec::new();
+        crate::ocsf::stamp_transmit_time(stored.as_bytes(), 1_795_292_820_000, &mut sent);
+        assert!(sent.len() > stored.len(), "stamped");
+        let mut cfg = settings(listener.local_addr().unwrap().port());
+        let mut message = Vec::new();
+        let header = Header::new(cfg.format, cfg.facility, "h", &cfg.app_name, &std::process::id().to_string(), None);
+        format::format_event(&header, stored.as_bytes(), usize::MAX, Oversize::DeadLetter, &mut message).unwrap();
+        let fits_stored = message.len();
+        let receiver = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            read_lines(&mut conn, 2).await
+        });
+        cfg.max_message_size = fits_stored;
+        let mut sink = SyslogSink::new(&cfg).unwrap();
+        for oversize in [Oversize::DeadLetter, Oversize::Truncate] {
+            sink.oversize = oversize;
+            let events = [QueuedEvent { id: 1, body: sent.clone(), collected_ms: 0 }];
+            assert_eq!(sink.send(&events).await.unwrap(), Delivery::default(), "{oversize:?}: sent whole");
+        }
+        let lines = receiver.await.unwrap();
+        assert_eq!(lines.len(), 2);
+        for line in lines {
+            assert_eq!(line.len(), fits_stored);
+            assert!(line.ends_with(stored), "the stored event, whole: {line}");
+        }
     }
 
     #[test]

@@ -480,10 +480,77 @@ fn oversized_events_are_dead_lettered_or_truncated_as_configured() {
     });
     let records = rsyslog.wait_for_records(18, Duration::from_secs(30));
     let raw = std::fs::read_to_string(rsyslog.raw_path()).unwrap();
-    let cut: Vec<&str> = raw.lines().filter(|l| l.ends_with("...[truncated by auditrelay]")).collect();
+    let cut: Vec<&str> = raw.lines().filter(|l| l.contains("...[truncated by auditrelay]")).collect();
     assert_eq!(cut.len(), 2, "two truncated messages");
     assert!(cut.iter().all(|l| l.len() <= 4096), "within max_message_size");
     assert_eq!(records.len(), 18);
+    // A truncated event keeps its metadata (uid, event_code, product, tenant), serialized last:
+    // its long message is cut, the JSON stays whole.
+    let by_uid: HashMap<String, &Vec<u8>> = events.iter().map(|e| (uid(e), e)).collect();
+    let truncated: Vec<&Record> = records.iter().filter(|r| r.msg.contains("...[truncated by auditrelay]")).collect();
+    assert_eq!(truncated.len(), 2);
+    for r in truncated {
+        let got: serde_json::Value = serde_json::from_str(r.msg_without_bom()).expect("still JSON");
+        let original: serde_json::Value = serde_json::from_slice(by_uid[&uid(r.msg_without_bom().as_bytes())]).unwrap();
+        assert_eq!(got["metadata"], original["metadata"]);
+        assert!(got["message"].as_str().unwrap().ends_with("...[truncated by auditrelay]"), "{got}");
+    }
+}
+
+/// The event as the queue stores it: the file sink's output (which `ocsf_events` is) without the
+/// send time the worker stamped into it (`metadata.transmit_time`, `loggers[-1].transmit_time`).
+fn as_stored(sent: &[u8]) -> Vec<u8> {
+    let text = std::str::from_utf8(sent).unwrap();
+    let time = text.rsplit_once(",\"transmit_time\":").unwrap().1.trim_end_matches('}');
+    let stamp = format!(",\"transmit_time\":{time}");
+    assert!(text.ends_with(&format!("{stamp}}}]{stamp}}}}}")), "{text}");
+    text.replace(&stamp, "").into_bytes()
+}
+
+/// Adversarial review of issue 17 (F7): an event whose message fits `max_message_size` as
+/// stored, but not with the ~60 bytes of its send time, is delivered (without the send time),
+/// not dead-lettered.
+#[test]
+fn an_event_that_fits_max_message_size_only_without_its_send_time_is_delivered() {
+    use auditrelay::sinks::syslog::format::{Header, format_event};
+    use auditrelay::sinks::syslog::{Oversize, SyslogFormat};
+    let events: Vec<Vec<u8>> = ocsf_events()[..10].iter().map(|e| as_stored(e)).collect();
+    let procid = std::process::id().to_string();
+    let header =
+        Header::new(SyslogFormat::Rfc5424, 20, "collector-1.example.test", "auditrelay", &procid, Some("ocsf@32473"));
+    let size = |body: &[u8]| {
+        let mut message = Vec::new();
+        format_event(&header, body, usize::MAX, Oversize::DeadLetter, &mut message).unwrap();
+        message.len()
+    };
+    let max = events.iter().map(|e| size(e)).max().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rsyslog = Rsyslog::start(&dir.path().join("rsyslog"), Listener::Tcp, None);
+    let lines =
+        format!("address = \"127.0.0.1:{}\"\ntransport = \"tcp\"\nmax_message_size = {max}\n{HEADER}", rsyslog.port());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stats = rt.block_on(async {
+        let queue = queue_with(dir.path(), &["syslog"], &events).await;
+        let stats = start_worker(sink_config(dir.path(), "syslog", &lines), &queue).drain().await;
+        assert!(queue.dead_letters(10).await.unwrap().is_empty());
+        stats
+    });
+    assert_eq!((stats.events, stats.dead_lettered, stats.truncated), (10, 0, 0), "{stats:?}");
+    let records = rsyslog.wait_for_records(10, Duration::from_secs(30));
+    // Stamped, an event is as long as the file sink wrote it (a send time of as many digits).
+    let stamped_size: HashMap<String, usize> = ocsf_events()[..10].iter().map(|e| (uid(e), size(e))).collect();
+    assert!(stamped_size.values().any(|len| *len > max), "one event at least fits only as stored");
+    let by_uid: HashMap<String, &Vec<u8>> = events.iter().map(|e| (uid(e), e)).collect();
+    for r in &records {
+        let id = uid(r.msg_without_bom().as_bytes());
+        if stamped_size[&id] > max {
+            assert_parsed_right(r, by_uid[&id], 20, true);
+        } else {
+            let sent: serde_json::Value = serde_json::from_str(r.msg_without_bom()).unwrap();
+            assert!(sent["metadata"]["transmit_time"].is_i64(), "the others carry their send time: {sent}");
+        }
+    }
+    assert_eq!(received(&records).len(), 10, "every event once");
 }
 
 #[test]

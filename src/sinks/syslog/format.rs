@@ -14,7 +14,8 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use super::{Oversize, SyslogFormat};
 use crate::ocsf::summary::{Summary, summarize};
 
-/// Appended to a cut message so a reader of the SIEM sees why the JSON is incomplete.
+/// Ends each string value cut short in an oversized message (or, when cutting strings is not
+/// enough, the message cut at its end) so a reader of the SIEM sees what is incomplete.
 pub const TRUNCATION_MARKER: &str = "...[truncated by auditrelay]";
 
 /// RFC 5424 NILVALUE: what an empty or unknown field is sent as.
@@ -108,12 +109,16 @@ pub fn syslog_severity(severity_id: Option<u64>) -> u8 {
 
 /// Appends one message for the OCSF event `body` (no framing) to `out`.
 ///
-/// If the whole message is longer than `max_len` bytes: with [`Oversize::Truncate`] the MSG part
-/// is cut at a UTF-8 character boundary and [`TRUNCATION_MARKER`] appended so the message is at
-/// most `max_len` bytes (returns [`Fit::Truncated`] with the untruncated length); with
-/// [`Oversize::DeadLetter`] nothing is appended and `Err(TooLarge)` returned. If even the header
-/// and the marker do not fit, `Err(TooLarge)` in both modes. On any `Err`, `out` is left exactly
-/// as it was.
+/// If the whole message is longer than `max_len` bytes: with [`Oversize::Truncate`] the message
+/// is cut to at most `max_len` bytes (returns [`Fit::Truncated`] with the untruncated length);
+/// with [`Oversize::DeadLetter`] nothing is appended and `Err(TooLarge)` returned. A cut takes
+/// the event's longest string values first (`raw_data`, a long `message` or vendor value), each
+/// cut at a character boundary and ended with [`TRUNCATION_MARKER`], and never touches the
+/// top-level `metadata` (serialized last: `uid`, `event_code`, product, tenant), keys, numbers
+/// or the JSON's structure, so the event stays JSON a SIEM can parse and deduplicate. Only when
+/// cutting those strings is not enough is the JSON cut at its end, the marker appended. If even
+/// the header and the marker do not fit, `Err(TooLarge)` in both modes. On any `Err`, `out` is
+/// left exactly as it was.
 pub fn format_event(
     header: &Header,
     body: &[u8],
@@ -186,6 +191,12 @@ fn append_fitted(
     match oversize {
         Oversize::DeadLetter => Err(too_large),
         Oversize::Truncate => {
+            if let Some(cut) = cut_longest_strings(body, whole_len - max_len) {
+                out.reserve(prefix.len() + cut.len());
+                out.extend_from_slice(prefix.as_bytes());
+                push_one_line(&cut, out);
+                return Ok(Fit::Truncated { original_len: whole_len });
+            }
             let Some(budget) = max_len.checked_sub(prefix.len() + TRUNCATION_MARKER.len()) else {
                 return Err(too_large);
             };
@@ -197,6 +208,117 @@ fn append_fitted(
             Ok(Fit::Truncated { original_len: whole_len })
         }
     }
+}
+
+/// The JSON object `body` made at least `excess` bytes shorter by cutting its longest string
+/// values, longest first, each to a start of it (whole characters and escapes) followed by
+/// [`TRUNCATION_MARKER`], and each only as far as needed; `None` if cutting every string value
+/// outside the top-level `metadata` is not enough. Keys, numbers, `metadata` and the structure
+/// are kept, so the result is still JSON. `body` is valid JSON (`format_event` parsed it).
+fn cut_longest_strings(body: &str, excess: usize) -> Option<String> {
+    let bytes = body.as_bytes();
+    let mut strings = cuttable_strings(bytes)?;
+    strings.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    // (the string's content, how many of its bytes are kept)
+    let mut cuts = Vec::new();
+    let mut missing = excess;
+    for string in strings {
+        if missing == 0 {
+            break;
+        }
+        // A string no longer than the marker saves nothing, nor do the shorter ones after it.
+        let most = string.len().checked_sub(TRUNCATION_MARKER.len()).filter(|n| *n > 0)?;
+        let keep = unit_floor(&bytes[string.clone()], most.saturating_sub(missing));
+        missing = missing.saturating_sub(string.len() - keep - TRUNCATION_MARKER.len());
+        cuts.push((string, keep));
+    }
+    if missing > 0 {
+        return None;
+    }
+    cuts.sort_by_key(|(string, _)| string.start);
+    let mut out = String::with_capacity(body.len());
+    let mut at = 0;
+    for (string, keep) in cuts {
+        out.push_str(&body[at..string.start + keep]);
+        out.push_str(TRUNCATION_MARKER);
+        at = string.end;
+    }
+    out.push_str(&body[at..]);
+    Some(out)
+}
+
+/// The content (between the quotes, escaped) of each string value of the JSON object `body`,
+/// except object keys and the strings of its top-level `metadata`. `None` if `body` is not
+/// well-formed JSON after all.
+fn cuttable_strings(body: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut strings = Vec::new();
+    // The containers open around the current token, innermost last: true for an object.
+    let mut open: Vec<bool> = Vec::new();
+    let mut key_next = false;
+    let mut in_metadata = false;
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                let start = i + 1;
+                let mut end = start;
+                while *body.get(end)? != b'"' {
+                    end += if body[end] == b'\\' { 2 } else { 1 };
+                }
+                if key_next {
+                    if open.len() == 1 {
+                        in_metadata = &body[start..end] == b"metadata";
+                    }
+                    key_next = false;
+                } else if !in_metadata {
+                    strings.push(start..end);
+                }
+                i = end;
+            }
+            b'{' => {
+                open.push(true);
+                key_next = true;
+            }
+            b'[' => open.push(false),
+            b'}' | b']' => {
+                open.pop()?;
+            }
+            b',' => key_next = *open.last()?,
+            _ => {}
+        }
+        i += 1;
+    }
+    Some(strings)
+}
+
+/// The largest length at most `at` of a start of the escaped JSON string content `content` that
+/// ends between whole characters and whole escapes (a `\uD83D\uDE00` surrogate pair is one).
+fn unit_floor(content: &[u8], at: usize) -> usize {
+    let hex = |from: usize| {
+        let digits = content.get(from..from + 4)?;
+        u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let mut len = 0;
+    while len < content.len() {
+        let unit = match content[len] {
+            b'\\' if content.get(len + 1) == Some(&b'u') => {
+                let pair = matches!(hex(len + 2), Some(0xD800..=0xDBFF))
+                    && content.get(len + 6..len + 8) == Some(&b"\\u"[..])
+                    && matches!(hex(len + 8), Some(0xDC00..=0xDFFF));
+                if pair { 12 } else { 6 }
+            }
+            b'\\' => 2,
+            b if b < 0x80 => 1,
+            b if b >= 0xF0 => 4,
+            b if b >= 0xE0 => 3,
+            _ => 2,
+        };
+        if len + unit > at {
+            break;
+        }
+        len += unit;
+    }
+    len
 }
 
 /// Appends the JSON with any raw CR or LF turned into a space, so the message stays one line for
@@ -463,18 +585,110 @@ mod tests {
         let header = header(SyslogFormat::Rfc5424, Some("ocsf@32473"));
         let body = json!({"time": 1795292810597_i64, "message": "ünïcödé €😀 ".repeat(40)}).to_string();
         let full = whole(&header, &body);
+        let prefix_len = full.len() - body.len();
+        let message = json!("ünïcödé €😀 ".repeat(40));
         for max_len in (full.len() - 200)..full.len() {
             let (text, fit) = format(&header, &body, max_len, Oversize::Truncate).unwrap();
             assert_eq!(fit, Fit::Truncated { original_len: full.len() });
             assert!(text.len() <= max_len && text.len() + 4 > max_len, "{max_len}: {}", text.len());
-            assert!(text.ends_with(TRUNCATION_MARKER));
-            assert!(full.starts_with(&text[..text.len() - TRUNCATION_MARKER.len()]));
+            let cut: Value = serde_json::from_str(&text[prefix_len..]).unwrap();
+            let kept = cut["message"].as_str().unwrap().strip_suffix(TRUNCATION_MARKER).unwrap();
+            assert!(message.as_str().unwrap().starts_with(kept));
+            assert_eq!(cut["time"], 1795292810597_i64);
         }
+        // Strings too short to be worth a cut: the JSON's end is cut, and marked.
+        let body = json!({"time": 1795292810597_i64, "n": (0..200).collect::<Vec<u32>>(), "s": "short"}).to_string();
+        let full = whole(&header, &body);
+        for max_len in (full.len() - 200)..full.len() {
+            let (text, fit) = format(&header, &body, max_len, Oversize::Truncate).unwrap();
+            assert_eq!(fit, Fit::Truncated { original_len: full.len() });
+            assert!(text.len() <= max_len && text.len() + 4 > max_len, "{max_len}: {}", text.len());
+            assert!(full.starts_with(text.strip_suffix(TRUNCATION_MARKER).unwrap()));
+        }
+        let body = json!({"time": 1795292810597_i64, "message": "ünïcödé €😀 ".repeat(40)}).to_string();
+        let full = whole(&header, &body);
         // Appends after what `out` already holds.
         let mut out = b"before|".to_vec();
         let fit = format_event(&header, body.as_bytes(), 300, Oversize::Truncate, &mut out).unwrap();
         assert_eq!(fit, Fit::Truncated { original_len: full.len() });
         assert!(out.starts_with(b"before|<110>1 ") && out.len() <= 7 + 300);
+    }
+
+    /// A stored event of the current shape (`metadata` last, after the record in `raw_data` and
+    /// the vendor's leftovers in `unmapped`), sent as the sink worker sends it: stamped.
+    fn sent_event() -> String {
+        let record = json!({"id": "r1", "note": "ünï \"quoted\" \\ back\nline 😀 ".repeat(60)}).to_string();
+        let stored = format!(
+            concat!(
+                r#"{{"class_uid":6003,"class_name":"API Activity","category_uid":6,"activity_id":1,"#,
+                r#""severity_id":2,"severity":"Low","time":1795292810597,"message":{message},"#,
+                r#""raw_data":{raw},"raw_data_size":{size},"unmapped":{{"payload":{payload},"tag":"t"}},"#,
+                r#""metadata":{{"version":"1.8.0","product":{{"name":"ConfigCat","vendor_name":"ConfigCat"}},"#,
+                r#""uid":"a7b95de6-6895-5b23-8e16-e27dde821a6a","event_code":"flagCreated","#,
+                r#""tenant_uid":"org-1","processed_time":1795292815597,"loggers":[{{"name":"auditrelay","#,
+                r#""product":{{"name":"auditrelay","vendor_name":"auditrelay","version":"0.1.0"}},"#,
+                r#""logged_time":1795292815597}}]}}}}"#
+            ),
+            message = Value::from("Feature flag created ".repeat(15)),
+            raw = Value::from(record.as_str()),
+            size = record.len(),
+            payload = Value::from("{\"a\":\"\u{1}ü\"}".repeat(40)),
+        );
+        let mut sent = Vec::new();
+        crate::ocsf::stamp_transmit_time(stored.as_bytes(), 1_795_292_820_000, &mut sent);
+        assert_ne!(sent, stored.as_bytes(), "stamped");
+        String::from_utf8(sent).unwrap()
+    }
+
+    /// Each string of `cut` is the same in `full`, or a start of it followed by the marker.
+    fn assert_cut_from(cut: &Value, full: &Value, path: &str) {
+        match (cut, full) {
+            (Value::String(c), Value::String(f)) if c != f => {
+                let kept = c.strip_suffix(TRUNCATION_MARKER).unwrap_or_else(|| panic!("{path}: changed, unmarked"));
+                assert!(f.starts_with(kept), "{path}: not a start of the original");
+            }
+            (Value::Object(c), Value::Object(f)) => {
+                assert!(c.keys().eq(f.keys()), "{path}: keys");
+                for (k, v) in c {
+                    assert_cut_from(v, &f[k], &format!("{path}.{k}"));
+                }
+            }
+            (Value::Array(c), Value::Array(f)) => {
+                assert_eq!(c.len(), f.len(), "{path}");
+                for (i, (c, f)) in c.iter().zip(f).enumerate() {
+                    assert_cut_from(c, f, &format!("{path}[{i}]"));
+                }
+            }
+            (c, f) => assert_eq!(c, f, "{path}"),
+        }
+    }
+
+    /// Adversarial review of issue 17 (F7): `metadata` is serialized last (the sink stamps the
+    /// send time there), so cutting the JSON's end took `uid`, `event_code`, `tenant_uid` and the
+    /// product first. A truncated event keeps them: its longest strings are cut instead, and the
+    /// JSON stays whole.
+    #[test]
+    fn truncation_keeps_metadata_and_cuts_the_longest_strings_first() {
+        let header = header(SyslogFormat::Rfc3164, None);
+        let sent = sent_event();
+        let full = whole(&header, &sent);
+        let prefix_len = full.len() - sent.len();
+        let event: Value = serde_json::from_str(&sent).unwrap();
+        let raw_len = event["raw_data"].as_str().unwrap().len();
+        for max_len in [full.len() - 1, full.len() - 61, full.len() - raw_len / 2, full.len() - raw_len - 200, 900] {
+            let (text, fit) = format(&header, &sent, max_len, Oversize::Truncate).unwrap();
+            assert_eq!(fit, Fit::Truncated { original_len: full.len() });
+            assert!(text.len() <= max_len, "{max_len}: {}", text.len());
+            assert_eq!(text[..prefix_len], full[..prefix_len]);
+            let got: Value = serde_json::from_str(&text[prefix_len..]).expect("the cut event is still JSON");
+            assert_eq!(got["metadata"], event["metadata"], "{max_len}: metadata kept whole");
+            assert_cut_from(&got, &event, "");
+            let raw = got["raw_data"].as_str().unwrap();
+            assert!(raw.ends_with(TRUNCATION_MARKER), "{max_len}: raw_data, the longest, is cut first");
+            if max_len > full.len() - raw_len / 2 {
+                assert_eq!(got["message"], event["message"], "{max_len}: only as much as needed is cut");
+            }
+        }
     }
 
     #[test]
@@ -728,8 +942,18 @@ mod tests {
                     prop_assert_eq!(original_len, full.len());
                     prop_assert!(out.len() - 4 <= max_len);
                     let text = std::str::from_utf8(&out[4..]).unwrap();
-                    let kept = text.strip_suffix(TRUNCATION_MARKER).unwrap();
-                    prop_assert!(full.starts_with(kept));
+                    let prefix_len = full.len() - body.len();
+                    prop_assert_eq!(&text[..prefix_len], &full[..prefix_len]);
+                    match serde_json::from_str::<Value>(&text[prefix_len..]) {
+                        // Its strings cut: metadata whole, the rest kept or cut and marked.
+                        Ok(cut) => {
+                            let event: Value = serde_json::from_str(&body).unwrap();
+                            prop_assert_eq!(&cut["metadata"], &event["metadata"]);
+                            assert_cut_from(&cut, &event, "");
+                        }
+                        // Not enough to cut there: the end is cut.
+                        Err(_) => prop_assert!(full.starts_with(text.strip_suffix(TRUNCATION_MARKER).unwrap())),
+                    }
                 }
                 Err(FormatError::TooLarge { len, max }) => {
                     prop_assert_eq!((len, max), (full.len(), max_len));
