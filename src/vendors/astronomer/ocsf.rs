@@ -7,17 +7,29 @@
 //! a rule must find in its IAM class whatever the vendor (§3, §5a rule 1). The record's category
 //! is told from its fields (vendors README §2.5), see [`Category`].
 //!
-//! | request (REST path tail / GraphQL `operationName`) | class / activity | severity |
+//! | request (REST path tail / GraphQL operation, see below) | class / activity | severity |
 //! | --- | --- | --- |
-//! | `users/{id}/roles` (not GET), `users/{id}` with `organizationRole`/`workspaceRole(s)`/`deploymentRole(s)` in the body; GraphQL ops naming a role (`updateUserRole`, `workspaceUserRoleUpdate`, `deploymentAddUserRole`) or adding a user, whose input names the user (not a team's or group's) | 3005 / 1 Assign Privileges: the roles as `privileges`, `user.uid` from the path or input, scopes in `resources` | AdminGranted (Medium) for an admin/owner role, else PrivilegeGranted (Low) |
+//! | `users/{id}/roles` (not GET), `users/{id}` with `organizationRole`/`workspaceRole(s)`/`deploymentRole(s)` in the body, a workspace's or deployment's `users/{id}` with a bare `role`/`roles` too (the v1alpha1 IAM API); GraphQL ops naming a role (`updateUserRole`, `workspaceUserRoleUpdate`, `deploymentAddUserRole`) or adding a user, whose input names the user (not a team's or group's) | 3005 / 1 Assign Privileges: the roles as `privileges`, `user.uid` from the path or input, scopes in `resources` | AdminGranted (Medium) for an admin/owner role, else PrivilegeGranted (Low) |
 //! | `DELETE …/users/{id}` (removal from the organization, workspace or deployment; SCIM `Users/{id}` too), `DELETE users/{id}/roles`; GraphQL `…RemoveUser…`/`…RemoveUserRole` | 3005 / 2 Revoke Privileges: the roles named, else the scope's type (`organization`, `workspace`, `deployment`): the user loses their access there, the account stays (so not 3001 Delete), and an organization or workspace is no group (so not 3006) | AdminRevoked (Low) for an admin role, else PrivilegeRevoked (Informational) |
 //! | `POST …/api-tokens`, `…/api-tokens/{id}/rotate`, `DELETE …/api-tokens/{id}`, other writes of `api-tokens/{id}`; GraphQL ops on API tokens/keys, service accounts/keys (`createApiToken`, `rotateApiToken`, `deleteApiToken`, `revokeWorkspaceApiToken`, …) | 3004 / 1 Create, 3 Update (rotate, edit), 4 Delete on entity `api_token` (uid from the path or input, name from the body) | CredentialCreated (Low), CredentialRotated (Low), CredentialDeleted (Informational); an edit Informational |
 //! | writes of `sso-connections` (and `saml-connections`, `identity-providers`) | 3004 / 1, 3, 4 on the connection | SsoChanged (Medium) |
 //! | `POST …/invites`, GraphQL invite ops, with the invitee's e-mail | 3001 / 1 Create: `user` is the invitee | Informational |
 //! | anything else; any of the above without its required target (no user, no token id or name) | 6003 (activity from the verb table or method below), keeping the severity of its kind | Informational unless kind says otherwise; GraphQL SSO writes SsoChanged |
 //!
+//! A GraphQL record's operation is the **root field** of the document in `requestBody` (the
+//! text, or the `query` of an object or of JSON text of one): the first field selected by the
+//! operation `operationName` names (else the first operation), its alias skipped, inline
+//! fragments and named fragments spread at the root read as root selections; of several root
+//! fields, the first that is a security action, else the first. `operationName` is the client's
+//! choice (absent for an anonymous operation, a read's name on a mutation, a per-request name):
+//! it is the operation only when no document can be read, and stays in `unmapped` when it is
+//! not the root field. The verb table, the security action and the event code all read the
+//! operation. A record with `correlationId`, `graphqlClientName`, `operationName`, or (with no
+//! `method`/`path`) a GraphQL document is GraphQL. The parser is one pass over bytes with
+//! depth counters, no recursion, a few definitions and fields read at most.
+//!
 //! Event codes rules can match (§5a rule 4): `metadata.event_code` (and 6003 `api.operation`) is
-//! the GraphQL `operationName`; for REST `"METHOD <templated path>"`
+//! the GraphQL operation (an API name: a root field); for REST `"METHOD <templated path>"`
 //! (`POST /v1beta1/organizations/{org}/api-tokens/{id}/rotate`, [`crate::ocsf::paths::template`]
 //! plus what only Astro's paths tell: the members of its collections, such as DAG ids or ids
 //! without a digit, and the SCIM organization) with each id in `resources[]` `{uid, type}`
@@ -53,7 +65,8 @@ use crate::ocsf::{
 /// are told apart by the fields each kind adds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Category {
-    /// v1 GraphQL API event: `operationName`, `correlationId`, `graphqlClientName`.
+    /// v1 GraphQL API event: `operationName`, `correlationId`, `graphqlClientName`, a GraphQL
+    /// document in `requestBody` (an anonymous operation has no `operationName`).
     GraphQl,
     /// v2 REST API event (also from the Astro CLI, then with `astroClient`): `method`, `path`.
     Rest,
@@ -68,11 +81,13 @@ enum Category {
 }
 
 impl Category {
-    fn of(record: &Map<String, Value>) -> Category {
+    /// `document`: whether `requestBody` holds a GraphQL document with a root field.
+    fn of(record: &Map<String, Value>, document: bool) -> Category {
         let has = |key: &str| record.get(key).is_some_and(|v| !v.is_null());
         let path = text(record, "path").unwrap_or_default();
         let segments = || path.split('/').map(str::to_ascii_lowercase);
-        if has("operationName") {
+        let graphql = ["operationName", "correlationId", "graphqlClientName"].iter().any(|k| has(k));
+        if graphql || (document && !has("method") && !has("path")) {
             Category::GraphQl
         } else if has("targetUrl") {
             Category::AirflowUi
@@ -113,20 +128,31 @@ impl Category {
 /// Maps one Astro audit record. Fails only when nothing identifies the actor, the source or
 /// the organization.
 pub fn map(record: &Map<String, Value>, ctx: &Context<'_>) -> Result<EventParts, Unmappable> {
-    let mut f = Fields::new(record, "operationName");
-    let category = Category::of(record);
+    let operation_name = text(record, "operationName");
+    let roots = graphql_document(record).map(|d| root_fields(&d, operation_name.as_deref())).unwrap_or_default();
+    let category = Category::of(record, !roots.is_empty());
+    // A GraphQL operation is its root field (the client names the operation as it likes, or
+    // not at all); `operationName` only without a document.
+    let graphql_operation = match category {
+        Category::GraphQl => root_operation(record, &roots).or_else(|| operation_name.clone()),
+        _ => None,
+    };
+    // `operationName` is placed when it is the event code; a different name stays in `unmapped`
+    // (`method`, taken below whenever present, stands in as the field that chose the mapping).
+    let named = graphql_operation.is_some() && graphql_operation == operation_name;
+    let mut f = Fields::new(record, if named { "operationName" } else { "method" });
     let method = f.take("method").map(|m| m.trim().to_ascii_uppercase());
     let path = f.take("path");
     let rest_path = match category {
         Category::Rest | Category::CloudIde => path.as_deref().map(RestPath::new),
         _ => None,
     };
-    // event_code = api.operation: operationName, else the category name, else "METHOD path"
-    // with the path templated. Vendors README §2.5 puts "METHOD path" before the category; but
-    // an Airflow UI or registry path names a page or an image of one deployment, and the
-    // category name is the stabler severity-override key.
-    let operation = f
-        .get("operationName")
+    // event_code = api.operation: the GraphQL operation, else the category name, else
+    // "METHOD path" with the path templated. Vendors README §2.5 puts "METHOD path" before the
+    // category; but an Airflow UI or registry path names a page or an image of one deployment,
+    // and the category name is the stabler severity-override key.
+    let operation = graphql_operation
+        .clone()
         .or_else(|| category.operation().map(str::to_owned))
         .or_else(|| {
             let templated = rest_path.as_ref().map(|p| p.template.clone());
@@ -221,7 +247,7 @@ pub fn map(record: &Map<String, Value>, ctx: &Context<'_>) -> Result<EventParts,
         }),
         Action::Api { .. } => match (actor, src) {
             (Some(actor), Some(src_endpoint)) => Class::ApiActivity(ApiActivity {
-                activity: activity(record, category, method.as_deref()),
+                activity: activity(graphql_operation.as_deref(), category, method.as_deref()),
                 actor,
                 api: Api {
                     operation: operation.clone(),
@@ -238,7 +264,7 @@ pub fn map(record: &Map<String, Value>, ctx: &Context<'_>) -> Result<EventParts,
             // MAPPING §3 rule 7: without an actor or a source, 6003 cannot be filled; say what
             // happened to the organization (or the deployment) instead.
             (actor, src_endpoint) => Class::EntityManagement(EntityManagement {
-                activity: EntityManagementId::from(activity(record, category, method.as_deref())),
+                activity: EntityManagementId::from(activity(graphql_operation.as_deref(), category, method.as_deref())),
                 entity: fallback_entity(&mut f, &organization)
                     .ok_or_else(|| Unmappable("Astro record names no subject, source or organization".into()))?,
                 entity_result: None,
@@ -450,15 +476,18 @@ fn rest_action(req: &Request<'_>) -> Action {
     // users/{id}/roles, users/{id} with roles in the body, DELETE users/{id}.
     let roles_path = path.ends_with(&[Some("users"), None, Some("roles")]);
     let user_path = path.ends_with(&[Some("users"), None]);
-    let granted = body.as_ref().map(|b| roles(b, roles_path)).unwrap_or_default();
+    // The scope the user gets or leaves: what the `users` collection hangs under.
+    let users_at = path.position_of(&["users"]).unwrap_or_default();
+    let scope = users_at.checked_sub(1).and_then(|i| match &path.segments[i] {
+        Segment::Id { kind, .. } => Some(kind.clone()),
+        Segment::Name(_) => None,
+    });
+    // A bare `role(s)` is a role on a roles path, and on a workspace's or deployment's
+    // `users/{id}` (the v1alpha1 IAM API sets a member's role there with `{"role": …}`).
+    let scoped_user = user_path && matches!(scope.as_deref(), Some("workspace" | "deployment"));
+    let granted = body.as_ref().map(|b| roles(b, roles_path || scoped_user)).unwrap_or_default();
     if roles_path || (user_path && (delete || !granted.privileges.is_empty())) {
         let user_id = path.id_from_end(if roles_path { 1 } else { 0 }).map(|(v, _)| v.to_owned());
-        // The scope the user leaves: what the `users` collection hangs under.
-        let users_at = path.position_of(&["users"]).unwrap_or_default();
-        let scope = users_at.checked_sub(1).and_then(|i| match &path.segments[i] {
-            Segment::Id { kind, .. } => Some(kind.clone()),
-            Segment::Name(_) => None,
-        });
         let activity = if delete { UserAccessId::RevokePrivileges } else { UserAccessId::AssignPrivileges };
         let whole = body.as_ref().is_some_and(|b| granted.read_all_of(b, &[]));
         let placed = if whole { vec!["requestBody"] } else { Vec::new() };
@@ -508,7 +537,17 @@ fn rest_action(req: &Request<'_>) -> Action {
     Action::Api { signal: None }
 }
 
-/// A GraphQL operation's security action, from the words of its name and its input.
+/// The root field a GraphQL record is about: the first one that is a security action, else the
+/// first (a document may select several, an alias or a read placed before a grant).
+fn root_operation(record: &Map<String, Value>, roots: &[String]) -> Option<String> {
+    let security = |root: &&String| {
+        let req = Request { record, category: Category::GraphQl, method: None, path: None, operation: root.as_str() };
+        !matches!(graphql_action(&req), Action::Api { signal: None })
+    };
+    roots.iter().find(security).or(roots.first()).cloned()
+}
+
+/// A GraphQL operation's security action, from the words of its root field and its input.
 fn graphql_action(req: &Request<'_>) -> Action {
     let op = req.operation;
     let verb = verb_activity(op);
@@ -689,6 +728,257 @@ fn object(record: &Map<String, Value>, key: &str) -> Option<Map<String, Value>> 
     }
 }
 
+/// The GraphQL document of a record: `requestBody` as the document text, or the `query` of an
+/// object (or of JSON text of one). JSON that is no such object is no document (a REST body).
+fn graphql_document(record: &Map<String, Value>) -> Option<String> {
+    let query = |m: &Map<String, Value>| m.get("query").and_then(Value::as_str).map(str::to_owned);
+    match record.get("requestBody")? {
+        Value::Object(m) => query(m),
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(Value::Object(m)) => query(&m),
+            Ok(Value::String(inner)) => Some(inner),
+            Ok(_) => None,
+            Err(_) => Some(s.clone()),
+        },
+        _ => None,
+    }
+}
+
+/// The longest root field name taken: anything longer is no API name.
+const MAX_NAME: usize = 128;
+/// How many definitions of a document, and root fields of one operation, are read.
+const MAX_DEFINITIONS: usize = 16;
+const MAX_FIELDS: usize = 16;
+
+/// A GraphQL token, as far as finding root fields needs: a name, a punctuator, the `...`
+/// spread; any value (a string, a number, a `$variable`) is just a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token<'a> {
+    Name(&'a str),
+    Punct(u8),
+    Spread,
+    Value,
+}
+
+/// A GraphQL lexer over bytes: one pass, no allocation, no recursion. A byte it does not know
+/// (any non-ASCII one too) is a punctuator of its own, so any input is read to its end.
+struct Lexer<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Iterator for Lexer<'a> {
+    type Item = Token<'a>;
+
+    fn next(&mut self) -> Option<Token<'a>> {
+        let bytes = self.text.as_bytes();
+        let run = |from: usize, keep: fn(u8) -> bool| from + bytes[from..].iter().take_while(|b| keep(**b)).count();
+        // Ignored tokens: white space, commas, comments, a byte-order mark.
+        loop {
+            match *bytes.get(self.at)? {
+                b' ' | b'\t' | b'\n' | b'\r' | b',' => self.at += 1,
+                b'#' => self.at = run(self.at, |b| b != b'\n'),
+                0xEF if bytes[self.at..].starts_with(b"\xEF\xBB\xBF") => self.at += 3,
+                _ => break,
+            }
+        }
+        let start = self.at;
+        let token = match bytes[start] {
+            b'_' | b'a'..=b'z' | b'A'..=b'Z' => {
+                self.at = run(start, |b| b == b'_' || b.is_ascii_alphanumeric());
+                // ASCII on both sides: always char boundaries.
+                Token::Name(self.text.get(start..self.at).unwrap_or_default())
+            }
+            b'"' if bytes[start..].starts_with(b"\"\"\"") => {
+                let mut i = start + 3;
+                while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+                    i += if bytes[i..].starts_with(b"\\\"\"\"") { 4 } else { 1 };
+                }
+                self.at = (i + 3).min(bytes.len());
+                Token::Value
+            }
+            b'"' => {
+                let mut i = start + 1;
+                while i < bytes.len() && !matches!(bytes[i], b'"' | b'\n') {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                self.at = (i + 1).min(bytes.len());
+                Token::Value
+            }
+            b'.' if bytes[start..].starts_with(b"...") => {
+                self.at += 3;
+                Token::Spread
+            }
+            b'$' | b'-' | b'0'..=b'9' => {
+                self.at =
+                    run(start + 1, |b| b == b'_' || b == b'.' || b == b'+' || b == b'-' || b.is_ascii_alphanumeric());
+                Token::Value
+            }
+            other => {
+                self.at += 1;
+                Token::Punct(other)
+            }
+        };
+        Some(token)
+    }
+}
+
+type Tokens<'a> = std::iter::Peekable<Lexer<'a>>;
+
+/// Skips past the bracket closing `open` (just read), counting depth: no recursion.
+fn skip_balanced(tokens: &mut Tokens<'_>, open: u8) {
+    let close = if open == b'(' { b')' } else { b'}' };
+    let mut depth = 1usize;
+    for token in tokens.by_ref() {
+        match token {
+            Token::Punct(b) if b == open => depth += 1,
+            Token::Punct(b) if b == close => depth -= 1,
+            _ => {}
+        }
+        if depth == 0 {
+            return;
+        }
+    }
+}
+
+/// Skips what may follow a selection's name: arguments, directives, a selection set.
+fn skip_selection_rest(tokens: &mut Tokens<'_>) {
+    loop {
+        match tokens.peek() {
+            Some(Token::Punct(open @ (b'(' | b'{'))) => {
+                let open = *open;
+                tokens.next();
+                skip_balanced(tokens, open);
+            }
+            Some(Token::Punct(b'@')) => {
+                tokens.next();
+                tokens.next_if(|t| matches!(t, Token::Name(_)));
+            }
+            _ => return,
+        }
+    }
+}
+
+/// A root selection: a field (by its name, not its alias) or a named fragment spread.
+enum Root<'a> {
+    Field(&'a str),
+    Spread(&'a str),
+}
+
+/// An operation or fragment definition of a document, with its root selections.
+struct Definition<'a> {
+    fragment: bool,
+    name: Option<&'a str>,
+    roots: Vec<Root<'a>>,
+}
+
+/// The definitions of a GraphQL document, read up to the first thing that is not GraphQL.
+fn definitions(document: &str) -> Vec<Definition<'_>> {
+    let mut tokens = Lexer { text: document, at: 0 }.peekable();
+    let mut out = Vec::new();
+    while out.len() < MAX_DEFINITIONS {
+        // `{` (a query in short), or `query|mutation|subscription|fragment`, an optional name,
+        // then variable definitions, a fragment's `on Type`, directives, up to the `{`.
+        let (fragment, name) = match tokens.next() {
+            Some(Token::Punct(b'{')) => (false, None),
+            Some(Token::Name(kind @ ("query" | "mutation" | "subscription" | "fragment"))) => {
+                let name = tokens.next_if(|t| matches!(t, Token::Name(_)));
+                loop {
+                    match tokens.next() {
+                        Some(Token::Punct(b'{')) => break,
+                        Some(Token::Punct(b'(')) => skip_balanced(&mut tokens, b'('),
+                        Some(Token::Punct(b'@') | Token::Name(_)) => {}
+                        _ => return out,
+                    }
+                }
+                (kind == "fragment", name.and_then(|t| if let Token::Name(n) = t { Some(n) } else { None }))
+            }
+            _ => break,
+        };
+        // The selection set: fields (after an alias and `:`), named fragment spreads, and the
+        // selections of inline fragments (`... on Mutation { … }`), which are root ones too.
+        let mut roots = Vec::new();
+        let mut inline = 0usize;
+        let complete = loop {
+            match tokens.next() {
+                Some(Token::Punct(b'}')) if inline == 0 => break true,
+                Some(Token::Punct(b'}')) => inline -= 1,
+                Some(Token::Name(first)) => {
+                    let field = match tokens.next_if_eq(&Token::Punct(b':')) {
+                        Some(_) => match tokens.next() {
+                            Some(Token::Name(field)) => field,
+                            _ => break false,
+                        },
+                        None => first,
+                    };
+                    if roots.len() < MAX_FIELDS && field.len() <= MAX_NAME {
+                        roots.push(Root::Field(field));
+                    }
+                    skip_selection_rest(&mut tokens);
+                }
+                Some(Token::Spread) => match tokens.next_if(|t| matches!(t, Token::Name(_))) {
+                    Some(Token::Name("on")) | None => {
+                        tokens.next_if(|t| matches!(t, Token::Name(_)));
+                        while tokens.next_if_eq(&Token::Punct(b'@')).is_some() {
+                            tokens.next_if(|t| matches!(t, Token::Name(_)));
+                            if tokens.next_if_eq(&Token::Punct(b'(')).is_some() {
+                                skip_balanced(&mut tokens, b'(');
+                            }
+                        }
+                        match tokens.next() {
+                            Some(Token::Punct(b'{')) => inline += 1,
+                            _ => break false,
+                        }
+                    }
+                    Some(Token::Name(spread)) => {
+                        if roots.len() < MAX_FIELDS {
+                            roots.push(Root::Spread(spread));
+                        }
+                        skip_selection_rest(&mut tokens);
+                    }
+                    Some(_) => break false,
+                },
+                _ => break false,
+            }
+        };
+        out.push(Definition { fragment, name, roots });
+        if !complete {
+            break;
+        }
+    }
+    out
+}
+
+/// The root fields of a GraphQL document's operation: the one `operation_name` names, else the
+/// first; named fragments spread at the root expanded (each once). Empty for no GraphQL.
+fn root_fields(document: &str, operation_name: Option<&str>) -> Vec<String> {
+    let definitions = definitions(document);
+    let operations = || definitions.iter().filter(|d| !d.fragment);
+    let named = operations().find(|d| d.name.is_some() && d.name == operation_name);
+    let Some(operation) = named.or_else(|| operations().next()) else { return Vec::new() };
+    let mut out: Vec<String> = Vec::new();
+    let mut expanded: Vec<&str> = Vec::new();
+    let mut stack: Vec<&Root<'_>> = operation.roots.iter().rev().collect();
+    while let Some(root) = stack.pop()
+        && out.len() < MAX_FIELDS
+    {
+        match *root {
+            Root::Field(field) => {
+                if !out.iter().any(|f| f == field) {
+                    out.push(field.to_owned());
+                }
+            }
+            Root::Spread(name) if !expanded.contains(&name) => {
+                expanded.push(name);
+                let fragment = definitions.iter().find(|d| d.fragment && d.name == Some(name));
+                stack.extend(fragment.into_iter().flat_map(|d| d.roots.iter().rev()));
+            }
+            Root::Spread(_) => {}
+        }
+    }
+    out
+}
+
 /// The lower-case words of an operation name: `revokeWorkspaceApiToken` → revoke, workspace,
 /// api, token; `SSOConnectionUpdate` → sso, connection, update.
 fn words(name: &str) -> Vec<String> {
@@ -717,10 +1007,11 @@ fn words(name: &str) -> Vec<String> {
     out
 }
 
-/// The 6003 activity: from the `operationName` verb table, else per category (MAPPING §4.1).
-fn activity(record: &Map<String, Value>, category: Category, method: Option<&str>) -> ApiActivityId {
+/// The 6003 activity: the GraphQL operation's from the verb table, else per category (MAPPING
+/// §4.1).
+fn activity(graphql_operation: Option<&str>, category: Category, method: Option<&str>) -> ApiActivityId {
     match category {
-        Category::GraphQl => text(record, "operationName").map_or(ApiActivityId::Unknown, |op| verb_activity(&op)),
+        Category::GraphQl => graphql_operation.map_or(ApiActivityId::Unknown, verb_activity),
         Category::AirflowUi | Category::CloudIde => ApiActivityId::Read,
         // A pull reads an image, a push writes one; anything else keeps its method.
         Category::Registry => match method {
@@ -742,8 +1033,9 @@ fn activity(record: &Map<String, Value>, category: Category, method: Option<&str
     }
 }
 
-/// MAPPING §4.1's `operationName` table, row by row: a leading verb, or (for Create, Update,
-/// Delete) a trailing noun form such as `workspaceCreate`; anything else is 99 Other.
+/// MAPPING §4.1's `operationName` table (read here on the operation, the root field), row by
+/// row: a leading verb, or (for Create, Update, Delete) a trailing noun form such as
+/// `workspaceCreate`; anything else is 99 Other.
 fn verb_activity(operation: &str) -> ApiActivityId {
     let rows: [(&[&str], Option<&str>, ApiActivityId); 4] = [
         (&["create", "add", "invite", "generate", "upload", "deploy"], Some("create"), ApiActivityId::Create),
@@ -1119,6 +1411,49 @@ mod tests {
                 ),
                 300403,
             ),
+            // An anonymous operation (probe 4 of the adversarial review): its document's root
+            // field names it, and a role grant is 3005 whatever the client called it.
+            (
+                "graphql_anonymous_role_grant",
+                with(
+                    &graphql,
+                    &[
+                        ("operationName", Value::Null),
+                        (
+                            "requestBody",
+                            json!(
+                                "mutation { updateUserRole(input: {userId: \"cm4t8r2g7000508l3u9v1w2xy\", role: ORGANIZATION_OWNER}) { id } }"
+                            ),
+                        ),
+                        ("requestInput", json!({"userId": "cm4t8r2g7000508l3u9v1w2xy", "role": "ORGANIZATION_OWNER"})),
+                    ],
+                ),
+                300501,
+            ),
+            // A per-request operation name: the root field is the event code, the name unmapped.
+            (
+                "graphql_per_request_name",
+                with(&op("Q_1733490000123"), &[("requestBody", json!("query Q_1733490000123 { self { id } }"))]),
+                600399,
+            ),
+            // A bare role on a workspace's user (the v1alpha1 IAM API).
+            (
+                "rest_workspace_user_role",
+                with(
+                    &rest,
+                    &[
+                        ("method", json!("POST")),
+                        (
+                            "path",
+                            json!(
+                                "/v1alpha1/organizations/examplecorp/workspaces/clx9d4e7f000408la3b5c8d2e/users/cm4t8r2g7000508l3u9v1w2xy"
+                            ),
+                        ),
+                        ("requestBody", json!({"role": "WORKSPACE_ADMIN"})),
+                    ],
+                ),
+                300501,
+            ),
         ];
         let samples = ["sample1_v2_rest", "sample2_v1_graphql_servicekey", "sample3_airflow_ui"];
         let samples = samples.into_iter().chain(["sample4_registry_push", "sample5_cli"]);
@@ -1225,9 +1560,8 @@ mod tests {
     /// chosen by the client, and may be absent (an anonymous operation). The operation that ran is
     /// the root field of the document in `requestBody`. A role grant sent anonymously, or named
     /// like a read, is still a 3005 grant; and the event code is the root field, not a name the
-    /// client made up per request. Fails today: both are 6003 Informational ("unknown" / the name).
+    /// client made up per request. Failed on 747cbab: both were 6003 Informational ("unknown" / the name).
     #[test]
-    #[ignore = "adversarial finding: GraphQL classification trusts the client-chosen operationName"]
     fn test_a_graphql_grant_is_found_by_its_root_field_whatever_the_operation_is_named() {
         let input = json!({"userId": TARGET, "role": "ORGANIZATION_OWNER"});
         let document = "mutation { updateUserRole(input: $input) { id } }";
@@ -1244,6 +1578,184 @@ mod tests {
             assert_eq!(json["privileges"], json!(["ORGANIZATION_OWNER"]), "{record}");
             assert_eq!(json["metadata"]["event_code"], "updateUserRole", "{record}");
         }
+        // Anonymous, with no `operationName` key at all and no client name: still GraphQL.
+        let mut bare = graphql("updateUserRole", json!({"userId": TARGET, "role": "ORGANIZATION_OWNER"}));
+        for key in ["operationName", "correlationId", "graphqlClientName"] {
+            bare.as_object_mut().unwrap().remove(key);
+        }
+        bare["requestBody"] = json!("mutation { grant: updateUserRole(input: $input) { id } }");
+        let json = event(&bare);
+        assert_eq!((kind(&json), &json["metadata"]["event_code"]), ((3005, 1, 3), &json!("updateUserRole")), "{json}");
+        // A name made up per request is no event code: the root field is; the name stays visible.
+        let mut read = graphql("self", json!({}));
+        read["operationName"] = json!("Q_1733490000123");
+        read["requestBody"] = json!({"query": "query Q_1733490000123 { self { id } }"});
+        let json = event(&read);
+        assert_eq!((&json["metadata"]["event_code"], &json["api"]["operation"]), (&json!("self"), &json!("self")));
+        assert_eq!(json["unmapped"]["operationName"], "Q_1733490000123", "{json}");
+        // A named read whose document is a read keeps its verb; the name equal to the root field
+        // is placed.
+        let json = event(&graphql("getDeployments", json!({})));
+        assert_eq!(kind(&json), (6003, 2, 1));
+        assert!(json["unmapped"].get("operationName").is_none(), "{json}");
+    }
+
+    #[test]
+    fn test_root_fields_of_graphql_documents() {
+        let rows: [(&str, Option<&str>, &[&str]); 14] = [
+            ("{ self { id } }", None, &["self"]),
+            ("query { a: getX { id } b: getY }", None, &["getX", "getY"]),
+            ("mutation M($a: Int = 1, $b: In = {x: \"(}\"}) @d(x: 1) { f(s: \"}\") { id } g }", None, &["f", "g"]),
+            ("# mutation { evil }\n query { self }", None, &["self"]),
+            ("query { self(q: \"\"\" } \\\"\"\" ) \"\"\") next }", None, &["self", "next"]),
+            (
+                "mutation { ... on Mutation @include(if: true) { updateUserRole(input: $i) { id } } after }",
+                None,
+                &["updateUserRole", "after"],
+            ),
+            (
+                "mutation { ...Grant } fragment Grant on Mutation { updateUserRole { id } ...Grant }",
+                None,
+                &["updateUserRole"],
+            ),
+            ("query A { self } mutation B { deleteApiToken }", Some("B"), &["deleteApiToken"]),
+            ("query A { self } mutation B { deleteApiToken }", Some("C"), &["self"]),
+            ("query A { self } mutation B { deleteApiToken }", None, &["self"]),
+            ("fragment F on Q { x } query { ...F y }", None, &["x", "y"]),
+            // A name is ASCII: reading stops at anything else, keeping what came before.
+            ("\u{feff}subscription S { onChange, événement, later }", None, &["onChange"]),
+            (r#"{"name": "x"}"#, None, &[]),
+            ("mutation { a: }", None, &[]),
+        ];
+        for (document, name, want) in rows {
+            assert_eq!(root_fields(document, name), want, "{document}");
+        }
+        // requestBody as a document, an object with `query`, or JSON text of one; a REST body is
+        // no document.
+        for (body, want) in [
+            (json!("mutation { updateUserRole { id } }"), Some("mutation { updateUserRole { id } }")),
+            (json!({"query": "{ self }", "variables": {}}), Some("{ self }")),
+            (json!(r#"{"query": "{ self }"}"#), Some("{ self }")),
+            (json!(r#"{"name": "x"}"#), None),
+            (json!({"name": "x"}), None),
+            (json!(3), None),
+        ] {
+            let record = json!({ "requestBody": body });
+            assert_eq!(graphql_document(record.as_object().unwrap()).as_deref(), want, "{body}");
+        }
+    }
+
+    /// The document is the client's: any text reads to its end without a panic, in one pass, and
+    /// gives at most a few short names.
+    #[test]
+    fn test_root_fields_of_any_text_are_bounded() {
+        let mut odd: Vec<String> = [
+            "",
+            "{",
+            "}",
+            "mutation(",
+            "mutation {",
+            "query Q(",
+            "...",
+            "... on",
+            "\"",
+            "\"\"\"",
+            "\"\\",
+            "#",
+            "{ a: ",
+            "{ a(",
+            "{ a @",
+            "{ ... @",
+            "{ ...F",
+            "\u{feff}",
+            "é{ü: ñ}",
+            "{ \"\\é\" }",
+            "mutation { 名前 }",
+            "$",
+            "-",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        odd.push("{".repeat(1 << 20));
+        odd.push("(".repeat(1 << 20));
+        odd.push(format!("mutation {{ {}", "a(".repeat(1 << 18)));
+        odd.push(format!("{{ {} }}", "x".repeat(1 << 20)));
+        odd.push("{ a } ".repeat(1 << 16));
+        odd.push(format!("{{ {} }}", "f ".repeat(1 << 16)));
+        // Random strings of the characters that matter.
+        let alphabet: Vec<char> = "{}()[]:@$.\"\\#,\n mutationquery fragment on é_1".chars().collect();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..2000 {
+            let n = (seed % 40) as usize;
+            let text: String = (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    alphabet[(seed % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            odd.push(text);
+        }
+        let started = std::time::Instant::now();
+        for text in &odd {
+            for name in [None, Some("Q")] {
+                let roots = root_fields(text, name);
+                assert!(roots.len() <= MAX_FIELDS && roots.iter().all(|r| !r.is_empty() && r.len() <= MAX_NAME));
+            }
+        }
+        assert!(roots_are_fast(started), "{:?}", started.elapsed());
+        // Whole records with such bodies still map to valid events with an event code.
+        for text in odd.iter().filter(|t| t.len() < 1000) {
+            let mut record = graphql("x", json!({}));
+            record.as_object_mut().unwrap().remove("operationName");
+            record["requestBody"] = json!(text);
+            let json = event(&record);
+            assert!(json["metadata"]["event_code"].as_str().is_some_and(|c| !c.is_empty()), "{json}");
+        }
+    }
+
+    /// A generous bound (debug build, shared cores) that a quadratic scan would still break.
+    fn roots_are_fast(started: std::time::Instant) -> bool {
+        started.elapsed() < std::time::Duration::from_secs(10)
+    }
+
+    /// A grant hidden behind a read in the same document is found; a read alone stays a read.
+    #[test]
+    fn test_a_graphql_grant_after_a_read_in_the_same_document_is_found() {
+        let mut record = graphql("getDeployments", json!({"userId": TARGET, "role": "WORKSPACE_ADMIN"}));
+        record["requestBody"] =
+            json!("mutation getDeployments { self { id } ... on Mutation { updateUserRole(input: $input) { id } } }");
+        let json = event(&record);
+        assert_eq!((kind(&json), &json["metadata"]["event_code"]), ((3005, 1, 3), &json!("updateUserRole")));
+        assert_eq!(json["unmapped"]["operationName"], "getDeployments", "{json}");
+    }
+
+    /// Adversarial review of issue 17 (F5): Astro's v1alpha1 IAM API sets a workspace or
+    /// deployment role with a bare `role` on the scoped `users/{id}` path. Fails on 747cbab: 6003
+    /// Create at Informational.
+    #[test]
+    fn test_a_bare_role_on_a_workspace_or_deployment_user_path_is_a_grant() {
+        for (scope, role, severity) in [
+            ("workspaces", "WORKSPACE_ADMIN", 3),
+            ("deployments", "DEPLOYMENT_ADMIN", 3),
+            ("workspaces", "WORKSPACE_MEMBER", 2),
+        ] {
+            let path = format!("/v1alpha1/organizations/examplecorp/{scope}/{WORKSPACE}/users/{TARGET}");
+            for body in [json!({"role": role}), json!({"roles": [role]}), json!(format!(r#"{{"role":"{role}"}}"#))] {
+                let json = event(&rest("POST", &path, body));
+                assert_eq!(kind(&json), (3005, 1, severity), "{json}");
+                assert_eq!((&json["user"]["uid"], &json["privileges"]), (&json!(TARGET), &json!([role])), "{json}");
+                let kind = scope.strip_suffix('s').unwrap();
+                assert!(has_resource(&json, WORKSPACE, kind), "{json}");
+                assert!(json["unmapped"].get("requestBody").is_none(), "{json}");
+            }
+        }
+        // On the organization's own users path a bare `role` still says nothing (a profile edit
+        // may carry one): only `organizationRole` is a grant there.
+        let path = format!("/v1alpha1/organizations/examplecorp/users/{TARGET}");
+        assert_eq!(kind(&event(&rest("POST", &path, json!({"role": "ORGANIZATION_OWNER"})))).0, 6003);
     }
 
     /// Adversarial review of issue 17: a path segment that is literally a placeholder (`{org}`,
@@ -1474,9 +1986,14 @@ mod tests {
             let unmapped = json["unmapped"].as_object().cloned().unwrap_or_default();
             let record: Value = serde_json::from_str(&raw).unwrap();
             for key in placed {
-                // Only a subject type with no subject to describe stays unmapped.
+                // Only a subject type with no subject to describe stays unmapped, and an
+                // operation name that is not the operation (the root field is the event code).
                 let orphan = key == "subjectType" && record.get("subjectId").is_none();
-                assert!(orphan || !unmapped.contains_key(key), "{name}: {key} is placed, yet unmapped: {json}");
+                let renamed = key == "operationName" && record[key] != json["metadata"]["event_code"];
+                assert!(
+                    orphan || renamed || !unmapped.contains_key(key),
+                    "{name}: {key} is placed, yet unmapped: {json}"
+                );
             }
             assert!(unmapped.values().all(Value::is_string), "{name}: {json}");
         }
@@ -1511,9 +2028,16 @@ mod tests {
             };
             types.entry(path).or_default().insert(t);
         }
+        let mut anonymous_grants = 0;
         for line in store.lines() {
             let json = convert(&line, ORG, &line).unwrap();
             assert_valid(&json);
+            // Anonymous role changes are found by their root field.
+            if !line.contains("\"operationName\"") && line.contains("workspaceUserRoleUpdate(") {
+                assert_eq!(json["metadata"]["event_code"], "workspaceUserRoleUpdate", "{json}");
+                assert_eq!(kind(&json).0, 3005, "{json}");
+                anonymous_grants += 1;
+            }
             codes.insert(json["metadata"]["event_code"].as_str().unwrap().to_owned());
             kinds.insert((kind(&json).0, kind(&json).1));
             walk(&json, String::new(), &mut types);
@@ -1521,6 +2045,7 @@ mod tests {
         // One code per endpoint the simulator calls, GraphQL operation and access category.
         let endpoints = sim::REST.len() + sim::GRAPHQL.len() + 3;
         assert!(codes.len() <= endpoints, "{} codes for {endpoints} endpoints: {codes:#?}", codes.len());
+        assert!(anonymous_grants > 0, "no anonymous GraphQL role change");
         for want in [(3005, 1), (3005, 2), (3004, 1), (3004, 3), (3004, 4), (3001, 1)] {
             assert!(kinds.contains(&want), "no {want:?} among {kinds:?}");
         }
