@@ -59,6 +59,42 @@ pub fn init(format: LogFormat) {
     };
 }
 
+/// How a fatal error (the one that ends the process: a refused configuration, a held lock, a
+/// damaged database) is printed on stderr, in the shape `--log-format` chose for every other
+/// line: `error: …` as text; under `journald` every line of it behind `<3>` (err), so
+/// `journalctl -p warning` shows why the service stopped; under `json` one object with level
+/// `ERROR`, as the log lines are.
+pub fn fatal_line(format: LogFormat, journal_stream: Option<&str>, message: &str) -> String {
+    match format.resolve(journal_stream) {
+        LogFormat::Journald => {
+            let mut out = String::new();
+            for line in message.lines() {
+                out.push_str(&format!("<{}>ERROR auditrelay: {line}\n", priority(&Level::ERROR)));
+            }
+            if out.is_empty() {
+                out.push_str("<3>ERROR auditrelay: (no message)\n");
+            }
+            out
+        }
+        LogFormat::Json => {
+            let line = serde_json::json!({
+                "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "level": "ERROR",
+                "message": message,
+                "target": "auditrelay",
+            });
+            format!("{line}\n")
+        }
+        LogFormat::Text | LogFormat::Auto => format!("error: {message}\n"),
+    }
+}
+
+/// Prints [`fatal_line`] on stderr with the environment's `JOURNAL_STREAM`.
+pub fn fatal(format: LogFormat, message: &str) {
+    let journal = std::env::var("JOURNAL_STREAM").ok();
+    eprint!("{}", fatal_line(format, journal.as_deref(), message));
+}
+
 /// The syslog priority journald reads from a `<N>` line prefix.
 pub fn priority(level: &Level) -> u8 {
     match *level {
@@ -95,6 +131,19 @@ mod tests {
         assert_eq!(LogFormat::Auto.resolve(Some("")), LogFormat::Text);
         assert_eq!(LogFormat::Json.resolve(Some("8:1")), LogFormat::Json);
         assert_eq!(LogFormat::Text.resolve(Some("8:1")), LogFormat::Text);
+    }
+
+    #[test]
+    fn a_fatal_error_takes_the_chosen_format() {
+        let text = fatal_line(LogFormat::Text, None, "bad.toml:6: key `x`");
+        assert_eq!(text, "error: bad.toml:6: key `x`\n");
+        let journald = fatal_line(LogFormat::Auto, Some("8:1"), "first\nsecond");
+        assert_eq!(journald, "<3>ERROR auditrelay: first\n<3>ERROR auditrelay: second\n");
+        let json = fatal_line(LogFormat::Json, None, "two\nlines");
+        assert_eq!(json.lines().count(), 1, "{json}");
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["level"], "ERROR");
+        assert_eq!(value["message"], "two\nlines");
     }
 
     #[derive(Clone, Default)]

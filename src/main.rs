@@ -19,14 +19,15 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            auditrelay::logging::fatal(cli.log_format, &format!("cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
+    let log_format = cli.log_format;
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", report(&e));
+            auditrelay::logging::fatal(log_format, &report(&e));
             ExitCode::FAILURE
         }
     }

@@ -222,3 +222,49 @@ fn test_backfill_collects_a_range_reports_progress_and_resumes_from_its_own_chec
     let live = stats.lines().find(|l| l.starts_with("a ")).unwrap_or_default();
     assert!(stats.contains("a.backfill") && live.contains("no checkpoint yet"), "{stats}");
 }
+
+/// A config whose line 6 names an unset variable: `check` and `run` refuse it at start.
+fn bad_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("bad.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\napi_key = \"${AUDITRELAY_TEST_UNSET_VARIABLE}\"\n[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = \"o\"\n",
+    )
+    .unwrap();
+    config
+}
+
+/// Issue 18 point 1: the error that stops the service at start is printed in the chosen log
+/// format, so under journald it carries the `<3>` (err) priority `journalctl -p warning` shows.
+#[test]
+fn test_a_fatal_error_honours_the_log_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = bad_config(dir.path());
+    let run = |format: &str| {
+        auditrelay()
+            .args(["run", "--log-format", format, "-c"])
+            .arg(&config)
+            .env_remove("AUDITRELAY_TEST_UNSET_VARIABLE")
+            .env_remove("AUDITRELAY_LOG_FORMAT")
+            .output()
+            .unwrap()
+    };
+    let out = run("journald");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let line = stderr.lines().find(|l| l.contains("bad.toml:6")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.starts_with("<3>") && line.contains("api_key"), "{stderr}");
+    assert!(stderr.lines().all(|l| l.starts_with('<')), "every line has its priority: {stderr}");
+
+    let out = run("json");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let line = stderr.lines().find(|l| l.contains("bad.toml:6")).unwrap_or_else(|| panic!("{stderr}"));
+    let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(value["level"], "ERROR", "{stderr}");
+    assert!(value["message"].as_str().unwrap().contains("api_key"), "{stderr}");
+
+    let out = run("text");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.lines().any(|l| l.starts_with("error: ") && l.contains("bad.toml:6")), "{stderr}");
+}
