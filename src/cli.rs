@@ -23,6 +23,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the agent (the daemon): poll every configured source and deliver to every sink until
     /// SIGTERM or SIGINT, then stop fetching, commit, let sinks finish their batch and exit 0.
+    /// SIGHUP reloads the configuration file (a refused file keeps the running one).
     Run {
         /// The configuration file (TOML); see config/auditrelay.example.toml.
         #[arg(short, long, value_name = "FILE")]
@@ -42,14 +43,18 @@ pub enum Command {
     Check {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
-        /// Also reach every sink: open the file sink's file, connect to syslog receivers (TCP
-        /// connect and, for TLS, the whole handshake with certificate checks). Prints one line
-        /// per sink and exits 1 if any fails. Sends no event.
+        /// Also reach every source and every sink, after the resolved configuration: each
+        /// source's credential with the cheapest request its vendor's audit API answers (a
+        /// refused credential is named, the secret never); each sink as it will be used: the
+        /// file sink's file opened, syslog receivers connected (TCP and, for TLS, the whole
+        /// handshake with certificate checks), HEC's health endpoint and token, OTLP's endpoint
+        /// with an empty export. Prints a table of one row per source and sink and exits 1 if any
+        /// fails. Sends no event.
         #[arg(long)]
         connect: bool,
     },
     /// Run the agent against its built-in vendor simulator on 127.0.0.1, writing events to
-    /// ./auditrelay-demo/events.ndjson, and print a summary. Exits 0 once every simulated record
+    /// events.ndjson in --out (./auditrelay-demo), and print a summary. Exits 0 once every simulated record
     /// was delivered.
     Demo {
         /// Records the simulator serves.
@@ -82,10 +87,12 @@ pub enum Command {
     },
     /// Run the vendor simulator alone (for tests, benchmarks and trying configurations).
     Simulate(crate::sim::SimulateArgs),
-    /// See and act on what is queued and what failed: stats, dead letters, replay, purge.
+    /// See and act on what is queued and what failed: stats, dead letters, replay, purge,
+    /// renamed sinks, checkpoints.
     ///
-    /// `stats` and `dead-letters` only read (safe while the agent runs); `replay` and
-    /// `purge-dead-letters` change the database and refuse to run beside an agent.
+    /// `stats` and `dead-letters` only read (safe while the agent runs); `replay`,
+    /// `purge-dead-letters`, `rename-sink` and `set-checkpoint` change the database and refuse
+    /// to run beside an agent.
     Queue {
         #[command(subcommand)]
         command: QueueCommand,

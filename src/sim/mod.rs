@@ -598,7 +598,7 @@ pub enum RetryAfterMode {
     /// The window end as an HTTP-date, rounded up to the next whole second.
     HttpDate,
     /// No `Retry-After`; only the vendor's reset header (if it has one) says when. Astronomer and
-    /// Datafold have none: clients fall back to their own wait (README §2.6: 60 s).
+    /// Datafold have none: clients fall back to their own wait (60 s).
     Omit,
 }
 

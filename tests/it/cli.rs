@@ -268,3 +268,54 @@ fn test_a_fatal_error_honours_the_log_format() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.lines().any(|l| l.starts_with("error: ") && l.contains("bad.toml:6")), "{stderr}");
 }
+
+/// Every command's `--help`, the top level's and each subcommand's (nested ones too).
+fn every_help() -> Vec<(String, String)> {
+    let mut helps = Vec::new();
+    let mut todo: Vec<Vec<String>> = vec![vec![]];
+    while let Some(path) = todo.pop() {
+        let out = auditrelay().args(&path).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{path:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let commands = text.lines().skip_while(|l| !l.starts_with("Commands:")).skip(1);
+        for line in commands.take_while(|l| l.starts_with("  ")) {
+            if let Some(name) = line.split_whitespace().next().filter(|n| *n != "help") {
+                let mut sub = path.clone();
+                sub.push(name.to_owned());
+                todo.push(sub);
+            }
+        }
+        helps.push((path.join(" "), text));
+    }
+    helps
+}
+
+/// Issue 18 point 6: a help text that sends the reader to a README section names one that is
+/// there, and `check --help` says what `--connect` reaches (sources as well as sinks).
+#[test]
+fn test_every_readme_section_a_help_cites_exists() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let headings: Vec<&str> = readme.lines().filter(|l| l.starts_with('#')).map(|l| l.trim_start_matches('#').trim()).collect();
+    let helps = every_help();
+    assert!(helps.len() > 10, "{:?}", helps.iter().map(|h| &h.0).collect::<Vec<_>>());
+    let mut cited = 0;
+    for (command, text) in &helps {
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        for (at, _) in flat.match_indices("README") {
+            let after = &flat[at + "README".len()..];
+            assert!(
+                !after.starts_with(" §") && !after.starts_with(" section"),
+                "`{command} --help` cites a README section by number: {flat}"
+            );
+            if let Some(rest) = after.strip_prefix(" \"") {
+                let title = rest.split('"').next().unwrap();
+                assert!(headings.contains(&title), "`{command} --help` cites README \"{title}\", not a heading: {headings:?}");
+                cited += 1;
+            }
+        }
+    }
+    assert!(cited > 0, "no help cites a README section");
+    let check = &helps.iter().find(|h| h.0 == "check").unwrap().1;
+    let connect = check.split("--connect").nth(1).unwrap();
+    assert!(connect.contains("source") && connect.contains("credential"), "{check}");
+}
