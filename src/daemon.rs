@@ -97,6 +97,50 @@ impl RunReport {
     pub fn failed(&self) -> bool {
         self.sources.iter().any(|s| matches!(s.outcome, SourceOutcome::Failed(_)))
     }
+
+    /// Records (sources could not map) and events (sinks refused for good) moved to the
+    /// dead-letter table in this run.
+    pub fn dead_lettered(&self) -> u64 {
+        let sources: u64 = self.sources.iter().map(|s| s.stats.dead_lettered).sum();
+        let sinks: u64 = self.sinks.iter().map(|s| s.stats.dead_lettered).sum();
+        sources.saturating_add(sinks)
+    }
+
+    /// The one line `run --once` prints at its end: records stored per source, events
+    /// delivered per sink (and what each still has queued), dead letters of this run.
+    pub fn summary_line(&self) -> String {
+        let sources: Vec<String> = self
+            .sources
+            .iter()
+            .map(|s| {
+                let failed = if matches!(s.outcome, SourceOutcome::Failed(_)) { " (FAILED)" } else { "" };
+                format!("{} stored {}{failed}", s.name, s.stats.stored)
+            })
+            .collect();
+        let sinks: Vec<String> = self
+            .sinks
+            .iter()
+            .map(|s| {
+                let backlog = if s.backlog > 0 { format!(" ({} still queued)", s.backlog) } else { String::new() };
+                format!("{} delivered {}{backlog}", s.name, s.stats.events)
+            })
+            .collect();
+        let by_sources: u64 = self.sources.iter().map(|s| s.stats.dead_lettered).sum();
+        let mut line = format!(
+            "run --once: sources: {}; sinks: {}; {} dead-lettered",
+            if sources.is_empty() { "none".to_owned() } else { sources.join(", ") },
+            if sinks.is_empty() { "none".to_owned() } else { sinks.join(", ") },
+            self.dead_lettered(),
+        );
+        if self.dead_lettered() > 0 {
+            line.push_str(&format!(
+                " ({by_sources} records sources could not map, {} events sinks refused: see `auditrelay queue dead-letters`)",
+                self.dead_lettered().saturating_sub(by_sources)
+            ));
+        }
+        line.push_str(&format!(" in {:.1}s", self.elapsed.as_secs_f64()));
+        line
+    }
 }
 
 /// Each message already holds its cause's text, so none of them also reports it as a

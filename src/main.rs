@@ -56,7 +56,17 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let report = daemon::run(&config, Clock::system(), opts, shutdown_on_signal())
                 .await
                 .context("the agent could not start")?;
-            Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            if !once {
+                return Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS });
+            }
+            println!("{}", report.summary_line());
+            Ok(if report.failed() {
+                ExitCode::FAILURE
+            } else if report.dead_lettered() > 0 {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Check { config, connect } => {
             let config = Config::load(&config)?;

@@ -520,3 +520,63 @@ fn test_an_agent_killed_with_sigkill_does_not_block_the_next_start() {
     let second = start_agent(&config, &state);
     stop_agent(second);
 }
+
+/// Issue 18 point 6: `run --once` that dead-letters an event exits non-zero (2) and says so in
+/// its one-line summary (records stored per source, events delivered per sink, dead letters).
+#[tokio::test]
+async fn test_run_once_exits_non_zero_when_it_dead_lettered_events_and_prints_a_summary() {
+    let clock = Clock::system();
+    let mut opts = SimOptions::default();
+    opts.aitronos.records = 5;
+    opts.seed = 7;
+    opts.faults.rate_limit = RateLimitSetting::Off;
+    let sim = harness::start_sim(opts, &clock).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &Vendor::sim(&sim));
+    // A syslog sink (UDP, to a socket this test holds) refuses an event over max_message_size.
+    let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = text.replace(
+        &format!("[[sinks]]\nname = {SINK:?}"),
+        &format!(
+            "[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"{}\"\ntransport = \"udp\"\nmax_message_size = 4096\n\n[[sinks]]\nname = {SINK:?}",
+            receiver.local_addr().unwrap()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let q = Queue::open(&state_dir(dir.path()), QueueOptions { max_bytes: 1 << 20, sinks: vec![SINK.into(), "siem".into()] })
+        .unwrap();
+    let mut big: serde_json::Value = serde_json::from_slice(&ocsf_events()[0]).unwrap();
+    big["message"] = serde_json::Value::String("x".repeat(8192));
+    let body = serde_json::to_vec(&big).unwrap();
+    // Stored by a source no longer configured (one configured would need a checkpoint).
+    let page = PageWrite {
+        source: OLD_SOURCE.into(),
+        events: vec![NewEvent { dedupe_key: uid(&body), event_time_ms: 0, body }],
+        ..PageWrite::default()
+    };
+    q.store_page(page).await.unwrap();
+    q.close().await.unwrap();
+
+    let run = |config: &Path| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+            .args(["run", "--once", "--log-format", "text", "-c"])
+            .arg(config)
+            .kill_on_drop(true)
+            .output()
+    };
+    let out = tokio::time::timeout(Duration::from_secs(120), run(&config)).await.expect("within 120 s").unwrap();
+    let (out_text, err_text) = (stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "stdout: {out_text}\nstderr: {err_text}");
+    let summary = out_text.lines().find(|l| l.starts_with("run --once:")).unwrap_or_else(|| panic!("{out_text}"));
+    assert!(summary.contains(&format!("{SOURCE} stored 5")), "{summary}");
+    assert!(summary.contains(&format!("{SINK} delivered 6")) && summary.contains("siem delivered 5"), "{summary}");
+    assert!(summary.contains("1 dead-lettered"), "{summary}");
+
+    // A run with nothing dead-lettered exits 0 and says so.
+    let out = tokio::time::timeout(Duration::from_secs(120), run(&config)).await.expect("within 120 s").unwrap();
+    let out_text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "stdout: {out_text}\nstderr: {}", stderr(&out));
+    let summary = out_text.lines().find(|l| l.starts_with("run --once:")).unwrap_or_else(|| panic!("{out_text}"));
+    assert!(summary.contains("0 dead-lettered"), "{summary}");
+}
