@@ -115,6 +115,14 @@ pub enum QueueCommand {
         /// The agent's configuration file (TOML); its `state_dir` names the database.
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// One JSON object instead of tables, with stable keys: `database`; `events` {`queued`,
+        /// `bytes`, `dead_letter_bytes`, `used_bytes`, `max_bytes`, `full`, `newest_id`,
+        /// `staged`}; `sinks` [{`name`, `configured`, `cursor` (null: new), `backlog`,
+        /// `oldest_pending`}]; `sources` [{`name`, `configured`, `checkpoint_updated`,
+        /// `checkpoint` (the checkpoint's JSON)}]; `dead_letters` {`total`, `by` [{`source`,
+        /// `origin` ("source" or "sink"), `sink`, `count`}]}. Times are RFC 3339 UTC or null.
+        #[arg(long)]
+        json: bool,
     },
     /// List dead letters, oldest first (read-only: safe while the agent runs).
     ///

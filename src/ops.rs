@@ -38,7 +38,7 @@ const RAW_WIDTH: usize = 60;
 /// failure or a refusal (`purge-dead-letters` without `--yes`, a lock held, an unknown id).
 pub async fn run(command: QueueCommand) -> anyhow::Result<String> {
     match command {
-        QueueCommand::Stats { config } => stats(&Config::load_without_secrets(&config)?),
+        QueueCommand::Stats { config, json } => stats(&Config::load_without_secrets(&config)?, json),
         QueueCommand::DeadLetters { config, limit, source, sink, json } => {
             let selection = DeadLetterSelection { source, sink, ..DeadLetterSelection::default() };
             dead_letters(&Config::load_without_secrets(&config)?, &selection, (limit > 0).then_some(limit), json)
@@ -85,10 +85,98 @@ pub fn sink_changes(config: &Config) -> anyhow::Result<Vec<String>> {
     Ok(notes)
 }
 
-fn stats(config: &Config) -> anyhow::Result<String> {
+fn stats(config: &Config, json: bool) -> anyhow::Result<String> {
     let mut view = QueueView::open(&config.state_dir)?;
     let o = view.overview()?;
+    if json {
+        return Ok(format!("{}\n", stats_json(config, view.path(), &o)));
+    }
     Ok(render_stats(config, view.path(), &o))
+}
+
+/// `queue stats --json`: the table's facts as one object under stable keys (documented on
+/// `QueueCommand::Stats`); times are RFC 3339 UTC or null, sizes bytes.
+fn stats_json(config: &Config, db: &std::path::Path, o: &QueueOverview) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let cap = config.queue.max_bytes;
+    let used = o.bytes.saturating_add(o.dead_letter_bytes);
+    let time = |ms: i64| match time_or_dash(ms).as_str() {
+        "-" => Value::Null,
+        t => Value::String(t.to_owned()),
+    };
+    let mut sinks: Vec<Value> = o
+        .sinks
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.sink,
+                "configured": config.sinks.iter().any(|c| c.name == s.sink),
+                "cursor": s.cursor,
+                "backlog": s.backlog,
+                "oldest_pending": s.oldest_pending_ms.map_or(Value::Null, time),
+            })
+        })
+        .collect();
+    for c in config.sinks.iter().filter(|c| !o.sinks.iter().any(|s| s.sink == c.name)) {
+        sinks.push(json!({
+            "name": c.name,
+            "configured": true,
+            "cursor": Value::Null,
+            "backlog": o.events,
+            "oldest_pending": Value::Null,
+        }));
+    }
+    let mut sources: Vec<Value> = o
+        .checkpoints
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.source,
+                "configured": config.sources.iter().any(|s| s.name == c.source),
+                "checkpoint_updated": time(c.updated_at_ms),
+                "checkpoint": serde_json::from_str::<Value>(&c.state).unwrap_or_else(|_| Value::String(c.state.clone())),
+            })
+        })
+        .collect();
+    for s in config.sources.iter().filter(|s| !o.checkpoints.iter().any(|c| c.source == s.name)) {
+        sources.push(json!({
+            "name": s.name,
+            "configured": true,
+            "checkpoint_updated": Value::Null,
+            "checkpoint": Value::Null,
+        }));
+    }
+    let by: Vec<Value> = o
+        .dead_letters
+        .iter()
+        .map(|d| {
+            json!({
+                "source": d.source,
+                "origin": if d.sink.is_some() { "sink" } else { "source" },
+                "sink": d.sink,
+                "count": d.count,
+            })
+        })
+        .collect();
+    json!({
+        "database": db.display().to_string(),
+        "events": {
+            "queued": o.events,
+            "bytes": o.bytes,
+            "dead_letter_bytes": o.dead_letter_bytes,
+            "used_bytes": used,
+            "max_bytes": cap,
+            "full": cap > 0 && used >= cap,
+            "newest_id": o.newest_id,
+            "staged": o.staged,
+        },
+        "sinks": sinks,
+        "sources": sources,
+        "dead_letters": {
+            "total": o.dead_letters.iter().map(|d| d.count).sum::<u64>(),
+            "by": by,
+        },
+    })
 }
 
 fn render_stats(config: &Config, db: &std::path::Path, o: &QueueOverview) -> String {

@@ -521,6 +521,44 @@ fn test_an_agent_killed_with_sigkill_does_not_block_the_next_start() {
     stop_agent(second);
 }
 
+/// Issue 18 point 6: `queue stats --json` is one JSON object with the same facts as the table,
+/// under stable keys (README lists them).
+#[tokio::test]
+async fn test_stats_json_is_one_object_with_stable_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &Vendor::unreachable());
+    make_state(dir.path()).await;
+    let text = assert_ok(&queue_cmd(&config, &["stats", "--json"]));
+    assert_eq!(text.lines().count(), 1, "one line: {text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let db = state_dir(dir.path()).join("auditrelay.db");
+    assert_eq!(v["database"], db.display().to_string());
+    let events = &v["events"];
+    assert_eq!((events["queued"].as_u64(), events["newest_id"].as_i64()), (Some(1), Some(4)), "{v}");
+    assert_eq!(events["max_bytes"].as_u64(), Some(1 << 20), "{v}");
+    assert!(events["bytes"].as_u64().unwrap() > 0 && events["dead_letter_bytes"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(events["full"], false);
+    let sinks = v["sinks"].as_array().unwrap();
+    assert_eq!(sinks.len(), 1, "{v}");
+    assert_eq!((sinks[0]["name"].as_str(), sinks[0]["cursor"].as_i64()), (Some(SINK), Some(3)), "{v}");
+    assert_eq!((sinks[0]["backlog"].as_u64(), sinks[0]["configured"].as_bool()), (Some(1), Some(true)), "{v}");
+    assert!(sinks[0]["oldest_pending"].as_str().unwrap().starts_with("20"), "{v}");
+    let sources = v["sources"].as_array().unwrap();
+    let source = sources.iter().find(|s| s["name"] == SOURCE).unwrap();
+    assert_eq!(source["checkpoint"]["done_until"], "2026-03-18T12:00:00Z", "{v}");
+    assert!(source["checkpoint_updated"].as_str().unwrap().starts_with("20"), "{v}");
+    let old = sources.iter().find(|s| s["name"] == OLD_SOURCE);
+    assert!(old.is_none_or(|s| s["configured"] == false), "{v}");
+    assert_eq!(v["dead_letters"]["total"].as_u64(), Some(3), "{v}");
+    let by: Vec<(String, String)> = v["dead_letters"]["by"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["source"].as_str().unwrap().to_owned(), d["sink"].as_str().unwrap_or("-").to_owned()))
+        .collect();
+    assert!(by.contains(&(SOURCE.to_owned(), SINK.to_owned())) && by.contains(&(OLD_SOURCE.to_owned(), "-".into())), "{v}");
+}
+
 /// Issue 18 point 6: `run --once` that dead-letters an event exits non-zero (2) and says so in
 /// its one-line summary (records stored per source, events delivered per sink, dead letters).
 #[tokio::test]
