@@ -4,10 +4,16 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// The configuration file every command reads when `-c` is not given (where the package puts
+/// it and the systemd unit reads it).
+pub const DEFAULT_CONFIG: &str = "/etc/auditrelay/auditrelay.toml";
+
 /// Collects SaaS vendors' audit logs under their rate limits, keeps every record in a durable
 /// on-disk queue and forwards it to your SIEM — without losing any.
 ///
-/// Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug, RUST_LOG=auditrelay=trace) for more.
+/// Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug, RUST_LOG=auditrelay=trace) for more,
+/// NO_COLOR=1 for text logs without colours. Without -c, every command reads
+/// /etc/auditrelay/auditrelay.toml.
 #[derive(Debug, Parser)]
 #[command(name = "auditrelay", version, propagate_version = true)]
 pub struct Cli {
@@ -26,7 +32,7 @@ pub enum Command {
     /// SIGHUP reloads the configuration file (a refused file keeps the running one).
     Run {
         /// The configuration file (TOML); see config/auditrelay.example.toml.
-        #[arg(short, long, value_name = "FILE")]
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Catch up once and exit: every source fetches until less than one poll interval of
         /// data is left, every sink drains the queue, then print a one-line summary on stdout
@@ -45,7 +51,8 @@ pub enum Command {
     /// the environment and files, shown as [redacted]). Exits 1 naming the file, line and key
     /// of the first mistake.
     Check {
-        #[arg(short, long, value_name = "FILE")]
+        /// The configuration file (TOML); see config/auditrelay.example.toml.
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Also reach every source and every sink, after the resolved configuration: each
         /// source's credential with the cheapest request its vendor's audit API answers (a
@@ -77,7 +84,8 @@ pub enum Command {
     /// collected in the range arrive again with the same metadata.uid: choose --until at or
     /// before the live source's `start`. Shows a progress bar on a terminal.
     Backfill {
-        #[arg(short, long, value_name = "FILE")]
+        /// The configuration file (TOML); see config/auditrelay.example.toml.
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// The `name` of the [[sources]] table to backfill.
         #[arg(long, value_name = "NAME")]
@@ -113,7 +121,7 @@ pub enum QueueCommand {
     /// read-only and takes no lock.
     Stats {
         /// The agent's configuration file (TOML); its `state_dir` names the database.
-        #[arg(short, long, value_name = "FILE")]
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// One JSON object instead of tables, with stable keys: `database`; `events` {`queued`,
         /// `bytes`, `dead_letter_bytes`, `used_bytes`, `max_bytes`, `full`, `newest_id`,
@@ -131,7 +139,7 @@ pub enum QueueCommand {
     /// sink refused for good, raw = the event), reason and a preview of the raw bytes.
     DeadLetters {
         /// The agent's configuration file (TOML); its `state_dir` names the database.
-        #[arg(short, long, value_name = "FILE")]
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Show at most this many (0: all).
         #[arg(long, value_name = "N", default_value_t = 100)]
@@ -157,7 +165,7 @@ pub enum QueueCommand {
     /// stay. Takes the state directory's lock, so it refuses to run beside an agent.
     Replay {
         /// The agent's configuration file (TOML): its `state_dir` and sinks.
-        #[arg(short, long, value_name = "FILE")]
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         #[command(flatten)]
         selection: DeadLetterSelectionArgs,
@@ -168,7 +176,7 @@ pub enum QueueCommand {
     /// directory's lock, so it refuses to run beside an agent.
     PurgeDeadLetters {
         /// The agent's configuration file (TOML): its `state_dir` and sinks.
-        #[arg(short, long, value_name = "FILE")]
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         #[command(flatten)]
         selection: DeadLetterSelectionArgs,
@@ -183,7 +191,7 @@ pub enum QueueCommand {
     /// Takes the state directory's lock.
     RenameSink {
         /// The agent's configuration file (TOML): its `state_dir` and sinks.
-        #[arg(short, long, value_name = "FILE")]
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// The sink's former name (no longer configured).
         #[arg(long, value_name = "OLD")]
@@ -203,7 +211,7 @@ pub enum QueueCommand {
     /// checkpoint and exits 1. Takes the state directory's lock.
     SetCheckpoint {
         /// The agent's configuration file (TOML): its `state_dir`, sources and sinks.
-        #[arg(short, long, value_name = "FILE")]
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// A configured source's name (or `NAME.backfill.<from>-<until>`, as `queue stats` lists
         /// it, for a backfill's own checkpoint).

@@ -1,7 +1,8 @@
 //! Where log lines go and what they look like: one `tracing` subscriber on stderr, in one of
 //! three shapes.
 //!
-//! - `text`: for a terminal — local timestamps, level, target, fields; colours only on a TTY.
+//! - `text`: for a terminal — local timestamps, level, target, fields; colours only on a TTY,
+//!   and never when `NO_COLOR` is set (no-color.org).
 //! - `journald`: under systemd (chosen by `auto` when `JOURNAL_STREAM` says stderr is the
 //!   journal) — no timestamp (the journal stamps every line) and no colours, and each line starts
 //!   with its syslog priority, `<3>` … `<7>` (sd-daemon(3)), so `journalctl -p err` filters by
@@ -54,9 +55,16 @@ pub fn init(format: LogFormat) {
             builder.with_ansi(false).event_format(Journald(tfmt::format().without_time())).try_init()
         }
         LogFormat::Text | LogFormat::Auto => {
-            builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init()
+            let no_color = std::env::var_os("NO_COLOR");
+            builder.with_ansi(colours(std::io::IsTerminal::is_terminal(&std::io::stderr()), no_color.as_deref())).try_init()
         }
     };
+}
+
+/// Whether text lines are coloured: only on a terminal, and not when `NO_COLOR` is set to
+/// anything but the empty string (no-color.org).
+pub fn colours(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// How a fatal error (the one that ends the process: a refused configuration, a held lock, a

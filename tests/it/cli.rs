@@ -319,3 +319,46 @@ fn test_every_readme_section_a_help_cites_exists() {
     let connect = check.split("--connect").nth(1).unwrap();
     assert!(connect.contains("source") && connect.contains("credential"), "{check}");
 }
+
+/// Issue 18 point 6: without `-c` every command reads `/etc/auditrelay/auditrelay.toml`.
+#[test]
+fn test_the_config_defaults_to_etc_auditrelay() {
+    for args in [&["check"][..], &["run", "--once"], &["queue", "stats"], &["backfill", "--source", "a", "--since", "2025-01-01"]]
+    {
+        let out = auditrelay().args(args).env_remove("AUDITRELAY_LOG_FORMAT").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(stderr.contains("/etc/auditrelay/auditrelay.toml"), "{args:?}: {stderr}");
+    }
+    let help = auditrelay().args(["run", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("[default: /etc/auditrelay/auditrelay.toml]"));
+}
+
+/// Issue 18 point 6: on a terminal text logs are coloured, unless `NO_COLOR` is set
+/// (no-color.org). The terminal is `script`'s pseudo-terminal.
+#[test]
+fn test_no_color_turns_colours_off_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    // A config `check` accepts with a warning (a log line).
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\napi_key = \"k\"\n\
+         [[sinks]]\nname = \"out\"\ntype = \"file\"\npath = \"o\"\n[severity]\noverrides = { \"astronomer:POST /v1beta1/organizations/examplecorp/api-tokens\" = \"high\" }\n",
+    )
+    .unwrap();
+    let command = format!("{} check --log-format text -c {}", env!("CARGO_BIN_EXE_auditrelay"), config.display());
+    let on_a_terminal = |no_color: Option<&str>| {
+        let mut script = Command::new("script");
+        script.args(["-q", "-e", "-c", &command, "/dev/null"]).current_dir(dir.path()).env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            script.env("NO_COLOR", v);
+        }
+        let out = script.output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = on_a_terminal(None);
+    assert!(coloured.contains("WARN") && coloured.contains("\u{1b}["), "{coloured:?}");
+    let plain = on_a_terminal(Some("1"));
+    assert!(plain.contains("WARN") && !plain.contains("\u{1b}["), "{plain:?}");
+}
