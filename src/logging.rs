@@ -56,7 +56,9 @@ pub fn init(format: LogFormat) {
         }
         LogFormat::Text | LogFormat::Auto => {
             let no_color = std::env::var_os("NO_COLOR");
-            builder.with_ansi(colours(std::io::IsTerminal::is_terminal(&std::io::stderr()), no_color.as_deref())).try_init()
+            builder
+                .with_ansi(colours(std::io::IsTerminal::is_terminal(&std::io::stderr()), no_color.as_deref()))
+                .try_init()
         }
     };
 }
@@ -139,6 +141,15 @@ mod tests {
         assert_eq!(LogFormat::Auto.resolve(Some("")), LogFormat::Text);
         assert_eq!(LogFormat::Json.resolve(Some("8:1")), LogFormat::Json);
         assert_eq!(LogFormat::Text.resolve(Some("8:1")), LogFormat::Text);
+    }
+
+    #[test]
+    fn no_color_set_and_not_empty_means_no_colours() {
+        use std::ffi::OsStr;
+        assert!(colours(true, None));
+        assert!(colours(true, Some(OsStr::new(""))));
+        assert!(!colours(true, Some(OsStr::new("1"))));
+        assert!(!colours(false, None));
     }
 
     #[test]

@@ -295,7 +295,8 @@ fn every_help() -> Vec<(String, String)> {
 #[test]
 fn test_every_readme_section_a_help_cites_exists() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let headings: Vec<&str> = readme.lines().filter(|l| l.starts_with('#')).map(|l| l.trim_start_matches('#').trim()).collect();
+    let headings: Vec<&str> =
+        readme.lines().filter(|l| l.starts_with('#')).map(|l| l.trim_start_matches('#').trim()).collect();
     let helps = every_help();
     assert!(helps.len() > 10, "{:?}", helps.iter().map(|h| &h.0).collect::<Vec<_>>());
     let mut cited = 0;
@@ -309,7 +310,10 @@ fn test_every_readme_section_a_help_cites_exists() {
             );
             if let Some(rest) = after.strip_prefix(" \"") {
                 let title = rest.split('"').next().unwrap();
-                assert!(headings.contains(&title), "`{command} --help` cites README \"{title}\", not a heading: {headings:?}");
+                assert!(
+                    headings.contains(&title),
+                    "`{command} --help` cites README \"{title}\", not a heading: {headings:?}"
+                );
                 cited += 1;
             }
         }
@@ -323,8 +327,12 @@ fn test_every_readme_section_a_help_cites_exists() {
 /// Issue 18 point 6: without `-c` every command reads `/etc/auditrelay/auditrelay.toml`.
 #[test]
 fn test_the_config_defaults_to_etc_auditrelay() {
-    for args in [&["check"][..], &["run", "--once"], &["queue", "stats"], &["backfill", "--source", "a", "--since", "2025-01-01"]]
-    {
+    for args in [
+        &["check"][..],
+        &["run", "--once"],
+        &["queue", "stats"],
+        &["backfill", "--source", "a", "--since", "2025-01-01"],
+    ] {
         let out = auditrelay().args(args).env_remove("AUDITRELAY_LOG_FORMAT").output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?}: {stderr}");

@@ -556,7 +556,10 @@ async fn test_stats_json_is_one_object_with_stable_keys() {
         .iter()
         .map(|d| (d["source"].as_str().unwrap().to_owned(), d["sink"].as_str().unwrap_or("-").to_owned()))
         .collect();
-    assert!(by.contains(&(SOURCE.to_owned(), SINK.to_owned())) && by.contains(&(OLD_SOURCE.to_owned(), "-".into())), "{v}");
+    assert!(
+        by.contains(&(SOURCE.to_owned(), SINK.to_owned())) && by.contains(&(OLD_SOURCE.to_owned(), "-".into())),
+        "{v}"
+    );
 }
 
 /// Issue 18 point 6: `run --once` that dead-letters an event exits non-zero (2) and says so in
@@ -582,8 +585,11 @@ async fn test_run_once_exits_non_zero_when_it_dead_lettered_events_and_prints_a_
         ),
     );
     std::fs::write(&config, text).unwrap();
-    let q = Queue::open(&state_dir(dir.path()), QueueOptions { max_bytes: 1 << 20, sinks: vec![SINK.into(), "siem".into()] })
-        .unwrap();
+    let q = Queue::open(
+        &state_dir(dir.path()),
+        QueueOptions { max_bytes: 1 << 20, sinks: vec![SINK.into(), "siem".into()] },
+    )
+    .unwrap();
     let mut big: serde_json::Value = serde_json::from_slice(&ocsf_events()[0]).unwrap();
     big["message"] = serde_json::Value::String("x".repeat(8192));
     let body = serde_json::to_vec(&big).unwrap();
