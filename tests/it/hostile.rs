@@ -488,7 +488,8 @@ async fn test_invalid_utf8_ndjson_line_is_a_dead_letter_and_the_rest_arrive() {
     let mut agent = Agent::start(&config, true);
     let status = agent.exit(RUN_LIMIT).await;
     let log = agent.log();
-    assert!(status.success(), "run --once failed ({status}):\n{log}");
+    // 2: the run dead-lettered (issue 18: `run --once` says so in its exit status).
+    assert_eq!(status.code(), Some(2), "run --once: exit 2 for its dead letter ({status}):\n{log}");
     assert_eq!(vendor.requests(), 1, "one answer, taken:\n{log}");
     assert_lines_delivered_once(dir.path(), &lines, &log);
     let letters = dead_letters(&config).await;
@@ -529,10 +530,11 @@ async fn test_deeply_nested_json_does_not_crash_and_is_refused_clearly() {
     let mut agent = Agent::start(&config, true);
     let status = agent.exit(RUN_LIMIT).await;
     let log = agent.log();
+    // 2: neither a crash nor a failure, only the dead letter of this run (issue 18).
     assert_eq!(
         status.code(),
-        Some(0),
-        "the agent must neither crash nor fail ({status}):\n{}",
+        Some(2),
+        "the agent must neither crash nor fail, and exits 2 for its dead letter ({status}):\n{}",
         &log[..log.len().min(5000)]
     );
     let bad = agent.lines_with(&["malformed page; retrying the same page", "source=hostile"]);
@@ -719,7 +721,13 @@ async fn test_a_page_of_millions_of_items_is_malformed_with_bounded_memory_and_l
     good_gate.open();
     let status = agent.exit(RUN_LIMIT).await;
     let log = agent.log();
-    assert!(status.success(), "run --once failed ({status}):\n{}", &log[..log.len().min(5000)]);
+    // 2: the run dead-lettered (issue 18: `run --once` says so in its exit status).
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "run --once: exit 2 for its dead letters ({status}):\n{}",
+        &log[..log.len().min(5000)]
+    );
     assert!(peak < 100 * MIB, "peak RSS {} MiB reading a 4 MB page of two million items", peak / MIB);
     assert!(log.lines().count() < 100, "{} log lines for a few pages", log.lines().count());
     let bad = agent.lines_with(&["malformed page; retrying the same page", "source=hostile"]);
