@@ -585,3 +585,30 @@ fn a_secret_of_the_wrong_type_is_not_shown_in_the_error() {
     let e = parse_at(&with_source(MINIMAL).replace(SINK, hec), Path::new(FILE)).unwrap_err().to_string();
     assert!(e.contains("sinks[0].token: expected a string") && !e.contains("4242424242"), "{e}");
 }
+
+/// A duration far beyond what its key needs is refused with its bound; "M" (months) is told
+/// apart from "m" (minutes). Issue 18 point 3.
+#[test]
+fn durations_beyond_their_bound_are_refused() {
+    let poll = with_source(&format!("{MINIMAL}\npoll_interval = \"5M\""));
+    check_err(&poll, &[&format!("{FILE}:7: sources[0].poll_interval:"), "1d", "\"M\" means months"]);
+    let lag = with_source(&format!("{MINIMAL}\nlag = \"2d\""));
+    check_err(&lag, &[":7: sources[0].lag:", "1d"]);
+    let timeout = with_source(&format!("{MINIMAL}\nrequest_timeout = \"11m\""));
+    let e = parse_at(&timeout, Path::new(FILE)).expect_err("refused").to_string();
+    assert!(e.contains(":7: sources[0].request_timeout:") && e.contains("10m") && !e.contains("months"), "{e}");
+    let backoff = with_source(&format!("{MINIMAL}\nbackoff = {{ initial = \"1s\", max = \"2h\" }}"));
+    check_err(&backoff, &[":7: sources[0].backoff.max:", "1h"]);
+    check_err(&with_source(&format!("{MINIMAL}\nmax_retry_after = \"3M\"")), &["max_retry_after", "months"]);
+    check_err(&with_source(&format!("{MINIMAL}\nrate_limit = {{ per = \"2d\" }}")), &["rate_limit.per", "1d"]);
+    check_err(&with_source(&format!("{MINIMAL}\nmax_span = \"40d\"")), &["sources[0].max_span", "31d"]);
+    check_err(&sink_of("hec", "url = \"http://h\"\ntoken = \"t\"\ntimeout = \"1M\""), &["sinks[0].timeout", "months"]);
+    let ack = "url = \"http://h\"\ntoken = \"t\"\nindexer_ack = true\nack_timeout = \"2h\"";
+    check_err(&sink_of("hec", ack), &["sinks[0].ack_timeout", "1h"]);
+    check_err(&sink_of("otlp", "endpoint = \"http://h\"\ntimeout = \"1h\""), &["sinks[0].timeout", "10m"]);
+    let syslog = syslog_sink("address = \"h:514\"\ntransport = \"tcp\"\ntimeout = \"5M\"");
+    check_err(&syslog, &["sinks[0].timeout", "months"]);
+    // At the bound is accepted.
+    let c = parse_at(&with_source(&format!("{MINIMAL}\npoll_interval = \"1d\"\nmax_span = \"2d\"")), Path::new(FILE));
+    assert_eq!(c.expect("valid").sources[0].poll_interval, Duration::from_secs(86_400));
+}

@@ -442,6 +442,14 @@ impl Validator<'_> {
         if positive && d.is_zero() {
             return self.fail(v.span(), key, "must be greater than zero");
         }
+        let max = duration_max(key);
+        if d > max {
+            let mut msg = format!("{:?} is longer than the {} this key allows", v.get_ref(), span_text(max));
+            if v.get_ref().contains('M') {
+                msg.push_str(" (\"M\" means months; minutes are \"m\")");
+            }
+            return self.fail(v.span(), key, msg);
+        }
         Ok(d)
     }
 
@@ -733,6 +741,41 @@ impl TableKeys<'_> {
     pub fn url(&self, value: &Text, key: &str, default: &str) -> Res<url::Url> {
         self.v.url(value, &self.key(key), default)
     }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// The longest value of each duration key, by the key's last segments: far beyond what any
+/// installation needs, so that a slip (`"5M"` is five months in humantime, `"5m"` five
+/// minutes) is refused instead of stalling a source or sink for months. A key not listed here
+/// (none today) is bounded by [`DURATION_MAX_OTHER`]. The example config documents these.
+const DURATION_MAX: &[(&str, Duration)] = &[
+    // Sources.
+    ("poll_interval", DAY),
+    ("request_timeout", Duration::from_secs(600)),
+    ("lag", DAY),
+    ("overlap", DAY),
+    // ConfigCat's own limit is 30 days; no vendor takes more in one request.
+    ("max_span", Duration::from_secs(31 * 86_400)),
+    ("max_retry_after", DAY),
+    ("rate_limit.per", DAY),
+    // Sources and sinks.
+    ("backoff.initial", HOUR),
+    ("backoff.max", HOUR),
+    // Sinks (HEC, OTLP, syslog).
+    ("timeout", Duration::from_secs(600)),
+    ("ack_poll_interval", Duration::from_secs(600)),
+    ("ack_timeout", HOUR),
+];
+const DURATION_MAX_OTHER: Duration = DAY;
+
+/// The bound of duration key `key` (`sources[0].backoff.max`), from [`DURATION_MAX`].
+pub(super) fn duration_max(key: &str) -> Duration {
+    DURATION_MAX
+        .iter()
+        .find(|(name, _)| key == *name || key.ends_with(&format!(".{name}")))
+        .map_or(DURATION_MAX_OTHER, |(_, max)| *max)
 }
 
 /// A span as an operator wrote it: whole days or hours plainly ("31d"), else humantime's form
