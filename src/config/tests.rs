@@ -612,3 +612,45 @@ fn durations_beyond_their_bound_are_refused() {
     let c = parse_at(&with_source(&format!("{MINIMAL}\npoll_interval = \"1d\"\nmax_span = \"2d\"")), Path::new(FILE));
     assert_eq!(c.expect("valid").sources[0].poll_interval, Duration::from_secs(86_400));
 }
+
+/// What parsing `text` logs at WARN and above.
+fn warnings_of(text: &str) -> String {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let out = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || out.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let _ = parse_at(text, Path::new(FILE));
+    });
+    let bytes = buffer.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// `"$VAR"` (no braces) is a literal dollar sign: a warning says so, naming file, line and key,
+/// never the value. Issue 18 point 3.
+#[test]
+fn a_dollar_without_braces_is_warned_of() {
+    let secret = with_source("organization_id = \"ORG_A\"\napi_key = \"$AITRONOS_API_KEY\"");
+    let w = warnings_of(&secret);
+    assert!(w.contains(&format!("{FILE}:6: sources[0].api_key")) && w.contains("${VAR}"), "{w}");
+    assert!(!w.contains("$AITRONOS_API_KEY"), "the value is not shown: {w}");
+    let header = sink_of("otlp", "endpoint = \"http://h\"\nheaders = { a = \"Bearer $TOKEN\" }");
+    assert!(warnings_of(&header).contains(":11: sinks[0].headers.a"), "{}", warnings_of(&header));
+    let braces = with_source("organization_id = \"ORG_A\"\napi_key = \"${AITRONOS_API_KEY}\"");
+    assert!(!warnings_of(&braces).contains("taken literally"), "{}", warnings_of(&braces));
+}

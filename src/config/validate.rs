@@ -57,12 +57,44 @@ pub type Secret = Option<Spanned<SecretText>>;
 
 impl Validator<'_> {
     fn err(&self, span: impl Into<Option<Range<usize>>>, key: &str, msg: impl Into<String>) -> ConfigError {
-        let line = span.into().map(|s| {
-            let upto = self.text.as_bytes().get(..s.start).unwrap_or(self.text.as_bytes());
-            upto.iter().filter(|b| **b == b'\n').count() + 1
-        });
+        let line = span.into().map(|s| self.line(&s));
         let (file, key, message) = (self.file.to_path_buf(), key.to_owned(), msg.into());
         ConfigError::Invalid { file, line, key, message }
+    }
+
+    /// The 1-based line a span starts on.
+    fn line(&self, span: &Range<usize>) -> usize {
+        let upto = self.text.as_bytes().get(..span.start).unwrap_or(self.text.as_bytes());
+        upto.iter().filter(|b| **b == b'\n').count() + 1
+    }
+
+    /// Warns of every string value (secrets included, never shown) holding a `$` not followed
+    /// by `{`: `"$VAR"` is taken literally, only `"${VAR}"` reads the environment.
+    fn warn_bare_dollars(&self, key: &str, value: &Spanned<DeValue<'_>>) {
+        match value.get_ref() {
+            DeValue::String(s) => {
+                if s.match_indices('$').any(|(i, _)| !s[i + 1..].starts_with('{')) {
+                    let at = format!("{}:{}: {key}", self.file.display(), self.line(&value.span()));
+                    tracing::warn!(
+                        at = %at,
+                        "a \"$\" not followed by \"{{\" is taken literally: write \"${{VAR}}\" to read environment variable VAR"
+                    );
+                }
+            }
+            DeValue::Table(t) => {
+                for (k, v) in t {
+                    let name: &str = k.get_ref();
+                    let key = if key.is_empty() { name.to_owned() } else { format!("{key}.{name}") };
+                    self.warn_bare_dollars(&key, v);
+                }
+            }
+            DeValue::Array(list) => {
+                for (i, v) in list.iter().enumerate() {
+                    self.warn_bare_dollars(&format!("{key}[{i}]"), v);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn fail<T>(&self, span: impl Into<Option<Range<usize>>>, key: &str, msg: impl Into<String>) -> Res<T> {
@@ -79,6 +111,9 @@ impl Validator<'_> {
     /// read in two parts, see [`Validator::split`]) and the rest read as [`RawConfig`].
     pub(super) fn parse(&self, text: &str) -> Res<Config> {
         let mut root = toml::de::DeTable::parse(text).map_err(|e| self.toml_err("", &e))?;
+        for (key, value) in root.get_ref() {
+            self.warn_bare_dollars(key.get_ref(), value);
+        }
         let sources = root.get_mut().remove("sources");
         let sinks = root.get_mut().remove("sinks");
         let raw: RawConfig = serde_path_to_error::deserialize(toml::de::Deserializer::from(root))
