@@ -654,3 +654,26 @@ fn a_dollar_without_braces_is_warned_of() {
     let braces = with_source("organization_id = \"ORG_A\"\napi_key = \"${AITRONOS_API_KEY}\"");
     assert!(!warnings_of(&braces).contains("taken literally"), "{}", warnings_of(&braces));
 }
+
+/// A path starting with `~` is refused: nothing expands it, it would name a directory "~"
+/// beside the config file. Issue 18 point 3.
+#[test]
+fn a_path_starting_with_a_tilde_is_refused() {
+    const TILDE: &str = "~ is not expanded; write the absolute path";
+    let state = with_source(MINIMAL).replace("state_dir = \"state\"", "state_dir = \"~/auditrelay\"");
+    check_err(&state, &[&format!("{FILE}:1: state_dir: {TILDE}")]);
+    let key_file = with_source("organization_id = \"ORG_A\"\napi_key_file = \"~/.aitronos\"");
+    check_err(&key_file, &[&format!("{FILE}:6: sources[0].api_key_file: {TILDE}")]);
+    let ca = with_source(&format!("{MINIMAL}\nca_file = \"~/ca.pem\""));
+    check_err(&ca, &[":7: sources[0].ca_file:", TILDE]);
+    check_err(&sink_of("file", "path = \"~/events.ndjson\""), &[":10: sinks[0].path:", TILDE]);
+    let client =
+        "address = \"h:6514\"\ntransport = \"tls\"\nclient_cert_file = \"~/c.pem\"\nclient_key_file = \"/k.pem\"";
+    check_err(&syslog_sink(client), &["sinks[0].client_cert_file", TILDE]);
+    let token = "url = \"http://h\"\ntoken_file = \"~/hec\"";
+    check_err(&sink_of("hec", token), &["sinks[0].token_file", TILDE]);
+    // Not at the start: an ordinary file name.
+    let c = parse_at(&sink_of("file", "path = \"out~1.ndjson\""), Path::new(FILE)).expect("valid");
+    let SinkKind::File(f) = &c.sinks[0].kind else { panic!("not a file sink") };
+    assert_eq!(f.path, Path::new("/etc/auditrelay/out~1.ndjson"));
+}

@@ -467,6 +467,9 @@ impl Validator<'_> {
         if v.get_ref().is_empty() {
             return self.fail(v.span(), key, "must not be empty");
         }
+        if v.get_ref().starts_with('~') {
+            return self.fail(v.span(), key, TILDE);
+        }
         Ok(self.dir.join(v.get_ref()))
     }
 
@@ -562,6 +565,11 @@ impl Validator<'_> {
     /// Resolves `key` (a literal or `"${NAME}"`) or `key_file`; exactly one must be set.
     fn secret(&self, key: &str, value: &Secret, file: &Text) -> Res<SecretString> {
         let file_key = format!("{key}_file");
+        if let Some(f) = file
+            && f.get_ref().starts_with('~')
+        {
+            return self.fail(f.span(), &file_key, TILDE);
+        }
         let (text, span, shown_key) = match (value, file) {
             (Some(_), Some(f)) => {
                 let msg = format!("set either {key} or {file_key}, not both");
@@ -777,6 +785,9 @@ impl TableKeys<'_> {
         self.v.url(value, &self.key(key), default)
     }
 }
+
+/// A path starting with `~` would be taken as a directory named "~" beside the config file.
+const TILDE: &str = "~ is not expanded; write the absolute path";
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
