@@ -677,3 +677,30 @@ fn a_path_starting_with_a_tilde_is_refused() {
     let SinkKind::File(f) = &c.sinks[0].kind else { panic!("not a file sink") };
     assert_eq!(f.path, Path::new("/etc/auditrelay/out~1.ndjson"));
 }
+
+/// A HEC URL that already holds /services/collector would get it twice (the sink appends
+/// /services/collector/event): refused, naming the URL that would result, redacted. An OTLP
+/// HTTP endpoint gets /v1/logs only when it has no path, so one ending in /v1/logs is kept as
+/// written, never doubled. Issue 18 point 3.
+#[test]
+fn a_collector_path_is_not_appended_twice() {
+    let hec = sink_of("hec", "url = \"https://splunk.example.com:8088/services/collector\"\ntoken = \"t\"");
+    check_err(
+        &hec,
+        &[
+            ":10: sinks[0].url: already holds /services/collector",
+            "https://splunk.example.com:8088/services/collector/services/collector/event",
+        ],
+    );
+    let event = "url = \"https://h:8088/services/collector/event?token=hunter2\"\ntoken = \"t\"";
+    let e = parse_at(&sink_of("hec", event), Path::new(FILE)).expect_err("refused").to_string();
+    assert!(e.contains("sinks[0].url") && e.contains("token=REDACTED") && !e.contains("hunter2"), "{e}");
+    let prefix = "url = \"https://h/splunk/\"\ntoken = \"t\"";
+    let SinkKind::Hec(h) = sink_kind("hec", prefix) else { panic!("not hec") };
+    assert_eq!(h.url.as_str(), "https://h/splunk/");
+    for protocol in ["http_protobuf", "http_json"] {
+        let body = format!("endpoint = \"https://otel.example.com:4318/v1/logs\"\nprotocol = \"{protocol}\"");
+        let SinkKind::Otlp(o) = sink_kind("otlp", &body) else { panic!("not otlp") };
+        assert_eq!(o.endpoint.as_str(), "https://otel.example.com:4318/v1/logs");
+    }
+}

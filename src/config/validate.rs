@@ -394,12 +394,26 @@ impl Validator<'_> {
     fn sink(&self, i: usize, t: Split<'_, RawSink>) -> Res<SinkConfig> {
         let (table, r) = (t.span, t.raw);
         let at = |k: &str| format!("sinks[{i}].{k}");
+        let url_span = t.own.get_ref().get("url").map(Spanned::span);
         let keys =
             TableKeys { v: self, section: Section::Sinks, index: i, table, base_url: None, owner: t.owner, own: t.own };
         let Some(kind) = SinkKind::from_keys(t.owner, &keys) else {
             return self.fail(None, &at("type"), format!("unknown sink type {:?}", t.owner));
         };
         let kind = kind?;
+        if let SinkKind::Hec(h) = &kind
+            && h.url.path().contains("/services/collector")
+        {
+            // The sink appends /services/collector/event to whatever path the URL has.
+            let mut event_url = h.url.clone();
+            event_url.set_path(&format!("{}/services/collector/event", h.url.path().trim_end_matches('/')));
+            let msg = format!(
+                "already holds /services/collector: events would go to {}; write the URL up to the port, \
+                 such as \"https://splunk.example.com:8088\" (/services/collector/event is appended)",
+                crate::redact::url(&event_url)
+            );
+            return self.fail(url_span, &at("url"), msg);
+        }
         let batch_max_events = match &r.batch_max_events {
             None => 500,
             Some(n) if *n.get_ref() >= 1 => *n.get_ref(),
