@@ -704,3 +704,20 @@ fn a_collector_path_is_not_appended_twice() {
         assert_eq!(o.endpoint.as_str(), "https://otel.example.com:4318/v1/logs");
     }
 }
+
+/// `vendor` and sink `type` are matched ignoring case; an unknown one gets the nearest name.
+/// Issue 18 point 3.
+#[test]
+fn vendor_and_sink_type_ignore_case_or_are_suggested() {
+    let c = parse_at(&source_of("Aitronos", MINIMAL), Path::new(FILE)).expect("vendor = \"Aitronos\" is aitronos");
+    assert_eq!(c.sources[0].vendor.vendor_name(), "aitronos");
+    let c = parse_at(&sink_of("FILE", "path = \"o\""), Path::new(FILE)).expect("type = \"FILE\" is file");
+    assert_eq!(c.sinks[0].kind.type_name(), "file");
+    check_err(
+        &source_of("aitronis", MINIMAL),
+        &[&format!("{FILE}:4: sources[0].vendor: unknown variant `aitronis`"), "did you mean `aitronos`?"],
+    );
+    check_err(&sink_of("sislog", ""), &[":9: sinks[0].type: unknown variant `sislog`", "did you mean `syslog`?"]);
+    let e = parse_at(&sink_of("kafka", ""), Path::new(FILE)).expect_err("refused").to_string();
+    assert!(e.contains("unknown variant `kafka`") && !e.contains("did you mean"), "{e}");
+}

@@ -164,13 +164,13 @@ impl Validator<'_> {
         let owner = match table.get(tag).map(|v| (v.span(), v.get_ref())) {
             None => return self.fail(span, &format!("{what}[{i}]"), format!("missing field `{tag}`")),
             Some((vspan, value)) if tag_name(value).is_some() => {
-                match names.iter().find(|n| Some(**n) == tag_name(value)) {
+                let name = tag_name(value).unwrap_or_default();
+                match names.iter().find(|n| n.eq_ignore_ascii_case(name)) {
                     Some(owner) => *owner,
                     None => {
                         let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
-                        let name = tag_name(value).unwrap_or_default();
                         let msg = format!("unknown variant `{name}`, expected one of {}", names.join(", "));
-                        return self.fail(vspan, &at(tag), msg);
+                        return self.fail(vspan, &at(tag), suggest(&msg));
                     }
                 }
             }
@@ -798,6 +798,49 @@ impl TableKeys<'_> {
     pub fn url(&self, value: &Text, key: &str, default: &str) -> Res<url::Url> {
         self.v.url(value, &self.key(key), default)
     }
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown variant …", "expected `a`
+/// or `b`") with "; did you mean `a`?" when one of the names it lists, the keys of the table
+/// the mistake is in, is close to `x`. Any other message as it is.
+fn suggest(msg: &str) -> String {
+    let Some(rest) = msg.strip_prefix("unknown field `").or_else(|| msg.strip_prefix("unknown variant `")) else {
+        return msg.to_owned();
+    };
+    let Some((name, listed)) = rest.split_once('`') else { return msg.to_owned() };
+    let Some((_, expected)) = listed.split_once("expected") else { return msg.to_owned() };
+    match closest(name, expected.split('`').skip(1).step_by(2)) {
+        Some(close) => format!("{msg}; did you mean `{close}`?"),
+        None => msg.to_owned(),
+    }
+}
+
+/// The candidate nearest to `name` ignoring case, if near enough to be a slip: at most one
+/// edit in four characters (at least one edit).
+fn closest<'c>(name: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+    let name: Vec<char> = name.to_lowercase().chars().collect();
+    let limit = (name.len() / 4).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(&name, &c.to_lowercase().chars().collect::<Vec<_>>()), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance.
+fn edit_distance(a: &[char], b: &[char]) -> usize {
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != cb)).min(row[j] + 1).min(above + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// A path starting with `~` would be taken as a directory named "~" beside the config file.
