@@ -721,3 +721,26 @@ fn vendor_and_sink_type_ignore_case_or_are_suggested() {
     let e = parse_at(&sink_of("kafka", ""), Path::new(FILE)).expect_err("refused").to_string();
     assert!(e.contains("unknown variant `kafka`") && !e.contains("did you mean"), "{e}");
 }
+
+/// An unknown key gets a "did you mean" from the keys of the table it is in: its vendor's (sink
+/// type's) keys and the common ones, never another vendor's or sink type's. Issue 18 point 3.
+#[test]
+fn unknown_keys_get_a_suggestion_from_their_own_table() {
+    let org = "organisation_id = \"ORG_A\"\napi_key = \"k\"";
+    check_err(
+        &source_of("aitronos", org),
+        &[&format!("{FILE}:5: sources[0].organisation_id: unknown field"), "did you mean `organization_id`?"],
+    );
+    check_err(&with_source(&format!("{MINIMAL}\nlagg = \"1m\"")), &[":7: sources[0].lagg:", "did you mean `lag`?"]);
+    let ack = "url = \"http://h\"\ntoken = \"t\"\nindexer_acks = true";
+    check_err(&sink_of("hec", ack), &[":12: sinks[0].indexer_acks:", "did you mean `indexer_ack`?"]);
+    check_err(&format!("state_dri = \"s\"\n{SINK}"), &[":1: state_dri:", "did you mean `state_dir`?"]);
+    let backoff = with_source(&format!("{MINIMAL}\nbackoff = {{ inital = \"1s\" }}"));
+    check_err(&backoff, &[":7:", "did you mean `initial`?"]);
+    // Another vendor's (sink type's) key is not offered.
+    let user = parse_at(&with_source(&format!("{MINIMAL}\nusernme = \"u\"")), Path::new(FILE));
+    let e = user.expect_err("refused").to_string();
+    assert!(e.contains("unknown field `usernme`") && !e.contains("did you mean"), "{e}");
+    let e = parse_at(&sink_of("file", "path = \"o\"\nhostnme = \"h\""), Path::new(FILE)).expect_err("refused");
+    assert!(!e.to_string().contains("did you mean"), "{e}");
+}

@@ -104,7 +104,7 @@ impl Validator<'_> {
     /// Only the toml message and span: its Display would quote the source line, maybe a secret.
     /// Only the toml message and span: its Display would quote the source line, maybe a secret.
     fn toml_err(&self, key: &str, e: &toml::de::Error) -> ConfigError {
-        self.err(e.span(), key, e.message().trim_end())
+        self.err(e.span(), key, suggest(e.message().trim_end()))
     }
 
     /// Layer one: the document, its `[[sources]]` and `[[sinks]]` tables split off (each is
@@ -187,11 +187,15 @@ impl Validator<'_> {
             } else if own_keys.contains(&name) {
                 own.insert(key, value);
             } else if names.iter().any(|n| section.keys_of(n).contains(&name)) {
-                return self.fail(value.span(), &at(name), section.not_used(owner));
+                let mut msg = section.not_used(owner);
+                if let Some(close) = closest(name, section.common_keys().iter().chain(own_keys).copied()) {
+                    let _ = write!(msg, "; did you mean `{close}`?");
+                }
+                return self.fail(value.span(), &at(name), msg);
             } else if !section.common_keys().contains(&name) {
                 let known = section.common_keys().iter().chain(own_keys).map(|k| format!("`{k}`"));
                 let msg = format!("unknown field `{name}`, expected one of {}", known.collect::<Vec<_>>().join(", "));
-                return self.fail(key.span(), &at(name), msg);
+                return self.fail(key.span(), &at(name), suggest(&msg));
             } else {
                 common.insert(key, value);
             }
