@@ -72,14 +72,12 @@ impl Validator<'_> {
     /// by `{`: `"$VAR"` is taken literally, only `"${VAR}"` reads the environment.
     fn warn_bare_dollars(&self, key: &str, value: &Spanned<DeValue<'_>>) {
         match value.get_ref() {
-            DeValue::String(s) => {
-                if s.match_indices('$').any(|(i, _)| !s[i + 1..].starts_with('{')) {
-                    let at = format!("{}:{}: {key}", self.file.display(), self.line(&value.span()));
-                    tracing::warn!(
-                        at = %at,
-                        "a \"$\" not followed by \"{{\" is taken literally: write \"${{VAR}}\" to read environment variable VAR"
-                    );
-                }
+            DeValue::String(s) if s.split('$').skip(1).any(|after| !after.starts_with('{')) => {
+                let at = format!("{}:{}: {key}", self.file.display(), self.line(&value.span()));
+                tracing::warn!(
+                    at = %at,
+                    "a \"$\" not followed by \"{{\" is taken literally: write \"${{VAR}}\" to read environment variable VAR"
+                );
             }
             DeValue::Table(t) => {
                 for (k, v) in t {
