@@ -602,6 +602,9 @@ fn durations_beyond_their_bound_are_refused() {
     check_err(&with_source(&format!("{MINIMAL}\nmax_retry_after = \"3M\"")), &["max_retry_after", "months"]);
     check_err(&with_source(&format!("{MINIMAL}\nrate_limit = {{ per = \"2d\" }}")), &["rate_limit.per", "1d"]);
     check_err(&with_source(&format!("{MINIMAL}\nmax_span = \"40d\"")), &["sources[0].max_span", "31d"]);
+    // Within the bound but beyond the vendor's limit (ConfigCat: 30 days): the hint still shows.
+    let configcat = source_of("configcat", &format!("{CONFIGCAT}\nmax_span = \"1M\""));
+    check_err(&configcat, &["sources[0].max_span", "30d", "\"M\" means months"]);
     check_err(&sink_of("hec", "url = \"http://h\"\ntoken = \"t\"\ntimeout = \"1M\""), &["sinks[0].timeout", "months"]);
     let ack = "url = \"http://h\"\ntoken = \"t\"\nindexer_ack = true\nack_timeout = \"2h\"";
     check_err(&sink_of("hec", ack), &["sinks[0].ack_timeout", "1h"]);

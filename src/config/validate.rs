@@ -282,11 +282,12 @@ impl Validator<'_> {
             && max_span > limit
         {
             let span = r.max_span.as_ref().map(Spanned::span);
-            let msg = format!(
+            let mut msg = format!(
                 "{} exceeds what the vendor accepts in one request ({})",
                 span_text(max_span),
                 span_text(limit)
             );
+            msg.push_str(months_hint(r.max_span.as_ref().map_or("", |t| t.get_ref())));
             return self.fail(span, &at("max_span"), msg);
         }
         if overlap >= max_span {
@@ -499,9 +500,7 @@ impl Validator<'_> {
         let max = duration_max(key);
         if d > max {
             let mut msg = format!("{:?} is longer than the {} this key allows", v.get_ref(), span_text(max));
-            if v.get_ref().contains('M') {
-                msg.push_str(" (\"M\" means months; minutes are \"m\")");
-            }
+            msg.push_str(months_hint(v.get_ref()));
             return self.fail(v.span(), key, msg);
         }
         Ok(d)
@@ -800,6 +799,11 @@ impl TableKeys<'_> {
     pub fn url(&self, value: &Text, key: &str, default: &str) -> Res<url::Url> {
         self.v.url(value, &self.key(key), default)
     }
+}
+
+/// A note for a duration written with an upper-case `M`: humantime's months, not minutes.
+fn months_hint(text: &str) -> &'static str {
+    if text.contains('M') { " (\"M\" means months; minutes are \"m\")" } else { "" }
 }
 
 /// serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown variant …", "expected `a`
