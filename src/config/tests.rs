@@ -585,3 +585,165 @@ fn a_secret_of_the_wrong_type_is_not_shown_in_the_error() {
     let e = parse_at(&with_source(MINIMAL).replace(SINK, hec), Path::new(FILE)).unwrap_err().to_string();
     assert!(e.contains("sinks[0].token: expected a string") && !e.contains("4242424242"), "{e}");
 }
+
+/// A duration far beyond what its key needs is refused with its bound; "M" (months) is told
+/// apart from "m" (minutes). Issue 18 point 3.
+#[test]
+fn durations_beyond_their_bound_are_refused() {
+    let poll = with_source(&format!("{MINIMAL}\npoll_interval = \"5M\""));
+    check_err(&poll, &[&format!("{FILE}:7: sources[0].poll_interval:"), "1d", "\"M\" means months"]);
+    let lag = with_source(&format!("{MINIMAL}\nlag = \"2d\""));
+    check_err(&lag, &[":7: sources[0].lag:", "1d"]);
+    let timeout = with_source(&format!("{MINIMAL}\nrequest_timeout = \"11m\""));
+    let e = parse_at(&timeout, Path::new(FILE)).expect_err("refused").to_string();
+    assert!(e.contains(":7: sources[0].request_timeout:") && e.contains("10m") && !e.contains("months"), "{e}");
+    let backoff = with_source(&format!("{MINIMAL}\nbackoff = {{ initial = \"1s\", max = \"2h\" }}"));
+    check_err(&backoff, &[":7: sources[0].backoff.max:", "1h"]);
+    check_err(&with_source(&format!("{MINIMAL}\nmax_retry_after = \"3M\"")), &["max_retry_after", "months"]);
+    check_err(&with_source(&format!("{MINIMAL}\nrate_limit = {{ per = \"2d\" }}")), &["rate_limit.per", "1d"]);
+    check_err(&with_source(&format!("{MINIMAL}\nmax_span = \"40d\"")), &["sources[0].max_span", "31d"]);
+    // Within the bound but beyond the vendor's limit (ConfigCat: 30 days): the hint still shows.
+    let configcat = source_of("configcat", &format!("{CONFIGCAT}\nmax_span = \"1M\""));
+    check_err(&configcat, &["sources[0].max_span", "30d", "\"M\" means months"]);
+    check_err(&sink_of("hec", "url = \"http://h\"\ntoken = \"t\"\ntimeout = \"1M\""), &["sinks[0].timeout", "months"]);
+    let ack = "url = \"http://h\"\ntoken = \"t\"\nindexer_ack = true\nack_timeout = \"2h\"";
+    check_err(&sink_of("hec", ack), &["sinks[0].ack_timeout", "1h"]);
+    check_err(&sink_of("otlp", "endpoint = \"http://h\"\ntimeout = \"1h\""), &["sinks[0].timeout", "10m"]);
+    let syslog = syslog_sink("address = \"h:514\"\ntransport = \"tcp\"\ntimeout = \"5M\"");
+    check_err(&syslog, &["sinks[0].timeout", "months"]);
+    // At the bound is accepted.
+    let c = parse_at(&with_source(&format!("{MINIMAL}\npoll_interval = \"1d\"\nmax_span = \"2d\"")), Path::new(FILE));
+    assert_eq!(c.expect("valid").sources[0].poll_interval, Duration::from_secs(86_400));
+}
+
+/// What parsing `text` logs at WARN and above.
+fn warnings_of(text: &str) -> String {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let out = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || out.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let _ = parse_at(text, Path::new(FILE));
+    });
+    let bytes = buffer.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// `"$VAR"` (no braces) is a literal dollar sign: a warning says so, naming file, line and key,
+/// never the value. Issue 18 point 3.
+#[test]
+fn a_dollar_without_braces_is_warned_of() {
+    let secret = with_source("organization_id = \"ORG_A\"\napi_key = \"$AITRONOS_API_KEY\"");
+    let w = warnings_of(&secret);
+    assert!(w.contains(&format!("{FILE}:6: sources[0].api_key")) && w.contains("${VAR}"), "{w}");
+    assert!(!w.contains("$AITRONOS_API_KEY"), "the value is not shown: {w}");
+    let header = sink_of("otlp", "endpoint = \"http://h\"\nheaders = { a = \"Bearer $TOKEN\" }");
+    assert!(warnings_of(&header).contains(":11: sinks[0].headers.a"), "{}", warnings_of(&header));
+    let braces = with_source("organization_id = \"ORG_A\"\napi_key = \"${AITRONOS_API_KEY}\"");
+    assert!(!warnings_of(&braces).contains("taken literally"), "{}", warnings_of(&braces));
+}
+
+/// A path starting with `~` is refused: nothing expands it, it would name a directory "~"
+/// beside the config file. Issue 18 point 3.
+#[test]
+fn a_path_starting_with_a_tilde_is_refused() {
+    const TILDE: &str = "~ is not expanded; write the absolute path";
+    let state = with_source(MINIMAL).replace("state_dir = \"state\"", "state_dir = \"~/auditrelay\"");
+    check_err(&state, &[&format!("{FILE}:1: state_dir: {TILDE}")]);
+    let key_file = with_source("organization_id = \"ORG_A\"\napi_key_file = \"~/.aitronos\"");
+    check_err(&key_file, &[&format!("{FILE}:6: sources[0].api_key_file: {TILDE}")]);
+    let ca = with_source(&format!("{MINIMAL}\nca_file = \"~/ca.pem\""));
+    check_err(&ca, &[":7: sources[0].ca_file:", TILDE]);
+    check_err(&sink_of("file", "path = \"~/events.ndjson\""), &[":10: sinks[0].path:", TILDE]);
+    let client =
+        "address = \"h:6514\"\ntransport = \"tls\"\nclient_cert_file = \"~/c.pem\"\nclient_key_file = \"/k.pem\"";
+    check_err(&syslog_sink(client), &["sinks[0].client_cert_file", TILDE]);
+    let token = "url = \"http://h\"\ntoken_file = \"~/hec\"";
+    check_err(&sink_of("hec", token), &["sinks[0].token_file", TILDE]);
+    // Not at the start: an ordinary file name.
+    let c = parse_at(&sink_of("file", "path = \"out~1.ndjson\""), Path::new(FILE)).expect("valid");
+    let SinkKind::File(f) = &c.sinks[0].kind else { panic!("not a file sink") };
+    assert_eq!(f.path, Path::new("/etc/auditrelay/out~1.ndjson"));
+}
+
+/// A HEC URL that already holds /services/collector would get it twice (the sink appends
+/// /services/collector/event): refused, naming the URL that would result, redacted. An OTLP
+/// HTTP endpoint gets /v1/logs only when it has no path, so one ending in /v1/logs is kept as
+/// written, never doubled. Issue 18 point 3.
+#[test]
+fn a_collector_path_is_not_appended_twice() {
+    let hec = sink_of("hec", "url = \"https://splunk.example.com:8088/services/collector\"\ntoken = \"t\"");
+    check_err(
+        &hec,
+        &[
+            ":10: sinks[0].url: already holds /services/collector",
+            "https://splunk.example.com:8088/services/collector/services/collector/event",
+        ],
+    );
+    let event = "url = \"https://h:8088/services/collector/event?token=hunter2\"\ntoken = \"t\"";
+    let e = parse_at(&sink_of("hec", event), Path::new(FILE)).expect_err("refused").to_string();
+    assert!(e.contains("sinks[0].url") && e.contains("token=REDACTED") && !e.contains("hunter2"), "{e}");
+    let prefix = "url = \"https://h/splunk/\"\ntoken = \"t\"";
+    let SinkKind::Hec(h) = sink_kind("hec", prefix) else { panic!("not hec") };
+    assert_eq!(h.url.as_str(), "https://h/splunk/");
+    for protocol in ["http_protobuf", "http_json"] {
+        let body = format!("endpoint = \"https://otel.example.com:4318/v1/logs\"\nprotocol = \"{protocol}\"");
+        let SinkKind::Otlp(o) = sink_kind("otlp", &body) else { panic!("not otlp") };
+        assert_eq!(o.endpoint.as_str(), "https://otel.example.com:4318/v1/logs");
+    }
+}
+
+/// `vendor` and sink `type` are matched ignoring case; an unknown one gets the nearest name.
+/// Issue 18 point 3.
+#[test]
+fn vendor_and_sink_type_ignore_case_or_are_suggested() {
+    let c = parse_at(&source_of("Aitronos", MINIMAL), Path::new(FILE)).expect("vendor = \"Aitronos\" is aitronos");
+    assert_eq!(c.sources[0].vendor.vendor_name(), "aitronos");
+    let c = parse_at(&sink_of("FILE", "path = \"o\""), Path::new(FILE)).expect("type = \"FILE\" is file");
+    assert_eq!(c.sinks[0].kind.type_name(), "file");
+    check_err(
+        &source_of("aitronis", MINIMAL),
+        &[&format!("{FILE}:4: sources[0].vendor: unknown variant `aitronis`"), "did you mean `aitronos`?"],
+    );
+    check_err(&sink_of("sislog", ""), &[":9: sinks[0].type: unknown variant `sislog`", "did you mean `syslog`?"]);
+    let e = parse_at(&sink_of("kafka", ""), Path::new(FILE)).expect_err("refused").to_string();
+    assert!(e.contains("unknown variant `kafka`") && !e.contains("did you mean"), "{e}");
+}
+
+/// An unknown key gets a "did you mean" from the keys of the table it is in: its vendor's (sink
+/// type's) keys and the common ones, never another vendor's or sink type's. Issue 18 point 3.
+#[test]
+fn unknown_keys_get_a_suggestion_from_their_own_table() {
+    let org = "organisation_id = \"ORG_A\"\napi_key = \"k\"";
+    check_err(
+        &source_of("aitronos", org),
+        &[&format!("{FILE}:5: sources[0].organisation_id: unknown field"), "did you mean `organization_id`?"],
+    );
+    check_err(&with_source(&format!("{MINIMAL}\nlagg = \"1m\"")), &[":7: sources[0].lagg:", "did you mean `lag`?"]);
+    let ack = "url = \"http://h\"\ntoken = \"t\"\nindexer_acks = true";
+    check_err(&sink_of("hec", ack), &[":12: sinks[0].indexer_acks:", "did you mean `indexer_ack`?"]);
+    check_err(&format!("state_dri = \"s\"\n{SINK}"), &[":1: state_dri:", "did you mean `state_dir`?"]);
+    let backoff = with_source(&format!("{MINIMAL}\nbackoff = {{ inital = \"1s\" }}"));
+    check_err(&backoff, &[":7:", "did you mean `initial`?"]);
+    // Another vendor's (sink type's) key is not offered.
+    let user = parse_at(&with_source(&format!("{MINIMAL}\nusernme = \"u\"")), Path::new(FILE));
+    let e = user.expect_err("refused").to_string();
+    assert!(e.contains("unknown field `usernme`") && !e.contains("did you mean"), "{e}");
+    let e = parse_at(&sink_of("file", "path = \"o\"\nhostnme = \"h\""), Path::new(FILE)).expect_err("refused");
+    assert!(!e.to_string().contains("did you mean"), "{e}");
+}

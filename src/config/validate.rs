@@ -57,12 +57,42 @@ pub type Secret = Option<Spanned<SecretText>>;
 
 impl Validator<'_> {
     fn err(&self, span: impl Into<Option<Range<usize>>>, key: &str, msg: impl Into<String>) -> ConfigError {
-        let line = span.into().map(|s| {
-            let upto = self.text.as_bytes().get(..s.start).unwrap_or(self.text.as_bytes());
-            upto.iter().filter(|b| **b == b'\n').count() + 1
-        });
+        let line = span.into().map(|s| self.line(&s));
         let (file, key, message) = (self.file.to_path_buf(), key.to_owned(), msg.into());
         ConfigError::Invalid { file, line, key, message }
+    }
+
+    /// The 1-based line a span starts on.
+    fn line(&self, span: &Range<usize>) -> usize {
+        let upto = self.text.as_bytes().get(..span.start).unwrap_or(self.text.as_bytes());
+        upto.iter().filter(|b| **b == b'\n').count() + 1
+    }
+
+    /// Warns of every string value (secrets included, never shown) holding a `$` not followed
+    /// by `{`: `"$VAR"` is taken literally, only `"${VAR}"` reads the environment.
+    fn warn_bare_dollars(&self, key: &str, value: &Spanned<DeValue<'_>>) {
+        match value.get_ref() {
+            DeValue::String(s) if s.split('$').skip(1).any(|after| !after.starts_with('{')) => {
+                let at = format!("{}:{}: {key}", self.file.display(), self.line(&value.span()));
+                tracing::warn!(
+                    at = %at,
+                    "a \"$\" not followed by \"{{\" is taken literally: write \"${{VAR}}\" to read environment variable VAR"
+                );
+            }
+            DeValue::Table(t) => {
+                for (k, v) in t {
+                    let name: &str = k.get_ref();
+                    let key = if key.is_empty() { name.to_owned() } else { format!("{key}.{name}") };
+                    self.warn_bare_dollars(&key, v);
+                }
+            }
+            DeValue::Array(list) => {
+                for (i, v) in list.iter().enumerate() {
+                    self.warn_bare_dollars(&format!("{key}[{i}]"), v);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn fail<T>(&self, span: impl Into<Option<Range<usize>>>, key: &str, msg: impl Into<String>) -> Res<T> {
@@ -72,13 +102,16 @@ impl Validator<'_> {
     /// Only the toml message and span: its Display would quote the source line, maybe a secret.
     /// Only the toml message and span: its Display would quote the source line, maybe a secret.
     fn toml_err(&self, key: &str, e: &toml::de::Error) -> ConfigError {
-        self.err(e.span(), key, e.message().trim_end())
+        self.err(e.span(), key, suggest(e.message().trim_end()))
     }
 
     /// Layer one: the document, its `[[sources]]` and `[[sinks]]` tables split off (each is
     /// read in two parts, see [`Validator::split`]) and the rest read as [`RawConfig`].
     pub(super) fn parse(&self, text: &str) -> Res<Config> {
         let mut root = toml::de::DeTable::parse(text).map_err(|e| self.toml_err("", &e))?;
+        for (key, value) in root.get_ref() {
+            self.warn_bare_dollars(key.get_ref(), value);
+        }
         let sources = root.get_mut().remove("sources");
         let sinks = root.get_mut().remove("sinks");
         let raw: RawConfig = serde_path_to_error::deserialize(toml::de::Deserializer::from(root))
@@ -129,13 +162,13 @@ impl Validator<'_> {
         let owner = match table.get(tag).map(|v| (v.span(), v.get_ref())) {
             None => return self.fail(span, &format!("{what}[{i}]"), format!("missing field `{tag}`")),
             Some((vspan, value)) if tag_name(value).is_some() => {
-                match names.iter().find(|n| Some(**n) == tag_name(value)) {
+                let name = tag_name(value).unwrap_or_default();
+                match names.iter().find(|n| n.eq_ignore_ascii_case(name)) {
                     Some(owner) => *owner,
                     None => {
                         let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
-                        let name = tag_name(value).unwrap_or_default();
                         let msg = format!("unknown variant `{name}`, expected one of {}", names.join(", "));
-                        return self.fail(vspan, &at(tag), msg);
+                        return self.fail(vspan, &at(tag), suggest(&msg));
                     }
                 }
             }
@@ -152,11 +185,15 @@ impl Validator<'_> {
             } else if own_keys.contains(&name) {
                 own.insert(key, value);
             } else if names.iter().any(|n| section.keys_of(n).contains(&name)) {
-                return self.fail(value.span(), &at(name), section.not_used(owner));
+                let mut msg = section.not_used(owner);
+                if let Some(close) = closest(name, section.common_keys().iter().chain(own_keys).copied()) {
+                    let _ = write!(msg, "; did you mean `{close}`?");
+                }
+                return self.fail(value.span(), &at(name), msg);
             } else if !section.common_keys().contains(&name) {
                 let known = section.common_keys().iter().chain(own_keys).map(|k| format!("`{k}`"));
                 let msg = format!("unknown field `{name}`, expected one of {}", known.collect::<Vec<_>>().join(", "));
-                return self.fail(key.span(), &at(name), msg);
+                return self.fail(key.span(), &at(name), suggest(&msg));
             } else {
                 common.insert(key, value);
             }
@@ -245,11 +282,12 @@ impl Validator<'_> {
             && max_span > limit
         {
             let span = r.max_span.as_ref().map(Spanned::span);
-            let msg = format!(
+            let mut msg = format!(
                 "{} exceeds what the vendor accepts in one request ({})",
                 span_text(max_span),
                 span_text(limit)
             );
+            msg.push_str(months_hint(r.max_span.as_ref().map_or("", |t| t.get_ref())));
             return self.fail(span, &at("max_span"), msg);
         }
         if overlap >= max_span {
@@ -359,12 +397,26 @@ impl Validator<'_> {
     fn sink(&self, i: usize, t: Split<'_, RawSink>) -> Res<SinkConfig> {
         let (table, r) = (t.span, t.raw);
         let at = |k: &str| format!("sinks[{i}].{k}");
+        let url_span = t.own.get_ref().get("url").map(Spanned::span);
         let keys =
             TableKeys { v: self, section: Section::Sinks, index: i, table, base_url: None, owner: t.owner, own: t.own };
         let Some(kind) = SinkKind::from_keys(t.owner, &keys) else {
             return self.fail(None, &at("type"), format!("unknown sink type {:?}", t.owner));
         };
         let kind = kind?;
+        if let SinkKind::Hec(h) = &kind
+            && h.url.path().contains("/services/collector")
+        {
+            // The sink appends /services/collector/event to whatever path the URL has.
+            let mut event_url = h.url.clone();
+            event_url.set_path(&format!("{}/services/collector/event", h.url.path().trim_end_matches('/')));
+            let msg = format!(
+                "already holds /services/collector: events would go to {}; write the URL up to the port, \
+                 such as \"https://splunk.example.com:8088\" (/services/collector/event is appended)",
+                crate::redact::url(&event_url)
+            );
+            return self.fail(url_span, &at("url"), msg);
+        }
         let batch_max_events = match &r.batch_max_events {
             None => 500,
             Some(n) if *n.get_ref() >= 1 => *n.get_ref(),
@@ -432,6 +484,9 @@ impl Validator<'_> {
         if v.get_ref().is_empty() {
             return self.fail(v.span(), key, "must not be empty");
         }
+        if v.get_ref().starts_with('~') {
+            return self.fail(v.span(), key, TILDE);
+        }
         Ok(self.dir.join(v.get_ref()))
     }
 
@@ -441,6 +496,12 @@ impl Validator<'_> {
             .map_err(|e| self.err(v.span(), key, format!("invalid duration {:?}: {e}", v.get_ref())))?;
         if positive && d.is_zero() {
             return self.fail(v.span(), key, "must be greater than zero");
+        }
+        let max = duration_max(key);
+        if d > max {
+            let mut msg = format!("{:?} is longer than the {} this key allows", v.get_ref(), span_text(max));
+            msg.push_str(months_hint(v.get_ref()));
+            return self.fail(v.span(), key, msg);
         }
         Ok(d)
     }
@@ -519,6 +580,11 @@ impl Validator<'_> {
     /// Resolves `key` (a literal or `"${NAME}"`) or `key_file`; exactly one must be set.
     fn secret(&self, key: &str, value: &Secret, file: &Text) -> Res<SecretString> {
         let file_key = format!("{key}_file");
+        if let Some(f) = file
+            && f.get_ref().starts_with('~')
+        {
+            return self.fail(f.span(), &file_key, TILDE);
+        }
         let (text, span, shown_key) = match (value, file) {
             (Some(_), Some(f)) => {
                 let msg = format!("set either {key} or {file_key}, not both");
@@ -733,6 +799,92 @@ impl TableKeys<'_> {
     pub fn url(&self, value: &Text, key: &str, default: &str) -> Res<url::Url> {
         self.v.url(value, &self.key(key), default)
     }
+}
+
+/// A note for a duration written with an upper-case `M`: humantime's months, not minutes.
+fn months_hint(text: &str) -> &'static str {
+    if text.contains('M') { " (\"M\" means months; minutes are \"m\")" } else { "" }
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown variant …", "expected `a`
+/// or `b`") with "; did you mean `a`?" when one of the names it lists, the keys of the table
+/// the mistake is in, is close to `x`. Any other message as it is.
+fn suggest(msg: &str) -> String {
+    let Some(rest) = msg.strip_prefix("unknown field `").or_else(|| msg.strip_prefix("unknown variant `")) else {
+        return msg.to_owned();
+    };
+    let Some((name, listed)) = rest.split_once('`') else { return msg.to_owned() };
+    let Some((_, expected)) = listed.split_once("expected") else { return msg.to_owned() };
+    match closest(name, expected.split('`').skip(1).step_by(2)) {
+        Some(close) => format!("{msg}; did you mean `{close}`?"),
+        None => msg.to_owned(),
+    }
+}
+
+/// The candidate nearest to `name` ignoring case, if near enough to be a slip: at most one
+/// edit in four characters (at least one edit).
+fn closest<'c>(name: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+    let name: Vec<char> = name.to_lowercase().chars().collect();
+    let limit = (name.len() / 4).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(&name, &c.to_lowercase().chars().collect::<Vec<_>>()), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance.
+fn edit_distance(a: &[char], b: &[char]) -> usize {
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != cb)).min(row[j] + 1).min(above + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// A path starting with `~` would be taken as a directory named "~" beside the config file.
+const TILDE: &str = "~ is not expanded; write the absolute path";
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// The longest value of each duration key, by the key's last segments: far beyond what any
+/// installation needs, so that a slip (`"5M"` is five months in humantime, `"5m"` five
+/// minutes) is refused instead of stalling a source or sink for months. A key not listed here
+/// (none today) is bounded by [`DURATION_MAX_OTHER`]. The example config documents these.
+const DURATION_MAX: &[(&str, Duration)] = &[
+    // Sources.
+    ("poll_interval", DAY),
+    ("request_timeout", Duration::from_secs(600)),
+    ("lag", DAY),
+    ("overlap", DAY),
+    // ConfigCat's own limit is 30 days; no vendor takes more in one request.
+    ("max_span", Duration::from_secs(31 * 86_400)),
+    ("max_retry_after", DAY),
+    ("rate_limit.per", DAY),
+    // Sources and sinks.
+    ("backoff.initial", HOUR),
+    ("backoff.max", HOUR),
+    // Sinks (HEC, OTLP, syslog).
+    ("timeout", Duration::from_secs(600)),
+    ("ack_poll_interval", Duration::from_secs(600)),
+    ("ack_timeout", HOUR),
+];
+const DURATION_MAX_OTHER: Duration = DAY;
+
+/// The bound of duration key `key` (`sources[0].backoff.max`), from [`DURATION_MAX`].
+pub(super) fn duration_max(key: &str) -> Duration {
+    DURATION_MAX
+        .iter()
+        .find(|(name, _)| key == *name || key.ends_with(&format!(".{name}")))
+        .map_or(DURATION_MAX_OTHER, |(_, max)| *max)
 }
 
 /// A span as an operator wrote it: whole days or hours plainly ("31d"), else humantime's form
