@@ -46,6 +46,10 @@ pub enum Command {
         /// not delivered by then stays queued for the next start.
         #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
         drain_timeout: std::time::Duration,
+        /// The directory `${CREDENTIALS_DIRECTORY}` in a `*_file` secret path names (systemd
+        /// sets $CREDENTIALS_DIRECTORY for a unit with LoadCredential=; this option overrides it).
+        #[arg(long, value_name = "DIR")]
+        credentials_dir: Option<PathBuf>,
     },
     /// Validate a configuration file and print it resolved (defaults filled, secrets read from
     /// the environment and files, shown as [redacted]). Exits 1 naming the file, line and key
@@ -63,6 +67,12 @@ pub enum Command {
         /// fails. Sends no event.
         #[arg(long)]
         connect: bool,
+        /// Read `${CREDENTIALS_DIRECTORY}/NAME` secret files from DIR: the unit's
+        /// LoadCredential= layout checked outside the unit (under the unit, or with
+        /// `systemd-run -p LoadCredential=… --pipe --wait auditrelay check`, systemd sets
+        /// $CREDENTIALS_DIRECTORY itself).
+        #[arg(long, value_name = "DIR")]
+        credentials_dir: Option<PathBuf>,
     },
     /// Run the agent against its built-in vendor simulator on 127.0.0.1, writing events to
     /// events.ndjson in --out (./auditrelay-demo), and print a summary. Exits 0 once every simulated record

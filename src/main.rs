@@ -49,7 +49,8 @@ fn report(e: &anyhow::Error) -> String {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { config, once, drain_timeout } => {
+        Command::Run { config, once, drain_timeout, credentials_dir } => {
+            set_credentials_dir(credentials_dir)?;
             let config = Config::load(&config)?;
             let mode = if once { RunMode::CatchUp } else { RunMode::Follow };
             let opts = RunOptions { mode, drain_timeout, reload: Some(reload_on_sighup()), observe: None };
@@ -68,7 +69,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Check { config, connect } => {
+        Command::Check { config, connect, credentials_dir } => {
+            set_credentials_dir(credentials_dir)?;
             let config = Config::load(&config)?;
             print!("{}", config.render_redacted());
             println!("# configuration OK: {} source(s), {} sink(s)", config.sources.len(), config.sinks.len());
@@ -124,6 +126,18 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `--credentials-dir DIR`: `$CREDENTIALS_DIRECTORY` for every configuration load.
+fn set_credentials_dir(dir: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    if let Some(dir) = dir {
+        let dir = std::path::absolute(&dir).with_context(|| format!("--credentials-dir {}", dir.display()))?;
+        let text = dir.into_os_string().into_string().map_err(|d| {
+            anyhow::anyhow!("--credentials-dir {}: not valid UTF-8", std::path::Path::new(&d).display())
+        })?;
+        Config::set_credentials_dir(text);
+    }
+    Ok(())
 }
 
 /// Notified on every SIGHUP: the daemon then reloads its configuration file.

@@ -193,6 +193,9 @@ pub enum ConfigError {
     Invalid { file: PathBuf, line: Option<usize>, key: String, message: String },
 }
 
+/// Set by [`Config::set_credentials_dir`].
+static CREDENTIALS_DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn invalid_text(file: &Path, line: Option<usize>, key: &str, message: &str) -> String {
     let mut s = file.display().to_string();
     if let Some(line) = line {
@@ -206,12 +209,24 @@ fn invalid_text(file: &Path, line: Option<usize>, key: &str, message: &str) -> S
 }
 
 impl Config {
-    /// Reads and validates `path`, taking `${NAME}` secrets from the process environment.
+    /// Reads and validates `path`, taking `${NAME}` secrets from the process environment
+    /// (`CREDENTIALS_DIRECTORY` from [`Config::set_credentials_dir`] when that was called).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let read_err = |io| ConfigError::Read { path: path.to_path_buf(), io };
         let text = std::fs::read_to_string(path).map_err(read_err)?;
         let origin = std::path::absolute(path).map_err(read_err)?;
-        Config::parse_with_env(&text, &origin, &|name| std::env::var(name).ok())
+        let env = |name: &str| match CREDENTIALS_DIR.get() {
+            Some(dir) if name == "CREDENTIALS_DIRECTORY" => Some(dir.clone()),
+            _ => std::env::var(name).ok(),
+        };
+        Config::parse_with_env(&text, &origin, &env)
+    }
+
+    /// `--credentials-dir DIR`: every later [`Config::load`] (a reload's too) takes DIR as
+    /// `$CREDENTIALS_DIRECTORY`, so `${CREDENTIALS_DIRECTORY}/NAME` secret files of the unit's
+    /// `LoadCredential=` layout can be checked outside the unit. The first call wins.
+    pub fn set_credentials_dir(dir: String) {
+        let _ = CREDENTIALS_DIR.set(dir);
     }
 
     /// Like [`Config::load`] but reads no secret (neither `${ENV}` nor `*_file`): every secret

@@ -577,6 +577,24 @@ impl Validator<'_> {
         Ok(u)
     }
 
+    /// A `*_file` path: `${CREDENTIALS_DIRECTORY}/NAME` is NAME in systemd's credentials
+    /// directory (`LoadCredential=`; `check --credentials-dir` sets it outside the unit), any
+    /// other path is relative to the config file's directory, as every path in the file.
+    fn secret_path(&self, f: &Spanned<String>, key: &str) -> Res<PathBuf> {
+        let Some(rest) = f.get_ref().strip_prefix("${CREDENTIALS_DIRECTORY}") else {
+            return Ok(self.dir.join(f.get_ref()));
+        };
+        match (self.env)("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) {
+            Some(dir) => Ok(Path::new(&dir).join(rest.trim_start_matches('/'))),
+            None => self.fail(
+                f.span(),
+                key,
+                "CREDENTIALS_DIRECTORY is not set: systemd sets it for a unit with LoadCredential=; \
+                 outside the unit give --credentials-dir DIR",
+            ),
+        }
+    }
+
     /// Resolves `key` (a literal or `"${NAME}"`) or `key_file`; exactly one must be set.
     fn secret(&self, key: &str, value: &Secret, file: &Text) -> Res<SecretString> {
         let file_key = format!("{key}_file");
@@ -607,7 +625,7 @@ impl Validator<'_> {
                 (text, v.span(), key)
             }
             (None, Some(f)) => {
-                let path = self.dir.join(f.get_ref());
+                let path = self.secret_path(f, &file_key)?;
                 let mut text = std::fs::read_to_string(&path).map_err(|e| {
                     let msg = format!("cannot read secret file {}: {e}", path.display());
                     self.err(f.span(), &file_key, msg)

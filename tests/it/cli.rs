@@ -370,3 +370,53 @@ fn test_no_color_turns_colours_off_on_a_terminal() {
     let plain = on_a_terminal(Some("1"));
     assert!(plain.contains("WARN") && !plain.contains("\u{1b}["), "{plain:?}");
 }
+
+/// The unit's `LoadCredential=` layout checked outside the unit (issue 18 point 2): a secret
+/// file written `${CREDENTIALS_DIRECTORY}/NAME` is read from `--credentials-dir` or from
+/// `$CREDENTIALS_DIRECTORY` (as systemd sets it), and without either `check` says which key
+/// needs it, by file and line.
+#[test]
+fn test_check_reads_credentials_from_credentials_dir_or_its_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    let key = creds.join("aitronos");
+    std::fs::write(&key, "ak_supersecretvalue0000000000000000000000\n").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\n\
+         api_key_file = \"${CREDENTIALS_DIRECTORY}/aitronos\"\n[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = \"o\"\n",
+    )
+    .unwrap();
+    let check = |args: &[&str], env: Option<&std::path::Path>| {
+        let mut cmd = auditrelay();
+        cmd.args(["check", "-c"]).arg(&config).args(args).env_remove("CREDENTIALS_DIRECTORY");
+        if let Some(env) = env {
+            cmd.env("CREDENTIALS_DIRECTORY", env);
+        }
+        let out = cmd.output().unwrap();
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!all.contains("supersecret"), "{all}");
+        (out.status.code(), all)
+    };
+    let (code, all) = check(&[], None);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("auditrelay.toml:6: sources[0].api_key_file: CREDENTIALS_DIRECTORY is not set"), "{all}");
+    assert!(all.contains("--credentials-dir"), "{all}");
+
+    let (code, all) = check(&["--credentials-dir", creds.to_str().unwrap()], None);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(all.contains("configuration OK"), "{all}");
+    let (code, all) = check(&[], Some(&creds));
+    assert_eq!(code, Some(0), "$CREDENTIALS_DIRECTORY as systemd sets it: {all}");
+
+    // The option wins over the variable; a credential not there is named by its path.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (code, all) = check(&["--credentials-dir", empty.to_str().unwrap()], Some(&creds));
+    assert_eq!(code, Some(1), "{all}");
+    let missing = empty.join("aitronos").display().to_string();
+    assert!(all.contains("auditrelay.toml:6: sources[0].api_key_file:") && all.contains(&missing), "{all}");
+}
