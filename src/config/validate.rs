@@ -577,6 +577,20 @@ impl Validator<'_> {
         Ok(u)
     }
 
+    /// A literal secret (not `"${NAME}"`, not `<key>_file`) in a config file readable by group
+    /// or others is accepted, but the operator should know, as for secret files.
+    fn warn_literal_if_shared(&self, span: &Range<usize>, key: &str) {
+        if is_shared(self.file) {
+            let at = format!("{}:{}: {key}", self.file.display(), self.line(span));
+            let key = key.rsplit('.').next().unwrap_or(key);
+            tracing::warn!(
+                at = %at,
+                "a literal secret in a config file readable by group or others; chmod 600 the file, \
+                 or use \"${{NAME}}\" or {key}_file"
+            );
+        }
+    }
+
     /// A `*_file` path: `${CREDENTIALS_DIRECTORY}/NAME` is NAME in systemd's credentials
     /// directory (`LoadCredential=`; `check --credentials-dir` sets it outside the unit), any
     /// other path is relative to the config file's directory, as every path in the file.
@@ -614,7 +628,10 @@ impl Validator<'_> {
                 let s = &v.get_ref().0;
                 let var_ok = |var: &str| !var.is_empty() && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 let text = match s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
-                    None => s.clone(),
+                    None => {
+                        self.warn_literal_if_shared(&v.span(), key);
+                        s.clone()
+                    }
                     Some(var) if !var_ok(var) => {
                         let msg = format!("invalid environment variable reference {s:?}");
                         return self.fail(v.span(), key, msg);
@@ -937,15 +954,21 @@ fn key_path(path: &serde_path_to_error::Path) -> String {
 
 /// A secret file readable by group or others is accepted, but the operator should know.
 pub(crate) fn warn_if_shared(path: &Path) {
+    if is_shared(path) {
+        tracing::warn!(path = %path.display(), "secret file is readable by group or others; chmod 600 it");
+    }
+}
+
+/// `path` exists and group or others may read it (or write or search it).
+fn is_shared(path: &Path) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        if let Ok(meta) = std::fs::metadata(path)
-            && meta.permissions().mode() & 0o077 != 0
-        {
-            tracing::warn!(path = %path.display(), "secret file is readable by group or others; chmod 600 it");
-        }
+        std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o077 != 0)
     }
     #[cfg(not(unix))]
-    let _ = path;
+    {
+        let _ = path;
+        false
+    }
 }

@@ -269,3 +269,35 @@ backoff = {{ initial = "100ms", max = "300ms" }}
     }
     sim.shutdown().await;
 }
+
+/// A literal secret in a config file that group or others can read is warned about by file,
+/// line and key, as a shared secret file is (issue 18 point 3); a private file, or a secret
+/// from `${ENV}`, is not. The secret itself is never shown.
+#[test]
+fn test_check_warns_of_a_literal_secret_in_a_shared_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    let text = |key: &str| {
+        format!(
+            "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\n\
+             api_key = \"{key}\"\n[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = \"o\"\n"
+        )
+    };
+    let check = |mode: u32| {
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = auditrelay(&["check"], &config);
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{all}");
+        assert_no_secret("check", &all);
+        all.lines().any(|l| {
+            l.contains("auditrelay.toml:6: sources[0].api_key") && l.contains("literal secret")
+                && l.contains("readable by group or others")
+        })
+    };
+    write_secret(&config, &text(AITRONOS_KEY), 0o644);
+    assert!(check(0o644), "a literal secret in a 0644 config file is warned about");
+    assert!(check(0o640), "a literal secret in a 0640 config file is warned about");
+    assert!(!check(0o600), "a private config file is not");
+    std::fs::write(&config, text("${TEST_DATAFOLD_KEY}")).unwrap();
+    assert!(!check(0o644), "a secret from the environment is not");
+}
