@@ -219,7 +219,9 @@ impl Config {
             Some(dir) if name == "CREDENTIALS_DIRECTORY" => Some(dir.clone()),
             _ => std::env::var(name).ok(),
         };
-        Config::parse_with_env(&text, &origin, &env)
+        let dir = origin.parent().unwrap_or(Path::new(""));
+        let v = Validator { text: &text, file: &origin, dir, env: &env, read_secrets: true, check_files: true };
+        v.parse(&text)
     }
 
     /// `--credentials-dir DIR`: every later [`Config::load`] (a reload's too) takes DIR as
@@ -244,18 +246,27 @@ impl Config {
             dir: origin.parent().unwrap_or(Path::new("")),
             env: &env,
             read_secrets: false,
+            check_files: false,
         };
         v.parse(&text)
     }
 
     /// Parses and validates `text` as if read from `origin`; `env` answers `${NAME}` lookups.
+    /// Secret files are read; other `*_file` paths (CA, client certificate and key) are not
+    /// looked at ([`Config::load`] checks that they can be read).
     pub fn parse_with_env(
         text: &str,
         origin: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let v =
-            Validator { text, file: origin, dir: origin.parent().unwrap_or(Path::new("")), env, read_secrets: true };
+        let v = Validator {
+            text,
+            file: origin,
+            dir: origin.parent().unwrap_or(Path::new("")),
+            env,
+            read_secrets: true,
+            check_files: false,
+        };
         v.parse(text)
     }
 }

@@ -46,6 +46,9 @@ pub(super) struct Validator<'a> {
     pub(super) env: &'a dyn Fn(&str) -> Option<String>,
     /// `false`: secrets are checked for shape (one of `key` / `key_file`) but not read.
     pub(super) read_secrets: bool,
+    /// `true`: every other `*_file` key (`ca_file`, `client_cert_file`, `client_key_file`) must
+    /// name a file that can be read now, not only when a sink or source connects.
+    pub(super) check_files: bool,
 }
 
 /// A validation step's result.
@@ -487,7 +490,18 @@ impl Validator<'_> {
         if v.get_ref().starts_with('~') {
             return self.fail(v.span(), key, TILDE);
         }
-        Ok(self.dir.join(v.get_ref()))
+        let path = self.dir.join(v.get_ref());
+        if self.check_files && key.rsplit('.').next().is_some_and(|k| k.ends_with("_file")) {
+            let opened = std::fs::File::open(&path).and_then(|f| f.metadata());
+            match opened {
+                Ok(meta) if meta.is_dir() => {
+                    return self.fail(v.span(), key, format!("{} is a directory", path.display()));
+                }
+                Ok(_) => {}
+                Err(e) => return self.fail(v.span(), key, format!("cannot read {}: {e}", path.display())),
+            }
+        }
+        Ok(path)
     }
 
     fn duration(&self, v: &Text, key: &str, default: Duration, positive: bool) -> Res<Duration> {

@@ -138,7 +138,9 @@ fn test_run_refuses_to_start_with_an_unreadable_ca_file_and_names_it() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let missing = dir.path().join("missing-ca.pem");
-    assert!(stderr.contains("sink \"siem\"") && stderr.contains(&missing.display().to_string()), "{stderr}");
+    // Refused with the configuration, by file, line and key (issue 18 point 3).
+    let at = "auditrelay.toml:11: sinks[0].ca_file: cannot read";
+    assert!(stderr.contains(at) && stderr.contains(&missing.display().to_string()), "{stderr}");
     assert!(!dir.path().join("state").exists(), "nothing started: {stderr}");
 }
 
@@ -419,4 +421,67 @@ fn test_check_reads_credentials_from_credentials_dir_or_its_variable() {
     assert_eq!(code, Some(1), "{all}");
     let missing = empty.join("aitronos").display().to_string();
     assert!(all.contains("auditrelay.toml:6: sources[0].api_key_file:") && all.contains(&missing), "{all}");
+}
+
+/// `check` reads what the agent will read: a CA, client certificate or key file that is not
+/// there is refused by file, line and key with its path, not first met when connecting
+/// (issue 18 point 3); a `*_file` secret likewise.
+#[test]
+fn test_check_refuses_a_missing_ca_client_cert_key_or_secret_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let present = dir.path().join("present.pem");
+    std::fs::write(&present, "not read by check").unwrap();
+    let source =
+        "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\n";
+    let syslog = "[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"127.0.0.1:6514\"\n";
+    let cases = [
+        // (the file's text, the key named, its line, the missing file)
+        (
+            format!("{source}api_key = \"k\"\nbase_url = \"https://h\"\nca_file = \"gone-ca.pem\"\n{syslog}"),
+            "sources[0].ca_file",
+            8,
+            "gone-ca.pem",
+        ),
+        (
+            format!("{source}api_key = \"k\"\n{syslog}ca_file = \"gone-ca.pem\"\n"),
+            "sinks[0].ca_file",
+            11,
+            "gone-ca.pem",
+        ),
+        (
+            format!(
+                "{source}api_key = \"k\"\n{syslog}client_cert_file = \"gone.crt\"\nclient_key_file = \"present.pem\"\n"
+            ),
+            "sinks[0].client_cert_file",
+            11,
+            "gone.crt",
+        ),
+        (
+            format!(
+                "{source}api_key = \"k\"\n{syslog}client_cert_file = \"present.pem\"\nclient_key_file = \"gone.key\"\n"
+            ),
+            "sinks[0].client_key_file",
+            12,
+            "gone.key",
+        ),
+        (
+            format!(
+                "{source}api_key = \"k\"\n[[sinks]]\nname = \"hec\"\ntype = \"hec\"\nurl = \"https://h:8088\"\ntoken = \"t\"\nca_file = \"gone-ca.pem\"\n"
+            ),
+            "sinks[0].ca_file",
+            12,
+            "gone-ca.pem",
+        ),
+        (format!("{source}api_key_file = \"gone.key\"\n{syslog}"), "sources[0].api_key_file", 6, "gone.key"),
+    ];
+    for (text, key, line, file) in cases {
+        let config = dir.path().join("auditrelay.toml");
+        std::fs::write(&config, &text).unwrap();
+        let out = auditrelay().args(["check", "-c"]).arg(&config).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}\n{stderr}");
+        let path = dir.path().join(file).display().to_string();
+        let at = format!("auditrelay.toml:{line}: {key}: ");
+        assert!(stderr.contains(&at) && stderr.contains(&path), "{at} {path}:\n{text}\n{stderr}");
+    }
 }

@@ -290,7 +290,8 @@ fn test_check_warns_of_a_literal_secret_in_a_shared_config_file() {
         assert!(out.status.success(), "{all}");
         assert_no_secret("check", &all);
         all.lines().any(|l| {
-            l.contains("auditrelay.toml:6: sources[0].api_key") && l.contains("literal secret")
+            l.contains("auditrelay.toml:6: sources[0].api_key")
+                && l.contains("literal secret")
                 && l.contains("readable by group or others")
         })
     };
