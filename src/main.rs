@@ -74,6 +74,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let config = Config::load(&config)?;
             print!("{}", config.render_redacted());
             println!("# configuration OK: {} source(s), {} sink(s)", config.sources.len(), config.sinks.len());
+            if let Some(note) = state_dir_note(&config.state_dir) {
+                println!("# note: {note}");
+            }
             // Removed or renamed sinks against the queue's cursors (read-only; beside a running agent).
             match auditrelay::ops::sink_changes(&config) {
                 Ok(notes) => notes.iter().for_each(|n| println!("# {n}")),
@@ -126,6 +129,44 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// What `check` says of a `state_dir` that does not exist yet: who will create it, and as whom.
+fn state_dir_note(dir: &std::path::Path) -> Option<String> {
+    if std::fs::symlink_metadata(dir).is_ok() {
+        return None;
+    }
+    let me = match (std::env::var("USER"), current_uid()) {
+        (Ok(name), Some(uid)) if !name.is_empty() => format!("{name}, uid {uid}"),
+        (_, Some(uid)) => format!("uid {uid}"),
+        (Ok(name), None) => name,
+        (Err(_), None) => "this user".to_owned(),
+    };
+    let d = dir.display();
+    Some(if dir == std::path::Path::new("/var/lib/auditrelay") {
+        format!(
+            "state_dir {d} does not exist yet: under the packaged unit systemd creates it when the service starts \
+             (StateDirectory=auditrelay: owner auditrelay, mode 0750); `auditrelay run` started by hand creates it, \
+             owned by the user running it (here: {me})"
+        )
+    } else {
+        format!(
+            "state_dir {d} does not exist yet: `auditrelay run` creates it when it starts, owned by the user running it \
+             (here: {me}); under the packaged unit (User=auditrelay, ProtectSystem=strict) only /var/lib/auditrelay \
+             is created and writable: create {d} for auditrelay and add it to ReadWritePaths="
+        )
+    })
+}
+
+/// This process's user id (the owner of `/proc/self`).
+fn current_uid() -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// `--credentials-dir DIR`: `$CREDENTIALS_DIRECTORY` for every configuration load.

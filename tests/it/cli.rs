@@ -485,3 +485,36 @@ fn test_check_refuses_a_missing_ca_client_cert_key_or_secret_file() {
         assert!(stderr.contains(&at) && stderr.contains(&path), "{at} {path}:\n{text}\n{stderr}");
     }
 }
+
+/// A `state_dir` that does not exist yet is not passed over in silence: `check` says it will be
+/// created, by whom and owned by whom (issue 18 point 3), and creates nothing itself.
+#[test]
+fn test_check_says_a_missing_state_dir_will_be_created_and_by_whom() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    let text = |state: &str| {
+        format!(
+            "state_dir = {state:?}\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\n\
+             api_key = \"k\"\n[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = \"o\"\n"
+        )
+    };
+    let check = |state: &str| {
+        std::fs::write(&config, text(state)).unwrap();
+        let out = auditrelay().args(["check", "-c"]).arg(&config).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    };
+    let state = dir.path().join("state");
+    let stdout = check("state");
+    let note = format!("# note: state_dir {} does not exist yet: `auditrelay run` creates it", state.display());
+    assert!(stdout.contains(&note) && stdout.contains("owned by the user running it (here: "), "{stdout}");
+    assert!(stdout.contains("ReadWritePaths="), "what the packaged unit needs for it: {stdout}");
+    assert!(!state.exists(), "check creates nothing");
+    std::fs::create_dir(&state).unwrap();
+    assert!(!check("state").contains("does not exist"), "an existing state_dir is not noted");
+    if !std::path::Path::new("/var/lib/auditrelay").exists() {
+        let stdout = check("/var/lib/auditrelay");
+        assert!(stdout.contains("systemd creates it") && stdout.contains("StateDirectory=auditrelay"), "{stdout}");
+    }
+}
