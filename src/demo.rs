@@ -54,7 +54,17 @@ pub async fn run(records: usize, out_dir: &Path, shutdown: CancellationToken) ->
         .context("cannot create a temporary state directory")?;
     let config_path = out_dir.join("demo-config.toml");
     let text = demo_config(&sim, state.path(), &std::path::absolute(&events_path)?);
-    std::fs::write(&config_path, &text).with_context(|| format!("cannot write {}", config_path.display()))?;
+    // It holds the simulator's keys as literals: private to the user, as a config with secrets
+    // should be (and as `check` warns it otherwise).
+    let write = || -> std::io::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&config_path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.write_all(text.as_bytes())
+    };
+    write().with_context(|| format!("cannot write {}", config_path.display()))?;
     let config = Config::load(&config_path)?;
 
     println!(
