@@ -18,7 +18,8 @@
 #     (auditrelay:auditrelay 0750) exist; /etc/auditrelay/auditrelay.toml is root:auditrelay
 #     0640, a dpkg conffile, readable but not writable by the service user, and parses
 #     (`auditrelay check`, run as that user, with placeholder secrets);
-#   - the unit, sysusers.d and tmpfiles.d files and the docs are installed; the unit is NOT
+#   - the unit (as /usr/lib/systemd/system/auditrelay.service, nothing under /lib), sysusers.d
+#     and tmpfiles.d files and the docs are installed; the unit is NOT
 #     enabled (the operator configures first); `systemd-analyze verify` accepts the unit;
 #   - `systemd-analyze security --offline=true` rates the installed unit's exposure at most
 #     AUDITRELAY_MAX_EXPOSURE (default 2.0);
@@ -74,7 +75,7 @@ sudo_cmd=()
 as_root() { "${sudo_cmd[@]}" "$@"; }
 
 user=auditrelay
-unit_path=/lib/systemd/system/auditrelay.service
+unit_path=/usr/lib/systemd/system/auditrelay.service
 config=/etc/auditrelay/auditrelay.toml
 doc_dir=/usr/share/doc/auditrelay
 
@@ -224,6 +225,14 @@ for f in /usr/bin/auditrelay "$unit_path" /usr/lib/sysusers.d/auditrelay.conf /u
   [ -f "$f" ] || fail "$f is not installed"
 done
 [ -x /usr/bin/auditrelay ] || fail "/usr/bin/auditrelay is not executable"
+# The package's own file list, not the file system: on a usr-merged machine /lib is /usr/lib,
+# so a unit shipped under the legacy /lib/systemd/system would pass the test above too.
+package_files=$(dpkg-query -L auditrelay)
+echo "$package_files" | grep -qx "$unit_path" || fail "the package does not ship $unit_path (dpkg -L auditrelay)"
+if echo "$package_files" | grep -q '^/lib/'; then
+  fail "the package ships files under /lib (Debian puts them under /usr/lib): $(echo "$package_files" | grep '^/lib/' | tr '\n' ' ')"
+fi
+ok "the unit is shipped as $unit_path, nothing under /lib"
 cmp -s "$unit_path" packaging/systemd/auditrelay.service || fail "$unit_path differs from packaging/systemd/auditrelay.service"
 logrotate_conf=/etc/logrotate.d/auditrelay
 [ -f "$logrotate_conf" ] || fail "$logrotate_conf is not installed"
