@@ -19,7 +19,10 @@
 #     0640, a dpkg conffile, readable but not writable by the service user, and parses
 #     (`auditrelay check`, run as that user, with placeholder secrets);
 #   - the unit (as /usr/lib/systemd/system/auditrelay.service, nothing under /lib), sysusers.d
-#     and tmpfiles.d files and the docs are installed; the unit is NOT
+#     and tmpfiles.d files and the docs are installed; the man pages (generated from the clap
+#     definitions by `cargo run --example mangen -- target/man` before `cargo deb`) are
+#     installed gzipped, /usr/share/man/man1/auditrelay.1.gz and one per subcommand, and
+#     `man -l` shows auditrelay(1)'s NAME section; the unit is NOT
 #     enabled (the operator configures first); `systemd-analyze verify` accepts the unit;
 #   - `systemd-analyze security --offline=true` rates the installed unit's exposure at most
 #     AUDITRELAY_MAX_EXPOSURE (default 2.0);
@@ -138,6 +141,14 @@ cleanup() {
 trap cleanup EXIT
 
 # --- Build the package -----------------------------------------------------------------------
+# The man pages, generated from the clap definitions (packaging/man/mangen.rs, in the dev
+# profile: the tests' build) into target/man under the crate, where Cargo.toml's assets expect
+# them; cargo-deb gzips them into usr/share/man/man1/.
+man_dir=target/man
+step "man pages (cargo run --example mangen -- $man_dir)"
+mangen_out=$(cargo run --quiet --locked --example mangen -- "$man_dir") || fail "generating the man pages failed"
+[ -f "$man_dir/auditrelay.1" ] || fail "cargo run --example mangen wrote no $man_dir/auditrelay.1"
+ok "$mangen_out"
 target_dir=${CARGO_TARGET_DIR:-target}
 deb_args=(--locked --output "$target_dir/debian/")
 if [ "$profile" != release ]; then
@@ -247,6 +258,22 @@ else
   echo "package-check: logrotate is not installed; $logrotate_conf not parsed" >&2
 fi
 ok "binary, unit, sysusers.d, tmpfiles.d, docs"
+man_page=/usr/share/man/man1/auditrelay.1.gz
+[ -f "$man_page" ] || fail "$man_page is not installed"
+echo "$package_files" | grep -qx "$man_page" || fail "the package does not ship $man_page (dpkg -L auditrelay)"
+gzip -t "$man_page" || fail "$man_page is not a valid gzip file"
+zcat "$man_page" | grep -qx '\.SH NAME' || fail "$man_page has no NAME section"
+for page in "$man_dir"/*.1; do
+  [ -f "/usr/share/man/man1/$(basename "$page").gz" ] || fail "/usr/share/man/man1/$(basename "$page").gz is not installed"
+done
+if command -v man >/dev/null 2>&1 && man_out=$(MANWIDTH=100 man -l "$man_page" 2>/dev/null) && [ -n "$man_out" ]; then
+  name_line=$(echo "$man_out" | sed -n '/^NAME/{n;p;q}' | sed 's/^ *//')
+else
+  # No man (or a minimised image's stub): the roff source's NAME line.
+  name_line=$(zcat "$man_page" | sed -n '/^\.SH NAME/{n;p;q}')
+fi
+echo "$name_line" | grep -q '^auditrelay ' || fail "$man_page's NAME section does not name auditrelay: '$name_line'"
+ok "$man_page and $(($(ls "$man_dir"/*.1 | wc -l) - 1)) subcommand pages; NAME: $name_line"
 if compgen -G "/etc/systemd/system/*.wants/auditrelay.service" >/dev/null; then
   fail "installing enabled auditrelay.service; the operator must configure it first"
 fi
@@ -284,9 +311,10 @@ step "dpkg --remove keeps configuration and state"
 as_root dpkg --remove auditrelay >/dev/null || fail "dpkg --remove failed"
 [ ! -e /usr/bin/auditrelay ] || fail "/usr/bin/auditrelay is still there after dpkg --remove"
 [ ! -e "$unit_path" ] || fail "$unit_path is still there after dpkg --remove"
+[ ! -e "$man_page" ] || fail "$man_page is still there after dpkg --remove"
 [ -f "$config" ] || fail "dpkg --remove deleted $config (a conffile: it must stay until purge)"
 [ -d /var/lib/auditrelay ] || fail "dpkg --remove deleted /var/lib/auditrelay (the queue: it must stay until purge)"
-ok "binary and unit gone; $config and /var/lib/auditrelay kept"
+ok "binary, unit and man pages gone; $config and /var/lib/auditrelay kept"
 
 step "dpkg --purge"
 as_root dpkg --purge auditrelay >/dev/null || fail "dpkg --purge failed"
