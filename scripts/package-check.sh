@@ -31,6 +31,10 @@
 #   - `dpkg --remove` keeps configuration and state; `dpkg --purge` removes them, the unit's
 #     mask and enable state, leaving nothing of the package behind.
 #
+# The .deb stays: `==> built: <absolute path>` is printed once it is built and again at the end
+# (cargo-deb's `target/debian/auditrelay_<version>-1_<arch>.deb`, under $CARGO_TARGET_DIR when
+# that is set).
+#
 # Needs root (runs dpkg through sudo otherwise). Installs what it lacks: cargo-deb 3.x
 # (`cargo install`, compiles for ~2 minutes once), dpkg-dev (dpkg-shlibdeps, for the
 # package's dependencies) and systemd (systemd-analyze, systemd-sysusers, systemd-tmpfiles;
@@ -171,7 +175,11 @@ else
 fi
 deb=$(cargo deb "${deb_args[@]}" | tail -n1)
 [ -f "$deb" ] || fail "cargo deb did not print the path of a .deb (got: '$deb')"
-ok "$deb ($(du -h "$deb" | cut -f1))"
+deb=$(realpath "$deb")
+ok "$(du -h "$deb" | cut -f1), $(dpkg-deb -c "$deb" | grep -c '^-') files"
+# The package stays where cargo deb wrote it (the install below is purged, the .deb is not):
+# this line, repeated at the end, is where CI's log says to fetch it.
+echo "==> built: $deb"
 version=$(dpkg-deb -f "$deb" Version)
 upstream_version=${version%-*}
 
@@ -328,4 +336,5 @@ done
 getent passwd "$user" >/dev/null || fail "dpkg --purge deleted user $user (it is meant to keep it)"
 ok "nothing of the package left (user $user kept by design; this script deletes it if it created it)"
 
+echo "==> built: $deb"
 echo "package-check: OK: exposure $exposure, $((SECONDS - started)) s"
