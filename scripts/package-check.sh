@@ -18,7 +18,11 @@
 #     (auditrelay:auditrelay 0750) exist; /etc/auditrelay/auditrelay.toml is root:auditrelay
 #     0640, a dpkg conffile, readable but not writable by the service user, and parses
 #     (`auditrelay check`, run as that user, with placeholder secrets);
-#   - the unit, sysusers.d and tmpfiles.d files and the docs are installed; the unit is NOT
+#   - the unit (as /usr/lib/systemd/system/auditrelay.service, nothing under /lib), sysusers.d
+#     and tmpfiles.d files and the docs are installed; the man pages (generated from the clap
+#     definitions by `cargo run --example mangen -- target/man` before `cargo deb`) are
+#     installed gzipped, /usr/share/man/man1/auditrelay.1.gz and one per subcommand, and
+#     `man -l` shows auditrelay(1)'s NAME section; the unit is NOT
 #     enabled (the operator configures first); `systemd-analyze verify` accepts the unit;
 #   - `systemd-analyze security --offline=true` rates the installed unit's exposure at most
 #     AUDITRELAY_MAX_EXPOSURE (default 2.0);
@@ -26,6 +30,10 @@
 #   - reinstalling (the upgrade path) keeps a local change to the conffile and its mode;
 #   - `dpkg --remove` keeps configuration and state; `dpkg --purge` removes them, the unit's
 #     mask and enable state, leaving nothing of the package behind.
+#
+# The .deb stays: `==> built: <absolute path>` is printed once it is built and again at the end
+# (cargo-deb's `target/debian/auditrelay_<version>-1_<arch>.deb`, under $CARGO_TARGET_DIR when
+# that is set).
 #
 # Needs root (runs dpkg through sudo otherwise). Installs what it lacks: cargo-deb 3.x
 # (`cargo install`, compiles for ~2 minutes once), dpkg-dev (dpkg-shlibdeps, for the
@@ -74,7 +82,7 @@ sudo_cmd=()
 as_root() { "${sudo_cmd[@]}" "$@"; }
 
 user=auditrelay
-unit_path=/lib/systemd/system/auditrelay.service
+unit_path=/usr/lib/systemd/system/auditrelay.service
 config=/etc/auditrelay/auditrelay.toml
 doc_dir=/usr/share/doc/auditrelay
 
@@ -137,6 +145,14 @@ cleanup() {
 trap cleanup EXIT
 
 # --- Build the package -----------------------------------------------------------------------
+# The man pages, generated from the clap definitions (packaging/man/mangen.rs, in the dev
+# profile: the tests' build) into target/man under the crate, where Cargo.toml's assets expect
+# them; cargo-deb gzips them into usr/share/man/man1/.
+man_dir=target/man
+step "man pages (cargo run --example mangen -- $man_dir)"
+mangen_out=$(cargo run --quiet --locked --example mangen -- "$man_dir") || fail "generating the man pages failed"
+[ -f "$man_dir/auditrelay.1" ] || fail "cargo run --example mangen wrote no $man_dir/auditrelay.1"
+ok "$mangen_out"
 target_dir=${CARGO_TARGET_DIR:-target}
 deb_args=(--locked --output "$target_dir/debian/")
 if [ "$profile" != release ]; then
@@ -159,7 +175,11 @@ else
 fi
 deb=$(cargo deb "${deb_args[@]}" | tail -n1)
 [ -f "$deb" ] || fail "cargo deb did not print the path of a .deb (got: '$deb')"
-ok "$deb ($(du -h "$deb" | cut -f1))"
+deb=$(realpath "$deb")
+ok "$(du -h "$deb" | cut -f1), $(dpkg-deb -c "$deb" | grep -c '^-') files"
+# The package stays where cargo deb wrote it (the install below is purged, the .deb is not):
+# this line, repeated at the end, is where CI's log says to fetch it.
+echo "==> built: $deb"
 version=$(dpkg-deb -f "$deb" Version)
 upstream_version=${version%-*}
 
@@ -224,6 +244,14 @@ for f in /usr/bin/auditrelay "$unit_path" /usr/lib/sysusers.d/auditrelay.conf /u
   [ -f "$f" ] || fail "$f is not installed"
 done
 [ -x /usr/bin/auditrelay ] || fail "/usr/bin/auditrelay is not executable"
+# The package's own file list, not the file system: on a usr-merged machine /lib is /usr/lib,
+# so a unit shipped under the legacy /lib/systemd/system would pass the test above too.
+package_files=$(dpkg-query -L auditrelay)
+echo "$package_files" | grep -qx "$unit_path" || fail "the package does not ship $unit_path (dpkg -L auditrelay)"
+if echo "$package_files" | grep -q '^/lib/'; then
+  fail "the package ships files under /lib (Debian puts them under /usr/lib): $(echo "$package_files" | grep '^/lib/' | tr '\n' ' ')"
+fi
+ok "the unit is shipped as $unit_path, nothing under /lib"
 cmp -s "$unit_path" packaging/systemd/auditrelay.service || fail "$unit_path differs from packaging/systemd/auditrelay.service"
 logrotate_conf=/etc/logrotate.d/auditrelay
 [ -f "$logrotate_conf" ] || fail "$logrotate_conf is not installed"
@@ -238,6 +266,22 @@ else
   echo "package-check: logrotate is not installed; $logrotate_conf not parsed" >&2
 fi
 ok "binary, unit, sysusers.d, tmpfiles.d, docs"
+man_page=/usr/share/man/man1/auditrelay.1.gz
+[ -f "$man_page" ] || fail "$man_page is not installed"
+echo "$package_files" | grep -qx "$man_page" || fail "the package does not ship $man_page (dpkg -L auditrelay)"
+gzip -t "$man_page" || fail "$man_page is not a valid gzip file"
+zcat "$man_page" | grep -qx '\.SH NAME' || fail "$man_page has no NAME section"
+for page in "$man_dir"/*.1; do
+  [ -f "/usr/share/man/man1/$(basename "$page").gz" ] || fail "/usr/share/man/man1/$(basename "$page").gz is not installed"
+done
+if command -v man >/dev/null 2>&1 && man_out=$(MANWIDTH=100 man -l "$man_page" 2>/dev/null) && [ -n "$man_out" ]; then
+  name_line=$(echo "$man_out" | sed -n '/^NAME/{n;p;q}' | sed 's/^ *//')
+else
+  # No man (or a minimised image's stub): the roff source's NAME line.
+  name_line=$(zcat "$man_page" | sed -n '/^\.SH NAME/{n;p;q}')
+fi
+echo "$name_line" | grep -q '^auditrelay ' || fail "$man_page's NAME section does not name auditrelay: '$name_line'"
+ok "$man_page and $(($(ls "$man_dir"/*.1 | wc -l) - 1)) subcommand pages; NAME: $name_line"
 if compgen -G "/etc/systemd/system/*.wants/auditrelay.service" >/dev/null; then
   fail "installing enabled auditrelay.service; the operator must configure it first"
 fi
@@ -275,9 +319,10 @@ step "dpkg --remove keeps configuration and state"
 as_root dpkg --remove auditrelay >/dev/null || fail "dpkg --remove failed"
 [ ! -e /usr/bin/auditrelay ] || fail "/usr/bin/auditrelay is still there after dpkg --remove"
 [ ! -e "$unit_path" ] || fail "$unit_path is still there after dpkg --remove"
+[ ! -e "$man_page" ] || fail "$man_page is still there after dpkg --remove"
 [ -f "$config" ] || fail "dpkg --remove deleted $config (a conffile: it must stay until purge)"
 [ -d /var/lib/auditrelay ] || fail "dpkg --remove deleted /var/lib/auditrelay (the queue: it must stay until purge)"
-ok "binary and unit gone; $config and /var/lib/auditrelay kept"
+ok "binary, unit and man pages gone; $config and /var/lib/auditrelay kept"
 
 step "dpkg --purge"
 as_root dpkg --purge auditrelay >/dev/null || fail "dpkg --purge failed"
@@ -291,4 +336,5 @@ done
 getent passwd "$user" >/dev/null || fail "dpkg --purge deleted user $user (it is meant to keep it)"
 ok "nothing of the package left (user $user kept by design; this script deletes it if it created it)"
 
+echo "==> built: $deb"
 echo "package-check: OK: exposure $exposure, $((SECONDS - started)) s"
