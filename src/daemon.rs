@@ -5,8 +5,11 @@
 //! touched), then the lock, the queue, the telemetry listener, the sink workers and the sources;
 //! then systemd hears `READY=1`.
 //!
-//! Reload ([`RunOptions::reload`], SIGHUP): the file is read again; an invalid file leaves the
-//! running configuration in place with an error. Otherwise each source or sink whose settings
+//! Reload ([`RunOptions::reload`], SIGHUP): systemd hears `RELOADING=1` (with
+//! `MONOTONIC_USEC=`), the file is read again; an invalid file leaves the running configuration
+//! in place with an error. Either way systemd then hears `READY=1` and a `STATUS=` saying
+//! whether the reload was applied or refused, and `/metrics` says so too
+//! (`auditrelay_config_last_reload_successful`). Otherwise each source or sink whose settings
 //! changed (secrets included) is stopped the way a shutdown stops it and started again with the
 //! new settings; removed ones are stopped; added ones started; unchanged ones are not touched (a
 //! source keeps its rate limiter and any 429 pause). The queue keeps every event and checkpoint:
@@ -260,9 +263,24 @@ pub async fn run(
                 agent.stop_sources.cancel();
             }
             _ = reload.notified(), if !agent.stop_sources.is_cancelled() => {
+                // systemd's reload protocol: RELOADING=1 with the monotonic time now, READY=1
+                // once done, applied or refused (the STATUS= line and the metric say which).
+                let mut reloading = vec![sd_notify::NotifyState::Reloading];
+                reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+                notify(&reloading);
                 // A SIGTERM during the reload interrupts it (the loop then shuts down).
-                agent.reload(&shutdown).await;
+                let outcome = agent.reload(&shutdown).await;
+                telemetry.reloaded(outcome.is_ok());
                 agent.publish(&telemetry, opts.observe.as_deref());
+                let status = match &outcome {
+                    Ok(()) => format!(
+                        "collecting: {} source(s), {} sink(s) (reloaded)",
+                        agent.config.sources.len(),
+                        agent.config.sinks.len()
+                    ),
+                    Err(why) => format!("reload refused: {why}; the running configuration stays (see the log)"),
+                };
+                notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);
             }
         }
     }
@@ -498,7 +516,8 @@ impl Agent {
 
     /// Reads the configuration file again and applies the differences (module docs). Every
     /// wait in it (a sink finishing its batch, a source ending) gives way to `shutdown`.
-    async fn reload(&mut self, shutdown: &CancellationToken) {
+    /// `Err` says in a few words why the new configuration was refused (or not fully applied).
+    async fn reload(&mut self, shutdown: &CancellationToken) -> Result<(), &'static str> {
         // What a logrotate `postrotate` expects of SIGHUP, whatever the file now says.
         sinks::file::request_reopen();
         let path = self.config.origin.clone();
@@ -506,14 +525,13 @@ impl Agent {
             Ok(c) => c,
             Err(e) => {
                 error!(error = %e, "reload refused: the configuration file is invalid; the running configuration stays");
-                notify_status("reload refused: invalid configuration (see the log)");
-                return;
+                return Err("invalid configuration");
             }
         };
         if new.state_dir != self.config.state_dir {
             error!(old = %self.config.state_dir.display(), new = %new.state_dir.display(),
                 "reload refused: state_dir changed; restart the agent to move it");
-            return;
+            return Err("state_dir changed (needs a restart)");
         }
         if new.queue.max_bytes != self.config.queue.max_bytes || new.telemetry != self.config.telemetry {
             warn!("[queue] and [telemetry] changes take effect at the next restart");
@@ -530,7 +548,7 @@ impl Agent {
                     }
                     Err(e) => {
                         error!(error = %e, "reload refused: the running configuration stays");
-                        return;
+                        return Err("a sink cannot be opened");
                     }
                 }
             }
@@ -546,7 +564,7 @@ impl Agent {
                     }
                     Err(e) => {
                         error!(error = %e, "reload refused: the running configuration stays");
-                        return;
+                        return Err("a source's HTTP client cannot be made");
                     }
                 }
             }
@@ -559,7 +577,7 @@ impl Agent {
         for name in &stale {
             if !self.stop_sink(name, shutdown).await {
                 warn!("reload interrupted by a shutdown");
-                return;
+                return Err("interrupted by a shutdown");
             }
         }
         let renames = sink_renames(&new.sinks);
@@ -600,7 +618,7 @@ impl Agent {
         // its last page, and the new one begins by discarding the source's staged records.
         if !self.await_stopped_sources(stopped, shutdown).await {
             warn!("reload interrupted by a shutdown: changed sources are not restarted");
-            return;
+            return Err("interrupted by a shutdown");
         }
         for cfg in &new.sources {
             if !self.sources.contains_key(&cfg.name)
@@ -611,8 +629,8 @@ impl Agent {
         }
         let (sources, sinks) = (new.sources.len(), new.sinks.len());
         info!(sources, sinks, restarted_sources = stale.len(), "configuration reloaded");
-        notify_status(&format!("collecting: {sources} source(s), {sinks} sink(s) (reloaded)"));
         self.config = new;
+        Ok(())
     }
 
     /// Tells the telemetry endpoint (and an observer) what runs now.

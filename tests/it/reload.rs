@@ -267,3 +267,62 @@ async fn test_a_reload_changing_severity_overrides_applies_them_to_new_events() 
         assert_eq!(event["severity_id"], want, "{id}: {event}");
     }
 }
+
+/// Issue 18 point 1: `auditrelay_config_last_reload_successful` is 1 at start, 0 after a
+/// refused reload (the running configuration stays), 1 again after a good one; the timestamp
+/// moves with each.
+#[tokio::test]
+async fn test_the_reload_metrics_say_whether_the_last_reload_was_refused() {
+    let served = records("met", 10);
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "poll_interval = \"1s\"");
+    let telemetry = "\n[telemetry]\nlisten = \"127.0.0.1:0\"\n";
+    let config = config_with(dir.path(), &source, telemetry);
+    let good = std::fs::read_to_string(&config).unwrap();
+    let log = config.with_file_name("agent.log");
+    let mut agent = Agent::spawn(&["run"], &config, &log, &[]);
+    agent.until("the first records", RUN_LIMIT, |_| lines(&out_path(dir.path())) >= 10).await;
+    let reload_metrics = |metrics: &str| {
+        (
+            sample(metrics, "auditrelay_config_last_reload_successful"),
+            sample(metrics, "auditrelay_config_last_reload_timestamp_seconds"),
+        )
+    };
+    let (ok, started) = reload_metrics(&agent.metrics().await);
+    assert_eq!(ok, Some(1.0), "{}", agent.metrics().await);
+    let started = started.unwrap();
+    // The unit's ExecReload= runs `check` on the file while the agent runs: it must not need
+    // the agent's lock.
+    check(&config);
+
+    // Refused: not TOML.
+    std::fs::write(&config, format!("{good}\n[[sinks\n")).unwrap();
+    hup(&agent);
+    agent.until("the refused reload", RUN_LIMIT, |a| a.count("reload refused") >= 1).await;
+    let refused = poll_metrics(&agent, |m| reload_metrics(m).0 == Some(0.0)).await;
+    let refused_at = reload_metrics(&refused).1.unwrap();
+    assert!(refused_at >= started, "{refused_at} < {started}");
+
+    // Good again: 1.
+    std::fs::write(&config, &good).unwrap();
+    hup(&agent);
+    agent.until("the reload", RUN_LIMIT, |a| a.count("configuration reloaded") >= 1).await;
+    let applied = poll_metrics(&agent, |m| reload_metrics(m).0 == Some(1.0)).await;
+    assert!(reload_metrics(&applied).1.unwrap() >= refused_at);
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+}
+
+/// Scrapes the agent every 10 ms until `done` holds for the text (at most `RUN_LIMIT`).
+async fn poll_metrics(agent: &Agent, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + RUN_LIMIT;
+    loop {
+        let metrics = agent.metrics().await;
+        if done(&metrics) {
+            return metrics;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out; last scrape:\n{metrics}\nlog:\n{}", agent.tail());
+        // The observer's polling interval, not a wait for the condition.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
