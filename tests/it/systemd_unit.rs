@@ -58,3 +58,9 @@ fn a_reload_checks_the_file_before_signalling_the_agent() {
     assert_eq!(check[2..], run[2..], "ExecReload= {reload:?} vs ExecStart= {run:?}");
     assert_eq!(reload[1], "/bin/kill -HUP $MAINPID");
 }
+
+/// Issue 18 point 2: an optional environment file for `${ENV}` secrets (no file, no error).
+#[test]
+fn an_optional_environment_file_holds_env_secrets() {
+    assert_eq!(values("EnvironmentFile"), ["-/etc/auditrelay/env"]);
+}
