@@ -43,6 +43,52 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// `auditrelay_queue_up 0` (and `/health` 503) rather than letting the scraper time out on us.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Whether a source or sink is failing now: set by each failed request or send, cleared by the
+/// next success. `/ready` reports a failing one as degraded (which, since when, why), and its
+/// recovery is logged with how many failures and how long it took.
+#[derive(Debug, Default)]
+pub struct Trouble {
+    now: Mutex<Option<Failing>>,
+}
+
+/// One failing streak.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Failing {
+    /// Failed attempts in a row.
+    pub failures: u64,
+    /// Wall time (ms since the epoch) of the first of them.
+    pub since_ms: i64,
+    /// The last failure's message (secrets are never in it).
+    pub error: String,
+    /// An operator must act (a refused credential, a configuration error): it will not mend
+    /// by itself.
+    pub operator: bool,
+}
+
+impl Trouble {
+    /// One more failure, at `now_ms`; returns the streak's length.
+    pub fn failed(&self, now_ms: i64, error: String, operator: bool) -> u64 {
+        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
+        let streak = now.get_or_insert(Failing { failures: 0, since_ms: now_ms, error: String::new(), operator });
+        streak.failures = streak.failures.saturating_add(1);
+        streak.error = error;
+        streak.operator = operator;
+        streak.failures
+    }
+
+    /// A success at `now_ms`: the streak it ended (failures, how long it lasted), if any.
+    pub fn succeeded(&self, now_ms: i64) -> Option<(u64, Duration)> {
+        let ended = self.now.lock().unwrap_or_else(PoisonError::into_inner).take()?;
+        let lasted = u64::try_from(now_ms.saturating_sub(ended.since_ms)).unwrap_or(0);
+        Some((ended.failures, Duration::from_millis(lasted)))
+    }
+
+    /// The streak under way, if any.
+    pub fn current(&self) -> Option<Failing> {
+        self.now.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
 /// What the metrics read of one source.
 pub struct SourceProbe {
     pub name: String,
@@ -169,12 +215,60 @@ async fn health(State(telemetry): State<Telemetry>) -> (StatusCode, String) {
     }
 }
 
-async fn ready(State(telemetry): State<Telemetry>) -> (StatusCode, &'static str) {
-    if telemetry.shared.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+/// One failing source or sink in `/ready`'s body.
+#[derive(Debug, serde::Serialize)]
+struct Degraded {
+    /// `"source"` or `"sink"`.
+    kind: &'static str,
+    name: String,
+    #[serde(flatten)]
+    failing: Failing,
+    /// `since_ms` as RFC 3339.
+    since: String,
+}
+
+/// `/ready`'s body.
+#[derive(Debug, serde::Serialize)]
+struct Readiness {
+    /// `"ready"`, `"degraded"` or `"not_ready"`.
+    status: &'static str,
+    degraded: Vec<Degraded>,
+}
+
+impl Telemetry {
+    /// What `/ready` answers: 200 `ready` when every source and sink works, 503 `degraded`
+    /// (naming each failing one, since when and why) or 503 `not_ready` (starting, stopping).
+    fn readiness(&self) -> (StatusCode, Readiness) {
+        if !self.shared.ready.load(Ordering::Relaxed) {
+            return (StatusCode::SERVICE_UNAVAILABLE, Readiness { status: "not_ready", degraded: Vec::new() });
+        }
+        let sources = Arc::clone(&self.shared.sources.lock().unwrap_or_else(PoisonError::into_inner));
+        let sinks = Arc::clone(&self.shared.sinks.lock().unwrap_or_else(PoisonError::into_inner));
+        let failing = sources
+            .iter()
+            .map(|s| ("source", &s.name, &s.stats.trouble))
+            .chain(sinks.iter().map(|s| ("sink", &s.name, &s.stats.trouble)));
+        let degraded: Vec<Degraded> = failing
+            .filter_map(|(kind, name, trouble)| {
+                let failing = trouble.current()?;
+                let since = chrono::DateTime::from_timestamp_millis(failing.since_ms)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .unwrap_or_default();
+                Some(Degraded { kind, name: name.clone(), failing, since })
+            })
+            .collect();
+        if degraded.is_empty() {
+            (StatusCode::OK, Readiness { status: "ready", degraded })
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, Readiness { status: "degraded", degraded })
+        }
     }
+}
+
+async fn ready(State(telemetry): State<Telemetry>) -> Response {
+    let (status, body) = telemetry.readiness();
+    let body = serde_json::to_string(&body).unwrap_or_else(|_| format!("{{\"status\":{:?}}}", body.status));
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// What one scrape read from the queue.
@@ -1088,11 +1182,30 @@ mod tests {
             }
         };
 
-        let (status, _, body) = get("/ready").await;
-        assert_eq!((status, body.as_str()), (503, "not ready"));
+        let (status, content_type, body) = get("/ready").await;
+        assert_eq!((status, body.as_str()), (503, r#"{"status":"not_ready","degraded":[]}"#));
+        assert_eq!(content_type.as_deref(), Some("application/json"));
         telemetry.set_ready(true);
         let (status, _, body) = get("/ready").await;
-        assert_eq!((status, body.as_str()), (200, "ready"));
+        assert_eq!((status, body.as_str()), (200, r#"{"status":"ready","degraded":[]}"#));
+        // A sink refused by its receiver: degraded, which and why; /health stays 200.
+        let sinks = Arc::clone(&telemetry.shared.sinks.lock().unwrap());
+        sinks[0].stats.trouble.failed(1_000, "401 Unauthorized: invalid token".into(), true);
+        sinks[0].stats.trouble.failed(3_000, "401 Unauthorized: invalid token (again)".into(), true);
+        let (status, _, body) = get("/ready").await;
+        assert_eq!(status, 503);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"status": "degraded", "degraded": [{
+                "kind": "sink", "name": "siem", "failures": 2, "since_ms": 1000,
+                "since": "1970-01-01T00:00:01.000Z", "error": "401 Unauthorized: invalid token (again)",
+                "operator": true,
+            }]})
+        );
+        assert_eq!(get("/health").await.0, 200, "degraded, alive");
+        assert_eq!(sinks[0].stats.trouble.succeeded(4_500), Some((2, Duration::from_millis(3_500))));
+        assert_eq!(get("/ready").await.0, 200);
         telemetry.set_ready(false);
         assert_eq!(get("/ready").await.0, 503);
 

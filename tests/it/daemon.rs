@@ -147,7 +147,7 @@ async fn the_daemon_serves_metrics_health_and_ready_on_its_telemetry_address() {
             (response.status().as_u16(), response.text().await.unwrap())
         }
     };
-    assert_eq!(get("/ready").await, (200, "ready".to_owned()));
+    assert_eq!(get("/ready").await, (200, r#"{"status":"ready","degraded":[]}"#.to_owned()));
     assert_eq!(get("/health").await.0, 200);
     let (status, metrics) = get("/metrics").await;
     assert_eq!(status, 200);

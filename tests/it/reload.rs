@@ -326,3 +326,54 @@ async fn poll_metrics(agent: &Agent, done: impl Fn(&str) -> bool) -> String {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// GET `path` on the agent's telemetry listener: (status, body).
+async fn telemetry_get(agent: &Agent, path: &str) -> (u16, String) {
+    let log = agent.log();
+    let at = log.find("Some(127.0.0.1:").expect("a telemetry listen address in the log") + "Some(".len();
+    let addr: String = log[at..].chars().take_while(|c| *c != ')').collect();
+    let answer = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    (answer.status().as_u16(), answer.text().await.unwrap())
+}
+
+/// Issue 18 point 1 (health): a sink its receiver refuses makes `/ready` say degraded (503,
+/// JSON naming the sink, since when and why) while `/health` stays 200; once the receiver takes
+/// the events, `/ready` is 200 again and the recovery is logged at INFO with its count.
+#[tokio::test]
+async fn test_a_failing_sink_shows_as_degraded_on_ready_and_its_recovery_is_logged() {
+    let served = records("deg", 10);
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "");
+    let port = closed_port();
+    let telemetry = "\n[telemetry]\nlisten = \"127.0.0.1:0\"\n";
+    let config = config_with(dir.path(), &source, &format!("{}{telemetry}", syslog_sink("down", port, "")));
+    let log = config.with_file_name("agent.log");
+    let mut agent = Agent::spawn(&["run", "--drain-timeout", "1s"], &config, &log, &[]);
+    agent.until("the syslog sink's failures", RUN_LIMIT, |a| a.count("batch not delivered") >= 2).await;
+    let (status, body) = telemetry_get(&agent, "/ready").await;
+    assert_eq!(status, 503, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["status"], "degraded", "{body}");
+    let degraded = body["degraded"].as_array().unwrap();
+    assert_eq!(degraded.len(), 1, "only the failing sink: {body}");
+    assert_eq!((degraded[0]["kind"].as_str(), degraded[0]["name"].as_str()), (Some("sink"), Some("down")), "{body}");
+    assert!(degraded[0]["failures"].as_u64().unwrap() >= 2, "{body}");
+    assert!(!degraded[0]["error"].as_str().unwrap().is_empty(), "{body}");
+    assert_eq!(telemetry_get(&agent, "/health").await.0, 200, "degraded, not dead");
+
+    // The receiver comes up: the sink delivers, /ready is 200 again, the recovery is logged.
+    let receiver = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let received = std::thread::spawn(move || {
+        let (mut conn, _) = receiver.accept().unwrap();
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut conn, &mut sink);
+    });
+    agent.until("the sink's recovery", RUN_LIMIT, |a| a.count("sink down recovered after") >= 1).await;
+    let recovered = agent.lines_with(&["sink down recovered after"]);
+    assert!(recovered[0].contains("INFO"), "{recovered:?}");
+    let (status, body) = telemetry_get(&agent, "/ready").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ready","degraded":[]}"#));
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+    received.join().unwrap();
+}
