@@ -377,3 +377,43 @@ async fn test_a_failing_sink_shows_as_degraded_on_ready_and_its_recovery_is_logg
     assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
     received.join().unwrap();
 }
+
+/// Issue 18 point 1 (health): a source whose credential the vendor refuses shows as degraded on
+/// `/ready` (which, why, `operator`: someone must act); once the vendor takes it, the source's
+/// recovery is logged and `/ready` is 200 again.
+#[tokio::test]
+async fn test_a_source_with_a_refused_credential_shows_as_degraded_and_recovers() {
+    let served = records("cred", 10);
+    let refuse = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let refusing = refuse.clone();
+    let vendor = Hostile::start(move |r| {
+        if refusing.load(std::sync::atomic::Ordering::SeqCst) {
+            status(401, &[], r#"{"error":"invalid api key"}"#)
+        } else {
+            aitronos_answer(r, &served)
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "");
+    let telemetry = "\n[telemetry]\nlisten = \"127.0.0.1:0\"\n";
+    let config = config_with(dir.path(), &source, telemetry);
+    let log = config.with_file_name("agent.log");
+    let mut agent = Agent::spawn(&["run"], &config, &log, &[]);
+    agent.until("the refusal", RUN_LIMIT, |a| a.count("operator action needed") >= 1).await;
+    let (status, body) = telemetry_get(&agent, "/ready").await;
+    assert_eq!(status, 503, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let degraded = &body["degraded"][0];
+    assert_eq!((degraded["kind"].as_str(), degraded["name"].as_str()), (Some("source"), Some(SOURCE)), "{body}");
+    assert_eq!(degraded["operator"], true, "{body}");
+    assert!(degraded["error"].as_str().unwrap().contains("401"), "{body}");
+    assert_eq!(telemetry_get(&agent, "/health").await.0, 200);
+
+    refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+    let recovered = format!("source {SOURCE} recovered after");
+    agent.until("the source's recovery", RUN_LIMIT, |a| a.count(&recovered) >= 1).await;
+    agent.until("the records", RUN_LIMIT, |_| lines(&out_path(dir.path())) >= 10).await;
+    assert_eq!(telemetry_get(&agent, "/ready").await.0, 200);
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+}
