@@ -45,6 +45,9 @@ use crate::sinks::{self, Sink, SinkControl, SinkStats, SinkStatsSnapshot};
 use crate::sources::{RunMode, Source, SourceExit, SourceStats, SourceStatsSnapshot};
 use crate::telemetry::{SinkProbe, SourceProbe, Telemetry};
 
+/// How often the daemon logs its one-line progress summary, while there is activity.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(60);
+
 /// Receives the running sources' names and counters ([`RunOptions::observe`]).
 pub type SourceObserver = tokio::sync::watch::Sender<Vec<(String, Arc<SourceStats>)>>;
 
@@ -248,8 +251,16 @@ pub async fn run(
     let reload = opts.reload.clone().unwrap_or_default();
     // When the shutdown signal came: the sinks' drain deadline counts from it.
     let mut stopping_since: Option<tokio::time::Instant> = None;
+    let mut progress = Progress::default();
+    let mut next_progress = clock.now() + PROGRESS_EVERY;
     loop {
         tokio::select! {
+            _ = clock.sleep_until(next_progress) => {
+                next_progress += PROGRESS_EVERY;
+                if let Some(line) = agent.progress(&mut progress).await {
+                    info!("{line}");
+                }
+            }
             done = agent.source_tasks.join_next() => match done {
                 None => break,
                 Some(Ok((name, generation, exit))) => agent.source_ended(name, generation, exit),
@@ -633,6 +644,18 @@ impl Agent {
         Ok(())
     }
 
+    /// The progress line since the last one (`None`: nothing stored or delivered since).
+    async fn progress(&self, last: &mut Progress) -> Option<String> {
+        let sources: Vec<(String, u64)> =
+            self.sources.iter().map(|(name, r)| (name.clone(), r.stats.snapshot().stored)).collect();
+        let mut sinks = Vec::with_capacity(self.sinks.len());
+        for (name, r) in &self.sinks {
+            let backlog = self.queue.backlog(name).await.ok();
+            sinks.push((name.clone(), r.stats.snapshot().events, backlog));
+        }
+        last.line(sources, sinks)
+    }
+
     /// Tells the telemetry endpoint (and an observer) what runs now.
     fn publish(&self, telemetry: &Telemetry, observe: Option<&SourceObserver>) {
         if let Some(observe) = observe {
@@ -655,6 +678,49 @@ impl Agent {
                 .map(|(name, r)| SinkProbe { name: name.clone(), kind: sink_kind(&r.cfg), stats: Arc::clone(&r.stats) })
                 .collect(),
         );
+    }
+}
+
+/// The counts the last progress line reported: records stored per source, events delivered
+/// per sink.
+#[derive(Debug, Default)]
+struct Progress {
+    stored: BTreeMap<String, u64>,
+    delivered: BTreeMap<String, u64>,
+}
+
+impl Progress {
+    /// One line for these counts (per source: records stored; per sink: events delivered and
+    /// backlog, `None` if unknown), each with what it added since the last line; `None` if none
+    /// changed. Remembers them for the next.
+    fn line(&mut self, sources: Vec<(String, u64)>, sinks: Vec<(String, u64, Option<u64>)>) -> Option<String> {
+        let stored: BTreeMap<String, u64> = sources.into_iter().collect();
+        let delivered: BTreeMap<String, u64> = sinks.iter().map(|(n, d, _)| (n.clone(), *d)).collect();
+        if stored == self.stored && delivered == self.delivered {
+            return None;
+        }
+        // A source or sink restarted by a reload counts from 0 again.
+        let added = |before: &BTreeMap<String, u64>, name: &str, now: u64| {
+            now.saturating_sub(before.get(name).copied().filter(|b| *b <= now).unwrap_or(0))
+        };
+        let sources: Vec<String> =
+            stored.iter().map(|(name, n)| format!("{name} stored {n} (+{})", added(&self.stored, name, *n))).collect();
+        let sinks: Vec<String> = sinks
+            .iter()
+            .map(|(name, n, backlog)| {
+                let backlog = backlog.map_or_else(|| "?".to_owned(), |b| b.to_string());
+                format!("{name} delivered {n} (+{}), backlog {backlog}", added(&self.delivered, name, *n))
+            })
+            .collect();
+        let none = || "none".to_owned();
+        let line = format!(
+            "progress: sources: {}; sinks: {}",
+            if sources.is_empty() { none() } else { sources.join(", ") },
+            if sinks.is_empty() { none() } else { sinks.join(", ") },
+        );
+        self.stored = stored;
+        self.delivered = delivered;
+        Some(line)
     }
 }
 
@@ -692,4 +758,43 @@ fn spawn_watchdog(queue: Queue, clock: Clock) -> Option<JoinHandle<()>> {
             clock.sleep(every).await;
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(counts: &[(&str, u64)]) -> Vec<(String, u64)> {
+        counts.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect()
+    }
+
+    fn sinks(counts: &[(&str, u64, Option<u64>)]) -> Vec<(String, u64, Option<u64>)> {
+        counts.iter().map(|(n, c, b)| ((*n).to_owned(), *c, *b)).collect()
+    }
+
+    #[test]
+    fn test_progress_says_what_each_source_and_sink_did_and_nothing_when_idle() {
+        let mut progress = Progress::default();
+        let line = progress.line(sources(&[("acme", 120), ("beta", 0)]), sinks(&[("siem", 100, Some(20))]));
+        assert_eq!(
+            line.as_deref(),
+            Some(
+                "progress: sources: acme stored 120 (+120), beta stored 0 (+0); sinks: siem delivered 100 (+100), backlog 20"
+            )
+        );
+        // Nothing new: no line.
+        assert_eq!(progress.line(sources(&[("acme", 120), ("beta", 0)]), sinks(&[("siem", 100, Some(20))])), None);
+        // The sink caught up; the source restarted by a reload counts from 0 again.
+        let line = progress.line(sources(&[("acme", 5), ("beta", 0)]), sinks(&[("siem", 120, None)]));
+        assert_eq!(
+            line.as_deref(),
+            Some(
+                "progress: sources: acme stored 5 (+5), beta stored 0 (+0); sinks: siem delivered 120 (+20), backlog ?"
+            )
+        );
+        assert_eq!(
+            Progress::default().line(Vec::new(), sinks(&[("out", 1, Some(0))])).as_deref(),
+            Some("progress: sources: none; sinks: out delivered 1 (+1), backlog 0")
+        );
+    }
 }
