@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Failing;
 use crate::clock::Clock;
 use crate::queue::{DeadLetterCount, Queue, QueueError, QueueStats};
 use crate::sinks::file::Reopen;
@@ -42,52 +43,6 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// milliseconds unless a large transaction holds it; past this the scrape reports
 /// `auditrelay_queue_up 0` (and `/health` 503) rather than letting the scraper time out on us.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Whether a source or sink is failing now: set by each failed request or send, cleared by the
-/// next success. `/ready` reports a failing one as degraded (which, since when, why), and its
-/// recovery is logged with how many failures and how long it took.
-#[derive(Debug, Default)]
-pub struct Trouble {
-    now: Mutex<Option<Failing>>,
-}
-
-/// One failing streak.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Failing {
-    /// Failed attempts in a row.
-    pub failures: u64,
-    /// Wall time (ms since the epoch) of the first of them.
-    pub since_ms: i64,
-    /// The last failure's message (secrets are never in it).
-    pub error: String,
-    /// An operator must act (a refused credential, a configuration error): it will not mend
-    /// by itself.
-    pub operator: bool,
-}
-
-impl Trouble {
-    /// One more failure, at `now_ms`; returns the streak's length.
-    pub fn failed(&self, now_ms: i64, error: String, operator: bool) -> u64 {
-        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
-        let streak = now.get_or_insert(Failing { failures: 0, since_ms: now_ms, error: String::new(), operator });
-        streak.failures = streak.failures.saturating_add(1);
-        streak.error = error;
-        streak.operator = operator;
-        streak.failures
-    }
-
-    /// A success at `now_ms`: the streak it ended (failures, how long it lasted), if any.
-    pub fn succeeded(&self, now_ms: i64) -> Option<(u64, Duration)> {
-        let ended = self.now.lock().unwrap_or_else(PoisonError::into_inner).take()?;
-        let lasted = u64::try_from(now_ms.saturating_sub(ended.since_ms)).unwrap_or(0);
-        Some((ended.failures, Duration::from_millis(lasted)))
-    }
-
-    /// The streak under way, if any.
-    pub fn current(&self) -> Option<Failing> {
-        self.now.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-}
 
 /// What the metrics read of one source.
 pub struct SourceProbe {

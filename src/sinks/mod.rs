@@ -382,7 +382,7 @@ pub struct SinkStats {
     /// File sinks: rotations followed, by [`file::Reopen`] (indexed by `Reopen::index`).
     pub reopens: [AtomicU64; 4],
     /// Failing now (sends failed since the last delivery): `/ready` says degraded.
-    pub trouble: crate::telemetry::Trouble,
+    pub trouble: crate::backoff::Trouble,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

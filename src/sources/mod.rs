@@ -541,7 +541,7 @@ pub fn content_key(raw: &[u8]) -> String {
 #[derive(Debug, Default)]
 pub struct SourceStats {
     /// Failing now (requests failed since the last page): `/ready` says degraded.
-    pub trouble: crate::telemetry::Trouble,
+    pub trouble: crate::backoff::Trouble,
     pub requests: AtomicU64,
     pub pages: AtomicU64,
     pub fetched: AtomicU64,
