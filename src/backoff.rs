@@ -5,7 +5,8 @@
 //! [`retry_after_value`]) and of the vendors' reset headers (`X-RateLimit-Reset`,
 //! `X-Rate-Limit-Reset`, `x-ratelimit-reset-requests`, Aitronos' `X-RateLimit-Retry-After`:
 //! [`parse_reset`]), what an absolute time in an answer is measured from ([`MeasureFrom`]), and
-//! the cut of a wait to a maximum ([`cap`]). Two readings of an answer's headers, one per side:
+//! the cut of a wait to a maximum ([`cap`]), and a source's or sink's failing streak
+//! ([`Trouble`]: since when, how many, why; `/ready` reads it, its end is logged). Two readings of an answer's headers, one per side:
 //! - a vendor's answer (sources, [`retry_after`], [`reset_delay`]): `Retry-After` and Aitronos'
 //!   header, the longer; absolute times measured against the answer's own `Date` (an agent whose
 //!   clock runs ahead must not come back early); not capped here (the source caps with its
@@ -134,6 +135,52 @@ pub fn parse_reset(value: &str, reference: DateTime<Utc>) -> Option<Duration> {
         return Some(until(at.with_timezone(&Utc)));
     }
     humantime::parse_duration(value).ok()
+}
+
+/// Whether a source or sink is failing now: set by each failed request or send, cleared by the
+/// next success. `/ready` reports a failing one as degraded (which, since when, why), and its
+/// recovery is logged with how many failures and how long it took.
+#[derive(Debug, Default)]
+pub struct Trouble {
+    now: std::sync::Mutex<Option<Failing>>,
+}
+
+/// One failing streak.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Failing {
+    /// Failed attempts in a row.
+    pub failures: u64,
+    /// Wall time (ms since the epoch) of the first of them.
+    pub since_ms: i64,
+    /// The last failure's message (secrets are never in it).
+    pub error: String,
+    /// An operator must act (a refused credential, a configuration error): it will not mend
+    /// by itself.
+    pub operator: bool,
+}
+
+impl Trouble {
+    /// One more failure, at `now_ms`; returns the streak's length.
+    pub fn failed(&self, now_ms: i64, error: String, operator: bool) -> u64 {
+        let mut now = self.now.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let streak = now.get_or_insert(Failing { failures: 0, since_ms: now_ms, error: String::new(), operator });
+        streak.failures = streak.failures.saturating_add(1);
+        streak.error = error;
+        streak.operator = operator;
+        streak.failures
+    }
+
+    /// A success at `now_ms`: the streak it ended (failures, how long it lasted), if any.
+    pub fn succeeded(&self, now_ms: i64) -> Option<(u64, std::time::Duration)> {
+        let ended = self.now.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()?;
+        let lasted = u64::try_from(now_ms.saturating_sub(ended.since_ms)).unwrap_or(0);
+        Some((ended.failures, std::time::Duration::from_millis(lasted)))
+    }
+
+    /// The streak under way, if any.
+    pub fn current(&self) -> Option<Failing> {
+        self.now.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,11 @@
 //! touched), then the lock, the queue, the telemetry listener, the sink workers and the sources;
 //! then systemd hears `READY=1`.
 //!
-//! Reload ([`RunOptions::reload`], SIGHUP): the file is read again; an invalid file leaves the
-//! running configuration in place with an error. Otherwise each source or sink whose settings
+//! Reload ([`RunOptions::reload`], SIGHUP): systemd hears `RELOADING=1` (with
+//! `MONOTONIC_USEC=`), the file is read again; an invalid file leaves the running configuration
+//! in place with an error. Either way systemd then hears `READY=1` and a `STATUS=` saying
+//! whether the reload was applied or refused, and `/metrics` says so too
+//! (`auditrelay_config_last_reload_successful`). Otherwise each source or sink whose settings
 //! changed (secrets included) is stopped the way a shutdown stops it and started again with the
 //! new settings; removed ones are stopped; added ones started; unchanged ones are not touched (a
 //! source keeps its rate limiter and any 429 pause). The queue keeps every event and checkpoint:
@@ -41,6 +44,9 @@ use crate::queue::{Queue, QueueError, QueueOptions};
 use crate::sinks::{self, Sink, SinkControl, SinkStats, SinkStatsSnapshot};
 use crate::sources::{RunMode, Source, SourceExit, SourceStats, SourceStatsSnapshot};
 use crate::telemetry::{SinkProbe, SourceProbe, Telemetry};
+
+/// How often the daemon logs its one-line progress summary, while there is activity.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 
 /// Receives the running sources' names and counters ([`RunOptions::observe`]).
 pub type SourceObserver = tokio::sync::watch::Sender<Vec<(String, Arc<SourceStats>)>>;
@@ -245,8 +251,16 @@ pub async fn run(
     let reload = opts.reload.clone().unwrap_or_default();
     // When the shutdown signal came: the sinks' drain deadline counts from it.
     let mut stopping_since: Option<tokio::time::Instant> = None;
+    let mut progress = Progress::default();
+    let mut next_progress = clock.now() + PROGRESS_EVERY;
     loop {
         tokio::select! {
+            _ = clock.sleep_until(next_progress) => {
+                next_progress += PROGRESS_EVERY;
+                if let Some(line) = agent.progress(&mut progress).await {
+                    info!("{line}");
+                }
+            }
             done = agent.source_tasks.join_next() => match done {
                 None => break,
                 Some(Ok((name, generation, exit))) => agent.source_ended(name, generation, exit),
@@ -260,9 +274,24 @@ pub async fn run(
                 agent.stop_sources.cancel();
             }
             _ = reload.notified(), if !agent.stop_sources.is_cancelled() => {
+                // systemd's reload protocol: RELOADING=1 with the monotonic time now, READY=1
+                // once done, applied or refused (the STATUS= line and the metric say which).
+                let mut reloading = vec![sd_notify::NotifyState::Reloading];
+                reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+                notify(&reloading);
                 // A SIGTERM during the reload interrupts it (the loop then shuts down).
-                agent.reload(&shutdown).await;
+                let outcome = agent.reload(&shutdown).await;
+                telemetry.reloaded(outcome.is_ok());
                 agent.publish(&telemetry, opts.observe.as_deref());
+                let status = match &outcome {
+                    Ok(()) => format!(
+                        "collecting: {} source(s), {} sink(s) (reloaded)",
+                        agent.config.sources.len(),
+                        agent.config.sinks.len()
+                    ),
+                    Err(why) => format!("reload refused: {why}; the running configuration stays (see the log)"),
+                };
+                notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);
             }
         }
     }
@@ -498,7 +527,8 @@ impl Agent {
 
     /// Reads the configuration file again and applies the differences (module docs). Every
     /// wait in it (a sink finishing its batch, a source ending) gives way to `shutdown`.
-    async fn reload(&mut self, shutdown: &CancellationToken) {
+    /// `Err` says in a few words why the new configuration was refused (or not fully applied).
+    async fn reload(&mut self, shutdown: &CancellationToken) -> Result<(), &'static str> {
         // What a logrotate `postrotate` expects of SIGHUP, whatever the file now says.
         sinks::file::request_reopen();
         let path = self.config.origin.clone();
@@ -506,14 +536,13 @@ impl Agent {
             Ok(c) => c,
             Err(e) => {
                 error!(error = %e, "reload refused: the configuration file is invalid; the running configuration stays");
-                notify_status("reload refused: invalid configuration (see the log)");
-                return;
+                return Err("invalid configuration");
             }
         };
         if new.state_dir != self.config.state_dir {
             error!(old = %self.config.state_dir.display(), new = %new.state_dir.display(),
                 "reload refused: state_dir changed; restart the agent to move it");
-            return;
+            return Err("state_dir changed (needs a restart)");
         }
         if new.queue.max_bytes != self.config.queue.max_bytes || new.telemetry != self.config.telemetry {
             warn!("[queue] and [telemetry] changes take effect at the next restart");
@@ -530,7 +559,7 @@ impl Agent {
                     }
                     Err(e) => {
                         error!(error = %e, "reload refused: the running configuration stays");
-                        return;
+                        return Err("a sink cannot be opened");
                     }
                 }
             }
@@ -546,7 +575,7 @@ impl Agent {
                     }
                     Err(e) => {
                         error!(error = %e, "reload refused: the running configuration stays");
-                        return;
+                        return Err("a source's HTTP client cannot be made");
                     }
                 }
             }
@@ -559,7 +588,7 @@ impl Agent {
         for name in &stale {
             if !self.stop_sink(name, shutdown).await {
                 warn!("reload interrupted by a shutdown");
-                return;
+                return Err("interrupted by a shutdown");
             }
         }
         let renames = sink_renames(&new.sinks);
@@ -600,7 +629,7 @@ impl Agent {
         // its last page, and the new one begins by discarding the source's staged records.
         if !self.await_stopped_sources(stopped, shutdown).await {
             warn!("reload interrupted by a shutdown: changed sources are not restarted");
-            return;
+            return Err("interrupted by a shutdown");
         }
         for cfg in &new.sources {
             if !self.sources.contains_key(&cfg.name)
@@ -611,8 +640,20 @@ impl Agent {
         }
         let (sources, sinks) = (new.sources.len(), new.sinks.len());
         info!(sources, sinks, restarted_sources = stale.len(), "configuration reloaded");
-        notify_status(&format!("collecting: {sources} source(s), {sinks} sink(s) (reloaded)"));
         self.config = new;
+        Ok(())
+    }
+
+    /// The progress line since the last one (`None`: nothing stored or delivered since).
+    async fn progress(&self, last: &mut Progress) -> Option<String> {
+        let sources: Vec<(String, u64)> =
+            self.sources.iter().map(|(name, r)| (name.clone(), r.stats.snapshot().stored)).collect();
+        let mut sinks = Vec::with_capacity(self.sinks.len());
+        for (name, r) in &self.sinks {
+            let backlog = self.queue.backlog(name).await.ok();
+            sinks.push((name.clone(), r.stats.snapshot().events, backlog));
+        }
+        last.line(sources, sinks)
     }
 
     /// Tells the telemetry endpoint (and an observer) what runs now.
@@ -637,6 +678,49 @@ impl Agent {
                 .map(|(name, r)| SinkProbe { name: name.clone(), kind: sink_kind(&r.cfg), stats: Arc::clone(&r.stats) })
                 .collect(),
         );
+    }
+}
+
+/// The counts the last progress line reported: records stored per source, events delivered
+/// per sink.
+#[derive(Debug, Default)]
+struct Progress {
+    stored: BTreeMap<String, u64>,
+    delivered: BTreeMap<String, u64>,
+}
+
+impl Progress {
+    /// One line for these counts (per source: records stored; per sink: events delivered and
+    /// backlog, `None` if unknown), each with what it added since the last line; `None` if none
+    /// changed. Remembers them for the next.
+    fn line(&mut self, sources: Vec<(String, u64)>, sinks: Vec<(String, u64, Option<u64>)>) -> Option<String> {
+        let stored: BTreeMap<String, u64> = sources.into_iter().collect();
+        let delivered: BTreeMap<String, u64> = sinks.iter().map(|(n, d, _)| (n.clone(), *d)).collect();
+        if stored == self.stored && delivered == self.delivered {
+            return None;
+        }
+        // A source or sink restarted by a reload counts from 0 again.
+        let added = |before: &BTreeMap<String, u64>, name: &str, now: u64| {
+            now.saturating_sub(before.get(name).copied().filter(|b| *b <= now).unwrap_or(0))
+        };
+        let sources: Vec<String> =
+            stored.iter().map(|(name, n)| format!("{name} stored {n} (+{})", added(&self.stored, name, *n))).collect();
+        let sinks: Vec<String> = sinks
+            .iter()
+            .map(|(name, n, backlog)| {
+                let backlog = backlog.map_or_else(|| "?".to_owned(), |b| b.to_string());
+                format!("{name} delivered {n} (+{}), backlog {backlog}", added(&self.delivered, name, *n))
+            })
+            .collect();
+        let none = || "none".to_owned();
+        let line = format!(
+            "progress: sources: {}; sinks: {}",
+            if sources.is_empty() { none() } else { sources.join(", ") },
+            if sinks.is_empty() { none() } else { sinks.join(", ") },
+        );
+        self.stored = stored;
+        self.delivered = delivered;
+        Some(line)
     }
 }
 
@@ -674,4 +758,43 @@ fn spawn_watchdog(queue: Queue, clock: Clock) -> Option<JoinHandle<()>> {
             clock.sleep(every).await;
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(counts: &[(&str, u64)]) -> Vec<(String, u64)> {
+        counts.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect()
+    }
+
+    fn sinks(counts: &[(&str, u64, Option<u64>)]) -> Vec<(String, u64, Option<u64>)> {
+        counts.iter().map(|(n, c, b)| ((*n).to_owned(), *c, *b)).collect()
+    }
+
+    #[test]
+    fn test_progress_says_what_each_source_and_sink_did_and_nothing_when_idle() {
+        let mut progress = Progress::default();
+        let line = progress.line(sources(&[("acme", 120), ("beta", 0)]), sinks(&[("siem", 100, Some(20))]));
+        assert_eq!(
+            line.as_deref(),
+            Some(
+                "progress: sources: acme stored 120 (+120), beta stored 0 (+0); sinks: siem delivered 100 (+100), backlog 20"
+            )
+        );
+        // Nothing new: no line.
+        assert_eq!(progress.line(sources(&[("acme", 120), ("beta", 0)]), sinks(&[("siem", 100, Some(20))])), None);
+        // The sink caught up; the source restarted by a reload counts from 0 again.
+        let line = progress.line(sources(&[("acme", 5), ("beta", 0)]), sinks(&[("siem", 120, None)]));
+        assert_eq!(
+            line.as_deref(),
+            Some(
+                "progress: sources: acme stored 5 (+5), beta stored 0 (+0); sinks: siem delivered 120 (+20), backlog ?"
+            )
+        );
+        assert_eq!(
+            Progress::default().line(Vec::new(), sinks(&[("out", 1, Some(0))])).as_deref(),
+            Some("progress: sources: none; sinks: out delivered 1 (+1), backlog 0")
+        );
+    }
 }

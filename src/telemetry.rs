@@ -18,7 +18,7 @@
 //! histograms), written family by family in one place ([`expose`]).
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Failing;
 use crate::clock::Clock;
 use crate::queue::{DeadLetterCount, Queue, QueueError, QueueStats};
 use crate::sinks::file::Reopen;
@@ -73,6 +74,10 @@ struct Shared {
     sources: Mutex<Arc<[SourceProbe]>>,
     sinks: Mutex<Arc<[SinkProbe]>>,
     ready: AtomicBool,
+    /// The last reload's outcome and when it was tried (Unix ms); the start counts as a
+    /// successful load.
+    reload_ok: AtomicBool,
+    reload_ms: AtomicI64,
 }
 
 impl Telemetry {
@@ -81,10 +86,12 @@ impl Telemetry {
         Telemetry {
             shared: Arc::new(Shared {
                 queue,
-                clock,
                 sources: Mutex::new(Arc::from([])),
                 sinks: Mutex::new(Arc::from([])),
                 ready: AtomicBool::new(false),
+                reload_ok: AtomicBool::new(true),
+                reload_ms: AtomicI64::new(clock.now_utc().timestamp_millis()),
+                clock,
             }),
         }
     }
@@ -105,6 +112,12 @@ impl Telemetry {
         self.shared.ready.store(ready, Ordering::Relaxed);
     }
 
+    /// Records a reload's outcome (`auditrelay_config_last_reload_*`), tried now.
+    pub fn reloaded(&self, successful: bool) {
+        self.shared.reload_ms.store(self.shared.clock.now_utc().timestamp_millis(), Ordering::Relaxed);
+        self.shared.reload_ok.store(successful, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition of everything, read now. Never fails: what the queue
     /// cannot tell is left out and `auditrelay_queue_up` says 0.
     pub async fn render(&self) -> String {
@@ -112,7 +125,11 @@ impl Telemetry {
         let sinks = Arc::clone(&self.shared.sinks.lock().unwrap_or_else(PoisonError::into_inner));
         let queue = read_queue(&self.shared.queue, &sinks, &self.shared.clock).await;
         let now_ms = self.shared.clock.now_utc().timestamp_millis();
-        expose(&sources, &sinks, &queue, now_ms)
+        let reload = ReloadView {
+            successful: self.shared.reload_ok.load(Ordering::Relaxed),
+            at_ms: self.shared.reload_ms.load(Ordering::Relaxed),
+        };
+        expose(&sources, &sinks, &queue, &reload, now_ms)
     }
 
     /// Serves `GET /metrics`, `/health` and `/ready` on `listener` until `shutdown` is cancelled,
@@ -153,12 +170,60 @@ async fn health(State(telemetry): State<Telemetry>) -> (StatusCode, String) {
     }
 }
 
-async fn ready(State(telemetry): State<Telemetry>) -> (StatusCode, &'static str) {
-    if telemetry.shared.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+/// One failing source or sink in `/ready`'s body.
+#[derive(Debug, serde::Serialize)]
+struct Degraded {
+    /// `"source"` or `"sink"`.
+    kind: &'static str,
+    name: String,
+    #[serde(flatten)]
+    failing: Failing,
+    /// `since_ms` as RFC 3339.
+    since: String,
+}
+
+/// `/ready`'s body.
+#[derive(Debug, serde::Serialize)]
+struct Readiness {
+    /// `"ready"`, `"degraded"` or `"not_ready"`.
+    status: &'static str,
+    degraded: Vec<Degraded>,
+}
+
+impl Telemetry {
+    /// What `/ready` answers: 200 `ready` when every source and sink works, 503 `degraded`
+    /// (naming each failing one, since when and why) or 503 `not_ready` (starting, stopping).
+    fn readiness(&self) -> (StatusCode, Readiness) {
+        if !self.shared.ready.load(Ordering::Relaxed) {
+            return (StatusCode::SERVICE_UNAVAILABLE, Readiness { status: "not_ready", degraded: Vec::new() });
+        }
+        let sources = Arc::clone(&self.shared.sources.lock().unwrap_or_else(PoisonError::into_inner));
+        let sinks = Arc::clone(&self.shared.sinks.lock().unwrap_or_else(PoisonError::into_inner));
+        let failing = sources
+            .iter()
+            .map(|s| ("source", &s.name, &s.stats.trouble))
+            .chain(sinks.iter().map(|s| ("sink", &s.name, &s.stats.trouble)));
+        let degraded: Vec<Degraded> = failing
+            .filter_map(|(kind, name, trouble)| {
+                let failing = trouble.current()?;
+                let since = chrono::DateTime::from_timestamp_millis(failing.since_ms)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .unwrap_or_default();
+                Some(Degraded { kind, name: name.clone(), failing, since })
+            })
+            .collect();
+        if degraded.is_empty() {
+            (StatusCode::OK, Readiness { status: "ready", degraded })
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, Readiness { status: "degraded", degraded })
+        }
     }
+}
+
+async fn ready(State(telemetry): State<Telemetry>) -> Response {
+    let (status, body) = telemetry.readiness();
+    let body = serde_json::to_string(&body).unwrap_or_else(|_| format!("{{\"status\":{:?}}}", body.status));
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// What one scrape read from the queue.
@@ -212,14 +277,35 @@ async fn read_queue(queue: &Queue, sinks: &[SinkProbe], clock: &Clock) -> QueueV
     QueueView { discarded: queue.discarded_events(), ..view }
 }
 
+/// The last reload's outcome, as a scrape read it.
+#[derive(Debug, Clone, Copy)]
+struct ReloadView {
+    successful: bool,
+    at_ms: i64,
+}
+
 /// The exposition of one scrape, from what was read (no I/O, no clock: tests pin it exactly).
-fn expose(sources: &[SourceProbe], sinks: &[SinkProbe], queue: &QueueView, now_ms: i64) -> String {
+fn expose(sources: &[SourceProbe], sinks: &[SinkProbe], queue: &QueueView, reload: &ReloadView, now_ms: i64) -> String {
     let mut out = Exposition::default();
     out.family(
         "auditrelay_build_info",
         Kind::Gauge,
         "The running auditrelay's version (the value is always 1).",
         vec![(labels([("version", env!("CARGO_PKG_VERSION"))]), Value::Count(1))],
+    );
+    out.family(
+        "auditrelay_config_last_reload_successful",
+        Kind::Gauge,
+        "1 if the last configuration reload (SIGHUP) was applied, 0 if it was refused (the running \
+         configuration stays; the log says why); 1 at start.",
+        vec![(Vec::new(), Value::Count(u64::from(reload.successful)))],
+    );
+    out.family(
+        "auditrelay_config_last_reload_timestamp_seconds",
+        Kind::Gauge,
+        "When the last configuration reload was tried, applied or refused (Unix time); the start time \
+         before any reload.",
+        vec![(Vec::new(), Value::Millis(reload.at_ms))],
     );
 
     let sources: Vec<SourceRow<'_>> = sources.iter().map(SourceRow::read).collect();
@@ -935,6 +1021,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn test_a_refused_reload_says_0_and_when_a_good_one_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let telemetry = fixture(dir.path()).await;
+        let reload = |text: &str| {
+            let families = parse(text);
+            let value = |name: &str| families[name].samples[0].1;
+            (
+                value("auditrelay_config_last_reload_successful"),
+                value("auditrelay_config_last_reload_timestamp_seconds"),
+            )
+        };
+        let at_start = start().timestamp() as f64;
+        assert_eq!(reload(&telemetry.render().await), (1.0, at_start));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        telemetry.reloaded(false);
+        assert_eq!(reload(&telemetry.render().await), (0.0, at_start + 10.0));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        telemetry.reloaded(true);
+        assert_eq!(reload(&telemetry.render().await), (1.0, at_start + 15.0));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn test_closed_queue_renders_the_rest_and_says_queue_down() {
         let dir = tempfile::tempdir().unwrap();
         let telemetry = fixture(dir.path()).await;
@@ -989,7 +1097,7 @@ mod tests {
         let stats = Arc::new(SinkStats::default());
         let weird = SinkProbe { name: "a\\b\"c\nd".into(), kind: "file", stats };
         let view = QueueView { up: true, ..QueueView::default() };
-        let text = expose(&[], &[weird], &view, 0);
+        let text = expose(&[], &[weird], &view, &ReloadView { successful: true, at_ms: 0 }, 0);
         assert!(text.contains("auditrelay_sink_events_total{sink=\"a\\\\b\\\"c\\nd\",type=\"file\"} 0\n"), "{text}");
         let families = parse(&text);
         assert_eq!(families["auditrelay_sink_events_total"].samples[0].0["sink"], "a\\b\"c\nd");
@@ -1029,11 +1137,30 @@ mod tests {
             }
         };
 
-        let (status, _, body) = get("/ready").await;
-        assert_eq!((status, body.as_str()), (503, "not ready"));
+        let (status, content_type, body) = get("/ready").await;
+        assert_eq!((status, body.as_str()), (503, r#"{"status":"not_ready","degraded":[]}"#));
+        assert_eq!(content_type.as_deref(), Some("application/json"));
         telemetry.set_ready(true);
         let (status, _, body) = get("/ready").await;
-        assert_eq!((status, body.as_str()), (200, "ready"));
+        assert_eq!((status, body.as_str()), (200, r#"{"status":"ready","degraded":[]}"#));
+        // A sink refused by its receiver: degraded, which and why; /health stays 200.
+        let sinks = Arc::clone(&telemetry.shared.sinks.lock().unwrap());
+        sinks[0].stats.trouble.failed(1_000, "401 Unauthorized: invalid token".into(), true);
+        sinks[0].stats.trouble.failed(3_000, "401 Unauthorized: invalid token (again)".into(), true);
+        let (status, _, body) = get("/ready").await;
+        assert_eq!(status, 503);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"status": "degraded", "degraded": [{
+                "kind": "sink", "name": "siem", "failures": 2, "since_ms": 1000,
+                "since": "1970-01-01T00:00:01.000Z", "error": "401 Unauthorized: invalid token (again)",
+                "operator": true,
+            }]})
+        );
+        assert_eq!(get("/health").await.0, 200, "degraded, alive");
+        assert_eq!(sinks[0].stats.trouble.succeeded(4_500), Some((2, Duration::from_millis(3_500))));
+        assert_eq!(get("/ready").await.0, 200);
         telemetry.set_ready(false);
         assert_eq!(get("/ready").await.0, 503);
 
@@ -1062,6 +1189,12 @@ mod tests {
     const EXPECTED: &str = r##"# HELP auditrelay_build_info The running auditrelay's version (the value is always 1).
 # TYPE auditrelay_build_info gauge
 auditrelay_build_info{version="{version}"} 1
+# HELP auditrelay_config_last_reload_successful 1 if the last configuration reload (SIGHUP) was applied, 0 if it was refused (the running configuration stays; the log says why); 1 at start.
+# TYPE auditrelay_config_last_reload_successful gauge
+auditrelay_config_last_reload_successful 1
+# HELP auditrelay_config_last_reload_timestamp_seconds When the last configuration reload was tried, applied or refused (Unix time); the start time before any reload.
+# TYPE auditrelay_config_last_reload_timestamp_seconds gauge
+auditrelay_config_last_reload_timestamp_seconds 1773835200.000
 # HELP auditrelay_source_rate_limited_total Answers HTTP 429: the source paused, then asked the same page again.
 # TYPE auditrelay_source_rate_limited_total counter
 auditrelay_source_rate_limited_total{source="acme",vendor="aitronos"} 2

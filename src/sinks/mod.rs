@@ -381,6 +381,8 @@ pub struct SinkStats {
     pub last_delivery_ms: AtomicI64,
     /// File sinks: rotations followed, by [`file::Reopen`] (indexed by `Reopen::index`).
     pub reopens: [AtomicU64; 4],
+    /// Failing now (sends failed since the last delivery): `/ready` says degraded.
+    pub trouble: crate::backoff::Trouble,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -659,6 +661,12 @@ impl Delivering<'_> {
                         delivered_event = Some(i);
                     }
                     *self.failures = 0;
+                    if let Some((failures, after)) =
+                        self.stats.trouble.succeeded(self.clock.now_utc().timestamp_millis())
+                    {
+                        info!(sink = name, failures, after = %humantime::format_duration(after),
+                            "sink {name} recovered after {failures} failures / {}", humantime::format_duration(after));
+                    }
                     let bytes = batch[range.clone()].iter().map(|e| e.body.len()).sum::<usize>();
                     *self.largest_taken = (*self.largest_taken).max(bytes);
                     if probe.is_some() {
@@ -802,6 +810,8 @@ impl Delivering<'_> {
             };
             let wait = e.retry_after.unwrap_or(wait);
             *self.failures = self.failures.saturating_add(1);
+            let now_ms = self.clock.now_utc().timestamp_millis();
+            self.stats.trouble.failed(now_ms, e.to_string(), e.class == Failure::Config);
             match e.class {
                 Failure::Config => error!(sink = name, error = %e, events, retry_in = ?wait,
                     "batch not delivered and an operator must act; the events stay queued"),

@@ -540,6 +540,8 @@ pub fn content_key(raw: &[u8]) -> String {
 /// Counters of one source, shared with the daemon's summary (and later the metrics endpoint).
 #[derive(Debug, Default)]
 pub struct SourceStats {
+    /// Failing now (requests failed since the last page): `/ready` says degraded.
+    pub trouble: crate::backoff::Trouble,
     pub requests: AtomicU64,
     pub pages: AtomicU64,
     pub fetched: AtomicU64,
@@ -1266,8 +1268,16 @@ impl Source {
                 }
             };
             let attempt = attempt?;
+            let now_ms = self.clock.now_utc().timestamp_millis();
             let (delay, rate_limited) = match attempt {
-                Attempt::Page(page) => return Some(Ok(page)),
+                Attempt::Page(page) => {
+                    if let Some((failures, after)) = self.stats.trouble.succeeded(now_ms) {
+                        let name = &self.cfg.name;
+                        info!(source = %name, failures, after = %humantime::format_duration(after),
+                            "source {name} recovered after {failures} failures / {}", humantime::format_duration(after));
+                    }
+                    return Some(Ok(page));
+                }
                 Attempt::Split(why) => {
                     // A smaller window, asked at once: splits are bounded (each ends strictly
                     // past `done_until` and halves what is left, down to MIN_SPLIT_SPAN).
@@ -1282,6 +1292,7 @@ impl Source {
                 {
                     auth_failures += 1;
                     bump(&self.stats.auth_retries, 1);
+                    self.stats.trouble.failed(now_ms, e.to_string(), false);
                     let delay = full_jitter(&self.cfg.backoff, failures, &mut self.rng);
                     warn!(error = %e, attempt = auth_failures, of = ratelimit::AUTH_RETRIES, retry_in = ?delay,
                         "the vendor refused a credential that has worked; asking again before taking it as final");
@@ -1289,10 +1300,20 @@ impl Source {
                 }
                 Attempt::Unauthorized(e) | Attempt::Fatal(e) if mode == RunMode::CatchUp => return Some(Err(e)),
                 Attempt::Unauthorized(e) | Attempt::Fatal(e) => {
+                    self.stats.trouble.failed(now_ms, e.to_string(), true);
                     error!(error = %e, retry_in = ?self.cfg.backoff.max, "operator action needed; the data waits at the vendor");
                     (self.cfg.backoff.max, false)
                 }
                 Attempt::Retry { delay, rate_limited, timed_out } => {
+                    // A 429 is the vendor's budget at work, not a failure.
+                    if !rate_limited {
+                        let why = if timed_out {
+                            "no complete answer within request_timeout"
+                        } else {
+                            "the vendor's answer failed or could not be read (retried with back-off; see the log)"
+                        };
+                        self.stats.trouble.failed(now_ms, why.to_owned(), false);
+                    }
                     timeouts = if timed_out { timeouts + 1 } else { 0 };
                     // A whole window the vendor cannot answer within request_timeout, twice:
                     // ask half of it (after the back-off), as for an answer too large.

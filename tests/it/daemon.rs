@@ -147,7 +147,7 @@ async fn the_daemon_serves_metrics_health_and_ready_on_its_telemetry_address() {
             (response.status().as_u16(), response.text().await.unwrap())
         }
     };
-    assert_eq!(get("/ready").await, (200, "ready".to_owned()));
+    assert_eq!(get("/ready").await, (200, r#"{"status":"ready","degraded":[]}"#.to_owned()));
     assert_eq!(get("/health").await.0, 200);
     let (status, metrics) = get("/metrics").await;
     assert_eq!(status, 200);
@@ -163,4 +163,66 @@ async fn the_daemon_serves_metrics_health_and_ready_on_its_telemetry_address() {
     shutdown.cancel();
     daemon.await.unwrap();
     assert!(reqwest::get(format!("{base}/health")).await.is_err(), "the listener closes with the agent");
+}
+
+/// What the tracing subscriber of one test wrote.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines_with(&self, needle: &str) -> Vec<String> {
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        text.lines().filter(|l| l.contains(needle)).map(str::to_owned).collect()
+    }
+}
+
+/// Issue 18 point 1: every `PROGRESS_EVERY` while there is activity, one INFO line with what
+/// each source stored and each sink delivered (and its backlog); none while idle.
+#[tokio::test(start_paused = true)]
+async fn the_daemon_logs_a_progress_line_at_a_steady_interval_while_active() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _log = tracing::subscriber::set_default(subscriber);
+    let clock = Clock::starting_at(test_start());
+    let mut opts = SimOptions::default();
+    opts.aitronos.records = 250;
+    let sim = start_sim(opts, &clock).await;
+    let dir = tempfile::tempdir().unwrap();
+    let org = sim.organizations(SimVendor::Aitronos)[0].clone();
+    let source = source_block(&sim, SimVendor::Aitronos, &org, "aitronos", "start = \"2d\"");
+    let path = write_config(dir.path(), &[source], &[("out", "out.ndjson")]);
+    let config = Config::load(&path).unwrap();
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn({
+        let (clock, shutdown) = (clock.clone(), shutdown.clone());
+        async move { daemon::run(&config, clock, RunOptions::default(), shutdown).await.unwrap() }
+    });
+    wait_for(&dir.path().join("out.ndjson"), "Aitronos", 250).await;
+    // Paused time: the sleep moves the clock to the next progress tick at once.
+    tokio::time::sleep(daemon::PROGRESS_EVERY + Duration::from_secs(1)).await;
+    let lines = captured.lines_with("progress: ");
+    let done = "progress: sources: aitronos stored 250";
+    let last = lines.last().unwrap_or_else(|| panic!("no progress line"));
+    assert!(last.contains(done) && last.contains("out delivered 250") && last.contains("backlog 0"), "{lines:#?}");
+    assert!(last.contains(" INFO "), "{last}");
+    // Idle: nothing stored or delivered, no more lines.
+    tokio::time::sleep(daemon::PROGRESS_EVERY * 3).await;
+    assert_eq!(captured.lines_with("progress: ").len(), lines.len(), "{:#?}", captured.lines_with("progress: "));
+    shutdown.cancel();
+    daemon.await.unwrap();
 }

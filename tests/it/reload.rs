@@ -267,3 +267,153 @@ async fn test_a_reload_changing_severity_overrides_applies_them_to_new_events() 
         assert_eq!(event["severity_id"], want, "{id}: {event}");
     }
 }
+
+/// Issue 18 point 1: `auditrelay_config_last_reload_successful` is 1 at start, 0 after a
+/// refused reload (the running configuration stays), 1 again after a good one; the timestamp
+/// moves with each.
+#[tokio::test]
+async fn test_the_reload_metrics_say_whether_the_last_reload_was_refused() {
+    let served = records("met", 10);
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "poll_interval = \"1s\"");
+    let telemetry = "\n[telemetry]\nlisten = \"127.0.0.1:0\"\n";
+    let config = config_with(dir.path(), &source, telemetry);
+    let good = std::fs::read_to_string(&config).unwrap();
+    let log = config.with_file_name("agent.log");
+    let mut agent = Agent::spawn(&["run"], &config, &log, &[]);
+    agent.until("the first records", RUN_LIMIT, |_| lines(&out_path(dir.path())) >= 10).await;
+    let reload_metrics = |metrics: &str| {
+        (
+            sample(metrics, "auditrelay_config_last_reload_successful"),
+            sample(metrics, "auditrelay_config_last_reload_timestamp_seconds"),
+        )
+    };
+    let (ok, started) = reload_metrics(&agent.metrics().await);
+    assert_eq!(ok, Some(1.0), "{}", agent.metrics().await);
+    let started = started.unwrap();
+    // The unit's ExecReload= runs `check` on the file while the agent runs: it must not need
+    // the agent's lock.
+    check(&config);
+
+    // Refused: not TOML.
+    std::fs::write(&config, format!("{good}\n[[sinks\n")).unwrap();
+    hup(&agent);
+    agent.until("the refused reload", RUN_LIMIT, |a| a.count("reload refused") >= 1).await;
+    let refused = poll_metrics(&agent, |m| reload_metrics(m).0 == Some(0.0)).await;
+    let refused_at = reload_metrics(&refused).1.unwrap();
+    assert!(refused_at >= started, "{refused_at} < {started}");
+
+    // Good again: 1.
+    std::fs::write(&config, &good).unwrap();
+    hup(&agent);
+    agent.until("the reload", RUN_LIMIT, |a| a.count("configuration reloaded") >= 1).await;
+    let applied = poll_metrics(&agent, |m| reload_metrics(m).0 == Some(1.0)).await;
+    assert!(reload_metrics(&applied).1.unwrap() >= refused_at);
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+}
+
+/// Scrapes the agent every 10 ms until `done` holds for the text (at most `RUN_LIMIT`).
+async fn poll_metrics(agent: &Agent, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + RUN_LIMIT;
+    loop {
+        let metrics = agent.metrics().await;
+        if done(&metrics) {
+            return metrics;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out; last scrape:\n{metrics}\nlog:\n{}", agent.tail());
+        // The observer's polling interval, not a wait for the condition.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// GET `path` on the agent's telemetry listener: (status, body).
+async fn telemetry_get(agent: &Agent, path: &str) -> (u16, String) {
+    let log = agent.log();
+    let at = log.find("Some(127.0.0.1:").expect("a telemetry listen address in the log") + "Some(".len();
+    let addr: String = log[at..].chars().take_while(|c| *c != ')').collect();
+    let answer = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    (answer.status().as_u16(), answer.text().await.unwrap())
+}
+
+/// Issue 18 point 1 (health): a sink its receiver refuses makes `/ready` say degraded (503,
+/// JSON naming the sink, since when and why) while `/health` stays 200; once the receiver takes
+/// the events, `/ready` is 200 again and the recovery is logged at INFO with its count.
+#[tokio::test]
+async fn test_a_failing_sink_shows_as_degraded_on_ready_and_its_recovery_is_logged() {
+    let served = records("deg", 10);
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "");
+    let port = closed_port();
+    let telemetry = "\n[telemetry]\nlisten = \"127.0.0.1:0\"\n";
+    let config = config_with(dir.path(), &source, &format!("{}{telemetry}", syslog_sink("down", port, "")));
+    let log = config.with_file_name("agent.log");
+    let mut agent = Agent::spawn(&["run", "--drain-timeout", "1s"], &config, &log, &[]);
+    agent.until("the syslog sink's failures", RUN_LIMIT, |a| a.count("batch not delivered") >= 2).await;
+    let (status, body) = telemetry_get(&agent, "/ready").await;
+    assert_eq!(status, 503, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["status"], "degraded", "{body}");
+    let degraded = body["degraded"].as_array().unwrap();
+    assert_eq!(degraded.len(), 1, "only the failing sink: {body}");
+    assert_eq!((degraded[0]["kind"].as_str(), degraded[0]["name"].as_str()), (Some("sink"), Some("down")), "{body}");
+    assert!(degraded[0]["failures"].as_u64().unwrap() >= 2, "{body}");
+    assert!(!degraded[0]["error"].as_str().unwrap().is_empty(), "{body}");
+    assert_eq!(telemetry_get(&agent, "/health").await.0, 200, "degraded, not dead");
+
+    // The receiver comes up: the sink delivers, /ready is 200 again, the recovery is logged.
+    let receiver = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let received = std::thread::spawn(move || {
+        let (mut conn, _) = receiver.accept().unwrap();
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut conn, &mut sink);
+    });
+    agent.until("the sink's recovery", RUN_LIMIT, |a| a.count("sink down recovered after") >= 1).await;
+    let recovered = agent.lines_with(&["sink down recovered after"]);
+    assert!(recovered[0].contains("INFO"), "{recovered:?}");
+    let (status, body) = telemetry_get(&agent, "/ready").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ready","degraded":[]}"#));
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+    received.join().unwrap();
+}
+
+/// Issue 18 point 1 (health): a source whose credential the vendor refuses shows as degraded on
+/// `/ready` (which, why, `operator`: someone must act); once the vendor takes it, the source's
+/// recovery is logged and `/ready` is 200 again.
+#[tokio::test]
+async fn test_a_source_with_a_refused_credential_shows_as_degraded_and_recovers() {
+    let served = records("cred", 10);
+    let refuse = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let refusing = refuse.clone();
+    let vendor = Hostile::start(move |r| {
+        if refusing.load(std::sync::atomic::Ordering::SeqCst) {
+            status(401, &[], r#"{"error":"invalid api key"}"#)
+        } else {
+            aitronos_answer(r, &served)
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "");
+    let telemetry = "\n[telemetry]\nlisten = \"127.0.0.1:0\"\n";
+    let config = config_with(dir.path(), &source, telemetry);
+    let log = config.with_file_name("agent.log");
+    let mut agent = Agent::spawn(&["run"], &config, &log, &[]);
+    agent.until("the refusal", RUN_LIMIT, |a| a.count("operator action needed") >= 1).await;
+    let (status, body) = telemetry_get(&agent, "/ready").await;
+    assert_eq!(status, 503, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let degraded = &body["degraded"][0];
+    assert_eq!((degraded["kind"].as_str(), degraded["name"].as_str()), (Some("source"), Some(SOURCE)), "{body}");
+    assert_eq!(degraded["operator"], true, "{body}");
+    assert!(degraded["error"].as_str().unwrap().contains("401"), "{body}");
+    assert_eq!(telemetry_get(&agent, "/health").await.0, 200);
+
+    refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+    let recovered = format!("source {SOURCE} recovered after");
+    agent.until("the source's recovery", RUN_LIMIT, |a| a.count(&recovered) >= 1).await;
+    agent.until("the records", RUN_LIMIT, |_| lines(&out_path(dir.path())) >= 10).await;
+    assert_eq!(telemetry_get(&agent, "/ready").await.0, 200);
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+}

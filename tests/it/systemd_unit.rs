@@ -43,3 +43,24 @@ fn the_agent_starts_after_the_clock_is_synchronised() {
     assert!(after.contains(&"time-sync.target"), "After= {after:?}");
     assert!(after.contains(&"network-online.target"), "After= {after:?}");
 }
+
+/// Issue 18 point 1: `systemctl reload` fails on a file the agent would refuse. Debian 12's
+/// systemd (252) has no `Type=notify-reload`, so `check` runs first and only then the SIGHUP.
+#[test]
+fn a_reload_checks_the_file_before_signalling_the_agent() {
+    assert_eq!(values("Type"), ["notify"]);
+    let reload = values("ExecReload");
+    assert_eq!(reload.len(), 2, "{reload:?}");
+    let check: Vec<&str> = reload[0].split_whitespace().collect();
+    let run: Vec<&str> = values("ExecStart")[0].split_whitespace().collect();
+    assert_eq!(check[..2], ["/usr/bin/auditrelay", "check"], "{reload:?}");
+    // The file the running agent reads.
+    assert_eq!(check[2..], run[2..], "ExecReload= {reload:?} vs ExecStart= {run:?}");
+    assert_eq!(reload[1], "/bin/kill -HUP $MAINPID");
+}
+
+/// Issue 18 point 2: an optional environment file for `${ENV}` secrets (no file, no error).
+#[test]
+fn an_optional_environment_file_holds_env_secrets() {
+    assert_eq!(values("EnvironmentFile"), ["-/etc/auditrelay/env"]);
+}
