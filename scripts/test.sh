@@ -27,7 +27,7 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 # Modules declared by a macro (`vendors!`, `sinks!`) are invisible to cargo fmt: check every
 # source file directly too.
-find src tests benches -name '*.rs' -print0 | xargs -0 rustfmt --check --edition 2024
+find src tests benches packaging -name '*.rs' -print0 | xargs -0 rustfmt --check --edition 2024
 echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 echo "==> cargo test"
