@@ -71,6 +71,15 @@ pub struct Context<'a> {
     pub processed_ms: i64,
 }
 
+impl<'a> Context<'a> {
+    /// A context as the vendor mappings' tests use it: log name "saas-audit", mapped at a fixed
+    /// moment, so snapshots stay the same.
+    #[cfg(test)]
+    pub(crate) fn fixed(organization: &'a str, dedupe_key: &'a str, time: DateTime<Utc>, raw: &'a str) -> Self {
+        Context { organization, dedupe_key, time, raw, log_name: "saas-audit", processed_ms: 1_780_000_000_000 }
+    }
+}
+
 impl Context<'_> {
     /// Event time in epoch milliseconds (OCSF `time`).
     pub fn time_ms(&self) -> i64 {

@@ -250,14 +250,7 @@ fn test_non_events_are_invalid() {
 
 fn parts(class: EventClass) -> EventParts {
     let raw = r#"{"id":"evt_1","action":"x"}"#;
-    let context = Context {
-        organization: "org_1",
-        dedupe_key: "evt_1",
-        time: Utc.timestamp_millis_opt(1_748_948_553_000).unwrap(),
-        raw,
-        log_name: "saas-audit",
-        processed_ms: 1_780_000_000_000,
-    };
+    let context = Context::fixed("org_1", "evt_1", Utc.timestamp_millis_opt(1_748_948_553_000).unwrap(), raw);
     let mut metadata = context.metadata("aitronos", "Aitronos", "Aitronos", "Aitronos audit-log");
     metadata.original_event_uid = Some("evt_1".into());
     metadata.event_code = Some("role_assignment.assigned".into());

@@ -754,14 +754,7 @@ mod tests {
         let time = text(record, "created_at").and_then(|t| DateTime::parse_from_rfc3339(&t).ok());
         let time = time.map_or(DateTime::<Utc>::UNIX_EPOCH, |t| t.with_timezone(&Utc));
         let key = text(record, "id").unwrap_or_default();
-        let ctx = Context {
-            organization: "ORG_7F3KQ9ZP2M4XW8RT",
-            dedupe_key: &key,
-            time,
-            raw,
-            log_name: "saas-audit",
-            processed_ms: 1_780_000_000_000,
-        };
+        let ctx = Context::fixed("ORG_7F3KQ9ZP2M4XW8RT", &key, time, raw);
         let json = serde_json::to_value(Event::new(map(record, &ctx).unwrap())).unwrap();
         crate::ocsf::schema_check::assert_valid(&json);
         crate::ocsf::event_checks::assert_complete(&json, &["event_code", "original_event_uid"]);
@@ -919,14 +912,7 @@ mod tests {
     fn test_a_record_without_action_type_is_unmappable() {
         let mut record = samples().swap_remove(0).0;
         record.remove("action_type");
-        let ctx = Context {
-            organization: "o",
-            dedupe_key: "k",
-            time: DateTime::<Utc>::UNIX_EPOCH,
-            raw: "{}",
-            log_name: "saas-audit",
-            processed_ms: 1_780_000_000_000,
-        };
+        let ctx = Context::fixed("o", "k", DateTime::<Utc>::UNIX_EPOCH, "{}");
         assert!(map(&record, &ctx).is_err());
         record.insert("action_type".into(), "archived".into());
         record.remove("entity_type");

@@ -1222,8 +1222,7 @@ mod tests {
         let record: Value = serde_json::from_str(raw).unwrap();
         let time = record["timestamp"].as_str().and_then(|t| t.parse().ok());
         let time = time.unwrap_or_else(|| "2026-06-03T12:00:00Z".parse().unwrap());
-        let ctx =
-            Context { organization, dedupe_key, time, raw, log_name: "saas-audit", processed_ms: 1_780_000_000_000 };
+        let ctx = Context::fixed(organization, dedupe_key, time, raw);
         let parts = map(record.as_object().unwrap(), &ctx)?;
         Ok(serde_json::to_value(Event::new(parts)).unwrap())
     }

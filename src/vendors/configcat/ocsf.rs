@@ -638,14 +638,7 @@ mod tests {
         let time = text(record, "auditLogDateTime").and_then(|t| DateTime::parse_from_rfc3339(&t).ok());
         let time = time.map_or(DateTime::<Utc>::UNIX_EPOCH, |t| t.with_timezone(&Utc));
         let key = text(record, "auditLogId").unwrap_or_default();
-        let ctx = Context {
-            organization: "08d8a3f5-0000-4d4d-8e2e-1a2b3c4d5e6f",
-            dedupe_key: &key,
-            time,
-            raw,
-            log_name: "saas-audit",
-            processed_ms: 1_780_000_000_000,
-        };
+        let ctx = Context::fixed("08d8a3f5-0000-4d4d-8e2e-1a2b3c4d5e6f", &key, time, raw);
         let json = serde_json::to_value(Event::new(map(record, &ctx).unwrap())).unwrap();
         crate::ocsf::schema_check::assert_valid(&json);
         crate::ocsf::event_checks::assert_complete(&json, &["event_code", "original_event_uid"]);
@@ -1044,14 +1037,7 @@ mod tests {
     fn test_a_record_without_audit_log_type_enum_is_unmappable() {
         let mut record = samples().swap_remove(0).0;
         record.insert("auditLogTypeEnum".into(), Value::Null);
-        let ctx = Context {
-            organization: "o",
-            dedupe_key: "k",
-            time: DateTime::<Utc>::UNIX_EPOCH,
-            raw: "{}",
-            log_name: "saas-audit",
-            processed_ms: 1_780_000_000_000,
-        };
+        let ctx = Context::fixed("o", "k", DateTime::<Utc>::UNIX_EPOCH, "{}");
         assert!(map(&record, &ctx).is_err());
     }
 }

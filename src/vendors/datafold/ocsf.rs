@@ -586,14 +586,7 @@ mod tests {
         let time = record["timestamp"].as_str().and_then(|t| t.parse().ok());
         let time = time.unwrap_or_else(|| "2026-04-02T12:00:00Z".parse().unwrap());
         let key = record["event_uuid"].as_str().unwrap_or("k");
-        let ctx = Context {
-            organization,
-            dedupe_key: key,
-            time,
-            raw,
-            log_name: "saas-audit",
-            processed_ms: 1_780_000_000_000,
-        };
+        let ctx = Context::fixed(organization, key, time, raw);
         let parts = map(record.as_object().unwrap(), &ctx)?;
         Ok(serde_json::to_value(Event::new(parts)).unwrap())
     }
