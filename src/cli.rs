@@ -53,7 +53,11 @@ pub enum Command {
     },
     /// Validate a configuration file and print it resolved (defaults filled, secrets read from
     /// the environment and files, shown as [redacted]). Exits 1 naming the file, line and key
-    /// of the first mistake.
+    /// of every mistake, in file order.
+    ///
+    /// With --connect: the table of sources and sinks reached comes first, the resolved
+    /// configuration only with --show-config. --json prints one JSON object instead (see README
+    /// "Checking a configuration"), also for a refused file.
     Check {
         /// The configuration file (TOML); see config/auditrelay.example.toml.
         #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
@@ -67,6 +71,15 @@ pub enum Command {
         /// fails. Sends no event.
         #[arg(long)]
         connect: bool,
+        /// With --connect, also print the resolved configuration after the table (check
+        /// without --connect always prints it).
+        #[arg(long)]
+        show_config: bool,
+        /// One JSON object on stdout: `ok`, `errors`, `sources`, `sinks`, `notes`, with
+        /// --connect `connect` (kind, name, ok, detail per row), and `resolved` (the
+        /// configuration as text) without --connect or with --show-config.
+        #[arg(long)]
+        json: bool,
         /// Read `${CREDENTIALS_DIRECTORY}/NAME` secret files from DIR: the unit's
         /// LoadCredential= layout checked outside the unit (under the unit, or with
         /// `systemd-run -p LoadCredential=… --pipe --wait auditrelay check`, systemd sets

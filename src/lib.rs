@@ -3,6 +3,7 @@
 
 pub mod backfill;
 pub mod backoff;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;

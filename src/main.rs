@@ -11,7 +11,7 @@ use auditrelay::clock::Clock;
 use auditrelay::config::Config;
 use auditrelay::daemon::{self, RunOptions};
 use auditrelay::sources::RunMode;
-use auditrelay::{demo, sim, sinks};
+use auditrelay::{demo, sim};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -69,51 +69,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Check { config, connect, credentials_dir } => {
+        Command::Check { config, connect, show_config, json, credentials_dir } => {
             set_credentials_dir(credentials_dir)?;
-            let config = Config::load(&config)?;
-            print!("{}", config.render_redacted());
-            println!("# configuration OK: {} source(s), {} sink(s)", config.sources.len(), config.sinks.len());
-            if let Some(note) = state_dir_note(&config.state_dir) {
-                println!("# note: {note}");
-            }
-            // Removed or renamed sinks against the queue's cursors (read-only; beside a running agent).
-            match auditrelay::ops::sink_changes(&config) {
-                Ok(notes) => notes.iter().for_each(|n| println!("# {n}")),
-                Err(e) => println!(
-                    "# note: cannot read the state database, so removed sinks' backlogs are not checked: {e:#}"
-                ),
-            }
-            if !connect {
-                return Ok(ExitCode::SUCCESS);
-            }
-            // One row per source (its credential, with the cheapest request) and per sink.
-            let clock = Clock::system();
-            let mut rows = Vec::new();
-            for source in &config.sources {
-                let outcome = match auditrelay::sources::http_client(source) {
-                    Ok(http) => auditrelay::sources::probe(source, &http, &clock).await,
-                    Err(e) => Err(e),
-                };
-                rows.push(("source", source.name.clone(), outcome));
-            }
-            for probe in sinks::probe_all(&config).await {
-                rows.push(("sink", probe.sink, probe.outcome));
-            }
-            let width = rows.iter().map(|r| r.1.len()).max().unwrap_or(4).max(4);
-            println!("\n{:<6}  {:<width$}  {:<6}  DETAIL", "KIND", "NAME", "RESULT");
-            let mut failed = 0;
-            for (kind, name, outcome) in &rows {
-                let (result, detail) = match outcome {
-                    Ok(what) => ("ok", what.as_str()),
-                    Err(why) => {
-                        failed += 1;
-                        ("FAILED", why.as_str())
-                    }
-                };
-                println!("{kind:<6}  {name:<width$}  {result:<6}  {detail}");
-            }
-            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            auditrelay::check::run(auditrelay::check::CheckArgs { config, connect, show_config, json }).await
         }
         Command::Demo { records, out } => demo::run(records, &out, shutdown_on_signal()).await,
         Command::Backfill { config, source, since, until } => {
@@ -129,44 +87,6 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// What `check` says of a `state_dir` that does not exist yet: who will create it, and as whom.
-fn state_dir_note(dir: &std::path::Path) -> Option<String> {
-    if std::fs::symlink_metadata(dir).is_ok() {
-        return None;
-    }
-    let me = match (std::env::var("USER"), current_uid()) {
-        (Ok(name), Some(uid)) if !name.is_empty() => format!("{name}, uid {uid}"),
-        (_, Some(uid)) => format!("uid {uid}"),
-        (Ok(name), None) => name,
-        (Err(_), None) => "this user".to_owned(),
-    };
-    let d = dir.display();
-    Some(if dir == std::path::Path::new("/var/lib/auditrelay") {
-        format!(
-            "state_dir {d} does not exist yet: under the packaged unit systemd creates it when the service starts \
-             (StateDirectory=auditrelay: owner auditrelay, mode 0750); `auditrelay run` started by hand creates it, \
-             owned by the user running it (here: {me})"
-        )
-    } else {
-        format!(
-            "state_dir {d} does not exist yet: `auditrelay run` creates it when it starts, owned by the user running it \
-             (here: {me}); under the packaged unit (User=auditrelay, ProtectSystem=strict) only /var/lib/auditrelay \
-             is created and writable: create {d} for auditrelay and add it to ReadWritePaths="
-        )
-    })
-}
-
-/// This process's user id (the owner of `/proc/self`).
-fn current_uid() -> Option<u32> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt as _;
-        std::fs::metadata("/proc/self").ok().map(|m| m.uid())
-    }
-    #[cfg(not(unix))]
-    None
 }
 
 /// `--credentials-dir DIR`: `$CREDENTIALS_DIRECTORY` for every configuration load.

@@ -176,6 +176,69 @@ fn test_check_connect_tries_each_vendor_credential_and_names_a_refused_one() {
     assert!(!stdout.contains("ak_not_the_right_key"), "the key is never shown: {stdout}");
 }
 
+/// Issue 18 point 6: `check --connect` prints its table first and the resolved configuration
+/// only with `--show-config`; `--json` says the same as one object, also for a refused file.
+#[test]
+fn test_check_connect_table_first_config_on_request_and_json() {
+    let (_rt, sim, source) = harness::sinks::simulated_source();
+    let key = sim.aitronos_api_key().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("out.ndjson").display().to_string();
+    let config = dir.path().join("auditrelay.toml");
+    let write = |block: &str| {
+        let sink = format!("[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = {out_file:?}\n");
+        std::fs::write(&config, format!("state_dir = \"state\"\n{block}\n{sink}")).unwrap();
+    };
+    let check = |args: &[&str]| {
+        let out = auditrelay().arg("check").args(args).arg("-c").arg(&config).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    write(&source);
+    let (code, stdout) = check(&["--connect"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.starts_with("KIND "), "the table comes first:\n{stdout}");
+    assert!(!stdout.contains("[[sources]]") && !stdout.contains("# resolved from"), "no config: {stdout}");
+    assert!(stdout.contains("# configuration OK: 1 source(s), 1 sink(s)"), "{stdout}");
+    let (code, stdout) = check(&["--connect", "--show-config"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    let (table, resolved) = (stdout.find("KIND ").unwrap(), stdout.find("# resolved from").unwrap());
+    assert!(table < resolved && stdout.contains("[redacted]"), "table, then the config:\n{stdout}");
+    assert!(!stdout.contains(&key), "{stdout}");
+
+    let (code, stdout) = check(&["--connect", "--json"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["errors"], serde_json::json!([]), "{v}");
+    assert_eq!(v["sources"][0]["name"], "a", "{v}");
+    assert_eq!(v["sinks"][0], serde_json::json!({"name": "out", "type": "file"}), "{v}");
+    let rows = v["connect"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v}");
+    assert_eq!((rows[0]["kind"].as_str(), rows[0]["ok"].as_bool()), (Some("source"), Some(true)), "{v}");
+    assert_eq!((rows[1]["kind"].as_str(), rows[1]["name"].as_str()), (Some("sink"), Some("out")), "{v}");
+    assert!(v.get("resolved").is_none(), "config only with --show-config: {v}");
+
+    // A refused credential: ok false, the row names why, exit 1, never the key.
+    write(&source.replace(&key, "ak_not_the_right_key_0000000000000000000000"));
+    let (code, stdout) = check(&["--connect", "--json", "--show-config"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["connect"][0]["ok"], false, "{v}");
+    assert!(v["connect"][0]["detail"].as_str().unwrap().contains("401"), "{v}");
+    assert!(v["resolved"].as_str().unwrap().contains("[redacted]"), "{v}");
+    assert!(!stdout.contains("ak_not_the_right_key"), "{stdout}");
+
+    // A refused file: still one JSON object on stdout, naming the line and key.
+    std::fs::write(&config, "state_dir = \"state\"\npoll_intervall = \"1m\"\n").unwrap();
+    let (code, stdout) = check(&["--json"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["ok"], false, "{v}");
+    let message = v["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("poll_intervall") && message.contains(":2"), "{v}");
+}
+
 #[test]
 fn test_backfill_collects_a_range_reports_progress_and_resumes_from_its_own_checkpoint() {
     let (_rt, sim, source) = harness::sinks::simulated_source();

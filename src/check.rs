@@ -1,0 +1,217 @@
+//! `auditrelay check`: load a configuration file as the daemon would (refusing what it would
+//! refuse), say what it resolved to, and with `--connect` reach every source and sink.
+//!
+//! Output contract. Text: without `--connect`, the resolved configuration (secrets shown as
+//! `[redacted]`), then `# configuration OK: …` and `# note:` lines. With `--connect`, the table
+//! of one row per source and sink comes first (what an operator at 3 a.m. looks for), then the
+//! OK line and notes; the resolved configuration only with `--show-config`. `--json`: one JSON
+//! object on stdout (keys documented in README "Checking a configuration"), also when the file
+//! is refused (`"ok": false` and its `errors`), so that scripts never parse prose.
+//! Exit status: 0 everything held, 1 the file was refused or a probe failed.
+//!
+//! Must not: start sources or sinks for real, send an event, or write to the state database.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+
+use crate::clock::Clock;
+use crate::config::Config;
+
+/// What `auditrelay check` was asked.
+#[derive(Debug, Clone)]
+pub struct CheckArgs {
+    pub config: PathBuf,
+    pub connect: bool,
+    pub show_config: bool,
+    pub json: bool,
+}
+
+/// One row of the `--connect` table.
+#[derive(Debug, Clone)]
+pub struct ConnectRow {
+    /// `"source"` or `"sink"`.
+    pub kind: &'static str,
+    pub name: String,
+    /// What was proven, or why it failed.
+    pub outcome: Result<String, String>,
+}
+
+/// Runs `check`. A refused file is an error (exit 1 through `main`), after its JSON form when
+/// `--json` was asked.
+pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            if args.json {
+                println!("{}", refused_json(&args.config, &e));
+            }
+            return Err(e.into());
+        }
+    };
+    let mut notes = Vec::new();
+    if let Some(note) = state_dir_note(&config.state_dir) {
+        notes.push(format!("note: {note}"));
+    }
+    // Removed or renamed sinks against the queue's cursors (read-only; beside a running agent).
+    match crate::ops::sink_changes(&config) {
+        Ok(found) => notes.extend(found),
+        Err(e) => notes
+            .push(format!("note: cannot read the state database, so removed sinks' backlogs are not checked: {e:#}")),
+    }
+    let rows = if args.connect { connect(&config).await } else { Vec::new() };
+    let failed = rows.iter().filter(|r| r.outcome.is_err()).count();
+    if args.json {
+        println!("{}", report_json(&config, &args, &notes, &rows));
+    } else {
+        print!("{}", report_text(&config, &args, &notes, &rows));
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Reaches every source (its credential, with the cheapest request) and every sink, in
+/// configuration order.
+async fn connect(config: &Config) -> Vec<ConnectRow> {
+    let clock = Clock::system();
+    let mut rows = Vec::new();
+    for source in &config.sources {
+        let outcome = match crate::sources::http_client(source) {
+            Ok(http) => crate::sources::probe(source, &http, &clock).await,
+            Err(e) => Err(e),
+        };
+        rows.push(ConnectRow { kind: "source", name: source.name.clone(), outcome });
+    }
+    for probe in crate::sinks::probe_all(config).await {
+        rows.push(ConnectRow { kind: "sink", name: probe.sink, outcome: probe.outcome });
+    }
+    rows
+}
+
+fn ok_line(config: &Config) -> String {
+    format!("# configuration OK: {} source(s), {} sink(s)\n", config.sources.len(), config.sinks.len())
+}
+
+/// The text report: see the module doc for what comes in which order.
+pub fn report_text(config: &Config, args: &CheckArgs, notes: &[String], rows: &[ConnectRow]) -> String {
+    let notes_text: String = notes.iter().map(|n| format!("# {n}\n")).collect();
+    if !args.connect {
+        return format!("{}{}{notes_text}", config.render_redacted(), ok_line(config));
+    }
+    let mut out = table(rows);
+    out.push('\n');
+    out.push_str(&ok_line(config));
+    out.push_str(&notes_text);
+    let failed = rows.iter().filter(|r| r.outcome.is_err()).count();
+    if failed > 0 {
+        out.push_str(&format!("# {failed} of {} checks FAILED\n", rows.len()));
+    }
+    if args.show_config {
+        out.push('\n');
+        out.push_str(&config.render_redacted());
+    }
+    out
+}
+
+/// `KIND NAME RESULT DETAIL`, aligned.
+fn table(rows: &[ConnectRow]) -> String {
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    let mut out = format!("{:<6}  {:<width$}  {:<6}  DETAIL\n", "KIND", "NAME", "RESULT");
+    for row in rows {
+        let (result, detail) = match &row.outcome {
+            Ok(what) => ("ok", what.as_str()),
+            Err(why) => ("FAILED", why.as_str()),
+        };
+        out.push_str(&format!("{:<6}  {:<width$}  {result:<6}  {detail}\n", row.kind, row.name));
+    }
+    out
+}
+
+/// `check --json` for a loaded file.
+pub fn report_json(config: &Config, args: &CheckArgs, notes: &[String], rows: &[ConnectRow]) -> Value {
+    let failed = rows.iter().filter(|r| r.outcome.is_err()).count();
+    let sources: Vec<Value> =
+        config.sources.iter().map(|s| json!({"name": s.name, "vendor": s.vendor.vendor_name()})).collect();
+    let sinks: Vec<Value> = config.sinks.iter().map(|s| json!({"name": s.name, "type": s.kind.type_name()})).collect();
+    let mut report = json!({
+        "config": config.origin.display().to_string(),
+        "ok": failed == 0,
+        "errors": [],
+        "sources": sources,
+        "sinks": sinks,
+        "notes": notes,
+    });
+    if args.connect {
+        report["connect"] = rows
+            .iter()
+            .map(|r| {
+                let (ok, detail) = match &r.outcome {
+                    Ok(what) => (true, what),
+                    Err(why) => (false, why),
+                };
+                json!({"kind": r.kind, "name": r.name, "ok": ok, "detail": detail})
+            })
+            .collect();
+    }
+    if args.show_config || !args.connect {
+        report["resolved"] = Value::String(config.render_redacted());
+    }
+    report
+}
+
+/// `check --json` for a refused file: `"ok": false` and the error(s).
+fn refused_json(path: &Path, e: &(dyn std::error::Error + 'static)) -> Value {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = c.source();
+    }
+    json!({
+        "config": path.display().to_string(),
+        "ok": false,
+        "errors": [{"message": message}],
+    })
+}
+
+/// What `check` says of a `state_dir` that does not exist yet: who will create it, and as whom.
+pub fn state_dir_note(dir: &Path) -> Option<String> {
+    if std::fs::symlink_metadata(dir).is_ok() {
+        return None;
+    }
+    let me = match (std::env::var("USER"), current_uid()) {
+        (Ok(name), Some(uid)) if !name.is_empty() => format!("{name}, uid {uid}"),
+        (_, Some(uid)) => format!("uid {uid}"),
+        (Ok(name), None) => name,
+        (Err(_), None) => "this user".to_owned(),
+    };
+    let d = dir.display();
+    Some(if dir == Path::new("/var/lib/auditrelay") {
+        format!(
+            "state_dir {d} does not exist yet: under the packaged unit systemd creates it when the service starts \
+             (StateDirectory=auditrelay: owner auditrelay, mode 0750); `auditrelay run` started by hand creates it, \
+             owned by the user running it (here: {me})"
+        )
+    } else {
+        format!(
+            "state_dir {d} does not exist yet: `auditrelay run` creates it when it starts, owned by the user running it \
+             (here: {me}); under the packaged unit (User=auditrelay, ProtectSystem=strict) only /var/lib/auditrelay \
+             is created and writable: create {d} for auditrelay and add it to ReadWritePaths="
+        )
+    })
+}
+
+/// This process's user id (the owner of `/proc/self`).
+fn current_uid() -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+    }
+    #[cfg(not(unix))]
+    None
+}
