@@ -62,13 +62,14 @@ pub enum Command {
         /// The configuration file (TOML); see config/auditrelay.example.toml.
         #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
-        /// Also reach every source and every sink, after the resolved configuration: each
+        /// Also reach every source and every sink: each
         /// source's credential with the cheapest request its vendor's audit API answers (a
         /// refused credential is named, the secret never); each sink as it will be used: the
         /// file sink's file opened, syslog receivers connected (TCP and, for TLS, the whole
         /// handshake with certificate checks), HEC's health endpoint and token, OTLP's endpoint
-        /// with an empty export. Prints a table of one row per source and sink and exits 1 if any
-        /// fails. Sends no event.
+        /// with an empty export. Prints a table of one row per source and sink (before anything
+        /// else; the resolved configuration only with --show-config) and exits 1 if any fails.
+        /// Sends no event.
         #[arg(long)]
         connect: bool,
         /// With --connect, also print the resolved configuration after the table (check
@@ -84,6 +85,27 @@ pub enum Command {
         /// LoadCredential= layout checked outside the unit (under the unit, or with
         /// `systemd-run -p LoadCredential=… --pipe --wait auditrelay check`, systemd sets
         /// $CREDENTIALS_DIRECTORY itself).
+        #[arg(long, value_name = "DIR")]
+        credentials_dir: Option<PathBuf>,
+    },
+    /// Reload the running agent and say whether it applied the file: check it (as `check`;
+    /// a refused file is never signalled), send SIGHUP to --pid, and wait for the agent's
+    /// answer. Exits 0 once the agent applied it; 1 if the file or the agent refused it (a
+    /// changed state_dir, a certificate the agent cannot read) or no answer came within
+    /// --timeout. The packaged unit's ExecReload= runs it, so `systemctl reload auditrelay`
+    /// fails when the new configuration is refused.
+    Reload {
+        /// The configuration file the agent was started with.
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The agent's process id (in the unit: $MAINPID).
+        #[arg(long, value_name = "PID")]
+        pid: u32,
+        /// How long to wait for the agent's answer (a reload waits for changed sinks to finish
+        /// the batch in hand).
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// As for `check`: the directory `${CREDENTIALS_DIRECTORY}` names.
         #[arg(long, value_name = "DIR")]
         credentials_dir: Option<PathBuf>,
     },

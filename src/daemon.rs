@@ -245,6 +245,11 @@ pub async fn run(
     telemetry.set_ready(true);
     notify(&[sd_notify::NotifyState::Ready]);
     notify_status(&format!("collecting: {} source(s), {} sink(s)", config.sources.len(), config.sinks.len()));
+    // The answer `auditrelay reload` (the unit's ExecReload=) waits for: 0 at start, then one
+    // per reload attempt.
+    let reload_status = opts.reload.as_ref().map(|_| crate::reload::status_path(&config.state_dir));
+    let mut reload_seq = 0;
+    record_reload(reload_status.as_deref(), reload_seq, &config.origin, Ok(()));
     let watchdog = spawn_watchdog(queue.clone(), clock.clone());
 
     // 1–2: wait for the sources to end, stopping them on shutdown; reload on request.
@@ -280,8 +285,11 @@ pub async fn run(
                 reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
                 notify(&reloading);
                 // A SIGTERM during the reload interrupts it (the loop then shuts down).
+                let digest = crate::reload::file_digest(&agent.config.origin);
                 let outcome = agent.reload(&shutdown).await;
                 telemetry.reloaded(outcome.is_ok());
+                reload_seq += 1;
+                record_reload_digest(reload_status.as_deref(), reload_seq, digest, outcome);
                 agent.publish(&telemetry, opts.observe.as_deref());
                 let status = match &outcome {
                     Ok(()) => format!(
@@ -758,6 +766,27 @@ fn spawn_watchdog(queue: Queue, clock: Clock) -> Option<JoinHandle<()>> {
             clock.sleep(every).await;
         }
     }))
+}
+
+/// Tells `auditrelay reload` how the load numbered `seq` of the file at `origin` ended
+/// (`path`: where; `None`: this run takes no reloads).
+fn record_reload(path: Option<&std::path::Path>, seq: u64, origin: &std::path::Path, outcome: Result<(), &str>) {
+    record_reload_digest(path, seq, crate::reload::file_digest(origin), outcome);
+}
+
+fn record_reload_digest(path: Option<&std::path::Path>, seq: u64, digest: Option<String>, outcome: Result<(), &str>) {
+    let Some(path) = path else { return };
+    let status = crate::reload::Status {
+        pid: std::process::id(),
+        seq,
+        config_sha256: digest,
+        ok: outcome.is_ok(),
+        why: outcome.err().map(str::to_owned),
+        at: chrono::Utc::now().to_rfc3339(),
+    };
+    if let Err(e) = crate::reload::record(path, &status) {
+        warn!(path = %path.display(), error = %e, "cannot write the reload status: `auditrelay reload` (the unit's ExecReload=) will not hear this reload's outcome");
+    }
 }
 
 #[cfg(test)]

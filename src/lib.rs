@@ -17,6 +17,7 @@ pub mod ocsf;
 pub mod ops;
 pub mod queue;
 pub mod redact;
+pub mod reload;
 pub mod sim;
 pub mod sinks;
 pub mod sources;

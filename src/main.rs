@@ -73,6 +73,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             set_credentials_dir(credentials_dir)?;
             auditrelay::check::run(auditrelay::check::CheckArgs { config, connect, show_config, json }).await
         }
+        Command::Reload { config, pid, timeout, credentials_dir } => {
+            set_credentials_dir(credentials_dir)?;
+            println!("{}", auditrelay::reload::run(auditrelay::reload::ReloadArgs { config, pid, timeout }).await?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo { records, out } => demo::run(records, &out, shutdown_on_signal()).await,
         Command::Backfill { config, source, since, until } => {
             let args = auditrelay::backfill::Backfill { config, source, since, until };

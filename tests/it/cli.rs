@@ -385,7 +385,7 @@ fn test_every_readme_section_a_help_cites_exists() {
     }
     assert!(cited > 0, "no help cites a README section");
     let check = &helps.iter().find(|h| h.0 == "check").unwrap().1;
-    let connect = check.split("--connect").nth(1).unwrap();
+    let connect = check.split("\n      --connect").nth(1).unwrap();
     assert!(connect.contains("source") && connect.contains("credential"), "{check}");
 }
 

@@ -313,6 +313,69 @@ async fn test_the_reload_metrics_say_whether_the_last_reload_was_refused() {
     assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
 }
 
+/// Issue 18 point 1: `auditrelay reload` (the unit's ExecReload=) exits 0 only once the agent
+/// applied the file: 1 for a file `check` refuses (the agent is then not even signalled) and 1
+/// for one only the running agent refuses (a changed state_dir), naming why.
+#[tokio::test]
+async fn test_reload_command_fails_whenever_the_agent_refuses_the_file() {
+    let served = records("rel", 10);
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "poll_interval = \"1s\"");
+    let config = config_with(dir.path(), &source, "");
+    let good = std::fs::read_to_string(&config).unwrap();
+    let log = config.with_file_name("agent.log");
+    // As under the unit (RuntimeDirectory=): the agent and the command share $RUNTIME_DIRECTORY.
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    let run_dir = run_dir.display().to_string();
+    let mut agent = Agent::spawn(&["run"], &config, &log, &[("RUNTIME_DIRECTORY", &run_dir)]);
+    agent.until("the first records", RUN_LIMIT, |_| lines(&out_path(dir.path())) >= 10).await;
+    let reload = |config: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+            .env("RUNTIME_DIRECTORY", &run_dir)
+            .args(["reload", "--timeout", "30s", "--pid", &agent.pid().to_string(), "-c"])
+            .arg(config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // Applied.
+    let (code, stdout, stderr) = reload(&config);
+    assert_eq!(code, Some(0), "{stdout}{stderr}\n{}", agent.tail());
+    assert!(stdout.contains("applied"), "{stdout}");
+    assert_eq!(agent.count("configuration reloaded"), 1, "{}", agent.tail());
+
+    // Refused by the agent alone: `check` accepts another state_dir, the running agent cannot move.
+    let state = dir.path().join("state").display().to_string();
+    let moved = good.replace(&format!("{state:?}"), &format!("{:?}", format!("{state}-elsewhere")));
+    assert_ne!(moved, good);
+    std::fs::write(&config, &moved).unwrap();
+    let (code, stdout, stderr) = reload(&config);
+    assert_eq!(code, Some(1), "{stdout}{stderr}\n{}", agent.tail());
+    assert!(stderr.contains("refused") && stderr.contains("state_dir changed"), "{stderr}");
+    assert_eq!(agent.count("reload refused: state_dir changed"), 1, "{}", agent.tail());
+
+    // Refused by the check: the agent hears nothing.
+    std::fs::write(&config, format!("{good}\n[[sinks\n")).unwrap();
+    let hups = agent.count("SIGHUP");
+    let (code, stdout, stderr) = reload(&config);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("auditrelay.toml"), "{stderr}");
+    assert_eq!(agent.count("SIGHUP"), hups, "not signalled: {}", agent.tail());
+
+    // Good again: applied.
+    std::fs::write(&config, &good).unwrap();
+    let (code, stdout, stderr) = reload(&config);
+    assert_eq!(code, Some(0), "{stdout}{stderr}\n{}", agent.tail());
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+}
+
 /// Scrapes the agent every 10 ms until `done` holds for the text (at most `RUN_LIMIT`).
 async fn poll_metrics(agent: &Agent, done: impl Fn(&str) -> bool) -> String {
     let deadline = std::time::Instant::now() + RUN_LIMIT;

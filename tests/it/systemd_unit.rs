@@ -45,18 +45,20 @@ fn the_agent_starts_after_the_clock_is_synchronised() {
 }
 
 /// Issue 18 point 1: `systemctl reload` fails on a file the agent would refuse. Debian 12's
-/// systemd (252) has no `Type=notify-reload`, so `check` runs first and only then the SIGHUP.
+/// systemd (252) has no `Type=notify-reload`, so `auditrelay reload` checks the file, sends the
+/// SIGHUP and waits for the agent's answer in the runtime directory.
 #[test]
-fn a_reload_checks_the_file_before_signalling_the_agent() {
+fn a_reload_checks_the_file_signals_the_agent_and_waits_for_its_answer() {
     assert_eq!(values("Type"), ["notify"]);
     let reload = values("ExecReload");
-    assert_eq!(reload.len(), 2, "{reload:?}");
-    let check: Vec<&str> = reload[0].split_whitespace().collect();
+    assert_eq!(reload.len(), 1, "{reload:?}");
+    let words: Vec<&str> = reload[0].split_whitespace().collect();
     let run: Vec<&str> = values("ExecStart")[0].split_whitespace().collect();
-    assert_eq!(check[..2], ["/usr/bin/auditrelay", "check"], "{reload:?}");
-    // The file the running agent reads.
-    assert_eq!(check[2..], run[2..], "ExecReload= {reload:?} vs ExecStart= {run:?}");
-    assert_eq!(reload[1], "/bin/kill -HUP $MAINPID");
+    assert_eq!(words[..2], ["/usr/bin/auditrelay", "reload"], "{reload:?}");
+    // The file the running agent reads, and the agent's pid.
+    assert_eq!(words[2..4], run[2..], "ExecReload= {reload:?} vs ExecStart= {run:?}");
+    assert_eq!(words[4..], ["--pid", "$MAINPID"], "{reload:?}");
+    assert_eq!(values("RuntimeDirectory"), ["auditrelay"]);
 }
 
 /// Issue 18 point 2: an optional environment file for `${ENV}` secrets (no file, no error).

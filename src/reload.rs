@@ -1,0 +1,194 @@
+//! `auditrelay reload`: reload the running agent and learn whether it took the file.
+//!
+//! Debian 12's systemd (252) has no `Type=notify-reload`: `systemctl reload` finishes when the
+//! unit's `ExecReload=` command does, so a `kill -HUP` there reports success even when the agent
+//! then refuses the file. This command is that `ExecReload=`: it loads the file as `check` does
+//! (a file `check` refuses is never signalled), sends SIGHUP to `--pid`, and waits for the agent's
+//! answer, exiting 0 only once the agent applied it — so a refusal `check` cannot foresee
+//! (`state_dir` changed, a certificate the agent cannot read) also fails the reload.
+//!
+//! The answer travels through a small status file the daemon rewrites (atomically) at start and
+//! after every reload attempt ([`record`]): its pid, the attempt's sequence number, the SHA-256
+//! of the file text the attempt read, and the outcome. It lives in `$RUNTIME_DIRECTORY` (the
+//! unit's `RuntimeDirectory=auditrelay`, /run/auditrelay: the command and the agent see the same
+//! one whatever the file's `state_dir` says) or else in the state directory. The command waits
+//! for an attempt by that pid, numbered after the one it saw before signalling, that read the
+//! same text it checked: an attempt already under way when it signalled (reading an older text)
+//! is not taken for its answer. SIGHUPs that arrive during a reload are coalesced into one more
+//! reload, which reads the file as it is then.
+//!
+//! Must not: change the agent's state itself, or wait without a deadline.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::config::Config;
+
+/// The status file's name, in `$RUNTIME_DIRECTORY` or the state directory.
+pub const STATUS_FILE: &str = "reload-status.json";
+
+/// What the daemon says of its last configuration load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub pid: u32,
+    /// 0 for the load at start, then one more per reload attempt.
+    pub seq: u64,
+    /// Hex SHA-256 of the file text the attempt read (`None`: it could not read it).
+    pub config_sha256: Option<String>,
+    pub ok: bool,
+    /// Why the attempt was refused (`None` when applied).
+    pub why: Option<String>,
+    /// When the attempt ended (RFC 3339).
+    pub at: String,
+}
+
+/// Where the status file of an agent whose state directory is `state_dir` lives.
+pub fn status_path(state_dir: &Path) -> PathBuf {
+    match std::env::var_os("RUNTIME_DIRECTORY").filter(|d| !d.is_empty()) {
+        // systemd may list several directories, separated by ':'; ours is the first.
+        Some(dirs) => {
+            let dirs = dirs.to_string_lossy().into_owned();
+            PathBuf::from(dirs.split(':').next().unwrap_or_default()).join(STATUS_FILE)
+        }
+        None => state_dir.join(STATUS_FILE),
+    }
+}
+
+/// The hex SHA-256 of the file at `path` as it is now (`None`: unreadable).
+pub fn file_digest(path: &Path) -> Option<String> {
+    let text = std::fs::read(path).ok()?;
+    Some(Sha256::digest(&text).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes `status` to `path` atomically (a temporary file renamed over it), so that a reader
+/// never sees half of it.
+pub fn record(path: &Path, status: &Status) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    serde_json::to_writer(&mut tmp, status)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// The status file's content, if it holds one.
+fn read(path: &Path) -> Option<Status> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// What `auditrelay reload` was asked.
+#[derive(Debug, Clone)]
+pub struct ReloadArgs {
+    pub config: PathBuf,
+    pub pid: u32,
+    pub timeout: Duration,
+}
+
+/// How often the status file is read while waiting for the agent's answer.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Runs `reload`: `Ok` with the line to print once the agent applied the file; `Err` naming why
+/// not (the file refused, the agent refused it, or no answer by the deadline).
+pub async fn run(args: ReloadArgs) -> anyhow::Result<String> {
+    let config = Config::load(&args.config)?;
+    let digest = file_digest(&args.config)
+        .with_context(|| format!("{}: cannot read the configuration file", args.config.display()))?;
+    let path = status_path(&config.state_dir);
+    let before = read(&path).filter(|s| s.pid == args.pid).map(|s| s.seq);
+    signal_hup(args.pid)?;
+    let deadline = tokio::time::Instant::now() + args.timeout;
+    // The latest attempt after the signal that read another text (the file changed meanwhile).
+    let mut other: Option<Status> = None;
+    loop {
+        if let Some(status) = read(&path).filter(|s| s.pid == args.pid && Some(s.seq) > before) {
+            if status.config_sha256.as_deref() == Some(digest.as_str()) {
+                return answer(&args, &status);
+            }
+            other = Some(status);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let waited = humantime::format_duration(args.timeout);
+            match other {
+                Some(s) => bail!(
+                    "the agent (pid {}) reloaded {} as it was at another moment (the file changed while it was \
+                     being reloaded; {}): reload again to apply the file as it is now",
+                    args.pid,
+                    args.config.display(),
+                    if s.ok { "that version was applied".to_owned() } else { format!("refused: {}", why(&s)) }
+                ),
+                None => bail!(
+                    "no answer from the agent (pid {}) within {waited}: it wrote nothing to {}. Is it an auditrelay \
+                     agent with this configuration? A changed state_dir needs a restart; `journalctl -u auditrelay` \
+                     says more",
+                    args.pid,
+                    path.display()
+                ),
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn why(status: &Status) -> &str {
+    status.why.as_deref().unwrap_or("no reason given")
+}
+
+fn answer(args: &ReloadArgs, status: &Status) -> anyhow::Result<String> {
+    if status.ok {
+        Ok(format!("reloaded: the agent (pid {}) applied {}", args.pid, args.config.display()))
+    } else {
+        bail!(
+            "the agent (pid {}) refused {}: {}; the running configuration stays (its log says more: \
+             `journalctl -u auditrelay`)",
+            args.pid,
+            args.config.display(),
+            why(status)
+        )
+    }
+}
+
+/// Sends SIGHUP to `pid`.
+fn signal_hup(pid: u32) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let raw = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw);
+        let Some(target) = raw else { bail!("--pid {pid}: not a process id") };
+        rustix::process::kill_process(target, rustix::process::Signal::HUP)
+            .with_context(|| format!("cannot send SIGHUP to the agent (pid {pid})"))
+    }
+    #[cfg(not(unix))]
+    bail!("reload needs a Unix system (SIGHUP); pid {pid}")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn status(pid: u32, seq: u64) -> Status {
+        Status { pid, seq, config_sha256: Some("ab".into()), ok: true, why: None, at: "t".into() }
+    }
+
+    #[test]
+    fn test_record_replaces_the_status_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATUS_FILE);
+        record(&path, &status(7, 0)).unwrap();
+        record(&path, &status(7, 1)).unwrap();
+        assert_eq!(read(&path), Some(status(7, 1)));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+    }
+
+    #[test]
+    fn test_the_digest_is_of_the_file_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.toml");
+        std::fs::write(&path, "abc").unwrap();
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(file_digest(&path).as_deref(), Some(abc));
+        assert_eq!(file_digest(&dir.path().join("missing")), None);
+    }
+}
