@@ -480,3 +480,25 @@ async fn test_a_source_with_a_refused_credential_shows_as_degraded_and_recovers(
     assert_eq!(telemetry_get(&agent, "/ready").await.0, 200);
     assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
 }
+
+/// Review of issue 18 (leaks): a vendor that echoes the refused key in its 401 body (some do:
+/// "invalid API key 'ak_…'") must not put that key on `/ready` (an unauthenticated endpoint
+/// that monitoring scrapes) nor in the log: the agent knows its secrets and must scrub them.
+#[tokio::test]
+async fn test_ready_and_log_never_show_a_key_the_vendor_echoes_in_its_refusal() {
+    let vendor =
+        Hostile::start(|_| status(401, &[], r#"{"error":"invalid API key 'ak_hostile_test' for this organization"}"#))
+            .await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "");
+    let telemetry = "\n[telemetry]\nlisten = \"127.0.0.1:0\"\n";
+    let config = config_with(dir.path(), &source, telemetry);
+    let log = config.with_file_name("agent.log");
+    let mut agent = Agent::spawn(&["run"], &config, &log, &[]);
+    agent.until("the refusal", RUN_LIMIT, |a| a.count("operator action needed") >= 1).await;
+    let (status, body) = telemetry_get(&agent, "/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(!body.contains("ak_hostile_test"), "/ready shows the API key: {body}");
+    assert!(!agent.log().contains("ak_hostile_test"), "the log shows the API key:\n{}", agent.log());
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+}
