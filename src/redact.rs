@@ -31,6 +31,22 @@ pub fn url(u: &Url) -> String {
     shown.to_string()
 }
 
+/// `text` with every occurrence of each secret replaced by `[redacted]`: for what a remote
+/// party sends back (a vendor's 401 body that echoes the refused key), which the agent shows
+/// in logs, on `/ready` and in `check --connect`. Secrets shorter than 4 bytes are left alone
+/// (they would mangle the text and hide nothing worth hiding).
+pub fn secrets_in(text: &str, secrets: &[&secrecy::SecretString]) -> String {
+    use secrecy::ExposeSecret as _;
+    let mut out = text.to_owned();
+    for secret in secrets {
+        let secret = secret.expose_secret().trim();
+        if secret.len() >= 4 && out.contains(secret) {
+            out = out.replace(secret, "[redacted]");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,5 +58,13 @@ mod tests {
         assert!(!shown.contains("hunter2") && !shown.contains("abc") && !shown.contains("t0k"));
         assert!(!shown.contains("bob"));
         assert!(shown.contains("skip=100"), "{shown}");
+    }
+
+    #[test]
+    fn test_secrets_in_text_are_replaced() {
+        let key = secrecy::SecretString::from("ak_live_123456");
+        let short = secrecy::SecretString::from("ab");
+        let text = "invalid API key 'ak_live_123456' (ab)";
+        assert_eq!(secrets_in(text, &[&key, &short]), "invalid API key '[redacted]' (ab)");
     }
 }

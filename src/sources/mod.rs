@@ -1498,7 +1498,12 @@ impl Source {
             }
             Verdict::Unauthorized | Verdict::Fatal => {
                 let body = read_capped(resp, ERROR_BODY_BYTES, Overflow::Refuse).await.unwrap_or_default();
-                let e = SourceError::Rejected { name, url, status: status.as_u16(), detail: body_excerpt(&body) };
+                let e = SourceError::Rejected {
+                    name,
+                    url,
+                    status: status.as_u16(),
+                    detail: body_excerpt(&body, &self.cfg.vendor.secrets()),
+                };
                 if verdict == Verdict::Unauthorized { Attempt::Unauthorized(e) } else { Attempt::Fatal(e) }
             }
         }
@@ -1785,8 +1790,12 @@ fn excerpt(text: &str) -> &str {
 const ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// The start of a vendor's error body, printable and short, for an operator's message.
-fn body_excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+/// A secret the vendor echoes back (some 401 bodies quote the refused key) is scrubbed: the
+/// excerpt reaches the log, `/ready` and `check --connect`.
+fn body_excerpt(body: &[u8], secrets: &[&secrecy::SecretString]) -> String {
+    // The cut at 300 bytes must not split a secret into a part the scrub no longer finds.
+    let scrubbed = crate::redact::secrets_in(&String::from_utf8_lossy(body), secrets);
+    let text: String = scrubbed.chars().take(300).collect();
     let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     if clean.trim().is_empty() { "(empty body)".to_owned() } else { clean.trim().to_owned() }
 }
