@@ -37,9 +37,10 @@ pub enum Command {
         /// Catch up once and exit: every source fetches until less than one poll interval of
         /// data is left, every sink drains the queue, then print a one-line summary on stdout
         /// (records stored per source, events delivered per sink, dead letters of this run) and
-        /// exit: 0 when all went well, 1 if a source failed (or the agent could not start),
-        /// 2 if records or events were dead-lettered in this run (`queue dead-letters` lists
-        /// them).
+        /// exit: 0 when all went well, 1 if a source failed, events were left undelivered
+        /// (stopped by SIGTERM/SIGINT before the sinks drained: they stay queued for the next
+        /// run) or the agent could not start, 2 if records or events were dead-lettered in this
+        /// run (`queue dead-letters` lists them).
         #[arg(long)]
         once: bool,
         /// After SIGTERM, how long sinks may keep trying to deliver the batch in hand; what is

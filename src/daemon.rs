@@ -104,6 +104,12 @@ impl RunReport {
         self.sources.iter().any(|s| matches!(s.outcome, SourceOutcome::Failed(_)))
     }
 
+    /// Events still queued for some sink when the run ended (a catch-up stopped before its
+    /// sinks drained).
+    pub fn undelivered(&self) -> u64 {
+        self.sinks.iter().map(|s| s.backlog).sum()
+    }
+
     /// Records (sources could not map) and events (sinks refused for good) moved to the
     /// dead-letter table in this run.
     pub fn dead_lettered(&self) -> u64 {

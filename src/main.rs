@@ -61,7 +61,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 return Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS });
             }
             println!("{}", report.summary_line());
-            Ok(if report.failed() {
+            Ok(if report.failed() || report.undelivered() > 0 {
                 ExitCode::FAILURE
             } else if report.dead_lettered() > 0 {
                 ExitCode::from(2)

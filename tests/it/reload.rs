@@ -502,3 +502,45 @@ async fn test_ready_and_log_never_show_a_key_the_vendor_echoes_in_its_refusal() 
     assert!(!agent.log().contains("ak_hostile_test"), "the log shows the API key:\n{}", agent.log());
     assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
 }
+
+/// Review of issue 18 (misleads): dead letters fill `[queue] max_bytes`, so every source stops
+/// fetching ("queue is full: fetching paused") until an operator purges them; `/ready` must not
+/// answer 200 `ready` meanwhile: collection has stopped and will not resume by itself.
+#[tokio::test]
+async fn test_ready_is_not_ready_while_a_full_queue_stops_every_source() {
+    // Records without an event time cannot be mapped: each becomes a dead letter.
+    let served: Vec<serde_json::Value> =
+        (0..400).map(|i| serde_json::json!({"id": format!("bad-{i:04}"), "note": "x".repeat(600)})).collect();
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "");
+    let extra = "\n[queue]\nmax_bytes = \"64 KiB\"\n\n[telemetry]\nlisten = \"127.0.0.1:0\"\n";
+    let config = config_with(dir.path(), &source, extra);
+    let log = config.with_file_name("agent.log");
+    let mut agent = Agent::spawn(&["run"], &config, &log, &[]);
+    agent.until("the full queue", RUN_LIMIT, |a| a.count("queue is full: fetching paused") >= 1).await;
+    let (status, body) = telemetry_get(&agent, "/ready").await;
+    assert_ne!((status, body.as_str()), (200, r#"{"status":"ready","degraded":[]}"#), "collection stopped");
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+}
+
+/// Review of issue 18 point 6 (misleads): `run --once` whose only sink is unreachable never
+/// drains; stopped (SIGTERM, as a scheduler's timeout does), it printed "1000 still queued" and
+/// exited 0 ("all went well"). Undelivered events must not exit 0.
+#[tokio::test]
+async fn test_run_once_that_leaves_events_undelivered_does_not_exit_0() {
+    let served = records("undelivered", 10);
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "");
+    let config = config_with(dir.path(), &source, &syslog_sink("down", closed_port(), ""));
+    let log = config.with_file_name("agent.log");
+    let mut agent = Agent::spawn(&["run", "--once", "--drain-timeout", "1s"], &config, &log, &[]);
+    agent
+        .until("the source caught up and the sink failing", RUN_LIMIT, |a| {
+            a.count("caught up") >= 1 && a.count("batch not delivered") >= 2
+        })
+        .await;
+    let status = agent.terminate(RUN_LIMIT).await;
+    assert!(!status.success(), "run --once exited 0 with every event undelivered:\n{}", agent.log());
+}
