@@ -607,12 +607,17 @@ impl Agent {
         }
         let renames = sink_renames(&new.sinks);
         let mut keep = names;
+        // Renamed sinks whose old cursor could not be carried over: not started now. Started
+        // fresh, one would deliver the old name's backlog, and the rename done at the next start
+        // would put the old cursor back and deliver it again (adversarial review of issue 18).
+        let mut deferred: Vec<String> = Vec::new();
         match self.queue.rename_sinks(renames.clone()).await {
             Ok(done) => done.iter().for_each(|r| {
                 info!(from = %r.from, to = %r.to, after_id = r.cursor, "sink renamed: its cursor and backlog carried over")
             }),
             Err(e) => {
-                error!(error = %e, "reload: cannot carry renamed sinks' cursors over; their backlog is kept under the old name until the next start");
+                deferred = renames.iter().map(|(_, to)| to.clone()).collect();
+                error!(error = %e, sinks = ?deferred, "reload: cannot carry renamed sinks' cursors over; those sinks stay stopped, their backlog kept under the old name, until the next reload or start");
                 keep.extend(renames.into_iter().map(|(from, _)| from));
             }
         }
@@ -620,8 +625,12 @@ impl Agent {
             error!(error = %e, "reload: cannot update the sink cursors; restart the agent");
         }
         for cfg in &new.sinks {
-            if let Some(sink) = opened.remove(&cfg.name) {
-                self.start_sink(cfg.clone(), sink);
+            if let Some(mut sink) = opened.remove(&cfg.name) {
+                if deferred.contains(&cfg.name) {
+                    sink.close().await;
+                } else {
+                    self.start_sink(cfg.clone(), sink);
+                }
             }
         }
         // Sources: removed and changed ones stop (their next start resumes from the checkpoint).
@@ -653,8 +662,14 @@ impl Agent {
             }
         }
         let (sources, sinks) = (new.sources.len(), new.sinks.len());
-        info!(sources, sinks, restarted_sources = stale.len(), "configuration reloaded");
         self.config = new;
+        if !deferred.is_empty() {
+            error!(sinks = ?deferred, "configuration reloaded except renamed sinks, which stay stopped: reload again or restart");
+            return Err(
+                "renamed sinks could not take over their old cursors (database busy): they stay stopped until the next reload or start",
+            );
+        }
+        info!(sources, sinks, restarted_sources = stale.len(), "configuration reloaded");
         Ok(())
     }
 

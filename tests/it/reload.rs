@@ -544,3 +544,51 @@ async fn test_run_once_that_leaves_events_undelivered_does_not_exit_0() {
     let status = agent.terminate(RUN_LIMIT).await;
     assert!(!status.success(), "run --once exited 0 with every event undelivered:\n{}", agent.log());
 }
+
+/// Review of issue 18 (duplicates; misleads): a reload that renames a sink while the queue
+/// database is busy (another writer, a slow disk: over the 5 s busy timeout) logs "cannot carry
+/// renamed sinks' cursors over" yet reports the reload applied (metric 1, "configuration
+/// reloaded"); the renamed sink starts as a new one at the oldest queued event and delivers the
+/// backlog, and at the next start the deferred rename puts the old cursor over the new one, so
+/// the whole backlog is delivered a second time, silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_sink_rename_deferred_by_a_busy_database_delivers_nothing_twice() {
+    let served = records("busy", 20);
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "");
+    // `a` cannot deliver: its 20 events stay queued for it.
+    let config = config_with(dir.path(), &source, &syslog_sink("a", closed_port(), ""));
+    let log = config.with_file_name("agent.log");
+    let mut agent = Agent::spawn(&["run", "--drain-timeout", "1s"], &config, &log, &[]);
+    agent.until("the file sink's records", RUN_LIMIT, |_| lines(&out_path(dir.path())) >= 20).await;
+    agent.until("a's failures", RUN_LIMIT, |a| a.count("batch not delivered") >= 2).await;
+
+    // Renamed to `b` (a file) while another connection holds the database for 8 s.
+    config_with(dir.path(), &source, &file_sink(dir.path(), "b", "b.ndjson", "renamed_from = \"a\""));
+    let db = dir.path().join("state").join("auditrelay.db");
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(8));
+        conn.execute_batch("ROLLBACK").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    hup(&agent);
+    // Not applied for `b`: it stays stopped (and the reload says so) rather than start fresh.
+    agent.until("the reload", RUN_LIMIT, |a| a.count("configuration reloaded except renamed sinks") >= 1).await;
+    holder.join().unwrap();
+    let b = dir.path().join("b.ndjson");
+    assert_eq!(lines(&b), 0, "{}", agent.tail());
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+
+    // The next start (catch up and drain): nothing may reach `b` twice.
+    let mut agent = Agent::start(&config, true);
+    let status = agent.exit(RUN_LIMIT).await;
+    assert!(status.success(), "{}", agent.log());
+    let twice: Vec<_> = delivered(&b).into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(twice.is_empty(), "{} records reached b twice:\n{}", twice.len(), agent.log());
+    assert_eq!(delivered(&b).len(), 20, "a's backlog reaches b once the rename is done: {}", agent.log());
+}
