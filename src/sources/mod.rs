@@ -883,6 +883,16 @@ impl Source {
         exit
     }
 
+    /// Ends the failing streak under way, if any, with an INFO line saying so.
+    fn recovered(&self) {
+        let now_ms = self.clock.now_utc().timestamp_millis();
+        if let Some((failures, after)) = self.stats.trouble.succeeded(now_ms) {
+            let name = &self.cfg.name;
+            info!(source = %name, failures, after = %humantime::format_duration(after),
+                "source {name} recovered after {failures} failures / {}", humantime::format_duration(after));
+        }
+    }
+
     /// Runs until shutdown, until caught up (in [`RunMode::CatchUp`]), or until a fatal error
     /// in catch-up mode. Cancellation is only observed while waiting or talking to the vendor,
     /// never between receiving a page and committing it.
@@ -906,8 +916,20 @@ impl Source {
                     "queue is full: fetching paused (checkpoint kept; the data waits at the vendor); queued events and dead \
                      letters count against queue.max_bytes: `auditrelay queue stats` shows which, and dead letters are \
                      purged with `auditrelay queue purge-dead-letters` (agent stopped)");
+                // Degraded on /ready while it lasts: collection has stopped, and with dead letters
+                // filling the queue it does not resume without an operator.
+                let now_ms = self.clock.now_utc().timestamp_millis();
+                let why = format!(
+                    "queue is full ({} of {} bytes; queued events and dead letters count): fetching paused",
+                    self.queue.queued_bytes(),
+                    self.queue.max_bytes()
+                );
+                self.stats.trouble.failed(now_ms, why, false);
                 tokio::select! {
-                    _ = self.queue.wait_for_room() => info!(source = %name, "queue has room again: fetching resumed"),
+                    _ = self.queue.wait_for_room() => {
+                        info!(source = %name, "queue has room again: fetching resumed");
+                        self.recovered();
+                    }
                     _ = shutdown.cancelled() => return SourceExit::Shutdown,
                 }
             }
@@ -1271,11 +1293,7 @@ impl Source {
             let now_ms = self.clock.now_utc().timestamp_millis();
             let (delay, rate_limited) = match attempt {
                 Attempt::Page(page) => {
-                    if let Some((failures, after)) = self.stats.trouble.succeeded(now_ms) {
-                        let name = &self.cfg.name;
-                        info!(source = %name, failures, after = %humantime::format_duration(after),
-                            "source {name} recovered after {failures} failures / {}", humantime::format_duration(after));
-                    }
+                    self.recovered();
                     return Some(Ok(page));
                 }
                 Attempt::Split(why) => {
@@ -1720,6 +1738,9 @@ impl Source {
             };
             match committed {
                 Ok(outcome) => {
+                    if failures > 0 {
+                        self.recovered();
+                    }
                     bump(&self.stats.stored, outcome.stored as u64);
                     bump(&self.stats.duplicates, outcome.duplicates as u64);
                     bump(&self.stats.dead_lettered, outcome.dead_lettered as u64);
@@ -1736,6 +1757,8 @@ impl Source {
                     let wait = full_jitter(&self.cfg.backoff, failures, &mut self.rng);
                     error!(source = %name, error = %e, retry_in = ?wait,
                         "cannot commit the page to the queue; fetching stopped, checkpoint unchanged");
+                    let now_ms = self.clock.now_utc().timestamp_millis();
+                    self.stats.trouble.failed(now_ms, format!("cannot commit a page to the queue: {e}"), false);
                     failures = failures.saturating_add(1);
                     tokio::select! {
                         _ = self.clock.sleep(wait) => {}
