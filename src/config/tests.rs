@@ -880,3 +880,18 @@ fn the_mistakes_are_a_list_with_line_column_key_and_message() {
     assert_eq!(at, [(Some(3), Some(13), "queue.max_bytes"), (None, None, "sources")]);
     assert_eq!(e.to_string().lines().last(), Some(format!("2 errors in {FILE}").as_str()));
 }
+
+/// A refused URL does not hide the other keys of an HTTP sink, its `ca_file` included.
+#[test]
+fn a_refused_url_does_not_hide_the_ca_file() {
+    for (kind, url) in [("hec", "url"), ("otlp", "endpoint")] {
+        let body = format!("{url} = \"ftp://h\"\ntoken = \"t\"\nca_file = \"~/ca.pem\"\ntimeout = \"0s\"");
+        let body = if kind == "otlp" { body.replace("token = \"t\"\n", "") } else { body };
+        let lines = error_lines(&sink_of(kind, &body));
+        let keys = [format!("sinks[0].{url}"), "sinks[0].ca_file".to_owned(), "sinks[0].timeout".to_owned()];
+        assert_eq!(lines.len(), keys.len() + 1, "{lines:#?}");
+        for (line, key) in lines.iter().zip(&keys) {
+            assert!(line.contains(key.as_str()), "{line:?} lacks {key}\n{lines:#?}");
+        }
+    }
+}

@@ -385,10 +385,8 @@ impl Validator<'_> {
         let raw_data = raw.as_ref().map_or(Err(Reported), |r| self.raw_data(&r.ocsf));
         let telemetry = raw.as_ref().map_or(Err(Reported), |r| self.telemetry(&r.telemetry));
         // Sources are checked with the defaults where `[severity]` or `[ocsf]` was refused.
-        let policy = Policy {
-            severity: severity.clone().unwrap_or_default(),
-            raw_data: raw_data.unwrap_or(RawData::Full),
-        };
+        let policy =
+            Policy { severity: severity.clone().unwrap_or_default(), raw_data: raw_data.unwrap_or(RawData::Full) };
         let source_names: Vec<_> = sources.iter().map(|s| s.as_ref().and_then(|s| s.raw.name.clone())).collect();
         let sink_names: Vec<_> = sinks
             .iter()

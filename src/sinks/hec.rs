@@ -47,7 +47,7 @@ use toml::Spanned;
 use super::{Delivery, SendError};
 use crate::backoff::{self, MeasureFrom};
 use crate::clock::Clock;
-use crate::config::{Reported, Res, SecretText, TableKeys, Text, duration_text, path_text};
+use crate::config::{Res, SecretText, TableKeys, Text, duration_text, path_text};
 
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
@@ -684,7 +684,8 @@ impl Protocol for HecSink {
         };
         let ca_file = match &url {
             Ok(url) => crate::sinks::https_ca_file(cx, &r.ca_file, url),
-            Err(_) => Err(Reported),
+            // Whether a CA is used depends on the refused URL; the file itself is still checked.
+            Err(reported) => r.ca_file.as_ref().map(|p| cx.path(p, "ca_file")).transpose().and(Err(*reported)),
         };
         let timeout = cx.duration(&r.timeout, "timeout", 30 * SECOND, true);
         Ok(HecSinkSettings {

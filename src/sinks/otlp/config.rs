@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::OtlpSink;
-use crate::config::{Reported, Res, SecretText, TableKeys, duration_text, path_text};
+use crate::config::{Res, SecretText, TableKeys, duration_text, path_text};
 use crate::queue::{QueueError, QueuedEvent};
 use crate::sinks::{Attach, Delivery, Protocol, SendError};
 
@@ -137,7 +137,8 @@ impl Protocol for OtlpSink {
         };
         let ca_file = match &endpoint {
             Ok(endpoint) => crate::sinks::https_ca_file(cx, &r.ca_file, endpoint),
-            Err(_) => Err(Reported),
+            // Whether a CA is used depends on the refused URL; the file itself is still checked.
+            Err(reported) => r.ca_file.as_ref().map(|p| cx.path(p, "ca_file")).transpose().and(Err(*reported)),
         };
         let timeout = cx.duration(&r.timeout, "timeout", 30 * SECOND, true);
         Ok(OtlpSinkSettings {
