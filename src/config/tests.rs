@@ -895,3 +895,26 @@ fn a_refused_url_does_not_hide_the_ca_file() {
         }
     }
 }
+
+/// Several unknown keys of one table are each reported at their own line, and an unknown key of
+/// a table inside it (`backoff`) is named with that table.
+#[test]
+fn every_unknown_key_of_a_table_is_reported() {
+    let text = with_source(&format!("{MINIMAL}\nbackoff = {{ inital = \"1s\" }}"))
+        .replace("state_dir = \"state\"\n", "state_dir = \"state\"\nbogus = 1\n[queue]\nmax_bytes = 5\nmax_byte = 6\n");
+    let lines = error_lines(&format!("tail = 1\n{text}"));
+    let starts = [
+        ":1: tail: unknown field `tail`",
+        ":3: bogus: unknown field `bogus`",
+        ":6: queue.max_byte:",
+        ":12: sources[0].backoff.inital",
+    ];
+    assert_eq!(lines.len(), starts.len() + 1, "{lines:#?}");
+    for (line, start) in lines.iter().zip(starts) {
+        assert!(line.starts_with(&format!("{FILE}{start}")), "{line:?} does not start with {start:?}\n{lines:#?}");
+    }
+    assert!(
+        lines[2].ends_with("did you mean `max_bytes`?") && lines[3].contains("did you mean `initial`?"),
+        "{lines:#?}"
+    );
+}

@@ -70,6 +70,9 @@ struct Found {
     keys: RefCell<BTreeSet<String>>,
     /// Set while the checks between tables run.
     between: Cell<bool>,
+    /// The byte offset of each line's start, made at the first problem: a file with thousands
+    /// of mistakes must not be scanned again for each.
+    line_starts: std::cell::OnceCell<Vec<usize>>,
 }
 
 /// A mistake was found and recorded by the [`Validator`] (which reports every one at the
@@ -137,10 +140,14 @@ impl Validator<'_> {
 
     /// The 1-based line and column (in characters) of byte `at`.
     fn position(&self, at: usize) -> (usize, usize) {
-        let upto = self.text.get(..at).unwrap_or(self.text);
-        let line_start = upto.rfind('\n').map_or(0, |i| i + 1);
-        let line = upto.bytes().filter(|b| *b == b'\n').count() + 1;
-        (line, upto[line_start..].chars().count() + 1)
+        let starts = self.found.line_starts.get_or_init(|| {
+            let newlines = self.text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1);
+            std::iter::once(0).chain(newlines).collect()
+        });
+        let line = starts.partition_point(|start| *start <= at).max(1);
+        let line_start = starts.get(line - 1).copied().unwrap_or(0);
+        let column = self.text.get(line_start..at.min(self.text.len())).map_or(0, |s| s.chars().count());
+        (line, column + 1)
     }
 
     /// Every problem recorded, in report order (module docs of `config`).
@@ -218,6 +225,30 @@ impl Validator<'_> {
             let de = toml::de::Deserializer::from(Spanned::new(span.clone(), table.clone()));
             match serde_path_to_error::deserialize::<_, R>(de) {
                 Ok(raw) => return Ok(raw),
+                Err(e)
+                    if e.inner().message().starts_with("unknown field `")
+                        && e.inner().span().is_some_and(|at| table.keys().any(|k| k.span().contains(&at.start))) =>
+                {
+                    // An unknown key of this table (not of a table inside it): every unknown key
+                    // of it at once, not one read per key.
+                    let message = e.inner().message().trim_end();
+                    let expected = message.split_once("`, ").map_or("", |(_, rest)| rest);
+                    let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+                    let unknown: Vec<_> = table
+                        .keys()
+                        .filter(|k| !known.contains(&k.get_ref().as_ref()))
+                        .map(|k| (k.get_ref().to_string(), k.span()))
+                        .collect();
+                    if unknown.is_empty() {
+                        return Err(self.toml_err(&at(""), e.inner()));
+                    }
+                    for (key, span) in unknown {
+                        let message = suggest(&format!("unknown field `{key}`, {expected}"));
+                        self.cover_suggestion(&at(&key), &message);
+                        self.err(span, &at(&key), message);
+                        table.remove(key.as_str());
+                    }
+                }
                 Err(e) => {
                     let reported = self.toml_err(&at(&key_path(e.path())), e.inner());
                     // The key at fault: the first of the error's path, else (an unknown key,
