@@ -263,6 +263,7 @@ fn invalid_text(file: &Path, line: Option<usize>, key: &str, message: &str) -> S
 impl Config {
     /// Reads and validates `path`, taking `${NAME}` secrets from the process environment
     /// (`CREDENTIALS_DIRECTORY` from [`Config::set_credentials_dir`] when that was called).
+    /// An invalid file is refused with every mistake it holds ([`ConfigError::Invalid`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let read_err = |io| ConfigError::Read { path: path.to_path_buf(), io };
         let text = std::fs::read_to_string(path).map_err(read_err)?;

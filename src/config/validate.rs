@@ -1057,6 +1057,7 @@ impl TableKeys<'_> {
         self.v.err(span, &self.key(key), msg)
     }
 
+    /// [`TableKeys::err`] as a refused result.
     pub fn fail<T>(&self, span: impl Into<Option<Range<usize>>>, key: &str, msg: impl Into<String>) -> Res<T> {
         self.v.fail(span, &self.key(key), msg)
     }
