@@ -549,7 +549,11 @@ impl Agent {
         let new = match Config::load(&path) {
             Ok(c) => c,
             Err(e) => {
-                error!(error = %e, "reload refused: the configuration file is invalid; the running configuration stays");
+                // One log line per mistake of the file (each with its journal priority), in
+                // the order `check` prints them; the last says how many.
+                for line in e.to_string().lines() {
+                    error!(error = %line, "reload refused: the configuration file is invalid; the running configuration stays");
+                }
                 return Err("invalid configuration");
             }
         };

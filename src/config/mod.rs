@@ -7,9 +7,13 @@
 //!    (`vendors/<name>/mod.rs`) or the sink's (`sinks/<type>.rs`) through [`TableKeys`];
 //! 3. `render.rs`: the resolved configuration for `auditrelay check`.
 //!
-//! Every mistake is one [`ConfigError`] naming the file, the line and the key path. Messages never
-//! quote a secret, nor a TOML source line (the line might hold one). This module does no network
-//! I/O and knows nothing of how sources or sinks use their settings.
+//! A file is refused with every mistake it holds ([`ConfigError::Invalid`], a [`ConfigErrors`]
+//! list): each check records its [`Problem`] (file, line, column, key path, message) and
+//! validation goes on with the next key or table, so forty mistakes take one `check`, not forty.
+//! A TOML syntax error is the one exception: the `toml` parser stops at the first, and nothing
+//! after it can be read. Messages never quote a secret, nor a TOML source line (the line might
+//! hold one). This module does no network I/O and knows nothing of how sources or sinks use
+//! their settings.
 
 use std::fmt::Write as _;
 use std::num::NonZeroU32;
@@ -32,7 +36,7 @@ pub use raw::{SecretText, Size};
 pub(crate) use render::{duration_text, path_text, size_text};
 use validate::Validator;
 pub(crate) use validate::warn_if_shared;
-pub use validate::{Res, Secret, TableKeys, Text};
+pub use validate::{Reported, Res, Secret, TableKeys, Text};
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
@@ -188,9 +192,57 @@ pub enum ConfigError {
         #[source]
         io: std::io::Error,
     },
-    /// `line` is 1-based; `key` is a path such as `sources[0].lag` (empty for a syntax error).
-    #[error("{}", invalid_text(file, *line, key, message))]
-    Invalid { file: PathBuf, line: Option<usize>, key: String, message: String },
+    /// Every mistake of the file, in file order.
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+}
+
+impl ConfigError {
+    /// The mistakes of an invalid file (none for a file that could not be read).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Invalid(errors) => &errors.problems,
+        }
+    }
+}
+
+/// One mistake in the file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// 1-based line of the value, key or table at fault; `None` when the file as a whole is
+    /// (no `[[sources]]` table).
+    pub line: Option<usize>,
+    /// 1-based column (in characters) on that line.
+    pub column: Option<usize>,
+    /// A path such as `sources[0].lag` (empty for a syntax error).
+    pub key: String,
+    pub message: String,
+}
+
+/// Every mistake of one file: first those of single keys and tables ordered by line and
+/// column, then those between tables (duplicate names, `renamed_from`) ordered the same way,
+/// then any without a line. Shown one per line as `file:line: key: message`, as a single
+/// mistake always was, then `N errors in file` when there are several.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            f.write_str(&invalid_text(&self.file, p.line, &p.key, &p.message))?;
+        }
+        if self.problems.len() > 1 {
+            write!(f, "\n{} errors in {}", self.problems.len(), self.file.display())?;
+        }
+        Ok(())
+    }
 }
 
 /// Set by [`Config::set_credentials_dir`].
@@ -211,6 +263,7 @@ fn invalid_text(file: &Path, line: Option<usize>, key: &str, message: &str) -> S
 impl Config {
     /// Reads and validates `path`, taking `${NAME}` secrets from the process environment
     /// (`CREDENTIALS_DIRECTORY` from [`Config::set_credentials_dir`] when that was called).
+    /// An invalid file is refused with every mistake it holds ([`ConfigError::Invalid`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let read_err = |io| ConfigError::Read { path: path.to_path_buf(), io };
         let text = std::fs::read_to_string(path).map_err(read_err)?;
@@ -220,7 +273,7 @@ impl Config {
             _ => std::env::var(name).ok(),
         };
         let dir = origin.parent().unwrap_or(Path::new(""));
-        let v = Validator { text: &text, file: &origin, dir, env: &env, read_secrets: true, check_files: true };
+        let v = Validator::new(&text, &origin, dir, &env, true, true);
         v.parse(&text)
     }
 
@@ -240,14 +293,7 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(read_err)?;
         let origin = std::path::absolute(path).map_err(read_err)?;
         let env = |_: &str| None;
-        let v = Validator {
-            text: &text,
-            file: &origin,
-            dir: origin.parent().unwrap_or(Path::new("")),
-            env: &env,
-            read_secrets: false,
-            check_files: false,
-        };
+        let v = Validator::new(&text, &origin, origin.parent().unwrap_or(Path::new("")), &env, false, false);
         v.parse(&text)
     }
 
@@ -259,14 +305,7 @@ impl Config {
         origin: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let v = Validator {
-            text,
-            file: origin,
-            dir: origin.parent().unwrap_or(Path::new("")),
-            env,
-            read_secrets: true,
-            check_files: false,
-        };
+        let v = Validator::new(text, origin, origin.parent().unwrap_or(Path::new("")), env, true, false);
         v.parse(text)
     }
 }

@@ -10,7 +10,8 @@ use toml::Spanned;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
-    pub(super) state_dir: Spanned<String>,
+    /// Required; optional here so that its absence is one problem among the others.
+    pub(super) state_dir: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) queue: RawQueue,
     /// Split off before the rest is read (`Validator::split`); named here so that serde's
@@ -58,7 +59,8 @@ pub(super) struct RawQueue {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSource {
-    pub(super) name: Spanned<String>,
+    /// Required (checked in validation, so the table's other keys are read without it).
+    pub(super) name: Option<Spanned<String>>,
     pub(super) log_name: Option<Spanned<String>>,
     pub(super) base_url: Option<Spanned<String>>,
     /// A string, or an unquoted TOML offset date-time.
@@ -103,7 +105,8 @@ pub(super) struct RawBackoff {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSink {
-    pub(super) name: Spanned<String>,
+    /// Required (checked in validation, so the table's other keys are read without it).
+    pub(super) name: Option<Spanned<String>>,
     pub(super) batch_max_events: Option<Spanned<usize>>,
     pub(super) batch_max_bytes: Option<Spanned<Size>>,
     pub(super) backoff: Option<Spanned<RawBackoff>>,

@@ -438,7 +438,8 @@ fn max_pages_is_read_checked_and_rendered() {
 
 #[test]
 fn unknown_keys_are_named_with_their_line() {
-    check_err(&format!("state_dir = \"s\"\n\nbogus = 1\n{SINK}"), &[FILE, ":3:", "bogus"]);
+    let bogus = with_source(MINIMAL).replace("state_dir = \"state\"\n", "state_dir = \"s\"\n\nbogus = 1\n");
+    check_err(&bogus, &[FILE, ":3:", "bogus"]);
     check_err(&with_source(&format!("{MINIMAL}\nlagg = \"1m\"")), &[FILE, ":7:", "sources[0]", "lagg"]);
     check_err(&with_source(&format!("{MINIMAL}\nbackoff = {{ inital = \"1s\" }}")), &[":7:", "inital"]);
 }
@@ -458,14 +459,16 @@ fn bad_values_name_file_line_and_key() {
     check_err(&with_source(&format!("{MINIMAL}\nrate_limit = {{ requests = 0 }}")), &[":7:", "requests"]);
     let backoff = format!("{MINIMAL}\nbackoff = {{ initial = \"2m\", max = \"1m\" }}");
     check_err(&with_source(&backoff), &[":7: sources[0].backoff:", "initial"]);
-    check_err(&with_source("vendor2 = 1"), &["sources[0]", "vendor2"]);
+    check_err(&with_source(&format!("{MINIMAL}\nvendor2 = 1")), &["sources[0]", "vendor2"]);
     check_err(&with_source("api_key = \"k\""), &[":2: sources[0].organization_id: required"]);
     check_err(&with_source("organization_id = \"ORG_A\""), &["sources[0].api_key", "exactly one"]);
-    check_err(&format!("state_dir = \"s\"\n[queue]\nmax_bytes = 0\n{SINK}"), &[":3: queue.max_bytes:"]);
-    check_err(
-        &format!("state_dir = \"s\"\n[queue]\nmax_bytes = \"1 XB\"\n{SINK}"),
-        &[":3: queue.max_bytes: invalid size \"1 XB\""],
-    );
+    // Each file holds the one mistake (a source too: without one, that is a second mistake).
+    let queue = |max_bytes: &str| {
+        with_source(MINIMAL)
+            .replace("state_dir = \"state\"\n", &format!("state_dir = \"s\"\n[queue]\nmax_bytes = {max_bytes}\n"))
+    };
+    check_err(&queue("0"), &[":3: queue.max_bytes:"]);
+    check_err(&queue("\"1 XB\""), &[":3: queue.max_bytes: invalid size \"1 XB\""]);
     check_err("state_dir = \"s\"\nsources = [", &[FILE, ":2:"]);
     check_err(&format!("state_dir = \"s\"\n{SINK}"), &[": sources: at least one"]);
     let vendor = with_source(MINIMAL).replace("\"aitronos\"", "\"okta\"");
@@ -737,7 +740,10 @@ fn unknown_keys_get_a_suggestion_from_their_own_table() {
     check_err(&with_source(&format!("{MINIMAL}\nlagg = \"1m\"")), &[":7: sources[0].lagg:", "did you mean `lag`?"]);
     let ack = "url = \"http://h\"\ntoken = \"t\"\nindexer_acks = true";
     check_err(&sink_of("hec", ack), &[":12: sinks[0].indexer_acks:", "did you mean `indexer_ack`?"]);
-    check_err(&format!("state_dri = \"s\"\n{SINK}"), &[":1: state_dri:", "did you mean `state_dir`?"]);
+    check_err(
+        &with_source(MINIMAL).replace("state_dir", "state_dri"),
+        &[":1: state_dri:", "did you mean `state_dir`?"],
+    );
     let backoff = with_source(&format!("{MINIMAL}\nbackoff = {{ inital = \"1s\" }}"));
     check_err(&backoff, &[":7:", "did you mean `initial`?"]);
     // Another vendor's (sink type's) key is not offered.
@@ -746,4 +752,169 @@ fn unknown_keys_get_a_suggestion_from_their_own_table() {
     assert!(e.contains("unknown field `usernme`") && !e.contains("did you mean"), "{e}");
     let e = parse_at(&sink_of("file", "path = \"o\"\nhostnme = \"h\""), Path::new(FILE)).expect_err("refused");
     assert!(!e.to_string().contains("did you mean"), "{e}");
+}
+
+/// Issue 18 point 3: mistakes in the global tables, in two sources (one a vendor's own key) and
+/// in two sinks (one a protocol's own value), and a duplicate name across sources.
+const MANY_MISTAKES: &str = r#"state_dir = "state"
+[queue]
+max_bytes = "lots"
+[[sources]]
+name = "a"
+vendor = "aitronos"
+organization_id = "ORG_A"
+api_key = "k"
+page_size = 500
+lag = "5 parsecs"
+[[sources]]
+name = "a"
+vendor = "datafold"
+api_key = "k"
+max_recrods = 5
+[[sinks]]
+name = "f"
+type = "file"
+path = "o"
+batch_max_events = 0
+[[sinks]]
+name = "h"
+type = "hec"
+url = "https://splunk.example.com:8088"
+token = "t"
+timeout = "2h"
+[telemetry]
+listen = "nowhere"
+"#;
+
+/// The lines of the error `text` is refused with.
+fn error_lines(text: &str) -> Vec<String> {
+    let e = parse_at(text, Path::new(FILE)).expect_err("config must be rejected").to_string();
+    assert!(!e.contains(SECRET), "{e:?} leaks the secret");
+    e.lines().map(str::to_owned).collect()
+}
+
+/// Every mistake of the file, each on its line as a single one is shown, in file order; the
+/// one that depends on two tables (a duplicate name) after them; then the count.
+#[test]
+fn every_mistake_of_the_file_is_reported_in_file_order() {
+    let lines = error_lines(MANY_MISTAKES);
+    let expected = [
+        format!("{FILE}:3: queue.max_bytes: invalid size \"lots\""),
+        format!("{FILE}:9: sources[0].page_size: 500 is out of range"),
+        format!("{FILE}:10: sources[0].lag: invalid duration \"5 parsecs\""),
+        format!("{FILE}:15: sources[1].max_recrods: unknown field `max_recrods`"),
+        format!("{FILE}:20: sinks[0].batch_max_events: must be at least 1"),
+        format!("{FILE}:26: sinks[1].timeout: \"2h\" is longer than"),
+        format!("{FILE}:28: telemetry.listen: invalid address \"nowhere\""),
+        format!("{FILE}:12: sources[1].name: duplicate name \"a\" (also sources[0])"),
+        format!("8 errors in {FILE}"),
+    ];
+    assert_eq!(lines.len(), expected.len(), "{lines:#?}");
+    for (line, start) in lines.iter().zip(&expected) {
+        assert!(line.starts_with(start.as_str()), "{line:?} does not start with {start:?}\n{lines:#?}");
+    }
+    assert!(lines[3].ends_with("did you mean `max_records`?"), "{lines:#?}");
+}
+
+/// A bad value is reported and the next key of the same table is still read: common keys,
+/// a vendor's own keys, a protocol's own keys; a one-mistake file shows one line and no count.
+#[test]
+fn a_bad_value_does_not_hide_the_next_key_of_its_table() {
+    let source = "organization_id = \"\"\napi_key = \"k\"\npage_size = 0\nlag = \"x\"\npoll_interval = \"0s\"";
+    let lines = error_lines(&with_source(source));
+    let keys = ["sources[0].organization_id", "sources[0].page_size", "sources[0].lag", "sources[0].poll_interval"];
+    assert_eq!(lines.len(), keys.len() + 1, "{lines:#?}");
+    for (line, key) in lines.iter().zip(keys) {
+        assert!(line.contains(key), "{line:?} lacks {key}\n{lines:#?}");
+    }
+    let lines =
+        error_lines(&syslog_sink("address = \"h:0\"\nfacility = \"kernal\"\napp_name = \"a b\"\nsd_id = \"=\""));
+    let keys = [":10: sinks[0].address", ":11: sinks[0].facility", ":12: sinks[0].app_name", ":13: sinks[0].sd_id"];
+    assert_eq!(lines.len(), keys.len() + 1, "{lines:#?}");
+    for (line, key) in lines.iter().zip(keys) {
+        assert!(line.contains(key), "{line:?} lacks {key}\n{lines:#?}");
+    }
+    assert_eq!(lines[4], format!("4 errors in {FILE}"));
+    let one = error_lines(&with_source(&format!("{MINIMAL}\nlag = \"5x\"")));
+    assert_eq!(one.len(), 1, "{one:#?}");
+    assert!(one[0].starts_with(&format!("{FILE}:7: sources[0].lag: invalid duration \"5x\"")), "{one:#?}");
+}
+
+/// A key refused for its type is not reported again as missing, nor a misspelt key's intended
+/// name: one mistake, one line.
+#[test]
+fn a_key_at_fault_is_reported_once() {
+    let one = error_lines(&sink_of("hec", "url = 5\ntoken = \"t\""));
+    assert_eq!(one.len(), 1, "{one:#?}");
+    assert!(one[0].starts_with(&format!("{FILE}:10: sinks[0].url: invalid type")), "{one:#?}");
+    let one = error_lines(&with_source("organization_id = \"ORG_A\"\napi_key = 7"));
+    assert_eq!(one.len(), 1, "{one:#?}");
+    assert!(one[0].contains("sources[0].api_key") && !one[0].contains('7'), "{one:#?}");
+    let one = error_lines(&with_source(MINIMAL).replace("state_dir", "state_dri"));
+    assert_eq!(one.len(), 1, "{one:#?}");
+    assert!(one[0].contains(":1: state_dri:") && one[0].contains("did you mean `state_dir`?"), "{one:#?}");
+}
+
+/// The mistakes are also a list (for a caller rendering them otherwise, as JSON): line and
+/// column of the value at fault, key path, message; a mistake of the file as a whole has no
+/// line and comes last.
+#[test]
+fn the_mistakes_are_a_list_with_line_column_key_and_message() {
+    let e = parse_at(MANY_MISTAKES, Path::new(FILE)).expect_err("invalid");
+    assert_eq!(e.problems().len(), 8);
+    let page_size = Problem {
+        line: Some(9),
+        column: Some(13),
+        key: "sources[0].page_size".to_owned(),
+        message: "500 is out of range 1..=100 (the API's maximum)".to_owned(),
+    };
+    assert_eq!(e.problems()[1], page_size);
+    let json = serde_json::to_value(&e.problems()[1]).expect("serializable");
+    assert_eq!((json["line"].as_u64(), json["column"].as_u64()), (Some(9), Some(13)), "{json}");
+    let ConfigError::Invalid(errors) = &e else { panic!("{e}") };
+    assert_eq!(errors.file, Path::new(FILE));
+
+    let no_source = format!("state_dir = \"s\"\n[queue]\nmax_bytes = 0\n{SINK}");
+    let e = parse_at(&no_source, Path::new(FILE)).expect_err("invalid");
+    let at: Vec<_> = e.problems().iter().map(|p| (p.line, p.column, p.key.as_str())).collect();
+    assert_eq!(at, [(Some(3), Some(13), "queue.max_bytes"), (None, None, "sources")]);
+    assert_eq!(e.to_string().lines().last(), Some(format!("2 errors in {FILE}").as_str()));
+}
+
+/// A refused URL does not hide the other keys of an HTTP sink, its `ca_file` included.
+#[test]
+fn a_refused_url_does_not_hide_the_ca_file() {
+    for (kind, url) in [("hec", "url"), ("otlp", "endpoint")] {
+        let body = format!("{url} = \"ftp://h\"\ntoken = \"t\"\nca_file = \"~/ca.pem\"\ntimeout = \"0s\"");
+        let body = if kind == "otlp" { body.replace("token = \"t\"\n", "") } else { body };
+        let lines = error_lines(&sink_of(kind, &body));
+        let keys = [format!("sinks[0].{url}"), "sinks[0].ca_file".to_owned(), "sinks[0].timeout".to_owned()];
+        assert_eq!(lines.len(), keys.len() + 1, "{lines:#?}");
+        for (line, key) in lines.iter().zip(&keys) {
+            assert!(line.contains(key.as_str()), "{line:?} lacks {key}\n{lines:#?}");
+        }
+    }
+}
+
+/// Several unknown keys of one table are each reported at their own line, and an unknown key of
+/// a table inside it (`backoff`) is named with that table.
+#[test]
+fn every_unknown_key_of_a_table_is_reported() {
+    let text = with_source(&format!("{MINIMAL}\nbackoff = {{ inital = \"1s\" }}"))
+        .replace("state_dir = \"state\"\n", "state_dir = \"state\"\nbogus = 1\n[queue]\nmax_bytes = 5\nmax_byte = 6\n");
+    let lines = error_lines(&format!("tail = 1\n{text}"));
+    let starts = [
+        ":1: tail: unknown field `tail`",
+        ":3: bogus: unknown field `bogus`",
+        ":6: queue.max_byte:",
+        ":12: sources[0].backoff.inital",
+    ];
+    assert_eq!(lines.len(), starts.len() + 1, "{lines:#?}");
+    for (line, start) in lines.iter().zip(starts) {
+        assert!(line.starts_with(&format!("{FILE}{start}")), "{line:?} does not start with {start:?}\n{lines:#?}");
+    }
+    assert!(
+        lines[2].ends_with("did you mean `max_bytes`?") && lines[3].contains("did you mean `initial`?"),
+        "{lines:#?}"
+    );
 }

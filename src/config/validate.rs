@@ -3,8 +3,16 @@
 //! secrets resolved from `"${ENV}"`, `<key>_file` or a literal into [`SecretString`]. Each
 //! `[[sources]]` (`[[sinks]]`) table is split by its `vendor` (`type`): the common keys are
 //! checked here, the rest by the vendor's (protocol's) module through [`TableKeys`].
+//!
+//! Mistakes accumulate: a check that refuses a value records its problem (`Validator::err`)
+//! and returns [`Reported`]; its caller goes on with the next key or table, so every mistake of
+//! the file is found in one pass. A key refused for its type is dropped and its table read
+//! again without it (`Validator::read_table`). A key with a problem gets no second one (a
+//! value refused for its type is not also "missing"). Checks between tables run last and
+//! their problems follow the others.
 
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::num::NonZeroU32;
 use std::ops::Range;
@@ -49,26 +57,110 @@ pub(super) struct Validator<'a> {
     /// `true`: every other `*_file` key (`ca_file`, `client_cert_file`, `client_key_file`) must
     /// name a file that can be read now, not only when a sink or source connects.
     pub(super) check_files: bool,
+    found: Found,
 }
 
+/// The mistakes found so far.
+#[derive(Default)]
+struct Found {
+    /// (between tables, byte offset, the problem), in the order found.
+    problems: RefCell<Vec<(bool, Option<usize>, Problem)>>,
+    /// Key paths with a problem, or named by a "did you mean": a later problem on one of them
+    /// follows from the first (a value refused for its type is then missing) and is not shown.
+    keys: RefCell<BTreeSet<String>>,
+    /// Set while the checks between tables run.
+    between: Cell<bool>,
+    /// The byte offset of each line's start, made at the first problem: a file with thousands
+    /// of mistakes must not be scanned again for each.
+    line_starts: std::cell::OnceCell<Vec<usize>>,
+}
+
+/// A mistake was found and recorded by the [`Validator`] (which reports every one at the
+/// end): the value checked is unusable, and the caller goes on with the next key or table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reported;
+
 /// A validation step's result.
-pub type Res<T> = Result<T, ConfigError>;
+pub type Res<T> = Result<T, Reported>;
 /// An optional string key as written.
 pub type Text = Option<Spanned<String>>;
 /// An optional secret key as written.
 pub type Secret = Option<Spanned<SecretText>>;
 
+impl<'a> Validator<'a> {
+    pub(super) fn new(
+        text: &'a str,
+        file: &'a Path,
+        dir: &'a Path,
+        env: &'a dyn Fn(&str) -> Option<String>,
+        read_secrets: bool,
+        check_files: bool,
+    ) -> Self {
+        Validator { text, file, dir, env, read_secrets, check_files, found: Found::default() }
+    }
+}
+
 impl Validator<'_> {
-    fn err(&self, span: impl Into<Option<Range<usize>>>, key: &str, msg: impl Into<String>) -> ConfigError {
-        let line = span.into().map(|s| self.line(&s));
-        let (file, key, message) = (self.file.to_path_buf(), key.to_owned(), msg.into());
-        ConfigError::Invalid { file, line, key, message }
+    /// Records a problem with the value at `span` (the table's for a missing key; none for the
+    /// file as a whole), unless `key` already has one.
+    fn err(&self, span: impl Into<Option<Range<usize>>>, key: &str, msg: impl Into<String>) -> Reported {
+        if !self.found.keys.borrow_mut().insert(key.to_owned()) && !key.is_empty() {
+            return Reported;
+        }
+        let offset = span.into().map(|s| s.start);
+        let (line, column) = match offset {
+            Some(at) => {
+                let (line, column) = self.position(at);
+                (Some(line), Some(column))
+            }
+            None => (None, None),
+        };
+        let problem = Problem { line, column, key: key.to_owned(), message: msg.into() };
+        self.found.problems.borrow_mut().push((self.found.between.get(), offset, problem));
+        Reported
+    }
+
+    /// Marks `key` as having a problem already (the name a misspelt key was meant to be).
+    fn covered(&self, key: String) {
+        self.found.keys.borrow_mut().insert(key);
+    }
+
+    /// Whether `key` has a problem already.
+    fn has_problem(&self, key: &str) -> bool {
+        self.found.keys.borrow().contains(key)
+    }
+
+    /// Runs the checks between tables: their problems are listed after the others.
+    fn between<T>(&self, checks: impl FnOnce() -> T) -> T {
+        self.found.between.set(true);
+        let out = checks();
+        self.found.between.set(false);
+        out
+    }
+
+    /// The 1-based line and column (in characters) of byte `at`.
+    fn position(&self, at: usize) -> (usize, usize) {
+        let starts = self.found.line_starts.get_or_init(|| {
+            let newlines = self.text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1);
+            std::iter::once(0).chain(newlines).collect()
+        });
+        let line = starts.partition_point(|start| *start <= at).max(1);
+        let line_start = starts.get(line - 1).copied().unwrap_or(0);
+        let column = self.text.get(line_start..at.min(self.text.len())).map_or(0, |s| s.chars().count());
+        (line, column + 1)
+    }
+
+    /// Every problem recorded, in report order (module docs of `config`).
+    fn problems(&self) -> Vec<Problem> {
+        let mut all = self.found.problems.take();
+        // Stable: problems at one position keep the order they were found in.
+        all.sort_by_key(|(between, offset, _)| (*between, offset.is_none(), *offset));
+        all.into_iter().map(|(_, _, p)| p).collect()
     }
 
     /// The 1-based line a span starts on.
     fn line(&self, span: &Range<usize>) -> usize {
-        let upto = self.text.as_bytes().get(..span.start).unwrap_or(self.text.as_bytes());
-        upto.iter().filter(|b| **b == b'\n').count() + 1
+        self.position(span.start).0
     }
 
     /// Warns of every string value (secrets included, never shown) holding a `$` not followed
@@ -103,28 +195,119 @@ impl Validator<'_> {
     }
 
     /// Only the toml message and span: its Display would quote the source line, maybe a secret.
-    /// Only the toml message and span: its Display would quote the source line, maybe a secret.
-    fn toml_err(&self, key: &str, e: &toml::de::Error) -> ConfigError {
-        self.err(e.span(), key, suggest(e.message().trim_end()))
+    fn toml_err(&self, key: &str, e: &toml::de::Error) -> Reported {
+        let message = suggest(e.message().trim_end());
+        self.cover_suggestion(key, &message);
+        self.err(e.span(), key, message)
     }
 
-    /// Layer one: the document, its `[[sources]]` and `[[sinks]]` tables split off (each is
-    /// read in two parts, see [`Validator::split`]) and the rest read as [`RawConfig`].
-    pub(super) fn parse(&self, text: &str) -> Res<Config> {
+    /// A misspelt key's intended name (`state_dir` for `state_dri`) is covered by the problem
+    /// of the misspelt one: not reported again as missing.
+    fn cover_suggestion(&self, key: &str, message: &str) {
+        if let Some(rest) = message.rsplit_once("did you mean `").map(|(_, r)| r)
+            && let Some((name, _)) = rest.split_once('`')
+        {
+            let parent = key.rsplit_once('.').map_or("", |(p, _)| p);
+            self.covered(if parent.is_empty() { name.to_owned() } else { format!("{parent}.{name}") });
+        }
+    }
+
+    /// Reads `table` as `R`. A key serde refuses is recorded, dropped, and the table read again
+    /// without it, so one bad key does not hide the next; `Err` only when the table cannot be
+    /// read at all. `at` turns a key into its path (`sources[0].lag`).
+    fn read_table<R: serde::de::DeserializeOwned>(
+        &self,
+        table: Spanned<toml::de::DeTable<'_>>,
+        at: &dyn Fn(&str) -> String,
+    ) -> Res<R> {
+        let (span, mut table) = (table.span(), table.into_inner());
+        loop {
+            let de = toml::de::Deserializer::from(Spanned::new(span.clone(), table.clone()));
+            match serde_path_to_error::deserialize::<_, R>(de) {
+                Ok(raw) => return Ok(raw),
+                Err(e)
+                    if e.inner().message().starts_with("unknown field `")
+                        && e.inner().span().is_some_and(|at| table.keys().any(|k| k.span().contains(&at.start))) =>
+                {
+                    // An unknown key of this table (not of a table inside it): every unknown key
+                    // of it at once, not one read per key.
+                    let message = e.inner().message().trim_end();
+                    let expected = message.split_once("`, ").map_or("", |(_, rest)| rest);
+                    let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+                    let unknown: Vec<_> = table
+                        .keys()
+                        .filter(|k| !known.contains(&k.get_ref().as_ref()))
+                        .map(|k| (k.get_ref().to_string(), k.span()))
+                        .collect();
+                    if unknown.is_empty() {
+                        return Err(self.toml_err(&at(""), e.inner()));
+                    }
+                    for (key, span) in unknown {
+                        let message = suggest(&format!("unknown field `{key}`, {expected}"));
+                        self.cover_suggestion(&at(&key), &message);
+                        self.err(span, &at(&key), message);
+                        table.remove(key.as_str());
+                    }
+                }
+                Err(e) => {
+                    let reported = self.toml_err(&at(&key_path(e.path())), e.inner());
+                    // The key at fault: the first of the error's path, else (an unknown key,
+                    // which serde names before entering it) the key the error points at.
+                    let first = e.path().iter().find_map(|seg| match seg {
+                        serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                        _ => None,
+                    });
+                    let by_span = || {
+                        let start = e.inner().span()?.start;
+                        table.keys().find(|k| k.span().contains(&start)).map(|k| k.get_ref().to_string())
+                    };
+                    let culprit = first.filter(|k| table.contains_key(k.as_str())).or_else(by_span);
+                    match culprit {
+                        Some(key) => {
+                            table.remove(key.as_str());
+                        }
+                        None => return Err(reported),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Layer one and two: the whole file, every mistake of it in the error (module docs).
+    pub(super) fn parse(&self, text: &str) -> Result<Config, ConfigError> {
+        let config = self.read(text);
+        let mut problems = self.problems();
+        if let Ok(config) = config
+            && problems.is_empty()
+        {
+            return Ok(config);
+        }
+        if problems.is_empty() {
+            // Every refusal records its problem first; should one not, the file is still refused.
+            let message = "invalid configuration".to_owned();
+            problems.push(Problem { line: None, column: None, key: String::new(), message });
+        }
+        Err(ConfigError::Invalid(ConfigErrors { file: self.file.to_path_buf(), problems }))
+    }
+
+    /// The document, its `[[sources]]` and `[[sinks]]` tables split off (each is read in two
+    /// parts, see [`Validator::split`]) and the rest read as [`RawConfig`].
+    fn read(&self, text: &str) -> Res<Config> {
+        // toml stops at the first syntax error: nothing after it can be read, so that one
+        // mistake is all the file is refused with.
         let mut root = toml::de::DeTable::parse(text).map_err(|e| self.toml_err("", &e))?;
         for (key, value) in root.get_ref() {
             self.warn_bare_dollars(key.get_ref(), value);
         }
         let sources = root.get_mut().remove("sources");
         let sinks = root.get_mut().remove("sinks");
-        let raw: RawConfig = serde_path_to_error::deserialize(toml::de::Deserializer::from(root))
-            .map_err(|e| self.toml_err(&key_path(e.path()), e.inner()))?;
-        // Sinks first: serde met them first (its tables are sorted by key), so a file with
-        // mistakes in both is reported as before.
-        let sinks = self.tables(sinks, "sinks")?.into_iter().enumerate();
-        let sinks = sinks.map(|(i, t)| self.split(Section::Sinks, i, t)).collect::<Res<_>>()?;
-        let sources = self.tables(sources, "sources")?.into_iter().enumerate();
-        let sources = sources.map(|(i, t)| self.split(Section::Sources, i, t)).collect::<Res<_>>()?;
+        let raw = self.read_table::<RawConfig>(root, &|k| k.to_owned());
+        // A table that cannot be split is left out (`None`), its problems recorded; the others
+        // keep their index, which their keys name.
+        let sinks = self.tables(sinks, "sinks").unwrap_or_default().into_iter().enumerate();
+        let sinks = sinks.map(|(i, t)| self.split(Section::Sinks, i, t).ok()).collect();
+        let sources = self.tables(sources, "sources").unwrap_or_default().into_iter().enumerate();
+        let sources = sources.map(|(i, t)| self.split(Section::Sources, i, t).ok()).collect();
         self.config(raw, sources, sinks)
     }
 
@@ -141,7 +324,8 @@ impl Validator<'_> {
 
     /// Splits one `[[sources]]` (`[[sinks]]`) table by its `vendor` (`type`): the keys that
     /// vendor's (protocol's) module owns, kept for it, and the common rest, read as
-    /// [`RawSource`] ([`RawSink`]). Another vendor's (protocol's) key is refused by name.
+    /// [`RawSource`] ([`RawSink`]). Another vendor's (protocol's) key and an unknown key are
+    /// refused by name and left out; the rest of the table is still read.
     fn split<'i, R: serde::de::DeserializeOwned>(
         &self,
         section: Section,
@@ -192,47 +376,74 @@ impl Validator<'_> {
                 if let Some(close) = closest(name, section.common_keys().iter().chain(own_keys).copied()) {
                     let _ = write!(msg, "; did you mean `{close}`?");
                 }
-                return self.fail(value.span(), &at(name), msg);
+                self.cover_suggestion(&at(name), &msg);
+                self.err(value.span(), &at(name), msg);
             } else if !section.common_keys().contains(&name) {
                 let known = section.common_keys().iter().chain(own_keys).map(|k| format!("`{k}`"));
                 let msg = format!("unknown field `{name}`, expected one of {}", known.collect::<Vec<_>>().join(", "));
-                return self.fail(key.span(), &at(name), suggest(&msg));
+                let msg = suggest(&msg);
+                self.cover_suggestion(&at(name), &msg);
+                self.err(key.span(), &at(name), msg);
             } else {
                 common.insert(key, value);
             }
         }
-        let raw: R = serde_path_to_error::deserialize(toml::de::Deserializer::from(Spanned::new(span.clone(), common)))
-            .map_err(|e| self.toml_err(&at(&key_path(e.path())), e.inner()))?;
+        let raw: R = self.read_table(Spanned::new(span.clone(), common), &at)?;
         Ok(Split { span: span.clone(), owner, raw, own: Spanned::new(span, own) })
     }
 
     fn config(
         &self,
-        raw: RawConfig,
-        sources: Vec<Split<'_, RawSource>>,
-        sinks: Vec<Split<'_, RawSink>>,
+        raw: Res<RawConfig>,
+        sources: Vec<Option<Split<'_, RawSource>>>,
+        sinks: Vec<Option<Split<'_, RawSink>>>,
     ) -> Res<Config> {
-        let state_dir = self.path(&raw.state_dir, "state_dir")?;
-        let max_bytes = self.bytes(&raw.queue.max_bytes, "queue.max_bytes", bytesize::GIB)?;
+        let raw = raw.ok();
+        let state_dir = match raw.as_ref().map(|r| &r.state_dir) {
+            Some(Some(dir)) => self.path(dir, "state_dir"),
+            Some(None) if !self.has_problem("state_dir") => self.fail(0..0, "", "missing field `state_dir`"),
+            _ => Err(Reported),
+        };
+        let max_bytes =
+            raw.as_ref().map_or(Err(Reported), |r| self.bytes(&r.queue.max_bytes, "queue.max_bytes", bytesize::GIB));
         if sources.is_empty() {
-            return self.fail(None, "sources", "at least one [[sources]] table is required");
+            self.err(None, "sources", "at least one [[sources]] table is required");
         }
         if sinks.is_empty() {
-            return self.fail(None, "sinks", "at least one [[sinks]] table is required");
+            self.err(None, "sinks", "at least one [[sinks]] table is required");
         }
-        self.unique(sources.iter().map(|s| &s.raw.name), "sources")?;
-        self.unique(sinks.iter().map(|s| &s.raw.name), "sinks")?;
-        self.renames(&sinks)?;
-        let severity = self.severity(&raw.severity)?;
-        let raw_data = self.raw_data(&raw.ocsf)?;
-        let policy = Policy { severity: severity.clone(), raw_data };
-        let sources = sources.into_iter().enumerate();
-        let sources = sources.map(|(i, s)| self.source(i, s, &policy)).collect::<Res<_>>()?;
-        let sinks = sinks.into_iter().enumerate();
-        let sinks = sinks.map(|(i, s)| self.sink(i, s)).collect::<Res<_>>()?;
-        let queue = QueueSettings { max_bytes };
-        let telemetry = self.telemetry(&raw.telemetry)?;
-        Ok(Config { origin: self.file.to_path_buf(), state_dir, queue, sources, sinks, severity, raw_data, telemetry })
+        let severity = raw.as_ref().map_or(Err(Reported), |r| self.severity(&r.severity));
+        let raw_data = raw.as_ref().map_or(Err(Reported), |r| self.raw_data(&r.ocsf));
+        let telemetry = raw.as_ref().map_or(Err(Reported), |r| self.telemetry(&r.telemetry));
+        // Sources are checked with the defaults where `[severity]` or `[ocsf]` was refused.
+        let policy =
+            Policy { severity: severity.clone().unwrap_or_default(), raw_data: raw_data.unwrap_or(RawData::Full) };
+        let source_names: Vec<_> = sources.iter().map(|s| s.as_ref().and_then(|s| s.raw.name.clone())).collect();
+        let sink_names: Vec<_> = sinks
+            .iter()
+            .map(|s| s.as_ref().map(|s| (s.raw.name.clone(), s.raw.renamed_from.clone())).unwrap_or_default())
+            .collect();
+        let sources: Vec<Res<SourceConfig>> = (sources.into_iter().enumerate())
+            .map(|(i, s)| s.map_or(Err(Reported), |s| self.source(i, s, &policy)))
+            .collect();
+        let sinks: Vec<Res<SinkConfig>> =
+            sinks.into_iter().enumerate().map(|(i, s)| s.map_or(Err(Reported), |s| self.sink(i, s))).collect();
+        self.between(|| {
+            self.unique(&source_names, "sources");
+            let names: Vec<_> = sink_names.iter().map(|(name, _)| name.clone()).collect();
+            self.unique(&names, "sinks");
+            self.renames(&sink_names);
+        });
+        Ok(Config {
+            origin: self.file.to_path_buf(),
+            state_dir: state_dir?,
+            queue: QueueSettings { max_bytes: max_bytes? },
+            sources: sources.into_iter().collect::<Res<_>>()?,
+            sinks: sinks.into_iter().collect::<Res<_>>()?,
+            severity: severity?,
+            raw_data: raw_data?,
+            telemetry: telemetry?,
+        })
     }
 
     /// `[ocsf] raw_data = "full" | "hash" | "off"`.
@@ -274,72 +485,93 @@ impl Validator<'_> {
             return self.fail(table, &at("vendor"), format!("unknown vendor {:?}", t.owner));
         };
         let d = vendor.defaults();
-        let base_url = self.url(&r.base_url, &at("base_url"), d.base_url)?;
+        let base_url = self.url(&r.base_url, &at("base_url"), d.base_url);
         let section = Section::Sources;
         let (index, owner, own) = (i, t.owner, t.own);
-        let keys = TableKeys { v: self, section, index, table: table.clone(), base_url: Some(&base_url), owner, own };
-        let vendor = vendor.settings(&keys)?;
-        let overlap = dur(&r.overlap, "overlap", d.overlap, false)?;
-        let max_span = dur(&r.max_span, "max_span", d.max_span, true)?;
-        if let Some(limit) = d.span_limit
-            && max_span > limit
-        {
-            let span = r.max_span.as_ref().map(Spanned::span);
-            let mut msg = format!(
-                "{} exceeds what the vendor accepts in one request ({})",
-                span_text(max_span),
-                span_text(limit)
-            );
-            msg.push_str(months_hint(r.max_span.as_ref().map_or("", |t| t.get_ref())));
-            return self.fail(span, &at("max_span"), msg);
-        }
-        if overlap >= max_span {
-            let span = r.overlap.as_ref().or(r.max_span.as_ref()).map(Spanned::span);
-            let (o, m) = (humantime::format_duration(overlap), humantime::format_duration(max_span));
-            let msg = format!("overlap ({o}) must be shorter than max_span ({m})");
-            return self.fail(span, &at("overlap"), msg);
-        }
+        let keys =
+            TableKeys { v: self, section, index, table: table.clone(), base_url: base_url.as_ref().ok(), owner, own };
+        let vendor = vendor.settings(&keys);
+        let overlap = dur(&r.overlap, "overlap", d.overlap, false);
+        let max_span = dur(&r.max_span, "max_span", d.max_span, true).and_then(|max_span| match d.span_limit {
+            Some(limit) if max_span > limit => {
+                let span = r.max_span.as_ref().map(Spanned::span);
+                let mut msg = format!(
+                    "{} exceeds what the vendor accepts in one request ({})",
+                    span_text(max_span),
+                    span_text(limit)
+                );
+                msg.push_str(months_hint(r.max_span.as_ref().map_or("", |t| t.get_ref())));
+                self.fail(span, &at("max_span"), msg)
+            }
+            _ => Ok(max_span),
+        });
+        let overlap = match (overlap, &max_span) {
+            (Ok(overlap), Ok(max_span)) if overlap >= *max_span => {
+                let span = r.overlap.as_ref().or(r.max_span.as_ref()).map(Spanned::span);
+                let (o, m) = (humantime::format_duration(overlap), humantime::format_duration(*max_span));
+                let msg = format!("overlap ({o}) must be shorter than max_span ({m})");
+                self.fail(span, &at("overlap"), msg)
+            }
+            (overlap, _) => overlap,
+        };
         let rl = r.rate_limit.unwrap_or(RawRateLimit { requests: None, per: None, burst: None });
-        let rate_limit = RateLimit {
-            requests: rl.requests.or(NonZeroU32::new(d.requests)).unwrap_or(NonZeroU32::MIN),
-            per: dur(&rl.per, "rate_limit.per", d.per, true)?,
-            burst: rl.burst.unwrap_or(NonZeroU32::MIN),
-        };
+        let per = dur(&rl.per, "rate_limit.per", d.per, true);
         let max_pages = match &r.max_pages {
-            None => DEFAULT_MAX_PAGES,
-            Some(n) if *n.get_ref() > 0 => *n.get_ref(),
-            Some(n) => return self.fail(n.span(), &at("max_pages"), "must be at least 1"),
+            None => Ok(DEFAULT_MAX_PAGES),
+            Some(n) if *n.get_ref() > 0 => Ok(*n.get_ref()),
+            Some(n) => self.fail(n.span(), &at("max_pages"), "must be at least 1"),
         };
-        let ca_file = match &r.ca_file {
-            None => None,
-            Some(p) if base_url.scheme() == "https" => Some(self.path(p, &at("ca_file"))?),
-            Some(p) => return self.fail(p.span(), &at("ca_file"), "only used with an https base_url"),
+        let ca_file = match (&r.ca_file, &base_url) {
+            (None, _) => Ok(None),
+            (Some(p), Ok(url)) if url.scheme() == "https" => self.path(p, &at("ca_file")).map(Some),
+            (Some(p), Ok(_)) => self.fail(p.span(), &at("ca_file"), "only used with an https base_url"),
+            (Some(_), Err(_)) => Err(Reported),
         };
-        let name = self.name(&r.name, &at("name"))?;
+        let name = self.required_name(&r.name, table, "sources", i);
         let log_name = match &r.log_name {
             None => name.clone(),
-            Some(n) if !n.get_ref().trim().is_empty() => n.get_ref().trim().to_owned(),
-            Some(n) => return self.fail(n.span(), &at("log_name"), "must not be empty"),
+            Some(n) if !n.get_ref().trim().is_empty() => Ok(n.get_ref().trim().to_owned()),
+            Some(n) => self.fail(n.span(), &at("log_name"), "must not be empty"),
         };
+        let start = self.start(&r.start, &at("start"));
+        let lag = dur(&r.lag, "lag", 2 * MINUTE, false);
+        let poll_interval = dur(&r.poll_interval, "poll_interval", d.poll_interval, true);
+        let request_timeout = dur(&r.request_timeout, "request_timeout", 30 * SECOND, true);
+        let backoff = self.backoff(&r.backoff, &at("backoff"), SOURCE_BACKOFF);
+        let max_retry_after = dur(&r.max_retry_after, "max_retry_after", 60 * MINUTE, true);
         Ok(SourceConfig {
-            name,
-            log_name,
+            name: name?,
+            log_name: log_name?,
             ocsf: policy.clone(),
-            vendor,
-            base_url,
-            start: self.start(&r.start, &at("start"))?,
-            lag: dur(&r.lag, "lag", 2 * MINUTE, false)?,
-            overlap,
-            max_span,
-            poll_interval: dur(&r.poll_interval, "poll_interval", d.poll_interval, true)?,
-            request_timeout: dur(&r.request_timeout, "request_timeout", 30 * SECOND, true)?,
-            rate_limit,
-            backoff: self.backoff(&r.backoff, &at("backoff"), SOURCE_BACKOFF)?,
-            max_retry_after: dur(&r.max_retry_after, "max_retry_after", 60 * MINUTE, true)?,
-            max_pages,
-            ca_file,
+            vendor: vendor?,
+            base_url: base_url?,
+            start: start?,
+            lag: lag?,
+            overlap: overlap?,
+            max_span: max_span?,
+            poll_interval: poll_interval?,
+            request_timeout: request_timeout?,
+            rate_limit: RateLimit {
+                requests: rl.requests.or(NonZeroU32::new(d.requests)).unwrap_or(NonZeroU32::MIN),
+                per: per?,
+                burst: rl.burst.unwrap_or(NonZeroU32::MIN),
+            },
+            backoff: backoff?,
+            max_retry_after: max_retry_after?,
+            max_pages: max_pages?,
+            ca_file: ca_file?,
             until: None,
         })
+    }
+
+    /// A table's `name`: required, and valid.
+    fn required_name(&self, name: &Option<Spanned<String>>, table: Range<usize>, what: &str, i: usize) -> Res<String> {
+        let key = format!("{what}[{i}].name");
+        match name {
+            Some(name) => self.name(name, &key),
+            None if self.has_problem(&key) => Err(Reported),
+            None => self.fail(table, &format!("{what}[{i}]"), "missing field `name`"),
+        }
     }
 
     /// `[severity] overrides = { "vendor:event_code" = "high" | 4, … }`.
@@ -347,11 +579,13 @@ impl Validator<'_> {
         let vendors: Vec<&str> = VendorId::ALL.iter().map(|v| v.name()).collect();
         const NAMES: [&str; 7] = ["unknown", "informational", "low", "medium", "high", "critical", "fatal"];
         let mut overrides = HashMap::new();
+        let mut refused = false;
         for (key, value) in &raw.overrides {
             let at = format!("severity.overrides.{key:?}");
             let Some((vendor, code)) = key.split_once(':').filter(|(v, c)| vendors.contains(v) && !c.is_empty()) else {
                 let msg = format!("keys are \"<vendor>:<event code>\" with vendor one of {}", vendors.join(", "));
-                return self.fail(value.span(), &at, msg);
+                refused = self.fail::<()>(value.span(), &at, msg).is_err();
+                continue;
             };
             let severity = match value.get_ref() {
                 toml::Value::String(name) => {
@@ -362,7 +596,8 @@ impl Validator<'_> {
             };
             let Some(severity) = severity else {
                 let msg = format!("must be one of {} or 0 to 6", NAMES.join(", "));
-                return self.fail(value.span(), &at, msg);
+                refused = self.fail::<()>(value.span(), &at, msg).is_err();
+                continue;
             };
             if let Some(templated) = Self::templated_code(code) {
                 // Event codes of REST requests name the endpoint, never one object's ids: this
@@ -374,6 +609,9 @@ impl Validator<'_> {
                 );
             }
             overrides.insert((vendor.to_owned(), code.to_owned()), severity);
+        }
+        if refused {
+            return Err(Reported);
         }
         Ok(SeverityPolicy::from_overrides(overrides))
     }
@@ -401,76 +639,85 @@ impl Validator<'_> {
         let (table, r) = (t.span, t.raw);
         let at = |k: &str| format!("sinks[{i}].{k}");
         let url_span = t.own.get_ref().get("url").map(Spanned::span);
+        let name = self.required_name(&r.name, table.clone(), "sinks", i);
         let keys =
             TableKeys { v: self, section: Section::Sinks, index: i, table, base_url: None, owner: t.owner, own: t.own };
-        let Some(kind) = SinkKind::from_keys(t.owner, &keys) else {
-            return self.fail(None, &at("type"), format!("unknown sink type {:?}", t.owner));
+        let kind = match SinkKind::from_keys(t.owner, &keys) {
+            Some(kind) => kind,
+            None => self.fail(None, &at("type"), format!("unknown sink type {:?}", t.owner)),
         };
-        let kind = kind?;
-        if let SinkKind::Hec(h) = &kind
-            && h.url.path().contains("/services/collector")
-        {
-            // The sink appends /services/collector/event to whatever path the URL has.
-            let mut event_url = h.url.clone();
-            event_url.set_path(&format!("{}/services/collector/event", h.url.path().trim_end_matches('/')));
-            let msg = format!(
-                "already holds /services/collector: events would go to {}; write the URL up to the port, \
-                 such as \"https://splunk.example.com:8088\" (/services/collector/event is appended)",
-                crate::redact::url(&event_url)
-            );
-            return self.fail(url_span, &at("url"), msg);
-        }
+        let kind = match kind {
+            Ok(SinkKind::Hec(h)) if h.url.path().contains("/services/collector") => {
+                // The sink appends /services/collector/event to whatever path the URL has.
+                let mut event_url = h.url.clone();
+                event_url.set_path(&format!("{}/services/collector/event", h.url.path().trim_end_matches('/')));
+                let msg = format!(
+                    "already holds /services/collector: events would go to {}; write the URL up to the port, \
+                     such as \"https://splunk.example.com:8088\" (/services/collector/event is appended)",
+                    crate::redact::url(&event_url)
+                );
+                self.fail(url_span, &at("url"), msg)
+            }
+            kind => kind,
+        };
         let batch_max_events = match &r.batch_max_events {
-            None => 500,
-            Some(n) if *n.get_ref() >= 1 => *n.get_ref(),
-            Some(n) => return self.fail(n.span(), &at("batch_max_events"), "must be at least 1"),
+            None => Ok(500),
+            Some(n) if *n.get_ref() >= 1 => Ok(*n.get_ref()),
+            Some(n) => self.fail(n.span(), &at("batch_max_events"), "must be at least 1"),
         };
-        let bytes = self.bytes(&r.batch_max_bytes, &at("batch_max_bytes"), bytesize::MIB)?;
-        let Ok(batch_max_bytes) = usize::try_from(bytes) else {
-            let span = r.batch_max_bytes.as_ref().map(Spanned::span);
-            return self.fail(span, &at("batch_max_bytes"), "too large for this platform");
-        };
+        let batch_max_bytes = self.bytes(&r.batch_max_bytes, &at("batch_max_bytes"), bytesize::MIB).and_then(|bytes| {
+            usize::try_from(bytes).or_else(|_| {
+                let span = r.batch_max_bytes.as_ref().map(Spanned::span);
+                self.fail(span, &at("batch_max_bytes"), "too large for this platform")
+            })
+        });
+        let backoff = self.backoff(&r.backoff, &at("backoff"), SINK_BACKOFF);
+        let renamed_from = r.renamed_from.as_ref().map(|n| self.name(n, &at("renamed_from"))).transpose();
         Ok(SinkConfig {
-            name: self.name(&r.name, &at("name"))?,
-            kind,
-            batch_max_events,
-            batch_max_bytes,
-            backoff: self.backoff(&r.backoff, &at("backoff"), SINK_BACKOFF)?,
-            renamed_from: r.renamed_from.as_ref().map(|n| self.name(n, &at("renamed_from"))).transpose()?,
+            name: name?,
+            kind: kind?,
+            batch_max_events: batch_max_events?,
+            batch_max_bytes: batch_max_bytes?,
+            backoff: backoff?,
+            renamed_from: renamed_from?,
         })
     }
 
     /// `renamed_from` names a sink that is no longer configured, and only one sink claims it:
-    /// a current sink's cursor must never be taken over by another.
-    fn renames(&self, sinks: &[Split<'_, RawSink>]) -> Res<()> {
+    /// a current sink's cursor must never be taken over by another. `sinks`: each sink's
+    /// `name` and `renamed_from`, by index.
+    fn renames(&self, sinks: &[SinkNames]) {
         let mut claimed: HashMap<&str, usize> = HashMap::new();
-        for (i, sink) in sinks.iter().enumerate() {
-            let Some(from) = &sink.raw.renamed_from else { continue };
+        for (i, (_, from)) in sinks.iter().enumerate() {
+            let Some(from) = from else { continue };
             let key = format!("sinks[{i}].renamed_from");
-            if let Some(j) = sinks.iter().position(|s| s.raw.name.get_ref() == from.get_ref()) {
+            if let Some(j) =
+                sinks.iter().position(|(name, _)| name.as_ref().is_some_and(|n| n.get_ref() == from.get_ref()))
+            {
                 let msg = format!(
                     "{:?} is a configured sink (sinks[{j}]); renamed_from names a sink's former name",
                     from.get_ref()
                 );
-                return self.fail(from.span(), &key, msg);
-            }
-            if let Some(first) = claimed.insert(from.get_ref(), i) {
+                self.err(from.span(), &key, msg);
+            } else if let Some(first) = claimed.insert(from.get_ref(), i) {
                 let msg = format!("{:?} is already renamed by sinks[{first}]", from.get_ref());
-                return self.fail(from.span(), &key, msg);
+                self.err(from.span(), &key, msg);
             }
         }
-        Ok(())
     }
 
-    fn unique<'n>(&self, names: impl Iterator<Item = &'n Spanned<String>>, what: &str) -> Res<()> {
+    /// Each name once among `names` (by index; `None`: missing or its table refused).
+    fn unique(&self, names: &[Option<Spanned<String>>], what: &str) {
         let mut seen = HashMap::new();
-        for (i, n) in names.enumerate() {
+        for (i, n) in names.iter().enumerate() {
+            let Some(n) = n else { continue };
             if let Some(first) = seen.insert(n.get_ref(), i) {
+                // The first of a name stays the one others are compared with.
+                seen.insert(n.get_ref(), first);
                 let msg = format!("duplicate name {:?} (also {what}[{first}])", n.get_ref());
-                return self.fail(n.span(), &format!("{what}[{i}].name"), msg);
+                self.err(n.span(), &format!("{what}[{i}].name"), msg);
             }
         }
-        Ok(())
     }
 
     fn name(&self, v: &Spanned<String>, key: &str) -> Res<String> {
@@ -567,8 +814,9 @@ impl Validator<'_> {
             return Ok(Backoff { initial: default[0], max: default[1] });
         };
         let b = raw.get_ref();
-        let initial = self.duration(&b.initial, &format!("{key}.initial"), default[0], true)?;
-        let max = self.duration(&b.max, &format!("{key}.max"), default[1], true)?;
+        let initial = self.duration(&b.initial, &format!("{key}.initial"), default[0], true);
+        let (initial, max) = (initial, self.duration(&b.max, &format!("{key}.max"), default[1], true));
+        let (initial, max) = (initial?, max?);
         if initial > max {
             let (i, m) = (humantime::format_duration(initial), humantime::format_duration(max));
             let msg = format!("initial ({i}) must not exceed max ({m})");
@@ -756,6 +1004,9 @@ impl Section {
     }
 }
 
+/// A sink's `name` and `renamed_from` as written (`None`: absent, or its table refused).
+type SinkNames = (Option<Spanned<String>>, Option<Spanned<String>>);
+
 /// One `[[sources]]` or `[[sinks]]` table split by [`Validator::split`].
 struct Split<'i, R> {
     span: Range<usize>,
@@ -780,9 +1031,10 @@ pub struct TableKeys<'a> {
 
 impl TableKeys<'_> {
     /// The module's keys as its raw struct.
+    /// A key refused for its type is recorded and left out (`None` in `T`), so the module's
+    /// checks of the other keys still run.
     pub fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Res<T> {
-        let de = toml::de::Deserializer::from(self.own.clone());
-        serde_path_to_error::deserialize(de).map_err(|e| self.v.toml_err(&self.key(&key_path(e.path())), e.inner()))
+        self.v.read_table(self.own.clone(), &|k| self.key(k))
     }
 
     /// `sources[<i>].<key>`.
@@ -800,10 +1052,12 @@ impl TableKeys<'_> {
         self.base_url
     }
 
-    pub fn err(&self, span: impl Into<Option<Range<usize>>>, key: &str, msg: impl Into<String>) -> ConfigError {
+    /// Records a problem with `key` (module docs): the caller goes on with its next key.
+    pub fn err(&self, span: impl Into<Option<Range<usize>>>, key: &str, msg: impl Into<String>) -> Reported {
         self.v.err(span, &self.key(key), msg)
     }
 
+    /// [`TableKeys::err`] as a refused result.
     pub fn fail<T>(&self, span: impl Into<Option<Range<usize>>>, key: &str, msg: impl Into<String>) -> Res<T> {
         self.v.fail(span, &self.key(key), msg)
     }

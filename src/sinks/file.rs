@@ -312,10 +312,11 @@ impl Protocol for FileSink {
     type Settings = FileSinkSettings;
 
     fn settings(k: Keys, cx: &TableKeys<'_>) -> Res<FileSinkSettings> {
-        let Some(path) = &k.path else {
-            return cx.fail(cx.table(), "path", "required for type \"file\"");
+        let path = match &k.path {
+            None => cx.fail(cx.table(), "path", "required for type \"file\""),
+            Some(path) => cx.path(path, "path"),
         };
-        Ok(FileSinkSettings { path: cx.path(path, "path")? })
+        Ok(FileSinkSettings { path: path? })
     }
 
     fn render(f: &FileSinkSettings, kv: &mut dyn FnMut(&str, String)) {

@@ -621,12 +621,14 @@ impl Protocol for HecSink {
     type Settings = HecSinkSettings;
 
     fn settings(r: Keys, cx: &TableKeys<'_>) -> Res<HecSinkSettings> {
-        if r.url.is_none() {
+        // Every key is checked before any refusal is returned (`config` module docs).
+        let url = if r.url.is_none() {
             let msg = "required for type \"hec\" (such as \"https://splunk.example.com:8088\")";
-            return cx.fail(cx.table(), "url", msg);
-        }
-        let url = cx.url(&r.url, "url", "")?;
-        let token = cx.required_secret("token", &r.token, &r.token_file)?;
+            cx.fail(cx.table(), "url", msg)
+        } else {
+            cx.url(&r.url, "url", "")
+        };
+        let token = cx.required_secret("token", &r.token, &r.token_file);
         let text = |v: &Text, key: &str, default: Option<&str>| -> Res<Option<String>> {
             match v {
                 None => Ok(default.map(str::to_owned)),
@@ -634,21 +636,24 @@ impl Protocol for HecSink {
                 Some(t) => Ok(Some(t.get_ref().clone())),
             }
         };
-        let index = text(&r.index, "index", None)?;
-        let source = text(&r.source, "source", Some("auditrelay"))?.unwrap_or_default();
-        let sourcetype = text(&r.sourcetype, "sourcetype", Some("ocsf"))?.unwrap_or_default();
-        let host = text(&r.hostname, "hostname", None)?;
+        let index = text(&r.index, "index", None);
+        let source = text(&r.source, "source", Some("auditrelay")).map(Option::unwrap_or_default);
+        let sourcetype = text(&r.sourcetype, "sourcetype", Some("ocsf")).map(Option::unwrap_or_default);
+        let host = text(&r.hostname, "hostname", None);
         let fields = match &r.fields {
-            None => vec![EventField::ClassUid, EventField::Vendor, EventField::Tenant],
+            None => Ok(vec![EventField::ClassUid, EventField::Vendor, EventField::Tenant]),
             Some(list) => {
-                let mut fields = Vec::new();
+                let mut fields = Ok(Vec::new());
                 for name in list.get_ref() {
                     let Some(f) = EventField::ALL.into_iter().find(|f| f.name() == name) else {
                         let names: Vec<&str> = EventField::ALL.iter().map(|f| f.name()).collect();
                         let msg = format!("unknown field {name:?}; choose from {}", names.join(", "));
-                        return cx.fail(list.span(), "fields", msg);
+                        fields = cx.fail(list.span(), "fields", msg);
+                        break;
                     };
-                    if !fields.contains(&f) {
+                    if let Ok(fields) = &mut fields
+                        && !fields.contains(&f)
+                    {
                         fields.push(f);
                     }
                 }
@@ -657,33 +662,44 @@ impl Protocol for HecSink {
         };
         let ack_on = r.indexer_ack.as_ref().is_some_and(|a| *a.get_ref());
         let acks = if ack_on {
-            let poll_interval = cx.duration(&r.ack_poll_interval, "ack_poll_interval", 2 * SECOND, true)?;
-            let timeout = cx.duration(&r.ack_timeout, "ack_timeout", 5 * MINUTE, true)?;
-            if poll_interval >= timeout {
-                let span = r.ack_timeout.as_ref().map(Spanned::span);
-                return cx.fail(span, "ack_timeout", "must be longer than ack_poll_interval");
+            let poll_interval = cx.duration(&r.ack_poll_interval, "ack_poll_interval", 2 * SECOND, true);
+            let timeout = cx.duration(&r.ack_timeout, "ack_timeout", 5 * MINUTE, true);
+            match (poll_interval, timeout) {
+                (Ok(poll_interval), Ok(timeout)) if poll_interval >= timeout => {
+                    let span = r.ack_timeout.as_ref().map(Spanned::span);
+                    cx.fail(span, "ack_timeout", "must be longer than ack_poll_interval")
+                }
+                // Not `?`: it would return before the keys below are checked.
+                (poll_interval, timeout) => poll_interval
+                    .and_then(|poll_interval| timeout.map(|timeout| Some(HecAcks { poll_interval, timeout }))),
             }
-            Some(HecAcks { poll_interval, timeout })
         } else {
+            let mut acks = Ok(None);
             for (key, v) in [("ack_poll_interval", &r.ack_poll_interval), ("ack_timeout", &r.ack_timeout)] {
                 if let Some(v) = v {
-                    return cx.fail(v.span(), key, "only used with indexer_ack = true");
+                    acks = cx.fail(v.span(), key, "only used with indexer_ack = true");
                 }
             }
-            None
+            acks
         };
+        let ca_file = match &url {
+            Ok(url) => crate::sinks::https_ca_file(cx, &r.ca_file, url),
+            // Whether a CA is used depends on the refused URL; the file itself is still checked.
+            Err(reported) => r.ca_file.as_ref().map(|p| cx.path(p, "ca_file")).transpose().and(Err(*reported)),
+        };
+        let timeout = cx.duration(&r.timeout, "timeout", 30 * SECOND, true);
         Ok(HecSinkSettings {
-            ca_file: crate::sinks::https_ca_file(cx, &r.ca_file, &url)?,
-            url,
-            token,
-            index,
-            source,
-            sourcetype,
-            host,
-            fields,
+            ca_file: ca_file?,
+            url: url?,
+            token: token?,
+            index: index?,
+            source: source?,
+            sourcetype: sourcetype?,
+            host: host?,
+            fields: fields?,
             gzip: r.gzip.as_ref().is_none_or(|g| *g.get_ref()),
-            acks,
-            timeout: cx.duration(&r.timeout, "timeout", 30 * SECOND, true)?,
+            acks: acks?,
+            timeout: timeout?,
         })
     }
 

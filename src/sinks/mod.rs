@@ -168,7 +168,8 @@ pub trait Protocol: std::fmt::Debug + Send + Sized + 'static {
     type Keys: serde::de::DeserializeOwned;
     type Settings: std::fmt::Debug + Clone + Send + Sync;
 
-    /// Validates the protocol's keys; errors name file, line and key.
+    /// Validates the protocol's keys; each problem names file, line and key and is recorded
+    /// through `cx`, and every key is checked even after one is refused.
     fn settings(keys: Self::Keys, cx: &TableKeys<'_>) -> Res<Self::Settings>;
     /// Every secret, for the fingerprint that tells a reload what changed.
     fn secrets(_settings: &Self::Settings) -> Vec<&secrecy::SecretString> {

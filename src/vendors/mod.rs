@@ -15,7 +15,7 @@ use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::config::{ConfigError, TableKeys};
+use crate::config::{Res, TableKeys};
 use crate::ocsf::event::EventParts;
 use crate::ocsf::{Context, Policy, Unmappable};
 use crate::sources::{AnswerLimits, BadPage, DecodeError, Decoded, Page, PageCursor, Record, Rejected, Window};
@@ -57,8 +57,9 @@ pub trait Vendor: std::fmt::Debug + Clone + Send + Sync + Sized + 'static {
     /// Those keys as written (`serde`, `deny_unknown_fields`, `Spanned` values for messages).
     type Keys: DeserializeOwned;
 
-    /// Validates the vendor's keys into its settings; errors name file, line and key.
-    fn from_keys(keys: Self::Keys, cx: &TableKeys<'_>) -> Result<Self, ConfigError>;
+    /// Validates the vendor's keys into its settings; each problem names file, line and key
+    /// and is recorded through `cx`, and every key is checked even after one is refused.
+    fn from_keys(keys: Self::Keys, cx: &TableKeys<'_>) -> Res<Self>;
     /// The tenant the records belong to.
     fn organization_id(&self) -> &str;
     /// Every secret, for the fingerprint that tells a reload what changed.
@@ -176,7 +177,7 @@ macro_rules! vendors {
             }
 
             /// Validates the vendor's own keys of a `[[sources]]` table.
-            pub fn settings(self, cx: &TableKeys<'_>) -> Result<VendorSettings, ConfigError> {
+            pub fn settings(self, cx: &TableKeys<'_>) -> Res<VendorSettings> {
                 match self {
                     $(VendorId::$ty => {
                         let keys = cx.deserialize()?;
@@ -292,7 +293,7 @@ macro_rules! vendors {
 vendors!(aitronos::Aitronos, astronomer::Astronomer, configcat::ConfigCat, datafold::Datafold);
 
 /// `page_size` as Aitronos and ConfigCat read it: 1..=100, default 100 (the APIs' maximum).
-pub(crate) fn page_size(value: Option<&toml::Spanned<u32>>, cx: &TableKeys<'_>) -> Result<u32, ConfigError> {
+pub(crate) fn page_size(value: Option<&toml::Spanned<u32>>, cx: &TableKeys<'_>) -> Res<u32> {
     match value {
         None => Ok(100),
         Some(p) if (1..=100).contains(p.get_ref()) => Ok(*p.get_ref()),

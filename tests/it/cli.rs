@@ -581,3 +581,71 @@ fn test_check_says_a_missing_state_dir_will_be_created_and_by_whom() {
         assert!(stdout.contains("systemd creates it") && stdout.contains("StateDirectory=auditrelay"), "{stdout}");
     }
 }
+
+/// Issue 18 point 3: mistakes in the global tables, two sources (one a vendor's own key) and two
+/// sinks (one a protocol's own value), and a duplicate name across tables.
+pub const MANY_MISTAKES: &str = r#"state_dir = "state"
+[queue]
+max_bytes = "lots"
+[[sources]]
+name = "a"
+vendor = "aitronos"
+organization_id = "ORG_A"
+api_key = "k"
+page_size = 500
+lag = "5 parsecs"
+[[sources]]
+name = "a"
+vendor = "datafold"
+api_key = "k"
+max_recrods = 5
+[[sinks]]
+name = "f"
+type = "file"
+path = "o"
+batch_max_events = 0
+[[sinks]]
+name = "h"
+type = "hec"
+url = "https://splunk.example.com:8088"
+token = "t"
+timeout = "2h"
+[telemetry]
+listen = "nowhere"
+"#;
+
+/// What each of [`MANY_MISTAKES`]' mistakes is reported as after the file's name, in order.
+pub const MANY_MISTAKES_REPORTED: [&str; 8] = [
+    ":3: queue.max_bytes: invalid size",
+    ":9: sources[0].page_size: 500 is out of range",
+    ":10: sources[0].lag: invalid duration",
+    ":15: sources[1].max_recrods: unknown field `max_recrods`",
+    ":20: sinks[0].batch_max_events: must be at least 1",
+    ":26: sinks[1].timeout: \"2h\" is longer than",
+    ":28: telemetry.listen: invalid address",
+    ":12: sources[1].name: duplicate name \"a\"",
+];
+
+/// `check` of a file with eight mistakes prints all eight, in the order of the file (the one
+/// between two tables last), then their count, and fails as for one mistake.
+#[test]
+fn test_check_reports_every_mistake_of_the_file_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("many.toml");
+    std::fs::write(&config, MANY_MISTAKES).unwrap();
+    // Private, as a file with literal secrets should be: no warning lines among the errors.
+    let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(&config, private).unwrap();
+    let out = auditrelay().args(["check", "--log-format", "text", "-c"]).arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    let file = config.display().to_string();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), MANY_MISTAKES_REPORTED.len() + 1, "{stderr}");
+    for (i, (line, reported)) in lines.iter().zip(MANY_MISTAKES_REPORTED).enumerate() {
+        let start = if i == 0 { format!("error: {file}{reported}") } else { format!("{file}{reported}") };
+        assert!(line.starts_with(&start), "{line:?} does not start with {start:?}\n{stderr}");
+    }
+    assert_eq!(lines[8], format!("8 errors in {file}"), "{stderr}");
+}

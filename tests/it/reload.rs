@@ -591,4 +591,36 @@ async fn test_a_sink_rename_deferred_by_a_busy_database_delivers_nothing_twice()
     let twice: Vec<_> = delivered(&b).into_iter().filter(|(_, n)| *n > 1).collect();
     assert!(twice.is_empty(), "{} records reached b twice:\n{}", twice.len(), agent.log());
     assert_eq!(delivered(&b).len(), 20, "a's backlog reaches b once the rename is done: {}", agent.log());
+
+/// Issue 18 point 3: a reload of a file with many mistakes is refused, each mistake logged on
+/// its own line (its own journal priority) in the order `check` prints them, and the agent goes
+/// on with the running configuration.
+#[tokio::test]
+async fn test_a_reload_of_a_file_with_many_mistakes_logs_each_and_is_refused() {
+    let served = records("many", 10);
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "poll_interval = \"1s\"");
+    let config = config_with(dir.path(), &source, "");
+    let log = config.with_file_name("agent.log");
+    let mut agent = Agent::spawn(&["run", "--log-format", "text"], &config, &log, &[]);
+    agent.until("the first records", RUN_LIMIT, |_| lines(&out_path(dir.path())) >= 10).await;
+
+    std::fs::write(&config, crate::cli::MANY_MISTAKES).unwrap();
+    hup(&agent);
+    agent.until("the refused reload", RUN_LIMIT, |a| a.count("reload refused") >= 1).await;
+    let text = agent.log();
+    let file = config.display().to_string();
+    let mut previous = None;
+    for reported in crate::cli::MANY_MISTAKES_REPORTED {
+        let wanted = format!("{file}{reported}");
+        let at =
+            text.lines().position(|l| l.contains(&wanted)).unwrap_or_else(|| panic!("{wanted:?} not logged:\n{text}"));
+        let line = text.lines().nth(at).unwrap_or_default();
+        assert!(line.contains("ERROR"), "{line:?} is not an error line\n{text}");
+        assert!(previous < Some(at), "{wanted:?} logged out of order\n{text}");
+        previous = Some(at);
+    }
+    assert!(text.contains("8 errors"), "{text}");
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
 }

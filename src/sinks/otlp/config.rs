@@ -94,26 +94,37 @@ impl Protocol for OtlpSink {
             Some(RawProtocol::HttpJson) => OtlpProtocol::HttpJson,
             Some(RawProtocol::Grpc) => OtlpProtocol::Grpc,
         };
-        if r.endpoint.is_none() {
+        // Every key is checked before any refusal is returned (`config` module docs).
+        let endpoint = if r.endpoint.is_none() {
             let msg = "required for type \"otlp\" (such as \"https://collector.example.com:4318\")";
-            return cx.fail(cx.table(), "endpoint", msg);
-        }
-        let mut endpoint = cx.url(&r.endpoint, "endpoint", "")?;
-        if protocol != OtlpProtocol::Grpc && matches!(endpoint.path(), "" | "/") {
-            endpoint.set_path("/v1/logs");
-        }
-        let mut headers = Vec::new();
+            cx.fail(cx.table(), "endpoint", msg)
+        } else {
+            cx.url(&r.endpoint, "endpoint", "")
+        };
+        let endpoint = endpoint.map(|mut endpoint| {
+            if protocol != OtlpProtocol::Grpc && matches!(endpoint.path(), "" | "/") {
+                endpoint.set_path("/v1/logs");
+            }
+            endpoint
+        });
+        let mut headers = Ok(Vec::new());
         if let Some(map) = &r.headers {
             for (name, value) in map.get_ref() {
                 let key = format!("headers.{name}");
                 let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-                if name.is_empty() || !name.chars().all(ok) {
+                let header = if name.is_empty() || !name.chars().all(ok) {
                     let msg = format!("invalid header name {name:?}: use A-Z a-z 0-9 - _ .");
-                    return cx.fail(map.span(), &key, msg);
+                    cx.fail(map.span(), &key, msg)
+                } else {
+                    // Values are secrets (API keys): "${ENV}" or a literal, never shown.
+                    let value = Some(Spanned::new(map.span(), SecretText(value.get_ref().0.clone())));
+                    cx.secret(&key, &value, &None).map(|secret| (name.to_ascii_lowercase(), secret))
+                };
+                match (&mut headers, header) {
+                    (Ok(headers), Ok(header)) => headers.push(header),
+                    (_, Err(reported)) => headers = Err(reported),
+                    (Err(_), Ok(_)) => {}
                 }
-                // Values are secrets (API keys): "${ENV}" or a literal, never shown.
-                let value = Some(Spanned::new(map.span(), SecretText(value.get_ref().0.clone())));
-                headers.push((name.to_ascii_lowercase(), cx.secret(&key, &value, &None)?));
             }
         }
         let body = match r.body.as_ref().map(|b| *b.get_ref()) {
@@ -121,20 +132,24 @@ impl Protocol for OtlpSink {
             Some(RawBody::JsonString) => OtlpBody::JsonString,
         };
         let host_name = match &r.hostname {
-            Some(h) if h.get_ref().trim().is_empty() => {
-                return cx.fail(h.span(), "hostname", "must not be empty");
-            }
-            h => h.as_ref().map(|h| h.get_ref().clone()),
+            Some(h) if h.get_ref().trim().is_empty() => cx.fail(h.span(), "hostname", "must not be empty"),
+            h => Ok(h.as_ref().map(|h| h.get_ref().clone())),
         };
+        let ca_file = match &endpoint {
+            Ok(endpoint) => crate::sinks::https_ca_file(cx, &r.ca_file, endpoint),
+            // Whether a CA is used depends on the refused URL; the file itself is still checked.
+            Err(reported) => r.ca_file.as_ref().map(|p| cx.path(p, "ca_file")).transpose().and(Err(*reported)),
+        };
+        let timeout = cx.duration(&r.timeout, "timeout", 30 * SECOND, true);
         Ok(OtlpSinkSettings {
-            ca_file: crate::sinks::https_ca_file(cx, &r.ca_file, &endpoint)?,
-            endpoint,
+            ca_file: ca_file?,
+            endpoint: endpoint?,
             protocol,
-            headers,
+            headers: headers?,
             gzip: r.gzip.as_ref().is_none_or(|g| *g.get_ref()),
             body,
-            host_name,
-            timeout: cx.duration(&r.timeout, "timeout", 30 * SECOND, true)?,
+            host_name: host_name?,
+            timeout: timeout?,
         })
     }
 

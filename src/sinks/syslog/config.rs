@@ -189,7 +189,9 @@ impl Protocol for SyslogSink {
     type Settings = SyslogSinkSettings;
 
     fn settings(r: Keys, cx: &TableKeys<'_>) -> Res<SyslogSinkSettings> {
+        // Every key is checked before any refusal is returned (`config` module docs).
         let transport = r.transport.as_ref().map_or(RawTransport::Tls, |t| *t.get_ref());
+        let mut tls_keys_ok = Ok(());
         if !matches!(transport, RawTransport::Tls) {
             let tls_only = [
                 ("ca_file", &r.ca_file),
@@ -197,74 +199,79 @@ impl Protocol for SyslogSink {
                 ("client_cert_file", &r.client_cert_file),
                 ("client_key_file", &r.client_key_file),
             ];
-            if let Some((key, value)) = tls_only.into_iter().find_map(|(k, v)| v.as_ref().map(|v| (k, v))) {
-                return cx.fail(value.span(), key, "not used by this transport");
+            for (key, value) in tls_only.into_iter().filter_map(|(k, v)| v.as_ref().map(|v| (k, v))) {
+                tls_keys_ok = cx.fail(value.span(), key, "not used by this transport");
             }
         }
-        let Some(address) = &r.address else {
-            return cx.fail(cx.table(), "address", "required for type \"syslog\" (\"host:port\")");
-        };
         let default_port = match transport {
             RawTransport::Tls => 6514,
             RawTransport::Tcp | RawTransport::Udp => 514,
         };
-        let (host, port) = host_port(cx, address, "address", default_port)?;
+        let host_port = match &r.address {
+            None => cx.fail(cx.table(), "address", "required for type \"syslog\" (\"host:port\")"),
+            Some(address) => host_port(cx, address, "address", default_port),
+        };
         let transport = match transport {
-            RawTransport::Tcp => SyslogTransport::Tcp,
-            RawTransport::Udp => SyslogTransport::Udp,
+            RawTransport::Tcp => Ok(SyslogTransport::Tcp),
+            RawTransport::Udp => Ok(SyslogTransport::Udp),
             RawTransport::Tls => {
-                let server_name = match &r.server_name {
-                    Some(n) => n.get_ref().clone(),
-                    None => host.clone(),
+                let server_name = match (&r.server_name, &host_port) {
+                    (Some(n), _) => Ok(n.get_ref().clone()),
+                    (None, Ok((host, _))) => Ok(host.clone()),
+                    (None, Err(reported)) => Err(*reported),
                 };
-                if rustls::pki_types::ServerName::try_from(server_name.as_str()).is_err() {
-                    let span = r.server_name.as_ref().map_or(address.span(), Spanned::span);
+                let server_name = server_name.and_then(|server_name| {
+                    if rustls::pki_types::ServerName::try_from(server_name.as_str()).is_ok() {
+                        return Ok(server_name);
+                    }
+                    let span = r.server_name.as_ref().or(r.address.as_ref()).map(Spanned::span);
                     let msg = format!("{server_name:?} is not a valid TLS server name (a DNS name or IP address)");
-                    return cx.fail(span, "server_name", msg);
-                }
-                let ca_file = r.ca_file.as_ref().map(|p| cx.path(p, "ca_file")).transpose()?;
+                    cx.fail(span, "server_name", msg)
+                });
+                let ca_file = r.ca_file.as_ref().map(|p| cx.path(p, "ca_file")).transpose();
                 let client_auth = match (&r.client_cert_file, &r.client_key_file) {
-                    (None, None) => None,
-                    (Some(cert), Some(key)) => Some(ClientAuth {
-                        cert_file: cx.path(cert, "client_cert_file")?,
-                        key_file: cx.path(key, "client_key_file")?,
-                    }),
-                    (Some(c), None) => {
-                        return cx.fail(c.span(), "client_key_file", "required with client_cert_file");
+                    (None, None) => Ok(None),
+                    (Some(cert), Some(key)) => {
+                        let (cert_file, key_file) =
+                            (cx.path(cert, "client_cert_file"), cx.path(key, "client_key_file"));
+                        cert_file
+                            .and_then(|cert_file| key_file.map(|key_file| Some(ClientAuth { cert_file, key_file })))
                     }
-                    (None, Some(k)) => {
-                        return cx.fail(k.span(), "client_cert_file", "required with client_key_file");
-                    }
+                    (Some(c), None) => cx.fail(c.span(), "client_key_file", "required with client_cert_file"),
+                    (None, Some(k)) => cx.fail(k.span(), "client_cert_file", "required with client_key_file"),
                 };
-                SyslogTransport::Tls(TlsSettings { ca_file, server_name, client_auth })
+                // Not `?`: it would return before the keys below are checked.
+                ca_file.and_then(|ca_file| {
+                    server_name.and_then(|server_name| {
+                        client_auth
+                            .map(|client_auth| SyslogTransport::Tls(TlsSettings { ca_file, server_name, client_auth }))
+                    })
+                })
             }
         };
-        let udp = matches!(transport, SyslogTransport::Udp);
-        if let (true, Some(f)) = (udp, &r.framing) {
-            return cx.fail(f.span(), "framing", "not used by transport \"udp\" (one message per datagram)");
-        }
-        let framing = match r.framing.as_ref().map(|f| *f.get_ref()) {
-            None | Some(RawFraming::OctetCounting) => SyslogFraming::OctetCounting,
-            Some(RawFraming::Lf) => SyslogFraming::Lf,
+        let udp = matches!(r.transport.as_ref().map(|t| *t.get_ref()), Some(RawTransport::Udp));
+        let framing = match (udp, &r.framing) {
+            (true, Some(f)) => cx.fail(f.span(), "framing", "not used by transport \"udp\" (one message per datagram)"),
+            _ => Ok(match r.framing.as_ref().map(|f| *f.get_ref()) {
+                None | Some(RawFraming::OctetCounting) => SyslogFraming::OctetCounting,
+                Some(RawFraming::Lf) => SyslogFraming::Lf,
+            }),
         };
         let format = match r.format.as_ref().map(|f| *f.get_ref()) {
             None | Some(RawFormat::Rfc5424) => SyslogFormat::Rfc5424,
             Some(RawFormat::Rfc3164) => SyslogFormat::Rfc3164,
         };
         let facility = match &r.facility {
-            None => 10, // authpriv: security and authorization messages
-            Some(v) => facility(cx, v, "facility")?,
+            None => Ok(10), // authpriv: security and authorization messages
+            Some(v) => facility(cx, v, "facility"),
         };
-        let hostname = match &r.hostname {
-            None => None,
-            Some(h) => Some(header_field(cx, h, "hostname", 255)?),
-        };
+        let hostname = r.hostname.as_ref().map(|h| header_field(cx, h, "hostname", 255)).transpose();
         let app_name = match &r.app_name {
-            None => "auditrelay".to_owned(),
-            Some(a) => header_field(cx, a, "app_name", 48)?,
+            None => Ok("auditrelay".to_owned()),
+            Some(a) => header_field(cx, a, "app_name", 48),
         };
         let sd_id = match &r.sd_id {
-            None => None,
+            None => Ok(None),
             Some(v) => {
                 let s = v.get_ref();
                 let ok = |c: char| c.is_ascii_graphic() && !matches!(c, '=' | ']' | '"');
@@ -273,38 +280,42 @@ impl Protocol for SyslogSink {
                         "invalid SD-ID {s:?}: 1 to 32 printable ASCII characters without = ] \" or space, \
                          such as \"ocsf@32473\" (name@<your IANA Private Enterprise Number>)"
                     );
-                    return cx.fail(v.span(), "sd_id", msg);
+                    cx.fail(v.span(), "sd_id", msg)
+                } else {
+                    Ok(Some(s.clone()))
                 }
-                Some(s.clone())
             }
         };
         let (default_size, limit) = if udp { (8 * 1024, MAX_UDP_PAYLOAD) } else { (64 * 1024, u64::from(u32::MAX)) };
         let key = "max_message_size";
-        let max = cx.bytes(&r.max_message_size, key, default_size)?;
-        if !(MIN_MESSAGE_SIZE..=limit).contains(&max) {
+        let max_message_size = cx.bytes(&r.max_message_size, key, default_size).and_then(|max| {
+            if (MIN_MESSAGE_SIZE..=limit).contains(&max) {
+                return Ok(usize::try_from(max).unwrap_or(usize::MAX));
+            }
             let span = r.max_message_size.as_ref().map(Spanned::span);
             let why = if udp { " (the largest UDP datagram)" } else { "" };
-            return cx.fail(span, key, format!("must be between {MIN_MESSAGE_SIZE} and {limit} bytes{why}"));
-        }
-        let max_message_size = usize::try_from(max).unwrap_or(usize::MAX);
+            cx.fail(span, key, format!("must be between {MIN_MESSAGE_SIZE} and {limit} bytes{why}"))
+        });
         let oversize = match r.oversize.as_ref().map(|o| *o.get_ref()) {
             None | Some(RawOversize::DeadLetter) => Oversize::DeadLetter,
             Some(RawOversize::Truncate) => Oversize::Truncate,
         };
-        let timeout = cx.duration(&r.timeout, "timeout", 30 * SECOND, true)?;
+        let timeout = cx.duration(&r.timeout, "timeout", 30 * SECOND, true);
+        tls_keys_ok?;
+        let (host, port) = host_port?;
         Ok(SyslogSinkSettings {
             host,
             port,
-            transport,
-            framing,
+            transport: transport?,
+            framing: framing?,
             format,
-            facility,
-            hostname,
-            app_name,
-            sd_id,
-            max_message_size,
+            facility: facility?,
+            hostname: hostname?,
+            app_name: app_name?,
+            sd_id: sd_id?,
+            max_message_size: max_message_size?,
             oversize,
-            timeout,
+            timeout: timeout?,
         })
     }
 
@@ -384,6 +395,7 @@ impl Protocol for SyslogSink {
 /// `host:port`, `[v6]:port`, or a bare host taking `default_port`.
 fn host_port(cx: &TableKeys<'_>, v: &Spanned<String>, key: &str, default_port: u16) -> Res<(String, u16)> {
     let s = v.get_ref().as_str();
+    // Called only on the path that refuses the value: each call records a problem.
     let bad = |why: &str| cx.err(v.span(), key, format!("invalid address {s:?}: {why}"));
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (h, after) = rest.split_once(']').ok_or_else(|| bad("missing ]"))?;

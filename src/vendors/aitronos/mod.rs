@@ -12,7 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{Defaults, MINUTE, Vendor};
-use crate::config::{ConfigError, SecretText, TableKeys};
+use crate::config::{Res, SecretText, TableKeys};
 use crate::sources::{AnswerLimits, BadPage, Page, PageCursor, Window};
 
 /// One Aitronos organization.
@@ -61,21 +61,22 @@ impl Vendor for Aitronos {
     const RECORD_FIELDS: (&'static str, &'static str) = ("id", "created_at");
     type Keys = Keys;
 
-    fn from_keys(k: Keys, cx: &TableKeys<'_>) -> Result<Self, ConfigError> {
-        let page_size = super::page_size(k.page_size.as_ref(), cx)?;
-        let organization_id = cx.required_org(k.organization_id.as_ref())?;
+    fn from_keys(k: Keys, cx: &TableKeys<'_>) -> Res<Self> {
+        // Every key is checked before any refusal is returned (`config` module docs).
+        let page_size = super::page_size(k.page_size.as_ref(), cx);
+        let organization_id = cx.required_org(k.organization_id.as_ref());
         let one_of = "api_key / api_key_file / bearer_token / bearer_token_file";
         let api = k.api_key.is_some() || k.api_key_file.is_some();
         let bearer = k.bearer_token.as_ref().map(Spanned::span).or(k.bearer_token_file.as_ref().map(Spanned::span));
         let credential = match (api, bearer) {
-            (true, None) => AitronosCredential::ApiKey(cx.secret("api_key", &k.api_key, &k.api_key_file)?),
+            (true, None) => cx.secret("api_key", &k.api_key, &k.api_key_file).map(AitronosCredential::ApiKey),
             (false, Some(_)) => {
-                AitronosCredential::Bearer(cx.secret("bearer_token", &k.bearer_token, &k.bearer_token_file)?)
+                cx.secret("bearer_token", &k.bearer_token, &k.bearer_token_file).map(AitronosCredential::Bearer)
             }
-            (true, Some(span)) => return cx.fail(span, "bearer_token", format!("set exactly one of {one_of}")),
-            (false, None) => return cx.fail(cx.table(), "api_key", format!("exactly one of {one_of} is required")),
+            (true, Some(span)) => cx.fail(span, "bearer_token", format!("set exactly one of {one_of}")),
+            (false, None) => cx.fail(cx.table(), "api_key", format!("exactly one of {one_of} is required")),
         };
-        Ok(Aitronos { organization_id, credential, page_size })
+        Ok(Aitronos { organization_id: organization_id?, credential: credential?, page_size: page_size? })
     }
 
     fn organization_id(&self) -> &str {

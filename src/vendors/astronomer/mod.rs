@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use toml::Spanned;
 
 use super::{DAY, Defaults, MINUTE, Vendor};
-use crate::config::{ConfigError, SecretText, TableKeys};
+use crate::config::{Res, SecretText, TableKeys};
 use crate::ocsf::event::EventParts;
 use crate::ocsf::{Context, Unmappable};
 use crate::sources::{AnswerLimits, BadPage, DecodeError, Decoded, Page, PageCursor, Record, Rejected, Window};
@@ -52,10 +52,11 @@ impl Vendor for Astronomer {
     const RECORD_FIELDS: (&'static str, &'static str) = ("id", "timestamp");
     type Keys = Keys;
 
-    fn from_keys(k: Keys, cx: &TableKeys<'_>) -> Result<Self, ConfigError> {
-        let organization_id = cx.required_org(k.organization_id.as_ref())?;
-        let token = cx.required_secret("bearer_token", &k.bearer_token, &k.bearer_token_file)?;
-        Ok(Astronomer { organization_id, token })
+    fn from_keys(k: Keys, cx: &TableKeys<'_>) -> Res<Self> {
+        // Every key is checked before any refusal is returned (`config` module docs).
+        let organization_id = cx.required_org(k.organization_id.as_ref());
+        let token = cx.required_secret("bearer_token", &k.bearer_token, &k.bearer_token_file);
+        Ok(Astronomer { organization_id: organization_id?, token: token? })
     }
 
     fn organization_id(&self) -> &str {

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use toml::Spanned;
 
 use super::{DAY, Defaults, MINUTE, Vendor};
-use crate::config::{ConfigError, SecretText, TableKeys};
+use crate::config::{Res, SecretText, TableKeys};
 use crate::ocsf::event::EventParts;
 use crate::ocsf::{Context, Unmappable};
 use crate::sources::{BadPage, Page, PageCursor, Window};
@@ -69,17 +69,24 @@ impl Vendor for ConfigCat {
     const RECORD_FIELDS: (&'static str, &'static str) = ("auditLogId", "auditLogDateTime");
     type Keys = Keys;
 
-    fn from_keys(k: Keys, cx: &TableKeys<'_>) -> Result<Self, ConfigError> {
-        let page_size = super::page_size(k.page_size.as_ref(), cx)?;
-        let organization_id = cx.required_org(k.organization_id.as_ref())?;
-        let username = cx.required_secret("username", &k.username, &k.username_file)?;
-        let password = cx.required_secret("password", &k.password, &k.password_file)?;
+    fn from_keys(k: Keys, cx: &TableKeys<'_>) -> Res<Self> {
+        // Every key is checked before any refusal is returned (`config` module docs).
+        let page_size = super::page_size(k.page_size.as_ref(), cx);
+        let organization_id = cx.required_org(k.organization_id.as_ref());
+        let username = cx.required_secret("username", &k.username, &k.username_file);
+        let password = cx.required_secret("password", &k.password, &k.password_file);
         let api_version = match k.api_version.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
-            None | Some(("v2", _)) => ConfigCatApi::V2,
-            Some(("v1", _)) => ConfigCatApi::V1,
-            Some((other, span)) => return cx.fail(span, "api_version", format!("{other:?} is not \"v2\" or \"v1\"")),
+            None | Some(("v2", _)) => Ok(ConfigCatApi::V2),
+            Some(("v1", _)) => Ok(ConfigCatApi::V1),
+            Some((other, span)) => cx.fail(span, "api_version", format!("{other:?} is not \"v2\" or \"v1\"")),
         };
-        Ok(ConfigCat { organization_id, username, password, page_size, api_version })
+        Ok(ConfigCat {
+            organization_id: organization_id?,
+            username: username?,
+            password: password?,
+            page_size: page_size?,
+            api_version: api_version?,
+        })
     }
 
     fn organization_id(&self) -> &str {

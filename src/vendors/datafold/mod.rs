@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use toml::Spanned;
 
 use super::{Defaults, MINUTE, Vendor};
-use crate::config::{ConfigError, SecretText, Size, TableKeys};
+use crate::config::{Res, SecretText, Size, TableKeys};
 use crate::ocsf::event::EventParts;
 use crate::ocsf::{Context, Unmappable};
 use crate::sources::{AnswerLimits, BadPage, Page, PageCursor, Window};
@@ -60,21 +60,27 @@ impl Vendor for Datafold {
     const RECORD_FIELDS: (&'static str, &'static str) = ("event_uuid", "timestamp");
     type Keys = Keys;
 
-    fn from_keys(k: Keys, cx: &TableKeys<'_>) -> Result<Self, ConfigError> {
-        let api_key = cx.required_secret("api_key", &k.api_key, &k.api_key_file)?;
+    fn from_keys(k: Keys, cx: &TableKeys<'_>) -> Res<Self> {
+        // Every key is checked before any refusal is returned (`config` module docs).
+        let api_key = cx.required_secret("api_key", &k.api_key, &k.api_key_file);
         // Datafold's API names no organization: the deployment's host unless one is given.
         let organization_id = match k.organization_id.as_ref().filter(|o| !o.get_ref().is_empty()) {
             Some(org) => org.get_ref().clone(),
             None => cx.base_url().and_then(url::Url::host_str).unwrap_or("datafold").to_owned(),
         };
         let max_records = match &k.max_records {
-            None => 10_000,
-            Some(n) if *n.get_ref() > 0 => *n.get_ref(),
-            Some(n) => return cx.fail(n.span(), "max_records", "must be at least 1"),
+            None => Ok(10_000),
+            Some(n) if *n.get_ref() > 0 => Ok(*n.get_ref()),
+            Some(n) => cx.fail(n.span(), "max_records", "must be at least 1"),
         };
-        let bytes = cx.bytes(&k.max_response_bytes, "max_response_bytes", 32 * bytesize::MIB)?;
-        let max_response_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
-        Ok(Datafold { organization_id, api_key, max_records, max_response_bytes })
+        let bytes = cx.bytes(&k.max_response_bytes, "max_response_bytes", 32 * bytesize::MIB);
+        let max_response_bytes = bytes.map(|b| usize::try_from(b).unwrap_or(usize::MAX));
+        Ok(Datafold {
+            organization_id,
+            api_key: api_key?,
+            max_records: max_records?,
+            max_response_bytes: max_response_bytes?,
+        })
     }
 
     fn organization_id(&self) -> &str {
