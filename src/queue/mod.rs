@@ -103,6 +103,23 @@ impl Watches {
     }
 }
 
+/// The source a source of this name backfills, if it is one: `<live>.backfill.<from>-<until>`
+/// (times as `20260318T120000Z`), as `backfill` names its ranges. Such a range's pages are also
+/// deduped against `<live>`'s keys: a record the live source stored went to the sinks already.
+pub fn backfilled_source(source: &str) -> Option<&str> {
+    let (live, range) = source.rsplit_once(".backfill.")?;
+    let time = |t: &[u8]| {
+        t.len() == 16
+            && t.iter().enumerate().all(|(i, b)| match i {
+                8 => *b == b'T',
+                15 => *b == b'Z',
+                _ => b.is_ascii_digit(),
+            })
+    };
+    let (from, until) = range.split_once('-')?;
+    (!live.is_empty() && time(from.as_bytes()) && time(until.as_bytes())).then_some(live)
+}
+
 /// One source page, written in one transaction (invariants 1 and 2).
 #[derive(Debug, Clone, Default)]
 pub struct PageWrite {
