@@ -105,3 +105,30 @@ fn test_backfill_after_the_live_source_delivers_each_record_once_and_refuses_an_
     assert_eq!(twice(&last), 0, "{} records delivered more than once: {stdout}{stderr}", twice(&last));
     assert_eq!(last.len(), total);
 }
+
+/// A live source that never ran: `--until` defaults to now, and stderr says the live source
+/// will ask from its `start` when it first runs. It then stores what the backfill stored there
+/// again (it never reads a backfill's keys): nothing is lost for the sinks, and what arrives
+/// twice is exactly what was announced (the part after its start).
+#[test]
+fn test_a_backfill_before_the_live_source_ever_ran_loses_nothing_and_says_what_comes_again() {
+    let now = Utc::now();
+    let live_start = now - chrono::Duration::hours(12);
+    let (_rt, sim, _dir, out, config) = live_from(live_start);
+    let org = sim.organizations(SimVendor::Aitronos)[0].clone();
+    let total = sim.record_keys(SimVendor::Aitronos, &org).len();
+
+    let since = (now - chrono::Duration::days(2)).to_rfc3339();
+    let (code, stdout, stderr) = auditrelay(&config, &["backfill", "--source", "a", "--since", &since]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stderr.contains("never ran") && stderr.contains("defaults to now"), "{stderr}");
+    assert!(stderr.contains("arrive again"), "it warns of what the live source will resend: {stderr}");
+    assert_eq!(by_uid(&out).len(), total, "{stdout}{stderr}");
+
+    let (code, stdout, stderr) = auditrelay(&config, &["run", "--once"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let all = by_uid(&out);
+    assert_eq!(all.len(), total, "nothing lost");
+    let again = twice(&all);
+    assert!(again > 300 && again < total, "the part after the live start comes again, announced: {again} of {total}");
+}
