@@ -125,12 +125,13 @@ impl LiveView {
         now: DateTime<Utc>,
     ) -> LiveView {
         let fresh = StartAt::resolve(&cfg.start, now).trunc_subsecs(0);
-        let Some(cp) = checkpoint.filter(|cp| **cp != Checkpoint::default()) else {
+        let Some(cp) = checkpoint else {
             return LiveView::NeverRan { start: fresh };
         };
         let reached = cp.done_until.into_iter().chain(cp.sweep.as_ref().map(|s| s.window.to)).max();
         let (Some(asks_from), Some(reached)) = (cp.asks_again_from(cfg.overlap), reached) else {
-            return LiveView::NeverRan { start: fresh };
+            // Every checkpoint written says how far the source got: this one is damaged.
+            return LiveView::Unreadable("its checkpoint says neither how far it got nor what it is sweeping".into());
         };
         let start = match (cp.began, &cfg.start) {
             (Some(began), _) => Ok(began),
@@ -250,7 +251,10 @@ pub fn check_overlap(
         )));
     }
     let Some(start) = start_known else {
-        let kept = keys_from.map_or_else(|| "its dedupe keys are pruned".to_owned(), |k| format!("before {k}"));
+        let kept = keys_from.map_or_else(
+            || "all of them: an older version pruned them without recording how far".to_owned(),
+            |k| format!("before {k}"),
+        );
         return Ok(Some(format!(
             "cannot tell where the live source began, so the range {from} to {until} is not checked against it: \
              records it collected there arrive again where its dedupe keys are gone ({kept})"
@@ -291,6 +295,12 @@ fn read_live(config: &Config, live: &SourceConfig, now: DateTime<Utc>) -> anyhow
     };
     let overview = view.overview().context("cannot read the live source's checkpoint")?;
     let Some(stored) = overview.checkpoints.iter().find(|c| c.source == live.name) else {
+        // Records are stored only with a checkpoint: keys without one mean it was lost.
+        if view.has_dedupe_keys(&live.name).context("cannot read the live source's dedupe keys")? {
+            return Ok(LiveView::Unreadable(
+                "its checkpoint is missing, yet the database holds its dedupe keys (README \"Damaged state\")".into(),
+            ));
+        }
         return Ok(LiveView::of(live, None, None, now));
     };
     let checkpoint: Checkpoint = serde_json::from_str(&stored.state)
@@ -810,6 +820,10 @@ mod tests {
         let first = LiveView::of(&cfg, Some(&first), None, now);
         assert!(check_overlap(t(0), t(5), true, &first).is_err(), "it resumes its sweep from 4");
         assert_eq!(check_overlap(t(0), t(4), false, &first), Ok(None));
+        // A checkpoint that says nothing is damage, not a fresh start.
+        let empty = LiveView::of(&cfg, Some(&Checkpoint::default()), None, now);
+        assert!(matches!(empty, LiveView::Unreadable(_)), "{empty:?}");
+        assert!(default_until(t(0), now, &empty).is_err());
         // Never ran: nothing to overlap.
         assert_eq!(check_overlap(t(0), t(20), false, &LiveView::of(&cfg, None, None, now)), Ok(None));
     }

@@ -263,6 +263,7 @@ mod tests {
         let mut view = QueueView::open(dir.path()).unwrap();
         assert_eq!(view.dedupe_pruned_before("live").unwrap(), Some(20));
         assert_eq!(view.dedupe_pruned_before("other").unwrap(), None);
+        assert!(view.has_dedupe_keys("live").unwrap() && !view.has_dedupe_keys("never").unwrap());
     }
 
     #[tokio::test]
