@@ -12,7 +12,10 @@
 //! JSON from `ocsf/`), when to stop fetching (sources check `is_full` / `wait_for_room`) and how
 //! to deliver (sinks `read_batch`, send, then `ack`). It never reads a checkpoint's fields nor
 //! imports from `sources`, `sinks` or `sim`; every "now" it stores comes from the agent's
-//! [`Clock`].
+//! [`Clock`]. One naming rule it does know: a backfill range (`<live>.backfill.<from>-<until>`,
+//! [`backfilled_source`]) dedupes against its live source's keys too, reading them only; and it
+//! records how far each source's keys were pruned (`dedupe_pruned`), so `backfill` knows where
+//! they can no longer tell what was stored.
 //!
 //! This file holds the public types and the [`Queue`] facade, which sends each call to the
 //! database thread. The rest, one job per file:
