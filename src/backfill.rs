@@ -25,9 +25,31 @@
 //! that overlap again; its window is then asked afresh, and the records its sweep had stored may
 //! arrive twice (with the same `metadata.uid`). A checkpoint of the older form `<name>.backfill`
 //! (no range) is left alone and covers nothing. It takes the state directory's lock like the
-//! daemon, so the service is stopped while it runs. Records the live source already collected in
-//! the same range arrive again (with the same `metadata.uid`): choose `--until` at or before the
-//! live source's `start` to avoid that.
+//! daemon, so the service is stopped while it runs.
+//!
+//! It never resends what the live source delivered ([`LiveView`], read from the live source's
+//! checkpoint before anything runs). The live source records where its first window began
+//! (`Checkpoint::began`) and no later window of it starts earlier, so everything it ever asked
+//! lies at or after that time: without `--until` a backfill ends there ([`default_until`]); if
+//! the live source never ran, now (it will ask from its `start` when it first runs, and stderr
+//! says so). A checkpoint of an older version lacks `began`: a fixed `start` less `overlap` is
+//! used (those versions let the overlap after a short first window reach that far back), unless
+//! the checkpoint asks again before it (the start was changed); a relative start is refused.
+//! The configuration cannot tell a fixed `start` changed to a later time since: stderr names the
+//! bound derived. Each planned range is checked ([`check_overlap`]): one reaching past the live
+//! source's start is refused (exit [`USAGE_EXIT`]) unless `--allow-overlap`. The queue dedupes
+//! every range's pages against the live source's keys as well as its own
+//! (`queue::backfilled_source`), reading them only: the live source never reads a range's keys,
+//! so it stores every record it did not store itself and gains no history from a range (a
+//! never-run live source still starts fresh). Instead a range never stores where the live
+//! source will ask again, below, so the live source has nothing of a range's to skip. With
+//! `--allow-overlap` that dedupe is what keeps the overlap free of duplicates, and it holds only
+//! where the live source's keys are kept, from the bound they were pruned to (`dedupe_pruned`:
+//! the overlap plus a day behind its last window; unknown when an older version pruned them) up
+//! to where it asks again when it resumes (its overlap, its sweep in progress: there it would
+//! store the range's records a second time). A range reaching outside that is refused too,
+//! naming the bounds it may use. Where the live source's start cannot be told and `--until` is
+//! given, the range runs and stderr says what may arrive again; nothing goes twice silently.
 //!
 //! Progress goes to stderr: a bar (windows done of the total, records, rate, ETA) on a
 //! terminal, a plain line every ten seconds otherwise.
@@ -55,8 +77,237 @@ pub struct Backfill {
     pub config: PathBuf,
     pub source: String,
     pub since: DateTime<Utc>,
-    /// `None`: now.
+    /// `None`: where the live source began (now if it never ran).
     pub until: Option<DateTime<Utc>>,
+    /// Let the range reach into the live source's range (deduped against its keys).
+    pub allow_overlap: bool,
+}
+
+/// The exit code of a backfill refused as asked (an overlap with the live source, an `--until`
+/// that cannot be derived): clap's code for a usage error.
+pub const USAGE_EXIT: u8 = 2;
+
+/// A backfill refused as asked: the operator must change the command (exit [`USAGE_EXIT`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// What the live source's state says about the range it owns, read before a backfill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveView {
+    /// No checkpoint: it never stored a page. Its first window will start at `start`
+    /// (its configured `start`, resolved now).
+    NeverRan { start: DateTime<Utc> },
+    Ran {
+        /// The earliest time it may have asked; `Err`: unknown, and why.
+        start: Result<DateTime<Utc>, String>,
+        /// `start` is derived from the configured `start` (an older checkpoint), not recorded.
+        derived: bool,
+        /// Where it asks again when it resumes ([`Checkpoint::asks_again_from`]).
+        asks_from: DateTime<Utc>,
+        /// The end of what it collected or is collecting (`done_until`, or its sweep's end).
+        reached: DateTime<Utc>,
+        /// Its dedupe keys are kept from here on (older ones were pruned); `None`: unknown
+        /// (pruned by a version that did not record how far), as if all were pruned.
+        keys_from: Option<DateTime<Utc>>,
+    },
+    /// Its state cannot be read (a database of an older version): where it began is unknown.
+    Unreadable(String),
+}
+
+impl LiveView {
+    /// The view of the live source from its stored checkpoint (`None`: none stored) and how
+    /// far its dedupe keys were pruned (`None`: no record of it); `cfg`: its configuration.
+    pub fn of(
+        cfg: &SourceConfig,
+        checkpoint: Option<&Checkpoint>,
+        pruned_before: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> LiveView {
+        let fresh = StartAt::resolve(&cfg.start, now).trunc_subsecs(0);
+        let Some(cp) = checkpoint else {
+            return LiveView::NeverRan { start: fresh };
+        };
+        let reached = cp.done_until.into_iter().chain(cp.sweep.as_ref().map(|s| s.window.to)).max();
+        let (Some(asks_from), Some(reached)) = (cp.asks_again_from(cfg.overlap), reached) else {
+            // Every checkpoint written says how far the source got: this one is damaged.
+            return LiveView::Unreadable("its checkpoint says neither how far it got nor what it is sweeping".into());
+        };
+        let start = match (cp.began, &cfg.start) {
+            (Some(began), _) => Ok(began),
+            // Versions before `began` was recorded let the overlap after a first window shorter
+            // than it reach up to `overlap` before `start`.
+            (None, StartAt::At(t)) => {
+                let earliest = *t - chrono::Duration::from_std(cfg.overlap).unwrap_or(chrono::Duration::MAX);
+                if earliest <= asks_from {
+                    Ok(earliest)
+                } else {
+                    Err(format!(
+                        "its checkpoint (written by an older version) does not record where it began, and its \
+                         configured start ({t}) is later than where it asks again ({asks_from}): the start was changed \
+                         or the checkpoint set by hand"
+                    ))
+                }
+            }
+            (None, StartAt::Ago(_)) => Err("its checkpoint (written by an older version) does not record where it \
+                 began, and its configured start is relative to when it first ran"
+                .to_owned()),
+        };
+        // Nothing is pruned before the first window ends.
+        let keys_from = pruned_before.or(cp.done_until.is_none().then_some(DateTime::<Utc>::MIN_UTC));
+        LiveView::Ran { start, derived: cp.began.is_none(), asks_from, reached, keys_from }
+    }
+}
+
+/// The end of a range asked without `--until` (`since` given, `now` the clamp), with what to
+/// say about it on stderr: the live source's start, or now if it never ran. Refused when the
+/// start is unknown or `since` is not before it.
+pub fn default_until(
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+    live: &LiveView,
+) -> Result<(DateTime<Utc>, String), Refused> {
+    match live {
+        LiveView::NeverRan { start } => {
+            let mut note =
+                format!("the live source has no checkpoint yet (it never ran): --until defaults to now, {now}");
+            if *start < now {
+                note.push_str(&format!(
+                    "; when it first runs it asks from its start, {start}: records this backfill stores after that \
+                     arrive again then (same metadata.uid); pass --until {start} to avoid it"
+                ));
+            }
+            Ok((now, note))
+        }
+        LiveView::Unreadable(why) | LiveView::Ran { start: Err(why), .. } => Err(Refused(format!(
+            "cannot tell where the live source began ({why}): pass --until at or before its first collected record's \
+             time (it resends whatever the live source collected before --until)"
+        ))),
+        LiveView::Ran { start: Ok(start), derived, .. } => {
+            let start = (*start).min(now);
+            if since >= start {
+                return Err(Refused(format!(
+                    "--since {since} is not before the live source's start, {start}: the live source collects from \
+                     there; to collect inside its range again, pass --until and --allow-overlap"
+                )));
+            }
+            let mut note = format!("--until defaults to the live source's start, {start}");
+            if *derived {
+                note.push_str(
+                    " (its configured start less its overlap: its checkpoint, written by an older version, does not \
+                     record where it began; if `start` was changed since it first ran, pass --until)",
+                );
+            }
+            Ok((start, note))
+        }
+    }
+}
+
+/// Whether the range `[from, until)` may run beside the live source: `Ok` (with a note to
+/// print, if any) where it cannot resend what the live source delivered, else why not.
+///
+/// Without `allow_overlap`, a range must end at or before the live source's start. With it, the
+/// part inside the live range must lie where the live source's dedupe keys are kept
+/// (`keys_from`: each record there it stored is skipped by the range's pages) and before where
+/// the live source asks again when it resumes (`asks_from`: it does not know the range's keys,
+/// and would store what the range stored there a second time).
+pub fn check_overlap(
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    allow_overlap: bool,
+    live: &LiveView,
+) -> Result<Option<String>, Refused> {
+    let (start, asks_from, reached, keys_from) = match live {
+        LiveView::NeverRan { .. } => return Ok(None),
+        LiveView::Unreadable(why) => {
+            return Ok(Some(format!(
+                "cannot check the range {from} to {until} against the live source ({why}): records it collected there \
+                 arrive again (same metadata.uid)"
+            )));
+        }
+        LiveView::Ran { start, asks_from, reached, keys_from, .. } => (start, *asks_from, *reached, *keys_from),
+    };
+    let start_known = start.as_ref().ok().copied();
+    if start_known.is_some_and(|s| until <= s) {
+        return Ok(None);
+    }
+    let live_range = match start_known {
+        Some(s) => format!("{s} to {reached}, going on from {asks_from}"),
+        None => format!("(start unknown) to {reached}, going on from {asks_from}"),
+    };
+    if until > asks_from || (start_known.is_some() && !allow_overlap) {
+        if !allow_overlap {
+            let end = start_known.map_or_else(|| "where it began".to_owned(), |s| s.to_string());
+            return Err(Refused(format!(
+                "the range {from} to {until} overlaps the live source's range ({live_range}): its records there \
+                 would arrive twice; end the range at or before {end} (the default without --until), or pass \
+                 --allow-overlap to skip what the live source stored"
+            )));
+        }
+        return Err(Refused(format!(
+            "--allow-overlap: the range {from} to {until} reaches past {asks_from}, where the live source (range \
+             {live_range}) asks again when it resumes; it does not know the backfill's keys and would store what \
+             the backfill stored there a second time: end the range at or before {asks_from}"
+        )));
+    }
+    let Some(start) = start_known else {
+        let kept = keys_from.map_or_else(
+            || "all of them: an older version pruned them without recording how far".to_owned(),
+            |k| format!("before {k}"),
+        );
+        return Ok(Some(format!(
+            "cannot tell where the live source began, so the range {from} to {until} is not checked against it: \
+             records it collected there arrive again where its dedupe keys are gone ({kept})"
+        )));
+    };
+    let inside = from.max(start);
+    match keys_from {
+        Some(kept) if inside >= kept => Ok(Some(format!(
+            "--allow-overlap: {inside} to {until} is inside the live source's range ({live_range}): the records it \
+             stored there are skipped (its dedupe keys are kept from {kept})"
+        ))),
+        _ => {
+            let kept = keys_from.map_or_else(
+                || "its dedupe keys were pruned by an older version, which did not record how far".to_owned(),
+                |k| format!("its dedupe keys before {k} are pruned (they are kept for its overlap plus a day)"),
+            );
+            Err(Refused(format!(
+                "--allow-overlap: the range {from} to {until} overlaps the live source's range ({live_range}) where \
+                 {kept}: records it delivered there would arrive twice; start the range at or after {}, or end it at \
+                 or before {start}",
+                keys_from.map_or_else(|| asks_from.to_string(), |k| k.max(start).to_string())
+            )))
+        }
+    }
+}
+
+/// The live source's checkpoint and how far its dedupe keys were pruned, as [`LiveView`].
+fn read_live(config: &Config, live: &SourceConfig, now: DateTime<Utc>) -> anyhow::Result<LiveView> {
+    if !database_path(&config.state_dir).exists() {
+        return Ok(LiveView::of(live, None, None, now));
+    }
+    let mut view = match QueueView::open(&config.state_dir) {
+        Ok(v) => v,
+        Err(e @ QueueError::OlderSchema { .. }) => {
+            return Ok(LiveView::Unreadable(format!("{e}; `auditrelay run` upgrades it")));
+        }
+        Err(e) => return Err(e).context("cannot read the live source's checkpoint"),
+    };
+    let overview = view.overview().context("cannot read the live source's checkpoint")?;
+    let Some(stored) = overview.checkpoints.iter().find(|c| c.source == live.name) else {
+        // Records are stored only with a checkpoint: keys without one mean it was lost.
+        if view.has_dedupe_keys(&live.name).context("cannot read the live source's dedupe keys")? {
+            return Ok(LiveView::Unreadable(
+                "its checkpoint is missing, yet the database holds its dedupe keys (README \"Damaged state\")".into(),
+            ));
+        }
+        return Ok(LiveView::of(live, None, None, now));
+    };
+    let checkpoint: Checkpoint = serde_json::from_str(&stored.state)
+        .with_context(|| format!("cannot read the live source {:?}'s checkpoint", live.name))?;
+    let pruned = view.dedupe_pruned_before(&live.name).context("cannot read the live source's dedupe keys")?;
+    let pruned = pruned.and_then(DateTime::from_timestamp_millis);
+    Ok(LiveView::of(live, Some(&checkpoint), pruned, now))
 }
 
 /// How a range's bounds are written in its source name.
@@ -223,7 +474,27 @@ pub async fn run(args: Backfill, shutdown: CancellationToken) -> anyhow::Result<
     // remembered as ending now.
     let asked = args.until.map(|u| u.trunc_subsecs(0));
     let clamped = asked.filter(|u| *u > now);
-    let until = asked.map_or(now, |u| u.min(now));
+    let Some(live) = config.sources.iter().find(|s| s.name == args.source).cloned() else {
+        let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+        bail!("{}: no source named {:?} (sources: {})", args.config.display(), args.source, names.join(", "));
+    };
+    let label = format!("{}.backfill", args.source);
+    let refused = |e: Refused| {
+        eprintln!("backfill {label}: refused: {e}");
+        Ok(ExitCode::from(USAGE_EXIT))
+    };
+    // Where the live source began bounds the range: it delivered what lies after.
+    let live_view = read_live(&config, &live, now)?;
+    let until = match asked {
+        Some(u) => u.min(now),
+        None => match default_until(since, now, &live_view) {
+            Ok((until, note)) => {
+                eprintln!("backfill {label}: {note}");
+                until
+            }
+            Err(e) => return refused(e),
+        },
+    };
     if since >= until {
         match clamped {
             Some(asked) => {
@@ -232,11 +503,6 @@ pub async fn run(args: Backfill, shutdown: CancellationToken) -> anyhow::Result<
             None => bail!("--since ({}) must be before --until ({until})", args.since),
         }
     }
-    let Some(live) = config.sources.iter().find(|s| s.name == args.source).cloned() else {
-        let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
-        bail!("{}: no source named {:?} (sources: {})", args.config.display(), args.source, names.join(", "));
-    };
-    let label = format!("{}.backfill", args.source);
     if let Some(asked) = clamped {
         eprintln!("backfill {label}: --until {asked} is in the future: clamped to now, {until}");
     }
@@ -251,6 +517,18 @@ pub async fn run(args: Backfill, shutdown: CancellationToken) -> anyhow::Result<
     if parts != [(since, until)] {
         let asked: Vec<String> = parts.iter().map(|(f, t)| format!("{f} to {t}")).collect();
         eprintln!("backfill {label}: earlier runs covered part of the range; collecting {}", asked.join(", "));
+    }
+    // Every part asked, resumed ones too (they may reach past the range asked), against the
+    // live source's range.
+    let mut notes = Vec::new();
+    for (from, to) in &parts {
+        match check_overlap(*from, *to, args.allow_overlap, &live_view) {
+            Ok(note) => notes.extend(note),
+            Err(e) => return refused(e),
+        }
+    }
+    for note in notes {
+        eprintln!("backfill {label}: {note}");
     }
     for (from, to) in parts.iter().filter(|(from, to)| *from < since || *to > until) {
         eprintln!(
@@ -436,6 +714,118 @@ mod tests {
     /// inside its first window) and holds a sweep in progress.
     fn mid_sweep(from: i64, until: i64, done: Option<i64>) -> RangeRun {
         RangeRun { from: t(from), until: t(until), done: done.map(t), sweeping: true }
+    }
+
+    /// The live source `a` with this `start` (and `overlap = "10m"`).
+    fn live_cfg(start: &str) -> SourceConfig {
+        let text = format!(
+            "state_dir = \"state\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\norganization_id = \"O\"\n\
+             api_key = \"k\"\nstart = {start:?}\noverlap = \"10m\"\n[[sinks]]\nname = \"f\"\ntype = \"file\"\n\
+             path = \"out.ndjson\"\n"
+        );
+        Config::parse_with_env(&text, std::path::Path::new("/etc/a.toml"), &|_: &str| None).expect("config").sources[0]
+            .clone()
+    }
+
+    /// A live checkpoint done until `done` (hours from `t(0)`), begun at `began`.
+    fn live_cp(done: i64, began: Option<i64>) -> Checkpoint {
+        Checkpoint { done_until: Some(t(done)), began: began.map(t), ..Checkpoint::default() }
+    }
+
+    fn minutes(m: i64) -> chrono::Duration {
+        chrono::Duration::minutes(m)
+    }
+
+    #[test]
+    fn test_a_refusal_exits_with_the_code_clap_gives_a_usage_error() {
+        use clap::Parser as _;
+        let e = crate::cli::Cli::try_parse_from(["auditrelay", "backfill", "--source", "a", "--until", "x"])
+            .expect_err("a usage error");
+        assert_eq!(e.exit_code(), i32::from(USAGE_EXIT));
+    }
+
+    #[test]
+    fn test_until_defaults_to_where_the_live_source_began() {
+        let cfg = live_cfg("7d");
+        let now = t(20);
+        // Recorded: its start, and it says so.
+        let live = LiveView::of(&cfg, Some(&live_cp(10, Some(4))), Some(t(2)), now);
+        let (until, note) = default_until(t(0), now, &live).expect("a default");
+        assert_eq!(until, t(4));
+        assert!(note.contains("--until defaults to the live source's start, 2026-03-18 16:00:00 UTC"), "{note}");
+        // A --since at or after it: nothing of the live source's to backfill without an overlap.
+        let refused = default_until(t(4), now, &live).expect_err("refused");
+        assert!(refused.0.contains("--allow-overlap") && refused.0.contains("--until"), "{refused}");
+        // Never ran: now, and it says when the live source will start.
+        let never = LiveView::of(&cfg, None, None, now);
+        assert_eq!(never, LiveView::NeverRan { start: now - chrono::Duration::days(7) });
+        let (until, note) = default_until(t(0), now, &never).expect("now");
+        assert_eq!(until, now);
+        assert!(note.contains("no checkpoint yet") && note.contains("defaults to now"), "{note}");
+    }
+
+    #[test]
+    fn test_an_older_checkpoint_without_its_start_uses_a_fixed_start_less_the_overlap_or_refuses() {
+        let now = t(20);
+        let older = live_cp(10, None);
+        // A fixed start: older versions' overlap reached up to `overlap` before it.
+        let fixed = live_cfg("2026-03-18T16:00:00Z");
+        let live = LiveView::of(&fixed, Some(&older), None, now);
+        let (until, note) = default_until(t(0), now, &live).expect("derived");
+        assert_eq!(until, t(4) - minutes(10));
+        assert!(note.contains("configured start less its overlap") && note.contains("pass --until"), "{note}");
+        // A fixed start later than where the checkpoint asks again: changed since; refused.
+        let moved = live_cfg("2026-03-19T00:00:00Z");
+        let refused = default_until(t(0), now, &LiveView::of(&moved, Some(&older), None, now)).expect_err("refused");
+        assert!(refused.0.contains("pass --until"), "{refused}");
+        // A relative start: unknown; refused, telling the operator to pass --until.
+        let relative = LiveView::of(&live_cfg("7d"), Some(&older), None, now);
+        let refused = default_until(t(0), now, &relative).expect_err("refused");
+        assert!(refused.0.contains("cannot tell where the live source began") && refused.0.contains("--until"));
+        let unreadable = LiveView::Unreadable("older schema".into());
+        assert!(default_until(t(0), now, &unreadable).is_err());
+    }
+
+    #[test]
+    fn test_an_overlap_with_the_live_range_is_refused_unless_allowed_where_its_keys_tell() {
+        let cfg = live_cfg("7d");
+        let now = t(20);
+        // Began at 4, done until 10: asks again from 10 less 10 minutes; keys kept from 2.
+        let live = LiveView::of(&cfg, Some(&live_cp(10, Some(4))), Some(t(5)), now);
+        assert_eq!(check_overlap(t(0), t(4), false, &live), Ok(None), "up to its start");
+        assert_eq!(check_overlap(t(0), t(4), true, &live), Ok(None));
+        let refused = check_overlap(t(0), t(6), false, &live).expect_err("an overlap");
+        for piece in
+            ["2026-03-18 12:00:00 UTC to 2026-03-18 18:00:00 UTC", "2026-03-18 16:00:00 UTC to", "--allow-overlap"]
+        {
+            assert!(refused.0.contains(piece), "{refused} lacks {piece}");
+        }
+        // Allowed: only where its keys are kept (from 5) and before it asks again (9:50).
+        let ok = check_overlap(t(5), t(9), true, &live).expect("deduped against its keys");
+        assert!(ok.is_some_and(|n| n.contains("are skipped")));
+        assert_eq!(check_overlap(t(9), t(10) - minutes(10), true, &live).map(|n| n.is_some()), Ok(true));
+        let past = check_overlap(t(9), t(10), true, &live).expect_err("past where it asks again");
+        assert!(past.0.contains("asks again") && past.0.contains("2026-03-18 21:50:00 UTC"), "{past}");
+        let pruned = check_overlap(t(0), t(9), true, &live).expect_err("its keys before 5 are pruned");
+        assert!(pruned.0.contains("pruned") && pruned.0.contains("2026-03-18 17:00:00 UTC"), "{pruned}");
+        // Pruned by a version that did not record how far: nothing inside it is allowed.
+        let unknown = LiveView::of(&cfg, Some(&live_cp(10, Some(4))), None, now);
+        assert!(check_overlap(t(5), t(9), true, &unknown).is_err());
+        // A live source inside its first window has pruned nothing.
+        let sweep = crate::sources::Sweep::new(
+            crate::sources::Window { from: t(4), to: t(6) },
+            crate::sources::PageCursor::Offset { skip: 100 },
+        );
+        let first = Checkpoint { sweep: Some(sweep), began: Some(t(4)), ..Checkpoint::default() };
+        let first = LiveView::of(&cfg, Some(&first), None, now);
+        assert!(check_overlap(t(0), t(5), true, &first).is_err(), "it resumes its sweep from 4");
+        assert_eq!(check_overlap(t(0), t(4), false, &first), Ok(None));
+        // A checkpoint that says nothing is damage, not a fresh start.
+        let empty = LiveView::of(&cfg, Some(&Checkpoint::default()), None, now);
+        assert!(matches!(empty, LiveView::Unreadable(_)), "{empty:?}");
+        assert!(default_until(t(0), now, &empty).is_err());
+        // Never ran: nothing to overlap.
+        assert_eq!(check_overlap(t(0), t(20), false, &LiveView::of(&cfg, None, None, now)), Ok(None));
     }
 
     #[test]

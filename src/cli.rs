@@ -125,10 +125,13 @@ pub enum Command {
     /// exit. Each range runs as its own source `<name>.backfill.<from>-<until>` (its own
     /// checkpoint: the live source's is untouched); a re-run asks only what earlier runs did not
     /// cover (or says "already covered"), and an interrupted backfill resumes when the same
-    /// command runs again. Stop
-    /// the service first (one agent per state directory). Records the live source already
-    /// collected in the range arrive again with the same metadata.uid: choose --until at or
-    /// before the live source's `start`. Shows a progress bar on a terminal.
+    /// command runs again. Stop the service first (one agent per state directory). Shows a
+    /// progress bar on a terminal.
+    ///
+    /// It never resends what the live source delivered: without --until the range ends where
+    /// the live source began (recorded in its checkpoint; now if it never ran), and an --until
+    /// past that is refused (exit 2) unless --allow-overlap. Exit 2 also when where it began
+    /// cannot be told (a checkpoint of an older version and a relative `start`): pass --until.
     Backfill {
         /// The configuration file (TOML); see config/auditrelay.example.toml.
         #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
@@ -139,9 +142,19 @@ pub enum Command {
         /// RFC 3339 time or date (2025-01-01 means its midnight UTC).
         #[arg(long, value_name = "DATE", value_parser = parse_date)]
         since: chrono::DateTime<chrono::Utc>,
-        /// End of the range (exclusive); default now. A time in the future is clamped to now.
+        /// End of the range (exclusive); default: where the live source began (its first window's
+        /// start, from its checkpoint), or now if it has no checkpoint yet (it never ran: when it
+        /// starts, it asks from its `start` again). A time in the future is clamped to now.
         #[arg(long, value_name = "DATE", value_parser = parse_date)]
         until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Let --until reach into the live source's range. The range's records are then checked
+        /// against the live source's dedupe keys and those it stored are skipped, so nothing goes
+        /// twice. Those keys are kept only for its overlap plus a day (older ones are pruned), and
+        /// the live source, resumed, asks again from its last window less its overlap without
+        /// knowing the backfill's keys: a range reaching where the keys are pruned or where the
+        /// live source asks again is still refused (the error names both bounds).
+        #[arg(long)]
+        allow_overlap: bool,
     },
     /// Run the vendor simulator alone (for tests, benchmarks and trying configurations).
     Simulate(crate::sim::SimulateArgs),

@@ -79,8 +79,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { records, out } => demo::run(records, &out, shutdown_on_signal()).await,
-        Command::Backfill { config, source, since, until } => {
-            let args = auditrelay::backfill::Backfill { config, source, since, until };
+        Command::Backfill { config, source, since, until, allow_overlap } => {
+            let args = auditrelay::backfill::Backfill { config, source, since, until, allow_overlap };
             auditrelay::backfill::run(args, shutdown_on_signal()).await
         }
         Command::Simulate(args) => {

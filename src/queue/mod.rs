@@ -12,7 +12,10 @@
 //! JSON from `ocsf/`), when to stop fetching (sources check `is_full` / `wait_for_room`) and how
 //! to deliver (sinks `read_batch`, send, then `ack`). It never reads a checkpoint's fields nor
 //! imports from `sources`, `sinks` or `sim`; every "now" it stores comes from the agent's
-//! [`Clock`].
+//! [`Clock`]. One naming rule it does know: a backfill range (`<live>.backfill.<from>-<until>`,
+//! [`backfilled_source`]) dedupes against its live source's keys too, reading them only; and it
+//! records how far each source's keys were pruned (`dedupe_pruned`), so `backfill` knows where
+//! they can no longer tell what was stored.
 //!
 //! This file holds the public types and the [`Queue`] facade, which sends each call to the
 //! database thread. The rest, one job per file:
@@ -101,6 +104,23 @@ impl Watches {
             *discarded.entry(sink.clone()).or_insert(0) += events;
         }
     }
+}
+
+/// The source a source of this name backfills, if it is one: `<live>.backfill.<from>-<until>`
+/// (times as `20260318T120000Z`), as `backfill` names its ranges. Such a range's pages are also
+/// deduped against `<live>`'s keys: a record the live source stored went to the sinks already.
+pub fn backfilled_source(source: &str) -> Option<&str> {
+    let (live, range) = source.rsplit_once(".backfill.")?;
+    let time = |t: &[u8]| {
+        t.len() == 16
+            && t.iter().enumerate().all(|(i, b)| match i {
+                8 => *b == b'T',
+                15 => *b == b'Z',
+                _ => b.is_ascii_digit(),
+            })
+    };
+    let (from, until) = range.split_once('-')?;
+    (!live.is_empty() && time(from.as_bytes()) && time(until.as_bytes())).then_some(live)
 }
 
 /// One source page, written in one transaction (invariants 1 and 2).

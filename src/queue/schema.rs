@@ -18,7 +18,7 @@ use super::{QueueError, ReadableCheckpoint, SqliteContext};
 /// How many problems `PRAGMA quick_check` lists before it stops.
 const QUICK_CHECK_PROBLEMS: u32 = 5;
 /// The `PRAGMA user_version` this code writes and understands.
-pub(super) const SCHEMA_VERSION: i64 = 7;
+pub(super) const SCHEMA_VERSION: i64 = 8;
 
 const SCHEMA: &str = "
 -- AUTOINCREMENT: an id is never reused, even after every row was deleted. A reused id at or
@@ -91,7 +91,11 @@ CREATE TABLE IF NOT EXISTS rate_pauses (
     boot_at_ms INTEGER,
     boot_until_ms INTEGER
 );
-PRAGMA user_version = 7;
+-- Version 8: how far each source's dedupe keys were pruned (the largest bound ever asked, ms
+-- since the epoch): keys of records dated before it are gone, so `backfill` knows where the
+-- live source's keys no longer tell what it stored. No row: never pruned by version 8 or later.
+CREATE TABLE IF NOT EXISTS dedupe_pruned (source TEXT PRIMARY KEY, before_ms INTEGER NOT NULL);
+PRAGMA user_version = 8;
 ";
 
 /// Run before `SCHEMA` on a version 6 database, whose `rate_pauses` has only the wall time.

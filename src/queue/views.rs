@@ -103,6 +103,23 @@ impl QueueView {
         &self.path
     }
 
+    /// Where `source`'s dedupe keys were pruned up to (ms since the epoch: keys of records
+    /// dated before it are gone); `None`: never pruned since schema version 8.
+    pub fn dedupe_pruned_before(&mut self, source: &str) -> Result<Option<i64>, QueueError> {
+        use rusqlite::OptionalExtension as _;
+        self.conn
+            .query_row("SELECT before_ms FROM dedupe_pruned WHERE source = ?1", [source], |r| r.get(0))
+            .optional()
+            .op(&self.path, "read how far the dedupe keys were pruned")
+    }
+
+    /// Whether any dedupe key of `source` is stored (it stored records, with a checkpoint).
+    pub fn has_dedupe_keys(&mut self, source: &str) -> Result<bool, QueueError> {
+        self.conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM dedupe WHERE source = ?1)", [source], |r| r.get(0))
+            .op(&self.path, "look up dedupe keys")
+    }
+
     /// Counts, cursors, backlogs, checkpoints and dead-letter counts, as of one instant.
     pub fn overview(&mut self) -> Result<QueueOverview, QueueError> {
         let tx = self.conn.transaction().op(&self.path, "begin reading")?;

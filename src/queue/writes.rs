@@ -43,8 +43,18 @@ pub(super) fn write_page(
     // next page, so a refetch of it is still recognised.
     if let Some(before) = prune_dedupe_before_ms {
         tx.execute("DELETE FROM dedupe WHERE source = ?1 AND event_time_ms < ?2", params![source, before])?;
+        record_pruned(tx, source, before)?;
     }
     let mut key = tx.prepare_cached("INSERT OR IGNORE INTO dedupe (source, event_time_ms, key) VALUES (?1, ?2, ?3)")?;
+    // A backfill range also skips what the source it backfills stored (while its key is kept):
+    // that record went to the sinks already. Read only: the live source's keys stay its own.
+    let live = super::backfilled_source(source);
+    let mut live_has = match live {
+        Some(_) => Some(tx.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM dedupe WHERE source = ?1 AND event_time_ms = ?2 AND key = ?3)",
+        )?),
+        None => None,
+    };
     let mut event =
         tx.prepare_cached("INSERT INTO events (source, event_time_ms, body, collected_ms) VALUES (?1, ?2, ?3, ?4)")?;
     let collected_ms = now_ms;
@@ -56,6 +66,12 @@ pub(super) fn write_page(
     let mut dead_bytes = 0u64;
     let mut put_event = |k: &str, time_ms: i64, body: &[u8]| -> rusqlite::Result<()> {
         if key.execute(params![source, time_ms, k])? == 0 {
+            outcome.duplicates += 1;
+            return Ok(());
+        }
+        if let (Some(live), Some(has)) = (live, live_has.as_mut())
+            && has.query_row(params![live, time_ms, k], |r| r.get::<_, bool>(0))?
+        {
             outcome.duplicates += 1;
             return Ok(());
         }
@@ -105,6 +121,17 @@ pub(super) fn write_page(
         )?;
     }
     Ok((outcome, added + dead_bytes))
+}
+
+/// Remembers that `source`'s dedupe keys before `before_ms` are gone (the largest bound ever
+/// pruned: a smaller one later deletes nothing more).
+fn record_pruned(tx: &Connection, source: &str, before_ms: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO dedupe_pruned (source, before_ms) VALUES (?1, ?2)
+         ON CONFLICT (source) DO UPDATE SET before_ms = MAX(before_ms, excluded.before_ms)",
+        params![source, before_ms],
+    )?;
+    Ok(())
 }
 
 /// Records a checkpoint's `done_until` inside the caller's transaction, refusing one earlier than
@@ -189,6 +216,55 @@ pub(super) fn write_ack(
 mod tests {
     use crate::queue::tests::*;
     use crate::queue::*;
+
+    /// Issue 18 point 4: a backfill range (`<live>.backfill.<from>-<until>`) skips a record the
+    /// live source stored (its event went to the sinks already), streamed pages too; the live
+    /// source's keys are only read: it has no history from the range, and a record the range
+    /// stored first is still stored by the live source (it never reads the range's keys).
+    #[tokio::test]
+    async fn a_backfill_range_skips_what_the_live_source_stored_and_never_feeds_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["s"], 1 << 20)).unwrap();
+        let range = "live.backfill.20260317T000000Z-20260318T000000Z";
+        assert_eq!(backfilled_source(range), Some("live"));
+        for other in ["live", "live.backfill", "live.backfill.2026-2027", ".backfill.20260317T000000Z-20260318T000000Z"]
+        {
+            assert_eq!(backfilled_source(other), None, "{other}");
+        }
+        let out = q.store_page(page("live", vec![ev("k1", 1, "live one"), ev("k2", 2, "live two")])).await.unwrap();
+        assert_eq!(out.stored, 2);
+        // The same record at another time is another record; a new one is stored.
+        let out = q.store_page(page(range, vec![ev("k1", 1, "b1"), ev("k2", 5, "b2"), ev("k3", 3, "b3")])).await;
+        assert_eq!(out.unwrap(), StoreOutcome { stored: 2, duplicates: 1, dead_lettered: 0 });
+        q.stage(range, vec![ev("k2", 2, "b2 again"), ev("k4", 4, "b4")], vec![]).await.unwrap();
+        let out = q.commit_staged(range, Some("{}".into()), None).await.unwrap();
+        assert_eq!(out, StoreOutcome { stored: 1, duplicates: 1, dead_lettered: 0 });
+        assert_eq!(all(&q, "s").await, ["live one", "live two", "b2", "b3", "b4"]);
+
+        // Never poisoned: a source with nothing of its own has no history, and stores what
+        // only a range (a source of another name) stored.
+        assert!(!q.has_history("other").await.unwrap());
+        let out = q.store_page(page("live", vec![ev("k3", 3, "live three")])).await.unwrap();
+        assert_eq!(out.stored, 1, "the live source's own keys decide");
+        q.close().await.unwrap();
+    }
+
+    /// How far a source's dedupe keys were pruned is kept (the largest bound) for `backfill`.
+    #[tokio::test]
+    async fn the_largest_prune_bound_is_recorded_per_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["s"], 1 << 20)).unwrap();
+        for bound in [20, 15] {
+            let p = PageWrite { prune_dedupe_before_ms: Some(bound), ..page("live", vec![ev("k", 30, "x")]) };
+            q.store_page(p).await.unwrap();
+        }
+        q.store_page(page("other", vec![ev("k", 30, "y")])).await.unwrap();
+        q.close().await.unwrap();
+        let mut view = QueueView::open(dir.path()).unwrap();
+        assert_eq!(view.dedupe_pruned_before("live").unwrap(), Some(20));
+        assert_eq!(view.dedupe_pruned_before("other").unwrap(), None);
+        assert!(view.has_dedupe_keys("live").unwrap() && !view.has_dedupe_keys("never").unwrap());
+    }
 
     #[tokio::test]
     async fn rows_leave_only_after_every_sink_acked() {

@@ -180,6 +180,30 @@ pub struct Checkpoint {
     /// overlaps it read a moment before (simulation seed 41 with dense bursts).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub settled: bool,
+    /// The start of this source's first window, recorded when that window was cut and carried
+    /// unchanged after; no later window starts before it (its overlap stops there), so the
+    /// source never asked anything earlier: `backfill` ends its ranges here. Absent in
+    /// checkpoints written before it existed (those sources may have asked up to `overlap`
+    /// before their start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub began: Option<DateTime<Utc>>,
+}
+
+impl Checkpoint {
+    /// Where the source asks again when it resumes from this checkpoint: its sweep in progress,
+    /// or the window after `done_until` (the overlap below it); `None` before its first window.
+    /// What lies before it the source will not ask again.
+    pub fn asks_again_from(&self, overlap: Duration) -> Option<DateTime<Utc>> {
+        let next = self.done_until.map(|done| {
+            let (from, _) = window_start(done, self.rechecked_until, chrono_dur(overlap), self.settled);
+            self.began.map_or(from, |b| from.max(b))
+        });
+        let sweep = self.sweep.as_ref().map(|s| s.window.from);
+        match (next, sweep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// What a stored checkpoint says, for an operator reading about a damaged database: "collected
@@ -230,16 +254,21 @@ fn window_start(
 /// already older than `lag + overlap` ([`Checkpoint::settled`]).
 fn completed(done: Option<DateTime<Utc>>, window: &Window, end: DateTime<Utc>, settled: bool) -> Checkpoint {
     match done {
-        Some(done) if window.to <= done => {
-            Checkpoint { done_until: Some(done), sweep: None, rechecked_until: Some(window.to), settled: false }
-        }
+        Some(done) if window.to <= done => Checkpoint {
+            done_until: Some(done),
+            sweep: None,
+            rechecked_until: Some(window.to),
+            settled: false,
+            began: None,
+        },
         Some(done) => Checkpoint {
             done_until: Some(done.max(end)),
             sweep: None,
             rechecked_until: None,
             settled: settled && end >= done,
+            began: None,
         },
-        None => Checkpoint { done_until: Some(end), sweep: None, rechecked_until: None, settled },
+        None => Checkpoint { done_until: Some(end), sweep: None, rechecked_until: None, settled, began: None },
     }
 }
 
@@ -971,7 +1000,7 @@ impl Source {
                          window again from its first page (records inserted while paging shift the pages)");
                 }
             }
-            let next = match &page.next {
+            let mut next = match &page.next {
                 Some(cursor) if !repeated => Checkpoint {
                     done_until: checkpoint.done_until,
                     rechecked_until: checkpoint.rechecked_until,
@@ -991,6 +1020,7 @@ impl Source {
                         restarted: sweep.restarted,
                         vendor_start: sweep.vendor_start.or_else(|| self.vendor_now()),
                     }),
+                    began: None,
                 },
                 // A first repeat: the same window again from its first page (the page just read
                 // is stored; dedupe drops what the second pass finds again).
@@ -999,6 +1029,7 @@ impl Source {
                     rechecked_until: checkpoint.rechecked_until,
                     settled: checkpoint.settled,
                     sweep: Some(Sweep { restarted: true, ..Sweep::new(sweep.window, self.vendor.first_page()) }),
+                    began: None,
                 },
                 // The window is done: the checkpoint moves to its end (kept at the vendor's clock
                 // when ours ran ahead), never backwards; a piece of the overlap moves only how far
@@ -1020,6 +1051,9 @@ impl Source {
                     )
                 }
             };
+            // Recorded with the first window (no `done_until` yet: this sweep is the first),
+            // carried unchanged after; an older checkpoint past its first window stays without.
+            next.began = checkpoint.began.or(checkpoint.done_until.is_none().then_some(sweep.window.from));
             if let Err(e) = self.store(page, &sweep, &next, &shutdown).await {
                 return e;
             }
@@ -1227,6 +1261,11 @@ impl Source {
                     // A backfill range's overlap stays inside the range: what lies before its
                     // `start` is another range's (stored under that range's dedupe keys).
                     from = from.max(whole_second(self.cfg.start.resolve(now)));
+                }
+                // Nor does a source's overlap reach before its first window: that is a
+                // backfill's to ask (`backfill` ends at `began`).
+                if let Some(began) = cp.began {
+                    from = from.max(began);
                 }
                 let due = done + poll;
                 if !rechecking && (horizon <= done || horizon < due) {
@@ -2175,6 +2214,7 @@ mod tests {
             }),
             rechecked_until: Some(at("2026-03-18T07:57:30Z")),
             settled: true,
+            began: Some(at("2026-03-18T00:00:00Z")),
         };
         let text = serde_json::to_string(&cp).unwrap();
         assert_eq!(serde_json::from_str::<Checkpoint>(&text).unwrap(), cp);
@@ -2215,6 +2255,88 @@ mod tests {
         assert_eq!(from(later), Ok(later - overlap));
         drop(source);
         queue.close().await.unwrap();
+    }
+
+    /// Issue 18 point 4: a live source's overlap stops at the start of its first window
+    /// (`began`), so a backfill ending there resends nothing; a checkpoint of an older version
+    /// (no `began`) keeps the overlap it had.
+    #[tokio::test(start_paused = true)]
+    async fn test_no_window_starts_before_the_first_windows_start() {
+        use crate::config::Config;
+        use crate::queue::QueueOptions;
+
+        let clock = Clock::starting_at(at("2026-03-18T12:00:00Z"));
+        let dir = tempfile::tempdir().unwrap();
+        let text = "state_dir = \"state\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\n\
+                    organization_id = \"ORG_A\"\napi_key = \"k\"\nlag = \"0s\"\noverlap = \"10m\"\n[[sinks]]\n\
+                    name = \"file\"\ntype = \"file\"\npath = \"out.ndjson\"\n";
+        let cfg = Config::parse_with_env(text, &dir.path().join("a.toml"), &|_: &str| None).unwrap().sources[0].clone();
+        let queue = Queue::open(dir.path(), QueueOptions { max_bytes: 1 << 30, sinks: vec!["file".into()] }).unwrap();
+        let source = Source::new(cfg, reqwest::Client::new(), queue.clone(), clock);
+        let began = at("2026-03-18T11:00:00Z");
+        // A first window of two minutes, shorter than the overlap.
+        let done = began + chrono::Duration::minutes(2);
+        let cp = Checkpoint { done_until: Some(done), began: Some(began), ..Checkpoint::default() };
+        assert_eq!(source.next_window(&cp).map(|w| w.from), Ok(began));
+        assert_eq!(cp.asks_again_from(Duration::from_secs(600)), Some(began));
+        let older = Checkpoint { began: None, ..cp };
+        assert_eq!(source.next_window(&older).map(|w| w.from), Ok(done - chrono::Duration::minutes(10)));
+        drop(source);
+        queue.close().await.unwrap();
+    }
+
+    /// Issue 18 point 4: the checkpoint records where the first window started while that
+    /// window is swept (a sweep interrupted there has it too) and carries it unchanged after.
+    #[tokio::test(start_paused = true)]
+    async fn test_the_first_windows_start_is_recorded_once_and_carried() {
+        use crate::config::Config;
+        use crate::queue::QueueOptions;
+        use crate::sim::{RateLimitSetting, Sim, SimOptions};
+
+        let clock = Clock::starting_at(at("2026-03-18T12:00:00Z"));
+        let mut opts = SimOptions::default();
+        opts.aitronos.records = 50;
+        opts.faults.rate_limit = RateLimitSetting::Off;
+        let sim = Sim::start(([127, 0, 0, 1], 0).into(), opts, clock.clone()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = |max_pages: u32| {
+            let text = format!(
+                "state_dir = {state:?}\n[[sources]]\nname = \"live\"\nvendor = \"aitronos\"\n\
+                 organization_id = {org:?}\napi_key = {key:?}\nbase_url = {base:?}\nstart = \"2026-03-16T12:00:00Z\"\n\
+                 max_span = \"3d\"\npage_size = 5\nrate_limit = {{ requests = 1000, per = \"1s\" }}\n\
+                 max_pages = {max_pages}\n[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"out.ndjson\"\n",
+                state = dir.path().display().to_string(),
+                org = sim.aitronos_organization_id(),
+                key = sim.aitronos_api_key(),
+                base = sim.base_url().to_string(),
+            );
+            Config::parse_with_env(&text, &dir.path().join("a.toml"), &|_: &str| None).unwrap().sources[0].clone()
+        };
+        let queue = Queue::open(dir.path(), QueueOptions { max_bytes: 1 << 30, sinks: vec!["file".into()] }).unwrap();
+        let run = |max_pages| {
+            let source = Source::new(config(max_pages), reqwest::Client::new(), queue.clone(), clock.clone());
+            async move { source.run(RunMode::CatchUp, CancellationToken::new()).await }
+        };
+        let stored =
+            || async { serde_json::from_str::<Checkpoint>(&queue.checkpoint("live").await.unwrap().unwrap()).unwrap() };
+        let began = at("2026-03-16T12:00:00Z");
+
+        // Stopped inside the first window: the sweep's checkpoint has it already.
+        let exit = run(3).await;
+        assert!(matches!(exit, SourceExit::Failed(SourceError::TooManyPages { .. })), "{exit:?}");
+        let cp = stored().await;
+        assert_eq!((cp.done_until, cp.began), (None, Some(began)), "{cp:?}");
+        // Resumed to its end, then a later window: carried unchanged.
+        assert!(matches!(run(100).await, SourceExit::CaughtUp));
+        let first = stored().await;
+        assert_eq!(first.began, Some(began), "{first:?}");
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(matches!(run(100).await, SourceExit::CaughtUp));
+        let later = stored().await;
+        assert!(later.done_until > first.done_until, "a later window was stored: {later:?}");
+        assert_eq!(later.began, Some(began), "{later:?}");
+        queue.close().await.unwrap();
+        sim.shutdown().await;
     }
 
     /// A sweep that would need more than `max_pages` pages stops with an error naming the

@@ -24,6 +24,7 @@ mod rsyslog;
 // The tests, one module per area.
 mod architecture;
 mod backfill;
+mod backfill_live;
 mod cli;
 mod config_regressions;
 mod crash;
