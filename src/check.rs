@@ -41,11 +41,20 @@ pub struct ConnectRow {
 /// Runs `check`. A refused file is an error (exit 1 through `main`), after its JSON form when
 /// `--json` was asked.
 pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let config = match Config::load(&args.config) {
+    // With --json the load's warnings go into the object (`warnings`), not only to stderr.
+    let (loaded, warnings) = if args.json {
+        let (loaded, warnings) = capture_warnings(|| Config::load(&args.config));
+        (loaded, warnings)
+    } else {
+        (Config::load(&args.config), Vec::new())
+    };
+    let config = match loaded {
         Ok(config) => config,
         Err(e) => {
             if args.json {
-                println!("{}", refused_json(&args.config, &e));
+                let mut report = refused_json(&args.config, &e);
+                report["warnings"] = Value::Array(warnings);
+                println!("{report}");
             }
             return Err(e.into());
         }
@@ -63,7 +72,9 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let rows = if args.connect { connect(&config).await } else { Vec::new() };
     let failed = rows.iter().filter(|r| r.outcome.is_err()).count();
     if args.json {
-        println!("{}", report_json(&config, &args, &notes, &rows));
+        let mut report = report_json(&config, &args, &notes, &rows);
+        report["warnings"] = Value::Array(warnings);
+        println!("{report}");
     } else {
         print!("{}", report_text(&config, &args, &notes, &rows));
     }
@@ -159,8 +170,62 @@ pub fn report_json(config: &Config, args: &CheckArgs, notes: &[String], rows: &[
     report
 }
 
-/// `check --json` for a refused file: `"ok": false` and the error(s).
-fn refused_json(path: &Path, e: &(dyn std::error::Error + 'static)) -> Value {
+/// `check --json` for a refused file: `"ok": false` and the error(s), each with its `line`,
+/// `column` and `key` where known.
+fn refused_json(path: &Path, e: &crate::config::ConfigError) -> Value {
+    if !e.problems().is_empty() {
+        let errors: Vec<Value> = e
+            .problems()
+            .iter()
+            .map(|p| json!({"line": p.line, "column": p.column, "key": p.key, "message": p.message}))
+            .collect();
+        return json!({"config": path.display().to_string(), "ok": false, "errors": errors});
+    }
+    refused_json_text(path, e)
+}
+
+/// The loading's WARN lines, while `load` runs on this thread, as JSON objects (`message`,
+/// and `at`, `path` or `key` where the warning names one); they are not printed.
+fn capture_warnings<T>(load: impl FnOnce() -> T) -> (T, Vec<Value>) {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, load);
+    let bytes = buffer.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let warnings = String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|v| v["level"] == "WARN")
+        .map(|mut v| {
+            if let Some(fields) = v.as_object_mut() {
+                for noise in ["timestamp", "level", "target", "threadName", "threadId"] {
+                    fields.remove(noise);
+                }
+            }
+            v
+        })
+        .collect();
+    (out, warnings)
+}
+
+fn refused_json_text(path: &Path, e: &(dyn std::error::Error + 'static)) -> Value {
     let mut message = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

@@ -77,7 +77,7 @@ pub enum Command {
         /// without --connect always prints it).
         #[arg(long)]
         show_config: bool,
-        /// One JSON object on stdout: `ok`, `errors`, `sources`, `sinks`, `notes`, with
+        /// One JSON object on stdout: `ok`, `errors`, `warnings`, `sources`, `sinks`, `notes`, with
         /// --connect `connect` (kind, name, ok, detail per row), and `resolved` (the
         /// configuration as text) without --connect or with --show-config.
         #[arg(long)]

@@ -235,8 +235,21 @@ fn test_check_connect_table_first_config_on_request_and_json() {
     assert_eq!(code, Some(1), "{stdout}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["ok"], false, "{v}");
-    let message = v["errors"][0]["message"].as_str().unwrap();
-    assert!(message.contains("poll_intervall") && message.contains(":2"), "{v}");
+    assert_eq!(
+        (&v["errors"][0]["line"], &v["errors"][0]["key"]),
+        (&serde_json::json!(2), &serde_json::json!("poll_intervall")),
+        "{v}"
+    );
+    assert!(v["errors"][0]["message"].as_str().unwrap().contains("unknown field"), "{v}");
+
+    // Warnings are in the object too (and the file still passes).
+    write(&source.replace("name = \"a\"", "name = \"a\"\nlog_name = \"costs $5\""));
+    let (code, stdout) = check(&["--json"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let warning = &v["warnings"][0];
+    assert!(warning["message"].as_str().unwrap().contains("taken literally"), "{v}");
+    assert!(warning["at"].as_str().unwrap().ends_with("log_name"), "{v}");
 }
 
 #[test]
@@ -648,4 +661,26 @@ fn test_check_reports_every_mistake_of_the_file_in_order() {
         assert!(line.starts_with(&start), "{line:?} does not start with {start:?}\n{stderr}");
     }
     assert_eq!(lines[8], format!("8 errors in {file}"), "{stderr}");
+}
+
+/// Review of issue 18 point 6 (misleads scripts): README says `check --json`'s `errors` carry
+/// `line`, `column` and `key` where known; for a duration past its bound both are known (the
+/// text form names them) but the JSON error has only `message`.
+#[test]
+fn test_check_json_error_names_line_and_key_as_readme_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\n\
+         api_key = \"${AUDITRELAY_TEST_KEY}\"\npoll_interval = \"5M\"\n[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = \"o\"\n",
+    )
+    .unwrap();
+    let out =
+        auditrelay().args(["check", "--json", "-c"]).arg(&config).env("AUDITRELAY_TEST_KEY", "k").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let error = &json["errors"][0];
+    assert_eq!(error["line"], 7, "{json}");
+    assert_eq!(error["key"], "sources[0].poll_interval", "{json}");
 }
