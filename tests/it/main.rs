@@ -38,6 +38,7 @@ mod hostile;
 mod ops;
 mod otlp;
 mod pipeline;
+mod prometheus_rules;
 mod ratelimits;
 mod receivers_at_the_edge;
 mod reload;

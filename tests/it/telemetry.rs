@@ -104,7 +104,13 @@ async fn test_metrics_agree_with_the_simulator_and_the_sink() {
     assert_eq!(get("auditrelay_queue_up".into()), 1.0);
     assert_eq!(get("auditrelay_queue_events".into()), 0.0);
     assert_eq!(get("auditrelay_queue_max_bytes".into()), config.queue.max_bytes as f64);
-    assert!(!text.contains("auditrelay_dead_letters{"), "no dead letter expected:\n{text}");
+    // No dead letter: the source's series is there at 0 from the start (issue 18 point 5), no other.
+    let dead: Vec<&str> = text.lines().filter(|l| l.starts_with("auditrelay_dead_letters{")).collect();
+    assert_eq!(
+        dead,
+        [r#"auditrelay_dead_letters{source="aitronos-test",origin="source"} 0"#],
+        "no dead letter expected:\n{text}"
+    );
 
     shutdown.cancel();
     server.await.unwrap();
