@@ -352,7 +352,13 @@ fn expose(
         sources
             .iter()
             .flat_map(|s| {
-                s.statuses.iter().map(|(status, n)| (s.labels_and([("status", status.to_string())]), Value::Count(*n)))
+                // "0" (no answer) is there at 0 before any request fails, so the family has a
+                // series from the first scrape; the others come with the statuses answered.
+                let unanswered = (!s.statuses.iter().any(|(status, _)| *status == 0)).then_some((0, 0));
+                unanswered
+                    .into_iter()
+                    .chain(s.statuses.iter().copied())
+                    .map(|(status, n)| (s.labels_and([("status", status.to_string())]), Value::Count(n)))
             })
             .collect(),
     );
@@ -1344,6 +1350,7 @@ mod tests {
         telemetry.set_sinks(vec![sink_probe("siem", "hec", 0), sink_probe("archive", "file", 0)]);
         let families = parse(&telemetry.render().await);
         let zero_families = [
+            "auditrelay_source_requests_total",
             "auditrelay_source_request_duration_seconds",
             "auditrelay_sink_send_duration_seconds",
             "auditrelay_sink_hec_ack_wait_seconds",
@@ -1585,6 +1592,10 @@ auditrelay_config_last_reload_successful 1
 # HELP auditrelay_config_last_reload_timestamp_seconds When the last configuration reload was tried, applied or refused (Unix time); the start time before any reload.
 # TYPE auditrelay_config_last_reload_timestamp_seconds gauge
 auditrelay_config_last_reload_timestamp_seconds 1773835200.000
+# HELP auditrelay_source_requests_total Requests to the vendor's API by the HTTP status of the answer; status "0" counts requests that got no answer (connection failure, timeout).
+# TYPE auditrelay_source_requests_total counter
+auditrelay_source_requests_total{source="acme",vendor="aitronos",status="0"} 0
+auditrelay_source_requests_total{source="beta.prod",vendor="configcat",status="0"} 0
 # HELP auditrelay_source_rate_limited_total Answers HTTP 429: the source paused, then asked the same page again.
 # TYPE auditrelay_source_rate_limited_total counter
 auditrelay_source_rate_limited_total{source="acme",vendor="aitronos"} 2
