@@ -8,9 +8,12 @@ cd "$(dirname "$0")/.."
 # System packages the build and the tests need. A C compiler builds the bundled SQLite and
 # the TLS library. The syslog tests start a real rsyslog (Debian's) with its GnuTLS and OpenSSL
 # network drivers; its system service is never started (the tests run their own rsyslogd).
+# Debian's prometheus gives `promtool`, which tests/it/prometheus_rules.rs runs on the shipped
+# alert rules and a scrape of the agent; its server is not started in a container without
+# systemd (nothing listens on 9090), and the tests never start it.
 packages=()
 command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev)
-for pkg in rsyslog rsyslog-gnutls rsyslog-openssl; do
+for pkg in rsyslog rsyslog-gnutls rsyslog-openssl prometheus; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || packages+=("$pkg")
 done
 if ((${#packages[@]})); then

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod demo;
 pub mod fuzzing;
 pub mod http;
+pub mod latency;
 pub mod lock;
 pub mod logging;
 pub mod ocsf;

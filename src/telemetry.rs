@@ -14,8 +14,15 @@
 //! `Collector::encode` is synchronous while the queue answers asynchronously, so it would encode
 //! a snapshot we had read already: the crate would contribute the escaping of three characters.
 //! `metrics` + `metrics-exporter-prometheus` keep values in a global recorder that something would
-//! have to copy ours into before each scrape. This exposition has counters and gauges only (no
-//! histograms), written family by family in one place ([`expose`]).
+//! have to copy ours into before each scrape. The exposition is written family by family in
+//! one place ([`expose`]): counters, gauges, and the latency histograms of `crate::latency`
+//! (cumulated here, at scrape time). Every family of a configured source or sink is present
+//! from the first scrape, at zero, so `rate()` and alerts see a series before its first event;
+//! only values that do not exist yet (a lag before the first sweep, a last delivery before the
+//! first) are left out rather than faked.
+//!
+//! The `process_*` families are the Prometheus client libraries' (same names, same units), read
+//! at each scrape from `/proc/self` on Linux ([`read_process`]); elsewhere they are left out.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -31,9 +38,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Failing;
 use crate::clock::Clock;
+use crate::latency::HistogramSnapshot;
 use crate::queue::{DeadLetterCount, Queue, QueueError, QueueStats};
 use crate::sinks::file::Reopen;
-use crate::sinks::{SinkStats, SinkStatsSnapshot};
+use crate::sinks::{SinkState, SinkStats, SinkStatsSnapshot};
 use crate::sources::{SourceState, SourceStats, SourceStatsSnapshot};
 
 /// The content type of the Prometheus text format, version 0.0.4.
@@ -78,11 +86,17 @@ struct Shared {
     /// successful load.
     reload_ok: AtomicBool,
     reload_ms: AtomicI64,
+    /// Reads the `process_*` values: [`read_process`], or a fixed one in tests.
+    process: fn() -> Option<ProcessView>,
 }
 
 impl Telemetry {
     /// No sources, no sinks, not ready.
     pub fn new(queue: Queue, clock: Clock) -> Telemetry {
+        Telemetry::with_process(queue, clock, read_process)
+    }
+
+    fn with_process(queue: Queue, clock: Clock, process: fn() -> Option<ProcessView>) -> Telemetry {
         Telemetry {
             shared: Arc::new(Shared {
                 queue,
@@ -92,6 +106,7 @@ impl Telemetry {
                 reload_ok: AtomicBool::new(true),
                 reload_ms: AtomicI64::new(clock.now_utc().timestamp_millis()),
                 clock,
+                process,
             }),
         }
     }
@@ -129,7 +144,8 @@ impl Telemetry {
             successful: self.shared.reload_ok.load(Ordering::Relaxed),
             at_ms: self.shared.reload_ms.load(Ordering::Relaxed),
         };
-        expose(&sources, &sinks, &queue, &reload, now_ms)
+        let process = (self.shared.process)();
+        expose(&sources, &sinks, &queue, &reload, now_ms, process.as_ref())
     }
 
     /// Serves `GET /metrics`, `/health` and `/ready` on `listener` until `shutdown` is cancelled,
@@ -234,6 +250,9 @@ struct QueueView {
     stats: Option<QueueStats>,
     /// Each sink's backlog, in the order of the sinks; `None` if it could not be read.
     backlogs: Vec<Option<u64>>,
+    /// When each sink's oldest undelivered event was stored (ms), in the order of the sinks:
+    /// `Some(None)` when it has delivered everything, `None` if it could not be read.
+    oldest: Vec<Option<Option<i64>>>,
     dead_letters: Option<Vec<DeadLetterCount>>,
     /// Events discarded for each sink removed from the configuration (kept in memory: known
     /// even when the database does not answer).
@@ -249,11 +268,20 @@ async fn read_queue(queue: &Queue, sinks: &[SinkProbe], clock: &Clock) -> QueueV
         };
         let stats = queue.stats().await.map_err(&mut fail).ok();
         let mut backlogs = Vec::with_capacity(sinks.len());
+        let mut oldest = Vec::with_capacity(sinks.len());
         for sink in sinks {
             backlogs.push(match queue.backlog(&sink.name).await {
                 Ok(n) => Some(n),
                 // A sink the queue was not opened with (a reload racing the scrape) says nothing
                 // about the queue's health: leave its series out.
+                Err(QueueError::UnknownSink { .. }) => None,
+                Err(e) => {
+                    fail(e);
+                    None
+                }
+            });
+            oldest.push(match queue.oldest_queued_ms(&sink.name).await {
+                Ok(at) => Some(at),
                 Err(QueueError::UnknownSink { .. }) => None,
                 Err(e) => {
                     fail(e);
@@ -267,7 +295,7 @@ async fn read_queue(queue: &Queue, sinks: &[SinkProbe], clock: &Clock) -> QueueV
             // `/health` report it, and the queue's users log its failures where they matter.
             tracing::debug!(error = %e, "telemetry: cannot read the queue");
         }
-        QueueView { up: failed.is_none(), stats, backlogs, dead_letters, discarded: Vec::new() }
+        QueueView { up: failed.is_none(), stats, backlogs, oldest, dead_letters, discarded: Vec::new() }
     };
     // Timed out: nothing is known, the queue counts as down.
     let view = clock
@@ -285,7 +313,14 @@ struct ReloadView {
 }
 
 /// The exposition of one scrape, from what was read (no I/O, no clock: tests pin it exactly).
-fn expose(sources: &[SourceProbe], sinks: &[SinkProbe], queue: &QueueView, reload: &ReloadView, now_ms: i64) -> String {
+fn expose(
+    sources: &[SourceProbe],
+    sinks: &[SinkProbe],
+    queue: &QueueView,
+    reload: &ReloadView,
+    now_ms: i64,
+    process: Option<&ProcessView>,
+) -> String {
     let mut out = Exposition::default();
     out.family(
         "auditrelay_build_info",
@@ -317,7 +352,13 @@ fn expose(sources: &[SourceProbe], sinks: &[SinkProbe], queue: &QueueView, reloa
         sources
             .iter()
             .flat_map(|s| {
-                s.statuses.iter().map(|(status, n)| (s.labels_and([("status", status.to_string())]), Value::Count(*n)))
+                // "0" (no answer) is there at 0 before any request fails, so the family has a
+                // series from the first scrape; the others come with the statuses answered.
+                let unanswered = (!s.statuses.iter().any(|(status, _)| *status == 0)).then_some((0, 0));
+                unanswered
+                    .into_iter()
+                    .chain(s.statuses.iter().copied())
+                    .map(|(status, n)| (s.labels_and([("status", status.to_string())]), Value::Count(n)))
             })
             .collect(),
     );
@@ -437,9 +478,20 @@ fn expose(sources: &[SourceProbe], sinks: &[SinkProbe], queue: &QueueView, reloa
             })
             .collect(),
     );
+    out.histogram(
+        "auditrelay_source_request_duration_seconds",
+        "Requests to the vendor's API, from sending one to its status and headers or its failure \
+         (the body is read after), whatever the answer; on the agent's monotonic clock.",
+        sources.iter().map(|s| (s.labels(), s.request_seconds.clone())).collect(),
+    );
 
-    let sinks: Vec<SinkRow<'_>> =
-        sinks.iter().enumerate().map(|(i, p)| SinkRow::read(p, queue.backlogs.get(i).copied().flatten())).collect();
+    let sinks: Vec<SinkRow<'_>> = sinks
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            SinkRow::read(p, queue.backlogs.get(i).copied().flatten(), queue.oldest.get(i).copied().flatten())
+        })
+        .collect();
     type SinkCounter = (&'static str, &'static str, fn(&SinkStatsSnapshot) -> u64);
     let sink_counters: [SinkCounter; 8] = [
         ("auditrelay_sink_events_total", "Events delivered (accepted by the receiver).", |s| s.events),
@@ -527,6 +579,20 @@ fn expose(sources: &[SourceProbe], sinks: &[SinkProbe], queue: &QueueView, reloa
         sinks.iter().filter_map(|s| Some((s.labels(), Value::Count(s.backlog?)))).collect(),
     );
     out.family(
+        "auditrelay_sink_oldest_event_age_seconds",
+        Kind::Gauge,
+        "Now minus when the oldest event the sink has not delivered was stored in the queue (its \
+         enqueue time, not its event time); 0 when the sink has delivered everything.",
+        sinks
+            .iter()
+            .filter_map(|s| {
+                let age = s.oldest?.map_or(0, |at| now_ms.saturating_sub(at).max(0));
+                Some((s.labels(), Value::Millis(age)))
+            })
+            .collect(),
+    );
+    expose_sink_sends(&mut out, &sinks);
+    out.family(
         "auditrelay_sink_last_delivery_timestamp_seconds",
         Kind::Gauge,
         "When the sink last delivered a batch (Unix time); absent before the first.",
@@ -569,20 +635,156 @@ fn expose(sources: &[SourceProbe], sinks: &[SinkProbe], queue: &QueueView, reloa
         Kind::Gauge,
         "Records in the dead-letter table, by source and origin: \"source\" (the source could not map \
          the record) or \"sink:<name>\" (that sink refused the event).",
-        queue
-            .dead_letters
+        dead_letter_samples(&sources, queue.dead_letters.as_deref()),
+    );
+    if let Some(process) = process {
+        expose_process(&mut out, process);
+    }
+    out.text
+}
+
+/// The dead-letter table's counts, and 0 with origin "source" for each configured source that
+/// has none (a series to watch from the start); nothing when the queue did not answer.
+fn dead_letter_samples<'a>(sources: &[SourceRow<'a>], counts: Option<&'a [DeadLetterCount]>) -> Vec<Sample<'a>> {
+    let Some(counts) = counts else { return Vec::new() };
+    let mut samples: Vec<Sample<'a>> = counts
+        .iter()
+        .map(|d| {
+            let origin = d.sink.as_ref().map_or_else(|| "source".to_owned(), |sink| format!("sink:{sink}"));
+            (vec![("source", Cow::Borrowed(d.source.as_str())), ("origin", Cow::Owned(origin))], Value::Count(d.count))
+        })
+        .collect();
+    for source in sources {
+        if !counts.iter().any(|d| d.source == source.name && d.sink.is_none()) {
+            samples.push((
+                vec![("source", Cow::Borrowed(source.name)), ("origin", Cow::Borrowed("source"))],
+                Value::Count(0),
+            ));
+        }
+    }
+    samples
+}
+
+/// What each sink's worker is doing, and what its sends cost: bytes, durations, HEC ack waits.
+fn expose_sink_sends(out: &mut Exposition, sinks: &[SinkRow<'_>]) {
+    out.family(
+        "auditrelay_sink_state",
+        Kind::Gauge,
+        "What the sink's worker is doing, 1 for its current state and 0 for the others: \
+         \"starting\", \"idle\" (delivered everything), \"sending\", \"backing_off\" (sends failing \
+         since the last delivery for a reason that mends by itself: resending with back-off), \
+         \"failing\" (the last failure needs an operator: credentials, certificates, redirects) or \"stopped\".",
+        sinks
             .iter()
-            .flatten()
-            .map(|d| {
-                let origin = d.sink.as_ref().map_or_else(|| "source".to_owned(), |sink| format!("sink:{sink}"));
-                (
-                    vec![("source", Cow::Borrowed(d.source.as_str())), ("origin", Cow::Owned(origin))],
-                    Value::Count(d.count),
-                )
+            .flat_map(|s| {
+                SinkState::ALL.map(|state| {
+                    (s.labels_and([("state", state.label().to_owned())]), Value::Count(u64::from(state == s.state)))
+                })
             })
             .collect(),
     );
-    out.text
+    out.family(
+        "auditrelay_sink_sent_bytes_total",
+        Kind::Counter,
+        "Bytes of the events in every send attempt that ended, accepted or failed (resends count \
+         again), as sent with their transmit_time; the protocol's framing, envelope and compression are \
+         not counted.",
+        sinks.iter().map(|s| (s.labels(), Value::Count(s.sent_bytes))).collect(),
+    );
+    out.histogram(
+        "auditrelay_sink_send_duration_seconds",
+        "Send attempts (one request of the delivery loop: a batch or a part of it), from handing it to \
+         the protocol to its outcome, whatever it was; a HEC send includes its indexer-ack wait.",
+        sinks.iter().map(|s| (s.labels(), s.send_seconds.clone())).collect(),
+    );
+    out.histogram(
+        "auditrelay_sink_hec_ack_wait_seconds",
+        "HEC sinks: from the collector accepting a request to its indexer acknowledgement seen \
+         (indexer_ack = true; waits that ran out at ack_timeout are not in it: the send failed).",
+        sinks.iter().filter(|s| s.kind == "hec").map(|s| (s.labels(), s.ack_wait_seconds.clone())).collect(),
+    );
+}
+
+/// The process's resources, as the Prometheus client libraries name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcessView {
+    /// User plus system CPU time.
+    cpu_ms: i64,
+    resident_bytes: u64,
+    virtual_bytes: u64,
+    open_fds: u64,
+    /// The soft limit on open files; `None` when unlimited.
+    max_fds: Option<u64>,
+    start_ms: i64,
+}
+
+fn expose_process(out: &mut Exposition, p: &ProcessView) {
+    let one = |value: Value| vec![(Vec::new(), value)];
+    out.family(
+        "process_cpu_seconds_total",
+        Kind::Counter,
+        "Total user and system CPU time spent in seconds.",
+        one(Value::Millis(p.cpu_ms)),
+    );
+    out.family(
+        "process_resident_memory_bytes",
+        Kind::Gauge,
+        "Resident memory size in bytes.",
+        one(Value::Count(p.resident_bytes)),
+    );
+    out.family(
+        "process_virtual_memory_bytes",
+        Kind::Gauge,
+        "Virtual memory size in bytes.",
+        one(Value::Count(p.virtual_bytes)),
+    );
+    out.family("process_open_fds", Kind::Gauge, "Number of open file descriptors.", one(Value::Count(p.open_fds)));
+    if let Some(max) = p.max_fds {
+        out.family("process_max_fds", Kind::Gauge, "Maximum number of open file descriptors.", one(Value::Count(max)));
+    }
+    out.family(
+        "process_start_time_seconds",
+        Kind::Gauge,
+        "Start time of the process since unix epoch in seconds.",
+        one(Value::Millis(p.start_ms)),
+    );
+}
+
+/// Reads `/proc/self` (`stat`: CPU times and start, `statm`: memory, `fd`, `limits`) and
+/// `/proc/stat` (boot time); `None`, and the families left out, if any read fails. Clock ticks
+/// and the page size come from the kernel's auxiliary vector (`rustix::param`), not assumed.
+#[cfg(target_os = "linux")]
+fn read_process() -> Option<ProcessView> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split_whitespace().collect();
+    let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+    let ticks = rustix::param::clock_ticks_per_second().max(1);
+    let to_ms = |t: u64| i64::try_from(t.saturating_mul(1000) / ticks).unwrap_or(i64::MAX);
+    // proc(5): utime (14), stime (15) and starttime (22, since boot), in clock ticks.
+    let cpu_ms = to_ms(field(14)?.saturating_add(field(15)?));
+    let boot_s: i64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
+    let start_ms = boot_s.saturating_mul(1000).saturating_add(to_ms(field(22)?));
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let mut pages = statm.split_whitespace().map(|v| v.parse::<u64>().ok());
+    let page = rustix::param::page_size() as u64;
+    let virtual_bytes = pages.next()??.saturating_mul(page);
+    let resident_bytes = pages.next()??.saturating_mul(page);
+    let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    // "Max open files            1024                 524288               files"
+    let soft = limits.lines().find_map(|l| l.strip_prefix("Max open files")?.split_whitespace().next())?;
+    let max_fds = soft.parse().ok();
+    Some(ProcessView { cpu_ms, resident_bytes, virtual_bytes, open_fds, max_fds, start_ms })
+}
+
+/// Not Linux: no `/proc`, the `process_*` families are left out.
+#[cfg(not(target_os = "linux"))]
+fn read_process() -> Option<ProcessView> {
+    None
 }
 
 /// Every state, for `auditrelay_source_state`; `state_name`'s match is the exhaustive check.
@@ -669,6 +871,7 @@ struct SourceRow<'a> {
     last_success_ms: i64,
     checkpoint_ms: i64,
     vendor_clock_offset_ms: i64,
+    request_seconds: HistogramSnapshot,
 }
 
 impl<'a> SourceRow<'a> {
@@ -682,6 +885,7 @@ impl<'a> SourceRow<'a> {
             last_success_ms: probe.stats.last_success_ms.load(Ordering::Relaxed),
             checkpoint_ms: probe.stats.checkpoint_ms.load(Ordering::Relaxed),
             vendor_clock_offset_ms: probe.stats.vendor_clock_offset_ms.load(Ordering::Relaxed),
+            request_seconds: probe.stats.request_seconds.snapshot(),
         }
     }
 
@@ -701,11 +905,28 @@ struct SinkRow<'a> {
     kind: &'static str,
     stats: SinkStatsSnapshot,
     backlog: Option<u64>,
+    /// As [`QueueView::oldest`].
+    oldest: Option<Option<i64>>,
+    state: SinkState,
+    sent_bytes: u64,
+    send_seconds: HistogramSnapshot,
+    ack_wait_seconds: HistogramSnapshot,
 }
 
 impl<'a> SinkRow<'a> {
-    fn read(probe: &'a SinkProbe, backlog: Option<u64>) -> SinkRow<'a> {
-        SinkRow { name: &probe.name, kind: probe.kind, stats: probe.stats.snapshot(), backlog }
+    fn read(probe: &'a SinkProbe, backlog: Option<u64>, oldest: Option<Option<i64>>) -> SinkRow<'a> {
+        let stats = &probe.stats;
+        SinkRow {
+            name: &probe.name,
+            kind: probe.kind,
+            stats: stats.snapshot(),
+            backlog,
+            oldest,
+            state: stats.state(),
+            sent_bytes: stats.sent_bytes.load(Ordering::Relaxed),
+            send_seconds: stats.send_seconds.snapshot(),
+            ack_wait_seconds: stats.ack_wait_seconds.snapshot(),
+        }
     }
 
     fn labels(&self) -> Labels<'a> {
@@ -732,11 +953,21 @@ enum Kind {
     Gauge,
 }
 
+/// A histogram's `le` label: a bound in ms as seconds, without trailing zeros ("0.005", "2.5", "60").
+fn le_label(ms: u64) -> String {
+    match ms % 1000 {
+        0 => (ms / 1000).to_string(),
+        frac => format!("{}.{:03}", ms / 1000, frac).trim_end_matches('0').to_owned(),
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Value {
     Count(u64),
     /// Milliseconds, written as seconds with three decimals: exact, no float rounding.
     Millis(i64),
+    /// Microseconds, written as seconds with six decimals (a histogram's `_sum`).
+    Micros(u64),
 }
 
 /// The text being built. Each family is written whole by one [`Exposition::family`] call, so
@@ -752,6 +983,43 @@ impl Exposition {
         if samples.is_empty() {
             return;
         }
+        self.header(
+            name,
+            match kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+            },
+            help,
+        );
+        for (labels, value) in samples {
+            self.sample(name, &labels, value);
+        }
+    }
+
+    /// Writes one histogram family: per label set, its cumulative `_bucket`s (`le`, then
+    /// `+Inf`), `_sum` and `_count`; left out without label sets.
+    fn histogram(&mut self, name: &str, help: &str, rows: Vec<(Labels<'_>, HistogramSnapshot)>) {
+        if rows.is_empty() {
+            return;
+        }
+        self.header(name, "histogram", help);
+        let (bucket, sum, count) = (format!("{name}_bucket"), format!("{name}_sum"), format!("{name}_count"));
+        for (labels, h) in rows {
+            let with_le = |le: String| {
+                let mut l = labels.clone();
+                l.push(("le", Cow::Owned(le)));
+                l
+            };
+            for (bound_ms, n) in h.cumulative() {
+                self.sample(&bucket, &with_le(le_label(bound_ms)), Value::Count(n));
+            }
+            self.sample(&bucket, &with_le("+Inf".to_owned()), Value::Count(h.count()));
+            self.sample(&sum, &labels, Value::Micros(h.sum_us));
+            self.sample(&count, &labels, Value::Count(h.count()));
+        }
+    }
+
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
         let t = &mut self.text;
         t.push_str("# HELP ");
         t.push_str(name);
@@ -759,38 +1027,40 @@ impl Exposition {
         escape_into(t, help, false);
         t.push_str("\n# TYPE ");
         t.push_str(name);
-        t.push_str(match kind {
-            Kind::Counter => " counter\n",
-            Kind::Gauge => " gauge\n",
-        });
-        for (labels, value) in samples {
-            t.push_str(name);
-            if !labels.is_empty() {
-                t.push('{');
-                for (i, (key, value)) in labels.iter().enumerate() {
-                    if i > 0 {
-                        t.push(',');
-                    }
-                    t.push_str(key);
-                    t.push_str("=\"");
-                    escape_into(t, value, true);
-                    t.push('"');
+        t.push(' ');
+        t.push_str(kind);
+        t.push('\n');
+    }
+
+    fn sample(&mut self, name: &str, labels: &Labels<'_>, value: Value) {
+        let t = &mut self.text;
+        t.push_str(name);
+        if !labels.is_empty() {
+            t.push('{');
+            for (i, (key, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    t.push(',');
                 }
-                t.push('}');
+                t.push_str(key);
+                t.push_str("=\"");
+                escape_into(t, value, true);
+                t.push('"');
             }
-            t.push(' ');
-            match value {
-                Value::Count(n) => t.push_str(&n.to_string()),
-                Value::Millis(ms) => {
-                    if ms < 0 {
-                        t.push('-');
-                    }
-                    let ms = ms.unsigned_abs();
-                    t.push_str(&format!("{}.{:03}", ms / 1000, ms % 1000));
-                }
-            }
-            t.push('\n');
+            t.push('}');
         }
+        t.push(' ');
+        match value {
+            Value::Count(n) => t.push_str(&n.to_string()),
+            Value::Millis(ms) => {
+                if ms < 0 {
+                    t.push('-');
+                }
+                let ms = ms.unsigned_abs();
+                t.push_str(&format!("{}.{:03}", ms / 1000, ms % 1000));
+            }
+            Value::Micros(us) => t.push_str(&format!("{}.{:06}", us / 1_000_000, us % 1_000_000)),
+        }
+        t.push('\n');
     }
 }
 
@@ -903,8 +1173,11 @@ mod tests {
         fill(&queue).await;
         queue.close().await.unwrap();
         let queue = open_queue(dir);
-        let telemetry = Telemetry::new(queue, clock);
+        let telemetry = Telemetry::with_process(queue, clock, || Some(PROCESS));
         let acme = source_probe("acme", "aitronos", SourceState::Idle, 1);
+        for ms in [200, 3_000, 90_000] {
+            acme.stats.request_seconds.observe(Duration::from_millis(ms));
+        }
         // Checkpoint 90.5 s ago; last page committed 2.25 s ago.
         acme.stats.checkpoint_ms.store(start().timestamp_millis() - 90_500, Ordering::Relaxed);
         acme.stats.last_success_ms.store(start().timestamp_millis() - 2_250, Ordering::Relaxed);
@@ -912,6 +1185,11 @@ mod tests {
         telemetry.set_sources(vec![acme, fresh]);
         let siem = sink_probe("siem", "hec", 1);
         siem.stats.last_delivery_ms.store(start().timestamp_millis() - 1_000, Ordering::Relaxed);
+        siem.stats.set_phase(crate::sinks::SinkPhase::Sending);
+        siem.stats.sent_bytes.store(4_096, Ordering::Relaxed);
+        siem.stats.send_seconds.observe(Duration::from_millis(40));
+        siem.stats.send_seconds.observe(Duration::from_micros(1_500_250));
+        siem.stats.ack_wait_seconds.observe(Duration::from_secs(2));
         let archive = sink_probe("archive", "file", 0);
         for (why, n) in [(Reopen::Moved, 4), (Reopen::Deleted, 3), (Reopen::Truncated, 2), (Reopen::Sighup, 1)] {
             archive.stats.reopens[why.index()].store(n, Ordering::Relaxed);
@@ -919,6 +1197,16 @@ mod tests {
         telemetry.set_sinks(vec![siem, archive]);
         telemetry
     }
+
+    /// What the fixture's `process_*` families say.
+    const PROCESS: ProcessView = ProcessView {
+        cpu_ms: 12_340,
+        resident_bytes: 25_165_824,
+        virtual_bytes: 1_073_741_824,
+        open_fds: 17,
+        max_fds: Some(524_288),
+        start_ms: 1_773_835_100_000,
+    };
 
     #[tokio::test(start_paused = true)]
     async fn test_render_pins_the_exposition() {
@@ -1008,7 +1296,37 @@ mod tests {
         assert_eq!(value("auditrelay_queue_max_bytes", &[]), Some(1_000_000.0));
         assert_eq!(value("auditrelay_dead_letters", &[("source", "acme"), ("origin", "source")]), Some(1.0));
         assert_eq!(value("auditrelay_dead_letters", &[("source", "acme"), ("origin", "sink:siem")]), Some(1.0));
-        assert_eq!(families["auditrelay_dead_letters"].samples.len(), 2);
+        // A configured source without dead letters has its series, at 0, from the start.
+        assert_eq!(value("auditrelay_dead_letters", &[("source", "beta.prod"), ("origin", "source")]), Some(0.0));
+        assert_eq!(families["auditrelay_dead_letters"].samples.len(), 3);
+
+        // Sinks' states (one 1 per sink), bytes, latencies.
+        assert_eq!(value("auditrelay_sink_state", &with(&siem, ("state", "sending"))), Some(1.0));
+        assert_eq!(value("auditrelay_sink_state", &with(&archive, ("state", "starting"))), Some(1.0));
+        assert_eq!(families["auditrelay_sink_state"].samples.iter().map(|s| s.1).sum::<f64>(), 2.0);
+        assert_eq!(value("auditrelay_sink_sent_bytes_total", &siem), Some(4096.0));
+        let sample = |family: &str, name: &str, labels: &[(&str, &str)], le: Option<&str>| {
+            let mut labels = labels.to_vec();
+            labels.push(("__name__", name));
+            labels.extend(le.map(|le| ("le", le)));
+            value(family, &labels)
+        };
+        let send = "auditrelay_sink_send_duration_seconds";
+        assert_eq!(sample(send, &format!("{send}_count"), &siem, None), Some(2.0));
+        assert_eq!(sample(send, &format!("{send}_sum"), &siem, None), Some(1.540_25));
+        assert_eq!(sample(send, &format!("{send}_bucket"), &siem, Some("0.05")), Some(1.0));
+        assert_eq!(sample(send, &format!("{send}_bucket"), &siem, Some("2.5")), Some(2.0));
+        assert_eq!(sample(send, &format!("{send}_count"), &archive, None), Some(0.0));
+        let request = "auditrelay_source_request_duration_seconds";
+        assert_eq!(sample(request, &format!("{request}_bucket"), &acme, Some("60")), Some(2.0));
+        assert_eq!(sample(request, &format!("{request}_bucket"), &acme, Some("+Inf")), Some(3.0));
+        assert_eq!(sample(request, &format!("{request}_count"), &beta, None), Some(0.0));
+        let ack = "auditrelay_sink_hec_ack_wait_seconds";
+        assert_eq!(sample(ack, &format!("{ack}_bucket"), &siem, Some("1")), Some(0.0));
+        assert_eq!(sample(ack, &format!("{ack}_bucket"), &siem, Some("2.5")), Some(1.0));
+        assert!(families[ack].samples.iter().all(|(l, _)| l["type"] == "hec"), "HEC sinks only");
+        assert_eq!(value("process_resident_memory_bytes", &[]), Some(25_165_824.0));
+        assert_eq!(value("process_cpu_seconds_total", &[]), Some(12.34));
 
         // Every family we promise, each with HELP and TYPE (`parse` checked they came once).
         let names: BTreeSet<&str> = families.keys().map(String::as_str).collect();
@@ -1018,6 +1336,85 @@ mod tests {
         let expected: BTreeSet<&str> =
             EXPECTED.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
         assert_eq!(names, expected);
+    }
+
+    /// Issue 18 point 5: before any source ran or any sink sent, every family of a configured
+    /// source or sink is there at zero (histograms with empty buckets and `_count 0`), so alerts
+    /// and `rate()` have a series from the first scrape.
+    #[tokio::test(start_paused = true)]
+    async fn test_first_scrape_has_every_family_at_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = open_queue(dir.path());
+        let telemetry = Telemetry::with_process(queue, Clock::starting_at(start()), || Some(PROCESS));
+        telemetry.set_sources(vec![source_probe("acme", "aitronos", SourceState::Starting, 0)]);
+        telemetry.set_sinks(vec![sink_probe("siem", "hec", 0), sink_probe("archive", "file", 0)]);
+        let families = parse(&telemetry.render().await);
+        let zero_families = [
+            "auditrelay_source_requests_total",
+            "auditrelay_source_request_duration_seconds",
+            "auditrelay_sink_send_duration_seconds",
+            "auditrelay_sink_hec_ack_wait_seconds",
+            "auditrelay_sink_sent_bytes_total",
+            "auditrelay_sink_oldest_event_age_seconds",
+            "auditrelay_sink_events_total",
+            "auditrelay_source_records_stored_total",
+            "auditrelay_dead_letters",
+        ];
+        for name in zero_families {
+            let family = families.get(name).unwrap_or_else(|| panic!("{name} missing from the first scrape"));
+            assert!(family.samples.iter().all(|(_, v)| *v == 0.0), "{name}: {:?}", family.samples);
+        }
+        let series = |name: &str| families[name].samples.len();
+        // 13 bounds + Inf + sum + count, per label set.
+        assert_eq!(series("auditrelay_source_request_duration_seconds"), 16);
+        assert_eq!(series("auditrelay_sink_send_duration_seconds"), 2 * 16);
+        assert_eq!(series("auditrelay_sink_hec_ack_wait_seconds"), 11 + 3);
+        assert_eq!(series("auditrelay_sink_oldest_event_age_seconds"), 2);
+        let starting: Vec<&str> = families["auditrelay_sink_state"]
+            .samples
+            .iter()
+            .filter(|(_, v)| *v == 1.0)
+            .map(|(l, _)| l["state"].as_str())
+            .collect();
+        assert_eq!(starting, ["starting", "starting"]);
+        for name in ["process_cpu_seconds_total", "process_start_time_seconds", "process_max_fds"] {
+            assert!(families.contains_key(name), "{name}");
+        }
+    }
+
+    /// The oldest undelivered event per sink: by the time it was stored, 0 once all delivered.
+    #[tokio::test(start_paused = true)]
+    async fn test_oldest_event_age_is_per_sink_and_zero_when_caught_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = open_queue(dir.path());
+        fill(&queue).await;
+        // `siem` delivered 2 of 3: its oldest is the third; `archive` none: the first.
+        let all = queue.read_batch("archive", 10, usize::MAX).await.unwrap();
+        assert_eq!(queue.oldest_queued_ms("siem").await.unwrap(), Some(all[2].collected_ms));
+        assert_eq!(queue.oldest_queued_ms("archive").await.unwrap(), Some(all[0].collected_ms));
+        queue.ack_refusing("archive", all[2].id, Vec::new()).await.unwrap();
+        assert_eq!(queue.oldest_queued_ms("archive").await.unwrap(), None);
+
+        let view = QueueView { up: true, oldest: vec![Some(Some(55_000)), Some(None), None], ..QueueView::default() };
+        let sinks = [sink_probe("siem", "hec", 0), sink_probe("archive", "file", 0), sink_probe("gone", "file", 0)];
+        let text = expose(&[], &sinks, &view, &ReloadView { successful: true, at_ms: 0 }, 60_500, None);
+        let ages = &parse(&text)["auditrelay_sink_oldest_event_age_seconds"].samples;
+        let ages: Vec<(&str, f64)> = ages.iter().map(|(l, v)| (l["sink"].as_str(), *v)).collect();
+        assert_eq!(ages, [("siem", 5.5), ("archive", 0.0)], "a sink the queue could not answer for is left out");
+    }
+
+    /// `process_*` read from this test process's `/proc/self`: plausible, never a panic.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn test_process_metrics_read_proc_self() {
+        let p = read_process().expect("/proc/self is readable on Linux");
+        assert!(p.resident_bytes > 0 && p.virtual_bytes >= p.resident_bytes, "{p:?}");
+        assert!(p.open_fds >= 3, "stdin, stdout, stderr at least: {p:?}");
+        assert!(p.max_fds.is_none_or(|max| max >= p.open_fds), "{p:?}");
+        // Started after the boot and before now; the clock ticks were read, not assumed.
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        assert!(p.start_ms > 1_500_000_000_000 && p.start_ms <= now_ms + 1_000, "{p:?}");
+        assert!(p.cpu_ms >= 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1097,7 +1494,7 @@ mod tests {
         let stats = Arc::new(SinkStats::default());
         let weird = SinkProbe { name: "a\\b\"c\nd".into(), kind: "file", stats };
         let view = QueueView { up: true, ..QueueView::default() };
-        let text = expose(&[], &[weird], &view, &ReloadView { successful: true, at_ms: 0 }, 0);
+        let text = expose(&[], &[weird], &view, &ReloadView { successful: true, at_ms: 0 }, 0, None);
         assert!(text.contains("auditrelay_sink_events_total{sink=\"a\\\\b\\\"c\\nd\",type=\"file\"} 0\n"), "{text}");
         let families = parse(&text);
         assert_eq!(families["auditrelay_sink_events_total"].samples[0].0["sink"], "a\\b\"c\nd");
@@ -1195,6 +1592,10 @@ auditrelay_config_last_reload_successful 1
 # HELP auditrelay_config_last_reload_timestamp_seconds When the last configuration reload was tried, applied or refused (Unix time); the start time before any reload.
 # TYPE auditrelay_config_last_reload_timestamp_seconds gauge
 auditrelay_config_last_reload_timestamp_seconds 1773835200.000
+# HELP auditrelay_source_requests_total Requests to the vendor's API by the HTTP status of the answer; status "0" counts requests that got no answer (connection failure, timeout).
+# TYPE auditrelay_source_requests_total counter
+auditrelay_source_requests_total{source="acme",vendor="aitronos",status="0"} 0
+auditrelay_source_requests_total{source="beta.prod",vendor="configcat",status="0"} 0
 # HELP auditrelay_source_rate_limited_total Answers HTTP 429: the source paused, then asked the same page again.
 # TYPE auditrelay_source_rate_limited_total counter
 auditrelay_source_rate_limited_total{source="acme",vendor="aitronos"} 2
@@ -1303,6 +1704,40 @@ auditrelay_source_state{source="beta.prod",vendor="configcat",state="paused"} 0
 auditrelay_source_state{source="beta.prod",vendor="configcat",state="queue_full"} 0
 auditrelay_source_state{source="beta.prod",vendor="configcat",state="idle"} 0
 auditrelay_source_state{source="beta.prod",vendor="configcat",state="stopped"} 0
+# HELP auditrelay_source_request_duration_seconds Requests to the vendor's API, from sending one to its status and headers or its failure (the body is read after), whatever the answer; on the agent's monotonic clock.
+# TYPE auditrelay_source_request_duration_seconds histogram
+auditrelay_source_request_duration_seconds_bucket{source="acme",vendor="aitronos",le="0.005"} 0
+auditrelay_source_request_duration_seconds_bucket{source="acme",vendor="aitronos",le="0.01"} 0
+auditrelay_source_request_duration_seconds_bucket{source="acme",vendor="aitronos",le="0.025"} 0
+auditrelay_source_request_duration_seconds_bucket{source="acme",vendor="aitronos",le="0.05"} 0
+auditrelay_source_request_duration_seconds_bucket{source="acme",vendor="aitronos",le="0.1"} 0
+auditrelay_source_request_duration_seconds_bucket{source="acme",vendor="aitronos",le="0.25"} 1
+auditrelay_source_request_duration_seconds_bucket{source="acme",vendor="aitronos",le="0.5"} 1
+auditrelay_source_request_duration_seconds_bucket{source="acme",vendor="aitronos",le="1"} 1
+auditrelay_source_request_duration_seconds_bucket{source="acme",vendor="aitronos",le="2.5"} 1
+auditrelay_source_request_duration_seconds_bucket{source="acme",vendor="aitronos",le="5"} 2
+auditrelay_source_request_duration_seconds_bucket{source="acme",vendor="aitronos",le="10"} 2
+auditrelay_source_request_duration_seconds_bucket{source="acme",vendor="aitronos",le="30"} 2
+auditrelay_source_request_duration_seconds_bucket{source="acme",vendor="aitronos",le="60"} 2
+auditrelay_source_request_duration_seconds_bucket{source="acme",vendor="aitronos",le="+Inf"} 3
+auditrelay_source_request_duration_seconds_sum{source="acme",vendor="aitronos"} 93.200000
+auditrelay_source_request_duration_seconds_count{source="acme",vendor="aitronos"} 3
+auditrelay_source_request_duration_seconds_bucket{source="beta.prod",vendor="configcat",le="0.005"} 0
+auditrelay_source_request_duration_seconds_bucket{source="beta.prod",vendor="configcat",le="0.01"} 0
+auditrelay_source_request_duration_seconds_bucket{source="beta.prod",vendor="configcat",le="0.025"} 0
+auditrelay_source_request_duration_seconds_bucket{source="beta.prod",vendor="configcat",le="0.05"} 0
+auditrelay_source_request_duration_seconds_bucket{source="beta.prod",vendor="configcat",le="0.1"} 0
+auditrelay_source_request_duration_seconds_bucket{source="beta.prod",vendor="configcat",le="0.25"} 0
+auditrelay_source_request_duration_seconds_bucket{source="beta.prod",vendor="configcat",le="0.5"} 0
+auditrelay_source_request_duration_seconds_bucket{source="beta.prod",vendor="configcat",le="1"} 0
+auditrelay_source_request_duration_seconds_bucket{source="beta.prod",vendor="configcat",le="2.5"} 0
+auditrelay_source_request_duration_seconds_bucket{source="beta.prod",vendor="configcat",le="5"} 0
+auditrelay_source_request_duration_seconds_bucket{source="beta.prod",vendor="configcat",le="10"} 0
+auditrelay_source_request_duration_seconds_bucket{source="beta.prod",vendor="configcat",le="30"} 0
+auditrelay_source_request_duration_seconds_bucket{source="beta.prod",vendor="configcat",le="60"} 0
+auditrelay_source_request_duration_seconds_bucket{source="beta.prod",vendor="configcat",le="+Inf"} 0
+auditrelay_source_request_duration_seconds_sum{source="beta.prod",vendor="configcat"} 0.000000
+auditrelay_source_request_duration_seconds_count{source="beta.prod",vendor="configcat"} 0
 # HELP auditrelay_sink_events_total Events delivered (accepted by the receiver).
 # TYPE auditrelay_sink_events_total counter
 auditrelay_sink_events_total{sink="siem",type="hec"} 100
@@ -1358,6 +1793,78 @@ auditrelay_sink_discarded_events_total{sink="retired"} 3
 # TYPE auditrelay_sink_backlog_events gauge
 auditrelay_sink_backlog_events{sink="siem",type="hec"} 1
 auditrelay_sink_backlog_events{sink="archive",type="file"} 3
+# HELP auditrelay_sink_oldest_event_age_seconds Now minus when the oldest event the sink has not delivered was stored in the queue (its enqueue time, not its event time); 0 when the sink has delivered everything.
+# TYPE auditrelay_sink_oldest_event_age_seconds gauge
+auditrelay_sink_oldest_event_age_seconds{sink="siem",type="hec"} 0.000
+auditrelay_sink_oldest_event_age_seconds{sink="archive",type="file"} 0.000
+# HELP auditrelay_sink_state What the sink's worker is doing, 1 for its current state and 0 for the others: "starting", "idle" (delivered everything), "sending", "backing_off" (sends failing since the last delivery for a reason that mends by itself: resending with back-off), "failing" (the last failure needs an operator: credentials, certificates, redirects) or "stopped".
+# TYPE auditrelay_sink_state gauge
+auditrelay_sink_state{sink="siem",type="hec",state="starting"} 0
+auditrelay_sink_state{sink="siem",type="hec",state="idle"} 0
+auditrelay_sink_state{sink="siem",type="hec",state="sending"} 1
+auditrelay_sink_state{sink="siem",type="hec",state="backing_off"} 0
+auditrelay_sink_state{sink="siem",type="hec",state="failing"} 0
+auditrelay_sink_state{sink="siem",type="hec",state="stopped"} 0
+auditrelay_sink_state{sink="archive",type="file",state="starting"} 1
+auditrelay_sink_state{sink="archive",type="file",state="idle"} 0
+auditrelay_sink_state{sink="archive",type="file",state="sending"} 0
+auditrelay_sink_state{sink="archive",type="file",state="backing_off"} 0
+auditrelay_sink_state{sink="archive",type="file",state="failing"} 0
+auditrelay_sink_state{sink="archive",type="file",state="stopped"} 0
+# HELP auditrelay_sink_sent_bytes_total Bytes of the events in every send attempt that ended, accepted or failed (resends count again), as sent with their transmit_time; the protocol's framing, envelope and compression are not counted.
+# TYPE auditrelay_sink_sent_bytes_total counter
+auditrelay_sink_sent_bytes_total{sink="siem",type="hec"} 4096
+auditrelay_sink_sent_bytes_total{sink="archive",type="file"} 0
+# HELP auditrelay_sink_send_duration_seconds Send attempts (one request of the delivery loop: a batch or a part of it), from handing it to the protocol to its outcome, whatever it was; a HEC send includes its indexer-ack wait.
+# TYPE auditrelay_sink_send_duration_seconds histogram
+auditrelay_sink_send_duration_seconds_bucket{sink="siem",type="hec",le="0.005"} 0
+auditrelay_sink_send_duration_seconds_bucket{sink="siem",type="hec",le="0.01"} 0
+auditrelay_sink_send_duration_seconds_bucket{sink="siem",type="hec",le="0.025"} 0
+auditrelay_sink_send_duration_seconds_bucket{sink="siem",type="hec",le="0.05"} 1
+auditrelay_sink_send_duration_seconds_bucket{sink="siem",type="hec",le="0.1"} 1
+auditrelay_sink_send_duration_seconds_bucket{sink="siem",type="hec",le="0.25"} 1
+auditrelay_sink_send_duration_seconds_bucket{sink="siem",type="hec",le="0.5"} 1
+auditrelay_sink_send_duration_seconds_bucket{sink="siem",type="hec",le="1"} 1
+auditrelay_sink_send_duration_seconds_bucket{sink="siem",type="hec",le="2.5"} 2
+auditrelay_sink_send_duration_seconds_bucket{sink="siem",type="hec",le="5"} 2
+auditrelay_sink_send_duration_seconds_bucket{sink="siem",type="hec",le="10"} 2
+auditrelay_sink_send_duration_seconds_bucket{sink="siem",type="hec",le="30"} 2
+auditrelay_sink_send_duration_seconds_bucket{sink="siem",type="hec",le="60"} 2
+auditrelay_sink_send_duration_seconds_bucket{sink="siem",type="hec",le="+Inf"} 2
+auditrelay_sink_send_duration_seconds_sum{sink="siem",type="hec"} 1.540250
+auditrelay_sink_send_duration_seconds_count{sink="siem",type="hec"} 2
+auditrelay_sink_send_duration_seconds_bucket{sink="archive",type="file",le="0.005"} 0
+auditrelay_sink_send_duration_seconds_bucket{sink="archive",type="file",le="0.01"} 0
+auditrelay_sink_send_duration_seconds_bucket{sink="archive",type="file",le="0.025"} 0
+auditrelay_sink_send_duration_seconds_bucket{sink="archive",type="file",le="0.05"} 0
+auditrelay_sink_send_duration_seconds_bucket{sink="archive",type="file",le="0.1"} 0
+auditrelay_sink_send_duration_seconds_bucket{sink="archive",type="file",le="0.25"} 0
+auditrelay_sink_send_duration_seconds_bucket{sink="archive",type="file",le="0.5"} 0
+auditrelay_sink_send_duration_seconds_bucket{sink="archive",type="file",le="1"} 0
+auditrelay_sink_send_duration_seconds_bucket{sink="archive",type="file",le="2.5"} 0
+auditrelay_sink_send_duration_seconds_bucket{sink="archive",type="file",le="5"} 0
+auditrelay_sink_send_duration_seconds_bucket{sink="archive",type="file",le="10"} 0
+auditrelay_sink_send_duration_seconds_bucket{sink="archive",type="file",le="30"} 0
+auditrelay_sink_send_duration_seconds_bucket{sink="archive",type="file",le="60"} 0
+auditrelay_sink_send_duration_seconds_bucket{sink="archive",type="file",le="+Inf"} 0
+auditrelay_sink_send_duration_seconds_sum{sink="archive",type="file"} 0.000000
+auditrelay_sink_send_duration_seconds_count{sink="archive",type="file"} 0
+# HELP auditrelay_sink_hec_ack_wait_seconds HEC sinks: from the collector accepting a request to its indexer acknowledgement seen (indexer_ack = true; waits that ran out at ack_timeout are not in it: the send failed).
+# TYPE auditrelay_sink_hec_ack_wait_seconds histogram
+auditrelay_sink_hec_ack_wait_seconds_bucket{sink="siem",type="hec",le="0.25"} 0
+auditrelay_sink_hec_ack_wait_seconds_bucket{sink="siem",type="hec",le="0.5"} 0
+auditrelay_sink_hec_ack_wait_seconds_bucket{sink="siem",type="hec",le="1"} 0
+auditrelay_sink_hec_ack_wait_seconds_bucket{sink="siem",type="hec",le="2.5"} 1
+auditrelay_sink_hec_ack_wait_seconds_bucket{sink="siem",type="hec",le="5"} 1
+auditrelay_sink_hec_ack_wait_seconds_bucket{sink="siem",type="hec",le="10"} 1
+auditrelay_sink_hec_ack_wait_seconds_bucket{sink="siem",type="hec",le="30"} 1
+auditrelay_sink_hec_ack_wait_seconds_bucket{sink="siem",type="hec",le="60"} 1
+auditrelay_sink_hec_ack_wait_seconds_bucket{sink="siem",type="hec",le="120"} 1
+auditrelay_sink_hec_ack_wait_seconds_bucket{sink="siem",type="hec",le="300"} 1
+auditrelay_sink_hec_ack_wait_seconds_bucket{sink="siem",type="hec",le="600"} 1
+auditrelay_sink_hec_ack_wait_seconds_bucket{sink="siem",type="hec",le="+Inf"} 1
+auditrelay_sink_hec_ack_wait_seconds_sum{sink="siem",type="hec"} 2.000000
+auditrelay_sink_hec_ack_wait_seconds_count{sink="siem",type="hec"} 1
 # HELP auditrelay_sink_last_delivery_timestamp_seconds When the sink last delivered a batch (Unix time); absent before the first.
 # TYPE auditrelay_sink_last_delivery_timestamp_seconds gauge
 auditrelay_sink_last_delivery_timestamp_seconds{sink="siem",type="hec"} 1773835199.000
@@ -1377,6 +1884,25 @@ auditrelay_queue_max_bytes 1000000
 # TYPE auditrelay_dead_letters gauge
 auditrelay_dead_letters{source="acme",origin="source"} 1
 auditrelay_dead_letters{source="acme",origin="sink:siem"} 1
+auditrelay_dead_letters{source="beta.prod",origin="source"} 0
+# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.
+# TYPE process_cpu_seconds_total counter
+process_cpu_seconds_total 12.340
+# HELP process_resident_memory_bytes Resident memory size in bytes.
+# TYPE process_resident_memory_bytes gauge
+process_resident_memory_bytes 25165824
+# HELP process_virtual_memory_bytes Virtual memory size in bytes.
+# TYPE process_virtual_memory_bytes gauge
+process_virtual_memory_bytes 1073741824
+# HELP process_open_fds Number of open file descriptors.
+# TYPE process_open_fds gauge
+process_open_fds 17
+# HELP process_max_fds Maximum number of open file descriptors.
+# TYPE process_max_fds gauge
+process_max_fds 524288
+# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.
+# TYPE process_start_time_seconds gauge
+process_start_time_seconds 1773835100.000
 "##;
 
     /// One family as parsed back from the text.
@@ -1388,9 +1914,11 @@ auditrelay_dead_letters{source="acme",origin="sink:siem"} 1
         samples: Vec<(BTreeMap<String, String>, f64)>,
     }
 
-    /// A strict reader of the text format 0.0.4 (the subset we write: counters and gauges). It
-    /// fails the test on anything malformed: a bad name, a bad escape, HELP or TYPE twice or
-    /// after samples, a family split in two, a counter not named `_total`, a duplicate series.
+    /// A strict reader of the text format 0.0.4 (the subset we write: counters, gauges and
+    /// histograms). It fails the test on anything malformed: a bad name, a bad escape, HELP or
+    /// TYPE twice or after samples, a family split in two, a counter not named `_total`, a
+    /// duplicate series, a histogram whose buckets are not cumulative or whose `+Inf` bucket is
+    /// not its `_count`. A histogram's samples keep their own name in the label `__name__`.
     fn parse(text: &str) -> BTreeMap<String, Family> {
         let name_ok = |n: &str| {
             let mut chars = n.chars();
@@ -1424,7 +1952,7 @@ auditrelay_dead_letters{source="acme",origin="sink:siem"} 1
                 enter(name, &mut current);
                 let family = families.entry(name.into()).or_default();
                 assert!(family.kind.is_none() && family.samples.is_empty(), "{line}");
-                assert!(kind == "counter" || kind == "gauge", "{line}");
+                assert!(kind == "counter" || kind == "gauge" || kind == "histogram", "{line}");
                 assert_eq!(
                     name.ends_with("_total"),
                     kind == "counter",
@@ -1433,19 +1961,72 @@ auditrelay_dead_letters{source="acme",origin="sink:siem"} 1
                 family.kind = Some(kind.to_owned());
             } else {
                 assert!(!line.starts_with('#'), "unexpected comment {line}");
-                let (name, labels, value) = parse_sample(line);
+                let (name, mut labels, value) = parse_sample(line);
                 assert!(name_ok(&name), "{line}");
                 for key in labels.keys() {
                     assert!(name_ok(key) && !key.contains(':'), "label name {key:?} in {line}");
                 }
+                let histogram = ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
+                    let family = name.strip_suffix(suffix)?;
+                    (families.get(family)?.kind.as_deref() == Some("histogram")).then(|| family.to_owned())
+                });
+                let name = match histogram {
+                    Some(family) => {
+                        assert_eq!(labels.contains_key("le"), name.ends_with("_bucket"), "le only on buckets: {line}");
+                        labels.insert("__name__".to_owned(), name);
+                        family
+                    }
+                    None => name,
+                };
                 enter(&name, &mut current);
                 let family = families.entry(name).or_default();
                 assert!(family.help.is_some() && family.kind.is_some(), "sample before HELP and TYPE: {line}");
                 assert!(series.insert(line.rsplit_once(' ').unwrap().0.to_owned()), "series twice: {line}");
+                assert!(
+                    family.kind.as_deref() != Some("histogram") || labels.contains_key("__name__"),
+                    "a histogram's sample without _bucket, _sum or _count: {line}"
+                );
                 family.samples.push((labels, value));
             }
         }
+        for (name, family) in &families {
+            if family.kind.as_deref() == Some("histogram") {
+                check_histogram(name, &family.samples);
+            }
+        }
         families
+    }
+
+    /// Per label set: buckets in ascending `le`, cumulative, ending with `+Inf` equal to
+    /// `_count`; one `_sum`.
+    fn check_histogram(name: &str, samples: &[(BTreeMap<String, String>, f64)]) {
+        /// (sample name, `le`, value) of one label set.
+        type Set = Vec<(String, Option<String>, f64)>;
+        let mut sets: BTreeMap<BTreeMap<String, String>, Set> = BTreeMap::new();
+        for (labels, value) in samples {
+            let mut set = labels.clone();
+            let sample = set.remove("__name__").unwrap();
+            let le = set.remove("le");
+            sets.entry(set).or_default().push((sample, le, *value));
+        }
+        for (set, samples) in sets {
+            let buckets: Vec<(f64, f64)> = samples
+                .iter()
+                .filter_map(|(_, le, v)| {
+                    le.as_ref().map(|le| (if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() }, *v))
+                })
+                .collect();
+            assert!(buckets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1), "{name}{set:?}: {buckets:?}");
+            assert_eq!(buckets.last().map(|b| b.0), Some(f64::INFINITY), "{name}{set:?} without +Inf");
+            let one = |suffix: &str| {
+                let found: Vec<f64> =
+                    samples.iter().filter(|(n, _, _)| *n == format!("{name}{suffix}")).map(|s| s.2).collect();
+                assert_eq!(found.len(), 1, "{name}{suffix}{set:?}");
+                found[0]
+            };
+            assert_eq!(buckets.last().map(|b| b.1), Some(one("_count")), "{name}{set:?}: +Inf is not _count");
+            assert!(one("_sum") >= 0.0);
+        }
     }
 
     /// `name{key="value",...} value`, label values unescaped.

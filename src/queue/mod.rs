@@ -591,6 +591,12 @@ impl Queue {
         self.call(|reply| Command::Backlog { sink: sink.to_owned(), reply }).await
     }
 
+    /// When the oldest event this sink has not delivered was stored (ms since the epoch), or
+    /// `None` when it has delivered everything.
+    pub async fn oldest_queued_ms(&self, sink: &str) -> Result<Option<i64>, QueueError> {
+        self.call(|reply| Command::OldestQueued { sink: sink.to_owned(), reply }).await
+    }
+
     pub async fn stats(&self) -> Result<QueueStats, QueueError> {
         let mut stats = self.call(|reply| Command::Stats { reply }).await?;
         stats.max_bytes = self.inner.max_bytes;

@@ -69,6 +69,10 @@ pub(super) enum Command {
         sink: String,
         reply: Reply<u64>,
     },
+    OldestQueued {
+        sink: String,
+        reply: Reply<Option<i64>>,
+    },
     SinkChannel {
         sink: String,
         reply: Reply<String>,
@@ -311,6 +315,9 @@ impl Writer {
                 }
                 Command::Backlog { sink, reply } => {
                     let _ = reply.send(self.backlog(&sink));
+                }
+                Command::OldestQueued { sink, reply } => {
+                    let _ = reply.send(self.oldest_queued(&sink));
                 }
                 Command::Stats { reply } => {
                     let _ = reply.send(self.stats());
@@ -656,6 +663,21 @@ impl Writer {
             .query_row("SELECT COUNT(*) FROM events WHERE id > ?1", [after], |r| r.get(0))
             .map(to_u64)
             .op(&self.path, "count a backlog")
+    }
+
+    /// The first event after the sink's cursor: one step down the rowid b-tree, whatever the
+    /// backlog (its `collected_ms`; rows stored before schema 4 have none: their event time).
+    fn oldest_queued(&self, sink: &str) -> Result<Option<i64>, QueueError> {
+        let after = self.cursor(sink)?;
+        self.conn
+            .query_row(
+                "SELECT CASE WHEN collected_ms > 0 THEN collected_ms ELSE event_time_ms END
+                 FROM events WHERE id > ?1 ORDER BY id LIMIT 1",
+                [after],
+                |r| r.get(0),
+            )
+            .optional()
+            .op(&self.path, "read a sink's oldest queued event")
     }
 
     fn stats(&self) -> Result<QueueStats, QueueError> {

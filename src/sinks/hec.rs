@@ -82,6 +82,8 @@ pub struct HecSink {
     /// The ack poll's waits and the "now" a `Retry-After` date is measured from: the system's
     /// until the worker gives its own (`set_clock`).
     clock: Clock,
+    /// The worker's counters (`attach`): the ack waits are timed into them.
+    stats: std::sync::Arc<super::SinkStats>,
 }
 
 /// What one answer of `/services/collector/event` means.
@@ -222,6 +224,7 @@ impl HecSink {
             acks: cfg.acks,
             channel: None,
             clock: Clock::system(),
+            stats: std::sync::Arc::default(),
         })
     }
 
@@ -251,7 +254,10 @@ impl HecSink {
             match self.post(&request).await? {
                 Answer::Accepted { ack_id } => {
                     if let (Some(acks), Some(id)) = (self.acks, ack_id) {
+                        let accepted_at = self.clock.now();
                         self.wait_for_ack(id, acks).await?;
+                        let waited = self.clock.now().saturating_duration_since(accepted_at);
+                        self.stats.ack_wait_seconds.observe(waited);
                     }
                     break;
                 }
@@ -740,6 +746,7 @@ impl Protocol for HecSink {
 
     async fn attach(&mut self, a: Attach<'_>) -> Result<(), QueueError> {
         self.set_clock(a.clock.clone());
+        self.stats = std::sync::Arc::clone(a.stats);
         self.set_channel(a.queue.sink_channel(a.name).await?);
         Ok(())
     }

@@ -384,6 +384,69 @@ pub struct SinkStats {
     pub reopens: [AtomicU64; 4],
     /// Failing now (sends failed since the last delivery): `/ready` says degraded.
     pub trouble: crate::backoff::Trouble,
+    /// Bytes of the events of every send attempt that ended (accepted or failed), as sent (with
+    /// `transmit_time`): resends count again; the protocol's framing, envelope and compression
+    /// do not count.
+    pub sent_bytes: AtomicU64,
+    /// Each send attempt (one request of the loop: a batch or a part of one), from handing it
+    /// to the protocol to its outcome; a HEC send includes its indexer-ack wait.
+    pub send_seconds: crate::latency::Histogram<crate::latency::HttpBuckets>,
+    /// HEC with `indexer_ack`: from the collector accepting a request to its ack seen.
+    pub ack_wait_seconds: crate::latency::Histogram<crate::latency::AckBuckets>,
+    /// What the worker is doing ([`SinkPhase`] as a number); [`SinkStats::state`] reads it.
+    phase: std::sync::atomic::AtomicU8,
+}
+
+/// What a sink's worker is doing, as the worker says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkPhase {
+    /// Before its first read of the queue (reading its saved state).
+    Starting = 0,
+    /// Nothing to send: waiting for new events.
+    Idle = 1,
+    /// A batch in hand: sending it (or backing off between its sends).
+    Sending = 2,
+    /// The worker ended.
+    Stopped = 3,
+}
+
+/// What `auditrelay_sink_state` says: the worker's phase, except while its sends fail
+/// (`backoff::Trouble`, what `/ready` reports), which says whether it mends by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkState {
+    Starting,
+    Idle,
+    Sending,
+    /// Sends failing since the last delivery for reasons that mend by themselves (receiver down,
+    /// busy, failing on its side, refusing content): resending with back-off.
+    BackingOff,
+    /// Sends failing since the last delivery, the last for a reason an operator must fix
+    /// (credentials, certificates, a redirect, a 2xx that is not the protocol's "yes").
+    Failing,
+    Stopped,
+}
+
+impl SinkState {
+    pub const ALL: [SinkState; 6] = [
+        SinkState::Starting,
+        SinkState::Idle,
+        SinkState::Sending,
+        SinkState::BackingOff,
+        SinkState::Failing,
+        SinkState::Stopped,
+    ];
+
+    /// The `state` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            SinkState::Starting => "starting",
+            SinkState::Idle => "idle",
+            SinkState::Sending => "sending",
+            SinkState::BackingOff => "backing_off",
+            SinkState::Failing => "failing",
+            SinkState::Stopped => "stopped",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -424,6 +487,26 @@ impl SinkStats {
             reopens: self.reopens.each_ref().map(|n| n.load(Ordering::Relaxed)),
         }
     }
+
+    pub fn set_phase(&self, phase: SinkPhase) {
+        self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    /// The worker's phase, or how its sends fail while they do (a stopped worker is stopped).
+    pub fn state(&self) -> SinkState {
+        let phase = match self.phase.load(Ordering::Relaxed) {
+            0 => SinkState::Starting,
+            1 => SinkState::Idle,
+            2 => SinkState::Sending,
+            _ => SinkState::Stopped,
+        };
+        match self.trouble.current() {
+            Some(_) if phase == SinkState::Stopped => phase,
+            Some(failing) if failing.operator => SinkState::Failing,
+            Some(_) => SinkState::BackingOff,
+            None => phase,
+        }
+    }
 }
 
 /// When a worker stops. Checked only between batches, except `abort`, which also ends a send.
@@ -457,7 +540,10 @@ pub async fn run_sink(
         error!(sink = name, error = %e, retry_in = ?wait, "cannot read the sink's state from the queue");
         tokio::select! {
             _ = clock.sleep(wait) => {}
-            _ = control.stop.cancelled() => return,
+            _ = control.stop.cancelled() => {
+                stats.set_phase(SinkPhase::Stopped);
+                return;
+            }
         }
     }
     let mut widen = false;
@@ -489,6 +575,7 @@ pub async fn run_sink(
             if control.drain.is_cancelled() {
                 break;
             }
+            stats.set_phase(SinkPhase::Idle);
             tokio::select! {
                 changed = new_events.changed() => if changed.is_err() { break },
                 _ = control.stop.cancelled() => break,
@@ -496,6 +583,7 @@ pub async fn run_sink(
             }
             continue;
         }
+        stats.set_phase(SinkPhase::Sending);
         let mut delivery = Delivering {
             name,
             cfg: &cfg,
@@ -522,11 +610,13 @@ pub async fn run_sink(
                 // Not `close`: a half-sent request or frame is abandoned, and a polite close
                 // could wait on the very receiver that held us past the deadline.
                 info!(sink = name, "sink stopped inside a send at the shutdown deadline");
+                stats.set_phase(SinkPhase::Stopped);
                 return;
             }
         }
     }
     sink.close().await;
+    stats.set_phase(SinkPhase::Stopped);
     info!(sink = name, "sink stopped");
 }
 
@@ -648,6 +738,7 @@ impl Delivering<'_> {
             };
             // Each attempt carries its own send time (`loggers[].transmit_time`).
             let stamped = stamp_transmit_time(&batch[range.clone()], self.clock.now_utc().timestamp_millis());
+            let sent_at = self.clock.now();
             let sent = tokio::select! {
                 sent = sink.send(&stamped) => sent,
                 _ = self.control.abort.cancelled() => {
@@ -655,6 +746,9 @@ impl Delivering<'_> {
                     return Ended::AbortedInSend;
                 }
             };
+            self.stats.send_seconds.observe(self.clock.now().saturating_duration_since(sent_at));
+            let bytes = stamped.iter().map(|e| e.body.len() as u64).sum::<u64>();
+            self.stats.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
             let e = match sent {
                 Ok(d) => {
                     accepted += 1;
@@ -888,6 +982,8 @@ mod tests {
         Fail(Failure),
         /// Never answers (a receiver holding the request, an ack that never comes).
         Hang,
+        /// Accepts after this long (a slow receiver; paused time makes it exact).
+        AcceptAfter(Duration),
     }
 
     type Script = dyn FnMut(&[i64]) -> Answer + Send;
@@ -919,7 +1015,7 @@ mod tests {
             {
                 let mut log = self.log.lock().unwrap();
                 log.requests.push(ids.clone());
-                if answer == Answer::Accept {
+                if matches!(answer, Answer::Accept | Answer::AcceptAfter(_)) {
                     log.accepted.extend(&ids);
                 }
             }
@@ -929,6 +1025,10 @@ mod tests {
                     Err(SendError { message: format!("scripted {class:?}"), class, retry_after: None })
                 }
                 Answer::Hang => std::future::pending().await,
+                Answer::AcceptAfter(took) => {
+                    tokio::time::sleep(took).await;
+                    Ok(Delivery::default())
+                }
             }
         }
     }
@@ -1322,6 +1422,57 @@ mod tests {
         assert!(dead.is_empty());
         assert!(log.requests.iter().all(|r| r.len() == 50), "{:?}", log.requests);
         assert_eq!((stats.splits, stats.errors_transient, stats.errors_config), (0, 3, 2));
+    }
+
+    /// Issue 18 point 5: every send attempt is timed on the agent's clock and its bytes counted,
+    /// and `auditrelay_sink_state` follows the worker: sending, failing (operator), backing off
+    /// (mends by itself), idle once caught up, stopped.
+    #[tokio::test(start_paused = true)]
+    async fn sends_are_timed_and_counted_and_the_state_follows_the_worker() {
+        let cell: Arc<std::sync::OnceLock<Arc<SinkStats>>> = Arc::default();
+        let states = Arc::new(Mutex::new(Vec::new()));
+        let (stats_of_run, seen) = (Arc::clone(&cell), Arc::clone(&states));
+        let mut calls = 0;
+        let run = start(3, move |_| {
+            calls += 1;
+            seen.lock().unwrap().push(stats_of_run.get().map(|s| s.state()));
+            match calls {
+                1 => Answer::Fail(Failure::Config),
+                2 => Answer::Fail(Failure::Transient),
+                _ => Answer::AcceptAfter(Duration::from_millis(1_500)),
+            }
+        })
+        .await;
+        cell.set(Arc::clone(&run.stats)).unwrap();
+        assert_eq!(run.stats.state(), SinkState::Starting);
+        // Paused time: each step lets the worker's back-off sleeps run out in virtual time.
+        while run.stats.events.load(Ordering::Relaxed) < 3 || run.stats.state() != SinkState::Idle {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        // What the receiver's script saw at each request: the first attempt in "sending", the
+        // second after an operator-class failure, the third after one that mends by itself.
+        let seen = states.lock().unwrap().clone();
+        assert_eq!(seen, [Some(SinkState::Sending), Some(SinkState::Failing), Some(SinkState::BackingOff)]);
+        let sent = run.stats.send_seconds.snapshot();
+        // Two instant failures (le 5 ms) and the 1.5 s acceptance (le 2.5 s, not le 1 s).
+        assert_eq!((sent.count(), sent.sum_us), (3, 1_500_000));
+        let cumulative: Vec<(u64, u64)> = sent.cumulative().collect();
+        assert_eq!(cumulative[0], (5, 2));
+        assert_eq!(cumulative.iter().find(|(le, _)| *le == 1_000), Some(&(1_000, 2)));
+        assert_eq!(cumulative.iter().find(|(le, _)| *le == 2_500), Some(&(2_500, 3)));
+        // Three attempts of the same three events, each counted as sent (with transmit_time).
+        let log = run.log.lock().unwrap().requests.clone();
+        assert_eq!(log, [vec![1, 2, 3], vec![1, 2, 3], vec![1, 2, 3]]);
+        let events: Vec<QueuedEvent> = (1..=3)
+            .map(|i| QueuedEvent { id: i, body: format!("{{\"n\":{i},\"pad\":\"\"}}").into(), collected_ms: 0 })
+            .collect();
+        let now_ms = Clock::system().now_utc().timestamp_millis();
+        let one: usize = stamp_transmit_time(&events, now_ms).iter().map(|e| e.body.len()).sum();
+        assert_eq!(run.stats.sent_bytes.load(Ordering::Relaxed), 3 * one as u64);
+        assert_eq!(run.stats.ack_wait_seconds.snapshot().count(), 0, "not a HEC sink");
+        let stats = Arc::clone(&run.stats);
+        run.drain().await;
+        assert_eq!(stats.state(), SinkState::Stopped);
     }
 
     /// The drain deadline ends a send that never returns; the batch stays queued.

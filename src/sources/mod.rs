@@ -619,6 +619,9 @@ pub struct SourceStats {
     pub vendor_clock_offset_ms: AtomicI64,
     /// Answers by HTTP status; 0 counts requests that got no answer (connection, timeout).
     statuses: Mutex<BTreeMap<u16, u64>>,
+    /// Each request to the vendor, from sending it to its status and headers, or its failure
+    /// (the body is read after: a streamed export's is not in it).
+    pub request_seconds: crate::latency::Histogram<crate::latency::HttpBuckets>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -1431,7 +1434,10 @@ impl Source {
         let w = sweep.window;
         let splittable = sweep.page == PageCursor::Whole && split_window(w).is_some();
         let asked = request.url().clone();
-        let resp = match self.http.execute(request).await {
+        let sent_at = self.clock.now();
+        let answer = self.http.execute(request).await;
+        self.stats.request_seconds.observe(self.clock.now().saturating_duration_since(sent_at));
+        let resp = match answer {
             Ok(resp) if resp.url() != &asked && self.vendor.redirected_to(resp.url()) => {
                 info!(source = %name, from = %url, to = %redact::url(resp.url()),
                     "the vendor redirected to its newer API: asking it directly from now on");

@@ -833,3 +833,29 @@ async fn review2_a_burst_of_413_after_larger_requests_were_taken_dead_letters_no
     eprintln!("{stats:?}\nstatuses {statuses:?}\nfirst reason {:?}", letters.first().map(|l| l.reason.clone()));
     assert_eq!((stats.events, stats.dead_lettered), (60, 0), "{stats:?}");
 }
+
+/// Issue 18 point 5: the indexer-ack wait and the send are timed on the agent's clock, so under
+/// paused time they are exact: a collector that says "indexed" at the third poll, polls 1 s
+/// apart, is a 3 s ack wait inside a send of at least that.
+#[tokio::test(start_paused = true)]
+async fn the_ack_wait_and_the_send_are_timed_on_the_agents_clock() {
+    let events = &ocsf_events()[..5];
+    let hec = HecEmulator::start(HecOptions { use_ack: true, ack_delay_polls: 2, ..HecOptions::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with(dir.path(), &["hec"], events).await;
+    let lines = hec_lines(&hec, "indexer_ack = true\nack_poll_interval = \"1s\"\n");
+    let worker = start_worker(sink_config(dir.path(), "hec", &lines), &queue);
+    let stats = std::sync::Arc::clone(&worker.stats);
+    assert_eq!(worker.drain().await.events, 5);
+    let bucket = |h: &auditrelay::latency::HistogramSnapshot, le_ms: u64| {
+        h.cumulative().find(|(bound, _)| *bound == le_ms).map(|(_, n)| n).unwrap()
+    };
+    let ack = stats.ack_wait_seconds.snapshot();
+    assert_eq!((ack.count(), ack.sum_us), (1, 3_000_000), "{ack:?}");
+    assert_eq!((bucket(&ack, 2_500), bucket(&ack, 5_000)), (0, 1), "{ack:?}");
+    let send = stats.send_seconds.snapshot();
+    assert_eq!(send.count(), 1, "{send:?}");
+    assert!(send.sum_us >= 3_000_000, "the send holds its ack wait: {send:?}");
+    assert_eq!((bucket(&send, 2_500), bucket(&send, 5_000)), (0, 1), "{send:?}");
+    assert!(stats.sent_bytes.load(std::sync::atomic::Ordering::Relaxed) > 0);
+}

@@ -39,6 +39,7 @@ mod hostile;
 mod ops;
 mod otlp;
 mod pipeline;
+mod prometheus_rules;
 mod ratelimits;
 mod receivers_at_the_edge;
 mod reload;

@@ -104,9 +104,47 @@ async fn test_metrics_agree_with_the_simulator_and_the_sink() {
     assert_eq!(get("auditrelay_queue_up".into()), 1.0);
     assert_eq!(get("auditrelay_queue_events".into()), 0.0);
     assert_eq!(get("auditrelay_queue_max_bytes".into()), config.queue.max_bytes as f64);
-    assert!(!text.contains("auditrelay_dead_letters{"), "no dead letter expected:\n{text}");
+    // No dead letter: the source's series is there at 0 from the start (issue 18 point 5), no other.
+    let dead: Vec<&str> = text.lines().filter(|l| l.starts_with("auditrelay_dead_letters{")).collect();
+    assert_eq!(
+        dead,
+        [r#"auditrelay_dead_letters{source="aitronos-test",origin="source"} 0"#],
+        "no dead letter expected:\n{text}"
+    );
 
     shutdown.cancel();
     server.await.unwrap();
+    queue.close().await.unwrap();
+}
+
+/// Issue 18 point 5: vendor requests are timed on the agent's clock, so under paused time the
+/// histogram is exact: a vendor answering every request after 700 ms puts each of them, and
+/// only them, between the 0.5 s and 1 s bounds.
+#[tokio::test(start_paused = true)]
+async fn test_vendor_requests_are_timed_on_the_agents_clock() {
+    let clock = Clock::starting_at(test_start());
+    let mut opts = SimOptions::default();
+    opts.aitronos.records = 300;
+    opts.faults.rate_limit = RateLimitSetting::Off;
+    opts.faults.page_latency = Duration::from_millis(700);
+    let sim = start_sim(opts, &clock).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = parse_config(&config_text(&sim, dir.path(), ""), &sim, dir.path());
+    let queue = Queue::open(
+        &config.state_dir,
+        QueueOptions { max_bytes: config.queue.max_bytes, sinks: vec![config.sinks[0].name.clone()] },
+    )
+    .unwrap();
+    let source = Source::new(config.sources[0].clone(), reqwest::Client::new(), queue.clone(), clock.clone());
+    let stats = source.stats();
+    let exit = source.run(RunMode::CatchUp, CancellationToken::new()).await;
+    assert!(matches!(exit, SourceExit::CaughtUp), "{exit:?}");
+
+    let requests = sim.request_log().len() as u64;
+    assert!(requests >= 2, "{requests} requests");
+    let timed = stats.request_seconds.snapshot();
+    assert_eq!((timed.count(), timed.sum_us), (requests, requests * 700_000), "{timed:?}");
+    let at = |le_ms: u64| timed.cumulative().find(|(bound, _)| *bound == le_ms).map(|(_, n)| n).unwrap();
+    assert_eq!((at(500), at(1_000)), (0, requests), "{timed:?}");
     queue.close().await.unwrap();
 }
