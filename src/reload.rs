@@ -40,6 +40,10 @@ pub struct Status {
     /// Hex SHA-256 of the file text the attempt read (`None`: it could not read it).
     pub config_sha256: Option<String>,
     pub ok: bool,
+    /// [`effective_digest`] of the configuration the agent runs after the attempt (`None` in a
+    /// status written before it existed): how it resolved `${NAME}` variables and secret files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_sha256: Option<String>,
     /// Why the attempt was refused (`None` when applied).
     pub why: Option<String>,
     /// When the attempt ended (RFC 3339).
@@ -62,6 +66,21 @@ pub fn status_path(state_dir: &Path) -> PathBuf {
 pub fn file_digest(path: &Path) -> Option<String> {
     let text = std::fs::read(path).ok()?;
     Some(Sha256::digest(&text).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A digest of a loaded configuration as it resolved: every source's and sink's fingerprint
+/// (settings and secrets) and the state directory. The agent's environment is the one it
+/// started with, while `auditrelay reload` runs with systemd's fresh reading of the unit's
+/// `EnvironmentFile=`: the same file resolving to another digest is a changed `${NAME}`.
+pub fn effective_digest(config: &Config) -> String {
+    let mut hash = Sha256::new();
+    hash.update(config.state_dir.as_os_str().as_encoded_bytes());
+    for fingerprint in
+        config.sources.iter().map(|s| s.fingerprint()).chain(config.sinks.iter().map(|s| s.fingerprint()))
+    {
+        hash.update(fingerprint);
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes `status` to `path` atomically (a temporary file renamed over it), so that a reader
@@ -105,7 +124,7 @@ pub async fn run(args: ReloadArgs) -> anyhow::Result<String> {
     loop {
         if let Some(status) = read(&path).filter(|s| s.pid == args.pid && Some(s.seq) > before) {
             if status.config_sha256.as_deref() == Some(digest.as_str()) {
-                return answer(&args, &status);
+                return answer(&args, &status, &effective_digest(&config));
             }
             other = Some(status);
         }
@@ -136,13 +155,26 @@ fn why(status: &Status) -> &str {
     status.why.as_deref().unwrap_or("no reason given")
 }
 
-fn answer(args: &ReloadArgs, status: &Status) -> anyhow::Result<String> {
+/// The agent's answer to the file this command checked (and resolved as `mine`).
+fn answer(args: &ReloadArgs, status: &Status, mine: &str) -> anyhow::Result<String> {
+    // The agent's `${NAME}` variables are those it started with; this command's are systemd's
+    // fresh reading of EnvironmentFile=. A difference is a changed variable the agent cannot see.
+    const ENV_HINT: &str = "the agent's environment is the one it started with, so a `${NAME}` variable \
+        added or changed in the environment file (EnvironmentFile=) since then takes a restart: \
+        `systemctl restart auditrelay`";
     if status.ok {
+        if status.effective_sha256.as_deref().is_some_and(|theirs| theirs != mine) {
+            bail!(
+                "the agent (pid {}) applied {} but resolved it differently from this command: {ENV_HINT}",
+                args.pid,
+                args.config.display()
+            );
+        }
         Ok(format!("reloaded: the agent (pid {}) applied {}", args.pid, args.config.display()))
     } else {
         bail!(
-            "the agent (pid {}) refused {}: {}; the running configuration stays (its log says more: \
-             `journalctl -u auditrelay`)",
+            "the agent (pid {}) refused {}, which this command accepts: {}; the running configuration stays \
+             (its log says more: `journalctl -u auditrelay`). If it names a variable that is not set: {ENV_HINT}",
             args.pid,
             args.config.display(),
             why(status)
@@ -169,7 +201,15 @@ mod tests {
     use super::*;
 
     fn status(pid: u32, seq: u64) -> Status {
-        Status { pid, seq, config_sha256: Some("ab".into()), ok: true, why: None, at: "t".into() }
+        Status {
+            pid,
+            seq,
+            config_sha256: Some("ab".into()),
+            ok: true,
+            effective_sha256: None,
+            why: None,
+            at: "t".into(),
+        }
     }
 
     #[test]

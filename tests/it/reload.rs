@@ -376,6 +376,63 @@ async fn test_reload_command_fails_whenever_the_agent_refuses_the_file() {
     assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
 }
 
+/// Adversarial review of issue 18 (misleads): the unit's reload runs with systemd's fresh
+/// reading of `EnvironmentFile=`, the agent with the environment it started with. A `${NAME}`
+/// added or changed in the env file since the start is not seen by the agent: `auditrelay
+/// reload` must fail saying a restart is needed, not report success (a rotated key the agent
+/// never took) nor a bare refusal.
+#[tokio::test]
+async fn test_reload_fails_and_says_restart_when_the_env_file_changed_since_the_start() {
+    let served = records("env", 10);
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "").replace("\"ak_hostile_test\"", "\"${AUDITRELAY_TEST_ROTATED}\"");
+    let config = config_with(dir.path(), &source, "");
+    let log = config.with_file_name("agent.log");
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    let run_dir = run_dir.display().to_string();
+    let env = [("RUNTIME_DIRECTORY", run_dir.as_str()), ("AUDITRELAY_TEST_ROTATED", "ak_first_key")];
+    let mut agent = Agent::spawn(&["run"], &config, &log, &env);
+    agent.until("the records", RUN_LIMIT, |_| lines(&out_path(dir.path())) >= 10).await;
+    let reload = |vars: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"));
+        cmd.env("RUNTIME_DIRECTORY", &run_dir).env_remove("AUDITRELAY_TEST_NEW_KEY");
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let out = cmd
+            .args(["reload", "--timeout", "30s", "--pid", &agent.pid().to_string(), "-c"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    // The same environment: applied.
+    let (code, stderr) = reload(&[("AUDITRELAY_TEST_ROTATED", "ak_first_key")]);
+    assert_eq!(code, Some(0), "{stderr}\n{}", agent.tail());
+
+    // The key rotated in the env file: the agent would keep the old one.
+    let (code, stderr) = reload(&[("AUDITRELAY_TEST_ROTATED", "ak_second_key")]);
+    assert_eq!(code, Some(1), "{stderr}\n{}", agent.tail());
+    assert!(stderr.contains("resolved it differently") && stderr.contains("systemctl restart"), "{stderr}");
+    assert!(!stderr.contains("ak_second_key") && !stderr.contains("ak_first_key"), "{stderr}");
+
+    // A source added with a variable only the env file has: the agent refuses it.
+    let second = format!(
+        "\n[[sources]]\nname = \"second\"\nvendor = \"aitronos\"\norganization_id = \"ORG_HOSTILE0000000002\"\n\
+         api_key = \"${{AUDITRELAY_TEST_NEW_KEY}}\"\nbase_url = {base:?}\nstart = \"2d\"\n",
+        base = vendor.base_url()
+    );
+    config_with(dir.path(), &format!("{source}{second}"), "");
+    let (code, stderr) =
+        reload(&[("AUDITRELAY_TEST_ROTATED", "ak_first_key"), ("AUDITRELAY_TEST_NEW_KEY", "ak_new_key")]);
+    assert_eq!(code, Some(1), "{stderr}\n{}", agent.tail());
+    assert!(stderr.contains("refused") && stderr.contains("systemctl restart"), "{stderr}");
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+}
+
 /// Scrapes the agent every 10 ms until `done` holds for the text (at most `RUN_LIMIT`).
 async fn poll_metrics(agent: &Agent, done: impl Fn(&str) -> bool) -> String {
     let deadline = std::time::Instant::now() + RUN_LIMIT;
