@@ -112,7 +112,23 @@ const POLL: Duration = Duration::from_millis(50);
 /// Runs `reload`: `Ok` with the line to print once the agent applied the file; `Err` naming why
 /// not (the file refused, the agent refused it, or no answer by the deadline).
 pub async fn run(args: ReloadArgs) -> anyhow::Result<String> {
-    let config = Config::load(&args.config)?;
+    // systemd before 254 does not give ExecReload= the unit's credentials directory (and under a
+    // mount namespace not even later: systemd issue 35227), so the secrets this command cannot
+    // read are left to the agent, which reads them in its own namespace and answers.
+    let (config, mine) = match Config::load(&args.config) {
+        Ok(config) => {
+            let mine = effective_digest(&config);
+            (config, Some(mine))
+        }
+        Err(e) => match Config::load_without_secrets(&args.config) {
+            Ok(config) => {
+                tracing::warn!(error = %e, "this command cannot read every secret of the file (under systemd 252 \
+                    ExecReload= has no credentials directory): the agent, which can, decides");
+                (config, None)
+            }
+            Err(_) => return Err(e.into()),
+        },
+    };
     let digest = file_digest(&args.config)
         .with_context(|| format!("{}: cannot read the configuration file", args.config.display()))?;
     let path = status_path(&config.state_dir);
@@ -124,7 +140,7 @@ pub async fn run(args: ReloadArgs) -> anyhow::Result<String> {
     loop {
         if let Some(status) = read(&path).filter(|s| s.pid == args.pid && Some(s.seq) > before) {
             if status.config_sha256.as_deref() == Some(digest.as_str()) {
-                return answer(&args, &status, &effective_digest(&config));
+                return answer(&args, &status, mine.as_deref());
             }
             other = Some(status);
         }
@@ -156,14 +172,16 @@ fn why(status: &Status) -> &str {
 }
 
 /// The agent's answer to the file this command checked (and resolved as `mine`).
-fn answer(args: &ReloadArgs, status: &Status, mine: &str) -> anyhow::Result<String> {
+fn answer(args: &ReloadArgs, status: &Status, mine: Option<&str>) -> anyhow::Result<String> {
     // The agent's `${NAME}` variables are those it started with; this command's are systemd's
     // fresh reading of EnvironmentFile=. A difference is a changed variable the agent cannot see.
     const ENV_HINT: &str = "the agent's environment is the one it started with, so a `${NAME}` variable \
         added or changed in the environment file (EnvironmentFile=) since then takes a restart: \
         `systemctl restart auditrelay`";
     if status.ok {
-        if status.effective_sha256.as_deref().is_some_and(|theirs| theirs != mine) {
+        if let (Some(theirs), Some(mine)) = (status.effective_sha256.as_deref(), mine)
+            && theirs != mine
+        {
             bail!(
                 "the agent (pid {}) applied {} but resolved it differently from this command: {ENV_HINT}",
                 args.pid,

@@ -433,6 +433,41 @@ async fn test_reload_fails_and_says_restart_when_the_env_file_changed_since_the_
     assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
 }
 
+/// systemd 252 gives ExecReload= no credentials directory: `auditrelay reload` that cannot read
+/// a `${CREDENTIALS_DIRECTORY}` secret still checks the rest of the file, signals, and takes the
+/// agent's answer (which can read it).
+#[tokio::test]
+async fn test_reload_without_the_credentials_directory_leaves_the_secrets_to_the_agent() {
+    let served = records("cred", 10);
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("aitronos"), "ak_hostile_test\n").unwrap();
+    let source = aitronos_source(&vendor, "")
+        .replace("api_key = \"ak_hostile_test\"", "api_key_file = \"${CREDENTIALS_DIRECTORY}/aitronos\"");
+    let config = config_with(dir.path(), &source, "");
+    let log = config.with_file_name("agent.log");
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    let (run_dir, creds) = (run_dir.display().to_string(), creds.display().to_string());
+    let env = [("RUNTIME_DIRECTORY", run_dir.as_str()), ("CREDENTIALS_DIRECTORY", creds.as_str())];
+    let mut agent = Agent::spawn(&["run"], &config, &log, &env);
+    agent.until("the records", RUN_LIMIT, |_| lines(&out_path(dir.path())) >= 10).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+        .env("RUNTIME_DIRECTORY", &run_dir)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .args(["reload", "--timeout", "30s", "--pid", &agent.pid().to_string(), "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{}", agent.tail());
+    assert!(stderr.contains("the agent, which can, decides"), "{stderr}");
+    assert_eq!(agent.count("configuration reloaded"), 1, "{}", agent.tail());
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+}
+
 /// Scrapes the agent every 10 ms until `done` holds for the text (at most `RUN_LIMIT`).
 async fn poll_metrics(agent: &Agent, done: impl Fn(&str) -> bool) -> String {
     let deadline = std::time::Instant::now() + RUN_LIMIT;
