@@ -351,6 +351,7 @@ pub async fn probe_all(config: &crate::config::Config) -> Vec<Probe> {
                 outcome
             }
         };
+        let outcome = outcome.map_err(|why| crate::redact::secrets_in(&why, &cfg.kind.secrets()));
         probes.push(Probe { sink: cfg.name.clone(), outcome });
     }
     probes
@@ -786,6 +787,9 @@ impl Delivering<'_> {
                 }
                 Err(e) => e,
             };
+            // A receiver that echoes the credential back ("Invalid token: Splunk …") must not
+            // put it in the log, on /ready or in the metrics' reasons.
+            let e = SendError { message: crate::redact::secrets_in(&e.message, &self.cfg.kind.secrets()), ..e };
             // "Too large" is believed only for a request larger than the largest the receiver
             // has taken (so once it has taken one): a rate limiter or quota answering 413 /
             // RESOURCE_EXHAUSTED says nothing about size, and must not cut the backlog to single

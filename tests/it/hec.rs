@@ -333,6 +333,26 @@ fn hec_lines(hec: &HecEmulator, extra: &str) -> String {
     format!("url = {:?}\ntoken = {TOKEN:?}\nhostname = \"collector-1\"\n{extra}", hec.url())
 }
 
+/// Adversarial review of issue 18 (leaks): a collector (or a proxy) that echoes the token in
+/// its refusal must not put it in the sink's failure reason (shown on /ready, logged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_echoing_the_token_never_shows_it() {
+    let hec = HecEmulator::start(HecOptions::default()).await;
+    let text = format!("Invalid token: Splunk {TOKEN}");
+    for _ in 0..4 {
+        hec.push_fault(Fault::Status { status: 403, code: Some(4), text: text.clone(), retry_after: None });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let events = &ocsf_events()[..3];
+    let queue = queue_with(dir.path(), &["hec"], events).await;
+    let cfg = sink_config(dir.path(), "hec", &hec_lines(&hec, ""));
+    let worker = start_worker(cfg, &queue);
+    worker.wait_for_retries(1).await;
+    let reason = worker.stats.trouble.current().expect("failing").error;
+    assert!(reason.contains("Invalid token") && !reason.contains(TOKEN), "{reason}");
+    worker.abort().await;
+}
+
 /// metadata.uid -> times indexed.
 fn indexed_uids(hec: &HecEmulator) -> HashMap<String, usize> {
     let mut seen = HashMap::new();
