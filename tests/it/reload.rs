@@ -591,6 +591,7 @@ async fn test_a_sink_rename_deferred_by_a_busy_database_delivers_nothing_twice()
     let twice: Vec<_> = delivered(&b).into_iter().filter(|(_, n)| *n > 1).collect();
     assert!(twice.is_empty(), "{} records reached b twice:\n{}", twice.len(), agent.log());
     assert_eq!(delivered(&b).len(), 20, "a's backlog reaches b once the rename is done: {}", agent.log());
+}
 
 /// Issue 18 point 3: a reload of a file with many mistakes is refused, each mistake logged on
 /// its own line (its own journal priority) in the order `check` prints them, and the agent goes
