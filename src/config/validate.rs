@@ -737,8 +737,11 @@ impl Validator<'_> {
         if v.get_ref().starts_with('~') {
             return self.fail(v.span(), key, TILDE);
         }
-        let path = self.dir.join(v.get_ref());
-        if self.check_files && key.rsplit('.').next().is_some_and(|k| k.ends_with("_file")) {
+        let file_key = key.rsplit('.').next().is_some_and(|k| k.ends_with("_file"));
+        // Every `*_file` key names a systemd credential as secret `*_file` keys do; without
+        // secrets read (`queue …`), `CREDENTIALS_DIRECTORY` is not asked for.
+        let path = if file_key && self.read_secrets { self.secret_path(v, key)? } else { self.dir.join(v.get_ref()) };
+        if self.check_files && file_key {
             let opened = std::fs::File::open(&path).and_then(|f| f.metadata());
             match opened {
                 Ok(meta) if meta.is_dir() => {
@@ -853,7 +856,8 @@ impl Validator<'_> {
         }
     }
 
-    /// A `*_file` path: `${CREDENTIALS_DIRECTORY}/NAME` is NAME in systemd's credentials
+    /// A `*_file` path (a secret's, a CA's, a client certificate's or key's):
+    /// `${CREDENTIALS_DIRECTORY}/NAME` is NAME in systemd's credentials
     /// directory (`LoadCredential=`; `check --credentials-dir` sets it outside the unit), any
     /// other path is relative to the config file's directory, as every path in the file.
     fn secret_path(&self, f: &Spanned<String>, key: &str) -> Res<PathBuf> {

@@ -649,3 +649,29 @@ fn test_check_reports_every_mistake_of_the_file_in_order() {
     }
     assert_eq!(lines[8], format!("8 errors in {file}"), "{stderr}");
 }
+
+/// Review of issue 18 point 2 (misleads): the unit says a TOML `*_file` key names a systemd
+/// credential as "${CREDENTIALS_DIRECTORY}/NAME"; a syslog sink's client key (a secret) and
+/// certificate written so are refused as "cannot read …/${CREDENTIALS_DIRECTORY}/…" even with
+/// `--credentials-dir`: only the secret `*_file` keys expand the variable.
+#[test]
+fn test_credentials_directory_expands_in_tls_file_keys_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    for name in ["aitronos", "client.crt", "client.key"] {
+        std::fs::write(creds.join(name), "placeholder\n").unwrap();
+    }
+    let config = dir.path().join("auditrelay.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\n\
+         api_key_file = \"${CREDENTIALS_DIRECTORY}/aitronos\"\n[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\n\
+         address = \"127.0.0.1:6514\"\nclient_cert_file = \"${CREDENTIALS_DIRECTORY}/client.crt\"\n\
+         client_key_file = \"${CREDENTIALS_DIRECTORY}/client.key\"\n",
+    )
+    .unwrap();
+    let out = auditrelay().args(["check", "--credentials-dir"]).arg(&creds).arg("-c").arg(&config).output().unwrap();
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{all}");
+}
