@@ -842,15 +842,16 @@ impl Validator<'_> {
         Ok(u)
     }
 
-    /// A literal secret (not `"${NAME}"`, not `<key>_file`) in a config file readable by group
-    /// or others is accepted, but the operator should know, as for secret files.
+    /// A literal secret (not `"${NAME}"`, not `<key>_file`) in a config file readable by others,
+    /// or by a group other than auditrelay, is accepted, but the operator should know, as for
+    /// secret files ([`exposure`]).
     fn warn_literal_if_shared(&self, span: &Range<usize>, key: &str) {
-        if is_shared(self.file) {
+        if let Some(advice) = exposure(self.file) {
             let at = format!("{}:{}: {key}", self.file.display(), self.line(span));
             let key = key.rsplit('.').next().unwrap_or(key);
             tracing::warn!(
                 at = %at,
-                "a literal secret in a config file readable by group or others; chmod 600 the file, \
+                "a literal secret in a config file readable by group or others: {advice}; \
                  or use \"${{NAME}}\" or {key}_file"
             );
         }
@@ -1224,23 +1225,102 @@ fn key_path(path: &serde_path_to_error::Path) -> String {
     key
 }
 
-/// A secret file readable by group or others is accepted, but the operator should know.
+/// A secret file readable by group or others is accepted, but the operator should know; the
+/// packaged layout (root:auditrelay 0640, the service reading through its group) is fine.
 pub(crate) fn warn_if_shared(path: &Path) {
-    if is_shared(path) {
-        tracing::warn!(path = %path.display(), "secret file is readable by group or others; chmod 600 it");
+    if let Some(advice) = exposure(path) {
+        tracing::warn!(path = %path.display(), "secret file is readable by group or others: {advice}");
     }
 }
 
-/// `path` exists and group or others may read it (or write or search it).
-fn is_shared(path: &Path) -> bool {
+/// The group the service reads its files through (the package's root:auditrelay 0640).
+const SERVICE_GROUP: &str = "auditrelay";
+
+/// Why and how to fix it, when `path` exists and others, or a group other than
+/// [`SERVICE_GROUP`], may read (or write or search) it; `None` when it is private.
+fn exposure(path: &Path) -> Option<String> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o077 != 0)
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(path).ok()?;
+        let mode = meta.mode();
+        if mode & 0o007 != 0 {
+            return Some(format!(
+                "others can read it; chmod o-rwx it (the package's root:{SERVICE_GROUP} 0640 keeps the service reading it)"
+            ));
+        }
+        if mode & 0o070 != 0 {
+            let group = match group_name(meta.gid()) {
+                Some(name) if name == SERVICE_GROUP => return None,
+                Some(name) => format!("group {name:?}"),
+                None => format!("group id {} (not in /etc/group)", meta.gid()),
+            };
+            return Some(format!(
+                "{group} can read it; chgrp {SERVICE_GROUP} it (root:{SERVICE_GROUP} 0640, the package's layout) \
+                 or chmod g-rwx it"
+            ));
+        }
+        None
     }
     #[cfg(not(unix))]
     {
         let _ = path;
-        false
+        None
+    }
+}
+
+/// The name of group `gid` in /etc/group (`name:password:gid:members` lines).
+#[cfg(unix)]
+fn group_name(gid: u32) -> Option<String> {
+    group_name_in(&std::fs::read_to_string("/etc/group").ok()?, gid)
+}
+
+fn group_name_in(text: &str, gid: u32) -> Option<String> {
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?.trim().parse::<u32>().ok()?;
+        (id == gid && !name.is_empty()).then(|| name.to_owned())
+    })
+}
+
+#[cfg(all(test, unix))]
+mod exposure_tests {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
+    use super::*;
+
+    #[test]
+    fn group_names_come_from_etc_group_lines() {
+        let text = "root:x:0:\nauditrelay:x:998:\nbroken\nssl-cert:x:110:postgres\n";
+        assert_eq!(group_name_in(text, 998).as_deref(), Some("auditrelay"));
+        assert_eq!(group_name_in(text, 110).as_deref(), Some("ssl-cert"));
+        assert_eq!(group_name_in(text, 7), None);
+    }
+
+    /// Others: always advised `chmod o-rwx` (never `chmod 600`, which would lock the service
+    /// out of the packaged root:auditrelay 0640); a group: named, unless it is auditrelay.
+    #[test]
+    fn exposure_advises_what_keeps_the_service_reading() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "x").expect("write");
+        let at = |mode: u32| {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            exposure(&file)
+        };
+        assert_eq!(at(0o600), None);
+        let others = at(0o644).expect("others can read");
+        assert!(others.contains("chmod o-rwx") && !others.contains("600"), "{others}");
+        let gid = std::fs::metadata(&file).expect("meta").gid();
+        let group = at(0o640);
+        match group_name(gid) {
+            Some(name) if name == SERVICE_GROUP => assert_eq!(group, None),
+            Some(name) => {
+                let group = group.expect("a group other than auditrelay");
+                assert!(group.contains(&format!("group {name:?}")) && group.contains("chgrp auditrelay"), "{group}");
+            }
+            None => assert!(group.expect("an unknown group").contains(&format!("group id {gid}"))),
+        }
     }
 }

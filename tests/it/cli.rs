@@ -675,3 +675,25 @@ fn test_credentials_directory_expands_in_tls_file_keys_too() {
     let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{all}");
 }
+
+/// Review of issue 18 point 3 (misleads): the package installs the configuration root:auditrelay
+/// 0640 (postinst), the only layout under which the service user can read it; a literal secret in
+/// it draws "chmod 600 the file", advice that, followed, locks the agent (and the reload's check)
+/// out of its own configuration.
+#[test]
+fn test_literal_secret_warning_does_not_advise_a_mode_that_locks_the_service_out() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\n\
+         api_key = \"ak_literal_in_the_file\"\n[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = \"o\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = auditrelay().args(["check", "-c"]).arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("chmod 600"), "{stderr}");
+}
