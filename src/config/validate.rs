@@ -165,14 +165,24 @@ impl Validator<'_> {
 
     /// Warns of every string value (secrets included, never shown) holding a `$` not followed
     /// by `{`: `"$VAR"` is taken literally, only `"${VAR}"` reads the environment.
+    /// Warns too of a `"${"` where nothing expands it ([`expands_references`]).
     fn warn_bare_dollars(&self, key: &str, value: &Spanned<DeValue<'_>>) {
         match value.get_ref() {
-            DeValue::String(s) if s.split('$').skip(1).any(|after| !after.starts_with('{')) => {
-                let at = format!("{}:{}: {key}", self.file.display(), self.line(&value.span()));
-                tracing::warn!(
-                    at = %at,
-                    "a \"$\" not followed by \"{{\" is taken literally: write \"${{VAR}}\" to read environment variable VAR"
-                );
+            DeValue::String(s) => {
+                let at = || format!("{}:{}: {key}", self.file.display(), self.line(&value.span()));
+                if s.split('$').skip(1).any(|after| !after.starts_with('{')) {
+                    tracing::warn!(
+                        at = %at(),
+                        "a \"$\" not followed by \"{{\" is taken literally: write \"${{VAR}}\" to read environment variable VAR"
+                    );
+                }
+                if s.contains("${") && !expands_references(key, s) {
+                    tracing::warn!(
+                        at = %at(),
+                        "\"${{\" is not expanded in this value, it is taken literally: only a secret key's whole value \
+                         \"${{NAME}}\" reads the environment, and a *_file path's leading \"${{CREDENTIALS_DIRECTORY}}\""
+                    );
+                }
             }
             DeValue::Table(t) => {
                 for (k, v) in t {
@@ -924,6 +934,25 @@ impl Validator<'_> {
         }
         Ok(SecretString::from(text))
     }
+}
+
+/// The secret keys of sources and sinks (every `TableKeys::secret` / `required_secret` call):
+/// their whole value `"${NAME}"` reads the environment. An OTLP sink's `headers.*` values too.
+const SECRET_KEYS: &[&str] = &["api_key", "bearer_token", "username", "password", "token"];
+
+/// Whether the `"${"` in string value `s` of `key` (`sources[0].api_key`) is expanded: a secret
+/// key's whole value `"${NAME}"` ([`Validator::secret`]), a `*_file` path starting with
+/// `"${CREDENTIALS_DIRECTORY}"` and holding no other ([`Validator::secret_path`]). Nothing else
+/// reads the environment.
+fn expands_references(key: &str, s: &str) -> bool {
+    let Some((owner, last)) = key.rsplit_once('.') else { return false };
+    let table = (owner.starts_with("sources[") || owner.starts_with("sinks[")) && !owner.contains('.');
+    let header = key.split_once(".headers.").is_some_and(|(sink, _)| sink.starts_with("sinks[") && !sink.contains('.'));
+    let secret = (table && SECRET_KEYS.contains(&last)) || header;
+    if secret && s.starts_with("${") && s.ends_with('}') {
+        return true;
+    }
+    last.ends_with("_file") && s.strip_prefix("${CREDENTIALS_DIRECTORY}").is_some_and(|rest| !rest.contains("${"))
 }
 
 /// The name a `vendor` or `type` value gives: a string, or serde's table form of an enum's

@@ -697,3 +697,29 @@ fn test_literal_secret_warning_does_not_advise_a_mode_that_locks_the_service_out
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("chmod 600"), "{stderr}");
 }
+
+/// Review of issue 18 point 3 (misleads): only a secret key's whole value "${NAME}" reads the
+/// environment; `organization_id = "${ACME_ORG}"` (or `api_key = "Bearer ${KEY}"`) is taken
+/// literally, and `check` says nothing: the bare-dollar warning skips "${", the very form an
+/// operator expects to expand.
+#[test]
+fn test_check_warns_of_an_env_reference_that_is_not_expanded() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"${ACME_ORG}\"\n\
+         api_key = \"${AUDITRELAY_REVIEW_KEY}\"\n[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = \"o\"\n",
+    )
+    .unwrap();
+    let out = auditrelay()
+        .args(["check", "-c"])
+        .arg(&config)
+        .env("AUDITRELAY_REVIEW_KEY", "k")
+        .env("ACME_ORG", "ORG_7F3KQ9ZP2M4XW8RT")
+        .output()
+        .unwrap();
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let said = all.lines().any(|l| l.contains("organization_id") && (l.contains("WARN") || l.starts_with("error")));
+    assert!(said, "organization_id = \"${{ACME_ORG}}\" passes silently as a literal:\n{all}");
+}
