@@ -752,13 +752,11 @@ impl Validator<'_> {
         // secrets read (`queue …`), `CREDENTIALS_DIRECTORY` is not asked for.
         let path = if file_key && self.read_secrets { self.secret_path(v, key)? } else { self.dir.join(v.get_ref()) };
         if self.check_files && file_key {
-            let opened = std::fs::File::open(&path).and_then(|f| f.metadata());
-            match opened {
-                Ok(meta) if meta.is_dir() => {
-                    return self.fail(v.span(), key, format!("{} is a directory", path.display()));
-                }
-                Ok(_) => {}
-                Err(e) => return self.fail(v.span(), key, format!("cannot read {}: {e}", path.display())),
+            if let Some(msg) = not_regular(&path) {
+                return self.fail(v.span(), key, msg);
+            }
+            if let Err(e) = std::fs::File::open(&path) {
+                return self.fail(v.span(), key, format!("cannot read {}: {e}", path.display()));
             }
         }
         Ok(path)
@@ -920,6 +918,9 @@ impl Validator<'_> {
             }
             (None, Some(f)) => {
                 let path = self.secret_path(f, &file_key)?;
+                if let Some(msg) = not_regular(&path) {
+                    return self.fail(f.span(), &file_key, msg);
+                }
                 let mut text = std::fs::read_to_string(&path).map_err(|e| {
                     let msg = format!("cannot read secret file {}: {e}", path.display());
                     self.err(f.span(), &file_key, msg)
@@ -933,6 +934,17 @@ impl Validator<'_> {
             return self.fail(span, shown_key, "the secret is empty");
         }
         Ok(SecretString::from(text))
+    }
+}
+
+/// Why `path` must not be opened, when it exists and is not a regular file after symlinks: a
+/// directory, or a FIFO, socket or device, whose open(2) or read may block forever (`check` and
+/// a reload would hang). A path that cannot be looked at is left to the open's own error.
+fn not_regular(path: &Path) -> Option<String> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Some(format!("{} is a directory", path.display())),
+        Ok(meta) if !meta.is_file() => Some(format!("{} is not a regular file", path.display())),
+        _ => None,
     }
 }
 

@@ -723,3 +723,49 @@ fn test_check_warns_of_an_env_reference_that_is_not_expanded() {
     let said = all.lines().any(|l| l.contains("organization_id") && (l.contains("WARN") || l.starts_with("error")));
     assert!(said, "organization_id = \"${{ACME_ORG}}\" passes silently as a literal:\n{all}");
 }
+
+/// Review of issue 18 (hangs): a certificate, key or secret file path naming a FIFO made
+/// `check` (and a reload, which runs the same checks) block forever in open(2). Anything that is
+/// not a regular file (after symlinks) is refused before it is opened, naming file:line and key.
+#[test]
+fn test_check_refuses_a_fifo_as_a_certificate_or_secret_file_without_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo failed");
+    std::os::unix::fs::symlink(&fifo, dir.path().join("link")).unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\n\
+         api_key_file = \"fifo\"\n[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"127.0.0.1:6514\"\n\
+         ca_file = \"link\"\n",
+    )
+    .unwrap();
+    let mut child = auditrelay()
+        .args(["check", "-c"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("`auditrelay check` still running after 20 s: it hangs on the FIFO");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success(), "{stderr}");
+    let file = config.display();
+    assert!(stderr.contains(&format!("{file}:6: sources[0].api_key_file")), "{stderr}");
+    assert!(stderr.contains(&format!("{file}:11: sinks[0].ca_file")), "{stderr}");
+    assert_eq!(stderr.matches("not a regular file").count(), 2, "{stderr}");
+}
