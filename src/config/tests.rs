@@ -688,6 +688,21 @@ fn an_env_reference_that_is_not_expanded_is_warned_of() {
     assert!(warnings_of(&elsewhere).contains("sinks[0].path"), "{}", warnings_of(&elsewhere));
 }
 
+/// A relative `start` far in the past (`"5000y"`) asked the vendor for year -2974, which
+/// answered 422 and the source stopped: it is bounded like every duration (review of issue 18).
+#[test]
+fn a_relative_start_is_bounded() {
+    let at = |start: &str| with_source(&format!("{MINIMAL}\nstart = \"{start}\""));
+    check_err(
+        &at("5000y"),
+        &[&format!("{FILE}:7: sources[0].start: \"5000y\" is longer than the 3650d this key allows")],
+    );
+    check_err(&at("121M"), &["sources[0].start", "3650d", "\"M\" means months"]);
+    for ok in ["3650d", "9y", "7d", "2025-01-01T00:00:00Z"] {
+        parse_at(&at(ok), Path::new(FILE)).unwrap_or_else(|e| panic!("start = {ok:?}: {e}"));
+    }
+}
+
 /// A path starting with `~` is refused: nothing expands it, it would name a directory "~"
 /// beside the config file. Issue 18 point 3.
 #[test]

@@ -790,6 +790,12 @@ impl Validator<'_> {
             }
         };
         if let Ok(ago) = humantime::parse_duration(&text) {
+            let max = duration_max(key);
+            if ago > max {
+                let mut msg = format!("{text:?} is longer than the {} this key allows", span_text(max));
+                msg.push_str(months_hint(&text));
+                return self.fail(v.span(), key, msg);
+            }
             return Ok(StartAt::Ago(ago));
         }
         match DateTime::parse_from_rfc3339(&text) {
@@ -1217,6 +1223,9 @@ const DURATION_MAX: &[(&str, Duration)] = &[
     // ConfigCat's own limit is 30 days; no vendor takes more in one request.
     ("max_span", Duration::from_secs(31 * 86_400)),
     ("max_retry_after", DAY),
+    // A relative start ("7d"): how far back a new source begins. Vendors keep months, not
+    // centuries; "5000y" asked for year -2974 and the vendor refused the source for good.
+    ("start", Duration::from_secs(3650 * 86_400)),
     ("rate_limit.per", DAY),
     // Sources and sinks.
     ("backoff.initial", HOUR),
