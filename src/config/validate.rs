@@ -862,11 +862,15 @@ impl Validator<'_> {
     fn warn_literal_if_shared(&self, span: &Range<usize>, key: &str) {
         if let Some(advice) = exposure(self.file) {
             let at = format!("{}:{}: {key}", self.file.display(), self.line(span));
-            let key = key.rsplit('.').next().unwrap_or(key);
+            // An OTLP header value is a literal or "${NAME}": there is no `<header>_file`.
+            let instead = if key.contains(".headers.") {
+                "\"${NAME}\"".to_owned()
+            } else {
+                format!("\"${{NAME}}\" or {}_file", key.rsplit('.').next().unwrap_or(key))
+            };
             tracing::warn!(
                 at = %at,
-                "a literal secret in a config file readable by group or others: {advice}; \
-                 or use \"${{NAME}}\" or {key}_file"
+                "a literal secret in a config file readable by group or others: {advice}; or use {instead}"
             );
         }
     }

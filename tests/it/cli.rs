@@ -769,3 +769,29 @@ fn test_check_refuses_a_fifo_as_a_certificate_or_secret_file_without_hanging() {
     assert!(stderr.contains(&format!("{file}:11: sinks[0].ca_file")), "{stderr}");
     assert_eq!(stderr.matches("not a regular file").count(), 2, "{stderr}");
 }
+
+/// Review of issue 18 (misleads): a literal value in an OTLP sink's `headers` table, in a config
+/// file others can read, drew "use \"${NAME}\" or x-api-key_file": no such key exists, a header
+/// value is a literal or "${NAME}" only (`sinks/otlp/config.rs`). The advice names what exists.
+#[test]
+fn test_literal_header_warning_names_only_what_headers_take() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\n\
+         api_key = \"${AUDITRELAY_REVIEW_KEY}\"\n[[sinks]]\nname = \"otel\"\ntype = \"otlp\"\n\
+         endpoint = \"http://127.0.0.1:4318\"\nheaders = { \"x-api-key\" = \"literal-header-value\" }\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = auditrelay().args(["check", "-c"]).arg(&config).env("AUDITRELAY_REVIEW_KEY", "k").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warning = stderr.lines().find(|l| l.contains("literal secret") && l.contains("sinks[0].headers.x-api-key"));
+    let warning = warning.unwrap_or_else(|| panic!("no literal-secret warning for the header:\n{stderr}"));
+    assert!(!warning.contains("_file"), "advises a key that does not exist: {warning}");
+    assert!(warning.contains("\"${NAME}\""), "{warning}");
+    assert!(!stderr.contains("literal-header-value"), "{stderr}");
+}
