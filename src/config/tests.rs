@@ -661,6 +661,48 @@ fn a_dollar_without_braces_is_warned_of() {
     assert!(!warnings_of(&braces).contains("taken literally"), "{}", warnings_of(&braces));
 }
 
+/// `"${NAME}"` reads the environment only as a secret key's whole value, and
+/// `"${CREDENTIALS_DIRECTORY}"` only at the start of a `*_file` path: anywhere else it is taken
+/// literally, and a warning names file, line and key, never the value (review of issue 18).
+#[test]
+fn an_env_reference_that_is_not_expanded_is_warned_of() {
+    const NOT: &str = "is not expanded in this value";
+    let org = with_source("organization_id = \"${ACME_ORG}\"\napi_key = \"${AITRONOS_API_KEY}\"");
+    let w = warnings_of(&org);
+    assert!(w.contains(&format!("{FILE}:5: sources[0].organization_id")) && w.contains(NOT), "{w}");
+    assert!(!w.contains("sources[0].api_key"), "a whole \"${{NAME}}\" secret expands: {w}");
+    let partial = with_source("organization_id = \"ORG_A\"\napi_key = \"Bearer ${KEY}\"");
+    let w = warnings_of(&partial);
+    assert!(w.contains(&format!("{FILE}:6: sources[0].api_key")) && w.contains(NOT), "{w}");
+    assert!(!w.contains("Bearer"), "the value is not shown: {w}");
+    let url = with_source(&format!("{MINIMAL}\nbase_url = \"https://${{HOST}}/\""));
+    assert!(warnings_of(&url).contains("sources[0].base_url"), "{}", warnings_of(&url));
+    let path = with_source(MINIMAL).replace("state_dir = \"state\"", "state_dir = \"${STATE}\"");
+    assert!(warnings_of(&path).contains(":1: state_dir"), "{}", warnings_of(&path));
+    let header = sink_of("otlp", "endpoint = \"http://h\"\nheaders = { a = \"${TOKEN}\", b = \"Key ${T}\" }");
+    let w = warnings_of(&header);
+    assert!(w.contains("sinks[0].headers.b") && !w.contains("sinks[0].headers.a"), "{w}");
+    let creds = sink_of("syslog", "address = \"h:6514\"\nca_file = \"${CREDENTIALS_DIRECTORY}/ca\"");
+    assert!(!warnings_of(&creds).contains(NOT), "{}", warnings_of(&creds));
+    let elsewhere = sink_of("file", "path = \"${CREDENTIALS_DIRECTORY}/out\"");
+    assert!(warnings_of(&elsewhere).contains("sinks[0].path"), "{}", warnings_of(&elsewhere));
+}
+
+/// A relative `start` far in the past (`"5000y"`) asked the vendor for year -2974, which
+/// answered 422 and the source stopped: it is bounded like every duration (review of issue 18).
+#[test]
+fn a_relative_start_is_bounded() {
+    let at = |start: &str| with_source(&format!("{MINIMAL}\nstart = \"{start}\""));
+    check_err(
+        &at("5000y"),
+        &[&format!("{FILE}:7: sources[0].start: \"5000y\" is longer than the 3650d this key allows")],
+    );
+    check_err(&at("121M"), &["sources[0].start", "3650d", "\"M\" means months"]);
+    for ok in ["3650d", "9y", "7d", "2025-01-01T00:00:00Z"] {
+        parse_at(&at(ok), Path::new(FILE)).unwrap_or_else(|e| panic!("start = {ok:?}: {e}"));
+    }
+}
+
 /// A path starting with `~` is refused: nothing expands it, it would name a directory "~"
 /// beside the config file. Issue 18 point 3.
 #[test]

@@ -165,14 +165,24 @@ impl Validator<'_> {
 
     /// Warns of every string value (secrets included, never shown) holding a `$` not followed
     /// by `{`: `"$VAR"` is taken literally, only `"${VAR}"` reads the environment.
+    /// Warns too of a `"${"` where nothing expands it ([`expands_references`]).
     fn warn_bare_dollars(&self, key: &str, value: &Spanned<DeValue<'_>>) {
         match value.get_ref() {
-            DeValue::String(s) if s.split('$').skip(1).any(|after| !after.starts_with('{')) => {
-                let at = format!("{}:{}: {key}", self.file.display(), self.line(&value.span()));
-                tracing::warn!(
-                    at = %at,
-                    "a \"$\" not followed by \"{{\" is taken literally: write \"${{VAR}}\" to read environment variable VAR"
-                );
+            DeValue::String(s) => {
+                let at = || format!("{}:{}: {key}", self.file.display(), self.line(&value.span()));
+                if s.split('$').skip(1).any(|after| !after.starts_with('{')) {
+                    tracing::warn!(
+                        at = %at(),
+                        "a \"$\" not followed by \"{{\" is taken literally: write \"${{VAR}}\" to read environment variable VAR"
+                    );
+                }
+                if s.contains("${") && !expands_references(key, s) {
+                    tracing::warn!(
+                        at = %at(),
+                        "\"${{\" is not expanded in this value, it is taken literally: only a secret key's whole value \
+                         \"${{NAME}}\" reads the environment, and a *_file path's leading \"${{CREDENTIALS_DIRECTORY}}\""
+                    );
+                }
             }
             DeValue::Table(t) => {
                 for (k, v) in t {
@@ -737,15 +747,16 @@ impl Validator<'_> {
         if v.get_ref().starts_with('~') {
             return self.fail(v.span(), key, TILDE);
         }
-        let path = self.dir.join(v.get_ref());
-        if self.check_files && key.rsplit('.').next().is_some_and(|k| k.ends_with("_file")) {
-            let opened = std::fs::File::open(&path).and_then(|f| f.metadata());
-            match opened {
-                Ok(meta) if meta.is_dir() => {
-                    return self.fail(v.span(), key, format!("{} is a directory", path.display()));
-                }
-                Ok(_) => {}
-                Err(e) => return self.fail(v.span(), key, format!("cannot read {}: {e}", path.display())),
+        let file_key = key.rsplit('.').next().is_some_and(|k| k.ends_with("_file"));
+        // Every `*_file` key names a systemd credential as secret `*_file` keys do; without
+        // secrets read (`queue …`), `CREDENTIALS_DIRECTORY` is not asked for.
+        let path = if file_key && self.read_secrets { self.secret_path(v, key)? } else { self.dir.join(v.get_ref()) };
+        if self.check_files && file_key {
+            if let Some(msg) = not_regular(&path) {
+                return self.fail(v.span(), key, msg);
+            }
+            if let Err(e) = std::fs::File::open(&path) {
+                return self.fail(v.span(), key, format!("cannot read {}: {e}", path.display()));
             }
         }
         Ok(path)
@@ -779,6 +790,12 @@ impl Validator<'_> {
             }
         };
         if let Ok(ago) = humantime::parse_duration(&text) {
+            let max = duration_max(key);
+            if ago > max {
+                let mut msg = format!("{text:?} is longer than the {} this key allows", span_text(max));
+                msg.push_str(months_hint(&text));
+                return self.fail(v.span(), key, msg);
+            }
             return Ok(StartAt::Ago(ago));
         }
         match DateTime::parse_from_rfc3339(&text) {
@@ -839,21 +856,27 @@ impl Validator<'_> {
         Ok(u)
     }
 
-    /// A literal secret (not `"${NAME}"`, not `<key>_file`) in a config file readable by group
-    /// or others is accepted, but the operator should know, as for secret files.
+    /// A literal secret (not `"${NAME}"`, not `<key>_file`) in a config file readable by others,
+    /// or by a group other than auditrelay, is accepted, but the operator should know, as for
+    /// secret files ([`exposure`]).
     fn warn_literal_if_shared(&self, span: &Range<usize>, key: &str) {
-        if is_shared(self.file) {
+        if let Some(advice) = exposure(self.file) {
             let at = format!("{}:{}: {key}", self.file.display(), self.line(span));
-            let key = key.rsplit('.').next().unwrap_or(key);
+            // An OTLP header value is a literal or "${NAME}": there is no `<header>_file`.
+            let instead = if key.contains(".headers.") {
+                "\"${NAME}\"".to_owned()
+            } else {
+                format!("\"${{NAME}}\" or {}_file", key.rsplit('.').next().unwrap_or(key))
+            };
             tracing::warn!(
                 at = %at,
-                "a literal secret in a config file readable by group or others; chmod 600 the file, \
-                 or use \"${{NAME}}\" or {key}_file"
+                "a literal secret in a config file readable by group or others: {advice}; or use {instead}"
             );
         }
     }
 
-    /// A `*_file` path: `${CREDENTIALS_DIRECTORY}/NAME` is NAME in systemd's credentials
+    /// A `*_file` path (a secret's, a CA's, a client certificate's or key's):
+    /// `${CREDENTIALS_DIRECTORY}/NAME` is NAME in systemd's credentials
     /// directory (`LoadCredential=`; `check --credentials-dir` sets it outside the unit), any
     /// other path is relative to the config file's directory, as every path in the file.
     fn secret_path(&self, f: &Spanned<String>, key: &str) -> Res<PathBuf> {
@@ -905,6 +928,9 @@ impl Validator<'_> {
             }
             (None, Some(f)) => {
                 let path = self.secret_path(f, &file_key)?;
+                if let Some(msg) = not_regular(&path) {
+                    return self.fail(f.span(), &file_key, msg);
+                }
                 let mut text = std::fs::read_to_string(&path).map_err(|e| {
                     let msg = format!("cannot read secret file {}: {e}", path.display());
                     self.err(f.span(), &file_key, msg)
@@ -919,6 +945,36 @@ impl Validator<'_> {
         }
         Ok(SecretString::from(text))
     }
+}
+
+/// Why `path` must not be opened, when it exists and is not a regular file after symlinks: a
+/// directory, or a FIFO, socket or device, whose open(2) or read may block forever (`check` and
+/// a reload would hang). A path that cannot be looked at is left to the open's own error.
+fn not_regular(path: &Path) -> Option<String> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Some(format!("{} is a directory", path.display())),
+        Ok(meta) if !meta.is_file() => Some(format!("{} is not a regular file", path.display())),
+        _ => None,
+    }
+}
+
+/// The secret keys of sources and sinks (every `TableKeys::secret` / `required_secret` call):
+/// their whole value `"${NAME}"` reads the environment. An OTLP sink's `headers.*` values too.
+const SECRET_KEYS: &[&str] = &["api_key", "bearer_token", "username", "password", "token"];
+
+/// Whether the `"${"` in string value `s` of `key` (`sources[0].api_key`) is expanded: a secret
+/// key's whole value `"${NAME}"` ([`Validator::secret`]), a `*_file` path starting with
+/// `"${CREDENTIALS_DIRECTORY}"` and holding no other ([`Validator::secret_path`]). Nothing else
+/// reads the environment.
+fn expands_references(key: &str, s: &str) -> bool {
+    let Some((owner, last)) = key.rsplit_once('.') else { return false };
+    let table = (owner.starts_with("sources[") || owner.starts_with("sinks[")) && !owner.contains('.');
+    let header = key.split_once(".headers.").is_some_and(|(sink, _)| sink.starts_with("sinks[") && !sink.contains('.'));
+    let secret = (table && SECRET_KEYS.contains(&last)) || header;
+    if secret && s.starts_with("${") && s.ends_with('}') {
+        return true;
+    }
+    last.ends_with("_file") && s.strip_prefix("${CREDENTIALS_DIRECTORY}").is_some_and(|rest| !rest.contains("${"))
 }
 
 /// The name a `vendor` or `type` value gives: a string, or serde's table form of an enum's
@@ -1171,6 +1227,9 @@ const DURATION_MAX: &[(&str, Duration)] = &[
     // ConfigCat's own limit is 30 days; no vendor takes more in one request.
     ("max_span", Duration::from_secs(31 * 86_400)),
     ("max_retry_after", DAY),
+    // A relative start ("7d"): how far back a new source begins. Vendors keep months, not
+    // centuries; "5000y" asked for year -2974 and the vendor refused the source for good.
+    ("start", Duration::from_secs(3650 * 86_400)),
     ("rate_limit.per", DAY),
     // Sources and sinks.
     ("backoff.initial", HOUR),
@@ -1220,23 +1279,102 @@ fn key_path(path: &serde_path_to_error::Path) -> String {
     key
 }
 
-/// A secret file readable by group or others is accepted, but the operator should know.
+/// A secret file readable by group or others is accepted, but the operator should know; the
+/// packaged layout (root:auditrelay 0640, the service reading through its group) is fine.
 pub(crate) fn warn_if_shared(path: &Path) {
-    if is_shared(path) {
-        tracing::warn!(path = %path.display(), "secret file is readable by group or others; chmod 600 it");
+    if let Some(advice) = exposure(path) {
+        tracing::warn!(path = %path.display(), "secret file is readable by group or others: {advice}");
     }
 }
 
-/// `path` exists and group or others may read it (or write or search it).
-fn is_shared(path: &Path) -> bool {
+/// The group the service reads its files through (the package's root:auditrelay 0640).
+const SERVICE_GROUP: &str = "auditrelay";
+
+/// Why and how to fix it, when `path` exists and others, or a group other than
+/// [`SERVICE_GROUP`], may read (or write or search) it; `None` when it is private.
+fn exposure(path: &Path) -> Option<String> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o077 != 0)
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(path).ok()?;
+        let mode = meta.mode();
+        if mode & 0o007 != 0 {
+            return Some(format!(
+                "others can read it; chmod o-rwx it (the package's root:{SERVICE_GROUP} 0640 keeps the service reading it)"
+            ));
+        }
+        if mode & 0o070 != 0 {
+            let group = match group_name(meta.gid()) {
+                Some(name) if name == SERVICE_GROUP => return None,
+                Some(name) => format!("group {name:?}"),
+                None => format!("group id {} (not in /etc/group)", meta.gid()),
+            };
+            return Some(format!(
+                "{group} can read it; chgrp {SERVICE_GROUP} it (root:{SERVICE_GROUP} 0640, the package's layout) \
+                 or chmod g-rwx it"
+            ));
+        }
+        None
     }
     #[cfg(not(unix))]
     {
         let _ = path;
-        false
+        None
+    }
+}
+
+/// The name of group `gid` in /etc/group (`name:password:gid:members` lines).
+#[cfg(unix)]
+fn group_name(gid: u32) -> Option<String> {
+    group_name_in(&std::fs::read_to_string("/etc/group").ok()?, gid)
+}
+
+fn group_name_in(text: &str, gid: u32) -> Option<String> {
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?.trim().parse::<u32>().ok()?;
+        (id == gid && !name.is_empty()).then(|| name.to_owned())
+    })
+}
+
+#[cfg(all(test, unix))]
+mod exposure_tests {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
+    use super::*;
+
+    #[test]
+    fn group_names_come_from_etc_group_lines() {
+        let text = "root:x:0:\nauditrelay:x:998:\nbroken\nssl-cert:x:110:postgres\n";
+        assert_eq!(group_name_in(text, 998).as_deref(), Some("auditrelay"));
+        assert_eq!(group_name_in(text, 110).as_deref(), Some("ssl-cert"));
+        assert_eq!(group_name_in(text, 7), None);
+    }
+
+    /// Others: always advised `chmod o-rwx` (never `chmod 600`, which would lock the service
+    /// out of the packaged root:auditrelay 0640); a group: named, unless it is auditrelay.
+    #[test]
+    fn exposure_advises_what_keeps_the_service_reading() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "x").expect("write");
+        let at = |mode: u32| {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            exposure(&file)
+        };
+        assert_eq!(at(0o600), None);
+        let others = at(0o644).expect("others can read");
+        assert!(others.contains("chmod o-rwx") && !others.contains("600"), "{others}");
+        let gid = std::fs::metadata(&file).expect("meta").gid();
+        let group = at(0o640);
+        match group_name(gid) {
+            Some(name) if name == SERVICE_GROUP => assert_eq!(group, None),
+            Some(name) => {
+                let group = group.expect("a group other than auditrelay");
+                assert!(group.contains(&format!("group {name:?}")) && group.contains("chgrp auditrelay"), "{group}");
+            }
+            None => assert!(group.expect("an unknown group").contains(&format!("group id {gid}"))),
+        }
     }
 }

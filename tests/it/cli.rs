@@ -684,3 +684,149 @@ fn test_check_json_error_names_line_and_key_as_readme_says() {
     assert_eq!(error["line"], 7, "{json}");
     assert_eq!(error["key"], "sources[0].poll_interval", "{json}");
 }
+
+/// Review of issue 18 point 2 (misleads): the unit says a TOML `*_file` key names a systemd
+/// credential as "${CREDENTIALS_DIRECTORY}/NAME"; a syslog sink's client key (a secret) and
+/// certificate written so are refused as "cannot read …/${CREDENTIALS_DIRECTORY}/…" even with
+/// `--credentials-dir`: only the secret `*_file` keys expand the variable.
+#[test]
+fn test_credentials_directory_expands_in_tls_file_keys_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    for name in ["aitronos", "client.crt", "client.key"] {
+        std::fs::write(creds.join(name), "placeholder\n").unwrap();
+    }
+    let config = dir.path().join("auditrelay.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\n\
+         api_key_file = \"${CREDENTIALS_DIRECTORY}/aitronos\"\n[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\n\
+         address = \"127.0.0.1:6514\"\nclient_cert_file = \"${CREDENTIALS_DIRECTORY}/client.crt\"\n\
+         client_key_file = \"${CREDENTIALS_DIRECTORY}/client.key\"\n",
+    )
+    .unwrap();
+    let out = auditrelay().args(["check", "--credentials-dir"]).arg(&creds).arg("-c").arg(&config).output().unwrap();
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{all}");
+}
+
+/// Review of issue 18 point 3 (misleads): the package installs the configuration root:auditrelay
+/// 0640 (postinst), the only layout under which the service user can read it; a literal secret in
+/// it draws "chmod 600 the file", advice that, followed, locks the agent (and the reload's check)
+/// out of its own configuration.
+#[test]
+fn test_literal_secret_warning_does_not_advise_a_mode_that_locks_the_service_out() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\n\
+         api_key = \"ak_literal_in_the_file\"\n[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = \"o\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = auditrelay().args(["check", "-c"]).arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("chmod 600"), "{stderr}");
+}
+
+/// Review of issue 18 point 3 (misleads): only a secret key's whole value "${NAME}" reads the
+/// environment; `organization_id = "${ACME_ORG}"` (or `api_key = "Bearer ${KEY}"`) is taken
+/// literally, and `check` says nothing: the bare-dollar warning skips "${", the very form an
+/// operator expects to expand.
+#[test]
+fn test_check_warns_of_an_env_reference_that_is_not_expanded() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"${ACME_ORG}\"\n\
+         api_key = \"${AUDITRELAY_REVIEW_KEY}\"\n[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = \"o\"\n",
+    )
+    .unwrap();
+    let out = auditrelay()
+        .args(["check", "-c"])
+        .arg(&config)
+        .env("AUDITRELAY_REVIEW_KEY", "k")
+        .env("ACME_ORG", "ORG_7F3KQ9ZP2M4XW8RT")
+        .output()
+        .unwrap();
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let said = all.lines().any(|l| l.contains("organization_id") && (l.contains("WARN") || l.starts_with("error")));
+    assert!(said, "organization_id = \"${{ACME_ORG}}\" passes silently as a literal:\n{all}");
+}
+
+/// Review of issue 18 (hangs): a certificate, key or secret file path naming a FIFO made
+/// `check` (and a reload, which runs the same checks) block forever in open(2). Anything that is
+/// not a regular file (after symlinks) is refused before it is opened, naming file:line and key.
+#[test]
+fn test_check_refuses_a_fifo_as_a_certificate_or_secret_file_without_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo failed");
+    std::os::unix::fs::symlink(&fifo, dir.path().join("link")).unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\n\
+         api_key_file = \"fifo\"\n[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"127.0.0.1:6514\"\n\
+         ca_file = \"link\"\n",
+    )
+    .unwrap();
+    let mut child = auditrelay()
+        .args(["check", "-c"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("`auditrelay check` still running after 20 s: it hangs on the FIFO");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success(), "{stderr}");
+    let file = config.display();
+    assert!(stderr.contains(&format!("{file}:6: sources[0].api_key_file")), "{stderr}");
+    assert!(stderr.contains(&format!("{file}:11: sinks[0].ca_file")), "{stderr}");
+    assert_eq!(stderr.matches("not a regular file").count(), 2, "{stderr}");
+}
+
+/// Review of issue 18 (misleads): a literal value in an OTLP sink's `headers` table, in a config
+/// file others can read, drew "use \"${NAME}\" or x-api-key_file": no such key exists, a header
+/// value is a literal or "${NAME}" only (`sinks/otlp/config.rs`). The advice names what exists.
+#[test]
+fn test_literal_header_warning_names_only_what_headers_take() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[sources]]\nname = \"acme\"\nvendor = \"aitronos\"\norganization_id = \"ORG_X\"\n\
+         api_key = \"${AUDITRELAY_REVIEW_KEY}\"\n[[sinks]]\nname = \"otel\"\ntype = \"otlp\"\n\
+         endpoint = \"http://127.0.0.1:4318\"\nheaders = { \"x-api-key\" = \"literal-header-value\" }\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = auditrelay().args(["check", "-c"]).arg(&config).env("AUDITRELAY_REVIEW_KEY", "k").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warning = stderr.lines().find(|l| l.contains("literal secret") && l.contains("sinks[0].headers.x-api-key"));
+    let warning = warning.unwrap_or_else(|| panic!("no literal-secret warning for the header:\n{stderr}"));
+    assert!(!warning.contains("_file"), "advises a key that does not exist: {warning}");
+    assert!(warning.contains("\"${NAME}\""), "{warning}");
+    assert!(!stderr.contains("literal-header-value"), "{stderr}");
+}
