@@ -440,6 +440,7 @@ impl Agent {
     async fn stop_sink(&mut self, name: &str, shutdown: &CancellationToken) -> bool {
         let Some(mut running) = self.sinks.remove(name) else { return true };
         running.control.stop.cancel();
+        running.control.replaced.cancel();
         tokio::select! {
             _ = &mut running.task => true,
             _ = self.clock.sleep(self.drain_timeout) => {

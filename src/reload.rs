@@ -155,9 +155,9 @@ pub async fn run(args: ReloadArgs) -> anyhow::Result<String> {
                     if s.ok { "that version was applied".to_owned() } else { format!("refused: {}", why(&s)) }
                 ),
                 None => bail!(
-                    "no answer from the agent (pid {}) within {waited}: it wrote nothing to {}. Is it an auditrelay \
-                     agent with this configuration? A changed state_dir needs a restart; `journalctl -u auditrelay` \
-                     says more",
+                    "no answer from the agent (pid {}) within {waited}: {} shows no reload after the signal. A \
+                     reload waits for changed sinks to finish a send under way; is it an auditrelay agent with this \
+                     configuration (a changed state_dir needs a restart)? `journalctl -u auditrelay` says more",
                     args.pid,
                     path.display()
                 ),

@@ -519,6 +519,10 @@ pub struct SinkControl {
     pub drain: CancellationToken,
     /// Give up on the batch in hand (the shutdown deadline passed); it stays queued.
     pub abort: CancellationToken,
+    /// With `stop`: a reload replaces this sink, so a batch waiting out a back-off after a
+    /// failed send is left in the queue at once (its replacement sends it) instead of being
+    /// retried until the drain deadline while the reload waits. A send under way still ends.
+    pub replaced: CancellationToken,
 }
 
 /// Runs one sink's worker until told to stop. Nothing is acknowledged that was not accepted.
@@ -920,6 +924,10 @@ impl Delivering<'_> {
                 _ = self.clock.sleep(wait) => {}
                 _ = self.control.abort.cancelled() => {
                     warn!(sink = name, events = batch.len() - acked, "shutdown deadline: batch left in the queue for next start");
+                    return Ended::Aborted;
+                }
+                _ = self.control.replaced.cancelled() => {
+                    info!(sink = name, events = batch.len() - acked, "replaced by a reload while backing off: its replacement sends the batch");
                     return Ended::Aborted;
                 }
             }

@@ -468,6 +468,43 @@ async fn test_reload_without_the_credentials_directory_leaves_the_secrets_to_the
     assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
 }
 
+/// Adversarial review of issue 18: a reload that changes a sink waiting out a back-off (its
+/// receiver down) waited the whole drain deadline with the agent's main loop blocked (no other
+/// reload, a stale reload metric). The batch is left queued for the replacement at once.
+#[tokio::test]
+async fn test_a_reload_replacing_a_sink_in_back_off_does_not_wait_for_the_drain_deadline() {
+    let served = records("bo", 10);
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "");
+    let port = closed_port();
+    let slow = "backoff = { initial = \"1h\", max = \"1h\" }";
+    let down = format!(
+        "\n[[sinks]]\nname = \"down\"\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\ntransport = \"tcp\"\n{slow}\n"
+    );
+    let config = config_with(dir.path(), &source, &down);
+    let log = config.with_file_name("agent.log");
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    let run_dir = run_dir.display().to_string();
+    let mut agent = Agent::spawn(&["run", "--drain-timeout", "10m"], &config, &log, &[("RUNTIME_DIRECTORY", &run_dir)]);
+    agent.until("the sink failing", RUN_LIMIT, |a| a.count("batch not delivered") >= 1).await;
+    // The sink changes (to a file); the reload must not wait the 10 minutes.
+    config_with(dir.path(), &source, &file_sink(dir.path(), "down", "down.ndjson", ""));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+        .env("RUNTIME_DIRECTORY", &run_dir)
+        .args(["reload", "--timeout", "60s", "--pid", &agent.pid().to_string(), "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&out.stderr), agent.tail());
+    assert_eq!(agent.count("replaced by a reload while backing off"), 1, "{}", agent.tail());
+    assert_eq!(agent.count("drain deadline reached"), 0, "{}", agent.tail());
+    // Its replacement delivers what the failing sink had.
+    agent.until("the replacement's delivery", RUN_LIMIT, |_| lines(&dir.path().join("down.ndjson")) >= 10).await;
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+}
+
 /// Scrapes the agent every 10 ms until `done` holds for the text (at most `RUN_LIMIT`).
 async fn poll_metrics(agent: &Agent, done: impl Fn(&str) -> bool) -> String {
     let deadline = std::time::Instant::now() + RUN_LIMIT;
