@@ -240,9 +240,17 @@ ok "$(echo "$check_out" | tail -n1)"
 
 step "installed files"
 for f in /usr/bin/auditrelay "$unit_path" /usr/lib/sysusers.d/auditrelay.conf /usr/lib/tmpfiles.d/auditrelay.conf \
-  "$doc_dir/auditrelay.example.toml" "$doc_dir/README.md" "$doc_dir/copyright"; do
+  "$doc_dir/auditrelay.example.toml" "$doc_dir/README.md" "$doc_dir/copyright" \
+  /usr/share/auditrelay/prometheus/auditrelay.rules.yml /usr/share/auditrelay/prometheus/auditrelay.rules.test.yml \
+  /usr/share/auditrelay/grafana/auditrelay-dashboard.json; do
   [ -f "$f" ] || fail "$f is not installed"
 done
+# The installed alert rules are the ones promtool accepts (scripts/test.sh installs promtool).
+if command -v promtool >/dev/null 2>&1; then
+  promtool check rules /usr/share/auditrelay/prometheus/auditrelay.rules.yml >/dev/null ||
+    fail "promtool refuses the installed /usr/share/auditrelay/prometheus/auditrelay.rules.yml"
+  ok "promtool accepts the installed alert rules"
+fi
 [ -x /usr/bin/auditrelay ] || fail "/usr/bin/auditrelay is not executable"
 # The package's own file list, not the file system: on a usr-merged machine /lib is /usr/lib,
 # so a unit shipped under the legacy /lib/systemd/system would pass the test above too.
