@@ -754,3 +754,25 @@ async fn test_a_reload_of_a_file_with_many_mistakes_logs_each_and_is_refused() {
     assert!(text.contains("8 errors"), "{text}");
     assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
 }
+
+/// Review 18b (stalls/misleads): `auditrelay reload --pid` signals whatever process has that
+/// id. A wrong pid (a stale one reused, a typo, the shell's) gets SIGHUP, whose default action
+/// kills it. The agent writes its pid in the status file at start: a pid that is not the one
+/// there must be refused before any signal is sent.
+#[tokio::test]
+async fn test_reload_with_the_pid_of_another_process_does_not_kill_it() {
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &[])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "", &aitronos_source(&vendor, ""));
+    let mut bystander = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+        .args(["reload", "--timeout", "1s", "--pid", &bystander.id().to_string(), "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(300));
+    let exited = bystander.try_wait().unwrap();
+    let _ = bystander.kill();
+    assert!(exited.is_none(), "reload killed a process that is not the agent: {exited:?}");
+}
