@@ -776,3 +776,46 @@ async fn test_reload_with_the_pid_of_another_process_does_not_kill_it() {
     let _ = bystander.kill();
     assert!(exited.is_none(), "reload killed a process that is not the agent: {exited:?}");
 }
+
+/// Review 18b (misleads): a source the daemon stopped for good (here its checkpoint is damaged,
+/// "refusing to start over silently") is missing from `/ready`, which answers 200 `ready` while
+/// the other sources work; and the shipped `AuditrelaySourceStalled` alert excludes a stopped
+/// source, so nothing ever tells the operator that one source collects nothing any more.
+#[tokio::test]
+async fn test_a_source_stopped_for_good_is_not_ready_and_not_hidden_from_the_alerts() {
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &[])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[telemetry]\nlisten = \"127.0.0.1:0\"", &aitronos_source(&vendor, ""));
+    let text = std::fs::read_to_string(&config).unwrap();
+    let second = format!("\n[[sources]]\nname = \"second\"\n{}\n", aitronos_source(&vendor, ""));
+    std::fs::write(&config, format!("{text}{second}")).unwrap();
+    let mut agent = Agent::start(&config, false);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    agent.terminate(RUN_LIMIT).await;
+    let db = dir.path().join("state").join("auditrelay.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let n = conn.execute("UPDATE checkpoints SET state = '{\"done_until\":12' WHERE source = 'second'", []).unwrap();
+    assert_eq!(n, 1, "the second source stored a checkpoint");
+    drop(conn);
+
+    let mut agent = Agent::start(&config, false);
+    agent.until("the damaged source to stop", RUN_LIMIT, |a| a.count("source stopped") >= 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = agent.metrics().await;
+    let log = agent.log();
+    let at = log.find("Some(127.0.0.1:").unwrap() + "Some(".len();
+    let addr: String = log[at..].chars().take_while(|c| *c != ')').collect();
+    let ready = reqwest::get(format!("http://{addr}/ready")).await.unwrap();
+    let (status, body) = (ready.status().as_u16(), ready.text().await.unwrap());
+    agent.terminate(RUN_LIMIT).await;
+    assert!(
+        status == 503 && body.contains("second"),
+        "/ready must name the source that stopped for good, not answer {status} {body}\n{metrics}"
+    );
+    let rules = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/prometheus/auditrelay.rules.yml"))
+        .unwrap();
+    assert!(
+        !rules.contains("auditrelay_source_state{state=\"stopped\"} == 0"),
+        "AuditrelaySourceStalled must not exempt a stopped source: nothing else alerts on it"
+    );
+}
