@@ -830,3 +830,36 @@ fn test_literal_header_warning_names_only_what_headers_take() {
     assert!(warning.contains("\"${NAME}\""), "{warning}");
     assert!(!stderr.contains("literal-header-value"), "{stderr}");
 }
+
+
+/// Review 18b (misleads): `check` promises every mistake of the file, in file order. A
+/// duplicated sink name (line 21) is listed after a `[telemetry]` mistake (line 24), and a
+/// duplicated source name is not listed at all while the first of the two has an unknown
+/// vendor: the operator fixes the vendor and is refused again for a mistake that was there.
+#[test]
+fn test_check_lists_every_mistake_in_file_order_duplicates_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n\
+         [[sources]]\nname = \"a\"\nvendor = \"nope\"\n\
+         [[sources]]\nname = \"a\"\nvendor = \"aitronos\"\norganization_id = \"o\"\napi_key = \"k\"\n\
+         [[sinks]]\nname = \"s\"\ntype = \"file\"\npath = \"one.ndjson\"\n\
+         [[sinks]]\nname = \"s\"\ntype = \"file\"\npath = \"two.ndjson\"\n\
+         [telemetry]\nlisten = \"nonsense\"\n",
+    )
+    .unwrap();
+    let out = auditrelay().args(["check", "--log-format", "text", "-c"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<u32> = err
+        .lines()
+        .filter(|l| !l.contains(" WARN "))
+        .filter_map(|l| l.split("auditrelay.toml:").nth(1)?.split(':').next()?.parse().ok())
+        .collect();
+    assert!(err.contains("duplicate name \"a\""), "the duplicated source name is missing:\n{err}");
+    let mut sorted = lines.clone();
+    sorted.sort_unstable();
+    assert_eq!(lines, sorted, "not in file order:\n{err}");
+}
