@@ -132,3 +132,41 @@ fn test_a_backfill_before_the_live_source_ever_ran_loses_nothing_and_says_what_c
     let again = twice(&all);
     assert!(again > 300 && again < total, "the part after the live start comes again, announced: {again} of {total}");
 }
+
+/// Review 18b (loses): `queue set-checkpoint` (the README's recovery for a damaged checkpoint,
+/// and the documented way to skip or refetch) writes a checkpoint without `began`, so the live
+/// source's recorded start is thrown away. A later backfill without `--until` then derives the
+/// live start as its configured `start` less its `overlap` and stops there, while the live
+/// source began at `start` and never asked before it: the `overlap` between them is collected by
+/// nobody, and the backfill says it ended at "the live source's start".
+#[test]
+fn test_a_backfill_after_set_checkpoint_still_reaches_where_the_live_source_began() {
+    let now = Utc::now();
+    let live_start = now - chrono::Duration::hours(12);
+    let (_rt, sim, dir, out, _) = live_from(live_start);
+    let org = sim.organizations(SimVendor::Aitronos)[0].clone();
+    let total = sim.record_keys(SimVendor::Aitronos, &org).len();
+    // The same source with a wider overlap (a gap wide enough to hold records).
+    let extra = format!("start = {:?}\nlag = \"1s\"\noverlap = \"2h\"\n", live_start.to_rfc3339());
+    let source = harness::source_block(&sim, SimVendor::Aitronos, &org, "a", &extra);
+    let sink = format!("[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = {:?}\n", out.display().to_string());
+    let config = dir.path().join("wide.toml");
+    std::fs::write(&config, format!("state_dir = \"state\"\n{source}\n{sink}")).unwrap();
+
+    let (code, stdout, stderr) = auditrelay(&config, &["run", "--once"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    // The operator sets the checkpoint (here: to where it already was, roughly now).
+    let done = (now - chrono::Duration::minutes(1)).to_rfc3339();
+    let (code, stdout, stderr) =
+        auditrelay(&config, &["queue", "set-checkpoint", "--source", "a", "--done-until", &done, "--yes"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let (code, stdout, stderr) = auditrelay(&config, &["run", "--once"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+
+    let since = (now - chrono::Duration::days(2)).to_rfc3339();
+    let (code, stdout, stderr) = auditrelay(&config, &["backfill", "--source", "a", "--since", &since]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let all = by_uid(&out);
+    assert_eq!(twice(&all), 0, "{stdout}{stderr}");
+    assert_eq!(all.len(), total, "records never delivered (the live start was lost by set-checkpoint): {stderr}");
+}
