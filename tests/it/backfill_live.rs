@@ -170,3 +170,37 @@ fn test_a_backfill_after_set_checkpoint_still_reaches_where_the_live_source_bega
     assert_eq!(twice(&all), 0, "{stdout}{stderr}");
     assert_eq!(all.len(), total, "records never delivered (the live start was lost by set-checkpoint): {stderr}");
 }
+
+/// Review 18b (loses): a live checkpoint written before `began` existed (a database upgraded
+/// from schema 7) is read as "began at `start` less `overlap`", the earliest it *may* have
+/// asked. But an older version asked before `start` only after a first window shorter than the
+/// overlap; with a usual first window it never did, so a backfill without `--until` stops
+/// `overlap` short of where the live source really began and that stretch is never collected.
+#[test]
+fn test_a_backfill_beside_an_older_live_checkpoint_leaves_no_gap_before_its_start() {
+    let now = Utc::now();
+    let live_start = now - chrono::Duration::hours(12);
+    let (_rt, sim, dir, out, _) = live_from(live_start);
+    let org = sim.organizations(SimVendor::Aitronos)[0].clone();
+    let total = sim.record_keys(SimVendor::Aitronos, &org).len();
+    let extra = format!("start = {:?}\nlag = \"1s\"\noverlap = \"2h\"\n", live_start.to_rfc3339());
+    let source = harness::source_block(&sim, SimVendor::Aitronos, &org, "a", &extra);
+    let sink = format!("[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = {:?}\n", out.display().to_string());
+    let config = dir.path().join("wide.toml");
+    std::fs::write(&config, format!("state_dir = \"state\"\n{source}\n{sink}")).unwrap();
+
+    let (code, stdout, stderr) = auditrelay(&config, &["run", "--once"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    // As an older version wrote it: no `began`.
+    let conn = rusqlite::Connection::open(dir.path().join("state").join("auditrelay.db")).unwrap();
+    let n = conn.execute("UPDATE checkpoints SET state = json_remove(state, '$.began') WHERE source = 'a'", []).unwrap();
+    assert_eq!(n, 1);
+    drop(conn);
+
+    let since = (now - chrono::Duration::days(2)).to_rfc3339();
+    let (code, stdout, stderr) = auditrelay(&config, &["backfill", "--source", "a", "--since", &since]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let all = by_uid(&out);
+    assert_eq!(twice(&all), 0, "{stdout}{stderr}");
+    assert_eq!(all.len(), total, "records never delivered between start less overlap and start: {stderr}");
+}
