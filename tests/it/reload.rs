@@ -819,3 +819,36 @@ async fn test_a_source_stopped_for_good_is_not_ready_and_not_hidden_from_the_ale
         "AuditrelaySourceStalled must not exempt a stopped source: nothing else alerts on it"
     );
 }
+
+/// Review 18b (misleads): the packaged unit runs the agent with `ProcSubset=pid` (a procfs
+/// mounted with `subset=pid`: `/proc/self` is there, `/proc/stat` is not). The `process_*`
+/// families read `/proc/stat` for the boot time and, that read failing, every one of them is
+/// left out: under the shipped unit `/metrics` has no process_* at all (the dashboard's
+/// memory, CPU and file-descriptor panels stay empty). Run here under the same mount.
+#[tokio::test]
+async fn test_process_metrics_are_exposed_under_the_units_proc_subset_pid() {
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &[])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[telemetry]\nlisten = \"127.0.0.1:0\"", &aitronos_source(&vendor, ""));
+    let log = config.with_file_name("agent.log");
+    let script = format!(
+        "mount -t proc -o subset=pid,hidepid=invisible proc /proc || exit 97; test ! -e /proc/stat || exit 98; \
+         exec {} run -c {}",
+        env!("CARGO_BIN_EXE_auditrelay"),
+        config.display()
+    );
+    let mut agent = Agent::spawn_command(
+        "unshare",
+        &["--mount", "--pid", "--fork", "--kill-child", "sh", "-c", &script],
+        &log,
+    );
+    agent.until("the telemetry listener", RUN_LIMIT, |a| a.log().contains("Some(127.0.0.1:")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let metrics = agent.metrics().await;
+    let _ = agent.kill().await;
+    assert!(
+        metrics.contains("process_resident_memory_bytes") && metrics.contains("process_cpu_seconds_total"),
+        "no process_* family under ProcSubset=pid:\n{}",
+        metrics.lines().filter(|l| !l.starts_with('#')).take(5).collect::<Vec<_>>().join("\n")
+    );
+}

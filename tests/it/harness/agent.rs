@@ -56,6 +56,23 @@ impl Agent {
         Agent { child, log: log.to_owned(), pid }
     }
 
+    /// `program args` (not the agent binary itself: a wrapper that execs it), its stderr
+    /// appended to `log`, `RUST_LOG=info`.
+    pub fn spawn_command(program: &str, args: &[&str], log: &Path) -> Agent {
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true);
+        let child = cmd.spawn().unwrap();
+        let pid = child.id().unwrap();
+        Agent { child, log: log.to_owned(), pid }
+    }
+
     pub fn pid(&self) -> u32 {
         self.pid
     }
