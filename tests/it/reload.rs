@@ -852,3 +852,31 @@ async fn test_process_metrics_are_exposed_under_the_units_proc_subset_pid() {
         metrics.lines().filter(|l| !l.starts_with('#')).take(5).collect::<Vec<_>>().join("\n")
     );
 }
+
+/// Review 18b (misleads): under the unit the agent has `RUNTIME_DIRECTORY` and writes its
+/// reload status to /run/auditrelay; an operator who runs `auditrelay reload -c FILE --pid PID`
+/// by hand (a shell has no `RUNTIME_DIRECTORY`) is told after `--timeout` (5 minutes by
+/// default) that the agent gave "no answer", though it applied the file at once: the command
+/// looked in the state directory only.
+#[tokio::test]
+async fn test_reload_by_hand_finds_the_answer_of_an_agent_run_by_the_unit() {
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &[])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "", &aitronos_source(&vendor, ""));
+    let runtime = dir.path().join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    let log = config.with_file_name("agent.log");
+    let runtime_env = runtime.display().to_string();
+    let mut agent = Agent::spawn(&["run"], &config, &log, &[("RUNTIME_DIRECTORY", &runtime_env)]);
+    agent.until("the start status", RUN_LIMIT, |_| runtime.join("reload-status.json").exists()).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+        .args(["reload", "--timeout", "5s", "--pid", &agent.pid().to_string(), "-c"])
+        .arg(&config)
+        .env_remove("RUNTIME_DIRECTORY")
+        .output()
+        .unwrap();
+    let applied = agent.count("configuration reloaded");
+    agent.terminate(RUN_LIMIT).await;
+    assert_eq!(applied, 1, "the agent applied the file");
+    assert!(out.status.success(), "the agent applied it, yet: {}", String::from_utf8_lossy(&out.stderr));
+}
