@@ -32,9 +32,11 @@
 //! (`Checkpoint::began`) and no later window of it starts earlier, so everything it ever asked
 //! lies at or after that time: without `--until` a backfill ends there ([`default_until`]); if
 //! the live source never ran, now (it will ask from its `start` when it first runs, and stderr
-//! says so). A checkpoint of an older version lacks `began`: a fixed `start` less `overlap` is
-//! used (those versions let the overlap after a short first window reach that far back), unless
-//! the checkpoint asks again before it (the start was changed); a relative start is refused.
+//! says so). A checkpoint of an older version lacks `began`: a fixed `start` is used (where its
+//! first window began; the overlap after a short first window may have reached before it, and
+//! what it collected there then comes again — never a stretch left to nobody), unless the
+//! checkpoint asks again before it (the start was changed); a relative start is refused.
+//! `queue set-checkpoint` keeps `began` (the earlier of it and the new `done_until`).
 //! The configuration cannot tell a fixed `start` changed to a later time since: stderr names the
 //! bound derived. Each planned range is checked ([`check_overlap`]): one reaching past the live
 //! source's start is refused (exit [`USAGE_EXIT`]) unless `--allow-overlap`. The queue dedupes
@@ -135,12 +137,14 @@ impl LiveView {
         };
         let start = match (cp.began, &cfg.start) {
             (Some(began), _) => Ok(began),
-            // Versions before `began` was recorded let the overlap after a first window shorter
-            // than it reach up to `overlap` before `start`.
+            // A checkpoint without `began` (an older version's): its first window started at the
+            // fixed `start`. Versions before `began` let the overlap after a first window shorter
+            // than it reach up to `overlap` before `start`; stopping there would leave the rest of
+            // that overlap to nobody when the first window was longer (review 18b: 923 of 1000),
+            // so the bound is `start` itself: at worst what such an overlap collected comes again.
             (None, StartAt::At(t)) => {
-                let earliest = *t - chrono::Duration::from_std(cfg.overlap).unwrap_or(chrono::Duration::MAX);
-                if earliest <= asks_from {
-                    Ok(earliest)
+                if *t <= asks_from {
+                    Ok(*t)
                 } else {
                     Err(format!(
                         "its checkpoint (written by an older version) does not record where it began, and its \
@@ -194,8 +198,9 @@ pub fn default_until(
             let mut note = format!("--until defaults to the live source's start, {start}");
             if *derived {
                 note.push_str(
-                    " (its configured start less its overlap: its checkpoint, written by an older version, does not \
-                     record where it began; if `start` was changed since it first ran, pass --until)",
+                    " (its configured start: its checkpoint, written by an older version, does not record where it \
+                     began; records an older version's overlap collected just before it arrive again with the same \
+                     metadata.uid; if `start` was changed since it first ran, pass --until)",
                 );
             }
             Ok((start, note))
@@ -765,15 +770,16 @@ mod tests {
     }
 
     #[test]
-    fn test_an_older_checkpoint_without_its_start_uses_a_fixed_start_less_the_overlap_or_refuses() {
+    fn test_an_older_checkpoint_without_its_start_uses_its_fixed_start_or_refuses() {
         let now = t(20);
         let older = live_cp(10, None);
         // A fixed start: older versions' overlap reached up to `overlap` before it.
         let fixed = live_cfg("2026-03-18T16:00:00Z");
         let live = LiveView::of(&fixed, Some(&older), None, now);
         let (until, note) = default_until(t(0), now, &live).expect("derived");
-        assert_eq!(until, t(4) - minutes(10));
-        assert!(note.contains("configured start less its overlap") && note.contains("pass --until"), "{note}");
+        // Its start itself: stopping `overlap` short of it would leave that stretch to nobody.
+        assert_eq!(until, t(4));
+        assert!(note.contains("its configured start") && note.contains("pass --until"), "{note}");
         // A fixed start later than where the checkpoint asks again: changed since; refused.
         let moved = live_cfg("2026-03-19T00:00:00Z");
         let refused = default_until(t(0), now, &LiveView::of(&moved, Some(&older), None, now)).expect_err("refused");

@@ -416,14 +416,18 @@ async fn set_checkpoint(config: &Config, source: &str, done_until: DateTime<Utc>
         let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
         bail!("no source named {source:?} in the configuration (sources: {})", names.join(", "));
     }
-    let new = crate::sources::Checkpoint { done_until: Some(done_until), ..Default::default() };
+    let stored = QueueView::open(&config.state_dir)?.overview()?.checkpoints.into_iter().find(|c| c.source == source);
+    // Where the source began stays known (a backfill stops there): the earlier of where it began
+    // and the new `done_until` (everything before it counts as collected). No checkpoint yet: it
+    // begins at `done_until`. One stored without `began` (an older version's) stays without.
+    let began = match stored.as_ref().map(|c| serde_json::from_str::<crate::sources::Checkpoint>(&c.state)) {
+        None => Some(done_until),
+        Some(Ok(cp)) => cp.began.map(|b| b.min(done_until)),
+        Some(Err(_)) => None,
+    };
+    let new = crate::sources::Checkpoint { done_until: Some(done_until), began, ..Default::default() };
     let text = serde_json::to_string(&new)?;
-    let current = QueueView::open(&config.state_dir)?
-        .overview()?
-        .checkpoints
-        .into_iter()
-        .find(|c| c.source == source)
-        .map_or_else(|| "none".to_owned(), |c| c.state);
+    let current = stored.map_or_else(|| "none".to_owned(), |c| c.state);
     if !yes {
         bail!("source {source}: checkpoint now {current}; would become {text}: run again with --yes to write it");
     }

@@ -193,7 +193,8 @@ fn test_a_backfill_beside_an_older_live_checkpoint_leaves_no_gap_before_its_star
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     // As an older version wrote it: no `began`.
     let conn = rusqlite::Connection::open(dir.path().join("state").join("auditrelay.db")).unwrap();
-    let n = conn.execute("UPDATE checkpoints SET state = json_remove(state, '$.began') WHERE source = 'a'", []).unwrap();
+    let n =
+        conn.execute("UPDATE checkpoints SET state = json_remove(state, '$.began') WHERE source = 'a'", []).unwrap();
     assert_eq!(n, 1);
     drop(conn);
 

@@ -831,7 +831,6 @@ fn test_literal_header_warning_names_only_what_headers_take() {
     assert!(!stderr.contains("literal-header-value"), "{stderr}");
 }
 
-
 /// Review 18b (misleads): `check` promises every mistake of the file, in file order. A
 /// duplicated sink name (line 21) is listed after a `[telemetry]` mistake (line 24), and a
 /// duplicated source name is not listed at all while the first of the two has an unknown

@@ -812,8 +812,9 @@ async fn test_a_source_stopped_for_good_is_not_ready_and_not_hidden_from_the_ale
         status == 503 && body.contains("second"),
         "/ready must name the source that stopped for good, not answer {status} {body}\n{metrics}"
     );
-    let rules = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/prometheus/auditrelay.rules.yml"))
-        .unwrap();
+    let rules =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/prometheus/auditrelay.rules.yml"))
+            .unwrap();
     assert!(
         !rules.contains("auditrelay_source_state{state=\"stopped\"} == 0"),
         "AuditrelaySourceStalled must not exempt a stopped source: nothing else alerts on it"
@@ -837,11 +838,8 @@ async fn test_process_metrics_are_exposed_under_the_units_proc_subset_pid() {
         env!("CARGO_BIN_EXE_auditrelay"),
         config.display()
     );
-    let mut agent = Agent::spawn_command(
-        "unshare",
-        &["--mount", "--pid", "--fork", "--kill-child", "sh", "-c", &script],
-        &log,
-    );
+    let mut agent =
+        Agent::spawn_command("unshare", &["--mount", "--pid", "--fork", "--kill-child", "sh", "-c", &script], &log);
     agent.until("the telemetry listener", RUN_LIMIT, |a| a.log().contains("Some(127.0.0.1:")).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let metrics = agent.metrics().await;
