@@ -253,9 +253,9 @@ pub async fn run(
     notify_status(&format!("collecting: {} source(s), {} sink(s)", config.sources.len(), config.sinks.len()));
     // The answer `auditrelay reload` (the unit's ExecReload=) waits for: 0 at start, then one
     // per reload attempt.
-    let reload_status = opts.reload.as_ref().map(|_| crate::reload::status_path(&config.state_dir));
+    let reload_status = opts.reload.as_ref().map(|_| crate::reload::status_paths(&config.state_dir));
     let mut reload_seq = 0;
-    record_reload(reload_status.as_deref(), reload_seq, config, Ok(()));
+    record_reload(reload_status.as_deref().unwrap_or_default(), reload_seq, config, Ok(()));
     let watchdog = spawn_watchdog(queue.clone(), clock.clone());
 
     // 1–2: wait for the sources to end, stopping them on shutdown; reload on request.
@@ -295,7 +295,7 @@ pub async fn run(
                 let outcome = agent.reload(&shutdown).await;
                 telemetry.reloaded(outcome.is_ok());
                 reload_seq += 1;
-                record_reload_digest(reload_status.as_deref(), reload_seq, digest, &agent.config, outcome);
+                record_reload_digest(reload_status.as_deref().unwrap_or_default(), reload_seq, digest, &agent.config, outcome);
                 agent.publish(&telemetry, opts.observe.as_deref());
                 let status = match &outcome {
                     Ok(()) => format!(
@@ -796,20 +796,19 @@ fn spawn_watchdog(queue: Queue, clock: Clock) -> Option<JoinHandle<()>> {
 
 /// Tells `auditrelay reload` how the load numbered `seq` of the file at `origin` ended
 /// (`path`: where; `None`: this run takes no reloads).
-fn record_reload(path: Option<&std::path::Path>, seq: u64, running: &Config, outcome: Result<(), &str>) {
-    record_reload_digest(path, seq, crate::reload::file_digest(&running.origin), running, outcome);
+fn record_reload(paths: &[std::path::PathBuf], seq: u64, running: &Config, outcome: Result<(), &str>) {
+    record_reload_digest(paths, seq, crate::reload::file_digest(&running.origin), running, outcome);
 }
 
 /// As [`record_reload`], for an attempt that read the file whose text has `digest`; `running`:
 /// the configuration the agent runs after it.
 fn record_reload_digest(
-    path: Option<&std::path::Path>,
+    paths: &[std::path::PathBuf],
     seq: u64,
     digest: Option<String>,
     running: &Config,
     outcome: Result<(), &str>,
 ) {
-    let Some(path) = path else { return };
     let status = crate::reload::Status {
         pid: std::process::id(),
         seq,
@@ -819,8 +818,10 @@ fn record_reload_digest(
         why: outcome.err().map(str::to_owned),
         at: chrono::Utc::now().to_rfc3339(),
     };
-    if let Err(e) = crate::reload::record(path, &status) {
-        warn!(path = %path.display(), error = %e, "cannot write the reload status: `auditrelay reload` (the unit's ExecReload=) will not hear this reload's outcome");
+    for path in paths {
+        if let Err(e) = crate::reload::record(path, &status) {
+            warn!(path = %path.display(), error = %e, "cannot write the reload status: `auditrelay reload` (the unit's ExecReload=) will not hear this reload's outcome");
+        }
     }
 }
 

@@ -50,16 +50,19 @@ pub struct Status {
     pub at: String,
 }
 
-/// Where the status file of an agent whose state directory is `state_dir` lives.
-pub fn status_path(state_dir: &Path) -> PathBuf {
-    match std::env::var_os("RUNTIME_DIRECTORY").filter(|d| !d.is_empty()) {
+/// Where the status file of an agent whose state directory is `state_dir` lives: in
+/// `$RUNTIME_DIRECTORY` when it is set (the unit's /run/auditrelay: found whatever the file's
+/// `state_dir` now says), and always in the state directory (found by an operator running
+/// `auditrelay reload` from a shell, which has no `$RUNTIME_DIRECTORY`). The agent writes both.
+pub fn status_paths(state_dir: &Path) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    if let Some(dirs) = std::env::var_os("RUNTIME_DIRECTORY").filter(|d| !d.is_empty()) {
         // systemd may list several directories, separated by ':'; ours is the first.
-        Some(dirs) => {
-            let dirs = dirs.to_string_lossy().into_owned();
-            PathBuf::from(dirs.split(':').next().unwrap_or_default()).join(STATUS_FILE)
-        }
-        None => state_dir.join(STATUS_FILE),
+        let dirs = dirs.to_string_lossy().into_owned();
+        paths.push(PathBuf::from(dirs.split(':').next().unwrap_or_default()).join(STATUS_FILE));
     }
+    paths.push(state_dir.join(STATUS_FILE));
+    paths
 }
 
 /// The hex SHA-256 of the file at `path` as it is now (`None`: unreadable).
@@ -131,8 +134,22 @@ pub async fn run(args: ReloadArgs) -> anyhow::Result<String> {
     };
     let digest = file_digest(&args.config)
         .with_context(|| format!("{}: cannot read the configuration file", args.config.display()))?;
-    let path = status_path(&config.state_dir);
-    let before = read(&path).filter(|s| s.pid == args.pid).map(|s| s.seq);
+    // The agent wrote its pid there at start: any other process is never signalled (SIGHUP
+    // kills a process that does not handle it).
+    let paths = status_paths(&config.state_dir);
+    let Some((path, before)) =
+        paths.iter().find_map(|p| read(p).filter(|s| s.pid == args.pid).map(|s| (p.clone(), s.seq)))
+    else {
+        let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        bail!(
+            "pid {} is not an auditrelay agent running this configuration: no reload status of it in {} \
+             (an agent writes one when it starts). Not signalled. Check the pid (`systemctl show -p MainPID \
+             auditrelay`); a changed state_dir needs a restart",
+            args.pid,
+            shown.join(" or ")
+        );
+    };
+    let before = Some(before);
     signal_hup(args.pid)?;
     let deadline = tokio::time::Instant::now() + args.timeout;
     // The latest attempt after the signal that read another text (the file changed meanwhile).
