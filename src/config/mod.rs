@@ -220,9 +220,8 @@ pub struct Problem {
     pub message: String,
 }
 
-/// Every mistake of one file: first those of single keys and tables ordered by line and
-/// column, then those between tables (duplicate names, `renamed_from`) ordered the same way,
-/// then any without a line. Shown one per line as `file:line: key: message`, as a single
+/// Every mistake of one file ordered by line and column, those between tables (duplicate
+/// names, `renamed_from`) among the others, then any without a line. Shown one per line as `file:line: key: message`, as a single
 /// mistake always was, then `N errors in file` when there are several.
 #[derive(Debug, Clone)]
 pub struct ConfigErrors {

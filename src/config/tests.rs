@@ -835,8 +835,8 @@ fn error_lines(text: &str) -> Vec<String> {
     e.lines().map(str::to_owned).collect()
 }
 
-/// Every mistake of the file, each on its line as a single one is shown, in file order; the
-/// one that depends on two tables (a duplicate name) after them; then the count.
+/// Every mistake of the file, each on its line as a single one is shown, in file order, the
+/// one that depends on two tables (a duplicate name) among them; then the count.
 #[test]
 fn every_mistake_of_the_file_is_reported_in_file_order() {
     let lines = error_lines(MANY_MISTAKES);
@@ -844,18 +844,18 @@ fn every_mistake_of_the_file_is_reported_in_file_order() {
         format!("{FILE}:3: queue.max_bytes: invalid size \"lots\""),
         format!("{FILE}:9: sources[0].page_size: 500 is out of range"),
         format!("{FILE}:10: sources[0].lag: invalid duration \"5 parsecs\""),
+        format!("{FILE}:12: sources[1].name: duplicate name \"a\" (also sources[0])"),
         format!("{FILE}:15: sources[1].max_recrods: unknown field `max_recrods`"),
         format!("{FILE}:20: sinks[0].batch_max_events: must be at least 1"),
         format!("{FILE}:26: sinks[1].timeout: \"2h\" is longer than"),
         format!("{FILE}:28: telemetry.listen: invalid address \"nowhere\""),
-        format!("{FILE}:12: sources[1].name: duplicate name \"a\" (also sources[0])"),
         format!("8 errors in {FILE}"),
     ];
     assert_eq!(lines.len(), expected.len(), "{lines:#?}");
     for (line, start) in lines.iter().zip(&expected) {
         assert!(line.starts_with(start.as_str()), "{line:?} does not start with {start:?}\n{lines:#?}");
     }
-    assert!(lines[3].ends_with("did you mean `max_records`?"), "{lines:#?}");
+    assert!(lines[4].ends_with("did you mean `max_records`?"), "{lines:#?}");
 }
 
 /// A bad value is reported and the next key of the same table is still read: common keys,

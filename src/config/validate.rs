@@ -8,10 +8,11 @@
 //! and returns [`Reported`]; its caller goes on with the next key or table, so every mistake of
 //! the file is found in one pass. A key refused for its type is dropped and its table read
 //! again without it (`Validator::read_table`). A key with a problem gets no second one (a
-//! value refused for its type is not also "missing"). Checks between tables run last and
-//! their problems follow the others.
+//! value refused for its type is not also "missing"). Checks between tables (duplicate names,
+//! `renamed_from`) run last, on the names of every table that has a readable `name`, whatever
+//! else is wrong with it; all problems are then reported by line and column.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::num::NonZeroU32;
@@ -63,13 +64,11 @@ pub(super) struct Validator<'a> {
 /// The mistakes found so far.
 #[derive(Default)]
 struct Found {
-    /// (between tables, byte offset, the problem), in the order found.
-    problems: RefCell<Vec<(bool, Option<usize>, Problem)>>,
+    /// In the order found.
+    problems: RefCell<Vec<Problem>>,
     /// Key paths with a problem, or named by a "did you mean": a later problem on one of them
     /// follows from the first (a value refused for its type is then missing) and is not shown.
     keys: RefCell<BTreeSet<String>>,
-    /// Set while the checks between tables run.
-    between: Cell<bool>,
     /// The byte offset of each line's start, made at the first problem: a file with thousands
     /// of mistakes must not be scanned again for each.
     line_starts: std::cell::OnceCell<Vec<usize>>,
@@ -107,8 +106,7 @@ impl Validator<'_> {
         if !self.found.keys.borrow_mut().insert(key.to_owned()) && !key.is_empty() {
             return Reported;
         }
-        let offset = span.into().map(|s| s.start);
-        let (line, column) = match offset {
+        let (line, column) = match span.into().map(|s| s.start) {
             Some(at) => {
                 let (line, column) = self.position(at);
                 (Some(line), Some(column))
@@ -116,7 +114,7 @@ impl Validator<'_> {
             None => (None, None),
         };
         let problem = Problem { line, column, key: key.to_owned(), message: msg.into() };
-        self.found.problems.borrow_mut().push((self.found.between.get(), offset, problem));
+        self.found.problems.borrow_mut().push(problem);
         Reported
     }
 
@@ -128,14 +126,6 @@ impl Validator<'_> {
     /// Whether `key` has a problem already.
     fn has_problem(&self, key: &str) -> bool {
         self.found.keys.borrow().contains(key)
-    }
-
-    /// Runs the checks between tables: their problems are listed after the others.
-    fn between<T>(&self, checks: impl FnOnce() -> T) -> T {
-        self.found.between.set(true);
-        let out = checks();
-        self.found.between.set(false);
-        out
     }
 
     /// The 1-based line and column (in characters) of byte `at`.
@@ -153,9 +143,10 @@ impl Validator<'_> {
     /// Every problem recorded, in report order (module docs of `config`).
     fn problems(&self) -> Vec<Problem> {
         let mut all = self.found.problems.take();
-        // Stable: problems at one position keep the order they were found in.
-        all.sort_by_key(|(between, offset, _)| (*between, offset.is_none(), *offset));
-        all.into_iter().map(|(_, _, p)| p).collect()
+        // By line and column, those between tables too, the unlocated last. Stable: problems at
+        // one position keep the order they were found in.
+        all.sort_by_key(|p| (p.line.is_none(), p.line, p.column));
+        all
     }
 
     /// The 1-based line a span starts on.
@@ -312,13 +303,21 @@ impl Validator<'_> {
         let sources = root.get_mut().remove("sources");
         let sinks = root.get_mut().remove("sinks");
         let raw = self.read_table::<RawConfig>(root, &|k| k.to_owned());
+        let sinks = self.tables(sinks, "sinks").unwrap_or_default();
+        let sources = self.tables(sources, "sources").unwrap_or_default();
+        // The names compared between tables, read as written before the tables are split: a
+        // table refused whole (an unknown vendor) must not hide a duplicate of its name.
+        let names = Names {
+            sources: sources.iter().map(|t| written_string(t, "name")).collect(),
+            sinks: sinks.iter().map(|t| (written_string(t, "name"), written_string(t, "renamed_from"))).collect(),
+        };
         // A table that cannot be split is left out (`None`), its problems recorded; the others
         // keep their index, which their keys name.
-        let sinks = self.tables(sinks, "sinks").unwrap_or_default().into_iter().enumerate();
+        let sinks = sinks.into_iter().enumerate();
         let sinks = sinks.map(|(i, t)| self.split(Section::Sinks, i, t).ok()).collect();
-        let sources = self.tables(sources, "sources").unwrap_or_default().into_iter().enumerate();
+        let sources = sources.into_iter().enumerate();
         let sources = sources.map(|(i, t)| self.split(Section::Sources, i, t).ok()).collect();
-        self.config(raw, sources, sinks)
+        self.config(raw, sources, sinks, &names)
     }
 
     /// The tables of an array of tables (`[[sources]]`), none when absent.
@@ -407,6 +406,7 @@ impl Validator<'_> {
         raw: Res<RawConfig>,
         sources: Vec<Option<Split<'_, RawSource>>>,
         sinks: Vec<Option<Split<'_, RawSink>>>,
+        names: &Names,
     ) -> Res<Config> {
         let raw = raw.ok();
         let state_dir = match raw.as_ref().map(|r| &r.state_dir) {
@@ -428,22 +428,16 @@ impl Validator<'_> {
         // Sources are checked with the defaults where `[severity]` or `[ocsf]` was refused.
         let policy =
             Policy { severity: severity.clone().unwrap_or_default(), raw_data: raw_data.unwrap_or(RawData::Full) };
-        let source_names: Vec<_> = sources.iter().map(|s| s.as_ref().and_then(|s| s.raw.name.clone())).collect();
-        let sink_names: Vec<_> = sinks
-            .iter()
-            .map(|s| s.as_ref().map(|s| (s.raw.name.clone(), s.raw.renamed_from.clone())).unwrap_or_default())
-            .collect();
         let sources: Vec<Res<SourceConfig>> = (sources.into_iter().enumerate())
             .map(|(i, s)| s.map_or(Err(Reported), |s| self.source(i, s, &policy)))
             .collect();
         let sinks: Vec<Res<SinkConfig>> =
             sinks.into_iter().enumerate().map(|(i, s)| s.map_or(Err(Reported), |s| self.sink(i, s))).collect();
-        self.between(|| {
-            self.unique(&source_names, "sources");
-            let names: Vec<_> = sink_names.iter().map(|(name, _)| name.clone()).collect();
-            self.unique(&names, "sinks");
-            self.renames(&sink_names);
-        });
+        // Between tables: their problems are sorted among the others (`problems`).
+        self.unique(&names.sources, "sources");
+        let sink_names: Vec<_> = names.sinks.iter().map(|(name, _)| name.clone()).collect();
+        self.unique(&sink_names, "sinks");
+        self.renames(&names.sinks);
         Ok(Config {
             origin: self.file.to_path_buf(),
             state_dir: state_dir?,
@@ -716,7 +710,7 @@ impl Validator<'_> {
         }
     }
 
-    /// Each name once among `names` (by index; `None`: missing or its table refused).
+    /// Each name once among `names` (by index; `None`: missing or not a string).
     fn unique(&self, names: &[Option<Spanned<String>>], what: &str) {
         let mut seen = HashMap::new();
         for (i, n) in names.iter().enumerate() {
@@ -1060,8 +1054,26 @@ impl Section {
     }
 }
 
-/// A sink's `name` and `renamed_from` as written (`None`: absent, or its table refused).
+/// A sink's `name` and `renamed_from` as written (`None`: absent, or not a string).
 type SinkNames = (Option<Spanned<String>>, Option<Spanned<String>>);
+
+/// The names of every `[[sources]]` and `[[sinks]]` table as written, by index: those the
+/// checks between tables compare, whatever else is wrong with their tables.
+struct Names {
+    sources: Vec<Option<Spanned<String>>>,
+    sinks: Vec<SinkNames>,
+}
+
+/// The string value of `key` in `table` as written; `None` when absent, not a string, or
+/// `table` is not a table.
+fn written_string(table: &Spanned<DeValue<'_>>, key: &str) -> Option<Spanned<String>> {
+    let DeValue::Table(t) = table.get_ref() else { return None };
+    let value = t.get(key)?;
+    match value.get_ref() {
+        DeValue::String(s) => Some(Spanned::new(value.span(), s.to_string())),
+        _ => None,
+    }
+}
 
 /// One `[[sources]]` or `[[sinks]]` table split by [`Validator::split`].
 struct Split<'i, R> {

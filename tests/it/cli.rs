@@ -632,15 +632,15 @@ pub const MANY_MISTAKES_REPORTED: [&str; 8] = [
     ":3: queue.max_bytes: invalid size",
     ":9: sources[0].page_size: 500 is out of range",
     ":10: sources[0].lag: invalid duration",
+    ":12: sources[1].name: duplicate name \"a\"",
     ":15: sources[1].max_recrods: unknown field `max_recrods`",
     ":20: sinks[0].batch_max_events: must be at least 1",
     ":26: sinks[1].timeout: \"2h\" is longer than",
     ":28: telemetry.listen: invalid address",
-    ":12: sources[1].name: duplicate name \"a\"",
 ];
 
 /// `check` of a file with eight mistakes prints all eight, in the order of the file (the one
-/// between two tables last), then their count, and fails as for one mistake.
+/// between two tables at its line), then their count, and fails as for one mistake.
 #[test]
 fn test_check_reports_every_mistake_of_the_file_in_order() {
     let dir = tempfile::tempdir().unwrap();
