@@ -238,6 +238,7 @@ pub async fn run(
         retiring_sinks: Vec::new(),
         generation: 0,
         finished_sources: Vec::new(),
+        failed_sources: BTreeMap::new(),
         stop_sources: CancellationToken::new(),
         gates: crate::sources::ratelimit::Gates::default(),
     };
@@ -274,7 +275,10 @@ pub async fn run(
             }
             done = agent.source_tasks.join_next() => match done {
                 None => break,
-                Some(Ok((name, generation, exit))) => agent.source_ended(name, generation, exit),
+                Some(Ok((name, generation, exit))) => {
+                    agent.source_ended(name, generation, exit);
+                    agent.publish(&telemetry, opts.observe.as_deref());
+                }
                 Some(Err(e)) => error!(error = %e, "a source task ended abnormally"),
             },
             _ = shutdown.cancelled(), if !agent.stop_sources.is_cancelled() => {
@@ -358,6 +362,9 @@ struct Agent {
     generation: u64,
     /// Sources that ended (caught up, failed, or shut down), in the order they did.
     finished_sources: Vec<SourceReport>,
+    /// Sources that failed for good while following: still on `/metrics` (state stopped) and on
+    /// `/ready` (degraded, operator action needed) until a reload or restart starts them again.
+    failed_sources: BTreeMap<String, RunningSource>,
     /// Cancelled on shutdown: stops every source, present and future.
     stop_sources: CancellationToken,
     /// Every credential's limiter and rate-limit pause, kept across reloads: a source restarted
@@ -382,6 +389,7 @@ struct RunningSink {
 
 impl Agent {
     fn start_source(&mut self, cfg: SourceConfig, http: reqwest::Client) {
+        self.failed_sources.remove(&cfg.name);
         self.generation += 1;
         let generation = self.generation;
         let source = Source::with_gate(
@@ -417,7 +425,19 @@ impl Agent {
             }
         };
         let vendor = running.cfg.vendor.vendor_name();
-        self.finished_sources.push(SourceReport { name, vendor, stats: running.stats.snapshot(), outcome });
+        self.finished_sources.push(SourceReport {
+            name: name.clone(),
+            vendor,
+            stats: running.stats.snapshot(),
+            outcome: outcome.clone(),
+        });
+        if let (SourceOutcome::Failed(why), RunMode::Follow) = (&outcome, self.mode)
+            && !self.stop_sources.is_cancelled()
+        {
+            let now_ms = self.clock.now_utc().timestamp_millis();
+            running.stats.trouble.failed(now_ms, format!("stopped for good: {why}"), true);
+            self.failed_sources.insert(name, running);
+        }
     }
 
     fn start_sink(&mut self, cfg: SinkConfig, sink: Sink) {
@@ -640,6 +660,8 @@ impl Agent {
         }
         // Sources: removed and changed ones stop (their next start resumes from the checkpoint).
         let keep: BTreeMap<&str, [u8; 32]> = new.sources.iter().map(|s| (s.name.as_str(), s.fingerprint())).collect();
+        // A source stopped for good and removed from the file is no longer reported.
+        self.failed_sources.retain(|name, _| keep.contains_key(name.as_str()));
         let stale: Vec<String> = self
             .sources
             .iter()
@@ -698,6 +720,7 @@ impl Agent {
         telemetry.set_sources(
             self.sources
                 .iter()
+                .chain(&self.failed_sources)
                 .map(|(name, r)| SourceProbe {
                     name: name.clone(),
                     vendor: r.cfg.vendor.vendor_name(),

@@ -93,6 +93,7 @@ struct Shared {
 impl Telemetry {
     /// No sources, no sinks, not ready.
     pub fn new(queue: Queue, clock: Clock) -> Telemetry {
+        PROCESS_STARTED_MS.get_or_init(|| chrono::Utc::now().timestamp_millis());
         Telemetry::with_process(queue, clock, read_process)
     }
 
@@ -750,8 +751,14 @@ fn expose_process(out: &mut Exposition, p: &ProcessView) {
     );
 }
 
+/// When the first [`Telemetry`] was made (the agent's start, to the millisecond or so): the
+/// process start time where `/proc/stat` (boot time) cannot be read, as under the unit's
+/// `ProcSubset=pid`, which shows `/proc/self` only.
+static PROCESS_STARTED_MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+
 /// Reads `/proc/self` (`stat`: CPU times and start, `statm`: memory, `fd`, `limits`) and
-/// `/proc/stat` (boot time); `None`, and the families left out, if any read fails. Clock ticks
+/// `/proc/stat` (boot time, else [`PROCESS_STARTED_MS`]); `None`, and the families left out, if
+/// a read of `/proc/self` fails. Clock ticks
 /// and the page size come from the kernel's auxiliary vector (`rustix::param`), not assumed.
 #[cfg(target_os = "linux")]
 fn read_process() -> Option<ProcessView> {
@@ -763,11 +770,13 @@ fn read_process() -> Option<ProcessView> {
     let to_ms = |t: u64| i64::try_from(t.saturating_mul(1000) / ticks).unwrap_or(i64::MAX);
     // proc(5): utime (14), stime (15) and starttime (22, since boot), in clock ticks.
     let cpu_ms = to_ms(field(14)?.saturating_add(field(15)?));
-    let boot_s: i64 = std::fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
-    let start_ms = boot_s.saturating_mul(1000).saturating_add(to_ms(field(22)?));
+    let boot_s: Option<i64> = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| stat.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok()));
+    let start_ms = match boot_s {
+        Some(boot_s) => boot_s.saturating_mul(1000).saturating_add(to_ms(field(22)?)),
+        None => *PROCESS_STARTED_MS.get()?,
+    };
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let mut pages = statm.split_whitespace().map(|v| v.parse::<u64>().ok());
     let page = rustix::param::page_size() as u64;
