@@ -187,29 +187,8 @@ fn refused_json(path: &Path, e: &crate::config::ConfigError) -> Value {
 /// The loading's WARN lines, while `load` runs on this thread, as JSON objects (`message`,
 /// and `at`, `path` or `key` where the warning names one); they are not printed.
 fn capture_warnings<T>(load: impl FnOnce() -> T) -> (T, Vec<Value>) {
-    use std::sync::{Arc, Mutex};
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buffer {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(move || writer.clone())
-        .finish();
-    let out = tracing::subscriber::with_default(subscriber, load);
-    let bytes = buffer.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    let warnings = String::from_utf8_lossy(&bytes)
+    let (out, text) = crate::logging::capture_warnings(true, load);
+    let warnings = text
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|v| v["level"] == "WARN")

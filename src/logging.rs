@@ -63,6 +63,34 @@ pub fn init(format: LogFormat) {
     };
 }
 
+/// Runs `f` with this thread's WARN and ERROR lines captured instead of printed: one JSON
+/// object per line with `json`, else plain text without colours. For `check --json` (its
+/// warnings go into its object) and for tests of what a load warns.
+pub fn capture_warnings<T>(json: bool, f: impl FnOnce() -> T) -> (T, String) {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let builder = tfmt().with_writer(move || writer.clone()).with_ansi(false).with_max_level(Level::WARN);
+    let out = if json {
+        tracing::subscriber::with_default(builder.json().flatten_event(true).finish(), f)
+    } else {
+        tracing::subscriber::with_default(builder.finish(), f)
+    };
+    let bytes = buffer.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    (out, String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// Whether text lines are coloured: only on a terminal, and not when `NO_COLOR` is set to
 /// anything but the empty string (no-color.org).
 pub fn colours(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {

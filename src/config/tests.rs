@@ -621,30 +621,10 @@ fn durations_beyond_their_bound_are_refused() {
 
 /// What parsing `text` logs at WARN and above.
 fn warnings_of(text: &str) -> String {
-    use std::sync::{Arc, Mutex};
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buffer {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Buffer::default();
-    let out = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || out.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
+    crate::logging::capture_warnings(false, || {
         let _ = parse_at(text, Path::new(FILE));
-    });
-    let bytes = buffer.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    String::from_utf8_lossy(&bytes).into_owned()
+    })
+    .1
 }
 
 /// `"$VAR"` (no braces) is a literal dollar sign: a warning says so, naming file, line and key,
@@ -798,35 +778,7 @@ fn unknown_keys_get_a_suggestion_from_their_own_table() {
 
 /// Issue 18 point 3: mistakes in the global tables, in two sources (one a vendor's own key) and
 /// in two sinks (one a protocol's own value), and a duplicate name across sources.
-const MANY_MISTAKES: &str = r#"state_dir = "state"
-[queue]
-max_bytes = "lots"
-[[sources]]
-name = "a"
-vendor = "aitronos"
-organization_id = "ORG_A"
-api_key = "k"
-page_size = 500
-lag = "5 parsecs"
-[[sources]]
-name = "a"
-vendor = "datafold"
-api_key = "k"
-max_recrods = 5
-[[sinks]]
-name = "f"
-type = "file"
-path = "o"
-batch_max_events = 0
-[[sinks]]
-name = "h"
-type = "hec"
-url = "https://splunk.example.com:8088"
-token = "t"
-timeout = "2h"
-[telemetry]
-listen = "nowhere"
-"#;
+const MANY_MISTAKES: &str = include_str!("../../tests/fixtures/many-mistakes.toml");
 
 /// The lines of the error `text` is refused with.
 fn error_lines(text: &str) -> Vec<String> {

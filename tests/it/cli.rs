@@ -597,35 +597,7 @@ fn test_check_says_a_missing_state_dir_will_be_created_and_by_whom() {
 
 /// Issue 18 point 3: mistakes in the global tables, two sources (one a vendor's own key) and two
 /// sinks (one a protocol's own value), and a duplicate name across tables.
-pub const MANY_MISTAKES: &str = r#"state_dir = "state"
-[queue]
-max_bytes = "lots"
-[[sources]]
-name = "a"
-vendor = "aitronos"
-organization_id = "ORG_A"
-api_key = "k"
-page_size = 500
-lag = "5 parsecs"
-[[sources]]
-name = "a"
-vendor = "datafold"
-api_key = "k"
-max_recrods = 5
-[[sinks]]
-name = "f"
-type = "file"
-path = "o"
-batch_max_events = 0
-[[sinks]]
-name = "h"
-type = "hec"
-url = "https://splunk.example.com:8088"
-token = "t"
-timeout = "2h"
-[telemetry]
-listen = "nowhere"
-"#;
+pub const MANY_MISTAKES: &str = include_str!("../fixtures/many-mistakes.toml");
 
 /// What each of [`MANY_MISTAKES`]' mistakes is reported as after the file's name, in order.
 pub const MANY_MISTAKES_REPORTED: [&str; 8] = [

@@ -333,24 +333,10 @@ async fn test_reload_command_fails_whenever_the_agent_refuses_the_file() {
     let good = std::fs::read_to_string(&config).unwrap();
     let log = config.with_file_name("agent.log");
     // As under the unit (RuntimeDirectory=): the agent and the command share $RUNTIME_DIRECTORY.
-    let run_dir = dir.path().join("run");
-    std::fs::create_dir(&run_dir).unwrap();
-    let run_dir = run_dir.display().to_string();
+    let run_dir = runtime_dir(dir.path());
     let mut agent = Agent::spawn(&["run"], &config, &log, &[("RUNTIME_DIRECTORY", &run_dir)]);
     agent.until("the first records", RUN_LIMIT, |_| lines(&out_path(dir.path())) >= 10).await;
-    let reload = |config: &Path| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
-            .env("RUNTIME_DIRECTORY", &run_dir)
-            .args(["reload", "--timeout", "30s", "--pid", &agent.pid().to_string(), "-c"])
-            .arg(config)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let reload = |config: &Path| reload_agent(config, agent.pid(), &[("RUNTIME_DIRECTORY", Some(&run_dir))]);
 
     // Applied.
     let (code, stdout, stderr) = reload(&config);
@@ -396,24 +382,15 @@ async fn test_reload_fails_and_says_restart_when_the_env_file_changed_since_the_
     let source = aitronos_source(&vendor, "").replace("\"ak_hostile_test\"", "\"${AUDITRELAY_TEST_ROTATED}\"");
     let config = config_with(dir.path(), &source, "");
     let log = config.with_file_name("agent.log");
-    let run_dir = dir.path().join("run");
-    std::fs::create_dir(&run_dir).unwrap();
-    let run_dir = run_dir.display().to_string();
+    let run_dir = runtime_dir(dir.path());
     let env = [("RUNTIME_DIRECTORY", run_dir.as_str()), ("AUDITRELAY_TEST_ROTATED", "ak_first_key")];
     let mut agent = Agent::spawn(&["run"], &config, &log, &env);
     agent.until("the records", RUN_LIMIT, |_| lines(&out_path(dir.path())) >= 10).await;
     let reload = |vars: &[(&str, &str)]| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"));
-        cmd.env("RUNTIME_DIRECTORY", &run_dir).env_remove("AUDITRELAY_TEST_NEW_KEY");
-        for (k, v) in vars {
-            cmd.env(k, v);
-        }
-        let out = cmd
-            .args(["reload", "--timeout", "30s", "--pid", &agent.pid().to_string(), "-c"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let mut env = vec![("RUNTIME_DIRECTORY", Some(run_dir.as_str())), ("AUDITRELAY_TEST_NEW_KEY", None)];
+        env.extend(vars.iter().map(|(k, v)| (*k, Some(*v))));
+        let (code, _, stderr) = reload_agent(&config, agent.pid(), &env);
+        (code, stderr)
     };
 
     // The same environment: applied.
@@ -455,21 +432,13 @@ async fn test_reload_without_the_credentials_directory_leaves_the_secrets_to_the
         .replace("api_key = \"ak_hostile_test\"", "api_key_file = \"${CREDENTIALS_DIRECTORY}/aitronos\"");
     let config = config_with(dir.path(), &source, "");
     let log = config.with_file_name("agent.log");
-    let run_dir = dir.path().join("run");
-    std::fs::create_dir(&run_dir).unwrap();
-    let (run_dir, creds) = (run_dir.display().to_string(), creds.display().to_string());
+    let (run_dir, creds) = (runtime_dir(dir.path()), creds.display().to_string());
     let env = [("RUNTIME_DIRECTORY", run_dir.as_str()), ("CREDENTIALS_DIRECTORY", creds.as_str())];
     let mut agent = Agent::spawn(&["run"], &config, &log, &env);
     agent.until("the records", RUN_LIMIT, |_| lines(&out_path(dir.path())) >= 10).await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
-        .env("RUNTIME_DIRECTORY", &run_dir)
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .args(["reload", "--timeout", "30s", "--pid", &agent.pid().to_string(), "-c"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}\n{}", agent.tail());
+    let env = [("RUNTIME_DIRECTORY", Some(run_dir.as_str())), ("CREDENTIALS_DIRECTORY", None)];
+    let (code, _, stderr) = reload_agent(&config, agent.pid(), &env);
+    assert_eq!(code, Some(0), "{stderr}\n{}", agent.tail());
     assert!(stderr.contains("the agent, which can, decides"), "{stderr}");
     assert_eq!(agent.count("configuration reloaded"), 1, "{}", agent.tail());
     assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
@@ -491,25 +460,43 @@ async fn test_a_reload_replacing_a_sink_in_back_off_does_not_wait_for_the_drain_
     );
     let config = config_with(dir.path(), &source, &down);
     let log = config.with_file_name("agent.log");
-    let run_dir = dir.path().join("run");
-    std::fs::create_dir(&run_dir).unwrap();
-    let run_dir = run_dir.display().to_string();
+    let run_dir = runtime_dir(dir.path());
     let mut agent = Agent::spawn(&["run", "--drain-timeout", "10m"], &config, &log, &[("RUNTIME_DIRECTORY", &run_dir)]);
     agent.until("the sink failing", RUN_LIMIT, |a| a.count("batch not delivered") >= 1).await;
     // The sink changes (to a file); the reload must not wait the 10 minutes.
     config_with(dir.path(), &source, &file_sink(dir.path(), "down", "down.ndjson", ""));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
-        .env("RUNTIME_DIRECTORY", &run_dir)
-        .args(["reload", "--timeout", "60s", "--pid", &agent.pid().to_string(), "-c"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&out.stderr), agent.tail());
+    let (code, _, stderr) = reload_agent(&config, agent.pid(), &[("RUNTIME_DIRECTORY", Some(&run_dir))]);
+    assert_eq!(code, Some(0), "{stderr}\n{}", agent.tail());
     assert_eq!(agent.count("replaced by a reload while backing off"), 1, "{}", agent.tail());
     assert_eq!(agent.count("drain deadline reached"), 0, "{}", agent.tail());
     // Its replacement delivers what the failing sink had.
     agent.until("the replacement's delivery", RUN_LIMIT, |_| lines(&dir.path().join("down.ndjson")) >= 10).await;
     assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+}
+
+/// A runtime directory for an agent and `auditrelay reload`, as the unit's RuntimeDirectory=.
+fn runtime_dir(dir: &Path) -> String {
+    let run = dir.join("run");
+    std::fs::create_dir(&run).unwrap();
+    run.display().to_string()
+}
+
+/// `auditrelay reload -c config --pid pid` (waiting at most 60 s) with `env` set (`None`:
+/// removed): its exit code, stdout and stderr.
+fn reload_agent(config: &Path, pid: u32, env: &[(&str, Option<&str>)]) -> (Option<i32>, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"));
+    for (name, value) in env {
+        match value {
+            Some(v) => cmd.env(name, v),
+            None => cmd.env_remove(name),
+        };
+    }
+    let out = cmd.args(["reload", "--timeout", "60s", "--pid", &pid.to_string(), "-c"]).arg(config).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Scrapes the agent every 10 ms until `done` holds for the text (at most `RUN_LIMIT`).
