@@ -838,6 +838,7 @@ fn record_reload_digest(
         config_sha256: digest,
         ok: outcome.is_ok(),
         effective_sha256: Some(crate::reload::effective_digest(running)),
+        proc_start: crate::reload::proc_start(None),
         why: outcome.err().map(str::to_owned),
         at: chrono::Utc::now().to_rfc3339(),
     };

@@ -48,6 +48,19 @@ pub struct Status {
     pub why: Option<String>,
     /// When the attempt ended (RFC 3339).
     pub at: String,
+    /// The agent process's start (`/proc/<pid>/stat` field 22, clock ticks since boot): with the
+    /// pid, it names the process; a status left by an agent that exited names no live process
+    /// even when its pid is reused. `None` where there is no `/proc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proc_start: Option<u64>,
+}
+
+/// Field 22 (start time) of `/proc/<pid>/stat` (`None` for this process: `self`).
+pub fn proc_start(pid: Option<u32>) -> Option<u64> {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |pid| format!("/proc/{pid}/stat"));
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    stat.get(stat.rfind(')')? + 2..)?.split_whitespace().nth(22 - 3)?.parse().ok()
 }
 
 /// Where the status file of an agent whose state directory is `state_dir` lives: in
@@ -137,13 +150,15 @@ pub async fn run(args: ReloadArgs) -> anyhow::Result<String> {
     // The agent wrote its pid there at start: any other process is never signalled (SIGHUP
     // kills a process that does not handle it).
     let paths = status_paths(&config.state_dir);
+    // ... and is still that process (a status left behind names a pid the system may reuse).
+    let alive = |s: &Status| s.proc_start.is_none_or(|start| proc_start(Some(s.pid)) == Some(start));
     let Some((path, before)) =
-        paths.iter().find_map(|p| read(p).filter(|s| s.pid == args.pid).map(|s| (p.clone(), s.seq)))
+        paths.iter().find_map(|p| read(p).filter(|s| s.pid == args.pid && alive(s)).map(|s| (p.clone(), s.seq)))
     else {
         let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         bail!(
-            "pid {} is not an auditrelay agent running this configuration: no reload status of it in {} \
-             (an agent writes one when it starts). Not signalled. Check the pid (`systemctl show -p MainPID \
+            "pid {} is not an auditrelay agent running this configuration: no reload status of it (of that \
+             very process) in {} (an agent writes one when it starts). Not signalled. Check the pid (`systemctl show -p MainPID \
              auditrelay`); a changed state_dir needs a restart",
             args.pid,
             shown.join(" or ")
@@ -244,7 +259,15 @@ mod tests {
             effective_sha256: None,
             why: None,
             at: "t".into(),
+            proc_start: Some(7),
         }
+    }
+
+    #[test]
+    fn test_this_process_has_a_start_and_a_dead_pid_has_none() {
+        let me = proc_start(None).unwrap();
+        assert_eq!(proc_start(Some(std::process::id())), Some(me));
+        assert_eq!(proc_start(Some(u32::MAX)), None);
     }
 
     #[test]

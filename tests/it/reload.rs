@@ -474,6 +474,35 @@ async fn test_a_reload_replacing_a_sink_in_back_off_does_not_wait_for_the_drain_
     assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
 }
 
+/// A reload status left by an agent that exited names its pid; once the system gives that pid to
+/// another process, `auditrelay reload --pid` must not signal it (the status also names the
+/// process's start, which the new process does not share).
+#[tokio::test]
+async fn test_reload_never_signals_a_process_that_reused_a_dead_agents_pid() {
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &[])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "", &aitronos_source(&vendor, ""));
+    let mut bystander = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    // What an agent with the bystander's pid, started at another moment, left behind.
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let status = serde_json::json!({"pid": bystander.id(), "seq": 0, "config_sha256": null, "ok": true,
+        "why": null, "at": "2026-01-01T00:00:00Z", "proc_start": 1});
+    std::fs::write(state.join("reload-status.json"), status.to_string()).unwrap();
+    let (code, _, stderr) = reload_agent(&config, bystander.id(), &[("RUNTIME_DIRECTORY", None)]);
+    assert!(code == Some(1) && stderr.contains("Not signalled"), "{stderr}");
+    let mut exited = None;
+    for _ in 0..20 {
+        exited = bystander.try_wait().unwrap();
+        if exited.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _ = bystander.kill();
+    assert!(exited.is_none(), "reload signalled a process that is not the agent: {exited:?}");
+}
+
 /// A runtime directory for an agent and `auditrelay reload`, as the unit's RuntimeDirectory=.
 fn runtime_dir(dir: &Path) -> String {
     let run = dir.join("run");
