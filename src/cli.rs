@@ -93,7 +93,10 @@ pub enum Command {
     /// a refused file is never signalled), send SIGHUP to --pid, and wait for the agent's
     /// answer. Exits 0 once the agent applied it; 1 if the file or the agent refused it (a
     /// changed state_dir, a certificate the agent cannot read) or no answer came within
-    /// --timeout. The packaged unit's ExecReload= runs it, so `systemctl reload auditrelay`
+    /// --timeout, or the agent resolved the file differently (a `${NAME}` changed in its
+    /// environment file since it started: that takes a restart). A pid that is not the agent's
+    /// (no reload status of that process in $RUNTIME_DIRECTORY or the state directory) is never
+    /// signalled. The packaged unit's ExecReload= runs it, so `systemctl reload auditrelay`
     /// fails when the new configuration is refused.
     Reload {
         /// The configuration file the agent was started with.
