@@ -925,3 +925,187 @@ async fn test_reload_by_hand_finds_the_answer_of_an_agent_run_by_the_unit() {
     assert_eq!(applied, 1, "the agent applied the file");
     assert!(out.status.success(), "the agent applied it, yet: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Review 18c (duplicates): a rename deferred by a busy database still gives the new name a
+/// cursor at 0 (`set_sinks` gets both names), so when the rename is done at the next reload the
+/// new name keeps the lower cursor (0) and delivers again everything the old name had
+/// delivered, as long as another sink still holds those events in the queue.
+#[tokio::test]
+async fn test_a_deferred_rename_then_done_redelivers_nothing_the_old_name_delivered() {
+    let served = records("defer", 20);
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "");
+    // `a` delivers all 20 to a.ndjson; `stuck` cannot deliver, so the 20 stay in the queue.
+    let stuck = syslog_sink("stuck", closed_port(), "");
+    let config = config_with(dir.path(), &source, &format!("{}{stuck}", file_sink(dir.path(), "a", "a.ndjson", "")));
+    let log = config.with_file_name("agent.log");
+    let mut agent = Agent::spawn(&["run", "--drain-timeout", "1s"], &config, &log, &[]);
+    let a = dir.path().join("a.ndjson");
+    agent.until("a's records", RUN_LIMIT, |_| lines(&a) >= 20).await;
+
+    // Renamed to `b` (same file) while another connection holds the database for 7 s: the
+    // rename fails (busy timeout 5 s), the cursor update right after succeeds.
+    config_with(
+        dir.path(),
+        &source,
+        &format!("{}{stuck}", file_sink(dir.path(), "b", "a.ndjson", "renamed_from = \"a\"")),
+    );
+    let db = dir.path().join("state").join("auditrelay.db");
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(7));
+        conn.execute_batch("ROLLBACK").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    hup(&agent);
+    agent
+        .until("the deferred reload", RUN_LIMIT, |a| a.count("configuration reloaded except renamed sinks") >= 1)
+        .await;
+    holder.join().unwrap();
+
+    // The operator does what the log says: reload again. The rename is done now.
+    hup(&agent);
+    agent.until("the rename", RUN_LIMIT, |a| a.count("sink renamed") >= 1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let twice: Vec<_> = delivered(&a).into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(twice.is_empty(), "{} records delivered twice to the renamed sink's file:\n{}", twice.len(), agent.log());
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+}
+
+/// Review 18c (leaks): the scrub looks for the key's exact text only. A vendor whose JSON
+/// encoder escapes `/` (PHP's json_encode does by default) echoes a base64-style key
+/// `ak/Zq9x/Secret` as `ak\/Zq9x\/Secret`, which reaches `/ready` and the log unscrubbed.
+#[tokio::test]
+async fn test_ready_and_log_never_show_a_key_the_vendor_echoes_json_escaped() {
+    let vendor =
+        Hostile::start(|_| status(401, &[], r#"{"error":"invalid API key 'ak\/Zq9x\/Secret' for this organization"}"#))
+            .await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "").replace("ak_hostile_test", "ak/Zq9x/Secret");
+    let telemetry = "\n[telemetry]\nlisten = \"127.0.0.1:0\"\n";
+    let config = config_with(dir.path(), &source, telemetry);
+    let log = config.with_file_name("agent.log");
+    let mut agent = Agent::spawn(&["run"], &config, &log, &[]);
+    agent.until("the refusal", RUN_LIMIT, |a| a.count("operator action needed") >= 1).await;
+    let (status, body) = telemetry_get(&agent, "/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(!body.contains("Zq9x"), "/ready shows the API key: {body}");
+    assert!(!agent.log().contains("Zq9x"), "the log shows the API key:\n{}", agent.log());
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+}
+
+/// Review 18c (misleads, stalls): a renamed sink the reload left stopped (rename deferred by a
+/// busy database) is on neither `/ready` nor `/metrics`: `/ready` answers 200 `ready` and no
+/// alert (no sink lag, no reload-failure rule) ever says the SIEM receives nothing, while the
+/// backlog grows under the old name until someone reads the log and reloads again.
+#[tokio::test]
+async fn test_a_renamed_sink_left_stopped_by_a_deferred_rename_is_not_ready() {
+    let served = records("hidden", 10);
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "");
+    let telemetry = "\n[telemetry]\nlisten = \"127.0.0.1:0\"\n";
+    let config =
+        config_with(dir.path(), &source, &format!("{telemetry}{}", file_sink(dir.path(), "a", "a.ndjson", "")));
+    let log = config.with_file_name("agent.log");
+    let mut agent = Agent::spawn(&["run"], &config, &log, &[]);
+    let a = dir.path().join("a.ndjson");
+    agent.until("a's records", RUN_LIMIT, |_| lines(&a) >= 10).await;
+
+    config_with(
+        dir.path(),
+        &source,
+        &format!("{telemetry}{}", file_sink(dir.path(), "b", "a.ndjson", "renamed_from = \"a\"")),
+    );
+    let db = dir.path().join("state").join("auditrelay.db");
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(7));
+        conn.execute_batch("ROLLBACK").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    hup(&agent);
+    agent
+        .until("the deferred reload", RUN_LIMIT, |a| a.count("configuration reloaded except renamed sinks") >= 1)
+        .await;
+    holder.join().unwrap();
+    let (status, body) = telemetry_get(&agent, "/ready").await;
+    let (_, metrics) = telemetry_get(&agent, "/metrics").await;
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+    assert_ne!((status, body.as_str()), (200, r#"{"status":"ready","degraded":[]}"#), "sink b delivers nothing");
+    assert!(metrics.contains("sink=\"b\""), "sink b is missing from /metrics:\n{metrics}");
+}
+
+/// Review 18c (stalls): the fix that lets a replaced sink leave its back-off at once covers the
+/// whole-batch back-off only. A batch of one event that the receiver fails with a server error
+/// (an HEC collector answering 500: an outage on a quiet source) waits in the "failed alone"
+/// back-off, which hears only the shutdown deadline: the reload waits out the drain deadline.
+#[tokio::test]
+async fn test_a_reload_replacing_a_sink_whose_single_event_failed_alone_does_not_wait() {
+    let served = records("alone", 1);
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let receiver = Hostile::start(|_| status(500, &[], r#"{"text":"Internal server error","code":8}"#)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = aitronos_source(&vendor, "");
+    let down = format!(
+        "\n[[sinks]]\nname = \"down\"\ntype = \"hec\"\nurl = {:?}\ntoken = \"hec-test-token\"\n\
+         backoff = {{ initial = \"1h\", max = \"1h\" }}\n",
+        receiver.base_url()
+    );
+    let config = config_with(dir.path(), &source, &down);
+    let log = config.with_file_name("agent.log");
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    let run_dir = run_dir.display().to_string();
+    let mut agent = Agent::spawn(&["run", "--drain-timeout", "10m"], &config, &log, &[("RUNTIME_DIRECTORY", &run_dir)]);
+    agent.until("the event failing alone", RUN_LIMIT, |a| a.count("event failed alone") >= 1).await;
+    config_with(dir.path(), &source, &file_sink(dir.path(), "down", "down.ndjson", ""));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+        .env("RUNTIME_DIRECTORY", &run_dir)
+        .args(["reload", "--timeout", "20s", "--pid", &agent.pid().to_string(), "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let tail = agent.tail();
+    let _ = agent.kill().await;
+    assert_eq!(out.status.code(), Some(0), "{}\n{tail}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Review 18c (misleads): the digest of "the configuration as resolved" hashes relative paths
+/// made absolute from the path the file was named by. `auditrelay reload -c` naming the same
+/// file by another path (a symlinked directory) than the agent's `-c` fails every reload the
+/// agent applied, telling the operator a `${NAME}` changed and a restart is needed.
+#[tokio::test]
+async fn test_reload_naming_the_file_through_a_symlink_is_not_told_to_restart() {
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &[])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    let text = format!(
+        "state_dir = \"state\"\n\n[[sources]]\nname = \"hostile\"\n{}\n\n[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"events.ndjson\"\n",
+        aitronos_source(&vendor, "")
+    );
+    let config = etc.join("auditrelay.toml");
+    std::fs::write(&config, text).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&etc, &link).unwrap();
+    let log = dir.path().join("agent.log");
+    let mut agent = Agent::spawn(&["run"], &config, &log, &[]);
+    agent.until("the start", RUN_LIMIT, |_| etc.join("state").join("reload-status.json").exists()).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+        .env_remove("RUNTIME_DIRECTORY")
+        .args(["reload", "--timeout", "20s", "--pid", &agent.pid().to_string(), "-c"])
+        .arg(link.join("auditrelay.toml"))
+        .output()
+        .unwrap();
+    let tail = agent.tail();
+    assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
+    assert_eq!(out.status.code(), Some(0), "{}\n{tail}", String::from_utf8_lossy(&out.stderr));
+}
