@@ -239,6 +239,7 @@ pub async fn run(
         generation: 0,
         finished_sources: Vec::new(),
         failed_sources: BTreeMap::new(),
+        deferred_sinks: BTreeMap::new(),
         stop_sources: CancellationToken::new(),
         gates: crate::sources::ratelimit::Gates::default(),
     };
@@ -365,6 +366,9 @@ struct Agent {
     /// Sources that failed for good while following: still on `/metrics` (state stopped) and on
     /// `/ready` (degraded, operator action needed) until a reload or restart starts them again.
     failed_sources: BTreeMap<String, RunningSource>,
+    /// Renamed sinks a reload left stopped (their old cursor could not be carried over): on
+    /// `/ready` (degraded, operator) and `/metrics` (state stopped) until started.
+    deferred_sinks: BTreeMap<String, (SinkConfig, Arc<SinkStats>)>,
     /// Cancelled on shutdown: stops every source, present and future.
     stop_sources: CancellationToken,
     /// Every credential's limiter and rate-limit pause, kept across reloads: a source restarted
@@ -441,6 +445,7 @@ impl Agent {
     }
 
     fn start_sink(&mut self, cfg: SinkConfig, sink: Sink) {
+        self.deferred_sinks.remove(&cfg.name);
         let stats = Arc::new(SinkStats::default());
         let control = SinkControl::default();
         let task = tokio::spawn(sinks::run_sink(
@@ -643,6 +648,10 @@ impl Agent {
             Err(e) => {
                 deferred = renames.iter().map(|(_, to)| to.clone()).collect();
                 error!(error = %e, sinks = ?deferred, "reload: cannot carry renamed sinks' cursors over; those sinks stay stopped, their backlog kept under the old name, until the next reload or start");
+                // Nor do they get a cursor of their own now: a fresh one would start at the oldest
+                // queued event, and the rename done later would keep it (the lower), resending
+                // everything the old name delivered since (review C).
+                keep.retain(|name| !deferred.contains(name));
                 keep.extend(renames.into_iter().map(|(from, _)| from));
             }
         }
@@ -653,6 +662,11 @@ impl Agent {
             if let Some(mut sink) = opened.remove(&cfg.name) {
                 if deferred.contains(&cfg.name) {
                     sink.close().await;
+                    let stats = Arc::new(SinkStats::default());
+                    stats.set_phase(sinks::SinkPhase::Stopped);
+                    let why = "stopped: its old name's cursor could not be carried over (database busy); reload again or restart";
+                    stats.trouble.failed(self.clock.now_utc().timestamp_millis(), why.to_owned(), true);
+                    self.deferred_sinks.insert(cfg.name.clone(), (cfg.clone(), stats));
                 } else {
                     self.start_sink(cfg.clone(), sink);
                 }
@@ -660,6 +674,8 @@ impl Agent {
         }
         // Sources: removed and changed ones stop (their next start resumes from the checkpoint).
         let keep: BTreeMap<&str, [u8; 32]> = new.sources.iter().map(|s| (s.name.as_str(), s.fingerprint())).collect();
+        // A renamed sink left stopped and since removed from the file is no longer reported.
+        self.deferred_sinks.retain(|name, _| new.sinks.iter().any(|s| &s.name == name));
         // A source stopped for good and removed from the file is no longer reported.
         self.failed_sources.retain(|name, _| keep.contains_key(name.as_str()));
         let stale: Vec<String> = self
@@ -733,6 +749,11 @@ impl Agent {
             self.sinks
                 .iter()
                 .map(|(name, r)| SinkProbe { name: name.clone(), kind: sink_kind(&r.cfg), stats: Arc::clone(&r.stats) })
+                .chain(self.deferred_sinks.iter().map(|(name, (cfg, stats))| SinkProbe {
+                    name: name.clone(),
+                    kind: sink_kind(cfg),
+                    stats: Arc::clone(stats),
+                }))
                 .collect(),
         );
     }
@@ -839,6 +860,7 @@ fn record_reload_digest(
         ok: outcome.is_ok(),
         effective_sha256: Some(crate::reload::effective_digest(running)),
         proc_start: crate::reload::proc_start(None),
+        origin: Some(running.origin.display().to_string()),
         why: outcome.err().map(str::to_owned),
         at: chrono::Utc::now().to_rfc3339(),
     };

@@ -40,8 +40,23 @@ pub fn secrets_in(text: &str, secrets: &[&secrecy::SecretString]) -> String {
     let mut out = text.to_owned();
     for secret in secrets {
         let secret = secret.expose_secret().trim();
-        if secret.len() >= 4 && out.contains(secret) {
-            out = out.replace(secret, "[redacted]");
+        if secret.len() < 4 {
+            continue;
+        }
+        // As sent back: verbatim, JSON-escaped (with `/` as `\/` too, as PHP's json_encode
+        // writes it) or percent-encoded.
+        let json = serde_json::to_string(secret).unwrap_or_default();
+        let json = json.get(1..json.len().saturating_sub(1)).unwrap_or_default().to_owned();
+        let forms = [
+            secret.to_owned(),
+            json.replace('/', "\\/"),
+            json,
+            url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>(),
+        ];
+        for form in forms {
+            if !form.is_empty() && out.contains(&form) {
+                out = out.replace(&form, "[redacted]");
+            }
         }
     }
     out
@@ -66,5 +81,8 @@ mod tests {
         let short = secrecy::SecretString::from("ab");
         let text = "invalid API key 'ak_live_123456' (ab)";
         assert_eq!(secrets_in(text, &[&key, &short]), "invalid API key '[redacted]' (ab)");
+        let slashed = secrecy::SecretString::from("ak/Zq9x/Secret\"1");
+        let echoed = r#"{"error":"bad key ak\/Zq9x\/Secret\"1 or ak/Zq9x/Secret\"1 or ak%2FZq9x%2FSecret%221"}"#;
+        assert_eq!(secrets_in(echoed, &[&slashed]), r#"{"error":"bad key [redacted] or [redacted] or [redacted]"}"#);
     }
 }

@@ -53,6 +53,25 @@ pub struct Status {
     /// even when its pid is reused. `None` where there is no `/proc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proc_start: Option<u64>,
+    /// The configuration file as the agent names it (its absolute path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+}
+
+/// `a` and `b` name the same file (same device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        a == b
+    }
 }
 
 /// Field 22 (start time) of `/proc/<pid>/stat` (`None` for this process: `self`).
@@ -152,8 +171,8 @@ pub async fn run(args: ReloadArgs) -> anyhow::Result<String> {
     let paths = status_paths(&config.state_dir);
     // ... and is still that process (a status left behind names a pid the system may reuse).
     let alive = |s: &Status| s.proc_start.is_none_or(|start| proc_start(Some(s.pid)) == Some(start));
-    let Some((path, before)) =
-        paths.iter().find_map(|p| read(p).filter(|s| s.pid == args.pid && alive(s)).map(|s| (p.clone(), s.seq)))
+    let Some((path, found)) =
+        paths.iter().find_map(|p| read(p).filter(|s| s.pid == args.pid && alive(s)).map(|s| (p.clone(), s)))
     else {
         let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         bail!(
@@ -164,7 +183,16 @@ pub async fn run(args: ReloadArgs) -> anyhow::Result<String> {
             shown.join(" or ")
         );
     };
-    let before = Some(before);
+    let before = Some(found.seq);
+    // Relative paths in the file resolve against the directory it was named by: through a
+    // symlinked directory they differ from the agent's. The digest to compare is of the file
+    // as the agent names it, when that is the same file (review C).
+    let mine = match found.origin.as_deref().map(Path::new) {
+        Some(origin) if mine.is_some() && origin != args.config && same_file(origin, &args.config) => {
+            Config::load(origin).ok().map(|c| effective_digest(&c))
+        }
+        _ => mine,
+    };
     signal_hup(args.pid)?;
     let deadline = tokio::time::Instant::now() + args.timeout;
     // The latest attempt after the signal that read another text (the file changed meanwhile).
@@ -260,6 +288,7 @@ mod tests {
             why: None,
             at: "t".into(),
             proc_start: Some(7),
+            origin: None,
         }
     }
 

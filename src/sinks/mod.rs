@@ -900,6 +900,10 @@ impl Delivering<'_> {
                             tokio::select! {
                                 _ = self.clock.sleep(wait) => return Ended::Reread,
                                 _ = self.control.abort.cancelled() => return Ended::Aborted,
+                                _ = self.control.replaced.cancelled() => {
+                                    info!(sink = name, "replaced by a reload while backing off: its replacement sends the event");
+                                    return Ended::Aborted;
+                                }
                             }
                         }
                         parts.push_back(part);
