@@ -578,6 +578,7 @@ impl Agent {
         // What a logrotate `postrotate` expects of SIGHUP, whatever the file now says.
         sinks::file::request_reopen();
         let path = self.config.origin.clone();
+        info!(file = %path.display(), "reload: reading the configuration file");
         let new = match Config::load(&path) {
             Ok(c) => c,
             Err(e) => {

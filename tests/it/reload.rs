@@ -100,7 +100,8 @@ async fn test_sigterm_during_a_reload_waiting_on_a_sink_is_honoured_at_once() {
 
     write_config(dir.path(), top, &source);
     hup(&agent);
-    agent.until("the reload to begin", RUN_LIMIT, |a| a.count("SIGHUP: reloading") >= 1).await;
+    // The reload under way (not only the signal heard: a SIGTERM right after could be taken first).
+    agent.until("the reload to begin", RUN_LIMIT, |a| a.count("reload: reading the configuration file") >= 1).await;
     // SIGTERM while the reload waits for the removed sink: the agent stops now, not after
     // the drain timeout.
     let status = agent.terminate(RUN_LIMIT).await;
