@@ -422,6 +422,19 @@ pub fn template(dataset: &str, opensearch: bool) -> serde_json::Value {
         false => serde_json::json!({"type": "constant_keyword"}),
     };
     let flat = if opensearch { "flat_object" } else { "flattened" };
+    let dynamic: Vec<serde_json::Value> = ["string", "long", "double", "boolean"]
+        .iter()
+        .map(|t| {
+            let mut one = serde_json::Map::new();
+            let rule = serde_json::json!({
+                "path_match": "ocsf.*",
+                "match_mapping_type": t,
+                "mapping": {"type": "keyword", "ignore_above": 1024}
+            });
+            one.insert(format!("ocsf_{t}_as_keyword"), rule);
+            serde_json::Value::Object(one)
+        })
+        .collect();
     serde_json::json!({
         "index_patterns": [format!("logs-{pattern}-*")],
         "data_stream": {},
@@ -433,6 +446,12 @@ pub fn template(dataset: &str, opensearch: bool) -> serde_json::Value {
             },
             "mappings": {
                 "dynamic": true,
+                // Every OCSF value the template does not type is a keyword: vendors disagree on
+                // types (a uid a number here, a string there), and a dynamic `long` mapped by
+                // the first would refuse every later string as a mapping error (a dead letter).
+                // `ignore_above` keeps a long string in `_source` without indexing it (a keyword
+                // term over 32,766 bytes would refuse the document).
+                "dynamic_templates": dynamic,
                 "properties": {
                     "@timestamp": {"type": "date"},
                     "data_stream": {"properties": {"type": constant, "dataset": constant, "namespace": constant}},
@@ -1186,6 +1205,8 @@ mod tests {
         assert_eq!(t["index_patterns"], serde_json::json!(["logs-auditrelay.*-*"]));
         assert_eq!(t["template"]["mappings"]["properties"]["ocsf"]["properties"]["unmapped"]["type"], "flat_object");
         assert!(!t.to_string().contains("constant_keyword"));
+        let dynamic = t["template"]["mappings"]["dynamic_templates"].as_array().unwrap();
+        assert_eq!(dynamic.len(), 4, "strings, longs, doubles and booleans of ocsf.* as keywords");
     }
 
     fn parse(sink: &str) -> Result<ElasticsearchSettings, String> {
@@ -1403,5 +1424,26 @@ mod tests {
         assert_eq!(es.current, 1);
         es.send(&[event(2, "u2")]).await.unwrap();
         assert_eq!(es.stats.es_failovers.load(Ordering::Relaxed), 1, "the second send went to the live node first");
+    }
+
+    /// The example configuration's commented table names every key and, uncommented (the
+    /// mutually exclusive keys left out), is a valid sink.
+    #[test]
+    fn the_example_config_documents_every_key() {
+        let example = include_str!("../../config/auditrelay.example.toml");
+        let start = example.find("# type = \"elasticsearch\"").expect("the example table");
+        let block = &example[start..];
+        for key in ElasticsearchSink::KEYS {
+            assert!(block.contains(&format!("\n# {key} = ")), "{key} is not in the example");
+        }
+        let skip = ["cloud_id", "api_key_file", "username", "password", "password_file", "ca_file", "index"];
+        let keys: Vec<&str> = block
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.split_once(" = ").is_some_and(|(k, _)| ElasticsearchSink::KEYS.contains(&k) && !skip.contains(&k)))
+            .collect();
+        let s = parse(&keys.join("\n").replace("${ES_API_KEY}", "id1:secret1")).unwrap();
+        assert_eq!(s.hosts.len(), 2);
+        assert_eq!(s.target, stream());
     }
 }
