@@ -906,8 +906,9 @@ impl Protocol for ElasticsearchSink {
             (Some(list), None) if list.get_ref().is_empty() => cx.fail(list.span(), "hosts", "must name a node"),
             (Some(list), None) => {
                 let mut out = Ok(Vec::new());
-                for host in list.get_ref() {
-                    let one = cx.url(&Some(Spanned::new(list.span(), host.clone())), "hosts", "");
+                for (i, host) in list.get_ref().iter().enumerate() {
+                    // `hosts[1]`: which node URL is wrong (the span is the list's).
+                    let one = cx.url(&Some(Spanned::new(list.span(), host.clone())), &format!("hosts[{i}]"), "");
                     out = match (out, one) {
                         (Ok(mut v), Ok(u)) => {
                             v.push(u);
@@ -1240,7 +1241,7 @@ mod tests {
         let refusals: &[(&str, &str)] = &[
             ("", "sinks[0].hosts: required"),
             ("hosts = []", "sinks[0].hosts: must name a node"),
-            ("hosts = [\"ftp://x\"]", "sinks[0].hosts"),
+            ("hosts = [\"https://a\", \"ftp://x\"]", "sinks[0].hosts[1]: must be an http(s) URL"),
             ("hosts = [\"https://a:9200\"]\ncloud_id = \"x:eA==\"", "sinks[0].cloud_id: set either"),
             ("cloud_id = \"dep:!!\"", "sinks[0].cloud_id: not an Elastic Cloud ID"),
             ("hosts = [\"https://a\"]\napi_key = \"k\"\nusername = \"u\"\npassword = \"p\"", "sinks[0].username: set either"),
