@@ -1497,4 +1497,34 @@ mod tests {
         assert!(err.message.contains("401") && err.message.contains("API key"), "{}", err.message);
         assert!(!err.message.contains("bm9wZQ=="), "{}", err.message);
     }
+
+    /// The request as the contract has it: `POST <prefix>/_bulk?filter_path=…`, NDJSON,
+    /// gzip-encoded by default, the API key header.
+    #[tokio::test]
+    async fn the_request_is_gzipped_ndjson_to_bulk_under_the_path_prefix() {
+        let seen: Arc<Mutex<Vec<(String, HeaderMap, Vec<u8>)>>> = Arc::default();
+        let log = Arc::clone(&seen);
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
+            let log = Arc::clone(&log);
+            async move {
+                log.lock().unwrap().push((uri.to_string(), headers, body.to_vec()));
+                r#"{"errors":false,"items":[{"create":{"status":201}}]}"#
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut es = sink(vec![url::Url::parse(&format!("http://{addr}/es/")).unwrap()]);
+        es.gzip = true;
+        es.send(&[event(1, "u1")]).await.unwrap();
+        let (uri, headers, body) = seen.lock().unwrap().remove(0);
+        assert_eq!(uri, "/es/_bulk?filter_path=errors,items.*.status,items.*.error");
+        assert_eq!(headers["content-encoding"], "gzip");
+        assert_eq!(headers["content-type"], "application/x-ndjson");
+        assert_eq!(headers["authorization"], "ApiKey a2V5");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.ends_with('\n'), "NDJSON ends with a newline: {text}");
+    }
 }
