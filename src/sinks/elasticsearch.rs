@@ -1502,7 +1502,8 @@ mod tests {
     /// gzip-encoded by default, the API key header.
     #[tokio::test]
     async fn the_request_is_gzipped_ndjson_to_bulk_under_the_path_prefix() {
-        let seen: Arc<Mutex<Vec<(String, HeaderMap, Vec<u8>)>>> = Arc::default();
+        type Seen = (String, HeaderMap, Vec<u8>);
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let log = Arc::clone(&seen);
         let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
             let log = Arc::clone(&log);
