@@ -936,13 +936,18 @@ impl Protocol for ElasticsearchSink {
                 let span = r.username.as_ref().map(Spanned::span);
                 cx.fail(span, "username", "set either api_key(_file) or username/password, not both")
             }
-            (true, false) => cx.secret("api_key", &r.api_key, &r.api_key_file).map(|k| {
+            (true, false) => cx.secret("api_key", &r.api_key, &r.api_key_file).and_then(|k| {
                 // "id:key" as the API gives it is base64-encoded here; an encoded key is sent as is.
                 let k = k.expose_secret();
-                match k.contains(':') {
+                if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic()) {
+                    // Never sent without it: a key that cannot be a header would go out as none.
+                    let span = r.api_key.as_ref().map(Spanned::span).or(r.api_key_file.as_ref().map(Spanned::span));
+                    return cx.fail(span, "api_key", "must be printable ASCII without spaces (the key or \"id:key\")");
+                }
+                Ok(match k.contains(':') {
                     true => Auth::ApiKey(SecretString::from(BASE64.encode(k))),
                     false => Auth::ApiKey(SecretString::from(k.to_owned())),
-                }
+                })
             }),
             (false, true) => {
                 let password = cx.required_secret("password", &r.password, &r.password_file);
@@ -1251,6 +1256,7 @@ mod tests {
             ("cloud_id = \"dep:!!\"", "sinks[0].cloud_id: not an Elastic Cloud ID"),
             ("hosts = [\"https://a\"]\napi_key = \"k\"\nusername = \"u\"\npassword = \"p\"", "sinks[0].username: set either"),
             ("hosts = [\"https://a\"]\nusername = \"u\"", "sinks[0].password"),
+            ("hosts = [\"https://a\"]\napi_key = \"two words\"", "sinks[0].api_key: must be printable ASCII"),
             ("hosts = [\"https://a\"]\npassword = \"p\"", "sinks[0].username: required"),
             ("hosts = [\"http://a\"]\nca_file = \"ca.pem\"", "sinks[0].ca_file: only used with https"),
             ("hosts = [\"https://a\"]\ndataset = \"Audit\"", "sinks[0].dataset: the dataset must be lower case"),
