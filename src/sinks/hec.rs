@@ -374,6 +374,13 @@ impl HecSink {
             Answer::Refused => Err(SendError::refused(format!(
                 "{said}: the collector refused the request as invalid without naming the event"
             ))),
+            // Not the collector: a proxy between us refused us (plain-HTTP forward proxy; through
+            // a CONNECT tunnel the refusal is a connection error, `tls::http_error`).
+            Answer::Operator if status == 407 => Err(SendError::config(format!(
+                "{}: {}; the events stay queued",
+                self.target,
+                crate::http::proxy_refused(&self.event_url)
+            ))),
             Answer::Operator if (300..=399).contains(&status) => Err(SendError::config(format!(
                 "{}: answered {status}, a redirect to {location}: not followed (the token would go along); \
                  set url to the collector itself; the events stay queued",
@@ -472,6 +479,10 @@ impl HecSink {
                     "{}: health answered {status}, a redirect to {location}: not followed; set url to the collector itself",
                     self.target
                 )));
+            }
+            407 => {
+                let refused = crate::http::proxy_refused(&self.health_url);
+                return Err(SendError::config(format!("{}: health check {refused}", self.target)));
             }
             // Splunk answers a health check with a wrong token "400 Invalid HEC token".
             400 | 401 | 403 => {

@@ -392,7 +392,16 @@ async fn every_event_arrives_in_a_complete_envelope() {
         let time = envelope["time"].as_f64().unwrap();
         assert!((time * 1000.0 - event["time"].as_f64().unwrap()).abs() < 0.5, "time {time} is the event's");
         assert_eq!((envelope["host"].as_str(), envelope["index"].as_str()), (Some("collector-1"), Some("audit")));
-        assert_eq!((envelope["source"].as_str(), envelope["sourcetype"].as_str()), (Some("auditrelay"), Some(format!("ocsf:{}", event["metadata"]["product"]["vendor_name"].as_str().unwrap().to_lowercase()).as_str())));
+        assert_eq!(
+            (envelope["source"].as_str(), envelope["sourcetype"].as_str()),
+            (
+                Some("auditrelay"),
+                Some(
+                    format!("ocsf:{}", event["metadata"]["product"]["vendor_name"].as_str().unwrap().to_lowercase())
+                        .as_str()
+                )
+            )
+        );
         let fields = &envelope["fields"];
         assert_eq!(fields["class_uid"], event["class_uid"].to_string());
         assert_eq!(fields["vendor"], event["metadata"]["product"]["vendor_name"]);
