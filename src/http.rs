@@ -324,6 +324,14 @@ mod tests {
         read_capped(response, cap, overflow).await
     }
 
+    /// A proxy URL is shown without its credentials; a value that is no URL is not shown.
+    #[test]
+    fn proxy_values_are_shown_redacted() {
+        assert_eq!(redacted_proxy("http://bob:hunter22@proxy.corp:3128"), "http://REDACTED:REDACTED@proxy.corp:3128/");
+        assert_eq!(redacted_proxy("proxy.corp:3128"), "http://proxy.corp:3128/");
+        assert_eq!(redacted_proxy("http://[not a url"), "(not a URL; not shown)");
+    }
+
     /// Pins the two behaviours: a receiver's answer is cut to its first `cap` bytes, a vendor's
     /// page longer than `cap` is refused (at once when its `Content-Length` says so).
     #[tokio::test]

@@ -924,6 +924,19 @@ mod tests {
     }
 
     #[test]
+    fn a_sourcetype_template_takes_vendor_and_class_uid_only() {
+        let t = Sourcetype::parse("ocsf:{vendor}/{class_uid}").unwrap();
+        let body = br#"{"class_uid":3005,"metadata":{"product":{"vendor_name":"Config Cat"}}}"#;
+        assert_eq!(t.fill(&summarize(body).unwrap()), "ocsf:config_cat/3005");
+        assert_eq!(t.fill(&summarize(b"{}").unwrap()), "ocsf:unknown/unknown");
+        assert_eq!(Sourcetype::parse("ocsf").unwrap().fill(&summarize(body).unwrap()), "ocsf");
+        for (bad, says) in [("ocsf:{tenant}", "unknown placeholder {tenant}"), ("{vendor", "unclosed"), ("a}", "unmatched")] {
+            let e = Sourcetype::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn time_is_epoch_seconds_with_three_decimals() {
         assert_eq!(hec_time(1_795_292_810_597).unwrap().get(), "1795292810.597");
         assert_eq!(hec_time(1_795_292_810_007).unwrap().get(), "1795292810.007");

@@ -15,10 +15,13 @@
 //!   which goes which way (text and `--json`), with the proxy's credentials redacted.
 //! - A proxy answering 407: the error names the proxy (redacted) and says 407, for a plain-http
 //!   and a CONNECT (https) collector; nothing is lost: without the proxy, every event arrives.
+//! - OTLP over HTTP goes through the proxy; OTLP over gRPC (tonic's own connector) and syslog
+//!   never do, and the agent's start-up log and `check` say so.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use crate::harness;
 use crate::hec_emulator;
+use crate::otlp_receiver::{Receiver, Transport};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -457,5 +460,61 @@ async fn a_proxy_answering_407_is_named_redacted_and_the_events_stay_queued() {
     // Nothing was lost: the same state, without the proxy, delivers every record.
     run_once(&config, &proxy_env(&[]), "info").await;
     assert_eq!(hec.indexed().len(), RECORDS, "every record indexed once the proxy is out of the way");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_over_http_uses_the_proxy_grpc_and_syslog_never_do_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    let receiver = Receiver::start(None).await;
+    let proxy = Proxy::start(Mode::Open).await;
+    let org = sim.organizations(SimVendor::Aitronos)[0].clone();
+    let extra = "start = \"2d\"\nmax_span = \"3d\"\nrate_limit = { requests = 50, per = \"1s\" }";
+    let block = source_block(&sim, SimVendor::Aitronos, &org, "vendor", extra);
+    let sinks = format!(
+        "[[sinks]]\nname = \"otlp-http\"\ntype = \"otlp\"\nprotocol = \"http_protobuf\"\nendpoint = {http:?}\n\
+         [[sinks]]\nname = \"otlp-grpc\"\ntype = \"otlp\"\nprotocol = \"grpc\"\nendpoint = {grpc:?}\n",
+        http = receiver.http_url(),
+        grpc = receiver.grpc_url(),
+    );
+    let state = dir.path().join("state").display().to_string();
+    let config = dir.path().join("auditrelay.toml");
+    std::fs::write(&config, format!("state_dir = {state:?}\n{block}\n{sinks}")).unwrap();
+    let proxy_url = proxy.url(None);
+    // The vendor direct; both OTLP endpoints are http URLs on 127.0.0.1 a proxy would apply to.
+    let env = proxy_env(&[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "localhost")]);
+    let log = run_once(&config.clone(), &env, "info").await;
+
+    let records = |transport: Transport| -> usize {
+        let exports = receiver.exports();
+        let requests = exports.iter().filter(|e| e.transport == transport);
+        requests.flat_map(|e| &e.request.resource_logs).flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum()
+    };
+    assert_eq!((records(Transport::HttpProtobuf), records(Transport::Grpc)), (RECORDS, RECORDS));
+    let http_addr = receiver.http_url().trim_start_matches("http://").to_owned();
+    let grpc_addr = receiver.grpc_url().trim_start_matches("http://").to_owned();
+    assert!(proxy.saw(&http_addr), "OTLP/HTTP did not go through the proxy: {:?}", proxy.seen());
+    assert!(!proxy.saw(&grpc_addr), "gRPC went through the proxy: {:?}", proxy.seen());
+    let warning = log.lines().find(|l| l.contains("OTLP/gRPC connects directly")).unwrap_or_else(|| panic!("{log}"));
+    assert!(warning.contains("WARN") && warning.contains("http_protobuf"), "{warning}");
+
+    // `check` says which connections never use a proxy, and why.
+    let syslog = "[[sinks]]\nname = \"syslog\"\ntype = \"syslog\"\naddress = \"127.0.0.1:6514\"\n";
+    std::fs::write(&config, format!("state_dir = {state:?}\n{block}\n{sinks}{syslog}")).unwrap();
+    let (ok, stdout, _) = auditrelay(&["check", "--json"], &config, &env).await;
+    assert!(ok, "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let connections = report["proxy"]["connections"].as_array().unwrap().clone();
+    let way = |name: &str| {
+        let c = connections.iter().find(|c| c["name"] == name).unwrap();
+        (c["way"].as_str().unwrap().to_owned(), c["detail"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(way("otlp-http").0, "proxy");
+    let (grpc_way, grpc_detail) = way("otlp-grpc");
+    assert_eq!(grpc_way, "never");
+    assert!(grpc_detail.contains("OTLP/gRPC") && grpc_detail.contains("http_protobuf"), "{grpc_detail}");
+    let (syslog_way, syslog_detail) = way("syslog");
+    assert_eq!((syslog_way.as_str(), syslog_detail.contains("not HTTP")), ("never", true), "{syslog_detail}");
     sim.shutdown().await;
 }
