@@ -14,7 +14,7 @@
 //! - A host `NO_PROXY` names is reached directly, the others through the proxy; `check` says
 //!   which goes which way (text and `--json`), with the proxy's credentials redacted.
 //! - A proxy answering 407: the error names the proxy (redacted) and says 407, for a plain-http
-//!   and a CONNECT (https) collector; nothing is lost: without the proxy, every event arrives.
+//!   and a CONNECT (https) collector and an https vendor; nothing is lost: without the proxy, every event arrives.
 //! - OTLP over HTTP goes through the proxy; OTLP over gRPC (tonic's own connector) and syslog
 //!   never do, and the agent's start-up log and `check` say so.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
@@ -456,6 +456,25 @@ async fn a_proxy_answering_407_is_named_redacted_and_the_events_stay_queued() {
     assert_eq!(result, "FAILED", "{detail}");
     assert!(detail.contains("407") && detail.contains(&shown) && !detail.contains(wrong), "{detail}");
     assert!(proxy.seen().iter().any(|s| s.method == "CONNECT"), "{:?}", proxy.seen());
+
+    // A vendor over https behind the same proxy: its source's probe says so too.
+    let vendor_front = tls_front(&pki, sim.addr()).await;
+    let vendor_dir = dir.path().join("vendor-https");
+    std::fs::create_dir_all(&vendor_dir).unwrap();
+    let vendor_config = write_config(&vendor_dir, &sim, "localhost", &hec.url(), "");
+    let text = std::fs::read_to_string(&vendor_config)
+        .unwrap()
+        .replace(
+            &format!("http://localhost:{}/", sim.addr().port()),
+            &format!("https://localhost:{}/", vendor_front.port()),
+        )
+        .replacen("[[sinks]]", &format!("{ca}\n[[sinks]]"), 1);
+    std::fs::write(&vendor_config, text).unwrap();
+    let (ok, stdout, _) = auditrelay(&["check", "--connect"], &vendor_config, &env_https).await;
+    assert!(!ok);
+    let (result, detail) = connect_row(&stdout, "source", "vendor");
+    assert_eq!(result, "FAILED", "{detail}");
+    assert!(detail.contains("407") && detail.contains(&shown) && !detail.contains(wrong), "{detail}");
 
     // Nothing was lost: the same state, without the proxy, delivers every record.
     run_once(&config, &proxy_env(&[]), "info").await;
