@@ -40,6 +40,7 @@ mod ops;
 mod otlp;
 mod pipeline;
 mod prometheus_rules;
+mod proxy;
 mod ratelimits;
 mod receivers_at_the_edge;
 mod reload;
