@@ -329,7 +329,8 @@ macro_rules! sinks {
     };
 }
 
-sinks!(File => file::FileSink, Syslog => syslog::SyslogSink, Hec => hec::HecSink, Otlp => otlp::OtlpSink);
+sinks!(File => file::FileSink, Syslog => syslog::SyslogSink, Hec => hec::HecSink, Otlp => otlp::OtlpSink,
+    Elasticsearch => elasticsearch::ElasticsearchSink);
 
 /// The result of reaching one sink for `check --connect`.
 #[derive(Debug)]
@@ -396,6 +397,12 @@ pub struct SinkStats {
     pub ack_wait_seconds: crate::latency::Histogram<crate::latency::AckBuckets>,
     /// What the worker is doing ([`SinkPhase`] as a number); [`SinkStats::state`] reads it.
     phase: std::sync::atomic::AtomicU8,
+    /// Elasticsearch: bulk items answered 429 / 5xx, resent alone.
+    pub es_item_retries: AtomicU64,
+    /// Elasticsearch: items answered 409 (the document was already there: a resend, delivered).
+    pub es_conflicts: AtomicU64,
+    /// Elasticsearch: requests handed to another node because the previous one was unreachable.
+    pub es_failovers: AtomicU64,
 }
 
 /// What a sink's worker is doing, as the worker says it.

@@ -1,0 +1,1017 @@
+//! Elasticsearch / OpenSearch sink: `POST <host>/_bulk` with NDJSON `create` actions (gzip),
+//! into the data stream `logs-<dataset>-<namespace>` or a plain index or alias.
+//!
+//! It owns the document layout ([`document`]: `@timestamp`, `data_stream.*`, a few ECS `event.*`
+//! fields, and the OCSF event as queued under `ocsf`), the index template that layout needs
+//! ([`template`], printed by `auditrelay elasticsearch template`), the two answer tables
+//! ([`classify`] for the whole request, [`classify_item`] for each item of a bulk answer) and
+//! what "delivered" means: the item answered 200/201, or 409 `version_conflict_engine_exception`
+//! (`_id` = `metadata.uid`, so a resend of a document Elasticsearch already holds is a conflict,
+//! not a second copy, within one backing index).
+//!
+//! `_bulk` answers 200 even when items failed, so each item is read: an item refused for its
+//! content (400 `mapper_parsing_exception` / `document_parsing_exception`) is refused (the loop
+//! dead-letters it with Elastic's reason); an item 429 or 5xx makes the send a transient failure,
+//! and the items Elasticsearch took are kept in a memo (queue id → delivered or refused) so the
+//! loop's resend of the same batch, or of a part of it, sends only the rest. The memo is an
+//! optimisation, not a guarantee: were it lost, the resend is answered 409 (delivered) or the
+//! same mapping error (refused again). Any other item error (403 security, 404 no such index, a
+//! non-`create` op refused by a data stream) needs an operator: the data is kept.
+//!
+//! It must not split a batch itself nor retry: a 413 goes back to the loop as
+//! [`Failure::TooLarge`](super::Failure::TooLarge), a 500 as a server error (bisected), 429 /
+//! 502 / 503 / 504 as transient with `Retry-After`, 401 / 403 / 3xx / a 2xx that is not a bulk
+//! answer as operator errors. The one thing it repeats inside a send is the connection: a node
+//! that cannot be reached (refused, TLS, timeout) hands the same request to the next host; an
+//! HTTP answer is an answer and is never retried on another node.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Delivery, SendError};
+use crate::backoff::{self, MeasureFrom};
+use crate::clock::Clock;
+use crate::config::{Res, SecretText, TableKeys, duration_text, path_text};
+use crate::http::{BodyError, ClientError, ClientOptions, Overflow, Redirects};
+use crate::ocsf::summary::summarize;
+use crate::queue::{QueueError, QueuedEvent, RefusedEvent};
+use crate::sinks::{Attach, Protocol};
+
+/// The name of the index template `auditrelay elasticsearch template` prints and `check
+/// --connect` looks for.
+pub const TEMPLATE_NAME: &str = "auditrelay-ocsf";
+/// The default data-stream dataset and namespace.
+pub const DEFAULT_DATASET: &str = "auditrelay.ocsf";
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// A bulk answer is a few dozen bytes per item (`filter_path` keeps only status and error): a
+/// batch of 10,000 items with long reasons stays well below this.
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+/// Answers of `GET /` and the template look-up.
+const MAX_PROBE_ANSWER: usize = 1024 * 1024;
+/// An item's error reason, as kept in a dead letter or a message.
+const MAX_REASON: usize = 1024;
+/// The sanitized vendor name in a data-stream name: long enough for any vendor, short enough
+/// that the whole name stays under Elastic's 255-byte limit.
+const MAX_VENDOR: usize = 40;
+
+/// What one whole `_bulk` answer means (before its items are read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// A 2xx: the items say what became of each event (if the body is a bulk answer).
+    Bulk,
+    /// 408, 429, 502, 503, 504: busy or a proxy in the way; resend after back-off.
+    Retry,
+    /// 500 and other 5xx: an outage or a document that breaks the node; backed off, bisected.
+    ServerError,
+    /// 413: larger than `http.max_content_length`; the loop halves the batch.
+    TooLarge,
+    /// 400 for the whole request: refused without naming an item; the loop bisects it.
+    Refused,
+    /// 3xx (never followed), 401, 403, 404, …: only an operator can fix it; the data is kept.
+    Operator,
+}
+
+/// The request table (module docs).
+pub fn classify(status: u16) -> Answer {
+    match status {
+        200..=299 => Answer::Bulk,
+        300..=399 => Answer::Operator,
+        400 => Answer::Refused,
+        401 | 403 => Answer::Operator,
+        408 | 429 | 502..=504 => Answer::Retry,
+        413 => Answer::TooLarge,
+        500..=599 => Answer::ServerError,
+        _ => Answer::Operator,
+    }
+}
+
+/// What one item of a bulk answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Item {
+    /// 200/201, or 409 `version_conflict_engine_exception` (the document is already there).
+    Delivered,
+    /// 429 `es_rejected_execution_exception`, 5xx: send this item again after back-off.
+    Retry,
+    /// 400 `mapper_parsing_exception` / `document_parsing_exception`: this document can never be
+    /// indexed as it is; dead-lettered with Elastic's reason.
+    Refused,
+    /// Anything else (403 security, 404 `index_not_found_exception`, 400 `illegal_argument`…):
+    /// the cluster or the configuration must change; the data is kept.
+    Operator,
+}
+
+/// The item table (module docs). `error_type` is the item's `error.type`.
+pub fn classify_item(status: u16, error_type: Option<&str>) -> Item {
+    match (status, error_type) {
+        (200 | 201, _) => Item::Delivered,
+        (409, None | Some("version_conflict_engine_exception")) => Item::Delivered,
+        (429, _) | (500..=599, _) => Item::Retry,
+        (400, Some("mapper_parsing_exception" | "document_parsing_exception")) => Item::Refused,
+        _ => Item::Operator,
+    }
+}
+
+/// Where documents go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `logs-<dataset>-<namespace>`; the dataset may hold `{vendor}` and `{class_uid}`.
+    DataStream { dataset: String, namespace: String },
+    /// A plain index or alias.
+    Index(String),
+}
+
+/// How the sink proves who it is.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    /// The encoded key (`id:key` base64-encoded), sent as `Authorization: ApiKey <key>`.
+    ApiKey(SecretString),
+    Basic { username: String, password: SecretString },
+}
+
+impl Auth {
+    fn name(&self) -> &'static str {
+        match self {
+            Auth::None => "no credentials (set api_key or username/password)",
+            Auth::ApiKey(_) => "the API key (api_key / api_key_file)",
+            Auth::Basic { .. } => "basic auth (username / password)",
+        }
+    }
+
+    fn header(&self) -> Option<reqwest::header::HeaderValue> {
+        let text = match self {
+            Auth::None => return None,
+            Auth::ApiKey(key) => format!("ApiKey {}", key.expose_secret()),
+            Auth::Basic { username, password } => {
+                let pair = format!("{username}:{}", password.expose_secret());
+                format!("Basic {}", BASE64.encode(pair))
+            }
+        };
+        let mut value = reqwest::header::HeaderValue::from_str(&text).ok()?;
+        value.set_sensitive(true);
+        Some(value)
+    }
+}
+
+/// `type = "elasticsearch"`: the `_bulk` API of Elasticsearch or OpenSearch.
+#[derive(Debug, Clone)]
+pub struct ElasticsearchSettings {
+    /// Node base URLs (a path prefix allowed), tried in order on connection failures.
+    pub hosts: Vec<url::Url>,
+    /// Set when the hosts came from `cloud_id` (rendered instead of them).
+    pub cloud_id: Option<String>,
+    pub auth: Auth,
+    /// PEM CA certificates to trust instead of the system's roots (https only).
+    pub ca_file: Option<PathBuf>,
+    pub target: Target,
+    pub gzip: bool,
+    /// Limit on one HTTP request (connect, send, answer).
+    pub timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct ElasticsearchSink {
+    hosts: Vec<url::Url>,
+    /// The host that answered last: tried first.
+    current: usize,
+    http: reqwest::Client,
+    auth: Auth,
+    /// Every secret, scrubbed from reasons and messages.
+    secrets: Vec<SecretString>,
+    target: Target,
+    gzip: bool,
+    clock: Clock,
+    stats: Arc<super::SinkStats>,
+    /// Queue ids of the batch in flight that Elasticsearch already took (`None`) or refused
+    /// (`Some(reason)`): a resend sends only the rest. Entries leave when a send covering them
+    /// returns Ok; bounded by [`MEMO_CAP`].
+    memo: HashMap<i64, Option<String>>,
+}
+
+/// Past this many entries the memo is dropped (module docs: losing it costs 409s, not data).
+const MEMO_CAP: usize = 100_000;
+
+/// The bulk answer, as `filter_path=errors,items.*.status,items.*.error` leaves it.
+#[derive(Debug, Deserialize)]
+struct BulkAnswer {
+    items: Option<Vec<HashMap<String, ItemAnswer>>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ItemAnswer {
+    status: u16,
+    error: Option<ItemError>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ItemError {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    reason: Option<String>,
+}
+
+/// One document ready for the request: its two NDJSON lines and where it goes.
+#[derive(Debug)]
+pub struct Doc {
+    pub index: String,
+    pub lines: Vec<u8>,
+}
+
+/// `@timestamp`: RFC 3339 UTC with milliseconds.
+fn timestamp(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// `{vendor}` of a data-stream dataset: lower case, `[a-z0-9_]` only, bounded.
+fn vendor_part(vendor: Option<&str>) -> String {
+    let vendor = vendor.filter(|v| !v.trim().is_empty()).unwrap_or("unknown");
+    let mut out: String = vendor
+        .chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' { c } else { '_' })
+        .collect();
+    out.truncate(MAX_VENDOR);
+    out
+}
+
+/// Resolves `{vendor}` and `{class_uid}` in a dataset.
+fn resolve_dataset(dataset: &str, vendor: Option<&str>, class_uid: Option<u64>) -> String {
+    let class = class_uid.map_or_else(|| "0".to_owned(), |c| c.to_string());
+    dataset.replace("{vendor}", &vendor_part(vendor)).replace("{class_uid}", &class)
+}
+
+/// The two NDJSON lines of one event: the `create` action and the document (module docs), or
+/// why the event cannot be one. An event without `time` takes the time it was queued; one
+/// without `metadata.uid` is refused, since without a stable `_id` a resend would be a second
+/// document (our mappers always set it: such a body is a bug to surface).
+pub fn document(target: &Target, event: &QueuedEvent) -> Result<Doc, String> {
+    let body = &event.body;
+    let summary = summarize(body).map_err(|e| format!("queued body is not an OCSF event: {e}"))?;
+    std::str::from_utf8(body).map_err(|e| format!("queued body is not UTF-8: {e}"))?;
+    let uid = summary.uid().filter(|u| !u.is_empty()).ok_or_else(|| {
+        "the event has no metadata.uid: without it as _id a resend would index a second copy".to_owned()
+    })?;
+    let time = summary.time.unwrap_or(event.collected_ms);
+    let at = timestamp(time).ok_or_else(|| format!("the event's time {time} is not a date"))?;
+    let (index, dataset, stream) = match target {
+        Target::DataStream { dataset, namespace } => {
+            let dataset = resolve_dataset(dataset, summary.vendor(), summary.class_uid);
+            let index = format!("logs-{dataset}-{namespace}");
+            let stream = serde_json::json!({"type": "logs", "dataset": dataset, "namespace": namespace});
+            (index, dataset, Some(stream))
+        }
+        Target::Index(index) => (index.clone(), DEFAULT_DATASET.to_owned(), None),
+    };
+    let action = serde_json::json!({"create": {"_index": index, "_id": uid}});
+    let mut ecs = serde_json::Map::new();
+    ecs.insert("id".into(), uid.into());
+    ecs.insert("kind".into(), "event".into());
+    if let Some(code) = summary.event_code() {
+        ecs.insert("code".into(), code.into());
+    }
+    ecs.insert("dataset".into(), dataset.into());
+    if let Some(vendor) = summary.vendor() {
+        ecs.insert("provider".into(), vendor.into());
+    }
+    let mut head = serde_json::Map::new();
+    head.insert("@timestamp".into(), at.into());
+    if let Some(stream) = stream {
+        head.insert("data_stream".into(), stream);
+    }
+    head.insert("event".into(), ecs.into());
+    let mut lines = Vec::with_capacity(body.len() + 512);
+    serde_json::to_writer(&mut lines, &action).map_err(|e| format!("cannot write the action: {e}"))?;
+    lines.push(b'\n');
+    serde_json::to_writer(&mut lines, &head).map_err(|e| format!("cannot write the document: {e}"))?;
+    // The OCSF event goes in as the queued bytes (summarize just read them whole as one JSON
+    // object): the head always has `@timestamp`, so a comma joins it.
+    lines.pop();
+    lines.extend_from_slice(b",\"ocsf\":");
+    // A queued body is one line (our writer never puts a raw newline in JSON); NDJSON needs it.
+    lines.extend(body.iter().filter(|b| **b != b'\n' && **b != b'\r'));
+    lines.extend_from_slice(b"}\n");
+    Ok(Doc { index, lines })
+}
+
+/// Decodes an Elastic Cloud `cloud_id` (`name:base64("host[:port]$es_uuid$kibana_uuid")`) into
+/// the Elasticsearch URL `https://es_uuid.host[:port]`.
+pub fn decode_cloud_id(cloud_id: &str) -> Result<url::Url, String> {
+    let encoded = cloud_id.rsplit_once(':').map_or(cloud_id, |(_, b)| b);
+    let bytes = BASE64
+        .decode(encoded.trim())
+        .map_err(|e| format!("the part after the deployment name is not base64 ({e})"))?;
+    let text = String::from_utf8(bytes).map_err(|_| "its decoded value is not text".to_owned())?;
+    let mut parts = text.split('$');
+    let (host, es) = match (parts.next(), parts.next()) {
+        (Some(h), Some(e)) if !h.is_empty() && !e.is_empty() => (h, e),
+        _ => return Err("its decoded value is not \"host$es_uuid$kibana_uuid\"".to_owned()),
+    };
+    let (host, port) = match host.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => (h, Some(p)),
+        _ => (host, None),
+    };
+    let text = match port {
+        Some(p) => format!("https://{es}.{host}:{p}"),
+        None => format!("https://{es}.{host}"),
+    };
+    url::Url::parse(&text).map_err(|e| format!("it names no usable host ({e})"))
+}
+
+/// Elastic's data-stream naming rules for a dataset or namespace (placeholders allowed in the
+/// dataset only).
+pub fn check_name_part(what: &str, value: &str, placeholders: bool) -> Result<(), String> {
+    let plain = match placeholders {
+        true => value.replace("{vendor}", "v").replace("{class_uid}", "1"),
+        false => value.to_owned(),
+    };
+    if plain.is_empty() {
+        return Err(format!("the {what} must not be empty"));
+    }
+    if plain.contains(['{', '}']) {
+        return Err(format!("the {what} may use only the placeholders {{vendor}} and {{class_uid}}"));
+    }
+    if plain.chars().any(|c| c.is_uppercase()) {
+        return Err(format!("the {what} must be lower case (Elastic's data-stream naming)"));
+    }
+    if let Some(c) = plain.chars().find(|c| "\\/*?\"<>|,# :-".contains(*c)) {
+        return Err(format!("the {what} must not contain {c:?} (Elastic's data-stream naming)"));
+    }
+    if plain.starts_with(['_', '+', '.']) {
+        return Err(format!("the {what} must not start with '_', '+' or '.'"));
+    }
+    Ok(())
+}
+
+/// A plain index or alias name, by Elastic's index naming rules.
+pub fn check_index(index: &str) -> Result<(), String> {
+    if index.is_empty() || index == "." || index == ".." {
+        return Err("must be an index or alias name".to_owned());
+    }
+    if index.chars().any(|c| c.is_uppercase()) {
+        return Err("must be lower case".to_owned());
+    }
+    if let Some(c) = index.chars().find(|c| "\\/*?\"<>|,# :".contains(*c)) {
+        return Err(format!("must not contain {c:?}"));
+    }
+    if index.starts_with(['-', '_', '+']) {
+        return Err("must not start with '-', '_' or '+'".to_owned());
+    }
+    if index.len() > 255 {
+        return Err("must be at most 255 bytes".to_owned());
+    }
+    Ok(())
+}
+
+/// The composable index template the document layout needs, to PUT at
+/// `/_index_template/auditrelay-ocsf`: the data streams of `dataset` (placeholders match
+/// anything), above the built-in `logs` template (priority 100) so its ECS mappings never apply
+/// to our documents, no lifecycle policy, `ocsf.raw_data` stored but not indexed and
+/// `ocsf.unmapped` one field (`flattened`; OpenSearch's `flat_object`), so neither explodes the
+/// field count.
+pub fn template(dataset: &str, opensearch: bool) -> serde_json::Value {
+    let pattern = dataset.replace("{vendor}", "*").replace("{class_uid}", "*");
+    let keyword = serde_json::json!({"type": "keyword"});
+    // OpenSearch has no constant_keyword.
+    let constant = match opensearch {
+        true => keyword.clone(),
+        false => serde_json::json!({"type": "constant_keyword"}),
+    };
+    let flat = if opensearch { "flat_object" } else { "flattened" };
+    serde_json::json!({
+        "index_patterns": [format!("logs-{pattern}-*")],
+        "data_stream": {},
+        "priority": 200,
+        "_meta": {"description": "auditrelay: OCSF events under ocsf.*, a few ECS fields", "managed_by": "auditrelay"},
+        "template": {
+            "settings": {
+                "index.mapping.total_fields.limit": 2000,
+            },
+            "mappings": {
+                "dynamic": true,
+                "properties": {
+                    "@timestamp": {"type": "date"},
+                    "data_stream": {"properties": {"type": constant, "dataset": constant, "namespace": constant}},
+                    "event": {"properties": {
+                        "id": keyword, "kind": keyword, "code": keyword, "dataset": keyword, "provider": keyword
+                    }},
+                    "ocsf": {"properties": {
+                        "time": {"type": "date", "format": "epoch_millis"},
+                        "class_uid": {"type": "long"},
+                        "category_uid": {"type": "long"},
+                        "activity_id": {"type": "long"},
+                        "severity_id": {"type": "long"},
+                        "type_uid": {"type": "long"},
+                        "message": {"type": "text"},
+                        "raw_data": {"type": "keyword", "index": false, "doc_values": false},
+                        "unmapped": {"type": flat},
+                        "metadata": {"properties": {
+                            "uid": keyword, "event_code": keyword, "tenant_uid": keyword,
+                            "product": {"properties": {"name": keyword, "vendor_name": keyword}}
+                        }}
+                    }}
+                }
+            }
+        }
+    })
+}
+
+/// Caps a receiver's reason and scrubs the sink's secrets from it.
+fn scrub(text: &str, secrets: &[SecretString]) -> String {
+    let refs: Vec<&SecretString> = secrets.iter().collect();
+    let mut out = crate::redact::secrets_in(text, &refs);
+    if out.len() > MAX_REASON {
+        let mut end = MAX_REASON;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    out
+}
+
+impl ElasticsearchSink {
+    pub fn new(cfg: &ElasticsearchSettings) -> Result<ElasticsearchSink, String> {
+        let https = cfg.hosts.iter().any(|h| h.scheme() == "https");
+        let verifier = match https {
+            true => Some(crate::tls::server_verifier(cfg.ca_file.as_deref())?),
+            false => None,
+        };
+        let http = crate::http::client(ClientOptions {
+            // A redirect is an answer, not an instruction: the credentials must not follow it.
+            redirects: Redirects::Never,
+            verifier,
+            offer_h2: false,
+            connect_timeout: cfg.timeout,
+            timeout: Some(cfg.timeout),
+            headers: reqwest::header::HeaderMap::new(),
+        })
+        .map_err(|e| match e {
+            ClientError::Tls(e) => e,
+            ClientError::Build(e) => format!("cannot set up the HTTP client: {e}"),
+        })?;
+        let secrets = match &cfg.auth {
+            Auth::None => Vec::new(),
+            Auth::ApiKey(k) => vec![k.clone()],
+            Auth::Basic { password, .. } => vec![password.clone()],
+        };
+        Ok(ElasticsearchSink {
+            hosts: cfg.hosts.clone(),
+            current: 0,
+            http,
+            auth: cfg.auth.clone(),
+            secrets,
+            target: cfg.target.clone(),
+            gzip: cfg.gzip,
+            clock: Clock::system(),
+            stats: Arc::default(),
+            memo: HashMap::new(),
+        })
+    }
+
+    fn name_of(host: &url::Url) -> String {
+        format!("elasticsearch {}", crate::redact::url(host))
+    }
+
+    fn target(&self) -> String {
+        Self::name_of(&self.hosts[self.current % self.hosts.len()])
+    }
+
+    /// `path` under a host's base URL (its path prefix kept).
+    fn join(host: &url::Url, path: &str) -> url::Url {
+        let mut url = host.clone();
+        let base = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{base}{path}"));
+        url.set_query(None);
+        url
+    }
+
+    /// Sends one request to the host that answered last, or, when it cannot be reached, to
+    /// the next ones in turn (module docs). Returns the answer and the host that gave it.
+    async fn request(
+        &mut self,
+        make: impl Fn(&reqwest::Client, &url::Url) -> reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<reqwest::Response, SendError> {
+        let n = self.hosts.len();
+        let mut failures = Vec::new();
+        for step in 0..n {
+            let i = (self.current + step) % n;
+            let mut request = make(&self.http, &self.hosts[i]);
+            if let Some(auth) = self.auth.header() {
+                request = request.header(reqwest::header::AUTHORIZATION, auth);
+            }
+            match request.send().await {
+                Ok(response) => {
+                    if step > 0 {
+                        self.stats.es_failovers.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(sink = %Self::name_of(&self.hosts[i]), "failed over to this node");
+                    }
+                    self.current = i;
+                    return Ok(response);
+                }
+                Err(e) => failures.push(format!("{}: {}", Self::name_of(&self.hosts[i]), crate::tls::http_error(e))),
+            }
+        }
+        Err(SendError::transient(format!("{what} failed on every node: {}", failures.join("; "))))
+    }
+
+    pub async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
+        if self.memo.len() > MEMO_CAP {
+            self.memo.clear();
+        }
+        // What is left to send: the memo holds what Elasticsearch already answered for.
+        let mut sent: Vec<(i64, String)> = Vec::new();
+        let mut body = Vec::new();
+        for event in batch {
+            if self.memo.contains_key(&event.id) {
+                continue;
+            }
+            match document(&self.target, event) {
+                Ok(doc) => {
+                    body.extend_from_slice(&doc.lines);
+                    sent.push((event.id, doc.index));
+                }
+                Err(reason) => {
+                    self.memo.insert(event.id, Some(reason));
+                }
+            }
+        }
+        if !sent.is_empty() {
+            self.post(body, &sent).await?;
+        }
+        Ok(self.settle(batch))
+    }
+
+    /// Every event of `batch` is answered for: their refusals, and they leave the memo.
+    fn settle(&mut self, batch: &[QueuedEvent]) -> Delivery {
+        let mut delivery = Delivery::default();
+        for event in batch {
+            if let Some(Some(reason)) = self.memo.remove(&event.id) {
+                delivery.refused.push(RefusedEvent { id: event.id, reason });
+            }
+        }
+        delivery
+    }
+
+    /// One `_bulk` request of `sent` (queue id, index); reads the answer into the memo, and
+    /// fails unless every item was delivered or refused.
+    async fn post(&mut self, mut body: Vec<u8>, sent: &[(i64, String)]) -> Result<(), SendError> {
+        let raw_bytes = body.len();
+        if self.gzip {
+            let mut gz = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
+            body = gz
+                .write_all(&body)
+                .and_then(|()| gz.finish())
+                .map_err(|e| SendError::transient(format!("{}: gzip: {e}", self.target())))?;
+        }
+        let gzip = self.gzip;
+        let body = bytes::Bytes::from(body);
+        let response = self
+            .request(
+                |http, host| {
+                    let mut url = Self::join(host, "/_bulk");
+                    url.set_query(Some("filter_path=errors,items.*.status,items.*.error"));
+                    let mut post =
+                        http.post(url).header("content-type", "application/x-ndjson").body(body.clone());
+                    if gzip {
+                        post = post.header("content-encoding", "gzip");
+                    }
+                    post
+                },
+                "bulk request",
+            )
+            .await?;
+        let target = self.target();
+        let status = response.status().as_u16();
+        let retry_after = backoff::receiver_retry_after(response.headers(), self.clock.now_utc(), MeasureFrom::Now);
+        let location = redirect_target(&response);
+        let answer = match crate::http::read_capped(response, MAX_ANSWER, Overflow::Refuse).await {
+            Ok(bytes) => bytes,
+            Err(BodyError::TooLarge { cap, .. }) if classify(status) == Answer::Bulk => {
+                return Err(SendError::config(format!(
+                    "{target}: the bulk answer is larger than {cap} bytes: not read; the events stay queued \
+                     (lower batch_max_events)"
+                )));
+            }
+            Err(BodyError::Broken { error, .. }) if classify(status) == Answer::Bulk => {
+                return Err(SendError::transient(format!("{target}: the bulk answer broke off: {error}")));
+            }
+            Err(e) => e.into_read(),
+        };
+        let said = || {
+            let text = String::from_utf8_lossy(&answer[..answer.len().min(300)]).into_owned();
+            format!("{target}: answered {status} ({})", scrub(&text, &self.secrets))
+        };
+        match classify(status) {
+            Answer::Bulk => {}
+            Answer::Retry => return Err(SendError { retry_after, ..SendError::transient(said()) }),
+            Answer::ServerError => return Err(SendError { retry_after, ..SendError::server_error(said()) }),
+            Answer::TooLarge => {
+                let what = match sent.len() {
+                    1 => String::from("a document"),
+                    n => format!("a request of {n} documents"),
+                };
+                return Err(SendError::too_large(format!(
+                    "{target}: answered 413: {what} of {raw_bytes} bytes exceeds the cluster's http.max_content_length"
+                )));
+            }
+            Answer::Refused => {
+                return Err(SendError::refused(format!("{}: the bulk request was refused whole", said())));
+            }
+            Answer::Operator if (300..=399).contains(&status) => {
+                return Err(SendError::config(format!(
+                    "{target}: answered {status}, a redirect to {location}: not followed (the credentials \
+                     would go along); set hosts to the node itself; the events stay queued"
+                )));
+            }
+            Answer::Operator if status == 401 || status == 403 => {
+                return Err(SendError::config(format!(
+                    "{}: the cluster refused {}; the events stay queued",
+                    said(),
+                    self.auth.name()
+                )));
+            }
+            Answer::Operator => {
+                return Err(SendError::config(format!(
+                    "{}: not a bulk endpoint (check hosts and its path prefix); the events stay queued",
+                    said()
+                )));
+            }
+        }
+        let items = serde_json::from_slice::<BulkAnswer>(&answer).ok().and_then(|a| a.items);
+        let Some(items) = items.filter(|items| items.len() == sent.len()) else {
+            return Err(SendError::config(format!(
+                "{}: a {status} that is not a bulk answer for {} documents (a proxy in the way?); the events stay queued",
+                said(),
+                sent.len()
+            )));
+        };
+        let mut retry = 0usize;
+        let mut operator: Option<String> = None;
+        let mut operators = 0usize;
+        for ((id, index), item) in sent.iter().zip(items) {
+            let Some(item) = item.into_values().next() else {
+                operators += 1;
+                operator.get_or_insert_with(|| format!("{target}: an item of the bulk answer is empty"));
+                continue;
+            };
+            let (kind, reason) = match &item.error {
+                Some(e) => (e.kind.as_deref(), e.reason.as_deref().unwrap_or("")),
+                None => (None, ""),
+            };
+            match classify_item(item.status, kind) {
+                Item::Delivered => {
+                    if item.status == 409 {
+                        self.stats.es_conflicts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.memo.insert(*id, None);
+                }
+                Item::Refused => {
+                    let why = format!(
+                        "{target}: index {index} refused the document: {} {}: {}",
+                        item.status,
+                        kind.unwrap_or("-"),
+                        scrub(reason, &self.secrets)
+                    );
+                    self.memo.insert(*id, Some(why));
+                }
+                Item::Retry => retry += 1,
+                Item::Operator => {
+                    operators += 1;
+                    operator.get_or_insert_with(|| {
+                        format!(
+                            "{target}: index {index} answered an item {} {}: {}",
+                            item.status,
+                            kind.unwrap_or("-"),
+                            scrub(reason, &self.secrets)
+                        )
+                    });
+                }
+            }
+        }
+        if let Some(first) = operator {
+            return Err(SendError::config(format!(
+                "{first} ({operators} of {} items so; {retry} to resend); the events stay queued",
+                sent.len()
+            )));
+        }
+        if retry > 0 {
+            self.stats.es_item_retries.fetch_add(retry as u64, Ordering::Relaxed);
+            let msg = format!(
+                "{target}: {retry} of {} items refused for now (429 / 5xx); resending only those",
+                sent.len()
+            );
+            return Err(SendError { retry_after, ..SendError::transient(msg) });
+        }
+        Ok(())
+    }
+
+    /// `GET /` (the flavour and version), then, for a data stream, the index template.
+    pub async fn probe(&mut self) -> Result<String, SendError> {
+        let response = self.request(|http, host| http.get(Self::join(host, "/")), "GET /").await?;
+        let target = self.target();
+        let status = response.status().as_u16();
+        let elastic_header = response.headers().get("x-elastic-product").is_some();
+        let location = redirect_target(&response);
+        let body = read_probe(response).await;
+        match status {
+            200 => {}
+            300..=399 => {
+                return Err(SendError::config(format!(
+                    "{target}: GET / answered {status}, a redirect to {location}: not followed; set hosts to the node itself"
+                )));
+            }
+            401 | 403 => {
+                return Err(SendError::config(format!(
+                    "{target}: GET / answered {status}: the cluster refused {}",
+                    self.auth.name()
+                )));
+            }
+            _ => return Err(SendError::transient(format!("{target}: GET / answered {status}"))),
+        }
+        #[derive(Deserialize)]
+        struct Root {
+            version: Option<Version>,
+        }
+        #[derive(Deserialize)]
+        struct Version {
+            number: Option<String>,
+            distribution: Option<String>,
+        }
+        let version = serde_json::from_slice::<Root>(&body).ok().and_then(|r| r.version);
+        let Some(version) = version else {
+            return Err(SendError::config(format!(
+                "{target}: GET / answered 200 without a version: not Elasticsearch or OpenSearch"
+            )));
+        };
+        let number = version.number.unwrap_or_else(|| "?".to_owned());
+        let flavour = match version.distribution.as_deref() {
+            Some("opensearch") => "OpenSearch",
+            _ if elastic_header => "Elasticsearch",
+            _ => "Elasticsearch (no X-Elastic-Product header)",
+        };
+        let found = format!("{target}: {flavour} {number}");
+        if let Target::Index(index) = &self.target {
+            return Ok(format!("{found}; writing to index {index}"));
+        }
+        let path = format!("/_index_template/{TEMPLATE_NAME}");
+        let response = self.request(|http, host| http.get(Self::join(host, &path)), "template look-up").await?;
+        match response.status().as_u16() {
+            200 => Ok(format!("{found}; index template {TEMPLATE_NAME} present")),
+            404 => {
+                let flag = if flavour == "OpenSearch" { " --opensearch" } else { "" };
+                Err(SendError::config(format!(
+                    "{found}; index template {TEMPLATE_NAME} missing: run `auditrelay elasticsearch template{flag} | \
+                     curl -H 'Content-Type: application/json' -X PUT <host>/_index_template/{TEMPLATE_NAME} -d @-` \
+                     (with your credentials)"
+                )))
+            }
+            other => Err(SendError::config(format!("{found}; template look-up answered {other}"))),
+        }
+    }
+}
+
+/// A redirect's `Location`, redacted for messages ("nowhere" without one).
+fn redirect_target(response: &reqwest::Response) -> String {
+    let location = response.headers().get("location").and_then(|v| v.to_str().ok());
+    match location.map(|l| response.url().join(l)) {
+        Some(Ok(to)) => crate::redact::url(&to),
+        Some(Err(_)) => String::from("an unreadable Location"),
+        None => String::from("nowhere (no Location)"),
+    }
+}
+
+async fn read_probe(response: reqwest::Response) -> Vec<u8> {
+    crate::http::read_capped(response, MAX_PROBE_ANSWER, Overflow::Truncate).await.unwrap_or_else(BodyError::into_read)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration: `type = "elasticsearch"` keys, defaults and checks.
+
+type Text = Option<Spanned<String>>;
+
+/// The keys of a `type = "elasticsearch"` table besides the common ones.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keys {
+    hosts: Option<Spanned<Vec<String>>>,
+    cloud_id: Text,
+    api_key: Option<Spanned<SecretText>>,
+    api_key_file: Text,
+    username: Text,
+    password: Option<Spanned<SecretText>>,
+    password_file: Text,
+    ca_file: Text,
+    dataset: Text,
+    namespace: Text,
+    index: Text,
+    gzip: Option<Spanned<bool>>,
+    timeout: Text,
+}
+
+impl Protocol for ElasticsearchSink {
+    const TYPE: &'static str = "elasticsearch";
+    const KEYS: &'static [&'static str] = &[
+        "hosts",
+        "cloud_id",
+        "api_key",
+        "api_key_file",
+        "username",
+        "password",
+        "password_file",
+        "ca_file",
+        "dataset",
+        "namespace",
+        "index",
+        "gzip",
+        "timeout",
+    ];
+    type Keys = Keys;
+    type Settings = ElasticsearchSettings;
+
+    fn settings(r: Keys, cx: &TableKeys<'_>) -> Res<ElasticsearchSettings> {
+        // Every key is checked before any refusal is returned (`config` module docs).
+        let hosts: Res<Vec<url::Url>> = match (&r.hosts, &r.cloud_id) {
+            (Some(_), Some(c)) => cx.fail(c.span(), "cloud_id", "set either hosts or cloud_id, not both"),
+            (None, None) => cx.fail(
+                cx.table(),
+                "hosts",
+                "required for type \"elasticsearch\" (such as [\"https://127.0.0.1:9200\"]), or cloud_id",
+            ),
+            (Some(list), None) if list.get_ref().is_empty() => cx.fail(list.span(), "hosts", "must name a node"),
+            (Some(list), None) => {
+                let mut out = Ok(Vec::new());
+                for host in list.get_ref() {
+                    let one = cx.url(&Some(Spanned::new(list.span(), host.clone())), "hosts", "");
+                    out = match (out, one) {
+                        (Ok(mut v), Ok(u)) => {
+                            v.push(u);
+                            Ok(v)
+                        }
+                        (Err(e), _) | (_, Err(e)) => Err(e),
+                    };
+                }
+                out
+            }
+            (None, Some(c)) => match decode_cloud_id(c.get_ref()) {
+                Ok(url) => Ok(vec![url]),
+                Err(why) => cx.fail(c.span(), "cloud_id", format!("not an Elastic Cloud ID: {why}")),
+            },
+        };
+        let basic = r.username.is_some() || r.password.is_some() || r.password_file.is_some();
+        let key = r.api_key.is_some() || r.api_key_file.is_some();
+        let auth = match (key, basic) {
+            (true, true) => {
+                let span = r.username.as_ref().map(Spanned::span);
+                cx.fail(span, "username", "set either api_key(_file) or username/password, not both")
+            }
+            (true, false) => cx.secret("api_key", &r.api_key, &r.api_key_file).map(|k| {
+                // "id:key" as the API gives it is base64-encoded here; an encoded key is sent as is.
+                let k = k.expose_secret();
+                match k.contains(':') {
+                    true => Auth::ApiKey(SecretString::from(BASE64.encode(k))),
+                    false => Auth::ApiKey(SecretString::from(k.to_owned())),
+                }
+            }),
+            (false, true) => {
+                let password = cx.required_secret("password", &r.password, &r.password_file);
+                let username = match &r.username {
+                    Some(u) if !u.get_ref().is_empty() && !u.get_ref().contains(':') => Ok(u.get_ref().clone()),
+                    Some(u) => cx.fail(u.span(), "username", "must be a non-empty name without ':'"),
+                    None => cx.fail(cx.table(), "username", "required with password / password_file"),
+                };
+                username.and_then(|username| password.map(|password| Auth::Basic { username, password }))
+            }
+            (false, false) => Ok(Auth::None),
+        };
+        let ca_file = match (&r.ca_file, &hosts) {
+            (None, _) => Ok(None),
+            (Some(p), Ok(hosts)) if hosts.iter().all(|h| h.scheme() == "https") => cx.path(p, "ca_file").map(Some),
+            (Some(p), Ok(_)) => cx.fail(p.span(), "ca_file", "only used with https hosts"),
+            (Some(p), Err(reported)) => cx.path(p, "ca_file").and(Err(*reported)),
+        };
+        let name = |v: &Text, key: &str, default: &str, placeholders: bool| -> Res<String> {
+            match v {
+                None => Ok(default.to_owned()),
+                Some(t) => match check_name_part(key, t.get_ref(), placeholders) {
+                    Ok(()) => Ok(t.get_ref().clone()),
+                    Err(why) => cx.fail(t.span(), key, why),
+                },
+            }
+        };
+        let target = match &r.index {
+            Some(index) => {
+                let mut out = match check_index(index.get_ref()) {
+                    Ok(()) => Ok(Target::Index(index.get_ref().clone())),
+                    Err(why) => cx.fail(index.span(), "index", why),
+                };
+                for (key, v) in [("dataset", &r.dataset), ("namespace", &r.namespace)] {
+                    if let Some(v) = v {
+                        out = cx.fail(v.span(), key, "a data-stream key: not used with index");
+                    }
+                }
+                out
+            }
+            None => {
+                let dataset = name(&r.dataset, "dataset", DEFAULT_DATASET, true);
+                let namespace = name(&r.namespace, "namespace", DEFAULT_NAMESPACE, false);
+                match (dataset, namespace) {
+                    (Ok(dataset), Ok(namespace)) => {
+                        let full = format!("logs-{dataset}-{namespace}");
+                        if full.len() > 100 {
+                            let span = r.dataset.as_ref().or(r.namespace.as_ref()).map(Spanned::span);
+                            cx.fail(span, "dataset", format!("the data stream name {full:?} is longer than 100 bytes"))
+                        } else {
+                            Ok(Target::DataStream { dataset, namespace })
+                        }
+                    }
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                }
+            }
+        };
+        let timeout = cx.duration(&r.timeout, "timeout", Duration::from_secs(30), true);
+        let cloud_id = r.cloud_id.as_ref().map(|c| c.get_ref().clone());
+        Ok(ElasticsearchSettings {
+            hosts: hosts?,
+            cloud_id,
+            auth: auth?,
+            ca_file: ca_file?,
+            target: target?,
+            gzip: r.gzip.as_ref().is_none_or(|g| *g.get_ref()),
+            timeout: timeout?,
+        })
+    }
+
+    fn secrets(s: &ElasticsearchSettings) -> Vec<&SecretString> {
+        match &s.auth {
+            Auth::None => Vec::new(),
+            Auth::ApiKey(k) => vec![k],
+            Auth::Basic { password, .. } => vec![password],
+        }
+    }
+
+    fn render(s: &ElasticsearchSettings, kv: &mut dyn FnMut(&str, String)) {
+        kv("type", "\"elasticsearch\"".to_owned());
+        match &s.cloud_id {
+            Some(c) => kv("cloud_id", format!("{c:?}")),
+            None => {
+                let hosts: Vec<String> = s.hosts.iter().map(|h| format!("{:?}", crate::redact::url(h))).collect();
+                kv("hosts", format!("[{}]", hosts.join(", ")));
+            }
+        }
+        match &s.auth {
+            Auth::None => {}
+            Auth::ApiKey(_) => kv("api_key", "\"[redacted]\"".to_owned()),
+            Auth::Basic { username, .. } => {
+                kv("username", format!("{username:?}"));
+                kv("password", "\"[redacted]\"".to_owned());
+            }
+        }
+        if let Some(ca) = &s.ca_file {
+            kv("ca_file", path_text(ca));
+        }
+        match &s.target {
+            Target::DataStream { dataset, namespace } => {
+                kv("dataset", format!("{dataset:?}"));
+                kv("namespace", format!("{namespace:?}"));
+            }
+            Target::Index(index) => kv("index", format!("{index:?}")),
+        }
+        kv("gzip", s.gzip.to_string());
+        kv("timeout", duration_text(s.timeout));
+    }
+
+    fn open(s: &ElasticsearchSettings) -> Result<ElasticsearchSink, String> {
+        ElasticsearchSink::new(s)
+    }
+
+    async fn attach(&mut self, a: Attach<'_>) -> Result<(), QueueError> {
+        self.clock = a.clock.clone();
+        self.stats = Arc::clone(a.stats);
+        Ok(())
+    }
+
+    async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
+        ElasticsearchSink::send(self, batch).await
+    }
+
+    async fn probe(&mut self) -> Result<String, SendError> {
+        ElasticsearchSink::probe(self).await
+    }
+
+    async fn close(&mut self) {}
+}
