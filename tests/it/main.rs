@@ -33,6 +33,7 @@ mod daemon;
 mod damaged;
 mod docs;
 mod dst;
+mod elasticsearch;
 mod full_disk;
 mod fuzz_regressions;
 mod hec;

@@ -263,6 +263,10 @@ pub enum Fault {
     AllItems(ItemError),
     /// Drop the connection without answering. Recorded with status 0.
     Disconnect,
+    /// Process the request (its documents are indexed), then drop the connection before the
+    /// answer: the answer is lost on the way, so a client sends the same documents again.
+    /// Recorded with status 0 and the item statuses it would have had.
+    TakeThenDisconnect,
     /// Answer `status` (3xx) with `Location: location` and an empty body, as a proxy sending an
     /// unauthenticated client to its login page does.
     Redirect { status: u16, location: String },
@@ -363,6 +367,11 @@ impl EsEmulator {
     /// Queues a scripted answer for the next `_bulk` request (after those already queued).
     pub fn push_fault(&self, fault: Fault) {
         self.shared.lock().faults.push_back(fault);
+    }
+
+    /// Forgets every scripted fault not yet used.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
     }
 
     /// Scripted faults not yet used.
@@ -501,23 +510,10 @@ impl Drop for EsEmulator {
 }
 
 /// `base64(text)` (standard alphabet, padded): what `Authorization: Basic` and an API key's
-/// `id:key` encoding carry. Twenty lines rather than a dev-dependency for one test helper.
+/// `id:key` encoding carry.
 pub fn base64(text: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = text.as_bytes();
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1255,6 +1251,13 @@ fn bulk(
             let mut response = (StatusCode::from_u16(status).unwrap(), body).into_response();
             response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_str(&content_type).unwrap());
             response
+        }
+        Some(Fault::TakeThenDisconnect) => {
+            let (_, items) = process_bulk(&shared, &headers, &record.path, default_index.as_deref(), &raw, &ItemFaults::None);
+            record.items = items;
+            shared.lock().requests.push(record);
+            conn.0.kill();
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
         other => {
             let item_faults = match other {
