@@ -171,6 +171,29 @@ pub enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// Elasticsearch / OpenSearch helpers for the `type = "elasticsearch"` sink.
+    Elasticsearch {
+        #[command(subcommand)]
+        command: ElasticsearchCommand,
+    },
+}
+
+/// `auditrelay elasticsearch …`.
+#[derive(Debug, Subcommand)]
+pub enum ElasticsearchCommand {
+    /// Print the composable index template (JSON) the sink's documents need: OCSF under
+    /// `ocsf.*`, `raw_data` not indexed, `unmapped` one flattened field, no lifecycle policy.
+    /// Install it once, before the first event:
+    /// `auditrelay elasticsearch template | curl -H 'Content-Type: application/json'
+    /// -X PUT https://HOST:9200/_index_template/auditrelay-ocsf -d @-` (with your credentials).
+    Template {
+        /// For OpenSearch (`flat_object` instead of `flattened`, no `constant_keyword`).
+        #[arg(long)]
+        opensearch: bool,
+        /// The sink's `dataset` (its `{vendor}` and `{class_uid}` match any value).
+        #[arg(long, value_name = "DATASET", default_value = "auditrelay.ocsf")]
+        dataset: String,
+    },
 }
 
 /// `auditrelay queue …`: look at the state database and act on dead letters.

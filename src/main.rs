@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use auditrelay::cli::{Cli, Command};
+use auditrelay::cli::{Cli, Command, ElasticsearchCommand};
 use auditrelay::clock::Clock;
 use auditrelay::config::Config;
 use auditrelay::daemon::{self, RunOptions};
@@ -89,6 +89,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Queue { command } => {
             print!("{}", auditrelay::ops::run(command).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Elasticsearch { command: ElasticsearchCommand::Template { opensearch, dataset } } => {
+            use auditrelay::sinks::elasticsearch;
+            elasticsearch::check_name_part("dataset", &dataset, true).map_err(|e| anyhow::anyhow!("--dataset: {e}"))?;
+            let template = elasticsearch::template(&dataset, opensearch);
+            println!("{}", serde_json::to_string_pretty(&template)?);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -562,6 +562,7 @@ fn expose(
             })
             .collect(),
     );
+    expose_elasticsearch(&mut out, &sinks);
     out.family(
         "auditrelay_sink_discarded_events_total",
         Kind::Counter,
@@ -1084,6 +1085,30 @@ fn escape_into(out: &mut String, s: &str, label_value: bool) {
             c => out.push(c),
         }
     }
+}
+
+/// Elasticsearch sinks' own counters: bulk items resent alone (429 / 5xx), items answered 409
+/// (already there: a resend, counted delivered), requests handed to another node.
+fn expose_elasticsearch(out: &mut Exposition, sinks: &[SinkRow<'_>]) {
+    let es: Vec<&SinkRow<'_>> = sinks.iter().filter(|s| s.kind == "elasticsearch").collect();
+    out.family(
+        "auditrelay_sink_elasticsearch_items_total",
+        Kind::Counter,
+        "Elasticsearch sinks: bulk items by answer: \"retried\" (429 / 5xx item, resent alone after \
+         back-off) or \"conflict\" (409, the document was already indexed: a resend, delivered).",
+        es.iter()
+            .flat_map(|s| {
+                [("retried", s.stats.es_item_retries), ("conflict", s.stats.es_conflicts)]
+                    .map(|(what, n)| (s.labels_and([("outcome", what.to_owned())]), Value::Count(n)))
+            })
+            .collect(),
+    );
+    out.family(
+        "auditrelay_sink_elasticsearch_failovers_total",
+        Kind::Counter,
+        "Elasticsearch sinks: requests handed to the next node in hosts because a node could not be reached.",
+        es.iter().map(|s| (s.labels(), Value::Count(s.stats.es_failovers))).collect(),
+    );
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use secrecy::{ExposeSecret as _, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::{Delivery, SendError};
@@ -253,6 +253,50 @@ fn resolve_dataset(dataset: &str, vendor: Option<&str>, class_uid: Option<u64>) 
     dataset.replace("{vendor}", &vendor_part(vendor)).replace("{class_uid}", &class)
 }
 
+/// `{"create":{"_index":…,"_id":…}}`, in that order.
+#[derive(Serialize)]
+struct Action<'a> {
+    create: Create<'a>,
+}
+
+#[derive(Serialize)]
+struct Create<'a> {
+    #[serde(rename = "_index")]
+    index: &'a str,
+    #[serde(rename = "_id")]
+    id: &'a str,
+}
+
+/// The document without its `ocsf` (added as the queued bytes).
+#[derive(Serialize)]
+struct Head<'a> {
+    #[serde(rename = "@timestamp")]
+    timestamp: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_stream: Option<DataStream<'a>>,
+    event: Ecs<'a>,
+}
+
+#[derive(Serialize)]
+struct DataStream<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    dataset: String,
+    namespace: &'a str,
+}
+
+/// The few ECS `event.*` fields Elastic's own Amazon Security Lake integration derives too.
+#[derive(Serialize)]
+struct Ecs<'a> {
+    id: &'a str,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a str>,
+    dataset: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<&'a str>,
+}
+
 /// The two NDJSON lines of one event: the `create` action and the document (module docs), or
 /// why the event cannot be one. An event without `time` takes the time it was queued; one
 /// without `metadata.uid` is refused, since without a stable `_id` a resend would be a second
@@ -270,28 +314,16 @@ pub fn document(target: &Target, event: &QueuedEvent) -> Result<Doc, String> {
         Target::DataStream { dataset, namespace } => {
             let dataset = resolve_dataset(dataset, summary.vendor(), summary.class_uid);
             let index = format!("logs-{dataset}-{namespace}");
-            let stream = serde_json::json!({"type": "logs", "dataset": dataset, "namespace": namespace});
-            (index, dataset, Some(stream))
+            (index, dataset.clone(), Some(DataStream { kind: "logs", dataset, namespace }))
         }
         Target::Index(index) => (index.clone(), DEFAULT_DATASET.to_owned(), None),
     };
-    let action = serde_json::json!({"create": {"_index": index, "_id": uid}});
-    let mut ecs = serde_json::Map::new();
-    ecs.insert("id".into(), uid.into());
-    ecs.insert("kind".into(), "event".into());
-    if let Some(code) = summary.event_code() {
-        ecs.insert("code".into(), code.into());
-    }
-    ecs.insert("dataset".into(), dataset.into());
-    if let Some(vendor) = summary.vendor() {
-        ecs.insert("provider".into(), vendor.into());
-    }
-    let mut head = serde_json::Map::new();
-    head.insert("@timestamp".into(), at.into());
-    if let Some(stream) = stream {
-        head.insert("data_stream".into(), stream);
-    }
-    head.insert("event".into(), ecs.into());
+    let action = Action { create: Create { index: &index, id: uid } };
+    let head = Head {
+        timestamp: at,
+        data_stream: stream,
+        event: Ecs { id: uid, kind: "event", code: summary.event_code(), dataset: &dataset, provider: summary.vendor() },
+    };
     let mut lines = Vec::with_capacity(body.len() + 512);
     serde_json::to_writer(&mut lines, &action).map_err(|e| format!("cannot write the action: {e}"))?;
     lines.push(b'\n');
@@ -390,6 +422,19 @@ pub fn template(dataset: &str, opensearch: bool) -> serde_json::Value {
         false => serde_json::json!({"type": "constant_keyword"}),
     };
     let flat = if opensearch { "flat_object" } else { "flattened" };
+    let dynamic: Vec<serde_json::Value> = ["string", "long", "double", "boolean"]
+        .iter()
+        .map(|t| {
+            let mut one = serde_json::Map::new();
+            let rule = serde_json::json!({
+                "path_match": "ocsf.*",
+                "match_mapping_type": t,
+                "mapping": {"type": "keyword", "ignore_above": 1024}
+            });
+            one.insert(format!("ocsf_{t}_as_keyword"), rule);
+            serde_json::Value::Object(one)
+        })
+        .collect();
     serde_json::json!({
         "index_patterns": [format!("logs-{pattern}-*")],
         "data_stream": {},
@@ -401,6 +446,12 @@ pub fn template(dataset: &str, opensearch: bool) -> serde_json::Value {
             },
             "mappings": {
                 "dynamic": true,
+                // Every OCSF value the template does not type is a keyword: vendors disagree on
+                // types (a uid a number here, a string there), and a dynamic `long` mapped by
+                // the first would refuse every later string as a mapping error (a dead letter).
+                // `ignore_above` keeps a long string in `_source` without indexing it (a keyword
+                // term over 32,766 bytes would refuse the document).
+                "dynamic_templates": dynamic,
                 "properties": {
                     "@timestamp": {"type": "date"},
                     "data_stream": {"properties": {"type": constant, "dataset": constant, "namespace": constant}},
@@ -1014,4 +1065,385 @@ impl Protocol for ElasticsearchSink {
     }
 
     async fn close(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    use axum::http::{HeaderMap, StatusCode};
+
+    use crate::sinks::Failure;
+
+    fn event(id: i64, uid: &str) -> QueuedEvent {
+        let body = format!(
+            "{{\"time\":1778578887513,\"class_uid\":6003,\"metadata\":{{\"uid\":\"{uid}\",\"event_code\":\"user.login\",\
+             \"product\":{{\"vendor_name\":\"Data Fold\"}}}},\"message\":\"a \\\"quoted\\\" line\"}}"
+        );
+        QueuedEvent { id, body: body.into_bytes(), collected_ms: 1_700_000_000_000 }
+    }
+
+    fn stream() -> Target {
+        Target::DataStream { dataset: DEFAULT_DATASET.into(), namespace: DEFAULT_NAMESPACE.into() }
+    }
+
+    #[test]
+    fn the_request_answer_table() {
+        use Answer::*;
+        let cases: &[(u16, Answer)] = &[
+            (200, Bulk),
+            (201, Bulk),
+            (301, Operator),
+            (302, Operator),
+            (307, Operator),
+            (308, Operator),
+            (400, Refused),
+            (401, Operator),
+            (403, Operator),
+            (404, Operator),
+            (405, Operator),
+            (408, Retry),
+            (413, TooLarge),
+            (429, Retry),
+            (500, ServerError),
+            (501, ServerError),
+            (502, Retry),
+            (503, Retry),
+            (504, Retry),
+        ];
+        for (status, expected) in cases {
+            assert_eq!(classify(*status), *expected, "{status}");
+        }
+    }
+
+    #[test]
+    fn the_item_answer_table() {
+        use Item::*;
+        let cases: &[(u16, Option<&str>, Item)] = &[
+            (201, None, Delivered),
+            (200, None, Delivered),
+            (409, Some("version_conflict_engine_exception"), Delivered),
+            (409, None, Delivered),
+            (409, Some("resource_already_exists_exception"), Operator),
+            (429, Some("es_rejected_execution_exception"), Retry),
+            (429, Some("circuit_breaking_exception"), Retry),
+            (500, Some("exception"), Retry),
+            (503, Some("unavailable_shards_exception"), Retry),
+            (400, Some("mapper_parsing_exception"), Refused),
+            (400, Some("document_parsing_exception"), Refused),
+            (400, Some("illegal_argument_exception"), Operator),
+            (400, None, Operator),
+            (403, Some("security_exception"), Operator),
+            (404, Some("index_not_found_exception"), Operator),
+        ];
+        for (status, kind, expected) in cases {
+            assert_eq!(classify_item(*status, *kind), *expected, "{status} {kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_document_has_the_event_time_data_stream_ecs_fields_and_the_event_under_ocsf() {
+        let ev = event(1, "u-1");
+        let doc = document(&stream(), &ev).unwrap();
+        assert_eq!(doc.index, "logs-auditrelay.ocsf-default");
+        let text = String::from_utf8(doc.lines.clone()).unwrap();
+        let lines: Vec<&str> = text.split_terminator('\n').collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0], r#"{"create":{"_index":"logs-auditrelay.ocsf-default","_id":"u-1"}}"#);
+        let d: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(d["@timestamp"], "2026-05-12T09:41:27.513Z");
+        assert_eq!(d["data_stream"], serde_json::json!({"type":"logs","dataset":"auditrelay.ocsf","namespace":"default"}));
+        assert_eq!(d["event"]["id"], "u-1");
+        assert_eq!(d["event"]["kind"], "event");
+        assert_eq!(d["event"]["code"], "user.login");
+        assert_eq!(d["event"]["dataset"], "auditrelay.ocsf");
+        let queued: serde_json::Value = serde_json::from_slice(&ev.body).unwrap();
+        assert_eq!(d["ocsf"], queued, "the OCSF event exactly as queued, escapes kept");
+    }
+
+    #[test]
+    fn placeholders_an_index_and_an_event_without_time_or_uid() {
+        let target = Target::DataStream { dataset: "auditrelay.{vendor}.{class_uid}".into(), namespace: "prod".into() };
+        assert_eq!(document(&target, &event(1, "u")).unwrap().index, "logs-auditrelay.data_fold.6003-prod");
+        let doc = document(&Target::Index("audit".into()), &event(1, "u")).unwrap();
+        let text = String::from_utf8(doc.lines).unwrap();
+        assert!(text.starts_with(r#"{"create":{"_index":"audit","_id":"u"}}"#), "{text}");
+        assert!(!text.contains("data_stream"), "{text}");
+        // No `time`: the queued time.
+        let no_time = QueuedEvent { id: 2, body: br#"{"metadata":{"uid":"x"}}"#.to_vec(), collected_ms: 1_700_000_000_000 };
+        let text = String::from_utf8(document(&stream(), &no_time).unwrap().lines).unwrap();
+        assert!(text.contains(r#""@timestamp":"2023-11-14T22:13:20.000Z""#), "{text}");
+        // No `metadata.uid`: refused with the reason.
+        let no_uid = QueuedEvent { id: 3, body: br#"{"time":1}"#.to_vec(), collected_ms: 0 };
+        assert!(document(&stream(), &no_uid).unwrap_err().contains("no metadata.uid"));
+        let not_json = QueuedEvent { id: 4, body: b"[1]".to_vec(), collected_ms: 0 };
+        assert!(document(&stream(), &not_json).unwrap_err().contains("not an OCSF event"));
+    }
+
+    #[test]
+    fn cloud_id_decoding() {
+        let id = format!("my-deployment:{}", BASE64.encode("eu-west-1.aws.found.io$abc123$def456"));
+        assert_eq!(decode_cloud_id(&id).unwrap().as_str(), "https://abc123.eu-west-1.aws.found.io/");
+        let id = format!("dep:{}", BASE64.encode("example.com:9243$es$kb"));
+        assert_eq!(decode_cloud_id(&id).unwrap().as_str(), "https://es.example.com:9243/");
+        assert!(decode_cloud_id("dep:!!!").unwrap_err().contains("not base64"));
+        let id = format!("dep:{}", BASE64.encode("nohostparts"));
+        assert!(decode_cloud_id(&id).unwrap_err().contains("host$es_uuid"));
+    }
+
+    #[test]
+    fn the_template_matches_the_dataset_and_keeps_raw_data_and_unmapped_out_of_the_field_count() {
+        let t = template(DEFAULT_DATASET, false);
+        assert_eq!(t["index_patterns"], serde_json::json!(["logs-auditrelay.ocsf-*"]));
+        assert!(t["priority"].as_u64().unwrap() > 100);
+        let ocsf = &t["template"]["mappings"]["properties"]["ocsf"]["properties"];
+        assert_eq!(ocsf["raw_data"]["index"], false);
+        assert_eq!(ocsf["unmapped"]["type"], "flattened");
+        assert_eq!(ocsf["time"]["format"], "epoch_millis");
+        let t = template("auditrelay.{vendor}", true);
+        assert_eq!(t["index_patterns"], serde_json::json!(["logs-auditrelay.*-*"]));
+        assert_eq!(t["template"]["mappings"]["properties"]["ocsf"]["properties"]["unmapped"]["type"], "flat_object");
+        assert!(!t.to_string().contains("constant_keyword"));
+        let dynamic = t["template"]["mappings"]["dynamic_templates"].as_array().unwrap();
+        assert_eq!(dynamic.len(), 4, "strings, longs, doubles and booleans of ocsf.* as keywords");
+    }
+
+    fn parse(sink: &str) -> Result<ElasticsearchSettings, String> {
+        let text = format!(
+            "state_dir = \"state\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\norganization_id = \"O\"\n\
+             api_key = \"k\"\n[[sinks]]\nname = \"es\"\ntype = \"elasticsearch\"\n{sink}"
+        );
+        let env = |name: &str| (name == "ES_API_KEY").then(|| "id1:secret1".to_owned());
+        let mut cfg = crate::config::Config::parse_with_env(&text, std::path::Path::new("/etc/a.toml"), &env)
+            .map_err(|e| e.to_string())?;
+        match cfg.sinks.remove(0).kind {
+            crate::sinks::SinkKind::Elasticsearch(s) => Ok(s),
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    #[test]
+    fn settings_defaults_and_refusals_name_the_key() {
+        let s = parse("hosts = [\"https://127.0.0.1:9200\", \"https://10.0.0.2/es/\"]\napi_key = \"${ES_API_KEY}\"\n")
+            .unwrap();
+        assert_eq!(s.hosts.len(), 2);
+        assert_eq!(s.target, stream());
+        assert!(s.gzip);
+        let Auth::ApiKey(k) = &s.auth else { panic!("{:?}", s.auth) };
+        assert_eq!(k.expose_secret(), BASE64.encode("id1:secret1"), "id:key is base64-encoded");
+        let mut shown = Vec::new();
+        ElasticsearchSink::render(&s, &mut |k, v| shown.push(format!("{k} = {v}")));
+        let shown = shown.join("\n");
+        assert!(shown.contains("api_key = \"[redacted]\"") && !shown.contains("secret1"), "{shown}");
+
+        let refusals: &[(&str, &str)] = &[
+            ("", "sinks[0].hosts: required"),
+            ("hosts = []", "sinks[0].hosts: must name a node"),
+            ("hosts = [\"ftp://x\"]", "sinks[0].hosts"),
+            ("hosts = [\"https://a:9200\"]\ncloud_id = \"x:eA==\"", "sinks[0].cloud_id: set either"),
+            ("cloud_id = \"dep:!!\"", "sinks[0].cloud_id: not an Elastic Cloud ID"),
+            ("hosts = [\"https://a\"]\napi_key = \"k\"\nusername = \"u\"\npassword = \"p\"", "sinks[0].username: set either"),
+            ("hosts = [\"https://a\"]\nusername = \"u\"", "sinks[0].password"),
+            ("hosts = [\"https://a\"]\npassword = \"p\"", "sinks[0].username: required"),
+            ("hosts = [\"http://a\"]\nca_file = \"ca.pem\"", "sinks[0].ca_file: only used with https"),
+            ("hosts = [\"https://a\"]\ndataset = \"Audit\"", "sinks[0].dataset: the dataset must be lower case"),
+            ("hosts = [\"https://a\"]\ndataset = \"a-b\"", "sinks[0].dataset: the dataset must not contain '-'"),
+            ("hosts = [\"https://a\"]\ndataset = \"a.{tenant}\"", "only the placeholders"),
+            ("hosts = [\"https://a\"]\nnamespace = \"a*\"", "sinks[0].namespace: the namespace must not contain '*'"),
+            ("hosts = [\"https://a\"]\nindex = \"audit\"\ndataset = \"x\"", "sinks[0].dataset: a data-stream key"),
+            ("hosts = [\"https://a\"]\nindex = \"Audit\"", "sinks[0].index: must be lower case"),
+            ("hosts = [\"https://a\"]\nnamespace = \"n\"\ndataset = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"", "longer than 100 bytes"),
+        ];
+        for (keys, expected) in refusals {
+            let err = parse(keys).expect_err(keys);
+            assert!(err.contains(expected), "{keys:?}: {err}");
+        }
+    }
+
+    /// One scripted answer: status, headers, body.
+    type Scripted = (u16, Vec<(&'static str, &'static str)>, String);
+
+    /// A scripted cluster on loopback: each request's body is logged and answered in turn.
+    #[derive(Default)]
+    struct Cluster {
+        bodies: Mutex<Vec<String>>,
+        answers: Mutex<Vec<Scripted>>,
+    }
+
+    async fn serve(cluster: Arc<Cluster>) -> url::Url {
+        let app = axum::Router::new().fallback(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let cluster = Arc::clone(&cluster);
+            async move {
+                assert_eq!(headers["content-type"], "application/x-ndjson");
+                assert_eq!(headers["authorization"], "ApiKey a2V5");
+                cluster.bodies.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+                let (status, extra, text) = cluster.answers.lock().unwrap().remove(0);
+                let mut out = axum::http::Response::builder().status(StatusCode::from_u16(status).unwrap());
+                for (k, v) in extra {
+                    out = out.header(k, v);
+                }
+                out.body(axum::body::Body::from(text)).unwrap()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url::Url::parse(&format!("http://{addr}")).unwrap()
+    }
+
+    fn sink(hosts: Vec<url::Url>) -> ElasticsearchSink {
+        ElasticsearchSink::new(&ElasticsearchSettings {
+            hosts,
+            cloud_id: None,
+            auth: Auth::ApiKey(SecretString::from("a2V5")),
+            ca_file: None,
+            target: stream(),
+            gzip: false,
+            timeout: Duration::from_secs(5),
+        })
+        .unwrap()
+    }
+
+    fn items(statuses: &[&str]) -> String {
+        format!("{{\"errors\":true,\"items\":[{}]}}", statuses.join(","))
+    }
+
+    /// A mixed answer (201, 409, 429, 400 mapper): the send fails transient and the resend sends
+    /// only the 429 item; the final Ok carries the refused one with Elastic's reason.
+    #[tokio::test]
+    async fn a_mixed_answer_resends_only_the_rejected_item_and_refuses_the_unmappable_one() {
+        let cluster = Arc::new(Cluster::default());
+        let mixed = items(&[
+            r#"{"create":{"status":201}}"#,
+            r#"{"create":{"status":409,"error":{"type":"version_conflict_engine_exception","reason":"[u2]: version conflict, document already exists"}}}"#,
+            r#"{"create":{"status":429,"error":{"type":"es_rejected_execution_exception","reason":"rejected execution"}}}"#,
+            r#"{"create":{"status":400,"error":{"type":"document_parsing_exception","reason":"[1:15] failed to parse field [ocsf.time] of type [date]"}}}"#,
+        ]);
+        cluster.answers.lock().unwrap().extend([
+            (200, vec![("retry-after", "3")], mixed),
+            (200, vec![], items(&[r#"{"create":{"status":201}}"#])),
+        ]);
+        let url = serve(Arc::clone(&cluster)).await;
+        let mut es = sink(vec![url]);
+        let batch: Vec<QueuedEvent> = (1..=4).map(|i| event(i, &format!("u{i}"))).collect();
+        let err = es.send(&batch).await.unwrap_err();
+        assert_eq!(err.class, Failure::Transient, "{}", err.message);
+        assert_eq!(err.retry_after, Some(Duration::from_secs(3)));
+        assert!(err.message.contains("1 of 4 items"), "{}", err.message);
+        let delivery = es.send(&batch).await.unwrap();
+        let bodies = cluster.bodies.lock().unwrap().clone();
+        assert_eq!(bodies.len(), 2);
+        assert_eq!(bodies[0].lines().count(), 8);
+        assert_eq!(bodies[1].lines().count(), 2, "only the 429 item again: {}", bodies[1]);
+        assert!(bodies[1].contains(r#""_id":"u3""#), "{}", bodies[1]);
+        assert_eq!(delivery.refused.len(), 1);
+        assert_eq!(delivery.refused[0].id, 4);
+        let reason = &delivery.refused[0].reason;
+        assert!(reason.contains("document_parsing_exception") && reason.contains("ocsf.time"), "{reason}");
+        assert!(es.memo.is_empty(), "the memo is cleared by the Ok");
+        assert_eq!(es.stats.es_conflicts.load(Ordering::Relaxed), 1);
+        assert_eq!(es.stats.es_item_retries.load(Ordering::Relaxed), 1);
+    }
+
+    /// `_bulk` answers 200 whatever became of the items: what is not a bulk answer, or an item
+    /// error only an operator can fix, keeps the data; whole-request answers map to the loop's
+    /// classes.
+    #[tokio::test]
+    async fn whole_request_answers_and_answers_that_are_not_acceptance() {
+        let cluster = Arc::new(Cluster::default());
+        cluster.answers.lock().unwrap().extend([
+            (200, vec![], "<html>login</html>".to_owned()),
+            (200, vec![], items(&[r#"{"create":{"status":201}}"#])),
+            (
+                200,
+                vec![],
+                items(&[
+                    r#"{"create":{"status":201}}"#,
+                    r#"{"create":{"status":404,"error":{"type":"index_not_found_exception","reason":"no such index [a2V5]"}}}"#,
+                ]),
+            ),
+            (429, vec![("retry-after", "7")], "{}".to_owned()),
+            (413, vec![], String::new()),
+            (500, vec![], "{}".to_owned()),
+            (401, vec![], "{\"error\":\"unauthorized\"}".to_owned()),
+            (302, vec![("location", "https://login.example/")], String::new()),
+        ]);
+        let url = serve(Arc::clone(&cluster)).await;
+        let mut es = sink(vec![url]);
+        let batch = [event(1, "u1"), event(2, "u2")];
+        let mut classes = Vec::new();
+        let mut messages = Vec::new();
+        for _ in 0..8 {
+            let err = es.send(&batch).await.unwrap_err();
+            classes.push((err.class, err.retry_after));
+            messages.push(err.message);
+        }
+        let seven = Some(Duration::from_secs(7));
+        assert_eq!(
+            classes,
+            [
+                (Failure::Config, None),
+                (Failure::Config, None),
+                (Failure::Config, None),
+                (Failure::Transient, seven),
+                (Failure::TooLarge, None),
+                (Failure::ServerError, None),
+                (Failure::Config, None),
+                (Failure::Config, None),
+            ]
+        );
+        assert!(messages[0].contains("not a bulk answer"), "{}", messages[0]);
+        assert!(messages[1].contains("not a bulk answer for 2"), "{}", messages[1]);
+        let m = &messages[2];
+        assert!(m.contains("index_not_found_exception") && m.contains("logs-auditrelay.ocsf-default"), "{m}");
+        assert!(!m.contains("a2V5"), "the API key is scrubbed from Elastic's reason: {m}");
+        assert!(messages[6].contains("API key"), "{}", messages[6]);
+        assert!(messages[7].contains("not followed"), "{}", messages[7]);
+        // The item taken by the third answer (u1) is not sent again.
+        let bodies = cluster.bodies.lock().unwrap().clone();
+        assert!(!bodies[3].contains(r#""_id":"u1""#), "{}", bodies[3]);
+        assert_eq!(bodies.len(), 8, "the redirect was not followed");
+    }
+
+    /// A node that cannot be reached hands the request to the next; the node that answered is
+    /// tried first next time.
+    #[tokio::test]
+    async fn an_unreachable_node_fails_over_to_the_next() {
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            url::Url::parse(&format!("http://{}", l.local_addr().unwrap())).unwrap()
+        };
+        let cluster = Arc::new(Cluster::default());
+        for _ in 0..2 {
+            cluster.answers.lock().unwrap().push((200, vec![], items(&[r#"{"create":{"status":201}}"#])));
+        }
+        let live = serve(Arc::clone(&cluster)).await;
+        let mut es = sink(vec![dead, live]);
+        es.send(&[event(1, "u1")]).await.unwrap();
+        assert_eq!(es.current, 1);
+        es.send(&[event(2, "u2")]).await.unwrap();
+        assert_eq!(es.stats.es_failovers.load(Ordering::Relaxed), 1, "the second send went to the live node first");
+    }
+
+    /// The example configuration's commented table names every key and, uncommented (the
+    /// mutually exclusive keys left out), is a valid sink.
+    #[test]
+    fn the_example_config_documents_every_key() {
+        let example = include_str!("../../config/auditrelay.example.toml");
+        let start = example.find("# type = \"elasticsearch\"").expect("the example table");
+        let block = &example[start..];
+        for key in ElasticsearchSink::KEYS {
+            assert!(block.contains(&format!("\n# {key} = ")), "{key} is not in the example");
+        }
+        let skip = ["cloud_id", "api_key_file", "username", "password", "password_file", "ca_file", "index"];
+        let keys: Vec<&str> = block
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.split_once(" = ").is_some_and(|(k, _)| ElasticsearchSink::KEYS.contains(&k) && !skip.contains(&k)))
+            .collect();
+        let s = parse(&keys.join("\n").replace("${ES_API_KEY}", "id1:secret1")).unwrap();
+        assert_eq!(s.hosts.len(), 2);
+        assert_eq!(s.target, stream());
+    }
 }

@@ -474,6 +474,9 @@ pub struct SinkStatsSnapshot {
     pub last_delivery_ms: i64,
     /// By [`file::Reopen::index`].
     pub reopens: [u64; 4],
+    pub es_item_retries: u64,
+    pub es_conflicts: u64,
+    pub es_failovers: u64,
 }
 
 impl SinkStats {
@@ -493,6 +496,9 @@ impl SinkStats {
             liveness_resends: self.liveness_resends.load(Ordering::Relaxed),
             last_delivery_ms: self.last_delivery_ms.load(Ordering::Relaxed),
             reopens: self.reopens.each_ref().map(|n| n.load(Ordering::Relaxed)),
+            es_item_retries: self.es_item_retries.load(Ordering::Relaxed),
+            es_conflicts: self.es_conflicts.load(Ordering::Relaxed),
+            es_failovers: self.es_failovers.load(Ordering::Relaxed),
         }
     }
 
