@@ -981,3 +981,35 @@ async fn events_of_every_vendor_fit_the_shipped_template_without_an_item_error()
     assert!(fields[0].2 < 1000, "{fields:?}");
     sim.shutdown().await;
 }
+
+/// An item refused for a reason only an operator can fix (400 `illegal_argument_exception`, as
+/// a data stream answers an op it does not allow): the event is kept, not dead-lettered; once
+/// the cluster takes it, a restarted agent delivers it, and what was taken before is not
+/// indexed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_refused_for_an_operator_reason_is_kept_and_delivered_once_fixed() {
+    let sim = simulator(20).await;
+    let held = sim.aitronos_ids()[7].clone();
+    let emu = EsEmulator::start(EsOptions::default()).await;
+    emu.refuse_items_containing(
+        &held,
+        ItemError::new(
+            400,
+            "illegal_argument_exception",
+            "only write ops with an op_type of create are allowed in data streams",
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&sim, dir.path(), &hosts(&emu));
+    let mut agent = run_follow(&sim, &config, &[]);
+    agent.until("the refused item", WAIT, |_| emu.requests().iter().any(|r| r.items.contains(&400))).await;
+    let status = agent.terminate(WAIT).await;
+    assert!(status.success(), "{}", agent.tail());
+    assert!(dead_letters(&config).await.is_empty(), "an operator's error dead-letters nothing");
+    assert!(!emu.documents().iter().any(|d| d.source.to_string().contains(&held)));
+
+    emu.clear_refusals();
+    run_once(&sim, &config, &[]).await;
+    assert_all_indexed_once(&emu, dir.path(), 20);
+    sim.shutdown().await;
+}
