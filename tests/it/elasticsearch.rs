@@ -1013,3 +1013,60 @@ async fn an_item_refused_for_an_operator_reason_is_kept_and_delivered_once_fixed
     assert_all_indexed_once(&emu, dir.path(), 20);
     sim.shutdown().await;
 }
+
+/// A cluster published under a path by a reverse proxy (`hosts = ["http://proxy/es/"]`): the
+/// sink's requests keep the prefix, and `check --connect` finds the node and the template there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_with_a_path_prefix_keeps_it() {
+    let sim = simulator(10).await;
+    let emu = EsEmulator::start(EsOptions { path_prefix: "/es".into(), ..EsOptions::default() }).await;
+    emu.install_template("auditrelay-ocsf", auditrelay::sinks::elasticsearch::template("auditrelay.ocsf", false));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&sim, dir.path(), &format!("hosts = [\"{}/es/\"]\n", emu.url()));
+    let (code, stdout) = check_connect(&config, &sim).await;
+    let (result, detail) = harness::sinks::connect_row(&stdout, "sink", "elastic");
+    assert_eq!((code, result.as_str()), (Some(0), "ok"), "{stdout}");
+    assert!(detail.contains("auditrelay-ocsf present"), "{detail}");
+    run_once(&sim, &config, &[]).await;
+    assert_all_indexed_once(&emu, dir.path(), 10);
+    assert!(
+        emu.requests().iter().all(|r| r.path == "/es/_bulk"),
+        "{:?}",
+        emu.requests().iter().map(|r| r.path.clone()).collect::<Vec<_>>()
+    );
+    let others: Vec<String> =
+        emu.other_requests().iter().map(|r| format!("{} {} {}", r.method, r.path, r.status)).collect();
+    assert!(others.iter().all(|o| o.ends_with(" 200")), "{others:?}");
+    sim.shutdown().await;
+}
+
+/// A genuine mapping conflict (no scripted fault): with the shipped template `ocsf.message`
+/// is `text`, and an event whose `message` is an object is refused by the cluster: that event
+/// alone is dead-lettered with the cluster's reason, the others are indexed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_the_mapping_refuses_is_dead_lettered_alone() {
+    use harness::sinks::{ocsf_events, queue_with, sink_config, start_worker, uid};
+    let emu = EsEmulator::start(EsOptions::default()).await;
+    put_cli_template(&emu, false).await;
+    let mut events: Vec<Vec<u8>> = ocsf_events()[..20].to_vec();
+    let mut odd: Value = serde_json::from_slice(&events[12]).unwrap();
+    odd["message"] = json!({"text": "an object where the mapping has text"});
+    events[12] = serde_json::to_vec(&odd).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with(dir.path(), &["elasticsearch"], &events).await;
+    let cfg = sink_config(dir.path(), "elasticsearch", &hosts(&emu));
+    let stats = tokio::time::timeout(WAIT, start_worker(cfg, &queue).drain()).await.expect("drained");
+    assert_eq!((stats.events, stats.dead_lettered), (19, 1), "{stats:?}");
+    let letters = queue.dead_letters(10).await.unwrap();
+    assert_eq!(letters[0].raw, events[12]);
+    assert!(
+        letters[0].reason.contains("document_parsing_exception")
+            && letters[0].reason.contains("failed to parse field [ocsf.message] of type [text]"),
+        "{}",
+        letters[0].reason
+    );
+    let seen = ids(&emu);
+    assert_eq!(seen.len(), 19);
+    assert!(seen.values().all(|n| *n == 1));
+    assert!(!seen.contains_key(&uid(&events[12])));
+}
