@@ -1070,3 +1070,52 @@ async fn a_document_the_mapping_refuses_is_dead_lettered_alone() {
     assert!(seen.values().all(|n| *n == 1));
     assert!(!seen.contains_key(&uid(&events[12])));
 }
+
+/// Vendors disagree on value types, and the shipped template's promise is that no such
+/// disagreement under `ocsf.*` is a mapping error (a dead letter). A string field that looks
+/// like a date in one event is detected as `date` by Elasticsearch's default
+/// `date_detection` (documented: a `match_mapping_type: string` dynamic template does not apply
+/// to it); the same field in another vendor's format in a later event must still be indexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_date_looking_string_then_another_format_is_no_mapping_error_under_the_shipped_template() {
+    use harness::sinks::{ocsf_events, queue_with, sink_config, start_worker, uid};
+    let emu = EsEmulator::start(EsOptions::default()).await;
+    put_cli_template(&emu, false).await;
+    let mut events: Vec<Vec<u8>> = ocsf_events()[..20].to_vec();
+    for (i, body) in events.iter_mut().enumerate() {
+        let mut event: Value = serde_json::from_slice(body).unwrap();
+        // The vendor's own time, as Aitronos (RFC 3339) and as a vendor writing RFC 2822.
+        event["metadata"]["original_time"] =
+            json!(if i == 10 { "Wed, 18 Mar 2026 11:00:00 +0000" } else { "2026-03-18T11:00:00Z" });
+        *body = serde_json::to_vec(&event).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with(dir.path(), &["elasticsearch"], &events).await;
+    let cfg = sink_config(dir.path(), "elasticsearch", &hosts(&emu));
+    let stats = tokio::time::timeout(WAIT, start_worker(cfg, &queue).drain()).await.expect("drained");
+    let letters = queue.dead_letters(10).await.unwrap();
+    let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
+    assert_eq!(
+        (stats.events, stats.dead_lettered),
+        (20, 0),
+        "ocsf.metadata.original_time is mapped as {:?}; dead letters: {reasons:?}",
+        emu.field_type(STREAM, "ocsf.metadata.original_time")
+    );
+    let seen = ids(&emu);
+    assert!(events.iter().all(|e| seen.get(&uid(e)) == Some(&1)));
+}
+
+/// The operator commands read the configuration the agent runs with: `auditrelay queue
+/// dead-letters` must accept a file whose Elasticsearch sink has an `api_key` (as it accepts a
+/// HEC token), whether or not the key's variable is set where the operator runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_dead_letters_reads_a_config_with_an_elasticsearch_api_key() {
+    let sim = simulator(5).await;
+    let emu = EsEmulator::start(EsOptions { api_keys: vec![base64("id:key")], ..EsOptions::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&sim, dir.path(), &format!("{}api_key = \"id:key\"\n", hosts(&emu)));
+    run_once(&sim, &config, &[]).await;
+    assert_eq!(emu.document_count(), 5);
+    assert!(dead_letters(&config).await.is_empty());
+    sim.shutdown().await;
+}
