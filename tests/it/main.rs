@@ -16,6 +16,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 // Shared set-up.
+mod es_emulator;
 mod harness;
 mod hec_emulator;
 mod otlp_receiver;
@@ -32,6 +33,7 @@ mod daemon;
 mod damaged;
 mod docs;
 mod dst;
+mod elasticsearch;
 mod full_disk;
 mod fuzz_regressions;
 mod hec;
