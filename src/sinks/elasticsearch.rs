@@ -431,7 +431,10 @@ pub fn template(dataset: &str, opensearch: bool) -> serde_json::Value {
         false => serde_json::json!({"type": "constant_keyword"}),
     };
     let flat = if opensearch { "flat_object" } else { "flattened" };
-    let dynamic: Vec<serde_json::Value> = ["string", "long", "double", "boolean"]
+    // `date`: a string dynamic mapping would detect as a date (ISO 8601) is a type of its own to
+    // `match_mapping_type`; mapped `date` by the first vendor, another vendor's format in the
+    // same field (RFC 2822) would be a mapping error, a dead letter.
+    let dynamic: Vec<serde_json::Value> = ["string", "date", "long", "double", "boolean"]
         .iter()
         .map(|t| {
             let mut one = serde_json::Map::new();
@@ -455,6 +458,7 @@ pub fn template(dataset: &str, opensearch: bool) -> serde_json::Value {
             },
             "mappings": {
                 "dynamic": true,
+                "date_detection": false,
                 // Every OCSF value the template does not type is a keyword: vendors disagree on
                 // types (a uid a number here, a string there), and a dynamic `long` mapped by
                 // the first would refuse every later string as a mapping error (a dead letter).
@@ -963,7 +967,8 @@ impl Protocol for ElasticsearchSink {
             (true, false) => cx.secret("api_key", &r.api_key, &r.api_key_file).and_then(|k| {
                 // "id:key" as the API gives it is base64-encoded here; an encoded key is sent as is.
                 let k = k.expose_secret();
-                if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic()) {
+                // Empty only when secrets are not read (`queue …` commands): a read secret never is.
+                if !k.bytes().all(|b| b.is_ascii_graphic()) {
                     // Never sent without it: a key that cannot be a header would go out as none.
                     let span = r.api_key.as_ref().map(Spanned::span).or(r.api_key_file.as_ref().map(Spanned::span));
                     return cx.fail(span, "api_key", "must be printable ASCII without spaces (the key or \"id:key\")");

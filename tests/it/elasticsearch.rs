@@ -538,7 +538,15 @@ async fn a_vendor_placeholder_routes_each_vendor_to_its_own_data_stream() {
     let dir = tempfile::tempdir().unwrap();
     let sources: Vec<String> = [SimVendor::Aitronos, SimVendor::ConfigCat]
         .into_iter()
-        .map(|v| harness::source_block(&sim, v, &sim.organizations(v)[0], v.name(), "start = \"2d\""))
+        .map(|v| {
+            harness::source_block(
+                &sim,
+                v,
+                &sim.organizations(v)[0],
+                v.name(),
+                "start = \"2d\"\nrate_limit = { requests = 100, per = \"1s\", burst = 10 }",
+            )
+        })
         .collect();
     let config = dir.path().join("auditrelay.toml");
     let text = format!(
@@ -954,7 +962,15 @@ async fn events_of_every_vendor_fit_the_shipped_template_without_an_item_error()
         let dir = tempfile::tempdir().unwrap();
         let sources: Vec<String> = SimVendor::ALL
             .into_iter()
-            .map(|v| harness::source_block(&sim, v, &sim.organizations(v)[0], v.name(), "start = \"2d\""))
+            .map(|v| {
+                harness::source_block(
+                    &sim,
+                    v,
+                    &sim.organizations(v)[0],
+                    v.name(),
+                    "start = \"2d\"\nrate_limit = { requests = 100, per = \"1s\", burst = 10 }",
+                )
+            })
             .collect();
         let config = dir.path().join("auditrelay.toml");
         let text = format!(
