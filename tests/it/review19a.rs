@@ -1,0 +1,150 @@
+//! Review 19a of the Elasticsearch sink (issue 19): failing tests, one per finding. Each runs the
+//! real binary over the simulator against the project's `_bulk` emulator (or a hand-made node).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use crate::es_emulator::{EsEmulator, EsOptions, ItemError};
+use crate::harness;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use auditrelay::clock::Clock;
+use auditrelay::sim::{RateLimitSetting, Sim, SimOptions};
+use harness::agent::Agent;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+async fn simulator(records: usize) -> Sim {
+    let mut opts = SimOptions::default();
+    opts.aitronos.records = records;
+    opts.faults.rate_limit = RateLimitSetting::Off;
+    harness::start_sim(opts, &Clock::system()).await
+}
+
+fn write_config(sim: &Sim, dir: &Path, lines: &str) -> PathBuf {
+    let config = dir.join("auditrelay.toml");
+    let text = format!(
+        "{}\n[[sinks]]\nname = \"elastic\"\ntype = \"elasticsearch\"\nbackoff = {{ initial = \"50ms\", max = \"500ms\" }}\ntimeout = \"5s\"\n{lines}\n",
+        harness::config_text(sim, dir, ""),
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+fn run_follow(sim: &Sim, config: &Path) -> Agent {
+    let all = vec![("TEST_AITRONOS_KEY", sim.aitronos_api_key())];
+    Agent::spawn(&["run", "--drain-timeout", "2s"], config, &config.with_file_name("agent.log"), &all)
+}
+
+/// A node that reads each whole request and answers it with `answer` (status line, headers and
+/// body), as a node out of its cluster or a load balancer without a backend does.
+async fn fixed_node(answer: &'static str) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    // Headers, then the whole body by content-length, then the answer.
+                    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n");
+                    if let Some(end) = head_end {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let _ = stream.write_all(answer.as_bytes()).await;
+                            buf.drain(..end + 4 + len);
+                            continue;
+                        }
+                    }
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (url, hits)
+}
+
+/// `hosts` lists two nodes; the first answers every request 503 (a node that left its cluster,
+/// `master_not_discovered_exception`, or a load balancer in front of a dead pool), the second
+/// is healthy. Issue 19 promises "several node URLs with failover"; the sink only fails over on
+/// a connection error ("an HTTP answer is an answer and is never retried on another node"), so
+/// it retries the 503 node forever and the healthy node never sees a request: a stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_answering_503_holds_back_a_healthy_second_host() {
+    let sim = simulator(20).await;
+    let (bad, hits) = fixed_node(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 64\r\n\r\n\
+         {\"error\":{\"type\":\"master_not_discovered_exception\"},\"status\":503}",
+    )
+    .await;
+    let up = EsEmulator::start(EsOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&sim, dir.path(), &format!("hosts = [{bad:?}, {:?}]\n", up.url()));
+    let mut agent = run_follow(&sim, &config);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline && up.document_count() < 20 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let indexed = up.document_count();
+    let bad_hits = hits.load(std::sync::atomic::Ordering::SeqCst);
+    let _ = agent.terminate(Duration::from_secs(20)).await;
+    assert_eq!(
+        indexed, 20,
+        "after 30 s the healthy second host holds {indexed} of 20 events; the 503 node was asked {bad_hits} times:\n{}",
+        agent.tail()
+    );
+    sim.shutdown().await;
+}
+
+/// OpenSearch answers a document that would exceed `index.mapping.total_fields.limit` with an
+/// item 400 `illegal_argument_exception` "Limit of total fields [..] has been exceeded" (the
+/// emulator's own OpenSearch model, es_emulator rule 6; Elasticsearch wraps it in
+/// `document_parsing_exception`). That is one document's fault, like an immense term (a keyword
+/// over 32,766 bytes: `event.code`, `ocsf.metadata.*` and `ocsf.unmapped` have no `ignore_above`
+/// in the shipped template) or an ingest pipeline failing on it, which Elasticsearch also answer
+/// `illegal_argument_exception`. `classify_item` calls every 400 but the two parsing types an
+/// operator error: the whole sink stops behind that one event, forever; every later event waits.
+/// Against Elasticsearch the same document is dead-lettered alone and the rest delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_document_over_opensearchs_field_limit_stalls_the_whole_sink() {
+    let sim = simulator(30).await;
+    let poison = sim.aitronos_ids()[3].clone();
+    let emu = EsEmulator::start(EsOptions::opensearch()).await;
+    emu.refuse_items_containing(
+        &poison,
+        ItemError::new(
+            400,
+            "illegal_argument_exception",
+            "Limit of total fields [2000] has been exceeded while adding new fields [3]",
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        write_config(&sim, dir.path(), &format!("hosts = [{:?}]\nindex = \"auditrelay\"\nbatch_max_events = 10\n", emu.url()));
+    let mut agent = run_follow(&sim, &config);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline && emu.document_count() < 29 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let indexed = emu.document_count();
+    let _ = agent.terminate(Duration::from_secs(20)).await;
+    assert_eq!(
+        indexed, 29,
+        "after 30 s OpenSearch holds {indexed} of the 29 events besides the one it refused: the sink stopped behind it:\n{}",
+        agent.tail()
+    );
+    sim.shutdown().await;
+}
