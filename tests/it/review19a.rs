@@ -148,3 +148,51 @@ async fn one_document_over_opensearchs_field_limit_stalls_the_whole_sink() {
     );
     sim.shutdown().await;
 }
+
+/// `check --connect` says "index template auditrelay-ocsf present" by its name alone. An operator
+/// who sets `dataset = "auditrelay.{vendor}"` and installs the template as the README's command
+/// prints it (no `--dataset`) gets `ok`, while the template's `index_patterns`
+/// (`logs-auditrelay.ocsf-*`) match none of the sink's streams: they take the built-in
+/// `logs-*-*` template, the very ECS mappings the layout was chosen to avoid (`ocsf.unmapped`
+/// explodes field by field, date detection on). `check` says what the cluster does not do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connect_says_the_template_is_present_though_it_matches_none_of_the_sinks_streams() {
+    let sim = simulator(10).await;
+    let emu = EsEmulator::start(EsOptions::default()).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+        .args(["elasticsearch", "template"])
+        .output()
+        .await
+        .unwrap();
+    let template: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    emu.install_template("auditrelay-ocsf", template);
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        write_config(&sim, dir.path(), &format!("hosts = [{:?}]\ndataset = \"auditrelay.{{vendor}}\"\n", emu.url()));
+    let check = tokio::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+        .args(["check", "--connect", "-c"])
+        .arg(&config)
+        .env("TEST_AITRONOS_KEY", sim.aitronos_api_key())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout).into_owned();
+    let (result, detail) = harness::sinks::connect_row(&stdout, "sink", "elastic");
+    let mut agent = Agent::spawn(
+        &["run", "--once"],
+        &config,
+        &config.with_file_name("agent.log"),
+        &[("TEST_AITRONOS_KEY", sim.aitronos_api_key())],
+    );
+    let status = agent.exit(Duration::from_secs(60)).await;
+    assert!(status.success(), "{}", agent.tail());
+    let stream = emu.documents()[0].target.clone();
+    let unmapped = emu.field_type(&stream, "ocsf.unmapped");
+    let fields = emu.field_count(&stream);
+    assert!(
+        result != "ok" || unmapped.as_deref() == Some("flattened"),
+        "check --connect: {result} ({detail}); yet {stream} was made without the template: ocsf.unmapped is \
+         {unmapped:?}, {fields} fields mapped"
+    );
+    sim.shutdown().await;
+}
