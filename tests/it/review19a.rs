@@ -196,3 +196,68 @@ async fn check_connect_says_the_template_is_present_though_it_matches_none_of_th
     );
     sim.shutdown().await;
 }
+
+/// A node (or a proxy before it) that refuses the request and echoes the `Authorization` it got,
+/// as the project already expects of receivers ("Invalid token: Splunk …", sinks/mod.rs). With
+/// basic auth the sink scrubs only the password itself (`secrets()` = [password]); the header
+/// carries `base64(username:password)`, which nothing scrubs: it reaches the log (and every
+/// other place the error goes), and decodes to the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echoed_basic_auth_header_reaches_the_log_unredacted() {
+    let sim = simulator(5).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).into_owned();
+                let auth = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("authorization: ").or_else(|| l.strip_prefix("Authorization: ")))
+                    .unwrap_or("none")
+                    .to_owned();
+                let body = format!("<html><body>401 Unauthorized: credentials [{auth}] rejected</body></html>");
+                let answer = format!(
+                    "HTTP/1.1 401 Unauthorized\r\ncontent-type: text/html\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &sim,
+        dir.path(),
+        &format!("hosts = [{url:?}]\nusername = \"ingest\"\npassword = \"${{ES_PASSWORD}}\"\n"),
+    );
+    let all = vec![("TEST_AITRONOS_KEY", sim.aitronos_api_key()), ("ES_PASSWORD", "s3cret-pass-Word")];
+    let mut agent =
+        Agent::spawn(&["run", "--drain-timeout", "2s"], &config, &config.with_file_name("agent.log"), &all);
+    harness::agent::until("the refusal in the log", Duration::from_secs(30), || {
+        std::fs::read_to_string(config.with_file_name("agent.log")).unwrap_or_default().contains("401")
+    })
+    .await;
+    let _ = agent.terminate(Duration::from_secs(20)).await;
+    let log = agent.log();
+    let encoded = crate::es_emulator::base64("ingest:s3cret-pass-Word");
+    assert!(!log.contains("s3cret-pass-Word"), "the password itself is scrubbed");
+    let leaked: Vec<&str> = log.lines().filter(|l| l.contains(&encoded)).collect();
+    assert!(
+        leaked.is_empty(),
+        "base64(username:password) in {} log lines, e.g.:\n{}",
+        leaked.len(),
+        leaked.first().unwrap_or(&"")
+    );
+    sim.shutdown().await;
+}
