@@ -261,3 +261,88 @@ async fn an_echoed_basic_auth_header_reaches_the_log_unredacted() {
     );
     sim.shutdown().await;
 }
+
+/// An ingest-only API key, as Elastic recommends for shippers (index privileges `create_doc`,
+/// `auto_configure` on `logs-*`, no cluster privilege): Elasticsearch answers its `GET /` with
+/// 403 "action [cluster:monitor/main] is unauthorized …" (that action needs the `monitor`
+/// cluster privilege) while its `_bulk` writes succeed. `check --connect` probes with `GET /` and
+/// reports "the cluster refused the API key": the key that works is declared broken, and the
+/// README names no privilege the key needs. This node answers as such a cluster does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connect_calls_a_working_ingest_only_api_key_refused() {
+    let sim = simulator(10).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let indexed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = indexed.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 65536];
+                loop {
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                            let answer = if head.starts_with("post ") && head.contains("/_bulk") {
+                                let n = body.lines().filter(|l| !l.trim().is_empty()).count() / 2;
+                                counter.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                                let items: Vec<String> =
+                                    (0..n).map(|_| "{\"create\":{\"status\":201}}".to_owned()).collect();
+                                format!("{{\"errors\":false,\"items\":[{}]}}", items.join(","))
+                            } else {
+                                "{\"error\":{\"type\":\"security_exception\",\"reason\":\"action [cluster:monitor/main] is \
+                                 unauthorized for API key id [ingest] of user [shipper], this action is granted by the \
+                                 cluster privileges [monitor,manage,all]\"},\"status\":403}"
+                                    .to_owned()
+                            };
+                            let status = if answer.contains("security_exception") { "403 Forbidden" } else { "200 OK" };
+                            let out = format!(
+                                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nx-elastic-product: Elasticsearch\r\ncontent-length: {}\r\n\r\n{answer}",
+                                answer.len()
+                            );
+                            let _ = stream.write_all(out.as_bytes()).await;
+                            buf.drain(..end + 4 + len);
+                            continue;
+                        }
+                    }
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        write_config(&sim, dir.path(), &format!("hosts = [{url:?}]\napi_key = \"${{ES_KEY}}\"\ngzip = false\n"));
+    let env = [("TEST_AITRONOS_KEY", sim.aitronos_api_key()), ("ES_KEY", "aW5nZXN0OnNlY3JldA==")];
+    let mut agent = Agent::spawn(&["run", "--once"], &config, &config.with_file_name("agent.log"), &env);
+    let status = agent.exit(Duration::from_secs(60)).await;
+    assert!(status.success(), "{}", agent.tail());
+    let delivered = indexed.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(delivered, 10, "the key writes every event");
+    let check = tokio::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+        .args(["check", "--connect", "-c"])
+        .arg(&config)
+        .envs(env)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout).into_owned();
+    let (result, detail) = harness::sinks::connect_row(&stdout, "sink", "elastic");
+    assert!(
+        !detail.contains("refused"),
+        "the key just wrote all {delivered} events, yet check --connect says: {result} {detail}"
+    );
+    sim.shutdown().await;
+}
