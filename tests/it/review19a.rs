@@ -346,3 +346,34 @@ async fn check_connect_calls_a_working_ingest_only_api_key_refused() {
     );
     sim.shutdown().await;
 }
+
+/// `dataset = "{vendor}"` is accepted by the config, and `auditrelay elasticsearch template
+/// --dataset "{vendor}"` prints `index_patterns: ["logs-*-*"]` at priority 200: installed as told,
+/// it takes over every `logs-*-*` data stream of the cluster (Elastic Agent's, Filebeat's), above
+/// the built-in `logs` template (100), and Elasticsearch then refuses an integration's own
+/// priority-200 `logs-<dataset>-*` template as overlapping ours at the same priority. The
+/// printed template must cover the sink's streams only (e.g. a fixed prefix, or refuse a dataset
+/// that starts with a placeholder).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_template_for_a_vendor_dataset_captures_every_logs_data_stream_of_the_cluster() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+        .args(["elasticsearch", "template", "--dataset", "{vendor}"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let template: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let patterns = template["index_patterns"].clone();
+    let foreign = "logs-system.syslog-default";
+    let captures = patterns.as_array().unwrap().iter().any(|p| {
+        let p = p.as_str().unwrap();
+        let (head, tail) = p.split_once('*').unwrap_or((p, ""));
+        let tail = tail.rsplit('*').next().unwrap_or("");
+        p.contains('*') && foreign.starts_with(head) && foreign.ends_with(tail)
+    });
+    assert!(
+        !captures,
+        "index_patterns {patterns} at priority {} capture Elastic Agent's {foreign}",
+        template["priority"]
+    );
+}
