@@ -377,3 +377,53 @@ async fn the_template_for_a_vendor_dataset_captures_every_logs_data_stream_of_th
         template["priority"]
     );
 }
+
+/// One vendor record whose action is 40,000 characters long (a buggy or hostile vendor; the
+/// mapper bounds nothing) becomes `metadata.event_code` = "department.<that>", which the sink
+/// copies to `event.code`. The shipped template maps both as `keyword` without `ignore_above`
+/// (only the dynamic `ocsf.*` rules have it), so Elasticsearch refuses the document: item 400
+/// `illegal_argument_exception` "Document contains at least one immense term …" (Lucene's
+/// 32,766-byte term limit; the emulator now models it, es_emulator `check`). The item table
+/// calls that an operator error: every later event of every vendor waits behind it, forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_vendor_record_with_a_long_action_stalls_the_elasticsearch_sink_for_good() {
+    use crate::harness::hostile::{Hostile, aitronos_answer, aitronos_record, aitronos_source, write_config};
+    let now = chrono::Utc::now();
+    let mut records: Vec<serde_json::Value> = (0..12)
+        .map(|i| aitronos_record(&format!("evt_{i:04}"), now - chrono::Duration::hours(20) + chrono::Duration::minutes(i)))
+        .collect();
+    records[2]["action_type"] = serde_json::Value::String("x".repeat(40_000));
+    let served = records.clone();
+    let vendor = Hostile::start(move |r| aitronos_answer(r, &served)).await;
+    let emu = EsEmulator::start(EsOptions::default()).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+        .args(["elasticsearch", "template"])
+        .output()
+        .await
+        .unwrap();
+    emu.install_template("auditrelay-ocsf", serde_json::from_slice(&out.stdout).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "", &aitronos_source(&vendor, ""));
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[sinks]]\nname = \"elastic\"\ntype = \"elasticsearch\"\nbackoff = {{ initial = \"50ms\", max = \"500ms\" }}\n\
+         batch_max_events = 5\nhosts = [{:?}]\n",
+        emu.url()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let mut agent = Agent::spawn(&["run", "--drain-timeout", "2s"], &config, &config.with_file_name("agent.log"), &[]);
+    let file_events = || harness::events(&harness::out_path(dir.path())).len();
+    harness::agent::until("the file sink's 12 events", Duration::from_secs(30), || file_events() == 12).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline && emu.document_count() < 11 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let indexed = emu.document_count();
+    let _ = agent.terminate(Duration::from_secs(20)).await;
+    let refusals: Vec<String> = agent.lines_with(&["immense term"]).into_iter().take(1).collect();
+    assert_eq!(
+        indexed, 11,
+        "Elasticsearch holds {indexed} of the 11 events besides the long one, 20 s after the file sink had all 12:\n{}",
+        refusals.first().map_or("", |l| &l[..l.len().min(600)])
+    );
+}

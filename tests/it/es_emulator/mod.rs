@@ -690,6 +690,8 @@ struct Field {
     constant: Option<String>,
     /// Multi-fields (`fields`), counted toward the limit.
     subfields: usize,
+    /// A keyword's `ignore_above` (characters): a longer string is kept in `_source`, not indexed.
+    ignore_above: Option<usize>,
 }
 
 impl Field {
@@ -701,6 +703,7 @@ impl Field {
             props: BTreeMap::new(),
             constant: None,
             subfields: 0,
+            ignore_above: None,
         }
     }
 
@@ -748,6 +751,9 @@ impl Field {
                 }
                 if let Some(v) = def.get("value").and_then(Value::as_str) {
                     child.constant = Some(v.to_owned());
+                }
+                if let Some(n) = def.get("ignore_above").and_then(Value::as_u64) {
+                    child.ignore_above = Some(n as usize);
                 }
                 child.merge_explicit(def);
             }
@@ -828,6 +834,25 @@ impl Field {
                     "",
                 )),
             };
+        }
+        // Lucene's term limit (review19a): a keyword term over 32,766 UTF-8 bytes refuses the
+        // document with an item 400 `illegal_argument_exception` "Document contains at least one
+        // immense term …", unless `ignore_above` leaves the value unindexed.
+        if let ("keyword", Value::String(s)) = (self.kind.as_str(), value)
+            && s.len() > 32_766
+            && !self.ignore_above.is_some_and(|n| s.chars().count() > n)
+        {
+            let prefix: String = s.chars().take(30).collect();
+            return Err((
+                format!(
+                    "Document contains at least one immense term in field=\"{path}\" (whose UTF8 encoding is longer than \
+                     the max length 32766), all of which were skipped.  Please correct the analyzer to not produce such \
+                     terms.  The prefix of the first immense term is: '{prefix}...', original message: bytes can be at \
+                     most 32766 in length; got {}",
+                    s.len()
+                ),
+                "illegal_argument_exception",
+            ));
         }
         let fits = match (self.kind.as_str(), value) {
             (_, Value::Object(_)) => false,
@@ -935,6 +960,7 @@ fn dynamic_template(dts: &[Value], name: &str, path: &str, value: &Value) -> Opt
             Some(kind) => kind,
         };
         let mut field = if kind == "object" { Field::root() } else { Field::leaf(kind) };
+        field.ignore_above = mapping.get("ignore_above").and_then(Value::as_u64).map(|n| n as usize);
         if let Some(Value::Object(fields)) = mapping.get("fields") {
             field.subfields = fields.len();
         }
