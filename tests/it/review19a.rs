@@ -102,7 +102,8 @@ async fn a_node_answering_503_holds_back_a_healthy_second_host() {
     let bad_hits = hits.load(std::sync::atomic::Ordering::SeqCst);
     let _ = agent.terminate(Duration::from_secs(20)).await;
     assert_eq!(
-        indexed, 20,
+        indexed,
+        20,
         "after 30 s the healthy second host holds {indexed} of 20 events; the 503 node was asked {bad_hits} times:\n{}",
         agent.tail()
     );
@@ -132,8 +133,11 @@ async fn one_document_over_opensearchs_field_limit_stalls_the_whole_sink() {
         ),
     );
     let dir = tempfile::tempdir().unwrap();
-    let config =
-        write_config(&sim, dir.path(), &format!("hosts = [{:?}]\nindex = \"auditrelay\"\nbatch_max_events = 10\n", emu.url()));
+    let config = write_config(
+        &sim,
+        dir.path(),
+        &format!("hosts = [{:?}]\nindex = \"auditrelay\"\nbatch_max_events = 10\n", emu.url()),
+    );
     let mut agent = run_follow(&sim, &config);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while tokio::time::Instant::now() < deadline && emu.document_count() < 29 {
@@ -142,7 +146,8 @@ async fn one_document_over_opensearchs_field_limit_stalls_the_whole_sink() {
     let indexed = emu.document_count();
     let _ = agent.terminate(Duration::from_secs(20)).await;
     assert_eq!(
-        indexed, 29,
+        indexed,
+        29,
         "after 30 s OpenSearch holds {indexed} of the 29 events besides the one it refused: the sink stopped behind it:\n{}",
         agent.tail()
     );
@@ -242,8 +247,7 @@ async fn an_echoed_basic_auth_header_reaches_the_log_unredacted() {
         &format!("hosts = [{url:?}]\nusername = \"ingest\"\npassword = \"${{ES_PASSWORD}}\"\n"),
     );
     let all = vec![("TEST_AITRONOS_KEY", sim.aitronos_api_key()), ("ES_PASSWORD", "s3cret-pass-Word")];
-    let mut agent =
-        Agent::spawn(&["run", "--drain-timeout", "2s"], &config, &config.with_file_name("agent.log"), &all);
+    let mut agent = Agent::spawn(&["run", "--drain-timeout", "2s"], &config, &config.with_file_name("agent.log"), &all);
     harness::agent::until("the refusal in the log", Duration::from_secs(30), || {
         std::fs::read_to_string(config.with_file_name("agent.log")).unwrap_or_default().contains("401")
     })
@@ -390,7 +394,9 @@ async fn one_vendor_record_with_a_long_action_stalls_the_elasticsearch_sink_for_
     use crate::harness::hostile::{Hostile, aitronos_answer, aitronos_record, aitronos_source, write_config};
     let now = chrono::Utc::now();
     let mut records: Vec<serde_json::Value> = (0..12)
-        .map(|i| aitronos_record(&format!("evt_{i:04}"), now - chrono::Duration::hours(20) + chrono::Duration::minutes(i)))
+        .map(|i| {
+            aitronos_record(&format!("evt_{i:04}"), now - chrono::Duration::hours(20) + chrono::Duration::minutes(i))
+        })
         .collect();
     records[2]["action_type"] = serde_json::Value::String("x".repeat(40_000));
     let served = records.clone();
@@ -422,7 +428,8 @@ async fn one_vendor_record_with_a_long_action_stalls_the_elasticsearch_sink_for_
     let _ = agent.terminate(Duration::from_secs(20)).await;
     let refusals: Vec<String> = agent.lines_with(&["immense term"]).into_iter().take(1).collect();
     assert_eq!(
-        indexed, 11,
+        indexed,
+        11,
         "Elasticsearch holds {indexed} of the 11 events besides the long one, 20 s after the file sink had all 12:\n{}",
         refusals.first().map_or("", |l| &l[..l.len().min(600)])
     );

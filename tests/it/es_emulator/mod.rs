@@ -840,7 +840,7 @@ impl Field {
         // immense term …", unless `ignore_above` leaves the value unindexed.
         if let ("keyword", Value::String(s)) = (self.kind.as_str(), value)
             && s.len() > 32_766
-            && !self.ignore_above.is_some_and(|n| s.chars().count() > n)
+            && self.ignore_above.is_none_or(|n| s.chars().count() <= n)
         {
             let prefix: String = s.chars().take(30).collect();
             return Err((
