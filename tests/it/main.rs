@@ -46,6 +46,7 @@ mod proxy;
 mod ratelimits;
 mod receivers_at_the_edge;
 mod reload;
+mod review19b;
 mod rotation;
 mod secrets;
 mod soak;
