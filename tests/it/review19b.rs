@@ -49,7 +49,9 @@ fn proxy_env<'a>(set: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
 async fn auditrelay(args: &[&str], config: &Path, set: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"));
     cmd.args(args).arg("-c").arg(config).stdin(std::process::Stdio::null());
-    for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"] {
+    for name in
+        ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"]
+    {
         cmd.env_remove(name);
     }
     cmd.envs(set.iter().copied());
@@ -74,8 +76,11 @@ fn check_config(dir: &Path) -> PathBuf {
     path
 }
 
-const SECRETS: [(&str, &str); 3] =
-    [("CC_USER", "cc-user"), ("CC_PASSWORD", "cc-password-123456"), ("HEC_TOKEN", "00000000-1111-2222-3333-444444444444")];
+const SECRETS: [(&str, &str); 3] = [
+    ("CC_USER", "cc-user"),
+    ("CC_PASSWORD", "cc-password-123456"),
+    ("HEC_TOKEN", "00000000-1111-2222-3333-444444444444"),
+];
 
 #[tokio::test]
 async fn check_never_shows_a_proxy_password_that_has_a_hash() {
