@@ -16,6 +16,10 @@
 //!   can leave) is silently ignored by reqwest, which connects directly; `check` shows the
 //!   variable as a clean URL and says "direct (NO_PROXY names the host)" though `NO_PROXY` is
 //!   not set (`http::route`'s fallback). Misleading.
+//! - `an_elasticsearch_node_behind_a_proxy_answering_407_names_the_proxy`: a forward proxy's 407
+//!   to an http:// node is "not a bulk endpoint (check hosts and its path prefix)" in the log
+//!   and "GET / answered 407" in `check --connect` (HEC and OTLP name the proxy: the sink has
+//!   no 407 case). Misleading.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use crate::es_emulator::{EsEmulator, EsOptions};
@@ -127,17 +131,26 @@ async fn check_says_when_a_proxy_variable_is_unusable_not_that_no_proxy_names_th
 /// A forward proxy that, as squid or nginx do, answers `502 Bad Gateway` when it cannot reach
 /// the target; otherwise forwards one request per connection.
 async fn gateway_proxy() -> SocketAddr {
+    start_proxy(false).await
+}
+
+/// The same proxy answering `407 Proxy Authentication Required` to every request.
+async fn refusing_proxy() -> SocketAddr {
+    start_proxy(true).await
+}
+
+async fn start_proxy(refuse: bool) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
-            tokio::spawn(forward(client));
+            tokio::spawn(forward(client, refuse));
         }
     });
     addr
 }
 
-async fn forward(mut client: TcpStream) {
+async fn forward(mut client: TcpStream, refuse: bool) {
     let mut buf = Vec::new();
     let head_end = loop {
         let mut chunk = [0u8; 4096];
@@ -155,6 +168,12 @@ async fn forward(mut client: TcpStream) {
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let rest = buf[head_end..].to_vec();
+    if refuse {
+        let refusal = "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"corp\"\r\n\
+                       Content-Type: text/html\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let _ = client.write_all(refusal.as_bytes()).await;
+        return;
+    }
     let mut lines = head.split("\r\n");
     let mut request_line = lines.next().unwrap_or_default().split(' ');
     let (method, target) = (request_line.next().unwrap_or_default(), request_line.next().unwrap_or_default());
@@ -236,4 +255,49 @@ async fn a_dead_elasticsearch_node_behind_a_forward_proxy_is_failed_over() {
         "in 30 s the live node indexed {indexed} of {RECORDS}: the dead node's 502 from the proxy is retried \
          forever and the live node never asked; the log says: {said:?}"
     );
+}
+
+/// `HTTP_PROXY` names a proxy that wants credentials, the node is `http://`: the HEC and OTLP
+/// sinks name the proxy and its 407 (`http::proxy_refused`); the Elasticsearch sink says "not a
+/// bulk endpoint (check hosts and its path prefix)" in the run log and "GET / answered 407" in
+/// `check --connect`: the operator is sent to the cluster's address, not the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_elasticsearch_node_behind_a_proxy_answering_407_names_the_proxy() {
+    let sim = simulator(5).await;
+    let emu = EsEmulator::start(EsOptions::default()).await;
+    let proxy = refusing_proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    // NO_PROXY keeps the vendor direct: the source reaches the simulator at 127.0.0.1, the sink
+    // the emulator as "localhost", through the proxy.
+    let node = emu.url().replace("127.0.0.1", "localhost");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[[sinks]]\nname = \"elastic\"\ntype = \"elasticsearch\"\nbackoff = {{ initial = \"50ms\", max = \"500ms\" }}\n\
+             timeout = \"5s\"\nhosts = [{node:?}]\n",
+            harness::config_text(&sim, dir.path(), ""),
+        ),
+    )
+    .unwrap();
+    let proxy_url = format!("http://{proxy}");
+    let mut env = proxy_env(&[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "127.0.0.1")]);
+    env.push(("TEST_AITRONOS_KEY", sim.aitronos_api_key()));
+
+    let (_, stdout, _) = auditrelay(&["check", "--connect"], &config, &env).await;
+    let row = stdout.lines().find(|l| l.contains("elastic") && !l.starts_with('#')).unwrap_or_default().to_owned();
+
+    env.push(("RUST_LOG", "info"));
+    let mut agent = Agent::spawn(&["run", "--drain-timeout", "2s"], &config, &dir.path().join("agent.log"), &env);
+    agent.until("the sink's first failure", Duration::from_secs(30), |a| a.count("batch not delivered") > 0).await;
+    let log = agent.log();
+    agent.kill().await;
+    sim.shutdown().await;
+    let said = log.lines().find(|l| l.contains("batch not delivered")).unwrap_or_default().to_owned();
+    assert!(emu.requests().is_empty(), "nothing reached the node");
+    assert!(
+        said.contains("proxy") && !said.contains("not a bulk endpoint"),
+        "the run log does not name the proxy's 407: {said}\ncheck --connect says: {row}"
+    );
+    assert!(row.contains("proxy"), "check --connect does not name the proxy's 407: {row}");
 }
