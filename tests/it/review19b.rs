@@ -12,8 +12,8 @@
 //!   (`http::redacted_proxy` parses it as host `jdoe`, port `2024`, fragment
 //!   `Summer!@proxy:3128`, and `redact::url` keeps fragments). Leak.
 //! - `check_says_when_a_proxy_variable_is_unusable_not_that_no_proxy_names_the_host`: a
-//!   proxy variable the client cannot parse (a trailing space, as an `EnvironmentFile=` line
-//!   can leave) is silently ignored by reqwest, which connects directly; `check` shows the
+//!   proxy variable the client cannot parse (a trailing space, literal quotes from
+//!   `docker --env-file`, a password with a space) is silently ignored by reqwest, which connects directly; `check` shows the
 //!   variable as a clean URL and says "direct (NO_PROXY names the host)" though `NO_PROXY` is
 //!   not set (`http::route`'s fallback). Misleading.
 //! - `an_elasticsearch_node_behind_a_proxy_answering_407_names_the_proxy`: a forward proxy's 407
@@ -107,24 +107,32 @@ async fn check_never_shows_a_proxy_password_that_has_a_hash() {
 async fn check_says_when_a_proxy_variable_is_unusable_not_that_no_proxy_names_the_host() {
     let dir = tempfile::tempdir().unwrap();
     let config = check_config(dir.path());
-    // A trailing space: reqwest (hyper-util's Matcher) cannot parse it and connects directly.
-    let mut env = SECRETS.to_vec();
-    env.push(("HTTPS_PROXY", "http://proxy.corp.example:3128 "));
-    let (code, stdout, stderr) = auditrelay(&["check", "--json"], &config, &env).await;
-    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
-    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
-    let proxy = &report["proxy"];
-    assert!(proxy["variables"].get("NO_PROXY").is_none(), "NO_PROXY is not set: {proxy}");
-    for connection in proxy["connections"].as_array().unwrap() {
-        let detail = connection["detail"].as_str().unwrap();
-        assert!(
-            !detail.contains("NO_PROXY"),
-            "{}: check says {detail:?} (way {}), but NO_PROXY is not set: the HTTPS_PROXY value {:?} is one \
-             the client cannot use, so it connects directly without a word",
-            connection["name"],
-            connection["way"],
-            proxy["variables"]["HTTPS_PROXY"]
-        );
+    // Values reqwest (hyper-util's Matcher) cannot parse, so it connects directly: a trailing
+    // space (`Environment="HTTPS_PROXY=... "`, a shell export), literal quotes (`docker run
+    // --env-file` keeps them), a password with a space.
+    for value in [
+        "http://proxy.corp.example:3128 ",
+        "\"http://proxy.corp.example:3128\"",
+        "http://jdoe:pass word@proxy.corp.example:3128",
+    ] {
+        let mut env = SECRETS.to_vec();
+        env.push(("HTTPS_PROXY", value));
+        let (code, stdout, stderr) = auditrelay(&["check", "--json"], &config, &env).await;
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+        let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+        let proxy = &report["proxy"];
+        assert!(proxy["variables"].get("NO_PROXY").is_none(), "NO_PROXY is not set: {proxy}");
+        for connection in proxy["connections"].as_array().unwrap() {
+            let detail = connection["detail"].as_str().unwrap();
+            assert!(
+                !detail.contains("NO_PROXY"),
+                "HTTPS_PROXY={value:?}: {}: check says {detail:?} (way {}), but NO_PROXY is not set: the value \
+                 (shown as {}) is one the client cannot use, so it connects directly without a word",
+                connection["name"],
+                connection["way"],
+                proxy["variables"]["HTTPS_PROXY"]
+            );
+        }
     }
 }
 
