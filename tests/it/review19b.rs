@@ -24,9 +24,11 @@
 
 use crate::es_emulator::{EsEmulator, EsOptions};
 use crate::harness;
+use crate::hec_emulator::{HecEmulator, HecOptions};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use auditrelay::clock::Clock;
@@ -139,26 +141,29 @@ async fn check_says_when_a_proxy_variable_is_unusable_not_that_no_proxy_names_th
 /// A forward proxy that, as squid or nginx do, answers `502 Bad Gateway` when it cannot reach
 /// the target; otherwise forwards one request per connection.
 async fn gateway_proxy() -> SocketAddr {
-    start_proxy(false).await
+    start_proxy(false).await.0
 }
 
 /// The same proxy answering `407 Proxy Authentication Required` to every request.
 async fn refusing_proxy() -> SocketAddr {
-    start_proxy(true).await
+    start_proxy(true).await.0
 }
 
-async fn start_proxy(refuse: bool) -> SocketAddr {
+/// The proxy's address and the request lines it received.
+async fn start_proxy(refuse: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
-            tokio::spawn(forward(client, refuse));
+            tokio::spawn(forward(client, refuse, log.clone()));
         }
     });
-    addr
+    (addr, seen)
 }
 
-async fn forward(mut client: TcpStream, refuse: bool) {
+async fn forward(mut client: TcpStream, refuse: bool, seen: Arc<Mutex<Vec<String>>>) {
     let mut buf = Vec::new();
     let head_end = loop {
         let mut chunk = [0u8; 4096];
@@ -176,6 +181,7 @@ async fn forward(mut client: TcpStream, refuse: bool) {
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let rest = buf[head_end..].to_vec();
+    seen.lock().unwrap().push(head.lines().next().unwrap_or_default().to_owned());
     if refuse {
         let refusal = "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"corp\"\r\n\
                        Content-Type: text/html\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
@@ -308,4 +314,80 @@ async fn an_elasticsearch_node_behind_a_proxy_answering_407_names_the_proxy() {
         "the run log does not name the proxy's 407: {said}\ncheck --connect says: {row}"
     );
     assert!(row.contains("proxy"), "check --connect does not name the proxy's 407: {row}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// What held (no finding): coverage the change lacked.
+
+/// The Elasticsearch sink behind `HTTP_PROXY` (no test covered it): an http:// node named
+/// "localhost" goes through the proxy, the vendor at 127.0.0.1 (`NO_PROXY`) directly; every
+/// event indexed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_an_elasticsearch_node_is_reached_through_http_proxy_and_no_proxy_is_direct() {
+    const RECORDS: usize = 20;
+    let sim = simulator(RECORDS).await;
+    let emu = EsEmulator::start(EsOptions::default()).await;
+    let (proxy, seen) = start_proxy(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    let node = emu.url().replace("127.0.0.1", "localhost");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[[sinks]]\nname = \"elastic\"\ntype = \"elasticsearch\"\nbackoff = {{ initial = \"50ms\", max = \"500ms\" }}\n\
+             timeout = \"5s\"\nhosts = [{node:?}]\n",
+            harness::config_text(&sim, dir.path(), ""),
+        ),
+    )
+    .unwrap();
+    let proxy_url = format!("http://{proxy}");
+    let mut env = proxy_env(&[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "127.0.0.1")]);
+    env.push(("TEST_AITRONOS_KEY", sim.aitronos_api_key()));
+    let mut agent = Agent::spawn(&["run", "--once"], &config, &dir.path().join("agent.log"), &env);
+    let status = agent.exit(Duration::from_secs(60)).await;
+    assert_eq!(status.code(), Some(0), "{}", agent.tail());
+    sim.shutdown().await;
+    let mut ids: Vec<String> = emu.documents().into_iter().map(|d| d.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((emu.document_count(), ids.len()), (RECORDS, RECORDS));
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.iter().any(|l| l.starts_with("POST http://localhost:") && l.contains("/_bulk")), "{seen:?}");
+    assert!(!seen.iter().any(|l| l.contains("127.0.0.1")), "the vendor went through the proxy: {seen:?}");
+}
+
+/// HEC with indexer acknowledgement behind `HTTP_PROXY`: the ack polls go through it too, every
+/// event is indexed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_hec_with_indexer_acks_through_http_proxy_delivers_once() {
+    const RECORDS: usize = 20;
+    let sim = simulator(RECORDS).await;
+    let hec = HecEmulator::start(HecOptions { use_ack: true, ack_delay_polls: 2, ..HecOptions::default() }).await;
+    let (proxy, seen) = start_proxy(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    let url = hec.url().replace("127.0.0.1", "localhost");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[[sinks]]\nname = \"splunk\"\ntype = \"hec\"\nurl = {url:?}\ntoken = \"hec-test-token\"\n\
+             indexer_ack = true\nack_poll_interval = \"100ms\"\nbackoff = {{ initial = \"50ms\", max = \"500ms\" }}\n",
+            harness::config_text(&sim, dir.path(), ""),
+        ),
+    )
+    .unwrap();
+    let proxy_url = format!("http://{proxy}");
+    let mut env = proxy_env(&[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "127.0.0.1")]);
+    env.push(("TEST_AITRONOS_KEY", sim.aitronos_api_key()));
+    let mut agent = Agent::spawn(&["run", "--once"], &config, &dir.path().join("agent.log"), &env);
+    let status = agent.exit(Duration::from_secs(60)).await;
+    assert_eq!(status.code(), Some(0), "{}", agent.tail());
+    sim.shutdown().await;
+    let mut uids = hec.indexed_uids();
+    let n = uids.len();
+    uids.sort();
+    uids.dedup();
+    assert_eq!((n, uids.len()), (RECORDS, RECORDS));
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.iter().any(|l| l.contains("/services/collector/ack")), "{seen:?}");
 }
