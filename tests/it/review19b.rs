@@ -5,7 +5,9 @@
 //!   (`HTTP_PROXY`, http:// nodes) a node that is down is not a connection error but the
 //!   proxy's `502 Bad Gateway`, which `classify` makes "retry": the sink retries the dead node
 //!   forever and never tries the live one (`ElasticsearchSink::request` fails over on a send
-//!   error only). Stall.
+//!   error only). Stall. `a_node_answering_503_to_everything_is_failed_over`: the same without
+//!   a proxy (a node without a master answers 503; Elastic's own clients retry 502/503/504 on
+//!   the next node).
 //! - `check_never_shows_a_proxy_password_that_has_a_hash`: `HTTPS_PROXY` with an unencoded `#`
 //!   in the password (`http://jdoe:2024#Summer!@proxy:3128`) is shown by `check` and
 //!   `check --json` as `http://jdoe:2024/#Summer!@proxy:3128`: user and password in the clear
@@ -390,4 +392,53 @@ async fn held_hec_with_indexer_acks_through_http_proxy_delivers_once() {
     assert_eq!((n, uids.len()), (RECORDS, RECORDS));
     let seen = seen.lock().unwrap().clone();
     assert!(seen.iter().any(|l| l.contains("/services/collector/ack")), "{seen:?}");
+}
+
+/// The same stall without a proxy: a node that answers every request `503` (a node that lost
+/// its master, `master_not_discovered_exception`, or is shutting down; a load balancer in front
+/// of a dead node) keeps the sink on it; the live second node is never asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_answering_503_to_everything_is_failed_over() {
+    const RECORDS: usize = 20;
+    let sim = simulator(RECORDS).await;
+    let sick = EsEmulator::start(EsOptions::default()).await;
+    for _ in 0..10_000 {
+        sick.push_fault(crate::es_emulator::Fault::Status {
+            status: 503,
+            kind: "master_not_discovered_exception".to_owned(),
+            reason: "no master".to_owned(),
+            retry_after: None,
+        });
+    }
+    let up = EsEmulator::start(EsOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[[sinks]]\nname = \"elastic\"\ntype = \"elasticsearch\"\nbackoff = {{ initial = \"50ms\", max = \"500ms\" }}\n\
+             timeout = \"5s\"\nhosts = [{:?}, {:?}]\n",
+            harness::config_text(&sim, dir.path(), ""),
+            sick.url(),
+            up.url()
+        ),
+    )
+    .unwrap();
+    let mut env = proxy_env(&[]);
+    env.push(("TEST_AITRONOS_KEY", sim.aitronos_api_key()));
+    env.push(("RUST_LOG", "info"));
+    let mut agent = Agent::spawn(&["run", "--drain-timeout", "2s"], &config, &dir.path().join("agent.log"), &env);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while up.document_count() < RECORDS && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let indexed = up.document_count();
+    agent.kill().await;
+    sim.shutdown().await;
+    assert_eq!(
+        indexed,
+        RECORDS,
+        "in 30 s the live node indexed {indexed} of {RECORDS}; the sick node was asked {} times",
+        sick.requests().len()
+    );
 }
