@@ -27,6 +27,9 @@
 //!   "invalid peer certificate", nothing delivered while `ca_file` is set (the control
 //!   `held_an_https_proxy_trusted_by_the_system_roots_is_used_without_ca_file` delivers).
 //!   Stall; undocumented.
+//! - `check_says_a_socks_proxy_is_not_supported`: `ALL_PROXY=socks5h://…` is reported "through
+//!   proxy socks5h://…" while every connection fails "unsupported scheme socks5h" (reqwest is
+//!   built without its `socks` feature). Misleading (`check --connect` shows the failure).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use crate::es_emulator::{EsEmulator, EsOptions};
@@ -597,4 +600,26 @@ async fn held_an_https_proxy_trusted_by_the_system_roots_is_used_without_ca_file
         "{indexed} of {RECORDS} indexed through the https proxy; the proxy saw {:?}; the log says {said:?}",
         seen.lock().unwrap()
     );
+}
+
+/// `ALL_PROXY=socks5h://…` (common for SSH tunnels): the agent's reqwest is built without SOCKS
+/// support, every https connection fails with "unsupported scheme socks5h"; `check` (without
+/// `--connect`) reports each one "through proxy socks5h://…" as if it worked.
+#[tokio::test]
+async fn check_says_a_socks_proxy_is_not_supported() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = check_config(dir.path());
+    let mut env = SECRETS.to_vec();
+    env.push(("ALL_PROXY", "socks5h://127.0.0.1:1080"));
+    let (code, stdout, stderr) = auditrelay(&["check", "--json"], &config, &env).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    for connection in report["proxy"]["connections"].as_array().unwrap() {
+        let detail = connection["detail"].as_str().unwrap();
+        assert!(
+            connection["way"] != "proxy" || detail.contains("not supported") || detail.contains("unsupported"),
+            "{}: check says {detail:?}; the client cannot speak SOCKS (\"unsupported scheme socks5h\")",
+            connection["name"]
+        );
+    }
 }
