@@ -15,9 +15,9 @@
 //!   `Summer!@proxy:3128`, and `redact::url` keeps fragments). Leak.
 //! - `check_says_when_a_proxy_variable_is_unusable_not_that_no_proxy_names_the_host`: a
 //!   proxy variable the client cannot parse (a trailing space, literal quotes from
-//!   `docker --env-file`, a password with a space) is silently ignored by reqwest, which connects directly; `check` shows the
-//!   variable as a clean URL and says "direct (NO_PROXY names the host)" though `NO_PROXY` is
-//!   not set (`http::route`'s fallback). Misleading.
+//!   `docker --env-file`, a password with a space) is silently ignored by reqwest, which
+//!   connects directly; `check` shows the variable as a clean URL and says "direct (NO_PROXY
+//!   names the host)" though `NO_PROXY` is not set (`http::route`'s fallback). Misleading.
 //! - `an_elasticsearch_node_behind_a_proxy_answering_407_names_the_proxy`: a forward proxy's 407
 //!   to an http:// node is "not a bulk endpoint (check hosts and its path prefix)" in the log
 //!   and "GET / answered 407" in `check --connect` (HEC and OTLP name the proxy: the sink has
