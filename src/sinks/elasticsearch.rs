@@ -23,8 +23,9 @@
 //! [`Failure::TooLarge`](super::Failure::TooLarge), a 500 as a server error (bisected), 429 /
 //! 502 / 503 / 504 as transient with `Retry-After`, 400 / 401 / 403 / 3xx / a 2xx that is not a
 //! bulk answer as operator errors. The one thing it repeats inside a send is the connection: a node
-//! that cannot be reached (refused, TLS, timeout) hands the same request to the next host; an
-//! HTTP answer is an answer and is never retried on another node.
+//! that cannot be reached (refused, TLS, timeout) or answers 502/503/504 (a node out of its
+//! cluster, a dead pool behind a load balancer) hands the same request to the next host; any
+//! other HTTP answer is the answer and is not retried on another node.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -53,6 +54,8 @@ use crate::sinks::{Attach, Protocol};
 /// The name of the index template `auditrelay elasticsearch template` prints and `check
 /// --connect` looks for.
 pub const TEMPLATE_NAME: &str = "auditrelay-ocsf";
+/// The index template's `version`: bumped whenever [`template`] changes.
+pub const TEMPLATE_VERSION: u64 = 2;
 /// The default data-stream dataset and namespace.
 pub const DEFAULT_DATASET: &str = "auditrelay.ocsf";
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -113,22 +116,50 @@ pub enum Item {
     /// it; dead-lettered alone only on repeated proof that the cluster takes other documents
     /// (`sinks::POISON_STRIKES`). As "busy", one such document held the whole sink back forever.
     ServerError,
-    /// 400 `mapper_parsing_exception` / `document_parsing_exception`: this document can never be
-    /// indexed as it is; dead-lettered with Elastic's reason.
+    /// 400 `mapper_parsing_exception` / `document_parsing_exception` /
+    /// `strict_dynamic_mapping_exception`, or an `illegal_argument_exception` about the
+    /// document's own content (an immense term, the field-count, depth or nested limits, a
+    /// value that fails to parse): this document can never be indexed as it is; dead-lettered
+    /// with Elastic's reason.
     Refused,
+    /// Another 400: about the document or about the index (a data stream refusing the op, a
+    /// missing template), which only the index's history tells apart. For an index that has
+    /// taken documents from this sink it is this document's fault, isolated as a server error
+    /// (dead-lettered only after repeated proof that the cluster takes others); otherwise an
+    /// operator's. As an operator error always, one such document held the whole sink back.
+    Suspect,
     /// Anything else (403 security, 404 `index_not_found_exception`, 400 `illegal_argument`…):
     /// the cluster or the configuration must change; the data is kept.
     Operator,
 }
 
-/// The item table (module docs). `error_type` is the item's `error.type`.
-pub fn classify_item(status: u16, error_type: Option<&str>) -> Item {
+/// What Elasticsearch and OpenSearch say, as an `illegal_argument_exception`, about a document
+/// that cannot be indexed for its own content.
+const DOCUMENT_FAULTS: &[&str] = &[
+    "immense term",
+    "Limit of total fields",
+    "Limit of mapping depth",
+    "Limit of nested fields",
+    "failed to parse",
+];
+
+/// The item table (module docs). `error_type` and `reason` are the item's `error.type` and
+/// `error.reason`.
+pub fn classify_item(status: u16, error_type: Option<&str>, reason: &str) -> Item {
     match (status, error_type) {
         (200 | 201, _) => Item::Delivered,
         (409, None | Some("version_conflict_engine_exception")) => Item::Delivered,
         (429 | 503, _) => Item::Retry,
         (500..=599, _) => Item::ServerError,
-        (400, Some("mapper_parsing_exception" | "document_parsing_exception")) => Item::Refused,
+        (400, Some("mapper_parsing_exception" | "document_parsing_exception" | "strict_dynamic_mapping_exception")) => {
+            Item::Refused
+        }
+        (400, Some("illegal_argument_exception")) if DOCUMENT_FAULTS.iter().any(|f| reason.contains(f)) => Item::Refused,
+        // The index itself: closed, or refusing what this sink sends it (never a document's fault).
+        (400, Some("index_closed_exception" | "cluster_block_exception" | "resource_already_exists_exception")) => {
+            Item::Operator
+        }
+        (400, _) => Item::Suspect,
         _ => Item::Operator,
     }
 }
@@ -148,7 +179,26 @@ pub enum Auth {
     None,
     /// The encoded key (`id:key` base64-encoded), sent as `Authorization: ApiKey <key>`.
     ApiKey(SecretString),
-    Basic { username: String, password: SecretString },
+    /// `encoded` = base64(`username:password`), the header's value: a receiver or proxy that
+    /// echoes the header would otherwise show what decodes to the password.
+    Basic { username: String, password: SecretString, encoded: SecretString },
+}
+
+impl Auth {
+    /// Basic auth with its encoded header value.
+    pub fn basic(username: String, password: SecretString) -> Auth {
+        let encoded = BASE64.encode(format!("{username}:{}", password.expose_secret()));
+        Auth::Basic { username, password, encoded: SecretString::from(encoded) }
+    }
+
+    /// Every secret of these credentials (scrubbed from whatever the receiver says).
+    pub fn secrets(&self) -> Vec<&SecretString> {
+        match self {
+            Auth::None => Vec::new(),
+            Auth::ApiKey(k) => vec![k],
+            Auth::Basic { password, encoded, .. } => vec![password, encoded],
+        }
+    }
 }
 
 impl Auth {
@@ -164,10 +214,7 @@ impl Auth {
         let text = match self {
             Auth::None => return None,
             Auth::ApiKey(key) => format!("ApiKey {}", key.expose_secret()),
-            Auth::Basic { username, password } => {
-                let pair = format!("{username}:{}", password.expose_secret());
-                format!("Basic {}", BASE64.encode(pair))
-            }
+            Auth::Basic { encoded, .. } => format!("Basic {}", encoded.expose_secret()),
         };
         let mut value = reqwest::header::HeaderValue::from_str(&text).ok()?;
         value.set_sensitive(true);
@@ -208,7 +255,14 @@ pub struct ElasticsearchSink {
     /// (`Some(reason)`): a resend sends only the rest. Entries leave when a send covering them
     /// returns Ok; bounded by [`MEMO_CAP`].
     memo: HashMap<i64, Option<String>>,
+    /// Indices (data streams) that took a document from this sink (201, 200 or 409): an item
+    /// 400 of unknown cause for one of them is about the document, not the index
+    /// ([`Item::Suspect`]). Bounded by [`MAX_TAKING`].
+    taking: std::collections::HashSet<String>,
 }
+
+/// Past this many indices the set of those that took documents starts again.
+const MAX_TAKING: usize = 10_000;
 
 /// Past this many entries the memo is dropped (module docs: losing it costs 409s, not data).
 const MEMO_CAP: usize = 100_000;
@@ -393,6 +447,20 @@ pub fn check_name_part(what: &str, value: &str, placeholders: bool) -> Result<()
     if plain.starts_with(['_', '+', '.']) {
         return Err(format!("the {what} must not start with '_', '+' or '.'"));
     }
+    // The template's pattern puts `*` for a placeholder: `{vendor}` first would make it
+    // `logs-*-*`, every data stream of the cluster (Elastic Agent's too), at our priority, and
+    // `a{vendor}` would take in `logs-apache.access-*`: a placeholder follows a fixed name and
+    // its `.` or `_`.
+    if let Some(at) = value.find('{').filter(|_| placeholders) {
+        let prefix = &value[..at];
+        if prefix.len() < 2 || !prefix.ends_with(['.', '_']) {
+            return Err(format!(
+                "the {what} must begin with a fixed name and '.' or '_' before a placeholder (such as \
+                 \"auditrelay.{{vendor}}\"): the index template's pattern would otherwise take in other \
+                 data streams of the cluster (Elastic Agent's logs-*-*)"
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -424,13 +492,21 @@ pub fn check_index(index: &str) -> Result<(), String> {
 /// field count.
 pub fn template(dataset: &str, opensearch: bool) -> serde_json::Value {
     let pattern = dataset.replace("{vendor}", "*").replace("{class_uid}", "*");
-    let keyword = serde_json::json!({"type": "keyword"});
+    // `ignore_above`: a value longer than that (a vendor's 40,000-character action name copied
+    // into `event.code`) stays in `_source` unindexed; indexed, a term over Lucene's 32,766
+    // bytes refuses the whole document.
+    let keyword = serde_json::json!({"type": "keyword", "ignore_above": 1024});
     // OpenSearch has no constant_keyword.
     let constant = match opensearch {
         true => keyword.clone(),
         false => serde_json::json!({"type": "constant_keyword"}),
     };
-    let flat = if opensearch { "flat_object" } else { "flattened" };
+    // Elasticsearch's `flattened` takes `ignore_above` (the immense-term limit again);
+    // OpenSearch's `flat_object` has no such parameter.
+    let flat = match opensearch {
+        true => serde_json::json!({"type": "flat_object"}),
+        false => serde_json::json!({"type": "flattened", "ignore_above": 1024}),
+    };
     // `date`: a string dynamic mapping would detect as a date (ISO 8601) is a type of its own to
     // `match_mapping_type`; mapped `date` by the first vendor, another vendor's format in the
     // same field (RFC 2822) would be a mapping error, a dead letter.
@@ -451,6 +527,9 @@ pub fn template(dataset: &str, opensearch: bool) -> serde_json::Value {
         "index_patterns": [format!("logs-{pattern}-*")],
         "data_stream": {},
         "priority": 200,
+        // Bumped whenever the template changes: `check --connect` says when an older one is
+        // installed.
+        "version": TEMPLATE_VERSION,
         "_meta": {"description": "auditrelay: OCSF events under ocsf.*, a few ECS fields", "managed_by": "auditrelay"},
         "template": {
             "settings": {
@@ -480,7 +559,7 @@ pub fn template(dataset: &str, opensearch: bool) -> serde_json::Value {
                         "type_uid": {"type": "long"},
                         "message": {"type": "text"},
                         "raw_data": {"type": "keyword", "index": false, "doc_values": false},
-                        "unmapped": {"type": flat},
+                        "unmapped": flat,
                         "metadata": {"properties": {
                             "uid": keyword, "event_code": keyword, "tenant_uid": keyword,
                             "product": {"properties": {"name": keyword, "vendor_name": keyword}}
@@ -527,11 +606,7 @@ impl ElasticsearchSink {
             ClientError::Tls(e) => e,
             ClientError::Build(e) => format!("cannot set up the HTTP client: {e}"),
         })?;
-        let secrets = match &cfg.auth {
-            Auth::None => Vec::new(),
-            Auth::ApiKey(k) => vec![k.clone()],
-            Auth::Basic { password, .. } => vec![password.clone()],
-        };
+        let secrets = cfg.auth.secrets().into_iter().cloned().collect();
         Ok(ElasticsearchSink {
             hosts: cfg.hosts.clone(),
             current: 0,
@@ -543,6 +618,7 @@ impl ElasticsearchSink {
             clock: Clock::system(),
             stats: Arc::default(),
             memo: HashMap::new(),
+            taking: std::collections::HashSet::new(),
         })
     }
 
@@ -579,6 +655,12 @@ impl ElasticsearchSink {
                 request = request.header(reqwest::header::AUTHORIZATION, auth);
             }
             match request.send().await {
+                // A node that answers 502/503/504 (left its cluster, a dead pool behind a load
+                // balancer) is passed over like an unreachable one while another is left to ask;
+                // the last node's answer is the answer.
+                Ok(response) if step + 1 < n && matches!(response.status().as_u16(), 502..=504) => {
+                    failures.push(format!("{}: answered {}", Self::name_of(&self.hosts[i]), response.status().as_u16()));
+                }
                 Ok(response) => {
                     if step > 0 {
                         self.stats.es_failovers.fetch_add(1, Ordering::Relaxed);
@@ -742,11 +824,22 @@ impl ElasticsearchSink {
                 Some(e) => (e.kind.as_deref(), e.reason.as_deref().unwrap_or("")),
                 None => (None, ""),
             };
-            match classify_item(item.status, kind) {
+            let mut class = classify_item(item.status, kind, reason);
+            if class == Item::Suspect {
+                class = match self.taking.contains(index) {
+                    true => Item::ServerError,
+                    false => Item::Operator,
+                };
+            }
+            match class {
                 Item::Delivered => {
                     if item.status == 409 {
                         self.stats.es_conflicts.fetch_add(1, Ordering::Relaxed);
                     }
+                    if self.taking.len() >= MAX_TAKING {
+                        self.taking.clear();
+                    }
+                    self.taking.insert(index.clone());
                     self.memo.insert(*id, None);
                 }
                 Item::Refused => {
@@ -759,7 +852,7 @@ impl ElasticsearchSink {
                     self.memo.insert(*id, Some(why));
                 }
                 Item::Retry => retry += 1,
-                Item::ServerError => {
+                Item::ServerError | Item::Suspect => {
                     retry += 1;
                     server.get_or_insert_with(|| {
                         format!(
@@ -804,7 +897,11 @@ impl ElasticsearchSink {
         Ok(())
     }
 
-    /// `GET /` (the flavour and version), then, for a data stream, the index template.
+    /// `GET /` (the flavour and version), then, for a data stream, the index template: present,
+    /// covering the sink's data streams, and not older than this agent's. Credentials without
+    /// the cluster privileges these two reads need (an ingest-only API key, as Elastic advises
+    /// for shippers: `create_doc` and `auto_configure` on the streams) are not an error: what
+    /// they could not read is said to be unverified.
     pub async fn probe(&mut self) -> Result<String, SendError> {
         let response = self.request(|http, host| http.get(Self::join(host, "/")), "GET /").await?;
         let target = self.target();
@@ -812,61 +909,150 @@ impl ElasticsearchSink {
         let elastic_header = response.headers().get("x-elastic-product").is_some();
         let location = redirect_target(&response);
         let body = read_probe(response).await;
-        match status {
-            200 => {}
+        let mut flavour = "";
+        let found = match status {
+            200 => {
+                #[derive(Deserialize)]
+                struct Root {
+                    version: Option<Version>,
+                }
+                #[derive(Deserialize)]
+                struct Version {
+                    number: Option<String>,
+                    distribution: Option<String>,
+                }
+                let version = serde_json::from_slice::<Root>(&body).ok().and_then(|r| r.version);
+                let Some(version) = version else {
+                    return Err(SendError::config(format!(
+                        "{target}: GET / answered 200 without a version: not Elasticsearch or OpenSearch"
+                    )));
+                };
+                let number = version.number.unwrap_or_else(|| "?".to_owned());
+                flavour = match version.distribution.as_deref() {
+                    Some("opensearch") => "OpenSearch",
+                    _ if elastic_header => "Elasticsearch",
+                    _ => "Elasticsearch (no X-Elastic-Product header)",
+                };
+                format!("{target}: {flavour} {number}")
+            }
             300..=399 => {
                 return Err(SendError::config(format!(
                     "{target}: GET / answered {status}, a redirect to {location}: not followed; set hosts to the node itself"
                 )));
             }
-            401 | 403 => {
+            401 => {
                 return Err(SendError::config(format!(
-                    "{target}: GET / answered {status}: the cluster refused {}",
+                    "{target}: GET / answered 401: the cluster does not know {}",
+                    self.auth.name()
+                )));
+            }
+            // The credentials are known; they lack `monitor` (cluster:monitor/main), which
+            // shipping does not need.
+            403 if elastic_header || !matches!(self.auth, Auth::None) => format!(
+                "{target}: reachable, {} known but without the `monitor` cluster privilege (GET / answered 403; \
+                 shipping needs only create_doc and auto_configure on the data streams): flavour and version not read",
+                self.auth.name()
+            ),
+            403 => {
+                return Err(SendError::config(format!(
+                    "{target}: GET / answered 403: {} (set api_key or username/password)",
                     self.auth.name()
                 )));
             }
             _ => return Err(SendError::transient(format!("{target}: GET / answered {status}"))),
-        }
-        #[derive(Deserialize)]
-        struct Root {
-            version: Option<Version>,
-        }
-        #[derive(Deserialize)]
-        struct Version {
-            number: Option<String>,
-            distribution: Option<String>,
-        }
-        let version = serde_json::from_slice::<Root>(&body).ok().and_then(|r| r.version);
-        let Some(version) = version else {
-            return Err(SendError::config(format!(
-                "{target}: GET / answered 200 without a version: not Elasticsearch or OpenSearch"
-            )));
         };
-        let number = version.number.unwrap_or_else(|| "?".to_owned());
-        let flavour = match version.distribution.as_deref() {
-            Some("opensearch") => "OpenSearch",
-            _ if elastic_header => "Elasticsearch",
-            _ => "Elasticsearch (no X-Elastic-Product header)",
-        };
-        let found = format!("{target}: {flavour} {number}");
-        if let Target::Index(index) = &self.target {
+        let Target::DataStream { dataset, namespace } = self.target.clone() else {
+            let Target::Index(index) = &self.target else { return Ok(found) };
             return Ok(format!("{found}; writing to index {index}"));
-        }
+        };
+        // A name the sink writes to: the placeholders filled with what any vendor could give.
+        let stream = format!("logs-{}-{namespace}", resolve_dataset(&dataset, Some("vendor"), Some(1)));
         let path = format!("/_index_template/{TEMPLATE_NAME}");
         let response = self.request(|http, host| http.get(Self::join(host, &path)), "template look-up").await?;
-        match response.status().as_u16() {
-            200 => Ok(format!("{found}; index template {TEMPLATE_NAME} present")),
+        let status = response.status().as_u16();
+        let body = read_probe(response).await;
+        let flag = if flavour == "OpenSearch" { " --opensearch" } else { "" };
+        let dataset_flag = if dataset == DEFAULT_DATASET { String::new() } else { format!(" --dataset {dataset:?}") };
+        let install = format!(
+            "run `auditrelay elasticsearch template{flag}{dataset_flag} | curl -H 'Content-Type: application/json' \
+             -X PUT <host>/_index_template/{TEMPLATE_NAME} -d @-` (with your credentials)"
+        );
+        match status {
+            200 => {}
             404 => {
-                let flag = if flavour == "OpenSearch" { " --opensearch" } else { "" };
-                Err(SendError::config(format!(
-                    "{found}; index template {TEMPLATE_NAME} missing: run `auditrelay elasticsearch template{flag} | \
-                     curl -H 'Content-Type: application/json' -X PUT <host>/_index_template/{TEMPLATE_NAME} -d @-` \
-                     (with your credentials)"
-                )))
+                return Err(SendError::config(format!("{found}; index template {TEMPLATE_NAME} missing: {install}")));
             }
-            other => Err(SendError::config(format!("{found}; template look-up answered {other}"))),
+            401 | 403 => {
+                return Ok(format!(
+                    "{found}; index template {TEMPLATE_NAME} not verified (the credentials may not read index \
+                     templates: manage_index_templates)"
+                ));
+            }
+            other => {
+                return Err(SendError::config(format!("{found}; template look-up answered {other}")));
+            }
+        }
+        #[derive(Deserialize)]
+        struct Templates {
+            index_templates: Vec<Named>,
+        }
+        #[derive(Deserialize)]
+        struct Named {
+            index_template: Installed,
+        }
+        #[derive(Deserialize)]
+        struct Installed {
+            #[serde(default)]
+            index_patterns: Vec<String>,
+            version: Option<u64>,
+        }
+        let installed = serde_json::from_slice::<Templates>(&body)
+            .ok()
+            .and_then(|t| t.index_templates.into_iter().next())
+            .map(|n| n.index_template);
+        let Some(installed) = installed else {
+            return Err(SendError::config(format!(
+                "{found}; the template look-up answered 200 without an index template"
+            )));
+        };
+        if !installed.index_patterns.iter().any(|p| glob(p, &stream)) {
+            return Err(SendError::config(format!(
+                "{found}; index template {TEMPLATE_NAME} is installed but its index_patterns {:?} do not cover \
+                 this sink's data streams ({stream}): they would get the cluster's default mappings; {install}",
+                installed.index_patterns
+            )));
+        }
+        match installed.version {
+            Some(v) if v >= TEMPLATE_VERSION => {
+                Ok(format!("{found}; index template {TEMPLATE_NAME} present (version {v}, covers {stream})"))
+            }
+            v => Err(SendError::config(format!(
+                "{found}; index template {TEMPLATE_NAME} is older ({}) than this agent's (version {TEMPLATE_VERSION}): \
+                 {install} (data streams take a new template at their next rollover)",
+                v.map_or("no version".to_owned(), |v| format!("version {v}"))
+            ))),
         }
     }
+}
+
+/// Whether an index pattern (`*` for any run of characters) matches `name`.
+fn glob(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// A redirect's `Location`, redacted for messages ("nowhere" without one).
@@ -985,7 +1171,7 @@ impl Protocol for ElasticsearchSink {
                     Some(u) => cx.fail(u.span(), "username", "must be a non-empty name without ':'"),
                     None => cx.fail(cx.table(), "username", "required with password / password_file"),
                 };
-                username.and_then(|username| password.map(|password| Auth::Basic { username, password }))
+                username.and_then(|username| password.map(|password| Auth::basic(username, password)))
             }
             (false, false) => Ok(Auth::None),
         };
@@ -1048,11 +1234,7 @@ impl Protocol for ElasticsearchSink {
     }
 
     fn secrets(s: &ElasticsearchSettings) -> Vec<&SecretString> {
-        match &s.auth {
-            Auth::None => Vec::new(),
-            Auth::ApiKey(k) => vec![k],
-            Auth::Basic { password, .. } => vec![password],
-        }
+        s.auth.secrets()
     }
 
     fn render(s: &ElasticsearchSettings, kv: &mut dyn FnMut(&str, String)) {
@@ -1160,26 +1342,36 @@ mod tests {
     #[test]
     fn the_item_answer_table() {
         use Item::*;
-        let cases: &[(u16, Option<&str>, Item)] = &[
-            (201, None, Delivered),
-            (200, None, Delivered),
-            (409, Some("version_conflict_engine_exception"), Delivered),
-            (409, None, Delivered),
-            (409, Some("resource_already_exists_exception"), Operator),
-            (429, Some("es_rejected_execution_exception"), Retry),
-            (429, Some("circuit_breaking_exception"), Retry),
-            (500, Some("exception"), ServerError),
-            (502, Some("exception"), ServerError),
-            (503, Some("unavailable_shards_exception"), Retry),
-            (400, Some("mapper_parsing_exception"), Refused),
-            (400, Some("document_parsing_exception"), Refused),
-            (400, Some("illegal_argument_exception"), Operator),
-            (400, None, Operator),
-            (403, Some("security_exception"), Operator),
-            (404, Some("index_not_found_exception"), Operator),
+        let cases: &[(u16, Option<&str>, &str, Item)] = &[
+            (201, None, "", Delivered),
+            (200, None, "", Delivered),
+            (409, Some("version_conflict_engine_exception"), "", Delivered),
+            (409, None, "", Delivered),
+            (409, Some("resource_already_exists_exception"), "", Operator),
+            (429, Some("es_rejected_execution_exception"), "", Retry),
+            (429, Some("circuit_breaking_exception"), "", Retry),
+            (429, Some("cluster_block_exception"), "disk usage exceeded flood-stage watermark", Retry),
+            (500, Some("exception"), "", ServerError),
+            (502, Some("exception"), "", ServerError),
+            (503, Some("unavailable_shards_exception"), "", Retry),
+            (400, Some("mapper_parsing_exception"), "", Refused),
+            (400, Some("document_parsing_exception"), "", Refused),
+            (400, Some("strict_dynamic_mapping_exception"), "", Refused),
+            (400, Some("illegal_argument_exception"), "Document contains at least one immense term in field", Refused),
+            (400, Some("illegal_argument_exception"), "Limit of total fields [2000] has been exceeded", Refused),
+            (
+                400,
+                Some("illegal_argument_exception"),
+                "only write ops with an op_type of create are allowed in data streams",
+                Suspect,
+            ),
+            (400, Some("index_closed_exception"), "closed", Operator),
+            (400, None, "", Suspect),
+            (403, Some("security_exception"), "", Operator),
+            (404, Some("index_not_found_exception"), "", Operator),
         ];
-        for (status, kind, expected) in cases {
-            assert_eq!(classify_item(*status, *kind), *expected, "{status} {kind:?}");
+        for (status, kind, reason, expected) in cases {
+            assert_eq!(classify_item(*status, *kind, reason), *expected, "{status} {kind:?} {reason}");
         }
     }
 
@@ -1241,13 +1433,17 @@ mod tests {
         let ocsf = &t["template"]["mappings"]["properties"]["ocsf"]["properties"];
         assert_eq!(ocsf["raw_data"]["index"], false);
         assert_eq!(ocsf["unmapped"]["type"], "flattened");
+        assert_eq!(ocsf["unmapped"]["ignore_above"], 1024, "an immense value would refuse the document");
+        let event = &t["template"]["mappings"]["properties"]["event"]["properties"];
+        assert_eq!(event["code"]["ignore_above"], 1024, "an immense event code would refuse the document");
         assert_eq!(ocsf["time"]["format"], "epoch_millis");
         let t = template("auditrelay.{vendor}", true);
         assert_eq!(t["index_patterns"], serde_json::json!(["logs-auditrelay.*-*"]));
         assert_eq!(t["template"]["mappings"]["properties"]["ocsf"]["properties"]["unmapped"]["type"], "flat_object");
         assert!(!t.to_string().contains("constant_keyword"));
         let dynamic = t["template"]["mappings"]["dynamic_templates"].as_array().unwrap();
-        assert_eq!(dynamic.len(), 4, "strings, longs, doubles and booleans of ocsf.* as keywords");
+        assert_eq!(dynamic.len(), 5, "strings, date-looking strings, longs, doubles and booleans of ocsf.* as keywords");
+        assert_eq!(t["version"], TEMPLATE_VERSION);
     }
 
     fn parse(sink: &str) -> Result<ElasticsearchSettings, String> {
@@ -1493,6 +1689,11 @@ mod tests {
     #[tokio::test]
     async fn the_probe_names_the_flavour_and_whether_the_template_is_installed() {
         async fn cluster(root: &'static str, elastic: bool, template: u16) -> url::Url {
+            cluster_with(root, elastic, template, super::template(DEFAULT_DATASET, false)).await
+        }
+        async fn cluster_with(root: &'static str, elastic: bool, template: u16, installed: serde_json::Value) -> url::Url {
+            let listed = serde_json::json!({"index_templates": [{"name": TEMPLATE_NAME, "index_template": installed}]});
+            let listed = listed.to_string();
             let app = axum::Router::new()
                 .route(
                     "/",
@@ -1510,8 +1711,9 @@ mod tests {
                 )
                 .route(
                     "/_index_template/auditrelay-ocsf",
-                    axum::routing::get(move || async move {
-                        (StatusCode::from_u16(template).unwrap(), "{\"index_templates\":[]}")
+                    axum::routing::get(move || {
+                        let listed = listed.clone();
+                        async move { (StatusCode::from_u16(template).unwrap(), listed) }
                     }),
                 );
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1523,6 +1725,14 @@ mod tests {
         let os = r#"{"version":{"distribution":"opensearch","number":"2.17.0"},"tagline":"The OpenSearch Project"}"#;
         let said = sink(vec![cluster(es, true, 200).await]).probe().await.unwrap();
         assert!(said.contains("Elasticsearch 8.15.0") && said.contains("template auditrelay-ocsf present"), "{said}");
+        // Installed, but older than this agent's, or for another dataset: said, with the fix.
+        let mut old = super::template(DEFAULT_DATASET, false);
+        old["version"] = serde_json::json!(1);
+        let err = sink(vec![cluster_with(es, true, 200, old).await]).probe().await.unwrap_err();
+        assert!(err.message.contains("older (version 1)") && err.message.contains("elasticsearch template"), "{}", err.message);
+        let other = super::template("other.set", false);
+        let err = sink(vec![cluster_with(es, true, 200, other).await]).probe().await.unwrap_err();
+        assert!(err.message.contains("do not cover") && err.message.contains("logs-auditrelay.ocsf-default"), "{}", err.message);
         let err = sink(vec![cluster(os, false, 404).await]).probe().await.unwrap_err();
         assert_eq!(err.class, Failure::Config);
         let m = &err.message;

@@ -47,6 +47,7 @@ mod ratelimits;
 mod receivers_at_the_edge;
 mod reload;
 mod review19a;
+mod review19b;
 mod rotation;
 mod secrets;
 mod soak;
