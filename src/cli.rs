@@ -68,7 +68,8 @@ pub enum Command {
         /// refused credential is named, the secret never); each sink as it will be used: the
         /// file sink's file opened, syslog receivers connected (TCP and, for TLS, the whole
         /// handshake with certificate checks), HEC's health endpoint and token, OTLP's endpoint
-        /// with an empty export. Prints a table of one row per source and sink (before anything
+        /// with an empty export, Elasticsearch's `GET /` (flavour and version found) and its index
+        /// template. Prints a table of one row per source and sink (before anything
         /// else; the resolved configuration only with --show-config) and exits 1 if any fails.
         /// Sends no event.
         #[arg(long)]

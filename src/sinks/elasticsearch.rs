@@ -1446,4 +1446,49 @@ mod tests {
         assert_eq!(s.hosts.len(), 2);
         assert_eq!(s.target, stream());
     }
+
+    /// `check --connect`: the flavour and version from `GET /`, then the template's presence.
+    #[tokio::test]
+    async fn the_probe_names_the_flavour_and_whether_the_template_is_installed() {
+        async fn cluster(root: &'static str, elastic: bool, template: u16) -> url::Url {
+            let app = axum::Router::new()
+                .route(
+                    "/",
+                    axum::routing::get(move |headers: HeaderMap| async move {
+                        let status = match headers.get("authorization").map(|v| v.as_bytes()) {
+                            Some(b"ApiKey a2V5") => StatusCode::OK,
+                            _ => StatusCode::UNAUTHORIZED,
+                        };
+                        let mut out = axum::http::Response::builder().status(status);
+                        if elastic {
+                            out = out.header("x-elastic-product", "Elasticsearch");
+                        }
+                        out.body(axum::body::Body::from(root)).unwrap()
+                    }),
+                )
+                .route(
+                    "/_index_template/auditrelay-ocsf",
+                    axum::routing::get(move || async move {
+                        (StatusCode::from_u16(template).unwrap(), "{\"index_templates\":[]}")
+                    }),
+                );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            url::Url::parse(&format!("http://{addr}")).unwrap()
+        }
+        let es = r#"{"version":{"number":"8.15.0"},"tagline":"You Know, for Search"}"#;
+        let os = r#"{"version":{"distribution":"opensearch","number":"2.17.0"},"tagline":"The OpenSearch Project"}"#;
+        let said = sink(vec![cluster(es, true, 200).await]).probe().await.unwrap();
+        assert!(said.contains("Elasticsearch 8.15.0") && said.contains("template auditrelay-ocsf present"), "{said}");
+        let err = sink(vec![cluster(os, false, 404).await]).probe().await.unwrap_err();
+        assert_eq!(err.class, Failure::Config);
+        let m = &err.message;
+        assert!(m.contains("OpenSearch 2.17.0") && m.contains("elasticsearch template --opensearch"), "{m}");
+        let mut wrong = sink(vec![cluster(es, true, 200).await]);
+        wrong.auth = Auth::ApiKey(SecretString::from("bm9wZQ=="));
+        let err = wrong.probe().await.unwrap_err();
+        assert!(err.message.contains("401") && err.message.contains("API key"), "{}", err.message);
+        assert!(!err.message.contains("bm9wZQ=="), "{}", err.message);
+    }
 }

@@ -834,3 +834,69 @@ fn test_check_lists_every_mistake_in_file_order_duplicates_included() {
     sorted.sort_unstable();
     assert_eq!(lines, sorted, "not in file order:\n{err}");
 }
+
+/// `auditrelay elasticsearch template` prints the index template (valid JSON, the dataset's
+/// pattern, OpenSearch's types with --opensearch), refuses a dataset Elastic would refuse; and
+/// `check --connect` names the flavour and version a cluster on loopback answers `GET /` with,
+/// and fails with the install command while the template is missing.
+#[test]
+fn test_elasticsearch_template_and_check_connect() {
+    let out = auditrelay().args(["elasticsearch", "template", "--dataset", "auditrelay.{vendor}"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(t["index_patterns"], serde_json::json!(["logs-auditrelay.*-*"]));
+    assert_eq!(t["template"]["mappings"]["properties"]["ocsf"]["properties"]["unmapped"]["type"], "flattened");
+    let out = auditrelay().args(["elasticsearch", "template", "--opensearch"]).output().unwrap();
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(t["template"]["mappings"]["properties"]["ocsf"]["properties"]["unmapped"]["type"], "flat_object");
+    let out = auditrelay().args(["elasticsearch", "template", "--dataset", "Bad-Name"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--dataset"));
+
+    // A cluster: GET / answers as OpenSearch 2.17.0, the template is installed only after the
+    // first check.
+    let (rt, _sim, source) = harness::sinks::simulated_source();
+    let installed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::sync::Arc::clone(&installed);
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(|| async {
+                r#"{"version":{"distribution":"opensearch","number":"2.17.0"},"tagline":"The OpenSearch Project"}"#
+            }),
+        )
+        .route(
+            "/_index_template/auditrelay-ocsf",
+            axum::routing::get(move || {
+                let ok = seen.load(std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if ok { (axum::http::StatusCode::OK, "{}") } else { (axum::http::StatusCode::NOT_FOUND, "{}") }
+                }
+            }),
+        );
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    let sink = format!(
+        "[[sinks]]\nname = \"elastic\"\ntype = \"elasticsearch\"\nhosts = [\"http://{addr}\"]\nusername = \"u\"\npassword = \"es-pass-0123\"\n"
+    );
+    std::fs::write(&config, format!("state_dir = \"state\"\n{source}\n{sink}")).unwrap();
+    let check = || {
+        let out = auditrelay().args(["check", "--connect", "-c"]).arg(&config).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!text.contains("es-pass-0123"), "{text}");
+        (out.status.code(), text)
+    };
+    let (code, text) = check();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("OpenSearch 2.17.0") && text.contains("auditrelay elasticsearch template --opensearch"),
+        "{text}"
+    );
+    installed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (code, text) = check();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("index template auditrelay-ocsf present"), "{text}");
+}

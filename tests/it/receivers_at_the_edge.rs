@@ -1,7 +1,7 @@
 //! Receivers at the edge (issue 15 point 3, found by its adversarial review): what a proxy, a
 //! load balancer or a collector answers that is not the protocol's own "yes" or "no", a lone
 //! poison event, and a queue filled by dead letters. Each test that was a finding failed on the
-//! code under review and is its regression test. Each test runs the daemon's worker loop (`run_sink`) with the real HEC / OTLP sink over a real
+//! code under review and is its regression test. Each test runs the daemon's worker loop (`run_sink`) with the real HEC / OTLP / Elasticsearch sink over a real
 //! loopback socket, against a scripted HTTP receiver defined here (axum), so the answer can be
 //! anything a proxy, a load balancer or a collector sends.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
@@ -250,4 +250,74 @@ fn queue_stats_shows_the_cap_taken_by_dead_letters() {
         !cap_line.contains("(0.0%)"),
         "the agent is stalled on a full queue, but `queue stats` says: {cap_line:?}\n{stdout}"
     );
+}
+
+/// Issue 19 point 2, through the worker loop: a cluster that answers `_bulk` 200 with item
+/// errors (every third new item 429 `es_rejected_execution_exception` once, one event 400
+/// `document_parsing_exception` always), after a first whole-request 503. Every event but the
+/// unmappable one is indexed exactly once; the unmappable one is dead-lettered with Elastic's
+/// reason; no item Elasticsearch already took is sent again (no 409 at all).
+#[test]
+fn elasticsearch_item_errors_resend_only_those_items_and_dead_letter_the_unmappable_one() {
+    run(async {
+        let events = &ocsf_events()[..120];
+        let poison = uid(&events[37]);
+        let indexed: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+        let (sent_twice, conflicts) = (Arc::new(Mutex::new(0u32)), Arc::new(Mutex::new(0u32)));
+        let (seen, twice, conflict, p) =
+            (Arc::clone(&indexed), Arc::clone(&sent_twice), Arc::clone(&conflicts), poison.clone());
+        let mut calls = 0;
+        let mut rejected = std::collections::HashSet::new();
+        let (addr, _state) = receiver(move |body| {
+            calls += 1;
+            if calls == 1 {
+                return (503, "application/json", r#"{"error":"unavailable"}"#.to_owned());
+            }
+            let text = std::str::from_utf8(body).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            let mut items = Vec::new();
+            for (n, pair) in lines.chunks(2).enumerate() {
+                let action: serde_json::Value = serde_json::from_str(pair[0]).unwrap();
+                let doc: serde_json::Value = serde_json::from_str(pair[1]).unwrap();
+                assert_eq!(action["create"]["_index"], "logs-auditrelay.ocsf-default");
+                let id = action["create"]["_id"].as_str().unwrap().to_owned();
+                assert_eq!(doc["ocsf"]["metadata"]["uid"], id.as_str());
+                let mut seen = seen.lock().unwrap();
+                let item = if id == p {
+                    r#"{"create":{"status":400,"error":{"type":"document_parsing_exception","reason":"failed to parse field [ocsf.time]"}}}"#
+                } else if seen.contains(&id) {
+                    *conflict.lock().unwrap() += 1;
+                    r#"{"create":{"status":409,"error":{"type":"version_conflict_engine_exception","reason":"document already exists"}}}"#
+                } else if n % 3 == 0 && rejected.insert(id.clone()) {
+                    r#"{"create":{"status":429,"error":{"type":"es_rejected_execution_exception","reason":"rejected execution"}}}"#
+                } else {
+                    if rejected.contains(&id) {
+                        *twice.lock().unwrap() += 1;
+                    }
+                    seen.insert(id);
+                    r#"{"create":{"status":201}}"#
+                };
+                items.push(item);
+            }
+            (200, "application/json", format!("{{\"errors\":true,\"items\":[{}]}}", items.join(",")))
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue_with(dir.path(), &["elasticsearch"], events).await;
+        let cfg = sink_config(dir.path(), "elasticsearch", &format!("hosts = [\"http://{addr}\"]\ngzip = false"));
+        let stats = start_worker(cfg, &queue).drain().await;
+        let indexed = indexed.lock().unwrap().clone();
+        assert_eq!(indexed.len(), 119, "every event but the unmappable one");
+        assert!(!indexed.contains(&poison));
+        assert_eq!(*conflicts.lock().unwrap(), 0, "an item already taken was sent again");
+        assert!(*sent_twice.lock().unwrap() > 0, "the 429 items were resent");
+        let dead = queue.dead_letters(10).await.unwrap();
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert!(
+            dead[0].reason.contains("document_parsing_exception") && dead[0].reason.contains("ocsf.time"),
+            "{dead:?}"
+        );
+        assert_eq!((stats.events, stats.dead_lettered), (119, 1), "{stats:?}");
+        assert_eq!(queue.backlog("elasticsearch").await.unwrap(), 0);
+    });
 }
