@@ -1372,6 +1372,32 @@ mod tests {
         assert_eq!(names, expected);
     }
 
+    /// Issue 19: an Elasticsearch sink's own counters (items retried, 409 conflicts, failovers)
+    /// are exposed for it alone, at zero from the first scrape.
+    #[tokio::test(start_paused = true)]
+    async fn test_elasticsearch_counters_are_exposed_for_elasticsearch_sinks_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = open_queue_for(dir.path(), &["elastic", "siem"]);
+        let telemetry = Telemetry::with_process(queue, Clock::starting_at(start()), || Some(PROCESS));
+        let elastic = sink_probe("elastic", "elasticsearch", 0);
+        elastic.stats.es_item_retries.store(5, Ordering::Relaxed);
+        elastic.stats.es_conflicts.store(3, Ordering::Relaxed);
+        telemetry.set_sinks(vec![elastic, sink_probe("siem", "hec", 0)]);
+        let families = parse(&telemetry.render().await);
+        let samples = |name: &str| -> Vec<(BTreeMap<String, String>, f64)> {
+            families.get(name).unwrap_or_else(|| panic!("{name} missing")).samples.clone()
+        };
+        let items = samples("auditrelay_sink_elasticsearch_items_total");
+        let value = |outcome: &str| {
+            items.iter().find(|(l, _)| l.get("outcome").map(String::as_str) == Some(outcome)).map(|(_, v)| *v)
+        };
+        assert_eq!((value("retried"), value("conflict")), (Some(5.0), Some(3.0)), "{items:?}");
+        assert!(items.iter().all(|(l, _)| l["sink"] == "elastic"), "{items:?}");
+        let failovers = samples("auditrelay_sink_elasticsearch_failovers_total");
+        assert_eq!(failovers.len(), 1);
+        assert_eq!(failovers[0].1, 0.0);
+    }
+
     /// Issue 18 point 5: before any source ran or any sink sent, every family of a configured
     /// source or sink is there at zero (histograms with empty buckets and `_count 0`), so alerts
     /// and `rate()` have a series from the first scrape.

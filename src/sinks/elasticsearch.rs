@@ -20,8 +20,8 @@
 //!
 //! It must not split a batch itself nor retry: a 413 goes back to the loop as
 //! [`Failure::TooLarge`](super::Failure::TooLarge), a 500 as a server error (bisected), 429 /
-//! 502 / 503 / 504 as transient with `Retry-After`, 401 / 403 / 3xx / a 2xx that is not a bulk
-//! answer as operator errors. The one thing it repeats inside a send is the connection: a node
+//! 502 / 503 / 504 as transient with `Retry-After`, 400 / 401 / 403 / 3xx / a 2xx that is not a
+//! bulk answer as operator errors. The one thing it repeats inside a send is the connection: a node
 //! that cannot be reached (refused, TLS, timeout) hands the same request to the next host; an
 //! HTTP answer is an answer and is never retried on another node.
 
@@ -78,9 +78,10 @@ pub enum Answer {
     ServerError,
     /// 413: larger than `http.max_content_length`; the loop halves the batch.
     TooLarge,
-    /// 400 for the whole request: refused without naming an item; the loop bisects it.
-    Refused,
-    /// 3xx (never followed), 401, 403, 404, …: only an operator can fix it; the data is kept.
+    /// 3xx (never followed), 400, 401, 403, 404, …: only an operator can fix it; the data is
+    /// kept. A whole-request 400 is not about a document (Elasticsearch refuses documents per
+    /// item): bisecting it would dead-letter every event alone for what a proxy or an
+    /// incompatible cluster says.
     Operator,
 }
 
@@ -89,7 +90,7 @@ pub fn classify(status: u16) -> Answer {
     match status {
         200..=299 => Answer::Bulk,
         300..=399 => Answer::Operator,
-        400 => Answer::Refused,
+        400 => Answer::Operator,
         401 | 403 => Answer::Operator,
         408 | 429 | 502..=504 => Answer::Retry,
         413 => Answer::TooLarge,
@@ -680,8 +681,12 @@ impl ElasticsearchSink {
                     "{target}: answered 413: {what} of {raw_bytes} bytes exceeds the cluster's http.max_content_length"
                 )));
             }
-            Answer::Refused => {
-                return Err(SendError::refused(format!("{}: the bulk request was refused whole", said())));
+            Answer::Operator if status == 400 => {
+                return Err(SendError::config(format!(
+                    "{}: the bulk request was refused whole (documents are refused per item, so this is \
+                     the cluster, a proxy or a version this sink does not speak); the events stay queued",
+                    said()
+                )));
             }
             Answer::Operator if (300..=399).contains(&status) => {
                 return Err(SendError::config(format!(
@@ -906,8 +911,9 @@ impl Protocol for ElasticsearchSink {
             (Some(list), None) if list.get_ref().is_empty() => cx.fail(list.span(), "hosts", "must name a node"),
             (Some(list), None) => {
                 let mut out = Ok(Vec::new());
-                for host in list.get_ref() {
-                    let one = cx.url(&Some(Spanned::new(list.span(), host.clone())), "hosts", "");
+                for (i, host) in list.get_ref().iter().enumerate() {
+                    // `hosts[1]`: which node URL is wrong (the span is the list's).
+                    let one = cx.url(&Some(Spanned::new(list.span(), host.clone())), &format!("hosts[{i}]"), "");
                     out = match (out, one) {
                         (Ok(mut v), Ok(u)) => {
                             v.push(u);
@@ -1098,7 +1104,7 @@ mod tests {
             (302, Operator),
             (307, Operator),
             (308, Operator),
-            (400, Refused),
+            (400, Operator),
             (401, Operator),
             (403, Operator),
             (404, Operator),
@@ -1240,7 +1246,7 @@ mod tests {
         let refusals: &[(&str, &str)] = &[
             ("", "sinks[0].hosts: required"),
             ("hosts = []", "sinks[0].hosts: must name a node"),
-            ("hosts = [\"ftp://x\"]", "sinks[0].hosts"),
+            ("hosts = [\"https://a\", \"ftp://x\"]", "sinks[0].hosts[1]: must be an http(s) URL"),
             ("hosts = [\"https://a:9200\"]\ncloud_id = \"x:eA==\"", "sinks[0].cloud_id: set either"),
             ("cloud_id = \"dep:!!\"", "sinks[0].cloud_id: not an Elastic Cloud ID"),
             ("hosts = [\"https://a\"]\napi_key = \"k\"\nusername = \"u\"\npassword = \"p\"", "sinks[0].username: set either"),
