@@ -28,7 +28,11 @@ const NDJSON: &str = "application/x-ndjson";
 
 fn client() -> reqwest::Client {
     // Like the sink, the test client follows no redirect.
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -67,7 +71,12 @@ fn create(index: &str, id: &str, doc: Value) -> String {
 }
 
 fn statuses(answer: &Value) -> Vec<u64> {
-    answer["items"].as_array().unwrap().iter().map(|i| i.as_object().unwrap().values().next().unwrap()["status"].as_u64().unwrap()).collect()
+    answer["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_object().unwrap().values().next().unwrap()["status"].as_u64().unwrap())
+        .collect()
 }
 
 fn error_types(answer: &Value) -> Vec<String> {
@@ -85,14 +94,14 @@ fn error_types(answer: &Value) -> Vec<String> {
 async fn emulator_answers_items_by_the_documented_data_stream_and_id_rules() {
     let emu = EsEmulator::start(EsOptions::default()).await;
     let ts = json!({"@timestamp": "2026-03-18T12:00:00.000Z", "n": 1});
-    let body = format!(
-        "{}{}{}{}{}",
+    let body = [
         create(STREAM, "a", ts.clone()),
         create(STREAM, "a", ts.clone()),
         format!("{}\n{ts}\n", json!({"index": {"_index": STREAM, "_id": "b"}})),
         create(STREAM, "c", json!({"n": 2})),
         create("plain-index", "d", json!({"n": 3})),
-    );
+    ]
+    .concat();
     let (status, answer) = bulk(&emu, body.clone()).await;
     assert_eq!(status, 200, "a bulk request with failed items is still 200: {answer}");
     assert_eq!(answer["errors"], json!(true));
@@ -101,7 +110,12 @@ async fn emulator_answers_items_by_the_documented_data_stream_and_id_rules() {
         error_types(&answer),
         ["", "version_conflict_engine_exception", "illegal_argument_exception", "document_parsing_exception", ""]
     );
-    let reasons: Vec<&str> = answer["items"].as_array().unwrap().iter().map(|i| i["create"]["error"]["reason"].as_str().or(i["index"]["error"]["reason"].as_str()).unwrap_or("")).collect();
+    let reasons: Vec<&str> = answer["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["create"]["error"]["reason"].as_str().or(i["index"]["error"]["reason"].as_str()).unwrap_or(""))
+        .collect();
     assert!(reasons[1].contains("document already exists"), "{reasons:?}");
     assert!(reasons[2].contains("only write ops with an op_type of create are allowed in data streams"), "{reasons:?}");
     assert!(reasons[3].contains("data stream timestamp field [@timestamp] is missing"), "{reasons:?}");
@@ -109,9 +123,15 @@ async fn emulator_answers_items_by_the_documented_data_stream_and_id_rules() {
     assert_eq!(emu.is_data_stream("plain-index"), Some(false));
     let backing = emu.backing_indices(STREAM);
     assert_eq!(backing.len(), 1);
-    assert!(backing[0].starts_with(".ds-logs-auditrelay.ocsf-default-") && backing[0].ends_with("-000001"), "{backing:?}");
+    assert!(
+        backing[0].starts_with(".ds-logs-auditrelay.ocsf-default-") && backing[0].ends_with("-000001"),
+        "{backing:?}"
+    );
     let docs = emu.documents();
-    assert_eq!(docs.iter().map(|d| (d.target.as_str(), d.id.as_str())).collect::<Vec<_>>(), [(STREAM, "a"), ("plain-index", "d")]);
+    assert_eq!(
+        docs.iter().map(|d| (d.target.as_str(), d.id.as_str())).collect::<Vec<_>>(),
+        [(STREAM, "a"), ("plain-index", "d")]
+    );
     assert_eq!(docs[0].index, backing[0]);
 
     // After a rollover the same _id is a new document in the new write index (dedupe by _id
@@ -175,12 +195,27 @@ async fn emulator_maps_fields_refuses_conflicts_and_checks_templates_per_flavor(
 
         // A template's `flattened` (Elasticsearch) / `flat_object` (OpenSearch): anything goes,
         // one field; the other product's type is refused.
-        let (mine, theirs) = if parsing == "mapper_parsing_exception" { ("flat_object", "flattened") } else { ("flattened", "flat_object") };
+        let (mine, theirs) = if parsing == "mapper_parsing_exception" {
+            ("flat_object", "flattened")
+        } else {
+            ("flattened", "flat_object")
+        };
         let template = |kind: &str| json!({"index_patterns": ["flat-*"], "template": {"settings": {"index.mapping.total_fields.limit": 5}, "mappings": {"properties": {"u": {"type": kind}}}}});
-        let put = |t: Value| call(&emu, reqwest::Method::PUT, "/_index_template/t", &[("content-type", "application/json")], t.to_string());
+        let put = |t: Value| {
+            call(
+                &emu,
+                reqwest::Method::PUT,
+                "/_index_template/t",
+                &[("content-type", "application/json")],
+                t.to_string(),
+            )
+        };
         let (status, _, answer) = put(template(theirs)).await;
         assert_eq!(status, 400, "{answer}");
-        assert!(answer["error"]["reason"].as_str().unwrap().contains(&format!("No handler for type [{theirs}]")), "{answer}");
+        assert!(
+            answer["error"]["reason"].as_str().unwrap().contains(&format!("No handler for type [{theirs}]")),
+            "{answer}"
+        );
         assert_eq!(put(template(mine)).await.0, 200);
         let (status, _, answer) = call(&emu, reqwest::Method::GET, "/_index_template/t", &[], "").await;
         assert_eq!((status, answer["index_templates"][0]["name"].as_str()), (200, Some("t")));
@@ -197,11 +232,40 @@ async fn emulator_maps_fields_refuses_conflicts_and_checks_templates_per_flavor(
         let reason = answer["items"][3]["create"]["error"]["reason"].as_str().unwrap();
         assert!(reason.contains("Limit of total fields [5] has been exceeded"), "{reason}");
         assert_eq!(emu.field_count("flat-1"), 5);
+
+        // dynamic_templates: the first matching rule types a new field; a date-looking string
+        // is detected as `date`, not `string`, so a "string" rule does not apply to it.
+        let t = json!({"index_patterns": ["dt-*"], "template": {"mappings": {"dynamic_templates": [
+            {"strings": {"path_match": "d.*", "match_mapping_type": "string", "mapping": {"type": "keyword"}}}
+        ]}}});
+        assert_eq!(
+            call(
+                &emu,
+                reqwest::Method::PUT,
+                "/_index_template/dt",
+                &[("content-type", "application/json")],
+                t.to_string()
+            )
+            .await
+            .0,
+            200
+        );
+        let body = [
+            create("dt-1", "1", json!({"d": {"k": "text", "when": "2026-03-18T12:00:00Z"}})),
+            create("dt-1", "2", json!({"d": {"k": 5, "when": "yesterday"}})),
+        ]
+        .concat();
+        let (_, answer) = bulk(&emu, body).await;
+        assert_eq!(statuses(&answer), [201, 400], "{answer}");
+        assert_eq!(emu.field_type("dt-1", "d.k").as_deref(), Some("keyword"));
+        assert_eq!(emu.field_type("dt-1", "d.when").as_deref(), Some("date"));
     }
     // OpenSearch refuses ILM settings.
     let emu = EsEmulator::start(EsOptions::opensearch()).await;
     let t = json!({"index_patterns": ["x-*"], "template": {"settings": {"index.lifecycle.name": "p"}}});
-    let (status, _, answer) = call(&emu, reqwest::Method::PUT, "/_index_template/x", &[("content-type", "application/json")], t.to_string()).await;
+    let (status, _, answer) =
+        call(&emu, reqwest::Method::PUT, "/_index_template/x", &[("content-type", "application/json")], t.to_string())
+            .await;
     assert_eq!(status, 400, "{answer}");
 }
 
@@ -239,12 +303,19 @@ async fn emulator_authenticates_reports_its_flavor_and_plays_faults() {
     assert_eq!(send(Some(format!("Basic {}", base64("auditrelay:pw")))).await.0, 200);
     assert_eq!(send(Some(format!("Basic {}", base64("auditrelay:no")))).await.0, 401);
 
-    let (status, headers, info) = call(&emu, reqwest::Method::GET, "/", &[("authorization", &format!("ApiKey {key}"))], "").await;
-    assert_eq!((status, info["version"]["number"].as_str(), info["tagline"].as_str()), (200, Some("8.15.0"), Some("You Know, for Search")));
+    let (status, headers, info) =
+        call(&emu, reqwest::Method::GET, "/", &[("authorization", &format!("ApiKey {key}"))], "").await;
+    assert_eq!(
+        (status, info["version"]["number"].as_str(), info["tagline"].as_str()),
+        (200, Some("8.15.0"), Some("You Know, for Search"))
+    );
     assert_eq!(headers["x-elastic-product"], "Elasticsearch");
     let os = EsEmulator::start(EsOptions::opensearch()).await;
     let (status, headers, info) = call(&os, reqwest::Method::GET, "/", &[], "").await;
-    assert_eq!((status, info["version"]["distribution"].as_str(), info["version"]["number"].as_str()), (200, Some("opensearch"), Some("2.17.0")));
+    assert_eq!(
+        (status, info["version"]["distribution"].as_str(), info["version"]["number"].as_str()),
+        (200, Some("opensearch"), Some("2.17.0"))
+    );
     assert!(headers.get("x-elastic-product").is_none());
 
     // Faults, one per request, in order.
@@ -256,25 +327,61 @@ async fn emulator_authenticates_reports_its_flavor_and_plays_faults() {
     emu.push_fault(Fault::Disconnect);
     emu.push_fault(Fault::TakeThenDisconnect);
     let ts = json!({"@timestamp": "2026-03-18T12:00:00Z"});
-    let three = [create(STREAM, "a", ts.clone()), create(STREAM, "b", ts.clone()), create(STREAM, "c", ts.clone())].concat();
-    let (status, headers, answer) = call(&emu, reqwest::Method::POST, "/_bulk", &[("content-type", NDJSON)], three.clone()).await;
-    assert_eq!((status, headers["retry-after"].to_str().unwrap(), answer["error"]["type"].as_str()), (429, "3", Some("es_rejected_execution_exception")));
+    let three =
+        [create(STREAM, "a", ts.clone()), create(STREAM, "b", ts.clone()), create(STREAM, "c", ts.clone())].concat();
+    let (status, headers, answer) =
+        call(&emu, reqwest::Method::POST, "/_bulk", &[("content-type", NDJSON)], three.clone()).await;
+    assert_eq!(
+        (status, headers["retry-after"].to_str().unwrap(), answer["error"]["type"].as_str()),
+        (429, "3", Some("es_rejected_execution_exception"))
+    );
     assert_eq!(bulk(&emu, three.clone()).await.0, 503);
     let (status, answer) = bulk(&emu, three.clone()).await;
     assert_eq!((status, statuses(&answer)), (200, vec![201, 429, 503]));
     let (status, _, _) = call(&emu, reqwest::Method::POST, "/_bulk", &[("content-type", NDJSON)], three.clone()).await;
     assert_eq!(status, 302);
-    assert!(client().post(format!("{}/_bulk", emu.url())).header("content-type", NDJSON).body(three.clone()).send().await.is_err());
-    assert!(client().post(format!("{}/_bulk", emu.url())).header("content-type", NDJSON).body(create(STREAM, "d", ts.clone())).send().await.is_err());
-    assert_eq!(emu.documents().iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["a", "d"], "taken, then the answer lost");
+    assert!(
+        client()
+            .post(format!("{}/_bulk", emu.url()))
+            .header("content-type", NDJSON)
+            .body(three.clone())
+            .send()
+            .await
+            .is_err()
+    );
+    assert!(
+        client()
+            .post(format!("{}/_bulk", emu.url()))
+            .header("content-type", NDJSON)
+            .body(create(STREAM, "d", ts.clone()))
+            .send()
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        emu.documents().iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["a", "d"],
+        "taken, then the answer lost"
+    );
     // A poison marker refuses its item with the chosen error, every time.
     emu.refuse_items_containing("\"poison\"", ItemError::parsing(&EsOptions::default(), "failed to parse field [x]"));
-    let body = [create(STREAM, "e", json!({"@timestamp": "2026-03-18T12:00:00Z", "p": "poison"})), create(STREAM, "f", ts.clone())].concat();
+    let body = [
+        create(STREAM, "e", json!({"@timestamp": "2026-03-18T12:00:00Z", "p": "poison"})),
+        create(STREAM, "f", ts.clone()),
+    ]
+    .concat();
     let (_, answer) = bulk(&emu, body).await;
     assert_eq!((statuses(&answer), error_types(&answer)[0].as_str()), (vec![400, 201], "document_parsing_exception"));
     // 413 on the decoded size, however small the gzip.
     let big = create(STREAM, "g", json!({"@timestamp": "2026-03-18T12:00:00Z", "pad": "x".repeat(500)}));
-    let (status, _, _) = call(&emu, reqwest::Method::POST, "/_bulk", &[("content-type", NDJSON), ("content-encoding", "gzip")], gzip(big.as_bytes())).await;
+    let (status, _, _) = call(
+        &emu,
+        reqwest::Method::POST,
+        "/_bulk",
+        &[("content-type", NDJSON), ("content-encoding", "gzip")],
+        gzip(big.as_bytes()),
+    )
+    .await;
     assert_eq!(status, 413);
     let answered: Vec<u16> = emu.requests().iter().map(|r| r.status).collect();
     assert_eq!(answered, [429, 503, 200, 302, 0, 0, 200, 413]);
@@ -326,7 +433,8 @@ async fn run_once_exiting(sim: &Sim, config: &Path, env: &[(&str, &str)], code: 
 fn run_follow(sim: &Sim, config: &Path, env: &[(&str, &str)]) -> Agent {
     let mut all = vec![("TEST_AITRONOS_KEY", sim.aitronos_api_key())];
     all.extend_from_slice(env);
-    Agent::spawn(&["run"], config, &config.with_file_name("agent.log"), &all)
+    // A short drain: a stopped sink with data left would otherwise hold the exit for the default.
+    Agent::spawn(&["run", "--drain-timeout", "2s"], config, &config.with_file_name("agent.log"), &all)
 }
 
 /// `_id` -> times indexed.
@@ -387,9 +495,13 @@ async fn every_record_arrives_once_in_the_default_data_stream_in_the_contract_la
         harness::ocsf_schema::assert_valid(ocsf);
         assert_eq!(ocsf["metadata"]["uid"].as_str(), Some(doc.id.as_str()), "_id = ocsf.metadata.uid");
         let ms = ocsf["time"].as_i64().unwrap();
-        let expected = chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let expected =
+            chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         assert_eq!(source["@timestamp"].as_str(), Some(expected.as_str()), "@timestamp is the event's time");
-        assert_eq!(source["data_stream"], json!({"type": "logs", "dataset": "auditrelay.ocsf", "namespace": "default"}));
+        assert_eq!(
+            source["data_stream"],
+            json!({"type": "logs", "dataset": "auditrelay.ocsf", "namespace": "default"})
+        );
         assert_eq!(source["event"]["id"].as_str(), Some(doc.id.as_str()));
         assert_eq!(source["event"]["kind"], "event");
         assert_eq!(source["event"]["dataset"], "auditrelay.ocsf");
@@ -443,7 +555,11 @@ async fn a_vendor_placeholder_routes_each_vendor_to_its_own_data_stream() {
     let mut streams: HashMap<String, usize> = HashMap::new();
     for d in &docs {
         let vendor = d.source["ocsf"]["metadata"]["product"]["vendor_name"].as_str().unwrap();
-        let part: String = vendor.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+        let part: String = vendor
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+            .collect();
         let expected = format!("logs-auditrelay.{part}-prod");
         assert_eq!(d.target, expected, "{vendor}");
         assert_eq!(d.source["data_stream"]["dataset"].as_str(), Some(format!("auditrelay.{part}").as_str()));
@@ -461,14 +577,23 @@ async fn a_vendor_placeholder_routes_each_vendor_to_its_own_data_stream() {
 async fn items_refused_429_or_503_are_resent_alone() {
     let sim = simulator(30).await;
     let emu = EsEmulator::start(EsOptions::default()).await;
-    emu.push_fault(Fault::Items(vec![(1, ItemError::rejected()), (4, ItemError::rejected()), (7, ItemError::unavailable())]));
+    emu.push_fault(Fault::Items(vec![
+        (1, ItemError::rejected()),
+        (4, ItemError::rejected()),
+        (7, ItemError::unavailable()),
+    ]));
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&sim, dir.path(), &format!("{}batch_max_events = 10\n", hosts(&emu)));
     run_once(&sim, &config, &[]).await;
     assert_all_indexed_once(&emu, dir.path(), 30);
     let requests = emu.requests();
     let items: usize = requests.iter().map(|r| r.items.len()).sum();
-    assert_eq!(items, 30 + 3, "only the 3 refused items were sent twice: {:?}", requests.iter().map(|r| r.items.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        items,
+        30 + 3,
+        "only the 3 refused items were sent twice: {:?}",
+        requests.iter().map(|r| r.items.clone()).collect::<Vec<_>>()
+    );
     assert!(requests.iter().any(|r| r.items.len() == 3 && r.items.iter().all(|s| *s == 201)), "the three alone");
     assert!(dead_letters(&config).await.is_empty());
     sim.shutdown().await;
@@ -491,7 +616,10 @@ async fn a_mapping_error_dead_letters_only_that_event_with_elastics_reason() {
     assert_eq!(letters[0]["sink"].as_str(), Some("elastic"));
     assert!(letters[0]["raw"].as_str().unwrap().contains(&poison), "{}", letters[0]);
     let got = letters[0]["reason"].as_str().unwrap();
-    assert!(got.contains("document_parsing_exception") && got.contains("failed to parse field [ocsf.actor.user.name]"), "{got}");
+    assert!(
+        got.contains("document_parsing_exception") && got.contains("failed to parse field [ocsf.actor.user.name]"),
+        "{got}"
+    );
     assert_eq!(emu.document_count(), 29);
     assert!(!emu.documents().iter().any(|d| d.source.to_string().contains(&poison)));
     assert_eq!(ids(&emu).values().max(), Some(&1));
@@ -513,7 +641,9 @@ async fn a_resend_answered_409_is_delivered_without_a_duplicate_across_a_restart
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&sim, dir.path(), &hosts(&emu));
     let mut agent = run_follow(&sim, &config, &[]);
-    agent.until("the first request was taken and its answer lost, then one 503", WAIT, |_| emu.requests().len() >= 2).await;
+    agent
+        .until("the first request was taken and its answer lost, then one 503", WAIT, |_| emu.requests().len() >= 2)
+        .await;
     agent.kill().await;
     assert!(emu.document_count() > 0, "the first request was indexed");
     // The next run meets a healthy cluster.
@@ -559,7 +689,11 @@ async fn a_request_over_max_content_length_is_split() {
     run_once(&sim, &config, &[]).await;
     assert_all_indexed_once(&emu, dir.path(), 40);
     let requests = emu.requests();
-    assert!(requests.iter().any(|r| r.status == 413), "a request was too large: {:?}", requests.iter().map(|r| (r.status, r.body.len())).collect::<Vec<_>>());
+    assert!(
+        requests.iter().any(|r| r.status == 413),
+        "a request was too large: {:?}",
+        requests.iter().map(|r| (r.status, r.body.len())).collect::<Vec<_>>()
+    );
     assert!(requests.iter().filter(|r| r.status == 200).all(|r| r.body.len() <= 16 * 1024));
     assert!(dead_letters(&config).await.is_empty());
     sim.shutdown().await;
@@ -571,13 +705,18 @@ async fn a_request_over_max_content_length_is_split() {
 async fn a_refused_key_keeps_the_data_and_delivery_resumes_when_fixed() {
     let sim = simulator(20).await;
     let good = base64("good:key");
-    let emu = EsEmulator::start(EsOptions { api_keys: vec![good.clone()], read_only_api_keys: vec![base64("ro:key")], ..EsOptions::default() }).await;
+    let emu = EsEmulator::start(EsOptions {
+        api_keys: vec![good.clone()],
+        read_only_api_keys: vec![base64("ro:key")],
+        ..EsOptions::default()
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     for (key, status) in [("wrong:key", 401), ("ro:key", 403)] {
         let config = write_config(&sim, dir.path(), &format!("{}api_key = {key:?}\n", hosts(&emu)));
         let before = emu.requests().len();
         let mut agent = run_follow(&sim, &config, &[]);
-        agent.until(&format!("two requests answered {status}"), WAIT, |_| emu.requests().len() >= before + 2).await;
+        agent.until(&format!("a request answered {status}"), WAIT, |_| emu.requests().len() > before).await;
         let status_now = agent.terminate(WAIT).await;
         assert!(status_now.success(), "{}", agent.tail());
         assert!(emu.requests()[before..].iter().all(|r| r.status == status), "{status}");
@@ -598,7 +737,10 @@ async fn a_redirect_is_not_followed_and_the_data_is_kept() {
     let sim = simulator(20).await;
     let emu = EsEmulator::start(EsOptions { api_keys: vec![base64("a:b")], ..EsOptions::default() }).await;
     for status in [302, 307] {
-        emu.push_fault(Fault::Redirect { status, location: format!("{}{}?next=/_bulk", emu.url(), es_emulator::LOGIN_PATH) });
+        emu.push_fault(Fault::Redirect {
+            status,
+            location: format!("{}{}?next=/_bulk", emu.url(), es_emulator::LOGIN_PATH),
+        });
     }
     emu.push_fault(Fault::Raw { status: 200, content_type: "text/html".into(), body: "<html>Sign in</html>".into() });
     let dir = tempfile::tempdir().unwrap();
@@ -625,7 +767,11 @@ async fn basic_auth_and_an_api_key_file_send_the_documented_headers() {
     let dir = tempfile::tempdir().unwrap();
     let password = dir.path().join("es-password");
     std::fs::write(&password, "p4ss:word\n").unwrap();
-    let config = write_config(&sim, dir.path(), &format!("{}username = \"auditrelay\"\npassword_file = {:?}\n", hosts(&emu), password.display().to_string()));
+    let config = write_config(
+        &sim,
+        dir.path(),
+        &format!("{}username = \"auditrelay\"\npassword_file = {:?}\n", hosts(&emu), password.display().to_string()),
+    );
     run_once(&sim, &config, &[]).await;
     assert_eq!(emu.document_count(), 10);
     let basic = format!("Basic {}", base64("auditrelay:p4ss:word"));
@@ -636,7 +782,11 @@ async fn basic_auth_and_an_api_key_file_send_the_documented_headers() {
     let dir2 = tempfile::tempdir().unwrap();
     let key_file = dir2.path().join("es-api-key");
     std::fs::write(&key_file, format!("{encoded}\n")).unwrap();
-    let config = write_config(&sim, dir2.path(), &format!("{}api_key_file = {:?}\n", hosts(&emu2), key_file.display().to_string()));
+    let config = write_config(
+        &sim,
+        dir2.path(),
+        &format!("{}api_key_file = {:?}\n", hosts(&emu2), key_file.display().to_string()),
+    );
     run_once(&sim, &config, &[]).await;
     assert_eq!(emu2.document_count(), 10);
     let header = format!("ApiKey {encoded}");
@@ -668,11 +818,16 @@ async fn tls_with_a_ca_file_delivers_and_an_untrusted_node_is_refused() {
     let pki = harness::pki::make_pki(dir.path());
     let emu = EsEmulator::start(EsOptions { tls: Some(pki.clone()), ..EsOptions::default() }).await;
     assert!(emu.url().starts_with("https://localhost:"));
-    let config = write_config(&sim, dir.path(), &format!("{}ca_file = {:?}\n", hosts(&emu), pki.ca_pem.display().to_string()));
+    let config =
+        write_config(&sim, dir.path(), &format!("{}ca_file = {:?}\n", hosts(&emu), pki.ca_pem.display().to_string()));
     run_once(&sim, &config, &[]).await;
     assert_all_indexed_once(&emu, dir.path(), 10);
 
-    let other = write_config(&sim, dir.path(), &format!("{}ca_file = {:?}\n", hosts(&emu), pki.other_ca_pem.display().to_string()));
+    let other = write_config(
+        &sim,
+        dir.path(),
+        &format!("{}ca_file = {:?}\n", hosts(&emu), pki.other_ca_pem.display().to_string()),
+    );
     let (code, stdout) = check_connect(&other, &sim).await;
     assert_eq!(code, Some(1), "{stdout}");
     assert_eq!(harness::sinks::connect_row(&stdout, "sink", "elastic").0, "FAILED", "{stdout}");
@@ -699,7 +854,8 @@ async fn put_cli_template(emu: &EsEmulator, opensearch: bool) -> Value {
     }
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_auditrelay")).args(&args).output().await.unwrap();
     assert!(out.status.success(), "auditrelay {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    let template: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let template: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
     let (status, _, answer) = call(
         emu,
         reqwest::Method::PUT,
@@ -726,7 +882,8 @@ async fn check_connect_reports_the_flavour_and_the_template_and_the_printed_temp
     assert!(detail.contains("Elasticsearch 8.15.0") && detail.contains("auditrelay-ocsf missing"), "{detail}");
 
     let template = put_cli_template(&emu, false).await;
-    let patterns: Vec<&str> = template["index_patterns"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    let patterns: Vec<&str> =
+        template["index_patterns"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
     assert!(patterns.iter().any(|p| wildcard(p, STREAM)), "{patterns:?} must match {STREAM}");
     assert!(template.get("data_stream").is_some());
     let (code, stdout) = check_connect(&config, &sim).await;
@@ -747,7 +904,9 @@ fn wildcard(pattern: &str, name: &str) -> bool {
 fn wildcard_rest(pattern: &str, name: &str) -> bool {
     match pattern.split_once('*') {
         None => name.ends_with(pattern),
-        Some((part, rest)) => (0..=name.len()).filter(|i| name.is_char_boundary(*i)).any(|i| name[i..].starts_with(part) && wildcard_rest(rest, &name[i + part.len()..])),
+        Some((part, rest)) => (0..=name.len())
+            .filter(|i| name.is_char_boundary(*i))
+            .any(|i| name[i..].starts_with(part) && wildcard_rest(rest, &name[i + part.len()..])),
     }
 }
 
@@ -776,7 +935,12 @@ async fn opensearch_is_reported_and_delivery_works() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_of_every_vendor_fit_the_shipped_template_without_an_item_error() {
     let mut opts = SimOptions::default();
-    for v in [&mut opts.aitronos.records, &mut opts.astronomer.records, &mut opts.configcat.records, &mut opts.datafold.records] {
+    for v in [
+        &mut opts.aitronos.records,
+        &mut opts.astronomer.records,
+        &mut opts.configcat.records,
+        &mut opts.datafold.records,
+    ] {
         *v = 25;
     }
     opts.faults.rate_limit = RateLimitSetting::Off;
@@ -793,7 +957,11 @@ async fn events_of_every_vendor_fit_the_shipped_template_without_an_item_error()
             .map(|v| harness::source_block(&sim, v, &sim.organizations(v)[0], v.name(), "start = \"2d\""))
             .collect();
         let config = dir.path().join("auditrelay.toml");
-        let text = format!("{}\n[[sinks]]\nname = \"elastic\"\ntype = \"elasticsearch\"\n{}", harness::config_with_sources(dir.path(), &sources), hosts(&emu));
+        let text = format!(
+            "{}\n[[sinks]]\nname = \"elastic\"\ntype = \"elasticsearch\"\n{}",
+            harness::config_with_sources(dir.path(), &sources),
+            hosts(&emu)
+        );
         std::fs::write(&config, text).unwrap();
         let mut agent = Agent::spawn(&["run", "--once"], &config, &dir.path().join("agent.log"), &[]);
         let status = agent.exit(WAIT).await;
@@ -801,11 +969,47 @@ async fn events_of_every_vendor_fit_the_shipped_template_without_an_item_error()
         let failed: Vec<u16> = emu.requests().iter().flat_map(|r| r.items.clone()).filter(|s| *s >= 300).collect();
         if with_template {
             assert_eq!(emu.document_count(), 100, "every event of the four vendors");
-            assert!(failed.is_empty(), "item errors with the shipped template: {failed:?}; dead letters {:?}", dead_letters(&config).await);
+            assert!(
+                failed.is_empty(),
+                "item errors with the shipped template: {failed:?}; dead letters {:?}",
+                dead_letters(&config).await
+            );
         }
         fields.push((with_template, emu.document_count(), emu.field_count(STREAM), failed.len()));
     }
     eprintln!("(template installed, documents, mapped fields, failed items): {fields:?}");
     assert!(fields[0].2 < 1000, "{fields:?}");
+    sim.shutdown().await;
+}
+
+/// An item refused for a reason only an operator can fix (400 `illegal_argument_exception`, as
+/// a data stream answers an op it does not allow): the event is kept, not dead-lettered; once
+/// the cluster takes it, a restarted agent delivers it, and what was taken before is not
+/// indexed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_refused_for_an_operator_reason_is_kept_and_delivered_once_fixed() {
+    let sim = simulator(20).await;
+    let held = sim.aitronos_ids()[7].clone();
+    let emu = EsEmulator::start(EsOptions::default()).await;
+    emu.refuse_items_containing(
+        &held,
+        ItemError::new(
+            400,
+            "illegal_argument_exception",
+            "only write ops with an op_type of create are allowed in data streams",
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&sim, dir.path(), &hosts(&emu));
+    let mut agent = run_follow(&sim, &config, &[]);
+    agent.until("the refused item", WAIT, |_| emu.requests().iter().any(|r| r.items.contains(&400))).await;
+    let status = agent.terminate(WAIT).await;
+    assert!(status.success(), "{}", agent.tail());
+    assert!(dead_letters(&config).await.is_empty(), "an operator's error dead-letters nothing");
+    assert!(!emu.documents().iter().any(|d| d.source.to_string().contains(&held)));
+
+    emu.clear_refusals();
+    run_once(&sim, &config, &[]).await;
+    assert_all_indexed_once(&emu, dir.path(), 20);
     sim.shutdown().await;
 }

@@ -6,8 +6,9 @@
 //! product: where the documentation is silent the choice made here is written down, below and
 //! next to the code. It owns no assertion about the sink; tests read what it recorded.
 //!
-//! # Documented behaviour covered (sources: Elastic's reference for the bulk API, data streams,
-//! # index templates, mapping, `filter_path`, security; OpenSearch's for the same and `GET /`)
+//! # Documented behaviour covered
+//! Sources: Elastic's reference for the bulk API, data streams, index templates, mapping,
+//! `filter_path` and security; OpenSearch's for the same and for `GET /`.
 //! 1. `POST|PUT /_bulk` and `/{index}/_bulk` (the path's index is the default `_index`): an NDJSON
 //!    body of action lines (`create`, `index`, `delete`; `update` is refused, see below) each
 //!    followed by its document (none after `delete`). The body must end with a newline, and the
@@ -59,13 +60,13 @@
 //!    "opensearch","number"},"tagline":"The OpenSearch Project: https://opensearch.org/"}`
 //!    without that header.
 //! 10. `PUT /_index_template/<name>` (composable templates; both products): the body must have
-//!    `index_patterns`; unknown top-level keys are 400 `x_content_parse_exception`, an unknown
-//!    field type 400 `mapper_parsing_exception` "No handler for type [x] declared on field
-//!    [y]" (so `flattened`, `constant_keyword`, `match_only_text`, `wildcard` are refused by
-//!    OpenSearch, `flat_object` by Elasticsearch), and OpenSearch refuses ILM's
-//!    `index.lifecycle.*` settings ("unknown setting"). `GET /_index_template/<name>` answers
-//!    `{"index_templates":[{"name","index_template"}]}` or 404 `resource_not_found_exception`.
-//!    A template with `data_stream` makes its patterns data streams.
+//!     `index_patterns`; unknown top-level keys are 400 `x_content_parse_exception`, an unknown
+//!     field type 400 `mapper_parsing_exception` "No handler for type [x] declared on field
+//!     [y]" (so `flattened`, `constant_keyword`, `match_only_text`, `wildcard` are refused by
+//!     OpenSearch, `flat_object` by Elasticsearch), and OpenSearch refuses ILM's
+//!     `index.lifecycle.*` settings ("unknown setting"). `GET /_index_template/<name>` answers
+//!     `{"index_templates":[{"name","index_template"}]}` or 404 `resource_not_found_exception`.
+//!     A template with `data_stream` makes its patterns data streams.
 //!
 //! # Faults a real installation meets, as knobs
 //! [`Fault`]s are queued for the next `_bulk` requests, one per request: a whole-request error
@@ -232,7 +233,11 @@ impl ItemError {
 
     /// 503: the primary shard is not active.
     pub fn unavailable() -> ItemError {
-        ItemError::new(503, "unavailable_shards_exception", "[.ds-emulated][0] primary shard is not active Timeout: [1m]")
+        ItemError::new(
+            503,
+            "unavailable_shards_exception",
+            "[.ds-emulated][0] primary shard is not active Timeout: [1m]",
+        )
     }
 
     /// 500: an unexpected failure on the shard.
@@ -410,7 +415,12 @@ impl EsEmulator {
 
     /// The backing indices of `target`, oldest first (a plain index: itself, then its rollovers).
     pub fn backing_indices(&self, target: &str) -> Vec<String> {
-        self.shared.lock().targets.get(target).map(|t| t.backing.iter().map(|b| b.name.clone()).collect()).unwrap_or_default()
+        self.shared
+            .lock()
+            .targets
+            .get(target)
+            .map(|t| t.backing.iter().map(|b| b.name.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Whether `target` is a data stream (it exists and matched a data-stream pattern).
@@ -631,9 +641,13 @@ impl Target {
             }
         }
         let mut limit = DEFAULT_TOTAL_FIELDS_LIMIT;
+        let mut dynamic_templates = Vec::new();
         if let Some((_, t)) = template {
             if let Some(m) = t.pointer("/template/mappings") {
                 mapping.merge_explicit(m);
+                if let Some(Value::Array(list)) = m.get("dynamic_templates") {
+                    dynamic_templates = list.clone();
+                }
             }
             let settings = &t["template"]["settings"];
             let limit_value = settings
@@ -644,11 +658,13 @@ impl Target {
                 limit = n as usize;
             }
         }
-        self.backing.push(Backing { name: index, ids: HashSet::new(), mapping, limit });
+        self.backing.push(Backing { name: index, ids: HashSet::new(), mapping, limit, dynamic_templates });
     }
 }
 
 struct Backing {
+    /// The template's `dynamic_templates`, in order (`[{"name": {rule}}]`).
+    dynamic_templates: Vec<Value>,
     name: String,
     ids: HashSet<String>,
     mapping: Field,
@@ -673,7 +689,14 @@ struct Field {
 
 impl Field {
     fn root() -> Field {
-        Field { kind: "object".into(), enabled: true, dynamic: "true".into(), props: BTreeMap::new(), constant: None, subfields: 0 }
+        Field {
+            kind: "object".into(),
+            enabled: true,
+            dynamic: "true".into(),
+            props: BTreeMap::new(),
+            constant: None,
+            subfields: 0,
+        }
     }
 
     fn leaf(kind: &str) -> Field {
@@ -740,25 +763,37 @@ impl Field {
 
     /// Maps `doc` into this (object) node: new fields are added, a value of an incompatible
     /// type is refused with the reason Elasticsearch gives. `prefix` is the dotted path so far.
-    fn index(&mut self, prefix: &str, doc: &Map<String, Value>, id: &str) -> Result<(), (String, &'static str)> {
+    fn index(
+        &mut self,
+        prefix: &str,
+        doc: &Map<String, Value>,
+        id: &str,
+        dts: &[Value],
+    ) -> Result<(), (String, &'static str)> {
         for (key, value) in doc {
             let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
             if value.is_null() {
                 continue;
             }
             match self.props.get_mut(key) {
-                Some(field) => field.check(&path, value, id)?,
+                Some(field) => field.check(&path, value, id, dts)?,
                 None => match self.dynamic.as_str() {
                     "false" => {}
                     "strict" => {
                         return Err((
-                            format!("[1:2] mapping set to strict, dynamic introduction of [{key}] within [{}] is not allowed", if prefix.is_empty() { "_doc" } else { prefix }),
+                            format!(
+                                "[1:2] mapping set to strict, dynamic introduction of [{key}] within [{}] is not allowed",
+                                if prefix.is_empty() { "_doc" } else { prefix }
+                            ),
                             "strict_dynamic_mapping_exception",
                         ));
                     }
                     _ => {
-                        let Some(mut field) = dynamic_field(value) else { continue };
-                        field.check(&path, value, id)?;
+                        let Some(mut field) = dynamic_template(dts, key, &path, value).or_else(|| dynamic_field(value))
+                        else {
+                            continue;
+                        };
+                        field.check(&path, value, id, dts)?;
                         self.props.insert(key.clone(), field);
                     }
                 },
@@ -768,21 +803,23 @@ impl Field {
     }
 
     /// Checks (and for objects, maps) one value against this field.
-    fn check(&mut self, path: &str, value: &Value, id: &str) -> Result<(), (String, &'static str)> {
+    fn check(&mut self, path: &str, value: &Value, id: &str, dts: &[Value]) -> Result<(), (String, &'static str)> {
         if self.is_opaque() {
             return Ok(());
         }
         if let Value::Array(items) = value {
             for item in items.iter().filter(|v| !v.is_null()) {
-                self.check(path, item, id)?;
+                self.check(path, item, id, dts)?;
             }
             return Ok(());
         }
         if self.is_object() {
             return match value {
-                Value::Object(map) => self.index(path, map, id),
+                Value::Object(map) => self.index(path, map, id, dts),
                 _ => Err((
-                    format!("object mapping for [{path}] tried to parse field [{path}] as object, but found a concrete value"),
+                    format!(
+                        "object mapping for [{path}] tried to parse field [{path}] as object, but found a concrete value"
+                    ),
                     "",
                 )),
             };
@@ -790,7 +827,9 @@ impl Field {
         let fits = match (self.kind.as_str(), value) {
             (_, Value::Object(_)) => false,
             ("long" | "integer" | "short" | "byte" | "unsigned_long", Value::Number(_)) => true,
-            ("long" | "integer" | "short" | "byte" | "unsigned_long", Value::String(s)) => s.trim().parse::<f64>().is_ok(),
+            ("long" | "integer" | "short" | "byte" | "unsigned_long", Value::String(s)) => {
+                s.trim().parse::<f64>().is_ok()
+            }
             ("double" | "float" | "half_float" | "scaled_float", Value::Number(_)) => true,
             ("double" | "float" | "half_float" | "scaled_float", Value::String(s)) => s.trim().parse::<f64>().is_ok(),
             ("boolean", Value::Bool(_)) => true,
@@ -811,7 +850,9 @@ impl Field {
                     Some(c) if *c == text => true,
                     Some(c) => {
                         return Err((
-                            format!("[constant_keyword] field [{path}] only accepts values that are equal to the value defined in the mappings [{c}], but got [{text}]"),
+                            format!(
+                                "[constant_keyword] field [{path}] only accepts values that are equal to the value defined in the mappings [{c}], but got [{text}]"
+                            ),
                             "",
                         ));
                     }
@@ -837,6 +878,67 @@ impl Field {
             ))
         }
     }
+}
+
+/// The type dynamic mapping detects for a value, as `match_mapping_type` names it: a string
+/// that passes date detection is `date`, not `string`.
+fn detected_type(value: &Value) -> Option<&'static str> {
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "long",
+        Value::Number(_) => "double",
+        Value::String(s) if looks_like_date(s) => "date",
+        Value::String(_) => "string",
+        Value::Object(_) => "object",
+        Value::Array(items) => return items.iter().find_map(detected_type),
+    })
+}
+
+/// The field the first matching dynamic template makes of a new field (`match_mapping_type`,
+/// `match`/`unmatch` on the name, `path_match`/`path_unmatch` on the dotted path; each a
+/// string or a list of patterns), or `None` when none matches.
+fn dynamic_template(dts: &[Value], name: &str, path: &str, value: &Value) -> Option<Field> {
+    let detected = detected_type(value)?;
+    let list = |v: &Value| -> Vec<String> {
+        match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(items) => items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect(),
+            _ => Vec::new(),
+        }
+    };
+    let any_match = |rule: &Value, key: &str, subject: &str| -> Option<bool> {
+        rule.get(key).map(|p| list(p).iter().any(|p| p == "*" || wildcard_match(p, subject)))
+    };
+    for entry in dts {
+        let Some((_, rule)) = entry.as_object().and_then(|o| o.iter().next()) else { continue };
+        if any_match(rule, "match_mapping_type", detected) == Some(false)
+            || any_match(rule, "match", name) == Some(false)
+            || any_match(rule, "unmatch", name) == Some(true)
+            || any_match(rule, "path_match", path) == Some(false)
+            || any_match(rule, "path_unmatch", path) == Some(true)
+        {
+            continue;
+        }
+        let mapping = &rule["mapping"];
+        let kind = match mapping.get("type").and_then(Value::as_str) {
+            None | Some("{dynamic_type}") => match detected {
+                "string" => "text",
+                "double" => "float",
+                other => other,
+            },
+            Some(kind) => kind,
+        };
+        let mut field = if kind == "object" { Field::root() } else { Field::leaf(kind) };
+        if let Some(Value::Object(fields)) = mapping.get("fields") {
+            field.subfields = fields.len();
+        }
+        if let Some(Value::Bool(e)) = mapping.get("enabled") {
+            field.enabled = *e;
+        }
+        return Some(field);
+    }
+    None
 }
 
 /// The field dynamic mapping makes of a first value (`None` for an empty array or null).
@@ -947,7 +1049,9 @@ fn authenticate(opts: &EsOptions, headers: &HeaderMap, path: &str) -> Result<Acc
     Err(es_error(
         401,
         "security_exception",
-        &format!("unable to authenticate with provided credentials and anonymous access is not allowed for this request [{path}]"),
+        &format!(
+            "unable to authenticate with provided credentials and anonymous access is not allowed for this request [{path}]"
+        ),
     ))
 }
 
@@ -955,7 +1059,9 @@ fn unauthorized(action: &str) -> Answer {
     es_error(
         403,
         "security_exception",
-        &format!("action [{action}] is unauthorized for API key id [emulated] of user [auditrelay], this action is granted by the index privileges [create_doc,create,index,write,all]"),
+        &format!(
+            "action [{action}] is unauthorized for API key id [emulated] of user [auditrelay], this action is granted by the index privileges [create_doc,create,index,write,all]"
+        ),
     )
 }
 
@@ -973,7 +1079,13 @@ fn decode(headers: &HeaderMap, raw: &[u8], max: usize) -> Result<Vec<u8>, Answer
             out
         }
         // `http.compression` decodes gzip and deflate; anything else is not understood.
-        other => return Err(es_error(400, "illegal_argument_exception", &format!("unsupported content encoding [{other}]"))),
+        other => {
+            return Err(es_error(
+                400,
+                "illegal_argument_exception",
+                &format!("unsupported content encoding [{other}]"),
+            ));
+        }
     };
     if body.len() > max {
         // Netty's HttpObjectAggregator answers an empty 413 (docs give no body).
@@ -1053,7 +1165,11 @@ async fn get_template(
             let state = shared.lock();
             match state.templates.iter().find(|(n, _)| *n == name) {
                 Some((n, t)) => (200, json!({ "index_templates": [{ "name": n, "index_template": t }] })),
-                None => es_error(404, "resource_not_found_exception", &format!("index template matching [{name}] not found")),
+                None => es_error(
+                    404,
+                    "resource_not_found_exception",
+                    &format!("index template matching [{name}] not found"),
+                ),
             }
         }
     };
@@ -1075,8 +1191,9 @@ async fn put_template(
             return Err(unauthorized("indices:admin/index_template/put"));
         }
         let body = decode(&headers, &raw, opts.max_content_length)?;
-        let template: Value = serde_json::from_slice(&body)
-            .map_err(|e| es_error(400, "x_content_parse_exception", &format!("[1:1] failed to parse the template: {e}")))?;
+        let template: Value = serde_json::from_slice(&body).map_err(|e| {
+            es_error(400, "x_content_parse_exception", &format!("[1:1] failed to parse the template: {e}"))
+        })?;
         check_template(opts, &template)?;
         shared.lock().put_template(&name, template);
         Ok((200, json!({ "acknowledged": true })))
@@ -1092,11 +1209,23 @@ fn check_template(opts: &EsOptions, template: &Value) -> Result<(), Answer> {
         return Err(es_error(400, "x_content_parse_exception", "[1:1] [index_template] expected an object"));
     };
     const KNOWN: [&str; 10] = [
-        "index_patterns", "template", "composed_of", "priority", "version", "_meta", "data_stream",
-        "allow_auto_create", "ignore_missing_component_templates", "deprecated",
+        "index_patterns",
+        "template",
+        "composed_of",
+        "priority",
+        "version",
+        "_meta",
+        "data_stream",
+        "allow_auto_create",
+        "ignore_missing_component_templates",
+        "deprecated",
     ];
     if let Some(key) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(es_error(400, "x_content_parse_exception", &format!("[1:2] [index_template] unknown field [{key}]")));
+        return Err(es_error(
+            400,
+            "x_content_parse_exception",
+            &format!("[1:2] [index_template] unknown field [{key}]"),
+        ));
     }
     if patterns(template).is_empty() {
         return Err(es_error(
@@ -1114,7 +1243,13 @@ fn check_template(opts: &EsOptions, template: &Value) -> Result<(), Answer> {
         {
             let flat = flatten_settings("", settings);
             if let Some(key) = flat.iter().find(|k| k.starts_with("index.lifecycle.") || k.starts_with("lifecycle.")) {
-                return Err(es_error(400, "illegal_argument_exception", &format!("unknown setting [{key}] please check that any required plugins are installed, or check the breaking changes documentation for removed settings")));
+                return Err(es_error(
+                    400,
+                    "illegal_argument_exception",
+                    &format!(
+                        "unknown setting [{key}] please check that any required plugins are installed, or check the breaking changes documentation for removed settings"
+                    ),
+                ));
             }
         }
     }
@@ -1127,7 +1262,11 @@ fn flatten_settings(prefix: &str, value: &Value) -> Vec<String> {
             .iter()
             .flat_map(|(k, v)| {
                 let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                let key = if key.starts_with("index.") || prefix.starts_with("index") || key == "index" { key } else { format!("index.{key}") };
+                let key = if key.starts_with("index.") || prefix.starts_with("index") || key == "index" {
+                    key
+                } else {
+                    format!("index.{key}")
+                };
                 flatten_settings(&key, v)
             })
             .collect(),
@@ -1138,9 +1277,28 @@ fn flatten_settings(prefix: &str, value: &Value) -> Vec<String> {
 /// Every `type` in `properties` (recursively, and in `fields`) must be one the flavor knows.
 fn check_mapping_types(opts: &EsOptions, prefix: &str, mapping: &Value) -> Result<(), Answer> {
     const COMMON: [&str; 22] = [
-        "text", "keyword", "long", "integer", "short", "byte", "double", "float", "half_float", "scaled_float",
-        "unsigned_long", "date", "date_nanos", "boolean", "binary", "ip", "object", "nested", "geo_point",
-        "alias", "token_count", "version",
+        "text",
+        "keyword",
+        "long",
+        "integer",
+        "short",
+        "byte",
+        "double",
+        "float",
+        "half_float",
+        "scaled_float",
+        "unsigned_long",
+        "date",
+        "date_nanos",
+        "boolean",
+        "binary",
+        "ip",
+        "object",
+        "nested",
+        "geo_point",
+        "alias",
+        "token_count",
+        "version",
     ];
     const ELASTIC_ONLY: [&str; 5] = ["flattened", "constant_keyword", "match_only_text", "wildcard", "semantic_text"];
     const OPENSEARCH_ONLY: [&str; 2] = ["flat_object", "match_only_text"];
@@ -1253,7 +1411,8 @@ fn bulk(
             response
         }
         Some(Fault::TakeThenDisconnect) => {
-            let (_, items) = process_bulk(&shared, &headers, &record.path, default_index.as_deref(), &raw, &ItemFaults::None);
+            let (_, items) =
+                process_bulk(&shared, &headers, &record.path, default_index.as_deref(), &raw, &ItemFaults::None);
             record.items = items;
             shared.lock().requests.push(record);
             conn.0.kill();
@@ -1265,7 +1424,8 @@ fn bulk(
                 Some(Fault::AllItems(error)) => ItemFaults::All(error),
                 _ => ItemFaults::None,
             };
-            let (answer, items) = process_bulk(&shared, &headers, &record.path, default_index.as_deref(), &raw, &item_faults);
+            let (answer, items) =
+                process_bulk(&shared, &headers, &record.path, default_index.as_deref(), &raw, &item_faults);
             record.status = answer.0;
             record.items = items;
             let answer = match (answer.0, query.get("filter_path")) {
@@ -1353,7 +1513,11 @@ fn parse_ndjson(body: &[u8]) -> Result<Vec<Action>, Answer> {
         return Err(es_error(400, "action_request_validation_exception", "Validation Failed: 1: no requests added;"));
     }
     if body.last() != Some(&b'\n') {
-        return Err(es_error(400, "illegal_argument_exception", "The bulk request must be terminated by a newline [\\n]"));
+        return Err(es_error(
+            400,
+            "illegal_argument_exception",
+            "The bulk request must be terminated by a newline [\\n]",
+        ));
     }
     let mut lines = body.split(|b| *b == b'\n').enumerate().filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace));
     let mut actions = Vec::new();
@@ -1377,12 +1541,20 @@ fn parse_ndjson(body: &[u8]) -> Result<Vec<Action>, Answer> {
             None
         } else {
             let Some((dn, doc_line)) = lines.next() else {
-                return Err(es_error(400, "illegal_argument_exception", "The bulk request must be terminated by a newline [\\n]"));
+                return Err(es_error(
+                    400,
+                    "illegal_argument_exception",
+                    "The bulk request must be terminated by a newline [\\n]",
+                ));
             };
             match serde_json::from_slice::<Value>(doc_line) {
                 Ok(doc) => Some(doc),
                 Err(e) => {
-                    return Err(es_error(400, "x_content_parse_exception", &format!("[{}:1] failed to parse the document: {e}", dn + 1)));
+                    return Err(es_error(
+                        400,
+                        "x_content_parse_exception",
+                        &format!("[{}:1] failed to parse the document: {e}", dn + 1),
+                    ));
                 }
             }
         };
@@ -1432,7 +1604,7 @@ fn apply(
         let e = ItemError::new(
             400,
             "illegal_argument_exception",
-            &format!("only write ops with an op_type of create are allowed in data streams"),
+            "only write ops with an op_type of create are allowed in data streams",
         );
         return fail(&e, &target, &id);
     }
@@ -1471,14 +1643,15 @@ fn apply(
     }
     // Map the document on a copy: a refused document adds no field.
     let mut mapping = backing.mapping.clone();
-    if let Err((reason, kind)) = mapping.index("", map, &id_value) {
+    if let Err((reason, kind)) = mapping.index("", map, &id_value, &backing.dynamic_templates) {
         let kind = if kind.is_empty() { opts.parsing_exception() } else { kind };
         return fail(&ItemError::new(400, kind, &reason), &concrete, &Some(id_value));
     }
     let total = mapping.count();
     if total > backing.limit {
         let added = total - backing.mapping.count();
-        let reason = format!("Limit of total fields [{}] has been exceeded while adding new fields [{added}]", backing.limit);
+        let reason =
+            format!("Limit of total fields [{}] has been exceeded while adding new fields [{added}]", backing.limit);
         // Elasticsearch 8 wraps it in the parsing exception; OpenSearch answers it bare.
         let kind = if opts.is_opensearch() { "illegal_argument_exception" } else { opts.parsing_exception() };
         return fail(&ItemError::new(400, kind, &reason), &concrete, &Some(id_value));
