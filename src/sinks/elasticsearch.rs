@@ -936,13 +936,18 @@ impl Protocol for ElasticsearchSink {
                 let span = r.username.as_ref().map(Spanned::span);
                 cx.fail(span, "username", "set either api_key(_file) or username/password, not both")
             }
-            (true, false) => cx.secret("api_key", &r.api_key, &r.api_key_file).map(|k| {
+            (true, false) => cx.secret("api_key", &r.api_key, &r.api_key_file).and_then(|k| {
                 // "id:key" as the API gives it is base64-encoded here; an encoded key is sent as is.
                 let k = k.expose_secret();
-                match k.contains(':') {
+                if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic()) {
+                    // Never sent without it: a key that cannot be a header would go out as none.
+                    let span = r.api_key.as_ref().map(Spanned::span).or(r.api_key_file.as_ref().map(Spanned::span));
+                    return cx.fail(span, "api_key", "must be printable ASCII without spaces (the key or \"id:key\")");
+                }
+                Ok(match k.contains(':') {
                     true => Auth::ApiKey(SecretString::from(BASE64.encode(k))),
                     false => Auth::ApiKey(SecretString::from(k.to_owned())),
-                }
+                })
             }),
             (false, true) => {
                 let password = cx.required_secret("password", &r.password, &r.password_file);
@@ -1251,6 +1256,7 @@ mod tests {
             ("cloud_id = \"dep:!!\"", "sinks[0].cloud_id: not an Elastic Cloud ID"),
             ("hosts = [\"https://a\"]\napi_key = \"k\"\nusername = \"u\"\npassword = \"p\"", "sinks[0].username: set either"),
             ("hosts = [\"https://a\"]\nusername = \"u\"", "sinks[0].password"),
+            ("hosts = [\"https://a\"]\napi_key = \"two words\"", "sinks[0].api_key: must be printable ASCII"),
             ("hosts = [\"https://a\"]\npassword = \"p\"", "sinks[0].username: required"),
             ("hosts = [\"http://a\"]\nca_file = \"ca.pem\"", "sinks[0].ca_file: only used with https"),
             ("hosts = [\"https://a\"]\ndataset = \"Audit\"", "sinks[0].dataset: the dataset must be lower case"),
@@ -1496,5 +1502,36 @@ mod tests {
         let err = wrong.probe().await.unwrap_err();
         assert!(err.message.contains("401") && err.message.contains("API key"), "{}", err.message);
         assert!(!err.message.contains("bm9wZQ=="), "{}", err.message);
+    }
+
+    /// The request as the contract has it: `POST <prefix>/_bulk?filter_path=…`, NDJSON,
+    /// gzip-encoded by default, the API key header.
+    #[tokio::test]
+    async fn the_request_is_gzipped_ndjson_to_bulk_under_the_path_prefix() {
+        type Seen = (String, HeaderMap, Vec<u8>);
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let log = Arc::clone(&seen);
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
+            let log = Arc::clone(&log);
+            async move {
+                log.lock().unwrap().push((uri.to_string(), headers, body.to_vec()));
+                r#"{"errors":false,"items":[{"create":{"status":201}}]}"#
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut es = sink(vec![url::Url::parse(&format!("http://{addr}/es/")).unwrap()]);
+        es.gzip = true;
+        es.send(&[event(1, "u1")]).await.unwrap();
+        let (uri, headers, body) = seen.lock().unwrap().remove(0);
+        assert_eq!(uri, "/es/_bulk?filter_path=errors,items.*.status,items.*.error");
+        assert_eq!(headers["content-encoding"], "gzip");
+        assert_eq!(headers["content-type"], "application/x-ndjson");
+        assert_eq!(headers["authorization"], "ApiKey a2V5");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.ends_with('\n'), "NDJSON ends with a newline: {text}");
     }
 }

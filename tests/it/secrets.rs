@@ -29,6 +29,8 @@ const CONFIGCAT_PASSWORD: &str = "s3cr3t-CC-password-77e0b3";
 const DATAFOLD_KEY: &str = "s3cr3t-DATAFOLD-key-c4e8a2";
 const HEC_TOKEN: &str = "s3cr3t-HEC-token-1f9b3e";
 const OTLP_KEY: &str = "s3cr3t-OTLP-header-a0d5c6";
+/// An Elasticsearch API key as the API gives it ("id:key"; sent base64-encoded).
+const ES_API_KEY: &str = "s3cr3t-ES-id:s3cr3t-ES-apikey-3e7a19";
 /// A key the vendor refuses (401): it is a secret too.
 const WRONG_KEY: &str = "s3cr3t-WRONG-key-e2b7f4";
 /// A HEC token the receiver refuses (403).
@@ -50,6 +52,8 @@ fn secrets() -> Vec<String> {
     .map(str::to_owned)
     .to_vec();
     all.push(basic);
+    all.push(ES_API_KEY.to_owned());
+    all.push(base64(ES_API_KEY.as_bytes()));
     all
 }
 
@@ -202,6 +206,13 @@ type = "otlp"
 endpoint = "http://{dead}"
 headers = {{ "x-api-key" = "{OTLP_KEY}" }}
 backoff = {{ initial = "100ms", max = "300ms" }}
+
+[[sinks]]
+name = "elastic"
+type = "elasticsearch"
+hosts = ["http://{dead}", "http://{dead}/es/"]
+api_key = "{ES_API_KEY}"
+backoff = {{ initial = "100ms", max = "300ms" }}
 "#,
         state = d.join("state").display(),
         ai_org = org(SimVendor::Aitronos),
@@ -246,7 +257,8 @@ backoff = {{ initial = "100ms", max = "300ms" }}
                 && refusing_hec.requests().len() >= refused_before + 2
                 && metric(&metrics, "auditrelay_source_requests_total", &["aitronos-wrong-key", "status=\"401\""])
                     >= 2.0
-                && metric(&metrics, "auditrelay_sink_errors_total", &["sink=\"otlp\""]) >= 2.0;
+                && metric(&metrics, "auditrelay_sink_errors_total", &["sink=\"otlp\""]) >= 2.0
+                && metric(&metrics, "auditrelay_sink_errors_total", &["sink=\"elastic\""]) >= 2.0;
             if done {
                 assert_no_secret("/metrics", &metrics);
                 break;
