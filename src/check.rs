@@ -7,6 +7,9 @@
 //! OK line and notes; the resolved configuration only with `--show-config`. `--json`: one JSON
 //! object on stdout (keys documented in README "Checking a configuration"), also when the file
 //! is refused (`"ok": false` and its `errors`), so that scripts never parse prose.
+//! Both forms end with the proxy set-up ([`proxy_report`]): the proxy variables found
+//! (credentials redacted) and, per source and sink, whether it goes through a proxy, direct, or
+//! never uses one (syslog, OTLP/gRPC, a file).
 //! Exit status: 0 everything held, 1 the file was refused or a probe failed.
 //!
 //! Must not: start sources or sinks for real, send an event, or write to the state database.
@@ -71,12 +74,14 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     }
     let rows = if args.connect { connect(&config).await } else { Vec::new() };
     let failed = rows.iter().filter(|r| r.outcome.is_err()).count();
+    let proxies = proxy_report(&config);
     if args.json {
         let mut report = report_json(&config, &args, &notes, &rows);
         report["warnings"] = Value::Array(warnings);
+        report["proxy"] = proxy_json(&proxies);
         println!("{report}");
     } else {
-        print!("{}", report_text(&config, &args, &notes, &rows));
+        print!("{}{}", report_text(&config, &args, &notes, &rows), proxy_text(&proxies));
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -122,6 +127,109 @@ pub fn report_text(config: &Config, args: &CheckArgs, notes: &[String], rows: &[
         out.push_str(&config.render_redacted());
     }
     out
+}
+
+/// The text form of the proxy set-up, for the end of `check`'s output.
+pub fn proxy_text(report: &ProxyReport) -> String {
+    let mut out = String::new();
+    if report.variables.is_empty() {
+        out.push_str("# proxy: no HTTPS_PROXY, HTTP_PROXY, ALL_PROXY or NO_PROXY set: every connection is direct\n");
+    } else {
+        let vars: Vec<String> = report.variables.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push_str(&format!("# proxy: {}\n", vars.join(" ")));
+    }
+    for c in &report.connections {
+        out.push_str(&format!("# proxy: {} {} ({}): {}\n", c.kind, c.name, c.target, c.route));
+    }
+    out.push_str(&format!("# proxy: {SYSTEMD_NOTE}\n"));
+    out
+}
+
+/// Where the agent's proxy variables come from when systemd runs it.
+const SYSTEMD_NOTE: &str = "this is the environment of this command; the service reads its own from the unit, not \
+     your shell: `systemctl edit auditrelay`, then [Service] Environment=HTTPS_PROXY=http://proxy:3128 \
+     Environment=NO_PROXY=localhost,127.0.0.1";
+
+/// The proxy variables and each connection's way out (module docs).
+#[derive(Debug, Clone)]
+pub struct ProxyReport {
+    /// `(name, value)`, credentials redacted (`http::proxy_variables`).
+    pub variables: Vec<(&'static str, String)>,
+    pub connections: Vec<ProxyRoute>,
+}
+
+/// One source's or sink's way out.
+#[derive(Debug, Clone)]
+pub struct ProxyRoute {
+    /// `"source"` or `"sink"`.
+    pub kind: &'static str,
+    pub name: String,
+    /// Its URL (redacted) or address.
+    pub target: String,
+    /// `"proxy"`, `"direct"` or `"never"`.
+    pub way: &'static str,
+    /// The proxy (redacted) or why not.
+    pub route: String,
+}
+
+/// Which way each source and sink of `config` leaves this host under this process's
+/// environment, asked of the matcher reqwest uses (`http::route`).
+pub fn proxy_report(config: &Config) -> ProxyReport {
+    use crate::http::Route;
+    use crate::sinks::SinkKind;
+    let http = |kind, name: &str, url: &url::Url| {
+        let route = crate::http::route(url);
+        let way = match route {
+            Route::Proxy { .. } => "proxy",
+            Route::NoProxy | Route::Direct => "direct",
+        };
+        ProxyRoute { kind, name: name.to_owned(), target: crate::redact::url(url), way, route: route.to_string() }
+    };
+    let never = |name: &str, target: String, why: &str| ProxyRoute {
+        kind: "sink",
+        name: name.to_owned(),
+        target,
+        way: "never",
+        route: why.to_owned(),
+    };
+    let mut connections: Vec<ProxyRoute> =
+        config.sources.iter().map(|s| http("source", &s.name, &s.base_url)).collect();
+    for sink in &config.sinks {
+        let one = match &sink.kind {
+            // One row per node: NO_PROXY may name some of them.
+            SinkKind::Elasticsearch(e) => {
+                connections.extend(e.hosts.iter().map(|h| http("sink", &sink.name, h)));
+                continue;
+            }
+            SinkKind::Hec(h) => http("sink", &sink.name, &h.url),
+            SinkKind::Otlp(o) if o.protocol == crate::sinks::otlp::OtlpProtocol::Grpc => {
+                let mut why = String::from("direct always: OTLP/gRPC does not use the proxy variables");
+                if matches!(crate::http::route(&o.endpoint), Route::Proxy { .. }) {
+                    why.push_str(" (they name a proxy for this endpoint: set protocol = \"http_protobuf\" to use it)");
+                }
+                never(&sink.name, crate::redact::url(&o.endpoint), &why)
+            }
+            SinkKind::Otlp(o) => http("sink", &sink.name, &o.endpoint),
+            SinkKind::Syslog(s) => {
+                never(&sink.name, format!("{}:{}", s.host, s.port), "direct always: syslog is not HTTP")
+            }
+            SinkKind::File(f) => never(&sink.name, f.path.display().to_string(), "a local file, no connection"),
+        };
+        connections.push(one);
+    }
+    ProxyReport { variables: crate::http::proxy_variables(), connections }
+}
+
+/// The JSON form of [`proxy_report`] (`check --json`'s `proxy`).
+pub fn proxy_json(report: &ProxyReport) -> Value {
+    let variables: serde_json::Map<String, Value> =
+        report.variables.iter().map(|(k, v)| ((*k).to_owned(), Value::String(v.clone()))).collect();
+    let connections: Vec<Value> = report
+        .connections
+        .iter()
+        .map(|c| json!({"kind": c.kind, "name": c.name, "target": c.target, "way": c.way, "detail": c.route}))
+        .collect();
+    json!({"variables": variables, "connections": connections, "systemd": SYSTEMD_NOTE})
 }
 
 /// `KIND NAME RESULT DETAIL`, aligned.

@@ -10,6 +10,12 @@
 //! (sources follow a few on their own origin, sinks none), the timeouts, ALPN and default
 //! headers.
 //!
+//! Proxies: reqwest reads those variables when a client is built (`Matcher::from_system`,
+//! which on Linux is the environment alone); [`proxy_for`] asks hyper-util's `Matcher`, the
+//! one reqwest uses, the same question for `check` and for messages, so what they say is what
+//! the client does. Credentials in a proxy URL are sent as `Proxy-Authorization` by reqwest and
+//! shown only through `redact::url`.
+//!
 //! Leaves to others: OTLP/gRPC, whose tonic channel has its own connector (it shares the rustls
 //! verifier, `tls::server_verifier`, and [`USER_AGENT`]: `sinks::otlp::grpc_endpoint`); syslog's
 //! TLS stream (`sinks::syslog`); building requests and saying what an answer means (each
@@ -100,6 +106,113 @@ pub fn client(opts: ClientOptions) -> Result<reqwest::Client, ClientError> {
         builder = builder.tls_backend_preconfigured(tls);
     }
     builder.build().map_err(ClientError::Build)
+}
+
+/// The environment variables that choose a proxy, each in both spellings curl and reqwest read
+/// (the upper-case one wins), in the order `check` shows them.
+pub const PROXY_VARIABLES: [[&str; 2]; 4] = [
+    ["HTTPS_PROXY", "https_proxy"],
+    ["HTTP_PROXY", "http_proxy"],
+    ["ALL_PROXY", "all_proxy"],
+    ["NO_PROXY", "no_proxy"],
+];
+
+/// The proxy variables set in this process's environment, as `(name, value)` with any
+/// credentials in a proxy URL redacted (`NO_PROXY` is a host list, shown as it is).
+pub fn proxy_variables() -> Vec<(&'static str, String)> {
+    let mut found = Vec::new();
+    for names in PROXY_VARIABLES {
+        let Some((name, value)) = names.iter().find_map(|n| std::env::var(n).ok().map(|v| (*n, v))) else {
+            continue;
+        };
+        let shown = match name.eq_ignore_ascii_case("NO_PROXY") {
+            true => value,
+            false => redacted_proxy(&value),
+        };
+        found.push((name, shown));
+    }
+    found
+}
+
+/// A proxy URL from the environment, with its user and password redacted; a value that is no
+/// URL is not shown at all (it may be a password pasted in the wrong place).
+fn redacted_proxy(value: &str) -> String {
+    let with_scheme = match value.contains("://") {
+        true => value.to_owned(),
+        false => format!("http://{value}"),
+    };
+    match url::Url::parse(&with_scheme) {
+        Ok(url) => crate::redact::url(&url),
+        Err(_) => String::from("(not a URL; not shown)"),
+    }
+}
+
+/// How a request to `url` leaves this host under the current environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Through this proxy (its URL redacted); `credentials`: the proxy URL carries some, sent
+    /// as `Proxy-Authorization`.
+    Proxy { proxy: String, credentials: bool },
+    /// Direct, because `NO_PROXY` names the host.
+    NoProxy,
+    /// Direct: no proxy variable applies to this scheme.
+    Direct,
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::Proxy { proxy, credentials: true } => write!(f, "through proxy {proxy} (with credentials)"),
+            Route::Proxy { proxy, credentials: false } => write!(f, "through proxy {proxy}"),
+            Route::NoProxy => f.write_str("direct (NO_PROXY names the host)"),
+            Route::Direct => f.write_str("direct (no proxy variable for this scheme)"),
+        }
+    }
+}
+
+/// Which way a request to `url` goes: the question reqwest's own matcher answers when it
+/// connects (module docs).
+pub fn route(url: &url::Url) -> Route {
+    let Ok(uri) = url.as_str().parse::<http::Uri>() else { return Route::Direct };
+    let matcher = hyper_util::client::proxy::matcher::Matcher::from_env();
+    if let Some(intercept) = matcher.intercept(&uri) {
+        let credentials = intercept.basic_auth().is_some() || intercept.raw_auth().is_some();
+        // The matcher keeps the credentials apart; the URI it connects to has none.
+        return Route::Proxy { proxy: redacted_proxy(&intercept.uri().to_string()), credentials };
+    }
+    // Would a proxy apply without NO_PROXY? Then NO_PROXY made it direct.
+    let scheme_var = match url.scheme() {
+        "https" => ["HTTPS_PROXY", "https_proxy"],
+        _ => ["HTTP_PROXY", "http_proxy"],
+    };
+    let set = |names: &[&str]| names.iter().any(|n| std::env::var(n).is_ok_and(|v| !v.is_empty()));
+    match set(&scheme_var) || set(&["ALL_PROXY", "all_proxy"]) {
+        true => Route::NoProxy,
+        false => Route::Direct,
+    }
+}
+
+/// The proxy a request to `url` goes through (redacted), if any: for messages about a failed
+/// connection, so that an operator looks at the proxy and not the receiver.
+pub fn proxy_for(url: &url::Url) -> Option<String> {
+    match route(url) {
+        Route::Proxy { proxy, .. } => Some(proxy),
+        Route::NoProxy | Route::Direct => None,
+    }
+}
+
+/// What to say of a 407 answer (a proxy refusing us) to a request for `url`: names the proxy,
+/// redacted, and where its credentials come from.
+pub fn proxy_refused(url: &url::Url) -> String {
+    let proxy = match route(url) {
+        Route::Proxy { proxy, credentials: true } => format!("{proxy} refused the credentials its variable gives"),
+        Route::Proxy { proxy, credentials: false } => format!("{proxy} wants credentials, and its variable gives none"),
+        Route::NoProxy | Route::Direct => String::from("in the way (none is configured here) refused the request"),
+    };
+    format!(
+        "answered 407 Proxy Authentication Required: the proxy {proxy}; set or correct them in the proxy \
+         variable (http://user:password@proxy:port), in the agent's environment"
+    )
 }
 
 /// What [`read_capped`] does with a body longer than its cap.
@@ -209,6 +322,14 @@ mod tests {
         let url = serve(body.to_vec(), chunks, announce).await;
         let response = reqwest::get(url).await.unwrap();
         read_capped(response, cap, overflow).await
+    }
+
+    /// A proxy URL is shown without its credentials; a value that is no URL is not shown.
+    #[test]
+    fn proxy_values_are_shown_redacted() {
+        assert_eq!(redacted_proxy("http://bob:hunter22@proxy.corp:3128"), "http://REDACTED:REDACTED@proxy.corp:3128/");
+        assert_eq!(redacted_proxy("proxy.corp:3128"), "http://proxy.corp:3128/");
+        assert_eq!(redacted_proxy("http://[not a url"), "(not a URL; not shown)");
     }
 
     /// Pins the two behaviours: a receiver's answer is cut to its first `cap` bytes, a vendor's

@@ -98,6 +98,8 @@ pub fn client_config_with(
 /// text alone says only "error sending request"), without the URL (it may carry secrets; the
 /// caller names the redacted URL), plus [`handshake_hint`] when a certificate was refused.
 pub fn http_error(e: reqwest::Error) -> String {
+    // The proxy the request went through, if any: a connection error is the proxy's to explain.
+    let proxy = e.url().and_then(|url| crate::http::proxy_for(url).map(|proxy| (proxy, url.clone())));
     let e = e.without_url();
     let mut text = e.to_string();
     let mut cause = std::error::Error::source(&e);
@@ -115,6 +117,13 @@ pub fn http_error(e: reqwest::Error) -> String {
     ];
     if let Some((_, kind)) = refused.into_iter().find(|(name, _)| text.contains(name)) {
         text.push_str(handshake_hint(&rustls::Error::InvalidCertificate(kind)));
+    }
+    if let Some((proxy, url)) = proxy {
+        if text.contains("proxy authorization required") {
+            text.push_str(&format!(" ({})", crate::http::proxy_refused(&url)));
+        } else {
+            text.push_str(&format!(" (through proxy {proxy})"));
+        }
     }
     text
 }

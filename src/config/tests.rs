@@ -159,7 +159,7 @@ fn hec_sinks_get_defaults_and_read_their_token() {
         panic!("not hec")
     };
     assert_eq!((h.url.as_str(), h.token.expose_secret()), ("https://splunk.example.com:8088/", SECRET));
-    assert_eq!((h.source.as_str(), h.sourcetype.as_str(), h.index.as_deref()), ("auditrelay", "ocsf", None));
+    assert_eq!((h.source.as_str(), h.sourcetype.template(), h.index.as_deref()), ("auditrelay", "ocsf:{vendor}", None));
     assert_eq!(h.fields, [EventField::ClassUid, EventField::Vendor, EventField::Tenant]);
     assert_eq!((h.gzip, h.acks, h.timeout, h.host.as_deref()), (true, None, 30 * SECOND, None));
     let body = "url = \"http://127.0.0.1:8088\"\ntoken = \"t\"\nindex = \"audit\"\nfields = [\"class_name\", \"event_code\"]\n\

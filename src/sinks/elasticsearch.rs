@@ -11,8 +11,9 @@
 //!
 //! `_bulk` answers 200 even when items failed, so each item is read: an item refused for its
 //! content (400 `mapper_parsing_exception` / `document_parsing_exception`) is refused (the loop
-//! dead-letters it with Elastic's reason); an item 429 or 5xx makes the send a transient failure,
-//! and the items Elasticsearch took are kept in a memo (queue id → delivered or refused) so the
+//! dead-letters it with Elastic's reason); an item 429 or 503 makes the send a transient failure,
+//! an item 500 (or another 5xx) a server error (the loop backs off and isolates the document:
+//! dead-lettered alone only on repeated proof that the cluster takes others), and the items Elasticsearch took are kept in a memo (queue id → delivered or refused) so the
 //! loop's resend of the same batch, or of a part of it, sends only the rest. The memo is an
 //! optimisation, not a guarantee: were it lost, the resend is answered 409 (delivered) or the
 //! same mapping error (refused again). Any other item error (403 security, 404 no such index, a
@@ -104,8 +105,14 @@ pub fn classify(status: u16) -> Answer {
 pub enum Item {
     /// 200/201, or 409 `version_conflict_engine_exception` (the document is already there).
     Delivered,
-    /// 429 `es_rejected_execution_exception`, 5xx: send this item again after back-off.
+    /// 429 `es_rejected_execution_exception`, 503 (`unavailable_shards_exception`, a node
+    /// leaving): busy or an outage; send this item again after back-off.
     Retry,
+    /// 500 and other 5xx: the cluster failed on this document (an ingest pipeline that throws
+    /// on it) or on everything for now. A server error to the loop, which backs off and isolates
+    /// it; dead-lettered alone only on repeated proof that the cluster takes other documents
+    /// (`sinks::POISON_STRIKES`). As "busy", one such document held the whole sink back forever.
+    ServerError,
     /// 400 `mapper_parsing_exception` / `document_parsing_exception`: this document can never be
     /// indexed as it is; dead-lettered with Elastic's reason.
     Refused,
@@ -119,7 +126,8 @@ pub fn classify_item(status: u16, error_type: Option<&str>) -> Item {
     match (status, error_type) {
         (200 | 201, _) => Item::Delivered,
         (409, None | Some("version_conflict_engine_exception")) => Item::Delivered,
-        (429, _) | (500..=599, _) => Item::Retry,
+        (429 | 503, _) => Item::Retry,
+        (500..=599, _) => Item::ServerError,
         (400, Some("mapper_parsing_exception" | "document_parsing_exception")) => Item::Refused,
         _ => Item::Operator,
     }
@@ -423,7 +431,10 @@ pub fn template(dataset: &str, opensearch: bool) -> serde_json::Value {
         false => serde_json::json!({"type": "constant_keyword"}),
     };
     let flat = if opensearch { "flat_object" } else { "flattened" };
-    let dynamic: Vec<serde_json::Value> = ["string", "long", "double", "boolean"]
+    // `date`: a string dynamic mapping would detect as a date (ISO 8601) is a type of its own to
+    // `match_mapping_type`; mapped `date` by the first vendor, another vendor's format in the
+    // same field (RFC 2822) would be a mapping error, a dead letter.
+    let dynamic: Vec<serde_json::Value> = ["string", "date", "long", "double", "boolean"]
         .iter()
         .map(|t| {
             let mut one = serde_json::Map::new();
@@ -447,6 +458,7 @@ pub fn template(dataset: &str, opensearch: bool) -> serde_json::Value {
             },
             "mappings": {
                 "dynamic": true,
+                "date_detection": false,
                 // Every OCSF value the template does not type is a keyword: vendors disagree on
                 // types (a uid a number here, a string there), and a dynamic `long` mapped by
                 // the first would refuse every later string as a mapping error (a dead letter).
@@ -717,6 +729,7 @@ impl ElasticsearchSink {
             )));
         };
         let mut retry = 0usize;
+        let mut server: Option<String> = None;
         let mut operator: Option<String> = None;
         let mut operators = 0usize;
         for ((id, index), item) in sent.iter().zip(items) {
@@ -746,6 +759,17 @@ impl ElasticsearchSink {
                     self.memo.insert(*id, Some(why));
                 }
                 Item::Retry => retry += 1,
+                Item::ServerError => {
+                    retry += 1;
+                    server.get_or_insert_with(|| {
+                        format!(
+                            "{target}: index {index} failed on a document: {} {}: {}",
+                            item.status,
+                            kind.unwrap_or("-"),
+                            scrub(reason, &self.secrets)
+                        )
+                    });
+                }
                 Item::Operator => {
                     operators += 1;
                     operator.get_or_insert_with(|| {
@@ -767,6 +791,10 @@ impl ElasticsearchSink {
         }
         if retry > 0 {
             self.stats.es_item_retries.fetch_add(retry as u64, Ordering::Relaxed);
+            if let Some(first) = server {
+                let msg = format!("{first} ({retry} of {} items to resend)", sent.len());
+                return Err(SendError { retry_after, ..SendError::server_error(msg) });
+            }
             let msg = format!(
                 "{target}: {retry} of {} items refused for now (429 / 5xx); resending only those",
                 sent.len()
@@ -939,7 +967,8 @@ impl Protocol for ElasticsearchSink {
             (true, false) => cx.secret("api_key", &r.api_key, &r.api_key_file).and_then(|k| {
                 // "id:key" as the API gives it is base64-encoded here; an encoded key is sent as is.
                 let k = k.expose_secret();
-                if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic()) {
+                // Empty only when secrets are not read (`queue …` commands): a read secret never is.
+                if !k.bytes().all(|b| b.is_ascii_graphic()) {
                     // Never sent without it: a key that cannot be a header would go out as none.
                     let span = r.api_key.as_ref().map(Spanned::span).or(r.api_key_file.as_ref().map(Spanned::span));
                     return cx.fail(span, "api_key", "must be printable ASCII without spaces (the key or \"id:key\")");
@@ -1139,7 +1168,8 @@ mod tests {
             (409, Some("resource_already_exists_exception"), Operator),
             (429, Some("es_rejected_execution_exception"), Retry),
             (429, Some("circuit_breaking_exception"), Retry),
-            (500, Some("exception"), Retry),
+            (500, Some("exception"), ServerError),
+            (502, Some("exception"), ServerError),
             (503, Some("unavailable_shards_exception"), Retry),
             (400, Some("mapper_parsing_exception"), Refused),
             (400, Some("document_parsing_exception"), Refused),

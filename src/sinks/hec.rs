@@ -1,7 +1,9 @@
 //! Splunk HTTP Event Collector sink: `POST /services/collector/event` with stacked JSON
 //! envelopes (`time` in epoch seconds with milliseconds, `host`, `source`, `sourcetype`,
 //! `index`, `event` = the OCSF object, flat indexed `fields`), `Authorization: Splunk <token>`,
-//! gzip, and optional indexer acknowledgement.
+//! gzip, and optional indexer acknowledgement. `sourcetype` is per event ([`Sourcetype`]:
+//! default `ocsf:{vendor}`, the prefix Splunk's OCSF-CIM add-on recognises), filled from the
+//! OCSF event's own attributes through `ocsf::summary`: the sink knows no vendor.
 //!
 //! It owns the envelope, the answer table of PROTOCOLS.md §1a (one function, [`classify`], and
 //! a test pinning it) and what "delivered" means: the collector answered `code 0`, and with
@@ -72,7 +74,7 @@ pub struct HecSink {
     token: SecretString,
     index: Option<String>,
     source: String,
-    sourcetype: String,
+    sourcetype: Sourcetype,
     host: String,
     fields: Vec<EventField>,
     gzip: bool,
@@ -155,7 +157,7 @@ struct Envelope<'a> {
     time: Option<Box<RawValue>>,
     host: &'a str,
     source: &'a str,
-    sourcetype: &'a str,
+    sourcetype: std::borrow::Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     index: Option<&'a str>,
     // `event` follows, added as the queued bytes (see `HecSink::envelope`).
@@ -306,7 +308,7 @@ impl HecSink {
             time: summary.time.and_then(hec_time),
             host: &self.host,
             source: &self.source,
-            sourcetype: &self.sourcetype,
+            sourcetype: self.sourcetype.fill(&summary),
             index: self.index.as_deref(),
             fields,
         };
@@ -371,6 +373,13 @@ impl HecSink {
             Answer::ServerError => Err(SendError { retry_after, ..SendError::server_error(said) }),
             Answer::Refused => Err(SendError::refused(format!(
                 "{said}: the collector refused the request as invalid without naming the event"
+            ))),
+            // Not the collector: a proxy between us refused us (plain-HTTP forward proxy; through
+            // a CONNECT tunnel the refusal is a connection error, `tls::http_error`).
+            Answer::Operator if status == 407 => Err(SendError::config(format!(
+                "{}: {}; the events stay queued",
+                self.target,
+                crate::http::proxy_refused(&self.event_url)
             ))),
             Answer::Operator if (300..=399).contains(&status) => Err(SendError::config(format!(
                 "{}: answered {status}, a redirect to {location}: not followed (the token would go along); \
@@ -471,6 +480,10 @@ impl HecSink {
                     self.target
                 )));
             }
+            407 => {
+                let refused = crate::http::proxy_refused(&self.health_url);
+                return Err(SendError::config(format!("{}: health check {refused}", self.target)));
+            }
             // Splunk answers a health check with a wrong token "400 Invalid HEC token".
             400 | 401 | 403 => {
                 let said = format!("{}: health answered {status} ({:?})", self.target, answer.text);
@@ -564,7 +577,8 @@ pub struct HecSinkSettings {
     /// Envelope metadata; `index` `None` leaves it to the token's default index.
     pub index: Option<String>,
     pub source: String,
-    pub sourcetype: String,
+    /// Fixed, or filled per event from its `{vendor}` and `{class_uid}`.
+    pub sourcetype: Sourcetype,
     /// `host`; `None`: this machine's name.
     pub host: Option<String>,
     /// Indexed fields sent in each envelope's flat `fields` object.
@@ -603,6 +617,93 @@ pub struct Keys {
     ack_poll_interval: Option<Spanned<String>>,
     ack_timeout: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+}
+
+/// The default `sourcetype`: Splunk's OCSF-CIM add-on picks OCSF data up by sourcetypes
+/// prefixed `ocsf:`, one per vendor (README "Shipping to Splunk").
+pub const DEFAULT_SOURCETYPE: &str = "ocsf:{vendor}";
+
+/// The `sourcetype` key: a fixed text, or a template filled per event from the OCSF event
+/// alone (the sink knows no vendor): `{vendor}` is `metadata.product.vendor_name` lower-cased,
+/// each character outside `[a-z0-9_]` made `_`; `{class_uid}` the class number. An event
+/// without the attribute gets `unknown` there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sourcetype {
+    template: String,
+    pieces: Vec<Piece>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Vendor,
+    ClassUid,
+}
+
+/// What a placeholder the event lacks becomes.
+const UNKNOWN: &str = "unknown";
+
+impl Sourcetype {
+    /// Reads a template; the error names the unknown placeholder or the unclosed brace.
+    pub fn parse(template: &str) -> Result<Sourcetype, String> {
+        let mut pieces = Vec::new();
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                pieces.push(Piece::Text(rest[..open].to_owned()));
+            }
+            let Some(len) = rest[open..].find('}') else {
+                return Err(format!("unclosed '{{' in {template:?}; placeholders are {{vendor}} and {{class_uid}}"));
+            };
+            pieces.push(match &rest[open..open + len + 1] {
+                "{vendor}" => Piece::Vendor,
+                "{class_uid}" => Piece::ClassUid,
+                other => {
+                    return Err(format!("unknown placeholder {other} in {template:?}; use {{vendor}} or {{class_uid}}"));
+                }
+            });
+            rest = &rest[open + len + 1..];
+        }
+        if rest.contains('}') {
+            return Err(format!("unmatched '}}' in {template:?}; placeholders are {{vendor}} and {{class_uid}}"));
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_owned()));
+        }
+        Ok(Sourcetype { template: template.to_owned(), pieces })
+    }
+
+    /// The text as configured (for `check`).
+    pub fn template(&self) -> &str {
+        &self.template
+    }
+
+    /// This event's sourcetype; a fixed one is borrowed.
+    pub fn fill(&self, event: &crate::ocsf::summary::Summary<'_>) -> std::borrow::Cow<'_, str> {
+        match self.pieces.as_slice() {
+            [] => return std::borrow::Cow::Borrowed(""),
+            [Piece::Text(fixed)] => return std::borrow::Cow::Borrowed(fixed),
+            _ => {}
+        }
+        let mut out = String::with_capacity(self.template.len() + 16);
+        for piece in &self.pieces {
+            match piece {
+                Piece::Text(text) => out.push_str(text),
+                Piece::Vendor => match event.vendor().filter(|v| !v.is_empty()) {
+                    Some(vendor) => out.extend(vendor.chars().map(|c| match c.to_ascii_lowercase() {
+                        c @ ('a'..='z' | '0'..='9' | '_') => c,
+                        _ => '_',
+                    })),
+                    None => out.push_str(UNKNOWN),
+                },
+                Piece::ClassUid => match event.class_uid {
+                    Some(class) => out.push_str(&class.to_string()),
+                    None => out.push_str(UNKNOWN),
+                },
+            }
+        }
+        std::borrow::Cow::Owned(out)
+    }
 }
 
 impl Protocol for HecSink {
@@ -644,7 +745,10 @@ impl Protocol for HecSink {
         };
         let index = text(&r.index, "index", None);
         let source = text(&r.source, "source", Some("auditrelay")).map(Option::unwrap_or_default);
-        let sourcetype = text(&r.sourcetype, "sourcetype", Some("ocsf")).map(Option::unwrap_or_default);
+        let sourcetype = text(&r.sourcetype, "sourcetype", Some(DEFAULT_SOURCETYPE)).and_then(|t| {
+            let t = t.unwrap_or_default();
+            Sourcetype::parse(&t).or_else(|why| cx.fail(r.sourcetype.as_ref().map(Spanned::span), "sourcetype", why))
+        });
         let host = text(&r.hostname, "hostname", None);
         let fields = match &r.fields {
             None => Ok(vec![EventField::ClassUid, EventField::Vendor, EventField::Tenant]),
@@ -725,7 +829,7 @@ impl Protocol for HecSink {
             kv("index", format!("{index:?}"));
         }
         kv("source", format!("{:?}", h.source));
-        kv("sourcetype", format!("{:?}", h.sourcetype));
+        kv("sourcetype", format!("{:?}", h.sourcetype.template()));
         if let Some(host) = &h.host {
             kv("hostname", format!("{host:?}"));
         }
@@ -816,6 +920,19 @@ mod tests {
         ];
         for (status, code, invalid, expected) in cases {
             assert_eq!(classify(*status, *code, *invalid), *expected, "{status} code {code:?}");
+        }
+    }
+
+    #[test]
+    fn a_sourcetype_template_takes_vendor_and_class_uid_only() {
+        let t = Sourcetype::parse("ocsf:{vendor}/{class_uid}").unwrap();
+        let body = br#"{"class_uid":3005,"metadata":{"product":{"vendor_name":"Config Cat"}}}"#;
+        assert_eq!(t.fill(&summarize(body).unwrap()), "ocsf:config_cat/3005");
+        assert_eq!(t.fill(&summarize(b"{}").unwrap()), "ocsf:unknown/unknown");
+        assert_eq!(Sourcetype::parse("ocsf").unwrap().fill(&summarize(body).unwrap()), "ocsf");
+        for (bad, says) in [("ocsf:{tenant}", "unknown placeholder {tenant}"), ("{vendor", "unclosed"), ("a}", "unmatched")] {
+            let e = Sourcetype::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
         }
     }
 

@@ -186,7 +186,8 @@ fn verdict(refusal: Refusal) -> Verdict {
         Refusal::NoAnswer => Verdict::Resend,
         Refusal::Untrusted | Refusal::NotOtlp(_) => Verdict::Pause,
         Refusal::Http(429 | 502 | 503 | 504) => Verdict::Resend,
-        Refusal::Http(401 | 403 | 404 | 405 | 415 | 300..=399) => Verdict::Pause,
+        // 407: a proxy in the way wants credentials; only an operator can give them.
+        Refusal::Http(401 | 403 | 404 | 405 | 407 | 415 | 300..=399) => Verdict::Pause,
         Refusal::Http(413) => Verdict::Split,
         Refusal::Http(400 | 422) => Verdict::Refused,
         Refusal::Http(_) => Verdict::ServerError,
@@ -216,6 +217,17 @@ impl OtlpSink {
                 (name, Transport::Http { client, url: cfg.endpoint.clone(), json })
             }
             OtlpProtocol::Grpc => {
+                // tonic's channel has its own connector, which knows no proxy: say so where an
+                // operator looks when the proxy variables would otherwise apply (`check` too).
+                if let crate::http::Route::Proxy { proxy, .. } = crate::http::route(&cfg.endpoint) {
+                    tracing::warn!(
+                        endpoint = %crate::redact::url(&cfg.endpoint),
+                        %proxy,
+                        "OTLP/gRPC connects directly, not through the proxy the environment names \
+                         (HTTPS_PROXY/HTTP_PROXY/ALL_PROXY are used by HTTP connections only); \
+                         set protocol = \"http_protobuf\" to go through it"
+                    );
+                }
                 let endpoint = grpc_endpoint(cfg, verifier)?;
                 ("grpc", Transport::Grpc(Box::new(Grpc { endpoint, metadata: grpc_metadata(cfg)?, client: None })))
             }
@@ -653,7 +665,17 @@ async fn post(
     }
     let response = match request.send().await {
         Ok(r) => r,
-        Err(e) => return unanswered(&e.without_url()),
+        Err(e) => {
+            let mut answer = unanswered(&e.without_url());
+            // A connection through a proxy that failed is the proxy's to explain first.
+            if let (Answer::Refused { detail, .. }, Some(proxy)) = (&mut answer, crate::http::proxy_for(url)) {
+                match detail.contains("proxy authorization required") {
+                    true => detail.push_str(&format!(" ({})", crate::http::proxy_refused(url))),
+                    false => detail.push_str(&format!(" (through proxy {proxy})")),
+                }
+            }
+            return answer;
+        }
     };
     let status = response.status();
     let headers = response.headers().clone();
@@ -703,6 +725,7 @@ async fn post(
     let retry_after = crate::backoff::receiver_retry_after(&headers, clock.now_utc(), MeasureFrom::Now);
     match code {
         401 | 403 => detail.push_str("; check the headers (API key, token) this receiver requires"),
+        407 => detail.push_str(&format!("; {}", crate::http::proxy_refused(url))),
         300..=399 => {
             let to = headers.get(LOCATION).and_then(|v| v.to_str().ok()).and_then(|v| url::Url::parse(v).ok());
             match to {

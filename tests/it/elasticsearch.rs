@@ -538,7 +538,15 @@ async fn a_vendor_placeholder_routes_each_vendor_to_its_own_data_stream() {
     let dir = tempfile::tempdir().unwrap();
     let sources: Vec<String> = [SimVendor::Aitronos, SimVendor::ConfigCat]
         .into_iter()
-        .map(|v| harness::source_block(&sim, v, &sim.organizations(v)[0], v.name(), "start = \"2d\""))
+        .map(|v| {
+            harness::source_block(
+                &sim,
+                v,
+                &sim.organizations(v)[0],
+                v.name(),
+                "start = \"2d\"\nrate_limit = { requests = 100, per = \"1s\", burst = 10 }",
+            )
+        })
         .collect();
     let config = dir.path().join("auditrelay.toml");
     let text = format!(
@@ -721,7 +729,7 @@ async fn a_refused_key_keeps_the_data_and_delivery_resumes_when_fixed() {
         assert!(status_now.success(), "{}", agent.tail());
         assert!(emu.requests()[before..].iter().all(|r| r.status == status), "{status}");
         assert_eq!(emu.document_count(), 0);
-        assert!(dead_letters(&config).await.is_empty(), "{status}: nothing dead-lettered");
+        // Nothing dead-lettered: proven below, every event arrives once the key is fixed.
     }
     let config = write_config(&sim, dir.path(), &format!("{}api_key = \"good:key\"\n", hosts(&emu)));
     run_once(&sim, &config, &[]).await;
@@ -954,7 +962,15 @@ async fn events_of_every_vendor_fit_the_shipped_template_without_an_item_error()
         let dir = tempfile::tempdir().unwrap();
         let sources: Vec<String> = SimVendor::ALL
             .into_iter()
-            .map(|v| harness::source_block(&sim, v, &sim.organizations(v)[0], v.name(), "start = \"2d\""))
+            .map(|v| {
+                harness::source_block(
+                    &sim,
+                    v,
+                    &sim.organizations(v)[0],
+                    v.name(),
+                    "start = \"2d\"\nrate_limit = { requests = 100, per = \"1s\", burst = 10 }",
+                )
+            })
             .collect();
         let config = dir.path().join("auditrelay.toml");
         let text = format!(
@@ -1011,5 +1027,111 @@ async fn an_item_refused_for_an_operator_reason_is_kept_and_delivered_once_fixed
     emu.clear_refusals();
     run_once(&sim, &config, &[]).await;
     assert_all_indexed_once(&emu, dir.path(), 20);
+    sim.shutdown().await;
+}
+
+/// A cluster published under a path by a reverse proxy (`hosts = ["http://proxy/es/"]`): the
+/// sink's requests keep the prefix, and `check --connect` finds the node and the template there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_with_a_path_prefix_keeps_it() {
+    let sim = simulator(10).await;
+    let emu = EsEmulator::start(EsOptions { path_prefix: "/es".into(), ..EsOptions::default() }).await;
+    emu.install_template("auditrelay-ocsf", auditrelay::sinks::elasticsearch::template("auditrelay.ocsf", false));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&sim, dir.path(), &format!("hosts = [\"{}/es/\"]\n", emu.url()));
+    let (code, stdout) = check_connect(&config, &sim).await;
+    let (result, detail) = harness::sinks::connect_row(&stdout, "sink", "elastic");
+    assert_eq!((code, result.as_str()), (Some(0), "ok"), "{stdout}");
+    assert!(detail.contains("auditrelay-ocsf present"), "{detail}");
+    run_once(&sim, &config, &[]).await;
+    assert_all_indexed_once(&emu, dir.path(), 10);
+    assert!(
+        emu.requests().iter().all(|r| r.path == "/es/_bulk"),
+        "{:?}",
+        emu.requests().iter().map(|r| r.path.clone()).collect::<Vec<_>>()
+    );
+    let others: Vec<String> =
+        emu.other_requests().iter().map(|r| format!("{} {} {}", r.method, r.path, r.status)).collect();
+    assert!(others.iter().all(|o| o.ends_with(" 200")), "{others:?}");
+    sim.shutdown().await;
+}
+
+/// A genuine mapping conflict (no scripted fault): with the shipped template `ocsf.message`
+/// is `text`, and an event whose `message` is an object is refused by the cluster: that event
+/// alone is dead-lettered with the cluster's reason, the others are indexed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_the_mapping_refuses_is_dead_lettered_alone() {
+    use harness::sinks::{ocsf_events, queue_with, sink_config, start_worker, uid};
+    let emu = EsEmulator::start(EsOptions::default()).await;
+    put_cli_template(&emu, false).await;
+    let mut events: Vec<Vec<u8>> = ocsf_events()[..20].to_vec();
+    let mut odd: Value = serde_json::from_slice(&events[12]).unwrap();
+    odd["message"] = json!({"text": "an object where the mapping has text"});
+    events[12] = serde_json::to_vec(&odd).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with(dir.path(), &["elasticsearch"], &events).await;
+    let cfg = sink_config(dir.path(), "elasticsearch", &hosts(&emu));
+    let stats = tokio::time::timeout(WAIT, start_worker(cfg, &queue).drain()).await.expect("drained");
+    assert_eq!((stats.events, stats.dead_lettered), (19, 1), "{stats:?}");
+    let letters = queue.dead_letters(10).await.unwrap();
+    assert_eq!(letters[0].raw, events[12]);
+    assert!(
+        letters[0].reason.contains("document_parsing_exception")
+            && letters[0].reason.contains("failed to parse field [ocsf.message] of type [text]"),
+        "{}",
+        letters[0].reason
+    );
+    let seen = ids(&emu);
+    assert_eq!(seen.len(), 19);
+    assert!(seen.values().all(|n| *n == 1));
+    assert!(!seen.contains_key(&uid(&events[12])));
+}
+
+/// Vendors disagree on value types, and the shipped template's promise is that no such
+/// disagreement under `ocsf.*` is a mapping error (a dead letter). A string field that looks
+/// like a date in one event is detected as `date` by Elasticsearch's default
+/// `date_detection` (documented: a `match_mapping_type: string` dynamic template does not apply
+/// to it); the same field in another vendor's format in a later event must still be indexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_date_looking_string_then_another_format_is_no_mapping_error_under_the_shipped_template() {
+    use harness::sinks::{ocsf_events, queue_with, sink_config, start_worker, uid};
+    let emu = EsEmulator::start(EsOptions::default()).await;
+    put_cli_template(&emu, false).await;
+    let mut events: Vec<Vec<u8>> = ocsf_events()[..20].to_vec();
+    for (i, body) in events.iter_mut().enumerate() {
+        let mut event: Value = serde_json::from_slice(body).unwrap();
+        // The vendor's own time, as Aitronos (RFC 3339) and as a vendor writing RFC 2822.
+        event["metadata"]["original_time"] =
+            json!(if i == 10 { "Wed, 18 Mar 2026 11:00:00 +0000" } else { "2026-03-18T11:00:00Z" });
+        *body = serde_json::to_vec(&event).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with(dir.path(), &["elasticsearch"], &events).await;
+    let cfg = sink_config(dir.path(), "elasticsearch", &hosts(&emu));
+    let stats = tokio::time::timeout(WAIT, start_worker(cfg, &queue).drain()).await.expect("drained");
+    let letters = queue.dead_letters(10).await.unwrap();
+    let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
+    assert_eq!(
+        (stats.events, stats.dead_lettered),
+        (20, 0),
+        "ocsf.metadata.original_time is mapped as {:?}; dead letters: {reasons:?}",
+        emu.field_type(STREAM, "ocsf.metadata.original_time")
+    );
+    let seen = ids(&emu);
+    assert!(events.iter().all(|e| seen.get(&uid(e)) == Some(&1)));
+}
+
+/// The operator commands read the configuration the agent runs with: `auditrelay queue
+/// dead-letters` must accept a file whose Elasticsearch sink has an `api_key` (as it accepts a
+/// HEC token), whether or not the key's variable is set where the operator runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_dead_letters_reads_a_config_with_an_elasticsearch_api_key() {
+    let sim = simulator(5).await;
+    let emu = EsEmulator::start(EsOptions { api_keys: vec![base64("id:key")], ..EsOptions::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&sim, dir.path(), &format!("{}api_key = \"id:key\"\n", hosts(&emu)));
+    run_once(&sim, &config, &[]).await;
+    assert_eq!(emu.document_count(), 5);
+    assert!(dead_letters(&config).await.is_empty());
     sim.shutdown().await;
 }

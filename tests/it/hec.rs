@@ -392,7 +392,16 @@ async fn every_event_arrives_in_a_complete_envelope() {
         let time = envelope["time"].as_f64().unwrap();
         assert!((time * 1000.0 - event["time"].as_f64().unwrap()).abs() < 0.5, "time {time} is the event's");
         assert_eq!((envelope["host"].as_str(), envelope["index"].as_str()), (Some("collector-1"), Some("audit")));
-        assert_eq!((envelope["source"].as_str(), envelope["sourcetype"].as_str()), (Some("auditrelay"), Some("ocsf")));
+        assert_eq!(
+            (envelope["source"].as_str(), envelope["sourcetype"].as_str()),
+            (
+                Some("auditrelay"),
+                Some(
+                    format!("ocsf:{}", event["metadata"]["product"]["vendor_name"].as_str().unwrap().to_lowercase())
+                        .as_str()
+                )
+            )
+        );
         let fields = &envelope["fields"];
         assert_eq!(fields["class_uid"], event["class_uid"].to_string());
         assert_eq!(fields["vendor"], event["metadata"]["product"]["vendor_name"]);
@@ -878,4 +887,79 @@ async fn the_ack_wait_and_the_send_are_timed_on_the_agents_clock() {
     assert!(send.sum_us >= 3_000_000, "the send holds its ack wait: {send:?}");
     assert_eq!((bucket(&send, 2_500), bucket(&send, 5_000)), (0, 1), "{send:?}");
     assert!(stats.sent_bytes.load(std::sync::atomic::Ordering::Relaxed) > 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sourcetype: Splunk's OCSF conventions (issue 19 point 4)
+
+/// Issue 19 point 4: Splunk's OCSF-CIM add-on picks OCSF data up by sourcetypes prefixed
+/// `ocsf:`; the default sourcetype is `ocsf:<vendor>`, one per event, read from the event's
+/// `metadata.product.vendor_name` (lower-cased, `[^a-z0-9_]` → `_`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_sourcetype_is_ocsf_and_the_events_vendor() {
+    let events = ocsf_events();
+    let hec = HecEmulator::start(HecOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with(dir.path(), &["hec"], events).await;
+    let cfg = sink_config(dir.path(), "hec", &hec_lines(&hec, ""));
+    start_worker(cfg, &queue).drain().await;
+    assert_all_indexed(&hec, events, true);
+    let mut by_sourcetype: HashMap<String, usize> = HashMap::new();
+    for indexed in hec.indexed() {
+        let envelope = &indexed.envelope;
+        let vendor = envelope["event"]["metadata"]["product"]["vendor_name"].as_str().unwrap().to_lowercase();
+        let expected = format!("ocsf:{vendor}");
+        assert_eq!(envelope["sourcetype"].as_str(), Some(expected.as_str()), "{envelope}");
+        *by_sourcetype.entry(expected).or_default() += 1;
+    }
+    let mut names: Vec<&str> = by_sourcetype.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["ocsf:aitronos", "ocsf:astronomer", "ocsf:configcat", "ocsf:datafold"]);
+}
+
+/// A template may hold `{vendor}` and `{class_uid}`; an event without a vendor name gets
+/// `unknown`, a vendor name's other characters become `_`; a fixed text stays as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sourcetype_template_is_filled_per_event_and_a_fixed_one_kept() {
+    let events: Vec<Vec<u8>> = vec![
+        br#"{"time":1795292810597,"class_uid":3002,"metadata":{"uid":"u-1","product":{"vendor_name":"Acme Corp.-EU"}}}"#
+            .to_vec(),
+        br#"{"time":1795292810598,"class_uid":6003,"metadata":{"uid":"u-2","product":{"name":"x"}}}"#.to_vec(),
+    ];
+    let hec = HecEmulator::start(HecOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with(dir.path(), &["hec"], &events).await;
+    let cfg = sink_config(dir.path(), "hec", &hec_lines(&hec, "sourcetype = \"ocsf:{vendor}:{class_uid}\"\n"));
+    start_worker(cfg, &queue).drain().await;
+    let sourcetypes: Vec<String> =
+        hec.indexed().iter().map(|i| i.envelope["sourcetype"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(sourcetypes, ["ocsf:acme_corp__eu:3002", "ocsf:unknown:6003"]);
+
+    let hec = HecEmulator::start(HecOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with(dir.path(), &["hec"], &events).await;
+    let cfg = sink_config(dir.path(), "hec", &hec_lines(&hec, "sourcetype = \"ocsf\"\n"));
+    start_worker(cfg, &queue).drain().await;
+    assert!(hec.indexed().iter().all(|i| i.envelope["sourcetype"] == "ocsf"), "{:?}", hec.indexed());
+}
+
+/// An unknown placeholder (or an unclosed brace) is refused by the configuration, naming the
+/// file, line and key.
+#[test]
+fn an_unknown_sourcetype_placeholder_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (template, says) in [("ocsf:{product}", "{product}"), ("ocsf:{vendor", "unclosed")] {
+        let text = format!(
+            "state_dir = \"state\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\norganization_id = \"ORG_A\"\n\
+             api_key = \"k\"\n[[sinks]]\nname = \"hec\"\ntype = \"hec\"\nurl = \"http://127.0.0.1:8088\"\n\
+             token = \"t\"\nsourcetype = \"{template}\"\n"
+        );
+        let path = dir.path().join("hec.toml");
+        std::fs::write(&path, &text).unwrap();
+        let error = auditrelay::config::Config::load(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("hec.toml:12") && error.contains("sourcetype") && error.contains(says),
+            "{template:?} was not refused with its line, key and reason: {error}"
+        );
+    }
 }

@@ -42,6 +42,7 @@ mod ops;
 mod otlp;
 mod pipeline;
 mod prometheus_rules;
+mod proxy;
 mod ratelimits;
 mod receivers_at_the_edge;
 mod reload;

@@ -321,3 +321,53 @@ fn elasticsearch_item_errors_resend_only_those_items_and_dead_letter_the_unmappa
         assert_eq!(queue.backlog("elasticsearch").await.unwrap(), 0);
     });
 }
+
+/// Issue 19, item 5xx: one document the cluster fails on every time (an ingest pipeline that
+/// throws on it answers its item 500) while it takes the rest. Resent as "busy" forever, it held
+/// the whole sink back; it is now a server error the loop isolates, and dead-lettered alone once
+/// the cluster has proved again and again that it takes other documents. Items answered 503
+/// (`unavailable_shards_exception`, an outage) are still only waited for.
+#[test]
+fn elasticsearch_an_item_the_cluster_fails_on_every_time_is_isolated_not_a_stall() {
+    run(async {
+        let events = &ocsf_events()[..60];
+        let poison = uid(&events[11]);
+        let indexed: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+        let (seen, p) = (Arc::clone(&indexed), poison.clone());
+        let mut calls = 0;
+        let (addr, _state) = receiver(move |body| {
+            calls += 1;
+            let text = std::str::from_utf8(body).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            let mut items = Vec::new();
+            for pair in lines.chunks(2) {
+                let action: serde_json::Value = serde_json::from_str(pair[0]).unwrap();
+                let id = action["create"]["_id"].as_str().unwrap().to_owned();
+                let mut seen = seen.lock().unwrap();
+                let item = if calls <= 2 {
+                    r#"{"create":{"status":503,"error":{"type":"unavailable_shards_exception","reason":"primary shard is not active"}}}"#
+                } else if id == p {
+                    r#"{"create":{"status":500,"error":{"type":"illegal_state_exception","reason":"pipeline failed on this document"}}}"#
+                } else if !seen.insert(id) {
+                    r#"{"create":{"status":409,"error":{"type":"version_conflict_engine_exception","reason":"document already exists"}}}"#
+                } else {
+                    r#"{"create":{"status":201}}"#
+                };
+                items.push(item);
+            }
+            (200, "application/json", format!("{{\"errors\":true,\"items\":[{}]}}", items.join(",")))
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue_with(dir.path(), &["elasticsearch"], events).await;
+        let cfg = sink_config(dir.path(), "elasticsearch", &format!("hosts = [\"http://{addr}\"]\ngzip = false"));
+        let stats = start_worker(cfg, &queue).drain().await;
+        let indexed = indexed.lock().unwrap().clone();
+        assert_eq!(indexed.len(), 59, "every event but the one the cluster fails on");
+        let dead = queue.dead_letters(10).await.unwrap();
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert!(dead[0].reason.contains("illegal_state_exception"), "{dead:?}");
+        assert_eq!((stats.events, stats.dead_lettered), (59, 1), "{stats:?}");
+        assert_eq!(queue.backlog("elasticsearch").await.unwrap(), 0);
+    });
+}

@@ -77,6 +77,7 @@
 //! that answers 200 HTML ([`LOGIN_PATH`]), any raw answer (a 200 with HTML).
 //! [`EsEmulator::refuse_items_containing`] refuses every item whose document holds a marker
 //! (a poison event) with a chosen status and error type, until cleared.
+//! [`EsOptions::path_prefix`] publishes the cluster under a path, as a reverse proxy does.
 //!
 //! # Choices where the docs are silent
 //! - `update` actions are answered item 400 (the sink never sends them; not emulated).
@@ -159,6 +160,9 @@ pub struct EsOptions {
     pub tls: Option<Pki>,
     /// Keep each document's source (off for benchmarks: only `_index` and `_id` are kept).
     pub keep_sources: bool,
+    /// Serve under this path (`/es`), as a reverse proxy publishing the cluster at
+    /// `https://proxy/es/` does; empty: at the root.
+    pub path_prefix: String,
 }
 
 impl Default for EsOptions {
@@ -172,6 +176,7 @@ impl Default for EsOptions {
             max_content_length: DEFAULT_MAX_CONTENT_LENGTH,
             tls: None,
             keep_sources: true,
+            path_prefix: String::new(),
         }
     }
 }
@@ -311,7 +316,7 @@ pub struct Doc {
 /// One `_bulk` request as received.
 #[derive(Clone, Debug)]
 pub struct BulkRequest {
-    /// The path, e.g. `/_bulk` or `/es/_bulk` behind a prefix.
+    /// The path as the client sent it, e.g. `/_bulk`, or `/es/_bulk` with a path prefix.
     pub path: String,
     /// The raw query string (`filter_path=…`), empty when none.
     pub query: String,
@@ -1100,11 +1105,17 @@ fn decode(headers: &HeaderMap, raw: &[u8], max: usize) -> Result<Vec<u8>, Answer
 type Params = Query<HashMap<String, String>>;
 
 fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/", get(info).head(info))
-        .route("/_bulk", post(bulk_default).put(bulk_default))
-        .route("/{index}/_bulk", post(bulk_index).put(bulk_index))
-        .route("/_index_template/{name}", get(get_template).put(put_template).post(put_template))
+    // Under a prefix every route is spelled with it (the proxy's paths), the root both as
+    // `/es` and `/es/`.
+    let p = shared.opts.path_prefix.trim_end_matches('/').to_owned();
+    let mut router = Router::new().route(&format!("{p}/"), get(info).head(info));
+    if !p.is_empty() {
+        router = router.route(&p, get(info).head(info));
+    }
+    router
+        .route(&format!("{p}/_bulk"), post(bulk_default).put(bulk_default))
+        .route(&format!("{p}/{{index}}/_bulk"), post(bulk_index).put(bulk_index))
+        .route(&format!("{p}/_index_template/{{name}}"), get(get_template).put(put_template).post(put_template))
         .route(LOGIN_PATH, any(login_page))
         .fallback(unknown)
         .layer(DefaultBodyLimit::disable())
@@ -1158,7 +1169,7 @@ async fn get_template(
     headers: HeaderMap,
 ) -> Response {
     let opts = &shared.opts;
-    let path = format!("/_index_template/{name}");
+    let path = format!("{}/_index_template/{name}", shared.opts.path_prefix.trim_end_matches('/'));
     let answer = match authenticate(opts, &headers, &path) {
         Err(answer) => answer,
         Ok(_) => {
@@ -1185,7 +1196,7 @@ async fn put_template(
     raw: Bytes,
 ) -> Response {
     let opts = &shared.opts;
-    let path = format!("/_index_template/{name}");
+    let path = format!("{}/_index_template/{name}", shared.opts.path_prefix.trim_end_matches('/'));
     let run = || -> Result<Answer, Answer> {
         if authenticate(opts, &headers, &path)? == Access::ReadOnly {
             return Err(unauthorized("indices:admin/index_template/put"));
