@@ -1,7 +1,8 @@
 //! Shared by the benchmarks that run the real agent (`e2e`, `idle`, `startup`): the machine
 //! they ran on, a syslog TCP receiver that counts what arrives, and a configuration of the four
-//! simulated vendors and three sinks. The agent itself is the binary cargo builds for the bench
-//! profile (`CARGO_BIN_EXE_auditrelay`), run through the tests' `Agent` wrapper.
+//! simulated vendors and three sinks (and the table of a fourth, Elasticsearch, for `e2e`). The
+//! agent itself is the binary cargo builds for the bench profile (`CARGO_BIN_EXE_auditrelay`),
+//! run through the tests' `Agent` wrapper.
 #![allow(dead_code)]
 
 #[path = "../../tests/it/harness/mod.rs"]
@@ -152,6 +153,13 @@ pub fn agent_config(dir: &Path, sim: &Sim, hec_url: &str, syslog: SocketAddr, st
         sources = sources.join("\n"),
         out = dir.join("events.ndjson").display().to_string(),
     )
+}
+
+/// A `[[sinks]]` table of an Elasticsearch sink named `elastic` into the default data stream at
+/// `url` (the `_bulk` emulator), with the API key `api_key` (`id:key`); every other key at its
+/// default (gzip on, `batch_max_events` 500), so `e2e` measures what an operator gets.
+pub fn elasticsearch_sink(url: &str, api_key: &str) -> String {
+    format!("\n[[sinks]]\nname = \"elastic\"\ntype = \"elasticsearch\"\nhosts = [{url:?}]\napi_key = {api_key:?}\n")
 }
 
 /// The simulator's options for a benchmark: `records` per vendor, no rate limits (the agent's

@@ -3,11 +3,12 @@
 //!
 //! **The model.** One seed decides everything of a run ([`Scenario::from_seed`]): which vendors
 //! are collected (the in-process simulator, `src/sim`, serving all four contracts from seeded
-//! stores), their records and fault knobs, the sources' and sinks' settings, the receiver model
-//! (`dst/receiver.rs`, a seeded HEC collector) and a schedule of segments, each ended by a
-//! crash or a reload. The *real* parts run in process on a current-thread tokio runtime with
-//! the clock paused ([`run_seed`]): `sources::Source` (its loop), `queue::Queue` (SQLite on
-//! tmpfs), `sinks::run_sink` with a real file sink and a real HEC sink. Virtual time advances
+//! stores), their records and fault knobs, the sources' and sinks' settings, the receiver models
+//! (`dst/receiver.rs`, a seeded HEC collector; `dst/es_receiver.rs`, a seeded Elasticsearch
+//! `_bulk` endpoint) and a schedule of segments, each ended by a crash or a reload. The *real*
+//! parts run in process on a current-thread tokio runtime with the clock paused ([`run_seed`]):
+//! `sources::Source` (its loop), `queue::Queue` (SQLite on tmpfs), `sinks::run_sink` with a real
+//! file sink, a real HEC sink and a real Elasticsearch sink. Virtual time advances
 //! only when every task waits, so hours of polling, back-offs and `Retry-After` windows take
 //! milliseconds. `fastrand`'s thread-local generator is seeded too, so the agent's own jitter
 //! repeats. (Interleavings with the database thread and loopback sockets are up to the OS;
@@ -19,7 +20,9 @@
 //! and slow answers, malformed and truncated answers, redirects (ConfigCat v1 → v2), spurious
 //! 401s, clock steps (the agent's clock jumps at a restart); receiver side — outages and 429s,
 //! slow answers, 2xx that is not an acceptance (a proxy's 200 page, a 302 to a login page),
-//! per-event refusal, whole-batch refusal, file rotation; agent side — crashes (every task
+//! per-event refusal, whole-batch refusal, file rotation (the Elasticsearch model draws the same
+//! receiver families, from a seed of its own, and always refuses a seeded share of items with
+//! 429 / 503 inside a 200); agent side — crashes (every task
 //! dropped at a seeded point, the database reopened), reloads (one source or sink stopped and
 //! restarted with changed settings), a small queue cap.
 //!
@@ -30,7 +33,29 @@
 //! (c) no source's checkpoint `done_until` ever moved backwards (sampled every few virtual
 //! seconds and at every reopen); (d) nothing is dead-lettered that the model did not mark as
 //! poison; (e) memory bounded: queued bytes stay within `max_bytes` plus one answer, and no
-//! request to the receiver holds more events than the sink's `batch_max_events`.
+//! request to the receiver holds more events than the sink's `batch_max_events`; for the
+//! Elasticsearch sink also (f) every action, `_id`, target and `@timestamp` is what the sink's
+//! contract says (the model records each breach), and (g) no stall: after settling the sink holds
+//! nothing but poison a 500 keeps refusing with nothing behind it to prove the receiver alive.
+//! Its (a) is "every record indexed (item 201 once; a resend's 409 is delivered) or refused for
+//! good by the model", its (d) "dead-lettered only if the model refused it for good, with
+//! Elastic's reason for an item refusal".
+//!
+//! **What the Elasticsearch model found.** With `AUDITRELAY_SIM_ES_POISON=500` (poison refused by
+//! a whole-request 500 instead of an item 400; off by default), seeds stall: 6 of 20 with
+//! `AUDITRELAY_SIM_FAMILIES=batch_refusal AUDITRELAY_SIM_ES=on` (seeds 0, 5, 6, 8, 14, 17), also
+//! with no item refusal at all. The delivery loop (`sinks/mod.rs`, `Failure::ServerError`) gives
+//! a suspect a strike only if no other server error came since its last failure; two poison
+//! events of one batch, each failing alone in turn, clear each other's strikes for ever, so
+//! neither is dead-lettered and the sink never moves past them (HEC and OTLP 500s alike: the HEC
+//! model never answers 500, so this was not seen before). Open; the seeds replay it.
+//!
+//! **The Elasticsearch sink in old seeds.** It is drawn last, from a generator of its own
+//! (`seed ^ ES_SALT`): families, vendors, sources, the HEC model, segments and rotations of
+//! every seed are what they were before it existed (a test proves it); half the seeds add it
+//! (and, with `reloads`, maybe one reload of it). A run with it differs in interleavings (its
+//! back-off jitter draws from the same thread's generator). `AUDITRELAY_SIM_ES=off` runs the
+//! scenarios exactly as before, `on` gives every seed the sink.
 //!
 //! **Running it.** `cargo test --test it dst::` runs [`DEFAULT_SEEDS`] seeds with the families that
 //! hold on today's code ([`DEFAULT_FAMILIES`]); `AUDITRELAY_SIM_SEEDS=N` runs N seeds,
@@ -40,6 +65,7 @@
 //! Every seed that found a bug is kept in [`REGRESSION_SEEDS`], with the families it needs.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
+mod es_receiver;
 mod receiver;
 mod record;
 
@@ -56,6 +82,7 @@ use auditrelay::sinks::{self, Sink, SinkControl, SinkStats};
 use auditrelay::sources::ratelimit::Gates;
 use auditrelay::sources::{self, Checkpoint, RunMode, Source};
 use chrono::{DateTime, Utc};
+use es_receiver::{EsModel, EsReceiver, Target};
 use receiver::{Receiver, ReceiverModel};
 use record::{raw_key, record_key, store_key};
 use tokio::task::JoinHandle;
@@ -335,6 +362,8 @@ struct Scenario {
     sources: Vec<SourceSpec>,
     sinks: Vec<SinkSpec>,
     receiver: Option<ReceiverModel>,
+    /// The Elasticsearch receiver model, when the seed has an Elasticsearch sink.
+    es: Option<EsModel>,
     max_bytes: u64,
     segments: Vec<(Trigger, SegmentEnd)>,
     /// Virtual times (from the start) at which the file sink's file is renamed aside.
@@ -347,6 +376,11 @@ fn secs(s: u64) -> Duration {
 
 impl Scenario {
     fn from_seed(seed: u64, enabled: &[Family]) -> Scenario {
+        Scenario::from_seed_with(seed, enabled, es_from_env())
+    }
+
+    /// [`Scenario::from_seed`] with the Elasticsearch sink forced on or off (`None`: drawn).
+    fn from_seed_with(seed: u64, enabled: &[Family], es: Option<bool>) -> Scenario {
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut active: Vec<Family> = enabled.iter().copied().filter(|_| rng.bool()).collect();
         // Crashes and reloads land inside announced rate-limit pauses only with this family.
@@ -489,8 +523,85 @@ impl Scenario {
         } else {
             Vec::new()
         };
-        Scenario { seed, active, sim, sources, sinks, receiver, max_bytes, segments, rotations }
+        let es = elasticsearch(seed, es, &on, &mut sinks, &mut segments);
+        Scenario { seed, active, sim, sources, sinks, receiver, es, max_bytes, segments, rotations }
     }
+}
+
+/// Salts the seed of every Elasticsearch draw (its own generator and its receiver model).
+const ES_SALT: u64 = 0xE5_19_E5_19_E5_19_E5_19;
+
+/// Whether seeds have an Elasticsearch sink: `AUDITRELAY_SIM_ES=on` (every seed), `off` (none:
+/// the scenarios exactly as before issue 19), else half the seeds, drawn from the seed.
+fn es_from_env() -> Option<bool> {
+    match std::env::var("AUDITRELAY_SIM_ES").as_deref().map(str::trim) {
+        Ok("on") => Some(true),
+        Ok("off") => Some(false),
+        Ok("" | "seeded") | Err(_) => None,
+        Ok(other) => panic!("AUDITRELAY_SIM_ES={other:?}: on, off or seeded"),
+    }
+}
+
+/// The Elasticsearch sink of a seed (issue 19), drawn last and from a generator of its own
+/// (`seed ^ ES_SALT`): every draw made before it (families, vendors, sources, the HEC model, the
+/// segments, the rotations) is what it was before this sink existed, so an old seed keeps its
+/// HEC scenario; only the added sink (and, with `reloads`, one added reload of it) is new. Its
+/// faults follow the receiver families the seed drew.
+fn elasticsearch(
+    seed: u64,
+    forced: Option<bool>,
+    on: &dyn Fn(Family) -> bool,
+    sinks: &mut Vec<SinkSpec>,
+    segments: &mut Vec<(Trigger, SegmentEnd)>,
+) -> Option<EsModel> {
+    let mut rng = fastrand::Rng::with_seed(seed ^ ES_SALT);
+    let drawn = rng.bool();
+    if !forced.unwrap_or(drawn) {
+        return None;
+    }
+    let mut m = EsModel { seed: seed ^ ES_SALT, ..EsModel::default() };
+    m.target = match rng.u32(..4) {
+        0 => Target::default(),
+        1 => Target::DataStream { dataset: Some("auditrelay.{vendor}"), namespace: Some("dst") },
+        2 => Target::DataStream { dataset: Some("ocsf.{class_uid}"), namespace: None },
+        _ => Target::Index("auditrelay-dst"),
+    };
+    m.gzip = rng.bool();
+    // `_bulk` answers 200 with per-item rejections whenever a node's write queue is full: always.
+    m.item_busy_rate = rng.f64() * 0.1;
+    m.item_error_rate = rng.f64() * 0.05;
+    m.max_body_bytes = rng.bool().then(|| rng.usize(20_000..400_000));
+    if on(Family::ReceiverOutages) {
+        for _ in 0..rng.usize(1..4) {
+            let start = secs(rng.u64(0..7200));
+            m.outages.push((start, start + secs(rng.u64(10..1800))));
+        }
+        m.busy_rate = rng.f64() * 0.2;
+        m.server_error_rate = rng.f64() * 0.05;
+    }
+    if on(Family::ReceiverSlow) {
+        m.slow_rate = rng.f64() * 0.5;
+        m.max_delay = secs(rng.u64(1..45));
+    }
+    if on(Family::FakeAcceptance) {
+        m.fake_ok_rate = rng.f64() * 0.2;
+    }
+    if on(Family::EventRefusal) || on(Family::BatchRefusal) {
+        m.poison_permille = rng.u64(1..30);
+        // Elasticsearch refuses a document per item (400 document_parsing_exception); a request
+        // it refuses whole for a document is a 500 (a document that breaks the node), which the
+        // loop bisects. That one stalls the sink when a batch holds two such documents (module
+        // docs: what the model found), so it runs only with AUDITRELAY_SIM_ES_POISON=500.
+        let whole = on(Family::BatchRefusal) && (!on(Family::EventRefusal) || rng.bool());
+        m.whole_batch_refusal = whole && std::env::var("AUDITRELAY_SIM_ES_POISON").is_ok_and(|v| v == "500");
+    }
+    sinks.push(SinkSpec { name: "elastic", batch_max_events: rng.usize(1..300) });
+    if on(Family::Reloads) && rng.bool() {
+        let at = rng.usize(..=segments.len());
+        let trigger = Trigger::After(Duration::from_millis(rng.u64(100..1_800_000)));
+        segments.insert(at, (trigger, SegmentEnd::ReloadSink(sinks.len() - 1)));
+    }
+    Some(m)
 }
 
 /// An invariant that did not hold, with what the run did.
@@ -509,6 +620,13 @@ struct Report {
     crashes: usize,
     reloads: usize,
     virtual_secs: u64,
+    /// Seeds with an Elasticsearch sink, and what its receiver model answered: `_bulk`
+    /// requests, per-item statuses (201 indexed, 409 conflict, 429/503 refused for now, 400
+    /// poison), whole-request answers other than 200.
+    es_runs: usize,
+    es_requests: u64,
+    es_items: BTreeMap<u16, u64>,
+    es_refusals: u64,
 }
 
 /// Samples taken while the agent runs: checkpoints (c) and queued bytes (e).
@@ -541,6 +659,7 @@ struct World {
     dir: tempfile::TempDir,
     sim: Sim,
     receiver: Option<Receiver>,
+    es: Option<EsReceiver>,
     vendor_clock: Clock,
     /// The agent's clock minus the vendors', in seconds (clock steps).
     offset: i64,
@@ -615,11 +734,21 @@ impl World {
                 "[[sinks]]\nname = {:?}\nbatch_max_events = {}\nbackoff = {{ initial = \"1s\", max = \"30s\" }}\n",
                 k.name, k.batch_max_events
             );
-            match (k.name, &self.receiver) {
-                ("hec", Some(r)) => {
+            match (k.name, &self.receiver, &self.es) {
+                ("hec", Some(r), _) => {
                     text += &format!(
                         "type = \"hec\"\nurl = {:?}\ntoken = \"dst-token\"\ngzip = false\ntimeout = \"30s\"\n",
                         r.url()
+                    )
+                }
+                ("elastic", _, Some(e)) => {
+                    let model = self.sc.es.as_ref().expect("an ES receiver has its model");
+                    text += &format!(
+                        "type = \"elasticsearch\"\nhosts = [{:?}]\napi_key = {:?}\ngzip = {}\ntimeout = \"30s\"\n{}",
+                        e.url(),
+                        es_receiver::API_KEY,
+                        model.gzip,
+                        model.target.config_lines()
                     )
                 }
                 _ => {
@@ -791,6 +920,10 @@ async fn simulate(sc: Scenario) -> Result<Report, Violation> {
         Some(m) => Some(Receiver::start(m.clone()).await),
         None => None,
     };
+    let es = match &sc.es {
+        Some(m) => Some(EsReceiver::start(m.clone()).await),
+        None => None,
+    };
     let tmp = if Path::new("/dev/shm").is_dir() { tempfile::tempdir_in("/dev/shm") } else { tempfile::tempdir() };
     let dir = tmp.expect("a temporary directory");
     std::fs::create_dir_all(dir.path().join("out")).unwrap();
@@ -798,6 +931,7 @@ async fn simulate(sc: Scenario) -> Result<Report, Violation> {
         dir,
         sim,
         receiver,
+        es,
         vendor_clock,
         offset: 0,
         monitor: Arc::default(),
@@ -819,7 +953,7 @@ async fn simulate(sc: Scenario) -> Result<Report, Violation> {
     let f = &w.sc.sim.faults;
     w.log(format!(
         "vendor faults: limit {:?} retry_after {:?} limit_headers {} error_rate {:.2} latency {:?} malformed {:.2} \
-         arrivals {} lateness {:?} spurious_401 {:.2}; receiver {:?}",
+         arrivals {} lateness {:?} spurious_401 {:.2}; receiver {:?}; elasticsearch {:?}",
         f.rate_limit,
         f.retry_after,
         f.limit_headers,
@@ -829,7 +963,8 @@ async fn simulate(sc: Scenario) -> Result<Report, Violation> {
         f.arrivals_per_page,
         f.arrival_lateness,
         f.spurious_unauthorized_rate,
-        w.sc.receiver
+        w.sc.receiver,
+        w.sc.es
     ));
     let msg = format!("sources {}; sinks {:?}; max_bytes {}", srcs.join(", "), w.sc.sinks, w.sc.max_bytes);
     w.log(msg);
@@ -949,10 +1084,21 @@ async fn simulate(sc: Scenario) -> Result<Report, Violation> {
     if let Some(r) = &w.receiver {
         r.stop();
     }
-    let vendor_requests = w.sim.stats().requests;
+    let mut report = Report { crashes, reloads, virtual_secs, ..Report::default() };
+    if let Some(e) = &w.es {
+        e.stop();
+        e.with(|s| {
+            report.es_runs = 1;
+            report.es_requests = s.requests;
+            report.es_items = s.items.clone();
+            report.es_refusals = s.answers.iter().filter(|(a, _)| !a.starts_with("200 ")).map(|(_, n)| n).sum();
+        });
+    }
+    report.vendor_requests = w.sim.stats().requests;
+    report.records = expected.values().map(HashSet::len).sum();
     w.sim.shutdown().await;
     outcome?;
-    Ok(Report { vendor_requests, records: expected.values().map(HashSet::len).sum(), crashes, reloads, virtual_secs })
+    Ok(report)
 }
 
 /// Record names the vendor model holds now, by vendor collected.
@@ -1012,6 +1158,13 @@ async fn check(w: &mut World, agent: &Agent, expected: &BTreeMap<SimVendor, Hash
         if let Some(r) = &w.receiver {
             trace.push(format!("receiver answers: {:?}", r.with(|s| s.answers.clone())));
         }
+        if let Some(e) = &w.es {
+            trace.push(format!(
+                "elasticsearch answers: {:?}; items {:?}",
+                e.with(|s| s.answers.clone()),
+                e.with(|s| s.items.clone())
+            ));
+        }
         Err(Violation { invariant, detail, trace })
     };
 
@@ -1036,6 +1189,7 @@ async fn check(w: &mut World, agent: &Agent, expected: &BTreeMap<SimVendor, Hash
     // (a) Everything the vendors held at the stop is at every sink.
     let at_file = file_sink_records(&w.out_dir());
     let at_hec = w.receiver.as_ref().map(|r| r.with(|s| s.indexed.clone()));
+    let at_es = w.es.as_ref().map(|e| e.with(|s| s.indexed.clone()));
     for (vendor, keys) in expected {
         let missing_file: Vec<&String> = keys.iter().filter(|k| !at_file.contains(*k)).collect();
         if !missing_file.is_empty() {
@@ -1068,6 +1222,19 @@ async fn check(w: &mut World, agent: &Agent, expected: &BTreeMap<SimVendor, Hash
                 return fail(w, "(a) every record at every sink", detail);
             }
         }
+        if let (Some(at_es), Some(model)) = (&at_es, &w.sc.es) {
+            let missing: Vec<&String> = keys.iter().filter(|k| !at_es.contains(*k) && !model.is_poison(k)).collect();
+            if !missing.is_empty() {
+                let detail = format!(
+                    "{} of {} {} records never indexed by the Elasticsearch receiver (no item 201 for them), e.g. {}",
+                    missing.len(),
+                    keys.len(),
+                    vendor.name(),
+                    short(missing[0])
+                );
+                return fail(w, "(a) every record at every sink", detail);
+            }
+        }
     }
 
     // (d) Nothing dead-lettered that the model did not mark as poison.
@@ -1084,7 +1251,14 @@ async fn check(w: &mut World, agent: &Agent, expected: &BTreeMap<SimVendor, Hash
             Some(sink) => {
                 let key =
                     serde_json::from_slice::<serde_json::Value>(&d.raw).map(|e| record_key(&e)).unwrap_or_default();
-                sink == "hec" && receiver::is_poison(seed, poison_permille, &key)
+                match sink.as_str() {
+                    "hec" => receiver::is_poison(seed, poison_permille, &key),
+                    // Refused for good by the model, and the item's reason is Elastic's own.
+                    "elastic" => w.sc.es.as_ref().is_some_and(|m| {
+                        m.is_poison(&key) && (m.whole_batch_refusal || d.reason.contains("document_parsing_exception"))
+                    }),
+                    _ => false,
+                }
             }
         };
         if !legitimate {
@@ -1113,6 +1287,35 @@ async fn check(w: &mut World, agent: &Agent, expected: &BTreeMap<SimVendor, Hash
         // generation bounds them all.
         if biggest > cap.max(300) {
             return fail(w, "(e) memory bounded", format!("a HEC request held {biggest} events (cap {cap})"));
+        }
+    }
+    if let Some(e) = &w.es {
+        let biggest = e.with(|s| s.max_batch);
+        if biggest > 300 {
+            return fail(w, "(e) memory bounded", format!("a _bulk request held {biggest} documents (cap 300)"));
+        }
+        // (g) No stall: whatever the sink still holds after settling is poison that a 500 keeps
+        // refusing with nothing behind it to prove the receiver alive (the loop waits for newer
+        // events then, by design); in any other case the sink must have finished.
+        let model = w.sc.es.as_ref().expect("an ES receiver has its model");
+        let left = agent.queue.read_batch("elastic", 1000, usize::MAX).await.unwrap();
+        let stuck: Vec<String> = left
+            .iter()
+            .map(|e| serde_json::from_slice::<serde_json::Value>(&e.body).map(|v| record_key(&v)).unwrap_or_default())
+            .filter(|k| !(model.whole_batch_refusal && model.is_poison(k)))
+            .collect();
+        if !stuck.is_empty() {
+            let detail = format!(
+                "the Elasticsearch sink still holds {} event(s) after settling, e.g. {}",
+                stuck.len(),
+                short(&stuck[0])
+            );
+            return fail(w, "(g) no stall", detail);
+        }
+        // (f) What the sink sends is what its contract says (action, _id, target, @timestamp).
+        let violations = e.with(|s| s.violations.clone());
+        if !violations.is_empty() {
+            return fail(w, "(f) the Elasticsearch sink's contract", violations.join("; "));
         }
     }
     Ok(())
@@ -1171,6 +1374,12 @@ fn run_many(seeds: impl Iterator<Item = u64>, families: &[Family]) -> Vec<(u64, 
                 totals.crashes += r.crashes;
                 totals.reloads += r.reloads;
                 totals.virtual_secs += r.virtual_secs;
+                totals.es_runs += r.es_runs;
+                totals.es_requests += r.es_requests;
+                totals.es_refusals += r.es_refusals;
+                for (status, n) in r.es_items {
+                    *totals.es_items.entry(status).or_insert(0) += n;
+                }
             }
             Err(v) => {
                 eprintln!("\nseed {seed} violated {}: {}", v.invariant, v.detail);
@@ -1178,8 +1387,10 @@ fn run_many(seeds: impl Iterator<Item = u64>, families: &[Family]) -> Vec<(u64, 
                 for line in &v.trace {
                     eprintln!("  {line}");
                 }
+                let es =
+                    std::env::var("AUDITRELAY_SIM_ES").map(|v| format!(" AUDITRELAY_SIM_ES={v}")).unwrap_or_default();
                 eprintln!(
-                    "replay: AUDITRELAY_SIM_SEED={seed} AUDITRELAY_SIM_FAMILIES={list} cargo test --test it dst::replay -- --nocapture"
+                    "replay: AUDITRELAY_SIM_SEED={seed} AUDITRELAY_SIM_FAMILIES={list}{es} cargo test --test it dst::replay -- --nocapture"
                 );
                 failures.push((seed, v.invariant));
             }
@@ -1197,6 +1408,10 @@ fn run_many(seeds: impl Iterator<Item = u64>, families: &[Family]) -> Vec<(u64, 
         started.elapsed().as_secs_f64(),
         slowest.1,
         slowest.0
+    );
+    eprintln!(
+        "dst: elasticsearch in {} seeds: {} _bulk requests, {} answered other than 200; items by status {:?}",
+        totals.es_runs, totals.es_requests, totals.es_refusals, totals.es_items
     );
     failures
 }
@@ -1261,4 +1476,33 @@ fn a_seed_decides_its_scenario() {
     let (a, b) = (Scenario::from_seed(7, &all), Scenario::from_seed(7, &all));
     assert_eq!(format!("{a:?}"), format!("{b:?}"));
     assert_ne!(format!("{a:?}"), format!("{:?}", Scenario::from_seed(8, &all)));
+}
+
+/// The Elasticsearch sink is an independent draw: with it forced on, every seed keeps the
+/// scenario it has without it (families, vendors, sources, faults, the HEC model, segments,
+/// rotations), plus the sink and at most one reload of it.
+#[test]
+fn the_elasticsearch_sink_leaves_every_other_draw_as_it_was() {
+    let all = Family::ALL.to_vec();
+    let mut with_es = 0;
+    for seed in 0..500 {
+        let mut without = Scenario::from_seed_with(seed, &all, Some(false));
+        let mut with = Scenario::from_seed_with(seed, &all, Some(true));
+        assert!(without.es.is_none() && with.es.is_some());
+        let es = with.sinks.iter().position(|k| k.name == "elastic").expect("the sink is added");
+        assert_eq!(es, with.sinks.len() - 1, "seed {seed}: the sink is added after the others");
+        with.sinks.pop();
+        let reloads = with.segments.len() - without.segments.len();
+        assert!(reloads <= 1, "seed {seed}: {reloads} segments added");
+        with.segments.retain(|(_, end)| !matches!(end, SegmentEnd::ReloadSink(i) if *i == es));
+        with.es = None;
+        // A HashMap prints in no fixed order: compared as a map, then left out of the text.
+        let without_limits = std::mem::take(&mut without.sim.faults.vendor_rate_limits);
+        assert_eq!(with.sim.faults.vendor_rate_limits, without_limits, "seed {seed}");
+        with.sim.faults.vendor_rate_limits.clear();
+        assert_eq!(format!("{with:?}"), format!("{without:?}"), "seed {seed}");
+        with_es += usize::from(Scenario::from_seed_with(seed, &all, None).es.is_some());
+    }
+    // Drawn, about half the seeds have it.
+    assert!((150..350).contains(&with_es), "{with_es} of 500 seeds drew an Elasticsearch sink");
 }

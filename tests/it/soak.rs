@@ -1,12 +1,15 @@
 //! The crash proof (DESIGN invariants 1–3) on the real binary: the agent collects every record
-//! of all four simulated vendors into two receivers (the HEC emulator and a file sink) while
-//! this test kills it with SIGKILL at random moments and starts it again; two-thirds of the
-//! way through the kills, the HEC receiver goes down for a while. In the end:
+//! of all four simulated vendors into three receivers (the HEC emulator, the Elasticsearch
+//! `_bulk` emulator with the index template `auditrelay elasticsearch template` prints, and a
+//! file sink) while this test kills it with SIGKILL at random moments and starts it again;
+//! two-thirds of the way through the kills, HEC and Elasticsearch go down for a while. In the end:
 //! - the `metadata.uid` set each receiver got equals the set of seeded records' uids;
 //! - a record arrived twice only from a batch in flight at a kill (at most one batch per sink
 //!   per kill), never from the queue: the queue issued exactly one event id per record;
-//! - while HEC was down the file sink received everything (a dead receiver stalls only its
-//!   own sink), and once HEC was back its backlog drained.
+//! - Elasticsearch holds every uid exactly once: a batch resent after a kill is answered 409
+//!   per document (`_id` = `metadata.uid`, one backing index), counted as delivered;
+//! - while HEC and Elasticsearch were down the file sink received everything (a dead receiver
+//!   stalls only its own sink), and once they were back their backlogs drained.
 //!
 //! Quick by default (4 000 records, 6 kills: part of `scripts/test.sh`). The long soak is
 //! `scripts/soak.sh`: the release binary, `AUDITRELAY_SOAK_RECORDS` records per vendor
@@ -14,6 +17,7 @@
 //! replays a run (the seed is printed).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
+use crate::es_emulator::{EsEmulator, EsOptions, base64};
 use crate::harness;
 use crate::hec_emulator;
 
@@ -77,6 +81,30 @@ fn hec_uids(hec: &HecEmulator) -> HashMap<String, usize> {
     counts(events.iter().map(|e| e["metadata"]["uid"].as_str().expect("metadata.uid")))
 }
 
+/// The data stream the Elasticsearch sink writes to by default.
+const STREAM: &str = "logs-auditrelay.ocsf-default";
+
+/// uid -> documents Elasticsearch indexed for it; each document's `_id` must be its uid.
+fn es_uids(es: &EsEmulator) -> HashMap<String, usize> {
+    let docs = es.documents();
+    for d in &docs {
+        assert_eq!(d.source["ocsf"]["metadata"]["uid"].as_str(), Some(d.id.as_str()), "_id is not metadata.uid: {d:?}");
+        assert_eq!(d.target, STREAM, "{d:?}");
+    }
+    counts(docs.iter().map(|d| d.id.as_str()))
+}
+
+/// The index template the operator installs: `auditrelay elasticsearch template`, run as they would.
+fn install_template(es: &EsEmulator) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+        .args(["elasticsearch", "template"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "auditrelay elasticsearch template: {}", String::from_utf8_lossy(&out.stderr));
+    let template: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the template is JSON");
+    es.install_template(auditrelay::sinks::elasticsearch::TEMPLATE_NAME, template);
+}
+
 /// The receiver got exactly the seeded uids, and no more duplicates than one batch per kill.
 fn assert_complete(receiver: &str, got: &HashMap<String, usize>, expected: &HashSet<String>, kills: usize) -> usize {
     let missing = expected.iter().filter(|u| !got.contains_key(*u)).count();
@@ -91,7 +119,7 @@ fn assert_complete(receiver: &str, got: &HashMap<String, usize>, expected: &Hash
     extra
 }
 
-fn config(sim: &Sim, dir: &Path, hec: &HecEmulator) -> String {
+fn config(sim: &Sim, dir: &Path, hec: &HecEmulator, es: &EsEmulator) -> String {
     // No vendor quota in the way (the simulator's limits are off): this proves crash safety,
     // tests/it/vendors.rs proves the rate limiting.
     let extra = "start = \"2d\"\nrate_limit = { requests = 200, per = \"1s\", burst = 20 }\n\
@@ -102,11 +130,14 @@ fn config(sim: &Sim, dir: &Path, hec: &HecEmulator) -> String {
         "state_dir = {state:?}\n\n{sources}\n\
          [[sinks]]\nname = \"file\"\ntype = \"file\"\npath = {out:?}\nbatch_max_events = {BATCH}\n\n\
          [[sinks]]\nname = \"splunk\"\ntype = \"hec\"\nurl = {url:?}\ntoken = \"hec-test-token\"\n\
+         batch_max_events = {BATCH}\nbackoff = {{ initial = \"50ms\", max = \"500ms\" }}\n\n\
+         [[sinks]]\nname = \"elastic\"\ntype = \"elasticsearch\"\nhosts = [{es_url:?}]\napi_key = \"soak:key\"\n\
          batch_max_events = {BATCH}\nbackoff = {{ initial = \"50ms\", max = \"500ms\" }}\n",
         state = dir.join("state").display().to_string(),
         sources = sources.join("\n"),
         out = out_path(dir).display().to_string(),
         url = hec.url(),
+        es_url = es.url(),
     )
 }
 
@@ -117,6 +148,8 @@ enum Trigger {
     Requests(u64),
     /// After the HEC receiver indexed this many more events.
     Indexed(usize),
+    /// After Elasticsearch indexed this many more documents.
+    EsIndexed(usize),
     /// After the file sink's output grew by this many bytes.
     FileBytes(u64),
 }
@@ -131,9 +164,10 @@ fn file_len(path: &Path) -> u64 {
 
 /// Runs the agent until the trigger fires (then SIGKILL: `true`) or it exits by itself
 /// (`false`, asserting it exited 0).
-async fn run_until(sim: &Sim, hec: &HecEmulator, config: &Path, log: &Path, trigger: Trigger) -> bool {
+async fn run_until(sim: &Sim, hec: &HecEmulator, es: &EsEmulator, config: &Path, log: &Path, trigger: Trigger) -> bool {
     let out = out_path(config.parent().unwrap());
     let (requests0, indexed0, bytes0) = (sim.stats().requests, hec.indexed_count(), file_len(&out));
+    let es0 = es.document_count();
     // One log over all runs (appended): the history of every kill.
     let mut agent = Agent::spawn(&["run", "--once"], config, log, &[]);
     let deadline = Instant::now() + PHASE_LIMIT;
@@ -141,6 +175,7 @@ async fn run_until(sim: &Sim, hec: &HecEmulator, config: &Path, log: &Path, trig
         let fired = match trigger {
             Trigger::Requests(n) => sim.stats().requests >= requests0 + n,
             Trigger::Indexed(n) => hec.indexed_count() >= indexed0 + n,
+            Trigger::EsIndexed(n) => es.document_count() >= es0 + n,
             Trigger::FileBytes(n) => file_len(&out) >= bytes0 + n,
         };
         if fired {
@@ -176,9 +211,11 @@ async fn test_sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_fli
     opts.faults.rate_limit = RateLimitSetting::Off;
     let sim = start_sim(opts, &clock).await;
     let hec = HecEmulator::start(HecOptions::default()).await;
+    let es = EsEmulator::start(EsOptions { api_keys: vec![base64("soak:key")], ..EsOptions::default() }).await;
+    install_template(&es);
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("auditrelay.toml");
-    std::fs::write(&config_path, config(&sim, dir.path(), &hec)).unwrap();
+    std::fs::write(&config_path, config(&sim, dir.path(), &hec, &es)).unwrap();
     let log = dir.path().join("agent.log");
     let out = out_path(dir.path());
     let expected = expected_uids(&sim);
@@ -190,13 +227,15 @@ async fn test_sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_fli
     let requests_per_kill = (4 * per_vendor / 100 / (2 * target_kills)).max(2) as u64;
     let events_per_kill = (4 * per_vendor / (4 * target_kills)).max(BATCH);
     loop {
-        // Two-thirds of the way: HEC goes down; the file sink must get everything meanwhile.
+        // Two-thirds of the way: HEC and Elasticsearch go down; the file sink must get everything
+        // meanwhile.
         if kills >= target_kills * 2 / 3 && !outage_checked {
             hec.stop().await;
-            let indexed_before = hec.indexed_count();
+            es.stop().await;
+            let (indexed_before, es_before) = (hec.indexed_count(), es.document_count());
             // One kill during the outage, then a run that the file sink completes.
             let mark = Trigger::FileBytes(rng.u64(1..=200_000));
-            if run_until(&sim, &hec, &config_path, &log, mark).await {
+            if run_until(&sim, &hec, &es, &config_path, &log, mark).await {
                 kills += 1;
             }
             runs += 1;
@@ -206,11 +245,16 @@ async fn test_sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_fli
             let all = |_: &Agent| lines(&out) >= expected.len() && file_uids(&out).len() == expected.len();
             agent.until("the file sink to receive every record while HEC is down", PHASE_LIMIT, all).await;
             assert_eq!(hec.indexed_count(), indexed_before, "HEC was down, yet indexed events");
+            assert_eq!(es.document_count(), es_before, "Elasticsearch was down, yet indexed documents");
             agent.kill().await;
             kills += 1;
             hec.restart().await;
+            es.restart().await;
             outage_checked = true;
-            eprintln!("soak: HEC down: the file sink received all {} records meanwhile", expected.len());
+            eprintln!(
+                "soak: HEC and Elasticsearch down: the file sink received all {} records meanwhile",
+                expected.len()
+            );
             continue;
         }
         // Only marks that can still be passed: no more vendor requests once every record was
@@ -221,6 +265,9 @@ async fn test_sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_fli
         }
         if hec.indexed_count() < expected.len() {
             marks.push(Trigger::Indexed(rng.usize(1..=events_per_kill)));
+        }
+        if es.document_count() < expected.len() {
+            marks.push(Trigger::EsIndexed(rng.usize(1..=events_per_kill)));
         }
         if lines(&out) < expected.len() {
             marks.push(Trigger::FileBytes(rng.u64(1..=events_per_kill as u64 * 1500)));
@@ -234,7 +281,7 @@ async fn test_sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_fli
             break;
         };
         runs += 1;
-        if run_until(&sim, &hec, &config_path, &log, trigger).await {
+        if run_until(&sim, &hec, &es, &config_path, &log, trigger).await {
             kills += 1;
             continue;
         }
@@ -250,6 +297,12 @@ async fn test_sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_fli
 
     let file_dups = assert_complete("file sink", &file_uids(&out), &expected, kills);
     let hec_dups = assert_complete("HEC", &hec_uids(&hec), &expected, kills);
+    // `_id` = metadata.uid: a resend after a kill is a 409 per document, never a second copy
+    // (Elastic's deduplication holds within one backing index, and nothing rolled over here).
+    let es_dups = assert_complete("Elasticsearch", &es_uids(&es), &expected, kills);
+    assert_eq!(es_dups, 0, "Elasticsearch indexed {es_dups} documents twice under one _id");
+    assert_eq!(es.backing_indices(STREAM).len(), 1, "the data stream rolled over");
+    let conflicts = es.requests().iter().flat_map(|r| r.items.clone()).filter(|s| *s == 409).count();
     // None from the queue: it issued exactly one event id per record, across every restart.
     let db = rusqlite::Connection::open(dir.path().join("state/auditrelay.db")).unwrap();
     let issued: i64 = db.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0)).unwrap();
@@ -257,8 +310,8 @@ async fn test_sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_fli
     let left: i64 = db.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
     assert_eq!(left, 0, "events still queued after the final run");
     eprintln!(
-        "soak: {} records, {kills} SIGKILLs over {runs} runs in {:.1} s; duplicates: file {file_dups}, HEC {hec_dups}; \
-         vendor requests {}; queue ids issued {issued}",
+        "soak: {} records, {kills} SIGKILLs over {runs} runs in {:.1} s; duplicates: file {file_dups}, HEC {hec_dups}, \
+         Elasticsearch {es_dups} (resent documents answered 409: {conflicts}); vendor requests {}; queue ids issued {issued}",
         expected.len(),
         elapsed.as_secs_f64(),
         sim.stats().requests,
