@@ -182,6 +182,7 @@ pub fn proxy_report(config: &Config) -> ProxyReport {
         let way = match route {
             Route::Proxy { .. } => "proxy",
             Route::NoProxy | Route::Direct => "direct",
+            Route::Unusable { .. } => "unusable",
         };
         ProxyRoute { kind, name: name.to_owned(), target: crate::redact::url(url), way, route: route.to_string() }
     };
@@ -216,6 +217,24 @@ pub fn proxy_report(config: &Config) -> ProxyReport {
             SinkKind::File(f) => never(&sink.name, f.path.display().to_string(), "a local file, no connection"),
         };
         connections.push(one);
+    }
+    // reqwest checks an https:// proxy's certificate with the client's own trust: a sink's
+    // `ca_file` replaces the system's roots for the proxy too.
+    for sink in &config.sinks {
+        let has_ca_file = match &sink.kind {
+            SinkKind::Hec(h) => h.ca_file.is_some(),
+            SinkKind::Elasticsearch(e) => e.ca_file.is_some(),
+            SinkKind::Otlp(o) => o.ca_file.is_some(),
+            _ => false,
+        };
+        for row in connections.iter_mut().filter(|r| r.kind == "sink" && r.name == sink.name) {
+            if has_ca_file && row.way == "proxy" && row.route.starts_with("through proxy https://") {
+                row.route.push_str(
+                    "; an https:// proxy is verified against this sink's ca_file too: put the proxy's CA in that \
+                     file as well (one PEM bundle)",
+                );
+            }
+        }
     }
     ProxyReport { variables: crate::http::proxy_variables(), connections }
 }

@@ -135,16 +135,38 @@ pub fn proxy_variables() -> Vec<(&'static str, String)> {
 }
 
 /// A proxy URL from the environment, with its user and password redacted; a value that is no
-/// URL is not shown at all (it may be a password pasted in the wrong place).
+/// URL is not shown at all (it may be a password pasted in the wrong place). The credentials
+/// are cut at the *last* `@` of the text, not where a URL parser would end them: a password
+/// pasted without percent-encoding (`jdoe:2024#Summer!@proxy:3128`) holds `#`, `/` or `?`,
+/// which a parser takes for the end of the host, showing part of it as host and port.
 fn redacted_proxy(value: &str) -> String {
-    let with_scheme = match value.contains("://") {
-        true => value.to_owned(),
-        false => format!("http://{value}"),
+    shown_proxy(value, true)
+}
+
+/// The proxy a connection goes through, without its credentials (a route says apart whether
+/// it has some): as [`redacted_proxy`], with no user or password at all.
+fn proxy_address(value: &str) -> String {
+    shown_proxy(value, false)
+}
+
+fn shown_proxy(value: &str, mark_credentials: bool) -> String {
+    let value = value.trim();
+    let (scheme, rest) = value.split_once("://").unwrap_or(("http", value));
+    let (credentials, host) = match rest.rsplit_once('@') {
+        Some((c, h)) => (Some(c), h),
+        None => (None, rest),
     };
-    match url::Url::parse(&with_scheme) {
-        Ok(url) => crate::redact::url(&url),
-        Err(_) => String::from("(not a URL; not shown)"),
+    let Ok(mut url) = url::Url::parse(&format!("{scheme}://{host}")) else {
+        return String::from("(not a URL; not shown)");
+    };
+    url.set_fragment(None);
+    if let Some(c) = credentials.filter(|_| mark_credentials) {
+        let _ = url.set_username("REDACTED");
+        if c.contains(':') {
+            let _ = url.set_password(Some("REDACTED"));
+        }
     }
+    crate::redact::url(&url)
 }
 
 /// How a request to `url` leaves this host under the current environment.
@@ -157,6 +179,11 @@ pub enum Route {
     NoProxy,
     /// Direct: no proxy variable applies to this scheme.
     Direct,
+    /// A proxy variable applies but the client cannot use it as meant (`why`): a value it
+    /// cannot parse (it then connects directly, without a word), a password whose `#`, `/` or
+    /// `?` is not percent-encoded (it would connect to another host), a SOCKS proxy (not built
+    /// in: every connection fails), a CGI environment (`REQUEST_METHOD`: ignored).
+    Unusable { why: String },
 }
 
 impl std::fmt::Display for Route {
@@ -166,29 +193,91 @@ impl std::fmt::Display for Route {
             Route::Proxy { proxy, credentials: false } => write!(f, "through proxy {proxy}"),
             Route::NoProxy => f.write_str("direct (NO_PROXY names the host)"),
             Route::Direct => f.write_str("direct (no proxy variable for this scheme)"),
+            Route::Unusable { why } => f.write_str(why),
         }
     }
 }
 
+/// The first of `names` set in the environment (even empty, as the matcher reads them).
+fn first_env(names: [&'static str; 2]) -> Option<(&'static str, String)> {
+    names.iter().find_map(|n| std::env::var(n).ok().map(|v| (*n, v)))
+}
+
+/// Whether the matcher can use `value` as a proxy URL.
+fn usable(value: &str) -> bool {
+    let probe = http::Uri::from_static("http://auditrelay.invalid/");
+    hyper_util::client::proxy::matcher::Matcher::builder().all(value.to_owned()).build().intercept(&probe).is_some()
+}
+
+/// The host (and port) a proxy value names as written: after the credentials' last `@`, up to
+/// the first `/`.
+fn written_host(value: &str) -> String {
+    let rest = value.trim().split_once("://").map_or(value.trim(), |(_, r)| r);
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    host.split(['/', '?', '#']).next().unwrap_or_default().to_ascii_lowercase()
+}
+
 /// Which way a request to `url` goes: the question reqwest's own matcher answers when it
-/// connects (module docs).
+/// connects (module docs), and whether the variable that decides it says what was meant.
 pub fn route(url: &url::Url) -> Route {
     let Ok(uri) = url.as_str().parse::<http::Uri>() else { return Route::Direct };
-    let matcher = hyper_util::client::proxy::matcher::Matcher::from_env();
-    if let Some(intercept) = matcher.intercept(&uri) {
-        let credentials = intercept.basic_auth().is_some() || intercept.raw_auth().is_some();
-        // The matcher keeps the credentials apart; the URI it connects to has none.
-        return Route::Proxy { proxy: redacted_proxy(&intercept.uri().to_string()), credentials };
-    }
-    // Would a proxy apply without NO_PROXY? Then NO_PROXY made it direct.
-    let scheme_var = match url.scheme() {
+    let scheme_names = match url.scheme() {
         "https" => ["HTTPS_PROXY", "https_proxy"],
         _ => ["HTTP_PROXY", "http_proxy"],
     };
-    let set = |names: &[&str]| names.iter().any(|n| std::env::var(n).is_ok_and(|v| !v.is_empty()));
-    match set(&scheme_var) || set(&["ALL_PROXY", "all_proxy"]) {
-        true => Route::NoProxy,
-        false => Route::Direct,
+    let scheme_var = first_env(scheme_names).filter(|(_, v)| !v.is_empty());
+    let all_var = first_env(["ALL_PROXY", "all_proxy"]).filter(|(_, v)| !v.is_empty());
+    if scheme_var.is_none() && all_var.is_none() {
+        return Route::Direct;
+    }
+    if std::env::var_os("REQUEST_METHOD").is_some() {
+        return Route::Unusable {
+            why: "direct: REQUEST_METHOD is set (a CGI environment), so the proxy variables are ignored".to_owned(),
+        };
+    }
+    // The variable the matcher takes: the scheme's when it can use it, else ALL_PROXY's.
+    let applying = [&scheme_var, &all_var].into_iter().flatten().find(|(_, v)| usable(v));
+    let matcher = hyper_util::client::proxy::matcher::Matcher::from_env();
+    match (matcher.intercept(&uri), applying) {
+        (Some(intercept), Some((name, value))) => {
+            let scheme = intercept.uri().scheme_str().unwrap_or("http");
+            if scheme.starts_with("socks") {
+                return Route::Unusable {
+                    why: format!(
+                        "{name} names a {scheme} proxy: SOCKS is not supported by this build, every connection \
+                         through it fails; use an HTTP proxy (http://host:port)"
+                    ),
+                };
+            }
+            let connects_to = intercept.uri().authority().map(|a| a.as_str().to_ascii_lowercase()).unwrap_or_default();
+            let written = written_host(value);
+            if connects_to != written && !written.starts_with(&format!("{connects_to}:")) {
+                return Route::Unusable {
+                    why: format!(
+                        "{name} is unusable as written: its user or password holds a character to percent-encode \
+                         ('#' %23, '/' %2F, '?' %3F, '@' %40, ' ' %20), so the client would connect to another host; \
+                         connections through it fail"
+                    ),
+                };
+            }
+            let credentials = intercept.basic_auth().is_some() || intercept.raw_auth().is_some();
+            Route::Proxy { proxy: proxy_address(value), credentials }
+        }
+        (Some(intercept), None) => {
+            // Cannot happen (the matcher used a value `usable` refused); say what it uses.
+            let credentials = intercept.basic_auth().is_some() || intercept.raw_auth().is_some();
+            Route::Proxy { proxy: proxy_address(&intercept.uri().to_string()), credentials }
+        }
+        (None, Some(_)) => Route::NoProxy,
+        (None, None) => {
+            let (name, _) = scheme_var.or(all_var).unwrap_or(("HTTPS_PROXY", String::new()));
+            Route::Unusable {
+                why: format!(
+                    "direct: {name} is set but is no proxy URL the client can use (a space, quotes, an unsupported \
+                     scheme?), so it connects directly"
+                ),
+            }
+        }
     }
 }
 
@@ -197,7 +286,7 @@ pub fn route(url: &url::Url) -> Route {
 pub fn proxy_for(url: &url::Url) -> Option<String> {
     match route(url) {
         Route::Proxy { proxy, .. } => Some(proxy),
-        Route::NoProxy | Route::Direct => None,
+        Route::NoProxy | Route::Direct | Route::Unusable { .. } => None,
     }
 }
 
@@ -207,7 +296,9 @@ pub fn proxy_refused(url: &url::Url) -> String {
     let proxy = match route(url) {
         Route::Proxy { proxy, credentials: true } => format!("{proxy} refused the credentials its variable gives"),
         Route::Proxy { proxy, credentials: false } => format!("{proxy} wants credentials, and its variable gives none"),
-        Route::NoProxy | Route::Direct => String::from("in the way (none is configured here) refused the request"),
+        Route::NoProxy | Route::Direct | Route::Unusable { .. } => {
+            String::from("in the way (none is configured here) refused the request")
+        }
     };
     format!(
         "answered 407 Proxy Authentication Required: the proxy {proxy}; set or correct them in the proxy \

@@ -775,6 +775,13 @@ impl ElasticsearchSink {
                     "{target}: answered 413: {what} of {raw_bytes} bytes exceeds the cluster's http.max_content_length"
                 )));
             }
+            Answer::Operator if status == 407 => {
+                let host = self.hosts[self.current % self.hosts.len()].clone();
+                return Err(SendError::config(format!(
+                    "{target}: {}; the events stay queued",
+                    crate::http::proxy_refused(&host)
+                )));
+            }
             Answer::Operator if status == 400 => {
                 return Err(SendError::config(format!(
                     "{}: the bulk request was refused whole (documents are refused per item, so this is \
@@ -939,6 +946,10 @@ impl ElasticsearchSink {
                 return Err(SendError::config(format!(
                     "{target}: GET / answered {status}, a redirect to {location}: not followed; set hosts to the node itself"
                 )));
+            }
+            407 => {
+                let host = self.hosts[self.current % self.hosts.len()].clone();
+                return Err(SendError::config(format!("{target}: GET / {}", crate::http::proxy_refused(&host))));
             }
             401 => {
                 return Err(SendError::config(format!(

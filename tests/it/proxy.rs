@@ -417,7 +417,7 @@ async fn a_proxy_answering_407_is_named_redacted_and_the_events_stay_queued() {
     let env = proxy_env(&[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "127.0.0.1")]);
     let log = config.with_file_name("agent.log");
     let mut agent = Agent::spawn(&["run"], &config, &log, &env);
-    agent.until("the sink's 407 logged", LIMIT, |a| a.count("407") > 0).await;
+    agent.until("the sink's 407 logged", LIMIT, |a| a.count("answered 407") > 0).await;
     // Every record is collected and waits in the queue for the sink.
     let deadline = std::time::Instant::now() + LIMIT;
     loop {
@@ -432,7 +432,7 @@ async fn a_proxy_answering_407_is_named_redacted_and_the_events_stay_queued() {
     }
     agent.kill().await;
     let text = agent.log();
-    let line = text.lines().find(|l| l.contains("407")).unwrap();
+    let line = text.lines().find(|l| l.contains("answered 407")).unwrap();
     assert!(line.contains("Proxy Authentication Required") && line.contains(&shown), "{line}");
     assert!(!text.contains(wrong), "the proxy's password is in the log");
     assert!(hec.indexed().is_empty());

@@ -249,7 +249,7 @@ async fn an_echoed_basic_auth_header_reaches_the_log_unredacted() {
     let all = vec![("TEST_AITRONOS_KEY", sim.aitronos_api_key()), ("ES_PASSWORD", "s3cret-pass-Word")];
     let mut agent = Agent::spawn(&["run", "--drain-timeout", "2s"], &config, &config.with_file_name("agent.log"), &all);
     harness::agent::until("the refusal in the log", Duration::from_secs(30), || {
-        std::fs::read_to_string(config.with_file_name("agent.log")).unwrap_or_default().contains("401")
+        std::fs::read_to_string(config.with_file_name("agent.log")).unwrap_or_default().contains("answered 401")
     })
     .await;
     let _ = agent.terminate(Duration::from_secs(20)).await;

@@ -500,9 +500,11 @@ async fn tls_front(pki: &harness::pki::Pki, upstream: SocketAddr) -> SocketAddr 
 /// (`ca_file`): the sink checks the proxy's certificate against its `ca_file` too (reqwest's
 /// proxy TLS is the client's preconfigured rustls config, `http::client`), so the proxy is
 /// "not trusted" and nothing is delivered; curl checks a proxy against the system's roots
-/// (`--proxy-cacert` apart from `--cacert`). Nothing says so (README "Behind a proxy", `check`).
+/// (`--proxy-cacert` apart from `--cacert`). Nothing said so. reqwest has one trust for both, so
+/// the fix is the operator's, and `check` now says it (and README "Behind a proxy"): with the
+/// proxy's CA bundled into `ca_file`, every event is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_https_proxy_is_not_checked_against_the_sinks_ca_file() {
+async fn an_https_proxy_is_checked_against_the_sinks_ca_file_so_check_says_to_bundle_its_ca() {
     const RECORDS: usize = 10;
     let sim = simulator(RECORDS).await;
     let dir = tempfile::tempdir().unwrap();
@@ -533,6 +535,23 @@ async fn an_https_proxy_is_not_checked_against_the_sinks_ca_file() {
     env.push(("SSL_CERT_FILE", &roots));
     env.push(("TEST_AITRONOS_KEY", sim.aitronos_api_key()));
     env.push(("RUST_LOG", "info"));
+    // The fix is the operator's (reqwest has one trust for the receiver and its proxy), so
+    // `check` must say it: a ca_file without the proxy's CA fails the proxy's TLS.
+    let (_, stdout, _) = auditrelay(&["check", "--json"], &config, &env).await;
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let row =
+        report["proxy"]["connections"].as_array().unwrap().iter().find(|c| c["name"] == "elastic").cloned().unwrap();
+    assert!(row["detail"].as_str().unwrap().contains("put the proxy's CA in that file"), "{row}");
+    // As told: one PEM bundle of the cluster's and the proxy's CA.
+    let bundle = dir.path().join("bundle.pem");
+    let pem =
+        std::fs::read_to_string(&cluster_pki.ca_pem).unwrap() + &std::fs::read_to_string(&proxy_pki.ca_pem).unwrap();
+    std::fs::write(&bundle, pem).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("ca_file = {:?}", cluster_pki.ca_pem.display().to_string()),
+        &format!("ca_file = {:?}", bundle.display().to_string()),
+    );
+    std::fs::write(&config, text).unwrap();
     let mut agent = Agent::spawn(&["run", "--drain-timeout", "2s"], &config, &dir.path().join("agent.log"), &env);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while emu.document_count() < RECORDS && tokio::time::Instant::now() < deadline {
