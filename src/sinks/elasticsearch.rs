@@ -143,6 +143,12 @@ const DOCUMENT_FAULTS: &[&str] = &[
     "failed to parse",
 ];
 
+/// What they say, as an `illegal_argument_exception`, about the request or the index rather than
+/// the document (the op, a data stream without its template, a pipeline that does not exist):
+/// the same for every document sent there, so an operator's to fix, never a dead letter.
+const INDEX_FAULTS: &[&str] =
+    &["op_type", "data stream", "index template", "pipeline with id", "does not exist", "closed", "read-only"];
+
 /// The item table (module docs). `error_type` and `reason` are the item's `error.type` and
 /// `error.reason`.
 pub fn classify_item(status: u16, error_type: Option<&str>, reason: &str) -> Item {
@@ -155,6 +161,7 @@ pub fn classify_item(status: u16, error_type: Option<&str>, reason: &str) -> Ite
             Item::Refused
         }
         (400, Some("illegal_argument_exception")) if DOCUMENT_FAULTS.iter().any(|f| reason.contains(f)) => Item::Refused,
+        (400, Some("illegal_argument_exception")) if INDEX_FAULTS.iter().any(|f| reason.contains(f)) => Item::Operator,
         // The index itself: closed, or refusing what this sink sends it (never a document's fault).
         (400, Some("index_closed_exception" | "cluster_block_exception" | "resource_already_exists_exception")) => {
             Item::Operator
@@ -1374,8 +1381,10 @@ mod tests {
                 400,
                 Some("illegal_argument_exception"),
                 "only write ops with an op_type of create are allowed in data streams",
-                Suspect,
+                Operator,
             ),
+            (400, Some("illegal_argument_exception"), "pipeline with id [x] does not exist", Operator),
+            (400, Some("illegal_argument_exception"), "something this table does not know", Suspect),
             (400, Some("index_closed_exception"), "closed", Operator),
             (400, None, "", Suspect),
             (403, Some("security_exception"), "", Operator),

@@ -858,6 +858,8 @@ fn test_elasticsearch_template_and_check_connect() {
     let (rt, _sim, source) = harness::sinks::simulated_source();
     let installed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let seen = std::sync::Arc::clone(&installed);
+    // As `GET _index_template/<name>` lists it: the template the command prints for OpenSearch.
+    let listed = serde_json::json!({"index_templates": [{"name": "auditrelay-ocsf", "index_template": t}]}).to_string();
     let app = axum::Router::new()
         .route(
             "/",
@@ -869,8 +871,13 @@ fn test_elasticsearch_template_and_check_connect() {
             "/_index_template/auditrelay-ocsf",
             axum::routing::get(move || {
                 let ok = seen.load(std::sync::atomic::Ordering::SeqCst);
+                let listed = listed.clone();
                 async move {
-                    if ok { (axum::http::StatusCode::OK, "{}") } else { (axum::http::StatusCode::NOT_FOUND, "{}") }
+                    if ok {
+                        (axum::http::StatusCode::OK, listed)
+                    } else {
+                        (axum::http::StatusCode::NOT_FOUND, "{}".to_owned())
+                    }
                 }
             }),
         );
