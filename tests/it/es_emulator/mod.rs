@@ -95,7 +95,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -109,14 +109,13 @@ use axum::routing::{any, get, post};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Map, Value, json};
-use tokio::net::TcpListener;
 
 use crate::harness::pki::Pki;
 
 // The listener whose connections can be cut (Fault::Disconnect, stop), shared with the HEC
 // emulator. `super::`: declared beside this emulator, at the `it` crate's root and in
 // the benchmarks' `common` (hec_emulator) or crate root (es_emulator).
-use super::killable::{Conn, Server};
+use super::killable::{Conn, Serving};
 
 /// The login page a [`Fault::Redirect`] may point at: 200 with HTML for any method.
 pub const LOGIN_PATH: &str = "/login";
@@ -343,32 +342,29 @@ pub struct OtherRequest {
 /// [`stop`](EsEmulator::stop) / [`restart`](EsEmulator::restart).
 pub struct EsEmulator {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    server: Mutex<Option<Server>>,
+    server: Serving,
 }
 
 impl EsEmulator {
     /// Starts serving on 127.0.0.1 and a free port.
     pub async fn start(opts: EsOptions) -> EsEmulator {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("ES emulator: bind 127.0.0.1:0");
-        let addr = listener.local_addr().unwrap();
         let acceptor = opts.tls.as_ref().map(tls_acceptor);
         let shared = Arc::new(Shared { opts, acceptor, state: Mutex::new(EmuState::default()) });
-        let server = Server::spawn(listener, shared.acceptor.clone(), "ES emulator", router(shared.clone()));
-        EsEmulator { shared, addr, server: Mutex::new(Some(server)) }
+        let server = Serving::start("ES emulator", shared.acceptor.clone(), router(shared.clone())).await;
+        EsEmulator { shared, server }
     }
 
     /// `http://127.0.0.1:PORT` (with TLS `https://localhost:PORT`, the certificate's name),
     /// without a trailing slash.
     pub fn url(&self) -> String {
         match self.shared.acceptor {
-            Some(_) => format!("https://localhost:{}", self.addr.port()),
-            None => format!("http://{}", self.addr),
+            Some(_) => format!("https://localhost:{}", self.server.addr().port()),
+            None => format!("http://{}", self.server.addr()),
         }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Queues a scripted answer for the next `_bulk` request (after those already queued).
@@ -491,33 +487,12 @@ impl EsEmulator {
     /// Stops serving: the listening socket is closed (connections are refused) and every open
     /// connection is dropped. Nothing recorded is lost. Does nothing when stopped.
     pub async fn stop(&self) {
-        let server = self.server.lock().unwrap().take();
-        if let Some(server) = server {
-            server.shut_down().await;
-        }
+        self.server.stop().await;
     }
 
     /// Serves again on the same port (stopping first if still serving), keeping everything.
     pub async fn restart(&self) {
-        self.stop().await;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match TcpListener::bind(self.addr).await {
-                Ok(listener) => break listener,
-                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
-                Err(e) => panic!("ES emulator: cannot listen on {} again: {e}", self.addr),
-            }
-        };
-        let server = Server::spawn(listener, self.shared.acceptor.clone(), "ES emulator", router(self.shared.clone()));
-        *self.server.lock().unwrap() = Some(server);
-    }
-}
-
-impl Drop for EsEmulator {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-            server.abort();
-        }
+        self.server.restart(router(self.shared.clone())).await;
     }
 }
 

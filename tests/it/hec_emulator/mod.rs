@@ -41,7 +41,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,12 +55,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 // The listener whose connections can be cut (Fault::Disconnect, stop), shared with the Elasticsearch
 // emulator. `super::`: declared beside this emulator, at the `it` crate's root and in
 // the benchmarks' `common` (hec_emulator) or crate root (es_emulator).
-use super::killable::{Conn, Server};
+use super::killable::{Conn, Serving};
 
 /// The header carrying the channel GUID.
 pub const CHANNEL_HEADER: &str = "x-splunk-request-channel";
@@ -172,27 +171,24 @@ pub struct HecRequest {
 /// [`stop`](HecEmulator::stop) / [`restart`](HecEmulator::restart).
 pub struct HecEmulator {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    server: Mutex<Option<Server>>,
+    server: Serving,
 }
 
 impl HecEmulator {
     /// Starts serving on 127.0.0.1 and a free port.
     pub async fn start(opts: HecOptions) -> HecEmulator {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("HEC emulator: bind 127.0.0.1:0");
-        let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared { opts, healthy: AtomicBool::new(true), state: Mutex::new(EmuState::default()) });
-        let server = Server::spawn(listener, None, "HEC emulator", router(shared.clone()));
-        HecEmulator { shared, addr, server: Mutex::new(Some(server)) }
+        let server = Serving::start("HEC emulator", None, router(shared.clone())).await;
+        HecEmulator { shared, server }
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Queues a scripted answer for the next `/event` request (after those already queued).
@@ -282,33 +278,12 @@ impl HecEmulator {
     /// Stops serving: the listening socket is closed (connections are refused) and every open
     /// connection is dropped, idle or not. Nothing recorded is lost. Does nothing when stopped.
     pub async fn stop(&self) {
-        let server = self.server.lock().unwrap().take();
-        if let Some(server) = server {
-            server.shut_down().await;
-        }
+        self.server.stop().await;
     }
 
     /// Serves again on the same port (stopping first if still serving), keeping everything.
     pub async fn restart(&self) {
-        self.stop().await;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match TcpListener::bind(self.addr).await {
-                Ok(listener) => break listener,
-                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
-                Err(e) => panic!("HEC emulator: cannot listen on {} again: {e}", self.addr),
-            }
-        };
-        let server = Server::spawn(listener, None, "HEC emulator", router(self.shared.clone()));
-        *self.server.lock().unwrap() = Some(server);
-    }
-}
-
-impl Drop for HecEmulator {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-            server.abort();
-        }
+        self.server.restart(router(self.shared.clone())).await;
     }
 }
 

@@ -1,15 +1,15 @@
 //! The emulators' server plumbing: an axum app served on a listener whose every connection can
 //! be cut, one at a time or all at once, plain or TLS.
 //!
-//! Owns: [`Server`] (spawn, graceful [`shut_down`](Server::shut_down) that also cuts idle
-//! keep-alive connections, [`abort`](Server::abort) for `Drop`), the per-connection kill switch
-//! and [`Conn`], the connect info a handler takes to cut the connection its request came on (an
+//! Owns: [`Serving`] (one port from start to drop, across stop and restart), [`Server`]
+//! (spawn, graceful [`shut_down`](Server::shut_down) that also cuts idle keep-alive
+//! connections, [`abort`](Server::abort) for `Drop`), the per-connection kill switch and
+//! [`Conn`], the connect info a handler takes to cut the connection its request came on (an
 //! emulator's `Fault::Disconnect`). With a TLS acceptor, each connection's handshake is done
 //! before it is handed to axum; a client that fails it is skipped.
 //!
-//! Leaves to the emulators: the routes and their state, the port (bound by the caller, so that a
-//! restart can bind the same one again), the certificate, and everything recorded. It must not
-//! know any protocol: it moves bytes and cuts connections, nothing else.
+//! Leaves to the emulators: the routes and their state, the certificate, and everything
+//! recorded. It must not know any protocol: it moves bytes and cuts connections, nothing else.
 //!
 //! Declared once in each crate that includes an emulator, beside it, and named by the emulators
 //! as `super::killable`: at the root of the `it` test binary (tests/it/main.rs), in
@@ -18,7 +18,7 @@
 #![allow(dead_code)] // the HEC emulator serves plain connections only
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -32,6 +32,65 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+/// A server on 127.0.0.1 and a port chosen at start, kept across [`stop`](Serving::stop) /
+/// [`restart`](Serving::restart); aborted when dropped. What an emulator holds.
+pub struct Serving {
+    addr: SocketAddr,
+    /// The emulator, named in panics and in the error of a cut connection.
+    who: &'static str,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    server: Mutex<Option<Server>>,
+}
+
+impl Serving {
+    /// Serves `app` on 127.0.0.1 and a free port (through `acceptor` when given).
+    pub async fn start(who: &'static str, acceptor: Option<tokio_rustls::TlsAcceptor>, app: Router) -> Serving {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap_or_else(|e| panic!("{who}: bind 127.0.0.1:0: {e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{who}: local address: {e}"));
+        let server = Server::spawn(listener, acceptor.clone(), who, app);
+        Serving { addr, who, acceptor, server: Mutex::new(Some(server)) }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving: the listening socket is closed (connections are refused) and every open
+    /// connection is dropped, idle or not. Does nothing when stopped.
+    pub async fn stop(&self) {
+        let server = self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(server) = server {
+            server.shut_down().await;
+        }
+    }
+
+    /// Serves `app` again on the same port (stopping first if still serving); the port may take
+    /// a moment to be free again, so binding is retried for up to 5 s.
+    pub async fn restart(&self, app: Router) {
+        self.stop().await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => panic!("{}: cannot listen on {} again: {e}", self.who, self.addr),
+            }
+        };
+        let server = Server::spawn(listener, self.acceptor.clone(), self.who, app);
+        *self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(server);
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            server.abort();
+        }
+    }
+}
 
 /// One running axum server and the kill switches of the connections it accepted.
 pub struct Server {
