@@ -38,6 +38,7 @@ use auditrelay::sinks::elasticsearch;
 use common::harness;
 use common::harness::agent::Agent;
 use common::hec_emulator::{EventUid, HecEmulator, HecOptions, Retain};
+use common::killable; // `super::killable` (its listener whose connections can be cut), likewise
 use common::*;
 use es_emulator::{EsEmulator, EsOptions, base64};
 

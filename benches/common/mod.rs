@@ -9,6 +9,9 @@
 pub mod harness;
 #[path = "../../tests/it/hec_emulator/mod.rs"]
 pub mod hec_emulator;
+/// The emulators' listener whose connections can be cut, named by them as `super::killable`.
+#[path = "../../tests/it/killable/mod.rs"]
+pub mod killable;
 pub mod machine;
 
 use std::net::{Ipv4Addr, SocketAddr};

@@ -7,6 +7,9 @@
 //! a child process, certificates, the hostile vendor), the receivers (`hec_emulator`,
 //! `otlp_receiver`, `rsyslog`) and, through `harness`, the OCSF check `tests/ocsf_schema/`
 //! (which stays there: the unit tests include it by path too).
+//! The HEC and Elasticsearch emulators serve through one listener whose connections can be cut,
+//! `killable`, which they name as `super::killable` (the benchmarks that include an emulator
+//! declare it beside it too).
 //!
 //! One process runs every module's tests side by side, so none may change process-wide state
 //! (environment variables, the working directory, the umask, a global tracing subscriber that
@@ -19,6 +22,7 @@
 mod es_emulator;
 mod harness;
 mod hec_emulator;
+mod killable;
 mod otlp_receiver;
 mod rsyslog;
 

@@ -94,32 +94,28 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::io::{self, Read};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Waker};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use axum::serve::{IncomingStream, Listener};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::harness::pki::Pki;
+
+// The listener whose connections can be cut (Fault::Disconnect, stop), shared with the HEC
+// emulator. `super::`: declared beside this emulator, at the `it` crate's root and in
+// the benchmarks' `common` (hec_emulator) or crate root (es_emulator).
+use super::killable::{Conn, Serving};
 
 /// The login page a [`Fault::Redirect`] may point at: 200 with HTML for any method.
 pub const LOGIN_PATH: &str = "/login";
@@ -346,32 +342,29 @@ pub struct OtherRequest {
 /// [`stop`](EsEmulator::stop) / [`restart`](EsEmulator::restart).
 pub struct EsEmulator {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    server: Mutex<Option<Server>>,
+    server: Serving,
 }
 
 impl EsEmulator {
     /// Starts serving on 127.0.0.1 and a free port.
     pub async fn start(opts: EsOptions) -> EsEmulator {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("ES emulator: bind 127.0.0.1:0");
-        let addr = listener.local_addr().unwrap();
         let acceptor = opts.tls.as_ref().map(tls_acceptor);
         let shared = Arc::new(Shared { opts, acceptor, state: Mutex::new(EmuState::default()) });
-        let server = Server::spawn(listener, shared.clone());
-        EsEmulator { shared, addr, server: Mutex::new(Some(server)) }
+        let server = Serving::start("ES emulator", shared.acceptor.clone(), router(shared.clone())).await;
+        EsEmulator { shared, server }
     }
 
     /// `http://127.0.0.1:PORT` (with TLS `https://localhost:PORT`, the certificate's name),
     /// without a trailing slash.
     pub fn url(&self) -> String {
         match self.shared.acceptor {
-            Some(_) => format!("https://localhost:{}", self.addr.port()),
-            None => format!("http://{}", self.addr),
+            Some(_) => format!("https://localhost:{}", self.server.addr().port()),
+            None => format!("http://{}", self.server.addr()),
         }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Queues a scripted answer for the next `_bulk` request (after those already queued).
@@ -494,33 +487,12 @@ impl EsEmulator {
     /// Stops serving: the listening socket is closed (connections are refused) and every open
     /// connection is dropped. Nothing recorded is lost. Does nothing when stopped.
     pub async fn stop(&self) {
-        let server = self.server.lock().unwrap().take();
-        if let Some(server) = server {
-            server.shut_down().await;
-        }
+        self.server.stop().await;
     }
 
     /// Serves again on the same port (stopping first if still serving), keeping everything.
     pub async fn restart(&self) {
-        self.stop().await;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match TcpListener::bind(self.addr).await {
-                Ok(listener) => break listener,
-                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
-                Err(e) => panic!("ES emulator: cannot listen on {} again: {e}", self.addr),
-            }
-        };
-        let server = Server::spawn(listener, self.shared.clone());
-        *self.server.lock().unwrap() = Some(server);
-    }
-}
-
-impl Drop for EsEmulator {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-            server.abort();
-        }
+        self.server.restart(router(self.shared.clone())).await;
     }
 }
 
@@ -1423,7 +1395,7 @@ fn bulk(
     let response = match fault {
         Some(Fault::Disconnect) => {
             shared.lock().requests.push(record);
-            conn.0.kill();
+            conn.kill();
             // Never reaches the client: the connection fails on write.
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
@@ -1452,7 +1424,7 @@ fn bulk(
                 process_bulk(&shared, &headers, &record.path, default_index.as_deref(), &raw, &ItemFaults::None);
             record.items = items;
             shared.lock().requests.push(record);
-            conn.0.kill();
+            conn.kill();
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
         other => {
@@ -1745,7 +1717,8 @@ fn keep(value: &Value, patterns: &[Vec<&str>]) -> Option<Value> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Serving, with connections that can be cut (Fault::Disconnect, stop), plain or TLS
+// TLS: the acceptor `killable::Server` hands each connection to (serving itself, with
+// connections that can be cut, is `killable`, shared with the HEC emulator)
 
 fn tls_acceptor(pki: &Pki) -> tokio_rustls::TlsAcceptor {
     let certs = CertificateDer::pem_file_iter(&pki.server_cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
@@ -1758,178 +1731,4 @@ fn tls_acceptor(pki: &Pki) -> tokio_rustls::TlsAcceptor {
         .with_single_cert(certs, key)
         .unwrap();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
-}
-
-struct Server {
-    shutdown: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-    conns: Conns,
-}
-
-type Conns = Arc<Mutex<Vec<Weak<KillSwitch>>>>;
-
-impl Server {
-    fn spawn(listener: TcpListener, shared: Arc<Shared>) -> Server {
-        let conns: Conns = Arc::default();
-        let listener = KillableListener { inner: listener, acceptor: shared.acceptor.clone(), conns: conns.clone() };
-        let (shutdown, rx) = oneshot::channel::<()>();
-        let app = router(shared).into_make_service_with_connect_info::<Conn>();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        Server { shutdown, task, conns }
-    }
-
-    async fn shut_down(self) {
-        let Server { shutdown, task, conns } = self;
-        let _ = shutdown.send(());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        // Kill repeatedly: a connection accepted while the accept loop was stopping is cut too.
-        while !task.is_finished() && Instant::now() < deadline {
-            kill_all(&conns);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        kill_all(&conns);
-        task.abort();
-        let _ = task.await;
-    }
-
-    fn abort(self) {
-        let Server { shutdown, task, conns } = self;
-        let _ = shutdown.send(());
-        kill_all(&conns);
-        task.abort();
-    }
-}
-
-fn kill_all(conns: &Conns) {
-    let conns = conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    for kill in conns.iter().filter_map(Weak::upgrade) {
-        kill.kill();
-    }
-}
-
-/// Set once, makes every later read, write, flush or shutdown on the connection fail, and
-/// wakes a pending read so an idle keep-alive connection is dropped at once.
-#[derive(Default)]
-struct KillSwitch {
-    killed: AtomicBool,
-    waker: Mutex<Option<Waker>>,
-}
-
-impl KillSwitch {
-    fn kill(&self) {
-        self.killed.store(true, Ordering::SeqCst);
-        if let Some(waker) = self.waker.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-            waker.wake();
-        }
-    }
-
-    fn check(&self) -> io::Result<()> {
-        if self.killed.load(Ordering::SeqCst) {
-            Err(io::Error::new(io::ErrorKind::ConnectionAborted, "connection cut by the ES emulator"))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-/// A plain or TLS connection.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
-
-struct KillableStream {
-    inner: Stream,
-    kill: Arc<KillSwitch>,
-}
-
-impl AsyncRead for KillableStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        *self.kill.waker.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cx.waker().clone());
-        self.kill.check()?;
-        match &mut self.inner {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for KillableStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.kill.check()?;
-        match &mut self.inner {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.kill.check()?;
-        match &mut self.inner {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.kill.check()?;
-        match &mut self.inner {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
-struct KillableListener {
-    inner: TcpListener,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
-    conns: Conns,
-}
-
-impl Listener for KillableListener {
-    type Io = KillableStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((tcp, peer)) = self.inner.accept().await else {
-                // Like axum's own listener: back off on accept errors (e.g. too many files).
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            };
-            let stream = match &self.acceptor {
-                None => Stream::Plain(tcp),
-                // A client that does not trust us fails its handshake: skip it, accept the next.
-                Some(acceptor) => match tokio::time::timeout(Duration::from_secs(5), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
-                    _ => continue,
-                },
-            };
-            let kill = Arc::new(KillSwitch::default());
-            let mut conns = self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            conns.retain(|c| c.strong_count() > 0);
-            conns.push(Arc::downgrade(&kill));
-            return (KillableStream { inner: stream, kill }, peer);
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-/// The connection a request came on, for [`Fault::Disconnect`].
-#[derive(Clone)]
-struct Conn(Arc<KillSwitch>);
-
-impl Connected<IncomingStream<'_, KillableListener>> for Conn {
-    fn connect_info(stream: IncomingStream<'_, KillableListener>) -> Self {
-        Conn(stream.io().kill.clone())
-    }
 }

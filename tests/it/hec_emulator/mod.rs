@@ -40,29 +40,26 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::pin::Pin;
+use std::io::Read;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::{IncomingStream, Listener};
 use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+// The listener whose connections can be cut (Fault::Disconnect, stop), shared with the Elasticsearch
+// emulator. `super::`: declared beside this emulator, at the `it` crate's root and in
+// the benchmarks' `common` (hec_emulator) or crate root (es_emulator).
+use super::killable::{Conn, Serving};
 
 /// The header carrying the channel GUID.
 pub const CHANNEL_HEADER: &str = "x-splunk-request-channel";
@@ -174,27 +171,24 @@ pub struct HecRequest {
 /// [`stop`](HecEmulator::stop) / [`restart`](HecEmulator::restart).
 pub struct HecEmulator {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    server: Mutex<Option<Server>>,
+    server: Serving,
 }
 
 impl HecEmulator {
     /// Starts serving on 127.0.0.1 and a free port.
     pub async fn start(opts: HecOptions) -> HecEmulator {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("HEC emulator: bind 127.0.0.1:0");
-        let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared { opts, healthy: AtomicBool::new(true), state: Mutex::new(EmuState::default()) });
-        let server = Server::spawn(listener, shared.clone());
-        HecEmulator { shared, addr, server: Mutex::new(Some(server)) }
+        let server = Serving::start("HEC emulator", None, router(shared.clone())).await;
+        HecEmulator { shared, server }
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Queues a scripted answer for the next `/event` request (after those already queued).
@@ -284,33 +278,12 @@ impl HecEmulator {
     /// Stops serving: the listening socket is closed (connections are refused) and every open
     /// connection is dropped, idle or not. Nothing recorded is lost. Does nothing when stopped.
     pub async fn stop(&self) {
-        let server = self.server.lock().unwrap().take();
-        if let Some(server) = server {
-            server.shut_down().await;
-        }
+        self.server.stop().await;
     }
 
     /// Serves again on the same port (stopping first if still serving), keeping everything.
     pub async fn restart(&self) {
-        self.stop().await;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match TcpListener::bind(self.addr).await {
-                Ok(listener) => break listener,
-                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
-                Err(e) => panic!("HEC emulator: cannot listen on {} again: {e}", self.addr),
-            }
-        };
-        let server = Server::spawn(listener, self.shared.clone());
-        *self.server.lock().unwrap() = Some(server);
-    }
-}
-
-impl Drop for HecEmulator {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-            server.abort();
-        }
+        self.server.restart(router(self.shared.clone())).await;
     }
 }
 
@@ -573,7 +546,7 @@ async fn event_endpoint(
     let response = match fault {
         Some(Fault::Disconnect) => {
             shared.lock().requests.push(record);
-            conn.0.kill();
+            conn.kill();
             // Never reaches the client: the connection fails on write.
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
@@ -805,156 +778,5 @@ async fn health_endpoint(State(shared): State<Arc<Shared>>, headers: HeaderMap) 
         reply((200, hec(17, "HEC is healthy")))
     } else {
         reply((503, hec(18, "HEC is unhealthy, queues are full")))
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Serving, with connections that can be cut (Fault::Disconnect, stop)
-
-struct Server {
-    shutdown: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-    conns: Conns,
-}
-
-type Conns = Arc<Mutex<Vec<Weak<KillSwitch>>>>;
-
-impl Server {
-    fn spawn(listener: TcpListener, shared: Arc<Shared>) -> Server {
-        let conns: Conns = Arc::default();
-        let listener = KillableListener { inner: listener, conns: conns.clone() };
-        let (shutdown, rx) = oneshot::channel::<()>();
-        let app = router(shared).into_make_service_with_connect_info::<Conn>();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        Server { shutdown, task, conns }
-    }
-
-    async fn shut_down(self) {
-        let Server { shutdown, task, conns } = self;
-        let _ = shutdown.send(());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        // Kill repeatedly: a connection accepted while the accept loop was stopping is cut too.
-        while !task.is_finished() && Instant::now() < deadline {
-            kill_all(&conns);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        kill_all(&conns);
-        task.abort();
-        let _ = task.await;
-    }
-
-    fn abort(self) {
-        let Server { shutdown, task, conns } = self;
-        let _ = shutdown.send(());
-        kill_all(&conns);
-        task.abort();
-    }
-}
-
-fn kill_all(conns: &Conns) {
-    let conns = conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    for kill in conns.iter().filter_map(Weak::upgrade) {
-        kill.kill();
-    }
-}
-
-/// Set once, makes every later read, write, flush or shutdown on the connection fail, and
-/// wakes a pending read so an idle keep-alive connection is dropped at once.
-#[derive(Default)]
-struct KillSwitch {
-    killed: AtomicBool,
-    waker: Mutex<Option<Waker>>,
-}
-
-impl KillSwitch {
-    fn kill(&self) {
-        self.killed.store(true, Ordering::SeqCst);
-        if let Some(waker) = self.waker.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-            waker.wake();
-        }
-    }
-
-    fn check(&self) -> io::Result<()> {
-        if self.killed.load(Ordering::SeqCst) {
-            Err(io::Error::new(io::ErrorKind::ConnectionAborted, "connection cut by the HEC emulator"))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-struct KillableStream {
-    inner: TcpStream,
-    kill: Arc<KillSwitch>,
-}
-
-impl AsyncRead for KillableStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        *self.kill.waker.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cx.waker().clone());
-        self.kill.check()?;
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for KillableStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.kill.check()?;
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.kill.check()?;
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.kill.check()?;
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-struct KillableListener {
-    inner: TcpListener,
-    conns: Conns,
-}
-
-impl Listener for KillableListener {
-    type Io = KillableStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((stream, peer)) => {
-                    let kill = Arc::new(KillSwitch::default());
-                    let mut conns = self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    conns.retain(|c| c.strong_count() > 0);
-                    conns.push(Arc::downgrade(&kill));
-                    return (KillableStream { inner: stream, kill }, peer);
-                }
-                // Like axum's own listener: back off on accept errors (e.g. too many files).
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-/// The connection a request came on, for [`Fault::Disconnect`].
-#[derive(Clone)]
-struct Conn(Arc<KillSwitch>);
-
-impl Connected<IncomingStream<'_, KillableListener>> for Conn {
-    fn connect_info(stream: IncomingStream<'_, KillableListener>) -> Self {
-        Conn(stream.io().kill.clone())
     }
 }
