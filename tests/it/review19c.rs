@@ -1,0 +1,171 @@
+//! Review 19c of the Elasticsearch sink's fixes after reviews 19a/19b (issue 19): failing tests,
+//! one per finding. Each runs the real binary over the simulator against the project's `_bulk`
+//! emulator.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use crate::es_emulator::{EsEmulator, EsOptions, ItemError};
+use crate::harness;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use auditrelay::clock::Clock;
+use auditrelay::sim::{RateLimitSetting, Sim, SimOptions};
+use harness::agent::Agent;
+
+async fn simulator(records: usize) -> Sim {
+    let mut opts = SimOptions::default();
+    opts.aitronos.records = records;
+    opts.faults.rate_limit = RateLimitSetting::Off;
+    harness::start_sim(opts, &Clock::system()).await
+}
+
+fn write_config(sim: &Sim, dir: &Path, lines: &str) -> PathBuf {
+    let config = dir.join("auditrelay.toml");
+    let text = format!(
+        "{}\n[[sinks]]\nname = \"elastic\"\ntype = \"elasticsearch\"\nbackoff = {{ initial = \"50ms\", max = \"200ms\" }}\ntimeout = \"5s\"\n{lines}\n",
+        harness::config_text(sim, dir, ""),
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// The cluster refuses the items of `poison` with `error` while it takes every other event of
+/// the same data stream; after 15 s the operator repairs the cluster (the refusal is lifted) and
+/// every one of the 30 events must arrive: an operator's change must keep the data.
+async fn operator_change_keeps_the_event(error: ItemError, what: &str) {
+    let sim = simulator(30).await;
+    let poison = sim.aitronos_ids()[3].clone();
+    let emu = EsEmulator::start(EsOptions::default()).await;
+    emu.refuse_items_containing(&poison, error);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&sim, dir.path(), &format!("hosts = [{:?}]\nbatch_max_events = 10\n", emu.url()));
+    let all = vec![("TEST_AITRONOS_KEY", sim.aitronos_api_key())];
+    let mut agent = Agent::spawn(&["run", "--drain-timeout", "2s"], &config, &config.with_file_name("agent.log"), &all);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline && emu.document_count() < 29 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Time for the sink to act on the refused item (its strikes take well under a second).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    emu.clear_refusals();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline && emu.document_count() < 30 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let indexed = emu.document_count();
+    let _ = agent.terminate(Duration::from_secs(20)).await;
+    let tail = agent.tail();
+    let dead: Vec<&str> = tail.lines().filter(|l| l.contains("dead") || l.contains("refused")).take(3).collect();
+    assert_eq!(
+        indexed, 30,
+        "{what}: once the operator repaired the cluster it holds {indexed} of 30 events:\n{dead:#?}"
+    );
+    sim.shutdown().await;
+}
+
+/// An operator locks the data stream's mapping (`PUT logs-auditrelay.ocsf-default/_mapping
+/// {"dynamic":"strict"}`, a common hardening step). Every event carrying a field not yet mapped
+/// is answered 400 `strict_dynamic_mapping_exception`, which 35fcda9 made `Item::Refused`: the
+/// event is dead-lettered at once, with no strike and no proof, and never reaches the SIEM once the
+/// operator relaxes the mapping again. Before, it was kept as an operator's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_made_strict_by_the_operator_dead_letters_events_at_once() {
+    operator_change_keeps_the_event(
+        ItemError::new(
+            400,
+            "strict_dynamic_mapping_exception",
+            "[1:412] mapping set to strict, dynamic introduction of [aitronos_extra] within [ocsf.unmapped] is not allowed",
+        ),
+        "dynamic: strict",
+    )
+    .await;
+}
+
+/// An operator sets a default ingest pipeline on the data stream (`index.default_pipeline`
+/// applies at once, no rollover) whose `rename` processor needs a field some vendor records lack.
+/// Elasticsearch answers those items 400 `illegal_argument_exception` "field [..] doesn't exist"
+/// (the processor's own words: neither DOCUMENT_FAULTS nor INDEX_FAULTS knows them), so the item
+/// is `Suspect`; the data stream took documents, so it is isolated as a server error and
+/// dead-lettered after POISON_STRIKES. An operator's ingest change has cost the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_ingest_pipeline_failing_on_some_records_dead_letters_them() {
+    operator_change_keeps_the_event(
+        ItemError::new(400, "illegal_argument_exception", "field [actor.user.email_addr] doesn't exist"),
+        "a default_pipeline's rename processor",
+    )
+    .await;
+}
+
+/// A web server that answers every request `answer` (no Elasticsearch behind it).
+async fn fixed_node(answer: &'static str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            let _ = stream.write_all(answer.as_bytes()).await;
+                            buf.drain(..end + 4 + len);
+                            continue;
+                        }
+                    }
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// The hosts entry names a web server that forbids everything (an nginx `deny all`, a WAF, an
+/// AWS OpenSearch domain whose access policy does not name this role, a wrong port): no
+/// Elasticsearch, no X-Elastic-Product header. Since 35fcda9 a 403 on `GET /` with any
+/// credentials configured is "reachable, api key known but without the `monitor` cluster
+/// privilege", and the template look-up's 403 "not verified": `check --connect` says ok for a
+/// sink that can deliver nothing (its every `_bulk` is 403, an operator error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connect_says_ok_for_a_server_that_forbids_everything_when_a_key_is_set() {
+    let sim = simulator(5).await;
+    let forbidding = fixed_node(
+        "HTTP/1.1 403 Forbidden\r\ncontent-type: text/html\r\ncontent-length: 45\r\n\r\n\
+         <html><body>403 Forbidden nginx</body></html>",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &sim,
+        dir.path(),
+        &format!("hosts = [{forbidding:?}]\napi_key = \"VuaCfGcBCdbkQm-e5aOx:ui2lp2axTNmsyakw9tvNnw\"\n"),
+    );
+    let check = tokio::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+        .args(["check", "--connect", "-c"])
+        .arg(&config)
+        .env("TEST_AITRONOS_KEY", sim.aitronos_api_key())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout).into_owned();
+    let (result, detail) = harness::sinks::connect_row(&stdout, "sink", "elastic");
+    assert_ne!(
+        result, "ok",
+        "check --connect calls a host that answers every request 403 (HTML, no Elasticsearch) fine: {detail}\n(exit {:?})",
+        check.status.code()
+    );
+    sim.shutdown().await;
+}
