@@ -240,3 +240,51 @@ async fn a_rare_class_streams_document_fault_stalls_the_whole_sink() {
     );
     sim.shutdown().await;
 }
+
+/// `auditrelay check -c <minimal config>` with `HTTPS_PROXY` set to `proxy`; its stdout and stderr.
+async fn check_with_proxy(proxy: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditrelay.toml");
+    let text = format!(
+        "state_dir = {:?}\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\norganization_id = \"ORG_7F3KQ9ZP2M4XW8RT\"\n\
+         api_key = \"${{AITRONOS_API_KEY}}\"\n[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = {:?}\n",
+        dir.path().join("state"),
+        dir.path().join("out.jsonl"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+        .args(["check", "-c"])
+        .arg(&config)
+        .env("AITRONOS_API_KEY", "k")
+        .env("HTTPS_PROXY", proxy)
+        .env_remove("https_proxy")
+        .output()
+        .await
+        .unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A proxy value without a scheme (curl and reqwest both take `user:pass@host:port`) whose
+/// password holds `://`: `shown_proxy` splits the scheme at the first `://`, so the user and
+/// the start of the password become a "scheme" and a path of a URL with no host, which
+/// `set_username` cannot redact: `check` prints `jdoe:S3cr://proxy.corp:3128`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_shows_the_proxy_user_and_part_of_its_password_when_the_value_has_no_scheme() {
+    let said = check_with_proxy("jdoe:S3cr://et@proxy.corp:3128").await;
+    let shown: Vec<&str> = said.lines().filter(|l| l.contains("HTTPS_PROXY=")).collect();
+    assert!(!said.contains("jdoe") && !said.contains("S3cr"), "check shows the proxy's credentials: {shown:#?}");
+}
+
+/// A well-formed proxy URL with a path holding `@` (`http://jdoe:pw@proxy.corp:3128/x@y`): the
+/// client connects to proxy.corp:3128 with jdoe's credentials (the authority ends at the first
+/// `/`), but `check` cuts the credentials at the text's last `@`: it shows the proxy as `y`
+/// and calls the variable unusable ("connections through it fail"), which the client does not do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_calls_a_proxy_url_with_an_at_sign_in_its_path_unusable() {
+    let said = check_with_proxy("http://jdoe:pw@proxy.corp:3128/x@y").await;
+    let shown: Vec<&str> = said.lines().filter(|l| l.contains("proxy")).take(2).collect();
+    assert!(
+        said.contains("proxy.corp:3128") && !said.contains("unusable"),
+        "check does not say what the client does (through proxy.corp:3128): {shown:#?}"
+    );
+}
