@@ -288,3 +288,42 @@ async fn check_calls_a_proxy_url_with_an_at_sign_in_its_path_unusable() {
         "check does not say what the client does (through proxy.corp:3128): {shown:#?}"
     );
 }
+
+/// The reason tables match substrings of Elastic's reason, which names the document's own
+/// fields: a mapping conflict on a field whose name holds "closed" (`Can't merge a non object
+/// mapping [ocsf.resources.closed] with an object mapping`, one vendor sending `closed` as a
+/// flag where another sends an object) is matched by INDEX_FAULTS' "closed" and taken for an
+/// operator's error, in a data stream that takes every other document: the whole sink stops
+/// behind that one event, for good. The same reason on `[ocsf.resources.state]` is isolated and
+/// dead-lettered alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_fault_naming_a_field_called_closed_stalls_the_whole_sink() {
+    let sim = simulator(30).await;
+    let poison = sim.aitronos_ids()[3].clone();
+    let emu = EsEmulator::start(EsOptions::default()).await;
+    emu.refuse_items_containing(
+        &poison,
+        ItemError::new(
+            400,
+            "illegal_argument_exception",
+            "Can't merge a non object mapping [ocsf.resources.closed] with an object mapping",
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&sim, dir.path(), &format!("hosts = [{:?}]\nbatch_max_events = 10\n", emu.url()));
+    let all = vec![("TEST_AITRONOS_KEY", sim.aitronos_api_key())];
+    let mut agent = Agent::spawn(&["run", "--drain-timeout", "2s"], &config, &config.with_file_name("agent.log"), &all);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline && emu.document_count() < 29 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let indexed = emu.document_count();
+    let _ = agent.terminate(Duration::from_secs(20)).await;
+    let tail = agent.tail();
+    let said: Vec<&str> = tail.lines().filter(|l| l.contains("ERROR")).take(2).collect();
+    assert_eq!(
+        indexed, 29,
+        "after 30 s the cluster holds {indexed} of the 29 events besides the refused one:\n{said:#?}"
+    );
+    sim.shutdown().await;
+}
