@@ -52,6 +52,7 @@ mod receivers_at_the_edge;
 mod reload;
 mod review19a;
 mod review19b;
+mod review19c;
 mod rotation;
 mod secrets;
 mod soak;
