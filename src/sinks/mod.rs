@@ -38,6 +38,16 @@
 //!   `backoff.max`). An outage fails every part, so it never gives
 //!   that proof: whatever its length it dead-letters nothing. A batch with no other event to
 //!   prove the receiver alive waits for the receiver, like an outage.
+//!
+//!   *One suspect at a time.* A lone event that failed so is a suspect; only one suspect of a
+//!   batch is in isolation (sent again, gathering strikes) at once. Any other suspect waits
+//!   behind it, unsent, until it is dead-lettered or delivered, then takes its turn. So the
+//!   only server errors between the isolated suspect's failures are other requests' (probes,
+//!   other parts): a flaky receiver still clears its strikes, but two poison events of one
+//!   batch no longer do so to each other (issue 19's simulation: each failing alone in turn,
+//!   they cleared each other's strikes for ever and the sink stalled behind them). Suspects
+//!   waiting their turn are no proof either: a batch with nothing else left reads again
+//!   (`Ended::Reread`), as a lone suspect does.
 //! - every other failure resends the same part after the back-off.
 //!
 //! The receiver's first "yes" in a batch clears what failed before it (an outage fails every
@@ -564,18 +574,21 @@ pub async fn run_sink(
             }
         }
     }
-    let mut widen = false;
+    // Events the next read must hold at least (0: as configured), after `Ended::Reread`.
+    let mut widen = 0usize;
     // The largest request (event bytes) the receiver has taken since this worker started: a
     // "too large" answer for less than that is not about size (module docs).
     let mut largest_taken = 0usize;
     while !control.stop.is_cancelled() && !control.abort.is_cancelled() {
         // Mark what we have seen before reading, so an event stored meanwhile wakes us.
         new_events.borrow_and_update();
-        // After a lone suspect event (`Ended::Reread`), at least one more event comes with it,
-        // whatever `batch_max_events` says: only another event can prove the receiver alive.
+        // After a batch of nothing but suspects (`Ended::Reread`), at least one more event comes
+        // with them, whatever `batch_max_events` says: only another event can prove the receiver
+        // alive (one suspect: two events and twice the bytes, as always; more poison events than
+        // a batch holds: one more each time, until one is not poison).
         let (max_events, max_bytes) = match widen {
-            true => (cfg.batch_max_events.max(2), cfg.batch_max_bytes.saturating_mul(2)),
-            false => (cfg.batch_max_events, cfg.batch_max_bytes),
+            0 => (cfg.batch_max_events, cfg.batch_max_bytes),
+            n => (cfg.batch_max_events.max(n), cfg.batch_max_bytes.saturating_mul(n)),
         };
         let batch = match queue.read_batch(name, max_events, max_bytes).await {
             Ok(b) => b,
@@ -616,11 +629,11 @@ pub async fn run_sink(
         match delivery.deliver(&mut sink, &batch).await {
             Ended::Delivered => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
-                widen = false;
+                widen = 0;
             }
             // Read again from the cursor: newer events may have joined a lone suspect.
-            Ended::Reread => {
-                widen = true;
+            Ended::Reread { unresolved } => {
+                widen = unresolved + 1;
                 continue;
             }
             Ended::Aborted => break,
@@ -657,10 +670,11 @@ enum Ended {
     Delivered,
     /// The shutdown deadline passed between sends; the unresolved rest stays queued.
     Aborted,
-    /// Only a suspect event is left and nothing in this batch proved the receiver alive: the
-    /// batch is read again after the back-off, so that events queued since come with it (a
-    /// lone poison event would otherwise hold the sink for good).
-    Reread,
+    /// Only suspect events are left and nothing in this batch proved the receiver alive: the
+    /// batch is read again after the back-off, with at least one event more than its
+    /// `unresolved` rest, so that events queued since come with it (a lone poison event, or a
+    /// batch of them, would otherwise hold the sink for good).
+    Reread { unresolved: usize },
     /// The shutdown deadline passed during a send, which was dropped; the part stays queued.
     AbortedInSend,
 }
@@ -738,7 +752,17 @@ impl Delivering<'_> {
         // probe, a duplicate each time, and the suspect never get one).
         let mut probes = 0u32;
         let mut last_probe: Option<tokio::time::Instant> = None;
+        // The suspect in isolation (its index in the batch): the one lone suspect that is sent
+        // again and gathers strikes. Other suspects wait behind it, unsent, until it is
+        // dead-lettered or delivered (module docs: one suspect at a time).
+        let mut isolating: Option<usize> = None;
         while let Some(mut part) = parts.pop_front() {
+            if part.failed_at.is_some()
+                && isolating.is_some_and(|i| i != part.range.start && parts.iter().any(|p| p.range.start == i))
+            {
+                parts.push_back(part);
+                continue;
+            }
             // An event under suspicion, and the receiver took nothing since it last failed: prove
             // the receiver alive first, with an event of this batch it already took.
             let may_probe =
@@ -786,8 +810,13 @@ impl Delivering<'_> {
                         debug!(sink = name, "receiver alive: it took an event of this batch again");
                         continue;
                     }
+                    if isolating.is_some_and(|i| range.contains(&i)) {
+                        // Not poison after all (a flaky receiver): the next suspect's turn.
+                        isolating = None;
+                    }
                     resolved[range].iter_mut().for_each(|r| *r = true);
                     if accepted == 1 {
+                        isolating = None;
                         // The receiver's first "yes" in this batch: what failed before it proves
                         // nothing about the events (an outage fails every part). Forget it, and
                         // send the unresolved rest in as few parts as their order allows, not
@@ -889,7 +918,10 @@ impl Delivering<'_> {
                         }
                         part.failed_at = Some(accepted);
                         part.errors_at = server_errors;
+                        isolating.get_or_insert(part.range.start);
                         if part.strikes >= POISON_STRIKES {
+                            // The next suspect's turn.
+                            isolating = None;
                             let id = batch[part.range.start].id;
                             let reason = format!(
                                 "{} (failed alone {POISON_STRIKES} times while the receiver took the rest of its batch)",
@@ -904,14 +936,15 @@ impl Delivering<'_> {
                         }
                         // Behind the rest of the batch, whose delivery is the proof it needs;
                         // with no rest and no proof, newer events must be read in (`Reread`).
-                        if parts.is_empty() && delivered_event.is_none() {
+                        // Other suspects are no rest: they prove nothing (and wait their turn).
+                        if parts.iter().all(|p| p.failed_at.is_some()) && delivered_event.is_none() {
                             let wait =
                                 e.retry_after.unwrap_or(full_jitter(&self.cfg.backoff, *self.failures, self.rng));
                             *self.failures = self.failures.saturating_add(1);
                             warn!(sink = name, error = %e, retry_in = ?wait,
                                 "event failed alone with no other event to prove the receiver alive; reading the batch again after the back-off");
                             tokio::select! {
-                                _ = self.clock.sleep(wait) => return Ended::Reread,
+                                _ = self.clock.sleep(wait) => return Ended::Reread { unresolved: batch.len() - acked },
                                 _ = self.control.abort.cancelled() => return Ended::Aborted,
                                 _ = self.control.replaced.cancelled() => {
                                     info!(sink = name, "replaced by a reload while backing off: its replacement sends the event");
@@ -1082,6 +1115,16 @@ mod tests {
         pad: impl Fn(usize) -> usize,
         script: impl FnMut(&[i64]) -> Answer + Send + 'static,
     ) -> Run {
+        start_with(n, pad, 50, script).await
+    }
+
+    /// As [`start_padded`], with the sink's `batch_max_events`.
+    async fn start_with(
+        n: usize,
+        pad: impl Fn(usize) -> usize,
+        batch_max_events: usize,
+        script: impl FnMut(&[i64]) -> Answer + Send + 'static,
+    ) -> Run {
         let dir = tempfile::tempdir().unwrap();
         let queue =
             Queue::open(&dir.path().join("state"), QueueOptions { max_bytes: 1 << 30, sinks: vec!["s".into()] })
@@ -1094,11 +1137,13 @@ mod tests {
             })
             .collect();
         queue.store_page(PageWrite { source: "t".into(), events, ..PageWrite::default() }).await.unwrap();
-        let text = "state_dir = \"state\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\n\
+        let text = format!(
+            "state_dir = \"state\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\n\
                     organization_id = \"O\"\napi_key = \"k\"\n[[sinks]]\nname = \"s\"\ntype = \"file\"\n\
-                    path = \"out.ndjson\"\nbatch_max_events = 50\nbackoff = { initial = \"1s\", max = \"30s\" }\n";
+                    path = \"out.ndjson\"\nbatch_max_events = {batch_max_events}\nbackoff = {{ initial = \"1s\", max = \"30s\" }}\n"
+        );
         let cfg =
-            crate::config::Config::parse_with_env(text, Path::new("/etc/a.toml"), &|_| None).unwrap().sinks.remove(0);
+            crate::config::Config::parse_with_env(&text, Path::new("/etc/a.toml"), &|_| None).unwrap().sinks.remove(0);
         let log = Arc::new(Mutex::new(Log::default()));
         let sink = Sink::Scripted(Scripted { script: Box::new(script), log: Arc::clone(&log) });
         let (stats, control) = (Arc::new(SinkStats::default()), SinkControl::default());
@@ -1200,6 +1245,130 @@ mod tests {
             let alone = log.requests.iter().filter(|r| r.as_slice() == [poison]).count();
             assert!(alone >= POISON_STRIKES as usize, "{poison}: {alone} {stats:?}");
         }
+    }
+
+    /// Regression (issue 19's simulation, Elasticsearch 500 poison): two or three events of one
+    /// batch that the receiver fails (500) alone or in any request holding them, while it takes
+    /// every other event. Each failed alone in turn, and each failure cleared the other's
+    /// strikes ("another server error since"): neither was ever dead-lettered and the sink
+    /// stalled behind them. Suspects are isolated one at a time now: each is dead-lettered after
+    /// `POISON_STRIKES` proofs, every other event is delivered.
+    #[tokio::test(start_paused = true)]
+    async fn several_server_error_poison_events_of_one_batch_are_each_dead_lettered() {
+        for poison in [vec![17, 33], vec![1, 2], vec![5, 25, 45]] {
+            let bad = poison.clone();
+            let run = start(50, move |ids| match ids.iter().any(|i| bad.contains(i)) {
+                true => Answer::Fail(Failure::ServerError),
+                false => Answer::Accept,
+            })
+            .await;
+            let (queue, log_handle, stats_handle) = (run.queue.clone(), Arc::clone(&run.log), Arc::clone(&run.stats));
+            let drained = tokio::time::timeout(Duration::from_secs(86_400), run.drain()).await;
+            let Ok((dead, log, stats, queue)) = drained else {
+                let backlog = queue.backlog("s").await.unwrap();
+                let dead = queue.dead_letters(10).await.unwrap().len();
+                let log = log_handle.lock().unwrap();
+                let tail: Vec<&Vec<i64>> = log.requests.iter().rev().take(8).collect();
+                panic!(
+                    "{poison:?}: stalled: not drained within a virtual day: {} requests, backlog {}, \
+                     dead-lettered {}, last requests {tail:?}, {:?}",
+                    log.requests.len(),
+                    backlog,
+                    dead,
+                    stats_handle.snapshot()
+                );
+            };
+            assert_eq!(dead, poison, "{stats:?}");
+            for letter in queue.dead_letters(10).await.unwrap() {
+                assert!(letter.reason.contains(&format!("failed alone {POISON_STRIKES} times")), "{}", letter.reason);
+            }
+            let mut once = log.accepted.clone();
+            once.sort_unstable();
+            once.dedup();
+            each_once(&once, 50, &poison);
+            assert_eq!(log.accepted.len() - once.len(), stats.liveness_resends as usize, "{stats:?}");
+            for p in &poison {
+                let alone = log.requests.iter().filter(|r| r.as_slice() == [*p]).count();
+                assert!(alone >= POISON_STRIKES as usize, "{p}: failed alone {alone} times {stats:?}");
+            }
+        }
+    }
+
+    /// Poison events at the head of the queue, more of them than a batch holds
+    /// (`batch_max_events = 1`): a batch of suspects alone has no event to prove the receiver
+    /// alive, so it is read again with one more event each time until one does (it stalled:
+    /// the batch was widened to two events only, both poison, for ever).
+    #[tokio::test(start_paused = true)]
+    async fn poison_events_filling_a_small_batch_do_not_stall_the_sink() {
+        for poison in [vec![1, 2], vec![1, 2, 3]] {
+            let bad = poison.clone();
+            let run = start_with(
+                10,
+                |_| 0,
+                1,
+                move |ids| match ids.iter().any(|i| bad.contains(i)) {
+                    true => Answer::Fail(Failure::ServerError),
+                    false => Answer::Accept,
+                },
+            )
+            .await;
+            let (queue, log_handle) = (run.queue.clone(), Arc::clone(&run.log));
+            let drained = tokio::time::timeout(Duration::from_secs(86_400), run.drain()).await;
+            let Ok((dead, log, _, _)) = drained else {
+                let backlog = queue.backlog("s").await.unwrap();
+                let log = log_handle.lock().unwrap();
+                let tail: Vec<&Vec<i64>> = log.requests.iter().rev().take(6).collect();
+                panic!(
+                    "{poison:?}: stalled: not drained within a virtual day: {} requests, backlog {}, last requests {tail:?}",
+                    log.requests.len(),
+                    backlog
+                );
+            };
+            assert_eq!(dead, poison);
+            let mut once = log.accepted.clone();
+            once.sort_unstable();
+            once.dedup();
+            each_once(&once, 10, &poison);
+        }
+    }
+
+    /// A load balancer in front of indexers of which all but one are broken, taking them in
+    /// turn (two of three, seven of eight), or failing requests at random: no poison event at
+    /// all, but lone events fail, become suspects, and their failures often follow a "yes" (a
+    /// probe that reached the good indexer). A strike counts only with no other server error
+    /// since the suspect's last failure (in isolation, the only other requests are probes and
+    /// other parts), so such a receiver dead-letters nothing. Counting every failure after a
+    /// "yes" dead-lettered events 33 and 30 of the two round-robin cases.
+    #[tokio::test(start_paused = true)]
+    async fn a_receiver_failing_other_requests_too_makes_no_innocent_event_poison() {
+        let mut lone = 0;
+        let in_turn = [(3u64, 2u64), (8, 7)].map(|(n, broken)| {
+            let mut calls = 0u64;
+            Box::new(move |_: &[i64]| {
+                calls += 1;
+                calls % n >= broken
+            }) as Box<dyn FnMut(&[i64]) -> bool + Send>
+        });
+        let random = (0..8).map(|seed| {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            Box::new(move |_: &[i64]| rng.u8(..4) == 0) as Box<dyn FnMut(&[i64]) -> bool + Send>
+        });
+        for (case, mut takes) in in_turn.into_iter().chain(random).enumerate() {
+            let run = start(50, move |ids| match takes(ids) {
+                true => Answer::Accept,
+                false => Answer::Fail(Failure::ServerError),
+            })
+            .await;
+            let (dead, log, stats, _) = run.drain().await;
+            assert_eq!(dead, Vec::<i64>::new(), "case {case}: innocent events dead-lettered {stats:?}");
+            let mut once = log.accepted.clone();
+            once.sort_unstable();
+            once.dedup();
+            each_once(&once, 50, &[]);
+            lone += log.requests.iter().filter(|r| r.len() == 1).count();
+        }
+        // Events went through isolation: the rule was exercised.
+        assert!(lone > 100, "{lone} lone requests");
     }
 
     /// A receiver that goes down while a poison event is being isolated gives no proof: the

@@ -18,7 +18,7 @@
 //!   `es_rejected_execution_exception` or 503 `unavailable_shards_exception` for a seeded share
 //!   of items (transient: resent, those items only);
 //! - poison (`event_refusal`): per-item 400 `document_parsing_exception` (a dead letter with
-//!   Elastic's reason); with `AUDITRELAY_SIM_ES_POISON=500` (`batch_refusal`), the whole request
+//!   Elastic's reason); with `batch_refusal` (drawn per seed), the whole request
 //!   answered 500 while it holds a poison document (the sink bisects until the poison is alone);
 //!   and (`receiver_outages`) a seeded share of requests answered 500 whatever they hold (a
 //!   request-wide 400 is never about a document in Elasticsearch: the sink keeps the data);
@@ -144,8 +144,8 @@ pub struct EsModel {
     /// Per mille of records refused for good (0: none).
     pub poison_permille: u64,
     /// Poison is refused request-wide (500, a document that breaks the node) instead of per
-    /// item (400 `document_parsing_exception`): only with `AUDITRELAY_SIM_ES_POISON=500`, off in
-    /// CI (`dst.rs`: what it finds).
+    /// item (400 `document_parsing_exception`): drawn with `batch_refusal` (`dst.rs`: what it
+    /// found).
     pub whole_batch_refusal: bool,
     /// Share of requests answered 500 whatever they hold (a node failing at random): bisected
     /// by the sink, never dead-lettered without proof.
