@@ -135,10 +135,9 @@ pub fn proxy_variables() -> Vec<(&'static str, String)> {
 }
 
 /// A proxy URL from the environment, with its user and password redacted; a value that is no
-/// URL is not shown at all (it may be a password pasted in the wrong place). The credentials
-/// are cut at the *last* `@` of the text, not where a URL parser would end them: a password
-/// pasted without percent-encoding (`jdoe:2024#Summer!@proxy:3128`) holds `#`, `/` or `?`,
-/// which a parser takes for the end of the host, showing part of it as host and port.
+/// URL is not shown at all (it may be a password pasted in the wrong place), nor one whose
+/// password holds an unencoded `/`, `?` or `#` (a parser ends the host there, and would show
+/// part of the password as host and port: [`ProxyParts`]).
 fn redacted_proxy(value: &str) -> String {
     shown_proxy(value, true)
 }
@@ -149,18 +148,50 @@ fn proxy_address(value: &str) -> String {
     shown_proxy(value, false)
 }
 
-fn shown_proxy(value: &str, mark_credentials: bool) -> String {
+/// A proxy value cut as RFC 3986 cuts a URL: the scheme (only if it looks like one: a password
+/// may hold `://`), the authority up to the first `/`, `?` or `#`, and in it the credentials up
+/// to its last `@`. `None`: an `@` after the authority while the authority has none, which is a
+/// password with an unencoded `/`, `?` or `#` (`jdoe:2024#Summer!@proxy:3128`).
+struct ProxyParts<'a> {
+    scheme: &'a str,
+    credentials: Option<&'a str>,
+    host: &'a str,
+}
+
+fn proxy_parts(value: &str) -> Option<ProxyParts<'_>> {
     let value = value.trim();
-    let (scheme, rest) = value.split_once("://").unwrap_or(("http", value));
-    let (credentials, host) = match rest.rsplit_once('@') {
-        Some((c, h)) => (Some(c), h),
-        None => (None, rest),
+    let (scheme, rest) = match value.split_once("://") {
+        Some((s, r))
+            if s.starts_with(|c: char| c.is_ascii_alphabetic())
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+        {
+            (s, r)
+        }
+        _ => ("http", value),
     };
-    let Ok(mut url) = url::Url::parse(&format!("{scheme}://{host}")) else {
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, after) = rest.split_at(end);
+    if !authority.contains('@') && after.contains('@') {
+        return None;
+    }
+    let (credentials, host) = match authority.rsplit_once('@') {
+        Some((c, h)) => (Some(c), h),
+        None => (None, authority),
+    };
+    Some(ProxyParts { scheme, credentials, host })
+}
+
+fn shown_proxy(value: &str, mark_credentials: bool) -> String {
+    let Some(parts) = proxy_parts(value) else {
+        return String::from("(not shown: its user or password holds an unencoded '/', '?' or '#')");
+    };
+    let Ok(mut url) = url::Url::parse(&format!("{}://{}", parts.scheme, parts.host)) else {
         return String::from("(not a URL; not shown)");
     };
-    url.set_fragment(None);
-    if let Some(c) = credentials.filter(|_| mark_credentials) {
+    if !url.has_host() {
+        return String::from("(not a URL; not shown)");
+    }
+    if let Some(c) = parts.credentials.filter(|_| mark_credentials) {
         let _ = url.set_username("REDACTED");
         if c.contains(':') {
             let _ = url.set_password(Some("REDACTED"));
@@ -209,12 +240,10 @@ fn usable(value: &str) -> bool {
     hyper_util::client::proxy::matcher::Matcher::builder().all(value.to_owned()).build().intercept(&probe).is_some()
 }
 
-/// The host (and port) a proxy value names as written: after the credentials' last `@`, up to
-/// the first `/`.
-fn written_host(value: &str) -> String {
-    let rest = value.trim().split_once("://").map_or(value.trim(), |(_, r)| r);
-    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    host.split(['/', '?', '#']).next().unwrap_or_default().to_ascii_lowercase()
+/// The host (and port) a proxy value names as written (lower case), or `None` when it cannot
+/// be told ([`proxy_parts`]).
+fn written_host(value: &str) -> Option<String> {
+    proxy_parts(value).map(|p| p.host.to_ascii_lowercase())
 }
 
 /// Which way a request to `url` goes: the question reqwest's own matcher answers when it
@@ -251,7 +280,9 @@ pub fn route(url: &url::Url) -> Route {
             }
             let connects_to = intercept.uri().authority().map(|a| a.as_str().to_ascii_lowercase()).unwrap_or_default();
             let written = written_host(value);
-            if connects_to != written && !written.starts_with(&format!("{connects_to}:")) {
+            let same =
+                written.as_deref().is_some_and(|w| w == connects_to || w.starts_with(&format!("{connects_to}:")));
+            if !same {
                 return Route::Unusable {
                     why: format!(
                         "{name} is unusable as written: its user or password holds a character to percent-encode \

@@ -122,50 +122,65 @@ pub enum Item {
     /// value that fails to parse): this document can never be indexed as it is; dead-lettered
     /// with Elastic's reason.
     Refused,
-    /// Another 400: about the document or about the index (a data stream refusing the op, a
-    /// missing template), which only the index's history tells apart. For an index that has
-    /// taken documents from this sink it is this document's fault, isolated as a server error
-    /// (dead-lettered only after repeated proof that the cluster takes others); otherwise an
-    /// operator's. As an operator error always, one such document held the whole sink back.
+    /// Another 400 (a mapping an operator made strict, an ingest pipeline failing on this
+    /// document, a conflict worded otherwise): isolated as a server error, dead-lettered only
+    /// after repeated proof that the cluster takes other documents. As an operator's error, one
+    /// such document held the whole sink back for good (and a stream that never took a
+    /// document could not tell them apart either).
     Suspect,
     /// Anything else (403 security, 404 `index_not_found_exception`, 400 `illegal_argument`…):
     /// the cluster or the configuration must change; the data is kept.
     Operator,
 }
 
-/// What Elasticsearch and OpenSearch say, as an `illegal_argument_exception`, about a document
-/// that cannot be indexed for its own content.
+/// How Elasticsearch and OpenSearch begin the reason of an `illegal_argument_exception` about a
+/// document that cannot be indexed for its own content. Matched at the start of the reason only:
+/// a reason names the document's own fields further on, and a field may be called anything.
 const DOCUMENT_FAULTS: &[&str] = &[
-    "immense term",
+    "Document contains at least one immense term",
     "Limit of total fields",
     "Limit of mapping depth",
     "Limit of nested fields",
-    "failed to parse",
 ];
 
-/// What they say, as an `illegal_argument_exception`, about the request or the index rather than
-/// the document (the op, a data stream without its template, a pipeline that does not exist):
-/// the same for every document sent there, so an operator's to fix, never a dead letter.
-const INDEX_FAULTS: &[&str] =
-    &["op_type", "data stream", "index template", "pipeline with id", "does not exist", "closed", "read-only"];
+/// How they begin the reason of an `illegal_argument_exception` about the request or the index
+/// rather than the document (the op, a data stream without its template, a pipeline that does
+/// not exist): the same for every document sent there, an operator's to fix, never a dead letter.
+const INDEX_FAULTS: &[&str] = &[
+    "only write ops with an op_type of create are allowed in data streams",
+    "no matching index template found for data stream",
+    "pipeline with id [",
+];
 
 /// The item table (module docs). `error_type` and `reason` are the item's `error.type` and
 /// `error.reason`.
 pub fn classify_item(status: u16, error_type: Option<&str>, reason: &str) -> Item {
+    let starts = |list: &[&str]| list.iter().any(|f| reason.starts_with(f));
     match (status, error_type) {
         (200 | 201, _) => Item::Delivered,
         (409, None | Some("version_conflict_engine_exception")) => Item::Delivered,
         (429 | 503, _) => Item::Retry,
         (500..=599, _) => Item::ServerError,
-        (400, Some("mapper_parsing_exception" | "document_parsing_exception" | "strict_dynamic_mapping_exception")) => {
-            Item::Refused
-        }
-        (400, Some("illegal_argument_exception")) if DOCUMENT_FAULTS.iter().any(|f| reason.contains(f)) => Item::Refused,
-        (400, Some("illegal_argument_exception")) if INDEX_FAULTS.iter().any(|f| reason.contains(f)) => Item::Operator,
-        // The index itself: closed, or refusing what this sink sends it (never a document's fault).
-        (400, Some("index_closed_exception" | "cluster_block_exception" | "resource_already_exists_exception")) => {
-            Item::Operator
-        }
+        // What the issue names: a document its mapping refuses, dead-lettered with the reason.
+        (400, Some("mapper_parsing_exception" | "document_parsing_exception")) => Item::Refused,
+        (400, Some("illegal_argument_exception")) if starts(DOCUMENT_FAULTS) => Item::Refused,
+        (400, Some("illegal_argument_exception")) if starts(INDEX_FAULTS) => Item::Operator,
+        // The index itself: closed, blocked, missing, badly named (never a document's fault).
+        (
+            400,
+            Some(
+                "index_closed_exception"
+                | "cluster_block_exception"
+                | "index_not_found_exception"
+                | "invalid_index_name_exception"
+                | "resource_already_exists_exception"
+                | "security_exception",
+            ),
+        ) => Item::Operator,
+        // A mapping an operator made strict, an ingest pipeline failing on some documents, a
+        // mapping conflict worded otherwise: isolated like a 500, one suspect at a time, and
+        // dead-lettered (kept, `queue replay` sends it again) only on repeated proof that the
+        // cluster takes other documents.
         (400, _) => Item::Suspect,
         _ => Item::Operator,
     }
@@ -262,14 +277,7 @@ pub struct ElasticsearchSink {
     /// (`Some(reason)`): a resend sends only the rest. Entries leave when a send covering them
     /// returns Ok; bounded by [`MEMO_CAP`].
     memo: HashMap<i64, Option<String>>,
-    /// Indices (data streams) that took a document from this sink (201, 200 or 409): an item
-    /// 400 of unknown cause for one of them is about the document, not the index
-    /// ([`Item::Suspect`]). Bounded by [`MAX_TAKING`].
-    taking: std::collections::HashSet<String>,
 }
-
-/// Past this many indices the set of those that took documents starts again.
-const MAX_TAKING: usize = 10_000;
 
 /// Past this many entries the memo is dropped (module docs: losing it costs 409s, not data).
 const MEMO_CAP: usize = 100_000;
@@ -625,7 +633,6 @@ impl ElasticsearchSink {
             clock: Clock::system(),
             stats: Arc::default(),
             memo: HashMap::new(),
-            taking: std::collections::HashSet::new(),
         })
     }
 
@@ -838,22 +845,11 @@ impl ElasticsearchSink {
                 Some(e) => (e.kind.as_deref(), e.reason.as_deref().unwrap_or("")),
                 None => (None, ""),
             };
-            let mut class = classify_item(item.status, kind, reason);
-            if class == Item::Suspect {
-                class = match self.taking.contains(index) {
-                    true => Item::ServerError,
-                    false => Item::Operator,
-                };
-            }
-            match class {
+            match classify_item(item.status, kind, reason) {
                 Item::Delivered => {
                     if item.status == 409 {
                         self.stats.es_conflicts.fetch_add(1, Ordering::Relaxed);
                     }
-                    if self.taking.len() >= MAX_TAKING {
-                        self.taking.clear();
-                    }
-                    self.taking.insert(index.clone());
                     self.memo.insert(*id, None);
                 }
                 Item::Refused => {
@@ -966,14 +962,17 @@ impl ElasticsearchSink {
             }
             // The credentials are known; they lack `monitor` (cluster:monitor/main), which
             // shipping does not need.
-            403 if elastic_header || !matches!(self.auth, Auth::None) => format!(
+            // Only as Elasticsearch or OpenSearch answers it (their product header, or their
+            // `security_exception`): a proxy's or another server's 403 proves no cluster.
+            403 if elastic_header || String::from_utf8_lossy(&body).contains("security_exception") => format!(
                 "{target}: reachable, {} known but without the `monitor` cluster privilege (GET / answered 403; \
                  shipping needs only create_doc and auto_configure on the data streams): flavour and version not read",
                 self.auth.name()
             ),
             403 => {
                 return Err(SendError::config(format!(
-                    "{target}: GET / answered 403: {} (set api_key or username/password)",
+                    "{target}: GET / answered 403 without Elasticsearch's security_exception (a proxy or another \
+                     server in the way?); {}",
                     self.auth.name()
                 )));
             }
@@ -1374,7 +1373,14 @@ mod tests {
             (503, Some("unavailable_shards_exception"), "", Retry),
             (400, Some("mapper_parsing_exception"), "", Refused),
             (400, Some("document_parsing_exception"), "", Refused),
-            (400, Some("strict_dynamic_mapping_exception"), "", Refused),
+            (400, Some("strict_dynamic_mapping_exception"), "mapping set to strict", Suspect),
+            (
+                400,
+                Some("illegal_argument_exception"),
+                "Can't merge a non object mapping [ocsf.resources.closed] with an object mapping",
+                Suspect,
+            ),
+            (400, Some("illegal_argument_exception"), "field [actor.user.email_addr] doesn't exist", Suspect),
             (400, Some("illegal_argument_exception"), "Document contains at least one immense term in field", Refused),
             (400, Some("illegal_argument_exception"), "Limit of total fields [2000] has been exceeded", Refused),
             (
