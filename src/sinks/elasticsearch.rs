@@ -203,7 +203,11 @@ pub enum Auth {
     ApiKey(SecretString),
     /// `encoded` = base64(`username:password`), the header's value: a receiver or proxy that
     /// echoes the header would otherwise show what decodes to the password.
-    Basic { username: String, password: SecretString, encoded: SecretString },
+    Basic {
+        username: String,
+        password: SecretString,
+        encoded: SecretString,
+    },
 }
 
 impl Auth {
@@ -400,7 +404,13 @@ pub fn document(target: &Target, event: &QueuedEvent) -> Result<Doc, String> {
     let head = Head {
         timestamp: at,
         data_stream: stream,
-        event: Ecs { id: uid, kind: "event", code: summary.event_code(), dataset: &dataset, provider: summary.vendor() },
+        event: Ecs {
+            id: uid,
+            kind: "event",
+            code: summary.event_code(),
+            dataset: &dataset,
+            provider: summary.vendor(),
+        },
     };
     let mut lines = Vec::with_capacity(body.len() + 512);
     serde_json::to_writer(&mut lines, &action).map_err(|e| format!("cannot write the action: {e}"))?;
@@ -420,9 +430,8 @@ pub fn document(target: &Target, event: &QueuedEvent) -> Result<Doc, String> {
 /// the Elasticsearch URL `https://es_uuid.host[:port]`.
 pub fn decode_cloud_id(cloud_id: &str) -> Result<url::Url, String> {
     let encoded = cloud_id.rsplit_once(':').map_or(cloud_id, |(_, b)| b);
-    let bytes = BASE64
-        .decode(encoded.trim())
-        .map_err(|e| format!("the part after the deployment name is not base64 ({e})"))?;
+    let bytes =
+        BASE64.decode(encoded.trim()).map_err(|e| format!("the part after the deployment name is not base64 ({e})"))?;
     let text = String::from_utf8(bytes).map_err(|_| "its decoded value is not text".to_owned())?;
     let mut parts = text.split('$');
     let (host, es) = match (parts.next(), parts.next()) {
@@ -673,7 +682,11 @@ impl ElasticsearchSink {
                 // balancer) is passed over like an unreachable one while another is left to ask;
                 // the last node's answer is the answer.
                 Ok(response) if step + 1 < n && matches!(response.status().as_u16(), 502..=504) => {
-                    failures.push(format!("{}: answered {}", Self::name_of(&self.hosts[i]), response.status().as_u16()));
+                    failures.push(format!(
+                        "{}: answered {}",
+                        Self::name_of(&self.hosts[i]),
+                        response.status().as_u16()
+                    ));
                 }
                 Ok(response) => {
                     if step > 0 {
@@ -745,8 +758,7 @@ impl ElasticsearchSink {
                 |http, host| {
                     let mut url = Self::join(host, "/_bulk");
                     url.set_query(Some("filter_path=errors,items.*.status,items.*.error"));
-                    let mut post =
-                        http.post(url).header("content-type", "application/x-ndjson").body(body.clone());
+                    let mut post = http.post(url).header("content-type", "application/x-ndjson").body(body.clone());
                     if gzip {
                         post = post.header("content-encoding", "gzip");
                     }
@@ -898,10 +910,8 @@ impl ElasticsearchSink {
                 let msg = format!("{first} ({retry} of {} items to resend)", sent.len());
                 return Err(SendError { retry_after, ..SendError::server_error(msg) });
             }
-            let msg = format!(
-                "{target}: {retry} of {} items refused for now (429 / 5xx); resending only those",
-                sent.len()
-            );
+            let msg =
+                format!("{target}: {retry} of {} items refused for now (429 / 5xx); resending only those", sent.len());
             return Err(SendError { retry_after, ..SendError::transient(msg) });
         }
         Ok(())
@@ -1412,7 +1422,10 @@ mod tests {
         assert_eq!(lines[0], r#"{"create":{"_index":"logs-auditrelay.ocsf-default","_id":"u-1"}}"#);
         let d: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
         assert_eq!(d["@timestamp"], "2026-05-12T09:41:27.513Z");
-        assert_eq!(d["data_stream"], serde_json::json!({"type":"logs","dataset":"auditrelay.ocsf","namespace":"default"}));
+        assert_eq!(
+            d["data_stream"],
+            serde_json::json!({"type":"logs","dataset":"auditrelay.ocsf","namespace":"default"})
+        );
         assert_eq!(d["event"]["id"], "u-1");
         assert_eq!(d["event"]["kind"], "event");
         assert_eq!(d["event"]["code"], "user.login");
@@ -1430,7 +1443,8 @@ mod tests {
         assert!(text.starts_with(r#"{"create":{"_index":"audit","_id":"u"}}"#), "{text}");
         assert!(!text.contains("data_stream"), "{text}");
         // No `time`: the queued time.
-        let no_time = QueuedEvent { id: 2, body: br#"{"metadata":{"uid":"x"}}"#.to_vec(), collected_ms: 1_700_000_000_000 };
+        let no_time =
+            QueuedEvent { id: 2, body: br#"{"metadata":{"uid":"x"}}"#.to_vec(), collected_ms: 1_700_000_000_000 };
         let text = String::from_utf8(document(&stream(), &no_time).unwrap().lines).unwrap();
         assert!(text.contains(r#""@timestamp":"2023-11-14T22:13:20.000Z""#), "{text}");
         // No `metadata.uid`: refused with the reason.
@@ -1468,7 +1482,11 @@ mod tests {
         assert_eq!(t["template"]["mappings"]["properties"]["ocsf"]["properties"]["unmapped"]["type"], "flat_object");
         assert!(!t.to_string().contains("constant_keyword"));
         let dynamic = t["template"]["mappings"]["dynamic_templates"].as_array().unwrap();
-        assert_eq!(dynamic.len(), 5, "strings, date-looking strings, longs, doubles and booleans of ocsf.* as keywords");
+        assert_eq!(
+            dynamic.len(),
+            5,
+            "strings, date-looking strings, longs, doubles and booleans of ocsf.* as keywords"
+        );
         assert_eq!(t["version"], TEMPLATE_VERSION);
     }
 
@@ -1506,7 +1524,10 @@ mod tests {
             ("hosts = [\"https://a\", \"ftp://x\"]", "sinks[0].hosts[1]: must be an http(s) URL"),
             ("hosts = [\"https://a:9200\"]\ncloud_id = \"x:eA==\"", "sinks[0].cloud_id: set either"),
             ("cloud_id = \"dep:!!\"", "sinks[0].cloud_id: not an Elastic Cloud ID"),
-            ("hosts = [\"https://a\"]\napi_key = \"k\"\nusername = \"u\"\npassword = \"p\"", "sinks[0].username: set either"),
+            (
+                "hosts = [\"https://a\"]\napi_key = \"k\"\nusername = \"u\"\npassword = \"p\"",
+                "sinks[0].username: set either",
+            ),
             ("hosts = [\"https://a\"]\nusername = \"u\"", "sinks[0].password"),
             ("hosts = [\"https://a\"]\napi_key = \"two words\"", "sinks[0].api_key: must be printable ASCII"),
             ("hosts = [\"https://a\"]\npassword = \"p\"", "sinks[0].username: required"),
@@ -1517,7 +1538,10 @@ mod tests {
             ("hosts = [\"https://a\"]\nnamespace = \"a*\"", "sinks[0].namespace: the namespace must not contain '*'"),
             ("hosts = [\"https://a\"]\nindex = \"audit\"\ndataset = \"x\"", "sinks[0].dataset: a data-stream key"),
             ("hosts = [\"https://a\"]\nindex = \"Audit\"", "sinks[0].index: must be lower case"),
-            ("hosts = [\"https://a\"]\nnamespace = \"n\"\ndataset = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"", "longer than 100 bytes"),
+            (
+                "hosts = [\"https://a\"]\nnamespace = \"n\"\ndataset = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"",
+                "longer than 100 bytes",
+            ),
         ];
         for (keys, expected) in refusals {
             let err = parse(keys).expect_err(keys);
@@ -1704,7 +1728,9 @@ mod tests {
         let keys: Vec<&str> = block
             .lines()
             .filter_map(|l| l.strip_prefix("# "))
-            .filter(|l| l.split_once(" = ").is_some_and(|(k, _)| ElasticsearchSink::KEYS.contains(&k) && !skip.contains(&k)))
+            .filter(|l| {
+                l.split_once(" = ").is_some_and(|(k, _)| ElasticsearchSink::KEYS.contains(&k) && !skip.contains(&k))
+            })
             .collect();
         let s = parse(&keys.join("\n").replace("${ES_API_KEY}", "id1:secret1")).unwrap();
         assert_eq!(s.hosts.len(), 2);
@@ -1717,7 +1743,12 @@ mod tests {
         async fn cluster(root: &'static str, elastic: bool, template: u16) -> url::Url {
             cluster_with(root, elastic, template, super::template(DEFAULT_DATASET, false)).await
         }
-        async fn cluster_with(root: &'static str, elastic: bool, template: u16, installed: serde_json::Value) -> url::Url {
+        async fn cluster_with(
+            root: &'static str,
+            elastic: bool,
+            template: u16,
+            installed: serde_json::Value,
+        ) -> url::Url {
             let listed = serde_json::json!({"index_templates": [{"name": TEMPLATE_NAME, "index_template": installed}]});
             let listed = listed.to_string();
             let app = axum::Router::new()
@@ -1755,10 +1786,18 @@ mod tests {
         let mut old = super::template(DEFAULT_DATASET, false);
         old["version"] = serde_json::json!(1);
         let err = sink(vec![cluster_with(es, true, 200, old).await]).probe().await.unwrap_err();
-        assert!(err.message.contains("older (version 1)") && err.message.contains("elasticsearch template"), "{}", err.message);
+        assert!(
+            err.message.contains("older (version 1)") && err.message.contains("elasticsearch template"),
+            "{}",
+            err.message
+        );
         let other = super::template("other.set", false);
         let err = sink(vec![cluster_with(es, true, 200, other).await]).probe().await.unwrap_err();
-        assert!(err.message.contains("do not cover") && err.message.contains("logs-auditrelay.ocsf-default"), "{}", err.message);
+        assert!(
+            err.message.contains("do not cover") && err.message.contains("logs-auditrelay.ocsf-default"),
+            "{}",
+            err.message
+        );
         let err = sink(vec![cluster(os, false, 404).await]).probe().await.unwrap_err();
         assert_eq!(err.class, Failure::Config);
         let m = &err.message;
@@ -1777,13 +1816,14 @@ mod tests {
         type Seen = (String, HeaderMap, Vec<u8>);
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let log = Arc::clone(&seen);
-        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
-            let log = Arc::clone(&log);
-            async move {
-                log.lock().unwrap().push((uri.to_string(), headers, body.to_vec()));
-                r#"{"errors":false,"items":[{"create":{"status":201}}]}"#
-            }
-        });
+        let app =
+            axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
+                let log = Arc::clone(&log);
+                async move {
+                    log.lock().unwrap().push((uri.to_string(), headers, body.to_vec()));
+                    r#"{"errors":false,"items":[{"create":{"status":201}}]}"#
+                }
+            });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });

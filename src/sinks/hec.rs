@@ -659,7 +659,9 @@ impl Sourcetype {
                 "{vendor}" => Piece::Vendor,
                 "{class_uid}" => Piece::ClassUid,
                 other => {
-                    return Err(format!("unknown placeholder {other} in {template:?}; use {{vendor}} or {{class_uid}}"));
+                    return Err(format!(
+                        "unknown placeholder {other} in {template:?}; use {{vendor}} or {{class_uid}}"
+                    ));
                 }
             });
             rest = &rest[open + len + 1..];
@@ -930,7 +932,9 @@ mod tests {
         assert_eq!(t.fill(&summarize(body).unwrap()), "ocsf:config_cat/3005");
         assert_eq!(t.fill(&summarize(b"{}").unwrap()), "ocsf:unknown/unknown");
         assert_eq!(Sourcetype::parse("ocsf").unwrap().fill(&summarize(body).unwrap()), "ocsf");
-        for (bad, says) in [("ocsf:{tenant}", "unknown placeholder {tenant}"), ("{vendor", "unclosed"), ("a}", "unmatched")] {
+        for (bad, says) in
+            [("ocsf:{tenant}", "unknown placeholder {tenant}"), ("{vendor", "unclosed"), ("a}", "unmatched")]
+        {
             let e = Sourcetype::parse(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
