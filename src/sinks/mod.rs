@@ -411,7 +411,7 @@ pub struct SinkStats {
     pub es_item_retries: AtomicU64,
     /// Elasticsearch: items answered 409 (the document was already there: a resend, delivered).
     pub es_conflicts: AtomicU64,
-    /// Elasticsearch: requests handed to another node because the previous one was unreachable.
+    /// Elasticsearch: requests handed to another node (the previous one unreachable, or 502-504).
     pub es_failovers: AtomicU64,
 }
 

@@ -719,20 +719,11 @@ async fn test_a_sink_rename_deferred_by_a_busy_database_delivers_nothing_twice()
 
     // Renamed to `b` (a file) while another connection holds the database for 8 s.
     config_with(dir.path(), &source, &file_sink(dir.path(), "b", "b.ndjson", "renamed_from = \"a\""));
-    let db = dir.path().join("state").join("auditrelay.db");
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let holder = std::thread::spawn(move || {
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
-        locked_tx.send(()).unwrap();
-        std::thread::sleep(Duration::from_secs(8));
-        conn.execute_batch("ROLLBACK").unwrap();
-    });
-    locked_rx.recv().unwrap();
+    let holder = hold_database(&dir.path().join("state").join("auditrelay.db"));
     hup(&agent);
     // Not applied for `b`: it stays stopped (and the reload says so) rather than start fresh.
     agent.until("the reload", RUN_LIMIT, |a| a.count("configuration reloaded except renamed sinks") >= 1).await;
-    holder.join().unwrap();
+    holder.release();
     let b = dir.path().join("b.ndjson");
     assert_eq!(lines(&b), 0, "{}", agent.tail());
     assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
@@ -952,21 +943,12 @@ async fn test_a_deferred_rename_then_done_redelivers_nothing_the_old_name_delive
         &source,
         &format!("{}{stuck}", file_sink(dir.path(), "b", "a.ndjson", "renamed_from = \"a\"")),
     );
-    let db = dir.path().join("state").join("auditrelay.db");
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let holder = std::thread::spawn(move || {
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
-        locked_tx.send(()).unwrap();
-        std::thread::sleep(Duration::from_secs(7));
-        conn.execute_batch("ROLLBACK").unwrap();
-    });
-    locked_rx.recv().unwrap();
+    let holder = hold_database(&dir.path().join("state").join("auditrelay.db"));
     hup(&agent);
     agent
         .until("the deferred reload", RUN_LIMIT, |a| a.count("configuration reloaded except renamed sinks") >= 1)
         .await;
-    holder.join().unwrap();
+    holder.release();
 
     // The operator does what the log says: reload again. The rename is done now.
     hup(&agent);
@@ -1022,21 +1004,12 @@ async fn test_a_renamed_sink_left_stopped_by_a_deferred_rename_is_not_ready() {
         &source,
         &format!("{telemetry}{}", file_sink(dir.path(), "b", "a.ndjson", "renamed_from = \"a\"")),
     );
-    let db = dir.path().join("state").join("auditrelay.db");
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let holder = std::thread::spawn(move || {
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
-        locked_tx.send(()).unwrap();
-        std::thread::sleep(Duration::from_secs(7));
-        conn.execute_batch("ROLLBACK").unwrap();
-    });
-    locked_rx.recv().unwrap();
+    let holder = hold_database(&dir.path().join("state").join("auditrelay.db"));
     hup(&agent);
     agent
         .until("the deferred reload", RUN_LIMIT, |a| a.count("configuration reloaded except renamed sinks") >= 1)
         .await;
-    holder.join().unwrap();
+    holder.release();
     let (status, body) = telemetry_get(&agent, "/ready").await;
     let (_, metrics) = telemetry_get(&agent, "/metrics").await;
     assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
@@ -1109,4 +1082,36 @@ async fn test_reload_naming_the_file_through_a_symlink_is_not_told_to_restart() 
     let tail = agent.tail();
     assert!(agent.terminate(RUN_LIMIT).await.success(), "{}", agent.log());
     assert_eq!(out.status.code(), Some(0), "{}\n{tail}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Another connection holding the agent's database (`BEGIN EXCLUSIVE`) until [`Held::release`]:
+/// a reload's rename, waiting its 5 s busy timeout, fails while the test watches for it. A
+/// fixed hold (7 s) raced the agent: a SIGHUP taken over 2 s late under CI load found the
+/// database free again and renamed, and the test waited for a deferral that never came.
+struct Held {
+    release: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+fn hold_database(db: &std::path::Path) -> Held {
+    let db = db.to_path_buf();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked_tx.send(()).unwrap();
+        // Bounded: a test that fails before releasing must not hold the database for ever.
+        let _ = release_rx.recv_timeout(RUN_LIMIT);
+        conn.execute_batch("ROLLBACK").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    Held { release, thread }
+}
+
+impl Held {
+    fn release(self) {
+        let _ = self.release.send(());
+        self.thread.join().unwrap();
+    }
 }
