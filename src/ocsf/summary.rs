@@ -12,6 +12,27 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+/// The longest [`vendor_slug`]: room for any vendor's name, short enough for the names it is put
+/// in (an Elasticsearch data stream's 255 bytes, a Splunk sourcetype).
+pub const MAX_VENDOR_SLUG: usize = 40;
+
+/// A vendor name as the sinks put it in names (the HEC sourcetype's and the Elasticsearch
+/// dataset's `{vendor}`): lower case, `[a-z0-9_]` only (anything else `_`), at most
+/// [`MAX_VENDOR_SLUG`] bytes, `unknown` for none or a blank one. One function, so that a vendor's
+/// sourcetype and data stream always agree.
+pub fn vendor_slug(vendor: Option<&str>) -> String {
+    let vendor = vendor.filter(|v| !v.trim().is_empty()).unwrap_or("unknown");
+    let mut out: String = vendor
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '_') => c,
+            _ => '_',
+        })
+        .collect();
+    out.truncate(MAX_VENDOR_SLUG);
+    out
+}
+
 /// The envelope-relevant attributes of one event; every one may be absent.
 #[derive(Debug, Default, Deserialize)]
 pub struct Summary<'a> {
@@ -84,6 +105,11 @@ impl Summary<'_> {
 
     pub fn vendor(&self) -> Option<&str> {
         self.metadata.as_ref()?.product.as_ref()?.vendor_name.as_deref()
+    }
+
+    /// [`vendor_slug`] of this event's vendor.
+    pub fn vendor_slug(&self) -> String {
+        vendor_slug(self.vendor())
     }
 
     pub fn product(&self) -> Option<&str> {
@@ -160,6 +186,16 @@ impl EventField {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vendor_slug_is_lower_case_safe_bounded_and_never_empty() {
+        assert_eq!(vendor_slug(Some("ConfigCat")), "configcat");
+        assert_eq!(vendor_slug(Some("ACME Corp (EU)")), "acme_corp__eu_");
+        assert_eq!(vendor_slug(Some("Zürich-1")), "z_rich_1");
+        assert_eq!(vendor_slug(None), "unknown");
+        assert_eq!(vendor_slug(Some("  ")), "unknown");
+        assert_eq!(vendor_slug(Some(&"x".repeat(500))).len(), MAX_VENDOR_SLUG);
+    }
 
     #[test]
     fn reads_the_envelope_attributes_and_nothing_else() {

@@ -67,9 +67,6 @@ const MAX_ANSWER: usize = 16 * 1024 * 1024;
 const MAX_PROBE_ANSWER: usize = 1024 * 1024;
 /// An item's error reason, as kept in a dead letter or a message.
 const MAX_REASON: usize = 1024;
-/// The sanitized vendor name in a data-stream name: long enough for any vendor, short enough
-/// that the whole name stays under Elastic's 255-byte limit.
-const MAX_VENDOR: usize = 40;
 
 /// What one whole `_bulk` answer means (before its items are read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,22 +314,10 @@ fn timestamp(ms: i64) -> Option<String> {
     chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
-/// `{vendor}` of a data-stream dataset: lower case, `[a-z0-9_]` only, bounded.
-fn vendor_part(vendor: Option<&str>) -> String {
-    let vendor = vendor.filter(|v| !v.trim().is_empty()).unwrap_or("unknown");
-    let mut out: String = vendor
-        .chars()
-        .flat_map(char::to_lowercase)
-        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' { c } else { '_' })
-        .collect();
-    out.truncate(MAX_VENDOR);
-    out
-}
-
 /// Resolves `{vendor}` and `{class_uid}` in a dataset.
 fn resolve_dataset(dataset: &str, vendor: Option<&str>, class_uid: Option<u64>) -> String {
     let class = class_uid.map_or_else(|| "0".to_owned(), |c| c.to_string());
-    dataset.replace("{vendor}", &vendor_part(vendor)).replace("{class_uid}", &class)
+    dataset.replace("{vendor}", &crate::ocsf::summary::vendor_slug(vendor)).replace("{class_uid}", &class)
 }
 
 /// `{"create":{"_index":…,"_id":…}}`, in that order.

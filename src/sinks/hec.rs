@@ -691,13 +691,7 @@ impl Sourcetype {
         for piece in &self.pieces {
             match piece {
                 Piece::Text(text) => out.push_str(text),
-                Piece::Vendor => match event.vendor().filter(|v| !v.is_empty()) {
-                    Some(vendor) => out.extend(vendor.chars().map(|c| match c.to_ascii_lowercase() {
-                        c @ ('a'..='z' | '0'..='9' | '_') => c,
-                        _ => '_',
-                    })),
-                    None => out.push_str(UNKNOWN),
-                },
+                Piece::Vendor => out.push_str(&event.vendor_slug()),
                 Piece::ClassUid => match event.class_uid {
                     Some(class) => out.push_str(&class.to_string()),
                     None => out.push_str(UNKNOWN),

@@ -391,7 +391,8 @@ async fn emulator_authenticates_reports_its_flavor_and_plays_faults() {
 // The sink in the real binary, over the simulator
 
 /// A simulator with `records` Aitronos records and no rate limit.
-async fn simulator(records: usize) -> Sim {
+/// Shared with the review tests of the sink (review19a/b/c).
+pub(crate) async fn simulator(records: usize) -> Sim {
     let mut opts = SimOptions::default();
     opts.aitronos.records = records;
     opts.faults.rate_limit = RateLimitSetting::Off;
@@ -400,7 +401,7 @@ async fn simulator(records: usize) -> Sim {
 
 /// The configuration: the harness's Aitronos source and file sink, and an `elasticsearch` sink
 /// named "elastic" with `lines`, quick back-off.
-fn write_config(sim: &Sim, dir: &Path, lines: &str) -> PathBuf {
+pub(crate) fn write_config(sim: &Sim, dir: &Path, lines: &str) -> PathBuf {
     let config = dir.join("auditrelay.toml");
     let text = format!(
         "{}\n[[sinks]]\nname = \"elastic\"\ntype = \"elasticsearch\"\nbackoff = {{ initial = \"50ms\", max = \"500ms\" }}\ntimeout = \"5s\"\n{lines}\n",

@@ -2,33 +2,16 @@
 //! real binary over the simulator against the project's `_bulk` emulator (or a hand-made node).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
+use crate::elasticsearch::{simulator, write_config};
 use crate::es_emulator::{EsEmulator, EsOptions, ItemError};
 use crate::harness;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use auditrelay::clock::Clock;
-use auditrelay::sim::{RateLimitSetting, Sim, SimOptions};
+use auditrelay::sim::Sim;
 use harness::agent::Agent;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-async fn simulator(records: usize) -> Sim {
-    let mut opts = SimOptions::default();
-    opts.aitronos.records = records;
-    opts.faults.rate_limit = RateLimitSetting::Off;
-    harness::start_sim(opts, &Clock::system()).await
-}
-
-fn write_config(sim: &Sim, dir: &Path, lines: &str) -> PathBuf {
-    let config = dir.join("auditrelay.toml");
-    let text = format!(
-        "{}\n[[sinks]]\nname = \"elastic\"\ntype = \"elasticsearch\"\nbackoff = {{ initial = \"50ms\", max = \"500ms\" }}\ntimeout = \"5s\"\n{lines}\n",
-        harness::config_text(sim, dir, ""),
-    );
-    std::fs::write(&config, text).unwrap();
-    config
-}
 
 fn run_follow(sim: &Sim, config: &Path) -> Agent {
     let all = vec![("TEST_AITRONOS_KEY", sim.aitronos_api_key())];

@@ -32,6 +32,7 @@
 //!   built without its `socks` feature). Misleading (`check --connect` shows the failure).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
+use crate::elasticsearch::simulator;
 use crate::es_emulator::{EsEmulator, EsOptions};
 use crate::harness;
 use crate::hec_emulator::{HecEmulator, HecOptions};
@@ -41,8 +42,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use auditrelay::clock::Clock;
-use auditrelay::sim::{RateLimitSetting, Sim, SimOptions};
 use harness::agent::Agent;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -238,13 +237,6 @@ async fn forward(mut client: TcpStream, refuse: bool, seen: Arc<Mutex<Vec<String
     let _ = upstream.write_all(forwarded.as_bytes()).await;
     let _ = upstream.write_all(&rest).await;
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-}
-
-async fn simulator(records: usize) -> Sim {
-    let mut opts = SimOptions::default();
-    opts.aitronos.records = records;
-    opts.faults.rate_limit = RateLimitSetting::Off;
-    harness::start_sim(opts, &Clock::system()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
