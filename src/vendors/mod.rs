@@ -290,6 +290,7 @@ macro_rules! vendors {
     };
 }
 
+pub mod defined;
 vendors!(aitronos::Aitronos, astronomer::Astronomer, configcat::ConfigCat, datafold::Datafold);
 
 /// `page_size` as Aitronos and ConfigCat read it: 1..=100, default 100 (the APIs' maximum).

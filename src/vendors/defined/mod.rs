@@ -1,0 +1,2 @@
+pub mod mapping;
+pub mod model;
