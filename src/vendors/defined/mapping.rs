@@ -49,6 +49,9 @@ pub const REGEX_DFA_LIMIT: usize = 128 * 1024;
 /// The `user.name` of a sign-in that names nobody (type Unknown: no observable), as Datafold's.
 const UNKNOWN_USER: &str = "unknown";
 
+/// The most pointers an `action` list may join.
+const MAX_ACTION_PARTS: usize = 4;
+
 /// `[ocsf]` as written (serde, `deny_unknown_fields`, `toml::Spanned` values for messages).
 /// Besides the documented keys: `full_name` in `actor`/`user` (the display name, §5a rule 7),
 /// `group = { uid, name }` (Group Management's group) and `privileges = [pointers]` (User
@@ -56,7 +59,7 @@ const UNKNOWN_USER: &str = "unknown";
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MappingKeys {
-    pub action: Option<Spanned<String>>,
+    pub action: Option<Spanned<ActionKeys>>,
     pub message: Option<Spanned<String>>,
     pub actor: Option<UserKeys>,
     pub user: Option<UserKeys>,
@@ -356,12 +359,21 @@ struct StatusTable {
     failure: Vec<String>,
 }
 
+/// `action`: one pointer, or several whose values are joined with `.` (Aitronos' action is
+/// `entity_type` and `action_type`: `user.deleted`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ActionKeys {
+    One(String),
+    Many(Vec<String>),
+}
+
 /// The validated mapping.
 #[derive(Debug, Clone)]
 pub struct Mapping {
-    /// The action's JSON Pointer as written.
+    /// The action's JSON Pointer(s) as written (several joined with ` . `).
     pub action: String,
-    action_path: Pointer,
+    action_paths: Vec<Pointer>,
     message: Option<Pointer>,
     actor: UserPaths,
     user: UserPaths,
@@ -454,12 +466,29 @@ impl Mapping {
     /// Validates `[ocsf]`; every problem is reported, not only the first.
     pub fn from_keys(keys: MappingKeys) -> Result<Mapping, Vec<MappingError>> {
         let mut p = Problems(Vec::new());
-        let action_path = match keys.action {
+        let action_paths = match keys.action {
             None => {
                 p.add(None, "ocsf.action", "is required: the JSON Pointer to the record's action");
                 None
             }
-            some => p.pointer("ocsf.action", some),
+            Some(a) => {
+                let span = a.span();
+                let texts = match a.into_inner() {
+                    ActionKeys::One(one) => vec![one],
+                    ActionKeys::Many(many) => many,
+                };
+                if texts.is_empty() || texts.len() > MAX_ACTION_PARTS {
+                    let msg = format!("is a JSON Pointer or a list of 1 to {MAX_ACTION_PARTS} of them");
+                    p.add(Some(span), "ocsf.action", msg);
+                    None
+                } else {
+                    let paths: Vec<Option<Pointer>> = texts
+                        .into_iter()
+                        .map(|t| p.pointer("ocsf.action", Some(Spanned::new(span.clone(), t))))
+                        .collect();
+                    paths.into_iter().collect::<Option<Vec<Pointer>>>()
+                }
+            }
         };
         let message = p.pointer("ocsf.message", keys.message);
         let actor = p.user("ocsf.actor", keys.actor);
@@ -587,10 +616,10 @@ impl Mapping {
             }
         }
 
-        match (action_path, default_class, default_activity, default_severity) {
-            (Some(action_path), Some(class), Some(activity), Some(severity)) if p.0.is_empty() => Ok(Mapping {
-                action: action_path.text.clone(),
-                action_path,
+        match (action_paths, default_class, default_activity, default_severity) {
+            (Some(action_paths), Some(class), Some(activity), Some(severity)) if p.0.is_empty() => Ok(Mapping {
+                action: action_paths.iter().map(|p| p.text.as_str()).collect::<Vec<_>>().join(" . "),
+                action_paths,
                 message,
                 actor,
                 user,
@@ -631,11 +660,12 @@ impl Mapping {
         ctx: &Context<'_>,
     ) -> Result<EventParts, Unmappable> {
         let mut r = Reader { record, placed: Vec::new(), values: Vec::new() };
-        let action = r.peek(&self.action_path).ok_or_else(|| {
+        let parts: Option<Vec<Val>> = self.action_paths.iter().map(|p| r.peek(p)).collect();
+        let parts = parts.ok_or_else(|| {
             Unmappable(format!("{}: record without its action at {} (ocsf.action)", def.name, self.action))
         })?;
-        r.place(&action);
-        let action = action.text;
+        parts.iter().for_each(|v| r.place(v));
+        let action = parts.into_iter().map(|v| v.text).collect::<Vec<_>>().join(".");
         let target = self.target(&action);
 
         let mut metadata = ctx.metadata(&def.uid_name, &def.product, &def.vendor_name, &def.title);
@@ -1684,7 +1714,7 @@ activity = "assign_privileges"
             "Aitronos",
             mapping(
                 r#"[ocsf]
-action = "/action_type"
+action = ["/entity_type", "/action_type"]
 actor = { uid = "/actor_id", full_name = "/actor_name", email = "/actor_email", type = "/actor_type" }
 user = { uid = "/target_id", full_name = "/target_name" }
 src_ip = "/metadata/ip_address"
@@ -1693,12 +1723,12 @@ resource = { uid = "/entity_id", name = "/entity_name", type = "/entity_type" }
 privileges = ["/new_value"]
 class = "entity_management"
 [[ocsf.rules]]
-exact = "assigned"
+exact = "role_assignment.assigned"
 class = "user_access"
 activity = "assign_privileges"
 severity = "medium"
 [[ocsf.rules]]
-regex = '^(created|updated|deleted)$'
+regex = '\.(created|updated|deleted)$'
 class = "entity_management"
 activity = "other"
 "#,
@@ -1713,6 +1743,8 @@ activity = "other"
             "created_at": "2025-06-03T11:02:33Z", "metadata": {"ip_address": "198.51.100.7", "user_agent": "curl/8.5"}});
         let granted = event(&aitronos, &record);
         assert_eq!(kind(&granted), (3005, 1, 3));
+        // Two fields joined: the action is entity_type.action_type, and neither is unmapped.
+        assert_eq!(granted["metadata"]["event_code"], "role_assignment.assigned");
         assert_eq!(granted["privileges"], json!(["Admin"]));
         assert_eq!(granted["user"]["uid"], "usr_def456");
         assert_eq!(granted["actor"]["user"]["name"], "admin@example.com");
@@ -1723,7 +1755,13 @@ activity = "other"
         deleted["entity_type"] = json!("user");
         deleted["actor_type"] = json!("api_key");
         let deleted = event(&aitronos, &deleted);
+        assert_eq!(deleted["metadata"]["event_code"], "user.deleted");
         assert_eq!((kind(&deleted), deleted["entity"]["type_id"].as_u64()), ((3004, 99, 1), Some(2)));
+        // A part missing: no action, so the record is unmappable (dead-lettered with the reason).
+        let mut partial = record.clone();
+        partial.as_object_mut().unwrap().remove("entity_type");
+        let err = try_event(&aitronos, &partial.to_string()).unwrap_err();
+        assert!(err.0.contains("/entity_type . /action_type"), "{err}");
         assert_eq!(deleted["actor"]["user"]["type_id"], 4);
 
         let configcat = def(
