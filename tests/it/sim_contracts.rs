@@ -633,3 +633,41 @@ async fn the_github_definition_collects_every_web_event_of_a_window_from_the_sim
     assert!(sim.served().len() >= 4, "several pages of 100");
     assert!(sim.served().iter().all(|s| s.query.contains("order=asc")));
 }
+
+#[tokio::test]
+async fn github_late_records_are_searchable_only_once_indexed() {
+    let opts = GithubOptions { late_permille: 400, ..GithubOptions::default() };
+    let start = opts.start;
+    let auth = format!("Bearer {}", github_token(&opts));
+    let sim = GithubSim::start(GithubOptions { now: Some(start + chrono::Duration::hours(3)), ..opts }).await;
+    let url = format!(
+        "{}{}?include=all&order=asc&per_page=100&phrase=created:{}..{}",
+        sim.origin(),
+        sim.path(),
+        rfc3339(start),
+        rfc3339(start + chrono::Duration::hours(3))
+    );
+    let now_ms = sim.now().timestamp_millis();
+    let published: Vec<&crate::github_sim::AuditEvent> = sim.events().iter().filter(|e| e.at <= now_ms).collect();
+    let indexed: Vec<String> =
+        published.iter().filter(|e| e.arrival <= now_ms).map(|e| e.document_id.clone()).collect();
+    assert!(indexed.len() < published.len(), "some records of the window are not indexed yet");
+    assert_eq!(follow(url.clone(), &auth, "_document_id").await.0, indexed);
+    sim.advance(Duration::from_secs(3600));
+    let all: Vec<String> = published.iter().map(|e| e.document_id.clone()).collect();
+    assert_eq!(follow(url, &auth, "_document_id").await.0, all, "the same window asked again brings the late ones");
+}
+
+#[tokio::test]
+async fn live_options_follow_the_wall_clock() {
+    let okta = OktaSim::start(OktaOptions::live(Duration::from_secs(3600))).await;
+    let now = Utc::now().timestamp_millis();
+    assert!(okta.events().iter().all(|e| e.published <= now && e.published >= now - 3_700_000));
+    let since = rfc3339(Utc::now() - chrono::Duration::hours(2));
+    let (status, _, body) = get(&format!("{}{PATH}?since={since}&limit=1000", okta.origin()), &okta_auth(&okta)).await;
+    let served = ids(&body, "uuid").len();
+    assert_eq!(status, 200);
+    assert!(served > 0 && served <= okta.events().len());
+    let github = GithubSim::start(GithubOptions::live(Duration::from_secs(3600))).await;
+    assert!(github.events().iter().all(|e| e.at <= Utc::now().timestamp_millis()));
+}

@@ -121,6 +121,15 @@ impl Default for GithubOptions {
     }
 }
 
+impl GithubOptions {
+    /// For runs of the real agent: the wall clock, the store over the `span` before now (its
+    /// late records indexed in the minutes to come).
+    pub fn live(span: Duration) -> GithubOptions {
+        let start = Utc::now() - chrono::Duration::from_std(span).unwrap();
+        GithubOptions { start, span, now: None, ..GithubOptions::default() }
+    }
+}
+
 /// One record of the store.
 #[derive(Clone, Debug)]
 pub struct AuditEvent {

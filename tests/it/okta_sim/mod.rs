@@ -102,6 +102,15 @@ impl Default for OktaOptions {
     }
 }
 
+impl OktaOptions {
+    /// For runs of the real agent: the wall clock, the store published over the `span` before
+    /// now (its late events persisted in the minutes to come).
+    pub fn live(span: Duration) -> OktaOptions {
+        let start = Utc::now() - chrono::Duration::from_std(span).unwrap();
+        OktaOptions { start, span, now: None, ..OktaOptions::default() }
+    }
+}
+
 /// One event of the store.
 #[derive(Clone, Debug)]
 pub struct LogEvent {
