@@ -671,3 +671,38 @@ async fn live_options_follow_the_wall_clock() {
     let github = GithubSim::start(GithubOptions::live(Duration::from_secs(3600))).await;
     assert!(github.events().iter().all(|e| e.at <= Utc::now().timestamp_millis()));
 }
+
+#[tokio::test]
+async fn oauth_protect_puts_any_router_behind_issued_tokens() {
+    let opts = OAuthOptions { lifetime: Duration::from_secs(30), ..OAuthOptions::default() };
+    let c = opts.clients[0].clone();
+    let oauth = OAuthSim::start(opts).await;
+    let app = axum::Router::new().route("/data", axum::routing::get(|| async { "[]" }));
+    let resource = crate::killable::Serving::start("protected", None, oauth.issued().protect(app)).await;
+    let url = format!("http://{}/data", resource.addr());
+    let (status, headers, body) = get(&url, "Bearer unknown").await;
+    assert_eq!((status, body.as_str()), (401, "{\"error\":\"invalid_token\"}"));
+    assert!(header(&headers, "www-authenticate").contains("invalid"));
+    let (_, _, token) =
+        token_request(&oauth, Some(&basic_header(&c.id, &c.secret)), "grant_type=client_credentials").await;
+    let bearer = format!("Bearer {}", token["access_token"].as_str().unwrap());
+    assert_eq!(get(&url, &bearer).await.0, 200);
+    oauth.expire_all();
+    assert_eq!(get(&url, &bearer).await.0, 401, "a token invalidated at the server (rotation)");
+}
+
+#[tokio::test]
+async fn github_keeps_git_events_seven_days_and_the_others_180() {
+    let opts = GithubOptions::default();
+    let (start, auth) = (opts.start, format!("Bearer {}", github_token(&opts)));
+    let sim = GithubSim::start(GithubOptions { now: Some(start + chrono::Duration::days(8)), ..opts }).await;
+    let count = |include: &'static str| {
+        let url = format!("{}{}?include={include}&per_page=100", sim.origin(), sim.path());
+        let auth = auth.clone();
+        async move { follow(url, &auth, "_document_id").await.0.len() }
+    };
+    assert_eq!(count("git").await, 0, "Git events older than 7 days are gone");
+    assert_eq!(count("web").await, sim.events().iter().filter(|e| !e.git).count());
+    sim.advance(Duration::from_secs(173 * 86_400));
+    assert_eq!(count("all").await, 0, "nothing older than 180 days");
+}

@@ -8,8 +8,8 @@
 //!   the Link header"), `order` (`desc` default, `asc`), `per_page` (default 30, max 100); the
 //!   endpoint's own limit of 1,750 queries per hour.
 //! - <https://docs.github.com/en/enterprise-cloud@latest/admin/monitoring-activity-in-your-enterprise/reviewing-audit-logs-for-your-enterprise/using-the-audit-log-api-for-your-enterprise>:
-//!   `@timestamp` and `created_at` in UTC epoch milliseconds, `_document_id`; Git events are
-//!   kept seven days and served only with `include=git|all`.
+//!   `@timestamp` and `created_at` in UTC epoch milliseconds, `_document_id`; events of the
+//!   last 180 days, Git events kept seven days and served only with `include=git|all`.
 //! - Search syntax, <https://docs.github.com/en/search-github/getting-started-with-searching-on-github/understanding-the-search-syntax#query-for-dates>:
 //!   `created:A..B` (inclusive, `*` an open end), `created:>=A`, `>A`, `<=A`, `<A`, `created:A`
 //!   (that day), A a date `YYYY-MM-DD` or a date-time `YYYY-MM-DDTHH:MM:SS` with an optional
@@ -413,6 +413,8 @@ fn select<'a>(s: &'a GithubState, pairs: &[(String, String)], now_ms: i64) -> Re
         .events
         .iter()
         .filter(|e| e.arrival <= now_ms && if e.git { git } else { web })
+        // Retention: Git events 7 days, the others 180 days (GitHub Enterprise Cloud).
+        .filter(|e| e.at >= now_ms - if e.git { 7 } else { 180 } * 86_400_000)
         .filter(|e| phrase.matches(e))
         .collect();
     if descending {

@@ -33,8 +33,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
@@ -190,6 +191,24 @@ impl Issued {
                 let value = format!("Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{why}\"");
                 Err(HeaderValue::from_str(&value).unwrap())
             }
+        }
+    }
+}
+
+impl Issued {
+    /// `router` behind OAuth2: every request needs a live token from this server, else 401 with
+    /// the RFC 6750 challenge (and `{"error":"invalid_token"}`), before `router` sees it.
+    pub fn protect(&self, router: Router) -> Router {
+        router.layer(axum::middleware::from_fn_with_state(self.clone(), require_bearer))
+    }
+}
+
+async fn require_bearer(State(issued): State<Issued>, request: Request, next: Next) -> Response {
+    match issued.check(request.headers()) {
+        Ok(_) => next.run(request).await,
+        Err(challenge) => {
+            let body = json!({ "error": "invalid_token" }).to_string();
+            (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, challenge)], body).into_response()
         }
     }
 }
