@@ -19,10 +19,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 // Shared set-up.
+mod contract_sim;
 mod es_emulator;
+mod github_sim;
 mod harness;
 mod hec_emulator;
 mod killable;
+mod oauth_sim;
+mod okta_sim;
 mod otlp_receiver;
 mod rsyslog;
 
@@ -55,6 +59,7 @@ mod review19b;
 mod review19c;
 mod rotation;
 mod secrets;
+mod sim_contracts;
 mod soak;
 mod syslog;
 mod systemd_unit;
