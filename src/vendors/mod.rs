@@ -11,6 +11,9 @@
 
 use std::time::Duration;
 
+/// Vendors described by a definition file (issue 20).
+pub mod defined;
+
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};

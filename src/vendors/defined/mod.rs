@@ -1,0 +1,10 @@
+//! Vendors described by a definition file (docs/vendor-definitions.md): any SaaS audit-log API
+//! by data, not code. Owns turning a file into a validated [`model::Definition`] (`format.rs`),
+//! the declarative OCSF mapping (`mapping.rs`) and the OAuth2 token cache (`auth.rs`). A
+//! definition is data: nothing here executes anything a file says, and every value is bounded
+//! at load, so the runtime never re-validates one.
+
+pub mod auth;
+pub mod format;
+pub mod mapping;
+pub mod model;
