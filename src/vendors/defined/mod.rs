@@ -8,3 +8,4 @@ pub mod auth;
 pub mod format;
 pub mod mapping;
 pub mod model;
+pub mod registry;
