@@ -9,3 +9,4 @@ pub mod format;
 pub mod mapping;
 pub mod model;
 pub mod registry;
+pub mod runtime;
