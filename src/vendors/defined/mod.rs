@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod format;
+pub mod list;
 pub mod mapping;
 pub mod model;
 pub mod registry;
