@@ -11,3 +11,4 @@ pub mod mapping;
 pub mod model;
 pub mod registry;
 pub mod runtime;
+pub mod source;

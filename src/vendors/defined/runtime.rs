@@ -287,13 +287,15 @@ pub fn decode_body(body: &[u8], gzip: bool, cap: usize) -> Result<std::borrow::C
     Ok(std::borrow::Cow::Owned(out))
 }
 
-/// The records of an answer (after [`decode_body`]), at most `max_items` items (more is a
-/// [`BadPage`]: `Err` names the count), and the whole document for the paging pointers
+/// The records of an answer (after [`decode_body`]), at most `max_items` items (the rest
+/// skipped unread, `overflow` set), and the whole document for the paging pointers
 /// (`Value::Null` for NDJSON).
 #[derive(Debug)]
 pub struct Answer {
     pub items: Vec<Box<RawValue>>,
     pub document: Value,
+    /// More than `max_items` items: only the first were kept.
+    pub overflow: bool,
 }
 
 pub fn read_answer(body: &[u8], answer: &AnswerDef, max_items: usize) -> Result<Answer, BadPage> {
@@ -305,26 +307,22 @@ pub fn read_answer(body: &[u8], answer: &AnswerDef, max_items: usize) -> Result<
                 Some(Value::Array(list)) => list,
                 Some(Value::Null) | None if !answer.records.is_empty() => {
                     // An empty result some vendors write as an absent or null list.
-                    return Ok(Answer { items: vec![], document });
+                    return Ok(Answer { items: vec![], document, overflow: false });
                 }
                 _ => {
                     let at = if answer.records.is_empty() { "the body" } else { answer.records.as_str() };
                     return Err(BadPage(format!("{at} of the answer is not an array of records")));
                 }
             };
-            if items.len() > max_items {
-                return Err(BadPage(format!(
-                    "{} items in one answer (at most {max_items} taken): not a page",
-                    items.len()
-                )));
-            }
+            let overflow = items.len() > max_items;
             let items = items
                 .iter()
+                .take(max_items)
                 .map(|v| {
                     serde_json::value::to_raw_value(v).map_err(|e| BadPage(format!("a record cannot be kept ({e})")))
                 })
                 .collect::<Result<_, _>>()?;
-            Ok(Answer { items, document })
+            Ok(Answer { items, document, overflow })
         }
         AnswerFormat::Ndjson => {
             let mut items = vec![];
@@ -333,13 +331,13 @@ pub fn read_answer(body: &[u8], answer: &AnswerDef, max_items: usize) -> Result<
                     continue;
                 }
                 if items.len() == max_items {
-                    return Err(BadPage(format!("more than {max_items} lines in one answer: not a page")));
+                    return Ok(Answer { items, document: Value::Null, overflow: true });
                 }
                 let raw: Box<RawValue> = serde_json::from_slice(line)
                     .map_err(|e| BadPage(format!("line {} of the NDJSON answer is not JSON ({e})", n + 1)))?;
                 items.push(raw);
             }
-            Ok(Answer { items, document: Value::Null })
+            Ok(Answer { items, document: Value::Null, overflow: false })
         }
     }
 }
