@@ -53,6 +53,19 @@ impl DefinedSource {
         self.def.rate_limit.bare_429_wait
     }
 
+    /// The definition's rate-limit signals, the per-vendor input of
+    /// [`crate::sources::ratelimit::classify_for`] and `budget_pause_for`.
+    pub fn rate_signals(&self) -> crate::sources::ratelimit::RateSignals {
+        let r = &self.def.rate_limit;
+        crate::sources::ratelimit::RateSignals {
+            remaining_header: r.remaining_header.clone(),
+            reset_header: r.reset_header.clone(),
+            reset: Some(r.reset),
+            retry_after_header: r.retry_after_header.clone(),
+            forbidden_is_rate_limit: r.forbidden_is_rate_limit,
+        }
+    }
+
     /// `answer.max_records` / `max_bytes` (only with `paging.kind = "none"`, checked at load).
     pub fn answer_limits(&self) -> AnswerLimits {
         AnswerLimits { max_records: self.def.answer.max_records, max_bytes: self.def.answer.max_bytes }

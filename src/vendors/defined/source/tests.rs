@@ -194,3 +194,17 @@ fn a_post_request_carries_its_json_body_and_template_headers() {
     assert_eq!(sent, serde_json::json!({"limit": 2, "range": {"from": "2026-03-18T00:00:00Z"}}));
     assert_eq!(s.bare_429_wait(), Some(Duration::from_secs(30)));
 }
+
+#[test]
+fn the_rate_signals_are_the_definitions() {
+    let text = "[vendor]\nname = \"gh\"\nvendor_name = \"V\"\nproduct = \"P\"\n[request]\npath = \"/a\"\n[paging]\nkind = \"link\"\n\
+                [auth]\nkind = \"bearer\"\n[answer]\nid = \"/id\"\ntime = \"/at\"\n[rate_limit]\nrequests = 10\nper = \"1m\"\n\
+                remaining_header = \"X-RateLimit-Remaining\"\nreset_header = \"X-RateLimit-Reset\"\nreset = \"delta\"\n\
+                forbidden_is_rate_limit = true\n[ocsf]\naction = \"/a\"\n";
+    let d: &'static Definition =
+        Box::leak(Box::new(format::parse(Path::new("gh.toml"), text).unwrap_or_else(|e| panic!("{e}"))));
+    let s = source(d, token()).rate_signals();
+    assert_eq!(s.remaining_header.as_deref(), Some("x-ratelimit-remaining"));
+    assert_eq!(s.reset, Some(crate::vendors::defined::model::ResetKind::Delta));
+    assert!(s.forbidden_is_rate_limit);
+}
