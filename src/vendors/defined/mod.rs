@@ -3,6 +3,12 @@
 //! the declarative OCSF mapping (`mapping.rs`) and the OAuth2 token cache (`auth.rs`). A
 //! definition is data: nothing here executes anything a file says, and every value is bounded
 //! at load, so the runtime never re-validates one.
+//!
+//! `registry.rs` finds and interns definitions; `runtime.rs` holds the pure pieces of running
+//! one (templates, time formats, the `Link` parser, answers); `source.rs` is one configured
+//! organization ([`source::DefinedSource`]: request, paging, rate signals); `list.rs` the
+//! `auditrelay vendors` commands. Not yet wired: a definition is not a `VendorId`, so no
+//! `[[sources]]` table can use one yet (issue 20's core report says what is left).
 
 pub mod auth;
 pub mod format;

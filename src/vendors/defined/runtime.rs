@@ -5,9 +5,8 @@
 //! hash, time by pointer and format; records without id or time rejected, never dropped).
 //!
 //! Must not: do I/O, keep state, or trust the answer: every read is bounded (decoded size,
-//! item count) and a malformed answer is a [`BadPage`], never a panic. The request itself, the
-//! paging state machine and the rate-limit signals are wired into the source loop through
-//! `VendorSettings` (not in this commit: see the report of issue 20's core).
+//! item count) and a malformed answer is a [`BadPage`], never a panic. The request and the
+//! paging state machine built from these pieces are `source.rs`'s.
 
 use std::io::Read as _;
 
