@@ -177,13 +177,18 @@ pub enum Command {
     /// rate limit and where each came from (a file, or "built in").
     ///
     /// Definitions are read from /etc/auditrelay/vendors.d/ (every *.toml file; a missing
-    /// directory lists the built-in vendors only), or from --dir. A broken definition or two
+    /// directory lists the built-in vendors only), from --dir, or from the `vendors_dir` of
+    /// the configuration given with --config. A broken definition or two
     /// with one name: every problem on stderr (file:line: key: message) and exit 2.
     /// `auditrelay vendors check FILE` validates one file.
     Vendors {
         /// The definitions directory to read instead of /etc/auditrelay/vendors.d/ (it must exist).
-        #[arg(long, value_name = "DIR", global = true)]
+        #[arg(long, value_name = "DIR", conflicts_with = "config")]
         dir: Option<PathBuf>,
+        /// Read the definitions directory this configuration names (`vendors_dir`, relative to
+        /// it; the default directory when it names none). The configuration must be valid.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// One JSON array of {name, title, paging, auth, rate_limit, from} instead of a table.
         #[arg(long)]
         json: bool,

@@ -92,9 +92,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", auditrelay::ops::run(command).await?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Vendors { dir, json, command } => Ok(match command {
+        Command::Vendors { dir, config, json, command } => Ok(match command {
             Some(VendorsCommand::Check { file }) => defined::list::run_check(&file),
-            None => defined::list::run_list(dir.as_deref(), json),
+            None => defined::list::run_list(dir.as_deref(), config.as_deref(), json),
         }),
         Command::Elasticsearch { command: ElasticsearchCommand::Template { opensearch, dataset } } => {
             use auditrelay::sinks::elasticsearch;

@@ -425,6 +425,7 @@ impl Validator<'_> {
         let severity = raw.as_ref().map_or(Err(Reported), |r| self.severity(&r.severity));
         let raw_data = raw.as_ref().map_or(Err(Reported), |r| self.raw_data(&r.ocsf));
         let telemetry = raw.as_ref().map_or(Err(Reported), |r| self.telemetry(&r.telemetry));
+        let vendors = raw.as_ref().map_or(Err(Reported), |r| self.vendor_definitions(&r.vendors_dir));
         // Sources are checked with the defaults where `[severity]` or `[ocsf]` was refused.
         let policy =
             Policy { severity: severity.clone().unwrap_or_default(), raw_data: raw_data.unwrap_or(RawData::Full) };
@@ -438,6 +439,7 @@ impl Validator<'_> {
         let sink_names: Vec<_> = names.sinks.iter().map(|(name, _)| name.clone()).collect();
         self.unique(&sink_names, "sinks");
         self.renames(&names.sinks);
+        let (vendors_found, vendors_dir) = vendors?;
         Ok(Config {
             origin: self.file.to_path_buf(),
             state_dir: state_dir?,
@@ -447,7 +449,35 @@ impl Validator<'_> {
             severity: severity?,
             raw_data: raw_data?,
             telemetry: telemetry?,
+            vendors: vendors_found,
+            vendors_dir,
         })
+    }
+
+    /// `vendors_dir` (must exist when set) or the default directory (may be missing): every
+    /// definition in it, each refused file reported under `vendors_dir` with its own file,
+    /// line and key.
+    fn vendor_definitions(
+        &self,
+        dir: &Option<Spanned<String>>,
+    ) -> Res<(crate::vendors::defined::registry::Registry, PathBuf)> {
+        use crate::vendors::defined::registry::{DEFAULT_DIR, Registry};
+        let (path, span, required) = match dir {
+            Some(d) => (self.path(d, "vendors_dir")?, Some(d.span()), true),
+            None => (PathBuf::from(DEFAULT_DIR), None, false),
+        };
+        match Registry::load_dir(&path, required) {
+            Ok(registry) => Ok((registry, path)),
+            Err(errors) => {
+                for e in errors.0 {
+                    // One problem per refused file, each of its own (file:line: key: message)
+                    // in the one-line message.
+                    let key = format!("vendors_dir ({})", e.file.display());
+                    self.err(span.clone(), &key, e.to_string().replace('\n', "; "));
+                }
+                Err(Reported)
+            }
+        }
     }
 
     /// `[ocsf] raw_data = "full" | "hash" | "off"`.

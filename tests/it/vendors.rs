@@ -572,4 +572,28 @@ mod definitions_cli {
             assert!(stderr.lines().any(|l| l.starts_with(&want)), "{want:?} missing from {stderr}");
         }
     }
+
+    #[test]
+    fn vendors_and_check_read_the_configurations_vendors_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("defs")).unwrap();
+        let file = dir.path().join("defs/acme.toml");
+        std::fs::write(&file, definition("acme")).unwrap();
+        let config = dir.path().join("auditrelay.toml");
+        std::fs::write(
+            &config,
+            "state_dir = \"state\"\nvendors_dir = \"defs\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\n\
+             organization_id = \"ORG\"\napi_key = \"ak_test\"\n[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"out.ndjson\"\n",
+        )
+        .unwrap();
+        let out = vendors(&["--config", &config.display().to_string()]);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+        assert!(stdout.lines().any(|l| l.starts_with("acme ") && l.ends_with(&file.display().to_string())), "{stdout}");
+
+        let out = Command::new(env!("CARGO_BIN_EXE_auditrelay")).args(["check", "-c"]).arg(&config).output().unwrap();
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+        assert!(stdout.contains(&format!("acme ({})", file.display())), "{stdout}");
+    }
 }

@@ -90,15 +90,21 @@ pub fn rows(registry: &Registry) -> Vec<Row> {
     builtins.chain(registry.all().iter().map(|d| row(d))).collect()
 }
 
-/// `auditrelay vendors`: the built-in vendors and those defined in `dir` (the default
-/// directory when `None`, whose absence is no error).
-pub fn run_list(dir: Option<&Path>, json: bool) -> ExitCode {
-    let (dir, required) = match dir {
-        Some(d) => (d.to_path_buf(), true),
-        None => (Path::new(registry::DEFAULT_DIR).to_path_buf(), false),
+/// `auditrelay vendors`: the built-in vendors and those defined in `dir`, else in the
+/// `vendors_dir` of `config`, else in the default directory (whose absence is no error).
+pub fn run_list(dir: Option<&Path>, config: Option<&Path>, json: bool) -> ExitCode {
+    let loaded = match (dir, config) {
+        (Some(d), _) => Registry::load_dir(d, true).map(|r| (r, d.to_path_buf())).map_err(|e| e.to_string()),
+        (None, Some(c)) => crate::config::Config::load_without_secrets(c)
+            .map(|c| (c.vendors, c.vendors_dir))
+            .map_err(|e| e.to_string()),
+        (None, None) => {
+            let d = Path::new(registry::DEFAULT_DIR);
+            Registry::load_dir(d, false).map(|r| (r, d.to_path_buf())).map_err(|e| e.to_string())
+        }
     };
-    let registry = match Registry::load_dir(&dir, required) {
-        Ok(r) => r,
+    let (registry, dir) = match loaded {
+        Ok(found) => found,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(REFUSED);
