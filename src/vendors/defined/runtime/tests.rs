@@ -185,3 +185,29 @@ fn ids_by_pointer_or_hash_and_records_without_id_or_time_are_rejected() {
     let c = read_record(raw(r#"{"b":{"y":2,"x":[2]},"at":"2026-03-18T08:15:42Z"}"#), &hashed).unwrap();
     assert_ne!(a.key, c.key);
 }
+
+proptest::proptest! {
+    /// Whatever a vendor puts in its `Link` headers, reading them never panics, and every
+    /// target read is text of the header with no `>` in it.
+    #[test]
+    fn the_link_parser_never_panics(values in proptest::collection::vec(".{0,80}", 0..4)) {
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        for link in parse_links(&refs) {
+            let target = link.target.as_str();
+            proptest::prop_assert!(!target.contains('>'), "{:?}", target);
+            proptest::prop_assert!(values.iter().any(|v| v.contains(target)), "{:?}", target);
+        }
+    }
+
+    /// Any template text is parsed or refused, never a panic; a parsed one renders back to
+    /// its text with the braces undoubled when it has no placeholder.
+    #[test]
+    fn the_template_parser_never_panics(text in ".{0,60}") {
+        if let Ok(t) = parse_template(&text)
+            && t.0.iter().all(|p| matches!(p, Piece::Text(_)))
+        {
+            let v = Values::default();
+            proptest::prop_assert_eq!(render(&t, &v), Some(text.replace("{{", "{").replace("}}", "}")));
+        }
+    }
+}
