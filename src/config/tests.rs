@@ -948,3 +948,24 @@ fn vendors_dir_is_read_relative_to_the_file_and_its_definitions_checked() {
     assert!(e.contains(&format!("{}:8: paging.kind", broken.display())), "{e}");
     assert!(!e.contains('\n'), "{e:?}");
 }
+
+/// Issue 20: `[severity] overrides` take a defined vendor's name, from the definitions found.
+#[test]
+fn severity_overrides_accept_defined_vendors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("defs")).unwrap();
+    let definition = "[vendor]\nname = \"acme\"\nvendor_name = \"V\"\nproduct = \"P\"\n[request]\npath = \"/logs\"\n\
+                      [paging]\nkind = \"none\"\n[auth]\nkind = \"bearer\"\n[answer]\nid = \"/id\"\ntime = \"/at\"\n\
+                      [rate_limit]\nrequests = 10\nper = \"1m\"\n[ocsf]\naction = \"/a\"\n";
+    std::fs::write(dir.path().join("defs/acme.toml"), definition).unwrap();
+    let origin = dir.path().join("auditrelay.toml");
+    let with =
+        |o: &str| format!("vendors_dir = \"defs\"\n{}\n[severity]\noverrides = {{ {o} }}\n", with_source(MINIMAL));
+    let c = parse_at(&with("\"acme:user.login\" = \"high\""), &origin).unwrap();
+    assert_eq!(c.severity.get("acme", "user.login"), Some(Severity::High));
+    let e = parse_at(&with("\"other:user.login\" = \"high\""), &origin).unwrap_err().to_string();
+    assert!(e.contains("severity.overrides.\"other:user.login\"") && e.contains("acme"), "{e}");
+    // Without the definition, its name is no vendor.
+    let without = format!("{}\n[severity]\noverrides = {{ \"acme:x\" = \"high\" }}\n", with_source(MINIMAL));
+    assert!(parse_at(&without, &origin).is_err());
+}

@@ -422,10 +422,13 @@ impl Validator<'_> {
         if sinks.is_empty() {
             self.err(None, "sinks", "at least one [[sinks]] table is required");
         }
-        let severity = raw.as_ref().map_or(Err(Reported), |r| self.severity(&r.severity));
+        let vendors = raw.as_ref().map_or(Err(Reported), |r| self.vendor_definitions(&r.vendors_dir));
+        // Overrides of defined vendors' actions too (`"<definition name>:<action>"`).
+        let defined: Vec<&str> =
+            vendors.as_ref().map(|(r, _)| r.all().iter().map(|d| d.name.as_str()).collect()).unwrap_or_default();
+        let severity = raw.as_ref().map_or(Err(Reported), |r| self.severity(&r.severity, &defined));
         let raw_data = raw.as_ref().map_or(Err(Reported), |r| self.raw_data(&r.ocsf));
         let telemetry = raw.as_ref().map_or(Err(Reported), |r| self.telemetry(&r.telemetry));
-        let vendors = raw.as_ref().map_or(Err(Reported), |r| self.vendor_definitions(&r.vendors_dir));
         // Sources are checked with the defaults where `[severity]` or `[ocsf]` was refused.
         let policy =
             Policy { severity: severity.clone().unwrap_or_default(), raw_data: raw_data.unwrap_or(RawData::Full) };
@@ -609,8 +612,9 @@ impl Validator<'_> {
     }
 
     /// `[severity] overrides = { "vendor:event_code" = "high" | 4, … }`.
-    fn severity(&self, raw: &RawSeverity) -> Res<SeverityPolicy> {
-        let vendors: Vec<&str> = VendorId::ALL.iter().map(|v| v.name()).collect();
+    fn severity(&self, raw: &RawSeverity, defined: &[&str]) -> Res<SeverityPolicy> {
+        let mut vendors: Vec<&str> = VendorId::ALL.iter().map(|v| v.name()).collect();
+        vendors.extend_from_slice(defined);
         const NAMES: [&str; 7] = ["unknown", "informational", "low", "medium", "high", "critical", "fatal"];
         let mut overrides = HashMap::new();
         let mut refused = false;
