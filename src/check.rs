@@ -105,7 +105,22 @@ async fn connect(config: &Config) -> Vec<ConnectRow> {
 }
 
 fn ok_line(config: &Config) -> String {
-    format!("# configuration OK: {} source(s), {} sink(s)\n", config.sources.len(), config.sinks.len())
+    format!(
+        "# configuration OK: {} source(s), {} sink(s)\n{}",
+        config.sources.len(),
+        config.sinks.len(),
+        definitions_line(config)
+    )
+}
+
+/// The vendor definitions the configuration found (none: nothing, as before issue 20).
+fn definitions_line(config: &Config) -> String {
+    let defs = config.vendors.all();
+    if defs.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = defs.iter().map(|d| format!("{} ({})", d.name, d.path.display())).collect();
+    format!("# vendor definitions in {}: {}\n", config.vendors_dir.display(), list.join(", "))
 }
 
 /// The text report: see the module doc for what comes in which order.
@@ -279,6 +294,14 @@ pub fn report_json(config: &Config, args: &CheckArgs, notes: &[String], rows: &[
         "sinks": sinks,
         "notes": notes,
     });
+    if !config.vendors.all().is_empty() {
+        report["vendor_definitions"] = config
+            .vendors
+            .all()
+            .iter()
+            .map(|d| json!({"name": d.name, "file": d.path.display().to_string()}))
+            .collect();
+    }
     if args.connect {
         report["connect"] = rows
             .iter()

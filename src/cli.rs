@@ -172,10 +172,46 @@ pub enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// List the vendors this installation knows: the built-in ones and every vendor definition
+    /// (docs/vendor-definitions.md) in the definitions directory, with paging, auth, default
+    /// rate limit and where each came from (a file, or "built in").
+    ///
+    /// Definitions are read from /etc/auditrelay/vendors.d/ (every *.toml file; a missing
+    /// directory lists the built-in vendors only), from --dir, or from the `vendors_dir` of
+    /// the configuration given with --config. A broken definition or two
+    /// with one name: every problem on stderr (file:line: key: message) and exit 2.
+    /// `auditrelay vendors check FILE` validates one file.
+    Vendors {
+        /// The definitions directory to read instead of /etc/auditrelay/vendors.d/ (it must exist).
+        #[arg(long, value_name = "DIR", conflicts_with = "config")]
+        dir: Option<PathBuf>,
+        /// Read the definitions directory this configuration names (`vendors_dir`, relative to
+        /// it; the default directory when it names none). The configuration must be valid.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// One JSON array of {name, title, paging, auth, rate_limit, from} instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: Option<VendorsCommand>,
+    },
     /// Elasticsearch / OpenSearch helpers for the `type = "elasticsearch"` sink.
     Elasticsearch {
         #[command(subcommand)]
         command: ElasticsearchCommand,
+    },
+}
+
+/// `auditrelay vendors …`.
+#[derive(Debug, Subcommand)]
+pub enum VendorsCommand {
+    /// Validate one vendor definition file: exit 0 and a summary (name, paging, auth, default
+    /// rate limit, mapping), or exit 2 and every problem of the file, each as
+    /// `FILE:LINE: KEY: MESSAGE`. Reads only that file; nothing is contacted.
+    Check {
+        /// The definition file (TOML, at most 256 KiB).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
     },
 }
 

@@ -6,11 +6,12 @@ use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use auditrelay::cli::{Cli, Command, ElasticsearchCommand};
+use auditrelay::cli::{Cli, Command, ElasticsearchCommand, VendorsCommand};
 use auditrelay::clock::Clock;
 use auditrelay::config::Config;
 use auditrelay::daemon::{self, RunOptions};
 use auditrelay::sources::RunMode;
+use auditrelay::vendors::defined;
 use auditrelay::{demo, sim};
 
 fn main() -> ExitCode {
@@ -91,6 +92,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", auditrelay::ops::run(command).await?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Vendors { dir, config, json, command } => Ok(match command {
+            Some(VendorsCommand::Check { file }) => defined::list::run_check(&file),
+            None => defined::list::run_list(dir.as_deref(), config.as_deref(), json),
+        }),
         Command::Elasticsearch { command: ElasticsearchCommand::Template { opensearch, dataset } } => {
             use auditrelay::sinks::elasticsearch;
             elasticsearch::check_name_part("dataset", &dataset, true).map_err(|e| anyhow::anyhow!("--dataset: {e}"))?;

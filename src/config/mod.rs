@@ -52,6 +52,11 @@ pub struct Config {
     /// `[ocsf] raw_data`: how much of the vendor record each event carries.
     pub raw_data: RawData,
     pub telemetry: TelemetrySettings,
+    /// The vendor definitions found (docs/vendor-definitions.md): every `*.toml` of
+    /// `vendors_dir` (relative to this file), else of the default directory when it exists.
+    pub vendors: crate::vendors::defined::registry::Registry,
+    /// The directory they were read from.
+    pub vendors_dir: PathBuf,
 }
 
 /// `[telemetry]`: where `/metrics` (Prometheus text), `/health` and `/ready` are served.

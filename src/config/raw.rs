@@ -26,6 +26,8 @@ pub(super) struct RawConfig {
     pub(super) ocsf: RawOcsf,
     #[serde(default)]
     pub(super) telemetry: RawTelemetry,
+    /// The vendor definitions directory (issue 20); relative to the file.
+    pub(super) vendors_dir: Option<Spanned<String>>,
 }
 
 /// `[ocsf]`: how much of the vendor record every event carries.

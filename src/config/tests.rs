@@ -912,3 +912,60 @@ fn every_unknown_key_of_a_table_is_reported() {
         "{lines:#?}"
     );
 }
+
+/// Issue 20: `vendors_dir`, relative to the configuration file, must exist when set; every
+/// definition in it is read, a broken one refused with its own file, line and key.
+#[test]
+fn vendors_dir_is_read_relative_to_the_file_and_its_definitions_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("vendors.d");
+    std::fs::create_dir(&defs).unwrap();
+    let definition = "[vendor]\nname = \"acme\"\nvendor_name = \"V\"\nproduct = \"P\"\n[request]\npath = \"/logs\"\n\
+                      [paging]\nkind = \"none\"\n[auth]\nkind = \"bearer\"\n[answer]\nid = \"/id\"\ntime = \"/at\"\n\
+                      [rate_limit]\nrequests = 10\nper = \"1m\"\n[ocsf]\naction = \"/a\"\n";
+    std::fs::write(defs.join("acme.toml"), definition).unwrap();
+    let origin = dir.path().join("auditrelay.toml");
+    let text = format!("vendors_dir = \"vendors.d\"\n{}", with_source(MINIMAL));
+    let config = parse_at(&text, &origin).unwrap();
+    assert_eq!(config.vendors_dir, defs);
+    let names: Vec<_> = config.vendors.all().iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["acme"]);
+
+    // Unset: the default directory, whose absence is no error (none on a build machine).
+    let config = parse_at(&with_source(MINIMAL), &origin).unwrap();
+    assert_eq!(config.vendors_dir, Path::new("/etc/auditrelay/vendors.d"));
+
+    let missing = format!("vendors_dir = \"nope.d\"\n{}", with_source(MINIMAL));
+    check_err(&missing, &["auditrelay.toml:1", "vendors_dir", "nope.d"]);
+
+    std::fs::write(
+        defs.join("broken.toml"),
+        definition.replace("acme", "other").replace("kind = \"none\"", "kind = \"nne\""),
+    )
+    .unwrap();
+    let e = parse_at(&text, &origin).unwrap_err().to_string();
+    let broken = defs.join("broken.toml");
+    assert!(e.contains(&format!("{}:8: paging.kind", broken.display())), "{e}");
+    assert!(!e.contains('\n'), "{e:?}");
+}
+
+/// Issue 20: `[severity] overrides` take a defined vendor's name, from the definitions found.
+#[test]
+fn severity_overrides_accept_defined_vendors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("defs")).unwrap();
+    let definition = "[vendor]\nname = \"acme\"\nvendor_name = \"V\"\nproduct = \"P\"\n[request]\npath = \"/logs\"\n\
+                      [paging]\nkind = \"none\"\n[auth]\nkind = \"bearer\"\n[answer]\nid = \"/id\"\ntime = \"/at\"\n\
+                      [rate_limit]\nrequests = 10\nper = \"1m\"\n[ocsf]\naction = \"/a\"\n";
+    std::fs::write(dir.path().join("defs/acme.toml"), definition).unwrap();
+    let origin = dir.path().join("auditrelay.toml");
+    let with =
+        |o: &str| format!("vendors_dir = \"defs\"\n{}\n[severity]\noverrides = {{ {o} }}\n", with_source(MINIMAL));
+    let c = parse_at(&with("\"acme:user.login\" = \"high\""), &origin).unwrap();
+    assert_eq!(c.severity.get("acme", "user.login"), Some(Severity::High));
+    let e = parse_at(&with("\"other:user.login\" = \"high\""), &origin).unwrap_err().to_string();
+    assert!(e.contains("severity.overrides.\"other:user.login\"") && e.contains("acme"), "{e}");
+    // Without the definition, its name is no vendor.
+    let without = format!("{}\n[severity]\noverrides = {{ \"acme:x\" = \"high\" }}\n", with_source(MINIMAL));
+    assert!(parse_at(&without, &origin).is_err());
+}

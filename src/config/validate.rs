@@ -422,7 +422,11 @@ impl Validator<'_> {
         if sinks.is_empty() {
             self.err(None, "sinks", "at least one [[sinks]] table is required");
         }
-        let severity = raw.as_ref().map_or(Err(Reported), |r| self.severity(&r.severity));
+        let vendors = raw.as_ref().map_or(Err(Reported), |r| self.vendor_definitions(&r.vendors_dir));
+        // Overrides of defined vendors' actions too (`"<definition name>:<action>"`).
+        let defined: Vec<&str> =
+            vendors.as_ref().map(|(r, _)| r.all().iter().map(|d| d.name.as_str()).collect()).unwrap_or_default();
+        let severity = raw.as_ref().map_or(Err(Reported), |r| self.severity(&r.severity, &defined));
         let raw_data = raw.as_ref().map_or(Err(Reported), |r| self.raw_data(&r.ocsf));
         let telemetry = raw.as_ref().map_or(Err(Reported), |r| self.telemetry(&r.telemetry));
         // Sources are checked with the defaults where `[severity]` or `[ocsf]` was refused.
@@ -438,6 +442,7 @@ impl Validator<'_> {
         let sink_names: Vec<_> = names.sinks.iter().map(|(name, _)| name.clone()).collect();
         self.unique(&sink_names, "sinks");
         self.renames(&names.sinks);
+        let (vendors_found, vendors_dir) = vendors?;
         Ok(Config {
             origin: self.file.to_path_buf(),
             state_dir: state_dir?,
@@ -447,7 +452,35 @@ impl Validator<'_> {
             severity: severity?,
             raw_data: raw_data?,
             telemetry: telemetry?,
+            vendors: vendors_found,
+            vendors_dir,
         })
+    }
+
+    /// `vendors_dir` (must exist when set) or the default directory (may be missing): every
+    /// definition in it, each refused file reported under `vendors_dir` with its own file,
+    /// line and key.
+    fn vendor_definitions(
+        &self,
+        dir: &Option<Spanned<String>>,
+    ) -> Res<(crate::vendors::defined::registry::Registry, PathBuf)> {
+        use crate::vendors::defined::registry::{DEFAULT_DIR, Registry};
+        let (path, span, required) = match dir {
+            Some(d) => (self.path(d, "vendors_dir")?, Some(d.span()), true),
+            None => (PathBuf::from(DEFAULT_DIR), None, false),
+        };
+        match Registry::load_dir(&path, required) {
+            Ok(registry) => Ok((registry, path)),
+            Err(errors) => {
+                for e in errors.0 {
+                    // One problem per refused file, each of its own (file:line: key: message)
+                    // in the one-line message.
+                    let key = format!("vendors_dir ({})", e.file.display());
+                    self.err(span.clone(), &key, e.to_string().replace('\n', "; "));
+                }
+                Err(Reported)
+            }
+        }
     }
 
     /// `[ocsf] raw_data = "full" | "hash" | "off"`.
@@ -579,8 +612,9 @@ impl Validator<'_> {
     }
 
     /// `[severity] overrides = { "vendor:event_code" = "high" | 4, … }`.
-    fn severity(&self, raw: &RawSeverity) -> Res<SeverityPolicy> {
-        let vendors: Vec<&str> = VendorId::ALL.iter().map(|v| v.name()).collect();
+    fn severity(&self, raw: &RawSeverity, defined: &[&str]) -> Res<SeverityPolicy> {
+        let mut vendors: Vec<&str> = VendorId::ALL.iter().map(|v| v.name()).collect();
+        vendors.extend_from_slice(defined);
         const NAMES: [&str; 7] = ["unknown", "informational", "low", "medium", "high", "critical", "fatal"];
         let mut overrides = HashMap::new();
         let mut refused = false;

@@ -61,6 +61,14 @@ pub enum PageCursor {
     /// One answer holds the whole window (Datafold, ConfigCat v1): no paging. Such a window is
     /// split in two when its answer exceeds the vendor's [`AnswerLimits`].
     Whole,
+    /// The first page of a window paged by a cursor or a next URL (vendor definitions): not
+    /// `Whole`, which the loop may split.
+    First,
+    /// The cursor the previous page gave (a definition's `cursor` paging).
+    Cursor { cursor: String },
+    /// The next page's URL the previous page gave, already checked to be on the source's
+    /// origin (a definition's `next_url` or `link` paging).
+    Url { url: String },
 }
 
 /// When an unpaged answer is too big to take at once (the window is halved and asked again).

@@ -81,6 +81,84 @@ pub fn budget_pause(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration>
     })
 }
 
+/// A vendor's own rate-limit signals, beside today's table (a vendor definition's
+/// `[rate_limit]`, docs/vendor-definitions.md). Built-in vendors have none: [`classify`] and
+/// [`budget_pause`] are theirs, unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateSignals {
+    /// Header names, lower case.
+    pub remaining_header: Option<String>,
+    pub reset_header: Option<String>,
+    pub reset: Option<crate::vendors::defined::model::ResetKind>,
+    pub retry_after_header: Option<String>,
+    /// A 403 with a wait (`Retry-After`, `retry_after_header`) or a spent budget is a rate
+    /// limit, not a refused credential (GitHub's secondary and primary limits).
+    pub forbidden_is_rate_limit: bool,
+}
+
+impl RateSignals {
+    /// The vendor's reset header, read as its `reset` kind says (measured from `reference`).
+    fn reset_in(&self, headers: &HeaderMap, reference: DateTime<Utc>) -> Option<Duration> {
+        use crate::vendors::defined::model::ResetKind;
+        let value = headers.get(self.reset_header.as_deref()?)?.to_str().ok()?.trim();
+        let until = |at: DateTime<Utc>| (at - reference).to_std().unwrap_or(Duration::ZERO);
+        match self.reset.unwrap_or(ResetKind::Epoch) {
+            ResetKind::Epoch => {
+                let secs: i64 = value.parse().ok()?;
+                Some(until(chrono::TimeZone::timestamp_opt(&Utc, secs, 0).single()?))
+            }
+            ResetKind::Delta => value.parse::<u64>().ok().map(Duration::from_secs),
+            ResetKind::Date => httpdate::parse_http_date(value).ok().map(|at| until(at.into())),
+        }
+    }
+
+    /// Whether the vendor's remaining header says the budget is spent.
+    fn spent(&self, headers: &HeaderMap) -> bool {
+        let Some(name) = self.remaining_header.as_deref() else { return false };
+        let left = headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<i64>().ok());
+        left.is_some_and(|n| n <= 0)
+    }
+}
+
+/// [`classify`] with a vendor's own signals (`None`: exactly [`classify`]). A 429 waits for the
+/// longer of its `Retry-After` (or the vendor's retry header) and the budget's reset; with
+/// `forbidden_is_rate_limit`, a 403 carrying a wait or a spent budget is a rate limit.
+pub fn classify_for(
+    status: StatusCode,
+    headers: &HeaderMap,
+    now: DateTime<Utc>,
+    signals: Option<&RateSignals>,
+) -> Verdict {
+    let Some(signals) = signals else { return classify(status, headers, now) };
+    let reference = backoff::reference(headers, now, MeasureFrom::AnswerDate);
+    let vendor_retry = signals
+        .retry_after_header
+        .as_deref()
+        .and_then(|name| headers.get(name)?.to_str().ok())
+        .and_then(|v| backoff::retry_after_value(v, reference));
+    let retry = retry_after(headers, now).max(vendor_retry);
+    let reset = signals.reset_in(headers, reference).or_else(|| reset_delay(headers, now));
+    match status.as_u16() {
+        429 => Verdict::RateLimited(retry.max(reset)),
+        403 if signals.forbidden_is_rate_limit && (retry.is_some() || signals.spent(headers)) => {
+            Verdict::RateLimited(retry.max(if signals.spent(headers) { reset } else { None }))
+        }
+        408 | 500..=599 => Verdict::Retryable(retry),
+        _ => classify(status, headers, now),
+    }
+}
+
+/// [`budget_pause`] with a vendor's own signals (`None`: exactly [`budget_pause`]).
+pub fn budget_pause_for(headers: &HeaderMap, now: DateTime<Utc>, signals: Option<&RateSignals>) -> Option<Duration> {
+    match signals {
+        Some(s) if s.spent(headers) => {
+            let reference = backoff::reference(headers, now, MeasureFrom::AnswerDate);
+            s.reset_in(headers, reference).or_else(|| budget_pause(headers, now))
+        }
+        _ => budget_pause(headers, now),
+    }
+}
+
 /// Who a vendor counts requests against: vendor, base URL and a SHA-256 of the credential
 /// material, as `<vendor>:<hex>`. Never the secret itself: the key is stored in the database
 /// (`rate_pauses`) and may be logged.
@@ -251,5 +329,122 @@ mod tests {
         assert!(!a.has_worked());
         b.mark_worked();
         assert!(a.has_worked(), "a 2xx on the credential counts for every source on it");
+    }
+}
+
+/// A definition's own signals (issue 20): what they change, and that `None` is today's table.
+#[cfg(test)]
+mod signals_tests {
+    use super::*;
+    use crate::vendors::defined::model::ResetKind;
+    use chrono::TimeZone as _;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 18, 12, 0, 0).unwrap()
+    }
+
+    fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    fn github() -> RateSignals {
+        RateSignals {
+            remaining_header: Some("x-ratelimit-remaining".into()),
+            reset_header: Some("x-ratelimit-reset".into()),
+            reset: Some(ResetKind::Epoch),
+            retry_after_header: None,
+            forbidden_is_rate_limit: true,
+        }
+    }
+
+    #[test]
+    fn none_is_exactly_todays_table() {
+        let cases =
+            [(200, vec![]), (429, vec![("retry-after", "7".to_owned())]), (403, vec![]), (503, vec![]), (404, vec![])];
+        for (status, pairs) in cases {
+            let (s, h) = (StatusCode::from_u16(status).unwrap(), headers(&pairs));
+            assert_eq!(classify_for(s, &h, now(), None), classify(s, &h, now()), "{status}");
+        }
+    }
+
+    #[test]
+    fn a_403_is_a_rate_limit_only_with_a_wait_or_a_spent_budget() {
+        let reset = (now().timestamp() + 60).to_string();
+        let s = github();
+        let forbidden = StatusCode::FORBIDDEN;
+        let wait = headers(&[("retry-after", "30".into())]);
+        assert_eq!(
+            classify_for(forbidden, &wait, now(), Some(&s)),
+            Verdict::RateLimited(Some(Duration::from_secs(30)))
+        );
+        let spent = headers(&[("x-ratelimit-remaining", "0".into()), ("x-ratelimit-reset", reset.clone())]);
+        assert_eq!(
+            classify_for(forbidden, &spent, now(), Some(&s)),
+            Verdict::RateLimited(Some(Duration::from_secs(60)))
+        );
+        let plain = headers(&[("x-ratelimit-remaining", "12".into()), ("x-ratelimit-reset", reset)]);
+        assert_eq!(classify_for(forbidden, &plain, now(), Some(&s)), Verdict::Unauthorized);
+        let off = RateSignals { forbidden_is_rate_limit: false, ..github() };
+        assert_eq!(classify_for(forbidden, &wait, now(), Some(&off)), Verdict::Unauthorized);
+    }
+
+    #[test]
+    fn a_429_waits_for_the_longer_of_retry_after_and_the_reset_in_its_kind() {
+        let okta = RateSignals {
+            remaining_header: Some("x-rate-limit-remaining".into()),
+            reset_header: Some("x-rate-limit-reset".into()),
+            reset: Some(ResetKind::Epoch),
+            ..RateSignals::default()
+        };
+        let h = headers(&[("retry-after", "5".into()), ("x-rate-limit-reset", (now().timestamp() + 40).to_string())]);
+        assert_eq!(
+            classify_for(StatusCode::TOO_MANY_REQUESTS, &h, now(), Some(&okta)),
+            Verdict::RateLimited(Some(Duration::from_secs(40)))
+        );
+        let delta = RateSignals {
+            reset_header: Some("x-reset-in".into()),
+            reset: Some(ResetKind::Delta),
+            ..RateSignals::default()
+        };
+        let h = headers(&[("x-reset-in", "90".into())]);
+        assert_eq!(
+            classify_for(StatusCode::TOO_MANY_REQUESTS, &h, now(), Some(&delta)),
+            Verdict::RateLimited(Some(Duration::from_secs(90)))
+        );
+        let date = RateSignals {
+            reset_header: Some("x-reset-at".into()),
+            reset: Some(ResetKind::Date),
+            ..RateSignals::default()
+        };
+        let h = headers(&[("x-reset-at", "Wed, 18 Mar 2026 12:02:00 GMT".into())]);
+        assert_eq!(
+            classify_for(StatusCode::TOO_MANY_REQUESTS, &h, now(), Some(&date)),
+            Verdict::RateLimited(Some(Duration::from_secs(120)))
+        );
+        let own = RateSignals { retry_after_header: Some("x-wait".into()), ..RateSignals::default() };
+        let h = headers(&[("x-wait", "17".into())]);
+        assert_eq!(
+            classify_for(StatusCode::SERVICE_UNAVAILABLE, &h, now(), Some(&own)),
+            Verdict::Retryable(Some(Duration::from_secs(17)))
+        );
+    }
+
+    #[test]
+    fn a_spent_budget_in_the_vendors_own_headers_pauses_before_the_next_request() {
+        let s = RateSignals {
+            remaining_header: Some("x-left".into()),
+            reset_header: Some("x-left-reset".into()),
+            reset: Some(ResetKind::Delta),
+            ..RateSignals::default()
+        };
+        let spent = headers(&[("x-left", "0".into()), ("x-left-reset", "25".into())]);
+        assert_eq!(budget_pause_for(&spent, now(), Some(&s)), Some(Duration::from_secs(25)));
+        assert_eq!(budget_pause(&spent, now()), None, "today's table does not know these headers");
+        let left = headers(&[("x-left", "3".into()), ("x-left-reset", "25".into())]);
+        assert_eq!(budget_pause_for(&left, now(), Some(&s)), None);
     }
 }

@@ -11,6 +11,9 @@
 
 use std::time::Duration;
 
+/// Vendors described by a definition file (issue 20).
+pub mod defined;
+
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -290,7 +293,6 @@ macro_rules! vendors {
     };
 }
 
-pub mod defined;
 vendors!(aitronos::Aitronos, astronomer::Astronomer, configcat::ConfigCat, datafold::Datafold);
 
 /// `page_size` as Aitronos and ConfigCat read it: 1..=100, default 100 (the APIs' maximum).

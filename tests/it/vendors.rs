@@ -477,3 +477,123 @@ async fn dense_burst(span: Duration) -> auditrelay::sources::SourceStatsSnapshot
     println!("dense burst over {span:?}: {requests} requests, {stats:?}");
     stats
 }
+
+/// Issue 20 point 4: `auditrelay vendors` and `auditrelay vendors check FILE`, on the binary.
+mod definitions_cli {
+    use std::path::Path;
+    use std::process::{Command, Output};
+
+    /// A small valid definition named `name`.
+    fn definition(name: &str) -> String {
+        format!(
+            "[vendor]\nname = \"{name}\"\ntitle = \"The {name} log\"\nvendor_name = \"V\"\nproduct = \"P\"\n\
+             [request]\npath = \"/logs\"\nquery = {{ since = \"{{from}}\", until = \"{{to}}\" }}\n\
+             [paging]\nkind = \"link\"\n[auth]\nkind = \"bearer\"\n\
+             [answer]\nid = \"/id\"\ntime = \"/at\"\n[rate_limit]\nrequests = 30\nper = \"1m\"\n\
+             [ocsf]\naction = \"/action\"\n"
+        )
+    }
+
+    fn vendors(args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_auditrelay")).arg("vendors").args(args).output().unwrap()
+    }
+
+    fn text(out: &[u8]) -> String {
+        String::from_utf8_lossy(out).into_owned()
+    }
+
+    fn dir_arg(dir: &Path) -> String {
+        dir.display().to_string()
+    }
+
+    #[test]
+    fn vendors_lists_built_in_and_defined_vendors_with_where_each_came_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("acme.toml");
+        std::fs::write(&file, definition("acme")).unwrap();
+        let out = vendors(&["--dir", &dir_arg(dir.path())]);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+        for builtin in ["aitronos", "astronomer", "configcat", "datafold"] {
+            let line = stdout.lines().find(|l| l.starts_with(builtin)).unwrap_or_else(|| panic!("{stdout}"));
+            assert!(line.ends_with("built in"), "{line}");
+        }
+        let line = stdout.lines().find(|l| l.starts_with("acme ")).unwrap_or_else(|| panic!("{stdout}"));
+        for part in ["The acme log", "link", "bearer", "30 per 1m", &file.display().to_string()] {
+            assert!(line.contains(part), "{part:?} missing: {line}");
+        }
+
+        let out = vendors(&["--dir", &dir_arg(dir.path()), "--json"]);
+        assert!(out.status.success());
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let acme = list.as_array().unwrap().iter().find(|v| v["name"] == "acme").unwrap();
+        assert_eq!(acme["from"], file.display().to_string());
+        assert_eq!((acme["paging"].as_str(), acme["auth"].as_str()), (Some("link"), Some("bearer")));
+        assert_eq!(list.as_array().unwrap().iter().filter(|v| v["from"] == "built in").count(), 4);
+    }
+
+    #[test]
+    fn a_missing_dir_given_and_two_definitions_of_one_name_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let out = vendors(&["--dir", &dir_arg(&missing)]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(text(&out.stderr).contains(&missing.display().to_string()), "{}", text(&out.stderr));
+
+        let a = dir.path().join("a.toml");
+        let b = dir.path().join("b.toml");
+        std::fs::write(&a, definition("same")).unwrap();
+        std::fs::write(&b, definition("same")).unwrap();
+        let out = vendors(&["--dir", &dir_arg(dir.path())]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(&a.display().to_string()) && stderr.contains(&b.display().to_string()), "{stderr}");
+    }
+
+    #[test]
+    fn vendors_check_says_ok_or_every_error_with_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.toml");
+        std::fs::write(&good, definition("good")).unwrap();
+        let out = vendors(&["check", &good.display().to_string()]);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+        assert!(stdout.contains("ok") && stdout.contains("\"good\"") && stdout.contains("paging link"), "{stdout}");
+
+        let bad = dir.path().join("bad.toml");
+        let broken = definition("Bad!").replace("kind = \"link\"", "kind = \"links\"").replace("{to}", "{until}");
+        std::fs::write(&bad, &broken).unwrap();
+        let out = vendors(&["check", &bad.display().to_string()]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        let line_of = |needle: &str| broken.lines().position(|l| l.contains(needle)).unwrap() + 1;
+        for (needle, key) in [("Bad!", "vendor.name"), ("links", "paging.kind"), ("{until}", "request.query.until")] {
+            let want = format!("{}:{}: {key}: ", bad.display(), line_of(needle));
+            assert!(stderr.lines().any(|l| l.starts_with(&want)), "{want:?} missing from {stderr}");
+        }
+    }
+
+    #[test]
+    fn vendors_and_check_read_the_configurations_vendors_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("defs")).unwrap();
+        let file = dir.path().join("defs/acme.toml");
+        std::fs::write(&file, definition("acme")).unwrap();
+        let config = dir.path().join("auditrelay.toml");
+        std::fs::write(
+            &config,
+            "state_dir = \"state\"\nvendors_dir = \"defs\"\n[[sources]]\nname = \"a\"\nvendor = \"aitronos\"\n\
+             organization_id = \"ORG\"\napi_key = \"ak_test\"\n[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"out.ndjson\"\n",
+        )
+        .unwrap();
+        let out = vendors(&["--config", &config.display().to_string()]);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+        assert!(stdout.lines().any(|l| l.starts_with("acme ") && l.ends_with(&file.display().to_string())), "{stdout}");
+
+        let out = Command::new(env!("CARGO_BIN_EXE_auditrelay")).args(["check", "-c"]).arg(&config).output().unwrap();
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+        assert!(stdout.contains(&format!("acme ({})", file.display())), "{stdout}");
+    }
+}

@@ -1,0 +1,310 @@
+//! One configured organization of a defined vendor: [`DefinedSource`], what a `[[sources]]`
+//! table using a definition resolves to, and its protocol: the first page of a window, the
+//! request of a page, reading a page (records and the next page), the answer caps and the
+//! bare-429 wait. Owns the paging state machine of every `paging.kind`; must not do I/O (the
+//! source loop sends and reads) nor hold state between pages beyond the [`PageCursor`] it
+//! returns (the checkpoint stores that with the page).
+//!
+//! Next URLs (from the body or `Link`) are checked against the source's origin when the page
+//! is read, so a [`PageCursor::Url`] only ever holds a URL on it: the request never carries the
+//! credential elsewhere.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret as _, SecretString};
+use serde_json::Value;
+
+use super::model::{AuthDef, Definition, Method, PagingKind};
+use super::runtime::{self, Values};
+use crate::sources::{AnswerLimits, BadPage, MAX_ANSWER_ITEMS, MAX_BODY_BYTES, PAGE_SLACK, Page, PageCursor, Window};
+
+/// The credential of a defined source, by `auth.kind`.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// `header` and `bearer`: `token` / `token_file`.
+    Token(SecretString),
+    /// `basic`: `username`, `password` (or their `_file`s).
+    Basic { username: SecretString, password: SecretString },
+    /// `oauth2`: the client; the access token comes from the token cache before each request.
+    OAuth2 { client_id: String, client_secret: SecretString, token_url: Option<url::Url> },
+}
+
+/// One `[[sources]]` table using a definition.
+#[derive(Debug, Clone)]
+pub struct DefinedSource {
+    pub def: &'static Definition,
+    pub organization_id: String,
+    /// 1..=`paging.max_page_size`; default `paging.page_size`.
+    pub page_size: u32,
+    pub credential: Credential,
+}
+
+impl DefinedSource {
+    pub fn first_page(&self) -> PageCursor {
+        match &self.def.paging.kind {
+            PagingKind::Offset { .. } => PageCursor::Offset { skip: 0 },
+            PagingKind::Page { first, .. } => PageCursor::Number { page: *first },
+            PagingKind::Cursor { .. } | PagingKind::NextUrl { .. } | PagingKind::Link { .. } => PageCursor::First,
+            PagingKind::None => PageCursor::Whole,
+        }
+    }
+
+    pub fn bare_429_wait(&self) -> Option<Duration> {
+        self.def.rate_limit.bare_429_wait
+    }
+
+    /// The definition's rate-limit signals, the per-vendor input of
+    /// [`crate::sources::ratelimit::classify_for`] and `budget_pause_for`.
+    pub fn rate_signals(&self) -> crate::sources::ratelimit::RateSignals {
+        let r = &self.def.rate_limit;
+        crate::sources::ratelimit::RateSignals {
+            remaining_header: r.remaining_header.clone(),
+            reset_header: r.reset_header.clone(),
+            reset: Some(r.reset),
+            retry_after_header: r.retry_after_header.clone(),
+            forbidden_is_rate_limit: r.forbidden_is_rate_limit,
+        }
+    }
+
+    /// `answer.max_records` / `max_bytes` (only with `paging.kind = "none"`, checked at load).
+    pub fn answer_limits(&self) -> AnswerLimits {
+        AnswerLimits { max_records: self.def.answer.max_records, max_bytes: self.def.answer.max_bytes }
+    }
+
+    /// The placeholders' values on `page` of `window`.
+    fn values<'a>(&'a self, window: &Window, page: &'a PageCursor) -> Values<'a> {
+        let mut v = Values::new(window, self.def.request.time_format, &self.organization_id, self.page_size);
+        match page {
+            PageCursor::Offset { skip } => v.offset = Some(*skip),
+            PageCursor::Number { page } => v.page = Some(*page),
+            PageCursor::Cursor { cursor } => v.cursor = Some(cursor),
+            PageCursor::First | PageCursor::Whole | PageCursor::Url { .. } => {}
+        }
+        v
+    }
+
+    /// The URL of `page`: a next URL as given, else `base` + the path with the query.
+    pub fn url(&self, base: &url::Url, window: &Window, page: &PageCursor) -> Result<url::Url, String> {
+        if let PageCursor::Url { url } = page {
+            return url::Url::parse(url).map_err(|e| format!("the stored next URL is not a URL ({e})"));
+        }
+        let values = self.values(window, page);
+        let path = runtime::render_path(&self.def.request.path, &values)
+            .ok_or_else(|| "request.path uses a placeholder with no value on this page".to_owned())?;
+        let mut url = base.clone();
+        // The definition's path goes under the base URL's own path (a deployment behind a
+        // prefix), never replaces it.
+        let joined = format!("{}{}", base.path().trim_end_matches('/'), path);
+        url.set_path(&joined);
+        url.set_query(None);
+        let pairs: Vec<(String, String)> = self
+            .def
+            .request
+            .query
+            .iter()
+            .filter_map(|(k, t)| runtime::render(t, &values).map(|v| (k.clone(), v)))
+            .collect();
+        if !pairs.is_empty() {
+            url.query_pairs_mut().extend_pairs(pairs);
+        }
+        Ok(url)
+    }
+
+    /// The request of `page`. `bearer`: the OAuth2 access token (the caller's async step gets
+    /// it from the token cache), unused by the other auth kinds.
+    pub fn request(
+        &self,
+        http: &reqwest::Client,
+        base: &url::Url,
+        window: &Window,
+        page: &PageCursor,
+        bearer: Option<&SecretString>,
+    ) -> Result<reqwest::RequestBuilder, String> {
+        let url = self.url(base, window, page)?;
+        let next_url = matches!(page, PageCursor::Url { .. });
+        let values = self.values(window, page);
+        let mut request = match self.def.request.method {
+            // A next URL is asked as given: with GET, whatever the first request's method.
+            Method::Post if !next_url => {
+                let body = self.def.request.body.as_ref().and_then(|b| runtime::render_body(b, &values));
+                let request = http.post(url);
+                match body {
+                    // reqwest's `json` feature is off: the body written here.
+                    Some(body) => {
+                        request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_string())
+                    }
+                    None => request,
+                }
+            }
+            _ => http.get(url),
+        };
+        for (name, template) in &self.def.request.headers {
+            if let Some(value) = runtime::render(template, &values) {
+                request = request.header(name.as_str(), value);
+            }
+        }
+        request = match (&self.def.auth, &self.credential) {
+            (AuthDef::Header { header, prefix }, Credential::Token(token)) => {
+                let mut value = http::HeaderValue::from_str(&format!("{prefix}{}", token.expose_secret()))
+                    .map_err(|_| "the token holds characters an HTTP header cannot".to_owned())?;
+                value.set_sensitive(true);
+                request.header(header.as_str(), value)
+            }
+            (AuthDef::Bearer, Credential::Token(token)) => request.bearer_auth(token.expose_secret()),
+            (AuthDef::Basic, Credential::Basic { username, password }) => {
+                request.basic_auth(username.expose_secret(), Some(password.expose_secret()))
+            }
+            (AuthDef::OAuth2 { .. }, Credential::OAuth2 { .. }) => match bearer {
+                Some(token) => request.bearer_auth(token.expose_secret()),
+                None => return Err("no OAuth2 access token for this request".to_owned()),
+            },
+            _ => return Err(format!("the credential does not fit auth.kind of {}", self.def.name)),
+        };
+        Ok(request)
+    }
+
+    /// Reads one answer: its records (rejected ones dead-lettered, never dropped) and the next
+    /// page, from the body or the `Link` headers. `asked` is the URL of this request (a
+    /// relative next URL is resolved against it), `base` the source's (the origin rule).
+    pub fn read_page(
+        &self,
+        body: &[u8],
+        link_headers: &[&str],
+        asked: &url::Url,
+        base: &url::Url,
+        page: &PageCursor,
+    ) -> Result<Page, BadPage> {
+        let def = self.def;
+        let body = runtime::decode_body(body, def.answer.gzip, MAX_BODY_BYTES)?;
+        let whole = matches!(def.paging.kind, PagingKind::None);
+        let cap = if whole { MAX_ANSWER_ITEMS } else { self.page_size as usize + PAGE_SLACK };
+        let answer = runtime::read_answer(&body, &def.answer, cap)?;
+        if answer.overflow {
+            if whole {
+                return Ok(Page { oversized: true, ..Page::default() });
+            }
+            let n = format!("more than {cap}");
+            return Err(BadPage(format!(
+                "{n} items on a page of {} (at most {cap} taken): not a page",
+                self.page_size
+            )));
+        }
+        let n = answer.items.len();
+        let mut out = Page::default();
+        for raw in answer.items {
+            match runtime::read_record(raw, &def.answer) {
+                Ok(r) => out.records.push(r),
+                Err(r) => out.rejected.push(r),
+            }
+        }
+        let next = self.next(&answer.document, link_headers, asked, base, page, n)?;
+        if next.is_some() && n == 0 {
+            if def.paging.stop_on_empty {
+                return Ok(out);
+            }
+            return Err(BadPage(format!(
+                "{}: a page with no records says there is another (paging.stop_on_empty is not set): the window is \
+                 asked again, not paged forever",
+                def.name
+            )));
+        }
+        out.next = next;
+        Ok(out)
+    }
+
+    fn next(
+        &self,
+        doc: &Value,
+        link_headers: &[&str],
+        asked: &url::Url,
+        base: &url::Url,
+        page: &PageCursor,
+        n: usize,
+    ) -> Result<Option<PageCursor>, BadPage> {
+        let full = n >= self.page_size as usize;
+        let flag = |p: &str| match doc.pointer(p) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(BadPage(format!("{p} of the answer is not a boolean"))),
+        };
+        let count = |p: &str| match doc.pointer(p) {
+            Some(Value::Number(x)) => x.as_u64().ok_or_else(|| BadPage(format!("{p} of the answer is not a count"))),
+            Some(Value::String(s)) => {
+                s.trim().parse().map_err(|_| BadPage(format!("{p} of the answer is not a count")))
+            }
+            _ => Err(BadPage(format!("{p} of the answer is missing or not a count"))),
+        };
+        let text = |p: &str| match doc.pointer(p) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(x)) => Ok(Some(x.to_string())),
+            Some(_) => Err(BadPage(format!("{p} of the answer is not a string"))),
+        };
+        let follow = |target: Result<url::Url, String>| -> Result<Option<PageCursor>, BadPage> {
+            let url = target.map_err(BadPage)?;
+            runtime::same_origin(base, &url).map_err(BadPage)?;
+            Ok(Some(PageCursor::Url { url: url.to_string() }))
+        };
+        match &self.def.paging.kind {
+            PagingKind::Offset { has_more, total } => {
+                let skip = match page {
+                    PageCursor::Offset { skip } => *skip,
+                    _ => 0,
+                };
+                let next = skip + n as u64;
+                let more = match (has_more, total) {
+                    (Some(p), _) => flag(p)?,
+                    (None, Some(p)) => next < count(p)?,
+                    (None, None) => full,
+                };
+                Ok(more.then_some(PageCursor::Offset { skip: next }))
+            }
+            PagingKind::Page { first, has_next, total_pages } => {
+                let number = match page {
+                    PageCursor::Number { page } => *page,
+                    _ => *first,
+                };
+                let more = match (has_next, total_pages) {
+                    (Some(p), _) => flag(p)?,
+                    // Pages first..first+total: this one is number - first + 1 of them.
+                    (None, Some(p)) => u64::from(number - first.min(&number)) + 1 < count(p)?,
+                    (None, None) => full,
+                };
+                match number.checked_add(1) {
+                    Some(next) => Ok(more.then_some(PageCursor::Number { page: next })),
+                    None => Err(BadPage("the page number overflows".into())),
+                }
+            }
+            PagingKind::Cursor { cursor } => match text(cursor)? {
+                Some(c) if matches!(page, PageCursor::Cursor { cursor } if *cursor == c) => Err(BadPage(format!(
+                    "{cursor} of the answer repeats the cursor just asked: paging would never end"
+                ))),
+                Some(c) => Ok(Some(PageCursor::Cursor { cursor: c })),
+                None => Ok(None),
+            },
+            PagingKind::NextUrl { next_url } => match text(next_url)? {
+                Some(target) => {
+                    follow(asked.join(&target).map_err(|e| format!("{next_url} of the answer is not a URL ({e})")))
+                }
+                None => Ok(None),
+            },
+            PagingKind::Link { rel } => match runtime::next_link(link_headers, rel, asked) {
+                Some(target) => {
+                    let next = follow(target)?;
+                    if next == Some(PageCursor::Url { url: asked.to_string() }) {
+                        return Err(BadPage(format!(
+                            "the Link header's {rel:?} target is the page just asked: paging would never end"
+                        )));
+                    }
+                    Ok(next)
+                }
+                None => Ok(None),
+            },
+            PagingKind::None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
