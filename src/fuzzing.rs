@@ -278,8 +278,9 @@ fn first_request(source: &SourceConfig) {
     let Some(now) = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).single() else { return };
     let window = sources::Window { from: source.start.resolve(now).min(now), to: now };
     let base = &source.base_url;
-    let request = source.vendor.request(http, base, &window, &source.vendor.first_page());
-    let _ = request.build();
+    if let Ok(request) = source.vendor.request(http, base, &window, &source.vendor.first_page(), None) {
+        let _ = request.build();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

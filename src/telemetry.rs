@@ -822,7 +822,7 @@ fn state_name(state: SourceState) -> &'static str {
 /// what tells an operator to raise `overlap` or to fix a host's clock.
 fn expose_lateness_and_clocks(out: &mut Exposition, sources: &[SourceRow<'_>]) {
     type SourceCounter = (&'static str, &'static str, fn(&SourceStatsSnapshot) -> u64);
-    let counters: [SourceCounter; 5] = [
+    let counters: [SourceCounter; 7] = [
         (
             "auditrelay_source_late_records_total",
             "Records stored only thanks to the overlap: dated before the checkpoint their window started from.",
@@ -832,6 +832,16 @@ fn expose_lateness_and_clocks(out: &mut Exposition, sources: &[SourceRow<'_>]) {
             "auditrelay_source_auth_retries_total",
             "401/403 answers to a credential that has worked, asked again before the refusal is taken as final.",
             |s| s.auth_retries,
+        ),
+        (
+            "auditrelay_source_token_refreshes_total",
+            "OAuth2 access tokens the vendor refused (401), dropped and fetched again at once (vendor definitions).",
+            |s| s.token_refreshes,
+        ),
+        (
+            "auditrelay_source_token_failures_total",
+            "Requests not sent because the OAuth2 token endpoint could not be reached or gave no token (retried).",
+            |s| s.token_failures,
         ),
         (
             "auditrelay_source_clock_skew_warnings_total",
@@ -1724,6 +1734,14 @@ auditrelay_source_late_records_total{source="beta.prod",vendor="configcat"} 0
 # TYPE auditrelay_source_auth_retries_total counter
 auditrelay_source_auth_retries_total{source="acme",vendor="aitronos"} 0
 auditrelay_source_auth_retries_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_token_refreshes_total OAuth2 access tokens the vendor refused (401), dropped and fetched again at once (vendor definitions).
+# TYPE auditrelay_source_token_refreshes_total counter
+auditrelay_source_token_refreshes_total{source="acme",vendor="aitronos"} 0
+auditrelay_source_token_refreshes_total{source="beta.prod",vendor="configcat"} 0
+# HELP auditrelay_source_token_failures_total Requests not sent because the OAuth2 token endpoint could not be reached or gave no token (retried).
+# TYPE auditrelay_source_token_failures_total counter
+auditrelay_source_token_failures_total{source="acme",vendor="aitronos"} 0
+auditrelay_source_token_failures_total{source="beta.prod",vendor="configcat"} 0
 # HELP auditrelay_source_clock_skew_warnings_total Times the vendor's clock (its answers' Date) was found more than a minute from ours.
 # TYPE auditrelay_source_clock_skew_warnings_total counter
 auditrelay_source_clock_skew_warnings_total{source="acme",vendor="aitronos"} 0

@@ -59,6 +59,9 @@ pub(super) struct Validator<'a> {
     /// name a file that can be read now, not only when a sink or source connects.
     pub(super) check_files: bool,
     found: Found,
+    /// The vendor definitions found (the definitions directory, then any a source names by
+    /// path), read before the `[[sources]]` tables are split by vendor.
+    defined: RefCell<crate::vendors::defined::registry::Registry>,
 }
 
 /// The mistakes found so far.
@@ -95,7 +98,16 @@ impl<'a> Validator<'a> {
         read_secrets: bool,
         check_files: bool,
     ) -> Self {
-        Validator { text, file, dir, env, read_secrets, check_files, found: Found::default() }
+        Validator {
+            text,
+            file,
+            dir,
+            env,
+            read_secrets,
+            check_files,
+            found: Found::default(),
+            defined: RefCell::default(),
+        }
     }
 }
 
@@ -303,6 +315,11 @@ impl Validator<'_> {
         let sources = root.get_mut().remove("sources");
         let sinks = root.get_mut().remove("sinks");
         let raw = self.read_table::<RawConfig>(root, &|k| k.to_owned());
+        // The definitions before the sources: a source's `vendor` may name one.
+        let vendors = raw.as_ref().map_or(Err(Reported), |r| self.vendor_definitions(&r.vendors_dir));
+        if let Ok((registry, _)) = &vendors {
+            *self.defined.borrow_mut() = registry.clone();
+        }
         let sinks = self.tables(sinks, "sinks").unwrap_or_default();
         let sources = self.tables(sources, "sources").unwrap_or_default();
         // The names compared between tables, read as written before the tables are split: a
@@ -317,7 +334,7 @@ impl Validator<'_> {
         let sinks = sinks.map(|(i, t)| self.split(Section::Sinks, i, t).ok()).collect();
         let sources = sources.into_iter().enumerate();
         let sources = sources.map(|(i, t)| self.split(Section::Sources, i, t).ok()).collect();
-        self.config(raw, sources, sinks, &names)
+        self.config(raw, vendors, sources, sinks, &names)
     }
 
     /// The tables of an array of tables (`[[sources]]`), none when absent.
@@ -361,6 +378,14 @@ impl Validator<'_> {
                 let name = tag_name(value).unwrap_or_default();
                 match names.iter().find(|n| n.eq_ignore_ascii_case(name)) {
                     Some(owner) => *owner,
+                    None if section == Section::Sources
+                        && self.defined_vendor(name, vspan.clone(), &at(tag)).is_some() =>
+                    {
+                        self.defined_vendor(name, vspan.clone(), &at(tag)).map_or("", |d| d.name.as_str())
+                    }
+                    None if section == Section::Sources && crate::vendors::defined::registry::is_path(name) => {
+                        return Err(Reported);
+                    }
                     None => {
                         let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
                         let msg = format!("unknown variant `{name}`, expected one of {}", names.join(", "));
@@ -372,7 +397,10 @@ impl Validator<'_> {
                 return self.fail(vspan, &at(tag), format!("invalid type: {}, expected a string", other.type_str()));
             }
         };
-        let own_keys = section.keys_of(owner);
+        let own_keys = match self.defined.borrow().get(owner) {
+            Some(_) if section == Section::Sources => crate::vendors::defined::source::KEYS,
+            _ => section.keys_of(owner),
+        };
         let (mut common, mut own) = (toml::de::DeTable::new(), toml::de::DeTable::new());
         for (key, value) in table {
             let name: &str = key.get_ref();
@@ -404,6 +432,7 @@ impl Validator<'_> {
     fn config(
         &self,
         raw: Res<RawConfig>,
+        vendors: Res<(crate::vendors::defined::registry::Registry, PathBuf)>,
         sources: Vec<Option<Split<'_, RawSource>>>,
         sinks: Vec<Option<Split<'_, RawSink>>>,
         names: &Names,
@@ -422,7 +451,8 @@ impl Validator<'_> {
         if sinks.is_empty() {
             self.err(None, "sinks", "at least one [[sinks]] table is required");
         }
-        let vendors = raw.as_ref().map_or(Err(Reported), |r| self.vendor_definitions(&r.vendors_dir));
+        // With the definitions sources named by path.
+        let vendors = vendors.map(|(_, dir)| (self.defined.borrow().clone(), dir));
         // Overrides of defined vendors' actions too (`"<definition name>:<action>"`).
         let defined: Vec<&str> =
             vendors.as_ref().map(|(r, _)| r.all().iter().map(|d| d.name.as_str()).collect()).unwrap_or_default();
@@ -455,6 +485,50 @@ impl Validator<'_> {
             vendors: vendors_found,
             vendors_dir,
         })
+    }
+
+    /// A vendor by `vendor = "…"` as split: a built-in one, or a definition found.
+    fn vendor_id(&self, owner: &str) -> Option<VendorId> {
+        VendorId::from_name(owner).or_else(|| self.defined.borrow().get(owner).map(VendorId::Defined))
+    }
+
+    /// The definition `vendor = "…"` names: one of the definitions directory by its name, or a
+    /// file by its path (relative to this file; `docs/vendor-definitions.md`), loaded and
+    /// added (a name another file already defines is refused, naming both). `None`: not a
+    /// definition (a path that cannot be read or is refused is reported here, once).
+    fn defined_vendor(
+        &self,
+        name: &str,
+        span: Range<usize>,
+        key: &str,
+    ) -> Option<&'static crate::vendors::defined::model::Definition> {
+        use crate::vendors::defined::registry;
+        if let Some(d) = self.defined.borrow().get(name) {
+            return Some(d);
+        }
+        if !registry::is_path(name) {
+            return None;
+        }
+        let path = self.dir.join(name);
+        if let Some(d) = self.defined.borrow().all().iter().find(|d| d.path == path) {
+            return Some(d);
+        }
+        if self.has_problem(key) {
+            return None;
+        }
+        match registry::load_file(&path) {
+            Ok(def) => match self.defined.borrow_mut().add(def) {
+                Ok(()) => Some(def),
+                Err(e) => {
+                    self.err(span, key, e.to_string().replace('\n', "; "));
+                    None
+                }
+            },
+            Err(e) => {
+                self.err(span, key, format!("{}: {}", path.display(), e.to_string().replace('\n', "; ")));
+                None
+            }
+        }
     }
 
     /// `vendors_dir` (must exist when set) or the default directory (may be missing): every
@@ -518,11 +592,19 @@ impl Validator<'_> {
         let (table, r) = (t.span, t.raw);
         let at = |k: &str| format!("sources[{i}].{k}");
         let dur = |v: &Text, k: &str, default, positive| self.duration(v, &at(k), default, positive);
-        let Some(vendor) = VendorId::from_name(t.owner) else {
+        let Some(vendor) = self.vendor_id(t.owner) else {
             return self.fail(table, &at("vendor"), format!("unknown vendor {:?}", t.owner));
         };
         let d = vendor.defaults();
-        let base_url = self.url(&r.base_url, &at("base_url"), d.base_url);
+        let base_url = match (&r.base_url, d.base_url) {
+            // A definition without a default base_url: each source names its tenant's.
+            (None, "") => self.fail(
+                table.clone(),
+                &at("base_url"),
+                format!("required for vendor {} (its definition has no base_url)", vendor.name()),
+            ),
+            _ => self.url(&r.base_url, &at("base_url"), d.base_url),
+        };
         let section = Section::Sources;
         let (index, owner, own) = (i, t.owner, t.own);
         let keys =

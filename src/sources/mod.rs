@@ -32,6 +32,7 @@ use crate::clock::Clock;
 use crate::config::SourceConfig;
 use crate::http::{BodyError, ClientError, ClientOptions, MAX_REDIRECTS, Overflow, Redirects, read_capped};
 use crate::queue::{BootPause, NewDeadLetter, NewEvent, PageWrite, Queue, QueueError, StoredPause};
+use crate::vendors::defined::auth::TokenError;
 use crate::vendors::{VendorId, VendorSettings};
 use crate::{ocsf, redact};
 
@@ -617,6 +618,12 @@ pub struct SourceStats {
     pub max_lateness_ms: AtomicU64,
     /// 401/403 answers to a credential that has worked, asked again after a back-off.
     pub auth_retries: AtomicU64,
+    /// OAuth2 (vendor definitions): access tokens the vendor refused (401), dropped and
+    /// fetched again at once.
+    pub token_refreshes: AtomicU64,
+    /// OAuth2: requests not sent because the token endpoint could not be reached or answered
+    /// no token (retried with back-off).
+    pub token_failures: AtomicU64,
     /// Times the vendor's clock (its answers' `Date`) was found more than a minute from ours.
     pub clock_skew_warnings: AtomicU64,
     /// Checkpoints cut back to the vendor's clock because the window ended in its future.
@@ -653,6 +660,8 @@ pub struct SourceStatsSnapshot {
     pub late_records: u64,
     pub max_lateness_ms: u64,
     pub auth_retries: u64,
+    pub token_refreshes: u64,
+    pub token_failures: u64,
     pub clock_skew_warnings: u64,
     pub checkpoints_clamped: u64,
     pub pauses_restored: u64,
@@ -692,6 +701,8 @@ impl SourceStats {
             late_records: get(&self.late_records),
             max_lateness_ms: get(&self.max_lateness_ms),
             auth_retries: get(&self.auth_retries),
+            token_refreshes: get(&self.token_refreshes),
+            token_failures: get(&self.token_failures),
             clock_skew_warnings: get(&self.clock_skew_warnings),
             checkpoints_clamped: get(&self.checkpoints_clamped),
             pauses_restored: get(&self.pauses_restored),
@@ -727,15 +738,17 @@ pub async fn probe(cfg: &SourceConfig, http: &reqwest::Client, clock: &Clock) ->
     let vendor = &cfg.vendor;
     let to = whole_second(clock.now_utc());
     let window = Window { from: to - chrono::Duration::minutes(1), to };
+    let bearer = vendor.bearer(http, &cfg.base_url, clock).await.map_err(|e| e.to_string())?;
     let request = vendor
-        .request(http, &cfg.base_url, &window, &vendor.first_page())
+        .request(http, &cfg.base_url, &window, &vendor.first_page(), bearer.as_ref())
+        .map_err(|e| format!("cannot build the request: {e}"))?
         .timeout(cfg.request_timeout)
         .build()
         .map_err(|e| format!("cannot build the request: {}", e.without_url()))?;
     let url = redact::url(request.url());
     let response = http.execute(request).await.map_err(|e| format!("{url}: {}", transport_error(e)))?;
     let status = response.status();
-    match classify(status, response.headers(), clock.now_utc()) {
+    match ratelimit::classify_for(status, response.headers(), clock.now_utc(), vendor.rate_signals().as_ref()) {
         Verdict::Ok => Ok(format!("{url}: answered {status}; credential accepted")),
         Verdict::RateLimited(_) => {
             Ok(format!("{url}: answered {status} (rate limited now; the credential was not refused)"))
@@ -837,6 +850,9 @@ pub struct Source {
     /// The credential was accepted before: this process had a 2xx, or the source has a
     /// checkpoint (written only after a 2xx). A 401/403 then may be transient.
     worked_before: bool,
+    /// An OAuth2 access token was refused (401) and the page asked again with a new one: a
+    /// second 401 in a row is the usual refusal.
+    token_retried: bool,
     /// The checkpoint the current window started from: a record dated before it was published
     /// late and is found only thanks to the overlap.
     late_before: Option<DateTime<Utc>>,
@@ -889,6 +905,7 @@ impl Source {
             vendor_clock: None,
             clock_skewed: false,
             worked_before: false,
+            token_retried: false,
             late_before: None,
             pending_late: (0, 0),
             rng: fastrand::Rng::new(),
@@ -1408,11 +1425,26 @@ impl Source {
     /// One request for the page, classified.
     async fn attempt(&mut self, sweep: &Sweep, failures: u32) -> Attempt {
         let name = self.cfg.name.clone();
+        // An OAuth2 definition's access token first: a refused client is the operator's to
+        // fix (as a refused key), an unreachable token endpoint is retried like the vendor.
+        let bearer = match self.vendor.bearer(&self.http, &self.cfg.base_url, &self.clock).await {
+            Ok(bearer) => bearer,
+            Err(e) => {
+                let message = e.to_string();
+                if let TokenError::Unavailable { retry_after, .. } = e {
+                    let delay = retry_after.unwrap_or_else(|| full_jitter(&self.cfg.backoff, failures, &mut self.rng));
+                    bump(&self.stats.token_failures, 1);
+                    warn!(source = %name, error = %message, retry_in = ?delay, "no OAuth2 access token; retrying");
+                    return Attempt::Retry { delay: self.capped(delay), rate_limited: false, timed_out: false };
+                }
+                let url = redact::url(&self.cfg.base_url);
+                return Attempt::Unauthorized(SourceError::Rejected { name, url, status: 401, detail: message });
+            }
+        };
         let request = self
             .vendor
-            .request(&self.http, &self.cfg.base_url, &sweep.window, &sweep.page)
-            .timeout(self.cfg.request_timeout)
-            .build();
+            .request(&self.http, &self.cfg.base_url, &sweep.window, &sweep.page, bearer.as_ref())
+            .and_then(|r| r.timeout(self.cfg.request_timeout).build().map_err(|e| e.without_url().to_string()));
         let request = match request {
             Ok(r) => r,
             Err(e) => {
@@ -1420,7 +1452,7 @@ impl Source {
                     name,
                     url: redact::url(&self.cfg.base_url),
                     status: 0,
-                    detail: format!("cannot build the request: {}", e.without_url()),
+                    detail: format!("cannot build the request: {e}"),
                 });
             }
         };
@@ -1460,13 +1492,27 @@ impl Source {
             }
         };
         let (status, headers) = (resp.status(), resp.headers().clone());
+        let answered = resp.url().clone();
         self.stats.count_status(status.as_u16());
         self.observe_vendor_clock(&headers);
         let now = self.clock.now_utc();
-        let verdict = classify(status, &headers, now);
+        let signals = self.vendor.rate_signals();
+        let verdict = ratelimit::classify_for(status, &headers, now, signals.as_ref());
+        // An OAuth2 access token the vendor refused (revoked, expired early): dropped, and the
+        // page asked again at once with a new one, once; a second 401 is the usual refusal.
+        if status == reqwest::StatusCode::UNAUTHORIZED && bearer.is_some() && !self.token_retried {
+            if self.vendor.token_refused() {
+                self.token_retried = true;
+                bump(&self.stats.token_refreshes, 1);
+                info!(source = %name, %url, "the vendor refused the OAuth2 access token (401): asking the token endpoint for a new one");
+                return Attempt::Retry { delay: Duration::ZERO, rate_limited: false, timed_out: false };
+            }
+        } else if status != reqwest::StatusCode::UNAUTHORIZED {
+            self.token_retried = false;
+        }
         // A 429 waits for the longer of its own wait and the spent budget's reset, capped (and
         // reported) once, in its arm below.
-        let budget = budget_pause(&headers, now);
+        let budget = ratelimit::budget_pause_for(&headers, now, signals.as_ref());
         if let Some(pause) = budget.filter(|_| !matches!(verdict, Verdict::RateLimited(_))) {
             debug!(source = %name, ?pause, "vendor says the rate budget is spent: pausing before the next request");
             self.pause_credential(self.capped(pause)).await;
@@ -1512,7 +1558,7 @@ impl Source {
                 let over_records = |page: &Page| {
                     page.oversized || limits.max_records.is_some_and(|m| page.records.len() + page.rejected.len() > m)
                 };
-                match self.vendor.read_page(&body, &sweep.page) {
+                match self.vendor.read_page(&body, &headers, &answered, &self.cfg.base_url, &sweep.page) {
                     Ok(page) if splittable && over_records(&page) => Attempt::Split("more records than max_records"),
                     Ok(page) if page.oversized => {
                         // Only part of it was read: it cannot be taken, and this window cannot

@@ -102,7 +102,9 @@ impl RateSignals {
         use crate::vendors::defined::model::ResetKind;
         let value = headers.get(self.reset_header.as_deref()?)?.to_str().ok()?.trim();
         let until = |at: DateTime<Utc>| (at - reference).to_std().unwrap_or(Duration::ZERO);
-        match self.reset.unwrap_or(ResetKind::Epoch) {
+        match self.reset.unwrap_or(ResetKind::Auto) {
+            ResetKind::Auto => crate::backoff::parse_reset(value, reference),
+            ResetKind::Rfc3339 => DateTime::parse_from_rfc3339(value).ok().map(|at| until(at.with_timezone(&Utc))),
             ResetKind::Epoch => {
                 let secs: i64 = value.parse().ok()?;
                 Some(until(chrono::TimeZone::timestamp_opt(&Utc, secs, 0).single()?))
@@ -139,7 +141,9 @@ pub fn classify_for(
     let retry = retry_after(headers, now).max(vendor_retry);
     let reset = signals.reset_in(headers, reference).or_else(|| reset_delay(headers, now));
     match status.as_u16() {
-        429 => Verdict::RateLimited(retry.max(reset)),
+        // As [`classify`]: the answer's own wait, else the reset; the loop then waits for the
+        // longer of that and a spent budget's reset (`budget_pause_for`), as for built-ins.
+        429 => Verdict::RateLimited(retry.or(reset)),
         403 if signals.forbidden_is_rate_limit && (retry.is_some() || signals.spent(headers)) => {
             Verdict::RateLimited(retry.max(if signals.spent(headers) { reset } else { None }))
         }
@@ -393,16 +397,31 @@ mod signals_tests {
     }
 
     #[test]
-    fn a_429_waits_for_the_longer_of_retry_after_and_the_reset_in_its_kind() {
+    fn a_429_waits_retry_after_else_the_reset_in_its_kind_and_a_spent_budget_its_reset() {
         let okta = RateSignals {
             remaining_header: Some("x-rate-limit-remaining".into()),
             reset_header: Some("x-rate-limit-reset".into()),
             reset: Some(ResetKind::Epoch),
             ..RateSignals::default()
         };
-        let h = headers(&[("retry-after", "5".into()), ("x-rate-limit-reset", (now().timestamp() + 40).to_string())]);
+        // As for built-in vendors: the 429's own wait; the loop waits for the longer of it and
+        // a spent budget's reset (`budget_pause_for`).
+        let reset = (now().timestamp() + 40).to_string();
+        let h = headers(&[("retry-after", "5".into()), ("x-rate-limit-reset", reset.clone())]);
         assert_eq!(
             classify_for(StatusCode::TOO_MANY_REQUESTS, &h, now(), Some(&okta)),
+            Verdict::RateLimited(Some(Duration::from_secs(5)))
+        );
+        assert_eq!(budget_pause_for(&h, now(), Some(&okta)), None, "remaining not 0");
+        let spent = headers(&[
+            ("retry-after", "5".into()),
+            ("x-rate-limit-reset", reset),
+            ("x-rate-limit-remaining", "0".into()),
+        ]);
+        assert_eq!(budget_pause_for(&spent, now(), Some(&okta)), Some(Duration::from_secs(40)));
+        let bare = headers(&[("x-rate-limit-reset", (now().timestamp() + 40).to_string())]);
+        assert_eq!(
+            classify_for(StatusCode::TOO_MANY_REQUESTS, &bare, now(), Some(&okta)),
             Verdict::RateLimited(Some(Duration::from_secs(40)))
         );
         let delta = RateSignals {

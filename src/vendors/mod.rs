@@ -135,47 +135,95 @@ macro_rules! vendors {
     ($($module:ident :: $ty:ident),+ $(,)?) => {
         $(pub mod $module;)+
 
-        /// Which vendor, a closed set.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        /// Which vendor: a built-in one, or one a definition file describes (interned for the
+        /// process, so the id stays `Copy`). Compared, hashed and ordered by name: a definition
+        /// read again from an edited file is the same vendor.
+        #[derive(Debug, Clone, Copy)]
         pub enum VendorId {
             $($ty,)+
+            Defined(&'static defined::model::Definition),
+        }
+
+        impl PartialEq for VendorId {
+            fn eq(&self, other: &Self) -> bool {
+                self.name() == other.name()
+            }
+        }
+
+        impl Eq for VendorId {}
+
+        impl std::hash::Hash for VendorId {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.name().hash(state)
+            }
+        }
+
+        impl PartialOrd for VendorId {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for VendorId {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.name().cmp(other.name())
+            }
         }
 
         impl VendorId {
             pub const ALL: &'static [VendorId] = &[$(VendorId::$ty,)+];
 
-            /// The `vendor = "…"` value.
+            /// The `vendor = "…"` value (a definition's `[vendor] name`).
             pub fn name(self) -> &'static str {
                 match self {
                     $(VendorId::$ty => <$module::$ty as Vendor>::NAME,)+
+                    VendorId::Defined(d) => d.name.as_str(),
                 }
             }
 
+            /// A built-in vendor by name (definitions are found through the configuration's
+            /// registry).
             pub fn from_name(name: &str) -> Option<VendorId> {
                 VendorId::ALL.iter().copied().find(|v| v.name() == name)
             }
 
+            /// A definition's defaults come from its `[vendor]`, `[window]` and `[rate_limit]`;
+            /// without a `base_url` there, `base_url` is "" (every source must set one).
             pub fn defaults(self) -> Defaults {
                 match self {
                     $(VendorId::$ty => <$module::$ty as Vendor>::DEFAULTS,)+
+                    VendorId::Defined(d) => Defaults {
+                        base_url: d.base_url.as_ref().map_or("", url::Url::as_str),
+                        max_span: d.window.max_span,
+                        span_limit: d.window.span_limit,
+                        overlap: d.window.overlap,
+                        poll_interval: d.window.poll_interval,
+                        requests: d.rate_limit.requests,
+                        per: d.rate_limit.per,
+                    },
                 }
             }
 
+            /// The built-in vendors' id and time fields (definitions read theirs by pointer,
+            /// `answer.id` / `answer.time`: `("", "")`).
             pub fn record_fields(self) -> (&'static str, &'static str) {
                 match self {
                     $(VendorId::$ty => <$module::$ty as Vendor>::RECORD_FIELDS,)+
+                    VendorId::Defined(_) => ("", ""),
                 }
             }
 
             pub fn keys(self) -> &'static [&'static str] {
                 match self {
                     $(VendorId::$ty => <$module::$ty as Vendor>::KEYS,)+
+                    VendorId::Defined(_) => defined::source::KEYS,
                 }
             }
 
             pub fn map(self, record: &Map<String, Value>, ctx: &Context<'_>) -> Result<EventParts, Unmappable> {
                 match self {
                     $(VendorId::$ty => <$module::$ty as Vendor>::map(record, ctx),)+
+                    VendorId::Defined(d) => d.mapping.map(d, record, ctx),
                 }
             }
 
@@ -186,6 +234,10 @@ macro_rules! vendors {
                         let keys = cx.deserialize()?;
                         Ok(VendorSettings::$ty(<$module::$ty as Vendor>::from_keys(keys, cx)?))
                     })+
+                    VendorId::Defined(d) => {
+                        let keys = cx.deserialize()?;
+                        Ok(VendorSettings::Defined(defined::source::DefinedSource::from_keys(d, keys, cx)?))
+                    }
                 }
             }
         }
@@ -194,12 +246,14 @@ macro_rules! vendors {
         #[derive(Debug, Clone)]
         pub enum VendorSettings {
             $($ty($module::$ty),)+
+            Defined(defined::source::DefinedSource),
         }
 
         impl VendorSettings {
             pub fn id(&self) -> VendorId {
                 match self {
                     $(VendorSettings::$ty(_) => VendorId::$ty,)+
+                    VendorSettings::Defined(s) => VendorId::Defined(s.def),
                 }
             }
 
@@ -211,72 +265,131 @@ macro_rules! vendors {
             pub fn organization_id(&self) -> &str {
                 match self {
                     $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::organization_id(v),)+
+                    VendorSettings::Defined(s) => &s.organization_id,
                 }
             }
 
             pub fn secrets(&self) -> Vec<&SecretString> {
                 match self {
                     $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::secrets(v),)+
+                    VendorSettings::Defined(s) => s.secrets(),
                 }
             }
 
             pub fn credential_parts(&self) -> Vec<&str> {
                 match self {
                     $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::credential_parts(v),)+
+                    VendorSettings::Defined(s) => s.credential_parts(),
                 }
             }
 
             pub fn render(&self, kv: &mut dyn FnMut(&str, String)) {
                 match self {
                     $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::render(v, kv),)+
+                    VendorSettings::Defined(s) => s.render(kv),
                 }
             }
 
             pub fn first_page(&self) -> PageCursor {
                 match self {
                     $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::first_page(v),)+
+                    VendorSettings::Defined(s) => s.first_page(),
                 }
             }
 
             pub fn bare_429_wait(&self) -> Option<Duration> {
                 match self {
                     $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::bare_429_wait(v),)+
+                    VendorSettings::Defined(s) => s.bare_429_wait(),
                 }
             }
 
             pub fn answer_limits(&self) -> AnswerLimits {
                 match self {
                     $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::answer_limits(v),)+
+                    VendorSettings::Defined(s) => s.answer_limits(),
                 }
             }
 
+            /// The request of `page`. `bearer`: an OAuth2 definition's access token
+            /// ([`VendorSettings::bearer`]); a definition may refuse to build one (a stored next
+            /// URL that is no URL, a token with characters no header holds): the error says why.
             pub fn request(
                 &self,
                 http: &reqwest::Client,
                 base: &url::Url,
                 window: &Window,
                 page: &PageCursor,
-            ) -> reqwest::RequestBuilder {
+                bearer: Option<&SecretString>,
+            ) -> Result<reqwest::RequestBuilder, String> {
                 match self {
-                    $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::request(v, http, base, window, page),)+
+                    $(VendorSettings::$ty(v) => Ok(<$module::$ty as Vendor>::request(v, http, base, window, page)),)+
+                    VendorSettings::Defined(s) => s.request(http, base, window, page, bearer),
+                }
+            }
+
+            /// An OAuth2 definition's access token for the next request (cached, or fetched);
+            /// `None` for every other vendor.
+            pub async fn bearer(
+                &self,
+                http: &reqwest::Client,
+                base: &url::Url,
+                clock: &crate::clock::Clock,
+            ) -> Result<Option<SecretString>, defined::auth::TokenError> {
+                match self {
+                    VendorSettings::Defined(s) => s.bearer(http, base, clock).await,
+                    _ => Ok(None),
+                }
+            }
+
+            /// The vendor answered 401 to a request carrying an OAuth2 access token: drop it.
+            /// True when there was one to drop (the request is asked again at once, once).
+            pub fn token_refused(&self) -> bool {
+                match self {
+                    VendorSettings::Defined(s) => s.invalidate_token(),
+                    _ => false,
+                }
+            }
+
+            /// A definition's own rate-limit headers (`None`: the built-in table).
+            pub fn rate_signals(&self) -> Option<crate::sources::ratelimit::RateSignals> {
+                match self {
+                    VendorSettings::Defined(s) => Some(s.rate_signals()),
+                    _ => None,
                 }
             }
 
             pub fn redirected_to(&mut self, to: &url::Url) -> bool {
                 match self {
                     $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::redirected_to(v, to),)+
+                    VendorSettings::Defined(_) => false,
                 }
             }
 
             pub fn streams(&self) -> bool {
                 match self {
                     $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::streams(v),)+
+                    VendorSettings::Defined(_) => false,
                 }
             }
 
-            pub fn read_page(&self, body: &[u8], page: &PageCursor) -> Result<Page, BadPage> {
+            /// Reads one answer. `headers`, `asked` (the URL this answer came from) and `base`
+            /// serve definitions (`Link` paging, next URLs on the source's origin only).
+            pub fn read_page(
+                &self,
+                body: &[u8],
+                headers: &reqwest::header::HeaderMap,
+                asked: &url::Url,
+                base: &url::Url,
+                page: &PageCursor,
+            ) -> Result<Page, BadPage> {
                 match self {
                     $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::read_page(v, body, page),)+
+                    VendorSettings::Defined(s) => {
+                        let links: Vec<&str> =
+                            headers.get_all(reqwest::header::LINK).iter().filter_map(|v| v.to_str().ok()).collect();
+                        s.read_page(body, &links, asked, base, page)
+                    }
                 }
             }
 
@@ -287,6 +400,7 @@ macro_rules! vendors {
             ) -> Result<Decoded, DecodeError> {
                 match self {
                     $(VendorSettings::$ty(v) => <$module::$ty as Vendor>::decode(v, body, emit),)+
+                    VendorSettings::Defined(s) => Err(DecodeError::Broken(format!("{} answers are not streamed", s.def.name))),
                 }
             }
         }

@@ -154,23 +154,27 @@ async fn fetch(
         clean.trim().to_owned()
     };
     let unavailable = |detail: String, retry_after| TokenError::Unavailable { url: url.clone(), detail, retry_after };
-    let mut form = url::form_urlencoded::Serializer::new(String::new());
-    form.append_pair("grant_type", "client_credentials");
-    if !req.scopes.is_empty() {
-        form.append_pair("scope", &req.scopes.join(" "));
-    }
-    if let Some(audience) = req.audience {
-        form.append_pair("audience", audience);
-    }
-    if req.client_auth == ClientAuth::Body {
-        form.append_pair("client_id", req.client_id).append_pair("client_secret", secret.expose_secret());
-    }
+    // Built in a block: the serializer is not `Send` and must not live across the request.
+    let form = {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", "client_credentials");
+        if !req.scopes.is_empty() {
+            form.append_pair("scope", &req.scopes.join(" "));
+        }
+        if let Some(audience) = req.audience {
+            form.append_pair("audience", audience);
+        }
+        if req.client_auth == ClientAuth::Body {
+            form.append_pair("client_id", req.client_id).append_pair("client_secret", secret.expose_secret());
+        }
+        form.finish()
+    };
     let mut request = http
         .post(req.token_url.clone())
         .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header(reqwest::header::ACCEPT, "application/json")
         .timeout(TOKEN_TIMEOUT)
-        .body(form.finish());
+        .body(form);
     if req.client_auth == ClientAuth::Basic {
         request = request.basic_auth(form_encoded(req.client_id), Some(form_encoded(secret.expose_secret())));
     }

@@ -923,8 +923,14 @@ impl Cx<'_> {
         let reset = self.choice(
             &r.reset,
             "rate_limit.reset",
-            Some(ResetKind::Epoch),
-            &[("epoch", ResetKind::Epoch), ("delta", ResetKind::Delta), ("date", ResetKind::Date)],
+            Some(ResetKind::Auto),
+            &[
+                ("auto", ResetKind::Auto),
+                ("epoch", ResetKind::Epoch),
+                ("delta", ResetKind::Delta),
+                ("date", ResetKind::Date),
+                ("rfc3339", ResetKind::Rfc3339),
+            ],
             0..0,
         );
         let bare_429_wait = r.bare_429_wait.as_ref().map(|v| self.duration(v, "rate_limit.bare_429_wait")).transpose();

@@ -7,8 +7,10 @@
 //! `registry.rs` finds and interns definitions; `runtime.rs` holds the pure pieces of running
 //! one (templates, time formats, the `Link` parser, answers); `source.rs` is one configured
 //! organization ([`source::DefinedSource`]: request, paging, rate signals); `list.rs` the
-//! `auditrelay vendors` commands. Not yet wired: a definition is not a `VendorId`, so no
-//! `[[sources]]` table can use one yet (issue 20's core report says what is left).
+//! `auditrelay vendors` commands. Wired in `vendors/mod.rs` (`VendorId::Defined`,
+//! `VendorSettings::Defined`), `config` (a source's `vendor` names a definition of the
+//! definitions directory or a file) and the source loop (`sources/mod.rs`: the OAuth2 step,
+//! the answer's headers for `Link` paging, the definition's rate signals).
 
 pub mod auth;
 pub mod format;

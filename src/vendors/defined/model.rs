@@ -105,11 +105,24 @@ pub struct RequestDef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PagingKind {
     /// `has_more` or `total` pointer; neither: a short page is the last.
-    Offset { has_more: Option<String>, total: Option<String> },
-    Page { first: u32, has_next: Option<String>, total_pages: Option<String> },
-    Cursor { cursor: String },
-    NextUrl { next_url: String },
-    Link { rel: String },
+    Offset {
+        has_more: Option<String>,
+        total: Option<String>,
+    },
+    Page {
+        first: u32,
+        has_next: Option<String>,
+        total_pages: Option<String>,
+    },
+    Cursor {
+        cursor: String,
+    },
+    NextUrl {
+        next_url: String,
+    },
+    Link {
+        rel: String,
+    },
     None,
 }
 
@@ -129,10 +142,19 @@ pub enum ClientAuth {
 
 #[derive(Debug, Clone)]
 pub enum AuthDef {
-    Header { header: String, prefix: String },
+    Header {
+        header: String,
+        prefix: String,
+    },
     Bearer,
     Basic,
-    OAuth2 { token_url: String, scopes: Vec<String>, client_auth: ClientAuth, audience: Option<String>, refresh_before: Duration },
+    OAuth2 {
+        token_url: String,
+        scopes: Vec<String>,
+        client_auth: ClientAuth,
+        audience: Option<String>,
+        refresh_before: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,9 +193,12 @@ pub struct AnswerDef {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResetKind {
+    /// Any form the built-in vendors meet, told apart as [`crate::backoff::parse_reset`] does.
+    Auto,
     Epoch,
     Delta,
     Date,
+    Rfc3339,
 }
 
 #[derive(Debug, Clone)]

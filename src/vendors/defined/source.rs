@@ -9,10 +9,16 @@
 //! is read, so a [`PageCursor::Url`] only ever holds a URL on it: the request never carries the
 //! credential elsewhere.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
 use serde_json::Value;
+use toml::Spanned;
+
+use super::auth::{TokenCache, TokenError, TokenRequest};
+use crate::config::{Res, SecretText, TableKeys};
 
 use super::model::{AuthDef, Definition, Method, PagingKind};
 use super::runtime::{self, Values};
@@ -37,9 +43,235 @@ pub struct DefinedSource {
     /// 1..=`paging.max_page_size`; default `paging.page_size`.
     pub page_size: u32,
     pub credential: Credential,
+    /// `oauth2`: the access token, shared by the copies of this source's settings.
+    pub tokens: Arc<TokenCache>,
+}
+
+/// The keys of a `[[sources]]` table a definition's vendor reads besides the common ones
+/// (which of the credential keys apply depends on its `auth.kind`).
+pub const KEYS: &[&str] = &[
+    "organization_id",
+    "page_size",
+    "token",
+    "token_file",
+    "username",
+    "username_file",
+    "password",
+    "password_file",
+    "client_id",
+    "client_secret",
+    "client_secret_file",
+    "token_url",
+];
+
+/// [`KEYS`] as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keys {
+    organization_id: Option<Spanned<String>>,
+    page_size: Option<Spanned<u32>>,
+    token: Option<Spanned<SecretText>>,
+    token_file: Option<Spanned<String>>,
+    username: Option<Spanned<SecretText>>,
+    username_file: Option<Spanned<String>>,
+    password: Option<Spanned<SecretText>>,
+    password_file: Option<Spanned<String>>,
+    client_id: Option<Spanned<String>>,
+    client_secret: Option<Spanned<SecretText>>,
+    client_secret_file: Option<Spanned<String>>,
+    token_url: Option<Spanned<String>>,
 }
 
 impl DefinedSource {
+    /// Validates a source's own keys against its definition; every key is checked before a
+    /// refusal is returned (`config` module docs). A credential key of another `auth.kind` is
+    /// refused by name, so a token meant for one definition is not silently ignored.
+    pub fn from_keys(def: &'static Definition, k: Keys, cx: &TableKeys<'_>) -> Res<DefinedSource> {
+        let organization_id = cx.required_org(k.organization_id.as_ref());
+        let page_size = match &k.page_size {
+            None => Ok(def.paging.page_size),
+            Some(p) if (1..=def.paging.max_page_size).contains(p.get_ref()) => Ok(*p.get_ref()),
+            Some(p) => cx.fail(
+                p.span(),
+                "page_size",
+                format!(
+                    "{} is out of range 1..={} (paging.max_page_size of {})",
+                    p.get_ref(),
+                    def.paging.max_page_size,
+                    def.name
+                ),
+            ),
+        };
+        let kind = match def.auth {
+            AuthDef::Header { .. } => "header",
+            AuthDef::Bearer => "bearer",
+            AuthDef::Basic => "basic",
+            AuthDef::OAuth2 { .. } => "oauth2",
+        };
+        // Keys of another auth kind: refused, naming the kind that uses them.
+        type Misplaced<'k> = (&'k str, Option<std::ops::Range<usize>>, &'k [&'k str]);
+        let spans: [Misplaced<'_>; 9] = [
+            ("token", k.token.as_ref().map(Spanned::span), &["header", "bearer"]),
+            ("token_file", k.token_file.as_ref().map(Spanned::span), &["header", "bearer"]),
+            ("username", k.username.as_ref().map(Spanned::span), &["basic"]),
+            ("username_file", k.username_file.as_ref().map(Spanned::span), &["basic"]),
+            ("password", k.password.as_ref().map(Spanned::span), &["basic"]),
+            ("password_file", k.password_file.as_ref().map(Spanned::span), &["basic"]),
+            ("client_id", k.client_id.as_ref().map(Spanned::span), &["oauth2"]),
+            ("client_secret", k.client_secret.as_ref().map(Spanned::span), &["oauth2"]),
+            ("client_secret_file", k.client_secret_file.as_ref().map(Spanned::span), &["oauth2"]),
+        ];
+        let mut misplaced = false;
+        for (key, span, kinds) in spans {
+            if let Some(span) = span.filter(|_| !kinds.contains(&kind)) {
+                misplaced = true;
+                cx.err(span, key, format!("is not used by vendor {} (its auth.kind is {kind:?})", def.name));
+            }
+        }
+        if let Some(t) = k.token_url.as_ref().filter(|_| kind != "oauth2") {
+            misplaced = true;
+            cx.err(t.span(), "token_url", format!("is not used by vendor {} (its auth.kind is {kind:?})", def.name));
+        }
+        let credential = match &def.auth {
+            AuthDef::Header { .. } | AuthDef::Bearer => {
+                cx.required_secret("token", &k.token, &k.token_file).map(Credential::Token)
+            }
+            AuthDef::Basic => {
+                let username = cx.required_secret("username", &k.username, &k.username_file);
+                let password = cx.required_secret("password", &k.password, &k.password_file);
+                username.and_then(|username| Ok(Credential::Basic { username, password: password? }))
+            }
+            AuthDef::OAuth2 { token_url, .. } => {
+                let client_id = match k.client_id.as_ref().filter(|c| !c.get_ref().trim().is_empty()) {
+                    Some(c) => Ok(c.get_ref().trim().to_owned()),
+                    None => cx.fail(
+                        k.client_id.as_ref().map_or(cx.table(), Spanned::span),
+                        "client_id",
+                        format!("required for vendor {} (auth.kind \"oauth2\")", def.name),
+                    ),
+                };
+                let secret = cx.required_secret("client_secret", &k.client_secret, &k.client_secret_file);
+                // The source's token_url, else the definition's: absolute, or joined to base_url.
+                let url = match (&k.token_url, cx.base_url()) {
+                    (Some(t), _) => cx.url(&Some(t.clone()), "token_url", "").map(Some),
+                    (None, Some(base)) => match base.join(token_url) {
+                        Ok(u) => Ok(Some(u)),
+                        Err(e) => cx.fail(
+                            cx.table(),
+                            "token_url",
+                            format!("auth.token_url of {} does not join base_url ({e})", def.name),
+                        ),
+                    },
+                    (None, None) => Ok(None),
+                };
+                match (client_id, secret, url) {
+                    (Ok(client_id), Ok(client_secret), Ok(token_url)) => {
+                        Ok(Credential::OAuth2 { client_id, client_secret, token_url })
+                    }
+                    _ => Err(crate::config::Reported),
+                }
+            }
+        };
+        let source = DefinedSource {
+            def,
+            organization_id: organization_id?,
+            page_size: page_size?,
+            credential: credential?,
+            tokens: Arc::new(TokenCache::new()),
+        };
+        if misplaced {
+            return Err(crate::config::Reported);
+        }
+        Ok(source)
+    }
+
+    pub fn secrets(&self) -> Vec<&SecretString> {
+        match &self.credential {
+            Credential::Token(t) => vec![t],
+            Credential::Basic { username, password } => vec![username, password],
+            Credential::OAuth2 { client_secret, .. } => vec![client_secret],
+        }
+    }
+
+    /// The rate-limit key's credential material: the auth kind, then the credential (the
+    /// client id and secret for OAuth2: every token of one client counts against one budget).
+    pub fn credential_parts(&self) -> Vec<&str> {
+        match &self.credential {
+            Credential::Token(t) => vec!["token", t.expose_secret()],
+            Credential::Basic { username, password } => {
+                vec!["basic", username.expose_secret(), password.expose_secret()]
+            }
+            Credential::OAuth2 { client_id, client_secret, .. } => {
+                vec!["oauth2", client_id.as_str(), client_secret.expose_secret()]
+            }
+        }
+    }
+
+    /// The source's own keys for `auditrelay check`, secrets redacted.
+    pub fn render(&self, kv: &mut dyn FnMut(&str, String)) {
+        kv("organization_id", format!("{:?}", self.organization_id));
+        kv("page_size", self.page_size.to_string());
+        let redacted = || "\"[redacted]\"".to_owned();
+        match &self.credential {
+            Credential::Token(_) => kv("token", redacted()),
+            Credential::Basic { .. } => {
+                kv("username", redacted());
+                kv("password", redacted());
+            }
+            Credential::OAuth2 { client_id, token_url, .. } => {
+                kv("client_id", format!("{client_id:?}"));
+                kv("client_secret", redacted());
+                if let Some(url) = token_url {
+                    kv("token_url", format!("{:?}", crate::redact::url(url)));
+                }
+            }
+        }
+        kv("# definition", format!("{:?}", self.def.path.display().to_string()));
+    }
+
+    /// The OAuth2 access token for the next request (`None` for other auth kinds).
+    pub async fn bearer(
+        &self,
+        http: &reqwest::Client,
+        base: &url::Url,
+        clock: &crate::clock::Clock,
+    ) -> Result<Option<SecretString>, TokenError> {
+        let (
+            AuthDef::OAuth2 { token_url, scopes, client_auth, audience, refresh_before },
+            Credential::OAuth2 { client_id, client_secret, token_url: own },
+        ) = (&self.def.auth, &self.credential)
+        else {
+            return Ok(None);
+        };
+        let url = match own {
+            Some(u) => u.clone(),
+            None => base.join(token_url).map_err(|e| TokenError::Refused {
+                url: token_url.clone(),
+                status: 0,
+                detail: format!("auth.token_url does not join base_url ({e})"),
+            })?,
+        };
+        let req = TokenRequest {
+            token_url: &url,
+            client_id,
+            client_secret,
+            scopes,
+            client_auth: *client_auth,
+            audience: audience.as_deref(),
+            refresh_before: *refresh_before,
+        };
+        self.tokens.bearer(http, &req, clock).await.map(Some)
+    }
+
+    /// Drops the OAuth2 access token after the vendor refused it; true for an OAuth2 source.
+    pub fn invalidate_token(&self) -> bool {
+        if matches!(self.def.auth, AuthDef::OAuth2 { .. }) {
+            self.tokens.invalidate();
+            return true;
+        }
+        false
+    }
+
     pub fn first_page(&self) -> PageCursor {
         match &self.def.paging.kind {
             PagingKind::Offset { .. } => PageCursor::Offset { skip: 0 },

@@ -21,7 +21,7 @@ fn def(request: &str, paging: &str, auth: &str) -> &'static Definition {
 const GET: &str = "path = \"/v1/{organization_id}/logs\"\nquery = { since = \"{from}\", until = \"{to}\" }";
 
 fn source(def: &'static Definition, credential: Credential) -> DefinedSource {
-    DefinedSource { def, organization_id: "acme".into(), page_size: 2, credential }
+    DefinedSource { def, organization_id: "acme".into(), page_size: 2, credential, tokens: Default::default() }
 }
 
 fn token() -> Credential {
