@@ -969,3 +969,30 @@ fn severity_overrides_accept_defined_vendors() {
     let without = format!("{}\n[severity]\noverrides = {{ \"acme:x\" = \"high\" }}\n", with_source(MINIMAL));
     assert!(parse_at(&without, &origin).is_err());
 }
+
+/// The example's commented defined source (an Okta System Log source of the shipped
+/// definition), uncommented, is a valid source of the definition found in vendors_dir.
+#[test]
+fn the_example_config_shows_a_valid_defined_source() {
+    let example = include_str!("../../config/auditrelay.example.toml");
+    let start = example.find("# [[sources]]\n# name = \"okta-acme\"").expect("the example's defined source");
+    let block: Vec<&str> = example[start..]
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| l.starts_with('[') || l.contains(" = "))
+        .collect();
+    let vendors = concat!(env!("CARGO_MANIFEST_DIR"), "/config/vendors.d");
+    let text = format!(
+        "state_dir = \"s\"\nvendors_dir = {vendors:?}\n{}\n{SINK}",
+        block.join("\n").replace("${CREDENTIALS_DIRECTORY}/okta", "okta.token")
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("okta.token"), "00abc").expect("token");
+    let c = Config::parse_with_env(&text, &dir.path().join("a.toml"), &env).expect("the defined source is valid");
+    let s = &c.sources[0];
+    assert_eq!((s.name.as_str(), s.vendor.vendor_name()), ("okta-acme", "okta"));
+    assert_eq!(s.base_url.as_str(), "https://acme.okta.com/");
+    let VendorSettings::Defined(d) = &s.vendor else { panic!("not a defined vendor") };
+    assert_eq!((d.organization_id.as_str(), d.page_size), ("acme", 1000));
+}

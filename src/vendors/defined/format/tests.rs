@@ -300,3 +300,27 @@ fn errors_display_file_line_and_key() {
     let line = line_of(OKTA, "page_size = 1000");
     assert_eq!(e.to_string(), format!("/defs/x.toml:{line}: paging.page_size: must be 1..=10000, not 0"));
 }
+
+/// README's "Add a vendor" example definition, and the documented Okta example of
+/// docs/vendor-definitions.md, are valid definitions, and the README's source of it a valid source.
+#[test]
+fn the_readme_example_definition_and_its_source_are_valid() {
+    let readme = include_str!("../../../../README.md");
+    let at = readme.find("### Add a vendor").expect("the section");
+    let blocks: Vec<&str> =
+        readme[at..].split("```toml\n").skip(1).take(2).map(|b| &b[..b.find("```").expect("closed")]).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("acme.toml");
+    std::fs::write(&file, blocks[0]).expect("write");
+    let def = super::load(&file).unwrap_or_else(|e| panic!("README's definition: {e}"));
+    assert_eq!(def.name, "acme");
+    let config = format!(
+        "state_dir = \"s\"\nvendors_dir = {:?}\n{}\n[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"o\"\n",
+        dir.path().display().to_string(),
+        blocks[1].replace("${CREDENTIALS_DIRECTORY}/acme", "acme.secret")
+    );
+    std::fs::write(dir.path().join("acme.secret"), "s3cret").expect("secret");
+    let c = crate::config::Config::parse_with_env(&config, &dir.path().join("a.toml"), &|_| None)
+        .unwrap_or_else(|e| panic!("README's source: {e}"));
+    assert_eq!(c.sources[0].vendor.vendor_name(), "acme");
+}
