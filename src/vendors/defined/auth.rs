@@ -70,9 +70,12 @@ pub struct TokenCache {
     fetched: AtomicU64,
 }
 
+/// Shows nothing of its state: a source's settings are compared by their `Debug` text on a
+/// reload (`SourceConfig::fingerprint`), and a token fetched since must not make an unchanged
+/// source look changed (nor may a token ever be shown).
 impl std::fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenCache").field("fetched", &self.fetched()).finish_non_exhaustive()
+        f.debug_struct("TokenCache").finish_non_exhaustive()
     }
 }
 
@@ -371,6 +374,23 @@ mod tests {
         assert_eq!(cache.fetched(), 0);
         ep.lock().unwrap().answer = None;
         assert_eq!(cache.bearer(&http, &req, &clock).await.unwrap().expose_secret(), "tok-1");
+    }
+
+    /// A reload compares a source's settings by their `Debug` text: a token fetched by the
+    /// running source must not make it differ from the same settings read again (it did:
+    /// `fetched: 1` against `fetched: 0`, so every reload restarted every OAuth2 source).
+    #[tokio::test]
+    async fn a_fetched_token_does_not_change_the_debug_text() {
+        let (url, _ep) = endpoint(Some(3600)).await;
+        let secret = SecretString::from("s");
+        let cache = TokenCache::new();
+        let before = format!("{cache:?}");
+        cache
+            .bearer(&reqwest::Client::new(), &request(&url, &secret, ClientAuth::Basic), &Clock::system())
+            .await
+            .unwrap();
+        assert_eq!(format!("{cache:?}"), before);
+        assert!(!before.contains("tok-"));
     }
 
     #[tokio::test]
