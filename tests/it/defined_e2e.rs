@@ -308,3 +308,158 @@ async fn okta_faults_lose_nothing_and_duplicate_nothing() {
     assert!(log.contains("127.0.0.2"), "the foreign next link is named in the log:\n{}", agent.tail());
     assert!(!log.contains(sim.token()), "the token never appears in the log");
 }
+
+// ---------------------------------------------------------------------------------------------
+// GitHub Enterprise
+
+/// The GitHub source table: the shipped definition, pages of 50, polled every second.
+fn github_source(sim: &GithubSim, credential: &str, vendor: &str, extra: &str) -> String {
+    let start = DateTime::from_timestamp_millis(sim.events()[0].at).unwrap() - chrono::Duration::minutes(1);
+    format!(
+        "[[sources]]\nname = \"github\"\nvendor = {vendor:?}\norganization_id = \"acme-corp\"\nbase_url = {base:?}\n\
+         {credential}\nstart = {start:?}\nlag = \"0s\"\npoll_interval = \"1s\"\npage_size = 50\n\
+         rate_limit = {{ requests = 600, per = \"1m\" }}\nbackoff = {{ initial = \"50ms\", max = \"200ms\" }}\n{extra}\n",
+        base = sim.origin(),
+        start = start.to_rfc3339(),
+    )
+}
+
+const GITHUB_TOKEN: &str = "ghp_simulatedToken0123456789abcdef";
+
+/// The `_document_id`s GitHub serves with `include=web` (Git events only with git|all).
+fn github_web_ids(sim: &GithubSim) -> Vec<String> {
+    sim.events().iter().filter(|e| !e.git).map(|e| e.document_id.clone()).collect()
+}
+
+/// Point 3: every web event once at both sinks through a storm of secondary limits (403 with
+/// `retry-after`, honoured, not taken for a refused token), 500, 503, truncated and malformed
+/// bodies, a repeated record, an empty page with a next link and a foreign next link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_faults_and_secondary_limits_lose_nothing_and_duplicate_nothing() {
+    let no_fault = Fault::Slow(Duration::ZERO);
+    let script = vec![
+        no_fault.clone(),
+        Fault::RateLimited,
+        Fault::RateLimited,
+        Fault::RateLimited,
+        Fault::ServerError,
+        Fault::Unavailable,
+        Fault::Truncated,
+        Fault::Malformed,
+        Fault::Duplicate,
+        no_fault.clone(),
+        Fault::EmptyWithNext,
+        no_fault,
+        Fault::ForeignNext,
+    ];
+    let faults = Faults { seed: 9, script, ..Faults::default() };
+    let opts = GithubOptions {
+        records: 300,
+        late_permille: 0,
+        secondary_retry_after: 2,
+        faults,
+        ..GithubOptions::live(Duration::from_secs(3600))
+    };
+    let sim = GithubSim::start(opts).await;
+    let credential = format!("token = {GITHUB_TOKEN:?}");
+    let run = Run::new(&github_source(&sim, &credential, "github-enterprise", "")).await;
+    let all = github_web_ids(&sim);
+
+    let mut agent = run.follow();
+    agent.until("every GitHub event at both sinks through the faults", WAIT, |_| run.holds_all(&all)).await;
+    let rate_limited = counter(&agent, "rate_limited_total", "github").await;
+    agent.terminate(WAIT).await;
+    run.assert_exactly(&all, "github with faults");
+
+    let served = sim.served();
+    let secondary: Vec<usize> =
+        served.iter().enumerate().filter(|(_, s)| s.fault == Some(Fault::RateLimited)).map(|(i, _)| i).collect();
+    assert_eq!(secondary.len(), 3, "{served:?}");
+    for i in secondary {
+        let (s, next) = (&served[i], &served[i + 1]);
+        assert_eq!(s.status, 403);
+        assert!(
+            next.at - s.at >= chrono::Duration::seconds(2),
+            "request {} at {} came before the retry-after: 2 of the 403 at {}",
+            next.n,
+            next.at,
+            s.at
+        );
+    }
+    assert!(rate_limited >= 3.0, "the secondary limits are counted as rate limits: {rate_limited}");
+    for s in &served {
+        let pairs = query_pairs(&s.query);
+        let phrase = param(&pairs, "phrase").unwrap_or("");
+        assert!(phrase.starts_with("created:") && phrase.contains(".."), "{}", s.query);
+        assert_eq!(param(&pairs, "per_page"), Some("50"), "{}", s.query);
+    }
+    assert!(served.iter().filter(|s| param(&query_pairs(&s.query), "after").is_some()).count() >= 5);
+    let log = agent.log();
+    assert!(log.contains("127.0.0.2"), "the foreign next link is named in the log:\n{}", agent.tail());
+    assert!(!log.contains(GITHUB_TOKEN), "the token never appears in the log");
+    for event in run.events() {
+        assert_eq!(event["metadata"]["product"]["vendor_name"], "GitHub");
+    }
+}
+
+/// Point 3: a spent primary limit (403, `x-ratelimit-remaining: 0`) pauses the source until
+/// `x-ratelimit-reset` (the agent's log announces that wait; nothing is asked meanwhile), and is
+/// no refused credential; a 401 "Bad credentials" is an operator error that pauses the source,
+/// named in the log, without a storm of requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_primary_limit_pauses_until_reset_and_bad_credentials_pause_the_source() {
+    let opts = GithubOptions {
+        records: 300,
+        late_permille: 0,
+        primary_limit: 2,
+        ..GithubOptions::live(Duration::from_secs(3600))
+    };
+    let sim = GithubSim::start(opts).await;
+    let credential = format!("token = {GITHUB_TOKEN:?}");
+    let run = Run::new(&github_source(&sim, &credential, "github-enterprise", "")).await;
+    // Another client of the same user spends the hour's budget first (the agent pauses on its
+    // own answers' `remaining: 0` before any 403; this is the 403 it cannot foresee).
+    let http = reqwest::Client::new();
+    for _ in 0..2 {
+        let url = format!("{}{}", sim.origin(), sim.path());
+        let answer = http.get(url).bearer_auth(GITHUB_TOKEN).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    let mut agent = run.follow();
+    agent.until("the spent primary limit answered", WAIT, |_| sim.served().iter().any(|s| s.status == 403)).await;
+    agent.until("the agent's pause", WAIT, |a| !a.lines_with(&["source=github", "delay="]).is_empty()).await;
+    let spent = sim.served().into_iter().find(|s| s.status == 403).unwrap();
+    let reset = (spent.at.timestamp().div_euclid(3600) + 1) * 3600;
+    let line = agent.lines_with(&["source=github", "delay="]).remove(0);
+    let delay = line.rsplit("delay=").next().unwrap().split_whitespace().next().unwrap().to_owned();
+    let delay = humantime::parse_duration(&delay).unwrap_or_else(|e| panic!("{delay}: {e}: {line}"));
+    assert!(
+        delay.as_secs() as i64 >= reset - spent.at.timestamp() - 1,
+        "the pause ({delay:?}) lasts until x-ratelimit-reset {reset}: {line}"
+    );
+    let asked = sim.served().len();
+    assert_eq!(asked, 3, "the other client's two, the agent's one refused, nothing after: {:?}", sim.served());
+    assert!(agent.lines_with(&["answered 401"]).is_empty(), "{}", agent.tail());
+    agent.terminate(WAIT).await;
+    assert_eq!(sim.served().len(), asked, "nothing asked during the pause");
+
+    // A refused token, with the default backoff (the operator's retry cadence).
+    let sim = GithubSim::start(GithubOptions { records: 20, ..GithubOptions::live(Duration::from_secs(600)) }).await;
+    let source = github_source(&sim, "token = \"ghp_wrong\"", "github-enterprise", "")
+        .replace("backoff = { initial = \"50ms\", max = \"200ms\" }\n", "");
+    let run = Run::new(&source).await;
+    let mut agent = run.follow();
+    let refused = ["ERROR", "operator action needed", "source github", "answered 401", "Bad credentials"];
+    agent.until("the refused token named in the log", WAIT, |a| !a.lines_with(&refused).is_empty()).await;
+    assert!(!agent.log().contains("ghp_wrong"), "the token never appears in the log");
+    let metrics = agent.metrics().await;
+    let state =
+        metrics.lines().find(|l| l.starts_with("auditrelay_source_state{source=\"github\"") && l.ends_with(" 1"));
+    assert!(state.is_some_and(|l| l.contains("state=\"paused\"")), "the source is paused for the operator: {state:?}");
+    assert_eq!(counter(&agent, "records_stored_total", "github").await, 0.0);
+    agent.terminate(WAIT).await;
+    let refusals = sim.served().iter().filter(|s| s.status == 401).count();
+    assert_eq!(refusals, agent.lines_with(&refused).len(), "every refusal is named, none is retried silently");
+    assert_eq!(refusals, sim.served().len());
+    assert!(refusals <= 2, "no storm: {refusals} requests while the operator is awaited");
+}
