@@ -463,3 +463,124 @@ async fn github_primary_limit_pauses_until_reset_and_bad_credentials_pause_the_s
     assert_eq!(refusals, sim.served().len());
     assert!(refusals <= 2, "no storm: {refusals} requests while the operator is awaited");
 }
+
+// ---------------------------------------------------------------------------------------------
+// OAuth2 client credentials
+
+/// github-enterprise.toml as shipped, renamed `github-oauth`, its `[auth]` the OAuth2
+/// client-credentials grant against `token_url`; written into `dir`, its path returned.
+fn oauth_definition(dir: &Path, token_url: &str) -> PathBuf {
+    let shipped = std::fs::read_to_string(vendors_dir().join("github-enterprise.toml")).unwrap();
+    let renamed = shipped.replacen("name = \"github-enterprise\"", "name = \"github-oauth\"", 1);
+    let auth = renamed.lines().find(|l| l.starts_with("kind = \"bearer\"")).unwrap().to_owned();
+    let oauth = format!("kind = \"oauth2\"\ntoken_url = {token_url:?}\nscopes = [\"read:audit_log\"]");
+    let text = renamed.replacen(&auth, &oauth, 1);
+    assert!(text.contains("kind = \"oauth2\"") && text.contains("name = \"github-oauth\""));
+    let path = dir.join("github-oauth.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The source table of the OAuth2 variant, with the default backoff.
+async fn oauth_run(github: &GithubSim, oauth: &OAuthSim) -> (Run, tempfile::TempDir) {
+    let defs = tempfile::tempdir().unwrap();
+    let definition = oauth_definition(defs.path(), &oauth.token_url());
+    let client = &OAuthOptions::default().clients[0];
+    let credential = format!("client_id = {:?}\nclient_secret = {:?}", client.id, client.secret);
+    let source = github_source(github, &credential, &definition.display().to_string(), "")
+        .replace("backoff = { initial = \"50ms\", max = \"200ms\" }\n", "");
+    (Run::new(&source).await, defs)
+}
+
+/// Point 4: the token is cached (one token for every request of a sweep), a token the API
+/// refuses (`expire_all`) is dropped and ONE new one fetched before the request is asked again,
+/// and a revoked client is an operator error named in the log, without its secret and without a
+/// storm of token requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth2_token_cached_refreshed_on_401_and_a_revoked_client_pauses_the_source() {
+    let oauth = OAuthSim::start(OAuthOptions::default()).await;
+    let opts = GithubOptions {
+        records: 300,
+        late_permille: 0,
+        auth: GithubAuth::OAuth(oauth.issued()),
+        ..GithubOptions::live(Duration::from_secs(3600))
+    };
+    let github = GithubSim::start(opts).await;
+    let (run, _defs) = oauth_run(&github, &oauth).await;
+    let all = github_web_ids(&github);
+    let mut agent = run.follow();
+    agent.until("every GitHub event at both sinks behind OAuth2", WAIT, |_| run.holds_all(&all)).await;
+    run.assert_exactly(&all, "github behind OAuth2");
+    let api = github.served().len();
+    assert!(github.served().iter().all(|s| s.status == 200), "{:?}", github.served());
+    assert_eq!(oauth.tokens_issued(), 1, "one token for {api} API requests: {:?}", oauth.requests());
+    assert!(api >= 5, "the web events in pages of 50: {api} requests");
+    let request = &oauth.requests()[0];
+    assert_eq!(request.scope.as_deref(), Some("read:audit_log"));
+
+    // The vendor rotates its keys: the API's 401 drops the token, one new token, the same
+    // request asked again.
+    oauth.expire_all();
+    let before = github.served().len();
+    agent
+        .until("a request refused and asked again with a new token", WAIT, |_| {
+            let served = github.served();
+            served.iter().skip(before).position(|s| s.status == 401).is_some_and(|i| served.len() > before + i + 1)
+        })
+        .await;
+    let served: Vec<Served> = github.served().into_iter().skip(before).collect();
+    let refused = served.iter().position(|s| s.status == 401).unwrap();
+    assert_eq!(refused, 0, "the first request after the rotation was refused: {served:?}");
+    assert_eq!(served[1].status, 200, "{served:?}");
+    assert_eq!(served[1].query, served[0].query, "the refused request is asked again");
+    assert_eq!(oauth.tokens_issued(), 2, "ONE new token: {:?}", oauth.requests());
+
+    // The client is revoked: the token endpoint's invalid_client is an operator error.
+    let client = OAuthOptions::default().clients[0].clone();
+    oauth.revoke(&client.id);
+    let named = ["ERROR", "source github", "invalid_client"];
+    agent.until("the revoked client named in the log", WAIT, |a| !a.lines_with(&named).is_empty()).await;
+    let metrics = agent.metrics().await;
+    let state =
+        metrics.lines().find(|l| l.starts_with("auditrelay_source_state{source=\"github\"") && l.ends_with(" 1"));
+    assert!(state.is_some_and(|l| l.contains("state=\"paused\"")), "the source is paused for the operator: {state:?}");
+    agent.terminate(WAIT).await;
+    let log = agent.log();
+    assert!(!log.contains(&client.secret), "the client secret never appears in the log");
+    assert!(!log.contains(&crate::oauth_sim::basic_header(&client.id, &client.secret)), "nor its Basic header");
+    // A client that has worked is asked again a few times, spaced out, before the refusal is
+    // taken as final (a token endpoint's hiccup is not an operator error); then the source waits
+    // minutes. Every refusal is named in the log.
+    let refusals = oauth.requests().iter().filter(|r| r.error == Some("invalid_client")).count();
+    let lines = agent.lines_with(&["source github", "invalid_client"]);
+    assert!((1..=4).contains(&refusals), "no storm against the token endpoint: {:?}", oauth.requests());
+    assert_eq!(refusals, lines.len(), "every refusal named once: {}", lines.join("\n"));
+    let last = agent.lines_with(&named).pop().unwrap();
+    assert!(last.contains("retry_in=300s") || last.contains("retry_in=5m"), "the source waits minutes: {last}");
+    assert_eq!(oauth.tokens_issued(), 2);
+}
+
+/// Point 4: tokens of a short life (`expires_in` 4 s: the margin is half of it, less than the
+/// default `refresh_before` of 60 s) are fetched again before they expire: the API never sees an
+/// expired token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth2_short_lived_tokens_are_refreshed_before_they_expire() {
+    let oauth = OAuthSim::start(OAuthOptions { lifetime: Duration::from_secs(4), ..OAuthOptions::default() }).await;
+    let opts = GithubOptions {
+        records: 100,
+        late_permille: 0,
+        auth: GithubAuth::OAuth(oauth.issued()),
+        ..GithubOptions::live(Duration::from_secs(3600))
+    };
+    let github = GithubSim::start(opts).await;
+    let (run, _defs) = oauth_run(&github, &oauth).await;
+    let all = github_web_ids(&github);
+    let mut agent = run.follow();
+    agent.until("every event, and three tokens", WAIT, |_| oauth.tokens_issued() >= 3 && run.holds_all(&all)).await;
+    agent.terminate(WAIT).await;
+    run.assert_exactly(&all, "github behind short-lived tokens");
+    let served = github.served();
+    assert!(served.iter().all(|s| s.status == 200), "no request with an expired token: {served:?}");
+    let tokens = oauth.tokens_issued() as usize;
+    assert!(tokens <= served.len(), "a token serves the requests of its second: {tokens} for {}", served.len());
+}
