@@ -17,7 +17,6 @@ use crate::okta_sim::{OktaOptions, OktaSim};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -583,4 +582,60 @@ async fn oauth2_short_lived_tokens_are_refreshed_before_they_expire() {
     assert!(served.iter().all(|s| s.status == 200), "no request with an expired token: {served:?}");
     let tokens = oauth.tokens_issued() as usize;
     assert!(tokens <= served.len(), "a token serves the requests of its second: {tokens} for {}", served.len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line
+
+/// `auditrelay <args>`: (exit code, stdout, stderr).
+async fn auditrelay(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_auditrelay")).args(args).output().await.unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Point 5: `auditrelay vendors` lists okta and github-enterprise with their paging, auth,
+/// limits and file; `vendors check` passes both shipped files; `check --connect` on an Okta
+/// source answers ok against the simulator (and FAILED, without the token, on a wrong one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vendors_lists_and_checks_the_shipped_definitions_and_check_connect_reaches_okta() {
+    let dir = vendors_dir();
+    let dir_arg = dir.display().to_string();
+    let (code, stdout, stderr) = auditrelay(&["vendors", "--dir", &dir_arg]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    for (name, parts) in [
+        ("okta ", ["Okta System Log", "link", "header", "60 per 1m", "okta.toml"]),
+        (
+            "github-enterprise ",
+            ["GitHub Enterprise audit log", "link", "bearer", "1750 per 1h", "github-enterprise.toml"],
+        ),
+    ] {
+        let line = stdout.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name}missing: {stdout}"));
+        for part in parts {
+            assert!(line.contains(part), "{part:?} missing: {line}");
+        }
+        assert!(line.ends_with(&dir.join(format!("{}.toml", name.trim())).display().to_string()), "{line}");
+    }
+    for file in ["okta.toml", "github-enterprise.toml"] {
+        let path = dir.join(file).display().to_string();
+        let (code, stdout, stderr) = auditrelay(&["vendors", "check", &path]).await;
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        assert!(stdout.starts_with(&format!("{path}: ok: vendor ")) && stdout.contains("paging link"), "{stdout}");
+    }
+
+    let sim = OktaSim::start(OktaOptions { records: 20, ..OktaOptions::live(Duration::from_secs(600)) }).await;
+    let start = Utc::now() - chrono::Duration::hours(1);
+    let run = Run::new(&okta_source(&sim, start, "")).await;
+    let config = run.config.display().to_string();
+    let (code, stdout, stderr) = auditrelay(&["check", "--connect", "-c", &config]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(harness::sinks::connect_row(&stdout, "source", "okta").0, "ok", "{stdout}");
+    assert!(sim.served().iter().all(|s| s.status == 200) && !sim.served().is_empty(), "{:?}", sim.served());
+
+    let wrong = Run::new(&okta_source(&sim, start, "").replace(sim.token(), "00wrong-token")).await;
+    let (code, stdout, stderr) = auditrelay(&["check", "--connect", "-c", &wrong.config.display().to_string()]).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let (result, detail) = harness::sinks::connect_row(&stdout, "source", "okta");
+    assert!(result == "FAILED" && detail.contains("401"), "{stdout}");
+    assert!(!stdout.contains("00wrong-token") && !stderr.contains("00wrong-token"), "{stdout}{stderr}");
 }
