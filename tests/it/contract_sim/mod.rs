@@ -203,6 +203,9 @@ pub struct Served {
     pub fault: Option<Fault>,
     /// The ids of the records in the answer, in order.
     pub ids: Vec<String>,
+    /// When the request came, on the simulator's time (the wall clock in `live` runs, plus
+    /// what was advanced): what tests of the agent's waits compare with announced resets.
+    pub at: DateTime<Utc>,
 }
 
 /// An opaque cursor: a position (time in ms, id) and a mode letter, base64url-encoded.

@@ -219,12 +219,13 @@ async fn audit_log(
     let query = query.unwrap_or_default();
     let n = s.requests.fetch_add(1, Ordering::SeqCst);
     let fault = s.faults.decide(n);
+    let at = s.time.now();
     if let Some(Fault::Slow(by)) = &fault {
         tokio::time::sleep(*by).await;
     }
     let (status, response, ids) = answer(&s, &enterprise, &headers, &query, &fault);
     let path = format!("/enterprises/{enterprise}/audit-log");
-    s.served.lock().unwrap().push(Served { n, path, query, status, fault, ids });
+    s.served.lock().unwrap().push(Served { n, path, query, status, fault, ids, at });
     response
 }
 

@@ -219,7 +219,7 @@ async fn logs(State(s): State<Arc<OktaState>>, headers: HeaderMap, RawQuery(quer
     for (name, value) in limits {
         response.headers_mut().insert(name, HeaderValue::from_str(&value).unwrap());
     }
-    s.served.lock().unwrap().push(Served { n, path: PATH.into(), query, status, fault, ids });
+    s.served.lock().unwrap().push(Served { n, path: PATH.into(), query, status, fault, ids, at: now });
     response
 }
 
