@@ -39,6 +39,7 @@ mod config_regressions;
 mod crash;
 mod daemon;
 mod damaged;
+mod defined_equivalence;
 mod docs;
 mod dst;
 mod elasticsearch;
