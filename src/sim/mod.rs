@@ -629,6 +629,8 @@ pub struct SimStats {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RequestRecord {
     pub vendor: SimVendor,
+    /// `GET`, `POST`…: which method asked (a vendor definition must ask as the built-in does).
+    pub method: String,
     pub at: DateTime<Utc>,
     pub path: String,
     pub query: String,
@@ -1076,6 +1078,7 @@ async fn gate(State((shared, vendor)): State<(Arc<Shared>, SimVendor)>, req: Req
     let client = vendor.client_key(&req);
     let record = RequestRecord {
         vendor,
+        method: req.method().as_str().to_owned(),
         at: now,
         path: req.uri().path().to_owned(),
         query: req.uri().query().unwrap_or_default().to_owned(),

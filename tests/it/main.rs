@@ -40,6 +40,7 @@ mod crash;
 mod daemon;
 mod damaged;
 mod defined_e2e;
+mod defined_equivalence;
 mod docs;
 mod dst;
 mod elasticsearch;

@@ -454,8 +454,12 @@ impl DefinedSource {
         n: usize,
     ) -> Result<Option<PageCursor>, BadPage> {
         let full = n >= self.page_size as usize;
+        // A named flag must be in the answer: without it the answer is of another shape (a
+        // proxy's JSON, an error envelope), and reading it as "no more" would end the window
+        // early and move the checkpoint past pages never asked. `null` is "no more".
         let flag = |p: &str| match doc.pointer(p) {
-            None | Some(Value::Null) => Ok(false),
+            None => Err(BadPage(format!("{p} of the answer is missing: not a page of {}", self.def.name))),
+            Some(Value::Null) => Ok(false),
             Some(Value::Bool(b)) => Ok(*b),
             Some(_) => Err(BadPage(format!("{p} of the answer is not a boolean"))),
         };

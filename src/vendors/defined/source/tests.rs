@@ -208,3 +208,24 @@ fn the_rate_signals_are_the_definitions() {
     assert_eq!(s.reset, Some(crate::vendors::defined::model::ResetKind::Delta));
     assert!(s.forbidden_is_rate_limit);
 }
+
+/// Issue 20 point 2 (tests/it/defined_equivalence.rs): an answer of another shape (a proxy's
+/// JSON, the simulator's `{"data":[…],"next":null}`) lacks the paging flag the definition
+/// names. Read as "no more", it ended the window early and the checkpoint moved past the pages
+/// never asked; the built-in Aitronos and ConfigCat refuse such an answer, which is retried.
+#[test]
+fn an_answer_without_its_paging_flag_is_malformed_not_the_last_page() {
+    let q = "path = \"/logs\"\nquery = { skip = \"{offset}\" }";
+    let s = source(def(q, "kind = \"offset\"\nhas_more = \"/more\"", "kind = \"bearer\""), token());
+    let e = read(&s, &body(2, r#","next":null"#), &[], &PageCursor::Offset { skip: 4 }).unwrap_err();
+    assert!(e.0.contains("/more") && e.0.contains("missing"), "{}", e.0);
+    let q = "path = \"/logs\"\nquery = { page = \"{page}\" }";
+    let s = source(def(q, "kind = \"page\"\nhas_next = \"/paging/hasNext\"", "kind = \"bearer\""), token());
+    let e = read(&s, &body(1, r#","next":null"#), &[], &PageCursor::Number { page: 3 }).unwrap_err();
+    assert!(e.0.contains("/paging/hasNext") && e.0.contains("missing"), "{}", e.0);
+    // `null` stays "no more" (a vendor may write its last page so).
+    assert_eq!(
+        read(&s, &body(1, r#","paging":{"hasNext":null}"#), &[], &PageCursor::Number { page: 3 }).unwrap().next,
+        None
+    );
+}
