@@ -59,6 +59,8 @@ mod reload;
 mod review19a;
 mod review19b;
 mod review19c;
+mod review20ra;
+mod review20rb;
 mod rotation;
 mod secrets;
 mod sim_contracts;
