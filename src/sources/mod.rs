@@ -82,6 +82,10 @@ pub struct AnswerLimits {
 /// A window is never split below this.
 const MIN_SPLIT_SPAN: chrono::Duration = chrono::Duration::seconds(1);
 
+/// 403s with a wait in a row (a definition's `forbidden_is_rate_limit`) after which the source
+/// reports them as an operator error (they are still honoured as waits).
+const FORBIDDEN_LIMITS_BEFORE_OPERATOR: u32 = 5;
+
 /// Timeouts in a row of one whole window (Astronomer's export, Datafold) before half of it is
 /// asked instead: an answer too slow to finish is, like one too large, too much at once.
 const TIMEOUTS_BEFORE_SPLIT: u32 = 2;
@@ -853,6 +857,8 @@ pub struct Source {
     /// An OAuth2 access token was refused (401) and the page asked again with a new one: a
     /// second 401 in a row is the usual refusal.
     token_retried: bool,
+    /// 403s read as rate limits in a row (`forbidden_is_rate_limit`), since the last 2xx.
+    forbidden_limits: u32,
     /// The checkpoint the current window started from: a record dated before it was published
     /// late and is found only thanks to the overlap.
     late_before: Option<DateTime<Utc>>,
@@ -906,6 +912,7 @@ impl Source {
             clock_skewed: false,
             worked_before: false,
             token_retried: false,
+            forbidden_limits: 0,
             late_before: None,
             pending_late: (0, 0),
             rng: fastrand::Rng::new(),
@@ -1429,16 +1436,18 @@ impl Source {
         // fix (as a refused key), an unreachable token endpoint is retried like the vendor.
         let bearer = match self.vendor.bearer(&self.http, &self.cfg.base_url, &self.clock).await {
             Ok(bearer) => bearer,
-            Err(e) => {
-                let message = e.to_string();
-                if let TokenError::Unavailable { retry_after, .. } = e {
-                    let delay = retry_after.unwrap_or_else(|| full_jitter(&self.cfg.backoff, failures, &mut self.rng));
-                    bump(&self.stats.token_failures, 1);
-                    warn!(source = %name, error = %message, retry_in = ?delay, "no OAuth2 access token; retrying");
-                    return Attempt::Retry { delay: self.capped(delay), rate_limited: false, timed_out: false };
-                }
-                let url = redact::url(&self.cfg.base_url);
-                return Attempt::Unauthorized(SourceError::Rejected { name, url, status: 401, detail: message });
+            Err(TokenError::Unavailable { url, detail, retry_after }) => {
+                // Its own back-off (a `Retry-After: 0` must not make the endpoint a hot loop).
+                let backoff = full_jitter(&self.cfg.backoff, failures, &mut self.rng);
+                let delay = retry_after.map_or(backoff, |wait| wait.max(backoff));
+                bump(&self.stats.token_failures, 1);
+                warn!(source = %name, token_url = %url, error = %detail, retry_in = ?delay, "no OAuth2 access token; retrying");
+                return Attempt::Retry { delay: self.capped(delay), rate_limited: false, timed_out: false };
+            }
+            // The token endpoint, not the vendor, refused: named as what answered.
+            Err(TokenError::Refused { url, status, detail }) => {
+                let detail = format!("the OAuth2 token endpoint refused the client: {detail}");
+                return Attempt::Unauthorized(SourceError::Rejected { name, url, status, detail });
             }
         };
         let request = self
@@ -1498,17 +1507,37 @@ impl Source {
         let now = self.clock.now_utc();
         let signals = self.vendor.rate_signals();
         let verdict = ratelimit::classify_for(status, &headers, now, signals.as_ref());
-        // An OAuth2 access token the vendor refused (revoked, expired early): dropped, and the
-        // page asked again at once with a new one, once; a second 401 is the usual refusal.
-        if status == reqwest::StatusCode::UNAUTHORIZED && bearer.is_some() && !self.token_retried {
-            if self.vendor.token_refused() {
+        // An OAuth2 access token the vendor refused (revoked, expired early, signed with a key
+        // the vendor has just rotated) is dropped at every 401, so each later attempt asks for a
+        // new one; the first 401 asks the page again at once, and a second in a row takes the
+        // usual refusal path (its retries with back-off, each with a fresh token).
+        if status == reqwest::StatusCode::UNAUTHORIZED && bearer.is_some() && self.vendor.token_refused() {
+            bump(&self.stats.token_refreshes, 1);
+            if !self.token_retried {
                 self.token_retried = true;
-                bump(&self.stats.token_refreshes, 1);
                 info!(source = %name, %url, "the vendor refused the OAuth2 access token (401): asking the token endpoint for a new one");
                 return Attempt::Retry { delay: Duration::ZERO, rate_limited: false, timed_out: false };
             }
         } else if status != reqwest::StatusCode::UNAUTHORIZED {
             self.token_retried = false;
+        }
+        // A definition's 403 with a wait is a rate limit (GitHub's secondary limits) — but one
+        // that never ends is a refused permission behind a gateway that adds Retry-After: after
+        // FORBIDDEN_LIMITS_BEFORE_OPERATOR in a row it is reported as the operator's to fix,
+        // and the waits are still honoured.
+        if status == reqwest::StatusCode::FORBIDDEN && matches!(verdict, Verdict::RateLimited(_)) {
+            self.forbidden_limits = self.forbidden_limits.saturating_add(1);
+            if self.forbidden_limits >= FORBIDDEN_LIMITS_BEFORE_OPERATOR {
+                let now_ms = self.clock.now_utc().timestamp_millis();
+                let why = format!(
+                    "{url} answered 403 with a wait {} times in a row: a refused permission, not a rate limit? (the waits are honoured)",
+                    self.forbidden_limits
+                );
+                self.stats.trouble.failed(now_ms, why.clone(), true);
+                error!(source = %name, %url, forbidden = self.forbidden_limits, "operator action needed: {why}");
+            }
+        } else if status.is_success() {
+            self.forbidden_limits = 0;
         }
         // A 429 waits for the longer of its own wait and the spent budget's reset, capped (and
         // reported) once, in its arm below.
@@ -1600,7 +1629,8 @@ impl Source {
                 let delay = self.capped(wait.max(budget.unwrap_or_default()));
                 // Stored before it is reported: a restart right after still honours it.
                 self.pause_credential(delay).await;
-                info!(source = %name, %url, ?delay, "rate limited (429): pausing, then asking the same page again");
+                info!(source = %name, %url, ?delay, status = status.as_u16(),
+                    "rate limited ({}): pausing, then asking the same page again", status.as_u16());
                 Attempt::Retry { delay, rate_limited: true, timed_out: false }
             }
             Verdict::Retryable(wait) => {
@@ -1619,7 +1649,11 @@ impl Source {
                     name,
                     url,
                     status: status.as_u16(),
-                    detail: body_excerpt(&body, &self.cfg.vendor.secrets()),
+                    // A vendor quoting the access token back must not put it in the log.
+                    detail: body_excerpt(
+                        &body,
+                        &self.cfg.vendor.secrets().into_iter().chain(bearer.as_ref()).collect::<Vec<_>>(),
+                    ),
                 };
                 if verdict == Verdict::Unauthorized { Attempt::Unauthorized(e) } else { Attempt::Fatal(e) }
             }

@@ -151,8 +151,20 @@ async fn fetch(
 ) -> Result<(SecretString, Duration), TokenError> {
     let url = crate::redact::url(req.token_url);
     let secret = req.client_secret;
+    // The client's secret in every form it was sent: as itself and inside the Basic header
+    // (base64 of "id:secret", form-encoded or not), which a refusal may quote back.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let basic = [
+        SecretString::from(b64.encode(format!(
+            "{}:{}",
+            form_encoded(req.client_id),
+            form_encoded(secret.expose_secret())
+        ))),
+        SecretString::from(b64.encode(format!("{}:{}", req.client_id, secret.expose_secret()))),
+    ];
     let scrub = |text: &str| {
-        let text = crate::redact::secrets_in(text, &[secret]);
+        let text = crate::redact::secrets_in(text, &[secret, &basic[0], &basic[1]]);
         let clean: String = text.chars().take(300).map(|c| if c.is_control() { ' ' } else { c }).collect();
         clean.trim().to_owned()
     };
@@ -192,11 +204,11 @@ async fn fetch(
         unavailable(format!("answered {status} but its body was not read: {}", scrub(&e.to_string())), None)
     })?;
     if status.is_success() {
+        // Never the body, nor serde's message (which may quote a value): a 2xx answer may hold
+        // a token even when it cannot be read.
         let granted: Granted = serde_json::from_slice(&body).map_err(|e| {
-            unavailable(
-                format!("answered {status} with no token in it ({}): {}", e, scrub(&String::from_utf8_lossy(&body))),
-                None,
-            )
+            let what = format!("{:?} at line {} column {}", e.classify(), e.line(), e.column());
+            unavailable(format!("answered {status} with no usable token in it ({what}; the answer is not shown)"), None)
         })?;
         if granted.access_token.trim().is_empty() {
             return Err(unavailable(format!("answered {status} with an empty access_token"), None));

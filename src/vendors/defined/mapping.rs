@@ -46,6 +46,13 @@ pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 /// The lazy DFA cache of one rule's regex (`RegexBuilder::dfa_size_limit`, bytes): matching
 /// stays linear past it (the regex crate falls back to its other engines), memory stays bounded.
 pub const REGEX_DFA_LIMIT: usize = 128 * 1024;
+/// The compiled size cap of ALL of a definition's regexes together: they are kept as one
+/// `RegexSet`, so a definition costs at most this (plus [`REGEX_SET_DFA_LIMIT`]) whatever its
+/// rules, and each edited version a reload loads (kept until the process ends: definitions
+/// are interned) no more. 500 rules of 256 KiB each were 150 MiB a version (review 20 A #7).
+pub const REGEX_SET_SIZE_LIMIT: usize = 4 * 1024 * 1024;
+/// The lazy DFA cache of that set.
+pub const REGEX_SET_DFA_LIMIT: usize = 1024 * 1024;
 /// The `user.name` of a sign-in that names nobody (type Unknown: no observable), as Datafold's.
 const UNKNOWN_USER: &str = "unknown";
 
@@ -257,17 +264,8 @@ pub struct Target {
 enum Matcher {
     Exact(String),
     Prefix(String),
-    Regex(regex::Regex),
-}
-
-impl Matcher {
-    fn matches(&self, action: &str) -> bool {
-        match self {
-            Matcher::Exact(s) => action == s,
-            Matcher::Prefix(p) => action.starts_with(p.as_str()),
-            Matcher::Regex(r) => r.is_match(action),
-        }
-    }
+    /// The index of its pattern in the mapping's `RegexSet`.
+    Regex(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -386,6 +384,8 @@ pub struct Mapping {
     status_detail: Option<Pointer>,
     default: Target,
     rules: Vec<Rule>,
+    /// Every rule's regex, one set (`Matcher::Regex` holds an index into it).
+    regexes: Option<regex::RegexSet>,
 }
 
 /// Collects every problem while the keys are checked.
@@ -545,6 +545,7 @@ impl Mapping {
             p.add(span, "ocsf.rules", format!("{} rules; at most {MAX_RULES}", keys.rules.len()));
         }
         let mut rules = Vec::new();
+        let mut patterns: Vec<String> = Vec::new();
         for (i, rule) in keys.rules.into_iter().enumerate() {
             let span = rule.span();
             let rule = rule.into_inner();
@@ -558,12 +559,16 @@ impl Mapping {
                 Ok([(kind, value)]) => match kind {
                     "exact" => Some(Matcher::Exact(value.into_inner())),
                     "prefix" => Some(Matcher::Prefix(value.into_inner())),
+                    // Compiled alone for its own errors (then dropped), kept in the set.
                     _ => match regex::RegexBuilder::new(value.get_ref())
                         .size_limit(REGEX_SIZE_LIMIT)
                         .dfa_size_limit(REGEX_DFA_LIMIT)
                         .build()
                     {
-                        Ok(r) => Some(Matcher::Regex(r)),
+                        Ok(_) => {
+                            patterns.push(value.get_ref().clone());
+                            Some(Matcher::Regex(patterns.len() - 1))
+                        }
                         Err(regex::Error::CompiledTooBig(limit)) => {
                             p.add(
                                 Some(value.span()),
@@ -616,6 +621,29 @@ impl Mapping {
             }
         }
 
+        // Every regex in one set, whose compiled size bounds what the definition costs.
+        let regexes = match patterns.is_empty() {
+            true => None,
+            false => match regex::RegexSetBuilder::new(&patterns)
+                .size_limit(REGEX_SET_SIZE_LIMIT)
+                .dfa_size_limit(REGEX_SET_DFA_LIMIT)
+                .build()
+            {
+                Ok(set) => Some(set),
+                Err(e) => {
+                    let message = match e {
+                        regex::Error::CompiledTooBig(limit) => format!(
+                            "the {} regexes together compile to more than {} KiB; write fewer or simpler ones",
+                            patterns.len(),
+                            limit / 1024
+                        ),
+                        other => format!("the regexes do not compile together: {other}"),
+                    };
+                    p.add(None, "ocsf.rules", message);
+                    None
+                }
+            },
+        };
         match (action_paths, default_class, default_activity, default_severity) {
             (Some(action_paths), Some(class), Some(activity), Some(severity)) if p.0.is_empty() => Ok(Mapping {
                 action: action_paths.iter().map(|p| p.text.as_str()).collect::<Vec<_>>().join(" . "),
@@ -632,6 +660,7 @@ impl Mapping {
                 status_detail,
                 default: Target { class, activity, severity },
                 rules,
+                regexes,
             }),
             _ => Err(p.0),
         }
@@ -639,7 +668,17 @@ impl Mapping {
 
     /// What the rules say of an action value: the first matching rule's target, else the default.
     pub fn target(&self, action: &str) -> Target {
-        self.rules.iter().find(|r| r.matcher.matches(action)).map_or(self.default, |r| r.target)
+        // The set is asked once, and only when a regex rule is reached.
+        let mut set: Option<regex::SetMatches> = None;
+        let mut matches = |m: &Matcher| match m {
+            Matcher::Exact(s) => action == s,
+            Matcher::Prefix(p) => action.starts_with(p.as_str()),
+            Matcher::Regex(i) => match &self.regexes {
+                Some(regexes) => set.get_or_insert_with(|| regexes.matches(action)).matched(*i),
+                None => false,
+            },
+        };
+        self.rules.iter().find(|r| matches(&r.matcher)).map_or(self.default, |r| r.target)
     }
 
     /// One line for `auditrelay vendors`: e.g. "api_activity by default, 12 rules".
@@ -1393,6 +1432,34 @@ severity = "severe"
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].key, "ocsf.rules");
         assert!(errors[0].message.contains("501 rules; at most 500"), "{:?}", errors[0]);
+    }
+
+    /// Review 20 A #7: 500 rules of a Unicode class each compiled alone to ~300 KiB, 150 MiB a
+    /// definition (and a reload of each edit kept another copy). The regexes are one set now,
+    /// capped as a whole: such a definition is refused, a sensible one still matches in order.
+    #[test]
+    fn test_the_regexes_together_are_capped_and_still_match_in_rule_order() {
+        let rule = |i: usize| {
+            format!(
+                "[[ocsf.rules]]\nregex = '(?i)^\\w{{5}}x{i}$'\nclass = \"entity_management\"\nactivity = \"create\"\n"
+            )
+        };
+        let text = format!("[ocsf]\naction = \"/a\"\n{}", (0..MAX_RULES).map(rule).collect::<String>());
+        let errors = parse(&text).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].key, "ocsf.rules");
+        assert!(errors[0].message.contains("together compile to more than 4096 KiB"), "{:?}", errors[0]);
+        let m = mapping(
+            "[ocsf]\naction = \"/a\"\n[[ocsf.rules]]\nexact = \"x.y\"\nclass = \"authentication\"\nactivity = \"logon\"\n\
+             [[ocsf.rules]]\nregex = '^x\\.'\nclass = \"account_change\"\nactivity = \"lock\"\n\
+             [[ocsf.rules]]\nprefix = \"x\"\nclass = \"group_management\"\nactivity = \"add_user\"\n\
+             [[ocsf.rules]]\nregex = '^y'\nclass = \"user_access\"\nactivity = \"assign_privileges\"\n",
+        );
+        let class = |a: &str| m.target(a).class.name();
+        assert_eq!(
+            [class("x.y"), class("x.z"), class("xz"), class("yy"), class("z")],
+            ["authentication", "account_change", "group_management", "user_access", "api_activity"]
+        );
     }
 
     #[test]

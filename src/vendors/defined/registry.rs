@@ -7,7 +7,11 @@
 //! Interning: a [`crate::vendors::VendorId`] carries a `&'static Definition` so that it stays
 //! `Copy`. Each definition is leaked once per (path, digest of its bytes): a reload that reads
 //! the same file again gets the same reference back, so reloads do not leak again; only an
-//! edited file (a new digest) costs one more (small, bounded by the 256 KiB file cap) leak.
+//! edited file (a new digest) costs one more, kept until the process ends: at most the 256 KiB
+//! file's values plus its rules' regexes, compiled as one set capped at
+//! `mapping::REGEX_SET_SIZE_LIMIT` (4 MiB) with a 1 MiB matching cache (review 20 A #7: 500
+//! regexes compiled one by one were 150 MiB a version). A long-running agent whose definitions
+//! are edited often is restarted now and then to give that back.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
