@@ -504,13 +504,27 @@ async fn reloading_an_edited_definition_does_not_leak_its_compiled_rules() {
     let dir = tempfile::tempdir().unwrap();
     let vendor = Raw::start(Arc::new(|_head: &str| Some(answer(200, &[], b"[]")))).await;
     let config = write_config(dir.path(), &vendor.base(), "T");
-    let rules: String = (0..500)
-        .map(|i| {
-            format!(
-                "\n[[ocsf.rules]]\nregex = \"(?i)^\\\\w{{5}}x{i}$\"\nclass = \"api_activity\"\nactivity = \"other\"\n"
-            )
-        })
-        .collect();
+    let rules_of = |n: usize| -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "\n[[ocsf.rules]]\nregex = \"(?i)^\\\\w{{5}}x{i}$\"\nclass = \"api_activity\"\nactivity = \"other\"\n"
+                )
+            })
+            .collect()
+    };
+    // 500 such rules (150 MiB compiled one by one before the fix) are refused by check now: the
+    // regexes of a definition are one set with a cap. As many as fit are what a reload may cost.
+    let heavy = dir.path().join("heavy.toml");
+    std::fs::write(&heavy, format!("{}\n{}", LINK_DEF, rules_of(500))).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_auditrelay"))
+        .args(["vendors", "check"])
+        .arg(&heavy)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("ocsf.rules") && said.contains("together compile"), "{said}");
+    let rules = rules_of(12);
     let def = |edit: usize| {
         format!(
             "{}\n{rules}",
