@@ -11,6 +11,8 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use auditrelay::clock::Clock;
+use axum::http::HeaderMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
@@ -139,18 +141,34 @@ impl Rng {
 }
 
 /// The time a simulator answers at: a fixed instant a test moves with [`advance`](Self::advance)
-/// (nothing waits on it), or the wall clock plus what was advanced (for runs of the real agent).
+/// (nothing waits on it), the wall clock plus what was advanced (for runs of the real agent), or
+/// an agent's [`Clock`] (the deterministic simulation: tokio's paused clock drives both sides).
 pub struct SimTime {
     fixed: Option<DateTime<Utc>>,
+    clock: Option<Clock>,
     advanced: Mutex<chrono::Duration>,
 }
 
 impl SimTime {
     pub fn new(fixed: Option<DateTime<Utc>>) -> SimTime {
-        SimTime { fixed, advanced: Mutex::new(chrono::Duration::zero()) }
+        SimTime { fixed, clock: None, advanced: Mutex::new(chrono::Duration::zero()) }
+    }
+    /// The time of `clock` (its virtual wall time when tokio's clock is paused).
+    pub fn on_clock(clock: Clock) -> SimTime {
+        SimTime { fixed: None, clock: Some(clock), advanced: Mutex::new(chrono::Duration::zero()) }
     }
     pub fn now(&self) -> DateTime<Utc> {
-        self.fixed.unwrap_or_else(Utc::now) + *self.advanced.lock().unwrap()
+        let base = match (&self.clock, self.fixed) {
+            (Some(clock), _) => clock.now_utc(),
+            (None, Some(fixed)) => fixed,
+            (None, None) => Utc::now(),
+        };
+        base + *self.advanced.lock().unwrap()
+    }
+    /// Whether it reads a [`Clock`]: the simulator then writes its own `Date` header (hyper's
+    /// would be the machine's wall clock, months away from the simulated one).
+    pub fn on_a_clock(&self) -> bool {
+        self.clock.is_some()
     }
     pub fn advance(&self, by: Duration) {
         *self.advanced.lock().unwrap() += chrono::Duration::from_std(by).unwrap();
@@ -203,9 +221,39 @@ pub struct Served {
     pub fault: Option<Fault>,
     /// The ids of the records in the answer, in order.
     pub ids: Vec<String>,
-    /// When the request came, on the simulator's time (the wall clock in `live` runs, plus
-    /// what was advanced): what tests of the agent's waits compare with announced resets.
+    /// When the request arrived and when it was answered (the simulator's time).
     pub at: DateTime<Utc>,
+    pub answered: DateTime<Utc>,
+    /// The end of the wait a rate-limit answer announced ([`announced_until`]), if it was one.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// The end of the wait a rate-limit answer announces, answered at `answered`: a 429, or a 403
+/// with `retry-after` or a spent budget (GitHub's limits), waits for its `retry-after` (seconds),
+/// else for the budget's reset (`x-rate-limit-reset` / `x-ratelimit-reset`, epoch seconds) when
+/// the remaining budget is 0. Any other answer announces nothing.
+pub fn announced_until(status: u16, headers: &HeaderMap, answered: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if status != 429 && status != 403 {
+        return None;
+    }
+    let get = |names: &[&str]| names.iter().find_map(|n| headers.get(*n)?.to_str().ok()?.trim().parse::<i64>().ok());
+    let retry = get(&["retry-after"]).map(|s| answered + chrono::Duration::seconds(s));
+    let spent = get(&["x-rate-limit-remaining", "x-ratelimit-remaining"]) == Some(0);
+    let reset = get(&["x-rate-limit-reset", "x-ratelimit-reset"])
+        .filter(|_| spent)
+        .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0));
+    match (retry, reset) {
+        (Some(r), Some(z)) => Some(r.max(z)),
+        (r, z) => r.or(z),
+    }
+}
+
+/// Sets the answer's `Date` from the simulator's time when it reads an agent's clock.
+pub fn date_header(time: &SimTime, response: &mut axum::response::Response) {
+    if time.on_a_clock() {
+        let date = httpdate::fmt_http_date(std::time::SystemTime::from(time.now()));
+        response.headers_mut().insert(axum::http::header::DATE, axum::http::HeaderValue::from_str(&date).unwrap());
+    }
 }
 
 /// An opaque cursor: a position (time in ms, id) and a mode letter, base64url-encoded.

@@ -55,8 +55,8 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 
 use super::contract_sim::{
-    Budget, FOREIGN_ORIGIN, Fault, FaultPlan, Faults, HTML_PAGE, Rng, Served, SimTime, decode_cursor, encode_cursor,
-    link, param, query_pairs, truncate, url_with,
+    Budget, FOREIGN_ORIGIN, Fault, FaultPlan, Faults, HTML_PAGE, Rng, Served, SimTime, announced_until, date_header,
+    decode_cursor, encode_cursor, link, param, query_pairs, truncate, url_with,
 };
 use super::killable::Serving;
 use super::oauth_sim::Issued;
@@ -163,9 +163,20 @@ struct GithubState {
 
 impl GithubSim {
     pub async fn start(opts: GithubOptions) -> GithubSim {
+        let time = SimTime::new(opts.now);
+        GithubSim::start_with(opts, time).await
+    }
+
+    /// A simulator whose enterprise answers at `clock`'s time (the deterministic simulation's
+    /// vendor clock, on tokio's paused clock): arrivals and budget windows follow virtual time.
+    pub async fn start_on_clock(opts: GithubOptions, clock: auditrelay::clock::Clock) -> GithubSim {
+        GithubSim::start_with(opts, SimTime::on_clock(clock)).await
+    }
+
+    async fn start_with(opts: GithubOptions, time: SimTime) -> GithubSim {
         let state = Arc::new(GithubState {
             events: generate(&opts),
-            time: SimTime::new(opts.now),
+            time,
             primary: Budget::new(opts.primary_limit, Duration::from_secs(3600)),
             audit_log: Budget::new(opts.audit_log_limit, Duration::from_secs(3600)),
             faults: FaultPlan::new(opts.faults.clone()),
@@ -223,9 +234,12 @@ async fn audit_log(
     if let Some(Fault::Slow(by)) = &fault {
         tokio::time::sleep(*by).await;
     }
-    let (status, response, ids) = answer(&s, &enterprise, &headers, &query, &fault);
+    let (status, mut response, ids) = answer(&s, &enterprise, &headers, &query, &fault);
+    date_header(&s.time, &mut response);
+    let answered = s.time.now();
+    let until = announced_until(status, response.headers(), answered);
     let path = format!("/enterprises/{enterprise}/audit-log");
-    s.served.lock().unwrap().push(Served { n, path, query, status, fault, ids, at });
+    s.served.lock().unwrap().push(Served { n, path, query, status, fault, ids, at, answered, until });
     response
 }
 

@@ -52,8 +52,8 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde_json::{Value, json};
 
 use super::contract_sim::{
-    Budget, FOREIGN_ORIGIN, Fault, FaultPlan, Faults, HTML_PAGE, Rng, Served, SimTime, Spend, decode_cursor,
-    encode_cursor, link, param, query_pairs, truncate, url_with,
+    Budget, FOREIGN_ORIGIN, Fault, FaultPlan, Faults, HTML_PAGE, Rng, Served, SimTime, Spend, announced_until,
+    date_header, decode_cursor, encode_cursor, link, param, query_pairs, truncate, url_with,
 };
 use super::killable::Serving;
 
@@ -143,9 +143,20 @@ struct OktaState {
 
 impl OktaSim {
     pub async fn start(opts: OktaOptions) -> OktaSim {
+        let time = SimTime::new(opts.now);
+        OktaSim::start_with(opts, time).await
+    }
+
+    /// A simulator whose org answers at `clock`'s time (the deterministic simulation's vendor
+    /// clock, on tokio's paused clock): arrivals and budget windows follow virtual time.
+    pub async fn start_on_clock(opts: OktaOptions, clock: auditrelay::clock::Clock) -> OktaSim {
+        OktaSim::start_with(opts, SimTime::on_clock(clock)).await
+    }
+
+    async fn start_with(opts: OktaOptions, time: SimTime) -> OktaSim {
         let state = Arc::new(OktaState {
             events: generate(&opts),
-            time: SimTime::new(opts.now),
+            time,
             budget: Budget::new(opts.rate_limit, Duration::from_secs(60)),
             faults: FaultPlan::new(opts.faults.clone()),
             requests: AtomicU64::new(0),
@@ -206,6 +217,7 @@ async fn logs(State(s): State<Arc<OktaState>>, headers: HeaderMap, RawQuery(quer
     let n = s.requests.fetch_add(1, Ordering::SeqCst);
     let fault = s.faults.decide(n);
     let now = s.time.now();
+    let at = now;
     let spend = s.budget.spend(now);
     if let Some(Fault::Slow(by)) = &fault {
         tokio::time::sleep(*by).await;
@@ -219,7 +231,11 @@ async fn logs(State(s): State<Arc<OktaState>>, headers: HeaderMap, RawQuery(quer
     for (name, value) in limits {
         response.headers_mut().insert(name, HeaderValue::from_str(&value).unwrap());
     }
-    s.served.lock().unwrap().push(Served { n, path: PATH.into(), query, status, fault, ids, at: now });
+    date_header(&s.time, &mut response);
+    let answered = s.time.now();
+    let until = announced_until(status, response.headers(), answered);
+    let served = Served { n, path: PATH.into(), query, status, fault, ids, at, answered, until };
+    s.served.lock().unwrap().push(served);
     response
 }
 
