@@ -415,7 +415,7 @@ impl Cx<'_> {
                 }
             })
             .transpose();
-        let base_url = v.base_url.map(|u| self.url(&u, "vendor.base_url")).transpose();
+        let base_url = v.base_url.map(|u| self.secure_url(&u, "vendor.base_url")).transpose();
         let name = name?;
         Ok(Vendor {
             title: title?.unwrap_or_else(|| name.clone()),
@@ -442,6 +442,17 @@ impl Cx<'_> {
         }
         if !u.username().is_empty() || u.password().is_some() {
             return self.fail(v.span(), key, "must not hold credentials (user:password@)");
+        }
+        Ok(u)
+    }
+
+    /// [`Self::url`] that a credential may be sent to: https, plain http only on a loopback
+    /// host (the tests' simulators). A definition file the operator only installed must not
+    /// make a token or client secret cross the network in clear text.
+    fn secure_url(&self, v: &Spanned<String>, key: &str) -> Res<url::Url> {
+        let u = self.url(v, key)?;
+        if !credential_may_go_to(&u) {
+            return self.fail(v.span(), key, "must be https (plain http only on a loopback host)");
         }
         Ok(u)
     }
@@ -672,7 +683,7 @@ impl Cx<'_> {
                 let token_url = match &a.token_url {
                     None => self.fail(sp(&a.kind), "auth.token_url", "is required for auth.kind = \"oauth2\""),
                     Some(u) if u.get_ref().starts_with('/') => Ok(u.get_ref().clone()),
-                    Some(u) => self.url(u, "auth.token_url").map(|_| u.get_ref().clone()),
+                    Some(u) => self.secure_url(u, "auth.token_url").map(|_| u.get_ref().clone()),
                 };
                 let client_auth = self.choice(
                     &a.client_auth,
@@ -754,7 +765,21 @@ impl Cx<'_> {
                         continue;
                     }
                 }
-                match self.template(&v, &key, kind) {
+                let template = self.template(&v, &key, kind).and_then(|t| {
+                    // The literal text must be sendable as it stands: CR, LF, NUL and other
+                    // control bytes would make every request of the source fail to build.
+                    let bad = section == "request.headers"
+                        && t.0.iter().any(|p| matches!(p, Piece::Text(s) if http::HeaderValue::from_str(s).is_err()));
+                    if bad {
+                        return self.fail(
+                            v.span(),
+                            &key,
+                            "holds characters an HTTP header value cannot (CR, LF, NUL, …)",
+                        );
+                    }
+                    Ok(t)
+                });
+                match template {
                     Ok(t) => out.push((k, t)),
                     Err(Reported) => ok = false,
                 }
@@ -1055,3 +1080,16 @@ pub fn parse_template(s: &str) -> Result<Template, String> {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether a credential may be sent to `u`: https, or plain http on a loopback host
+/// (`localhost`, 127.0.0.0/8, `::1`), which the tests' simulators use and which never crosses
+/// the network.
+pub fn credential_may_go_to(u: &url::Url) -> bool {
+    match (u.scheme(), u.host()) {
+        ("https", _) => true,
+        ("http", Some(url::Host::Domain(d))) => d.eq_ignore_ascii_case("localhost"),
+        ("http", Some(url::Host::Ipv4(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Ipv6(ip))) => ip.is_loopback(),
+        _ => false,
+    }
+}

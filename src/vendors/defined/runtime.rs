@@ -2,7 +2,9 @@
 //! format, rendering templates (a parameter whose placeholder has no value on this page is
 //! left out), reading the `Link` header (RFC 8288), the same-origin rule of next URLs, and
 //! reading an answer's records (JSON at a pointer or NDJSON, optional gzip, id by pointer or
-//! hash, time by pointer and format; records without id or time rejected, never dropped).
+//! hash, time by pointer and format; records without id or time rejected, never dropped). A
+//! JSON answer is read lazily: borrowed `&RawValue` levels down the pointers, the records item
+//! by item under the cap; it must not be parsed whole into a `Value` (memory ~32× the body).
 //!
 //! Must not: do I/O, keep state, or trust the answer: every read is bounded (decoded size,
 //! item count) and a malformed answer is a [`BadPage`], never a panic. The request and the
@@ -288,40 +290,38 @@ pub fn decode_body(body: &[u8], gzip: bool, cap: usize) -> Result<std::borrow::C
 
 /// The records of an answer (after [`decode_body`]), at most `max_items` items (the rest
 /// skipped unread, `overflow` set), and the whole document for the paging pointers
-/// (`Value::Null` for NDJSON).
+/// (`None` for NDJSON), borrowed from the body: read with [`pointer`], never parsed whole.
 #[derive(Debug)]
-pub struct Answer {
+pub struct Answer<'a> {
     pub items: Vec<Box<RawValue>>,
-    pub document: Value,
+    pub document: Option<&'a RawValue>,
     /// More than `max_items` items: only the first were kept.
     pub overflow: bool,
 }
 
-pub fn read_answer(body: &[u8], answer: &AnswerDef, max_items: usize) -> Result<Answer, BadPage> {
+/// Reads an answer lazily: the body is checked to be JSON without building it (`&RawValue`),
+/// `answer.records` is followed level by level (only the member named at each level is kept,
+/// the others skipped unread), and the array is read item by item, at most `max_items` kept.
+/// Peak memory stays near the body's size however many tiny items it holds (a `Value` of
+/// `[1,1,…]` takes 32 bytes an item). The records member absent, `null` or not an array is a
+/// malformed page: a proxy's or vendor's JSON error must never read as an empty page (which
+/// would end the window and move the checkpoint past records never given).
+pub fn read_answer<'a>(body: &'a [u8], answer: &AnswerDef, max_items: usize) -> Result<Answer<'a>, BadPage> {
     match answer.format {
         AnswerFormat::Json => {
-            let document: Value =
-                serde_json::from_slice(body).map_err(|e| BadPage(format!("the answer is not JSON ({e})")))?;
-            let items = match document.pointer(&answer.records) {
-                Some(Value::Array(list)) => list,
-                Some(Value::Null) | None if !answer.records.is_empty() => {
-                    // An empty result some vendors write as an absent or null list.
-                    return Ok(Answer { items: vec![], document, overflow: false });
-                }
-                _ => {
-                    let at = if answer.records.is_empty() { "the body" } else { answer.records.as_str() };
-                    return Err(BadPage(format!("{at} of the answer is not an array of records")));
-                }
-            };
-            let overflow = items.len() > max_items;
-            let items = items
-                .iter()
-                .take(max_items)
-                .map(|v| {
-                    serde_json::value::to_raw_value(v).map_err(|e| BadPage(format!("a record cannot be kept ({e})")))
-                })
-                .collect::<Result<_, _>>()?;
-            Ok(Answer { items, document, overflow })
+            let text = std::str::from_utf8(body).map_err(|e| BadPage(format!("the answer is not JSON ({e})")))?;
+            let document: &RawValue =
+                serde_json::from_str(text).map_err(|e| BadPage(format!("the answer is not JSON ({e})")))?;
+            let at = if answer.records.is_empty() { "the body" } else { answer.records.as_str() };
+            let records = locate(document, &answer.records)?
+                .ok_or_else(|| BadPage(format!("{at} of the answer is missing: not a page of records")))?;
+            if !records.get().starts_with('[') {
+                return Err(BadPage(format!("{at} of the answer is not an array of records")));
+            }
+            let mut de = serde_json::Deserializer::from_str(records.get());
+            let (items, overflow) = serde::de::DeserializeSeed::deserialize(CappedItems(max_items), &mut de)
+                .map_err(|e| BadPage(format!("{at} of the answer cannot be read ({e})")))?;
+            Ok(Answer { items, document: Some(document), overflow })
         }
         AnswerFormat::Ndjson => {
             let mut items = vec![];
@@ -330,14 +330,137 @@ pub fn read_answer(body: &[u8], answer: &AnswerDef, max_items: usize) -> Result<
                     continue;
                 }
                 if items.len() == max_items {
-                    return Ok(Answer { items, document: Value::Null, overflow: true });
+                    return Ok(Answer { items, document: None, overflow: true });
                 }
                 let raw: Box<RawValue> = serde_json::from_slice(line)
                     .map_err(|e| BadPage(format!("line {} of the NDJSON answer is not JSON ({e})", n + 1)))?;
                 items.push(raw);
             }
-            Ok(Answer { items, document: Value::Null, overflow: false })
+            Ok(Answer { items, document: None, overflow: false })
         }
+    }
+}
+/// The value at the RFC 6901 `pointer` of `doc`, followed through borrowed levels: at each
+/// object only the member named is kept (the last of duplicates, as `Value` would), at each
+/// array only the item at the index; `None` when a level lacks it or is not a container.
+pub fn locate<'a>(doc: &'a RawValue, pointer: &str) -> Result<Option<&'a RawValue>, BadPage> {
+    if pointer.is_empty() {
+        return Ok(Some(doc));
+    }
+    let Some(rest) = pointer.strip_prefix('/') else { return Ok(None) };
+    let mut at = doc;
+    for token in rest.split('/') {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        let text = at.get().trim_start();
+        if !(text.starts_with('{') || text.starts_with('[')) {
+            return Ok(None);
+        }
+        let mut de = serde_json::Deserializer::from_str(at.get());
+        let found = serde::Deserializer::deserialize_any(&mut de, Member(&token))
+            .map_err(|e| BadPage(format!("{pointer} of the answer cannot be read ({e})")))?;
+        match found {
+            Some(next) => at = next,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(at))
+}
+
+/// The leaf at `pointer` as a `Value` for the paging readers (flags, counts, cursors, URLs),
+/// `None` when absent. Only a scalar leaf is parsed: an object or array is read as an empty one
+/// of its kind (its type is all a paging reader looks at), so a pointer naming a large member
+/// costs nothing.
+pub fn pointer(doc: Option<&RawValue>, pointer: &str) -> Result<Option<Value>, BadPage> {
+    let Some(doc) = doc else { return Ok(None) };
+    let Some(leaf) = locate(doc, pointer)? else { return Ok(None) };
+    let text = leaf.get().trim_start();
+    if text.starts_with('{') {
+        return Ok(Some(Value::Object(serde_json::Map::new())));
+    }
+    if text.starts_with('[') {
+        return Ok(Some(Value::Array(vec![])));
+    }
+    serde_json::from_str(text).map(Some).map_err(|e| BadPage(format!("{pointer} of the answer cannot be read ({e})")))
+}
+
+/// Visits one JSON container and keeps the member (object) or item (array) named by a pointer
+/// token, skipping the rest unread (`IgnoredAny` allocates nothing).
+struct Member<'t>(&'t str);
+
+impl<'de> serde::de::Visitor<'de> for Member<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object or array")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == self.0 {
+                found = Some(map.next_value::<&'de RawValue>()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        // RFC 6901: an index is `0` or digits without a leading zero.
+        let index = match self.0.parse::<usize>() {
+            Ok(i) if self.0 == "0" || !self.0.starts_with('0') => Some(i),
+            _ => None,
+        };
+        let mut found = None;
+        let mut n = 0usize;
+        loop {
+            if Some(n) == index {
+                match seq.next_element::<&'de RawValue>()? {
+                    Some(v) => found = Some(v),
+                    None => break,
+                }
+            } else if seq.next_element::<serde::de::IgnoredAny>()?.is_none() {
+                break;
+            }
+            n += 1;
+        }
+        Ok(found)
+    }
+}
+
+/// Reads a JSON array item by item: the first `.0` items kept (each its own small copy), the
+/// rest skipped unread; the flag says whether any was skipped.
+struct CappedItems(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for CappedItems {
+    type Value = (Vec<Box<RawValue>>, bool);
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CappedItems {
+    type Value = (Vec<Box<RawValue>>, bool);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of records")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while items.len() < self.0 {
+            match seq.next_element::<&'de RawValue>()? {
+                Some(v) => items.push(v.to_owned()),
+                None => return Ok((items, false)),
+            }
+        }
+        let mut overflow = false;
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+            overflow = true;
+        }
+        Ok((items, overflow))
     }
 }
 

@@ -6,8 +6,10 @@
 //! returns (the checkpoint stores that with the page).
 //!
 //! Next URLs (from the body or `Link`) are checked against the source's origin when the page
-//! is read, so a [`PageCursor::Url`] only ever holds a URL on it: the request never carries the
-//! credential elsewhere.
+//! is read, so a [`PageCursor::Url`] only ever holds a URL on it; one stored before the
+//! source's `base_url` moved is replaced by the window's first page when asked: the request
+//! never carries the credential elsewhere. Likewise a vendor cursor sent in a header is checked
+//! when its page is read, so no stored cursor can make every later request fail to build.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -164,6 +166,19 @@ impl DefinedSource {
                     },
                     (None, None) => Ok(None),
                 };
+                // The client secret goes there: https only (plain http on loopback, for tests).
+                let url = match url {
+                    Ok(Some(u)) if !super::format::credential_may_go_to(&u) => cx.fail(
+                        k.token_url.as_ref().map_or(cx.table(), Spanned::span),
+                        "token_url",
+                        format!(
+                            "the token URL {} of vendor {} must be https (plain http only on a loopback host)",
+                            crate::redact::url(&u),
+                            def.name
+                        ),
+                    ),
+                    other => other,
+                };
                 match (client_id, secret, url) {
                     (Ok(client_id), Ok(client_secret), Ok(token_url)) => {
                         Ok(Credential::OAuth2 { client_id, client_secret, token_url })
@@ -317,6 +332,7 @@ impl DefinedSource {
 
     /// The URL of `page`: a next URL as given, else `base` + the path with the query.
     pub fn url(&self, base: &url::Url, window: &Window, page: &PageCursor) -> Result<url::Url, String> {
+        let page = &*self.on_origin(base, page);
         if let PageCursor::Url { url } = page {
             return url::Url::parse(url).map_err(|e| format!("the stored next URL is not a URL ({e})"));
         }
@@ -352,6 +368,7 @@ impl DefinedSource {
         page: &PageCursor,
         bearer: Option<&SecretString>,
     ) -> Result<reqwest::RequestBuilder, String> {
+        let page = &*self.on_origin(base, page);
         let url = self.url(base, window, page)?;
         let next_url = matches!(page, PageCursor::Url { .. });
         let values = self.values(window, page);
@@ -409,7 +426,9 @@ impl DefinedSource {
         let def = self.def;
         let body = runtime::decode_body(body, def.answer.gzip, MAX_BODY_BYTES)?;
         let whole = matches!(def.paging.kind, PagingKind::None);
-        let cap = if whole { MAX_ANSWER_ITEMS } else { self.page_size as usize + PAGE_SLACK };
+        // A definition that never sends `{page_size}` cannot know the vendor's page size: its
+        // pages are bounded by the answer cap only, never refused for being "too large".
+        let cap = if whole || !self.asks_page_size() { MAX_ANSWER_ITEMS } else { self.page_size as usize + PAGE_SLACK };
         let answer = runtime::read_answer(&body, &def.answer, cap)?;
         if answer.overflow {
             if whole {
@@ -429,24 +448,80 @@ impl DefinedSource {
                 Err(r) => out.rejected.push(r),
             }
         }
-        let next = self.next(&answer.document, link_headers, asked, base, page, n)?;
-        if next.is_some() && n == 0 {
-            if def.paging.stop_on_empty {
-                return Ok(out);
-            }
-            return Err(BadPage(format!(
-                "{}: a page with no records says there is another (paging.stop_on_empty is not set): the window is \
-                 asked again, not paged forever",
-                def.name
-            )));
+        // An empty page that names another is followed (bounded by `max_pages` and the
+        // repeated-target rule): ending the window there would lose the pages after it.
+        // `paging.stop_on_empty` no longer ends a window anywhere (see the docs).
+        out.next = self.next(answer.document, link_headers, asked, base, page, n)?;
+        if let Some(PageCursor::Cursor { cursor }) = &out.next {
+            self.cursor_sendable(cursor)?;
         }
-        out.next = next;
         Ok(out)
+    }
+
+    /// Whether a request of this definition sends `{page_size}` (path, query, headers, body).
+    fn asks_page_size(&self) -> bool {
+        let r = &self.def.request;
+        let uses = |t: &super::model::Template| t.0.contains(&super::model::Piece::Var(super::model::Var::PageSize));
+        fn body_uses(b: &super::model::BodyTemplate, uses: &dyn Fn(&super::model::Template) -> bool) -> bool {
+            use super::model::BodyTemplate as B;
+            match b {
+                B::String(t) => uses(t),
+                B::Array(items) => items.iter().any(|i| body_uses(i, uses)),
+                B::Object(fields) => fields.iter().any(|(_, v)| body_uses(v, uses)),
+                B::Null | B::Bool(_) | B::Number(_) => false,
+            }
+        }
+        uses(&r.path)
+            || r.query.iter().any(|(_, t)| uses(t))
+            || r.headers.iter().any(|(_, t)| uses(t))
+            || r.body.as_ref().is_some_and(|b| body_uses(b, &uses))
+    }
+
+    /// A vendor's cursor the definition sends in a header must make a valid header value: else
+    /// the page is malformed (retried, and never stored with the checkpoint, where it would
+    /// make every later request fail to build). Query and path values are percent-encoded.
+    fn cursor_sendable(&self, cursor: &str) -> Result<(), BadPage> {
+        let in_header = self
+            .def
+            .request
+            .headers
+            .iter()
+            .find(|(_, t)| t.0.contains(&super::model::Piece::Var(super::model::Var::Cursor)));
+        match in_header {
+            Some((name, _)) if http::HeaderValue::from_str(cursor).is_err() => Err(BadPage(format!(
+                "the answer's cursor holds characters an HTTP header value cannot (request.headers.{name} sends it): \
+                 not a page of {}",
+                self.def.name
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// `page`, unless it is a stored next URL not on `base`'s origin (the source's `base_url`
+    /// moved since it was stored, or it is not a URL): then the window's first page, with a
+    /// warning. The credential is never sent off the current origin, and the window is swept
+    /// again from its start rather than stalled (dedupe drops what was already taken).
+    fn on_origin<'p>(&self, base: &url::Url, page: &'p PageCursor) -> std::borrow::Cow<'p, PageCursor> {
+        let PageCursor::Url { url } = page else { return std::borrow::Cow::Borrowed(page) };
+        let why = match url::Url::parse(url) {
+            Ok(u) => match runtime::same_origin(base, &u) {
+                Ok(()) => return std::borrow::Cow::Borrowed(page),
+                Err(why) => why,
+            },
+            Err(e) => format!("the stored next URL is not a URL ({e})"),
+        };
+        tracing::warn!(
+            vendor = %self.def.name,
+            organization_id = %self.organization_id,
+            "{why}; the window is asked again from its first page on {}",
+            crate::redact::url(base)
+        );
+        std::borrow::Cow::Owned(self.first_page())
     }
 
     fn next(
         &self,
-        doc: &Value,
+        doc: Option<&serde_json::value::RawValue>,
         link_headers: &[&str],
         asked: &url::Url,
         base: &url::Url,
@@ -454,26 +529,32 @@ impl DefinedSource {
         n: usize,
     ) -> Result<Option<PageCursor>, BadPage> {
         let full = n >= self.page_size as usize;
+        // A next target that repeats the one just asked is an error even on an empty page
+        // (`stop_on_empty` included): asked again, a vendor's transient empty page gives its
+        // records; ending the window there would move the checkpoint past them.
+        let repeated = |what: String| -> Result<Option<PageCursor>, BadPage> {
+            Err(BadPage(format!("{what}: paging would never end; the window is asked again")))
+        };
         // A named flag must be in the answer: without it the answer is of another shape (a
         // proxy's JSON, an error envelope), and reading it as "no more" would end the window
         // early and move the checkpoint past pages never asked. `null` is "no more".
-        let flag = |p: &str| match doc.pointer(p) {
+        let flag = |p: &str| match runtime::pointer(doc, p)? {
             None => Err(BadPage(format!("{p} of the answer is missing: not a page of {}", self.def.name))),
             Some(Value::Null) => Ok(false),
-            Some(Value::Bool(b)) => Ok(*b),
+            Some(Value::Bool(b)) => Ok(b),
             Some(_) => Err(BadPage(format!("{p} of the answer is not a boolean"))),
         };
-        let count = |p: &str| match doc.pointer(p) {
+        let count = |p: &str| match runtime::pointer(doc, p)? {
             Some(Value::Number(x)) => x.as_u64().ok_or_else(|| BadPage(format!("{p} of the answer is not a count"))),
             Some(Value::String(s)) => {
                 s.trim().parse().map_err(|_| BadPage(format!("{p} of the answer is not a count")))
             }
             _ => Err(BadPage(format!("{p} of the answer is missing or not a count"))),
         };
-        let text = |p: &str| match doc.pointer(p) {
+        let text = |p: &str| match runtime::pointer(doc, p)? {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::String(s)) => Ok(Some(s)),
             Some(Value::Number(x)) => Ok(Some(x.to_string())),
             Some(_) => Err(BadPage(format!("{p} of the answer is not a string"))),
         };
@@ -494,6 +575,12 @@ impl DefinedSource {
                     (None, Some(p)) => next < count(p)?,
                     (None, None) => full,
                 };
+                if more && n == 0 {
+                    return repeated(format!(
+                        "{}: a page with no records says there is another at the same offset",
+                        self.def.name
+                    ));
+                }
                 Ok(more.then_some(PageCursor::Offset { skip: next }))
             }
             PagingKind::Page { first, has_next, total_pages } => {
@@ -513,15 +600,21 @@ impl DefinedSource {
                 }
             }
             PagingKind::Cursor { cursor } => match text(cursor)? {
-                Some(c) if matches!(page, PageCursor::Cursor { cursor } if *cursor == c) => Err(BadPage(format!(
-                    "{cursor} of the answer repeats the cursor just asked: paging would never end"
-                ))),
+                Some(c) if matches!(page, PageCursor::Cursor { cursor } if *cursor == c) => {
+                    repeated(format!("{cursor} of the answer repeats the cursor just asked"))
+                }
                 Some(c) => Ok(Some(PageCursor::Cursor { cursor: c })),
                 None => Ok(None),
             },
             PagingKind::NextUrl { next_url } => match text(next_url)? {
                 Some(target) => {
-                    follow(asked.join(&target).map_err(|e| format!("{next_url} of the answer is not a URL ({e})")))
+                    let next = follow(
+                        asked.join(&target).map_err(|e| format!("{next_url} of the answer is not a URL ({e})")),
+                    )?;
+                    if next == Some(PageCursor::Url { url: asked.to_string() }) {
+                        return repeated(format!("{next_url} of the answer is the page just asked"));
+                    }
+                    Ok(next)
                 }
                 None => Ok(None),
             },
@@ -529,9 +622,7 @@ impl DefinedSource {
                 Some(target) => {
                     let next = follow(target)?;
                     if next == Some(PageCursor::Url { url: asked.to_string() }) {
-                        return Err(BadPage(format!(
-                            "the Link header's {rel:?} target is the page just asked: paging would never end"
-                        )));
+                        return repeated(format!("the Link header's {rel:?} target is the page just asked"));
                     }
                     Ok(next)
                 }

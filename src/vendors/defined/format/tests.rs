@@ -324,3 +324,43 @@ fn the_readme_example_definition_and_its_source_are_valid() {
         .unwrap_or_else(|e| panic!("README's source: {e}"));
     assert_eq!(c.sources[0].vendor.vendor_name(), "acme");
 }
+
+#[test]
+fn a_header_template_no_header_value_can_carry_is_refused_with_its_line() {
+    for bad in ["a\\r\\nX-Evil: 1", "a\\u0000b", "a\\nb"] {
+        let text = OKTA.replace(
+            "headers = { Accept = \"application/json\" }",
+            &format!("headers = {{ Accept = \"application/json\", X-Tag = \"{bad}\" }}"),
+        );
+        let (line, message) = problem(&text, "request.headers.X-Tag");
+        assert_eq!(line, Some(line_of(&text, "X-Tag")), "{bad}");
+        assert!(message.contains("HTTP header value"), "{message}");
+    }
+}
+
+#[test]
+fn a_credential_url_is_https_or_plain_http_on_loopback_only() {
+    let oauth = |url: &str| {
+        OKTA.replace(
+            "kind = \"header\"\nheader = \"Authorization\"\nprefix = \"SSWS \"",
+            &format!("kind = \"oauth2\"\ntoken_url = \"{url}\""),
+        )
+    };
+    let (line, message) = problem(&oauth("http://collector.example.net/token"), "auth.token_url");
+    assert_eq!(line, Some(line_of(&oauth("http://collector.example.net/token"), "token_url")));
+    assert!(message.contains("https"), "{message}");
+    for ok in [
+        "https://login.example.net/token",
+        "http://127.0.0.1:9/token",
+        "http://localhost/token",
+        "http://[::1]/t",
+        "/oauth/token",
+    ] {
+        parse(Path::new("/defs/x.toml"), &oauth(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    let base = |url: &str| {
+        OKTA.replace("product = \"Okta System Log\"", &format!("product = \"Okta System Log\"\nbase_url = \"{url}\""))
+    };
+    assert!(problem(&base("http://acme.okta.com"), "vendor.base_url").1.contains("https"));
+    parse(Path::new("/defs/x.toml"), &base("http://127.0.0.1:8080")).unwrap_or_else(|e| panic!("{e}"));
+}
