@@ -35,6 +35,7 @@ mod validate;
 pub use raw::{SecretText, Size};
 pub(crate) use render::{duration_text, path_text, size_text};
 use validate::Validator;
+pub(crate) use validate::key_at_fault;
 pub(crate) use validate::warn_if_shared;
 pub use validate::{Reported, Res, Secret, TableKeys, Text};
 

@@ -264,17 +264,7 @@ impl Validator<'_> {
                 }
                 Err(e) => {
                     let reported = self.toml_err(&at(&key_path(e.path())), e.inner());
-                    // The key at fault: the first of the error's path, else (an unknown key,
-                    // which serde names before entering it) the key the error points at.
-                    let first = e.path().iter().find_map(|seg| match seg {
-                        serde_path_to_error::Segment::Map { key } => Some(key.clone()),
-                        _ => None,
-                    });
-                    let by_span = || {
-                        let start = e.inner().span()?.start;
-                        table.keys().find(|k| k.span().contains(&start)).map(|k| k.get_ref().to_string())
-                    };
-                    let culprit = first.filter(|k| table.contains_key(k.as_str())).or_else(by_span);
+                    let culprit = key_at_fault(&e, &table);
                     match culprit {
                         Some(key) => {
                             table.remove(key.as_str());
@@ -1505,4 +1495,22 @@ mod exposure_tests {
             None => assert!(group.expect("an unknown group").contains(&format!("group id {gid}"))),
         }
     }
+}
+
+/// The key of `table` a deserialization error is about: the first of the error's path, else
+/// (an unknown key, which serde names before entering it) the key the error points at. Shared by
+/// the configuration and vendor definitions, which both drop that key and read the table again.
+pub(crate) fn key_at_fault(
+    e: &serde_path_to_error::Error<toml::de::Error>,
+    table: &toml::de::DeTable<'_>,
+) -> Option<String> {
+    let first = e.path().iter().find_map(|seg| match seg {
+        serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+        _ => None,
+    });
+    let by_span = || {
+        let start = e.inner().span()?.start;
+        table.keys().find(|k| k.span().contains(&start)).map(|k| k.get_ref().to_string())
+    };
+    first.filter(|k| table.contains_key(k.as_str())).or_else(by_span)
 }

@@ -348,15 +348,7 @@ impl Cx<'_> {
                 Ok(raw) => return Some(raw),
                 Err(e) => e,
             };
-            let first = e.path().iter().find_map(|seg| match seg {
-                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
-                _ => None,
-            });
-            let by_span = || {
-                let start = e.inner().span()?.start;
-                table.keys().find(|k| k.span().contains(&start)).map(|k| k.get_ref().to_string())
-            };
-            let culprit = first.filter(|k| table.contains_key(k.as_str())).or_else(by_span);
+            let culprit = crate::config::key_at_fault(&e, &table);
             // A `Spanned` value's inner field is no key the file has.
             let path = e.path().to_string().replace(".$__serde_spanned_private_value", "");
             let key = match (&culprit, path.as_str()) {
