@@ -1,7 +1,8 @@
 //! Shared by the benchmarks that run the real agent (`e2e`, `idle`, `startup`): the machine
 //! they ran on, a syslog TCP receiver that counts what arrives, and a configuration of the four
-//! simulated vendors and three sinks (and the table of a fourth, Elasticsearch, for `e2e`). The
-//! agent itself is the binary cargo builds for the bench profile (`CARGO_BIN_EXE_auditrelay`),
+//! simulated vendors and three sinks, or the file sink alone (and the table of a fourth,
+//! Elasticsearch, for `e2e`). `floor.rs` beside it is `e2e`'s alone (it includes it by path):
+//! the cost of the work no design can avoid. The agent itself is the binary cargo builds for the bench profile (`CARGO_BIN_EXE_auditrelay`),
 //! run through the tests' `Agent` wrapper.
 #![allow(dead_code)]
 
@@ -134,6 +135,16 @@ impl LineCounter {
 /// proactive limit far above what the run needs, and the three sinks: a file, HEC and syslog
 /// over TCP. `extra_top` goes before the tables.
 pub fn agent_config(dir: &Path, sim: &Sim, hec_url: &str, syslog: SocketAddr, start: &str, extra_top: &str) -> String {
+    format!(
+        "{}\n\
+         [[sinks]]\nname = \"splunk\"\ntype = \"hec\"\nurl = {hec_url:?}\ntoken = \"hec-test-token\"\n\n\
+         [[sinks]]\nname = \"syslog\"\ntype = \"syslog\"\naddress = \"{syslog}\"\ntransport = \"tcp\"\n",
+        agent_config_file_only(dir, sim, start, extra_top)
+    )
+}
+
+/// As [`agent_config`], with the file sink alone (`e2e`'s run of the file sink's cost).
+pub fn agent_config_file_only(dir: &Path, sim: &Sim, start: &str, extra_top: &str) -> String {
     let sources: Vec<String> = SimVendor::ALL
         .into_iter()
         .map(|v| {
@@ -149,9 +160,7 @@ pub fn agent_config(dir: &Path, sim: &Sim, hec_url: &str, syslog: SocketAddr, st
         .collect();
     format!(
         "state_dir = {state:?}\n{extra_top}\n{sources}\n\
-         [[sinks]]\nname = \"file\"\ntype = \"file\"\npath = {out:?}\n\n\
-         [[sinks]]\nname = \"splunk\"\ntype = \"hec\"\nurl = {hec_url:?}\ntoken = \"hec-test-token\"\n\n\
-         [[sinks]]\nname = \"syslog\"\ntype = \"syslog\"\naddress = \"{syslog}\"\ntransport = \"tcp\"\n",
+         [[sinks]]\nname = \"file\"\ntype = \"file\"\npath = {out:?}\n",
         state = dir.join("state").display().to_string(),
         sources = sources.join("\n"),
         out = dir.join("events.ndjson").display().to_string(),

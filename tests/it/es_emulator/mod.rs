@@ -156,6 +156,9 @@ pub struct EsOptions {
     pub tls: Option<Pki>,
     /// Keep each document's source (off for benchmarks: only `_index` and `_id` are kept).
     pub keep_sources: bool,
+    /// The benchmarks' receiver ([`EsOptions::lean`]): a request with nothing scripted is only
+    /// counted and its `_id`s checked, without keeping or parsing its documents.
+    pub lean: bool,
     /// Serve under this path (`/es`), as a reverse proxy publishing the cluster at
     /// `https://proxy/es/` does; empty: at the root.
     pub path_prefix: String,
@@ -172,6 +175,7 @@ impl Default for EsOptions {
             max_content_length: DEFAULT_MAX_CONTENT_LENGTH,
             tls: None,
             keep_sources: true,
+            lean: false,
             path_prefix: String::new(),
         }
     }
@@ -186,6 +190,22 @@ impl EsOptions {
             data_stream_patterns: Vec::new(),
             ..EsOptions::default()
         }
+    }
+
+    /// The receiver of `cargo bench --bench e2e`, cheap enough that the agent, not the emulator,
+    /// is what the benchmark measures. A `_bulk` request with no [`Fault`] queued and no
+    /// [`EsEmulator::refuse_items_containing`] in force is decompressed once and read line by
+    /// line: each action line is parsed (its op, `_index`, `_id`), each document line is only
+    /// checked to be a JSON object holding the text `"@timestamp"`; nothing of it is kept
+    /// (`BulkRequest::body` stays empty, [`Doc`]s are not recorded: [`EsEmulator::document_count`]
+    /// and [`EsEmulator::indexed_ids`] say what was indexed). `_id` conflicts (409) and data-stream
+    /// rules (only `create`) hold as always; documents are not mapped, so field types and the
+    /// field limit are not checked. Items carry `_index`, `_id`, `status` and `result` (`error`
+    /// when failed), all that `filter_path=errors,items.*.status,items.*.error` keeps. Anything
+    /// else (a failed check, another op, a document not an object) is handed to the full
+    /// processing, which answers it as without `lean`.
+    pub fn lean(api_keys: Vec<String>) -> EsOptions {
+        EsOptions { api_keys, keep_sources: false, lean: true, ..EsOptions::default() }
     }
 
     fn is_opensearch(&self) -> bool {
@@ -321,8 +341,11 @@ pub struct BulkRequest {
     pub content_encoding: Option<String>,
     /// The body's length on the wire (compressed, if it was).
     pub raw_len: usize,
-    /// The decoded body (the raw bytes when decoding failed).
+    /// The decoded body (the raw bytes when decoding failed); empty when taken by
+    /// [`EsOptions::lean`].
     pub body: Vec<u8>,
+    /// The decoded body's length (also when taken by [`EsOptions::lean`]).
+    pub decoded_len: usize,
     /// The HTTP status answered; 0 for a cut connection.
     pub status: u16,
     /// Each item's status, in order (empty when the request failed as a whole).
@@ -406,9 +429,19 @@ impl EsEmulator {
         self.shared.lock().documents.clone()
     }
 
-    /// How many documents are indexed (cheaper than [`EsEmulator::documents`] in a poll loop).
+    /// How many documents are indexed (cheaper than [`EsEmulator::documents`] in a poll loop),
+    /// those taken by [`EsOptions::lean`] included.
     pub fn document_count(&self) -> usize {
-        self.shared.lock().documents.len()
+        let state = self.shared.lock();
+        state.documents.len() + state.lean_documents
+    }
+
+    /// The `_id` of every document indexed, over every target and backing index (a set: the
+    /// same `_id` in two backing indices, after a rollover, is one entry). Also with
+    /// [`EsOptions::lean`], which keeps no [`Doc`].
+    pub fn indexed_ids(&self) -> HashSet<String> {
+        let state = self.shared.lock();
+        state.targets.values().flat_map(|t| t.backing.iter()).flat_map(|b| b.ids.iter().cloned()).collect()
     }
 
     /// The backing indices of `target`, oldest first (a plain index: itself, then its rollovers).
@@ -531,6 +564,8 @@ struct EmuState {
     templates: Vec<(String, Value)>,
     login_hits: usize,
     auto_ids: u64,
+    /// Documents indexed by [`EsOptions::lean`] (not in `documents`).
+    lean_documents: usize,
 }
 
 impl EmuState {
@@ -1381,6 +1416,12 @@ fn bulk(
 ) -> Response {
     let opts = &shared.opts;
     let fault = shared.lock().faults.pop_front();
+    if opts.lean
+        && fault.is_none()
+        && let Some(response) = bulk_lean(&shared, &uri, default_index.as_deref(), &query, &headers, &raw)
+    {
+        return response;
+    }
     let mut record = BulkRequest {
         path: uri.path().to_owned(),
         query: uri.query().unwrap_or_default().to_owned(),
@@ -1389,9 +1430,11 @@ fn bulk(
         content_encoding: header(&headers, CONTENT_ENCODING),
         raw_len: raw.len(),
         body: decode(&headers, &raw, usize::MAX).unwrap_or_else(|_| raw.to_vec()),
+        decoded_len: 0,
         status: 0,
         items: Vec::new(),
     };
+    record.decoded_len = record.body.len();
     let response = match fault {
         Some(Fault::Disconnect) => {
             shared.lock().requests.push(record);
@@ -1452,6 +1495,130 @@ fn bulk(
     };
     shared.lock().requests.push(record);
     response
+}
+
+/// The op and metadata of an action line, as [`EsOptions::lean`] reads it.
+#[derive(serde::Deserialize)]
+enum LeanAction {
+    #[serde(rename = "create")]
+    Create(LeanMeta),
+    #[serde(rename = "index")]
+    Index(LeanMeta),
+}
+
+#[derive(serde::Deserialize)]
+struct LeanMeta {
+    #[serde(rename = "_index")]
+    index: Option<String>,
+    #[serde(rename = "_id")]
+    id: Option<String>,
+}
+
+/// A `_bulk` request as [`EsOptions::lean`] takes it, or `None` to hand it to the full
+/// processing (which then answers and records it): a request refused as a whole, a poison
+/// marker in force, an op other than `create`/`index`, a document line that is not an object
+/// holding `"@timestamp"` where a data stream needs it, an item without a target, `index` on a
+/// data stream. Nothing is changed before the request is known to be taken.
+fn bulk_lean(
+    shared: &Shared,
+    uri: &Uri,
+    default_index: Option<&str>,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    raw: &[u8],
+) -> Option<Response> {
+    let opts = &shared.opts;
+    if authenticate(opts, headers, uri.path()).ok()? != Access::Write {
+        return None;
+    }
+    let mime = header(headers, CONTENT_TYPE).unwrap_or_default();
+    let mime = mime.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    if !matches!(mime.as_str(), "application/json" | "application/x-ndjson") {
+        return None;
+    }
+    let body = decode(headers, raw, opts.max_content_length).ok()?;
+    if body.last() != Some(&b'\n') {
+        return None;
+    }
+    // (op is create, target, _id, document names @timestamp) per item, read without a document
+    // being parsed.
+    let mut items = Vec::new();
+    let mut lines = body.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace));
+    while let Some(line) = lines.next() {
+        let (create, meta) = match serde_json::from_slice::<LeanAction>(line).ok()? {
+            LeanAction::Create(meta) => (true, meta),
+            LeanAction::Index(meta) => (false, meta),
+        };
+        let doc = lines.next()?.trim_ascii();
+        if doc.first() != Some(&b'{') || doc.last() != Some(&b'}') {
+            return None;
+        }
+        let stamped = std::str::from_utf8(doc).ok()?.contains("\"@timestamp\"");
+        let target = meta.index.or_else(|| default_index.map(str::to_owned))?;
+        items.push((create, target, meta.id, stamped));
+    }
+    if items.is_empty() {
+        return None;
+    }
+    let mut guard = shared.lock();
+    let state = &mut *guard;
+    if !state.poison.is_empty() {
+        return None;
+    }
+    for (create, target, _, stamped) in &items {
+        let t = target_named(&mut state.targets, opts, &state.templates, target);
+        if t.data_stream && !(*create && *stamped) {
+            return None;
+        }
+    }
+    let mut answers = Vec::with_capacity(items.len());
+    let mut statuses = Vec::with_capacity(items.len());
+    for (create, target, id, _) in items {
+        state.auto_ids += 1;
+        let id = id.unwrap_or_else(|| format!("emulated-{:012}", state.auto_ids));
+        let t = target_named(&mut state.targets, opts, &state.templates, &target);
+        let backing = t.backing.last_mut().expect("a target has a write index");
+        let op = if create { "create" } else { "index" };
+        let (status, item) = if backing.ids.contains(&id) {
+            if create {
+                let e = ItemError::new(
+                    409,
+                    "version_conflict_engine_exception",
+                    &format!("[{id}]: version conflict, document already exists (current version [1])"),
+                );
+                let error = item_error_body(&e, &backing.name);
+                (409, json!({ "_index": backing.name, "_id": id, "status": 409, "error": error }))
+            } else {
+                (200, json!({ "_index": backing.name, "_id": id, "status": 200, "result": "updated" }))
+            }
+        } else {
+            let item = json!({ "_index": backing.name, "_id": id, "status": 201, "result": "created" });
+            backing.ids.insert(id);
+            state.lean_documents += 1;
+            (201, item)
+        };
+        statuses.push(status);
+        answers.push(json!({ op: item }));
+    }
+    let errors = statuses.iter().any(|s| *s >= 300);
+    let mut answer = json!({ "took": 3, "errors": errors, "items": answers });
+    if let Some(filter) = query.get("filter_path") {
+        answer = filter_path(&answer, filter);
+    }
+    state.requests.push(BulkRequest {
+        path: uri.path().to_owned(),
+        query: uri.query().unwrap_or_default().to_owned(),
+        authorization: header(headers, AUTHORIZATION),
+        content_type: header(headers, CONTENT_TYPE),
+        content_encoding: header(headers, CONTENT_ENCODING),
+        raw_len: raw.len(),
+        body: Vec::new(),
+        decoded_len: body.len(),
+        status: 200,
+        items: statuses,
+    });
+    drop(guard);
+    Some(reply(opts, (200, answer)))
 }
 
 enum ItemFaults {
@@ -1731,4 +1898,62 @@ fn tls_acceptor(pki: &Pki) -> tokio_rustls::TlsAcceptor {
         .with_single_cert(certs, key)
         .unwrap();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+#[cfg(test)]
+mod lean_tests {
+    use super::*;
+
+    /// `POST /_bulk?filter_path=…` (as the sink asks) of `body`; the answer's status and text.
+    async fn post(emu: &EsEmulator, body: &str) -> (u16, String) {
+        let url = format!("{}/_bulk?filter_path=errors,items.*.status,items.*.error", emu.url());
+        let response = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/x-ndjson")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    fn create(id: &str, stamped: bool) -> String {
+        let stamp = if stamped { "\"@timestamp\":\"2026-03-18T12:00:00Z\"," } else { "" };
+        format!("{{\"create\":{{\"_index\":\"logs-ocsf-default\",\"_id\":\"{id}\"}}}}\n{{{stamp}\"metadata\":{{\"uid\":\"{id}\"}}}}\n")
+    }
+
+    /// The benchmarks' lean receiver answers what the sink reads exactly as the full emulator
+    /// does (created, a second `create` of an `_id` 409, `index` on a data stream and a document
+    /// without `@timestamp` refused by the full path), and counts the same documents under the
+    /// same `_id`s without keeping any body.
+    #[tokio::test]
+    async fn lean_mode_answers_and_counts_as_the_full_emulator() {
+        let bodies = [
+            create("a", true) + &create("b", true),
+            create("b", true) + &create("c", true),
+            "{\"index\":{\"_index\":\"logs-ocsf-default\",\"_id\":\"d\"}}\n{\"@timestamp\":\"2026-03-18T12:00:00Z\"}\n"
+                .to_owned(),
+            create("e", false),
+        ];
+        let full = EsEmulator::start(EsOptions::default()).await;
+        let lean = EsEmulator::start(EsOptions::lean(Vec::new())).await;
+        for body in &bodies {
+            let (want, got) = (post(&full, body).await, post(&lean, body).await);
+            assert_eq!(got, want, "lean and full answers differ for {body:?}");
+        }
+        assert_eq!((lean.document_count(), full.document_count()), (3, 3));
+        let ids: HashSet<String> = ["a", "b", "c"].into_iter().map(str::to_owned).collect();
+        assert_eq!((lean.indexed_ids(), full.indexed_ids()), (ids.clone(), ids));
+        let requests = lean.requests();
+        assert_eq!(requests.len(), bodies.len());
+        // The first two were taken lean: counted, not kept.
+        assert!(requests[..2].iter().all(|r| r.body.is_empty() && r.decoded_len > 0), "lean requests keep no body");
+        assert_eq!(requests[0].decoded_len, bodies[0].len());
+        assert_eq!(requests.iter().map(|r| r.items.clone()).collect::<Vec<_>>(), [
+            vec![201, 201],
+            vec![409, 201],
+            vec![400],
+            vec![400]
+        ]);
+    }
 }
