@@ -141,7 +141,9 @@ async fn run(records: usize) {
     let floor = floor.expect("run 1 measures the floor");
     println!("\n-- run 2: the same backlog, the file sink alone");
     let (file, _) = drain(&sim, total, Sinks::FileOnly).await;
-    println!("\n-- run 3: the same backlog, four sinks (the three and Elasticsearch), for the Elasticsearch sink's share");
+    println!(
+        "\n-- run 3: the same backlog, four sinks (the three and Elasticsearch), for the Elasticsearch sink's share"
+    );
     let (four, _) = drain(&sim, total, Sinks::WithElasticsearch).await;
     sim.shutdown().await;
 
@@ -211,12 +213,7 @@ async fn run(records: usize) {
     println!();
     println!("{:<46} {:>10} {:>10} {:>10}", "this process (simulator + receivers)", "3 sinks", "file", "4 sinks");
     let row = |what: &str, f: &dyn Fn(&Measured) -> f64, precision: usize| {
-        println!(
-            "{what:<46} {:>10.precision$} {:>10.precision$} {:>10.precision$}",
-            f(&three),
-            f(&file),
-            f(&four)
-        );
+        println!("{what:<46} {:>10.precision$} {:>10.precision$} {:>10.precision$}", f(&three), f(&file), f(&four));
     };
     row("CPU-s", &|m| m.bench_cpu(), 1);
     row("  user", &|m| m.bench_user, 1);
@@ -460,8 +457,7 @@ async fn drain(sim: &Sim, total: usize, sinks: Sinks) -> (Measured, Option<Floor
         wall.as_secs_f64(),
         user + system
     );
-    let measured =
-        Measured { events: total, wall, user, system, peak_mib, bench_user, bench_system, commits };
+    let measured = Measured { events: total, wall, user, system, peak_mib, bench_user, bench_system, commits };
     let floor = (sinks == Sinks::Three).then(|| measure_floor(&out, dir.path(), syslog_wire));
     (measured, floor)
 }

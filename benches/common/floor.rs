@@ -302,7 +302,8 @@ pub fn measure(events_file: &Path, scratch: &Path, syslog_bytes: u64) -> Floor {
         floor.file_bytes += file_bodies.iter().map(|b| b.len() as u64).sum::<u64>();
 
         // (c) the syslog volume: each batch's share of it, from a filler buffer
-        let sizes: Vec<usize> = file_bodies.iter().map(|b| (b.len() as f64 * syslog_per_byte).round() as usize).collect();
+        let sizes: Vec<usize> =
+            file_bodies.iter().map(|b| (b.len() as f64 * syslog_per_byte).round() as usize).collect();
         let (s, ()) = cpu.time(|| {
             for size in &sizes {
                 let mut left = *size;

@@ -1919,7 +1919,9 @@ mod lean_tests {
 
     fn create(id: &str, stamped: bool) -> String {
         let stamp = if stamped { "\"@timestamp\":\"2026-03-18T12:00:00Z\"," } else { "" };
-        format!("{{\"create\":{{\"_index\":\"logs-ocsf-default\",\"_id\":\"{id}\"}}}}\n{{{stamp}\"metadata\":{{\"uid\":\"{id}\"}}}}\n")
+        format!(
+            "{{\"create\":{{\"_index\":\"logs-ocsf-default\",\"_id\":\"{id}\"}}}}\n{{{stamp}\"metadata\":{{\"uid\":\"{id}\"}}}}\n"
+        )
     }
 
     /// The benchmarks' lean receiver answers what the sink reads exactly as the full emulator
@@ -1949,11 +1951,9 @@ mod lean_tests {
         // The first two were taken lean: counted, not kept.
         assert!(requests[..2].iter().all(|r| r.body.is_empty() && r.decoded_len > 0), "lean requests keep no body");
         assert_eq!(requests[0].decoded_len, bodies[0].len());
-        assert_eq!(requests.iter().map(|r| r.items.clone()).collect::<Vec<_>>(), [
-            vec![201, 201],
-            vec![409, 201],
-            vec![400],
-            vec![400]
-        ]);
+        assert_eq!(
+            requests.iter().map(|r| r.items.clone()).collect::<Vec<_>>(),
+            [vec![201, 201], vec![409, 201], vec![400], vec![400]]
+        );
     }
 }
