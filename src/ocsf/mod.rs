@@ -95,7 +95,10 @@ impl Context<'_> {
         Metadata {
             version: OCSF_VERSION,
             product: Product { name: product.into(), vendor_name: vendor_name.into(), version: None },
-            uid: event_uid(vendor, self.organization, self.dedupe_key).hyphenated().encode_lower(&mut [0; 36]).to_owned(),
+            uid: event_uid(vendor, self.organization, self.dedupe_key)
+                .hyphenated()
+                .encode_lower(&mut [0; 36])
+                .to_owned(),
             original_event_uid: None,
             correlation_uid: None,
             event_code: None,
@@ -517,7 +520,8 @@ mod tests {
         assert_ne!(a, event_uid("aitronos", "ORG_B", "k1"));
         assert_eq!(a.get_version_num(), 5);
         // Exactly uuid's own UUIDv5 of the joined name, whatever the parts hold.
-        for (v, o, k) in [("aitronos", "ORG_A", "k1"), ("okta", "", "sha256:ab"), ("d", "Zoë \u{1f}", &"x".repeat(300))] {
+        for (v, o, k) in [("aitronos", "ORG_A", "k1"), ("okta", "", "sha256:ab"), ("d", "Zoë \u{1f}", &"x".repeat(300))]
+        {
             let name = format!("{v}\u{1f}{o}\u{1f}{k}");
             assert_eq!(event_uid(v, o, k), uuid::Uuid::new_v5(&uid_namespace(), name.as_bytes()), "{name}");
         }

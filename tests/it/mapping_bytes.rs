@@ -236,7 +236,7 @@ fn tricky(value: &mut serde_json::Value, n: &mut usize) {
         serde_json::Value::String(s) => {
             *n += 1;
             // Leave ids and times alone half the time, so most records still map.
-            if *n % 2 == 0 {
+            if (*n).is_multiple_of(2) {
                 *s = format!("{s}{}", TRICKY[*n / 2 % TRICKY.len()]);
             }
         }
