@@ -4,8 +4,9 @@
 //! are plain fields (a mapping cannot forget them), everything else is an `Option` skipped when
 //! absent (OCSF's schemas reject `null`). Activities are one closed enum per class. The
 //! classification attributes — `class_uid`/`class_name`, `category_*`, `activity_*`,
-//! `type_uid`/`type_name`, `severity` — are derived in [`Event::new`] from the same caption
-//! tables, never written by a mapping, so ids and captions cannot disagree.
+//! `type_uid`/`type_name`, `severity` — are derived by the event's writer
+//! ([`crate::ocsf::write`]) from the same caption tables, never written by a mapping, so ids
+//! and captions cannot disagree.
 //! Sources: `ocsf/MAPPING.md` §2 (shared notes) and the OCSF 1.8.0 schema.
 
 use serde::Serialize;
@@ -301,7 +302,7 @@ impl Status {
     }
 }
 
-/// What a mapping fills in; [`Event::new`] derives the classification from it.
+/// What a mapping fills in; the writer ([`crate::ocsf::write`]) derives the classification from it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventParts {
     pub class: Class,
@@ -623,17 +624,8 @@ impl Fingerprint {
     }
 }
 
-/// `observable`: a value SIEM content pivots on, with the path of the attribute holding it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Observable {
-    pub name: String,
-    pub type_id: u8,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub value: String,
-}
-
-/// The observable types auditrelay reports (OCSF 1.8.0 `observable.type_id`).
+/// The observable types auditrelay reports (OCSF 1.8.0 `observable.type_id`); each
+/// `observable` (`name`, `type_id`, `type`, `value`) is written by [`crate::ocsf::write`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObservableType {
     IpAddress = 2,
