@@ -1,7 +1,10 @@
 //! OCSF mapping cost per vendor, without the network or the queue (not a test: it prints figures).
 //!
 //! Records come from the vendor simulator's own generators (`sim::sample_records`), as the exact
-//! JSON text a page carries. Two measurements per vendor, each over every record:
+//! JSON text a page carries; the vendor definitions' (issue 20: `config/vendors.d/okta.toml` and
+//! `github-enterprise.toml`) from their contract simulators' generators (`tests/it/okta_sim`,
+//! `tests/it/github_sim`), read as the definition's source reads them
+//! (`vendors::defined::runtime::read_record`). Two measurements per vendor, each over every record:
 //!
 //! - **map**: `vendors::map_record` alone over records already read (what `Source::events` does per
 //!   record: parse the record, build the OCSF event, serialize it once); `(parse ns)` is its first
@@ -22,6 +25,18 @@
 #[path = "common/machine.rs"]
 mod machine;
 use machine::machine;
+// The Okta and GitHub contract simulators, for their generators: they name the others as
+// `super::contract_sim`, `super::killable` and `super::oauth_sim`, so all sit at this crate's root.
+#[path = "../tests/it/contract_sim/mod.rs"]
+mod contract_sim;
+#[path = "../tests/it/github_sim/mod.rs"]
+mod github_sim;
+#[path = "../tests/it/killable/mod.rs"]
+mod killable;
+#[path = "../tests/it/oauth_sim/mod.rs"]
+mod oauth_sim;
+#[path = "../tests/it/okta_sim/mod.rs"]
+mod okta_sim;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -29,6 +44,7 @@ use std::time::{Duration, Instant};
 use auditrelay::ocsf::{Context, Policy};
 use auditrelay::sim::{self, SimVendor};
 use auditrelay::sources::{self, Record};
+use auditrelay::vendors::defined::{model::Definition, registry, runtime};
 use auditrelay::vendors::{self, VendorId};
 use serde_json::value::RawValue;
 
@@ -58,8 +74,27 @@ fn main() {
         "best map/r+m"
     );
     for v in SimVendor::ALL {
-        bench_vendor(v, records);
+        bench_vendor(Reader::builtin(v, records), records);
     }
+    let (okta, github) = defined_records(records);
+    bench_vendor(Reader::defined("okta.toml", okta), records);
+    bench_vendor(Reader::defined("github-enterprise.toml", github), records);
+}
+
+/// `n` records of each defined vendor's simulator, as JSON text: Okta's, then GitHub's.
+fn defined_records(n: usize) -> (Vec<String>, Vec<String>) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let okta = okta_sim::OktaSim::start(okta_sim::OktaOptions { records: n, ..Default::default() }).await;
+        let github = github_sim::GithubSim::start(github_sim::GithubOptions { records: n, ..Default::default() }).await;
+        let texts = (
+            okta.events().iter().map(|e| e.json.to_string()).collect(),
+            github.events().iter().map(|e| e.json.to_string()).collect(),
+        );
+        okta.stop().await;
+        github.stop().await;
+        texts
+    })
 }
 
 /// The organization the simulator serves first, as the source's `organization_id` (Datafold: the
@@ -86,7 +121,8 @@ fn fields(v: SimVendor) -> (&'static str, &'static str) {
 
 /// What one page of records costs to read: the sources' own reading code.
 struct Reader {
-    vendor: SimVendor,
+    /// The built-in vendor, or the definition.
+    vendor: Result<SimVendor, &'static Definition>,
     /// Each record's JSON text (JSON vendors).
     texts: Vec<String>,
     /// The NDJSON body, uncompressed (Astronomer).
@@ -94,9 +130,59 @@ struct Reader {
 }
 
 impl Reader {
+    fn builtin(v: SimVendor, n: usize) -> Reader {
+        let texts = sim::sample_records(v, n, SEED);
+        assert_eq!(texts.len(), n);
+        let ndjson = if v == SimVendor::Astronomer {
+            texts.iter().flat_map(|line| line.bytes().chain([b'\n'])).collect()
+        } else {
+            Vec::new()
+        };
+        Reader { vendor: Ok(v), texts, ndjson }
+    }
+
+    /// The shipped definition `config/vendors.d/<file>` and its records.
+    fn defined(file: &str, texts: Vec<String>) -> Reader {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/vendors.d").join(file);
+        let def = registry::load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        Reader { vendor: Err(def), texts, ndjson: Vec::new() }
+    }
+
+    fn name(&self) -> &str {
+        match self.vendor {
+            Ok(v) => v.name(),
+            Err(def) => &def.name,
+        }
+    }
+
+    fn mapper(&self) -> VendorId {
+        match self.vendor {
+            Ok(v) => VendorId::from_name(v.name()).unwrap(),
+            Err(def) => VendorId::Defined(def),
+        }
+    }
+
+    /// The organization the simulator serves first (a definition's: any).
+    fn organization(&self) -> &'static str {
+        self.vendor.map_or("acme", organization)
+    }
+
     /// Reads every record, handing each to `each` (in chunks for Astronomer, as the source gets them).
     fn read(&self, mut each: impl FnMut(Record)) {
-        if self.vendor == SimVendor::Astronomer {
+        let vendor = match self.vendor {
+            Ok(v) => v,
+            Err(def) => {
+                for text in &self.texts {
+                    let raw = RawValue::from_string(text.clone()).unwrap();
+                    match runtime::read_record(raw, &def.answer) {
+                        Ok(record) => each(record),
+                        Err(rejected) => panic!("{}: record rejected: {}", def.name, rejected.reason),
+                    }
+                }
+                return;
+            }
+        };
+        if vendor == SimVendor::Astronomer {
             vendors::astronomer::source::decode(&self.ndjson[..], |records, rejected| {
                 assert!(rejected.is_empty(), "rejected lines: {:?}", rejected.first().map(|r| &r.reason));
                 records.into_iter().for_each(&mut each);
@@ -105,12 +191,12 @@ impl Reader {
             .unwrap();
             return;
         }
-        let (id, time) = fields(self.vendor);
+        let (id, time) = fields(vendor);
         for text in &self.texts {
             let raw: &RawValue = serde_json::from_str(text).unwrap();
             match sources::read_record(raw, id, time) {
                 Ok(record) => each(record),
-                Err(rejected) => panic!("{:?}: record rejected: {}", self.vendor, rejected.reason),
+                Err(rejected) => panic!("{vendor:?}: record rejected: {}", rejected.reason),
             }
         }
     }
@@ -149,22 +235,15 @@ fn timed<const N: usize>(mut passes: [&mut dyn FnMut(); N]) -> [Vec<Duration>; N
     times
 }
 
-fn bench_vendor(v: SimVendor, n: usize) {
-    let texts = sim::sample_records(v, n, SEED);
-    assert_eq!(texts.len(), n);
-    let record_bytes = texts.iter().map(String::len).sum::<usize>() as f64 / n as f64;
-    let ndjson = if v == SimVendor::Astronomer {
-        texts.iter().flat_map(|line| line.bytes().chain([b'\n'])).collect()
-    } else {
-        Vec::new()
-    };
-    let reader = Reader { vendor: v, texts, ndjson };
-    let mapper = VendorId::from_name(v.name()).unwrap();
-    let (org, severity) = (organization(v), Policy::default());
+fn bench_vendor(reader: Reader, n: usize) {
+    assert_eq!(reader.texts.len(), n, "{}: the simulator made every record", reader.name());
+    let record_bytes = reader.texts.iter().map(String::len).sum::<usize>() as f64 / n as f64;
+    let mapper = reader.mapper();
+    let (org, severity) = (reader.organization(), Policy::default());
 
     let mut records = Vec::with_capacity(n);
     reader.read(|r| records.push(r));
-    assert_eq!(records.len(), n, "{v:?}: every record is read");
+    assert_eq!(records.len(), n, "{}: every record is read", reader.name());
     let event_bytes = records.iter().map(|r| map(mapper, org, &severity, r)).sum::<usize>() as f64 / n as f64;
 
     // The first step of `map_record`: the record's text into a `serde_json` map.
@@ -195,7 +274,7 @@ fn bench_vendor(v: SimVendor, n: usize) {
     let best = format!("{:.0}/{:.0}", per_event(map_only[0]), per_event(read_map[0]));
     println!(
         "{:<11} {:>8} {:>9.0} {:>11.0} {:>10.0} {:>10.0} {:>11.0} {:>10.0} {:>11.0} {:>12}",
-        v.name(),
+        reader.name(),
         n,
         m,
         1e9 / m,

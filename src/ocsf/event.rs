@@ -4,8 +4,9 @@
 //! are plain fields (a mapping cannot forget them), everything else is an `Option` skipped when
 //! absent (OCSF's schemas reject `null`). Activities are one closed enum per class. The
 //! classification attributes — `class_uid`/`class_name`, `category_*`, `activity_*`,
-//! `type_uid`/`type_name`, `severity` — are derived in [`Event::new`] from the same caption
-//! tables, never written by a mapping, so ids and captions cannot disagree.
+//! `type_uid`/`type_name`, `severity` — are derived by the event's writer
+//! ([`crate::ocsf::write`]) from the same caption tables, never written by a mapping, so ids
+//! and captions cannot disagree.
 //! Sources: `ocsf/MAPPING.md` §2 (shared notes) and the OCSF 1.8.0 schema.
 
 use serde::Serialize;
@@ -282,7 +283,7 @@ pub enum Status {
 }
 
 impl Status {
-    fn id(&self) -> u8 {
+    pub fn id(&self) -> u8 {
         match self {
             Status::Unknown => 0,
             Status::Success => 1,
@@ -291,7 +292,7 @@ impl Status {
         }
     }
 
-    fn caption(&self) -> &str {
+    pub fn caption(&self) -> &str {
         match self {
             Status::Unknown => "Unknown",
             Status::Success => "Success",
@@ -301,7 +302,7 @@ impl Status {
     }
 }
 
-/// What a mapping fills in; [`Event::new`] derives the classification from it.
+/// What a mapping fills in; the writer ([`crate::ocsf::write`]) derives the classification from it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventParts {
     pub class: Class,
@@ -346,47 +347,13 @@ impl RawData {
     }
 }
 
-/// An OCSF event ready to serialize. Built only by [`Event::new`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// An OCSF event: a mapping's parts and how much of the record to carry. Its JSON is written
+/// by [`crate::ocsf::write::event`], the one place that owns an event's bytes; serializing an
+/// `Event` (tests turn it into a `serde_json::Value`) gives exactly those bytes.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    class_uid: u32,
-    class_name: &'static str,
-    category_uid: u32,
-    category_name: &'static str,
-    activity_id: u8,
-    activity_name: String,
-    type_uid: u64,
-    type_name: String,
-    severity_id: u8,
-    severity: &'static str,
-    time: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status_id: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status_code: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status_detail: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<String>,
-    /// Minutes the vendor's timestamp is ahead of UTC (0 for UTC and for naive times, which
-    /// are read as UTC).
-    timezone_offset: i32,
-    #[serde(flatten)]
-    class: Class,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    observables: Option<Vec<Observable>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    raw_data: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    raw_data_hash: Option<Fingerprint>,
-    raw_data_size: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    unmapped: Option<Unmapped>,
-    /// Last, and its `loggers` last in it: a sink stamps the send time at the event's end
-    /// ([`crate::ocsf::stamp_transmit_time`]).
-    metadata: Metadata,
+    parts: EventParts,
+    raw_data: RawData,
 }
 
 impl Event {
@@ -397,60 +364,39 @@ impl Event {
 
     /// The event carrying as much of the record as `raw_data` says.
     pub fn with_raw_data(parts: EventParts, raw_data: RawData) -> Event {
-        let observables = observables(&parts.class);
-        let timezone_offset = parts.metadata.original_time.as_deref().map_or(0, timezone_offset);
-        let raw_data_size = parts.raw_data.len() as u64;
-        let (raw_data, raw_data_hash) = match raw_data {
-            RawData::Full => (Some(parts.raw_data), None),
-            RawData::Hash => (None, Some(Fingerprint::sha256(parts.raw_data.as_bytes()))),
-            RawData::Off => (None, None),
-        };
-        let class = &parts.class;
-        let (class_uid, activity_id) = (class.uid(), class.activity_id());
-        let activity_name = class.activity_name().to_owned();
-        Event {
-            class_uid,
-            class_name: class.name(),
-            category_uid: class.category_uid(),
-            category_name: class.category_name(),
-            activity_id,
-            type_uid: u64::from(class_uid) * 100 + u64::from(activity_id),
-            // The caption of the type_uid: "Other" for 99, whatever the vendor's verb.
-            type_name: format!("{}: {}", class.name(), class.activity_id_caption()),
-            activity_name,
-            severity_id: parts.severity as u8,
-            severity: parts.severity.caption(),
-            time: parts.time,
-            status_id: parts.status.as_ref().map(Status::id),
-            status: parts.status.as_ref().map(|s| s.caption().to_owned()),
-            status_code: parts.status_code,
-            status_detail: parts.status_detail,
-            message: parts.message,
-            timezone_offset,
-            observables: Some(observables).filter(|o| !o.is_empty()),
-            metadata: parts.metadata,
-            raw_data_size,
-            raw_data,
-            raw_data_hash,
-            unmapped: parts.unmapped.filter(|m| !m.is_empty()),
-            class: parts.class,
-        }
+        Event { parts, raw_data }
+    }
+
+    /// Its JSON, at the end of `out`.
+    pub fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        crate::ocsf::write::event(&self.parts, self.raw_data, out)
     }
 
     pub fn class_uid(&self) -> u32 {
-        self.class_uid
+        self.parts.class.uid()
     }
 
     pub fn type_uid(&self) -> u64 {
-        self.type_uid
+        u64::from(self.class_uid()) * 100 + u64::from(self.activity_id())
     }
 
     pub fn severity_id(&self) -> u8 {
-        self.severity_id
+        self.parts.severity as u8
     }
 
     pub fn activity_id(&self) -> u8 {
-        self.activity_id
+        self.parts.class.activity_id()
+    }
+}
+
+impl Serialize for Event {
+    /// The bytes [`Event::write`] writes, handed on as raw JSON.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let mut bytes = Vec::new();
+        self.write(&mut bytes).map_err(S::Error::custom)?;
+        let raw: &serde_json::value::RawValue = serde_json::from_slice(&bytes).map_err(S::Error::custom)?;
+        raw.serialize(s)
     }
 }
 
@@ -678,17 +624,8 @@ impl Fingerprint {
     }
 }
 
-/// `observable`: a value SIEM content pivots on, with the path of the attribute holding it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Observable {
-    pub name: String,
-    pub type_id: u8,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub value: String,
-}
-
-/// The observable types auditrelay reports (OCSF 1.8.0 `observable.type_id`).
+/// The observable types auditrelay reports (OCSF 1.8.0 `observable.type_id`); each
+/// `observable` (`name`, `type_id`, `type`, `value`) is written by [`crate::ocsf::write`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObservableType {
     IpAddress = 2,
@@ -708,49 +645,6 @@ impl ObservableType {
             ObservableType::UserUid => "User Object: uid",
         }
     }
-}
-
-/// Every IP address, user name, e-mail address, user agent and user uid the event's class
-/// attributes hold, once per (attribute, value), in attribute order.
-fn observables(class: &Class) -> Vec<Observable> {
-    let mut out: Vec<Observable> = Vec::new();
-    let mut add = |name: String, kind: ObservableType, value: &Option<String>| {
-        let Some(value) = value.as_ref().filter(|v| !v.is_empty()) else { return };
-        if !out.iter().any(|o| o.name == name && o.value == *value) {
-            out.push(Observable { name, type_id: kind as u8, kind: kind.caption(), value: value.clone() });
-        }
-    };
-    // A user of type 0 is a placeholder for nobody named: nothing to pivot on. A System user
-    // (3) is the vendor's automation: its name is a label ("ConfigCat", "Scheduler"), not an
-    // account a rule pivots on; its uid, where the record has one, is kept.
-    for (path, user) in class.users().into_iter().filter(|(_, u)| u.type_id != Some(0)) {
-        add(format!("{path}.uid"), ObservableType::UserUid, &user.uid);
-        if user.type_id != Some(3) {
-            add(format!("{path}.name"), ObservableType::UserName, &user.name);
-        }
-        add(format!("{path}.email_addr"), ObservableType::EmailAddress, &user.email_addr);
-    }
-    let (src, http) = class.endpoint_and_request();
-    if let Some(src) = src {
-        add("src_endpoint.ip".into(), ObservableType::IpAddress, &src.ip);
-        for other in src.intermediate_ips.iter().flatten() {
-            add("src_endpoint.intermediate_ips".into(), ObservableType::IpAddress, &Some(other.clone()));
-        }
-    }
-    if let Some(http) = http {
-        add("http_request.user_agent".into(), ObservableType::UserAgent, &http.user_agent);
-    }
-    out
-}
-
-/// `timezone_offset` of a vendor timestamp: the minutes of its RFC 3339 offset, within OCSF's
-/// ±1080; 0 when it has none (naive times are read as UTC) or is not RFC 3339.
-fn timezone_offset(original_time: &str) -> i32 {
-    chrono::DateTime::parse_from_rfc3339(original_time.trim())
-        .map(|t| t.offset().local_minus_utc() / 60)
-        .ok()
-        .filter(|m| (-1080..=1080).contains(m))
-        .unwrap_or(0)
 }
 
 /// `actor`: at least one of user, app_name, app_uid (we use those).

@@ -14,6 +14,7 @@ pub(crate) mod schema_check;
 #[cfg(test)]
 mod schema_check_tests;
 pub mod summary;
+pub mod write;
 
 /// What the vendor mappings' tests check of every event besides the schema.
 #[cfg(test)]
@@ -44,7 +45,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use event::{Event, EventParts, Logger, Metadata, OCSF_VERSION, Product, RawData, Severity, Status, Unmapped};
+use event::{EventParts, Logger, Metadata, OCSF_VERSION, Product, RawData, Severity, Status, Unmapped};
 
 pub mod paths;
 
@@ -94,7 +95,10 @@ impl Context<'_> {
         Metadata {
             version: OCSF_VERSION,
             product: Product { name: product.into(), vendor_name: vendor_name.into(), version: None },
-            uid: event_uid(vendor, self.organization, self.dedupe_key).to_string(),
+            uid: event_uid(vendor, self.organization, self.dedupe_key)
+                .hyphenated()
+                .encode_lower(&mut [0; 36])
+                .to_owned(),
             original_event_uid: None,
             correlation_uid: None,
             event_code: None,
@@ -282,9 +286,22 @@ fn uid_namespace() -> uuid::Uuid {
 }
 
 /// The deterministic id of one vendor record: the same record always gets the same uid.
+/// UUIDv5 of `vendor \x1f organization \x1f dedupe key` in [`uid_namespace`]: exactly
+/// `Uuid::new_v5`, with the SHA-1 of the `sha1` crate (the CPU's SHA instructions where it has
+/// them) fed the parts in turn instead of a formatted name.
 pub fn event_uid(vendor: &str, organization: &str, dedupe_key: &str) -> uuid::Uuid {
-    let name = format!("{vendor}\u{1f}{organization}\u{1f}{dedupe_key}");
-    uuid::Uuid::new_v5(&uid_namespace(), name.as_bytes())
+    use sha1::Digest as _;
+    let mut sha = sha1::Sha1::new();
+    sha.update(uid_namespace().as_bytes());
+    sha.update(vendor.as_bytes());
+    sha.update([0x1f]);
+    sha.update(organization.as_bytes());
+    sha.update([0x1f]);
+    sha.update(dedupe_key.as_bytes());
+    let digest = sha.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_sha1_bytes(bytes).into_uuid()
 }
 
 /// `[severity]`: the severity of events by `"<vendor>:<event code>"` (the event's
@@ -338,8 +355,12 @@ pub fn map_record(
     if let Some(level) = parts.metadata.event_code.as_deref().and_then(|code| policy.severity.get(vendor, code)) {
         parts.severity = level;
     }
-    serde_json::to_vec(&Event::with_raw_data(parts, policy.raw_data))
-        .map_err(|e| Unmappable(format!("cannot serialize the event ({e})")))
+    // Room for the whole event at once: about the record (as `raw_data`, escaped), its values
+    // again as attributes and `unmapped`, and a kilobyte of classification and metadata.
+    let mut out = Vec::with_capacity(ctx.raw.len() * 3 + 1024);
+    write::event(&parts, policy.raw_data, &mut out)
+        .map_err(|e| Unmappable(format!("cannot serialize the event ({e})")))?;
+    Ok(out)
 }
 
 /// How events are shaped beyond the vendor's mapping (`[severity]`, `[ocsf]`).
@@ -416,12 +437,12 @@ pub fn is_admin_privilege(name: &str) -> bool {
     ["admin", "owner", "superuser", "root"].iter().any(|w| lower.contains(w))
 }
 
-/// The end of an event as [`Event`] serializes it: its last logger's `logged_time`, then the
+/// The end of an event as [`event::Event`] serializes it: its last logger's `logged_time`, then the
 /// end of `loggers`, of `metadata` and of the event.
 const STORED_TAIL: &[u8] = b"}]}}";
 /// What [`stamp_transmit_time`] writes before each of the two closing brackets it splices at.
 const TRANSMIT_KEY: &[u8] = b",\"transmit_time\":";
-/// The start of the logger [`Event`] writes (`Logger::auditrelay`), and a key every event of
+/// The start of the logger [`event::Event`] writes (`Logger::auditrelay`), and a key every event of
 /// this shape has before `metadata`: structural keys, never inside a string (whose quotes are
 /// escaped), so the last of each in an event is the event's own.
 const LOGGER_START: &[u8] = b"\"loggers\":[{\"name\":\"auditrelay\",\"product\":";
@@ -429,7 +450,7 @@ const RAW_DATA_SIZE: &[u8] = b"\"raw_data_size\":";
 
 /// Adds the send time to a stored event: `metadata.loggers[-1].transmit_time` and
 /// `metadata.transmit_time`, written into `out` with the event. The event must end as
-/// [`Event`] serializes it (`…"logged_time":N}]}}`, with `metadata` after `raw_data_size`);
+/// [`event::Event`] serializes it (`…"logged_time":N}]}}`, with `metadata` after `raw_data_size`);
 /// anything else (an event stored by an older version, which put `metadata` first and
 /// `unmapped` last) is written unchanged. No parse: a splice at the event's end.
 pub fn stamp_transmit_time(event: &[u8], transmit_ms: i64, out: &mut Vec<u8>) {
@@ -468,8 +489,8 @@ pub fn strip_transmit_time(sent: &[u8]) -> Option<Vec<u8>> {
     (again == sent).then_some(stored)
 }
 
-/// Whether `event` ends as [`Event`] serializes it: `"logged_time":<digits>}]}}` closing the
-/// logger [`Event`] writes, which comes after the event's `raw_data_size` (an older version's
+/// Whether `event` ends as [`event::Event`] serializes it: `"logged_time":<digits>}]}}` closing the
+/// logger [`event::Event`] writes, which comes after the event's `raw_data_size` (an older version's
 /// event has `metadata` first, so its last `raw_data_size` comes after its logger; whatever
 /// follows it there is `unmapped`, vendor values that may end in anything).
 fn stampable(event: &[u8]) -> bool {
@@ -498,6 +519,12 @@ mod tests {
         assert_eq!(a, event_uid("aitronos", "ORG_A", "k1"));
         assert_ne!(a, event_uid("aitronos", "ORG_B", "k1"));
         assert_eq!(a.get_version_num(), 5);
+        // Exactly uuid's own UUIDv5 of the joined name, whatever the parts hold.
+        for (v, o, k) in [("aitronos", "ORG_A", "k1"), ("okta", "", "sha256:ab"), ("d", "Zoë \u{1f}", &"x".repeat(300))]
+        {
+            let name = format!("{v}\u{1f}{o}\u{1f}{k}");
+            assert_eq!(event_uid(v, o, k), uuid::Uuid::new_v5(&uid_namespace(), name.as_bytes()), "{name}");
+        }
     }
 
     /// A whole event as the pipeline stores it, from a small Aitronos record.

@@ -48,6 +48,7 @@ mod full_disk;
 mod fuzz_regressions;
 mod hec;
 mod hostile;
+mod mapping_bytes;
 mod ops;
 mod otlp;
 mod pipeline;

@@ -1,0 +1,225 @@
+//! How an event's bytes are written: the one place that turns a mapping's [`EventParts`] into
+//! the JSON the queue stores, straight into the caller's buffer.
+//!
+//! Owns: the event's member order (classification, time and status, `timezone_offset`, the
+//! class's attributes, `observables`, `raw_data*`, `unmapped`, then `metadata` last with its
+//! `loggers` last, where a sink stamps the send time, [`super::stamp_transmit_time`]), the
+//! derived attributes (ids and captions from the class tables, `type_uid`/`type_name`,
+//! `observables`, `timezone_offset`, `raw_data_size`) and `raw_data`'s policy. Must not: decide
+//! anything a vendor mapping decides, parse the record, or allocate per attribute.
+//!
+//! Decisions, each measured on the mapping bench (BENCHMARKS.md "mapping"):
+//! - Strings and numbers go through `serde_json`'s own serializer and `CompactFormatter`, so
+//!   the escaping is serde_json's byte for byte (the bytes of every event are pinned by
+//!   `tests/it/mapping_bytes.rs`); the nested objects (`actor`, `metadata`, …) are
+//!   still their derived `Serialize`, written by `serde_json::to_writer` into the same buffer.
+//! - The class's attributes are flattened into the event by writing the class struct in place
+//!   and turning its opening `{` into the separating `,` (no map serializer, no second buffer),
+//!   instead of serde's `flatten`, which goes through a map serializer per attribute.
+//! - `observables` are written from borrowed values, deduplicated on (attribute, value) among
+//!   those already written, instead of built as owned objects first.
+
+use serde::Serialize;
+use serde_json::ser::{CompactFormatter, Formatter as _};
+
+use super::event::{Class, EventParts, Fingerprint, NetworkEndpoint, ObservableType, RawData};
+
+/// Writes the event of `parts`, carrying as much of the record as `raw_data` says, at the end
+/// of `out`. An error (none is expected: every key is a string) leaves `out` partly written.
+pub fn event(parts: &EventParts, raw_data: RawData, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    let class = &parts.class;
+    let (class_uid, activity_id) = (class.uid(), class.activity_id());
+    out.extend_from_slice(b"{\"class_uid\":");
+    number(out, class_uid);
+    key(out, "class_name");
+    string(out, class.name())?;
+    key(out, "category_uid");
+    number(out, class.category_uid());
+    key(out, "category_name");
+    string(out, class.category_name())?;
+    key(out, "activity_id");
+    number(out, activity_id);
+    key(out, "activity_name");
+    string(out, class.activity_name())?;
+    key(out, "type_uid");
+    number(out, u64::from(class_uid) * 100 + u64::from(activity_id));
+    // The caption of the type_uid: "Other" for 99, whatever the vendor's verb. Both halves are
+    // captions of ours (plain ASCII, nothing to escape), so the quotes go around them as they are.
+    key(out, "type_name");
+    out.push(b'"');
+    out.extend_from_slice(class.name().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(class.activity_id_caption().as_bytes());
+    out.push(b'"');
+    key(out, "severity_id");
+    number(out, parts.severity as u8);
+    key(out, "severity");
+    string(out, parts.severity.caption())?;
+    key(out, "time");
+    number(out, parts.time);
+    if let Some(status) = &parts.status {
+        key(out, "status_id");
+        number(out, status.id());
+        key(out, "status");
+        string(out, status.caption())?;
+    }
+    optional(out, "status_code", &parts.status_code)?;
+    optional(out, "status_detail", &parts.status_detail)?;
+    optional(out, "message", &parts.message)?;
+    key(out, "timezone_offset");
+    number(out, parts.metadata.original_time.as_deref().map_or(0, timezone_offset));
+    flattened(out, class)?;
+    observables(out, class)?;
+    let raw = parts.raw_data.as_str();
+    match raw_data {
+        RawData::Full => {
+            key(out, "raw_data");
+            string(out, raw)?;
+        }
+        RawData::Hash => {
+            key(out, "raw_data_hash");
+            serde_json::to_writer(&mut *out, &Fingerprint::sha256(raw.as_bytes()))?;
+        }
+        RawData::Off => {}
+    }
+    key(out, "raw_data_size");
+    number(out, raw.len() as u64);
+    if let Some(unmapped) = parts.unmapped.as_ref().filter(|m| !m.is_empty()) {
+        key(out, "unmapped");
+        serde_json::to_writer(&mut *out, unmapped)?;
+    }
+    key(out, "metadata");
+    serde_json::to_writer(&mut *out, &parts.metadata)?;
+    out.push(b'}');
+    Ok(())
+}
+
+/// `,"name":` (every member but the first follows another).
+fn key(out: &mut Vec<u8>, name: &'static str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// A string, escaped by serde_json itself.
+fn string(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
+    serde_json::to_writer(out, s)
+}
+
+fn optional(out: &mut Vec<u8>, name: &'static str, value: &Option<String>) -> serde_json::Result<()> {
+    match value {
+        Some(v) => {
+            key(out, name);
+            string(out, v)
+        }
+        None => Ok(()),
+    }
+}
+
+/// An integer as serde_json writes it (`itoa`).
+fn number(out: &mut Vec<u8>, n: impl Into<i128>) {
+    // Writing into a Vec cannot fail.
+    let n: i128 = n.into();
+    let _ = match i64::try_from(n) {
+        Ok(n) => CompactFormatter.write_i64(out, n),
+        Err(_) => CompactFormatter.write_i128(out, n),
+    };
+}
+
+/// The class's own attributes as members of the event: the class struct written in place, its
+/// `{` turned into the `,` that separates it from the member before, its `}` dropped.
+fn flattened(out: &mut Vec<u8>, class: &Class) -> serde_json::Result<()> {
+    fn write<T: Serialize>(out: &mut Vec<u8>, value: &T) -> serde_json::Result<()> {
+        serde_json::to_writer(out, value)
+    }
+    let start = out.len();
+    match class {
+        Class::ApiActivity(c) => write(out, c)?,
+        Class::AccountChange(c) => write(out, c)?,
+        Class::Authentication(c) => write(out, c)?,
+        Class::EntityManagement(c) => write(out, c)?,
+        Class::UserAccess(c) => write(out, c)?,
+        Class::GroupManagement(c) => write(out, c)?,
+    }
+    out.pop(); // its `}`
+    if out.len() == start + 1 {
+        out.truncate(start); // no attribute at all: nothing to separate
+    } else {
+        out[start] = b',';
+    }
+    Ok(())
+}
+
+/// The observables written so far: each one's attribute path (in two parts, as
+/// [`observables`] names it) and value, to leave out a repeat.
+struct Observables<'c> {
+    written: Vec<(&'static str, &'static str, &'c str)>,
+}
+
+impl<'c> Observables<'c> {
+    fn add(
+        &mut self,
+        out: &mut Vec<u8>,
+        (path, leaf): (&'static str, &'static str),
+        kind: ObservableType,
+        value: Option<&'c str>,
+    ) -> serde_json::Result<()> {
+        let Some(value) = value.filter(|v| !v.is_empty()) else { return Ok(()) };
+        if self.written.iter().any(|(p, l, v)| *p == path && *l == leaf && *v == value) {
+            return Ok(());
+        }
+        out.extend_from_slice(if self.written.is_empty() { b",\"observables\":[" } else { b"," });
+        out.extend_from_slice(b"{\"name\":\"");
+        out.extend_from_slice(path.as_bytes());
+        out.extend_from_slice(leaf.as_bytes());
+        out.extend_from_slice(b"\",\"type_id\":");
+        number(out, kind as u8);
+        out.extend_from_slice(b",\"type\":");
+        string(out, kind.caption())?;
+        out.extend_from_slice(b",\"value\":");
+        string(out, value)?;
+        out.push(b'}');
+        self.written.push((path, leaf, value));
+        Ok(())
+    }
+}
+
+/// `observables`: every IP address, user name, e-mail address, user agent and user uid the
+/// class's attributes hold, once per (attribute, value), in attribute order; left out when none.
+fn observables(out: &mut Vec<u8>, class: &Class) -> serde_json::Result<()> {
+    let mut o = Observables { written: Vec::new() };
+    // A user of type 0 is a placeholder for nobody named: nothing to pivot on. A System user
+    // (3) is the vendor's automation: its name is a label ("ConfigCat", "Scheduler"), not an
+    // account a rule pivots on; its uid, where the record has one, is kept.
+    for (path, user) in class.users().into_iter().filter(|(_, u)| u.type_id != Some(0)) {
+        o.add(out, (path, ".uid"), ObservableType::UserUid, user.uid.as_deref())?;
+        if user.type_id != Some(3) {
+            o.add(out, (path, ".name"), ObservableType::UserName, user.name.as_deref())?;
+        }
+        o.add(out, (path, ".email_addr"), ObservableType::EmailAddress, user.email_addr.as_deref())?;
+    }
+    let (src, http) = class.endpoint_and_request();
+    if let Some(NetworkEndpoint { ip, intermediate_ips, .. }) = src {
+        o.add(out, ("src_endpoint", ".ip"), ObservableType::IpAddress, ip.as_deref())?;
+        for other in intermediate_ips.iter().flatten() {
+            o.add(out, ("src_endpoint", ".intermediate_ips"), ObservableType::IpAddress, Some(other))?;
+        }
+    }
+    if let Some(http) = http {
+        o.add(out, ("http_request", ".user_agent"), ObservableType::UserAgent, http.user_agent.as_deref())?;
+    }
+    if !o.written.is_empty() {
+        out.push(b']');
+    }
+    Ok(())
+}
+
+/// `timezone_offset` of a vendor timestamp: the minutes of its RFC 3339 offset, within OCSF's
+/// ±1080; 0 when it has none (naive times are read as UTC) or is not RFC 3339.
+fn timezone_offset(original_time: &str) -> i32 {
+    chrono::DateTime::parse_from_rfc3339(original_time.trim())
+        .map(|t| t.offset().local_minus_utc() / 60)
+        .ok()
+        .filter(|m| (-1080..=1080).contains(m))
+        .unwrap_or(0)
+}
