@@ -134,9 +134,9 @@ impl LineCounter {
 /// proactive limit far above what the run needs, and the three sinks: a file, HEC and syslog
 /// over TCP. `extra_top` goes before the tables.
 pub fn agent_config(dir: &Path, sim: &Sim, hec_url: &str, syslog: SocketAddr, start: &str, extra_top: &str) -> String {
-    let sources: Vec<String> = SimVendor::ALL
-        .into_iter()
-        .map(|v| {
+    // `extra_top` first, after `state_dir` and before any table.
+    let sources: Vec<String> = std::iter::once(extra_top.to_owned())
+        .chain(SimVendor::ALL.into_iter().map(|v| {
             let org = sim.organizations(v)[0].clone();
             harness::source_block(
                 sim,
@@ -145,10 +145,16 @@ pub fn agent_config(dir: &Path, sim: &Sim, hec_url: &str, syslog: SocketAddr, st
                 v.name(),
                 &format!("start = {start:?}\nrate_limit = {{ requests = 100000, per = \"1s\", burst = 100 }}"),
             )
-        })
+        }))
         .collect();
+    sources_config(dir, &sources, hec_url, syslog)
+}
+
+/// The agent's configuration with these `[[sources]]` tables and the three sinks of
+/// [`agent_config`]: a file (`events.ndjson` in `dir`), HEC and syslog over TCP.
+pub fn sources_config(dir: &Path, sources: &[String], hec_url: &str, syslog: SocketAddr) -> String {
     format!(
-        "state_dir = {state:?}\n{extra_top}\n{sources}\n\
+        "state_dir = {state:?}\n{sources}\n\
          [[sinks]]\nname = \"file\"\ntype = \"file\"\npath = {out:?}\n\n\
          [[sinks]]\nname = \"splunk\"\ntype = \"hec\"\nurl = {hec_url:?}\ntoken = \"hec-test-token\"\n\n\
          [[sinks]]\nname = \"syslog\"\ntype = \"syslog\"\naddress = \"{syslog}\"\ntransport = \"tcp\"\n",
