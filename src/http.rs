@@ -108,6 +108,28 @@ pub fn client(opts: ClientOptions) -> Result<reqwest::Client, ClientError> {
     builder.build().map_err(ClientError::Build)
 }
 
+/// Clients shared between callers with the same settings: `build` runs once per distinct
+/// `key(item)`, and every item with that key gets a clone of the same client. A
+/// `reqwest::Client` is a handle: its clones share one connection pool, one TLS set-up and one
+/// copy of the trusted roots, so 500 sources of one vendor keep a few connections and one root
+/// store instead of 500 of each (`cargo bench --bench sources`). The key must hold every
+/// setting `build` reads; a proxy is no such setting (the environment's, the same for all).
+/// The first error is returned as `build` gave it.
+pub fn share<T, K: Eq + std::hash::Hash, C: Clone, E>(
+    items: impl IntoIterator<Item = T>,
+    key: impl Fn(&T) -> K,
+    build: impl Fn(&T) -> Result<C, E>,
+) -> Result<Vec<C>, E> {
+    let mut built: std::collections::HashMap<K, C> = std::collections::HashMap::new();
+    items
+        .into_iter()
+        .map(|item| match built.entry(key(&item)) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.get().clone()),
+            std::collections::hash_map::Entry::Vacant(e) => Ok(e.insert(build(&item)?).clone()),
+        })
+        .collect()
+}
+
 /// The environment variables that choose a proxy, each in both spellings curl and reqwest read
 /// (the upper-case one wins), in the order `check` shows them.
 pub const PROXY_VARIABLES: [[&str; 2]; 4] = [
@@ -409,6 +431,43 @@ pub async fn read_capped(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_share_builds_one_client_per_distinct_setting() {
+        use std::cell::Cell;
+        let builds = Cell::new(0);
+        let items = [("a", None), ("b", Some("ca.pem")), ("c", None), ("d", Some("ca.pem")), ("e", Some("other.pem"))];
+        let built = share(
+            items,
+            |(_, ca)| *ca,
+            |(name, ca)| {
+                builds.set(builds.get() + 1);
+                Ok::<_, String>(format!("client of {name} for {ca:?}"))
+            },
+        )
+        .unwrap();
+        assert_eq!(builds.get(), 3, "one build per distinct setting: {built:?}");
+        // Each item's client is the one built for its own setting (a CA file is never another's).
+        assert_eq!(
+            built,
+            [
+                "client of a for None",
+                "client of b for Some(\"ca.pem\")",
+                "client of a for None",
+                "client of b for Some(\"ca.pem\")",
+                "client of e for Some(\"other.pem\")",
+            ]
+        );
+        let failed = share(
+            items,
+            |(_, ca)| *ca,
+            |(name, ca)| match ca {
+                Some("other.pem") => Err(format!("source {name}: ca_file other.pem unreadable")),
+                _ => Ok(()),
+            },
+        );
+        assert_eq!(failed, Err("source e: ca_file other.pem unreadable".to_owned()));
+    }
 
     /// A server on 127.0.0.1 answering every request with a 200 of `body`, sent in `chunks`
     /// writes, announcing its length or not.

@@ -21,13 +21,29 @@ pub fn machine() -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    // The cheap variant for iteration overrides the release profile from the environment
+    // (`CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16`): say so, its
+    // figures compare only with each other.
+    let overrides: Vec<String> = [
+        ("lto", option_env!("CARGO_PROFILE_RELEASE_LTO")),
+        ("codegen-units", option_env!("CARGO_PROFILE_RELEASE_CODEGEN_UNITS")),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| Some(format!("{key} = {}", value?)))
+    .collect();
     let build = if cfg!(debug_assertions) {
-        "build: debug assertions ON (not an optimized build: figures are meaningless)"
+        "build: debug assertions ON (not an optimized build: figures are meaningless)".to_owned()
+    } else if overrides.is_empty() {
+        "build: bench profile (= release)".to_owned()
     } else {
-        "build: bench profile (= release)"
+        format!("build: bench profile (= release) with {} from the environment", overrides.join(", "))
+    };
+    let agent = match std::env::var("AUDITRELAY_BIN") {
+        Ok(bin) => format!("; agent: AUDITRELAY_BIN={bin}"),
+        Err(_) => String::new(),
     };
     format!(
-        "machine: {model}, {cpus} CPUs, {mem_gib:.1} GiB, Linux {}; load average {}; {build}",
+        "machine: {model}, {cpus} CPUs, {mem_gib:.1} GiB, Linux {}; load average {}; {build}{agent}",
         kernel.trim(),
         load.join(" ")
     )

@@ -135,19 +135,19 @@ impl LineCounter {
 /// proactive limit far above what the run needs, and the three sinks: a file, HEC and syslog
 /// over TCP. `extra_top` goes before the tables.
 pub fn agent_config(dir: &Path, sim: &Sim, hec_url: &str, syslog: SocketAddr, start: &str, extra_top: &str) -> String {
-    format!(
-        "{}\n\
-         [[sinks]]\nname = \"splunk\"\ntype = \"hec\"\nurl = {hec_url:?}\ntoken = \"hec-test-token\"\n\n\
-         [[sinks]]\nname = \"syslog\"\ntype = \"syslog\"\naddress = \"{syslog}\"\ntransport = \"tcp\"\n",
-        agent_config_file_only(dir, sim, start, extra_top)
-    )
+    sources_config(dir, &bench_sources(sim, start, extra_top), hec_url, syslog)
 }
 
 /// As [`agent_config`], with the file sink alone (`e2e`'s run of the file sink's cost).
 pub fn agent_config_file_only(dir: &Path, sim: &Sim, start: &str, extra_top: &str) -> String {
-    let sources: Vec<String> = SimVendor::ALL
-        .into_iter()
-        .map(|v| {
+    file_only_config(dir, &bench_sources(sim, start, extra_top))
+}
+
+/// `extra_top` (it goes after `state_dir` and before any table), then one source per simulated
+/// vendor (first organization) with a proactive limit far above what the run needs.
+fn bench_sources(sim: &Sim, start: &str, extra_top: &str) -> Vec<String> {
+    std::iter::once(extra_top.to_owned())
+        .chain(SimVendor::ALL.into_iter().map(|v| {
             let org = sim.organizations(v)[0].clone();
             harness::source_block(
                 sim,
@@ -156,10 +156,25 @@ pub fn agent_config_file_only(dir: &Path, sim: &Sim, start: &str, extra_top: &st
                 v.name(),
                 &format!("start = {start:?}\nrate_limit = {{ requests = 100000, per = \"1s\", burst = 100 }}"),
             )
-        })
-        .collect();
+        }))
+        .collect()
+}
+
+/// The agent's configuration with these `[[sources]]` tables and the three sinks of
+/// [`agent_config`]: a file (`events.ndjson` in `dir`), HEC and syslog over TCP.
+pub fn sources_config(dir: &Path, sources: &[String], hec_url: &str, syslog: SocketAddr) -> String {
     format!(
-        "state_dir = {state:?}\n{extra_top}\n{sources}\n\
+        "{}\n\
+         [[sinks]]\nname = \"splunk\"\ntype = \"hec\"\nurl = {hec_url:?}\ntoken = \"hec-test-token\"\n\n\
+         [[sinks]]\nname = \"syslog\"\ntype = \"syslog\"\naddress = \"{syslog}\"\ntransport = \"tcp\"\n",
+        file_only_config(dir, sources)
+    )
+}
+
+/// These `[[sources]]` tables and the file sink alone (`events.ndjson` in `dir`).
+fn file_only_config(dir: &Path, sources: &[String]) -> String {
+    format!(
+        "state_dir = {state:?}\n{sources}\n\
          [[sinks]]\nname = \"file\"\ntype = \"file\"\npath = {out:?}\n",
         state = dir.join("state").display().to_string(),
         sources = sources.join("\n"),

@@ -156,6 +156,11 @@ enum Written {
 /// Writes that may share a transaction: at most this many per group.
 const MAX_GROUP: usize = 64;
 
+/// After this long without a command the connection's page cache is given back
+/// ([`Writer::release_memory`]): an idle agent holds none of it, a busy one never pauses this
+/// long, and an idle one re-reads the few pages its next poll needs from the OS's cache.
+const RELEASE_MEMORY_WHEN_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Command {
     fn is_write(&self) -> bool {
         matches!(
@@ -238,6 +243,15 @@ pub(super) struct Writer {
 }
 
 impl Writer {
+    /// `PRAGMA shrink_memory`: frees the connection's unused cache pages (sqlite3_db_release_memory).
+    /// It writes nothing and changes no setting, so it cannot touch durability; a failure costs
+    /// only the memory, so it is logged at debug level and otherwise ignored.
+    pub(super) fn release_memory(&self) {
+        if let Err(e) = self.conn.execute_batch("PRAGMA shrink_memory") {
+            tracing::debug!(db = %self.path.display(), error = %e, "cannot release the page cache while idle");
+        }
+    }
+
     /// Wall time (ms since the epoch) for `collected_ms`, `created_at_ms` and `updated_at_ms`:
     /// informational only, never compared.
     pub(super) fn now_ms(&self) -> i64 {
@@ -250,11 +264,19 @@ impl Writer {
         loop {
             let command = match held.take() {
                 Some(command) => command,
-                None => match commands.recv() {
+                None => match commands.recv_timeout(RELEASE_MEMORY_WHEN_IDLE_FOR) {
                     Ok(command) => command,
+                    // Idle: give the page cache back, then wait as long as it takes.
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.release_memory();
+                        match commands.recv() {
+                            Ok(command) => command,
+                            Err(_) => return,
+                        }
+                    }
                     // Every handle dropped without `close`: dropping the connection still
                     // checkpoints the WAL.
-                    Err(_) => return,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
                 },
             };
             if command.is_write() {

@@ -641,6 +641,11 @@ pub struct RequestRecord {
     /// It arrived before the instant the previous 429 (to the same vendor and organization)
     /// announced: one of [`SimStats::retry_after_violations`].
     pub early: bool,
+    /// Whose rate-limit window it counts in: the organization id of the path, or (Datafold, one
+    /// organization per API key) the `Authorization` header. Tells the sources apart (`bench
+    /// sources` times each one's first request); never serialized, as it may hold the credential.
+    #[serde(skip)]
+    pub client: String,
 }
 
 /// The command line of `auditrelay simulate`: one flag per knob. The vendors' own flags sit in
@@ -1085,6 +1090,7 @@ async fn gate(State((shared, vendor)): State<(Arc<Shared>, SimVendor)>, req: Req
         body: String::from_utf8_lossy(&body).into_owned(),
         status: 0,
         early: false,
+        client: client.clone(),
     };
     let (number, log_index, limit) = {
         let mut st = shared.state();

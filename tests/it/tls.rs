@@ -6,7 +6,8 @@
 //! - A vendor source over https (a TLS front this test runs before the simulator): refused in
 //!   `check --connect` and in a running agent (no request reaches the vendor, nothing is
 //!   collected); trusted with `ca_file`, every record is collected; with an unrelated CA,
-//!   refused again.
+//!   refused again. Sources sharing one HTTP client (one per `ca_file`) keep their own trust:
+//!   one without `ca_file` is refused while two with it collect from the same host.
 //! - Every TLS sink (syslog over TLS, HEC over https, OTLP over https and over gRPC with TLS):
 //!   refused by `check --connect` without `ca_file`, handshake made with it. (Delivery over
 //!   those connections is proven in tests/it/syslog.rs, hec.rs and otlp.rs.)
@@ -158,6 +159,55 @@ async fn test_vendor_over_https_is_refused_unless_its_ca_is_configured() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(front.handshakes() > 0);
     assert_eq!(delivered(&out_path(dir.path())).len(), 200);
+    sim.shutdown().await;
+}
+
+/// Sources share one HTTP client per `ca_file` (`http::share`): a shared client must never lend
+/// its trust to a source configured without it. Three organizations behind one TLS front: two
+/// sources trust its CA (`ca_file`, one client for both), one trusts only the system's roots and
+/// must be refused every time, although the others' connections to the same host are pooled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_sources_sharing_a_client_keep_their_own_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    let mut opts = SimOptions::default();
+    opts.aitronos.records = 30;
+    opts.aitronos.organizations = 3;
+    opts.faults.rate_limit = RateLimitSetting::Off;
+    let sim = start_sim(opts, &Clock::system()).await;
+    let front = TlsFront::start(&pki, Some(sim.addr())).await;
+    let orgs = sim.organizations(SimVendor::Aitronos);
+    let extra = "start = \"2d\"\nmax_span = \"3d\"\nrate_limit = { requests = 50, per = \"1s\" }\n\
+                 backoff = { initial = \"50ms\", max = \"100ms\" }";
+    let trusted = format!("{extra}\nca_file = {:?}", pki.ca_pem.display().to_string());
+    // The trusted sources first: a client shared by every source would be theirs.
+    let blocks: Vec<String> = [
+        ("trusted-1", &orgs[0], &trusted),
+        ("trusted-2", &orgs[1], &trusted),
+        ("system-roots", &orgs[2], &extra.to_owned()),
+    ]
+    .into_iter()
+    .map(|(name, org, extra)| {
+        source_block(&sim, SimVendor::Aitronos, org, name, extra)
+            .replace(&sim.base_url().to_string(), &format!("https://localhost:{}/", front.addr.port()))
+    })
+    .collect();
+    let config = dir.path().join("auditrelay.toml");
+    std::fs::write(&config, config_with_sources(dir.path(), &blocks)).unwrap();
+
+    let out = out_path(dir.path());
+    let mut agent = Agent::start(&config, false);
+    agent
+        .until("both trusted organizations collected and three certificate errors", Duration::from_secs(60), |a| {
+            a.count("UnknownIssuer") >= 3
+                && delivered_for(&out, SimVendor::Aitronos, &orgs[0]).len() == 30
+                && delivered_for(&out, SimVendor::Aitronos, &orgs[1]).len() == 30
+        })
+        .await;
+    agent.kill().await;
+    let untrusted: Vec<_> = sim.request_log().into_iter().filter(|r| r.client == orgs[2]).collect();
+    assert!(untrusted.is_empty(), "the source without ca_file reached the vendor: {} requests", untrusted.len());
+    assert!(delivered_for(&out, SimVendor::Aitronos, &orgs[2]).is_empty());
     sim.shutdown().await;
 }
 
