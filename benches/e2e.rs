@@ -119,7 +119,7 @@ impl Measured {
 }
 
 async fn run(records: usize) {
-    println!("{}", machine());
+    println!("{}; agent environment as the packaged unit sets it: {}", machine(), unit_env());
     let per_vendor = records / 4;
     let total = per_vendor * 4;
     let mut opts = sim_options(per_vendor);
@@ -342,7 +342,7 @@ async fn drain(sim: &Sim, total: usize, sinks: Sinks) -> (Measured, Option<Floor
 
     let bench_cpu0 = own_cpu_seconds();
     let started = Instant::now();
-    let mut agent = Agent::spawn(&["run"], &config, &dir.path().join("agent.log"), &[]);
+    let mut agent = Agent::spawn(&["run"], &config, &dir.path().join("agent.log"), UNIT_ENV);
     let mut file_lines = LineCounter::new();
     let names: Vec<&str> = ["file", "HEC", "syslog", "Elasticsearch"]
         .into_iter()

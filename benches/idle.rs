@@ -30,7 +30,7 @@ fn main() {
 }
 
 async fn run(idle: Duration) {
-    println!("{}", machine());
+    println!("{}; agent environment as the packaged unit sets it: {}", machine(), unit_env());
     let opts = sim_options(RECORDS_PER_VENDOR);
     let sim = Sim::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), opts, Clock::system()).await.unwrap();
     let hec = HecEmulator::start(HecOptions::default()).await;
@@ -40,7 +40,7 @@ async fn run(idle: Duration) {
     std::fs::write(&config, agent_config(dir.path(), &sim, &hec.url(), syslog.addr, "2d", "")).unwrap();
     let out = dir.path().join("events.ndjson");
 
-    let mut agent = Agent::spawn(&["run"], &config, &dir.path().join("agent.log"), &[]);
+    let mut agent = Agent::spawn(&["run"], &config, &dir.path().join("agent.log"), UNIT_ENV);
     let total = 4 * RECORDS_PER_VENDOR as u64;
     let mut lines = LineCounter::new();
     agent

@@ -69,7 +69,7 @@ struct Figures {
 }
 
 async fn run(counts: &[usize], idle: Duration) {
-    println!("{}", machine());
+    println!("{}; agent environment as the packaged unit sets it: {}", machine(), unit_env());
     println!(
         "N sources (N/4 organizations per vendor, {RECORDS_PER_SOURCE} records each), 3 sinks (file, HEC, syslog TCP); \
          idle for {idle:?} after catching up"
@@ -195,7 +195,7 @@ async fn measure(n: usize, idle: Duration) -> Figures {
 
     let spawned_at = chrono::Utc::now();
     let spawned = Instant::now();
-    let mut agent = Agent::spawn(&["run"], &config, &dir.path().join("agent.log"), &[]);
+    let mut agent = Agent::spawn(&["run"], &config, &dir.path().join("agent.log"), UNIT_ENV);
     let mut firsts: HashMap<(SimVendor, String), chrono::DateTime<chrono::Utc>> = HashMap::new();
     let mut seen = 0;
     agent

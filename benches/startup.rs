@@ -30,7 +30,7 @@ fn main() {
 }
 
 async fn run(runs: usize) {
-    println!("{}", machine());
+    println!("{}; agent environment as the packaged unit sets it: {}", machine(), unit_env());
     let opts = sim_options(0);
     // Only for its organizations and credentials: the vendor is the listener below.
     let sim = Sim::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), opts, Clock::system()).await.unwrap();
@@ -75,7 +75,7 @@ async fn run(runs: usize) {
 /// Starts the agent, waits for the head of its first vendor request, stops it: milliseconds.
 async fn first_request(vendor: &TcpListener, config: &std::path::Path, log: &std::path::Path) -> f64 {
     let started = Instant::now();
-    let mut agent = Agent::spawn(&["run"], config, log, &[]);
+    let mut agent = Agent::spawn(&["run"], config, log, UNIT_ENV);
     let arrived = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let (mut socket, _) = vendor.accept().await.unwrap();
