@@ -13,6 +13,8 @@ pub mod event;
 pub(crate) mod schema_check;
 #[cfg(test)]
 mod schema_check_tests;
+#[cfg(test)]
+mod review21a_tests;
 pub mod summary;
 pub mod write;
 
