@@ -35,6 +35,8 @@ mod schema;
 mod views;
 mod writer;
 mod writes;
+#[cfg(test)]
+mod review21a_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
