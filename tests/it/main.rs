@@ -62,6 +62,7 @@ mod review19b;
 mod review19c;
 mod review20ra;
 mod review20rb;
+mod review21a;
 mod rotation;
 mod secrets;
 mod sim_contracts;
