@@ -34,6 +34,10 @@ fn review21a_stored_body_capacity_is_bounded_by_its_length() {
          \"actor_name\":\"Ann Admin\",\"actor_email\":\"ann@example.com\",\"target_id\":\"usr_2\",\
          \"target_name\":\"Bo\",\"created_at\":\"2026-03-18T08:15:42Z\",{pad}\"metadata\":{{\"ip_address\":\"198.51.100.7\"}}}}"
     );
+    // The same record compact, for scale (not asserted).
+    let compact: String = raw.split(&pad).collect();
+    let small = aitronos(&compact, RawData::Off);
+    let compact_note = format!("compact {} B record, raw_data=off: {} B event in {} B", compact.len(), small.len(), small.capacity());
     for raw_data in [RawData::Off, RawData::Hash] {
         let body = aitronos(&raw, raw_data);
         let parsed: Value = serde_json::from_slice(&body).unwrap();
@@ -41,7 +45,7 @@ fn review21a_stored_body_capacity_is_bounded_by_its_length() {
         assert!(
             body.capacity() <= 2 * body.len(),
             "{raw_data:?}: a {} byte event holds {} bytes ({}x); a page of 1,000 such records holds {} MiB \
-             for {} KiB of events",
+             for {} KiB of events ({compact_note})",
             body.len(),
             body.capacity(),
             body.capacity() / body.len(),
