@@ -311,3 +311,25 @@ fn review21a_writer_bytes_equal_the_old_serializer_on_hostile_records() {
     assert!(compared > 1000, "compared {compared}");
     assert!(differ.is_empty(), "{} of {compared} differ:\n{}", differ.len(), differ.join("\n"));
 }
+
+/// The same without any whitespace: a vendor whose JSON escapes every non-ASCII character
+/// (Python's `json.dumps` default, `ensure_ascii`): `\u4e2d` is 6 bytes of record for 3 of event.
+#[test]
+fn review21a_stored_body_capacity_with_ascii_escaped_text() {
+    let name: String = "\\u4e2d\\u6587".repeat(2000);
+    let raw = format!(
+        "{{\"id\":\"r1\",\"entity_type\":\"user\",\"action_type\":\"deleted\",\"actor_id\":\"usr_1\",\
+         \"actor_name\":\"Ann Admin\",\"actor_email\":\"ann@example.com\",\"target_id\":\"usr_2\",\
+         \"target_name\":\"{name}\",\"created_at\":\"2026-03-18T08:15:42Z\",\"note\":\"{name}\"}}"
+    );
+    let body = aitronos(&raw, RawData::Off);
+    serde_json::from_slice::<Value>(&body).unwrap();
+    assert!(
+        body.capacity() <= 2 * body.len(),
+        "compact {} B record, raw_data=off: a {} byte event holds {} bytes ({:.1}x)",
+        raw.len(),
+        body.len(),
+        body.capacity(),
+        body.capacity() as f64 / body.len() as f64
+    );
+}
