@@ -362,6 +362,14 @@ pub fn map_record(
     let mut out = Vec::with_capacity(ctx.raw.len() * 3 + 1024);
     write::event(&parts, policy.raw_data, &mut out)
         .map_err(|e| Unmappable(format!("cannot serialize the event ({e})")))?;
+    // The event is kept (a whole page of them) until stored: it must not hold more than it needs.
+    // With `raw_data` "off" or "hash", or a record padded with whitespace, the estimate above is
+    // far too much (a pretty-printed record: 388 times the event; review 21a), and a vendor's
+    // formatting must not set the memory a page takes. Within twice its length, as the
+    // doubling `serde_json::to_vec` left it, the spare room is kept (no copy).
+    if out.capacity() > 2 * out.len() {
+        out.shrink_to_fit();
+    }
     Ok(out)
 }
 
