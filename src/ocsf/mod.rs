@@ -9,12 +9,12 @@
 
 pub mod event;
 #[cfg(test)]
+mod review21a_tests;
+#[cfg(test)]
 #[path = "../../tests/ocsf_schema/mod.rs"]
 pub(crate) mod schema_check;
 #[cfg(test)]
 mod schema_check_tests;
-#[cfg(test)]
-mod review21a_tests;
 pub mod summary;
 pub mod write;
 

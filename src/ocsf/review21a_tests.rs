@@ -37,7 +37,8 @@ fn review21a_stored_body_capacity_is_bounded_by_its_length() {
     // The same record compact, for scale (not asserted).
     let compact: String = raw.split(&pad).collect();
     let small = aitronos(&compact, RawData::Off);
-    let compact_note = format!("compact {} B record, raw_data=off: {} B event in {} B", compact.len(), small.len(), small.capacity());
+    let compact_note =
+        format!("compact {} B record, raw_data=off: {} B event in {} B", compact.len(), small.len(), small.capacity());
     for raw_data in [RawData::Off, RawData::Hash] {
         let body = aitronos(&raw, raw_data);
         let parsed: Value = serde_json::from_slice(&body).unwrap();
@@ -49,8 +50,8 @@ fn review21a_stored_body_capacity_is_bounded_by_its_length() {
             body.len(),
             body.capacity(),
             body.capacity() / body.len(),
-            body.capacity() * 1000 >> 20,
-            body.len() * 1000 >> 10,
+            (body.capacity() * 1000) >> 20,
+            (body.len() * 1000) >> 10,
         );
     }
 }
@@ -63,8 +64,18 @@ fn review21a_hostile_records_stay_valid_json_and_ocsf() {
     let nasty = format!("{controls}\u{2028}\u{2029}\"\\/\u{7f}\u{fffd}Zoë 😀</script>");
     let nasty_json = serde_json::to_string(&nasty).unwrap();
     let long = serde_json::to_string(&"\u{1}\"".repeat(100_000)).unwrap();
-    let numbers = ["-0", "0.0", "-0.0", "1e308", "-1e-320", "18446744073709551616", "-9223372036854775809",
-        "123456789012345678901234567890", "1E+2", "5e-324"];
+    let numbers = [
+        "-0",
+        "0.0",
+        "-0.0",
+        "1e308",
+        "-1e-320",
+        "18446744073709551616",
+        "-9223372036854775809",
+        "123456789012345678901234567890",
+        "1E+2",
+        "5e-324",
+    ];
     let mut records = vec![];
     for n in numbers {
         records.push(format!(
@@ -80,7 +91,8 @@ fn review21a_hostile_records_stay_valid_json_and_ocsf() {
     for raw in &records {
         for raw_data in [RawData::Full, RawData::Hash, RawData::Off] {
             let body = aitronos(raw, raw_data);
-            let event: Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)));
+            let event: Value =
+                serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)));
             schema_check::assert_valid(&event);
             if raw_data == RawData::Full {
                 assert_eq!(event["raw_data"].as_str(), Some(raw.as_str()));
@@ -254,10 +266,8 @@ fn review21a_writer_bytes_equal_the_old_serializer_on_hostile_records() {
         include_str!("../vendors/configcat/fixtures/records.json"),
         include_str!("../vendors/datafold/fixtures/records.json"),
     ];
-    let mut records: Vec<Map<String, Value>> = fixtures
-        .iter()
-        .flat_map(|f| serde_json::from_str::<Vec<Map<String, Value>>>(f).unwrap())
-        .collect();
+    let mut records: Vec<Map<String, Value>> =
+        fixtures.iter().flat_map(|f| serde_json::from_str::<Vec<Map<String, Value>>>(f).unwrap()).collect();
     records.extend(
         include_str!("../vendors/astronomer/fixtures/records.ndjson")
             .lines()

@@ -31,12 +31,12 @@
 mod checkpoint;
 mod cursors;
 mod dead_letters;
+#[cfg(test)]
+mod review21a_tests;
 mod schema;
 mod views;
 mod writer;
 mod writes;
-#[cfg(test)]
-mod review21a_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -33,10 +33,14 @@ async fn review21a_a_hung_request_of_one_source_does_not_stall_another_on_the_sh
     let out = out_path(dir.path());
     let mut agent = Agent::start(&config, false);
     agent
-        .until("one organization collected whole while the other's first request hangs", Duration::from_secs(60), |_| {
-            delivered_for(&out, SimVendor::Aitronos, &orgs[0]).len() == 30
-                || delivered_for(&out, SimVendor::Aitronos, &orgs[1]).len() == 30
-        })
+        .until(
+            "one organization collected whole while the other's first request hangs",
+            Duration::from_secs(60),
+            |_| {
+                delivered_for(&out, SimVendor::Aitronos, &orgs[0]).len() == 30
+                    || delivered_for(&out, SimVendor::Aitronos, &orgs[1]).len() == 30
+            },
+        )
         .await;
     agent.kill().await;
     let log = sim.request_log();
