@@ -9,8 +9,6 @@
 
 pub mod event;
 #[cfg(test)]
-mod review21a_tests;
-#[cfg(test)]
 #[path = "../../tests/ocsf_schema/mod.rs"]
 pub(crate) mod schema_check;
 #[cfg(test)]

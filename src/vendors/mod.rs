@@ -13,6 +13,8 @@ use std::time::Duration;
 
 /// Vendors described by a definition file (issue 20).
 pub mod defined;
+#[cfg(test)]
+mod review21a_tests;
 
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;

@@ -1,11 +1,12 @@
-//! Adversarial review of issue 21 (event writer): hostile records through the real mapping and
+//! Adversarial review of issue 21 (event writer; here, not in `ocsf`, which must not import
+//! `vendors`): hostile records through the real mapping and
 //! the new writer; the stored body's memory against what serde_json::to_vec kept.
 
 use chrono::DateTime;
 use serde_json::Value;
 
-use super::event::RawData;
-use super::{Context, Policy, schema_check, stamp_transmit_time, strip_transmit_time};
+use crate::ocsf::event::RawData;
+use crate::ocsf::{Context, Policy, schema_check, stamp_transmit_time, strip_transmit_time};
 
 fn aitronos(raw: &str, raw_data: RawData) -> Vec<u8> {
     let time = DateTime::parse_from_rfc3339("2026-03-18T08:15:42Z").unwrap().to_utc();
@@ -303,7 +304,7 @@ fn review21a_writer_bytes_equal_the_old_serializer_on_hostile_records() {
             let Ok(parts) = vendor.map(record, &ctx) else { continue };
             for raw_data in [RawData::Full, RawData::Hash, RawData::Off] {
                 let mut new = Vec::new();
-                super::write::event(&parts, raw_data, &mut new).unwrap();
+                crate::ocsf::write::event(&parts, raw_data, &mut new).unwrap();
                 let old = serde_json::to_vec(&old::with_raw_data(parts.clone(), raw_data)).unwrap();
                 compared += 1;
                 if new != old && differ.len() < 3 {
