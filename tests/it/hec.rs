@@ -563,6 +563,60 @@ async fn a_413_split_then_a_busy_collector_indexes_the_taken_half_once() {
     }
 }
 
+/// `n` events of the e2e bench's shape: the simulator's OCSF events, each padded to about
+/// `size` bytes (a leading `x_padding` string, the rest of the event byte for byte, so the
+/// sink stamps `transmit_time` into it as into any event) under a `metadata.uid` of its own.
+pub(crate) fn events_of_about(n: usize, size: usize) -> Vec<Vec<u8>> {
+    let base = ocsf_events();
+    (0..n)
+        .map(|k| {
+            let body = &base[k % base.len()];
+            let old = uid(body);
+            let text = std::str::from_utf8(body).unwrap().replace(&old, &format!("{old}-{k}"));
+            let pad = size.saturating_sub(text.len() + 16).max(1);
+            format!("{{\"x_padding\":\"{}\",{}", "p".repeat(pad), &text[1..]).into_bytes()
+        })
+        .collect()
+}
+
+/// Issue 21 (lean core): the e2e bench's HEC sink made 6,879 requests per 1,000,000 events,
+/// most answered 413 and halved: the batch was cut at `batch_max_bytes` (and
+/// `batch_max_events`) of queued bodies, but a request is the stacked envelopes, each larger
+/// than its body, so a full batch made a request larger than the collector's
+/// `max_content_length` (1 MiB, the default bound). Defaults everywhere (500 events, 1 MiB;
+/// the emulator's 1 MiB limit, gzip on): no request may be answered 413, and the requests
+/// are as many as the byte bound implies, counting the envelopes (within one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_at_the_default_batch_bounds_fit_the_collectors_limit() {
+    let events = events_of_about(1_500, 2_048);
+    let hec = HecEmulator::start(HecOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with(dir.path(), &["hec"], &events).await;
+    // `sink_config` sets batches of 50: the defaults are the point here.
+    let cfg = crate::request_size::sink_with_defaults(dir.path(), "hec", &hec_lines(&hec, ""));
+    let bound = cfg.batch_max_bytes;
+    assert_eq!((cfg.batch_max_events, bound), (500, 1 << 20), "the defaults");
+    let stats = start_worker(cfg, &queue).drain().await;
+    assert_eq!((stats.events, stats.dead_lettered), (1_500, 0), "{stats:?}");
+    assert_all_indexed(&hec, &events, true);
+
+    let requests = hec.requests();
+    let statuses: Vec<u16> = requests.iter().map(|r| r.status).collect();
+    let sizes: Vec<usize> = requests.iter().map(|r| r.body.len()).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "every request taken at once: {statuses:?}, sizes {sizes:?}");
+    assert!(sizes.iter().all(|s| *s <= bound), "no request over the bound: {sizes:?}");
+    // What the byte bound implies: the envelopes' bytes (as sent, uncompressed) cut into
+    // requests of at most `bound`.
+    let envelopes: usize = sizes.iter().sum();
+    let implied = envelopes.div_ceil(bound);
+    assert!(
+        requests.len() <= implied + 1,
+        "{} requests for {envelopes} bytes of envelopes, where the {bound}-byte bound implies {implied}: {sizes:?}",
+        requests.len()
+    );
+    assert_eq!((stats.splits, stats.errors_refused, stats.errors_server), (0, 0, 0), "{stats:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_answers_and_broken_connections_are_retried_honouring_retry_after() {
     let events = &ocsf_events()[..30];

@@ -57,6 +57,7 @@ mod proxy;
 mod ratelimits;
 mod receivers_at_the_edge;
 mod reload;
+mod request_size;
 mod review19a;
 mod review19b;
 mod review19c;
