@@ -19,6 +19,11 @@
 //! same mapping error (refused again). Any other item error (403 security, 404 no such index, a
 //! non-`create` op refused by a data stream) needs an operator: the data is kept.
 //!
+//! Its requests fit `batch_max_bytes` with each document's action line and head: it tells the
+//! loop what they add ([`Protocol::wrapping`], the head made once an event and kept for the
+//! sends), and the loop cuts the batch to fit, so a bound set to the cluster's
+//! `http.max_content_length` is not overrun by them.
+//!
 //! It must not split a batch itself nor retry: a 413 goes back to the loop as
 //! [`Failure::TooLarge`](super::Failure::TooLarge), a 500 as a server error (bisected), 429 /
 //! 502 / 503 / 504 as transient with `Retry-After`, 400 / 401 / 403 / 3xx / a 2xx that is not a
@@ -278,6 +283,10 @@ pub struct ElasticsearchSink {
     /// (`Some(reason)`): a resend sends only the rest. Entries leave when a send covering them
     /// returns Ok; bounded by [`MEMO_CAP`].
     memo: HashMap<i64, Option<String>>,
+    /// The document heads ([`document_head`]) that [`Protocol::wrapping`] measured, by queue id
+    /// (never reused), so `send` and its resends do not parse the events again; dropped as the
+    /// next measured batch starts past them.
+    heads: std::collections::BTreeMap<i64, Result<DocHead, String>>,
 }
 
 /// Past this many entries the memo is dropped (module docs: losing it costs 409s, not data).
@@ -369,6 +378,36 @@ struct Ecs<'a> {
 /// without `metadata.uid` is refused, since without a stable `_id` a resend would be a second
 /// document (our mappers always set it: such a body is a bug to surface).
 pub fn document(target: &Target, event: &QueuedEvent) -> Result<Doc, String> {
+    Ok(document_head(target, event)?.document(&event.body))
+}
+
+/// A [`Doc`] up to the OCSF event: the action line and the document's head, ending in
+/// `,"ocsf":`. Nothing in it depends on `transmit_time`, so it is made once an event.
+#[derive(Debug, Clone)]
+pub struct DocHead {
+    pub index: String,
+    pub lines: Vec<u8>,
+}
+
+impl DocHead {
+    /// The whole document of `body` (the event as queued, or as sent with its `transmit_time`).
+    pub fn document(&self, body: &[u8]) -> Doc {
+        let mut lines = Vec::with_capacity(self.lines.len() + body.len() + 2);
+        lines.extend_from_slice(&self.lines);
+        // A queued body is one line (our writer never puts a raw newline in JSON); NDJSON needs it.
+        lines.extend(body.iter().filter(|b| **b != b'\n' && **b != b'\r'));
+        lines.extend_from_slice(b"}\n");
+        Doc { index: self.index.clone(), lines }
+    }
+
+    /// What it adds to the event's bytes in a request: itself, the closing brace and newline.
+    pub fn added(&self) -> usize {
+        self.lines.len() + 2
+    }
+}
+
+/// [`document`]'s head, or why the event cannot be one.
+pub fn document_head(target: &Target, event: &QueuedEvent) -> Result<DocHead, String> {
     let body = &event.body;
     let summary = summarize(body).map_err(|e| format!("queued body is not an OCSF event: {e}"))?;
     std::str::from_utf8(body).map_err(|e| format!("queued body is not UTF-8: {e}"))?;
@@ -397,7 +436,7 @@ pub fn document(target: &Target, event: &QueuedEvent) -> Result<Doc, String> {
             provider: summary.vendor(),
         },
     };
-    let mut lines = Vec::with_capacity(body.len() + 512);
+    let mut lines = Vec::with_capacity(512);
     serde_json::to_writer(&mut lines, &action).map_err(|e| format!("cannot write the action: {e}"))?;
     lines.push(b'\n');
     serde_json::to_writer(&mut lines, &head).map_err(|e| format!("cannot write the document: {e}"))?;
@@ -405,10 +444,7 @@ pub fn document(target: &Target, event: &QueuedEvent) -> Result<Doc, String> {
     // object): the head always has `@timestamp`, so a comma joins it.
     lines.pop();
     lines.extend_from_slice(b",\"ocsf\":");
-    // A queued body is one line (our writer never puts a raw newline in JSON); NDJSON needs it.
-    lines.extend(body.iter().filter(|b| **b != b'\n' && **b != b'\r'));
-    lines.extend_from_slice(b"}\n");
-    Ok(Doc { index, lines })
+    Ok(DocHead { index, lines })
 }
 
 /// Decodes an Elastic Cloud `cloud_id` (`name:base64("host[:port]$es_uuid$kibana_uuid")`) into
@@ -627,6 +663,7 @@ impl ElasticsearchSink {
             clock: Clock::system(),
             stats: Arc::default(),
             memo: HashMap::new(),
+            heads: std::collections::BTreeMap::new(),
         })
     }
 
@@ -698,7 +735,11 @@ impl ElasticsearchSink {
             if self.memo.contains_key(&event.id) {
                 continue;
             }
-            match document(&self.target, event) {
+            let doc = match self.heads.get(&event.id) {
+                Some(head) => head.as_ref().map(|h| h.document(&event.body)).map_err(String::clone),
+                None => document(&self.target, event),
+            };
+            match doc {
                 Ok(doc) => {
                     body.extend_from_slice(&doc.lines);
                     sent.push((event.id, doc.index));
@@ -712,6 +753,26 @@ impl ElasticsearchSink {
             self.post(body, &sent).await?;
         }
         Ok(self.settle(batch))
+    }
+
+    /// [`Protocol::wrapping`]: each event's action line and document head, closing brace and
+    /// newline; an event that cannot be a document (refused, not sent) adds nothing. The heads
+    /// are kept for `send`.
+    fn measure(&mut self, events: &[QueuedEvent], added: &mut Vec<usize>) {
+        // The cursor is past what comes before this batch: those heads are not needed again.
+        if let Some(first) = events.first() {
+            self.heads = self.heads.split_off(&first.id);
+        }
+        for event in events {
+            if !self.heads.contains_key(&event.id) {
+                let head = document_head(&self.target, event);
+                self.heads.insert(event.id, head);
+            }
+            added.push(match self.heads.get(&event.id) {
+                Some(Ok(head)) => head.added(),
+                _ => 0,
+            });
+        }
     }
 
     /// Every event of `batch` is answered for: their refusals, and they leave the memo.
@@ -1290,6 +1351,10 @@ impl Protocol for ElasticsearchSink {
         Ok(())
     }
 
+    fn wrapping(&mut self, events: &[QueuedEvent], added: &mut Vec<usize>) {
+        self.measure(events, added);
+    }
+
     async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
         ElasticsearchSink::send(self, batch).await
     }
@@ -1320,6 +1385,25 @@ mod tests {
 
     fn stream() -> Target {
         Target::DataStream { dataset: DEFAULT_DATASET.into(), namespace: DEFAULT_NAMESPACE.into() }
+    }
+
+    /// Issue 21: what `wrapping` says a document adds (action line, head, closing brace,
+    /// newline) is exactly what the request carries beyond the event; an event that cannot be a
+    /// document adds nothing; heads before the next measured batch are dropped.
+    #[test]
+    fn what_a_document_adds_is_measured_exactly() {
+        let mut es = sink(vec!["http://127.0.0.1:1".parse().unwrap()]);
+        let mut events = vec![event(1, "u1"), event(2, "a-longer-uid-2"), event(3, "u3")];
+        events[2].body = b"not json".to_vec();
+        let mut added = Vec::new();
+        es.measure(&events, &mut added);
+        assert_eq!(added[2], 0, "not an event: refused, not sent");
+        for (event, added) in events[..2].iter().zip(&added) {
+            let doc = document(&es.target, event).unwrap();
+            assert_eq!(doc.lines.len(), event.body.len() + added);
+        }
+        es.measure(&events[1..], &mut Vec::new());
+        assert_eq!(es.heads.keys().copied().collect::<Vec<_>>(), [2, 3], "heads the cursor passed dropped");
     }
 
     #[test]

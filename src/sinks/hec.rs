@@ -14,6 +14,11 @@
 //!
 //! Within one batch it repairs what the collector names: an invalid event (codes 6, 12, 13, 15
 //! with `invalid-event-number`) is refused (dead-lettered by the loop) and the rest sent again.
+//! Its requests fit `batch_max_bytes` as the collector counts them, envelopes and newlines
+//! included: it tells the loop what each envelope adds ([`Protocol::wrapping`], the envelope's
+//! head made once an event and kept for the sends), and the loop cuts the batch to fit (issue
+//! 21: cut by the events' bytes alone, a batch at the default 1 MiB made a request over a
+//! collector's 1 MB `max_content_length`, answered 413 and halved, batch after batch).
 //! It never splits a batch: a 413 (larger than the collector's `max_content_length`) goes back
 //! to the loop as [`Failure::TooLarge`](super::Failure::TooLarge), which sends the part again in
 //! halves and acknowledges each half the collector takes as it takes it (a single event still
@@ -86,6 +91,10 @@ pub struct HecSink {
     clock: Clock,
     /// The worker's counters (`attach`): the ack waits are timed into them.
     stats: std::sync::Arc<super::SinkStats>,
+    /// The envelope heads ([`HecSink::head`]) that [`Protocol::wrapping`] measured, by queue id
+    /// (never reused), so `send` and its resends do not parse the events again; dropped as the
+    /// next measured batch starts past them.
+    heads: std::collections::BTreeMap<i64, Result<Vec<u8>, String>>,
 }
 
 /// What one answer of `/services/collector/event` means.
@@ -227,6 +236,7 @@ impl HecSink {
             channel: None,
             clock: Clock::system(),
             stats: std::sync::Arc::default(),
+            heads: std::collections::BTreeMap::new(),
         })
     }
 
@@ -244,7 +254,7 @@ impl HecSink {
         let mut delivery = Delivery::default();
         let mut envelopes = Vec::with_capacity(batch.len());
         for event in batch {
-            match self.envelope(&event.body) {
+            match self.envelope(event) {
                 Ok(bytes) => envelopes.push((event.id, bytes)),
                 Err(reason) => delivery.refused.push(RefusedEvent { id: event.id, reason }),
             }
@@ -299,8 +309,30 @@ impl HecSink {
         Ok(delivery)
     }
 
-    /// One envelope of `/services/collector/event`, or why this body cannot be one.
-    fn envelope(&self, body: &[u8]) -> Result<Vec<u8>, String> {
+    /// One envelope of `/services/collector/event`, or why this event cannot be one: its head
+    /// (measured before, or made now), the event's bytes as sent, and the closing brace.
+    fn envelope(&self, event: &QueuedEvent) -> Result<Vec<u8>, String> {
+        let made;
+        let head = match self.heads.get(&event.id) {
+            Some(head) => head,
+            None => {
+                made = self.head(&event.body);
+                &made
+            }
+        };
+        let head = head.as_ref().map_err(String::clone)?;
+        let mut out = Vec::with_capacity(head.len() + event.body.len() + 1);
+        out.extend_from_slice(head);
+        // The event goes in as the queued bytes, not parsed again: `summarize` read them whole
+        // as one JSON object (`transmit_time`, stamped since, is a splice inside it).
+        out.extend_from_slice(&event.body);
+        out.push(b'}');
+        Ok(out)
+    }
+
+    /// An envelope up to its `event` (`{"time":…,"fields":{…},"event":`), or why this body
+    /// cannot be one. Nothing in it depends on `transmit_time`, so it is made once an event.
+    fn head(&self, body: &[u8]) -> Result<Vec<u8>, String> {
         let summary = summarize(body).map_err(|e| format!("queued body is not an OCSF event: {e}"))?;
         std::str::from_utf8(body).map_err(|e| format!("queued body is not UTF-8: {e}"))?;
         let fields = self.fields.iter().filter_map(|f| summary.field(*f).map(|v| (f.name(), v.to_string()))).collect();
@@ -312,15 +344,32 @@ impl HecSink {
             index: self.index.as_deref(),
             fields,
         };
-        let mut out = Vec::with_capacity(body.len() + 256);
+        let mut out = Vec::with_capacity(256);
         serde_json::to_writer(&mut out, &envelope).map_err(|e| format!("cannot write the envelope: {e}"))?;
-        // The event goes in as the queued bytes, not parsed again: `summarize` just read them
-        // whole as one JSON object. The envelope always has `host`, so a comma joins it.
+        // The envelope always has `host`, so a comma joins `event` to it.
         out.pop(); // its closing brace
         out.extend_from_slice(b",\"event\":");
-        out.extend_from_slice(body);
-        out.push(b'}');
         Ok(out)
+    }
+
+    /// [`Protocol::wrapping`]: each event's envelope head, its closing brace and the newline
+    /// between envelopes; an event that cannot be one (refused, not sent) adds nothing. The heads
+    /// are kept for `send`.
+    fn measure(&mut self, events: &[QueuedEvent], added: &mut Vec<usize>) {
+        // The cursor is past what comes before this batch: those heads are not needed again.
+        if let Some(first) = events.first() {
+            self.heads = self.heads.split_off(&first.id);
+        }
+        for event in events {
+            if !self.heads.contains_key(&event.id) {
+                let head = self.head(&event.body);
+                self.heads.insert(event.id, head);
+            }
+            added.push(match self.heads.get(&event.id) {
+                Some(Ok(head)) => head.len() + 2,
+                _ => 0,
+            });
+        }
     }
 
     /// Posts one request of envelopes and reads what the collector said. Retry and
@@ -851,6 +900,10 @@ impl Protocol for HecSink {
         Ok(())
     }
 
+    fn wrapping(&mut self, events: &[QueuedEvent], added: &mut Vec<usize>) {
+        self.measure(events, added);
+    }
+
     async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
         HecSink::send(self, batch).await
     }
@@ -939,6 +992,51 @@ mod tests {
         assert_eq!(hec_time(1_795_292_810_597).unwrap().get(), "1795292810.597");
         assert_eq!(hec_time(1_795_292_810_007).unwrap().get(), "1795292810.007");
         assert!(hec_time(-1).is_none());
+    }
+
+    /// Issue 21: what `wrapping` says an envelope adds is exactly what the request carries
+    /// beyond the event (envelope, closing brace, newline), whatever the event's metadata; an
+    /// event that cannot be one adds nothing; heads before the next measured batch are dropped.
+    #[test]
+    fn what_an_envelope_adds_is_measured_exactly() {
+        let mut sink = HecSink::new(&HecSinkSettings {
+            url: "http://127.0.0.1:1".parse().unwrap(),
+            token: SecretString::from("t"),
+            ca_file: None,
+            index: Some("main".into()),
+            source: "auditrelay".into(),
+            sourcetype: Sourcetype::parse("ocsf:{vendor}/{class_uid}").unwrap(),
+            host: Some("collector-1".into()),
+            fields: vec![EventField::ClassUid, EventField::Vendor, EventField::Tenant],
+            gzip: true,
+            acks: None,
+            timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        let bodies = [
+            r#"{"time":1778578887513,"class_uid":6003,"metadata":{"uid":"u1","tenant_uid":"t","product":{"vendor_name":"Data Fold"}}}"#,
+            r#"{"class_uid":3002,"message":"no time, \"quoted\""}"#,
+            "not json",
+            r#"{"time":1,"metadata":{"product":{"vendor_name":"Config Cat"}},"raw_data":"x"}"#,
+        ];
+        let events: Vec<QueuedEvent> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| QueuedEvent { id: i as i64 + 10, body: b.as_bytes().to_vec(), collected_ms: 0 })
+            .collect();
+        let mut added = Vec::new();
+        sink.measure(&events, &mut added);
+        assert_eq!(added.len(), events.len());
+        assert_eq!(added[2], 0, "not an event: refused, not sent");
+        for (event, added) in events.iter().zip(&added) {
+            match sink.envelope(event) {
+                Ok(envelope) => assert_eq!(envelope.len() + 1, event.body.len() + added, "{envelope:?}"),
+                Err(e) => assert!(e.contains("not an OCSF event"), "{e}"),
+            }
+        }
+        assert_eq!(sink.heads.len(), 4);
+        sink.measure(&events[2..], &mut Vec::new());
+        assert_eq!(sink.heads.keys().copied().collect::<Vec<_>>(), [12, 13], "heads the cursor passed dropped");
     }
 
     #[test]

@@ -14,6 +14,18 @@
 //! one request (HEC repeats it only without an event the collector named invalid); what must
 //! be cut is cut here, where each part taken moves the cursor before the next is sent.
 //!
+//! **Request size.** `batch_max_bytes` bounds what one request carries before compression:
+//! each event as sent (with its `transmit_time`) and what the protocol wraps it in (HEC's
+//! envelope and newline, Elasticsearch's action line and document head; [`Protocol::wrapping`]
+//! says how much, measured on the events). The queue reads a batch by queued bytes, so the loop
+//! cuts it (`fit_request`) before the last event whose request would pass the bound, never
+//! below one event (one too large alone is the receiver's to refuse and is dead-lettered);
+//! the rest stays queued for the next read, which asks the queue for the share of the bound
+//! that the last batch's events took of its request. So a batch filled to the bound no longer
+//! draws a 413 from a collector whose limit is the bound (issue 21: 6,879 HEC requests per
+//! 1,000,000 events, most of them 413 and halves), and the bisection below is left for
+//! receivers whose limit is lower than the bound.
+//!
 //! **Bisection, once for every sink.** A protocol file that cannot tell which events a refusal
 //! is about says so with the failure's class, and this loop finds them:
 //! - [`Failure::Refused`] (OTLP 400 / `INVALID_ARGUMENT`, HEC 400 "invalid data" without an
@@ -198,6 +210,13 @@ pub trait Protocol: std::fmt::Debug + Send + Sized + 'static {
     /// the worker's counters and the agent's clock (a sink opened for `check --connect` keeps
     /// the system's).
     fn attach(&mut self, at: Attach<'_>) -> impl Future<Output = Result<(), crate::queue::QueueError>> + Send;
+    /// The bytes this protocol adds around each of `events` in one request (envelope, action
+    /// line, framing, separators), pushed to `added` in their order: the loop cuts a batch where
+    /// its request, counted so, would pass `batch_max_bytes` (module docs: request size). Counted
+    /// before compression, which only shrinks a request. Default: nothing added.
+    fn wrapping(&mut self, events: &[QueuedEvent], added: &mut Vec<usize>) {
+        added.extend(std::iter::repeat_n(0, events.len()));
+    }
     /// Delivers the whole batch, or fails with the receiver having taken none of it (module
     /// docs: a sink never splits a batch itself).
     fn send(&mut self, batch: &[QueuedEvent]) -> impl Future<Output = Result<Delivery, SendError>> + Send;
@@ -312,6 +331,15 @@ macro_rules! sinks {
                     $(Sink::$variant(s) => <$module::$ty as Protocol>::attach(s, at).await,)+
                     #[cfg(test)]
                     Sink::Scripted(_) => Ok(()),
+                }
+            }
+
+            /// See [`Protocol::wrapping`].
+            fn wrapping(&mut self, events: &[QueuedEvent], added: &mut Vec<usize>) {
+                match self {
+                    $(Sink::$variant(s) => <$module::$ty as Protocol>::wrapping(s, events, added),)+
+                    #[cfg(test)]
+                    Sink::Scripted(_) => added.extend(std::iter::repeat_n(0, events.len())),
                 }
             }
 
@@ -584,6 +612,10 @@ pub async fn run_sink(
     // The largest request (event bytes) the receiver has taken since this worker started: a
     // "too large" answer for less than that is not about size (module docs).
     let mut largest_taken = 0usize;
+    // The last batch's queued bytes and its request's bytes (`fit_request`): the next read asks
+    // the queue for that share of `batch_max_bytes`, so a full batch is not read only to leave
+    // its last tenth in the queue for the next read.
+    let mut share = (1usize, 1usize);
     while !control.stop.is_cancelled() && !control.abort.is_cancelled() {
         // Mark what we have seen before reading, so an event stored meanwhile wakes us.
         new_events.borrow_and_update();
@@ -595,7 +627,8 @@ pub async fn run_sink(
             0 => (cfg.batch_max_events, cfg.batch_max_bytes),
             n => (cfg.batch_max_events.max(n), cfg.batch_max_bytes.saturating_mul(n)),
         };
-        let batch = match queue.read_batch(name, max_events, max_bytes).await {
+        let read_bytes = scaled(max_bytes, share);
+        let batch = match queue.read_batch(name, max_events, read_bytes).await {
             Ok(b) => b,
             Err(e) => {
                 let wait = full_jitter(&cfg.backoff, failures, &mut rng);
@@ -619,6 +652,10 @@ pub async fn run_sink(
             }
             continue;
         }
+        // One request must fit `batch_max_bytes` with what the protocol wraps each event in
+        // (module docs: request size); what does not fit is read again next time.
+        let (batch, fitted) = fit_request(&mut sink, batch, max_bytes, widen, clock.now_utc().timestamp_millis());
+        share = fitted;
         stats.set_phase(SinkPhase::Sending);
         let mut delivery = Delivering {
             name,
@@ -654,6 +691,49 @@ pub async fn run_sink(
     sink.close().await;
     stats.set_phase(SinkPhase::Stopped);
     info!(sink = name, "sink stopped");
+}
+
+/// `bytes` × `share.0` / `share.1` (rounded down, at least 1; `bytes` itself for a share of
+/// one or more).
+fn scaled(bytes: usize, (part, whole): (usize, usize)) -> usize {
+    if part >= whole || whole == 0 {
+        return bytes;
+    }
+    let scaled = (bytes as u128) * (part as u128) / (whole as u128);
+    usize::try_from(scaled).unwrap_or(bytes).max(1)
+}
+
+/// The longest prefix of `batch` whose request fits `max_bytes`, counting each event as sent
+/// (with its `transmit_time`, [`stamp_transmit_time`]) and what the protocol wraps it in
+/// ([`Protocol::wrapping`]): at least one event (an event too large alone is the receiver's to
+/// refuse, and is dead-lettered) and at least `min_events` (after `Ended::Reread`, one more
+/// than the unresolved rest). The rest stays queued for the next read. Also the prefix's
+/// queued bytes and its request's bytes, the share the next read asks for.
+fn fit_request(
+    sink: &mut Sink,
+    mut batch: Vec<QueuedEvent>,
+    max_bytes: usize,
+    min_events: usize,
+    now_ms: i64,
+) -> (Vec<QueuedEvent>, (usize, usize)) {
+    let mut added = Vec::with_capacity(batch.len());
+    sink.wrapping(&batch, &mut added);
+    let mut stamped = Vec::new();
+    let (mut queued, mut request) = (0usize, 0usize);
+    let mut keep = batch.len();
+    for (i, event) in batch.iter().enumerate() {
+        stamped.clear();
+        crate::ocsf::stamp_transmit_time(&event.body, now_ms, &mut stamped);
+        let bytes = stamped.len().saturating_add(added.get(i).copied().unwrap_or(0));
+        if request.saturating_add(bytes) > max_bytes && i >= min_events.max(1) {
+            keep = i;
+            break;
+        }
+        queued = queued.saturating_add(event.body.len());
+        request = request.saturating_add(bytes);
+    }
+    batch.truncate(keep);
+    (batch, (queued.max(1), request.max(1)))
 }
 
 /// The events as sent now: each OCSF event with its `transmit_time` ([`crate::ocsf::stamp_transmit_time`]).
@@ -1070,6 +1150,39 @@ mod tests {
 
     use super::*;
     use crate::queue::{NewEvent, PageWrite, QueueOptions};
+
+    /// Issue 21 (module docs: request size): a batch is cut before the event whose request
+    /// would pass the bound, never below one event nor below `min_events`; the share is the
+    /// kept events' queued and request bytes, and the next read asks for that share.
+    #[test]
+    fn a_batch_is_cut_where_its_request_would_pass_the_bound() {
+        let mut sink = Sink::Scripted(Scripted { script: Box::new(|_| Answer::Accept), log: Arc::default() });
+        // Not stampable (not an event of ours): sent as queued, 100 bytes each.
+        let events: Vec<QueuedEvent> =
+            (1..=4).map(|id| QueuedEvent { id, body: vec![b'x'; 100], collected_ms: 0 }).collect();
+        let mut cut = |max_bytes, min_events| {
+            let (batch, share) = fit_request(&mut sink, events.clone(), max_bytes, min_events, 0);
+            (batch.iter().map(|e| e.id).collect::<Vec<_>>(), share)
+        };
+        assert_eq!(cut(250, 0), (vec![1, 2], (200, 200)));
+        assert_eq!(cut(400, 0), (vec![1, 2, 3, 4], (400, 400)));
+        assert_eq!(cut(50, 0), (vec![1], (100, 100)), "one event too large alone still goes alone");
+        assert_eq!(cut(250, 3), (vec![1, 2, 3], (300, 300)), "a re-read keeps one more than its suspects");
+        // An event of ours counts as sent, with its transmit_time.
+        let stored =
+            br#"{"raw_data_size":1,"metadata":{"loggers":[{"name":"auditrelay","product":{},"logged_time":5}]}}"#;
+        let now_ms = 1_795_292_810_597;
+        let mut sent = Vec::new();
+        crate::ocsf::stamp_transmit_time(stored, now_ms, &mut sent);
+        assert!(sent.len() > stored.len(), "stamped");
+        let two: Vec<QueuedEvent> =
+            (1..=2).map(|id| QueuedEvent { id, body: stored.to_vec(), collected_ms: 0 }).collect();
+        let (batch, share) = fit_request(&mut sink, two, 2 * sent.len() - 1, 0, now_ms);
+        assert_eq!((batch.len(), share), (1, (stored.len(), sent.len())));
+        assert_eq!(scaled(1000, (900, 1000)), 900);
+        assert_eq!(scaled(1000, (1, 1)), 1000);
+        assert_eq!(scaled(10, (1, 1000)), 1, "never zero");
+    }
 
     /// What the scripted receiver does with one request.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
