@@ -17,7 +17,10 @@
 //! **Request size.** `batch_max_bytes` bounds what one request carries before compression:
 //! each event as sent (with its `transmit_time`) and what the protocol wraps it in (HEC's
 //! envelope and newline, Elasticsearch's action line and document head; [`Protocol::wrapping`]
-//! says how much, measured on the events). The queue reads a batch by queued bytes, so the loop
+//! says how much, measured on the events; file, syslog and OTLP say nothing: a file and a
+//! stream have no request to bound, syslog's `max_message_size` counts each message whole, and a
+//! `LogRecord` is not the event's bytes plus a wrapping, so OTLP counts the events' JSON, about
+//! 1 / 1.16 of a structured export). The queue reads a batch by queued bytes, so the loop
 //! cuts it (`fit_request`) before the last event whose request would pass the bound, never
 //! below one event (one too large alone is the receiver's to refuse and is dead-lettered);
 //! the rest stays queued for the next read, which asks the queue for the share of the bound

@@ -55,3 +55,39 @@ async fn an_elasticsearch_bulk_request_fits_a_bound_set_to_the_clusters_limit() 
     );
     assert_eq!((stats.splits, stats.errors_refused, stats.errors_server), (0, 0, 0), "{stats:?}");
 }
+
+/// OTLP does not wrap the event in bytes the loop can add up: each event becomes a `LogRecord`
+/// (the event as a kvlist, or its JSON text, with times, severity and `ocsf.*` attributes), so
+/// the sink says nothing to the loop (`Protocol::wrapping`: nothing). At the default bound
+/// (1 MiB of events) the protobuf request must stay well under the 4 MiB a gRPC server takes by
+/// default (PROTOCOLS §3), the tightest documented limit; this pins the expansion (measured:
+/// see the message) so a growth of the `LogRecord` shows here first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_otlp_request_at_the_default_bound_stays_under_grpcs_4_mib() {
+    use prost::Message as _;
+    let events = events_of_about(1_500, 2_048);
+    let receiver = crate::otlp_receiver::Receiver::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with(dir.path(), &["otlp"], &events).await;
+    let lines = format!("endpoint = {:?}\nprotocol = \"grpc\"\n", receiver.grpc_url());
+    let cfg = sink_with_defaults(dir.path(), "otlp", &lines);
+    let bound = cfg.batch_max_bytes;
+    let stats = start_worker(cfg, &queue).drain().await;
+    assert_eq!((stats.events, stats.dead_lettered, stats.splits), (1_500, 0, 0), "{stats:?}");
+    let exports = receiver.exports();
+    let sizes: Vec<usize> = exports.iter().map(|e| e.request.encoded_len()).collect();
+    let largest = sizes.iter().copied().max().unwrap();
+    let records: usize = exports
+        .iter()
+        .flat_map(|e| &e.request.resource_logs)
+        .flat_map(|r| &r.scope_logs)
+        .map(|s| s.log_records.len())
+        .sum();
+    assert_eq!(records, 1_500);
+    let expansion = sizes.iter().sum::<usize>() as f64 / events.iter().map(Vec::len).sum::<usize>() as f64;
+    eprintln!("otlp grpc at a {bound}-byte bound: exports of {sizes:?} bytes, {expansion:.3} bytes a queued byte");
+    assert!(
+        largest <= 3 * 1024 * 1024,
+        "an export of {largest} bytes at a {bound}-byte bound (requests {sizes:?}; {expansion:.2} bytes a queued byte)"
+    );
+}
