@@ -90,7 +90,15 @@ impl Context<'_> {
     /// The metadata every event carries: version, product, the deterministic `uid`, tenant
     /// and the agent as logger. The vendor mapping adds its codes (`event_code`,
     /// `original_event_uid`, `original_time`, `correlation_uid`, `labels`).
-    pub fn metadata(&self, vendor: &str, product: &str, vendor_name: &str, log_provider: &str) -> Metadata {
+    /// The product names and log provider are the vendor's (or its definition's) for the
+    /// process's life: borrowed, not copied per event.
+    pub fn metadata(
+        &self,
+        vendor: &str,
+        product: &'static str,
+        vendor_name: &'static str,
+        log_provider: &'static str,
+    ) -> Metadata {
         let log_name = Some(self.log_name.to_owned()).filter(|n| !n.is_empty());
         Metadata {
             version: OCSF_VERSION,
@@ -104,7 +112,7 @@ impl Context<'_> {
             event_code: None,
             original_time: None,
             tenant_uid: Some(self.organization.to_owned()).filter(|o| !o.is_empty()),
-            log_provider: Some(log_provider.to_owned()),
+            log_provider: Some(log_provider.into()),
             labels: None,
             log_name: log_name.clone(),
             processed_time: Some(self.processed_ms),
@@ -253,28 +261,22 @@ impl<'a> Fields<'a> {
     /// Every field not placed, under its own name, as text; nulls left out. A field whose text
     /// is a placed field's (ConfigCat's `where` naming the organization its `actionTarget`
     /// already names) says nothing new and is left out too; short values (`true`, `2`) are
-    /// kept, being equal by chance.
+    /// kept, being equal by chance. Each value as text ([`as_text`]); `raw_data` keeps the
+    /// record as sent.
     pub fn unmapped(&self) -> Unmapped {
         let placed: Vec<&str> = self
             .placed
             .iter()
             .filter_map(|k| self.record.get(*k)?.as_str())
-            .filter(|v| v.chars().count() >= 4)
+            .filter(|v| v.len() >= 4 && v.chars().nth(3).is_some())
             .collect();
-        let rest: Vec<&str> = self
-            .record
+        // One pass over the record (in key order, as the map keeps it): no second look-up.
+        self.record
             .iter()
             .filter(|(k, v)| !self.placed.contains(&k.as_str()) && !v.as_str().is_some_and(|v| placed.contains(&v)))
-            .map(|(k, _)| k.as_str())
-            .collect();
-        unmapped(self.record, &rest)
+            .filter_map(|(k, v)| Some((k.clone(), as_text(v)?)))
+            .collect()
     }
-}
-
-/// The listed fields of a record, under their vendor names (OCSF `unmapped`), each as text
-/// ([`as_text`]); nulls left out (`raw_data` keeps the record as sent).
-pub fn unmapped(record: &Map<String, Value>, keys: &[&str]) -> Unmapped {
-    keys.iter().filter_map(|k| Some(((*k).to_owned(), as_text(record.get(*k)?)?))).collect()
 }
 
 /// Namespace for event uids: UUIDv5(NAMESPACE_URL, "https://auditrelay.dev/event").

@@ -217,7 +217,12 @@ fn observables(out: &mut Vec<u8>, class: &Class) -> serde_json::Result<()> {
 /// `timezone_offset` of a vendor timestamp: the minutes of its RFC 3339 offset, within OCSF's
 /// ±1080; 0 when it has none (naive times are read as UTC) or is not RFC 3339.
 fn timezone_offset(original_time: &str) -> i32 {
-    chrono::DateTime::parse_from_rfc3339(original_time.trim())
+    let time = original_time.trim();
+    // A time in UTC (`…Z`, the vendors' usual form) is 0 whether or not it parses: no parse.
+    if time.ends_with(['Z', 'z']) {
+        return 0;
+    }
+    chrono::DateTime::parse_from_rfc3339(time)
         .map(|t| t.offset().local_minus_utc() / 60)
         .ok()
         .filter(|m| (-1080..=1080).contains(m))

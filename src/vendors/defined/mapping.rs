@@ -694,7 +694,7 @@ impl Mapping {
     /// the uid name.
     pub fn map(
         &self,
-        def: &Definition,
+        def: &'static Definition,
         record: &Map<String, Value>,
         ctx: &Context<'_>,
     ) -> Result<EventParts, Unmappable> {
@@ -1248,10 +1248,11 @@ mod tests {
         parse(text).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
-    /// A definition around `mapping` (only the names, the id and the time matter here).
-    fn def(name: &str, vendor_name: &str, mapping: Mapping, id: &str, time: &str) -> Definition {
+    /// A definition around `mapping` (only the names, the id and the time matter here), for the
+    /// test's life as a loaded one is for the process's.
+    fn def(name: &str, vendor_name: &str, mapping: Mapping, id: &str, time: &str) -> &'static Definition {
         let minute = Duration::from_secs(60);
-        Definition {
+        Box::leak(Box::new(Definition {
             name: name.into(),
             title: format!("{vendor_name} audit log"),
             vendor_name: vendor_name.into(),
@@ -1293,27 +1294,27 @@ mod tests {
                 bare_429_wait: None,
             },
             mapping,
-        }
+        }))
     }
 
-    fn okta() -> Definition {
+    fn okta() -> &'static Definition {
         def("okta", "Okta", mapping(OKTA), "/uuid", "/published")
     }
 
-    fn github() -> Definition {
+    fn github() -> &'static Definition {
         def("github", "GitHub", mapping(GITHUB), "/_document_id", "/@timestamp")
     }
 
     /// Maps a record as the pipeline does and checks what every event must satisfy: the OCSF
     /// 1.8.0 schema, the observables, nothing placed twice, no null.
-    fn event(def: &Definition, record: &Value) -> Value {
+    fn event(def: &'static Definition, record: &Value) -> Value {
         let raw = record.to_string();
         let json = try_event(def, &raw).unwrap_or_else(|e| panic!("{e}: {raw}"));
         event_checks::assert_complete(&json, &["event_code", "uid"]);
         json
     }
 
-    fn try_event(def: &Definition, raw: &str) -> Result<Value, Unmappable> {
+    fn try_event(def: &'static Definition, raw: &str) -> Result<Value, Unmappable> {
         let record: Map<String, Value> = serde_json::from_str(raw).unwrap();
         let key = match &def.answer.id {
             RecordId::Pointer(p) => Pointer::parse(p).ok().and_then(|p| p.get(&record).and_then(scalar_text)),
