@@ -678,7 +678,7 @@ pub struct User {
     pub type_id: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[serde(rename = "type")]
-    pub kind: Option<String>,
+    pub kind: Option<Cow<'static, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<Group>>,
 }
@@ -713,14 +713,23 @@ impl UserType {
         }
     }
 
-    pub fn caption(&self) -> &str {
+    /// The caption of a known type ("Other" for a vendor's own word, which
+    /// [`UserType::caption`] gives).
+    fn static_caption(&self) -> &'static str {
         match self {
             UserType::Unknown => "Unknown",
             UserType::User => "User",
             UserType::Admin => "Admin",
             UserType::System => "System",
             UserType::Service => "Service",
+            UserType::Other(_) => "Other",
+        }
+    }
+
+    pub fn caption(&self) -> &str {
+        match self {
             UserType::Other(kind) => kind,
+            known => known.static_caption(),
         }
     }
 }
@@ -729,7 +738,11 @@ impl User {
     /// The user with `type_id` and `type` set from `kind`.
     pub fn typed(mut self, kind: UserType) -> User {
         self.type_id = Some(kind.id());
-        self.kind = Some(kind.caption().to_owned());
+        // A caption of ours is borrowed; only a vendor's own word is kept as its text.
+        self.kind = Some(match kind {
+            UserType::Other(word) => Cow::Owned(word),
+            known => Cow::Borrowed(known.static_caption()),
+        });
         self
     }
 

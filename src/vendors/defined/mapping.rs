@@ -386,6 +386,16 @@ pub struct Mapping {
     rules: Vec<Rule>,
     /// Every rule's regex, one set (`Matcher::Regex` holds an index into it).
     regexes: Option<regex::RegexSet>,
+    /// The definition's `answer.id` and `answer.time` pointers, parsed at the first event (the
+    /// mapping is read before the `[answer]` it belongs with), not for each one.
+    answer: std::sync::OnceLock<AnswerPointers>,
+}
+
+/// `answer.id` (none for a hashed id) and `answer.time` as pointers (none if not one).
+#[derive(Debug, Clone)]
+struct AnswerPointers {
+    id: Option<Pointer>,
+    time: Option<Pointer>,
 }
 
 /// Collects every problem while the keys are checked.
@@ -661,6 +671,7 @@ impl Mapping {
                 default: Target { class, activity, severity },
                 rules,
                 regexes,
+                answer: std::sync::OnceLock::new(),
             }),
             _ => Err(p.0),
         }
@@ -709,10 +720,15 @@ impl Mapping {
 
         let mut metadata = ctx.metadata(&def.uid_name, &def.product, &def.vendor_name, &def.title);
         metadata.event_code = Some(action.clone());
-        if let RecordId::Pointer(id) = &def.answer.id {
-            metadata.original_event_uid = Pointer::parse(id).ok().and_then(|p| r.take(&p));
-        }
-        metadata.original_time = Pointer::parse(&def.answer.time).ok().and_then(|p| r.take(&p));
+        let answer = self.answer.get_or_init(|| AnswerPointers {
+            id: match &def.answer.id {
+                RecordId::Pointer(id) => Pointer::parse(id).ok(),
+                RecordId::Hash => None,
+            },
+            time: Pointer::parse(&def.answer.time).ok(),
+        });
+        metadata.original_event_uid = answer.id.as_ref().and_then(|p| r.take(p));
+        metadata.original_time = answer.time.as_ref().and_then(|p| r.take(p));
 
         let message = self.message.as_ref().and_then(|p| r.take(p));
         let status_detail = self.status_detail.as_ref().and_then(|p| r.take(p));
