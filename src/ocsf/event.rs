@@ -623,7 +623,8 @@ impl Fingerprint {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(bytes);
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let value = digest.iter().flat_map(|b| [HEX[usize::from(b >> 4)] as char, HEX[usize::from(b & 15)] as char]).collect();
+        let value =
+            digest.iter().flat_map(|b| [HEX[usize::from(b >> 4)] as char, HEX[usize::from(b & 15)] as char]).collect();
         Fingerprint { algorithm_id: 3, algorithm: "SHA-256", value }
     }
 }

@@ -161,7 +161,12 @@ pub fn email(value: Option<String>) -> Option<String> {
 
 /// An IP address OCSF's `ip_t` accepts (a parsed IPv4 or IPv6 address), else `None`.
 pub fn ip(value: Option<String>) -> Option<String> {
-    value.and_then(|v| v.trim().parse::<std::net::IpAddr>().ok()).map(|a| a.to_string())
+    value.as_deref().and_then(ip_of)
+}
+
+/// [`ip`] of borrowed text (no copy of the text first).
+fn ip_of(value: &str) -> Option<String> {
+    value.trim().parse::<std::net::IpAddr>().ok().map(|a| a.to_string())
 }
 
 /// `src_endpoint` from a record's client-address field ([`endpoint`]).
@@ -174,7 +179,7 @@ pub fn src_endpoint(record: &Map<String, Value>, key: &str) -> Option<event::Net
 /// (whichever a rule trusts) even without `raw_data`; a value that is no address is kept as
 /// the endpoint's `name`, not dropped.
 pub fn endpoint(raw: &str) -> event::NetworkEndpoint {
-    let mut addresses = raw.split(',').filter_map(|part| ip(Some(part.to_owned())));
+    let mut addresses = raw.split(',').filter_map(ip_of);
     match addresses.next() {
         Some(first) => {
             let rest: Vec<String> = addresses.collect();
@@ -197,10 +202,13 @@ pub fn http_method(value: Option<String>) -> Option<String> {
 
 /// `status` from a vendor's word (MAPPING.md §2.6).
 pub fn status_from_word(word: &str) -> Status {
-    match word.to_ascii_lowercase().as_str() {
-        "success" | "succeeded" | "ok" => Status::Success,
-        "failure" | "failed" | "fail" | "error" | "denied" => Status::Failure,
-        _ => Status::Other(word.to_owned()),
+    let is = |words: &[&str]| words.iter().any(|w| w.eq_ignore_ascii_case(word));
+    if is(&["success", "succeeded", "ok"]) {
+        Status::Success
+    } else if is(&["failure", "failed", "fail", "error", "denied"]) {
+        Status::Failure
+    } else {
+        Status::Other(word.to_owned())
     }
 }
 
@@ -443,8 +451,11 @@ impl Signal {
 /// Whether a role or permission name makes its holder an administrator (`Org Admin`,
 /// `ORGANIZATION_OWNER`, `admin`, `Workspace Owner`, …).
 pub fn is_admin_privilege(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    ["admin", "owner", "superuser", "root"].iter().any(|w| lower.contains(w))
+    // Case-blind `contains` without a lower-cased copy.
+    let name = name.as_bytes();
+    ["admin", "owner", "superuser", "root"]
+        .iter()
+        .any(|w| name.windows(w.len()).any(|part| part.eq_ignore_ascii_case(w.as_bytes())))
 }
 
 /// The end of an event as [`event::Event`] serializes it: its last logger's `logged_time`, then the

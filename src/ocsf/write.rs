@@ -141,7 +141,8 @@ fn string(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
         }
         out.extend_from_slice(&bytes[start..i]);
         if escape == b'u' {
-            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]]);
+            out.extend_from_slice(b"\\u00");
+            out.extend_from_slice(&[HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]]);
         } else {
             out.extend_from_slice(&[b'\\', escape]);
         }
@@ -287,7 +288,9 @@ mod tests {
         cases.extend((0u8..=0x7f).map(|b| format!("ab{}cd", char::from(b))));
         cases.push((0u8..0x20).map(char::from).collect());
         cases.push((0u8..=0x7f).rev().map(char::from).collect());
-        cases.extend(["", "é\u{2028}\u{1F600}\"x\"\\\u{7f}\u{80}", "{\"a\":\"b\\\"c\"}\n", "\\\\\"\"\t"].map(String::from));
+        cases.extend(
+            ["", "é\u{2028}\u{1F600}\"x\"\\\u{7f}\u{80}", "{\"a\":\"b\\\"c\"}\n", "\\\\\"\"\t"].map(String::from),
+        );
         for case in cases {
             let mut ours = b"[".to_vec();
             string(&mut ours, &case).unwrap();
