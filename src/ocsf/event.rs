@@ -9,6 +9,8 @@
 //! and captions cannot disagree.
 //! Sources: `ocsf/MAPPING.md` §2 (shared notes) and the OCSF 1.8.0 schema.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 /// Every event carries this `metadata.version`.
@@ -561,7 +563,7 @@ pub struct Metadata {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant_uid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_provider: Option<String>,
+    pub log_provider: Option<Cow<'static, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
     /// The consumer-side name of the log (the source's `log_name`, by default its name).
@@ -574,19 +576,20 @@ pub struct Metadata {
     pub loggers: Vec<Logger>,
 }
 
+/// A product's names: a vendor's constants, or a definition's (borrowed, no copy per event).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Product {
-    pub name: String,
-    pub vendor_name: String,
+    pub name: Cow<'static, str>,
+    pub vendor_name: Cow<'static, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
+    pub version: Option<Cow<'static, str>>,
 }
 
 /// `metadata.loggers[]`: the agent that collected and mapped the record. `transmit_time` is
 /// not here: the sink adds it when it sends ([`crate::ocsf::stamp_transmit_time`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Logger {
-    pub name: String,
+    pub name: Cow<'static, str>,
     pub product: Product,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_name: Option<String>,
@@ -619,7 +622,9 @@ impl Fingerprint {
     pub fn sha256(bytes: &[u8]) -> Fingerprint {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(bytes);
-        let value = digest.iter().map(|b| format!("{b:02x}")).collect();
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let value =
+            digest.iter().flat_map(|b| [HEX[usize::from(b >> 4)] as char, HEX[usize::from(b & 15)] as char]).collect();
         Fingerprint { algorithm_id: 3, algorithm: "SHA-256", value }
     }
 }
@@ -674,7 +679,7 @@ pub struct User {
     pub type_id: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[serde(rename = "type")]
-    pub kind: Option<String>,
+    pub kind: Option<Cow<'static, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<Group>>,
 }
@@ -709,14 +714,23 @@ impl UserType {
         }
     }
 
-    pub fn caption(&self) -> &str {
+    /// The caption of a known type ("Other" for a vendor's own word, which
+    /// [`UserType::caption`] gives).
+    fn static_caption(&self) -> &'static str {
         match self {
             UserType::Unknown => "Unknown",
             UserType::User => "User",
             UserType::Admin => "Admin",
             UserType::System => "System",
             UserType::Service => "Service",
+            UserType::Other(_) => "Other",
+        }
+    }
+
+    pub fn caption(&self) -> &str {
+        match self {
             UserType::Other(kind) => kind,
+            known => known.static_caption(),
         }
     }
 }
@@ -725,7 +739,11 @@ impl User {
     /// The user with `type_id` and `type` set from `kind`.
     pub fn typed(mut self, kind: UserType) -> User {
         self.type_id = Some(kind.id());
-        self.kind = Some(kind.caption().to_owned());
+        // A caption of ours is borrowed; only a vendor's own word is kept as its text.
+        self.kind = Some(match kind {
+            UserType::Other(word) => Cow::Owned(word),
+            known => Cow::Borrowed(known.static_caption()),
+        });
         self
     }
 

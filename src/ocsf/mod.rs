@@ -90,7 +90,15 @@ impl Context<'_> {
     /// The metadata every event carries: version, product, the deterministic `uid`, tenant
     /// and the agent as logger. The vendor mapping adds its codes (`event_code`,
     /// `original_event_uid`, `original_time`, `correlation_uid`, `labels`).
-    pub fn metadata(&self, vendor: &str, product: &str, vendor_name: &str, log_provider: &str) -> Metadata {
+    /// The product names and log provider are the vendor's (or its definition's) for the
+    /// process's life: borrowed, not copied per event.
+    pub fn metadata(
+        &self,
+        vendor: &str,
+        product: &'static str,
+        vendor_name: &'static str,
+        log_provider: &'static str,
+    ) -> Metadata {
         let log_name = Some(self.log_name.to_owned()).filter(|n| !n.is_empty());
         Metadata {
             version: OCSF_VERSION,
@@ -104,7 +112,7 @@ impl Context<'_> {
             event_code: None,
             original_time: None,
             tenant_uid: Some(self.organization.to_owned()).filter(|o| !o.is_empty()),
-            log_provider: Some(log_provider.to_owned()),
+            log_provider: Some(log_provider.into()),
             labels: None,
             log_name: log_name.clone(),
             processed_time: Some(self.processed_ms),
@@ -153,7 +161,12 @@ pub fn email(value: Option<String>) -> Option<String> {
 
 /// An IP address OCSF's `ip_t` accepts (a parsed IPv4 or IPv6 address), else `None`.
 pub fn ip(value: Option<String>) -> Option<String> {
-    value.and_then(|v| v.trim().parse::<std::net::IpAddr>().ok()).map(|a| a.to_string())
+    value.as_deref().and_then(ip_of)
+}
+
+/// [`ip`] of borrowed text (no copy of the text first).
+fn ip_of(value: &str) -> Option<String> {
+    value.trim().parse::<std::net::IpAddr>().ok().map(|a| a.to_string())
 }
 
 /// `src_endpoint` from a record's client-address field ([`endpoint`]).
@@ -166,7 +179,7 @@ pub fn src_endpoint(record: &Map<String, Value>, key: &str) -> Option<event::Net
 /// (whichever a rule trusts) even without `raw_data`; a value that is no address is kept as
 /// the endpoint's `name`, not dropped.
 pub fn endpoint(raw: &str) -> event::NetworkEndpoint {
-    let mut addresses = raw.split(',').filter_map(|part| ip(Some(part.to_owned())));
+    let mut addresses = raw.split(',').filter_map(ip_of);
     match addresses.next() {
         Some(first) => {
             let rest: Vec<String> = addresses.collect();
@@ -189,10 +202,13 @@ pub fn http_method(value: Option<String>) -> Option<String> {
 
 /// `status` from a vendor's word (MAPPING.md §2.6).
 pub fn status_from_word(word: &str) -> Status {
-    match word.to_ascii_lowercase().as_str() {
-        "success" | "succeeded" | "ok" => Status::Success,
-        "failure" | "failed" | "fail" | "error" | "denied" => Status::Failure,
-        _ => Status::Other(word.to_owned()),
+    let is = |words: &[&str]| words.iter().any(|w| w.eq_ignore_ascii_case(word));
+    if is(&["success", "succeeded", "ok"]) {
+        Status::Success
+    } else if is(&["failure", "failed", "fail", "error", "denied"]) {
+        Status::Failure
+    } else {
+        Status::Other(word.to_owned())
     }
 }
 
@@ -253,28 +269,22 @@ impl<'a> Fields<'a> {
     /// Every field not placed, under its own name, as text; nulls left out. A field whose text
     /// is a placed field's (ConfigCat's `where` naming the organization its `actionTarget`
     /// already names) says nothing new and is left out too; short values (`true`, `2`) are
-    /// kept, being equal by chance.
+    /// kept, being equal by chance. Each value as text ([`as_text`]); `raw_data` keeps the
+    /// record as sent.
     pub fn unmapped(&self) -> Unmapped {
         let placed: Vec<&str> = self
             .placed
             .iter()
             .filter_map(|k| self.record.get(*k)?.as_str())
-            .filter(|v| v.chars().count() >= 4)
+            .filter(|v| v.len() >= 4 && v.chars().nth(3).is_some())
             .collect();
-        let rest: Vec<&str> = self
-            .record
+        // One pass over the record (in key order, as the map keeps it): no second look-up.
+        self.record
             .iter()
             .filter(|(k, v)| !self.placed.contains(&k.as_str()) && !v.as_str().is_some_and(|v| placed.contains(&v)))
-            .map(|(k, _)| k.as_str())
-            .collect();
-        unmapped(self.record, &rest)
+            .filter_map(|(k, v)| Some((k.clone(), as_text(v)?)))
+            .collect()
     }
-}
-
-/// The listed fields of a record, under their vendor names (OCSF `unmapped`), each as text
-/// ([`as_text`]); nulls left out (`raw_data` keeps the record as sent).
-pub fn unmapped(record: &Map<String, Value>, keys: &[&str]) -> Unmapped {
-    keys.iter().filter_map(|k| Some(((*k).to_owned(), as_text(record.get(*k)?)?))).collect()
 }
 
 /// Namespace for event uids: UUIDv5(NAMESPACE_URL, "https://auditrelay.dev/event").
@@ -441,8 +451,11 @@ impl Signal {
 /// Whether a role or permission name makes its holder an administrator (`Org Admin`,
 /// `ORGANIZATION_OWNER`, `admin`, `Workspace Owner`, …).
 pub fn is_admin_privilege(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    ["admin", "owner", "superuser", "root"].iter().any(|w| lower.contains(w))
+    // Case-blind `contains` without a lower-cased copy.
+    let name = name.as_bytes();
+    ["admin", "owner", "superuser", "root"]
+        .iter()
+        .any(|w| name.windows(w.len()).any(|part| part.eq_ignore_ascii_case(w.as_bytes())))
 }
 
 /// The end of an event as [`event::Event`] serializes it: its last logger's `logged_time`, then the

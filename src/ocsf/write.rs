@@ -9,10 +9,12 @@
 //! anything a vendor mapping decides, parse the record, or allocate per attribute.
 //!
 //! Decisions, each measured on the mapping bench (BENCHMARKS.md "mapping"):
-//! - Strings and numbers go through `serde_json`'s own serializer and `CompactFormatter`, so
-//!   the escaping is serde_json's byte for byte (the bytes of every event are pinned by
-//!   `tests/it/mapping_bytes.rs`); the nested objects (`actor`, `metadata`, …) are
-//!   still their derived `Serialize`, written by `serde_json::to_writer` into the same buffer.
+//! - The event's own strings (`raw_data`, the record as one string, above all) are escaped here
+//!   with serde_json's escape table, byte for byte as serde_json writes them, each run without
+//!   an escape copied at once (the bytes of every event are pinned by
+//!   `tests/it/mapping_bytes.rs`); numbers go through serde_json's `CompactFormatter`; the nested
+//!   objects (`actor`, `metadata`, …) are still their derived `Serialize`, written by
+//!   `serde_json::to_writer` into the same buffer.
 //! - The class's attributes are flattened into the event by writing the class struct in place
 //!   and turning its opening `{` into the separating `,` (no map serializer, no second buffer),
 //!   instead of serde's `flatten`, which goes through a map serializer per attribute.
@@ -101,9 +103,54 @@ fn key(out: &mut Vec<u8>, name: &'static str) {
     out.extend_from_slice(b"\":");
 }
 
-/// A string, escaped by serde_json itself.
+/// How [`string`] escapes each byte: 0 not at all, `u` as `\u00XX`, else `\` and this byte.
+/// serde_json's own table (`ser.rs`, `ESCAPE`): the quote, the backslash and the control
+/// characters below 0x20, five of them by their short escapes; nothing else (not DEL, not
+/// non-ASCII).
+static ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+/// A string as serde_json writes it, byte for byte (its escape table, lower-case `\u00XX`;
+/// `test_strings_are_escaped_as_serde_json_does` holds it), but straight into `out`: each run
+/// without an escape copied at once, instead of through serde_json's writer per fragment. Most
+/// of an event's escaping is here: `raw_data` is the whole record as one string.
 fn string(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
-    serde_json::to_writer(out, s)
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        let escape = ESCAPE[usize::from(byte)];
+        if escape == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        if escape == b'u' {
+            out.extend_from_slice(b"\\u00");
+            out.extend_from_slice(&[HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]]);
+        } else {
+            out.extend_from_slice(&[b'\\', escape]);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+    Ok(())
 }
 
 fn optional(out: &mut Vec<u8>, name: &'static str, value: &Option<String>) -> serde_json::Result<()> {
@@ -217,9 +264,38 @@ fn observables(out: &mut Vec<u8>, class: &Class) -> serde_json::Result<()> {
 /// `timezone_offset` of a vendor timestamp: the minutes of its RFC 3339 offset, within OCSF's
 /// ±1080; 0 when it has none (naive times are read as UTC) or is not RFC 3339.
 fn timezone_offset(original_time: &str) -> i32 {
-    chrono::DateTime::parse_from_rfc3339(original_time.trim())
+    let time = original_time.trim();
+    // A time in UTC (`…Z`, the vendors' usual form) is 0 whether or not it parses: no parse.
+    if time.ends_with(['Z', 'z']) {
+        return 0;
+    }
+    chrono::DateTime::parse_from_rfc3339(time)
         .map(|t| t.offset().local_minus_utc() / 60)
         .ok()
         .filter(|m| (-1080..=1080).contains(m))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::string;
+
+    /// Every ASCII character, alone and between others, a run of each control character, and
+    /// non-ASCII text: written exactly as serde_json writes them.
+    #[test]
+    fn test_strings_are_escaped_as_serde_json_does() {
+        let mut cases: Vec<String> = (0u8..=0x7f).map(|b| char::from(b).to_string()).collect();
+        cases.extend((0u8..=0x7f).map(|b| format!("ab{}cd", char::from(b))));
+        cases.push((0u8..0x20).map(char::from).collect());
+        cases.push((0u8..=0x7f).rev().map(char::from).collect());
+        cases.extend(
+            ["", "é\u{2028}\u{1F600}\"x\"\\\u{7f}\u{80}", "{\"a\":\"b\\\"c\"}\n", "\\\\\"\"\t"].map(String::from),
+        );
+        for case in cases {
+            let mut ours = b"[".to_vec();
+            string(&mut ours, &case).unwrap();
+            let theirs = [b"[".to_vec(), serde_json::to_vec(&case).unwrap()].concat();
+            assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs), "{case:?}");
+        }
+    }
 }

@@ -386,6 +386,16 @@ pub struct Mapping {
     rules: Vec<Rule>,
     /// Every rule's regex, one set (`Matcher::Regex` holds an index into it).
     regexes: Option<regex::RegexSet>,
+    /// The definition's `answer.id` and `answer.time` pointers, parsed at the first event (the
+    /// mapping is read before the `[answer]` it belongs with), not for each one.
+    answer: std::sync::OnceLock<AnswerPointers>,
+}
+
+/// `answer.id` (none for a hashed id) and `answer.time` as pointers (none if not one).
+#[derive(Debug, Clone)]
+struct AnswerPointers {
+    id: Option<Pointer>,
+    time: Option<Pointer>,
 }
 
 /// Collects every problem while the keys are checked.
@@ -661,6 +671,7 @@ impl Mapping {
                 default: Target { class, activity, severity },
                 rules,
                 regexes,
+                answer: std::sync::OnceLock::new(),
             }),
             _ => Err(p.0),
         }
@@ -694,7 +705,7 @@ impl Mapping {
     /// the uid name.
     pub fn map(
         &self,
-        def: &Definition,
+        def: &'static Definition,
         record: &Map<String, Value>,
         ctx: &Context<'_>,
     ) -> Result<EventParts, Unmappable> {
@@ -709,10 +720,15 @@ impl Mapping {
 
         let mut metadata = ctx.metadata(&def.uid_name, &def.product, &def.vendor_name, &def.title);
         metadata.event_code = Some(action.clone());
-        if let RecordId::Pointer(id) = &def.answer.id {
-            metadata.original_event_uid = Pointer::parse(id).ok().and_then(|p| r.take(&p));
-        }
-        metadata.original_time = Pointer::parse(&def.answer.time).ok().and_then(|p| r.take(&p));
+        let answer = self.answer.get_or_init(|| AnswerPointers {
+            id: match &def.answer.id {
+                RecordId::Pointer(id) => Pointer::parse(id).ok(),
+                RecordId::Hash => None,
+            },
+            time: Pointer::parse(&def.answer.time).ok(),
+        });
+        metadata.original_event_uid = answer.id.as_ref().and_then(|p| r.take(p));
+        metadata.original_time = answer.time.as_ref().and_then(|p| r.take(p));
 
         let message = self.message.as_ref().and_then(|p| r.take(p));
         let status_detail = self.status_detail.as_ref().and_then(|p| r.take(p));
@@ -1248,10 +1264,11 @@ mod tests {
         parse(text).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
-    /// A definition around `mapping` (only the names, the id and the time matter here).
-    fn def(name: &str, vendor_name: &str, mapping: Mapping, id: &str, time: &str) -> Definition {
+    /// A definition around `mapping` (only the names, the id and the time matter here), for the
+    /// test's life as a loaded one is for the process's.
+    fn def(name: &str, vendor_name: &str, mapping: Mapping, id: &str, time: &str) -> &'static Definition {
         let minute = Duration::from_secs(60);
-        Definition {
+        Box::leak(Box::new(Definition {
             name: name.into(),
             title: format!("{vendor_name} audit log"),
             vendor_name: vendor_name.into(),
@@ -1293,27 +1310,27 @@ mod tests {
                 bare_429_wait: None,
             },
             mapping,
-        }
+        }))
     }
 
-    fn okta() -> Definition {
+    fn okta() -> &'static Definition {
         def("okta", "Okta", mapping(OKTA), "/uuid", "/published")
     }
 
-    fn github() -> Definition {
+    fn github() -> &'static Definition {
         def("github", "GitHub", mapping(GITHUB), "/_document_id", "/@timestamp")
     }
 
     /// Maps a record as the pipeline does and checks what every event must satisfy: the OCSF
     /// 1.8.0 schema, the observables, nothing placed twice, no null.
-    fn event(def: &Definition, record: &Value) -> Value {
+    fn event(def: &'static Definition, record: &Value) -> Value {
         let raw = record.to_string();
         let json = try_event(def, &raw).unwrap_or_else(|e| panic!("{e}: {raw}"));
         event_checks::assert_complete(&json, &["event_code", "uid"]);
         json
     }
 
-    fn try_event(def: &Definition, raw: &str) -> Result<Value, Unmappable> {
+    fn try_event(def: &'static Definition, raw: &str) -> Result<Value, Unmappable> {
         let record: Map<String, Value> = serde_json::from_str(raw).unwrap();
         let key = match &def.answer.id {
             RecordId::Pointer(p) => Pointer::parse(p).ok().and_then(|p| p.get(&record).and_then(scalar_text)),
@@ -1561,7 +1578,7 @@ activity = "assign_privileges"
         let jane = okta_user("00u1qw2e3r4t5y6u7i8o", "jane.roe@example.com", "Jane Roe");
         let admin = json!({"id": "00u0admin000000000x1", "type": "User", "alternateId": "admin@example.com", "displayName": "Ada Admin"});
 
-        let logon = event(&def, &okta_record("user.session.start", json!({})));
+        let logon = event(def, &okta_record("user.session.start", json!({})));
         assert_eq!(kind(&logon), (3002, 1, 1));
         assert_eq!(logon["user"]["email_addr"], "john.doe@example.com");
         assert_eq!(logon["user"]["full_name"], "John Doe");
@@ -1584,7 +1601,7 @@ activity = "assign_privileges"
 
         // A failed sign-in of an unknown login: still 3002, Failure with the reason.
         let failed = event(
-            &def,
+            def,
             &okta_record(
                 "user.session.start",
                 json!({"actor": {"id": "unknown", "type": "User", "alternateId": "mallory@example.org", "displayName": "unknown"},
@@ -1595,7 +1612,7 @@ activity = "assign_privileges"
         assert_eq!(failed["status_detail"], "INVALID_CREDENTIALS");
 
         let mfa = event(
-            &def,
+            def,
             &okta_record(
                 "user.mfa.factor.deactivate",
                 json!({"actor": admin, "target": [jane], "displayMessage": "Reset factor for user"}),
@@ -1605,12 +1622,12 @@ activity = "assign_privileges"
         assert_eq!(mfa["user"]["uid"], "00u1qw2e3r4t5y6u7i8o");
         assert_eq!(mfa["actor"]["user"]["uid"], "00u0admin000000000x1");
 
-        let lock = event(&def, &okta_record("user.account.lock", json!({"target": [jane]})));
+        let lock = event(def, &okta_record("user.account.lock", json!({"target": [jane]})));
         assert_eq!(kind(&lock), (3001, 9, 2));
 
         let group = json!({"id": "00g1eng0000000000001", "type": "UserGroup", "alternateId": "unknown", "displayName": "Engineering"});
         let added =
-            event(&def, &okta_record("group.user_membership.add", json!({"actor": admin, "target": [jane, group]})));
+            event(def, &okta_record("group.user_membership.add", json!({"actor": admin, "target": [jane, group]})));
         assert_eq!(kind(&added), (3006, 3, 1));
         assert_eq!(added["group"], json!({"uid": "00g1eng0000000000001", "name": "Engineering"}));
         assert_eq!(added["user"]["name"], "jane.roe@example.com");
@@ -1618,14 +1635,14 @@ activity = "assign_privileges"
         let app = json!({"id": "0oa1sf00000000000001", "type": "AppInstance", "alternateId": "Salesforce", "displayName": "Salesforce.com"});
         let app_user = json!({"id": "0ua1jane000000000001", "type": "AppUser", "alternateId": "jane.roe@example.com", "displayName": "Jane Roe"});
         let assigned = event(
-            &def,
+            def,
             &okta_record("application.user_membership.add", json!({"actor": admin, "target": [app_user, app]})),
         );
         assert_eq!(kind(&assigned), (3005, 1, 2));
         assert_eq!(assigned["privileges"], json!(["Salesforce.com"]));
 
         let granted = event(
-            &def,
+            def,
             &okta_record(
                 "user.account.privilege.grant",
                 json!({"actor": admin, "target": [jane],
@@ -1636,18 +1653,18 @@ activity = "assign_privileges"
         assert_eq!(granted["privileges"], json!(["Super administrator"]));
 
         let policy = json!({"id": "00p1default000000001", "type": "PolicyEntity", "alternateId": "unknown", "displayName": "Default Policy"});
-        let updated = event(&def, &okta_record("policy.lifecycle.update", json!({"actor": admin, "target": [policy]})));
+        let updated = event(def, &okta_record("policy.lifecycle.update", json!({"actor": admin, "target": [policy]})));
         assert_eq!(kind(&updated), (3004, 3, 1));
         assert_eq!(
             (updated["entity"]["type_id"].as_u64(), updated["entity"]["name"].as_str()),
             (Some(5), Some("Default Policy"))
         );
-        let other = event(&def, &okta_record("policy.rule.update", json!({"target": [policy]})));
+        let other = event(def, &okta_record("policy.rule.update", json!({"target": [policy]})));
         assert_eq!((kind(&other), other["activity_name"].as_str()), ((3004, 99, 1), Some("policy.rule.update")));
 
         // No rule: the default API Activity, by an app (a Service actor).
         let token = event(
-            &def,
+            def,
             &okta_record(
                 "app.oauth2.as.token.grant.access_token",
                 json!({"actor": {"id": "0oa1client0000000001", "type": "PublicClientApp", "alternateId": "cli-tool", "displayName": "CLI tool"}}),
@@ -1659,7 +1676,7 @@ activity = "assign_privileges"
         assert_eq!(token["http_request"]["user_agent"].as_str().map(|u| u.starts_with("Mozilla/5.0")), Some(true));
         // Without the client's address the same event is Entity Management (rule 7).
         let no_ip = event(
-            &def,
+            def,
             &okta_record(
                 "app.oauth2.as.token.grant.access_token",
                 json!({"client": {"ipAddress": null, "zone": "null"}}),
@@ -1701,7 +1718,7 @@ activity = "assign_privileges"
         let mut patch = member.clone();
         patch["actor_ip"] = json!("203.0.113.7");
         patch["user_agent"] = json!("Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0");
-        let added = event(&def, &github_record("org.add_member", patch));
+        let added = event(def, &github_record("org.add_member", patch));
         assert_eq!(kind(&added), (3006, 3, 1));
         assert_eq!(added["group"], json!({"uid": "98765", "name": "acme-eng"}));
         assert_eq!(added["user"], json!({"uid": "1234567", "name": "monalisa", "type_id": 1, "type": "User"}));
@@ -1712,13 +1729,13 @@ activity = "assign_privileges"
         let mut patch = member.clone();
         patch["permission"] = json!("admin");
         patch["old_permission"] = json!("read");
-        let promoted = event(&def, &github_record("org.update_member", patch));
+        let promoted = event(def, &github_record("org.update_member", patch));
         assert_eq!(kind(&promoted), (3005, 1, 2));
         assert_eq!(promoted["privileges"], json!(["admin"]));
         assert_eq!(promoted["unmapped"]["old_permission"], "read");
 
         let created = event(
-            &def,
+            def,
             &github_record(
                 "repo.create",
                 json!({"repo": "acme-eng/payments", "repo_id": 812_345_678, "visibility": "private"}),
@@ -1726,24 +1743,24 @@ activity = "assign_privileges"
         );
         assert_eq!(kind(&created), (3004, 1, 1));
         assert_eq!(created["entity"], json!({"uid": "812345678", "name": "acme-eng/payments"}));
-        let destroyed = event(&def, &github_record("repo.destroy", json!({"repo": "acme-eng/old"})));
+        let destroyed = event(def, &github_record("repo.destroy", json!({"repo": "acme-eng/old"})));
         assert_eq!(kind(&destroyed), (3004, 4, 2));
 
-        let admin = event(&def, &github_record("business.add_admin", member.clone()));
+        let admin = event(def, &github_record("business.add_admin", member.clone()));
         assert_eq!(kind(&admin).2, 3, "an admin granted is Medium");
         // Without a privilege field, an admin grant keeps nothing to name: Entity Management.
         assert_eq!(admin["class_uid"], 3004);
         let mut patch = member.clone();
         patch["role"] = json!("owner");
-        assert_eq!(kind(&event(&def, &github_record("business.add_admin", patch))), (3005, 1, 3));
-        assert_eq!(kind(&event(&def, &github_record("org.disable_two_factor_requirement", json!({})))), (3004, 9, 3));
+        assert_eq!(kind(&event(def, &github_record("business.add_admin", patch))), (3005, 1, 3));
+        assert_eq!(kind(&event(def, &github_record("org.disable_two_factor_requirement", json!({})))), (3004, 9, 3));
         assert_eq!(
-            kind(&event(&def, &github_record("business.update_saml_provider_settings", json!({})))),
+            kind(&event(def, &github_record("business.update_saml_provider_settings", json!({})))),
             (3004, 3, 3)
         );
 
         let pat = event(
-            &def,
+            def,
             &github_record(
                 "personal_access_token.access_granted",
                 json!({"programmatic_access_type": "Fine-grained personal access token", "token_id": 9_912_345,
@@ -1753,16 +1770,16 @@ activity = "assign_privileges"
         assert_eq!(kind(&pat), (3004, 1, 2));
         assert_eq!(pat["actor"]["user"]["type_id"], 4);
         assert_eq!(pat["unmapped"]["token_id"], "9912345");
-        assert_eq!(kind(&event(&def, &github_record("oauth_application.reset_secret", json!({})))), (3004, 3, 2));
-        assert_eq!(kind(&event(&def, &github_record("oauth_application.destroy", json!({})))), (3004, 4, 1));
-        assert_eq!(kind(&event(&def, &github_record("hook.create", json!({"hook_id": 4_211})))), (3004, 1, 2));
-        assert_eq!(kind(&event(&def, &github_record("hook.config_changed", json!({})))), (3004, 3, 1));
-        assert_eq!(kind(&event(&def, &github_record("protected_branch.destroy", json!({})))), (3004, 4, 3));
-        assert_eq!(kind(&event(&def, &github_record("protected_branch.policy_override", json!({})))).1, 99);
+        assert_eq!(kind(&event(def, &github_record("oauth_application.reset_secret", json!({})))), (3004, 3, 2));
+        assert_eq!(kind(&event(def, &github_record("oauth_application.destroy", json!({})))), (3004, 4, 1));
+        assert_eq!(kind(&event(def, &github_record("hook.create", json!({"hook_id": 4_211})))), (3004, 1, 2));
+        assert_eq!(kind(&event(def, &github_record("hook.config_changed", json!({})))), (3004, 3, 1));
+        assert_eq!(kind(&event(def, &github_record("protected_branch.destroy", json!({})))), (3004, 4, 3));
+        assert_eq!(kind(&event(def, &github_record("protected_branch.policy_override", json!({})))).1, 99);
 
         // No rule, with the actor's address: API Activity on the repository.
         let api = event(
-            &def,
+            def,
             &github_record(
                 "git.clone",
                 json!({"actor_ip": "2001:db8::7", "repo": "acme-eng/payments", "repo_id": 812_345_678}),
@@ -1808,7 +1825,7 @@ activity = "other"
             "actor_name": "Admin User", "actor_email": "admin@example.com", "target_id": "usr_def456",
             "target_name": "John Doe", "department_id": null, "previous_value": null, "new_value": "Admin",
             "created_at": "2025-06-03T11:02:33Z", "metadata": {"ip_address": "198.51.100.7", "user_agent": "curl/8.5"}});
-        let granted = event(&aitronos, &record);
+        let granted = event(aitronos, &record);
         assert_eq!(kind(&granted), (3005, 1, 3));
         // Two fields joined: the action is entity_type.action_type, and neither is unmapped.
         assert_eq!(granted["metadata"]["event_code"], "role_assignment.assigned");
@@ -1821,13 +1838,13 @@ activity = "other"
         deleted["action_type"] = json!("deleted");
         deleted["entity_type"] = json!("user");
         deleted["actor_type"] = json!("api_key");
-        let deleted = event(&aitronos, &deleted);
+        let deleted = event(aitronos, &deleted);
         assert_eq!(deleted["metadata"]["event_code"], "user.deleted");
         assert_eq!((kind(&deleted), deleted["entity"]["type_id"].as_u64()), ((3004, 99, 1), Some(2)));
         // A part missing: no action, so the record is unmappable (dead-lettered with the reason).
         let mut partial = record.clone();
         partial.as_object_mut().unwrap().remove("entity_type");
-        let err = try_event(&aitronos, &partial.to_string()).unwrap_err();
+        let err = try_event(aitronos, &partial.to_string()).unwrap_err();
         assert!(err.0.contains("/entity_type . /action_type"), "{err}");
         assert_eq!(deleted["actor"]["user"]["type_id"], 4);
 
@@ -1856,7 +1873,7 @@ activity = "update"
             "/auditLogDateTime",
         );
         let changed = event(
-            &configcat,
+            configcat,
             &json!({"auditLogId": 48_213_377, "auditLogDateTime": "2025-06-03T12:44:09.52Z",
                 "auditLogTypeEnum": "settingValueChanged", "changeSetId": "5b9f4e1c-2a7d-4c1e-9f3b-8d6a0e2c7b14",
                 "truncated": false, "auditLogType": "Changed feature flag value", "userEmail": "bob@example.com",
@@ -1869,7 +1886,7 @@ activity = "update"
         assert_eq!(changed["metadata"]["original_event_uid"], "48213377");
         assert_eq!(changed["unmapped"]["truncated"], "false");
         let mfa = event(
-            &configcat,
+            configcat,
             &json!({"auditLogId": 48_213_378, "auditLogDateTime": "2025-06-03T12:50:00Z",
                 "auditLogTypeEnum": "twoFactorDisabledForMember", "auditLogType": "Two-factor authentication disabled",
                 "userEmail": "bob@example.com", "userName": "Bob Example", "actionTarget": "carol@example.com"}),
@@ -1877,7 +1894,7 @@ activity = "update"
         assert_eq!(kind(&mfa), (3001, 11, 3));
         assert_eq!(mfa["user"]["email_addr"], "carol@example.com");
         // No address in ConfigCat's log: the default API Activity is Entity Management (rule 7).
-        let unknown = event(&configcat, &json!({"auditLogId": 1, "auditLogTypeEnum": "productAdded"}));
+        let unknown = event(configcat, &json!({"auditLogId": 1, "auditLogTypeEnum": "productAdded"}));
         assert_eq!(kind(&unknown), (3004, 99, 1));
     }
 
@@ -1911,7 +1928,7 @@ activity = "{activity}"
                     class.name()
                 );
                 let d = def("full", "Full", mapping(&text), "/id", "/t");
-                let json = event(&d, &full);
+                let json = event(d, &full);
                 let want = match class {
                     ClassName::ApiActivity => 6003,
                     ClassName::AccountChange => 3001,
@@ -1924,7 +1941,7 @@ activity = "{activity}"
                 assert_eq!(json["status"], "done");
                 assert_eq!(json["timezone_offset"], 120);
                 // The same mapping on a record holding only the action: still an event, and valid.
-                let bare = event(&d, &json!({"act": "x"}));
+                let bare = event(d, &json!({"act": "x"}));
                 let expect = if class == ClassName::Authentication { 3002 } else { 3004 };
                 assert_eq!(bare["class_uid"], expect, "{class:?} {activity}: {bare}");
             }
@@ -1939,7 +1956,7 @@ activity = "{activity}"
             json!({"actor": {"id": "", "alternateId": null, "displayName": "  "}, "client": {"ipAddress": "", "userAgent": null},
                    "displayMessage": null, "outcome": {}}),
         );
-        let json = event(&d, &record);
+        let json = event(d, &record);
         assert_eq!(json["user"], json!({"name": "unknown", "type_id": 0, "type": "Unknown"}));
         for absent in ["actor", "src_endpoint", "http_request", "message", "status_id", "observables"] {
             assert!(json.get(absent).is_none(), "{absent}: {json}");
@@ -1954,12 +1971,12 @@ activity = "{activity}"
                 r.insert("eventType".into(), action.clone());
                 Value::Object(r).to_string()
             });
-            let err = try_event(&d, &raw.unwrap()).unwrap_err();
+            let err = try_event(d, &raw.unwrap()).unwrap_err();
             assert!(err.0.contains("okta: record without its action at /eventType"), "{err}");
         }
         let mut raw = okta_record("x", json!({}));
         raw.as_object_mut().unwrap().remove("eventType");
-        assert!(try_event(&d, &raw.to_string()).is_err());
+        assert!(try_event(d, &raw.to_string()).is_err());
     }
 
     // ---- any JSON ----------------------------------------------------------------------------
@@ -2045,7 +2062,7 @@ status_detail = "/why"
                 record.insert("act".into(), json!(format!("{class}{activity}")));
             }
             let raw = Value::Object(record.clone()).to_string();
-            match try_event(&d, &raw) {
+            match try_event(d, &raw) {
                 Ok(json) => {
                     mapped += 1;
                     events.push(json);
