@@ -75,3 +75,60 @@ async fn a_poison_event_before_a_large_one_does_not_stall_the_sink() {
         queue.backlog("hec").await.unwrap(),
     );
 }
+
+/// What held: with the collector's limit equal to the bound, an event too large alone between
+/// ordinary ones is sent alone (the cut leaves it out of its neighbours' request), answered 413
+/// and dead-lettered alone; every other event is indexed exactly once, no request passes the
+/// limit, and none is split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_too_large_event_between_ordinary_ones_is_the_only_dead_letter() {
+    let bound = 64 * 1024;
+    let mut events: Vec<Vec<u8>> = ocsf_events()[..40].to_vec();
+    let large = events_of_about(41, bound + 4_000).remove(40);
+    events.insert(20, large.clone());
+    let hec = HecEmulator::start(HecOptions { max_content_length: bound, ..HecOptions::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with(dir.path(), &["hec"], &events).await;
+    let lines = format!(
+        "url = {:?}\ntoken = \"hec-test-token\"\nhostname = \"collector-1\"\nbatch_max_bytes = \"64 KiB\"\n",
+        hec.url()
+    );
+    let stats = start_worker(sink_config(dir.path(), "hec", &lines), &queue).drain().await;
+    assert_eq!((stats.events, stats.dead_lettered, stats.splits), (40, 1, 0), "{stats:?}");
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for u in hec.indexed_uids() {
+        *seen.entry(u).or_default() += 1;
+    }
+    assert!(!seen.contains_key(&uid(&large)), "the too-large event is not indexed");
+    for e in events.iter().filter(|e| **e != large) {
+        assert_eq!(seen.get(&uid(e)), Some(&1), "indexed once: {}", uid(e));
+    }
+    let letters = queue.dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let sizes: Vec<(u16, usize)> = hec.requests().iter().map(|r| (r.status, r.body.len())).collect();
+    assert_eq!(sizes.iter().filter(|(s, _)| *s == 413).count(), 1, "{sizes:?}");
+    assert!(sizes.iter().filter(|(s, _)| *s == 200).all(|(_, n)| *n <= bound), "{sizes:?}");
+}
+
+/// What held: the same too-large event first in the queue (a worker just started: nothing taken
+/// yet, so its 413 is not believed at once and it goes the server-error way, re-read with the
+/// next event): still dead-lettered alone, the rest indexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_too_large_event_first_after_a_start_is_still_the_only_dead_letter() {
+    let bound = 64 * 1024;
+    let large = events_of_about(41, bound + 4_000).remove(40);
+    let mut events = vec![large.clone()];
+    events.extend(ocsf_events()[..20].iter().cloned());
+    let hec = HecEmulator::start(HecOptions { max_content_length: bound, ..HecOptions::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with(dir.path(), &["hec"], &events).await;
+    let lines = format!(
+        "url = {:?}\ntoken = \"hec-test-token\"\nhostname = \"collector-1\"\nbatch_max_bytes = \"64 KiB\"\n",
+        hec.url()
+    );
+    let stats = start_worker(sink_config(dir.path(), "hec", &lines), &queue).drain().await;
+    assert_eq!((stats.events, stats.dead_lettered), (20, 1), "{stats:?}");
+    let seen: std::collections::HashSet<String> = hec.indexed_uids().into_iter().collect();
+    assert!(!seen.contains(&uid(&large)));
+    assert!(events[1..].iter().all(|e| seen.contains(&uid(e))), "{stats:?}");
+}
