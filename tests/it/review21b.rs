@@ -26,6 +26,25 @@ async fn a_poison_event_before_a_large_one_does_not_stall_the_sink() {
     // (Made from another event than the poison one: its uid must not hold the poison's.)
     let large = events_of_about(2, 2 * bound - poison.len() - 2_000).remove(1);
     assert!(large.len() > bound && poison.len() + large.len() <= 2 * bound, "{} {}", poison.len(), large.len());
+    poison_then(poison, large, bound).await;
+}
+
+/// The same, older than issue 21 (it fails at 8f4b15c too): the event after the poison one is
+/// larger than the re-read's doubled bound alone, so `read_batch`'s byte bound (at least one
+/// event, stopping before the bytes pass the bound) never lets the re-read hold the two events
+/// `Ended::Reread` asks for. The re-read must hold its events whatever their bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_before_one_larger_than_twice_the_bound_does_not_stall_the_sink() {
+    let bound = 64 * 1024;
+    let poison = ocsf_events()[0].clone();
+    let large = events_of_about(2, 2 * bound + 10_000).remove(1);
+    assert!(large.len() > 2 * bound, "{}", large.len());
+    poison_then(poison, large, bound).await;
+}
+
+/// The poison event, then `large`, then three ordinary events, to a HEC sink with a `bound`
+/// of 64 KiB: every event but the poison one is indexed, the poison one dead-lettered.
+async fn poison_then(poison: Vec<u8>, large: Vec<u8>, bound: usize) {
     let after: Vec<Vec<u8>> = ocsf_events()[2..5].to_vec();
     let mut events = vec![poison.clone(), large.clone()];
     events.extend(after.iter().cloned());
