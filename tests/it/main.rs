@@ -64,6 +64,7 @@ mod review19c;
 mod review20ra;
 mod review20rb;
 mod review21a;
+mod review21b;
 mod rotation;
 mod secrets;
 mod sim_contracts;
