@@ -486,6 +486,18 @@ pub fn stamp_transmit_time(event: &[u8], transmit_ms: i64, out: &mut Vec<u8>) {
     );
 }
 
+/// The length of what [`stamp_transmit_time`] writes for `event` at `transmit_ms`, without
+/// writing it: for a sink that must know a request's size before it builds it.
+pub fn stamped_len(event: &[u8], transmit_ms: i64) -> usize {
+    if !stampable(event) {
+        return event.len();
+    }
+    let digits =
+        transmit_ms.unsigned_abs().checked_ilog10().map_or(1, |l| l as usize + 1) + usize::from(transmit_ms < 0);
+    // `,"transmit_time":N}],"transmit_time":N}}` in place of the stored `}]}}`.
+    event.len() - STORED_TAIL.len() + 2 * (TRANSMIT_KEY.len() + digits) + b"}]".len() + b"}}".len()
+}
+
 /// The stored event `sent` was made from by [`stamp_transmit_time`], or `None` if `sent` is not
 /// a stamped event (it then went out as stored). Removes exactly the splice: stamping the result
 /// again with the same time gives `sent` back. For a sink whose size limit the stamp would
@@ -525,9 +537,11 @@ fn stampable(event: &[u8]) -> bool {
     rfind(&event[logger..], RAW_DATA_SIZE).is_none() && rfind(&event[..logger], RAW_DATA_SIZE).is_some()
 }
 
-/// The start of the last occurrence of `needle` in `haystack`.
+/// The start of the last occurrence of `needle` in `haystack` (`memchr`'s vectorised search: a
+/// byte-by-byte window compare was one `memcmp` call per position, 3.8 % of the agent's CPU end
+/// to end, twice per event and sink).
 fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).rposition(|w| w == needle)
+    memchr::memmem::rfind(haystack, needle)
 }
 
 #[cfg(test)]
@@ -592,6 +606,21 @@ mod tests {
             let mut out = Vec::new();
             stamp_transmit_time(other, 1, &mut out);
             assert_eq!(out, other);
+        }
+    }
+
+    /// `stamped_len` is what the splice writes, for every time's width and sign, for a
+    /// stampable event and for bodies that go out unchanged.
+    #[test]
+    fn test_stamped_len_is_the_length_the_stamp_writes() {
+        let body = stored(&Policy::default(), "2026-03-18T08:15:42Z");
+        let old = br#"{"class_uid":6003,"metadata":{"version":"1.8.0","uid":"u","loggers":[{"name":"auditrelay"}]},"raw_data":"{}","raw_data_size":2,"unmapped":{"payload":[{"logged_time":1}]}}"#;
+        for event in [&body[..], &old[..], br#"{"n":1}"#, b"", b"}]}}"] {
+            for ms in [0, 1, 9, 10, 99, 100, 1_773_821_800_000, -1, -10, i64::MAX, i64::MIN] {
+                let mut out = Vec::new();
+                stamp_transmit_time(event, ms, &mut out);
+                assert_eq!(stamped_len(event, ms), out.len(), "{ms} {}", String::from_utf8_lossy(event));
+            }
         }
     }
 

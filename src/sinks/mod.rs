@@ -630,8 +630,18 @@ pub async fn run_sink(
             0 => (cfg.batch_max_events, cfg.batch_max_bytes),
             n => (cfg.batch_max_events.max(n), cfg.batch_max_bytes.saturating_mul(n)),
         };
-        let read_bytes = scaled(max_bytes, share);
-        let batch = match queue.read_batch(name, max_events, read_bytes).await {
+        // A re-read asks for the whole widened bound (not the last batch's share of it), and
+        // must hold the `widen` events whatever their bytes: a suspect alone again, because the
+        // event behind it is large, would be re-read alone for ever (review 21b).
+        let read_bytes = if widen > 0 { max_bytes } else { scaled(max_bytes, share) };
+        let read = async {
+            let batch = queue.read_batch(name, max_events, read_bytes).await?;
+            if !batch.is_empty() && batch.len() < widen {
+                return queue.read_batch(name, widen, usize::MAX).await;
+            }
+            Ok(batch)
+        };
+        let batch = match read.await {
             Ok(b) => b,
             Err(e) => {
                 let wait = full_jitter(&cfg.backoff, failures, &mut rng);
@@ -721,13 +731,11 @@ fn fit_request(
 ) -> (Vec<QueuedEvent>, (usize, usize)) {
     let mut added = Vec::with_capacity(batch.len());
     sink.wrapping(&batch, &mut added);
-    let mut stamped = Vec::new();
     let (mut queued, mut request) = (0usize, 0usize);
     let mut keep = batch.len();
     for (i, event) in batch.iter().enumerate() {
-        stamped.clear();
-        crate::ocsf::stamp_transmit_time(&event.body, now_ms, &mut stamped);
-        let bytes = stamped.len().saturating_add(added.get(i).copied().unwrap_or(0));
+        let stamped = crate::ocsf::stamped_len(&event.body, now_ms);
+        let bytes = stamped.saturating_add(added.get(i).copied().unwrap_or(0));
         if request.saturating_add(bytes) > max_bytes && i >= min_events.max(1) {
             keep = i;
             break;
