@@ -299,3 +299,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "review21c_tests.rs"]
+mod review21c_tests;

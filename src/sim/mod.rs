@@ -1787,3 +1787,7 @@ pub(crate) mod tests {
         sim.shutdown().await;
     }
 }
+
+#[cfg(test)]
+#[path = "review21c_tests.rs"]
+mod review21c_tests;
