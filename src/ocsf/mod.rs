@@ -467,7 +467,7 @@ const TRANSMIT_KEY: &[u8] = b",\"transmit_time\":";
 /// this shape has before `metadata`: structural keys, never inside a string (whose quotes are
 /// escaped), so the last of each in an event is the event's own.
 const LOGGER_START: &[u8] = b"\"loggers\":[{\"name\":\"auditrelay\",\"product\":";
-const RAW_DATA_SIZE: &[u8] = b"\"raw_data_size\":";
+const RAW_DATA_SIZE_KEY: &[u8] = b"\"raw_data_size\":";
 
 /// Adds the send time to a stored event: `metadata.loggers[-1].transmit_time` and
 /// `metadata.transmit_time`, written into `out` with the event. The event must end as
@@ -533,16 +533,19 @@ fn stampable(event: &[u8]) -> bool {
         return false;
     }
     // Searched from the end: for an event of this shape, only its `metadata` (and `unmapped`).
-    let Some(logger) = rfind(event, LOGGER_START) else { return false };
-    rfind(&event[logger..], RAW_DATA_SIZE).is_none() && rfind(&event[..logger], RAW_DATA_SIZE).is_some()
+    // The last logger, searched from the end (vendor values in `unmapped` may hold its text);
+    // `raw_data_size` is only asked whether it is there, which a forward search tells as well.
+    let Some(logger) = LOGGER_FROM_END.rfind(event) else { return false };
+    RAW_DATA_SIZE.find(&event[logger..]).is_none() && RAW_DATA_SIZE.find(&event[..logger]).is_some()
 }
 
-/// The start of the last occurrence of `needle` in `haystack` (`memchr`'s vectorised search: a
-/// byte-by-byte window compare was one `memcmp` call per position, 3.8 % of the agent's CPU end
-/// to end, twice per event and sink).
-fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::rfind(haystack, needle)
-}
+/// The searchers [`stampable`] uses (`memchr`'s), built once: a window compare was one `memcmp`
+/// call per position, and searchers built per call, searching backwards over `unmapped` for
+/// `raw_data_size`, cost about as much (3.8 % and 3.6 % of the agent's CPU end to end).
+static LOGGER_FROM_END: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new(LOGGER_START));
+static RAW_DATA_SIZE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(RAW_DATA_SIZE_KEY));
 
 #[cfg(test)]
 mod tests {
