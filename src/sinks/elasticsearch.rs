@@ -22,7 +22,8 @@
 //! Its requests fit `batch_max_bytes` with each document's action line and head: it tells the
 //! loop what they add ([`Protocol::wrapping`], the head made once an event and kept for the
 //! sends), and the loop cuts the batch to fit, so a bound set to the cluster's
-//! `http.max_content_length` is not overrun by them.
+//! `http.max_content_length` is not overrun by them. Each document is written, its event
+//! stamped with the send time, straight into the bulk body or the gzip encoder.
 //!
 //! It must not split a batch itself nor retry: a 413 goes back to the loop as
 //! [`Failure::TooLarge`](super::Failure::TooLarge), a 500 as a server error (bisected), 429 /
@@ -284,7 +285,7 @@ pub struct ElasticsearchSink {
     memo: HashMap<i64, Option<String>>,
     /// The document heads ([`document_head`]) that [`Protocol::wrapping`] measured, by queue id
     /// (never reused), so `send` and its resends do not parse the events again; dropped as the
-    /// next measured batch starts past them.
+    /// next measured batch starts past them, or the worker is idle.
     heads: std::collections::BTreeMap<i64, Result<DocHead, String>>,
 }
 
@@ -1424,6 +1425,12 @@ impl Protocol for ElasticsearchSink {
         self.measure(events, added);
     }
 
+    /// Caught up: the heads measured for the last batch are not needed again (the next batch
+    /// is measured anew), so an idle sink does not keep them.
+    fn idle(&mut self) {
+        self.heads = std::collections::BTreeMap::new();
+    }
+
     async fn send(&mut self, batch: &Stamped<'_>) -> Result<Delivery, SendError> {
         ElasticsearchSink::send(self, batch).await
     }
@@ -1474,6 +1481,8 @@ mod tests {
         }
         es.measure(&events[1..], &mut Vec::new());
         assert_eq!(es.heads.keys().copied().collect::<Vec<_>>(), [2, 3], "heads the cursor passed dropped");
+        Protocol::idle(&mut es);
+        assert!(es.heads.is_empty(), "an idle sink keeps no heads");
     }
 
     /// Issue 21: a bulk body written from the stored events, each stamped as it is written (into

@@ -18,7 +18,9 @@
 //! included: it tells the loop what each envelope adds ([`Protocol::wrapping`], the envelope's
 //! head made once an event and kept for the sends), and the loop cuts the batch to fit (issue
 //! 21: cut by the events' bytes alone, a batch at the default 1 MiB made a request over a
-//! collector's 1 MB `max_content_length`, answered 413 and halved, batch after batch).
+//! collector's 1 MB `max_content_length`, answered 413 and halved, batch after batch). Each
+//! envelope is written, with its event stamped with the send time, straight into the request
+//! body or the gzip encoder: neither the envelopes nor the uncompressed body are copied first.
 //! It never splits a batch: a 413 (larger than the collector's `max_content_length`) goes back
 //! to the loop as [`Failure::TooLarge`](super::Failure::TooLarge), which sends the part again in
 //! halves and acknowledges each half the collector takes as it takes it (a single event still
@@ -92,7 +94,7 @@ pub struct HecSink {
     stats: std::sync::Arc<super::SinkStats>,
     /// The envelope heads ([`HecSink::head`]) that [`Protocol::wrapping`] measured, by queue id
     /// (never reused), so `send` and its resends do not parse the events again; dropped as the
-    /// next measured batch starts past them.
+    /// next measured batch starts past them, or the worker is idle.
     heads: std::collections::BTreeMap<i64, Result<Vec<u8>, String>>,
 }
 
@@ -932,6 +934,12 @@ impl Protocol for HecSink {
         self.measure(events, added);
     }
 
+    /// Caught up: the heads measured for the last batch are not needed again (the next batch
+    /// is measured anew), so an idle sink does not keep them.
+    fn idle(&mut self) {
+        self.heads = std::collections::BTreeMap::new();
+    }
+
     async fn send(&mut self, batch: &Stamped<'_>) -> Result<Delivery, SendError> {
         HecSink::send(self, batch).await
     }
@@ -1071,6 +1079,8 @@ mod tests {
         assert_eq!(sink.heads.len(), 4);
         sink.measure(&events[2..], &mut Vec::new());
         assert_eq!(sink.heads.keys().copied().collect::<Vec<_>>(), [12, 13], "heads the cursor passed dropped");
+        Protocol::idle(&mut sink);
+        assert!(sink.heads.is_empty(), "an idle sink keeps no heads");
     }
 
     /// Issue 21: a request written from the stored events, each stamped as it is written (into

@@ -29,6 +29,13 @@
 //! 1,000,000 events, most of them 413 and halves), and the bisection below is left for
 //! receivers whose limit is lower than the bound.
 //!
+//! **The send time.** Each attempt carries its own `metadata.transmit_time`: the loop hands the
+//! sink a [`Stamped`] view (the stored events, whether each takes the stamp, asked once a batch
+//! by `fit_request`, and the time), and the sink writes each event's stored bytes and the stamp
+//! after them straight into its output (issue 21: the loop copied every event of a batch into a
+//! stamped batch first, 8.4 of the 13.65 MB heap peak while catching up). `sent_bytes` counts
+//! the events as sent ([`Stamped::bytes`]).
+//!
 //! **Bisection, once for every sink.** A protocol file that cannot tell which events a refusal
 //! is about says so with the failure's class, and this loop finds them:
 //! - [`Failure::Refused`] (OTLP 400 / `INVALID_ARGUMENT`, HEC 400 "invalid data" without an
@@ -770,8 +777,9 @@ fn fit_request(
 /// stamped copy of the batch is made: the sink writes each event's stored bytes and then its
 /// stamp ([`StampedEvent`]) straight into what it sends (a request body, a gzip encoder, a frame
 /// buffer, a file's batch), so the bytes sent are exactly those of the stamped copy it used to
-/// get. What a sink reads of an event (`ocsf::summary`) it reads from the stored bytes: the stamp
-/// changes none of those attributes.
+/// get (gzipped, the same once decompressed: deflate's own bytes depend on how its input is
+/// fed, whole or an event at a time). What a sink reads of an event (`ocsf::summary`) it reads
+/// from the stored bytes: the stamp changes none of those attributes.
 #[derive(Debug, Clone)]
 pub struct Stamped<'a> {
     events: &'a [QueuedEvent],

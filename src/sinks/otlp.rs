@@ -5,7 +5,8 @@
 //! It owns three things:
 //! - the mapping of an event to a `LogRecord` (`log_record`): the event's own time, the time we
 //!   collected it, the severity (`severity`), the body (the event as a kvlist, or its JSON text),
-//!   a few `ocsf.*` attributes and the event name;
+//!   a few `ocsf.*` attributes and the event name; `stamped_log_record` makes it of the stored
+//!   event and its send time without a stamped copy of the event;
 //! - the transports: reqwest for HTTP (set up by `crate::http::client`, as every HTTP client of
 //!   the agent) and tonic for gRPC (its own channel), both verifying the receiver against
 //!   `ca_file` or the system's roots with one rustls verifier (`tls::server_verifier`), both sending

@@ -2,8 +2,9 @@
 //! plain TCP (RFC 6587) or UDP (RFC 5426).
 //!
 //! It owns the connection, the framing (octet counting, or LF for legacy receivers), the message
-//! size cap (an event over it only by the send time the worker stamps goes without that stamp)
-//! and what "delivered" means here. Syslog has no application-level acknowledgement, so
+//! size cap (an event over it only by the send time stamped into it goes without that stamp),
+//! its frame buffer (kept between the batches of a burst, shrunk after one and when the worker
+//! is idle) and what "delivered" means here. Syslog has no application-level acknowledgement, so
 //! a batch counts as delivered once `write_all` and `flush` returned on a connection that was
 //! still open before the write; three checks keep that from acknowledging into the void:
 //! - before each batch the connection is polled without blocking: a receiver that closed or
