@@ -475,27 +475,85 @@ const RAW_DATA_SIZE_KEY: &[u8] = b"\"raw_data_size\":";
 /// anything else (an event stored by an older version, which put `metadata` first and
 /// `unmapped` last) is written unchanged. No parse: a splice at the event's end.
 pub fn stamp_transmit_time(event: &[u8], transmit_ms: i64, out: &mut Vec<u8>) {
-    if !stampable(event) {
-        out.extend_from_slice(event);
-        return;
+    // Writing into a `Vec` cannot fail.
+    let _ = write_stamped(event, transmit_ms, out);
+}
+
+/// [`stamp_transmit_time`] into any writer: `event` as sent at `transmit_ms`, written straight
+/// into `out` (a request body, a gzip encoder, a file's buffer) with no stamped copy of the
+/// event first. The same bytes as [`stamp_transmit_time`], in the same order.
+pub fn write_stamped<W: std::io::Write + ?Sized>(event: &[u8], transmit_ms: i64, out: &mut W) -> std::io::Result<()> {
+    let (head, stamp) = splice(event, stampable(event), transmit_ms);
+    out.write_all(head)?;
+    match stamp {
+        Some(stamp) => stamp.write_to(out),
+        None => Ok(()),
     }
-    out.extend_from_slice(&event[..event.len() - STORED_TAIL.len()]);
-    let _ = std::io::Write::write_fmt(
-        out,
-        format_args!(",\"transmit_time\":{transmit_ms}}}],\"transmit_time\":{transmit_ms}}}}}"),
-    );
+}
+
+/// `event` as sent at `transmit_ms` ([`stamp_transmit_time`]), in two pieces: the stored bytes
+/// written as they are (all of them for an event the stamp does not go into), then the
+/// [`Stamp`] that ends the event after them, if it takes one. `stampable` is what
+/// [`stampable`] says of `event`: a sink that writes an event more than once (resends, a
+/// request's size measured before it is built) asks once and keeps the answer. A `true` for an
+/// event that does not end as a stored event does is taken as `false`.
+pub fn splice(event: &[u8], stampable: bool, transmit_ms: i64) -> (&[u8], Option<Stamp>) {
+    match event.strip_suffix(STORED_TAIL) {
+        Some(head) if stampable => (head, Some(Stamp(transmit_ms))),
+        _ => (event, None),
+    }
+}
+
+/// What [`stamp_transmit_time`] writes in place of a stored event's closing `}]}}`:
+/// `,"transmit_time":N}],"transmit_time":N}}` (its [`std::fmt::Display`]). ASCII, with no
+/// newline nor anything a sink escapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp(pub i64);
+
+impl Stamp {
+    /// The length of what it writes.
+    pub fn len(self) -> usize {
+        let ms = self.0;
+        let digits = ms.unsigned_abs().checked_ilog10().map_or(1, |l| l as usize + 1) + usize::from(ms < 0);
+        2 * (TRANSMIT_KEY.len() + digits) + b"}]".len() + b"}}".len()
+    }
+
+    /// Never: it always writes the closing brackets. (For clippy's `len_without_is_empty`.)
+    pub fn is_empty(self) -> bool {
+        false
+    }
+
+    /// Writes it into `out` in one `write_all` (a gzip encoder or a socket is called once for
+    /// it, not once per piece of its format).
+    pub fn write_to<W: std::io::Write + ?Sized>(self, out: &mut W) -> std::io::Result<()> {
+        // At most 2 × (17 + 20) + 4 = 78 bytes (`i64::MIN` has 20 characters).
+        let mut buf = [0u8; 96];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        std::io::Write::write_fmt(&mut cursor, format_args!("{self}"))?;
+        let written = usize::try_from(cursor.position()).unwrap_or(0);
+        out.write_all(buf.get(..written).unwrap_or_default())
+    }
+}
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0;
+        write!(f, ",\"transmit_time\":{ms}}}],\"transmit_time\":{ms}}}}}")
+    }
 }
 
 /// The length of what [`stamp_transmit_time`] writes for `event` at `transmit_ms`, without
 /// writing it: for a sink that must know a request's size before it builds it.
 pub fn stamped_len(event: &[u8], transmit_ms: i64) -> usize {
-    if !stampable(event) {
-        return event.len();
+    stamped_len_of(event, stampable(event), transmit_ms)
+}
+
+/// [`stamped_len`], `stampable` being what [`stampable`] says of `event` (see [`splice`]).
+pub fn stamped_len_of(event: &[u8], stampable: bool, transmit_ms: i64) -> usize {
+    match splice(event, stampable, transmit_ms) {
+        (head, Some(stamp)) => head.len() + stamp.len(),
+        (whole, None) => whole.len(),
     }
-    let digits =
-        transmit_ms.unsigned_abs().checked_ilog10().map_or(1, |l| l as usize + 1) + usize::from(transmit_ms < 0);
-    // `,"transmit_time":N}],"transmit_time":N}}` in place of the stored `}]}}`.
-    event.len() - STORED_TAIL.len() + 2 * (TRANSMIT_KEY.len() + digits) + b"}]".len() + b"}}".len()
 }
 
 /// The stored event `sent` was made from by [`stamp_transmit_time`], or `None` if `sent` is not
@@ -525,8 +583,9 @@ pub fn strip_transmit_time(sent: &[u8]) -> Option<Vec<u8>> {
 /// Whether `event` ends as [`event::Event`] serializes it: `"logged_time":<digits>}]}}` closing the
 /// logger [`event::Event`] writes, which comes after the event's `raw_data_size` (an older version's
 /// event has `metadata` first, so its last `raw_data_size` comes after its logger; whatever
-/// follows it there is `unmapped`, vendor values that may end in anything).
-fn stampable(event: &[u8]) -> bool {
+/// follows it there is `unmapped`, vendor values that may end in anything). Such an event takes
+/// the stamp ([`stamp_transmit_time`]); any other goes out as stored.
+pub fn stampable(event: &[u8]) -> bool {
     let Some(head) = event.strip_suffix(STORED_TAIL) else { return false };
     let digits = head.iter().rev().take_while(|b| b.is_ascii_digit()).count();
     if digits == 0 || !head[..head.len() - digits].ends_with(b"\"logged_time\":") {
@@ -623,6 +682,68 @@ mod tests {
                 let mut out = Vec::new();
                 stamp_transmit_time(event, ms, &mut out);
                 assert_eq!(stamped_len(event, ms), out.len(), "{ms} {}", String::from_utf8_lossy(event));
+            }
+        }
+    }
+
+    /// Issue 21: `write_stamped` writes into any writer exactly what `stamp_transmit_time`
+    /// writes into a `Vec` (one that takes a byte at a time too), and passes a writer's error
+    /// on; `splice` and `stamped_len_of` with `stampable`'s answer say the same, and a wrong
+    /// "stampable" for an event not ending as ours is not believed.
+    #[test]
+    fn test_write_stamped_writes_what_stamp_transmit_time_writes() {
+        /// Takes one byte per write, as a slow socket might.
+        struct Trickle(Vec<u8>);
+        impl std::io::Write for Trickle {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.extend(buf.first());
+                Ok(buf.len().min(1))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        /// Fails after `.0` bytes.
+        struct Full(usize);
+        impl std::io::Write for Full {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                match self.0 {
+                    0 => Err(std::io::Error::other("disk full")),
+                    n => {
+                        let took = n.min(buf.len());
+                        self.0 -= took;
+                        Ok(took)
+                    }
+                }
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let body = stored(&Policy::default(), "2026-03-18T08:15:42Z");
+        let old = br#"{"class_uid":6003,"metadata":{"version":"1.8.0","uid":"u","loggers":[{"name":"auditrelay"}]},"raw_data":"{}","raw_data_size":2,"unmapped":{"payload":[{"logged_time":1}]}}"#;
+        for event in [&body[..], &old[..], br#"{"n":1}"#, b"", b"}]}}", "ünï\u{1f600}".as_bytes()] {
+            for ms in [0, 7, 1_773_821_800_000, -42, i64::MAX, i64::MIN] {
+                let mut want = Vec::new();
+                stamp_transmit_time(event, ms, &mut want);
+                let mut vec = b"kept".to_vec();
+                write_stamped(event, ms, &mut vec).unwrap();
+                assert_eq!(&vec[..4], b"kept");
+                assert_eq!(&vec[4..], &want[..], "{ms}");
+                let mut trickle = Trickle(Vec::new());
+                write_stamped(event, ms, &mut trickle).unwrap();
+                assert_eq!(trickle.0, want);
+                let (head, stamp) = splice(event, stampable(event), ms);
+                assert_eq!([head, stamp.map(|s| s.to_string()).unwrap_or_default().as_bytes()].concat(), want);
+                assert_eq!(stamp.map_or(0, Stamp::len) + head.len(), want.len());
+                assert_eq!(stamped_len_of(event, stampable(event), ms), want.len());
+                if !stampable(event) && !event.ends_with(STORED_TAIL) {
+                    assert_eq!(splice(event, true, ms), (event, None), "not believed");
+                }
+                if want.len() > 1 {
+                    let e = write_stamped(event, ms, &mut Full(want.len() - 1)).unwrap_err();
+                    assert_eq!(e.to_string(), "disk full");
+                }
             }
         }
     }

@@ -22,7 +22,8 @@
 //! Its requests fit `batch_max_bytes` with each document's action line and head: it tells the
 //! loop what they add ([`Protocol::wrapping`], the head made once an event and kept for the
 //! sends), and the loop cuts the batch to fit, so a bound set to the cluster's
-//! `http.max_content_length` is not overrun by them.
+//! `http.max_content_length` is not overrun by them. Each document is written, its event
+//! stamped with the send time, straight into the bulk body or the gzip encoder.
 //!
 //! It must not split a batch itself nor retry: a 413 goes back to the loop as
 //! [`Failure::TooLarge`](super::Failure::TooLarge), a 500 as a server error (bisected), 429 /
@@ -33,7 +34,6 @@
 //! other HTTP answer is the answer and is not retried on another node.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -54,7 +54,7 @@ use crate::config::{Res, SecretText, TableKeys, duration_text, path_text};
 use crate::http::{BodyError, ClientError, ClientOptions, Overflow, Redirects};
 use crate::ocsf::summary::summarize;
 use crate::queue::{QueueError, QueuedEvent, RefusedEvent};
-use crate::sinks::{Attach, Protocol};
+use crate::sinks::{Attach, Protocol, Stamped, StampedEvent};
 
 /// The name of the index template `auditrelay elasticsearch template` prints and `check
 /// --connect` looks for.
@@ -285,7 +285,7 @@ pub struct ElasticsearchSink {
     memo: HashMap<i64, Option<String>>,
     /// The document heads ([`document_head`]) that [`Protocol::wrapping`] measured, by queue id
     /// (never reused), so `send` and its resends do not parse the events again; dropped as the
-    /// next measured batch starts past them.
+    /// next measured batch starts past them, or the worker is idle.
     heads: std::collections::BTreeMap<i64, Result<DocHead, String>>,
 }
 
@@ -403,6 +403,53 @@ impl DocHead {
     /// What it adds to the event's bytes in a request: itself, the closing brace and newline.
     pub fn added(&self) -> usize {
         self.lines.len() + 2
+    }
+
+    /// Writes the whole document of `event` as sent (stamped as it is written) into `out`:
+    /// [`DocHead::document`] of the stamped event, without a copy of either first.
+    pub fn write_document<W: std::io::Write + ?Sized>(
+        &self,
+        out: &mut W,
+        event: &StampedEvent<'_>,
+    ) -> std::io::Result<()> {
+        out.write_all(&self.lines)?;
+        let (stored, stamp) = event.parts();
+        // A queued body is one line (our writer never puts a raw newline in JSON); NDJSON needs
+        // it, so any CR or LF is left out, as `document` does. The stamp has neither.
+        let mut rest = stored;
+        while let Some(at) = memchr::memchr2(b'\n', b'\r', rest) {
+            out.write_all(&rest[..at])?;
+            rest = &rest[at + 1..];
+        }
+        out.write_all(rest)?;
+        if let Some(stamp) = stamp {
+            stamp.write_to(out)?;
+        }
+        out.write_all(b"}\n")
+    }
+}
+
+/// A writer that counts the bytes written through it (a request's length before compression).
+struct Counting<W> {
+    inner: W,
+    written: usize,
+}
+
+impl<W> Counting<W> {
+    fn new(inner: W) -> Counting<W> {
+        Counting { inner, written: 0 }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -724,35 +771,65 @@ impl ElasticsearchSink {
         Err(SendError::transient(format!("{what} failed on every node: {}", failures.join("; "))))
     }
 
-    pub async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
+    pub async fn send(&mut self, batch: &Stamped<'_>) -> Result<Delivery, SendError> {
         if self.memo.len() > MEMO_CAP {
             self.memo.clear();
         }
         // What is left to send: the memo holds what Elasticsearch already answered for.
         let mut sent: Vec<(i64, String)> = Vec::new();
-        let mut body = Vec::new();
-        for event in batch {
-            if self.memo.contains_key(&event.id) {
+        let mut docs = Vec::new();
+        for event in batch.iter() {
+            if self.memo.contains_key(&event.id()) {
                 continue;
             }
-            let doc = match self.heads.get(&event.id) {
-                Some(head) => head.as_ref().map(|h| h.document(&event.body)).map_err(String::clone),
-                None => document(&self.target, event),
+            let head = match self.heads.get(&event.id()) {
+                Some(head) => head.as_ref().map(std::borrow::Cow::Borrowed).map_err(String::clone),
+                None => document_head(&self.target, event.event).map(std::borrow::Cow::Owned),
             };
-            match doc {
-                Ok(doc) => {
-                    body.extend_from_slice(&doc.lines);
-                    sent.push((event.id, doc.index));
+            match head {
+                Ok(head) => {
+                    sent.push((event.id(), head.index.clone()));
+                    docs.push((event, head));
                 }
                 Err(reason) => {
-                    self.memo.insert(event.id, Some(reason));
+                    self.memo.insert(event.id(), Some(reason));
                 }
             }
         }
         if !sent.is_empty() {
-            self.post(body, &sent).await?;
+            let (body, raw_bytes) = self.encode(&docs)?;
+            drop(docs);
+            self.post(body, raw_bytes, &sent).await?;
         }
-        Ok(self.settle(batch))
+        Ok(self.settle(batch.events()))
+    }
+
+    /// The `_bulk` body of `docs` (gzipped if configured) and its length before compression.
+    /// Each event is written stamped straight into the body, or into the gzip encoder: no
+    /// document, nor the uncompressed body, is copied first.
+    fn encode(
+        &self,
+        docs: &[(StampedEvent<'_>, std::borrow::Cow<'_, DocHead>)],
+    ) -> Result<(Vec<u8>, usize), SendError> {
+        let raw_len: usize = docs.iter().map(|(event, head)| head.added() + event.len()).sum();
+        let written = match self.gzip {
+            true => {
+                let mut gz = Counting::new(GzEncoder::new(Vec::with_capacity(raw_len / 4), Compression::fast()));
+                docs.iter()
+                    .try_for_each(|(event, head)| head.write_document(&mut gz, event))
+                    .and_then(|()| Ok((gz.written, gz.inner.finish()?)))
+            }
+            false => {
+                let mut body = Counting::new(Vec::with_capacity(raw_len));
+                docs.iter()
+                    .try_for_each(|(event, head)| head.write_document(&mut body, event))
+                    .map(|()| (body.written, body.inner))
+            }
+        };
+        match written {
+            Ok((raw_bytes, body)) => Ok((body, raw_bytes)),
+            Err(e) => Err(SendError::transient(format!("{}: gzip: {e}", self.target()))),
+        }
     }
 
     /// [`Protocol::wrapping`]: each event's action line and document head, closing brace and
@@ -788,15 +865,8 @@ impl ElasticsearchSink {
 
     /// One `_bulk` request of `sent` (queue id, index); reads the answer into the memo, and
     /// fails unless every item was delivered or refused.
-    async fn post(&mut self, mut body: Vec<u8>, sent: &[(i64, String)]) -> Result<(), SendError> {
-        let raw_bytes = body.len();
-        if self.gzip {
-            let mut gz = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
-            body = gz
-                .write_all(&body)
-                .and_then(|()| gz.finish())
-                .map_err(|e| SendError::transient(format!("{}: gzip: {e}", self.target())))?;
-        }
+    /// `body` is already gzipped if configured; `raw_bytes` is its length before compression.
+    async fn post(&mut self, body: Vec<u8>, raw_bytes: usize, sent: &[(i64, String)]) -> Result<(), SendError> {
         let gzip = self.gzip;
         let body = bytes::Bytes::from(body);
         let response = self
@@ -1355,7 +1425,13 @@ impl Protocol for ElasticsearchSink {
         self.measure(events, added);
     }
 
-    async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
+    /// Caught up: the heads measured for the last batch are not needed again (the next batch
+    /// is measured anew), so an idle sink does not keep them.
+    fn idle(&mut self) {
+        self.heads = std::collections::BTreeMap::new();
+    }
+
+    async fn send(&mut self, batch: &Stamped<'_>) -> Result<Delivery, SendError> {
         ElasticsearchSink::send(self, batch).await
     }
 
@@ -1369,6 +1445,7 @@ impl Protocol for ElasticsearchSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write as _;
     use std::sync::Mutex;
 
     use axum::http::{HeaderMap, StatusCode};
@@ -1404,6 +1481,79 @@ mod tests {
         }
         es.measure(&events[1..], &mut Vec::new());
         assert_eq!(es.heads.keys().copied().collect::<Vec<_>>(), [2, 3], "heads the cursor passed dropped");
+        Protocol::idle(&mut es);
+        assert!(es.heads.is_empty(), "an idle sink keeps no heads");
+    }
+
+    /// Issue 21: a bulk body written from the stored events, each stamped as it is written (into
+    /// the gzip encoder when gzip is on), is byte for byte the body the sink made of the stamped
+    /// copies the loop used to hand it (documents joined; gzipped, the same once decompressed,
+    /// and no larger than the whole body gzipped at once, give or take 2 %), with the same length
+    /// before compression, for every shape of event and send time; the documents made of the
+    /// stored events are those made of the copies.
+    #[test]
+    fn a_bulk_body_is_byte_identical_to_the_one_made_of_stamped_copies() {
+        use crate::sinks::tests::{TRANSMIT_TIMES, shaped_events};
+        let events = shaped_events();
+        for gzip in [false, true] {
+            let mut es = sink(vec!["http://127.0.0.1:1".parse().unwrap()]);
+            es.gzip = gzip;
+            for measured in [false, true] {
+                if measured {
+                    es.measure(&events, &mut Vec::new());
+                }
+                for ms in TRANSMIT_TIMES {
+                    let stamped = Stamped::new(&events, ms);
+                    let (mut docs, mut refused) = (Vec::new(), Vec::new());
+                    for event in stamped.iter() {
+                        let head = match es.heads.get(&event.id()) {
+                            Some(head) => head.as_ref().map(std::borrow::Cow::Borrowed).map_err(String::clone),
+                            None => document_head(&es.target, event.event).map(std::borrow::Cow::Owned),
+                        };
+                        match head {
+                            Ok(head) => docs.push((event, head)),
+                            Err(reason) => refused.push((event.id(), reason)),
+                        }
+                    }
+                    let (mut body, raw_bytes) = es.encode(&docs).unwrap();
+                    // Before: each document made of a stamped copy, the body of the documents.
+                    let (mut old, mut old_refused) = (Vec::new(), Vec::new());
+                    for event in &events {
+                        let mut sent = event.clone();
+                        sent.body.clear();
+                        crate::ocsf::stamp_transmit_time(&event.body, ms, &mut sent.body);
+                        match document_head(&es.target, event) {
+                            Ok(head) => {
+                                let doc = head.document(&sent.body);
+                                // The head read from the stamped copy is the same.
+                                let of_copy = document(&es.target, &sent).unwrap();
+                                assert_eq!((&of_copy.index, &of_copy.lines), (&doc.index, &doc.lines));
+                                old.extend_from_slice(&doc.lines);
+                            }
+                            Err(reason) => old_refused.push((event.id, reason)),
+                        }
+                    }
+                    assert_eq!(raw_bytes, old.len(), "at {ms}");
+                    if gzip {
+                        // What the cluster reads: deflate's bytes depend on how its input came
+                        // (whole, or an event at a time), the data does not.
+                        let mut whole = GzEncoder::new(Vec::new(), Compression::fast());
+                        whole.write_all(&old).unwrap();
+                        let whole = whole.finish().unwrap().len();
+                        assert!(
+                            body.len() <= whole + whole / 50 + 64,
+                            "gzip of {} bytes: {} against {whole}",
+                            old.len(),
+                            body.len()
+                        );
+                        body = gunzip(&body);
+                    }
+                    assert!(body == old, "gzip {gzip}, measured {measured}, at {ms}: the body differs");
+                    assert_eq!(refused, old_refused, "at {ms}");
+                    assert!(refused.len() >= 4 && docs.len() >= 8, "{refused:?}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -1662,6 +1812,12 @@ mod tests {
         .unwrap()
     }
 
+    fn gunzip(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut out).unwrap();
+        out
+    }
+
     fn items(statuses: &[&str]) -> String {
         format!("{{\"errors\":true,\"items\":[{}]}}", statuses.join(","))
     }
@@ -1684,11 +1840,11 @@ mod tests {
         let url = serve(Arc::clone(&cluster)).await;
         let mut es = sink(vec![url]);
         let batch: Vec<QueuedEvent> = (1..=4).map(|i| event(i, &format!("u{i}"))).collect();
-        let err = es.send(&batch).await.unwrap_err();
+        let err = es.send(&Stamped::new(&batch, 0)).await.unwrap_err();
         assert_eq!(err.class, Failure::Transient, "{}", err.message);
         assert_eq!(err.retry_after, Some(Duration::from_secs(3)));
         assert!(err.message.contains("1 of 4 items"), "{}", err.message);
-        let delivery = es.send(&batch).await.unwrap();
+        let delivery = es.send(&Stamped::new(&batch, 0)).await.unwrap();
         let bodies = cluster.bodies.lock().unwrap().clone();
         assert_eq!(bodies.len(), 2);
         assert_eq!(bodies[0].lines().count(), 8);
@@ -1732,7 +1888,7 @@ mod tests {
         let mut classes = Vec::new();
         let mut messages = Vec::new();
         for _ in 0..8 {
-            let err = es.send(&batch).await.unwrap_err();
+            let err = es.send(&Stamped::new(&batch, 0)).await.unwrap_err();
             classes.push((err.class, err.retry_after));
             messages.push(err.message);
         }
@@ -1777,9 +1933,9 @@ mod tests {
         }
         let live = serve(Arc::clone(&cluster)).await;
         let mut es = sink(vec![dead, live]);
-        es.send(&[event(1, "u1")]).await.unwrap();
+        es.send(&Stamped::new(&[event(1, "u1")], 0)).await.unwrap();
         assert_eq!(es.current, 1);
-        es.send(&[event(2, "u2")]).await.unwrap();
+        es.send(&Stamped::new(&[event(2, "u2")], 0)).await.unwrap();
         assert_eq!(es.stats.es_failovers.load(Ordering::Relaxed), 1, "the second send went to the live node first");
     }
 
@@ -1898,7 +2054,7 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await });
         let mut es = sink(vec![url::Url::parse(&format!("http://{addr}/es/")).unwrap()]);
         es.gzip = true;
-        es.send(&[event(1, "u1")]).await.unwrap();
+        es.send(&Stamped::new(&[event(1, "u1")], 0)).await.unwrap();
         let (uri, headers, body) = seen.lock().unwrap().remove(0);
         assert_eq!(uri, "/es/_bulk?filter_path=errors,items.*.status,items.*.error");
         assert_eq!(headers["content-encoding"], "gzip");

@@ -37,9 +37,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Attach, Delivery, Protocol, SendError, SinkStats};
+use super::{Attach, Delivery, Protocol, SendError, SinkStats, Stamped};
 use crate::config::{Res, TableKeys, path_text};
-use crate::queue::{QueueError, QueuedEvent};
+use crate::queue::QueueError;
 
 /// Bumped by [`request_reopen`]; each sink compares it with the value it last saw. One counter
 /// for the process: a reopen is harmless, so a request meant for one agent reaching another in
@@ -138,10 +138,11 @@ impl FileSink {
         self.stats = stats;
     }
 
-    pub async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
-        let mut buf = Vec::with_capacity(batch.iter().map(|e| e.body.len() + 1).sum());
-        for event in batch {
-            buf.extend_from_slice(&event.body);
+    pub async fn send(&mut self, batch: &Stamped<'_>) -> Result<Delivery, SendError> {
+        // Each event written stamped straight into the batch's lines (no stamped copy first).
+        let mut buf = Vec::with_capacity(batch.bytes() + batch.len());
+        for event in batch.iter() {
+            event.extend(&mut buf);
             buf.push(b'\n');
         }
         let path = self.path.clone();
@@ -163,7 +164,7 @@ impl FileSink {
 
     /// Opens (creating, repairing) the file without writing an event.
     pub async fn probe(&mut self) -> Result<String, SendError> {
-        self.send(&[]).await.map(|_| format!("file {} is writable", self.path.display()))
+        self.send(&Stamped::new(&[], 0)).await.map(|_| format!("file {} is writable", self.path.display()))
     }
 
     pub async fn close(&mut self) {
@@ -333,7 +334,7 @@ impl Protocol for FileSink {
         Ok(())
     }
 
-    async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
+    async fn send(&mut self, batch: &Stamped<'_>) -> Result<Delivery, SendError> {
         FileSink::send(self, batch).await
     }
 
@@ -349,6 +350,7 @@ impl Protocol for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::QueuedEvent;
 
     fn events(bodies: &[&str]) -> Vec<QueuedEvent> {
         bodies
@@ -363,10 +365,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/out.ndjson");
         let mut sink = FileSink::new(path.clone());
-        sink.send(&events(&["{\"a\":1}", "{\"b\":2}"])).await.unwrap();
+        sink.send(&Stamped::new(&events(&["{\"a\":1}", "{\"b\":2}"]), 0)).await.unwrap();
         sink.close().await;
         let mut again = FileSink::new(path.clone());
-        again.send(&events(&["{\"c\":3}"])).await.unwrap();
+        again.send(&Stamped::new(&events(&["{\"c\":3}"]), 0)).await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n");
     }
 
@@ -376,7 +378,7 @@ mod tests {
         let path = dir.path().join("out.ndjson");
         std::fs::write(&path, "{\"a\":1}\n{\"b\":").unwrap();
         let mut sink = FileSink::new(path.clone());
-        sink.send(&events(&["{\"b\":2}"])).await.unwrap();
+        sink.send(&Stamped::new(&events(&["{\"b\":2}"]), 0)).await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n{\"b\":2}\n");
     }
 
@@ -386,13 +388,13 @@ mod tests {
         let path = dir.path().join("out.ndjson");
         let rotated = dir.path().join("out.ndjson.1");
         let mut sink = FileSink::new(path.clone());
-        sink.send(&events(&["{\"a\":1}"])).await.unwrap();
+        sink.send(&Stamped::new(&events(&["{\"a\":1}"]), 0)).await.unwrap();
         std::fs::rename(&path, &rotated).unwrap();
-        sink.send(&events(&["{\"b\":2}"])).await.unwrap();
+        sink.send(&Stamped::new(&events(&["{\"b\":2}"]), 0)).await.unwrap();
         assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "{\"a\":1}\n");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"b\":2}\n");
         std::fs::remove_file(&path).unwrap();
-        sink.send(&events(&["{\"c\":3}"])).await.unwrap();
+        sink.send(&Stamped::new(&events(&["{\"c\":3}"]), 0)).await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"c\":3}\n");
     }
 
@@ -401,13 +403,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.ndjson");
         let mut sink = FileSink::new(path.clone());
-        sink.send(&events(&["{\"a\":1}", "{\"b\":2}"])).await.unwrap();
+        sink.send(&Stamped::new(&events(&["{\"a\":1}", "{\"b\":2}"]), 0)).await.unwrap();
         // copytruncate empties it; another tool might cut it mid-line.
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
-        sink.send(&events(&["{\"c\":3}"])).await.unwrap();
+        sink.send(&Stamped::new(&events(&["{\"c\":3}"]), 0)).await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"c\":3}\n");
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(4).unwrap();
-        sink.send(&events(&["{\"d\":4}"])).await.unwrap();
+        sink.send(&Stamped::new(&events(&["{\"d\":4}"]), 0)).await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"d\":4}\n");
     }
 
@@ -416,9 +418,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.ndjson");
         let mut sink = FileSink::new(path.clone());
-        sink.send(&events(&["{\"a\":1}"])).await.unwrap();
+        sink.send(&Stamped::new(&events(&["{\"a\":1}"]), 0)).await.unwrap();
         request_reopen();
-        sink.send(&events(&["{\"b\":2}"])).await.unwrap();
+        sink.send(&Stamped::new(&events(&["{\"b\":2}"]), 0)).await.unwrap();
         assert_eq!(sink.reopen_seen, REOPEN_REQUESTS.load(Ordering::Relaxed));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n{\"b\":2}\n");
     }
@@ -450,12 +452,33 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "d\ne\nf\n");
     }
 
+    /// Issue 21: the lines written from the stored events, each stamped as it is written, are
+    /// byte for byte the stamped copies the loop used to hand the sink, one a line, for every
+    /// shape of event and send time.
+    #[tokio::test]
+    async fn test_lines_are_byte_identical_to_the_stamped_copies() {
+        use crate::sinks::tests::{TRANSMIT_TIMES, shaped_events};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ndjson");
+        let mut sink = FileSink::new(path.clone());
+        let events = shaped_events();
+        let mut expected = Vec::new();
+        for ms in TRANSMIT_TIMES {
+            sink.send(&Stamped::new(&events, ms)).await.unwrap();
+            for event in &events {
+                crate::ocsf::stamp_transmit_time(&event.body, ms, &mut expected);
+                expected.push(b'\n');
+            }
+        }
+        assert!(std::fs::read(&path).unwrap() == expected, "the file differs");
+    }
+
     #[tokio::test]
     async fn test_unwritable_path_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("file"), "x").unwrap();
         let path = dir.path().join("file/out.ndjson");
-        let err = FileSink::new(path.clone()).send(&events(&["{}"])).await.unwrap_err();
+        let err = FileSink::new(path.clone()).send(&Stamped::new(&events(&["{}"]), 0)).await.unwrap_err();
         assert!(err.to_string().contains(&path.display().to_string()), "{err}");
     }
 }

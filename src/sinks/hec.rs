@@ -18,7 +18,9 @@
 //! included: it tells the loop what each envelope adds ([`Protocol::wrapping`], the envelope's
 //! head made once an event and kept for the sends), and the loop cuts the batch to fit (issue
 //! 21: cut by the events' bytes alone, a batch at the default 1 MiB made a request over a
-//! collector's 1 MB `max_content_length`, answered 413 and halved, batch after batch).
+//! collector's 1 MB `max_content_length`, answered 413 and halved, batch after batch). Each
+//! envelope is written, with its event stamped with the send time, straight into the request
+//! body or the gzip encoder: neither the envelopes nor the uncompressed body are copied first.
 //! It never splits a batch: a 413 (larger than the collector's `max_content_length`) goes back
 //! to the loop as [`Failure::TooLarge`](super::Failure::TooLarge), which sends the part again in
 //! halves and acknowledges each half the collector takes as it takes it (a single event still
@@ -40,7 +42,6 @@
 //! PROTOCOLS §1a asks to confirm on real Splunk), the repeat without it. The only waiting done
 //! here is the ack poll; retries and back-off belong to the loop.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -63,7 +64,7 @@ use crate::ocsf::summary::EventField;
 use crate::ocsf::summary::summarize;
 use crate::queue::QueueError;
 use crate::queue::{QueuedEvent, RefusedEvent};
-use crate::sinks::{Attach, Protocol};
+use crate::sinks::{Attach, Protocol, Stamped, StampedEvent};
 
 /// Answers longer than this are not read (an HEC answer is a few dozen bytes).
 const MAX_ANSWER: usize = 64 * 1024;
@@ -93,7 +94,7 @@ pub struct HecSink {
     stats: std::sync::Arc<super::SinkStats>,
     /// The envelope heads ([`HecSink::head`]) that [`Protocol::wrapping`] measured, by queue id
     /// (never reused), so `send` and its resends do not parse the events again; dropped as the
-    /// next measured batch starts past them.
+    /// next measured batch starts past them, or the worker is idle.
     heads: std::collections::BTreeMap<i64, Result<Vec<u8>, String>>,
 }
 
@@ -250,18 +251,17 @@ impl HecSink {
         self.clock = clock;
     }
 
-    pub async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
+    pub async fn send(&mut self, batch: &Stamped<'_>) -> Result<Delivery, SendError> {
         let mut delivery = Delivery::default();
-        let mut envelopes = Vec::with_capacity(batch.len());
-        for event in batch {
-            match self.envelope(event) {
-                Ok(bytes) => envelopes.push((event.id, bytes)),
-                Err(reason) => delivery.refused.push(RefusedEvent { id: event.id, reason }),
+        let mut request = Vec::with_capacity(batch.len());
+        for event in batch.iter() {
+            match self.head_of(&event) {
+                Ok(head) => request.push((event, head)),
+                Err(reason) => delivery.refused.push(RefusedEvent { id: event.id(), reason }),
             }
         }
         // One request, sent again without each event the collector names as invalid. Never split
         // here (module docs): a 413 goes back to the loop.
-        let mut request = envelopes;
         while !request.is_empty() {
             match self.post(&request).await? {
                 Answer::Accepted { ack_id } => {
@@ -282,7 +282,8 @@ impl HecSink {
                         );
                         return Err(SendError::config(msg));
                     }
-                    let (id, _) = request.remove(index);
+                    let (event, _) = request.remove(index);
+                    let id = event.id();
                     let reason =
                         format!("{}: the collector refused the event as invalid (HEC codes 6/12/13/15)", self.target);
                     tracing::warn!(sink = %self.target, event_id = id, "collector refused an event as invalid; sending the rest again");
@@ -290,7 +291,7 @@ impl HecSink {
                 }
                 Answer::TooLarge => {
                     // Also the dead-letter reason of an event too large alone.
-                    let bytes: usize = request.iter().map(|(_, e)| e.len() + 1).sum();
+                    let bytes = request_len(&request);
                     let what = match request.len() {
                         1 => String::from("an envelope"),
                         n => format!("a request of {n} envelopes"),
@@ -309,25 +310,14 @@ impl HecSink {
         Ok(delivery)
     }
 
-    /// One envelope of `/services/collector/event`, or why this event cannot be one: its head
-    /// (measured before, or made now), the event's bytes as sent, and the closing brace.
-    fn envelope(&self, event: &QueuedEvent) -> Result<Vec<u8>, String> {
-        let made;
-        let head = match self.heads.get(&event.id) {
-            Some(head) => head,
-            None => {
-                made = self.head(&event.body);
-                &made
-            }
-        };
-        let head = head.as_ref().map_err(String::clone)?;
-        let mut out = Vec::with_capacity(head.len() + event.body.len() + 1);
-        out.extend_from_slice(head);
-        // The event goes in as the queued bytes, not parsed again: `summarize` read them whole
-        // as one JSON object (`transmit_time`, stamped since, is a splice inside it).
-        out.extend_from_slice(&event.body);
-        out.push(b'}');
-        Ok(out)
+    /// The head of an event's envelope ([`HecSink::head`]: measured before, or made now from the
+    /// stored event), or why this event cannot be one.
+    fn head_of(&self, event: &StampedEvent<'_>) -> Result<std::borrow::Cow<'_, [u8]>, String> {
+        match self.heads.get(&event.id()) {
+            Some(Ok(head)) => Ok(std::borrow::Cow::Borrowed(head.as_slice())),
+            Some(Err(reason)) => Err(reason.clone()),
+            None => self.head(event.stored()).map(std::borrow::Cow::Owned),
+        }
     }
 
     /// An envelope up to its `event` (`{"time":…,"fields":{…},"event":`), or why this body
@@ -374,19 +364,10 @@ impl HecSink {
 
     /// Posts one request of envelopes and reads what the collector said. Retry and
     /// operator-class answers come back as errors, with the collector's text.
-    async fn post(&self, request: &[(i64, Vec<u8>)]) -> Result<Answer, SendError> {
-        let mut body = Vec::with_capacity(request.iter().map(|(_, e)| e.len() + 1).sum());
-        for (_, envelope) in request {
-            body.extend_from_slice(envelope);
-            body.push(b'\n');
-        }
+    async fn post(&self, request: &[(StampedEvent<'_>, std::borrow::Cow<'_, [u8]>)]) -> Result<Answer, SendError> {
+        let body = self.encode(request)?;
         let mut post = self.http.post(self.event_url.clone()).header("authorization", self.authorization());
         if self.gzip {
-            let mut gz = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
-            body = gz
-                .write_all(&body)
-                .and_then(|()| gz.finish())
-                .map_err(|e| SendError::transient(format!("{}: gzip: {e}", self.target)))?;
             post = post.header("content-encoding", "gzip");
         }
         if self.acks.is_some() {
@@ -441,6 +422,27 @@ impl HecSink {
             ))),
             Answer::Operator => Err(SendError::config(format!("{said}{}", hint(status, answer_body.code)))),
             other => Ok(other),
+        }
+    }
+
+    /// The body of a request of envelopes, gzipped if configured. Each event is written stamped
+    /// straight into the body, or into the gzip encoder: no envelope, nor the uncompressed
+    /// body, is copied first.
+    fn encode(&self, request: &[(StampedEvent<'_>, std::borrow::Cow<'_, [u8]>)]) -> Result<Vec<u8>, SendError> {
+        let raw_len = request_len(request);
+        match self.gzip {
+            true => {
+                let mut gz = GzEncoder::new(Vec::with_capacity(raw_len / 4), Compression::fast());
+                write_envelopes(&mut gz, request)
+                    .and_then(|()| gz.finish())
+                    .map_err(|e| SendError::transient(format!("{}: gzip: {e}", self.target)))
+            }
+            false => {
+                let mut body = Vec::with_capacity(raw_len);
+                write_envelopes(&mut body, request)
+                    .map_err(|e| SendError::transient(format!("{}: request body: {e}", self.target)))?;
+                Ok(body)
+            }
         }
     }
 
@@ -578,6 +580,34 @@ impl HecSink {
         // Set by the loop before the first batch; a probe without one uses a fresh GUID.
         self.channel.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
     }
+}
+
+/// One envelope of `/services/collector/event` and the newline after it: its head (up to
+/// `"event":`), the event as sent (stamped as it is written: the head was read from the stored
+/// event, whose attributes the stamp does not change), the closing brace.
+fn write_envelope<W: std::io::Write + ?Sized>(
+    out: &mut W,
+    head: &[u8],
+    event: &StampedEvent<'_>,
+) -> std::io::Result<()> {
+    out.write_all(head)?;
+    // The event goes in as the queued bytes, not parsed again: `summarize` read them whole as
+    // one JSON object (`transmit_time` is a splice inside it).
+    event.write_to(out)?;
+    out.write_all(b"}\n")
+}
+
+/// A request's envelopes, each followed by a newline.
+fn write_envelopes<W: std::io::Write + ?Sized>(
+    out: &mut W,
+    request: &[(StampedEvent<'_>, std::borrow::Cow<'_, [u8]>)],
+) -> std::io::Result<()> {
+    request.iter().try_for_each(|(event, head)| write_envelope(out, head, event))
+}
+
+/// The bytes of a request's envelopes and newlines, before compression.
+fn request_len(request: &[(StampedEvent<'_>, std::borrow::Cow<'_, [u8]>)]) -> usize {
+    request.iter().map(|(event, head)| head.len() + event.len() + b"}\n".len()).sum()
 }
 
 /// What an operator should look at for a configuration-class answer.
@@ -904,7 +934,13 @@ impl Protocol for HecSink {
         self.measure(events, added);
     }
 
-    async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
+    /// Caught up: the heads measured for the last batch are not needed again (the next batch
+    /// is measured anew), so an idle sink does not keep them.
+    fn idle(&mut self) {
+        self.heads = std::collections::BTreeMap::new();
+    }
+
+    async fn send(&mut self, batch: &Stamped<'_>) -> Result<Delivery, SendError> {
         HecSink::send(self, batch).await
     }
 
@@ -920,6 +956,7 @@ impl Protocol for HecSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write as _;
     use std::time::Duration;
 
     /// A collector's `Retry-After` value as `post` reads it, against the system clock now.
@@ -1028,15 +1065,103 @@ mod tests {
         sink.measure(&events, &mut added);
         assert_eq!(added.len(), events.len());
         assert_eq!(added[2], 0, "not an event: refused, not sent");
-        for (event, added) in events.iter().zip(&added) {
-            match sink.envelope(event) {
-                Ok(envelope) => assert_eq!(envelope.len() + 1, event.body.len() + added, "{envelope:?}"),
+        let stamped = Stamped::new(&events, 0);
+        for (event, added) in stamped.iter().zip(&added) {
+            match sink.head_of(&event) {
+                Ok(head) => {
+                    let mut envelope = Vec::new();
+                    write_envelope(&mut envelope, &head, &event).unwrap();
+                    assert_eq!(envelope.len(), event.stored().len() + added, "{envelope:?}");
+                }
                 Err(e) => assert!(e.contains("not an OCSF event"), "{e}"),
             }
         }
         assert_eq!(sink.heads.len(), 4);
         sink.measure(&events[2..], &mut Vec::new());
         assert_eq!(sink.heads.keys().copied().collect::<Vec<_>>(), [12, 13], "heads the cursor passed dropped");
+        Protocol::idle(&mut sink);
+        assert!(sink.heads.is_empty(), "an idle sink keeps no heads");
+    }
+
+    /// Issue 21: a request written from the stored events, each stamped as it is written (into
+    /// the gzip encoder when gzip is on), is byte for byte the request the sink made of the
+    /// stamped copies the loop used to hand it (envelopes joined; gzipped, the same once
+    /// decompressed, and no larger than the whole body gzipped at once, give or take 2 %), for
+    /// every shape of event and send time; the events it cannot send are the same.
+    #[test]
+    fn a_request_is_byte_identical_to_the_one_made_of_stamped_copies() {
+        use crate::sinks::tests::{TRANSMIT_TIMES, shaped_events};
+        let events = shaped_events();
+        for gzip in [false, true] {
+            let mut sink = HecSink::new(&HecSinkSettings {
+                url: "http://127.0.0.1:1".parse().unwrap(),
+                token: SecretString::from("t"),
+                ca_file: None,
+                index: Some("main".into()),
+                source: "auditrelay".into(),
+                sourcetype: Sourcetype::parse("ocsf:{vendor}/{class_uid}").unwrap(),
+                host: Some("collector-1".into()),
+                fields: vec![EventField::ClassUid, EventField::Vendor, EventField::Tenant],
+                gzip,
+                acks: None,
+                timeout: Duration::from_secs(5),
+            })
+            .unwrap();
+            // Measured as the loop does (heads read from the stored events), and not (made in
+            // the send): the same either way.
+            for measured in [false, true] {
+                if measured {
+                    sink.measure(&events, &mut Vec::new());
+                }
+                for ms in TRANSMIT_TIMES {
+                    let stamped = Stamped::new(&events, ms);
+                    let (mut request, mut refused) = (Vec::new(), Vec::new());
+                    for event in stamped.iter() {
+                        match sink.head_of(&event) {
+                            Ok(head) => request.push((event, head)),
+                            Err(reason) => refused.push((event.id(), reason)),
+                        }
+                    }
+                    let body = sink.encode(&request).unwrap();
+                    // Before: each envelope made of a stamped copy, the body of the envelopes.
+                    let mut old = Vec::new();
+                    let mut old_refused = Vec::new();
+                    for event in &events {
+                        let mut sent = Vec::new();
+                        crate::ocsf::stamp_transmit_time(&event.body, ms, &mut sent);
+                        match sink.head(&event.body) {
+                            Ok(head) => {
+                                old.extend_from_slice(&head);
+                                old.extend_from_slice(&sent);
+                                old.push(b'}');
+                                old.push(b'\n');
+                            }
+                            Err(reason) => old_refused.push((event.id, reason)),
+                        }
+                    }
+                    assert_eq!(request_len(&request), old.len(), "at {ms}");
+                    let body = match gzip {
+                        // What the collector reads: deflate's bytes depend on how its input came
+                        // (whole, or an event at a time), the data does not.
+                        true => {
+                            let mut whole = GzEncoder::new(Vec::new(), Compression::fast());
+                            whole.write_all(&old).unwrap();
+                            let whole = whole.finish().unwrap().len();
+                            let (sent, n) = (body.len(), old.len());
+                            assert!(sent <= whole + whole / 50 + 64, "gzip of {n} bytes: {sent} against {whole}");
+                            let mut text = Vec::new();
+                            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut text)
+                                .unwrap();
+                            text
+                        }
+                        false => body,
+                    };
+                    assert!(body == old, "gzip {gzip}, measured {measured}, at {ms}: the request differs");
+                    assert_eq!(refused, old_refused, "at {ms}");
+                    assert!(refused.len() >= 4 && request.len() >= 8, "{refused:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! It owns three things:
 //! - the mapping of an event to a `LogRecord` (`log_record`): the event's own time, the time we
 //!   collected it, the severity (`severity`), the body (the event as a kvlist, or its JSON text),
-//!   a few `ocsf.*` attributes and the event name;
+//!   a few `ocsf.*` attributes and the event name; `stamped_log_record` makes it of the stored
+//!   event and its send time without a stamped copy of the event;
 //! - the transports: reqwest for HTTP (set up by `crate::http::client`, as every HTTP client of
 //!   the agent) and tonic for gRPC (its own channel), both verifying the receiver against
 //!   `ca_file` or the system's roots with one rustls verifier (`tls::server_verifier`), both sending
@@ -55,7 +56,7 @@ mod config;
 
 pub use config::{Keys, OtlpBody, OtlpProtocol, OtlpSinkSettings};
 
-use super::{Delivery, SendError};
+use super::{Delivery, SendError, Stamped, StampedEvent};
 use crate::backoff::MeasureFrom;
 use crate::clock::Clock;
 use crate::http::{ClientError, ClientOptions, Overflow, Redirects, USER_AGENT};
@@ -264,17 +265,17 @@ impl OtlpSink {
         self.clock = clock;
     }
 
-    pub async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
+    pub async fn send(&mut self, batch: &Stamped<'_>) -> Result<Delivery, SendError> {
         let mut delivery = Delivery::default();
         let mut records = Vec::with_capacity(batch.len());
         let mut sent = Vec::with_capacity(batch.len());
-        for event in batch {
-            match log_record(event, self.body, &self.clock) {
+        for event in batch.iter() {
+            match stamped_log_record(&event, self.body, &self.clock) {
                 Ok(record) => {
                     records.push(record);
-                    sent.push(event);
+                    sent.push(event.event);
                 }
-                Err(reason) => delivery.refused.push(RefusedEvent { id: event.id, reason }),
+                Err(reason) => delivery.refused.push(RefusedEvent { id: event.id(), reason }),
             }
         }
         if sent.is_empty() {
@@ -416,7 +417,75 @@ impl OtlpSink {
 // ---------------------------------------------------------------------------------------------
 // Events to LogRecords
 
-/// The event as a `LogRecord`; `Err`: the reason it can never be sent (it is not an event).
+/// The event as sent (stamped with its send time, [`Stamped`]) as a `LogRecord`; `Err`: the
+/// reason it can never be sent (it is not an event). The same record as [`log_record`] of a
+/// stamped copy, made without that copy: the attributes are read from the stored event (the
+/// stamp changes none of them), the JSON text is stamped straight into the body's `String`,
+/// and the structured body is the stored event's with the stamp's two `transmit_time` entries
+/// added where its JSON puts them (the last key of the last logger and of `metadata`). Anything
+/// else (not an event) is made from a stamped copy, as it always was.
+fn stamped_log_record(event: &StampedEvent<'_>, mode: OtlpBody, clock: &Clock) -> Result<LogRecord, String> {
+    if let Some(record) = stamped_record(event, mode, clock) {
+        return Ok(record);
+    }
+    let sent = QueuedEvent { id: event.id(), body: event.to_vec(), collected_ms: event.event.collected_ms };
+    log_record(&sent, mode, clock)
+}
+
+/// [`stamped_log_record`] of an event; `None` if it is not one.
+fn stamped_record(event: &StampedEvent<'_>, mode: OtlpBody, clock: &Clock) -> Option<LogRecord> {
+    let summary = summarize(event.stored()).ok()?;
+    let json_string = || {
+        let mut text = String::new();
+        event.push_to(&mut text).ok()?;
+        Some(AnyValue { value: Some(any_value::Value::StringValue(text)) })
+    };
+    let body = match mode {
+        // The stored event and the stamped one are the same JSON but for the stamp's entries:
+        // both parse, or neither does (too deep), and the stamp ends the event as its own
+        // closing brackets did (`ocsf::stampable`), so its entries' places are known.
+        OtlpBody::Structured => match serde_json::from_slice::<JsonAnyValue>(event.stored()) {
+            Ok(JsonAnyValue(mut value)) => {
+                if let (_, Some(stamp)) = event.parts() {
+                    add_stamp(&mut value, stamp.0)?;
+                }
+                value
+            }
+            Err(_) => json_string()?,
+        },
+        OtlpBody::JsonString => json_string()?,
+    };
+    Some(record(&summary, body, event.event.collected_ms, clock))
+}
+
+/// Adds what [`crate::ocsf::stamp_transmit_time`] writes into an event's JSON to its kvlist:
+/// `transmit_time` as the last entry of the last element of the array that is the last entry of
+/// the object that is the event's last entry (`metadata.loggers[-1]`), then of that object
+/// (`metadata`). `None`, nothing changed, if the value is not of that shape.
+fn add_stamp(event: &mut AnyValue, transmit_ms: i64) -> Option<()> {
+    fn kvlist(value: Option<&mut AnyValue>) -> Option<&mut Vec<KeyValue>> {
+        match &mut value?.value {
+            Some(any_value::Value::KvlistValue(list)) => Some(&mut list.values),
+            _ => None,
+        }
+    }
+    let stamp = || KeyValue {
+        key: "transmit_time".to_owned(),
+        value: Some(AnyValue { value: Some(any_value::Value::IntValue(transmit_ms)) }),
+        ..KeyValue::default()
+    };
+    let metadata = kvlist(kvlist(Some(event))?.last_mut()?.value.as_mut())?;
+    let loggers = match &mut metadata.last_mut()?.value.as_mut()?.value {
+        Some(any_value::Value::ArrayValue(array)) => &mut array.values,
+        _ => return None,
+    };
+    kvlist(loggers.last_mut())?.push(stamp());
+    metadata.push(stamp());
+    Some(())
+}
+
+/// The event as a `LogRecord`, its body as sent; `Err`: the reason it can never be sent (it is
+/// not an event).
 fn log_record(event: &QueuedEvent, mode: OtlpBody, clock: &Clock) -> Result<LogRecord, String> {
     let not_an_event = |e: String| format!("not an OCSF event: {e}");
     let summary = summarize(&event.body).map_err(not_an_event)?;
@@ -433,20 +502,25 @@ fn log_record(event: &QueuedEvent, mode: OtlpBody, clock: &Clock) -> Result<LogR
         },
         OtlpBody::JsonString => json_string()?,
     };
+    Ok(record(&summary, body, event.collected_ms, clock))
+}
+
+/// A `LogRecord` of an event's summary and body.
+fn record(summary: &Summary<'_>, body: AnyValue, collected_ms: i64, clock: &Clock) -> LogRecord {
     let (severity_number, severity_text) = severity(summary.severity_id);
     // Queued before the queue recorded it (version < 4): our send time is when OpenTelemetry
     // "observed" it, and the field must be set.
-    let observed_ms = if event.collected_ms > 0 { event.collected_ms } else { clock.now_utc().timestamp_millis() };
-    Ok(LogRecord {
+    let observed_ms = if collected_ms > 0 { collected_ms } else { clock.now_utc().timestamp_millis() };
+    LogRecord {
         time_unix_nano: unix_nanos(summary.time),
         observed_time_unix_nano: unix_nanos(Some(observed_ms)),
         severity_number: severity_number as i32,
         severity_text: severity_text.to_owned(),
         body: Some(body),
-        attributes: attributes(&summary),
-        event_name: event_name(&summary),
+        attributes: attributes(summary),
+        event_name: event_name(summary),
         ..LogRecord::default()
-    })
+    }
 }
 
 /// OCSF `severity_id` as an OTLP severity number, and the OCSF caption as the severity text.
@@ -1064,6 +1138,39 @@ mod tests {
         assert_eq!(r.event_name, "ocsf.3002");
     }
 
+    /// Issue 21: the `LogRecord` made from the stored event with its stamp (the JSON text
+    /// stamped into the body's `String`, the stamp's entries added to the structured body) is
+    /// the one made of the stamped copy the loop used to hand the sink, field for field and
+    /// byte for byte as encoded, or refused with the same reason: every shape of event and
+    /// send time, both body modes; and one record as queued before the queue kept its
+    /// collection time still gets the clock's.
+    #[tokio::test(start_paused = true)]
+    async fn a_log_record_is_the_one_made_of_a_stamped_copy() {
+        use crate::sinks::tests::{TRANSMIT_TIMES, shaped_events};
+        let mut events = shaped_events();
+        events[1].collected_ms = 0;
+        // Paused: the clock's time (for the record without a collection time) does not move.
+        let clock = Clock::starting_at(chrono::DateTime::from_timestamp_millis(1_795_292_812_000).unwrap());
+        let mut records = 0;
+        for mode in [OtlpBody::Structured, OtlpBody::JsonString] {
+            for ms in TRANSMIT_TIMES {
+                let stamped = Stamped::new(&events, ms);
+                for event in stamped.iter() {
+                    let sent =
+                        QueuedEvent { id: event.id(), body: event.to_vec(), collected_ms: event.event.collected_ms };
+                    let new = stamped_log_record(&event, mode, &clock);
+                    let old = super::log_record(&sent, mode, &clock);
+                    assert_eq!(new, old, "{mode:?} at {ms}, event {}", event.id());
+                    if let (Ok(new), Ok(old)) = (new, old) {
+                        assert!(new.encode_to_vec() == old.encode_to_vec(), "{mode:?} at {ms}, event {}", event.id());
+                        records += 1;
+                    }
+                }
+            }
+        }
+        assert!(records >= 2 * 6 * 8, "{records}");
+    }
+
     #[test]
     fn severity_table() {
         use SeverityNumber as S;
@@ -1274,7 +1381,7 @@ mod tests {
         {
             let endpoint = format!("http://127.0.0.1:{port}{path}");
             let mut sink = OtlpSink::new(&settings(protocol, &endpoint, Duration::from_secs(5))).unwrap();
-            let err = sink.send(&[event(EVENT)]).await.unwrap_err();
+            let err = sink.send(&Stamped::new(&[event(EVENT)], 0)).await.unwrap_err();
             assert_eq!(err.class, super::super::Failure::Transient, "{err}");
             assert!(err.message.starts_with(&format!("otlp {name} http://127.0.0.1:{port}")), "{err}");
             assert!(err.message.contains("no answer") && err.message.contains("refused"), "{err}");
@@ -1315,7 +1422,7 @@ mod tests {
         for (protocol, path) in [(OtlpProtocol::HttpJson, "/v1/logs"), (OtlpProtocol::Grpc, "")] {
             let cfg = settings(protocol, &format!("{base}{path}"), Duration::from_millis(300));
             let started = std::time::Instant::now();
-            let err = OtlpSink::new(&cfg).unwrap().send(&[event(EVENT)]).await.unwrap_err();
+            let err = OtlpSink::new(&cfg).unwrap().send(&Stamped::new(&[event(EVENT)], 0)).await.unwrap_err();
             assert_eq!(err.class, super::super::Failure::Transient, "{err}");
             // Our timer or tonic's own (the same length) ends it, whichever fires first.
             assert!(err.message.contains("no answer"), "{err}");
@@ -1328,7 +1435,7 @@ mod tests {
         let send = |response: String| async move {
             let base = raw_http(Some(response)).await;
             let cfg = settings(OtlpProtocol::HttpProtobuf, &format!("{base}/v1/logs"), Duration::from_secs(5));
-            OtlpSink::new(&cfg).unwrap().send(&[event(EVENT), event(EVENT)]).await
+            OtlpSink::new(&cfg).unwrap().send(&Stamped::new(&[event(EVENT), event(EVENT)], 0)).await
         };
         // A redirect is not followed (our headers would go along): the operator must move the
         // endpoint; the data stays queued.

@@ -2,8 +2,9 @@
 //! plain TCP (RFC 6587) or UDP (RFC 5426).
 //!
 //! It owns the connection, the framing (octet counting, or LF for legacy receivers), the message
-//! size cap (an event over it only by the send time the worker stamps goes without that stamp)
-//! and what "delivered" means here. Syslog has no application-level acknowledgement, so
+//! size cap (an event over it only by the send time stamped into it goes without that stamp),
+//! its frame buffer (kept between the batches of a burst, shrunk after one and when the worker
+//! is idle) and what "delivered" means here. Syslog has no application-level acknowledgement, so
 //! a batch counts as delivered once `write_all` and `flush` returned on a connection that was
 //! still open before the write; three checks keep that from acknowledging into the void:
 //! - before each batch the connection is polled without blocking: a receiver that closed or
@@ -39,9 +40,9 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use self::format::Header;
-use super::{Delivery, SendError};
+use super::{Delivery, SendError, Stamped, StampedEvent};
 use crate::clock::Clock;
-use crate::queue::{QueuedEvent, RefusedEvent};
+use crate::queue::RefusedEvent;
 
 /// How long a new TLS 1.3 connection is watched for the server refusing our certificate before
 /// the first batch is written (the verdict comes one round trip after the handshake).
@@ -63,11 +64,24 @@ pub struct SyslogSink {
     /// own (`set_clock`).
     clock: Clock,
     conn: Option<Conn>,
-    /// The wire bytes of a batch (stream transports), reused between batches.
+    /// The wire bytes of a batch (stream transports), reused between batches; shrunk after a
+    /// burst ([`SyslogSink::release`]).
     wire: Vec<u8>,
-    /// One message being formatted, reused.
+    /// One message being formatted, reused (at most `max_message_size`, but shrunk alike).
     message: Vec<u8>,
 }
+
+/// What the frame and message buffers keep once a burst is over: a catch-up's batches grew
+/// `wire` to the largest of them (1.13 MB held by an idle sink, heaptrack), which a sink sending
+/// a few events at a time has no use for. A batch of up to this many wire bytes (about 40
+/// typical events) never makes them grow again.
+const KEEP_BUFFER: usize = 64 * 1024;
+
+/// A buffer this many times larger than the batch it just carried is shrunk (to twice that
+/// batch, at least [`KEEP_BUFFER`]): a burst has ended though the sink is not idle. Batches of
+/// steady sizes never trigger it (a buffer grows by doubling, so it is at most twice the
+/// largest of them), so there is no reallocation per batch.
+const SHRINK_RATIO: usize = 8;
 
 enum Transport {
     Tls { connector: TlsConnector, server_name: ServerName<'static> },
@@ -135,22 +149,22 @@ impl SyslogSink {
         self.clock = clock;
     }
 
-    pub async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
+    pub async fn send(&mut self, batch: &Stamped<'_>) -> Result<Delivery, SendError> {
         let mut delivery = Delivery::default();
         // UDP: (start, end) of each datagram in `wire`.
         let mut datagrams = Vec::new();
         self.wire.clear();
-        for event in batch {
+        for event in batch.iter() {
             self.message.clear();
-            match format_sent(&self.header, &event.body, self.max_message_size, self.oversize, &mut self.message) {
+            match format_sent(&self.header, &event, self.max_message_size, self.oversize, &mut self.message) {
                 Ok(format::Fit::Whole) => {}
                 Ok(format::Fit::Truncated { original_len }) => {
                     delivery.truncated += 1;
-                    tracing::warn!(sink = %self.target, event_id = event.id, original_len, max = self.max_message_size,
+                    tracing::warn!(sink = %self.target, event_id = event.id(), original_len, max = self.max_message_size,
                         "event too large for max_message_size: sent truncated");
                 }
                 Err(e) => {
-                    delivery.refused.push(RefusedEvent { id: event.id, reason: e.to_string() });
+                    delivery.refused.push(RefusedEvent { id: event.id(), reason: e.to_string() });
                     continue;
                 }
             }
@@ -185,7 +199,24 @@ impl SyslogSink {
             // Never reuse a connection after an error: what it holds is unknown.
             self.conn = None;
         }
+        // Much larger than this batch needed: the burst that grew it is over.
+        let used = self.wire.len();
+        if self.wire.capacity() > KEEP_BUFFER && self.wire.capacity() > SHRINK_RATIO.saturating_mul(used) {
+            self.wire.clear();
+            self.wire.shrink_to(KEEP_BUFFER.max(used.saturating_mul(2)));
+        }
         result.map(|()| delivery)
+    }
+
+    /// The worker is idle (caught up): the buffers keep at most [`KEEP_BUFFER`] each. Nothing
+    /// is lost: a buffer holds nothing between two batches.
+    pub fn release(&mut self) {
+        for buffer in [&mut self.wire, &mut self.message] {
+            if buffer.capacity() > KEEP_BUFFER {
+                buffer.clear();
+                buffer.shrink_to(KEEP_BUFFER);
+            }
+        }
     }
 
     /// Connects if needed and writes the batch, all within `timeout`.
@@ -323,13 +354,20 @@ impl SyslogSink {
 /// `max_len` as stored but not with the stamp goes without the stamp: the send time must not
 /// cost an event its delivery (dead-lettered, and again at each `queue replay`, where it is
 /// stamped anew) nor a cut. Larger still, the stamped event is dead-lettered or cut as configured.
+/// A message that fits whole (nearly every one) is written with the stamp straight from the
+/// stored event ([`format::format_whole_stamped`]); only the others are formatted from a stamped
+/// copy, as they always were.
 fn format_sent(
     header: &Header,
-    sent: &[u8],
+    event: &StampedEvent<'_>,
     max_len: usize,
     oversize: Oversize,
     out: &mut Vec<u8>,
 ) -> Result<format::Fit, format::FormatError> {
+    if let Some(fit) = format::format_whole_stamped(header, event.stored(), event.parts(), max_len, out) {
+        return Ok(fit);
+    }
+    let sent = &event.to_vec();
     match format::format_event(header, sent, max_len, Oversize::DeadLetter, out) {
         Err(format::FormatError::TooLarge { .. }) => {}
         fit => return fit,
@@ -392,6 +430,8 @@ fn tls_error(target: &str, server_name: &ServerName<'_>, what: &str, e: &io::Err
 mod tests {
     use super::*;
     use super::{SyslogFormat, SyslogFraming, TlsSettings};
+    use crate::queue::QueuedEvent;
+    use crate::sinks::Protocol;
     use tokio::net::TcpListener;
 
     fn settings(port: u16) -> SyslogSinkSettings {
@@ -443,7 +483,7 @@ mod tests {
             drop(conn); // the receiver restarts: its end of the connection closes
             (listener, lines)
         });
-        assert_eq!(sink.send(&batch(1..3)).await.unwrap(), Delivery::default());
+        assert_eq!(sink.send(&Stamped::new(&batch(1..3), 0)).await.unwrap(), Delivery::default());
         let (listener, lines) = first.await.unwrap();
         assert!(lines[0].contains("\"u1\"") && lines[1].contains("\"u2\""), "{lines:?}");
 
@@ -453,7 +493,7 @@ mod tests {
             let (mut conn, _) = listener.accept().await.unwrap();
             read_lines(&mut conn, 2).await
         });
-        sink.send(&batch(3..5)).await.unwrap();
+        sink.send(&Stamped::new(&batch(3..5), 0)).await.unwrap();
         let lines = tokio::time::timeout(Duration::from_secs(10), second).await.expect("a new connection").unwrap();
         assert!(lines[0].contains("\"u3\"") && lines[1].contains("\"u4\""), "{lines:?}");
     }
@@ -462,7 +502,7 @@ mod tests {
     async fn a_refused_connection_is_a_transient_error_naming_the_receiver() {
         let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
         let mut sink = SyslogSink::new(&settings(port)).unwrap();
-        let err = sink.send(&batch(1..2)).await.unwrap_err();
+        let err = sink.send(&Stamped::new(&batch(1..2), 0)).await.unwrap_err();
         assert_eq!(err.class, super::super::Failure::Transient);
         assert!(err.message.contains(&format!("syslog tcp://127.0.0.1:{port}: cannot connect")), "{err}");
     }
@@ -474,7 +514,7 @@ mod tests {
         let mut events = batch(1..2);
         events[0].body = format!(r#"{{"class_uid":6003,"message":"{}"}}"#, "x".repeat(5000)).into_bytes();
         events.push(QueuedEvent { id: 2, body: b"not json".to_vec(), collected_ms: 0 });
-        let delivery = sink.send(&events).await.expect("nothing to send, so no connection needed");
+        let delivery = sink.send(&Stamped::new(&events, 0)).await.expect("nothing to send, so no connection needed");
         let ids: Vec<i64> = delivery.refused.iter().map(|r| r.id).collect();
         assert_eq!(ids, [1, 2]);
         assert!(delivery.refused[0].reason.contains("exceeds max_message_size 4096"), "{:?}", delivery.refused);
@@ -507,8 +547,10 @@ mod tests {
         let mut sink = SyslogSink::new(&cfg).unwrap();
         for oversize in [Oversize::DeadLetter, Oversize::Truncate] {
             sink.oversize = oversize;
-            let events = [QueuedEvent { id: 1, body: sent.clone(), collected_ms: 0 }];
-            assert_eq!(sink.send(&events).await.unwrap(), Delivery::default(), "{oversize:?}: sent whole");
+            // The worker hands the sink the stored event and the send time it stamps.
+            let events = [QueuedEvent { id: 1, body: stored.as_bytes().to_vec(), collected_ms: 0 }];
+            let batch = Stamped::new(&events, 1_795_292_820_000);
+            assert_eq!(sink.send(&batch).await.unwrap(), Delivery::default(), "{oversize:?}: sent whole");
         }
         let lines = receiver.await.unwrap();
         assert_eq!(lines.len(), 2);
@@ -516,6 +558,128 @@ mod tests {
             assert_eq!(line.len(), fits_stored);
             assert!(line.ends_with(stored), "the stored event, whole: {line}");
         }
+    }
+
+    /// `format_sent` as it was before issue 21, given the stamped copy of the event: the
+    /// reference the messages written from the stored event are compared with.
+    fn format_sent_from_a_copy(
+        header: &Header,
+        sent: &[u8],
+        max_len: usize,
+        oversize: Oversize,
+        out: &mut Vec<u8>,
+    ) -> Result<format::Fit, format::FormatError> {
+        match format::format_event(header, sent, max_len, Oversize::DeadLetter, out) {
+            Err(format::FormatError::TooLarge { .. }) => {}
+            fit => return fit,
+        }
+        if let Some(stored) = crate::ocsf::strip_transmit_time(sent)
+            && let Ok(fit) = format::format_event(header, &stored, max_len, Oversize::DeadLetter, out)
+        {
+            return Ok(fit);
+        }
+        format::format_event(header, sent, max_len, oversize, out)
+    }
+
+    /// Issue 21: the message written from the stored event with its stamp is byte for byte the
+    /// one made of the stamped copy the loop used to hand the sink, and fits, is cut, goes
+    /// without its stamp or is refused exactly as it was: every shape of event and send time,
+    /// both formats, with and without structured data, both `oversize` rules, and limits around
+    /// each event's own sizes (with and without its stamp).
+    #[test]
+    fn a_message_is_byte_identical_to_the_one_made_of_a_stamped_copy() {
+        use crate::sinks::tests::{TRANSMIT_TIMES, shaped_events};
+        let events = shaped_events();
+        let whole = |header: &Header, body: &[u8]| {
+            let mut message = Vec::new();
+            format::format_event(header, body, usize::MAX, Oversize::DeadLetter, &mut message)
+                .ok()
+                .map(|_| message.len())
+        };
+        let mut compared = 0;
+        for format in [SyslogFormat::Rfc5424, SyslogFormat::Rfc3164] {
+            for sd_id in [None, Some("ocsf@32473")] {
+                let header = Header::new(format, 10, "h", "auditrelay", "4242", sd_id);
+                for ms in TRANSMIT_TIMES {
+                    let stamped = Stamped::new(&events, ms);
+                    for event in stamped.iter() {
+                        let sent = event.to_vec();
+                        let mut limits = vec![usize::MAX, 64 * 1024, 480];
+                        for len in [whole(&header, &sent), whole(&header, event.stored())].into_iter().flatten() {
+                            limits.extend([len + 1, len, len - 1]);
+                        }
+                        for max in limits {
+                            for oversize in [Oversize::DeadLetter, Oversize::Truncate] {
+                                let (mut new, mut old) = (b"<earlier>".to_vec(), b"<earlier>".to_vec());
+                                let fit = format_sent(&header, &event, max, oversize, &mut new);
+                                let fit_before = format_sent_from_a_copy(&header, &sent, max, oversize, &mut old);
+                                let case = format!(
+                                    "{format:?} {sd_id:?} at {ms}, event {}, max {max}, {oversize:?}",
+                                    event.id()
+                                );
+                                assert_eq!(fit, fit_before, "{case}");
+                                assert!(new == old, "{case}: the message differs");
+                                compared += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(compared > 2_000, "{compared}");
+    }
+
+    /// Issue 21 (heaptrack: an idle syslog sink held 1.13 MB, its frame buffer at the largest
+    /// batch of a catch-up; failed before: "frame buffer after a burst, with a batch of two
+    /// events: 2146304 bytes (was 2146304)"): after a burst of large batches, the buffer does
+    /// not stay at their size once the batches are small again, nor once the sink is idle; a
+    /// steady run of batches of one size keeps its buffer (no reallocation per batch).
+    #[tokio::test]
+    async fn the_frame_buffer_shrinks_after_a_burst() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut cfg = settings(listener.local_addr().unwrap().port());
+        cfg.max_message_size = 64 * 1024;
+        let mut sink = SyslogSink::new(&cfg).unwrap();
+        let receiver = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut sink = tokio::io::sink();
+            tokio::io::copy(&mut conn, &mut sink).await.unwrap()
+        });
+        let pad = "x".repeat(2_000);
+        let burst: Vec<QueuedEvent> = batch(1..601)
+            .into_iter()
+            .map(|mut e| {
+                e.body =
+                    format!(r#"{{"class_uid":6003,"message":"{pad}","metadata":{{"uid":"u{}"}}}}"#, e.id).into_bytes();
+                e
+            })
+            .collect();
+        // A steady run of large batches: the buffer grows once and is kept.
+        sink.send(&Stamped::new(&burst, 0)).await.unwrap();
+        let grown = (sink.wire.capacity(), sink.wire.as_ptr());
+        assert!(grown.0 > 1_000_000, "the burst's frame: {grown:?}");
+        for _ in 0..3 {
+            sink.send(&Stamped::new(&burst[..500], 0)).await.unwrap();
+            assert_eq!((sink.wire.capacity(), sink.wire.as_ptr()), grown, "kept between batches of a burst");
+        }
+        // Then small batches: the burst is over.
+        sink.send(&Stamped::new(&batch(601..603), 0)).await.unwrap();
+        let after = sink.wire.capacity();
+        assert!(
+            after <= KEEP_BUFFER,
+            "frame buffer after a burst, with a batch of two events: {after} bytes (was {})",
+            grown.0
+        );
+        // Or none at all: the worker tells the sink it is idle.
+        sink.send(&Stamped::new(&burst, 0)).await.unwrap();
+        assert!(sink.wire.capacity() > 1_000_000);
+        Protocol::idle(&mut sink);
+        assert!(sink.wire.capacity() <= KEEP_BUFFER && sink.message.capacity() <= KEEP_BUFFER, "idle");
+        // The next batch goes out whole.
+        sink.send(&Stamped::new(&burst[..10], 0)).await.unwrap();
+        sink.close().await;
+        let received = receiver.await.unwrap() as usize;
+        assert!(received > 3 * 1_000_000, "{received} bytes received");
     }
 
     #[test]

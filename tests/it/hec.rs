@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
-use auditrelay::sinks::{Failure, Sink};
+use auditrelay::sinks::{Failure, Sink, Stamped};
 use harness::sinks::{
     assert_nothing_acknowledged, connect_row, ocsf_events, queue_with, sink_config, start_worker, store, uid,
 };
@@ -744,7 +744,7 @@ async fn a_redirect_is_reported_with_its_location_redacted() {
     let Sink::Hec(mut sink) = Sink::open(&sink_config(dir.path(), "hec", &hec_lines(&hec, ""))).unwrap() else {
         panic!("not a HEC sink")
     };
-    let err = sink.send(&batch).await.unwrap_err();
+    let err = sink.send(&Stamped::new(&batch, 0)).await.unwrap_err();
     assert_eq!(err.class, Failure::Config, "{err}");
     assert!(err.message.contains("a redirect to http://127.0.0.1:"), "{err}");
     assert!(err.message.contains("/login?token=REDACTED"), "{err}");

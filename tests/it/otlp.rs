@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use auditrelay::config::{SinkConfig, SinkKind};
 use auditrelay::queue::QueuedEvent;
 use auditrelay::sinks::otlp::OtlpSink;
-use auditrelay::sinks::{Failure, Sink};
+use auditrelay::sinks::{Failure, Sink, Stamped};
 use harness::sinks::{assert_nothing_acknowledged, ocsf_events, queue_with, sink_config, start_worker, uid};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
@@ -324,7 +324,7 @@ fn busy_is_retried_after_the_asked_delay(protocol: &str, delay: Duration, asked:
         let cfg = sink_config(dir.path(), "otlp", &lines(&receiver, protocol, ""));
 
         receiver.set(Behaviour::Busy { times: 1, retry_after: delay });
-        let err = otlp_sink(&cfg).send(&queued(events)).await.unwrap_err();
+        let err = otlp_sink(&cfg).send(&Stamped::new(&queued(events), now_ms())).await.unwrap_err();
         assert_eq!((err.class, err.retry_after), (Failure::Transient, Some(asked)), "{err}");
         for piece in [says, "receiver busy (injected)", &format!("127.0.0.1:{}", cfg_port(&receiver, protocol))] {
             assert!(err.message.contains(piece), "{err} lacks {piece:?}");
@@ -377,7 +377,7 @@ fn a_partial_success_is_acknowledged_and_counted_never_resent() {
             receiver.clear();
             let dir = tempfile::tempdir().unwrap();
             let cfg = sink_config(dir.path(), "otlp", &lines(&receiver, protocol, ""));
-            let delivery = otlp_sink(&cfg).send(&queued(&events[..10])).await.unwrap();
+            let delivery = otlp_sink(&cfg).send(&Stamped::new(&queued(&events[..10]), now_ms())).await.unwrap();
             assert_eq!((delivery.rejected, delivery.refused.len()), (3, 0), "{protocol}");
 
             let queue = queue_with(dir.path(), &["otlp"], events).await;

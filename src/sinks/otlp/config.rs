@@ -9,8 +9,8 @@ use toml::Spanned;
 
 use super::OtlpSink;
 use crate::config::{Res, SecretText, TableKeys, duration_text, path_text};
-use crate::queue::{QueueError, QueuedEvent};
-use crate::sinks::{Attach, Delivery, Protocol, SendError};
+use crate::queue::QueueError;
+use crate::sinks::{Attach, Delivery, Protocol, SendError, Stamped};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -195,7 +195,7 @@ impl Protocol for OtlpSink {
         Ok(())
     }
 
-    async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
+    async fn send(&mut self, batch: &Stamped<'_>) -> Result<Delivery, SendError> {
         OtlpSink::send(self, batch).await
     }
 

@@ -8,8 +8,8 @@ use toml::Spanned;
 
 use super::SyslogSink;
 use crate::config::{Res, TableKeys, duration_text, path_text, size_text};
-use crate::queue::{QueueError, QueuedEvent};
-use crate::sinks::{Attach, Delivery, Protocol, SendError};
+use crate::queue::QueueError;
+use crate::sinks::{Attach, Delivery, Protocol, SendError, Stamped};
 use crate::tls::ClientAuth;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -379,8 +379,12 @@ impl Protocol for SyslogSink {
         Ok(())
     }
 
-    async fn send(&mut self, batch: &[QueuedEvent]) -> Result<Delivery, SendError> {
+    async fn send(&mut self, batch: &Stamped<'_>) -> Result<Delivery, SendError> {
         SyslogSink::send(self, batch).await
+    }
+
+    fn idle(&mut self) {
+        self.release();
     }
 
     async fn probe(&mut self) -> Result<String, SendError> {

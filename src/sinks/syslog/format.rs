@@ -137,6 +137,42 @@ pub fn format_event(
     append_fitted(&prefix, body, max_len, oversize, out)
 }
 
+/// [`format_event`] of an event as sent, when its whole message fits `max_len`: `stored`, the
+/// event as queued, written with its stamp `stamp` after its first `head` bytes
+/// ([`crate::ocsf::splice`]), straight into `out` with no stamped copy of the event first.
+/// The message is the one [`format_event`] makes of the stamped event: the header is read from
+/// the stored event (the stamp changes none of the attributes it reads; a stored event that
+/// reads whole reads the same stamped), and the stamp is ASCII with no CR or LF. `None`, with
+/// `out` untouched, for anything else (a message too large, a body that is not an event): the
+/// caller then formats a stamped copy with [`format_event`], for the same result as before.
+pub fn format_whole_stamped(
+    header: &Header,
+    stored: &[u8],
+    (head, stamp): (&[u8], Option<crate::ocsf::Stamp>),
+    max_len: usize,
+    out: &mut Vec<u8>,
+) -> Option<Fit> {
+    let head = std::str::from_utf8(head).ok()?;
+    let fields = summarize(stored).ok()?;
+    let prefix = match header.format {
+        SyslogFormat::Rfc5424 => prefix_5424(header, &fields),
+        SyslogFormat::Rfc3164 => prefix_3164(header, &fields),
+    };
+    let whole_len = prefix.len() + head.len() + stamp.map_or(0, crate::ocsf::Stamp::len);
+    if whole_len > max_len {
+        return None;
+    }
+    out.reserve(whole_len);
+    out.extend_from_slice(prefix.as_bytes());
+    push_one_line(head, out);
+    if let Some(stamp) = stamp {
+        use std::io::Write as _;
+        // Writing into a `Vec` cannot fail.
+        let _ = write!(out, "{stamp}");
+    }
+    Some(Fit::Whole)
+}
+
 /// Everything before the JSON: `HEADER SP STRUCTURED-DATA SP BOM`.
 fn prefix_5424(header: &Header, fields: &Summary<'_>) -> String {
     let pri = pri(header.facility, fields.severity_id);
