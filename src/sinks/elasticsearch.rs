@@ -814,10 +814,13 @@ impl ElasticsearchSink {
         let raw_len: usize = docs.iter().map(|(event, head)| head.added() + event.len()).sum();
         let written = match self.gzip {
             true => {
-                let mut gz = Counting::new(GzEncoder::new(Vec::with_capacity(raw_len / 4), Compression::fast()));
+                // In chunks, as HEC's encoder is fed (a write into deflate has a fixed cost).
+                let gz = GzEncoder::new(Vec::with_capacity(raw_len / 4), Compression::fast());
+                let mut gz = Counting::new(std::io::BufWriter::with_capacity(super::GZIP_CHUNK, gz));
                 docs.iter()
                     .try_for_each(|(event, head)| head.write_document(&mut gz, event))
-                    .and_then(|()| Ok((gz.written, gz.inner.finish()?)))
+                    .and_then(|()| gz.inner.into_inner().map_err(std::io::IntoInnerError::into_error))
+                    .and_then(|encoder| Ok((gz.written, encoder.finish()?)))
             }
             false => {
                 let mut body = Counting::new(Vec::with_capacity(raw_len));

@@ -432,9 +432,14 @@ impl HecSink {
         let raw_len = request_len(request);
         match self.gzip {
             true => {
-                let mut gz = GzEncoder::new(Vec::with_capacity(raw_len / 4), Compression::fast());
-                write_envelopes(&mut gz, request)
-                    .and_then(|()| gz.finish())
+                // The small writes (a head, the event's parts, a brace) reach the encoder in
+                // chunks: each write into deflate has a fixed cost (2,000 envelopes: 4.7 ms
+                // written one by one, 2.7-3.1 ms in 32 KiB chunks).
+                let gz = GzEncoder::new(Vec::with_capacity(raw_len / 4), Compression::fast());
+                let mut chunks = std::io::BufWriter::with_capacity(super::GZIP_CHUNK, gz);
+                write_envelopes(&mut chunks, request)
+                    .and_then(|()| chunks.into_inner().map_err(std::io::IntoInnerError::into_error))
+                    .and_then(GzEncoder::finish)
                     .map_err(|e| SendError::transient(format!("{}: gzip: {e}", self.target)))
             }
             false => {

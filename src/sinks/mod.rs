@@ -146,6 +146,10 @@ pub const POISON_STRIKES: u32 = 6;
 /// get the passes in between.
 pub const MAX_PROBES: u32 = 2 * POISON_STRIKES;
 
+/// The chunk a gzipped request body is written to its encoder in (HEC, Elasticsearch): the
+/// envelopes' small writes gathered, since each write into deflate has a fixed cost.
+const GZIP_CHUNK: usize = 32 * 1024;
+
 impl SendError {
     pub fn transient(message: impl Into<String>) -> SendError {
         SendError { message: message.into(), class: Failure::Transient, retry_after: None }
