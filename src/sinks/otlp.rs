@@ -1508,3 +1508,7 @@ mod tests {
         assert_eq!(delivery, Delivery::default());
     }
 }
+
+#[cfg(test)]
+#[path = "otlp/review21d_tests.rs"]
+mod review21d_tests;

@@ -698,3 +698,7 @@ mod tests {
         assert!(SyslogSink::new(&cfg).unwrap_err().contains("no usable CA certificate"));
     }
 }
+
+#[cfg(test)]
+#[path = "syslog/review21d_tests.rs"]
+pub(crate) mod review21d_tests;
