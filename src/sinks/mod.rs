@@ -235,7 +235,8 @@ pub trait Protocol: std::fmt::Debug + Send + Sized + 'static {
     /// docs: a sink never splits a batch itself). Each event goes out with its send time,
     /// which the sink writes as it writes the event ([`Stamped`]: no stamped copy of the batch).
     fn send(&mut self, batch: &Stamped<'_>) -> impl Future<Output = Result<Delivery, SendError>> + Send;
-    /// The worker has nothing to send (caught up): a sink may let go of what it kept for its
+    /// The worker has had nothing to send for a while (caught up for [`IDLE_RELEASE`], not at
+    /// every pause between the pages of a live feed): a sink may let go of what it kept for its
     /// batches (buffers grown by a burst). Default: nothing to do.
     fn idle(&mut self) {}
     /// Proves the receiver can be reached (`check --connect`): opens the file or connection
@@ -374,7 +375,7 @@ macro_rules! sinks {
                 match self {
                     $(Sink::$variant(s) => <$module::$ty as Protocol>::idle(s),)+
                     #[cfg(test)]
-                    Sink::Scripted(_) => {}
+                    Sink::Scripted(s) => s.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).idles += 1,
                 }
             }
 
@@ -682,11 +683,17 @@ pub async fn run_sink(
                 break;
             }
             stats.set_phase(SinkPhase::Idle);
-            sink.idle();
-            tokio::select! {
-                changed = new_events.changed() => if changed.is_err() { break },
-                _ = control.stop.cancelled() => break,
-                _ = control.drain.cancelled() => {}
+            // Buffers a burst grew are let go once the sink has been idle for a while, not at
+            // every idle: a worker that keeps up with a live feed goes idle after each page, and
+            // would grow them again for the next (review 21d).
+            let woke = tokio::select! {
+                changed = new_events.changed() => changed.is_ok(),
+                _ = control.stop.cancelled() => false,
+                _ = control.drain.cancelled() => true,
+                never = release_when_quiet(&mut sink, &clock) => match never {},
+            };
+            if !woke {
+                break;
             }
             continue;
         }
@@ -730,6 +737,18 @@ pub async fn run_sink(
     sink.close().await;
     stats.set_phase(SinkPhase::Stopped);
     info!(sink = name, "sink stopped");
+}
+
+/// How long a worker stays idle before its sink lets go of what it kept for its batches
+/// ([`Protocol::idle`]).
+const IDLE_RELEASE: Duration = Duration::from_secs(30);
+
+/// Tells the sink it is idle once it has been for [`IDLE_RELEASE`]; then waits for ever (the
+/// caller's other branches end the wait).
+async fn release_when_quiet(sink: &mut Sink, clock: &Clock) -> std::convert::Infallible {
+    clock.sleep(IDLE_RELEASE).await;
+    sink.idle();
+    std::future::pending().await
 }
 
 /// `bytes` × `share.0` / `share.1` (rounded down, at least 1; `bytes` itself for a share of
@@ -1499,13 +1518,15 @@ mod tests {
     /// every event it accepted.
     pub struct Scripted {
         script: Box<Script>,
-        log: Arc<Mutex<Log>>,
+        pub(super) log: Arc<Mutex<Log>>,
     }
 
     #[derive(Debug, Default)]
-    struct Log {
+    pub(super) struct Log {
         requests: Vec<Vec<i64>>,
         accepted: Vec<i64>,
+        /// How often the worker told the sink it is idle ([`Protocol::idle`]).
+        pub(super) idles: u32,
     }
 
     impl fmt::Debug for Scripted {
@@ -1615,6 +1636,68 @@ mod tests {
         sorted.sort_unstable();
         let expected: Vec<i64> = (1..=n).filter(|i| !except.contains(i)).collect();
         assert_eq!(sorted, expected, "every good event delivered exactly once");
+    }
+
+    /// Runs `work` while keeping the runtime busy, so paused time does not jump ahead while it
+    /// waits on the queue's thread (a jump would end the worker's idle wait).
+    async fn held_still<F: std::future::Future>(work: F) -> F::Output {
+        let work = std::pin::pin!(work);
+        let spin = async {
+            loop {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::select! {
+            out = work => out,
+            never = spin => never,
+        }
+    }
+
+    /// Review 21d: a worker that keeps up with a live feed (a page every 10 s, idle between)
+    /// does not tell its sink to let go of its buffers after each page (the syslog frame buffer
+    /// was cut to 64 KiB at every idle and grown again, by doubling, for the next page); it does
+    /// once it has been idle for [`IDLE_RELEASE`], once.
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_that_keeps_up_lets_go_of_its_buffers_only_after_a_quiet_spell() {
+        let run = start(5, |_| Answer::Accept).await;
+        let delivered = |n: usize| {
+            let (log, stats) = (Arc::clone(&run.log), Arc::clone(&run.stats));
+            held_still(async move {
+                while log.lock().unwrap().accepted.len() < n || stats.state() != SinkState::Idle {
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        delivered(5).await;
+        for page in 0..6 {
+            tokio::time::advance(Duration::from_secs(10)).await;
+            let events = (0..5)
+                .map(|i| NewEvent {
+                    dedupe_key: format!("p{page}-{i}"),
+                    event_time_ms: 0,
+                    body: format!("{{\"p\":{page}}}").into(),
+                })
+                .collect();
+            held_still(run.queue.store_page(PageWrite { source: "t".into(), events, ..PageWrite::default() }))
+                .await
+                .unwrap();
+            delivered(10 + page * 5).await;
+        }
+        assert_eq!(run.log.lock().unwrap().idles, 0, "told to let go between the pages of a live feed");
+        tokio::time::advance(IDLE_RELEASE).await;
+        held_still(async {
+            while run.log.lock().unwrap().idles == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        tokio::time::advance(10 * IDLE_RELEASE).await;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(run.log.lock().unwrap().idles, 1, "told once after a quiet spell");
+        let (_, log, _, _) = run.drain().await;
+        each_once(&log.accepted, 35, &[]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -208,8 +208,8 @@ impl SyslogSink {
         result.map(|()| delivery)
     }
 
-    /// The worker is idle (caught up): the buffers keep at most [`KEEP_BUFFER`] each. Nothing
-    /// is lost: a buffer holds nothing between two batches.
+    /// The worker has been idle for a while (`super::IDLE_RELEASE`): the buffers keep at most
+    /// [`KEEP_BUFFER`] each. Nothing is lost: a buffer holds nothing between two batches.
     pub fn release(&mut self) {
         for buffer in [&mut self.wire, &mut self.message] {
             if buffer.capacity() > KEEP_BUFFER {
