@@ -1036,12 +1036,9 @@ mod tests {
         assert!(hec_time(-1).is_none());
     }
 
-    /// Issue 21: what `wrapping` says an envelope adds is exactly what the request carries
-    /// beyond the event (envelope, closing brace, newline), whatever the event's metadata; an
-    /// event that cannot be one adds nothing; heads before the next measured batch are dropped.
-    #[test]
-    fn what_an_envelope_adds_is_measured_exactly() {
-        let mut sink = HecSink::new(&HecSinkSettings {
+    /// A sink with an index, host and fields (a head with every part), never connected.
+    fn measuring_settings(gzip: bool) -> HecSinkSettings {
+        HecSinkSettings {
             url: "http://127.0.0.1:1".parse().unwrap(),
             token: SecretString::from("t"),
             ca_file: None,
@@ -1050,11 +1047,18 @@ mod tests {
             sourcetype: Sourcetype::parse("ocsf:{vendor}/{class_uid}").unwrap(),
             host: Some("collector-1".into()),
             fields: vec![EventField::ClassUid, EventField::Vendor, EventField::Tenant],
-            gzip: true,
+            gzip,
             acks: None,
             timeout: Duration::from_secs(5),
-        })
-        .unwrap();
+        }
+    }
+
+    /// Issue 21: what `wrapping` says an envelope adds is exactly what the request carries
+    /// beyond the event (envelope, closing brace, newline), whatever the event's metadata; an
+    /// event that cannot be one adds nothing; heads before the next measured batch are dropped.
+    #[test]
+    fn what_an_envelope_adds_is_measured_exactly() {
+        let mut sink = HecSink::new(&measuring_settings(true)).unwrap();
         let bodies = [
             r#"{"time":1778578887513,"class_uid":6003,"metadata":{"uid":"u1","tenant_uid":"t","product":{"vendor_name":"Data Fold"}}}"#,
             r#"{"class_uid":3002,"message":"no time, \"quoted\""}"#,
@@ -1098,20 +1102,7 @@ mod tests {
         use crate::sinks::tests::{TRANSMIT_TIMES, shaped_events};
         let events = shaped_events();
         for gzip in [false, true] {
-            let mut sink = HecSink::new(&HecSinkSettings {
-                url: "http://127.0.0.1:1".parse().unwrap(),
-                token: SecretString::from("t"),
-                ca_file: None,
-                index: Some("main".into()),
-                source: "auditrelay".into(),
-                sourcetype: Sourcetype::parse("ocsf:{vendor}/{class_uid}").unwrap(),
-                host: Some("collector-1".into()),
-                fields: vec![EventField::ClassUid, EventField::Vendor, EventField::Tenant],
-                gzip,
-                acks: None,
-                timeout: Duration::from_secs(5),
-            })
-            .unwrap();
+            let mut sink = HecSink::new(&measuring_settings(gzip)).unwrap();
             // Measured as the loop does (heads read from the stored events), and not (made in
             // the send): the same either way.
             for measured in [false, true] {

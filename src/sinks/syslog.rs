@@ -367,7 +367,21 @@ fn format_sent(
     if let Some(fit) = format::format_whole_stamped(header, event.stored(), event.parts(), max_len, out) {
         return Ok(fit);
     }
-    let sent = &event.to_vec();
+    format_copy(header, &event.to_vec(), max_len, oversize, out)
+}
+
+/// The message of an event as sent (`sent`: stamped, a copy): whole if it fits; else the stored
+/// event without its stamp if that fits; else cut or refused as `oversize` says. What
+/// [`format_sent`] falls back to when the event does not fit whole, and what it was before
+/// issue 21 for every event (the tests' reference for the messages written from the stored
+/// event).
+fn format_copy(
+    header: &Header,
+    sent: &[u8],
+    max_len: usize,
+    oversize: Oversize,
+    out: &mut Vec<u8>,
+) -> Result<format::Fit, format::FormatError> {
     match format::format_event(header, sent, max_len, Oversize::DeadLetter, out) {
         Err(format::FormatError::TooLarge { .. }) => {}
         fit => return fit,
@@ -560,27 +574,6 @@ mod tests {
         }
     }
 
-    /// `format_sent` as it was before issue 21, given the stamped copy of the event: the
-    /// reference the messages written from the stored event are compared with.
-    fn format_sent_from_a_copy(
-        header: &Header,
-        sent: &[u8],
-        max_len: usize,
-        oversize: Oversize,
-        out: &mut Vec<u8>,
-    ) -> Result<format::Fit, format::FormatError> {
-        match format::format_event(header, sent, max_len, Oversize::DeadLetter, out) {
-            Err(format::FormatError::TooLarge { .. }) => {}
-            fit => return fit,
-        }
-        if let Some(stored) = crate::ocsf::strip_transmit_time(sent)
-            && let Ok(fit) = format::format_event(header, &stored, max_len, Oversize::DeadLetter, out)
-        {
-            return Ok(fit);
-        }
-        format::format_event(header, sent, max_len, oversize, out)
-    }
-
     /// Issue 21: the message written from the stored event with its stamp is byte for byte the
     /// one made of the stamped copy the loop used to hand the sink, and fits, is cut, goes
     /// without its stamp or is refused exactly as it was: every shape of event and send time,
@@ -612,7 +605,7 @@ mod tests {
                             for oversize in [Oversize::DeadLetter, Oversize::Truncate] {
                                 let (mut new, mut old) = (b"<earlier>".to_vec(), b"<earlier>".to_vec());
                                 let fit = format_sent(&header, &event, max, oversize, &mut new);
-                                let fit_before = format_sent_from_a_copy(&header, &sent, max, oversize, &mut old);
+                                let fit_before = format_copy(&header, &sent, max, oversize, &mut old);
                                 let case = format!(
                                     "{format:?} {sd_id:?} at {ms}, event {}, max {max}, {oversize:?}",
                                     event.id()
