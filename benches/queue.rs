@@ -81,8 +81,17 @@ fn main() {
          (~ fsyncs, system-wide)"
     );
     println!(
-        "{:<24} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10} {:>8}",
-        "scenario", "events", "commits", "flushes", "wall s", "events/s", "commits/s", "µs/commit", "db MiB"
+        "{:<24} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10} {:>8} {:>10}",
+        "scenario",
+        "events",
+        "commits",
+        "flushes",
+        "wall s",
+        "events/s",
+        "commits/s",
+        "µs/commit",
+        "db MiB",
+        "CPU s/100k"
     );
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -91,6 +100,17 @@ fn main() {
     bench.run("store, 1 source", |q| store_only(q, events, page, 1, pool.clone()));
     bench.run("store, 4 sources", |q| store_only(q, events, page, SOURCES, pool.clone()));
     bench.run("store + ack by 3 sinks", |q| store_and_ack(q, events, page, pool.clone()));
+}
+
+/// CPU time this process used so far (user + system, every thread), from `/proc/self/stat`
+/// (clock ticks of 10 ms, the kernel's USER_HZ on Linux).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) in its parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (f64, f64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
+    Some((utime + stime) / 100.0)
 }
 
 /// What a scenario did: events, durable commits, wall time, and a detail line.
@@ -115,7 +135,9 @@ impl Bench {
         let sinks = (1..=SINKS).map(|i| format!("sink-{i}")).collect();
         let queue = Queue::open(&state, QueueOptions { max_bytes: 1 << 40, sinks }).unwrap();
         let flushed = flushes(self.device.as_deref());
+        let cpu = cpu_seconds();
         let outcome = self.runtime.block_on(scenario(queue.clone()));
+        let cpu = cpu.zip(cpu_seconds()).map(|(before, after)| after - before);
         let flushed = flushed.zip(flushes(self.device.as_deref())).map(|(before, after)| after - before);
         self.runtime.block_on(queue.close()).unwrap();
         let db_bytes: u64 = std::fs::read_dir(&state)
@@ -126,7 +148,7 @@ impl Bench {
             .sum();
         let secs = outcome.wall.as_secs_f64();
         println!(
-            "{:<24} {:>8} {:>8} {:>8} {:>8.2} {:>10.0} {:>10.0} {:>10.0} {:>8.1}",
+            "{:<24} {:>8} {:>8} {:>8} {:>8.2} {:>10.0} {:>10.0} {:>10.0} {:>8.1} {:>10}",
             name,
             outcome.events,
             outcome.commits,
@@ -136,6 +158,7 @@ impl Bench {
             outcome.commits as f64 / secs,
             secs * 1e6 / outcome.commits as f64,
             db_bytes as f64 / (1024.0 * 1024.0),
+            cpu.map_or_else(|| "n/a".to_owned(), |s| format!("{:.3}", s * 100_000.0 / outcome.events as f64)),
         );
         if let Some(detail) = outcome.detail {
             println!("  {detail}");

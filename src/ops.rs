@@ -14,7 +14,7 @@
 //! was never mapped; mapping it again needs its vendor's record reader (id and time fields,
 //! Astronomer's line hash), which belongs to `sources/`, so replay refuses those and says so.
 //!
-//! It leaves the SQL to `queue/` and reading an event's time to `ocsf::summary`. Output is
+//! It leaves the SQL to `queue/`. Output is
 //! aligned tables for people; `dead-letters --json` is one JSON object per line.
 
 use std::fmt::Write as _;
@@ -25,7 +25,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use crate::cli::{DeadLetterSelectionArgs, QueueCommand};
 use crate::config::Config;
 use crate::lock::StateLock;
-use crate::ocsf::summary;
 use crate::queue::{
     DeadLetter, DeadLetterSelection, Queue, QueueOptions, QueueOverview, QueueView, RequeueItem, database_path,
 };
@@ -354,14 +353,7 @@ async fn replay_with(queue: &Queue, selection: DeadLetterSelection) -> anyhow::R
     if events.is_empty() {
         bail!("nothing replayed: {}", not_replayable());
     }
-    let items: Vec<RequeueItem> = events
-        .iter()
-        .map(|l| RequeueItem {
-            dead_letter_id: l.id,
-            // The queue keeps the event's own time beside it; 0 if the body does not say.
-            event_time_ms: summary::summarize(&l.raw).ok().and_then(|s| s.time).unwrap_or(0),
-        })
-        .collect();
+    let items: Vec<RequeueItem> = events.iter().map(|l| RequeueItem { dead_letter_id: l.id }).collect();
     let requeued = queue.requeue_dead_letters(items).await?;
     let mut out = format!(
         "replayed {} dead letter(s) as new events: every configured sink receives them again \

@@ -13,8 +13,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, Transactio
 
 #[cfg(doc)]
 use super::Queue;
+use super::pages;
 use super::schema::SCHEMA_VERSION;
-use super::{QueueError, SqliteContext, database_path, to_u64};
+use super::{QueueError, SqliteContext, database_path};
 
 /// Makes the cursor table hold exactly `sinks`: new ones start at 0, removed ones are deleted
 /// (with a warning), then the events every remaining cursor is past are deleted (a removed
@@ -48,12 +49,10 @@ pub(super) fn reconcile_cursors(
 
 /// The events (and their body bytes) queued after `sink`'s cursor.
 pub(super) fn backlog_of(tx: &Connection, sink: &str) -> rusqlite::Result<(u64, u64)> {
-    tx.query_row(
-        "SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM events
-         WHERE id > (SELECT last_id FROM sink_cursors WHERE sink = ?1)",
-        [sink],
-        |r| Ok((to_u64(r.get(0)?), to_u64(r.get(1)?))),
-    )
+    let cursor: Option<i64> =
+        tx.query_row("SELECT last_id FROM sink_cursors WHERE sink = ?1", [sink], |r| r.get(0)).optional()?;
+    let Some(cursor) = cursor else { return Ok((0, 0)) };
+    pages::span(tx, cursor.max(pages::purged(tx)?), i64::MAX)
 }
 
 /// A sink's cursor carried over to its new name (`renamed_from`).
@@ -145,9 +144,7 @@ pub struct OrphanBacklog {
 pub(super) fn delete_acked(tx: &Connection) -> rusqlite::Result<u64> {
     let floor: Option<i64> = tx.query_row("SELECT MIN(last_id) FROM sink_cursors", [], |r| r.get(0))?;
     let Some(floor) = floor else { return Ok(0) };
-    let mut delete = tx.prepare_cached("DELETE FROM events WHERE id <= ?1 RETURNING length(body)")?;
-    let freed: i64 = delete.query_map([floor], |r| r.get::<_, i64>(0))?.sum::<rusqlite::Result<_>>()?;
-    Ok(to_u64(freed))
+    pages::purge_through(tx, floor)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use super::pages::{RowWriter, set_issued};
 use super::writer::{Command, Writer};
 use super::{DeadLetter, DeadLetterCount, Queue, QueueError, SqliteContext, to_u64};
 
@@ -24,12 +25,10 @@ pub struct DeadLetterSelection {
     pub before_ms: Option<i64>,
 }
 
-/// A dead letter to put back into the queue, and the event time to queue it with (the caller
-/// reads it from the event: the queue does not interpret bodies).
+/// A dead letter to put back into the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequeueItem {
     pub dead_letter_id: i64,
-    pub event_time_ms: i64,
 }
 
 /// A dead letter that became a new event.
@@ -128,22 +127,36 @@ impl Writer {
         let tx =
             self.conn.transaction_with_behavior(TransactionBehavior::Immediate).op(&self.path, "begin a replay")?;
         let mut write = || -> rusqlite::Result<()> {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO events (source, event_time_ms, body, collected_ms)
-                 SELECT source, ?2, raw, ?3 FROM dead_letters WHERE id = ?1 AND sink IS NOT NULL
-                 RETURNING id, length(body)",
-            )?;
+            let mut select =
+                tx.prepare_cached("SELECT source, raw FROM dead_letters WHERE id = ?1 AND sink IS NOT NULL")?;
             let mut delete = tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?;
+            // Each replayed event is stored as a new page of its source's (ids after every cursor).
+            let mut pending: Option<(String, RowWriter<'static>)> = None;
             for item in items {
-                let row = insert
-                    .query_row(params![item.dead_letter_id, item.event_time_ms, now_ms], |r| {
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-                    })
+                let row = select
+                    .query_row([item.dead_letter_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
                     .optional()?;
-                let Some((event_id, _len)) = row else { continue };
+                let Some((source, raw)) = row else { continue };
                 delete.execute([item.dead_letter_id])?;
-                requeued.push(Requeued { dead_letter_id: item.dead_letter_id, event_id });
-                newest_id = event_id;
+                newest_id += 1;
+                match pending.as_mut() {
+                    Some((current, rows)) if *current == source => rows.push(&tx, newest_id, &raw)?,
+                    _ => {
+                        if let Some((_, rows)) = pending.take() {
+                            rows.finish(&tx)?;
+                        }
+                        let mut rows = RowWriter::new_owned(source.clone(), now_ms);
+                        rows.push(&tx, newest_id, &raw)?;
+                        pending = Some((source, rows));
+                    }
+                }
+                requeued.push(Requeued { dead_letter_id: item.dead_letter_id, event_id: newest_id });
+            }
+            if let Some((_, rows)) = pending {
+                rows.finish(&tx)?;
+            }
+            if newest_id != self.newest_id {
+                set_issued(&tx, newest_id)?;
             }
             Ok(())
         };
@@ -229,7 +242,7 @@ pub(super) mod tests {
         news.borrow_and_update();
         // No event left, but three dead letters of 2 bytes each count against max_bytes.
         assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (0, 6));
-        let items = [3, 1, 99].map(|id| RequeueItem { dead_letter_id: id, event_time_ms: 2 }).to_vec();
+        let items = [3, 1, 99].map(|id| RequeueItem { dead_letter_id: id }).to_vec();
         // Only the refused event: 1 is a record no source could map, 99 does not exist.
         let requeued = q.requeue_dead_letters(items).await.unwrap();
         assert_eq!(requeued, [Requeued { dead_letter_id: 3, event_id: 4 }]);
@@ -245,9 +258,7 @@ pub(super) mod tests {
         }
         assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (0, 4), "the two unmappable records");
         // Replaying it again finds nothing: the dead letter is gone.
-        assert!(
-            q.requeue_dead_letters(vec![RequeueItem { dead_letter_id: 3, event_time_ms: 2 }]).await.unwrap().is_empty()
-        );
+        assert!(q.requeue_dead_letters(vec![RequeueItem { dead_letter_id: 3 }]).await.unwrap().is_empty());
         q.close().await.unwrap();
         // The new id survives a restart as the newest issued.
         let q = Queue::open(dir.path(), opts(&["s", "t"], 1 << 20)).unwrap();

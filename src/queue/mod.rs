@@ -25,14 +25,19 @@
 //! - `writer.rs`: the database thread: its commands, group commit and one-statement reads.
 //! - `writes.rs`: what a page, a staged chunk and an ack write inside a group's transaction.
 //! - `checkpoint.rs`: the WAL checkpointer thread.
+//! - `pages.rs`: how events are stored, a page at a time (schema 9): rows of consecutive ids,
+//!   the purge mark, reading, counting and deleting them.
 //! - `dead_letters.rs`: selecting, replaying and purging dead letters (operator commands).
 //! - `views.rs`: the read-only view for `auditrelay queue stats` and `dead-letters`.
 
 mod checkpoint;
 mod cursors;
 mod dead_letters;
+mod pages;
 #[cfg(test)]
 mod review21a_tests;
+#[cfg(test)]
+mod review21e_tests;
 mod schema;
 mod views;
 mod writer;
@@ -169,7 +174,8 @@ pub struct StoreOutcome {
 pub struct QueuedEvent {
     pub id: i64,
     pub body: Vec<u8>,
-    /// When the agent stored it (ms since the epoch; 0 for events queued before version 4).
+    /// When the agent stored it (ms since the epoch; for an event queued before version 4, its
+    /// event time, as the upgrade to version 9 recorded it).
     pub collected_ms: i64,
 }
 
@@ -374,20 +380,26 @@ impl Queue {
             );
             std::fs::write(&marker, note).map_err(|source| QueueError::Marker { path: marker, source })?;
         }
-        let (bytes, newest_id) = conn
-            .query_row(
-                // sqlite_sequence keeps the last id issued even when the table is empty. Dead
-                // letters count against max_bytes too: they are on the same disk, for good.
-                "SELECT (SELECT COALESCE(SUM(length(body)), 0) FROM events)
-                        + (SELECT COALESCE(SUM(length(raw)), 0) FROM dead_letters),
-                        MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
-                            COALESCE((SELECT MAX(id) FROM events), 0))",
-                [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-            )
-            .op(&path, "measure the queue")?;
+        let measure = || -> rusqlite::Result<(u64, i64)> {
+            // `issued` keeps the last id issued even when no event is stored. Dead letters count
+            // against max_bytes too: they are on the same disk, for good.
+            let (newest_id, purged) = pages::ids(&conn)?;
+            let (_, events) = pages::span(&conn, purged, i64::MAX)?;
+            let dead: i64 =
+                conn.query_row("SELECT COALESCE(SUM(length(raw)), 0) FROM dead_letters", [], |r| r.get(0))?;
+            Ok((events + to_u64(dead), newest_id))
+        };
+        let (bytes, newest_id) = measure().map_err(|e| match e {
+            // A stored row that does not hold together (`pages.rs`): the file is damaged.
+            rusqlite::Error::FromSqlConversionFailure(..) => QueueError::Damaged {
+                path: path.clone(),
+                detail: e.to_string(),
+                checkpoints: schema::readable_checkpoints(&conn),
+            },
+            e => sqlite_error(e, &path, "measure the queue"),
+        })?;
         let watches = Arc::new(Watches {
-            bytes: watch::Sender::new(to_u64(bytes)),
+            bytes: watch::Sender::new(bytes),
             newest_id: watch::Sender::new(newest_id),
             discarded: Mutex::default(),
         });
@@ -752,7 +764,7 @@ mod tests {
         assert_eq!(q.queued_bytes(), 15, "measured at open too");
         let letters = q.dead_letters(10).await.unwrap();
         let refused = letters.iter().find(|l| l.sink.is_some()).unwrap();
-        let items = vec![RequeueItem { dead_letter_id: refused.id, event_time_ms: 1 }];
+        let items = vec![RequeueItem { dead_letter_id: refused.id }];
         q.requeue_dead_letters(items).await.unwrap();
         assert_eq!(q.queued_bytes(), 15, "a replay moves the bytes from dead letters to events");
         let selection = DeadLetterSelection { source: Some("okta".into()), ..DeadLetterSelection::default() };

@@ -13,22 +13,27 @@ use rusqlite::{Connection, ErrorCode};
 
 use super::checkpoint::WRITER_AUTOCHECKPOINT_PAGES;
 use super::cursors::reconcile_cursors;
+use super::pages::{RowWriter, set_issued};
 use super::{QueueError, ReadableCheckpoint, SqliteContext};
 
 /// How many problems `PRAGMA quick_check` lists before it stops.
 const QUICK_CHECK_PROBLEMS: u32 = 5;
 /// The `PRAGMA user_version` this code writes and understands.
-pub(super) const SCHEMA_VERSION: i64 = 8;
+pub(super) const SCHEMA_VERSION: i64 = 9;
 
 const SCHEMA: &str = "
--- AUTOINCREMENT: an id is never reused, even after every row was deleted. A reused id at or
--- below a sink's cursor would be skipped by that sink.
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+-- Version 9: events stored a page at a time (`pages.rs`): the events `first_id..=last_id` of one
+-- source page, stored together; `sizes` is each body's length (4 bytes little-endian per event),
+-- `body` the bodies concatenated, as `codec` says (0: as they are, the only one written). Before,
+-- one `events` row per event. The ids' table, `event_ids`, is `ENSURE_EVENT_IDS`.
+CREATE TABLE IF NOT EXISTS pages (
+    first_id INTEGER PRIMARY KEY,
+    last_id INTEGER NOT NULL,
     source TEXT NOT NULL,
-    event_time_ms INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    collected_ms INTEGER NOT NULL DEFAULT 0 -- since version 4: when the page was stored
+    collected_ms INTEGER NOT NULL,  -- when the page was stored (ms since the epoch)
+    sizes BLOB NOT NULL,
+    codec INTEGER NOT NULL,
+    body BLOB NOT NULL
 );
 -- Version 5: keyed by event time first. A record is the same record when its source, time and
 -- key are; keys arriving in time order then fill the b-tree at one end (vendor ids are random,
@@ -95,7 +100,21 @@ CREATE TABLE IF NOT EXISTS rate_pauses (
 -- since the epoch): keys of records dated before it are gone, so `backfill` knows where the
 -- live source's keys no longer tell what it stored. No row: never pruned by version 8 or later.
 CREATE TABLE IF NOT EXISTS dedupe_pruned (source TEXT PRIMARY KEY, before_ms INTEGER NOT NULL);
-PRAGMA user_version = 8;
+PRAGMA user_version = 9;
+";
+
+/// Run on every open, after `SCHEMA` and the migrations. Version 9: `issued`, the last event id
+/// issued: an id is never reused, even after every row was deleted (a reused id at or below a
+/// sink's cursor would be skipped). `purged`: every sink had passed every event at or below it
+/// when events were last deleted; a row still holding some of them (the rest of its page is not
+/// delivered everywhere yet) hides them.
+const ENSURE_EVENT_IDS: &str = "
+CREATE TABLE IF NOT EXISTS event_ids (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    issued INTEGER NOT NULL,
+    purged INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO event_ids (one, issued, purged) VALUES (1, 0, 0);
 ";
 
 /// Run before `SCHEMA` on a version 6 database, whose `rate_pauses` has only the wall time.
@@ -170,9 +189,71 @@ pub(super) fn open_connection(
     if found < SCHEMA_VERSION {
         tx.execute_batch(SCHEMA).op(path, "create the schema")?;
     }
+    // On every open: a database salvaged with `sqlite3 .recover` may have lost this row (or the
+    // table, at version 9). `pages::ids` then floors the last id issued at the stored rows and
+    // the sink cursors.
+    tx.execute_batch(ENSURE_EVENT_IDS).op(path, "check the event ids")?;
+    if (1..9).contains(&found) {
+        events_to_pages(&tx).op(path, "move the queued events into pages")?;
+    }
     let (_, removed) = reconcile_cursors(&tx, path, sinks)?;
     tx.commit().op(path, "commit the schema and sink cursors")?;
     Ok((conn, removed))
+}
+
+/// Version 9: the events of a version 1 to 8 database (one row each) move into `pages`, each run
+/// of consecutive ids from one source stored at one time as one row, in the upgrade's transaction;
+/// the last id issued is kept (ids are never reused).
+fn events_to_pages(tx: &Connection) -> rusqlite::Result<()> {
+    let exists: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(());
+    }
+    let issued: i64 = tx.query_row(
+        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+                    COALESCE((SELECT MAX(id) FROM events), 0))",
+        [],
+        |r| r.get(0),
+    )?;
+    set_issued(tx, issued)?;
+    {
+        // Rows stored before version 4 have no `collected_ms`: their event time stands in, as
+        // it did for "oldest queued".
+        let mut rows = tx.prepare(
+            "SELECT id, source, CASE WHEN collected_ms > 0 THEN collected_ms ELSE event_time_ms END, body
+             FROM events ORDER BY id",
+        )?;
+        let mut rows = rows.query([])?;
+        let mut current: Option<(String, i64, RowWriter<'static>)> = None;
+        let mut moved = 0u64;
+        while let Some(row) = rows.next()? {
+            moved += 1;
+            let (id, source, collected_ms): (i64, String, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            let body = row.get_ref(3)?.as_blob()?;
+            match current.as_mut() {
+                Some((s, c, writer)) if *s == source && *c == collected_ms => writer.push(tx, id, body)?,
+                _ => {
+                    if let Some((_, _, writer)) = current.take() {
+                        writer.finish(tx)?;
+                    }
+                    let mut writer = RowWriter::new_owned(source.clone(), collected_ms);
+                    writer.push(tx, id, body)?;
+                    current = Some((source, collected_ms, writer));
+                }
+            }
+        }
+        if let Some((_, _, writer)) = current {
+            writer.finish(tx)?;
+        }
+        if moved > 0 {
+            tracing::info!(events = moved, "queue database upgraded to schema 9: queued events are now stored by page");
+        }
+    }
+    tx.execute_batch("DROP TABLE events;")
 }
 
 /// `PRAGMA quick_check` (every page and index structure, O(size): about 1 s per GiB cached,
@@ -193,7 +274,7 @@ fn check_integrity(conn: &Connection, path: &Path) -> Result<(), QueueError> {
 }
 
 /// The checkpoints that can still be read, by source, as stored (none when they cannot be read).
-fn readable_checkpoints(conn: &Connection) -> Vec<ReadableCheckpoint> {
+pub(super) fn readable_checkpoints(conn: &Connection) -> Vec<ReadableCheckpoint> {
     let rows: rusqlite::Result<Vec<(String, String)>> = conn
         .prepare("SELECT source, state FROM checkpoints ORDER BY source")
         .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect());
@@ -238,9 +319,14 @@ mod tests {
         q.store_page(page("a", vec![ev("k", 1, "x")])).await.unwrap();
         q.close().await.unwrap();
         let old = Connection::open(dir.path().join("auditrelay.db")).unwrap();
+        // Version 1's event table: one row per event, no `collected_ms`.
         old.execute_batch(
             "DROP TABLE staged; DROP TABLE sink_channels; ALTER TABLE dead_letters DROP COLUMN sink;
-             ALTER TABLE events DROP COLUMN collected_ms; PRAGMA user_version = 1;",
+             DROP TABLE pages; DROP TABLE event_ids;
+             CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL,
+                                  event_time_ms INTEGER NOT NULL, body BLOB NOT NULL);
+             INSERT INTO events (source, event_time_ms, body) VALUES ('a', 1, CAST('x' AS BLOB));
+             PRAGMA user_version = 1;",
         )
         .unwrap();
         drop(old);
@@ -254,6 +340,69 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    /// Version 9 stores events a page at a time: a version 8 database's backlog (one row per
+    /// event) moves into pages in the upgrade. Every sink still gets exactly what it had not
+    /// delivered, ids are never reused, the byte count and the oldest-queued time hold, dead
+    /// letters stay, and what every sink then passes leaves.
+    #[tokio::test(start_paused = true)]
+    async fn a_version_8_database_keeps_its_backlog_ids_and_dead_letters_in_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["s1", "s2"], 1 << 20)).unwrap();
+        let mut p = page("a", vec![ev("k1", 1, "a1")]);
+        p.dead_letters = vec![NewDeadLetter { key: "bad".into(), reason: "unmappable".into(), raw: b"raw!".to_vec() }];
+        q.store_page(p).await.unwrap();
+        q.close().await.unwrap();
+        let old = Connection::open(dir.path().join("auditrelay.db")).unwrap();
+        // Version 8's layout, as an agent left it: ids 1-5 of "a" stored at 100, 6-7 of "b" at
+        // 200, 10 of "a" from before version 4 (no collected_ms: its event time, 50, stands in);
+        // ids 8, 9, 11 and 12 were issued and are gone. s1 delivered up to 6, s2 nothing.
+        old.execute_batch(
+            "DROP TABLE pages; DROP TABLE event_ids;
+             CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL,
+                                  event_time_ms INTEGER NOT NULL, body BLOB NOT NULL,
+                                  collected_ms INTEGER NOT NULL DEFAULT 0);
+             INSERT INTO events (id, source, event_time_ms, body, collected_ms) VALUES
+                 (1, 'a', 1, CAST('e1' AS BLOB), 100), (2, 'a', 2, CAST('e2' AS BLOB), 100),
+                 (3, 'a', 3, CAST('e3' AS BLOB), 100), (4, 'a', 4, CAST('e4' AS BLOB), 100),
+                 (5, 'a', 5, CAST('e5' AS BLOB), 100), (6, 'b', 6, CAST('e6' AS BLOB), 200),
+                 (7, 'b', 7, CAST('e7' AS BLOB), 200), (10, 'a', 50, CAST('e10' AS BLOB), 0),
+                 (12, 'a', 1, CAST('gone' AS BLOB), 300);
+             DELETE FROM events WHERE id = 12;
+             UPDATE sink_cursors SET last_id = 6 WHERE sink = 's1';
+             UPDATE sink_cursors SET last_id = 0 WHERE sink = 's2';
+             PRAGMA user_version = 8;",
+        )
+        .unwrap();
+        drop(old);
+
+        let q = Queue::open(dir.path(), opts(&["s1", "s2"], 1 << 20)).unwrap();
+        assert_eq!(*q.subscribe_new_events().borrow(), 12, "the last id issued is kept");
+        assert_eq!(q.queued_bytes(), 17 + 4, "8 events' bodies and the dead letter");
+        assert_eq!(all(&q, "s2").await, ["e1", "e2", "e3", "e4", "e5", "e6", "e7", "e10"]);
+        assert_eq!(all(&q, "s1").await, ["e7", "e10"]);
+        let ids: Vec<i64> = q.read_batch("s2", 100, usize::MAX).await.unwrap().iter().map(|e| e.id).collect();
+        assert_eq!(ids, [1, 2, 3, 4, 5, 6, 7, 10]);
+        assert_eq!((q.backlog("s1").await.unwrap(), q.backlog("s2").await.unwrap()), (2, 8));
+        assert_eq!(q.oldest_queued_ms("s1").await.unwrap(), Some(200));
+        assert_eq!(q.oldest_queued_ms("s2").await.unwrap(), Some(100));
+        assert_eq!(q.dead_letters(10).await.unwrap().len(), 1);
+        let out = q.store_page(page("a", vec![ev("k2", 2, "new")])).await.unwrap();
+        assert_eq!(out.stored, 1);
+        let batch = q.read_batch("s1", 100, usize::MAX).await.unwrap();
+        assert_eq!(batch.last().map(|e| e.id), Some(13), "a new id after the last one issued");
+        // s2 passes 1-6: they leave (s1 was past them), 7 on stays.
+        q.ack("s2", 6).await.unwrap();
+        assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (3, 3 + 3 + 2 + 4));
+        q.ack("s1", 13).await.unwrap();
+        q.ack("s2", 13).await.unwrap();
+        assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (0, 4), "the dead letter stays");
+        q.close().await.unwrap();
+        let db = Connection::open(dir.path().join("auditrelay.db")).unwrap();
+        let tables: i64 =
+            db.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'events'", [], |r| r.get(0)).unwrap();
+        assert_eq!(tables, 0, "the old table is gone");
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction};
 use super::Queue;
 use super::cursors::{OrphanBacklog, backlog_of};
 use super::dead_letters::{DeadLetterSelection, count_dead_letters, dead_letter_counts_of, read_dead_letters};
+use super::pages;
 use super::schema::SCHEMA_VERSION;
 use super::{DeadLetter, DeadLetterCount, QueueError, SqliteContext, absent, database_path, to_u64};
 
@@ -124,30 +125,22 @@ impl QueueView {
     pub fn overview(&mut self) -> Result<QueueOverview, QueueError> {
         let tx = self.conn.transaction().op(&self.path, "begin reading")?;
         let read = |tx: &Transaction<'_>| -> rusqlite::Result<QueueOverview> {
-            let (events, bytes, newest_id) = tx.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(length(body)), 0),
-                        MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
-                            COALESCE(MAX(id), 0))
-                 FROM events",
-                [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
-            )?;
-            let sinks = tx
-                .prepare(
-                    "SELECT c.sink, c.last_id,
-                            (SELECT COUNT(*) FROM events WHERE id > c.last_id),
-                            (SELECT collected_ms FROM events WHERE id > c.last_id ORDER BY id LIMIT 1)
-                     FROM sink_cursors c ORDER BY c.sink",
-                )?
-                .query_map([], |r| {
-                    Ok(SinkPosition {
-                        sink: r.get(0)?,
-                        cursor: r.get(1)?,
-                        backlog: r.get::<_, i64>(2).map(to_u64)?,
-                        oldest_pending_ms: r.get(3)?,
-                    })
-                })?
+            let (newest_id, purged) = pages::ids(tx)?;
+            let (events, bytes) = pages::span(tx, purged, i64::MAX)?;
+            let cursors: Vec<(String, i64)> = tx
+                .prepare("SELECT sink, last_id FROM sink_cursors ORDER BY sink")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
+            let mut sinks = Vec::with_capacity(cursors.len());
+            for (sink, cursor) in cursors {
+                let after = cursor.max(purged);
+                sinks.push(SinkPosition {
+                    sink,
+                    cursor,
+                    backlog: pages::span(tx, after, i64::MAX)?.0,
+                    oldest_pending_ms: pages::first_collected_after(tx, after)?,
+                });
+            }
             let checkpoints = tx
                 .prepare("SELECT source, state, updated_at_ms FROM checkpoints ORDER BY source")?
                 .query_map([], |r| {
@@ -159,8 +152,8 @@ impl QueueView {
                 .query_row("SELECT COALESCE(SUM(length(raw)), 0) FROM dead_letters", [], |r| r.get::<_, i64>(0))
                 .map(to_u64)?;
             Ok(QueueOverview {
-                events: to_u64(events),
-                bytes: to_u64(bytes),
+                events,
+                bytes,
                 dead_letter_bytes,
                 newest_id,
                 sinks,

@@ -18,6 +18,7 @@ use super::Queue;
 use super::checkpoint::Checkpointer;
 use super::cursors::{apply_renames, reconcile_cursors};
 use super::dead_letters::{DeadLetterSelection, RequeueItem, Requeued, dead_letter_counts_of, dead_letter_row};
+use super::pages;
 use super::writes::{Content, write_ack, write_page, write_progress, write_stage};
 use super::{
     BootPause, DeadLetter, DeadLetterCount, NewDeadLetter, NewEvent, PageWrite, QueueError, QueueStats, QueuedEvent,
@@ -575,7 +576,7 @@ impl Writer {
         self.conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM dedupe WHERE source = ?1)
-                     OR EXISTS (SELECT 1 FROM events WHERE source = ?1)
+                     OR EXISTS (SELECT 1 FROM pages WHERE source = ?1)
                      OR EXISTS (SELECT 1 FROM dead_letters WHERE source = ?1)",
                 [source],
                 |r| r.get(0),
@@ -611,26 +612,15 @@ impl Writer {
             .op(&self.path, "read a sink cursor")
     }
 
+    /// Where `sink` reads from: after its cursor, and never at or below the purge mark.
+    fn read_from(&self, sink: &str) -> Result<i64, QueueError> {
+        let cursor = self.cursor(sink)?;
+        Ok(cursor.max(pages::purged(&self.conn).op(&self.path, "read the purge mark")?))
+    }
+
     fn read_batch(&self, sink: &str, max_events: usize, max_bytes: usize) -> Result<Vec<QueuedEvent>, QueueError> {
-        let after = self.cursor(sink)?;
-        let read = || -> rusqlite::Result<Vec<QueuedEvent>> {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT id, body, collected_ms FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")?;
-            let limit = i64::try_from(max_events.max(1)).unwrap_or(i64::MAX);
-            let mut rows = stmt.query(params![after, limit])?;
-            let (mut batch, mut bytes) = (Vec::new(), 0usize);
-            while let Some(row) = rows.next()? {
-                let body: Vec<u8> = row.get(1)?;
-                bytes = bytes.saturating_add(body.len());
-                if bytes > max_bytes && !batch.is_empty() {
-                    break;
-                }
-                batch.push(QueuedEvent { id: row.get(0)?, body, collected_ms: row.get(2)? });
-            }
-            Ok(batch)
-        };
-        read().op(&self.path, "read a batch")
+        let after = self.read_from(sink)?;
+        pages::read_after(&self.conn, after, max_events, max_bytes).op(&self.path, "read a batch")
     }
 
     fn dead_letter_counts(&self) -> Result<Vec<DeadLetterCount>, QueueError> {
@@ -680,26 +670,15 @@ impl Writer {
     }
 
     fn backlog(&self, sink: &str) -> Result<u64, QueueError> {
-        let after = self.cursor(sink)?;
-        self.conn
-            .query_row("SELECT COUNT(*) FROM events WHERE id > ?1", [after], |r| r.get(0))
-            .map(to_u64)
-            .op(&self.path, "count a backlog")
+        let after = self.read_from(sink)?;
+        pages::span(&self.conn, after, i64::MAX).map(|(events, _)| events).op(&self.path, "count a backlog")
     }
 
-    /// The first event after the sink's cursor: one step down the rowid b-tree, whatever the
-    /// backlog (its `collected_ms`; rows stored before schema 4 have none: their event time).
+    /// When the first event after the sink's cursor was stored: one step down the b-tree,
+    /// whatever the backlog.
     fn oldest_queued(&self, sink: &str) -> Result<Option<i64>, QueueError> {
-        let after = self.cursor(sink)?;
-        self.conn
-            .query_row(
-                "SELECT CASE WHEN collected_ms > 0 THEN collected_ms ELSE event_time_ms END
-                 FROM events WHERE id > ?1 ORDER BY id LIMIT 1",
-                [after],
-                |r| r.get(0),
-            )
-            .optional()
-            .op(&self.path, "read a sink's oldest queued event")
+        let after = self.read_from(sink)?;
+        pages::first_collected_after(&self.conn, after).op(&self.path, "read a sink's oldest queued event")
     }
 
     fn stats(&self) -> Result<QueueStats, QueueError> {
@@ -709,7 +688,7 @@ impl Writer {
                 c.prepare(sql)?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
             }
             Ok(QueueStats {
-                events: count("SELECT COUNT(*) FROM events")?,
+                events: pages::span(&self.conn, pages::purged(&self.conn)?, i64::MAX)?.0,
                 bytes: *self.watches.bytes.borrow(),
                 max_bytes: 0, // filled in by `Queue::stats`, which knows the cap
                 dead_letters: count("SELECT COUNT(*) FROM dead_letters")?,

@@ -12,7 +12,8 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::cursors::delete_acked;
-use super::{NewDeadLetter, NewEvent, QueueError, RefusedEvent, SqliteContext, StoreOutcome, to_u64};
+use super::pages::{self, RowWriter, set_issued};
+use super::{NewDeadLetter, NewEvent, QueueError, RefusedEvent, SqliteContext, StoreOutcome};
 
 /// Where a committing transaction takes its records from.
 pub(super) enum Content<'a> {
@@ -38,7 +39,6 @@ pub(super) fn write_page(
     newest_id: &mut i64,
 ) -> rusqlite::Result<(StoreOutcome, u64)> {
     let mut outcome = StoreOutcome::default();
-    let mut added = 0u64;
     // Prune before inserting: a late record older than the bound keeps its new key until the
     // next page, so a refetch of it is still recognised.
     if let Some(before) = prune_dedupe_before_ms {
@@ -55,9 +55,9 @@ pub(super) fn write_page(
         )?),
         None => None,
     };
-    let mut event =
-        tx.prepare_cached("INSERT INTO events (source, event_time_ms, body, collected_ms) VALUES (?1, ?2, ?3, ?4)")?;
-    let collected_ms = now_ms;
+    // Consecutive ids, after the last one issued (in this transaction or before).
+    let mut rows = RowWriter::new(source, now_ms);
+    let mut next_id = *newest_id;
     let mut dead = tx.prepare_cached(
         "INSERT OR IGNORE INTO dead_letters (source, key, reason, raw, created_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -75,10 +75,9 @@ pub(super) fn write_page(
             outcome.duplicates += 1;
             return Ok(());
         }
-        event.execute(params![source, time_ms, body, collected_ms])?;
-        *newest_id = tx.last_insert_rowid();
+        next_id += 1;
+        rows.push(tx, next_id, body)?;
         outcome.stored += 1;
-        added += body.len() as u64;
         Ok(())
     };
     match content {
@@ -111,6 +110,11 @@ pub(super) fn write_page(
             }
             tx.execute("DELETE FROM staged WHERE source = ?1", [source])?;
         }
+    }
+    let added = rows.finish(tx)?;
+    if next_id != *newest_id {
+        set_issued(tx, next_id)?;
+        *newest_id = next_id;
     }
     if let Some(state) = checkpoint {
         tx.execute(
@@ -196,16 +200,19 @@ pub(super) fn write_ack(
 ) -> rusqlite::Result<(u64, u64)> {
     let mut added = 0u64;
     if !refused.is_empty() {
-        // Copied from the row itself, before the delete below can remove it. An event this sink
+        // Copied from its stored row, before the delete below can remove it. An event this sink
         // already passed (or that is gone) is not copied twice: the key is unique.
         let mut copy = tx.prepare_cached(
             "INSERT OR IGNORE INTO dead_letters (source, key, reason, raw, created_at_ms, sink)
-             SELECT source, ?1 || '#' || id, ?2, body, ?3, ?1 FROM events WHERE id = ?4
-             RETURNING length(raw)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
-        for r in refused.iter().filter(|r| r.id <= upto) {
-            let len = copy.query_row(params![sink, r.reason, now_ms, r.id], |row| row.get::<_, i64>(0)).optional()?;
-            added += len.map_or(0, to_u64);
+        // Below the purge mark an event is gone, even if its row is still stored.
+        let purged = pages::purged(tx)?;
+        for r in refused.iter().filter(|r| r.id <= upto && r.id > purged) {
+            let Some((source, body)) = pages::event(tx, r.id)? else { continue };
+            let key = format!("{sink}#{}", r.id);
+            let stored = copy.execute(params![source, key, r.reason, body, now_ms, sink])?;
+            added += (stored as u64) * body.len() as u64;
         }
     }
     tx.execute("UPDATE sink_cursors SET last_id = MAX(last_id, ?2) WHERE sink = ?1", params![sink, upto])?;

@@ -138,11 +138,11 @@ async fn test_truncated_or_overwritten_database_is_refused_with_the_recovery_pat
 async fn test_the_damage_message_lists_the_checkpoints_still_readable() {
     let s = Setup::new(10).await;
     queue_with_backlog(&s.state()).await;
-    // The events table's pages are damaged; the checkpoints table is intact.
+    // The queued events' table (`pages`) is damaged at its root; the checkpoints table is intact.
     let db = s.db();
     let conn = rusqlite::Connection::open(&db).unwrap();
     let root: i64 =
-        conn.query_row("SELECT rootpage FROM sqlite_schema WHERE name = 'events'", [], |r| r.get(0)).unwrap();
+        conn.query_row("SELECT rootpage FROM sqlite_schema WHERE name = 'pages'", [], |r| r.get(0)).unwrap();
     let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
     drop(conn);
     let mut bytes = std::fs::read(&db).unwrap();
