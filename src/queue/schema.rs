@@ -193,7 +193,9 @@ pub(super) fn open_connection(
     // table, at version 9). `pages::ids` then floors the last id issued at the stored rows and
     // the sink cursors.
     tx.execute_batch(ENSURE_EVENT_IDS).op(path, "check the event ids")?;
-    if (1..9).contains(&found) {
+    // Version 0 too: `sqlite3 .recover` (README "Damaged state") leaves `user_version` at 0, and a
+    // version 8 file salvaged so still holds its `events`.
+    if found < 9 {
         events_to_pages(&tx).op(path, "move the queued events into pages")?;
     }
     let (_, removed) = reconcile_cursors(&tx, path, sinks)?;
@@ -348,61 +350,65 @@ mod tests {
     /// letters stay, and what every sink then passes leaves.
     #[tokio::test(start_paused = true)]
     async fn a_version_8_database_keeps_its_backlog_ids_and_dead_letters_in_pages() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = Queue::open(dir.path(), opts(&["s1", "s2"], 1 << 20)).unwrap();
-        let mut p = page("a", vec![ev("k1", 1, "a1")]);
-        p.dead_letters = vec![NewDeadLetter { key: "bad".into(), reason: "unmappable".into(), raw: b"raw!".to_vec() }];
-        q.store_page(p).await.unwrap();
-        q.close().await.unwrap();
-        let old = Connection::open(dir.path().join("auditrelay.db")).unwrap();
-        // Version 8's layout, as an agent left it: ids 1-5 of "a" stored at 100, 6-7 of "b" at
-        // 200, 10 of "a" from before version 4 (no collected_ms: its event time, 50, stands in);
-        // ids 8, 9, 11 and 12 were issued and are gone. s1 delivered up to 6, s2 nothing.
-        old.execute_batch(
-            "DROP TABLE pages; DROP TABLE event_ids;
-             CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL,
-                                  event_time_ms INTEGER NOT NULL, body BLOB NOT NULL,
-                                  collected_ms INTEGER NOT NULL DEFAULT 0);
-             INSERT INTO events (id, source, event_time_ms, body, collected_ms) VALUES
-                 (1, 'a', 1, CAST('e1' AS BLOB), 100), (2, 'a', 2, CAST('e2' AS BLOB), 100),
-                 (3, 'a', 3, CAST('e3' AS BLOB), 100), (4, 'a', 4, CAST('e4' AS BLOB), 100),
-                 (5, 'a', 5, CAST('e5' AS BLOB), 100), (6, 'b', 6, CAST('e6' AS BLOB), 200),
-                 (7, 'b', 7, CAST('e7' AS BLOB), 200), (10, 'a', 50, CAST('e10' AS BLOB), 0),
-                 (12, 'a', 1, CAST('gone' AS BLOB), 300);
-             DELETE FROM events WHERE id = 12;
-             UPDATE sink_cursors SET last_id = 6 WHERE sink = 's1';
-             UPDATE sink_cursors SET last_id = 0 WHERE sink = 's2';
-             PRAGMA user_version = 8;",
-        )
-        .unwrap();
-        drop(old);
+        // Version 0: the same file salvaged by `sqlite3 .recover`, which resets `user_version`.
+        for version in [8, 0] {
+            let dir = tempfile::tempdir().unwrap();
+            let q = Queue::open(dir.path(), opts(&["s1", "s2"], 1 << 20)).unwrap();
+            let mut p = page("a", vec![ev("k1", 1, "a1")]);
+            p.dead_letters =
+                vec![NewDeadLetter { key: "bad".into(), reason: "unmappable".into(), raw: b"raw!".to_vec() }];
+            q.store_page(p).await.unwrap();
+            q.close().await.unwrap();
+            let old = Connection::open(dir.path().join("auditrelay.db")).unwrap();
+            // Version 8's layout, as an agent left it: ids 1-5 of "a" stored at 100, 6-7 of "b" at
+            // 200, 10 of "a" from before version 4 (no collected_ms: its event time, 50, stands in);
+            // ids 8, 9, 11 and 12 were issued and are gone. s1 delivered up to 6, s2 nothing.
+            old.execute_batch(&format!(
+                "DROP TABLE pages; DROP TABLE event_ids;
+                 CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL,
+                                      event_time_ms INTEGER NOT NULL, body BLOB NOT NULL,
+                                      collected_ms INTEGER NOT NULL DEFAULT 0);
+                 INSERT INTO events (id, source, event_time_ms, body, collected_ms) VALUES
+                     (1, 'a', 1, CAST('e1' AS BLOB), 100), (2, 'a', 2, CAST('e2' AS BLOB), 100),
+                     (3, 'a', 3, CAST('e3' AS BLOB), 100), (4, 'a', 4, CAST('e4' AS BLOB), 100),
+                     (5, 'a', 5, CAST('e5' AS BLOB), 100), (6, 'b', 6, CAST('e6' AS BLOB), 200),
+                     (7, 'b', 7, CAST('e7' AS BLOB), 200), (10, 'a', 50, CAST('e10' AS BLOB), 0),
+                     (12, 'a', 1, CAST('gone' AS BLOB), 300);
+                 DELETE FROM events WHERE id = 12;
+                 UPDATE sink_cursors SET last_id = 6 WHERE sink = 's1';
+                 UPDATE sink_cursors SET last_id = 0 WHERE sink = 's2';
+                 PRAGMA user_version = {version};"
+            ))
+            .unwrap();
+            drop(old);
 
-        let q = Queue::open(dir.path(), opts(&["s1", "s2"], 1 << 20)).unwrap();
-        assert_eq!(*q.subscribe_new_events().borrow(), 12, "the last id issued is kept");
-        assert_eq!(q.queued_bytes(), 17 + 4, "8 events' bodies and the dead letter");
-        assert_eq!(all(&q, "s2").await, ["e1", "e2", "e3", "e4", "e5", "e6", "e7", "e10"]);
-        assert_eq!(all(&q, "s1").await, ["e7", "e10"]);
-        let ids: Vec<i64> = q.read_batch("s2", 100, usize::MAX).await.unwrap().iter().map(|e| e.id).collect();
-        assert_eq!(ids, [1, 2, 3, 4, 5, 6, 7, 10]);
-        assert_eq!((q.backlog("s1").await.unwrap(), q.backlog("s2").await.unwrap()), (2, 8));
-        assert_eq!(q.oldest_queued_ms("s1").await.unwrap(), Some(200));
-        assert_eq!(q.oldest_queued_ms("s2").await.unwrap(), Some(100));
-        assert_eq!(q.dead_letters(10).await.unwrap().len(), 1);
-        let out = q.store_page(page("a", vec![ev("k2", 2, "new")])).await.unwrap();
-        assert_eq!(out.stored, 1);
-        let batch = q.read_batch("s1", 100, usize::MAX).await.unwrap();
-        assert_eq!(batch.last().map(|e| e.id), Some(13), "a new id after the last one issued");
-        // s2 passes 1-6: they leave (s1 was past them), 7 on stays.
-        q.ack("s2", 6).await.unwrap();
-        assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (3, 3 + 3 + 2 + 4));
-        q.ack("s1", 13).await.unwrap();
-        q.ack("s2", 13).await.unwrap();
-        assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (0, 4), "the dead letter stays");
-        q.close().await.unwrap();
-        let db = Connection::open(dir.path().join("auditrelay.db")).unwrap();
-        let tables: i64 =
-            db.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'events'", [], |r| r.get(0)).unwrap();
-        assert_eq!(tables, 0, "the old table is gone");
+            let q = Queue::open(dir.path(), opts(&["s1", "s2"], 1 << 20)).unwrap();
+            assert_eq!(*q.subscribe_new_events().borrow(), 12, "the last id issued is kept");
+            assert_eq!(q.queued_bytes(), 17 + 4, "8 events' bodies and the dead letter");
+            assert_eq!(all(&q, "s2").await, ["e1", "e2", "e3", "e4", "e5", "e6", "e7", "e10"]);
+            assert_eq!(all(&q, "s1").await, ["e7", "e10"]);
+            let ids: Vec<i64> = q.read_batch("s2", 100, usize::MAX).await.unwrap().iter().map(|e| e.id).collect();
+            assert_eq!(ids, [1, 2, 3, 4, 5, 6, 7, 10]);
+            assert_eq!((q.backlog("s1").await.unwrap(), q.backlog("s2").await.unwrap()), (2, 8));
+            assert_eq!(q.oldest_queued_ms("s1").await.unwrap(), Some(200));
+            assert_eq!(q.oldest_queued_ms("s2").await.unwrap(), Some(100));
+            assert_eq!(q.dead_letters(10).await.unwrap().len(), 1);
+            let out = q.store_page(page("a", vec![ev("k2", 2, "new")])).await.unwrap();
+            assert_eq!(out.stored, 1);
+            let batch = q.read_batch("s1", 100, usize::MAX).await.unwrap();
+            assert_eq!(batch.last().map(|e| e.id), Some(13), "a new id after the last one issued");
+            // s2 passes 1-6: they leave (s1 was past them), 7 on stays.
+            q.ack("s2", 6).await.unwrap();
+            assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (3, 3 + 3 + 2 + 4));
+            q.ack("s1", 13).await.unwrap();
+            q.ack("s2", 13).await.unwrap();
+            assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (0, 4), "the dead letter stays");
+            q.close().await.unwrap();
+            let db = Connection::open(dir.path().join("auditrelay.db")).unwrap();
+            let tables: i64 =
+                db.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'events'", [], |r| r.get(0)).unwrap();
+            assert_eq!(tables, 0, "the old table is gone");
+        }
     }
 
     #[tokio::test]
