@@ -92,48 +92,29 @@ async fn review21e_a_plain_row_whose_body_does_not_match_its_sizes_is_an_error()
     }
 }
 
-/// README "Damaged state" salvages with `sqlite3 .recover`, which keeps `user_version` (9) but
-/// loses the rows of a damaged b-tree page. The one `event_ids` row is then gone: the agent
-/// must still open (or refuse with the "damaged" error that sends the operator to the README),
-/// and never issue an id at or below a sink's cursor. Today: "cannot measure the queue: Query
-/// returned no rows".
+/// README "Damaged state" salvages with `sqlite3 .recover`, which loses the rows of a damaged
+/// b-tree page. With `event_ids`' row gone (`user_version` kept at 9), or the whole table with
+/// `user_version` 0 (what `sqlite3 auditrelay.db.damaged .recover | sqlite3 auditrelay.db`,
+/// sqlite3 3.40.1 here, left when `event_ids`' root page was unreadable), the agent must still
+/// open and never issue an id at or below a sink's cursor (3): such an event is never delivered
+/// and its row never deleted. Before the fix: "cannot measure the queue: Query returned no
+/// rows", and id 1 reissued after the table was recreated at (1, 0, 0).
 #[tokio::test]
-async fn review21e_a_salvaged_database_without_its_event_ids_row_opens_and_never_reuses_an_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
-    q.store_page(page("src", vec![ev("a", 1, "a"), ev("b", 2, "b"), ev("c", 3, "c")])).await.unwrap();
-    q.ack("s", 3).await.unwrap();
-    q.close().await.unwrap();
-    db(dir.path()).execute_batch("DELETE FROM event_ids").unwrap();
-    let q = match Queue::open(dir.path(), opts(&["s"], 1000)) {
-        Ok(q) => q,
-        Err(QueueError::Damaged { .. }) => return,
-        Err(e) => panic!("a salvaged database does not open: {e}"),
-    };
-    q.store_page(page("src", vec![ev("d", 4, "d")])).await.unwrap();
-    let batch = q.read_batch("s", 10, usize::MAX).await.unwrap();
-    assert_eq!((ids(&batch), bodies(&batch)), (vec![4], vec!["d".to_owned()]), "a new id above the cursor");
-    q.close().await.unwrap();
-}
-
-/// What `sqlite3 auditrelay.db.damaged .recover | sqlite3 auditrelay.db` (README "Damaged
-/// state", sqlite3 3.40.1 here) actually left when `event_ids`' root page was unreadable: no
-/// `event_ids` table and `user_version` 0. The agent then starts as on a fresh file: `event_ids`
-/// is recreated at (1, 0, 0), the next event gets id 1, at or below the sink's cursor (3): never
-/// delivered, and its row never deleted.
-#[tokio::test]
-async fn review21e_a_recovered_database_without_event_ids_never_issues_an_id_below_a_cursor() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
-    q.store_page(page("src", vec![ev("a", 1, "a"), ev("b", 2, "b"), ev("c", 3, "c")])).await.unwrap();
-    q.ack("s", 3).await.unwrap();
-    q.close().await.unwrap();
-    db(dir.path()).execute_batch("DROP TABLE event_ids; PRAGMA user_version = 0;").unwrap();
-    let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
-    q.store_page(page("src", vec![ev("d", 4, "d")])).await.unwrap();
-    let batch = q.read_batch("s", 10, usize::MAX).await.unwrap();
-    assert_eq!(bodies(&batch), ["d"], "the event stored after the recovery reaches the sink");
-    q.close().await.unwrap();
+async fn review21e_a_salvaged_database_without_event_ids_never_issues_an_id_below_a_cursor() {
+    for salvage in ["DELETE FROM event_ids", "DROP TABLE event_ids; PRAGMA user_version = 0;"] {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
+        q.store_page(page("src", vec![ev("a", 1, "a"), ev("b", 2, "b"), ev("c", 3, "c")])).await.unwrap();
+        q.ack("s", 3).await.unwrap();
+        q.close().await.unwrap();
+        db(dir.path()).execute_batch(salvage).unwrap();
+        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
+        q.store_page(page("src", vec![ev("d", 4, "d")])).await.unwrap();
+        let batch = q.read_batch("s", 10, usize::MAX).await.unwrap();
+        let got = (ids(&batch), bodies(&batch));
+        assert_eq!(got, (vec![4], vec!["d".to_owned()]), "{salvage}: a new id above the cursor");
+        q.close().await.unwrap();
+    }
 }
 
 /// The same for a version 8 database salvaged without its `sqlite_sequence` row (the queue was
