@@ -38,6 +38,8 @@ mod pages;
 mod review21a_tests;
 #[cfg(test)]
 mod review21e_tests;
+#[cfg(test)]
+mod review21f_tests;
 mod schema;
 mod views;
 mod writer;
@@ -324,6 +326,12 @@ impl<T> SqliteContext<T> for rusqlite::Result<T> {
 }
 
 fn sqlite_error(source: rusqlite::Error, path: &Path, op: &'static str) -> QueueError {
+    if let rusqlite::Error::ToSqlConversionFailure(e) = &source
+        && let Some(row) = e.downcast_ref::<pages::DamagedRow>()
+    {
+        let detail = format!("cannot {op}: {row}");
+        return QueueError::Damaged { path: path.to_owned(), detail, checkpoints: Vec::new() };
+    }
     match source.sqlite_error_code() {
         Some(ErrorCode::DiskFull) => QueueError::DiskFull { path: path.to_owned(), op },
         _ => QueueError::Sqlite { path: path.to_owned(), op, source },
@@ -389,14 +397,12 @@ impl Queue {
                 conn.query_row("SELECT COALESCE(SUM(length(raw)), 0) FROM dead_letters", [], |r| r.get(0))?;
             Ok((events + to_u64(dead), newest_id))
         };
-        let (bytes, newest_id) = measure().map_err(|e| match e {
-            // A stored row that does not hold together (`pages.rs`): the file is damaged.
-            rusqlite::Error::FromSqlConversionFailure(..) => QueueError::Damaged {
-                path: path.clone(),
-                detail: e.to_string(),
-                checkpoints: schema::readable_checkpoints(&conn),
-            },
-            e => sqlite_error(e, &path, "measure the queue"),
+        let (bytes, newest_id) = measure().map_err(|e| match sqlite_error(e, &path, "measure the queue") {
+            // A stored row that does not hold together: say where each source stood, too.
+            QueueError::Damaged { path, detail, .. } => {
+                QueueError::Damaged { path, detail, checkpoints: schema::readable_checkpoints(&conn) }
+            }
+            other => other,
         })?;
         let watches = Arc::new(Watches {
             bytes: watch::Sender::new(bytes),

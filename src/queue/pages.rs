@@ -17,7 +17,6 @@
 
 use std::borrow::Cow;
 
-use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{QueuedEvent, to_u64};
@@ -113,7 +112,7 @@ pub(super) fn span(conn: &Connection, lo: i64, hi: i64) -> rusqlite::Result<(u64
     }
     // `length` of a blob is read from the row's header: the bodies are not read.
     let mut rows = conn.prepare_cached(
-        "SELECT first_id, last_id, sizes, length(body) FROM pages
+        "SELECT first_id, last_id, sizes, length(body), codec FROM pages
          WHERE first_id >= COALESCE((SELECT first_id FROM pages WHERE first_id <= ?1 + 1
                                      ORDER BY first_id DESC LIMIT 1), 0)
            AND first_id <= ?2
@@ -124,15 +123,24 @@ pub(super) fn span(conn: &Connection, lo: i64, hi: i64) -> rusqlite::Result<(u64
     while let Some(row) = rows.next()? {
         let (first, last): (i64, i64) = (row.get(0)?, row.get(1)?);
         let sizes = Sizes::new(first, last, row.get_ref(2)?.as_blob()?)?;
-        if usize::try_from(row.get::<_, i64>(3)?).ok() != Some(sizes.total()) {
+        let total = sizes.total();
+        if usize::try_from(row.get::<_, i64>(3)?).ok() != Some(total) {
             return Err(damaged(first, "bodies do not match their sizes"));
+        }
+        match row.get::<_, i64>(4)? {
+            CODEC_PLAIN => {}
+            other => return Err(damaged(first, &format!("unknown codec {other}"))),
         }
         let (from, to) = (first.max(lo.saturating_add(1)), last.min(hi));
         if to < from {
             continue;
         }
         events += to_u64(to - from + 1);
-        bytes += (from..=to).map(|id| sizes.len_of(id) as u64).sum::<u64>();
+        bytes += if (from, to) == (first, last) {
+            total as u64
+        } else {
+            (from..=to).map(|id| sizes.len_of(id) as u64).sum::<u64>()
+        };
     }
     Ok((events, bytes))
 }
@@ -219,14 +227,16 @@ pub(super) fn first_collected_after(conn: &Connection, after: i64) -> rusqlite::
     .optional()
 }
 
-/// The last id issued and the purge mark. Never below a stored row's last id nor a sink's cursor:
-/// after a salvage that lost `event_ids` (README "Damaged state"), an id at or below a cursor
-/// would be skipped by that sink.
+/// The last id issued and the purge mark. Never below a stored row's last id, a sink's cursor or
+/// the purge mark: after a salvage that lost `event_ids` (README "Damaged state"), an id at or
+/// below one of them would be skipped by every sink. `open_connection` also stores this floor
+/// (`ENSURE_EVENT_IDS`) before the cursors that gave it can be dropped.
 pub(super) fn ids(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
     conn.query_row(
         "SELECT MAX(COALESCE((SELECT issued FROM event_ids), 0),
                     COALESCE((SELECT MAX(last_id) FROM pages), 0),
-                    COALESCE((SELECT MAX(last_id) FROM sink_cursors), 0)),
+                    COALESCE((SELECT MAX(last_id) FROM sink_cursors), 0),
+                    COALESCE((SELECT purged FROM event_ids), 0)),
                 COALESCE((SELECT purged FROM event_ids), 0)",
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -292,12 +302,22 @@ fn decode(first: i64, codec: i64, stored: &[u8], total: usize) -> rusqlite::Resu
     }
 }
 
+/// A stored row that does not hold together; [`super::sqlite_error`] makes it
+/// [`super::QueueError::Damaged`], whichever call found it.
+#[derive(Debug)]
+pub(super) struct DamagedRow(pub(super) String);
+
+impl std::fmt::Display for DamagedRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DamagedRow {}
+
 fn damaged(first: i64, what: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        0,
-        Type::Blob,
-        format!("the stored events from id {first} are damaged: {what}").into(),
-    )
+    let row = DamagedRow(format!("the stored events from id {first} are damaged: {what}"));
+    rusqlite::Error::ToSqlConversionFailure(Box::new(row))
 }
 
 fn too_large(id: i64, len: usize) -> rusqlite::Error {

@@ -103,7 +103,8 @@ CREATE TABLE IF NOT EXISTS dedupe_pruned (source TEXT PRIMARY KEY, before_ms INT
 PRAGMA user_version = 9;
 ";
 
-/// Run on every open, after `SCHEMA` and the migrations. Version 9: `issued`, the last event id
+/// Run on every open, after `SCHEMA` and before the migrations and the cursors' reconciliation
+/// (which may drop the cursors that floor `issued`: `pages::ids`). Version 9: `issued`, the last event id
 /// issued: an id is never reused, even after every row was deleted (a reused id at or below a
 /// sink's cursor would be skipped). `purged`: every sink had passed every event at or below it
 /// when events were last deleted; a row still holding some of them (the rest of its page is not
@@ -115,6 +116,9 @@ CREATE TABLE IF NOT EXISTS event_ids (
     purged INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO event_ids (one, issued, purged) VALUES (1, 0, 0);
+UPDATE event_ids SET issued = MAX(issued, purged,
+    COALESCE((SELECT MAX(last_id) FROM pages), 0),
+    COALESCE((SELECT MAX(last_id) FROM sink_cursors), 0));
 ";
 
 /// Run before `SCHEMA` on a version 6 database, whose `rate_pauses` has only the wall time.
