@@ -130,8 +130,8 @@ impl Writer {
             let mut select =
                 tx.prepare_cached("SELECT source, raw FROM dead_letters WHERE id = ?1 AND sink IS NOT NULL")?;
             let mut delete = tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?;
-            // Each replayed event is stored as a new page of its source's (ids after every cursor).
-            let mut pending: Option<(String, RowWriter<'static>)> = None;
+            // Each replayed event is stored anew (ids after every cursor), in rows of its source's.
+            let mut rows = RowWriter::default();
             for item in items {
                 let row = select
                     .query_row([item.dead_letter_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
@@ -139,22 +139,10 @@ impl Writer {
                 let Some((source, raw)) = row else { continue };
                 delete.execute([item.dead_letter_id])?;
                 newest_id += 1;
-                match pending.as_mut() {
-                    Some((current, rows)) if *current == source => rows.push(&tx, newest_id, &raw)?,
-                    _ => {
-                        if let Some((_, rows)) = pending.take() {
-                            rows.finish(&tx)?;
-                        }
-                        let mut rows = RowWriter::new_owned(source.clone(), now_ms);
-                        rows.push(&tx, newest_id, &raw)?;
-                        pending = Some((source, rows));
-                    }
-                }
+                rows.push(&tx, &source, now_ms, newest_id, &raw)?;
                 requeued.push(Requeued { dead_letter_id: item.dead_letter_id, event_id: newest_id });
             }
-            if let Some((_, rows)) = pending {
-                rows.finish(&tx)?;
-            }
+            rows.finish(&tx)?;
             if newest_id != self.newest_id {
                 set_issued(&tx, newest_id)?;
             }

@@ -713,6 +713,15 @@ mod tests {
         PageWrite { source: source.into(), events, ..PageWrite::default() }
     }
 
+    /// A closed queue in `dir` (one sink, "s") holding `events` of source "src", then `sql` run
+    /// on its file (the damage or the old layout a test starts from).
+    pub(super) async fn stored_then(dir: &Path, events: Vec<NewEvent>, sql: &str) {
+        let q = Queue::open(dir, opts(&["s"], 1000)).unwrap();
+        q.store_page(page("src", events)).await.unwrap();
+        q.close().await.unwrap();
+        rusqlite::Connection::open(dir.join("auditrelay.db")).unwrap().execute_batch(sql).unwrap();
+    }
+
     pub(super) fn bodies(batch: &[QueuedEvent]) -> Vec<String> {
         batch.iter().map(|e| String::from_utf8_lossy(&e.body).into_owned()).collect()
     }

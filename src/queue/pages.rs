@@ -15,8 +15,6 @@
 //! This file owns the row layout (writing, reading, counting, deleting); which events are stored
 //! is `writes.rs`'s, when they may go is `cursors.rs`'s.
 
-use std::borrow::Cow;
-
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{QueuedEvent, to_u64};
@@ -31,9 +29,12 @@ pub(super) const ROW_BYTES: usize = 256 * 1024;
 /// How a row's `body` holds the event bodies: concatenated as they are (the only codec written).
 const CODEC_PLAIN: i64 = 0;
 
-/// The rows of one source's events, filled in order and written as they fill.
-pub(super) struct RowWriter<'a> {
-    source: Cow<'a, str>,
+/// Rows being filled with events in id order and written as they fill: a new row starts when
+/// the current one is full, the ids stop being consecutive, or the source or the time stored
+/// changes (a row is one source's, stored at one time).
+#[derive(Default)]
+pub(super) struct RowWriter {
+    source: String,
     collected_ms: i64,
     first_id: i64,
     count: usize,
@@ -43,27 +44,27 @@ pub(super) struct RowWriter<'a> {
     written: u64,
 }
 
-impl<'a> RowWriter<'a> {
-    pub(super) fn new(source: &'a str, collected_ms: i64) -> Self {
-        Self::with(Cow::Borrowed(source), collected_ms)
-    }
-
-    pub(super) fn new_owned(source: String, collected_ms: i64) -> Self {
-        Self::with(Cow::Owned(source), collected_ms)
-    }
-
-    fn with(source: Cow<'a, str>, collected_ms: i64) -> Self {
-        RowWriter { source, collected_ms, first_id: 0, count: 0, sizes: Vec::new(), bodies: Vec::new(), written: 0 }
-    }
-
-    /// Adds the event with this id (the one after the last added: ids of a row are consecutive).
-    pub(super) fn push(&mut self, tx: &Connection, id: i64, body: &[u8]) -> rusqlite::Result<()> {
-        let full = self.count >= ROW_EVENTS || (self.count > 0 && self.bodies.len() + body.len() > ROW_BYTES);
-        if full || (self.count > 0 && id != self.first_id + self.count as i64) {
+impl RowWriter {
+    /// Adds the event `id` of `source`, stored at `collected_ms`.
+    pub(super) fn push(
+        &mut self,
+        tx: &Connection,
+        source: &str,
+        collected_ms: i64,
+        id: i64,
+        body: &[u8],
+    ) -> rusqlite::Result<()> {
+        let full = self.count >= ROW_EVENTS || self.bodies.len() + body.len() > ROW_BYTES;
+        let apart =
+            id != self.first_id + self.count as i64 || source != self.source || collected_ms != self.collected_ms;
+        if self.count > 0 && (full || apart) {
             self.flush(tx)?;
         }
         if self.count == 0 {
-            self.first_id = id;
+            (self.first_id, self.collected_ms) = (id, collected_ms);
+            if source != self.source {
+                source.clone_into(&mut self.source);
+            }
         }
         let len = u32::try_from(body.len()).map_err(|_| too_large(id, body.len()))?;
         self.sizes.extend_from_slice(&len.to_le_bytes());
@@ -90,7 +91,7 @@ impl<'a> RowWriter<'a> {
         .execute(params![
             self.first_id,
             last_id,
-            self.source.as_ref(),
+            self.source,
             self.collected_ms,
             self.sizes,
             CODEC_PLAIN,
@@ -430,10 +431,7 @@ mod tests {
             ("UPDATE pages SET last_id = first_id + 4611686018427387904", "sizes do not match its ids"),
         ] {
             let dir = tempfile::tempdir().unwrap();
-            let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
-            q.store_page(page("src", vec![ev("a", 1, "a"), ev("b", 2, "b")])).await.unwrap();
-            q.close().await.unwrap();
-            Connection::open(dir.path().join("auditrelay.db")).unwrap().execute_batch(damage).unwrap();
+            stored_then(dir.path(), vec![ev("a", 1, "a"), ev("b", 2, "b")], damage).await;
             // Sizes that do not match the ids or the bodies are found when the queue is measured
             // at open (the agent refuses to start, with the recovery steps); a bad codec when read.
             let err = match Queue::open(dir.path(), opts(&["s"], 1000)) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::tests::{all, bodies, ev, opts, page};
+use super::tests::{all, bodies, ev, opts, page, stored_then};
 use super::writer::Command;
 use super::*;
 
@@ -36,14 +36,10 @@ async fn reopen_measure(dir: &Path, sinks: &[&str]) -> u64 {
 #[tokio::test]
 async fn review21e_a_row_with_an_overflowing_id_range_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
-    q.store_page(page("src", vec![ev("a", 1, "a"), ev("b", 2, "b")])).await.unwrap();
-    q.close().await.unwrap();
     // 2^62 + 1 ids: `count * 4` wraps to 4 in release, so a 4-byte `sizes` (2: the body of "ab")
     // is taken as right, and every id after the first reads as an empty body.
-    db(dir.path())
-        .execute_batch("UPDATE pages SET last_id = first_id + 4611686018427387904, sizes = X'02000000'")
-        .unwrap();
+    let huge = "UPDATE pages SET last_id = first_id + 4611686018427387904, sizes = X'02000000'";
+    stored_then(dir.path(), vec![ev("a", 1, "a"), ev("b", 2, "b")], huge).await;
     // Found when the queue is measured at open: the agent refuses the damaged file.
     let q = match Queue::open(dir.path(), opts(&["s"], 1000)) {
         Err(e) => {
@@ -70,10 +66,7 @@ async fn review21e_a_row_with_an_overflowing_id_range_is_an_error_not_a_panic() 
 async fn review21e_a_plain_row_whose_body_does_not_match_its_sizes_is_an_error() {
     for damage in ["UPDATE pages SET body = CAST('abZZZZ' AS BLOB)", "UPDATE pages SET body = CAST('a' AS BLOB)"] {
         let dir = tempfile::tempdir().unwrap();
-        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
-        q.store_page(page("src", vec![ev("a", 1, "a"), ev("b", 2, "b")])).await.unwrap();
-        q.close().await.unwrap();
-        db(dir.path()).execute_batch(damage).unwrap();
+        stored_then(dir.path(), vec![ev("a", 1, "a"), ev("b", 2, "b")], damage).await;
         // Found when the queue is measured at open (`length(body)` against the sizes).
         let q = match Queue::open(dir.path(), opts(&["s"], 1000)) {
             Err(e) => {

@@ -5,7 +5,7 @@
 
 use rusqlite::Connection;
 
-use super::tests::{all, ev, opts, page};
+use super::tests::{all, ev, opts, page, stored_then};
 use super::*;
 
 fn db(dir: &Path) -> Connection {
@@ -58,10 +58,7 @@ async fn review21f_a_persisted_purge_mark_is_never_above_the_next_id_after_a_sal
 #[tokio::test]
 async fn review21f_queue_stats_on_a_damaged_row_gives_the_damaged_error_like_open() {
     let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
-    q.store_page(page("src", vec![ev("a", 1, "aa"), ev("b", 2, "bb")])).await.unwrap();
-    q.close().await.unwrap();
-    db(dir.path()).execute_batch("UPDATE pages SET body = X'00'").unwrap();
+    stored_then(dir.path(), vec![ev("a", 1, "aa"), ev("b", 2, "bb")], "UPDATE pages SET body = X'00'").await;
     let at_open = Queue::open(dir.path(), opts(&["s"], 1000)).expect_err("open refuses the damaged row");
     assert!(matches!(at_open, QueueError::Damaged { .. }), "{at_open:?}");
     let stats = QueueView::open(dir.path()).unwrap().overview().expect_err("stats cannot count the damaged row");
@@ -75,10 +72,7 @@ async fn review21f_queue_stats_on_a_damaged_row_gives_the_damaged_error_like_ope
 #[tokio::test]
 async fn review21f_a_row_with_an_unknown_codec_is_refused_at_open_too() {
     let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
-    q.store_page(page("src", vec![ev("a", 1, "a")])).await.unwrap();
-    q.close().await.unwrap();
-    db(dir.path()).execute_batch("UPDATE pages SET codec = 1").unwrap();
+    stored_then(dir.path(), vec![ev("a", 1, "a")], "UPDATE pages SET codec = 1").await;
     match Queue::open(dir.path(), opts(&["s"], 1000)) {
         Err(e) => assert!(matches!(e, QueueError::Damaged { .. }), "{e:?}"),
         Ok(q) => {

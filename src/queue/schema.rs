@@ -234,27 +234,14 @@ fn events_to_pages(tx: &Connection) -> rusqlite::Result<()> {
              FROM events ORDER BY id",
         )?;
         let mut rows = rows.query([])?;
-        let mut current: Option<(String, i64, RowWriter<'static>)> = None;
+        let mut writer = RowWriter::default();
         let mut moved = 0u64;
         while let Some(row) = rows.next()? {
             moved += 1;
             let (id, source, collected_ms): (i64, String, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
-            let body = row.get_ref(3)?.as_blob()?;
-            match current.as_mut() {
-                Some((s, c, writer)) if *s == source && *c == collected_ms => writer.push(tx, id, body)?,
-                _ => {
-                    if let Some((_, _, writer)) = current.take() {
-                        writer.finish(tx)?;
-                    }
-                    let mut writer = RowWriter::new_owned(source.clone(), collected_ms);
-                    writer.push(tx, id, body)?;
-                    current = Some((source, collected_ms, writer));
-                }
-            }
+            writer.push(tx, &source, collected_ms, id, row.get_ref(3)?.as_blob()?)?;
         }
-        if let Some((_, _, writer)) = current {
-            writer.finish(tx)?;
-        }
+        writer.finish(tx)?;
         if moved > 0 {
             tracing::info!(events = moved, "queue database upgraded to schema 9: queued events are now stored by page");
         }

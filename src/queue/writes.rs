@@ -56,7 +56,7 @@ pub(super) fn write_page(
         None => None,
     };
     // Consecutive ids, after the last one issued (in this transaction or before).
-    let mut rows = RowWriter::new(source, now_ms);
+    let mut rows = RowWriter::default();
     let mut next_id = *newest_id;
     let mut dead = tx.prepare_cached(
         "INSERT OR IGNORE INTO dead_letters (source, key, reason, raw, created_at_ms)
@@ -76,7 +76,7 @@ pub(super) fn write_page(
             return Ok(());
         }
         next_id += 1;
-        rows.push(tx, next_id, body)?;
+        rows.push(tx, source, now_ms, next_id, body)?;
         outcome.stored += 1;
         Ok(())
     };
