@@ -7,12 +7,14 @@
 //! it was rewritten for speed (commit b6c52a2): any byte of any event that differs fails here.
 //! Besides the default policy, a slice of each sample is mapped with `raw_data = "hash"` and
 //! `"off"`, a severity override, and an empty `log_name`, so each branch of the writer is pinned.
+//! Every event mapped here is also read as the sinks read it (`ocsf::summary`), stored and
+//! stamped: by its shape, with the same summary as parsing it whole.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::path::Path;
 
 use auditrelay::ocsf::event::{RawData, Severity};
-use auditrelay::ocsf::{Context, Policy, SeverityPolicy};
+use auditrelay::ocsf::{Context, Policy, SeverityPolicy, summary};
 use auditrelay::sim::{self, SimVendor};
 use auditrelay::sources::{self, Record};
 use auditrelay::vendors::defined::{registry, runtime};
@@ -109,6 +111,7 @@ fn digest(vendor: VendorId, organization: &str, records: &[Record], raised: &str
             };
             match vendors::map_record(vendor, &ctx, &policy) {
                 Ok(event) => {
+                    read_by_shape(&event);
                     mapped += usize::from(i == 0);
                     feed(&event)
                 }
@@ -118,6 +121,19 @@ fn digest(vendor: VendorId, organization: &str, records: &[Record], raised: &str
     }
     let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
     format!("{mapped}/{} {hex}", records.len())
+}
+
+/// The sinks' summary of `event`, as stored and as sent: read from its head and `metadata`
+/// (`summarize_shaped`), and the same as parsing the event whole.
+fn read_by_shape(event: &[u8]) {
+    let mut sent = Vec::new();
+    auditrelay::ocsf::stamp_transmit_time(event, 1_790_000_000_000, &mut sent);
+    let whole = format!("{:?}", summary::summarize_parsed(event));
+    for body in [event, &sent[..]] {
+        let shaped = summary::summarize_shaped(body)
+            .unwrap_or_else(|| panic!("not read by its shape: {}", String::from_utf8_lossy(body)));
+        assert_eq!(format!("{:?}", Ok::<_, String>(shaped)), whole, "{}", String::from_utf8_lossy(body));
+    }
 }
 
 /// The digests of one vendor, as `(case, digest)`, compared together so a failure shows them all.
