@@ -198,20 +198,12 @@ fn walk_metadata(object: &[u8]) -> Option<Metadata<'_>> {
     let (name, vendor_name) = m.product()?;
     m.key(b",\"uid\":")?;
     let uid = m.string()?;
-    if m.key(b",\"original_event_uid\":").is_some() {
-        m.skip_string()?;
-    }
-    if m.key(b",\"correlation_uid\":").is_some() {
-        m.skip_string()?;
-    }
+    m.skip_optional(b",\"original_event_uid\":")?;
+    m.skip_optional(b",\"correlation_uid\":")?;
     let event_code = m.optional_string(b",\"event_code\":")?;
-    if m.key(b",\"original_time\":").is_some() {
-        m.skip_string()?;
-    }
+    m.skip_optional(b",\"original_time\":")?;
     let tenant_uid = m.optional_string(b",\"tenant_uid\":")?;
-    if m.key(b",\"log_provider\":").is_some() {
-        m.skip_string()?;
-    }
+    m.skip_optional(b",\"log_provider\":")?;
     if m.key(b",\"labels\":[").is_some() && m.key(b"]").is_none() {
         m.skip_string()?;
         while m.key(b",").is_some() {
@@ -219,9 +211,7 @@ fn walk_metadata(object: &[u8]) -> Option<Metadata<'_>> {
         }
         m.key(b"]")?;
     }
-    if m.key(b",\"log_name\":").is_some() {
-        m.skip_string()?;
-    }
+    m.skip_optional(b",\"log_name\":")?;
     if m.key(b",\"processed_time\":").is_some() {
         m.signed()?;
     }
@@ -308,15 +298,21 @@ impl<'a> Head<'a> {
         }
     }
 
+    /// Past an optional member whose value is a string not kept.
+    fn skip_optional(&mut self, key: &[u8]) -> Option<()> {
+        match self.key(key) {
+            Some(()) => self.skip_string(),
+            None => Some(()),
+        }
+    }
+
     /// A product object (`event::Product`): its name and vendor name.
     fn product(&mut self) -> Option<(&'a str, &'a str)> {
         self.key(b"{\"name\":")?;
         let name = self.string()?;
         self.key(b",\"vendor_name\":")?;
         let vendor_name = self.string()?;
-        if self.key(b",\"version\":").is_some() {
-            self.skip_string()?;
-        }
+        self.skip_optional(b",\"version\":")?;
         self.key(b"}")?;
         Some((name, vendor_name))
     }
@@ -327,9 +323,7 @@ impl<'a> Head<'a> {
         self.skip_string()?;
         self.key(b",\"product\":")?;
         self.product()?;
-        if self.key(b",\"log_name\":").is_some() {
-            self.skip_string()?;
-        }
+        self.skip_optional(b",\"log_name\":")?;
         self.key(b",\"logged_time\":")?;
         self.signed()?;
         if self.key(b",\"transmit_time\":").is_some() {
