@@ -14,6 +14,9 @@
 //!   (Astronomer: `vendors::astronomer::source::decode` over the plain NDJSON, which hashes each line's
 //!   canonical form for its key), then `map_record`.
 //!
+//! After the vendors, one line for the sinks' summary at its worst (review 21g): an event whose
+//! `metadata.event_code` is 1 MiB of `{`, read by `summarize` and by the whole parse.
+//!
 //! One warm-up round, then [`PASSES`] timed rounds, the three measurements interleaved in each
 //! round; the table shows the **median** pass (the best is in the last column, to show the
 //! spread). Severity overrides: none (the default when the
@@ -79,6 +82,38 @@ fn main() {
     let (okta, github) = defined_records(records);
     bench_vendor(Reader::defined("okta.toml", okta), records);
     bench_vendor(Reader::defined("github-enterprise.toml", github), records);
+    braces_in_metadata();
+}
+
+/// The summary's worst case found in review 21g: vendor text in `metadata` made of `{` (an
+/// `event_code` of 1 MiB of them), where the `metadata` key is looked for from the end. Printed
+/// beside the whole parse of the same body, the median of [`PASSES`] after a warm-up.
+fn braces_in_metadata() {
+    let raw = &sim::sample_records(SimVendor::Datafold, 1, SEED)[0];
+    let ctx = Context {
+        organization: "org",
+        dedupe_key: "k",
+        time: chrono::DateTime::from_timestamp(1_780_000_000, 0).unwrap(),
+        raw,
+        log_name: "saas-audit",
+        processed_ms: 1_780_000_000_000,
+    };
+    let event = String::from_utf8(vendors::map_record(VendorId::Datafold, &ctx, &Policy::default()).unwrap()).unwrap();
+    let from = event.rfind("\"event_code\":\"").unwrap() + "\"event_code\":\"".len();
+    let to = from + event[from..].find('"').unwrap();
+    let body = format!("{}{}{}", &event[..from], "{".repeat(1 << 20), &event[to..]).into_bytes();
+    let mut shaped = || {
+        black_box(summary::summarize(black_box(&body)).unwrap());
+    };
+    let mut parsed = || {
+        black_box(summary::summarize_parsed(black_box(&body)).unwrap());
+    };
+    let [shaped, parsed] = timed([&mut shaped, &mut parsed]);
+    println!(
+        "an event whose metadata.event_code is 1 MiB of '{{': summarize {:.0} us, the whole parse {:.0} us",
+        shaped[PASSES / 2].as_secs_f64() * 1e6,
+        parsed[PASSES / 2].as_secs_f64() * 1e6
+    );
 }
 
 /// `n` records of each defined vendor's simulator, as JSON text: Okta's, then GitHub's.

@@ -3,10 +3,13 @@
 //! back from the queued bytes.
 //!
 //! Sinks only ever see the queued body, so this reads it rather than keeping a second copy of
-//! these values in the queue. Only these attributes are deserialized; the rest of the event is
-//! skipped. A body that is not a JSON object, or has one of these attributes with the wrong type,
-//! is an error: bodies are written by our own mappers, so that is a bug to surface, not vendor
-//! data to tolerate.
+//! these values in the queue. Only these attributes are read: an event of the writer's shape
+//! from its head and its `metadata` ([`summarize_shaped`]), anything else by parsing it whole
+//! and skipping the rest ([`summarize_parsed`]). A body whose head or `metadata` is not JSON,
+//! that is not a JSON object, or has one of these attributes with the wrong type, is an error:
+//! bodies are written by our own mappers, so that is a bug to surface, not vendor data to
+//! tolerate. The members between are not read, so a body damaged only there (a byte flipped on
+//! disk) is no longer refused here: it goes to the receivers as it is (review 21g).
 
 use std::borrow::Cow;
 
@@ -111,29 +114,55 @@ pub fn summarize_parsed(body: &[u8]) -> Result<Summary<'_>, String> {
 /// The key that opens `metadata`, the last member of an event the writer made.
 const METADATA_KEY: &[u8] = b",\"metadata\":{";
 
-/// Where the last [`METADATA_KEY`] of `body` starts. Each ends with a `{`, so the `{`s are
-/// found from the end (`memrchr`: a few in `metadata`, before its key is met) and the key
-/// looked for before each; a reverse substring search read every byte back to the key, and
-/// cost as much as the rest of the summary.
+/// Where the last [`METADATA_KEY`] of `body` starts, if it is in the body's last
+/// [`METADATA_REACH`] bytes (`None` otherwise: the caller parses the body whole). Each key ends
+/// with a `{`, so the last [`BRACES_LOOKED_AT`] `{`s are found from the end (`memrchr`:
+/// `metadata` has four of its own) and the key looked for before each; a reverse substring
+/// search read every byte back to the key, and cost as much as the rest of the summary. Past
+/// them, that search over the rest of the reach. Vendor text in `metadata` can hold any number
+/// of braces (review 21g: an `event_code` of 1 MiB of them, searched for one brace at a time,
+/// cost 13 times the whole parse); the reach bounds what is searched before giving up.
 fn last_metadata_key(body: &[u8]) -> Option<usize> {
-    memchr::memrchr_iter(b'{', body)
-        .find(|&brace| body[..=brace].ends_with(METADATA_KEY))
-        .map(|brace| brace + 1 - METADATA_KEY.len())
+    let reach = body.len().saturating_sub(METADATA_REACH);
+    let mut rest = body.len();
+    for brace in memchr::memrchr_iter(b'{', &body[reach..]).take(BRACES_LOOKED_AT) {
+        let brace = reach + brace;
+        if body[..=brace].ends_with(METADATA_KEY) {
+            return Some(brace + 1 - METADATA_KEY.len());
+        }
+        rest = brace;
+    }
+    METADATA_FROM_END.rfind(&body[reach..rest]).map(|at| reach + at)
 }
+
+/// How many `{` [`last_metadata_key`] looks at before it searches for the key instead.
+const BRACES_LOOKED_AT: usize = 16;
+
+/// How far from an event's end [`last_metadata_key`] looks for its `metadata` key: 13 times
+/// the largest `metadata` the shipped vendors write (about 600 bytes; more with long labels or
+/// vendor codes).
+const METADATA_REACH: usize = 8 << 10;
+
+/// Searches an event from its end for [`METADATA_KEY`] (`memchr`'s searcher, built once).
+static METADATA_FROM_END: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new(METADATA_KEY));
 
 /// The summary of an event of the writer's shape, read from its head and its `metadata` alone;
 /// `None` when the body is not of that shape or anything read is not exactly what the writer
 /// writes (the caller then parses it whole, [`summarize_parsed`]).
 ///
-/// The same summary as [`summarize_parsed`] for every body that is JSON with each summary attribute once
-/// (`summary_tests`): the head is walked member by member in the writer's order, each value read
-/// as serde_json reads it or refused (a string with an escape, a number with a fraction or a
-/// leading zero: left to the parser); `metadata` is the member that ends the event. The last
-/// `,"metadata":{` is a key (a `"` inside a string is escaped, so `,"` is never in one), and
-/// the object it opens must be parsed to exactly the event's closing brace: one nested deeper
-/// would leave its parents' braces after it. A body whose skipped middle is not JSON at all is
-/// read here where the parser would have refused it: bodies are the writer's, checked by the
-/// queue's lengths, and the sinks' receivers see the same bytes either way.
+/// The same summary as [`summarize_parsed`] for every body that is JSON with each summary
+/// attribute once (the tests below, `tests/it/mapping_bytes.rs` for every vendor's events, and
+/// `tests/it/review21g.rs`): the head is walked member by member in the writer's order, each
+/// value read as serde_json reads it or refused (a kept string with an escape, a number with a
+/// fraction or a leading zero: left to the parser); `metadata` is the member that ends the
+/// event, walked the same way ([`walk_metadata`]) or parsed alone. The last `,"metadata":{` is a
+/// key (a `"` inside a string is escaped, so `,"` is never in one), and the object it opens
+/// must end exactly at the event's closing brace: one nested deeper would leave its parents'
+/// braces after it. Bodies the writer never writes may read otherwise, where the parser
+/// refused them: one whose skipped middle is not JSON (a byte flipped on disk: it goes to the
+/// receivers as it is), and one with a summary attribute twice (the head's, or the last
+/// `metadata`, is read).
 pub fn summarize_shaped(body: &[u8]) -> Option<Summary<'_>> {
     let mut head = Head { body, at: 0 };
     head.key(b"{\"class_uid\":")?;
@@ -637,6 +666,28 @@ mod tests {
         assert_eq!(seen(&Ok(summary)), seen(&summarize_parsed(body)));
     }
 
+    /// A `metadata` longer than the reach (labels of 10 KiB): its key is not looked for further,
+    /// and the event is parsed whole, to the same summary; a key straddling the reach's start
+    /// is not found either.
+    #[test]
+    fn metadata_beyond_the_reach_is_parsed_whole() {
+        let long = EVENT.replace(
+            r#""log_name":"aitronos-prod","processed_time""#,
+            &format!(r#""labels":["{}"],"log_name":"x","processed_time""#, "{".repeat(10 << 10)),
+        );
+        let body = long.as_bytes();
+        assert!(summarize_shaped(body).is_none());
+        assert_eq!(seen(&summarize(body)), seen(&summarize_parsed(body)));
+        assert!(summarize(body).is_ok());
+        // Cut so that the reach starts at the key, or one byte or more into it.
+        let key = memchr::memmem::rfind(body, METADATA_KEY).unwrap();
+        for into in [1, METADATA_KEY.len() - 1] {
+            assert_eq!(last_metadata_key(&body[..key + into + METADATA_REACH]), None, "{into}");
+        }
+        let just = &body[..key + METADATA_REACH];
+        assert_eq!(last_metadata_key(just), Some(key));
+    }
+
     /// A `metadata` the walk does not read exactly as the writer writes it is parsed (the object
     /// alone): the same summary as parsing the event whole.
     #[test]
@@ -732,15 +783,17 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The key found by its braces is the last one a substring search finds.
+        /// The key found by its braces is the last one a substring search finds, whether it is
+        /// among the last [`BRACES_LOOKED_AT`] braces or not (within [`METADATA_REACH`]).
         #[test]
         fn the_last_metadata_key_is_the_substring_searchs_last(
             parts in proptest::collection::vec(
                 proptest::sample::select(vec![",\"metadata\":{", ",\"metadata\":", "{", "}", ",", "\"", "a", "metadata"]),
-                0..40,
+                0..120,
             ),
         ) {
             let body = parts.concat();
+            proptest::prop_assert!(body.len() < METADATA_REACH);
             let want = memchr::memmem::rfind(body.as_bytes(), METADATA_KEY);
             proptest::prop_assert_eq!(last_metadata_key(body.as_bytes()), want, "{}", body);
         }

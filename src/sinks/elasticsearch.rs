@@ -487,8 +487,9 @@ pub fn document_head(target: &Target, event: &QueuedEvent) -> Result<DocHead, St
     serde_json::to_writer(&mut lines, &action).map_err(|e| format!("cannot write the action: {e}"))?;
     lines.push(b'\n');
     serde_json::to_writer(&mut lines, &head).map_err(|e| format!("cannot write the document: {e}"))?;
-    // The OCSF event goes in as the queued bytes (summarize just read them whole as one JSON
-    // object): the head always has `@timestamp`, so a comma joins it.
+    // The OCSF event goes in as the queued bytes (summarize just read its head and `metadata`;
+    // bytes damaged between them would go as they are, refused by Elasticsearch for this item
+    // alone): the head always has `@timestamp`, so a comma joins it.
     lines.pop();
     lines.extend_from_slice(b",\"ocsf\":");
     Ok(DocHead { index, lines })

@@ -596,8 +596,9 @@ fn write_envelope<W: std::io::Write + ?Sized>(
     event: &StampedEvent<'_>,
 ) -> std::io::Result<()> {
     out.write_all(head)?;
-    // The event goes in as the queued bytes, not parsed again: `summarize` read them whole as
-    // one JSON object (`transmit_time` is a splice inside it).
+    // The event goes in as the queued bytes, not parsed again (`transmit_time` is a splice
+    // inside it). `summarize` read its head and `metadata`; bytes damaged between them on disk
+    // would go as they are, and the collector names such an event invalid (code 6).
     event.write_to(out)?;
     out.write_all(b"}\n")
 }

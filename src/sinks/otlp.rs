@@ -494,8 +494,9 @@ fn log_record(event: &QueuedEvent, mode: OtlpBody, clock: &Clock) -> Result<LogR
         Ok::<_, String>(AnyValue { value: Some(any_value::Value::StringValue(text.to_owned())) })
     };
     let body = match mode {
-        // The event summarized, so it is JSON; one nested deeper than serde_json's recursion
-        // limit (a vendor record nested ~127 levels) still goes out, as its JSON text.
+        // An event that does not parse here (one nested deeper than serde_json's recursion
+        // limit, a vendor record nested ~127 levels; or damaged between the head and `metadata`
+        // that `summarize` read) still goes out, as its text.
         OtlpBody::Structured => match serde_json::from_slice::<JsonAnyValue>(&event.body) {
             Ok(value) => value.0,
             Err(_) => json_string()?,

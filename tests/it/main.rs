@@ -65,6 +65,7 @@ mod review20ra;
 mod review20rb;
 mod review21a;
 mod review21b;
+mod review21g;
 mod rotation;
 mod secrets;
 mod sim_contracts;
