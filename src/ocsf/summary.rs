@@ -127,7 +127,8 @@ fn last_metadata_key(body: &[u8]) -> Option<usize> {
     let mut rest = body.len();
     for brace in memchr::memrchr_iter(b'{', &body[reach..]).take(BRACES_LOOKED_AT) {
         let brace = reach + brace;
-        if body[..=brace].ends_with(METADATA_KEY) {
+        // Within the reach, as the search below: a key across its start is not found either.
+        if body[reach..=brace].ends_with(METADATA_KEY) {
             return Some(brace + 1 - METADATA_KEY.len());
         }
         rest = brace;

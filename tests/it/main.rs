@@ -66,6 +66,7 @@ mod review20rb;
 mod review21a;
 mod review21b;
 mod review21g;
+mod review21h;
 mod rotation;
 mod secrets;
 mod sim_contracts;
