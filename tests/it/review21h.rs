@@ -411,10 +411,10 @@ proptest::proptest! {
         body.push(b'"');
         body.extend_from_slice(&event[key..]);
         let parsed = summary::summarize_parsed(&body);
-        if let Some(shaped) = summary::summarize_shaped(&body) {
-            if parsed.is_ok() {
-                proptest::prop_assert_eq!(format!("{:?}", Ok::<_, String>(shaped)), format!("{:?}", parsed));
-            }
+        if let Some(shaped) = summary::summarize_shaped(&body)
+            && parsed.is_ok()
+        {
+            proptest::prop_assert_eq!(format!("{:?}", Ok::<_, String>(shaped)), format!("{:?}", parsed));
         }
     }
 }
