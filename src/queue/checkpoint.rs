@@ -13,9 +13,9 @@ use rusqlite::Connection;
 
 use super::{QueueError, SqliteContext};
 
-/// The writer's own automatic checkpoint, in WAL pages: only a backstop (64 MiB of WAL) for when
-/// the [`Checkpointer`] falls behind or fails.
-pub(super) const WRITER_AUTOCHECKPOINT_PAGES: i64 = 16_384;
+/// The writer's own automatic checkpoint, as WAL bytes (set in pages of the file's size): only
+/// a backstop for when the [`Checkpointer`] falls behind or fails.
+pub(super) const WRITER_AUTOCHECKPOINT_BYTES: i64 = 64 << 20;
 
 /// At most one checkpoint per this interval; frames written meanwhile go with the next.
 const CHECKPOINT_PACE: Duration = Duration::from_millis(50);

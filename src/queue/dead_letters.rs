@@ -7,7 +7,7 @@
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::pages::{RowWriter, set_issued};
+use super::pages::{RowWriter, check_dead_letter, set_issued};
 use super::writer::{Command, Writer};
 use super::{DeadLetter, DeadLetterCount, Queue, QueueError, SqliteContext, to_u64};
 
@@ -128,15 +128,19 @@ impl Writer {
             self.conn.transaction_with_behavior(TransactionBehavior::Immediate).op(&self.path, "begin a replay")?;
         let mut write = || -> rusqlite::Result<()> {
             let mut select =
-                tx.prepare_cached("SELECT source, raw FROM dead_letters WHERE id = ?1 AND sink IS NOT NULL")?;
+                tx.prepare_cached("SELECT source, raw, crc FROM dead_letters WHERE id = ?1 AND sink IS NOT NULL")?;
             let mut delete = tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?;
             // Each replayed event is stored anew (ids after every cursor), in rows of its source's.
             let mut rows = RowWriter::default();
             for item in items {
                 let row = select
-                    .query_row([item.dead_letter_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
+                    .query_row([item.dead_letter_id], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Option<i64>>(2)?))
+                    })
                     .optional()?;
-                let Some((source, raw)) = row else { continue };
+                let Some((source, raw, sum)) = row else { continue };
+                // Damaged bytes must not be stored anew under a checksum of their own.
+                check_dead_letter(item.dead_letter_id, &raw, sum)?;
                 delete.execute([item.dead_letter_id])?;
                 newest_id += 1;
                 rows.push(&tx, &source, now_ms, newest_id, &raw)?;

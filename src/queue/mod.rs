@@ -40,6 +40,10 @@ mod review21a_tests;
 mod review21e_tests;
 #[cfg(test)]
 mod review21f_tests;
+#[cfg(test)]
+mod review21i_tests;
+#[cfg(test)]
+mod review21j_tests;
 mod schema;
 mod views;
 mod writer;
@@ -235,7 +239,7 @@ pub enum QueueError {
     #[error("{} is not a SQLite database (or is corrupt): {MOVE_ASIDE}", path.display())]
     NotADatabase { path: PathBuf },
     #[error(
-        "queue database {} is damaged ({detail}); refusing to start on it.{} {RECOVERY}",
+        "queue database {} is damaged ({detail}); nothing is delivered from it until it is recovered.{} {RECOVERY}",
         path.display(),
         readable(checkpoints)
     )]
@@ -663,7 +667,13 @@ impl Queue {
 
     #[cfg(test)]
     async fn synchronous(&self) -> Result<i64, QueueError> {
-        self.call(|reply| Command::Synchronous { reply }).await
+        self.pragma("synchronous").await
+    }
+
+    /// The writer connection's value of a pragma.
+    #[cfg(test)]
+    async fn pragma(&self, name: &'static str) -> Result<i64, QueueError> {
+        self.call(|reply| Command::Pragma { name, reply }).await
     }
 }
 

@@ -87,7 +87,7 @@ async fn review21f_a_row_with_an_unknown_codec_is_refused_at_open_too() {
 // ---------------------------------------------------------------- what held (pass on the change)
 
 /// A brand-new file at user_version 0 (an empty `auditrelay.db`: `touch`, a provisioning tool)
-/// is not a salvage: it becomes an empty version 9 queue whose ids start at 1.
+/// is not a salvage: it becomes an empty queue of today's version whose ids start at 1.
 #[tokio::test]
 async fn review21f_an_empty_version_0_file_becomes_a_fresh_queue() {
     let dir = tempfile::tempdir().unwrap();
@@ -99,7 +99,7 @@ async fn review21f_an_empty_version_0_file_becomes_a_fresh_queue() {
     assert_eq!(batch.iter().map(|e| e.id).collect::<Vec<_>>(), [1]);
     q.close().await.unwrap();
     let v: i64 = db(dir.path()).pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(v, 9);
+    assert_eq!(v, crate::queue::schema::SCHEMA_VERSION);
 }
 
 /// A version 9 file salvaged to user_version 0 with `event_ids` gone: the floor comes from the

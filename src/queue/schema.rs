@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode};
 
-use super::checkpoint::WRITER_AUTOCHECKPOINT_PAGES;
+use super::checkpoint::WRITER_AUTOCHECKPOINT_BYTES;
 use super::cursors::reconcile_cursors;
 use super::pages::{RowWriter, set_issued};
 use super::{QueueError, ReadableCheckpoint, SqliteContext};
@@ -19,7 +19,7 @@ use super::{QueueError, ReadableCheckpoint, SqliteContext};
 /// How many problems `PRAGMA quick_check` lists before it stops.
 const QUICK_CHECK_PROBLEMS: u32 = 5;
 /// The `PRAGMA user_version` this code writes and understands.
-pub(super) const SCHEMA_VERSION: i64 = 9;
+pub(super) const SCHEMA_VERSION: i64 = 10;
 
 const SCHEMA: &str = "
 -- Version 9: events stored a page at a time (`pages.rs`): the events `first_id..=last_id` of one
@@ -33,7 +33,12 @@ CREATE TABLE IF NOT EXISTS pages (
     collected_ms INTEGER NOT NULL,  -- when the page was stored (ms since the epoch)
     sizes BLOB NOT NULL,
     codec INTEGER NOT NULL,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    -- Version 10: the CRC-32 of `sizes` then `body` as stored, checked at every read and at
+    -- open (`pages::verify`): `quick_check` never reads the content of a row's overflow pages.
+    -- NULL for a row stored before version 10 (not checked). The column is `ADD_CRC` on a
+    -- version 9 database.
+    crc INTEGER
 );
 -- Version 5: keyed by event time first. A record is the same record when its source, time and
 -- key are; keys arriving in time order then fill the b-tree at one end (vendor ids are random,
@@ -61,6 +66,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     raw BLOB NOT NULL,
     created_at_ms INTEGER NOT NULL,
     sink TEXT,
+    -- Version 10: the CRC-32 of `raw`, checked at open and before a replay stores it again;
+    -- NULL for a dead letter made before version 10. `ADD_CRC` on an older table.
+    crc INTEGER,
     UNIQUE (source, key)
 );
 -- Version 2: records of a streamed answer (Astronomer's one-window export) wait here until the
@@ -100,7 +108,7 @@ CREATE TABLE IF NOT EXISTS rate_pauses (
 -- since the epoch): keys of records dated before it are gone, so `backfill` knows where the
 -- live source's keys no longer tell what it stored. No row: never pruned by version 8 or later.
 CREATE TABLE IF NOT EXISTS dedupe_pruned (source TEXT PRIMARY KEY, before_ms INTEGER NOT NULL);
-PRAGMA user_version = 9;
+PRAGMA user_version = 10;
 ";
 
 /// Run on every open, after `SCHEMA` and before the migrations and the cursors' reconciliation
@@ -120,6 +128,12 @@ UPDATE event_ids SET issued = MAX(issued, purged,
     COALESCE((SELECT MAX(last_id) FROM pages), 0),
     COALESCE((SELECT MAX(last_id) FROM sink_cursors), 0));
 ";
+
+/// Version 10 on a table made before it (version 9 or older, or a salvaged file of one).
+const ADD_CRC: [(&str, &str); 2] = [
+    ("pages", "ALTER TABLE pages ADD COLUMN crc INTEGER;"),
+    ("dead_letters", "ALTER TABLE dead_letters ADD COLUMN crc INTEGER;"),
+];
 
 /// Run before `SCHEMA` on a version 6 database, whose `rate_pauses` has only the wall time.
 const ADD_BOOT_PAUSE: &str = "ALTER TABLE rate_pauses ADD COLUMN boot_id TEXT;
@@ -175,7 +189,11 @@ pub(super) fn open_connection(
     }
     // FULL: a commit is on disk before we reply, so a checkpoint never outruns its events.
     conn.pragma_update(None, "synchronous", "FULL").map_err(fail)?;
-    conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES).map_err(fail)?;
+    // SQLite's default pages (4 KiB) for a new database: 16 KiB pages cost less CPU, but a bad
+    // block inside an overflow page's content then goes unseen (BENCHMARKS.md, "Issue 21, seventh
+    // round"; `review21i_tests.rs`). The backstop counts in the file's own pages, whatever made it.
+    let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0)).map_err(fail)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_BYTES / page_size.max(512)).map_err(fail)?;
 
     let tx = conn.transaction().map_err(fail)?;
     if (1..3).contains(&found) {
@@ -193,6 +211,15 @@ pub(super) fn open_connection(
     if found < SCHEMA_VERSION {
         tx.execute_batch(SCHEMA).op(path, "create the schema")?;
     }
+    // Version 0 too: a salvaged older file has its tables without their checksums.
+    for (table, add) in ADD_CRC {
+        let has_crc: bool = tx
+            .query_row("SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = 'crc')", [table], |r| r.get(0))
+            .op(path, "read a table's columns")?;
+        if !has_crc {
+            tx.execute_batch(add).op(path, "add a checksum column")?;
+        }
+    }
     // On every open: a database salvaged with `sqlite3 .recover` may have lost this row (or the
     // table, at version 9). `pages::ids` then floors the last id issued at the stored rows and
     // the sink cursors.
@@ -201,6 +228,12 @@ pub(super) fn open_connection(
     // version 8 file salvaged so still holds its `events`.
     if found < 9 {
         events_to_pages(&tx).op(path, "move the queued events into pages")?;
+    }
+    // Every stored row against its checksum, before anything is delivered from it: a bad block
+    // inside a row's bodies is refused here as damage is (README "Damaged state").
+    if let Err(e) = super::pages::verify(&tx) {
+        let detail = e.to_string();
+        return Err(QueueError::Damaged { path: path.to_owned(), detail, checkpoints: readable_checkpoints(&tx) });
     }
     let (_, removed) = reconcile_cursors(&tx, path, sinks)?;
     tx.commit().op(path, "commit the schema and sink cursors")?;
@@ -292,6 +325,63 @@ mod tests {
         let version: i64 = other.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!((mode.as_str(), version), ("wal", SCHEMA_VERSION));
         q.close().await.unwrap();
+    }
+
+    /// A new database keeps SQLite's 4 KiB pages (16 KiB pages were measured and refused: a bad
+    /// block inside an overflow page's content goes unseen, review 21i) and the writer's backstop
+    /// checkpoint is 64 MiB of WAL. A database of other pages (made by another tool, or by a
+    /// `VACUUM`) gets the same 64 MiB in its own pages, and stores and delivers as before.
+    #[tokio::test]
+    async fn the_writer_has_a_64_mib_backstop_in_any_page_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("new"), opts(&["a"], 1000)).unwrap();
+        let other = Connection::open(q.path()).unwrap();
+        let size: i64 = other.pragma_query_value(None, "page_size", |r| r.get(0)).unwrap();
+        assert_eq!(size, 4096, "SQLite's default pages");
+        assert_eq!(q.pragma("wal_autocheckpoint").await.unwrap(), (64 << 20) / 4096);
+        q.close().await.unwrap();
+
+        let odd = dir.path().join("odd");
+        std::fs::create_dir_all(&odd).unwrap();
+        {
+            let db = Connection::open(odd.join("auditrelay.db")).unwrap();
+            db.pragma_update(None, "page_size", 16_384).unwrap();
+            db.pragma_update(None, "journal_mode", "WAL").unwrap();
+        }
+        let q = Queue::open(&odd, opts(&["a"], 10_000_000)).unwrap();
+        let other = Connection::open(q.path()).unwrap();
+        let size: i64 = other.pragma_query_value(None, "page_size", |r| r.get(0)).unwrap();
+        assert_eq!(size, 16_384, "an existing database keeps its page size");
+        assert_eq!(q.pragma("wal_autocheckpoint").await.unwrap(), (64 << 20) / 16_384);
+        let big = "x".repeat(300_000); // a row of overflow pages
+        q.store_page(page("src", vec![ev("k1", 1, &big), ev("k2", 2, "small")])).await.unwrap();
+        assert_eq!(all(&q, "a").await, vec![big, "small".to_owned()]);
+        q.close().await.unwrap();
+    }
+
+    /// Version 9 (rows without checksums) upgrades to 10: the column is added, the rows stored
+    /// before are read as stored (nothing to check them against), and rows stored after carry
+    /// their checksum.
+    #[tokio::test]
+    async fn a_version_9_database_gains_row_checksums_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let to_9 = "ALTER TABLE pages DROP COLUMN crc; PRAGMA user_version = 9;";
+        stored_then(dir.path(), vec![ev("a", 1, "alpha"), ev("b", 2, "bravo")], to_9).await;
+        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
+        q.store_page(page("src", vec![ev("c", 3, "charlie")])).await.unwrap();
+        assert_eq!(all(&q, "s").await, ["alpha", "bravo", "charlie"]);
+        q.close().await.unwrap();
+        let db = Connection::open(dir.path().join("auditrelay.db")).unwrap();
+        let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let sums: Vec<Option<i64>> = db
+            .prepare("SELECT crc FROM pages ORDER BY first_id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(version, 10);
+        assert!(sums.len() == 2 && sums[0].is_none() && sums[1].is_some(), "{sums:?}");
     }
 
     #[test]

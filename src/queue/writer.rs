@@ -126,8 +126,10 @@ pub(super) enum Command {
         selection: DeadLetterSelection,
         reply: Reply<u64>,
     },
+    /// The writer connection's value of a pragma (`synchronous`, `wal_autocheckpoint`, …).
     #[cfg(test)]
-    Synchronous {
+    Pragma {
+        name: &'static str,
         reply: Reply<i64>,
     },
     /// Blocks the database thread until `resume` sends (or is dropped), so commands pile up.
@@ -361,9 +363,9 @@ impl Writer {
                     let _ = reply.send(self.purge_dead_letters(&selection));
                 }
                 #[cfg(test)]
-                Command::Synchronous { reply } => {
-                    let value = self.conn.pragma_query_value(None, "synchronous", |r| r.get(0));
-                    let _ = reply.send(value.op(&self.path, "read synchronous"));
+                Command::Pragma { name, reply } => {
+                    let value = self.conn.pragma_query_value(None, name, |r| r.get(0));
+                    let _ = reply.send(value.op(&self.path, "read a pragma"));
                 }
                 #[cfg(test)]
                 Command::Pause { resume } => {

@@ -59,8 +59,8 @@ pub(super) fn write_page(
     let mut rows = RowWriter::default();
     let mut next_id = *newest_id;
     let mut dead = tx.prepare_cached(
-        "INSERT OR IGNORE INTO dead_letters (source, key, reason, raw, created_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT OR IGNORE INTO dead_letters (source, key, reason, raw, created_at_ms, crc)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     // Dead letters count against `max_bytes` too.
     let mut dead_bytes = 0u64;
@@ -86,7 +86,7 @@ pub(super) fn write_page(
                 put_event(&e.dedupe_key, e.event_time_ms, &e.body)?;
             }
             for d in dead_letters {
-                let stored = dead.execute(params![source, d.key, d.reason, d.raw, now_ms])?;
+                let stored = dead.execute(params![source, d.key, d.reason, d.raw, now_ms, pages::crc(&[], &d.raw)])?;
                 outcome.dead_lettered += stored;
                 dead_bytes += (stored as u64) * d.raw.len() as u64;
             }
@@ -101,7 +101,7 @@ pub(super) fn write_page(
                 let body = row.get_ref(3)?.as_blob()?;
                 if is_dead {
                     let reason: String = row.get(4)?;
-                    let stored = dead.execute(params![source, k, reason, body, now_ms])?;
+                    let stored = dead.execute(params![source, k, reason, body, now_ms, pages::crc(&[], body)])?;
                     outcome.dead_lettered += stored;
                     dead_bytes += (stored as u64) * body.len() as u64;
                 } else {
@@ -203,15 +203,15 @@ pub(super) fn write_ack(
         // Copied from its stored row, before the delete below can remove it. An event this sink
         // already passed (or that is gone) is not copied twice: the key is unique.
         let mut copy = tx.prepare_cached(
-            "INSERT OR IGNORE INTO dead_letters (source, key, reason, raw, created_at_ms, sink)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR IGNORE INTO dead_letters (source, key, reason, raw, created_at_ms, sink, crc)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         // Below the purge mark an event is gone, even if its row is still stored.
         let purged = pages::purged(tx)?;
         for r in refused.iter().filter(|r| r.id <= upto && r.id > purged) {
             let Some((source, body)) = pages::event(tx, r.id)? else { continue };
             let key = format!("{sink}#{}", r.id);
-            let stored = copy.execute(params![source, key, r.reason, body, now_ms, sink])?;
+            let stored = copy.execute(params![source, key, r.reason, body, now_ms, sink, pages::crc(&[], &body)])?;
             added += (stored as u64) * body.len() as u64;
         }
     }
