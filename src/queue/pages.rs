@@ -346,8 +346,7 @@ pub(super) fn verify(conn: &Connection) -> rusqlite::Result<()> {
 /// A dead letter's `raw` against its checksum (`None`: stored before version 10, not checked).
 pub(super) fn check_dead_letter(id: i64, raw: &[u8], sum: Option<i64>) -> rusqlite::Result<()> {
     if sum.is_some_and(|sum| sum != crc(&[], raw)) {
-        let what = DamagedRow(format!("dead letter {id} is damaged: its bytes do not match their checksum"));
-        return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(what)));
+        return Err(damaged_row(format!("dead letter {id} is damaged: its bytes do not match their checksum")));
     }
     Ok(())
 }
@@ -366,8 +365,12 @@ impl std::fmt::Display for DamagedRow {
 impl std::error::Error for DamagedRow {}
 
 fn damaged(first: i64, what: &str) -> rusqlite::Error {
-    let row = DamagedRow(format!("the stored events from id {first} are damaged: {what}"));
-    rusqlite::Error::ToSqlConversionFailure(Box::new(row))
+    damaged_row(format!("the stored events from id {first} are damaged: {what}"))
+}
+
+/// The error of a stored row or dead letter that does not hold together, saying so in `what`.
+fn damaged_row(what: String) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(DamagedRow(what)))
 }
 
 fn too_large(id: i64, len: usize) -> rusqlite::Error {
