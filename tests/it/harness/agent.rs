@@ -31,13 +31,15 @@ impl Agent {
     }
 
     /// `auditrelay <args> -c config` with `RUST_LOG=info` unless `env` sets it, appending its
-    /// stderr to `log`. The binary is cargo's build of this package, or `$AUDITRELAY_BIN`.
+    /// stderr and stdout to `log`. The binary is cargo's build of this package, or `$AUDITRELAY_BIN`.
     pub fn spawn(args: &[&str], config: &Path, log: &Path, env: &[(&str, &str)]) -> Agent {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .unwrap_or_else(|e| panic!("cannot open the agent's log {}: {e}", log.display()));
+        let stdout =
+            stderr.try_clone().unwrap_or_else(|e| panic!("cannot share the agent's log {}: {e}", log.display()));
         // `AUDITRELAY_BIN` runs another build instead (benchmarks compare builds with it).
         let binary = std::env::var_os("AUDITRELAY_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_auditrelay").into());
         let mut cmd = tokio::process::Command::new(binary);
@@ -48,7 +50,9 @@ impl Agent {
             .env_remove("JOURNAL_STREAM")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // Into the log too: `run --once` prints its summary line there (what each sink
+            // still has queued, which source failed), and a failed test shows it with the log.
+            .stdout(stdout)
             .stderr(stderr)
             .kill_on_drop(true);
         let child = cmd.spawn().unwrap();

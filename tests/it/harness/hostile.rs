@@ -114,7 +114,8 @@ pub struct Served {
     pub arrived: Instant,
     pub arrived_wall: SystemTime,
     pub status: u16,
-    /// When the answer's head was written (`None` before).
+    /// Just before the answer's head was written (`None` until it was): the agent cannot have
+    /// read it earlier, so a wait measured from here is never longer than the agent's own.
     pub head_sent: Option<Instant>,
     /// Body bytes written (the agent's socket took them).
     pub body_bytes: u64,
@@ -202,10 +203,13 @@ async fn serve(mut socket: TcpStream, handler: Handler, log: Arc<Mutex<Vec<Serve
             }
             head.push_str("\r\n");
             entry.update(|s| s.status = status);
+            // Taken before the write: the agent may read the head (and start its wait) before
+            // this task is scheduled again after `write_all`, so an instant taken after it can be
+            // late by however long the machine kept this task waiting.
+            let sent = Instant::now();
             if socket.write_all(head.as_bytes()).await.is_err() {
                 End::ClientGone
             } else {
-                let sent = Instant::now();
                 entry.update(|s| s.head_sent = Some(sent));
                 write_body(&mut socket, body, &entry).await
             }
