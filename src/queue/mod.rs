@@ -44,6 +44,8 @@ mod review21f_tests;
 mod review21i_tests;
 #[cfg(test)]
 mod review21j_tests;
+#[cfg(test)]
+mod review21k_tests;
 mod schema;
 mod views;
 mod writer;

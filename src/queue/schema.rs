@@ -158,6 +158,21 @@ DROP TABLE dedupe;
 ALTER TABLE dedupe_v5 RENAME TO dedupe;
 ";
 
+/// The page size of a database this agent makes (SQLite's default is 4 KiB). A stored row (up to
+/// 256 KiB of bodies) is then 16 overflow pages, not 64: each a WAL frame, a checkpoint copy and
+/// a read per sink fewer (BENCHMARKS.md, "Issue 21, eighth round": less CPU and memory). It was
+/// refused in the seventh round while a bad block inside an overflow page's content went unseen
+/// (`review21i_tests.rs`); since schema 10 every row's checksum is checked at open and at every
+/// read, whatever the page size. An existing file keeps the page size it was made with.
+pub(super) const NEW_FILE_PAGE_SIZE: i64 = 16_384;
+
+/// The writer connection's page cache, in KiB, for a file of `page_size` pages: 1,000 KiB (62
+/// pages) in 16 KiB pages; SQLite's default 2,000 KiB in smaller ones, where halving it was
+/// measured to cost about 13 % more CPU (BENCHMARKS.md, "Issue 21, seventh round").
+fn cache_kib(page_size: i64) -> i64 {
+    if page_size >= NEW_FILE_PAGE_SIZE { 1_000 } else { 2_000 }
+}
+
 /// Opens the file, checks what it is, sets the pragmas, creates the schema and reconciles the
 /// sink cursors with the configured sinks.
 /// The connection, and the sinks no longer configured whose cursors it deleted, with the events
@@ -182,6 +197,9 @@ pub(super) fn open_connection(
         return Err(QueueError::NewerSchema { path: path.to_owned(), found, supported: SCHEMA_VERSION });
     }
     check_integrity(&conn, path)?;
+    // Before the first write (the WAL switch below writes the header): a new file is made in
+    // NEW_FILE_PAGE_SIZE pages. On an existing file this does nothing; it keeps its own.
+    conn.pragma_update(None, "page_size", NEW_FILE_PAGE_SIZE).map_err(fail)?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(fail)?;
     if !mode.eq_ignore_ascii_case("wal") {
         // E.g. a filesystem without shared memory. FULL sync keeps commits durable; only slower.
@@ -189,11 +207,10 @@ pub(super) fn open_connection(
     }
     // FULL: a commit is on disk before we reply, so a checkpoint never outruns its events.
     conn.pragma_update(None, "synchronous", "FULL").map_err(fail)?;
-    // SQLite's default pages (4 KiB) for a new database: 16 KiB pages cost less CPU, but a bad
-    // block inside an overflow page's content then goes unseen (BENCHMARKS.md, "Issue 21, seventh
-    // round"; `review21i_tests.rs`). The backstop counts in the file's own pages, whatever made it.
+    // The backstop counts in the file's own pages, whatever made it.
     let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0)).map_err(fail)?;
     conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_BYTES / page_size.max(512)).map_err(fail)?;
+    conn.pragma_update(None, "cache_size", -cache_kib(page_size)).map_err(fail)?;
 
     let tx = conn.transaction().map_err(fail)?;
     if (1..3).contains(&found) {
@@ -235,9 +252,56 @@ pub(super) fn open_connection(
         let detail = e.to_string();
         return Err(QueueError::Damaged { path: path.to_owned(), detail, checkpoints: readable_checkpoints(&tx) });
     }
+    // The newest events issued must still be stored, or passed by a sink (review 21k).
+    check_newest_stored(&tx, path, found)?;
     let (_, removed) = reconcile_cursors(&tx, path, sinks)?;
     tx.commit().op(path, "commit the schema and sink cursors")?;
     Ok((conn, removed))
+}
+
+/// Refuses a file that lost its newest rows: the last event id issued (`event_ids.issued`, in
+/// another page of the file) is above every stored row, the purge mark and every sink's cursor.
+/// A write the disk acknowledged and never kept (or a live copy of the file restored without its
+/// WAL) can put back an older version of the page holding the newest rows: in 16 KiB pages all of
+/// a small queue's rows share one leaf page, whose older header hides the newer rows in the same
+/// page, which `quick_check` does not see and no row's checksum can (review 21k). The sources'
+/// checkpoints say those events were stored, so they would never be fetched again.
+///
+/// Not below version 9: at `found` 0 (a new file, or one salvaged with `sqlite3` after damage,
+/// README "Damaged state") the loss is the damage the operator salvaged from; before version 9
+/// `event_ids` did not exist and was made above, from the old table's sequence. There the last
+/// id issued is brought down to what the file holds, with a warning naming the lost ids: no sink
+/// passed those ids (nor dead-lettered one, which moves its cursor past it), so none is skipped
+/// or confused when they are issued again, and the next open finds the file whole.
+fn check_newest_stored(tx: &Connection, path: &Path, found: i64) -> Result<(), QueueError> {
+    let (issued, held): (i64, i64) = tx
+        .query_row(
+            "SELECT (SELECT issued FROM event_ids),
+                    MAX(COALESCE((SELECT purged FROM event_ids), 0),
+                        COALESCE((SELECT MAX(last_id) FROM pages), 0),
+                        COALESCE((SELECT MAX(last_id) FROM sink_cursors), 0))",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .op(path, "check the newest events are stored")?;
+    if issued <= held {
+        return Ok(());
+    }
+    let lost = format!("{}..={issued}", held + 1);
+    if found < 9 {
+        tx.execute("UPDATE event_ids SET issued = ?1", [held]).op(path, "check the newest events are stored")?;
+        tracing::warn!(path = %path.display(), ids = lost, "the last event ids issued hold no stored event and no sink \
+            passed them: they are issued again (events stored under them, if any, were lost with the damage)");
+        return Ok(());
+    }
+    Err(QueueError::Damaged {
+        path: path.to_owned(),
+        detail: format!(
+            "events {lost} were stored (the last event id issued is {issued}) but no row holds them and no \
+             sink passed them: the file lost writes"
+        ),
+        checkpoints: readable_checkpoints(tx),
+    })
 }
 
 /// Version 9: the events of a version 1 to 8 database (one row each) move into `pages`, each run
@@ -327,32 +391,34 @@ mod tests {
         q.close().await.unwrap();
     }
 
-    /// A new database keeps SQLite's 4 KiB pages (16 KiB pages were measured and refused: a bad
-    /// block inside an overflow page's content goes unseen, review 21i) and the writer's backstop
-    /// checkpoint is 64 MiB of WAL. A database of other pages (made by another tool, or by a
-    /// `VACUUM`) gets the same 64 MiB in its own pages, and stores and delivers as before.
+    /// A new database is made in 16 KiB pages with a 1,000 KiB page cache on the writer, and its
+    /// backstop checkpoint is 64 MiB of WAL. A database of SQLite's 4 KiB pages (made by an
+    /// agent before the eighth round of issue 21, or by another tool) keeps them, with the same
+    /// 64 MiB in its own pages and SQLite's 2,000 KiB cache, and stores and delivers as before.
     #[tokio::test]
     async fn the_writer_has_a_64_mib_backstop_in_any_page_size() {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::open(&dir.path().join("new"), opts(&["a"], 1000)).unwrap();
         let other = Connection::open(q.path()).unwrap();
         let size: i64 = other.pragma_query_value(None, "page_size", |r| r.get(0)).unwrap();
-        assert_eq!(size, 4096, "SQLite's default pages");
-        assert_eq!(q.pragma("wal_autocheckpoint").await.unwrap(), (64 << 20) / 4096);
+        assert_eq!(size, NEW_FILE_PAGE_SIZE, "a new database's pages");
+        assert_eq!(q.pragma("wal_autocheckpoint").await.unwrap(), (64 << 20) / 16_384);
+        assert_eq!(q.pragma("cache_size").await.unwrap(), -1_000, "1,000 KiB");
         q.close().await.unwrap();
 
-        let odd = dir.path().join("odd");
-        std::fs::create_dir_all(&odd).unwrap();
+        let old = dir.path().join("old");
+        std::fs::create_dir_all(&old).unwrap();
         {
-            let db = Connection::open(odd.join("auditrelay.db")).unwrap();
-            db.pragma_update(None, "page_size", 16_384).unwrap();
+            let db = Connection::open(old.join("auditrelay.db")).unwrap();
+            db.pragma_update(None, "page_size", 4096).unwrap();
             db.pragma_update(None, "journal_mode", "WAL").unwrap();
         }
-        let q = Queue::open(&odd, opts(&["a"], 10_000_000)).unwrap();
+        let q = Queue::open(&old, opts(&["a"], 10_000_000)).unwrap();
         let other = Connection::open(q.path()).unwrap();
         let size: i64 = other.pragma_query_value(None, "page_size", |r| r.get(0)).unwrap();
-        assert_eq!(size, 16_384, "an existing database keeps its page size");
-        assert_eq!(q.pragma("wal_autocheckpoint").await.unwrap(), (64 << 20) / 16_384);
+        assert_eq!(size, 4096, "an existing database keeps its page size");
+        assert_eq!(q.pragma("wal_autocheckpoint").await.unwrap(), (64 << 20) / 4096);
+        assert_eq!(q.pragma("cache_size").await.unwrap(), -2_000, "SQLite's default 2,000 KiB");
         let big = "x".repeat(300_000); // a row of overflow pages
         q.store_page(page("src", vec![ev("k1", 1, &big), ev("k2", 2, "small")])).await.unwrap();
         assert_eq!(all(&q, "a").await, vec![big, "small".to_owned()]);
@@ -464,7 +530,9 @@ mod tests {
             drop(old);
 
             let q = Queue::open(dir.path(), opts(&["s1", "s2"], 1 << 20)).unwrap();
-            assert_eq!(*q.subscribe_new_events().borrow(), 12, "the last id issued is kept");
+            // 11 and 12 were issued, never delivered and are gone: lost, and no sink passed
+            // them, so they are issued again (`check_newest_stored`).
+            assert_eq!(*q.subscribe_new_events().borrow(), 10, "the last id issued is the last one held");
             assert_eq!(q.queued_bytes(), 17 + 4, "8 events' bodies and the dead letter");
             assert_eq!(all(&q, "s2").await, ["e1", "e2", "e3", "e4", "e5", "e6", "e7", "e10"]);
             assert_eq!(all(&q, "s1").await, ["e7", "e10"]);
@@ -477,18 +545,20 @@ mod tests {
             let out = q.store_page(page("a", vec![ev("k2", 2, "new")])).await.unwrap();
             assert_eq!(out.stored, 1);
             let batch = q.read_batch("s1", 100, usize::MAX).await.unwrap();
-            assert_eq!(batch.last().map(|e| e.id), Some(13), "a new id after the last one issued");
+            assert_eq!(batch.last().map(|e| e.id), Some(11), "a new id after the last one issued");
             // s2 passes 1-6: they leave (s1 was past them), 7 on stays.
             q.ack("s2", 6).await.unwrap();
             assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (3, 3 + 3 + 2 + 4));
-            q.ack("s1", 13).await.unwrap();
-            q.ack("s2", 13).await.unwrap();
+            q.ack("s1", 11).await.unwrap();
+            q.ack("s2", 11).await.unwrap();
             assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (0, 4), "the dead letter stays");
             q.close().await.unwrap();
             let db = Connection::open(dir.path().join("auditrelay.db")).unwrap();
             let tables: i64 =
                 db.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'events'", [], |r| r.get(0)).unwrap();
             assert_eq!(tables, 0, "the old table is gone");
+            drop(db);
+            Queue::open(dir.path(), opts(&["s1", "s2"], 1 << 20)).unwrap().close().await.unwrap();
         }
     }
 
