@@ -46,6 +46,8 @@ mod review21i_tests;
 mod review21j_tests;
 #[cfg(test)]
 mod review21k_tests;
+#[cfg(test)]
+mod review21l_tests;
 mod schema;
 mod views;
 mod writer;

@@ -6,7 +6,7 @@
 //! (a lost write). Each page size is its own test, so a failure says which one. A lost write
 //! could put back an older leaf page whose header hides the newest rows, which `quick_check`
 //! does not see and no row's checksum can: `schema::check_newest_stored` now refuses a file whose
-//! last id issued is above every row, cursor and the purge mark (these tests failed before it).
+//! last id issued is above every row and the purge mark (these tests failed before it).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use super::tests::{ev, opts, page};
@@ -284,34 +284,39 @@ async fn review21k_a_lost_sector_write_never_hides_queued_events_behind_the_chec
 }
 
 /// A file whose newest row is gone while its last id issued says it was stored (what a lost
-/// write does, here by hand) is refused, naming the events; the same file salvaged (README
-/// "Damaged state": `user_version` 0) opens with the loss taken as the damage salvaged from,
-/// delivers what it holds, issues the lost ids again to new events, and opens again after.
+/// write does, here by hand) is refused, naming the events. The README's acceptance of the loss
+/// (`UPDATE event_ids SET unheld_through = issued`, after a salvage that kept `user_version`)
+/// lets it start; the same file salvaged with `.dump` (`user_version` 0) starts with a warning.
+/// Either way the lost ids are never issued again, and the file opens again after.
 #[tokio::test]
-async fn review21k_a_missing_newest_row_is_refused_unless_salvaged() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let q = Queue::open(d, opts(&["a"], u64::MAX)).unwrap();
-    for i in 1..=3 {
-        q.store_page(page("src", vec![ev(&format!("k{i}"), i, &format!("event {i}"))])).await.unwrap();
-    }
-    q.close().await.unwrap();
-    let sql = |stmt: &str| rusqlite::Connection::open(d.join("auditrelay.db")).unwrap().execute_batch(stmt).unwrap();
-    sql("DELETE FROM pages WHERE first_id = 3");
-    let err = Queue::open(d, opts(&["a"], u64::MAX)).unwrap_err().to_string();
-    assert!(err.contains("is damaged") && err.contains("events 3..=3 were stored"), "{err}");
+async fn review21k_a_missing_newest_row_is_refused_until_the_loss_is_accepted() {
+    for accept in ["UPDATE event_ids SET unheld_through = issued", "PRAGMA user_version = 0"] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let q = Queue::open(d, opts(&["a"], u64::MAX)).unwrap();
+        for i in 1..=3 {
+            q.store_page(page("src", vec![ev(&format!("k{i}"), i, &format!("event {i}"))])).await.unwrap();
+        }
+        q.close().await.unwrap();
+        let sql =
+            |stmt: &str| rusqlite::Connection::open(d.join("auditrelay.db")).unwrap().execute_batch(stmt).unwrap();
+        sql("DELETE FROM pages WHERE first_id = 3");
+        let err = Queue::open(d, opts(&["a"], u64::MAX)).unwrap_err().to_string();
+        assert!(err.contains("is damaged") && err.contains("events 3..=3 were stored"), "{err}");
+        assert!(err.contains("to accept the loss"), "{err}");
 
-    sql("PRAGMA user_version = 0");
-    let q = Queue::open(d, opts(&["a"], u64::MAX)).unwrap();
-    assert_eq!(super::tests::all(&q, "a").await, vec!["event 1", "event 2"]);
-    q.store_page(page("src", vec![ev("k4", 4, "event 4")])).await.unwrap();
-    let batch = q.read_batch("a", 100, usize::MAX).await.unwrap();
-    assert_eq!(batch.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1, 2, 3], "the lost id 3 is issued again");
-    q.ack("a", 3).await.unwrap();
-    q.close().await.unwrap();
-    let q = Queue::open(d, opts(&["a"], u64::MAX)).unwrap();
-    assert!(q.read_batch("a", 100, usize::MAX).await.unwrap().is_empty());
-    q.close().await.unwrap();
+        sql(accept);
+        let q = Queue::open(d, opts(&["a"], u64::MAX)).unwrap();
+        assert_eq!(super::tests::all(&q, "a").await, vec!["event 1", "event 2"], "{accept}");
+        q.store_page(page("src", vec![ev("k4", 4, "event 4")])).await.unwrap();
+        let batch = q.read_batch("a", 100, usize::MAX).await.unwrap();
+        assert_eq!(batch.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1, 2, 4], "{accept}: id 3 is not issued again");
+        q.ack("a", 4).await.unwrap();
+        q.close().await.unwrap();
+        let q = Queue::open(d, opts(&["a"], u64::MAX)).unwrap();
+        assert!(q.read_batch("a", 100, usize::MAX).await.unwrap().is_empty());
+        q.close().await.unwrap();
+    }
 }
 
 /// What a queue goes through in use never trips that check: everything delivered and deleted,

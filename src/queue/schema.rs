@@ -129,6 +129,11 @@ UPDATE event_ids SET issued = MAX(issued, purged,
     COALESCE((SELECT MAX(last_id) FROM sink_cursors), 0));
 ";
 
+/// Ids at or below `unheld_through` may hold no stored event: issued before this version
+/// checked (`check_newest_stored`), or accepted as lost after a salvage. Added to any file
+/// without it, whatever its version (no version step: an older agent ignores the column).
+const ADD_UNHELD_THROUGH: &str = "ALTER TABLE event_ids ADD COLUMN unheld_through INTEGER NOT NULL DEFAULT 0;";
+
 /// Version 10 on a table made before it (version 9 or older, or a salvaged file of one).
 const ADD_CRC: [(&str, &str); 2] = [
     ("pages", "ALTER TABLE pages ADD COLUMN crc INTEGER;"),
@@ -240,6 +245,14 @@ pub(super) fn open_connection(
     // On every open: a database salvaged with `sqlite3 .recover` may have lost this row (or the
     // table, at version 9). `pages::ids` then floors the last id issued at the stored rows and
     // the sink cursors.
+    // Whether the last id issued was kept (not made again below from the rows and cursors).
+    let ids_table: bool = tx
+        .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'event_ids')", [], |r| {
+            r.get(0)
+        })
+        .op(path, "check the event ids")?;
+    let ids_row = ids_table
+        && tx.query_row("SELECT EXISTS (SELECT 1 FROM event_ids)", [], |r| r.get(0)).op(path, "check the event ids")?;
     tx.execute_batch(ENSURE_EVENT_IDS).op(path, "check the event ids")?;
     // Version 0 too: `sqlite3 .recover` (README "Damaged state") leaves `user_version` at 0, and a
     // version 8 file salvaged so still holds its `events`.
@@ -252,34 +265,46 @@ pub(super) fn open_connection(
         let detail = e.to_string();
         return Err(QueueError::Damaged { path: path.to_owned(), detail, checkpoints: readable_checkpoints(&tx) });
     }
-    // The newest events issued must still be stored, or passed by a sink (review 21k).
-    check_newest_stored(&tx, path, found)?;
+    // The newest events issued must still be stored (review 21k). The mark of what may be
+    // missing comes with this check: a file without it has never been checked.
+    let has_mark: bool = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('event_ids') WHERE name = 'unheld_through')",
+            [],
+            |r| r.get(0),
+        )
+        .op(path, "read a table's columns")?;
+    if !has_mark {
+        tx.execute_batch(ADD_UNHELD_THROUGH).op(path, "add the event_ids.unheld_through column")?;
+    }
+    check_newest_stored(&tx, path, !has_mark || !ids_row || found < 9)?;
     let (_, removed) = reconcile_cursors(&tx, path, sinks)?;
     tx.commit().op(path, "commit the schema and sink cursors")?;
     Ok((conn, removed))
 }
 
 /// Refuses a file that lost its newest rows: the last event id issued (`event_ids.issued`, in
-/// another page of the file) is above every stored row, the purge mark and every sink's cursor.
-/// A write the disk acknowledged and never kept (or a live copy of the file restored without its
-/// WAL) can put back an older version of the page holding the newest rows: in 16 KiB pages all of
-/// a small queue's rows share one leaf page, whose older header hides the newer rows in the same
-/// page, which `quick_check` does not see and no row's checksum can (review 21k). The sources'
-/// checkpoints say those events were stored, so they would never be fetched again.
+/// another page of the file) is above every stored row and the purge mark (rows leave only by
+/// `pages::purge_through`, which moves the mark past them). A write the disk acknowledged and
+/// never kept (or a live copy of the file restored without its WAL) can put back an older version
+/// of the page holding the newest rows: in 16 KiB pages all of a small queue's rows share one leaf
+/// page, whose older header hides the newer rows in the same page, which `quick_check` does not
+/// see and no row's checksum can (review 21k). The sources' checkpoints and dedupe keys say those
+/// events were stored, so they would never be fetched again. A sink's cursor does not count: a
+/// sink that had delivered them says nothing of one that had not (review 21l).
 ///
-/// Not below version 9: at `found` 0 (a new file, or one salvaged with `sqlite3` after damage,
-/// README "Damaged state") the loss is the damage the operator salvaged from; before version 9
-/// `event_ids` did not exist and was made above, from the old table's sequence. There the last
-/// id issued is brought down to what the file holds, with a warning naming the lost ids: no sink
-/// passed those ids (nor dead-lettered one, which moves its cursor past it), so none is skipped
-/// or confused when they are issued again, and the next open finds the file whole.
-fn check_newest_stored(tx: &Connection, path: &Path, found: i64) -> Result<(), QueueError> {
+/// `tolerate`: the file was never checked so (made before version 9, when `event_ids` did not
+/// exist; salvaged with `sqlite3 .dump`, which leaves `user_version` at 0, or by a salvage that
+/// lost `event_ids`' row, made again above from the rows and cursors; or opened first by this
+/// version, whose older ones may have left ids issued and unheld, as a version 8 upgrade did). Then the ids above what the file holds are marked as missing (`unheld_through`), with a
+/// warning, and never issued again (a dead letter's key names its id, review 21l). After a
+/// salvage that kept `user_version` (`.recover`), the operator marks them (README "Damaged
+/// state").
+fn check_newest_stored(tx: &Connection, path: &Path, tolerate: bool) -> Result<(), QueueError> {
     let (issued, held): (i64, i64) = tx
         .query_row(
-            "SELECT (SELECT issued FROM event_ids),
-                    MAX(COALESCE((SELECT purged FROM event_ids), 0),
-                        COALESCE((SELECT MAX(last_id) FROM pages), 0),
-                        COALESCE((SELECT MAX(last_id) FROM sink_cursors), 0))",
+            "SELECT issued, MAX(purged, unheld_through, COALESCE((SELECT MAX(last_id) FROM pages), 0))
+             FROM event_ids",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
@@ -287,18 +312,19 @@ fn check_newest_stored(tx: &Connection, path: &Path, found: i64) -> Result<(), Q
     if issued <= held {
         return Ok(());
     }
-    let lost = format!("{}..={issued}", held + 1);
-    if found < 9 {
-        tx.execute("UPDATE event_ids SET issued = ?1", [held]).op(path, "check the newest events are stored")?;
-        tracing::warn!(path = %path.display(), ids = lost, "the last event ids issued hold no stored event and no sink \
-            passed them: they are issued again (events stored under them, if any, were lost with the damage)");
+    let missing = format!("{}..={issued}", held + 1);
+    if tolerate {
+        tx.execute("UPDATE event_ids SET unheld_through = issued", [])
+            .op(path, "check the newest events are stored")?;
+        tracing::warn!(path = %path.display(), ids = missing, "the last event ids issued hold no stored event: \
+            taken as left by an older version, or lost in the damage a salvage recovered from");
         return Ok(());
     }
     Err(QueueError::Damaged {
         path: path.to_owned(),
         detail: format!(
-            "events {lost} were stored (the last event id issued is {issued}) but no row holds them and no \
-             sink passed them: the file lost writes"
+            "events {missing} were stored (the last event id issued is {issued}) but no row holds them: the \
+             file lost writes (after a salvage, see README \"Damaged state\" to accept the loss)"
         ),
         checkpoints: readable_checkpoints(tx),
     })
@@ -530,9 +556,7 @@ mod tests {
             drop(old);
 
             let q = Queue::open(dir.path(), opts(&["s1", "s2"], 1 << 20)).unwrap();
-            // 11 and 12 were issued, never delivered and are gone: lost, and no sink passed
-            // them, so they are issued again (`check_newest_stored`).
-            assert_eq!(*q.subscribe_new_events().borrow(), 10, "the last id issued is the last one held");
+            assert_eq!(*q.subscribe_new_events().borrow(), 12, "the last id issued is kept");
             assert_eq!(q.queued_bytes(), 17 + 4, "8 events' bodies and the dead letter");
             assert_eq!(all(&q, "s2").await, ["e1", "e2", "e3", "e4", "e5", "e6", "e7", "e10"]);
             assert_eq!(all(&q, "s1").await, ["e7", "e10"]);
@@ -545,12 +569,12 @@ mod tests {
             let out = q.store_page(page("a", vec![ev("k2", 2, "new")])).await.unwrap();
             assert_eq!(out.stored, 1);
             let batch = q.read_batch("s1", 100, usize::MAX).await.unwrap();
-            assert_eq!(batch.last().map(|e| e.id), Some(11), "a new id after the last one issued");
+            assert_eq!(batch.last().map(|e| e.id), Some(13), "a new id after the last one issued");
             // s2 passes 1-6: they leave (s1 was past them), 7 on stays.
             q.ack("s2", 6).await.unwrap();
             assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (3, 3 + 3 + 2 + 4));
-            q.ack("s1", 11).await.unwrap();
-            q.ack("s2", 11).await.unwrap();
+            q.ack("s1", 13).await.unwrap();
+            q.ack("s2", 13).await.unwrap();
             assert_eq!((q.stats().await.unwrap().events, q.queued_bytes()), (0, 4), "the dead letter stays");
             q.close().await.unwrap();
             let db = Connection::open(dir.path().join("auditrelay.db")).unwrap();
