@@ -48,6 +48,8 @@ mod review21j_tests;
 mod review21k_tests;
 #[cfg(test)]
 mod review21l_tests;
+#[cfg(test)]
+mod review21m_tests;
 mod schema;
 mod views;
 mod writer;

@@ -52,17 +52,24 @@ fn cp(until: i64) -> Option<String> {
     Some(format!("{{\"until\":{until}}}"))
 }
 
+/// A directory for a queue whose file is made in `page_size` pages (None: as `Queue::open` makes
+/// a new one; Some: as an older agent, or another tool, made it).
+fn made_in(page_size: Option<i64>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    if let Some(size) = page_size {
+        let db = rusqlite::Connection::open(dir.path().join("auditrelay.db")).unwrap();
+        db.pragma_update(None, "page_size", size).unwrap();
+        db.pragma_update(None, "journal_mode", "WAL").unwrap();
+    }
+    dir
+}
+
 /// S1: two sources' pages (one row of overflow pages each), their checkpoints, sink b past the
 /// first event. S2: one more page and checkpoint for src1, acks that move both cursors. Returns
 /// the two closed files' bytes and what each must read as.
 async fn two_states(page_size: Option<i64>) -> (Vec<u8>, Vec<u8>, Seen, Seen, i64) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = made_in(page_size);
     let d = dir.path();
-    if let Some(size) = page_size {
-        let db = rusqlite::Connection::open(d.join("auditrelay.db")).unwrap();
-        db.pragma_update(None, "page_size", size).unwrap();
-        db.pragma_update(None, "journal_mode", "WAL").unwrap();
-    }
     let (b1, b3) = (body(100_000, 0), body(40_000, 7));
     let q = Queue::open(d, opts(&["a", "b"], u64::MAX)).unwrap();
     let mut p = page("src1", vec![ev("k1", 1, &b1), ev("k2", 2, "small one")]);
@@ -211,13 +218,8 @@ async fn review21k_4_kib_no_sector_damage_reads_as_sound_with_a_loss() {
 /// stored in a first run, 60 small rows (one event each, with the source's checkpoint) in a
 /// second; each sector the second run changed is put back as the first run left it.
 async fn lost_write_blast(page_size: Option<i64>) -> (i64, usize, usize, usize, usize) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = made_in(page_size);
     let d = dir.path();
-    if let Some(size) = page_size {
-        let db = rusqlite::Connection::open(d.join("auditrelay.db")).unwrap();
-        db.pragma_update(None, "page_size", size).unwrap();
-        db.pragma_update(None, "journal_mode", "WAL").unwrap();
-    }
     let q = Queue::open(d, opts(&["a"], u64::MAX)).unwrap();
     let mut p = page("src1", vec![ev("k0", 0, &body(200, 0))]);
     (p.checkpoint, p.done_until_ms) = (cp(0), Some(0));

@@ -20,15 +20,13 @@ fn db(dir: &std::path::Path) -> Connection {
 /// README "Damaged state", step 2, with `.recover`: the salvaged file keeps the damaged file's
 /// `user_version` (Debian 12's sqlite3 3.40.1 prints `PRAGMA user_version = '10'` as the first
 /// lines of its `.recover` output before failing; a working `.recover` (3.41 on) writes it into
-/// the new file), not 0 as `schema.rs` says. `VACUUM INTO` stands in for it here: a new file with
-/// every readable row and the same `user_version`. A row failing its checksum is then refused
-/// again and the README says "Either remove it (`DELETE FROM pages WHERE first_id = N`): those
-/// events are then lost to the sinks that had not sent them", and "the agent names the newest of
-/// them in a warning at its first start". When that row is the newest one, the agent instead
-/// refuses the salvaged file for good ("the file lost writes"): the only way left is step 3,
-/// starting over, losing every event still queued for the sinks.
+/// the new file), not 0 as `schema.rs` first assumed. `VACUUM INTO` stands in for it here. A row
+/// failing its checksum is refused again, and removed as the README says; when it was the newest
+/// one, the agent names its events as lost, and the README's acceptance of the loss lets it start.
+/// On e48c679 the file was refused for good ("the file lost writes"): the only way left was step
+/// 3, starting over, losing every event still queued for the sinks.
 #[tokio::test]
-async fn review21l_removing_the_newest_damaged_row_after_a_recover_salvage_starts_with_a_warning() {
+async fn review21l_removing_the_newest_damaged_row_after_a_recover_salvage_starts_once_the_loss_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let q = Queue::open(dir.path(), opts(&["a"], u64::MAX)).unwrap();
     q.store_page(page("src", vec![ev("k1", 1, "e1"), ev("k2", 2, "e2"), ev("k3", 3, "e3")])).await.unwrap();
@@ -47,12 +45,13 @@ async fn review21l_removing_the_newest_damaged_row_after_a_recover_salvage_start
     std::fs::copy(dir.path().join("auditrelay.db.created"), salvaged.path().join("auditrelay.db.created")).ok();
     let err = Queue::open(salvaged.path(), opts(&["a"], u64::MAX)).unwrap_err();
     assert!(err.to_string().contains("the stored events from id 4"), "refused again, as the README says: {err}");
-    // The README's choice: remove the row (and mark its ids as held by no row).
-    db(salvaged.path())
-        .execute_batch("DELETE FROM pages WHERE first_id = 4; UPDATE event_ids SET unheld_through = issued")
-        .unwrap();
-    let q = Queue::open(salvaged.path(), opts(&["a"], u64::MAX))
-        .expect("README: the agent starts, naming the lost events in a warning");
+    // The README's choice: remove the row. Its events were the newest: the agent names them.
+    db(salvaged.path()).execute_batch("DELETE FROM pages WHERE first_id = 4").unwrap();
+    let err = Queue::open(salvaged.path(), opts(&["a"], u64::MAX)).unwrap_err().to_string();
+    assert!(err.contains("events 4..=5 were stored") && err.contains("to accept the loss"), "{err}");
+    // The README's acceptance of that loss.
+    db(salvaged.path()).execute_batch("UPDATE event_ids SET unheld_through = issued").unwrap();
+    let q = Queue::open(salvaged.path(), opts(&["a"], u64::MAX)).expect("README: the agent starts");
     assert_eq!(all(&q, "a").await, ["e1", "e2", "e3"]);
     q.close().await.unwrap();
 }

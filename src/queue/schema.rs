@@ -116,7 +116,10 @@ PRAGMA user_version = 10;
 /// issued: an id is never reused, even after every row was deleted (a reused id at or below a
 /// sink's cursor would be skipped). `purged`: every sink had passed every event at or below it
 /// when events were last deleted; a row still holding some of them (the rest of its page is not
-/// delivered everywhere yet) hides them.
+/// delivered everywhere yet) hides them. A salvage that lost this row makes it again from the
+/// rows, the cursors and the ids sinks' dead letters name (key `<sink>#<id>`): a removed sink's
+/// dead letter keeps its id from being issued again, where a new refusal of that id would find
+/// the key taken and be dropped (review 21m).
 const ENSURE_EVENT_IDS: &str = "
 CREATE TABLE IF NOT EXISTS event_ids (
     one INTEGER PRIMARY KEY CHECK (one = 1),
@@ -126,7 +129,9 @@ CREATE TABLE IF NOT EXISTS event_ids (
 INSERT OR IGNORE INTO event_ids (one, issued, purged) VALUES (1, 0, 0);
 UPDATE event_ids SET issued = MAX(issued, purged,
     COALESCE((SELECT MAX(last_id) FROM pages), 0),
-    COALESCE((SELECT MAX(last_id) FROM sink_cursors), 0));
+    COALESCE((SELECT MAX(last_id) FROM sink_cursors), 0),
+    COALESCE((SELECT MAX(CAST(substr(key, length(sink) + 2) AS INTEGER)) FROM dead_letters
+              WHERE sink IS NOT NULL AND substr(key, 1, length(sink) + 1) = sink || '#'), 0));
 ";
 
 /// Ids at or below `unheld_through` may hold no stored event: issued before this version
