@@ -247,10 +247,9 @@ pub(super) fn open_connection(
             tx.execute_batch(add).op(path, "add a checksum column")?;
         }
     }
-    // On every open: a database salvaged with `sqlite3 .recover` may have lost this row (or the
-    // table, at version 9). `pages::ids` then floors the last id issued at the stored rows and
-    // the sink cursors.
-    // Whether the last id issued was kept (not made again below from the rows and cursors).
+    // On every open: a database salvaged with `sqlite3` may have lost this row (or the table, at
+    // version 9). `ENSURE_EVENT_IDS` then floors the last id issued at the stored rows, the sink
+    // cursors and the ids dead letters name. Whether it was kept, or so made again:
     let ids_table: bool = tx
         .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'event_ids')", [], |r| {
             r.get(0)
@@ -259,7 +258,7 @@ pub(super) fn open_connection(
     let ids_row = ids_table
         && tx.query_row("SELECT EXISTS (SELECT 1 FROM event_ids)", [], |r| r.get(0)).op(path, "check the event ids")?;
     tx.execute_batch(ENSURE_EVENT_IDS).op(path, "check the event ids")?;
-    // Version 0 too: `sqlite3 .recover` (README "Damaged state") leaves `user_version` at 0, and a
+    // Version 0 too: `sqlite3 .dump` (README "Damaged state") leaves `user_version` at 0, and a
     // version 8 file salvaged so still holds its `events`.
     if found < 9 {
         events_to_pages(&tx).op(path, "move the queued events into pages")?;
@@ -299,12 +298,12 @@ pub(super) fn open_connection(
 /// sink that had delivered them says nothing of one that had not (review 21l).
 ///
 /// `tolerate`: the file was never checked so (made before version 9, when `event_ids` did not
-/// exist; salvaged with `sqlite3 .dump`, which leaves `user_version` at 0, or by a salvage that
-/// lost `event_ids`' row, made again above from the rows and cursors; or opened first by this
-/// version, whose older ones may have left ids issued and unheld, as a version 8 upgrade did). Then the ids above what the file holds are marked as missing (`unheld_through`), with a
-/// warning, and never issued again (a dead letter's key names its id, review 21l). After a
-/// salvage that kept `user_version` (`.recover`), the operator marks them (README "Damaged
-/// state").
+/// exist; salvaged with `sqlite3 .dump`, which leaves `user_version` at 0; salvaged without
+/// `event_ids`' row, made again by `ENSURE_EVENT_IDS`; or opened first by this version, whose
+/// older ones may have left ids issued and unheld, as a version 8 upgrade did). Then the ids
+/// above what the file holds are marked as missing (`unheld_through`), with a warning, and never
+/// issued again (a dead letter's key names its id, review 21l). After a salvage that kept
+/// `user_version` (`.recover`), the operator marks them (README "Damaged state").
 fn check_newest_stored(tx: &Connection, path: &Path, tolerate: bool) -> Result<(), QueueError> {
     let (issued, held): (i64, i64) = tx
         .query_row(
@@ -528,7 +527,7 @@ mod tests {
     /// letters stay, and what every sink then passes leaves.
     #[tokio::test(start_paused = true)]
     async fn a_version_8_database_keeps_its_backlog_ids_and_dead_letters_in_pages() {
-        // Version 0: the same file salvaged by `sqlite3 .recover`, which resets `user_version`.
+        // Version 0: the same file salvaged by `sqlite3 .dump`, which resets `user_version`.
         for version in [8, 0] {
             let dir = tempfile::tempdir().unwrap();
             let q = Queue::open(dir.path(), opts(&["s1", "s2"], 1 << 20)).unwrap();
