@@ -717,6 +717,12 @@ mod tests {
 
     // Fixtures shared by the tests of every file of the queue.
 
+    /// A connection of the test's own to the queue's file in `dir` (to damage it, or to set up
+    /// an older layout).
+    pub(super) fn db(dir: &Path) -> rusqlite::Connection {
+        rusqlite::Connection::open(dir.join("auditrelay.db")).unwrap()
+    }
+
     pub(super) fn opts(sinks: &[&str], max_bytes: u64) -> QueueOptions {
         QueueOptions { max_bytes, sinks: sinks.iter().map(|s| s.to_string()).collect() }
     }

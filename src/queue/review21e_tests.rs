@@ -5,16 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::tests::{all, bodies, ev, opts, page, stored_then};
+use super::tests::{all, bodies, db, ev, opts, page, stored_then};
 use super::writer::Command;
 use super::*;
-
-fn db(dir: &Path) -> Connection {
-    Connection::open(dir.join("auditrelay.db")).unwrap()
-}
 
 fn ids(batch: &[QueuedEvent]) -> Vec<i64> {
     batch.iter().map(|e| e.id).collect()

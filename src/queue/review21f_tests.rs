@@ -3,14 +3,8 @@
 //! against `queue stats`, a brand-new version-0 file, migrated rows against `length(body)`, and
 //! how long `Queue::open` takes on a large backlog.
 
-use rusqlite::Connection;
-
-use super::tests::{all, ev, opts, page, stored_then};
+use super::tests::{all, db, ev, opts, page, stored_then};
 use super::*;
-
-fn db(dir: &Path) -> Connection {
-    Connection::open(dir.join("auditrelay.db")).unwrap()
-}
 
 // ---------------------------------------------------------------- findings (fail on the change)
 

@@ -8,14 +8,8 @@
 //! not caught: left out, see BENCHMARKS.md, "Issue 21, eighth round".
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-use rusqlite::Connection;
-
-use super::tests::{all, ev, opts, page};
+use super::tests::{all, db, ev, opts, page};
 use super::*;
-
-fn db(dir: &std::path::Path) -> Connection {
-    Connection::open(dir.join("auditrelay.db")).unwrap()
-}
 
 /// README "Damaged state", step 2, with `.recover`: the salvaged file keeps the damaged file's
 /// `user_version` (Debian 12's sqlite3 3.40.1 prints `PRAGMA user_version = '10'` as the first

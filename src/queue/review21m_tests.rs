@@ -4,14 +4,8 @@
 //! previous release (now two steps, the second only when the agent asks for it).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-use rusqlite::Connection;
-
-use super::tests::{all, ev, opts, page};
+use super::tests::{all, db, ev, opts, page};
 use super::*;
-
-fn db(dir: &std::path::Path) -> Connection {
-    Connection::open(dir.join("auditrelay.db")).unwrap()
-}
 
 /// "Ids are never issued again" does not hold after a salvage that lost `event_ids`' row (a case
 /// `open_connection` handles on purpose: `ids_row`): `ENSURE_EVENT_IDS` makes the row again
