@@ -240,10 +240,7 @@ pub(super) fn open_connection(
     }
     // Version 0 too: a salvaged older file has its tables without their checksums.
     for (table, add) in ADD_CRC {
-        let has_crc: bool = tx
-            .query_row("SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = 'crc')", [table], |r| r.get(0))
-            .op(path, "read a table's columns")?;
-        if !has_crc {
+        if !has_column(&tx, path, table, "crc")? {
             tx.execute_batch(add).op(path, "add a checksum column")?;
         }
     }
@@ -271,13 +268,7 @@ pub(super) fn open_connection(
     }
     // The newest events issued must still be stored (review 21k). The mark of what may be
     // missing comes with this check: a file without it has never been checked.
-    let has_mark: bool = tx
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('event_ids') WHERE name = 'unheld_through')",
-            [],
-            |r| r.get(0),
-        )
-        .op(path, "read a table's columns")?;
+    let has_mark = has_column(&tx, path, "event_ids", "unheld_through")?;
     if !has_mark {
         tx.execute_batch(ADD_UNHELD_THROUGH).op(path, "add the event_ids.unheld_through column")?;
     }
@@ -285,6 +276,12 @@ pub(super) fn open_connection(
     let (_, removed) = reconcile_cursors(&tx, path, sinks)?;
     tx.commit().op(path, "commit the schema and sink cursors")?;
     Ok((conn, removed))
+}
+
+/// Whether `table` has `column` (a column added after the table was made may be missing).
+fn has_column(tx: &Connection, path: &Path, table: &str, column: &str) -> Result<bool, QueueError> {
+    tx.query_row("SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)", [table, column], |r| r.get(0))
+        .op(path, "read a table's columns")
 }
 
 /// Refuses a file that lost its newest rows: the last event id issued (`event_ids.issued`, in
