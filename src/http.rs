@@ -75,7 +75,20 @@ pub struct ClientOptions {
     pub timeout: Option<Duration>,
     /// Headers sent with every request (OTLP's operator headers, marked sensitive).
     pub headers: HeaderMap,
+    /// Connections kept open while unused, per host. `None`: reqwest's default (no bound), for
+    /// a sink's client, whose batches come one after another to one receiver. Sources bound it
+    /// ([`SOURCE_IDLE_CONNECTIONS_PER_HOST`]).
+    pub max_idle_per_host: Option<usize>,
 }
+
+/// How many unused connections the sources' shared client keeps open to one vendor host. The
+/// sources of a shared client poll in step (one interval, started together), so without a bound
+/// a poll of 500 organizations leaves 500 connections open until the next one, each holding
+/// about 30 KiB of buffers and channels (heaptrack; 14 MiB at 500 sources), while few of them
+/// are needed at once. The price: past this many sources of one vendor, a poll may open a
+/// connection (a TCP and TLS handshake) instead of reusing one; vendors' servers commonly close
+/// an idle connection within a minute or so anyway. BENCHMARKS.md "sources".
+pub const SOURCE_IDLE_CONNECTIONS_PER_HOST: usize = 16;
 
 /// Why a client could not be made. Each caller words it as it always has.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +108,9 @@ pub fn client(opts: ClientOptions) -> Result<reqwest::Client, ClientError> {
         .default_headers(opts.headers)
         .redirect(opts.redirects.policy())
         .connect_timeout(opts.connect_timeout);
+    if let Some(idle) = opts.max_idle_per_host {
+        builder = builder.pool_max_idle_per_host(idle);
+    }
     if let Some(timeout) = opts.timeout {
         builder = builder.timeout(timeout);
     }

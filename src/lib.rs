@@ -14,6 +14,7 @@ pub mod http;
 pub mod latency;
 pub mod lock;
 pub mod logging;
+pub mod memory;
 pub mod ocsf;
 pub mod ops;
 pub mod queue;

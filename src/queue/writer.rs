@@ -249,10 +249,12 @@ impl Writer {
     /// `PRAGMA shrink_memory`: frees the connection's unused cache pages (sqlite3_db_release_memory).
     /// It writes nothing and changes no setting, so it cannot touch durability; a failure costs
     /// only the memory, so it is logged at debug level and otherwise ignored.
+    /// Then the heap the allocator kept after the burst that just ended ([`crate::memory`]).
     pub(super) fn release_memory(&self) {
         if let Err(e) = self.conn.execute_batch("PRAGMA shrink_memory") {
             tracing::debug!(db = %self.path.display(), error = %e, "cannot release the page cache while idle");
         }
+        crate::memory::release_freed();
     }
 
     /// Wall time (ms since the epoch) for `collected_ms`, `created_at_ms` and `updated_at_ms`:

@@ -694,6 +694,7 @@ impl ElasticsearchSink {
             connect_timeout: cfg.timeout,
             timeout: Some(cfg.timeout),
             headers: reqwest::header::HeaderMap::new(),
+            max_idle_per_host: None,
         })
         .map_err(|e| match e {
             ClientError::Tls(e) => e,

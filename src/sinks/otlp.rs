@@ -703,6 +703,7 @@ fn http_client(
         connect_timeout: cfg.timeout,
         timeout: None,
         headers,
+        max_idle_per_host: None,
     };
     crate::http::client(opts).map_err(|e| match e {
         ClientError::Tls(e) => e,
