@@ -103,17 +103,7 @@ struct Inner {
     watches: Arc<Watches>,
     /// Taken by the first `close`; a later `close` on another clone has nothing left to do.
     thread: Mutex<Option<JoinHandle<()>>>,
-    /// Turns to map and store a page ([`Queue::page_turn`]).
-    pages: Arc<tokio::sync::Semaphore>,
 }
-
-/// How many pages the sources may hold as mapped events at once, waiting for their commit
-/// ([`Queue::page_turn`]). The commits are one at a time on the database thread; what waits
-/// for it is memory: 500 sources polled together (they poll in step) each held a page of
-/// events, and the heap's high-water mark is what an idle agent keeps (glibc does not give it
-/// back). More than the database thread can take at once (it joins the waiting pages into one
-/// commit), so a busy agent does not wait on it.
-pub const PAGES_IN_FLIGHT: usize = 16;
 
 /// Published by the database thread right after each commit, before it replies, so a caller that
 /// got its reply already sees the new values. `watch::Sender` works from any thread.
@@ -453,14 +443,7 @@ impl Queue {
                 writer.run(receiver)
             })
             .map_err(QueueError::Thread)?;
-        let inner = Inner {
-            path,
-            max_bytes: opts.max_bytes,
-            commands,
-            watches,
-            thread: Mutex::new(Some(thread)),
-            pages: Arc::new(tokio::sync::Semaphore::new(PAGES_IN_FLIGHT)),
-        };
+        let inner = Inner { path, max_bytes: opts.max_bytes, commands, watches, thread: Mutex::new(Some(thread)) };
         Ok(Queue { inner: Arc::new(inner) })
     }
 
@@ -612,14 +595,6 @@ impl Queue {
 
     pub fn max_bytes(&self) -> u64 {
         self.inner.max_bytes
-    }
-
-    /// A turn to map a page's records and commit them, held until the commit answered: at most
-    /// [`PAGES_IN_FLIGHT`] pages of mapped events wait for the database at once. A holder only
-    /// maps and commits (no vendor, no pause), so a turn comes within a few commits. `None`
-    /// never happens (the semaphore is never closed); the caller goes on without one.
-    pub async fn page_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        Arc::clone(&self.inner.pages).acquire_owned().await.ok()
     }
 
     /// True when sources must not fetch: `queued_bytes() >= max_bytes()`.
@@ -845,32 +820,6 @@ mod tests {
             timeout(Duration::from_millis(1), q.store_page(p)).await.unwrap().unwrap();
         }
         assert_eq!(started.elapsed(), Duration::ZERO);
-        q.close().await.unwrap();
-    }
-
-    /// At most `PAGES_IN_FLIGHT` pages are mapped and waiting for their commit at once: the next
-    /// source's turn comes when one of them ends (issue 21 point 4: 500 sources polled in step).
-    #[tokio::test(start_paused = true)]
-    async fn test_a_page_turn_waits_while_every_turn_is_taken() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = Queue::open(dir.path(), opts(&["s"], 1000)).unwrap();
-        let mut turns = Vec::new();
-        for _ in 0..PAGES_IN_FLIGHT {
-            turns.push(timeout(Duration::from_millis(1), q.page_turn()).await.unwrap().unwrap());
-        }
-        assert!(timeout(Duration::from_secs(60), q.page_turn()).await.is_err(), "a turn past the bound");
-        let waiting = tokio::spawn({
-            let q = q.clone();
-            async move { q.page_turn().await.is_some() }
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
-        drop(turns.pop());
-        assert!(
-            timeout(Duration::from_millis(1), waiting).await.unwrap().unwrap(),
-            "the freed turn goes to the waiter"
-        );
-        drop(turns);
         q.close().await.unwrap();
     }
 

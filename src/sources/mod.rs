@@ -1842,13 +1842,6 @@ impl Source {
         bump(&self.stats.fetched, fetched as u64);
         debug!(source = %name, records = fetched, "page read; mapping and committing it");
         let staged = page.staged.is_some();
-        // From mapping to commit, this page's events wait their turn with every other source's
-        // (`Queue::page_turn`): 500 sources polled together must not all hold their events at
-        // once. A staged page is already stored.
-        let _turn = match staged {
-            true => None,
-            false => self.queue.page_turn().await,
-        };
         let mut rejected = page.rejected;
         let events = self.events(page.records, &mut rejected);
         let mut dead_summary = DeadSummary::default();
@@ -1992,6 +1985,9 @@ fn chrono_dur(d: Duration) -> chrono::Duration {
 fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
     Utc.timestamp_opt(t.timestamp(), 0).single().unwrap_or(t)
 }
+
+#[cfg(test)]
+mod review21n_tests;
 
 #[cfg(test)]
 mod tests {
