@@ -11,8 +11,9 @@
 //! precondition. The crate's lint is `deny(unsafe_code)`, allowed here alone.
 
 /// Asks the allocator to give the system back the free pages of every arena. Costs a walk of
-/// the heap with each arena locked in turn (about a millisecond for tens of MiB): call it when
-/// the agent has gone quiet, never per event. True when glibc gave something back. Elsewhere
+/// the heap with each arena locked in turn, and a page fault per page given back when it is
+/// used again: call it when the agent has gone quiet, and not often (the queue's writer: after
+/// a quiet second, at most once in 30 s). True when glibc gave something back. Elsewhere
 /// (musl, other systems) it does nothing: their allocators have no such call.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]

@@ -164,6 +164,24 @@ const MAX_GROUP: usize = 64;
 /// long, and an idle one re-reads the few pages its next poll needs from the OS's cache.
 const RELEASE_MEMORY_WHEN_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// With the page cache, the heap the allocator kept after the burst that just ended is given
+/// back ([`crate::memory::release_freed`]), but at most once in this long. Given back, freed
+/// memory costs a page fault per page when used again, and a vendor rate-limited to a page
+/// every few seconds (or a sink waiting for its acks) leaves this thread quiet for a second
+/// again and again: the end-to-end benchmark's agent trimmed 3 to 4 times a run (each a few
+/// hundred `madvise` calls; BENCHMARKS.md, "Issue 21, ninth round"). A writer that goes quiet before it is due
+/// waits the rest of the time (still quiet) and trims then: an idle agent is trimmed within
+/// this long of its last command.
+const TRIM_HEAP_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a quiet writer waits before giving the heap back: `None`, now (never before, or
+/// not in the last [`TRIM_HEAP_AT_MOST_EVERY`]); else the rest of that time. So an agent that
+/// goes quiet is trimmed within that time, and a busy one at most that often.
+fn trim_wait(last: Option<std::time::Instant>, now: std::time::Instant) -> Option<std::time::Duration> {
+    let since = now.saturating_duration_since(last?);
+    TRIM_HEAP_AT_MOST_EVERY.checked_sub(since).filter(|rest| !rest.is_zero())
+}
+
 impl Command {
     fn is_write(&self) -> bool {
         matches!(
@@ -249,12 +267,10 @@ impl Writer {
     /// `PRAGMA shrink_memory`: frees the connection's unused cache pages (sqlite3_db_release_memory).
     /// It writes nothing and changes no setting, so it cannot touch durability; a failure costs
     /// only the memory, so it is logged at debug level and otherwise ignored.
-    /// Then the heap the allocator kept after the burst that just ended ([`crate::memory`]).
     pub(super) fn release_memory(&self) {
         if let Err(e) = self.conn.execute_batch("PRAGMA shrink_memory") {
             tracing::debug!(db = %self.path.display(), error = %e, "cannot release the page cache while idle");
         }
-        crate::memory::release_freed();
     }
 
     /// Wall time (ms since the epoch) for `collected_ms`, `created_at_ms` and `updated_at_ms`:
@@ -266,17 +282,32 @@ impl Writer {
     pub(super) fn run(mut self, commands: mpsc::Receiver<Command>) {
         // A command taken while gathering a group, handled right after it.
         let mut held = None;
+        let mut trimmed: Option<std::time::Instant> = None;
         loop {
             let command = match held.take() {
                 Some(command) => command,
                 None => match commands.recv_timeout(RELEASE_MEMORY_WHEN_IDLE_FOR) {
                     Ok(command) => command,
-                    // Idle: give the page cache back, then wait as long as it takes.
+                    // Idle: give the page cache back, then the heap once it is due (still
+                    // idle), then wait as long as it takes.
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         self.release_memory();
-                        match commands.recv() {
-                            Ok(command) => command,
-                            Err(_) => return,
+                        let next = loop {
+                            let now = std::time::Instant::now();
+                            let Some(wait) = trim_wait(trimmed, now) else {
+                                crate::memory::release_freed();
+                                trimmed = Some(now);
+                                break commands.recv().ok();
+                            };
+                            match commands.recv_timeout(wait) {
+                                Ok(command) => break Some(command),
+                                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                                Err(mpsc::RecvTimeoutError::Disconnected) => break None,
+                            }
+                        };
+                        match next {
+                            Some(command) => command,
+                            None => return,
                         }
                     }
                     // Every handle dropped without `close`: dropping the connection still
@@ -734,6 +765,21 @@ mod tests {
     use super::*;
     use crate::queue::tests::*;
     use crate::queue::*;
+
+    /// The heap is given back at the first quiet second, then not again within
+    /// `TRIM_HEAP_AT_MOST_EVERY`: quiet seconds between a rate-limited vendor's pages must not
+    /// each cost a trim and the page faults after it.
+    #[test]
+    fn test_the_heap_is_trimmed_at_most_once_in_thirty_seconds() {
+        use std::time::Duration;
+        let start = std::time::Instant::now();
+        assert_eq!(trim_wait(None, start), None, "the first quiet second trims");
+        assert_eq!(trim_wait(Some(start), start + Duration::from_secs(1)), Some(Duration::from_secs(29)));
+        assert_eq!(trim_wait(Some(start), start + Duration::from_millis(29_999)), Some(Duration::from_millis(1)));
+        assert_eq!(trim_wait(Some(start), start + TRIM_HEAP_AT_MOST_EVERY), None);
+        assert_eq!(trim_wait(Some(start), start + Duration::from_secs(3600)), None);
+        assert_eq!(TRIM_HEAP_AT_MOST_EVERY, Duration::from_secs(30));
+    }
 
     #[tokio::test]
     async fn writes_waiting_together_share_one_transaction_and_fail_alone() {
