@@ -169,9 +169,9 @@ const RELEASE_MEMORY_WHEN_IDLE_FOR: std::time::Duration = std::time::Duration::f
 /// memory costs a page fault per page when used again, and a vendor rate-limited to a page
 /// every few seconds (or a sink waiting for its acks) leaves this thread quiet for a second
 /// again and again: the end-to-end benchmark's agent trimmed 3 to 4 times a run (each a few
-/// hundred `madvise` calls; BENCHMARKS.md, "Issue 21, ninth round"). A writer that goes quiet before it is due
-/// waits the rest of the time (still quiet) and trims then: an idle agent is trimmed within
-/// this long of its last command.
+/// hundred `madvise` calls; BENCHMARKS.md, "Issue 21, ninth round"). A writer that goes quiet
+/// before it is due waits the rest of the time (still quiet) and trims then: an idle agent is
+/// trimmed within this long of its last command.
 const TRIM_HEAP_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a quiet writer waits before giving the heap back: `None`, now (never before, or

@@ -998,6 +998,24 @@ async fn test_a_renamed_sink_left_stopped_by_a_deferred_rename_is_not_ready() {
     let mut agent = Agent::spawn(&["run"], &config, &log, &[]);
     let a = dir.path().join("a.ndjson");
     agent.until("a's records", RUN_LIMIT, |_| lines(&a) >= 10).await;
+    // Both sinks' acks committed before the database is held. A sink writes its file first and
+    // moves its cursor after: a lock taken in between catches the ack (CI, 2026-12-07), and the
+    // reload then waits the drain deadline (30 s, this test's limit) for the sink to give up.
+    let acked = |m: &str| {
+        ["a", "file"]
+            .iter()
+            .all(|s| m.contains(&format!("auditrelay_sink_backlog_events{{sink=\"{s}\",type=\"file\"}} 0\n")))
+    };
+    let deadline = std::time::Instant::now() + RUN_LIMIT;
+    loop {
+        let metrics = agent.metrics().await;
+        if acked(&metrics) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the sinks' cursors never reached the end:\n{metrics}");
+        // The observer's polling interval, not a wait for the condition.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     config_with(
         dir.path(),
